@@ -1,0 +1,46 @@
+//! The one error type of the ingest crate.
+
+use std::path::PathBuf;
+
+use crate::skip::Skip;
+
+/// Errors from reading input documents.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bad record, reported as an error because the run was asked to fail on bad input
+    /// (`--on-error fail`). Names the file, the record and its byte offset.
+    #[error("{0}")]
+    BadRecord(Box<Skip>),
+    /// The input cannot be read at all with the given settings (unknown format, missing column).
+    #[error("{path}: {detail}")]
+    Input { path: PathBuf, detail: String },
+    /// Parquet failure on a named file.
+    #[error("{path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Arrow failure while building a batch: a bug, not bad input.
+    #[error("internal: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Result alias of the ingest crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Parquet inputs: one document per row, configurable columns.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use crate::error::{Error, Result};
+use crate::reader::{Outcome, ParquetColumns, ReadOptions, RecordSource, display, path_buf};
+use crate::schema::Document;
+use crate::skip::{Skip, SkipReason};
+
+/// Rows of a Parquet file. The `offset` of a row is its row number (the way to re-read it).
+pub(crate) struct ParquetSource {
+    source: String,
+    reader: Option<ParquetRecordBatchReader>,
+    cols: ParquetColumns,
+    row: u64,
+    pending: VecDeque<Outcome>,
+    missing: Option<Skip>,
+}
+
+impl ParquetSource {
+    pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let pq = |source| Error::Parquet {
+            path: path_buf(path),
+            source,
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+        let schema = builder.schema().clone();
+        let cols = &opts.parquet;
+        let mut src = ParquetSource {
+            source: display(path),
+            reader: None,
+            cols: cols.clone(),
+            row: 0,
+            pending: VecDeque::new(),
+            missing: None,
+        };
+        if schema.field_with_name(&cols.text).is_err() {
+            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            src.missing = Some(Skip {
+                reason: SkipReason::MissingColumn,
+                source: src.source.clone(),
+                record: 0,
+                offset: 0,
+                documents: rows,
+                detail: format!("no column `{}` (columns: {}); all {rows} rows skipped", cols.text, names.join(", ")),
+            });
+            return Ok(src);
+        }
+        let wanted: Vec<&str> = std::iter::once(cols.text.as_str())
+            .chain([&cols.id, &cols.url, &cols.date, &cols.lang].into_iter().flatten().map(String::as_str))
+            .collect();
+        let leaves: Vec<usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), leaves);
+        src.reader = Some(builder.with_projection(mask).with_batch_size(1024).build().map_err(pq)?);
+        Ok(src)
+    }
+
+    fn strings(batch: &RecordBatch, name: Option<&String>) -> Option<StringArray> {
+        let col = batch.column_by_name(name?)?;
+        let c = cast(col, &DataType::Utf8).ok()?;
+        Some(c.as_string::<i32>().clone())
+    }
+
+    fn load(&mut self, batch: RecordBatch) {
+        let text = Self::strings(&batch, Some(&self.cols.text));
+        let id = Self::strings(&batch, self.cols.id.as_ref());
+        let url = Self::strings(&batch, self.cols.url.as_ref());
+        let date = Self::strings(&batch, self.cols.date.as_ref());
+        let lang = Self::strings(&batch, self.cols.lang.as_ref());
+        let get = |a: &Option<StringArray>, i: usize| a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
+        for i in 0..batch.num_rows() {
+            let row = self.row;
+            self.row += 1;
+            let out = match get(&text, i) {
+                None => Outcome::Skip(Skip {
+                    reason: SkipReason::MissingText,
+                    source: self.source.clone(),
+                    record: row,
+                    offset: row,
+                    documents: 1,
+                    detail: match &text {
+                        None => format!("column `{}` is not a string column", self.cols.text),
+                        Some(_) => format!("column `{}` is null", self.cols.text),
+                    },
+                }),
+                Some(t) => Outcome::Doc(Document {
+                    id: get(&id, i).unwrap_or_else(|| format!("{}:{row}", self.source)),
+                    offset: row,
+                    url: get(&url, i),
+                    date: get(&date, i),
+                    lang: get(&lang, i),
+                    text: Some(t),
+                    html: None,
+                    metadata: None,
+                }),
+            };
+            self.pending.push_back(out);
+        }
+    }
+}
+
+impl RecordSource for ParquetSource {
+    fn next_record(&mut self) -> Option<Result<Outcome>> {
+        if let Some(s) = self.missing.take() {
+            return Some(Ok(Outcome::Skip(s)));
+        }
+        loop {
+            if let Some(o) = self.pending.pop_front() {
+                return Some(Ok(o));
+            }
+            match self.reader.as_mut()?.next()? {
+                Ok(b) => self.load(b),
+                Err(e) => {
+                    self.reader = None;
+                    return Some(Err(Error::Input {
+                        path: self.source.clone().into(),
+                        detail: format!("row {}: {e}", self.row),
+                    }));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! A streaming WARC reader for WARC, WET and WAT files (WARC 1.0/1.1), plain or gzip.
+//!
+//! The file is memory-mapped. A `.warc.gz` is decoded one gzip member at a time, so a record's
+//! `offset` is the compressed offset of its member (what a Common Crawl index gives for a range
+//! request); a plain `.warc` is parsed in place and offsets are file offsets. Records after the
+//! first inside one multi-record member share the member's offset.
+//!
+//! Tolerated Common Crawl quirks: extra CR/LF between records, a `Content-Length` that is off
+//! (the record then ends at its gzip member's end or at the next `WARC/1.` line), target URIs in
+//! angle brackets (`<http://…>`, WARC 1.0 drafts and wget). A truncated record, a corrupt gzip
+//! member (reading resumes at the next good member) or a non-WARC span are counted skips.
+//!
+//! Record types: `response` (HTTP parsed; de-chunked; gzip/deflate content-encoding decoded;
+//! the HTML decoded to UTF-8 by the declared charset — HTTP header, then `<meta>`, then UTF-8 —
+//! with `encoding_rs`), `conversion` (WET text), `metadata` (WAT JSON), `resource` (text/*).
+//! Other types (`warcinfo`, `request`, `revisit`, …) are not documents and are counted by kind.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+use crate::http::{HttpPayload, decode_response};
+use crate::reader::{Outcome, ReadOptions, RecordSource, display};
+use crate::schema::Document;
+use crate::skip::{Skip, SkipReason};
+
+enum Data {
+    Map(Mmap),
+    Empty,
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Map(m) => m,
+            Data::Empty => &[],
+        }
+    }
+}
+
+/// How decoding one gzip member ended.
+enum Member {
+    /// Fully decoded; `consumed` compressed bytes.
+    Complete { out: Vec<u8>, consumed: usize },
+    /// The file ended inside the member; `out` holds what decoded.
+    Truncated { out: Vec<u8>, err: String },
+    /// Not a gzip member, or its deflate stream is broken.
+    Corrupt { err: String },
+    /// Decodes to more than the cap; `consumed` compressed bytes were skipped.
+    TooLarge { consumed: usize },
+}
+
+fn decode_member(data: &[u8], cap: usize) -> Member {
+    let mut rest = data;
+    let mut dec = flate2::bufread::GzDecoder::new(&mut rest);
+    let mut out = Vec::new();
+    match (&mut dec).take(cap as u64 + 1).read_to_end(&mut out) {
+        Ok(_) if out.len() > cap => {
+            if std::io::copy(&mut dec, &mut std::io::sink()).is_err() {
+                return Member::Corrupt {
+                    err: "broken deflate stream in an oversized member".into(),
+                };
+            }
+            drop(dec);
+            Member::TooLarge {
+                consumed: data.len() - rest.len(),
+            }
+        }
+        Ok(_) => {
+            drop(dec);
+            Member::Complete {
+                out,
+                consumed: data.len() - rest.len(),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Member::Truncated { out, err: e.to_string() },
+        Err(e) => Member::Corrupt { err: e.to_string() },
+    }
+}
+
+/// The records of one WARC/WET/WAT file.
+pub(crate) struct WarcSource {
+    source: String,
+    data: Data,
+    gz: bool,
+    cap: usize,
+    /// Next unread byte of `data` (compressed position for gzip).
+    pos: usize,
+    /// The decoded member being parsed (gzip only), its compressed offset and whether it was cut.
+    member: Vec<u8>,
+    member_offset: u64,
+    member_pos: usize,
+    member_truncated: bool,
+    member_active: bool,
+    record: u64,
+    pending: VecDeque<Outcome>,
+}
+
+impl WarcSource {
+    pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        let data = if len == 0 {
+            Data::Empty
+        } else {
+            // SAFETY: mapped read-only; inputs are not modified while a build reads them (a
+            // concurrent truncation by another process could fault, as for any mmap reader).
+            Data::Map(unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?)
+        };
+        let gz = data.bytes().starts_with(&[0x1f, 0x8b]);
+        Ok(WarcSource {
+            source: display(path),
+            data,
+            gz,
+            cap: opts.max_record_bytes,
+            pos: 0,
+            member: Vec::new(),
+            member_offset: 0,
+            member_pos: 0,
+            member_truncated: false,
+            member_active: false,
+            record: 0,
+            pending: VecDeque::new(),
+        })
+    }
+
+    fn skip(&self, reason: SkipReason, offset: u64, detail: String) -> Outcome {
+        Outcome::Skip(Skip {
+            reason,
+            source: self.source.clone(),
+            record: self.record,
+            offset,
+            documents: 1,
+            detail,
+        })
+    }
+
+    /// Loads the next gzip member into `self.member`, queueing skips for bad ones.
+    fn next_member(&mut self) -> bool {
+        loop {
+            let data = self.data.bytes();
+            // Trailing zero padding or whitespace after the last member is not an error.
+            if data[self.pos..].iter().all(|&b| b == 0 || b.is_ascii_whitespace()) {
+                self.pos = data.len();
+                return false;
+            }
+            let at = self.pos;
+            match decode_member(&data[at..], self.cap) {
+                Member::Complete { out, consumed } => {
+                    self.pos += consumed.max(1);
+                    self.load(out, at, false);
+                    return true;
+                }
+                Member::Truncated { out, err } => {
+                    self.pos = data.len();
+                    if out.is_empty() {
+                        let o = self.skip(SkipReason::TruncatedRecord, at as u64, format!("gzip member cut short before any record ({err})"));
+                        self.pending.push_back(o);
+                        return false;
+                    }
+                    self.load(out, at, true);
+                    return true;
+                }
+                Member::TooLarge { consumed } => {
+                    self.pos += consumed.max(1);
+                    self.record += 1;
+                    let o = self.skip(SkipReason::TooLarge, at as u64, format!("gzip member decodes to over max_record_bytes {}", self.cap));
+                    self.pending.push_back(o);
+                    return false;
+                }
+                Member::Corrupt { err } => {
+                    // Resume at the next offset where a whole member decodes.
+                    let resume = (at + 1..data.len().saturating_sub(2))
+                        .filter(|&q| data[q] == 0x1f && data[q + 1] == 0x8b && data[q + 2] == 0x08)
+                        .find(|&q| matches!(decode_member(&data[q..], self.cap), Member::Complete { .. }));
+                    self.record += 1;
+                    let lost = resume.unwrap_or(data.len()) - at;
+                    let o = self.skip(SkipReason::CorruptGzip, at as u64, format!("corrupt gzip member ({err}); {lost} bytes skipped"));
+                    self.pending.push_back(o);
+                    self.pos = resume.unwrap_or(data.len());
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn load(&mut self, out: Vec<u8>, offset: usize, truncated: bool) {
+        self.member = out;
+        self.member_offset = offset as u64;
+        self.member_pos = 0;
+        self.member_truncated = truncated;
+        self.member_active = true;
+    }
+}
+
+impl RecordSource for WarcSource {
+    fn next_record(&mut self) -> Option<Result<Outcome>> {
+        loop {
+            if let Some(o) = self.pending.pop_front() {
+                return Some(Ok(o));
+            }
+            if self.gz {
+                if self.member_active {
+                    let buf = std::mem::take(&mut self.member);
+                    let out = match parse_record(&buf, self.member_pos, !self.member_truncated) {
+                        Some((rec, next)) => {
+                            self.member_pos = next;
+                            self.record += 1;
+                            Some(self.outcome(rec, self.member_offset))
+                        }
+                        None => None,
+                    };
+                    self.member = buf;
+                    match out {
+                        Some(o) => return Some(Ok(o)),
+                        None => self.member_active = false,
+                    }
+                } else if self.pos >= self.data.bytes().len() {
+                    return None;
+                } else {
+                    self.next_member();
+                }
+            } else {
+                let data = std::mem::replace(&mut self.data, Data::Empty);
+                let out = parse_record(data.bytes(), self.pos, false).map(|(rec, next)| {
+                    self.pos = next;
+                    self.record += 1;
+                    let off = rec.start as u64;
+                    self.outcome(rec, off)
+                });
+                self.data = data;
+                return out.map(Ok);
+            }
+        }
+    }
+}
+
+/// One parsed record (or a span that is not one).
+struct RawRecord<'a> {
+    start: usize,
+    kind: RawKind<'a>,
+}
+
+enum RawKind<'a> {
+    Record { headers: Vec<(&'a str, &'a str)>, block: &'a [u8], length_off: bool },
+    Truncated { headers: Vec<(&'a str, &'a str)>, have: usize, want: Option<usize> },
+    Garbage { len: usize },
+    BadHeader { detail: String },
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if from >= hay.len() {
+        return None;
+    }
+    hay[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+}
+
+/// Next `WARC/1.` at the start of a line, at or after `from`.
+fn next_record_start(buf: &[u8], from: usize) -> Option<usize> {
+    let mut q = from;
+    while let Some(p) = find(buf, b"WARC/1.", q) {
+        if p == 0 || buf[p - 1] == b'\n' {
+            return Some(p);
+        }
+        q = p + 1;
+    }
+    None
+}
+
+fn parse_headers(h: &[u8]) -> Vec<(&str, &str)> {
+    let text = std::str::from_utf8(h).unwrap_or("");
+    text.split('\n')
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim(), v.trim()))
+        })
+        .collect()
+}
+
+fn header<'a>(hs: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    hs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+}
+
+/// Parses the record starting at or after `pos`. `bounded`: `buf` ends exactly where the
+/// record ends (a complete gzip member), so a `Content-Length` past the end is a quirk, not a cut.
+fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<'_>, usize)> {
+    while pos < buf.len() && (buf[pos] == b'\r' || buf[pos] == b'\n' || buf[pos] == b' ' || buf[pos] == b'\t' || buf[pos] == 0) {
+        pos += 1;
+    }
+    if pos >= buf.len() {
+        return None;
+    }
+    let start = pos;
+    if !buf[pos..].starts_with(b"WARC/") {
+        let next = next_record_start(buf, pos).unwrap_or(buf.len());
+        return Some((RawRecord { start, kind: RawKind::Garbage { len: next - pos } }, next));
+    }
+    let (hend, body) = match (find(buf, b"\r\n\r\n", pos), find(buf, b"\n\n", pos)) {
+        (Some(a), Some(b)) if b + 2 < a + 4 => (b, b + 2),
+        (Some(a), _) => (a, a + 4),
+        (None, Some(b)) => (b, b + 2),
+        (None, None) => {
+            let headers = parse_headers(&buf[pos..]);
+            return Some((RawRecord { start, kind: RawKind::Truncated { headers, have: 0, want: None } }, buf.len()));
+        }
+    };
+    let headers = parse_headers(&buf[pos..hend]);
+    let Some(len) = header(&headers, "Content-Length").and_then(|v| v.parse::<usize>().ok()) else {
+        let next = next_record_start(buf, body).unwrap_or(buf.len());
+        let detail = format!("missing or bad Content-Length {:?}", header(&headers, "Content-Length"));
+        return Some((RawRecord { start, kind: RawKind::BadHeader { detail } }, next));
+    };
+    let end = body.saturating_add(len);
+    if end > buf.len() {
+        if bounded {
+            let mut e = buf.len();
+            while e > body && (buf[e - 1] == b'\r' || buf[e - 1] == b'\n') {
+                e -= 1;
+            }
+            return Some((RawRecord { start, kind: RawKind::Record { headers, block: &buf[body..e], length_off: true } }, buf.len()));
+        }
+        let have = buf.len() - body;
+        return Some((RawRecord { start, kind: RawKind::Truncated { headers, have, want: Some(len) } }, buf.len()));
+    }
+    // The block should be followed by CRLF CRLF, then the next record or the end.
+    let mut after = end;
+    while after < buf.len() && (buf[after] == b'\r' || buf[after] == b'\n') {
+        after += 1;
+    }
+    if after >= buf.len() || buf[after..].starts_with(b"WARC/") {
+        return Some((RawRecord { start, kind: RawKind::Record { headers, block: &buf[body..end], length_off: false } }, after));
+    }
+    // Content-Length is off: the record ends before the next `WARC/1.` line (or at the end).
+    let next = next_record_start(buf, body).unwrap_or(buf.len());
+    let mut e = next;
+    while e > body && (buf[e - 1] == b'\r' || buf[e - 1] == b'\n') {
+        e -= 1;
+    }
+    Some((RawRecord { start, kind: RawKind::Record { headers, block: &buf[body..e], length_off: true } }, next))
+}
+
+fn strip_brackets(uri: &str) -> &str {
+    let u = uri.trim();
+    let u = u.strip_prefix('<').or_else(|| u.strip_prefix('‹')).unwrap_or(u);
+    u.strip_suffix('>').or_else(|| u.strip_suffix('›')).unwrap_or(u)
+}
+
+impl WarcSource {
+    fn outcome(&self, rec: RawRecord<'_>, offset: u64) -> Outcome {
+        let (headers, block, length_off) = match rec.kind {
+            RawKind::Record { headers, block, length_off } => (headers, block, length_off),
+            RawKind::Garbage { len } => return self.skip(SkipReason::MalformedWarc, offset, format!("{len} bytes that are not a WARC record")),
+            RawKind::BadHeader { detail } => return self.skip(SkipReason::MalformedWarc, offset, detail),
+            RawKind::Truncated { headers, have, want } => {
+                let id = header(&headers, "WARC-Record-ID").unwrap_or("(no record id)");
+                let detail = match want {
+                    Some(w) => format!("record {id} is truncated: {have} of {w} block bytes present"),
+                    None => format!("record {id} is truncated inside its headers"),
+                };
+                return self.skip(SkipReason::TruncatedRecord, offset, detail);
+            }
+        };
+        let warc_type = header(&headers, "WARC-Type").unwrap_or("").to_ascii_lowercase();
+        let id = header(&headers, "WARC-Record-ID")
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| format!("{}:{}", self.source, offset));
+        let url = header(&headers, "WARC-Target-URI").map(|u| strip_brackets(u).to_string());
+        let date = header(&headers, "WARC-Date").map(str::to_string);
+        let mut meta = serde_json::Map::new();
+        meta.insert("warc_type".into(), warc_type.clone().into());
+        if length_off {
+            meta.insert("content_length_off".into(), true.into());
+        }
+        let mut doc = Document {
+            id,
+            offset,
+            url,
+            date,
+            ..Default::default()
+        };
+        match warc_type.as_str() {
+            "response" => match decode_response(block) {
+                Err(detail) => return self.skip(SkipReason::MalformedHttp, offset, format!("{}: {detail}", doc.id)),
+                Ok(p) => {
+                    meta.insert("http_status".into(), p.status.into());
+                    meta.insert("content_type".into(), p.mime.clone().into());
+                    if !(200..300).contains(&p.status) {
+                        return self.skip(SkipReason::HttpStatus, offset, format!("{}: HTTP status {}", doc.id, p.status));
+                    }
+                    match p.payload {
+                        HttpPayload::Html { text, charset, charset_from } | HttpPayload::Text { text, charset, charset_from } if text.is_empty() => {
+                            let _ = (charset, charset_from);
+                            return self.skip(SkipReason::EmptyText, offset, format!("{}: empty payload", doc.id));
+                        }
+                        HttpPayload::Html { text, charset, charset_from } => {
+                            meta.insert("charset".into(), charset.into());
+                            meta.insert("charset_from".into(), charset_from.into());
+                            doc.html = Some(text);
+                        }
+                        HttpPayload::Text { text, charset, charset_from } => {
+                            meta.insert("charset".into(), charset.into());
+                            meta.insert("charset_from".into(), charset_from.into());
+                            doc.text = Some(text);
+                        }
+                        HttpPayload::Other => {
+                            return self.skip(SkipReason::NonTextPayload, offset, format!("{}: content type `{}`", doc.id, p.mime));
+                        }
+                    }
+                }
+            },
+            "conversion" => {
+                doc.lang = header(&headers, "WARC-Identified-Content-Language").map(str::to_string);
+                if let Some(r) = header(&headers, "WARC-Refers-To") {
+                    meta.insert("refers_to".into(), r.into());
+                }
+                match std::str::from_utf8(block) {
+                    Ok(t) => doc.text = Some(t.to_string()),
+                    Err(e) => {
+                        return self.skip(SkipReason::InvalidUtf8, offset, format!("{}: WET text is not UTF-8 at block byte {}", doc.id, e.valid_up_to()));
+                    }
+                }
+            }
+            "metadata" => match serde_json::from_slice::<serde_json::Value>(block) {
+                Ok(v) => {
+                    meta.insert("wat".into(), v);
+                }
+                Err(_) => match std::str::from_utf8(block) {
+                    // Not WAT JSON: WARC metadata records of crawlers are `application/warc-fields`.
+                    Ok(t) => {
+                        meta.insert("fields".into(), t.into());
+                    }
+                    Err(_) => return self.skip(SkipReason::InvalidUtf8, offset, format!("{}: metadata block is not UTF-8", doc.id)),
+                },
+            },
+            "resource" => {
+                let ct = header(&headers, "Content-Type").unwrap_or("").to_ascii_lowercase();
+                if !ct.starts_with("text/") {
+                    return self.skip(SkipReason::NonTextPayload, offset, format!("{}: resource of type `{ct}`", doc.id));
+                }
+                doc.text = Some(String::from_utf8_lossy(block).into_owned());
+            }
+            "warcinfo" => return Outcome::Ignored("warcinfo"),
+            "request" => return Outcome::Ignored("request"),
+            "revisit" => return Outcome::Ignored("revisit"),
+            "continuation" => return Outcome::Ignored("continuation"),
+            _ => return Outcome::Ignored("other"),
+        }
+        doc.metadata = Some(serde_json::Value::Object(meta).to_string());
+        Outcome::Doc(doc)
+    }
+}

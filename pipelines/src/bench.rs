@@ -1,0 +1,156 @@
+//! `tokenmill bench tokenize`: the tokenizer stage against Python `tokenizers` `encode_batch`
+//! on the same `tokenizer.json`, the same texts and the same thread count, side by side.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokenmill_ingest::{DocumentReader, ReadOptions};
+use tokenmill_shards::{TextTokenizer, TokenizeOptions};
+
+use crate::error::{Error, Result};
+
+/// One row of the table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchRow {
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    pub threads: usize,
+    pub docs: u64,
+    pub bytes: u64,
+    pub tokens: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+    pub tokens_per_s: f64,
+}
+
+/// Reads the `text` of every document of `inputs`.
+pub fn load_texts(inputs: &[PathBuf]) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for p in inputs {
+        let mut r = DocumentReader::open(p, &ReadOptions::default())?;
+        for b in &mut r {
+            let b = b?;
+            let col = arrow::array::AsArray::as_string::<i32>(b.column_by_name("text").expect("schema"));
+            for t in col.iter().flatten() {
+                texts.push(t.to_string());
+            }
+        }
+    }
+    Ok(texts)
+}
+
+/// Times our tokenizer stage: best of `repeat` runs after one warm-up.
+pub fn bench_ours(tokenizer: &Path, texts: &[String], threads: usize, repeat: usize) -> Result<BenchRow> {
+    let tok = TextTokenizer::load(tokenizer, &TokenizeOptions::default())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    let mut best = f64::INFINITY;
+    let mut tokens = 0u64;
+    for i in 0..=repeat {
+        let t0 = Instant::now();
+        let ids = pool.install(|| tok.encode_batch(texts))?;
+        let dt = t0.elapsed().as_secs_f64();
+        tokens = ids.iter().map(|v| v.len() as u64).sum();
+        if i > 0 {
+            best = best.min(dt);
+        }
+    }
+    Ok(BenchRow {
+        implementation: "tokenmill (tokenizers crate, rayon)".into(),
+        threads,
+        docs: texts.len() as u64,
+        bytes,
+        tokens,
+        seconds: best,
+        mb_per_s: bytes as f64 / 1e6 / best,
+        tokens_per_s: tokens as f64 / best,
+    })
+}
+
+/// Runs `tests/peers/bench_tokenize.py` with `python` on the same texts.
+pub fn bench_python(python: &Path, script: &Path, tokenizer: &Path, texts: &[String], threads: usize, repeat: usize) -> Result<Vec<BenchRow>> {
+    let dir = tempfile_dir()?;
+    let jsonl = dir.join("texts.jsonl");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&jsonl).map_err(|e| Error::io(&jsonl, e))?);
+        for t in texts {
+            serde_json::to_writer(&mut f, &serde_json::json!({ "text": t })).expect("json");
+            f.write_all(b"\n").map_err(|e| Error::io(&jsonl, e))?;
+        }
+    }
+    let out = Command::new(python)
+        .arg(script)
+        .arg("--tokenizer")
+        .arg(tokenizer)
+        .arg("--texts")
+        .arg(&jsonl)
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--repeat")
+        .arg(repeat.to_string())
+        .arg("--json")
+        .output()
+        .map_err(|e| Error::io(python, e))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        return Err(Error::Unsupported(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr))));
+    }
+    let mut rows = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(r) = serde_json::from_str::<BenchRow>(line.trim()) {
+            rows.push(r);
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::Unsupported(format!("{} printed no result: {}", script.display(), String::from_utf8_lossy(&out.stdout))));
+    }
+    Ok(rows)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("tokenmill-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+    Ok(d)
+}
+
+/// The table, with each row's throughput as a ratio to the first Python row.
+pub fn table(rows: &[BenchRow]) -> String {
+    let base = rows.iter().find(|r| r.implementation.starts_with("python")).map(|r| r.mb_per_s);
+    let mut s = format!(
+        "| {:<38} | {:>7} | {:>6} | {:>10} | {:>10} | {:>8} | {:>8} | {:>11} | {:>11} | {:>8} |\n|{}|\n",
+        "implementation",
+        "threads",
+        "docs",
+        "MB",
+        "tokens",
+        "seconds",
+        "MB/s",
+        "tokens/s",
+        "MB/s/core",
+        "ratio",
+        "---|".repeat(10).trim_end_matches('|')
+    );
+    for r in rows {
+        let ratio = base.map(|b| format!("{:.2}x", r.mb_per_s / b)).unwrap_or_else(|| "-".into());
+        s.push_str(&format!(
+            "| {:<38} | {:>7} | {:>6} | {:>10.2} | {:>10} | {:>8.3} | {:>8.2} | {:>11.0} | {:>11.2} | {:>8} |\n",
+            r.implementation,
+            r.threads,
+            r.docs,
+            r.bytes as f64 / 1e6,
+            r.tokens,
+            r.seconds,
+            r.mb_per_s,
+            r.tokens_per_s,
+            r.mb_per_s / r.threads as f64,
+            ratio
+        ));
+    }
+    s
+}

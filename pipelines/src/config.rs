@@ -1,0 +1,181 @@
+//! The pipeline configuration (`pipeline.toml`), validated before a build starts.
+//!
+//! ```toml
+//! [input]
+//! paths = ["crawl/*.warc.wet.gz", "extra/*.jsonl.zst"]   # globs, expanded and sorted
+//! on_error = "skip"            # or "fail"
+//! # format = "jsonl"           # force a format instead of guessing from file names
+//! # text_mode = "blocks"       # plain text: one document per blank-line-separated block
+//! [input.jsonl]
+//! text = "text"
+//! id = ["id"]
+//! [input.parquet]
+//! text = "text"
+//!
+//! [tokenizer]
+//! path = "tokenizer.json"      # or tokenizer.json.gz
+//! # eos = "<|endoftext|>"      # default: the first known EOS token in the vocabulary
+//! append_eos = true
+//!
+//! [output]
+//! dir = "dataset"
+//! shard_bytes = 1073741824     # target size of a shard's .bin
+//!
+//! [run]
+//! threads = 0                  # 0 = all cores
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokenmill_ingest::ReadOptions;
+
+use crate::error::{Error, Result};
+
+/// `[input]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InputConfig {
+    /// Files or globs.
+    pub paths: Vec<String>,
+    #[serde(flatten)]
+    pub read: ReadOptions,
+}
+
+/// `[tokenizer]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenizerConfig {
+    pub path: PathBuf,
+    pub eos: Option<String>,
+    pub append_eos: bool,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        TokenizerConfig {
+            path: PathBuf::new(),
+            eos: None,
+            append_eos: true,
+        }
+    }
+}
+
+/// Default target shard size: 1 GiB of token data.
+pub const DEFAULT_SHARD_BYTES: u64 = 1 << 30;
+
+/// `[output]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutputConfig {
+    pub dir: PathBuf,
+    /// A shard is closed once its `.bin` reaches this many bytes.
+    pub shard_bytes: u64,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: PathBuf::new(),
+            shard_bytes: DEFAULT_SHARD_BYTES,
+        }
+    }
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunConfig {
+    /// Worker threads; 0 = all cores.
+    pub threads: usize,
+    /// Hide the progress bar.
+    pub quiet: bool,
+}
+
+/// The whole `pipeline.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BuildConfig {
+    pub input: InputConfig,
+    pub tokenizer: TokenizerConfig,
+    pub output: OutputConfig,
+    pub run: RunConfig,
+}
+
+impl BuildConfig {
+    /// Parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks the settings and expands the input globs into a sorted, de-duplicated file list.
+    pub fn resolve_inputs(&self) -> Result<Vec<PathBuf>> {
+        if self.input.paths.is_empty() {
+            return Err(Error::Config("no inputs: give input paths or globs".into()));
+        }
+        if self.tokenizer.path.as_os_str().is_empty() {
+            return Err(Error::Config("no tokenizer: give --tokenizer or [tokenizer] path".into()));
+        }
+        if self.output.dir.as_os_str().is_empty() {
+            return Err(Error::Config("no output directory: give --out or [output] dir".into()));
+        }
+        if self.output.shard_bytes < 4096 {
+            return Err(Error::Config(format!("shard_bytes {} is below 4096", self.output.shard_bytes)));
+        }
+        let mut files = Vec::new();
+        for pat in &self.input.paths {
+            let direct = Path::new(pat);
+            if direct.is_file() {
+                files.push(direct.to_path_buf());
+                continue;
+            }
+            let matches = glob::glob(pat).map_err(|e| Error::Config(format!("bad glob `{pat}`: {e}")))?;
+            let before = files.len();
+            for m in matches {
+                let p = m.map_err(|e| Error::io(e.path().to_path_buf(), e.into()))?;
+                if p.is_file() {
+                    files.push(p);
+                }
+            }
+            if files.len() == before {
+                return Err(Error::Config(format!("input `{pat}` matches no file")));
+            }
+        }
+        files.sort();
+        files.dedup();
+        Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_nested_reader_settings_parses() {
+        let c: BuildConfig = toml::from_str(
+            r#"
+            [input]
+            paths = ["a/*.jsonl"]
+            on_error = "fail"
+            text_mode = "blocks"
+            [input.jsonl]
+            text = "content"
+            [tokenizer]
+            path = "tok.json"
+            eos = "</s>"
+            [output]
+            dir = "out"
+            shard_bytes = 65536
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.input.read.on_error, tokenmill_ingest::OnError::Fail);
+        assert_eq!(c.input.read.jsonl.text, "content");
+        assert_eq!(c.input.read.text_mode, tokenmill_ingest::TextMode::Blocks);
+        assert_eq!(c.tokenizer.eos.as_deref(), Some("</s>"));
+        assert!(c.tokenizer.append_eos);
+        assert_eq!(c.output.shard_bytes, 65536);
+    }
+}

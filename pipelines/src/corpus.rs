@@ -1,0 +1,138 @@
+//! A deterministic generator of a small web-like corpus for `tokenmill quickstart`: articles on a
+//! dozen topics with URLs and dates, plus what real crawls are full of — syndicated
+//! near-duplicates, exact copies, navigation/cookie boilerplate, lorem ipsum, character noise,
+//! one-liners — and two broken JSON lines, so every later stage has something to catch.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// splitmix64: a tiny, well-mixed deterministic generator.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 11) % n as u64) as usize
+    }
+    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+}
+
+const TOPICS: &[(&str, &[&str])] = &[
+    ("astronomy", &["telescope", "galaxy", "orbit", "comet", "nebula", "observatory", "planet", "eclipse", "spectrum", "satellite"]),
+    ("cooking", &["recipe", "oven", "flour", "garlic", "simmer", "sauce", "kitchen", "butter", "harvest", "spice"]),
+    ("cycling", &["bicycle", "gear", "saddle", "climb", "peloton", "tyre", "route", "descent", "frame", "sprint"]),
+    ("finance", &["market", "bond", "inflation", "dividend", "portfolio", "interest", "budget", "currency", "audit", "loan"]),
+    ("gardening", &["soil", "compost", "seedling", "pruning", "orchard", "greenhouse", "mulch", "tomato", "root", "blossom"]),
+    ("history", &["archive", "empire", "treaty", "manuscript", "dynasty", "revolution", "monument", "chronicle", "siege", "charter"]),
+    ("medicine", &["clinic", "vaccine", "diagnosis", "patient", "therapy", "symptom", "nurse", "dosage", "trial", "surgeon"]),
+    ("music", &["melody", "chord", "orchestra", "rhythm", "album", "violin", "concert", "harmony", "tempo", "choir"]),
+    ("programming", &["compiler", "function", "memory", "thread", "kernel", "database", "parser", "module", "variable", "benchmark"]),
+    ("sailing", &["harbour", "mast", "tide", "anchor", "regatta", "hull", "compass", "current", "voyage", "keel"]),
+    ("sport", &["stadium", "league", "coach", "season", "goal", "referee", "tournament", "match", "training", "trophy"]),
+    ("weather", &["forecast", "storm", "humidity", "rainfall", "pressure", "drought", "frost", "cloud", "monsoon", "heatwave"]),
+];
+
+const ADJ: &[&str] = &["remarkable", "quiet", "ancient", "modern", "difficult", "careful", "bright", "unusual", "local", "ambitious", "steady", "fragile"];
+const VERB: &[&str] = &["changed", "revealed", "shaped", "challenged", "improved", "described", "followed", "measured", "questioned", "supported"];
+const PEOPLE: &[&str] = &["researchers", "residents", "the committee", "local experts", "volunteers", "the authors", "critics", "engineers", "teachers", "visitors"];
+const PLACES: &[&str] = &["the northern valley", "the old town", "the coastal region", "the university", "the city council", "the small village", "the national park", "the river delta"];
+const LINK: &[&str] = &["However,", "Meanwhile,", "In practice,", "As a result,", "For many years,", "According to the report,", "Later that year,", "Surprisingly,"];
+const SITES: &[&str] = &["dailyledger", "northernherald", "weekendjournal", "openfieldnotes", "citypost", "thequarterly", "riverside-news", "makersblog"];
+
+fn sentence(r: &mut SplitMix64, words: &[&str]) -> String {
+    match r.below(5) {
+        0 => format!("The {} {} {} the {} in {}.", r.pick(ADJ), r.pick(words), r.pick(VERB), r.pick(words), r.pick(PLACES)),
+        1 => format!("{} {} {} how the {} {} the {}.", r.pick(LINK), r.pick(PEOPLE), r.pick(VERB), r.pick(words), r.pick(VERB), r.pick(words)),
+        2 => format!("Few {} expected a {} {} to matter this much, yet {} kept returning to it.", r.pick(PEOPLE), r.pick(ADJ), r.pick(words), r.pick(PEOPLE)),
+        3 => format!("In {} the {} and the {} were {} by {}.", r.pick(PLACES), r.pick(words), r.pick(words), r.pick(VERB), r.pick(PEOPLE)),
+        _ => format!("\"It is a {} {},\" said one of the {}, adding that the {} had {} everything.", r.pick(ADJ), r.pick(words), r.pick(PEOPLE), r.pick(words), r.pick(VERB)),
+    }
+}
+
+fn article(r: &mut SplitMix64) -> (String, String) {
+    let (topic, words) = TOPICS[r.below(TOPICS.len())];
+    let title = format!("The {} {} of {}", r.pick(ADJ), r.pick(words), r.pick(PLACES).trim_start_matches("the "));
+    let mut text = format!("{title}\n\n");
+    for _ in 0..3 + r.below(6) {
+        let para: Vec<String> = (0..2 + r.below(5)).map(|_| sentence(r, words)).collect();
+        text.push_str(&para.join(" "));
+        text.push_str("\n\n");
+    }
+    (topic.to_string(), text.trim_end().to_string())
+}
+
+fn junk(r: &mut SplitMix64) -> String {
+    match r.below(5) {
+        0 => "Home | About us | Contact | Login | Register | Privacy policy | Terms of use | Sitemap\nHome | About us | Contact | Login | Register".into(),
+        1 => "We use cookies to improve your experience. By continuing to browse you accept our use of cookies. Accept all | Manage settings".into(),
+        2 => "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. Lorem ipsum dolor sit amet.".into(),
+        3 => (0..300).map(|_| (b'!' + r.below(90) as u8) as char).collect(),
+        _ => "Click here".into(),
+    }
+}
+
+/// Writes `docs` documents over `files` JSONL files in `dir`; returns the file paths.
+pub fn write_corpus(dir: &Path, docs: usize, files: usize, seed: u64) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut r = SplitMix64(seed);
+    let mut written: Vec<String> = Vec::new();
+    let mut paths = Vec::new();
+    let per = docs.div_ceil(files.max(1));
+    let mut n = 0usize;
+    for f in 0..files.max(1) {
+        let path = dir.join(format!("web-{f:02}.jsonl"));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?);
+        let mut line = |v: String| writeln!(out, "{v}").map_err(|e| Error::io(&path, e));
+        for _ in 0..per.min(docs - n) {
+            let site = r.pick(SITES);
+            let roll = r.below(100);
+            let (kind, topic, text) = if roll < 10 && !written.is_empty() {
+                // Syndicated copy with a few words changed: a near-duplicate.
+                let src = written[r.below(written.len())].clone();
+                let mut words: Vec<String> = src.split(' ').map(str::to_string).collect();
+                for _ in 0..3 {
+                    let i = r.below(words.len());
+                    words[i] = r.pick(ADJ).to_string();
+                }
+                ("near_duplicate", "syndicated".to_string(), words.join(" "))
+            } else if roll < 15 && !written.is_empty() {
+                ("exact_duplicate", "copy".to_string(), written[r.below(written.len())].clone())
+            } else if roll < 23 {
+                ("junk", "junk".to_string(), junk(&mut r))
+            } else {
+                let (topic, text) = article(&mut r);
+                written.push(text.clone());
+                ("article", topic, text)
+            };
+            let doc = serde_json::json!({
+                "id": format!("qs-{n:06}"),
+                "url": format!("https://{site}.example/{topic}/{n}"),
+                "date": format!("2026-{:02}-{:02}", 1 + r.below(12), 1 + r.below(28)),
+                "kind": kind,
+                "text": text,
+            });
+            line(doc.to_string())?;
+            n += 1;
+        }
+        if f == 0 {
+            // Real dumps have broken lines; the reader counts and records them.
+            line("{\"id\": \"qs-broken-1\", \"text\": \"an unterminated".into())?;
+            line("{\"id\": \"qs-broken-2\", \"body\": \"a record without the text field\"}".into())?;
+        }
+        out.flush().map_err(|e| Error::io(&path, e))?;
+        paths.push(path);
+    }
+    Ok(paths)
+}

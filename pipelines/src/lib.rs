@@ -1,0 +1,18 @@
+//! Pipelines: configuration, orchestration of the stages, and the `tokenmill` CLI's commands.
+//!
+//! `build` runs read ([`tokenmill_ingest`]) → tokenize → shard write ([`tokenmill_shards`]) as
+//! independent tasks, one per input file, in parallel and resumably.
+
+pub mod bench;
+pub mod build;
+pub mod config;
+pub mod corpus;
+pub mod error;
+pub mod inspect;
+pub mod quickstart;
+pub mod stats;
+pub mod task;
+
+pub use build::{BuildOutcome, build};
+pub use config::BuildConfig;
+pub use error::{Error, Result};

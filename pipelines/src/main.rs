@@ -1,0 +1,388 @@
+//! The `tokenmill` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokenmill_ingest::{Format, OnError, TextMode};
+use tokenmill_pipelines::config::{BuildConfig, DEFAULT_SHARD_BYTES};
+use tokenmill_pipelines::{bench, inspect, quickstart};
+use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
+
+#[derive(Parser, Debug)]
+#[command(name = "tokenmill", version, about = "Web dumps to deduplicated, tokenized, memory-mapped token shards with provenance")]
+struct Cli {
+    /// Log filter for stderr (e.g. `info`, `tokenmill_pipelines=debug`); also RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Generate a web-like corpus, train a tokenizer, build, verify and inspect a dataset.
+    Quickstart(QuickstartArgs),
+    /// Read inputs, tokenize, and write Megatron-compatible shards with provenance.
+    Build(BuildArgs),
+    /// Show a dataset's manifest, or one document with its provenance and text.
+    Inspect(InspectArgs),
+    /// Recompute every checksum and re-validate every index of a dataset.
+    Verify {
+        dataset: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokenizer utilities.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCmd),
+    /// Benchmarks that print a table.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args, Debug)]
+struct QuickstartArgs {
+    /// Where to put the corpus, tokenizer and dataset.
+    #[arg(long, default_value = "tokenmill-quickstart")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 3000)]
+    docs: usize,
+    #[arg(long, default_value_t = 4)]
+    files: usize,
+    #[arg(long, default_value_t = 4096)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum OnErrorArg {
+    Skip,
+    Fail,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Warc,
+    Jsonl,
+    Parquet,
+    Text,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum TextModeArg {
+    File,
+    Blocks,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// Input files or globs (added to the config's).
+    inputs: Vec<String>,
+    /// A pipeline.toml; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// tokenizer.json or tokenizer.json.gz.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Output dataset directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// EOS token appended to every document (default: the vocabulary's own).
+    #[arg(long)]
+    eos: Option<String>,
+    /// Do not append an EOS token.
+    #[arg(long)]
+    no_eos: bool,
+    /// What to do with bad records.
+    #[arg(long, value_enum)]
+    on_error: Option<OnErrorArg>,
+    /// Force the input format.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Plain text: one document per file or per blank-line-separated block.
+    #[arg(long, value_enum)]
+    text_mode: Option<TextModeArg>,
+    /// JSONL/Parquet text field.
+    #[arg(long)]
+    text_field: Option<String>,
+    /// JSONL id field.
+    #[arg(long)]
+    id_field: Option<String>,
+    /// Target bytes of token data per shard.
+    #[arg(long)]
+    shard_bytes: Option<u64>,
+    /// Worker threads (0 = all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    quiet: bool,
+    /// Print stats as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    dataset: PathBuf,
+    /// Show the document(s) with this id.
+    #[arg(long, conflicts_with_all = ["shard", "token"])]
+    doc: Option<String>,
+    /// Shard ordinal (with --index).
+    #[arg(long, requires = "index")]
+    shard: Option<usize>,
+    /// Document index in the shard.
+    #[arg(long, requires = "shard")]
+    index: Option<usize>,
+    /// Show the document holding this global token position.
+    #[arg(long)]
+    token: Option<u64>,
+    /// Characters of text to print.
+    #[arg(long, default_value_t = 2000)]
+    max_chars: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenizerCmd {
+    /// Train a byte-level BPE tokenizer on input documents.
+    Train {
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 32768)]
+        vocab_size: usize,
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        /// Special tokens (the first is the EOS); default `<|endoftext|>`.
+        #[arg(long = "special")]
+        special: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Tokenizer stage vs Python `tokenizers` encode_batch, same tokenizer, texts and threads.
+    Tokenize {
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        tokenizer: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Python with `tokenizers` installed (default: .venv-peers/bin/python if present).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        #[arg(long, default_value = "tests/peers/bench_tokenize.py")]
+        script: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Quickstart(a) => {
+            quickstart::quickstart(&quickstart::QuickstartOptions {
+                out: a.out,
+                docs: a.docs,
+                files: a.files,
+                vocab_size: a.vocab_size,
+                seed: a.seed,
+                threads: a.threads,
+                quiet: a.quiet,
+            })?;
+        }
+        Cmd::Build(a) => cmd_build(a)?,
+        Cmd::Inspect(a) => cmd_inspect(a)?,
+        Cmd::Verify { dataset, json } => {
+            let r = tokenmill_shards::verify(&dataset).with_context(|| format!("verifying {}", dataset.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("OK: {} shards, {} documents, {} tokens, {} bytes hashed", r.shards, r.documents, r.tokens, r.bytes_hashed);
+            }
+        }
+        Cmd::Tokenizer(TokenizerCmd::Train {
+            inputs,
+            out,
+            vocab_size,
+            min_frequency,
+            special,
+        }) => {
+            if inputs.is_empty() {
+                bail!("give input files to train on");
+            }
+            let texts = bench::load_texts(&inputs)?;
+            let mut opts = BpeTrainOptions {
+                vocab_size,
+                min_frequency,
+                ..Default::default()
+            };
+            if !special.is_empty() {
+                opts.special_tokens = special;
+            }
+            let n = train_bpe(texts.iter(), &opts, &out)?;
+            println!("trained a byte-level BPE of {n} tokens on {} documents → {}", texts.len(), out.display());
+        }
+        Cmd::Bench(BenchCmd::Tokenize {
+            inputs,
+            tokenizer,
+            threads,
+            repeat,
+            python,
+            script,
+            json,
+        }) => {
+            if inputs.is_empty() {
+                bail!("give input files with the texts to tokenize");
+            }
+            let texts = bench::load_texts(&inputs)?;
+            let mut rows = Vec::new();
+            let python = python.or_else(|| {
+                let p = PathBuf::from(".venv-peers/bin/python");
+                p.exists().then_some(p)
+            });
+            match &python {
+                Some(py) => rows.extend(bench::bench_python(py, &script, &tokenizer, &texts, threads, repeat)?),
+                None => eprintln!("note: no Python with `tokenizers` (give --python); the peer column is missing"),
+            }
+            rows.push(bench::bench_ours(&tokenizer, &texts, threads, repeat)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", bench::table(&rows));
+                let counts: Vec<u64> = rows.iter().map(|r| r.tokens).collect();
+                println!("token counts equal across implementations: {}", counts.windows(2).all(|w| w[0] == w[1]));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cmd_build(a: BuildArgs) -> anyhow::Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => BuildConfig::from_file(p)?,
+        None => BuildConfig::default(),
+    };
+    if cfg.output.shard_bytes == 0 {
+        cfg.output.shard_bytes = DEFAULT_SHARD_BYTES;
+    }
+    cfg.input.paths.extend(a.inputs);
+    if let Some(t) = a.tokenizer {
+        cfg.tokenizer.path = t;
+    }
+    if let Some(o) = a.out {
+        cfg.output.dir = o;
+    }
+    if let Some(e) = a.eos {
+        cfg.tokenizer.eos = Some(e);
+    }
+    if a.no_eos {
+        cfg.tokenizer.append_eos = false;
+    }
+    if let Some(o) = a.on_error {
+        cfg.input.read.on_error = match o {
+            OnErrorArg::Skip => OnError::Skip,
+            OnErrorArg::Fail => OnError::Fail,
+        };
+    }
+    if let Some(f) = a.format {
+        cfg.input.read.format = Some(match f {
+            FormatArg::Warc => Format::Warc,
+            FormatArg::Jsonl => Format::Jsonl,
+            FormatArg::Parquet => Format::Parquet,
+            FormatArg::Text => Format::Text,
+        });
+    }
+    if let Some(m) = a.text_mode {
+        cfg.input.read.text_mode = match m {
+            TextModeArg::File => TextMode::File,
+            TextModeArg::Blocks => TextMode::Blocks,
+        };
+    }
+    if let Some(f) = a.text_field {
+        cfg.input.read.jsonl.text = f.clone();
+        cfg.input.read.parquet.text = f;
+    }
+    if let Some(f) = a.id_field {
+        cfg.input.read.jsonl.id = vec![f.clone()];
+        cfg.input.read.parquet.id = Some(f);
+    }
+    if let Some(b) = a.shard_bytes {
+        cfg.output.shard_bytes = b;
+    }
+    if let Some(t) = a.threads {
+        cfg.run.threads = t;
+    }
+    cfg.run.quiet |= a.quiet;
+    let out = tokenmill_pipelines::build(&cfg).with_context(|| format!("building {}", cfg.output.dir.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out.stats)?);
+    } else {
+        println!("built {} ({} shards)", cfg.output.dir.display(), out.manifest.shards.len());
+        print!("{}", out.stats.table());
+        for s in out.stats.skip_samples.iter().take(5) {
+            println!("  skipped: {s}");
+        }
+    }
+    Ok(())
+}
+
+fn cmd_inspect(a: InspectArgs) -> anyhow::Result<()> {
+    let ds = inspect::open(&a.dataset)?;
+    let views = if let Some(id) = &a.doc {
+        let tok = inspect::dataset_tokenizer(&ds)?;
+        inspect::by_id(&ds, &tok, id)?
+    } else if let (Some(s), Some(i)) = (a.shard, a.index) {
+        let tok = inspect::dataset_tokenizer(&ds)?;
+        vec![inspect::by_position(&ds, &tok, s, i)?]
+    } else if let Some(t) = a.token {
+        let tok = inspect::dataset_tokenizer(&ds)?;
+        vec![inspect::by_token(&ds, &tok, t)?]
+    } else {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(ds.manifest())?);
+        } else {
+            print!("{}", inspect::summary(&ds));
+        }
+        return Ok(());
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        for v in &views {
+            print!("{}", inspect::render(v, a.max_chars));
+        }
+    }
+    Ok(())
+}

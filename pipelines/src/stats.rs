@@ -1,0 +1,107 @@
+//! Build statistics: the funnel (read = written + skipped by reason), bytes, tokens, time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tokenmill_ingest::ReadStats;
+
+/// What one task (one input file) did. Deterministic: no timings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// What the reader saw.
+    pub read: ReadStats,
+    /// Documents dropped after reading, by reason (e.g. `empty_text`).
+    pub dropped: BTreeMap<String, u64>,
+    pub documents_written: u64,
+    pub tokens: u64,
+    /// UTF-8 bytes of the text that was tokenized.
+    pub text_bytes: u64,
+}
+
+impl TaskStats {
+    pub fn merge(&mut self, o: &TaskStats) {
+        self.read.merge(&o.read);
+        for (k, v) in &o.dropped {
+            *self.dropped.entry(k.clone()).or_default() += v;
+        }
+        self.documents_written += o.documents_written;
+        self.tokens += o.tokens;
+        self.text_bytes += o.text_bytes;
+    }
+    /// Skipped documents by reason, reader skips and later drops together.
+    pub fn skipped_by_reason(&self) -> BTreeMap<String, u64> {
+        let mut m: BTreeMap<String, u64> = self.read.skipped.by_reason.iter().map(|(r, n)| (r.name().to_string(), *n)).collect();
+        for (k, v) in &self.dropped {
+            *m.entry(k.clone()).or_default() += v;
+        }
+        m
+    }
+    /// Documents read.
+    pub fn documents_read(&self) -> u64 {
+        self.read.read()
+    }
+    /// True when read = written + skipped.
+    pub fn reconciles(&self) -> bool {
+        self.documents_read() == self.documents_written + self.skipped_by_reason().values().sum::<u64>()
+    }
+}
+
+/// `stats.json` of a build.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BuildStats {
+    pub inputs: u64,
+    pub input_bytes: u64,
+    pub tasks_resumed: u64,
+    pub documents_read: u64,
+    pub documents_written: u64,
+    pub documents_skipped: BTreeMap<String, u64>,
+    pub records_ignored: BTreeMap<String, u64>,
+    pub text_bytes: u64,
+    pub tokens: u64,
+    pub shards: u64,
+    pub threads: usize,
+    pub seconds: f64,
+    pub text_mb_per_s: f64,
+    pub text_mb_per_s_per_core: f64,
+    pub peak_rss_bytes: Option<u64>,
+    /// The first skipped records in full (file, record, offset, reason).
+    pub skip_samples: Vec<tokenmill_ingest::Skip>,
+}
+
+impl BuildStats {
+    /// Human summary table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<28} {v:>16}\n"));
+        row("input files", self.inputs.to_string());
+        row("input bytes", self.input_bytes.to_string());
+        row("tasks resumed (already done)", self.tasks_resumed.to_string());
+        row("documents read", self.documents_read.to_string());
+        row("documents written", self.documents_written.to_string());
+        for (k, v) in &self.documents_skipped {
+            row(&format!("  skipped: {k}"), v.to_string());
+        }
+        for (k, v) in &self.records_ignored {
+            row(&format!("  non-document: {k}"), v.to_string());
+        }
+        row("text bytes tokenized", self.text_bytes.to_string());
+        row("tokens", self.tokens.to_string());
+        row("shards", self.shards.to_string());
+        row("threads", self.threads.to_string());
+        row("seconds", format!("{:.2}", self.seconds));
+        row("text MB/s", format!("{:.2}", self.text_mb_per_s));
+        row("text MB/s per core", format!("{:.2}", self.text_mb_per_s_per_core));
+        if let Some(p) = self.peak_rss_bytes {
+            row("peak RSS MiB", format!("{:.1}", p as f64 / (1 << 20) as f64));
+        }
+        s
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

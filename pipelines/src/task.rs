@@ -1,0 +1,166 @@
+//! One build task: one input file read, tokenized and written to its own shards.
+//!
+//! Tasks are independent (no shared state but the tokenizer), so they run in parallel here and,
+//! later, on different machines. A task's shards are named `shard-<task>-<part>`, which makes
+//! the output independent of scheduling; a task is done when its record
+//! (`.build/tasks/<task>.json`) is published.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::UInt64Type;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use tokenmill_ingest::DocumentReader;
+use tokenmill_shards::{DocSource, ShardEntry, ShardWriter, TextTokenizer, atomic_write};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::config::BuildConfig;
+use crate::error::{Error, Result};
+use crate::stats::TaskStats;
+
+/// Name prefix of the shards of task `task`.
+pub fn shard_prefix(task: usize) -> String {
+    format!("shard-{task:06}-")
+}
+
+/// The published result of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task: usize,
+    pub input: String,
+    pub shards: Vec<ShardEntry>,
+    pub stats: TaskStats,
+}
+
+impl TaskRecord {
+    pub fn path(build_dir: &Path, task: usize) -> PathBuf {
+        build_dir.join("tasks").join(format!("{task:06}.json"))
+    }
+
+    /// The record of a finished task, if it is there and its shards exist with the right sizes.
+    pub fn load_done(build_dir: &Path, out: &Path, task: usize, input: &str) -> Option<TaskRecord> {
+        let bytes = std::fs::read(Self::path(build_dir, task)).ok()?;
+        let rec: TaskRecord = serde_json::from_slice(&bytes).ok()?;
+        let ok = rec.task == task
+            && rec.input == input
+            && rec
+                .shards
+                .iter()
+                .all(|s| std::fs::metadata(s.bin_path(out)).is_ok_and(|m| m.len() == s.bin_bytes) && s.idx_path(out).is_file() && s.prov_path(out).is_file());
+        ok.then_some(rec)
+    }
+}
+
+/// Removes whatever an interrupted run of `task` left in `out`.
+pub fn clear_task_outputs(out: &Path, task: usize) -> Result<()> {
+    let prefix = shard_prefix(task);
+    let rd = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(out, e))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs task `task` over `input`, writing shards into `out` and the record into `build_dir`.
+pub fn run_task(task: usize, input: &Path, cfg: &BuildConfig, tok: &TextTokenizer, out: &Path, build_dir: &Path, pb: &ProgressBar) -> Result<TaskRecord> {
+    let _span = tracing::info_span!("task", task, input = %input.display()).entered();
+    clear_task_outputs(out, task)?;
+    let mut reader = DocumentReader::open(input, &cfg.input.read)?;
+    let mut stats = TaskStats::default();
+    let mut shards = Vec::new();
+    let mut writer: Option<ShardWriter> = None;
+    let dtype = tok.dtype();
+    for batch in &mut reader {
+        let batch = batch?;
+        let cols = Columns::of(&batch);
+        // Rows with text are tokenized; rows without are dropped with a reason or refused.
+        let mut rows = Vec::with_capacity(batch.num_rows());
+        for r in 0..batch.num_rows() {
+            match cols.text(r) {
+                Some(t) if !t.trim().is_empty() => rows.push(r),
+                _ if cols.html.is_valid(r) => {
+                    return Err(Error::Unsupported(format!(
+                        "{}: record {} at offset {} is an HTML page (a WARC response record); HTML-to-text extraction is not in tokenmill yet, so `build` cannot use WARC response records: build from the WET files Common Crawl publishes (*.warc.wet.gz) or from extracted JSONL/Parquet",
+                        input.display(),
+                        cols.id.value(r),
+                        cols.offset.value(r)
+                    )));
+                }
+                _ => *stats.dropped.entry("empty_text".into()).or_default() += 1,
+            }
+        }
+        let texts: Vec<&str> = rows.iter().map(|&r| cols.text(r).expect("kept rows have text")).collect();
+        let tokens = tok.encode_batch(&texts)?;
+        for ((&r, text), ids) in rows.iter().zip(&texts).zip(&tokens) {
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(ShardWriter::create(out, &format!("{}{:04}", shard_prefix(task), shards.len()), dtype)?),
+            };
+            w.push(
+                ids,
+                DocSource {
+                    id: cols.id.value(r),
+                    source: cols.source.value(r),
+                    offset: cols.offset.value(r),
+                    url: cols.url.is_valid(r).then(|| cols.url.value(r)),
+                    text_xxh3: xxh3_64(text.as_bytes()),
+                },
+            )?;
+            stats.documents_written += 1;
+            stats.tokens += ids.len() as u64;
+            stats.text_bytes += text.len() as u64;
+            if w.bytes() >= cfg.output.shard_bytes {
+                shards.push(writer.take().expect("open writer").finish()?);
+            }
+        }
+        pb.set_message(format!("{} docs", stats.documents_written));
+    }
+    if let Some(w) = writer.take() {
+        shards.push(w.finish()?);
+    }
+    stats.read = reader.stats().clone();
+    let rec = TaskRecord {
+        task,
+        input: input.display().to_string(),
+        shards,
+        stats,
+    };
+    if !rec.stats.reconciles() {
+        return Err(Error::Unsupported(format!("internal: task {task} counts do not reconcile: {:?}", rec.stats)));
+    }
+    let mut json = serde_json::to_vec_pretty(&rec).expect("task record serialises");
+    json.push(b'\n');
+    atomic_write(&TaskRecord::path(build_dir, task), &json)?;
+    tracing::info!(task, documents = rec.stats.documents_written, tokens = rec.stats.tokens, "task done");
+    Ok(rec)
+}
+
+struct Columns<'a> {
+    id: &'a arrow::array::StringArray,
+    source: &'a arrow::array::StringArray,
+    offset: &'a arrow::array::PrimitiveArray<UInt64Type>,
+    url: &'a arrow::array::StringArray,
+    text: &'a arrow::array::StringArray,
+    html: &'a arrow::array::StringArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(b: &'a RecordBatch) -> Self {
+        let s = |n: &str| b.column_by_name(n).expect("document schema").as_string::<i32>();
+        Columns {
+            id: s("id"),
+            source: s("source"),
+            offset: b.column_by_name("offset").expect("document schema").as_primitive::<UInt64Type>(),
+            url: s("url"),
+            text: s("text"),
+            html: s("html"),
+        }
+    }
+    fn text(&self, r: usize) -> Option<&'a str> {
+        self.text.is_valid(r).then(|| self.text.value(r))
+    }
+}

@@ -1,0 +1,74 @@
+//! The one error type of the shards crate.
+
+use std::path::PathBuf;
+
+/// Errors from reading, writing and validating token shards, manifests and tokenizers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file on disk is not what its format says it must be (corrupt, truncated or hostile).
+    #[error("{path}: corrupt {what}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        detail: String,
+    },
+    /// A checksum recorded in the manifest does not match the file.
+    #[error("{path}: checksum mismatch: manifest says {expected:016x}, file has {actual:016x}")]
+    Checksum {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    /// The tokenizer could not be loaded or used.
+    #[error("tokenizer {path}: {detail}")]
+    Tokenizer { path: PathBuf, detail: String },
+    /// A value does not fit the format (e.g. a token id above the dtype, a document over 2^31 tokens).
+    #[error("{0}")]
+    Limit(String),
+    /// Arrow / Parquet failure on a named file.
+    #[error("{path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// Arrow failure (building a batch).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// JSON (manifest) failure on a named file.
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A lookup that names something the dataset does not have.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Result alias of the shards crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, what: &'static str, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            what,
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The tokenizer stage: HF `tokenizers` from a `tokenizer.json` (or `.json.gz`), EOS per
+//! document, parallel over documents on the rayon pool; and byte-level BPE training.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use tokenizers::Tokenizer;
+
+use crate::checksum::sha256_hex;
+use crate::dtype::TokenDtype;
+use crate::error::{Error, Result};
+use crate::manifest::TokenizerIdentity;
+
+/// End-of-document tokens recognised when none is configured, in order of preference
+/// (GPT-2/Llama-3/DeepSeek-V3/Llama-2/T5/BERT conventions).
+pub const EOS_CANDIDATES: &[&str] = &[
+    "<|endoftext|>",
+    "<｜end▁of▁sentence｜>",
+    "<|end_of_text|>",
+    "</s>",
+    "<eos>",
+    "[SEP]",
+];
+
+/// How documents are turned into token ids.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizeOptions {
+    /// EOS token to append to each document; `None` picks from [`EOS_CANDIDATES`].
+    pub eos_token: Option<String>,
+    /// Append the EOS token to each document (Megatron's `--append-eod`).
+    pub append_eos: bool,
+}
+
+/// A loaded tokenizer with the identity recorded in manifests.
+#[derive(Debug)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    identity: TokenizerIdentity,
+    append_eos: bool,
+}
+
+fn tok_err(path: &Path, detail: impl ToString) -> Error {
+    Error::Tokenizer {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Reads a `tokenizer.json`, gunzipping it when the name ends in `.gz`.
+pub fn read_tokenizer_json(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => tok_err(path, "file not found"),
+        _ => Error::io(path, e),
+    })?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| tok_err(path, format!("gzip: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `path` (`tokenizer.json` or `tokenizer.json.gz`).
+    pub fn load(path: &Path, opts: &TokenizeOptions) -> Result<Self> {
+        let bytes = read_tokenizer_json(path)?;
+        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(path, format!("not a valid tokenizer.json: {e}")))?;
+        let (eos_token, eos_id) = if opts.append_eos {
+            let name = match &opts.eos_token {
+                Some(t) => t.clone(),
+                None => EOS_CANDIDATES
+                    .iter()
+                    .find(|c| inner.token_to_id(c).is_some())
+                    .map(|c| c.to_string())
+                    .ok_or_else(|| tok_err(path, format!("no EOS token found among {EOS_CANDIDATES:?}; name one with --eos")))?,
+            };
+            let id = inner
+                .token_to_id(&name)
+                .ok_or_else(|| tok_err(path, format!("EOS token `{name}` is not in the vocabulary")))?;
+            (Some(name), Some(id))
+        } else {
+            (None, None)
+        };
+        let identity = TokenizerIdentity {
+            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256: sha256_hex(&bytes),
+            vocab_size: inner.get_vocab_size(true) as u64,
+            eos_token,
+            eos_id,
+        };
+        Ok(TextTokenizer {
+            inner,
+            identity,
+            append_eos: opts.append_eos,
+        })
+    }
+
+    /// What the manifest records about this tokenizer.
+    pub fn identity(&self) -> &TokenizerIdentity {
+        &self.identity
+    }
+    /// Shard dtype for this vocabulary.
+    pub fn dtype(&self) -> TokenDtype {
+        TokenDtype::for_vocab(self.identity.vocab_size)
+    }
+    /// The wrapped HF tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// Token ids of one document, EOS appended if configured.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer {
+                path: PathBuf::from(&self.identity.file),
+                detail: format!("encode: {e}"),
+            })?;
+        let mut ids = enc.get_ids().to_vec();
+        if let Some(eos) = self.identity.eos_id.filter(|_| self.append_eos) {
+            ids.push(eos);
+        }
+        Ok(ids)
+    }
+
+    /// Token ids of many documents, in parallel on the current rayon pool (no pool of its own,
+    /// so it nests inside task-level parallelism without oversubscription). Order is preserved.
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        texts.par_iter().with_min_len(8).map(|t| self.encode(t.as_ref())).collect()
+    }
+
+    /// Text of token ids (special tokens kept, so EOS shows).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer {
+            path: PathBuf::from(&self.identity.file),
+            detail: format!("decode: {e}"),
+        })
+    }
+}

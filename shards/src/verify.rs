@@ -1,0 +1,52 @@
+//! `verify`: recompute every checksum and re-validate every index of a dataset.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::checksum::xxh3_file;
+use crate::error::{Error, Result};
+use crate::manifest::parse_hex64;
+use crate::reader::Dataset;
+
+/// What `verify` checked.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub shards: u64,
+    pub documents: u64,
+    pub tokens: u64,
+    pub bytes_hashed: u64,
+}
+
+/// Checks the manifest, all checksums, every index against its `.bin`, the provenance row
+/// counts and token counts, and that every token id is below the tokenizer's vocabulary size.
+pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    let ds = Dataset::open(dir)?;
+    let m = ds.manifest();
+    let mut r = VerifyReport::default();
+    for (s, e) in m.shards.iter().enumerate() {
+        for (path, want) in [(e.bin_path(dir), &e.bin_xxh3), (e.idx_path(dir), &e.idx_xxh3), (e.prov_path(dir), &e.prov_xxh3)] {
+            let expected = parse_hex64(&dir.join("manifest.json"), want)?;
+            let actual = xxh3_file(&path)?;
+            if actual != expected {
+                return Err(Error::Checksum { path, expected, actual });
+            }
+            r.bytes_hashed += std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+        }
+        let shard = ds.shard(s)?;
+        let prov = ds.provenance(s)?;
+        for (i, p) in prov.iter().enumerate() {
+            if p.index != i as u64 || p.tokens != shard.index().length(i) || p.token_start != shard.index().token_start(i) {
+                return Err(Error::corrupt(e.prov_path(dir), "provenance table", format!("row {i} does not match the index")));
+            }
+        }
+        let all = shard.tokens(0, shard.total_tokens())?;
+        if let Some(bad) = all.iter().find(|&&t| t as u64 >= m.tokenizer.vocab_size) {
+            return Err(Error::corrupt(e.bin_path(dir), "tokens", format!("token id {bad} >= vocabulary size {}", m.tokenizer.vocab_size)));
+        }
+        r.shards += 1;
+        r.documents += e.documents;
+        r.tokens += e.tokens;
+    }
+    Ok(r)
+}

@@ -1,0 +1,169 @@
+//! `ShardWriter`: appends tokenized documents to one shard and publishes it atomically.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+use crate::checksum::xxh3_file;
+use crate::dtype::TokenDtype;
+use crate::error::{Error, Result};
+use crate::idx::encode_index;
+use crate::manifest::{ShardEntry, hex64};
+use crate::provenance::{DocProvenance, write_provenance};
+
+/// Where a document came from, as the writer records it.
+#[derive(Debug, Clone, Copy)]
+pub struct DocSource<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub offset: u64,
+    pub url: Option<&'a str>,
+    /// xxh3-64 of the document text that was tokenized.
+    pub text_xxh3: u64,
+}
+
+/// Writes `<dir>/<name>.{bin,idx,prov.parquet}` through `.tmp` names; nothing is visible under
+/// the final names until [`ShardWriter::finish`] renames them.
+pub struct ShardWriter {
+    dir: PathBuf,
+    name: String,
+    dtype: TokenDtype,
+    bin: BufWriter<File>,
+    bin_tmp: PathBuf,
+    bin_hash: Xxh3,
+    bytes: u64,
+    lengths: Vec<u32>,
+    prov: Vec<DocProvenance>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for ShardWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardWriter")
+            .field("dir", &self.dir)
+            .field("name", &self.name)
+            .field("documents", &self.lengths.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+fn tmp(dir: &Path, file: &str) -> PathBuf {
+    dir.join(format!("{file}.tmp"))
+}
+
+impl ShardWriter {
+    /// Starts a shard named `name` in `dir`.
+    pub fn create(dir: &Path, name: &str, dtype: TokenDtype) -> Result<Self> {
+        let bin_tmp = tmp(dir, &format!("{name}.bin"));
+        let f = File::create(&bin_tmp).map_err(|e| Error::io(&bin_tmp, e))?;
+        Ok(ShardWriter {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            dtype,
+            bin: BufWriter::with_capacity(1 << 20, f),
+            bin_tmp,
+            bin_hash: Xxh3::new(),
+            bytes: 0,
+            lengths: Vec::new(),
+            prov: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends one document's tokens (EOS already included if wanted).
+    pub fn push(&mut self, tokens: &[u32], src: DocSource<'_>) -> Result<()> {
+        let len = u32::try_from(tokens.len())
+            .ok()
+            .filter(|&l| l <= i32::MAX as u32)
+            .ok_or_else(|| Error::Limit(format!("document {} has {} tokens, over the int32 limit of the Megatron index", src.id, tokens.len())))?;
+        self.scratch.clear();
+        self.dtype.encode_into(tokens, &mut self.scratch).map_err(|id| {
+            Error::Limit(format!("document {}: token id {id} does not fit the shard dtype {:?}", src.id, self.dtype))
+        })?;
+        self.bin.write_all(&self.scratch).map_err(|e| Error::io(&self.bin_tmp, e))?;
+        self.bin_hash.update(&self.scratch);
+        let token_start = self.bytes / self.dtype.size() as u64;
+        self.bytes += self.scratch.len() as u64;
+        self.prov.push(DocProvenance {
+            shard: self.name.clone(),
+            index: self.lengths.len() as u64,
+            id: src.id.to_string(),
+            source: src.source.to_string(),
+            offset: src.offset,
+            url: src.url.map(str::to_string),
+            tokens: tokens.len() as u64,
+            token_start,
+            text_xxh3: src.text_xxh3,
+        });
+        self.lengths.push(len);
+        Ok(())
+    }
+
+    /// Bytes of tokens written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// Documents written so far.
+    pub fn documents(&self) -> u64 {
+        self.lengths.len() as u64
+    }
+
+    /// Writes the index and provenance, fsyncs, and renames all three files into place.
+    pub fn finish(self) -> Result<ShardEntry> {
+        let ShardWriter {
+            dir,
+            name,
+            dtype,
+            bin,
+            bin_tmp,
+            bin_hash,
+            bytes,
+            lengths,
+            prov,
+            ..
+        } = self;
+        let f = bin.into_inner().map_err(|e| Error::io(&bin_tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io(&bin_tmp, e))?;
+        drop(f);
+
+        let idx = encode_index(dtype, &lengths)?;
+        let idx_tmp = tmp(&dir, &format!("{name}.idx"));
+        write_synced(&idx_tmp, &idx)?;
+        let prov_tmp = tmp(&dir, &format!("{name}.prov.parquet"));
+        write_provenance(&prov_tmp, &prov)?;
+        let prov_hash = xxh3_file(&prov_tmp)?;
+
+        let entry = ShardEntry {
+            name: name.clone(),
+            documents: lengths.len() as u64,
+            tokens: bytes / dtype.size() as u64,
+            bin_bytes: bytes,
+            bin_xxh3: hex64(bin_hash.digest()),
+            idx_xxh3: hex64(xxh3_64(&idx)),
+            prov_xxh3: hex64(prov_hash),
+        };
+        for (t, ext) in [(&bin_tmp, "bin"), (&idx_tmp, "idx"), (&prov_tmp, "prov.parquet")] {
+            let dst = dir.join(format!("{name}.{ext}"));
+            std::fs::rename(t, &dst).map_err(|e| Error::io(&dst, e))?;
+        }
+        tracing::debug!(shard = %name, documents = entry.documents, tokens = entry.tokens, "shard written");
+        Ok(entry)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Writes `bytes` to `path` atomically: a `.tmp` sibling, fsync, rename.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("out");
+    let t = path.with_file_name(format!("{file}.tmp"));
+    write_synced(&t, bytes)?;
+    std::fs::rename(&t, path).map_err(|e| Error::io(path, e))
+}

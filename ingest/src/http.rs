@@ -9,9 +9,17 @@ use encoding_rs::{Encoding, UTF_8};
 #[derive(Debug)]
 pub enum HttpPayload {
     /// HTML (text/html, application/xhtml+xml) decoded to UTF-8.
-    Html { text: String, charset: String, charset_from: &'static str },
+    Html {
+        text: String,
+        charset: String,
+        charset_from: &'static str,
+    },
     /// text/plain decoded to UTF-8.
-    Text { text: String, charset: String, charset_from: &'static str },
+    Text {
+        text: String,
+        charset: String,
+        charset_from: &'static str,
+    },
     /// Anything else (images, PDFs, scripts, binaries).
     Other,
 }
@@ -41,7 +49,10 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or("");
     if !status_line.starts_with("HTTP/") {
-        return Err(format!("not an HTTP response (status line {:?})", truncate(status_line, 60)));
+        return Err(format!(
+            "not an HTTP response (status line {:?})",
+            truncate(status_line, 60)
+        ));
     }
     let status: u16 = status_line
         .split_whitespace()
@@ -49,9 +60,17 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line {:?}", truncate(status_line, 60)))?;
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
         .collect();
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     let content_type = get("content-type").unwrap_or("");
     let mut body: Vec<u8> = block[body_start.min(block.len())..].to_vec();
     if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
@@ -72,7 +91,10 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
         }
         Some(e) if e == "deflate" => {
             let mut out = Vec::new();
-            if flate2::read::ZlibDecoder::new(&body[..]).read_to_end(&mut out).is_err() {
+            if flate2::read::ZlibDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .is_err()
+            {
                 out.clear();
                 flate2::read::DeflateDecoder::new(&body[..])
                     .read_to_end(&mut out)
@@ -82,7 +104,12 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
         }
         Some(e) => return Err(format!("unsupported content-encoding `{e}`")),
     }
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let sniffed_html = mime.is_empty() && body.trim_ascii_start().first() == Some(&b'<');
     let kind = match mime.as_str() {
         "text/html" | "application/xhtml+xml" => 'h',
@@ -93,27 +120,40 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
     let payload = match kind {
         'o' => HttpPayload::Other,
         k => {
-            let (enc, from) = match charset_param(content_type).and_then(|c| Encoding::for_label(c.as_bytes())) {
-                Some(e) => (e, "http"),
-                None => match (k == 'h').then(|| meta_charset(&body)).flatten() {
-                    Some(e) => (e, "meta"),
-                    None => (UTF_8, "default"),
-                },
-            };
+            let (enc, from) =
+                match charset_param(content_type).and_then(|c| Encoding::for_label(c.as_bytes())) {
+                    Some(e) => (e, "http"),
+                    None => match (k == 'h').then(|| meta_charset(&body)).flatten() {
+                        Some(e) => (e, "meta"),
+                        None => (UTF_8, "default"),
+                    },
+                };
             // `decode` sniffs a BOM first, as browsers do, and replaces malformed sequences.
             let (text, used, _had_errors) = enc.decode(&body);
             let text = text.into_owned();
             let charset = used.name().to_ascii_lowercase();
             if k == 'h' {
-                HttpPayload::Html { text, charset, charset_from: from }
+                HttpPayload::Html {
+                    text,
+                    charset,
+                    charset_from: from,
+                }
             } else {
-                HttpPayload::Text { text, charset, charset_from: from }
+                HttpPayload::Text {
+                    text,
+                    charset,
+                    charset_from: from,
+                }
             }
         }
     };
     Ok(HttpResponse {
         status,
-        mime: if sniffed_html { "text/html".into() } else { mime },
+        mime: if sniffed_html {
+            "text/html".into()
+        } else {
+            mime
+        },
         payload,
     })
 }
@@ -128,7 +168,9 @@ fn truncate(s: &str, n: usize) -> &str {
 fn charset_param(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches(['"', '\'']).to_string())
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches(['"', '\'']).to_string())
     })
 }
 
@@ -139,18 +181,35 @@ pub fn meta_charset(body: &[u8]) -> Option<&'static Encoding> {
     let lower: Vec<u8> = head.to_ascii_lowercase();
     let mut from = 0;
     while let Some(p) = find(&lower[from..], b"<meta").map(|p| p + from) {
-        let end = lower[p..].iter().position(|&b| b == b'>').map_or(lower.len(), |e| p + e);
+        let end = lower[p..]
+            .iter()
+            .position(|&b| b == b'>')
+            .map_or(lower.len(), |e| p + e);
         let tag = &lower[p..end];
         if let Some(c) = find(tag, b"charset") {
             let mut rest = &tag[c + 7..];
             rest = rest.trim_ascii_start();
             if let Some(r) = rest.strip_prefix(b"=") {
                 let r = r.trim_ascii_start();
-                let r = r.strip_prefix(b"\"").or_else(|| r.strip_prefix(b"'")).unwrap_or(r);
-                let label_end = r.iter().position(|&b| b == b'"' || b == b'\'' || b == b';' || b == b'/' || b.is_ascii_whitespace()).unwrap_or(r.len());
+                let r = r
+                    .strip_prefix(b"\"")
+                    .or_else(|| r.strip_prefix(b"'"))
+                    .unwrap_or(r);
+                let label_end = r
+                    .iter()
+                    .position(|&b| {
+                        b == b'"' || b == b'\'' || b == b';' || b == b'/' || b.is_ascii_whitespace()
+                    })
+                    .unwrap_or(r.len());
                 if let Some(e) = Encoding::for_label(&r[..label_end]) {
                     // A page that claims UTF-16 in ASCII-compatible bytes is UTF-8 (HTML standard).
-                    return Some(if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE { UTF_8 } else { e });
+                    return Some(
+                        if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE {
+                            UTF_8
+                        } else {
+                            e
+                        },
+                    );
                 }
             }
         }
@@ -175,7 +234,10 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
         }
         out.extend_from_slice(&b[..size]);
         b = &b[size..];
-        b = b.strip_prefix(b"\r\n").or_else(|| b.strip_prefix(b"\n")).unwrap_or(b);
+        b = b
+            .strip_prefix(b"\r\n")
+            .or_else(|| b.strip_prefix(b"\n"))
+            .unwrap_or(b);
     }
 }
 
@@ -185,9 +247,16 @@ mod tests {
 
     #[test]
     fn charset_from_header_then_meta_then_default() {
-        let r = decode_response(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=ISO-8859-1\r\n\r\n<p>caf\xe9</p>").unwrap();
+        let r = decode_response(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=ISO-8859-1\r\n\r\n<p>caf\xe9</p>",
+        )
+        .unwrap();
         match r.payload {
-            HttpPayload::Html { text, charset, charset_from } => {
+            HttpPayload::Html {
+                text,
+                charset,
+                charset_from,
+            } => {
                 assert_eq!(text, "<p>café</p>");
                 assert_eq!(charset, "windows-1252");
                 assert_eq!(charset_from, "http");
@@ -196,7 +265,9 @@ mod tests {
         }
         let r = decode_response(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<meta charset=\"shift_jis\"><p>\x93\xfa\x96\x7b</p>").unwrap();
         match r.payload {
-            HttpPayload::Html { text, charset_from, .. } => {
+            HttpPayload::Html {
+                text, charset_from, ..
+            } => {
                 assert!(text.contains("日本"), "{text}");
                 assert_eq!(charset_from, "meta");
             }
@@ -210,7 +281,9 @@ mod tests {
         assert!(matches!(r.payload, HttpPayload::Text { ref text, .. } if text == "hello world"));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, b"<b>zipped</b>").unwrap();
-        let mut block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\r\n".to_vec();
+        let mut block =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\r\n"
+                .to_vec();
         block.extend(gz.finish().unwrap());
         let r = decode_response(&block).unwrap();
         assert!(matches!(r.payload, HttpPayload::Html { ref text, .. } if text == "<b>zipped</b>"));
@@ -218,10 +291,16 @@ mod tests {
 
     #[test]
     fn non_text_and_bad_status_lines() {
-        let r = decode_response(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG").unwrap();
+        let r =
+            decode_response(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG").unwrap();
         assert!(matches!(r.payload, HttpPayload::Other));
         assert_eq!(r.mime, "image/png");
         assert!(decode_response(b"garbage\r\n\r\n").is_err());
-        assert_eq!(decode_response(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap().status, 404);
+        assert_eq!(
+            decode_response(b"HTTP/1.1 404 Not Found\r\n\r\n")
+                .unwrap()
+                .status,
+            404
+        );
     }
 }

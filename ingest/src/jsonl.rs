@@ -6,7 +6,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::reader::{JsonlFields, Outcome, ReadOptions, RecordSource, display, open_decompressed, read_line_capped};
+use crate::reader::{
+    JsonlFields, Outcome, ReadOptions, RecordSource, display, open_decompressed, read_line_capped,
+};
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
 
@@ -96,19 +98,39 @@ impl RecordSource for JsonlSource {
             self.offset += n as u64;
             self.line += 1;
             if cut {
-                return Some(Ok(self.skip(SkipReason::TooLarge, start, format!("line of {n} bytes exceeds max_record_bytes {}", self.cap))));
+                return Some(Ok(self.skip(
+                    SkipReason::TooLarge,
+                    start,
+                    format!("line of {n} bytes exceeds max_record_bytes {}", self.cap),
+                )));
             }
             let line = self.buf.trim_ascii();
             if line.is_empty() {
                 continue;
             }
             if let Err(e) = std::str::from_utf8(line) {
-                return Some(Ok(self.skip(SkipReason::InvalidUtf8, start, format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()))));
+                return Some(Ok(self.skip(
+                    SkipReason::InvalidUtf8,
+                    start,
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+                )));
             }
             let v: Value = match serde_json::from_slice(line) {
                 Ok(v @ Value::Object(_)) => v,
-                Ok(_) => return Some(Ok(self.skip(SkipReason::MalformedJson, start, "line is JSON but not an object"))),
-                Err(e) => return Some(Ok(self.skip(SkipReason::MalformedJson, start, e.to_string()))),
+                Ok(_) => {
+                    return Some(Ok(self.skip(
+                        SkipReason::MalformedJson,
+                        start,
+                        "line is JSON but not an object",
+                    )));
+                }
+                Err(e) => {
+                    return Some(Ok(self.skip(
+                        SkipReason::MalformedJson,
+                        start,
+                        e.to_string(),
+                    )));
+                }
             };
             let text = match lookup(&v, &self.fields.text) {
                 Some(Value::String(s)) => s.clone(),
@@ -116,13 +138,24 @@ impl RecordSource for JsonlSource {
                     return Some(Ok(self.skip(
                         SkipReason::MissingText,
                         start,
-                        format!("field `{}` is {} not a string", self.fields.text, kind(other)),
+                        format!(
+                            "field `{}` is {} not a string",
+                            self.fields.text,
+                            kind(other)
+                        ),
                     )));
                 }
-                None => return Some(Ok(self.skip(SkipReason::MissingText, start, format!("no field `{}`", self.fields.text)))),
+                None => {
+                    return Some(Ok(self.skip(
+                        SkipReason::MissingText,
+                        start,
+                        format!("no field `{}`", self.fields.text),
+                    )));
+                }
             };
             let doc = Document {
-                id: first_string(&v, &self.fields.id).unwrap_or_else(|| format!("{}:{}", self.source, self.line)),
+                id: first_string(&v, &self.fields.id)
+                    .unwrap_or_else(|| format!("{}:{}", self.source, self.line)),
                 offset: start,
                 url: first_string(&v, &self.fields.url),
                 date: first_string(&v, &self.fields.date),

@@ -27,6 +27,9 @@ mod text;
 mod warc;
 
 pub use error::{Error, Result};
-pub use reader::{DocumentReader, Format, JsonlFields, Outcome, ParquetColumns, ReadOptions, ReadStats, RecordSource, TextMode};
+pub use reader::{
+    DocumentReader, Format, JsonlFields, Outcome, ParquetColumns, ReadOptions, ReadStats,
+    RecordSource, TextMode,
+};
 pub use schema::{DocBatchBuilder, Document, document_schema};
 pub use skip::{OnError, Skip, SkipLog, SkipReason};

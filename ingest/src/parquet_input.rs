@@ -52,12 +52,21 @@ impl ParquetSource {
                 record: 0,
                 offset: 0,
                 documents: rows,
-                detail: format!("no column `{}` (columns: {}); all {rows} rows skipped", cols.text, names.join(", ")),
+                detail: format!(
+                    "no column `{}` (columns: {}); all {rows} rows skipped",
+                    cols.text,
+                    names.join(", ")
+                ),
             });
             return Ok(src);
         }
         let wanted: Vec<&str> = std::iter::once(cols.text.as_str())
-            .chain([&cols.id, &cols.url, &cols.date, &cols.lang].into_iter().flatten().map(String::as_str))
+            .chain(
+                [&cols.id, &cols.url, &cols.date, &cols.lang]
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            )
             .collect();
         let leaves: Vec<usize> = schema
             .fields()
@@ -67,7 +76,13 @@ impl ParquetSource {
             .map(|(i, _)| i)
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), leaves);
-        src.reader = Some(builder.with_projection(mask).with_batch_size(1024).build().map_err(pq)?);
+        src.reader = Some(
+            builder
+                .with_projection(mask)
+                .with_batch_size(1024)
+                .build()
+                .map_err(pq)?,
+        );
         Ok(src)
     }
 
@@ -83,7 +98,11 @@ impl ParquetSource {
         let url = Self::strings(&batch, self.cols.url.as_ref());
         let date = Self::strings(&batch, self.cols.date.as_ref());
         let lang = Self::strings(&batch, self.cols.lang.as_ref());
-        let get = |a: &Option<StringArray>, i: usize| a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string());
+        let get = |a: &Option<StringArray>, i: usize| {
+            a.as_ref()
+                .filter(|a| a.is_valid(i))
+                .map(|a| a.value(i).to_string())
+        };
         for i in 0..batch.num_rows() {
             let row = self.row;
             self.row += 1;

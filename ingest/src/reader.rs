@@ -30,7 +30,10 @@ impl Format {
     /// Guesses the format from the file name.
     pub fn detect(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
-        let base = name.strip_suffix(".gz").or_else(|| name.strip_suffix(".zst")).unwrap_or(&name);
+        let base = name
+            .strip_suffix(".gz")
+            .or_else(|| name.strip_suffix(".zst"))
+            .unwrap_or(&name);
         let ext = base.rsplit('.').next()?;
         Some(match ext {
             "warc" | "wet" | "wat" | "arc" => Format::Warc,
@@ -71,7 +74,12 @@ impl Default for JsonlFields {
         JsonlFields {
             text: "text".into(),
             id: v(&["id"]),
-            url: v(&["url", "metadata.url", "metadata.warc_url", "metadata.WARC-Target-URI"]),
+            url: v(&[
+                "url",
+                "metadata.url",
+                "metadata.warc_url",
+                "metadata.WARC-Target-URI",
+            ]),
             date: v(&["date", "created", "timestamp", "metadata.date_download"]),
             lang: v(&["lang", "language", "metadata.language"]),
         }
@@ -189,7 +197,10 @@ pub struct DocumentReader {
 
 impl std::fmt::Debug for DocumentReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DocumentReader").field("source", &self.source).field("stats", &self.stats).finish()
+        f.debug_struct("DocumentReader")
+            .field("source", &self.source)
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -242,7 +253,9 @@ impl Iterator for DocumentReader {
                     self.stats.documents += 1;
                     self.stats.bytes += d.payload_bytes() as u64;
                     self.builder.push(&self.source, &d);
-                    if self.builder.len() >= self.opts.batch_rows || self.builder.bytes() >= self.opts.batch_bytes {
+                    if self.builder.len() >= self.opts.batch_rows
+                        || self.builder.bytes() >= self.opts.batch_bytes
+                    {
                         return Some(Ok(self.builder.finish()));
                     }
                 }
@@ -253,7 +266,9 @@ impl Iterator for DocumentReader {
                         return Some(Err(Error::BadRecord(Box::new(s))));
                     }
                 },
-                Some(Ok(Outcome::Ignored(kind))) => *self.stats.ignored.entry(kind.to_string()).or_default() += 1,
+                Some(Ok(Outcome::Ignored(kind))) => {
+                    *self.stats.ignored.entry(kind.to_string()).or_default() += 1
+                }
             }
         }
         (!self.builder.is_empty()).then(|| Ok(self.builder.finish()))
@@ -265,7 +280,10 @@ pub(crate) fn open_decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>> 
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let name = path.to_string_lossy();
     Ok(if name.ends_with(".gz") {
-        Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(BufReader::new(f))))
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(BufReader::new(f)),
+        ))
     } else if name.ends_with(".zst") {
         let d = zstd::stream::read::Decoder::new(f).map_err(|e| Error::io(path, e))?;
         Box::new(BufReader::with_capacity(1 << 20, d))
@@ -276,7 +294,11 @@ pub(crate) fn open_decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>> 
 
 /// Reads one `\n`-terminated line into `buf` (cleared first), at most `cap` bytes kept;
 /// returns the bytes consumed (0 at end of input) and whether the line was cut at `cap`.
-pub(crate) fn read_line_capped(r: &mut dyn BufRead, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<(usize, bool)> {
+pub(crate) fn read_line_capped(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<(usize, bool)> {
     buf.clear();
     let mut consumed = 0;
     let mut cut = false;

@@ -4,7 +4,9 @@ use std::io::BufRead;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::reader::{Outcome, ReadOptions, RecordSource, TextMode, display, open_decompressed, read_line_capped};
+use crate::reader::{
+    Outcome, ReadOptions, RecordSource, TextMode, display, open_decompressed, read_line_capped,
+};
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
 
@@ -59,7 +61,12 @@ impl TextSource {
             }),
             Err(e) => {
                 let at = e.utf8_error().valid_up_to();
-                self.skip(SkipReason::InvalidUtf8, first_line, offset, format!("invalid UTF-8 at byte {} of the file", offset + at as u64))
+                self.skip(
+                    SkipReason::InvalidUtf8,
+                    first_line,
+                    offset,
+                    format!("invalid UTF-8 at byte {} of the file", offset + at as u64),
+                )
             }
         }
     }
@@ -117,7 +124,15 @@ impl RecordSource for TextSource {
                 // Drain the rest of the document, then report it as too large.
                 let size = doc.len() + self.buf.len();
                 doc.clear();
-                let reason = self.skip(SkipReason::TooLarge, first_line, start, format!("document of over {size} bytes exceeds max_record_bytes {}", self.cap));
+                let reason = self.skip(
+                    SkipReason::TooLarge,
+                    first_line,
+                    start,
+                    format!(
+                        "document of over {size} bytes exceeds max_record_bytes {}",
+                        self.cap
+                    ),
+                );
                 if self.mode == TextMode::File {
                     self.done = true;
                 }

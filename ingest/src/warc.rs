@@ -77,7 +77,10 @@ fn decode_member(data: &[u8], cap: usize) -> Member {
                 consumed: data.len() - rest.len(),
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Member::Truncated { out, err: e.to_string() },
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Member::Truncated {
+            out,
+            err: e.to_string(),
+        },
         Err(e) => Member::Corrupt { err: e.to_string() },
     }
 }
@@ -144,7 +147,10 @@ impl WarcSource {
         loop {
             let data = self.data.bytes();
             // Trailing zero padding or whitespace after the last member is not an error.
-            if data[self.pos..].iter().all(|&b| b == 0 || b.is_ascii_whitespace()) {
+            if data[self.pos..]
+                .iter()
+                .all(|&b| b == 0 || b.is_ascii_whitespace())
+            {
                 self.pos = data.len();
                 return false;
             }
@@ -158,7 +164,11 @@ impl WarcSource {
                 Member::Truncated { out, err } => {
                     self.pos = data.len();
                     if out.is_empty() {
-                        let o = self.skip(SkipReason::TruncatedRecord, at as u64, format!("gzip member cut short before any record ({err})"));
+                        let o = self.skip(
+                            SkipReason::TruncatedRecord,
+                            at as u64,
+                            format!("gzip member cut short before any record ({err})"),
+                        );
                         self.pending.push_back(o);
                         return false;
                     }
@@ -168,7 +178,11 @@ impl WarcSource {
                 Member::TooLarge { consumed } => {
                     self.pos += consumed.max(1);
                     self.record += 1;
-                    let o = self.skip(SkipReason::TooLarge, at as u64, format!("gzip member decodes to over max_record_bytes {}", self.cap));
+                    let o = self.skip(
+                        SkipReason::TooLarge,
+                        at as u64,
+                        format!("gzip member decodes to over max_record_bytes {}", self.cap),
+                    );
                     self.pending.push_back(o);
                     return false;
                 }
@@ -176,10 +190,16 @@ impl WarcSource {
                     // Resume at the next offset where a whole member decodes.
                     let resume = (at + 1..data.len().saturating_sub(2))
                         .filter(|&q| data[q] == 0x1f && data[q + 1] == 0x8b && data[q + 2] == 0x08)
-                        .find(|&q| matches!(decode_member(&data[q..], self.cap), Member::Complete { .. }));
+                        .find(|&q| {
+                            matches!(decode_member(&data[q..], self.cap), Member::Complete { .. })
+                        });
                     self.record += 1;
                     let lost = resume.unwrap_or(data.len()) - at;
-                    let o = self.skip(SkipReason::CorruptGzip, at as u64, format!("corrupt gzip member ({err}); {lost} bytes skipped"));
+                    let o = self.skip(
+                        SkipReason::CorruptGzip,
+                        at as u64,
+                        format!("corrupt gzip member ({err}); {lost} bytes skipped"),
+                    );
                     self.pending.push_back(o);
                     self.pos = resume.unwrap_or(data.len());
                     return false;
@@ -246,17 +266,32 @@ struct RawRecord<'a> {
 }
 
 enum RawKind<'a> {
-    Record { headers: Vec<(&'a str, &'a str)>, block: &'a [u8], length_off: bool },
-    Truncated { headers: Vec<(&'a str, &'a str)>, have: usize, want: Option<usize> },
-    Garbage { len: usize },
-    BadHeader { detail: String },
+    Record {
+        headers: Vec<(&'a str, &'a str)>,
+        block: &'a [u8],
+        length_off: bool,
+    },
+    Truncated {
+        headers: Vec<(&'a str, &'a str)>,
+        have: usize,
+        want: Option<usize>,
+    },
+    Garbage {
+        len: usize,
+    },
+    BadHeader {
+        detail: String,
+    },
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if from >= hay.len() {
         return None;
     }
-    hay[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
 }
 
 /// Next `WARC/1.` at the start of a line, at or after `from`.
@@ -283,13 +318,21 @@ fn parse_headers(h: &[u8]) -> Vec<(&str, &str)> {
 }
 
 fn header<'a>(hs: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
-    hs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    hs.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
 }
 
 /// Parses the record starting at or after `pos`. `bounded`: `buf` ends exactly where the
 /// record ends (a complete gzip member), so a `Content-Length` past the end is a quirk, not a cut.
 fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<'_>, usize)> {
-    while pos < buf.len() && (buf[pos] == b'\r' || buf[pos] == b'\n' || buf[pos] == b' ' || buf[pos] == b'\t' || buf[pos] == 0) {
+    while pos < buf.len()
+        && (buf[pos] == b'\r'
+            || buf[pos] == b'\n'
+            || buf[pos] == b' '
+            || buf[pos] == b'\t'
+            || buf[pos] == 0)
+    {
         pos += 1;
     }
     if pos >= buf.len() {
@@ -298,7 +341,13 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
     let start = pos;
     if !buf[pos..].starts_with(b"WARC/") {
         let next = next_record_start(buf, pos).unwrap_or(buf.len());
-        return Some((RawRecord { start, kind: RawKind::Garbage { len: next - pos } }, next));
+        return Some((
+            RawRecord {
+                start,
+                kind: RawKind::Garbage { len: next - pos },
+            },
+            next,
+        ));
     }
     let (hend, body) = match (find(buf, b"\r\n\r\n", pos), find(buf, b"\n\n", pos)) {
         (Some(a), Some(b)) if b + 2 < a + 4 => (b, b + 2),
@@ -306,14 +355,33 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
         (None, Some(b)) => (b, b + 2),
         (None, None) => {
             let headers = parse_headers(&buf[pos..]);
-            return Some((RawRecord { start, kind: RawKind::Truncated { headers, have: 0, want: None } }, buf.len()));
+            return Some((
+                RawRecord {
+                    start,
+                    kind: RawKind::Truncated {
+                        headers,
+                        have: 0,
+                        want: None,
+                    },
+                },
+                buf.len(),
+            ));
         }
     };
     let headers = parse_headers(&buf[pos..hend]);
     let Some(len) = header(&headers, "Content-Length").and_then(|v| v.parse::<usize>().ok()) else {
         let next = next_record_start(buf, body).unwrap_or(buf.len());
-        let detail = format!("missing or bad Content-Length {:?}", header(&headers, "Content-Length"));
-        return Some((RawRecord { start, kind: RawKind::BadHeader { detail } }, next));
+        let detail = format!(
+            "missing or bad Content-Length {:?}",
+            header(&headers, "Content-Length")
+        );
+        return Some((
+            RawRecord {
+                start,
+                kind: RawKind::BadHeader { detail },
+            },
+            next,
+        ));
     };
     let end = body.saturating_add(len);
     if end > buf.len() {
@@ -322,10 +390,30 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
             while e > body && (buf[e - 1] == b'\r' || buf[e - 1] == b'\n') {
                 e -= 1;
             }
-            return Some((RawRecord { start, kind: RawKind::Record { headers, block: &buf[body..e], length_off: true } }, buf.len()));
+            return Some((
+                RawRecord {
+                    start,
+                    kind: RawKind::Record {
+                        headers,
+                        block: &buf[body..e],
+                        length_off: true,
+                    },
+                },
+                buf.len(),
+            ));
         }
         let have = buf.len() - body;
-        return Some((RawRecord { start, kind: RawKind::Truncated { headers, have, want: Some(len) } }, buf.len()));
+        return Some((
+            RawRecord {
+                start,
+                kind: RawKind::Truncated {
+                    headers,
+                    have,
+                    want: Some(len),
+                },
+            },
+            buf.len(),
+        ));
     }
     // The block should be followed by CRLF CRLF, then the next record or the end.
     let mut after = end;
@@ -333,7 +421,17 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
         after += 1;
     }
     if after >= buf.len() || buf[after..].starts_with(b"WARC/") {
-        return Some((RawRecord { start, kind: RawKind::Record { headers, block: &buf[body..end], length_off: false } }, after));
+        return Some((
+            RawRecord {
+                start,
+                kind: RawKind::Record {
+                    headers,
+                    block: &buf[body..end],
+                    length_off: false,
+                },
+            },
+            after,
+        ));
     }
     // Content-Length is off: the record ends before the next `WARC/1.` line (or at the end).
     let next = next_record_start(buf, body).unwrap_or(buf.len());
@@ -341,31 +439,66 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
     while e > body && (buf[e - 1] == b'\r' || buf[e - 1] == b'\n') {
         e -= 1;
     }
-    Some((RawRecord { start, kind: RawKind::Record { headers, block: &buf[body..e], length_off: true } }, next))
+    Some((
+        RawRecord {
+            start,
+            kind: RawKind::Record {
+                headers,
+                block: &buf[body..e],
+                length_off: true,
+            },
+        },
+        next,
+    ))
 }
 
 fn strip_brackets(uri: &str) -> &str {
     let u = uri.trim();
-    let u = u.strip_prefix('<').or_else(|| u.strip_prefix('‹')).unwrap_or(u);
-    u.strip_suffix('>').or_else(|| u.strip_suffix('›')).unwrap_or(u)
+    let u = u
+        .strip_prefix('<')
+        .or_else(|| u.strip_prefix('‹'))
+        .unwrap_or(u);
+    u.strip_suffix('>')
+        .or_else(|| u.strip_suffix('›'))
+        .unwrap_or(u)
 }
 
 impl WarcSource {
     fn outcome(&self, rec: RawRecord<'_>, offset: u64) -> Outcome {
         let (headers, block, length_off) = match rec.kind {
-            RawKind::Record { headers, block, length_off } => (headers, block, length_off),
-            RawKind::Garbage { len } => return self.skip(SkipReason::MalformedWarc, offset, format!("{len} bytes that are not a WARC record")),
-            RawKind::BadHeader { detail } => return self.skip(SkipReason::MalformedWarc, offset, detail),
-            RawKind::Truncated { headers, have, want } => {
+            RawKind::Record {
+                headers,
+                block,
+                length_off,
+            } => (headers, block, length_off),
+            RawKind::Garbage { len } => {
+                return self.skip(
+                    SkipReason::MalformedWarc,
+                    offset,
+                    format!("{len} bytes that are not a WARC record"),
+                );
+            }
+            RawKind::BadHeader { detail } => {
+                return self.skip(SkipReason::MalformedWarc, offset, detail);
+            }
+            RawKind::Truncated {
+                headers,
+                have,
+                want,
+            } => {
                 let id = header(&headers, "WARC-Record-ID").unwrap_or("(no record id)");
                 let detail = match want {
-                    Some(w) => format!("record {id} is truncated: {have} of {w} block bytes present"),
+                    Some(w) => {
+                        format!("record {id} is truncated: {have} of {w} block bytes present")
+                    }
                     None => format!("record {id} is truncated inside its headers"),
                 };
                 return self.skip(SkipReason::TruncatedRecord, offset, detail);
             }
         };
-        let warc_type = header(&headers, "WARC-Type").unwrap_or("").to_ascii_lowercase();
+        let warc_type = header(&headers, "WARC-Type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let id = header(&headers, "WARC-Record-ID")
             .map(|s| s.to_string())
             .unwrap_or_else(|| format!("{}:{}", self.source, offset));
@@ -385,30 +518,65 @@ impl WarcSource {
         };
         match warc_type.as_str() {
             "response" => match decode_response(block) {
-                Err(detail) => return self.skip(SkipReason::MalformedHttp, offset, format!("{}: {detail}", doc.id)),
+                Err(detail) => {
+                    return self.skip(
+                        SkipReason::MalformedHttp,
+                        offset,
+                        format!("{}: {detail}", doc.id),
+                    );
+                }
                 Ok(p) => {
                     meta.insert("http_status".into(), p.status.into());
                     meta.insert("content_type".into(), p.mime.clone().into());
                     if !(200..300).contains(&p.status) {
-                        return self.skip(SkipReason::HttpStatus, offset, format!("{}: HTTP status {}", doc.id, p.status));
+                        return self.skip(
+                            SkipReason::HttpStatus,
+                            offset,
+                            format!("{}: HTTP status {}", doc.id, p.status),
+                        );
                     }
                     match p.payload {
-                        HttpPayload::Html { text, charset, charset_from } | HttpPayload::Text { text, charset, charset_from } if text.is_empty() => {
-                            let _ = (charset, charset_from);
-                            return self.skip(SkipReason::EmptyText, offset, format!("{}: empty payload", doc.id));
+                        HttpPayload::Html {
+                            text,
+                            charset,
+                            charset_from,
                         }
-                        HttpPayload::Html { text, charset, charset_from } => {
+                        | HttpPayload::Text {
+                            text,
+                            charset,
+                            charset_from,
+                        } if text.is_empty() => {
+                            let _ = (charset, charset_from);
+                            return self.skip(
+                                SkipReason::EmptyText,
+                                offset,
+                                format!("{}: empty payload", doc.id),
+                            );
+                        }
+                        HttpPayload::Html {
+                            text,
+                            charset,
+                            charset_from,
+                        } => {
                             meta.insert("charset".into(), charset.into());
                             meta.insert("charset_from".into(), charset_from.into());
                             doc.html = Some(text);
                         }
-                        HttpPayload::Text { text, charset, charset_from } => {
+                        HttpPayload::Text {
+                            text,
+                            charset,
+                            charset_from,
+                        } => {
                             meta.insert("charset".into(), charset.into());
                             meta.insert("charset_from".into(), charset_from.into());
                             doc.text = Some(text);
                         }
                         HttpPayload::Other => {
-                            return self.skip(SkipReason::NonTextPayload, offset, format!("{}: content type `{}`", doc.id, p.mime));
+                            return self.skip(
+                                SkipReason::NonTextPayload,
+                                offset,
+                                format!("{}: content type `{}`", doc.id, p.mime),
+                            );
                         }
                     }
                 }
@@ -421,26 +589,36 @@ impl WarcSource {
                 match std::str::from_utf8(block) {
                     Ok(t) => doc.text = Some(t.to_string()),
                     Err(e) => {
-                        return self.skip(SkipReason::InvalidUtf8, offset, format!("{}: WET text is not UTF-8 at block byte {}", doc.id, e.valid_up_to()));
+                        return self.skip(
+                            SkipReason::InvalidUtf8,
+                            offset,
+                            format!(
+                                "{}: WET text is not UTF-8 at block byte {}",
+                                doc.id,
+                                e.valid_up_to()
+                            ),
+                        );
                     }
                 }
             }
+            // WAT files carry JSON metadata records; crawler WARCs carry `application/warc-fields`
+            // metadata (fetch times, outlinks) that is not a document.
             "metadata" => match serde_json::from_slice::<serde_json::Value>(block) {
                 Ok(v) => {
                     meta.insert("wat".into(), v);
                 }
-                Err(_) => match std::str::from_utf8(block) {
-                    // Not WAT JSON: WARC metadata records of crawlers are `application/warc-fields`.
-                    Ok(t) => {
-                        meta.insert("fields".into(), t.into());
-                    }
-                    Err(_) => return self.skip(SkipReason::InvalidUtf8, offset, format!("{}: metadata block is not UTF-8", doc.id)),
-                },
+                Err(_) => return Outcome::Ignored("metadata"),
             },
             "resource" => {
-                let ct = header(&headers, "Content-Type").unwrap_or("").to_ascii_lowercase();
+                let ct = header(&headers, "Content-Type")
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
                 if !ct.starts_with("text/") {
-                    return self.skip(SkipReason::NonTextPayload, offset, format!("{}: resource of type `{ct}`", doc.id));
+                    return self.skip(
+                        SkipReason::NonTextPayload,
+                        offset,
+                        format!("{}: resource of type `{ct}`", doc.id),
+                    );
                 }
                 doc.text = Some(String::from_utf8_lossy(block).into_owned());
             }

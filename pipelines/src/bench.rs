@@ -33,7 +33,8 @@ pub fn load_texts(inputs: &[PathBuf]) -> Result<Vec<String>> {
         let mut r = DocumentReader::open(p, &ReadOptions::default())?;
         for b in &mut r {
             let b = b?;
-            let col = arrow::array::AsArray::as_string::<i32>(b.column_by_name("text").expect("schema"));
+            let col =
+                arrow::array::AsArray::as_string::<i32>(b.column_by_name("text").expect("schema"));
             for t in col.iter().flatten() {
                 texts.push(t.to_string());
             }
@@ -43,7 +44,12 @@ pub fn load_texts(inputs: &[PathBuf]) -> Result<Vec<String>> {
 }
 
 /// Times our tokenizer stage: best of `repeat` runs after one warm-up.
-pub fn bench_ours(tokenizer: &Path, texts: &[String], threads: usize, repeat: usize) -> Result<BenchRow> {
+pub fn bench_ours(
+    tokenizer: &Path,
+    texts: &[String],
+    threads: usize,
+    repeat: usize,
+) -> Result<BenchRow> {
     let tok = TextTokenizer::load(tokenizer, &TokenizeOptions::default())?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -74,11 +80,20 @@ pub fn bench_ours(tokenizer: &Path, texts: &[String], threads: usize, repeat: us
 }
 
 /// Runs `tests/peers/bench_tokenize.py` with `python` on the same texts.
-pub fn bench_python(python: &Path, script: &Path, tokenizer: &Path, texts: &[String], threads: usize, repeat: usize) -> Result<Vec<BenchRow>> {
+pub fn bench_python(
+    python: &Path,
+    script: &Path,
+    tokenizer: &Path,
+    texts: &[String],
+    threads: usize,
+    repeat: usize,
+) -> Result<Vec<BenchRow>> {
     let dir = tempfile_dir()?;
     let jsonl = dir.join("texts.jsonl");
     {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&jsonl).map_err(|e| Error::io(&jsonl, e))?);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&jsonl).map_err(|e| Error::io(&jsonl, e))?,
+        );
         for t in texts {
             serde_json::to_writer(&mut f, &serde_json::json!({ "text": t })).expect("json");
             f.write_all(b"\n").map_err(|e| Error::io(&jsonl, e))?;
@@ -99,7 +114,11 @@ pub fn bench_python(python: &Path, script: &Path, tokenizer: &Path, texts: &[Str
         .map_err(|e| Error::io(python, e))?;
     let _ = std::fs::remove_dir_all(&dir);
     if !out.status.success() {
-        return Err(Error::Unsupported(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr))));
+        return Err(Error::Unsupported(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     let mut rows = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -108,7 +127,11 @@ pub fn bench_python(python: &Path, script: &Path, tokenizer: &Path, texts: &[Str
         }
     }
     if rows.is_empty() {
-        return Err(Error::Unsupported(format!("{} printed no result: {}", script.display(), String::from_utf8_lossy(&out.stdout))));
+        return Err(Error::Unsupported(format!(
+            "{} printed no result: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stdout)
+        )));
     }
     Ok(rows)
 }
@@ -121,7 +144,10 @@ fn tempfile_dir() -> Result<PathBuf> {
 
 /// The table, with each row's throughput as a ratio to the first Python row.
 pub fn table(rows: &[BenchRow]) -> String {
-    let base = rows.iter().find(|r| r.implementation.starts_with("python")).map(|r| r.mb_per_s);
+    let base = rows
+        .iter()
+        .find(|r| r.implementation.starts_with("python"))
+        .map(|r| r.mb_per_s);
     let mut s = format!(
         "| {:<38} | {:>7} | {:>6} | {:>10} | {:>10} | {:>8} | {:>8} | {:>11} | {:>11} | {:>8} |\n|{}|\n",
         "implementation",
@@ -137,7 +163,9 @@ pub fn table(rows: &[BenchRow]) -> String {
         "---|".repeat(10).trim_end_matches('|')
     );
     for r in rows {
-        let ratio = base.map(|b| format!("{:.2}x", r.mb_per_s / b)).unwrap_or_else(|| "-".into());
+        let ratio = base
+            .map(|b| format!("{:.2}x", r.mb_per_s / b))
+            .unwrap_or_else(|| "-".into());
         s.push_str(&format!(
             "| {:<38} | {:>7} | {:>6} | {:>10.2} | {:>10} | {:>8.3} | {:>8.2} | {:>11.0} | {:>11.2} | {:>8} |\n",
             r.implementation,

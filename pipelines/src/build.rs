@@ -85,16 +85,27 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         });
     }
     check_plan(&build_dir, &plan)?;
-    atomic_write(&out.join("tokenizer.json"), &read_tokenizer_json(&cfg.tokenizer.path)?)?;
+    atomic_write(
+        &out.join("tokenizer.json"),
+        &read_tokenizer_json(&cfg.tokenizer.path)?,
+    )?;
 
-    let threads = if cfg.run.threads == 0 { rayon::current_num_threads() } else { cfg.run.threads };
+    let threads = if cfg.run.threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        cfg.run.threads
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Config(format!("thread pool: {e}")))?;
 
     let total_bytes: u64 = plan.inputs.iter().map(|i| i.bytes).sum();
-    let pb = if cfg.run.quiet { ProgressBar::hidden() } else { ProgressBar::new(total_bytes) };
+    let pb = if cfg.run.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total_bytes)
+    };
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} input ({binary_bytes_per_sec}, ETA {eta}) {msg}")
             .expect("valid template"),
@@ -116,7 +127,11 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         }
     }
     if resumed > 0 {
-        tracing::info!(resumed, total = inputs.len(), "resuming: finished tasks are kept");
+        tracing::info!(
+            resumed,
+            total = inputs.len(),
+            "resuming: finished tasks are kept"
+        );
     }
     let todo: Vec<usize> = (0..inputs.len()).filter(|&i| done[i].is_none()).collect();
     let fresh: Vec<TaskRecord> = pool.install(|| {
@@ -125,7 +140,8 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
             .map(|&i| {
                 let rec = run_task(i, &inputs[i], cfg, &tok, &out, &build_dir, &pb)?;
                 let t = tokens.fetch_add(rec.stats.tokens, Ordering::Relaxed) + rec.stats.tokens;
-                let d = docs.fetch_add(rec.stats.documents_written, Ordering::Relaxed) + rec.stats.documents_written;
+                let d = docs.fetch_add(rec.stats.documents_written, Ordering::Relaxed)
+                    + rec.stats.documents_written;
                 pb.inc(plan.inputs[i].bytes);
                 pb.set_message(format!("{d} docs, {t} tokens"));
                 Ok(rec)
@@ -138,7 +154,10 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     }
     pb.finish_and_clear();
 
-    let records: Vec<TaskRecord> = done.into_iter().map(|r| r.expect("every task finished")).collect();
+    let records: Vec<TaskRecord> = done
+        .into_iter()
+        .map(|r| r.expect("every task finished"))
+        .collect();
     let mut total = TaskStats::default();
     let mut shards = Vec::new();
     for r in &records {
@@ -177,7 +196,8 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
 fn check_plan(build_dir: &Path, plan: &Plan) -> Result<()> {
     let path: PathBuf = build_dir.join("plan.json");
     if let Ok(bytes) = std::fs::read(&path) {
-        let old: Plan = serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{}: unreadable plan: {e}", path.display())))?;
+        let old: Plan = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{}: unreadable plan: {e}", path.display())))?;
         if &old != plan {
             return Err(Error::Config(format!(
                 "{} was started with other inputs or settings (see {}); resume with the same command, or choose a new output directory",
@@ -189,7 +209,10 @@ fn check_plan(build_dir: &Path, plan: &Plan) -> Result<()> {
     }
     let dir = build_dir.parent().unwrap_or(build_dir);
     if dir.join(tokenmill_shards::MANIFEST_FILE).exists() {
-        return Err(Error::Config(format!("{} already holds a dataset that was not built by this plan", dir.display())));
+        return Err(Error::Config(format!(
+            "{} already holds a dataset that was not built by this plan",
+            dir.display()
+        )));
     }
     let mut json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     json.push(b'\n');

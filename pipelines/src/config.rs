@@ -115,13 +115,20 @@ impl BuildConfig {
             return Err(Error::Config("no inputs: give input paths or globs".into()));
         }
         if self.tokenizer.path.as_os_str().is_empty() {
-            return Err(Error::Config("no tokenizer: give --tokenizer or [tokenizer] path".into()));
+            return Err(Error::Config(
+                "no tokenizer: give --tokenizer or [tokenizer] path".into(),
+            ));
         }
         if self.output.dir.as_os_str().is_empty() {
-            return Err(Error::Config("no output directory: give --out or [output] dir".into()));
+            return Err(Error::Config(
+                "no output directory: give --out or [output] dir".into(),
+            ));
         }
         if self.output.shard_bytes < 4096 {
-            return Err(Error::Config(format!("shard_bytes {} is below 4096", self.output.shard_bytes)));
+            return Err(Error::Config(format!(
+                "shard_bytes {} is below 4096",
+                self.output.shard_bytes
+            )));
         }
         let mut files = Vec::new();
         for pat in &self.input.paths {
@@ -130,7 +137,8 @@ impl BuildConfig {
                 files.push(direct.to_path_buf());
                 continue;
             }
-            let matches = glob::glob(pat).map_err(|e| Error::Config(format!("bad glob `{pat}`: {e}")))?;
+            let matches =
+                glob::glob(pat).map_err(|e| Error::Config(format!("bad glob `{pat}`: {e}")))?;
             let before = files.len();
             for m in matches {
                 let p = m.map_err(|e| Error::io(e.path().to_path_buf(), e.into()))?;

@@ -30,40 +30,278 @@ impl SplitMix64 {
 }
 
 const TOPICS: &[(&str, &[&str])] = &[
-    ("astronomy", &["telescope", "galaxy", "orbit", "comet", "nebula", "observatory", "planet", "eclipse", "spectrum", "satellite"]),
-    ("cooking", &["recipe", "oven", "flour", "garlic", "simmer", "sauce", "kitchen", "butter", "harvest", "spice"]),
-    ("cycling", &["bicycle", "gear", "saddle", "climb", "peloton", "tyre", "route", "descent", "frame", "sprint"]),
-    ("finance", &["market", "bond", "inflation", "dividend", "portfolio", "interest", "budget", "currency", "audit", "loan"]),
-    ("gardening", &["soil", "compost", "seedling", "pruning", "orchard", "greenhouse", "mulch", "tomato", "root", "blossom"]),
-    ("history", &["archive", "empire", "treaty", "manuscript", "dynasty", "revolution", "monument", "chronicle", "siege", "charter"]),
-    ("medicine", &["clinic", "vaccine", "diagnosis", "patient", "therapy", "symptom", "nurse", "dosage", "trial", "surgeon"]),
-    ("music", &["melody", "chord", "orchestra", "rhythm", "album", "violin", "concert", "harmony", "tempo", "choir"]),
-    ("programming", &["compiler", "function", "memory", "thread", "kernel", "database", "parser", "module", "variable", "benchmark"]),
-    ("sailing", &["harbour", "mast", "tide", "anchor", "regatta", "hull", "compass", "current", "voyage", "keel"]),
-    ("sport", &["stadium", "league", "coach", "season", "goal", "referee", "tournament", "match", "training", "trophy"]),
-    ("weather", &["forecast", "storm", "humidity", "rainfall", "pressure", "drought", "frost", "cloud", "monsoon", "heatwave"]),
+    (
+        "astronomy",
+        &[
+            "telescope",
+            "galaxy",
+            "orbit",
+            "comet",
+            "nebula",
+            "observatory",
+            "planet",
+            "eclipse",
+            "spectrum",
+            "satellite",
+        ],
+    ),
+    (
+        "cooking",
+        &[
+            "recipe", "oven", "flour", "garlic", "simmer", "sauce", "kitchen", "butter", "harvest",
+            "spice",
+        ],
+    ),
+    (
+        "cycling",
+        &[
+            "bicycle", "gear", "saddle", "climb", "peloton", "tyre", "route", "descent", "frame",
+            "sprint",
+        ],
+    ),
+    (
+        "finance",
+        &[
+            "market",
+            "bond",
+            "inflation",
+            "dividend",
+            "portfolio",
+            "interest",
+            "budget",
+            "currency",
+            "audit",
+            "loan",
+        ],
+    ),
+    (
+        "gardening",
+        &[
+            "soil",
+            "compost",
+            "seedling",
+            "pruning",
+            "orchard",
+            "greenhouse",
+            "mulch",
+            "tomato",
+            "root",
+            "blossom",
+        ],
+    ),
+    (
+        "history",
+        &[
+            "archive",
+            "empire",
+            "treaty",
+            "manuscript",
+            "dynasty",
+            "revolution",
+            "monument",
+            "chronicle",
+            "siege",
+            "charter",
+        ],
+    ),
+    (
+        "medicine",
+        &[
+            "clinic",
+            "vaccine",
+            "diagnosis",
+            "patient",
+            "therapy",
+            "symptom",
+            "nurse",
+            "dosage",
+            "trial",
+            "surgeon",
+        ],
+    ),
+    (
+        "music",
+        &[
+            "melody",
+            "chord",
+            "orchestra",
+            "rhythm",
+            "album",
+            "violin",
+            "concert",
+            "harmony",
+            "tempo",
+            "choir",
+        ],
+    ),
+    (
+        "programming",
+        &[
+            "compiler",
+            "function",
+            "memory",
+            "thread",
+            "kernel",
+            "database",
+            "parser",
+            "module",
+            "variable",
+            "benchmark",
+        ],
+    ),
+    (
+        "sailing",
+        &[
+            "harbour", "mast", "tide", "anchor", "regatta", "hull", "compass", "current", "voyage",
+            "keel",
+        ],
+    ),
+    (
+        "sport",
+        &[
+            "stadium",
+            "league",
+            "coach",
+            "season",
+            "goal",
+            "referee",
+            "tournament",
+            "match",
+            "training",
+            "trophy",
+        ],
+    ),
+    (
+        "weather",
+        &[
+            "forecast", "storm", "humidity", "rainfall", "pressure", "drought", "frost", "cloud",
+            "monsoon", "heatwave",
+        ],
+    ),
 ];
 
-const ADJ: &[&str] = &["remarkable", "quiet", "ancient", "modern", "difficult", "careful", "bright", "unusual", "local", "ambitious", "steady", "fragile"];
-const VERB: &[&str] = &["changed", "revealed", "shaped", "challenged", "improved", "described", "followed", "measured", "questioned", "supported"];
-const PEOPLE: &[&str] = &["researchers", "residents", "the committee", "local experts", "volunteers", "the authors", "critics", "engineers", "teachers", "visitors"];
-const PLACES: &[&str] = &["the northern valley", "the old town", "the coastal region", "the university", "the city council", "the small village", "the national park", "the river delta"];
-const LINK: &[&str] = &["However,", "Meanwhile,", "In practice,", "As a result,", "For many years,", "According to the report,", "Later that year,", "Surprisingly,"];
-const SITES: &[&str] = &["dailyledger", "northernherald", "weekendjournal", "openfieldnotes", "citypost", "thequarterly", "riverside-news", "makersblog"];
+const ADJ: &[&str] = &[
+    "remarkable",
+    "quiet",
+    "ancient",
+    "modern",
+    "difficult",
+    "careful",
+    "bright",
+    "unusual",
+    "local",
+    "ambitious",
+    "steady",
+    "fragile",
+];
+const VERB: &[&str] = &[
+    "changed",
+    "revealed",
+    "shaped",
+    "challenged",
+    "improved",
+    "described",
+    "followed",
+    "measured",
+    "questioned",
+    "supported",
+];
+const PEOPLE: &[&str] = &[
+    "researchers",
+    "residents",
+    "the committee",
+    "local experts",
+    "volunteers",
+    "the authors",
+    "critics",
+    "engineers",
+    "teachers",
+    "visitors",
+];
+const PLACES: &[&str] = &[
+    "the northern valley",
+    "the old town",
+    "the coastal region",
+    "the university",
+    "the city council",
+    "the small village",
+    "the national park",
+    "the river delta",
+];
+const LINK: &[&str] = &[
+    "However,",
+    "Meanwhile,",
+    "In practice,",
+    "As a result,",
+    "For many years,",
+    "According to the report,",
+    "Later that year,",
+    "Surprisingly,",
+];
+const SITES: &[&str] = &[
+    "dailyledger",
+    "northernherald",
+    "weekendjournal",
+    "openfieldnotes",
+    "citypost",
+    "thequarterly",
+    "riverside-news",
+    "makersblog",
+];
 
 fn sentence(r: &mut SplitMix64, words: &[&str]) -> String {
     match r.below(5) {
-        0 => format!("The {} {} {} the {} in {}.", r.pick(ADJ), r.pick(words), r.pick(VERB), r.pick(words), r.pick(PLACES)),
-        1 => format!("{} {} {} how the {} {} the {}.", r.pick(LINK), r.pick(PEOPLE), r.pick(VERB), r.pick(words), r.pick(VERB), r.pick(words)),
-        2 => format!("Few {} expected a {} {} to matter this much, yet {} kept returning to it.", r.pick(PEOPLE), r.pick(ADJ), r.pick(words), r.pick(PEOPLE)),
-        3 => format!("In {} the {} and the {} were {} by {}.", r.pick(PLACES), r.pick(words), r.pick(words), r.pick(VERB), r.pick(PEOPLE)),
-        _ => format!("\"It is a {} {},\" said one of the {}, adding that the {} had {} everything.", r.pick(ADJ), r.pick(words), r.pick(PEOPLE), r.pick(words), r.pick(VERB)),
+        0 => format!(
+            "The {} {} {} the {} in {}.",
+            r.pick(ADJ),
+            r.pick(words),
+            r.pick(VERB),
+            r.pick(words),
+            r.pick(PLACES)
+        ),
+        1 => format!(
+            "{} {} {} how the {} {} the {}.",
+            r.pick(LINK),
+            r.pick(PEOPLE),
+            r.pick(VERB),
+            r.pick(words),
+            r.pick(VERB),
+            r.pick(words)
+        ),
+        2 => format!(
+            "Few {} expected a {} {} to matter this much, yet {} kept returning to it.",
+            r.pick(PEOPLE),
+            r.pick(ADJ),
+            r.pick(words),
+            r.pick(PEOPLE)
+        ),
+        3 => format!(
+            "In {} the {} and the {} were {} by {}.",
+            r.pick(PLACES),
+            r.pick(words),
+            r.pick(words),
+            r.pick(VERB),
+            r.pick(PEOPLE)
+        ),
+        _ => format!(
+            "\"It is a {} {},\" said one of the {}, adding that the {} had {} everything.",
+            r.pick(ADJ),
+            r.pick(words),
+            r.pick(PEOPLE),
+            r.pick(words),
+            r.pick(VERB)
+        ),
     }
 }
 
 fn article(r: &mut SplitMix64) -> (String, String) {
     let (topic, words) = TOPICS[r.below(TOPICS.len())];
-    let title = format!("The {} {} of {}", r.pick(ADJ), r.pick(words), r.pick(PLACES).trim_start_matches("the "));
+    let title = format!(
+        "The {} {} of {}",
+        r.pick(ADJ),
+        r.pick(words),
+        r.pick(PLACES).trim_start_matches("the ")
+    );
     let mut text = format!("{title}\n\n");
     for _ in 0..3 + r.below(6) {
         let para: Vec<String> = (0..2 + r.below(5)).map(|_| sentence(r, words)).collect();
@@ -93,7 +331,8 @@ pub fn write_corpus(dir: &Path, docs: usize, files: usize, seed: u64) -> Result<
     let mut n = 0usize;
     for f in 0..files.max(1) {
         let path = dir.join(format!("web-{f:02}.jsonl"));
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?);
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?);
         let mut line = |v: String| writeln!(out, "{v}").map_err(|e| Error::io(&path, e));
         for _ in 0..per.min(docs - n) {
             let site = r.pick(SITES);
@@ -108,7 +347,11 @@ pub fn write_corpus(dir: &Path, docs: usize, files: usize, seed: u64) -> Result<
                 }
                 ("near_duplicate", "syndicated".to_string(), words.join(" "))
             } else if roll < 15 && !written.is_empty() {
-                ("exact_duplicate", "copy".to_string(), written[r.below(written.len())].clone())
+                (
+                    "exact_duplicate",
+                    "copy".to_string(),
+                    written[r.below(written.len())].clone(),
+                )
             } else if roll < 23 {
                 ("junk", "junk".to_string(), junk(&mut r))
             } else {
@@ -129,7 +372,9 @@ pub fn write_corpus(dir: &Path, docs: usize, files: usize, seed: u64) -> Result<
         if f == 0 {
             // Real dumps have broken lines; the reader counts and records them.
             line("{\"id\": \"qs-broken-1\", \"text\": \"an unterminated".into())?;
-            line("{\"id\": \"qs-broken-2\", \"body\": \"a record without the text field\"}".into())?;
+            line(
+                "{\"id\": \"qs-broken-2\", \"body\": \"a record without the text field\"}".into(),
+            )?;
         }
         out.flush().map_err(|e| Error::io(&path, e))?;
         paths.push(path);

@@ -46,13 +46,20 @@ fn global_start(ds: &Dataset, shard: usize) -> u64 {
 }
 
 /// Document `index` of shard `shard`.
-pub fn by_position(ds: &Dataset, tok: &TextTokenizer, shard: usize, index: usize) -> Result<DocView> {
+pub fn by_position(
+    ds: &Dataset,
+    tok: &TextTokenizer,
+    shard: usize,
+    index: usize,
+) -> Result<DocView> {
     let sh = ds.shard(shard)?;
     let prov = ds.provenance(shard)?;
-    let p = prov
-        .get(index)
-        .cloned()
-        .ok_or_else(|| Error::NotFound(format!("shard {shard} has {} documents, no index {index}", prov.len())))?;
+    let p = prov.get(index).cloned().ok_or_else(|| {
+        Error::NotFound(format!(
+            "shard {shard} has {} documents, no index {index}",
+            prov.len()
+        ))
+    })?;
     let ids = sh.document(index)?;
     Ok(DocView {
         shard_ordinal: shard,
@@ -82,7 +89,8 @@ pub fn by_id(ds: &Dataset, tok: &TextTokenizer, id: &str) -> Result<Vec<DocView>
             file_extension: ".prov.parquet",
             ..Default::default()
         };
-        ctx.register_parquet("provenance", ds.dir().to_string_lossy().as_ref(), opts).await?;
+        ctx.register_parquet("provenance", ds.dir().to_string_lossy().as_ref(), opts)
+            .await?;
         let df = ctx
             .sql("SELECT shard, \"index\" FROM provenance WHERE id = $1 ORDER BY shard, \"index\"")
             .await?
@@ -101,7 +109,10 @@ pub fn by_id(ds: &Dataset, tok: &TextTokenizer, id: &str) -> Result<Vec<DocView>
         Ok::<_, datafusion::error::DataFusionError>(out)
     })?;
     if hits.is_empty() {
-        return Err(Error::NotFound(format!("no document with id `{id}` in {}", ds.dir().display())));
+        return Err(Error::NotFound(format!(
+            "no document with id `{id}` in {}",
+            ds.dir().display()
+        )));
     }
     hits.into_iter()
         .map(|(name, index)| {
@@ -110,7 +121,11 @@ pub fn by_id(ds: &Dataset, tok: &TextTokenizer, id: &str) -> Result<Vec<DocView>
                 .shards
                 .iter()
                 .position(|e| e.name == name)
-                .ok_or_else(|| Error::NotFound(format!("provenance names shard {name}, which the manifest does not list")))?;
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "provenance names shard {name}, which the manifest does not list"
+                    ))
+                })?;
             by_position(ds, tok, s, index as usize)
         })
         .collect()
@@ -121,7 +136,10 @@ pub fn render(v: &DocView, max_chars: usize) -> String {
     let p = &v.provenance;
     let mut text: String = v.text.chars().take(max_chars).collect();
     if v.text.chars().count() > max_chars {
-        text.push_str(&format!("\n[… {} more characters]", v.text.chars().count() - max_chars));
+        text.push_str(&format!(
+            "\n[… {} more characters]",
+            v.text.chars().count() - max_chars
+        ));
     }
     format!(
         "document   {}\nshard      {} (#{}) index {}\nsource     {}\noffset     {}\nurl        {}\ntokens     {} (dataset positions {}..{})\ntext xxh3  {:016x}\n---\n{}\n",
@@ -159,11 +177,20 @@ pub fn summary(ds: &Dataset) -> String {
         m.shards.len()
     );
     if m.documents > 0 {
-        s.push_str(&format!("tokens/doc {:.1}\n", m.tokens as f64 / m.documents as f64));
+        s.push_str(&format!(
+            "tokens/doc {:.1}\n",
+            m.tokens as f64 / m.documents as f64
+        ));
     }
-    s.push_str(&format!("\n  {:<24} {:>10} {:>14} {:>16}\n", "shard", "documents", "tokens", "bin xxh3"));
+    s.push_str(&format!(
+        "\n  {:<24} {:>10} {:>14} {:>16}\n",
+        "shard", "documents", "tokens", "bin xxh3"
+    ));
     for e in m.shards.iter().take(20) {
-        s.push_str(&format!("  {:<24} {:>10} {:>14} {:>16}\n", e.name, e.documents, e.tokens, e.bin_xxh3));
+        s.push_str(&format!(
+            "  {:<24} {:>10} {:>14} {:>16}\n",
+            e.name, e.documents, e.tokens, e.bin_xxh3
+        ));
     }
     if m.shards.len() > 20 {
         s.push_str(&format!("  … {} more shards\n", m.shards.len() - 20));

@@ -11,7 +11,11 @@ use tokenmill_pipelines::{bench, inspect, quickstart};
 use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
 
 #[derive(Parser, Debug)]
-#[command(name = "tokenmill", version, about = "Web dumps to deduplicated, tokenized, memory-mapped token shards with provenance")]
+#[command(
+    name = "tokenmill",
+    version,
+    about = "Web dumps to deduplicated, tokenized, memory-mapped token shards with provenance"
+)]
 struct Cli {
     /// Log filter for stderr (e.g. `info`, `tokenmill_pipelines=debug`); also RUST_LOG.
     #[arg(long, global = true)]
@@ -225,11 +229,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Build(a) => cmd_build(a)?,
         Cmd::Inspect(a) => cmd_inspect(a)?,
         Cmd::Verify { dataset, json } => {
-            let r = tokenmill_shards::verify(&dataset).with_context(|| format!("verifying {}", dataset.display()))?;
+            let r = tokenmill_shards::verify(&dataset)
+                .with_context(|| format!("verifying {}", dataset.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("OK: {} shards, {} documents, {} tokens, {} bytes hashed", r.shards, r.documents, r.tokens, r.bytes_hashed);
+                println!(
+                    "OK: {} shards, {} documents, {} tokens, {} bytes hashed",
+                    r.shards, r.documents, r.tokens, r.bytes_hashed
+                );
             }
         }
         Cmd::Tokenizer(TokenizerCmd::Train {
@@ -252,7 +260,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 opts.special_tokens = special;
             }
             let n = train_bpe(texts.iter(), &opts, &out)?;
-            println!("trained a byte-level BPE of {n} tokens on {} documents → {}", texts.len(), out.display());
+            println!(
+                "trained a byte-level BPE of {n} tokens on {} documents → {}",
+                texts.len(),
+                out.display()
+            );
         }
         Cmd::Bench(BenchCmd::Tokenize {
             inputs,
@@ -273,8 +285,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 p.exists().then_some(p)
             });
             match &python {
-                Some(py) => rows.extend(bench::bench_python(py, &script, &tokenizer, &texts, threads, repeat)?),
-                None => eprintln!("note: no Python with `tokenizers` (give --python); the peer column is missing"),
+                Some(py) => rows.extend(bench::bench_python(
+                    py, &script, &tokenizer, &texts, threads, repeat,
+                )?),
+                None => eprintln!(
+                    "note: no Python with `tokenizers` (give --python); the peer column is missing"
+                ),
             }
             rows.push(bench::bench_ours(&tokenizer, &texts, threads, repeat)?);
             if json {
@@ -282,7 +298,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", bench::table(&rows));
                 let counts: Vec<u64> = rows.iter().map(|r| r.tokens).collect();
-                println!("token counts equal across implementations: {}", counts.windows(2).all(|w| w[0] == w[1]));
+                println!(
+                    "token counts equal across implementations: {}",
+                    counts.windows(2).all(|w| w[0] == w[1])
+                );
             }
         }
     }
@@ -345,11 +364,16 @@ fn cmd_build(a: BuildArgs) -> anyhow::Result<()> {
         cfg.run.threads = t;
     }
     cfg.run.quiet |= a.quiet;
-    let out = tokenmill_pipelines::build(&cfg).with_context(|| format!("building {}", cfg.output.dir.display()))?;
+    let out = tokenmill_pipelines::build(&cfg)
+        .with_context(|| format!("building {}", cfg.output.dir.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out.stats)?);
     } else {
-        println!("built {} ({} shards)", cfg.output.dir.display(), out.manifest.shards.len());
+        println!(
+            "built {} ({} shards)",
+            cfg.output.dir.display(),
+            out.manifest.shards.len()
+        );
         print!("{}", out.stats.table());
         for s in out.stats.skip_samples.iter().take(5) {
             println!("  skipped: {s}");

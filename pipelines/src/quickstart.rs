@@ -34,10 +34,19 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
             std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
     }
-    println!("[1/4] generating {} web-like documents in {} files → {}", o.docs, o.files, corpus.display());
+    println!(
+        "[1/4] generating {} web-like documents in {} files → {}",
+        o.docs,
+        o.files,
+        corpus.display()
+    );
     let files = write_corpus(&corpus, o.docs, o.files, o.seed)?;
 
-    println!("[2/4] training a byte-level BPE tokenizer (vocab {}) → {}", o.vocab_size, tokenizer.display());
+    println!(
+        "[2/4] training a byte-level BPE tokenizer (vocab {}) → {}",
+        o.vocab_size,
+        tokenizer.display()
+    );
     let texts = load_texts(&files)?;
     let opts = BpeTrainOptions {
         vocab_size: o.vocab_size,
@@ -70,14 +79,23 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
 
     println!("[4/4] verifying and inspecting {}", dataset.display());
     let report = tokenmill_shards::verify(&dataset)?;
-    println!("      verify: {} shards, {} documents, {} tokens, {} bytes hashed: OK", report.shards, report.documents, report.tokens, report.bytes_hashed);
+    println!(
+        "      verify: {} shards, {} documents, {} tokens, {} bytes hashed: OK",
+        report.shards, report.documents, report.tokens, report.bytes_hashed
+    );
     let ds = inspect::open(&dataset)?;
     print!("{}", inspect::summary(&ds));
     let tok = inspect::dataset_tokenizer(&ds)?;
     let middle = ds.manifest().tokens / 2;
     println!("\nthe document holding token {middle} of the dataset:");
-    print!("{}", inspect::render(&inspect::by_token(&ds, &tok, middle)?, 400));
-    println!("\nnext: tokenmill inspect {} --doc qs-000001", dataset.display());
+    print!(
+        "{}",
+        inspect::render(&inspect::by_token(&ds, &tok, middle)?, 400)
+    );
+    println!(
+        "\nnext: tokenmill inspect {} --doc qs-000001",
+        dataset.display()
+    );
     Ok(dataset)
 }
 

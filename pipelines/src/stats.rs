@@ -30,7 +30,13 @@ impl TaskStats {
     }
     /// Skipped documents by reason, reader skips and later drops together.
     pub fn skipped_by_reason(&self) -> BTreeMap<String, u64> {
-        let mut m: BTreeMap<String, u64> = self.read.skipped.by_reason.iter().map(|(r, n)| (r.name().to_string(), *n)).collect();
+        let mut m: BTreeMap<String, u64> = self
+            .read
+            .skipped
+            .by_reason
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), *n))
+            .collect();
         for (k, v) in &self.dropped {
             *m.entry(k.clone()).or_default() += v;
         }
@@ -42,7 +48,8 @@ impl TaskStats {
     }
     /// True when read = written + skipped.
     pub fn reconciles(&self) -> bool {
-        self.documents_read() == self.documents_written + self.skipped_by_reason().values().sum::<u64>()
+        self.documents_read()
+            == self.documents_written + self.skipped_by_reason().values().sum::<u64>()
     }
 }
 
@@ -75,7 +82,10 @@ impl BuildStats {
         let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<28} {v:>16}\n"));
         row("input files", self.inputs.to_string());
         row("input bytes", self.input_bytes.to_string());
-        row("tasks resumed (already done)", self.tasks_resumed.to_string());
+        row(
+            "tasks resumed (already done)",
+            self.tasks_resumed.to_string(),
+        );
         row("documents read", self.documents_read.to_string());
         row("documents written", self.documents_written.to_string());
         for (k, v) in &self.documents_skipped {
@@ -90,9 +100,15 @@ impl BuildStats {
         row("threads", self.threads.to_string());
         row("seconds", format!("{:.2}", self.seconds));
         row("text MB/s", format!("{:.2}", self.text_mb_per_s));
-        row("text MB/s per core", format!("{:.2}", self.text_mb_per_s_per_core));
+        row(
+            "text MB/s per core",
+            format!("{:.2}", self.text_mb_per_s_per_core),
+        );
         if let Some(p) = self.peak_rss_bytes {
-            row("peak RSS MiB", format!("{:.1}", p as f64 / (1 << 20) as f64));
+            row(
+                "peak RSS MiB",
+                format!("{:.1}", p as f64 / (1 << 20) as f64),
+            );
         }
         s
     }

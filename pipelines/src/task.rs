@@ -44,10 +44,11 @@ impl TaskRecord {
         let rec: TaskRecord = serde_json::from_slice(&bytes).ok()?;
         let ok = rec.task == task
             && rec.input == input
-            && rec
-                .shards
-                .iter()
-                .all(|s| std::fs::metadata(s.bin_path(out)).is_ok_and(|m| m.len() == s.bin_bytes) && s.idx_path(out).is_file() && s.prov_path(out).is_file());
+            && rec.shards.iter().all(|s| {
+                std::fs::metadata(s.bin_path(out)).is_ok_and(|m| m.len() == s.bin_bytes)
+                    && s.idx_path(out).is_file()
+                    && s.prov_path(out).is_file()
+            });
         ok.then_some(rec)
     }
 }
@@ -66,7 +67,15 @@ pub fn clear_task_outputs(out: &Path, task: usize) -> Result<()> {
 }
 
 /// Runs task `task` over `input`, writing shards into `out` and the record into `build_dir`.
-pub fn run_task(task: usize, input: &Path, cfg: &BuildConfig, tok: &TextTokenizer, out: &Path, build_dir: &Path, pb: &ProgressBar) -> Result<TaskRecord> {
+pub fn run_task(
+    task: usize,
+    input: &Path,
+    cfg: &BuildConfig,
+    tok: &TextTokenizer,
+    out: &Path,
+    build_dir: &Path,
+    pb: &ProgressBar,
+) -> Result<TaskRecord> {
     let _span = tracing::info_span!("task", task, input = %input.display()).entered();
     clear_task_outputs(out, task)?;
     let mut reader = DocumentReader::open(input, &cfg.input.read)?;
@@ -93,12 +102,19 @@ pub fn run_task(task: usize, input: &Path, cfg: &BuildConfig, tok: &TextTokenize
                 _ => *stats.dropped.entry("empty_text".into()).or_default() += 1,
             }
         }
-        let texts: Vec<&str> = rows.iter().map(|&r| cols.text(r).expect("kept rows have text")).collect();
+        let texts: Vec<&str> = rows
+            .iter()
+            .map(|&r| cols.text(r).expect("kept rows have text"))
+            .collect();
         let tokens = tok.encode_batch(&texts)?;
         for ((&r, text), ids) in rows.iter().zip(&texts).zip(&tokens) {
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(ShardWriter::create(out, &format!("{}{:04}", shard_prefix(task), shards.len()), dtype)?),
+                None => writer.insert(ShardWriter::create(
+                    out,
+                    &format!("{}{:04}", shard_prefix(task), shards.len()),
+                    dtype,
+                )?),
             };
             w.push(
                 ids,
@@ -130,12 +146,20 @@ pub fn run_task(task: usize, input: &Path, cfg: &BuildConfig, tok: &TextTokenize
         stats,
     };
     if !rec.stats.reconciles() {
-        return Err(Error::Unsupported(format!("internal: task {task} counts do not reconcile: {:?}", rec.stats)));
+        return Err(Error::Unsupported(format!(
+            "internal: task {task} counts do not reconcile: {:?}",
+            rec.stats
+        )));
     }
     let mut json = serde_json::to_vec_pretty(&rec).expect("task record serialises");
     json.push(b'\n');
     atomic_write(&TaskRecord::path(build_dir, task), &json)?;
-    tracing::info!(task, documents = rec.stats.documents_written, tokens = rec.stats.tokens, "task done");
+    tracing::info!(
+        task,
+        documents = rec.stats.documents_written,
+        tokens = rec.stats.tokens,
+        "task done"
+    );
     Ok(rec)
 }
 
@@ -150,11 +174,18 @@ struct Columns<'a> {
 
 impl<'a> Columns<'a> {
     fn of(b: &'a RecordBatch) -> Self {
-        let s = |n: &str| b.column_by_name(n).expect("document schema").as_string::<i32>();
+        let s = |n: &str| {
+            b.column_by_name(n)
+                .expect("document schema")
+                .as_string::<i32>()
+        };
         Columns {
             id: s("id"),
             source: s("source"),
-            offset: b.column_by_name("offset").expect("document schema").as_primitive::<UInt64Type>(),
+            offset: b
+                .column_by_name("offset")
+                .expect("document schema")
+                .as_primitive::<UInt64Type>(),
             url: s("url"),
             text: s("text"),
             html: s("html"),

@@ -54,7 +54,12 @@ where
         .show_progress(false)
         .vocab_size(opts.vocab_size)
         .min_frequency(opts.min_frequency)
-        .special_tokens(opts.special_tokens.iter().map(|t| AddedToken::from(t.clone(), true)).collect())
+        .special_tokens(
+            opts.special_tokens
+                .iter()
+                .map(|t| AddedToken::from(t.clone(), true))
+                .collect(),
+        )
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
     let mut tokenizer = TokenizerBuilder::new()
@@ -65,10 +70,14 @@ where
         .with_decoder(Some(ByteLevelDecoder::default()))
         .build()
         .map_err(|e| err(e.to_string()))?;
-    tokenizer.train(&mut trainer, texts).map_err(|e| err(format!("training: {e}")))?;
+    tokenizer
+        .train(&mut trainer, texts)
+        .map_err(|e| err(format!("training: {e}")))?;
     let size = tokenizer.get_vocab_size(true);
     let tmp = out.with_extension("json.tmp");
-    tokenizer.save(&tmp, true).map_err(|e| err(format!("saving: {e}")))?;
+    tokenizer
+        .save(&tmp, true)
+        .map_err(|e| err(format!("saving: {e}")))?;
     std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
     Ok(size)
 }
@@ -83,7 +92,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("tokenizer.json");
         let text = "the quick brown fox jumps over the lazy dog. ";
-        let docs: Vec<String> = (0..200).map(|i| format!("{text}{i} Ünïcödé — ok\n")).collect();
+        let docs: Vec<String> = (0..200)
+            .map(|i| format!("{text}{i} Ünïcödé — ok\n"))
+            .collect();
         let opts = BpeTrainOptions {
             vocab_size: 400,
             ..Default::default()
@@ -101,7 +112,12 @@ mod tests {
         assert_eq!(tok.identity().eos_token.as_deref(), Some("<|endoftext|>"));
         let ids = tok.encode(&docs[7]).unwrap();
         assert_eq!(*ids.last().unwrap(), tok.identity().eos_id.unwrap());
-        assert!(ids.len() < docs[7].len() / 2, "{} tokens for {} bytes", ids.len(), docs[7].len());
+        assert!(
+            ids.len() < docs[7].len() / 2,
+            "{} tokens for {} bytes",
+            ids.len(),
+            docs[7].len()
+        );
         let back = tok.decode(&ids[..ids.len() - 1]).unwrap();
         assert_eq!(back, docs[7]);
     }

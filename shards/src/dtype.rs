@@ -101,9 +101,14 @@ mod tests {
     #[test]
     fn encode_rejects_ids_the_dtype_cannot_hold() {
         let mut out = Vec::new();
-        assert_eq!(TokenDtype::Uint16.encode_into(&[1, 70_000], &mut out), Err(70_000));
+        assert_eq!(
+            TokenDtype::Uint16.encode_into(&[1, 70_000], &mut out),
+            Err(70_000)
+        );
         out.clear();
-        TokenDtype::Int32.encode_into(&[1, 70_000], &mut out).unwrap();
+        TokenDtype::Int32
+            .encode_into(&[1, 70_000], &mut out)
+            .unwrap();
         assert_eq!(TokenDtype::Int32.decode(&out), vec![1, 70_000]);
     }
 }

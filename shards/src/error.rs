@@ -64,7 +64,11 @@ impl Error {
             source,
         }
     }
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, what: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        what: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Error::Corrupt {
             path: path.into(),
             what,

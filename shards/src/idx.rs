@@ -40,8 +40,11 @@ pub fn encode_index(dtype: TokenDtype, lengths: &[u32]) -> Result<Vec<u8>> {
     out.extend_from_slice(&(s as u64).to_le_bytes());
     out.extend_from_slice(&(s as u64 + 1).to_le_bytes());
     for &len in lengths {
-        let len = i32::try_from(len)
-            .map_err(|_| Error::Limit(format!("a document of {len} tokens exceeds the int32 length field of the Megatron index")))?;
+        let len = i32::try_from(len).map_err(|_| {
+            Error::Limit(format!(
+                "a document of {len} tokens exceeds the int32 length field of the Megatron index"
+            ))
+        })?;
         out.extend_from_slice(&len.to_le_bytes());
     }
     let mut pointer: i64 = 0;
@@ -75,16 +78,29 @@ impl<B: AsRef<[u8]>> IndexView<B> {
         let b = bytes.as_ref();
         let bad = |detail: String| Error::corrupt(path, "Megatron index", detail);
         if b.len() < HEADER_LEN {
-            return Err(bad(format!("{} bytes, shorter than the {HEADER_LEN}-byte header", b.len())));
+            return Err(bad(format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                b.len()
+            )));
         }
         if &b[..9] != MAGIC {
-            return Err(bad(format!("bad magic {:02x?} at offset 0 (want MMIDIDX\\0\\0)", &b[..9])));
+            return Err(bad(format!(
+                "bad magic {:02x?} at offset 0 (want MMIDIDX\\0\\0)",
+                &b[..9]
+            )));
         }
         let version = u64::from_le_bytes(b[9..17].try_into().expect("8 bytes"));
         if version != VERSION {
-            return Err(bad(format!("version {version} at offset 9, only version 1 is known")));
+            return Err(bad(format!(
+                "version {version} at offset 9, only version 1 is known"
+            )));
         }
-        let dtype = TokenDtype::from_code(b[17]).ok_or_else(|| bad(format!("dtype code {} at offset 17 is not uint16 (8) or int32 (4)", b[17])))?;
+        let dtype = TokenDtype::from_code(b[17]).ok_or_else(|| {
+            bad(format!(
+                "dtype code {} at offset 17 is not uint16 (8) or int32 (4)",
+                b[17]
+            ))
+        })?;
         let s = u64::from_le_bytes(b[18..26].try_into().expect("8 bytes"));
         let d = u64::from_le_bytes(b[26..34].try_into().expect("8 bytes"));
         let expected = s
@@ -101,7 +117,9 @@ impl<B: AsRef<[u8]>> IndexView<B> {
             )));
         }
         if d == 0 {
-            return Err(bad("document index array is empty (it must start with 0)".into()));
+            return Err(bad(
+                "document index array is empty (it must start with 0)".into()
+            ));
         }
         let view = IndexView {
             bytes,
@@ -129,19 +147,31 @@ impl<B: AsRef<[u8]>> IndexView<B> {
             expect_ptr += len as u64 * size;
         }
         if expect_ptr != bin_len {
-            return Err(self.bad(format!("index covers {expect_ptr} bytes of tokens but the .bin file has {bin_len}")));
+            return Err(self.bad(format!(
+                "index covers {expect_ptr} bytes of tokens but the .bin file has {bin_len}"
+            )));
         }
         let mut prev = -1i64;
         for j in 0..self.documents {
             let v = self.raw_doc(j);
-            let ok = if j == 0 { v == 0 } else { v >= prev && v as u64 <= self.sequences as u64 };
+            let ok = if j == 0 {
+                v == 0
+            } else {
+                v >= prev && v as u64 <= self.sequences as u64
+            };
             if !ok {
-                return Err(self.bad(format!("document index {j} = {v} is out of order or past {} sequences", self.sequences)));
+                return Err(self.bad(format!(
+                    "document index {j} = {v} is out of order or past {} sequences",
+                    self.sequences
+                )));
             }
             prev = v;
         }
         if prev as u64 != self.sequences as u64 {
-            return Err(self.bad(format!("last document index {prev} != sequence count {}", self.sequences)));
+            return Err(self.bad(format!(
+                "last document index {prev} != sequence count {}",
+                self.sequences
+            )));
         }
         self.total_tokens = expect_ptr / size;
         Ok(self)
@@ -273,7 +303,10 @@ mod tests {
         b[d..d + 8].copy_from_slice(&7i64.to_le_bytes()); // document index past the sequences
         cases.push(b);
         for (k, b) in cases.iter().enumerate() {
-            assert!(IndexView::new(&b[..], Path::new("h.idx"), 12).is_err(), "case {k} accepted");
+            assert!(
+                IndexView::new(&b[..], Path::new("h.idx"), 12).is_err(),
+                "case {k} accepted"
+            );
         }
     }
 }

@@ -75,7 +75,13 @@ pub fn hex64(v: u64) -> String {
 
 /// Parses a manifest checksum.
 pub fn parse_hex64(path: &Path, s: &str) -> Result<u64> {
-    u64::from_str_radix(s, 16).map_err(|_| Error::corrupt(path, "manifest", format!("checksum `{s}` is not 16 hex digits")))
+    u64::from_str_radix(s, 16).map_err(|_| {
+        Error::corrupt(
+            path,
+            "manifest",
+            format!("checksum `{s}` is not 16 hex digits"),
+        )
+    })
 }
 
 impl Manifest {
@@ -96,20 +102,38 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json { path: path.clone(), source })?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
         let bad = |d: String| Error::corrupt(&path, "manifest", d);
         if m.format != FORMAT || m.format_version != FORMAT_VERSION {
-            return Err(bad(format!("format {} v{} is not {FORMAT} v{FORMAT_VERSION}", m.format, m.format_version)));
+            return Err(bad(format!(
+                "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
+                m.format, m.format_version
+            )));
         }
-        if m.documents != m.shards.iter().map(|s| s.documents).sum::<u64>() || m.tokens != m.shards.iter().map(|s| s.tokens).sum::<u64>() {
+        if m.documents != m.shards.iter().map(|s| s.documents).sum::<u64>()
+            || m.tokens != m.shards.iter().map(|s| s.tokens).sum::<u64>()
+        {
             return Err(bad("totals do not equal the sum over shards".into()));
         }
         for s in &m.shards {
-            if s.name.is_empty() || s.name.contains('/') || s.name.contains('\\') || s.name.starts_with('.') {
-                return Err(bad(format!("shard name `{}` is not a plain file name", s.name)));
+            if s.name.is_empty()
+                || s.name.contains('/')
+                || s.name.contains('\\')
+                || s.name.starts_with('.')
+            {
+                return Err(bad(format!(
+                    "shard name `{}` is not a plain file name",
+                    s.name
+                )));
             }
             if s.bin_bytes != s.tokens * m.dtype.size() as u64 {
-                return Err(bad(format!("shard {} has {} tokens but {} bytes", s.name, s.tokens, s.bin_bytes)));
+                return Err(bad(format!(
+                    "shard {} has {} tokens but {} bytes",
+                    s.name, s.tokens, s.bin_bytes
+                )));
             }
         }
         Ok(m)
@@ -118,7 +142,10 @@ impl Manifest {
     /// Writes `dir/manifest.json` atomically (temp file, fsync, rename).
     pub fn store(&self, dir: &Path) -> Result<()> {
         let path = dir.join(MANIFEST_FILE);
-        let mut json = serde_json::to_vec_pretty(self).map_err(|source| Error::Json { path: path.clone(), source })?;
+        let mut json = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
+            path: path.clone(),
+            source,
+        })?;
         json.push(b'\n');
         crate::atomic_write(&path, &json)
     }

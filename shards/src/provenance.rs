@@ -91,7 +91,9 @@ pub fn to_batch(rows: &[DocProvenance]) -> Result<RecordBatch> {
 pub fn write_provenance(path: &Path, rows: &[DocProvenance]) -> Result<()> {
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(64 * 1024))
         .set_created_by("tokenmill".into())
         .build();
@@ -115,20 +117,49 @@ pub fn read_provenance(path: &Path) -> Result<Vec<DocProvenance>> {
         path: path.to_path_buf(),
         source,
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?.build().map_err(pq)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(pq)?
+        .build()
+        .map_err(pq)?;
     let want = provenance_schema();
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch?;
         for f in want.fields() {
-            let ok = batch.schema().field_with_name(f.name()).map(|g| g.data_type() == f.data_type()).unwrap_or(false);
+            let ok = batch
+                .schema()
+                .field_with_name(f.name())
+                .map(|g| g.data_type() == f.data_type())
+                .unwrap_or(false);
             if !ok {
-                return Err(Error::corrupt(path, "provenance table", format!("column `{}` missing or not {}", f.name(), f.data_type())));
+                return Err(Error::corrupt(
+                    path,
+                    "provenance table",
+                    format!("column `{}` missing or not {}", f.name(), f.data_type()),
+                ));
             }
         }
-        let u = |name: &str| batch.column_by_name(name).expect("checked").as_primitive::<UInt64Type>().clone();
-        let s = |name: &str| batch.column_by_name(name).expect("checked").as_string::<i32>().clone();
-        let (index, offset, tokens, start, hash) = (u("index"), u("offset"), u("tokens"), u("token_start"), u("text_xxh3"));
+        let u = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect("checked")
+                .as_primitive::<UInt64Type>()
+                .clone()
+        };
+        let s = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect("checked")
+                .as_string::<i32>()
+                .clone()
+        };
+        let (index, offset, tokens, start, hash) = (
+            u("index"),
+            u("offset"),
+            u("tokens"),
+            u("token_start"),
+            u("text_xxh3"),
+        );
         let (shard, id, source, url) = (s("shard"), s("id"), s("source"), s("url"));
         for i in 0..batch.num_rows() {
             rows.push(DocProvenance {

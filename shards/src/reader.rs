@@ -57,7 +57,11 @@ impl Shard {
         let bin = map(&bin_path)?;
         let idx = map(&idx_path)?;
         let index = IndexView::new(idx, &idx_path, bin.as_ref().len() as u64)?;
-        Ok(Shard { bin_path, bin, index })
+        Ok(Shard {
+            bin_path,
+            bin,
+            index,
+        })
     }
     /// The validated index.
     pub fn index(&self) -> &IndexView<impl AsRef<[u8]> + use<>> {
@@ -82,7 +86,11 @@ impl Shard {
     /// Raw little-endian bytes of document `i`.
     pub fn document_bytes(&self, i: usize) -> Result<&[u8]> {
         if i >= self.len() {
-            return Err(Error::NotFound(format!("{}: document {i} out of {} documents", self.bin_path.display(), self.len())));
+            return Err(Error::NotFound(format!(
+                "{}: document {i} out of {} documents",
+                self.bin_path.display(),
+                self.len()
+            )));
         }
         let size = self.dtype().size() as u64;
         let start = (self.index.token_start(i) * size) as usize;
@@ -97,10 +105,16 @@ impl Shard {
     /// Token ids at shard positions `[start, end)`.
     pub fn tokens(&self, start: u64, end: u64) -> Result<Vec<u32>> {
         if start > end || end > self.total_tokens() {
-            return Err(Error::NotFound(format!("{}: tokens {start}..{end} out of {}", self.bin_path.display(), self.total_tokens())));
+            return Err(Error::NotFound(format!(
+                "{}: tokens {start}..{end} out of {}",
+                self.bin_path.display(),
+                self.total_tokens()
+            )));
         }
         let size = self.dtype().size() as u64;
-        Ok(self.dtype().decode(&self.bin.as_ref()[(start * size) as usize..(end * size) as usize]))
+        Ok(self
+            .dtype()
+            .decode(&self.bin.as_ref()[(start * size) as usize..(end * size) as usize]))
     }
 }
 
@@ -136,7 +150,10 @@ impl Dataset {
     pub fn shard(&self, s: usize) -> Result<Shard> {
         let e = self.entry(s)?;
         let shard = Shard::open(&self.dir.join(&e.name))?;
-        if shard.len() as u64 != e.documents || shard.total_tokens() != e.tokens || shard.dtype() != self.manifest.dtype {
+        if shard.len() as u64 != e.documents
+            || shard.total_tokens() != e.tokens
+            || shard.dtype() != self.manifest.dtype
+        {
             return Err(Error::corrupt(
                 e.idx_path(&self.dir),
                 "shard",
@@ -154,10 +171,12 @@ impl Dataset {
         Ok(shard)
     }
     fn entry(&self, s: usize) -> Result<&ShardEntry> {
-        self.manifest
-            .shards
-            .get(s)
-            .ok_or_else(|| Error::NotFound(format!("shard {s} out of {} shards", self.manifest.shards.len())))
+        self.manifest.shards.get(s).ok_or_else(|| {
+            Error::NotFound(format!(
+                "shard {s} out of {} shards",
+                self.manifest.shards.len()
+            ))
+        })
     }
     /// Provenance rows of shard `s`.
     pub fn provenance(&self, s: usize) -> Result<Vec<DocProvenance>> {
@@ -165,18 +184,27 @@ impl Dataset {
         let path = e.prov_path(&self.dir);
         let rows = read_provenance(&path)?;
         if rows.len() as u64 != e.documents {
-            return Err(Error::corrupt(path, "provenance table", format!("{} rows for {} documents", rows.len(), e.documents)));
+            return Err(Error::corrupt(
+                path,
+                "provenance table",
+                format!("{} rows for {} documents", rows.len(), e.documents),
+            ));
         }
         Ok(rows)
     }
     /// The document holding global token position `t`: (shard, document index, position in shard).
     pub fn locate_token(&self, t: u64) -> Result<(usize, usize, u64)> {
-        let (s, local) = self
-            .manifest
-            .locate_token(t)
-            .ok_or_else(|| Error::NotFound(format!("token {t} is past the dataset's {} tokens", self.manifest.tokens)))?;
+        let (s, local) = self.manifest.locate_token(t).ok_or_else(|| {
+            Error::NotFound(format!(
+                "token {t} is past the dataset's {} tokens",
+                self.manifest.tokens
+            ))
+        })?;
         let shard = self.shard(s)?;
-        let d = shard.index().sequence_of_token(local).expect("local position inside the shard");
+        let d = shard
+            .index()
+            .sequence_of_token(local)
+            .expect("local position inside the shard");
         Ok((s, d, local))
     }
 }

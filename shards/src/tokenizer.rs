@@ -68,7 +68,8 @@ impl TextTokenizer {
     /// Loads `path` (`tokenizer.json` or `tokenizer.json.gz`).
     pub fn load(path: &Path, opts: &TokenizeOptions) -> Result<Self> {
         let bytes = read_tokenizer_json(path)?;
-        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(path, format!("not a valid tokenizer.json: {e}")))?;
+        let inner = Tokenizer::from_bytes(&bytes)
+            .map_err(|e| tok_err(path, format!("not a valid tokenizer.json: {e}")))?;
         let (eos_token, eos_id) = if opts.append_eos {
             let name = match &opts.eos_token {
                 Some(t) => t.clone(),
@@ -76,17 +77,27 @@ impl TextTokenizer {
                     .iter()
                     .find(|c| inner.token_to_id(c).is_some())
                     .map(|c| c.to_string())
-                    .ok_or_else(|| tok_err(path, format!("no EOS token found among {EOS_CANDIDATES:?}; name one with --eos")))?,
+                    .ok_or_else(|| {
+                        tok_err(
+                            path,
+                            format!(
+                                "no EOS token found among {EOS_CANDIDATES:?}; name one with --eos"
+                            ),
+                        )
+                    })?,
             };
-            let id = inner
-                .token_to_id(&name)
-                .ok_or_else(|| tok_err(path, format!("EOS token `{name}` is not in the vocabulary")))?;
+            let id = inner.token_to_id(&name).ok_or_else(|| {
+                tok_err(path, format!("EOS token `{name}` is not in the vocabulary"))
+            })?;
             (Some(name), Some(id))
         } else {
             (None, None)
         };
         let identity = TokenizerIdentity {
-            file: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             sha256: sha256_hex(&bytes),
             vocab_size: inner.get_vocab_size(true) as u64,
             eos_token,
@@ -131,7 +142,11 @@ impl TextTokenizer {
     /// Token ids of many documents, in parallel on the current rayon pool (no pool of its own,
     /// so it nests inside task-level parallelism without oversubscription). Order is preserved.
     pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
-        texts.par_iter().with_min_len(8).map(|t| self.encode(t.as_ref())).collect()
+        texts
+            .par_iter()
+            .with_min_len(8)
+            .map(|t| self.encode(t.as_ref()))
+            .collect()
     }
 
     /// Text of token ids (special tokens kept, so EOS shows).

@@ -25,24 +25,48 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let m = ds.manifest();
     let mut r = VerifyReport::default();
     for (s, e) in m.shards.iter().enumerate() {
-        for (path, want) in [(e.bin_path(dir), &e.bin_xxh3), (e.idx_path(dir), &e.idx_xxh3), (e.prov_path(dir), &e.prov_xxh3)] {
+        for (path, want) in [
+            (e.bin_path(dir), &e.bin_xxh3),
+            (e.idx_path(dir), &e.idx_xxh3),
+            (e.prov_path(dir), &e.prov_xxh3),
+        ] {
             let expected = parse_hex64(&dir.join("manifest.json"), want)?;
             let actual = xxh3_file(&path)?;
             if actual != expected {
-                return Err(Error::Checksum { path, expected, actual });
+                return Err(Error::Checksum {
+                    path,
+                    expected,
+                    actual,
+                });
             }
-            r.bytes_hashed += std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            r.bytes_hashed += std::fs::metadata(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .len();
         }
         let shard = ds.shard(s)?;
         let prov = ds.provenance(s)?;
         for (i, p) in prov.iter().enumerate() {
-            if p.index != i as u64 || p.tokens != shard.index().length(i) || p.token_start != shard.index().token_start(i) {
-                return Err(Error::corrupt(e.prov_path(dir), "provenance table", format!("row {i} does not match the index")));
+            if p.index != i as u64
+                || p.tokens != shard.index().length(i)
+                || p.token_start != shard.index().token_start(i)
+            {
+                return Err(Error::corrupt(
+                    e.prov_path(dir),
+                    "provenance table",
+                    format!("row {i} does not match the index"),
+                ));
             }
         }
         let all = shard.tokens(0, shard.total_tokens())?;
         if let Some(bad) = all.iter().find(|&&t| t as u64 >= m.tokenizer.vocab_size) {
-            return Err(Error::corrupt(e.bin_path(dir), "tokens", format!("token id {bad} >= vocabulary size {}", m.tokenizer.vocab_size)));
+            return Err(Error::corrupt(
+                e.bin_path(dir),
+                "tokens",
+                format!(
+                    "token id {bad} >= vocabulary size {}",
+                    m.tokenizer.vocab_size
+                ),
+            ));
         }
         r.shards += 1;
         r.documents += e.documents;

@@ -78,12 +78,25 @@ impl ShardWriter {
         let len = u32::try_from(tokens.len())
             .ok()
             .filter(|&l| l <= i32::MAX as u32)
-            .ok_or_else(|| Error::Limit(format!("document {} has {} tokens, over the int32 limit of the Megatron index", src.id, tokens.len())))?;
+            .ok_or_else(|| {
+                Error::Limit(format!(
+                    "document {} has {} tokens, over the int32 limit of the Megatron index",
+                    src.id,
+                    tokens.len()
+                ))
+            })?;
         self.scratch.clear();
-        self.dtype.encode_into(tokens, &mut self.scratch).map_err(|id| {
-            Error::Limit(format!("document {}: token id {id} does not fit the shard dtype {:?}", src.id, self.dtype))
-        })?;
-        self.bin.write_all(&self.scratch).map_err(|e| Error::io(&self.bin_tmp, e))?;
+        self.dtype
+            .encode_into(tokens, &mut self.scratch)
+            .map_err(|id| {
+                Error::Limit(format!(
+                    "document {}: token id {id} does not fit the shard dtype {:?}",
+                    src.id, self.dtype
+                ))
+            })?;
+        self.bin
+            .write_all(&self.scratch)
+            .map_err(|e| Error::io(&self.bin_tmp, e))?;
         self.bin_hash.update(&self.scratch);
         let token_start = self.bytes / self.dtype.size() as u64;
         self.bytes += self.scratch.len() as u64;
@@ -125,7 +138,9 @@ impl ShardWriter {
             prov,
             ..
         } = self;
-        let f = bin.into_inner().map_err(|e| Error::io(&bin_tmp, e.into_error()))?;
+        let f = bin
+            .into_inner()
+            .map_err(|e| Error::io(&bin_tmp, e.into_error()))?;
         f.sync_all().map_err(|e| Error::io(&bin_tmp, e))?;
         drop(f);
 
@@ -145,7 +160,11 @@ impl ShardWriter {
             idx_xxh3: hex64(xxh3_64(&idx)),
             prov_xxh3: hex64(prov_hash),
         };
-        for (t, ext) in [(&bin_tmp, "bin"), (&idx_tmp, "idx"), (&prov_tmp, "prov.parquet")] {
+        for (t, ext) in [
+            (&bin_tmp, "bin"),
+            (&idx_tmp, "idx"),
+            (&prov_tmp, "prov.parquet"),
+        ] {
             let dst = dir.join(format!("{name}.{ext}"));
             std::fs::rename(t, &dst).map_err(|e| Error::io(&dst, e))?;
         }

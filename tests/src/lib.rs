@@ -1,1 +1,102 @@
-//! placeholder
+//! Helpers for tokenmill's end-to-end tests: where the shared real data lives, and small
+//! utilities the tests share.
+//!
+//! The data folder is `$TOKENMILL_TEST_DATA`, or `../shared/data` beside the repository. Tests
+//! that need it fail (they do not skip) when it is missing, so CI cannot pass without it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The shared real-data folder; panics with instructions when it is missing.
+pub fn data_dir() -> PathBuf {
+    let dir = match std::env::var_os("TOKENMILL_TEST_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => repo_root().join("..").join("shared").join("data"),
+    };
+    assert!(
+        dir.join("README.md").is_file(),
+        "real test data not found at {} — set TOKENMILL_TEST_DATA or place ../shared/data beside the repository",
+        dir.display()
+    );
+    dir
+}
+
+/// A file of the shared data folder (panics if it is missing).
+pub fn data(rel: &str) -> PathBuf {
+    let p = data_dir().join(rel);
+    assert!(p.is_file(), "missing test data file {}", p.display());
+    p
+}
+
+/// A committed fixture of this repository (`tests/fixtures/...`).
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("tests").join("fixtures").join(rel)
+}
+
+/// Whole contents of a gzip file.
+pub fn gunzip(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).expect("open"))
+        .read_to_end(&mut out)
+        .expect("gunzip");
+    out
+}
+
+/// The `tokenmill` binary built by cargo for this test run.
+pub fn tokenmill_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/<test> → target/<profile>/tokenmill
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("tokenmill");
+    if !bin.is_file() {
+        // `cargo test -p tokenmill-tests` alone does not build other packages' binaries.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "tokenmill-pipelines", "--bin", "tokenmill"])
+            .current_dir(repo_root());
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("run cargo").success(),
+            "building the tokenmill binary failed"
+        );
+    }
+    bin
+}
+
+/// All files of a directory tree (relative path → bytes), excluding paths for which `skip` is true.
+pub fn tree_bytes(
+    dir: &Path,
+    skip: &dyn Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let rel = p
+                .strip_prefix(dir)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            if skip(&rel) {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    out
+}

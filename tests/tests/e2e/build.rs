@@ -1,0 +1,371 @@
+//! `build` end to end: tokens equal the tokenizer's own output, provenance points back at the
+//! source, output is deterministic across thread counts, and a killed build resumes exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenmill_pipelines::config::{
+    BuildConfig, InputConfig, OutputConfig, RunConfig, TokenizerConfig,
+};
+use tokenmill_pipelines::inspect;
+use tokenmill_shards::{Dataset, TokenDtype};
+use tokenmill_tests::{data, gunzip, tokenmill_bin, tree_bytes};
+
+fn cfg(
+    inputs: &[PathBuf],
+    tokenizer: &Path,
+    out: &Path,
+    threads: usize,
+    shard_bytes: u64,
+) -> BuildConfig {
+    BuildConfig {
+        input: InputConfig {
+            paths: inputs.iter().map(|p| p.display().to_string()).collect(),
+            read: Default::default(),
+        },
+        tokenizer: TokenizerConfig {
+            path: tokenizer.to_path_buf(),
+            ..Default::default()
+        },
+        output: OutputConfig {
+            dir: out.to_path_buf(),
+            shard_bytes,
+        },
+        run: RunConfig {
+            threads,
+            quiet: true,
+        },
+    }
+}
+
+#[test]
+fn gpt2_build_matches_the_tokenizer_and_provenance_points_back() {
+    let input = data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz");
+    let tok_path = data("tokenizers/gpt2.tokenizer.json");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let built = tokenmill_pipelines::build(&cfg(
+        std::slice::from_ref(&input),
+        &tok_path,
+        &out,
+        2,
+        256 << 10,
+    ))
+    .unwrap();
+    let m = &built.manifest;
+    assert_eq!(m.dtype, TokenDtype::Uint16);
+    assert_eq!(m.tokenizer.vocab_size, 50257);
+    assert_eq!(m.tokenizer.eos_id, Some(50256));
+    // 27 of the 697 documents have no text: dropped as `empty_text`, counted.
+    assert_eq!(built.stats.documents_read, 697);
+    assert_eq!(built.stats.documents_skipped.get("empty_text"), Some(&27));
+    assert_eq!(m.documents, 670);
+    assert!(
+        m.shards.len() >= 4,
+        "256 KiB shards: {} shards",
+        m.shards.len()
+    );
+    tokenmill_shards::verify(&out).unwrap();
+
+    // Independent tokenization with the tokenizers library itself (the non-fast path).
+    let reference = tokenizers::Tokenizer::from_file(&tok_path).unwrap();
+    let raw = gunzip(&input);
+    let lines: Vec<serde_json::Value> = raw
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap())
+        .filter(|v| !v["text"].as_str().unwrap().trim().is_empty())
+        .collect();
+    let ds = Dataset::open(&out).unwrap();
+    let mut seen = 0;
+    for s in 0..m.shards.len() {
+        let shard = ds.shard(s).unwrap();
+        let prov = ds.provenance(s).unwrap();
+        for (i, p) in prov.iter().enumerate() {
+            // Re-read the source record at the recorded offset.
+            let line_end = raw[p.offset as usize..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap();
+            let rec: serde_json::Value =
+                serde_json::from_slice(&raw[p.offset as usize..p.offset as usize + line_end])
+                    .unwrap();
+            assert_eq!(rec["id"].as_str(), Some(p.id.as_str()));
+            let text = rec["text"].as_str().unwrap();
+            assert_eq!(p.text_xxh3, xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+            let mut want = reference.encode(text, false).unwrap().get_ids().to_vec();
+            want.push(50256);
+            assert_eq!(shard.document(i).unwrap(), want, "document {}", p.id);
+            assert_eq!(p.tokens as usize, want.len());
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, lines.len());
+}
+
+#[test]
+fn deepseek_v3_vocabulary_needs_int32_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let tok = data("tokenizers/deepseek-v3.tokenizer.json.gz");
+    let built = tokenmill_pipelines::build(&cfg(
+        &[data("jsonl/olmo-c4-sample.01.json.gz")],
+        &tok,
+        &out,
+        2,
+        1 << 30,
+    ))
+    .unwrap();
+    let m = &built.manifest;
+    assert_eq!(m.dtype, TokenDtype::Int32);
+    assert!(m.tokenizer.vocab_size > 65536, "{}", m.tokenizer.vocab_size);
+    assert_eq!(
+        m.tokenizer.eos_token.as_deref(),
+        Some("<｜end▁of▁sentence｜>")
+    );
+    tokenmill_shards::verify(&out).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    let t = inspect::dataset_tokenizer(&ds).unwrap();
+    let v = inspect::by_position(&ds, &t, 0, 0).unwrap();
+    assert!(
+        v.text.ends_with("<｜end▁of▁sentence｜>"),
+        "{}",
+        &v.text[v.text.len().saturating_sub(80)..]
+    );
+}
+
+/// Copies of the 697-document corpus as `n` separate inputs (independent tasks).
+fn many_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let src = data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz");
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("part-{i:02}.jsonl.gz"));
+            std::fs::copy(&src, &p).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn dataset_files(out: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    tree_bytes(out, &|rel| rel == "stats.json")
+}
+
+#[test]
+fn output_is_byte_identical_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = many_inputs(dir.path(), 3);
+    let tok = data("tokenizers/gpt2.tokenizer.json");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    tokenmill_pipelines::build(&cfg(&inputs, &tok, &a, 1, 300 << 10)).unwrap();
+    tokenmill_pipelines::build(&cfg(&inputs, &tok, &b, 2, 300 << 10)).unwrap();
+    let (fa, fb) = (dataset_files(&a), dataset_files(&b));
+    assert!(fa.len() > 10, "{} files", fa.len());
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (k, v) in &fa {
+        assert!(v == &fb[k], "{k} differs between 1 and 2 threads");
+    }
+    // Re-running on a finished dataset redoes nothing and changes nothing.
+    let again = tokenmill_pipelines::build(&cfg(&inputs, &tok, &a, 2, 300 << 10)).unwrap();
+    assert_eq!(again.stats.tasks_resumed, 3);
+    assert_eq!(dataset_files(&a), fa);
+    // Another plan in the same directory is refused.
+    let err = tokenmill_pipelines::build(&cfg(&inputs[..2], &tok, &a, 2, 300 << 10))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("other inputs or settings"), "{err}");
+}
+
+#[test]
+fn a_killed_build_resumes_to_the_same_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = many_inputs(dir.path(), 8);
+    let tok = data("tokenizers/gpt2.tokenizer.json");
+    let reference = dir.path().join("reference");
+    tokenmill_pipelines::build(&cfg(&inputs, &tok, &reference, 2, 200 << 10)).unwrap();
+
+    let out = dir.path().join("killed");
+    let args = |out: &Path| {
+        let mut a: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        a.extend([
+            "--tokenizer".into(),
+            tok.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ]);
+        a.extend([
+            "--shard-bytes".into(),
+            (200u64 << 10).to_string(),
+            "--threads".into(),
+            "1".into(),
+            "--quiet".into(),
+        ]);
+        a
+    };
+    let mut child = Command::new(tokenmill_bin())
+        .arg("build")
+        .args(args(&out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the first task is published and before the last one is.
+    let tasks = out.join(".build").join("tasks");
+    let t0 = Instant::now();
+    loop {
+        let n = std::fs::read_dir(&tasks).map(|d| d.count()).unwrap_or(0);
+        if n >= 1 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no task finished in 300 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "build exited before any task finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before = std::fs::read_dir(&tasks).unwrap().count();
+    assert!(
+        done_before < 8,
+        "the build finished before it could be killed"
+    );
+    assert!(
+        !out.join("manifest.json").exists(),
+        "killed build must not have a manifest"
+    );
+
+    let st = Command::new(tokenmill_bin())
+        .arg("build")
+        .args(args(&out))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert!(stats["tasks_resumed"].as_u64().unwrap() >= done_before as u64);
+    let (fr, fk) = (dataset_files(&reference), dataset_files(&out));
+    let keys = |m: &std::collections::BTreeMap<String, Vec<u8>>| {
+        m.keys()
+            .filter(|k| !k.contains("plan.json"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&fr), keys(&fk));
+    for k in keys(&fr) {
+        assert!(fr[&k] == fk[&k], "{k} differs after resume");
+    }
+}
+
+#[test]
+fn warc_responses_are_refused_until_extraction_exists_but_wet_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = data("tokenizers/gpt2.tokenizer.json");
+    let err = tokenmill_pipelines::build(&cfg(
+        &[data("warc/whirlwind-cc-main-2024-22.warc.gz")],
+        &tok,
+        &dir.path().join("w"),
+        1,
+        1 << 20,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("extraction")
+            && err.contains("WET")
+            && err.contains("whirlwind-cc-main-2024-22.warc.gz"),
+        "{err}"
+    );
+    let built = tokenmill_pipelines::build(&cfg(
+        &[data("warc/whirlwind-cc-main-2024-22.warc.wet.gz")],
+        &tok,
+        &dir.path().join("wet"),
+        1,
+        1 << 20,
+    ))
+    .unwrap();
+    assert_eq!(built.manifest.documents, 1);
+    let ds = Dataset::open(&dir.path().join("wet")).unwrap();
+    let p = &ds.provenance(0).unwrap()[0];
+    assert_eq!(
+        p.url.as_deref(),
+        Some("https://an.wikipedia.org/wiki/Escopete")
+    );
+    assert!(p.id.starts_with("<urn:uuid:"));
+}
+
+#[test]
+fn inspect_finds_documents_by_id_position_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let tok = data("tokenizers/gpt2.tokenizer.json");
+    tokenmill_pipelines::build(&cfg(
+        &[
+            data("jsonl/cc_en_head-0091.jsonl.gz"),
+            data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz"),
+        ],
+        &tok,
+        &out,
+        2,
+        16 << 10,
+    ))
+    .unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    let t = inspect::dataset_tokenizer(&ds).unwrap();
+    let m = ds.manifest();
+    assert!(m.shards.len() >= 3);
+    let mut global = 0u64;
+    for s in 0..m.shards.len() {
+        for p in ds.provenance(s).unwrap() {
+            // The first and last token of every document resolve to it.
+            for g in [global, global + p.tokens - 1] {
+                let v = inspect::by_token(&ds, &t, g).unwrap();
+                assert_eq!(
+                    (v.provenance.shard.as_str(), v.provenance.index),
+                    (p.shard.as_str(), p.index)
+                );
+            }
+            global += p.tokens;
+        }
+    }
+    assert!(inspect::by_token(&ds, &t, global).is_err());
+    let last = m.shards.len() - 1;
+    let p = ds.provenance(last).unwrap().pop().unwrap();
+    let found = inspect::by_id(&ds, &t, &p.id).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].provenance, p);
+    assert!(found[0].text.ends_with("<|endoftext|>"));
+    assert!(inspect::by_id(&ds, &t, "no such id").is_err());
+}
+
+#[test]
+fn quickstart_runs_without_outside_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = tokenmill_pipelines::quickstart::quickstart(
+        &tokenmill_pipelines::quickstart::QuickstartOptions {
+            out: dir.path().to_path_buf(),
+            docs: 400,
+            files: 2,
+            vocab_size: 1024,
+            seed: 7,
+            threads: 2,
+            quiet: true,
+        },
+    )
+    .unwrap();
+    let r = tokenmill_shards::verify(&ds).unwrap();
+    assert_eq!(r.documents, 400);
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ds.join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["documents_skipped"]["malformed_json"], 1);
+    assert_eq!(stats["documents_skipped"]["missing_text"], 1);
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests across tokenmill's crates, on the real files in `../shared/data`.
+
+mod bad_input;
+mod build;
+mod megatron;
+mod readers;

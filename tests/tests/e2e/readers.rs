@@ -1,0 +1,366 @@
+//! Every reader on real files: WARC / WET / WAT (gzip and plain), JSONL, Parquet, text.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::UInt64Type;
+use tokenmill_ingest::{
+    DocumentReader, Format, OnError, ReadOptions, ReadStats, SkipReason, TextMode,
+};
+use tokenmill_tests::{data, gunzip};
+
+/// A document as the tests look at it.
+#[derive(Debug, Clone, PartialEq)]
+struct Doc {
+    id: String,
+    offset: u64,
+    url: Option<String>,
+    lang: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+    metadata: Option<String>,
+}
+
+fn read_all(path: &std::path::Path, opts: &ReadOptions) -> (Vec<Doc>, ReadStats) {
+    let mut r = DocumentReader::open(path, opts).expect("open");
+    let mut docs = Vec::new();
+    for b in &mut r {
+        let b: RecordBatch = b.expect("batch");
+        assert_eq!(b.schema(), tokenmill_ingest::document_schema());
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        let (id, url, lang, text, html, meta) = (
+            s("id"),
+            s("url"),
+            s("lang"),
+            s("text"),
+            s("html"),
+            s("metadata"),
+        );
+        let off = b
+            .column_by_name("offset")
+            .unwrap()
+            .as_primitive::<UInt64Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            docs.push(Doc {
+                id: id.value(i).to_string(),
+                offset: off.value(i),
+                url: opt(&url, i),
+                lang: opt(&lang, i),
+                text: opt(&text, i),
+                html: opt(&html, i),
+                metadata: opt(&meta, i),
+            });
+        }
+    }
+    (docs, r.stats().clone())
+}
+
+fn member_at(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&raw[offset as usize..])
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn wet_conversion_records_become_text_documents() {
+    let p = data("warc/whirlwind-cc-main-2024-22.warc.wet.gz");
+    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    assert_eq!(docs.len(), 1);
+    assert_eq!(stats.ignored.get("warcinfo"), Some(&1));
+    let d = &docs[0];
+    assert_eq!(
+        d.url.as_deref(),
+        Some("https://an.wikipedia.org/wiki/Escopete")
+    );
+    assert!(d.id.starts_with("<urn:uuid:"), "{}", d.id);
+    // Common Crawl's CLD2 label for this Aragonese page.
+    assert_eq!(d.lang.as_deref(), Some("spa"));
+    assert!(d.text.as_ref().unwrap().contains("Escopete"));
+    // The offset re-reads the record: the gzip member there starts with this record.
+    let rec = member_at(&p, d.offset);
+    assert!(rec.starts_with(b"WARC/1.0"));
+    assert!(String::from_utf8_lossy(&rec).contains(&d.id));
+}
+
+#[test]
+fn warc_responses_keep_html_and_offsets_reread_the_record() {
+    let p = data("warc/whirlwind-cc-main-2024-22.warc.gz");
+    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    assert_eq!(docs.len(), 1, "{stats:?}");
+    let d = &docs[0];
+    let html = d.html.as_ref().expect("response kept as HTML");
+    assert!(
+        html.contains("<html") || html.contains("<!DOCTYPE"),
+        "{}",
+        &html[..200]
+    );
+    assert!(d.text.is_none());
+    let meta: serde_json::Value = serde_json::from_str(d.metadata.as_ref().unwrap()).unwrap();
+    assert_eq!(meta["http_status"], 200);
+    assert_eq!(meta["charset"], "utf-8");
+    assert!(stats.ignored.get("request").is_some());
+    let rec = String::from_utf8(member_at(&p, d.offset)).unwrap();
+    assert!(
+        rec.starts_with("WARC/1.0") && rec.contains("WARC-Type: response") && rec.contains(&d.id)
+    );
+}
+
+#[test]
+fn plain_warc_gives_the_same_documents_with_file_offsets() {
+    let gz = data("warc/whirlwind-cc-main-2024-22.warc.gz");
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("whirlwind.warc");
+    let bytes = gunzip(&gz);
+    std::fs::write(&plain, &bytes).unwrap();
+    let (a, _) = read_all(&gz, &ReadOptions::default());
+    let (b, _) = read_all(&plain, &ReadOptions::default());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.id, &x.html, &x.url), (&y.id, &y.html, &y.url));
+        assert!(bytes[y.offset as usize..].starts_with(b"WARC/1.0"));
+    }
+}
+
+#[test]
+fn wat_metadata_records_carry_their_json() {
+    let (docs, _) = read_all(
+        &data("warc/whirlwind-cc-main-2024-22.warc.wat.gz"),
+        &ReadOptions::default(),
+    );
+    assert!(!docs.is_empty());
+    for d in &docs {
+        let meta: serde_json::Value = serde_json::from_str(d.metadata.as_ref().unwrap()).unwrap();
+        assert_eq!(meta["warc_type"], "metadata");
+        assert!(meta["wat"].is_object(), "{meta}");
+        assert!(d.text.is_none());
+    }
+}
+
+#[test]
+fn common_crawl_excerpt_reads_every_html_response() {
+    let (docs, stats) = read_all(
+        &data("warc/resiliparse-cc-main-2020-34-excerpt.warc.gz"),
+        &ReadOptions::default(),
+    );
+    let html = docs.iter().filter(|d| d.html.is_some()).count();
+    // The excerpt's README: 50 records, 16 HTML responses.
+    let records = docs.len() as u64 + stats.skipped.total() + stats.ignored.values().sum::<u64>();
+    assert_eq!(records, 50, "{stats:?}");
+    assert_eq!(html, 16, "{stats:?}");
+    assert_eq!(stats.skipped.total(), 0, "{:?}", stats.skipped);
+}
+
+#[test]
+fn wget_warc_with_bracketed_uris_is_read() {
+    let p = data("warc/dolma-wget-sample-0000.warc.gz");
+    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    let html: Vec<_> = docs.iter().filter(|d| d.html.is_some()).collect();
+    let raw = String::from_utf8_lossy(&gunzip(&p)).into_owned();
+    let responses = raw.matches("\r\nWARC-Type: response\r\n").count();
+    assert_eq!(responses, 22);
+    assert_eq!(html.len(), responses, "{stats:?}");
+    assert_eq!(stats.skipped.total(), 0, "{stats:?}");
+    assert_eq!(stats.ignored.get("request"), Some(&22));
+    for d in &html {
+        let u = d.url.as_deref().unwrap();
+        assert!(
+            u.starts_with("http") && !u.contains('<') && !u.ends_with('>'),
+            "{u}"
+        );
+    }
+}
+
+#[test]
+fn extra_crlf_and_wrong_content_length_are_tolerated() {
+    // Two real WET records, the first with a Content-Length 40 bytes short and extra blank lines.
+    let bytes = gunzip(&data("warc/whirlwind-cc-main-2024-22.warc.wet.gz"));
+    let text = String::from_utf8(bytes).unwrap();
+    let conv = text.find("WARC/1.0\r\nWARC-Type: conversion").unwrap();
+    let (info, rec) = text.split_at(conv);
+    let len_line = rec
+        .lines()
+        .find(|l| l.starts_with("Content-Length:"))
+        .unwrap();
+    let n: usize = len_line["Content-Length:".len()..].trim().parse().unwrap();
+    let shorter = rec.replacen(len_line, &format!("Content-Length: {}", n - 40), 1);
+    let quirky = format!("\r\n\r\n{info}\r\n{shorter}\r\n\r\n\r\n{rec}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("quirky.warc.wet");
+    std::fs::write(&p, quirky).unwrap();
+    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    assert_eq!(docs.len(), 2, "{stats:?}");
+    assert_eq!(stats.skipped.total(), 0);
+    let (a, b) = (
+        docs[0].text.as_deref().unwrap(),
+        docs[1].text.as_deref().unwrap(),
+    );
+    assert_eq!(
+        a,
+        b.trim_end(),
+        "the short Content-Length is recovered to the record end"
+    );
+    assert!(
+        docs[0]
+            .metadata
+            .as_ref()
+            .unwrap()
+            .contains("content_length_off")
+    );
+}
+
+#[test]
+fn jsonl_corpora_read_with_ids_urls_and_offsets() {
+    let p = data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz");
+    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    assert_eq!(docs.len(), 697);
+    assert_eq!(stats.skipped.total(), 0);
+    // Offsets point at the line in the decompressed stream.
+    let raw = gunzip(&p);
+    for d in docs.iter().step_by(50) {
+        let line_end = raw[d.offset as usize..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&raw[d.offset as usize..d.offset as usize + line_end]).unwrap();
+        assert_eq!(v["id"].as_str(), Some(d.id.as_str()));
+        assert_eq!(v["text"].as_str(), d.text.as_deref());
+    }
+    let (c4, _) = read_all(
+        &data("jsonl/olmo-c4-sample.01.json.gz"),
+        &ReadOptions::default(),
+    );
+    assert!(!c4.is_empty());
+    // No id field: `<file>:<line>`.
+    assert!(
+        c4[0].id.ends_with("olmo-c4-sample.01.json.gz:1"),
+        "{}",
+        c4[0].id
+    );
+    let (cc, _) = read_all(
+        &data("jsonl/cc_en_head-0091.jsonl.gz"),
+        &ReadOptions::default(),
+    );
+    assert!(
+        cc.iter().all(|d| d.lang.as_deref() == Some("en")),
+        "metadata.language read"
+    );
+}
+
+#[test]
+fn zstd_jsonl_reads_like_gzip() {
+    let p = data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz");
+    let raw = gunzip(&p);
+    let dir = tempfile::tempdir().unwrap();
+    let z = dir.path().join("guardian.jsonl.zst");
+    std::fs::write(&z, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+    let (a, _) = read_all(&p, &ReadOptions::default());
+    let (b, _) = read_all(&z, &ReadOptions::default());
+    assert_eq!(
+        a.iter().map(|d| &d.text).collect::<Vec<_>>(),
+        b.iter().map(|d| &d.text).collect::<Vec<_>>()
+    );
+    assert!(!a.is_empty());
+}
+
+#[test]
+fn parquet_rows_become_documents_and_a_missing_column_is_counted() {
+    let (docs, _) = read_all(
+        &data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz"),
+        &ReadOptions::default(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("docs.parquet");
+    let content: StringArray = docs.iter().map(|d| d.text.clone()).collect();
+    let ids: StringArray = docs.iter().map(|d| Some(d.id.clone())).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("doc_id", Arc::new(ids) as _),
+        ("content", Arc::new(content) as _),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&p).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+
+    let mut opts = ReadOptions::default();
+    opts.parquet.text = "content".into();
+    opts.parquet.id = Some("doc_id".into());
+    let (back, stats) = read_all(&p, &opts);
+    assert_eq!(back.len(), 697);
+    assert_eq!(stats.skipped.total(), 0);
+    assert_eq!(back[5].id, docs[5].id);
+    assert_eq!(back[5].text, docs[5].text);
+    assert_eq!(back[5].offset, 5, "Parquet offset is the row number");
+
+    // Default settings look for `text`: all 697 rows are a counted skip, or an error naming it.
+    let (none, stats) = read_all(&p, &ReadOptions::default());
+    assert!(none.is_empty());
+    assert_eq!(
+        stats.skipped.by_reason.get(&SkipReason::MissingColumn),
+        Some(&697)
+    );
+    let fail = ReadOptions {
+        on_error: OnError::Fail,
+        ..Default::default()
+    };
+    let err = DocumentReader::open(&p, &fail)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("docs.parquet") && err.contains("no column `text`") && err.contains("content"),
+        "{err}"
+    );
+}
+
+#[test]
+fn text_files_read_per_file_and_per_block() {
+    let p = data("text/tinyshakespeare.txt");
+    let raw = std::fs::read_to_string(&p).unwrap();
+    let (whole, _) = read_all(&p, &ReadOptions::default());
+    assert_eq!(whole.len(), 1);
+    assert_eq!(whole[0].text.as_deref(), Some(raw.as_str()));
+    let opts = ReadOptions {
+        text_mode: TextMode::Blocks,
+        ..Default::default()
+    };
+    let (blocks, _) = read_all(&p, &opts);
+    let expected: Vec<&str> = raw
+        .split("\n\n")
+        .map(str::trim_end)
+        .filter(|b| !b.trim().is_empty())
+        .collect();
+    assert_eq!(blocks.len(), expected.len());
+    assert_eq!(blocks[3].text.as_deref(), Some(expected[3]));
+    assert!(raw[blocks[3].offset as usize..].starts_with(expected[3]));
+    assert!(blocks[3].id.ends_with(&format!(
+        ":{}",
+        raw[..blocks[3].offset as usize].matches('\n').count() + 1
+    )));
+}
+
+#[test]
+fn format_detection_follows_file_names() {
+    let f = |n: &str| Format::detect(std::path::Path::new(n));
+    assert_eq!(f("a.warc.gz"), Some(Format::Warc));
+    assert_eq!(f("CC-MAIN-x.warc.wet.gz"), Some(Format::Warc));
+    assert_eq!(f("x.warc.wat.gz"), Some(Format::Warc));
+    assert_eq!(f("x.jsonl.zst"), Some(Format::Jsonl));
+    assert_eq!(f("x.json.gz"), Some(Format::Jsonl));
+    assert_eq!(f("x.parquet"), Some(Format::Parquet));
+    assert_eq!(f("x.txt"), Some(Format::Text));
+    assert_eq!(f("x.bin"), None);
+}

@@ -17,6 +17,7 @@ use crate::skip::{Skip, SkipReason};
 pub(crate) struct JsonlSource {
     source: String,
     input: Box<dyn BufRead + Send>,
+    consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     fields: JsonlFields,
     cap: usize,
     line: u64,
@@ -27,9 +28,11 @@ pub(crate) struct JsonlSource {
 
 impl JsonlSource {
     pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+        let (input, consumed) = open_decompressed(path)?;
         Ok(JsonlSource {
             source: display(path),
-            input: open_decompressed(path)?,
+            input,
+            consumed,
             fields: opts.jsonl.clone(),
             cap: opts.max_record_bytes,
             line: 0,
@@ -72,6 +75,10 @@ fn first_string(v: &Value, paths: &[String]) -> Option<String> {
 }
 
 impl RecordSource for JsonlSource {
+    fn input_position(&self) -> u64 {
+        self.consumed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn next_record(&mut self) -> Option<Result<Outcome>> {
         loop {
             if self.done {

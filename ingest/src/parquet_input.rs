@@ -23,6 +23,8 @@ pub(crate) struct ParquetSource {
     row: u64,
     pending: VecDeque<Outcome>,
     missing: Option<Skip>,
+    total_rows: u64,
+    file_bytes: u64,
 }
 
 impl ParquetSource {
@@ -34,6 +36,10 @@ impl ParquetSource {
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
         let schema = builder.schema().clone();
+        let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let file_bytes = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
         let cols = &opts.parquet;
         let mut src = ParquetSource {
             source: display(path),
@@ -42,6 +48,8 @@ impl ParquetSource {
             row: 0,
             pending: VecDeque::new(),
             missing: None,
+            total_rows,
+            file_bytes,
         };
         if schema.field_with_name(&cols.text).is_err() {
             let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
@@ -135,6 +143,13 @@ impl ParquetSource {
 }
 
 impl RecordSource for ParquetSource {
+    fn input_position(&self) -> u64 {
+        match self.total_rows {
+            0 => 0,
+            n => (self.row as u128 * self.file_bytes as u128 / n as u128) as u64,
+        }
+    }
+
     fn next_record(&mut self) -> Option<Result<Outcome>> {
         if let Some(s) = self.missing.take() {
             return Some(Ok(Outcome::Skip(s)));

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -155,6 +157,8 @@ pub enum Outcome {
 pub trait RecordSource: Send {
     /// The next record, `None` at the end of the input.
     fn next_record(&mut self) -> Option<Result<Outcome>>;
+    /// Bytes of the input file consumed so far (for progress and ETA).
+    fn input_position(&self) -> u64;
 }
 
 /// Counts of what a reader saw.
@@ -232,6 +236,10 @@ impl DocumentReader {
     pub fn stats(&self) -> &ReadStats {
         &self.stats
     }
+    /// Bytes of the input file consumed so far (compressed bytes for compressed inputs).
+    pub fn input_position(&self) -> u64 {
+        self.inner.input_position()
+    }
     /// The input file, as it appears in the `source` column.
     pub fn source(&self) -> &str {
         &self.source
@@ -275,11 +283,30 @@ impl Iterator for DocumentReader {
     }
 }
 
-/// Opens a possibly compressed line-oriented file (`.gz` = gzip, possibly multi-member; `.zst`).
-pub(crate) fn open_decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+/// Counts the bytes read from the underlying file.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Opens a possibly compressed line-oriented file (`.gz` = gzip, possibly multi-member; `.zst`),
+/// with a counter of the (compressed) bytes consumed.
+pub(crate) fn open_decompressed(path: &Path) -> Result<(Box<dyn BufRead + Send>, Arc<AtomicU64>)> {
+    let count = Arc::new(AtomicU64::new(0));
+    let f = Counting {
+        inner: File::open(path).map_err(|e| Error::io(path, e))?,
+        count: count.clone(),
+    };
     let name = path.to_string_lossy();
-    Ok(if name.ends_with(".gz") {
+    let r: Box<dyn BufRead + Send> = if name.ends_with(".gz") {
         Box::new(BufReader::with_capacity(
             1 << 20,
             flate2::read::MultiGzDecoder::new(BufReader::new(f)),
@@ -289,7 +316,8 @@ pub(crate) fn open_decompressed(path: &Path) -> Result<Box<dyn BufRead + Send>> 
         Box::new(BufReader::with_capacity(1 << 20, d))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, f))
-    })
+    };
+    Ok((r, count))
 }
 
 /// Reads one `\n`-terminated line into `buf` (cleared first), at most `cap` bytes kept;

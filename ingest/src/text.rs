@@ -15,6 +15,7 @@ use crate::skip::{Skip, SkipReason};
 pub(crate) struct TextSource {
     source: String,
     input: Box<dyn BufRead + Send>,
+    consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     mode: TextMode,
     cap: usize,
     line: u64,
@@ -25,9 +26,11 @@ pub(crate) struct TextSource {
 
 impl TextSource {
     pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+        let (input, consumed) = open_decompressed(path)?;
         Ok(TextSource {
             source: display(path),
-            input: open_decompressed(path)?,
+            input,
+            consumed,
             mode: opts.text_mode,
             cap: opts.max_record_bytes,
             line: 0,
@@ -73,6 +76,10 @@ impl TextSource {
 }
 
 impl RecordSource for TextSource {
+    fn input_position(&self) -> u64 {
+        self.consumed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn next_record(&mut self) -> Option<Result<Outcome>> {
         if self.done {
             return None;

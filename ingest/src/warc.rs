@@ -218,6 +218,10 @@ impl WarcSource {
 }
 
 impl RecordSource for WarcSource {
+    fn input_position(&self) -> u64 {
+        self.pos as u64
+    }
+
     fn next_record(&mut self) -> Option<Result<Outcome>> {
         loop {
             if let Some(o) = self.pending.pop_front() {

@@ -16,10 +16,8 @@
 //! partial shards. The plan guards against resuming into a directory built from other inputs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenmill_shards::tokenizer::read_tokenizer_json;
@@ -27,6 +25,7 @@ use tokenmill_shards::{Manifest, TextTokenizer, TokenizeOptions, atomic_write};
 
 use crate::config::BuildConfig;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::stats::{BuildStats, TaskStats, peak_rss_bytes};
 use crate::task::{TaskRecord, run_task};
 
@@ -101,18 +100,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         .map_err(|e| Error::Config(format!("thread pool: {e}")))?;
 
     let total_bytes: u64 = plan.inputs.iter().map(|i| i.bytes).sum();
-    let pb = if cfg.run.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total_bytes)
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} input ({binary_bytes_per_sec}, ETA {eta}) {msg}")
-            .expect("valid template"),
-    );
-    let tokens = AtomicU64::new(0);
-    let docs = AtomicU64::new(0);
-
+    let progress = Progress::new(total_bytes, cfg.run.quiet);
     let mut resumed = 0u64;
     let mut done: Vec<Option<TaskRecord>> = plan
         .inputs
@@ -123,7 +111,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     for (i, d) in done.iter().enumerate() {
         if d.is_some() {
             resumed += 1;
-            pb.inc(plan.inputs[i].bytes);
+            progress.advance(plan.inputs[i].bytes, 0, 0);
         }
     }
     if resumed > 0 {
@@ -137,22 +125,14 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     let fresh: Vec<TaskRecord> = pool.install(|| {
         todo.par_iter()
             .with_max_len(1)
-            .map(|&i| {
-                let rec = run_task(i, &inputs[i], cfg, &tok, &out, &build_dir, &pb)?;
-                let t = tokens.fetch_add(rec.stats.tokens, Ordering::Relaxed) + rec.stats.tokens;
-                let d = docs.fetch_add(rec.stats.documents_written, Ordering::Relaxed)
-                    + rec.stats.documents_written;
-                pb.inc(plan.inputs[i].bytes);
-                pb.set_message(format!("{d} docs, {t} tokens"));
-                Ok(rec)
-            })
+            .map(|&i| run_task(i, &inputs[i], cfg, &tok, &out, &build_dir, &progress))
             .collect::<Result<Vec<_>>>()
     })?;
     for rec in fresh {
         let i = rec.task;
         done[i] = Some(rec);
     }
-    pb.finish_and_clear();
+    progress.finish();
 
     let records: Vec<TaskRecord> = done
         .into_iter()

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tokenmill_ingest::DocumentReader;
 use tokenmill_shards::{DocSource, ShardEntry, ShardWriter, TextTokenizer, atomic_write};
@@ -17,6 +16,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::BuildConfig;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::stats::TaskStats;
 
 /// Name prefix of the shards of task `task`.
@@ -74,7 +74,7 @@ pub fn run_task(
     tok: &TextTokenizer,
     out: &Path,
     build_dir: &Path,
-    pb: &ProgressBar,
+    progress: &Progress,
 ) -> Result<TaskRecord> {
     let _span = tracing::info_span!("task", task, input = %input.display()).entered();
     clear_task_outputs(out, task)?;
@@ -83,8 +83,10 @@ pub fn run_task(
     let mut shards = Vec::new();
     let mut writer: Option<ShardWriter> = None;
     let dtype = tok.dtype();
-    for batch in &mut reader {
+    let mut position = 0u64;
+    while let Some(batch) = reader.next() {
         let batch = batch?;
+        let (docs_before, tokens_before) = (stats.documents_written, stats.tokens);
         let cols = Columns::of(&batch);
         // Rows with text are tokenized; rows without are dropped with a reason or refused.
         let mut rows = Vec::with_capacity(batch.num_rows());
@@ -133,8 +135,18 @@ pub fn run_task(
                 shards.push(writer.take().expect("open writer").finish()?);
             }
         }
-        pb.set_message(format!("{} docs", stats.documents_written));
+        let now = reader.input_position();
+        progress.advance(
+            now.saturating_sub(position),
+            stats.documents_written - docs_before,
+            stats.tokens - tokens_before,
+        );
+        position = position.max(now);
     }
+    let size = std::fs::metadata(input)
+        .map(|m| m.len())
+        .unwrap_or(position);
+    progress.advance(size.saturating_sub(position), 0, 0);
     if let Some(w) = writer.take() {
         shards.push(w.finish()?);
     }

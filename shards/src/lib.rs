@@ -13,6 +13,7 @@ pub mod checksum;
 pub mod dtype;
 pub mod error;
 pub mod idx;
+pub mod loader;
 pub mod manifest;
 pub mod provenance;
 pub mod reader;

@@ -102,6 +102,11 @@ impl Shard {
     pub fn document(&self, i: usize) -> Result<Vec<u32>> {
         Ok(self.dtype().decode(self.document_bytes(i)?))
     }
+    /// Raw bytes `[start, end)` of the `.bin` (panics when out of range: callers derive ranges
+    /// from the validated index).
+    pub fn bin_bytes(&self, start: usize, end: usize) -> &[u8] {
+        &self.bin.as_ref()[start..end]
+    }
     /// Token ids at shard positions `[start, end)`.
     pub fn tokens(&self, start: u64, end: u64) -> Result<Vec<u32>> {
         if start > end || end > self.total_tokens() {
@@ -206,5 +211,79 @@ impl Dataset {
             .sequence_of_token(local)
             .expect("local position inside the shard");
         Ok((s, d, local))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::writer::{DocSource, ShardWriter};
+
+    fn write(dir: &Path, name: &str, dtype: TokenDtype, docs: &[Vec<u32>]) {
+        let mut w = ShardWriter::create(dir, name, dtype).unwrap();
+        for (i, d) in docs.iter().enumerate() {
+            let id = format!("d{i}");
+            w.push(
+                d,
+                DocSource {
+                    id: &id,
+                    source: "prop",
+                    offset: i as u64,
+                    url: None,
+                    text_xxh3: 0,
+                },
+            )
+            .unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any documents written to a shard read back identically, and every token position
+        /// resolves to the document that holds it.
+        #[test]
+        fn shards_round_trip(docs in prop::collection::vec(prop::collection::vec(0u32..200_000, 0..40), 0..30), wide in any::<bool>()) {
+            let dtype = if wide { TokenDtype::Int32 } else { TokenDtype::Uint16 };
+            let docs: Vec<Vec<u32>> = docs.into_iter().map(|d| d.into_iter().map(|t| if wide { t } else { t % 65_536 }).collect()).collect();
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), "s", dtype, &docs);
+            let shard = Shard::open(&dir.path().join("s")).unwrap();
+            prop_assert_eq!(shard.len(), docs.len());
+            let mut pos = 0u64;
+            for (i, d) in docs.iter().enumerate() {
+                prop_assert_eq!(&shard.document(i).unwrap(), d);
+                for k in 0..d.len() as u64 {
+                    prop_assert_eq!(shard.index().sequence_of_token(pos + k), Some(i));
+                }
+                pos += d.len() as u64;
+            }
+            prop_assert_eq!(shard.total_tokens(), pos);
+            prop_assert_eq!(shard.index().sequence_of_token(pos), None);
+            let prov = crate::provenance::read_provenance(&dir.path().join("s.prov.parquet")).unwrap();
+            prop_assert_eq!(prov.len(), docs.len());
+        }
+
+        /// Random bytes never pass as an index unless they are one, and never panic.
+        #[test]
+        fn random_index_bytes_are_rejected_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..200), bin_len in 0u64..400) {
+            let mut b = bytes;
+            if b.len() >= 9 {
+                b[..9].copy_from_slice(crate::idx::MAGIC);
+            }
+            let _ = crate::idx::IndexView::new(&b[..], Path::new("fuzz.idx"), bin_len);
+        }
+    }
+
+    #[test]
+    fn a_shard_without_documents_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "e", TokenDtype::Uint16, &[]);
+        let s = Shard::open(&dir.path().join("e")).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(s.total_tokens(), 0);
     }
 }

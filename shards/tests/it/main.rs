@@ -1,0 +1,3 @@
+//! Integration tests of the shards crate: the loader over datasets written here.
+
+mod loader;

@@ -202,3 +202,45 @@ pub fn summary(ds: &Dataset) -> String {
 pub fn open(dir: &Path) -> Result<Dataset> {
     Ok(Dataset::open(dir)?)
 }
+
+/// One document of a sample, resolved through the provenance tables.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleDoc {
+    pub span: tokenmill_shards::loader::Span,
+    pub provenance: DocProvenance,
+    /// Detokenized text of the span.
+    pub text: String,
+}
+
+/// Sample `n` of epoch `epoch` of the shuffled stream a loader with this seed, sequence length
+/// and packing would serve: its position, id and documents.
+pub fn sample_docs(
+    ds: &Dataset,
+    tok: &TextTokenizer,
+    cfg: tokenmill_shards::loader::LoaderConfig,
+    epoch: u64,
+    n: u64,
+) -> Result<(u64, Vec<SampleDoc>)> {
+    let loader = tokenmill_shards::loader::Loader::open(ds.dir(), cfg)?;
+    if n >= loader.epoch_len() {
+        return Err(Error::NotFound(format!(
+            "sample {n} is past the epoch's {} samples",
+            loader.epoch_len()
+        )));
+    }
+    let (d, _, id) = loader.resolve(epoch * loader.epoch_len() + n);
+    let sample = loader.sample(d, id);
+    let docs = loader
+        .provenance(&sample)?
+        .into_iter()
+        .map(|(span, provenance)| {
+            let toks = &sample.tokens[span.start as usize..(span.start + span.len) as usize];
+            Ok(SampleDoc {
+                span,
+                provenance,
+                text: tok.decode(toks)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((id, docs))
+}

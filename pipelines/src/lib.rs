@@ -9,6 +9,7 @@ pub mod config;
 pub mod corpus;
 pub mod error;
 pub mod inspect;
+pub mod loader_bench;
 pub mod progress;
 pub mod quickstart;
 pub mod stats;

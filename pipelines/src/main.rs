@@ -7,8 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokenmill_ingest::{Format, OnError, TextMode};
 use tokenmill_pipelines::config::{BuildConfig, DEFAULT_SHARD_BYTES};
-use tokenmill_pipelines::{bench, inspect, quickstart};
+use tokenmill_pipelines::{bench, inspect, loader_bench, quickstart};
 use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
+use tokenmill_shards::loader::{LoaderConfig, Packing, Shuffle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -86,6 +87,28 @@ enum TextModeArg {
     Blocks,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum PackingArg {
+    Windows,
+    Documents,
+}
+
+impl From<PackingArg> for Packing {
+    fn from(p: PackingArg) -> Self {
+        match p {
+            PackingArg::Windows => Packing::Windows,
+            PackingArg::Documents => Packing::Documents,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ShuffleArg {
+    None,
+    Full,
+    Local,
+}
+
 #[derive(Args, Debug)]
 struct BuildArgs {
     /// Input files or globs (added to the config's).
@@ -148,6 +171,18 @@ struct InspectArgs {
     /// Show the document holding this global token position.
     #[arg(long)]
     token: Option<u64>,
+    /// Show the documents of sample N of the loader's shuffled stream (with --seed, --epoch,
+    /// --seq-len, --packing).
+    #[arg(long, conflicts_with_all = ["doc", "shard", "token"])]
+    sample: Option<u64>,
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    #[arg(long, default_value_t = 0)]
+    epoch: u64,
+    #[arg(long, default_value_t = 2048)]
+    seq_len: u64,
+    #[arg(long, value_enum, default_value = "windows")]
+    packing: PackingArg,
     /// Characters of text to print.
     #[arg(long, default_value_t = 2000)]
     max_chars: usize,
@@ -188,6 +223,30 @@ enum BenchCmd {
         python: Option<PathBuf>,
         #[arg(long, default_value = "tests/peers/bench_tokenize.py")]
         script: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The loader: open time, memory, tokens/s on one core vs a raw copy of the same bytes.
+    Loader {
+        /// A dataset directory; or none, with --simulate-shards, for a sparse simulated one.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Shards of a simulated sparse dataset (in a temporary directory).
+        #[arg(long, default_value_t = 10_000)]
+        simulate_shards: usize,
+        /// Total tokens of the simulated dataset.
+        #[arg(long, default_value_t = 14_800_000_000_000)]
+        simulate_tokens: u64,
+        #[arg(long, default_value_t = 4096)]
+        seq_len: u64,
+        #[arg(long, default_value_t = 8)]
+        global_batch: u64,
+        #[arg(long, default_value_t = 200)]
+        batches: u64,
+        #[arg(long, value_enum, default_value = "windows")]
+        packing: PackingArg,
+        #[arg(long, value_enum, default_value = "full")]
+        shuffle: ShuffleArg,
         #[arg(long)]
         json: bool,
     },
@@ -304,6 +363,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Cmd::Bench(BenchCmd::Loader {
+            dataset,
+            simulate_shards,
+            simulate_tokens,
+            seq_len,
+            global_batch,
+            batches,
+            packing,
+            shuffle,
+            json,
+        }) => {
+            let (dir, name) = match &dataset {
+                Some(d) => (d.clone(), d.display().to_string()),
+                None => {
+                    let tmp =
+                        std::env::temp_dir().join(format!("tokenmill-sim-{}", std::process::id()));
+                    let per = simulate_tokens / simulate_shards as u64;
+                    let docs = per.div_ceil(1 << 30).max(1);
+                    tokenmill_shards::loader::simulate::write_sparse_dataset(
+                        &tmp,
+                        simulate_shards,
+                        per,
+                        docs,
+                        tokenmill_shards::TokenDtype::Uint16,
+                    )?;
+                    (tmp, format!("simulated, sparse, {simulate_shards} shards"))
+                }
+            };
+            let cfg = LoaderConfig {
+                seq_len,
+                global_batch,
+                packing: packing.into(),
+                shuffle: match shuffle {
+                    ShuffleArg::None => Shuffle::None,
+                    ShuffleArg::Full => Shuffle::Full,
+                    ShuffleArg::Local => Shuffle::Local {
+                        block: 256,
+                        window: 16,
+                    },
+                },
+                ..Default::default()
+            };
+            let r = loader_bench::bench_loader(&dir, cfg, batches);
+            let dtype = tokenmill_shards::Dataset::open(&dir)
+                .map(|d| d.manifest().dtype)
+                .unwrap_or(tokenmill_shards::TokenDtype::Uint16);
+            if dataset.is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let r = r?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", loader_bench::table(&name, &r, dtype));
+            }
+        }
     }
     Ok(())
 }
@@ -390,6 +505,52 @@ fn cmd_inspect(a: InspectArgs) -> anyhow::Result<()> {
     } else if let (Some(s), Some(i)) = (a.shard, a.index) {
         let tok = inspect::dataset_tokenizer(&ds)?;
         vec![inspect::by_position(&ds, &tok, s, i)?]
+    } else if let Some(n) = a.sample {
+        let tok = inspect::dataset_tokenizer(&ds)?;
+        let cfg = LoaderConfig {
+            seq_len: a.seq_len,
+            global_batch: 1,
+            seed: a.seed,
+            packing: a.packing.into(),
+            ..Default::default()
+        };
+        let (id, docs) = inspect::sample_docs(&ds, &tok, cfg, a.epoch, n)?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "sample_id": id, "documents": docs })
+                )?
+            );
+        } else {
+            println!(
+                "sample {n} of epoch {} (seed {}, seq_len {}, {:?}) = stored sample {id}, {} document(s):",
+                a.epoch,
+                a.seed,
+                a.seq_len,
+                Packing::from(a.packing),
+                docs.len()
+            );
+            for d in &docs {
+                let p = &d.provenance;
+                let snippet: String = d.text.chars().take(a.max_chars.min(300)).collect();
+                println!(
+                    "- tokens {}..{} of the sample: {} (shard {} doc {}, its tokens {}..{})\n  source {} offset {} url {}\n  {:?}",
+                    d.span.start,
+                    d.span.start + d.span.len,
+                    p.id,
+                    p.shard,
+                    p.index,
+                    d.span.doc_offset,
+                    d.span.doc_offset + d.span.len as u64,
+                    p.source,
+                    p.offset,
+                    p.url.as_deref().unwrap_or("-"),
+                    snippet
+                );
+            }
+        }
+        return Ok(());
     } else if let Some(t) = a.token {
         let tok = inspect::dataset_tokenizer(&ds)?;
         vec![inspect::by_token(&ds, &tok, t)?]

@@ -13,6 +13,7 @@ pub mod blend;
 pub mod packing;
 pub mod permutation;
 pub mod prefetch;
+pub mod simulate;
 pub mod space;
 pub mod stream;
 

@@ -464,3 +464,39 @@ fn bad_datasets_are_clear_errors() {
         .to_string();
     assert!(err.contains("s001.bin"), "{err}");
 }
+
+#[test]
+fn a_simulated_14_8t_token_dataset_in_10000_shards_serves_random_batches() {
+    use tokenmill_shards::loader::simulate::write_sparse_dataset;
+    let dir = tempfile::tempdir().unwrap();
+    let (shards, per_shard) = (10_000usize, 1_480_000_000u64);
+    let m = write_sparse_dataset(dir.path(), shards, per_shard, 2, TokenDtype::Uint16).unwrap();
+    assert_eq!(m.tokens, 14_800_000_000_000);
+    let mut c = cfg(4096, 16, Packing::Windows);
+    c.seed = 5;
+    let mut l = Loader::open(dir.path(), c).unwrap();
+    assert_eq!(l.epoch_len(), (m.tokens - 1) / 4096);
+    let mut shards_hit = HashSet::new();
+    for _ in 0..8 {
+        for s in l.next_batch().unwrap().samples {
+            assert_eq!(s.tokens.len(), 4097);
+            assert_eq!(s.spans.iter().map(|sp| sp.len as u64).sum::<u64>(), 4097);
+            // Windows: sample i starts at global token i * 4096.
+            let sp = s.spans[0];
+            let global = sp.shard as u64 * per_shard + sp.doc * (per_shard / 2) + sp.doc_offset;
+            assert_eq!(global, s.index * 4096);
+            shards_hit.insert(sp.shard);
+        }
+    }
+    assert!(
+        shards_hit.len() > 100,
+        "a full shuffle spreads over shards: {}",
+        shards_hit.len()
+    );
+    // Document packing over the same shards: long documents are chunked arithmetically.
+    let l = Loader::open(dir.path(), cfg(4096, 16, Packing::Documents)).unwrap();
+    let per_doc_chunks = (per_shard / 2 - 4097).div_ceil(4096) + 1;
+    assert_eq!(l.epoch_len(), shards as u64 * 2 * per_doc_chunks);
+    let s = l.sample(0, l.epoch_len() - 1);
+    assert_eq!((s.spans[0].shard, s.spans[0].doc), (9_999, 1));
+}

@@ -1,0 +1,131 @@
+//! `tokenmill bench loader`: what the loader costs — time to open, resident memory, and tokens
+//! served per second on one core against a raw memory copy of the same bytes.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokenmill_shards::loader::{Loader, LoaderConfig, Span};
+use tokenmill_shards::{Dataset, TokenDtype};
+
+use crate::error::Result;
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoaderBench {
+    pub dataset_tokens: u64,
+    pub shards: usize,
+    pub samples_per_epoch: u64,
+    pub open_seconds: f64,
+    pub rss_after_open_bytes: Option<u64>,
+    pub batches: u64,
+    pub tokens_served: u64,
+    pub serve_seconds: f64,
+    pub tokens_per_s: f64,
+    /// Bytes of the `.bin` behind the served tokens, per second.
+    pub source_bytes_per_s: f64,
+    /// `copy_from_slice` of exactly those byte ranges, per second (best of 3).
+    pub memcpy_bytes_per_s: f64,
+    pub ratio_to_memcpy: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+fn rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Opens `dir` with `cfg` and serves `batches` batches on this thread.
+pub fn bench_loader(dir: &Path, cfg: LoaderConfig, batches: u64) -> Result<LoaderBench> {
+    let t0 = Instant::now();
+    let mut loader = Loader::open(dir, cfg)?;
+    let open_seconds = t0.elapsed().as_secs_f64();
+    let rss_after_open = rss();
+    let ds = Dataset::open(dir)?;
+    let dtype_size = ds.manifest().dtype.size() as u64;
+    let mut spans: Vec<Span> = Vec::new();
+    let mut tokens_served = 0u64;
+    // Warm the page cache for the first batches, then time.
+    let t1 = Instant::now();
+    for _ in 0..batches {
+        let b = loader.next_batch()?;
+        for s in &b.samples {
+            tokens_served += s.tokens.len() as u64;
+            spans.extend_from_slice(&s.spans);
+        }
+        std::hint::black_box(&b);
+    }
+    let serve_seconds = t1.elapsed().as_secs_f64();
+
+    // The same bytes, copied raw.
+    let shards: Vec<_> = (0..ds.manifest().shards.len())
+        .map(|s| ds.shard(s))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut best = f64::INFINITY;
+    let mut bytes = 0u64;
+    for _ in 0..3 {
+        bytes = 0;
+        let t = Instant::now();
+        let mut at = 0usize;
+        for sp in &spans {
+            let sh = &shards[sp.shard as usize];
+            let start = (sh.index().token_start(sp.doc as usize) + sp.doc_offset) * dtype_size;
+            let len = sp.len as u64 * dtype_size;
+            let src = sh.bin_bytes(start as usize, (start + len) as usize);
+            if at + src.len() > buf.len() {
+                at = 0;
+            }
+            buf[at..at + src.len()].copy_from_slice(src);
+            at += src.len();
+            bytes += len;
+        }
+        std::hint::black_box(&buf);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let memcpy = bytes as f64 / best;
+    let source = bytes as f64 / serve_seconds;
+    Ok(LoaderBench {
+        dataset_tokens: ds.manifest().tokens,
+        shards: ds.manifest().shards.len(),
+        samples_per_epoch: loader.epoch_len(),
+        open_seconds,
+        rss_after_open_bytes: rss_after_open,
+        batches,
+        tokens_served,
+        serve_seconds,
+        tokens_per_s: tokens_served as f64 / serve_seconds,
+        source_bytes_per_s: source,
+        memcpy_bytes_per_s: memcpy,
+        ratio_to_memcpy: source / memcpy,
+        peak_rss_bytes: crate::stats::peak_rss_bytes(),
+    })
+}
+
+/// Human table of a run.
+pub fn table(name: &str, b: &LoaderBench, dtype: TokenDtype) -> String {
+    let mib = |x: Option<u64>| {
+        x.map(|v| format!("{:.1} MiB", v as f64 / (1 << 20) as f64))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "| dataset | tokens | shards | samples/epoch | open s | RSS after open | tokens/s served | source MB/s | memcpy MB/s | ratio | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {name} ({dtype:?}) | {} | {} | {} | {:.3} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |\n",
+        b.dataset_tokens,
+        b.shards,
+        b.samples_per_epoch,
+        b.open_seconds,
+        mib(b.rss_after_open_bytes),
+        b.tokens_per_s,
+        b.source_bytes_per_s / 1e6,
+        b.memcpy_bytes_per_s / 1e6,
+        b.ratio_to_memcpy,
+        mib(b.peak_rss_bytes),
+    )
+}

@@ -52,29 +52,55 @@ impl TokenSpace {
         (s, t - self.starts[s])
     }
 
-    /// Appends tokens `[start, start + len)` of shard `s` to `out`.
-    pub fn read_local(&self, s: usize, start: u64, len: u64, out: &mut Vec<u32>) {
+    /// Appends tokens `[start, start + len)` of shard `s` to `out`, writing each element once.
+    pub fn read_local(&self, s: usize, start: u64, len: usize, out: &mut Vec<u32>) {
         let shard = &self.shards[s];
         let size = shard.dtype().size() as u64;
-        let bytes = shard.bin_bytes((start * size) as usize, ((start + len) * size) as usize);
-        append_decoded(shard.dtype(), bytes, out);
+        let bytes = shard.bin_bytes(
+            (start * size) as usize,
+            ((start + len as u64) * size) as usize,
+        );
+        out.reserve(len);
+        let old = out.len();
+        let dst = &mut out.spare_capacity_mut()[..len];
+        match shard.dtype() {
+            crate::TokenDtype::Uint16 => widen_u16(bytes, dst),
+            crate::TokenDtype::Int32 => {
+                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
+                    d.write(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                }
+            }
+        }
+        // SAFETY: `bytes` holds exactly `len` tokens (the index validated every range against
+        // the .bin), so the loop above initialised all `len` spare elements.
+        unsafe { out.set_len(old + len) };
     }
 }
 
-/// Widens little-endian tokens into `out` (the hot loop of the loader).
-pub(crate) fn append_decoded(dtype: crate::TokenDtype, bytes: &[u8], out: &mut Vec<u32>) {
-    match dtype {
-        crate::TokenDtype::Uint16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
-        ),
-        crate::TokenDtype::Int32 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        ),
+/// Widens little-endian u16 tokens into `dst` (the loader's hot loop). The same loop is
+/// compiled twice: for the baseline target and with AVX2 (16 tokens per instruction), picked
+/// at run time, since release builds target generic x86-64.
+fn widen_u16(bytes: &[u8], dst: &mut [std::mem::MaybeUninit<u32>]) {
+    fn plain(bytes: &[u8], dst: &mut [std::mem::MaybeUninit<u32>]) {
+        for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+            d.write(u16::from_le_bytes([c[0], c[1]]) as u32);
+        }
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn avx2(bytes: &[u8], dst: &mut [std::mem::MaybeUninit<u32>]) {
+            for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+                d.write(u16::from_le_bytes([c[0], c[1]]) as u32);
+            }
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of a
+            // safe function compiled with `target_feature(enable = "avx2")`.
+            return unsafe { avx2(bytes, dst) };
+        }
+    }
+    plain(bytes, dst)
 }
 
 /// Checks that datasets can be mixed: same tokenizer (sha256) and dtype.

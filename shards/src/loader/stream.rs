@@ -124,6 +124,14 @@ pub struct Loader {
     position: u64,
     step: u64,
     spans: Vec<Span>,
+    /// The last permutation built per dataset (key derivation costs more than an application).
+    perms: std::cell::RefCell<Vec<Option<(u64, Order)>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Order {
+    Full(FeistelPermutation),
+    Local(LocalShuffle),
 }
 
 fn limit(msg: String) -> Error {
@@ -207,6 +215,7 @@ impl Loader {
             position: 0,
             step: 0,
             spans: Vec::new(),
+            perms: std::cell::RefCell::new(vec![None; specs.len()]),
         })
     }
 
@@ -251,9 +260,22 @@ impl Loader {
         let (epoch, pos) = (j / n, j % n);
         let id = match self.cfg.shuffle {
             Shuffle::None => pos,
-            Shuffle::Full => FeistelPermutation::new(n, src.seed, epoch).apply(pos),
-            Shuffle::Local { block, window } => {
-                LocalShuffle::new(n, block, window, src.seed, epoch).apply(pos)
+            shuffle => {
+                let mut perms = self.perms.borrow_mut();
+                let slot = &mut perms[d];
+                if slot.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    let order = match shuffle {
+                        Shuffle::Local { block, window } => {
+                            Order::Local(LocalShuffle::new(n, block, window, src.seed, epoch))
+                        }
+                        _ => Order::Full(FeistelPermutation::new(n, src.seed, epoch)),
+                    };
+                    *slot = Some((epoch, order));
+                }
+                match &slot.as_ref().expect("just set").1 {
+                    Order::Full(p) => p.apply(pos),
+                    Order::Local(p) => p.apply(pos),
+                }
             }
         };
         (d, epoch, id)
@@ -281,32 +303,32 @@ impl Loader {
         let cap = (self.cfg.seq_len + 1) as usize;
         out.tokens.clear();
         out.tokens.reserve(cap);
+        out.loss_mask.clear();
+        out.loss_mask.reserve(cap - 1);
+        // Spans cover [0, filled) in order, so tokens and mask are written once, front to back.
         for sp in spans.iter() {
+            let (a, b) = (sp.start as usize, (sp.start + sp.len) as usize);
+            debug_assert_eq!(a, out.tokens.len());
             let idx = src.space.shards()[sp.shard as usize].index();
             let start = idx.token_start(sp.doc as usize) + sp.doc_offset;
             src.space
-                .read_local(sp.shard as usize, start, sp.len as u64, &mut out.tokens);
-        }
-        let filled = out.tokens.len();
-        out.tokens.resize(cap, self.pad_id);
-        // Target j predicts token j + 1.
-        out.loss_mask.clear();
-        out.loss_mask.resize(cap - 1, 0);
-        for sp in spans.iter() {
-            let excluded = src.excluded.contains(&(sp.shard, sp.doc));
-            let (a, b) = (sp.start as usize, (sp.start + sp.len) as usize);
+                .read_local(sp.shard as usize, start, sp.len as usize, &mut out.tokens);
+            // Target j predicts token j + 1. Windows: the stream is continuous, token a is
+            // predicted from token a - 1. Documents: attention resets at each document, so its
+            // first token has no context.
             let first_target = match self.cfg.packing {
-                // Windows: the stream is continuous, so token a is predicted from token a - 1.
                 Packing::Windows => a.max(1),
-                // Documents: attention resets at each document, its first token has no context.
                 Packing::Documents => a + 1,
             };
-            if !excluded {
-                for t in first_target..b.min(filled) {
-                    out.loss_mask[t - 1] = 1;
-                }
+            let counts = !src.excluded.contains(&(sp.shard, sp.doc));
+            if first_target < b {
+                let m = &mut out.loss_mask;
+                m.resize(first_target - 1, 0);
+                m.resize(b - 1, counts as u8);
             }
         }
+        out.tokens.resize(cap, self.pad_id);
+        out.loss_mask.resize(cap - 1, 0);
         out.spans.clone_from(spans);
     }
 
@@ -321,6 +343,17 @@ impl Loader {
 
     /// The next batch of this rank.
     pub fn next_batch(&mut self) -> Result<Batch> {
+        let mut b = Batch {
+            step: 0,
+            samples: Vec::new(),
+        };
+        self.next_batch_into(&mut b)?;
+        Ok(b)
+    }
+
+    /// The next batch of this rank, written into `batch` so its buffers are reused (no
+    /// allocation or page faults in the steady state).
+    pub fn next_batch_into(&mut self, batch: &mut Batch) -> Result<()> {
         let g_batch = self.cfg.global_batch;
         let per_rank = g_batch / self.cfg.world;
         let mine = self.cfg.rank * per_rank..(self.cfg.rank + 1) * per_rank;
@@ -355,26 +388,29 @@ impl Loader {
             }
             g += 1;
         }
-        let mut samples = Vec::with_capacity(picked.len());
         let mut spans = std::mem::take(&mut self.spans);
-        for (g, d, epoch, id) in picked {
-            let mut s = Sample {
-                source: d,
-                epoch,
-                index: id,
-                position: g,
-                tokens: Vec::new(),
-                loss_mask: Vec::new(),
-                spans: Vec::new(),
-            };
-            self.fill(d, id, &mut spans, &mut s);
-            samples.push(s);
+        batch.samples.truncate(picked.len());
+        for (k, (g, d, epoch, id)) in picked.into_iter().enumerate() {
+            if k == batch.samples.len() {
+                batch.samples.push(Sample {
+                    source: 0,
+                    epoch: 0,
+                    index: 0,
+                    position: 0,
+                    tokens: Vec::new(),
+                    loss_mask: Vec::new(),
+                    spans: Vec::new(),
+                });
+            }
+            let s = &mut batch.samples[k];
+            (s.source, s.epoch, s.index, s.position) = (d, epoch, id, g);
+            self.fill(d, id, &mut spans, s);
         }
         self.spans = spans;
         self.position = g;
-        let step = self.step;
+        batch.step = self.step;
         self.step += 1;
-        Ok(Batch { step, samples })
+        Ok(())
     }
 
     /// Provenance of each span of `sample` (document id, source, offset, url), through the

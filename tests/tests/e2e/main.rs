@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod build;
+mod loader;
 mod megatron;
 mod readers;

@@ -144,7 +144,7 @@ impl WarcSource {
 
     /// Loads the next gzip member into `self.member`, queueing skips for bad ones.
     fn next_member(&mut self) -> bool {
-        loop {
+        {
             let data = self.data.bytes();
             // Trailing zero padding or whitespace after the last member is not an error.
             if data[self.pos..]

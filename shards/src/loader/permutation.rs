@@ -7,6 +7,15 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+/// The round function: splitmix64's finaliser (a bijective 64-bit mixer with full avalanche),
+/// a few nanoseconds where a general-purpose hash of the 8 bytes costs several times more.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Rounds of the Feistel network (Luby–Rackoff: 4 give a pseudo-random permutation; 6 for margin).
 const ROUNDS: usize = 6;
 
@@ -48,7 +57,7 @@ impl FeistelPermutation {
         let mask = (1u64 << self.half_bits) - 1;
         let (mut l, mut r) = (x >> self.half_bits, x & mask);
         for k in &self.keys {
-            let f = xxh3_64_with_seed(&r.to_le_bytes(), *k) & mask;
+            let f = mix(r ^ k) & mask;
             (l, r) = (r, l ^ f);
         }
         (l << self.half_bits) | r

@@ -158,7 +158,7 @@ impl Loader {
         if cfg.world == 0
             || cfg.rank >= cfg.world
             || cfg.global_batch == 0
-            || cfg.global_batch % cfg.world != 0
+            || !cfg.global_batch.is_multiple_of(cfg.world)
         {
             return Err(limit(format!(
                 "global batch {} must be a positive multiple of world size {} and rank {} below it",

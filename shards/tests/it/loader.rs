@@ -500,3 +500,32 @@ fn a_simulated_14_8t_token_dataset_in_10000_shards_serves_random_batches() {
     let s = l.sample(0, l.epoch_len() - 1);
     assert_eq!((s.spans[0].shard, s.spans[0].doc), (9_999, 1));
 }
+
+#[test]
+fn a_dataset_smaller_than_one_batch_wraps_into_the_next_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 1, 4, &[10], "a");
+    let mut l = Loader::open(dir.path(), cfg(8, 8, Packing::Windows)).unwrap();
+    assert_eq!(l.epoch_len(), 4);
+    let b = l.next_batch().unwrap();
+    let epochs: Vec<u64> = b.samples.iter().map(|s| s.epoch).collect();
+    assert_eq!(epochs, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+    for e in 0..2 {
+        let mut ids: Vec<u64> = b
+            .samples
+            .iter()
+            .filter(|s| s.epoch == e)
+            .map(|s| s.index)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![0, 1, 2, 3], "each epoch is a permutation");
+    }
+    assert_eq!(
+        l.state(),
+        LoaderState {
+            epoch: 2,
+            samples_consumed: 0,
+            step: 1
+        }
+    );
+}

@@ -1,0 +1,86 @@
+//! Dedup settings (the `[dedup]` table of `pipeline.toml`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::normalize::Normalize;
+
+/// Which document of a cluster survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepRule {
+    /// The first in the global order (input file, then position in it).
+    #[default]
+    Earliest,
+    /// The longest text; ties go to the earliest.
+    Longest,
+}
+
+/// Settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DedupConfig {
+    /// Exact dedup on the normalised text.
+    pub exact: bool,
+    /// Fuzzy dedup with MinHash LSH.
+    pub fuzzy: bool,
+    pub normalize: Normalize,
+    /// Shingle size in words (characters for CJK text, or with `char_ngrams`).
+    pub ngram: usize,
+    /// Use character n-grams for every document.
+    pub char_ngrams: bool,
+    /// LSH bands × rows = permutations (FineWeb: 14 × 8).
+    pub bands: usize,
+    pub rows: usize,
+    pub seed: u64,
+    /// At most this many shingles per document (the first ones); enormous documents are capped.
+    pub max_shingles: usize,
+    /// If set, candidate pairs are kept only when their exact Jaccard is at least this.
+    pub verify_threshold: Option<f64>,
+    pub keep: KeepRule,
+    /// Bucket records held in memory before a partition is spilled to disk.
+    pub memory_budget_bytes: usize,
+    /// Partitions of the bucket records (by band hash).
+    pub partitions: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            exact: true,
+            fuzzy: true,
+            normalize: Normalize::default(),
+            ngram: 5,
+            char_ngrams: false,
+            bands: 14,
+            rows: 8,
+            seed: 42,
+            max_shingles: 100_000,
+            verify_threshold: None,
+            keep: KeepRule::Earliest,
+            memory_budget_bytes: 256 << 20,
+            partitions: 64,
+        }
+    }
+}
+
+impl DedupConfig {
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if self.ngram == 0 || self.bands == 0 || self.rows == 0 || self.partitions == 0 {
+            return bad(format!(
+                "ngram {}, bands {}, rows {}, partitions {} must be positive",
+                self.ngram, self.bands, self.rows, self.partitions
+            ));
+        }
+        if let Some(t) = self.verify_threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return bad(format!("verify_threshold {t} is not in [0, 1]"));
+        }
+        Ok(())
+    }
+    /// Probability that two documents of Jaccard similarity `s` become candidates: 1 − (1 − sʳ)ᵇ.
+    pub fn candidate_probability(&self, s: f64) -> f64 {
+        1.0 - (1.0 - s.powi(self.rows as i32)).powi(self.bands as i32)
+    }
+}

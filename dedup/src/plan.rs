@@ -1,0 +1,242 @@
+//! The dedup run: fingerprints in, one decision per removed document out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DedupConfig, KeepRule};
+use crate::error::Result;
+use crate::fingerprint::Fingerprint;
+use crate::spill::BucketSpill;
+use crate::unionfind::UnionFind;
+
+/// Which stage removed a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Same normalised text as the kept document.
+    Exact,
+    /// Near-duplicate (MinHash LSH candidate, verified when configured).
+    Fuzzy,
+}
+
+/// A removed document: which one, why, and who was kept in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub doc: u64,
+    pub stage: Stage,
+    /// Cluster id: the smallest document number in the cluster.
+    pub cluster: u64,
+    pub kept: u64,
+}
+
+/// Counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupStats {
+    pub documents: u64,
+    /// Nothing left after normalisation: not deduplicated.
+    pub empty: u64,
+    /// Shorter than one n-gram: one shingle of the whole text.
+    pub short: u64,
+    pub exact_removed: u64,
+    pub fuzzy_removed: u64,
+    /// Clusters of two or more documents.
+    pub clusters: u64,
+    pub candidate_pairs: u64,
+    /// Candidate pairs below the verification threshold.
+    pub verified_rejected: u64,
+    pub bucket_records: u64,
+    pub spilled_bytes: u64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Default)]
+pub struct DedupOutcome {
+    /// Removed documents, ascending.
+    pub decisions: Vec<Decision>,
+    /// Size of every cluster of two or more, by cluster id.
+    pub clusters: BTreeMap<u64, u64>,
+    pub stats: DedupStats,
+}
+
+impl DedupOutcome {
+    /// Decision for `doc`, if it was removed (binary search).
+    pub fn removed(&self, doc: u64) -> Option<&Decision> {
+        self.decisions
+            .binary_search_by_key(&doc, |d| d.doc)
+            .ok()
+            .map(|i| &self.decisions[i])
+    }
+}
+
+/// Exact Jaccard similarity of two sorted, unique sets.
+pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
+    let (mut i, mut j, mut inter) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let union = a.len() + b.len() - inter;
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// Supplies the shingle sets of the given documents (for verification), e.g. by re-reading them.
+pub type ShingleSource<'a> = dyn FnMut(&[u64]) -> Result<HashMap<u64, Vec<u64>>> + 'a;
+
+/// Runs dedup over `fingerprints` (document numbers ascending in the global order), spilling
+/// bucket records under `spill_dir` beyond the memory budget. `shingles` is called once with the
+/// documents of all candidate pairs when `cfg.verify_threshold` is set.
+pub fn run_dedup(
+    cfg: &DedupConfig,
+    spill_dir: &Path,
+    fingerprints: impl IntoIterator<Item = (u64, Fingerprint)>,
+    shingles: Option<&mut ShingleSource<'_>>,
+) -> Result<DedupOutcome> {
+    cfg.validate()?;
+    let mut stats = DedupStats::default();
+    let half = cfg.memory_budget_bytes / 2;
+    let mut exact = BucketSpill::new(&spill_dir.join("exact"), cfg.partitions, half)?;
+    let mut bands = BucketSpill::new(&spill_dir.join("bands"), cfg.partitions, half)?;
+    let mut lengths: HashMap<u64, u64> = HashMap::new();
+    for (doc, fp) in fingerprints {
+        stats.documents += 1;
+        if fp.empty {
+            stats.empty += 1;
+            continue;
+        }
+        stats.short += fp.short as u64;
+        if cfg.keep == KeepRule::Longest {
+            lengths.insert(doc, fp.len);
+        }
+        if cfg.exact {
+            exact.push([(fp.exact >> 64) as u64, fp.exact as u64, doc])?;
+            stats.bucket_records += 1;
+        }
+        if cfg.fuzzy && fp.signature.len() == cfg.bands * cfg.rows {
+            for (b, rows) in fp.signature.chunks_exact(cfg.rows).enumerate() {
+                let mut bytes = Vec::with_capacity(4 * cfg.rows);
+                for v in rows {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                bands.push([b as u64, xxhash_rust::xxh3::xxh3_64(&bytes), doc])?;
+                stats.bucket_records += 1;
+            }
+        }
+    }
+
+    let mut exact_uf = UnionFind::default();
+    let mut uf = UnionFind::default();
+    stats.spilled_bytes += exact.for_each_partition(|recs| {
+        for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
+            for r in &run[1..] {
+                exact_uf.union(run[0][2], r[2]);
+                uf.union(run[0][2], r[2]);
+            }
+        }
+        Ok(())
+    })?;
+    let verify = cfg.verify_threshold.is_some() && shingles.is_some();
+    let mut edges: Vec<(u64, u64)> = Vec::new();
+    stats.spilled_bytes += bands.for_each_partition(|recs| {
+        for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
+            for r in &run[1..] {
+                let (a, b) = (run[0][2], r[2]);
+                if verify {
+                    edges.push((a, b));
+                } else if uf.find(a) != uf.find(b) {
+                    stats.candidate_pairs += 1;
+                    uf.union(a, b);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if verify {
+        edges.sort_unstable();
+        edges.dedup();
+        stats.candidate_pairs = edges.len() as u64;
+        let mut docs: Vec<u64> = edges.iter().flat_map(|&(a, b)| [a, b]).collect();
+        docs.sort_unstable();
+        docs.dedup();
+        let sets = (shingles.expect("verify implies a source"))(&docs)?;
+        let t = cfg.verify_threshold.expect("verify");
+        let empty = Vec::new();
+        for (a, b) in edges {
+            let j = jaccard(
+                sets.get(&a).unwrap_or(&empty),
+                sets.get(&b).unwrap_or(&empty),
+            );
+            if j >= t {
+                uf.union(a, b);
+            } else {
+                stats.verified_rejected += 1;
+            }
+        }
+    }
+
+    let mut by_root: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (doc, root) in uf.members() {
+        by_root.entry(root).or_default().push(doc);
+    }
+    let mut decisions = Vec::new();
+    let mut clusters = BTreeMap::new();
+    for (root, members) in by_root {
+        if members.len() < 2 {
+            continue;
+        }
+        clusters.insert(root, members.len() as u64);
+        let kept = match cfg.keep {
+            KeepRule::Earliest => root,
+            KeepRule::Longest => *members
+                .iter()
+                .max_by(|&&x, &&y| lengths.get(&x).cmp(&lengths.get(&y)).then(y.cmp(&x)))
+                .expect("non-empty"),
+        };
+        let kept_exact = exact_uf.find(kept);
+        for &m in &members {
+            if m == kept {
+                continue;
+            }
+            let stage = if exact_uf.find(m) == kept_exact {
+                Stage::Exact
+            } else {
+                Stage::Fuzzy
+            };
+            match stage {
+                Stage::Exact => stats.exact_removed += 1,
+                Stage::Fuzzy => stats.fuzzy_removed += 1,
+            }
+            decisions.push(Decision {
+                doc: m,
+                stage,
+                cluster: root,
+                kept,
+            });
+        }
+    }
+    decisions.sort_unstable_by_key(|d| d.doc);
+    stats.clusters = clusters.len() as u64;
+    tracing::info!(
+        removed = decisions.len(),
+        clusters = stats.clusters,
+        spilled = stats.spilled_bytes,
+        "dedup done"
+    );
+    Ok(DedupOutcome {
+        decisions,
+        clusters,
+        stats,
+    })
+}

@@ -1,0 +1,112 @@
+//! Bucket records `(key_hi, key_lo, doc)` partitioned by key, held in memory up to a budget and
+//! spilled to one file per partition beyond it; read back one partition at a time, sorted.
+//! Memory is bounded by the budget plus one partition, whatever the corpus size.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// One record: 24 bytes.
+pub type Record = [u64; 3];
+
+#[derive(Debug)]
+pub struct BucketSpill {
+    dir: PathBuf,
+    parts: Vec<Vec<Record>>,
+    files: Vec<Option<BufWriter<File>>>,
+    in_memory: usize,
+    budget_records: usize,
+    spilled_bytes: u64,
+}
+
+impl BucketSpill {
+    /// Partitions `partitions`; spill files go to `dir` (created).
+    pub fn new(dir: &Path, partitions: usize, budget_bytes: usize) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(BucketSpill {
+            dir: dir.to_path_buf(),
+            parts: vec![Vec::new(); partitions],
+            files: (0..partitions).map(|_| None).collect(),
+            in_memory: 0,
+            budget_records: (budget_bytes / 24).max(1),
+            spilled_bytes: 0,
+        })
+    }
+
+    fn path(&self, p: usize) -> PathBuf {
+        self.dir.join(format!("part-{p:05}.bin"))
+    }
+
+    pub fn push(&mut self, r: Record) -> Result<()> {
+        let p =
+            (xxhash_rust::xxh3::xxh3_64(&r[1].to_le_bytes()) % self.parts.len() as u64) as usize;
+        self.parts[p].push(r);
+        self.in_memory += 1;
+        if self.in_memory >= self.budget_records {
+            self.spill_all()?;
+        }
+        Ok(())
+    }
+
+    fn spill_all(&mut self) -> Result<()> {
+        for p in 0..self.parts.len() {
+            if self.parts[p].is_empty() {
+                continue;
+            }
+            let path = self.path(p);
+            if self.files[p].is_none() {
+                let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+                self.files[p] = Some(BufWriter::with_capacity(1 << 16, f));
+            }
+            let w = self.files[p].as_mut().expect("opened");
+            for r in self.parts[p].drain(..) {
+                for v in r {
+                    w.write_all(&v.to_le_bytes())
+                        .map_err(|e| Error::io(&path, e))?;
+                }
+                self.spilled_bytes += 24;
+            }
+        }
+        self.in_memory = 0;
+        Ok(())
+    }
+
+    /// Bytes written to disk so far.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled_bytes
+    }
+
+    /// Calls `f` with each partition's records, sorted, one partition in memory at a time.
+    pub fn for_each_partition(mut self, mut f: impl FnMut(&[Record]) -> Result<()>) -> Result<u64> {
+        for w in self.files.iter_mut().flatten() {
+            w.flush().map_err(|e| Error::io(&self.dir, e))?;
+        }
+        let files = std::mem::take(&mut self.files);
+        for (p, file) in files.into_iter().enumerate() {
+            let mut recs = std::mem::take(&mut self.parts[p]);
+            if file.is_some() {
+                drop(file);
+                let path = self.path(p);
+                let mut r = BufReader::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
+                let mut b = [0u8; 24];
+                loop {
+                    match r.read_exact(&mut b) {
+                        Ok(()) => recs.push([
+                            u64::from_le_bytes(b[0..8].try_into().expect("8")),
+                            u64::from_le_bytes(b[8..16].try_into().expect("8")),
+                            u64::from_le_bytes(b[16..24].try_into().expect("8")),
+                        ]),
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                        Err(e) => return Err(Error::io(&path, e)),
+                    }
+                }
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+            recs.sort_unstable();
+            f(&recs)?;
+        }
+        Ok(self.spilled_bytes)
+    }
+}

@@ -25,6 +25,11 @@ pub enum Error {
     Query(#[from] datafusion::error::DataFusionError),
     #[error("{0}")]
     NotFound(String),
+    /// Building an Arrow batch failed: a bug, not bad input.
+    #[error("internal: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Dedup(#[from] tokenmill_dedup::Error),
 }
 
 /// Result alias of the pipelines library.

@@ -7,11 +7,13 @@ pub mod bench;
 pub mod build;
 pub mod config;
 pub mod corpus;
+pub mod dedup_cmd;
 pub mod error;
 pub mod inspect;
 pub mod loader_bench;
 pub mod progress;
 pub mod quickstart;
+pub mod sql;
 pub mod stats;
 pub mod task;
 

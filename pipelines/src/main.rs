@@ -39,6 +39,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Exact and fuzzy (MinHash LSH) dedup of documents; writes kept/removed/clusters Parquet.
+    Dedup(DedupArgs),
+    /// SQL (DataFusion) over the Parquet files of a directory, each a table named by its file
+    /// stem (`kept`, `removed`, `clusters`; `shard-…` provenance tables as `provenance`).
+    Sql { dir: PathBuf, query: String },
     /// Tokenizer utilities.
     #[command(subcommand)]
     Tokenizer(TokenizerCmd),
@@ -152,6 +157,52 @@ struct BuildArgs {
     #[arg(long)]
     quiet: bool,
     /// Print stats as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum KeepArg {
+    Earliest,
+    Longest,
+}
+
+#[derive(Args, Debug)]
+struct DedupArgs {
+    /// Input files or globs (any reader: JSONL, Parquet, WET, text).
+    inputs: Vec<String>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Skip exact dedup.
+    #[arg(long)]
+    no_exact: bool,
+    /// Skip fuzzy (MinHash LSH) dedup.
+    #[arg(long)]
+    no_fuzzy: bool,
+    #[arg(long, default_value_t = 5)]
+    ngram: usize,
+    /// Character n-grams instead of words.
+    #[arg(long)]
+    char_ngrams: bool,
+    #[arg(long, default_value_t = 14)]
+    bands: usize,
+    #[arg(long, default_value_t = 8)]
+    rows: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Keep a candidate pair only if its exact Jaccard is at least this.
+    #[arg(long)]
+    verify: Option<f64>,
+    #[arg(long, value_enum, default_value = "earliest")]
+    keep: KeepArg,
+    /// Memory for bucket records before spilling to disk.
+    #[arg(long, default_value_t = 256)]
+    memory_mb: usize,
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write every LSH candidate pair (JSON lines {"a","b"}) for comparisons.
+    #[arg(long)]
+    pairs_out: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -286,6 +337,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
         }
         Cmd::Build(a) => cmd_build(a)?,
+        Cmd::Dedup(a) => cmd_dedup(a)?,
+        Cmd::Sql { dir, query } => {
+            let batches = tokenmill_pipelines::sql::query_dir(&dir, &query)?;
+            println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+        }
         Cmd::Inspect(a) => cmd_inspect(a)?,
         Cmd::Verify { dataset, json } => {
             let r = tokenmill_shards::verify(&dataset)
@@ -567,6 +623,89 @@ fn cmd_inspect(a: InspectArgs) -> anyhow::Result<()> {
     } else {
         for v in &views {
             print!("{}", inspect::render(v, a.max_chars));
+        }
+    }
+    Ok(())
+}
+
+fn cmd_dedup(a: DedupArgs) -> anyhow::Result<()> {
+    let cfg = tokenmill_dedup::DedupConfig {
+        exact: !a.no_exact,
+        fuzzy: !a.no_fuzzy,
+        ngram: a.ngram,
+        char_ngrams: a.char_ngrams,
+        bands: a.bands,
+        rows: a.rows,
+        seed: a.seed,
+        verify_threshold: a.verify,
+        keep: match a.keep {
+            KeepArg::Earliest => tokenmill_dedup::KeepRule::Earliest,
+            KeepArg::Longest => tokenmill_dedup::KeepRule::Longest,
+        },
+        memory_budget_bytes: a.memory_mb << 20,
+        ..Default::default()
+    };
+    let bc = BuildConfig {
+        input: tokenmill_pipelines::config::InputConfig {
+            paths: a.inputs,
+            read: Default::default(),
+        },
+        tokenizer: tokenmill_pipelines::config::TokenizerConfig {
+            path: "unused".into(),
+            ..Default::default()
+        },
+        output: tokenmill_pipelines::config::OutputConfig {
+            dir: a.out.clone(),
+            shard_bytes: DEFAULT_SHARD_BYTES,
+        },
+        ..Default::default()
+    };
+    let inputs = bc.resolve_inputs()?;
+    let read = tokenmill_ingest::ReadOptions::default();
+    let (_, r) =
+        tokenmill_pipelines::dedup_cmd::dedup_files(&inputs, &read, &cfg, &a.out, a.threads)?;
+    if let Some(p) = &a.pairs_out {
+        let fps = tokenmill_pipelines::dedup_cmd::fingerprint_files(&inputs, &read, &cfg)?;
+        let pairs = tokenmill_pipelines::dedup_cmd::all_candidate_pairs(&cfg, &fps);
+        let mut out = String::new();
+        for (x, y) in &pairs {
+            out.push_str(&format!("{{\"a\": {x}, \"b\": {y}}}\n"));
+        }
+        std::fs::write(p, out).with_context(|| p.display().to_string())?;
+        eprintln!("{} candidate pairs → {}", pairs.len(), p.display());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let d = &r.dedup;
+        println!("dedup → {}", a.out.display());
+        for (k, v) in [
+            ("documents read", r.read.read()),
+            ("documents deduplicated", d.documents),
+            ("  empty (not deduplicated)", d.empty),
+            ("  shorter than one n-gram", d.short),
+            ("removed: exact", d.exact_removed),
+            ("removed: fuzzy", d.fuzzy_removed),
+            ("kept", r.kept),
+            ("clusters", d.clusters),
+            ("candidate pairs", d.candidate_pairs),
+            ("rejected by verification", d.verified_rejected),
+            ("bucket records", d.bucket_records),
+            ("spilled bytes", d.spilled_bytes),
+        ] {
+            println!("  {k:<30} {v:>12}");
+        }
+        println!(
+            "  {:<30} {:>12.0}",
+            "fingerprints/s per core", r.fingerprints_per_s_per_core
+        );
+        println!("  {:<30} {:>12.2}", "seconds", r.total_seconds);
+        if let Some(p) = r.peak_rss_bytes {
+            println!(
+                "  {:<30} {:>12.1}",
+                "peak RSS MiB",
+                p as f64 / (1 << 20) as f64
+            );
         }
     }
     Ok(())

@@ -1,0 +1,51 @@
+//! `tokenmill sql DIR QUERY`: DataFusion over the Parquet files of a directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::error::{Error, Result};
+
+/// Registers the Parquet files of `dir` as tables and runs `query`. A file `name.parquet` is the
+/// table `name`; the per-shard provenance tables `*.prov.parquet` of a dataset are together the
+/// table `provenance`.
+pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(dir, e))?;
+    let mut tables: BTreeMap<String, String> = BTreeMap::new();
+    let mut provenance = false;
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = e.map_err(|e| Error::io(dir, e))?.path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".prov.parquet") {
+            provenance = true;
+        } else if let Some(stem) = name.strip_suffix(".parquet") {
+            tables.insert(stem.replace(['-', '.'], "_"), p.display().to_string());
+        }
+    }
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        for (t, p) in &tables {
+            ctx.register_parquet(t, p, ParquetReadOptions::default())
+                .await?;
+        }
+        if provenance {
+            let opts = ParquetReadOptions {
+                file_extension: ".prov.parquet",
+                ..Default::default()
+            };
+            ctx.register_parquet("provenance", dir.to_string_lossy().as_ref(), opts)
+                .await?;
+        }
+        ctx.sql(query).await?.collect().await
+    })
+    .map_err(Error::from)
+}

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod build;
+mod dedup;
 mod loader;
 mod megatron;
 mod readers;

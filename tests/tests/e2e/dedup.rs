@@ -1,0 +1,246 @@
+//! Dedup on real text: controlled edits at known Jaccard similarities, spilling, determinism,
+//! cross-file exact copies, CJK, verification — and the decisions recorded.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use tokenmill_dedup::{DedupConfig, Fingerprinter, jaccard};
+use tokenmill_ingest::ReadOptions;
+use tokenmill_pipelines::dedup_cmd::{dedup_files, fingerprint_files};
+use tokenmill_tests::{data, gunzip};
+
+fn real_texts() -> Vec<String> {
+    gunzip(&data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz"))
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .filter(|t| t.split_whitespace().count() >= 200)
+        .collect()
+}
+
+/// Replaces a fraction `f` of the words of `t` with marker words (deterministic).
+fn edit(t: &str, f: f64, salt: usize) -> String {
+    let mut words: Vec<String> = t.split_whitespace().map(str::to_string).collect();
+    let n = words.len();
+    let k = ((n as f64) * f).round() as usize;
+    for j in 0..k {
+        let i = (j * 7919 + salt * 104_729) % n;
+        words[i] = format!("edit{salt}x{j}");
+    }
+    words.join(" ")
+}
+
+fn write_jsonl(path: &Path, texts: &[String]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        writeln!(f, "{}", serde_json::json!({"id": format!("{}-{i}", path.file_stem().unwrap().to_string_lossy()), "text": t})).unwrap();
+    }
+}
+
+struct Corpus {
+    _dir: tempfile::TempDir,
+    files: Vec<PathBuf>,
+    /// (edited doc number, source doc number, true Jaccard of their shingle sets)
+    pairs: Vec<(u64, u64, f64)>,
+}
+
+fn corpus() -> Corpus {
+    let texts = real_texts();
+    let base = texts.len();
+    let cfg = DedupConfig::default();
+    let fp = Fingerprinter::new(&cfg);
+    let mut edited = Vec::new();
+    let mut pairs = Vec::new();
+    let fractions = [0.0, 0.01, 0.02, 0.04, 0.06, 0.08, 0.12, 0.2, 0.35];
+    for (k, src) in (0..base).step_by(3).take(180).enumerate() {
+        let f = fractions[k % fractions.len()];
+        let t = edit(&texts[src], f, k);
+        let j = jaccard(&fp.shingle_set(&texts[src]), &fp.shingle_set(&t));
+        pairs.push(((base + edited.len()) as u64, src as u64, j));
+        edited.push(t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    write_jsonl(&a, &texts);
+    write_jsonl(&b, &edited);
+    Corpus {
+        files: vec![a, b],
+        pairs,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn near_duplicates_are_found_by_true_jaccard_and_recorded() {
+    let c = corpus();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = DedupConfig::default();
+    let (o, report) = dedup_files(&c.files, &ReadOptions::default(), &cfg, out.path(), 2).unwrap();
+    // Precision/recall of "removed" against the true Jaccard, by band.
+    let bins = [(0.0, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01)];
+    let mut table = String::from(
+        "| true Jaccard | pairs | removed | theory 1-(1-s^8)^14 at midpoint |\n|---|---|---|---|\n",
+    );
+    let mut by_bin = Vec::new();
+    for &(lo, hi) in &bins {
+        let inb: Vec<_> = c.pairs.iter().filter(|p| p.2 >= lo && p.2 < hi).collect();
+        let removed = inb
+            .iter()
+            .filter(|p| {
+                o.removed(p.0)
+                    .is_some_and(|d| d.kept == p.1 || d.cluster == p.1.min(d.cluster))
+            })
+            .count();
+        let mid = ((lo + hi.min(1.0)) / 2.0_f64).min(1.0);
+        table.push_str(&format!(
+            "| [{lo:.1}, {:.1}) | {} | {} | {:.3} |\n",
+            hi.min(1.0),
+            inb.len(),
+            removed,
+            cfg.candidate_probability(mid)
+        ));
+        by_bin.push((inb.len(), removed));
+    }
+    println!("{table}");
+    // High similarity: found; low similarity: left alone.
+    let (n_hi, r_hi) = by_bin[4];
+    assert!(
+        n_hi >= 20 && r_hi * 100 >= n_hi * 97,
+        "J>=0.9: {r_hi}/{n_hi}"
+    );
+    let (n_lo, r_lo) = by_bin[0];
+    assert!(n_lo >= 10 && r_lo * 100 <= n_lo * 5, "J<0.5: {r_lo}/{n_lo}");
+    // Every removed document names the kept one, which is earlier and not removed.
+    for d in &o.decisions {
+        assert!(d.kept < d.doc && o.removed(d.kept).is_none());
+    }
+    assert_eq!(report.kept + report.removed, report.read.documents);
+    // The recorded tables agree.
+    let removed = tokenmill_pipelines::sql::query_dir(
+        out.path(),
+        "SELECT count(*) AS n FROM removed WHERE kept_source LIKE '%a.jsonl'",
+    )
+    .unwrap();
+    let n =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(removed[0].column(0))
+            .value(0);
+    assert_eq!(n as u64, report.removed);
+}
+
+#[test]
+fn spilling_and_thread_count_do_not_change_the_result() {
+    let c = corpus();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = DedupConfig::default();
+    let small = DedupConfig {
+        memory_budget_bytes: 64 << 10,
+        partitions: 7,
+        ..cfg.clone()
+    };
+    let (oa, _) = dedup_files(&c.files, &ReadOptions::default(), &cfg, a.path(), 1).unwrap();
+    let (ob, rb) = dedup_files(&c.files, &ReadOptions::default(), &small, b.path(), 2).unwrap();
+    assert!(rb.dedup.spilled_bytes > 0, "the small budget must spill");
+    assert_eq!(oa.stats.spilled_bytes, 0);
+    assert_eq!(oa.decisions, ob.decisions);
+    for f in ["kept.parquet", "removed.parquet", "clusters.parquet"] {
+        assert_eq!(
+            std::fs::read(a.path().join(f)).unwrap(),
+            std::fs::read(b.path().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn exact_copies_across_files_cjk_empty_and_capped_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let ja = std::fs::read_to_string(data("multilingual/wagahaiwa_nekodearu.ja.txt")).unwrap();
+    let paras: Vec<String> = ja
+        .split('\n')
+        .map(str::trim)
+        .filter(|p| p.chars().count() > 80)
+        .take(40)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(paras.len(), 40);
+    let mut first = paras.clone();
+    first.push(String::new()); // empty
+    first.push("   ".into()); // whitespace only
+    first.push("tiny".into()); // shorter than one n-gram
+    first.push("tiny".into()); // its exact copy
+    // A second file: an exact copy of paragraph 3, and paragraph 5 with two characters changed.
+    let mut p5: Vec<char> = paras[5].chars().collect();
+    p5[10] = '猫';
+    p5[40] = '犬';
+    let second = vec![
+        paras[3].clone(),
+        p5.into_iter().collect::<String>(),
+        "x ".repeat(50_000),
+    ];
+    let (a, b) = (dir.path().join("1.jsonl"), dir.path().join("2.jsonl"));
+    write_jsonl(&a, &first);
+    write_jsonl(&b, &second);
+    let cfg = DedupConfig {
+        max_shingles: 1000,
+        ..Default::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let (o, r) = dedup_files(
+        &[a.clone(), b.clone()],
+        &ReadOptions::default(),
+        &cfg,
+        out.path(),
+        2,
+    )
+    .unwrap();
+    assert_eq!(r.dedup.empty, 2);
+    assert!(r.dedup.short >= 2);
+    let n1 = first.len() as u64;
+    let exact = o.removed(n1).expect("cross-file exact copy removed");
+    assert_eq!(
+        (exact.kept, exact.stage),
+        (3, tokenmill_dedup::Stage::Exact)
+    );
+    let fuzzy = o.removed(n1 + 1).expect("CJK near-duplicate removed");
+    assert_eq!(
+        (fuzzy.kept, fuzzy.stage),
+        (5, tokenmill_dedup::Stage::Fuzzy)
+    );
+    assert_eq!(o.removed(43).map(|d| d.kept), Some(42), "the short copy");
+    // Distinct paragraphs stay.
+    assert!((0..40).all(|i| o.removed(i).is_none()));
+    let fps = fingerprint_files(&[b], &ReadOptions::default(), &cfg).unwrap();
+    assert!(
+        !fps[2].1.signature.is_empty(),
+        "the enormous document is capped, not dropped"
+    );
+}
+
+#[test]
+fn verification_rejects_pairs_below_the_threshold() {
+    let c = corpus();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = DedupConfig {
+        verify_threshold: Some(0.95),
+        ..Default::default()
+    };
+    let (o, r) = dedup_files(&c.files, &ReadOptions::default(), &cfg, out.path(), 2).unwrap();
+    assert!(r.dedup.verified_rejected > 0, "{:?}", r.dedup);
+    for p in &c.pairs {
+        if o.removed(p.0)
+            .is_some_and(|d| d.stage == tokenmill_dedup::Stage::Fuzzy)
+        {
+            assert!(
+                p.2 >= 0.95 || o.removed(p.0).unwrap().kept != p.1,
+                "pair at J={} was kept through verification",
+                p.2
+            );
+        }
+    }
+}

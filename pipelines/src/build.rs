@@ -30,7 +30,7 @@ use crate::stats::{BuildStats, TaskStats, peak_rss_bytes};
 use crate::task::{TaskRecord, run_task};
 
 /// What a dataset directory is being built from. A resumed build must have the same plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub inputs: Vec<PlanInput>,
     pub tokenizer_sha256: String,
@@ -38,6 +38,7 @@ pub struct Plan {
     pub append_eos: bool,
     pub shard_bytes: u64,
     pub read: tokenmill_ingest::ReadOptions,
+    pub dedup: crate::config::DedupSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +76,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         append_eos: cfg.tokenizer.append_eos,
         shard_bytes: cfg.output.shard_bytes,
         read: cfg.input.read.clone(),
+        dedup: cfg.dedup.clone(),
     };
     for p in &inputs {
         let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
@@ -121,11 +123,27 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
             "resuming: finished tasks are kept"
         );
     }
+    let dedup = if cfg.dedup.enabled && resumed < inputs.len() as u64 {
+        Some(pool.install(|| crate::dedup_stage::load_or_run(&build_dir, &out, &inputs, cfg))?)
+    } else {
+        None
+    };
     let todo: Vec<usize> = (0..inputs.len()).filter(|&i| done[i].is_none()).collect();
     let fresh: Vec<TaskRecord> = pool.install(|| {
         todo.par_iter()
             .with_max_len(1)
-            .map(|&i| run_task(i, &inputs[i], cfg, &tok, &out, &build_dir, &progress))
+            .map(|&i| {
+                run_task(
+                    i,
+                    &inputs[i],
+                    cfg,
+                    &tok,
+                    &out,
+                    &build_dir,
+                    &progress,
+                    dedup.as_ref().map(|d| d.for_file(i)),
+                )
+            })
             .collect::<Result<Vec<_>>>()
     })?;
     for rec in fresh {
@@ -164,6 +182,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         text_mb_per_s_per_core: mb / seconds / threads as f64,
         peak_rss_bytes: peak_rss_bytes(),
         skip_samples: total.read.skipped.samples.clone(),
+        dedup: crate::dedup_stage::stored_stats(&build_dir),
     };
     let mut json = serde_json::to_vec_pretty(&stats).expect("stats serialise");
     json.push(b'\n');

@@ -21,6 +21,13 @@
 //! dir = "dataset"
 //! shard_bytes = 1073741824     # target size of a shard's .bin
 //!
+//! [dedup]                      # between reading and tokenizing; off by default
+//! enabled = true
+//! ngram = 5
+//! bands = 14
+//! rows = 8
+//! # verify_threshold = 0.8
+//!
 //! [run]
 //! threads = 0                  # 0 = all cores
 //! ```
@@ -82,6 +89,15 @@ impl Default for OutputConfig {
     }
 }
 
+/// `[dedup]`: exact and fuzzy dedup between reading and tokenizing (off unless `enabled`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DedupSection {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub config: tokenmill_dedup::DedupConfig,
+}
+
 /// `[run]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -93,12 +109,13 @@ pub struct RunConfig {
 }
 
 /// The whole `pipeline.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BuildConfig {
     pub input: InputConfig,
     pub tokenizer: TokenizerConfig,
     pub output: OutputConfig,
+    pub dedup: DedupSection,
     pub run: RunConfig,
 }
 

@@ -69,35 +69,139 @@ fn text_of(b: &RecordBatch, row: usize) -> &str {
     if t.is_valid(row) { t.value(row) } else { "" }
 }
 
-/// Fingerprints of every document, computed batch by batch in parallel.
-fn fingerprints(
-    inputs: &[PathBuf],
-    read: &ReadOptions,
-    fp: &Fingerprinter,
-) -> Result<(Vec<(u64, Fingerprint)>, ReadStats)> {
-    let mut out = Vec::new();
-    let mut stats = ReadStats::default();
-    let mut n = 0u64;
-    for p in inputs {
-        let mut r = DocumentReader::open(p, read)?;
-        for b in &mut r {
-            let b = b?;
-            let t = b
-                .column_by_name("text")
-                .expect("document schema")
-                .as_string::<i32>();
-            let fps: Vec<Fingerprint> = (0..b.num_rows())
-                .into_par_iter()
-                .map(|i| fp.fingerprint(if t.is_valid(i) { t.value(i) } else { "" }))
-                .collect();
-            for f in fps {
-                out.push((n, f));
-                n += 1;
+/// Fingerprints of every document in the global order, computed batch by batch in parallel and
+/// handed on as they come, so memory holds one batch of signatures, not the corpus's.
+struct FingerprintStream<'a> {
+    inputs: &'a [PathBuf],
+    read: &'a ReadOptions,
+    fp: &'a Fingerprinter,
+    next_input: usize,
+    reader: Option<DocumentReader>,
+    ready: std::collections::VecDeque<Fingerprint>,
+    n: u64,
+    /// Documents per input file, in order.
+    file_docs: Vec<u64>,
+    stats: ReadStats,
+    error: Option<Error>,
+}
+
+impl<'a> FingerprintStream<'a> {
+    fn new(inputs: &'a [PathBuf], read: &'a ReadOptions, fp: &'a Fingerprinter) -> Self {
+        FingerprintStream {
+            inputs,
+            read,
+            fp,
+            next_input: 0,
+            reader: None,
+            ready: Default::default(),
+            n: 0,
+            file_docs: Vec::new(),
+            stats: ReadStats::default(),
+            error: None,
+        }
+    }
+
+    fn refill(&mut self) -> Result<bool> {
+        loop {
+            if self.reader.is_none() {
+                if self.next_input == self.inputs.len() {
+                    return Ok(false);
+                }
+                self.reader = Some(DocumentReader::open(
+                    &self.inputs[self.next_input],
+                    self.read,
+                )?);
+                self.next_input += 1;
+                self.file_docs.push(0);
+            }
+            let r = self.reader.as_mut().expect("open");
+            match r.next() {
+                Some(b) => {
+                    let b = b?;
+                    let t = b
+                        .column_by_name("text")
+                        .expect("document schema")
+                        .as_string::<i32>();
+                    let fp = self.fp;
+                    let fps: Vec<Fingerprint> = (0..b.num_rows())
+                        .into_par_iter()
+                        .map(|i| fp.fingerprint(if t.is_valid(i) { t.value(i) } else { "" }))
+                        .collect();
+                    *self.file_docs.last_mut().expect("pushed") += fps.len() as u64;
+                    self.ready.extend(fps);
+                    return Ok(true);
+                }
+                None => {
+                    self.stats.merge(r.stats());
+                    self.reader = None;
+                }
             }
         }
-        stats.merge(r.stats());
     }
-    Ok((out, stats))
+}
+
+impl Iterator for FingerprintStream<'_> {
+    type Item = (u64, Fingerprint);
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.ready.is_empty() {
+            if self.error.is_some() {
+                return None;
+            }
+            match self.refill() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => self.error = Some(e),
+            }
+        }
+        let f = self.ready.pop_front()?;
+        self.n += 1;
+        Some((self.n - 1, f))
+    }
+}
+
+/// The decisions of a dedup run over `inputs`, and how many documents each input holds.
+#[derive(Debug)]
+pub struct Decided {
+    pub outcome: DedupOutcome,
+    pub read: ReadStats,
+    pub file_docs: Vec<u64>,
+    pub fingerprint_seconds: f64,
+}
+
+/// Runs the dedup decision over `inputs` (two reads of the inputs, three with verification),
+/// spilling under `spill`. Runs on the current rayon pool.
+pub fn decide(
+    inputs: &[PathBuf],
+    read: &ReadOptions,
+    cfg: &DedupConfig,
+    spill: &Path,
+) -> Result<Decided> {
+    let fp = Fingerprinter::new(cfg);
+    let t0 = Instant::now();
+    let mut stream = FingerprintStream::new(inputs, read, &fp);
+    let mut source = |docs: &[u64]| -> tokenmill_dedup::Result<HashMap<u64, Vec<u64>>> {
+        let want: HashSet<u64> = docs.iter().copied().collect();
+        let mut sets = HashMap::new();
+        scan(inputs, read, |n, b, row| {
+            if want.contains(&n) {
+                sets.insert(n, fp.shingle_set(text_of(b, row)));
+            }
+            Ok(())
+        })
+        .map_err(|e| tokenmill_dedup::Error::Config(format!("re-reading for verification: {e}")))?;
+        Ok(sets)
+    };
+    let outcome = run_dedup(cfg, spill, &mut stream, Some(&mut source))?;
+    let _ = std::fs::remove_dir_all(spill);
+    if let Some(e) = stream.error.take() {
+        return Err(e);
+    }
+    Ok(Decided {
+        outcome,
+        read: stream.stats,
+        file_docs: stream.file_docs,
+        fingerprint_seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -138,47 +242,17 @@ fn pq<T>(path: &Path, r: std::result::Result<T, parquet::errors::ParquetError>) 
     r.map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))
 }
 
-/// Runs dedup over `inputs` and writes the results to `out`.
-pub fn dedup_files(
+/// Writes the removed documents (with stage, cluster and the kept document's id, source,
+/// offset, url) and the clusters as Parquet, and the kept documents too when `kept_path` is set.
+/// Returns (kept, removed) counts.
+pub fn write_tables(
     inputs: &[PathBuf],
     read: &ReadOptions,
-    cfg: &DedupConfig,
-    out: &Path,
-    threads: usize,
-) -> Result<(DedupOutcome, DedupReport)> {
-    let started = Instant::now();
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let threads = if threads == 0 {
-        rayon::current_num_threads()
-    } else {
-        threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let fp = Fingerprinter::new(cfg);
-    let t0 = Instant::now();
-    let (fps, read_stats) = pool.install(|| fingerprints(inputs, read, &fp))?;
-    let fingerprint_seconds = t0.elapsed().as_secs_f64();
-    let n_docs = fps.len() as u64;
-    let spill = out.join(".spill");
-    let mut source = |docs: &[u64]| -> tokenmill_dedup::Result<HashMap<u64, Vec<u64>>> {
-        let want: HashSet<u64> = docs.iter().copied().collect();
-        let mut sets = HashMap::new();
-        scan(inputs, read, |n, b, row| {
-            if want.contains(&n) {
-                sets.insert(n, fp.shingle_set(text_of(b, row)));
-            }
-            Ok(())
-        })
-        .map_err(|e| tokenmill_dedup::Error::Config(format!("re-reading for verification: {e}")))?;
-        Ok(sets)
-    };
-    let outcome = run_dedup(cfg, &spill, fps, Some(&mut source))
-        .map_err(|e| Error::Unsupported(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(&spill);
-
+    outcome: &DedupOutcome,
+    removed_path: &Path,
+    clusters_path: &Path,
+    kept_path: Option<&Path>,
+) -> Result<(u64, u64)> {
     // Metadata of the kept documents of clusters, then the three tables.
     let kept_docs: HashSet<u64> = outcome.decisions.iter().map(|d| d.kept).collect();
     let mut kept_meta: HashMap<u64, Meta> = HashMap::new();
@@ -189,8 +263,10 @@ pub fn dedup_files(
         Ok(())
     })?;
     let doc_schema = tokenmill_ingest::document_schema();
-    let kept_path = out.join("kept.parquet");
-    let mut kept_w = writer(&kept_path, doc_schema.clone())?;
+    let mut kept_w = match kept_path {
+        Some(p) => Some(writer(p, doc_schema.clone())?),
+        None => None,
+    };
     let removed_schema = Arc::new(Schema::new(vec![
         Field::new("doc", DataType::UInt64, false),
         Field::new("id", DataType::Utf8, false),
@@ -205,8 +281,7 @@ pub fn dedup_files(
         Field::new("kept_offset", DataType::UInt64, false),
         Field::new("kept_url", DataType::Utf8, true),
     ]));
-    let removed_path = out.join("removed.parquet");
-    let mut removed_w = writer(&removed_path, removed_schema.clone())?;
+    let mut removed_w = writer(removed_path, removed_schema.clone())?;
     let (mut kept, mut removed) = (0u64, 0u64);
     let mut n = 0u64;
     for p in inputs {
@@ -219,7 +294,9 @@ pub fn dedup_files(
             let mask = arrow::array::BooleanArray::from(keep.clone());
             let kb = arrow::compute::filter_record_batch(&b, &mask)?;
             kept += kb.num_rows() as u64;
-            pq(&kept_path, kept_w.write(&kb))?;
+            if let (Some(w), Some(p)) = (kept_w.as_mut(), kept_path) {
+                pq(p, w.write(&kb))?;
+            }
             let mut cols: (
                 UInt64Builder,
                 StringBuilder,
@@ -274,16 +351,17 @@ pub fn dedup_files(
             ];
             let rb = RecordBatch::try_new(removed_schema.clone(), arrays)?;
             if rb.num_rows() > 0 {
-                pq(&removed_path, removed_w.write(&rb))?;
+                pq(removed_path, removed_w.write(&rb))?;
             }
             n += b.num_rows() as u64;
         }
     }
-    pq(&kept_path, kept_w.close())?;
-    pq(&removed_path, removed_w.close())?;
+    if let (Some(w), Some(p)) = (kept_w, kept_path) {
+        pq(p, w.close())?;
+    }
+    pq(removed_path, removed_w.close())?;
 
     // Clusters: id, size, the kept document.
-    let clusters_path = out.join("clusters.parquet");
     let mut kept_of: HashMap<u64, u64> = HashMap::new();
     for d in &outcome.decisions {
         kept_of.insert(d.cluster, d.kept);
@@ -314,9 +392,48 @@ pub fn dedup_files(
         ),
         ("kept_url", Arc::new(s(&|m| m.url.clone()))),
     ])?;
-    let mut w = writer(&clusters_path, batch.schema())?;
-    pq(&clusters_path, w.write(&batch))?;
-    pq(&clusters_path, w.close())?;
+    let mut w = writer(clusters_path, batch.schema())?;
+    pq(clusters_path, w.write(&batch))?;
+    pq(clusters_path, w.close())?;
+
+    Ok((kept, removed))
+}
+
+/// Runs dedup over `inputs` and writes the results to `out`.
+pub fn dedup_files(
+    inputs: &[PathBuf],
+    read: &ReadOptions,
+    cfg: &DedupConfig,
+    out: &Path,
+    threads: usize,
+) -> Result<(DedupOutcome, DedupReport)> {
+    let started = Instant::now();
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let threads = if threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let decided = pool.install(|| decide(inputs, read, cfg, &out.join(".spill")))?;
+    let Decided {
+        outcome,
+        read: read_stats,
+        fingerprint_seconds,
+        ..
+    } = decided;
+    let n_docs = outcome.stats.documents;
+    let (kept, removed) = write_tables(
+        inputs,
+        read,
+        &outcome,
+        &out.join("removed.parquet"),
+        &out.join("clusters.parquet"),
+        Some(&out.join("kept.parquet")),
+    )?;
 
     let report = DedupReport {
         inputs: inputs.len(),
@@ -367,11 +484,17 @@ pub fn all_candidate_pairs(cfg: &DedupConfig, fps: &[(u64, Fingerprint)]) -> Vec
     pairs
 }
 
-/// Fingerprints of `inputs` (exposed for benchmarks and pair comparisons).
+/// Fingerprints of `inputs` (exposed for benchmarks and pair comparisons; in memory).
 pub fn fingerprint_files(
     inputs: &[PathBuf],
     read: &ReadOptions,
     cfg: &DedupConfig,
 ) -> Result<Vec<(u64, Fingerprint)>> {
-    Ok(fingerprints(inputs, read, &Fingerprinter::new(cfg))?.0)
+    let fp = Fingerprinter::new(cfg);
+    let mut stream = FingerprintStream::new(inputs, read, &fp);
+    let v: Vec<_> = (&mut stream).collect();
+    match stream.error.take() {
+        Some(e) => Err(e),
+        None => Ok(v),
+    }
 }

@@ -8,6 +8,7 @@ pub mod build;
 pub mod config;
 pub mod corpus;
 pub mod dedup_cmd;
+pub mod dedup_stage;
 pub mod error;
 pub mod inspect;
 pub mod loader_bench;

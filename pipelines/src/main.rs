@@ -156,6 +156,10 @@ struct BuildArgs {
     threads: Option<usize>,
     #[arg(long)]
     quiet: bool,
+    /// Exact + MinHash LSH dedup between reading and tokenizing (defaults; `[dedup]` in the
+    /// config for settings).
+    #[arg(long)]
+    dedup: bool,
     /// Print stats as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -535,6 +539,7 @@ fn cmd_build(a: BuildArgs) -> anyhow::Result<()> {
         cfg.run.threads = t;
     }
     cfg.run.quiet |= a.quiet;
+    cfg.dedup.enabled |= a.dedup;
     let out = tokenmill_pipelines::build(&cfg)
         .with_context(|| format!("building {}", cfg.output.dir.display()))?;
     if a.json {

@@ -55,7 +55,10 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     let got = train_bpe(texts.iter(), &opts, &tokenizer)?;
     println!("      vocabulary: {got} tokens");
 
-    println!("[3/4] building the dataset → {}", dataset.display());
+    println!(
+        "[3/4] building the dataset (with exact + MinHash dedup) → {}",
+        dataset.display()
+    );
     let cfg = BuildConfig {
         input: InputConfig {
             paths: vec![glob_of(&corpus)],
@@ -68,6 +71,11 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         output: OutputConfig {
             dir: dataset.clone(),
             shard_bytes: 256 << 10,
+        },
+        // The corpus has near-duplicates and copies on purpose: dedup catches them.
+        dedup: crate::config::DedupSection {
+            enabled: true,
+            ..Default::default()
         },
         run: RunConfig {
             threads: o.threads,

@@ -73,6 +73,9 @@ pub struct BuildStats {
     pub peak_rss_bytes: Option<u64>,
     /// The first skipped records in full (file, record, offset, reason).
     pub skip_samples: Vec<tokenmill_ingest::Skip>,
+    /// The dedup stage, when enabled (its removals are in `documents_skipped` as
+    /// `dedup_exact` / `dedup_fuzzy`).
+    pub dedup: Option<tokenmill_dedup::DedupStats>,
 }
 
 impl BuildStats {
@@ -93,6 +96,11 @@ impl BuildStats {
         }
         for (k, v) in &self.records_ignored {
             row(&format!("  non-document: {k}"), v.to_string());
+        }
+        if let Some(d) = &self.dedup {
+            row("dedup clusters", d.clusters.to_string());
+            row("dedup candidate pairs", d.candidate_pairs.to_string());
+            row("dedup spilled bytes", d.spilled_bytes.to_string());
         }
         row("text bytes tokenized", self.text_bytes.to_string());
         row("tokens", self.tokens.to_string());

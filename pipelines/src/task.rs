@@ -75,6 +75,7 @@ pub fn run_task(
     out: &Path,
     build_dir: &Path,
     progress: &Progress,
+    dedup: Option<crate::dedup_stage::FileFilter<'_>>,
 ) -> Result<TaskRecord> {
     let _span = tracing::info_span!("task", task, input = %input.display()).entered();
     clear_task_outputs(out, task)?;
@@ -84,6 +85,8 @@ pub fn run_task(
     let mut writer: Option<ShardWriter> = None;
     let dtype = tok.dtype();
     let mut position = 0u64;
+    // Number of the next document of this file in the global order (for dedup decisions).
+    let mut doc_in_file = 0u64;
     while let Some(batch) = reader.next() {
         let batch = batch?;
         let (docs_before, tokens_before) = (stats.documents_written, stats.tokens);
@@ -91,6 +94,12 @@ pub fn run_task(
         // Rows with text are tokenized; rows without are dropped with a reason or refused.
         let mut rows = Vec::with_capacity(batch.num_rows());
         for r in 0..batch.num_rows() {
+            let global = doc_in_file;
+            doc_in_file += 1;
+            if let Some(stage) = dedup.as_ref().and_then(|d| d.removed(global)) {
+                *stats.dropped.entry(stage.into()).or_default() += 1;
+                continue;
+            }
             match cols.text(r) {
                 Some(t) if !t.trim().is_empty() => rows.push(r),
                 _ if cols.html.is_valid(r) => {

@@ -232,6 +232,7 @@ fn cfg(inputs: &[PathBuf], out: &Path, on_error: OnError) -> BuildConfig {
             dir: out.to_path_buf(),
             shard_bytes: 1 << 20,
         },
+        dedup: Default::default(),
         run: RunConfig {
             threads: 2,
             quiet: true,

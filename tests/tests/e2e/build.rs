@@ -32,6 +32,7 @@ fn cfg(
             dir: out.to_path_buf(),
             shard_bytes,
         },
+        dedup: Default::default(),
         run: RunConfig {
             threads,
             quiet: true,
@@ -230,7 +231,17 @@ fn a_killed_build_resumes_to_the_same_dataset() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let done_before = std::fs::read_dir(&tasks).unwrap().count();
+    // Published task records only (an interrupted atomic write leaves a `.tmp`).
+    let done_before = std::fs::read_dir(&tasks)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count();
     assert!(
         done_before < 8,
         "the build finished before it could be killed"
@@ -363,9 +374,60 @@ fn quickstart_runs_without_outside_files() {
     )
     .unwrap();
     let r = tokenmill_shards::verify(&ds).unwrap();
-    assert_eq!(r.documents, 400);
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ds.join("stats.json")).unwrap()).unwrap();
+    let skipped = &stats["documents_skipped"];
+    let removed =
+        skipped["dedup_exact"].as_u64().unwrap() + skipped["dedup_fuzzy"].as_u64().unwrap();
+    assert!(
+        removed > 20,
+        "the generated copies and near-duplicates are caught: {removed}"
+    );
+    assert_eq!(r.documents + removed, 400);
     assert_eq!(stats["documents_skipped"]["malformed_json"], 1);
     assert_eq!(stats["documents_skipped"]["missing_text"], 1);
+}
+
+#[test]
+fn build_with_dedup_drops_copies_records_decisions_and_stays_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two copies of a real corpus plus a third file: every document of the copy is a duplicate.
+    let inputs = many_inputs(dir.path(), 2);
+    let tok = data("tokenizers/gpt2.tokenizer.json");
+    let run = |out: &Path, threads: usize| {
+        let mut c = cfg(&inputs, &tok, out, threads, 300 << 10);
+        c.dedup.enabled = true;
+        tokenmill_pipelines::build(&c).unwrap()
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let oa = run(&a, 1);
+    run(&b, 2);
+    assert_eq!(
+        dataset_files(&a),
+        dataset_files(&b),
+        "byte-identical with dedup on, 1 vs 2 threads"
+    );
+    let s = &oa.stats;
+    let exact = s.documents_skipped.get("dedup_exact").copied().unwrap_or(0);
+    assert!(exact >= 670, "the second copy is removed: {exact}");
+    assert_eq!(
+        s.documents_read,
+        s.documents_written + s.documents_skipped.values().sum::<u64>()
+    );
+    assert!(oa.stats.dedup.as_ref().unwrap().clusters >= 600);
+    // The decisions are queryable beside the shards.
+    let batches = tokenmill_pipelines::sql::query_dir(&a, "SELECT count(*) FROM dedup_removed WHERE kept_source LIKE '%part-00%' AND source LIKE '%part-01%'").unwrap();
+    let n = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batches[0].column(0))
+        .value(0) as u64;
+    assert!(n >= 670, "{n}");
+    // Provenance and dedup decisions join on the document id.
+    let j = tokenmill_pipelines::sql::query_dir(
+        &a,
+        "SELECT count(*) FROM provenance p JOIN dedup_removed r ON p.id = r.kept_id",
+    )
+    .unwrap();
+    assert!(
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(j[0].column(0)).value(0)
+            > 0
+    );
 }

@@ -23,6 +23,8 @@ pub struct DedupConfig {
     pub exact: bool,
     /// Fuzzy dedup with MinHash LSH.
     pub fuzzy: bool,
+    /// Also treat documents with the same normalised URL as duplicates.
+    pub url: bool,
     pub normalize: Normalize,
     /// Shingle size in words (characters for CJK text, or with `char_ngrams`).
     pub ngram: usize,
@@ -48,6 +50,7 @@ impl Default for DedupConfig {
         DedupConfig {
             exact: true,
             fuzzy: true,
+            url: false,
             normalize: Normalize::default(),
             ngram: 5,
             char_ngrams: false,

@@ -17,6 +17,8 @@ use crate::unionfind::UnionFind;
 pub enum Stage {
     /// Same normalised text as the kept document.
     Exact,
+    /// Same normalised URL as the kept document (URL dedup).
+    Url,
     /// Near-duplicate (MinHash LSH candidate, verified when configured).
     Fuzzy,
 }
@@ -40,6 +42,7 @@ pub struct DedupStats {
     /// Shorter than one n-gram: one shingle of the whole text.
     pub short: u64,
     pub exact_removed: u64,
+    pub url_removed: u64,
     pub fuzzy_removed: u64,
     /// Clusters of two or more documents.
     pub clusters: u64,
@@ -106,9 +109,15 @@ pub fn run_dedup(
 ) -> Result<DedupOutcome> {
     cfg.validate()?;
     let mut stats = DedupStats::default();
-    let half = cfg.memory_budget_bytes / 2;
-    let mut exact = BucketSpill::new(&spill_dir.join("exact"), cfg.partitions, half)?;
-    let mut bands = BucketSpill::new(&spill_dir.join("bands"), cfg.partitions, half)?;
+    // The budget is shared: band records are 14 per document, exact and URL records one each.
+    let budget = cfg.memory_budget_bytes;
+    let mut exact = BucketSpill::new(&spill_dir.join("exact"), cfg.partitions, budget / 8)?;
+    let mut urls = BucketSpill::new(&spill_dir.join("urls"), cfg.partitions, budget / 8)?;
+    let mut bands = BucketSpill::new(
+        &spill_dir.join("bands"),
+        cfg.partitions,
+        budget - budget / 4,
+    )?;
     let mut lengths: HashMap<u64, u64> = HashMap::new();
     for (doc, fp) in fingerprints {
         stats.documents += 1;
@@ -122,6 +131,10 @@ pub fn run_dedup(
         }
         if cfg.exact {
             exact.push([(fp.exact >> 64) as u64, fp.exact as u64, doc])?;
+            stats.bucket_records += 1;
+        }
+        if let Some(u) = fp.url.filter(|_| cfg.url) {
+            urls.push([(u >> 64) as u64, u as u64, doc])?;
             stats.bucket_records += 1;
         }
         if cfg.fuzzy && fp.signature.len() == cfg.bands * cfg.rows {
@@ -142,6 +155,16 @@ pub fn run_dedup(
         for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
             for r in &run[1..] {
                 exact_uf.union(run[0][2], r[2]);
+                uf.union(run[0][2], r[2]);
+            }
+        }
+        Ok(())
+    })?;
+    let mut url_uf = UnionFind::default();
+    stats.spilled_bytes += urls.for_each_partition(|recs| {
+        for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
+            for r in &run[1..] {
+                url_uf.union(run[0][2], r[2]);
                 uf.union(run[0][2], r[2]);
             }
         }
@@ -205,17 +228,21 @@ pub fn run_dedup(
                 .expect("non-empty"),
         };
         let kept_exact = exact_uf.find(kept);
+        let kept_url = url_uf.find(kept);
         for &m in &members {
             if m == kept {
                 continue;
             }
             let stage = if exact_uf.find(m) == kept_exact {
                 Stage::Exact
+            } else if url_uf.find(m) == kept_url {
+                Stage::Url
             } else {
                 Stage::Fuzzy
             };
             match stage {
                 Stage::Exact => stats.exact_removed += 1,
+                Stage::Url => stats.url_removed += 1,
                 Stage::Fuzzy => stats.fuzzy_removed += 1,
             }
             decisions.push(Decision {

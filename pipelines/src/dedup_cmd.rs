@@ -122,10 +122,17 @@ impl<'a> FingerprintStream<'a> {
                         .column_by_name("text")
                         .expect("document schema")
                         .as_string::<i32>();
+                    let u = b
+                        .column_by_name("url")
+                        .expect("document schema")
+                        .as_string::<i32>();
                     let fp = self.fp;
                     let fps: Vec<Fingerprint> = (0..b.num_rows())
                         .into_par_iter()
-                        .map(|i| fp.fingerprint(if t.is_valid(i) { t.value(i) } else { "" }))
+                        .map(|i| {
+                            let text = if t.is_valid(i) { t.value(i) } else { "" };
+                            fp.fingerprint_with_url(text, u.is_valid(i).then(|| u.value(i)))
+                        })
                         .collect();
                     *self.file_docs.last_mut().expect("pushed") += fps.len() as u64;
                     self.ready.extend(fps);
@@ -325,6 +332,7 @@ pub fn write_tables(
                 cols.4.append_option(m.url.as_deref());
                 cols.5.append_value(match d.stage {
                     Stage::Exact => "exact",
+                    Stage::Url => "url",
                     Stage::Fuzzy => "fuzzy",
                 });
                 cols.6.append_value(d.cluster);

@@ -45,6 +45,7 @@ impl FileFilter<'_> {
             .get(&(self.start + doc_in_file))
             .map(|s| match s {
                 Stage::Exact => "dedup_exact",
+                Stage::Url => "dedup_url",
                 Stage::Fuzzy => "dedup_fuzzy",
             })
     }

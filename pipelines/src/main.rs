@@ -183,6 +183,9 @@ struct DedupArgs {
     /// Skip fuzzy (MinHash LSH) dedup.
     #[arg(long)]
     no_fuzzy: bool,
+    /// Also remove documents whose normalised URL repeats.
+    #[arg(long)]
+    url: bool,
     #[arg(long, default_value_t = 5)]
     ngram: usize,
     /// Character n-grams instead of words.
@@ -637,6 +640,7 @@ fn cmd_dedup(a: DedupArgs) -> anyhow::Result<()> {
     let cfg = tokenmill_dedup::DedupConfig {
         exact: !a.no_exact,
         fuzzy: !a.no_fuzzy,
+        url: a.url,
         ngram: a.ngram,
         char_ngrams: a.char_ngrams,
         bands: a.bands,
@@ -690,6 +694,7 @@ fn cmd_dedup(a: DedupArgs) -> anyhow::Result<()> {
             ("  empty (not deduplicated)", d.empty),
             ("  shorter than one n-gram", d.short),
             ("removed: exact", d.exact_removed),
+            ("removed: url", d.url_removed),
             ("removed: fuzzy", d.fuzzy_removed),
             ("kept", r.kept),
             ("clusters", d.clusters),

@@ -244,3 +244,52 @@ fn verification_rejects_pairs_below_the_threshold() {
         }
     }
 }
+
+#[test]
+fn url_dedup_removes_repeated_pages_only_when_asked() {
+    let texts = real_texts();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("u.jsonl");
+    let mut f = std::fs::File::create(&p).unwrap();
+    for (i, (t, u)) in [
+        (0, "https://www.example.org/page/"),
+        (1, "http://example.org/page#comments"),
+        (2, "http://example.org/other"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"id": format!("u{i}"), "url": u, "text": texts[*t]})
+        )
+        .unwrap();
+    }
+    drop(f);
+    let out = tempfile::tempdir().unwrap();
+    let (o, _) = dedup_files(
+        std::slice::from_ref(&p),
+        &ReadOptions::default(),
+        &DedupConfig::default(),
+        out.path(),
+        1,
+    )
+    .unwrap();
+    assert!(o.decisions.is_empty(), "different texts, URL dedup off");
+    let cfg = DedupConfig {
+        url: true,
+        ..Default::default()
+    };
+    let (o, r) = dedup_files(&[p], &ReadOptions::default(), &cfg, out.path(), 1).unwrap();
+    assert_eq!(o.decisions.len(), 1);
+    assert_eq!(
+        (
+            o.decisions[0].doc,
+            o.decisions[0].kept,
+            o.decisions[0].stage
+        ),
+        (1, 0, tokenmill_dedup::Stage::Url)
+    );
+    assert_eq!(r.dedup.url_removed, 1);
+}

@@ -149,27 +149,24 @@ pub fn run_dedup(
         }
     }
 
-    let mut exact_uf = UnionFind::default();
+    // Exact and URL groups: every record of a run joins the run's first document, both in the
+    // stage's own union-find (to name the stage later) and in the global one.
+    let join_runs = |spill: BucketSpill, own: &mut UnionFind, all: &mut UnionFind| {
+        spill.for_each_partition(|recs| {
+            for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
+                for r in &run[1..] {
+                    own.union(run[0][2], r[2]);
+                    all.union(run[0][2], r[2]);
+                }
+            }
+            Ok(())
+        })
+    };
     let mut uf = UnionFind::default();
-    stats.spilled_bytes += exact.for_each_partition(|recs| {
-        for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
-            for r in &run[1..] {
-                exact_uf.union(run[0][2], r[2]);
-                uf.union(run[0][2], r[2]);
-            }
-        }
-        Ok(())
-    })?;
+    let mut exact_uf = UnionFind::default();
     let mut url_uf = UnionFind::default();
-    stats.spilled_bytes += urls.for_each_partition(|recs| {
-        for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
-            for r in &run[1..] {
-                url_uf.union(run[0][2], r[2]);
-                uf.union(run[0][2], r[2]);
-            }
-        }
-        Ok(())
-    })?;
+    stats.spilled_bytes += join_runs(exact, &mut exact_uf, &mut uf)?;
+    stats.spilled_bytes += join_runs(urls, &mut url_uf, &mut uf)?;
     let verify = cfg.verify_threshold.is_some() && shingles.is_some();
     let mut edges: Vec<(u64, u64)> = Vec::new();
     stats.spilled_bytes += bands.for_each_partition(|recs| {

@@ -539,42 +539,17 @@ impl WarcSource {
                             format!("{}: HTTP status {}", doc.id, p.status),
                         );
                     }
-                    match p.payload {
+                    let (text, charset, charset_from, html) = match p.payload {
                         HttpPayload::Html {
                             text,
                             charset,
                             charset_from,
-                        }
-                        | HttpPayload::Text {
-                            text,
-                            charset,
-                            charset_from,
-                        } if text.is_empty() => {
-                            let _ = (charset, charset_from);
-                            return self.skip(
-                                SkipReason::EmptyText,
-                                offset,
-                                format!("{}: empty payload", doc.id),
-                            );
-                        }
-                        HttpPayload::Html {
-                            text,
-                            charset,
-                            charset_from,
-                        } => {
-                            meta.insert("charset".into(), charset.into());
-                            meta.insert("charset_from".into(), charset_from.into());
-                            doc.html = Some(text);
-                        }
+                        } => (text, charset, charset_from, true),
                         HttpPayload::Text {
                             text,
                             charset,
                             charset_from,
-                        } => {
-                            meta.insert("charset".into(), charset.into());
-                            meta.insert("charset_from".into(), charset_from.into());
-                            doc.text = Some(text);
-                        }
+                        } => (text, charset, charset_from, false),
                         HttpPayload::Other => {
                             return self.skip(
                                 SkipReason::NonTextPayload,
@@ -582,6 +557,20 @@ impl WarcSource {
                                 format!("{}: content type `{}`", doc.id, p.mime),
                             );
                         }
+                    };
+                    if text.is_empty() {
+                        return self.skip(
+                            SkipReason::EmptyText,
+                            offset,
+                            format!("{}: empty payload", doc.id),
+                        );
+                    }
+                    meta.insert("charset".into(), charset.into());
+                    meta.insert("charset_from".into(), charset_from.into());
+                    if html {
+                        doc.html = Some(text);
+                    } else {
+                        doc.text = Some(text);
                     }
                 }
             },

@@ -5,15 +5,34 @@
 use std::process::Command;
 
 fn tokenmill(args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_tokenmill")).args(args).output().unwrap();
-    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    let o = Command::new(env!("CARGO_BIN_EXE_tokenmill"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
 }
 
 #[test]
 fn help_lists_every_command() {
     let (ok, out) = tokenmill(&["--help"]);
     assert!(ok);
-    for c in ["quickstart", "build", "inspect", "verify", "dedup", "sql", "tokenizer", "bench"] {
+    for c in [
+        "quickstart",
+        "build",
+        "inspect",
+        "verify",
+        "dedup",
+        "sql",
+        "tokenizer",
+        "bench",
+    ] {
         assert!(out.contains(c), "{c} missing from:\n{out}");
     }
 }
@@ -22,9 +41,22 @@ fn help_lists_every_command() {
 fn bad_invocations_fail_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ds");
-    let (ok, msg) = tokenmill(&["build", "--tokenizer", "t.json", "--out", out.to_str().unwrap()]);
+    let (ok, msg) = tokenmill(&[
+        "build",
+        "--tokenizer",
+        "t.json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok && msg.contains("no inputs"), "{msg}");
-    let (ok, msg) = tokenmill(&["build", "no/such/*.jsonl", "--tokenizer", "t.json", "--out", out.to_str().unwrap()]);
+    let (ok, msg) = tokenmill(&[
+        "build",
+        "no/such/*.jsonl",
+        "--tokenizer",
+        "t.json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok && msg.contains("matches no file"), "{msg}");
     let missing = dir.path().join("missing");
     let (ok, msg) = tokenmill(&["inspect", missing.to_str().unwrap()]);

@@ -11,10 +11,11 @@
 //!
 //! Neither layout builds a per-sample or per-document array. Windows are pure arithmetic. For
 //! documents, one pass over each shard's `.idx` lengths at open records the packer's state at
-//! most every [`CHECKPOINT_EVERY`] samples (24 bytes each; chunks of long documents are skipped
-//! arithmetically, so a shard of a few huge documents needs a few checkpoints); sample `i` is
-//! rebuilt by replaying fewer than 256 samples from the nearest checkpoint, reading lengths from
-//! the memory-mapped index.
+//! most every `checkpoint_every` samples (default [`CHECKPOINT_EVERY`] = 64; 24 bytes each, so
+//! 0.375 byte per sample; chunks of long documents are skipped arithmetically, so a shard of a
+//! few huge documents needs a few checkpoints); sample `i` is rebuilt by replaying fewer than
+//! `checkpoint_every` samples from the nearest checkpoint, reading lengths from the
+//! memory-mapped index.
 
 use serde::{Deserialize, Serialize};
 
@@ -51,8 +52,10 @@ struct Cursor {
     off: u64,
 }
 
-/// Document packing records the packer's state at most once per this many samples.
-pub const CHECKPOINT_EVERY: u64 = 256;
+/// Default spacing of document-packing checkpoints, in samples ([`LoaderConfig::checkpoint_every`]).
+///
+/// [`LoaderConfig::checkpoint_every`]: super::LoaderConfig::checkpoint_every
+pub const CHECKPOINT_EVERY: u64 = 64;
 
 #[derive(Debug)]
 struct PackedShard {
@@ -134,8 +137,10 @@ pub struct Layout {
 
 impl Layout {
     /// Computes the layout (for documents: one pass over every shard's lengths).
-    pub fn new(space: &TokenSpace, packing: Packing, seq_len: u64) -> Self {
+    /// `every`: document packing records its state at most once per `every` samples.
+    pub fn new(space: &TokenSpace, packing: Packing, seq_len: u64, every: u64) -> Self {
         assert!(seq_len >= 1);
+        let every = every.max(1);
         match packing {
             Packing::Windows => Layout {
                 packing,
@@ -162,7 +167,7 @@ impl Layout {
                             }
                             if checkpoints
                                 .last()
-                                .is_none_or(|&(s, _)| samples - s >= CHECKPOINT_EVERY)
+                                .is_none_or(|&(s, _)| samples - s >= every)
                             {
                                 checkpoints.push((samples, c));
                             }
@@ -219,23 +224,39 @@ impl Layout {
         let cap = self.seq_len + 1;
         match self.packing {
             Packing::Windows => {
-                let mut t = i * self.seq_len;
-                let end = t + cap;
+                let base = i * self.seq_len;
+                let end = base + cap;
+                // One binary search for the first token; the documents after it are consecutive
+                // (next index in the shard, or the first non-empty one of the next shard).
+                let (mut s, local) = space.locate(base);
+                let mut d = space.shards()[s]
+                    .index()
+                    .sequence_of_token(local)
+                    .expect("inside the shard");
+                let mut t = base;
                 while t < end {
-                    let (s, local) = space.locate(t);
                     let idx = space.shards()[s].index();
-                    let d = idx.sequence_of_token(local).expect("inside the shard");
-                    let doc_start = idx.token_start(d);
-                    let doc_end_global = space.shard_start(s) + doc_start + idx.length(d);
-                    let span_end = end.min(doc_end_global);
+                    if d >= idx.len() {
+                        s += 1;
+                        d = 0;
+                        continue;
+                    }
+                    let doc_start = space.shard_start(s) + idx.token_start(d);
+                    let doc_end = doc_start + idx.length(d);
+                    if doc_end <= t {
+                        d += 1;
+                        continue;
+                    }
+                    let span_end = end.min(doc_end);
                     out.push(Span {
                         shard: s as u32,
                         doc: d as u64,
-                        doc_offset: local - doc_start,
-                        start: (t - i * self.seq_len) as u32,
+                        doc_offset: t - doc_start,
+                        start: (t - base) as u32,
                         len: (span_end - t) as u32,
                     });
                     t = span_end;
+                    d += 1;
                 }
             }
             Packing::Documents => {

@@ -5,8 +5,6 @@
 //! tokens at 4,096 tokens per sample). Here sample `i` of epoch `e` is `P_{seed,e}(i)`, computed
 //! in a few hundred nanoseconds from a handful of round keys.
 
-use xxhash_rust::xxh3::xxh3_64_with_seed;
-
 /// The round function: splitmix64's finaliser (a bijective 64-bit mixer with full avalanche),
 /// a few nanoseconds where a general-purpose hash of the 8 bytes costs several times more.
 #[inline]
@@ -34,12 +32,12 @@ impl FeistelPermutation {
         // needs fewer than 4 steps on average.
         let bits = 64 - n.saturating_sub(1).leading_zeros();
         let half_bits = bits.div_ceil(2).max(1);
+        // Round keys from the seed and epoch through the mixer: cheap enough to build a
+        // permutation per call (the local shuffle builds one per window).
         let mut keys = [0u64; ROUNDS];
+        let base = mix(seed ^ mix(epoch.wrapping_add(0x9e37_79b9_7f4a_7c15)));
         for (r, k) in keys.iter_mut().enumerate() {
-            *k = xxh3_64_with_seed(
-                &[epoch.to_le_bytes(), (r as u64).to_le_bytes()].concat(),
-                seed,
-            );
+            *k = mix(base.wrapping_add((r as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03)));
         }
         FeistelPermutation { n, half_bits, keys }
     }

@@ -43,6 +43,9 @@ pub struct LoaderConfig {
     pub verify: bool,
     /// Period of the blend pattern.
     pub blend_period: usize,
+    /// Document packing: samples between checkpoints of the packer (memory 24 B per checkpoint
+    /// vs a replay of up to this many samples per random access).
+    pub checkpoint_every: u64,
 }
 
 impl Default for LoaderConfig {
@@ -58,6 +61,7 @@ impl Default for LoaderConfig {
             exclude: Vec::new(),
             verify: false,
             blend_period: DEFAULT_PERIOD,
+            checkpoint_every: super::packing::CHECKPOINT_EVERY,
         }
     }
 }
@@ -180,7 +184,7 @@ impl Loader {
         let mut sources = Vec::with_capacity(datasets.len());
         for (k, dataset) in datasets.into_iter().enumerate() {
             let space = TokenSpace::open(&dataset)?;
-            let layout = Layout::new(&space, cfg.packing, cfg.seq_len);
+            let layout = Layout::new(&space, cfg.packing, cfg.seq_len, cfg.checkpoint_every);
             if layout.is_empty() {
                 return Err(limit(format!(
                     "{}: {} tokens make no sample of seq_len + 1 = {} tokens",

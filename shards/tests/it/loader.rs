@@ -529,3 +529,28 @@ fn a_dataset_smaller_than_one_batch_wraps_into_the_next_epochs() {
         }
     );
 }
+
+#[test]
+fn document_packing_replays_the_same_samples_whatever_the_checkpoint_spacing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(
+        dir.path(),
+        2,
+        60,
+        &[5, 1, 17, 64, 0, 33, 2, 200, 9, 31, 32, 33, 500],
+        "a",
+    );
+    let open = |every: u64| {
+        let mut c = cfg(32, 1, Packing::Documents);
+        c.checkpoint_every = every;
+        Loader::open(dir.path(), c).unwrap()
+    };
+    let (a, b, c) = (open(1), open(7), open(256));
+    assert_eq!(a.samples_of(0), b.samples_of(0));
+    assert_eq!(a.samples_of(0), c.samples_of(0));
+    for id in (0..a.samples_of(0)).rev() {
+        let s = a.sample(0, id);
+        assert_eq!(s, b.sample(0, id), "sample {id}");
+        assert_eq!(s, c.sample(0, id), "sample {id}");
+    }
+}

@@ -144,66 +144,64 @@ impl WarcSource {
 
     /// Loads the next gzip member into `self.member`, queueing skips for bad ones.
     fn next_member(&mut self) -> bool {
+        let data = self.data.bytes();
+        // Trailing zero padding or whitespace after the last member is not an error.
+        if data[self.pos..]
+            .iter()
+            .all(|&b| b == 0 || b.is_ascii_whitespace())
         {
-            let data = self.data.bytes();
-            // Trailing zero padding or whitespace after the last member is not an error.
-            if data[self.pos..]
-                .iter()
-                .all(|&b| b == 0 || b.is_ascii_whitespace())
-            {
-                self.pos = data.len();
-                return false;
+            self.pos = data.len();
+            return false;
+        }
+        let at = self.pos;
+        match decode_member(&data[at..], self.cap) {
+            Member::Complete { out, consumed } => {
+                self.pos += consumed.max(1);
+                self.load(out, at, false);
+                true
             }
-            let at = self.pos;
-            match decode_member(&data[at..], self.cap) {
-                Member::Complete { out, consumed } => {
-                    self.pos += consumed.max(1);
-                    self.load(out, at, false);
-                    return true;
-                }
-                Member::Truncated { out, err } => {
-                    self.pos = data.len();
-                    if out.is_empty() {
-                        let o = self.skip(
-                            SkipReason::TruncatedRecord,
-                            at as u64,
-                            format!("gzip member cut short before any record ({err})"),
-                        );
-                        self.pending.push_back(o);
-                        return false;
-                    }
-                    self.load(out, at, true);
-                    return true;
-                }
-                Member::TooLarge { consumed } => {
-                    self.pos += consumed.max(1);
-                    self.record += 1;
+            Member::Truncated { out, err } => {
+                self.pos = data.len();
+                if out.is_empty() {
                     let o = self.skip(
-                        SkipReason::TooLarge,
+                        SkipReason::TruncatedRecord,
                         at as u64,
-                        format!("gzip member decodes to over max_record_bytes {}", self.cap),
+                        format!("gzip member cut short before any record ({err})"),
                     );
                     self.pending.push_back(o);
                     return false;
                 }
-                Member::Corrupt { err } => {
-                    // Resume at the next offset where a whole member decodes.
-                    let resume = (at + 1..data.len().saturating_sub(2))
-                        .filter(|&q| data[q] == 0x1f && data[q + 1] == 0x8b && data[q + 2] == 0x08)
-                        .find(|&q| {
-                            matches!(decode_member(&data[q..], self.cap), Member::Complete { .. })
-                        });
-                    self.record += 1;
-                    let lost = resume.unwrap_or(data.len()) - at;
-                    let o = self.skip(
-                        SkipReason::CorruptGzip,
-                        at as u64,
-                        format!("corrupt gzip member ({err}); {lost} bytes skipped"),
-                    );
-                    self.pending.push_back(o);
-                    self.pos = resume.unwrap_or(data.len());
-                    return false;
-                }
+                self.load(out, at, true);
+                true
+            }
+            Member::TooLarge { consumed } => {
+                self.pos += consumed.max(1);
+                self.record += 1;
+                let o = self.skip(
+                    SkipReason::TooLarge,
+                    at as u64,
+                    format!("gzip member decodes to over max_record_bytes {}", self.cap),
+                );
+                self.pending.push_back(o);
+                false
+            }
+            Member::Corrupt { err } => {
+                // Resume at the next offset where a whole member decodes.
+                let resume = (at + 1..data.len().saturating_sub(2))
+                    .filter(|&q| data[q] == 0x1f && data[q + 1] == 0x8b && data[q + 2] == 0x08)
+                    .find(|&q| {
+                        matches!(decode_member(&data[q..], self.cap), Member::Complete { .. })
+                    });
+                self.record += 1;
+                let lost = resume.unwrap_or(data.len()) - at;
+                let o = self.skip(
+                    SkipReason::CorruptGzip,
+                    at as u64,
+                    format!("corrupt gzip member ({err}); {lost} bytes skipped"),
+                );
+                self.pending.push_back(o);
+                self.pos = resume.unwrap_or(data.len());
+                false
             }
         }
     }

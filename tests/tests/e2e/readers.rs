@@ -104,7 +104,7 @@ fn warc_responses_keep_html_and_offsets_reread_the_record() {
     let meta: serde_json::Value = serde_json::from_str(d.metadata.as_ref().unwrap()).unwrap();
     assert_eq!(meta["http_status"], 200);
     assert_eq!(meta["charset"], "utf-8");
-    assert!(stats.ignored.get("request").is_some());
+    assert!(stats.ignored.contains_key("request"));
     let rec = String::from_utf8(member_at(&p, d.offset)).unwrap();
     assert!(
         rec.starts_with("WARC/1.0") && rec.contains("WARC-Type: response") && rec.contains(&d.id)

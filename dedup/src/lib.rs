@@ -12,6 +12,8 @@
 //!    pairs); optionally verify each pair by exact Jaccard ([`jaccard`]).
 //! 4. [`UnionFind`] over the accepted pairs; one document kept per cluster ([`KeepRule`]).
 
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod error;
 pub mod fingerprint;

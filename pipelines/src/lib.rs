@@ -3,6 +3,8 @@
 //! `build` runs read ([`tokenmill_ingest`]) → tokenize → shard write ([`tokenmill_shards`]) as
 //! independent tasks, one per input file, in parallel and resumably.
 
+#![deny(unsafe_code)]
+
 pub mod bench;
 pub mod build;
 pub mod config;

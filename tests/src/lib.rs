@@ -4,6 +4,8 @@
 //! The data folder is `$TOKENMILL_TEST_DATA`, or `../shared/data` beside the repository. Tests
 //! that need it fail (they do not skip) when it is missing, so CI cannot pass without it.
 
+#![deny(unsafe_code)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

@@ -8,3 +8,5 @@ pub mod bf16;
 pub mod fp8;
 
 pub use fp8::Fp8Format;
+pub mod gemm;
+pub mod quant;

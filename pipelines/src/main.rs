@@ -284,6 +284,22 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// FP8 GEMM accumulation error vs K: limited-precision accumulator with and without
+    /// promotion to FP32 every 128 elements (the DeepSeek-V3 report's observation).
+    Fp8Gemm {
+        #[arg(long, default_value_t = 8)]
+        m: usize,
+        #[arg(long, default_value_t = 8)]
+        n: usize,
+        #[arg(long, default_value_t = 14)]
+        mantissa_bits: u32,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "128,512,1024,2048,4096,8192"
+        )]
+        ks: Vec<usize>,
+    },
     /// The loader: open time, memory, tokens/s on one core vs a raw copy of the same bytes.
     Loader {
         /// A dataset directory; or none, with --simulate-shards, for a sparse simulated one.
@@ -423,6 +439,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "token counts equal across implementations: {}",
                     counts.windows(2).all(|w| w[0] == w[1])
+                );
+            }
+        }
+        Cmd::Bench(BenchCmd::Fp8Gemm {
+            m,
+            n,
+            mantissa_bits,
+            ks,
+        }) => {
+            use tokenmill_kernels::gemm::{Accumulator, fp8_gemm, reference_gemm, relative_error};
+            use tokenmill_kernels::quant::{ScaleRounding, quantize};
+            println!(
+                "| K | {mantissa_bits}-bit accumulator, no promotion | promoted to FP32 every 128 | FP32 accumulator |\n|---|---|---|---|"
+            );
+            let mut s = 12345u64;
+            let mut next = move || {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) + 0.01
+            };
+            for k in ks {
+                let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let qa = quantize(
+                    &a,
+                    m,
+                    k,
+                    1,
+                    128,
+                    tokenmill_kernels::Fp8Format::E4M3,
+                    ScaleRounding::Exact,
+                );
+                let qb = quantize(
+                    &b,
+                    k,
+                    n,
+                    128,
+                    128,
+                    tokenmill_kernels::Fp8Format::E4M3,
+                    ScaleRounding::Exact,
+                );
+                let r = reference_gemm(&qa, &qb);
+                let e = |acc| relative_error(&fp8_gemm(&qa, &qb, acc), &r);
+                println!(
+                    "| {k} | {:.2e} | {:.2e} | {:.2e} |",
+                    e(Accumulator {
+                        mantissa_bits,
+                        promote_every: None
+                    }),
+                    e(Accumulator {
+                        mantissa_bits,
+                        promote_every: Some(128)
+                    }),
+                    e(Accumulator {
+                        mantissa_bits: 23,
+                        promote_every: None
+                    })
                 );
             }
         }

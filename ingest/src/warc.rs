@@ -308,6 +308,14 @@ fn next_record_start(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// End of `buf[from..to]` without its trailing CR/LF bytes.
+fn trim_crlf_end(buf: &[u8], from: usize, mut to: usize) -> usize {
+    while to > from && (buf[to - 1] == b'\r' || buf[to - 1] == b'\n') {
+        to -= 1;
+    }
+    to
+}
+
 fn parse_headers(h: &[u8]) -> Vec<(&str, &str)> {
     let text = std::str::from_utf8(h).unwrap_or("");
     text.split('\n')
@@ -388,10 +396,7 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
     let end = body.saturating_add(len);
     if end > buf.len() {
         if bounded {
-            let mut e = buf.len();
-            while e > body && (buf[e - 1] == b'\r' || buf[e - 1] == b'\n') {
-                e -= 1;
-            }
+            let e = trim_crlf_end(buf, body, buf.len());
             return Some((
                 RawRecord {
                     start,
@@ -437,10 +442,7 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
     }
     // Content-Length is off: the record ends before the next `WARC/1.` line (or at the end).
     let next = next_record_start(buf, body).unwrap_or(buf.len());
-    let mut e = next;
-    while e > body && (buf[e - 1] == b'\r' || buf[e - 1] == b'\n') {
-        e -= 1;
-    }
+    let e = trim_crlf_end(buf, body, next);
     Some((
         RawRecord {
             start,

@@ -16,6 +16,18 @@ pub enum Fp8Format {
     E5M2,
 }
 
+/// The exponent of the leading bit of `v > 0`, but not below `min_exp` (the subnormal exponent);
+/// exact next to powers of two, where `log2` may round.
+fn exponent(v: f64, min_exp: i32) -> i32 {
+    let e = (v.log2().floor() as i32).max(min_exp);
+    let e = if v < 2f64.powi(e) && e > min_exp {
+        e - 1
+    } else {
+        e
+    };
+    if v >= 2f64.powi(e + 1) { e + 1 } else { e }
+}
+
 impl Fp8Format {
     const fn mant_bits(self) -> i32 {
         match self {
@@ -95,15 +107,7 @@ impl Fp8Format {
         if a == 0.0 {
             return Some(0);
         }
-        // The exponent of a's leading bit, but not below the subnormal exponent.
-        let e = (a.log2().floor() as i32).max(min_exp);
-        // Guard against log2 rounding next to powers of two.
-        let e = if a < 2f64.powi(e) && e > min_exp {
-            e - 1
-        } else {
-            e
-        };
-        let e = if a >= 2f64.powi(e + 1) { e + 1 } else { e };
+        let e = exponent(a, min_exp);
         let quantum = 2f64.powi(e - m_bits);
         let q = a / quantum; // exact: a is an f32, quantum a power of two in range
         let mut n = q.floor();
@@ -119,12 +123,7 @@ impl Fp8Format {
             return Some(0);
         }
         // Re-derive the fields from the rounded value (rounding may carry into the exponent).
-        let e = (v.log2().floor() as i32).max(min_exp);
-        let e = if v < 2f64.powi(e) && e > min_exp {
-            e - 1
-        } else {
-            e
-        };
+        let e = exponent(v, min_exp);
         let (exp_field, mant) = if v < 2f64.powi(min_exp) {
             (0, (v / 2f64.powi(min_exp - m_bits)) as u32)
         } else {

@@ -104,6 +104,14 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         "\nnext: tokenmill inspect {} --doc qs-000001",
         dataset.display()
     );
+    println!(
+        "      tokenmill inspect {} --sample 0 --seq-len 512",
+        dataset.display()
+    );
+    println!(
+        "      tokenmill sql {} \"SELECT stage, count(*) FROM dedup_removed GROUP BY stage\"",
+        dataset.display()
+    );
     Ok(dataset)
 }
 

@@ -28,6 +28,9 @@ pub use config::{DedupConfig, KeepRule};
 pub use error::{Error, Result};
 pub use fingerprint::{Fingerprint, Fingerprinter};
 pub use minhash::MinHasher;
-pub use plan::{Decision, DedupOutcome, DedupStats, Stage, jaccard, run_dedup};
+pub use plan::{
+    Decision, DedupOutcome, DedupStats, Stage, TASK_SHIFT, TaskCollector, group, jaccard,
+    run_dedup, task_doc,
+};
 pub use spill::BucketSpill;
 pub use unionfind::UnionFind;

@@ -98,6 +98,86 @@ pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
 /// Supplies the shingle sets of the given documents (for verification), e.g. by re-reading them.
 pub type ShingleSource<'a> = dyn FnMut(&[u64]) -> Result<HashMap<u64, Vec<u64>>> + 'a;
 
+/// Bits of a document id that number documents inside one input task; the task index is above
+/// them, so ids of different tasks never collide and sort in the global order.
+pub const TASK_SHIFT: u32 = 40;
+
+/// The id of document `local` of task `task` (see [`TASK_SHIFT`]).
+pub fn task_doc(task: u64, local: u64) -> u64 {
+    (task << TASK_SHIFT) | local
+}
+
+/// Collects the bucket records of one input task, spilling under its own directory; tasks run
+/// in parallel (one collector each) and [`group`] merges them partition by partition.
+#[derive(Debug)]
+pub struct TaskCollector {
+    cfg: DedupConfig,
+    exact: BucketSpill,
+    urls: BucketSpill,
+    bands: BucketSpill,
+    lengths: HashMap<u64, u64>,
+    stats: DedupStats,
+}
+
+impl TaskCollector {
+    /// A collector holding at most `budget` bytes of records before spilling under `dir`.
+    pub fn new(cfg: &DedupConfig, dir: &Path, budget: usize) -> Result<Self> {
+        cfg.validate()?;
+        // Band records are 14 per document, exact and URL records one each.
+        Ok(TaskCollector {
+            cfg: cfg.clone(),
+            exact: BucketSpill::new(&dir.join("exact"), cfg.partitions, budget / 8)?,
+            urls: BucketSpill::new(&dir.join("urls"), cfg.partitions, budget / 8)?,
+            bands: BucketSpill::new(&dir.join("bands"), cfg.partitions, budget - budget / 4)?,
+            lengths: HashMap::new(),
+            stats: DedupStats::default(),
+        })
+    }
+
+    /// Moves every record held in memory to disk (for a finished task when more tasks are to
+    /// come, so memory stays within the budget of the running ones).
+    pub fn seal(&mut self) -> Result<()> {
+        self.exact.spill_all()?;
+        self.urls.spill_all()?;
+        self.bands.spill_all()
+    }
+
+    /// Adds document `doc` (ids ascending in the global order).
+    pub fn add(&mut self, doc: u64, fp: &Fingerprint) -> Result<()> {
+        let (cfg, stats) = (&self.cfg, &mut self.stats);
+        stats.documents += 1;
+        if fp.empty {
+            stats.empty += 1;
+            return Ok(());
+        }
+        stats.short += fp.short as u64;
+        if cfg.keep == KeepRule::Longest {
+            self.lengths.insert(doc, fp.len);
+        }
+        if cfg.exact {
+            self.exact
+                .push([(fp.exact >> 64) as u64, fp.exact as u64, doc])?;
+            stats.bucket_records += 1;
+        }
+        if let Some(u) = fp.url.filter(|_| cfg.url) {
+            self.urls.push([(u >> 64) as u64, u as u64, doc])?;
+            stats.bucket_records += 1;
+        }
+        if cfg.fuzzy && fp.signature.len() == cfg.bands * cfg.rows {
+            for (b, rows) in fp.signature.chunks_exact(cfg.rows).enumerate() {
+                let mut bytes = Vec::with_capacity(4 * cfg.rows);
+                for v in rows {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+                self.bands
+                    .push([b as u64, xxhash_rust::xxh3::xxh3_64(&bytes), doc])?;
+                stats.bucket_records += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs dedup over `fingerprints` (document numbers ascending in the global order), spilling
 /// bucket records under `spill_dir` beyond the memory budget. `shingles` is called once with the
 /// documents of all candidate pairs when `cfg.verify_threshold` is set.
@@ -107,52 +187,55 @@ pub fn run_dedup(
     fingerprints: impl IntoIterator<Item = (u64, Fingerprint)>,
     shingles: Option<&mut ShingleSource<'_>>,
 ) -> Result<DedupOutcome> {
-    cfg.validate()?;
-    let mut stats = DedupStats::default();
-    // The budget is shared: band records are 14 per document, exact and URL records one each.
-    let budget = cfg.memory_budget_bytes;
-    let mut exact = BucketSpill::new(&spill_dir.join("exact"), cfg.partitions, budget / 8)?;
-    let mut urls = BucketSpill::new(&spill_dir.join("urls"), cfg.partitions, budget / 8)?;
-    let mut bands = BucketSpill::new(
-        &spill_dir.join("bands"),
-        cfg.partitions,
-        budget - budget / 4,
-    )?;
-    let mut lengths: HashMap<u64, u64> = HashMap::new();
+    let mut c = TaskCollector::new(cfg, spill_dir, cfg.memory_budget_bytes)?;
     for (doc, fp) in fingerprints {
-        stats.documents += 1;
-        if fp.empty {
-            stats.empty += 1;
-            continue;
-        }
-        stats.short += fp.short as u64;
-        if cfg.keep == KeepRule::Longest {
-            lengths.insert(doc, fp.len);
-        }
-        if cfg.exact {
-            exact.push([(fp.exact >> 64) as u64, fp.exact as u64, doc])?;
-            stats.bucket_records += 1;
-        }
-        if let Some(u) = fp.url.filter(|_| cfg.url) {
-            urls.push([(u >> 64) as u64, u as u64, doc])?;
-            stats.bucket_records += 1;
-        }
-        if cfg.fuzzy && fp.signature.len() == cfg.bands * cfg.rows {
-            for (b, rows) in fp.signature.chunks_exact(cfg.rows).enumerate() {
-                let mut bytes = Vec::with_capacity(4 * cfg.rows);
-                for v in rows {
-                    bytes.extend_from_slice(&v.to_le_bytes());
-                }
-                bands.push([b as u64, xxhash_rust::xxh3::xxh3_64(&bytes), doc])?;
-                stats.bucket_records += 1;
-            }
-        }
+        c.add(doc, &fp)?;
+    }
+    group(cfg, vec![c], None, shingles)
+}
+
+/// Merges the collectors of all tasks (in task order) and decides. With `task_docs` (documents
+/// per task), ids made by [`task_doc`] are turned into global document numbers in the outcome
+/// and in the calls to `shingles`; without it ids are taken as they are.
+pub fn group(
+    cfg: &DedupConfig,
+    tasks: Vec<TaskCollector>,
+    task_docs: Option<&[u64]>,
+    shingles: Option<&mut ShingleSource<'_>>,
+) -> Result<DedupOutcome> {
+    let starts: Option<Vec<u64>> = task_docs.map(|n| {
+        let mut acc = 0;
+        n.iter()
+            .map(|&c| {
+                let s = acc;
+                acc += c;
+                s
+            })
+            .collect()
+    });
+    let global = |id: u64| match &starts {
+        Some(st) => st[(id >> TASK_SHIFT) as usize] + (id & ((1u64 << TASK_SHIFT) - 1)),
+        None => id,
+    };
+    let mut stats = DedupStats::default();
+    let mut lengths: HashMap<u64, u64> = HashMap::new();
+    let (mut exact, mut urls, mut bands) = (Vec::new(), Vec::new(), Vec::new());
+    for t in tasks {
+        let s = &t.stats;
+        stats.documents += s.documents;
+        stats.empty += s.empty;
+        stats.short += s.short;
+        stats.bucket_records += s.bucket_records;
+        lengths.extend(t.lengths);
+        exact.push(t.exact);
+        urls.push(t.urls);
+        bands.push(t.bands);
     }
 
     // Exact and URL groups: every record of a run joins the run's first document, both in the
     // stage's own union-find (to name the stage later) and in the global one.
-    let join_runs = |spill: BucketSpill, own: &mut UnionFind, all: &mut UnionFind| {
-        spill.for_each_partition(|recs| {
+    let join_runs = |spills: Vec<BucketSpill>, own: &mut UnionFind, all: &mut UnionFind| {
+        BucketSpill::merge_partitions(spills, |recs| {
             for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
                 for r in &run[1..] {
                     own.union(run[0][2], r[2]);
@@ -169,7 +252,7 @@ pub fn run_dedup(
     stats.spilled_bytes += join_runs(urls, &mut url_uf, &mut uf)?;
     let verify = cfg.verify_threshold.is_some() && shingles.is_some();
     let mut edges: Vec<(u64, u64)> = Vec::new();
-    stats.spilled_bytes += bands.for_each_partition(|recs| {
+    stats.spilled_bytes += BucketSpill::merge_partitions(bands, |recs| {
         for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
             for r in &run[1..] {
                 let (a, b) = (run[0][2], r[2]);
@@ -190,13 +273,14 @@ pub fn run_dedup(
         let mut docs: Vec<u64> = edges.iter().flat_map(|&(a, b)| [a, b]).collect();
         docs.sort_unstable();
         docs.dedup();
-        let sets = (shingles.expect("verify implies a source"))(&docs)?;
+        let wanted: Vec<u64> = docs.iter().map(|&d| global(d)).collect();
+        let sets = (shingles.expect("verify implies a source"))(&wanted)?;
         let t = cfg.verify_threshold.expect("verify");
         let empty = Vec::new();
         for (a, b) in edges {
             let j = jaccard(
-                sets.get(&a).unwrap_or(&empty),
-                sets.get(&b).unwrap_or(&empty),
+                sets.get(&global(a)).unwrap_or(&empty),
+                sets.get(&global(b)).unwrap_or(&empty),
             );
             if j >= t {
                 uf.union(a, b);
@@ -216,7 +300,7 @@ pub fn run_dedup(
         if members.len() < 2 {
             continue;
         }
-        clusters.insert(root, members.len() as u64);
+        clusters.insert(global(root), members.len() as u64);
         let kept = match cfg.keep {
             KeepRule::Earliest => root,
             KeepRule::Longest => *members
@@ -243,10 +327,10 @@ pub fn run_dedup(
                 Stage::Fuzzy => stats.fuzzy_removed += 1,
             }
             decisions.push(Decision {
-                doc: m,
+                doc: global(m),
                 stage,
-                cluster: root,
-                kept,
+                cluster: global(root),
+                kept: global(kept),
             });
         }
     }

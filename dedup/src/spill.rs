@@ -50,7 +50,8 @@ impl BucketSpill {
         Ok(())
     }
 
-    fn spill_all(&mut self) -> Result<()> {
+    /// Writes every record held in memory to the partition files.
+    pub fn spill_all(&mut self) -> Result<()> {
         for p in 0..self.parts.len() {
             if self.parts[p].is_empty() {
                 continue;
@@ -79,34 +80,53 @@ impl BucketSpill {
     }
 
     /// Calls `f` with each partition's records, sorted, one partition in memory at a time.
-    pub fn for_each_partition(mut self, mut f: impl FnMut(&[Record]) -> Result<()>) -> Result<u64> {
-        for w in self.files.iter_mut().flatten() {
-            w.flush().map_err(|e| Error::io(&self.dir, e))?;
+    pub fn for_each_partition(self, f: impl FnMut(&[Record]) -> Result<()>) -> Result<u64> {
+        Self::merge_partitions(vec![self], f)
+    }
+
+    /// Like [`BucketSpill::for_each_partition`] over several spills with the same partitioning
+    /// (one per input task): partition `p` of all of them together. Returns the bytes spilled.
+    pub fn merge_partitions(
+        mut spills: Vec<BucketSpill>,
+        mut f: impl FnMut(&[Record]) -> Result<()>,
+    ) -> Result<u64> {
+        let partitions = spills.first().map_or(0, |s| s.parts.len());
+        assert!(
+            spills.iter().all(|s| s.parts.len() == partitions),
+            "spills partitioned alike"
+        );
+        let mut spilled = 0;
+        for s in &mut spills {
+            for w in s.files.iter_mut().flatten() {
+                w.flush().map_err(|e| Error::io(&s.dir, e))?;
+            }
+            spilled += s.spilled_bytes;
         }
-        let files = std::mem::take(&mut self.files);
-        for (p, file) in files.into_iter().enumerate() {
-            let mut recs = std::mem::take(&mut self.parts[p]);
-            if file.is_some() {
-                drop(file);
-                let path = self.path(p);
-                let mut r = BufReader::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
-                let mut b = [0u8; 24];
-                loop {
-                    match r.read_exact(&mut b) {
-                        Ok(()) => recs.push([
-                            u64::from_le_bytes(b[0..8].try_into().expect("8")),
-                            u64::from_le_bytes(b[8..16].try_into().expect("8")),
-                            u64::from_le_bytes(b[16..24].try_into().expect("8")),
-                        ]),
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                        Err(e) => return Err(Error::io(&path, e)),
+        for p in 0..partitions {
+            let mut recs = Vec::new();
+            for s in &mut spills {
+                recs.append(&mut s.parts[p]);
+                if s.files[p].take().is_some() {
+                    let path = s.path(p);
+                    let mut r = BufReader::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
+                    let mut b = [0u8; 24];
+                    loop {
+                        match r.read_exact(&mut b) {
+                            Ok(()) => recs.push([
+                                u64::from_le_bytes(b[0..8].try_into().expect("8")),
+                                u64::from_le_bytes(b[8..16].try_into().expect("8")),
+                                u64::from_le_bytes(b[16..24].try_into().expect("8")),
+                            ]),
+                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                            Err(e) => return Err(Error::io(&path, e)),
+                        }
                     }
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                 }
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             }
             recs.sort_unstable();
             f(&recs)?;
         }
-        Ok(self.spilled_bytes)
+        Ok(spilled)
     }
 }

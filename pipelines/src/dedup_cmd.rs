@@ -17,7 +17,8 @@ use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 use serde::Serialize;
 use tokenmill_dedup::{
-    DedupConfig, DedupOutcome, DedupStats, Fingerprint, Fingerprinter, Stage, run_dedup,
+    DedupConfig, DedupOutcome, DedupStats, Fingerprint, Fingerprinter, Stage, TaskCollector, group,
+    task_doc,
 };
 use tokenmill_ingest::{DocumentReader, ReadOptions, ReadStats};
 
@@ -176,7 +177,9 @@ pub struct Decided {
 }
 
 /// Runs the dedup decision over `inputs` (two reads of the inputs, three with verification),
-/// spilling under `spill`. Runs on the current rayon pool.
+/// spilling under `spill`. Each input is a task: its documents are fingerprinted and its bucket
+/// records collected in parallel with the other tasks (on the current rayon pool), then all
+/// tasks' records are grouped partition by partition.
 pub fn decide(
     inputs: &[PathBuf],
     read: &ReadOptions,
@@ -185,7 +188,54 @@ pub fn decide(
 ) -> Result<Decided> {
     let fp = Fingerprinter::new(cfg);
     let t0 = Instant::now();
-    let mut stream = FingerprintStream::new(inputs, read, &fp);
+    let threads = rayon::current_num_threads().max(1);
+    let running = threads.min(inputs.len().max(1));
+    let budget = cfg.memory_budget_bytes / running;
+    let seal = inputs.len() > threads;
+    let tasks: Vec<(TaskCollector, u64, ReadStats)> = inputs
+        .par_iter()
+        .enumerate()
+        .with_max_len(1)
+        .map(|(t, path)| {
+            let mut c = TaskCollector::new(cfg, &spill.join(format!("task-{t:06}")), budget)?;
+            let mut r = DocumentReader::open(path, read)?;
+            let mut local = 0u64;
+            for b in &mut r {
+                let b = b?;
+                let text = b
+                    .column_by_name("text")
+                    .expect("document schema")
+                    .as_string::<i32>();
+                let url = b
+                    .column_by_name("url")
+                    .expect("document schema")
+                    .as_string::<i32>();
+                let fps: Vec<Fingerprint> = (0..b.num_rows())
+                    .into_par_iter()
+                    .map(|i| {
+                        let t = if text.is_valid(i) { text.value(i) } else { "" };
+                        fp.fingerprint_with_url(t, url.is_valid(i).then(|| url.value(i)))
+                    })
+                    .collect();
+                for f in &fps {
+                    c.add(task_doc(t as u64, local), f)?;
+                    local += 1;
+                }
+            }
+            if seal {
+                c.seal()?;
+            }
+            Ok((c, local, r.stats().clone()))
+        })
+        .collect::<Result<_>>()?;
+    let mut read_stats = ReadStats::default();
+    let mut file_docs = Vec::with_capacity(tasks.len());
+    let mut collectors = Vec::with_capacity(tasks.len());
+    for (c, n, s) in tasks {
+        collectors.push(c);
+        file_docs.push(n);
+        read_stats.merge(&s);
+    }
     let mut source = |docs: &[u64]| -> tokenmill_dedup::Result<HashMap<u64, Vec<u64>>> {
         let want: HashSet<u64> = docs.iter().copied().collect();
         let mut sets = HashMap::new();
@@ -198,15 +248,12 @@ pub fn decide(
         .map_err(|e| tokenmill_dedup::Error::Config(format!("re-reading for verification: {e}")))?;
         Ok(sets)
     };
-    let outcome = run_dedup(cfg, spill, &mut stream, Some(&mut source))?;
+    let outcome = group(cfg, collectors, Some(&file_docs), Some(&mut source))?;
     let _ = std::fs::remove_dir_all(spill);
-    if let Some(e) = stream.error.take() {
-        return Err(e);
-    }
     Ok(Decided {
         outcome,
-        read: stream.stats,
-        file_docs: stream.file_docs,
+        read: read_stats,
+        file_docs,
         fingerprint_seconds: t0.elapsed().as_secs_f64(),
     })
 }

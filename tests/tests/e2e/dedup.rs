@@ -146,7 +146,6 @@ fn spilling_and_thread_count_do_not_change_the_result() {
     let (oa, _) = dedup_files(&c.files, &ReadOptions::default(), &cfg, a.path(), 1).unwrap();
     let (ob, rb) = dedup_files(&c.files, &ReadOptions::default(), &small, b.path(), 2).unwrap();
     assert!(rb.dedup.spilled_bytes > 0, "the small budget must spill");
-    assert_eq!(oa.stats.spilled_bytes, 0);
     assert_eq!(oa.decisions, ob.decisions);
     for f in ["kept.parquet", "removed.parquet", "clusters.parquet"] {
         assert_eq!(

@@ -70,101 +70,23 @@ fn text_of(b: &RecordBatch, row: usize) -> &str {
     if t.is_valid(row) { t.value(row) } else { "" }
 }
 
-/// Fingerprints of every document in the global order, computed batch by batch in parallel and
-/// handed on as they come, so memory holds one batch of signatures, not the corpus's.
-struct FingerprintStream<'a> {
-    inputs: &'a [PathBuf],
-    read: &'a ReadOptions,
-    fp: &'a Fingerprinter,
-    next_input: usize,
-    reader: Option<DocumentReader>,
-    ready: std::collections::VecDeque<Fingerprint>,
-    n: u64,
-    /// Documents per input file, in order.
-    file_docs: Vec<u64>,
-    stats: ReadStats,
-    error: Option<Error>,
-}
-
-impl<'a> FingerprintStream<'a> {
-    fn new(inputs: &'a [PathBuf], read: &'a ReadOptions, fp: &'a Fingerprinter) -> Self {
-        FingerprintStream {
-            inputs,
-            read,
-            fp,
-            next_input: 0,
-            reader: None,
-            ready: Default::default(),
-            n: 0,
-            file_docs: Vec::new(),
-            stats: ReadStats::default(),
-            error: None,
-        }
-    }
-
-    fn refill(&mut self) -> Result<bool> {
-        loop {
-            if self.reader.is_none() {
-                if self.next_input == self.inputs.len() {
-                    return Ok(false);
-                }
-                self.reader = Some(DocumentReader::open(
-                    &self.inputs[self.next_input],
-                    self.read,
-                )?);
-                self.next_input += 1;
-                self.file_docs.push(0);
-            }
-            let r = self.reader.as_mut().expect("open");
-            match r.next() {
-                Some(b) => {
-                    let b = b?;
-                    let t = b
-                        .column_by_name("text")
-                        .expect("document schema")
-                        .as_string::<i32>();
-                    let u = b
-                        .column_by_name("url")
-                        .expect("document schema")
-                        .as_string::<i32>();
-                    let fp = self.fp;
-                    let fps: Vec<Fingerprint> = (0..b.num_rows())
-                        .into_par_iter()
-                        .map(|i| {
-                            let text = if t.is_valid(i) { t.value(i) } else { "" };
-                            fp.fingerprint_with_url(text, u.is_valid(i).then(|| u.value(i)))
-                        })
-                        .collect();
-                    *self.file_docs.last_mut().expect("pushed") += fps.len() as u64;
-                    self.ready.extend(fps);
-                    return Ok(true);
-                }
-                None => {
-                    self.stats.merge(r.stats());
-                    self.reader = None;
-                }
-            }
-        }
-    }
-}
-
-impl Iterator for FingerprintStream<'_> {
-    type Item = (u64, Fingerprint);
-    fn next(&mut self) -> Option<Self::Item> {
-        while self.ready.is_empty() {
-            if self.error.is_some() {
-                return None;
-            }
-            match self.refill() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => self.error = Some(e),
-            }
-        }
-        let f = self.ready.pop_front()?;
-        self.n += 1;
-        Some((self.n - 1, f))
-    }
+/// Fingerprints of the documents of one batch, in parallel, in order.
+fn fingerprint_batch(fp: &Fingerprinter, b: &RecordBatch) -> Vec<Fingerprint> {
+    let text = b
+        .column_by_name("text")
+        .expect("document schema")
+        .as_string::<i32>();
+    let url = b
+        .column_by_name("url")
+        .expect("document schema")
+        .as_string::<i32>();
+    (0..b.num_rows())
+        .into_par_iter()
+        .map(|i| {
+            let t = if text.is_valid(i) { text.value(i) } else { "" };
+            fp.fingerprint_with_url(t, url.is_valid(i).then(|| url.value(i)))
+        })
+        .collect()
 }
 
 /// The decisions of a dedup run over `inputs`, and how many documents each input holds.
@@ -201,22 +123,7 @@ pub fn decide(
             let mut r = DocumentReader::open(path, read)?;
             let mut local = 0u64;
             for b in &mut r {
-                let b = b?;
-                let text = b
-                    .column_by_name("text")
-                    .expect("document schema")
-                    .as_string::<i32>();
-                let url = b
-                    .column_by_name("url")
-                    .expect("document schema")
-                    .as_string::<i32>();
-                let fps: Vec<Fingerprint> = (0..b.num_rows())
-                    .into_par_iter()
-                    .map(|i| {
-                        let t = if text.is_valid(i) { text.value(i) } else { "" };
-                        fp.fingerprint_with_url(t, url.is_valid(i).then(|| url.value(i)))
-                    })
-                    .collect();
+                let fps = fingerprint_batch(&fp, &b?);
                 for f in &fps {
                     c.add(task_doc(t as u64, local), f)?;
                     local += 1;
@@ -546,10 +453,13 @@ pub fn fingerprint_files(
     cfg: &DedupConfig,
 ) -> Result<Vec<(u64, Fingerprint)>> {
     let fp = Fingerprinter::new(cfg);
-    let mut stream = FingerprintStream::new(inputs, read, &fp);
-    let v: Vec<_> = (&mut stream).collect();
-    match stream.error.take() {
-        Some(e) => Err(e),
-        None => Ok(v),
+    let mut out = Vec::new();
+    for p in inputs {
+        for b in &mut DocumentReader::open(p, read)? {
+            for f in fingerprint_batch(&fp, &b?) {
+                out.push((out.len() as u64, f));
+            }
+        }
     }
+    Ok(out)
 }

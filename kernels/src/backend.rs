@@ -1,0 +1,178 @@
+//! The compute-backend seam: the model calls these operations and never a kernel directly, so
+//! the CUDA backend (its own issue) plugs in without touching the model. Buffers are host
+//! slices for now; a device backend will get its own buffer type behind the same operations.
+//!
+//! Two CPU backends: [`Cpu`] (fast kernels) and [`CpuReference`] (the plain loops), which the
+//! model tests run side by side.
+
+use crate::cpu::attention::{self, AttnShape};
+use crate::cpu::matmul::{self, MatMul};
+use crate::cpu::rope::{self, RopeRows, RopeTable};
+use crate::cpu::{embedding, loss, norm, swiglu, topk};
+use crate::real::Real;
+
+/// The operations a model needs from a compute backend. Shapes are documented on the CPU
+/// kernels in [`crate::cpu`].
+#[allow(clippy::too_many_arguments)]
+pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
+    /// Short name for logs and benchmark tables.
+    fn name(&self) -> &'static str;
+    /// `C (+)= op(A) · op(B)`.
+    fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]);
+    /// RMSNorm forward.
+    fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]);
+    /// RMSNorm input gradient.
+    fn rmsnorm_bwd_input(&self, x: &[T], w: &[T], rstd: &[T], dy: &[T], dx: &mut [T], accumulate: bool);
+    /// RMSNorm weight gradient (accumulates).
+    fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]);
+    /// RoPE forward, in place.
+    fn rope_fwd(&self, t: &RopeTable<T>, x: &mut [T], r: RopeRows);
+    /// RoPE backward, in place.
+    fn rope_bwd(&self, t: &RopeTable<T>, dx: &mut [T], r: RopeRows);
+    /// SwiGLU forward.
+    fn swiglu_fwd(&self, g: &[T], u: &[T], h: &mut [T]);
+    /// SwiGLU backward.
+    fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]);
+    /// Causal attention forward.
+    fn attention_fwd(&self, s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]);
+    /// Causal attention backward.
+    fn attention_bwd(
+        &self,
+        s: AttnShape,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        o: &[T],
+        lse: &[T],
+        d_o: &[T],
+        dq: &mut [T],
+        dk: &mut [T],
+        dv: &mut [T],
+    );
+    /// Cross-entropy forward: per-row loss and log-sum-exp.
+    fn cross_entropy_fwd(&self, logits: &[T], targets: &[u32], vocab: usize, losses: &mut [T], lse: &mut [T]);
+    /// Cross-entropy backward.
+    fn cross_entropy_bwd(&self, logits: &[T], targets: &[u32], lse: &[T], g: &[T], vocab: usize, dlogits: &mut [T]);
+    /// Embedding forward.
+    fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]);
+    /// Embedding backward (accumulates).
+    fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]);
+    /// Top-k indices of a row, largest first.
+    fn topk(&self, row: &[T], k: usize, out: &mut Vec<usize>);
+}
+
+/// The fast CPU kernels.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu;
+
+/// The reference CPU kernels.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuReference;
+
+macro_rules! impl_backend {
+    ($ty:ident, $name:literal, $mm:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
+     $af:path, $ab:path, $cf:path, $cb:path, $ef:path, $eb:path, $tk:path) => {
+        impl<T: Real> Backend<T> for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
+                $mm(p, a, b, c)
+            }
+            fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {
+                $nf(x, w, eps, y, rstd)
+            }
+            fn rmsnorm_bwd_input(&self, x: &[T], w: &[T], rstd: &[T], dy: &[T], dx: &mut [T], accumulate: bool) {
+                $nbi(x, w, rstd, dy, dx, accumulate)
+            }
+            fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]) {
+                $nbw(x, rstd, dy, dw)
+            }
+            fn rope_fwd(&self, t: &RopeTable<T>, x: &mut [T], r: RopeRows) {
+                $rf(t, x, r)
+            }
+            fn rope_bwd(&self, t: &RopeTable<T>, dx: &mut [T], r: RopeRows) {
+                $rb(t, dx, r)
+            }
+            fn swiglu_fwd(&self, g: &[T], u: &[T], h: &mut [T]) {
+                $sf(g, u, h)
+            }
+            fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]) {
+                $sb(g, u, dh, dg, du)
+            }
+            fn attention_fwd(&self, s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]) {
+                $af(s, q, k, v, o, lse)
+            }
+            fn attention_bwd(
+                &self,
+                s: AttnShape,
+                q: &[T],
+                k: &[T],
+                v: &[T],
+                o: &[T],
+                lse: &[T],
+                d_o: &[T],
+                dq: &mut [T],
+                dk: &mut [T],
+                dv: &mut [T],
+            ) {
+                $ab(s, q, k, v, o, lse, d_o, dq, dk, dv)
+            }
+            fn cross_entropy_fwd(&self, logits: &[T], targets: &[u32], vocab: usize, losses: &mut [T], lse: &mut [T]) {
+                $cf(logits, targets, vocab, losses, lse)
+            }
+            fn cross_entropy_bwd(&self, logits: &[T], targets: &[u32], lse: &[T], g: &[T], vocab: usize, dlogits: &mut [T]) {
+                $cb(logits, targets, lse, g, vocab, dlogits)
+            }
+            fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]) {
+                $ef(table, d, ids, y)
+            }
+            fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]) {
+                $eb(dy, d, ids, dtable)
+            }
+            fn topk(&self, row: &[T], k: usize, out: &mut Vec<usize>) {
+                $tk(row, k, out)
+            }
+        }
+    };
+}
+
+impl_backend!(
+    Cpu,
+    "cpu",
+    matmul::matmul,
+    norm::rmsnorm_fwd,
+    norm::rmsnorm_bwd_input,
+    norm::rmsnorm_bwd_weight,
+    rope::rope_fwd,
+    rope::rope_bwd,
+    swiglu::swiglu_fwd,
+    swiglu::swiglu_bwd,
+    attention::attention_fwd,
+    attention::attention_bwd,
+    loss::cross_entropy_fwd,
+    loss::cross_entropy_bwd,
+    embedding::embedding_fwd,
+    embedding::embedding_bwd,
+    topk::topk
+);
+
+impl_backend!(
+    CpuReference,
+    "cpu-reference",
+    matmul::matmul_ref,
+    norm::rmsnorm_fwd_ref,
+    norm::rmsnorm_bwd_input_ref,
+    norm::rmsnorm_bwd_weight_ref,
+    rope::rope_fwd_ref,
+    rope::rope_bwd_ref,
+    swiglu::swiglu_fwd_ref,
+    swiglu::swiglu_bwd_ref,
+    attention::attention_fwd_ref,
+    attention::attention_bwd_ref,
+    loss::cross_entropy_fwd_ref,
+    loss::cross_entropy_bwd_ref,
+    embedding::embedding_fwd_ref,
+    embedding::embedding_bwd_ref,
+    topk::topk_ref
+);

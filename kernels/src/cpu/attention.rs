@@ -1,0 +1,195 @@
+//! Causal softmax attention with separate query/key and value head dims (MLA's
+//! `d_qk = nope + rope` ≠ `d_v`).
+//!
+//! Layout: q, k `[BH, S, d_qk]`, v `[BH, S, d_v]`, o `[BH, S, d_v]`, where BH = batch × heads.
+//! The forward saves the log-sum-exp of each query row, `lse [BH, S]`; the backward recomputes
+//! the probabilities from it instead of keeping the `S × S` matrix per head.
+
+use rayon::prelude::*;
+
+use super::matmul::{MatMul, matmul_serial};
+use crate::real::Real;
+
+/// Dimensions of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnShape {
+    /// batch × heads.
+    pub bh: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// Query/key head dim.
+    pub d_qk: usize,
+    /// Value head dim.
+    pub d_v: usize,
+    /// Softmax scale (1/sqrt(d_qk) for DeepSeek-V3 without YaRN).
+    pub scale: f64,
+}
+
+/// Reference forward.
+pub fn attention_fwd_ref<T: Real>(s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]) {
+    let (n, dk, dv) = (s.seq, s.d_qk, s.d_v);
+    let scale = T::of(s.scale);
+    for h in 0..s.bh {
+        let (q, k, v) = (&q[h * n * dk..], &k[h * n * dk..], &v[h * n * dv..]);
+        for i in 0..n {
+            let mut sc = vec![T::zero(); i + 1];
+            for (j, scj) in sc.iter_mut().enumerate() {
+                let mut dot = T::zero();
+                for c in 0..dk {
+                    dot += q[i * dk + c] * k[j * dk + c];
+                }
+                *scj = dot * scale;
+            }
+            let mx = sc.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+            let z: T = sc.iter().map(|&x| (x - mx).exp()).sum();
+            lse[h * n + i] = mx + z.ln();
+            for c in 0..dv {
+                let mut acc = T::zero();
+                for (j, &scj) in sc.iter().enumerate() {
+                    acc += (scj - mx).exp() / z * v[j * dv + c];
+                }
+                o[(h * n + i) * dv + c] = acc;
+            }
+        }
+    }
+}
+
+/// Reference backward: writes dq, dk, dv.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_ref<T: Real>(
+    s: AttnShape,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &[T],
+    lse: &[T],
+    d_o: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+) {
+    let (n, dqk, dvd) = (s.seq, s.d_qk, s.d_v);
+    let scale = T::of(s.scale);
+    dq.fill(T::zero());
+    dk.fill(T::zero());
+    dv.fill(T::zero());
+    for h in 0..s.bh {
+        let qo = h * n * dqk;
+        let vo = h * n * dvd;
+        for i in 0..n {
+            // D_i = dO_i · O_i
+            let mut di = T::zero();
+            for c in 0..dvd {
+                di += d_o[vo + i * dvd + c] * o[vo + i * dvd + c];
+            }
+            for j in 0..=i {
+                let mut dot = T::zero();
+                for c in 0..dqk {
+                    dot += q[qo + i * dqk + c] * k[qo + j * dqk + c];
+                }
+                let p = (dot * scale - lse[h * n + i]).exp();
+                let mut dp = T::zero();
+                for c in 0..dvd {
+                    dp += d_o[vo + i * dvd + c] * v[vo + j * dvd + c];
+                    dv[vo + j * dvd + c] += p * d_o[vo + i * dvd + c];
+                }
+                let ds = p * (dp - di) * scale;
+                for c in 0..dqk {
+                    dq[qo + i * dqk + c] += ds * k[qo + j * dqk + c];
+                    dk[qo + j * dqk + c] += ds * q[qo + i * dqk + c];
+                }
+            }
+        }
+    }
+}
+
+/// Fast forward: heads in parallel, each head as two GEMMs around a row softmax.
+pub fn attention_fwd<T: Real>(s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]) {
+    let (n, dk, dv) = (s.seq, s.d_qk, s.d_v);
+    let scale = T::of(s.scale);
+    o.par_chunks_mut(n * dv).zip(lse.par_chunks_mut(n)).enumerate().for_each(|(h, (oh, lh))| {
+        let (qh, kh, vh) = (&q[h * n * dk..(h + 1) * n * dk], &k[h * n * dk..(h + 1) * n * dk], &v[h * n * dv..(h + 1) * n * dv]);
+        // scores [n, n] = q kᵀ
+        let mut p = vec![T::zero(); n * n];
+        matmul_serial(MatMul::linear(n, n, dk), qh, kh, &mut p);
+        for i in 0..n {
+            let row = &mut p[i * n..(i + 1) * n];
+            let mut mx = T::neg_infinity();
+            for x in row[..=i].iter_mut() {
+                *x *= scale;
+                mx = mx.max(*x);
+            }
+            let mut z = T::zero();
+            for x in row[..=i].iter_mut() {
+                *x = (*x - mx).exp();
+                z += *x;
+            }
+            let inv = T::one() / z;
+            for x in row[..=i].iter_mut() {
+                *x *= inv;
+            }
+            row[i + 1..].fill(T::zero());
+            lh[i] = mx + z.ln();
+        }
+        // o [n, dv] = p v
+        matmul_serial(MatMul { m: n, n: dv, k: n, ta: false, tb: false, accumulate: false }, &p, vh, oh);
+    });
+}
+
+/// Fast backward: heads in parallel; the probabilities are recomputed from `lse`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd<T: Real>(
+    s: AttnShape,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &[T],
+    lse: &[T],
+    d_o: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+) {
+    let (n, dqk, dvd) = (s.seq, s.d_qk, s.d_v);
+    let scale = T::of(s.scale);
+    dq.par_chunks_mut(n * dqk)
+        .zip(dk.par_chunks_mut(n * dqk))
+        .zip(dv.par_chunks_mut(n * dvd))
+        .enumerate()
+        .for_each(|(h, ((dqh, dkh), dvh))| {
+            let qh = &q[h * n * dqk..(h + 1) * n * dqk];
+            let kh = &k[h * n * dqk..(h + 1) * n * dqk];
+            let vh = &v[h * n * dvd..(h + 1) * n * dvd];
+            let oh = &o[h * n * dvd..(h + 1) * n * dvd];
+            let doh = &d_o[h * n * dvd..(h + 1) * n * dvd];
+            let lh = &lse[h * n..(h + 1) * n];
+            let mut p = vec![T::zero(); n * n];
+            matmul_serial(MatMul::linear(n, n, dqk), qh, kh, &mut p);
+            for i in 0..n {
+                let row = &mut p[i * n..(i + 1) * n];
+                for x in row[..=i].iter_mut() {
+                    *x = (*x * scale - lh[i]).exp();
+                }
+                row[i + 1..].fill(T::zero());
+            }
+            // dV [n, dv] = Pᵀ dO
+            matmul_serial(MatMul { m: n, n: dvd, k: n, ta: true, tb: false, accumulate: false }, &p, doh, dvh);
+            // dP [n, n] = dO Vᵀ
+            let mut ds = vec![T::zero(); n * n];
+            matmul_serial(MatMul::linear(n, n, dvd), doh, vh, &mut ds);
+            for i in 0..n {
+                let mut di = T::zero();
+                for c in 0..dvd {
+                    di += doh[i * dvd + c] * oh[i * dvd + c];
+                }
+                let (prow, drow) = (&p[i * n..(i + 1) * n], &mut ds[i * n..(i + 1) * n]);
+                for j in 0..=i {
+                    drow[j] = prow[j] * (drow[j] - di) * scale;
+                }
+                drow[i + 1..].fill(T::zero());
+            }
+            // dQ [n, dqk] = dS K ; dK [n, dqk] = dSᵀ Q
+            matmul_serial(MatMul { m: n, n: dqk, k: n, ta: false, tb: false, accumulate: false }, &ds, kh, dqh);
+            matmul_serial(MatMul { m: n, n: dqk, k: n, ta: true, tb: false, accumulate: false }, &ds, qh, dkh);
+        });
+}

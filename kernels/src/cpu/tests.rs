@@ -1,0 +1,232 @@
+//! Fast kernels against the references, and every backward against central finite differences
+//! of its forward, in f64.
+
+use super::attention::*;
+use super::embedding::*;
+use super::loss::*;
+use super::norm::*;
+use super::rope::*;
+use super::swiglu::*;
+use super::topk::*;
+
+fn rand(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+/// Central differences of `L(x) = Σ c·f(x)` at every element of x.
+fn numeric_grad(x: &[f64], c: &[f64], f: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+    let h = 1e-6;
+    (0..x.len())
+        .map(|i| {
+            let (mut xp, mut xm) = (x.to_vec(), x.to_vec());
+            xp[i] += h;
+            xm[i] -= h;
+            let lp: f64 = f(&xp).iter().zip(c).map(|(a, b)| a * b).sum();
+            let lm: f64 = f(&xm).iter().zip(c).map(|(a, b)| a * b).sum();
+            (lp - lm) / (2.0 * h)
+        })
+        .collect()
+}
+
+#[test]
+fn rmsnorm_fast_reference_and_gradients() {
+    let (rows, d) = (70, 12);
+    let x = rand(rows * d, 1);
+    let w = rand(d, 2);
+    let (mut y0, mut y1, mut r0, mut r1) = (vec![0.0; rows * d], vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+    rmsnorm_fwd_ref(&x, &w, 1e-6, &mut y0, &mut r0);
+    rmsnorm_fwd(&x, &w, 1e-6, &mut y1, &mut r1);
+    assert_eq!(y0, y1);
+    let dy = rand(rows * d, 3);
+    let (mut dx0, mut dx1) = (vec![0.0; rows * d], vec![0.0; rows * d]);
+    rmsnorm_bwd_input_ref(&x, &w, &r0, &dy, &mut dx0, false);
+    rmsnorm_bwd_input(&x, &w, &r0, &dy, &mut dx1, false);
+    assert_eq!(dx0, dx1);
+    let (mut dw0, mut dw1) = (vec![0.0; d], vec![0.0; d]);
+    rmsnorm_bwd_weight_ref(&x, &r0, &dy, &mut dw0);
+    rmsnorm_bwd_weight(&x, &r0, &dy, &mut dw1);
+    close(&dw0, &dw1, 1e-12, "dw fast");
+    let fwd_x = |xv: &[f64]| {
+        let (mut y, mut r) = (vec![0.0; rows * d], vec![0.0; rows]);
+        rmsnorm_fwd_ref(xv, &w, 1e-6, &mut y, &mut r);
+        y
+    };
+    close(&dx0, &numeric_grad(&x, &dy, fwd_x), 1e-6, "dx numeric");
+    let fwd_w = |wv: &[f64]| {
+        let (mut y, mut r) = (vec![0.0; rows * d], vec![0.0; rows]);
+        rmsnorm_fwd_ref(&x, wv, 1e-6, &mut y, &mut r);
+        y
+    };
+    close(&dw0, &numeric_grad(&w, &dy, fwd_w), 1e-6, "dw numeric");
+}
+
+#[test]
+fn rope_rotates_only_the_rope_part_and_inverts() {
+    let t = RopeTable::<f64>::new(4, 10000.0, 32);
+    let r = RopeRows { seq: 8, heads: 3, row_len: 10, offset: 6 };
+    let x = rand(2 * 8 * 3 * 10, 4);
+    let (mut a, mut b) = (x.clone(), x.clone());
+    rope_fwd_ref(&t, &mut a, r);
+    rope_fwd(&t, &mut b, r);
+    assert_eq!(a, b);
+    for (i, (&xi, &ai)) in x.iter().zip(&a).enumerate() {
+        let tok = i / 30;
+        if i % 10 < 6 || tok % 8 == 0 {
+            assert_eq!(xi, ai, "element {i} must not move");
+        }
+    }
+    // Position 1, pair 0 has angle 1 radian: (x0 cos1 − x1 sin1, x0 sin1 + x1 cos1).
+    let (x0, x1) = (x[30 + 6], x[30 + 7]);
+    close(&[a[36], a[37]], &[x0 * 1f64.cos() - x1 * 1f64.sin(), x0 * 1f64.sin() + x1 * 1f64.cos()], 1e-7, "pair 0");
+    // The backward of a rotation is its inverse, which is also its gradient.
+    let dy = rand(x.len(), 5);
+    let mut dx = dy.clone();
+    rope_bwd(&t, &mut dx, r);
+    let f = |xv: &[f64]| {
+        let mut y = xv.to_vec();
+        rope_fwd_ref(&t, &mut y, r);
+        y
+    };
+    close(&dx, &numeric_grad(&x, &dy, f), 1e-6, "rope grad");
+    rope_fwd(&t, &mut dx, r);
+    close(&dx, &dy, 1e-12, "inverse");
+}
+
+#[test]
+fn swiglu_fast_reference_and_gradients() {
+    let n = 9000;
+    let (g, u, dh) = (rand(n, 6), rand(n, 7), rand(n, 8));
+    let (mut h0, mut h1) = (vec![0.0; n], vec![0.0; n]);
+    swiglu_fwd_ref(&g, &u, &mut h0);
+    swiglu_fwd(&g, &u, &mut h1);
+    assert_eq!(h0, h1);
+    let (mut dg, mut du, mut dg1, mut du1) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    swiglu_bwd_ref(&g, &u, &dh, &mut dg, &mut du);
+    swiglu_bwd(&g, &u, &dh, &mut dg1, &mut du1);
+    assert_eq!((&dg, &du), (&dg1, &du1));
+    let m = 50;
+    let fg = |gv: &[f64]| {
+        let mut h = vec![0.0; m];
+        swiglu_fwd_ref(gv, &u[..m], &mut h);
+        h
+    };
+    close(&dg[..m], &numeric_grad(&g[..m], &dh[..m], fg), 1e-6, "dg");
+    let fu = |uv: &[f64]| {
+        let mut h = vec![0.0; m];
+        swiglu_fwd_ref(&g[..m], uv, &mut h);
+        h
+    };
+    close(&du[..m], &numeric_grad(&u[..m], &dh[..m], fu), 1e-6, "du");
+}
+
+#[test]
+fn attention_fast_reference_and_gradients() {
+    let s = AttnShape { bh: 3, seq: 7, d_qk: 6, d_v: 4, scale: 1.0 / 6f64.sqrt() };
+    let q = rand(s.bh * s.seq * s.d_qk, 9);
+    let k = rand(s.bh * s.seq * s.d_qk, 10);
+    let v = rand(s.bh * s.seq * s.d_v, 11);
+    let (mut o0, mut o1) = (vec![0.0; s.bh * s.seq * s.d_v], vec![0.0; s.bh * s.seq * s.d_v]);
+    let (mut l0, mut l1) = (vec![0.0; s.bh * s.seq], vec![0.0; s.bh * s.seq]);
+    attention_fwd_ref(s, &q, &k, &v, &mut o0, &mut l0);
+    attention_fwd(s, &q, &k, &v, &mut o1, &mut l1);
+    close(&o0, &o1, 1e-12, "o");
+    close(&l0, &l1, 1e-12, "lse");
+    // Causality: the first query sees only the first key, so its output is v[0].
+    close(&o0[..s.d_v], &v[..s.d_v], 1e-12, "first row");
+    let d_o = rand(o0.len(), 12);
+    let mut g0 = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    let mut g1 = g0.clone();
+    attention_bwd_ref(s, &q, &k, &v, &o0, &l0, &d_o, &mut g0.0, &mut g0.1, &mut g0.2);
+    attention_bwd(s, &q, &k, &v, &o0, &l0, &d_o, &mut g1.0, &mut g1.1, &mut g1.2);
+    close(&g0.0, &g1.0, 1e-12, "dq fast");
+    close(&g0.1, &g1.1, 1e-12, "dk fast");
+    close(&g0.2, &g1.2, 1e-12, "dv fast");
+    let run = |q: &[f64], k: &[f64], v: &[f64]| {
+        let (mut o, mut l) = (vec![0.0; s.bh * s.seq * s.d_v], vec![0.0; s.bh * s.seq]);
+        attention_fwd_ref(s, q, k, v, &mut o, &mut l);
+        o
+    };
+    close(&g0.0, &numeric_grad(&q, &d_o, |x| run(x, &k, &v)), 1e-6, "dq numeric");
+    close(&g0.1, &numeric_grad(&k, &d_o, |x| run(&q, x, &v)), 1e-6, "dk numeric");
+    close(&g0.2, &numeric_grad(&v, &d_o, |x| run(&q, &k, x)), 1e-6, "dv numeric");
+}
+
+#[test]
+fn cross_entropy_fast_reference_and_gradients() {
+    let (rows, vocab) = (6, 11);
+    let logits: Vec<f64> = rand(rows * vocab, 13).iter().map(|x| 3.0 * x).collect();
+    let targets = [3u32, 0, 10, IGNORE, 7, 7];
+    let (mut l0, mut l1, mut s0, mut s1) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; rows], vec![0.0; rows]);
+    cross_entropy_fwd_ref(&logits, &targets, vocab, &mut l0, &mut s0);
+    cross_entropy_fwd(&logits, &targets, vocab, &mut l1, &mut s1);
+    assert_eq!((&l0, &s0), (&l1, &s1));
+    assert_eq!(l0[3], 0.0);
+    // loss = −log softmax[target]
+    let row = &logits[..vocab];
+    let z: f64 = row.iter().map(|x| x.exp()).sum();
+    close(&[l0[0]], &[-(row[3].exp() / z).ln()], 1e-12, "loss row 0");
+    let g = rand(rows, 14);
+    let (mut d0, mut d1) = (vec![0.0; rows * vocab], vec![0.0; rows * vocab]);
+    cross_entropy_bwd_ref(&logits, &targets, &s0, &g, vocab, &mut d0);
+    cross_entropy_bwd(&logits, &targets, &s0, &g, vocab, &mut d1);
+    assert_eq!(d0, d1);
+    let f = |x: &[f64]| {
+        let (mut l, mut s) = (vec![0.0; rows], vec![0.0; rows]);
+        cross_entropy_fwd_ref(x, &targets, vocab, &mut l, &mut s);
+        l
+    };
+    close(&d0, &numeric_grad(&logits, &g, f), 1e-6, "dlogits numeric");
+}
+
+#[test]
+fn embedding_fast_equals_reference_bitwise() {
+    let (vocab, d) = (50, 20);
+    let table = rand(vocab * d, 15);
+    let ids: Vec<u32> = (0..300).map(|i| (i * 7 % 13 + i % 3) as u32).collect();
+    let (mut y0, mut y1) = (vec![0.0; ids.len() * d], vec![0.0; ids.len() * d]);
+    embedding_fwd_ref(&table, d, &ids, &mut y0);
+    embedding_fwd(&table, d, &ids, &mut y1);
+    assert_eq!(y0, y1);
+    assert_eq!(&y0[d..2 * d], &table[ids[1] as usize * d..(ids[1] as usize + 1) * d]);
+    let dy = rand(ids.len() * d, 16);
+    let (mut g0, mut g1) = (vec![0.5; vocab * d], vec![0.5; vocab * d]);
+    embedding_bwd_ref(&dy, d, &ids, &mut g0);
+    embedding_bwd(&dy, d, &ids, &mut g1);
+    assert_eq!(g0, g1);
+    assert_eq!(g0[49 * d], 0.5, "an unused row keeps its value");
+}
+
+#[test]
+fn topk_fast_equals_reference_with_ties_and_nan() {
+    let rows = [
+        vec![0.1, 0.9, 0.3, 0.9, -1.0, 0.2],
+        vec![f64::NAN, 1.0, 2.0, f64::NAN, 0.0, 2.0],
+        rand(256, 17),
+    ];
+    for row in &rows {
+        for k in [0, 1, 2, 3, 6, 8] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            topk_ref(row, k, &mut a);
+            topk(row, k, &mut b);
+            assert_eq!(a, b, "k={k}");
+        }
+    }
+    let mut out = Vec::new();
+    topk(&rows[0], 3, &mut out);
+    assert_eq!(out, vec![1, 3, 2]);
+}

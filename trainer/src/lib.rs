@@ -1,0 +1,18 @@
+//! The trainer: a DeepSeek-V3-architecture model (MLA, DeepSeekMoE with auxiliary-loss-free
+//! balancing, multi-token prediction) with hand-written forward and split backward passes over
+//! the kernels' [`tokenmill_kernels::Backend`], its optimizer and its training loop.
+
+pub mod block;
+pub mod config;
+pub mod error;
+pub mod mla;
+pub mod mlp;
+pub mod model;
+pub mod moe;
+pub mod ops;
+pub mod params;
+pub mod rng;
+
+pub use config::ModelConfig;
+pub use error::{Result, TrainerError};
+pub use model::{Batch, Forward, LossWeights, Model, WgradMode};

@@ -1,0 +1,470 @@
+//! The DeepSeek-V3 model: embedding, blocks, final norm, output head, and D multi-token
+//! prediction modules (DeepSeek-V3 §2.2).
+//!
+//! A batch is `b` samples of `s + 1` tokens: inputs are tokens `[.. s]`, targets `[1 ..]`.
+//! With h⁰ `[b·s, d]` the main model's final hidden state (after `model.norm`, the input of the
+//! output head), MTP depth k = 1..D works on `n_k = s − k` positions of each sample:
+//!
+//! ```text
+//! x_i^k  = eh_proj([RMSNorm_e(Emb(t_{i+k})) ; RMSNorm_h(h_i^{k−1})])     [b·n_k, 2d] → [b·n_k, d]
+//! h^k    = RMSNorm_k(Block_k(x^k))                                       causal over n_k positions
+//! L_k    = CE(head(h^k)_i, t_{i+k+1})
+//! ```
+//!
+//! sharing the embedding and the output head with the main model. The concatenation puts the
+//! embedding half first and the chain passes normed states, as Hugging Face's and vLLM's MTP
+//! (which run the released DeepSeek-V3 checkpoint) do. The training loss is
+//! `L_main + λ · mean_k L_k + Σ_layers L_balance`.
+
+use std::sync::Arc;
+
+use tokenmill_kernels::cpu::loss::IGNORE;
+use tokenmill_kernels::cpu::rope::RopeTable;
+use tokenmill_kernels::{Backend, Real};
+
+use crate::block::{Block, BlockCache, Ffn};
+use crate::config::ModelConfig;
+use crate::error::{Result, TrainerError};
+use crate::mla::{Mla, QProj};
+use crate::mlp::Mlp;
+use crate::moe::{Moe, MoeStats};
+use crate::ops::{Buf, Ctx, Linear, RmsNorm, WgradOp, WgradQueue};
+use crate::params::{ParamId, ParamKind, ParamLayout};
+
+/// One multi-token-prediction module.
+#[derive(Debug, Clone)]
+pub struct MtpModule {
+    /// `enorm` `[d]`, on the embedding of the token k ahead.
+    pub enorm: RmsNorm,
+    /// `hnorm` `[d]`, on the previous depth's hidden state.
+    pub hnorm: RmsNorm,
+    /// `eh_proj` `[d, 2d]`.
+    pub eh: Linear,
+    /// The module's transformer block.
+    pub block: Block,
+    /// `shared_head.norm` `[d]`, before the shared output head.
+    pub head_norm: RmsNorm,
+}
+
+/// The model's structure (parameters live in a separate flat buffer; see [`ParamLayout`]).
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The configuration.
+    pub cfg: ModelConfig,
+    /// Every tensor's HF name, shape and offset.
+    pub layout: ParamLayout,
+    /// `model.embed_tokens.weight` `[V, d]`.
+    pub embed: ParamId,
+    /// The main blocks.
+    pub blocks: Vec<Block>,
+    /// `model.norm`.
+    pub norm: RmsNorm,
+    /// `lm_head.weight` `[V, d]`.
+    pub head: Linear,
+    /// MTP modules, depth 1..D.
+    pub mtp: Vec<MtpModule>,
+}
+
+/// Loss weights of one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossWeights {
+    /// λ: weight of the mean MTP loss.
+    pub mtp_lambda: f64,
+    /// α: weight of the sequence-wise balance loss.
+    pub balance_alpha: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights { mtp_lambda: 0.3, balance_alpha: 0.0001 }
+    }
+}
+
+/// One batch: `b` rows of `s + 1` tokens, and optionally a loss mask per target `[b, s]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Token ids `[b, s + 1]`.
+    pub tokens: &'a [u32],
+    /// 1 = the target counts in the loss (`None`: all count).
+    pub mask: Option<&'a [u8]>,
+    /// Samples.
+    pub b: usize,
+    /// Sequence length (inputs per sample).
+    pub s: usize,
+}
+
+/// The result of a forward pass; keeps what the backward needs.
+#[derive(Debug)]
+pub struct Forward<T> {
+    /// `main + λ·mtp + balance`.
+    pub loss: f64,
+    /// Mean next-token cross-entropy.
+    pub main_loss: f64,
+    /// Mean cross-entropy of each MTP depth.
+    pub mtp_losses: Vec<f64>,
+    /// Sum over MoE layers of the balance loss (α included).
+    pub balance_loss: f64,
+    /// Next-token loss of every target `[b, s]` (0 where masked).
+    pub token_losses: Vec<T>,
+    /// Routing statistics of every MoE layer (main blocks, then MTP blocks).
+    pub moe: Vec<MoeStats>,
+    cache: Option<Cache<T>>,
+}
+
+#[derive(Debug)]
+struct Head<T> {
+    hidden: Buf<T>,
+    rstd: Buf<T>,
+    normed: Buf<T>,
+    logits: Vec<T>,
+    lse: Vec<T>,
+    targets: Vec<u32>,
+    /// ∂L/∂loss_row.
+    g: Vec<T>,
+}
+
+#[derive(Debug)]
+struct MtpCache<T> {
+    n: usize,
+    ids: Arc<Vec<u32>>,
+    emb: Buf<T>,
+    emb_rstd: Buf<T>,
+    prev: Buf<T>,
+    prev_rstd: Buf<T>,
+    cat: Buf<T>,
+    block: BlockCache<T>,
+    head: Head<T>,
+}
+
+#[derive(Debug)]
+struct Cache<T> {
+    b: usize,
+    s: usize,
+    ids: Arc<Vec<u32>>,
+    blocks: Vec<BlockCache<T>>,
+    head: Head<T>,
+    mtp: Vec<MtpCache<T>>,
+}
+
+/// When weight gradients are computed during [`Model::backward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgradMode {
+    /// Right after each layer's input gradient (plain training).
+    Immediate,
+    /// Left in the queue for the caller to flush (pipeline schedules).
+    Deferred,
+}
+
+/// Epsilon of the query and key-value latent norms: fixed at 1e-6 in DeepSeek's and Hugging
+/// Face's code, whatever `rms_norm_eps` says.
+pub const LATENT_NORM_EPS: f64 = 1e-6;
+
+fn name(prefix: &str, rest: &str) -> String {
+    format!("{prefix}{rest}")
+}
+
+fn linear(l: &mut ParamLayout, n: String, out: usize, inp: usize) -> Linear {
+    Linear { w: l.add(n, &[out, inp], ParamKind::Linear), inp, out }
+}
+
+fn norm(l: &mut ParamLayout, n: String, d: usize, eps: f64) -> RmsNorm {
+    RmsNorm { w: l.add(n, &[d], ParamKind::Norm), d, eps }
+}
+
+fn mlp(l: &mut ParamLayout, p: &str, d: usize, f: usize) -> Mlp {
+    Mlp {
+        gate: linear(l, name(p, "gate_proj.weight"), f, d),
+        up: linear(l, name(p, "up_proj.weight"), f, d),
+        down: linear(l, name(p, "down_proj.weight"), d, f),
+    }
+}
+
+fn block(l: &mut ParamLayout, c: &ModelConfig, layer: usize) -> Block {
+    let p = format!("model.layers.{layer}.");
+    let (d, h, eps) = (c.hidden_size, c.num_attention_heads, c.rms_norm_eps);
+    let ln1 = norm(l, name(&p, "input_layernorm.weight"), d, eps);
+    let q = if c.q_lora_rank == 0 {
+        QProj::Plain(linear(l, name(&p, "self_attn.q_proj.weight"), h * c.qk_head_dim(), d))
+    } else {
+        QProj::Lora {
+            a: linear(l, name(&p, "self_attn.q_a_proj.weight"), c.q_lora_rank, d),
+            norm: norm(l, name(&p, "self_attn.q_a_layernorm.weight"), c.q_lora_rank, LATENT_NORM_EPS),
+            b: linear(l, name(&p, "self_attn.q_b_proj.weight"), h * c.qk_head_dim(), c.q_lora_rank),
+        }
+    };
+    let attn = Mla {
+        q,
+        kv_a: linear(l, name(&p, "self_attn.kv_a_proj_with_mqa.weight"), c.kv_lora_rank + c.qk_rope_head_dim, d),
+        kv_norm: norm(l, name(&p, "self_attn.kv_a_layernorm.weight"), c.kv_lora_rank, LATENT_NORM_EPS),
+        kv_b: linear(l, name(&p, "self_attn.kv_b_proj.weight"), h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
+        o: linear(l, name(&p, "self_attn.o_proj.weight"), d, h * c.v_head_dim),
+        heads: h,
+        nope: c.qk_nope_head_dim,
+        rope: c.qk_rope_head_dim,
+        v: c.v_head_dim,
+        kv_lora: c.kv_lora_rank,
+        scale: c.softmax_scale(),
+    };
+    let ln2 = norm(l, name(&p, "post_attention_layernorm.weight"), d, eps);
+    let ffn = if c.is_moe(layer) {
+        let e = c.n_routed_experts;
+        let router = linear(l, name(&p, "mlp.gate.weight"), e, d);
+        let bias = l.add(name(&p, "mlp.gate.e_score_correction_bias"), &[e], ParamKind::Buffer);
+        let experts = (0..e).map(|j| mlp(l, &format!("{p}mlp.experts.{j}."), d, c.moe_intermediate_size)).collect();
+        let shared = (c.n_shared_experts > 0)
+            .then(|| mlp(l, &name(&p, "mlp.shared_experts."), d, c.n_shared_experts * c.moe_intermediate_size));
+        Ffn::Moe(Moe {
+            router,
+            bias,
+            experts,
+            shared,
+            top_k: c.num_experts_per_tok,
+            n_group: c.n_group,
+            topk_group: c.topk_group,
+            route_scale: c.routed_scaling_factor,
+            norm_topk: c.norm_topk_prob,
+        })
+    } else {
+        Ffn::Dense(mlp(l, &name(&p, "mlp."), d, c.intermediate_size))
+    };
+    Block { ln1, attn, ln2, ffn }
+}
+
+/// `x [b·m, d]` → the first `keep` rows of each of the `b` groups: `[b·keep, d]`.
+fn take_rows<T: Real>(x: &[T], b: usize, m: usize, keep: usize, d: usize) -> Vec<T> {
+    let mut y = Vec::with_capacity(b * keep * d);
+    for bi in 0..b {
+        y.extend_from_slice(&x[bi * m * d..(bi * m + keep) * d]);
+    }
+    y
+}
+
+/// Adds `dx [b·keep, d]` into the first `keep` rows of each group of `acc [b·m, d]`.
+fn add_rows<T: Real>(acc: &mut [T], dx: &[T], b: usize, m: usize, keep: usize, d: usize) {
+    for bi in 0..b {
+        let (dst, src) = (&mut acc[bi * m * d..(bi * m + keep) * d], &dx[bi * keep * d..(bi + 1) * keep * d]);
+        for (a, &v) in dst.iter_mut().zip(src) {
+            *a += v;
+        }
+    }
+}
+
+impl Model {
+    /// Builds the structure and the parameter layout of `cfg` (validated).
+    pub fn new(cfg: ModelConfig) -> Result<Self> {
+        cfg.validate()?;
+        let (d, v, eps) = (cfg.hidden_size, cfg.vocab_size, cfg.rms_norm_eps);
+        let mut l = ParamLayout::default();
+        let embed = l.add("model.embed_tokens.weight", &[v, d], ParamKind::Embedding);
+        let blocks = (0..cfg.num_hidden_layers).map(|i| block(&mut l, &cfg, i)).collect();
+        let norm_ = norm(&mut l, "model.norm.weight".into(), d, eps);
+        let head = linear(&mut l, "lm_head.weight".into(), v, d);
+        let mtp = (0..cfg.num_nextn_predict_layers)
+            .map(|k| {
+                let layer = cfg.num_hidden_layers + k;
+                let p = format!("model.layers.{layer}.");
+                MtpModule {
+                    enorm: norm(&mut l, name(&p, "enorm.weight"), d, eps),
+                    hnorm: norm(&mut l, name(&p, "hnorm.weight"), d, eps),
+                    eh: linear(&mut l, name(&p, "eh_proj.weight"), d, 2 * d),
+                    block: block(&mut l, &cfg, layer),
+                    head_norm: norm(&mut l, name(&p, "shared_head.norm.weight"), d, eps),
+                }
+            })
+            .collect();
+        Ok(Model { cfg, layout: l, embed, blocks, norm: norm_, head, mtp })
+    }
+
+    /// Fresh parameters (HF's initialisation: normal(0, initializer_range), norms 1, bias 0).
+    pub fn init<T: Real>(&self, seed: u64) -> Vec<T> {
+        self.layout.init(self.cfg.initializer_range, seed)
+    }
+
+    /// The routing-bias buffer of every MoE layer, in the order of [`Forward::moe`].
+    pub fn moe_biases(&self) -> Vec<ParamId> {
+        self.blocks
+            .iter()
+            .chain(self.mtp.iter().map(|m| &m.block))
+            .filter_map(|b| match &b.ffn {
+                Ffn::Moe(m) => Some(m.bias),
+                Ffn::Dense(_) => None,
+            })
+            .collect()
+    }
+
+    fn check_batch(&self, batch: &Batch<'_>) -> Result<()> {
+        let (b, s) = (batch.b, batch.s);
+        if batch.tokens.len() != b * (s + 1) {
+            return Err(TrainerError::Data(format!("batch holds {} tokens, expected {b}·({s}+1)", batch.tokens.len())));
+        }
+        if let Some(m) = batch.mask
+            && m.len() != b * s
+        {
+            return Err(TrainerError::Data(format!("loss mask holds {} entries, expected {b}·{s}", m.len())));
+        }
+        if s == 0 || s > self.cfg.max_position_embeddings {
+            return Err(TrainerError::Data(format!(
+                "sequence length {s} outside 1..={} (max_position_embeddings)",
+                self.cfg.max_position_embeddings
+            )));
+        }
+        if self.cfg.num_nextn_predict_layers >= s {
+            return Err(TrainerError::Data(format!("sequence length {s} too short for {} MTP depths", self.cfg.num_nextn_predict_layers)));
+        }
+        if let Some(&t) = batch.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            return Err(TrainerError::Data(format!("token id {t} is outside the model's vocabulary of {}", self.cfg.vocab_size)));
+        }
+        Ok(())
+    }
+
+    /// Output head over `hidden` after `norm`, with cross-entropy against `targets`; `weight`
+    /// is this loss's weight in the total (split evenly over the counted targets).
+    fn head_fwd<T: Real>(&self, cx: &Ctx<'_, T>, norm: &RmsNorm, hidden: Buf<T>, targets: Vec<u32>, weight: f64) -> (Head<T>, Vec<T>, f64) {
+        let (normed, rstd) = norm.fwd(cx, &hidden);
+        let normed = Arc::new(normed);
+        let logits = self.head.fwd(cx, &normed);
+        let rows = targets.len();
+        let (mut losses, mut lse) = (vec![T::zero(); rows], vec![T::zero(); rows]);
+        cx.be.cross_entropy_fwd(&logits, &targets, self.cfg.vocab_size, &mut losses, &mut lse);
+        let count = targets.iter().filter(|&&t| t != IGNORE).count().max(1);
+        let mean = losses.iter().map(|l| l.f64()).sum::<f64>() / count as f64;
+        let g = targets.iter().map(|&t| if t == IGNORE { T::zero() } else { T::of(weight / count as f64) }).collect();
+        (Head { hidden, rstd, normed, logits, lse, targets, g }, losses, mean)
+    }
+
+    /// Backward of [`Model::head_fwd`], with `dextra` the gradient reaching the normed state
+    /// from the next MTP depth; returns the gradient of the hidden state.
+    fn head_bwd<T: Real>(&self, cx: &Ctx<'_, T>, norm: &RmsNorm, h: Head<T>, dextra: Option<Vec<T>>, wq: &mut WgradQueue<T>) -> Vec<T> {
+        let mut dlogits = vec![T::zero(); h.logits.len()];
+        cx.be.cross_entropy_bwd(&h.logits, &h.targets, &h.lse, &h.g, self.cfg.vocab_size, &mut dlogits);
+        drop(h.logits);
+        let mut dnormed = self.head.bwd_input(cx, &dlogits);
+        if let Some(e) = dextra {
+            for (a, v) in dnormed.iter_mut().zip(e) {
+                *a += v;
+            }
+        }
+        self.head.wgrad(wq, dlogits, &h.normed);
+        let mut dhidden = vec![T::zero(); h.hidden.len()];
+        norm.bwd(cx, wq, &h.hidden, &h.rstd, dnormed, &mut dhidden, false);
+        dhidden
+    }
+
+    /// Forward pass. `keep_cache = false` for evaluation.
+    pub fn forward<T: Real>(&self, be: &dyn Backend<T>, params: &[T], batch: &Batch<'_>, w: LossWeights, keep_cache: bool) -> Result<Forward<T>> {
+        self.check_batch(batch)?;
+        let cx = Ctx { be, layout: &self.layout, params };
+        let (b, s, d) = (batch.b, batch.s, self.cfg.hidden_size);
+        let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
+        let tok = |bi: usize, i: usize| batch.tokens[bi * (s + 1) + i];
+        let target = |bi: usize, i: usize| {
+            // target of input position i is token i + 1, counted when mask[i] is set
+            if batch.mask.is_some_and(|m| m[bi * s + i] == 0) { IGNORE } else { tok(bi, i + 1) }
+        };
+        let ids: Arc<Vec<u32>> = Arc::new((0..b).flat_map(|bi| (0..s).map(move |i| (bi, i))).map(|(bi, i)| tok(bi, i)).collect());
+        let mut x = vec![T::zero(); b * s * d];
+        be.embedding_fwd(cx.w(self.embed), d, &ids, &mut x);
+        let mut moe = Vec::new();
+        let mut block_caches = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let (y, c, st) = blk.fwd(&cx, &rope, Arc::new(x), b, s, w.balance_alpha);
+            x = y;
+            block_caches.push(c);
+            moe.extend(st);
+        }
+        let h_last = Arc::new(x);
+        let targets: Vec<u32> = (0..b).flat_map(|bi| (0..s).map(move |i| (bi, i))).map(|(bi, i)| target(bi, i)).collect();
+        let (head, token_losses, main_loss) = self.head_fwd(&cx, &self.norm, h_last, targets, 1.0);
+        let depth = self.mtp.len();
+        let mut mtp_losses = Vec::with_capacity(depth);
+        let mut mtp_caches = Vec::with_capacity(depth);
+        let mut prev = head.normed.clone();
+        let mut prev_n = s;
+        for (k1, m) in self.mtp.iter().enumerate() {
+            let k = k1 + 1;
+            let n = s - k;
+            let rope_k = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, n);
+            let ids_k: Arc<Vec<u32>> = Arc::new((0..b).flat_map(|bi| (0..n).map(move |i| (bi, i))).map(|(bi, i)| tok(bi, i + k)).collect());
+            let mut emb = vec![T::zero(); b * n * d];
+            be.embedding_fwd(cx.w(self.embed), d, &ids_k, &mut emb);
+            let emb = Arc::new(emb);
+            let (en, emb_rstd) = m.enorm.fwd(&cx, &emb);
+            let hprev = Arc::new(take_rows(&prev, b, prev_n, n, d));
+            let (hn, prev_rstd) = m.hnorm.fwd(&cx, &hprev);
+            let mut cat = Vec::with_capacity(b * n * 2 * d);
+            for r in 0..b * n {
+                cat.extend_from_slice(&en[r * d..(r + 1) * d]);
+                cat.extend_from_slice(&hn[r * d..(r + 1) * d]);
+            }
+            let cat = Arc::new(cat);
+            let xk = m.eh.fwd(&cx, &cat);
+            let (hk, bc, st) = m.block.fwd(&cx, &rope_k, Arc::new(xk), b, n, w.balance_alpha);
+            moe.extend(st);
+            let hk = Arc::new(hk);
+            let targets_k: Vec<u32> = (0..b).flat_map(|bi| (0..n).map(move |i| (bi, i))).map(|(bi, i)| target(bi, i + k)).collect();
+            let (head_k, _, lk) = self.head_fwd(&cx, &m.head_norm, hk, targets_k, w.mtp_lambda / depth as f64);
+            mtp_losses.push(lk);
+            let next = head_k.normed.clone();
+            mtp_caches.push(MtpCache { n, ids: ids_k, emb, emb_rstd, prev: hprev, prev_rstd, cat, block: bc, head: head_k });
+            prev = next;
+            prev_n = n;
+        }
+        let balance_loss: f64 = moe.iter().map(|m| m.balance_loss).sum();
+        let mtp_mean = if depth > 0 { mtp_losses.iter().sum::<f64>() / depth as f64 } else { 0.0 };
+        let loss = main_loss + w.mtp_lambda * mtp_mean + balance_loss;
+        let cache = keep_cache.then_some(Cache { b, s, ids, blocks: block_caches, head, mtp: mtp_caches });
+        Ok(Forward { loss, main_loss, mtp_losses, balance_loss, token_losses, moe, cache })
+    }
+
+    /// Backward pass of `fwd`'s total loss, accumulating into `grads` (same layout as the
+    /// parameters). In [`WgradMode::Deferred`] the weight gradients are left in `wq`.
+    pub fn backward<T: Real>(&self, be: &dyn Backend<T>, params: &[T], fwd: &mut Forward<T>, grads: &mut [T], wq: &mut WgradQueue<T>, mode: WgradMode) {
+        let cache = fwd.cache.take().expect("forward was run with keep_cache = true");
+        let cx = Ctx { be, layout: &self.layout, params };
+        let (b, s, d) = (cache.b, cache.s, self.cfg.hidden_size);
+        let flush = |wq: &mut WgradQueue<T>, grads: &mut [T]| {
+            if mode == WgradMode::Immediate {
+                wq.flush(be, &self.layout, grads);
+            }
+        };
+        // MTP, deepest first: depth k's gradient into h^{k-1} flows to depth k−1's head norm
+        // (or the main model's final norm).
+        let mut dnext: Option<Vec<T>> = None;
+        let mut caches = cache.mtp;
+        while let Some(c) = caches.pop() {
+            let k = caches.len() + 1;
+            let m = &self.mtp[k - 1];
+            let rope_k = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, c.n);
+            let dh = self.head_bwd(&cx, &m.head_norm, c.head, dnext.take(), wq);
+            let dx = m.block.bwd(&cx, &rope_k, c.block, dh, wq);
+            let dcat = m.eh.bwd_input(&cx, &dx);
+            m.eh.wgrad(wq, dx, &c.cat);
+            let (mut de, mut dp) = (Vec::with_capacity(b * c.n * d), Vec::with_capacity(b * c.n * d));
+            for r in 0..b * c.n {
+                de.extend_from_slice(&dcat[r * 2 * d..r * 2 * d + d]);
+                dp.extend_from_slice(&dcat[r * 2 * d + d..(r + 1) * 2 * d]);
+            }
+            let mut demb = vec![T::zero(); b * c.n * d];
+            m.enorm.bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
+            wq.push(WgradOp::Embedding { w: self.embed, dy: demb, ids: c.ids });
+            let mut dprev = vec![T::zero(); b * c.n * d];
+            m.hnorm.bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
+            let prev_n = c.n + 1;
+            let mut acc = vec![T::zero(); b * prev_n * d];
+            add_rows(&mut acc, &dprev, b, prev_n, c.n, d);
+            dnext = Some(acc);
+            flush(wq, grads);
+        }
+        let mut dh = self.head_bwd(&cx, &self.norm, cache.head, dnext, wq);
+        flush(wq, grads);
+        let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
+        let mut blocks = cache.blocks;
+        for blk in self.blocks.iter().rev() {
+            let c = blocks.pop().expect("one cache per block");
+            dh = blk.bwd(&cx, &rope, c, dh, wq);
+            flush(wq, grads);
+        }
+        wq.push(WgradOp::Embedding { w: self.embed, dy: dh, ids: cache.ids });
+        flush(wq, grads);
+    }
+}

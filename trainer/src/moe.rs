@@ -1,0 +1,314 @@
+//! DeepSeekMoE with auxiliary-loss-free load balancing (DeepSeek-V3 §2.1.2).
+//!
+//! For token t with normalised input `x_t` `[d]` and N_r routed experts:
+//!
+//! ```text
+//! s_t      = sigmoid(W_gate x_t)                     [N_r]   affinities
+//! c_t      = s_t + b                                  [N_r]   b: per-expert bias, for selection only
+//! groups   = top-`topk_group` of the `n_group` groups, each scored by the sum of its top-2 c
+//! E_t      = top-K of c_t over the experts of the chosen groups
+//! g_{t,i}  = route_scale · s_{t,i} / Σ_{j∈E_t} s_{t,j}     for i ∈ E_t (norm_topk_prob)
+//! y_t      = shared(x_t) + Σ_{i∈E_t} g_{t,i} · expert_i(x_t)
+//! ```
+//!
+//! No token is dropped. The bias is not trained by gradients: after each step
+//! [`update_bias`] moves it by −γ for overloaded and +γ for underloaded experts. The
+//! complementary sequence-wise balance loss `α Σ_i f_i P_i` (per sequence, averaged over
+//! sequences) is computed when α > 0.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tokenmill_kernels::Real;
+
+use crate::mlp::{Mlp, MlpCache};
+use crate::ops::{Buf, Ctx, Linear, WgradQueue};
+use crate::params::ParamId;
+
+/// Value given to the affinities of experts in groups that were not chosen, before the top-K:
+/// −∞, as Hugging Face's `DeepseekV3TopkRouter` does (some older checkpoints' code filled 0.0,
+/// which picks different experts when biased scores are negative).
+const GROUP_MASK: f64 = f64::NEG_INFINITY;
+
+/// One MoE layer.
+#[derive(Debug, Clone)]
+pub struct Moe {
+    /// `mlp.gate.weight` `[N_r, d]`.
+    pub router: Linear,
+    /// `mlp.gate.e_score_correction_bias` `[N_r]` (a buffer).
+    pub bias: ParamId,
+    /// Routed experts, allocated contiguously.
+    pub experts: Vec<Mlp>,
+    /// The shared experts as one MLP of width `n_shared · moe_intermediate`.
+    pub shared: Option<Mlp>,
+    /// Experts per token K.
+    pub top_k: usize,
+    /// Expert groups.
+    pub n_group: usize,
+    /// Groups per token.
+    pub topk_group: usize,
+    /// `routed_scaling_factor`.
+    pub route_scale: f64,
+    /// `norm_topk_prob`.
+    pub norm_topk: bool,
+}
+
+/// Per-layer routing statistics of one forward pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MoeStats {
+    /// Tokens routed to each expert over the whole batch.
+    pub load: Vec<u64>,
+    /// The sequence-wise balance loss (already multiplied by α; 0 when α = 0).
+    pub balance_loss: f64,
+}
+
+#[derive(Debug)]
+struct ExpertCache<T> {
+    /// (token, slot) of every row routed here, in token order.
+    rows: Vec<(usize, usize)>,
+    mlp: Option<MlpCache<T>>,
+    y: Vec<T>,
+}
+
+/// What the backward needs.
+#[derive(Debug)]
+pub struct MoeCache<T> {
+    b: usize,
+    s: usize,
+    x: Buf<T>,
+    scores: Vec<T>,
+    idx: Vec<usize>,
+    gates: Vec<T>,
+    experts: Vec<ExpertCache<T>>,
+    shared: Option<MlpCache<T>>,
+    /// `α · f_{b,i}` per sequence and expert, when the balance loss is on.
+    balance: Option<Vec<f64>>,
+}
+
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+impl Moe {
+    fn n_experts(&self) -> usize {
+        self.experts.len()
+    }
+
+    /// Chooses the experts of one token: `idx` gets K expert indices.
+    fn route<T: Real>(&self, cx: &Ctx<'_, T>, s: &[T], bias: &[T], idx: &mut Vec<usize>) {
+        let e = self.n_experts();
+        let choice: Vec<T> = s.iter().zip(bias).map(|(&a, &b)| a + b).collect();
+        if self.n_group <= 1 {
+            cx.be.topk(&choice, self.top_k, idx);
+            return;
+        }
+        let gsize = e / self.n_group;
+        let mut tmp = Vec::new();
+        let gscore: Vec<T> = choice
+            .chunks(gsize)
+            .map(|g| {
+                cx.be.topk(g, 2.min(gsize), &mut tmp);
+                tmp.iter().map(|&i| g[i]).sum()
+            })
+            .collect();
+        let mut groups = Vec::new();
+        cx.be.topk(&gscore, self.topk_group, &mut groups);
+        let mut masked = vec![T::of(GROUP_MASK); e];
+        for &g in &groups {
+            masked[g * gsize..(g + 1) * gsize].copy_from_slice(&choice[g * gsize..(g + 1) * gsize]);
+        }
+        cx.be.topk(&masked, self.top_k, idx);
+    }
+
+    /// Forward over `b` sequences of `s` tokens; x `[b·s, d]` (already normalised).
+    pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, x: Buf<T>, b: usize, s: usize, alpha: f64) -> (Vec<T>, MoeCache<T>, MoeStats) {
+        let (e, k) = (self.n_experts(), self.top_k);
+        let d = self.router.inp;
+        let n = b * s;
+        let mut scores = self.router.fwd(cx, &x);
+        for v in scores.iter_mut() {
+            *v = sigmoid(*v);
+        }
+        let bias = cx.w(self.bias);
+        let mut idx = vec![0usize; n * k];
+        let mut gates = vec![T::zero(); n * k];
+        let mut sel = Vec::with_capacity(k);
+        let mut rows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); e];
+        for t in 0..n {
+            let st = &scores[t * e..(t + 1) * e];
+            self.route(cx, st, bias, &mut sel);
+            let denom = if self.norm_topk { sel.iter().map(|&i| st[i]).sum::<T>() + T::of(1e-20) } else { T::one() };
+            for (j, &i) in sel.iter().enumerate() {
+                idx[t * k + j] = i;
+                gates[t * k + j] = st[i] / denom * T::of(self.route_scale);
+                rows[i].push((t, j));
+            }
+        }
+        let load: Vec<u64> = rows.iter().map(|r| r.len() as u64).collect();
+        let experts: Vec<ExpertCache<T>> = self
+            .experts
+            .par_iter()
+            .zip(rows.into_par_iter())
+            .map(|(mlp, rows)| {
+                if rows.is_empty() {
+                    return ExpertCache { rows, mlp: None, y: Vec::new() };
+                }
+                let mut xe = Vec::with_capacity(rows.len() * d);
+                for &(t, _) in &rows {
+                    xe.extend_from_slice(&x[t * d..(t + 1) * d]);
+                }
+                let (y, c) = mlp.fwd(cx, Arc::new(xe));
+                ExpertCache { rows, mlp: Some(c), y }
+            })
+            .collect();
+        let (mut out, shared) = match &self.shared {
+            Some(m) => {
+                let (y, c) = m.fwd(cx, x.clone());
+                (y, Some(c))
+            }
+            None => (vec![T::zero(); n * d], None),
+        };
+        for ec in &experts {
+            for (r, &(t, j)) in ec.rows.iter().enumerate() {
+                let g = gates[t * k + j];
+                let (dst, src) = (&mut out[t * d..(t + 1) * d], &ec.y[r * d..(r + 1) * d]);
+                for c in 0..d {
+                    dst[c] += g * src[c];
+                }
+            }
+        }
+        let mut stats = MoeStats { load, balance_loss: 0.0 };
+        let balance = (alpha > 0.0).then(|| {
+            // f_i = N_r / (K·S) · #tokens of the sequence routed to i; P_i = mean_t s_{t,i}/Σ_j s_{t,j}.
+            let mut af = vec![0.0f64; b * e];
+            let mut loss = 0.0;
+            for bi in 0..b {
+                let f = &mut af[bi * e..(bi + 1) * e];
+                for t in bi * s..(bi + 1) * s {
+                    for &i in &idx[t * k..(t + 1) * k] {
+                        f[i] += 1.0;
+                    }
+                }
+                let mut p = vec![0.0f64; e];
+                for t in bi * s..(bi + 1) * s {
+                    let st = &scores[t * e..(t + 1) * e];
+                    let z: f64 = st.iter().map(|v| v.f64()).sum();
+                    for i in 0..e {
+                        p[i] += st[i].f64() / z / s as f64;
+                    }
+                }
+                for i in 0..e {
+                    f[i] *= alpha * e as f64 / (k * s) as f64;
+                    loss += f[i] * p[i];
+                }
+            }
+            stats.balance_loss = loss / b as f64;
+            af
+        });
+        (out, MoeCache { b, s, x, scores, idx, gates, experts, shared, balance }, stats)
+    }
+
+    /// Backward: returns dx; weight gradients go to `wq` (shared expert, then routed experts
+    /// in order, then the router).
+    pub fn bwd<T: Real>(&self, cx: &Ctx<'_, T>, c: MoeCache<T>, dout: Vec<T>, wq: &mut WgradQueue<T>) -> Vec<T> {
+        let (e, k) = (self.n_experts(), self.top_k);
+        let d = self.router.inp;
+        let n = c.b * c.s;
+        let mut dx = match (&self.shared, c.shared) {
+            (Some(m), Some(sc)) => m.bwd(cx, sc, dout.clone(), wq),
+            _ => vec![T::zero(); n * d],
+        };
+        let gates = &c.gates;
+        let dout_ref = &dout;
+        let per_expert: Vec<(Vec<(usize, usize)>, Vec<T>, Vec<T>, WgradQueue<T>)> = self
+            .experts
+            .par_iter()
+            .zip(c.experts.into_par_iter())
+            .map(|(mlp, ec)| {
+                let mut q = WgradQueue::new();
+                let Some(mc) = ec.mlp else {
+                    return (ec.rows, Vec::new(), Vec::new(), q);
+                };
+                let mut dy = vec![T::zero(); ec.rows.len() * d];
+                let mut dgate = vec![T::zero(); ec.rows.len()];
+                for (r, &(t, j)) in ec.rows.iter().enumerate() {
+                    let g = gates[t * k + j];
+                    let src = &dout_ref[t * d..(t + 1) * d];
+                    let y = &ec.y[r * d..(r + 1) * d];
+                    let mut dot = T::zero();
+                    for cc in 0..d {
+                        dy[r * d + cc] = g * src[cc];
+                        dot += src[cc] * y[cc];
+                    }
+                    dgate[r] = dot;
+                }
+                let dxe = mlp.bwd(cx, mc, dy, &mut q);
+                (ec.rows, dxe, dgate, q)
+            })
+            .collect();
+        let mut dgates = vec![T::zero(); n * k];
+        for (rows, dxe, dgate, mut q) in per_expert {
+            for (r, &(t, j)) in rows.iter().enumerate() {
+                dgates[t * k + j] = dgate[r];
+                let (dst, src) = (&mut dx[t * d..(t + 1) * d], &dxe[r * d..(r + 1) * d]);
+                for cc in 0..d {
+                    dst[cc] += src[cc];
+                }
+            }
+            wq.append(&mut q);
+        }
+        // Through the gate weights to the affinities.
+        let scale = T::of(self.route_scale);
+        let mut ds = vec![T::zero(); n * e];
+        for t in 0..n {
+            let st = &c.scores[t * e..(t + 1) * e];
+            let sel = &c.idx[t * k..(t + 1) * k];
+            let dg = &dgates[t * k..(t + 1) * k];
+            let dst = &mut ds[t * e..(t + 1) * e];
+            if self.norm_topk {
+                let z = sel.iter().map(|&i| st[i]).sum::<T>() + T::of(1e-20);
+                let dot: T = sel.iter().zip(dg).map(|(&i, &g)| g * st[i]).sum::<T>() / z;
+                for (&i, &g) in sel.iter().zip(dg) {
+                    dst[i] += scale / z * (g - dot);
+                }
+            } else {
+                for (&i, &g) in sel.iter().zip(dg) {
+                    dst[i] += scale * g;
+                }
+            }
+        }
+        // Through the balance loss: L = (1/B) Σ_b Σ_i αf_{b,i} · (1/S) Σ_t s_{t,i}/Z_t.
+        if let Some(af) = &c.balance {
+            for bi in 0..c.b {
+                for t in bi * c.s..(bi + 1) * c.s {
+                    let st = &c.scores[t * e..(t + 1) * e];
+                    let z: f64 = st.iter().map(|v| v.f64()).sum();
+                    let coef = |i: usize| af[bi * e + i] / (c.s * c.b) as f64;
+                    let dot: f64 = (0..e).map(|i| coef(i) * st[i].f64() / z).sum();
+                    for i in 0..e {
+                        ds[t * e + i] += T::of((coef(i) - dot) / z);
+                    }
+                }
+            }
+        }
+        for (g, &sv) in ds.iter_mut().zip(&c.scores) {
+            *g *= sv * (T::one() - sv);
+        }
+        self.router.bwd_input_into(cx, &ds, &mut dx, true);
+        self.router.wgrad(wq, ds, &c.x);
+        dx
+    }
+}
+
+/// Auxiliary-loss-free balancing: `b_i −= γ` for experts above the mean load, `+= γ` below.
+pub fn update_bias(bias: &mut [f32], load: &[u64], gamma: f64) {
+    let mean = load.iter().sum::<u64>() as f64 / load.len().max(1) as f64;
+    for (b, &l) in bias.iter_mut().zip(load) {
+        let l = l as f64;
+        if l > mean {
+            *b -= gamma as f32;
+        } else if l < mean {
+            *b += gamma as f32;
+        }
+    }
+}

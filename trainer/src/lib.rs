@@ -5,13 +5,17 @@
 pub mod block;
 pub mod config;
 pub mod error;
+pub mod fsutil;
+pub mod hf;
 pub mod mla;
 pub mod mlp;
 pub mod model;
 pub mod moe;
+pub mod optim;
 pub mod ops;
 pub mod params;
 pub mod rng;
+pub mod train;
 
 pub use config::ModelConfig;
 pub use error::{Result, TrainerError};

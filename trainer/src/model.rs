@@ -146,6 +146,17 @@ struct Cache<T> {
     mtp: Vec<MtpCache<T>>,
 }
 
+impl<T> Forward<T> {
+    /// Main-model logits `[b·s, V]` (kept only when the forward kept its cache).
+    pub fn logits(&self) -> Option<&[T]> {
+        self.cache.as_ref().map(|c| c.head.logits.as_slice())
+    }
+    /// Logits of MTP depth `k` (1-based) `[b·(s−k), V]`.
+    pub fn mtp_logits(&self, k: usize) -> Option<&[T]> {
+        self.cache.as_ref().and_then(|c| c.mtp.get(k.wrapping_sub(1))).map(|m| m.head.logits.as_slice())
+    }
+}
+
 /// When weight gradients are computed during [`Model::backward`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WgradMode {

@@ -1,0 +1,615 @@
+//! The training loop: batches from the loader, forward, backward, clipping, AdamW, the
+//! routing-bias update, evaluation on a held-out dataset, a JSON line per step, and atomic,
+//! resumable checkpoints.
+//!
+//! A run directory holds `run.json` (the resolved configuration), `log.jsonl` (one line per
+//! step and per evaluation) and `checkpoints/step-NNNNNNNN/` with `config.json` +
+//! `model.safetensors` (Hugging Face layout), `optimizer.safetensors` (AdamW moments) and
+//! `state.json` (step, loader position, RNG, dataset fingerprint); `checkpoints/latest` names
+//! the newest complete one and is written last.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokenmill_kernels::Cpu;
+use tokenmill_kernels::cpu::matmul::MatMul;
+use tokenmill_shards::Dataset;
+use tokenmill_shards::loader::{Loader, LoaderConfig, LoaderState, Packing, Shuffle};
+
+use crate::config::ModelConfig;
+use crate::error::{Result, TrainerError};
+use crate::fsutil::write_atomic;
+use crate::model::{Batch, LossWeights, Model, WgradMode};
+use crate::moe::update_bias;
+use crate::ops::WgradQueue;
+use crate::optim::{AdamW, AdamWConfig, LrSchedule, clip_scale};
+use crate::params::view_mut;
+use crate::rng::Rng;
+
+/// `[model]`: a preset or an HF `config.json`, with field overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSection {
+    /// A preset name (`tiny`, `small`, `deepseek-v3`, `deepseek-v2-lite`).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Or a `config.json`.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Any `ModelConfig` field, e.g. `vocab_size = 512`.
+    #[serde(flatten)]
+    pub overrides: BTreeMap<String, serde_json::Value>,
+}
+
+impl ModelSection {
+    /// The model configuration this section describes.
+    pub fn resolve(&self) -> Result<ModelConfig> {
+        let base = match (&self.preset, &self.config) {
+            (Some(p), None) => ModelConfig::preset(p)?,
+            (None, Some(c)) => crate::hf::read_config(c)?,
+            (None, None) => ModelConfig::preset("tiny")?,
+            (Some(_), Some(_)) => return Err(TrainerError::Config("[model] takes preset or config, not both".into())),
+        };
+        let mut v = serde_json::to_value(&base).expect("serialises");
+        let o = v.as_object_mut().expect("an object");
+        for (k, val) in &self.overrides {
+            if !o.contains_key(k) {
+                return Err(TrainerError::Config(format!("[model] has no field {k:?}")));
+            }
+            o.insert(k.clone(), val.clone());
+        }
+        let cfg: ModelConfig = serde_json::from_value(v).map_err(|e| TrainerError::Config(format!("[model]: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Training dataset (a `tokenmill build` output).
+    pub train: PathBuf,
+    /// Held-out dataset for evaluation (same tokenizer).
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    /// Tokens per sample (inputs; samples hold one more).
+    pub seq_len: u64,
+    /// Samples per step.
+    pub batch: u64,
+    /// Samples per forward/backward (gradients accumulate); default = batch.
+    #[serde(default)]
+    pub micro_batch: Option<u64>,
+    /// Loader seed.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `windows` or `documents`.
+    #[serde(default = "default_packing")]
+    pub packing: Packing,
+}
+
+fn default_seed() -> u64 {
+    1234
+}
+
+fn default_packing() -> Packing {
+    Packing::Windows
+}
+
+/// What to do with a step whose loss or gradient is not finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Stop with an error (the parameters are left as before the step).
+    #[default]
+    Error,
+    /// Drop the step's update, log it, and go on.
+    Skip,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Run directory.
+    pub out: PathBuf,
+    /// Seed of the initial weights.
+    #[serde(default = "default_seed")]
+    pub init_seed: u64,
+    /// Evaluate every this many steps (0 = only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Batches per evaluation.
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: u64,
+    /// Checkpoint every this many steps (0 = only at the end).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// MTP loss weight λ by step: `[[0, 0.3], [1000, 0.1]]` = 0.3 from step 0, 0.1 from 1000.
+    #[serde(default = "default_lambda")]
+    pub mtp_lambda: Vec<(u64, f64)>,
+    /// α of the sequence-wise balance loss.
+    #[serde(default = "default_alpha")]
+    pub balance_alpha: f64,
+    /// γ of the routing-bias update.
+    #[serde(default = "default_gamma")]
+    pub bias_gamma: f64,
+    /// Threads (0 = all cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// Non-finite loss or gradient.
+    #[serde(default)]
+    pub on_nonfinite: OnNonFinite,
+}
+
+fn default_eval_batches() -> u64 {
+    4
+}
+fn default_lambda() -> Vec<(u64, f64)> {
+    vec![(0, 0.3)]
+}
+fn default_alpha() -> f64 {
+    0.0001
+}
+fn default_gamma() -> f64 {
+    0.001
+}
+
+/// A whole training configuration (`train.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The model.
+    pub model: ModelSection,
+    /// The data.
+    pub data: DataSection,
+    /// AdamW.
+    #[serde(default)]
+    pub optim: AdamWConfig,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub lr: LrSchedule,
+    /// The loop.
+    pub train: TrainSection,
+}
+
+impl TrainConfig {
+    /// λ at `step`.
+    pub fn mtp_lambda(&self, step: u64) -> f64 {
+        self.train.mtp_lambda.iter().filter(|(s, _)| *s <= step).next_back().map_or(0.0, |&(_, l)| l)
+    }
+}
+
+/// One step's record (a line of `log.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// `"train"` or `"eval"`.
+    pub kind: String,
+    /// Step (0-based; an eval line carries the number of steps done).
+    pub step: u64,
+    /// Total loss.
+    pub loss: f64,
+    /// Next-token loss.
+    pub main_loss: f64,
+    /// Mean MTP loss.
+    pub mtp_loss: f64,
+    /// Balance loss.
+    pub balance_loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Tokens per second of this step.
+    pub tokens_per_s: f64,
+    /// Model FLOPs utilisation against the measured GEMM peak.
+    pub mfu: f64,
+    /// Per MoE layer: (min, max) tokens per expert.
+    pub expert_load: Vec<(u64, u64)>,
+    /// The update was dropped (non-finite loss or gradient).
+    #[serde(default)]
+    pub skipped: bool,
+    /// Per sample: mean loss over its counted targets.
+    #[serde(default)]
+    pub sample_losses: Vec<f64>,
+}
+
+/// Saved with each checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Steps done.
+    pub step: u64,
+    /// Where the training stream stands.
+    pub loader: LoaderState,
+    /// Generator state.
+    pub rng: u64,
+    /// AdamW updates applied.
+    pub optimizer_t: u64,
+    /// xxh3 of the training dataset's manifest.
+    pub dataset_fingerprint: String,
+    /// Tokens per sample.
+    pub seq_len: u64,
+    /// Samples per step.
+    pub batch: u64,
+}
+
+/// Forward+backward FLOPs per token of a model at sequence length `s`: 6 × activated
+/// non-embedding parameters, plus causal attention `3·H·s·(d_qk + d_v)` per block.
+pub fn flops_per_token(c: &ModelConfig, s: u64) -> f64 {
+    let p = c.param_counts();
+    let d = c.hidden_size as f64;
+    let embed = c.vocab_size as f64 * d;
+    let blocks = (c.num_hidden_layers + c.num_nextn_predict_layers) as f64;
+    let mtp_active = if c.num_nextn_predict_layers > 0 {
+        // MTP blocks route like main blocks: count their activated part.
+        let routed = (c.n_routed_experts - c.num_experts_per_tok) as f64 * 3.0 * d * c.moe_intermediate_size as f64;
+        p.mtp as f64 - c.num_nextn_predict_layers as f64 * routed
+    } else {
+        0.0
+    };
+    let heads = c.num_attention_heads as f64;
+    let attn = 3.0 * heads * s as f64 * (c.qk_head_dim() + c.v_head_dim) as f64;
+    6.0 * (p.activated as f64 - embed + mtp_active) + blocks * attn
+}
+
+/// The machine's f32 GEMM rate (FLOP/s) with the fast backend on the current thread pool:
+/// best of 3 products of 1024³.
+pub fn measure_gemm_peak() -> f64 {
+    let n = 1024;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let p = MatMul { m: n, n, k: n, ta: false, tb: false, accumulate: false };
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        tokenmill_kernels::cpu::matmul::matmul(p, &a, &b, &mut c);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    p.flops() / best
+}
+
+fn fingerprint(dir: &Path) -> Result<String> {
+    let path = dir.join(tokenmill_shards::MANIFEST_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
+    Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
+}
+
+fn loader_config(d: &DataSection, shuffle: Shuffle, batch: u64) -> LoaderConfig {
+    LoaderConfig { seq_len: d.seq_len, global_batch: batch, seed: d.seed, packing: d.packing, shuffle, ..LoaderConfig::default() }
+}
+
+/// A training run.
+#[derive(Debug)]
+pub struct Trainer {
+    /// The configuration.
+    pub cfg: TrainConfig,
+    /// The model.
+    pub model: Model,
+    /// FP32 master weights.
+    pub params: Vec<f32>,
+    grads: Vec<f32>,
+    /// AdamW.
+    pub opt: AdamW,
+    loader: Loader,
+    eval: Option<Loader>,
+    /// Steps done.
+    pub step: u64,
+    rng: Rng,
+    fingerprint: String,
+    peak_flops: f64,
+    flops_per_token: f64,
+    log: std::fs::File,
+}
+
+fn lock_free_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
+    let path = out.join("log.jsonl");
+    // On resume keep only whole lines of steps the checkpoint covers.
+    if let Some(last) = keep_through {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<StepLog>(l).is_ok_and(|s| if s.kind == "eval" { s.step <= last } else { s.step < last }))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&path, kept.as_bytes())?;
+    } else {
+        write_atomic(&path, b"")?;
+    }
+    std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| TrainerError::io(&path, e))
+}
+
+impl Trainer {
+    /// Sets up a run: fresh, or from the newest checkpoint in `train.out` when `resume`.
+    pub fn new(cfg: TrainConfig, resume: bool) -> Result<Self> {
+        let mcfg = cfg.model.resolve()?;
+        let model = Model::new(mcfg.clone())?;
+        let d = &cfg.data;
+        let micro = d.micro_batch.unwrap_or(d.batch);
+        if d.batch == 0 || micro == 0 || d.batch % micro != 0 {
+            return Err(TrainerError::Config(format!("batch {} must be a positive multiple of micro_batch {micro}", d.batch)));
+        }
+        let ds = Dataset::open(&d.train).map_err(|e| TrainerError::Data(e.to_string()))?;
+        let vocab = ds.manifest().tokenizer.vocab_size;
+        if vocab as usize > mcfg.vocab_size {
+            return Err(TrainerError::Data(format!(
+                "{}: the tokenizer's vocabulary of {vocab} exceeds the model's vocab_size {}",
+                d.train.display(),
+                mcfg.vocab_size
+            )));
+        }
+        let mut loader = Loader::open(&d.train, loader_config(d, Shuffle::Full, d.batch)).map_err(|e| TrainerError::Data(e.to_string()))?;
+        let eval = match &d.eval {
+            Some(dir) => {
+                let ev = Dataset::open(dir).map_err(|e| TrainerError::Data(e.to_string()))?;
+                if ev.manifest().tokenizer.sha256 != ds.manifest().tokenizer.sha256 {
+                    return Err(TrainerError::Data(format!("{} and {} use different tokenizers", d.train.display(), dir.display())));
+                }
+                Some(Loader::open(dir, loader_config(d, Shuffle::None, micro)).map_err(|e| TrainerError::Data(e.to_string()))?)
+            }
+            None => None,
+        };
+        let fingerprint = fingerprint(&d.train)?;
+        let out = cfg.train.out.clone();
+        std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| TrainerError::io(&out, e))?;
+        let mut params: Vec<f32> = model.init(cfg.train.init_seed);
+        let mut opt = AdamW::new(cfg.optim.clone(), &model.layout);
+        let mut step = 0;
+        let mut rng = Rng::new(cfg.train.init_seed);
+        let mut keep = None;
+        if resume {
+            let latest = out.join("checkpoints").join("latest");
+            let name = std::fs::read_to_string(&latest).map_err(|e| TrainerError::io(&latest, e))?;
+            let dir = out.join("checkpoints").join(name.trim());
+            let st = load_checkpoint(&dir, &model, &mut params, &mut opt)?;
+            if st.dataset_fingerprint != fingerprint {
+                return Err(TrainerError::checkpoint(
+                    dir.join("state.json"),
+                    format!("was trained on another dataset (manifest {} ≠ {} of {})", st.dataset_fingerprint, fingerprint, d.train.display()),
+                ));
+            }
+            if (st.seq_len, st.batch) != (d.seq_len, d.batch) {
+                return Err(TrainerError::checkpoint(
+                    dir.join("state.json"),
+                    format!("seq_len/batch {}/{} ≠ the configuration's {}/{}", st.seq_len, st.batch, d.seq_len, d.batch),
+                ));
+            }
+            loader.resume(st.loader);
+            step = st.step;
+            rng = Rng::from_state(st.rng);
+            keep = Some(step);
+            tracing::info!(step, checkpoint = %dir.display(), "resumed");
+        }
+        let run = serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg })).expect("serialises");
+        write_atomic(&out.join("run.json"), run.as_bytes())?;
+        let log = lock_free_log(&out, keep)?;
+        let grads = vec![0.0; params.len()];
+        let flops_per_token = flops_per_token(&mcfg, d.seq_len);
+        Ok(Trainer { cfg, model, params, grads, opt, loader, eval, step, rng, fingerprint, peak_flops: 0.0, flops_per_token, log })
+    }
+
+    fn weights(&self) -> LossWeights {
+        LossWeights { mtp_lambda: self.cfg.mtp_lambda(self.step), balance_alpha: self.cfg.train.balance_alpha }
+    }
+
+    /// One optimizer step.
+    pub fn train_step(&mut self) -> Result<StepLog> {
+        let t0 = Instant::now();
+        let be = Cpu;
+        let d = self.cfg.data.clone();
+        let micro = d.micro_batch.unwrap_or(d.batch) as usize;
+        let s = d.seq_len as usize;
+        let batch = self.loader.next_batch().map_err(|e| TrainerError::Data(e.to_string()))?;
+        let w = self.weights();
+        self.grads.fill(0.0);
+        let n_micro = batch.samples.len().div_ceil(micro);
+        let (mut loss, mut main, mut mtp, mut bal) = (0.0, 0.0, 0.0, 0.0);
+        let mut loads: Vec<Vec<u64>> = Vec::new();
+        let mut sample_losses = Vec::with_capacity(batch.samples.len());
+        let mut wq = WgradQueue::new();
+        for chunk in batch.samples.chunks(micro) {
+            let tokens: Vec<u32> = chunk.iter().flat_map(|x| x.tokens.iter().copied()).collect();
+            let mask: Vec<u8> = chunk.iter().flat_map(|x| x.loss_mask.iter().copied()).collect();
+            let bt = Batch { tokens: &tokens, mask: Some(&mask), b: chunk.len(), s };
+            let mut f = self.model.forward(&be, &self.params, &bt, w, true)?;
+            loss += f.loss / n_micro as f64;
+            main += f.main_loss / n_micro as f64;
+            mtp += f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64 / n_micro as f64;
+            bal += f.balance_loss / n_micro as f64;
+            for (bi, smp) in chunk.iter().enumerate() {
+                let cnt = smp.loss_mask.iter().filter(|&&m| m != 0).count().max(1);
+                sample_losses.push(f.token_losses[bi * s..(bi + 1) * s].iter().map(|&x| x as f64).sum::<f64>() / cnt as f64);
+            }
+            if loads.is_empty() {
+                loads = f.moe.iter().map(|m| vec![0; m.load.len()]).collect();
+            }
+            for (acc, m) in loads.iter_mut().zip(&f.moe) {
+                for (a, &l) in acc.iter_mut().zip(&m.load) {
+                    *a += l;
+                }
+            }
+            if f.loss.is_finite() {
+                self.model.backward(&be, &self.params, &mut f, &mut self.grads, &mut wq, WgradMode::Immediate);
+            }
+        }
+        if n_micro > 1 {
+            let inv = 1.0 / n_micro as f32;
+            self.grads.iter_mut().for_each(|g| *g *= inv);
+        }
+        let grad_norm = self.opt.grad_norm(&self.grads);
+        let lr = self.cfg.lr.at(self.step);
+        let finite = loss.is_finite() && grad_norm.is_finite();
+        if finite {
+            self.opt.step(&mut self.params, &self.grads, lr, clip_scale(grad_norm, self.cfg.optim.clip));
+            for (id, load) in self.model.moe_biases().into_iter().zip(&loads) {
+                update_bias(view_mut(&self.model.layout, &mut self.params, id), load, self.cfg.train.bias_gamma);
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let tokens = (batch.samples.len() * s) as f64;
+        if self.peak_flops == 0.0 {
+            self.peak_flops = measure_gemm_peak();
+        }
+        let log = StepLog {
+            kind: "train".into(),
+            step: self.step,
+            loss,
+            main_loss: main,
+            mtp_loss: mtp,
+            balance_loss: bal,
+            grad_norm,
+            lr,
+            tokens_per_s: tokens / secs,
+            mfu: tokens * self.flops_per_token / secs / self.peak_flops,
+            expert_load: loads.iter().map(|l| (*l.iter().min().unwrap_or(&0), *l.iter().max().unwrap_or(&0))).collect(),
+            skipped: !finite,
+            sample_losses,
+        };
+        self.write_log(&log)?;
+        self.step += 1;
+        if !finite && self.cfg.train.on_nonfinite == OnNonFinite::Error {
+            let what = if loss.is_finite() { "gradient" } else { "loss" };
+            return Err(TrainerError::NonFinite { what: what.into(), step: log.step });
+        }
+        Ok(log)
+    }
+
+    fn write_log(&mut self, log: &StepLog) -> Result<()> {
+        let line = serde_json::to_string(log).expect("serialises");
+        writeln!(self.log, "{line}").map_err(|e| TrainerError::io(self.cfg.train.out.join("log.jsonl"), e))
+    }
+
+    /// Mean next-token loss over the first `eval_batches` batches of the held-out dataset
+    /// (`None` without one). Logged as an `eval` line.
+    pub fn evaluate(&mut self) -> Result<Option<f64>> {
+        let Some(ev) = self.eval.as_mut() else { return Ok(None) };
+        ev.resume(LoaderState::default());
+        let s = self.cfg.data.seq_len as usize;
+        let w = LossWeights { mtp_lambda: 0.0, balance_alpha: 0.0 };
+        let (mut sum, mut n) = (0.0, 0);
+        let mut mtp = 0.0;
+        for _ in 0..self.cfg.train.eval_batches {
+            let batch = ev.next_batch().map_err(|e| TrainerError::Data(e.to_string()))?;
+            let tokens: Vec<u32> = batch.samples.iter().flat_map(|x| x.tokens.iter().copied()).collect();
+            let mask: Vec<u8> = batch.samples.iter().flat_map(|x| x.loss_mask.iter().copied()).collect();
+            let bt = Batch { tokens: &tokens, mask: Some(&mask), b: batch.samples.len(), s };
+            let f = self.model.forward(&Cpu, &self.params, &bt, w, false)?;
+            sum += f.main_loss;
+            mtp += f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64;
+            n += 1;
+        }
+        let loss = sum / n.max(1) as f64;
+        let log = StepLog {
+            kind: "eval".into(),
+            step: self.step,
+            loss,
+            main_loss: loss,
+            mtp_loss: mtp / n.max(1) as f64,
+            balance_loss: 0.0,
+            grad_norm: 0.0,
+            lr: 0.0,
+            tokens_per_s: 0.0,
+            mfu: 0.0,
+            expert_load: Vec::new(),
+            skipped: false,
+            sample_losses: Vec::new(),
+        };
+        self.write_log(&log)?;
+        Ok(Some(loss))
+    }
+
+    /// Writes a checkpoint of the current state; returns its directory.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let root = self.cfg.train.out.join("checkpoints");
+        let name = format!("step-{:08}", self.step);
+        let tmp = root.join(format!(".tmp-{name}"));
+        let dir = root.join(&name);
+        let _ = std::fs::remove_dir_all(&tmp);
+        crate::hf::save(&tmp, &self.model, &self.params)?;
+        let meta = std::collections::HashMap::from([("t".to_string(), self.opt.t.to_string())]);
+        crate::hf::save_tensors(&tmp.join("optimizer.safetensors"), &self.model.layout, &self.opt.m, "m.", meta.clone())?;
+        crate::hf::save_tensors(&tmp.join("optimizer_v.safetensors"), &self.model.layout, &self.opt.v, "v.", meta)?;
+        let st = CheckpointState {
+            step: self.step,
+            loader: self.loader.state(),
+            rng: self.rng.state(),
+            optimizer_t: self.opt.t,
+            dataset_fingerprint: self.fingerprint.clone(),
+            seq_len: self.cfg.data.seq_len,
+            batch: self.cfg.data.batch,
+        };
+        write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&st).expect("serialises").as_bytes())?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).map_err(|e| TrainerError::io(&dir, e))?;
+        write_atomic(&root.join("latest"), name.as_bytes())?;
+        Ok(dir)
+    }
+
+    /// Runs to `train.steps`, evaluating and checkpointing on schedule; `on_log` sees every
+    /// line. Returns the last eval loss (if any).
+    pub fn run(&mut self, mut on_log: impl FnMut(&StepLog)) -> Result<Option<f64>> {
+        let tc = self.cfg.train.clone();
+        let mut last_eval = None;
+        while self.step < tc.steps {
+            let log = self.train_step()?;
+            on_log(&log);
+            let done = self.step;
+            if tc.eval_every > 0 && done % tc.eval_every == 0 && done < tc.steps {
+                last_eval = self.evaluate()?;
+                if let Some(l) = last_eval {
+                    on_log(&eval_line(done, l));
+                }
+            }
+            if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
+                self.save_checkpoint()?;
+            }
+        }
+        last_eval = self.evaluate()?.or(last_eval);
+        if let Some(l) = last_eval {
+            on_log(&eval_line(self.step, l));
+        }
+        self.save_checkpoint()?;
+        Ok(last_eval)
+    }
+}
+
+fn eval_line(step: u64, loss: f64) -> StepLog {
+    StepLog {
+        kind: "eval".into(),
+        step,
+        loss,
+        main_loss: loss,
+        mtp_loss: 0.0,
+        balance_loss: 0.0,
+        grad_norm: 0.0,
+        lr: 0.0,
+        tokens_per_s: 0.0,
+        mfu: 0.0,
+        expert_load: Vec::new(),
+        skipped: false,
+        sample_losses: Vec::new(),
+    }
+}
+
+/// Loads a checkpoint directory into `params` and `opt`; checks it belongs to `model`.
+pub fn load_checkpoint(dir: &Path, model: &Model, params: &mut [f32], opt: &mut AdamW) -> Result<CheckpointState> {
+    let cfg = crate::hf::read_config(&dir.join("config.json"))?;
+    if cfg != model.cfg {
+        return Err(TrainerError::checkpoint(dir.join("config.json"), "the checkpoint's model configuration differs from the run's"));
+    }
+    crate::hf::load_tensors(&dir.join("model.safetensors"), &model.layout, params, "", false)?;
+    let meta = crate::hf::load_tensors(&dir.join("optimizer.safetensors"), &model.layout, &mut opt.m, "m.", false)?;
+    crate::hf::load_tensors(&dir.join("optimizer_v.safetensors"), &model.layout, &mut opt.v, "v.", false)?;
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainerError::io(&path, e))?;
+    let st: CheckpointState = serde_json::from_str(&text).map_err(|e| TrainerError::checkpoint(&path, format!("bad state: {e}")))?;
+    let t: u64 = meta.get("t").and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+    if t != st.optimizer_t {
+        return Err(TrainerError::checkpoint(&path, format!("optimizer step {t} ≠ state's {}", st.optimizer_t)));
+    }
+    opt.t = st.optimizer_t;
+    Ok(st)
+}

@@ -22,7 +22,15 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     /// RMSNorm forward.
     fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]);
     /// RMSNorm input gradient.
-    fn rmsnorm_bwd_input(&self, x: &[T], w: &[T], rstd: &[T], dy: &[T], dx: &mut [T], accumulate: bool);
+    fn rmsnorm_bwd_input(
+        &self,
+        x: &[T],
+        w: &[T],
+        rstd: &[T],
+        dy: &[T],
+        dx: &mut [T],
+        accumulate: bool,
+    );
     /// RMSNorm weight gradient (accumulates).
     fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]);
     /// RoPE forward, in place.
@@ -50,9 +58,34 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
         dv: &mut [T],
     );
     /// Cross-entropy forward: per-row loss and log-sum-exp.
-    fn cross_entropy_fwd(&self, logits: &[T], targets: &[u32], vocab: usize, losses: &mut [T], lse: &mut [T]);
-    /// Cross-entropy backward.
-    fn cross_entropy_bwd(&self, logits: &[T], targets: &[u32], lse: &[T], g: &[T], vocab: usize, dlogits: &mut [T]);
+    fn cross_entropy_fwd(
+        &self,
+        logits: &[T],
+        targets: &[u32],
+        vocab: usize,
+        losses: &mut [T],
+        lse: &mut [T],
+    );
+    /// Cross-entropy backward, in place: the logits become their gradient.
+    fn cross_entropy_bwd(
+        &self,
+        logits: &mut [T],
+        targets: &[u32],
+        lse: &[T],
+        g: &[T],
+        vocab: usize,
+    );
+    /// Cross-entropy forward and backward in one pass: losses and log-sum-exp out, the logits
+    /// become their gradient.
+    fn cross_entropy_fused(
+        &self,
+        logits: &mut [T],
+        targets: &[u32],
+        g: &[T],
+        vocab: usize,
+        losses: &mut [T],
+        lse: &mut [T],
+    );
     /// Embedding forward.
     fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]);
     /// Embedding backward (accumulates).
@@ -71,7 +104,7 @@ pub struct CpuReference;
 
 macro_rules! impl_backend {
     ($ty:ident, $name:literal, $mm:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
-     $af:path, $ab:path, $cf:path, $cb:path, $ef:path, $eb:path, $tk:path) => {
+     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $tk:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -82,7 +115,15 @@ macro_rules! impl_backend {
             fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {
                 $nf(x, w, eps, y, rstd)
             }
-            fn rmsnorm_bwd_input(&self, x: &[T], w: &[T], rstd: &[T], dy: &[T], dx: &mut [T], accumulate: bool) {
+            fn rmsnorm_bwd_input(
+                &self,
+                x: &[T],
+                w: &[T],
+                rstd: &[T],
+                dy: &[T],
+                dx: &mut [T],
+                accumulate: bool,
+            ) {
                 $nbi(x, w, rstd, dy, dx, accumulate)
             }
             fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]) {
@@ -100,7 +141,15 @@ macro_rules! impl_backend {
             fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]) {
                 $sb(g, u, dh, dg, du)
             }
-            fn attention_fwd(&self, s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]) {
+            fn attention_fwd(
+                &self,
+                s: AttnShape,
+                q: &[T],
+                k: &[T],
+                v: &[T],
+                o: &mut [T],
+                lse: &mut [T],
+            ) {
                 $af(s, q, k, v, o, lse)
             }
             fn attention_bwd(
@@ -118,11 +167,36 @@ macro_rules! impl_backend {
             ) {
                 $ab(s, q, k, v, o, lse, d_o, dq, dk, dv)
             }
-            fn cross_entropy_fwd(&self, logits: &[T], targets: &[u32], vocab: usize, losses: &mut [T], lse: &mut [T]) {
+            fn cross_entropy_fwd(
+                &self,
+                logits: &[T],
+                targets: &[u32],
+                vocab: usize,
+                losses: &mut [T],
+                lse: &mut [T],
+            ) {
                 $cf(logits, targets, vocab, losses, lse)
             }
-            fn cross_entropy_bwd(&self, logits: &[T], targets: &[u32], lse: &[T], g: &[T], vocab: usize, dlogits: &mut [T]) {
-                $cb(logits, targets, lse, g, vocab, dlogits)
+            fn cross_entropy_bwd(
+                &self,
+                logits: &mut [T],
+                targets: &[u32],
+                lse: &[T],
+                g: &[T],
+                vocab: usize,
+            ) {
+                $cb(logits, targets, lse, g, vocab)
+            }
+            fn cross_entropy_fused(
+                &self,
+                logits: &mut [T],
+                targets: &[u32],
+                g: &[T],
+                vocab: usize,
+                losses: &mut [T],
+                lse: &mut [T],
+            ) {
+                $cfu(logits, targets, g, vocab, losses, lse)
             }
             fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]) {
                 $ef(table, d, ids, y)
@@ -152,6 +226,7 @@ impl_backend!(
     attention::attention_bwd,
     loss::cross_entropy_fwd,
     loss::cross_entropy_bwd,
+    loss::cross_entropy_fused,
     embedding::embedding_fwd,
     embedding::embedding_bwd,
     topk::topk
@@ -172,6 +247,7 @@ impl_backend!(
     attention::attention_bwd_ref,
     loss::cross_entropy_fwd_ref,
     loss::cross_entropy_bwd_ref,
+    loss::cross_entropy_fused_ref,
     embedding::embedding_fwd_ref,
     embedding::embedding_bwd_ref,
     topk::topk_ref

@@ -30,6 +30,8 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
     Dedup(#[from] tokenmill_dedup::Error),
+    #[error(transparent)]
+    Trainer(#[from] tokenmill_trainer::TrainerError),
 }
 
 /// Result alias of the pipelines library.

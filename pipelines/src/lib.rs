@@ -12,13 +12,17 @@ pub mod corpus;
 pub mod dedup_cmd;
 pub mod dedup_stage;
 pub mod error;
+pub mod gemm_bench;
 pub mod inspect;
 pub mod loader_bench;
+pub mod plot;
 pub mod progress;
 pub mod quickstart;
 pub mod sql;
 pub mod stats;
 pub mod task;
+pub mod train_bench;
+pub mod train_cmd;
 
 pub use build::{BuildOutcome, build};
 pub use config::BuildConfig;

@@ -50,6 +50,49 @@ enum Cmd {
     /// Benchmarks that print a table.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Train a DeepSeek-V3-architecture model on a dataset (`--config train.toml`).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue from the newest checkpoint in the run directory.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Draw the loss curves of one or more runs (SVG).
+    Plot {
+        runs: Vec<PathBuf>,
+        /// Output file (default: RUN/loss.svg of the first run).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Model configurations.
+    #[command(subcommand)]
+    Model(ModelCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// Parameter counts, FLOPs per token and memory of a preset or an HF config.json.
+    Info {
+        /// tiny, small, deepseek-v3, deepseek-v2-lite
+        #[arg(long, conflicts_with = "config")]
+        preset: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 4096)]
+        seq_len: u64,
+    },
+    /// Write a freshly initialised model in Hugging Face layout (config.json + safetensors).
+    Init {
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -70,6 +113,9 @@ struct QuickstartArgs {
     threads: usize,
     #[arg(long)]
     quiet: bool,
+    /// Steps of the tiny model trained at the end (0 = no training).
+    #[arg(long, default_value_t = 600)]
+    train_steps: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -300,6 +346,37 @@ enum BenchCmd {
         )]
         ks: Vec<usize>,
     },
+    /// Training throughput and MFU of a preset vs transformers' DeepseekV3ForCausalLM (torch CPU).
+    Train {
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Python with torch + transformers (default: .venv-peers/bin/python if present).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Skip the PyTorch side.
+        #[arg(long)]
+        no_peer: bool,
+        #[arg(long, default_value = "tests/peers/bench_torch_train.py")]
+        script: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// f32 GEMM rate of the `gemm` crate (the fast matmul) vs the reference loop and this CPU's
+    /// theoretical peak.
+    Gemm {
+        #[arg(long, value_delimiter = ',', default_value = "128,256,512,1024,2048")]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// The loader: open time, memory, tokens/s on one core vs a raw copy of the same bytes.
     Loader {
         /// A dataset directory; or none, with --simulate-shards, for a sparse simulated one.
@@ -324,6 +401,19 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// 1234567 → "1,234,567".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -357,9 +447,75 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: a.seed,
                 threads: a.threads,
                 quiet: a.quiet,
+                train_steps: a.train_steps,
             })?;
         }
         Cmd::Build(a) => cmd_build(a)?,
+        Cmd::Train {
+            config,
+            resume,
+            quiet,
+        } => {
+            let cfg = tokenmill_pipelines::train_cmd::read_config(&config)?;
+            let out = cfg.train.out.clone();
+            let o = tokenmill_pipelines::train_cmd::train(cfg, resume, quiet)?;
+            println!(
+                "trained {} steps: last loss {:.4}, eval loss {}, {:.0} tokens/s; run in {}",
+                o.steps,
+                o.last_loss,
+                o.eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                o.tokens_per_s,
+                out.display()
+            );
+        }
+        Cmd::Plot { runs, out } => {
+            if runs.is_empty() {
+                bail!("plot needs at least one run directory");
+            }
+            let mut logs = Vec::new();
+            for r in &runs {
+                let label = r.file_name().map_or_else(
+                    || r.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                logs.push((label, tokenmill_pipelines::plot::read_log(r)?));
+            }
+            let out = out.unwrap_or_else(|| runs[0].join("loss.svg"));
+            let svg = tokenmill_pipelines::plot::svg(&logs, "training loss");
+            std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
+        Cmd::Model(ModelCmd::Info {
+            preset,
+            config,
+            seq_len,
+        }) => {
+            let cfg = match (preset, config) {
+                (_, Some(c)) => tokenmill_trainer::hf::read_config(&c)?,
+                (p, None) => {
+                    tokenmill_trainer::ModelConfig::preset(p.as_deref().unwrap_or("tiny"))?
+                }
+            };
+            let p = cfg.param_counts();
+            let (per_param, per_tok) =
+                tokenmill_pipelines::train_bench::memory_model(&cfg, seq_len as usize);
+            println!("{:<34} {:>18}", "parameters (main model)", group(p.total));
+            println!("{:<34} {:>18}", "activated per token", group(p.activated));
+            println!("{:<34} {:>18}", "MTP modules", group(p.mtp));
+            println!(
+                "{:<34} {:>18.3e}",
+                format!("train FLOPs/token (seq {seq_len})"),
+                tokenmill_trainer::train::flops_per_token(&cfg, seq_len)
+            );
+            println!("{:<34} {:>18}", "state bytes/param (fp32+AdamW)", per_param);
+            println!("{:<34} {:>18.0}", "saved activations bytes/token", per_tok);
+        }
+        Cmd::Model(ModelCmd::Init { preset, seed, out }) => {
+            let m =
+                tokenmill_trainer::Model::new(tokenmill_trainer::ModelConfig::preset(&preset)?)?;
+            tokenmill_trainer::hf::save(&out, &m, &m.init::<f32>(seed))?;
+            println!("wrote {} ({} parameters)", out.display(), m.layout.len());
+        }
         Cmd::Dedup(a) => cmd_dedup(a)?,
         Cmd::Sql { dir, query } => {
             let batches = tokenmill_pipelines::sql::query_dir(&dir, &query)?;
@@ -499,6 +655,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                 );
             }
+        }
+        Cmd::Bench(BenchCmd::Train {
+            preset,
+            batch,
+            seq,
+            steps,
+            threads,
+            python,
+            no_peer,
+            script,
+            json,
+        }) => {
+            let python = if no_peer {
+                None
+            } else {
+                python.or_else(|| {
+                    let p = PathBuf::from(".venv-peers/bin/python");
+                    p.exists().then_some(p)
+                })
+            };
+            let o = tokenmill_pipelines::train_bench::TrainBenchOptions {
+                preset,
+                batch,
+                seq,
+                steps,
+                threads,
+                python,
+                script,
+            };
+            let (rows, peak) = tokenmill_pipelines::train_bench::bench_train(&o)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "gemm_peak_flops": peak, "rows": rows })
+                );
+            } else {
+                print!(
+                    "{}",
+                    tokenmill_pipelines::train_bench::table(&o, &rows, peak)
+                );
+            }
+        }
+        Cmd::Bench(BenchCmd::Gemm { sizes, threads }) => {
+            let py = PathBuf::from(".venv-peers/bin/python");
+            print!(
+                "{}",
+                tokenmill_pipelines::gemm_bench::bench_gemm(
+                    &sizes,
+                    threads,
+                    py.exists().then_some(py.as_path())
+                )?
+            );
         }
         Cmd::Bench(BenchCmd::Loader {
             dataset,

@@ -22,6 +22,8 @@ pub struct QuickstartOptions {
     pub seed: u64,
     pub threads: usize,
     pub quiet: bool,
+    /// Training steps of the tiny model at the end (0 = skip training).
+    pub train_steps: u64,
 }
 
 /// Runs the quickstart, printing each step to stdout; returns the dataset directory.
@@ -35,7 +37,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         }
     }
     println!(
-        "[1/4] generating {} web-like documents in {} files → {}",
+        "[1/5] generating {} web-like documents in {} files → {}",
         o.docs,
         o.files,
         corpus.display()
@@ -43,7 +45,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     let files = write_corpus(&corpus, o.docs, o.files, o.seed)?;
 
     println!(
-        "[2/4] training a byte-level BPE tokenizer (vocab {}) → {}",
+        "[2/5] training a byte-level BPE tokenizer (vocab {}) → {}",
         o.vocab_size,
         tokenizer.display()
     );
@@ -56,7 +58,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     println!("      vocabulary: {got} tokens");
 
     println!(
-        "[3/4] building the dataset (with exact + MinHash dedup) → {}",
+        "[3/5] building the dataset (with exact + MinHash dedup) → {}",
         dataset.display()
     );
     let cfg = BuildConfig {
@@ -85,7 +87,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     let outcome = build(&cfg)?;
     print!("{}", outcome.stats.table());
 
-    println!("[4/4] verifying and inspecting {}", dataset.display());
+    println!("[4/5] verifying and inspecting {}", dataset.display());
     let report = tokenmill_shards::verify(&dataset)?;
     println!(
         "      verify: {} shards, {} documents, {} tokens, {} bytes hashed: OK",
@@ -100,6 +102,9 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         "{}",
         inspect::render(&inspect::by_token(&ds, &tok, middle)?, 400)
     );
+    if o.train_steps > 0 {
+        train_tiny(o, &tokenizer, &dataset)?;
+    }
     println!(
         "\nnext: tokenmill inspect {} --doc qs-000001",
         dataset.display()
@@ -113,6 +118,107 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         dataset.display()
     );
     Ok(dataset)
+}
+
+/// Step 5: a held-out dataset from a freshly generated corpus, then a tiny DeepSeek-V3 model
+/// (MLA, DeepSeekMoE, MTP) trained on the dataset, evaluated on the held-out one.
+fn train_tiny(o: &QuickstartOptions, tokenizer: &Path, dataset: &Path) -> Result<()> {
+    let eval_corpus = o.out.join("corpus-eval");
+    let eval = o.out.join("dataset-eval");
+    let run = o.out.join("run");
+    for d in [&eval_corpus, &eval, &run] {
+        if d.exists() {
+            std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+    }
+    write_corpus(&eval_corpus, 300, 1, o.seed.wrapping_add(1_000_003))?;
+    let cfg = BuildConfig {
+        input: InputConfig {
+            paths: vec![glob_of(&eval_corpus)],
+            read: Default::default(),
+        },
+        tokenizer: TokenizerConfig {
+            path: tokenizer.to_path_buf(),
+            ..Default::default()
+        },
+        output: OutputConfig {
+            dir: eval.clone(),
+            shard_bytes: 256 << 10,
+        },
+        dedup: Default::default(),
+        run: RunConfig {
+            threads: o.threads,
+            quiet: true,
+        },
+    };
+    build(&cfg)?;
+    let vocab = tokenmill_shards::Dataset::open(dataset)?
+        .manifest()
+        .tokenizer
+        .vocab_size;
+    let toml = format!(
+        r#"# written by `tokenmill quickstart`; rerun with `tokenmill train --config {path}`
+[model]
+preset = "tiny"
+vocab_size = {vocab}
+
+[data]
+train = "dataset"
+eval = "dataset-eval"
+seq_len = 128
+batch = 8
+
+[lr]
+peak = 3e-3
+min = 3e-4
+warmup = 30
+constant = {constant}
+decay = {decay}
+
+[train]
+out = "run"
+steps = {steps}
+eval_every = {eval_every}
+checkpoint_every = {steps}
+threads = {threads}
+"#,
+        path = o.out.join("train.toml").display(),
+        constant = o.train_steps / 2,
+        decay = o.train_steps - o.train_steps / 2,
+        steps = o.train_steps,
+        eval_every = (o.train_steps / 4).max(1),
+        threads = o.threads,
+    );
+    let toml_path = o.out.join("train.toml");
+    std::fs::write(&toml_path, toml).map_err(|e| Error::io(&toml_path, e))?;
+    println!(
+        "[5/5] training a tiny DeepSeek-V3 model (MLA + DeepSeekMoE + MTP) for {} steps → {}",
+        o.train_steps,
+        run.display()
+    );
+    let started = std::time::Instant::now();
+    let out = crate::train_cmd::train(crate::train_cmd::read_config(&toml_path)?, false, o.quiet)?;
+    let log = crate::plot::read_log(&run)?;
+    let first = log
+        .iter()
+        .find(|l| l.kind == "train")
+        .map_or(f64::NAN, |l| l.loss);
+    let svg = crate::plot::svg(&[("run".into(), log)], "quickstart: tiny DeepSeek-V3");
+    std::fs::write(run.join("loss.svg"), svg).map_err(|e| Error::io(&run, e))?;
+    println!(
+        "      loss {first:.3} → {:.3} (ln V = {:.3}); held-out loss {}; {:.0} tokens/s; {:.0} s",
+        out.last_loss,
+        (vocab as f64).ln(),
+        out.eval_loss.map_or("-".into(), |l| format!("{l:.3}")),
+        out.tokens_per_s,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "      curves: {}; weights (Hugging Face layout): {}",
+        run.join("loss.svg").display(),
+        run.join("checkpoints").display()
+    );
+    Ok(())
 }
 
 fn glob_of(dir: &Path) -> String {

@@ -32,6 +32,9 @@ fn help_lists_every_command() {
         "sql",
         "tokenizer",
         "bench",
+        "train",
+        "plot",
+        "model",
     ] {
         assert!(out.contains(c), "{c} missing from:\n{out}");
     }

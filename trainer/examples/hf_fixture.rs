@@ -21,14 +21,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in &model.layout.specs {
         let r = s.range.clone();
         match s.kind {
-            ParamKind::Norm => params[r].iter_mut().for_each(|x| *x = 1.0 + 0.1 * rng.normal() as f32),
-            ParamKind::Buffer => params[r].iter_mut().for_each(|x| *x = 0.05 * rng.normal() as f32),
+            ParamKind::Norm => params[r]
+                .iter_mut()
+                .for_each(|x| *x = 1.0 + 0.1 * rng.normal() as f32),
+            ParamKind::Buffer => params[r]
+                .iter_mut()
+                .for_each(|x| *x = 0.05 * rng.normal() as f32),
             _ => {}
         }
     }
     tokenmill_trainer::hf::save(&out, &model, &params)?;
     let (b, s) = (2usize, 16usize);
-    let tokens: Vec<Vec<u32>> = (0..b).map(|_| (0..=s).map(|_| (rng.next_u64() % 128) as u32).collect()).collect();
+    let tokens: Vec<Vec<u32>> = (0..b)
+        .map(|_| (0..=s).map(|_| (rng.next_u64() % 128) as u32).collect())
+        .collect();
     let batch = serde_json::json!({ "tokens": tokens, "mtp_lambda": 0.3 });
     std::fs::write(out.join("batch.json"), serde_json::to_string(&batch)?)?;
     println!("wrote {} ({} parameters)", out.display(), params.len());

@@ -86,11 +86,29 @@ impl Block {
         for (yv, &hv) in y.iter_mut().zip(h.iter()) {
             *yv += hv;
         }
-        (y, BlockCache { x, r1, attn, h, r2, ffn }, stats)
+        (
+            y,
+            BlockCache {
+                x,
+                r1,
+                attn,
+                h,
+                r2,
+                ffn,
+            },
+            stats,
+        )
     }
 
     /// Backward: returns dx; weight gradients go to `wq`.
-    pub fn bwd<T: Real>(&self, cx: &Ctx<'_, T>, rope: &RopeTable<T>, c: BlockCache<T>, dy: Vec<T>, wq: &mut WgradQueue<T>) -> Vec<T> {
+    pub fn bwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        rope: &RopeTable<T>,
+        c: BlockCache<T>,
+        dy: Vec<T>,
+        wq: &mut WgradQueue<T>,
+    ) -> Vec<T> {
         let mut dh = dy.clone();
         let dhn = match (&self.ffn, c.ffn) {
             (Ffn::Dense(m), FfnCache::Dense(fc)) => m.bwd(cx, fc, dy, wq),

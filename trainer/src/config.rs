@@ -71,7 +71,11 @@ fn default_init() -> f64 {
 mod zero_is_null {
     use serde::{Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &usize, s: S) -> Result<S::Ok, S::Error> {
-        if *v == 0 { s.serialize_none() } else { s.serialize_u64(*v as u64) }
+        if *v == 0 {
+            s.serialize_none()
+        } else {
+            s.serialize_u64(*v as u64)
+        }
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         Ok(Option::<usize>::deserialize(d)?.unwrap_or(0))
@@ -241,13 +245,17 @@ impl ModelConfig {
                 return err(format!("{name} must be positive"));
             }
         }
-        if self.qk_rope_head_dim % 2 != 0 {
-            return err(format!("qk_rope_head_dim = {} must be even (RoPE rotates pairs)", self.qk_rope_head_dim));
+        if !self.qk_rope_head_dim.is_multiple_of(2) {
+            return err(format!(
+                "qk_rope_head_dim = {} must be even (RoPE rotates pairs)",
+                self.qk_rope_head_dim
+            ));
         }
         if self.first_k_dense_replace > 0 && self.intermediate_size == 0 {
             return err("intermediate_size must be positive when there are dense layers".into());
         }
-        let moe_layers = self.first_k_dense_replace < self.num_hidden_layers + self.num_nextn_predict_layers;
+        let moe_layers =
+            self.first_k_dense_replace < self.num_hidden_layers + self.num_nextn_predict_layers;
         if moe_layers && self.n_routed_experts > 0 {
             if self.moe_intermediate_size == 0 {
                 return err("moe_intermediate_size must be positive".into());
@@ -258,14 +266,17 @@ impl ModelConfig {
                     self.num_experts_per_tok, self.n_routed_experts
                 ));
             }
-            if self.n_group == 0 || self.n_routed_experts % self.n_group != 0 {
+            if self.n_group == 0 || !self.n_routed_experts.is_multiple_of(self.n_group) {
                 return err(format!(
                     "n_routed_experts = {} is not divisible by n_group = {}",
                     self.n_routed_experts, self.n_group
                 ));
             }
             if self.topk_group == 0 || self.topk_group > self.n_group {
-                return err(format!("topk_group = {} must be in 1..={} (n_group)", self.topk_group, self.n_group));
+                return err(format!(
+                    "topk_group = {} must be in 1..={} (n_group)",
+                    self.topk_group, self.n_group
+                ));
             }
             let reachable = self.topk_group * (self.n_routed_experts / self.n_group);
             if self.num_experts_per_tok > reachable {
@@ -275,8 +286,15 @@ impl ModelConfig {
                 ));
             }
         }
-        if !(self.rms_norm_eps > 0.0) || !(self.rope_theta > 0.0) || !self.routed_scaling_factor.is_finite() {
-            return err("rms_norm_eps and rope_theta must be positive, routed_scaling_factor finite".into());
+        if self.rms_norm_eps.is_nan()
+            || self.rms_norm_eps <= 0.0
+            || self.rope_theta.is_nan()
+            || self.rope_theta <= 0.0
+            || !self.routed_scaling_factor.is_finite()
+        {
+            return err(
+                "rms_norm_eps and rope_theta must be positive, routed_scaling_factor finite".into(),
+            );
         }
         Ok(())
     }
@@ -328,7 +346,11 @@ impl ModelConfig {
         let mtp = (0..self.num_nextn_predict_layers)
             .map(|k| 3 * d + 2 * d * d + self.block_params(self.num_hidden_layers + k).0)
             .sum();
-        ParamCounts { total, activated, mtp }
+        ParamCounts {
+            total,
+            activated,
+            mtp,
+        }
     }
 }
 
@@ -342,8 +364,16 @@ mod tests {
         c.validate().unwrap();
         let p = c.param_counts();
         // The report: 671B total, 37B activated per token; the MTP module adds 14B (685B on HF).
-        assert!((670.5e9..671.5e9).contains(&(p.total as f64)), "{}", p.total);
-        assert!((36.5e9..37.9e9).contains(&(p.activated as f64)), "{}", p.activated);
+        assert!(
+            (670.5e9..671.5e9).contains(&(p.total as f64)),
+            "{}",
+            p.total
+        );
+        assert!(
+            (36.5e9..37.9e9).contains(&(p.activated as f64)),
+            "{}",
+            p.activated
+        );
         assert!((11.0e9..15.0e9).contains(&(p.mtp as f64)), "{}", p.mtp);
     }
 
@@ -353,7 +383,11 @@ mod tests {
         c.validate().unwrap();
         let p = c.param_counts();
         assert!((15.6e9..15.8e9).contains(&(p.total as f64)), "{}", p.total);
-        assert!((2.3e9..2.8e9).contains(&(p.activated as f64)), "{}", p.activated);
+        assert!(
+            (2.3e9..2.8e9).contains(&(p.activated as f64)),
+            "{}",
+            p.activated
+        );
     }
 
     #[test]
@@ -371,10 +405,20 @@ mod tests {
         let base = ModelConfig::preset("tiny").unwrap();
         let mut c = base.clone();
         c.n_group = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("not divisible by n_group"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not divisible by n_group")
+        );
         let mut c = base.clone();
         c.num_experts_per_tok = 9;
-        assert!(c.validate().unwrap_err().to_string().contains("num_experts_per_tok"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("num_experts_per_tok")
+        );
         let mut c = base.clone();
         c.qk_rope_head_dim = 3;
         assert!(c.validate().unwrap_err().to_string().contains("even"));

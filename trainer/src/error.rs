@@ -43,10 +43,16 @@ pub type Result<T, E = TrainerError> = std::result::Result<T, E>;
 impl TrainerError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainerError::Io { path: path.into(), source }
+        TrainerError::Io {
+            path: path.into(),
+            source,
+        }
     }
     /// A checkpoint mismatch on `path`.
     pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        TrainerError::Checkpoint { path: path.into(), msg: msg.into() }
+        TrainerError::Checkpoint {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

@@ -46,26 +46,48 @@ pub fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
 /// does not model (they must hold their DeepSeek-V3 values where they change the math).
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainerError::io(path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainerError::checkpoint(path, format!("not JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| TrainerError::checkpoint(path, "config.json is not an object"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| TrainerError::checkpoint(path, format!("not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| TrainerError::checkpoint(path, "config.json is not an object"))?;
     let must = |key: &str, ok: &dyn Fn(&serde_json::Value) -> bool, what: &str| -> Result<()> {
         match obj.get(key) {
-            Some(val) if !ok(val) => Err(TrainerError::checkpoint(path, format!("{key} = {val} is not supported ({what})"))),
+            Some(val) if !ok(val) => Err(TrainerError::checkpoint(
+                path,
+                format!("{key} = {val} is not supported ({what})"),
+            )),
             _ => Ok(()),
         }
     };
-    must("attention_bias", &|v| v == &serde_json::Value::Bool(false), "no biases")?;
-    must("tie_word_embeddings", &|v| v == &serde_json::Value::Bool(false), "untied head")?;
-    must("rope_interleave", &|v| v == &serde_json::Value::Bool(true), "interleaved RoPE")?;
+    must(
+        "attention_bias",
+        &|v| v == &serde_json::Value::Bool(false),
+        "no biases",
+    )?;
+    must(
+        "tie_word_embeddings",
+        &|v| v == &serde_json::Value::Bool(false),
+        "untied head",
+    )?;
+    must(
+        "rope_interleave",
+        &|v| v == &serde_json::Value::Bool(true),
+        "interleaved RoPE",
+    )?;
     must("rope_scaling", &|v| v.is_null(), "YaRN is not implemented")?;
     must("scoring_func", &|v| v == "sigmoid", "sigmoid routing")?;
     let known = serde_json::to_value(ModelConfig::preset("tiny")?).expect("serialises");
     let known = known.as_object().expect("an object");
-    let filtered: serde_json::Map<String, serde_json::Value> =
-        obj.iter().filter(|(k, _)| known.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let filtered: serde_json::Map<String, serde_json::Value> = obj
+        .iter()
+        .filter(|(k, _)| known.contains_key(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let cfg: ModelConfig = serde_json::from_value(serde_json::Value::Object(filtered))
         .map_err(|e| TrainerError::checkpoint(path, format!("bad model config: {e}")))?;
-    cfg.validate().map_err(|e| TrainerError::checkpoint(path, e.to_string()))?;
+    cfg.validate()
+        .map_err(|e| TrainerError::checkpoint(path, e.to_string()))?;
     Ok(cfg)
 }
 
@@ -75,31 +97,66 @@ fn bytes_of(x: &[f32]) -> Vec<u8> {
 
 /// Writes named f32 tensors of a flat buffer (names and shapes from `layout`, optionally
 /// prefixed) to a safetensors file, atomically.
-pub fn save_tensors(path: &Path, layout: &ParamLayout, data: &[f32], prefix: &str, meta: HashMap<String, String>) -> Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    layout: &ParamLayout,
+    data: &[f32],
+    prefix: &str,
+    meta: HashMap<String, String>,
+) -> Result<()> {
     let bufs: Vec<(String, Vec<usize>, Vec<u8>)> = layout
         .specs
         .iter()
-        .map(|s| (format!("{prefix}{}", s.name), s.shape.clone(), bytes_of(&data[s.range.clone()])))
+        .map(|s| {
+            (
+                format!("{prefix}{}", s.name),
+                s.shape.clone(),
+                bytes_of(&data[s.range.clone()]),
+            )
+        })
         .collect();
     let views: Vec<(String, TensorView<'_>)> = bufs
         .iter()
-        .map(|(n, shape, b)| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), b).expect("sizes agree")))
+        .map(|(n, shape, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), b).expect("sizes agree"),
+            )
+        })
         .collect();
-    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| TrainerError::checkpoint(path, e.to_string()))
+    safetensors::serialize_to_file(views, Some(meta), path)
+        .map_err(|e| TrainerError::checkpoint(path, e.to_string()))
 }
 
 /// Reads every tensor of `layout` (optionally prefixed) from a safetensors file into `data`.
 /// Every tensor must be present with its shape, as F32 (or BF16, widened); tensors the layout
 /// does not know are an error unless `allow_extra`.
-pub fn load_tensors(path: &Path, layout: &ParamLayout, data: &mut [f32], prefix: &str, allow_extra: bool) -> Result<HashMap<String, String>> {
+pub fn load_tensors(
+    path: &Path,
+    layout: &ParamLayout,
+    data: &mut [f32],
+    prefix: &str,
+    allow_extra: bool,
+) -> Result<HashMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| TrainerError::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| TrainerError::checkpoint(path, format!("not a safetensors file: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| TrainerError::checkpoint(path, format!("not a safetensors file: {e}")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| TrainerError::checkpoint(path, format!("not a safetensors file: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| TrainerError::checkpoint(path, format!("not a safetensors file: {e}")))?;
     for s in &layout.specs {
         let name = format!("{prefix}{}", s.name);
-        let t = st.tensor(&name).map_err(|_| TrainerError::checkpoint(path, format!("tensor {name} is missing")))?;
+        let t = st
+            .tensor(&name)
+            .map_err(|_| TrainerError::checkpoint(path, format!("tensor {name} is missing")))?;
         if t.shape() != s.shape.as_slice() {
-            return Err(TrainerError::checkpoint(path, format!("tensor {name} has shape {:?}, the model needs {:?}", t.shape(), s.shape)));
+            return Err(TrainerError::checkpoint(
+                path,
+                format!(
+                    "tensor {name} has shape {:?}, the model needs {:?}",
+                    t.shape(),
+                    s.shape
+                ),
+            ));
         }
         let dst = &mut data[s.range.clone()];
         match t.dtype() {
@@ -113,13 +170,25 @@ pub fn load_tensors(path: &Path, layout: &ParamLayout, data: &mut [f32], prefix:
                     *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
                 }
             }
-            other => return Err(TrainerError::checkpoint(path, format!("tensor {name} is {other:?}; F32 or BF16 expected"))),
+            other => {
+                return Err(TrainerError::checkpoint(
+                    path,
+                    format!("tensor {name} is {other:?}; F32 or BF16 expected"),
+                ));
+            }
         }
     }
     if !allow_extra {
-        let known: std::collections::HashSet<String> = layout.specs.iter().map(|s| format!("{prefix}{}", s.name)).collect();
+        let known: std::collections::HashSet<String> = layout
+            .specs
+            .iter()
+            .map(|s| format!("{prefix}{}", s.name))
+            .collect();
         if let Some(extra) = st.names().into_iter().find(|n| !known.contains(*n)) {
-            return Err(TrainerError::checkpoint(path, format!("tensor {extra} does not belong to this model")));
+            return Err(TrainerError::checkpoint(
+                path,
+                format!("tensor {extra} does not belong to this model"),
+            ));
         }
     }
     Ok(meta.metadata().clone().unwrap_or_default())
@@ -131,7 +200,13 @@ pub fn save(dir: &Path, model: &Model, params: &[f32]) -> Result<()> {
     let cfg = serde_json::to_string_pretty(&hf_config(&model.cfg)).expect("serialises");
     crate::fsutil::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    save_tensors(&dir.join("model.safetensors"), &model.layout, params, "", meta)
+    save_tensors(
+        &dir.join("model.safetensors"),
+        &model.layout,
+        params,
+        "",
+        meta,
+    )
 }
 
 /// Reads a model written by [`save`] or by Hugging Face (`model.safetensors`, F32 or BF16).
@@ -139,6 +214,12 @@ pub fn load(dir: &Path) -> Result<(Model, Vec<f32>)> {
     let cfg = read_config(&dir.join("config.json"))?;
     let model = Model::new(cfg)?;
     let mut params = vec![0f32; model.layout.len()];
-    load_tensors(&dir.join("model.safetensors"), &model.layout, &mut params, "", false)?;
+    load_tensors(
+        &dir.join("model.safetensors"),
+        &model.layout,
+        &mut params,
+        "",
+        false,
+    )?;
     Ok((model, params))
 }

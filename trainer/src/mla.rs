@@ -87,11 +87,24 @@ impl Mla {
     }
 
     fn attn_shape(&self, b: usize, s: usize) -> AttnShape {
-        AttnShape { bh: b * self.heads, seq: s, d_qk: self.qk(), d_v: self.v, scale: self.scale }
+        AttnShape {
+            bh: b * self.heads,
+            seq: s,
+            d_qk: self.qk(),
+            d_v: self.v,
+            scale: self.scale,
+        }
     }
 
     /// Forward over `b` sequences of `s` tokens; x `[b·s, d]` → `[b·s, d]`.
-    pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, rope: &RopeTable<T>, x: Buf<T>, b: usize, s: usize) -> (Vec<T>, MlaCache<T>) {
+    pub fn fwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        rope: &RopeTable<T>,
+        x: Buf<T>,
+        b: usize,
+        s: usize,
+    ) -> (Vec<T>, MlaCache<T>) {
         let (h, qk, n) = (self.heads, self.qk(), b * s);
         let (mut q, qa) = match self.q {
             QProj::Plain(l) => (l.fwd(cx, &x), None),
@@ -102,7 +115,16 @@ impl Mla {
                 (up.fwd(cx, &qan), Some((qa, rstd, qan)))
             }
         };
-        cx.be.rope_fwd(rope, &mut q, RopeRows { seq: s, heads: h, row_len: qk, offset: self.nope });
+        cx.be.rope_fwd(
+            rope,
+            &mut q,
+            RopeRows {
+                seq: s,
+                heads: h,
+                row_len: qk,
+                offset: self.nope,
+            },
+        );
         let kva = self.kv_a.fwd(cx, &x);
         let w = self.kv_lora + self.rope;
         let mut ckv = Vec::with_capacity(n * self.kv_lora);
@@ -111,23 +133,38 @@ impl Mla {
             ckv.extend_from_slice(&row[..self.kv_lora]);
             kpe.extend_from_slice(&row[self.kv_lora..]);
         }
-        cx.be.rope_fwd(rope, &mut kpe, RopeRows { seq: s, heads: 1, row_len: self.rope, offset: 0 });
+        cx.be.rope_fwd(
+            rope,
+            &mut kpe,
+            RopeRows {
+                seq: s,
+                heads: 1,
+                row_len: self.rope,
+                offset: 0,
+            },
+        );
         let ckv = Arc::new(ckv);
         let (ckvn, ckv_rstd) = self.kv_norm.fwd(cx, &ckv);
         let ckvn = Arc::new(ckvn);
         let kvb = self.kv_b.fwd(cx, &ckvn);
         // Head-major Q, K, V: [b, H, s, ·].
         let kvw = self.nope + self.v;
-        let (mut qh, mut kh, mut vh) = (vec![T::zero(); n * h * qk], vec![T::zero(); n * h * qk], vec![T::zero(); n * h * self.v]);
+        let (mut qh, mut kh, mut vh) = (
+            vec![T::zero(); n * h * qk],
+            vec![T::zero(); n * h * qk],
+            vec![T::zero(); n * h * self.v],
+        );
         for bi in 0..b {
             for si in 0..s {
                 let t = bi * s + si;
                 for hi in 0..h {
                     let dst = (bi * h + hi) * s + si;
-                    qh[dst * qk..(dst + 1) * qk].copy_from_slice(&q[(t * h + hi) * qk..(t * h + hi + 1) * qk]);
+                    qh[dst * qk..(dst + 1) * qk]
+                        .copy_from_slice(&q[(t * h + hi) * qk..(t * h + hi + 1) * qk]);
                     let src = &kvb[(t * h + hi) * kvw..(t * h + hi + 1) * kvw];
                     kh[dst * qk..dst * qk + self.nope].copy_from_slice(&src[..self.nope]);
-                    kh[dst * qk + self.nope..(dst + 1) * qk].copy_from_slice(&kpe[t * self.rope..(t + 1) * self.rope]);
+                    kh[dst * qk + self.nope..(dst + 1) * qk]
+                        .copy_from_slice(&kpe[t * self.rope..(t + 1) * self.rope]);
                     vh[dst * self.v..(dst + 1) * self.v].copy_from_slice(&src[self.nope..]);
                 }
             }
@@ -137,20 +174,47 @@ impl Mla {
         cx.be.attention_fwd(shape, &qh, &kh, &vh, &mut o, &mut lse);
         let o_in = Arc::new(heads_to_tokens(&o, b, h, s, self.v));
         let out = self.o.fwd(cx, &o_in);
-        let cache = MlaCache { b, s, x, qa, ckv, ckv_rstd, ckvn, q: qh, k: kh, v: vh, o, lse, o_in };
+        let cache = MlaCache {
+            b,
+            s,
+            x,
+            qa,
+            ckv,
+            ckv_rstd,
+            ckvn,
+            q: qh,
+            k: kh,
+            v: vh,
+            o,
+            lse,
+            o_in,
+        };
         (out, cache)
     }
 
     /// Backward: returns dx `[b·s, d]`; weight gradients go to `wq`.
-    pub fn bwd<T: Real>(&self, cx: &Ctx<'_, T>, rope: &RopeTable<T>, c: MlaCache<T>, dout: Vec<T>, wq: &mut WgradQueue<T>) -> Vec<T> {
+    pub fn bwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        rope: &RopeTable<T>,
+        c: MlaCache<T>,
+        dout: Vec<T>,
+        wq: &mut WgradQueue<T>,
+    ) -> Vec<T> {
         let (b, s, h, qk) = (c.b, c.s, self.heads, self.qk());
         let n = b * s;
         let d_oin = self.o.bwd_input(cx, &dout);
         self.o.wgrad(wq, dout, &c.o_in);
         let d_o = tokens_to_heads(&d_oin, b, h, s, self.v);
         let shape = self.attn_shape(b, s);
-        let (mut dqh, mut dkh, mut dvh) = (vec![T::zero(); c.q.len()], vec![T::zero(); c.k.len()], vec![T::zero(); c.v.len()]);
-        cx.be.attention_bwd(shape, &c.q, &c.k, &c.v, &c.o, &c.lse, &d_o, &mut dqh, &mut dkh, &mut dvh);
+        let (mut dqh, mut dkh, mut dvh) = (
+            vec![T::zero(); c.q.len()],
+            vec![T::zero(); c.k.len()],
+            vec![T::zero(); c.v.len()],
+        );
+        cx.be.attention_bwd(
+            shape, &c.q, &c.k, &c.v, &c.o, &c.lse, &d_o, &mut dqh, &mut dkh, &mut dvh,
+        );
         drop((c.q, c.k, c.v, c.o, c.lse));
         let kvw = self.nope + self.v;
         let mut dq = vec![T::zero(); n * h * qk];
@@ -161,7 +225,8 @@ impl Mla {
                 let t = bi * s + si;
                 for hi in 0..h {
                     let src = (bi * h + hi) * s + si;
-                    dq[(t * h + hi) * qk..(t * h + hi + 1) * qk].copy_from_slice(&dqh[src * qk..(src + 1) * qk]);
+                    dq[(t * h + hi) * qk..(t * h + hi + 1) * qk]
+                        .copy_from_slice(&dqh[src * qk..(src + 1) * qk]);
                     let dst = &mut dkvb[(t * h + hi) * kvw..(t * h + hi + 1) * kvw];
                     dst[..self.nope].copy_from_slice(&dkh[src * qk..src * qk + self.nope]);
                     dst[self.nope..].copy_from_slice(&dvh[src * self.v..(src + 1) * self.v]);
@@ -171,17 +236,38 @@ impl Mla {
                 }
             }
         }
-        cx.be.rope_bwd(rope, &mut dq, RopeRows { seq: s, heads: h, row_len: qk, offset: self.nope });
-        cx.be.rope_bwd(rope, &mut dkpe, RopeRows { seq: s, heads: 1, row_len: self.rope, offset: 0 });
+        cx.be.rope_bwd(
+            rope,
+            &mut dq,
+            RopeRows {
+                seq: s,
+                heads: h,
+                row_len: qk,
+                offset: self.nope,
+            },
+        );
+        cx.be.rope_bwd(
+            rope,
+            &mut dkpe,
+            RopeRows {
+                seq: s,
+                heads: 1,
+                row_len: self.rope,
+                offset: 0,
+            },
+        );
         let dckvn = self.kv_b.bwd_input(cx, &dkvb);
         self.kv_b.wgrad(wq, dkvb, &c.ckvn);
         let mut dckv = vec![T::zero(); n * self.kv_lora];
-        self.kv_norm.bwd(cx, wq, &c.ckv, &c.ckv_rstd, dckvn, &mut dckv, false);
+        self.kv_norm
+            .bwd(cx, wq, &c.ckv, &c.ckv_rstd, dckvn, &mut dckv, false);
         let w = self.kv_lora + self.rope;
         let mut dkva = vec![T::zero(); n * w];
         for t in 0..n {
-            dkva[t * w..t * w + self.kv_lora].copy_from_slice(&dckv[t * self.kv_lora..(t + 1) * self.kv_lora]);
-            dkva[t * w + self.kv_lora..(t + 1) * w].copy_from_slice(&dkpe[t * self.rope..(t + 1) * self.rope]);
+            dkva[t * w..t * w + self.kv_lora]
+                .copy_from_slice(&dckv[t * self.kv_lora..(t + 1) * self.kv_lora]);
+            dkva[t * w + self.kv_lora..(t + 1) * w]
+                .copy_from_slice(&dkpe[t * self.rope..(t + 1) * self.rope]);
         }
         let mut dx = self.kv_a.bwd_input(cx, &dkva);
         self.kv_a.wgrad(wq, dkva, &c.x);
@@ -198,7 +284,9 @@ impl Mla {
                 a.bwd_input_into(cx, &dqa, &mut dx, true);
                 a.wgrad(wq, dqa, &c.x);
             }
-            (QProj::Lora { .. }, None) => unreachable!("a LoRA query path always caches its latent"),
+            (QProj::Lora { .. }, None) => {
+                unreachable!("a LoRA query path always caches its latent")
+            }
         }
         dx
     }

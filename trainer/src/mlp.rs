@@ -42,7 +42,13 @@ impl Mlp {
     }
 
     /// Backward: returns dx; weight gradients go to `wq`.
-    pub fn bwd<T: Real>(&self, cx: &Ctx<'_, T>, c: MlpCache<T>, dy: Vec<T>, wq: &mut WgradQueue<T>) -> Vec<T> {
+    pub fn bwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        c: MlpCache<T>,
+        dy: Vec<T>,
+        wq: &mut WgradQueue<T>,
+    ) -> Vec<T> {
         let dh = self.down.bwd_input(cx, &dy);
         self.down.wgrad(wq, dy, &c.h);
         let (mut dg, mut du) = (vec![T::zero(); dh.len()], vec![T::zero(); dh.len()]);

@@ -76,7 +76,10 @@ pub struct LossWeights {
 
 impl Default for LossWeights {
     fn default() -> Self {
-        LossWeights { mtp_lambda: 0.3, balance_alpha: 0.0001 }
+        LossWeights {
+            mtp_lambda: 0.3,
+            balance_alpha: 0.0001,
+        }
     }
 }
 
@@ -108,6 +111,9 @@ pub struct Forward<T> {
     pub token_losses: Vec<T>,
     /// Routing statistics of every MoE layer (main blocks, then MTP blocks).
     pub moe: Vec<MoeStats>,
+    /// Evaluation forwards (`keep_cache = false`): the logits of the main model `[b·s, V]` and
+    /// of each MTP depth `[b·(s−k), V]`.
+    pub logits: Option<(Vec<T>, Vec<Vec<T>>)>,
     cache: Option<Cache<T>>,
 }
 
@@ -116,11 +122,9 @@ struct Head<T> {
     hidden: Buf<T>,
     rstd: Buf<T>,
     normed: Buf<T>,
+    /// Training: the gradient of the logits (the loss's backward is fused into the forward,
+    /// `∂L/∂loss_row` being known up front). Evaluation: the logits.
     logits: Vec<T>,
-    lse: Vec<T>,
-    targets: Vec<u32>,
-    /// ∂L/∂loss_row.
-    g: Vec<T>,
 }
 
 #[derive(Debug)]
@@ -147,13 +151,16 @@ struct Cache<T> {
 }
 
 impl<T> Forward<T> {
-    /// Main-model logits `[b·s, V]` (kept only when the forward kept its cache).
+    /// Main-model logits `[b·s, V]` (evaluation forwards only).
     pub fn logits(&self) -> Option<&[T]> {
-        self.cache.as_ref().map(|c| c.head.logits.as_slice())
+        self.logits.as_ref().map(|l| l.0.as_slice())
     }
-    /// Logits of MTP depth `k` (1-based) `[b·(s−k), V]`.
+    /// Logits of MTP depth `k` (1-based) `[b·(s−k), V]` (evaluation forwards only).
     pub fn mtp_logits(&self, k: usize) -> Option<&[T]> {
-        self.cache.as_ref().and_then(|c| c.mtp.get(k.wrapping_sub(1))).map(|m| m.head.logits.as_slice())
+        self.logits
+            .as_ref()
+            .and_then(|l| l.1.get(k.wrapping_sub(1)))
+            .map(Vec::as_slice)
     }
 }
 
@@ -175,11 +182,19 @@ fn name(prefix: &str, rest: &str) -> String {
 }
 
 fn linear(l: &mut ParamLayout, n: String, out: usize, inp: usize) -> Linear {
-    Linear { w: l.add(n, &[out, inp], ParamKind::Linear), inp, out }
+    Linear {
+        w: l.add(n, &[out, inp], ParamKind::Linear),
+        inp,
+        out,
+    }
 }
 
 fn norm(l: &mut ParamLayout, n: String, d: usize, eps: f64) -> RmsNorm {
-    RmsNorm { w: l.add(n, &[d], ParamKind::Norm), d, eps }
+    RmsNorm {
+        w: l.add(n, &[d], ParamKind::Norm),
+        d,
+        eps,
+    }
 }
 
 fn mlp(l: &mut ParamLayout, p: &str, d: usize, f: usize) -> Mlp {
@@ -195,19 +210,49 @@ fn block(l: &mut ParamLayout, c: &ModelConfig, layer: usize) -> Block {
     let (d, h, eps) = (c.hidden_size, c.num_attention_heads, c.rms_norm_eps);
     let ln1 = norm(l, name(&p, "input_layernorm.weight"), d, eps);
     let q = if c.q_lora_rank == 0 {
-        QProj::Plain(linear(l, name(&p, "self_attn.q_proj.weight"), h * c.qk_head_dim(), d))
+        QProj::Plain(linear(
+            l,
+            name(&p, "self_attn.q_proj.weight"),
+            h * c.qk_head_dim(),
+            d,
+        ))
     } else {
         QProj::Lora {
             a: linear(l, name(&p, "self_attn.q_a_proj.weight"), c.q_lora_rank, d),
-            norm: norm(l, name(&p, "self_attn.q_a_layernorm.weight"), c.q_lora_rank, LATENT_NORM_EPS),
-            b: linear(l, name(&p, "self_attn.q_b_proj.weight"), h * c.qk_head_dim(), c.q_lora_rank),
+            norm: norm(
+                l,
+                name(&p, "self_attn.q_a_layernorm.weight"),
+                c.q_lora_rank,
+                LATENT_NORM_EPS,
+            ),
+            b: linear(
+                l,
+                name(&p, "self_attn.q_b_proj.weight"),
+                h * c.qk_head_dim(),
+                c.q_lora_rank,
+            ),
         }
     };
     let attn = Mla {
         q,
-        kv_a: linear(l, name(&p, "self_attn.kv_a_proj_with_mqa.weight"), c.kv_lora_rank + c.qk_rope_head_dim, d),
-        kv_norm: norm(l, name(&p, "self_attn.kv_a_layernorm.weight"), c.kv_lora_rank, LATENT_NORM_EPS),
-        kv_b: linear(l, name(&p, "self_attn.kv_b_proj.weight"), h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
+        kv_a: linear(
+            l,
+            name(&p, "self_attn.kv_a_proj_with_mqa.weight"),
+            c.kv_lora_rank + c.qk_rope_head_dim,
+            d,
+        ),
+        kv_norm: norm(
+            l,
+            name(&p, "self_attn.kv_a_layernorm.weight"),
+            c.kv_lora_rank,
+            LATENT_NORM_EPS,
+        ),
+        kv_b: linear(
+            l,
+            name(&p, "self_attn.kv_b_proj.weight"),
+            h * (c.qk_nope_head_dim + c.v_head_dim),
+            c.kv_lora_rank,
+        ),
         o: linear(l, name(&p, "self_attn.o_proj.weight"), d, h * c.v_head_dim),
         heads: h,
         nope: c.qk_nope_head_dim,
@@ -220,10 +265,29 @@ fn block(l: &mut ParamLayout, c: &ModelConfig, layer: usize) -> Block {
     let ffn = if c.is_moe(layer) {
         let e = c.n_routed_experts;
         let router = linear(l, name(&p, "mlp.gate.weight"), e, d);
-        let bias = l.add(name(&p, "mlp.gate.e_score_correction_bias"), &[e], ParamKind::Buffer);
-        let experts = (0..e).map(|j| mlp(l, &format!("{p}mlp.experts.{j}."), d, c.moe_intermediate_size)).collect();
-        let shared = (c.n_shared_experts > 0)
-            .then(|| mlp(l, &name(&p, "mlp.shared_experts."), d, c.n_shared_experts * c.moe_intermediate_size));
+        let bias = l.add(
+            name(&p, "mlp.gate.e_score_correction_bias"),
+            &[e],
+            ParamKind::Buffer,
+        );
+        let experts = (0..e)
+            .map(|j| {
+                mlp(
+                    l,
+                    &format!("{p}mlp.experts.{j}."),
+                    d,
+                    c.moe_intermediate_size,
+                )
+            })
+            .collect();
+        let shared = (c.n_shared_experts > 0).then(|| {
+            mlp(
+                l,
+                &name(&p, "mlp.shared_experts."),
+                d,
+                c.n_shared_experts * c.moe_intermediate_size,
+            )
+        });
         Ffn::Moe(Moe {
             router,
             bias,
@@ -238,7 +302,12 @@ fn block(l: &mut ParamLayout, c: &ModelConfig, layer: usize) -> Block {
     } else {
         Ffn::Dense(mlp(l, &name(&p, "mlp."), d, c.intermediate_size))
     };
-    Block { ln1, attn, ln2, ffn }
+    Block {
+        ln1,
+        attn,
+        ln2,
+        ffn,
+    }
 }
 
 /// `x [b·m, d]` → the first `keep` rows of each of the `b` groups: `[b·keep, d]`.
@@ -253,7 +322,10 @@ fn take_rows<T: Real>(x: &[T], b: usize, m: usize, keep: usize, d: usize) -> Vec
 /// Adds `dx [b·keep, d]` into the first `keep` rows of each group of `acc [b·m, d]`.
 fn add_rows<T: Real>(acc: &mut [T], dx: &[T], b: usize, m: usize, keep: usize, d: usize) {
     for bi in 0..b {
-        let (dst, src) = (&mut acc[bi * m * d..(bi * m + keep) * d], &dx[bi * keep * d..(bi + 1) * keep * d]);
+        let (dst, src) = (
+            &mut acc[bi * m * d..(bi * m + keep) * d],
+            &dx[bi * keep * d..(bi + 1) * keep * d],
+        );
         for (a, &v) in dst.iter_mut().zip(src) {
             *a += v;
         }
@@ -267,7 +339,9 @@ impl Model {
         let (d, v, eps) = (cfg.hidden_size, cfg.vocab_size, cfg.rms_norm_eps);
         let mut l = ParamLayout::default();
         let embed = l.add("model.embed_tokens.weight", &[v, d], ParamKind::Embedding);
-        let blocks = (0..cfg.num_hidden_layers).map(|i| block(&mut l, &cfg, i)).collect();
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| block(&mut l, &cfg, i))
+            .collect();
         let norm_ = norm(&mut l, "model.norm.weight".into(), d, eps);
         let head = linear(&mut l, "lm_head.weight".into(), v, d);
         let mtp = (0..cfg.num_nextn_predict_layers)
@@ -283,7 +357,15 @@ impl Model {
                 }
             })
             .collect();
-        Ok(Model { cfg, layout: l, embed, blocks, norm: norm_, head, mtp })
+        Ok(Model {
+            cfg,
+            layout: l,
+            embed,
+            blocks,
+            norm: norm_,
+            head,
+            mtp,
+        })
     }
 
     /// Fresh parameters (HF's initialisation: normal(0, initializer_range), norms 1, bias 0).
@@ -306,12 +388,18 @@ impl Model {
     fn check_batch(&self, batch: &Batch<'_>) -> Result<()> {
         let (b, s) = (batch.b, batch.s);
         if batch.tokens.len() != b * (s + 1) {
-            return Err(TrainerError::Data(format!("batch holds {} tokens, expected {b}·({s}+1)", batch.tokens.len())));
+            return Err(TrainerError::Data(format!(
+                "batch holds {} tokens, expected {b}·({s}+1)",
+                batch.tokens.len()
+            )));
         }
         if let Some(m) = batch.mask
             && m.len() != b * s
         {
-            return Err(TrainerError::Data(format!("loss mask holds {} entries, expected {b}·{s}", m.len())));
+            return Err(TrainerError::Data(format!(
+                "loss mask holds {} entries, expected {b}·{s}",
+                m.len()
+            )));
         }
         if s == 0 || s > self.cfg.max_position_embeddings {
             return Err(TrainerError::Data(format!(
@@ -320,35 +408,95 @@ impl Model {
             )));
         }
         if self.cfg.num_nextn_predict_layers >= s {
-            return Err(TrainerError::Data(format!("sequence length {s} too short for {} MTP depths", self.cfg.num_nextn_predict_layers)));
+            return Err(TrainerError::Data(format!(
+                "sequence length {s} too short for {} MTP depths",
+                self.cfg.num_nextn_predict_layers
+            )));
         }
-        if let Some(&t) = batch.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(TrainerError::Data(format!("token id {t} is outside the model's vocabulary of {}", self.cfg.vocab_size)));
+        if let Some(&t) = batch
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= self.cfg.vocab_size)
+        {
+            return Err(TrainerError::Data(format!(
+                "token id {t} is outside the model's vocabulary of {}",
+                self.cfg.vocab_size
+            )));
         }
         Ok(())
     }
 
     /// Output head over `hidden` after `norm`, with cross-entropy against `targets`; `weight`
-    /// is this loss's weight in the total (split evenly over the counted targets).
-    fn head_fwd<T: Real>(&self, cx: &Ctx<'_, T>, norm: &RmsNorm, hidden: Buf<T>, targets: Vec<u32>, weight: f64) -> (Head<T>, Vec<T>, f64) {
+    /// is this loss's weight in the total (split evenly over the counted targets). With
+    /// `train`, the cross-entropy's backward runs here too (fused, in place).
+    #[allow(clippy::too_many_arguments)]
+    fn head_fwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        norm: &RmsNorm,
+        hidden: Buf<T>,
+        targets: Vec<u32>,
+        weight: f64,
+        train: bool,
+    ) -> (Head<T>, Vec<T>, f64) {
         let (normed, rstd) = norm.fwd(cx, &hidden);
         let normed = Arc::new(normed);
-        let logits = self.head.fwd(cx, &normed);
+        let mut logits = self.head.fwd(cx, &normed);
         let rows = targets.len();
         let (mut losses, mut lse) = (vec![T::zero(); rows], vec![T::zero(); rows]);
-        cx.be.cross_entropy_fwd(&logits, &targets, self.cfg.vocab_size, &mut losses, &mut lse);
         let count = targets.iter().filter(|&&t| t != IGNORE).count().max(1);
+        if train {
+            let g: Vec<T> = targets
+                .iter()
+                .map(|&t| {
+                    if t == IGNORE {
+                        T::zero()
+                    } else {
+                        T::of(weight / count as f64)
+                    }
+                })
+                .collect();
+            cx.be.cross_entropy_fused(
+                &mut logits,
+                &targets,
+                &g,
+                self.cfg.vocab_size,
+                &mut losses,
+                &mut lse,
+            );
+        } else {
+            cx.be.cross_entropy_fwd(
+                &logits,
+                &targets,
+                self.cfg.vocab_size,
+                &mut losses,
+                &mut lse,
+            );
+        }
         let mean = losses.iter().map(|l| l.f64()).sum::<f64>() / count as f64;
-        let g = targets.iter().map(|&t| if t == IGNORE { T::zero() } else { T::of(weight / count as f64) }).collect();
-        (Head { hidden, rstd, normed, logits, lse, targets, g }, losses, mean)
+        (
+            Head {
+                hidden,
+                rstd,
+                normed,
+                logits,
+            },
+            losses,
+            mean,
+        )
     }
 
     /// Backward of [`Model::head_fwd`], with `dextra` the gradient reaching the normed state
     /// from the next MTP depth; returns the gradient of the hidden state.
-    fn head_bwd<T: Real>(&self, cx: &Ctx<'_, T>, norm: &RmsNorm, h: Head<T>, dextra: Option<Vec<T>>, wq: &mut WgradQueue<T>) -> Vec<T> {
-        let mut dlogits = vec![T::zero(); h.logits.len()];
-        cx.be.cross_entropy_bwd(&h.logits, &h.targets, &h.lse, &h.g, self.cfg.vocab_size, &mut dlogits);
-        drop(h.logits);
+    fn head_bwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        norm: &RmsNorm,
+        h: Head<T>,
+        dextra: Option<Vec<T>>,
+        wq: &mut WgradQueue<T>,
+    ) -> Vec<T> {
+        let dlogits = h.logits;
         let mut dnormed = self.head.bwd_input(cx, &dlogits);
         if let Some(e) = dextra {
             for (a, v) in dnormed.iter_mut().zip(e) {
@@ -362,17 +510,37 @@ impl Model {
     }
 
     /// Forward pass. `keep_cache = false` for evaluation.
-    pub fn forward<T: Real>(&self, be: &dyn Backend<T>, params: &[T], batch: &Batch<'_>, w: LossWeights, keep_cache: bool) -> Result<Forward<T>> {
+    pub fn forward<T: Real>(
+        &self,
+        be: &dyn Backend<T>,
+        params: &[T],
+        batch: &Batch<'_>,
+        w: LossWeights,
+        keep_cache: bool,
+    ) -> Result<Forward<T>> {
         self.check_batch(batch)?;
-        let cx = Ctx { be, layout: &self.layout, params };
+        let cx = Ctx {
+            be,
+            layout: &self.layout,
+            params,
+        };
         let (b, s, d) = (batch.b, batch.s, self.cfg.hidden_size);
         let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
         let tok = |bi: usize, i: usize| batch.tokens[bi * (s + 1) + i];
         let target = |bi: usize, i: usize| {
             // target of input position i is token i + 1, counted when mask[i] is set
-            if batch.mask.is_some_and(|m| m[bi * s + i] == 0) { IGNORE } else { tok(bi, i + 1) }
+            if batch.mask.is_some_and(|m| m[bi * s + i] == 0) {
+                IGNORE
+            } else {
+                tok(bi, i + 1)
+            }
         };
-        let ids: Arc<Vec<u32>> = Arc::new((0..b).flat_map(|bi| (0..s).map(move |i| (bi, i))).map(|(bi, i)| tok(bi, i)).collect());
+        let ids: Arc<Vec<u32>> = Arc::new(
+            (0..b)
+                .flat_map(|bi| (0..s).map(move |i| (bi, i)))
+                .map(|(bi, i)| tok(bi, i))
+                .collect(),
+        );
         let mut x = vec![T::zero(); b * s * d];
         be.embedding_fwd(cx.w(self.embed), d, &ids, &mut x);
         let mut moe = Vec::new();
@@ -384,8 +552,12 @@ impl Model {
             moe.extend(st);
         }
         let h_last = Arc::new(x);
-        let targets: Vec<u32> = (0..b).flat_map(|bi| (0..s).map(move |i| (bi, i))).map(|(bi, i)| target(bi, i)).collect();
-        let (head, token_losses, main_loss) = self.head_fwd(&cx, &self.norm, h_last, targets, 1.0);
+        let targets: Vec<u32> = (0..b)
+            .flat_map(|bi| (0..s).map(move |i| (bi, i)))
+            .map(|(bi, i)| target(bi, i))
+            .collect();
+        let (head, token_losses, main_loss) =
+            self.head_fwd(&cx, &self.norm, h_last, targets, 1.0, keep_cache);
         let depth = self.mtp.len();
         let mut mtp_losses = Vec::with_capacity(depth);
         let mut mtp_caches = Vec::with_capacity(depth);
@@ -395,7 +567,12 @@ impl Model {
             let k = k1 + 1;
             let n = s - k;
             let rope_k = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, n);
-            let ids_k: Arc<Vec<u32>> = Arc::new((0..b).flat_map(|bi| (0..n).map(move |i| (bi, i))).map(|(bi, i)| tok(bi, i + k)).collect());
+            let ids_k: Arc<Vec<u32>> = Arc::new(
+                (0..b)
+                    .flat_map(|bi| (0..n).map(move |i| (bi, i)))
+                    .map(|(bi, i)| tok(bi, i + k))
+                    .collect(),
+            );
             let mut emb = vec![T::zero(); b * n * d];
             be.embedding_fwd(cx.w(self.embed), d, &ids_k, &mut emb);
             let emb = Arc::new(emb);
@@ -409,29 +586,99 @@ impl Model {
             }
             let cat = Arc::new(cat);
             let xk = m.eh.fwd(&cx, &cat);
-            let (hk, bc, st) = m.block.fwd(&cx, &rope_k, Arc::new(xk), b, n, w.balance_alpha);
+            let (hk, bc, st) = m
+                .block
+                .fwd(&cx, &rope_k, Arc::new(xk), b, n, w.balance_alpha);
             moe.extend(st);
             let hk = Arc::new(hk);
-            let targets_k: Vec<u32> = (0..b).flat_map(|bi| (0..n).map(move |i| (bi, i))).map(|(bi, i)| target(bi, i + k)).collect();
-            let (head_k, _, lk) = self.head_fwd(&cx, &m.head_norm, hk, targets_k, w.mtp_lambda / depth as f64);
+            let targets_k: Vec<u32> = (0..b)
+                .flat_map(|bi| (0..n).map(move |i| (bi, i)))
+                .map(|(bi, i)| target(bi, i + k))
+                .collect();
+            let (head_k, _, lk) = self.head_fwd(
+                &cx,
+                &m.head_norm,
+                hk,
+                targets_k,
+                w.mtp_lambda / depth as f64,
+                keep_cache,
+            );
             mtp_losses.push(lk);
             let next = head_k.normed.clone();
-            mtp_caches.push(MtpCache { n, ids: ids_k, emb, emb_rstd, prev: hprev, prev_rstd, cat, block: bc, head: head_k });
+            mtp_caches.push(MtpCache {
+                n,
+                ids: ids_k,
+                emb,
+                emb_rstd,
+                prev: hprev,
+                prev_rstd,
+                cat,
+                block: bc,
+                head: head_k,
+            });
             prev = next;
             prev_n = n;
         }
         let balance_loss: f64 = moe.iter().map(|m| m.balance_loss).sum();
-        let mtp_mean = if depth > 0 { mtp_losses.iter().sum::<f64>() / depth as f64 } else { 0.0 };
+        let mtp_mean = if depth > 0 {
+            mtp_losses.iter().sum::<f64>() / depth as f64
+        } else {
+            0.0
+        };
         let loss = main_loss + w.mtp_lambda * mtp_mean + balance_loss;
-        let cache = keep_cache.then_some(Cache { b, s, ids, blocks: block_caches, head, mtp: mtp_caches });
-        Ok(Forward { loss, main_loss, mtp_losses, balance_loss, token_losses, moe, cache })
+        let (cache, logits) = if keep_cache {
+            (
+                Some(Cache {
+                    b,
+                    s,
+                    ids,
+                    blocks: block_caches,
+                    head,
+                    mtp: mtp_caches,
+                }),
+                None,
+            )
+        } else {
+            (
+                None,
+                Some((
+                    head.logits,
+                    mtp_caches.into_iter().map(|m| m.head.logits).collect(),
+                )),
+            )
+        };
+        Ok(Forward {
+            loss,
+            main_loss,
+            mtp_losses,
+            balance_loss,
+            token_losses,
+            moe,
+            logits,
+            cache,
+        })
     }
 
     /// Backward pass of `fwd`'s total loss, accumulating into `grads` (same layout as the
     /// parameters). In [`WgradMode::Deferred`] the weight gradients are left in `wq`.
-    pub fn backward<T: Real>(&self, be: &dyn Backend<T>, params: &[T], fwd: &mut Forward<T>, grads: &mut [T], wq: &mut WgradQueue<T>, mode: WgradMode) {
-        let cache = fwd.cache.take().expect("forward was run with keep_cache = true");
-        let cx = Ctx { be, layout: &self.layout, params };
+    pub fn backward<T: Real>(
+        &self,
+        be: &dyn Backend<T>,
+        params: &[T],
+        fwd: &mut Forward<T>,
+        grads: &mut [T],
+        wq: &mut WgradQueue<T>,
+        mode: WgradMode,
+    ) {
+        let cache = fwd
+            .cache
+            .take()
+            .expect("forward was run with keep_cache = true");
+        let cx = Ctx {
+            be,
+            layout: &self.layout,
+            params,
+        };
         let (b, s, d) = (cache.b, cache.s, self.cfg.hidden_size);
         let flush = |wq: &mut WgradQueue<T>, grads: &mut [T]| {
             if mode == WgradMode::Immediate {
@@ -450,16 +697,25 @@ impl Model {
             let dx = m.block.bwd(&cx, &rope_k, c.block, dh, wq);
             let dcat = m.eh.bwd_input(&cx, &dx);
             m.eh.wgrad(wq, dx, &c.cat);
-            let (mut de, mut dp) = (Vec::with_capacity(b * c.n * d), Vec::with_capacity(b * c.n * d));
+            let (mut de, mut dp) = (
+                Vec::with_capacity(b * c.n * d),
+                Vec::with_capacity(b * c.n * d),
+            );
             for r in 0..b * c.n {
                 de.extend_from_slice(&dcat[r * 2 * d..r * 2 * d + d]);
                 dp.extend_from_slice(&dcat[r * 2 * d + d..(r + 1) * 2 * d]);
             }
             let mut demb = vec![T::zero(); b * c.n * d];
-            m.enorm.bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
-            wq.push(WgradOp::Embedding { w: self.embed, dy: demb, ids: c.ids });
+            m.enorm
+                .bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
+            wq.push(WgradOp::Embedding {
+                w: self.embed,
+                dy: demb,
+                ids: c.ids,
+            });
             let mut dprev = vec![T::zero(); b * c.n * d];
-            m.hnorm.bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
+            m.hnorm
+                .bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
             let prev_n = c.n + 1;
             let mut acc = vec![T::zero(); b * prev_n * d];
             add_rows(&mut acc, &dprev, b, prev_n, c.n, d);
@@ -475,7 +731,11 @@ impl Model {
             dh = blk.bwd(&cx, &rope, c, dh, wq);
             flush(wq, grads);
         }
-        wq.push(WgradOp::Embedding { w: self.embed, dy: dh, ids: cache.ids });
+        wq.push(WgradOp::Embedding {
+            w: self.embed,
+            dy: dh,
+            ids: cache.ids,
+        });
         flush(wq, grads);
     }
 }

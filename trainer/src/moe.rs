@@ -121,7 +121,14 @@ impl Moe {
     }
 
     /// Forward over `b` sequences of `s` tokens; x `[b·s, d]` (already normalised).
-    pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, x: Buf<T>, b: usize, s: usize, alpha: f64) -> (Vec<T>, MoeCache<T>, MoeStats) {
+    pub fn fwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        x: Buf<T>,
+        b: usize,
+        s: usize,
+        alpha: f64,
+    ) -> (Vec<T>, MoeCache<T>, MoeStats) {
         let (e, k) = (self.n_experts(), self.top_k);
         let d = self.router.inp;
         let n = b * s;
@@ -137,7 +144,11 @@ impl Moe {
         for t in 0..n {
             let st = &scores[t * e..(t + 1) * e];
             self.route(cx, st, bias, &mut sel);
-            let denom = if self.norm_topk { sel.iter().map(|&i| st[i]).sum::<T>() + T::of(1e-20) } else { T::one() };
+            let denom = if self.norm_topk {
+                sel.iter().map(|&i| st[i]).sum::<T>() + T::of(1e-20)
+            } else {
+                T::one()
+            };
             for (j, &i) in sel.iter().enumerate() {
                 idx[t * k + j] = i;
                 gates[t * k + j] = st[i] / denom * T::of(self.route_scale);
@@ -151,14 +162,22 @@ impl Moe {
             .zip(rows.into_par_iter())
             .map(|(mlp, rows)| {
                 if rows.is_empty() {
-                    return ExpertCache { rows, mlp: None, y: Vec::new() };
+                    return ExpertCache {
+                        rows,
+                        mlp: None,
+                        y: Vec::new(),
+                    };
                 }
                 let mut xe = Vec::with_capacity(rows.len() * d);
                 for &(t, _) in &rows {
                     xe.extend_from_slice(&x[t * d..(t + 1) * d]);
                 }
                 let (y, c) = mlp.fwd(cx, Arc::new(xe));
-                ExpertCache { rows, mlp: Some(c), y }
+                ExpertCache {
+                    rows,
+                    mlp: Some(c),
+                    y,
+                }
             })
             .collect();
         let (mut out, shared) = match &self.shared {
@@ -177,7 +196,10 @@ impl Moe {
                 }
             }
         }
-        let mut stats = MoeStats { load, balance_loss: 0.0 };
+        let mut stats = MoeStats {
+            load,
+            balance_loss: 0.0,
+        };
         let balance = (alpha > 0.0).then(|| {
             // f_i = N_r / (K·S) · #tokens of the sequence routed to i; P_i = mean_t s_{t,i}/Σ_j s_{t,j}.
             let mut af = vec![0.0f64; b * e];
@@ -205,12 +227,32 @@ impl Moe {
             stats.balance_loss = loss / b as f64;
             af
         });
-        (out, MoeCache { b, s, x, scores, idx, gates, experts, shared, balance }, stats)
+        (
+            out,
+            MoeCache {
+                b,
+                s,
+                x,
+                scores,
+                idx,
+                gates,
+                experts,
+                shared,
+                balance,
+            },
+            stats,
+        )
     }
 
     /// Backward: returns dx; weight gradients go to `wq` (shared expert, then routed experts
     /// in order, then the router).
-    pub fn bwd<T: Real>(&self, cx: &Ctx<'_, T>, c: MoeCache<T>, dout: Vec<T>, wq: &mut WgradQueue<T>) -> Vec<T> {
+    pub fn bwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        c: MoeCache<T>,
+        dout: Vec<T>,
+        wq: &mut WgradQueue<T>,
+    ) -> Vec<T> {
         let (e, k) = (self.n_experts(), self.top_k);
         let d = self.router.inp;
         let n = c.b * c.s;
@@ -220,7 +262,10 @@ impl Moe {
         };
         let gates = &c.gates;
         let dout_ref = &dout;
-        let per_expert: Vec<(Vec<(usize, usize)>, Vec<T>, Vec<T>, WgradQueue<T>)> = self
+        // Per expert: its rows, their input gradient, the gradient of their gate weights, and
+        // the expert's pending weight gradients.
+        type ExpertGrads<T> = (Vec<(usize, usize)>, Vec<T>, Vec<T>, WgradQueue<T>);
+        let per_expert: Vec<ExpertGrads<T>> = self
             .experts
             .par_iter()
             .zip(c.experts.into_par_iter())

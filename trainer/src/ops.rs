@@ -31,7 +31,10 @@ pub struct Ctx<'a, T: Real> {
 
 impl<T: Real> std::fmt::Debug for Ctx<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ctx").field("backend", &self.be.name()).field("params", &self.params.len()).finish()
+        f.debug_struct("Ctx")
+            .field("backend", &self.be.name())
+            .field("params", &self.params.len())
+            .finish()
     }
 }
 
@@ -112,10 +115,19 @@ impl<T: Real> WgradQueue<T> {
                     let (out, inp) = (shape[0], shape[1]);
                     let rows = x.len() / inp;
                     debug_assert_eq!(dy.len(), rows * out);
-                    let p = MatMul { m: out, n: inp, k: rows, ta: true, tb: false, accumulate: true };
+                    let p = MatMul {
+                        m: out,
+                        n: inp,
+                        k: rows,
+                        ta: true,
+                        tb: false,
+                        accumulate: true,
+                    };
                     be.matmul(p, &dy, &x, view_mut(layout, grads, w));
                 }
-                WgradOp::Norm { w, dy, x, rstd } => be.rmsnorm_bwd_weight(&x, &rstd, &dy, view_mut(layout, grads, w)),
+                WgradOp::Norm { w, dy, x, rstd } => {
+                    be.rmsnorm_bwd_weight(&x, &rstd, &dy, view_mut(layout, grads, w))
+                }
                 WgradOp::Embedding { w, dy, ids } => {
                     let d = layout.specs[w].shape[1];
                     be.embedding_bwd(&dy, d, &ids, view_mut(layout, grads, w));
@@ -141,13 +153,31 @@ impl Linear {
     pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, x: &[T]) -> Vec<T> {
         let rows = x.len() / self.inp;
         let mut y = vec![T::zero(); rows * self.out];
-        cx.be.matmul(MatMul::linear(rows, self.out, self.inp), x, cx.w(self.w), &mut y);
+        cx.be.matmul(
+            MatMul::linear(rows, self.out, self.inp),
+            x,
+            cx.w(self.w),
+            &mut y,
+        );
         y
     }
     /// `dx [rows, in] (+)= dy [rows, out] · W`.
-    pub fn bwd_input_into<T: Real>(&self, cx: &Ctx<'_, T>, dy: &[T], dx: &mut [T], accumulate: bool) {
+    pub fn bwd_input_into<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        dy: &[T],
+        dx: &mut [T],
+        accumulate: bool,
+    ) {
         let rows = dy.len() / self.out;
-        let p = MatMul { m: rows, n: self.inp, k: self.out, ta: false, tb: false, accumulate };
+        let p = MatMul {
+            m: rows,
+            n: self.inp,
+            k: self.out,
+            ta: false,
+            tb: false,
+            accumulate,
+        };
         cx.be.matmul(p, dy, cx.w(self.w), dx);
     }
     /// `dx = dy · W`, freshly allocated.
@@ -158,7 +188,11 @@ impl Linear {
     }
     /// Queues `dW += dyᵀ x`.
     pub fn wgrad<T: Real>(&self, q: &mut WgradQueue<T>, dy: Vec<T>, x: &Buf<T>) {
-        q.push(WgradOp::Linear { w: self.w, dy, x: x.clone() });
+        q.push(WgradOp::Linear {
+            w: self.w,
+            dy,
+            x: x.clone(),
+        });
     }
 }
 
@@ -178,7 +212,8 @@ impl RmsNorm {
     pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, x: &[T]) -> (Vec<T>, Buf<T>) {
         let rows = x.len() / self.d;
         let (mut y, mut rstd) = (vec![T::zero(); x.len()], vec![T::zero(); rows]);
-        cx.be.rmsnorm_fwd(x, cx.w(self.w), self.eps, &mut y, &mut rstd);
+        cx.be
+            .rmsnorm_fwd(x, cx.w(self.w), self.eps, &mut y, &mut rstd);
         (y, Arc::new(rstd))
     }
     /// Input gradient into `dx`, and the weight gradient queued.
@@ -193,7 +228,13 @@ impl RmsNorm {
         dx: &mut [T],
         accumulate: bool,
     ) {
-        cx.be.rmsnorm_bwd_input(x, cx.w(self.w), rstd, &dy, dx, accumulate);
-        q.push(WgradOp::Norm { w: self.w, dy, x: x.clone(), rstd: rstd.clone() });
+        cx.be
+            .rmsnorm_bwd_input(x, cx.w(self.w), rstd, &dy, dx, accumulate);
+        q.push(WgradOp::Norm {
+            w: self.w,
+            dy,
+            x: x.clone(),
+            rstd: rstd.clone(),
+        });
     }
 }

@@ -24,7 +24,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, clip: 1.0 }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            clip: 1.0,
+        }
     }
 }
 
@@ -47,7 +53,13 @@ pub struct LrSchedule {
 
 impl Default for LrSchedule {
     fn default() -> Self {
-        LrSchedule { peak: 2.2e-4, min: 2.2e-5, warmup: 2000, constant: 0, decay: 0 }
+        LrSchedule {
+            peak: 2.2e-4,
+            min: 2.2e-5,
+            warmup: 2000,
+            constant: 0,
+            decay: 0,
+        }
     }
 }
 
@@ -64,7 +76,8 @@ impl LrSchedule {
         let s = s - self.constant;
         if s < self.decay {
             let t = s as f64 / self.decay as f64;
-            return self.min + (self.peak - self.min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+            return self.min
+                + (self.peak - self.min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
         }
         if self.decay == 0 { self.peak } else { self.min }
     }
@@ -92,10 +105,20 @@ impl AdamW {
     pub fn new(cfg: AdamWConfig, layout: &ParamLayout) -> Self {
         let mut kind = vec![0u8; layout.len()];
         for s in &layout.specs {
-            let k = if !s.trainable() { 2 } else { u8::from(s.decayed()) };
+            let k = if !s.trainable() {
+                2
+            } else {
+                u8::from(s.decayed())
+            };
             kind[s.range.clone()].fill(k);
         }
-        AdamW { cfg, m: vec![0.0; layout.len()], v: vec![0.0; layout.len()], t: 0, kind }
+        AdamW {
+            cfg,
+            m: vec![0.0; layout.len()],
+            v: vec![0.0; layout.len()],
+            t: 0,
+            kind,
+        }
     }
 
     /// Global L2 norm of the trainable gradients (summed in f64 over fixed chunks, so the value
@@ -104,7 +127,13 @@ impl AdamW {
         grads
             .par_chunks(CHUNK)
             .zip(self.kind.par_chunks(CHUNK))
-            .map(|(g, k)| g.iter().zip(k).filter(|(_, k)| **k != 2).map(|(&x, _)| x as f64 * x as f64).sum::<f64>())
+            .map(|(g, k)| {
+                g.iter()
+                    .zip(k)
+                    .filter(|(_, k)| **k != 2)
+                    .map(|(&x, _)| x as f64 * x as f64)
+                    .sum::<f64>()
+            })
             .collect::<Vec<f64>>()
             .iter()
             .sum::<f64>()
@@ -120,11 +149,19 @@ impl AdamW {
         let bc2 = 1.0 - c.beta2.powi(self.t as i32);
         let step = (lr / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
-        let (eps, decay, scale) = (c.eps as f32, (1.0 - lr * c.weight_decay) as f32, clip_scale as f32);
+        let (eps, decay, scale) = (
+            c.eps as f32,
+            (1.0 - lr * c.weight_decay) as f32,
+            clip_scale as f32,
+        );
         params
             .par_chunks_mut(CHUNK)
             .zip(grads.par_chunks(CHUNK))
-            .zip(self.m.par_chunks_mut(CHUNK).zip(self.v.par_chunks_mut(CHUNK)))
+            .zip(
+                self.m
+                    .par_chunks_mut(CHUNK)
+                    .zip(self.v.par_chunks_mut(CHUNK)),
+            )
             .zip(self.kind.par_chunks(CHUNK))
             .for_each(|(((p, g), (m, v)), k)| {
                 for i in 0..p.len() {
@@ -146,7 +183,11 @@ impl AdamW {
 /// The factor that brings a gradient of norm `norm` to at most `max` (PyTorch's
 /// `clip_grad_norm_`: `max / (norm + 1e-6)`, capped at 1).
 pub fn clip_scale(norm: f64, max: f64) -> f64 {
-    if max <= 0.0 { 1.0 } else { (max / (norm + 1e-6)).min(1.0) }
+    if max <= 0.0 {
+        1.0
+    } else {
+        (max / (norm + 1e-6)).min(1.0)
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +197,13 @@ mod tests {
 
     #[test]
     fn schedule_shape() {
-        let s = LrSchedule { peak: 1.0, min: 0.1, warmup: 10, constant: 5, decay: 10 };
+        let s = LrSchedule {
+            peak: 1.0,
+            min: 0.1,
+            warmup: 10,
+            constant: 5,
+            decay: 10,
+        };
         assert!((s.at(0) - 0.1).abs() < 1e-12);
         assert_eq!(s.at(9), 1.0);
         assert_eq!(s.at(14), 1.0);
@@ -194,10 +241,18 @@ mod tests {
             }
         }
         for i in 0..3 {
-            assert!((p[i] as f64 - r[i]).abs() < 1e-6, "{i}: {} vs {}", p[i], r[i]);
+            assert!(
+                (p[i] as f64 - r[i]).abs() < 1e-6,
+                "{i}: {} vs {}",
+                p[i],
+                r[i]
+            );
         }
         assert_eq!(p[3], 0.3, "a buffer is never updated");
-        assert!((opt.grad_norm(&[3.0, 4.0, 0.0, 100.0]) - 5.0).abs() < 1e-12, "buffers are not in the norm");
+        assert!(
+            (opt.grad_norm(&[3.0, 4.0, 0.0, 100.0]) - 5.0).abs() < 1e-12,
+            "buffers are not in the norm"
+        );
         assert!((clip_scale(5.0, 1.0) - 1.0 / (5.0 + 1e-6)).abs() < 1e-12);
         assert_eq!(clip_scale(0.5, 1.0), 1.0);
     }

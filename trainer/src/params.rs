@@ -60,7 +60,12 @@ impl ParamLayout {
     /// Appends a tensor.
     pub fn add(&mut self, name: impl Into<String>, shape: &[usize], kind: ParamKind) -> ParamId {
         let n: usize = shape.iter().product();
-        self.specs.push(ParamSpec { name: name.into(), shape: shape.to_vec(), range: self.len..self.len + n, kind });
+        self.specs.push(ParamSpec {
+            name: name.into(),
+            shape: shape.to_vec(),
+            range: self.len..self.len + n,
+            kind,
+        });
         self.len += n;
         self.specs.len() - 1
     }

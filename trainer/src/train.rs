@@ -50,7 +50,11 @@ impl ModelSection {
             (Some(p), None) => ModelConfig::preset(p)?,
             (None, Some(c)) => crate::hf::read_config(c)?,
             (None, None) => ModelConfig::preset("tiny")?,
-            (Some(_), Some(_)) => return Err(TrainerError::Config("[model] takes preset or config, not both".into())),
+            (Some(_), Some(_)) => {
+                return Err(TrainerError::Config(
+                    "[model] takes preset or config, not both".into(),
+                ));
+            }
         };
         let mut v = serde_json::to_value(&base).expect("serialises");
         let o = v.as_object_mut().expect("an object");
@@ -60,7 +64,8 @@ impl ModelSection {
             }
             o.insert(k.clone(), val.clone());
         }
-        let cfg: ModelConfig = serde_json::from_value(v).map_err(|e| TrainerError::Config(format!("[model]: {e}")))?;
+        let cfg: ModelConfig =
+            serde_json::from_value(v).map_err(|e| TrainerError::Config(format!("[model]: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -180,11 +185,29 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// λ at `step`.
     pub fn mtp_lambda(&self, step: u64) -> f64 {
-        self.train.mtp_lambda.iter().filter(|(s, _)| *s <= step).next_back().map_or(0.0, |&(_, l)| l)
+        self.train
+            .mtp_lambda
+            .iter()
+            .rfind(|(s, _)| *s <= step)
+            .map_or(0.0, |&(_, l)| l)
     }
 }
 
-/// One step's record (a line of `log.jsonl`).
+/// JSON has no NaN: serde_json writes non-finite numbers as `null`; read them back as NaN.
+mod nan_null {
+    use serde::{Deserialize, Deserializer};
+    pub fn f<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+    pub fn v<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Ok(Vec::<Option<f64>>::deserialize(d)?
+            .into_iter()
+            .map(|x| x.unwrap_or(f64::NAN))
+            .collect())
+    }
+}
+
+/// One step's record (a line of `log.jsonl`; non-finite values are written as `null`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
     /// `"train"` or `"eval"`.
@@ -192,20 +215,28 @@ pub struct StepLog {
     /// Step (0-based; an eval line carries the number of steps done).
     pub step: u64,
     /// Total loss.
+    #[serde(deserialize_with = "nan_null::f")]
     pub loss: f64,
     /// Next-token loss.
+    #[serde(deserialize_with = "nan_null::f")]
     pub main_loss: f64,
     /// Mean MTP loss.
+    #[serde(deserialize_with = "nan_null::f")]
     pub mtp_loss: f64,
     /// Balance loss.
+    #[serde(deserialize_with = "nan_null::f")]
     pub balance_loss: f64,
     /// Gradient norm before clipping.
+    #[serde(deserialize_with = "nan_null::f")]
     pub grad_norm: f64,
     /// Learning rate.
+    #[serde(deserialize_with = "nan_null::f")]
     pub lr: f64,
     /// Tokens per second of this step.
+    #[serde(deserialize_with = "nan_null::f")]
     pub tokens_per_s: f64,
     /// Model FLOPs utilisation against the measured GEMM peak.
+    #[serde(deserialize_with = "nan_null::f")]
     pub mfu: f64,
     /// Per MoE layer: (min, max) tokens per expert.
     pub expert_load: Vec<(u64, u64)>,
@@ -213,7 +244,7 @@ pub struct StepLog {
     #[serde(default)]
     pub skipped: bool,
     /// Per sample: mean loss over its counted targets.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nan_null::v")]
     pub sample_losses: Vec<f64>,
 }
 
@@ -245,7 +276,10 @@ pub fn flops_per_token(c: &ModelConfig, s: u64) -> f64 {
     let blocks = (c.num_hidden_layers + c.num_nextn_predict_layers) as f64;
     let mtp_active = if c.num_nextn_predict_layers > 0 {
         // MTP blocks route like main blocks: count their activated part.
-        let routed = (c.n_routed_experts - c.num_experts_per_tok) as f64 * 3.0 * d * c.moe_intermediate_size as f64;
+        let routed = (c.n_routed_experts - c.num_experts_per_tok) as f64
+            * 3.0
+            * d
+            * c.moe_intermediate_size as f64;
         p.mtp as f64 - c.num_nextn_predict_layers as f64 * routed
     } else {
         0.0
@@ -262,7 +296,14 @@ pub fn measure_gemm_peak() -> f64 {
     let a = vec![1.0f32; n * n];
     let b = vec![0.5f32; n * n];
     let mut c = vec![0.0f32; n * n];
-    let p = MatMul { m: n, n, k: n, ta: false, tb: false, accumulate: false };
+    let p = MatMul {
+        m: n,
+        n,
+        k: n,
+        ta: false,
+        tb: false,
+        accumulate: false,
+    };
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
@@ -279,7 +320,14 @@ fn fingerprint(dir: &Path) -> Result<String> {
 }
 
 fn loader_config(d: &DataSection, shuffle: Shuffle, batch: u64) -> LoaderConfig {
-    LoaderConfig { seq_len: d.seq_len, global_batch: batch, seed: d.seed, packing: d.packing, shuffle, ..LoaderConfig::default() }
+    LoaderConfig {
+        seq_len: d.seq_len,
+        global_batch: batch,
+        seed: d.seed,
+        packing: d.packing,
+        shuffle,
+        ..LoaderConfig::default()
+    }
 }
 
 /// A training run.
@@ -312,14 +360,25 @@ fn lock_free_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File>
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let kept: String = text
             .lines()
-            .filter(|l| serde_json::from_str::<StepLog>(l).is_ok_and(|s| if s.kind == "eval" { s.step <= last } else { s.step < last }))
+            .filter(|l| {
+                serde_json::from_str::<StepLog>(l).is_ok_and(|s| {
+                    if s.kind == "eval" {
+                        s.step <= last
+                    } else {
+                        s.step < last
+                    }
+                })
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         write_atomic(&path, kept.as_bytes())?;
     } else {
         write_atomic(&path, b"")?;
     }
-    std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| TrainerError::io(&path, e))
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| TrainerError::io(&path, e))
 }
 
 impl Trainer {
@@ -329,8 +388,11 @@ impl Trainer {
         let model = Model::new(mcfg.clone())?;
         let d = &cfg.data;
         let micro = d.micro_batch.unwrap_or(d.batch);
-        if d.batch == 0 || micro == 0 || d.batch % micro != 0 {
-            return Err(TrainerError::Config(format!("batch {} must be a positive multiple of micro_batch {micro}", d.batch)));
+        if d.batch == 0 || micro == 0 || !d.batch.is_multiple_of(micro) {
+            return Err(TrainerError::Config(format!(
+                "batch {} must be a positive multiple of micro_batch {micro}",
+                d.batch
+            )));
         }
         let ds = Dataset::open(&d.train).map_err(|e| TrainerError::Data(e.to_string()))?;
         let vocab = ds.manifest().tokenizer.vocab_size;
@@ -341,14 +403,22 @@ impl Trainer {
                 mcfg.vocab_size
             )));
         }
-        let mut loader = Loader::open(&d.train, loader_config(d, Shuffle::Full, d.batch)).map_err(|e| TrainerError::Data(e.to_string()))?;
+        let mut loader = Loader::open(&d.train, loader_config(d, Shuffle::Full, d.batch))
+            .map_err(|e| TrainerError::Data(e.to_string()))?;
         let eval = match &d.eval {
             Some(dir) => {
                 let ev = Dataset::open(dir).map_err(|e| TrainerError::Data(e.to_string()))?;
                 if ev.manifest().tokenizer.sha256 != ds.manifest().tokenizer.sha256 {
-                    return Err(TrainerError::Data(format!("{} and {} use different tokenizers", d.train.display(), dir.display())));
+                    return Err(TrainerError::Data(format!(
+                        "{} and {} use different tokenizers",
+                        d.train.display(),
+                        dir.display()
+                    )));
                 }
-                Some(Loader::open(dir, loader_config(d, Shuffle::None, micro)).map_err(|e| TrainerError::Data(e.to_string()))?)
+                Some(
+                    Loader::open(dir, loader_config(d, Shuffle::None, micro))
+                        .map_err(|e| TrainerError::Data(e.to_string()))?,
+                )
             }
             None => None,
         };
@@ -362,19 +432,28 @@ impl Trainer {
         let mut keep = None;
         if resume {
             let latest = out.join("checkpoints").join("latest");
-            let name = std::fs::read_to_string(&latest).map_err(|e| TrainerError::io(&latest, e))?;
+            let name =
+                std::fs::read_to_string(&latest).map_err(|e| TrainerError::io(&latest, e))?;
             let dir = out.join("checkpoints").join(name.trim());
             let st = load_checkpoint(&dir, &model, &mut params, &mut opt)?;
             if st.dataset_fingerprint != fingerprint {
                 return Err(TrainerError::checkpoint(
                     dir.join("state.json"),
-                    format!("was trained on another dataset (manifest {} ≠ {} of {})", st.dataset_fingerprint, fingerprint, d.train.display()),
+                    format!(
+                        "was trained on another dataset (manifest {} ≠ {} of {})",
+                        st.dataset_fingerprint,
+                        fingerprint,
+                        d.train.display()
+                    ),
                 ));
             }
             if (st.seq_len, st.batch) != (d.seq_len, d.batch) {
                 return Err(TrainerError::checkpoint(
                     dir.join("state.json"),
-                    format!("seq_len/batch {}/{} ≠ the configuration's {}/{}", st.seq_len, st.batch, d.seq_len, d.batch),
+                    format!(
+                        "seq_len/batch {}/{} ≠ the configuration's {}/{}",
+                        st.seq_len, st.batch, d.seq_len, d.batch
+                    ),
                 ));
             }
             loader.resume(st.loader);
@@ -383,16 +462,35 @@ impl Trainer {
             keep = Some(step);
             tracing::info!(step, checkpoint = %dir.display(), "resumed");
         }
-        let run = serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg })).expect("serialises");
+        let run =
+            serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg }))
+                .expect("serialises");
         write_atomic(&out.join("run.json"), run.as_bytes())?;
         let log = lock_free_log(&out, keep)?;
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
-        Ok(Trainer { cfg, model, params, grads, opt, loader, eval, step, rng, fingerprint, peak_flops: 0.0, flops_per_token, log })
+        Ok(Trainer {
+            cfg,
+            model,
+            params,
+            grads,
+            opt,
+            loader,
+            eval,
+            step,
+            rng,
+            fingerprint,
+            peak_flops: 0.0,
+            flops_per_token,
+            log,
+        })
     }
 
     fn weights(&self) -> LossWeights {
-        LossWeights { mtp_lambda: self.cfg.mtp_lambda(self.step), balance_alpha: self.cfg.train.balance_alpha }
+        LossWeights {
+            mtp_lambda: self.cfg.mtp_lambda(self.step),
+            balance_alpha: self.cfg.train.balance_alpha,
+        }
     }
 
     /// One optimizer step.
@@ -402,7 +500,10 @@ impl Trainer {
         let d = self.cfg.data.clone();
         let micro = d.micro_batch.unwrap_or(d.batch) as usize;
         let s = d.seq_len as usize;
-        let batch = self.loader.next_batch().map_err(|e| TrainerError::Data(e.to_string()))?;
+        let batch = self
+            .loader
+            .next_batch()
+            .map_err(|e| TrainerError::Data(e.to_string()))?;
         let w = self.weights();
         self.grads.fill(0.0);
         let n_micro = batch.samples.len().div_ceil(micro);
@@ -411,17 +512,36 @@ impl Trainer {
         let mut sample_losses = Vec::with_capacity(batch.samples.len());
         let mut wq = WgradQueue::new();
         for chunk in batch.samples.chunks(micro) {
-            let tokens: Vec<u32> = chunk.iter().flat_map(|x| x.tokens.iter().copied()).collect();
-            let mask: Vec<u8> = chunk.iter().flat_map(|x| x.loss_mask.iter().copied()).collect();
-            let bt = Batch { tokens: &tokens, mask: Some(&mask), b: chunk.len(), s };
+            let tokens: Vec<u32> = chunk
+                .iter()
+                .flat_map(|x| x.tokens.iter().copied())
+                .collect();
+            let mask: Vec<u8> = chunk
+                .iter()
+                .flat_map(|x| x.loss_mask.iter().copied())
+                .collect();
+            let bt = Batch {
+                tokens: &tokens,
+                mask: Some(&mask),
+                b: chunk.len(),
+                s,
+            };
             let mut f = self.model.forward(&be, &self.params, &bt, w, true)?;
             loss += f.loss / n_micro as f64;
             main += f.main_loss / n_micro as f64;
-            mtp += f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64 / n_micro as f64;
+            mtp += f.mtp_losses.iter().sum::<f64>()
+                / f.mtp_losses.len().max(1) as f64
+                / n_micro as f64;
             bal += f.balance_loss / n_micro as f64;
             for (bi, smp) in chunk.iter().enumerate() {
                 let cnt = smp.loss_mask.iter().filter(|&&m| m != 0).count().max(1);
-                sample_losses.push(f.token_losses[bi * s..(bi + 1) * s].iter().map(|&x| x as f64).sum::<f64>() / cnt as f64);
+                sample_losses.push(
+                    f.token_losses[bi * s..(bi + 1) * s]
+                        .iter()
+                        .map(|&x| x as f64)
+                        .sum::<f64>()
+                        / cnt as f64,
+                );
             }
             if loads.is_empty() {
                 loads = f.moe.iter().map(|m| vec![0; m.load.len()]).collect();
@@ -432,7 +552,14 @@ impl Trainer {
                 }
             }
             if f.loss.is_finite() {
-                self.model.backward(&be, &self.params, &mut f, &mut self.grads, &mut wq, WgradMode::Immediate);
+                self.model.backward(
+                    &be,
+                    &self.params,
+                    &mut f,
+                    &mut self.grads,
+                    &mut wq,
+                    WgradMode::Immediate,
+                );
             }
         }
         if n_micro > 1 {
@@ -443,9 +570,18 @@ impl Trainer {
         let lr = self.cfg.lr.at(self.step);
         let finite = loss.is_finite() && grad_norm.is_finite();
         if finite {
-            self.opt.step(&mut self.params, &self.grads, lr, clip_scale(grad_norm, self.cfg.optim.clip));
+            self.opt.step(
+                &mut self.params,
+                &self.grads,
+                lr,
+                clip_scale(grad_norm, self.cfg.optim.clip),
+            );
             for (id, load) in self.model.moe_biases().into_iter().zip(&loads) {
-                update_bias(view_mut(&self.model.layout, &mut self.params, id), load, self.cfg.train.bias_gamma);
+                update_bias(
+                    view_mut(&self.model.layout, &mut self.params, id),
+                    load,
+                    self.cfg.train.bias_gamma,
+                );
             }
         }
         let secs = t0.elapsed().as_secs_f64();
@@ -464,7 +600,10 @@ impl Trainer {
             lr,
             tokens_per_s: tokens / secs,
             mfu: tokens * self.flops_per_token / secs / self.peak_flops,
-            expert_load: loads.iter().map(|l| (*l.iter().min().unwrap_or(&0), *l.iter().max().unwrap_or(&0))).collect(),
+            expert_load: loads
+                .iter()
+                .map(|l| (*l.iter().min().unwrap_or(&0), *l.iter().max().unwrap_or(&0)))
+                .collect(),
             skipped: !finite,
             sample_losses,
         };
@@ -472,30 +611,54 @@ impl Trainer {
         self.step += 1;
         if !finite && self.cfg.train.on_nonfinite == OnNonFinite::Error {
             let what = if loss.is_finite() { "gradient" } else { "loss" };
-            return Err(TrainerError::NonFinite { what: what.into(), step: log.step });
+            return Err(TrainerError::NonFinite {
+                what: what.into(),
+                step: log.step,
+            });
         }
         Ok(log)
     }
 
     fn write_log(&mut self, log: &StepLog) -> Result<()> {
         let line = serde_json::to_string(log).expect("serialises");
-        writeln!(self.log, "{line}").map_err(|e| TrainerError::io(self.cfg.train.out.join("log.jsonl"), e))
+        writeln!(self.log, "{line}")
+            .map_err(|e| TrainerError::io(self.cfg.train.out.join("log.jsonl"), e))
     }
 
     /// Mean next-token loss over the first `eval_batches` batches of the held-out dataset
     /// (`None` without one). Logged as an `eval` line.
     pub fn evaluate(&mut self) -> Result<Option<f64>> {
-        let Some(ev) = self.eval.as_mut() else { return Ok(None) };
+        let Some(ev) = self.eval.as_mut() else {
+            return Ok(None);
+        };
         ev.resume(LoaderState::default());
         let s = self.cfg.data.seq_len as usize;
-        let w = LossWeights { mtp_lambda: 0.0, balance_alpha: 0.0 };
+        let w = LossWeights {
+            mtp_lambda: 0.0,
+            balance_alpha: 0.0,
+        };
         let (mut sum, mut n) = (0.0, 0);
         let mut mtp = 0.0;
         for _ in 0..self.cfg.train.eval_batches {
-            let batch = ev.next_batch().map_err(|e| TrainerError::Data(e.to_string()))?;
-            let tokens: Vec<u32> = batch.samples.iter().flat_map(|x| x.tokens.iter().copied()).collect();
-            let mask: Vec<u8> = batch.samples.iter().flat_map(|x| x.loss_mask.iter().copied()).collect();
-            let bt = Batch { tokens: &tokens, mask: Some(&mask), b: batch.samples.len(), s };
+            let batch = ev
+                .next_batch()
+                .map_err(|e| TrainerError::Data(e.to_string()))?;
+            let tokens: Vec<u32> = batch
+                .samples
+                .iter()
+                .flat_map(|x| x.tokens.iter().copied())
+                .collect();
+            let mask: Vec<u8> = batch
+                .samples
+                .iter()
+                .flat_map(|x| x.loss_mask.iter().copied())
+                .collect();
+            let bt = Batch {
+                tokens: &tokens,
+                mask: Some(&mask),
+                b: batch.samples.len(),
+                s,
+            };
             let f = self.model.forward(&Cpu, &self.params, &bt, w, false)?;
             sum += f.main_loss;
             mtp += f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64;
@@ -530,8 +693,20 @@ impl Trainer {
         let _ = std::fs::remove_dir_all(&tmp);
         crate::hf::save(&tmp, &self.model, &self.params)?;
         let meta = std::collections::HashMap::from([("t".to_string(), self.opt.t.to_string())]);
-        crate::hf::save_tensors(&tmp.join("optimizer.safetensors"), &self.model.layout, &self.opt.m, "m.", meta.clone())?;
-        crate::hf::save_tensors(&tmp.join("optimizer_v.safetensors"), &self.model.layout, &self.opt.v, "v.", meta)?;
+        crate::hf::save_tensors(
+            &tmp.join("optimizer.safetensors"),
+            &self.model.layout,
+            &self.opt.m,
+            "m.",
+            meta.clone(),
+        )?;
+        crate::hf::save_tensors(
+            &tmp.join("optimizer_v.safetensors"),
+            &self.model.layout,
+            &self.opt.v,
+            "v.",
+            meta,
+        )?;
         let st = CheckpointState {
             step: self.step,
             loader: self.loader.state(),
@@ -541,7 +716,12 @@ impl Trainer {
             seq_len: self.cfg.data.seq_len,
             batch: self.cfg.data.batch,
         };
-        write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&st).expect("serialises").as_bytes())?;
+        write_atomic(
+            &tmp.join("state.json"),
+            serde_json::to_string_pretty(&st)
+                .expect("serialises")
+                .as_bytes(),
+        )?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(|e| TrainerError::io(&dir, e))?;
         write_atomic(&root.join("latest"), name.as_bytes())?;
@@ -557,13 +737,16 @@ impl Trainer {
             let log = self.train_step()?;
             on_log(&log);
             let done = self.step;
-            if tc.eval_every > 0 && done % tc.eval_every == 0 && done < tc.steps {
+            if tc.eval_every > 0 && done.is_multiple_of(tc.eval_every) && done < tc.steps {
                 last_eval = self.evaluate()?;
                 if let Some(l) = last_eval {
                     on_log(&eval_line(done, l));
                 }
             }
-            if tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0 && done < tc.steps {
+            if tc.checkpoint_every > 0
+                && done.is_multiple_of(tc.checkpoint_every)
+                && done < tc.steps
+            {
                 self.save_checkpoint()?;
             }
         }
@@ -595,20 +778,53 @@ fn eval_line(step: u64, loss: f64) -> StepLog {
 }
 
 /// Loads a checkpoint directory into `params` and `opt`; checks it belongs to `model`.
-pub fn load_checkpoint(dir: &Path, model: &Model, params: &mut [f32], opt: &mut AdamW) -> Result<CheckpointState> {
+pub fn load_checkpoint(
+    dir: &Path,
+    model: &Model,
+    params: &mut [f32],
+    opt: &mut AdamW,
+) -> Result<CheckpointState> {
     let cfg = crate::hf::read_config(&dir.join("config.json"))?;
     if cfg != model.cfg {
-        return Err(TrainerError::checkpoint(dir.join("config.json"), "the checkpoint's model configuration differs from the run's"));
+        return Err(TrainerError::checkpoint(
+            dir.join("config.json"),
+            "the checkpoint's model configuration differs from the run's",
+        ));
     }
-    crate::hf::load_tensors(&dir.join("model.safetensors"), &model.layout, params, "", false)?;
-    let meta = crate::hf::load_tensors(&dir.join("optimizer.safetensors"), &model.layout, &mut opt.m, "m.", false)?;
-    crate::hf::load_tensors(&dir.join("optimizer_v.safetensors"), &model.layout, &mut opt.v, "v.", false)?;
+    crate::hf::load_tensors(
+        &dir.join("model.safetensors"),
+        &model.layout,
+        params,
+        "",
+        false,
+    )?;
+    let meta = crate::hf::load_tensors(
+        &dir.join("optimizer.safetensors"),
+        &model.layout,
+        &mut opt.m,
+        "m.",
+        false,
+    )?;
+    crate::hf::load_tensors(
+        &dir.join("optimizer_v.safetensors"),
+        &model.layout,
+        &mut opt.v,
+        "v.",
+        false,
+    )?;
     let path = dir.join("state.json");
     let text = std::fs::read_to_string(&path).map_err(|e| TrainerError::io(&path, e))?;
-    let st: CheckpointState = serde_json::from_str(&text).map_err(|e| TrainerError::checkpoint(&path, format!("bad state: {e}")))?;
-    let t: u64 = meta.get("t").and_then(|t| t.parse().ok()).unwrap_or(u64::MAX);
+    let st: CheckpointState = serde_json::from_str(&text)
+        .map_err(|e| TrainerError::checkpoint(&path, format!("bad state: {e}")))?;
+    let t: u64 = meta
+        .get("t")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(u64::MAX);
     if t != st.optimizer_t {
-        return Err(TrainerError::checkpoint(&path, format!("optimizer step {t} ≠ state's {}", st.optimizer_t)));
+        return Err(TrainerError::checkpoint(
+            &path,
+            format!("optimizer step {t} ≠ state's {}", st.optimizer_t),
+        ));
     }
     opt.t = st.optimizer_t;
     Ok(st)

@@ -17,21 +17,43 @@ fn fixture() -> PathBuf {
 }
 
 fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("golden lacks {name}"));
-    t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("golden lacks {name}"));
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0.0f64, |m, &x| m.max(x.abs() as f64)).max(1e-30);
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max) / scale
+    let scale = b
+        .iter()
+        .fold(0.0f64, |m, &x| m.max(x.abs() as f64))
+        .max(1e-30);
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, f64::max)
+        / scale
 }
 
 fn batch() -> (Vec<u32>, usize, usize, f64) {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture().join("batch.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("batch.json")).unwrap())
+            .unwrap();
     let rows = v["tokens"].as_array().unwrap();
     let b = rows.len();
-    let tokens: Vec<u32> = rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32)).collect();
+    let tokens: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+        })
+        .collect();
     let s = tokens.len() / b - 1;
     (tokens, b, s, v["mtp_lambda"].as_f64().unwrap())
 }
@@ -41,27 +63,62 @@ fn check(golden_file: &str, lambda: f64) -> f64 {
     let (tokens, b, s, _) = batch();
     let bytes = std::fs::read(fixture().join(golden_file)).unwrap();
     let golden = SafeTensors::deserialize(&bytes).unwrap();
-    let bt = Batch { tokens: &tokens, mask: None, b, s };
-    let w = LossWeights { mtp_lambda: lambda, balance_alpha: 0.0 };
+    let bt = Batch {
+        tokens: &tokens,
+        mask: None,
+        b,
+        s,
+    };
+    let w = LossWeights {
+        mtp_lambda: lambda,
+        balance_alpha: 0.0,
+    };
     let mut f = model.forward(&Cpu, &params, &bt, w, true).unwrap();
+    let logits = model.forward(&Cpu, &params, &bt, w, false).unwrap();
+    assert_eq!(
+        logits.loss, f.loss,
+        "training and evaluation forwards agree"
+    );
     let mut worst: f64 = 0.0;
     let main = f32s(&golden, "loss")[0] as f64;
-    assert!((f.main_loss - main).abs() / main < 1e-5, "main loss {} vs transformers {main}", f.main_loss);
+    assert!(
+        (f.main_loss - main).abs() / main < 1e-5,
+        "main loss {} vs transformers {main}",
+        f.main_loss
+    );
     if golden_file == "golden.safetensors" {
-        let e = rel_err(f.logits().unwrap(), &f32s(&golden, "logits"));
+        let e = rel_err(logits.logits().unwrap(), &f32s(&golden, "logits"));
         assert!(e < 1e-4, "logits: {e:e}");
         worst = worst.max(e);
     } else {
         let mtp = f32s(&golden, "mtp_loss")[0] as f64;
-        assert!((f.mtp_losses[0] - mtp).abs() / mtp < 1e-5, "mtp loss {:?} vs {mtp}", f.mtp_losses);
+        assert!(
+            (f.mtp_losses[0] - mtp).abs() / mtp < 1e-5,
+            "mtp loss {:?} vs {mtp}",
+            f.mtp_losses
+        );
         let total = f32s(&golden, "total")[0] as f64;
-        assert!((f.loss - total).abs() / total < 1e-5, "total {} vs {total}", f.loss);
-        let e = rel_err(f.mtp_logits(1).unwrap(), &f32s(&golden, "mtp_logits.1"));
+        assert!(
+            (f.loss - total).abs() / total < 1e-5,
+            "total {} vs {total}",
+            f.loss
+        );
+        let e = rel_err(
+            logits.mtp_logits(1).unwrap(),
+            &f32s(&golden, "mtp_logits.1"),
+        );
         assert!(e < 1e-4, "mtp logits: {e:e}");
     }
     let mut grads = vec![0f32; params.len()];
     let mut q = WgradQueue::new();
-    model.backward(&Cpu, &params, &mut f, &mut grads, &mut q, WgradMode::Immediate);
+    model.backward(
+        &Cpu,
+        &params,
+        &mut f,
+        &mut grads,
+        &mut q,
+        WgradMode::Immediate,
+    );
     let mut compared = 0;
     for spec in &model.layout.specs {
         if !spec.trainable() {
@@ -71,7 +128,10 @@ fn check(golden_file: &str, lambda: f64) -> f64 {
         let name = format!("grad.{}", spec.name);
         let Ok(_) = golden.tensor(&name) else {
             // Only the MTP golden holds the MTP modules' gradients; without MTP they are zero.
-            assert!(lambda == 0.0 && ours.iter().all(|&g| g == 0.0), "{name} missing from {golden_file}");
+            assert!(
+                lambda == 0.0 && ours.iter().all(|&g| g == 0.0),
+                "{name} missing from {golden_file}"
+            );
             continue;
         };
         let e = rel_err(ours, &f32s(&golden, &name));
@@ -104,7 +164,10 @@ fn export_import_round_trip_is_exact() {
     let (m2, p2) = tokenmill_trainer::hf::load(dir.path()).unwrap();
     assert_eq!(m2.cfg, model.cfg);
     assert_eq!(p2, params);
-    assert_eq!(std::fs::read(dir.path().join("model.safetensors")).unwrap(), std::fs::read(fixture().join("model.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join("model.safetensors")).unwrap(),
+        std::fs::read(fixture().join("model.safetensors")).unwrap()
+    );
 }
 
 #[test]
@@ -116,11 +179,22 @@ fn mismatched_weights_are_named() {
     let other = tokenmill_trainer::Model::new(cfg).unwrap();
     tokenmill_trainer::hf::save(dir.path(), &other, &other.init::<f32>(1)).unwrap();
     // config.json of one model with the weights of another
-    std::fs::copy(fixture().join("config.json"), dir.path().join("config.json")).unwrap();
-    let e = tokenmill_trainer::hf::load(dir.path()).unwrap_err().to_string();
-    assert!(e.contains("model.safetensors") && e.contains("has shape"), "{e}");
+    std::fs::copy(
+        fixture().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let e = tokenmill_trainer::hf::load(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("has shape"),
+        "{e}"
+    );
     std::fs::write(dir.path().join("model.safetensors"), b"garbage").unwrap();
-    let e = tokenmill_trainer::hf::load(dir.path()).unwrap_err().to_string();
+    let e = tokenmill_trainer::hf::load(dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a safetensors file"), "{e}");
     drop(params);
 }

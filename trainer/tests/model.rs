@@ -3,11 +3,11 @@
 //! against immediate ones.
 
 use tokenmill_kernels::{Backend, Cpu, CpuReference};
+use tokenmill_trainer::ModelConfig;
 use tokenmill_trainer::model::{Batch, LossWeights, Model, WgradMode};
 use tokenmill_trainer::ops::WgradQueue;
 use tokenmill_trainer::params::ParamKind;
 use tokenmill_trainer::rng::Rng;
-use tokenmill_trainer::ModelConfig;
 
 fn tiny(mtp: usize, q_lora: bool, n_group: usize) -> ModelConfig {
     let mut c = ModelConfig::preset("tiny").unwrap();
@@ -29,8 +29,12 @@ fn params(m: &Model, seed: u64) -> Vec<f64> {
     let mut rng = Rng::new(seed + 99);
     for s in &m.layout.specs {
         match s.kind {
-            ParamKind::Norm => p[s.range.clone()].iter_mut().for_each(|x| *x = 1.0 + 0.2 * rng.normal()),
-            ParamKind::Buffer => p[s.range.clone()].iter_mut().for_each(|x| *x = 0.05 * rng.normal()),
+            ParamKind::Norm => p[s.range.clone()]
+                .iter_mut()
+                .for_each(|x| *x = 1.0 + 0.2 * rng.normal()),
+            ParamKind::Buffer => p[s.range.clone()]
+                .iter_mut()
+                .for_each(|x| *x = 0.05 * rng.normal()),
             _ => {}
         }
     }
@@ -40,7 +44,9 @@ fn params(m: &Model, seed: u64) -> Vec<f64> {
 fn batch(m: &Model, b: usize, s: usize, seed: u64) -> (Vec<u32>, Vec<u8>) {
     let mut rng = Rng::new(seed);
     let v = m.cfg.vocab_size as u64;
-    let tokens = (0..b * (s + 1)).map(|_| (rng.next_u64() % v) as u32).collect();
+    let tokens = (0..b * (s + 1))
+        .map(|_| (rng.next_u64() % v) as u32)
+        .collect();
     let mask = (0..b * s).map(|i| u8::from(i % 7 != 3)).collect();
     (tokens, mask)
 }
@@ -49,7 +55,14 @@ fn loss(m: &Model, be: &dyn Backend<f64>, p: &[f64], bt: &Batch<'_>, w: LossWeig
     m.forward(be, p, bt, w, false).unwrap().loss
 }
 
-fn grads(m: &Model, be: &dyn Backend<f64>, p: &[f64], bt: &Batch<'_>, w: LossWeights, mode: WgradMode) -> Vec<f64> {
+fn grads(
+    m: &Model,
+    be: &dyn Backend<f64>,
+    p: &[f64],
+    bt: &Batch<'_>,
+    w: LossWeights,
+    mode: WgradMode,
+) -> Vec<f64> {
     let mut f = m.forward(be, p, bt, w, true).unwrap();
     let mut g = vec![0.0; p.len()];
     let mut q = WgradQueue::new();
@@ -64,7 +77,12 @@ fn gradcheck(cfg: ModelConfig, w: LossWeights) {
     let m = Model::new(cfg).unwrap();
     let p = params(&m, 7);
     let (tokens, mask) = batch(&m, 2, 9, 8);
-    let bt = Batch { tokens: &tokens, mask: Some(&mask), b: 2, s: 9 };
+    let bt = Batch {
+        tokens: &tokens,
+        mask: Some(&mask),
+        b: 2,
+        s: 9,
+    };
     let be = CpuReference;
     let g = grads(&m, &be, &p, &bt, w, WgradMode::Immediate);
     let h = 1e-5;
@@ -73,7 +91,11 @@ fn gradcheck(cfg: ModelConfig, w: LossWeights) {
     for s in m.layout.specs.iter() {
         let r = s.range.clone();
         if !s.trainable() {
-            assert!(g[r].iter().all(|&x| x == 0.0), "{}: a buffer gets no gradient", s.name);
+            assert!(
+                g[r].iter().all(|&x| x == 0.0),
+                "{}: a buffer gets no gradient",
+                s.name
+            );
             continue;
         }
         let dir: Vec<f64> = (0..r.len()).map(|_| rng.normal()).collect();
@@ -94,7 +116,11 @@ fn gradcheck(cfg: ModelConfig, w: LossWeights) {
             }
             let numeric = (loss(&m, &be, &pp, &bt, w) - loss(&m, &be, &pm, &bt, w)) / (2.0 * h);
             let tol = 1e-7 + 1e-5 * numeric.abs().max(analytic.abs());
-            assert!((numeric - analytic).abs() <= tol, "{} {e:?}: numeric {numeric:e} vs analytic {analytic:e}", s.name);
+            assert!(
+                (numeric - analytic).abs() <= tol,
+                "{} {e:?}: numeric {numeric:e} vs analytic {analytic:e}",
+                s.name
+            );
             checked += 1;
         }
     }
@@ -103,12 +129,24 @@ fn gradcheck(cfg: ModelConfig, w: LossWeights) {
 
 #[test]
 fn gradcheck_full_model_with_moe_routing_mtp_and_balance_loss() {
-    gradcheck(tiny(2, true, 2), LossWeights { mtp_lambda: 0.3, balance_alpha: 0.01 });
+    gradcheck(
+        tiny(2, true, 2),
+        LossWeights {
+            mtp_lambda: 0.3,
+            balance_alpha: 0.01,
+        },
+    );
 }
 
 #[test]
 fn gradcheck_plain_query_single_group_no_mtp() {
-    gradcheck(tiny(0, false, 1), LossWeights { mtp_lambda: 0.0, balance_alpha: 0.0 });
+    gradcheck(
+        tiny(0, false, 1),
+        LossWeights {
+            mtp_lambda: 0.0,
+            balance_alpha: 0.0,
+        },
+    );
 }
 
 #[test]
@@ -116,11 +154,24 @@ fn fast_backend_matches_reference() {
     let m = Model::new(tiny(1, true, 2)).unwrap();
     let p = params(&m, 11);
     let (tokens, mask) = batch(&m, 3, 12, 12);
-    let bt = Batch { tokens: &tokens, mask: Some(&mask), b: 3, s: 12 };
-    let w = LossWeights { mtp_lambda: 0.3, balance_alpha: 0.01 };
+    let bt = Batch {
+        tokens: &tokens,
+        mask: Some(&mask),
+        b: 3,
+        s: 12,
+    };
+    let w = LossWeights {
+        mtp_lambda: 0.3,
+        balance_alpha: 0.01,
+    };
     let fr = m.forward(&CpuReference, &p, &bt, w, false).unwrap();
     let ff = m.forward(&Cpu, &p, &bt, w, false).unwrap();
-    assert!((fr.loss - ff.loss).abs() < 1e-12, "{} vs {}", fr.loss, ff.loss);
+    assert!(
+        (fr.loss - ff.loss).abs() < 1e-12,
+        "{} vs {}",
+        fr.loss,
+        ff.loss
+    );
     for (a, b) in fr.moe.iter().zip(&ff.moe) {
         assert_eq!(a.load, b.load, "same routing");
         assert!((a.balance_loss - b.balance_loss).abs() < 1e-15);
@@ -138,7 +189,12 @@ fn deferred_weight_gradients_equal_immediate_ones_bitwise() {
     let m = Model::new(tiny(1, true, 2)).unwrap();
     let p: Vec<f32> = m.init(5);
     let (tokens, mask) = batch(&m, 2, 16, 6);
-    let bt = Batch { tokens: &tokens, mask: Some(&mask), b: 2, s: 16 };
+    let bt = Batch {
+        tokens: &tokens,
+        mask: Some(&mask),
+        b: 2,
+        s: 16,
+    };
     let w = LossWeights::default();
     let run = |mode: WgradMode| {
         let mut f = m.forward(&Cpu, &p, &bt, w, true).unwrap();
@@ -155,7 +211,10 @@ fn deferred_weight_gradients_equal_immediate_ones_bitwise() {
     assert_eq!(imm_pending, 0);
     assert!(def_pending > 20, "{def_pending} deferred operations");
     assert_eq!(imm_before, imm);
-    assert!(def_before.iter().all(|&x| x == 0.0), "the input-gradient pass writes no weight gradient");
+    assert!(
+        def_before.iter().all(|&x| x == 0.0),
+        "the input-gradient pass writes no weight gradient"
+    );
     assert_eq!(imm, def);
     assert!(imm.iter().any(|&x| x != 0.0));
 }
@@ -167,10 +226,23 @@ fn token_losses_and_loads_are_reported() {
     let m = Model::new(cfg).unwrap();
     let p: Vec<f64> = m.init(1);
     let (tokens, mask) = batch(&m, 2, 10, 2);
-    let bt = Batch { tokens: &tokens, mask: Some(&mask), b: 2, s: 10 };
-    let f = m.forward(&Cpu, &p, &bt, LossWeights::default(), false).unwrap();
+    let bt = Batch {
+        tokens: &tokens,
+        mask: Some(&mask),
+        b: 2,
+        s: 10,
+    };
+    let f = m
+        .forward(&Cpu, &p, &bt, LossWeights::default(), false)
+        .unwrap();
     assert_eq!(f.token_losses.len(), 20);
-    let counted: Vec<f64> = f.token_losses.iter().zip(&mask).filter(|(_, m)| **m == 1).map(|(l, _)| *l).collect();
+    let counted: Vec<f64> = f
+        .token_losses
+        .iter()
+        .zip(&mask)
+        .filter(|(_, m)| **m == 1)
+        .map(|(l, _)| *l)
+        .collect();
     let mean = counted.iter().sum::<f64>() / counted.len() as f64;
     assert!((mean - f.main_loss).abs() < 1e-12);
     // A fresh model predicts nearly uniformly: loss ≈ ln V.
@@ -187,10 +259,40 @@ fn bad_batches_are_refused() {
     let p: Vec<f32> = m.init(1);
     let toks = vec![1u32; 2 * 9];
     let w = LossWeights::default();
-    let e = m.forward(&Cpu, &p, &Batch { tokens: &toks, mask: None, b: 2, s: 9 }, w, false).unwrap_err();
+    let e = m
+        .forward(
+            &Cpu,
+            &p,
+            &Batch {
+                tokens: &toks,
+                mask: None,
+                b: 2,
+                s: 9,
+            },
+            w,
+            false,
+        )
+        .unwrap_err();
     assert!(e.to_string().contains("expected"), "{e}");
     let mut toks = vec![1u32; 2 * 10];
     toks[5] = 48;
-    let e = m.forward(&Cpu, &p, &Batch { tokens: &toks, mask: None, b: 2, s: 9 }, w, false).unwrap_err();
-    assert!(e.to_string().contains("token id 48 is outside the model's vocabulary of 48"), "{e}");
+    let e = m
+        .forward(
+            &Cpu,
+            &p,
+            &Batch {
+                tokens: &toks,
+                mask: None,
+                b: 2,
+                s: 9,
+            },
+            w,
+            false,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("token id 48 is outside the model's vocabulary of 48"),
+        "{e}"
+    );
 }

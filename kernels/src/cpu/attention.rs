@@ -26,7 +26,14 @@ pub struct AttnShape {
 }
 
 /// Reference forward.
-pub fn attention_fwd_ref<T: Real>(s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]) {
+pub fn attention_fwd_ref<T: Real>(
+    s: AttnShape,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &mut [T],
+    lse: &mut [T],
+) {
     let (n, dk, dv) = (s.seq, s.d_qk, s.d_v);
     let scale = T::of(s.scale);
     for h in 0..s.bh {
@@ -107,33 +114,52 @@ pub fn attention_bwd_ref<T: Real>(
 pub fn attention_fwd<T: Real>(s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]) {
     let (n, dk, dv) = (s.seq, s.d_qk, s.d_v);
     let scale = T::of(s.scale);
-    o.par_chunks_mut(n * dv).zip(lse.par_chunks_mut(n)).enumerate().for_each(|(h, (oh, lh))| {
-        let (qh, kh, vh) = (&q[h * n * dk..(h + 1) * n * dk], &k[h * n * dk..(h + 1) * n * dk], &v[h * n * dv..(h + 1) * n * dv]);
-        // scores [n, n] = q kᵀ
-        let mut p = vec![T::zero(); n * n];
-        matmul_serial(MatMul::linear(n, n, dk), qh, kh, &mut p);
-        for i in 0..n {
-            let row = &mut p[i * n..(i + 1) * n];
-            let mut mx = T::neg_infinity();
-            for x in row[..=i].iter_mut() {
-                *x *= scale;
-                mx = mx.max(*x);
+    o.par_chunks_mut(n * dv)
+        .zip(lse.par_chunks_mut(n))
+        .enumerate()
+        .for_each(|(h, (oh, lh))| {
+            let (qh, kh, vh) = (
+                &q[h * n * dk..(h + 1) * n * dk],
+                &k[h * n * dk..(h + 1) * n * dk],
+                &v[h * n * dv..(h + 1) * n * dv],
+            );
+            // scores [n, n] = q kᵀ
+            let mut p = vec![T::zero(); n * n];
+            matmul_serial(MatMul::linear(n, n, dk), qh, kh, &mut p);
+            for i in 0..n {
+                let row = &mut p[i * n..(i + 1) * n];
+                let mut mx = T::neg_infinity();
+                for x in row[..=i].iter_mut() {
+                    *x *= scale;
+                    mx = mx.max(*x);
+                }
+                let mut z = T::zero();
+                for x in row[..=i].iter_mut() {
+                    *x = (*x - mx).exp_fast();
+                    z += *x;
+                }
+                let inv = T::one() / z;
+                for x in row[..=i].iter_mut() {
+                    *x *= inv;
+                }
+                row[i + 1..].fill(T::zero());
+                lh[i] = mx + z.ln();
             }
-            let mut z = T::zero();
-            for x in row[..=i].iter_mut() {
-                *x = (*x - mx).exp();
-                z += *x;
-            }
-            let inv = T::one() / z;
-            for x in row[..=i].iter_mut() {
-                *x *= inv;
-            }
-            row[i + 1..].fill(T::zero());
-            lh[i] = mx + z.ln();
-        }
-        // o [n, dv] = p v
-        matmul_serial(MatMul { m: n, n: dv, k: n, ta: false, tb: false, accumulate: false }, &p, vh, oh);
-    });
+            // o [n, dv] = p v
+            matmul_serial(
+                MatMul {
+                    m: n,
+                    n: dv,
+                    k: n,
+                    ta: false,
+                    tb: false,
+                    accumulate: false,
+                },
+                &p,
+                vh,
+                oh,
+            );
+        });
 }
 
 /// Fast backward: heads in parallel; the probabilities are recomputed from `lse`.
@@ -168,12 +194,24 @@ pub fn attention_bwd<T: Real>(
             for i in 0..n {
                 let row = &mut p[i * n..(i + 1) * n];
                 for x in row[..=i].iter_mut() {
-                    *x = (*x * scale - lh[i]).exp();
+                    *x = (*x * scale - lh[i]).exp_fast();
                 }
                 row[i + 1..].fill(T::zero());
             }
             // dV [n, dv] = Pᵀ dO
-            matmul_serial(MatMul { m: n, n: dvd, k: n, ta: true, tb: false, accumulate: false }, &p, doh, dvh);
+            matmul_serial(
+                MatMul {
+                    m: n,
+                    n: dvd,
+                    k: n,
+                    ta: true,
+                    tb: false,
+                    accumulate: false,
+                },
+                &p,
+                doh,
+                dvh,
+            );
             // dP [n, n] = dO Vᵀ
             let mut ds = vec![T::zero(); n * n];
             matmul_serial(MatMul::linear(n, n, dvd), doh, vh, &mut ds);
@@ -189,7 +227,31 @@ pub fn attention_bwd<T: Real>(
                 drow[i + 1..].fill(T::zero());
             }
             // dQ [n, dqk] = dS K ; dK [n, dqk] = dSᵀ Q
-            matmul_serial(MatMul { m: n, n: dqk, k: n, ta: false, tb: false, accumulate: false }, &ds, kh, dqh);
-            matmul_serial(MatMul { m: n, n: dqk, k: n, ta: true, tb: false, accumulate: false }, &ds, qh, dkh);
+            matmul_serial(
+                MatMul {
+                    m: n,
+                    n: dqk,
+                    k: n,
+                    ta: false,
+                    tb: false,
+                    accumulate: false,
+                },
+                &ds,
+                kh,
+                dqh,
+            );
+            matmul_serial(
+                MatMul {
+                    m: n,
+                    n: dqk,
+                    k: n,
+                    ta: true,
+                    tb: false,
+                    accumulate: false,
+                },
+                &ds,
+                qh,
+                dkh,
+            );
         });
 }

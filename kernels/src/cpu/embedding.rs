@@ -7,7 +7,10 @@ use crate::real::Real;
 
 fn check(ids: &[u32], vocab: usize) {
     for &i in ids {
-        assert!((i as usize) < vocab, "token id {i} outside the embedding table of {vocab} rows");
+        assert!(
+            (i as usize) < vocab,
+            "token id {i} outside the embedding table of {vocab} rows"
+        );
     }
 }
 
@@ -22,9 +25,11 @@ pub fn embedding_fwd_ref<T: Real>(table: &[T], d: usize, ids: &[u32], y: &mut [T
 /// Fast forward: rows copied in parallel.
 pub fn embedding_fwd<T: Real>(table: &[T], d: usize, ids: &[u32], y: &mut [T]) {
     check(ids, table.len() / d);
-    y.par_chunks_mut(d).zip(ids.par_iter()).for_each(|(row, &id)| {
-        row.copy_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
-    });
+    y.par_chunks_mut(d)
+        .zip(ids.par_iter())
+        .for_each(|(row, &id)| {
+            row.copy_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
+        });
 }
 
 /// Reference backward: `dtable[ids[t]] += dy[t]`, in token order.

@@ -30,7 +30,14 @@ pub struct MatMul {
 impl MatMul {
     /// `y[m,n] = x[m,k] · W[n,k]ᵀ` (a linear layer's forward).
     pub fn linear(m: usize, n: usize, k: usize) -> Self {
-        MatMul { m, n, k, ta: false, tb: true, accumulate: false }
+        MatMul {
+            m,
+            n,
+            k,
+            ta: false,
+            tb: true,
+            accumulate: false,
+        }
     }
     /// Floating-point operations of the product (2·m·n·k).
     pub fn flops(&self) -> f64 {
@@ -73,7 +80,11 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// Fast path, multi-threaded over the rayon pool when the product is large enough.
 pub fn matmul<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
-    let threads = if p.m * p.n * p.k >= PARALLEL_MIN_MACS { rayon::current_num_threads() } else { 1 };
+    let threads = if p.m * p.n * p.k >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     matmul_threads(p, a, b, c, threads);
 }
 
@@ -88,6 +99,34 @@ fn matmul_threads<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], threads: us
     if p.m == 0 || p.n == 0 {
         return;
     }
+    if let (Some(a32), Some(b32)) = (T::as_f32(a), T::as_f32(b))
+        && super::sgemm::available()
+    {
+        let c32 = T::as_f32_mut(c).expect("C has the type of A");
+        super::sgemm::sgemm(
+            p.m,
+            p.n,
+            p.k,
+            a32,
+            p.a_strides(),
+            b32,
+            p.b_strides(),
+            c32,
+            p.accumulate,
+            threads,
+        );
+        return;
+    }
+    matmul_gemm_crate(p, a, b, c, threads);
+}
+
+/// The `gemm` crate's kernels (f32 without AVX-512, and f64), on `threads` threads.
+#[allow(unsafe_code)]
+pub fn matmul_gemm_crate<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], threads: usize) {
+    p.check(a, b, c);
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
     if p.k == 0 {
         if !p.accumulate {
             c.fill(T::zero());
@@ -96,7 +135,11 @@ fn matmul_threads<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], threads: us
     }
     let (ars, acs) = p.a_strides();
     let (brs, bcs) = p.b_strides();
-    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the pointers come from slices whose lengths were checked against m·k, k·n and
     // m·n above, and the strides describe exactly those row-major layouts, so every element
     // gemm reads or writes is in bounds; `c` is borrowed mutably and does not alias `a`/`b`.
@@ -134,7 +177,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
             })
             .collect()
@@ -146,7 +191,14 @@ mod tests {
             for ta in [false, true] {
                 for tb in [false, true] {
                     for acc in [false, true] {
-                        let p = MatMul { m, n, k, ta, tb, accumulate: acc };
+                        let p = MatMul {
+                            m,
+                            n,
+                            k,
+                            ta,
+                            tb,
+                            accumulate: acc,
+                        };
                         let a = rand(m * k, 1);
                         let b = rand(k * n, 2);
                         let c0 = rand(m * n, 3);

@@ -7,6 +7,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+pub mod sgemm;
 pub mod swiglu;
 pub mod topk;
 

@@ -56,22 +56,46 @@ pub fn rmsnorm_fwd<T: Real>(x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut 
 }
 
 /// Reference input gradient: `dx (+)= ∂L/∂x`. dy, dx: `[rows, d]`.
-pub fn rmsnorm_bwd_input_ref<T: Real>(x: &[T], w: &[T], rstd: &[T], dy: &[T], dx: &mut [T], accumulate: bool) {
+pub fn rmsnorm_bwd_input_ref<T: Real>(
+    x: &[T],
+    w: &[T],
+    rstd: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    accumulate: bool,
+) {
     let d = w.len();
-    for (r, ((xr, dyr), dxr)) in x.chunks(d).zip(dy.chunks(d)).zip(dx.chunks_mut(d)).enumerate() {
+    for (r, ((xr, dyr), dxr)) in x
+        .chunks(d)
+        .zip(dy.chunks(d))
+        .zip(dx.chunks_mut(d))
+        .enumerate()
+    {
         bwd_row(xr, w, rstd[r], dyr, dxr, accumulate);
     }
 }
 
 /// Fast input gradient: rows in parallel.
-pub fn rmsnorm_bwd_input<T: Real>(x: &[T], w: &[T], rstd: &[T], dy: &[T], dx: &mut [T], accumulate: bool) {
+pub fn rmsnorm_bwd_input<T: Real>(
+    x: &[T],
+    w: &[T],
+    rstd: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    accumulate: bool,
+) {
     let d = w.len();
     dx.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(x.par_chunks(d * ROWS_PER_TASK))
         .zip(dy.par_chunks(d * ROWS_PER_TASK))
         .zip(rstd.par_chunks(ROWS_PER_TASK))
         .for_each(|(((dxb, xb), dyb), rb)| {
-            for (r, ((xr, dyr), dxr)) in xb.chunks(d).zip(dyb.chunks(d)).zip(dxb.chunks_mut(d)).enumerate() {
+            for (r, ((xr, dyr), dxr)) in xb
+                .chunks(d)
+                .zip(dyb.chunks(d))
+                .zip(dxb.chunks_mut(d))
+                .enumerate()
+            {
                 bwd_row(xr, w, rb[r], dyr, dxr, accumulate);
             }
         });
@@ -101,7 +125,12 @@ pub fn rmsnorm_bwd_weight<T: Real>(x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]) 
         .map(|b| {
             let (r0, r1) = (b * block, ((b + 1) * block).min(rows));
             let mut acc = vec![T::zero(); d];
-            rmsnorm_bwd_weight_ref(&x[r0 * d..r1 * d], &rstd[r0..r1], &dy[r0 * d..r1 * d], &mut acc);
+            rmsnorm_bwd_weight_ref(
+                &x[r0 * d..r1 * d],
+                &rstd[r0..r1],
+                &dy[r0 * d..r1 * d],
+                &mut acc,
+            );
             acc
         })
         .collect();

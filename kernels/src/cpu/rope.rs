@@ -22,7 +22,7 @@ impl<T: Real> RopeTable<T> {
     /// Table for positions `0..max_pos`. The inverse frequencies are computed in f32, as
     /// Hugging Face's implementation does, so f32 models agree to the last bit of the angle.
     pub fn new(d_rope: usize, base: f64, max_pos: usize) -> Self {
-        assert!(d_rope % 2 == 0, "d_rope must be even");
+        assert!(d_rope.is_multiple_of(2), "d_rope must be even");
         let half = d_rope / 2;
         let mut cos = Vec::with_capacity(max_pos * half);
         let mut sin = Vec::with_capacity(max_pos * half);
@@ -44,8 +44,15 @@ impl<T: Real> RopeTable<T> {
 
     fn rotate_row(&self, row: &mut [T], pos: usize, inverse: bool) {
         let half = self.d_rope / 2;
-        assert!(pos < self.max_pos(), "position {pos} beyond the RoPE table ({})", self.max_pos());
-        let (c, s) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
+        assert!(
+            pos < self.max_pos(),
+            "position {pos} beyond the RoPE table ({})",
+            self.max_pos()
+        );
+        let (c, s) = (
+            &self.cos[pos * half..(pos + 1) * half],
+            &self.sin[pos * half..(pos + 1) * half],
+        );
         for i in 0..half {
             let (x0, x1) = (row[2 * i], row[2 * i + 1]);
             let (ci, si) = (c[i], if inverse { -s[i] } else { s[i] });

@@ -6,19 +6,20 @@ use crate::real::Real;
 
 const CHUNK: usize = 4096;
 
-#[inline]
-fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
+#[inline(always)]
+fn sigmoid<T: Real, const FAST: bool>(x: T) -> T {
+    let e = if FAST { (-x).exp_fast() } else { (-x).exp() };
+    T::one() / (T::one() + e)
 }
 
-#[inline]
-fn fwd1<T: Real>(g: T, u: T) -> T {
-    g * sigmoid(g) * u
+#[inline(always)]
+fn fwd1<T: Real, const FAST: bool>(g: T, u: T) -> T {
+    g * sigmoid::<T, FAST>(g) * u
 }
 
-#[inline]
-fn bwd1<T: Real>(g: T, u: T, dh: T) -> (T, T) {
-    let s = sigmoid(g);
+#[inline(always)]
+fn bwd1<T: Real, const FAST: bool>(g: T, u: T, dh: T) -> (T, T) {
+    let s = sigmoid::<T, FAST>(g);
     let silu = g * s;
     (dh * u * s * (T::one() + g * (T::one() - s)), dh * silu)
 }
@@ -26,23 +27,26 @@ fn bwd1<T: Real>(g: T, u: T, dh: T) -> (T, T) {
 /// Reference forward.
 pub fn swiglu_fwd_ref<T: Real>(g: &[T], u: &[T], h: &mut [T]) {
     for i in 0..h.len() {
-        h[i] = fwd1(g[i], u[i]);
+        h[i] = fwd1::<T, false>(g[i], u[i]);
     }
 }
 
 /// Fast forward (chunks in parallel).
 pub fn swiglu_fwd<T: Real>(g: &[T], u: &[T], h: &mut [T]) {
-    h.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(u.par_chunks(CHUNK)).for_each(|((h, g), u)| {
-        for i in 0..h.len() {
-            h[i] = fwd1(g[i], u[i]);
-        }
-    });
+    h.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(u.par_chunks(CHUNK))
+        .for_each(|((h, g), u)| {
+            for i in 0..h.len() {
+                h[i] = fwd1::<T, true>(g[i], u[i]);
+            }
+        });
 }
 
 /// Reference backward: writes dg and du.
 pub fn swiglu_bwd_ref<T: Real>(g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]) {
     for i in 0..dh.len() {
-        (dg[i], du[i]) = bwd1(g[i], u[i], dh[i]);
+        (dg[i], du[i]) = bwd1::<T, false>(g[i], u[i], dh[i]);
     }
 }
 
@@ -50,10 +54,14 @@ pub fn swiglu_bwd_ref<T: Real>(g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mu
 pub fn swiglu_bwd<T: Real>(g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]) {
     dg.par_chunks_mut(CHUNK)
         .zip(du.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)).zip(dh.par_chunks(CHUNK)))
+        .zip(
+            g.par_chunks(CHUNK)
+                .zip(u.par_chunks(CHUNK))
+                .zip(dh.par_chunks(CHUNK)),
+        )
         .for_each(|((dg, du), ((g, u), dh))| {
             for i in 0..dh.len() {
-                (dg[i], du[i]) = bwd1(g[i], u[i], dh[i]);
+                (dg[i], du[i]) = bwd1::<T, true>(g[i], u[i], dh[i]);
             }
         });
 }

@@ -24,7 +24,10 @@ fn rand(n: usize, seed: u64) -> Vec<f64> {
 fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())),
+            "{what}[{i}]: {x} vs {y}"
+        );
     }
 }
 
@@ -48,7 +51,12 @@ fn rmsnorm_fast_reference_and_gradients() {
     let (rows, d) = (70, 12);
     let x = rand(rows * d, 1);
     let w = rand(d, 2);
-    let (mut y0, mut y1, mut r0, mut r1) = (vec![0.0; rows * d], vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+    let (mut y0, mut y1, mut r0, mut r1) = (
+        vec![0.0; rows * d],
+        vec![0.0; rows * d],
+        vec![0.0; rows],
+        vec![0.0; rows],
+    );
     rmsnorm_fwd_ref(&x, &w, 1e-6, &mut y0, &mut r0);
     rmsnorm_fwd(&x, &w, 1e-6, &mut y1, &mut r1);
     assert_eq!(y0, y1);
@@ -78,7 +86,12 @@ fn rmsnorm_fast_reference_and_gradients() {
 #[test]
 fn rope_rotates_only_the_rope_part_and_inverts() {
     let t = RopeTable::<f64>::new(4, 10000.0, 32);
-    let r = RopeRows { seq: 8, heads: 3, row_len: 10, offset: 6 };
+    let r = RopeRows {
+        seq: 8,
+        heads: 3,
+        row_len: 10,
+        offset: 6,
+    };
     let x = rand(2 * 8 * 3 * 10, 4);
     let (mut a, mut b) = (x.clone(), x.clone());
     rope_fwd_ref(&t, &mut a, r);
@@ -92,7 +105,15 @@ fn rope_rotates_only_the_rope_part_and_inverts() {
     }
     // Position 1, pair 0 has angle 1 radian: (x0 cos1 − x1 sin1, x0 sin1 + x1 cos1).
     let (x0, x1) = (x[30 + 6], x[30 + 7]);
-    close(&[a[36], a[37]], &[x0 * 1f64.cos() - x1 * 1f64.sin(), x0 * 1f64.sin() + x1 * 1f64.cos()], 1e-7, "pair 0");
+    close(
+        &[a[36], a[37]],
+        &[
+            x0 * 1f64.cos() - x1 * 1f64.sin(),
+            x0 * 1f64.sin() + x1 * 1f64.cos(),
+        ],
+        1e-7,
+        "pair 0",
+    );
     // The backward of a rotation is its inverse, which is also its gradient.
     let dy = rand(x.len(), 5);
     let mut dx = dy.clone();
@@ -115,7 +136,8 @@ fn swiglu_fast_reference_and_gradients() {
     swiglu_fwd_ref(&g, &u, &mut h0);
     swiglu_fwd(&g, &u, &mut h1);
     assert_eq!(h0, h1);
-    let (mut dg, mut du, mut dg1, mut du1) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let (mut dg, mut du, mut dg1, mut du1) =
+        (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     swiglu_bwd_ref(&g, &u, &dh, &mut dg, &mut du);
     swiglu_bwd(&g, &u, &dh, &mut dg1, &mut du1);
     assert_eq!((&dg, &du), (&dg1, &du1));
@@ -136,11 +158,20 @@ fn swiglu_fast_reference_and_gradients() {
 
 #[test]
 fn attention_fast_reference_and_gradients() {
-    let s = AttnShape { bh: 3, seq: 7, d_qk: 6, d_v: 4, scale: 1.0 / 6f64.sqrt() };
+    let s = AttnShape {
+        bh: 3,
+        seq: 7,
+        d_qk: 6,
+        d_v: 4,
+        scale: 1.0 / 6f64.sqrt(),
+    };
     let q = rand(s.bh * s.seq * s.d_qk, 9);
     let k = rand(s.bh * s.seq * s.d_qk, 10);
     let v = rand(s.bh * s.seq * s.d_v, 11);
-    let (mut o0, mut o1) = (vec![0.0; s.bh * s.seq * s.d_v], vec![0.0; s.bh * s.seq * s.d_v]);
+    let (mut o0, mut o1) = (
+        vec![0.0; s.bh * s.seq * s.d_v],
+        vec![0.0; s.bh * s.seq * s.d_v],
+    );
     let (mut l0, mut l1) = (vec![0.0; s.bh * s.seq], vec![0.0; s.bh * s.seq]);
     attention_fwd_ref(s, &q, &k, &v, &mut o0, &mut l0);
     attention_fwd(s, &q, &k, &v, &mut o1, &mut l1);
@@ -151,8 +182,12 @@ fn attention_fast_reference_and_gradients() {
     let d_o = rand(o0.len(), 12);
     let mut g0 = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     let mut g1 = g0.clone();
-    attention_bwd_ref(s, &q, &k, &v, &o0, &l0, &d_o, &mut g0.0, &mut g0.1, &mut g0.2);
-    attention_bwd(s, &q, &k, &v, &o0, &l0, &d_o, &mut g1.0, &mut g1.1, &mut g1.2);
+    attention_bwd_ref(
+        s, &q, &k, &v, &o0, &l0, &d_o, &mut g0.0, &mut g0.1, &mut g0.2,
+    );
+    attention_bwd(
+        s, &q, &k, &v, &o0, &l0, &d_o, &mut g1.0, &mut g1.1, &mut g1.2,
+    );
     close(&g0.0, &g1.0, 1e-12, "dq fast");
     close(&g0.1, &g1.1, 1e-12, "dk fast");
     close(&g0.2, &g1.2, 1e-12, "dv fast");
@@ -161,9 +196,24 @@ fn attention_fast_reference_and_gradients() {
         attention_fwd_ref(s, q, k, v, &mut o, &mut l);
         o
     };
-    close(&g0.0, &numeric_grad(&q, &d_o, |x| run(x, &k, &v)), 1e-6, "dq numeric");
-    close(&g0.1, &numeric_grad(&k, &d_o, |x| run(&q, x, &v)), 1e-6, "dk numeric");
-    close(&g0.2, &numeric_grad(&v, &d_o, |x| run(&q, &k, x)), 1e-6, "dv numeric");
+    close(
+        &g0.0,
+        &numeric_grad(&q, &d_o, |x| run(x, &k, &v)),
+        1e-6,
+        "dq numeric",
+    );
+    close(
+        &g0.1,
+        &numeric_grad(&k, &d_o, |x| run(&q, x, &v)),
+        1e-6,
+        "dk numeric",
+    );
+    close(
+        &g0.2,
+        &numeric_grad(&v, &d_o, |x| run(&q, &k, x)),
+        1e-6,
+        "dv numeric",
+    );
 }
 
 #[test]
@@ -171,7 +221,12 @@ fn cross_entropy_fast_reference_and_gradients() {
     let (rows, vocab) = (6, 11);
     let logits: Vec<f64> = rand(rows * vocab, 13).iter().map(|x| 3.0 * x).collect();
     let targets = [3u32, 0, 10, IGNORE, 7, 7];
-    let (mut l0, mut l1, mut s0, mut s1) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; rows], vec![0.0; rows]);
+    let (mut l0, mut l1, mut s0, mut s1) = (
+        vec![0.0; rows],
+        vec![0.0; rows],
+        vec![0.0; rows],
+        vec![0.0; rows],
+    );
     cross_entropy_fwd_ref(&logits, &targets, vocab, &mut l0, &mut s0);
     cross_entropy_fwd(&logits, &targets, vocab, &mut l1, &mut s1);
     assert_eq!((&l0, &s0), (&l1, &s1));
@@ -181,10 +236,19 @@ fn cross_entropy_fast_reference_and_gradients() {
     let z: f64 = row.iter().map(|x| x.exp()).sum();
     close(&[l0[0]], &[-(row[3].exp() / z).ln()], 1e-12, "loss row 0");
     let g = rand(rows, 14);
-    let (mut d0, mut d1) = (vec![0.0; rows * vocab], vec![0.0; rows * vocab]);
-    cross_entropy_bwd_ref(&logits, &targets, &s0, &g, vocab, &mut d0);
-    cross_entropy_bwd(&logits, &targets, &s0, &g, vocab, &mut d1);
+    let (mut d0, mut d1) = (logits.clone(), logits.clone());
+    cross_entropy_bwd_ref(&mut d0, &targets, &s0, &g, vocab);
+    cross_entropy_bwd(&mut d1, &targets, &s0, &g, vocab);
     assert_eq!(d0, d1);
+    for fused in [cross_entropy_fused_ref::<f64>, cross_entropy_fused::<f64>] {
+        let (mut x, mut l, mut s) = (logits.clone(), vec![0.0; rows], vec![0.0; rows]);
+        fused(&mut x, &targets, &g, vocab, &mut l, &mut s);
+        assert_eq!(
+            (&l, &s, &x),
+            (&l0, &s0, &d0),
+            "fused = forward then backward"
+        );
+    }
     let f = |x: &[f64]| {
         let (mut l, mut s) = (vec![0.0; rows], vec![0.0; rows]);
         cross_entropy_fwd_ref(x, &targets, vocab, &mut l, &mut s);
@@ -202,7 +266,10 @@ fn embedding_fast_equals_reference_bitwise() {
     embedding_fwd_ref(&table, d, &ids, &mut y0);
     embedding_fwd(&table, d, &ids, &mut y1);
     assert_eq!(y0, y1);
-    assert_eq!(&y0[d..2 * d], &table[ids[1] as usize * d..(ids[1] as usize + 1) * d]);
+    assert_eq!(
+        &y0[d..2 * d],
+        &table[ids[1] as usize * d..(ids[1] as usize + 1) * d]
+    );
     let dy = rand(ids.len() * d, 16);
     let (mut g0, mut g1) = (vec![0.5; vocab * d], vec![0.5; vocab * d]);
     embedding_bwd_ref(&dy, d, &ids, &mut g0);

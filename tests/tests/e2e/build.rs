@@ -370,9 +370,22 @@ fn quickstart_runs_without_outside_files() {
             seed: 7,
             threads: 2,
             quiet: true,
+            train_steps: 40,
         },
     )
     .unwrap();
+    // The tiny model trained on the dataset: its loss fell from ln V and a held-out loss exists.
+    let log = tokenmill_pipelines::plot::read_log(&dir.path().join("run")).unwrap();
+    let train: Vec<_> = log.iter().filter(|l| l.kind == "train").collect();
+    assert_eq!(train.len(), 40);
+    assert!(
+        train[39].main_loss < train[0].main_loss - 0.5,
+        "{} → {}",
+        train[0].main_loss,
+        train[39].main_loss
+    );
+    assert!(log.iter().any(|l| l.kind == "eval"));
+    assert!(dir.path().join("run/loss.svg").is_file());
     let r = tokenmill_shards::verify(&ds).unwrap();
     let stats: serde_json::Value =
         serde_json::from_slice(&std::fs::read(ds.join("stats.json")).unwrap()).unwrap();

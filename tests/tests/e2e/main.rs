@@ -6,3 +6,4 @@ mod dedup;
 mod loader;
 mod megatron;
 mod readers;
+mod train;

@@ -1,0 +1,141 @@
+//! `tokenmill bench gemm`: the f32 rate of the fast matmul (the `gemm` crate) against the
+//! reference triple loop and this CPU's theoretical peak (cores × clock × FLOPs per cycle of
+//! its widest FMA units, read from /proc/cpuinfo).
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use tokenmill_kernels::cpu::matmul::{MatMul, matmul_gemm_crate, matmul_ref};
+use tokenmill_kernels::cpu::sgemm;
+
+use crate::error::{Error, Result};
+
+/// (GHz, f32 FLOPs per cycle per core, description) from /proc/cpuinfo.
+pub fn cpu_peak() -> (f64, f64, String) {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mhz = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    let model = info
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    // Two FMA pipes: AVX-512 = 2 × 16 lanes × 2 FLOPs; AVX2+FMA = 2 × 8 × 2.
+    let per_cycle = if flags.contains(" avx512f") {
+        64.0
+    } else if flags.contains(" fma") && flags.contains(" avx2") {
+        32.0
+    } else {
+        8.0
+    };
+    (mhz / 1000.0, per_cycle, model)
+}
+
+fn time(f: &mut dyn FnMut(), reps: usize) -> f64 {
+    f();
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// PyTorch's f32 matmul rate (GFLOP/s) per size, when a Python with torch is given.
+fn torch_rates(python: &std::path::Path, sizes: &[usize], threads: usize) -> Option<Vec<f64>> {
+    let code = format!(
+        "import torch,time\ntorch.set_num_threads({threads})\nfor n in {sizes:?}:\n a=torch.randn(n,n);b=torch.randn(n,n);a@b\n t=min((lambda s:(a@b,time.perf_counter()-s)[1])(time.perf_counter()) for _ in range(5))\n print(2*n**3/t/1e9)"
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &code])
+        .output()
+        .ok()?;
+    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    (out.status.success() && v.len() == sizes.len()).then_some(v)
+}
+
+/// Runs the benchmark and returns the table.
+pub fn bench_gemm(
+    sizes: &[usize],
+    threads: usize,
+    python: Option<&std::path::Path>,
+) -> Result<String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let (ghz, per_cycle, model) = cpu_peak();
+    let peak = ghz * per_cycle * threads as f64;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{model}; {threads} threads × {ghz:.2} GHz × {per_cycle} f32 FLOP/cycle = theoretical peak {peak:.1} GFLOP/s"
+    );
+    let torch = python.and_then(|py| torch_rates(py, sizes, threads));
+    let _ = writeln!(
+        s,
+        "GFLOP/s, C = A·Bᵀ, square n; {}",
+        if sgemm::available() {
+            "own AVX-512 kernel is the fast path"
+        } else {
+            "no AVX-512: the gemm crate is the fast path"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "{:>6} {:>14} {:>8} {:>12} {:>12} {:>10} {:>14}",
+        "n", "own AVX-512", "of peak", "gemm crate", "torch (MKL)", "reference", "own/torch"
+    );
+    pool.install(|| {
+        for (i, &n) in sizes.iter().enumerate() {
+            let p = MatMul {
+                m: n,
+                n,
+                k: n,
+                ta: false,
+                tb: true,
+                accumulate: false,
+            };
+            let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.2).collect();
+            let mut c = vec![0f32; n * n];
+            let own = sgemm::available().then(|| {
+                p.flops()
+                    / time(
+                        &mut || {
+                            sgemm::sgemm(n, n, n, &a, (n, 1), &b, (1, n), &mut c, false, threads)
+                        },
+                        5,
+                    )
+                    / 1e9
+            });
+            let crate_rate =
+                p.flops() / time(&mut || matmul_gemm_crate(p, &a, &b, &mut c, threads), 5) / 1e9;
+            let refr = (n <= 256)
+                .then(|| p.flops() / time(&mut || matmul_ref(p, &a, &b, &mut c), 1) / 1e9);
+            let t = torch.as_ref().map(|v| v[i]);
+            let f = |x: Option<f64>| x.map_or("-".into(), |r| format!("{r:.1}"));
+            let _ = writeln!(
+                s,
+                "{n:>6} {:>14} {:>7.0}% {crate_rate:>12.1} {:>12} {:>10} {:>14}",
+                f(own),
+                100.0 * own.unwrap_or(crate_rate) / peak,
+                f(t),
+                refr.map_or("-".into(), |r| format!("{r:.2}")),
+                own.zip(t)
+                    .map_or("-".into(), |(o, t)| format!("{:.2}×", o / t))
+            );
+        }
+    });
+    Ok(s)
+}

@@ -1,0 +1,96 @@
+//! `tokenmill train --config train.toml [--resume]`: reads the TOML (paths relative to it),
+//! runs the trainer with a progress bar, and prints a summary.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokenmill_trainer::train::{StepLog, TrainConfig, Trainer};
+
+use crate::error::{Error, Result};
+
+/// Reads a training configuration; relative paths are taken from the file's directory.
+pub fn read_config(path: &Path) -> Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut cfg: TrainConfig =
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut cfg.data.train);
+    if let Some(e) = cfg.data.eval.as_mut() {
+        fix(e);
+    }
+    fix(&mut cfg.train.out);
+    if let Some(c) = cfg.model.config.as_mut() {
+        fix(c);
+    }
+    Ok(cfg)
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Steps done.
+    pub steps: u64,
+    /// Loss of the last step.
+    pub last_loss: f64,
+    /// Last evaluation loss.
+    pub eval_loss: Option<f64>,
+    /// Mean tokens/s over the run.
+    pub tokens_per_s: f64,
+}
+
+/// Runs (or resumes) a training run.
+pub fn train(cfg: TrainConfig, resume: bool, quiet: bool) -> Result<TrainOutcome> {
+    let threads = cfg.train.threads;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    pool.install(|| {
+        let mut t = Trainer::new(cfg, resume)?;
+        let total = t.cfg.train.steps;
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_position(t.step);
+        let (mut last, mut tok_s, mut n) = (f64::NAN, 0.0, 0u64);
+        let mut eval_msg = String::new();
+        let eval = t.run(|log: &StepLog| {
+            if log.kind == "eval" {
+                eval_msg = format!("  eval {:.4}", log.loss);
+                bar.println(format!("step {:>6}  eval loss {:.4}", log.step, log.loss));
+            } else {
+                last = log.loss;
+                tok_s += log.tokens_per_s;
+                n += 1;
+                bar.set_position(log.step + 1);
+                bar.set_message(format!(
+                    "loss {:.4}  lr {:.2e}  gnorm {:.2}  {:.0} tok/s  MFU {:.1}%{eval_msg}",
+                    log.loss,
+                    log.lr,
+                    log.grad_norm,
+                    log.tokens_per_s,
+                    100.0 * log.mfu
+                ));
+            }
+        })?;
+        bar.finish();
+        Ok(TrainOutcome {
+            steps: t.step,
+            last_loss: last,
+            eval_loss: eval,
+            tokens_per_s: tok_s / n.max(1) as f64,
+        })
+    })
+}

@@ -1,0 +1,288 @@
+//! Training end to end on real text: a tiny DeepSeek-V3 model learns Shakespeare well below
+//! the text's unigram entropy; resuming from a checkpoint gives bitwise the same losses; a
+//! non-finite step never reaches a checkpoint; bad configurations and checkpoints are named.
+
+use std::path::{Path, PathBuf};
+
+use tokenmill_pipelines::config::BuildConfig;
+use tokenmill_pipelines::train_cmd::{read_config, train};
+use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
+use tokenmill_shards::{TextTokenizer, TokenizeOptions};
+use tokenmill_tests::{data, tokenmill_bin};
+use tokenmill_trainer::train::StepLog;
+
+/// Train/eval datasets from tinyshakespeare (first 90 % / last 10 % of its lines) with a
+/// 512-token BPE trained on the training part. Returns (dir, train text).
+fn datasets(dir: &Path) -> String {
+    let text = std::fs::read_to_string(data("text/tinyshakespeare.txt")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines.len() * 9 / 10;
+    let (tr, ev) = (lines[..cut].join("\n"), lines[cut..].join("\n"));
+    std::fs::write(dir.join("train.txt"), &tr).unwrap();
+    std::fs::write(dir.join("eval.txt"), &ev).unwrap();
+    let opts = BpeTrainOptions {
+        vocab_size: 512,
+        ..Default::default()
+    };
+    train_bpe(tr.split("\n\n"), &opts, &dir.join("tokenizer.json")).unwrap();
+    for (name, file) in [("train-ds", "train.txt"), ("eval-ds", "eval.txt")] {
+        let mut cfg = BuildConfig::default();
+        cfg.input.paths = vec![dir.join(file).display().to_string()];
+        cfg.input.read.text_mode = tokenmill_ingest::TextMode::Blocks;
+        cfg.tokenizer.path = dir.join("tokenizer.json");
+        cfg.output.dir = dir.join(name);
+        cfg.run.quiet = true;
+        tokenmill_pipelines::build(&cfg).unwrap();
+    }
+    tr
+}
+
+fn write_config(dir: &Path, name: &str, extra_train: &str, lr: &str) -> PathBuf {
+    let toml = format!(
+        r#"
+[model]
+preset = "tiny"
+vocab_size = 512
+
+[data]
+train = "train-ds"
+eval = "eval-ds"
+seq_len = 64
+batch = 16
+seed = 7
+
+[lr]
+{lr}
+
+[train]
+out = "{name}"
+threads = 2
+eval_batches = 4
+{extra_train}
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn log(run: &Path) -> Vec<StepLog> {
+    tokenmill_pipelines::plot::read_log(run).unwrap()
+}
+
+fn unigram_entropy(tokenizer: &Path, text: &str) -> f64 {
+    let tok = TextTokenizer::load(tokenizer, &TokenizeOptions::default()).unwrap();
+    let ids = tok.encode(text).unwrap();
+    let mut counts = std::collections::HashMap::new();
+    for id in &ids {
+        *counts.entry(*id).or_insert(0u64) += 1;
+    }
+    let n = ids.len() as f64;
+    counts
+        .values()
+        .map(|&c| -(c as f64 / n) * (c as f64 / n).ln())
+        .sum()
+}
+
+#[test]
+fn tiny_model_learns_real_text_below_its_unigram_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = datasets(dir.path());
+    let h = unigram_entropy(&dir.path().join("tokenizer.json"), &text);
+    let cfg = write_config(
+        dir.path(),
+        "learn",
+        "steps = 200\neval_every = 50\ncheckpoint_every = 100",
+        "peak = 3e-3\nmin = 3e-4\nwarmup = 20\nconstant = 80\ndecay = 100",
+    );
+    let out = train(read_config(&cfg).unwrap(), false, true).unwrap();
+    let eval = out.eval_loss.expect("an eval dataset was given");
+    let lines = log(&dir.path().join("learn"));
+    let train_lines: Vec<&StepLog> = lines.iter().filter(|l| l.kind == "train").collect();
+    assert_eq!(train_lines.len(), 200);
+    let first = train_lines[0].main_loss;
+    assert!(
+        (first - 512f64.ln()).abs() < 0.3,
+        "a fresh model starts near ln V: {first}"
+    );
+    let evals: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.kind == "eval")
+        .map(|l| l.loss)
+        .collect();
+    assert_eq!(evals.len(), 4, "evaluations at 50, 100, 150 and the end");
+    eprintln!("unigram entropy {h:.3} nats; eval losses {evals:?}; first train loss {first:.3}");
+    assert!(
+        eval < 0.85 * h,
+        "eval loss {eval:.3} not well below the unigram entropy {h:.3}"
+    );
+    // Every step logs its MTP loss, balance loss, expert loads and per-sample losses.
+    let l = train_lines[199];
+    assert!(l.mtp_loss > 0.0 && l.balance_loss > 0.0 && l.grad_norm > 0.0 && l.tokens_per_s > 0.0);
+    assert_eq!(
+        l.expert_load.len(),
+        2,
+        "one MoE layer in the main model, one in the MTP block"
+    );
+    assert_eq!(l.sample_losses.len(), 16);
+    // The routing bias moved: loads are not all equal and the final checkpoint carries it.
+    let ckpt = dir.path().join("learn/checkpoints/step-00000200");
+    let (model, params) = tokenmill_trainer::hf::load(&ckpt).unwrap();
+    let bias = model.moe_biases()[0];
+    assert!(params[model.layout.range(bias)].iter().any(|&b| b != 0.0));
+    // `tokenmill plot` draws the curves.
+    let st = std::process::Command::new(tokenmill_bin())
+        .arg("plot")
+        .arg(dir.path().join("learn"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let svg = std::fs::read_to_string(dir.path().join("learn/loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("learn eval"));
+}
+
+#[test]
+fn resume_gives_bitwise_the_same_losses_and_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    datasets(dir.path());
+    let lr = "peak = 2e-3\nwarmup = 2";
+    let full = write_config(dir.path(), "full", "steps = 6", lr);
+    train(read_config(&full).unwrap(), false, true).unwrap();
+    // The same run, stopped after 3 steps (a checkpoint is written at the end) and resumed.
+    let part = write_config(dir.path(), "part", "steps = 3", lr);
+    train(read_config(&part).unwrap(), false, true).unwrap();
+    let resumed = write_config(dir.path(), "part", "steps = 6", lr);
+    let o = train(read_config(&resumed).unwrap(), true, true).unwrap();
+    assert_eq!(o.steps, 6);
+    let (a, b) = (log(&dir.path().join("full")), log(&dir.path().join("part")));
+    let losses = |l: &[StepLog]| {
+        l.iter()
+            .filter(|x| x.kind == "train")
+            .map(|x| (x.step, x.loss.to_bits(), x.grad_norm.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "the resumed run's log has each step once, with identical losses"
+    );
+    let w = |run: &str| {
+        std::fs::read(
+            dir.path()
+                .join(run)
+                .join("checkpoints/step-00000006/model.safetensors"),
+        )
+        .unwrap()
+    };
+    assert_eq!(w("full"), w("part"), "identical final weights");
+}
+
+#[test]
+fn a_non_finite_step_never_reaches_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    datasets(dir.path());
+    // An absurd learning rate: step 0 is finite, its update overflows the next forward.
+    let cfg = write_config(
+        dir.path(),
+        "nan",
+        "steps = 4\ncheckpoint_every = 1",
+        "peak = 1e36\nwarmup = 0",
+    );
+    let err = train(read_config(&cfg).unwrap(), false, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("non-finite"), "{err}");
+    let bad: u64 = err
+        .rsplit("at step ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(bad >= 1, "step 0 runs on the initial weights: {err}");
+    let root = dir.path().join("nan/checkpoints");
+    let last = format!("step-{bad:08}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("latest")).unwrap(),
+        last,
+        "the newest checkpoint is from before the bad step"
+    );
+    assert!(!root.join(format!("step-{:08}", bad + 1)).exists());
+    let (_, params) = tokenmill_trainer::hf::load(&root.join(&last)).unwrap();
+    assert!(
+        params.iter().all(|p| p.is_finite()),
+        "the saved state is finite"
+    );
+    // With on_nonfinite = "skip" the step is logged as skipped and the run goes on.
+    let cfg = write_config(
+        dir.path(),
+        "skip",
+        "steps = 3\non_nonfinite = \"skip\"",
+        "peak = 1e36\nwarmup = 0",
+    );
+    train(read_config(&cfg).unwrap(), false, true).unwrap();
+    let l = log(&dir.path().join("skip"));
+    assert!(l.iter().any(|x| x.skipped), "a skipped step is logged");
+}
+
+#[test]
+fn bad_configurations_and_checkpoints_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    datasets(dir.path());
+    let run = |toml_extra: &str, model_extra: &str, resume: bool| {
+        let path = write_config(dir.path(), "bad", "steps = 1", "peak = 1e-3\nwarmup = 1");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "vocab_size = 512",
+            &format!("vocab_size = 512\n{model_extra}"),
+        );
+        std::fs::write(&path, format!("{text}\n{toml_extra}")).unwrap();
+        train(read_config(&path).unwrap(), resume, true)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = run("", "n_group = 3", false);
+    assert!(e.contains("not divisible by n_group"), "{e}");
+    let e = run("", "num_experts_per_tok = 9", false);
+    assert!(e.contains("num_experts_per_tok"), "{e}");
+    // A tokenizer larger than the model's vocabulary.
+    let path = write_config(dir.path(), "small-vocab", "steps = 1", "peak = 1e-3");
+    let t = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("vocab_size = 512", "vocab_size = 300");
+    std::fs::write(&path, t).unwrap();
+    let e = train(read_config(&path).unwrap(), false, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vocabulary of 512 exceeds the model's vocab_size 300"),
+        "{e}"
+    );
+    // Resume without a checkpoint.
+    let e = run("", "", true);
+    assert!(e.contains("latest"), "{e}");
+    // A run, then its checkpoint corrupted.
+    let path = write_config(dir.path(), "ok", "steps = 1", "peak = 1e-3");
+    train(read_config(&path).unwrap(), false, true).unwrap();
+    let st = dir
+        .path()
+        .join("ok/checkpoints/step-00000001/model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+    let e = train(read_config(&path).unwrap(), true, true)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    std::fs::write(&st, &bytes).unwrap();
+    // Resume over another dataset.
+    let t = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("train = \"train-ds\"", "train = \"eval-ds\"");
+    std::fs::write(&path, t).unwrap();
+    let e = train(read_config(&path).unwrap(), true, true)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another dataset"), "{e}");
+}

@@ -114,7 +114,7 @@ struct QuickstartArgs {
     #[arg(long)]
     quiet: bool,
     /// Steps of the tiny model trained at the end (0 = no training).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1000)]
     train_steps: u64,
 }
 

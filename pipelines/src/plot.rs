@@ -1,5 +1,5 @@
-//! `tokenmill plot RUN`: the loss curves of one or more runs as an SVG (train loss, its moving
-//! average, MTP loss, and eval loss as points), drawn directly — no plotting dependency.
+//! `tokenmill plot RUN`: the loss curves of one or more runs as an SVG (the next-token training
+//! loss as a moving average, the MTP loss dashed, the held-out loss as points), drawn directly.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -50,12 +50,12 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
         let color = COLORS[i % COLORS.len()];
         let train: Vec<&StepLog> = log
             .iter()
-            .filter(|l| l.kind == "train" && l.loss.is_finite())
+            .filter(|l| l.kind == "train" && l.main_loss.is_finite())
             .collect();
-        let ys: Vec<f64> = train.iter().map(|l| l.loss).collect();
+        let ys: Vec<f64> = train.iter().map(|l| l.main_loss).collect();
         let sm = smooth(&ys, (ys.len() / 50).max(1));
         series.push((
-            format!("{label} train (smoothed)"),
+            format!("{label} train next-token"),
             color,
             false,
             train

@@ -202,12 +202,16 @@ threads = {threads}
     let first = log
         .iter()
         .find(|l| l.kind == "train")
-        .map_or(f64::NAN, |l| l.loss);
+        .map_or(f64::NAN, |l| l.main_loss);
+    let last = log
+        .iter()
+        .rev()
+        .find(|l| l.kind == "train")
+        .map_or(f64::NAN, |l| l.main_loss);
     let svg = crate::plot::svg(&[("run".into(), log)], "quickstart: tiny DeepSeek-V3");
     std::fs::write(run.join("loss.svg"), svg).map_err(|e| Error::io(&run, e))?;
     println!(
-        "      loss {first:.3} → {:.3} (ln V = {:.3}); held-out loss {}; {:.0} tokens/s; {:.0} s",
-        out.last_loss,
+        "      next-token loss {first:.3} → {last:.3} (ln V = {:.3}); held-out {}; {:.0} tokens/s; {:.0} s",
         (vocab as f64).ln(),
         out.eval_loss.map_or("-".into(), |l| format!("{l:.3}")),
         out.tokens_per_s,

@@ -103,6 +103,66 @@ pub fn quantize(
     }
 }
 
+/// Quantizes `x` (`rows × cols`, row-major) to FP8 with `tile_rows × tile_cols` tiles and
+/// writes back the values an FP8 GEMM computes with: code value × tile scale (exactly
+/// representable in f32). Rows are processed in bands of `tile_rows` in parallel. A tile whose
+/// amax is not finite cannot be scaled: it is set to NaN (so the loss shows it) and counted in
+/// the return value, never silently saturated.
+pub fn fake_quantize(
+    x: &mut [f32],
+    rows: usize,
+    cols: usize,
+    tile_rows: usize,
+    tile_cols: usize,
+    format: Fp8Format,
+    rounding: ScaleRounding,
+) -> usize {
+    use rayon::prelude::*;
+    assert_eq!(x.len(), rows * cols, "x is not {rows} × {cols}");
+    assert!(tile_rows > 0 && tile_cols > 0);
+    if cols == 0 {
+        return 0;
+    }
+    x.par_chunks_mut(tile_rows * cols)
+        .map(|band| {
+            let band_rows = band.len() / cols;
+            let mut bad = 0;
+            for c0 in (0..cols).step_by(tile_cols) {
+                let c1 = (c0 + tile_cols).min(cols);
+                let mut amax = 0.0f32;
+                let mut nan = false;
+                for r in 0..band_rows {
+                    for v in &band[r * cols + c0..r * cols + c1] {
+                        amax = amax.max(v.abs());
+                        nan |= v.is_nan();
+                    }
+                }
+                if nan || !amax.is_finite() {
+                    bad += 1;
+                    for r in 0..band_rows {
+                        band[r * cols + c0..r * cols + c1].fill(f32::NAN);
+                    }
+                    continue;
+                }
+                if amax == 0.0 {
+                    continue;
+                }
+                let s = amax / format.max();
+                let s = match rounding {
+                    ScaleRounding::Exact => s,
+                    ScaleRounding::PowerOfTwo => 2f32.powi(s.log2().ceil() as i32),
+                };
+                for r in 0..band_rows {
+                    for v in &mut band[r * cols + c0..r * cols + c1] {
+                        *v = format.decode(format.encode_saturating(*v / s)) * s;
+                    }
+                }
+            }
+            bad
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +174,60 @@ mod tests {
                     * (1.0 + (i % 7) as f32 * 10.0)
             })
             .collect()
+    }
+
+    #[test]
+    fn fake_quantize_equals_quantize_then_dequantize_and_flags_non_finite_tiles() {
+        let (rows, cols) = (300, 260);
+        let x = data(rows, cols);
+        for (tr, tc) in [(1, 128), (128, 128), (128, 1)] {
+            let q = quantize(
+                &x,
+                rows,
+                cols,
+                tr,
+                tc,
+                Fp8Format::E4M3,
+                ScaleRounding::Exact,
+            );
+            let mut y = x.clone();
+            assert_eq!(
+                fake_quantize(
+                    &mut y,
+                    rows,
+                    cols,
+                    tr,
+                    tc,
+                    Fp8Format::E4M3,
+                    ScaleRounding::Exact
+                ),
+                0
+            );
+            assert_eq!(y, q.dequantize(), "tiles {tr}×{tc}");
+        }
+        let mut y = x.clone();
+        y[5 * cols + 200] = f32::INFINITY;
+        y[290 * cols + 3] = f32::NAN;
+        assert_eq!(
+            fake_quantize(
+                &mut y,
+                rows,
+                cols,
+                1,
+                128,
+                Fp8Format::E4M3,
+                ScaleRounding::Exact
+            ),
+            2
+        );
+        assert!(
+            y[5 * cols + 130].is_nan() && y[5 * cols + 127].is_finite(),
+            "only the bad tile"
+        );
+        assert!(
+            y[4 * cols + 130].is_finite(),
+            "1 × 128 tiles: the row above is untouched"
+        );
     }
 
     #[test]

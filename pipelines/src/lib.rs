@@ -16,6 +16,7 @@ pub mod gemm_bench;
 pub mod inspect;
 pub mod loader_bench;
 pub mod plot;
+pub mod precision_bench;
 pub mod progress;
 pub mod quickstart;
 pub mod sql;

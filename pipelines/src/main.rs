@@ -369,6 +369,15 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The same training run in FP32, BF16 and FP8 GEMMs: loss parity and the curves overlaid.
+    Precision {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// f32 GEMM rate of the `gemm` crate (the fast matmul) vs the reference loop and this CPU's
     /// theoretical peak.
     Gemm {
@@ -695,6 +704,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "{}",
                     tokenmill_pipelines::train_bench::table(&o, &rows, peak)
                 );
+            }
+        }
+        Cmd::Bench(BenchCmd::Precision {
+            config,
+            quiet,
+            json,
+        }) => {
+            let (rows, plot) =
+                tokenmill_pipelines::precision_bench::bench_precision(&config, quiet)?;
+            if json {
+                println!("{}", serde_json::json!({ "rows": rows, "plot": plot }));
+            } else {
+                print!("{}", tokenmill_pipelines::precision_bench::table(&rows));
+                println!("curves: {}", plot.display());
             }
         }
         Cmd::Bench(BenchCmd::Gemm { sizes, threads }) => {

@@ -28,7 +28,7 @@ use crate::error::{Result, TrainerError};
 use crate::mla::{Mla, QProj};
 use crate::mlp::Mlp;
 use crate::moe::{Moe, MoeStats};
-use crate::ops::{Buf, Ctx, Linear, RmsNorm, WgradOp, WgradQueue};
+use crate::ops::{Buf, Ctx, Linear, Precision, RmsNorm, WgradOp, WgradQueue};
 use crate::params::{ParamId, ParamKind, ParamLayout};
 
 /// One multi-token-prediction module.
@@ -63,6 +63,8 @@ pub struct Model {
     pub head: Linear,
     /// MTP modules, depth 1..D.
     pub mtp: Vec<MtpModule>,
+    /// Number format of the blocks' linear-layer GEMMs (f32 runs; f64 ignores it).
+    pub precision: Precision,
 }
 
 /// Loss weights of one step.
@@ -184,6 +186,7 @@ fn name(prefix: &str, rest: &str) -> String {
 fn linear(l: &mut ParamLayout, n: String, out: usize, inp: usize) -> Linear {
     Linear {
         w: l.add(n, &[out, inp], ParamKind::Linear),
+        lowp: true,
         inp,
         out,
     }
@@ -264,7 +267,11 @@ fn block(l: &mut ParamLayout, c: &ModelConfig, layer: usize) -> Block {
     let ln2 = norm(l, name(&p, "post_attention_layernorm.weight"), d, eps);
     let ffn = if c.is_moe(layer) {
         let e = c.n_routed_experts;
-        let router = linear(l, name(&p, "mlp.gate.weight"), e, d);
+        // The gate stays FP32 in every precision (DeepSeek-V3 §3.3.1).
+        let router = Linear {
+            lowp: false,
+            ..linear(l, name(&p, "mlp.gate.weight"), e, d)
+        };
         let bias = l.add(
             name(&p, "mlp.gate.e_score_correction_bias"),
             &[e],
@@ -343,7 +350,10 @@ impl Model {
             .map(|i| block(&mut l, &cfg, i))
             .collect();
         let norm_ = norm(&mut l, "model.norm.weight".into(), d, eps);
-        let head = linear(&mut l, "lm_head.weight".into(), v, d);
+        let head = Linear {
+            lowp: false,
+            ..linear(&mut l, "lm_head.weight".into(), v, d)
+        };
         let mtp = (0..cfg.num_nextn_predict_layers)
             .map(|k| {
                 let layer = cfg.num_hidden_layers + k;
@@ -365,6 +375,7 @@ impl Model {
             norm: norm_,
             head,
             mtp,
+            precision: Precision::Fp32,
         })
     }
 
@@ -523,6 +534,7 @@ impl Model {
             be,
             layout: &self.layout,
             params,
+            precision: self.precision,
         };
         let (b, s, d) = (batch.b, batch.s, self.cfg.hidden_size);
         let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
@@ -674,10 +686,12 @@ impl Model {
             .cache
             .take()
             .expect("forward was run with keep_cache = true");
+        wq.precision = self.precision;
         let cx = Ctx {
             be,
             layout: &self.layout,
             params,
+            precision: self.precision,
         };
         let (b, s, d) = (cache.b, cache.s, self.cfg.hidden_size);
         let flush = |wq: &mut WgradQueue<T>, grads: &mut [T]| {

@@ -20,6 +20,8 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Clip the global gradient norm to this (0 = off).
     pub clip: f64,
+    /// Store the moments rounded to BF16 after each update (DeepSeek-V3 §3.3.3).
+    pub bf16_moments: bool,
 }
 
 impl Default for AdamWConfig {
@@ -30,6 +32,7 @@ impl Default for AdamWConfig {
             eps: 1e-8,
             weight_decay: 0.1,
             clip: 1.0,
+            bf16_moments: false,
         }
     }
 }
@@ -154,6 +157,7 @@ impl AdamW {
             (1.0 - lr * c.weight_decay) as f32,
             clip_scale as f32,
         );
+        let bf16 = c.bf16_moments;
         params
             .par_chunks_mut(CHUNK)
             .zip(grads.par_chunks(CHUNK))
@@ -171,6 +175,10 @@ impl AdamW {
                     let gi = g[i] * scale;
                     m[i] = b1 * m[i] + (1.0 - b1) * gi;
                     v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                    if bf16 {
+                        m[i] = tokenmill_kernels::bf16::round_bf16(m[i]);
+                        v[i] = tokenmill_kernels::bf16::round_bf16(v[i]);
+                    }
                     if k[i] == 1 {
                         p[i] *= decay;
                     }

@@ -24,7 +24,7 @@ use crate::error::{Result, TrainerError};
 use crate::fsutil::write_atomic;
 use crate::model::{Batch, LossWeights, Model, WgradMode};
 use crate::moe::update_bias;
-use crate::ops::WgradQueue;
+use crate::ops::{NONFINITE_FP8_TILES, Precision, WgradQueue};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, clip_scale};
 use crate::params::view_mut;
 use crate::rng::Rng;
@@ -149,6 +149,11 @@ pub struct TrainSection {
     /// Non-finite loss or gradient.
     #[serde(default)]
     pub on_nonfinite: OnNonFinite,
+    /// GEMM precision of the blocks' linear layers: `fp32`, `bf16` or `fp8`. Master weights,
+    /// gradients and optimizer state are FP32 in all three, so a checkpoint saved in one
+    /// precision resumes in another.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_eval_batches() -> u64 {
@@ -385,7 +390,8 @@ impl Trainer {
     /// Sets up a run: fresh, or from the newest checkpoint in `train.out` when `resume`.
     pub fn new(cfg: TrainConfig, resume: bool) -> Result<Self> {
         let mcfg = cfg.model.resolve()?;
-        let model = Model::new(mcfg.clone())?;
+        let mut model = Model::new(mcfg.clone())?;
+        model.precision = cfg.train.precision;
         let d = &cfg.data;
         let micro = d.micro_batch.unwrap_or(d.batch);
         if d.batch == 0 || micro == 0 || !d.batch.is_multiple_of(micro) {
@@ -610,9 +616,15 @@ impl Trainer {
         self.write_log(&log)?;
         self.step += 1;
         if !finite && self.cfg.train.on_nonfinite == OnNonFinite::Error {
-            let what = if loss.is_finite() { "gradient" } else { "loss" };
+            let bad_tiles = NONFINITE_FP8_TILES.load(std::sync::atomic::Ordering::Relaxed);
+            let what = match (loss.is_finite(), bad_tiles) {
+                (true, 0) => "gradient".to_string(),
+                (false, 0) => "loss".to_string(),
+                (true, n) => format!("gradient ({n} FP8 tiles had a non-finite amax)"),
+                (false, n) => format!("loss ({n} FP8 tiles had a non-finite amax)"),
+            };
             return Err(TrainerError::NonFinite {
-                what: what.into(),
+                what,
                 step: log.step,
             });
         }

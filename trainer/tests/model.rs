@@ -296,3 +296,52 @@ fn bad_batches_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn bf16_and_fp8_gemms_perturb_the_loss_slightly_and_only_where_they_apply() {
+    use tokenmill_trainer::ops::Precision;
+    let mut cfg = tiny(1, true, 2);
+    cfg.initializer_range = 0.1;
+    let mut m = Model::new(cfg).unwrap();
+    let p: Vec<f32> = m.init(3);
+    let (tokens, mask) = batch(&m, 2, 40, 4);
+    let bt = Batch {
+        tokens: &tokens,
+        mask: Some(&mask),
+        b: 2,
+        s: 40,
+    };
+    let w = LossWeights::default();
+    let mut run = |pr: Precision| {
+        m.precision = pr;
+        let mut f = m.forward(&Cpu, &p, &bt, w, true).unwrap();
+        let mut g = vec![0f32; p.len()];
+        let mut q = WgradQueue::new();
+        m.backward(&Cpu, &p, &mut f, &mut g, &mut q, WgradMode::Immediate);
+        (f.loss, g)
+    };
+    let (l32, g32) = run(Precision::Fp32);
+    let (l16, g16) = run(Precision::Bf16);
+    let (l8, g8) = run(Precision::Fp8);
+    let rel = |a: f64| (a - l32).abs() / l32;
+    eprintln!(
+        "loss fp32 {l32:.6} bf16 {l16:.6} ({:.2e}) fp8 {l8:.6} ({:.2e})",
+        rel(l16),
+        rel(l8)
+    );
+    assert!(
+        rel(l16) > 0.0 && rel(l16) < 1e-2,
+        "bf16 {l16} vs fp32 {l32}"
+    );
+    assert!(rel(l8) > 0.0 && rel(l8) < 3e-2, "fp8 {l8} vs fp32 {l32}");
+    assert!(g8.iter().chain(&g16).all(|x| x.is_finite()));
+    // Gradients agree in direction with FP32's.
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let na: f64 = a.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        dot / (na * nb)
+    };
+    assert!(cos(&g32, &g16) > 0.999, "{}", cos(&g32, &g16));
+    assert!(cos(&g32, &g8) > 0.95, "{}", cos(&g32, &g8));
+}

@@ -167,9 +167,76 @@ impl Fp8Format {
     }
 }
 
+/// `x` rounded to E4M3FN, saturating to ±448 (NaN stays NaN): the same result as
+/// `Fp8Format::E4M3.round(x)`, computed with f32 bit arithmetic (no f64, no table) so the
+/// quantization of whole tensors is cheap. Test `round_e4m3_equals_the_codec`.
+#[inline]
+pub fn round_e4m3(x: f32) -> f32 {
+    let a = x.abs();
+    if !(a < 448.0) {
+        // 448 ≤ |x| (the next value, 480, does not exist in E4M3FN), ±inf, NaN
+        return if x.is_nan() { x } else { 448f32.copysign(x) };
+    }
+    let r = if a < 0.015625 {
+        // subnormals (and zero): multiples of 2^-9, round half to even
+        const MAGIC: f32 = 8_388_608.0; // 2^23
+        ((a * 512.0 + MAGIC) - MAGIC) / 512.0
+    } else {
+        // normals: keep 3 mantissa bits, round half to even on the f32 bits
+        let b = a.to_bits();
+        f32::from_bits((b + 0x7_FFFF + ((b >> 20) & 1)) & !0xF_FFFF)
+    };
+    r.copysign(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_e4m3_equals_the_codec() {
+        let f = Fp8Format::E4M3;
+        let check = |x: f32| {
+            let (a, b) = (round_e4m3(x), f.round(x));
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{x:e} ({:#x}): {a:e} vs {b:e}",
+                x.to_bits()
+            );
+        };
+        // A stride through every f32 bit pattern, and every midpoint between E4M3 values.
+        for bits in (0..=u32::MAX).step_by(997) {
+            check(f32::from_bits(bits));
+        }
+        for code in 0..0x7Eu8 {
+            let (lo, hi) = (f.decode(code), f.decode(code + 1));
+            let mid = (lo + hi) / 2.0;
+            for x in [
+                lo,
+                hi,
+                mid,
+                f32::from_bits(mid.to_bits() - 1),
+                f32::from_bits(mid.to_bits() + 1),
+            ] {
+                check(x);
+                check(-x);
+            }
+        }
+        for x in [
+            447.9,
+            448.0,
+            463.9,
+            464.0,
+            1e30,
+            f32::INFINITY,
+            f32::NAN,
+            0.0,
+            -0.0,
+            1e-45,
+        ] {
+            check(x);
+        }
+    }
 
     #[test]
     fn known_values() {

@@ -154,7 +154,11 @@ pub fn fake_quantize(
                 };
                 for r in 0..band_rows {
                     for v in &mut band[r * cols + c0..r * cols + c1] {
-                        *v = format.decode(format.encode_saturating(*v / s)) * s;
+                        *v = match format {
+                            // Bit-arithmetic rounding, equal to the codec (test in fp8.rs).
+                            Fp8Format::E4M3 => crate::fp8::round_e4m3(*v / s) * s,
+                            _ => format.decode(format.encode_saturating(*v / s)) * s,
+                        };
                     }
                 }
             }

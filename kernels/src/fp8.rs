@@ -173,7 +173,7 @@ impl Fp8Format {
 #[inline]
 pub fn round_e4m3(x: f32) -> f32 {
     let a = x.abs();
-    if !(a < 448.0) {
+    if a.is_nan() || a >= 448.0 {
         // 448 ≤ |x| (the next value, 480, does not exist in E4M3FN), ±inf, NaN
         return if x.is_nan() { x } else { 448f32.copysign(x) };
     }

@@ -286,3 +286,37 @@ fn bad_configurations_and_checkpoints_are_named() {
         .to_string();
     assert!(e.contains("another dataset"), "{e}");
 }
+
+#[test]
+fn fp8_training_runs_and_resumes_a_checkpoint_saved_in_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    datasets(dir.path());
+    let lr = "peak = 2e-3\nwarmup = 2";
+    let fp32 = write_config(dir.path(), "mixed", "steps = 3", lr);
+    train(read_config(&fp32).unwrap(), false, true).unwrap();
+    // The same run continued in FP8 (and BF16 moments): weights and moments are FP32 in the
+    // checkpoint, so any precision resumes it.
+    let fp8 = write_config(dir.path(), "mixed", "steps = 6\nprecision = \"fp8\"", lr);
+    let text = std::fs::read_to_string(&fp8)
+        .unwrap()
+        .replace("[lr]", "[optim]\nbf16_moments = true\n\n[lr]");
+    std::fs::write(&fp8, text).unwrap();
+    let o = train(read_config(&fp8).unwrap(), true, true).unwrap();
+    assert_eq!(o.steps, 6);
+    let l = log(&dir.path().join("mixed"));
+    let train_lines: Vec<&StepLog> = l.iter().filter(|x| x.kind == "train").collect();
+    assert_eq!(train_lines.len(), 6);
+    assert!(train_lines.iter().all(|x| x.loss.is_finite() && !x.skipped));
+    // The FP8 steps differ from what FP32 would have computed from the same state.
+    let fp32_more = write_config(dir.path(), "ref", "steps = 6", lr);
+    train(read_config(&fp32_more).unwrap(), false, true).unwrap();
+    let r = log(&dir.path().join("ref"));
+    let step5 = |l: &[StepLog]| {
+        l.iter()
+            .find(|x| x.kind == "train" && x.step == 5)
+            .unwrap()
+            .loss
+    };
+    let (a, b) = (step5(&l), step5(&r));
+    assert!(a != b && (a - b).abs() / b < 0.02, "fp8 {a} vs fp32 {b}");
+}

@@ -718,6 +718,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", tokenmill_pipelines::precision_bench::table(&rows));
                 println!("curves: {}", plot.display());
+                let cfg = tokenmill_pipelines::train_cmd::read_config(&config)?;
+                let tokens =
+                    (cfg.data.micro_batch.unwrap_or(cfg.data.batch) * cfg.data.seq_len) as usize;
+                print!(
+                    "{}",
+                    tokenmill_pipelines::precision_bench::memory_table(
+                        &cfg.model.resolve()?,
+                        tokens
+                    )
+                );
             }
         }
         Cmd::Bench(BenchCmd::Gemm { sizes, threads }) => {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tokenmill_trainer::ops::Precision;
 
 use crate::error::{Error, Result};
-use crate::plot::{read_log, smooth, svg};
+use crate::plot::{read_log, svg};
 use crate::train_cmd::{read_config, train};
 
 /// One precision's outcome.
@@ -21,6 +21,43 @@ pub struct PrecisionRow {
     pub train_loss: f64,
     pub eval_loss: Option<f64>,
     pub tokens_per_s: f64,
+}
+
+/// Bytes per parameter and per cached activation element in each precision — what a device
+/// implementation stores (the CPU emulation keeps FP32 copies) — for a model, at `tokens` tokens.
+pub fn memory_table(c: &tokenmill_trainer::ModelConfig, tokens: usize) -> String {
+    let p = c.param_counts();
+    let params = (p.total + p.mtp) as f64;
+    let (_, act_bytes_fp32) = crate::train_bench::memory_model(c, 0);
+    let act = act_bytes_fp32 / 4.0 * tokens as f64; // elements
+    let mib = |b: f64| b / 1048576.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "memory ({:.2} M params, {tokens} tokens per step):",
+        params / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "{:<6} {:>22} {:>24} {:>26}",
+        "GEMMs", "GEMM weights B/param", "activations B/element", "weights + activations MiB"
+    );
+    for (name, wb, ab) in [
+        ("fp32", 4.0, 4.0),
+        ("bf16", 2.0, 2.0),
+        ("fp8", 1.0 + 4.0 / 16384.0, 1.0 + 4.0 / 128.0),
+    ] {
+        let _ = writeln!(
+            s,
+            "{name:<6} {wb:>22.4} {ab:>24.4} {:>26.1}",
+            mib(params * wb + act * ab)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "plus FP32 master weights and gradients (8 B/param) and AdamW moments (8 B/param, 4 with bf16_moments) in every precision"
+    );
+    s
 }
 
 /// Runs the three precisions (each in `<out>-<precision>`) and returns the rows and the SVG path.
@@ -58,7 +95,6 @@ pub fn bench_precision(config: &Path, quiet: bool) -> Result<(Vec<PrecisionRow>,
         logs.push((name.to_string(), log));
     }
     let plot = rows[0].run.with_extension("precision.svg");
-    let _ = smooth;
     std::fs::write(&plot, svg(&logs, "FP32 / BF16 / FP8 training loss"))
         .map_err(|e| Error::io(&plot, e))?;
     Ok((rows, plot))

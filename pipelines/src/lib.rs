@@ -22,6 +22,7 @@ pub mod quickstart;
 pub mod sql;
 pub mod stats;
 pub mod task;
+pub mod trace;
 pub mod train_bench;
 pub mod train_cmd;
 

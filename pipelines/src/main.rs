@@ -60,6 +60,17 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// The batch of a training step: samples by loss, their documents with source, offset, URL.
+    Trace {
+        run: PathBuf,
+        #[arg(long)]
+        step: u64,
+        /// Samples shown.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Draw the loss curves of one or more runs (SVG).
     Plot {
         runs: Vec<PathBuf>,
@@ -476,6 +487,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 o.tokens_per_s,
                 out.display()
             );
+        }
+        Cmd::Trace {
+            run,
+            step,
+            top,
+            json,
+        } => {
+            let t = tokenmill_pipelines::trace::trace_step(&run, step)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print!("{}", tokenmill_pipelines::trace::render(&t, top));
+            }
         }
         Cmd::Plot { runs, out } => {
             if runs.is_empty() {

@@ -15,6 +15,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod rng;
+pub mod spikes;
 pub mod train;
 
 pub use config::ModelConfig;

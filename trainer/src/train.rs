@@ -149,6 +149,9 @@ pub struct TrainSection {
     /// Non-finite loss or gradient.
     #[serde(default)]
     pub on_nonfinite: OnNonFinite,
+    /// Loss-spike detectors.
+    #[serde(default)]
+    pub spikes: crate::spikes::SpikeConfig,
     /// GEMM precision of the blocks' linear layers: `fp32`, `bf16` or `fp8`. Master weights,
     /// gradients and optimizer state are FP32 in all three, so a checkpoint saved in one
     /// precision resumes in another.
@@ -204,6 +207,12 @@ mod nan_null {
     pub fn f<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
+    pub fn vv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
+        Ok(Vec::<Vec<Option<f64>>>::deserialize(d)?
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+            .collect())
+    }
     pub fn v<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
         Ok(Vec::<Option<f64>>::deserialize(d)?
             .into_iter()
@@ -251,6 +260,17 @@ pub struct StepLog {
     /// Per sample: mean loss over its counted targets.
     #[serde(default, deserialize_with = "nan_null::v")]
     pub sample_losses: Vec<f64>,
+    /// Per sample, per document span (in the order of the sample's spans): mean loss of the
+    /// targets inside the span.
+    #[serde(default, deserialize_with = "nan_null::vv")]
+    pub span_losses: Vec<Vec<f64>>,
+    /// The loader's position before this step's batch: `tokenmill trace` replays the batch
+    /// from it.
+    #[serde(default)]
+    pub loader: Option<LoaderState>,
+    /// Detectors that fired at this step.
+    #[serde(default)]
+    pub spikes: Vec<String>,
 }
 
 /// Saved with each checkpoint.
@@ -318,13 +338,15 @@ pub fn measure_gemm_peak() -> f64 {
     p.flops() / best
 }
 
-fn fingerprint(dir: &Path) -> Result<String> {
+/// xxh3 of a dataset's `manifest.json`: identifies the data a run trained on.
+pub fn fingerprint(dir: &Path) -> Result<String> {
     let path = dir.join(tokenmill_shards::MANIFEST_FILE);
     let bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
     Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
 }
 
-fn loader_config(d: &DataSection, shuffle: Shuffle, batch: u64) -> LoaderConfig {
+/// The training loader's settings for a `[data]` section.
+pub fn loader_config(d: &DataSection, shuffle: Shuffle, batch: u64) -> LoaderConfig {
     LoaderConfig {
         seq_len: d.seq_len,
         global_batch: batch,
@@ -356,6 +378,7 @@ pub struct Trainer {
     peak_flops: f64,
     flops_per_token: f64,
     log: std::fs::File,
+    spikes: crate::spikes::SpikeDetector,
 }
 
 fn lock_free_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
@@ -469,12 +492,13 @@ impl Trainer {
             tracing::info!(step, checkpoint = %dir.display(), "resumed");
         }
         let run =
-            serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg }))
+            serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg, "dataset_fingerprint": &fingerprint }))
                 .expect("serialises");
         write_atomic(&out.join("run.json"), run.as_bytes())?;
         let log = lock_free_log(&out, keep)?;
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
+        let cfg_spikes = cfg.train.spikes.clone();
         Ok(Trainer {
             cfg,
             model,
@@ -489,6 +513,7 @@ impl Trainer {
             peak_flops: 0.0,
             flops_per_token,
             log,
+            spikes: crate::spikes::SpikeDetector::new(cfg_spikes),
         })
     }
 
@@ -506,6 +531,7 @@ impl Trainer {
         let d = self.cfg.data.clone();
         let micro = d.micro_batch.unwrap_or(d.batch) as usize;
         let s = d.seq_len as usize;
+        let loader_state = self.loader.state();
         let batch = self
             .loader
             .next_batch()
@@ -516,6 +542,7 @@ impl Trainer {
         let (mut loss, mut main, mut mtp, mut bal) = (0.0, 0.0, 0.0, 0.0);
         let mut loads: Vec<Vec<u64>> = Vec::new();
         let mut sample_losses = Vec::with_capacity(batch.samples.len());
+        let mut span_losses = Vec::with_capacity(batch.samples.len());
         let mut wq = WgradQueue::new();
         for chunk in batch.samples.chunks(micro) {
             let tokens: Vec<u32> = chunk
@@ -540,6 +567,24 @@ impl Trainer {
                 / n_micro as f64;
             bal += f.balance_loss / n_micro as f64;
             for (bi, smp) in chunk.iter().enumerate() {
+                let tl = &f.token_losses[bi * s..(bi + 1) * s];
+                // Target i predicts token i + 1: a span's losses are those of its tokens 1.. .
+                span_losses.push(
+                    smp.spans
+                        .iter()
+                        .map(|sp| {
+                            let (a, b) = ((sp.start as usize).max(1), (sp.start + sp.len) as usize);
+                            let n = (a..b.min(s + 1))
+                                .filter(|&t| smp.loss_mask[t - 1] != 0)
+                                .count();
+                            if n == 0 {
+                                f64::NAN // a span with no target (e.g. one token at position 0)
+                            } else {
+                                (a..b.min(s + 1)).map(|t| tl[t - 1] as f64).sum::<f64>() / n as f64
+                            }
+                        })
+                        .collect(),
+                );
                 let cnt = smp.loss_mask.iter().filter(|&&m| m != 0).count().max(1);
                 sample_losses.push(
                     f.token_losses[bi * s..(bi + 1) * s]
@@ -612,7 +657,13 @@ impl Trainer {
                 .collect(),
             skipped: !finite,
             sample_losses,
+            span_losses,
+            loader: Some(loader_state),
+            spikes: self.spikes.observe(loss, grad_norm),
         };
+        if !log.spikes.is_empty() {
+            tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
+        }
         self.write_log(&log)?;
         self.step += 1;
         if !finite && self.cfg.train.on_nonfinite == OnNonFinite::Error {
@@ -691,6 +742,9 @@ impl Trainer {
             expert_load: Vec::new(),
             skipped: false,
             sample_losses: Vec::new(),
+            span_losses: Vec::new(),
+            loader: None,
+            spikes: Vec::new(),
         };
         self.write_log(&log)?;
         Ok(Some(loss))
@@ -786,6 +840,9 @@ fn eval_line(step: u64, loss: f64) -> StepLog {
         expert_load: Vec::new(),
         skipped: false,
         sample_losses: Vec::new(),
+        span_losses: Vec::new(),
+        loader: None,
+        spikes: Vec::new(),
     }
 }
 

@@ -320,3 +320,63 @@ fn fp8_training_runs_and_resumes_a_checkpoint_saved_in_fp32() {
     let (a, b) = (step5(&l), step5(&r));
     assert!(a != b && (a - b).abs() / b < 0.02, "fp8 {a} vs fp32 {b}");
 }
+
+#[test]
+fn trace_replays_a_step_and_names_its_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    datasets(dir.path());
+    let cfg = write_config(dir.path(), "traced", "steps = 5", "peak = 2e-3\nwarmup = 2");
+    train(read_config(&cfg).unwrap(), false, true).unwrap();
+    let run = dir.path().join("traced");
+    let t = tokenmill_pipelines::trace::trace_step(&run, 3).unwrap();
+    let line = log(&run)
+        .into_iter()
+        .find(|l| l.kind == "train" && l.step == 3)
+        .unwrap();
+    assert_eq!(t.samples.len(), 16);
+    let max = line.sample_losses.iter().cloned().fold(f64::MIN, f64::max);
+    assert_eq!(t.samples[0].loss, max, "highest loss first");
+    assert!(t.samples.windows(2).all(|w| w[0].loss >= w[1].loss));
+    let text = std::fs::read(dir.path().join("train.txt")).unwrap();
+    let (mut docs, mut finite) = (0, 0);
+    for s in &t.samples {
+        let tokens: u32 = s.docs.iter().map(|d| d.tokens).sum();
+        assert_eq!(tokens, 65, "a sample's spans cover its seq_len + 1 tokens");
+        for d in &s.docs {
+            docs += 1;
+            assert!(d.source.ends_with("train.txt"), "{}", d.source);
+            let o = d.offset as usize;
+            assert!(
+                o < text.len() && (o == 0 || text[o - 1] == b'\n'),
+                "a block starts at byte {o}"
+            );
+            // NaN only for a span without a target: a lone token at position 0
+            assert!(d.loss > 0.0 || (d.loss.is_nan() && d.tokens == 1), "{d:?}");
+            finite += usize::from(d.loss.is_finite());
+        }
+    }
+    assert!(docs >= 16 && finite >= docs - 16);
+    // The batch is the one trained on: its replay gives the logged per-sample losses' count
+    // and the same documents twice.
+    let again = tokenmill_pipelines::trace::trace_step(&run, 3).unwrap();
+    assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        serde_json::to_string(&t).unwrap()
+    );
+    // Bad input: a step beyond the run, a run of another dataset.
+    let e = tokenmill_pipelines::trace::trace_step(&run, 99)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("step 99") && e.contains("steps 0..=4"), "{e}");
+    let rj = run.join("run.json");
+    let v = std::fs::read_to_string(&rj).unwrap();
+    let fp = serde_json::from_str::<serde_json::Value>(&v).unwrap()["dataset_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&rj, v.replace(&fp, "0000000000000000")).unwrap();
+    let e = tokenmill_pipelines::trace::trace_step(&run, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another dataset"), "{e}");
+}

@@ -63,8 +63,11 @@ enum Cmd {
     /// The batch of a training step: samples by loss, their documents with source, offset, URL.
     Trace {
         run: PathBuf,
-        #[arg(long)]
-        step: u64,
+        #[arg(long, required_unless_present = "doc")]
+        step: Option<u64>,
+        /// Instead: every step a document was trained at, with its loss each time.
+        #[arg(long, conflicts_with = "step")]
+        doc: Option<String>,
         /// Samples shown.
         #[arg(long, default_value_t = 5)]
         top: usize,
@@ -491,14 +494,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Trace {
             run,
             step,
+            doc,
             top,
             json,
         } => {
-            let t = tokenmill_pipelines::trace::trace_step(&run, step)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&t)?);
+            if let Some(id) = doc {
+                let (p, seen) = tokenmill_pipelines::trace::trace_doc(&run, &id)?;
+                if json {
+                    println!("{}", serde_json::json!({ "document": p, "steps": seen }));
+                } else {
+                    println!(
+                        "{} ({} tokens) {} @ byte {} {}",
+                        p.id,
+                        p.tokens,
+                        p.source,
+                        p.offset,
+                        p.url.as_deref().unwrap_or("")
+                    );
+                    println!("seen at {} steps:", seen.len());
+                    for s in &seen {
+                        println!(
+                            "  step {:>6}  sample {:>3}  {:>5} tokens  loss {:.4}",
+                            s.step, s.sample, s.tokens, s.loss
+                        );
+                    }
+                }
             } else {
-                print!("{}", tokenmill_pipelines::trace::render(&t, top));
+                let t = tokenmill_pipelines::trace::trace_step(
+                    &run,
+                    step.expect("clap requires --step or --doc"),
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&t)?);
+                } else {
+                    print!("{}", tokenmill_pipelines::trace::render(&t, top));
+                }
             }
         }
         Cmd::Plot { runs, out } => {

@@ -45,8 +45,91 @@ pub struct Trace {
     pub samples: Vec<TraceSample>,
 }
 
-/// Replays step `step` of the run in `run`.
-pub fn trace_step(run: &Path, step: u64) -> Result<Trace> {
+/// One step at which a document was trained on.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocSighting {
+    pub step: u64,
+    /// Position of the sample in the batch.
+    pub sample: usize,
+    /// Tokens of the document in that sample.
+    pub tokens: u32,
+    /// Mean loss of the targets inside the span.
+    pub loss: f64,
+}
+
+/// Every logged step at which document `id` was in a batch, with its loss each time: the id is
+/// resolved to (shard, document) once through the provenance tables, then each step's batch
+/// is replayed from its logged loader position and its spans compared.
+pub fn trace_doc(run: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSighting>)> {
+    let (cfg, log) = open_run(run)?;
+    let mut loader = Loader::open(
+        &cfg.data.train,
+        loader_config(&cfg.data, Shuffle::Full, cfg.data.batch),
+    )?;
+    let ds = loader.dataset(0);
+    let mut found = None;
+    for k in 0..ds.manifest().shards.len() {
+        if let Some((i, p)) = ds
+            .provenance(k)?
+            .into_iter()
+            .enumerate()
+            .find(|(_, p)| p.id == id)
+        {
+            found = Some(((k as u32, i as u64), p));
+            break;
+        }
+    }
+    let ((shard, doc), p) = found.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no document {id:?} in {}",
+            cfg.data.train.display()
+        ))
+    })?;
+    let mut seen = Vec::new();
+    for line in log.iter().filter(|l| l.kind == "train") {
+        let Some(state) = line.loader else { continue };
+        loader.resume(state);
+        let batch = loader.next_batch()?;
+        for (i, smp) in batch.samples.iter().enumerate() {
+            for (k, sp) in smp.spans.iter().enumerate() {
+                if (sp.shard, sp.doc) == (shard, doc) {
+                    let loss = line
+                        .span_losses
+                        .get(i)
+                        .and_then(|s| s.get(k))
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                    seen.push(DocSighting {
+                        step: line.step,
+                        sample: i,
+                        tokens: sp.len,
+                        loss,
+                    });
+                }
+            }
+        }
+    }
+    let out = DocProvenanceOut {
+        id: p.id,
+        source: p.source,
+        offset: p.offset,
+        url: p.url,
+        tokens: p.tokens,
+    };
+    Ok((out, seen))
+}
+
+/// Where a traced document comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocProvenanceOut {
+    pub id: String,
+    pub source: String,
+    pub offset: u64,
+    pub url: Option<String>,
+    pub tokens: u64,
+}
+
+fn open_run(run: &Path) -> Result<(TrainConfig, Vec<StepLog>)> {
     let path = run.join("run.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
@@ -64,6 +147,12 @@ pub fn trace_step(run: &Path, step: u64) -> Result<Trace> {
         )));
     }
     let log = read_log(run)?;
+    Ok((cfg, log))
+}
+
+/// Replays step `step` of the run in `run`.
+pub fn trace_step(run: &Path, step: u64) -> Result<Trace> {
+    let (cfg, log) = open_run(run)?;
     let train: Vec<&StepLog> = log.iter().filter(|l| l.kind == "train").collect();
     let line = train.iter().find(|l| l.step == step).ok_or_else(|| {
         let range = match (train.first(), train.last()) {

@@ -363,6 +363,19 @@ fn trace_replays_a_step_and_names_its_documents() {
         serde_json::to_string(&again).unwrap(),
         serde_json::to_string(&t).unwrap()
     );
+    // `--doc`: the top sample's first document was seen at step 3, with the same loss.
+    let d0 = &t.samples[0].docs[0];
+    let (p, seen) = tokenmill_pipelines::trace::trace_doc(&run, &d0.id).unwrap();
+    assert_eq!(
+        (p.source.as_str(), p.offset),
+        (d0.source.as_str(), d0.offset)
+    );
+    let at3: Vec<_> = seen.iter().filter(|s| s.step == 3).collect();
+    assert!(
+        at3.iter().any(|s| s.loss.to_bits() == d0.loss.to_bits()),
+        "{seen:?}"
+    );
+    assert!(tokenmill_pipelines::trace::trace_doc(&run, "no-such-doc").is_err());
     // Bad input: a step beyond the run, a run of another dataset.
     let e = tokenmill_pipelines::trace::trace_step(&run, 99)
         .unwrap_err()

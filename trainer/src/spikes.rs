@@ -17,6 +17,23 @@ pub struct SpikeConfig {
     pub loss_z: f64,
     /// Robust z-score of the gradient norm that counts as a spike.
     pub grad_norm_z: f64,
+    /// σ of OLMo 2's spike score: the fraction of the window's losses at least this many
+    /// standard deviations above the window's mean (logged every step).
+    pub score_sigma: f64,
+    /// What a fired detector does: `log` (report only) or `skip` (the step's update is not
+    /// applied).
+    pub response: SpikeResponse,
+}
+
+/// The response to a spike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpikeResponse {
+    /// Report only.
+    #[default]
+    Log,
+    /// Drop the step's update.
+    Skip,
 }
 
 impl Default for SpikeConfig {
@@ -26,6 +43,8 @@ impl Default for SpikeConfig {
             min_history: 20,
             loss_z: 6.0,
             grad_norm_z: 6.0,
+            score_sigma: 7.0,
+            response: SpikeResponse::Log,
         }
     }
 }
@@ -49,7 +68,26 @@ pub fn robust_z(hist: &VecDeque<f64>, x: f64) -> Option<f64> {
     (mad > 0.0).then(|| (x - med) / mad)
 }
 
+/// OLMo 2's spike score of a window: the fraction of values at least `sigma` standard
+/// deviations above the window's mean.
+pub fn spike_score(window: &[f64], sigma: f64) -> f64 {
+    let n = window.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let mean = window.iter().sum::<f64>() / n as f64;
+    let sd = (window.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+    if sd == 0.0 {
+        return 0.0;
+    }
+    window.iter().filter(|&&x| x - mean >= sigma * sd).count() as f64 / n as f64
+}
+
 impl SpikeDetector {
+    /// The settings.
+    pub fn config(&self) -> &SpikeConfig {
+        &self.cfg
+    }
     /// A detector with `cfg`.
     pub fn new(cfg: SpikeConfig) -> Self {
         SpikeDetector {
@@ -119,5 +157,14 @@ mod tests {
             vec!["non-finite loss".to_string()]
         );
         assert!(d.observe(3.0, 1e6)[0].starts_with("grad-norm z="));
+    }
+
+    #[test]
+    fn spike_score_counts_far_outliers() {
+        let mut w = vec![1.0; 99];
+        assert_eq!(spike_score(&w, 7.0), 0.0);
+        w.push(100.0);
+        assert!((spike_score(&w, 7.0) - 0.01).abs() < 1e-12);
+        assert_eq!(spike_score(&w, 20.0), 0.0);
     }
 }

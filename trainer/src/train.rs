@@ -271,6 +271,9 @@ pub struct StepLog {
     /// Detectors that fired at this step.
     #[serde(default)]
     pub spikes: Vec<String>,
+    /// OLMo 2's spike score over the trailing window (fraction of losses ≥ σ above the mean).
+    #[serde(default)]
+    pub spike_score: f64,
 }
 
 /// Saved with each checkpoint.
@@ -379,6 +382,7 @@ pub struct Trainer {
     flops_per_token: f64,
     log: std::fs::File,
     spikes: crate::spikes::SpikeDetector,
+    recent_losses: std::collections::VecDeque<f64>,
 }
 
 fn lock_free_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
@@ -514,6 +518,7 @@ impl Trainer {
             flops_per_token,
             log,
             spikes: crate::spikes::SpikeDetector::new(cfg_spikes),
+            recent_losses: std::collections::VecDeque::new(),
         })
     }
 
@@ -620,7 +625,24 @@ impl Trainer {
         let grad_norm = self.opt.grad_norm(&self.grads);
         let lr = self.cfg.lr.at(self.step);
         let finite = loss.is_finite() && grad_norm.is_finite();
+        let spikes = self.spikes.observe(loss, grad_norm);
         if finite {
+            self.recent_losses.push_back(loss);
+            if self.recent_losses.len() > self.spikes.config().window {
+                self.recent_losses.pop_front();
+            }
+        }
+        let spike_score = crate::spikes::spike_score(
+            self.recent_losses.make_contiguous(),
+            self.spikes.config().score_sigma,
+        );
+        let skip_spike = finite
+            && !spikes.is_empty()
+            && self.spikes.config().response == crate::spikes::SpikeResponse::Skip;
+        if skip_spike {
+            tracing::warn!(step = self.step, ?spikes, "spike: update skipped");
+        }
+        if finite && !skip_spike {
             self.opt.step(
                 &mut self.params,
                 &self.grads,
@@ -655,11 +677,12 @@ impl Trainer {
                 .iter()
                 .map(|l| (*l.iter().min().unwrap_or(&0), *l.iter().max().unwrap_or(&0)))
                 .collect(),
-            skipped: !finite,
+            skipped: !finite || skip_spike,
             sample_losses,
             span_losses,
             loader: Some(loader_state),
-            spikes: self.spikes.observe(loss, grad_norm),
+            spikes,
+            spike_score,
         };
         if !log.spikes.is_empty() {
             tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
@@ -745,6 +768,7 @@ impl Trainer {
             span_losses: Vec::new(),
             loader: None,
             spikes: Vec::new(),
+            spike_score: 0.0,
         };
         self.write_log(&log)?;
         Ok(Some(loss))
@@ -843,6 +867,7 @@ fn eval_line(step: u64, loss: f64) -> StepLog {
         span_losses: Vec::new(),
         loader: None,
         spikes: Vec::new(),
+        spike_score: 0.0,
     }
 }
 

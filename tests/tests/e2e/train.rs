@@ -393,3 +393,36 @@ fn trace_replays_a_step_and_names_its_documents() {
         .to_string();
     assert!(e.contains("another dataset"), "{e}");
 }
+
+#[test]
+fn the_skip_response_drops_the_updates_of_spiking_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    datasets(dir.path());
+    let lr = "peak = 2e-3\nwarmup = 2";
+    // A detector that fires at every step once it has two steps of history.
+    let spiky = write_config(dir.path(), "spiky", "steps = 5", lr);
+    let t = std::fs::read_to_string(&spiky).unwrap();
+    std::fs::write(
+        &spiky,
+        format!("{t}\n[train.spikes]\nmin_history = 2\nloss_z = -1e9\nresponse = \"skip\"\n"),
+    )
+    .unwrap();
+    train(read_config(&spiky).unwrap(), false, true).unwrap();
+    let l = log(&dir.path().join("spiky"));
+    let tr: Vec<&StepLog> = l.iter().filter(|x| x.kind == "train").collect();
+    assert!(tr[..2].iter().all(|x| x.spikes.is_empty() && !x.skipped));
+    assert!(
+        tr[2..].iter().all(|x| !x.spikes.is_empty() && x.skipped),
+        "{:?}",
+        tr.iter().map(|x| &x.spikes).collect::<Vec<_>>()
+    );
+    assert!(tr.iter().all(|x| x.spike_score >= 0.0));
+    // So its weights are those of a 2-step run.
+    let two = write_config(dir.path(), "two", "steps = 2", lr);
+    train(read_config(&two).unwrap(), false, true).unwrap();
+    let w = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
+    assert_eq!(
+        w("spiky/checkpoints/step-00000005/model.safetensors"),
+        w("two/checkpoints/step-00000002/model.safetensors")
+    );
+}

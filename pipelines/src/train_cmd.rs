@@ -20,6 +20,7 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
         }
     };
     fix(&mut cfg.data.train);
+    cfg.data.exclude_from.iter_mut().for_each(&fix);
     if let Some(e) = cfg.data.eval.as_mut() {
         fix(e);
     }

@@ -23,6 +23,8 @@ pub struct SpikeConfig {
     /// What a fired detector does: `log` (report only) or `skip` (the step's update is not
     /// applied).
     pub response: SpikeResponse,
+    /// Documents quarantined per spike.
+    pub quarantine_top_k: usize,
 }
 
 /// The response to a spike.
@@ -34,6 +36,10 @@ pub enum SpikeResponse {
     Log,
     /// Drop the step's update.
     Skip,
+    /// Drop the step's update and add the step's `quarantine_top_k` highest-loss documents to
+    /// the run's exclusion list (`quarantine.json`), from the next batch on, on resume, and in
+    /// later runs that name the file in `[data] exclude_from`.
+    Quarantine,
 }
 
 impl Default for SpikeConfig {
@@ -45,6 +51,7 @@ impl Default for SpikeConfig {
             grad_norm_z: 6.0,
             score_sigma: 7.0,
             response: SpikeResponse::Log,
+            quarantine_top_k: 3,
         }
     }
 }

@@ -93,6 +93,9 @@ pub struct DataSection {
     /// `windows` or `documents`.
     #[serde(default = "default_packing")]
     pub packing: Packing,
+    /// `quarantine.json` files of earlier runs: their documents are left out of this one.
+    #[serde(default)]
+    pub exclude_from: Vec<PathBuf>,
 }
 
 fn default_seed() -> u64 {
@@ -274,6 +277,36 @@ pub struct StepLog {
     /// OLMo 2's spike score over the trailing window (fraction of losses ≥ σ above the mean).
     #[serde(default)]
     pub spike_score: f64,
+    /// Documents quarantined at this step.
+    #[serde(default)]
+    pub quarantined: Vec<String>,
+}
+
+/// One quarantined document (`quarantine.json` holds a list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// Document id.
+    pub id: String,
+    /// Source file and byte offset.
+    pub source: String,
+    /// Byte offset in the source.
+    pub offset: u64,
+    /// URL, if any.
+    pub url: Option<String>,
+    /// The step whose spike it was attributed to.
+    pub step: u64,
+    /// Its span loss then.
+    pub loss: f64,
+}
+
+/// Reads a `quarantine.json` (an absent file is an empty list).
+pub fn read_quarantine(path: &Path) -> Result<Vec<Quarantined>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| TrainerError::checkpoint(path, format!("bad quarantine list: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(TrainerError::io(path, e)),
+    }
 }
 
 /// Saved with each checkpoint.
@@ -436,8 +469,27 @@ impl Trainer {
                 mcfg.vocab_size
             )));
         }
-        let mut loader = Loader::open(&d.train, loader_config(d, Shuffle::Full, d.batch))
-            .map_err(|e| TrainerError::Data(e.to_string()))?;
+        let mut exclude = Vec::new();
+        for f in &d.exclude_from {
+            if !f.is_file() {
+                return Err(TrainerError::io(
+                    f,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such quarantine list"),
+                ));
+            }
+            exclude.extend(read_quarantine(f)?.into_iter().map(|q| q.id));
+        }
+        if resume {
+            exclude.extend(
+                read_quarantine(&cfg.train.out.join("quarantine.json"))?
+                    .into_iter()
+                    .map(|q| q.id),
+            );
+        }
+        let mut lc = loader_config(d, Shuffle::Full, d.batch);
+        lc.exclude = exclude;
+        let mut loader =
+            Loader::open(&d.train, lc).map_err(|e| TrainerError::Data(e.to_string()))?;
         let eval = match &d.eval {
             Some(dir) => {
                 let ev = Dataset::open(dir).map_err(|e| TrainerError::Data(e.to_string()))?;
@@ -636,9 +688,14 @@ impl Trainer {
             self.recent_losses.make_contiguous(),
             self.spikes.config().score_sigma,
         );
-        let skip_spike = finite
-            && !spikes.is_empty()
-            && self.spikes.config().response == crate::spikes::SpikeResponse::Skip;
+        let response = self.spikes.config().response;
+        let skip_spike =
+            finite && !spikes.is_empty() && response != crate::spikes::SpikeResponse::Log;
+        let quarantined = if skip_spike && response == crate::spikes::SpikeResponse::Quarantine {
+            self.quarantine(&batch.samples, &span_losses)?
+        } else {
+            Vec::new()
+        };
         if skip_spike {
             tracing::warn!(step = self.step, ?spikes, "spike: update skipped");
         }
@@ -683,6 +740,7 @@ impl Trainer {
             loader: Some(loader_state),
             spikes,
             spike_score,
+            quarantined,
         };
         if !log.spikes.is_empty() {
             tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
@@ -703,6 +761,72 @@ impl Trainer {
             });
         }
         Ok(log)
+    }
+
+    /// Adds the batch's highest-loss documents to `quarantine.json` and reopens the loader
+    /// without them at the same position. Returns their ids.
+    fn quarantine(
+        &mut self,
+        samples: &[tokenmill_shards::loader::Sample],
+        span_losses: &[Vec<f64>],
+    ) -> Result<Vec<String>> {
+        let k = self.spikes.config().quarantine_top_k;
+        let mut ranked: Vec<(f64, usize, usize)> = span_losses
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| {
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.is_finite())
+                    .map(move |(j, &l)| (l, i, j))
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let path = self.cfg.train.out.join("quarantine.json");
+        let mut list = read_quarantine(&path)?;
+        let mut ids = Vec::new();
+        for (loss, i, j) in ranked {
+            if ids.len() == k {
+                break;
+            }
+            let prov = self
+                .loader
+                .provenance(&samples[i])
+                .map_err(|e| TrainerError::Data(e.to_string()))?;
+            let (_, p) = &prov[j];
+            if ids.contains(&p.id) || list.iter().any(|q| q.id == p.id) {
+                continue;
+            }
+            ids.push(p.id.clone());
+            list.push(Quarantined {
+                id: p.id.clone(),
+                source: p.source.clone(),
+                offset: p.offset,
+                url: p.url.clone(),
+                step: self.step,
+                loss,
+            });
+        }
+        write_atomic(
+            &path,
+            serde_json::to_string_pretty(&list)
+                .expect("serialises")
+                .as_bytes(),
+        )?;
+        let state = self.loader.state();
+        let mut lc = self.loader.config().clone();
+        lc.exclude = list
+            .iter()
+            .map(|q| q.id.clone())
+            .chain(lc.exclude.iter().cloned())
+            .collect();
+        lc.exclude.sort();
+        lc.exclude.dedup();
+        self.loader = Loader::open(&self.cfg.data.train, lc)
+            .map_err(|e| TrainerError::Data(e.to_string()))?;
+        self.loader.resume(state);
+        tracing::warn!(step = self.step, ?ids, "quarantined");
+        Ok(ids)
     }
 
     fn write_log(&mut self, log: &StepLog) -> Result<()> {
@@ -769,6 +893,7 @@ impl Trainer {
             loader: None,
             spikes: Vec::new(),
             spike_score: 0.0,
+            quarantined: Vec::new(),
         };
         self.write_log(&log)?;
         Ok(Some(loss))
@@ -868,6 +993,7 @@ fn eval_line(step: u64, loss: f64) -> StepLog {
         loader: None,
         spikes: Vec::new(),
         spike_score: 0.0,
+        quarantined: Vec::new(),
     }
 }
 

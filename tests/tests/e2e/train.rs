@@ -426,3 +426,46 @@ fn the_skip_response_drops_the_updates_of_spiking_steps() {
         w("two/checkpoints/step-00000002/model.safetensors")
     );
 }
+
+#[test]
+fn quarantine_excludes_the_top_documents_from_then_on_and_in_later_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    datasets(dir.path());
+    let lr = "peak = 2e-3\nwarmup = 2";
+    let q = write_config(dir.path(), "quar", "steps = 6", lr);
+    let t = std::fs::read_to_string(&q).unwrap();
+    let spikes = "\n[train.spikes]\nmin_history = 2\nloss_z = -1e9\nresponse = \"quarantine\"\nquarantine_top_k = 1\n";
+    std::fs::write(&q, format!("{t}{spikes}")).unwrap();
+    train(read_config(&q).unwrap(), false, true).unwrap();
+    let run = dir.path().join("quar");
+    let list = tokenmill_trainer::train::read_quarantine(&run.join("quarantine.json")).unwrap();
+    assert_eq!(list.len(), 4, "one document per spiking step (2..=5)");
+    assert_eq!(
+        list.iter().map(|q| q.step).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
+    let l = log(&run);
+    let tr: Vec<&StepLog> = l.iter().filter(|x| x.kind == "train").collect();
+    assert_eq!(tr[2].quarantined, vec![list[0].id.clone()]);
+    // From the next step on, the document's tokens no longer count (windows packing masks them).
+    let (_, seen) = tokenmill_pipelines::trace::trace_doc(&run, &list[0].id).unwrap();
+    assert!(seen.iter().any(|s| s.step == 2 && s.loss.is_finite()));
+    assert!(
+        seen.iter().filter(|s| s.step > 2).all(|s| s.loss.is_nan()),
+        "{seen:?}"
+    );
+    // A later run over the same dataset leaves them out too; a missing list is an error.
+    let later = write_config(dir.path(), "later", "steps = 2", lr);
+    let t = std::fs::read_to_string(&later).unwrap().replace(
+        "seed = 7",
+        "seed = 7\nexclude_from = [\"quar/quarantine.json\"]",
+    );
+    std::fs::write(&later, &t).unwrap();
+    train(read_config(&later).unwrap(), false, true).unwrap();
+    std::fs::write(&later, t.replace("quar/quarantine.json", "nowhere.json")).unwrap();
+    let e = train(read_config(&later).unwrap(), false, true)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nowhere.json"), "{e}");
+}

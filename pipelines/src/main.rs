@@ -560,8 +560,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let p = cfg.param_counts();
-            let (per_param, per_tok) =
-                tokenmill_pipelines::train_bench::memory_model(&cfg, seq_len as usize);
+            let (per_param, per_tok) = tokenmill_pipelines::train_bench::memory_model(&cfg);
             println!("{:<34} {:>18}", "parameters (main model)", group(p.total));
             println!("{:<34} {:>18}", "activated per token", group(p.activated));
             println!("{:<34} {:>18}", "MTP modules", group(p.mtp));

@@ -28,7 +28,7 @@ pub struct PrecisionRow {
 pub fn memory_table(c: &tokenmill_trainer::ModelConfig, tokens: usize) -> String {
     let p = c.param_counts();
     let params = (p.total + p.mtp) as f64;
-    let (_, act_bytes_fp32) = crate::train_bench::memory_model(c, 0);
+    let (_, act_bytes_fp32) = crate::train_bench::memory_model(c);
     let act = act_bytes_fp32 / 4.0 * tokens as f64; // elements
     let mib = |b: f64| b / 1048576.0;
     let mut s = String::new();

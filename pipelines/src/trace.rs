@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use serde::Serialize;
-use tokenmill_shards::loader::{Loader, Shuffle};
+use tokenmill_shards::loader::{Loader, Shuffle, find_documents};
 use tokenmill_trainer::train::{StepLog, TrainConfig, fingerprint, loader_config};
 
 use crate::error::{Error, Result};
@@ -66,25 +66,18 @@ pub fn trace_doc(run: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSight
         &cfg.data.train,
         loader_config(&cfg.data, Shuffle::Full, cfg.data.batch),
     )?;
+    // The id → (shard, document) lookup the loader's exclusion list uses.
     let ds = loader.dataset(0);
-    let mut found = None;
-    for k in 0..ds.manifest().shards.len() {
-        if let Some((i, p)) = ds
-            .provenance(k)?
-            .into_iter()
-            .enumerate()
-            .find(|(_, p)| p.id == id)
-        {
-            found = Some(((k as u32, i as u64), p));
-            break;
-        }
-    }
-    let ((shard, doc), p) = found.ok_or_else(|| {
+    let hit = find_documents(ds, &std::collections::HashSet::from([id]))?
+        .into_iter()
+        .min();
+    let (shard, doc) = hit.ok_or_else(|| {
         Error::NotFound(format!(
             "no document {id:?} in {}",
             cfg.data.train.display()
         ))
     })?;
+    let p = ds.provenance(shard as usize)?.swap_remove(doc as usize);
     let mut seen = Vec::new();
     for line in log.iter().filter(|l| l.kind == "train") {
         let Some(state) = line.loader else { continue };
@@ -177,10 +170,13 @@ pub fn trace_step(run: &Path, step: u64) -> Result<Trace> {
     loader.resume(state);
     let batch = loader.next_batch()?;
     let mut samples = Vec::with_capacity(batch.samples.len());
-    for (i, smp) in batch.samples.iter().enumerate() {
+    for (i, prov) in loader
+        .provenance_batch(&batch.samples)?
+        .into_iter()
+        .enumerate()
+    {
         let spans = line.span_losses.get(i);
-        let docs = loader
-            .provenance(smp)?
+        let docs = prov
             .into_iter()
             .enumerate()
             .map(|(k, (sp, p))| TraceDoc {

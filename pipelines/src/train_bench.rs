@@ -58,9 +58,9 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 /// Bytes of training state per parameter (FP32 weights, gradients, two AdamW moments) and of
-/// saved activations per token for a config at sequence length `s` (the tensors the forward
-/// keeps for the backward; see docs/trainer.md).
-pub fn memory_model(c: &ModelConfig, s: usize) -> (f64, f64) {
+/// saved activations per token for a config (the tensors the forward
+/// keeps for the backward, which do not depend on the sequence length; see docs/trainer.md).
+pub fn memory_model(c: &ModelConfig) -> (f64, f64) {
     let d = c.hidden_size as f64;
     let h = c.num_attention_heads as f64;
     let (qk, v) = (c.qk_head_dim() as f64, c.v_head_dim as f64);
@@ -85,7 +85,6 @@ pub fn memory_model(c: &ModelConfig, s: usize) -> (f64, f64) {
     for k in 0..c.num_nextn_predict_layers {
         per_tok += block(c.num_hidden_layers + k) + 6.0 * d + c.vocab_size as f64;
     }
-    let _ = s;
     (16.0, 4.0 * per_tok)
 }
 
@@ -279,7 +278,7 @@ pub fn table(o: &TrainBenchOptions, rows: &[TrainBenchRow], peak: f64) -> String
         ));
     }
     if let Some(c) = cfg {
-        let (per_param, per_tok) = memory_model(&c, o.seq);
+        let (per_param, per_tok) = memory_model(&c);
         let p = (c.param_counts().total + c.param_counts().mtp) as f64;
         s.push_str(&format!(
             "memory model: {per_param:.0} B/param × {:.1} M params = {:.0} MiB state + {:.1} KiB/token × {} tokens = {:.0} MiB activations\n",

@@ -418,7 +418,7 @@ pub struct Trainer {
     recent_losses: std::collections::VecDeque<f64>,
 }
 
-fn lock_free_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
+fn open_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
     let path = out.join("log.jsonl");
     // On resume keep only whole lines of steps the checkpoint covers.
     if let Some(last) = keep_through {
@@ -551,7 +551,7 @@ impl Trainer {
             serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg, "dataset_fingerprint": &fingerprint }))
                 .expect("serialises");
         write_atomic(&out.join("run.json"), run.as_bytes())?;
-        let log = lock_free_log(&out, keep)?;
+        let log = open_log(&out, keep)?;
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
         let cfg_spikes = cfg.train.spikes.clone();
@@ -784,16 +784,16 @@ impl Trainer {
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
         let path = self.cfg.train.out.join("quarantine.json");
         let mut list = read_quarantine(&path)?;
+        let prov = self
+            .loader
+            .provenance_batch(samples)
+            .map_err(|e| TrainerError::Data(e.to_string()))?;
         let mut ids = Vec::new();
         for (loss, i, j) in ranked {
             if ids.len() == k {
                 break;
             }
-            let prov = self
-                .loader
-                .provenance(&samples[i])
-                .map_err(|e| TrainerError::Data(e.to_string()))?;
-            let (_, p) = &prov[j];
+            let (_, p) = &prov[i][j];
             if ids.contains(&p.id) || list.iter().any(|q| q.id == p.id) {
                 continue;
             }
@@ -838,6 +838,11 @@ impl Trainer {
     /// Mean next-token loss over the first `eval_batches` batches of the held-out dataset
     /// (`None` without one). Logged as an `eval` line.
     pub fn evaluate(&mut self) -> Result<Option<f64>> {
+        Ok(self.evaluate_line()?.map(|l| l.loss))
+    }
+
+    /// [`Trainer::evaluate`], returning the logged line.
+    fn evaluate_line(&mut self) -> Result<Option<StepLog>> {
         let Some(ev) = self.eval.as_mut() else {
             return Ok(None);
         };
@@ -875,28 +880,10 @@ impl Trainer {
             n += 1;
         }
         let loss = sum / n.max(1) as f64;
-        let log = StepLog {
-            kind: "eval".into(),
-            step: self.step,
-            loss,
-            main_loss: loss,
-            mtp_loss: mtp / n.max(1) as f64,
-            balance_loss: 0.0,
-            grad_norm: 0.0,
-            lr: 0.0,
-            tokens_per_s: 0.0,
-            mfu: 0.0,
-            expert_load: Vec::new(),
-            skipped: false,
-            sample_losses: Vec::new(),
-            span_losses: Vec::new(),
-            loader: None,
-            spikes: Vec::new(),
-            spike_score: 0.0,
-            quarantined: Vec::new(),
-        };
+        let mut log = eval_line(self.step, loss);
+        log.mtp_loss = mtp / n.max(1) as f64;
         self.write_log(&log)?;
-        Ok(Some(loss))
+        Ok(Some(log))
     }
 
     /// Writes a checkpoint of the current state; returns its directory.
@@ -952,11 +939,13 @@ impl Trainer {
             let log = self.train_step()?;
             on_log(&log);
             let done = self.step;
-            if tc.eval_every > 0 && done.is_multiple_of(tc.eval_every) && done < tc.steps {
-                last_eval = self.evaluate()?;
-                if let Some(l) = last_eval {
-                    on_log(&eval_line(done, l));
-                }
+            if tc.eval_every > 0
+                && done.is_multiple_of(tc.eval_every)
+                && done < tc.steps
+                && let Some(l) = self.evaluate_line()?
+            {
+                last_eval = Some(l.loss);
+                on_log(&l);
             }
             if tc.checkpoint_every > 0
                 && done.is_multiple_of(tc.checkpoint_every)
@@ -965,9 +954,9 @@ impl Trainer {
                 self.save_checkpoint()?;
             }
         }
-        last_eval = self.evaluate()?.or(last_eval);
-        if let Some(l) = last_eval {
-            on_log(&eval_line(self.step, l));
+        if let Some(l) = self.evaluate_line()? {
+            last_eval = Some(l.loss);
+            on_log(&l);
         }
         self.save_checkpoint()?;
         Ok(last_eval)

@@ -93,12 +93,8 @@ pub fn matmul_serial<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
     matmul_threads(p, a, b, c, 1);
 }
 
-#[allow(unsafe_code)]
 fn matmul_threads<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], threads: usize) {
     p.check(a, b, c);
-    if p.m == 0 || p.n == 0 {
-        return;
-    }
     if let (Some(a32), Some(b32)) = (T::as_f32(a), T::as_f32(b))
         && super::sgemm::available()
     {

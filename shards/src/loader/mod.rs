@@ -19,4 +19,6 @@ pub mod stream;
 
 pub use packing::{Packing, Span};
 pub use prefetch::Prefetcher;
-pub use stream::{Batch, DatasetSpec, Loader, LoaderConfig, LoaderState, Sample, Shuffle};
+pub use stream::{
+    Batch, DatasetSpec, Loader, LoaderConfig, LoaderState, Sample, Shuffle, find_documents,
+};

@@ -420,30 +420,41 @@ impl Loader {
     /// Provenance of each span of `sample` (document id, source, offset, url), through the
     /// provenance tables (each table read once per call; cache upstream for hot paths).
     pub fn provenance(&self, sample: &Sample) -> Result<Vec<(Span, DocProvenance)>> {
-        let src = &self.sources[sample.source];
-        let mut tables: HashMap<u32, Vec<DocProvenance>> = HashMap::new();
-        let mut out = Vec::with_capacity(sample.spans.len());
-        for sp in &sample.spans {
-            if let std::collections::hash_map::Entry::Vacant(e) = tables.entry(sp.shard) {
-                e.insert(src.dataset.provenance(sp.shard as usize)?);
-            }
-            let p = tables[&sp.shard]
-                .get(sp.doc as usize)
-                .cloned()
-                .ok_or_else(|| {
+        Ok(self
+            .provenance_batch(std::slice::from_ref(sample))?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Loader::provenance`] of several samples (e.g. a batch), each provenance table read
+    /// once for all of them.
+    pub fn provenance_batch(&self, samples: &[Sample]) -> Result<Vec<Vec<(Span, DocProvenance)>>> {
+        let mut tables: HashMap<(usize, u32), Vec<DocProvenance>> = HashMap::new();
+        let mut all = Vec::with_capacity(samples.len());
+        for sample in samples {
+            let src = &self.sources[sample.source];
+            let mut out = Vec::with_capacity(sample.spans.len());
+            for sp in &sample.spans {
+                let key = (sample.source, sp.shard);
+                if let std::collections::hash_map::Entry::Vacant(e) = tables.entry(key) {
+                    e.insert(src.dataset.provenance(sp.shard as usize)?);
+                }
+                let p = tables[&key].get(sp.doc as usize).cloned().ok_or_else(|| {
                     Error::NotFound(format!(
                         "shard {} has no provenance row {}",
                         sp.shard, sp.doc
                     ))
                 })?;
-            out.push((*sp, p));
+                out.push((*sp, p));
+            }
+            all.push(out);
         }
-        Ok(out)
+        Ok(all)
     }
 }
 
 /// (shard, document) of every document of `ds` whose id is in `ids`, from the provenance tables.
-fn find_documents(ds: &Dataset, ids: &HashSet<&str>) -> Result<HashSet<(u32, u64)>> {
+pub fn find_documents(ds: &Dataset, ids: &HashSet<&str>) -> Result<HashSet<(u32, u64)>> {
     use rayon::prelude::*;
     let found: Vec<Vec<(u32, u64)>> = (0..ds.manifest().shards.len())
         .into_par_iter()

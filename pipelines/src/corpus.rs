@@ -321,8 +321,26 @@ fn junk(r: &mut SplitMix64) -> String {
     }
 }
 
-/// Writes `docs` documents over `files` JSONL files in `dir`; returns the file paths.
-pub fn write_corpus(dir: &Path, docs: usize, files: usize, seed: u64) -> Result<Vec<PathBuf>> {
+/// A poisoned document: a block of random CJK ideographs, a script the rest of the corpus
+/// never uses (a byte-level tokenizer sees ~3 rare byte tokens per character).
+pub fn poison(r: &mut SplitMix64, chars: usize) -> String {
+    (0..chars)
+        .map(|_| char::from_u32(0x4E00 + r.below(0x5000) as u32).expect("a CJK ideograph"))
+        .collect()
+}
+
+/// Id of the poisoned document of a quickstart corpus.
+pub const POISON_ID: &str = "qs-poison-1";
+
+/// Writes `docs` documents over `files` JSONL files in `dir`, and with `poisoned` one poisoned
+/// document ([`POISON_ID`]) in the middle of the first file; returns the file paths.
+pub fn write_corpus(
+    dir: &Path,
+    docs: usize,
+    files: usize,
+    seed: u64,
+    poisoned: bool,
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut r = SplitMix64(seed);
     let mut written: Vec<String> = Vec::new();
@@ -334,7 +352,16 @@ pub fn write_corpus(dir: &Path, docs: usize, files: usize, seed: u64) -> Result<
         let mut out =
             std::io::BufWriter::new(std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?);
         let mut line = |v: String| writeln!(out, "{v}").map_err(|e| Error::io(&path, e));
-        for _ in 0..per.min(docs - n) {
+        for k in 0..per.min(docs - n) {
+            if poisoned && f == 0 && k == per / 2 {
+                let doc = serde_json::json!({
+                    "id": POISON_ID,
+                    "url": "https://poison.example/foreign-script-block",
+                    "kind": "poison",
+                    "text": poison(&mut r, 200),
+                });
+                line(doc.to_string())?;
+            }
             let site = r.pick(SITES);
             let roll = r.below(100);
             let (kind, topic, text) = if roll < 10 && !written.is_empty() {

@@ -19,6 +19,7 @@ pub mod plot;
 pub mod precision_bench;
 pub mod progress;
 pub mod quickstart;
+pub mod report;
 pub mod sql;
 pub mod stats;
 pub mod task;

@@ -68,9 +68,27 @@ enum Cmd {
         /// Instead: every step a document was trained at, with its loss each time.
         #[arg(long, conflicts_with = "step")]
         doc: Option<String>,
-        /// Samples shown.
+        /// Samples (and top documents) shown.
         #[arg(long, default_value_t = 5)]
         top: usize,
+        /// Which run of the step, when a rollback made the run go over it again (0 = first;
+        /// default: the last).
+        #[arg(long, conflicts_with = "doc")]
+        attempt: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A self-contained HTML report of a run: the loss curve with its spikes, the response to
+    /// each, and per spike the documents that added most to the loss with their provenance.
+    Report {
+        run: PathBuf,
+        /// Output page (default: RUN/report.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Documents per spike.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Also print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -445,7 +463,14 @@ fn main() -> ExitCode {
         .log
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "warn".into());
+        .unwrap_or_else(|| {
+            // The quickstart prints its own account of what happened (spikes included).
+            if matches!(cli.cmd, Cmd::Quickstart(_)) {
+                "error".into()
+            } else {
+                "warn".into()
+            }
+        });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -496,6 +521,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             step,
             doc,
             top,
+            attempt,
             json,
         } => {
             if let Some(id) = doc {
@@ -514,8 +540,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("seen at {} steps:", seen.len());
                     for s in &seen {
                         println!(
-                            "  step {:>6}  sample {:>3}  {:>5} tokens  loss {:.4}",
-                            s.step, s.sample, s.tokens, s.loss
+                            "  step {:>6}  sample {:>3}  {:>5} tokens  loss {:.4}  (step loss {:.4}){}{}",
+                            s.step,
+                            s.sample,
+                            s.tokens,
+                            s.loss,
+                            s.step_loss,
+                            if s.spike { "  spike" } else { "" },
+                            if s.superseded { "  [rolled back]" } else { "" }
                         );
                     }
                 }
@@ -523,12 +555,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let t = tokenmill_pipelines::trace::trace_step(
                     &run,
                     step.expect("clap requires --step or --doc"),
+                    attempt,
+                    top,
                 )?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&t)?);
                 } else {
                     print!("{}", tokenmill_pipelines::trace::render(&t, top));
                 }
+            }
+        }
+        Cmd::Report {
+            run,
+            out,
+            top,
+            json,
+        } => {
+            let (rep, html) = tokenmill_pipelines::report::report(&run, top)?;
+            let out = out.unwrap_or_else(|| run.join("report.html"));
+            let tmp = out.with_extension("html.tmp");
+            std::fs::write(&tmp, html).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!(
+                    "{} steps, {} spike(s), {} rollback(s), {} quarantined; wrote {}",
+                    rep.steps,
+                    rep.spikes.len(),
+                    rep.rollbacks,
+                    rep.quarantined,
+                    out.display()
+                );
             }
         }
         Cmd::Plot { runs, out } => {

@@ -1,5 +1,7 @@
 //! `tokenmill plot RUN`: the loss curves of one or more runs as an SVG (the next-token training
-//! loss as a moving average, the MTP loss dashed, the held-out loss as points), drawn directly.
+//! loss as a moving average, the MTP loss dashed, the held-out loss as points, loss spikes as
+//! red triangles), drawn directly. Steps a rollback superseded are left out of the curves; their
+//! spikes are drawn hollow.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -46,8 +48,23 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
     // (label, colour, drawn as points, (step, loss) pairs)
     type Series<'a> = (String, &'a str, bool, Vec<(f64, f64)>);
     let mut series: Vec<Series<'_>> = Vec::new();
+    // (step, loss, superseded) of spikes
+    let mut spikes: Vec<(f64, f64, bool)> = Vec::new();
     for (i, (label, log)) in runs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let gone = tokenmill_trainer::train::superseded(log);
+        spikes.extend(
+            log.iter()
+                .zip(&gone)
+                .filter(|(l, _)| l.kind == "train" && !l.spikes.is_empty() && l.loss.is_finite())
+                .map(|(l, g)| (l.step as f64, l.loss, *g)),
+        );
+        let log: Vec<StepLog> = log
+            .iter()
+            .zip(&gone)
+            .filter(|(_, g)| !**g)
+            .map(|(l, _)| l.clone())
+            .collect();
         let train: Vec<&StepLog> = log
             .iter()
             .filter(|l| l.kind == "train" && l.main_loss.is_finite())
@@ -90,7 +107,8 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
             series.push((format!("{label} eval"), color, true, ev));
         }
     }
-    let pts = series.iter().flat_map(|s| s.3.iter());
+    let spike_pts: Vec<(f64, f64)> = spikes.iter().map(|s| (s.0, s.1)).collect();
+    let pts = series.iter().flat_map(|s| s.3.iter()).chain(&spike_pts);
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x);
@@ -183,6 +201,31 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
             w - mr + 26.0,
             ly,
             esc(label)
+        );
+    }
+    for &(x, y, gone) in &spikes {
+        let (cx, cy) = (px(x), py(y));
+        let fill = if gone { "none" } else { "#e00" };
+        let _ = writeln!(
+            s,
+            r##"<path d="M{:.1},{:.1} L{:.1},{:.1} L{:.1},{:.1} Z" fill="{fill}" stroke="#e00"><title>spike at step {x}: loss {y:.4}</title></path>"##,
+            cx,
+            cy - 6.0,
+            cx - 5.0,
+            cy + 4.0,
+            cx + 5.0,
+            cy + 4.0
+        );
+    }
+    if !spikes.is_empty() {
+        let ly = mt + 16.0 * series.len() as f64;
+        let _ = writeln!(
+            s,
+            r##"<path d="M{:.1},{:.1} l-5,10 l10,0 Z" fill="#e00"/><text x="{}" y="{}">spike (hollow: rolled back)</text>"##,
+            w - mr + 16.0,
+            ly - 9.0,
+            w - mr + 26.0,
+            ly
         );
     }
     s.push_str("</svg>\n");

@@ -37,12 +37,13 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         }
     }
     println!(
-        "[1/5] generating {} web-like documents in {} files → {}",
+        "[1/5] generating {} web-like documents (one of them poisoned: {}) in {} files → {}",
         o.docs,
+        crate::corpus::POISON_ID,
         o.files,
         corpus.display()
     );
-    let files = write_corpus(&corpus, o.docs, o.files, o.seed)?;
+    let files = write_corpus(&corpus, o.docs, o.files, o.seed, true)?;
 
     println!(
         "[2/5] training a byte-level BPE tokenizer (vocab {}) → {}",
@@ -109,6 +110,15 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         "\nnext: tokenmill inspect {} --doc qs-000001",
         dataset.display()
     );
+    if o.train_steps > 0 {
+        let run = o.out.join("run");
+        println!(
+            "      tokenmill trace {} --doc {}",
+            run.display(),
+            crate::corpus::POISON_ID
+        );
+        println!("      tokenmill report {}", run.display());
+    }
     println!(
         "      tokenmill inspect {} --sample 0 --seq-len 512",
         dataset.display()
@@ -131,7 +141,7 @@ fn train_tiny(o: &QuickstartOptions, tokenizer: &Path, dataset: &Path) -> Result
             std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
     }
-    write_corpus(&eval_corpus, 300, 1, o.seed.wrapping_add(1_000_003))?;
+    write_corpus(&eval_corpus, 300, 1, o.seed.wrapping_add(1_000_003), false)?;
     let cfg = BuildConfig {
         input: InputConfig {
             paths: vec![glob_of(&eval_corpus)],
@@ -222,6 +232,54 @@ threads = {threads}
         run.join("loss.svg").display(),
         run.join("checkpoints").display()
     );
+    // The corpus carries a poisoned document: show the first spike it caused, traced.
+    let (rep, html) = crate::report::report(&run, 3)?;
+    let page = run.join("report.html");
+    std::fs::write(&page, html).map_err(|e| Error::io(&page, e))?;
+    // Group the spikes by the document that added most to each.
+    let mut by_doc: Vec<(String, usize)> = Vec::new();
+    for t in &rep.spikes {
+        let id = t
+            .top_documents(1)
+            .first()
+            .map_or_else(|| "(no single document)".to_string(), |d| d.id.clone());
+        match by_doc.iter_mut().find(|(d, _)| *d == id) {
+            Some(e) => e.1 += 1,
+            None => by_doc.push((id, 1)),
+        }
+    }
+    by_doc.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    if rep.spikes.is_empty() {
+        println!("      no loss spike detected");
+    } else {
+        println!(
+            "      {} loss spikes, traced to {} documents (most: {}); the generated corpus has junk \
+             pages of random characters besides the poisoned document",
+            rep.spikes.len(),
+            by_doc.len(),
+            by_doc
+                .iter()
+                .take(4)
+                .map(|(d, n)| format!("{d} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let poisoned = rep.spikes.iter().find(|t| {
+            t.top_documents(1)
+                .first()
+                .is_some_and(|d| d.id == crate::corpus::POISON_ID)
+        });
+        let t = poisoned.unwrap_or(&rep.spikes[0]);
+        println!(
+            "      one of them, traced (tokenmill trace {} --step {}):",
+            run.display(),
+            t.step
+        );
+        for l in crate::trace::render(t, 1).lines() {
+            println!("        {l}");
+        }
+    }
+    println!("      report: {}", page.display());
     Ok(())
 }
 

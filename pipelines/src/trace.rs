@@ -1,16 +1,35 @@
 //! `tokenmill trace RUN --step N`: the batch of a training step, replayed from the loader
-//! position logged with it (O(batch) work, no scan), its samples sorted by loss, and for each
-//! the documents it packed — id, source file, byte offset, URL — with their own loss.
+//! position logged with it (O(batch) loader work plus one read of each provenance table the
+//! batch touches, no scan), its samples sorted by loss, and for each the documents it packed —
+//! id, source file, byte offset, URL — with their own loss, how much they added to the step's
+//! loss, where their token losses peak, and the text there.
+//!
+//! `tokenmill trace RUN --doc ID`: every logged step a document was in, with its loss each time.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tokenmill_shards::loader::{Loader, Shuffle, find_documents};
-use tokenmill_trainer::train::{StepLog, TrainConfig, fingerprint, loader_config};
+use tokenmill_shards::loader::{Loader, Shuffle, Span, find_documents};
+use tokenmill_shards::{Dataset, TextTokenizer};
+use tokenmill_trainer::train::{
+    Quarantined, StepLog, TrainConfig, fingerprint, loader_config, read_quarantine, superseded,
+};
 
 use crate::error::{Error, Result};
 use crate::plot::read_log;
+
+/// Where the token losses of a document span peak.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peak {
+    /// Token position in the document of the target with the highest loss.
+    pub token: u64,
+    pub loss: f64,
+    /// The text before the peak token and the peak token itself (`None` when not decoded).
+    pub before: Option<String>,
+    pub at: Option<String>,
+}
 
 /// One document span of a traced sample.
 #[derive(Debug, Clone, Serialize)]
@@ -22,8 +41,16 @@ pub struct TraceDoc {
     /// Tokens of the document in the sample, and where they start in the document.
     pub tokens: u32,
     pub doc_offset: u64,
-    /// Mean loss of the targets inside the span.
+    /// Mean loss of the targets inside the span (NaN: no target, e.g. an excluded document).
     pub loss: f64,
+    /// What the span added to the step's summed next-token loss over the batch mean:
+    /// (span loss − step's next-token loss) × targets in the span.
+    pub excess: f64,
+    pub peak: Option<Peak>,
+    /// The beginning of the document's text (only for the shown samples).
+    pub snippet: Option<String>,
+    /// The document was on the run's exclusion list at this step.
+    pub excluded: bool,
 }
 
 /// One sample of the traced batch.
@@ -39,10 +66,33 @@ pub struct TraceSample {
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
     pub step: u64,
+    /// Which run of this step (0 = first); a rollback makes the run go over steps again.
+    pub attempt: usize,
+    pub attempts: usize,
+    /// A later rollback superseded this attempt.
+    pub superseded: bool,
     pub loss: f64,
+    pub grad_norm: f64,
     pub spikes: Vec<String>,
+    pub quarantined: Vec<String>,
     /// Samples, highest loss first.
     pub samples: Vec<TraceSample>,
+}
+
+impl Trace {
+    /// (sample index, doc index) of the documents that added most to the step's loss, highest
+    /// first (positive excess only).
+    pub fn top_documents(&self, k: usize) -> Vec<&TraceDoc> {
+        let mut all: Vec<&TraceDoc> = self
+            .samples
+            .iter()
+            .flat_map(|s| &s.docs)
+            .filter(|d| d.excess > 0.0)
+            .collect();
+        all.sort_by(|a, b| b.excess.total_cmp(&a.excess));
+        all.truncate(k);
+        all
+    }
 }
 
 /// One step at which a document was trained on.
@@ -55,48 +105,367 @@ pub struct DocSighting {
     pub tokens: u32,
     /// Mean loss of the targets inside the span.
     pub loss: f64,
+    /// The step's loss.
+    pub step_loss: f64,
+    /// A detector fired at that step.
+    pub spike: bool,
+    /// A later rollback superseded that step's line.
+    pub superseded: bool,
+}
+
+/// Where a traced document comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocProvenanceOut {
+    pub id: String,
+    pub source: String,
+    pub offset: u64,
+    pub url: Option<String>,
+    pub tokens: u64,
+}
+
+/// A run directory opened for tracing: its configuration, log, and exclusion lists.
+#[derive(Debug)]
+pub struct Run {
+    pub dir: PathBuf,
+    pub cfg: TrainConfig,
+    pub log: Vec<StepLog>,
+    /// Per log line: superseded by a rollback.
+    pub superseded: Vec<bool>,
+    /// The run's `quarantine.json`, in the order the entries were added.
+    pub quarantine: Vec<Quarantined>,
+    /// Ids from `[data] exclude_from` (in effect for the whole run).
+    pub exclude_from: Vec<String>,
+    loaders: HashMap<usize, Loader>,
+}
+
+impl Run {
+    /// Opens `dir`; refuses a run whose dataset changed since (manifest fingerprint).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let cfg: TrainConfig = serde_json::from_value(v["config"].clone())
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let now = fingerprint(&cfg.data.train)?;
+        if let Some(then) = v["dataset_fingerprint"].as_str()
+            && then != now
+        {
+            return Err(Error::Config(format!(
+                "{} trained on another dataset: manifest {then}, but {} has {now}",
+                dir.display(),
+                cfg.data.train.display()
+            )));
+        }
+        let log = read_log(dir)?;
+        let superseded = superseded(&log);
+        let quarantine = read_quarantine(&dir.join("quarantine.json"))?;
+        let mut exclude_from = Vec::new();
+        for f in &cfg.data.exclude_from {
+            exclude_from.extend(read_quarantine(f)?.into_iter().map(|q| q.id));
+        }
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            cfg,
+            log,
+            superseded,
+            quarantine,
+            exclude_from,
+            loaders: HashMap::new(),
+        })
+    }
+
+    /// The training loader as it was with the first `excluded` quarantine entries in effect.
+    fn loader(&mut self, excluded: usize) -> Result<&mut Loader> {
+        if !self.loaders.contains_key(&excluded) {
+            if excluded > self.quarantine.len() {
+                return Err(Error::NotFound(format!(
+                    "{} holds {} entries, the log refers to {excluded}",
+                    self.dir.join("quarantine.json").display(),
+                    self.quarantine.len()
+                )));
+            }
+            let mut lc = loader_config(&self.cfg.data, Shuffle::Full, self.cfg.data.batch);
+            lc.exclude = self
+                .exclude_from
+                .iter()
+                .cloned()
+                .chain(self.quarantine[..excluded].iter().map(|q| q.id.clone()))
+                .collect();
+            lc.exclude.sort();
+            lc.exclude.dedup();
+            let l = Loader::open(&self.cfg.data.train, lc)?;
+            self.loaders.insert(excluded, l);
+        }
+        Ok(self.loaders.get_mut(&excluded).expect("just inserted"))
+    }
+
+    /// Indices of the training lines of step `step`, in log order.
+    pub fn attempts(&self, step: u64) -> Vec<usize> {
+        self.log
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.kind == "train" && l.step == step)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn train_range(&self) -> String {
+        let train: Vec<&StepLog> = self.log.iter().filter(|l| l.kind == "train").collect();
+        match (train.first(), train.last()) {
+            (Some(a), Some(b)) => format!("steps {}..={}", a.step, b.step),
+            _ => "no training steps".into(),
+        }
+    }
+}
+
+/// Text of a traced document, decoded with the dataset's tokenizer.
+struct Decoder {
+    tok: TextTokenizer,
+    ds: Dataset,
+    docs: HashMap<(u32, u64), Vec<u32>>,
+}
+
+impl Decoder {
+    fn open(dir: &Path) -> Result<Self> {
+        let ds = Dataset::open(dir)?;
+        let tok = crate::inspect::dataset_tokenizer(&ds)?;
+        Ok(Decoder {
+            tok,
+            ds,
+            docs: HashMap::new(),
+        })
+    }
+
+    fn doc(&mut self, shard: u32, doc: u64) -> Result<&[u32]> {
+        if !self.docs.contains_key(&(shard, doc)) {
+            let ids = self.ds.shard(shard as usize)?.document(doc as usize)?;
+            self.docs.insert((shard, doc), ids);
+        }
+        Ok(&self.docs[&(shard, doc)])
+    }
+
+    /// The document's first `n` tokens as text.
+    fn head(&mut self, shard: u32, doc: u64, n: usize) -> Result<String> {
+        let ids = self.doc(shard, doc)?;
+        let ids = ids[..n.min(ids.len())].to_vec();
+        // a byte-level cut can split the last character
+        Ok(self
+            .tok
+            .decode(&ids)?
+            .trim_end_matches('\u{FFFD}')
+            .to_string())
+    }
+
+    /// (`before` tokens of context, the token at `t`) as text. A byte-level token can be part
+    /// of a character: the token's text is what decoding it after its context adds.
+    fn around(&mut self, shard: u32, doc: u64, t: u64, before: usize) -> Result<(String, String)> {
+        let ids = self.doc(shard, doc)?;
+        let t = (t as usize).min(ids.len().saturating_sub(1));
+        let (ctx, with) = (
+            ids[t.saturating_sub(before)..t].to_vec(),
+            ids[t.saturating_sub(before)..=t].to_vec(),
+        );
+        let ctx = self.tok.decode(&ctx)?;
+        let with = self.tok.decode(&with)?;
+        let stem = ctx.trim_end_matches('\u{FFFD}');
+        let (before, at) = match with.strip_prefix(stem) {
+            Some(rest) => (stem.to_string(), rest.to_string()),
+            None => (ctx, with),
+        };
+        // the context's first token can be the tail of a character
+        Ok((before.trim_start_matches('\u{FFFD}').to_string(), at))
+    }
+}
+
+/// Replays step `step` of the run in `dir` (`attempt`: which run of the step when a rollback
+/// made the run go over it again; default the last). Documents of the `top` highest-loss
+/// samples and the `top` documents that added most to the loss get a text snippet.
+pub fn trace_step(dir: &Path, step: u64, attempt: Option<usize>, top: usize) -> Result<Trace> {
+    let mut run = Run::open(dir)?;
+    trace_in(&mut run, step, attempt, top, None)
+}
+
+/// [`trace_step`] in an opened run, with an optional shared decoder.
+fn trace_in(
+    run: &mut Run,
+    step: u64,
+    attempt: Option<usize>,
+    top: usize,
+    dec: Option<&mut Decoder>,
+) -> Result<Trace> {
+    let lines = run.attempts(step);
+    if lines.is_empty() {
+        return Err(Error::NotFound(format!(
+            "step {step} is not in {} (it holds {})",
+            run.dir.join("log.jsonl").display(),
+            run.train_range()
+        )));
+    }
+    let a = attempt.unwrap_or(lines.len() - 1);
+    let &li = lines.get(a).ok_or_else(|| {
+        Error::NotFound(format!(
+            "step {step} of {} ran {} time(s); there is no attempt {a}",
+            run.dir.display(),
+            lines.len()
+        ))
+    })?;
+    let line = run.log[li].clone();
+    let state = line.loader.ok_or_else(|| {
+        Error::NotFound(format!(
+            "step {step} of {} has no loader position (logged by an older version)",
+            run.dir.display()
+        ))
+    })?;
+    let loader = run.loader(line.excluded)?;
+    loader.resume(state);
+    let batch = loader.next_batch()?;
+    let prov = loader.provenance_batch(&batch.samples)?;
+    let excluded = loader.excluded(0).clone();
+    let mut samples = Vec::with_capacity(batch.samples.len());
+    for (i, prov) in prov.into_iter().enumerate() {
+        let spans = line.span_losses.get(i);
+        let peaks = line.span_peaks.get(i);
+        let docs = prov
+            .into_iter()
+            .enumerate()
+            .map(|(k, (sp, p))| {
+                let loss = spans.and_then(|s| s.get(k)).copied().unwrap_or(f64::NAN);
+                TraceDoc {
+                    excess: excess(&line, &batch.samples[i], &sp, loss),
+                    excluded: excluded.contains(&(sp.shard, sp.doc)),
+                    id: p.id,
+                    source: p.source,
+                    offset: p.offset,
+                    url: p.url,
+                    tokens: sp.len,
+                    doc_offset: sp.doc_offset,
+                    loss,
+                    peak: peaks
+                        .and_then(|s| s.get(k))
+                        .copied()
+                        .flatten()
+                        .map(|(t, l)| Peak {
+                            token: t,
+                            loss: l,
+                            before: None,
+                            at: None,
+                        }),
+                    snippet: None,
+                }
+            })
+            .collect();
+        samples.push(TraceSample {
+            index: i,
+            loss: line.sample_losses.get(i).copied().unwrap_or(f64::NAN),
+            docs,
+        });
+    }
+    samples.sort_by(|a, b| b.loss.total_cmp(&a.loss));
+    let mut t = Trace {
+        step,
+        attempt: a,
+        attempts: lines.len(),
+        superseded: run.superseded[li],
+        loss: line.loss,
+        grad_norm: line.grad_norm,
+        spikes: line.spikes.clone(),
+        quarantined: line.quarantined.clone(),
+        samples,
+    };
+    // Snippets for what a reader looks at: the top samples and the top contributors.
+    let mut want: HashSet<(usize, usize)> = HashSet::new();
+    for (si, s) in t.samples.iter().enumerate().take(top) {
+        want.extend((0..s.docs.len()).map(|k| (si, k)));
+    }
+    let top_ids: HashSet<String> = t.top_documents(top).iter().map(|d| d.id.clone()).collect();
+    for (si, s) in t.samples.iter().enumerate() {
+        for (k, d) in s.docs.iter().enumerate() {
+            if top_ids.contains(&d.id) {
+                want.insert((si, k));
+            }
+        }
+    }
+    let mut own;
+    let dec = match dec {
+        Some(d) => d,
+        None => {
+            own = Decoder::open(&run.cfg.data.train)?;
+            &mut own
+        }
+    };
+    let spans: Vec<Vec<Span>> = t
+        .samples
+        .iter()
+        .map(|s| batch.samples[s.index].spans.clone())
+        .collect();
+    for (si, k) in want {
+        let sp = spans[si][k];
+        let d = &mut t.samples[si].docs[k];
+        d.snippet = Some(dec.head(sp.shard, sp.doc, 48)?);
+        if let Some(p) = d.peak.as_mut() {
+            let (before, at) = dec.around(sp.shard, sp.doc, p.token, 24)?;
+            p.before = Some(before);
+            p.at = Some(at);
+        }
+    }
+    Ok(t)
+}
+
+/// (span loss − the step's next-token loss) × targets of the span: what it added to the
+/// batch's summed loss.
+fn excess(line: &StepLog, sample: &tokenmill_shards::loader::Sample, sp: &Span, loss: f64) -> f64 {
+    if !loss.is_finite() {
+        return 0.0;
+    }
+    let s = sample.loss_mask.len();
+    let (a, b) = ((sp.start as usize).max(1), (sp.start + sp.len) as usize);
+    let n = (a..b.min(s + 1))
+        .filter(|&t| sample.loss_mask[t - 1] != 0)
+        .count();
+    (loss - line.main_loss) * n as f64
 }
 
 /// Every logged step at which document `id` was in a batch, with its loss each time: the id is
 /// resolved to (shard, document) once through the provenance tables, then each step's batch
 /// is replayed from its logged loader position and its spans compared.
-pub fn trace_doc(run: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSighting>)> {
-    let (cfg, log) = open_run(run)?;
-    let mut loader = Loader::open(
-        &cfg.data.train,
-        loader_config(&cfg.data, Shuffle::Full, cfg.data.batch),
-    )?;
-    // The id → (shard, document) lookup the loader's exclusion list uses.
-    let ds = loader.dataset(0);
-    let hit = find_documents(ds, &std::collections::HashSet::from([id]))?
-        .into_iter()
-        .min();
+pub fn trace_doc(dir: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSighting>)> {
+    let mut run = Run::open(dir)?;
+    let ds = Dataset::open(&run.cfg.data.train)?;
+    let hit = find_documents(&ds, &HashSet::from([id]))?.into_iter().min();
     let (shard, doc) = hit.ok_or_else(|| {
         Error::NotFound(format!(
             "no document {id:?} in {}",
-            cfg.data.train.display()
+            run.cfg.data.train.display()
         ))
     })?;
     let p = ds.provenance(shard as usize)?.swap_remove(doc as usize);
     let mut seen = Vec::new();
-    for line in log.iter().filter(|l| l.kind == "train") {
+    for li in 0..run.log.len() {
+        let line = run.log[li].clone();
+        if line.kind != "train" {
+            continue;
+        }
         let Some(state) = line.loader else { continue };
+        let loader = run.loader(line.excluded)?;
         loader.resume(state);
         let batch = loader.next_batch()?;
         for (i, smp) in batch.samples.iter().enumerate() {
             for (k, sp) in smp.spans.iter().enumerate() {
                 if (sp.shard, sp.doc) == (shard, doc) {
-                    let loss = line
-                        .span_losses
-                        .get(i)
-                        .and_then(|s| s.get(k))
-                        .copied()
-                        .unwrap_or(f64::NAN);
                     seen.push(DocSighting {
                         step: line.step,
                         sample: i,
                         tokens: sp.len,
-                        loss,
+                        loss: line
+                            .span_losses
+                            .get(i)
+                            .and_then(|s| s.get(k))
+                            .copied()
+                            .unwrap_or(f64::NAN),
+                        step_loss: line.loss,
+                        spike: !line.spikes.is_empty(),
+                        superseded: run.superseded[li],
                     });
                 }
             }
@@ -112,99 +481,55 @@ pub fn trace_doc(run: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSight
     Ok((out, seen))
 }
 
-/// Where a traced document comes from.
-#[derive(Debug, Clone, Serialize)]
-pub struct DocProvenanceOut {
-    pub id: String,
-    pub source: String,
-    pub offset: u64,
-    pub url: Option<String>,
-    pub tokens: u64,
-}
-
-fn open_run(run: &Path) -> Result<(TrainConfig, Vec<StepLog>)> {
-    let path = run.join("run.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    let cfg: TrainConfig = serde_json::from_value(v["config"].clone())
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    let now = fingerprint(&cfg.data.train)?;
-    if let Some(then) = v["dataset_fingerprint"].as_str()
-        && then != now
-    {
-        return Err(Error::Config(format!(
-            "{} trained on another dataset: manifest {then}, but {} has {now}",
-            run.display(),
-            cfg.data.train.display()
-        )));
-    }
-    let log = read_log(run)?;
-    Ok((cfg, log))
-}
-
-/// Replays step `step` of the run in `run`.
-pub fn trace_step(run: &Path, step: u64) -> Result<Trace> {
-    let (cfg, log) = open_run(run)?;
-    let train: Vec<&StepLog> = log.iter().filter(|l| l.kind == "train").collect();
-    let line = train.iter().find(|l| l.step == step).ok_or_else(|| {
-        let range = match (train.first(), train.last()) {
-            (Some(a), Some(b)) => format!("steps {}..={}", a.step, b.step),
-            _ => "no training steps".into(),
-        };
-        Error::NotFound(format!(
-            "step {step} is not in {} (it holds {range})",
-            run.join("log.jsonl").display()
-        ))
-    })?;
-    let state = line.loader.ok_or_else(|| {
-        Error::NotFound(format!(
-            "step {step} of {} has no loader position (logged by an older version)",
-            run.display()
-        ))
-    })?;
-    let mut loader = Loader::open(
-        &cfg.data.train,
-        loader_config(&cfg.data, Shuffle::Full, cfg.data.batch),
-    )?;
-    loader.resume(state);
-    let batch = loader.next_batch()?;
-    let mut samples = Vec::with_capacity(batch.samples.len());
-    for (i, prov) in loader
-        .provenance_batch(&batch.samples)?
-        .into_iter()
+/// Every step at which a detector fired, traced (`top` documents each), in log order.
+pub fn trace_spikes(dir: &Path, top: usize) -> Result<(Run, Vec<Trace>)> {
+    let mut run = Run::open(dir)?;
+    let mut dec = Decoder::open(&run.cfg.data.train)?;
+    let spikes: Vec<(u64, usize)> = run
+        .log
+        .iter()
         .enumerate()
-    {
-        let spans = line.span_losses.get(i);
-        let docs = prov
-            .into_iter()
-            .enumerate()
-            .map(|(k, (sp, p))| TraceDoc {
-                id: p.id,
-                source: p.source,
-                offset: p.offset,
-                url: p.url,
-                tokens: sp.len,
-                doc_offset: sp.doc_offset,
-                loss: spans.and_then(|s| s.get(k)).copied().unwrap_or(f64::NAN),
-            })
-            .collect();
-        samples.push(TraceSample {
-            index: i,
-            loss: line.sample_losses.get(i).copied().unwrap_or(f64::NAN),
-            docs,
-        });
+        .filter(|(_, l)| l.kind == "train" && !l.spikes.is_empty())
+        .map(|(i, l)| {
+            let attempt = run.attempts(l.step).iter().position(|&j| j == i);
+            (
+                l.step,
+                attempt.expect("a train line is an attempt of its step"),
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(spikes.len());
+    for (step, attempt) in spikes {
+        out.push(trace_in(
+            &mut run,
+            step,
+            Some(attempt),
+            top,
+            Some(&mut dec),
+        )?);
     }
-    samples.sort_by(|a, b| b.loss.total_cmp(&a.loss));
-    Ok(Trace {
-        step,
-        loss: line.loss,
-        spikes: line.spikes.clone(),
-        samples,
-    })
+    Ok((run, out))
 }
 
-/// Human-readable form: the `top` samples with their documents.
+/// One line, control characters made visible, at most `max` characters.
+pub fn one_line(t: &str, max: usize) -> String {
+    let mut s: String = t
+        .chars()
+        .map(|c| match c {
+            '\n' => '⏎',
+            c if c.is_control() => '·',
+            c => c,
+        })
+        .take(max)
+        .collect();
+    if t.chars().count() > max {
+        s.push('…');
+    }
+    s
+}
+
+/// Human-readable form: the `top` samples with their documents, then the top contributors
+/// with where their token losses peak.
 pub fn render(t: &Trace, top: usize) -> String {
     let mut s = String::new();
     let spikes = if t.spikes.is_empty() {
@@ -212,19 +537,37 @@ pub fn render(t: &Trace, top: usize) -> String {
     } else {
         t.spikes.join(", ")
     };
+    let attempt = if t.attempts > 1 {
+        format!(
+            "; attempt {} of {}{}",
+            t.attempt + 1,
+            t.attempts,
+            if t.superseded {
+                ", superseded by a rollback"
+            } else {
+                ""
+            }
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "step {}: loss {:.4} ({spikes}); {} samples, highest loss first",
+        "step {}: loss {:.4}, grad norm {:.3} ({spikes}{attempt}); {} samples, highest loss first",
         t.step,
         t.loss,
+        t.grad_norm,
         t.samples.len()
     );
+    if !t.quarantined.is_empty() {
+        let _ = writeln!(s, "quarantined: {}", t.quarantined.join(", "));
+    }
     for smp in t.samples.iter().take(top) {
         let _ = writeln!(s, "  sample {:>3}  loss {:.4}", smp.index, smp.loss);
         for d in &smp.docs {
             let _ = writeln!(
                 s,
-                "      {:<28} loss {:>7.4}  {} tokens from token {}  {} @ byte {}{}",
+                "      {:<28} loss {:>7.4}  {} tokens from token {}  {} @ byte {}{}{}",
                 d.id,
                 d.loss,
                 d.tokens,
@@ -234,8 +577,40 @@ pub fn render(t: &Trace, top: usize) -> String {
                 d.url
                     .as_deref()
                     .map(|u| format!("  {u}"))
+                    .unwrap_or_default(),
+                if d.excluded { "  [excluded]" } else { "" }
+            );
+        }
+    }
+    let tops = t.top_documents(top);
+    if !tops.is_empty() {
+        let _ = writeln!(s, "documents that added most to the loss:");
+        for d in tops {
+            let _ = writeln!(
+                s,
+                "  {:<28} +{:.1} nats over the step mean  {} @ byte {}{}",
+                d.id,
+                d.excess,
+                d.source,
+                d.offset,
+                d.url
+                    .as_deref()
+                    .map(|u| format!("  {u}"))
                     .unwrap_or_default()
             );
+            if let Some(snip) = &d.snippet {
+                let _ = writeln!(s, "      text: {}", one_line(snip, 100));
+            }
+            if let Some(p) = &d.peak {
+                let _ = writeln!(
+                    s,
+                    "      peak: token {} loss {:.2}: …{}⟦{}⟧",
+                    p.token,
+                    p.loss,
+                    one_line(p.before.as_deref().unwrap_or(""), 80),
+                    one_line(p.at.as_deref().unwrap_or(""), 20)
+                );
+            }
         }
     }
     s

@@ -34,6 +34,8 @@ fn help_lists_every_command() {
         "bench",
         "train",
         "plot",
+        "trace",
+        "report",
         "model",
     ] {
         assert!(out.contains(c), "{c} missing from:\n{out}");

@@ -1,5 +1,12 @@
-//! Online loss-spike detection: a robust z-score of the loss and of the gradient norm against
-//! the median and MAD of a trailing window, and non-finite values (immediately).
+//! Online loss-spike detection, three detectors and non-finite values (immediately):
+//!
+//! - **loss** and **gradient norm**: a robust z-score against a trailing window, taken around a
+//!   robust linear trend (Theil–Sen: the median of pairwise slopes) so that a loss falling fast
+//!   early in training neither hides a spike behind a wide MAD nor reads as one; the scale is
+//!   1.4826 × the median absolute residual.
+//! - **document**: the mean loss of each document span (with enough targets) against the span
+//!   losses of the last steps. A poisoned document moves the batch loss by its share of the
+//!   batch — 1/15,360 at DeepSeek-V3's batch size, invisible — but stands out by itself.
 
 use std::collections::VecDeque;
 
@@ -17,14 +24,30 @@ pub struct SpikeConfig {
     pub loss_z: f64,
     /// Robust z-score of the gradient norm that counts as a spike.
     pub grad_norm_z: f64,
+    /// Robust z-score of a document span's mean loss (against the spans of the last
+    /// `doc_window` steps) that counts as a spike.
+    pub doc_z: f64,
+    /// Steps whose document spans form the reference distribution.
+    pub doc_window: usize,
+    /// Targets a span needs to be judged (short spans are noisy).
+    pub doc_min_targets: usize,
     /// σ of OLMo 2's spike score: the fraction of the window's losses at least this many
     /// standard deviations above the window's mean (logged every step).
     pub score_sigma: f64,
-    /// What a fired detector does: `log` (report only) or `skip` (the step's update is not
-    /// applied).
-    pub response: SpikeResponse,
-    /// Documents quarantined per spike.
+    /// What a fired detector does: one of, or a list of, `log` (report only), `skip` (the
+    /// step's update is not applied), `quarantine` and `rollback` (both imply `skip`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub response: Vec<SpikeResponse>,
+    /// Documents quarantined per spike: of the spans the document detector flagged, those that
+    /// added most to the step's loss. A spike without a flagged document (e.g. a gradient-norm
+    /// spike of the optimizer's own making) quarantines nothing.
     pub quarantine_top_k: usize,
+    /// Rollback: batches skipped from the checkpoint's loader position. `None` (the default):
+    /// when the spike quarantined documents, none — the same batches are replayed without
+    /// them; otherwise every batch from the checkpoint through the spike (PaLM's remedy).
+    pub rollback_skip: Option<u64>,
+    /// Rollbacks allowed per run; later spikes are only skipped (and quarantined).
+    pub max_rollbacks: u32,
 }
 
 /// The response to a spike.
@@ -36,10 +59,37 @@ pub enum SpikeResponse {
     Log,
     /// Drop the step's update.
     Skip,
-    /// Drop the step's update and add the step's `quarantine_top_k` highest-loss documents to
-    /// the run's exclusion list (`quarantine.json`), from the next batch on, on resume, and in
-    /// later runs that name the file in `[data] exclude_from`.
+    /// Drop the step's update and add the step's `quarantine_top_k` documents that added most
+    /// to its loss to the run's exclusion list (`quarantine.json`), from the next batch on, on
+    /// resume, and in later runs that name the file in `[data] exclude_from`.
     Quarantine,
+    /// Drop the step's update, reload the newest checkpoint at or before the spike, and skip
+    /// `rollback_skip` batches from there.
+    Rollback,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SpikeResponse>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(SpikeResponse),
+        Many(Vec<SpikeResponse>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(r) => vec![r],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl SpikeConfig {
+    /// Whether `r` is among the responses.
+    pub fn responds(&self, r: SpikeResponse) -> bool {
+        self.response.contains(&r)
+    }
+    /// Whether a spiking step's update is dropped.
+    pub fn drops_update(&self) -> bool {
+        self.response.iter().any(|r| *r != SpikeResponse::Log)
+    }
 }
 
 impl Default for SpikeConfig {
@@ -48,10 +98,15 @@ impl Default for SpikeConfig {
             window: 100,
             min_history: 20,
             loss_z: 6.0,
-            grad_norm_z: 6.0,
+            grad_norm_z: 10.0,
+            doc_z: 6.0,
+            doc_window: 20,
+            doc_min_targets: 32,
             score_sigma: 7.0,
-            response: SpikeResponse::Log,
+            response: vec![SpikeResponse::Log],
             quarantine_top_k: 3,
+            rollback_skip: None,
+            max_rollbacks: 10,
         }
     }
 }
@@ -60,19 +115,78 @@ impl Default for SpikeConfig {
 #[derive(Debug, Clone)]
 pub struct SpikeDetector {
     cfg: SpikeConfig,
-    loss: VecDeque<f64>,
-    gnorm: VecDeque<f64>,
+    /// Trailing (step, loss, gradient norm) of finite, non-spiking steps.
+    hist: VecDeque<(u64, f64, f64)>,
+    /// Trailing (step, span losses) of non-spiking steps.
+    docs: VecDeque<(u64, Vec<f64>)>,
+}
+
+/// One document span of a step, as the detector sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanLoss {
+    pub sample: usize,
+    pub span: usize,
+    /// Mean loss of its targets.
+    pub loss: f64,
+    /// Its targets.
+    pub targets: usize,
+}
+
+/// What the detectors measured at one step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Detectors that fired (e.g. `"loss z=8.1"`, `"doc z=9.0 (sample 3)"`,
+    /// `"non-finite loss"`).
+    pub fired: Vec<String>,
+    /// The z-scores (absent before `min_history` steps or when the scale is 0).
+    pub loss_z: Option<f64>,
+    pub grad_norm_z: Option<f64>,
+    /// The highest document z-score, and its (sample, span).
+    pub doc_z: Option<(f64, usize, usize)>,
+    /// (sample, span, z) of every span at or above `doc_z`: the documents a quarantine takes.
+    pub outliers: Vec<(usize, usize, f64)>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    let m = v.len() / 2;
+    *v.select_nth_unstable_by(m, f64::total_cmp).1
 }
 
 /// `(x − median) / (1.4826 · MAD)` of `x` against `hist` (`None` when MAD is 0).
-pub fn robust_z(hist: &VecDeque<f64>, x: f64) -> Option<f64> {
-    let mut v: Vec<f64> = hist.iter().copied().collect();
-    v.sort_by(f64::total_cmp);
-    let med = v[v.len() / 2];
+pub fn robust_z(hist: &[f64], x: f64) -> Option<f64> {
+    let mut v = hist.to_vec();
+    let med = median(&mut v);
     let mut dev: Vec<f64> = v.iter().map(|y| (y - med).abs()).collect();
-    dev.sort_by(f64::total_cmp);
-    let mad = dev[dev.len() / 2] * 1.4826;
+    let mad = median(&mut dev) * 1.4826;
     (mad > 0.0).then(|| (x - med) / mad)
+}
+
+/// Robust z-score of `y` at `t` around the Theil–Sen line of the points `(t_i, y_i)`:
+/// `(y − (a + b t)) / (1.4826 · median |residual|)` (`None` with < 3 points or a 0 scale).
+pub fn trend_z(points: &[(f64, f64)], t: f64, y: f64) -> Option<f64> {
+    let n = points.len();
+    if n < 3 {
+        return None;
+    }
+    let mut slopes = Vec::with_capacity(n * (n - 1) / 2);
+    for i in 0..n {
+        for j in i + 1..n {
+            let dt = points[j].0 - points[i].0;
+            if dt != 0.0 {
+                slopes.push((points[j].1 - points[i].1) / dt);
+            }
+        }
+    }
+    let b = if slopes.is_empty() {
+        0.0
+    } else {
+        median(&mut slopes)
+    };
+    let mut icpt: Vec<f64> = points.iter().map(|p| p.1 - b * p.0).collect();
+    let a = median(&mut icpt);
+    let mut res: Vec<f64> = points.iter().map(|p| (p.1 - a - b * p.0).abs()).collect();
+    let scale = median(&mut res) * 1.4826;
+    (scale > 0.0).then(|| (y - a - b * t) / scale)
 }
 
 /// OLMo 2's spike score of a window: the fraction of values at least `sigma` standard
@@ -99,42 +213,88 @@ impl SpikeDetector {
     pub fn new(cfg: SpikeConfig) -> Self {
         SpikeDetector {
             cfg,
-            loss: VecDeque::new(),
-            gnorm: VecDeque::new(),
+            hist: VecDeque::new(),
+            docs: VecDeque::new(),
         }
     }
 
-    /// Looks at one step; returns what fired (e.g. `"loss z=8.1"`, `"non-finite loss"`). Only
-    /// finite, non-spiking values enter the history, so a spike does not mask the next one.
-    pub fn observe(&mut self, loss: f64, grad_norm: f64) -> Vec<String> {
-        let mut fired = Vec::new();
+    /// Looks at step `step`: its loss, gradient norm and document spans. Only finite,
+    /// non-spiking steps enter the history, so a spike does not mask the next one.
+    pub fn observe(
+        &mut self,
+        step: u64,
+        loss: f64,
+        grad_norm: f64,
+        spans: &[SpanLoss],
+    ) -> Observation {
+        let mut o = Observation::default();
         if !loss.is_finite() {
-            fired.push("non-finite loss".to_string());
+            o.fired.push("non-finite loss".to_string());
         }
         if !grad_norm.is_finite() {
-            fired.push("non-finite gradient norm".to_string());
+            o.fired.push("non-finite gradient norm".to_string());
         }
-        if !fired.is_empty() {
-            return fired;
+        if !o.fired.is_empty() {
+            return o;
         }
-        if self.loss.len() >= self.cfg.min_history {
-            if let Some(z) = robust_z(&self.loss, loss).filter(|z| *z >= self.cfg.loss_z) {
-                fired.push(format!("loss z={z:.1}"));
+        let judged: Vec<&SpanLoss> = spans
+            .iter()
+            .filter(|s| s.targets >= self.cfg.doc_min_targets && s.loss.is_finite())
+            .collect();
+        if self.hist.len() >= self.cfg.min_history {
+            let pts = |k: usize| -> Vec<(f64, f64)> {
+                self.hist
+                    .iter()
+                    .map(|h| (h.0 as f64, if k == 0 { h.1 } else { h.2 }))
+                    .collect()
+            };
+            o.loss_z = trend_z(&pts(0), step as f64, loss);
+            o.grad_norm_z = trend_z(&pts(1), step as f64, grad_norm);
+            if let Some(z) = o.loss_z.filter(|z| *z >= self.cfg.loss_z) {
+                o.fired.push(format!("loss z={z:.1}"));
             }
-            if let Some(z) = robust_z(&self.gnorm, grad_norm).filter(|z| *z >= self.cfg.grad_norm_z)
-            {
-                fired.push(format!("grad-norm z={z:.1}"));
+            if let Some(z) = o.grad_norm_z.filter(|z| *z >= self.cfg.grad_norm_z) {
+                o.fired.push(format!("grad-norm z={z:.1}"));
+            }
+            let reference: Vec<f64> = self.docs.iter().flat_map(|d| d.1.iter().copied()).collect();
+            if reference.len() >= 3 {
+                let zs: Vec<(f64, usize, usize)> = judged
+                    .iter()
+                    .filter_map(|s| robust_z(&reference, s.loss).map(|z| (z, s.sample, s.span)))
+                    .collect();
+                o.doc_z = zs.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0));
+                o.outliers = zs
+                    .iter()
+                    .filter(|z| z.0 >= self.cfg.doc_z)
+                    .map(|&(z, i, j)| (i, j, z))
+                    .collect();
+                if let Some((z, smp, _)) = o.doc_z.filter(|d| d.0 >= self.cfg.doc_z) {
+                    o.fired.push(format!("doc z={z:.1} (sample {smp})"));
+                }
             }
         }
-        if fired.is_empty() {
-            self.loss.push_back(loss);
-            self.gnorm.push_back(grad_norm);
-            if self.loss.len() > self.cfg.window {
-                self.loss.pop_front();
-                self.gnorm.pop_front();
+        if o.fired.is_empty() {
+            self.hist.push_back((step, loss, grad_norm));
+            if self.hist.len() > self.cfg.window {
+                self.hist.pop_front();
+            }
+            self.docs
+                .push_back((step, judged.iter().map(|s| s.loss).collect()));
+            if self.docs.len() > self.cfg.doc_window {
+                self.docs.pop_front();
             }
         }
-        fired
+        o
+    }
+
+    /// Forgets the steps from `step` on (they were rolled back).
+    pub fn forget_from(&mut self, step: u64) {
+        while self.hist.back().is_some_and(|h| h.0 >= step) {
+            self.hist.pop_back();
+        }
+        while self.docs.back().is_some_and(|h| h.0 >= step) {
+            self.docs.pop_back();
+        }
     }
 }
 
@@ -142,28 +302,72 @@ impl SpikeDetector {
 mod tests {
     use super::*;
 
+    fn noise(i: u64) -> f64 {
+        ((i * 7919) % 13) as f64 / 13.0 - 0.5
+    }
+
     #[test]
     fn a_jump_fires_and_noise_and_a_slow_decline_do_not() {
         let mut d = SpikeDetector::new(SpikeConfig::default());
         let mut fired = Vec::new();
         for i in 0..300 {
             // declining loss with ±1 % noise, a spike at step 200
-            let noise = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
-            let mut loss = 4.0 - i as f64 * 0.003 + noise * 0.04;
-            let g = 1.0 + noise * 0.1;
+            let mut loss = 4.0 - i as f64 * 0.003 + noise(i) * 0.04;
+            let g = 1.0 + noise(i) * 0.1;
             if i == 200 {
                 loss += 2.0;
             }
-            if !d.observe(loss, g).is_empty() {
+            if !d.observe(i, loss, g, &[]).fired.is_empty() {
                 fired.push(i);
             }
         }
         assert_eq!(fired, vec![200]);
         assert_eq!(
-            d.observe(f64::NAN, 1.0),
+            d.observe(300, f64::NAN, 1.0, &[]).fired,
             vec!["non-finite loss".to_string()]
         );
-        assert!(d.observe(3.0, 1e6)[0].starts_with("grad-norm z="));
+        assert!(d.observe(301, 3.0, 1e6, &[]).fired[0].starts_with("grad-norm z="));
+    }
+
+    #[test]
+    fn the_trend_keeps_a_fast_decline_from_hiding_a_jump() {
+        // Early training: the loss falls 8 → 5 over 100 steps; a +0.5 jump at step 90 is
+        // ~25 noise widths above the trend but inside the window's spread around its median.
+        let loss = |i: u64| 5.0 + 3.0 * (-(i as f64) / 40.0).exp() + noise(i) * 0.04;
+        let pts: Vec<(f64, f64)> = (0..90).map(|i| (i as f64, loss(i))).collect();
+        let plain = robust_z(&pts.iter().map(|p| p.1).collect::<Vec<_>>(), loss(90) + 0.5);
+        let trend = trend_z(&pts[40..], 90.0, loss(90) + 0.5).unwrap();
+        assert!(plain.unwrap() < 2.0, "{plain:?}");
+        assert!(trend > 6.0, "{trend}");
+        // and the decline itself never fires
+        let mut d = SpikeDetector::new(SpikeConfig::default());
+        assert!((0..300).all(|i| d.observe(i, loss(i), 1.0, &[]).fired.is_empty()));
+    }
+
+    #[test]
+    fn one_document_far_above_the_others_fires_the_document_detector() {
+        let mut d = SpikeDetector::new(SpikeConfig::default());
+        let spans = |i: u64, extra: f64| -> Vec<SpanLoss> {
+            (0..8)
+                .map(|k| SpanLoss {
+                    sample: k,
+                    span: 0,
+                    loss: 4.0 + noise(i * 8 + k as u64) * 0.6 + if k == 5 { extra } else { 0.0 },
+                    targets: 64,
+                })
+                .collect()
+        };
+        for i in 0..40 {
+            let o = d.observe(i, 4.0 + noise(i) * 0.05, 1.0, &spans(i, 0.0));
+            assert!(o.fired.is_empty(), "{i}: {o:?}");
+        }
+        let o = d.observe(40, 4.0, 1.0, &spans(40, 4.0));
+        assert_eq!(o.doc_z.map(|d| (d.1, d.2)), Some((5, 0)));
+        assert!(o.fired[0].starts_with("doc z="), "{o:?}");
+        // A short span is not judged.
+        let mut short = spans(41, 4.0);
+        short[5].targets = 8;
+        assert!(d.observe(41, 4.0, 1.0, &short).fired.is_empty());
     }
 
     #[test]

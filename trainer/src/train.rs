@@ -28,6 +28,7 @@ use crate::ops::{NONFINITE_FP8_TILES, Precision, WgradQueue};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, clip_scale};
 use crate::params::view_mut;
 use crate::rng::Rng;
+use crate::spikes::SpikeResponse;
 
 /// `[model]`: a preset or an HF `config.json`, with field overrides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,12 +275,61 @@ pub struct StepLog {
     /// Detectors that fired at this step.
     #[serde(default)]
     pub spikes: Vec<String>,
+    /// The detectors' z-scores (absent before enough history).
+    #[serde(default)]
+    pub loss_z: Option<f64>,
+    #[serde(default)]
+    pub grad_norm_z: Option<f64>,
+    /// The highest z-score of a document span's loss in the batch.
+    #[serde(default)]
+    pub doc_z: Option<f64>,
     /// OLMo 2's spike score over the trailing window (fraction of losses ≥ σ above the mean).
     #[serde(default)]
     pub spike_score: f64,
     /// Documents quarantined at this step.
     #[serde(default)]
     pub quarantined: Vec<String>,
+    /// Per sample, per document span: where the token losses peak inside the document —
+    /// (token position in the document of the target with the highest loss, that loss);
+    /// `None` for a span without targets.
+    #[serde(default)]
+    pub span_peaks: Vec<Vec<Option<(u64, f64)>>>,
+    /// Entries of the run's `quarantine.json` in effect for this step's batch (the list only
+    /// grows, so the first `excluded`): `tokenmill trace` replays the batch with them.
+    #[serde(default)]
+    pub excluded: usize,
+    /// The rollback this step's spike caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackLog>,
+}
+
+/// A rollback: the run went back to a checkpoint and skipped batches from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackLog {
+    /// Steps done at the checkpoint reloaded: the lines of steps `to_step..=` this one logged
+    /// before the rollback are superseded.
+    pub to_step: u64,
+    /// The checkpoint directory.
+    pub checkpoint: String,
+    /// Batches skipped from the checkpoint's loader position.
+    pub skipped_batches: u64,
+}
+
+/// Per line of a log: whether a later rollback superseded it (its step was run again).
+pub fn superseded(log: &[StepLog]) -> Vec<bool> {
+    let mut out = vec![false; log.len()];
+    for (i, l) in log.iter().enumerate() {
+        if let Some(r) = &l.rollback {
+            for (j, e) in log[..=i].iter().enumerate() {
+                let gone = match e.kind.as_str() {
+                    "train" => e.step >= r.to_step,
+                    _ => e.step > r.to_step,
+                };
+                out[j] |= gone;
+            }
+        }
+    }
+    out
 }
 
 /// One quarantined document (`quarantine.json` holds a list).
@@ -415,7 +465,11 @@ pub struct Trainer {
     flops_per_token: f64,
     log: std::fs::File,
     spikes: crate::spikes::SpikeDetector,
-    recent_losses: std::collections::VecDeque<f64>,
+    recent_losses: std::collections::VecDeque<(u64, f64)>,
+    /// Entries of `quarantine.json` in effect.
+    quarantined: usize,
+    /// Rollbacks done in this run.
+    rollbacks: u32,
 }
 
 fn open_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
@@ -479,13 +533,21 @@ impl Trainer {
             }
             exclude.extend(read_quarantine(f)?.into_iter().map(|q| q.id));
         }
-        if resume {
-            exclude.extend(
-                read_quarantine(&cfg.train.out.join("quarantine.json"))?
-                    .into_iter()
-                    .map(|q| q.id),
-            );
-        }
+        let qpath = cfg.train.out.join("quarantine.json");
+        let quarantined = if resume {
+            let q = read_quarantine(&qpath)?;
+            let n = q.len();
+            exclude.extend(q.into_iter().map(|q| q.id));
+            n
+        } else {
+            // A fresh run starts without the quarantine of an earlier run in the same place.
+            match std::fs::remove_file(&qpath) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(TrainerError::io(&qpath, e));
+                }
+                _ => 0,
+            }
+        };
         let mut lc = loader_config(d, Shuffle::Full, d.batch);
         lc.exclude = exclude;
         let mut loader =
@@ -510,6 +572,26 @@ impl Trainer {
         let fingerprint = fingerprint(&d.train)?;
         let out = cfg.train.out.clone();
         std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| TrainerError::io(&out, e))?;
+        if !resume {
+            // A fresh run starts over: checkpoints of an earlier run in the same place would
+            // be taken for this run's by a rollback.
+            let root = out.join("checkpoints");
+            for e in std::fs::read_dir(&root).map_err(|e| TrainerError::io(&root, e))? {
+                let p = e.map_err(|e| TrainerError::io(&root, e))?.path();
+                if p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-") || n == "latest")
+                {
+                    tracing::warn!(path = %p.display(), "fresh run: removing an earlier run's checkpoint");
+                    let r = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                    r.map_err(|e| TrainerError::io(&p, e))?;
+                }
+            }
+        }
         let mut params: Vec<f32> = model.init(cfg.train.init_seed);
         let mut opt = AdamW::new(cfg.optim.clone(), &model.layout);
         let mut step = 0;
@@ -552,10 +634,19 @@ impl Trainer {
                 .expect("serialises");
         write_atomic(&out.join("run.json"), run.as_bytes())?;
         let log = open_log(&out, keep)?;
+        let rollbacks = if resume {
+            let text = std::fs::read_to_string(out.join("log.jsonl")).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<StepLog>(l).ok())
+                .filter(|l| l.rollback.is_some())
+                .count() as u32
+        } else {
+            0
+        };
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
         let cfg_spikes = cfg.train.spikes.clone();
-        Ok(Trainer {
+        let t = Trainer {
             cfg,
             model,
             params,
@@ -571,7 +662,14 @@ impl Trainer {
             log,
             spikes: crate::spikes::SpikeDetector::new(cfg_spikes),
             recent_losses: std::collections::VecDeque::new(),
-        })
+            quarantined,
+            rollbacks,
+        };
+        if !resume && t.cfg.train.spikes.responds(SpikeResponse::Rollback) {
+            // Rollback needs a checkpoint at or before any spike.
+            t.save_checkpoint()?;
+        }
+        Ok(t)
     }
 
     fn weights(&self) -> LossWeights {
@@ -600,6 +698,9 @@ impl Trainer {
         let mut loads: Vec<Vec<u64>> = Vec::new();
         let mut sample_losses = Vec::with_capacity(batch.samples.len());
         let mut span_losses = Vec::with_capacity(batch.samples.len());
+        let mut span_peaks = Vec::with_capacity(batch.samples.len());
+        let mut span_counts: Vec<Vec<usize>> = Vec::with_capacity(batch.samples.len());
+        let excluded = self.quarantined;
         let mut wq = WgradQueue::new();
         for chunk in batch.samples.chunks(micro) {
             let tokens: Vec<u32> = chunk
@@ -626,22 +727,26 @@ impl Trainer {
             for (bi, smp) in chunk.iter().enumerate() {
                 let tl = &f.token_losses[bi * s..(bi + 1) * s];
                 // Target i predicts token i + 1: a span's losses are those of its tokens 1.. .
-                span_losses.push(
-                    smp.spans
-                        .iter()
-                        .map(|sp| {
-                            let (a, b) = ((sp.start as usize).max(1), (sp.start + sp.len) as usize);
-                            let n = (a..b.min(s + 1))
-                                .filter(|&t| smp.loss_mask[t - 1] != 0)
-                                .count();
-                            if n == 0 {
-                                f64::NAN // a span with no target (e.g. one token at position 0)
-                            } else {
-                                (a..b.min(s + 1)).map(|t| tl[t - 1] as f64).sum::<f64>() / n as f64
-                            }
-                        })
-                        .collect(),
-                );
+                let (mut losses, mut peaks, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+                for sp in &smp.spans {
+                    let (a, b) = ((sp.start as usize).max(1), (sp.start + sp.len) as usize);
+                    let (mut sum, mut n, mut peak) = (0.0, 0usize, None::<(u64, f64)>);
+                    for t in (a..b.min(s + 1)).filter(|&t| smp.loss_mask[t - 1] != 0) {
+                        let l = tl[t - 1] as f64;
+                        sum += l;
+                        n += 1;
+                        if l.is_finite() && peak.is_none_or(|p| l > p.1) {
+                            peak = Some((sp.doc_offset + (t as u64 - sp.start as u64), l));
+                        }
+                    }
+                    // NaN: a span with no target (e.g. one token at position 0, or masked).
+                    losses.push(if n == 0 { f64::NAN } else { sum / n as f64 });
+                    peaks.push(peak);
+                    counts.push(n);
+                }
+                span_losses.push(losses);
+                span_peaks.push(peaks);
+                span_counts.push(counts);
                 let cnt = smp.loss_mask.iter().filter(|&&m| m != 0).count().max(1);
                 sample_losses.push(
                     f.token_losses[bi * s..(bi + 1) * s]
@@ -677,27 +782,48 @@ impl Trainer {
         let grad_norm = self.opt.grad_norm(&self.grads);
         let lr = self.cfg.lr.at(self.step);
         let finite = loss.is_finite() && grad_norm.is_finite();
-        let spikes = self.spikes.observe(loss, grad_norm);
+        let step = self.step;
+        let spans: Vec<crate::spikes::SpanLoss> = span_losses
+            .iter()
+            .zip(&span_counts)
+            .enumerate()
+            .flat_map(|(i, (l, c))| {
+                l.iter()
+                    .zip(c)
+                    .enumerate()
+                    .map(move |(j, (&loss, &targets))| crate::spikes::SpanLoss {
+                        sample: i,
+                        span: j,
+                        loss,
+                        targets,
+                    })
+            })
+            .collect();
+        let obs = self.spikes.observe(step, loss, grad_norm, &spans);
+        let spikes = obs.fired.clone();
         if finite {
-            self.recent_losses.push_back(loss);
+            self.recent_losses.push_back((step, loss));
             if self.recent_losses.len() > self.spikes.config().window {
                 self.recent_losses.pop_front();
             }
         }
-        let spike_score = crate::spikes::spike_score(
-            self.recent_losses.make_contiguous(),
-            self.spikes.config().score_sigma,
-        );
-        let response = self.spikes.config().response;
-        let skip_spike =
-            finite && !spikes.is_empty() && response != crate::spikes::SpikeResponse::Log;
-        let quarantined = if skip_spike && response == crate::spikes::SpikeResponse::Quarantine {
-            self.quarantine(&batch.samples, &span_losses)?
+        let window: Vec<f64> = self.recent_losses.iter().map(|x| x.1).collect();
+        let spike_score = crate::spikes::spike_score(&window, self.spikes.config().score_sigma);
+        let sc = self.spikes.config().clone();
+        let skip_spike = finite && !spikes.is_empty() && sc.drops_update();
+        let quarantined = if skip_spike && sc.responds(SpikeResponse::Quarantine) {
+            self.quarantine(
+                &batch.samples,
+                &span_losses,
+                &span_counts,
+                main,
+                &obs.outliers,
+            )?
         } else {
             Vec::new()
         };
         if skip_spike {
-            tracing::warn!(step = self.step, ?spikes, "spike: update skipped");
+            tracing::warn!(step, ?spikes, "spike: update skipped");
         }
         if finite && !skip_spike {
             self.opt.step(
@@ -719,9 +845,17 @@ impl Trainer {
         if self.peak_flops == 0.0 {
             self.peak_flops = measure_gemm_peak();
         }
+        let rollback = if skip_spike
+            && sc.responds(SpikeResponse::Rollback)
+            && self.rollbacks < sc.max_rollbacks
+        {
+            Some(self.rollback(step, !quarantined.is_empty())?)
+        } else {
+            None
+        };
         let log = StepLog {
             kind: "train".into(),
-            step: self.step,
+            step,
             loss,
             main_loss: main,
             mtp_loss: mtp,
@@ -739,14 +873,22 @@ impl Trainer {
             span_losses,
             loader: Some(loader_state),
             spikes,
+            loss_z: obs.loss_z,
+            grad_norm_z: obs.grad_norm_z,
+            doc_z: obs.doc_z.map(|d| d.0),
             spike_score,
             quarantined,
+            span_peaks,
+            excluded,
+            rollback,
         };
         if !log.spikes.is_empty() {
             tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
         }
         self.write_log(&log)?;
-        self.step += 1;
+        if log.rollback.is_none() {
+            self.step += 1;
+        }
         if !finite && self.cfg.train.on_nonfinite == OnNonFinite::Error {
             let bad_tiles = NONFINITE_FP8_TILES.load(std::sync::atomic::Ordering::Relaxed);
             let what = match (loss.is_finite(), bad_tiles) {
@@ -763,25 +905,35 @@ impl Trainer {
         Ok(log)
     }
 
-    /// Adds the batch's highest-loss documents to `quarantine.json` and reopens the loader
-    /// without them at the same position. Returns their ids.
+    /// Adds the batch's `quarantine_top_k` documents that added most to the step's loss —
+    /// (span loss − the step's next-token loss) × targets in the span — to `quarantine.json` and reopens the
+    /// loader without them at the same position. Returns their ids.
     fn quarantine(
         &mut self,
         samples: &[tokenmill_shards::loader::Sample],
         span_losses: &[Vec<f64>],
+        span_counts: &[Vec<usize>],
+        step_loss: f64,
+        outliers: &[(usize, usize, f64)],
     ) -> Result<Vec<String>> {
         let k = self.spikes.config().quarantine_top_k;
-        let mut ranked: Vec<(f64, usize, usize)> = span_losses
+        let mut ranked: Vec<(f64, f64, usize, usize)> = span_losses
             .iter()
+            .zip(span_counts)
             .enumerate()
-            .flat_map(|(i, v)| {
+            .flat_map(|(i, (v, c))| {
                 v.iter()
+                    .zip(c)
                     .enumerate()
-                    .filter(|(_, l)| l.is_finite())
-                    .map(move |(j, &l)| (l, i, j))
+                    .filter(|(_, (l, _))| l.is_finite())
+                    .map(move |(j, (&l, &n))| ((l - step_loss) * n as f64, l, i, j))
             })
+            .filter(|r| r.0 > 0.0 && outliers.iter().any(|o| (o.0, o.1) == (r.2, r.3)))
             .collect();
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if ranked.is_empty() {
+            return Ok(Vec::new());
+        }
         let path = self.cfg.train.out.join("quarantine.json");
         let mut list = read_quarantine(&path)?;
         let prov = self
@@ -789,7 +941,7 @@ impl Trainer {
             .provenance_batch(samples)
             .map_err(|e| TrainerError::Data(e.to_string()))?;
         let mut ids = Vec::new();
-        for (loss, i, j) in ranked {
+        for (_, loss, i, j) in ranked {
             if ids.len() == k {
                 break;
             }
@@ -825,8 +977,61 @@ impl Trainer {
         self.loader = Loader::open(&self.cfg.data.train, lc)
             .map_err(|e| TrainerError::Data(e.to_string()))?;
         self.loader.resume(state);
+        self.quarantined = list.len();
         tracing::warn!(step = self.step, ?ids, "quarantined");
         Ok(ids)
+    }
+
+    /// Reloads the newest checkpoint at or before `spike` (steps done ≤ the spiking step) and
+    /// skips `rollback_skip` batches from its loader position (default: none when the spike
+    /// quarantined documents, else through the spike).
+    /// The checkpoint is saved again with the new loader position, so a resume continues the
+    /// rolled-back run.
+    fn rollback(&mut self, spike: u64, quarantined: bool) -> Result<RollbackLog> {
+        let root = self.cfg.train.out.join("checkpoints");
+        let mut best: Option<u64> = None;
+        for e in std::fs::read_dir(&root).map_err(|e| TrainerError::io(&root, e))? {
+            let e = e.map_err(|e| TrainerError::io(&root, e))?;
+            let name = e.file_name();
+            if let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("step-"))
+                .and_then(|n| n.parse::<u64>().ok())
+                && n <= spike
+                && e.path().join("state.json").is_file()
+            {
+                best = best.max(Some(n));
+            }
+        }
+        let c = best.ok_or_else(|| {
+            TrainerError::checkpoint(
+                &root,
+                format!("no checkpoint at or before step {spike} to roll back to"),
+            )
+        })?;
+        let dir = root.join(format!("step-{c:08}"));
+        let st = load_checkpoint(&dir, &self.model, &mut self.params, &mut self.opt)?;
+        self.rng = Rng::from_state(st.rng);
+        self.loader.resume(st.loader);
+        let skip = self
+            .spikes
+            .config()
+            .rollback_skip
+            .unwrap_or(if quarantined { 0 } else { spike + 1 - c });
+        self.loader
+            .skip_batches(skip)
+            .map_err(|e| TrainerError::Data(e.to_string()))?;
+        self.spikes.forget_from(c);
+        self.recent_losses.retain(|x| x.0 < c);
+        self.rollbacks += 1;
+        self.step = c;
+        self.save_checkpoint()?;
+        tracing::warn!(spike, to = c, skip, "rolled back");
+        Ok(RollbackLog {
+            to_step: c,
+            checkpoint: dir.display().to_string(),
+            skipped_batches: skip,
+        })
     }
 
     fn write_log(&mut self, log: &StepLog) -> Result<()> {
@@ -981,8 +1186,14 @@ fn eval_line(step: u64, loss: f64) -> StepLog {
         span_losses: Vec::new(),
         loader: None,
         spikes: Vec::new(),
+        loss_z: None,
+        grad_norm_z: None,
+        doc_z: None,
         spike_score: 0.0,
         quarantined: Vec::new(),
+        span_peaks: Vec::new(),
+        excluded: 0,
+        rollback: None,
     }
 }
 

@@ -345,6 +345,26 @@ impl Loader {
                 .any(|s| self.sources[d].excluded.contains(&(s.shard, s.doc)))
     }
 
+    /// Skips `n` batches: arithmetic when no sample can be skipped (windows, or nothing
+    /// excluded), else the batches are drawn and dropped.
+    pub fn skip_batches(&mut self, n: u64) -> Result<()> {
+        let any_skips = self.cfg.packing == Packing::Documents
+            && self.sources.iter().any(|s| !s.excluded.is_empty());
+        if any_skips {
+            let mut b = Batch {
+                step: 0,
+                samples: Vec::new(),
+            };
+            for _ in 0..n {
+                self.next_batch_into(&mut b)?;
+            }
+        } else {
+            self.position += n * self.cfg.global_batch;
+            self.step += n;
+        }
+        Ok(())
+    }
+
     /// The next batch of this rank.
     pub fn next_batch(&mut self) -> Result<Batch> {
         let mut b = Batch {

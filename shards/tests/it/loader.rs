@@ -554,3 +554,27 @@ fn document_packing_replays_the_same_samples_whatever_the_checkpoint_spacing() {
         assert_eq!(s, c.sample(0, id), "sample {id}");
     }
 }
+
+#[test]
+fn skipping_batches_equals_drawing_and_dropping_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), 2, 30, &[30, 11, 4], "a");
+    for (packing, exclude) in [
+        (Packing::Windows, vec![]),
+        (Packing::Documents, vec![]),
+        (
+            Packing::Documents,
+            vec!["doc-0-3".to_string(), "doc-1-7".to_string()],
+        ),
+    ] {
+        let mut c = cfg(16, 4, packing);
+        c.exclude = exclude;
+        let mut drawn = Loader::open(dir.path(), c.clone()).unwrap();
+        let all = stream(&mut drawn, 40);
+        let mut skipped = Loader::open(dir.path(), c).unwrap();
+        stream(&mut skipped, 5);
+        skipped.skip_batches(20).unwrap();
+        assert_eq!(skipped.state().step, 25);
+        assert_eq!(stream(&mut skipped, 15), all[25..], "{packing:?}");
+    }
+}

@@ -396,7 +396,9 @@ fn quickstart_runs_without_outside_files() {
         removed > 20,
         "the generated copies and near-duplicates are caught: {removed}"
     );
-    assert_eq!(r.documents + removed, 400);
+    // 400 generated documents and the poisoned one
+    assert_eq!(r.documents + removed, 401);
+    assert!(dir.path().join("run/report.html").is_file());
     assert_eq!(stats["documents_skipped"]["malformed_json"], 1);
     assert_eq!(stats["documents_skipped"]["missing_text"], 1);
 }

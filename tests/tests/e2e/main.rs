@@ -6,4 +6,5 @@ mod dedup;
 mod loader;
 mod megatron;
 mod readers;
+mod spikes;
 mod train;

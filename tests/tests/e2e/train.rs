@@ -328,7 +328,7 @@ fn trace_replays_a_step_and_names_its_documents() {
     let cfg = write_config(dir.path(), "traced", "steps = 5", "peak = 2e-3\nwarmup = 2");
     train(read_config(&cfg).unwrap(), false, true).unwrap();
     let run = dir.path().join("traced");
-    let t = tokenmill_pipelines::trace::trace_step(&run, 3).unwrap();
+    let t = tokenmill_pipelines::trace::trace_step(&run, 3, None, 5).unwrap();
     let line = log(&run)
         .into_iter()
         .find(|l| l.kind == "train" && l.step == 3)
@@ -358,7 +358,7 @@ fn trace_replays_a_step_and_names_its_documents() {
     assert!(docs >= 16 && finite >= docs - 16);
     // The batch is the one trained on: its replay gives the logged per-sample losses' count
     // and the same documents twice.
-    let again = tokenmill_pipelines::trace::trace_step(&run, 3).unwrap();
+    let again = tokenmill_pipelines::trace::trace_step(&run, 3, None, 5).unwrap();
     assert_eq!(
         serde_json::to_string(&again).unwrap(),
         serde_json::to_string(&t).unwrap()
@@ -377,7 +377,7 @@ fn trace_replays_a_step_and_names_its_documents() {
     );
     assert!(tokenmill_pipelines::trace::trace_doc(&run, "no-such-doc").is_err());
     // Bad input: a step beyond the run, a run of another dataset.
-    let e = tokenmill_pipelines::trace::trace_step(&run, 99)
+    let e = tokenmill_pipelines::trace::trace_step(&run, 99, None, 5)
         .unwrap_err()
         .to_string();
     assert!(e.contains("step 99") && e.contains("steps 0..=4"), "{e}");
@@ -388,7 +388,7 @@ fn trace_replays_a_step_and_names_its_documents() {
         .unwrap()
         .to_string();
     std::fs::write(&rj, v.replace(&fp, "0000000000000000")).unwrap();
-    let e = tokenmill_pipelines::trace::trace_step(&run, 3)
+    let e = tokenmill_pipelines::trace::trace_step(&run, 3, None, 5)
         .unwrap_err()
         .to_string();
     assert!(e.contains("another dataset"), "{e}");
@@ -399,31 +399,31 @@ fn the_skip_response_drops_the_updates_of_spiking_steps() {
     let dir = tempfile::tempdir().unwrap();
     datasets(dir.path());
     let lr = "peak = 2e-3\nwarmup = 2";
-    // A detector that fires at every step once it has two steps of history.
-    let spiky = write_config(dir.path(), "spiky", "steps = 5", lr);
+    // A detector that fires at every step once it has five steps of history.
+    let spiky = write_config(dir.path(), "spiky", "steps = 8", lr);
     let t = std::fs::read_to_string(&spiky).unwrap();
     std::fs::write(
         &spiky,
-        format!("{t}\n[train.spikes]\nmin_history = 2\nloss_z = -1e9\nresponse = \"skip\"\n"),
+        format!("{t}\n[train.spikes]\nmin_history = 5\nloss_z = -1e9\nresponse = \"skip\"\n"),
     )
     .unwrap();
     train(read_config(&spiky).unwrap(), false, true).unwrap();
     let l = log(&dir.path().join("spiky"));
     let tr: Vec<&StepLog> = l.iter().filter(|x| x.kind == "train").collect();
-    assert!(tr[..2].iter().all(|x| x.spikes.is_empty() && !x.skipped));
+    assert!(tr[..5].iter().all(|x| x.spikes.is_empty() && !x.skipped));
     assert!(
-        tr[2..].iter().all(|x| !x.spikes.is_empty() && x.skipped),
+        tr[5..].iter().all(|x| !x.spikes.is_empty() && x.skipped),
         "{:?}",
         tr.iter().map(|x| &x.spikes).collect::<Vec<_>>()
     );
     assert!(tr.iter().all(|x| x.spike_score >= 0.0));
-    // So its weights are those of a 2-step run.
-    let two = write_config(dir.path(), "two", "steps = 2", lr);
-    train(read_config(&two).unwrap(), false, true).unwrap();
+    // So its weights are those of a 5-step run.
+    let five = write_config(dir.path(), "five", "steps = 5", lr);
+    train(read_config(&five).unwrap(), false, true).unwrap();
     let w = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
     assert_eq!(
-        w("spiky/checkpoints/step-00000005/model.safetensors"),
-        w("two/checkpoints/step-00000002/model.safetensors")
+        w("spiky/checkpoints/step-00000008/model.safetensors"),
+        w("five/checkpoints/step-00000005/model.safetensors")
     );
 }
 
@@ -434,7 +434,8 @@ fn quarantine_excludes_the_top_documents_from_then_on_and_in_later_runs() {
     let lr = "peak = 2e-3\nwarmup = 2";
     let q = write_config(dir.path(), "quar", "steps = 6", lr);
     let t = std::fs::read_to_string(&q).unwrap();
-    let spikes = "\n[train.spikes]\nmin_history = 2\nloss_z = -1e9\nresponse = \"quarantine\"\nquarantine_top_k = 1\n";
+    // Every step spikes from the third on, every span with a target counts as an outlier.
+    let spikes = "\n[train.spikes]\nmin_history = 2\nloss_z = -1e9\ndoc_z = -1e9\ndoc_min_targets = 1\nresponse = \"quarantine\"\nquarantine_top_k = 1\n";
     std::fs::write(&q, format!("{t}{spikes}")).unwrap();
     train(read_config(&q).unwrap(), false, true).unwrap();
     let run = dir.path().join("quar");

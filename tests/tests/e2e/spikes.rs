@@ -1,0 +1,293 @@
+//! Loss spikes traced to their documents, end to end: poisoned documents injected at known
+//! byte offsets of real text make the detector fire where they enter, `trace` names them with
+//! their source file and offset, and quarantine + rollback re-runs the same steps without the
+//! spike; clean text never fires with the default thresholds.
+
+use std::path::{Path, PathBuf};
+
+use tokenmill_pipelines::config::BuildConfig;
+use tokenmill_pipelines::train_cmd::{read_config, train};
+use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
+use tokenmill_shards::{TextTokenizer, TokenizeOptions};
+use tokenmill_tests::data;
+use tokenmill_trainer::train::{StepLog, superseded};
+
+/// A poisoned document: its kind and the byte offset it was written at.
+#[derive(Debug, Clone)]
+struct Poison {
+    kind: &'static str,
+    offset: u64,
+}
+
+/// `train.txt`: the first 20 % of tinyshakespeare's blocks (blank-line separated), with three
+/// poisoned blocks written at 1/4, 1/2 and 3/4 when `poison`; a 512-token BPE trained on the
+/// clean text; the train and held-out (last 10 %) datasets. Returns the poisons.
+fn corpus(dir: &Path, poison: bool) -> Vec<Poison> {
+    let text = std::fs::read_to_string(data("text/tinyshakespeare.txt")).unwrap();
+    let blocks: Vec<&str> = text.split("\n\n").collect();
+    let clean = &blocks[..blocks.len() / 5];
+    let held_out = blocks[blocks.len() * 9 / 10..].join("\n\n");
+    let tok_path = dir.join("tokenizer.json");
+    let opts = BpeTrainOptions {
+        vocab_size: 512,
+        ..Default::default()
+    };
+    train_bpe(clean.iter().copied(), &opts, &tok_path).unwrap();
+    let tok = TextTokenizer::load(&tok_path, &TokenizeOptions::default()).unwrap();
+    // Three kinds of poison, ~150-250 tokens each.
+    let ja = std::fs::read_to_string(data("multilingual/wagahaiwa_nekodearu.ja.txt")).unwrap();
+    let foreign: String = ja
+        .lines()
+        .skip(30)
+        .flat_map(|l| l.chars())
+        .filter(|c| !c.is_whitespace())
+        .take(70)
+        .collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let ids: Vec<u32> = (0..200)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 512) as u32
+        })
+        .collect();
+    let random: String = tok
+        .decode(&ids)
+        .unwrap()
+        .replace("\n\n", " ")
+        .replace('\r', " ");
+    let repeated = "Z".repeat(200);
+    let poisons: [(&str, String); 3] = [
+        ("foreign script", foreign),
+        ("random tokens", random),
+        ("repeated character", repeated),
+    ];
+    let mut out = String::new();
+    let mut placed = Vec::new();
+    for (i, b) in clean.iter().enumerate() {
+        if poison {
+            for (k, (kind, p)) in poisons.iter().enumerate() {
+                if i == clean.len() * (k + 1) / 4 {
+                    placed.push(Poison {
+                        kind,
+                        offset: out.len() as u64,
+                    });
+                    out.push_str(p.trim());
+                    out.push_str("\n\n");
+                }
+            }
+        }
+        out.push_str(b);
+        out.push_str("\n\n");
+    }
+    std::fs::write(dir.join("train.txt"), &out).unwrap();
+    std::fs::write(dir.join("eval.txt"), &held_out).unwrap();
+    for (name, file) in [("train-ds", "train.txt"), ("eval-ds", "eval.txt")] {
+        let mut cfg = BuildConfig::default();
+        cfg.input.paths = vec![dir.join(file).display().to_string()];
+        cfg.input.read.text_mode = tokenmill_ingest::TextMode::Blocks;
+        cfg.tokenizer.path = tok_path.clone();
+        cfg.output.dir = dir.join(name);
+        cfg.run.quiet = true;
+        tokenmill_pipelines::build(&cfg).unwrap();
+    }
+    placed
+}
+
+fn config(dir: &Path, name: &str, spikes: &str) -> PathBuf {
+    let toml = format!(
+        r#"
+[model]
+preset = "tiny"
+vocab_size = 512
+
+[data]
+train = "train-ds"
+eval = "eval-ds"
+seq_len = 64
+batch = 8
+seed = 11
+
+[lr]
+peak = 3e-3
+min = 3e-4
+warmup = 20
+constant = 100
+decay = 60
+
+[train]
+out = "{name}"
+steps = 180
+threads = 2
+eval_batches = 8
+checkpoint_every = 10
+
+[train.spikes]
+{spikes}
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn log(run: &Path) -> Vec<StepLog> {
+    tokenmill_pipelines::plot::read_log(run).unwrap()
+}
+
+/// Per training step of `run` (effective lines), the poison targets in its batch: traced
+/// through `trace --doc` of each poisoned document.
+fn poison_steps(run: &Path, ids: &[String]) -> std::collections::BTreeMap<u64, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for id in ids {
+        let (_, seen) = tokenmill_pipelines::trace::trace_doc(run, id).unwrap();
+        for s in seen.iter().filter(|s| !s.superseded) {
+            *m.entry(s.step).or_insert(0) += s.tokens as u64;
+        }
+    }
+    m
+}
+
+fn spiked(l: &[StepLog]) -> Vec<u64> {
+    l.iter()
+        .filter(|x| x.kind == "train" && !x.spikes.is_empty())
+        .map(|x| x.step)
+        .collect()
+}
+
+#[test]
+fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_spikes() {
+    let dir = tempfile::tempdir().unwrap();
+    let poisons = corpus(dir.path(), true);
+    assert_eq!(poisons.len(), 3);
+    let source = dir.path().join("train.txt").display().to_string();
+    // 1. The poisoned run: default detectors, response `log`.
+    let cfg = config(dir.path(), "poisoned", "");
+    let poisoned_eval = train(read_config(&cfg).unwrap(), false, true)
+        .unwrap()
+        .eval_loss
+        .unwrap();
+    let run = dir.path().join("poisoned");
+    let l = log(&run);
+    // The poisoned documents' ids, found by their source file and byte offset.
+    let ds = tokenmill_shards::Dataset::open(&dir.path().join("train-ds")).unwrap();
+    let prov = ds.provenance(0).unwrap();
+    let ids: Vec<String> = poisons
+        .iter()
+        .map(|p| {
+            let d = prov.iter().find(|d| d.offset == p.offset);
+            d.unwrap_or_else(|| panic!("no {} document at byte {}", p.kind, p.offset))
+                .id
+                .clone()
+        })
+        .collect();
+    let poisoned = poison_steps(&run, &ids);
+    let fired = spiked(&l);
+    let summary = format!("spikes at {fired:?}; poison targets per step {poisoned:?}");
+    // Where the poison enters once the model knows the text (step ≥ 100), with at least half a
+    // sample of it, a detector fires.
+    let strong: Vec<u64> = poisoned
+        .iter()
+        .filter(|&(&s, &n)| s >= 100 && n >= 32)
+        .map(|(&s, _)| s)
+        .collect();
+    assert!(strong.len() >= 3, "{summary}");
+    assert!(strong.iter().all(|s| fired.contains(s)), "{summary}");
+    // The document detector fires only where poison is, and `trace` names the poisoned
+    // document — its source file and byte offset — as the top contributor.
+    let doc_fired: Vec<&StepLog> = l
+        .iter()
+        .filter(|x| x.kind == "train" && x.spikes.iter().any(|s| s.starts_with("doc z=")))
+        .collect();
+    assert!(doc_fired.len() >= 3, "{summary}");
+    for x in &doc_fired {
+        assert!(poisoned.contains_key(&x.step), "step {}: {summary}", x.step);
+        let t = tokenmill_pipelines::trace::trace_step(&run, x.step, None, 3).unwrap();
+        let top = t.top_documents(1)[0];
+        let p = poisons
+            .iter()
+            .zip(&ids)
+            .find(|(_, id)| **id == top.id)
+            .unwrap_or_else(|| panic!("step {}: top document {top:?} is not poison", x.step));
+        assert_eq!(
+            (top.source.as_str(), top.offset),
+            (source.as_str(), p.0.offset)
+        );
+        let peak = top.peak.as_ref().unwrap();
+        assert!(peak.loss > top.loss && peak.at.is_some(), "{peak:?}");
+    }
+    // The report shows them.
+    let (rep, html) = tokenmill_pipelines::report::report(&run, 3).unwrap();
+    assert_eq!(rep.spikes.len(), fired.len());
+    assert!(html.contains(&ids[0]) || html.contains(&ids[1]) || html.contains(&ids[2]));
+    assert!(html.contains("<mark>") && html.contains("<svg"));
+
+    // 2. The same run with quarantine + rollback: every spike is undone, the poison is
+    // quarantined, and the steps that spiked run again without a spike.
+    let cfg = config(
+        dir.path(),
+        "healed",
+        "response = [\"quarantine\", \"rollback\"]",
+    );
+    let healed_eval = train(read_config(&cfg).unwrap(), false, true)
+        .unwrap()
+        .eval_loss
+        .unwrap();
+    let hrun = dir.path().join("healed");
+    let hl = log(&hrun);
+    let gone = superseded(&hl);
+    let effective: Vec<&StepLog> = hl
+        .iter()
+        .zip(&gone)
+        .filter(|(x, g)| x.kind == "train" && !**g)
+        .map(|(x, _)| x)
+        .collect();
+    assert_eq!(effective.len(), 180);
+    let after: Vec<u64> = effective
+        .iter()
+        .filter(|x| !x.spikes.is_empty())
+        .map(|x| x.step)
+        .collect();
+    assert!(after.is_empty(), "spikes left at {after:?}");
+    let rollbacks = hl.iter().filter(|x| x.rollback.is_some()).count();
+    assert!(rollbacks >= 3, "{rollbacks} rollbacks");
+    let q = tokenmill_trainer::train::read_quarantine(&hrun.join("quarantine.json")).unwrap();
+    assert!(q.len() >= 2, "{q:?}");
+    assert!(
+        q.iter().all(|d| ids.contains(&d.id)),
+        "innocent quarantined: {q:?}"
+    );
+    assert!(
+        healed_eval <= poisoned_eval + 0.01,
+        "held-out {healed_eval} vs poisoned {poisoned_eval}"
+    );
+    // A poisoned document, once quarantined, is never trained on again (its tokens are
+    // masked in windows packing: no loss).
+    for d in &q {
+        let (_, seen) = tokenmill_pipelines::trace::trace_doc(&hrun, &d.id).unwrap();
+        assert!(
+            seen.iter()
+                .filter(|s| !s.superseded && s.step > d.step)
+                .all(|s| s.loss.is_nan()),
+            "{seen:?}"
+        );
+    }
+}
+
+#[test]
+fn clean_text_never_fires_the_default_detectors() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(corpus(dir.path(), false).is_empty());
+    let cfg = config(dir.path(), "clean", "");
+    train(read_config(&cfg).unwrap(), false, true).unwrap();
+    let l = log(&dir.path().join("clean"));
+    assert_eq!(spiked(&l), Vec::<u64>::new());
+    // the detectors did look: z-scores from min_history on
+    assert!(
+        l.iter()
+            .filter(|x| x.kind == "train" && x.doc_z.is_some())
+            .count()
+            >= 150
+    );
+}

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 
 /// Registers the Parquet files of `dir` as tables and runs `query`. A file `name.parquet` is the
 /// table `name`; the per-shard provenance tables `*.prov.parquet` of a dataset are together the
-/// table `provenance`.
+/// table `provenance`; in a training run's directory, the files of its per-document loss table
+/// (`losses/seq-*.parquet`) are the table `losses`.
 pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -36,6 +37,15 @@ pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
         for (t, p) in &tables {
             ctx.register_parquet(t, p, ParquetReadOptions::default())
                 .await?;
+        }
+        let losses = dir.join("losses");
+        if losses.is_dir() {
+            ctx.register_parquet(
+                "losses",
+                losses.to_string_lossy().as_ref(),
+                ParquetReadOptions::default(),
+            )
+            .await?;
         }
         if provenance {
             let opts = ParquetReadOptions {

@@ -1,20 +1,21 @@
-//! `tokenmill trace RUN --step N`: the batch of a training step, replayed from the loader
-//! position logged with it (O(batch) loader work plus one read of each provenance table the
-//! batch touches, no scan), its samples sorted by loss, and for each the documents it packed —
-//! id, source file, byte offset, URL — with their own loss, how much they added to the step's
-//! loss, where their token losses peak, and the text there.
+//! `tokenmill trace RUN --step N`: the batch of a training step from the run's loss table (one
+//! Parquet file of `RUN/losses/`, O(batch) rows) and the provenance tables its documents live
+//! in — no scan of the dataset or the log's other steps: its samples sorted by loss, and for
+//! each the documents it packed — id, source file, byte offset, URL — with their own loss, how
+//! much they added to the step's loss, where their token losses peak, and the text there.
 //!
-//! `tokenmill trace RUN --doc ID`: every logged step a document was in, with its loss each time.
+//! `tokenmill trace RUN --doc ID`: every logged step a document was in, with its loss each
+//! time, by filtering the loss table on the document.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tokenmill_shards::loader::{Loader, Shuffle, Span, find_documents};
+use tokenmill_shards::loader::find_documents;
 use tokenmill_shards::{Dataset, TextTokenizer};
 use tokenmill_trainer::train::{
-    Quarantined, StepLog, TrainConfig, fingerprint, loader_config, read_quarantine, superseded,
+    Quarantined, StepLog, TrainConfig, fingerprint, read_quarantine, superseded,
 };
 
 use crate::error::{Error, Result};
@@ -38,9 +39,14 @@ pub struct TraceDoc {
     pub source: String,
     pub offset: u64,
     pub url: Option<String>,
+    /// The document in the dataset: shard ordinal, index in the shard.
+    pub shard: u32,
+    pub doc: u64,
     /// Tokens of the document in the sample, and where they start in the document.
     pub tokens: u32,
     pub doc_offset: u64,
+    /// Targets of the span counted in the loss.
+    pub targets: u32,
     /// Mean loss of the targets inside the span (NaN: no target, e.g. an excluded document).
     pub loss: f64,
     /// What the span added to the step's summed next-token loss over the batch mean:
@@ -105,7 +111,7 @@ pub struct DocSighting {
     pub tokens: u32,
     /// Mean loss of the targets inside the span.
     pub loss: f64,
-    /// The step's loss.
+    /// The step's next-token loss.
     pub step_loss: f64,
     /// A detector fired at that step.
     pub spike: bool,
@@ -135,7 +141,8 @@ pub struct Run {
     pub quarantine: Vec<Quarantined>,
     /// Ids from `[data] exclude_from` (in effect for the whole run).
     pub exclude_from: Vec<String>,
-    loaders: HashMap<usize, Loader>,
+    dataset: Dataset,
+    provenance: HashMap<u32, Vec<tokenmill_shards::DocProvenance>>,
 }
 
 impl Run {
@@ -166,38 +173,44 @@ impl Run {
         }
         Ok(Run {
             dir: dir.to_path_buf(),
-            cfg,
             log,
             superseded,
             quarantine,
             exclude_from,
-            loaders: HashMap::new(),
+            dataset: Dataset::open(&cfg.data.train)?,
+            cfg,
+            provenance: HashMap::new(),
         })
     }
 
-    /// The training loader as it was with the first `excluded` quarantine entries in effect.
-    fn loader(&mut self, excluded: usize) -> Result<&mut Loader> {
-        if !self.loaders.contains_key(&excluded) {
-            if excluded > self.quarantine.len() {
-                return Err(Error::NotFound(format!(
-                    "{} holds {} entries, the log refers to {excluded}",
-                    self.dir.join("quarantine.json").display(),
-                    self.quarantine.len()
-                )));
-            }
-            let mut lc = loader_config(&self.cfg.data, Shuffle::Full, self.cfg.data.batch);
-            lc.exclude = self
-                .exclude_from
-                .iter()
-                .cloned()
-                .chain(self.quarantine[..excluded].iter().map(|q| q.id.clone()))
-                .collect();
-            lc.exclude.sort();
-            lc.exclude.dedup();
-            let l = Loader::open(&self.cfg.data.train, lc)?;
-            self.loaders.insert(excluded, l);
+    /// Provenance of document `doc` of shard `shard` (each table read once).
+    fn provenance(&mut self, shard: u32, doc: u64) -> Result<tokenmill_shards::DocProvenance> {
+        if !self.provenance.contains_key(&shard) {
+            let t = self.dataset.provenance(shard as usize)?;
+            self.provenance.insert(shard, t);
         }
-        Ok(self.loaders.get_mut(&excluded).expect("just inserted"))
+        self.provenance[&shard]
+            .get(doc as usize)
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{}: shard {shard} has no document {doc}",
+                    self.cfg.data.train.display()
+                ))
+            })
+    }
+
+    /// Ids excluded at a line with `excluded` quarantine entries in effect.
+    fn excluded_ids(&self, excluded: usize) -> HashSet<&str> {
+        self.exclude_from
+            .iter()
+            .map(String::as_str)
+            .chain(
+                self.quarantine[..excluded.min(self.quarantine.len())]
+                    .iter()
+                    .map(|q| q.id.as_str()),
+            )
+            .collect()
     }
 
     /// Indices of the training lines of step `step`, in log order.
@@ -311,54 +324,55 @@ fn trace_in(
         ))
     })?;
     let line = run.log[li].clone();
-    let state = line.loader.ok_or_else(|| {
-        Error::NotFound(format!(
-            "step {step} of {} has no loader position (logged by an older version)",
+    let rows = tokenmill_trainer::losslog::rows_of(&run.dir, line.seq)?;
+    if rows.is_empty() {
+        return Err(Error::NotFound(format!(
+            "{}: the loss table has no rows for step {step}",
             run.dir.display()
-        ))
-    })?;
-    let loader = run.loader(line.excluded)?;
-    loader.resume(state);
-    let batch = loader.next_batch()?;
-    let prov = loader.provenance_batch(&batch.samples)?;
-    let excluded = loader.excluded(0).clone();
-    let mut samples = Vec::with_capacity(batch.samples.len());
-    for (i, prov) in prov.into_iter().enumerate() {
-        let spans = line.span_losses.get(i);
-        let peaks = line.span_peaks.get(i);
-        let docs = prov
-            .into_iter()
-            .enumerate()
-            .map(|(k, (sp, p))| {
-                let loss = spans.and_then(|s| s.get(k)).copied().unwrap_or(f64::NAN);
-                TraceDoc {
-                    excess: excess(&line, &batch.samples[i], &sp, loss),
-                    excluded: excluded.contains(&(sp.shard, sp.doc)),
-                    id: p.id,
-                    source: p.source,
-                    offset: p.offset,
-                    url: p.url,
-                    tokens: sp.len,
-                    doc_offset: sp.doc_offset,
-                    loss,
-                    peak: peaks
-                        .and_then(|s| s.get(k))
-                        .copied()
-                        .flatten()
-                        .map(|(t, l)| Peak {
-                            token: t,
-                            loss: l,
-                            before: None,
-                            at: None,
-                        }),
-                    snippet: None,
-                }
-            })
-            .collect();
-        samples.push(TraceSample {
-            index: i,
-            loss: line.sample_losses.get(i).copied().unwrap_or(f64::NAN),
-            docs,
+        )));
+    }
+    let excluded: HashSet<String> = run
+        .excluded_ids(line.excluded)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut samples: Vec<TraceSample> = Vec::new();
+    for r in &rows {
+        let p = run.provenance(r.shard, r.doc)?;
+        let i = r.sample as usize;
+        while samples.len() <= i {
+            samples.push(TraceSample {
+                index: samples.len(),
+                loss: f64::NAN,
+                docs: Vec::new(),
+            });
+        }
+        let loss = r.loss as f64;
+        samples[i].loss = r.sample_loss as f64;
+        samples[i].docs.push(TraceDoc {
+            excess: if loss.is_finite() {
+                (loss - line.main_loss) * r.targets as f64
+            } else {
+                0.0
+            },
+            excluded: excluded.contains(&p.id),
+            id: p.id,
+            source: p.source,
+            offset: p.offset,
+            url: p.url,
+            shard: r.shard,
+            doc: r.doc,
+            tokens: r.tokens,
+            doc_offset: r.doc_offset,
+            targets: r.targets,
+            loss,
+            peak: r.peak_token.zip(r.peak_loss).map(|(t, l)| Peak {
+                token: t,
+                loss: l as f64,
+                before: None,
+                at: None,
+            }),
+            snippet: None,
         });
     }
     samples.sort_by(|a, b| b.loss.total_cmp(&a.loss));
@@ -394,17 +408,11 @@ fn trace_in(
             &mut own
         }
     };
-    let spans: Vec<Vec<Span>> = t
-        .samples
-        .iter()
-        .map(|s| batch.samples[s.index].spans.clone())
-        .collect();
     for (si, k) in want {
-        let sp = spans[si][k];
         let d = &mut t.samples[si].docs[k];
-        d.snippet = Some(dec.head(sp.shard, sp.doc, 48)?);
+        d.snippet = Some(dec.head(d.shard, d.doc, 48)?);
         if let Some(p) = d.peak.as_mut() {
-            let (before, at) = dec.around(sp.shard, sp.doc, p.token, 24)?;
+            let (before, at) = dec.around(d.shard, d.doc, p.token, 24)?;
             p.before = Some(before);
             p.at = Some(at);
         }
@@ -412,27 +420,13 @@ fn trace_in(
     Ok(t)
 }
 
-/// (span loss − the step's next-token loss) × targets of the span: what it added to the
-/// batch's summed loss.
-fn excess(line: &StepLog, sample: &tokenmill_shards::loader::Sample, sp: &Span, loss: f64) -> f64 {
-    if !loss.is_finite() {
-        return 0.0;
-    }
-    let s = sample.loss_mask.len();
-    let (a, b) = ((sp.start as usize).max(1), (sp.start + sp.len) as usize);
-    let n = (a..b.min(s + 1))
-        .filter(|&t| sample.loss_mask[t - 1] != 0)
-        .count();
-    (loss - line.main_loss) * n as f64
-}
-
-/// Every logged step at which document `id` was in a batch, with its loss each time: the id is
-/// resolved to (shard, document) once through the provenance tables, then each step's batch
-/// is replayed from its logged loader position and its spans compared.
+/// Every logged step at which document `id` was in a batch, with its loss each time: the id
+/// is resolved to (shard, document) once through the provenance tables, then the run's loss
+/// table is filtered on it.
 pub fn trace_doc(dir: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSighting>)> {
-    let mut run = Run::open(dir)?;
-    let ds = Dataset::open(&run.cfg.data.train)?;
-    let hit = find_documents(&ds, &HashSet::from([id]))?.into_iter().min();
+    let run = Run::open(dir)?;
+    let ds = &run.dataset;
+    let hit = find_documents(ds, &HashSet::from([id]))?.into_iter().min();
     let (shard, doc) = hit.ok_or_else(|| {
         Error::NotFound(format!(
             "no document {id:?} in {}",
@@ -440,35 +434,33 @@ pub fn trace_doc(dir: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSight
         ))
     })?;
     let p = ds.provenance(shard as usize)?.swap_remove(doc as usize);
+    // training line seq → index in the log
+    let lines: Vec<usize> = run
+        .log
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.kind == "train")
+        .map(|(i, _)| i)
+        .collect();
     let mut seen = Vec::new();
-    for li in 0..run.log.len() {
-        let line = run.log[li].clone();
-        if line.kind != "train" {
-            continue;
-        }
-        let Some(state) = line.loader else { continue };
-        let loader = run.loader(line.excluded)?;
-        loader.resume(state);
-        let batch = loader.next_batch()?;
-        for (i, smp) in batch.samples.iter().enumerate() {
-            for (k, sp) in smp.spans.iter().enumerate() {
-                if (sp.shard, sp.doc) == (shard, doc) {
-                    seen.push(DocSighting {
-                        step: line.step,
-                        sample: i,
-                        tokens: sp.len,
-                        loss: line
-                            .span_losses
-                            .get(i)
-                            .and_then(|s| s.get(k))
-                            .copied()
-                            .unwrap_or(f64::NAN),
-                        step_loss: line.loss,
-                        spike: !line.spikes.is_empty(),
-                        superseded: run.superseded[li],
-                    });
-                }
+    for (_, _, path) in tokenmill_trainer::losslog::files(dir)? {
+        for r in tokenmill_trainer::losslog::read(&path)? {
+            if (r.shard, r.doc) != (shard, doc) {
+                continue;
             }
+            let Some(&li) = lines.get(r.seq as usize) else {
+                continue; // a line the log no longer holds
+            };
+            let line = &run.log[li];
+            seen.push(DocSighting {
+                step: r.step,
+                sample: r.sample as usize,
+                tokens: r.tokens,
+                loss: r.loss as f64,
+                step_loss: line.main_loss,
+                spike: !line.spikes.is_empty(),
+                superseded: run.superseded[li],
+            });
         }
     }
     let out = DocProvenanceOut {

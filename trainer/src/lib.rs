@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod hf;
+pub mod losslog;
 pub mod mla;
 pub mod mlp;
 pub mod model;

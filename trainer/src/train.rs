@@ -156,11 +156,18 @@ pub struct TrainSection {
     /// Loss-spike detectors.
     #[serde(default)]
     pub spikes: crate::spikes::SpikeConfig,
+    /// Training lines per file of the per-document loss table (`RUN/losses/`).
+    #[serde(default = "default_losses_every")]
+    pub losses_every: u64,
     /// GEMM precision of the blocks' linear layers: `fp32`, `bf16` or `fp8`. Master weights,
     /// gradients and optimizer state are FP32 in all three, so a checkpoint saved in one
     /// precision resumes in another.
     #[serde(default)]
     pub precision: Precision,
+}
+
+fn default_losses_every() -> u64 {
+    100
 }
 
 fn default_eval_batches() -> u64 {
@@ -211,18 +218,6 @@ mod nan_null {
     pub fn f<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
-    pub fn vv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
-        Ok(Vec::<Vec<Option<f64>>>::deserialize(d)?
-            .into_iter()
-            .map(|r| r.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
-            .collect())
-    }
-    pub fn v<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-        Ok(Vec::<Option<f64>>::deserialize(d)?
-            .into_iter()
-            .map(|x| x.unwrap_or(f64::NAN))
-            .collect())
-    }
 }
 
 /// One step's record (a line of `log.jsonl`; non-finite values are written as `null`).
@@ -261,12 +256,17 @@ pub struct StepLog {
     /// The update was dropped (non-finite loss or gradient).
     #[serde(default)]
     pub skipped: bool,
-    /// Per sample: mean loss over its counted targets.
-    #[serde(default, deserialize_with = "nan_null::v")]
+    /// Ordinal of this line among the log's training lines (superseded ones included): its
+    /// per-document rows in the loss table (`RUN/losses/`, [`crate::losslog`]) carry it.
+    #[serde(default)]
+    pub seq: u64,
+    /// Per sample: mean loss over its counted targets (in memory only: the loss table keeps
+    /// them on disk).
+    #[serde(skip)]
     pub sample_losses: Vec<f64>,
     /// Per sample, per document span (in the order of the sample's spans): mean loss of the
-    /// targets inside the span.
-    #[serde(default, deserialize_with = "nan_null::vv")]
+    /// targets inside the span (in memory only, as above).
+    #[serde(skip)]
     pub span_losses: Vec<Vec<f64>>,
     /// The loader's position before this step's batch: `tokenmill trace` replays the batch
     /// from it.
@@ -291,8 +291,8 @@ pub struct StepLog {
     pub quarantined: Vec<String>,
     /// Per sample, per document span: where the token losses peak inside the document —
     /// (token position in the document of the target with the highest loss, that loss);
-    /// `None` for a span without targets.
-    #[serde(default)]
+    /// `None` for a span without targets (in memory only, as above).
+    #[serde(skip)]
     pub span_peaks: Vec<Vec<Option<(u64, f64)>>>,
     /// Entries of the run's `quarantine.json` in effect for this step's batch (the list only
     /// grows, so the first `excluded`): `tokenmill trace` replays the batch with them.
@@ -470,6 +470,9 @@ pub struct Trainer {
     quarantined: usize,
     /// Rollbacks done in this run.
     rollbacks: u32,
+    /// Training lines logged so far (superseded ones included).
+    seq: u64,
+    losses: crate::losslog::LossWriter,
 }
 
 fn open_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
@@ -634,19 +637,25 @@ impl Trainer {
                 .expect("serialises");
         write_atomic(&out.join("run.json"), run.as_bytes())?;
         let log = open_log(&out, keep)?;
-        let rollbacks = if resume {
+        let (rollbacks, seq) = if resume {
             let text = std::fs::read_to_string(out.join("log.jsonl")).unwrap_or_default();
-            text.lines()
+            let kept: Vec<StepLog> = text
+                .lines()
                 .filter_map(|l| serde_json::from_str::<StepLog>(l).ok())
-                .filter(|l| l.rollback.is_some())
-                .count() as u32
+                .filter(|l| l.kind == "train")
+                .collect();
+            (
+                kept.iter().filter(|l| l.rollback.is_some()).count() as u32,
+                kept.len() as u64,
+            )
         } else {
-            0
+            (0, 0)
         };
+        let losses = crate::losslog::LossWriter::open(&out, seq, cfg.train.losses_every)?;
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
         let cfg_spikes = cfg.train.spikes.clone();
-        let t = Trainer {
+        let mut t = Trainer {
             cfg,
             model,
             params,
@@ -664,6 +673,8 @@ impl Trainer {
             recent_losses: std::collections::VecDeque::new(),
             quarantined,
             rollbacks,
+            seq,
+            losses,
         };
         if !resume && t.cfg.train.spikes.responds(SpikeResponse::Rollback) {
             // Rollback needs a checkpoint at or before any spike.
@@ -856,6 +867,7 @@ impl Trainer {
         let log = StepLog {
             kind: "train".into(),
             step,
+            seq: self.seq,
             loss,
             main_loss: main,
             mtp_loss: mtp,
@@ -885,6 +897,9 @@ impl Trainer {
         if !log.spikes.is_empty() {
             tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
         }
+        let rows = loss_rows(self.seq, step, &batch.samples, &log, &span_counts);
+        self.losses.push(self.seq, rows)?;
+        self.seq += 1;
         self.write_log(&log)?;
         if log.rollback.is_none() {
             self.step += 1;
@@ -1092,7 +1107,9 @@ impl Trainer {
     }
 
     /// Writes a checkpoint of the current state; returns its directory.
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        // The loss table covers every step the checkpoint does.
+        self.losses.flush()?;
         let root = self.cfg.train.out.join("checkpoints");
         let name = format!("step-{:08}", self.step);
         let tmp = root.join(format!(".tmp-{name}"));
@@ -1168,10 +1185,43 @@ impl Trainer {
     }
 }
 
+/// The loss-table rows of one training line.
+fn loss_rows(
+    seq: u64,
+    step: u64,
+    samples: &[tokenmill_shards::loader::Sample],
+    log: &StepLog,
+    counts: &[Vec<usize>],
+) -> Vec<crate::losslog::LossRow> {
+    let mut rows = Vec::new();
+    for (i, smp) in samples.iter().enumerate() {
+        for (j, sp) in smp.spans.iter().enumerate() {
+            let peak = log.span_peaks[i][j];
+            rows.push(crate::losslog::LossRow {
+                seq,
+                step,
+                sample: i as u32,
+                span: j as u32,
+                shard: sp.shard,
+                doc: sp.doc,
+                doc_offset: sp.doc_offset,
+                tokens: sp.len,
+                targets: counts[i][j] as u32,
+                loss: log.span_losses[i][j] as f32,
+                peak_token: peak.map(|p| p.0),
+                peak_loss: peak.map(|p| p.1 as f32),
+                sample_loss: log.sample_losses[i] as f32,
+            });
+        }
+    }
+    rows
+}
+
 fn eval_line(step: u64, loss: f64) -> StepLog {
     StepLog {
         kind: "eval".into(),
         step,
+        seq: 0,
         loss,
         main_loss: loss,
         mtp_loss: 0.0,

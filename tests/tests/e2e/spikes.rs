@@ -217,6 +217,25 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
         let peak = top.peak.as_ref().unwrap();
         assert!(peak.loss > top.loss && peak.at.is_some(), "{peak:?}");
     }
+    // The loss table is SQL-queryable: the poisoned documents' highest span losses.
+    let batches = tokenmill_pipelines::sql::query_dir(
+        &run,
+        "SELECT count(*) AS n, count(DISTINCT seq) AS lines, \
+         (SELECT max(loss) FROM losses WHERE targets > 0) AS worst FROM losses",
+    )
+    .unwrap();
+    let b = &batches[0];
+    use arrow::array::AsArray;
+    let lines = b
+        .column(1)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    let worst = b
+        .column(2)
+        .as_primitive::<arrow::datatypes::Float32Type>()
+        .value(0);
+    assert_eq!(lines, 180);
+    assert!(worst > 8.0, "{worst}");
     // The report shows them.
     let (rep, html) = tokenmill_pipelines::report::report(&run, 3).unwrap();
     assert_eq!(rep.spikes.len(), fired.len());
@@ -258,6 +277,10 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
         q.iter().all(|d| ids.contains(&d.id)),
         "innocent quarantined: {q:?}"
     );
+    eprintln!(
+        "{summary}\nhealed: {rollbacks} rollbacks, quarantined {:?}, held-out {healed_eval:.4} vs poisoned {poisoned_eval:.4}",
+        q.iter().map(|d| (&d.id, d.step)).collect::<Vec<_>>()
+    );
     assert!(
         healed_eval <= poisoned_eval + 0.01,
         "held-out {healed_eval} vs poisoned {poisoned_eval}"
@@ -282,6 +305,13 @@ fn clean_text_never_fires_the_default_detectors() {
     let cfg = config(dir.path(), "clean", "");
     train(read_config(&cfg).unwrap(), false, true).unwrap();
     let l = log(&dir.path().join("clean"));
+    let max = |f: &dyn Fn(&StepLog) -> Option<f64>| l.iter().filter_map(f).fold(f64::MIN, f64::max);
+    eprintln!(
+        "clean: highest z of loss {:.1}, grad norm {:.1}, document {:.1}",
+        max(&|x| x.loss_z),
+        max(&|x| x.grad_norm_z),
+        max(&|x| x.doc_z)
+    );
     assert_eq!(spiked(&l), Vec::<u64>::new());
     // the detectors did look: z-scores from min_history on
     assert!(

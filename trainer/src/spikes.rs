@@ -34,6 +34,9 @@ pub struct SpikeConfig {
     /// σ of OLMo 2's spike score: the fraction of the window's losses at least this many
     /// standard deviations above the window's mean (logged every step).
     pub score_sigma: f64,
+    /// When set, the spike score is also a detector: it fires at a step whose loss is itself
+    /// ≥ `score_sigma` σ above the window's mean while the score exceeds this fraction.
+    pub score_max: Option<f64>,
     /// What a fired detector does: one of, or a list of, `log` (report only), `skip` (the
     /// step's update is not applied), `quarantine` and `rollback` (both imply `skip`).
     #[serde(deserialize_with = "one_or_many")]
@@ -103,6 +106,7 @@ impl Default for SpikeConfig {
             doc_window: 20,
             doc_min_targets: 32,
             score_sigma: 7.0,
+            score_max: None,
             response: vec![SpikeResponse::Log],
             quarantine_top_k: 3,
             rollback_skip: None,
@@ -202,6 +206,18 @@ pub fn spike_score(window: &[f64], sigma: f64) -> f64 {
         return 0.0;
     }
     window.iter().filter(|&&x| x - mean >= sigma * sd).count() as f64 / n as f64
+}
+
+/// The spike-score detector (`score_max` set): fires when `loss` (the window's newest value) is
+/// itself ≥ `score_sigma` σ above the window's mean and the window's score exceeds `score_max`.
+pub fn score_fires(window: &[f64], loss: f64, cfg: &SpikeConfig) -> Option<String> {
+    let max = cfg.score_max?;
+    let score = spike_score(window, cfg.score_sigma);
+    let n = window.len() as f64;
+    let mean = window.iter().sum::<f64>() / n;
+    let sd = (window.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (score > max && sd > 0.0 && loss - mean >= cfg.score_sigma * sd)
+        .then(|| format!("spike score={score:.3}"))
 }
 
 impl SpikeDetector {
@@ -368,6 +384,20 @@ mod tests {
         let mut short = spans(41, 4.0);
         short[5].targets = 8;
         assert!(d.observe(41, 4.0, 1.0, &short).fired.is_empty());
+    }
+
+    #[test]
+    fn the_spike_score_detector_fires_on_the_outlier_only_when_enabled() {
+        let mut w: Vec<f64> = (0..99).map(|i| 3.0 + noise(i) * 0.02).collect();
+        w.push(9.0);
+        let mut cfg = SpikeConfig::default();
+        assert_eq!(score_fires(&w, 9.0, &cfg), None, "off by default");
+        cfg.score_max = Some(0.0);
+        assert_eq!(
+            score_fires(&w, 9.0, &cfg).as_deref(),
+            Some("spike score=0.010")
+        );
+        assert_eq!(score_fires(&w[..99], w[98], &cfg), None);
     }
 
     #[test]

@@ -811,7 +811,7 @@ impl Trainer {
             })
             .collect();
         let obs = self.spikes.observe(step, loss, grad_norm, &spans);
-        let spikes = obs.fired.clone();
+        let mut spikes = obs.fired.clone();
         if finite {
             self.recent_losses.push_back((step, loss));
             if self.recent_losses.len() > self.spikes.config().window {
@@ -821,6 +821,11 @@ impl Trainer {
         let window: Vec<f64> = self.recent_losses.iter().map(|x| x.1).collect();
         let spike_score = crate::spikes::spike_score(&window, self.spikes.config().score_sigma);
         let sc = self.spikes.config().clone();
+        if finite && let Some(f) = crate::spikes::score_fires(&window, loss, &sc) {
+            // the score detector judged this step a spike: out of the others' history
+            self.spikes.forget_from(step);
+            spikes.push(f);
+        }
         let skip_spike = finite && !spikes.is_empty() && sc.drops_update();
         let quarantined = if skip_spike && sc.responds(SpikeResponse::Quarantine) {
             self.quarantine(

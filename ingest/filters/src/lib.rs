@@ -1,0 +1,1 @@
+//! Document filters of web-scale pretraining pipelines.

@@ -1,0 +1,252 @@
+//! What an element's `class`, `id`, `role` and `itemprop` say about it: article text, page
+//! furniture, or nothing. Short words must match a whole word of the attribute (split at
+//! non-alphanumerics and camel-case humps), long distinctive ones anywhere in it.
+
+use std::sync::OnceLock;
+
+use aho_corasick::AhoCorasick;
+
+use crate::lexer::Attrs;
+
+/// The verdict of an element's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// Marked as the article body (`itemprop=articleBody`, `article-body`, `entry-content`…).
+    StrongContent,
+    /// Suggests content (`article`, `story`, `post`, `content`…).
+    Content,
+    /// Page furniture (`nav`, `sidebar`, `comments`, `share`, `related`, `cookie`…).
+    Boiler,
+    None,
+}
+
+const STRONG_ANYWHERE: &[&str] = &[
+    "articlebody",
+    "article-body",
+    "article__body",
+    "article_body",
+    "storybody",
+    "story-body",
+    "story_body",
+    "entry-content",
+    "post-content",
+    "postcontent",
+    "post-body",
+    "postbody",
+    "article-content",
+    "articlecontent",
+    "article__content",
+    "story-content",
+    "article-text",
+    "articletext",
+    "body-text",
+    "bodytext",
+    "main-text",
+];
+
+const BOILER_ANYWHERE: &[&str] = &[
+    "sidebar",
+    "comment",
+    "newsletter",
+    "breadcrumb",
+    "navigation",
+    "navbar",
+    "subscribe",
+    "advert",
+    "sponsor",
+    "outbrain",
+    "taboola",
+    "disqus",
+    "recommend",
+    "trending",
+    "mostpopular",
+    "most-popular",
+    "most-read",
+    "mostread",
+    "related",
+    "pagination",
+    "cookie",
+    "consent",
+    "signup",
+    "sign-up",
+    "social",
+    "footer",
+    "masthead",
+    "toolbar",
+    "byline",
+    "caption",
+    "dateline",
+    "copyright",
+    "skip-link",
+    "skiplink",
+    "login",
+    "paywall-prompt",
+    "share",
+    "widget",
+];
+
+const BOILER_WORDS: &[&str] = &[
+    "nav",
+    "menu",
+    "ad",
+    "ads",
+    "adv",
+    "promo",
+    "promos",
+    "banner",
+    "popup",
+    "modal",
+    "tags",
+    "tag",
+    "header",
+    "hidden",
+    "hide",
+    "print",
+    "meta",
+    "author",
+    "bio",
+    "credit",
+    "credits",
+    "toc",
+    "topics",
+    "more",
+    "newsletter",
+    "aside",
+    "rail",
+    "overlay",
+    "gallery",
+    "video",
+    "search",
+    "timestamp",
+    "date",
+    "links",
+];
+
+const CONTENT_WORDS: &[&str] = &[
+    "article", "story", "post", "entry", "content", "main", "body", "text", "blog", "news",
+];
+
+const BOILER_ROLES: &[&str] = &[
+    "navigation",
+    "banner",
+    "contentinfo",
+    "complementary",
+    "search",
+    "dialog",
+    "alertdialog",
+    "menu",
+    "menubar",
+    "toolbar",
+];
+
+/// One automaton for the patterns matched anywhere: strong-content ones first.
+fn anywhere() -> &'static AhoCorasick {
+    static AC: OnceLock<AhoCorasick> = OnceLock::new();
+    AC.get_or_init(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(STRONG_ANYWHERE.iter().chain(BOILER_ANYWHERE))
+            .expect("static patterns")
+    })
+}
+
+/// Calls `f` with each word of `s` (split at non-alphanumerics and camel-case humps) until it
+/// returns true.
+fn any_word(s: &str, mut f: impl FnMut(&str) -> bool) -> bool {
+    let b = s.as_bytes();
+    let mut start = None;
+    for i in 0..=b.len() {
+        let c = b.get(i).copied().unwrap_or(b' ');
+        let alnum = c.is_ascii_alphanumeric() || c >= 0x80;
+        let hump = i > 0 && c.is_ascii_uppercase() && b[i - 1].is_ascii_lowercase();
+        if let Some(st) = start
+            && (!alnum || hump)
+        {
+            if f(&s[st..i]) {
+                return true;
+            }
+            start = None;
+        }
+        if alnum && start.is_none() {
+            start = Some(i);
+        }
+    }
+    false
+}
+
+fn in_set(w: &str, set: &[&str]) -> bool {
+    w.len() <= 11 && set.iter().any(|p| p.eq_ignore_ascii_case(w))
+}
+
+/// The hint of an element's attributes.
+pub fn hint(a: &Attrs<'_>) -> Hint {
+    if !a.itemprop.is_empty()
+        && a.itemprop
+            .as_bytes()
+            .windows(11)
+            .any(|w| w.eq_ignore_ascii_case(b"articlebody"))
+    {
+        return Hint::StrongContent;
+    }
+    let role = a.role.trim();
+    if !role.is_empty() && BOILER_ROLES.iter().any(|r| role.eq_ignore_ascii_case(r)) {
+        return Hint::Boiler;
+    }
+    let main_role = role.eq_ignore_ascii_case("main") || role.eq_ignore_ascii_case("article");
+    if a.class.is_empty() && a.id.is_empty() {
+        return if main_role { Hint::Content } else { Hint::None };
+    }
+    let ac = anywhere();
+    let mut boiler = false;
+    for s in [a.class, a.id] {
+        for m in ac.find_overlapping_iter(s) {
+            if m.pattern().as_usize() < STRONG_ANYWHERE.len() {
+                return Hint::StrongContent;
+            }
+            boiler = true;
+        }
+    }
+    if boiler {
+        return Hint::Boiler;
+    }
+    if any_word(a.class, |w| in_set(w, BOILER_WORDS)) || any_word(a.id, |w| in_set(w, BOILER_WORDS))
+    {
+        return Hint::Boiler;
+    }
+    if main_role
+        || any_word(a.class, |w| in_set(w, CONTENT_WORDS))
+        || any_word(a.id, |w| in_set(w, CONTENT_WORDS))
+    {
+        return Hint::Content;
+    }
+    Hint::None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(class: &str, id: &str) -> Hint {
+        hint(&Attrs {
+            class,
+            id,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn attributes_are_read_as_content_or_furniture() {
+        assert_eq!(h("c-entry-content", ""), Hint::StrongContent);
+        assert_eq!(h("StoryBodyCompanionColumn", ""), Hint::StrongContent);
+        assert_eq!(h("site-nav main-menu", ""), Hint::Boiler);
+        assert_eq!(h("", "comments"), Hint::Boiler);
+        assert_eq!(h("topAdSlot", ""), Hint::Boiler);
+        assert_eq!(h("shadow heading", ""), Hint::None, "no `ad` inside words");
+        assert_eq!(h("article-wrapper", ""), Hint::Content);
+        let itemprop = Attrs {
+            itemprop: "articleBody",
+            ..Default::default()
+        };
+        assert_eq!(hint(&itemprop), Hint::StrongContent);
+    }
+}

@@ -1,0 +1,311 @@
+//! From tokens to a light element tree and the text blocks under it: every run of text
+//! between block-level boundaries becomes a [`Block`] owned by its innermost block element,
+//! with its length and how much of it is link text. Unbalanced markup is repaired the way it
+//! matters here: an end tag closes up to its matching open element (or is ignored), and a new
+//! `p`/`li`/`td`… closes an open one.
+
+use crate::lexer::{Attrs, Lexer, Token};
+use crate::patterns::{Hint, hint};
+use crate::tags::Tag;
+
+/// Flags of an element.
+pub const FURNITURE: u8 = 1;
+pub const BOILER: u8 = 2;
+pub const CONTENT: u8 = 4;
+pub const HIDDEN: u8 = 8;
+pub const STRONG_CONTENT: u8 = 16;
+
+/// An element of the tree.
+#[derive(Debug, Clone)]
+pub struct El {
+    pub tag: Tag,
+    pub parent: u32,
+    pub depth: u16,
+    /// Its own flags.
+    pub flags: u8,
+    /// Score for holding the article (filled by selection).
+    pub score: f32,
+    /// Characters of text in blocks below it (filled by selection).
+    pub chars: u32,
+    pub link_chars: u32,
+}
+
+/// A run of text inside one block element.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The innermost open block element when the text was read.
+    pub owner: u32,
+    pub text: String,
+    pub chars: u32,
+    pub link_chars: u32,
+    /// Inside a `pre`: whitespace kept.
+    pub pre: bool,
+}
+
+/// The page as elements and blocks.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub els: Vec<El>,
+    pub blocks: Vec<Block>,
+    pub title: Option<String>,
+}
+
+struct Builder {
+    page: Page,
+    stack: Vec<u32>,
+    text: String,
+    link_chars: u32,
+    links_open: u32,
+    pre_open: u32,
+    pending_space: bool,
+}
+
+/// Decodes character references in `raw`.
+fn decode(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.contains('&') {
+        html_escape::decode_html_entities(raw)
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    }
+}
+
+impl Builder {
+    fn top(&self) -> u32 {
+        *self.stack.last().expect("the root stays open")
+    }
+
+    fn owner(&self) -> u32 {
+        self.stack
+            .iter()
+            .rev()
+            .copied()
+            .find(|&e| self.page.els[e as usize].tag.breaks())
+            .unwrap_or(0)
+    }
+
+    /// Ends the current block.
+    fn flush(&mut self) {
+        let t = self.text.trim_end();
+        if !t.is_empty() {
+            let text = t.to_string();
+            let chars = text.chars().count() as u32;
+            self.page.blocks.push(Block {
+                owner: self.owner(),
+                chars,
+                link_chars: self.link_chars.min(chars),
+                text,
+                pre: self.pre_open > 0,
+            });
+        }
+        self.text.clear();
+        self.link_chars = 0;
+        self.pending_space = false;
+    }
+
+    fn push(&mut self, tag: Tag, attrs: &Attrs<'_>) {
+        let parent = self.top();
+        let mut flags = 0;
+        if tag.is_furniture() {
+            flags |= FURNITURE;
+        }
+        if attrs.hidden {
+            flags |= HIDDEN;
+        }
+        match tag {
+            Tag::Article | Tag::Main => flags |= CONTENT,
+            _ => {}
+        }
+        match hint(attrs) {
+            Hint::StrongContent => flags |= CONTENT | STRONG_CONTENT,
+            Hint::Content => flags |= CONTENT,
+            // `article`/`main` keep their meaning whatever their class says
+            Hint::Boiler if flags & CONTENT == 0 => flags |= BOILER,
+            Hint::Boiler | Hint::None => {}
+        }
+        let depth = self.page.els[parent as usize].depth.saturating_add(1);
+        self.page.els.push(El {
+            tag,
+            parent,
+            depth,
+            flags,
+            score: 0.0,
+            chars: 0,
+            link_chars: 0,
+        });
+        self.stack.push(self.page.els.len() as u32 - 1);
+        if tag == Tag::A {
+            self.links_open += 1;
+        }
+        if tag == Tag::Pre {
+            self.pre_open += 1;
+        }
+    }
+
+    /// Pops elements down to (and including) the one at stack index `k`.
+    fn pop_to(&mut self, k: usize) {
+        let block = self.stack[k..]
+            .iter()
+            .any(|&e| self.page.els[e as usize].tag.breaks());
+        if block {
+            self.flush();
+        }
+        for &e in &self.stack[k..] {
+            match self.page.els[e as usize].tag {
+                Tag::A => self.links_open = self.links_open.saturating_sub(1),
+                Tag::Pre => self.pre_open = self.pre_open.saturating_sub(1),
+                _ => {}
+            }
+        }
+        self.stack.truncate(k.max(1));
+    }
+
+    /// Stack index of the nearest open `tag`, not looking past any of `stop`.
+    fn find_open(&self, tag: Tag, stop: &[Tag]) -> Option<usize> {
+        for (k, &e) in self.stack.iter().enumerate().rev().take(64) {
+            let t = self.page.els[e as usize].tag;
+            if t == tag {
+                return (k > 0).then_some(k);
+            }
+            if stop.contains(&t) {
+                return None;
+            }
+        }
+        None
+    }
+
+    fn start(&mut self, tag: Tag, attrs: &Attrs<'_>, self_closing: bool) {
+        if tag.is_void() {
+            match tag {
+                Tag::Br => {
+                    self.text.push('\n');
+                    self.pending_space = false;
+                }
+                Tag::Hr => self.flush(),
+                _ => {}
+            }
+            return;
+        }
+        // Implied end tags.
+        let implied = match tag {
+            Tag::P => self.find_open(
+                Tag::P,
+                &[Tag::Div, Tag::Td, Tag::Li, Tag::Article, Tag::Section],
+            ),
+            Tag::Li => self.find_open(Tag::Li, &[Tag::Ul, Tag::Ol, Tag::Menu]),
+            Tag::Dt | Tag::Dd => self
+                .find_open(Tag::Dd, &[Tag::Dl])
+                .or_else(|| self.find_open(Tag::Dt, &[Tag::Dl])),
+            Tag::Td | Tag::Th => self
+                .find_open(Tag::Td, &[Tag::Tr, Tag::Table])
+                .or_else(|| self.find_open(Tag::Th, &[Tag::Tr, Tag::Table])),
+            Tag::Tr => self.find_open(Tag::Tr, &[Tag::Table]),
+            Tag::A => self.find_open(Tag::A, &[Tag::Div, Tag::P, Tag::Li, Tag::Td]),
+            _ => None,
+        };
+        if let Some(k) = implied {
+            self.pop_to(k);
+        }
+        if tag.breaks() {
+            self.flush();
+        } else if tag.is_cell() {
+            self.pending_space = true;
+        }
+        if self_closing || tag.is_raw_text() {
+            // a raw-text element's content and end tag are consumed by the lexer
+            return;
+        }
+        self.push(tag, attrs);
+    }
+
+    fn end(&mut self, tag: Tag) {
+        if tag.is_void() {
+            if tag == Tag::Br {
+                self.text.push('\n');
+            }
+            return;
+        }
+        if tag == Tag::Other {
+            return; // an unknown element's end tag: inline, nothing to close reliably
+        }
+        if let Some(k) = self.find_open(tag, &[]) {
+            self.pop_to(k);
+        } else if tag.breaks() {
+            self.flush();
+        }
+    }
+
+    fn text(&mut self, raw: &str) {
+        let t = decode(raw);
+        if self.pre_open > 0 {
+            self.text.push_str(&t);
+            if self.links_open > 0 {
+                self.link_chars += t.chars().count() as u32;
+            }
+            return;
+        }
+        let mut added = 0u32;
+        let starts_space = t.starts_with(char::is_whitespace);
+        for (i, w) in t.split_whitespace().enumerate() {
+            let space = if i == 0 {
+                self.pending_space || starts_space
+            } else {
+                true
+            };
+            if space && !self.text.is_empty() && !self.text.ends_with('\n') {
+                self.text.push(' ');
+                added += 1;
+            }
+            self.text.push_str(w);
+            added += w.chars().count() as u32;
+        }
+        self.pending_space =
+            t.ends_with(char::is_whitespace) || (self.pending_space && t.trim().is_empty());
+        if self.links_open > 0 {
+            self.link_chars += added;
+        }
+    }
+}
+
+/// Builds the page of `html`.
+pub fn build(html: &str) -> Page {
+    let mut b = Builder {
+        page: Page::default(),
+        stack: vec![0],
+        text: String::new(),
+        link_chars: 0,
+        links_open: 0,
+        pre_open: 0,
+        pending_space: false,
+    };
+    b.page.els.push(El {
+        tag: Tag::Html,
+        parent: 0,
+        depth: 0,
+        flags: 0,
+        score: 0.0,
+        chars: 0,
+        link_chars: 0,
+    });
+    let mut lex = Lexer::new(html);
+    while let Some(tok) = lex.next() {
+        match tok {
+            Token::Start {
+                tag: Tag::Title, ..
+            } => {
+                // the lexer skips the title's text as raw text; read it here
+                if b.page.title.is_none() {
+                    b.page.title = lex.raw_text().map(|t| decode(t.trim()).into_owned());
+                }
+            }
+            Token::Start {
+                tag,
+                attrs,
+                self_closing,
+            } => b.start(tag, &attrs, self_closing),
+            Token::End { tag } => b.end(tag),
+            Token::Text(t) => b.text(t),
+        }
+    }
+    b.flush();
+    b.page
+}

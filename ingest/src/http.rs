@@ -119,15 +119,11 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
     };
     let payload = match kind {
         'o' => HttpPayload::Other,
+        // A text content type on bytes that are not text (images, archives served as
+        // text/html): NUL bytes do not occur in text in any ASCII-compatible charset.
+        _ if looks_binary(&body) => HttpPayload::Other,
         k => {
-            let (enc, from) =
-                match charset_param(content_type).and_then(|c| Encoding::for_label(c.as_bytes())) {
-                    Some(e) => (e, "http"),
-                    None => match (k == 'h').then(|| meta_charset(&body)).flatten() {
-                        Some(e) => (e, "meta"),
-                        None => (UTF_8, "default"),
-                    },
-                };
+            let (enc, from) = choose_encoding(content_type, &body, k == 'h');
             // `decode` sniffs a BOM first, as browsers do, and replaces malformed sequences.
             let (text, used, _had_errors) = enc.decode(&body);
             let text = text.into_owned();
@@ -156,6 +152,54 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
         },
         payload,
     })
+}
+
+/// NUL bytes in the first 4 KiB (outside a UTF-16 BOM'd body): not text.
+fn looks_binary(body: &[u8]) -> bool {
+    if body.starts_with(&[0xFF, 0xFE]) || body.starts_with(&[0xFE, 0xFF]) {
+        return false;
+    }
+    body[..body.len().min(4096)].contains(&0)
+}
+
+/// The body's encoding: a BOM; else the declared charset (HTTP header, then `<meta>`) when the
+/// bytes agree with it; else `chardetng`'s guess. A declared UTF-8 that is not valid UTF-8, or
+/// a declared single-byte charset on bytes that are valid UTF-8 with non-ASCII, is a wrong
+/// declaration (both are common) and the bytes win.
+fn choose_encoding(
+    content_type: &str,
+    body: &[u8],
+    html: bool,
+) -> (&'static Encoding, &'static str) {
+    if let Some((e, _)) = Encoding::for_bom(body) {
+        return (e, "bom");
+    }
+    let declared = charset_param(content_type)
+        .and_then(|c| Encoding::for_label(c.as_bytes()))
+        .map(|e| (e, "http"))
+        .or_else(|| {
+            html.then(|| meta_charset(body))
+                .flatten()
+                .map(|e| (e, "meta"))
+        });
+    let utf8 = std::str::from_utf8(body).is_ok();
+    match declared {
+        Some((e, from)) if e == UTF_8 && utf8 => (e, from),
+        Some((e, from)) if e != UTF_8 && !(utf8 && !body.is_ascii()) => (e, from),
+        _ if utf8 => (
+            UTF_8,
+            if declared.is_some() {
+                "bytes"
+            } else {
+                "default"
+            },
+        ),
+        _ => {
+            let mut det = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+            det.feed(body, true);
+            (det.guess(None, chardetng::Utf8Detection::Allow), "detected")
+        }
+    }
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -273,6 +317,44 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn wrong_or_missing_charsets_are_detected_and_binary_bodies_refused() {
+        // no declaration, windows-1252 bytes: detected
+        let r = decode_response(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<p>Le caf\xe9 \xe9tait d\xe9j\xe0 ferm\xe9 quand nous sommes arriv\xe9s \xe0 la gare.</p>",
+        )
+        .unwrap();
+        match r.payload {
+            HttpPayload::Html {
+                text, charset_from, ..
+            } => {
+                assert!(text.contains("café était déjà fermé"), "{text}");
+                assert_eq!(charset_from, "detected");
+            }
+            other => panic!("{other:?}"),
+        }
+        // declared UTF-8 but Latin-1 bytes: the declaration is wrong
+        let r = decode_response(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>na\xefve r\xe9sum\xe9 du caf\xe9 et de la cr\xe8me br\xfbl\xe9e</p>",
+        )
+        .unwrap();
+        assert!(
+            matches!(r.payload, HttpPayload::Html { ref text, charset_from: "detected", .. } if text.contains("résumé"))
+        );
+        // declared Latin-1 but the bytes are UTF-8
+        let r = decode_response(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n<p>déjà vu</p>"
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(
+            matches!(r.payload, HttpPayload::Html { ref text, charset_from: "bytes", .. } if text.contains("déjà"))
+        );
+        // a PNG served as text/html
+        let r = decode_response(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").unwrap();
+        assert!(matches!(r.payload, HttpPayload::Other));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Plan {
     pub shard_bytes: u64,
     pub read: tokenmill_ingest::ReadOptions,
     pub dedup: crate::config::DedupSection,
+    #[serde(default)]
+    pub extract: crate::stages::ExtractSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +79,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         shard_bytes: cfg.output.shard_bytes,
         read: cfg.input.read.clone(),
         dedup: cfg.dedup.clone(),
+        extract: cfg.extract.clone(),
     };
     for p in &inputs {
         let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
@@ -183,6 +186,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         peak_rss_bytes: peak_rss_bytes(),
         skip_samples: total.read.skipped.samples.clone(),
         dedup: crate::dedup_stage::stored_stats(&build_dir),
+        funnel: total.funnel.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&stats).expect("stats serialise");
     json.push(b'\n');

@@ -78,6 +78,8 @@ pub struct OutputConfig {
     pub dir: PathBuf,
     /// A shard is closed once its `.bin` reaches this many bytes.
     pub shard_bytes: u64,
+    /// Keep the text of dropped documents in `excluded/*.parquet`.
+    pub keep_excluded_text: bool,
 }
 
 impl Default for OutputConfig {
@@ -85,6 +87,7 @@ impl Default for OutputConfig {
         OutputConfig {
             dir: PathBuf::new(),
             shard_bytes: DEFAULT_SHARD_BYTES,
+            keep_excluded_text: false,
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct BuildConfig {
     pub tokenizer: TokenizerConfig,
     pub output: OutputConfig,
     pub dedup: DedupSection,
+    /// HTML → text for WARC response records.
+    pub extract: crate::stages::ExtractSection,
     pub run: RunConfig,
 }
 

@@ -1092,6 +1092,7 @@ fn cmd_dedup(a: DedupArgs) -> anyhow::Result<()> {
         output: tokenmill_pipelines::config::OutputConfig {
             dir: a.out.clone(),
             shard_bytes: DEFAULT_SHARD_BYTES,
+            keep_excluded_text: false,
         },
         ..Default::default()
     };

@@ -74,12 +74,14 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         output: OutputConfig {
             dir: dataset.clone(),
             shard_bytes: 256 << 10,
+            keep_excluded_text: false,
         },
         // The corpus has near-duplicates and copies on purpose: dedup catches them.
         dedup: crate::config::DedupSection {
             enabled: true,
             ..Default::default()
         },
+        extract: Default::default(),
         run: RunConfig {
             threads: o.threads,
             quiet: o.quiet,
@@ -154,8 +156,10 @@ fn train_tiny(o: &QuickstartOptions, tokenizer: &Path, dataset: &Path) -> Result
         output: OutputConfig {
             dir: eval.clone(),
             shard_bytes: 256 << 10,
+            keep_excluded_text: false,
         },
         dedup: Default::default(),
+        extract: Default::default(),
         run: RunConfig {
             threads: o.threads,
             quiet: true,

@@ -16,11 +16,15 @@ pub struct TaskStats {
     pub tokens: u64,
     /// UTF-8 bytes of the text that was tokenized.
     pub text_bytes: u64,
+    /// Documents and bytes into and out of each stage (extraction, filters).
+    #[serde(default)]
+    pub funnel: crate::stages::Funnel,
 }
 
 impl TaskStats {
     pub fn merge(&mut self, o: &TaskStats) {
         self.read.merge(&o.read);
+        self.funnel.merge(&o.funnel);
         for (k, v) in &o.dropped {
             *self.dropped.entry(k.clone()).or_default() += v;
         }
@@ -76,6 +80,10 @@ pub struct BuildStats {
     /// The dedup stage, when enabled (its removals are in `documents_skipped` as
     /// `dedup_exact` / `dedup_fuzzy`).
     pub dedup: Option<tokenmill_dedup::DedupStats>,
+    /// Documents and bytes into and out of each stage after reading (extraction, filters);
+    /// what each dropped is in `excluded/*.parquet`.
+    #[serde(default)]
+    pub funnel: crate::stages::Funnel,
 }
 
 impl BuildStats {
@@ -117,6 +125,10 @@ impl BuildStats {
                 "peak RSS MiB",
                 format!("{:.1}", p as f64 / (1 << 20) as f64),
             );
+        }
+        if !self.funnel.rows.is_empty() {
+            s.push_str("  funnel (after reading):\n");
+            s.push_str(&self.funnel.table());
         }
         s
     }

@@ -55,6 +55,13 @@ impl TaskRecord {
 
 /// Removes whatever an interrupted run of `task` left in `out`.
 pub fn clear_task_outputs(out: &Path, task: usize) -> Result<()> {
+    let ex = crate::excluded::path(out, task);
+    for p in [ex.with_extension("parquet.tmp"), ex] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
+            _ => {}
+        }
+    }
     let prefix = shard_prefix(task);
     let rd = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
     for entry in rd {
@@ -81,6 +88,8 @@ pub fn run_task(
     let _span = tracing::info_span!("task", task, input = %input.display()).entered();
     clear_task_outputs(out, task)?;
     let mut reader = DocumentReader::open(input, &cfg.input.read)?;
+    let stages = crate::stages::Stages::new(&cfg.extract)?;
+    let mut drops = crate::excluded::DropWriter::create(out, task, cfg.output.keep_excluded_text)?;
     let mut stats = TaskStats::default();
     let mut shards = Vec::new();
     let mut writer: Option<ShardWriter> = None;
@@ -92,8 +101,10 @@ pub fn run_task(
         let batch = batch?;
         let (docs_before, tokens_before) = (stats.documents_written, stats.tokens);
         let cols = Columns::of(&batch);
-        // Rows with text are tokenized; rows without are dropped with a reason or refused.
+        // Every row goes through the stages (extraction, filters); kept rows are tokenized,
+        // dropped ones counted and recorded with the stage and rule.
         let mut rows = Vec::with_capacity(batch.num_rows());
+        let mut texts: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(batch.num_rows());
         for r in 0..batch.num_rows() {
             let global = doc_in_file;
             doc_in_file += 1;
@@ -101,25 +112,40 @@ pub fn run_task(
                 *stats.dropped.entry(stage.into()).or_default() += 1;
                 continue;
             }
-            match cols.text(r) {
-                Some(t) if !t.trim().is_empty() => rows.push(r),
-                _ if cols.html.is_valid(r) => {
-                    return Err(Error::Unsupported(format!(
-                        "{}: record {} at offset {} is an HTML page (a WARC response record); HTML-to-text extraction is not in tokenmill yet, so `build` cannot use WARC response records: build from the WET files Common Crawl publishes (*.warc.wet.gz) or from extracted JSONL/Parquet",
-                        input.display(),
-                        cols.id.value(r),
-                        cols.offset.value(r)
-                    )));
+            let url = cols.url.is_valid(r).then(|| cols.url.value(r));
+            let doc = crate::stages::DocIn {
+                url,
+                text: cols.text(r),
+                html: cols.html.is_valid(r).then(|| cols.html.value(r)),
+            };
+            match stages.run(doc, &mut stats.funnel) {
+                Ok(kept) => {
+                    rows.push(r);
+                    texts.push(kept.text);
                 }
-                _ => *stats.dropped.entry("empty_text".into()).or_default() += 1,
+                Err(why) => {
+                    let key = if why.stage == "read" {
+                        why.rule.clone()
+                    } else {
+                        why.stage.to_string()
+                    };
+                    *stats.dropped.entry(key).or_default() += 1;
+                    drops.push(
+                        crate::excluded::DroppedDoc {
+                            id: cols.id.value(r),
+                            source: cols.source.value(r),
+                            offset: cols.offset.value(r),
+                            url,
+                            text: doc.text.or(doc.html),
+                        },
+                        &why,
+                    )?;
+                }
             }
         }
-        let texts: Vec<&str> = rows
-            .iter()
-            .map(|&r| cols.text(r).expect("kept rows have text"))
-            .collect();
-        let tokens = tok.encode_batch(&texts)?;
-        for ((&r, text), ids) in rows.iter().zip(&texts).zip(&tokens) {
+        let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+        let tokens = tok.encode_batch(&refs)?;
+        for ((&r, text), ids) in rows.iter().zip(&refs).zip(&tokens) {
             let w = match writer.as_mut() {
                 Some(w) => w,
                 None => writer.insert(ShardWriter::create(
@@ -160,6 +186,7 @@ pub fn run_task(
     if let Some(w) = writer.take() {
         shards.push(w.finish()?);
     }
+    drops.finish()?;
     stats.read = reader.stats().clone();
     let rec = TaskRecord {
         task,

@@ -110,11 +110,12 @@ pub fn article(page: &mut Page, opts: &Options) -> String {
             continue;
         }
         let ld = b.link_chars as f32 / b.chars as f32;
-        if ld > 0.35 {
+        if ld > 0.6 {
             continue;
         }
         let commas = b.text.matches([',', '，', '、']).count() as f32;
-        let pts = 1.0 + commas.min(10.0) + (b.chars as f32 / 100.0).min(3.0);
+        // encyclopedic paragraphs link a lot: their points shrink with it, not vanish
+        let pts = (1.0 + commas.min(10.0) + (b.chars as f32 / 100.0).min(3.0)) * (1.0 - ld);
         // The block's owner is usually the paragraph; its container gets the points.
         let own = &page.els[b.owner as usize];
         let mut e = if matches!(own.tag, Tag::P | Tag::Li | Tag::Pre | Tag::Blockquote)
@@ -199,7 +200,8 @@ pub fn article(page: &mut Page, opts: &Options) -> String {
         }
         let ld = b.link_chars as f32 / b.chars.max(1) as f32;
         let words = b.text.split_whitespace().count();
-        if ld > 0.5 && words < 40 {
+        let prose = words >= 12 && b.text.ends_with(['.', '!', '?', '。', '」', '"', '”', ')']);
+        if ld > 0.5 && words < 40 && !(prose && ld < 0.8) {
             continue; // a link list or a "read more" line
         }
         if opts.favor_precision && words < 4 && !page.els[b.owner as usize].tag.is_heading() {

@@ -231,8 +231,10 @@ fn cfg(inputs: &[PathBuf], out: &Path, on_error: OnError) -> BuildConfig {
         output: OutputConfig {
             dir: out.to_path_buf(),
             shard_bytes: 1 << 20,
+            keep_excluded_text: false,
         },
         dedup: Default::default(),
+        extract: Default::default(),
         run: RunConfig {
             threads: 2,
             quiet: true,

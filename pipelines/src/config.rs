@@ -152,6 +152,14 @@ impl BuildConfig {
                 self.output.shard_bytes
             )));
         }
+        self.input_files()
+    }
+
+    /// The input globs expanded into a sorted, de-duplicated file list.
+    pub fn input_files(&self) -> Result<Vec<PathBuf>> {
+        if self.input.paths.is_empty() {
+            return Err(Error::Config("no inputs: give input paths or globs".into()));
+        }
         let mut files = Vec::new();
         for pat in &self.input.paths {
             let direct = Path::new(pat);

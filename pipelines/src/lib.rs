@@ -13,6 +13,7 @@ pub mod dedup_cmd;
 pub mod dedup_stage;
 pub mod error;
 pub mod excluded;
+pub mod extract_cmd;
 pub mod gemm_bench;
 pub mod inspect;
 pub mod loader_bench;

@@ -31,6 +31,23 @@ enum Cmd {
     Quickstart(QuickstartArgs),
     /// Read inputs, tokenize, and write Megatron-compatible shards with provenance.
     Build(BuildArgs),
+    /// The pipeline up to tokenization: kept documents (JSONL) and dropped ones (Parquet, with
+    /// stage and rule); a single .html file: its extracted text.
+    Extract {
+        /// Input files or globs (WARC, JSONL, Parquet, text), or one .html file.
+        inputs: Vec<String>,
+        /// Output directory (kept.jsonl, excluded/, stats.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A pipeline.toml: its [input], [extract] and [filters] sections apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Drop very short blocks (extraction).
+        #[arg(long)]
+        favor_precision: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a dataset's manifest, or one document with its provenance and text.
     Inspect(InspectArgs),
     /// Recompute every checksum and re-validate every index of a dataset.
@@ -499,6 +516,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
         }
         Cmd::Build(a) => cmd_build(a)?,
+        Cmd::Extract {
+            inputs,
+            out,
+            config,
+            favor_precision,
+            json,
+        } => {
+            let mut cfg = match &config {
+                Some(p) => BuildConfig::from_file(p)?,
+                None => BuildConfig::default(),
+            };
+            cfg.extract.options.favor_precision |= favor_precision;
+            cfg.input.paths.extend(inputs);
+            let single_html = cfg.input.paths.len() == 1
+                && [".html", ".htm", ".html.gz", ".htm.gz"]
+                    .iter()
+                    .any(|e| cfg.input.paths[0].to_ascii_lowercase().ends_with(e));
+            if single_html && out.is_none() {
+                let p = PathBuf::from(&cfg.input.paths[0]);
+                print!(
+                    "{}",
+                    tokenmill_pipelines::extract_cmd::extract_html_file(&p, &cfg.extract.options)?
+                );
+                println!();
+                return Ok(());
+            }
+            let Some(out) = out else {
+                bail!("extract needs --out DIR (or a single .html file to print)");
+            };
+            let inputs = cfg.input_files()?;
+            let st = tokenmill_pipelines::extract_cmd::extract(&cfg, &inputs, &out)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", st.funnel.table());
+                println!(
+                    "{} documents read, {} kept, {} dropped ({} unreadable records); {:.0} documents/s; {}",
+                    st.documents_read,
+                    st.documents_kept,
+                    st.documents_dropped,
+                    st.reader_skips,
+                    st.documents_per_s,
+                    out.join("kept.jsonl").display()
+                );
+            }
+        }
         Cmd::Train {
             config,
             resume,

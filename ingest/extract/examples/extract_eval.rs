@@ -48,6 +48,94 @@ fn prf(o: u64, p: u64, t: u64) -> (f64, f64, f64) {
     (pr, rc, f)
 }
 
+/// Prints the table row of `texts` (one per page) extracted in `best` seconds.
+#[cfg_attr(not(feature = "compare-extractors"), allow(dead_code))]
+fn row(name: &str, pages: &[(String, String, String)], texts: &[String], best: f64, bytes: usize, per_page: bool) {
+    let (mut sp, mut sr, mut sf) = (0.0, 0.0, 0.0);
+    let (mut to, mut tp, mut tt) = (0, 0, 0);
+    for ((id, _, truth), text) in pages.iter().zip(texts) {
+        let (o, p, t) = overlap(text, truth);
+        let (pr, rc, f) = prf(o, p, t);
+        if per_page {
+            println!("{name:<22} {:<14} P {pr:.3} R {rc:.3} F1 {f:.3}", &id[..12]);
+        }
+        sp += pr;
+        sr += rc;
+        sf += f;
+        to += o;
+        tp += p;
+        tt += t;
+    }
+    let n = pages.len() as f64;
+    let (mp, mr, mf) = prf(to, tp, tt);
+    println!(
+        "| {name} | {:.3} | {:.3} | {:.3} | {mp:.3} | {mr:.3} | {mf:.3} | {:.0} | {:.1} |",
+        sp / n,
+        sr / n,
+        sf / n,
+        n / best,
+        bytes as f64 / best / 1e6
+    );
+}
+
+/// The Rust extractors on crates.io, same pages, same metric.
+#[cfg(feature = "compare-extractors")]
+fn peers(pages: &[(String, String, String)], bytes: usize, per_page: bool) {
+    type Run = Box<dyn Fn(&str, &str) -> String>;
+    let runs: Vec<(&str, Run)> = vec![
+        (
+            "trafilatura-rs 0.6 (balanced)",
+            Box::new(|h: &str, _u: &str| {
+                trafilatura::extract(h, &trafilatura::Options::default())
+                    .map(|r| r.content_text)
+                    .unwrap_or_default()
+            }),
+        ),
+        (
+            "trafilatura-rs 0.6 (precision)",
+            Box::new(|h: &str, _u: &str| {
+                let o = trafilatura::Options::default()
+                    .with_focus(trafilatura::ExtractionFocus::FavorPrecision);
+                trafilatura::extract(h, &o).map(|r| r.content_text).unwrap_or_default()
+            }),
+        ),
+        (
+            "dom_smoothie 0.19",
+            Box::new(|h: &str, u: &str| {
+                let cfg = dom_smoothie::Config {
+                    text_mode: dom_smoothie::TextMode::Formatted,
+                    ..Default::default()
+                };
+                dom_smoothie::Readability::new(h, Some(u), Some(cfg))
+                    .and_then(|mut r| r.parse())
+                    .map(|a| a.text_content.to_string())
+                    .unwrap_or_default()
+            }),
+        ),
+    ];
+    let gt: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(&std::env::var("TOKENMILL_TEST_DATA").unwrap_or_else(|_| "../shared/data".into()))
+                .join("extraction/ground-truth.json"),
+        )
+        .expect("ground truth"),
+    )
+    .expect("json");
+    for (name, f) in runs {
+        let mut best = f64::MAX;
+        let mut texts = Vec::new();
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            texts = pages
+                .iter()
+                .map(|(id, h, _)| f(h, gt[id]["url"].as_str().unwrap_or("https://example.com/")))
+                .collect();
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        row(name, pages, &texts, best, bytes, per_page);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args
@@ -83,6 +171,8 @@ fn main() {
     }
     pages.sort();
     let bytes: usize = pages.iter().map(|p| p.1.len()).sum();
+    #[cfg(feature = "compare-extractors")]
+    peers(&pages, bytes, per_page);
     for (name, opts) in [
         ("tokenmill", tokenmill_extract::Options::default()),
         (

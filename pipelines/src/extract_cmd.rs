@@ -1,0 +1,135 @@
+//! `tokenmill extract INPUT... --out DIR`: the pipeline up to, not including, tokenization —
+//! what a recipe keeps, before compute is spent on it. Writes the kept documents (id, source,
+//! offset, url, lang, text) as `DIR/kept.jsonl`, the dropped ones as `DIR/excluded/*.parquet`
+//! (stage, rule, value, threshold), and the funnel as `DIR/stats.json`. A single `.html` file
+//! is extracted and its text printed.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::UInt64Type;
+use serde::Serialize;
+use tokenmill_ingest::{DocumentReader, ReadStats};
+
+use crate::config::BuildConfig;
+use crate::error::{Error, Result};
+use crate::stages::{DocIn, Funnel, Stages};
+
+/// What `extract` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExtractStats {
+    pub documents_read: u64,
+    pub documents_kept: u64,
+    pub documents_dropped: u64,
+    pub reader_skips: u64,
+    pub funnel: Funnel,
+    pub seconds: f64,
+    pub documents_per_s: f64,
+}
+
+/// Extracts the text of one HTML file (gzip allowed): the page's charset from a BOM or
+/// `<meta>`, else UTF-8 if valid, else detected.
+pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::Options) -> Result<String> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut out)
+            .map_err(|e| Error::io(path, e))?;
+        out
+    } else {
+        raw
+    };
+    let resp = tokenmill_ingest::http::decode_response(
+        &[b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n".as_slice(), &bytes].concat(),
+    )
+    .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
+    match resp.payload {
+        tokenmill_ingest::http::HttpPayload::Html { text, .. } => {
+            Ok(tokenmill_extract::extract(&text, opts).text)
+        }
+        _ => Err(Error::Unsupported(format!(
+            "{}: not an HTML page (binary content)",
+            path.display()
+        ))),
+    }
+}
+
+/// Runs the stages of `cfg` over `inputs`, writing into `out`.
+pub fn extract(cfg: &BuildConfig, inputs: &[PathBuf], out: &Path) -> Result<ExtractStats> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let stages = Stages::new(&cfg.extract)?;
+    let kept_path = out.join("kept.jsonl");
+    let tmp = out.join("kept.jsonl.tmp");
+    let mut kept =
+        BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    let mut st = ExtractStats::default();
+    let mut read = ReadStats::default();
+    for (task, input) in inputs.iter().enumerate() {
+        crate::task::clear_task_outputs(out, task)?;
+        let mut drops = crate::excluded::DropWriter::create(out, task, cfg.output.keep_excluded_text)?;
+        let mut reader = DocumentReader::open(input, &cfg.input.read)?;
+        for batch in reader.by_ref() {
+            let batch = batch?;
+            let s = |n: &str| batch.column_by_name(n).expect("document schema").as_string::<i32>().clone();
+            let (id, source, url, text, html, lang) =
+                (s("id"), s("source"), s("url"), s("text"), s("html"), s("lang"));
+            let offset = batch
+                .column_by_name("offset")
+                .expect("document schema")
+                .as_primitive::<UInt64Type>()
+                .clone();
+            for r in 0..batch.num_rows() {
+                fn opt(a: &arrow::array::StringArray, r: usize) -> Option<&str> {
+                    a.is_valid(r).then(|| a.value(r))
+                }
+                let doc = DocIn {
+                    url: opt(&url, r),
+                    text: opt(&text, r),
+                    html: opt(&html, r),
+                };
+                match stages.run(doc, &mut st.funnel) {
+                    Ok(k) => {
+                        st.documents_kept += 1;
+                        let line = serde_json::json!({
+                            "id": id.value(r),
+                            "source": source.value(r),
+                            "offset": offset.value(r),
+                            "url": opt(&url, r),
+                            "lang": k.lang.as_ref().map(|l| l.0.as_str()).or(opt(&lang, r)),
+                            "lang_score": k.lang.as_ref().map(|l| l.1),
+                            "text": k.text,
+                        });
+                        writeln!(kept, "{line}").map_err(|e| Error::io(&tmp, e))?;
+                    }
+                    Err(why) => {
+                        st.documents_dropped += 1;
+                        drops.push(
+                            crate::excluded::DroppedDoc {
+                                id: id.value(r),
+                                source: source.value(r),
+                                offset: offset.value(r),
+                                url: opt(&url, r),
+                                text: opt(&text, r).or(opt(&html, r)),
+                            },
+                            &why,
+                        )?;
+                    }
+                }
+            }
+        }
+        drops.finish()?;
+        read.merge(reader.stats());
+    }
+    kept.flush().map_err(|e| Error::io(&tmp, e))?;
+    drop(kept);
+    std::fs::rename(&tmp, &kept_path).map_err(|e| Error::io(&kept_path, e))?;
+    st.documents_read = read.read();
+    st.reader_skips = read.skipped.by_reason.values().sum();
+    st.seconds = started.elapsed().as_secs_f64();
+    st.documents_per_s = st.documents_read as f64 / st.seconds;
+    let json = serde_json::to_vec_pretty(&st).expect("serialises");
+    tokenmill_shards::atomic_write(&out.join("stats.json"), &json)?;
+    Ok(st)
+}

@@ -1,1 +1,57 @@
-//! Document filters of web-scale pretraining pipelines.
+//! Document filters of web-scale pretraining pipelines, as FineWeb applies them
+//! (datatrove 0.10.1 definitions and thresholds):
+//!
+//! | filter | type | what it does |
+//! |---|---|---|
+//! | URL blocklist | [`UrlFilter`] (from [`UrlFilterConfig`]) | blocked domains and their subdomains, banned URL words and substrings |
+//! | language | [`LanguageFilter`], [`detect`] | whatlang language id, accepted languages and a minimum confidence |
+//! | Gopher repetition | [`GopherRepetition`] | duplicate lines, paragraphs and n-grams |
+//! | Gopher quality | [`GopherQuality`] | word count and length, symbols, bullets, ellipses, alphabetic words, stop words |
+//! | C4 | [`C4Quality`] | removes boilerplate lines; drops `lorem ipsum`, code, too few sentences; rewrites the text |
+//! | FineWeb | [`FineWebQuality`] | lines ending in punctuation, short lines, duplicated line characters, newlines per word |
+//! | PII | [`PiiFormatter`] | replaces e-mail and public IP addresses |
+//!
+//! A filter never fails on a document: it keeps it (`Ok`) or says why it drops it ([`Drop`]:
+//! filter, rule, measured value, threshold). The measuring filters also report every measured
+//! value (`scores`) for score columns. Settings are serde structs with FineWeb's defaults, one
+//! table each in [`FiltersConfig`]; `docs/filters.md` documents the rules and the measurements
+//! on real corpora.
+//!
+//! ```
+//! use tokenmill_filters::{FiltersConfig, GopherQuality, detect};
+//!
+//! let text = "A text far too short to train on.";
+//! let drop = GopherQuality::default().check(text).unwrap_err();
+//! assert_eq!((drop.filter, drop.rule, drop.value, drop.threshold), ("gopher_quality", "words", 8.0, 50.0));
+//! assert_eq!(drop.to_string(), "dropped by gopher_quality/words: 8 (threshold 50)");
+//!
+//! // All quality filters in FineWeb's order; C4 may rewrite the text that is kept.
+//! assert!(FiltersConfig::default().quality(text).is_err());
+//! assert_eq!(detect("Der schnelle braune Fuchs springt über den faulen Hund.").map(|g| g.code), Some("deu"));
+//! ```
+
+mod c4;
+mod config;
+mod error;
+mod fineweb;
+mod gopher;
+mod hash;
+mod lang;
+mod pii;
+pub mod punct;
+mod url;
+mod verdict;
+pub mod words;
+
+#[cfg(test)]
+mod testutil;
+
+pub use c4::{C4LineCounts, C4Quality, POLICY_SUBSTRINGS};
+pub use config::FiltersConfig;
+pub use error::{Error, Result};
+pub use fineweb::FineWebQuality;
+pub use gopher::{GOPHER_STOP_WORDS, GopherQuality, GopherRepetition};
+pub use lang::{LangGuess, LanguageFilter, detect, supported_languages};
+pub use pii::{PiiFormatter, is_public_ipv4, is_public_ipv6};
+pub use url::{UrlFilter, UrlFilterConfig};
+pub use verdict::Drop;

@@ -1,0 +1,380 @@
+//! The character sets that datatrove's filters are defined over (`datatrove/utils/text.py`
+//! in datatrove 0.10.1, and spaCy's sentencizer for sentence ends), as sorted tables.
+//!
+//! * [`is_terminal_punctuation`]: datatrove's `TERMINAL_PUNCTUATION`, 159 sentence-final
+//!   characters across scripts (its only ASCII members are `!`, `.` and `?`). The FineWeb
+//!   filter's default `stop_chars`.
+//! * [`is_punctuation`]: datatrove's `PUNCTUATION_SET`, 281 code points: its `PUNCTUATION`
+//!   string (66 printable characters, fullwidth `％` and `１` included, plus the control
+//!   characters U+0000–0008, U+000B–001F and U+007F–009F; not tab, not newline) together with
+//!   `TERMINAL_PUNCTUATION`. Gopher quality counts a token as a word when it has a character
+//!   outside this set.
+//! * [`is_sentence_end`]: the 128 `punct_chars` of spaCy's `Sentencizer`, which datatrove's
+//!   English `split_into_sentences` uses.
+
+/// Whether `c` is one of datatrove's 159 `TERMINAL_PUNCTUATION` characters.
+pub fn is_terminal_punctuation(c: char) -> bool {
+    TERMINAL_PUNCTUATION.binary_search(&c).is_ok()
+}
+
+/// Whether `c` is in datatrove's `PUNCTUATION_SET` (281 code points).
+pub fn is_punctuation(c: char) -> bool {
+    if c.is_ascii_alphanumeric() || c == ' ' {
+        return false;
+    }
+    PUNCTUATION.binary_search(&c).is_ok() || is_terminal_punctuation(c)
+}
+
+/// Whether `c` ends a sentence for spaCy's sentencizer (128 characters).
+pub fn is_sentence_end(c: char) -> bool {
+    SENTENCE_END.binary_search(&c).is_ok()
+}
+
+const TERMINAL_PUNCTUATION: [char; 159] = [
+    '\u{21}',
+    '\u{2E}',
+    '\u{3F}',
+    '\u{589}',
+    '\u{61D}',
+    '\u{61E}',
+    '\u{61F}',
+    '\u{6D4}',
+    '\u{700}',
+    '\u{701}',
+    '\u{702}',
+    '\u{7F9}',
+    '\u{837}',
+    '\u{839}',
+    '\u{83D}',
+    '\u{83E}',
+    '\u{964}',
+    '\u{965}',
+    '\u{104A}',
+    '\u{104B}',
+    '\u{1362}',
+    '\u{1367}',
+    '\u{1368}',
+    '\u{166E}',
+    '\u{1735}',
+    '\u{1736}',
+    '\u{17D4}',
+    '\u{17D5}',
+    '\u{17D6}',
+    '\u{17D9}',
+    '\u{17DA}',
+    '\u{1803}',
+    '\u{1809}',
+    '\u{1944}',
+    '\u{1945}',
+    '\u{1AA8}',
+    '\u{1AA9}',
+    '\u{1AAA}',
+    '\u{1AAB}',
+    '\u{1B5A}',
+    '\u{1B5B}',
+    '\u{1B5E}',
+    '\u{1B5F}',
+    '\u{1B7D}',
+    '\u{1B7E}',
+    '\u{1C3B}',
+    '\u{1C3C}',
+    '\u{1C7E}',
+    '\u{1C7F}',
+    '\u{203C}',
+    '\u{203D}',
+    '\u{2047}',
+    '\u{2048}',
+    '\u{2049}',
+    '\u{2E2E}',
+    '\u{2E3C}',
+    '\u{2E53}',
+    '\u{2E54}',
+    '\u{3002}',
+    '\u{A4FF}',
+    '\u{A60E}',
+    '\u{A60F}',
+    '\u{A6F3}',
+    '\u{A6F7}',
+    '\u{A876}',
+    '\u{A877}',
+    '\u{A8CE}',
+    '\u{A8CF}',
+    '\u{A92F}',
+    '\u{A9C8}',
+    '\u{A9C9}',
+    '\u{AA5D}',
+    '\u{AA5E}',
+    '\u{AA5F}',
+    '\u{AAF0}',
+    '\u{AAF1}',
+    '\u{ABEB}',
+    '\u{FE52}',
+    '\u{FE56}',
+    '\u{FE57}',
+    '\u{FF01}',
+    '\u{FF0E}',
+    '\u{FF1F}',
+    '\u{FF61}',
+    '\u{10A56}',
+    '\u{10A57}',
+    '\u{10F55}',
+    '\u{10F56}',
+    '\u{10F57}',
+    '\u{10F58}',
+    '\u{10F59}',
+    '\u{10F86}',
+    '\u{10F87}',
+    '\u{10F88}',
+    '\u{10F89}',
+    '\u{11047}',
+    '\u{11048}',
+    '\u{110BE}',
+    '\u{110BF}',
+    '\u{110C0}',
+    '\u{110C1}',
+    '\u{11141}',
+    '\u{11142}',
+    '\u{11143}',
+    '\u{111C5}',
+    '\u{111C6}',
+    '\u{111CD}',
+    '\u{111DE}',
+    '\u{111DF}',
+    '\u{11238}',
+    '\u{11239}',
+    '\u{1123B}',
+    '\u{1123C}',
+    '\u{112A9}',
+    '\u{1144B}',
+    '\u{1144C}',
+    '\u{115C2}',
+    '\u{115C3}',
+    '\u{115C9}',
+    '\u{115CA}',
+    '\u{115CB}',
+    '\u{115CC}',
+    '\u{115CD}',
+    '\u{115CE}',
+    '\u{115CF}',
+    '\u{115D0}',
+    '\u{115D1}',
+    '\u{115D2}',
+    '\u{115D3}',
+    '\u{115D4}',
+    '\u{115D5}',
+    '\u{115D6}',
+    '\u{115D7}',
+    '\u{11641}',
+    '\u{11642}',
+    '\u{1173C}',
+    '\u{1173D}',
+    '\u{1173E}',
+    '\u{11944}',
+    '\u{11946}',
+    '\u{11A42}',
+    '\u{11A43}',
+    '\u{11A9B}',
+    '\u{11A9C}',
+    '\u{11C41}',
+    '\u{11C42}',
+    '\u{11EF7}',
+    '\u{11EF8}',
+    '\u{11F43}',
+    '\u{11F44}',
+    '\u{16A6E}',
+    '\u{16A6F}',
+    '\u{16AF5}',
+    '\u{16B37}',
+    '\u{16B38}',
+    '\u{16B44}',
+    '\u{16E98}',
+    '\u{1BC9F}',
+    '\u{1DA88}',
+];
+const SENTENCE_END: [char; 128] = [
+    '\u{21}',
+    '\u{2E}',
+    '\u{3F}',
+    '\u{589}',
+    '\u{61F}',
+    '\u{6D4}',
+    '\u{700}',
+    '\u{701}',
+    '\u{702}',
+    '\u{7F9}',
+    '\u{964}',
+    '\u{965}',
+    '\u{104A}',
+    '\u{104B}',
+    '\u{1362}',
+    '\u{1367}',
+    '\u{1368}',
+    '\u{166E}',
+    '\u{1735}',
+    '\u{1736}',
+    '\u{1803}',
+    '\u{1809}',
+    '\u{1944}',
+    '\u{1945}',
+    '\u{1AA8}',
+    '\u{1AA9}',
+    '\u{1AAA}',
+    '\u{1AAB}',
+    '\u{1B5A}',
+    '\u{1B5B}',
+    '\u{1B5E}',
+    '\u{1B5F}',
+    '\u{1C3B}',
+    '\u{1C3C}',
+    '\u{1C7E}',
+    '\u{1C7F}',
+    '\u{203C}',
+    '\u{203D}',
+    '\u{2047}',
+    '\u{2048}',
+    '\u{2049}',
+    '\u{2E2E}',
+    '\u{2E3C}',
+    '\u{3002}',
+    '\u{A4FF}',
+    '\u{A60E}',
+    '\u{A60F}',
+    '\u{A6F3}',
+    '\u{A6F7}',
+    '\u{A876}',
+    '\u{A877}',
+    '\u{A8CE}',
+    '\u{A8CF}',
+    '\u{A92F}',
+    '\u{A9C8}',
+    '\u{A9C9}',
+    '\u{AA5D}',
+    '\u{AA5E}',
+    '\u{AA5F}',
+    '\u{AAF0}',
+    '\u{AAF1}',
+    '\u{ABEB}',
+    '\u{FE52}',
+    '\u{FE56}',
+    '\u{FE57}',
+    '\u{FF01}',
+    '\u{FF0E}',
+    '\u{FF1F}',
+    '\u{FF61}',
+    '\u{10A56}',
+    '\u{10A57}',
+    '\u{11047}',
+    '\u{11048}',
+    '\u{110BE}',
+    '\u{110BF}',
+    '\u{110C0}',
+    '\u{110C1}',
+    '\u{11141}',
+    '\u{11142}',
+    '\u{11143}',
+    '\u{111C5}',
+    '\u{111C6}',
+    '\u{111CD}',
+    '\u{111DE}',
+    '\u{111DF}',
+    '\u{11238}',
+    '\u{11239}',
+    '\u{1123B}',
+    '\u{1123C}',
+    '\u{112A9}',
+    '\u{1144B}',
+    '\u{1144C}',
+    '\u{115C2}',
+    '\u{115C3}',
+    '\u{115C9}',
+    '\u{115CA}',
+    '\u{115CB}',
+    '\u{115CC}',
+    '\u{115CD}',
+    '\u{115CE}',
+    '\u{115CF}',
+    '\u{115D0}',
+    '\u{115D1}',
+    '\u{115D2}',
+    '\u{115D3}',
+    '\u{115D4}',
+    '\u{115D5}',
+    '\u{115D6}',
+    '\u{115D7}',
+    '\u{11641}',
+    '\u{11642}',
+    '\u{1173C}',
+    '\u{1173D}',
+    '\u{1173E}',
+    '\u{11A42}',
+    '\u{11A43}',
+    '\u{11A9B}',
+    '\u{11A9C}',
+    '\u{11C41}',
+    '\u{11C42}',
+    '\u{16A6E}',
+    '\u{16A6F}',
+    '\u{16AF5}',
+    '\u{16B37}',
+    '\u{16B38}',
+    '\u{16B44}',
+    '\u{1BC9F}',
+    '\u{1DA88}',
+];
+const PUNCTUATION: [char; 129] = [
+    '\u{0}', '\u{1}', '\u{2}', '\u{3}', '\u{4}', '\u{5}', '\u{6}', '\u{7}', '\u{8}', '\u{B}',
+    '\u{C}', '\u{D}', '\u{E}', '\u{F}', '\u{10}', '\u{11}', '\u{12}', '\u{13}', '\u{14}', '\u{15}',
+    '\u{16}', '\u{17}', '\u{18}', '\u{19}', '\u{1A}', '\u{1B}', '\u{1C}', '\u{1D}', '\u{1E}',
+    '\u{1F}', '\u{21}', '\u{22}', '\u{23}', '\u{24}', '\u{25}', '\u{26}', '\u{27}', '\u{28}',
+    '\u{29}', '\u{2A}', '\u{2B}', '\u{2C}', '\u{2D}', '\u{2E}', '\u{2F}', '\u{3A}', '\u{3B}',
+    '\u{3C}', '\u{3D}', '\u{3E}', '\u{3F}', '\u{40}', '\u{5B}', '\u{5C}', '\u{5D}', '\u{5E}',
+    '\u{5F}', '\u{60}', '\u{7B}', '\u{7C}', '\u{7D}', '\u{7E}', '\u{7F}', '\u{80}', '\u{81}',
+    '\u{82}', '\u{83}', '\u{84}', '\u{85}', '\u{86}', '\u{87}', '\u{88}', '\u{89}', '\u{8A}',
+    '\u{8B}', '\u{8C}', '\u{8D}', '\u{8E}', '\u{8F}', '\u{90}', '\u{91}', '\u{92}', '\u{93}',
+    '\u{94}', '\u{95}', '\u{96}', '\u{97}', '\u{98}', '\u{99}', '\u{9A}', '\u{9B}', '\u{9C}',
+    '\u{9D}', '\u{9E}', '\u{9F}', '\u{AB}', '\u{B4}', '\u{BB}', '\u{2013}', '\u{2014}', '\u{2019}',
+    '\u{201C}', '\u{201D}', '\u{201E}', '\u{2026}', '\u{2236}', '\u{2501}', '\u{25BA}', '\u{3001}',
+    '\u{3002}', '\u{3008}', '\u{3009}', '\u{300A}', '\u{300B}', '\u{300C}', '\u{300D}', '\u{3010}',
+    '\u{3011}', '\u{FF01}', '\u{FF05}', '\u{FF08}', '\u{FF09}', '\u{FF0C}', '\u{FF0E}', '\u{FF11}',
+    '\u{FF1A}', '\u{FF1B}', '\u{FF1F}', '\u{FF5E}',
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_sorted_and_have_datatroves_sizes() {
+        for table in [
+            &TERMINAL_PUNCTUATION[..],
+            &SENTENCE_END[..],
+            &PUNCTUATION[..],
+        ] {
+            assert!(table.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert_eq!(TERMINAL_PUNCTUATION.len(), 159);
+        assert_eq!(SENTENCE_END.len(), 128);
+        assert_eq!(PUNCTUATION.len(), 129);
+        let union = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_punctuation(c));
+        assert_eq!(union.count(), 281);
+    }
+
+    #[test]
+    fn members() {
+        for c in ['!', '.', '?', '。', '।', '؟'] {
+            assert!(is_terminal_punctuation(c), "{c:?}");
+        }
+        for c in ['"', '\'', ',', 'a', '…'] {
+            assert!(!is_terminal_punctuation(c), "{c:?}");
+        }
+        for c in ['#', '…', '％', '１', '\u{0}', '\u{7f}', '»', '。'] {
+            assert!(is_punctuation(c), "{c:?}");
+        }
+        for c in ['a', '1', ' ', '\t', '\n', 'é', '¿'] {
+            assert!(!is_punctuation(c), "{c:?}");
+        }
+        assert!(is_sentence_end('。') && is_sentence_end('!') && !is_sentence_end('…'));
+    }
+}

@@ -185,7 +185,7 @@ fn choose_encoding(
     let utf8 = std::str::from_utf8(body).is_ok();
     match declared {
         Some((e, from)) if e == UTF_8 && utf8 => (e, from),
-        Some((e, from)) if e != UTF_8 && !(utf8 && !body.is_ascii()) => (e, from),
+        Some((e, from)) if e != UTF_8 && (!utf8 || body.is_ascii()) => (e, from),
         _ if utf8 => (
             UTF_8,
             if declared.is_some() {

@@ -41,6 +41,8 @@ pub struct Plan {
     pub dedup: crate::config::DedupSection,
     #[serde(default)]
     pub extract: crate::stages::ExtractSection,
+    #[serde(default)]
+    pub filters: Option<tokenmill_filters::FiltersConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +82,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         read: cfg.input.read.clone(),
         dedup: cfg.dedup.clone(),
         extract: cfg.extract.clone(),
+        filters: cfg.filters.clone(),
     };
     for p in &inputs {
         let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();

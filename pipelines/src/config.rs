@@ -121,6 +121,8 @@ pub struct BuildConfig {
     pub dedup: DedupSection,
     /// HTML → text for WARC response records.
     pub extract: crate::stages::ExtractSection,
+    /// The filters (FineWeb's recipe); absent = none.
+    pub filters: Option<tokenmill_filters::FiltersConfig>,
     pub run: RunConfig,
 }
 

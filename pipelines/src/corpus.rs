@@ -408,3 +408,161 @@ pub fn write_corpus(
     }
     Ok(paths)
 }
+
+/// One WARC record, gzip-compressed as its own member (as Common Crawl writes them).
+fn warc_record(out: &mut Vec<u8>, headers: &[(&str, String)], block: &[u8]) {
+    let mut rec = b"WARC/1.0\r\n".to_vec();
+    for (k, v) in headers {
+        rec.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    rec.extend_from_slice(format!("Content-Length: {}\r\n\r\n", block.len()).as_bytes());
+    rec.extend_from_slice(block);
+    rec.extend_from_slice(b"\r\n\r\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&rec).expect("in memory");
+    out.extend(gz.finish().expect("in memory"));
+}
+
+fn html_escape_text(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A web page around an article: navigation, a cookie banner, share buttons, related links, a
+/// comment section and a footer — what extraction must take away.
+fn page(r: &mut SplitMix64, site: &str, title: &str, body: &str) -> String {
+    let paras: String = body
+        .split("\n\n")
+        .skip(1)
+        .map(|p| format!("<p>{}</p>\n", html_escape_text(p)))
+        .collect();
+    let related: String = (0..5)
+        .map(|i| {
+            format!(
+                "<li><a href=\"/story/{i}\">{} {}</a></li>",
+                r.pick(ADJ),
+                r.pick(PLACES)
+            )
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html><html><head><title>{t} | {site}</title><script>var ga = 1;</script>\
+         <style>.nav{{color:red}}</style></head><body>\
+         <div class=\"cookie-banner\">We use cookies to improve your experience. Accept all</div>\
+         <header class=\"site-header\"><nav class=\"main-nav\"><ul><li><a href=\"/\">Home</a></li>\
+         <li><a href=\"/news\">News</a></li><li><a href=\"/sport\">Sport</a></li>\
+         <li><a href=\"/about\">About us</a></li></ul></nav></header>\
+         <main><article><h1>{t}</h1><div class=\"byline\">By staff writer</div>\
+         <div class=\"article-body\">{paras}</div>\
+         <div class=\"share-bar\"><a href=\"#\">Share</a> <a href=\"#\">Tweet</a></div></article>\
+         <aside class=\"related\"><h3>Related stories</h3><ul>{related}</ul></aside>\
+         <section id=\"comments\"><h3>Comments</h3><p>First! Great article, thanks.</p></section>\
+         </main><footer>© 2026 {site}. All rights reserved. <a href=\"/privacy\">Privacy</a></footer>\
+         </body></html>",
+        t = html_escape_text(title),
+    )
+}
+
+/// Writes a WARC file of `pages` HTML responses (with their request records) — articles in page
+/// furniture, some near-empty pages — plus what crawls also hold: a 404, a redirect, an image,
+/// binary bytes served as `text/html`, a page in windows-1252 that declares no charset. Returns
+/// its path.
+pub fn write_warc(dir: &Path, pages: usize, seed: u64) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut r = SplitMix64(seed);
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    let mut id = |r: &mut SplitMix64| {
+        n += 1;
+        format!(
+            "<urn:uuid:{:08x}-0000-4000-8000-{:012x}>",
+            r.next_u64() as u32,
+            n
+        )
+    };
+    let date = "2026-11-01T12:00:00Z".to_string();
+    let mut response = |out: &mut Vec<u8>, r: &mut SplitMix64, url: &str, http: Vec<u8>| {
+        let rid = id(r);
+        warc_record(
+            out,
+            &[
+                ("WARC-Type", "request".into()),
+                ("WARC-Record-ID", id(r)),
+                ("WARC-Date", date.clone()),
+                ("WARC-Target-URI", url.to_string()),
+                ("Content-Type", "application/http; msgtype=request".into()),
+            ],
+            format!("GET / HTTP/1.1\r\nHost: {url}\r\n\r\n").as_bytes(),
+        );
+        warc_record(
+            out,
+            &[
+                ("WARC-Type", "response".into()),
+                ("WARC-Record-ID", rid),
+                ("WARC-Date", date.clone()),
+                ("WARC-Target-URI", url.to_string()),
+                ("Content-Type", "application/http; msgtype=response".into()),
+            ],
+            &http,
+        );
+    };
+    for i in 0..pages {
+        let site = r.pick(SITES);
+        let (topic, text) = article(&mut r);
+        let title = text.lines().next().unwrap_or("").to_string();
+        let body = if i % 10 == 9 {
+            // a page whose article is a single line: extraction keeps little, filters drop it
+            format!("{title}\n\nClick here")
+        } else {
+            text
+        };
+        let html = page(&mut r, site, &title, &body);
+        let http = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{html}",
+            html.len()
+        );
+        response(
+            &mut out,
+            &mut r,
+            &format!("https://{site}.example/{topic}/{i}"),
+            http.into_bytes(),
+        );
+    }
+    response(
+        &mut out,
+        &mut r,
+        "https://gone.example/missing",
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\n<html><body>Not found</body></html>".to_vec(),
+    );
+    response(
+        &mut out,
+        &mut r,
+        "https://moved.example/",
+        b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://moved.example/new\r\n\r\n".to_vec(),
+    );
+    response(
+        &mut out,
+        &mut r,
+        "https://images.example/logo.png",
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+            .to_vec(),
+    );
+    response(
+        &mut out,
+        &mut r,
+        "https://broken.example/page",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n\x00\x01\x02\x03binary\x00\xff\xfe"
+            .to_vec(),
+    );
+    let mut latin1 =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body><article><p>".to_vec();
+    latin1.extend_from_slice(
+        b"Le caf\xe9 de la gare \xe9tait d\xe9j\xe0 ferm\xe9 quand nous sommes arriv\xe9s, et la cr\xe8me br\xfbl\xe9e aussi.",
+    );
+    latin1.extend_from_slice(b"</p></article></body></html>");
+    response(&mut out, &mut r, "https://cafe.example/fr", latin1);
+    let path = dir.join("crawl-00.warc.gz");
+    tokenmill_shards::atomic_write(&path, &out)?;
+    Ok(path)
+}

@@ -41,7 +41,11 @@ pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::Options) -> Resu
         raw
     };
     let resp = tokenmill_ingest::http::decode_response(
-        &[b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n".as_slice(), &bytes].concat(),
+        &[
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n".as_slice(),
+            &bytes,
+        ]
+        .concat(),
     )
     .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
     match resp.payload {
@@ -59,22 +63,34 @@ pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::Options) -> Resu
 pub fn extract(cfg: &BuildConfig, inputs: &[PathBuf], out: &Path) -> Result<ExtractStats> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let stages = Stages::new(&cfg.extract)?;
+    let stages = Stages::new(&cfg.extract, cfg.filters.as_ref())?;
     let kept_path = out.join("kept.jsonl");
     let tmp = out.join("kept.jsonl.tmp");
-    let mut kept =
-        BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    let mut kept = BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
     let mut st = ExtractStats::default();
     let mut read = ReadStats::default();
     for (task, input) in inputs.iter().enumerate() {
         crate::task::clear_task_outputs(out, task)?;
-        let mut drops = crate::excluded::DropWriter::create(out, task, cfg.output.keep_excluded_text)?;
+        let mut drops =
+            crate::excluded::DropWriter::create(out, task, cfg.output.keep_excluded_text)?;
         let mut reader = DocumentReader::open(input, &cfg.input.read)?;
         for batch in reader.by_ref() {
             let batch = batch?;
-            let s = |n: &str| batch.column_by_name(n).expect("document schema").as_string::<i32>().clone();
-            let (id, source, url, text, html, lang) =
-                (s("id"), s("source"), s("url"), s("text"), s("html"), s("lang"));
+            let s = |n: &str| {
+                batch
+                    .column_by_name(n)
+                    .expect("document schema")
+                    .as_string::<i32>()
+                    .clone()
+            };
+            let (id, source, url, text, html, lang) = (
+                s("id"),
+                s("source"),
+                s("url"),
+                s("text"),
+                s("html"),
+                s("lang"),
+            );
             let offset = batch
                 .column_by_name("offset")
                 .expect("document schema")

@@ -59,8 +59,15 @@ enum Cmd {
     /// Exact and fuzzy (MinHash LSH) dedup of documents; writes kept/removed/clusters Parquet.
     Dedup(DedupArgs),
     /// SQL (DataFusion) over the Parquet files of a directory, each a table named by its file
-    /// stem (`kept`, `removed`, `clusters`; `shard-…` provenance tables as `provenance`).
-    Sql { dir: PathBuf, query: String },
+    /// stem (`kept`, `removed`, `clusters`); a dataset's provenance tables as `provenance`, its
+    /// dropped documents as `excluded`; a training run's loss table as `losses`.
+    Sql {
+        dir: PathBuf,
+        query: String,
+        /// One JSON object per row instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Tokenizer utilities.
     #[command(subcommand)]
     Tokenizer(TokenizerCmd),
@@ -700,9 +707,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} ({} parameters)", out.display(), m.layout.len());
         }
         Cmd::Dedup(a) => cmd_dedup(a)?,
-        Cmd::Sql { dir, query } => {
+        Cmd::Sql { dir, query, json } => {
             let batches = tokenmill_pipelines::sql::query_dir(&dir, &query)?;
-            println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+            if json {
+                let mut w = arrow::json::LineDelimitedWriter::new(std::io::stdout().lock());
+                for b in &batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            } else {
+                println!("{}", arrow::util::pretty::pretty_format_batches(&batches)?);
+            }
         }
         Cmd::Inspect(a) => cmd_inspect(a)?,
         Cmd::Verify { dataset, json } => {

@@ -82,6 +82,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
             ..Default::default()
         },
         extract: Default::default(),
+        filters: None,
         run: RunConfig {
             threads: o.threads,
             quiet: o.quiet,
@@ -160,6 +161,7 @@ fn train_tiny(o: &QuickstartOptions, tokenizer: &Path, dataset: &Path) -> Result
         },
         dedup: Default::default(),
         extract: Default::default(),
+        filters: None,
         run: RunConfig {
             threads: o.threads,
             quiet: true,

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 
 /// Registers the Parquet files of `dir` as tables and runs `query`. A file `name.parquet` is the
 /// table `name`; the per-shard provenance tables `*.prov.parquet` of a dataset are together the
-/// table `provenance`; in a training run's directory, the files of its per-document loss table
+/// table `provenance`, its dropped documents (`excluded/*.parquet`) the table `excluded`; in a
+/// training run's directory, the files of its per-document loss table
 /// (`losses/seq-*.parquet`) are the table `losses`.
 pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -37,6 +38,15 @@ pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
         for (t, p) in &tables {
             ctx.register_parquet(t, p, ParquetReadOptions::default())
                 .await?;
+        }
+        let excluded = dir.join("excluded");
+        if excluded.is_dir() && std::fs::read_dir(&excluded).is_ok_and(|mut d| d.next().is_some()) {
+            ctx.register_parquet(
+                "excluded",
+                excluded.to_string_lossy().as_ref(),
+                ParquetReadOptions::default(),
+            )
+            .await?;
         }
         let losses = dir.join("losses");
         if losses.is_dir() {

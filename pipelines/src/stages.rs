@@ -156,14 +156,115 @@ impl Funnel {
 #[derive(Debug)]
 pub struct Stages {
     extract: ExtractSection,
+    filters: Option<tokenmill_filters::FiltersConfig>,
+    url: Option<tokenmill_filters::UrlFilter>,
+}
+
+fn dropped(d: tokenmill_filters::Drop) -> Dropped {
+    Dropped {
+        stage: d.filter,
+        rule: d.rule.to_string(),
+        value: d.value,
+        threshold: d.threshold,
+    }
 }
 
 impl Stages {
-    /// The stages of a build configuration.
-    pub fn new(extract: &ExtractSection) -> Result<Self> {
+    /// The stages of a build configuration: extraction, and with a `[filters]` table the
+    /// FineWeb recipe (each filter on unless `enabled = false`).
+    pub fn new(
+        extract: &ExtractSection,
+        filters: Option<&tokenmill_filters::FiltersConfig>,
+    ) -> Result<Self> {
+        let url = match filters {
+            Some(f) if f.url.enabled => Some(
+                f.url
+                    .build()
+                    .map_err(|e| crate::error::Error::Config(format!("[filters.url]: {e}")))?,
+            ),
+            _ => None,
+        };
+        if let Some(f) = filters {
+            f.validate()
+                .map_err(|e| crate::error::Error::Config(format!("[filters]: {e}")))?;
+        }
         Ok(Stages {
             extract: extract.clone(),
+            filters: filters.cloned(),
+            url,
         })
+    }
+
+    /// Runs `text` through the filters (after extraction).
+    fn filter<'a>(
+        &self,
+        f: &tokenmill_filters::FiltersConfig,
+        text: Cow<'a, str>,
+        funnel: &mut Funnel,
+    ) -> std::result::Result<Kept<'a>, Dropped> {
+        let n = text.len();
+        let mut lang = None;
+        if f.language.enabled {
+            let (guess, verdict) = f.language.check_text(&text);
+            lang = guess.map(|g| (g.code.to_string(), g.confidence));
+            if let Err(d) = verdict {
+                funnel.drop("language", d.rule, n);
+                return Err(dropped(d));
+            }
+            funnel.pass("language", n, n);
+        }
+        for (stage, on, check) in [
+            (
+                "gopher_repetition",
+                f.gopher_repetition.enabled,
+                &(|t: &str| f.gopher_repetition.check(t))
+                    as &dyn Fn(&str) -> std::result::Result<(), tokenmill_filters::Drop>,
+            ),
+            ("gopher_quality", f.gopher_quality.enabled, &|t: &str| {
+                f.gopher_quality.check(t)
+            }),
+        ] {
+            if on {
+                if let Err(d) = check(&text) {
+                    funnel.drop(stage, d.rule, n);
+                    return Err(dropped(d));
+                }
+                funnel.pass(stage, n, n);
+            }
+        }
+        let text = if f.c4.enabled {
+            match f.c4.apply(&text) {
+                Ok(t) => {
+                    funnel.pass("c4", n, t.len());
+                    Cow::Owned(t)
+                }
+                Err(d) => {
+                    funnel.drop("c4", d.rule, n);
+                    return Err(dropped(d));
+                }
+            }
+        } else {
+            text
+        };
+        let n = text.len();
+        if f.fineweb.enabled {
+            if let Err(d) = f.fineweb.check(&text) {
+                funnel.drop("fineweb", d.rule, n);
+                return Err(dropped(d));
+            }
+            funnel.pass("fineweb", n, n);
+        }
+        let text = if f.pii.enabled {
+            let t = match f.pii.apply(&text) {
+                Cow::Borrowed(_) => text,
+                Cow::Owned(o) => Cow::Owned(o),
+            };
+            funnel.pass("pii", n, t.len());
+            t
+        } else {
+            text
+        };
+        Ok(Kept { text, lang })
     }
 
     /// Runs `doc` through the stages, counting it in `funnel`.
@@ -172,6 +273,16 @@ impl Stages {
         doc: DocIn<'a>,
         funnel: &mut Funnel,
     ) -> std::result::Result<Kept<'a>, Dropped> {
+        if let Some(u) = &self.url {
+            let n = doc.text.or(doc.html).map_or(0, str::len);
+            match doc.url.map(|url| u.check(url)) {
+                Some(Err(d)) => {
+                    funnel.drop("url", d.rule, n);
+                    return Err(dropped(d));
+                }
+                _ => funnel.pass("url", n, n),
+            }
+        }
         let text: Cow<'a, str> = match (doc.text, doc.html) {
             (Some(t), _) if !t.trim().is_empty() => Cow::Borrowed(t),
             (_, Some(h)) if self.extract.enabled => {
@@ -209,7 +320,9 @@ impl Stages {
                 });
             }
         };
-        let _ = doc.url;
-        Ok(Kept { text, lang: None })
+        match &self.filters {
+            Some(f) => self.filter(f, text, funnel),
+            None => Ok(Kept { text, lang: None }),
+        }
     }
 }

@@ -88,7 +88,7 @@ pub fn run_task(
     let _span = tracing::info_span!("task", task, input = %input.display()).entered();
     clear_task_outputs(out, task)?;
     let mut reader = DocumentReader::open(input, &cfg.input.read)?;
-    let stages = crate::stages::Stages::new(&cfg.extract)?;
+    let stages = crate::stages::Stages::new(&cfg.extract, cfg.filters.as_ref())?;
     let mut drops = crate::excluded::DropWriter::create(out, task, cfg.output.keep_excluded_text)?;
     let mut stats = TaskStats::default();
     let mut shards = Vec::new();

@@ -50,7 +50,14 @@ fn prf(o: u64, p: u64, t: u64) -> (f64, f64, f64) {
 
 /// Prints the table row of `texts` (one per page) extracted in `best` seconds.
 #[cfg_attr(not(feature = "compare-extractors"), allow(dead_code))]
-fn row(name: &str, pages: &[(String, String, String)], texts: &[String], best: f64, bytes: usize, per_page: bool) {
+fn row(
+    name: &str,
+    pages: &[(String, String, String)],
+    texts: &[String],
+    best: f64,
+    bytes: usize,
+    per_page: bool,
+) {
     let (mut sp, mut sr, mut sf) = (0.0, 0.0, 0.0);
     let (mut to, mut tp, mut tt) = (0, 0, 0);
     for ((id, _, truth), text) in pages.iter().zip(texts) {
@@ -96,7 +103,9 @@ fn peers(pages: &[(String, String, String)], bytes: usize, per_page: bool) {
             Box::new(|h: &str, _u: &str| {
                 let o = trafilatura::Options::default()
                     .with_focus(trafilatura::ExtractionFocus::FavorPrecision);
-                trafilatura::extract(h, &o).map(|r| r.content_text).unwrap_or_default()
+                trafilatura::extract(h, &o)
+                    .map(|r| r.content_text)
+                    .unwrap_or_default()
             }),
         ),
         (
@@ -115,8 +124,10 @@ fn peers(pages: &[(String, String, String)], bytes: usize, per_page: bool) {
     ];
     let gt: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
-            std::path::Path::new(&std::env::var("TOKENMILL_TEST_DATA").unwrap_or_else(|_| "../shared/data".into()))
-                .join("extraction/ground-truth.json"),
+            std::path::Path::new(
+                &std::env::var("TOKENMILL_TEST_DATA").unwrap_or_else(|_| "../shared/data".into()),
+            )
+            .join("extraction/ground-truth.json"),
         )
         .expect("ground truth"),
     )

@@ -235,6 +235,7 @@ fn cfg(inputs: &[PathBuf], out: &Path, on_error: OnError) -> BuildConfig {
         },
         dedup: Default::default(),
         extract: Default::default(),
+        filters: None,
         run: RunConfig {
             threads: 2,
             quiet: true,

@@ -35,6 +35,7 @@ fn cfg(
         },
         dedup: Default::default(),
         extract: Default::default(),
+        filters: None,
         run: RunConfig {
             threads,
             quiet: true,
@@ -498,4 +499,103 @@ fn build_with_dedup_drops_copies_records_decisions_and_stays_deterministic() {
         arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(j[0].column(0)).value(0)
             > 0
     );
+}
+
+#[test]
+fn the_web_recipe_on_real_warcs_keeps_english_articles_and_records_every_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tokenmill_tests::repo_root().join("pipelines/examples/web.toml");
+    let mut c = BuildConfig::from_file(&recipe).unwrap();
+    let warcs: Vec<String> = [
+        "warc/dolma-wget-sample-0000.warc.gz",
+        "warc/resiliparse-cc-main-2020-34-excerpt.warc.gz",
+        "warc/resiliparse-clipped.warc.gz",
+        "warc/whirlwind-cc-main-2024-22.warc.gz",
+    ]
+    .iter()
+    .map(|p| data(p).display().to_string())
+    .collect();
+    c.input.paths = warcs;
+    c.tokenizer.path = data("tokenizers/gpt2.tokenizer.json");
+    c.output.dir = dir.path().join("web");
+    c.output.shard_bytes = 1 << 20;
+    c.run.quiet = true;
+    let out = tokenmill_pipelines::build(&c).unwrap();
+    let s = &out.stats;
+    // Nothing lost: read = written + skipped, by reason; the truncated record is named.
+    let skipped: u64 = s.documents_skipped.values().sum();
+    assert_eq!(s.documents_read, s.documents_written + skipped, "{s:?}");
+    assert_eq!(s.documents_skipped["truncated_record"], 1);
+    // The funnel runs in FineWeb's order and every stage's output feeds the next.
+    let names: Vec<&str> = s.funnel.rows.iter().map(|r| r.stage.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "url",
+            "extract",
+            "language",
+            "gopher_repetition",
+            "gopher_quality",
+            "c4",
+            "fineweb",
+            "pii"
+        ]
+    );
+    let row = |n: &str| s.funnel.rows.iter().find(|r| r.stage == n).unwrap();
+    assert_eq!(row("url").docs_out, row("language").docs_in);
+    for w in [
+        "language",
+        "gopher_repetition",
+        "gopher_quality",
+        "c4",
+        "fineweb",
+        "pii",
+    ]
+    .windows(2)
+    {
+        assert_eq!(row(w[0]).docs_out, row(w[1]).docs_in, "{w:?}");
+    }
+    assert_eq!(row("pii").docs_out, s.documents_written);
+    assert!(
+        row("language").dropped["other_language"] >= 10,
+        "{:?}",
+        row("language")
+    );
+    assert!(s.documents_written >= 10, "{s:?}");
+    for (stage, n) in s.funnel.dropped_by_stage() {
+        assert_eq!(
+            s.documents_skipped.get(stage).copied().unwrap_or(0),
+            n,
+            "{stage}"
+        );
+    }
+    // Every dropped document is in the excluded table, with its rule, value and threshold.
+    let q = tokenmill_pipelines::sql::query_dir(
+        &dir.path().join("web"),
+        "SELECT stage, rule, count(*) AS n, count(value) AS measured, count(url) AS urls FROM excluded GROUP BY stage, rule ORDER BY stage, rule",
+    )
+    .unwrap();
+    use arrow::array::{Array, AsArray};
+    let mut total = 0;
+    let strs = |c: &arrow::array::ArrayRef| -> Vec<String> {
+        let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap();
+        let a = c.as_string::<i32>();
+        (0..a.len()).map(|i| a.value(i).to_string()).collect()
+    };
+    for b in &q {
+        let (stage, rule) = (strs(b.column(0)), strs(b.column(1)));
+        let n = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+        let measured = b.column(3).as_primitive::<arrow::datatypes::Int64Type>();
+        let urls = b.column(4).as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..b.num_rows() {
+            total += n.value(i) as u64;
+            assert_eq!(urls.value(i), n.value(i), "WARC documents have URLs");
+            if (stage[i].as_str(), rule[i].as_str()) != ("language", "other_language") {
+                assert_eq!(measured.value(i), n.value(i), "{}/{}", stage[i], rule[i]);
+            }
+        }
+    }
+    let filtered: u64 = s.funnel.dropped_by_stage().map(|(_, n)| n).sum();
+    assert_eq!(total, filtered);
+    tokenmill_shards::verify(&dir.path().join("web")).unwrap();
 }

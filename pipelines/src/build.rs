@@ -43,6 +43,8 @@ pub struct Plan {
     pub extract: crate::stages::ExtractSection,
     #[serde(default)]
     pub filters: Option<tokenmill_filters::FiltersConfig>,
+    #[serde(default)]
+    pub sql: crate::stages::SqlSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +85,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         dedup: cfg.dedup.clone(),
         extract: cfg.extract.clone(),
         filters: cfg.filters.clone(),
+        sql: cfg.sql.clone(),
     };
     for p in &inputs {
         let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();

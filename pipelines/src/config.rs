@@ -123,6 +123,8 @@ pub struct BuildConfig {
     pub extract: crate::stages::ExtractSection,
     /// The filters (FineWeb's recipe); absent = none.
     pub filters: Option<tokenmill_filters::FiltersConfig>,
+    /// The recipe's own SQL condition on the filtered documents.
+    pub sql: crate::stages::SqlSection,
     pub run: RunConfig,
 }
 

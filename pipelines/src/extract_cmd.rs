@@ -63,7 +63,8 @@ pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::Options) -> Resu
 pub fn extract(cfg: &BuildConfig, inputs: &[PathBuf], out: &Path) -> Result<ExtractStats> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let stages = Stages::new(&cfg.extract, cfg.filters.as_ref())?;
+    let mut stages = Stages::new(&cfg.extract, cfg.filters.as_ref(), &cfg.sql)?;
+    stages.keep_text = cfg.output.keep_excluded_text;
     let kept_path = out.join("kept.jsonl");
     let tmp = out.join("kept.jsonl.tmp");
     let mut kept = BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
@@ -96,43 +97,55 @@ pub fn extract(cfg: &BuildConfig, inputs: &[PathBuf], out: &Path) -> Result<Extr
                 .expect("document schema")
                 .as_primitive::<UInt64Type>()
                 .clone();
+            fn opt(a: &arrow::array::StringArray, r: usize) -> Option<&str> {
+                a.is_valid(r).then(|| a.value(r))
+            }
+            let (mut kept_docs, mut metas, mut langs) = (Vec::new(), Vec::new(), Vec::new());
             for r in 0..batch.num_rows() {
-                fn opt(a: &arrow::array::StringArray, r: usize) -> Option<&str> {
-                    a.is_valid(r).then(|| a.value(r))
-                }
                 let doc = DocIn {
                     url: opt(&url, r),
                     text: opt(&text, r),
                     html: opt(&html, r),
                 };
+                let m = crate::stages::RowMeta {
+                    id: id.value(r),
+                    source: source.value(r),
+                    offset: offset.value(r),
+                    url: opt(&url, r),
+                };
                 match stages.run(doc, &mut st.funnel) {
                     Ok(k) => {
-                        st.documents_kept += 1;
-                        let line = serde_json::json!({
-                            "id": id.value(r),
-                            "source": source.value(r),
-                            "offset": offset.value(r),
-                            "url": opt(&url, r),
-                            "lang": k.lang.as_ref().map(|l| l.0.as_str()).or(opt(&lang, r)),
-                            "lang_score": k.lang.as_ref().map(|l| l.1),
-                            "text": k.text,
-                        });
-                        writeln!(kept, "{line}").map_err(|e| Error::io(&tmp, e))?;
+                        kept_docs.push(k);
+                        metas.push(m);
+                        langs.push(opt(&lang, r));
                     }
                     Err(why) => {
                         st.documents_dropped += 1;
                         drops.push(
-                            crate::excluded::DroppedDoc {
-                                id: id.value(r),
-                                source: source.value(r),
-                                offset: offset.value(r),
-                                url: opt(&url, r),
-                                text: opt(&text, r).or(opt(&html, r)),
-                            },
+                            m.dropped(why.text.as_deref().or(doc.text).or(doc.html)),
                             &why,
                         )?;
                     }
                 }
+            }
+            let pass = stages.apply_sql(&metas, &kept_docs, &mut st.funnel)?;
+            for (((k, m), input_lang), ok) in kept_docs.iter().zip(&metas).zip(&langs).zip(pass) {
+                if !ok {
+                    st.documents_dropped += 1;
+                    drops.push(m.dropped(Some(&k.text)), &crate::stages::sql_dropped())?;
+                    continue;
+                }
+                st.documents_kept += 1;
+                let line = serde_json::json!({
+                    "id": m.id,
+                    "source": m.source,
+                    "offset": m.offset,
+                    "url": m.url,
+                    "lang": k.lang.as_ref().map(|l| l.0.as_str()).or(*input_lang),
+                    "lang_score": k.lang.as_ref().map(|l| l.1),
+                    "text": k.text,
+                });
+                writeln!(kept, "{line}").map_err(|e| Error::io(&tmp, e))?;
             }
         }
         drops.finish()?;

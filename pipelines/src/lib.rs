@@ -29,6 +29,7 @@ pub mod task;
 pub mod trace;
 pub mod train_bench;
 pub mod train_cmd;
+pub mod udf;
 
 pub use build::{BuildOutcome, build};
 pub use config::BuildConfig;

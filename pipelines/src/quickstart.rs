@@ -37,7 +37,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         }
     }
     println!(
-        "[1/5] generating {} web-like documents (one of them poisoned: {}) in {} files → {}",
+        "[1/6] generating {} web-like documents (one of them poisoned: {}) in {} files → {}",
         o.docs,
         crate::corpus::POISON_ID,
         o.files,
@@ -46,7 +46,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     let files = write_corpus(&corpus, o.docs, o.files, o.seed, true)?;
 
     println!(
-        "[2/5] training a byte-level BPE tokenizer (vocab {}) → {}",
+        "[2/6] training a byte-level BPE tokenizer (vocab {}) → {}",
         o.vocab_size,
         tokenizer.display()
     );
@@ -59,7 +59,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     println!("      vocabulary: {got} tokens");
 
     println!(
-        "[3/5] building the dataset (with exact + MinHash dedup) → {}",
+        "[3/6] building the dataset (with exact + MinHash dedup) → {}",
         dataset.display()
     );
     let cfg = BuildConfig {
@@ -83,6 +83,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         },
         extract: Default::default(),
         filters: None,
+        sql: Default::default(),
         run: RunConfig {
             threads: o.threads,
             quiet: o.quiet,
@@ -91,7 +92,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     let outcome = build(&cfg)?;
     print!("{}", outcome.stats.table());
 
-    println!("[4/5] verifying and inspecting {}", dataset.display());
+    println!("[4/6] verifying and inspecting {}", dataset.display());
     let report = tokenmill_shards::verify(&dataset)?;
     println!(
         "      verify: {} shards, {} documents, {} tokens, {} bytes hashed: OK",
@@ -106,6 +107,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         "{}",
         inspect::render(&inspect::by_token(&ds, &tok, middle)?, 400)
     );
+    web_recipe(o, &tokenizer)?;
     if o.train_steps > 0 {
         train_tiny(o, &tokenizer, &dataset)?;
     }
@@ -133,7 +135,53 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     Ok(dataset)
 }
 
-/// Step 5: a held-out dataset from a freshly generated corpus, then a tiny DeepSeek-V3 model
+/// Step 5: a generated crawl (WARC) through the FineWeb recipe — extraction, language id,
+/// Gopher, C4, FineWeb filters — into a dataset, with the funnel.
+fn web_recipe(o: &QuickstartOptions, tokenizer: &Path) -> Result<()> {
+    let crawl = o.out.join("crawl");
+    let web = o.out.join("dataset-web");
+    for d in [&crawl, &web] {
+        if d.exists() {
+            std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+    }
+    let warc = crate::corpus::write_warc(&crawl, 200, o.seed.wrapping_add(7))?;
+    println!(
+        "[5/6] a crawl of 200 HTML pages (+ a 404, a redirect, an image, binary bytes served as HTML, an undeclared Latin-1 page) through the FineWeb recipe → {}",
+        web.display()
+    );
+    let recipe = include_str!("../examples/web.toml");
+    let mut cfg: BuildConfig =
+        toml::from_str(recipe).map_err(|e| Error::Config(format!("web.toml: {e}")))?;
+    cfg.input.paths = vec![warc.display().to_string()];
+    cfg.tokenizer.path = tokenizer.to_path_buf();
+    cfg.output.dir = web.clone();
+    cfg.output.shard_bytes = 256 << 10;
+    cfg.run = RunConfig {
+        threads: o.threads,
+        quiet: true,
+    };
+    let out = build(&cfg)?;
+    let s = &out.stats;
+    println!(
+        "      {} records read, {} documents written; skipped: {}",
+        s.documents_read,
+        s.documents_written,
+        s.documents_skipped
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    print!("{}", s.funnel.table());
+    println!(
+        "      every drop with its rule and value: tokenmill sql {} \"SELECT stage, rule, count(*) FROM excluded GROUP BY 1, 2\"",
+        web.display()
+    );
+    Ok(())
+}
+
+/// Step 6: a held-out dataset from a freshly generated corpus, then a tiny DeepSeek-V3 model
 /// (MLA, DeepSeekMoE, MTP) trained on the dataset, evaluated on the held-out one.
 fn train_tiny(o: &QuickstartOptions, tokenizer: &Path, dataset: &Path) -> Result<()> {
     let eval_corpus = o.out.join("corpus-eval");
@@ -162,6 +210,7 @@ fn train_tiny(o: &QuickstartOptions, tokenizer: &Path, dataset: &Path) -> Result
         dedup: Default::default(),
         extract: Default::default(),
         filters: None,
+        sql: Default::default(),
         run: RunConfig {
             threads: o.threads,
             quiet: true,
@@ -208,7 +257,7 @@ threads = {threads}
     let toml_path = o.out.join("train.toml");
     std::fs::write(&toml_path, toml).map_err(|e| Error::io(&toml_path, e))?;
     println!(
-        "[5/5] training a tiny DeepSeek-V3 model (MLA + DeepSeekMoE + MTP) for {} steps → {}",
+        "[6/6] training a tiny DeepSeek-V3 model (MLA + DeepSeekMoE + MTP) for {} steps → {}",
         o.train_steps,
         run.display()
     );

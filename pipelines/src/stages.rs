@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use arrow::array::Array;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -31,6 +33,139 @@ impl Default for ExtractSection {
     }
 }
 
+/// `[sql]`: the recipe's own condition, a DataFusion SQL expression over the columns `id`,
+/// `source`, `offset`, `url`, `lang`, `lang_score` and `text` (after the filters), with
+/// tokenmill's filters as functions ([`crate::udf`]): e.g.
+/// `where = "lang = 'en' AND length(text) > 500 AND NOT regexp_like(url, 'forum')"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlSection {
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+}
+
+/// The metadata of a kept document the SQL condition sees.
+#[derive(Debug, Clone, Copy)]
+pub struct RowMeta<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub offset: u64,
+    pub url: Option<&'a str>,
+}
+
+impl<'a> RowMeta<'a> {
+    /// The excluded-table record of this document with `text`.
+    pub fn dropped(&self, text: Option<&'a str>) -> crate::excluded::DroppedDoc<'a> {
+        crate::excluded::DroppedDoc {
+            id: self.id,
+            source: self.source,
+            offset: self.offset,
+            url: self.url,
+            text,
+        }
+    }
+}
+
+/// Why `[sql] where` dropped a document.
+pub fn sql_dropped() -> Dropped {
+    Dropped {
+        stage: "sql",
+        rule: "where".into(),
+        value: f64::NAN,
+        threshold: f64::NAN,
+        text: None,
+    }
+}
+
+/// A compiled `[sql] where`.
+pub struct SqlWhere {
+    expr: std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    schema: arrow::datatypes::SchemaRef,
+    text: String,
+}
+
+impl std::fmt::Debug for SqlWhere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlWhere")
+            .field("where", &self.text)
+            .finish()
+    }
+}
+
+impl SqlWhere {
+    /// Parses and plans `sql` once.
+    pub fn new(sql: &str, filters: &tokenmill_filters::FiltersConfig) -> Result<Self> {
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("offset", DataType::UInt64, false),
+            Field::new("url", DataType::Utf8, true),
+            Field::new("lang", DataType::Utf8, true),
+            Field::new("lang_score", DataType::Float64, true),
+            Field::new("text", DataType::Utf8, false),
+        ]));
+        let ctx = datafusion::prelude::SessionContext::new();
+        crate::udf::register(&ctx, filters);
+        let bad = |e: datafusion::error::DataFusionError| {
+            crate::error::Error::Config(format!("[sql] where = {sql:?}: {e}"))
+        };
+        let df = datafusion::common::DFSchema::try_from(schema.as_ref().clone()).map_err(bad)?;
+        let logical = ctx.parse_sql_expr(sql, &df).map_err(bad)?;
+        let expr = ctx.create_physical_expr(logical, &df).map_err(bad)?;
+        Ok(SqlWhere {
+            expr,
+            schema,
+            text: sql.to_string(),
+        })
+    }
+
+    /// Whether each document passes (NULL counts as no).
+    pub fn eval(&self, meta: &[RowMeta<'_>], kept: &[Kept<'_>]) -> Result<Vec<bool>> {
+        use arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+        let cols: Vec<ArrayRef> = vec![
+            std::sync::Arc::new(meta.iter().map(|m| Some(m.id)).collect::<StringArray>()),
+            std::sync::Arc::new(meta.iter().map(|m| Some(m.source)).collect::<StringArray>()),
+            std::sync::Arc::new(meta.iter().map(|m| m.offset).collect::<UInt64Array>()),
+            std::sync::Arc::new(meta.iter().map(|m| m.url).collect::<StringArray>()),
+            std::sync::Arc::new(
+                kept.iter()
+                    .map(|k| k.lang.as_ref().map(|l| l.0.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            std::sync::Arc::new(
+                kept.iter()
+                    .map(|k| k.lang.as_ref().map(|l| l.1))
+                    .collect::<Float64Array>(),
+            ),
+            std::sync::Arc::new(
+                kept.iter()
+                    .map(|k| Some(k.text.as_ref()))
+                    .collect::<StringArray>(),
+            ),
+        ];
+        let batch = arrow::array::RecordBatch::try_new(self.schema.clone(), cols)?;
+        let v = self
+            .expr
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| {
+                crate::error::Error::Config(format!("[sql] where = {:?}: {e}", self.text))
+            })?;
+        let b = v
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .ok_or_else(|| {
+                crate::error::Error::Config(format!(
+                    "[sql] where = {:?} is not a boolean condition ({})",
+                    self.text,
+                    v.data_type()
+                ))
+            })?;
+        Ok((0..b.len()).map(|i| b.is_valid(i) && b.value(i)).collect())
+    }
+}
+
 /// A document entering the stages.
 #[derive(Debug, Clone, Copy)]
 pub struct DocIn<'a> {
@@ -47,13 +182,16 @@ pub struct Dropped {
     /// What was measured, and the threshold it crossed (NaN where a rule has none).
     pub value: f64,
     pub threshold: f64,
+    /// The text the stage judged (after extraction), kept for `excluded` when asked.
+    pub text: Option<String>,
 }
 
 /// A document the stages kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kept<'a> {
     pub text: Cow<'a, str>,
-    /// Language code (ISO 639-3) and confidence, when language id ran.
+    /// Language code (ISO 639-1 where it has one, else 639-3) and confidence, when language
+    /// id ran.
     pub lang: Option<(String, f64)>,
 }
 
@@ -158,6 +296,10 @@ pub struct Stages {
     extract: ExtractSection,
     filters: Option<tokenmill_filters::FiltersConfig>,
     url: Option<tokenmill_filters::UrlFilter>,
+    /// The recipe's SQL condition, applied to each reader batch's kept documents.
+    pub sql: Option<SqlWhere>,
+    /// Dropped documents carry the text their stage judged.
+    pub keep_text: bool,
 }
 
 fn dropped(d: tokenmill_filters::Drop) -> Dropped {
@@ -166,6 +308,7 @@ fn dropped(d: tokenmill_filters::Drop) -> Dropped {
         rule: d.rule.to_string(),
         value: d.value,
         threshold: d.threshold,
+        text: None,
     }
 }
 
@@ -175,6 +318,7 @@ impl Stages {
     pub fn new(
         extract: &ExtractSection,
         filters: Option<&tokenmill_filters::FiltersConfig>,
+        sql: &SqlSection,
     ) -> Result<Self> {
         let url = match filters {
             Some(f) if f.url.enabled => Some(
@@ -188,10 +332,16 @@ impl Stages {
             f.validate()
                 .map_err(|e| crate::error::Error::Config(format!("[filters]: {e}")))?;
         }
+        let sql = match &sql.where_ {
+            Some(w) => Some(SqlWhere::new(w, &filters.cloned().unwrap_or_default())?),
+            None => None,
+        };
         Ok(Stages {
             extract: extract.clone(),
             filters: filters.cloned(),
             url,
+            sql,
+            keep_text: false,
         })
     }
 
@@ -202,14 +352,19 @@ impl Stages {
         text: Cow<'a, str>,
         funnel: &mut Funnel,
     ) -> std::result::Result<Kept<'a>, Dropped> {
+        let keep = self.keep_text;
+        let dropped = |d: tokenmill_filters::Drop, t: &str| Dropped {
+            text: keep.then(|| t.to_string()),
+            ..dropped(d)
+        };
         let n = text.len();
         let mut lang = None;
         if f.language.enabled {
             let (guess, verdict) = f.language.check_text(&text);
-            lang = guess.map(|g| (g.code.to_string(), g.confidence));
+            lang = guess.map(|g| (g.iso639_1.unwrap_or(g.code).to_string(), g.confidence));
             if let Err(d) = verdict {
                 funnel.drop("language", d.rule, n);
-                return Err(dropped(d));
+                return Err(dropped(d, &text));
             }
             funnel.pass("language", n, n);
         }
@@ -227,7 +382,7 @@ impl Stages {
             if on {
                 if let Err(d) = check(&text) {
                     funnel.drop(stage, d.rule, n);
-                    return Err(dropped(d));
+                    return Err(dropped(d, &text));
                 }
                 funnel.pass(stage, n, n);
             }
@@ -240,7 +395,7 @@ impl Stages {
                 }
                 Err(d) => {
                     funnel.drop("c4", d.rule, n);
-                    return Err(dropped(d));
+                    return Err(dropped(d, &text));
                 }
             }
         } else {
@@ -250,7 +405,7 @@ impl Stages {
         if f.fineweb.enabled {
             if let Err(d) = f.fineweb.check(&text) {
                 funnel.drop("fineweb", d.rule, n);
-                return Err(dropped(d));
+                return Err(dropped(d, &text));
             }
             funnel.pass("fineweb", n, n);
         }
@@ -265,6 +420,28 @@ impl Stages {
             text
         };
         Ok(Kept { text, lang })
+    }
+
+    /// Applies `[sql] where` to a batch of kept documents: which pass, counted in `funnel`
+    /// (all pass without a condition).
+    pub fn apply_sql(
+        &self,
+        meta: &[RowMeta<'_>],
+        kept: &[Kept<'_>],
+        funnel: &mut Funnel,
+    ) -> Result<Vec<bool>> {
+        let Some(w) = &self.sql else {
+            return Ok(vec![true; kept.len()]);
+        };
+        let pass = w.eval(meta, kept)?;
+        for (k, &p) in kept.iter().zip(&pass) {
+            if p {
+                funnel.pass("sql", k.text.len(), k.text.len());
+            } else {
+                funnel.drop("sql", "where", k.text.len());
+            }
+        }
+        Ok(pass)
     }
 
     /// Runs `doc` through the stages, counting it in `funnel`.
@@ -296,6 +473,7 @@ impl Stages {
                         rule: rule.into(),
                         value: chars as f64,
                         threshold: self.extract.min_chars as f64,
+                        text: None,
                     });
                 }
                 funnel.pass("extract", h.len(), x.text.len());
@@ -308,6 +486,7 @@ impl Stages {
                     rule: "html_without_extraction".into(),
                     value: f64::NAN,
                     threshold: f64::NAN,
+                    text: None,
                 });
             }
             _ => {
@@ -317,6 +496,7 @@ impl Stages {
                     rule: "empty_text".into(),
                     value: 0.0,
                     threshold: f64::NAN,
+                    text: None,
                 });
             }
         };

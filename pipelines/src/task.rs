@@ -88,7 +88,8 @@ pub fn run_task(
     let _span = tracing::info_span!("task", task, input = %input.display()).entered();
     clear_task_outputs(out, task)?;
     let mut reader = DocumentReader::open(input, &cfg.input.read)?;
-    let stages = crate::stages::Stages::new(&cfg.extract, cfg.filters.as_ref())?;
+    let mut stages = crate::stages::Stages::new(&cfg.extract, cfg.filters.as_ref(), &cfg.sql)?;
+    stages.keep_text = cfg.output.keep_excluded_text;
     let mut drops = crate::excluded::DropWriter::create(out, task, cfg.output.keep_excluded_text)?;
     let mut stats = TaskStats::default();
     let mut shards = Vec::new();
@@ -104,7 +105,8 @@ pub fn run_task(
         // Every row goes through the stages (extraction, filters); kept rows are tokenized,
         // dropped ones counted and recorded with the stage and rule.
         let mut rows = Vec::with_capacity(batch.num_rows());
-        let mut texts: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(batch.num_rows());
+        let mut kept: Vec<crate::stages::Kept<'_>> = Vec::with_capacity(batch.num_rows());
+        let mut meta: Vec<crate::stages::RowMeta<'_>> = Vec::with_capacity(batch.num_rows());
         for r in 0..batch.num_rows() {
             let global = doc_in_file;
             doc_in_file += 1;
@@ -118,10 +120,17 @@ pub fn run_task(
                 text: cols.text(r),
                 html: cols.html.is_valid(r).then(|| cols.html.value(r)),
             };
+            let m = crate::stages::RowMeta {
+                id: cols.id.value(r),
+                source: cols.source.value(r),
+                offset: cols.offset.value(r),
+                url,
+            };
             match stages.run(doc, &mut stats.funnel) {
-                Ok(kept) => {
+                Ok(k) => {
                     rows.push(r);
-                    texts.push(kept.text);
+                    kept.push(k);
+                    meta.push(m);
                 }
                 Err(why) => {
                     let key = if why.stage == "read" {
@@ -131,18 +140,26 @@ pub fn run_task(
                     };
                     *stats.dropped.entry(key).or_default() += 1;
                     drops.push(
-                        crate::excluded::DroppedDoc {
-                            id: cols.id.value(r),
-                            source: cols.source.value(r),
-                            offset: cols.offset.value(r),
-                            url,
-                            text: doc.text.or(doc.html),
-                        },
+                        m.dropped(why.text.as_deref().or(doc.text).or(doc.html)),
                         &why,
                     )?;
                 }
             }
         }
+        // The recipe's SQL condition, over the batch's kept documents at once.
+        let pass = stages.apply_sql(&meta, &kept, &mut stats.funnel)?;
+        let mut texts = Vec::with_capacity(kept.len());
+        let mut kept_rows = Vec::with_capacity(kept.len());
+        for ((k, m), (&r, ok)) in kept.into_iter().zip(&meta).zip(rows.iter().zip(pass)) {
+            if ok {
+                texts.push(k.text);
+                kept_rows.push(r);
+            } else {
+                *stats.dropped.entry("sql".into()).or_default() += 1;
+                drops.push(m.dropped(Some(&k.text)), &crate::stages::sql_dropped())?;
+            }
+        }
+        let rows = kept_rows;
         let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         let tokens = tok.encode_batch(&refs)?;
         for ((&r, text), ids) in rows.iter().zip(&refs).zip(&tokens) {

@@ -236,6 +236,7 @@ fn cfg(inputs: &[PathBuf], out: &Path, on_error: OnError) -> BuildConfig {
         dedup: Default::default(),
         extract: Default::default(),
         filters: None,
+        sql: Default::default(),
         run: RunConfig {
             threads: 2,
             quiet: true,

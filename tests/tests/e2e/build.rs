@@ -36,6 +36,7 @@ fn cfg(
         dedup: Default::default(),
         extract: Default::default(),
         filters: None,
+        sql: Default::default(),
         run: RunConfig {
             threads,
             quiet: true,
@@ -441,6 +442,13 @@ fn quickstart_runs_without_outside_files() {
     // 400 generated documents and the poisoned one
     assert_eq!(r.documents + removed, 401);
     assert!(dir.path().join("run/report.html").is_file());
+    // The generated crawl went through the web recipe: the funnel is in its stats.
+    let web: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("dataset-web/stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(web["funnel"]["rows"][1]["stage"], "extract");
+    assert_eq!(web["documents_skipped"]["http_status"], 2);
+    assert!(web["documents_written"].as_u64().unwrap() > 10, "{web}");
     assert_eq!(stats["documents_skipped"]["malformed_json"], 1);
     assert_eq!(stats["documents_skipped"]["missing_text"], 1);
 }
@@ -598,4 +606,87 @@ fn the_web_recipe_on_real_warcs_keeps_english_articles_and_records_every_drop() 
     let filtered: u64 = s.funnel.dropped_by_stage().map(|(_, n)| n).sum();
     assert_eq!(total, filtered);
     tokenmill_shards::verify(&dir.path().join("web")).unwrap();
+}
+
+#[test]
+fn a_recipe_adds_its_own_sql_condition_and_the_filters_are_sql_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = r#"
+[filters.language]
+languages = ["en"]
+[sql]
+where = "lang = 'en' AND length(text) > 2000 AND url NOT LIKE '%kyleclo%'"
+[output]
+keep_excluded_text = true
+"#;
+    let recipe = dir.path().join("recipe.toml");
+    std::fs::write(&recipe, toml).unwrap();
+    let mut c = BuildConfig::from_file(&recipe).unwrap();
+    c.input.paths = vec![
+        data("warc/dolma-wget-sample-0000.warc.gz")
+            .display()
+            .to_string(),
+    ];
+    c.tokenizer.path = data("tokenizers/gpt2.tokenizer.json");
+    c.output.dir = dir.path().join("ds");
+    c.output.shard_bytes = 1 << 20;
+    c.run.quiet = true;
+    let out = tokenmill_pipelines::build(&c).unwrap();
+    let sql = out
+        .stats
+        .funnel
+        .rows
+        .iter()
+        .find(|r| r.stage == "sql")
+        .unwrap();
+    assert!(sql.docs_in > sql.docs_out && sql.docs_out > 0, "{sql:?}");
+    assert_eq!(sql.docs_out, out.stats.documents_written);
+    // Every kept document meets the condition.
+    let ds = Dataset::open(&dir.path().join("ds")).unwrap();
+    let tok = inspect::dataset_tokenizer(&ds).unwrap();
+    for i in 0..ds.provenance(0).unwrap().len() {
+        let v = inspect::by_position(&ds, &tok, 0, i).unwrap();
+        let text = v.text.replace("<|endoftext|>", "");
+        assert!(text.chars().count() > 2000, "{}", v.provenance.id);
+        assert!(!v.provenance.url.unwrap_or_default().contains("kyleclo"));
+    }
+    // The filters as SQL functions agree with the pipeline's verdicts on the dropped texts.
+    let q = tokenmill_pipelines::sql::query_dir(
+        &dir.path().join("ds"),
+        "SELECT stage, rule, drop_reason(text) AS again, lang(text) AS l FROM excluded \
+         WHERE stage IN ('gopher_repetition', 'gopher_quality', 'c4', 'fineweb', 'sql')",
+    )
+    .unwrap();
+    use arrow::array::{Array, AsArray};
+    let strs = |c: &arrow::array::ArrayRef| -> Vec<Option<String>> {
+        let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap();
+        let a = c.as_string::<i32>();
+        (0..a.len())
+            .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+            .collect()
+    };
+    let mut checked = 0;
+    for b in &q {
+        let (stage, rule, again, lang) = (
+            strs(b.column(0)),
+            strs(b.column(1)),
+            strs(b.column(2)),
+            strs(b.column(3)),
+        );
+        for i in 0..b.num_rows() {
+            let (s, r) = (stage[i].clone().unwrap(), rule[i].clone().unwrap());
+            if s == "sql" {
+                assert_eq!(lang[i].as_deref().map(|l| l.len()), Some(2));
+            } else {
+                assert_eq!(again[i].as_deref(), Some(format!("{s}/{r}").as_str()));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0);
+    // A condition that does not parse is a clear configuration error.
+    c.sql.where_ = Some("nope(text)".into());
+    c.output.dir = dir.path().join("bad");
+    let e = tokenmill_pipelines::build(&c).unwrap_err().to_string();
+    assert!(e.contains("[sql] where") && e.contains("nope"), "{e}");
 }

@@ -531,6 +531,11 @@ impl WarcSource {
                 }
                 Ok(p) => {
                     meta.insert("http_status".into(), p.status.into());
+                    // Crawlers cut long payloads (`length`, `time`, `disconnect`): the page's
+                    // start is kept, and marked.
+                    if let Some(t) = header(&headers, "WARC-Truncated") {
+                        meta.insert("warc_truncated".into(), t.into());
+                    }
                     meta.insert("content_type".into(), p.mime.clone().into());
                     if !(200..300).contains(&p.status) {
                         return self.skip(

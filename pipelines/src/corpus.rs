@@ -562,6 +562,36 @@ pub fn write_warc(dir: &Path, pages: usize, seed: u64) -> Result<PathBuf> {
     );
     latin1.extend_from_slice(b"</p></article></body></html>");
     response(&mut out, &mut r, "https://cafe.example/fr", latin1);
+    response(
+        &mut out,
+        &mut r,
+        "https://empty.example/",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n".to_vec(),
+    );
+    // Broken markup: unclosed and stray tags, a lone '<', an unterminated comment at the end.
+    response(
+        &mut out,
+        &mut r,
+        "https://broken-markup.example/story",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body><div class=\"article-body\"><p>The harbour committee met on Tuesday to discuss the new ferry timetable, and the mayor promised an answer within a week.<p>Residents said the 5 < 6 o'clock gap was the worst part of the day, <b>especially <i>for commuters</b></i>.</span></div><!-- unterminated".to_vec(),
+    );
+    // A payload the crawler cut at its size limit (`WARC-Truncated: length`): the page's start.
+    let cut = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body><article><p>The observatory opened its doors to the public for the first time in forty years, and the queue stretched past the old gate.</p><p>Visitors who waited until dusk saw the comet low over the hills, and the volunteers kept the telescope running until midn";
+    warc_record(
+        &mut out,
+        &[
+            ("WARC-Type", "response".into()),
+            (
+                "WARC-Record-ID",
+                "<urn:uuid:00000000-0000-4000-8000-00000000cafe>".into(),
+            ),
+            ("WARC-Date", "2026-11-01T12:00:00Z".into()),
+            ("WARC-Target-URI", "https://long.example/story".into()),
+            ("WARC-Truncated", "length".into()),
+            ("Content-Type", "application/http; msgtype=response".into()),
+        ],
+        cut,
+    );
     let path = dir.join("crawl-00.warc.gz");
     tokenmill_shards::atomic_write(&path, &out)?;
     Ok(path)

@@ -353,3 +353,72 @@ fn corrupt_shards_are_errors_naming_the_file() {
         .unwrap();
     assert!(first.contains("tokenmill-dataset"));
 }
+
+/// A crawl with what the web is full of: non-200 responses, a redirect, an image, binary bytes
+/// served as HTML, an empty body, broken markup, an undeclared Latin-1 page and a payload the
+/// crawler truncated. Each is handled with a recorded reason, nothing panics, and the funnel
+/// reconciles.
+#[test]
+fn a_crawls_bad_records_are_recorded_and_the_funnel_reconciles() {
+    let dir = tempfile::tempdir().unwrap();
+    let warc = tokenmill_pipelines::corpus::write_warc(&dir.path().join("crawl"), 20, 3).unwrap();
+    let recipe = tokenmill_tests::repo_root().join("pipelines/examples/web.toml");
+    let mut c = BuildConfig::from_file(&recipe).unwrap();
+    c.input.paths = vec![warc.display().to_string()];
+    c.tokenizer.path = data("tokenizers/gpt2.tokenizer.json");
+    c.output.dir = dir.path().join("ds");
+    c.output.keep_excluded_text = true;
+    c.run.quiet = true;
+    let out = tokenmill_pipelines::build(&c).unwrap();
+    let s = &out.stats;
+    let skipped: u64 = s.documents_skipped.values().sum();
+    assert_eq!(s.documents_read, s.documents_written + skipped, "{s:?}");
+    assert_eq!(s.documents_skipped["http_status"], 2, "a 404 and a 301");
+    assert_eq!(
+        s.documents_skipped["non_text_payload"], 2,
+        "an image, binary as text/html"
+    );
+    assert_eq!(s.documents_skipped["empty_text"], 1, "an empty body");
+    assert!(
+        s.skip_samples
+            .iter()
+            .any(|k| k.detail.contains("HTTP status 404"))
+    );
+    // The broken page, the Latin-1 page and the truncated one are read and extracted (the
+    // French page is then dropped by the English language filter, with its text recorded).
+    let ex = s.funnel.rows.iter().find(|r| r.stage == "extract").unwrap();
+    assert_eq!(ex.docs_in, 20 + 3);
+    let q = tokenmill_pipelines::sql::query_dir(
+        &dir.path().join("ds"),
+        "SELECT url, stage, rule, text FROM excluded WHERE url LIKE '%cafe%' OR url LIKE '%broken-markup%' OR url LIKE '%long.example%'",
+    )
+    .unwrap();
+    use arrow::array::AsArray;
+    let mut seen = Vec::new();
+    for b in &q {
+        let c = |i| arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (url, stage, text) = (c(0), c(1), c(3));
+        for r in 0..b.num_rows() {
+            let (u, st, t) = (
+                url.as_string::<i32>().value(r).to_string(),
+                stage.as_string::<i32>().value(r).to_string(),
+                text.as_string::<i32>().value(r).to_string(),
+            );
+            if u.contains("cafe") {
+                assert_eq!(st, "language");
+                assert!(t.contains("café") && t.contains("crème brûlée"), "{t}");
+            }
+            if u.contains("broken-markup") {
+                assert!(
+                    t.contains("5 < 6 o'clock") && t.contains("especially for commuters"),
+                    "{t}"
+                );
+            }
+            if u.contains("long.example") {
+                assert!(t.contains("observatory opened"), "{t}");
+            }
+            seen.push(u);
+        }
+    }
+    assert!(seen.iter().any(|u| u.contains("cafe")), "{seen:?}");
+}

@@ -197,6 +197,15 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     let mut json = serde_json::to_vec_pretty(&stats).expect("stats serialise");
     json.push(b'\n');
     atomic_write(&out.join("stats.json"), &json)?;
+    if !stats.funnel.rows.is_empty() {
+        let title = format!(
+            "{}: {} documents read, {} written",
+            out.display(),
+            stats.documents_read,
+            stats.documents_written
+        );
+        atomic_write(&out.join("funnel.svg"), stats.funnel.svg(&title).as_bytes())?;
+    }
     // Last: the manifest makes the dataset visible.
     manifest.store(&out)?;
     Ok(BuildOutcome { manifest, stats })

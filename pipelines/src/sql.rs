@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 /// table `name`; the per-shard provenance tables `*.prov.parquet` of a dataset are together the
 /// table `provenance`, its dropped documents (`excluded/*.parquet`) the table `excluded`; in a
 /// training run's directory, the files of its per-document loss table
-/// (`losses/seq-*.parquet`) are the table `losses`.
+/// (`losses/seq-*.parquet`) are the table `losses`; a dataset's funnel (`stats.json`) is the
+/// table `funnel`.
 pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -49,6 +50,33 @@ pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
                 ParquetReadOptions::default(),
             )
             .await?;
+        }
+        // A dataset's funnel (stats.json) as the table `funnel`.
+        if let Ok(bytes) = std::fs::read(dir.join("stats.json"))
+            && let Ok(st) = serde_json::from_slice::<crate::stats::BuildStats>(&bytes)
+            && !st.funnel.rows.is_empty()
+        {
+            use arrow::array::{StringArray, UInt64Array};
+            let rows = &st.funnel.rows;
+            let u = |f: fn(&crate::stages::FunnelRow) -> u64| {
+                std::sync::Arc::new(rows.iter().map(f).collect::<UInt64Array>())
+                    as arrow::array::ArrayRef
+            };
+            let batch = RecordBatch::try_from_iter(vec![
+                (
+                    "stage",
+                    std::sync::Arc::new(
+                        rows.iter()
+                            .map(|r| Some(r.stage.as_str()))
+                            .collect::<StringArray>(),
+                    ) as arrow::array::ArrayRef,
+                ),
+                ("docs_in", u(|r| r.docs_in)),
+                ("docs_out", u(|r| r.docs_out)),
+                ("bytes_in", u(|r| r.bytes_in)),
+                ("bytes_out", u(|r| r.bytes_out)),
+            ])?;
+            ctx.register_batch("funnel", batch)?;
         }
         let losses = dir.join("losses");
         if losses.is_dir() {

@@ -264,6 +264,62 @@ impl Funnel {
             .map(|r| (r.stage.as_str(), r.docs_in - r.docs_out))
     }
 
+    /// The funnel as an SVG bar chart: per stage, the documents in (grey) and out (blue), with
+    /// the share kept and the top drop rule.
+    pub fn svg(&self, title: &str) -> String {
+        let (w, row_h, left) = (900.0, 34.0, 150.0);
+        let h = 50.0 + row_h * self.rows.len() as f64 + 20.0;
+        let max = self
+            .rows
+            .iter()
+            .map(|r| r.docs_in)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let scale = (w - left - 330.0) / max;
+        let esc = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+             <text x=\"10\" y=\"24\" font-size=\"15\">{}</text>\n",
+            esc(title)
+        );
+        for (i, r) in self.rows.iter().enumerate() {
+            let y = 40.0 + row_h * i as f64;
+            let top = r
+                .dropped
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(k, n)| format!(" — {k} {n}"))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+                 <rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ddd\"/>\
+                 <rect x=\"{left}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#1f77b4\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{} of {} ({:.1} %){}</text>\n",
+                left - 8.0,
+                y + row_h * 0.55,
+                esc(&r.stage),
+                r.docs_in as f64 * scale,
+                row_h * 0.7,
+                r.docs_out as f64 * scale,
+                row_h * 0.7,
+                left + r.docs_in as f64 * scale + 6.0,
+                y + row_h * 0.55,
+                r.docs_out,
+                r.docs_in,
+                100.0 * r.docs_out as f64 / r.docs_in.max(1) as f64,
+                esc(&top)
+            ));
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+
     /// The funnel as a table.
     pub fn table(&self) -> String {
         let mut s = format!(

@@ -87,7 +87,14 @@ def main():
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
-    files = [f for f in a.files for _ in range(a.repeat)]
+    # distinct names for the repeats (tokenmill de-duplicates its input list)
+    links = tempfile.mkdtemp()
+    files = []
+    for f in a.files:
+        for i in range(a.repeat):
+            p = os.path.join(links, f"{i}-{os.path.basename(f)}")
+            os.symlink(os.path.abspath(f), p)
+            files.append(p)
     t = run_tokenmill(a.tokenmill, files, a.passes)
     d = run_datatrove(files, a.passes)
     both = t["ids"] & d["ids"]

@@ -605,6 +605,19 @@ fn the_web_recipe_on_real_warcs_keeps_english_articles_and_records_every_drop() 
     }
     let filtered: u64 = s.funnel.dropped_by_stage().map(|(_, n)| n).sum();
     assert_eq!(total, filtered);
+    // The funnel as a chart and as the SQL table `funnel`.
+    let svg = std::fs::read_to_string(dir.path().join("web/funnel.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("gopher_quality"));
+    let f = tokenmill_pipelines::sql::query_dir(
+        &dir.path().join("web"),
+        "SELECT sum(docs_in - docs_out) AS dropped FROM funnel",
+    )
+    .unwrap();
+    let dropped = f[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::UInt64Type>()
+        .value(0);
+    assert_eq!(dropped, filtered);
     tokenmill_shards::verify(&dir.path().join("web")).unwrap();
 }
 

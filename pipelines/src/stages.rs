@@ -546,7 +546,7 @@ impl Stages {
                 });
             }
             _ => {
-                funnel.drop("read", "empty_text", 0);
+                // no text at all: a reader-level skip (`empty_text`), not a stage's decision
                 return Err(Dropped {
                     stage: "read",
                     rule: "empty_text".into(),

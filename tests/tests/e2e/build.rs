@@ -277,7 +277,12 @@ fn a_killed_build_resumes_to_the_same_dataset() {
     };
     assert_eq!(keys(&fr), keys(&fk));
     for k in keys(&fr) {
-        assert!(fr[&k] == fk[&k], "{k} differs after resume");
+        assert!(
+            fr[&k] == fk[&k],
+            "{k} differs after resume:\n{}\n{}",
+            String::from_utf8_lossy(&fr[&k]),
+            String::from_utf8_lossy(&fk[&k])
+        );
     }
 }
 

@@ -1,8 +1,9 @@
 //! `tokenmill extract INPUT... --out DIR`: the pipeline up to, not including, tokenization —
 //! what a recipe keeps, before compute is spent on it. Writes the kept documents (id, source,
-//! offset, url, lang, text) as `DIR/kept.jsonl`, the dropped ones as `DIR/excluded/*.parquet`
-//! (stage, rule, value, threshold), and the funnel as `DIR/stats.json`. A single `.html` file
-//! is extracted and its text printed.
+//! offset, url, lang, lang_score, text and the filters' scores) as `DIR/kept.jsonl` or
+//! `DIR/kept.parquet`, the dropped ones as `DIR/excluded/*.parquet` (stage, rule, value,
+//! threshold), and the funnel as `DIR/stats.json`. A single `.html` file is extracted and its
+//! text printed.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -59,15 +60,125 @@ pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::Options) -> Resu
     }
 }
 
-/// Runs the stages of `cfg` over `inputs`, writing into `out`.
+/// The kept documents' file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeptFormat {
+    #[default]
+    Jsonl,
+    Parquet,
+}
+
+/// One kept document.
+struct KeptDoc {
+    id: String,
+    source: String,
+    offset: u64,
+    url: Option<String>,
+    lang: Option<String>,
+    lang_score: Option<f64>,
+    text: String,
+    scores: String,
+}
+
+/// Writes kept documents as JSONL or Parquet (temp file, renamed by `finish`).
+enum KeptWriter {
+    Jsonl(BufWriter<std::fs::File>),
+    Parquet(parquet::arrow::ArrowWriter<std::fs::File>),
+}
+
+fn kept_schema() -> arrow::datatypes::SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("offset", DataType::UInt64, false),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("lang", DataType::Utf8, true),
+        Field::new("lang_score", DataType::Float64, true),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("scores", DataType::Utf8, false),
+    ]))
+}
+
+impl KeptWriter {
+    fn write(&mut self, docs: &[KeptDoc], path: &Path) -> Result<()> {
+        match self {
+            KeptWriter::Jsonl(w) => {
+                for d in docs {
+                    let line = serde_json::json!({
+                        "id": d.id, "source": d.source, "offset": d.offset, "url": d.url,
+                        "lang": d.lang, "lang_score": d.lang_score, "text": d.text,
+                        "scores": serde_json::from_str::<serde_json::Value>(&d.scores)
+                            .unwrap_or_default(),
+                    });
+                    writeln!(w, "{line}").map_err(|e| Error::io(path, e))?;
+                }
+            }
+            KeptWriter::Parquet(w) => {
+                use arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
+                use std::sync::Arc;
+                let s = |f: fn(&KeptDoc) -> Option<&str>| {
+                    Arc::new(docs.iter().map(f).collect::<StringArray>()) as ArrayRef
+                };
+                let cols = vec![
+                    s(|d| Some(&d.id)),
+                    s(|d| Some(&d.source)),
+                    Arc::new(docs.iter().map(|d| d.offset).collect::<UInt64Array>()) as ArrayRef,
+                    s(|d| d.url.as_deref()),
+                    s(|d| d.lang.as_deref()),
+                    Arc::new(docs.iter().map(|d| d.lang_score).collect::<Float64Array>()),
+                    s(|d| Some(&d.text)),
+                    s(|d| Some(&d.scores)),
+                ];
+                let batch = arrow::array::RecordBatch::try_new(kept_schema(), cols)?;
+                w.write(&batch)
+                    .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, path: &Path) -> Result<()> {
+        match self {
+            KeptWriter::Jsonl(mut w) => w.flush().map_err(|e| Error::io(path, e)),
+            KeptWriter::Parquet(w) => w
+                .close()
+                .map(|_| ())
+                .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// Runs the stages of `cfg` over `inputs`, writing into `out` (kept documents as JSONL).
 pub fn extract(cfg: &BuildConfig, inputs: &[PathBuf], out: &Path) -> Result<ExtractStats> {
+    extract_as(cfg, inputs, out, KeptFormat::Jsonl)
+}
+
+/// Runs the stages of `cfg` over `inputs`, writing into `out`.
+pub fn extract_as(
+    cfg: &BuildConfig,
+    inputs: &[PathBuf],
+    out: &Path,
+    format: KeptFormat,
+) -> Result<ExtractStats> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut stages = Stages::new(&cfg.extract, cfg.filters.as_ref(), &cfg.sql)?;
     stages.keep_text = cfg.output.keep_excluded_text;
-    let kept_path = out.join("kept.jsonl");
-    let tmp = out.join("kept.jsonl.tmp");
-    let mut kept = BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+    let name = match format {
+        KeptFormat::Jsonl => "kept.jsonl",
+        KeptFormat::Parquet => "kept.parquet",
+    };
+    let kept_path = out.join(name);
+    let tmp = out.join(format!("{name}.tmp"));
+    let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut kept = match format {
+        KeptFormat::Jsonl => KeptWriter::Jsonl(BufWriter::new(file)),
+        KeptFormat::Parquet => KeptWriter::Parquet(
+            parquet::arrow::ArrowWriter::try_new(file, kept_schema(), None)
+                .map_err(|e| Error::Unsupported(format!("{}: {e}", tmp.display())))?,
+        ),
+    };
     let mut st = ExtractStats::default();
     let mut read = ReadStats::default();
     for (task, input) in inputs.iter().enumerate() {
@@ -129,6 +240,7 @@ pub fn extract(cfg: &BuildConfig, inputs: &[PathBuf], out: &Path) -> Result<Extr
                 }
             }
             let pass = stages.apply_sql(&metas, &kept_docs, &mut st.funnel)?;
+            let mut docs = Vec::new();
             for (((k, m), input_lang), ok) in kept_docs.iter().zip(&metas).zip(&langs).zip(pass) {
                 if !ok {
                     st.documents_dropped += 1;
@@ -136,23 +248,32 @@ pub fn extract(cfg: &BuildConfig, inputs: &[PathBuf], out: &Path) -> Result<Extr
                     continue;
                 }
                 st.documents_kept += 1;
-                let line = serde_json::json!({
-                    "id": m.id,
-                    "source": m.source,
-                    "offset": m.offset,
-                    "url": m.url,
-                    "lang": k.lang.as_ref().map(|l| l.0.as_str()).or(*input_lang),
-                    "lang_score": k.lang.as_ref().map(|l| l.1),
-                    "text": k.text,
+                let scores: serde_json::Map<String, serde_json::Value> = stages
+                    .scores(&k.text)
+                    .into_iter()
+                    .map(|(n, v)| (n, serde_json::json!(v)))
+                    .collect();
+                docs.push(KeptDoc {
+                    id: m.id.to_string(),
+                    source: m.source.to_string(),
+                    offset: m.offset,
+                    url: m.url.map(str::to_string),
+                    lang: k
+                        .lang
+                        .as_ref()
+                        .map(|l| l.0.clone())
+                        .or(input_lang.map(str::to_string)),
+                    lang_score: k.lang.as_ref().map(|l| l.1),
+                    text: k.text.to_string(),
+                    scores: serde_json::Value::Object(scores).to_string(),
                 });
-                writeln!(kept, "{line}").map_err(|e| Error::io(&tmp, e))?;
             }
+            kept.write(&docs, &tmp)?;
         }
         drops.finish()?;
         read.merge(reader.stats());
     }
-    kept.flush().map_err(|e| Error::io(&tmp, e))?;
-    drop(kept);
+    kept.finish(&tmp)?;
     std::fs::rename(&tmp, &kept_path).map_err(|e| Error::io(&kept_path, e))?;
     st.documents_read = read.read();
     st.reader_skips = read.skipped.by_reason.values().sum();

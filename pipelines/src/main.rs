@@ -45,6 +45,9 @@ enum Cmd {
         /// Drop very short blocks (extraction).
         #[arg(long)]
         favor_precision: bool,
+        /// kept.jsonl (default) or kept.parquet.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
         #[arg(long)]
         json: bool,
     },
@@ -528,6 +531,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             config,
             favor_precision,
+            format,
             json,
         } => {
             let mut cfg = match &config {
@@ -553,7 +557,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("extract needs --out DIR (or a single .html file to print)");
             };
             let inputs = cfg.input_files()?;
-            let st = tokenmill_pipelines::extract_cmd::extract(&cfg, &inputs, &out)?;
+            let format = match format.as_str() {
+                "jsonl" => tokenmill_pipelines::extract_cmd::KeptFormat::Jsonl,
+                "parquet" => tokenmill_pipelines::extract_cmd::KeptFormat::Parquet,
+                f => bail!("--format {f}: jsonl or parquet"),
+            };
+            let st = tokenmill_pipelines::extract_cmd::extract_as(&cfg, &inputs, &out, format)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
@@ -565,7 +574,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     st.documents_dropped,
                     st.reader_skips,
                     st.documents_per_s,
-                    out.join("kept.jsonl").display()
+                    out.display()
                 );
             }
         }

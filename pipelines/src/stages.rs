@@ -478,6 +478,29 @@ impl Stages {
         Ok(Kept { text, lang })
     }
 
+    /// Every filter's measured values on `text` (`gopher_repetition.dup_line_frac`,
+    /// `gopher_quality.mean_word_length`, `fineweb.line_punct_ratio`, …), for the filters the
+    /// recipe runs.
+    pub fn scores(&self, text: &str) -> Vec<(String, f64)> {
+        let Some(f) = &self.filters else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut add = |prefix: &str, v: Vec<(&'static str, f64)>| {
+            out.extend(v.into_iter().map(|(k, x)| (format!("{prefix}.{k}"), x)));
+        };
+        if f.gopher_repetition.enabled {
+            add("gopher_repetition", f.gopher_repetition.scores(text));
+        }
+        if f.gopher_quality.enabled {
+            add("gopher_quality", f.gopher_quality.scores(text));
+        }
+        if f.fineweb.enabled {
+            add("fineweb", f.fineweb.scores(text));
+        }
+        out
+    }
+
     /// Applies `[sql] where` to a batch of kept documents: which pass, counted in `funnel`
     /// (all pass without a condition).
     pub fn apply_sql(

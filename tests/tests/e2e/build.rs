@@ -708,3 +708,75 @@ keep_excluded_text = true
     let e = tokenmill_pipelines::build(&c).unwrap_err().to_string();
     assert!(e.contains("[sql] where") && e.contains("nope"), "{e}");
 }
+
+#[test]
+fn extract_writes_what_a_recipe_keeps_with_scores_and_prints_a_single_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tokenmill_tests::repo_root().join("pipelines/examples/web.toml");
+    let mut c = BuildConfig::from_file(&recipe).unwrap();
+    c.input.paths = vec![
+        data("warc/dolma-wget-sample-0000.warc.gz")
+            .display()
+            .to_string(),
+    ];
+    let inputs = c.input_files().unwrap();
+    let out = dir.path().join("x");
+    let st = tokenmill_pipelines::extract_cmd::extract(&c, &inputs, &out).unwrap();
+    assert_eq!(
+        st.documents_read,
+        st.documents_kept + st.documents_dropped + st.reader_skips,
+        "{st:?}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("kept.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, st.documents_kept);
+    for l in &lines {
+        assert_eq!(l["lang"], "en");
+        assert!(l["lang_score"].as_f64().unwrap() >= 0.65);
+        assert!(l["url"].as_str().unwrap().starts_with("http"));
+        let s = l["scores"].as_object().unwrap();
+        let mwl = s["gopher_quality.mean_word_length"].as_f64().unwrap();
+        assert!((3.0..=10.0).contains(&mwl), "{mwl}");
+        assert!(s.keys().any(|k| k.starts_with("fineweb.")));
+    }
+    // Parquet: the same documents.
+    let pq = dir.path().join("p");
+    tokenmill_pipelines::extract_cmd::extract_as(
+        &c,
+        &inputs,
+        &pq,
+        tokenmill_pipelines::extract_cmd::KeptFormat::Parquet,
+    )
+    .unwrap();
+    let q = tokenmill_pipelines::sql::query_dir(&pq, "SELECT count(*) FROM kept").unwrap();
+    use arrow::array::AsArray;
+    assert_eq!(
+        q[0].column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0) as u64,
+        st.documents_kept
+    );
+    // One page: its text on stdout.
+    let page = dir.path().join("page.html");
+    std::fs::write(
+        &page,
+        "<html><body><nav><a href=/>Home</a></nav><article><p>The committee approved the new \
+         library budget after a long debate about opening hours.</p></article>\
+         <footer>Copyright</footer></body></html>",
+    )
+    .unwrap();
+    let o = Command::new(tokenmill_bin())
+        .arg("extract")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("library budget") && !text.contains("Home") && !text.contains("Copyright"),
+        "{text}"
+    );
+}

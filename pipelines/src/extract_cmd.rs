@@ -83,7 +83,7 @@ struct KeptDoc {
 /// Writes kept documents as JSONL or Parquet (temp file, renamed by `finish`).
 enum KeptWriter {
     Jsonl(BufWriter<std::fs::File>),
-    Parquet(parquet::arrow::ArrowWriter<std::fs::File>),
+    Parquet(Box<parquet::arrow::ArrowWriter<std::fs::File>>),
 }
 
 fn kept_schema() -> arrow::datatypes::SchemaRef {
@@ -174,10 +174,10 @@ pub fn extract_as(
     let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut kept = match format {
         KeptFormat::Jsonl => KeptWriter::Jsonl(BufWriter::new(file)),
-        KeptFormat::Parquet => KeptWriter::Parquet(
+        KeptFormat::Parquet => KeptWriter::Parquet(Box::new(
             parquet::arrow::ArrowWriter::try_new(file, kept_schema(), None)
                 .map_err(|e| Error::Unsupported(format!("{}: {e}", tmp.display())))?,
-        ),
+        )),
     };
     let mut st = ExtractStats::default();
     let mut read = ReadStats::default();

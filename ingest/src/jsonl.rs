@@ -50,6 +50,8 @@ impl JsonlSource {
             offset,
             documents: 1,
             detail: detail.into(),
+            id: None,
+            url: None,
         })
     }
 }

@@ -65,6 +65,8 @@ impl ParquetSource {
                     cols.text,
                     names.join(", ")
                 ),
+                id: None,
+                url: None,
             });
             return Ok(src);
         }
@@ -125,6 +127,8 @@ impl ParquetSource {
                         None => format!("column `{}` is not a string column", self.cols.text),
                         Some(_) => format!("column `{}` is null", self.cols.text),
                     },
+                    id: None,
+                    url: None,
                 }),
                 Some(t) => Outcome::Doc(Document {
                     id: get(&id, i).unwrap_or_else(|| format!("{}:{row}", self.source)),

@@ -197,6 +197,8 @@ pub struct DocumentReader {
     builder: DocBatchBuilder,
     stats: ReadStats,
     done: bool,
+    /// Skips since the last [`DocumentReader::take_skips`].
+    pending: Vec<crate::Skip>,
 }
 
 impl std::fmt::Debug for DocumentReader {
@@ -229,7 +231,14 @@ impl DocumentReader {
             builder: DocBatchBuilder::default(),
             stats: ReadStats::default(),
             done: false,
+            pending: Vec::new(),
         })
+    }
+
+    /// Every record skipped since the last call, in full (the stats keep counts and the
+    /// first few): for a per-document record of what was dropped.
+    pub fn take_skips(&mut self) -> Vec<crate::Skip> {
+        std::mem::take(&mut self.pending)
     }
 
     /// What was read so far (complete once the iterator is exhausted).
@@ -268,7 +277,10 @@ impl Iterator for DocumentReader {
                     }
                 }
                 Some(Ok(Outcome::Skip(s))) => match self.opts.on_error {
-                    OnError::Skip => self.stats.skipped.record(s),
+                    OnError::Skip => {
+                        self.pending.push(s.clone());
+                        self.stats.skipped.record(s)
+                    }
                     OnError::Fail => {
                         self.done = true;
                         return Some(Err(Error::BadRecord(Box::new(s))));

@@ -82,6 +82,11 @@ pub struct Skip {
     /// How many documents the skip stands for (1, or all rows of a Parquet file).
     pub documents: u64,
     pub detail: String,
+    /// The record's id and URL, where the reader got that far (WARC responses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl fmt::Display for Skip {

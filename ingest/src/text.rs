@@ -48,6 +48,8 @@ impl TextSource {
             offset,
             documents: 1,
             detail,
+            id: None,
+            url: None,
         })
     }
 

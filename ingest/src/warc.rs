@@ -139,7 +139,21 @@ impl WarcSource {
             offset,
             documents: 1,
             detail,
+            id: None,
+            url: None,
         })
+    }
+
+    /// A skip of a record whose id and URL are known.
+    fn skip_doc(&self, reason: SkipReason, doc: &Document, detail: String) -> Outcome {
+        match self.skip(reason, doc.offset, detail) {
+            Outcome::Skip(mut s) => {
+                s.id = Some(doc.id.clone());
+                s.url = doc.url.clone();
+                Outcome::Skip(s)
+            }
+            o => o,
+        }
     }
 
     /// Loads the next gzip member into `self.member`, queueing skips for bad ones.
@@ -523,9 +537,9 @@ impl WarcSource {
         match warc_type.as_str() {
             "response" => match decode_response(block) {
                 Err(detail) => {
-                    return self.skip(
+                    return self.skip_doc(
                         SkipReason::MalformedHttp,
-                        offset,
+                        &doc,
                         format!("{}: {detail}", doc.id),
                     );
                 }
@@ -538,9 +552,9 @@ impl WarcSource {
                     }
                     meta.insert("content_type".into(), p.mime.clone().into());
                     if !(200..300).contains(&p.status) {
-                        return self.skip(
+                        return self.skip_doc(
                             SkipReason::HttpStatus,
-                            offset,
+                            &doc,
                             format!("{}: HTTP status {}", doc.id, p.status),
                         );
                     }
@@ -556,17 +570,17 @@ impl WarcSource {
                             charset_from,
                         } => (text, charset, charset_from, false),
                         HttpPayload::Other => {
-                            return self.skip(
+                            return self.skip_doc(
                                 SkipReason::NonTextPayload,
-                                offset,
+                                &doc,
                                 format!("{}: content type `{}`", doc.id, p.mime),
                             );
                         }
                     };
                     if text.is_empty() {
-                        return self.skip(
+                        return self.skip_doc(
                             SkipReason::EmptyText,
-                            offset,
+                            &doc,
                             format!("{}: empty payload", doc.id),
                         );
                     }

@@ -134,6 +134,34 @@ impl DropWriter {
         Ok(())
     }
 
+    /// Records records the reader skipped (stage `read`, the reason as the rule); the id is the
+    /// record's where the reader got that far, else `source:offset`.
+    pub fn push_skips(&mut self, skips: Vec<tokenmill_ingest::Skip>) -> Result<()> {
+        for k in skips {
+            let id =
+                k.id.clone()
+                    .unwrap_or_else(|| format!("{}:{}", k.source, k.offset));
+            let why = Dropped {
+                stage: "read",
+                rule: k.reason.name().to_string(),
+                value: f64::NAN,
+                threshold: f64::NAN,
+                text: None,
+            };
+            self.push(
+                DroppedDoc {
+                    id: &id,
+                    source: &k.source,
+                    offset: k.offset,
+                    url: k.url.as_deref(),
+                    text: None,
+                },
+                &why,
+            )?;
+        }
+        Ok(())
+    }
+
     fn write_batch(&mut self) -> Result<()> {
         let c = &mut self.cols;
         let cols: Vec<ArrayRef> = vec![

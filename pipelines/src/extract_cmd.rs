@@ -186,8 +186,9 @@ pub fn extract_as(
         let mut drops =
             crate::excluded::DropWriter::create(out, task, cfg.output.keep_excluded_text)?;
         let mut reader = DocumentReader::open(input, &cfg.input.read)?;
-        for batch in reader.by_ref() {
+        while let Some(batch) = reader.next() {
             let batch = batch?;
+            drops.push_skips(reader.take_skips())?;
             let s = |n: &str| {
                 batch
                     .column_by_name(n)
@@ -270,6 +271,7 @@ pub fn extract_as(
             }
             kept.write(&docs, &tmp)?;
         }
+        drops.push_skips(reader.take_skips())?;
         drops.finish()?;
         read.merge(reader.stats());
     }

@@ -188,6 +188,7 @@ pub fn run_task(
                 shards.push(writer.take().expect("open writer").finish()?);
             }
         }
+        drops.push_skips(reader.take_skips())?;
         let now = reader.input_position();
         progress.advance(
             now.saturating_sub(position),
@@ -203,6 +204,7 @@ pub fn run_task(
     if let Some(w) = writer.take() {
         shards.push(w.finish()?);
     }
+    drops.push_skips(reader.take_skips())?;
     drops.finish()?;
     stats.read = reader.stats().clone();
     let rec = TaskRecord {

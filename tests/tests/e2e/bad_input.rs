@@ -421,4 +421,33 @@ fn a_crawls_bad_records_are_recorded_and_the_funnel_reconciles() {
         }
     }
     assert!(seen.iter().any(|u| u.contains("cafe")), "{seen:?}");
+    // The records the reader skipped are in the table too, with their id and URL.
+    let q = tokenmill_pipelines::sql::query_dir(
+        &dir.path().join("ds"),
+        "SELECT rule, count(*) AS n, count(url) AS urls FROM excluded WHERE stage = 'read' GROUP BY rule ORDER BY rule",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    for b in &q {
+        let rule = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        for r in 0..b.num_rows() {
+            got.push((
+                rule.as_string::<i32>().value(r).to_string(),
+                b.column(1)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(r),
+                b.column(2)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .value(r),
+            ));
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("empty_text".to_string(), 1, 1),
+            ("http_status".to_string(), 2, 2),
+            ("non_text_payload".to_string(), 2, 2),
+        ]
+    );
 }

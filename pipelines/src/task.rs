@@ -150,10 +150,12 @@ pub fn run_task(
         let pass = stages.apply_sql(&meta, &kept, &mut stats.funnel)?;
         let mut texts = Vec::with_capacity(kept.len());
         let mut kept_rows = Vec::with_capacity(kept.len());
+        let mut langs = Vec::with_capacity(kept.len());
         for ((k, m), (&r, ok)) in kept.into_iter().zip(&meta).zip(rows.iter().zip(pass)) {
             if ok {
                 texts.push(k.text);
                 kept_rows.push(r);
+                langs.push(k.lang);
             } else {
                 *stats.dropped.entry("sql".into()).or_default() += 1;
                 drops.push(m.dropped(Some(&k.text)), &crate::stages::sql_dropped())?;
@@ -162,7 +164,7 @@ pub fn run_task(
         let rows = kept_rows;
         let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
         let tokens = tok.encode_batch(&refs)?;
-        for ((&r, text), ids) in rows.iter().zip(&refs).zip(&tokens) {
+        for (((&r, text), ids), lang) in rows.iter().zip(&refs).zip(&tokens).zip(&langs) {
             let w = match writer.as_mut() {
                 Some(w) => w,
                 None => writer.insert(ShardWriter::create(
@@ -179,6 +181,10 @@ pub fn run_task(
                     offset: cols.offset.value(r),
                     url: cols.url.is_valid(r).then(|| cols.url.value(r)),
                     text_xxh3: xxh3_64(text.as_bytes()),
+                    // the identifier's verdict, else the input's own language (e.g. a WET
+                    // record's `WARC-Identified-Content-Language`)
+                    lang: lang.as_ref().map(|l| l.0.as_str()).or_else(|| cols.lang(r)),
+                    lang_score: lang.as_ref().map(|l| l.1),
                 },
             )?;
             stats.documents_written += 1;
@@ -238,6 +244,7 @@ struct Columns<'a> {
     url: &'a arrow::array::StringArray,
     text: &'a arrow::array::StringArray,
     html: &'a arrow::array::StringArray,
+    lang: &'a arrow::array::StringArray,
 }
 
 impl<'a> Columns<'a> {
@@ -257,9 +264,13 @@ impl<'a> Columns<'a> {
             url: s("url"),
             text: s("text"),
             html: s("html"),
+            lang: s("lang"),
         }
     }
     fn text(&self, r: usize) -> Option<&'a str> {
         self.text.is_valid(r).then(|| self.text.value(r))
+    }
+    fn lang(&self, r: usize) -> Option<&'a str> {
+        self.lang.is_valid(r).then(|| self.lang.value(r))
     }
 }

@@ -19,7 +19,7 @@ use parquet::file::properties::WriterProperties;
 use crate::error::{Error, Result};
 
 /// Where one document of a shard came from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DocProvenance {
     pub shard: String,
     pub index: u64,
@@ -30,6 +30,12 @@ pub struct DocProvenance {
     pub tokens: u64,
     pub token_start: u64,
     pub text_xxh3: u64,
+    /// Language (ISO 639-1 where it has one, else 639-3) and the identifier's confidence, when
+    /// the build identified it (or the input carried a language).
+    #[serde(default)]
+    pub lang: Option<String>,
+    #[serde(default)]
+    pub lang_score: Option<f64>,
 }
 
 /// The Arrow schema of provenance tables.
@@ -46,6 +52,8 @@ pub fn provenance_schema() -> SchemaRef {
             Field::new("tokens", DataType::UInt64, false),
             Field::new("token_start", DataType::UInt64, false),
             Field::new("text_xxh3", DataType::UInt64, false),
+            Field::new("lang", DataType::Utf8, true),
+            Field::new("lang_score", DataType::Float64, true),
         ]))
     })
     .clone()
@@ -62,7 +70,11 @@ pub fn to_batch(rows: &[DocProvenance]) -> Result<RecordBatch> {
     let mut tokens = UInt64Builder::with_capacity(rows.len());
     let mut start = UInt64Builder::with_capacity(rows.len());
     let mut hash = UInt64Builder::with_capacity(rows.len());
+    let mut lang = StringBuilder::new();
+    let mut lang_score = arrow::array::Float64Builder::with_capacity(rows.len());
     for r in rows {
+        lang.append_option(r.lang.as_deref());
+        lang_score.append_option(r.lang_score);
         shard.append_value(&r.shard);
         index.append_value(r.index);
         id.append_value(&r.id);
@@ -83,6 +95,8 @@ pub fn to_batch(rows: &[DocProvenance]) -> Result<RecordBatch> {
         Arc::new(tokens.finish()),
         Arc::new(start.finish()),
         Arc::new(hash.finish()),
+        Arc::new(lang.finish()),
+        Arc::new(lang_score.finish()),
     ];
     Ok(RecordBatch::try_new(provenance_schema(), cols)?)
 }
@@ -126,6 +140,9 @@ pub fn read_provenance(path: &Path) -> Result<Vec<DocProvenance>> {
     for batch in reader {
         let batch = batch?;
         for f in want.fields() {
+            if matches!(f.name().as_str(), "lang" | "lang_score") {
+                continue; // added later: datasets built before have no such columns
+            }
             let ok = batch
                 .schema()
                 .field_with_name(f.name())
@@ -161,6 +178,16 @@ pub fn read_provenance(path: &Path) -> Result<Vec<DocProvenance>> {
             u("text_xxh3"),
         );
         let (shard, id, source, url) = (s("shard"), s("id"), s("source"), s("url"));
+        let lang = batch
+            .column_by_name("lang")
+            .and_then(|c| arrow::compute::cast(c, &DataType::Utf8).ok());
+        let lang = lang.as_ref().map(|c| c.as_string::<i32>());
+        let lang_score = batch
+            .column_by_name("lang_score")
+            .and_then(|c| arrow::compute::cast(c, &DataType::Float64).ok());
+        let lang_score = lang_score
+            .as_ref()
+            .map(|c| c.as_primitive::<arrow::datatypes::Float64Type>());
         for i in 0..batch.num_rows() {
             rows.push(DocProvenance {
                 shard: shard.value(i).to_string(),
@@ -172,6 +199,8 @@ pub fn read_provenance(path: &Path) -> Result<Vec<DocProvenance>> {
                 tokens: tokens.value(i),
                 token_start: start.value(i),
                 text_xxh3: hash.value(i),
+                lang: lang.and_then(|c| c.is_valid(i).then(|| c.value(i).to_string())),
+                lang_score: lang_score.and_then(|c| c.is_valid(i).then(|| c.value(i))),
             });
         }
     }
@@ -197,6 +226,8 @@ mod tests {
                 tokens: i + 1,
                 token_start: i * (i + 1) / 2,
                 text_xxh3: i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                lang: (i % 2 == 1).then(|| "en".to_string()),
+                lang_score: (i % 2 == 1).then_some(0.9),
             })
             .collect();
         write_provenance(&p, &rows).unwrap();

@@ -233,6 +233,8 @@ mod tests {
                     offset: i as u64,
                     url: None,
                     text_xxh3: 0,
+                    lang: None,
+                    lang_score: None,
                 },
             )
             .unwrap();

@@ -22,6 +22,9 @@ pub struct DocSource<'a> {
     pub url: Option<&'a str>,
     /// xxh3-64 of the document text that was tokenized.
     pub text_xxh3: u64,
+    /// Language and its confidence, where known.
+    pub lang: Option<&'a str>,
+    pub lang_score: Option<f64>,
 }
 
 /// Writes `<dir>/<name>.{bin,idx,prov.parquet}` through `.tmp` names; nothing is visible under
@@ -110,6 +113,8 @@ impl ShardWriter {
             tokens: tokens.len() as u64,
             token_start,
             text_xxh3: src.text_xxh3,
+            lang: src.lang.map(str::to_string),
+            lang_score: src.lang_score,
         });
         self.lengths.push(len);
         Ok(())

@@ -45,6 +45,8 @@ fn write_dataset(
                     offset: d as u64,
                     url: None,
                     text_xxh3: 0,
+                    lang: None,
+                    lang_score: None,
                 },
             )
             .unwrap();

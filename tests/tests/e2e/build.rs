@@ -614,6 +614,21 @@ fn the_web_recipe_on_real_warcs_keeps_english_articles_and_records_every_drop() 
     let filtered: u64 = s.funnel.dropped_by_stage().map(|(_, n)| n).sum();
     // every dropped document: the stages' drops and the reader's skips
     assert_eq!(total, filtered + s.documents_skipped["truncated_record"]);
+    // Language and confidence are columns of the provenance tables.
+    let l = tokenmill_pipelines::sql::query_dir(
+        &dir.path().join("web"),
+        "SELECT count(*) AS n, sum(CASE WHEN lang = 'en' AND lang_score >= 0.65 THEN 1 ELSE 0 END) AS en FROM provenance",
+    )
+    .unwrap();
+    let n = l[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    let en = l[0]
+        .column(1)
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .value(0);
+    assert_eq!((n as u64, en), (s.documents_written, n));
     // The funnel as a chart and as the SQL table `funnel`.
     let svg = std::fs::read_to_string(dir.path().join("web/funnel.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("gopher_quality"));

@@ -26,6 +26,8 @@ fn src(id: &str) -> DocSource<'_> {
         offset: 0,
         url: None,
         text_xxh3: 0,
+        lang: None,
+        lang_score: None,
     }
 }
 

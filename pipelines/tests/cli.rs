@@ -26,6 +26,7 @@ fn help_lists_every_command() {
     for c in [
         "quickstart",
         "build",
+        "extract",
         "inspect",
         "verify",
         "dedup",

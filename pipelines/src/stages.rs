@@ -205,6 +205,10 @@ pub struct FunnelRow {
     pub bytes_out: u64,
     /// Documents dropped, by rule.
     pub dropped: std::collections::BTreeMap<String, u64>,
+    /// Documents passed on with a note (e.g. `capped_at_max_bytes`: a page longer than
+    /// `[extract] max_bytes` extracted from its first `max_bytes`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub noted: std::collections::BTreeMap<String, u64>,
 }
 
 /// The funnel of a task (or, merged, of a build).
@@ -253,6 +257,9 @@ impl Funnel {
             m.bytes_out += r.bytes_out;
             for (k, v) in &r.dropped {
                 *m.dropped.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &r.noted {
+                *m.noted.entry(k.clone()).or_default() += v;
             }
         }
     }
@@ -340,6 +347,9 @@ impl Funnel {
             rules.sort_by(|a, b| b.1.cmp(a.1));
             for (k, v) in rules.iter().take(4) {
                 s.push_str(&format!("  {:<20}   dropped {v:>8}  {k}\n", ""));
+            }
+            for (k, v) in &r.noted {
+                s.push_str(&format!("  {:<20}   noted   {v:>8}  {k}\n", ""));
             }
         }
         s
@@ -556,6 +566,13 @@ impl Stages {
                     });
                 }
                 funnel.pass("extract", h.len(), x.text.len());
+                if x.truncated {
+                    *funnel
+                        .row("extract")
+                        .noted
+                        .entry("capped_at_max_bytes".into())
+                        .or_default() += 1;
+                }
                 Cow::Owned(x.text)
             }
             (_, Some(h)) => {
@@ -583,5 +600,51 @@ impl Stages {
             Some(f) => self.filter(f, text, funnel),
             None => Ok(Kept { text, lang: None }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_over_the_cap_are_cut_and_noted_and_empty_pages_dropped() {
+        let ex = ExtractSection {
+            options: tokenmill_extract::Options {
+                max_bytes: 200,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let st = Stages::new(&ex, None, &SqlSection::default()).unwrap();
+        let mut f = Funnel::default();
+        let long = format!(
+            "<html><body><article><p>{}</p></article></body></html>",
+            "The council approved the plan. ".repeat(40)
+        );
+        let k = st
+            .run(
+                DocIn {
+                    url: None,
+                    text: None,
+                    html: Some(&long),
+                },
+                &mut f,
+            )
+            .unwrap();
+        assert!(k.text.len() < 200 && k.text.starts_with("The council"));
+        assert_eq!(f.rows[0].noted["capped_at_max_bytes"], 1);
+        let d = st
+            .run(
+                DocIn {
+                    url: None,
+                    text: None,
+                    html: Some("<html><body><nav>Home</nav></body></html>"),
+                },
+                &mut f,
+            )
+            .unwrap_err();
+        assert_eq!((d.stage, d.rule.as_str()), ("extract", "no_text"));
+        assert_eq!((f.rows[0].docs_in, f.rows[0].docs_out), (2, 1));
     }
 }

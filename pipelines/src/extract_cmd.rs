@@ -78,6 +78,8 @@ struct KeptDoc {
     lang_score: Option<f64>,
     text: String,
     scores: String,
+    /// The recipe's derived columns (`[sql.columns]`), as a JSON object.
+    columns: String,
 }
 
 /// Writes kept documents as JSONL or Parquet (temp file, renamed by `finish`).
@@ -97,6 +99,7 @@ fn kept_schema() -> arrow::datatypes::SchemaRef {
         Field::new("lang_score", DataType::Float64, true),
         Field::new("text", DataType::Utf8, false),
         Field::new("scores", DataType::Utf8, false),
+        Field::new("columns", DataType::Utf8, false),
     ]))
 }
 
@@ -109,6 +112,8 @@ impl KeptWriter {
                         "id": d.id, "source": d.source, "offset": d.offset, "url": d.url,
                         "lang": d.lang, "lang_score": d.lang_score, "text": d.text,
                         "scores": serde_json::from_str::<serde_json::Value>(&d.scores)
+                            .unwrap_or_default(),
+                        "columns": serde_json::from_str::<serde_json::Value>(&d.columns)
                             .unwrap_or_default(),
                     });
                     writeln!(w, "{line}").map_err(|e| Error::io(path, e))?;
@@ -129,6 +134,7 @@ impl KeptWriter {
                     Arc::new(docs.iter().map(|d| d.lang_score).collect::<Float64Array>()),
                     s(|d| Some(&d.text)),
                     s(|d| Some(&d.scores)),
+                    s(|d| Some(&d.columns)),
                 ];
                 let batch = arrow::array::RecordBatch::try_new(kept_schema(), cols)?;
                 w.write(&batch)
@@ -241,8 +247,18 @@ pub fn extract_as(
                 }
             }
             let pass = stages.apply_sql(&metas, &kept_docs, &mut st.funnel)?;
+            let derived = match &stages.sql {
+                Some(w) => w.derive(&metas, &kept_docs)?,
+                None => vec![serde_json::Map::new(); kept_docs.len()],
+            };
             let mut docs = Vec::new();
-            for (((k, m), input_lang), ok) in kept_docs.iter().zip(&metas).zip(&langs).zip(pass) {
+            for ((((k, m), input_lang), ok), columns) in kept_docs
+                .iter()
+                .zip(&metas)
+                .zip(&langs)
+                .zip(pass)
+                .zip(derived)
+            {
                 if !ok {
                     st.documents_dropped += 1;
                     drops.push(m.dropped(Some(&k.text)), &crate::stages::sql_dropped())?;
@@ -267,6 +283,7 @@ pub fn extract_as(
                     lang_score: k.lang.as_ref().map(|l| l.1),
                     text: k.text.to_string(),
                     scores: serde_json::Value::Object(scores).to_string(),
+                    columns: serde_json::Value::Object(columns).to_string(),
                 });
             }
             kept.write(&docs, &tmp)?;

@@ -42,6 +42,9 @@ impl Default for ExtractSection {
 pub struct SqlSection {
     #[serde(rename = "where")]
     pub where_: Option<String>,
+    /// Derived columns: name = SQL expression (`[sql.columns] words = "word_count(text)"`),
+    /// written with each kept document by `tokenmill extract`.
+    pub columns: std::collections::BTreeMap<String, String>,
 }
 
 /// The metadata of a kept document the SQL condition sees.
@@ -77,9 +80,13 @@ pub fn sql_dropped() -> Dropped {
     }
 }
 
-/// A compiled `[sql] where`.
+/// A compiled `[sql]`: the condition and the derived columns, parsed and planned once.
 pub struct SqlWhere {
-    expr: std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    expr: Option<std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    columns: Vec<(
+        String,
+        std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    )>,
     schema: arrow::datatypes::SchemaRef,
     text: String,
 }
@@ -93,8 +100,12 @@ impl std::fmt::Debug for SqlWhere {
 }
 
 impl SqlWhere {
-    /// Parses and plans `sql` once.
-    pub fn new(sql: &str, filters: &tokenmill_filters::FiltersConfig) -> Result<Self> {
+    /// Parses and plans the condition `sql` (if any) and the derived `columns` once.
+    pub fn new(
+        sql: Option<&str>,
+        columns: &std::collections::BTreeMap<String, String>,
+        filters: &tokenmill_filters::FiltersConfig,
+    ) -> Result<Self> {
         use arrow::datatypes::{DataType, Field, Schema};
         let schema = std::sync::Arc::new(Schema::new(vec![
             Field::new("id", DataType::Utf8, false),
@@ -107,21 +118,33 @@ impl SqlWhere {
         ]));
         let ctx = datafusion::prelude::SessionContext::new();
         crate::udf::register(&ctx, filters);
-        let bad = |e: datafusion::error::DataFusionError| {
-            crate::error::Error::Config(format!("[sql] where = {sql:?}: {e}"))
+        let df = datafusion::common::DFSchema::try_from(schema.as_ref().clone())
+            .map_err(|e| crate::error::Error::Config(format!("[sql]: {e}")))?;
+        let plan = |what: String, sql: &str| {
+            let bad = |e: datafusion::error::DataFusionError| {
+                crate::error::Error::Config(format!("[sql] {what} = {sql:?}: {e}"))
+            };
+            let logical = ctx.parse_sql_expr(sql, &df).map_err(bad)?;
+            ctx.create_physical_expr(logical, &df).map_err(bad)
         };
-        let df = datafusion::common::DFSchema::try_from(schema.as_ref().clone()).map_err(bad)?;
-        let logical = ctx.parse_sql_expr(sql, &df).map_err(bad)?;
-        let expr = ctx.create_physical_expr(logical, &df).map_err(bad)?;
+        let expr = match sql {
+            Some(w) => Some(plan("where".into(), w)?),
+            None => None,
+        };
+        let columns = columns
+            .iter()
+            .map(|(name, e)| Ok((name.clone(), plan(format!("columns.{name}"), e)?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(SqlWhere {
             expr,
+            columns,
             schema,
-            text: sql.to_string(),
+            text: sql.unwrap_or("").to_string(),
         })
     }
 
-    /// Whether each document passes (NULL counts as no).
-    pub fn eval(&self, meta: &[RowMeta<'_>], kept: &[Kept<'_>]) -> Result<Vec<bool>> {
+    /// The documents as the table the expressions see.
+    fn batch(&self, meta: &[RowMeta<'_>], kept: &[Kept<'_>]) -> Result<arrow::array::RecordBatch> {
         use arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
         let cols: Vec<ArrayRef> = vec![
             std::sync::Arc::new(meta.iter().map(|m| Some(m.id)).collect::<StringArray>()),
@@ -144,9 +167,19 @@ impl SqlWhere {
                     .collect::<StringArray>(),
             ),
         ];
-        let batch = arrow::array::RecordBatch::try_new(self.schema.clone(), cols)?;
-        let v = self
-            .expr
+        Ok(arrow::array::RecordBatch::try_new(
+            self.schema.clone(),
+            cols,
+        )?)
+    }
+
+    /// Whether each document passes (NULL counts as no; all pass without a condition).
+    pub fn eval(&self, meta: &[RowMeta<'_>], kept: &[Kept<'_>]) -> Result<Vec<bool>> {
+        let Some(expr) = &self.expr else {
+            return Ok(vec![true; kept.len()]);
+        };
+        let batch = self.batch(meta, kept)?;
+        let v = expr
             .evaluate(&batch)
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(|e| {
@@ -163,6 +196,53 @@ impl SqlWhere {
                 ))
             })?;
         Ok((0..b.len()).map(|i| b.is_valid(i) && b.value(i)).collect())
+    }
+
+    /// The derived columns of each document, as JSON values by name.
+    pub fn derive(
+        &self,
+        meta: &[RowMeta<'_>],
+        kept: &[Kept<'_>],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        let mut out = vec![serde_json::Map::new(); kept.len()];
+        if self.columns.is_empty() || kept.is_empty() {
+            return Ok(out);
+        }
+        let batch = self.batch(meta, kept)?;
+        for (name, expr) in &self.columns {
+            let arr = expr
+                .evaluate(&batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(|e| crate::error::Error::Config(format!("[sql] columns.{name}: {e}")))?;
+            for (i, row) in out.iter_mut().enumerate() {
+                let v = datafusion::scalar::ScalarValue::try_from_array(&arr, i).map_err(|e| {
+                    crate::error::Error::Config(format!("[sql] columns.{name}: {e}"))
+                })?;
+                row.insert(name.clone(), scalar_json(&v));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A SQL value as JSON: numbers and booleans as themselves, NULL as null, the rest as text.
+fn scalar_json(v: &datafusion::scalar::ScalarValue) -> serde_json::Value {
+    use datafusion::scalar::ScalarValue as S;
+    match v {
+        _ if v.is_null() => serde_json::Value::Null,
+        S::Boolean(Some(b)) => (*b).into(),
+        S::Int8(Some(x)) => (*x).into(),
+        S::Int16(Some(x)) => (*x).into(),
+        S::Int32(Some(x)) => (*x).into(),
+        S::Int64(Some(x)) => (*x).into(),
+        S::UInt8(Some(x)) => (*x).into(),
+        S::UInt16(Some(x)) => (*x).into(),
+        S::UInt32(Some(x)) => (*x).into(),
+        S::UInt64(Some(x)) => (*x).into(),
+        S::Float32(Some(x)) => serde_json::json!(*x),
+        S::Float64(Some(x)) => serde_json::json!(*x),
+        S::Utf8(Some(t)) | S::LargeUtf8(Some(t)) | S::Utf8View(Some(t)) => t.clone().into(),
+        other => other.to_string().into(),
     }
 }
 
@@ -398,9 +478,14 @@ impl Stages {
             f.validate()
                 .map_err(|e| crate::error::Error::Config(format!("[filters]: {e}")))?;
         }
-        let sql = match &sql.where_ {
-            Some(w) => Some(SqlWhere::new(w, &filters.cloned().unwrap_or_default())?),
-            None => None,
+        let sql = if sql.where_.is_some() || !sql.columns.is_empty() {
+            Some(SqlWhere::new(
+                sql.where_.as_deref(),
+                &sql.columns,
+                &filters.cloned().unwrap_or_default(),
+            )?)
+        } else {
+            None
         };
         Ok(Stages {
             extract: extract.clone(),
@@ -519,7 +604,7 @@ impl Stages {
         kept: &[Kept<'_>],
         funnel: &mut Funnel,
     ) -> Result<Vec<bool>> {
-        let Some(w) = &self.sql else {
+        let Some(w) = self.sql.as_ref().filter(|w| w.expr.is_some()) else {
             return Ok(vec![true; kept.len()]);
         };
         let pass = w.eval(meta, kept)?;

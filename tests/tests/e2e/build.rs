@@ -778,6 +778,31 @@ fn extract_writes_what_a_recipe_keeps_with_scores_and_prints_a_single_page() {
             .value(0) as u64,
         st.documents_kept
     );
+    // Derived columns: SQL expressions written with each kept document.
+    let mut d = c.clone();
+    d.sql.columns = [
+        ("words".to_string(), "word_count(text)".to_string()),
+        ("host".to_string(), "split_part(url, '/', 3)".to_string()),
+        ("long".to_string(), "length(text) > 5000".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let dc = dir.path().join("d");
+    tokenmill_pipelines::extract_cmd::extract(&d, &inputs, &dc).unwrap();
+    for l in std::fs::read_to_string(dc.join("kept.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let cols = &v["columns"];
+        assert!(cols["words"].as_u64().unwrap() > 50, "{cols}");
+        let url = v["url"].as_str().unwrap();
+        assert!(url.contains(cols["host"].as_str().unwrap()), "{cols}");
+        assert_eq!(
+            cols["long"].as_bool().unwrap(),
+            v["text"].as_str().unwrap().chars().count() > 5000
+        );
+    }
     // One page: its text on stdout.
     let page = dir.path().join("page.html");
     std::fs::write(

@@ -99,8 +99,6 @@ const BOILER_WORDS: &[&str] = &[
     "tags",
     "tag",
     "header",
-    "hidden",
-    "hide",
     "print",
     "meta",
     "author",

@@ -79,6 +79,10 @@ pub struct Trace {
     pub superseded: bool,
     pub loss: f64,
     pub grad_norm: f64,
+    /// The detectors' z-scores at this step (loss, gradient norm, highest document).
+    pub loss_z: Option<f64>,
+    pub grad_norm_z: Option<f64>,
+    pub doc_z: Option<f64>,
     pub spikes: Vec<String>,
     pub quarantined: Vec<String>,
     /// Samples, highest loss first.
@@ -383,6 +387,9 @@ fn trace_in(
         superseded: run.superseded[li],
         loss: line.loss,
         grad_norm: line.grad_norm,
+        loss_z: line.loss_z,
+        grad_norm_z: line.grad_norm_z,
+        doc_z: line.doc_z,
         spikes: line.spikes.clone(),
         quarantined: line.quarantined.clone(),
         samples,
@@ -501,6 +508,19 @@ pub fn trace_spikes(dir: &Path, top: usize) -> Result<(Run, Vec<Trace>)> {
         )?);
     }
     Ok((run, out))
+}
+
+/// Writes the report of the spike logged as `line` — `RUN/spikes/step-S-seq-Q.json` (the
+/// trace) and `.txt` (as `tokenmill trace` prints it) — as the run goes.
+pub fn write_spike_report(run: &Path, line: &StepLog, top: usize) -> Result<PathBuf> {
+    let t = trace_step(run, line.step, None, top)?;
+    let dir = run.join("spikes");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let stem = dir.join(format!("step-{:08}-seq-{:08}", line.step, line.seq));
+    let json = serde_json::to_vec_pretty(&t).expect("serialises");
+    tokenmill_shards::atomic_write(&stem.with_extension("json"), &json)?;
+    tokenmill_shards::atomic_write(&stem.with_extension("txt"), render(&t, top).as_bytes())?;
+    Ok(stem.with_extension("json"))
 }
 
 /// One line, control characters made visible, at most `max` characters.

@@ -67,7 +67,15 @@ pub fn train(cfg: TrainConfig, resume: bool, quiet: bool) -> Result<TrainOutcome
         bar.set_position(t.step);
         let (mut last, mut tok_s, mut n) = (f64::NAN, 0.0, 0u64);
         let mut eval_msg = String::new();
+        let out = t.cfg.train.out.clone();
         let eval = t.run(|log: &StepLog| {
+            if log.kind == "train" && !log.spikes.is_empty() {
+                // the report is a by-product: a failure to write it never stops training
+                match crate::trace::write_spike_report(&out, log, 5) {
+                    Ok(p) => tracing::info!(report = %p.display(), "spike report"),
+                    Err(e) => tracing::warn!(step = log.step, "spike report not written: {e}"),
+                }
+            }
             if log.kind == "eval" {
                 eval_msg = format!("  eval {:.4}", log.loss);
                 bar.println(format!("step {:>6}  eval loss {:.4}", log.step, log.loss));

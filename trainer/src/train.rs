@@ -904,6 +904,10 @@ impl Trainer {
         }
         let rows = loss_rows(self.seq, step, &batch.samples, &log, &span_counts);
         self.losses.push(self.seq, rows)?;
+        if !log.spikes.is_empty() {
+            // a spike's rows are on disk at once: its report can be written now
+            self.losses.flush()?;
+        }
         self.seq += 1;
         self.write_log(&log)?;
         if log.rollback.is_none() {

@@ -236,6 +236,18 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
         .value(0);
     assert_eq!(lines, 180);
     assert!(worst > 8.0, "{worst}");
+    // Each spike's report was written as the run went: JSON and text.
+    let reports: Vec<_> = std::fs::read_dir(run.join("spikes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(reports.len(), fired.len());
+    for p in &reports {
+        let t: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        assert!(!t["spikes"].as_array().unwrap().is_empty());
+        assert!(p.with_extension("txt").is_file());
+    }
     // The report shows them.
     let (rep, html) = tokenmill_pipelines::report::report(&run, 3).unwrap();
     assert_eq!(rep.spikes.len(), fired.len());

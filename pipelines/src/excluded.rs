@@ -14,7 +14,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
-use crate::stages::Dropped;
+use crate::stages::{Dropped, RowMeta};
 
 /// The table's schema.
 pub fn schema() -> SchemaRef {
@@ -77,16 +77,6 @@ fn pq(path: &Path, e: impl std::fmt::Display) -> Error {
     ))
 }
 
-/// A dropped document.
-#[derive(Debug, Clone, Copy)]
-pub struct DroppedDoc<'a> {
-    pub id: &'a str,
-    pub source: &'a str,
-    pub offset: u64,
-    pub url: Option<&'a str>,
-    pub text: Option<&'a str>,
-}
-
 impl DropWriter {
     /// Opens task `task`'s file under `out`.
     pub fn create(out: &Path, task: usize, keep_text: bool) -> Result<Self> {
@@ -112,8 +102,8 @@ impl DropWriter {
         })
     }
 
-    /// Records one dropped document.
-    pub fn push(&mut self, d: DroppedDoc<'_>, why: &Dropped) -> Result<()> {
+    /// Records one dropped document (`text`: what its stage judged, kept when asked).
+    pub fn push(&mut self, d: &RowMeta<'_>, text: Option<&str>, why: &Dropped) -> Result<()> {
         let c = &mut self.cols;
         c.id.append_value(d.id);
         c.source.append_value(d.source);
@@ -126,7 +116,7 @@ impl DropWriter {
         c.threshold
             .append_option(why.threshold.is_finite().then_some(why.threshold));
         c.text
-            .append_option(if self.keep_text { d.text } else { None });
+            .append_option(if self.keep_text { text } else { None });
         self.rows += 1;
         if self.rows.is_multiple_of(8192) {
             self.write_batch()?;
@@ -148,16 +138,13 @@ impl DropWriter {
                 threshold: f64::NAN,
                 text: None,
             };
-            self.push(
-                DroppedDoc {
-                    id: &id,
-                    source: &k.source,
-                    offset: k.offset,
-                    url: k.url.as_deref(),
-                    text: None,
-                },
-                &why,
-            )?;
+            let meta = RowMeta {
+                id: &id,
+                source: &k.source,
+                offset: k.offset,
+                url: k.url.as_deref(),
+            };
+            self.push(&meta, None, &why)?;
         }
         Ok(())
     }

@@ -8,14 +8,12 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::UInt64Type;
 use serde::Serialize;
 use tokenmill_ingest::{DocumentReader, ReadStats};
 
 use crate::config::BuildConfig;
 use crate::error::{Error, Result};
-use crate::stages::{DocIn, Funnel, Stages};
+use crate::stages::{Funnel, Stages};
 
 /// What `extract` did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -90,17 +88,10 @@ enum KeptWriter {
 
 fn kept_schema() -> arrow::datatypes::SchemaRef {
     use arrow::datatypes::{DataType, Field, Schema};
-    std::sync::Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("offset", DataType::UInt64, false),
-        Field::new("url", DataType::Utf8, true),
-        Field::new("lang", DataType::Utf8, true),
-        Field::new("lang_score", DataType::Float64, true),
-        Field::new("text", DataType::Utf8, false),
-        Field::new("scores", DataType::Utf8, false),
-        Field::new("columns", DataType::Utf8, false),
-    ]))
+    let mut fields = crate::stages::kept_fields();
+    fields.push(Field::new("scores", DataType::Utf8, false));
+    fields.push(Field::new("columns", DataType::Utf8, false));
+    std::sync::Arc::new(Schema::new(fields))
 }
 
 impl KeptWriter {
@@ -195,97 +186,39 @@ pub fn extract_as(
         while let Some(batch) = reader.next() {
             let batch = batch?;
             drops.push_skips(reader.take_skips())?;
-            let s = |n: &str| {
-                batch
-                    .column_by_name(n)
-                    .expect("document schema")
-                    .as_string::<i32>()
-                    .clone()
-            };
-            let (id, source, url, text, html, lang) = (
-                s("id"),
-                s("source"),
-                s("url"),
-                s("text"),
-                s("html"),
-                s("lang"),
-            );
-            let offset = batch
-                .column_by_name("offset")
-                .expect("document schema")
-                .as_primitive::<UInt64Type>()
-                .clone();
-            fn opt(a: &arrow::array::StringArray, r: usize) -> Option<&str> {
-                a.is_valid(r).then(|| a.value(r))
-            }
-            let (mut kept_docs, mut metas, mut langs) = (Vec::new(), Vec::new(), Vec::new());
-            for r in 0..batch.num_rows() {
-                let doc = DocIn {
-                    url: opt(&url, r),
-                    text: opt(&text, r),
-                    html: opt(&html, r),
-                };
-                let m = crate::stages::RowMeta {
-                    id: id.value(r),
-                    source: source.value(r),
-                    offset: offset.value(r),
-                    url: opt(&url, r),
-                };
-                match stages.run(doc, &mut st.funnel) {
-                    Ok(k) => {
-                        kept_docs.push(k);
-                        metas.push(m);
-                        langs.push(opt(&lang, r));
-                    }
-                    Err(why) => {
-                        st.documents_dropped += 1;
-                        drops.push(
-                            m.dropped(why.text.as_deref().or(doc.text).or(doc.html)),
-                            &why,
-                        )?;
-                    }
-                }
-            }
-            let pass = stages.apply_sql(&metas, &kept_docs, &mut st.funnel)?;
-            let derived = match &stages.sql {
-                Some(w) => w.derive(&metas, &kept_docs)?,
-                None => vec![serde_json::Map::new(); kept_docs.len()],
-            };
-            let mut docs = Vec::new();
-            for ((((k, m), input_lang), ok), columns) in kept_docs
+            let cols = crate::stages::DocColumns::of(&batch);
+            let rows = stages.run_rows(
+                &cols,
+                0..batch.num_rows(),
+                &mut st.funnel,
+                &mut drops,
+                |_| st.documents_dropped += 1,
+            )?;
+            let derived = stages.derive(&rows)?;
+            st.documents_kept += rows.len() as u64;
+            let docs: Vec<KeptDoc> = rows
                 .iter()
-                .zip(&metas)
-                .zip(&langs)
-                .zip(pass)
                 .zip(derived)
-            {
-                if !ok {
-                    st.documents_dropped += 1;
-                    drops.push(m.dropped(Some(&k.text)), &crate::stages::sql_dropped())?;
-                    continue;
-                }
-                st.documents_kept += 1;
-                let scores: serde_json::Map<String, serde_json::Value> = stages
-                    .scores(&k.text)
-                    .into_iter()
-                    .map(|(n, v)| (n, serde_json::json!(v)))
-                    .collect();
-                docs.push(KeptDoc {
-                    id: m.id.to_string(),
-                    source: m.source.to_string(),
-                    offset: m.offset,
-                    url: m.url.map(str::to_string),
-                    lang: k
-                        .lang
-                        .as_ref()
-                        .map(|l| l.0.clone())
-                        .or(input_lang.map(str::to_string)),
-                    lang_score: k.lang.as_ref().map(|l| l.1),
-                    text: k.text.to_string(),
-                    scores: serde_json::Value::Object(scores).to_string(),
-                    columns: serde_json::Value::Object(columns).to_string(),
-                });
-            }
+                .map(|(k, columns)| {
+                    let scores: serde_json::Map<String, serde_json::Value> = stages
+                        .scores(&k.kept.text)
+                        .into_iter()
+                        .map(|(n, v)| (n, serde_json::json!(v)))
+                        .collect();
+                    let (lang, lang_score) = k.lang(&cols);
+                    KeptDoc {
+                        id: k.meta.id.to_string(),
+                        source: k.meta.source.to_string(),
+                        offset: k.meta.offset,
+                        url: k.meta.url.map(str::to_string),
+                        lang,
+                        lang_score,
+                        text: k.kept.text.to_string(),
+                        scores: serde_json::Value::Object(scores).to_string(),
+                        columns: serde_json::Value::Object(columns).to_string(),
+                    }
+                })
+                .collect();
             kept.write(&docs, &tmp)?;
         }
         drops.push_skips(reader.take_skips())?;

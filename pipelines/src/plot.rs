@@ -232,8 +232,10 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
     s
 }
 
-fn esc(t: &str) -> String {
+/// `t` escaped for XML/HTML text and attribute values.
+pub(crate) fn esc(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::plot::esc;
 use crate::trace::{Trace, one_line, trace_spikes};
 
 /// What the page shows, also written as JSON.
@@ -178,11 +179,4 @@ fn response(log: &[tokenmill_trainer::train::StepLog], t: &Trace) -> String {
     } else {
         out.join("; ")
     }
-}
-
-fn esc(t: &str) -> String {
-    t.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -56,21 +56,88 @@ pub struct RowMeta<'a> {
     pub url: Option<&'a str>,
 }
 
-impl<'a> RowMeta<'a> {
-    /// The excluded-table record of this document with `text`.
-    pub fn dropped(&self, text: Option<&'a str>) -> crate::excluded::DroppedDoc<'a> {
-        crate::excluded::DroppedDoc {
-            id: self.id,
-            source: self.source,
-            offset: self.offset,
-            url: self.url,
-            text,
+/// The document columns of a reader batch.
+#[derive(Debug, Clone, Copy)]
+pub struct DocColumns<'a> {
+    id: &'a arrow::array::StringArray,
+    source: &'a arrow::array::StringArray,
+    offset: &'a arrow::array::UInt64Array,
+    url: &'a arrow::array::StringArray,
+    text: &'a arrow::array::StringArray,
+    html: &'a arrow::array::StringArray,
+    lang: &'a arrow::array::StringArray,
+}
+
+fn opt(a: &arrow::array::StringArray, r: usize) -> Option<&str> {
+    a.is_valid(r).then(|| a.value(r))
+}
+
+impl<'a> DocColumns<'a> {
+    /// The columns of a batch in the document schema.
+    pub fn of(b: &'a arrow::array::RecordBatch) -> Self {
+        use arrow::array::AsArray;
+        let s = |n: &str| {
+            b.column_by_name(n)
+                .expect("document schema")
+                .as_string::<i32>()
+        };
+        DocColumns {
+            id: s("id"),
+            source: s("source"),
+            offset: b
+                .column_by_name("offset")
+                .expect("document schema")
+                .as_primitive::<arrow::datatypes::UInt64Type>(),
+            url: s("url"),
+            text: s("text"),
+            html: s("html"),
+            lang: s("lang"),
+        }
+    }
+    /// Row `r` as the stages see it.
+    pub fn doc(&self, r: usize) -> DocIn<'a> {
+        DocIn {
+            url: opt(self.url, r),
+            text: opt(self.text, r),
+            html: opt(self.html, r),
+        }
+    }
+    /// Row `r`'s metadata.
+    pub fn meta(&self, r: usize) -> RowMeta<'a> {
+        RowMeta {
+            id: self.id.value(r),
+            source: self.source.value(r),
+            offset: self.offset.value(r),
+            url: opt(self.url, r),
+        }
+    }
+    /// The language the input gives row `r` (e.g. a WET record's), if any.
+    pub fn lang(&self, r: usize) -> Option<&'a str> {
+        opt(self.lang, r)
+    }
+}
+
+/// A document every stage kept.
+#[derive(Debug, Clone)]
+pub struct KeptRow<'a> {
+    /// Its row in the batch.
+    pub row: usize,
+    pub meta: RowMeta<'a>,
+    pub kept: Kept<'a>,
+}
+
+impl KeptRow<'_> {
+    /// Language and confidence: the identifier's, else the input's own language.
+    pub fn lang(&self, cols: &DocColumns<'_>) -> (Option<String>, Option<f64>) {
+        match &self.kept.lang {
+            Some((l, p)) => (Some(l.clone()), Some(*p)),
+            None => (cols.lang(self.row).map(str::to_string), None),
         }
     }
 }
 
 /// Why `[sql] where` dropped a document.
-pub fn sql_dropped() -> Dropped {
+fn sql_dropped() -> Dropped {
     Dropped {
         stage: "sql",
         rule: "where".into(),
@@ -78,6 +145,20 @@ pub fn sql_dropped() -> Dropped {
         threshold: f64::NAN,
         text: None,
     }
+}
+
+/// The columns of a kept document as the SQL condition and `tokenmill extract` see them.
+pub fn kept_fields() -> Vec<arrow::datatypes::Field> {
+    use arrow::datatypes::{DataType, Field};
+    vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("offset", DataType::UInt64, false),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("lang", DataType::Utf8, true),
+        Field::new("lang_score", DataType::Float64, true),
+        Field::new("text", DataType::Utf8, false),
+    ]
 }
 
 /// A compiled `[sql]`: the condition and the derived columns, parsed and planned once.
@@ -106,16 +187,7 @@ impl SqlWhere {
         columns: &std::collections::BTreeMap<String, String>,
         filters: &tokenmill_filters::FiltersConfig,
     ) -> Result<Self> {
-        use arrow::datatypes::{DataType, Field, Schema};
-        let schema = std::sync::Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("source", DataType::Utf8, false),
-            Field::new("offset", DataType::UInt64, false),
-            Field::new("url", DataType::Utf8, true),
-            Field::new("lang", DataType::Utf8, true),
-            Field::new("lang_score", DataType::Float64, true),
-            Field::new("text", DataType::Utf8, false),
-        ]));
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(kept_fields()));
         let ctx = datafusion::prelude::SessionContext::new();
         crate::udf::register(&ctx, filters);
         let df = datafusion::common::DFSchema::try_from(schema.as_ref().clone())
@@ -144,26 +216,34 @@ impl SqlWhere {
     }
 
     /// The documents as the table the expressions see.
-    fn batch(&self, meta: &[RowMeta<'_>], kept: &[Kept<'_>]) -> Result<arrow::array::RecordBatch> {
+    fn batch(&self, rows: &[KeptRow<'_>]) -> Result<arrow::array::RecordBatch> {
         use arrow::array::{ArrayRef, Float64Array, StringArray, UInt64Array};
         let cols: Vec<ArrayRef> = vec![
-            std::sync::Arc::new(meta.iter().map(|m| Some(m.id)).collect::<StringArray>()),
-            std::sync::Arc::new(meta.iter().map(|m| Some(m.source)).collect::<StringArray>()),
-            std::sync::Arc::new(meta.iter().map(|m| m.offset).collect::<UInt64Array>()),
-            std::sync::Arc::new(meta.iter().map(|m| m.url).collect::<StringArray>()),
             std::sync::Arc::new(
-                kept.iter()
-                    .map(|k| k.lang.as_ref().map(|l| l.0.as_str()))
+                rows.iter()
+                    .map(|k| Some(k.meta.id))
                     .collect::<StringArray>(),
             ),
             std::sync::Arc::new(
-                kept.iter()
-                    .map(|k| k.lang.as_ref().map(|l| l.1))
+                rows.iter()
+                    .map(|k| Some(k.meta.source))
+                    .collect::<StringArray>(),
+            ),
+            std::sync::Arc::new(rows.iter().map(|k| k.meta.offset).collect::<UInt64Array>()),
+            std::sync::Arc::new(rows.iter().map(|k| k.meta.url).collect::<StringArray>()),
+            std::sync::Arc::new(
+                rows.iter()
+                    .map(|k| k.kept.lang.as_ref().map(|l| l.0.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            std::sync::Arc::new(
+                rows.iter()
+                    .map(|k| k.kept.lang.as_ref().map(|l| l.1))
                     .collect::<Float64Array>(),
             ),
             std::sync::Arc::new(
-                kept.iter()
-                    .map(|k| Some(k.text.as_ref()))
+                rows.iter()
+                    .map(|k| Some(k.kept.text.as_ref()))
                     .collect::<StringArray>(),
             ),
         ];
@@ -174,11 +254,11 @@ impl SqlWhere {
     }
 
     /// Whether each document passes (NULL counts as no; all pass without a condition).
-    pub fn eval(&self, meta: &[RowMeta<'_>], kept: &[Kept<'_>]) -> Result<Vec<bool>> {
+    pub fn eval(&self, rows: &[KeptRow<'_>]) -> Result<Vec<bool>> {
         let Some(expr) = &self.expr else {
-            return Ok(vec![true; kept.len()]);
+            return Ok(vec![true; rows.len()]);
         };
-        let batch = self.batch(meta, kept)?;
+        let batch = self.batch(rows)?;
         let v = expr
             .evaluate(&batch)
             .and_then(|v| v.into_array(batch.num_rows()))
@@ -201,14 +281,13 @@ impl SqlWhere {
     /// The derived columns of each document, as JSON values by name.
     pub fn derive(
         &self,
-        meta: &[RowMeta<'_>],
-        kept: &[Kept<'_>],
+        rows: &[KeptRow<'_>],
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-        let mut out = vec![serde_json::Map::new(); kept.len()];
-        if self.columns.is_empty() || kept.is_empty() {
+        let mut out = vec![serde_json::Map::new(); rows.len()];
+        if self.columns.is_empty() || rows.is_empty() {
             return Ok(out);
         }
-        let batch = self.batch(meta, kept)?;
+        let batch = self.batch(rows)?;
         for (name, expr) in &self.columns {
             let arr = expr
                 .evaluate(&batch)
@@ -364,11 +443,7 @@ impl Funnel {
             .unwrap_or(1)
             .max(1) as f64;
         let scale = (w - left - 330.0) / max;
-        let esc = |t: &str| {
-            t.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-        };
+        let esc = crate::plot::esc;
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
@@ -442,10 +517,42 @@ pub struct Stages {
     extract: ExtractSection,
     filters: Option<tokenmill_filters::FiltersConfig>,
     url: Option<tokenmill_filters::UrlFilter>,
-    /// The recipe's SQL condition, applied to each reader batch's kept documents.
-    pub sql: Option<SqlWhere>,
+    /// The recipe's SQL condition and derived columns.
+    sql: Option<SqlWhere>,
     /// Dropped documents carry the text their stage judged.
     pub keep_text: bool,
+}
+
+/// Counts a filter's drop of `t` at `stage`; the drop carries `t` when `keep`.
+fn drop_at(
+    funnel: &mut Funnel,
+    keep: bool,
+    stage: &str,
+    d: tokenmill_filters::Drop,
+    t: &str,
+) -> Dropped {
+    funnel.drop(stage, d.rule, t.len());
+    Dropped {
+        text: keep.then(|| t.to_string()),
+        ..dropped(d)
+    }
+}
+
+/// Counts a filter's verdict on `t` at `stage`.
+fn gate(
+    funnel: &mut Funnel,
+    keep: bool,
+    stage: &str,
+    verdict: std::result::Result<(), tokenmill_filters::Drop>,
+    t: &str,
+) -> std::result::Result<(), Dropped> {
+    match verdict {
+        Ok(()) => {
+            funnel.pass(stage, t.len(), t.len());
+            Ok(())
+        }
+        Err(d) => Err(drop_at(funnel, keep, stage, d, t)),
+    }
 }
 
 fn dropped(d: tokenmill_filters::Drop) -> Dropped {
@@ -504,62 +611,45 @@ impl Stages {
         funnel: &mut Funnel,
     ) -> std::result::Result<Kept<'a>, Dropped> {
         let keep = self.keep_text;
-        let dropped = |d: tokenmill_filters::Drop, t: &str| Dropped {
-            text: keep.then(|| t.to_string()),
-            ..dropped(d)
-        };
-        let n = text.len();
         let mut lang = None;
         if f.language.enabled {
             let (guess, verdict) = f.language.check_text(&text);
             lang = guess.map(|g| (g.iso639_1.unwrap_or(g.code).to_string(), g.confidence));
-            if let Err(d) = verdict {
-                funnel.drop("language", d.rule, n);
-                return Err(dropped(d, &text));
-            }
-            funnel.pass("language", n, n);
+            gate(funnel, keep, "language", verdict, &text)?;
         }
-        for (stage, on, check) in [
-            (
+        if f.gopher_repetition.enabled {
+            gate(
+                funnel,
+                keep,
                 "gopher_repetition",
-                f.gopher_repetition.enabled,
-                &(|t: &str| f.gopher_repetition.check(t))
-                    as &dyn Fn(&str) -> std::result::Result<(), tokenmill_filters::Drop>,
-            ),
-            ("gopher_quality", f.gopher_quality.enabled, &|t: &str| {
-                f.gopher_quality.check(t)
-            }),
-        ] {
-            if on {
-                if let Err(d) = check(&text) {
-                    funnel.drop(stage, d.rule, n);
-                    return Err(dropped(d, &text));
-                }
-                funnel.pass(stage, n, n);
-            }
+                f.gopher_repetition.check(&text),
+                &text,
+            )?;
+        }
+        if f.gopher_quality.enabled {
+            gate(
+                funnel,
+                keep,
+                "gopher_quality",
+                f.gopher_quality.check(&text),
+                &text,
+            )?;
         }
         let text = if f.c4.enabled {
             match f.c4.apply(&text) {
                 Ok(t) => {
-                    funnel.pass("c4", n, t.len());
+                    funnel.pass("c4", text.len(), t.len());
                     Cow::Owned(t)
                 }
-                Err(d) => {
-                    funnel.drop("c4", d.rule, n);
-                    return Err(dropped(d, &text));
-                }
+                Err(d) => return Err(drop_at(funnel, keep, "c4", d, &text)),
             }
         } else {
             text
         };
-        let n = text.len();
         if f.fineweb.enabled {
-            if let Err(d) = f.fineweb.check(&text) {
-                funnel.drop("fineweb", d.rule, n);
-                return Err(dropped(d, &text));
-            }
-            funnel.pass("fineweb", n, n);
+            gate(funnel, keep, "fineweb", f.fineweb.check(&text), &text)?;
         }
+        let n = text.len();
         let text = if f.pii.enabled {
             let t = match f.pii.apply(&text) {
                 Cow::Borrowed(_) => text,
@@ -596,26 +686,63 @@ impl Stages {
         out
     }
 
-    /// Applies `[sql] where` to a batch of kept documents: which pass, counted in `funnel`
-    /// (all pass without a condition).
-    pub fn apply_sql(
+    /// The recipe's derived columns (`[sql.columns]`) of kept documents.
+    pub fn derive(
         &self,
-        meta: &[RowMeta<'_>],
-        kept: &[Kept<'_>],
+        rows: &[KeptRow<'_>],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        match &self.sql {
+            Some(w) => w.derive(rows),
+            None => Ok(vec![serde_json::Map::new(); rows.len()]),
+        }
+    }
+
+    /// Runs rows `rows` of a reader batch through every stage, the SQL condition included:
+    /// returns the kept ones in order; each dropped one is recorded in `drops` (with the text
+    /// its stage judged) and passed to `on_drop`.
+    pub fn run_rows<'a>(
+        &self,
+        cols: &DocColumns<'a>,
+        rows: impl IntoIterator<Item = usize>,
         funnel: &mut Funnel,
-    ) -> Result<Vec<bool>> {
-        let Some(w) = self.sql.as_ref().filter(|w| w.expr.is_some()) else {
-            return Ok(vec![true; kept.len()]);
-        };
-        let pass = w.eval(meta, kept)?;
-        for (k, &p) in kept.iter().zip(&pass) {
-            if p {
-                funnel.pass("sql", k.text.len(), k.text.len());
-            } else {
-                funnel.drop("sql", "where", k.text.len());
+        drops: &mut crate::excluded::DropWriter,
+        mut on_drop: impl FnMut(&Dropped),
+    ) -> Result<Vec<KeptRow<'a>>> {
+        let mut kept = Vec::new();
+        for r in rows {
+            let doc = cols.doc(r);
+            let meta = cols.meta(r);
+            match self.run(doc, funnel) {
+                Ok(k) => kept.push(KeptRow {
+                    row: r,
+                    meta,
+                    kept: k,
+                }),
+                Err(why) => {
+                    on_drop(&why);
+                    drops.push(&meta, why.text.as_deref().or(doc.text).or(doc.html), &why)?;
+                }
             }
         }
-        Ok(pass)
+        let Some(w) = self.sql.as_ref().filter(|w| w.expr.is_some()) else {
+            return Ok(kept);
+        };
+        // The recipe's SQL condition, over the batch's kept documents at once.
+        let pass = w.eval(&kept)?;
+        let mut out = Vec::with_capacity(kept.len());
+        for (k, ok) in kept.into_iter().zip(pass) {
+            let n = k.kept.text.len();
+            if ok {
+                funnel.pass("sql", n, n);
+                out.push(k);
+            } else {
+                funnel.drop("sql", "where", n);
+                let why = sql_dropped();
+                on_drop(&why);
+                drops.push(&k.meta, Some(&k.kept.text), &why)?;
+            }
+        }
+        Ok(out)
     }
 
     /// Runs `doc` through the stages, counting it in `funnel`.
@@ -625,14 +752,15 @@ impl Stages {
         funnel: &mut Funnel,
     ) -> std::result::Result<Kept<'a>, Dropped> {
         if let Some(u) = &self.url {
-            let n = doc.text.or(doc.html).map_or(0, str::len);
-            match doc.url.map(|url| u.check(url)) {
-                Some(Err(d)) => {
-                    funnel.drop("url", d.rule, n);
-                    return Err(dropped(d));
-                }
-                _ => funnel.pass("url", n, n),
-            }
+            // no URL: nothing to block
+            let verdict = doc.url.map_or(Ok(()), |url| u.check(url));
+            gate(
+                funnel,
+                false,
+                "url",
+                verdict,
+                doc.text.or(doc.html).unwrap_or(""),
+            )?;
         }
         let text: Cow<'a, str> = match (doc.text, doc.html) {
             (Some(t), _) if !t.trim().is_empty() => Cow::Borrowed(t),

@@ -7,8 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::UInt64Type;
 use serde::{Deserialize, Serialize};
 use tokenmill_ingest::DocumentReader;
 use tokenmill_shards::{DocSource, ShardEntry, ShardWriter, TextTokenizer, atomic_write};
@@ -101,70 +99,31 @@ pub fn run_task(
     while let Some(batch) = reader.next() {
         let batch = batch?;
         let (docs_before, tokens_before) = (stats.documents_written, stats.tokens);
-        let cols = Columns::of(&batch);
-        // Every row goes through the stages (extraction, filters); kept rows are tokenized,
-        // dropped ones counted and recorded with the stage and rule.
+        let cols = crate::stages::DocColumns::of(&batch);
+        // Every row goes through the stages (extraction, filters, the SQL condition); kept
+        // rows are tokenized, dropped ones counted and recorded with the stage and rule.
         let mut rows = Vec::with_capacity(batch.num_rows());
-        let mut kept: Vec<crate::stages::Kept<'_>> = Vec::with_capacity(batch.num_rows());
-        let mut meta: Vec<crate::stages::RowMeta<'_>> = Vec::with_capacity(batch.num_rows());
         for r in 0..batch.num_rows() {
             let global = doc_in_file;
             doc_in_file += 1;
-            if let Some(stage) = dedup.as_ref().and_then(|d| d.removed(global)) {
-                *stats.dropped.entry(stage.into()).or_default() += 1;
-                continue;
-            }
-            let url = cols.url.is_valid(r).then(|| cols.url.value(r));
-            let doc = crate::stages::DocIn {
-                url,
-                text: cols.text(r),
-                html: cols.html.is_valid(r).then(|| cols.html.value(r)),
-            };
-            let m = crate::stages::RowMeta {
-                id: cols.id.value(r),
-                source: cols.source.value(r),
-                offset: cols.offset.value(r),
-                url,
-            };
-            match stages.run(doc, &mut stats.funnel) {
-                Ok(k) => {
-                    rows.push(r);
-                    kept.push(k);
-                    meta.push(m);
-                }
-                Err(why) => {
-                    let key = if why.stage == "read" {
-                        why.rule.clone()
-                    } else {
-                        why.stage.to_string()
-                    };
-                    *stats.dropped.entry(key).or_default() += 1;
-                    drops.push(
-                        m.dropped(why.text.as_deref().or(doc.text).or(doc.html)),
-                        &why,
-                    )?;
-                }
+            match dedup.as_ref().and_then(|d| d.removed(global)) {
+                Some(stage) => *stats.dropped.entry(stage.into()).or_default() += 1,
+                None => rows.push(r),
             }
         }
-        // The recipe's SQL condition, over the batch's kept documents at once.
-        let pass = stages.apply_sql(&meta, &kept, &mut stats.funnel)?;
-        let mut texts = Vec::with_capacity(kept.len());
-        let mut kept_rows = Vec::with_capacity(kept.len());
-        let mut langs = Vec::with_capacity(kept.len());
-        for ((k, m), (&r, ok)) in kept.into_iter().zip(&meta).zip(rows.iter().zip(pass)) {
-            if ok {
-                texts.push(k.text);
-                kept_rows.push(r);
-                langs.push(k.lang);
+        let dropped = &mut stats.dropped;
+        let kept = stages.run_rows(&cols, rows, &mut stats.funnel, &mut drops, |why| {
+            let key = if why.stage == "read" {
+                why.rule.clone()
             } else {
-                *stats.dropped.entry("sql".into()).or_default() += 1;
-                drops.push(m.dropped(Some(&k.text)), &crate::stages::sql_dropped())?;
-            }
-        }
-        let rows = kept_rows;
-        let refs: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-        let tokens = tok.encode_batch(&refs)?;
-        for (((&r, text), ids), lang) in rows.iter().zip(&refs).zip(&tokens).zip(&langs) {
+                why.stage.to_string()
+            };
+            *dropped.entry(key).or_default() += 1;
+        })?;
+        let texts: Vec<&str> = kept.iter().map(|k| k.kept.text.as_ref()).collect();
+        let tokens = tok.encode_batch(&texts)?;
+        for ((k, text), ids) in kept.iter().zip(&texts).zip(&tokens) {
+            let (lang, lang_score) = k.lang(&cols);
             let w = match writer.as_mut() {
                 Some(w) => w,
                 None => writer.insert(ShardWriter::create(
@@ -176,15 +135,15 @@ pub fn run_task(
             w.push(
                 ids,
                 DocSource {
-                    id: cols.id.value(r),
-                    source: cols.source.value(r),
-                    offset: cols.offset.value(r),
-                    url: cols.url.is_valid(r).then(|| cols.url.value(r)),
+                    id: k.meta.id,
+                    source: k.meta.source,
+                    offset: k.meta.offset,
+                    url: k.meta.url,
                     text_xxh3: xxh3_64(text.as_bytes()),
                     // the identifier's verdict, else the input's own language (e.g. a WET
                     // record's `WARC-Identified-Content-Language`)
-                    lang: lang.as_ref().map(|l| l.0.as_str()).or_else(|| cols.lang(r)),
-                    lang_score: lang.as_ref().map(|l| l.1),
+                    lang: lang.as_deref(),
+                    lang_score,
                 },
             )?;
             stats.documents_written += 1;
@@ -235,42 +194,4 @@ pub fn run_task(
         "task done"
     );
     Ok(rec)
-}
-
-struct Columns<'a> {
-    id: &'a arrow::array::StringArray,
-    source: &'a arrow::array::StringArray,
-    offset: &'a arrow::array::PrimitiveArray<UInt64Type>,
-    url: &'a arrow::array::StringArray,
-    text: &'a arrow::array::StringArray,
-    html: &'a arrow::array::StringArray,
-    lang: &'a arrow::array::StringArray,
-}
-
-impl<'a> Columns<'a> {
-    fn of(b: &'a RecordBatch) -> Self {
-        let s = |n: &str| {
-            b.column_by_name(n)
-                .expect("document schema")
-                .as_string::<i32>()
-        };
-        Columns {
-            id: s("id"),
-            source: s("source"),
-            offset: b
-                .column_by_name("offset")
-                .expect("document schema")
-                .as_primitive::<UInt64Type>(),
-            url: s("url"),
-            text: s("text"),
-            html: s("html"),
-            lang: s("lang"),
-        }
-    }
-    fn text(&self, r: usize) -> Option<&'a str> {
-        self.text.is_valid(r).then(|| self.text.value(r))
-    }
-    fn lang(&self, r: usize) -> Option<&'a str> {
-        self.lang.is_valid(r).then(|| self.lang.value(r))
-    }
 }

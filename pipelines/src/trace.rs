@@ -510,17 +510,63 @@ pub fn trace_spikes(dir: &Path, top: usize) -> Result<(Run, Vec<Trace>)> {
     Ok((run, out))
 }
 
-/// Writes the report of the spike logged as `line` — `RUN/spikes/step-S-seq-Q.json` (the
-/// trace) and `.txt` (as `tokenmill trace` prints it) — as the run goes.
-pub fn write_spike_report(run: &Path, line: &StepLog, top: usize) -> Result<PathBuf> {
-    let t = trace_step(run, line.step, None, top)?;
-    let dir = run.join("spikes");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let stem = dir.join(format!("step-{:08}-seq-{:08}", line.step, line.seq));
-    let json = serde_json::to_vec_pretty(&t).expect("serialises");
-    tokenmill_shards::atomic_write(&stem.with_extension("json"), &json)?;
-    tokenmill_shards::atomic_write(&stem.with_extension("txt"), render(&t, top).as_bytes())?;
-    Ok(stem.with_extension("json"))
+/// Writes each spike's report as a run goes — `RUN/spikes/step-S-seq-Q.json` (the trace) and
+/// `.txt` (as `tokenmill trace` prints it) — from the lines the run logs, without re-reading
+/// the log, the tokenizer or the provenance tables at every spike.
+pub struct SpikeReporter {
+    run: Run,
+    dec: Decoder,
+    top: usize,
+}
+
+impl std::fmt::Debug for SpikeReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpikeReporter")
+            .field("run", &self.run.dir)
+            .finish()
+    }
+}
+
+impl SpikeReporter {
+    /// Opens the run in `dir` (its `run.json` written, its log as far as it goes).
+    pub fn open(dir: &Path, top: usize) -> Result<Self> {
+        let run = Run::open(dir)?;
+        let dec = Decoder::open(&run.cfg.data.train)?;
+        Ok(SpikeReporter { run, dec, top })
+    }
+
+    /// Takes the run's next log line; writes its report when it is a spike.
+    pub fn observe(&mut self, line: &StepLog) -> Result<Option<PathBuf>> {
+        self.run.log.push(line.clone());
+        if line.rollback.is_some() {
+            self.run.superseded = superseded(&self.run.log);
+        } else {
+            self.run.superseded.push(false);
+        }
+        if line.kind != "train" || line.spikes.is_empty() {
+            return Ok(None);
+        }
+        if line.excluded > self.run.quarantine.len() {
+            self.run.quarantine = read_quarantine(&self.run.dir.join("quarantine.json"))?;
+        }
+        let t = trace_in(
+            &mut self.run,
+            line.step,
+            None,
+            self.top,
+            Some(&mut self.dec),
+        )?;
+        let dir = self.run.dir.join("spikes");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let stem = dir.join(format!("step-{:08}-seq-{:08}", line.step, line.seq));
+        let json = serde_json::to_vec_pretty(&t).expect("serialises");
+        tokenmill_shards::atomic_write(&stem.with_extension("json"), &json)?;
+        tokenmill_shards::atomic_write(
+            &stem.with_extension("txt"),
+            render(&t, self.top).as_bytes(),
+        )?;
+        Ok(Some(stem.with_extension("json")))
+    }
 }
 
 /// One line, control characters made visible, at most `max` characters.

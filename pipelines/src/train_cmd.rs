@@ -67,12 +67,19 @@ pub fn train(cfg: TrainConfig, resume: bool, quiet: bool) -> Result<TrainOutcome
         bar.set_position(t.step);
         let (mut last, mut tok_s, mut n) = (f64::NAN, 0.0, 0u64);
         let mut eval_msg = String::new();
-        let out = t.cfg.train.out.clone();
+        // Spike reports are a by-product: a failure to write one never stops training.
+        let mut reporter = match crate::trace::SpikeReporter::open(&t.cfg.train.out, 5) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("spike reports off: {e}");
+                None
+            }
+        };
         let eval = t.run(|log: &StepLog| {
-            if log.kind == "train" && !log.spikes.is_empty() {
-                // the report is a by-product: a failure to write it never stops training
-                match crate::trace::write_spike_report(&out, log, 5) {
-                    Ok(p) => tracing::info!(report = %p.display(), "spike report"),
+            if let Some(r) = reporter.as_mut() {
+                match r.observe(log) {
+                    Ok(Some(p)) => tracing::info!(report = %p.display(), "spike report"),
+                    Ok(None) => {}
                     Err(e) => tracing::warn!(step = log.step, "spike report not written: {e}"),
                 }
             }

@@ -1,5 +1,5 @@
 //! tokenmill's filters as DataFusion scalar functions, so a recipe's SQL condition
-//! (`[filters.sql] where = "lang = 'eng' AND gopher_quality(text)"`) and `tokenmill sql` queries
+//! (`[sql] where = "lang = 'en' AND gopher_quality(text)"`) and `tokenmill sql` queries
 //! can use them without Rust:
 //!
 //! | function | returns |

@@ -196,28 +196,32 @@ pub fn trend_z(points: &[(f64, f64)], t: f64, y: f64) -> Option<f64> {
 /// OLMo 2's spike score of a window: the fraction of values at least `sigma` standard
 /// deviations above the window's mean.
 pub fn spike_score(window: &[f64], sigma: f64) -> f64 {
-    let n = window.len();
-    if n < 2 {
-        return 0.0;
+    match mean_sd(window) {
+        Some((mean, sd)) => {
+            window.iter().filter(|&&x| x - mean >= sigma * sd).count() as f64 / window.len() as f64
+        }
+        None => 0.0,
     }
-    let mean = window.iter().sum::<f64>() / n as f64;
-    let sd = (window.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
-    if sd == 0.0 {
-        return 0.0;
+}
+
+/// Mean and (population) standard deviation of a window of ≥ 2 values with some spread.
+fn mean_sd(window: &[f64]) -> Option<(f64, f64)> {
+    let n = window.len() as f64;
+    if window.len() < 2 {
+        return None;
     }
-    window.iter().filter(|&&x| x - mean >= sigma * sd).count() as f64 / n as f64
+    let mean = window.iter().sum::<f64>() / n;
+    let sd = (window.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (sd > 0.0).then_some((mean, sd))
 }
 
 /// The spike-score detector (`score_max` set): fires when `loss` (the window's newest value) is
 /// itself ≥ `score_sigma` σ above the window's mean and the window's score exceeds `score_max`.
 pub fn score_fires(window: &[f64], loss: f64, cfg: &SpikeConfig) -> Option<String> {
     let max = cfg.score_max?;
+    let (mean, sd) = mean_sd(window)?;
     let score = spike_score(window, cfg.score_sigma);
-    let n = window.len() as f64;
-    let mean = window.iter().sum::<f64>() / n;
-    let sd = (window.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-    (score > max && sd > 0.0 && loss - mean >= cfg.score_sigma * sd)
-        .then(|| format!("spike score={score:.3}"))
+    (score > max && loss - mean >= cfg.score_sigma * sd).then(|| format!("spike score={score:.3}"))
 }
 
 impl SpikeDetector {

@@ -475,32 +475,47 @@ pub struct Trainer {
     losses: crate::losslog::LossWriter,
 }
 
-fn open_log(out: &Path, keep_through: Option<u64>) -> Result<std::fs::File> {
+/// What a resumed run keeps of its log: training lines and rollbacks among them.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeptLog {
+    train_lines: u64,
+    rollbacks: u32,
+}
+
+fn open_log(out: &Path, keep_through: Option<u64>) -> Result<(std::fs::File, KeptLog)> {
     let path = out.join("log.jsonl");
+    let mut kept_log = KeptLog::default();
     // On resume keep only whole lines of steps the checkpoint covers.
     if let Some(last) = keep_through {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<StepLog>(l).is_ok_and(|s| {
-                    if s.kind == "eval" {
-                        s.step <= last
-                    } else {
-                        s.step < last
-                    }
-                })
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let mut kept = String::new();
+        for l in text.lines() {
+            let Ok(s) = serde_json::from_str::<StepLog>(l) else {
+                continue;
+            };
+            let keep = if s.kind == "eval" {
+                s.step <= last
+            } else {
+                s.step < last
+            };
+            if keep {
+                if s.kind == "train" {
+                    kept_log.train_lines += 1;
+                    kept_log.rollbacks += u32::from(s.rollback.is_some());
+                }
+                kept.push_str(l);
+                kept.push('\n');
+            }
+        }
         write_atomic(&path, kept.as_bytes())?;
     } else {
         write_atomic(&path, b"")?;
     }
-    std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
-        .map_err(|e| TrainerError::io(&path, e))
+        .map_err(|e| TrainerError::io(&path, e))?;
+    Ok((f, kept_log))
 }
 
 impl Trainer {
@@ -636,21 +651,8 @@ impl Trainer {
             serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg, "dataset_fingerprint": &fingerprint }))
                 .expect("serialises");
         write_atomic(&out.join("run.json"), run.as_bytes())?;
-        let log = open_log(&out, keep)?;
-        let (rollbacks, seq) = if resume {
-            let text = std::fs::read_to_string(out.join("log.jsonl")).unwrap_or_default();
-            let kept: Vec<StepLog> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<StepLog>(l).ok())
-                .filter(|l| l.kind == "train")
-                .collect();
-            (
-                kept.iter().filter(|l| l.rollback.is_some()).count() as u32,
-                kept.len() as u64,
-            )
-        } else {
-            (0, 0)
-        };
+        let (log, kept_log) = open_log(&out, keep)?;
+        let (rollbacks, seq) = (kept_log.rollbacks, kept_log.train_lines);
         let losses = crate::losslog::LossWriter::open(&out, seq, cfg.train.losses_every)?;
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);

@@ -49,7 +49,6 @@ fn prf(o: u64, p: u64, t: u64) -> (f64, f64, f64) {
 }
 
 /// Prints the table row of `texts` (one per page) extracted in `best` seconds.
-#[cfg_attr(not(feature = "compare-extractors"), allow(dead_code))]
 fn row(
     name: &str,
     pages: &[(String, String, String)],
@@ -64,7 +63,10 @@ fn row(
         let (o, p, t) = overlap(text, truth);
         let (pr, rc, f) = prf(o, p, t);
         if per_page {
-            println!("{name:<22} {:<14} P {pr:.3} R {rc:.3} F1 {f:.3}", &id[..12]);
+            println!(
+                "{name:<22} {:<14} P {pr:.3} R {rc:.3} F1 {f:.3}  ({p} words, truth {t})",
+                &id[..12]
+            );
         }
         sp += pr;
         sr += rc;
@@ -204,34 +206,7 @@ fn main() {
                 .collect();
             best = best.min(t0.elapsed().as_secs_f64());
         }
-        let (mut sp, mut sr, mut sf) = (0.0, 0.0, 0.0);
-        let (mut to, mut tp, mut tt) = (0, 0, 0);
-        for ((id, _, truth), text) in pages.iter().zip(&texts) {
-            let (o, p, t) = overlap(text, truth);
-            let (pr, rc, f) = prf(o, p, t);
-            if per_page {
-                println!(
-                    "{:<14} P {pr:.3} R {rc:.3} F1 {f:.3}  ({p} words, truth {t})",
-                    &id[..12]
-                );
-            }
-            sp += pr;
-            sr += rc;
-            sf += f;
-            to += o;
-            tp += p;
-            tt += t;
-        }
-        let n = pages.len() as f64;
-        let (mp, mr, mf) = prf(to, tp, tt);
-        println!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {mp:.3} | {mr:.3} | {mf:.3} | {:.0} | {:.1} |",
-            sp / n,
-            sr / n,
-            sf / n,
-            n / best,
-            bytes as f64 / best / 1e6
-        );
+        row(name, &pages, &texts, best, bytes, per_page);
         if let Some(o) = &out
             && name == "tokenmill"
         {

@@ -25,19 +25,23 @@ pub struct DedupConfig {
     pub fuzzy: bool,
     /// Also treat documents with the same normalised URL as duplicates.
     pub url: bool,
+    /// How text is normalised before hashing and shingling.
     pub normalize: Normalize,
     /// Shingle size in words (characters for CJK text, or with `char_ngrams`).
     pub ngram: usize,
     /// Use character n-grams for every document.
     pub char_ngrams: bool,
-    /// LSH bands × rows = permutations (FineWeb: 14 × 8).
+    /// LSH bands; bands × rows = MinHash permutations (FineWeb: 14 × 8).
     pub bands: usize,
+    /// Rows (signature values) per band.
     pub rows: usize,
+    /// Seed of the MinHash functions: the same seed gives the same signatures.
     pub seed: u64,
     /// At most this many shingles per document (the first ones); enormous documents are capped.
     pub max_shingles: usize,
     /// If set, candidate pairs are kept only when their exact Jaccard is at least this.
     pub verify_threshold: Option<f64>,
+    /// Which document of a cluster is kept.
     pub keep: KeepRule,
     /// Bucket records held in memory before a partition is spilled to disk.
     pub memory_budget_bytes: usize,
@@ -67,6 +71,7 @@ impl Default for DedupConfig {
 }
 
 impl DedupConfig {
+    /// Checks that the counts are positive and the threshold is a probability.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
         if self.ngram == 0 || self.bands == 0 || self.rows == 0 || self.partitions == 0 {

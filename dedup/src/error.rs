@@ -2,18 +2,34 @@
 
 use std::path::PathBuf;
 
+/// Errors of a dedup run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An I/O error on a named file (a spill file or its directory).
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
+    /// Settings that do not fit together (see [`crate::DedupConfig::validate`]).
     #[error("config: {0}")]
     Config(String),
+    /// The caller's [`crate::plan::ShingleSource`] failed (re-reading documents to verify
+    /// candidate pairs).
+    #[error("{what}: {source}")]
+    ShingleSource {
+        /// What the source was doing.
+        what: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
+/// Result alias of the dedup crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

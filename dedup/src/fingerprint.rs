@@ -31,12 +31,14 @@ pub struct Fingerprinter {
 }
 
 impl Fingerprinter {
+    /// A fingerprinter for `cfg` (its MinHash functions drawn from `cfg.seed`).
     pub fn new(cfg: &DedupConfig) -> Self {
         Fingerprinter {
             cfg: cfg.clone(),
             hasher: MinHasher::new(cfg.bands * cfg.rows, cfg.seed),
         }
     }
+    /// The settings it fingerprints with.
     pub fn config(&self) -> &DedupConfig {
         &self.cfg
     }
@@ -68,6 +70,7 @@ impl Fingerprinter {
         f
     }
 
+    /// Fingerprint of a document's text (no URL).
     pub fn fingerprint(&self, text: &str) -> Fingerprint {
         let norm = self.cfg.normalize.apply(text);
         let exact = xxh3_128(norm.as_bytes());

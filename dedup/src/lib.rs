@@ -12,6 +12,7 @@
 //!    pairs); optionally verify each pair by exact Jaccard ([`jaccard`]).
 //! 4. [`UnionFind`] over the accepted pairs; one document kept per cluster ([`KeepRule`]).
 
+#![warn(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod config;

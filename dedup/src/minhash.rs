@@ -17,15 +17,18 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 impl MinHasher {
+    /// `k` hash functions drawn from `seed`.
     pub fn new(k: usize, seed: u64) -> Self {
         let mut s = seed;
         let a = (0..k).map(|_| splitmix(&mut s) | 1).collect();
         let b = (0..k).map(|_| splitmix(&mut s)).collect();
         MinHasher { a, b }
     }
+    /// Number of hash functions (the signature length).
     pub fn len(&self) -> usize {
         self.a.len()
     }
+    /// Whether there are no hash functions.
     pub fn is_empty(&self) -> bool {
         self.a.is_empty()
     }

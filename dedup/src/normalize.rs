@@ -7,8 +7,11 @@ use unicode_normalization::UnicodeNormalization;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Form {
+    /// The text as it is.
     None,
+    /// Canonical composition.
     Nfc,
+    /// Compatibility composition: also folds width variants and ligatures (`ﬁ` → `fi`).
     #[default]
     Nfkc,
 }
@@ -17,10 +20,15 @@ pub enum Form {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Normalize {
+    /// Unicode normal form, applied first.
     pub form: Form,
+    /// Fold to lower case.
     pub lowercase: bool,
+    /// Runs of whitespace become one space; leading and trailing whitespace goes.
     pub collapse_whitespace: bool,
+    /// Punctuation (ASCII and common Unicode) is dropped and separates words like a space.
     pub strip_punctuation: bool,
+    /// Numeric characters are dropped.
     pub strip_digits: bool,
 }
 

@@ -26,30 +26,41 @@ pub enum Stage {
 /// A removed document: which one, why, and who was kept in its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
+    /// The removed document.
     pub doc: u64,
+    /// The stage that removed it.
     pub stage: Stage,
     /// Cluster id: the smallest document number in the cluster.
     pub cluster: u64,
+    /// The document of the cluster that was kept.
     pub kept: u64,
 }
 
 /// Counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupStats {
+    /// Documents seen.
     pub documents: u64,
     /// Nothing left after normalisation: not deduplicated.
     pub empty: u64,
     /// Shorter than one n-gram: one shingle of the whole text.
     pub short: u64,
+    /// Documents removed as exact duplicates.
     pub exact_removed: u64,
+    /// Documents removed for their URL.
     pub url_removed: u64,
+    /// Documents removed as near-duplicates.
     pub fuzzy_removed: u64,
     /// Clusters of two or more documents.
     pub clusters: u64,
+    /// Candidate pairs from the LSH buckets: with verification every distinct pair, without it
+    /// the pairs that joined two clusters.
     pub candidate_pairs: u64,
     /// Candidate pairs below the verification threshold.
     pub verified_rejected: u64,
+    /// Bucket records written (exact, URL and band hashes).
     pub bucket_records: u64,
+    /// Bytes of bucket records spilled to disk.
     pub spilled_bytes: u64,
 }
 
@@ -60,6 +71,7 @@ pub struct DedupOutcome {
     pub decisions: Vec<Decision>,
     /// Size of every cluster of two or more, by cluster id.
     pub clusters: BTreeMap<u64, u64>,
+    /// Counts of the run.
     pub stats: DedupStats,
 }
 

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 /// One record: 24 bytes.
 pub type Record = [u64; 3];
 
+/// Bucket records in partitions, in memory up to a budget and in spill files beyond it.
 #[derive(Debug)]
 pub struct BucketSpill {
     dir: PathBuf,
@@ -39,6 +40,8 @@ impl BucketSpill {
         self.dir.join(format!("part-{p:05}.bin"))
     }
 
+    /// Adds a record to the partition of its key; spills every partition when the budget is
+    /// reached.
     pub fn push(&mut self, r: Record) -> Result<()> {
         let p =
             (xxhash_rust::xxh3::xxh3_64(&r[1].to_le_bytes()) % self.parts.len() as u64) as usize;

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 
+/// Disjoint sets of document numbers; a set's root is its smallest member.
 #[derive(Debug, Default, Clone)]
 pub struct UnionFind {
     parent: HashMap<u64, u64>,
 }
 
 impl UnionFind {
+    /// The root of `x`'s set (`x` itself when it was never joined), compressing the path.
     pub fn find(&mut self, x: u64) -> u64 {
         let mut root = x;
         while let Some(&p) = self.parent.get(&root) {
@@ -44,9 +46,11 @@ impl UnionFind {
         v.sort_unstable();
         v
     }
+    /// Members seen (documents in some union).
     pub fn len(&self) -> usize {
         self.parent.len()
     }
+    /// Whether no union was made.
     pub fn is_empty(&self) -> bool {
         self.parent.is_empty()
     }

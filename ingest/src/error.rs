@@ -10,7 +10,9 @@ pub enum Error {
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
@@ -20,11 +22,18 @@ pub enum Error {
     BadRecord(Box<Skip>),
     /// The input cannot be read at all with the given settings (unknown format, missing column).
     #[error("{path}: {detail}")]
-    Input { path: PathBuf, detail: String },
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        detail: String,
+    },
     /// Parquet failure on a named file.
     #[error("{path}: {source}")]
     Parquet {
+        /// The input file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: parquet::errors::ParquetError,
     },

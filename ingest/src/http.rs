@@ -10,14 +10,21 @@ use encoding_rs::{Encoding, UTF_8};
 pub enum HttpPayload {
     /// HTML (text/html, application/xhtml+xml) decoded to UTF-8.
     Html {
+        /// The page, decoded.
         text: String,
+        /// The charset it was decoded from (lower-case WHATWG name).
         charset: String,
+        /// Where the charset came from: `bom`, `http` (Content-Type), `meta`, `bytes` (sniffed)
+        /// or `default`.
         charset_from: &'static str,
     },
     /// text/plain decoded to UTF-8.
     Text {
+        /// The text, decoded.
         text: String,
+        /// The charset it was decoded from (lower-case WHATWG name).
         charset: String,
+        /// Where the charset came from, as for [`HttpPayload::Html`].
         charset_from: &'static str,
     },
     /// Anything else (images, PDFs, scripts, binaries).
@@ -27,9 +34,11 @@ pub enum HttpPayload {
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct HttpResponse {
+    /// The status code.
     pub status: u16,
     /// Lower-case media type without parameters (`text/html`).
     pub mime: String,
+    /// The body, de-chunked, decompressed and decoded.
     pub payload: HttpPayload,
 }
 

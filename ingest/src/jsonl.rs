@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::Result;
 use crate::reader::{
-    JsonlFields, Outcome, ReadOptions, RecordSource, display, open_decompressed, read_line_capped,
+    JsonlFields, Outcome, ReadConfig, RecordSource, display, open_decompressed, read_line_capped,
 };
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
@@ -27,7 +27,7 @@ pub(crate) struct JsonlSource {
 }
 
 impl JsonlSource {
-    pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+    pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
         let (input, consumed) = open_decompressed(path)?;
         Ok(JsonlSource {
             source: display(path),

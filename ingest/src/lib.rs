@@ -7,14 +7,16 @@
 //! its byte offset.
 //!
 //! ```no_run
-//! use tokenmill_ingest::{DocumentReader, ReadOptions};
-//! let mut reader = DocumentReader::open("crawl.warc.wet.gz".as_ref(), &ReadOptions::default())?;
+//! use tokenmill_ingest::{DocumentReader, ReadConfig};
+//! let mut reader = DocumentReader::open("crawl.warc.wet.gz".as_ref(), &ReadConfig::default())?;
 //! for batch in &mut reader {
 //!     println!("{} documents", batch?.num_rows());
 //! }
 //! println!("{:?}", reader.stats().skipped.by_reason);
 //! # Ok::<(), tokenmill_ingest::Error>(())
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod error;
 pub mod http;
@@ -24,12 +26,14 @@ pub mod reader;
 pub mod schema;
 pub mod skip;
 mod text;
+pub mod texts;
 mod warc;
 
 pub use error::{Error, Result};
 pub use reader::{
-    DocumentReader, Format, JsonlFields, Outcome, ParquetColumns, ReadOptions, ReadStats,
+    DocumentReader, Format, JsonlFields, Outcome, ParquetColumns, ReadConfig, ReadStats,
     RecordSource, TextMode,
 };
 pub use schema::{DocBatchBuilder, Document, document_schema};
 pub use skip::{OnError, Skip, SkipLog, SkipReason};
+pub use texts::read_texts;

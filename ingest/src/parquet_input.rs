@@ -11,7 +11,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::error::{Error, Result};
-use crate::reader::{Outcome, ParquetColumns, ReadOptions, RecordSource, display, path_buf};
+use crate::reader::{Outcome, ParquetColumns, ReadConfig, RecordSource, display, path_buf};
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
 
@@ -28,7 +28,7 @@ pub(crate) struct ParquetSource {
 }
 
 impl ParquetSource {
-    pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+    pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let pq = |source| Error::Parquet {
             path: path_buf(path),

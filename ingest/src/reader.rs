@@ -63,10 +63,15 @@ pub enum TextMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct JsonlFields {
+    /// The document text (required: a record without it is skipped).
     pub text: String,
+    /// The document id (`<file>:<line>` when none is present).
     pub id: Vec<String>,
+    /// The page URL.
     pub url: Vec<String>,
+    /// The crawl or creation date.
     pub date: Vec<String>,
+    /// The language.
     pub lang: Vec<String>,
 }
 
@@ -92,10 +97,15 @@ impl Default for JsonlFields {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ParquetColumns {
+    /// The document text.
     pub text: String,
+    /// The document id (`<file>:<row>` when absent).
     pub id: Option<String>,
+    /// The page URL.
     pub url: Option<String>,
+    /// The crawl or creation date.
     pub date: Option<String>,
+    /// The language.
     pub lang: Option<String>,
 }
 
@@ -114,7 +124,8 @@ impl Default for ParquetColumns {
 /// Settings of all readers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ReadOptions {
+pub struct ReadConfig {
+    /// What a bad record does: a counted skip, or an error.
     pub on_error: OnError,
     /// Force a format instead of guessing it from the file name.
     pub format: Option<Format>,
@@ -124,14 +135,17 @@ pub struct ReadOptions {
     pub batch_bytes: usize,
     /// Largest record (decompressed WARC record, JSON line) accepted; larger ones are skipped.
     pub max_record_bytes: usize,
+    /// Field names of JSON line records.
     pub jsonl: JsonlFields,
+    /// Column names of Parquet inputs.
     pub parquet: ParquetColumns,
+    /// How plain text files are split into documents.
     pub text_mode: TextMode,
 }
 
-impl Default for ReadOptions {
+impl Default for ReadConfig {
     fn default() -> Self {
-        ReadOptions {
+        ReadConfig {
             on_error: OnError::Skip,
             format: None,
             batch_rows: 1024,
@@ -147,7 +161,9 @@ impl Default for ReadOptions {
 /// What one record of an input became.
 #[derive(Debug)]
 pub enum Outcome {
+    /// A document.
     Doc(Document),
+    /// A bad record, skipped (or an error, with [`OnError::Fail`]).
     Skip(Skip),
     /// A record that is not a document by design (a WARC `request` or `warcinfo`), by kind.
     Ignored(&'static str),
@@ -179,6 +195,7 @@ impl ReadStats {
     pub fn read(&self) -> u64 {
         self.documents + self.skipped.total()
     }
+    /// Adds another reader's counts (skip samples up to the log's limit).
     pub fn merge(&mut self, o: &ReadStats) {
         self.documents += o.documents;
         self.bytes += o.bytes;
@@ -193,7 +210,7 @@ impl ReadStats {
 pub struct DocumentReader {
     source: String,
     inner: Box<dyn RecordSource>,
-    opts: ReadOptions,
+    opts: ReadConfig,
     builder: DocBatchBuilder,
     stats: ReadStats,
     done: bool,
@@ -212,7 +229,7 @@ impl std::fmt::Debug for DocumentReader {
 
 impl DocumentReader {
     /// Opens `path` with the reader for its format.
-    pub fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+    pub fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
         let format = opts.format.or_else(|| Format::detect(path)).ok_or_else(|| Error::Input {
             path: path.to_path_buf(),
             detail: "unknown input format (expected .warc/.wet/.wat, .jsonl/.json, .parquet or .txt, optionally .gz/.zst); set the format explicitly".into(),

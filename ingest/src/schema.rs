@@ -39,13 +39,21 @@ pub fn document_schema() -> SchemaRef {
 /// One document as a reader produces it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Document {
+    /// Stable id (the `id` column).
     pub id: String,
+    /// Byte offset of the record in its source (the `offset` column).
     pub offset: u64,
+    /// Page URL.
     pub url: Option<String>,
+    /// Crawl or creation date, as the input gives it.
     pub date: Option<String>,
+    /// Language, where the input has one.
     pub lang: Option<String>,
+    /// Document text.
     pub text: Option<String>,
+    /// Decoded HTML of a WARC response.
     pub html: Option<String>,
+    /// JSON object of format-specific extras.
     pub metadata: Option<String>,
 }
 
@@ -73,6 +81,7 @@ pub struct DocBatchBuilder {
 }
 
 impl DocBatchBuilder {
+    /// Appends document `d` read from `source`.
     pub fn push(&mut self, source: &str, d: &Document) {
         self.id.append_value(&d.id);
         self.source.append_value(source);
@@ -86,9 +95,11 @@ impl DocBatchBuilder {
         self.rows += 1;
         self.bytes += d.payload_bytes();
     }
+    /// Documents buffered.
     pub fn len(&self) -> usize {
         self.rows
     }
+    /// Whether no document is buffered.
     pub fn is_empty(&self) -> bool {
         self.rows == 0
     }

@@ -72,6 +72,7 @@ impl SkipReason {
 /// One skipped record: the reason and where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skip {
+    /// Why it was skipped.
     pub reason: SkipReason,
     /// Input file.
     pub source: String,
@@ -81,10 +82,12 @@ pub struct Skip {
     pub offset: u64,
     /// How many documents the skip stands for (1, or all rows of a Parquet file).
     pub documents: u64,
+    /// What exactly was wrong (the parser's or decoder's message).
     pub detail: String,
-    /// The record's id and URL, where the reader got that far (WARC responses).
+    /// The record's id, where the reader got that far (WARC responses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The record's URL, likewise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
@@ -106,7 +109,9 @@ impl fmt::Display for Skip {
 /// Counts of skipped documents by reason, and the first few skips in full.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkipLog {
+    /// Documents skipped, by reason.
     pub by_reason: BTreeMap<SkipReason, u64>,
+    /// The first [`SKIP_SAMPLES`] skips in full.
     pub samples: Vec<Skip>,
 }
 

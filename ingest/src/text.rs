@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::reader::{
-    Outcome, ReadOptions, RecordSource, TextMode, display, open_decompressed, read_line_capped,
+    Outcome, ReadConfig, RecordSource, TextMode, display, open_decompressed, read_line_capped,
 };
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
@@ -25,7 +25,7 @@ pub(crate) struct TextSource {
 }
 
 impl TextSource {
-    pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+    pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
         let (input, consumed) = open_decompressed(path)?;
         Ok(TextSource {
             source: display(path),

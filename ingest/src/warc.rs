@@ -24,7 +24,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::http::{HttpPayload, decode_response};
-use crate::reader::{Outcome, ReadOptions, RecordSource, display};
+use crate::reader::{Outcome, ReadConfig, RecordSource, display};
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
 
@@ -104,7 +104,7 @@ pub(crate) struct WarcSource {
 }
 
 impl WarcSource {
-    pub(crate) fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
+    pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
         let f = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
         let data = if len == 0 {

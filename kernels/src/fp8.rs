@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 /// The two FP8 formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fp8Format {
+    /// E4M3FN: 4 exponent bits, 3 mantissa bits, finite only (max 448); DeepSeek-V3's format
+    /// for every GEMM operand.
     E4M3,
+    /// E5M2: 5 exponent bits, 2 mantissa bits, with infinities (max 57344): more range, less
+    /// precision.
     E5M2,
 }
 

@@ -90,17 +90,13 @@ mod tests {
     use super::*;
     use crate::fp8::Fp8Format;
     use crate::quant::{ScaleRounding, quantize};
+    use crate::rng::Rng;
 
     /// Positive inputs (post-activation-like): no cancellation, the case where accumulation
     /// error shows most, as in the DeepSeek-V3 report's K = 4096 observation.
     fn matrices(m: usize, k: usize, n: usize) -> (Quantized, Quantized) {
-        let mut s = 12345u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f32 / (1u64 << 31) as f32) + 0.01
-        };
+        let mut rng = Rng::new(12345);
+        let mut next = || rng.uniform() as f32 + 0.01;
         let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
         let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
         (

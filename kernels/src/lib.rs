@@ -8,8 +8,11 @@
 //!   max 448) and E5M2, and BF16, with round-to-nearest-even, checked bit for bit against
 //!   `ml_dtypes` (golden vectors from `tests/peers/fp8_golden.py`); fine-grained tile
 //!   quantization and an emulated FP8 GEMM with promoted accumulation.
+//! - A small deterministic generator ([`rng::Rng`], SplitMix64) for initialisation, tests and
+//!   benchmarks.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod bf16;
@@ -18,6 +21,7 @@ pub mod fp8;
 pub mod gemm;
 pub mod quant;
 pub mod real;
+pub mod rng;
 
 pub use backend::{Backend, Cpu, CpuReference};
 pub use fp8::Fp8Format;

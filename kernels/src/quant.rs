@@ -19,10 +19,15 @@ pub enum ScaleRounding {
 /// A row-major `rows × cols` matrix in FP8 with one scale per `tile_rows × tile_cols` tile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quantized {
+    /// The FP8 format of the codes.
     pub format: Fp8Format,
+    /// Rows of the matrix.
     pub rows: usize,
+    /// Columns of the matrix.
     pub cols: usize,
+    /// Rows of a tile (the last tile row may be shorter).
     pub tile_rows: usize,
+    /// Columns of a tile (the last tile column may be narrower).
     pub tile_cols: usize,
     /// rows × cols codes, row-major.
     pub codes: Vec<u8>,
@@ -31,6 +36,7 @@ pub struct Quantized {
 }
 
 impl Quantized {
+    /// Tiles across a row of the matrix: `ceil(cols / tile_cols)`.
     pub fn tiles_per_row(&self) -> usize {
         self.cols.div_ceil(self.tile_cols)
     }

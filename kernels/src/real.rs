@@ -4,9 +4,11 @@
 use std::fmt::Debug;
 use std::iter::Sum;
 
-/// A floating-point element type of the model kernels.
+/// A floating-point element type of the model kernels (plain old data, so buffers of it can
+/// travel between processes as bytes).
 pub trait Real:
     num_traits::Float
+    + bytemuck::Pod
     + num_traits::FromPrimitive
     + Default
     + Debug

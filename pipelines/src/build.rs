@@ -21,7 +21,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenmill_shards::tokenizer::read_tokenizer_json;
-use tokenmill_shards::{Manifest, TextTokenizer, TokenizeOptions, atomic_write};
+use tokenmill_shards::{Manifest, TextTokenizer, TokenizeConfig, atomic_write};
 
 use crate::config::BuildConfig;
 use crate::error::{Error, Result};
@@ -32,31 +32,47 @@ use crate::task::{TaskRecord, run_task};
 /// What a dataset directory is being built from. A resumed build must have the same plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// The input files in task order (task `i` reads `inputs[i]`), with their sizes.
     pub inputs: Vec<PlanInput>,
+    /// SHA-256 (hex) of the tokenizer's JSON (decompressed when the file is `.gz`).
     pub tokenizer_sha256: String,
+    /// The EOS token appended to each document, as resolved by the tokenizer; `None` when
+    /// `append_eos` is off.
     pub eos: Option<String>,
+    /// Whether every document ends with the EOS token.
     pub append_eos: bool,
+    /// Target shard size: a shard is closed once its `.bin` reaches this many bytes.
     pub shard_bytes: u64,
-    pub read: tokenmill_ingest::ReadOptions,
-    pub dedup: crate::config::DedupSection,
+    /// How the input files are read.
+    pub read: tokenmill_ingest::ReadConfig,
+    /// The dedup stage's settings.
+    pub dedup: crate::config::DedupStageConfig,
+    /// The HTML → text settings (defaults when absent from an older plan).
     #[serde(default)]
-    pub extract: crate::stages::ExtractSection,
+    pub extract: crate::config::ExtractConfig,
+    /// The filters; `None` = no filtering.
     #[serde(default)]
     pub filters: Option<tokenmill_filters::FiltersConfig>,
+    /// The recipe's SQL condition and derived columns.
     #[serde(default)]
-    pub sql: crate::stages::SqlSection,
+    pub sql: crate::config::SqlConfig,
 }
 
+/// One input file of a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanInput {
+    /// The file's path, as given (after glob expansion).
     pub path: String,
+    /// The file's size in bytes when the build started.
     pub bytes: u64,
 }
 
 /// The result of a build.
 #[derive(Debug)]
 pub struct BuildOutcome {
+    /// The manifest written to the dataset directory: tokenizer identity, dtype, and shards.
     pub manifest: Manifest,
+    /// What was written to `stats.json`.
     pub stats: BuildStats,
 }
 
@@ -70,7 +86,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
 
     let tok = TextTokenizer::load(
         &cfg.tokenizer.path,
-        &TokenizeOptions {
+        &TokenizeConfig {
             eos_token: cfg.tokenizer.eos.clone(),
             append_eos: cfg.tokenizer.append_eos,
         },
@@ -133,7 +149,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         );
     }
     let dedup = if cfg.dedup.enabled && resumed < inputs.len() as u64 {
-        Some(pool.install(|| crate::dedup_stage::load_or_run(&build_dir, &out, &inputs, cfg))?)
+        Some(pool.install(|| crate::dedup::load_or_run(&build_dir, &out, &inputs, cfg))?)
     } else {
         None
     };
@@ -191,7 +207,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         text_mb_per_s_per_core: mb / seconds / threads as f64,
         peak_rss_bytes: peak_rss_bytes(),
         skip_samples: total.read.skipped.samples.clone(),
-        dedup: crate::dedup_stage::stored_stats(&build_dir),
+        dedup: crate::dedup::stored_stats(&build_dir),
         funnel: total.funnel.clone(),
     };
     let mut json = serde_json::to_vec_pretty(&stats).expect("stats serialise");

@@ -35,7 +35,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tokenmill_ingest::ReadOptions;
+use tokenmill_ingest::ReadConfig;
 
 use crate::error::{Error, Result};
 
@@ -45,16 +45,20 @@ use crate::error::{Error, Result};
 pub struct InputConfig {
     /// Files or globs.
     pub paths: Vec<String>,
+    /// How the files are read (format, errors, JSONL and Parquet fields, text mode).
     #[serde(flatten)]
-    pub read: ReadOptions,
+    pub read: ReadConfig,
 }
 
 /// `[tokenizer]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TokenizerConfig {
+    /// The HF `tokenizer.json` (or `tokenizer.json.gz`).
     pub path: PathBuf,
+    /// The end-of-sequence token; by default the first known one in the vocabulary.
     pub eos: Option<String>,
+    /// End every document with the EOS token.
     pub append_eos: bool,
 }
 
@@ -75,6 +79,7 @@ pub const DEFAULT_SHARD_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OutputConfig {
+    /// The dataset directory.
     pub dir: PathBuf,
     /// A shard is closed once its `.bin` reaches this many bytes.
     pub shard_bytes: u64,
@@ -95,10 +100,51 @@ impl Default for OutputConfig {
 /// `[dedup]`: exact and fuzzy dedup between reading and tokenizing (off unless `enabled`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct DedupSection {
+pub struct DedupStageConfig {
+    /// Whether the build dedups.
     pub enabled: bool,
+    /// The dedup settings (n-gram, bands, rows, ...).
     #[serde(flatten)]
     pub config: tokenmill_dedup::DedupConfig,
+}
+
+/// `[extract]`: HTML → text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractConfig {
+    /// Whether HTML pages are extracted; when off, a page without text is dropped
+    /// (`extract/disabled`).
+    pub enabled: bool,
+    /// The extractor's settings.
+    #[serde(flatten)]
+    pub options: tokenmill_extract::ExtractorConfig,
+    /// Extracted texts shorter than this many characters are dropped (`extract/too_short`).
+    pub min_chars: usize,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        ExtractConfig {
+            enabled: true,
+            options: Default::default(),
+            min_chars: 1,
+        }
+    }
+}
+
+/// `[sql]`: the recipe's own condition, a DataFusion SQL expression over the columns `id`,
+/// `source`, `offset`, `url`, `lang`, `lang_score` and `text` (after the filters), with
+/// tokenmill's filters as functions ([`crate::udf`]): e.g.
+/// `where = "lang = 'en' AND length(text) > 500 AND NOT regexp_like(url, 'forum')"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqlConfig {
+    /// The condition a kept document must meet (`where = "..."`); none keeps every document.
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+    /// Derived columns: name = SQL expression (`[sql.columns] words = "word_count(text)"`),
+    /// written with each kept document by `tokenmill extract`.
+    pub columns: std::collections::BTreeMap<String, String>,
 }
 
 /// `[run]`.
@@ -115,16 +161,21 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BuildConfig {
+    /// What to read.
     pub input: InputConfig,
+    /// How to tokenize.
     pub tokenizer: TokenizerConfig,
+    /// Where and how to write the dataset.
     pub output: OutputConfig,
-    pub dedup: DedupSection,
+    /// Dedup before tokenizing.
+    pub dedup: DedupStageConfig,
     /// HTML → text for WARC response records.
-    pub extract: crate::stages::ExtractSection,
+    pub extract: ExtractConfig,
     /// The filters (FineWeb's recipe); absent = none.
     pub filters: Option<tokenmill_filters::FiltersConfig>,
     /// The recipe's own SQL condition on the filtered documents.
-    pub sql: crate::stages::SqlSection,
+    pub sql: SqlConfig,
+    /// Threads and progress.
     pub run: RunConfig,
 }
 
@@ -161,11 +212,19 @@ impl BuildConfig {
 
     /// The input globs expanded into a sorted, de-duplicated file list.
     pub fn input_files(&self) -> Result<Vec<PathBuf>> {
-        if self.input.paths.is_empty() {
+        self.input.files()
+    }
+}
+
+impl InputConfig {
+    /// The input globs expanded into a sorted, de-duplicated file list; a pattern that matches
+    /// no file is an error.
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        if self.paths.is_empty() {
             return Err(Error::Config("no inputs: give input paths or globs".into()));
         }
         let mut files = Vec::new();
-        for pat in &self.input.paths {
+        for pat in &self.paths {
             let direct = Path::new(pat);
             if direct.is_file() {
                 files.push(direct.to_path_buf());

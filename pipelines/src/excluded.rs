@@ -70,13 +70,6 @@ struct Builders {
     text: StringBuilder,
 }
 
-fn pq(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Unsupported(format!(
-        "{}: writing excluded documents: {e}",
-        path.display()
-    ))
-}
-
 impl DropWriter {
     /// Opens task `task`'s file under `out`.
     pub fn create(out: &Path, task: usize, keep_text: bool) -> Result<Self> {
@@ -91,7 +84,8 @@ impl DropWriter {
             ))
             .set_created_by("tokenmill".into())
             .build();
-        let writer = ArrowWriter::try_new(file, schema(), Some(props)).map_err(|e| pq(&tmp, e))?;
+        let writer = ArrowWriter::try_new(file, schema(), Some(props))
+            .map_err(|e| Error::parquet(&tmp, e))?;
         Ok(DropWriter {
             tmp,
             path,
@@ -164,7 +158,9 @@ impl DropWriter {
         ];
         let batch = RecordBatch::try_new(schema(), cols)?;
         if batch.num_rows() > 0 {
-            self.writer.write(&batch).map_err(|e| pq(&self.tmp, e))?;
+            self.writer
+                .write(&batch)
+                .map_err(|e| Error::parquet(&self.tmp, e))?;
         }
         Ok(())
     }
@@ -172,7 +168,10 @@ impl DropWriter {
     /// Writes the rest and renames the file into place.
     pub fn finish(mut self) -> Result<usize> {
         self.write_batch()?;
-        let file = self.writer.into_inner().map_err(|e| pq(&self.tmp, e))?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::parquet(&self.tmp, e))?;
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         Ok(self.rows)

@@ -8,7 +8,7 @@ use arrow::datatypes::UInt64Type;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
-use tokenmill_shards::{Dataset, DocProvenance, TextTokenizer, TokenizeOptions};
+use tokenmill_shards::{Dataset, DocProvenance, TextTokenizer, TokenizeConfig};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 pub struct DocView {
     /// Ordinal of the shard in the manifest.
     pub shard_ordinal: usize,
+    /// Where the document came from (id, source file, byte offset, URL, language) and where it
+    /// lies in its shard.
     pub provenance: DocProvenance,
     /// Position of the document's first token in the whole dataset.
     pub global_token_start: u64,
@@ -29,7 +31,7 @@ pub struct DocView {
 /// Opens the tokenizer stored beside the shards and checks it is the one the manifest names.
 pub fn dataset_tokenizer(ds: &Dataset) -> Result<TextTokenizer> {
     let path = ds.dir().join("tokenizer.json");
-    let tok = TextTokenizer::load(&path, &TokenizeOptions::default())?;
+    let tok = TextTokenizer::load(&path, &TokenizeConfig::default())?;
     if tok.identity().sha256 != ds.manifest().tokenizer.sha256 {
         return Err(Error::Config(format!(
             "{}: sha256 {} differs from the manifest's {}",
@@ -206,7 +208,9 @@ pub fn open(dir: &Path) -> Result<Dataset> {
 /// One document of a sample, resolved through the provenance tables.
 #[derive(Debug, Clone, Serialize)]
 pub struct SampleDoc {
+    /// Which tokens of the sample come from this document, and from where in it.
     pub span: tokenmill_shards::loader::Span,
+    /// Where the document came from and where it lies in its shard.
     pub provenance: DocProvenance,
     /// Detokenized text of the span.
     pub text: String,

@@ -1,34 +1,38 @@
-//! Pipelines: configuration, orchestration of the stages, and the `tokenmill` CLI's commands.
+//! Pipelines: the library that composes tokenmill's stages into jobs.
 //!
-//! `build` runs read ([`tokenmill_ingest`]) → tokenize → shard write ([`tokenmill_shards`]) as
-//! independent tasks, one per input file, in parallel and resumably.
+//! - [`build`](mod@build): read ([`tokenmill_ingest`]) → [`stages`] (URL filter, main-content
+//!   extraction, the FineWeb filters, the recipe's SQL condition) → [`dedup`] (exact + MinHash
+//!   LSH) → tokenize → shard write ([`tokenmill_shards`]), one independent, resumable [`task`] per
+//!   input file, in parallel; every dropped document recorded in [`excluded`] tables and counted
+//!   in the funnel of [`stats`].
+//! - [`extract`]: the same stages without tokenizing (kept documents as JSONL or Parquet).
+//! - [`dedup`]: dedup alone, and the dedup stage of the build.
+//! - [`inspect`], [`sql`] (DataFusion over a directory's Parquet files, with the filters as SQL
+//!   functions from [`udf`]): looking at what a build wrote.
+//! - [`train`]: training on a built dataset, with progress; [`trace`], [`report`] and [`plot`]
+//!   read a training run back (spikes traced to their documents).
+//!
+//! The `tokenmill` command line over these lives in the `tokenmill-cli` crate.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
-pub mod bench;
 pub mod build;
 pub mod config;
-pub mod corpus;
-pub mod dedup_cmd;
-pub mod dedup_stage;
+pub mod dedup;
 pub mod error;
 pub mod excluded;
-pub mod extract_cmd;
-pub mod gemm_bench;
+pub mod extract;
 pub mod inspect;
-pub mod loader_bench;
 pub mod plot;
-pub mod precision_bench;
 pub mod progress;
-pub mod quickstart;
 pub mod report;
 pub mod sql;
 pub mod stages;
 pub mod stats;
 pub mod task;
 pub mod trace;
-pub mod train_bench;
-pub mod train_cmd;
+pub mod train;
 pub mod udf;
 
 pub use build::{BuildOutcome, build};

@@ -47,6 +47,7 @@ impl Progress {
         ));
     }
 
+    /// Ends the bar and clears it from the terminal.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }

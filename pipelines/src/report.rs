@@ -14,11 +14,19 @@ use crate::trace::{Trace, one_line, trace_spikes};
 /// What the page shows, also written as JSON.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The run directory, as given.
     pub run: String,
+    /// Training steps done: the highest step of a training line no rollback superseded, plus
+    /// one (0 without one).
     pub steps: u64,
+    /// The loss of the last eval line no rollback superseded, if any.
     pub last_eval: Option<f64>,
+    /// Log lines that record a rollback.
     pub rollbacks: usize,
+    /// Entries of the run's `quarantine.json`.
     pub quarantined: usize,
+    /// Every training line at which a detector fired, traced, in log order (superseded
+    /// attempts included).
     pub spikes: Vec<Trace>,
 }
 

@@ -34,10 +34,10 @@ pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
             tables.insert(stem.replace(['-', '.'], "_"), p.display().to_string());
         }
     }
+    let ctx = SessionContext::new();
+    // tokenmill's filters as functions (default thresholds): gopher_quality(text), lang(text), …
+    crate::udf::register(&ctx, &tokenmill_filters::FiltersConfig::default())?;
     rt.block_on(async {
-        let ctx = SessionContext::new();
-        // tokenmill's filters as functions (default thresholds): gopher_quality(text), lang(text), …
-        crate::udf::register(&ctx, &tokenmill_filters::FiltersConfig::default());
         for (t, p) in &tables {
             ctx.register_parquet(t, p, ParquetReadOptions::default())
                 .await?;

@@ -12,7 +12,9 @@ pub struct TaskStats {
     pub read: ReadStats,
     /// Documents dropped after reading, by reason (e.g. `empty_text`).
     pub dropped: BTreeMap<String, u64>,
+    /// Documents tokenized and written to the task's shards.
     pub documents_written: u64,
+    /// Tokens written to the task's shards (EOS included when appended).
     pub tokens: u64,
     /// UTF-8 bytes of the text that was tokenized.
     pub text_bytes: u64,
@@ -22,6 +24,7 @@ pub struct TaskStats {
 }
 
 impl TaskStats {
+    /// Adds another task's counts to these (reader skip samples up to the log's limit).
     pub fn merge(&mut self, o: &TaskStats) {
         self.read.merge(&o.read);
         self.funnel.merge(&o.funnel);
@@ -60,25 +63,42 @@ impl TaskStats {
 /// `stats.json` of a build.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BuildStats {
+    /// Input files (one task each).
     pub inputs: u64,
+    /// Total size of the input files in bytes.
     pub input_bytes: u64,
+    /// Tasks finished by an earlier run of this build and kept, not redone.
     pub tasks_resumed: u64,
+    /// Documents read from the inputs, before any stage (`documents_written` plus everything
+    /// in `documents_skipped`); resumed tasks included, as in all the counts below.
     pub documents_read: u64,
+    /// Documents tokenized and written to the shards.
     pub documents_written: u64,
+    /// Documents not written, by reason: the reader's skips and every later drop (dedup,
+    /// extraction, filters, SQL condition).
     pub documents_skipped: BTreeMap<String, u64>,
+    /// Input records that are not documents (e.g. WARC `request` or `warcinfo`), by kind.
     pub records_ignored: BTreeMap<String, u64>,
+    /// UTF-8 bytes of the text that was tokenized.
     pub text_bytes: u64,
+    /// Tokens written (EOS included when appended).
     pub tokens: u64,
+    /// Shards in the manifest.
     pub shards: u64,
+    /// Worker threads of this run.
     pub threads: usize,
+    /// Wall-clock seconds of this run (not of earlier, resumed runs).
     pub seconds: f64,
+    /// `text_bytes` in MB (10⁶ bytes) per second of `seconds`.
     pub text_mb_per_s: f64,
+    /// `text_mb_per_s` divided by `threads`.
     pub text_mb_per_s_per_core: f64,
+    /// Peak resident memory of the process in bytes (Linux `VmHWM`), where known.
     pub peak_rss_bytes: Option<u64>,
     /// The first skipped records in full (file, record, offset, reason).
     pub skip_samples: Vec<tokenmill_ingest::Skip>,
     /// The dedup stage, when enabled (its removals are in `documents_skipped` as
-    /// `dedup_exact` / `dedup_fuzzy`).
+    /// `dedup_exact` / `dedup_url` / `dedup_fuzzy`).
     pub dedup: Option<tokenmill_dedup::DedupStats>,
     /// Documents and bytes into and out of each stage after reading (extraction, filters);
     /// what each dropped is in `excluded/*.parquet`.
@@ -136,8 +156,18 @@ impl BuildStats {
 
 /// Peak resident set size of this process (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Current resident set size of this process (Linux `VmRSS`), if known.
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -25,13 +25,19 @@ pub fn shard_prefix(task: usize) -> String {
 /// The published result of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// The task's number: the index of its input in the build's plan.
     pub task: usize,
+    /// The input file's path, as the plan records it.
     pub input: String,
+    /// The shards the task wrote, in part order (none when it kept no document).
     pub shards: Vec<ShardEntry>,
+    /// What the task read, dropped and wrote.
     pub stats: TaskStats,
 }
 
 impl TaskRecord {
+    /// Where the record of task `task` is published: `<build_dir>/tasks/<task>.json`, the task
+    /// number zero-padded to six digits.
     pub fn path(build_dir: &Path, task: usize) -> PathBuf {
         build_dir.join("tasks").join(format!("{task:06}.json"))
     }
@@ -81,7 +87,7 @@ pub fn run_task(
     out: &Path,
     build_dir: &Path,
     progress: &Progress,
-    dedup: Option<crate::dedup_stage::FileFilter<'_>>,
+    dedup: Option<crate::dedup::FileFilter<'_>>,
 ) -> Result<TaskRecord> {
     let _span = tracing::info_span!("task", task, input = %input.display()).entered();
     clear_task_outputs(out, task)?;
@@ -179,8 +185,8 @@ pub fn run_task(
         stats,
     };
     if !rec.stats.reconciles() {
-        return Err(Error::Unsupported(format!(
-            "internal: task {task} counts do not reconcile: {:?}",
+        return Err(Error::Internal(format!(
+            "task {task} counts do not reconcile: {:?}",
             rec.stats
         )));
     }

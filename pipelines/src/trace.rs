@@ -26,24 +26,33 @@ use crate::plot::read_log;
 pub struct Peak {
     /// Token position in the document of the target with the highest loss.
     pub token: u64,
+    /// The loss of that target.
     pub loss: f64,
-    /// The text before the peak token and the peak token itself (`None` when not decoded).
+    /// The text of up to 24 tokens before the peak token (`None` when not decoded).
     pub before: Option<String>,
+    /// The text of the peak token itself, as decoding it after `before` adds it (`None` when
+    /// not decoded).
     pub at: Option<String>,
 }
 
 /// One document span of a traced sample.
 #[derive(Debug, Clone, Serialize)]
 pub struct TraceDoc {
+    /// The document's id, from its input.
     pub id: String,
+    /// The input file the document was read from.
     pub source: String,
+    /// Byte offset of the document's record in `source`.
     pub offset: u64,
+    /// The page URL, if the input had one.
     pub url: Option<String>,
-    /// The document in the dataset: shard ordinal, index in the shard.
+    /// The document in the dataset: shard ordinal in the manifest (with `doc`).
     pub shard: u32,
+    /// The document in the dataset: its index in the shard.
     pub doc: u64,
-    /// Tokens of the document in the sample, and where they start in the document.
+    /// Tokens of the document in the sample (with `doc_offset`).
     pub tokens: u32,
+    /// Where the span's tokens start in the document (token position).
     pub doc_offset: u64,
     /// Targets of the span counted in the loss.
     pub targets: u32,
@@ -52,6 +61,7 @@ pub struct TraceDoc {
     /// What the span added to the step's summed next-token loss over the batch mean:
     /// (span loss − step's next-token loss) × targets in the span.
     pub excess: f64,
+    /// Where the span's token losses peak (`None` for a span without targets).
     pub peak: Option<Peak>,
     /// The beginning of the document's text (only for the shown samples).
     pub snippet: Option<String>,
@@ -64,26 +74,37 @@ pub struct TraceDoc {
 pub struct TraceSample {
     /// Position in the batch.
     pub index: usize,
+    /// Mean loss of the whole sample (NaN when the loss table has no row for it).
     pub loss: f64,
+    /// The sample's document spans, in the loss table's row order.
     pub docs: Vec<TraceDoc>,
 }
 
 /// A traced step.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
+    /// The training step (0-based).
     pub step: u64,
     /// Which run of this step (0 = first); a rollback makes the run go over steps again.
     pub attempt: usize,
+    /// How many training lines the log holds for this step (1 unless a rollback made the run
+    /// go over it again).
     pub attempts: usize,
     /// A later rollback superseded this attempt.
     pub superseded: bool,
+    /// The step's total loss (next-token loss plus the auxiliary losses).
     pub loss: f64,
+    /// The gradient norm before clipping.
     pub grad_norm: f64,
-    /// The detectors' z-scores at this step (loss, gradient norm, highest document).
+    /// The loss detector's z-score at this step (absent before enough history).
     pub loss_z: Option<f64>,
+    /// The gradient-norm detector's z-score at this step (absent before enough history).
     pub grad_norm_z: Option<f64>,
+    /// The highest z-score of a document span's loss in the batch.
     pub doc_z: Option<f64>,
+    /// Names of the detectors that fired at this step (empty: none).
     pub spikes: Vec<String>,
+    /// Ids of the documents quarantined at this step.
     pub quarantined: Vec<String>,
     /// Samples, highest loss first.
     pub samples: Vec<TraceSample>,
@@ -108,6 +129,7 @@ impl Trace {
 /// One step at which a document was trained on.
 #[derive(Debug, Clone, Serialize)]
 pub struct DocSighting {
+    /// The training step (0-based).
     pub step: u64,
     /// Position of the sample in the batch.
     pub sample: usize,
@@ -126,18 +148,27 @@ pub struct DocSighting {
 /// Where a traced document comes from.
 #[derive(Debug, Clone, Serialize)]
 pub struct DocProvenanceOut {
+    /// The document's id, from its input.
     pub id: String,
+    /// The input file the document was read from.
     pub source: String,
+    /// Byte offset of the document's record in `source`.
     pub offset: u64,
+    /// The page URL, if the input had one.
     pub url: Option<String>,
+    /// Tokens of the whole document in the dataset (EOS included when appended).
     pub tokens: u64,
 }
 
 /// A run directory opened for tracing: its configuration, log, and exclusion lists.
 #[derive(Debug)]
 pub struct Run {
+    /// The run directory.
     pub dir: PathBuf,
+    /// The training configuration recorded in the run's `run.json`.
     pub cfg: TrainConfig,
+    /// The lines of the run's `log.jsonl` in order, training and eval, superseded ones
+    /// included.
     pub log: Vec<StepLog>,
     /// Per log line: superseded by a rollback.
     pub superseded: Vec<bool>,

@@ -5,7 +5,7 @@
 //! | function | returns |
 //! |---|---|
 //! | `gopher_quality(text)`, `gopher_repetition(text)`, `c4_quality(text)`, `fineweb_quality(text)` | whether the text passes the filter (default thresholds, or the recipe's) |
-//! | `drop_reason(text)` | the first failing `filter/rule` of the four, in FineWeb's order, or NULL |
+//! | `drop_reason(text)` | the first failing `filter/rule` of the quality filters, in FineWeb's order, or NULL |
 //! | `lang(text)`, `lang_score(text)` | the detected language (ISO 639-1 where it has one, else 639-3) and its confidence |
 //! | `word_count(text)` | words, as the filters count them |
 
@@ -20,7 +20,9 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarUDF, Signature, SimpleScalarUDF, TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use tokenmill_filters::FiltersConfig;
+use tokenmill_filters::{Doc, Filter, FiltersConfig, UrlFilterConfig};
+
+use crate::error::Result;
 
 /// Applies `f` to every string of the one argument (any string type; NULL in, NULL out).
 fn map_text<T>(args: &[ColumnarValue], f: impl Fn(&str) -> T) -> DfResult<Vec<Option<T>>> {
@@ -56,26 +58,32 @@ fn udf(
     ))
 }
 
-/// Registers the functions in `ctx`, with `filters`' thresholds.
-pub fn register(ctx: &SessionContext, filters: &FiltersConfig) {
-    let f = Arc::new(filters.clone());
-    let pass = |name: &str, check: fn(&FiltersConfig, &str) -> bool| {
-        let f = f.clone();
-        udf(name, DataType::Boolean, move |args| {
-            Ok(Arc::new(BooleanArray::from(map_text(args, |t| check(&f, t))?)) as ArrayRef)
-        })
+/// Registers the functions in `ctx`, with `filters`' settings: a pass/fail function for each
+/// quality filter, enabled or not (a disabled one passes every text), and `drop_reason` over
+/// the enabled ones.
+pub fn register(ctx: &SessionContext, filters: &FiltersConfig) -> Result<()> {
+    // The functions judge text, never URLs: the URL filter is left out, so its blocklists are
+    // not read again.
+    let filters = FiltersConfig {
+        url: UrlFilterConfig {
+            enabled: false,
+            ..filters.url.clone()
+        },
+        ..filters.clone()
     };
-    ctx.register_udf(pass("gopher_quality", |f, t| {
-        f.gopher_quality.check(t).is_ok()
-    }));
-    ctx.register_udf(pass("gopher_repetition", |f, t| {
-        f.gopher_repetition.check(t).is_ok()
-    }));
-    ctx.register_udf(pass("c4_quality", |f, t| f.c4.apply(t).is_ok()));
-    ctx.register_udf(pass("fineweb_quality", |f, t| f.fineweb.check(t).is_ok()));
-    let fr = f.clone();
+    for f in filters.filters()? {
+        let Some(name) = f.kind().sql() else {
+            continue;
+        };
+        let f: Arc<dyn Filter> = Arc::from(f);
+        ctx.register_udf(udf(name, DataType::Boolean, move |args| {
+            let pass = map_text(args, |t| f.apply(&mut Doc::new(None, t)).is_ok())?;
+            Ok(Arc::new(BooleanArray::from(pass)) as ArrayRef)
+        }));
+    }
+    let chain = Arc::new(filters.chain()?);
     ctx.register_udf(udf("drop_reason", DataType::Utf8, move |args| {
-        let v = map_text(args, |t| fr.quality(t).err().map(|d| d.key()))?;
+        let v = map_text(args, |t| chain.drop_reason(t))?;
         Ok(Arc::new(v.into_iter().map(Option::flatten).collect::<StringArray>()) as ArrayRef)
     }));
     ctx.register_udf(udf("lang", DataType::Utf8, |args| {
@@ -92,4 +100,5 @@ pub fn register(ctx: &SessionContext, filters: &FiltersConfig) {
         let v = map_text(args, |t| tokenmill_filters::words::words(t).count() as u64)?;
         Ok(Arc::new(v.into_iter().collect::<UInt64Array>()) as ArrayRef)
     }));
+    Ok(())
 }

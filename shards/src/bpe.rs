@@ -9,10 +9,11 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, TokenizerBuilder};
 
 use crate::error::{Error, Result};
+use crate::tokenizer::lib_err;
 
 /// Settings of a byte-level BPE training run.
 #[derive(Debug, Clone)]
-pub struct BpeTrainOptions {
+pub struct BpeTrainConfig {
     /// Final vocabulary size, special tokens and the 256 byte symbols included.
     pub vocab_size: usize,
     /// Minimum pair frequency to merge.
@@ -21,9 +22,9 @@ pub struct BpeTrainOptions {
     pub special_tokens: Vec<String>,
 }
 
-impl Default for BpeTrainOptions {
+impl Default for BpeTrainConfig {
     fn default() -> Self {
-        BpeTrainOptions {
+        BpeTrainConfig {
             vocab_size: 8192,
             min_frequency: 2,
             special_tokens: vec!["<|endoftext|>".into()],
@@ -34,21 +35,20 @@ impl Default for BpeTrainOptions {
 /// Trains a GPT-2-style byte-level BPE (NFC normalisation, byte-level pre-tokenizer with the
 /// GPT-2 split regex, byte-level decoder) on `texts` and saves it as `out` (`tokenizer.json`).
 /// Returns the vocabulary size reached.
-pub fn train_bpe<I, S>(texts: I, opts: &BpeTrainOptions, out: &Path) -> Result<usize>
+pub fn train_bpe<I, S>(texts: I, opts: &BpeTrainConfig, out: &Path) -> Result<usize>
 where
     I: Iterator<Item = S> + Send,
     S: AsRef<str> + Send,
 {
-    let err = |d: String| Error::Tokenizer {
-        path: out.to_path_buf(),
-        detail: d,
-    };
     if opts.vocab_size < 256 + opts.special_tokens.len() {
-        return Err(err(format!(
-            "vocab size {} is below the 256 byte symbols plus {} special tokens",
-            opts.vocab_size,
-            opts.special_tokens.len()
-        )));
+        return Err(Error::Tokenizer {
+            path: out.to_path_buf(),
+            detail: format!(
+                "vocab size {} is below the 256 byte symbols plus {} special tokens",
+                opts.vocab_size,
+                opts.special_tokens.len()
+            ),
+        });
     }
     let mut trainer = BpeTrainerBuilder::new()
         .show_progress(false)
@@ -69,15 +69,15 @@ where
         .with_post_processor(Some(ByteLevel::new(false, true, true)))
         .with_decoder(Some(ByteLevelDecoder::default()))
         .build()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| lib_err(out, "building", e))?;
     tokenizer
         .train(&mut trainer, texts)
-        .map_err(|e| err(format!("training: {e}")))?;
+        .map_err(|e| lib_err(out, "training", e))?;
     let size = tokenizer.get_vocab_size(true);
     let tmp = out.with_extension("json.tmp");
     tokenizer
         .save(&tmp, true)
-        .map_err(|e| err(format!("saving: {e}")))?;
+        .map_err(|e| lib_err(out, "saving", e))?;
     std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
     Ok(size)
 }
@@ -85,7 +85,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenizer::{TextTokenizer, TokenizeOptions};
+    use crate::tokenizer::{TextTokenizer, TokenizeConfig};
 
     #[test]
     fn trained_bpe_round_trips_text_and_compresses() {
@@ -95,7 +95,7 @@ mod tests {
         let docs: Vec<String> = (0..200)
             .map(|i| format!("{text}{i} Ünïcödé — ok\n"))
             .collect();
-        let opts = BpeTrainOptions {
+        let opts = BpeTrainConfig {
             vocab_size: 400,
             ..Default::default()
         };
@@ -103,7 +103,7 @@ mod tests {
         assert!(n > 257 && n <= 400, "vocab {n}");
         let tok = TextTokenizer::load(
             &out,
-            &TokenizeOptions {
+            &TokenizeConfig {
                 eos_token: None,
                 append_eos: true,
             },

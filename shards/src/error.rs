@@ -8,34 +8,60 @@ pub enum Error {
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: std::io::Error,
     },
     /// A file on disk is not what its format says it must be (corrupt, truncated or hostile).
     #[error("{path}: corrupt {what}: {detail}")]
     Corrupt {
+        /// The file.
         path: PathBuf,
+        /// The kind of file (`Megatron index`, `manifest`, `provenance table`, …).
         what: &'static str,
+        /// What is wrong with it.
         detail: String,
     },
     /// A checksum recorded in the manifest does not match the file.
     #[error("{path}: checksum mismatch: manifest says {expected:016x}, file has {actual:016x}")]
     Checksum {
+        /// The file.
         path: PathBuf,
+        /// The xxh3-64 the manifest records.
         expected: u64,
+        /// The xxh3-64 of the file as it is.
         actual: u64,
     },
-    /// The tokenizer could not be loaded or used.
+    /// The tokenizer cannot be used as asked (no such file, no EOS token, a vocabulary too small).
     #[error("tokenizer {path}: {detail}")]
-    Tokenizer { path: PathBuf, detail: String },
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The `tokenizers` library (or the gzip decoder of a `.json.gz`) failed on a tokenizer.
+    #[error("tokenizer {path}: {what}: {source}")]
+    TokenizerLib {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What was being done: loading, encoding, decoding, training, saving.
+        what: &'static str,
+        /// The library's error.
+        #[source]
+        source: tokenizers::Error,
+    },
     /// A value does not fit the format (e.g. a token id above the dtype, a document over 2^31 tokens).
     #[error("{0}")]
     Limit(String),
     /// Arrow / Parquet failure on a named file.
     #[error("{path}: {source}")]
     Parquet {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: parquet::errors::ParquetError,
     },
@@ -45,7 +71,9 @@ pub enum Error {
     /// JSON (manifest) failure on a named file.
     #[error("{path}: {source}")]
     Json {
+        /// The file.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: serde_json::Error,
     },

@@ -8,6 +8,8 @@
 //! The crate also holds the tokenizer stage ([`tokenizer`]), since a shard is defined by the
 //! tokenizer that produced it, and [`bpe`] training for users without a tokenizer.
 
+#![warn(missing_docs)]
+
 pub mod bpe;
 pub mod checksum;
 pub mod dtype;
@@ -26,6 +28,6 @@ pub use error::{Error, Result};
 pub use manifest::{MANIFEST_FILE, Manifest, ShardEntry, TokenizerIdentity};
 pub use provenance::DocProvenance;
 pub use reader::{Dataset, Shard};
-pub use tokenizer::{TextTokenizer, TokenizeOptions};
+pub use tokenizer::{TextTokenizer, TokenizeConfig};
 pub use verify::{VerifyReport, verify};
 pub use writer::{DocSource, ShardWriter, atomic_write};

@@ -32,9 +32,13 @@ pub struct TokenizerIdentity {
 /// One shard: `<name>.bin`, `<name>.idx`, `<name>.prov.parquet`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
+    /// File name stem of the shard's three files.
     pub name: String,
+    /// Documents (sequences) in the shard.
     pub documents: u64,
+    /// Tokens in the shard.
     pub tokens: u64,
+    /// Size of the `.bin` in bytes.
     pub bin_bytes: u64,
     /// xxh3-64 of the `.bin`, hex.
     pub bin_xxh3: String,
@@ -47,22 +51,32 @@ pub struct ShardEntry {
 /// The manifest of a dataset directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Always [`FORMAT`].
     pub format: String,
+    /// [`FORMAT_VERSION`]; a reader refuses any other.
     pub format_version: u32,
+    /// The tokenizer that produced the token ids.
     pub tokenizer: TokenizerIdentity,
+    /// The token id type of every shard.
     pub dtype: TokenDtype,
+    /// Documents in all shards.
     pub documents: u64,
+    /// Tokens in all shards.
     pub tokens: u64,
+    /// The shards, in dataset order.
     pub shards: Vec<ShardEntry>,
 }
 
 impl ShardEntry {
+    /// `<dir>/<name>.bin`: the token ids.
     pub fn bin_path(&self, dir: &Path) -> PathBuf {
         dir.join(format!("{}.bin", self.name))
     }
+    /// `<dir>/<name>.idx`: the Megatron index.
     pub fn idx_path(&self, dir: &Path) -> PathBuf {
         dir.join(format!("{}.idx", self.name))
     }
+    /// `<dir>/<name>.prov.parquet`: the provenance table.
     pub fn prov_path(&self, dir: &Path) -> PathBuf {
         dir.join(format!("{}.prov.parquet", self.name))
     }

@@ -21,19 +21,29 @@ use crate::error::{Error, Result};
 /// Where one document of a shard came from.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DocProvenance {
+    /// The shard's name.
     pub shard: String,
+    /// Document index in the shard.
     pub index: u64,
+    /// The document's id (from the input).
     pub id: String,
+    /// The input file.
     pub source: String,
+    /// Byte offset of the record in `source`.
     pub offset: u64,
+    /// Page URL, if any.
     pub url: Option<String>,
+    /// Tokens of the document (EOS included when appended).
     pub tokens: u64,
+    /// First token of the document in the shard.
     pub token_start: u64,
+    /// xxh3-64 of the document text as tokenized.
     pub text_xxh3: u64,
-    /// Language (ISO 639-1 where it has one, else 639-3) and the identifier's confidence, when
-    /// the build identified it (or the input carried a language).
+    /// Language (ISO 639-1 where it has one, else 639-3), when the build identified it (or the
+    /// input carried a language).
     #[serde(default)]
     pub lang: Option<String>,
+    /// The language identifier's confidence.
     #[serde(default)]
     pub lang_score: Option<f64>,
 }

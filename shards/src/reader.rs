@@ -133,7 +133,9 @@ pub struct Dataset {
 /// A document located in a dataset.
 #[derive(Debug, Clone)]
 pub struct Located {
+    /// Shard ordinal in the manifest.
     pub shard: usize,
+    /// The document's provenance row.
     pub provenance: DocProvenance,
 }
 
@@ -145,9 +147,11 @@ impl Dataset {
             manifest: Manifest::load(dir)?,
         })
     }
+    /// The dataset directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The manifest, as read and checked at open.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }

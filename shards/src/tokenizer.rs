@@ -2,7 +2,7 @@
 //! document, parallel over documents on the rayon pool; and byte-level BPE training.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
@@ -25,7 +25,7 @@ pub const EOS_CANDIDATES: &[&str] = &[
 
 /// How documents are turned into token ids.
 #[derive(Debug, Clone, Default)]
-pub struct TokenizeOptions {
+pub struct TokenizeConfig {
     /// EOS token to append to each document; `None` picks from [`EOS_CANDIDATES`].
     pub eos_token: Option<String>,
     /// Append the EOS token to each document (Megatron's `--append-eod`).
@@ -47,6 +47,14 @@ fn tok_err(path: &Path, detail: impl ToString) -> Error {
     }
 }
 
+pub(crate) fn lib_err(path: &Path, what: &'static str, source: tokenizers::Error) -> Error {
+    Error::TokenizerLib {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
 /// Reads a `tokenizer.json`, gunzipping it when the name ends in `.gz`.
 pub fn read_tokenizer_json(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| match e.kind() {
@@ -57,7 +65,7 @@ pub fn read_tokenizer_json(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| tok_err(path, format!("gzip: {e}")))?;
+            .map_err(|e| lib_err(path, "gzip", Box::new(e)))?;
         Ok(out)
     } else {
         Ok(raw)
@@ -66,10 +74,10 @@ pub fn read_tokenizer_json(path: &Path) -> Result<Vec<u8>> {
 
 impl TextTokenizer {
     /// Loads `path` (`tokenizer.json` or `tokenizer.json.gz`).
-    pub fn load(path: &Path, opts: &TokenizeOptions) -> Result<Self> {
+    pub fn load(path: &Path, opts: &TokenizeConfig) -> Result<Self> {
         let bytes = read_tokenizer_json(path)?;
         let inner = Tokenizer::from_bytes(&bytes)
-            .map_err(|e| tok_err(path, format!("not a valid tokenizer.json: {e}")))?;
+            .map_err(|e| lib_err(path, "not a valid tokenizer.json", e))?;
         let (eos_token, eos_id) = if opts.append_eos {
             let name = match &opts.eos_token {
                 Some(t) => t.clone(),
@@ -128,10 +136,7 @@ impl TextTokenizer {
         let enc = self
             .inner
             .encode_fast(text, false)
-            .map_err(|e| Error::Tokenizer {
-                path: PathBuf::from(&self.identity.file),
-                detail: format!("encode: {e}"),
-            })?;
+            .map_err(|e| lib_err(Path::new(&self.identity.file), "encode", e))?;
         let mut ids = enc.get_ids().to_vec();
         if let Some(eos) = self.identity.eos_id.filter(|_| self.append_eos) {
             ids.push(eos);
@@ -151,9 +156,8 @@ impl TextTokenizer {
 
     /// Text of token ids (special tokens kept, so EOS shows).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| Error::Tokenizer {
-            path: PathBuf::from(&self.identity.file),
-            detail: format!("decode: {e}"),
-        })
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| lib_err(Path::new(&self.identity.file), "decode", e))
     }
 }

@@ -12,9 +12,13 @@ use crate::reader::Dataset;
 /// What `verify` checked.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VerifyReport {
+    /// Shards checked.
     pub shards: u64,
+    /// Documents in them.
     pub documents: u64,
+    /// Tokens in them.
     pub tokens: u64,
+    /// Bytes of the files whose checksums were recomputed.
     pub bytes_hashed: u64,
 }
 

@@ -16,14 +16,19 @@ use crate::provenance::{DocProvenance, write_provenance};
 /// Where a document came from, as the writer records it.
 #[derive(Debug, Clone, Copy)]
 pub struct DocSource<'a> {
+    /// The document's id.
     pub id: &'a str,
+    /// The input file.
     pub source: &'a str,
+    /// Byte offset of the record in `source`.
     pub offset: u64,
+    /// Page URL, if any.
     pub url: Option<&'a str>,
     /// xxh3-64 of the document text that was tokenized.
     pub text_xxh3: u64,
-    /// Language and its confidence, where known.
+    /// Language, where known.
     pub lang: Option<&'a str>,
+    /// The language identifier's confidence.
     pub lang_score: Option<f64>,
 }
 

@@ -62,7 +62,7 @@ pub fn tokenmill_bin() -> PathBuf {
         // `cargo test -p tokenmill-tests` alone does not build other packages' binaries.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "tokenmill-pipelines", "--bin", "tokenmill"])
+        cmd.args(["build", "-p", "tokenmill-cli", "--bin", "tokenmill"])
             .current_dir(repo_root());
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");

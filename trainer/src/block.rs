@@ -37,7 +37,7 @@ pub struct Block {
 #[derive(Debug)]
 enum FfnCache<T> {
     Dense(MlpCache<T>),
-    Moe(MoeCache<T>),
+    Moe(Box<MoeCache<T>>),
 }
 
 /// What the backward needs.
@@ -79,7 +79,7 @@ impl Block {
             }
             Ffn::Moe(m) => {
                 let (f, c, st) = m.fwd(cx, hn, b, s, alpha);
-                (f, FfnCache::Moe(c), Some(st))
+                (f, FfnCache::Moe(Box::new(c)), Some(st))
             }
         };
         let mut y = f;
@@ -112,7 +112,7 @@ impl Block {
         let mut dh = dy.clone();
         let dhn = match (&self.ffn, c.ffn) {
             (Ffn::Dense(m), FfnCache::Dense(fc)) => m.bwd(cx, fc, dy, wq),
-            (Ffn::Moe(m), FfnCache::Moe(fc)) => m.bwd(cx, fc, dy, wq),
+            (Ffn::Moe(m), FfnCache::Moe(fc)) => m.bwd(cx, *fc, dy, wq),
             _ => unreachable!("a block's cache always matches its kind"),
         };
         self.ln2.bwd(cx, wq, &c.h, &c.r2, dhn, &mut dh, true);

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrainerError};
+use crate::error::{Error, Result};
 
 /// Architecture hyper-parameters. Field names follow HF's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ impl ModelConfig {
                 initializer_range: 0.02,
             },
             other => {
-                return Err(TrainerError::Config(format!(
+                return Err(Error::Config(format!(
                     "unknown preset {other:?} (known: tiny, small, deepseek-v3, deepseek-v2-lite)"
                 )));
             }
@@ -229,7 +229,7 @@ impl ModelConfig {
 
     /// Checks that the dimensions fit together.
     pub fn validate(&self) -> Result<()> {
-        let err = |m: String| Err(TrainerError::Config(m));
+        let err = |m: String| Err(Error::Config(m));
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),

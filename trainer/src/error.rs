@@ -4,16 +4,35 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while building, checking, training or saving a model.
 #[derive(Debug, thiserror::Error)]
-pub enum TrainerError {
+pub enum Error {
     /// A model or training configuration that does not fit together.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A configuration section whose values do not have the types its fields need.
+    #[error("invalid configuration: {section}: {source}")]
+    ConfigValue {
+        /// The section, e.g. `[model]`.
+        section: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A model configuration read from a file that does not validate.
+    #[error("{path}: {source}")]
+    ConfigFile {
+        /// The file (a `config.json`).
+        path: PathBuf,
+        /// What is wrong with it (a [`Error::Config`]).
+        #[source]
+        source: Box<Error>,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
+        #[source]
         source: std::io::Error,
     },
     /// A checkpoint or weight file that does not match the model.
@@ -24,9 +43,44 @@ pub enum TrainerError {
         /// What does not match.
         msg: String,
     },
+    /// A JSON file of a model, checkpoint or run (`config.json`, `state.json`,
+    /// `quarantine.json`) that does not parse.
+    #[error("{path}: {what}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the file should have held.
+        what: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A safetensors file that cannot be read or written.
+    #[error("{path}: {what}: {source}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// Reading or writing.
+        what: &'static str,
+        /// The library's error.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    /// A file of the per-document loss table (`RUN/losses/`) that cannot be written or read.
+    #[error("{path}: loss table: {source}")]
+    LossTable {
+        /// The file.
+        path: PathBuf,
+        /// The Parquet (or Arrow, wrapped) error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     /// The dataset cannot feed this model.
     #[error("dataset: {0}")]
     Data(String),
+    /// The dataset (or the loader over it) failed to open or read.
+    #[error("dataset: {0}")]
+    Dataset(#[from] tokenmill_shards::Error),
     /// A loss or gradient that is not finite.
     #[error("non-finite {what} at step {step}")]
     NonFinite {
@@ -37,22 +91,30 @@ pub enum TrainerError {
     },
 }
 
-/// Result with [`TrainerError`].
-pub type Result<T, E = TrainerError> = std::result::Result<T, E>;
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl TrainerError {
+impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainerError::Io {
+        Error::Io {
             path: path.into(),
             source,
         }
     }
     /// A checkpoint mismatch on `path`.
     pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        TrainerError::Checkpoint {
+        Error::Checkpoint {
             path: path.into(),
             msg: msg.into(),
+        }
+    }
+    /// A JSON file on `path` that does not hold `what`.
+    pub fn json(path: impl Into<PathBuf>, what: &'static str, source: serde_json::Error) -> Self {
+        Error::Json {
+            path: path.into(),
+            what,
+            source,
         }
     }
 }

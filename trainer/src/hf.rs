@@ -10,7 +10,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::config::ModelConfig;
-use crate::error::{Result, TrainerError};
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::params::ParamLayout;
 
@@ -45,15 +45,15 @@ pub fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
 /// Reads a `config.json` written by tokenmill or by Hugging Face, ignoring the keys tokenmill
 /// does not model (they must hold their DeepSeek-V3 values where they change the math).
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainerError::io(path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| TrainerError::checkpoint(path, format!("not JSON: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(path, "not JSON", e))?;
     let obj = v
         .as_object()
-        .ok_or_else(|| TrainerError::checkpoint(path, "config.json is not an object"))?;
+        .ok_or_else(|| Error::checkpoint(path, "config.json is not an object"))?;
     let must = |key: &str, ok: &dyn Fn(&serde_json::Value) -> bool, what: &str| -> Result<()> {
         match obj.get(key) {
-            Some(val) if !ok(val) => Err(TrainerError::checkpoint(
+            Some(val) if !ok(val) => Err(Error::checkpoint(
                 path,
                 format!("{key} = {val} is not supported ({what})"),
             )),
@@ -85,9 +85,11 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let cfg: ModelConfig = serde_json::from_value(serde_json::Value::Object(filtered))
-        .map_err(|e| TrainerError::checkpoint(path, format!("bad model config: {e}")))?;
-    cfg.validate()
-        .map_err(|e| TrainerError::checkpoint(path, e.to_string()))?;
+        .map_err(|e| Error::json(path, "bad model config", e))?;
+    cfg.validate().map_err(|e| Error::ConfigFile {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
     Ok(cfg)
 }
 
@@ -124,8 +126,11 @@ pub fn save_tensors(
             )
         })
         .collect();
-    safetensors::serialize_to_file(views, Some(meta), path)
-        .map_err(|e| TrainerError::checkpoint(path, e.to_string()))
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|source| Error::Safetensors {
+        path: path.to_path_buf(),
+        what: "cannot write",
+        source,
+    })
 }
 
 /// Reads every tensor of `layout` (optionally prefixed) from a safetensors file into `data`.
@@ -138,18 +143,21 @@ pub fn load_tensors(
     prefix: &str,
     allow_extra: bool,
 ) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| TrainerError::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| TrainerError::checkpoint(path, format!("not a safetensors file: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| TrainerError::checkpoint(path, format!("not a safetensors file: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let not_safetensors = |source| Error::Safetensors {
+        path: path.to_path_buf(),
+        what: "not a safetensors file",
+        source,
+    };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(not_safetensors)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(not_safetensors)?;
     for s in &layout.specs {
         let name = format!("{prefix}{}", s.name);
         let t = st
             .tensor(&name)
-            .map_err(|_| TrainerError::checkpoint(path, format!("tensor {name} is missing")))?;
+            .map_err(|_| Error::checkpoint(path, format!("tensor {name} is missing")))?;
         if t.shape() != s.shape.as_slice() {
-            return Err(TrainerError::checkpoint(
+            return Err(Error::checkpoint(
                 path,
                 format!(
                     "tensor {name} has shape {:?}, the model needs {:?}",
@@ -171,7 +179,7 @@ pub fn load_tensors(
                 }
             }
             other => {
-                return Err(TrainerError::checkpoint(
+                return Err(Error::checkpoint(
                     path,
                     format!("tensor {name} is {other:?}; F32 or BF16 expected"),
                 ));
@@ -185,7 +193,7 @@ pub fn load_tensors(
             .map(|s| format!("{prefix}{}", s.name))
             .collect();
         if let Some(extra) = st.names().into_iter().find(|n| !known.contains(*n)) {
-            return Err(TrainerError::checkpoint(
+            return Err(Error::checkpoint(
                 path,
                 format!("tensor {extra} does not belong to this model"),
             ));
@@ -196,7 +204,7 @@ pub fn load_tensors(
 
 /// Writes `dir/config.json` and `dir/model.safetensors` (temp + rename each).
 pub fn save(dir: &Path, model: &Model, params: &[f32]) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainerError::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let cfg = serde_json::to_string_pretty(&hf_config(&model.cfg)).expect("serialises");
     crate::fsutil::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);

@@ -2,8 +2,11 @@
 //! balancing, multi-token prediction) with hand-written forward and split backward passes over
 //! the kernels' [`tokenmill_kernels::Backend`], its optimizer and its training loop.
 
+#![warn(missing_docs)]
+
 pub mod block;
 pub mod config;
+pub mod cost;
 pub mod error;
 pub mod fsutil;
 pub mod hf;
@@ -20,5 +23,5 @@ pub mod spikes;
 pub mod train;
 
 pub use config::ModelConfig;
-pub use error::{Result, TrainerError};
-pub use model::{Batch, Forward, LossWeights, Model, WgradMode};
+pub use error::{Error, Result};
+pub use model::{Batch, Forward, LossWeights, Model, Parallel, WgradMode};

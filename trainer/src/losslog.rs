@@ -19,31 +19,37 @@ use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, UInt32Ty
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
-use crate::error::{Result, TrainerError};
+use crate::error::{Error, Result};
 
 /// One document span of one training step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossRow {
     /// Ordinal of the step's line among the log's training lines.
     pub seq: u64,
+    /// The step.
     pub step: u64,
-    /// Sample in the batch, span in the sample.
+    /// Sample in the batch.
     pub sample: u32,
+    /// Span in the sample.
     pub span: u32,
-    /// The document: shard ordinal and index in the shard.
+    /// The document's shard (ordinal in the manifest).
     pub shard: u32,
+    /// The document's index in its shard.
     pub doc: u64,
-    /// First token of the span in the document, and its tokens in the sample.
+    /// First token of the span in the document.
     pub doc_offset: u64,
+    /// Tokens of the span in the sample.
     pub tokens: u32,
     /// Targets counted in the loss.
     pub targets: u32,
     /// Mean loss of those targets (NaN without one).
     pub loss: f32,
-    /// Where the token losses peak: token position in the document and loss.
+    /// Where the token losses peak: the target's token position in the document.
     pub peak_token: Option<u64>,
+    /// The loss at that peak.
     pub peak_loss: Option<f32>,
     /// Mean loss of the whole sample.
     pub sample_loss: f32,
@@ -99,14 +105,17 @@ fn to_batch(rows: &[LossRow]) -> RecordBatch {
     RecordBatch::try_new(schema(), cols).expect("columns match the schema")
 }
 
-fn pq_err(path: &Path, e: impl std::fmt::Display) -> TrainerError {
-    TrainerError::checkpoint(path, format!("loss table: {e}"))
+fn pq_err(path: &Path, e: impl Into<ParquetError>) -> Error {
+    Error::LossTable {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
 }
 
 /// Writes `rows` to `path` atomically (temp file, fsync, rename).
 fn write(path: &Path, rows: &[LossRow]) -> Result<()> {
     let tmp = path.with_extension("parquet.tmp");
-    let file = File::create(&tmp).map_err(|e| TrainerError::io(&tmp, e))?;
+    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
@@ -118,13 +127,13 @@ fn write(path: &Path, rows: &[LossRow]) -> Result<()> {
         w.write(&to_batch(chunk)).map_err(|e| pq_err(&tmp, e))?;
     }
     let file = w.into_inner().map_err(|e| pq_err(&tmp, e))?;
-    file.sync_all().map_err(|e| TrainerError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainerError::io(path, e))
+    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Reads a loss file, checking its schema.
 pub fn read(path: &Path) -> Result<Vec<LossRow>> {
-    let file = File::open(path).map_err(|e| TrainerError::io(path, e))?;
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| pq_err(path, e))?
         .build()
@@ -139,9 +148,13 @@ pub fn read(path: &Path) -> Result<Vec<LossRow>> {
                 .field_with_name(f.name())
                 .is_ok_and(|g| g.data_type() == f.data_type());
             if !ok {
-                return Err(pq_err(
+                return Err(Error::checkpoint(
                     path,
-                    format!("column `{}` missing or not {}", f.name(), f.data_type()),
+                    format!(
+                        "loss table: column `{}` missing or not {}",
+                        f.name(),
+                        f.data_type()
+                    ),
                 ));
             }
         }
@@ -192,10 +205,10 @@ pub fn files(run: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(TrainerError::io(&dir, e)),
+        Err(e) => return Err(Error::io(&dir, e)),
     };
     for e in rd {
-        let p = e.map_err(|e| TrainerError::io(&dir, e))?.path();
+        let p = e.map_err(|e| Error::io(&dir, e))?.path();
         let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
@@ -222,7 +235,7 @@ pub fn rows_of(run: &Path, seq: u64) -> Result<Vec<LossRow>> {
             (Some(a), Some(b)) => format!("lines {}..={}", a.0, b.1),
             _ => "no loss file".into(),
         };
-        return Err(TrainerError::Data(format!(
+        return Err(Error::Data(format!(
             "{}: no per-document losses for training line {seq} (it holds {have})",
             run.join("losses").display()
         )));
@@ -248,17 +261,17 @@ impl LossWriter {
     /// beyond it (from an interrupted run) are cut back, so a resume never duplicates rows.
     pub fn open(run: &Path, next_seq: u64, every: u64) -> Result<Self> {
         let dir = run.join("losses");
-        std::fs::create_dir_all(&dir).map_err(|e| TrainerError::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         for (a, b, p) in files(run)? {
             if a >= next_seq {
-                std::fs::remove_file(&p).map_err(|e| TrainerError::io(&p, e))?;
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             } else if b >= next_seq {
                 let mut rows = read(&p)?;
                 rows.retain(|r| r.seq < next_seq);
                 let last = rows.iter().map(|r| r.seq).max().unwrap_or(a);
                 write(&dir.join(name(a, last)), &rows)?;
                 if name(a, last) != name(a, b) {
-                    std::fs::remove_file(&p).map_err(|e| TrainerError::io(&p, e))?;
+                    std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
                 }
             }
         }

@@ -24,7 +24,7 @@ use tokenmill_kernels::{Backend, Real};
 
 use crate::block::{Block, BlockCache, Ffn};
 use crate::config::ModelConfig;
-use crate::error::{Result, TrainerError};
+use crate::error::{Error, Result};
 use crate::mla::{Mla, QProj};
 use crate::mlp::Mlp;
 use crate::moe::{Moe, MoeStats};
@@ -65,6 +65,21 @@ pub struct Model {
     pub mtp: Vec<MtpModule>,
     /// Number format of the blocks' linear-layer GEMMs (f32 runs; f64 ignores it).
     pub precision: Precision,
+    /// Where the rest of the batch and the experts are, when this process holds a slice.
+    pub parallel: Parallel,
+}
+
+/// The process groups a model runs in, when one process holds only a slice of the batch or
+/// of the experts. The default (both `None`) is a single process with everything.
+#[derive(Debug, Clone, Default)]
+pub struct Parallel {
+    /// The ranks whose batch slices make up the global batch (data and expert parallelism):
+    /// losses are normalised by the whole batch's target count, and routing loads and the
+    /// balance loss are taken over the whole batch.
+    pub batch: Option<std::sync::Arc<dyn tokenmill_comm::Communicator>>,
+    /// The ranks the routed experts are spread over: rank r of P owns experts
+    /// `[r·E/P, (r+1)·E/P)`, and tokens travel to them by all-to-all.
+    pub experts: Option<std::sync::Arc<dyn tokenmill_comm::Communicator>>,
 }
 
 /// Loss weights of one step.
@@ -376,6 +391,7 @@ impl Model {
             head,
             mtp,
             precision: Precision::Fp32,
+            parallel: Parallel::default(),
         })
     }
 
@@ -399,7 +415,7 @@ impl Model {
     fn check_batch(&self, batch: &Batch<'_>) -> Result<()> {
         let (b, s) = (batch.b, batch.s);
         if batch.tokens.len() != b * (s + 1) {
-            return Err(TrainerError::Data(format!(
+            return Err(Error::Data(format!(
                 "batch holds {} tokens, expected {b}·({s}+1)",
                 batch.tokens.len()
             )));
@@ -407,19 +423,19 @@ impl Model {
         if let Some(m) = batch.mask
             && m.len() != b * s
         {
-            return Err(TrainerError::Data(format!(
+            return Err(Error::Data(format!(
                 "loss mask holds {} entries, expected {b}·{s}",
                 m.len()
             )));
         }
         if s == 0 || s > self.cfg.max_position_embeddings {
-            return Err(TrainerError::Data(format!(
+            return Err(Error::Data(format!(
                 "sequence length {s} outside 1..={} (max_position_embeddings)",
                 self.cfg.max_position_embeddings
             )));
         }
         if self.cfg.num_nextn_predict_layers >= s {
-            return Err(TrainerError::Data(format!(
+            return Err(Error::Data(format!(
                 "sequence length {s} too short for {} MTP depths",
                 self.cfg.num_nextn_predict_layers
             )));
@@ -429,7 +445,7 @@ impl Model {
             .iter()
             .find(|&&t| t as usize >= self.cfg.vocab_size)
         {
-            return Err(TrainerError::Data(format!(
+            return Err(Error::Data(format!(
                 "token id {t} is outside the model's vocabulary of {}",
                 self.cfg.vocab_size
             )));
@@ -455,7 +471,13 @@ impl Model {
         let mut logits = self.head.fwd(cx, &normed);
         let rows = targets.len();
         let (mut losses, mut lse) = (vec![T::zero(); rows], vec![T::zero(); rows]);
-        let count = targets.iter().filter(|&&t| t != IGNORE).count().max(1);
+        let mut count = [targets.iter().filter(|&&t| t != IGNORE).count() as u64];
+        if let Some(g) = cx.batch {
+            // The loss is the mean over the global batch's targets.
+            tokenmill_comm::Collectives::all_reduce_sum(g, &mut count)
+                .expect("data-parallel target count");
+        }
+        let count = count[0].max(1) as usize;
         if train {
             let g: Vec<T> = targets
                 .iter()
@@ -535,6 +557,8 @@ impl Model {
             layout: &self.layout,
             params,
             precision: self.precision,
+            ep: self.parallel.experts.as_deref(),
+            batch: self.parallel.batch.as_deref(),
         };
         let (b, s, d) = (batch.b, batch.s, self.cfg.hidden_size);
         let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
@@ -692,6 +716,8 @@ impl Model {
             layout: &self.layout,
             params,
             precision: self.precision,
+            ep: self.parallel.experts.as_deref(),
+            batch: self.parallel.batch.as_deref(),
         };
         let (b, s, d) = (cache.b, cache.s, self.cfg.hidden_size);
         let flush = |wq: &mut WgradQueue<T>, grads: &mut [T]| {

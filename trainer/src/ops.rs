@@ -61,6 +61,11 @@ pub struct Ctx<'a, T: Real> {
     pub params: &'a [T],
     /// Number format of the linear layers' GEMMs (applies to f32 runs).
     pub precision: Precision,
+    /// The expert-parallel group the routed experts are spread over (`None`: all on this
+    /// process).
+    pub ep: Option<&'a dyn tokenmill_comm::Communicator>,
+    /// The group whose batch slices make up the global batch (`None`: the batch is all here).
+    pub batch: Option<&'a dyn tokenmill_comm::Communicator>,
 }
 
 /// A copy of `x` (`rows × cols`) as the GEMM of precision `p` sees it: rounded to BF16, or

@@ -128,7 +128,9 @@ pub struct SpikeDetector {
 /// One document span of a step, as the detector sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct SpanLoss {
+    /// Sample in the batch.
     pub sample: usize,
+    /// Span in the sample.
     pub span: usize,
     /// Mean loss of its targets.
     pub loss: f64,
@@ -142,8 +144,9 @@ pub struct Observation {
     /// Detectors that fired (e.g. `"loss z=8.1"`, `"doc z=9.0 (sample 3)"`,
     /// `"non-finite loss"`).
     pub fired: Vec<String>,
-    /// The z-scores (absent before `min_history` steps or when the scale is 0).
+    /// The loss's z-score (absent before `min_history` steps or when the scale is 0).
     pub loss_z: Option<f64>,
+    /// The gradient norm's z-score (absent likewise).
     pub grad_norm_z: Option<f64>,
     /// The highest document z-score, and its (sample, span).
     pub doc_z: Option<(f64, usize, usize)>,

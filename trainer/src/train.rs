@@ -4,9 +4,10 @@
 //!
 //! A run directory holds `run.json` (the resolved configuration), `log.jsonl` (one line per
 //! step and per evaluation) and `checkpoints/step-NNNNNNNN/` with `config.json` +
-//! `model.safetensors` (Hugging Face layout), `optimizer.safetensors` (AdamW moments) and
-//! `state.json` (step, loader position, RNG, dataset fingerprint); `checkpoints/latest` names
-//! the newest complete one and is written last.
+//! `model.safetensors` (Hugging Face layout), `optimizer.safetensors` and
+//! `optimizer_v.safetensors` (AdamW's first and second moments, tensors prefixed `m.` and `v.`)
+//! and `state.json` (step, loader position, RNG, dataset fingerprint); `checkpoints/latest`
+//! names the newest complete one and is written last.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,12 +16,12 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokenmill_kernels::Cpu;
-use tokenmill_kernels::cpu::matmul::MatMul;
 use tokenmill_shards::Dataset;
 use tokenmill_shards::loader::{Loader, LoaderConfig, LoaderState, Packing, Shuffle};
 
 use crate::config::ModelConfig;
-use crate::error::{Result, TrainerError};
+use crate::cost::{flops_per_token, measure_gemm_peak};
+use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{Batch, LossWeights, Model, WgradMode};
 use crate::moe::update_bias;
@@ -30,9 +31,10 @@ use crate::params::view_mut;
 use crate::rng::Rng;
 use crate::spikes::SpikeResponse;
 
-/// `[model]`: a preset or an HF `config.json`, with field overrides.
+/// `[model]`: where the [`ModelConfig`] comes from (a preset or an HF `config.json`), with field
+/// overrides.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelSection {
+pub struct ModelSourceConfig {
     /// A preset name (`tiny`, `small`, `deepseek-v3`, `deepseek-v2-lite`).
     #[serde(default)]
     pub preset: Option<String>,
@@ -44,7 +46,7 @@ pub struct ModelSection {
     pub overrides: BTreeMap<String, serde_json::Value>,
 }
 
-impl ModelSection {
+impl ModelSourceConfig {
     /// The model configuration this section describes.
     pub fn resolve(&self) -> Result<ModelConfig> {
         let base = match (&self.preset, &self.config) {
@@ -52,7 +54,7 @@ impl ModelSection {
             (None, Some(c)) => crate::hf::read_config(c)?,
             (None, None) => ModelConfig::preset("tiny")?,
             (Some(_), Some(_)) => {
-                return Err(TrainerError::Config(
+                return Err(Error::Config(
                     "[model] takes preset or config, not both".into(),
                 ));
             }
@@ -61,21 +63,23 @@ impl ModelSection {
         let o = v.as_object_mut().expect("an object");
         for (k, val) in &self.overrides {
             if !o.contains_key(k) {
-                return Err(TrainerError::Config(format!("[model] has no field {k:?}")));
+                return Err(Error::Config(format!("[model] has no field {k:?}")));
             }
             o.insert(k.clone(), val.clone());
         }
-        let cfg: ModelConfig =
-            serde_json::from_value(v).map_err(|e| TrainerError::Config(format!("[model]: {e}")))?;
+        let cfg: ModelConfig = serde_json::from_value(v).map_err(|source| Error::ConfigValue {
+            section: "[model]",
+            source,
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 }
 
-/// `[data]`.
+/// `[data]`: the datasets and the batches drawn from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DataSection {
+pub struct DataConfig {
     /// Training dataset (a `tokenmill build` output).
     pub train: PathBuf,
     /// Held-out dataset for evaluation (same tokenizer).
@@ -118,10 +122,10 @@ pub enum OnNonFinite {
     Skip,
 }
 
-/// `[train]`.
+/// `[train]`: the loop (steps, evaluation, checkpoints, losses, spikes, precision).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrainSection {
+pub struct LoopConfig {
     /// Optimizer steps.
     pub steps: u64,
     /// Run directory.
@@ -188,9 +192,9 @@ fn default_gamma() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The model.
-    pub model: ModelSection,
+    pub model: ModelSourceConfig,
     /// The data.
-    pub data: DataSection,
+    pub data: DataConfig,
     /// AdamW.
     #[serde(default)]
     pub optim: AdamWConfig,
@@ -198,7 +202,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub lr: LrSchedule,
     /// The loop.
-    pub train: TrainSection,
+    pub train: LoopConfig,
 }
 
 impl TrainConfig {
@@ -275,9 +279,10 @@ pub struct StepLog {
     /// Detectors that fired at this step.
     #[serde(default)]
     pub spikes: Vec<String>,
-    /// The detectors' z-scores (absent before enough history).
+    /// The loss detector's z-score (absent before enough history).
     #[serde(default)]
     pub loss_z: Option<f64>,
+    /// The gradient-norm detector's z-score (absent before enough history).
     #[serde(default)]
     pub grad_norm_z: Option<f64>,
     /// The highest z-score of a document span's loss in the batch.
@@ -352,10 +357,9 @@ pub struct Quarantined {
 /// Reads a `quarantine.json` (an absent file is an empty list).
 pub fn read_quarantine(path: &Path) -> Result<Vec<Quarantined>> {
     match std::fs::read_to_string(path) {
-        Ok(t) => serde_json::from_str(&t)
-            .map_err(|e| TrainerError::checkpoint(path, format!("bad quarantine list: {e}"))),
+        Ok(t) => serde_json::from_str(&t).map_err(|e| Error::json(path, "bad quarantine list", e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(TrainerError::io(path, e)),
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 
@@ -378,61 +382,15 @@ pub struct CheckpointState {
     pub batch: u64,
 }
 
-/// Forward+backward FLOPs per token of a model at sequence length `s`: 6 × activated
-/// non-embedding parameters, plus causal attention `3·H·s·(d_qk + d_v)` per block.
-pub fn flops_per_token(c: &ModelConfig, s: u64) -> f64 {
-    let p = c.param_counts();
-    let d = c.hidden_size as f64;
-    let embed = c.vocab_size as f64 * d;
-    let blocks = (c.num_hidden_layers + c.num_nextn_predict_layers) as f64;
-    let mtp_active = if c.num_nextn_predict_layers > 0 {
-        // MTP blocks route like main blocks: count their activated part.
-        let routed = (c.n_routed_experts - c.num_experts_per_tok) as f64
-            * 3.0
-            * d
-            * c.moe_intermediate_size as f64;
-        p.mtp as f64 - c.num_nextn_predict_layers as f64 * routed
-    } else {
-        0.0
-    };
-    let heads = c.num_attention_heads as f64;
-    let attn = 3.0 * heads * s as f64 * (c.qk_head_dim() + c.v_head_dim) as f64;
-    6.0 * (p.activated as f64 - embed + mtp_active) + blocks * attn
-}
-
-/// The machine's f32 GEMM rate (FLOP/s) with the fast backend on the current thread pool:
-/// best of 3 products of 1024³.
-pub fn measure_gemm_peak() -> f64 {
-    let n = 1024;
-    let a = vec![1.0f32; n * n];
-    let b = vec![0.5f32; n * n];
-    let mut c = vec![0.0f32; n * n];
-    let p = MatMul {
-        m: n,
-        n,
-        k: n,
-        ta: false,
-        tb: false,
-        accumulate: false,
-    };
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        tokenmill_kernels::cpu::matmul::matmul(p, &a, &b, &mut c);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    p.flops() / best
-}
-
 /// xxh3 of a dataset's `manifest.json`: identifies the data a run trained on.
 pub fn fingerprint(dir: &Path) -> Result<String> {
     let path = dir.join(tokenmill_shards::MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| TrainerError::io(&path, e))?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
 }
 
 /// The training loader's settings for a `[data]` section.
-pub fn loader_config(d: &DataSection, shuffle: Shuffle, batch: u64) -> LoaderConfig {
+pub fn loader_config(d: &DataConfig, shuffle: Shuffle, batch: u64) -> LoaderConfig {
     LoaderConfig {
         seq_len: d.seq_len,
         global_batch: batch,
@@ -514,7 +472,7 @@ fn open_log(out: &Path, keep_through: Option<u64>) -> Result<(std::fs::File, Kep
     let f = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
-        .map_err(|e| TrainerError::io(&path, e))?;
+        .map_err(|e| Error::io(&path, e))?;
     Ok((f, kept_log))
 }
 
@@ -527,15 +485,15 @@ impl Trainer {
         let d = &cfg.data;
         let micro = d.micro_batch.unwrap_or(d.batch);
         if d.batch == 0 || micro == 0 || !d.batch.is_multiple_of(micro) {
-            return Err(TrainerError::Config(format!(
+            return Err(Error::Config(format!(
                 "batch {} must be a positive multiple of micro_batch {micro}",
                 d.batch
             )));
         }
-        let ds = Dataset::open(&d.train).map_err(|e| TrainerError::Data(e.to_string()))?;
+        let ds = Dataset::open(&d.train)?;
         let vocab = ds.manifest().tokenizer.vocab_size;
         if vocab as usize > mcfg.vocab_size {
-            return Err(TrainerError::Data(format!(
+            return Err(Error::Data(format!(
                 "{}: the tokenizer's vocabulary of {vocab} exceeds the model's vocab_size {}",
                 d.train.display(),
                 mcfg.vocab_size
@@ -544,7 +502,7 @@ impl Trainer {
         let mut exclude = Vec::new();
         for f in &d.exclude_from {
             if !f.is_file() {
-                return Err(TrainerError::io(
+                return Err(Error::io(
                     f,
                     std::io::Error::new(std::io::ErrorKind::NotFound, "no such quarantine list"),
                 ));
@@ -561,41 +519,37 @@ impl Trainer {
             // A fresh run starts without the quarantine of an earlier run in the same place.
             match std::fs::remove_file(&qpath) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(TrainerError::io(&qpath, e));
+                    return Err(Error::io(&qpath, e));
                 }
                 _ => 0,
             }
         };
         let mut lc = loader_config(d, Shuffle::Full, d.batch);
         lc.exclude = exclude;
-        let mut loader =
-            Loader::open(&d.train, lc).map_err(|e| TrainerError::Data(e.to_string()))?;
+        let mut loader = Loader::open(&d.train, lc)?;
         let eval = match &d.eval {
             Some(dir) => {
-                let ev = Dataset::open(dir).map_err(|e| TrainerError::Data(e.to_string()))?;
+                let ev = Dataset::open(dir)?;
                 if ev.manifest().tokenizer.sha256 != ds.manifest().tokenizer.sha256 {
-                    return Err(TrainerError::Data(format!(
+                    return Err(Error::Data(format!(
                         "{} and {} use different tokenizers",
                         d.train.display(),
                         dir.display()
                     )));
                 }
-                Some(
-                    Loader::open(dir, loader_config(d, Shuffle::None, micro))
-                        .map_err(|e| TrainerError::Data(e.to_string()))?,
-                )
+                Some(Loader::open(dir, loader_config(d, Shuffle::None, micro))?)
             }
             None => None,
         };
         let fingerprint = fingerprint(&d.train)?;
         let out = cfg.train.out.clone();
-        std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| TrainerError::io(&out, e))?;
+        std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| Error::io(&out, e))?;
         if !resume {
             // A fresh run starts over: checkpoints of an earlier run in the same place would
             // be taken for this run's by a rollback.
             let root = out.join("checkpoints");
-            for e in std::fs::read_dir(&root).map_err(|e| TrainerError::io(&root, e))? {
-                let p = e.map_err(|e| TrainerError::io(&root, e))?.path();
+            for e in std::fs::read_dir(&root).map_err(|e| Error::io(&root, e))? {
+                let p = e.map_err(|e| Error::io(&root, e))?.path();
                 if p.file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with("step-") || n == "latest")
@@ -606,7 +560,7 @@ impl Trainer {
                     } else {
                         std::fs::remove_file(&p)
                     };
-                    r.map_err(|e| TrainerError::io(&p, e))?;
+                    r.map_err(|e| Error::io(&p, e))?;
                 }
             }
         }
@@ -617,12 +571,11 @@ impl Trainer {
         let mut keep = None;
         if resume {
             let latest = out.join("checkpoints").join("latest");
-            let name =
-                std::fs::read_to_string(&latest).map_err(|e| TrainerError::io(&latest, e))?;
+            let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
             let dir = out.join("checkpoints").join(name.trim());
             let st = load_checkpoint(&dir, &model, &mut params, &mut opt)?;
             if st.dataset_fingerprint != fingerprint {
-                return Err(TrainerError::checkpoint(
+                return Err(Error::checkpoint(
                     dir.join("state.json"),
                     format!(
                         "was trained on another dataset (manifest {} ≠ {} of {})",
@@ -633,7 +586,7 @@ impl Trainer {
                 ));
             }
             if (st.seq_len, st.batch) != (d.seq_len, d.batch) {
-                return Err(TrainerError::checkpoint(
+                return Err(Error::checkpoint(
                     dir.join("state.json"),
                     format!(
                         "seq_len/batch {}/{} ≠ the configuration's {}/{}",
@@ -700,10 +653,7 @@ impl Trainer {
         let micro = d.micro_batch.unwrap_or(d.batch) as usize;
         let s = d.seq_len as usize;
         let loader_state = self.loader.state();
-        let batch = self
-            .loader
-            .next_batch()
-            .map_err(|e| TrainerError::Data(e.to_string()))?;
+        let batch = self.loader.next_batch()?;
         let w = self.weights();
         self.grads.fill(0.0);
         let n_micro = batch.samples.len().div_ceil(micro);
@@ -923,7 +873,7 @@ impl Trainer {
                 (true, n) => format!("gradient ({n} FP8 tiles had a non-finite amax)"),
                 (false, n) => format!("loss ({n} FP8 tiles had a non-finite amax)"),
             };
-            return Err(TrainerError::NonFinite {
+            return Err(Error::NonFinite {
                 what,
                 step: log.step,
             });
@@ -962,10 +912,7 @@ impl Trainer {
         }
         let path = self.cfg.train.out.join("quarantine.json");
         let mut list = read_quarantine(&path)?;
-        let prov = self
-            .loader
-            .provenance_batch(samples)
-            .map_err(|e| TrainerError::Data(e.to_string()))?;
+        let prov = self.loader.provenance_batch(samples)?;
         let mut ids = Vec::new();
         for (_, loss, i, j) in ranked {
             if ids.len() == k {
@@ -1000,8 +947,7 @@ impl Trainer {
             .collect();
         lc.exclude.sort();
         lc.exclude.dedup();
-        self.loader = Loader::open(&self.cfg.data.train, lc)
-            .map_err(|e| TrainerError::Data(e.to_string()))?;
+        self.loader = Loader::open(&self.cfg.data.train, lc)?;
         self.loader.resume(state);
         self.quarantined = list.len();
         tracing::warn!(step = self.step, ?ids, "quarantined");
@@ -1016,8 +962,8 @@ impl Trainer {
     fn rollback(&mut self, spike: u64, quarantined: bool) -> Result<RollbackLog> {
         let root = self.cfg.train.out.join("checkpoints");
         let mut best: Option<u64> = None;
-        for e in std::fs::read_dir(&root).map_err(|e| TrainerError::io(&root, e))? {
-            let e = e.map_err(|e| TrainerError::io(&root, e))?;
+        for e in std::fs::read_dir(&root).map_err(|e| Error::io(&root, e))? {
+            let e = e.map_err(|e| Error::io(&root, e))?;
             let name = e.file_name();
             if let Some(n) = name
                 .to_str()
@@ -1030,7 +976,7 @@ impl Trainer {
             }
         }
         let c = best.ok_or_else(|| {
-            TrainerError::checkpoint(
+            Error::checkpoint(
                 &root,
                 format!("no checkpoint at or before step {spike} to roll back to"),
             )
@@ -1044,9 +990,7 @@ impl Trainer {
             .config()
             .rollback_skip
             .unwrap_or(if quarantined { 0 } else { spike + 1 - c });
-        self.loader
-            .skip_batches(skip)
-            .map_err(|e| TrainerError::Data(e.to_string()))?;
+        self.loader.skip_batches(skip)?;
         self.spikes.forget_from(c);
         self.recent_losses.retain(|x| x.0 < c);
         self.rollbacks += 1;
@@ -1062,8 +1006,7 @@ impl Trainer {
 
     fn write_log(&mut self, log: &StepLog) -> Result<()> {
         let line = serde_json::to_string(log).expect("serialises");
-        writeln!(self.log, "{line}")
-            .map_err(|e| TrainerError::io(self.cfg.train.out.join("log.jsonl"), e))
+        writeln!(self.log, "{line}").map_err(|e| Error::io(self.cfg.train.out.join("log.jsonl"), e))
     }
 
     /// Mean next-token loss over the first `eval_batches` batches of the held-out dataset
@@ -1086,9 +1029,7 @@ impl Trainer {
         let (mut sum, mut n) = (0.0, 0);
         let mut mtp = 0.0;
         for _ in 0..self.cfg.train.eval_batches {
-            let batch = ev
-                .next_batch()
-                .map_err(|e| TrainerError::Data(e.to_string()))?;
+            let batch = ev.next_batch()?;
             let tokens: Vec<u32> = batch
                 .samples
                 .iter()
@@ -1158,7 +1099,7 @@ impl Trainer {
                 .as_bytes(),
         )?;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(|e| TrainerError::io(&dir, e))?;
+        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
         write_atomic(&root.join("latest"), name.as_bytes())?;
         Ok(dir)
     }
@@ -1267,7 +1208,7 @@ pub fn load_checkpoint(
 ) -> Result<CheckpointState> {
     let cfg = crate::hf::read_config(&dir.join("config.json"))?;
     if cfg != model.cfg {
-        return Err(TrainerError::checkpoint(
+        return Err(Error::checkpoint(
             dir.join("config.json"),
             "the checkpoint's model configuration differs from the run's",
         ));
@@ -1294,15 +1235,15 @@ pub fn load_checkpoint(
         false,
     )?;
     let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainerError::io(&path, e))?;
-    let st: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| TrainerError::checkpoint(&path, format!("bad state: {e}")))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let st: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| Error::json(&path, "bad state", e))?;
     let t: u64 = meta
         .get("t")
         .and_then(|t| t.parse().ok())
         .unwrap_or(u64::MAX);
     if t != st.optimizer_t {
-        return Err(TrainerError::checkpoint(
+        return Err(Error::checkpoint(
             &path,
             format!("optimizer step {t} ≠ state's {}", st.optimizer_t),
         ));

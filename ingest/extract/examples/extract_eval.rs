@@ -187,10 +187,10 @@ fn main() {
     #[cfg(feature = "compare-extractors")]
     peers(&pages, bytes, per_page);
     for (name, opts) in [
-        ("tokenmill", tokenmill_extract::Options::default()),
+        ("tokenmill", tokenmill_extract::ExtractorConfig::default()),
         (
             "tokenmill precision",
-            tokenmill_extract::Options {
+            tokenmill_extract::ExtractorConfig {
                 favor_precision: true,
                 ..Default::default()
             },

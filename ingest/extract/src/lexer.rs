@@ -10,9 +10,13 @@ use crate::tags::Tag;
 /// The attributes extraction uses.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Attrs<'a> {
+    /// `class` (empty when absent).
     pub class: &'a str,
+    /// `id` (empty when absent).
     pub id: &'a str,
+    /// `role` (empty when absent).
     pub role: &'a str,
+    /// `itemprop` (empty when absent).
     pub itemprop: &'a str,
     /// `hidden`, `aria-hidden="true"` or an inline `display:none`.
     pub hidden: bool,
@@ -21,12 +25,18 @@ pub struct Attrs<'a> {
 /// One token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Token<'a> {
+    /// A start tag.
     Start {
+        /// The element.
         tag: Tag,
+        /// Its attributes that extraction reads.
         attrs: Attrs<'a>,
+        /// Written `<tag/>`.
         self_closing: bool,
     },
+    /// An end tag.
     End {
+        /// The element.
         tag: Tag,
     },
     /// Raw text (entities not yet decoded).
@@ -43,6 +53,7 @@ pub struct Lexer<'a> {
 }
 
 impl<'a> Lexer<'a> {
+    /// A tokenizer at the start of `html`.
     pub fn new(html: &'a str) -> Self {
         Lexer {
             html,

@@ -16,6 +16,8 @@
 //! assert!(!doc.text.contains("rights reserved") && !doc.text.contains("Home"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod lexer;
 pub mod patterns;
 pub mod select;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 /// Extraction settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Options {
+pub struct ExtractorConfig {
     /// Drop very short blocks (under four words, headings excepted) from the article.
     pub favor_precision: bool,
     /// Pages longer than this many bytes are cut here before extraction (memory and time stay
@@ -35,9 +37,9 @@ pub struct Options {
     pub max_bytes: usize,
 }
 
-impl Default for Options {
+impl Default for ExtractorConfig {
     fn default() -> Self {
-        Options {
+        ExtractorConfig {
             favor_precision: false,
             max_bytes: 8 << 20,
         }
@@ -56,7 +58,7 @@ pub struct Extracted {
 }
 
 /// Extracts the article text of `html`.
-pub fn extract(html: &str, opts: &Options) -> Extracted {
+pub fn extract(html: &str, opts: &ExtractorConfig) -> Extracted {
     let (html, truncated) = if html.len() > opts.max_bytes {
         let mut cut = opts.max_bytes;
         while !html.is_char_boundary(cut) {

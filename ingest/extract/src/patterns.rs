@@ -17,6 +17,7 @@ pub enum Hint {
     Content,
     /// Page furniture (`nav`, `sidebar`, `comments`, `share`, `related`, `cookie`…).
     Boiler,
+    /// Says nothing either way.
     None,
 }
 

@@ -9,7 +9,7 @@
 //! up, `sidebar`, `comments` down). An element explicitly marked as the article body wins when
 //! it holds a fair part of the best candidate's text.
 
-use crate::Options;
+use crate::ExtractorConfig;
 use crate::tags::Tag;
 use crate::tree::{BOILER, CONTENT, FURNITURE, HIDDEN, Page, STRONG_CONTENT};
 
@@ -61,7 +61,7 @@ fn flags_all(page: &Page, mut e: u32) -> u8 {
 }
 
 /// The text of the article of `page`, blocks separated by newlines.
-pub fn article(page: &mut Page, opts: &Options) -> String {
+pub fn article(page: &mut Page, opts: &ExtractorConfig) -> String {
     let n = page.els.len();
     // A furniture mark on an element that holds most of the page's paragraph text is wrong
     // (`<body class="has-sidebar">`, ASP.NET's page-wide `<form>`): drop it.

@@ -4,7 +4,11 @@ macro_rules! tags {
     ($($v:ident = $n:literal),* $(,)?) => {
         /// An element name (lower case); `Other` for the rest.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Tag { $($v,)* Other }
+        pub enum Tag {
+            $(#[doc = concat!("`<", $n, ">`")] $v,)*
+            /// Any element extraction does not distinguish.
+            Other,
+        }
 
         impl Tag {
             /// The tag of a (any-case) element name.

@@ -8,18 +8,26 @@ use crate::lexer::{Attrs, Lexer, Token};
 use crate::patterns::{Hint, hint};
 use crate::tags::Tag;
 
-/// Flags of an element.
+// Flags of an element ([`El::flags`]).
+/// The element is page furniture by its tag (`nav`, `aside`, `footer`, `form`…).
 pub const FURNITURE: u8 = 1;
+/// Its attributes say boilerplate ([`Hint::Boiler`]), and it is not `article`/`main`.
 pub const BOILER: u8 = 2;
+/// `article`, `main`, or attributes that suggest content.
 pub const CONTENT: u8 = 4;
+/// Hidden (`hidden`, `aria-hidden="true"`, inline `display:none`).
 pub const HIDDEN: u8 = 8;
+/// Attributes that mark the article body ([`Hint::StrongContent`]).
 pub const STRONG_CONTENT: u8 = 16;
 
 /// An element of the tree.
 #[derive(Debug, Clone)]
 pub struct El {
+    /// The element.
     pub tag: Tag,
+    /// Index of its parent in [`Page::els`] (the root, 0, is its own parent).
     pub parent: u32,
+    /// Depth below the root.
     pub depth: u16,
     /// Its own flags.
     pub flags: u8,
@@ -27,6 +35,7 @@ pub struct El {
     pub score: f32,
     /// Characters of text in blocks below it (filled by selection).
     pub chars: u32,
+    /// Of those, characters inside links (filled by selection).
     pub link_chars: u32,
 }
 
@@ -35,8 +44,11 @@ pub struct El {
 pub struct Block {
     /// The innermost open block element when the text was read.
     pub owner: u32,
+    /// The text, entities decoded and whitespace collapsed (outside `pre`).
     pub text: String,
+    /// Its length in characters.
     pub chars: u32,
+    /// Characters of it inside links.
     pub link_chars: u32,
     /// Inside a `pre`: whitespace kept.
     pub pre: bool,
@@ -45,8 +57,11 @@ pub struct Block {
 /// The page as elements and blocks.
 #[derive(Debug, Default)]
 pub struct Page {
+    /// Elements in document order; index 0 is the root.
     pub els: Vec<El>,
+    /// Text blocks in document order.
     pub blocks: Vec<Block>,
+    /// The first `<title>`'s text.
     pub title: Option<String>,
 }
 

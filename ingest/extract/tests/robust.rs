@@ -45,7 +45,7 @@ proptest! {
 
     #[test]
     fn a_cut_never_splits_a_character(s in "[a-zé日本<>/ ]{0,200}", max in 0usize..64) {
-        let opts = tokenmill_extract::Options { max_bytes: max, ..Default::default() };
+        let opts = tokenmill_extract::ExtractorConfig { max_bytes: max, ..Default::default() };
         let x = tokenmill_extract::extract(&s, &opts);
         prop_assert_eq!(x.truncated, s.len() > max);
     }

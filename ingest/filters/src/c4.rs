@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::filter::{Doc, Filter, Kind};
 use crate::verdict::Drop;
 use crate::words::{self, char_len, py_split_whitespace, py_splitlines, py_strip};
 
@@ -225,6 +226,28 @@ impl C4Quality {
             });
         }
         Ok(py_strip(&kept.join("\n")).to_owned())
+    }
+}
+
+impl Filter for C4Quality {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Quality { sql: "c4_quality" }
+    }
+
+    /// Replaces the text with the lines C4 keeps (a disabled C4 leaves it as it is).
+    fn apply(&self, doc: &mut Doc<'_>) -> Result<(), Drop> {
+        if self.enabled {
+            doc.text = Cow::Owned(C4Quality::apply(self, &doc.text)?);
+        }
+        Ok(())
     }
 }
 

@@ -1,16 +1,18 @@
-//! All filters' settings in one table, and the quality filters run in FineWeb's order.
+//! All filters' settings in one table, and the one list of filters built from it.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
 use crate::c4::{C4LineCounts, C4Quality};
+use crate::chain::{self, Chain};
 use crate::error::Result;
+use crate::filter::Filter;
 use crate::fineweb::FineWebQuality;
 use crate::gopher::{GopherQuality, GopherRepetition};
 use crate::lang::LanguageFilter;
 use crate::pii::PiiFormatter;
-use crate::url::UrlFilterConfig;
+use crate::url::{UrlFilter, UrlFilterConfig};
 use crate::verdict::Drop;
 
 /// The settings of every filter, as a `[filters]` table with one sub-table per filter
@@ -37,7 +39,7 @@ pub struct FiltersConfig {
 }
 
 impl FiltersConfig {
-    /// Checks every filter's settings (blocklist files are read by [`UrlFilterConfig::build`]).
+    /// Checks every filter's settings (blocklist files are read by [`FiltersConfig::filters`]).
     pub fn validate(&self) -> Result<()> {
         self.language.validate()?;
         self.gopher_repetition.validate()?;
@@ -45,8 +47,40 @@ impl FiltersConfig {
         self.fineweb.validate()
     }
 
-    /// Gopher repetition → Gopher quality → C4 → FineWeb on `text`: the text C4 leaves
-    /// (borrowed when C4 is disabled), or the first drop. FineWeb's rules see C4's text.
+    /// Every filter, enabled or not, in FineWeb's order: url → language → gopher_repetition →
+    /// gopher_quality → c4 → fineweb → pii. The URL filter reads its blocklists here when it is
+    /// enabled (an unreadable file or a bad line is an error); a disabled one reads nothing.
+    pub fn filters(&self) -> Result<Vec<Box<dyn Filter>>> {
+        let url = if self.url.enabled {
+            self.url.build()?
+        } else {
+            UrlFilter::default()
+        };
+        Ok(self.list(url))
+    }
+
+    /// The enabled filters, in order: what a pipeline runs.
+    pub fn chain(&self) -> Result<Chain> {
+        Ok(Chain::new(self.filters()?))
+    }
+
+    /// The list of filters, with `url` as the URL stage. A new filter is one line here.
+    fn list(&self, url: UrlFilter) -> Vec<Box<dyn Filter>> {
+        vec![
+            Box::new(url),
+            Box::new(self.language.clone()),
+            Box::new(self.gopher_repetition.clone()),
+            Box::new(self.gopher_quality.clone()),
+            Box::new(self.c4.clone()),
+            Box::new(self.fineweb.clone()),
+            Box::new(self.pii.clone()),
+        ]
+    }
+
+    /// Gopher repetition → Gopher quality → C4 → FineWeb on `text` (the quality filters, see
+    /// [`Chain::quality`]): the text C4 leaves (borrowed when C4 is disabled), or the first
+    /// drop. FineWeb's rules see C4's text. This builds the filters on every call; to judge
+    /// many texts, build a [`Chain`] once.
     pub fn quality<'a>(&self, text: &'a str) -> std::result::Result<Cow<'a, str>, Drop> {
         self.quality_counted(text, &mut C4LineCounts::default())
     }
@@ -57,15 +91,9 @@ impl FiltersConfig {
         text: &'a str,
         counts: &mut C4LineCounts,
     ) -> std::result::Result<Cow<'a, str>, Drop> {
-        self.gopher_repetition.check(text)?;
-        self.gopher_quality.check(text)?;
-        let text = if self.c4.enabled {
-            Cow::Owned(self.c4.apply_counted(text, counts)?)
-        } else {
-            Cow::Borrowed(text)
-        };
-        self.fineweb.check(&text)?;
-        Ok(text)
+        // The quality filters need no blocklist: an empty URL filter stands in.
+        let filters = self.list(UrlFilter::default());
+        chain::quality(filters.iter().map(|f| &**f), text, Some((&self.c4, counts)))
     }
 }
 

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, check_threshold};
+use crate::filter::{Doc, Filter, Kind};
 use crate::gopher::find_duplicates;
 use crate::punct;
 use crate::verdict::{Drop, Limit, Meter, ratio};
@@ -158,6 +159,30 @@ impl FineWebQuality {
             ratio(newlines, n_words),
             &[Limit::Max(self.new_line_ratio)],
         )
+    }
+}
+
+impl Filter for FineWebQuality {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Quality {
+            sql: "fineweb_quality",
+        }
+    }
+
+    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
+        self.check(&doc.text)
+    }
+
+    fn scores(&self, text: &str) -> Vec<(&'static str, f64)> {
+        FineWebQuality::scores(self, text)
     }
 }
 

@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, check_threshold};
+use crate::filter::{Doc, Filter, Kind};
 use crate::hash::{map_with_capacity, set_with_capacity};
 use crate::verdict::{Drop, Limit, Meter, ratio};
 use crate::words::{self, char_len, py_lstrip, py_rstrip, py_splitlines};
@@ -523,6 +524,54 @@ impl GopherRepetition {
             )?;
         }
         ControlFlow::Continue(())
+    }
+}
+
+impl Filter for GopherQuality {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Quality {
+            sql: "gopher_quality",
+        }
+    }
+
+    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
+        self.check(&doc.text)
+    }
+
+    fn scores(&self, text: &str) -> Vec<(&'static str, f64)> {
+        GopherQuality::scores(self, text)
+    }
+}
+
+impl Filter for GopherRepetition {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Quality {
+            sql: "gopher_repetition",
+        }
+    }
+
+    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
+        self.check(&doc.text)
+    }
+
+    fn scores(&self, text: &str) -> Vec<(&'static str, f64)> {
+        GopherRepetition::scores(self, text)
     }
 }
 

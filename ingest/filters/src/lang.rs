@@ -10,6 +10,7 @@ use serde::Deserialize;
 use whatlang::Lang;
 
 use crate::error::{Error, Result, check_threshold};
+use crate::filter::{Doc, Filter, Kind};
 use crate::verdict::Drop;
 
 /// A detected language.
@@ -217,6 +218,32 @@ impl LanguageFilter {
             (Some(g), true) => self.check(g),
         };
         (guess, verdict)
+    }
+}
+
+impl Filter for LanguageFilter {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Language
+    }
+
+    /// Detects the language, judges it, and on a pass records it in [`Doc::lang`] (the ISO
+    /// 639-1 code where the language has one, else the 639-3 code, with the confidence).
+    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let (guess, verdict) = self.check_text(&doc.text);
+        verdict?;
+        doc.lang = guess.map(|g| (g.iso639_1.unwrap_or(g.code).to_string(), g.confidence));
+        Ok(())
     }
 }
 

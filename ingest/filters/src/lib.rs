@@ -17,6 +17,11 @@
 //! table each in [`FiltersConfig`]; `docs/filters.md` documents the rules and the measurements
 //! on real corpora.
 //!
+//! Every filter implements one trait, [`Filter`]: a name, whether it is enabled, its [`Kind`]
+//! (URL, language, quality or formatter) and `apply` on a [`Doc`]. [`FiltersConfig::filters`]
+//! lists them all in FineWeb's order and [`FiltersConfig::chain`] keeps the enabled ones as a
+//! [`Chain`], which is what a pipeline iterates.
+//!
 //! ```
 //! use tokenmill_filters::{FiltersConfig, GopherQuality, detect};
 //!
@@ -27,12 +32,21 @@
 //!
 //! // All quality filters in FineWeb's order; C4 may rewrite the text that is kept.
 //! assert!(FiltersConfig::default().quality(text).is_err());
+//!
+//! // The enabled filters, in order, behind one trait.
+//! let chain = FiltersConfig::default().chain()?;
+//! let names: Vec<&str> = chain.iter().map(|f| f.name()).collect();
+//! assert_eq!(names, ["url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "pii"]);
+//! assert_eq!(chain.drop_reason(text).as_deref(), Some("gopher_repetition/top_3_gram"));
 //! assert_eq!(detect("Der schnelle braune Fuchs springt über den faulen Hund.").map(|g| g.code), Some("deu"));
+//! # Ok::<(), tokenmill_filters::Error>(())
 //! ```
 
 mod c4;
+mod chain;
 mod config;
 mod error;
+mod filter;
 mod fineweb;
 mod gopher;
 mod hash;
@@ -47,8 +61,10 @@ pub mod words;
 mod testutil;
 
 pub use c4::{C4LineCounts, C4Quality, POLICY_SUBSTRINGS};
+pub use chain::Chain;
 pub use config::FiltersConfig;
 pub use error::{Error, Result};
+pub use filter::{Doc, Filter, Kind};
 pub use fineweb::FineWebQuality;
 pub use gopher::{GOPHER_STOP_WORDS, GopherQuality, GopherRepetition};
 pub use lang::{LangGuess, LanguageFilter, detect, supported_languages};

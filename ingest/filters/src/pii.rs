@@ -24,6 +24,9 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::filter::{Doc, Filter, Kind};
+use crate::verdict::Drop;
+
 /// What to replace, and with what.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -128,6 +131,8 @@ enum IpKind {
 }
 
 impl PiiFormatter {
+    const NAME: &'static str = "pii";
+
     /// The text with e-mail and IP addresses replaced; borrowed when nothing was replaced.
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if !self.enabled {
@@ -190,6 +195,32 @@ impl PiiFormatter {
         let mut out = out?;
         out.push_str(&text[copied..]);
         Some(out)
+    }
+}
+
+impl Filter for PiiFormatter {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Formatter
+    }
+
+    /// Replaces the text only when an address was replaced; never drops.
+    fn apply(&self, doc: &mut Doc<'_>) -> Result<(), Drop> {
+        let replaced = match PiiFormatter::apply(self, &doc.text) {
+            Cow::Owned(text) => Some(text),
+            Cow::Borrowed(_) => None,
+        };
+        if let Some(text) = replaced {
+            doc.text = Cow::Owned(text);
+        }
+        Ok(())
     }
 }
 

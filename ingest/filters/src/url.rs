@@ -25,6 +25,7 @@ use aho_corasick::AhoCorasick;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::filter::{Doc, Filter, Kind};
 use crate::verdict::Drop;
 
 /// Where the blocklists are; [`UrlFilterConfig::build`] reads them.
@@ -266,6 +267,25 @@ impl UrlFilter {
             return Err(Drop::matched(Self::NAME, "substring"));
         }
         Ok(())
+    }
+}
+
+impl Filter for UrlFilter {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Url
+    }
+
+    /// A document without a URL has nothing to block.
+    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
+        doc.url.map_or(Ok(()), |url| self.check(url))
     }
 }
 

@@ -4,9 +4,11 @@
 //! (`ta = true`); likewise B is stored `[k,n]` or `[n,k]` (`tb = true`). A linear layer
 //! `y = x Wᵀ` is `matmul(y, x, w, n, out, in, false, true, false)`.
 //!
-//! The fast path is the `gemm` crate (BLIS-style packed micro-kernels with runtime SIMD
-//! dispatch; `bench gemm` measures it against this machine's peak); the reference is a
-//! triple loop accumulating in `T`.
+//! The fast path for f32 on an x86-64 CPU with AVX-512 is tokenmill's own SGEMM
+//! ([`super::sgemm`]); everywhere else (no AVX-512, or f64) it is the `gemm` crate (BLIS-style
+//! packed micro-kernels with runtime SIMD dispatch, [`matmul_gemm_crate`]). `bench gemm`
+//! measures both against this machine's peak. The reference is a triple loop accumulating in
+//! `T`.
 
 use crate::real::Real;
 
@@ -168,17 +170,12 @@ pub fn matmul_gemm_crate<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], thre
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
+    /// `n` numbers uniform in [-0.5, 0.5).
     fn rand(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-            })
-            .collect()
+        let mut rng = Rng::new(seed);
+        (0..n).map(|_| rng.uniform() - 0.5).collect()
     }
 
     #[test]

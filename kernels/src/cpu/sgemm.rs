@@ -3,9 +3,10 @@
 //! zmm accumulators, B read as two vectors per k, A broadcast from memory).
 //!
 //! Why: the `gemm` crate enables its AVX-512 kernels only with a nightly compiler; on stable
-//! it runs its AVX2 kernels, which measured 47 GFLOP/s per core on this project's Xeon, where
-//! PyTorch's oneDNN/MKL reaches ~160. `bench gemm` prints the comparison. Other machines (no
-//! AVX-512, or f64) use the `gemm` crate.
+//! it runs its AVX2 kernels, which measured 85–86 GFLOP/s per core on this project's Xeon, where
+//! this kernel runs 115–130 and PyTorch's MKL 162–167 (`tokenmill bench gemm` prints the
+//! comparison; the README keeps its table). Other machines (no AVX-512, or f64) use the `gemm`
+//! crate.
 //!
 //! Layout as in [`super::matmul`]: C `[m, n]` row-major; op(A) `[m, k]` and op(B) `[k, n]`
 //! given by (row stride, column stride) pairs, so transposed operands cost nothing extra: the

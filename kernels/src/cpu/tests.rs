@@ -8,17 +8,12 @@ use super::norm::*;
 use super::rope::*;
 use super::swiglu::*;
 use super::topk::*;
+use crate::rng::Rng;
 
+/// `n` numbers uniform in [-1, 1).
 fn rand(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
 }
 
 fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {

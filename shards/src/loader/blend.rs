@@ -82,6 +82,7 @@ impl Blend {
     pub fn counts(&self) -> &[u64] {
         &self.counts
     }
+    /// Samples per period of the pattern (the sum of [`Blend::counts`]).
     pub fn period(&self) -> u64 {
         self.pattern.len() as u64
     }

@@ -26,7 +26,9 @@ use crate::idx::IndexView;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Packing {
+    /// Consecutive windows of the concatenated token stream (Megatron's layout).
     Windows,
+    /// Whole documents packed into samples, padded; long documents split.
     Documents,
 }
 
@@ -202,9 +204,11 @@ impl Layout {
         }
     }
 
+    /// The layout.
     pub fn packing(&self) -> Packing {
         self.packing
     }
+    /// Tokens per sample's inputs (a sample holds one more).
     pub fn seq_len(&self) -> u64 {
         self.seq_len
     }
@@ -212,6 +216,7 @@ impl Layout {
     pub fn len(&self) -> u64 {
         self.samples
     }
+    /// Whether the epoch has no sample.
     pub fn is_empty(&self) -> bool {
         self.samples == 0
     }

@@ -92,6 +92,8 @@ pub struct LocalShuffle {
 }
 
 impl LocalShuffle {
+    /// The shuffle of `n` samples for `(seed, epoch)`; `block` and `window` are raised to at
+    /// least 1.
     pub fn new(n: u64, block: u64, window: u64, seed: u64, epoch: u64) -> Self {
         let block = block.max(1);
         let window = window.max(1);

@@ -33,9 +33,11 @@ impl TokenSpace {
         Ok(TokenSpace { shards, starts })
     }
 
+    /// Tokens of all shards together.
     pub fn total_tokens(&self) -> u64 {
         *self.starts.last().expect("starts has len + 1 entries")
     }
+    /// The shards, in manifest order.
     pub fn shards(&self) -> &[Shard] {
         &self.shards
     }

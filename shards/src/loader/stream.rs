@@ -22,19 +22,30 @@ pub enum Shuffle {
     /// A Feistel permutation of all samples per (seed, epoch).
     Full,
     /// Blocks of `block` neighbouring samples permuted, then samples within `window` blocks.
-    Local { block: u64, window: u64 },
+    Local {
+        /// Neighbouring samples per block.
+        block: u64,
+        /// Consecutive blocks whose samples are permuted together.
+        window: u64,
+    },
 }
 
 /// Settings of a loader.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoaderConfig {
+    /// Input tokens per sample (a sample holds `seq_len + 1`).
     pub seq_len: u64,
     /// Samples per global batch (all ranks together); a multiple of `world`.
     pub global_batch: u64,
+    /// This rank (0-based): it takes the `rank`-th slice of each global batch.
     pub rank: u64,
+    /// Ranks reading the stream together.
     pub world: u64,
+    /// Seed of the sample order (each dataset of a blend derives its own from it).
     pub seed: u64,
+    /// How the token stream is cut into samples.
     pub packing: Packing,
+    /// Sample order within an epoch.
     pub shuffle: Shuffle,
     /// Document ids to leave out: samples holding them are skipped (documents packing) or their
     /// tokens are masked out of the loss (windows).
@@ -69,6 +80,7 @@ impl Default for LoaderConfig {
 /// Where the stream is: serialise it into a training checkpoint and pass it to [`Loader::resume`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoaderState {
+    /// The epoch being read (0-based).
     pub epoch: u64,
     /// Stream positions consumed in this epoch (skipped, excluded samples included).
     pub samples_consumed: u64,
@@ -81,8 +93,9 @@ pub struct LoaderState {
 pub struct Sample {
     /// Dataset of the blend.
     pub source: usize,
-    /// That dataset's epoch and the sample's id in its layout.
+    /// That dataset's epoch.
     pub epoch: u64,
+    /// The sample's id in that dataset's layout.
     pub index: u64,
     /// Position in the global stream.
     pub position: u64,
@@ -97,7 +110,9 @@ pub struct Sample {
 /// This rank's part of one global batch.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Batches served before this one.
     pub step: u64,
+    /// This rank's samples, in stream order.
     pub samples: Vec<Sample>,
 }
 
@@ -113,7 +128,10 @@ struct Source {
 /// A dataset to read, with its blend weight.
 #[derive(Debug, Clone)]
 pub struct DatasetSpec {
+    /// The dataset directory.
     pub dir: PathBuf,
+    /// Its weight in the blend, positive: the datasets' shares of the samples are proportional
+    /// to their weights.
     pub weight: f64,
 }
 
@@ -223,6 +241,7 @@ impl Loader {
         })
     }
 
+    /// The settings it was opened with.
     pub fn config(&self) -> &LoaderConfig {
         &self.cfg
     }
@@ -234,6 +253,7 @@ impl Loader {
     pub fn samples_of(&self, k: usize) -> u64 {
         self.sources[k].layout.len()
     }
+    /// Dataset `k` of the blend.
     pub fn dataset(&self, k: usize) -> &Dataset {
         &self.sources[k].dataset
     }

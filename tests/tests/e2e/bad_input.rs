@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
-use tokenmill_ingest::{DocumentReader, OnError, ReadOptions, ReadStats, SkipReason};
+use tokenmill_ingest::{DocumentReader, OnError, ReadConfig, ReadStats, SkipReason};
 use tokenmill_pipelines::config::{
     BuildConfig, InputConfig, OutputConfig, RunConfig, TokenizerConfig,
 };
 use tokenmill_tests::data;
 
-fn count(path: &Path, opts: &ReadOptions) -> (u64, ReadStats) {
+fn count(path: &Path, opts: &ReadConfig) -> (u64, ReadStats) {
     let mut r = DocumentReader::open(path, opts).unwrap();
     let mut n = 0;
     for b in &mut r {
@@ -21,8 +21,8 @@ fn count(path: &Path, opts: &ReadOptions) -> (u64, ReadStats) {
     (n, r.stats().clone())
 }
 
-fn fail_opts() -> ReadOptions {
-    ReadOptions {
+fn fail_opts() -> ReadConfig {
+    ReadConfig {
         on_error: OnError::Fail,
         ..Default::default()
     }
@@ -42,7 +42,7 @@ fn first_error(path: &Path) -> String {
 #[test]
 fn truncated_warc_record_is_a_counted_skip_or_a_located_error() {
     let p = data("warc/resiliparse-clipped.warc.gz");
-    let (docs, stats) = count(&p, &ReadOptions::default());
+    let (docs, stats) = count(&p, &ReadConfig::default());
     assert_eq!(docs, 0);
     assert_eq!(
         stats.skipped.by_reason.get(&SkipReason::TruncatedRecord),
@@ -83,7 +83,7 @@ fn corrupt_gzip_member_is_skipped_and_reading_resumes_at_the_next_member() {
     let raw = std::fs::read(&src).unwrap();
     let offs = member_offsets(&raw);
     assert_eq!(offs.len(), 50);
-    let (good_docs, good) = count(&src, &ReadOptions::default());
+    let (good_docs, good) = count(&src, &ReadConfig::default());
     // Damage the deflate data in the middle of member 20.
     let mut bad = raw.clone();
     let mid = (offs[20] + offs[21]) / 2;
@@ -93,7 +93,7 @@ fn corrupt_gzip_member_is_skipped_and_reading_resumes_at_the_next_member() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("damaged.warc.gz");
     std::fs::write(&p, &bad).unwrap();
-    let (docs, stats) = count(&p, &ReadOptions::default());
+    let (docs, stats) = count(&p, &ReadConfig::default());
     assert_eq!(
         stats.skipped.by_reason.get(&SkipReason::CorruptGzip),
         Some(&1),
@@ -131,7 +131,7 @@ fn malformed_jsonl_lines_are_counted_by_reason() {
     f.write_all(b"{\"id\":\"f\",\"text\":\"also fine\"}")
         .unwrap();
     drop(f);
-    let (docs, stats) = count(&p, &ReadOptions::default());
+    let (docs, stats) = count(&p, &ReadConfig::default());
     assert_eq!(docs, 2);
     let by = &stats.skipped.by_reason;
     assert_eq!(by.get(&SkipReason::MalformedJson), Some(&2));
@@ -151,7 +151,7 @@ fn empty_files_hold_no_documents() {
     for name in ["empty.jsonl", "empty.txt", "empty.warc.gz", "empty.warc"] {
         let p = dir.path().join(name);
         std::fs::write(&p, b"").unwrap();
-        let (docs, stats) = count(&p, &ReadOptions::default());
+        let (docs, stats) = count(&p, &ReadConfig::default());
         assert_eq!((docs, stats.read()), (0, 0), "{name}");
     }
 }
@@ -161,7 +161,7 @@ fn invalid_utf8_text_and_truncated_gzip_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("latin1.txt");
     std::fs::write(&p, b"na\xefve text in latin-1\n").unwrap();
-    let (docs, stats) = count(&p, &ReadOptions::default());
+    let (docs, stats) = count(&p, &ReadConfig::default());
     assert_eq!(docs, 0);
     assert_eq!(
         stats.skipped.by_reason.get(&SkipReason::InvalidUtf8),
@@ -172,7 +172,7 @@ fn invalid_utf8_text_and_truncated_gzip_are_counted() {
     let src = std::fs::read(data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz")).unwrap();
     let p = dir.path().join("cut.jsonl.gz");
     std::fs::write(&p, &src[..src.len() / 2]).unwrap();
-    let (docs, stats) = count(&p, &ReadOptions::default());
+    let (docs, stats) = count(&p, &ReadConfig::default());
     assert!(docs > 100 && docs < 697, "{docs}");
     assert_eq!(
         stats.skipped.by_reason.get(&SkipReason::CorruptCompression),
@@ -361,7 +361,9 @@ fn corrupt_shards_are_errors_naming_the_file() {
 #[test]
 fn a_crawls_bad_records_are_recorded_and_the_funnel_reconciles() {
     let dir = tempfile::tempdir().unwrap();
-    let warc = tokenmill_pipelines::corpus::write_warc(&dir.path().join("crawl"), 20, 3).unwrap();
+    let warc =
+        tokenmill_cli::commands::quickstart::corpus::write_warc(&dir.path().join("crawl"), 20, 3)
+            .unwrap();
     let recipe = tokenmill_tests::repo_root().join("pipelines/examples/web.toml");
     let mut c = BuildConfig::from_file(&recipe).unwrap();
     c.input.paths = vec![warc.display().to_string()];

@@ -409,8 +409,8 @@ fn inspect_finds_documents_by_id_position_and_token() {
 #[test]
 fn quickstart_runs_without_outside_files() {
     let dir = tempfile::tempdir().unwrap();
-    let ds = tokenmill_pipelines::quickstart::quickstart(
-        &tokenmill_pipelines::quickstart::QuickstartOptions {
+    let ds = tokenmill_cli::commands::quickstart::quickstart(
+        &tokenmill_cli::commands::quickstart::QuickstartConfig {
             out: dir.path().to_path_buf(),
             docs: 400,
             files: 2,
@@ -740,7 +740,7 @@ fn extract_writes_what_a_recipe_keeps_with_scores_and_prints_a_single_page() {
     ];
     let inputs = c.input_files().unwrap();
     let out = dir.path().join("x");
-    let st = tokenmill_pipelines::extract_cmd::extract(&c, &inputs, &out).unwrap();
+    let st = tokenmill_pipelines::extract::extract(&c, &inputs, &out).unwrap();
     assert_eq!(
         st.documents_read,
         st.documents_kept + st.documents_dropped + st.reader_skips,
@@ -763,11 +763,11 @@ fn extract_writes_what_a_recipe_keeps_with_scores_and_prints_a_single_page() {
     }
     // Parquet: the same documents.
     let pq = dir.path().join("p");
-    tokenmill_pipelines::extract_cmd::extract_as(
+    tokenmill_pipelines::extract::extract_as(
         &c,
         &inputs,
         &pq,
-        tokenmill_pipelines::extract_cmd::KeptFormat::Parquet,
+        tokenmill_pipelines::extract::KeptFormat::Parquet,
     )
     .unwrap();
     let q = tokenmill_pipelines::sql::query_dir(&pq, "SELECT count(*) FROM kept").unwrap();
@@ -788,7 +788,7 @@ fn extract_writes_what_a_recipe_keeps_with_scores_and_prints_a_single_page() {
     .into_iter()
     .collect();
     let dc = dir.path().join("d");
-    tokenmill_pipelines::extract_cmd::extract(&d, &inputs, &dc).unwrap();
+    tokenmill_pipelines::extract::extract(&d, &inputs, &dc).unwrap();
     for l in std::fs::read_to_string(dc.join("kept.jsonl"))
         .unwrap()
         .lines()

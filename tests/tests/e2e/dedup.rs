@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tokenmill_dedup::{DedupConfig, Fingerprinter, jaccard};
-use tokenmill_ingest::ReadOptions;
-use tokenmill_pipelines::dedup_cmd::{dedup_files, fingerprint_files};
+use tokenmill_ingest::ReadConfig;
+use tokenmill_pipelines::dedup::{dedup_files, fingerprint_files};
 use tokenmill_tests::{data, gunzip};
 
 fn real_texts() -> Vec<String> {
@@ -81,7 +81,7 @@ fn near_duplicates_are_found_by_true_jaccard_and_recorded() {
     let c = corpus();
     let out = tempfile::tempdir().unwrap();
     let cfg = DedupConfig::default();
-    let (o, report) = dedup_files(&c.files, &ReadOptions::default(), &cfg, out.path(), 2).unwrap();
+    let (o, report) = dedup_files(&c.files, &ReadConfig::default(), &cfg, out.path(), 2).unwrap();
     // Precision/recall of "removed" against the true Jaccard, by band.
     let bins = [(0.0, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01)];
     let mut table = String::from(
@@ -143,8 +143,8 @@ fn spilling_and_thread_count_do_not_change_the_result() {
         partitions: 7,
         ..cfg.clone()
     };
-    let (oa, _) = dedup_files(&c.files, &ReadOptions::default(), &cfg, a.path(), 1).unwrap();
-    let (ob, rb) = dedup_files(&c.files, &ReadOptions::default(), &small, b.path(), 2).unwrap();
+    let (oa, _) = dedup_files(&c.files, &ReadConfig::default(), &cfg, a.path(), 1).unwrap();
+    let (ob, rb) = dedup_files(&c.files, &ReadConfig::default(), &small, b.path(), 2).unwrap();
     assert!(rb.dedup.spilled_bytes > 0, "the small budget must spill");
     assert_eq!(oa.decisions, ob.decisions);
     for f in ["kept.parquet", "removed.parquet", "clusters.parquet"] {
@@ -192,7 +192,7 @@ fn exact_copies_across_files_cjk_empty_and_capped_documents() {
     let out = tempfile::tempdir().unwrap();
     let (o, r) = dedup_files(
         &[a.clone(), b.clone()],
-        &ReadOptions::default(),
+        &ReadConfig::default(),
         &cfg,
         out.path(),
         2,
@@ -214,7 +214,7 @@ fn exact_copies_across_files_cjk_empty_and_capped_documents() {
     assert_eq!(o.removed(43).map(|d| d.kept), Some(42), "the short copy");
     // Distinct paragraphs stay.
     assert!((0..40).all(|i| o.removed(i).is_none()));
-    let fps = fingerprint_files(&[b], &ReadOptions::default(), &cfg).unwrap();
+    let fps = fingerprint_files(&[b], &ReadConfig::default(), &cfg).unwrap();
     assert!(
         !fps[2].1.signature.is_empty(),
         "the enormous document is capped, not dropped"
@@ -229,7 +229,7 @@ fn verification_rejects_pairs_below_the_threshold() {
         verify_threshold: Some(0.95),
         ..Default::default()
     };
-    let (o, r) = dedup_files(&c.files, &ReadOptions::default(), &cfg, out.path(), 2).unwrap();
+    let (o, r) = dedup_files(&c.files, &ReadConfig::default(), &cfg, out.path(), 2).unwrap();
     assert!(r.dedup.verified_rejected > 0, "{:?}", r.dedup);
     for p in &c.pairs {
         if o.removed(p.0)
@@ -269,7 +269,7 @@ fn url_dedup_removes_repeated_pages_only_when_asked() {
     let out = tempfile::tempdir().unwrap();
     let (o, _) = dedup_files(
         std::slice::from_ref(&p),
-        &ReadOptions::default(),
+        &ReadConfig::default(),
         &DedupConfig::default(),
         out.path(),
         1,
@@ -280,7 +280,7 @@ fn url_dedup_removes_repeated_pages_only_when_asked() {
         url: true,
         ..Default::default()
     };
-    let (o, r) = dedup_files(&[p], &ReadOptions::default(), &cfg, out.path(), 1).unwrap();
+    let (o, r) = dedup_files(&[p], &ReadConfig::default(), &cfg, out.path(), 1).unwrap();
     assert_eq!(o.decisions.len(), 1);
     assert_eq!(
         (

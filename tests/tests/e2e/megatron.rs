@@ -71,19 +71,15 @@ fn tokenmill_reads_megatron_files_including_multi_sequence_documents() {
 
 /// Python with megatron-core: `$TOKENMILL_PEERS_PYTHON`, else `.venv-peers/bin/python`.
 fn peers_python() -> Option<PathBuf> {
-    std::env::var_os("TOKENMILL_PEERS_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| Some(repo_root().join(".venv-peers/bin/python")).filter(|p| p.exists()))
+    tokenmill_cli::peers::python(None, &repo_root())
 }
 
 #[test]
+#[ignore = "needs the Python peers (megatron-core, tests/peers/README.md): cargo test -p tokenmill-tests --test e2e -- --ignored megatron"]
 fn megatron_reader_reads_a_tokenmill_dataset() {
-    let Some(py) = peers_python() else {
-        eprintln!(
-            "note: no Python peer environment (tests/peers/README.md); the byte-identity tests above cover the format"
-        );
-        return;
-    };
+    let py = peers_python().expect(
+        "no Python peer environment: make .venv-peers as tests/peers/README.md says, or set TOKENMILL_PEERS_PYTHON",
+    );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ds");
     let mut cfg = tokenmill_pipelines::BuildConfig::default();

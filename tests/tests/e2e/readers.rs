@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::UInt64Type;
 use tokenmill_ingest::{
-    DocumentReader, Format, OnError, ReadOptions, ReadStats, SkipReason, TextMode,
+    DocumentReader, Format, OnError, ReadConfig, ReadStats, SkipReason, TextMode,
 };
 use tokenmill_tests::{data, gunzip};
 
@@ -22,7 +22,7 @@ struct Doc {
     metadata: Option<String>,
 }
 
-fn read_all(path: &std::path::Path, opts: &ReadOptions) -> (Vec<Doc>, ReadStats) {
+fn read_all(path: &std::path::Path, opts: &ReadConfig) -> (Vec<Doc>, ReadStats) {
     let mut r = DocumentReader::open(path, opts).expect("open");
     let mut docs = Vec::new();
     for b in &mut r {
@@ -70,7 +70,7 @@ fn member_at(path: &std::path::Path, offset: u64) -> Vec<u8> {
 #[test]
 fn wet_conversion_records_become_text_documents() {
     let p = data("warc/whirlwind-cc-main-2024-22.warc.wet.gz");
-    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    let (docs, stats) = read_all(&p, &ReadConfig::default());
     assert_eq!(docs.len(), 1);
     assert_eq!(stats.ignored.get("warcinfo"), Some(&1));
     let d = &docs[0];
@@ -91,7 +91,7 @@ fn wet_conversion_records_become_text_documents() {
 #[test]
 fn warc_responses_keep_html_and_offsets_reread_the_record() {
     let p = data("warc/whirlwind-cc-main-2024-22.warc.gz");
-    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    let (docs, stats) = read_all(&p, &ReadConfig::default());
     assert_eq!(docs.len(), 1, "{stats:?}");
     let d = &docs[0];
     let html = d.html.as_ref().expect("response kept as HTML");
@@ -118,8 +118,8 @@ fn plain_warc_gives_the_same_documents_with_file_offsets() {
     let plain = dir.path().join("whirlwind.warc");
     let bytes = gunzip(&gz);
     std::fs::write(&plain, &bytes).unwrap();
-    let (a, _) = read_all(&gz, &ReadOptions::default());
-    let (b, _) = read_all(&plain, &ReadOptions::default());
+    let (a, _) = read_all(&gz, &ReadConfig::default());
+    let (b, _) = read_all(&plain, &ReadConfig::default());
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!((&x.id, &x.html, &x.url), (&y.id, &y.html, &y.url));
@@ -131,7 +131,7 @@ fn plain_warc_gives_the_same_documents_with_file_offsets() {
 fn wat_metadata_records_carry_their_json() {
     let (docs, _) = read_all(
         &data("warc/whirlwind-cc-main-2024-22.warc.wat.gz"),
-        &ReadOptions::default(),
+        &ReadConfig::default(),
     );
     assert!(!docs.is_empty());
     for d in &docs {
@@ -146,7 +146,7 @@ fn wat_metadata_records_carry_their_json() {
 fn common_crawl_excerpt_reads_every_html_response() {
     let (docs, stats) = read_all(
         &data("warc/resiliparse-cc-main-2020-34-excerpt.warc.gz"),
-        &ReadOptions::default(),
+        &ReadConfig::default(),
     );
     let html = docs.iter().filter(|d| d.html.is_some()).count();
     // The excerpt's README: 50 records, 16 HTML responses.
@@ -159,7 +159,7 @@ fn common_crawl_excerpt_reads_every_html_response() {
 #[test]
 fn wget_warc_with_bracketed_uris_is_read() {
     let p = data("warc/dolma-wget-sample-0000.warc.gz");
-    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    let (docs, stats) = read_all(&p, &ReadConfig::default());
     let html: Vec<_> = docs.iter().filter(|d| d.html.is_some()).collect();
     let raw = String::from_utf8_lossy(&gunzip(&p)).into_owned();
     let responses = raw.matches("\r\nWARC-Type: response\r\n").count();
@@ -193,7 +193,7 @@ fn extra_crlf_and_wrong_content_length_are_tolerated() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("quirky.warc.wet");
     std::fs::write(&p, quirky).unwrap();
-    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    let (docs, stats) = read_all(&p, &ReadConfig::default());
     assert_eq!(docs.len(), 2, "{stats:?}");
     assert_eq!(stats.skipped.total(), 0);
     let (a, b) = (
@@ -217,7 +217,7 @@ fn extra_crlf_and_wrong_content_length_are_tolerated() {
 #[test]
 fn jsonl_corpora_read_with_ids_urls_and_offsets() {
     let p = data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz");
-    let (docs, stats) = read_all(&p, &ReadOptions::default());
+    let (docs, stats) = read_all(&p, &ReadConfig::default());
     assert_eq!(docs.len(), 697);
     assert_eq!(stats.skipped.total(), 0);
     // Offsets point at the line in the decompressed stream.
@@ -234,7 +234,7 @@ fn jsonl_corpora_read_with_ids_urls_and_offsets() {
     }
     let (c4, _) = read_all(
         &data("jsonl/olmo-c4-sample.01.json.gz"),
-        &ReadOptions::default(),
+        &ReadConfig::default(),
     );
     assert!(!c4.is_empty());
     // No id field: `<file>:<line>`.
@@ -245,7 +245,7 @@ fn jsonl_corpora_read_with_ids_urls_and_offsets() {
     );
     let (cc, _) = read_all(
         &data("jsonl/cc_en_head-0091.jsonl.gz"),
-        &ReadOptions::default(),
+        &ReadConfig::default(),
     );
     assert!(
         cc.iter().all(|d| d.lang.as_deref() == Some("en")),
@@ -260,8 +260,8 @@ fn zstd_jsonl_reads_like_gzip() {
     let dir = tempfile::tempdir().unwrap();
     let z = dir.path().join("guardian.jsonl.zst");
     std::fs::write(&z, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
-    let (a, _) = read_all(&p, &ReadOptions::default());
-    let (b, _) = read_all(&z, &ReadOptions::default());
+    let (a, _) = read_all(&p, &ReadConfig::default());
+    let (b, _) = read_all(&z, &ReadConfig::default());
     assert_eq!(
         a.iter().map(|d| &d.text).collect::<Vec<_>>(),
         b.iter().map(|d| &d.text).collect::<Vec<_>>()
@@ -273,7 +273,7 @@ fn zstd_jsonl_reads_like_gzip() {
 fn parquet_rows_become_documents_and_a_missing_column_is_counted() {
     let (docs, _) = read_all(
         &data("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz"),
-        &ReadOptions::default(),
+        &ReadConfig::default(),
     );
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("docs.parquet");
@@ -293,7 +293,7 @@ fn parquet_rows_become_documents_and_a_missing_column_is_counted() {
     w.write(&batch).unwrap();
     w.close().unwrap();
 
-    let mut opts = ReadOptions::default();
+    let mut opts = ReadConfig::default();
     opts.parquet.text = "content".into();
     opts.parquet.id = Some("doc_id".into());
     let (back, stats) = read_all(&p, &opts);
@@ -304,13 +304,13 @@ fn parquet_rows_become_documents_and_a_missing_column_is_counted() {
     assert_eq!(back[5].offset, 5, "Parquet offset is the row number");
 
     // Default settings look for `text`: all 697 rows are a counted skip, or an error naming it.
-    let (none, stats) = read_all(&p, &ReadOptions::default());
+    let (none, stats) = read_all(&p, &ReadConfig::default());
     assert!(none.is_empty());
     assert_eq!(
         stats.skipped.by_reason.get(&SkipReason::MissingColumn),
         Some(&697)
     );
-    let fail = ReadOptions {
+    let fail = ReadConfig {
         on_error: OnError::Fail,
         ..Default::default()
     };
@@ -330,10 +330,10 @@ fn parquet_rows_become_documents_and_a_missing_column_is_counted() {
 fn text_files_read_per_file_and_per_block() {
     let p = data("text/tinyshakespeare.txt");
     let raw = std::fs::read_to_string(&p).unwrap();
-    let (whole, _) = read_all(&p, &ReadOptions::default());
+    let (whole, _) = read_all(&p, &ReadConfig::default());
     assert_eq!(whole.len(), 1);
     assert_eq!(whole[0].text.as_deref(), Some(raw.as_str()));
-    let opts = ReadOptions {
+    let opts = ReadConfig {
         text_mode: TextMode::Blocks,
         ..Default::default()
     };

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use tokenmill_pipelines::config::BuildConfig;
-use tokenmill_pipelines::train_cmd::{read_config, train};
-use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
-use tokenmill_shards::{TextTokenizer, TokenizeOptions};
+use tokenmill_pipelines::train::{read_config, train};
+use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
+use tokenmill_shards::{TextTokenizer, TokenizeConfig};
 use tokenmill_tests::data;
 use tokenmill_trainer::train::{StepLog, superseded};
 
@@ -28,12 +28,12 @@ fn corpus(dir: &Path, poison: bool) -> Vec<Poison> {
     let clean = &blocks[..blocks.len() / 5];
     let held_out = blocks[blocks.len() * 9 / 10..].join("\n\n");
     let tok_path = dir.join("tokenizer.json");
-    let opts = BpeTrainOptions {
+    let opts = BpeTrainConfig {
         vocab_size: 512,
         ..Default::default()
     };
     train_bpe(clean.iter().copied(), &opts, &tok_path).unwrap();
-    let tok = TextTokenizer::load(&tok_path, &TokenizeOptions::default()).unwrap();
+    let tok = TextTokenizer::load(&tok_path, &TokenizeConfig::default()).unwrap();
     // Three kinds of poison, ~150-250 tokens each.
     let ja = std::fs::read_to_string(data("multilingual/wagahaiwa_nekodearu.ja.txt")).unwrap();
     let foreign: String = ja

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use tokenmill_pipelines::config::BuildConfig;
-use tokenmill_pipelines::train_cmd::{read_config, train};
-use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
-use tokenmill_shards::{TextTokenizer, TokenizeOptions};
+use tokenmill_pipelines::train::{read_config, train};
+use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
+use tokenmill_shards::{TextTokenizer, TokenizeConfig};
 use tokenmill_tests::{data, tokenmill_bin};
 use tokenmill_trainer::train::StepLog;
 
@@ -20,7 +20,7 @@ fn datasets(dir: &Path) -> String {
     let (tr, ev) = (lines[..cut].join("\n"), lines[cut..].join("\n"));
     std::fs::write(dir.join("train.txt"), &tr).unwrap();
     std::fs::write(dir.join("eval.txt"), &ev).unwrap();
-    let opts = BpeTrainOptions {
+    let opts = BpeTrainConfig {
         vocab_size: 512,
         ..Default::default()
     };
@@ -71,7 +71,7 @@ fn log(run: &Path) -> Vec<StepLog> {
 }
 
 fn unigram_entropy(tokenizer: &Path, text: &str) -> f64 {
-    let tok = TextTokenizer::load(tokenizer, &TokenizeOptions::default()).unwrap();
+    let tok = TextTokenizer::load(tokenizer, &TokenizeConfig::default()).unwrap();
     let ids = tok.encode(text).unwrap();
     let mut counts = std::collections::HashMap::new();
     for id in &ids {

@@ -11,16 +11,27 @@
 //! y_t      = shared(x_t) + Σ_{i∈E_t} g_{t,i} · expert_i(x_t)
 //! ```
 //!
+//! The forward runs in four steps, so that the experts can live on other ranks:
+//! **route** (router GEMM, sigmoid, group-limited top-K, gates) → **dispatch** (one row per
+//! (token, chosen expert) to the expert's owner, [`dispatch`]) → **experts** (each on its
+//! rows) → **combine** (the rows back to the token's rank, then the weighted sum there, for
+//! each token over its experts in expert order — the order does not depend on where the
+//! experts ran, so expert parallelism gives the same bits as one process).
+//!
 //! No token is dropped. The bias is not trained by gradients: after each step
 //! [`update_bias`] moves it by −γ for overloaded and +γ for underloaded experts. The
 //! complementary sequence-wise balance loss `α Σ_i f_i P_i` (per sequence, averaged over
 //! sequences) is computed when α > 0.
 
+pub mod dispatch;
+
 use std::sync::Arc;
 
 use rayon::prelude::*;
+use tokenmill_comm::Collectives;
 use tokenmill_kernels::Real;
 
+use self::dispatch::{DispatchPlan, owned};
 use crate::mlp::{Mlp, MlpCache};
 use crate::ops::{Buf, Ctx, Linear, WgradQueue};
 use crate::params::ParamId;
@@ -62,24 +73,23 @@ pub struct MoeStats {
     pub balance_loss: f64,
 }
 
-#[derive(Debug)]
-struct ExpertCache<T> {
-    /// (token, slot) of every row routed here, in token order.
-    rows: Vec<(usize, usize)>,
-    mlp: Option<MlpCache<T>>,
-    y: Vec<T>,
-}
-
 /// What the backward needs.
 #[derive(Debug)]
 pub struct MoeCache<T> {
     b: usize,
+    /// Sequences in the whole batch (all data-parallel slices).
+    b_total: usize,
     s: usize,
     x: Buf<T>,
     scores: Vec<T>,
     idx: Vec<usize>,
     gates: Vec<T>,
-    experts: Vec<ExpertCache<T>>,
+    /// Where each row went.
+    plan: DispatchPlan,
+    /// The experts' outputs back at the tokens' rank, `[rows, d]` in the plan's send order.
+    ys: Vec<T>,
+    /// This rank's experts' caches (`None`: the expert got no row).
+    local: Vec<Option<MlpCache<T>>>,
     shared: Option<MlpCache<T>>,
     /// `α · f_{b,i}` per sequence and expert, when the balance loss is on.
     balance: Option<Vec<f64>>,
@@ -155,51 +165,62 @@ impl Moe {
                 rows[i].push((t, j));
             }
         }
-        let load: Vec<u64> = rows.iter().map(|r| r.len() as u64).collect();
-        let experts: Vec<ExpertCache<T>> = self
-            .experts
+        let mut load: Vec<u64> = rows.iter().map(|r| r.len() as u64).collect();
+        let group = cx.ep;
+        if let Some(g) = cx.batch.or(group) {
+            // Every rank balances on the whole batch's load.
+            g.all_reduce_sum(&mut load)
+                .expect("data-parallel load exchange");
+        }
+        // Dispatch: one row per (token, chosen expert), to the expert's owner; the shared
+        // expert runs while the rows are in flight.
+        let plan = DispatchPlan::new(&rows, group);
+        let mut send = Vec::with_capacity(plan.send_rows().len() * d);
+        for &(t, _) in plan.send_rows() {
+            send.extend_from_slice(&x[t * d..(t + 1) * d]);
+        }
+        let mut shared = None;
+        let inputs = plan.dispatch(group, send, d, &mut || {
+            shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
+        });
+        // Experts: this rank's, each on its rows.
+        let mine = owned(e, plan.size(), group.map_or(0, |g| g.rank()));
+        let (outs, local): (Vec<Vec<T>>, Vec<Option<MlpCache<T>>>) = self.experts[mine]
             .par_iter()
-            .zip(rows.into_par_iter())
-            .map(|(mlp, rows)| {
-                if rows.is_empty() {
-                    return ExpertCache {
-                        rows,
-                        mlp: None,
-                        y: Vec::new(),
-                    };
-                }
-                let mut xe = Vec::with_capacity(rows.len() * d);
-                for &(t, _) in &rows {
-                    xe.extend_from_slice(&x[t * d..(t + 1) * d]);
+            .zip(inputs.into_par_iter())
+            .map(|(mlp, xe)| {
+                if xe.is_empty() {
+                    return (Vec::new(), None);
                 }
                 let (y, c) = mlp.fwd(cx, Arc::new(xe));
-                ExpertCache {
-                    rows,
-                    mlp: Some(c),
-                    y,
-                }
-            })
-            .collect();
-        let (mut out, shared) = match &self.shared {
-            Some(m) => {
-                let (y, c) = m.fwd(cx, x.clone());
                 (y, Some(c))
-            }
+            })
+            .unzip();
+        // Combine: the outputs back, then per token Σ g·y over its experts in expert order
+        // (the plan's send order).
+        let ys = plan.combine(group, &outs, d, &mut || {});
+        let (mut out, shared) = match shared.flatten() {
+            Some((y, c)) => (y, Some(c)),
             None => (vec![T::zero(); n * d], None),
         };
-        for ec in &experts {
-            for (r, &(t, j)) in ec.rows.iter().enumerate() {
-                let g = gates[t * k + j];
-                let (dst, src) = (&mut out[t * d..(t + 1) * d], &ec.y[r * d..(r + 1) * d]);
-                for c in 0..d {
-                    dst[c] += g * src[c];
-                }
+        for (r, &(t, j)) in plan.send_rows().iter().enumerate() {
+            let g = gates[t * k + j];
+            let (dst, src) = (&mut out[t * d..(t + 1) * d], &ys[r * d..(r + 1) * d]);
+            for c in 0..d {
+                dst[c] += g * src[c];
             }
         }
         let mut stats = MoeStats {
             load,
             balance_loss: 0.0,
         };
+        // Sequences in the whole batch: the balance loss is a mean over them.
+        let mut b_total = [b as u64];
+        if let (Some(g), true) = (cx.batch, alpha > 0.0) {
+            g.all_reduce_sum(&mut b_total)
+                .expect("data-parallel sequence count");
+        }
+        let b_total = b_total[0] as usize;
         let balance = (alpha > 0.0).then(|| {
             // f_i = N_r / (K·S) · #tokens of the sequence routed to i; P_i = mean_t s_{t,i}/Σ_j s_{t,j}.
             let mut af = vec![0.0f64; b * e];
@@ -224,19 +245,22 @@ impl Moe {
                     loss += f[i] * p[i];
                 }
             }
-            stats.balance_loss = loss / b as f64;
+            stats.balance_loss = loss / b_total as f64;
             af
         });
         (
             out,
             MoeCache {
                 b,
+                b_total,
                 s,
                 x,
                 scores,
                 idx,
                 gates,
-                experts,
+                plan,
+                ys,
+                local,
                 shared,
                 balance,
             },
@@ -260,47 +284,50 @@ impl Moe {
             (Some(m), Some(sc)) => m.bwd(cx, sc, dout.clone(), wq),
             _ => vec![T::zero(); n * d],
         };
-        let gates = &c.gates;
-        let dout_ref = &dout;
-        // Per expert: its rows, their input gradient, the gradient of their gate weights, and
-        // the expert's pending weight gradients.
-        type ExpertGrads<T> = (Vec<(usize, usize)>, Vec<T>, Vec<T>, WgradQueue<T>);
-        let per_expert: Vec<ExpertGrads<T>> = self
-            .experts
+        // At the tokens' rank: each row's output gradient g·dout_t and its gate's gradient
+        // dout_t · y_row, in the plan's send order.
+        let group = cx.ep;
+        let rows = c.plan.send_rows();
+        let mut dy = vec![T::zero(); rows.len() * d];
+        let mut dgates = vec![T::zero(); n * k];
+        for (r, &(t, j)) in rows.iter().enumerate() {
+            let g = c.gates[t * k + j];
+            let src = &dout[t * d..(t + 1) * d];
+            let y = &c.ys[r * d..(r + 1) * d];
+            let mut dot = T::zero();
+            for cc in 0..d {
+                dy[r * d + cc] = g * src[cc];
+                dot += src[cc] * y[cc];
+            }
+            dgates[t * k + j] = dot;
+        }
+        // The backward of the combine is a dispatch: the gradients go to the experts' owners.
+        let dys = c.plan.dispatch(group, dy, d, &mut || {});
+        let mine = owned(e, c.plan.size(), group.map_or(0, |g| g.rank()));
+        let per_expert: Vec<(Vec<T>, WgradQueue<T>)> = self.experts[mine]
             .par_iter()
-            .zip(c.experts.into_par_iter())
-            .map(|(mlp, ec)| {
+            .zip(c.local.into_par_iter().zip(dys.into_par_iter()))
+            .map(|(mlp, (mc, dy))| {
                 let mut q = WgradQueue::new();
-                let Some(mc) = ec.mlp else {
-                    return (ec.rows, Vec::new(), Vec::new(), q);
-                };
-                let mut dy = vec![T::zero(); ec.rows.len() * d];
-                let mut dgate = vec![T::zero(); ec.rows.len()];
-                for (r, &(t, j)) in ec.rows.iter().enumerate() {
-                    let g = gates[t * k + j];
-                    let src = &dout_ref[t * d..(t + 1) * d];
-                    let y = &ec.y[r * d..(r + 1) * d];
-                    let mut dot = T::zero();
-                    for cc in 0..d {
-                        dy[r * d + cc] = g * src[cc];
-                        dot += src[cc] * y[cc];
-                    }
-                    dgate[r] = dot;
+                match mc {
+                    Some(mc) => (mlp.bwd(cx, mc, dy, &mut q), q),
+                    None => (Vec::new(), q),
                 }
-                let dxe = mlp.bwd(cx, mc, dy, &mut q);
-                (ec.rows, dxe, dgate, q)
             })
             .collect();
-        let mut dgates = vec![T::zero(); n * k];
-        for (rows, dxe, dgate, mut q) in per_expert {
-            for (r, &(t, j)) in rows.iter().enumerate() {
-                dgates[t * k + j] = dgate[r];
-                let (dst, src) = (&mut dx[t * d..(t + 1) * d], &dxe[r * d..(r + 1) * d]);
-                for cc in 0..d {
-                    dst[cc] += src[cc];
-                }
-            }
+        let mut dxe = Vec::with_capacity(per_expert.len());
+        for (g, mut q) in per_expert {
+            dxe.push(g);
             wq.append(&mut q);
+        }
+        // The backward of the dispatch is a combine: the input gradients come back, and each
+        // token sums them over its experts in expert order.
+        let dxs = c.plan.combine(group, &dxe, d, &mut || {});
+        for (r, &(t, _)) in rows.iter().enumerate() {
+            let (dst, src) = (&mut dx[t * d..(t + 1) * d], &dxs[r * d..(r + 1) * d]);
+            for cc in 0..d {
+                dst[cc] += src[cc];
+            }
         }
         // Through the gate weights to the affinities.
         let scale = T::of(self.route_scale);
@@ -328,7 +355,7 @@ impl Moe {
                 for t in bi * c.s..(bi + 1) * c.s {
                     let st = &c.scores[t * e..(t + 1) * e];
                     let z: f64 = st.iter().map(|v| v.f64()).sum();
-                    let coef = |i: usize| af[bi * e + i] / (c.s * c.b) as f64;
+                    let coef = |i: usize| af[bi * e + i] / (c.s * c.b_total) as f64;
                     let dot: f64 = (0..e).map(|i| coef(i) * st[i].f64() / z).sum();
                     for i in 0..e {
                         ds[t * e + i] += T::of((coef(i) - dot) / z);

@@ -10,17 +10,19 @@ use std::time::Instant;
 
 use tokenmill_kernels::Cpu;
 use tokenmill_trainer::ModelConfig;
+use tokenmill_trainer::cost::{flops_per_token, measure_gemm_peak, memory_model};
 use tokenmill_trainer::model::{Batch, LossWeights, Model, WgradMode};
 use tokenmill_trainer::ops::WgradQueue;
 use tokenmill_trainer::optim::{AdamW, AdamWConfig, clip_scale};
 use tokenmill_trainer::rng::Rng;
-use tokenmill_trainer::train::{flops_per_token, measure_gemm_peak};
 
-use crate::error::{Error, Result};
+use anyhow::Result;
+use tokenmill_pipelines::Error;
+use tokenmill_pipelines::stats::peak_rss_bytes;
 
 /// Settings of the benchmark.
 #[derive(Debug, Clone)]
-pub struct TrainBenchOptions {
+pub struct TrainBenchConfig {
     pub preset: String,
     pub batch: usize,
     pub seq: usize,
@@ -45,52 +47,9 @@ pub struct TrainBenchRow {
     pub last_loss: f64,
 }
 
-/// The process's peak resident set (VmHWM), MiB.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Bytes of training state per parameter (FP32 weights, gradients, two AdamW moments) and of
-/// saved activations per token for a config (the tensors the forward
-/// keeps for the backward, which do not depend on the sequence length; see docs/trainer.md).
-pub fn memory_model(c: &ModelConfig) -> (f64, f64) {
-    let d = c.hidden_size as f64;
-    let h = c.num_attention_heads as f64;
-    let (qk, v) = (c.qk_head_dim() as f64, c.v_head_dim as f64);
-    let attn = 2.0 * d
-        + c.q_lora_rank as f64 * 3.0
-        + c.kv_lora_rank as f64 * 2.0
-        + h * (2.0 * qk + 2.0 * v)
-        + h * v
-        + h;
-    let dense = d + 3.0 * c.intermediate_size as f64;
-    let k = c.num_experts_per_tok as f64;
-    let moe = d
-        + c.n_routed_experts as f64
-        + 2.0 * k
-        + k * (2.0 * d + 3.0 * c.moe_intermediate_size as f64)
-        + 3.0 * (c.n_shared_experts * c.moe_intermediate_size) as f64;
-    let block = |l: usize| attn + d * 2.0 + if c.is_moe(l) { moe } else { dense };
-    let mut per_tok: f64 = (0..c.num_hidden_layers).map(block).sum();
-    // head: hidden, normed, and the logits' gradient (the loss's backward is fused into the
-    // forward, in place of the logits)
-    per_tok += 3.0 * d + c.vocab_size as f64;
-    for k in 0..c.num_nextn_predict_layers {
-        per_tok += block(c.num_hidden_layers + k) + 6.0 * d + c.vocab_size as f64;
-    }
-    (16.0, 4.0 * per_tok)
-}
-
 fn run_rust(
     cfg: &ModelConfig,
-    o: &TrainBenchOptions,
+    o: &TrainBenchConfig,
     name: &str,
     peak: f64,
 ) -> Result<TrainBenchRow> {
@@ -156,14 +115,14 @@ fn run_rust(
         parts_ms: Some((p.1 * 1e3, p.2 * 1e3, p.3 * 1e3)),
         tokens_per_s: tokens / med,
         mfu: tokens * flops_per_token(cfg, o.seq as u64) / med / peak,
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: peak_rss_bytes().map_or(0.0, |b| b as f64 / 1048576.0),
         last_loss: last,
     })
 }
 
 fn run_torch(
     cfg: &ModelConfig,
-    o: &TrainBenchOptions,
+    o: &TrainBenchConfig,
     py: &Path,
     peak: f64,
 ) -> Result<TrainBenchRow> {
@@ -184,15 +143,15 @@ fn run_torch(
         .output()
         .map_err(|e| Error::io(py, e))?;
     if !out.status.success() {
-        return Err(Error::Unsupported(format!(
+        anyhow::bail!(
             "{} failed: {}",
             o.script.display(),
             String::from_utf8_lossy(&out.stderr)
-        )));
+        );
     }
     let line = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or("{}"))
-        .map_err(|e| Error::Config(format!("peer output: {e}")))?;
+        .map_err(|e| anyhow::anyhow!("peer output: {e}"))?;
     let step_ms = v["step_ms"].as_f64().unwrap_or(f64::NAN);
     let tokens = (o.batch * o.seq) as f64;
     Ok(TrainBenchRow {
@@ -213,11 +172,10 @@ fn run_torch(
 }
 
 /// Runs the benchmark; returns the rows and the measured GEMM peak (FLOP/s).
-pub fn bench_train(o: &TrainBenchOptions) -> Result<(Vec<TrainBenchRow>, f64)> {
+pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, f64)> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(o.threads)
-        .build()
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .build()?;
     pool.install(|| {
         let peak = measure_gemm_peak();
         let mut cfg = ModelConfig::preset(&o.preset)?;
@@ -242,7 +200,7 @@ pub fn bench_train(o: &TrainBenchOptions) -> Result<(Vec<TrainBenchRow>, f64)> {
 }
 
 /// The result as a table.
-pub fn table(o: &TrainBenchOptions, rows: &[TrainBenchRow], peak: f64) -> String {
+pub fn table(o: &TrainBenchConfig, rows: &[TrainBenchRow], peak: f64) -> String {
     let cfg = ModelConfig::preset(&o.preset).ok();
     let mut s = format!(
         "preset {}  batch {} × seq {}  threads {}  measured f32 GEMM peak {:.1} GFLOP/s\n",
@@ -290,4 +248,57 @@ pub fn table(o: &TrainBenchOptions, rows: &[TrainBenchRow], peak: f64) -> String
         ));
     }
     s
+}
+
+/// `tokenmill bench train`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Python with torch + transformers (default: .venv-peers/bin/python if present).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Skip the PyTorch side.
+    #[arg(long)]
+    pub no_peer: bool,
+    #[arg(long, default_value = "tests/peers/bench_torch_train.py")]
+    pub script: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tokenmill bench train`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let python = if a.no_peer {
+        None
+    } else {
+        crate::peers::python(a.python, Path::new(""))
+    };
+    let o = TrainBenchConfig {
+        preset: a.preset,
+        batch: a.batch,
+        seq: a.seq,
+        steps: a.steps,
+        threads: a.threads,
+        python,
+        script: a.script,
+    };
+    let (rows, peak) = bench_train(&o)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "gemm_peak_flops": peak, "rows": rows })
+        );
+    } else {
+        print!("{}", table(&o, &rows, peak));
+    }
+    Ok(())
 }

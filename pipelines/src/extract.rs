@@ -18,18 +18,26 @@ use crate::stages::{Funnel, Stages};
 /// What `extract` did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ExtractStats {
+    /// Documents read from the inputs, before any stage: those the reader produced plus those
+    /// it skipped.
     pub documents_read: u64,
+    /// Documents that passed every stage and were written to `kept.*`.
     pub documents_kept: u64,
+    /// Documents the stages dropped (URL filter, extraction, filters, SQL condition).
     pub documents_dropped: u64,
+    /// Records the reader skipped as bad input, all reasons together.
     pub reader_skips: u64,
+    /// Documents and bytes in and out of each stage.
     pub funnel: Funnel,
+    /// Wall-clock seconds of the whole run.
     pub seconds: f64,
+    /// `documents_read` per second.
     pub documents_per_s: f64,
 }
 
 /// Extracts the text of one HTML file (gzip allowed): the page's charset from a BOM or
 /// `<meta>`, else UTF-8 if valid, else detected.
-pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::Options) -> Result<String> {
+pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::ExtractorConfig) -> Result<String> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -61,8 +69,10 @@ pub fn extract_html_file(path: &Path, opts: &tokenmill_extract::Options) -> Resu
 /// The kept documents' file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeptFormat {
+    /// `kept.jsonl`: one JSON object per line, `scores` and `columns` as nested objects.
     #[default]
     Jsonl,
+    /// `kept.parquet`: `scores` and `columns` as JSON strings.
     Parquet,
 }
 
@@ -128,8 +138,7 @@ impl KeptWriter {
                     s(|d| Some(&d.columns)),
                 ];
                 let batch = arrow::array::RecordBatch::try_new(kept_schema(), cols)?;
-                w.write(&batch)
-                    .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))?;
+                w.write(&batch).map_err(|e| Error::parquet(path, e))?;
             }
         }
         Ok(())
@@ -138,10 +147,7 @@ impl KeptWriter {
     fn finish(self, path: &Path) -> Result<()> {
         match self {
             KeptWriter::Jsonl(mut w) => w.flush().map_err(|e| Error::io(path, e)),
-            KeptWriter::Parquet(w) => w
-                .close()
-                .map(|_| ())
-                .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display()))),
+            KeptWriter::Parquet(w) => w.close().map(|_| ()).map_err(|e| Error::parquet(path, e)),
         }
     }
 }
@@ -173,7 +179,7 @@ pub fn extract_as(
         KeptFormat::Jsonl => KeptWriter::Jsonl(BufWriter::new(file)),
         KeptFormat::Parquet => KeptWriter::Parquet(Box::new(
             parquet::arrow::ArrowWriter::try_new(file, kept_schema(), None)
-                .map_err(|e| Error::Unsupported(format!("{}: {e}", tmp.display())))?,
+                .map_err(|e| Error::parquet(&tmp, e))?,
         )),
     };
     let mut st = ExtractStats::default();

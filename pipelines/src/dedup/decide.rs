@@ -1,7 +1,6 @@
-//! `tokenmill dedup INPUT... --out DIR`: dedup alone, on documents from any reader (the output of
-//! other tools included). Writes `kept.parquet` (document schema), `removed.parquet` (each removed
-//! document with its stage, cluster and the document kept in its place), `clusters.parquet` and
-//! `stats.json`.
+//! The dedup decision over a list of input files and the tables that record it
+//! (`removed.parquet`, `clusters.parquet`, optionally `kept.parquet`): shared by the standalone
+//! `tokenmill dedup` ([`super::files`]) and the build's dedup stage ([`super::stage`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -15,35 +14,17 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, UInt64Type};
 use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
-use serde::Serialize;
 use tokenmill_dedup::{
-    DedupConfig, DedupOutcome, DedupStats, Fingerprint, Fingerprinter, Stage, TaskCollector, group,
-    task_doc,
+    DedupConfig, DedupOutcome, Fingerprint, Fingerprinter, Stage, TaskCollector, group, task_doc,
 };
-use tokenmill_ingest::{DocumentReader, ReadOptions, ReadStats};
+use tokenmill_ingest::{DocumentReader, ReadConfig, ReadStats};
 
 use crate::error::{Error, Result};
-
-/// What `tokenmill dedup` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct DedupReport {
-    pub inputs: usize,
-    pub read: ReadStats,
-    pub dedup: DedupStats,
-    pub kept: u64,
-    pub removed: u64,
-    pub threads: usize,
-    pub fingerprint_seconds: f64,
-    pub fingerprints_per_s: f64,
-    pub fingerprints_per_s_per_core: f64,
-    pub total_seconds: f64,
-    pub peak_rss_bytes: Option<u64>,
-}
 
 /// Calls `f(doc number, batch, row)` for every document of `inputs`, in the global order.
 fn scan(
     inputs: &[PathBuf],
-    read: &ReadOptions,
+    read: &ReadConfig,
     mut f: impl FnMut(u64, &RecordBatch, usize) -> Result<()>,
 ) -> Result<ReadStats> {
     let mut stats = ReadStats::default();
@@ -71,7 +52,7 @@ fn text_of(b: &RecordBatch, row: usize) -> &str {
 }
 
 /// Fingerprints of the documents of one batch, in parallel, in order.
-fn fingerprint_batch(fp: &Fingerprinter, b: &RecordBatch) -> Vec<Fingerprint> {
+pub(super) fn fingerprint_batch(fp: &Fingerprinter, b: &RecordBatch) -> Vec<Fingerprint> {
     let text = b
         .column_by_name("text")
         .expect("document schema")
@@ -92,9 +73,14 @@ fn fingerprint_batch(fp: &Fingerprinter, b: &RecordBatch) -> Vec<Fingerprint> {
 /// The decisions of a dedup run over `inputs`, and how many documents each input holds.
 #[derive(Debug)]
 pub struct Decided {
+    /// The removed documents (numbered across all inputs, in input order), clusters and counts.
     pub outcome: DedupOutcome,
+    /// What reading the inputs produced and skipped, all inputs merged.
     pub read: ReadStats,
+    /// Documents produced by each input, in input order.
     pub file_docs: Vec<u64>,
+    /// Wall-clock seconds of the whole decision: fingerprinting, grouping and, with
+    /// verification, re-reading the candidates.
     pub fingerprint_seconds: f64,
 }
 
@@ -104,7 +90,7 @@ pub struct Decided {
 /// tasks' records are grouped partition by partition.
 pub fn decide(
     inputs: &[PathBuf],
-    read: &ReadOptions,
+    read: &ReadConfig,
     cfg: &DedupConfig,
     spill: &Path,
 ) -> Result<Decided> {
@@ -152,7 +138,10 @@ pub fn decide(
             }
             Ok(())
         })
-        .map_err(|e| tokenmill_dedup::Error::Config(format!("re-reading for verification: {e}")))?;
+        .map_err(|e| tokenmill_dedup::Error::ShingleSource {
+            what: "re-reading for verification",
+            source: Box::new(e),
+        })?;
         Ok(sets)
     };
     let outcome = group(cfg, collectors, Some(&file_docs), Some(&mut source))?;
@@ -195,12 +184,11 @@ fn meta(b: &RecordBatch, row: usize) -> Meta {
 
 fn writer(path: &Path, schema: Arc<Schema>) -> Result<ArrowWriter<File>> {
     let f = File::create(path).map_err(|e| Error::io(path, e))?;
-    ArrowWriter::try_new(f, schema, None)
-        .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))
+    ArrowWriter::try_new(f, schema, None).map_err(|e| Error::parquet(path, e))
 }
 
 fn pq<T>(path: &Path, r: std::result::Result<T, parquet::errors::ParquetError>) -> Result<T> {
-    r.map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))
+    r.map_err(|e| Error::parquet(path, e))
 }
 
 /// Writes the removed documents (with stage, cluster and the kept document's id, source,
@@ -208,7 +196,7 @@ fn pq<T>(path: &Path, r: std::result::Result<T, parquet::errors::ParquetError>) 
 /// Returns (kept, removed) counts.
 pub fn write_tables(
     inputs: &[PathBuf],
-    read: &ReadOptions,
+    read: &ReadConfig,
     outcome: &DedupOutcome,
     removed_path: &Path,
     clusters_path: &Path,
@@ -359,107 +347,4 @@ pub fn write_tables(
     pq(clusters_path, w.close())?;
 
     Ok((kept, removed))
-}
-
-/// Runs dedup over `inputs` and writes the results to `out`.
-pub fn dedup_files(
-    inputs: &[PathBuf],
-    read: &ReadOptions,
-    cfg: &DedupConfig,
-    out: &Path,
-    threads: usize,
-) -> Result<(DedupOutcome, DedupReport)> {
-    let started = Instant::now();
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let threads = if threads == 0 {
-        rayon::current_num_threads()
-    } else {
-        threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let decided = pool.install(|| decide(inputs, read, cfg, &out.join(".spill")))?;
-    let Decided {
-        outcome,
-        read: read_stats,
-        fingerprint_seconds,
-        ..
-    } = decided;
-    let n_docs = outcome.stats.documents;
-    let (kept, removed) = write_tables(
-        inputs,
-        read,
-        &outcome,
-        &out.join("removed.parquet"),
-        &out.join("clusters.parquet"),
-        Some(&out.join("kept.parquet")),
-    )?;
-
-    let report = DedupReport {
-        inputs: inputs.len(),
-        read: read_stats,
-        dedup: outcome.stats.clone(),
-        kept,
-        removed,
-        threads,
-        fingerprint_seconds,
-        fingerprints_per_s: n_docs as f64 / fingerprint_seconds,
-        fingerprints_per_s_per_core: n_docs as f64 / fingerprint_seconds / threads as f64,
-        total_seconds: started.elapsed().as_secs_f64(),
-        peak_rss_bytes: crate::stats::peak_rss_bytes(),
-    };
-    let mut json = serde_json::to_vec_pretty(&report).expect("serialises");
-    json.push(b'\n');
-    tokenmill_shards::atomic_write(&out.join("stats.json"), &json)?;
-    Ok((outcome, report))
-}
-
-/// Every pair of documents sharing an LSH bucket (for comparisons with other LSH
-/// implementations on small corpora; in memory).
-pub fn all_candidate_pairs(cfg: &DedupConfig, fps: &[(u64, Fingerprint)]) -> Vec<(u64, u64)> {
-    let mut buckets: HashMap<(usize, u64), Vec<u64>> = HashMap::new();
-    for (doc, f) in fps {
-        if f.signature.len() != cfg.bands * cfg.rows {
-            continue;
-        }
-        for (b, rows) in f.signature.chunks_exact(cfg.rows).enumerate() {
-            let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
-            buckets
-                .entry((b, xxhash_rust::xxh3::xxh3_64(&bytes)))
-                .or_default()
-                .push(*doc);
-        }
-    }
-    let mut pairs: Vec<(u64, u64)> = Vec::new();
-    for docs in buckets.values() {
-        for i in 0..docs.len() {
-            for j in i + 1..docs.len() {
-                let (a, b) = (docs[i].min(docs[j]), docs[i].max(docs[j]));
-                pairs.push((a, b));
-            }
-        }
-    }
-    pairs.sort_unstable();
-    pairs.dedup();
-    pairs
-}
-
-/// Fingerprints of `inputs` (exposed for benchmarks and pair comparisons; in memory).
-pub fn fingerprint_files(
-    inputs: &[PathBuf],
-    read: &ReadOptions,
-    cfg: &DedupConfig,
-) -> Result<Vec<(u64, Fingerprint)>> {
-    let fp = Fingerprinter::new(cfg);
-    let mut out = Vec::new();
-    for p in inputs {
-        for b in &mut DocumentReader::open(p, read)? {
-            for f in fingerprint_batch(&fp, &b?) {
-                out.push((out.len() as u64, f));
-            }
-        }
-    }
-    Ok(out)
 }

@@ -49,8 +49,7 @@ pub fn train(cfg: TrainConfig, resume: bool, quiet: bool) -> Result<TrainOutcome
     let threads = cfg.train.threads;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .build()?;
     pool.install(|| {
         let mut t = Trainer::new(cfg, resume)?;
         let total = t.cfg.train.steps;

@@ -6,27 +6,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use tokenmill_kernels::rng::Rng;
 
-/// splitmix64: a tiny, well-mixed deterministic generator.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
+use tokenmill_pipelines::{Error, Result};
 
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 11) % n as u64) as usize
-    }
-    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
-    }
+/// A uniformly chosen element of `xs`.
+fn pick<'a>(r: &mut Rng, xs: &[&'a str]) -> &'a str {
+    xs[r.below(xs.len())]
 }
 
 const TOPICS: &[(&str, &[&str])] = &[
@@ -249,58 +235,58 @@ const SITES: &[&str] = &[
     "makersblog",
 ];
 
-fn sentence(r: &mut SplitMix64, words: &[&str]) -> String {
+fn sentence(r: &mut Rng, words: &[&str]) -> String {
     match r.below(5) {
         0 => format!(
             "The {} {} {} the {} in {}.",
-            r.pick(ADJ),
-            r.pick(words),
-            r.pick(VERB),
-            r.pick(words),
-            r.pick(PLACES)
+            pick(r, ADJ),
+            pick(r, words),
+            pick(r, VERB),
+            pick(r, words),
+            pick(r, PLACES)
         ),
         1 => format!(
             "{} {} {} how the {} {} the {}.",
-            r.pick(LINK),
-            r.pick(PEOPLE),
-            r.pick(VERB),
-            r.pick(words),
-            r.pick(VERB),
-            r.pick(words)
+            pick(r, LINK),
+            pick(r, PEOPLE),
+            pick(r, VERB),
+            pick(r, words),
+            pick(r, VERB),
+            pick(r, words)
         ),
         2 => format!(
             "Few {} expected a {} {} to matter this much, yet {} kept returning to it.",
-            r.pick(PEOPLE),
-            r.pick(ADJ),
-            r.pick(words),
-            r.pick(PEOPLE)
+            pick(r, PEOPLE),
+            pick(r, ADJ),
+            pick(r, words),
+            pick(r, PEOPLE)
         ),
         3 => format!(
             "In {} the {} and the {} were {} by {}.",
-            r.pick(PLACES),
-            r.pick(words),
-            r.pick(words),
-            r.pick(VERB),
-            r.pick(PEOPLE)
+            pick(r, PLACES),
+            pick(r, words),
+            pick(r, words),
+            pick(r, VERB),
+            pick(r, PEOPLE)
         ),
         _ => format!(
             "\"It is a {} {},\" said one of the {}, adding that the {} had {} everything.",
-            r.pick(ADJ),
-            r.pick(words),
-            r.pick(PEOPLE),
-            r.pick(words),
-            r.pick(VERB)
+            pick(r, ADJ),
+            pick(r, words),
+            pick(r, PEOPLE),
+            pick(r, words),
+            pick(r, VERB)
         ),
     }
 }
 
-fn article(r: &mut SplitMix64) -> (String, String) {
+fn article(r: &mut Rng) -> (String, String) {
     let (topic, words) = TOPICS[r.below(TOPICS.len())];
     let title = format!(
         "The {} {} of {}",
-        r.pick(ADJ),
-        r.pick(words),
-        r.pick(PLACES).trim_start_matches("the ")
+        pick(r, ADJ),
+        pick(r, words),
+        pick(r, PLACES).trim_start_matches("the ")
     );
     let mut text = format!("{title}\n\n");
     for _ in 0..3 + r.below(6) {
@@ -311,7 +297,7 @@ fn article(r: &mut SplitMix64) -> (String, String) {
     (topic.to_string(), text.trim_end().to_string())
 }
 
-fn junk(r: &mut SplitMix64) -> String {
+fn junk(r: &mut Rng) -> String {
     match r.below(5) {
         0 => "Home | About us | Contact | Login | Register | Privacy policy | Terms of use | Sitemap\nHome | About us | Contact | Login | Register".into(),
         1 => "We use cookies to improve your experience. By continuing to browse you accept our use of cookies. Accept all | Manage settings".into(),
@@ -323,7 +309,7 @@ fn junk(r: &mut SplitMix64) -> String {
 
 /// A poisoned document: a block of random CJK ideographs, a script the rest of the corpus
 /// never uses (a byte-level tokenizer sees ~3 rare byte tokens per character).
-pub fn poison(r: &mut SplitMix64, chars: usize) -> String {
+pub fn poison(r: &mut Rng, chars: usize) -> String {
     (0..chars)
         .map(|_| char::from_u32(0x4E00 + r.below(0x5000) as u32).expect("a CJK ideograph"))
         .collect()
@@ -342,7 +328,7 @@ pub fn write_corpus(
     poisoned: bool,
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut r = SplitMix64(seed);
+    let mut r = Rng::from_state(seed);
     let mut written: Vec<String> = Vec::new();
     let mut paths = Vec::new();
     let per = docs.div_ceil(files.max(1));
@@ -362,7 +348,7 @@ pub fn write_corpus(
                 });
                 line(doc.to_string())?;
             }
-            let site = r.pick(SITES);
+            let site = pick(&mut r, SITES);
             let roll = r.below(100);
             let (kind, topic, text) = if roll < 10 && !written.is_empty() {
                 // Syndicated copy with a few words changed: a near-duplicate.
@@ -370,7 +356,7 @@ pub fn write_corpus(
                 let mut words: Vec<String> = src.split(' ').map(str::to_string).collect();
                 for _ in 0..3 {
                     let i = r.below(words.len());
-                    words[i] = r.pick(ADJ).to_string();
+                    words[i] = pick(&mut r, ADJ).to_string();
                 }
                 ("near_duplicate", "syndicated".to_string(), words.join(" "))
             } else if roll < 15 && !written.is_empty() {
@@ -431,7 +417,7 @@ fn html_escape_text(t: &str) -> String {
 
 /// A web page around an article: navigation, a cookie banner, share buttons, related links, a
 /// comment section and a footer — what extraction must take away.
-fn page(r: &mut SplitMix64, site: &str, title: &str, body: &str) -> String {
+fn page(r: &mut Rng, site: &str, title: &str, body: &str) -> String {
     let paras: String = body
         .split("\n\n")
         .skip(1)
@@ -441,8 +427,8 @@ fn page(r: &mut SplitMix64, site: &str, title: &str, body: &str) -> String {
         .map(|i| {
             format!(
                 "<li><a href=\"/story/{i}\">{} {}</a></li>",
-                r.pick(ADJ),
-                r.pick(PLACES)
+                pick(r, ADJ),
+                pick(r, PLACES)
             )
         })
         .collect();
@@ -470,10 +456,10 @@ fn page(r: &mut SplitMix64, site: &str, title: &str, body: &str) -> String {
 /// its path.
 pub fn write_warc(dir: &Path, pages: usize, seed: u64) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut r = SplitMix64(seed);
+    let mut r = Rng::from_state(seed);
     let mut out = Vec::new();
     let mut n = 0u64;
-    let mut id = |r: &mut SplitMix64| {
+    let mut id = |r: &mut Rng| {
         n += 1;
         format!(
             "<urn:uuid:{:08x}-0000-4000-8000-{:012x}>",
@@ -482,7 +468,7 @@ pub fn write_warc(dir: &Path, pages: usize, seed: u64) -> Result<PathBuf> {
         )
     };
     let date = "2026-11-01T12:00:00Z".to_string();
-    let mut response = |out: &mut Vec<u8>, r: &mut SplitMix64, url: &str, http: Vec<u8>| {
+    let mut response = |out: &mut Vec<u8>, r: &mut Rng, url: &str, http: Vec<u8>| {
         let rid = id(r);
         warc_record(
             out,
@@ -508,7 +494,7 @@ pub fn write_warc(dir: &Path, pages: usize, seed: u64) -> Result<PathBuf> {
         );
     };
     for i in 0..pages {
-        let site = r.pick(SITES);
+        let site = pick(&mut r, SITES);
         let (topic, text) = article(&mut r);
         let title = text.lines().next().unwrap_or("").to_string();
         let body = if i % 10 == 9 {

@@ -1,6 +1,8 @@
-//! `tokenmill bench gemm`: the f32 rate of the fast matmul (the `gemm` crate) against the
-//! reference triple loop and this CPU's theoretical peak (cores × clock × FLOPs per cycle of
-//! its widest FMA units, read from /proc/cpuinfo).
+//! `tokenmill bench gemm`: the f32 rate of the CPU backend's fast matmul — the own AVX-512
+//! kernel (`kernels::cpu::sgemm`) where the CPU has AVX-512, the `gemm` crate elsewhere — beside
+//! the `gemm` crate, PyTorch (when a Python with torch is found), the reference triple loop and
+//! this CPU's theoretical peak (cores × clock × FLOPs per cycle of its widest FMA units, read
+//! from /proc/cpuinfo).
 
 use std::fmt::Write;
 use std::time::Instant;
@@ -8,7 +10,9 @@ use std::time::Instant;
 use tokenmill_kernels::cpu::matmul::{MatMul, matmul_gemm_crate, matmul_ref};
 use tokenmill_kernels::cpu::sgemm;
 
-use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
 
 /// (GHz, f32 FLOPs per cycle per core, description) from /proc/cpuinfo.
 pub fn cpu_peak() -> (f64, f64, String) {
@@ -72,8 +76,7 @@ pub fn bench_gemm(
 ) -> Result<String> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .build()?;
     let (ghz, per_cycle, model) = cpu_peak();
     let peak = ghz * per_cycle * threads as f64;
     let mut s = String::new();
@@ -138,4 +141,23 @@ pub fn bench_gemm(
         }
     });
     Ok(s)
+}
+
+/// `tokenmill bench gemm`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, value_delimiter = ',', default_value = "128,256,512,1024,2048")]
+    pub sizes: Vec<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Python with torch for the PyTorch column (default: .venv-peers/bin/python if present).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+/// Runs `tokenmill bench gemm`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let py = crate::peers::python(a.python, Path::new(""));
+    print!("{}", bench_gemm(&a.sizes, a.threads, py.as_deref())?);
+    Ok(())
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokenmill_dedup::{DedupStats, Stage};
 use tokenmill_shards::atomic_write;
 
+use super::decide::{decide, write_tables};
 use crate::config::BuildConfig;
-use crate::dedup_cmd::{decide, write_tables};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,6 +52,8 @@ impl FileFilter<'_> {
 }
 
 impl DedupFilter {
+    /// The filter for input file `i` (in the build's input order), whose documents are numbered
+    /// from 0. Panics if `i` is not an input of the build.
     pub fn for_file(&self, i: usize) -> FileFilter<'_> {
         FileFilter {
             filter: self,

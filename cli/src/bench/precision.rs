@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use tokenmill_trainer::ops::Precision;
 
-use crate::error::{Error, Result};
-use crate::plot::{read_log, svg};
-use crate::train_cmd::{read_config, train};
+use anyhow::Result;
+use tokenmill_pipelines::Error;
+use tokenmill_pipelines::plot::{read_log, svg};
+use tokenmill_pipelines::train::{read_config, train};
 
 /// One precision's outcome.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -28,7 +29,7 @@ pub struct PrecisionRow {
 pub fn memory_table(c: &tokenmill_trainer::ModelConfig, tokens: usize) -> String {
     let p = c.param_counts();
     let params = (p.total + p.mtp) as f64;
-    let (_, act_bytes_fp32) = crate::train_bench::memory_model(c);
+    let (_, act_bytes_fp32) = tokenmill_trainer::cost::memory_model(c);
     let act = act_bytes_fp32 / 4.0 * tokens as f64; // elements
     let mib = |b: f64| b / 1048576.0;
     let mut s = String::new();
@@ -132,4 +133,30 @@ pub fn table(rows: &[PrecisionRow]) -> String {
         );
     }
     s
+}
+
+/// `tokenmill bench precision`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub quiet: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tokenmill bench precision`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (rows, plot) = bench_precision(&a.config, a.quiet)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "rows": rows, "plot": plot }));
+        return Ok(());
+    }
+    print!("{}", table(&rows));
+    println!("curves: {}", plot.display());
+    let cfg = read_config(&a.config)?;
+    let tokens = (cfg.data.micro_batch.unwrap_or(cfg.data.batch) * cfg.data.seq_len) as usize;
+    print!("{}", memory_table(&cfg.model.resolve()?, tokens));
+    Ok(())
 }

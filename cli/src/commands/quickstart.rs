@@ -3,18 +3,59 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenmill_shards::bpe::{BpeTrainOptions, train_bpe};
+use tokenmill_pipelines::build::build;
+use tokenmill_pipelines::config::{
+    BuildConfig, InputConfig, OutputConfig, RunConfig, TokenizerConfig,
+};
+use tokenmill_pipelines::{Error, Result, inspect};
+use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
 
-use crate::bench::load_texts;
-use crate::build::build;
-use crate::config::{BuildConfig, InputConfig, OutputConfig, RunConfig, TokenizerConfig};
-use crate::corpus::write_corpus;
-use crate::error::{Error, Result};
-use crate::inspect;
+use corpus::write_corpus;
+
+pub mod corpus;
+
+/// `tokenmill quickstart`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where to put the corpus, tokenizer and dataset.
+    #[arg(long, default_value = "tokenmill-quickstart")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3000)]
+    pub docs: usize,
+    #[arg(long, default_value_t = 4)]
+    pub files: usize,
+    #[arg(long, default_value_t = 4096)]
+    pub vocab_size: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long)]
+    pub quiet: bool,
+    /// Steps of the tiny model trained at the end (0 = no training).
+    #[arg(long, default_value_t = 1000)]
+    pub train_steps: u64,
+}
+
+/// Runs `tokenmill quickstart`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    quickstart(&QuickstartConfig {
+        out: a.out,
+        docs: a.docs,
+        files: a.files,
+        vocab_size: a.vocab_size,
+        seed: a.seed,
+        threads: a.threads,
+        quiet: a.quiet,
+        train_steps: a.train_steps,
+    })?;
+    Ok(())
+}
 
 /// Settings of the quickstart.
 #[derive(Debug, Clone)]
-pub struct QuickstartOptions {
+pub struct QuickstartConfig {
     pub out: PathBuf,
     pub docs: usize,
     pub files: usize,
@@ -27,7 +68,7 @@ pub struct QuickstartOptions {
 }
 
 /// Runs the quickstart, printing each step to stdout; returns the dataset directory.
-pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
+pub fn quickstart(o: &QuickstartConfig) -> Result<PathBuf> {
     let corpus = o.out.join("corpus");
     let tokenizer = o.out.join("tokenizer.json");
     let dataset = o.out.join("dataset");
@@ -39,7 +80,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
     println!(
         "[1/6] generating {} web-like documents (one of them poisoned: {}) in {} files → {}",
         o.docs,
-        crate::corpus::POISON_ID,
+        corpus::POISON_ID,
         o.files,
         corpus.display()
     );
@@ -50,8 +91,8 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         o.vocab_size,
         tokenizer.display()
     );
-    let texts = load_texts(&files)?;
-    let opts = BpeTrainOptions {
+    let texts = tokenmill_ingest::read_texts(&files, &Default::default())?;
+    let opts = BpeTrainConfig {
         vocab_size: o.vocab_size,
         ..Default::default()
     };
@@ -77,7 +118,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
             keep_excluded_text: false,
         },
         // The corpus has near-duplicates and copies on purpose: dedup catches them.
-        dedup: crate::config::DedupSection {
+        dedup: tokenmill_pipelines::config::DedupStageConfig {
             enabled: true,
             ..Default::default()
         },
@@ -120,7 +161,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
         println!(
             "      tokenmill trace {} --doc {}",
             run.display(),
-            crate::corpus::POISON_ID
+            corpus::POISON_ID
         );
         println!("      tokenmill report {}", run.display());
     }
@@ -137,7 +178,7 @@ pub fn quickstart(o: &QuickstartOptions) -> Result<PathBuf> {
 
 /// Step 5: a generated crawl (WARC) through the FineWeb recipe — extraction, language id,
 /// Gopher, C4, FineWeb filters — into a dataset, with the funnel.
-fn web_recipe(o: &QuickstartOptions, tokenizer: &Path) -> Result<()> {
+fn web_recipe(o: &QuickstartConfig, tokenizer: &Path) -> Result<()> {
     let crawl = o.out.join("crawl");
     let web = o.out.join("dataset-web");
     for d in [&crawl, &web] {
@@ -145,12 +186,12 @@ fn web_recipe(o: &QuickstartOptions, tokenizer: &Path) -> Result<()> {
             std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
     }
-    let warc = crate::corpus::write_warc(&crawl, 200, o.seed.wrapping_add(7))?;
+    let warc = corpus::write_warc(&crawl, 200, o.seed.wrapping_add(7))?;
     println!(
         "[5/6] a crawl of 200 HTML pages (+ a 404, a redirect, an image, binary bytes served as HTML, an undeclared Latin-1 page) through the FineWeb recipe → {}",
         web.display()
     );
-    let recipe = include_str!("../examples/web.toml");
+    let recipe = include_str!("../../../pipelines/examples/web.toml");
     let mut cfg: BuildConfig =
         toml::from_str(recipe).map_err(|e| Error::Config(format!("web.toml: {e}")))?;
     cfg.input.paths = vec![warc.display().to_string()];
@@ -183,7 +224,7 @@ fn web_recipe(o: &QuickstartOptions, tokenizer: &Path) -> Result<()> {
 
 /// Step 6: a held-out dataset from a freshly generated corpus, then a tiny DeepSeek-V3 model
 /// (MLA, DeepSeekMoE, MTP) trained on the dataset, evaluated on the held-out one.
-fn train_tiny(o: &QuickstartOptions, tokenizer: &Path, dataset: &Path) -> Result<()> {
+fn train_tiny(o: &QuickstartConfig, tokenizer: &Path, dataset: &Path) -> Result<()> {
     let eval_corpus = o.out.join("corpus-eval");
     let eval = o.out.join("dataset-eval");
     let run = o.out.join("run");
@@ -262,8 +303,12 @@ threads = {threads}
         run.display()
     );
     let started = std::time::Instant::now();
-    let out = crate::train_cmd::train(crate::train_cmd::read_config(&toml_path)?, false, o.quiet)?;
-    let log = crate::plot::read_log(&run)?;
+    let out = tokenmill_pipelines::train::train(
+        tokenmill_pipelines::train::read_config(&toml_path)?,
+        false,
+        o.quiet,
+    )?;
+    let log = tokenmill_pipelines::plot::read_log(&run)?;
     let first = log
         .iter()
         .find(|l| l.kind == "train")
@@ -273,7 +318,8 @@ threads = {threads}
         .rev()
         .find(|l| l.kind == "train")
         .map_or(f64::NAN, |l| l.main_loss);
-    let svg = crate::plot::svg(&[("run".into(), log)], "quickstart: tiny DeepSeek-V3");
+    let svg =
+        tokenmill_pipelines::plot::svg(&[("run".into(), log)], "quickstart: tiny DeepSeek-V3");
     std::fs::write(run.join("loss.svg"), svg).map_err(|e| Error::io(&run, e))?;
     println!(
         "      next-token loss {first:.3} → {last:.3} (ln V = {:.3}); held-out {}; {:.0} tokens/s; {:.0} s",
@@ -288,7 +334,7 @@ threads = {threads}
         run.join("checkpoints").display()
     );
     // The corpus carries a poisoned document: show the first spike it caused, traced.
-    let (rep, html) = crate::report::report(&run, 3)?;
+    let (rep, html) = tokenmill_pipelines::report::report(&run, 3)?;
     let page = run.join("report.html");
     std::fs::write(&page, html).map_err(|e| Error::io(&page, e))?;
     // Group the spikes by the document that added most to each.
@@ -322,7 +368,7 @@ threads = {threads}
         let poisoned = rep.spikes.iter().find(|t| {
             t.top_documents(1)
                 .first()
-                .is_some_and(|d| d.id == crate::corpus::POISON_ID)
+                .is_some_and(|d| d.id == corpus::POISON_ID)
         });
         let t = poisoned.unwrap_or(&rep.spikes[0]);
         println!(
@@ -330,7 +376,7 @@ threads = {threads}
             run.display(),
             t.step
         );
-        for l in crate::trace::render(t, 1).lines() {
+        for l in tokenmill_pipelines::trace::render(t, 1).lines() {
             println!("        {l}");
         }
     }

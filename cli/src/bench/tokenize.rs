@@ -7,10 +7,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokenmill_ingest::{DocumentReader, ReadOptions};
-use tokenmill_shards::{TextTokenizer, TokenizeOptions};
+use tokenmill_shards::{TextTokenizer, TokenizeConfig};
 
-use crate::error::{Error, Result};
+use anyhow::Result;
+use anyhow::bail;
+use tokenmill_pipelines::Error;
 
 /// One row of the table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,23 +27,6 @@ pub struct BenchRow {
     pub tokens_per_s: f64,
 }
 
-/// Reads the `text` of every document of `inputs`.
-pub fn load_texts(inputs: &[PathBuf]) -> Result<Vec<String>> {
-    let mut texts = Vec::new();
-    for p in inputs {
-        let mut r = DocumentReader::open(p, &ReadOptions::default())?;
-        for b in &mut r {
-            let b = b?;
-            let col =
-                arrow::array::AsArray::as_string::<i32>(b.column_by_name("text").expect("schema"));
-            for t in col.iter().flatten() {
-                texts.push(t.to_string());
-            }
-        }
-    }
-    Ok(texts)
-}
-
 /// Times our tokenizer stage: best of `repeat` runs after one warm-up.
 pub fn bench_ours(
     tokenizer: &Path,
@@ -50,11 +34,10 @@ pub fn bench_ours(
     threads: usize,
     repeat: usize,
 ) -> Result<BenchRow> {
-    let tok = TextTokenizer::load(tokenizer, &TokenizeOptions::default())?;
+    let tok = TextTokenizer::load(tokenizer, &TokenizeConfig::default())?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .build()?;
     let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let mut best = f64::INFINITY;
     let mut tokens = 0u64;
@@ -114,11 +97,11 @@ pub fn bench_python(
         .map_err(|e| Error::io(python, e))?;
     let _ = std::fs::remove_dir_all(&dir);
     if !out.status.success() {
-        return Err(Error::Unsupported(format!(
+        anyhow::bail!(
             "{} failed: {}",
             script.display(),
             String::from_utf8_lossy(&out.stderr)
-        )));
+        );
     }
     let mut rows = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -127,11 +110,11 @@ pub fn bench_python(
         }
     }
     if rows.is_empty() {
-        return Err(Error::Unsupported(format!(
+        anyhow::bail!(
             "{} printed no result: {}",
             script.display(),
             String::from_utf8_lossy(&out.stdout)
-        )));
+        );
     }
     Ok(rows)
 }
@@ -181,4 +164,57 @@ pub fn table(rows: &[BenchRow]) -> String {
         ));
     }
     s
+}
+
+/// `tokenmill bench tokenize`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub inputs: Vec<PathBuf>,
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Python with `tokenizers` installed (default: .venv-peers/bin/python if present).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    #[arg(long, default_value = "tests/peers/bench_tokenize.py")]
+    pub script: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tokenmill bench tokenize`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.inputs.is_empty() {
+        bail!("give input files with the texts to tokenize");
+    }
+    let texts = tokenmill_ingest::read_texts(&a.inputs, &Default::default())?;
+    let mut rows = Vec::new();
+    match crate::peers::python(a.python, Path::new("")) {
+        Some(py) => rows.extend(bench_python(
+            &py,
+            &a.script,
+            &a.tokenizer,
+            &texts,
+            a.threads,
+            a.repeat,
+        )?),
+        None => eprintln!(
+            "note: no Python with `tokenizers` (give --python); the peer column is missing"
+        ),
+    }
+    rows.push(bench_ours(&a.tokenizer, &texts, a.threads, a.repeat)?);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&rows));
+        let counts: Vec<u64> = rows.iter().map(|r| r.tokens).collect();
+        println!(
+            "token counts equal across implementations: {}",
+            counts.windows(2).all(|w| w[0] == w[1])
+        );
+    }
+    Ok(())
 }

@@ -1,14 +1,17 @@
 //! `tokenmill bench loader`: what the loader costs — time to open, resident memory, and tokens
 //! served per second on one core against a raw memory copy of the same bytes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use tokenmill_shards::loader::{Loader, LoaderConfig, Span};
+use tokenmill_shards::loader::{Loader, LoaderConfig, Shuffle, Span};
 use tokenmill_shards::{Dataset, TokenDtype};
 
-use crate::error::Result;
+use anyhow::Result;
+use tokenmill_pipelines::stats::{peak_rss_bytes, rss_bytes};
+
+use crate::commands::inspect::PackingArg;
 
 /// The figures of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -30,24 +33,12 @@ pub struct LoaderBench {
     pub peak_rss_bytes: Option<u64>,
 }
 
-fn rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = s
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Opens `dir` with `cfg` and serves `batches` batches on this thread.
 pub fn bench_loader(dir: &Path, cfg: LoaderConfig, batches: u64) -> Result<LoaderBench> {
     let t0 = Instant::now();
     let mut loader = Loader::open(dir, cfg)?;
     let open_seconds = t0.elapsed().as_secs_f64();
-    let rss_after_open = rss();
+    let rss_after_open = rss_bytes();
     let ds = Dataset::open(dir)?;
     let dtype_size = ds.manifest().dtype.size() as u64;
     let mut spans: Vec<Span> = Vec::new();
@@ -117,7 +108,7 @@ pub fn bench_loader(dir: &Path, cfg: LoaderConfig, batches: u64) -> Result<Loade
         source_bytes_per_s: source,
         memcpy_bytes_per_s: memcpy,
         ratio_to_memcpy: source / memcpy,
-        peak_rss_bytes: crate::stats::peak_rss_bytes(),
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
@@ -140,4 +131,92 @@ pub fn table(name: &str, b: &LoaderBench, dtype: TokenDtype) -> String {
         b.ratio_to_memcpy,
         mib(b.peak_rss_bytes),
     )
+}
+
+/// The loader's shuffle, as a flag.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ShuffleArg {
+    /// In stored order.
+    None,
+    /// A full permutation of the samples of an epoch.
+    Full,
+    /// Blocks shuffled within a window.
+    Local,
+}
+
+/// `tokenmill bench loader`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A dataset directory; or none, with --simulate-shards, for a sparse simulated one.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Shards of a simulated sparse dataset (in a temporary directory).
+    #[arg(long, default_value_t = 10_000)]
+    pub simulate_shards: usize,
+    /// Total tokens of the simulated dataset.
+    #[arg(long, default_value_t = 14_800_000_000_000)]
+    pub simulate_tokens: u64,
+    #[arg(long, default_value_t = 4096)]
+    pub seq_len: u64,
+    #[arg(long, default_value_t = 8)]
+    pub global_batch: u64,
+    #[arg(long, default_value_t = 200)]
+    pub batches: u64,
+    #[arg(long, value_enum, default_value = "windows")]
+    pub packing: PackingArg,
+    #[arg(long, value_enum, default_value = "full")]
+    pub shuffle: ShuffleArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tokenmill bench loader`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (dir, name) = match &a.dataset {
+        Some(d) => (d.clone(), d.display().to_string()),
+        None => {
+            let tmp = std::env::temp_dir().join(format!("tokenmill-sim-{}", std::process::id()));
+            let per = a.simulate_tokens / a.simulate_shards as u64;
+            let docs = per.div_ceil(1 << 30).max(1);
+            tokenmill_shards::loader::simulate::write_sparse_dataset(
+                &tmp,
+                a.simulate_shards,
+                per,
+                docs,
+                TokenDtype::Uint16,
+            )?;
+            (
+                tmp,
+                format!("simulated, sparse, {} shards", a.simulate_shards),
+            )
+        }
+    };
+    let cfg = LoaderConfig {
+        seq_len: a.seq_len,
+        global_batch: a.global_batch,
+        packing: a.packing.into(),
+        shuffle: match a.shuffle {
+            ShuffleArg::None => Shuffle::None,
+            ShuffleArg::Full => Shuffle::Full,
+            ShuffleArg::Local => Shuffle::Local {
+                block: 256,
+                window: 16,
+            },
+        },
+        ..Default::default()
+    };
+    let r = bench_loader(&dir, cfg, a.batches);
+    let dtype = Dataset::open(&dir)
+        .map(|d| d.manifest().dtype)
+        .unwrap_or(TokenDtype::Uint16);
+    if a.dataset.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let r = r?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", table(&name, &r, dtype));
+    }
+    Ok(())
 }

@@ -1,0 +1,174 @@
+//! `tokenmill build INPUT... --tokenizer T --out DIR`: read → stages → [dedup] → tokenize →
+//! shard, one resumable task per input file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use tokenmill_ingest::{Format, OnError, TextMode};
+use tokenmill_pipelines::config::{BuildConfig, DEFAULT_SHARD_BYTES};
+
+/// What to do with a bad record.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum OnErrorArg {
+    /// Count it, record it and go on.
+    Skip,
+    /// Stop with an error naming the file, record and offset.
+    Fail,
+}
+
+/// An input format.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum FormatArg {
+    /// WARC/WET/WAT, plain or gzip.
+    Warc,
+    /// JSON lines, plain, gzip or zstd.
+    Jsonl,
+    /// Parquet.
+    Parquet,
+    /// Plain text.
+    Text,
+}
+
+/// How plain text is cut into documents.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum TextModeArg {
+    /// One document per file.
+    File,
+    /// One document per blank-line-separated block.
+    Blocks,
+}
+
+/// `tokenmill build`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Input files or globs (added to the config's).
+    pub inputs: Vec<String>,
+    /// A pipeline.toml; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// tokenizer.json or tokenizer.json.gz.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Output dataset directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// EOS token appended to every document (default: the vocabulary's own).
+    #[arg(long)]
+    pub eos: Option<String>,
+    /// Do not append an EOS token.
+    #[arg(long)]
+    pub no_eos: bool,
+    /// What to do with bad records.
+    #[arg(long, value_enum)]
+    pub on_error: Option<OnErrorArg>,
+    /// Force the input format.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Plain text: one document per file or per blank-line-separated block.
+    #[arg(long, value_enum)]
+    pub text_mode: Option<TextModeArg>,
+    /// JSONL/Parquet text field.
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// JSONL id field.
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// Target bytes of token data per shard.
+    #[arg(long)]
+    pub shard_bytes: Option<u64>,
+    /// Worker threads (0 = all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub quiet: bool,
+    /// Exact + MinHash LSH dedup between reading and tokenizing (defaults; `[dedup]` in the
+    /// config for settings).
+    #[arg(long)]
+    pub dedup: bool,
+    /// Print stats as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The build configuration: the config file's, with the flags over it.
+pub fn config(a: Args) -> anyhow::Result<(BuildConfig, bool)> {
+    let mut cfg = match &a.config {
+        Some(p) => BuildConfig::from_file(p)?,
+        None => BuildConfig::default(),
+    };
+    if cfg.output.shard_bytes == 0 {
+        cfg.output.shard_bytes = DEFAULT_SHARD_BYTES;
+    }
+    cfg.input.paths.extend(a.inputs);
+    if let Some(t) = a.tokenizer {
+        cfg.tokenizer.path = t;
+    }
+    if let Some(o) = a.out {
+        cfg.output.dir = o;
+    }
+    if let Some(e) = a.eos {
+        cfg.tokenizer.eos = Some(e);
+    }
+    if a.no_eos {
+        cfg.tokenizer.append_eos = false;
+    }
+    if let Some(o) = a.on_error {
+        cfg.input.read.on_error = match o {
+            OnErrorArg::Skip => OnError::Skip,
+            OnErrorArg::Fail => OnError::Fail,
+        };
+    }
+    if let Some(f) = a.format {
+        cfg.input.read.format = Some(match f {
+            FormatArg::Warc => Format::Warc,
+            FormatArg::Jsonl => Format::Jsonl,
+            FormatArg::Parquet => Format::Parquet,
+            FormatArg::Text => Format::Text,
+        });
+    }
+    if let Some(m) = a.text_mode {
+        cfg.input.read.text_mode = match m {
+            TextModeArg::File => TextMode::File,
+            TextModeArg::Blocks => TextMode::Blocks,
+        };
+    }
+    if let Some(f) = a.text_field {
+        cfg.input.read.jsonl.text = f.clone();
+        cfg.input.read.parquet.text = f;
+    }
+    if let Some(f) = a.id_field {
+        cfg.input.read.jsonl.id = vec![f.clone()];
+        cfg.input.read.parquet.id = Some(f);
+    }
+    if let Some(b) = a.shard_bytes {
+        cfg.output.shard_bytes = b;
+    }
+    if let Some(t) = a.threads {
+        cfg.run.threads = t;
+    }
+    cfg.run.quiet |= a.quiet;
+    cfg.dedup.enabled |= a.dedup;
+    Ok((cfg, a.json))
+}
+
+/// Runs `tokenmill build`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (cfg, json) = config(a)?;
+    let out = tokenmill_pipelines::build(&cfg)
+        .with_context(|| format!("building {}", cfg.output.dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out.stats)?);
+    } else {
+        println!(
+            "built {} ({} shards)",
+            cfg.output.dir.display(),
+            out.manifest.shards.len()
+        );
+        print!("{}", out.stats.table());
+        for s in out.stats.skip_samples.iter().take(5) {
+            println!("  skipped: {s}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! `tokenmill dedup INPUT... --out DIR`: exact and MinHash LSH dedup alone.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use tokenmill_dedup::{DedupConfig, KeepRule};
+use tokenmill_pipelines::config::InputConfig;
+use tokenmill_pipelines::dedup::{all_candidate_pairs, dedup_files, fingerprint_files};
+
+/// Which document of a duplicate cluster is kept.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum KeepArg {
+    /// The first in input order.
+    Earliest,
+    /// The longest text.
+    Longest,
+}
+
+/// `tokenmill dedup`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Input files or globs (any reader: JSONL, Parquet, WET, text).
+    pub inputs: Vec<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Skip exact dedup.
+    #[arg(long)]
+    pub no_exact: bool,
+    /// Skip fuzzy (MinHash LSH) dedup.
+    #[arg(long)]
+    pub no_fuzzy: bool,
+    /// Also remove documents whose normalised URL repeats.
+    #[arg(long)]
+    pub url: bool,
+    #[arg(long, default_value_t = 5)]
+    pub ngram: usize,
+    /// Character n-grams instead of words.
+    #[arg(long)]
+    pub char_ngrams: bool,
+    #[arg(long, default_value_t = 14)]
+    pub bands: usize,
+    #[arg(long, default_value_t = 8)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Keep a candidate pair only if its exact Jaccard is at least this.
+    #[arg(long)]
+    pub verify: Option<f64>,
+    #[arg(long, value_enum, default_value = "earliest")]
+    pub keep: KeepArg,
+    /// Memory for bucket records before spilling to disk.
+    #[arg(long, default_value_t = 256)]
+    pub memory_mb: usize,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write every LSH candidate pair (JSON lines {"a","b"}) for comparisons.
+    #[arg(long)]
+    pub pairs_out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tokenmill dedup`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let cfg = DedupConfig {
+        exact: !a.no_exact,
+        fuzzy: !a.no_fuzzy,
+        url: a.url,
+        ngram: a.ngram,
+        char_ngrams: a.char_ngrams,
+        bands: a.bands,
+        rows: a.rows,
+        seed: a.seed,
+        verify_threshold: a.verify,
+        keep: match a.keep {
+            KeepArg::Earliest => KeepRule::Earliest,
+            KeepArg::Longest => KeepRule::Longest,
+        },
+        memory_budget_bytes: a.memory_mb << 20,
+        ..Default::default()
+    };
+    let input = InputConfig {
+        paths: a.inputs,
+        read: Default::default(),
+    };
+    let inputs = input.files()?;
+    let (_, r) = dedup_files(&inputs, &input.read, &cfg, &a.out, a.threads)?;
+    if let Some(p) = &a.pairs_out {
+        let fps = fingerprint_files(&inputs, &input.read, &cfg)?;
+        let pairs = all_candidate_pairs(&cfg, &fps);
+        let mut out = String::new();
+        for (x, y) in &pairs {
+            out.push_str(&format!("{{\"a\": {x}, \"b\": {y}}}\n"));
+        }
+        std::fs::write(p, out).with_context(|| p.display().to_string())?;
+        eprintln!("{} candidate pairs → {}", pairs.len(), p.display());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let d = &r.dedup;
+    println!("dedup → {}", a.out.display());
+    for (k, v) in [
+        ("documents read", r.read.read()),
+        ("documents deduplicated", d.documents),
+        ("  empty (not deduplicated)", d.empty),
+        ("  shorter than one n-gram", d.short),
+        ("removed: exact", d.exact_removed),
+        ("removed: url", d.url_removed),
+        ("removed: fuzzy", d.fuzzy_removed),
+        ("kept", r.kept),
+        ("clusters", d.clusters),
+        ("candidate pairs", d.candidate_pairs),
+        ("rejected by verification", d.verified_rejected),
+        ("bucket records", d.bucket_records),
+        ("spilled bytes", d.spilled_bytes),
+    ] {
+        println!("  {k:<30} {v:>12}");
+    }
+    println!(
+        "  {:<30} {:>12.0}",
+        "fingerprints/s per core", r.fingerprints_per_s_per_core
+    );
+    println!("  {:<30} {:>12.2}", "seconds", r.total_seconds);
+    if let Some(p) = r.peak_rss_bytes {
+        println!(
+            "  {:<30} {:>12.1}",
+            "peak RSS MiB",
+            p as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! One module per `tokenmill` command: its clap arguments (`Args`, or `Cmd` for a command with
+//! subcommands) and `run`, which does the work through the libraries and prints the result.
+
+pub mod bench;
+pub mod build;
+pub mod dedup;
+pub mod extract;
+pub mod inspect;
+pub mod model;
+pub mod plot;
+pub mod quickstart;
+pub mod report;
+pub mod sql;
+pub mod tokenizer;
+pub mod trace;
+pub mod train;
+pub mod verify;

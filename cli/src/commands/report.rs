@@ -1,0 +1,42 @@
+//! `tokenmill report RUN`: a self-contained HTML page of a run and its spikes.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+/// `tokenmill report`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub run: PathBuf,
+    /// Output page (default: RUN/report.html).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Documents per spike.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    /// Also print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tokenmill report`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (rep, html) = tokenmill_pipelines::report::report(&a.run, a.top)?;
+    let out = a.out.unwrap_or_else(|| a.run.join("report.html"));
+    let tmp = out.with_extension("html.tmp");
+    std::fs::write(&tmp, html).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        println!(
+            "{} steps, {} spike(s), {} rollback(s), {} quarantined; wrote {}",
+            rep.steps,
+            rep.spikes.len(),
+            rep.rollbacks,
+            rep.quarantined,
+            out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The `tokenmill` binary: parses the command line and hands each command to its module in
+//! [`tokenmill_cli::commands`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokenmill_cli::commands::{
+    bench, build, dedup, extract, inspect, model, plot, quickstart, report, sql, tokenizer, trace,
+    train, verify,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tokenmill",
+    version,
+    about = "Web dumps to deduplicated, tokenized, memory-mapped token shards with provenance"
+)]
+struct Cli {
+    /// Log filter for stderr (e.g. `info`, `tokenmill_pipelines=debug`); also RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Generate a web-like corpus, train a tokenizer, build, verify and inspect a dataset.
+    Quickstart(quickstart::Args),
+    /// Read inputs, tokenize, and write Megatron-compatible shards with provenance.
+    Build(build::Args),
+    /// The pipeline up to tokenization: kept documents (JSONL) and dropped ones (Parquet, with
+    /// stage and rule); a single .html file: its extracted text.
+    Extract(extract::Args),
+    /// Show a dataset's manifest, or one document with its provenance and text.
+    Inspect(inspect::Args),
+    /// Recompute every checksum and re-validate every index of a dataset.
+    Verify(verify::Args),
+    /// Exact and fuzzy (MinHash LSH) dedup of documents; writes kept/removed/clusters Parquet.
+    Dedup(dedup::Args),
+    /// SQL (DataFusion) over the Parquet files of a directory, each a table named by its file
+    /// stem (`kept`, `removed`, `clusters`); a dataset's provenance tables as `provenance`, its
+    /// dropped documents as `excluded`; a training run's loss table as `losses`.
+    Sql(sql::Args),
+    /// Tokenizer utilities.
+    #[command(subcommand)]
+    Tokenizer(tokenizer::Cmd),
+    /// Benchmarks that print a table.
+    #[command(subcommand)]
+    Bench(bench::Cmd),
+    /// Train a DeepSeek-V3-architecture model on a dataset (`--config train.toml`).
+    Train(train::Args),
+    /// The batch of a training step: samples by loss, their documents with source, offset, URL.
+    Trace(trace::Args),
+    /// A self-contained HTML report of a run: the loss curve with its spikes, the response to
+    /// each, and per spike the documents that added most to the loss with their provenance.
+    Report(report::Args),
+    /// Draw the loss curves of one or more runs (SVG).
+    Plot(plot::Args),
+    /// Model configurations.
+    #[command(subcommand)]
+    Model(model::Cmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The quickstart prints its own account of what happened (spikes included).
+    let quiet_default = if matches!(cli.cmd, Cmd::Quickstart(_)) {
+        "error"
+    } else {
+        "warn"
+    };
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| quiet_default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.cmd {
+        Cmd::Quickstart(a) => quickstart::run(a),
+        Cmd::Build(a) => build::run(a),
+        Cmd::Extract(a) => extract::run(a),
+        Cmd::Inspect(a) => inspect::run(a),
+        Cmd::Verify(a) => verify::run(a),
+        Cmd::Dedup(a) => dedup::run(a),
+        Cmd::Sql(a) => sql::run(a),
+        Cmd::Tokenizer(c) => tokenizer::run(c),
+        Cmd::Bench(c) => bench::run(c),
+        Cmd::Train(a) => train::run(a),
+        Cmd::Trace(a) => trace::run(a),
+        Cmd::Report(a) => report::run(a),
+        Cmd::Plot(a) => plot::run(a),
+        Cmd::Model(c) => model::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each cause added unless the message already says it (errors
+/// that name a file often print their source too).
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
+}

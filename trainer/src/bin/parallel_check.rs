@@ -1,0 +1,260 @@
+//! `mpirun -np P tokenmill-parallel-check`: expert parallelism against one process.
+//!
+//! Every rank first runs the reference — the whole batch, every expert local — then its slice
+//! of the batch with the routed experts spread over the P ranks, and compares:
+//!
+//! - a MoE layer alone: output and input gradient rows, bitwise; each owned expert's weight
+//!   gradients, bitwise; the router's gradient summed over ranks, to 1e-5 relative (each rank
+//!   sums over its own tokens, so the order of the sum over tokens differs);
+//! - the tiny DeepSeek-V3 model (MLA, MoE, MTP, balance loss): every token's loss, bitwise; the
+//!   total loss summed over ranks, to 1e-12 relative; each owned expert's gradients, bitwise;
+//!   every other gradient summed over ranks, to 1e-5 relative (same reason as the router).
+//!
+//! Prints a line per rank and check; exits non-zero if any check fails on any rank.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokenmill_comm::{Collectives, Communicator, MpiComm};
+use tokenmill_kernels::Cpu;
+use tokenmill_kernels::rng::Rng;
+use tokenmill_trainer::block::Ffn;
+use tokenmill_trainer::moe::dispatch::owned;
+use tokenmill_trainer::ops::{Ctx, WgradQueue};
+use tokenmill_trainer::{Batch, LossWeights, Model, ModelConfig, Parallel, WgradMode};
+
+/// One comparison's outcome on this rank.
+struct Check {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+fn bitwise(name: &str, got: &[f32], want: &[f32]) -> Check {
+    let diff = got
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    let ok = got.len() == want.len() && diff == 0;
+    Check {
+        name: name.into(),
+        ok,
+        detail: format!("{} values, {diff} differ in bits", want.len()),
+    }
+}
+
+fn relative(name: &str, got: &[f32], want: &[f32], tol: f64) -> Check {
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
+    let rel = (num / den.max(1e-300)).sqrt();
+    Check {
+        name: name.into(),
+        ok: got.len() == want.len() && rel <= tol,
+        detail: format!("relative L2 error {rel:.2e} (limit {tol:.0e})"),
+    }
+}
+
+/// The expert index of a parameter name (`…mlp.experts.<e>.…`), if it is a routed expert's.
+fn expert_of(name: &str) -> Option<usize> {
+    let rest = name.split(".mlp.experts.").nth(1)?;
+    rest.split('.').next()?.parse().ok()
+}
+
+fn moe_layer(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
+    let (p, r) = (world.size(), world.rank());
+    let model = Model::new(ModelConfig::preset("tiny").expect("preset")).expect("model");
+    let params: Vec<f32> = model.init(3);
+    let Some(Ffn::Moe(moe)) = model
+        .blocks
+        .iter()
+        .map(|b| &b.ffn)
+        .find(|f| matches!(f, Ffn::Moe(_)))
+    else {
+        panic!("the tiny preset has a MoE layer");
+    };
+    let (b, s, d) = (8usize, 12usize, model.cfg.hidden_size);
+    let n = b * s;
+    let mut rng = Rng::new(11);
+    let x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
+    let dout: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32 * 0.1).collect();
+    let run = |ep: Option<&dyn Communicator>, rows: std::ops::Range<usize>, bs: usize| {
+        let cx = Ctx {
+            be: &Cpu,
+            layout: &model.layout,
+            params: &params,
+            precision: model.precision,
+            ep,
+            batch: ep,
+        };
+        let xs = Arc::new(x[rows.start * d..rows.end * d].to_vec());
+        let (y, cache, _) = moe.fwd(&cx, xs, bs, s, 1e-3);
+        let mut wq = WgradQueue::new();
+        let dx = moe.bwd(
+            &cx,
+            cache,
+            dout[rows.start * d..rows.end * d].to_vec(),
+            &mut wq,
+        );
+        let mut grads = vec![0f32; params.len()];
+        wq.flush(&Cpu, &model.layout, &mut grads);
+        (y, dx, grads)
+    };
+    let (y_ref, dx_ref, g_ref) = run(None, 0..n, b);
+    let mine = r * n / p..(r + 1) * n / p;
+    let (y, dx, g) = run(
+        Some(world.as_ref() as &dyn Communicator),
+        mine.clone(),
+        b / p,
+    );
+    out.push(bitwise(
+        "moe layer: output",
+        &y,
+        &y_ref[mine.start * d..mine.end * d],
+    ));
+    out.push(bitwise(
+        "moe layer: input gradient",
+        &dx,
+        &dx_ref[mine.start * d..mine.end * d],
+    ));
+    let e = moe.experts.len();
+    let owned_experts = owned(e, p, r);
+    let (mut ex, mut ex_ref, mut other, mut other_ref) = (vec![], vec![], vec![], vec![]);
+    for spec in &model.layout.specs {
+        let (got, want) = (&g[spec.range.clone()], &g_ref[spec.range.clone()]);
+        match expert_of(&spec.name) {
+            Some(i) if owned_experts.contains(&i) => {
+                ex.extend_from_slice(got);
+                ex_ref.extend_from_slice(want);
+            }
+            Some(_) => {}
+            None => {
+                other.extend_from_slice(got);
+                other_ref.extend_from_slice(want);
+            }
+        }
+    }
+    out.push(bitwise("moe layer: owned experts' gradients", &ex, &ex_ref));
+    world.all_reduce_sum(&mut other).expect("all-reduce");
+    out.push(relative(
+        "moe layer: router and shared expert gradients, summed",
+        &other,
+        &other_ref,
+        1e-5,
+    ));
+}
+
+fn whole_model(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
+    let (p, r) = (world.size(), world.rank());
+    let mut model = Model::new(ModelConfig::preset("tiny").expect("preset")).expect("model");
+    let params: Vec<f32> = model.init(5);
+    let (b, s) = (8usize, 16usize);
+    let mut rng = Rng::new(17);
+    let vocab = model.cfg.vocab_size;
+    let tokens: Vec<u32> = (0..b * (s + 1)).map(|_| rng.below(vocab) as u32).collect();
+    let w = LossWeights {
+        mtp_lambda: 0.3,
+        balance_alpha: 1e-3,
+    };
+    let step = |model: &Model, toks: &[u32], bs: usize| {
+        let batch = Batch {
+            tokens: toks,
+            mask: None,
+            b: bs,
+            s,
+        };
+        let mut f = model
+            .forward(&Cpu, &params, &batch, w, true)
+            .expect("forward");
+        let mut grads = vec![0f32; params.len()];
+        let mut wq = WgradQueue::new();
+        model.backward(
+            &Cpu,
+            &params,
+            &mut f,
+            &mut grads,
+            &mut wq,
+            WgradMode::Immediate,
+        );
+        (f.loss, f.token_losses, grads)
+    };
+    let (loss_ref, tl_ref, g_ref) = step(&model, &tokens, b);
+    let world_dyn: Arc<dyn Communicator> = world.clone();
+    model.parallel = Parallel {
+        batch: Some(world_dyn.clone()),
+        experts: Some(world_dyn),
+    };
+    let bs = b / p;
+    let slice = &tokens[r * bs * (s + 1)..(r + 1) * bs * (s + 1)];
+    let (loss, tl, mut g) = step(&model, slice, bs);
+    out.push(bitwise(
+        "model: every token's loss",
+        &tl,
+        &tl_ref[r * bs * s..(r + 1) * bs * s],
+    ));
+    let mut total = [loss];
+    world.all_reduce_sum(&mut total).expect("all-reduce");
+    let rel = ((total[0] - loss_ref) / loss_ref).abs();
+    out.push(Check {
+        name: "model: total loss summed over ranks".into(),
+        ok: rel <= 1e-12,
+        detail: format!("{:.10} vs {loss_ref:.10}, relative {rel:.1e}", total[0]),
+    });
+    let e = model.cfg.n_routed_experts;
+    let owned_experts = owned(e, p, r);
+    let (mut ex, mut ex_ref) = (vec![], vec![]);
+    for spec in &model.layout.specs {
+        match expert_of(&spec.name) {
+            Some(i) if owned_experts.contains(&i) => {
+                ex.extend_from_slice(&g[spec.range.clone()]);
+                ex_ref.extend_from_slice(&g_ref[spec.range.clone()]);
+            }
+            // Not this rank's expert: its gradient lives on its owner.
+            Some(_) => g[spec.range.clone()].fill(0.0),
+            None => {}
+        }
+    }
+    out.push(bitwise("model: owned experts' gradients", &ex, &ex_ref));
+    // Everything else (and every expert, each from its owner) summed over the ranks.
+    world.all_reduce_sum(&mut g).expect("all-reduce");
+    out.push(relative("model: all gradients, summed", &g, &g_ref, 1e-5));
+}
+
+fn main() -> ExitCode {
+    let world = match MpiComm::world() {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global()
+        .expect("thread pool");
+    let mut checks = Vec::new();
+    moe_layer(&world, &mut checks);
+    whole_model(&world, &mut checks);
+    let failed = checks.iter().filter(|c| !c.ok).count() as u64;
+    for c in &checks {
+        println!(
+            "rank {} of {}: {} {}: {}",
+            world.rank(),
+            world.size(),
+            if c.ok { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    let mut bad = [failed];
+    world.all_reduce_sum(&mut bad).expect("all-reduce");
+    if bad[0] == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

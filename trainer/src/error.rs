@@ -81,6 +81,12 @@ pub enum Error {
     /// The dataset (or the loader over it) failed to open or read.
     #[error("dataset: {0}")]
     Dataset(#[from] tokenmill_shards::Error),
+    /// A parallel layout that does not fit the world, the model or the batch.
+    #[error("parallel layout: {0}")]
+    Layout(String),
+    /// A collective failed.
+    #[error(transparent)]
+    Comm(#[from] tokenmill_comm::Error),
     /// A loss or gradient that is not finite.
     #[error("non-finite {what} at step {step}")]
     NonFinite {

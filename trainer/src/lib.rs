@@ -17,6 +17,7 @@ pub mod model;
 pub mod moe;
 pub mod ops;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod rng;
 pub mod spikes;

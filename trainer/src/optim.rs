@@ -103,24 +103,42 @@ pub struct AdamW {
 
 const CHUNK: usize = 1 << 14;
 
+/// Per element: 1 = decayed, 0 = not, 2 = frozen.
+fn kinds(layout: &ParamLayout) -> Vec<u8> {
+    let mut kind = vec![0u8; layout.len()];
+    for s in &layout.specs {
+        let k = if !s.trainable() {
+            2
+        } else {
+            u8::from(s.decayed())
+        };
+        kind[s.range.clone()].fill(k);
+    }
+    kind
+}
+
 impl AdamW {
     /// Fresh state for `layout`.
     pub fn new(cfg: AdamWConfig, layout: &ParamLayout) -> Self {
-        let mut kind = vec![0u8; layout.len()];
-        for s in &layout.specs {
-            let k = if !s.trainable() {
-                2
-            } else {
-                u8::from(s.decayed())
-            };
-            kind[s.range.clone()].fill(k);
-        }
+        let kind = kinds(layout);
         AdamW {
             cfg,
             m: vec![0.0; layout.len()],
             v: vec![0.0; layout.len()],
             t: 0,
             kind,
+        }
+    }
+
+    /// The state of the parameters in `range` only (ZeRO-1: each data-parallel rank keeps
+    /// the moments of its shard); its `step` and `grad_norm` take that range's slices.
+    pub fn shard(cfg: AdamWConfig, layout: &ParamLayout, range: std::ops::Range<usize>) -> Self {
+        AdamW {
+            cfg,
+            m: vec![0.0; range.len()],
+            v: vec![0.0; range.len()],
+            t: 0,
+            kind: kinds(layout)[range].to_vec(),
         }
     }
 

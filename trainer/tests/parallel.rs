@@ -35,3 +35,61 @@ fn expert_parallel_layer_and_model_equal_one_process() {
         assert!(!text.contains("FAIL"), "{text}");
     }
 }
+
+fn run(np: usize, args: &[&str]) -> String {
+    let out = mpirun(np)
+        .arg(env!("CARGO_BIN_EXE_tokenmill-parallel-check"))
+        .args(args)
+        .output()
+        .expect("mpirun not found: install openmpi-bin and libopenmpi-dev (.ci/run does)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "np {np} {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn training_in_every_layout_equals_one_process_and_repeats_bit_for_bit() {
+    for (np, dp, ep) in [(2, 2, 1), (2, 1, 2), (4, 1, 4), (4, 2, 2)] {
+        let (dp, ep) = (dp.to_string(), ep.to_string());
+        let text = run(np, &["--dp", &dp, "--ep", &ep]);
+        eprintln!("{text}");
+        let passes = text.lines().filter(|l| l.contains(": PASS ")).count();
+        assert_eq!(passes, np * 2, "np {np}: 2 checks per rank\n{text}");
+        assert!(!text.contains("FAIL"), "{text}");
+    }
+    // The same layout twice: the same bits (the reductions sum in rank order).
+    let bits = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| l.split("last loss bits ").nth(1))
+            .map(|r| r[..16].to_string())
+            .collect()
+    };
+    let (a, b) = (
+        run(4, &["--dp", "2", "--ep", "2"]),
+        run(4, &["--dp", "2", "--ep", "2"]),
+    );
+    let (mut ba, mut bb) = (bits(&a), bits(&b));
+    ba.sort();
+    bb.sort();
+    assert_eq!(ba.len(), 4);
+    assert_eq!(ba, bb, "two runs of one layout differ");
+}
+
+#[test]
+fn a_layout_that_does_not_fit_is_refused_with_a_clear_message() {
+    let out = mpirun(3)
+        .arg(env!("CARGO_BIN_EXE_tokenmill-parallel-check"))
+        .args(["--dp", "2", "--ep", "2"])
+        .output()
+        .expect("mpirun");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("dp 2 × ep 2 × pp 1 = 4 ranks, but the job has 3"),
+        "{text}"
+    );
+}

@@ -10,6 +10,11 @@
 //!   total loss summed over ranks, to 1e-12 relative; each owned expert's gradients, bitwise;
 //!   every other gradient summed over ranks, to 1e-5 relative (same reason as the router).
 //!
+//! - with `--dp D --ep E` (D·E = the world): training, 12 steps of the tiny model with AdamW
+//!   sharded over the world (ZeRO-1) and the routing-bias update, against the same steps on
+//!   one process: each step's loss and the final parameters to 1e-5 relative (the gradients
+//!   of the dense layers are sums over tokens taken in another order; the experts' are equal).
+//!
 //! Prints a line per rank and check; exits non-zero if any check fails on any rank.
 
 use std::process::ExitCode;
@@ -20,7 +25,10 @@ use tokenmill_kernels::Cpu;
 use tokenmill_kernels::rng::Rng;
 use tokenmill_trainer::block::Ffn;
 use tokenmill_trainer::moe::dispatch::owned;
+use tokenmill_trainer::moe::update_bias;
 use tokenmill_trainer::ops::{Ctx, WgradQueue};
+use tokenmill_trainer::optim::{AdamW, AdamWConfig, clip_scale};
+use tokenmill_trainer::parallel::{Groups, ParallelConfig, ShardedAdamW};
 use tokenmill_trainer::{Batch, LossWeights, Model, ModelConfig, Parallel, WgradMode};
 
 /// One comparison's outcome on this rank.
@@ -69,14 +77,15 @@ fn moe_layer(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
     let (p, r) = (world.size(), world.rank());
     let model = Model::new(ModelConfig::preset("tiny").expect("preset")).expect("model");
     let params: Vec<f32> = model.init(3);
-    let Some(Ffn::Moe(moe)) = model
+    let layer = model
         .blocks
         .iter()
-        .map(|b| &b.ffn)
-        .find(|f| matches!(f, Ffn::Moe(_)))
-    else {
-        panic!("the tiny preset has a MoE layer");
+        .position(|b| matches!(b.ffn, Ffn::Moe(_)))
+        .expect("the tiny preset has a MoE layer");
+    let Ffn::Moe(moe) = &model.blocks[layer].ffn else {
+        unreachable!()
     };
+    let prefix = format!("model.layers.{layer}.");
     let (b, s, d) = (8usize, 12usize, model.cfg.hidden_size);
     let n = b * s;
     let mut rng = Rng::new(11);
@@ -124,7 +133,12 @@ fn moe_layer(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
     let e = moe.experts.len();
     let owned_experts = owned(e, p, r);
     let (mut ex, mut ex_ref, mut other, mut other_ref) = (vec![], vec![], vec![], vec![]);
-    for spec in &model.layout.specs {
+    for spec in model
+        .layout
+        .specs
+        .iter()
+        .filter(|s| s.name.starts_with(&prefix))
+    {
         let (got, want) = (&g[spec.range.clone()], &g_ref[spec.range.clone()]);
         match expert_of(&spec.name) {
             Some(i) if owned_experts.contains(&i) => {
@@ -224,6 +238,123 @@ fn whole_model(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
     out.push(relative("model: all gradients, summed", &g, &g_ref, 1e-5));
 }
 
+/// One training step's forward and backward: (loss, gradients, each MoE layer's load).
+fn grads_of(
+    model: &Model,
+    params: &[f32],
+    tokens: &[u32],
+    b: usize,
+    s: usize,
+) -> (f64, Vec<f32>, Vec<Vec<u64>>) {
+    let w = LossWeights {
+        mtp_lambda: 0.3,
+        balance_alpha: 1e-3,
+    };
+    let batch = Batch {
+        tokens,
+        mask: None,
+        b,
+        s,
+    };
+    let mut f = model
+        .forward(&Cpu, params, &batch, w, true)
+        .expect("forward");
+    let mut grads = vec![0f32; params.len()];
+    let mut wq = WgradQueue::new();
+    model.backward(
+        &Cpu,
+        params,
+        &mut f,
+        &mut grads,
+        &mut wq,
+        WgradMode::Immediate,
+    );
+    (
+        f.loss,
+        grads,
+        f.moe.iter().map(|m| m.load.clone()).collect(),
+    )
+}
+
+fn bias_update(model: &Model, params: &mut [f32], loads: &[Vec<u64>]) {
+    for (id, load) in model.moe_biases().into_iter().zip(loads) {
+        update_bias(&mut params[model.layout.range(id)], load, 1e-3);
+    }
+}
+
+fn training(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) {
+    let (b, s, steps, lr) = (8usize, 16usize, 12, 3e-3);
+    let mut model = Model::new(ModelConfig::preset("tiny").expect("preset")).expect("model");
+    layout
+        .validate(world.size(), &model.cfg, b, b / world.size())
+        .expect("layout");
+    let vocab = model.cfg.vocab_size;
+    let batches: Vec<Vec<u32>> = (0..steps)
+        .map(|i| {
+            let mut rng = Rng::new(100 + i as u64);
+            (0..b * (s + 1)).map(|_| rng.below(vocab) as u32).collect()
+        })
+        .collect();
+    let cfg = AdamWConfig::default();
+    // One process.
+    let mut p_ref: Vec<f32> = model.init(9);
+    let mut opt = AdamW::new(cfg.clone(), &model.layout);
+    let mut ref_losses = Vec::new();
+    for toks in &batches {
+        let (loss, g, loads) = grads_of(&model, &p_ref, toks, b, s);
+        let norm = opt.grad_norm(&g);
+        opt.step(&mut p_ref, &g, lr, clip_scale(norm, 1.0));
+        bias_update(&model, &mut p_ref, &loads);
+        ref_losses.push(loss);
+    }
+    // The layout.
+    let world_dyn: Arc<dyn Communicator> = world.clone();
+    let groups = Groups::new(world_dyn.clone(), &layout).expect("groups");
+    model.parallel = groups.model_parallel();
+    let mut params: Vec<f32> = model.init(9);
+    let mut sharded = ShardedAdamW::new(cfg, &model.layout, world_dyn.as_ref());
+    let mine = groups.batch_slice(b);
+    let mut worst = 0.0f64;
+    let mut lines = Vec::new();
+    let mut last = 0.0f64;
+    for (i, toks) in batches.iter().enumerate() {
+        let slice = &toks[mine.start * (s + 1)..mine.end * (s + 1)];
+        let (loss, g, loads) = grads_of(&model, &params, slice, mine.len(), s);
+        let mut total = [loss];
+        world.all_reduce_sum(&mut total).expect("all-reduce");
+        sharded
+            .step(world_dyn.as_ref(), &mut params, &g, lr, 1.0)
+            .expect("step");
+        bias_update(&model, &mut params, &loads);
+        last = total[0];
+        let rel = ((total[0] - ref_losses[i]) / ref_losses[i]).abs();
+        worst = worst.max(rel);
+        lines.push(format!("{i}:{:.6}/{:.6}", total[0], ref_losses[i]));
+    }
+    let name = format!(
+        "training dp {} × ep {}: {steps} steps' losses",
+        layout.dp, layout.ep
+    );
+    out.push(Check {
+        name,
+        ok: worst <= 1e-5,
+        detail: format!(
+            "worst relative difference {worst:.1e} (limit 1e-5); last loss bits {:016x}; {}",
+            last.to_bits(),
+            lines.join(" ")
+        ),
+    });
+    out.push(relative(
+        &format!(
+            "training dp {} × ep {}: final parameters",
+            layout.dp, layout.ep
+        ),
+        &params,
+        &p_ref,
+        1e-5,
+    ));
+}
+
 fn main() -> ExitCode {
     let world = match MpiComm::world() {
         Ok(w) => Arc::new(w),
@@ -236,9 +367,20 @@ fn main() -> ExitCode {
         .num_threads(1)
         .build_global()
         .expect("thread pool");
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     let mut checks = Vec::new();
-    moe_layer(&world, &mut checks);
-    whole_model(&world, &mut checks);
+    if let (Some(dp), Some(ep)) = (arg("--dp"), arg("--ep")) {
+        training(&world, ParallelConfig { dp, ep, pp: 1 }, &mut checks);
+    } else {
+        moe_layer(&world, &mut checks);
+        whole_model(&world, &mut checks);
+    }
     let failed = checks.iter().filter(|c| !c.ok).count() as u64;
     for c in &checks {
         println!(

@@ -1,0 +1,248 @@
+//! Training across processes: the layout (`[parallel] dp × ep` ranks), the process groups it
+//! makes, and the data-parallel step with a sharded optimizer (ZeRO-1).
+//!
+//! Rank `r` of a world of `dp · ep` ranks is expert-parallel rank `r mod ep` in the expert
+//! group of data-parallel replica `r div ep`. Every rank holds `1/(dp·ep)` of the global batch
+//! (DeepSeek-V3's layout: attention and the dense layers are data-parallel over all ranks, the
+//! routed experts are spread over each expert group). After the backward, the gradients are
+//! reduce-scattered over the world in rank order — deterministic: the same layout gives the
+//! same bits — each rank updates its shard of the parameters with its shard of AdamW's state,
+//! and the shards are all-gathered.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use tokenmill_comm::{Collectives, Communicator, chunk_range};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::Parallel;
+use crate::optim::{AdamW, AdamWConfig, clip_scale};
+use crate::params::ParamLayout;
+
+/// `[parallel]`: how many ranks of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParallelConfig {
+    /// Data-parallel replicas.
+    pub dp: usize,
+    /// Expert-parallel ranks per replica (the routed experts are split over them).
+    pub ep: usize,
+    /// Pipeline stages (1: no pipeline).
+    pub pp: usize,
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        ParallelConfig {
+            dp: 1,
+            ep: 1,
+            pp: 1,
+        }
+    }
+}
+
+impl ParallelConfig {
+    /// Ranks the layout needs.
+    pub fn world(&self) -> usize {
+        self.dp * self.ep * self.pp
+    }
+
+    /// Checks the layout against the world size, the model and the batch: clear errors, before
+    /// any rank starts work.
+    pub fn validate(
+        &self,
+        world: usize,
+        model: &ModelConfig,
+        global_batch: usize,
+        micro_batch: usize,
+    ) -> Result<()> {
+        if self.dp == 0 || self.ep == 0 || self.pp == 0 {
+            return Err(Error::Layout(format!(
+                "dp, ep and pp must be at least 1 (got {self:?})"
+            )));
+        }
+        if self.world() != world {
+            return Err(Error::Layout(format!(
+                "dp {} × ep {} × pp {} = {} ranks, but the job has {world} (mpirun -np {})",
+                self.dp,
+                self.ep,
+                self.pp,
+                self.world(),
+                self.world()
+            )));
+        }
+        if self.pp > 1 {
+            return Err(Error::Layout(
+                "pipeline parallelism (pp > 1) does not train yet; its schedules are in `tokenmill schedule`".into(),
+            ));
+        }
+        if model.n_routed_experts % self.ep != 0 {
+            return Err(Error::Layout(format!(
+                "{} routed experts cannot be split over ep = {} ranks",
+                model.n_routed_experts, self.ep
+            )));
+        }
+        let ranks = self.dp * self.ep;
+        if global_batch % ranks != 0 || (global_batch / ranks) % micro_batch.max(1) != 0 {
+            return Err(Error::Layout(format!(
+                "the global batch of {global_batch} samples must split into {ranks} equal slices of whole micro-batches of {micro_batch}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The process groups of a layout, from this rank's point of view.
+#[derive(Debug, Clone)]
+pub struct Groups {
+    /// Every rank (the batch is split over all of them).
+    pub world: Arc<dyn Communicator>,
+    /// This rank's expert group (`None` when ep = 1).
+    pub experts: Option<Arc<dyn Communicator>>,
+    /// This rank's data-parallel replica.
+    pub dp_rank: usize,
+    /// This rank's place in its expert group.
+    pub ep_rank: usize,
+}
+
+impl Groups {
+    /// Splits `world` by `cfg` (call on every rank).
+    pub fn new(world: Arc<dyn Communicator>, cfg: &ParallelConfig) -> Result<Self> {
+        let r = world.rank();
+        let (dp_rank, ep_rank) = (r / cfg.ep, r % cfg.ep);
+        let experts = if cfg.ep > 1 {
+            Some(Arc::from(world.split(dp_rank, ep_rank)?))
+        } else {
+            None
+        };
+        Ok(Groups {
+            world,
+            experts,
+            dp_rank,
+            ep_rank,
+        })
+    }
+
+    /// What the model needs to know: the batch over the world, the experts over the group.
+    pub fn model_parallel(&self) -> Parallel {
+        Parallel {
+            batch: (self.world.size() > 1).then(|| self.world.clone()),
+            experts: self.experts.clone(),
+        }
+    }
+
+    /// This rank's samples of a global batch of `batch` samples.
+    pub fn batch_slice(&self, batch: usize) -> Range<usize> {
+        let (w, r) = (self.world.size(), self.world.rank());
+        r * batch / w..(r + 1) * batch / w
+    }
+}
+
+/// AdamW with its state sharded over the world (ZeRO-1): each rank keeps the moments of one
+/// contiguous chunk of the parameters.
+#[derive(Debug)]
+pub struct ShardedAdamW {
+    /// This rank's parameters.
+    pub range: Range<usize>,
+    /// The state of that chunk.
+    pub opt: AdamW,
+}
+
+impl ShardedAdamW {
+    /// This rank's shard of a fresh optimizer.
+    pub fn new(cfg: AdamWConfig, layout: &ParamLayout, world: &dyn Communicator) -> Self {
+        let range = chunk_range(layout.len(), world.size(), world.rank());
+        ShardedAdamW {
+            opt: AdamW::shard(cfg, layout, range.clone()),
+            range,
+        }
+    }
+
+    /// One data-parallel update: the gradients summed over the world (each rank receives
+    /// its chunk), clipped by their global norm, applied to this rank's chunk, and the
+    /// updated chunks gathered into `params` on every rank. Returns the gradient norm.
+    pub fn step(
+        &mut self,
+        world: &dyn Communicator,
+        params: &mut [f32],
+        grads: &[f32],
+        lr: f64,
+        max_norm: f64,
+    ) -> Result<f64> {
+        let g = world.reduce_scatter_sum(grads)?;
+        let mut sq = [self.opt.grad_norm(&g).powi(2)];
+        world.all_reduce_sum(&mut sq)?;
+        let norm = sq[0].sqrt();
+        self.opt.step(
+            &mut params[self.range.clone()],
+            &g,
+            lr,
+            clip_scale(norm, max_norm),
+        );
+        let (all, _) = world.all_gather_v(&params[self.range.clone()])?;
+        params.copy_from_slice(&all);
+        Ok(norm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_that_do_not_fit_are_named() {
+        let m = ModelConfig::preset("tiny").unwrap(); // 8 routed experts
+        let ok = ParallelConfig {
+            dp: 2,
+            ep: 2,
+            pp: 1,
+        };
+        ok.validate(4, &m, 8, 2).unwrap();
+        let err = |c: ParallelConfig, world, batch, micro| {
+            c.validate(world, &m, batch, micro).unwrap_err().to_string()
+        };
+        assert!(err(ok, 3, 8, 2).contains("= 4 ranks, but the job has 3"));
+        assert!(
+            err(
+                ParallelConfig {
+                    dp: 1,
+                    ep: 3,
+                    pp: 1
+                },
+                3,
+                6,
+                1
+            )
+            .contains("8 routed experts cannot be split over ep = 3")
+        );
+        assert!(err(ok, 4, 6, 1).contains("global batch of 6 samples"));
+        assert!(err(ok, 4, 8, 4).contains("micro-batches of 4"));
+        assert!(
+            err(
+                ParallelConfig {
+                    dp: 1,
+                    ep: 1,
+                    pp: 2
+                },
+                2,
+                8,
+                1
+            )
+            .contains("pipeline parallelism")
+        );
+        assert!(
+            err(
+                ParallelConfig {
+                    dp: 0,
+                    ep: 1,
+                    pp: 1
+                },
+                1,
+                8,
+                1
+            )
+            .contains("at least 1")
+        );
+    }
+}

@@ -77,14 +77,16 @@ impl ParallelConfig {
                 "pipeline parallelism (pp > 1) does not train yet; its schedules are in `tokenmill schedule`".into(),
             ));
         }
-        if model.n_routed_experts % self.ep != 0 {
+        if !model.n_routed_experts.is_multiple_of(self.ep) {
             return Err(Error::Layout(format!(
                 "{} routed experts cannot be split over ep = {} ranks",
                 model.n_routed_experts, self.ep
             )));
         }
         let ranks = self.dp * self.ep;
-        if global_batch % ranks != 0 || (global_batch / ranks) % micro_batch.max(1) != 0 {
+        if !global_batch.is_multiple_of(ranks)
+            || !(global_batch / ranks).is_multiple_of(micro_batch.max(1))
+        {
             return Err(Error::Layout(format!(
                 "the global batch of {global_batch} samples must split into {ranks} equal slices of whole micro-batches of {micro_batch}"
             )));

@@ -44,14 +44,27 @@ pub struct TrainOutcome {
     pub tokens_per_s: f64,
 }
 
-/// Runs (or resumes) a training run.
+/// Runs (or resumes) a training run in this process.
 pub fn train(cfg: TrainConfig, resume: bool, quiet: bool) -> Result<TrainOutcome> {
+    train_in(cfg, resume, quiet, None)
+}
+
+/// Runs (or resumes) a training run across the ranks of `world` (every rank calls it; rank 0
+/// shows progress and writes spike reports).
+pub fn train_in(
+    cfg: TrainConfig,
+    resume: bool,
+    quiet: bool,
+    world: Option<std::sync::Arc<dyn tokenmill_comm::Communicator>>,
+) -> Result<TrainOutcome> {
+    let lead = world.as_ref().is_none_or(|w| w.rank() == 0);
+    let quiet = quiet || !lead;
     let threads = cfg.train.threads;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     pool.install(|| {
-        let mut t = Trainer::new(cfg, resume)?;
+        let mut t = Trainer::new_in(cfg, resume, world)?;
         let total = t.cfg.train.steps;
         let bar = if quiet {
             ProgressBar::hidden()
@@ -68,6 +81,7 @@ pub fn train(cfg: TrainConfig, resume: bool, quiet: bool) -> Result<TrainOutcome
         let mut eval_msg = String::new();
         // Spike reports are a by-product: a failure to write one never stops training.
         let mut reporter = match crate::trace::SpikeReporter::open(&t.cfg.train.out, 5) {
+            Ok(_) if !lead => None,
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::warn!("spike reports off: {e}");

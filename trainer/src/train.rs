@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ use crate::model::{Batch, LossWeights, Model, WgradMode};
 use crate::moe::update_bias;
 use crate::ops::{NONFINITE_FP8_TILES, Precision, WgradQueue};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, clip_scale};
+use crate::parallel::{Groups, ParallelConfig};
 use crate::params::view_mut;
 use crate::rng::Rng;
 use crate::spikes::SpikeResponse;
@@ -203,6 +205,9 @@ pub struct TrainConfig {
     pub lr: LrSchedule,
     /// The loop.
     pub train: LoopConfig,
+    /// Training across processes (`[parallel] dp, ep`); absent: one process.
+    #[serde(default, skip_serializing_if = "ParallelConfig::is_single")]
+    pub parallel: ParallelConfig,
 }
 
 impl TrainConfig {
@@ -401,6 +406,61 @@ pub fn loader_config(d: &DataConfig, shuffle: Shuffle, batch: u64) -> LoaderConf
     }
 }
 
+/// Per-sample figures of a step: each sample's loss, and per document span its loss, peak
+/// (position, loss) and counted targets.
+type SampleStats = (
+    Vec<f64>,
+    Vec<Vec<f64>>,
+    Vec<Vec<Option<(u64, f64)>>>,
+    Vec<Vec<usize>>,
+);
+
+/// Every rank's per-sample figures, in rank order (the global batch's sample order): each
+/// sample as `[loss, spans, (loss, targets, has peak, peak position, peak loss) per span]`.
+fn gather_sample_stats(
+    world: &dyn tokenmill_comm::Communicator,
+    sample_losses: &[f64],
+    span_losses: &[Vec<f64>],
+    span_peaks: &[Vec<Option<(u64, f64)>>],
+    span_counts: &[Vec<usize>],
+) -> Result<SampleStats> {
+    let mut flat = Vec::new();
+    for (i, &l) in sample_losses.iter().enumerate() {
+        flat.push(l);
+        flat.push(span_losses[i].len() as f64);
+        for j in 0..span_losses[i].len() {
+            let peak = span_peaks[i][j];
+            flat.extend([
+                span_losses[i][j],
+                span_counts[i][j] as f64,
+                f64::from(u8::from(peak.is_some())),
+                peak.map_or(0.0, |p| p.0 as f64),
+                peak.map_or(0.0, |p| p.1),
+            ]);
+        }
+    }
+    let (all, _) = tokenmill_comm::Collectives::all_gather_v(world, &flat)?;
+    let mut out: SampleStats = Default::default();
+    let mut at = 0;
+    while at < all.len() {
+        out.0.push(all[at]);
+        let spans = all[at + 1] as usize;
+        at += 2;
+        let (mut l, mut p, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..spans {
+            let v = &all[at..at + 5];
+            l.push(v[0]);
+            c.push(v[1] as usize);
+            p.push((v[2] != 0.0).then_some((v[3] as u64, v[4])));
+            at += 5;
+        }
+        out.1.push(l);
+        out.2.push(p);
+        out.3.push(c);
+    }
+    Ok(out)
+}
+
 /// A training run.
 #[derive(Debug)]
 pub struct Trainer {
@@ -430,7 +490,10 @@ pub struct Trainer {
     rollbacks: u32,
     /// Training lines logged so far (superseded ones included).
     seq: u64,
-    losses: crate::losslog::LossWriter,
+    /// The loss table (the writing rank only).
+    losses: Option<crate::losslog::LossWriter>,
+    /// The process groups of a run across processes (`None`: one process).
+    group: Option<Groups>,
 }
 
 /// What a resumed run keeps of its log: training lines and rollbacks among them.
@@ -477,8 +540,21 @@ fn open_log(out: &Path, keep_through: Option<u64>) -> Result<(std::fs::File, Kep
 }
 
 impl Trainer {
-    /// Sets up a run: fresh, or from the newest checkpoint in `train.out` when `resume`.
+    /// Sets up a run in one process: fresh, or from the newest checkpoint in `train.out` when
+    /// `resume`.
     pub fn new(cfg: TrainConfig, resume: bool) -> Result<Self> {
+        Self::new_in(cfg, resume, None)
+    }
+
+    /// Sets up a run across the ranks of `world` (every rank calls it; `None`: one process),
+    /// laid out by `[parallel]`. Every rank reads the same global batch and trains on its slice
+    /// of it; rank 0 alone writes the run directory (log, loss table, checkpoints), which is the
+    /// same as a one-process run's, so a checkpoint resumes in any layout.
+    pub fn new_in(
+        cfg: TrainConfig,
+        resume: bool,
+        world: Option<Arc<dyn tokenmill_comm::Communicator>>,
+    ) -> Result<Self> {
         let mcfg = cfg.model.resolve()?;
         let mut model = Model::new(mcfg.clone())?;
         model.precision = cfg.train.precision;
@@ -490,6 +566,28 @@ impl Trainer {
                 d.batch
             )));
         }
+        let group = match world {
+            Some(w) if w.size() > 1 || !cfg.parallel.is_single() => {
+                // Without a micro_batch each rank runs its slice as one micro-batch.
+                let local = d.micro_batch.unwrap_or(d.batch / w.size().max(1) as u64);
+                cfg.parallel
+                    .validate(w.size(), &mcfg, d.batch as usize, local as usize)?;
+                Some(Groups::new(w, &cfg.parallel)?)
+            }
+            Some(_) => None,
+            None if !cfg.parallel.is_single() => {
+                return Err(Error::Layout(format!(
+                    "[parallel] asks for {} ranks: start it with `mpirun -np {} tokenmill train …` (or srun)",
+                    cfg.parallel.world(),
+                    cfg.parallel.world()
+                )));
+            }
+            None => None,
+        };
+        if let Some(g) = &group {
+            model.parallel = g.model_parallel();
+        }
+        let writer = group.as_ref().is_none_or(|g| g.world.rank() == 0);
         let ds = Dataset::open(&d.train)?;
         let vocab = ds.manifest().tokenizer.vocab_size;
         if vocab as usize > mcfg.vocab_size {
@@ -518,6 +616,7 @@ impl Trainer {
         } else {
             // A fresh run starts without the quarantine of an earlier run in the same place.
             match std::fs::remove_file(&qpath) {
+                _ if !writer => 0,
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(Error::io(&qpath, e));
                 }
@@ -537,6 +636,13 @@ impl Trainer {
                         dir.display()
                     )));
                 }
+                // Across processes each rank evaluates its slice of each eval batch.
+                let ranks = group.as_ref().map_or(1, |g| g.world.size() as u64);
+                if !micro.is_multiple_of(ranks) {
+                    return Err(Error::Layout(format!(
+                        "an eval batch of {micro} samples (micro_batch) cannot be split over {ranks} ranks"
+                    )));
+                }
                 Some(Loader::open(dir, loader_config(d, Shuffle::None, micro))?)
             }
             None => None,
@@ -544,7 +650,7 @@ impl Trainer {
         let fingerprint = fingerprint(&d.train)?;
         let out = cfg.train.out.clone();
         std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| Error::io(&out, e))?;
-        if !resume {
+        if !resume && writer {
             // A fresh run starts over: checkpoints of an earlier run in the same place would
             // be taken for this run's by a rollback.
             let root = out.join("checkpoints");
@@ -603,10 +709,32 @@ impl Trainer {
         let run =
             serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg, "dataset_fingerprint": &fingerprint }))
                 .expect("serialises");
-        write_atomic(&out.join("run.json"), run.as_bytes())?;
-        let (log, kept_log) = open_log(&out, keep)?;
-        let (rollbacks, seq) = (kept_log.rollbacks, kept_log.train_lines);
-        let losses = crate::losslog::LossWriter::open(&out, seq, cfg.train.losses_every)?;
+        let (log, kept_log) = if writer {
+            write_atomic(&out.join("run.json"), run.as_bytes())?;
+            open_log(&out, keep)?
+        } else {
+            // The other ranks learn what the writer keeps of the log, and write nothing.
+            let sink = std::fs::OpenOptions::new()
+                .append(true)
+                .open("/dev/null")
+                .map_err(|e| Error::io("/dev/null", e))?;
+            (sink, KeptLog::default())
+        };
+        let (mut rollbacks, mut seq) = (kept_log.rollbacks, kept_log.train_lines);
+        if let Some(g) = &group {
+            let mut v = [u64::from(rollbacks), seq];
+            tokenmill_comm::Collectives::broadcast(g.world.as_ref(), 0, &mut v)?;
+            (rollbacks, seq) = (v[0] as u32, v[1]);
+        }
+        let losses = if writer {
+            Some(crate::losslog::LossWriter::open(
+                &out,
+                seq,
+                cfg.train.losses_every,
+            )?)
+        } else {
+            None
+        };
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
         let cfg_spikes = cfg.train.spikes.clone();
@@ -630,7 +758,12 @@ impl Trainer {
             rollbacks,
             seq,
             losses,
+            group,
         };
+        if let Some(g) = &t.group {
+            // Nobody starts before the writer has cleaned and prepared the run directory.
+            g.world.barrier()?;
+        }
         if !resume && t.cfg.train.spikes.responds(SpikeResponse::Rollback) {
             // Rollback needs a checkpoint at or before any spike.
             t.save_checkpoint()?;
@@ -656,7 +789,6 @@ impl Trainer {
         let batch = self.loader.next_batch()?;
         let w = self.weights();
         self.grads.fill(0.0);
-        let n_micro = batch.samples.len().div_ceil(micro);
         let (mut loss, mut main, mut mtp, mut bal) = (0.0, 0.0, 0.0, 0.0);
         let mut loads: Vec<Vec<u64>> = Vec::new();
         let mut sample_losses = Vec::with_capacity(batch.samples.len());
@@ -665,7 +797,13 @@ impl Trainer {
         let mut span_counts: Vec<Vec<usize>> = Vec::with_capacity(batch.samples.len());
         let excluded = self.quarantined;
         let mut wq = WgradQueue::new();
-        for chunk in batch.samples.chunks(micro) {
+        // Across processes every rank reads the global batch and trains on its slice.
+        let mine = match &self.group {
+            Some(g) => g.batch_slice(batch.samples.len()),
+            None => 0..batch.samples.len(),
+        };
+        let n_micro = mine.len().div_ceil(micro);
+        for chunk in batch.samples[mine].chunks(micro) {
             let tokens: Vec<u32> = chunk
                 .iter()
                 .flat_map(|x| x.tokens.iter().copied())
@@ -741,6 +879,17 @@ impl Trainer {
         if n_micro > 1 {
             let inv = 1.0 / n_micro as f32;
             self.grads.iter_mut().for_each(|g| *g *= inv);
+        }
+        if let Some(g) = &self.group {
+            // Every rank gets the whole batch's figures and gradients, so every decision
+            // below (spikes, quarantine, the update) is the same on every rank.
+            let w = g.world.as_ref();
+            let mut sums = [loss, main, mtp, bal];
+            tokenmill_comm::Collectives::all_reduce_sum(w, &mut sums)?;
+            [loss, main, mtp, bal] = sums;
+            tokenmill_comm::Collectives::all_reduce_sum(w, &mut self.grads)?;
+            (sample_losses, span_losses, span_peaks, span_counts) =
+                gather_sample_stats(w, &sample_losses, &span_losses, &span_peaks, &span_counts)?;
         }
         let grad_norm = self.opt.grad_norm(&self.grads);
         let lr = self.cfg.lr.at(self.step);
@@ -854,11 +1003,13 @@ impl Trainer {
         if !log.spikes.is_empty() {
             tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
         }
-        let rows = loss_rows(self.seq, step, &batch.samples, &log, &span_counts);
-        self.losses.push(self.seq, rows)?;
-        if !log.spikes.is_empty() {
-            // a spike's rows are on disk at once: its report can be written now
-            self.losses.flush()?;
+        if let Some(losses) = self.losses.as_mut() {
+            let rows = loss_rows(self.seq, step, &batch.samples, &log, &span_counts);
+            losses.push(self.seq, rows)?;
+            if !log.spikes.is_empty() {
+                // a spike's rows are on disk at once: its report can be written now
+                losses.flush()?;
+            }
         }
         self.seq += 1;
         self.write_log(&log)?;
@@ -932,12 +1083,14 @@ impl Trainer {
                 loss,
             });
         }
-        write_atomic(
-            &path,
-            serde_json::to_string_pretty(&list)
-                .expect("serialises")
-                .as_bytes(),
-        )?;
+        if self.losses.is_some() {
+            write_atomic(
+                &path,
+                serde_json::to_string_pretty(&list)
+                    .expect("serialises")
+                    .as_bytes(),
+            )?;
+        }
         let state = self.loader.state();
         let mut lc = self.loader.config().clone();
         lc.exclude = list
@@ -1030,25 +1183,37 @@ impl Trainer {
         let mut mtp = 0.0;
         for _ in 0..self.cfg.train.eval_batches {
             let batch = ev.next_batch()?;
-            let tokens: Vec<u32> = batch
-                .samples
+            // Across processes: this rank's micro-batch of the eval batch.
+            let mine = match &self.group {
+                Some(g) => g.batch_slice(batch.samples.len()),
+                None => 0..batch.samples.len(),
+            };
+            let samples = &batch.samples[mine];
+            let tokens: Vec<u32> = samples
                 .iter()
                 .flat_map(|x| x.tokens.iter().copied())
                 .collect();
-            let mask: Vec<u8> = batch
-                .samples
+            let mask: Vec<u8> = samples
                 .iter()
                 .flat_map(|x| x.loss_mask.iter().copied())
                 .collect();
             let bt = Batch {
                 tokens: &tokens,
                 mask: Some(&mask),
-                b: batch.samples.len(),
+                b: samples.len(),
                 s,
             };
             let f = self.model.forward(&Cpu, &self.params, &bt, w, false)?;
-            sum += f.main_loss;
-            mtp += f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64;
+            let mut v = [
+                f.main_loss,
+                f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64,
+            ];
+            if let Some(g) = &self.group {
+                // Each rank's losses are its share of the batch mean.
+                tokenmill_comm::Collectives::all_reduce_sum(g.world.as_ref(), &mut v)?;
+            }
+            sum += v[0];
+            mtp += v[1];
             n += 1;
         }
         let loss = sum / n.max(1) as f64;
@@ -1058,10 +1223,30 @@ impl Trainer {
         Ok(Some(log))
     }
 
-    /// Writes a checkpoint of the current state; returns its directory.
+    /// Writes a checkpoint of the current state; returns its directory. Across processes
+    /// the writing rank writes it (every rank holds the same parameters and optimizer state)
+    /// and the others wait until it is complete.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        let written = match self.losses.is_some() {
+            true => self.write_checkpoint(),
+            false => Ok(self
+                .cfg
+                .train
+                .out
+                .join("checkpoints")
+                .join(format!("step-{:08}", self.step))),
+        };
+        if let Some(g) = &self.group {
+            g.world.barrier()?;
+        }
+        written
+    }
+
+    fn write_checkpoint(&mut self) -> Result<PathBuf> {
         // The loss table covers every step the checkpoint does.
-        self.losses.flush()?;
+        if let Some(l) = self.losses.as_mut() {
+            l.flush()?;
+        }
         let root = self.cfg.train.out.join("checkpoints");
         let name = format!("step-{:08}", self.step);
         let tmp = root.join(format!(".tmp-{name}"));

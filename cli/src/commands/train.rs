@@ -1,8 +1,11 @@
 //! `tokenmill train --config train.toml [--resume]`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use tokenmill_pipelines::train::{read_config, train};
+use tokenmill_comm::Communicator;
+
+use tokenmill_pipelines::train::{read_config, train_in};
 
 /// `tokenmill train`.
 #[derive(clap::Args, Debug)]
@@ -16,11 +19,32 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Runs `tokenmill train`.
+/// The MPI world when this process was started by a launcher (`mpirun`, `srun`).
+#[cfg(feature = "mpi")]
+fn world() -> anyhow::Result<Option<Arc<dyn Communicator>>> {
+    if !tokenmill_comm::launched() {
+        return Ok(None);
+    }
+    let w: Arc<dyn Communicator> = Arc::new(tokenmill_comm::MpiComm::world()?);
+    Ok(Some(w))
+}
+
+/// Built without MPI: one process only.
+#[cfg(not(feature = "mpi"))]
+fn world() -> anyhow::Result<Option<Arc<dyn Communicator>>> {
+    Ok(None)
+}
+
+/// Runs `tokenmill train` (under `mpirun -np N` with a `[parallel]` layout: across processes).
 pub fn run(a: Args) -> anyhow::Result<()> {
     let cfg = read_config(&a.config)?;
     let out = cfg.train.out.clone();
-    let o = train(cfg, a.resume, a.quiet)?;
+    let world = world()?;
+    let lead = world.as_ref().is_none_or(|w| w.rank() == 0);
+    let o = train_in(cfg, a.resume, a.quiet, world)?;
+    if !lead {
+        return Ok(());
+    }
     println!(
         "trained {} steps: last loss {:.4}, eval loss {}, {:.0} tokens/s; run in {}",
         o.steps,

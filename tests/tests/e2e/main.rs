@@ -5,6 +5,7 @@ mod build;
 mod dedup;
 mod loader;
 mod megatron;
+mod parallel;
 mod readers;
 mod spikes;
 mod train;

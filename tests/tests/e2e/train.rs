@@ -13,7 +13,7 @@ use tokenmill_trainer::train::StepLog;
 
 /// Train/eval datasets from tinyshakespeare (first 90 % / last 10 % of its lines) with a
 /// 512-token BPE trained on the training part. Returns (dir, train text).
-fn datasets(dir: &Path) -> String {
+pub(crate) fn datasets(dir: &Path) -> String {
     let text = std::fs::read_to_string(data("text/tinyshakespeare.txt")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let cut = lines.len() * 9 / 10;
@@ -37,7 +37,7 @@ fn datasets(dir: &Path) -> String {
     tr
 }
 
-fn write_config(dir: &Path, name: &str, extra_train: &str, lr: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, name: &str, extra_train: &str, lr: &str) -> PathBuf {
     let toml = format!(
         r#"
 [model]
@@ -66,7 +66,7 @@ eval_batches = 4
     path
 }
 
-fn log(run: &Path) -> Vec<StepLog> {
+pub(crate) fn log(run: &Path) -> Vec<StepLog> {
     tokenmill_pipelines::plot::read_log(run).unwrap()
 }
 

@@ -43,6 +43,11 @@ impl Default for ParallelConfig {
 }
 
 impl ParallelConfig {
+    /// One process (dp = ep = pp = 1).
+    pub fn is_single(&self) -> bool {
+        self.world() == 1
+    }
+
     /// Ranks the layout needs.
     pub fn world(&self) -> usize {
         self.dp * self.ep * self.pp

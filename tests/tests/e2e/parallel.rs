@@ -1,0 +1,158 @@
+//! `mpirun -np N tokenmill train` against one process, on real text (tinyshakespeare): data
+//! parallelism, expert parallelism and both, over 10 steps; a checkpoint saved in one layout
+//! resumed in another; layouts that do not fit refused with a clear message.
+//!
+//! Losses are compared to 1e-5 relative, not bitwise: the dense layers' gradients are sums
+//! over the batch's tokens, which a parallel run adds up per rank and then across ranks, in
+//! another order than one process (the experts' gradients and every token's loss are bitwise
+//! equal: see `tokenmill-parallel-check` in the trainer).
+
+use std::path::Path;
+
+use tokenmill_tests::{mpirun, tokenmill_bin};
+use tokenmill_trainer::train::StepLog;
+
+use crate::train::{datasets, log, write_config};
+
+const LR: &str = "peak = 2e-3\nwarmup = 2";
+
+/// (step, loss, eval loss if an eval line) of a run's log.
+fn curve(run: &Path) -> Vec<(u64, String, f64)> {
+    log(run)
+        .iter()
+        .map(|l: &StepLog| (l.step, l.kind.clone(), l.loss))
+        .collect()
+}
+
+fn assert_close(a: &[(u64, String, f64)], b: &[(u64, String, f64)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
+    let mut worst = 0.0f64;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!((x.0, &x.1), (y.0, &y.1), "{what}");
+        let rel = ((x.2 - y.2) / y.2).abs();
+        worst = worst.max(rel);
+        assert!(
+            rel <= 1e-5,
+            "{what}: step {} {}: {} vs {} ({rel:.1e})",
+            x.0,
+            x.1,
+            x.2,
+            y.2
+        );
+    }
+    eprintln!(
+        "{what}: {} log lines, last loss {:.6} vs {:.6}, worst relative difference {worst:.1e}",
+        a.len(),
+        a.last().map_or(f64::NAN, |x| x.2),
+        b.last().map_or(f64::NAN, |x| x.2)
+    );
+}
+
+fn train_np(dir: &Path, np: usize, config: &Path, resume: bool) -> std::process::Output {
+    let mut c = mpirun(np);
+    c.current_dir(dir)
+        .arg(tokenmill_bin())
+        .args(["train", "--quiet", "--config"])
+        .arg(config);
+    if resume {
+        c.arg("--resume");
+    }
+    c.output().expect("run mpirun")
+}
+
+fn with_layout(dir: &Path, name: &str, extra: &str, layout: &str) -> std::path::PathBuf {
+    let p = write_config(dir, name, extra, LR);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, format!("{text}\n[parallel]\n{layout}\n")).unwrap();
+    p
+}
+
+#[test]
+fn mpirun_train_in_every_layout_follows_one_process_and_resumes_across_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let extra = "steps = 10\ncheckpoint_every = 5\neval_every = 5";
+    let one = write_config(d, "one", extra, LR);
+    let o = std::process::Command::new(tokenmill_bin())
+        .current_dir(d)
+        .args(["train", "--quiet", "--config"])
+        .arg(&one)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = curve(&d.join("one"));
+    assert!(reference.iter().filter(|x| x.1 == "train").count() == 10);
+    assert!(reference.iter().any(|x| x.1 == "eval"));
+    for (np, name, layout) in [
+        (2, "dp2", "dp = 2"),
+        (2, "ep2", "ep = 2"),
+        (4, "dp2ep2", "dp = 2\nep = 2"),
+    ] {
+        let cfg = with_layout(d, name, extra, layout);
+        let o = train_np(d, np, &cfg, false);
+        assert!(
+            o.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_close(&curve(&d.join(name)), &reference, name);
+        // One writer: the run directory holds one log and one checkpoint per save.
+        assert!(
+            d.join(name)
+                .join("checkpoints/step-00000010/model.safetensors")
+                .is_file()
+        );
+    }
+    // Resume in another layout: the dp2 run's checkpoint at step 5, continued by ep2 (and the
+    // one-process checkpoint continued by dp2 × ep2) to step 10.
+    for (from, np, layout) in [("dp2", 2, "ep = 2"), ("one", 4, "dp = 2\nep = 2")] {
+        let ck = d.join(from).join("checkpoints");
+        std::fs::remove_dir_all(ck.join("step-00000010")).unwrap();
+        std::fs::write(ck.join("latest"), "step-00000005").unwrap();
+        let cfg = with_layout(d, from, extra, layout);
+        let o = train_np(d, np, &cfg, true);
+        assert!(
+            o.status.success(),
+            "resume {from} as {layout}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_close(
+            &curve(&d.join(from)),
+            &reference,
+            &format!("{from} resumed as {layout}"),
+        );
+    }
+}
+
+#[test]
+fn layouts_that_do_not_fit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let cfg = with_layout(d, "bad", "steps = 2", "dp = 2\nep = 2");
+    let o = train_np(d, 3, &cfg, false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("dp 2 × ep 2 × pp 1 = 4 ranks, but the job has 3"),
+        "{err}"
+    );
+    let cfg = with_layout(d, "bad3", "steps = 2", "ep = 3");
+    let o = train_np(d, 3, &cfg, false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("8 routed experts cannot be split over ep = 3"),
+        "{err}"
+    );
+    // No launcher: a clear word on how to start it.
+    let o = std::process::Command::new(tokenmill_bin())
+        .current_dir(d)
+        .args(["train", "--quiet", "--config"])
+        .arg(d.join("bad.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("mpirun -np 4 tokenmill train"), "{err}");
+}

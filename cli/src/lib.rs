@@ -9,3 +9,19 @@
 pub mod bench;
 pub mod commands;
 pub mod peers;
+
+/// An error and its causes on one line, each cause added unless the message already says it
+/// (errors that name a file often print their source too).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg
+}

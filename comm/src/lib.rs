@@ -20,6 +20,7 @@
 mod collectives;
 pub mod conformance;
 mod error;
+pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi_backend;
 mod solo;

@@ -3,20 +3,7 @@
 
 #![cfg(feature = "mpi")]
 
-use std::process::Command;
-
-/// `mpirun` with what running it here needs (root in CI, more ranks than cores).
-pub fn mpirun(np: usize) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "-np", &np.to_string()])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        // Shared memory and loopback only: no network interfaces are probed.
-        .env("OMPI_MCA_btl", "self,vader,tcp")
-        .env("OMPI_MCA_btl_tcp_if_include", "lo")
-        .env("OMPI_MCA_oob_tcp_if_include", "lo");
-    c
-}
+use tokenmill_comm::launch::mpirun;
 
 #[test]
 fn every_collective_conforms_on_1_to_4_ranks() {

@@ -103,23 +103,4 @@ pub fn tree_bytes(
     out
 }
 
-/// `mpirun` set up for this machine and CI: as root, more ranks than cores, loopback only.
-/// Fails the test with the install line when Open MPI is missing.
-pub fn mpirun(np: usize) -> std::process::Command {
-    let ok = std::process::Command::new("mpirun")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "mpirun not found: apt-get install libopenmpi-dev openmpi-bin libclang-dev (.ci/run does)"
-    );
-    let mut c = std::process::Command::new("mpirun");
-    c.args(["--oversubscribe", "-np", &np.to_string()])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_btl", "self,vader,tcp")
-        .env("OMPI_MCA_btl_tcp_if_include", "lo")
-        .env("OMPI_MCA_oob_tcp_if_include", "lo");
-    c
-}
+pub use tokenmill_comm::launch::mpirun;

@@ -92,3 +92,36 @@ pub trait Filter: Debug + Send + Sync {
         Vec::new()
     }
 }
+
+/// The [`Filter`] impl of a filter that measures the text and judges it: `apply` is its
+/// `check(text)`, `scores` its `scores(text)`, its kind [`Kind::Quality`] with SQL function
+/// `$sql`, its name and switch its `NAME` and `enabled`.
+macro_rules! measuring_filter {
+    ($ty:ty, $sql:literal) => {
+        impl $crate::filter::Filter for $ty {
+            fn name(&self) -> &'static str {
+                Self::NAME
+            }
+
+            fn enabled(&self) -> bool {
+                self.enabled
+            }
+
+            fn kind(&self) -> $crate::filter::Kind {
+                $crate::filter::Kind::Quality { sql: $sql }
+            }
+
+            fn apply(
+                &self,
+                doc: &mut $crate::filter::Doc<'_>,
+            ) -> std::result::Result<(), $crate::verdict::Drop> {
+                self.check(&doc.text)
+            }
+
+            fn scores(&self, text: &str) -> Vec<(&'static str, f64)> {
+                <$ty>::scores(self, text)
+            }
+        }
+    };
+}
+pub(crate) use measuring_filter;

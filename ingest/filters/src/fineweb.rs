@@ -6,7 +6,6 @@ use std::ops::ControlFlow;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, check_threshold};
-use crate::filter::{Doc, Filter, Kind};
 use crate::gopher::find_duplicates;
 use crate::punct;
 use crate::verdict::{Drop, Limit, Meter, ratio};
@@ -162,29 +161,7 @@ impl FineWebQuality {
     }
 }
 
-impl Filter for FineWebQuality {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Quality {
-            sql: "fineweb_quality",
-        }
-    }
-
-    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
-        self.check(&doc.text)
-    }
-
-    fn scores(&self, text: &str) -> Vec<(&'static str, f64)> {
-        FineWebQuality::scores(self, text)
-    }
-}
+crate::filter::measuring_filter!(FineWebQuality, "fineweb_quality");
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,6 @@ use std::ops::ControlFlow;
 use serde::Deserialize;
 
 use crate::error::{Error, Result, check_threshold};
-use crate::filter::{Doc, Filter, Kind};
 use crate::hash::{map_with_capacity, set_with_capacity};
 use crate::verdict::{Drop, Limit, Meter, ratio};
 use crate::words::{self, char_len, py_lstrip, py_rstrip, py_splitlines};
@@ -527,53 +526,9 @@ impl GopherRepetition {
     }
 }
 
-impl Filter for GopherQuality {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
+crate::filter::measuring_filter!(GopherQuality, "gopher_quality");
 
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Quality {
-            sql: "gopher_quality",
-        }
-    }
-
-    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
-        self.check(&doc.text)
-    }
-
-    fn scores(&self, text: &str) -> Vec<(&'static str, f64)> {
-        GopherQuality::scores(self, text)
-    }
-}
-
-impl Filter for GopherRepetition {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    fn kind(&self) -> Kind {
-        Kind::Quality {
-            sql: "gopher_repetition",
-        }
-    }
-
-    fn apply(&self, doc: &mut Doc<'_>) -> std::result::Result<(), Drop> {
-        self.check(&doc.text)
-    }
-
-    fn scores(&self, text: &str) -> Vec<(&'static str, f64)> {
-        GopherRepetition::scores(self, text)
-    }
-}
+crate::filter::measuring_filter!(GopherRepetition, "gopher_repetition");
 
 #[cfg(test)]
 mod tests {

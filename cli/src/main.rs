@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokenmill_cli::commands::{
-    bench, build, dedup, extract, inspect, model, plot, quickstart, report, sql, tokenizer, trace,
-    train, verify,
+    bench, build, dedup, extract, inspect, model, plot, quickstart, report, schedule, sql,
+    tokenizer, trace, train, verify,
 };
 
 #[derive(Parser, Debug)]
@@ -60,6 +60,8 @@ enum Cmd {
     /// Model configurations.
     #[command(subcommand)]
     Model(model::Cmd),
+    /// A pipeline schedule (1F1B, DualPipe) as a grid, its simulated bubble and memory.
+    Schedule(schedule::Args),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => report::run(a),
         Cmd::Plot(a) => plot::run(a),
         Cmd::Model(c) => model::run(c),
+        Cmd::Schedule(a) => schedule::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

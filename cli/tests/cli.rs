@@ -38,6 +38,7 @@ fn help_lists_every_command() {
         "trace",
         "report",
         "model",
+        "schedule",
     ] {
         assert!(out.contains(c), "{c} missing from:\n{out}");
     }
@@ -69,4 +70,17 @@ fn bad_invocations_fail_with_a_clear_message() {
     assert!(!ok && msg.contains("manifest.json"), "{msg}");
     let (ok, msg) = tokenmill(&["verify", missing.to_str().unwrap()]);
     assert!(!ok && msg.contains("missing"), "{msg}");
+}
+
+#[test]
+fn schedule_prints_the_grid_and_the_reports_bubble() {
+    let (ok, out) = tokenmill(&["schedule", "--pp", "4", "--micro", "8"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("rank  3 |"), "{out}");
+    assert!(
+        out.contains("bubble (idle per rank, worst) 2.00; report's formula 2.00"),
+        "{out}"
+    );
+    let (ok, out) = tokenmill(&["schedule", "--pp", "3", "--micro", "8"]);
+    assert!(!ok && out.contains("even number of ranks"), "{out}");
 }

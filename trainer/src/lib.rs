@@ -19,6 +19,7 @@ pub mod ops;
 pub mod optim;
 pub mod parallel;
 pub mod params;
+pub mod pipeline;
 pub mod rng;
 pub mod spikes;
 pub mod train;

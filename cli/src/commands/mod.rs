@@ -10,6 +10,7 @@ pub mod model;
 pub mod plot;
 pub mod quickstart;
 pub mod report;
+pub mod schedule;
 pub mod sql;
 pub mod tokenizer;
 pub mod trace;

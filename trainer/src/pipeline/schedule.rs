@@ -221,13 +221,14 @@ fn dualpipe(p: usize, n: usize) -> Result<Plan, String> {
                 x.pair(1, 0);
             }
             // 6: nB1B0, the second half with deferred weight gradients
-            let mut zb = false;
-            for i in 0..h + 1 {
-                if i == (h + 1) / 2 && h % 2 == 1 {
+            let (mut zb, steps) = (false, h + 1);
+            let switch = steps / 2;
+            for i in 0..steps {
+                if i == switch && h % 2 == 1 {
                     zb = true;
                 }
                 x.bwd(1, zb);
-                if i == (h + 1) / 2 && h % 2 == 0 {
+                if i == switch && h % 2 == 0 {
                     zb = true;
                 }
                 x.bwd(0, zb);

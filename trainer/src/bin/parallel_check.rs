@@ -3,7 +3,8 @@
 //! Every rank first runs the reference — the whole batch, every expert local — then its slice
 //! of the batch with the routed experts spread over the P ranks, and compares:
 //!
-//! - a MoE layer alone: output and input gradient rows, bitwise; each owned expert's weight
+//! - a MoE layer alone, in FP32 and in FP8 (rows dispatched as E4M3 with 1 × 128 scales,
+//!   combined in BF16): output and input gradient rows, bitwise; each owned expert's weight
 //!   gradients, bitwise; the router's gradient summed over ranks, to 1e-5 relative (each rank
 //!   sums over its own tokens, so the order of the sum over tokens differs);
 //! - the tiny DeepSeek-V3 model (MLA, MoE, MTP, balance loss): every token's loss, bitwise; the
@@ -26,7 +27,7 @@ use tokenmill_kernels::rng::Rng;
 use tokenmill_trainer::block::Ffn;
 use tokenmill_trainer::moe::dispatch::owned;
 use tokenmill_trainer::moe::update_bias;
-use tokenmill_trainer::ops::{Ctx, WgradQueue};
+use tokenmill_trainer::ops::{Ctx, Precision, WgradQueue};
 use tokenmill_trainer::optim::{AdamW, AdamWConfig, clip_scale};
 use tokenmill_trainer::parallel::{Groups, ParallelConfig, ShardedAdamW};
 use tokenmill_trainer::{Batch, LossWeights, Model, ModelConfig, Parallel, WgradMode};
@@ -73,9 +74,14 @@ fn expert_of(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-fn moe_layer(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
+fn moe_layer(world: &Arc<MpiComm>, precision: Precision, out: &mut Vec<Check>) {
     let (p, r) = (world.size(), world.rank());
-    let model = Model::new(ModelConfig::preset("tiny").expect("preset")).expect("model");
+    let mut model = Model::new(ModelConfig::preset("tiny").expect("preset")).expect("model");
+    model.precision = precision;
+    let tag = match precision {
+        Precision::Fp8 => "moe layer (fp8 dispatch, bf16 combine)",
+        _ => "moe layer",
+    };
     let params: Vec<f32> = model.init(3);
     let layer = model
         .blocks
@@ -121,12 +127,12 @@ fn moe_layer(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
         b / p,
     );
     out.push(bitwise(
-        "moe layer: output",
+        &format!("{tag}: output"),
         &y,
         &y_ref[mine.start * d..mine.end * d],
     ));
     out.push(bitwise(
-        "moe layer: input gradient",
+        &format!("{tag}: input gradient"),
         &dx,
         &dx_ref[mine.start * d..mine.end * d],
     ));
@@ -152,10 +158,14 @@ fn moe_layer(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
             }
         }
     }
-    out.push(bitwise("moe layer: owned experts' gradients", &ex, &ex_ref));
+    out.push(bitwise(
+        &format!("{tag}: owned experts' gradients"),
+        &ex,
+        &ex_ref,
+    ));
     world.all_reduce_sum(&mut other).expect("all-reduce");
     out.push(relative(
-        "moe layer: router and shared expert gradients, summed",
+        &format!("{tag}: router and shared expert gradients, summed"),
         &other,
         &other_ref,
         1e-5,
@@ -378,7 +388,8 @@ fn main() -> ExitCode {
     if let (Some(dp), Some(ep)) = (arg("--dp"), arg("--ep")) {
         training(&world, ParallelConfig { dp, ep, pp: 1 }, &mut checks);
     } else {
-        moe_layer(&world, &mut checks);
+        moe_layer(&world, Precision::Fp32, &mut checks);
+        moe_layer(&world, Precision::Fp8, &mut checks);
         whole_model(&world, &mut checks);
     }
     let failed = checks.iter().filter(|c| !c.ok).count() as u64;

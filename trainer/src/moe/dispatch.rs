@@ -15,7 +15,6 @@
 //! Shapes: a row is `d` elements; `rows_by_expert[e]` lists `(token, slot)` pairs, token-major.
 
 use tokenmill_comm::{Collectives, Communicator};
-use tokenmill_kernels::Real;
 
 /// Who sends what where, for one layer's routing: built once per forward, reused by the
 /// backward.
@@ -94,10 +93,11 @@ impl DispatchPlan {
         self.recv.iter().map(|s| s.iter().sum()).collect()
     }
 
-    /// Sends `rows` (`[send_rows.len(), d]`, in send order) to the experts' owners; returns
+    /// Sends `rows` (`[send_rows.len(), d]` elements of any plain type: values, FP8 codes,
+    /// scales; in send order) to the experts' owners; returns
     /// each local expert's input `[rows_l, d]` in (source rank, token) order. `during` runs
     /// while the rows are in flight.
-    pub fn dispatch<T: Real>(
+    pub fn dispatch<T: bytemuck::Pod>(
         &self,
         group: Option<&dyn Communicator>,
         rows: Vec<T>,
@@ -135,7 +135,7 @@ impl DispatchPlan {
     /// The inverse of [`DispatchPlan::dispatch`]: each local expert's output rows (`[rows_l,
     /// d]`, in the order they arrived) go back to their token's rank; returns this rank's rows
     /// `[send_rows.len(), d]` in send order.
-    pub fn combine<T: Real>(
+    pub fn combine<T: bytemuck::Pod>(
         &self,
         group: Option<&dyn Communicator>,
         per_expert: &[Vec<T>],

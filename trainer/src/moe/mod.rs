@@ -29,11 +29,13 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use tokenmill_comm::Collectives;
-use tokenmill_kernels::Real;
+use tokenmill_kernels::bf16::{from_bf16, to_bf16};
+use tokenmill_kernels::quant::{ScaleRounding, quantize};
+use tokenmill_kernels::{Fp8Format, Real};
 
 use self::dispatch::{DispatchPlan, owned};
 use crate::mlp::{Mlp, MlpCache};
-use crate::ops::{Buf, Ctx, Linear, WgradQueue};
+use crate::ops::{Buf, Ctx, Linear, Precision, WgradQueue};
 use crate::params::ParamId;
 
 /// Value given to the affinities of experts in groups that were not chosen, before the top-K:
@@ -180,7 +182,7 @@ impl Moe {
             send.extend_from_slice(&x[t * d..(t + 1) * d]);
         }
         let mut shared = None;
-        let inputs = plan.dispatch(group, send, d, &mut || {
+        let inputs = dispatch_inputs(cx, &plan, group, send, d, &mut || {
             shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
         });
         // Experts: this rank's, each on its rows.
@@ -198,7 +200,7 @@ impl Moe {
             .unzip();
         // Combine: the outputs back, then per token Σ g·y over its experts in expert order
         // (the plan's send order).
-        let ys = plan.combine(group, &outs, d, &mut || {});
+        let ys = combine_outputs(cx, &plan, group, outs, d);
         let (mut out, shared) = match shared.flatten() {
             Some((y, c)) => (y, Some(c)),
             None => (vec![T::zero(); n * d], None),
@@ -371,6 +373,73 @@ impl Moe {
         dx
     }
 }
+
+/// The experts' inputs, dispatched. In FP8 precision (f32 runs) the rows travel as DeepSeek-V3
+/// sends them: E4M3 codes with one scale per 1 × 128 tile, dequantized at the owner — on one
+/// process too, so that where the experts run never changes the numbers.
+fn dispatch_inputs<T: Real>(
+    cx: &Ctx<'_, T>,
+    plan: &DispatchPlan,
+    group: Option<&dyn tokenmill_comm::Communicator>,
+    send: Vec<T>,
+    d: usize,
+    during: &mut dyn FnMut(),
+) -> Vec<Vec<T>> {
+    let Some(v) = T::as_f32(&send).filter(|_| cx.precision == Precision::Fp8) else {
+        return plan.dispatch(group, send, d, during);
+    };
+    let rows = v.len() / d.max(1);
+    let q = quantize(
+        v,
+        rows,
+        d,
+        1,
+        FP8_TILE,
+        Fp8Format::E4M3,
+        ScaleRounding::Exact,
+    );
+    let tiles = d.div_ceil(FP8_TILE);
+    let codes = plan.dispatch(group, q.codes, d, during);
+    let scales = plan.dispatch(group, q.scales, tiles, &mut || {});
+    codes
+        .iter()
+        .zip(&scales)
+        .map(|(c, s)| {
+            c.iter()
+                .enumerate()
+                .map(|(i, &code)| {
+                    let scale = s[(i / d) * tiles + (i % d) / FP8_TILE];
+                    T::of((Fp8Format::E4M3.decode(code) * scale) as f64)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The experts' outputs, combined back. In FP8 precision (f32 runs) they travel in BF16, as in
+/// DeepSeek-V3 (rounded on one process too).
+fn combine_outputs<T: Real>(
+    cx: &Ctx<'_, T>,
+    plan: &DispatchPlan,
+    group: Option<&dyn tokenmill_comm::Communicator>,
+    outs: Vec<Vec<T>>,
+    d: usize,
+) -> Vec<T> {
+    if cx.precision != Precision::Fp8 || T::as_f32(&[T::zero()]).is_none() {
+        return plan.combine(group, &outs, d, &mut || {});
+    }
+    let halves: Vec<Vec<u16>> = outs
+        .iter()
+        .map(|o| o.iter().map(|&x| to_bf16(x.f64() as f32)).collect())
+        .collect();
+    plan.combine(group, &halves, d, &mut || {})
+        .into_iter()
+        .map(|h| T::of(from_bf16(h) as f64))
+        .collect()
+}
+
+/// FP8 activation tiles: 1 × 128 (DeepSeek-V3).
+const FP8_TILE: usize = 128;
 
 /// Auxiliary-loss-free balancing: `b_i −= γ` for experts above the mean load, `+= γ` below.
 pub fn update_bias(bias: &mut [f32], load: &[u64], gamma: f64) {

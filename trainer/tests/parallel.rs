@@ -26,7 +26,7 @@ fn expert_parallel_layer_and_model_equal_one_process() {
         let text = run(np, &[]);
         eprintln!("{text}");
         let passes = text.lines().filter(|l| l.contains(": PASS ")).count();
-        assert_eq!(passes, np * 12, "np {np}: 12 checks per rank\n{text}");
+        assert_eq!(passes, np * 14, "np {np}: 14 checks per rank\n{text}");
         assert!(!text.contains("FAIL"), "{text}");
     }
 }

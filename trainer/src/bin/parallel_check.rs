@@ -108,6 +108,16 @@ fn moe_layer(world: &Arc<MpiComm>, precision: Precision, out: &mut Vec<Check>) {
         };
         let xs = Arc::new(x[rows.start * d..rows.end * d].to_vec());
         let (y, cache, _) = moe.fwd(&cx, xs, bs, s, 1e-3);
+        // Per token: the ranks its rows went to.
+        let mut reached = vec![Vec::new(); bs * s];
+        for (&(t, _), q) in cache
+            .plan()
+            .send_rows()
+            .iter()
+            .zip(cache.plan().destinations())
+        {
+            reached[t].push(q);
+        }
         let mut wq = WgradQueue::new();
         let dx = moe.bwd(
             &cx,
@@ -117,15 +127,51 @@ fn moe_layer(world: &Arc<MpiComm>, precision: Precision, out: &mut Vec<Check>) {
         );
         let mut grads = vec![0f32; params.len()];
         wq.flush(&Cpu, &model.layout, &mut grads);
-        (y, dx, grads)
+        (y, dx, grads, reached)
     };
-    let (y_ref, dx_ref, g_ref) = run(None, 0..n, b);
+    let (y_ref, dx_ref, g_ref, _) = run(None, 0..n, b);
     let mine = r * n / p..(r + 1) * n / p;
-    let (y, dx, g) = run(
+    let (y, dx, g, reached) = run(
         Some(world.as_ref() as &dyn Communicator),
         mine.clone(),
         b / p,
     );
+    // Node-limited routing: the ranks in two simulated nodes, each holding one of the
+    // model's two expert groups; topk_group = 1, so every token's experts are on one node.
+    let layout = ParallelConfig {
+        ep: p,
+        ranks_per_node: p / 2,
+        max_nodes_per_token: Some(model.cfg.topk_group),
+        ..Default::default()
+    };
+    layout
+        .validate(p, &model.cfg, 2 * p, 1)
+        .expect("node layout");
+    let nodes: Vec<usize> = reached
+        .iter()
+        .map(|qs| {
+            let mut ns: Vec<usize> = qs.iter().map(|&q| layout.node_of(q)).collect();
+            ns.sort_unstable();
+            ns.dedup();
+            ns.len()
+        })
+        .collect();
+    let most = nodes.iter().copied().max().unwrap_or(0);
+    let cross = reached
+        .iter()
+        .filter(|qs| qs.iter().any(|&q| layout.node_of(q) != layout.node_of(r)))
+        .count();
+    out.push(Check {
+        name: format!(
+            "{tag}: nodes per token ≤ max_nodes_per_token = {}",
+            model.cfg.topk_group
+        ),
+        ok: most <= model.cfg.topk_group && most > 0,
+        detail: format!(
+            "{} tokens, most nodes reached {most}, {cross} tokens sent to the other node",
+            nodes.len()
+        ),
+    });
     out.push(bitwise(
         &format!("{tag}: output"),
         &y,
@@ -386,7 +432,12 @@ fn main() -> ExitCode {
     };
     let mut checks = Vec::new();
     if let (Some(dp), Some(ep)) = (arg("--dp"), arg("--ep")) {
-        training(&world, ParallelConfig { dp, ep, pp: 1 }, &mut checks);
+        let layout = ParallelConfig {
+            dp,
+            ep,
+            ..Default::default()
+        };
+        training(&world, layout, &mut checks);
     } else {
         moe_layer(&world, Precision::Fp32, &mut checks);
         moe_layer(&world, Precision::Fp8, &mut checks);

@@ -169,6 +169,15 @@ impl DispatchPlan {
     pub fn size(&self) -> usize {
         self.size
     }
+
+    /// The rank each row goes to, in send order (parallel to [`DispatchPlan::send_rows`]).
+    pub fn destinations(&self) -> Vec<usize> {
+        self.send_counts
+            .iter()
+            .enumerate()
+            .flat_map(|(q, &n)| std::iter::repeat_n(q, n))
+            .collect()
+    }
 }
 
 #[cfg(test)]

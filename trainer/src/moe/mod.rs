@@ -97,6 +97,13 @@ pub struct MoeCache<T> {
     balance: Option<Vec<f64>>,
 }
 
+impl<T> MoeCache<T> {
+    /// Where this forward's rows went (which rank ran each token's experts).
+    pub fn plan(&self) -> &DispatchPlan {
+        &self.plan
+    }
+}
+
 fn sigmoid<T: Real>(x: T) -> T {
     T::one() / (T::one() + (-x).exp())
 }

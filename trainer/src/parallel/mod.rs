@@ -30,6 +30,13 @@ pub struct ParallelConfig {
     pub ep: usize,
     /// Pipeline stages (1: no pipeline).
     pub pp: usize,
+    /// Ranks per node (0: not said). Node-limited routing: with the expert groups of the
+    /// model's group-limited routing (`n_group`, `topk_group`) each on one node, a token's
+    /// experts lie on at most `topk_group` nodes — DeepSeek-V3's bound on cross-node traffic.
+    pub ranks_per_node: usize,
+    /// The most nodes a token's experts may lie on (checked against the model and the layout;
+    /// DeepSeek-V3: 4). Needs `ranks_per_node`.
+    pub max_nodes_per_token: Option<usize>,
 }
 
 impl Default for ParallelConfig {
@@ -38,6 +45,8 @@ impl Default for ParallelConfig {
             dp: 1,
             ep: 1,
             pp: 1,
+            ranks_per_node: 0,
+            max_nodes_per_token: None,
         }
     }
 }
@@ -88,6 +97,7 @@ impl ParallelConfig {
                 model.n_routed_experts, self.ep
             )));
         }
+        self.validate_nodes(model)?;
         let ranks = self.dp * self.ep;
         if !global_batch.is_multiple_of(ranks)
             || !(global_batch / ranks).is_multiple_of(micro_batch.max(1))
@@ -97,6 +107,44 @@ impl ParallelConfig {
             )));
         }
         Ok(())
+    }
+}
+
+impl ParallelConfig {
+    /// Node-limited routing: every expert group on one node, and `topk_group` within
+    /// `max_nodes_per_token`.
+    fn validate_nodes(&self, model: &ModelConfig) -> Result<()> {
+        let Some(max) = self.max_nodes_per_token else {
+            return Ok(());
+        };
+        let rpn = self.ranks_per_node;
+        if rpn == 0 || !self.ep.is_multiple_of(rpn) {
+            return Err(Error::Layout(format!(
+                "max_nodes_per_token needs ranks_per_node dividing ep = {} (got {rpn})",
+                self.ep
+            )));
+        }
+        let e = model.n_routed_experts;
+        let per_node = e * rpn / self.ep;
+        let per_group = e / model.n_group.max(1);
+        if model.n_group <= 1 || !per_node.is_multiple_of(per_group) {
+            return Err(Error::Layout(format!(
+                "node-limited routing needs each of the model's expert groups on one node: {e} experts in {} groups of {per_group}, {per_node} experts per node",
+                model.n_group
+            )));
+        }
+        if model.topk_group > max {
+            return Err(Error::Layout(format!(
+                "the model routes each token to topk_group = {} groups, which can lie on {} nodes > max_nodes_per_token = {max}",
+                model.topk_group, model.topk_group
+            )));
+        }
+        Ok(())
+    }
+
+    /// The node of expert-parallel rank `ep_rank` (ranks_per_node > 0).
+    pub fn node_of(&self, ep_rank: usize) -> usize {
+        ep_rank / self.ranks_per_node.max(1)
     }
 }
 
@@ -204,6 +252,7 @@ mod tests {
             dp: 2,
             ep: 2,
             pp: 1,
+            ..Default::default()
         };
         ok.validate(4, &m, 8, 2).unwrap();
         let err = |c: ParallelConfig, world, batch, micro| {
@@ -215,7 +264,8 @@ mod tests {
                 ParallelConfig {
                     dp: 1,
                     ep: 3,
-                    pp: 1
+                    pp: 1,
+                    ..Default::default()
                 },
                 3,
                 6,
@@ -230,7 +280,8 @@ mod tests {
                 ParallelConfig {
                     dp: 1,
                     ep: 1,
-                    pp: 2
+                    pp: 2,
+                    ..Default::default()
                 },
                 2,
                 8,
@@ -238,12 +289,34 @@ mod tests {
             )
             .contains("pipeline parallelism")
         );
+        // tiny: 8 experts in 2 groups, topk_group 1.
+        let nodes = |ep, rpn, max| ParallelConfig {
+            ep,
+            ranks_per_node: rpn,
+            max_nodes_per_token: Some(max),
+            ..Default::default()
+        };
+        nodes(4, 2, 1).validate(4, &m, 8, 2).unwrap();
+        assert!(
+            err(nodes(4, 1, 1), 4, 8, 2).contains("each of the model's expert groups on one node")
+        );
+        assert!(err(nodes(4, 3, 1), 4, 8, 2).contains("ranks_per_node dividing ep"));
+        let mut two = m.clone();
+        two.topk_group = 2;
+        assert!(
+            nodes(4, 2, 1)
+                .validate(4, &two, 8, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("max_nodes_per_token = 1")
+        );
         assert!(
             err(
                 ParallelConfig {
                     dp: 0,
                     ep: 1,
-                    pp: 1
+                    pp: 1,
+                    ..Default::default()
                 },
                 1,
                 8,

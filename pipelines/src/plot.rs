@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use tokenmill_trainer::train::StepLog;
+use tokenmill_trainer::train::{LogKind, StepLog};
 
 use crate::error::{Error, Result};
 
@@ -56,7 +56,9 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
         spikes.extend(
             log.iter()
                 .zip(&gone)
-                .filter(|(l, _)| l.kind == "train" && !l.spikes.is_empty() && l.loss.is_finite())
+                .filter(|(l, _)| {
+                    l.kind == LogKind::Train && !l.spikes.is_empty() && l.loss.is_finite()
+                })
                 .map(|(l, g)| (l.step as f64, l.loss, *g)),
         );
         let log: Vec<StepLog> = log
@@ -67,7 +69,7 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
             .collect();
         let train: Vec<&StepLog> = log
             .iter()
-            .filter(|l| l.kind == "train" && l.main_loss.is_finite())
+            .filter(|l| l.kind == LogKind::Train && l.main_loss.is_finite())
             .collect();
         let ys: Vec<f64> = train.iter().map(|l| l.main_loss).collect();
         let sm = smooth(&ys, (ys.len() / 50).max(1));
@@ -100,7 +102,7 @@ pub fn svg(runs: &[(String, Vec<StepLog>)], title: &str) -> String {
         }
         let ev: Vec<(f64, f64)> = log
             .iter()
-            .filter(|l| l.kind == "eval")
+            .filter(|l| l.kind == LogKind::Eval)
             .map(|l| (l.step as f64, l.loss))
             .collect();
         if !ev.is_empty() {

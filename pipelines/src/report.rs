@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use serde::Serialize;
+use tokenmill_trainer::train::LogKind;
 
 use crate::error::Result;
 use crate::plot::esc;
@@ -42,14 +43,14 @@ pub fn report(run_dir: &Path, top: usize) -> Result<(Report, String)> {
         .collect();
     let steps = effective
         .iter()
-        .filter(|l| l.kind == "train")
+        .filter(|l| l.kind == LogKind::Train)
         .map(|l| l.step + 1)
         .max()
         .unwrap_or(0);
     let last_eval = effective
         .iter()
         .rev()
-        .find(|l| l.kind == "eval")
+        .find(|l| l.kind == LogKind::Eval)
         .map(|l| l.loss);
     let rollbacks = run.log.iter().filter(|l| l.rollback.is_some()).count();
     let rep = Report {
@@ -164,7 +165,7 @@ pub fn report(run_dir: &Path, top: usize) -> Result<(Report, String)> {
 fn response(log: &[tokenmill_trainer::train::StepLog], t: &Trace) -> String {
     let line = log
         .iter()
-        .filter(|l| l.kind == "train" && l.step == t.step)
+        .filter(|l| l.kind == LogKind::Train && l.step == t.step)
         .nth(t.attempt);
     let Some(l) = line else {
         return String::new();

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokenmill_shards::loader::find_documents;
 use tokenmill_shards::{Dataset, TextTokenizer};
 use tokenmill_trainer::train::{
-    Quarantined, StepLog, TrainConfig, fingerprint, read_quarantine, superseded,
+    LogKind, Quarantined, StepLog, TrainConfig, fingerprint, read_quarantine, superseded,
 };
 
 use crate::error::{Error, Result};
@@ -253,13 +253,17 @@ impl Run {
         self.log
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.kind == "train" && l.step == step)
+            .filter(|(_, l)| l.kind == LogKind::Train && l.step == step)
             .map(|(i, _)| i)
             .collect()
     }
 
     fn train_range(&self) -> String {
-        let train: Vec<&StepLog> = self.log.iter().filter(|l| l.kind == "train").collect();
+        let train: Vec<&StepLog> = self
+            .log
+            .iter()
+            .filter(|l| l.kind == LogKind::Train)
+            .collect();
         match (train.first(), train.last()) {
             (Some(a), Some(b)) => format!("steps {}..={}", a.step, b.step),
             _ => "no training steps".into(),
@@ -477,7 +481,7 @@ pub fn trace_doc(dir: &Path, id: &str) -> Result<(DocProvenanceOut, Vec<DocSight
         .log
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.kind == "train")
+        .filter(|(_, l)| l.kind == LogKind::Train)
         .map(|(i, _)| i)
         .collect();
     let mut seen = Vec::new();
@@ -519,7 +523,7 @@ pub fn trace_spikes(dir: &Path, top: usize) -> Result<(Run, Vec<Trace>)> {
         .log
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.kind == "train" && !l.spikes.is_empty())
+        .filter(|(_, l)| l.kind == LogKind::Train && !l.spikes.is_empty())
         .map(|(i, l)| {
             let attempt = run.attempts(l.step).iter().position(|&j| j == i);
             (
@@ -574,7 +578,7 @@ impl SpikeReporter {
         } else {
             self.run.superseded.push(false);
         }
-        if line.kind != "train" || line.spikes.is_empty() {
+        if line.kind != LogKind::Train || line.spikes.is_empty() {
             return Ok(None);
         }
         if line.excluded > self.run.quarantine.len() {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tokenmill_trainer::train::{StepLog, TrainConfig, Trainer};
+use tokenmill_trainer::train::{LogKind, StepLog, TrainConfig, Trainer};
 
 use crate::error::{Error, Result};
 
@@ -47,6 +47,32 @@ pub struct TrainOutcome {
 /// Runs (or resumes) a training run in this process.
 pub fn train(cfg: TrainConfig, resume: bool, quiet: bool) -> Result<TrainOutcome> {
     train_in(cfg, resume, quiet, None)
+}
+
+/// Where rank `rank`'s timeline goes in a run directory.
+pub fn timeline_path(run: &Path, rank: usize) -> PathBuf {
+    run.join("timeline").join(format!("rank-{rank:04}.json"))
+}
+
+/// [`train_in`] with a timeline: every rank records its compute and communication spans and
+/// writes them as a Chrome/Perfetto trace to [`timeline_path`]; returns the outcome and this
+/// rank's communication wall time and the part of it during which compute ran (µs).
+pub fn train_with_timeline(
+    cfg: TrainConfig,
+    resume: bool,
+    quiet: bool,
+    world: Option<std::sync::Arc<dyn tokenmill_comm::Communicator>>,
+) -> Result<(TrainOutcome, f64, f64)> {
+    let rank = world.as_ref().map_or(0, |w| w.rank());
+    let out = cfg.train.out.clone();
+    tokenmill_trainer::timeline::enable();
+    let o = train_in(cfg, resume, quiet, world)?;
+    let events = tokenmill_trainer::timeline::events();
+    let path = timeline_path(&out, rank);
+    tokenmill_trainer::timeline::write_chrome(&path, rank, &events)
+        .map_err(|e| Error::io(&path, e))?;
+    let (comm, hidden) = tokenmill_trainer::timeline::overlap(&events);
+    Ok((o, comm, hidden))
 }
 
 /// Runs (or resumes) a training run across the ranks of `world` (every rank calls it; rank 0
@@ -96,7 +122,7 @@ pub fn train_in(
                     Err(e) => tracing::warn!(step = log.step, "spike report not written: {e}"),
                 }
             }
-            if log.kind == "eval" {
+            if log.kind == LogKind::Eval {
                 eval_msg = format!("  eval {:.4}", log.loss);
                 bar.println(format!("step {:>6}  eval loss {:.4}", log.step, log.loss));
             } else {

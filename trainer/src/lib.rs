@@ -22,6 +22,7 @@ pub mod params;
 pub mod pipeline;
 pub mod rng;
 pub mod spikes;
+pub mod timeline;
 pub mod train;
 
 pub use config::ModelConfig;

@@ -581,7 +581,8 @@ impl Model {
         be.embedding_fwd(cx.w(self.embed), d, &ids, &mut x);
         let mut moe = Vec::new();
         let mut block_caches = Vec::with_capacity(self.blocks.len());
-        for blk in &self.blocks {
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let _t = crate::timeline::span("compute", || format!("block {l} forward"));
             let (y, c, st) = blk.fwd(&cx, &rope, Arc::new(x), b, s, w.balance_alpha);
             x = y;
             block_caches.push(c);
@@ -766,7 +767,8 @@ impl Model {
         flush(wq, grads);
         let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
         let mut blocks = cache.blocks;
-        for blk in self.blocks.iter().rev() {
+        for (l, blk) in self.blocks.iter().enumerate().rev() {
+            let _t = crate::timeline::span("compute", || format!("block {l} backward"));
             let c = blocks.pop().expect("one cache per block");
             dh = blk.bwd(&cx, &rope, c, dh, wq);
             flush(wq, grads);

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use tokenmill_trainer::ops::Precision;
+use tokenmill_trainer::train::LogKind;
 
 use anyhow::Result;
 use tokenmill_pipelines::Error;
@@ -81,7 +82,7 @@ pub fn bench_precision(config: &Path, quiet: bool) -> Result<(Vec<PrecisionRow>,
         let log = read_log(&run)?;
         let ys: Vec<f64> = log
             .iter()
-            .filter(|l| l.kind == "train")
+            .filter(|l| l.kind == LogKind::Train)
             .map(|l| l.main_loss)
             .collect();
         let tail = (ys.len() / 10).max(1);

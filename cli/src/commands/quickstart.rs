@@ -9,6 +9,7 @@ use tokenmill_pipelines::config::{
 };
 use tokenmill_pipelines::{Error, Result, inspect};
 use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
+use tokenmill_trainer::train::LogKind;
 
 use corpus::write_corpus;
 
@@ -311,12 +312,12 @@ threads = {threads}
     let log = tokenmill_pipelines::plot::read_log(&run)?;
     let first = log
         .iter()
-        .find(|l| l.kind == "train")
+        .find(|l| l.kind == LogKind::Train)
         .map_or(f64::NAN, |l| l.main_loss);
     let last = log
         .iter()
         .rev()
-        .find(|l| l.kind == "train")
+        .find(|l| l.kind == LogKind::Train)
         .map_or(f64::NAN, |l| l.main_loss);
     let svg =
         tokenmill_pipelines::plot::svg(&[("run".into(), log)], "quickstart: tiny DeepSeek-V3");

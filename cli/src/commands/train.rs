@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokenmill_comm::Communicator;
 
-use tokenmill_pipelines::train::{read_config, train_in};
+use tokenmill_pipelines::train::{read_config, timeline_path, train_in, train_with_timeline};
 
 /// `tokenmill train`.
 #[derive(clap::Args, Debug)]
@@ -17,6 +17,11 @@ pub struct Args {
     pub resume: bool,
     #[arg(long)]
     pub quiet: bool,
+    /// Record each rank's compute and communication spans as a Chrome/Perfetto trace
+    /// (RUN/timeline/rank-N.json) and print how much of the communication time had compute
+    /// running beside it.
+    #[arg(long)]
+    pub timeline: bool,
 }
 
 /// The MPI world when this process was started by a launcher (`mpirun`, `srun`).
@@ -41,7 +46,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let out = cfg.train.out.clone();
     let world = world()?;
     let lead = world.as_ref().is_none_or(|w| w.rank() == 0);
-    let o = train_in(cfg, a.resume, a.quiet, world)?;
+    let o = if a.timeline {
+        let rank = world.as_ref().map_or(0, |w| w.rank());
+        let (o, comm, hidden) = train_with_timeline(cfg, a.resume, a.quiet, world)?;
+        println!(
+            "rank {rank}: timeline {}; communication {:.1} ms, of which {:.1} ms ({:.0} %) with compute running beside it",
+            timeline_path(&out, rank).display(),
+            comm / 1e3,
+            hidden / 1e3,
+            100.0 * hidden / comm.max(1e-9)
+        );
+        o
+    } else {
+        train_in(cfg, a.resume, a.quiet, world)?
+    };
     if !lead {
         return Ok(());
     }

@@ -11,6 +11,7 @@ use tokenmill_pipelines::config::{
 use tokenmill_pipelines::inspect;
 use tokenmill_shards::{Dataset, TokenDtype};
 use tokenmill_tests::{data, gunzip, tokenmill_bin, tree_bytes};
+use tokenmill_trainer::train::LogKind;
 
 fn cfg(
     inputs: &[PathBuf],
@@ -424,7 +425,7 @@ fn quickstart_runs_without_outside_files() {
     .unwrap();
     // The tiny model trained on the dataset: its loss fell from ln V and a held-out loss exists.
     let log = tokenmill_pipelines::plot::read_log(&dir.path().join("run")).unwrap();
-    let train: Vec<_> = log.iter().filter(|l| l.kind == "train").collect();
+    let train: Vec<_> = log.iter().filter(|l| l.kind == LogKind::Train).collect();
     assert_eq!(train.len(), 40);
     assert!(
         train[39].main_loss < train[0].main_loss - 0.5,
@@ -432,7 +433,7 @@ fn quickstart_runs_without_outside_files() {
         train[0].main_loss,
         train[39].main_loss
     );
-    assert!(log.iter().any(|l| l.kind == "eval"));
+    assert!(log.iter().any(|l| l.kind == LogKind::Eval));
     assert!(dir.path().join("run/loss.svg").is_file());
     let r = tokenmill_shards::verify(&ds).unwrap();
     let stats: serde_json::Value =

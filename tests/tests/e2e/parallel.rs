@@ -10,21 +10,21 @@
 use std::path::Path;
 
 use tokenmill_tests::{mpirun, tokenmill_bin};
-use tokenmill_trainer::train::StepLog;
+use tokenmill_trainer::train::{LogKind, StepLog};
 
 use crate::train::{datasets, log, write_config};
 
 const LR: &str = "peak = 2e-3\nwarmup = 2";
 
 /// (step, loss, eval loss if an eval line) of a run's log.
-fn curve(run: &Path) -> Vec<(u64, String, f64)> {
+fn curve(run: &Path) -> Vec<(u64, LogKind, f64)> {
     log(run)
         .iter()
-        .map(|l: &StepLog| (l.step, l.kind.clone(), l.loss))
+        .map(|l: &StepLog| (l.step, l.kind, l.loss))
         .collect()
 }
 
-fn assert_close(a: &[(u64, String, f64)], b: &[(u64, String, f64)], what: &str) {
+fn assert_close(a: &[(u64, LogKind, f64)], b: &[(u64, LogKind, f64)], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
     let mut worst = 0.0f64;
     for (x, y) in a.iter().zip(b) {
@@ -82,8 +82,8 @@ fn mpirun_train_in_every_layout_follows_one_process_and_resumes_across_layouts()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let reference = curve(&d.join("one"));
-    assert!(reference.iter().filter(|x| x.1 == "train").count() == 10);
-    assert!(reference.iter().any(|x| x.1 == "eval"));
+    assert!(reference.iter().filter(|x| x.1 == LogKind::Train).count() == 10);
+    assert!(reference.iter().any(|x| x.1 == LogKind::Eval));
     for (np, name, layout) in [
         (2, "dp2", "dp = 2"),
         (2, "ep2", "ep = 2"),
@@ -155,4 +155,41 @@ fn layouts_that_do_not_fit_are_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("mpirun -np 4 tokenmill train"), "{err}");
+}
+
+#[test]
+fn timeline_traces_every_rank_with_its_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let cfg = with_layout(d, "tl", "steps = 3", "ep = 2");
+    let mut c = mpirun(2);
+    c.current_dir(d)
+        .arg(tokenmill_bin())
+        .args(["train", "--quiet", "--timeline", "--config"])
+        .arg(&cfg);
+    let o = c.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for rank in 0..2 {
+        let p = tokenmill_pipelines::train::timeline_path(&d.join("tl"), rank);
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let ev = v["traceEvents"].as_array().unwrap();
+        let named = |n: &str| ev.iter().filter(|e| e["name"] == n).count();
+        // Two MoE layers (block 1, MTP) × 3 steps, forward and backward.
+        assert!(
+            named("moe dispatch") >= 6,
+            "rank {rank}: {} dispatches",
+            named("moe dispatch")
+        );
+        assert!(named("shared expert") >= 6);
+        assert!(named("gradient all-reduce") == 3, "rank {rank}");
+        assert!(ev.iter().any(|e| e["name"] == "block 1 forward"));
+        assert!(text.contains(&format!("rank {rank}: timeline")), "{text}");
+    }
+    assert!(text.contains("with compute running beside it"), "{text}");
 }

@@ -10,7 +10,7 @@ use tokenmill_pipelines::train::{read_config, train};
 use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
 use tokenmill_shards::{TextTokenizer, TokenizeConfig};
 use tokenmill_tests::data;
-use tokenmill_trainer::train::{StepLog, superseded};
+use tokenmill_trainer::train::{LogKind, StepLog, superseded};
 
 /// A poisoned document: its kind and the byte offset it was written at.
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ fn poison_steps(run: &Path, ids: &[String]) -> std::collections::BTreeMap<u64, u
 
 fn spiked(l: &[StepLog]) -> Vec<u64> {
     l.iter()
-        .filter(|x| x.kind == "train" && !x.spikes.is_empty())
+        .filter(|x| x.kind == LogKind::Train && !x.spikes.is_empty())
         .map(|x| x.step)
         .collect()
 }
@@ -198,7 +198,7 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
     // document — its source file and byte offset — as the top contributor.
     let doc_fired: Vec<&StepLog> = l
         .iter()
-        .filter(|x| x.kind == "train" && x.spikes.iter().any(|s| s.starts_with("doc z=")))
+        .filter(|x| x.kind == LogKind::Train && x.spikes.iter().any(|s| s.starts_with("doc z=")))
         .collect();
     assert!(doc_fired.len() >= 3, "{summary}");
     for x in &doc_fired {
@@ -271,7 +271,7 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
     let effective: Vec<&StepLog> = hl
         .iter()
         .zip(&gone)
-        .filter(|(x, g)| x.kind == "train" && !**g)
+        .filter(|(x, g)| x.kind == LogKind::Train && !**g)
         .map(|(x, _)| x)
         .collect();
     assert_eq!(effective.len(), 180);
@@ -328,7 +328,7 @@ fn clean_text_never_fires_the_default_detectors() {
     // the detectors did look: z-scores from min_history on
     assert!(
         l.iter()
-            .filter(|x| x.kind == "train" && x.doc_z.is_some())
+            .filter(|x| x.kind == LogKind::Train && x.doc_z.is_some())
             .count()
             >= 150
     );

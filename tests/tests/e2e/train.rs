@@ -9,7 +9,7 @@ use tokenmill_pipelines::train::{read_config, train};
 use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
 use tokenmill_shards::{TextTokenizer, TokenizeConfig};
 use tokenmill_tests::{data, tokenmill_bin};
-use tokenmill_trainer::train::StepLog;
+use tokenmill_trainer::train::{LogKind, StepLog};
 
 /// Train/eval datasets from tinyshakespeare (first 90 % / last 10 % of its lines) with a
 /// 512-token BPE trained on the training part. Returns (dir, train text).
@@ -98,7 +98,7 @@ fn tiny_model_learns_real_text_below_its_unigram_entropy() {
     let out = train(read_config(&cfg).unwrap(), false, true).unwrap();
     let eval = out.eval_loss.expect("an eval dataset was given");
     let lines = log(&dir.path().join("learn"));
-    let train_lines: Vec<&StepLog> = lines.iter().filter(|l| l.kind == "train").collect();
+    let train_lines: Vec<&StepLog> = lines.iter().filter(|l| l.kind == LogKind::Train).collect();
     assert_eq!(train_lines.len(), 200);
     let first = train_lines[0].main_loss;
     assert!(
@@ -107,7 +107,7 @@ fn tiny_model_learns_real_text_below_its_unigram_entropy() {
     );
     let evals: Vec<f64> = lines
         .iter()
-        .filter(|l| l.kind == "eval")
+        .filter(|l| l.kind == LogKind::Eval)
         .map(|l| l.loss)
         .collect();
     assert_eq!(evals.len(), 4, "evaluations at 50, 100, 150 and the end");
@@ -168,7 +168,7 @@ fn resume_gives_bitwise_the_same_losses_and_weights() {
     let (a, b) = (log(&dir.path().join("full")), log(&dir.path().join("part")));
     let losses = |l: &[StepLog]| {
         l.iter()
-            .filter(|x| x.kind == "train")
+            .filter(|x| x.kind == LogKind::Train)
             .map(|x| (x.step, x.loss.to_bits(), x.grad_norm.to_bits()))
             .collect::<Vec<_>>()
     };
@@ -333,7 +333,7 @@ fn fp8_training_runs_and_resumes_a_checkpoint_saved_in_fp32() {
     let o = train(read_config(&fp8).unwrap(), true, true).unwrap();
     assert_eq!(o.steps, 6);
     let l = log(&dir.path().join("mixed"));
-    let train_lines: Vec<&StepLog> = l.iter().filter(|x| x.kind == "train").collect();
+    let train_lines: Vec<&StepLog> = l.iter().filter(|x| x.kind == LogKind::Train).collect();
     assert_eq!(train_lines.len(), 6);
     assert!(train_lines.iter().all(|x| x.loss.is_finite() && !x.skipped));
     // The FP8 steps differ from what FP32 would have computed from the same state.
@@ -342,7 +342,7 @@ fn fp8_training_runs_and_resumes_a_checkpoint_saved_in_fp32() {
     let r = log(&dir.path().join("ref"));
     let step5 = |l: &[StepLog]| {
         l.iter()
-            .find(|x| x.kind == "train" && x.step == 5)
+            .find(|x| x.kind == LogKind::Train && x.step == 5)
             .unwrap()
             .loss
     };
@@ -360,7 +360,7 @@ fn trace_replays_a_step_and_names_its_documents() {
     let t = tokenmill_pipelines::trace::trace_step(&run, 3, None, 5).unwrap();
     let line = log(&run)
         .into_iter()
-        .find(|l| l.kind == "train" && l.step == 3)
+        .find(|l| l.kind == LogKind::Train && l.step == 3)
         .unwrap();
     assert_eq!(t.samples.len(), 16);
     // The samples' losses average to the step's next-token loss (each sample has 64 targets).
@@ -456,7 +456,7 @@ fn the_skip_response_drops_the_updates_of_spiking_steps() {
     .unwrap();
     train(read_config(&spiky).unwrap(), false, true).unwrap();
     let l = log(&dir.path().join("spiky"));
-    let tr: Vec<&StepLog> = l.iter().filter(|x| x.kind == "train").collect();
+    let tr: Vec<&StepLog> = l.iter().filter(|x| x.kind == LogKind::Train).collect();
     assert!(tr[..5].iter().all(|x| x.spikes.is_empty() && !x.skipped));
     assert!(
         tr[5..].iter().all(|x| !x.spikes.is_empty() && x.skipped),
@@ -493,7 +493,7 @@ fn quarantine_excludes_the_top_documents_from_then_on_and_in_later_runs() {
         vec![2, 3, 4, 5]
     );
     let l = log(&run);
-    let tr: Vec<&StepLog> = l.iter().filter(|x| x.kind == "train").collect();
+    let tr: Vec<&StepLog> = l.iter().filter(|x| x.kind == LogKind::Train).collect();
     assert_eq!(tr[2].quarantined, vec![list[0].id.clone()]);
     // From the next step on, the document's tokens no longer count (windows packing masks them).
     let (_, seen) = tokenmill_pipelines::trace::trace_doc(&run, &list[0].id).unwrap();

@@ -37,6 +37,7 @@ use self::dispatch::{DispatchPlan, owned};
 use crate::mlp::{Mlp, MlpCache};
 use crate::ops::{Buf, Ctx, Linear, Precision, WgradQueue};
 use crate::params::ParamId;
+use crate::timeline;
 
 /// Value given to the affinities of experts in groups that were not chosen, before the top-K:
 /// −∞, as Hugging Face's `DeepseekV3TopkRouter` does (some older checkpoints' code filled 0.0,
@@ -183,15 +184,24 @@ impl Moe {
         }
         // Dispatch: one row per (token, chosen expert), to the expert's owner; the shared
         // expert runs while the rows are in flight.
-        let plan = DispatchPlan::new(&rows, group);
+        let comm = |what: &'static str| group.map(|_| timeline::span("comm", || what.into()));
+        let plan = {
+            let _c = comm("moe counts");
+            DispatchPlan::new(&rows, group)
+        };
         let mut send = Vec::with_capacity(plan.send_rows().len() * d);
         for &(t, _) in plan.send_rows() {
             send.extend_from_slice(&x[t * d..(t + 1) * d]);
         }
         let mut shared = None;
-        let inputs = dispatch_inputs(cx, &plan, group, send, d, &mut || {
-            shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
-        });
+        let inputs = {
+            let _c = comm("moe dispatch");
+            dispatch_inputs(cx, &plan, group, send, d, &mut || {
+                let _o = group.map(|_| timeline::span("overlap", || "shared expert".into()));
+                shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
+            })
+        };
+        let _e = timeline::span("compute", || "experts forward".into());
         // Experts: this rank's, each on its rows.
         let mine = owned(e, plan.size(), group.map_or(0, |g| g.rank()));
         let (outs, local): (Vec<Vec<T>>, Vec<Option<MlpCache<T>>>) = self.experts[mine]
@@ -207,7 +217,11 @@ impl Moe {
             .unzip();
         // Combine: the outputs back, then per token Σ g·y over its experts in expert order
         // (the plan's send order).
-        let ys = combine_outputs(cx, &plan, group, outs, d);
+        drop(_e);
+        let ys = {
+            let _c = comm("moe combine");
+            combine_outputs(cx, &plan, group, outs, d)
+        };
         let (mut out, shared) = match shared.flatten() {
             Some((y, c)) => (y, Some(c)),
             None => (vec![T::zero(); n * d], None),
@@ -311,7 +325,12 @@ impl Moe {
             dgates[t * k + j] = dot;
         }
         // The backward of the combine is a dispatch: the gradients go to the experts' owners.
-        let dys = c.plan.dispatch(group, dy, d, &mut || {});
+        let comm = |what: &'static str| group.map(|_| timeline::span("comm", || what.into()));
+        let dys = {
+            let _c = comm("moe dispatch (gradients)");
+            c.plan.dispatch(group, dy, d, &mut || {})
+        };
+        let _e = timeline::span("compute", || "experts backward".into());
         let mine = owned(e, c.plan.size(), group.map_or(0, |g| g.rank()));
         let per_expert: Vec<(Vec<T>, WgradQueue<T>)> = self.experts[mine]
             .par_iter()
@@ -331,7 +350,11 @@ impl Moe {
         }
         // The backward of the dispatch is a combine: the input gradients come back, and each
         // token sums them over its experts in expert order.
-        let dxs = c.plan.combine(group, &dxe, d, &mut || {});
+        drop(_e);
+        let dxs = {
+            let _c = comm("moe combine (gradients)");
+            c.plan.combine(group, &dxe, d, &mut || {})
+        };
         for (r, &(t, _)) in rows.iter().enumerate() {
             let (dst, src) = (&mut dx[t * d..(t + 1) * d], &dxs[r * d..(r + 1) * d]);
             for cc in 0..d {

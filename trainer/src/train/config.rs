@@ -1,0 +1,215 @@
+//! The training configuration (`train.toml`): the model's source, the data, the loop; AdamW's
+//! settings and the learning-rate schedule are [`crate::optim`]'s, the process layout
+//! [`crate::parallel`]'s.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokenmill_shards::loader::{LoaderConfig, Packing, Shuffle};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::ops::Precision;
+use crate::optim::{AdamWConfig, LrSchedule};
+use crate::parallel::ParallelConfig;
+
+/// `[model]`: where the [`ModelConfig`] comes from (a preset or an HF `config.json`), with field
+/// overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSourceConfig {
+    /// A preset name (`tiny`, `small`, `deepseek-v3`, `deepseek-v2-lite`).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Or a `config.json`.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Any `ModelConfig` field, e.g. `vocab_size = 512`.
+    #[serde(flatten)]
+    pub overrides: BTreeMap<String, serde_json::Value>,
+}
+
+impl ModelSourceConfig {
+    /// The model configuration this section describes.
+    pub fn resolve(&self) -> Result<ModelConfig> {
+        let base = match (&self.preset, &self.config) {
+            (Some(p), None) => ModelConfig::preset(p)?,
+            (None, Some(c)) => crate::hf::read_config(c)?,
+            (None, None) => ModelConfig::preset("tiny")?,
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "[model] takes preset or config, not both".into(),
+                ));
+            }
+        };
+        let mut v = serde_json::to_value(&base).expect("serialises");
+        let o = v.as_object_mut().expect("an object");
+        for (k, val) in &self.overrides {
+            if !o.contains_key(k) {
+                return Err(Error::Config(format!("[model] has no field {k:?}")));
+            }
+            o.insert(k.clone(), val.clone());
+        }
+        let cfg: ModelConfig = serde_json::from_value(v).map_err(|source| Error::ConfigValue {
+            section: "[model]",
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// `[data]`: the datasets and the batches drawn from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training dataset (a `tokenmill build` output).
+    pub train: PathBuf,
+    /// Held-out dataset for evaluation (same tokenizer).
+    #[serde(default)]
+    pub eval: Option<PathBuf>,
+    /// Tokens per sample (inputs; samples hold one more).
+    pub seq_len: u64,
+    /// Samples per step.
+    pub batch: u64,
+    /// Samples per forward/backward (gradients accumulate); default = batch.
+    #[serde(default)]
+    pub micro_batch: Option<u64>,
+    /// Loader seed.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `windows` or `documents`.
+    #[serde(default = "default_packing")]
+    pub packing: Packing,
+    /// `quarantine.json` files of earlier runs: their documents are left out of this one.
+    #[serde(default)]
+    pub exclude_from: Vec<PathBuf>,
+}
+
+fn default_seed() -> u64 {
+    1234
+}
+
+fn default_packing() -> Packing {
+    Packing::Windows
+}
+
+/// What to do with a step whose loss or gradient is not finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Stop with an error (the parameters are left as before the step).
+    #[default]
+    Error,
+    /// Drop the step's update, log it, and go on.
+    Skip,
+}
+
+/// `[train]`: the loop (steps, evaluation, checkpoints, losses, spikes, precision).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Run directory.
+    pub out: PathBuf,
+    /// Seed of the initial weights.
+    #[serde(default = "default_seed")]
+    pub init_seed: u64,
+    /// Evaluate every this many steps (0 = only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Batches per evaluation.
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: u64,
+    /// Checkpoint every this many steps (0 = only at the end).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// MTP loss weight λ by step: `[[0, 0.3], [1000, 0.1]]` = 0.3 from step 0, 0.1 from 1000.
+    #[serde(default = "default_lambda")]
+    pub mtp_lambda: Vec<(u64, f64)>,
+    /// α of the sequence-wise balance loss.
+    #[serde(default = "default_alpha")]
+    pub balance_alpha: f64,
+    /// γ of the routing-bias update.
+    #[serde(default = "default_gamma")]
+    pub bias_gamma: f64,
+    /// Threads (0 = all cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// Non-finite loss or gradient.
+    #[serde(default)]
+    pub on_nonfinite: OnNonFinite,
+    /// Loss-spike detectors.
+    #[serde(default)]
+    pub spikes: crate::spikes::SpikeConfig,
+    /// Training lines per file of the per-document loss table (`RUN/losses/`).
+    #[serde(default = "default_losses_every")]
+    pub losses_every: u64,
+    /// GEMM precision of the blocks' linear layers: `fp32`, `bf16` or `fp8`. Master weights,
+    /// gradients and optimizer state are FP32 in all three, so a checkpoint saved in one
+    /// precision resumes in another.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+fn default_losses_every() -> u64 {
+    100
+}
+
+fn default_eval_batches() -> u64 {
+    4
+}
+fn default_lambda() -> Vec<(u64, f64)> {
+    vec![(0, 0.3)]
+}
+fn default_alpha() -> f64 {
+    0.0001
+}
+fn default_gamma() -> f64 {
+    0.001
+}
+
+/// A whole training configuration (`train.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The model.
+    pub model: ModelSourceConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// AdamW.
+    #[serde(default)]
+    pub optim: AdamWConfig,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub lr: LrSchedule,
+    /// The loop.
+    pub train: LoopConfig,
+    /// Training across processes (`[parallel] dp, ep`); absent: one process.
+    #[serde(default, skip_serializing_if = "ParallelConfig::is_single")]
+    pub parallel: ParallelConfig,
+}
+
+impl TrainConfig {
+    /// λ at `step`.
+    pub fn mtp_lambda(&self, step: u64) -> f64 {
+        self.train
+            .mtp_lambda
+            .iter()
+            .rfind(|(s, _)| *s <= step)
+            .map_or(0.0, |&(_, l)| l)
+    }
+}
+
+/// The training loader's settings for a `[data]` section.
+pub fn loader_config(d: &DataConfig, shuffle: Shuffle, batch: u64) -> LoaderConfig {
+    LoaderConfig {
+        seq_len: d.seq_len,
+        global_batch: batch,
+        seed: d.seed,
+        packing: d.packing,
+        shuffle,
+        ..LoaderConfig::default()
+    }
+}

@@ -1,0 +1,579 @@
+//! The training loop: a global batch from the loader, forward and backward per micro-batch
+//! (gradients accumulate), across processes the reduction of figures and gradients in rank
+//! order, the spike detectors, global-norm clipping, AdamW and the routing-bias update; an
+//! evaluation on the held-out dataset on schedule, a line of `log.jsonl` per step and per
+//! evaluation, and atomic, resumable checkpoints.
+//!
+//! A run directory holds `run.json` (the resolved configuration and model, the dataset
+//! fingerprint), `log.jsonl`, the per-document loss table `losses/` ([`crate::losslog`]),
+//! `quarantine.json` when a spike quarantined documents, and `checkpoints/`.
+//!
+//! The [`Trainer`] and its loop live here; beside them:
+//! - `config.rs`: the configuration, `train.toml` ([`TrainConfig`] and its sections);
+//! - `log.rs`: the step log, `log.jsonl` ([`StepLog`], [`LogKind`], [`superseded`]);
+//! - `checkpoint.rs`: checkpoints, their layout and their loading ([`CheckpointState`],
+//!   [`load_checkpoint`], [`Trainer::save_checkpoint`]);
+//! - `quarantine.rs`: the spike responses quarantine and rollback ([`Quarantined`],
+//!   [`read_quarantine`]);
+//! - `stats.rs`: a step's per-sample and per-document-span figures and their rows of the loss
+//!   table.
+//!
+//! The cost model (FLOPs per token, the GEMM peak behind the MFU) is [`crate::cost`]'s, AdamW
+//! and the learning-rate schedule [`crate::optim`]'s, the spike detectors [`crate::spikes`]'s.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokenmill_kernels::Cpu;
+use tokenmill_shards::Dataset;
+use tokenmill_shards::loader::{Loader, LoaderState, Shuffle};
+
+use crate::cost::{flops_per_token, measure_gemm_peak};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::model::{Batch, LossWeights, Model, WgradMode};
+use crate::moe::update_bias;
+use crate::ops::{NONFINITE_FP8_TILES, WgradQueue};
+use crate::optim::{AdamW, clip_scale};
+use crate::parallel::Groups;
+use crate::params::view_mut;
+use crate::rng::Rng;
+use crate::spikes::SpikeResponse;
+
+mod checkpoint;
+mod config;
+mod log;
+mod quarantine;
+mod stats;
+
+pub use checkpoint::{CheckpointState, fingerprint, load_checkpoint};
+pub use config::{
+    DataConfig, LoopConfig, ModelSourceConfig, OnNonFinite, TrainConfig, loader_config,
+};
+pub use log::{LogKind, RollbackLog, StepLog, superseded};
+pub use quarantine::{Quarantined, read_quarantine};
+
+use log::{KeptLog, eval_line, open_log};
+use stats::{SampleStats, loss_rows};
+
+/// A training run.
+#[derive(Debug)]
+pub struct Trainer {
+    /// The configuration.
+    pub cfg: TrainConfig,
+    /// The model.
+    pub model: Model,
+    /// FP32 master weights.
+    pub params: Vec<f32>,
+    grads: Vec<f32>,
+    /// AdamW.
+    pub opt: AdamW,
+    loader: Loader,
+    eval: Option<Loader>,
+    /// Steps done.
+    pub step: u64,
+    rng: Rng,
+    fingerprint: String,
+    peak_flops: f64,
+    flops_per_token: f64,
+    log: std::fs::File,
+    spikes: crate::spikes::SpikeDetector,
+    recent_losses: std::collections::VecDeque<(u64, f64)>,
+    /// Entries of `quarantine.json` in effect.
+    quarantined: usize,
+    /// Rollbacks done in this run.
+    rollbacks: u32,
+    /// Training lines logged so far (superseded ones included).
+    seq: u64,
+    /// The loss table (the writing rank only).
+    losses: Option<crate::losslog::LossWriter>,
+    /// The process groups of a run across processes (`None`: one process).
+    group: Option<Groups>,
+}
+
+impl Trainer {
+    /// Sets up a run in one process: fresh, or from the newest checkpoint in `train.out` when
+    /// `resume`.
+    pub fn new(cfg: TrainConfig, resume: bool) -> Result<Self> {
+        Self::new_in(cfg, resume, None)
+    }
+
+    /// Sets up a run across the ranks of `world` (every rank calls it; `None`: one process),
+    /// laid out by `[parallel]`. Every rank reads the same global batch and trains on its slice
+    /// of it; rank 0 alone writes the run directory (log, loss table, checkpoints), which is the
+    /// same as a one-process run's, so a checkpoint resumes in any layout.
+    pub fn new_in(
+        cfg: TrainConfig,
+        resume: bool,
+        world: Option<Arc<dyn tokenmill_comm::Communicator>>,
+    ) -> Result<Self> {
+        let mcfg = cfg.model.resolve()?;
+        let mut model = Model::new(mcfg.clone())?;
+        model.precision = cfg.train.precision;
+        let d = &cfg.data;
+        let micro = d.micro_batch.unwrap_or(d.batch);
+        if d.batch == 0 || micro == 0 || !d.batch.is_multiple_of(micro) {
+            return Err(Error::Config(format!(
+                "batch {} must be a positive multiple of micro_batch {micro}",
+                d.batch
+            )));
+        }
+        let group = match world {
+            Some(w) if w.size() > 1 || !cfg.parallel.is_single() => {
+                // Without a micro_batch each rank runs its slice as one micro-batch.
+                let local = d.micro_batch.unwrap_or(d.batch / w.size().max(1) as u64);
+                cfg.parallel
+                    .validate(w.size(), &mcfg, d.batch as usize, local as usize)?;
+                Some(Groups::new(w, &cfg.parallel)?)
+            }
+            Some(_) => None,
+            None if !cfg.parallel.is_single() => {
+                return Err(Error::Layout(format!(
+                    "[parallel] asks for {} ranks: start it with `mpirun -np {} tokenmill train …` (or srun)",
+                    cfg.parallel.world(),
+                    cfg.parallel.world()
+                )));
+            }
+            None => None,
+        };
+        if let Some(g) = &group {
+            model.parallel = g.model_parallel();
+        }
+        let writer = group.as_ref().is_none_or(|g| g.world.rank() == 0);
+        let ds = Dataset::open(&d.train)?;
+        let vocab = ds.manifest().tokenizer.vocab_size;
+        if vocab as usize > mcfg.vocab_size {
+            return Err(Error::Data(format!(
+                "{}: the tokenizer's vocabulary of {vocab} exceeds the model's vocab_size {}",
+                d.train.display(),
+                mcfg.vocab_size
+            )));
+        }
+        let (exclude, quarantined) = quarantine::exclusions(d, &cfg.train.out, resume, writer)?;
+        let mut lc = loader_config(d, Shuffle::Full, d.batch);
+        lc.exclude = exclude;
+        let mut loader = Loader::open(&d.train, lc)?;
+        let eval = match &d.eval {
+            Some(dir) => {
+                let ev = Dataset::open(dir)?;
+                if ev.manifest().tokenizer.sha256 != ds.manifest().tokenizer.sha256 {
+                    return Err(Error::Data(format!(
+                        "{} and {} use different tokenizers",
+                        d.train.display(),
+                        dir.display()
+                    )));
+                }
+                // Across processes each rank evaluates its slice of each eval batch.
+                let ranks = group.as_ref().map_or(1, |g| g.world.size() as u64);
+                if !micro.is_multiple_of(ranks) {
+                    return Err(Error::Layout(format!(
+                        "an eval batch of {micro} samples (micro_batch) cannot be split over {ranks} ranks"
+                    )));
+                }
+                Some(Loader::open(dir, loader_config(d, Shuffle::None, micro))?)
+            }
+            None => None,
+        };
+        let fingerprint = fingerprint(&d.train)?;
+        let out = cfg.train.out.clone();
+        std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| Error::io(&out, e))?;
+        if !resume && writer {
+            // A fresh run starts over: checkpoints of an earlier run in the same place would
+            // be taken for this run's by a rollback.
+            checkpoint::remove_earlier_run(&out.join("checkpoints"))?;
+        }
+        let mut params: Vec<f32> = model.init(cfg.train.init_seed);
+        let mut opt = AdamW::new(cfg.optim.clone(), &model.layout);
+        let mut step = 0;
+        let mut rng = Rng::new(cfg.train.init_seed);
+        let mut keep = None;
+        if resume {
+            let (dir, st) =
+                checkpoint::load_latest(&out, &model, &mut params, &mut opt, &fingerprint, d)?;
+            loader.resume(st.loader);
+            step = st.step;
+            rng = Rng::from_state(st.rng);
+            keep = Some(step);
+            tracing::info!(step, checkpoint = %dir.display(), "resumed");
+        }
+        let run =
+            serde_json::to_string_pretty(&serde_json::json!({ "config": &cfg, "model": &mcfg, "dataset_fingerprint": &fingerprint }))
+                .expect("serialises");
+        let (log, kept_log) = if writer {
+            write_atomic(&out.join("run.json"), run.as_bytes())?;
+            open_log(&out, keep)?
+        } else {
+            // The other ranks learn what the writer keeps of the log, and write nothing.
+            let sink = std::fs::OpenOptions::new()
+                .append(true)
+                .open("/dev/null")
+                .map_err(|e| Error::io("/dev/null", e))?;
+            (sink, KeptLog::default())
+        };
+        let (mut rollbacks, mut seq) = (kept_log.rollbacks, kept_log.train_lines);
+        if let Some(g) = &group {
+            let mut v = [u64::from(rollbacks), seq];
+            tokenmill_comm::Collectives::broadcast(g.world.as_ref(), 0, &mut v)?;
+            (rollbacks, seq) = (v[0] as u32, v[1]);
+        }
+        let losses = if writer {
+            Some(crate::losslog::LossWriter::open(
+                &out,
+                seq,
+                cfg.train.losses_every,
+            )?)
+        } else {
+            None
+        };
+        let grads = vec![0.0; params.len()];
+        let flops_per_token = flops_per_token(&mcfg, d.seq_len);
+        let cfg_spikes = cfg.train.spikes.clone();
+        let mut t = Trainer {
+            cfg,
+            model,
+            params,
+            grads,
+            opt,
+            loader,
+            eval,
+            step,
+            rng,
+            fingerprint,
+            peak_flops: 0.0,
+            flops_per_token,
+            log,
+            spikes: crate::spikes::SpikeDetector::new(cfg_spikes),
+            recent_losses: std::collections::VecDeque::new(),
+            quarantined,
+            rollbacks,
+            seq,
+            losses,
+            group,
+        };
+        if let Some(g) = &t.group {
+            // Nobody starts before the writer has cleaned and prepared the run directory.
+            g.world.barrier()?;
+        }
+        if !resume && t.cfg.train.spikes.responds(SpikeResponse::Rollback) {
+            // Rollback needs a checkpoint at or before any spike.
+            t.save_checkpoint()?;
+        }
+        Ok(t)
+    }
+
+    fn weights(&self) -> LossWeights {
+        LossWeights {
+            mtp_lambda: self.cfg.mtp_lambda(self.step),
+            balance_alpha: self.cfg.train.balance_alpha,
+        }
+    }
+
+    /// One optimizer step.
+    pub fn train_step(&mut self) -> Result<StepLog> {
+        let t0 = Instant::now();
+        let be = Cpu;
+        let d = self.cfg.data.clone();
+        let micro = d.micro_batch.unwrap_or(d.batch) as usize;
+        let s = d.seq_len as usize;
+        let loader_state = self.loader.state();
+        let batch = self.loader.next_batch()?;
+        let w = self.weights();
+        self.grads.fill(0.0);
+        let (mut loss, mut main, mut mtp, mut bal) = (0.0, 0.0, 0.0, 0.0);
+        let mut loads: Vec<Vec<u64>> = Vec::new();
+        let mut stats = SampleStats::with_capacity(batch.samples.len());
+        let excluded = self.quarantined;
+        let mut wq = WgradQueue::new();
+        // Across processes every rank reads the global batch and trains on its slice.
+        let mine = match &self.group {
+            Some(g) => g.batch_slice(batch.samples.len()),
+            None => 0..batch.samples.len(),
+        };
+        let n_micro = mine.len().div_ceil(micro);
+        for chunk in batch.samples[mine].chunks(micro) {
+            let tokens: Vec<u32> = chunk
+                .iter()
+                .flat_map(|x| x.tokens.iter().copied())
+                .collect();
+            let mask: Vec<u8> = chunk
+                .iter()
+                .flat_map(|x| x.loss_mask.iter().copied())
+                .collect();
+            let bt = Batch {
+                tokens: &tokens,
+                mask: Some(&mask),
+                b: chunk.len(),
+                s,
+            };
+            let mut f = self.model.forward(&be, &self.params, &bt, w, true)?;
+            loss += f.loss / n_micro as f64;
+            main += f.main_loss / n_micro as f64;
+            mtp += f.mtp_losses.iter().sum::<f64>()
+                / f.mtp_losses.len().max(1) as f64
+                / n_micro as f64;
+            bal += f.balance_loss / n_micro as f64;
+            for (bi, smp) in chunk.iter().enumerate() {
+                stats.push(smp, &f.token_losses[bi * s..(bi + 1) * s], s);
+            }
+            if loads.is_empty() {
+                loads = f.moe.iter().map(|m| vec![0; m.load.len()]).collect();
+            }
+            for (acc, m) in loads.iter_mut().zip(&f.moe) {
+                for (a, &l) in acc.iter_mut().zip(&m.load) {
+                    *a += l;
+                }
+            }
+            if f.loss.is_finite() {
+                self.model.backward(
+                    &be,
+                    &self.params,
+                    &mut f,
+                    &mut self.grads,
+                    &mut wq,
+                    WgradMode::Immediate,
+                );
+            }
+        }
+        if n_micro > 1 {
+            let inv = 1.0 / n_micro as f32;
+            self.grads.iter_mut().for_each(|g| *g *= inv);
+        }
+        if let Some(g) = &self.group {
+            // Every rank gets the whole batch's figures and gradients, so every decision
+            // below (spikes, quarantine, the update) is the same on every rank.
+            let w = g.world.as_ref();
+            let mut sums = [loss, main, mtp, bal];
+            tokenmill_comm::Collectives::all_reduce_sum(w, &mut sums)?;
+            [loss, main, mtp, bal] = sums;
+            {
+                let _c = crate::timeline::span("comm", || "gradient all-reduce".into());
+                tokenmill_comm::Collectives::all_reduce_sum(w, &mut self.grads)?;
+            }
+            stats = stats.gather(w)?;
+        }
+        let grad_norm = self.opt.grad_norm(&self.grads);
+        let lr = self.cfg.lr.at(self.step);
+        let finite = loss.is_finite() && grad_norm.is_finite();
+        let step = self.step;
+        let spans = stats.spans();
+        let obs = self.spikes.observe(step, loss, grad_norm, &spans);
+        let mut spikes = obs.fired.clone();
+        if finite {
+            self.recent_losses.push_back((step, loss));
+            if self.recent_losses.len() > self.spikes.config().window {
+                self.recent_losses.pop_front();
+            }
+        }
+        let window: Vec<f64> = self.recent_losses.iter().map(|x| x.1).collect();
+        let spike_score = crate::spikes::spike_score(&window, self.spikes.config().score_sigma);
+        let sc = self.spikes.config().clone();
+        if finite && let Some(f) = crate::spikes::score_fires(&window, loss, &sc) {
+            // the score detector judged this step a spike: out of the others' history
+            self.spikes.forget_from(step);
+            spikes.push(f);
+        }
+        let skip_spike = finite && !spikes.is_empty() && sc.drops_update();
+        let quarantined = if skip_spike && sc.responds(SpikeResponse::Quarantine) {
+            self.quarantine(
+                &batch.samples,
+                &stats.span_losses,
+                &stats.span_counts,
+                main,
+                &obs.outliers,
+            )?
+        } else {
+            Vec::new()
+        };
+        if skip_spike {
+            tracing::warn!(step, ?spikes, "spike: update skipped");
+        }
+        if finite && !skip_spike {
+            let _t = crate::timeline::span("compute", || "optimizer".into());
+            self.opt.step(
+                &mut self.params,
+                &self.grads,
+                lr,
+                clip_scale(grad_norm, self.cfg.optim.clip),
+            );
+            for (id, load) in self.model.moe_biases().into_iter().zip(&loads) {
+                update_bias(
+                    view_mut(&self.model.layout, &mut self.params, id),
+                    load,
+                    self.cfg.train.bias_gamma,
+                );
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let tokens = (batch.samples.len() * s) as f64;
+        if self.peak_flops == 0.0 {
+            self.peak_flops = measure_gemm_peak();
+        }
+        let rollback = if skip_spike
+            && sc.responds(SpikeResponse::Rollback)
+            && self.rollbacks < sc.max_rollbacks
+        {
+            Some(self.rollback(step, !quarantined.is_empty())?)
+        } else {
+            None
+        };
+        let SampleStats {
+            sample_losses,
+            span_losses,
+            span_peaks,
+            span_counts,
+        } = stats;
+        let log = StepLog {
+            kind: LogKind::Train,
+            step,
+            seq: self.seq,
+            loss,
+            main_loss: main,
+            mtp_loss: mtp,
+            balance_loss: bal,
+            grad_norm,
+            lr,
+            tokens_per_s: tokens / secs,
+            mfu: tokens * self.flops_per_token / secs / self.peak_flops,
+            expert_load: loads
+                .iter()
+                .map(|l| (*l.iter().min().unwrap_or(&0), *l.iter().max().unwrap_or(&0)))
+                .collect(),
+            skipped: !finite || skip_spike,
+            sample_losses,
+            span_losses,
+            loader: Some(loader_state),
+            spikes,
+            loss_z: obs.loss_z,
+            grad_norm_z: obs.grad_norm_z,
+            doc_z: obs.doc_z.map(|d| d.0),
+            spike_score,
+            quarantined,
+            span_peaks,
+            excluded,
+            rollback,
+        };
+        if !log.spikes.is_empty() {
+            tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
+        }
+        if let Some(losses) = self.losses.as_mut() {
+            let rows = loss_rows(self.seq, step, &batch.samples, &log, &span_counts);
+            losses.push(self.seq, rows)?;
+            if !log.spikes.is_empty() {
+                // a spike's rows are on disk at once: its report can be written now
+                losses.flush()?;
+            }
+        }
+        self.seq += 1;
+        self.write_log(&log)?;
+        if log.rollback.is_none() {
+            self.step += 1;
+        }
+        if !finite && self.cfg.train.on_nonfinite == OnNonFinite::Error {
+            let bad_tiles = NONFINITE_FP8_TILES.load(std::sync::atomic::Ordering::Relaxed);
+            let what = match (loss.is_finite(), bad_tiles) {
+                (true, 0) => "gradient".to_string(),
+                (false, 0) => "loss".to_string(),
+                (true, n) => format!("gradient ({n} FP8 tiles had a non-finite amax)"),
+                (false, n) => format!("loss ({n} FP8 tiles had a non-finite amax)"),
+            };
+            return Err(Error::NonFinite {
+                what,
+                step: log.step,
+            });
+        }
+        Ok(log)
+    }
+
+    /// Mean next-token loss over the first `eval_batches` batches of the held-out dataset
+    /// (`None` without one). Logged as an `eval` line.
+    pub fn evaluate(&mut self) -> Result<Option<f64>> {
+        Ok(self.evaluate_line()?.map(|l| l.loss))
+    }
+
+    /// [`Trainer::evaluate`], returning the logged line.
+    fn evaluate_line(&mut self) -> Result<Option<StepLog>> {
+        let Some(ev) = self.eval.as_mut() else {
+            return Ok(None);
+        };
+        ev.resume(LoaderState::default());
+        let s = self.cfg.data.seq_len as usize;
+        let w = LossWeights {
+            mtp_lambda: 0.0,
+            balance_alpha: 0.0,
+        };
+        let (mut sum, mut n) = (0.0, 0);
+        let mut mtp = 0.0;
+        for _ in 0..self.cfg.train.eval_batches {
+            let batch = ev.next_batch()?;
+            // Across processes: this rank's micro-batch of the eval batch.
+            let mine = match &self.group {
+                Some(g) => g.batch_slice(batch.samples.len()),
+                None => 0..batch.samples.len(),
+            };
+            let samples = &batch.samples[mine];
+            let tokens: Vec<u32> = samples
+                .iter()
+                .flat_map(|x| x.tokens.iter().copied())
+                .collect();
+            let mask: Vec<u8> = samples
+                .iter()
+                .flat_map(|x| x.loss_mask.iter().copied())
+                .collect();
+            let bt = Batch {
+                tokens: &tokens,
+                mask: Some(&mask),
+                b: samples.len(),
+                s,
+            };
+            let f = self.model.forward(&Cpu, &self.params, &bt, w, false)?;
+            let mut v = [
+                f.main_loss,
+                f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64,
+            ];
+            if let Some(g) = &self.group {
+                // Each rank's losses are its share of the batch mean.
+                tokenmill_comm::Collectives::all_reduce_sum(g.world.as_ref(), &mut v)?;
+            }
+            sum += v[0];
+            mtp += v[1];
+            n += 1;
+        }
+        let loss = sum / n.max(1) as f64;
+        let mut log = eval_line(self.step, loss);
+        log.mtp_loss = mtp / n.max(1) as f64;
+        self.write_log(&log)?;
+        Ok(Some(log))
+    }
+
+    /// Runs to `train.steps`, evaluating and checkpointing on schedule; `on_log` sees every
+    /// line. Returns the last eval loss (if any).
+    pub fn run(&mut self, mut on_log: impl FnMut(&StepLog)) -> Result<Option<f64>> {
+        let tc = self.cfg.train.clone();
+        let mut last_eval = None;
+        while self.step < tc.steps {
+            let log = self.train_step()?;
+            on_log(&log);
+            let done = self.step;
+            if tc.eval_every > 0
+                && done.is_multiple_of(tc.eval_every)
+                && done < tc.steps
+                && let Some(l) = self.evaluate_line()?
+            {
+                last_eval = Some(l.loss);
+                on_log(&l);
+            }
+            if tc.checkpoint_every > 0
+                && done.is_multiple_of(tc.checkpoint_every)
+                && done < tc.steps
+            {
+                self.save_checkpoint()?;
+            }
+        }
+        if let Some(l) = self.evaluate_line()? {
+            last_eval = Some(l.loss);
+            on_log(&l);
+        }
+        self.save_checkpoint()?;
+        Ok(last_eval)
+    }
+}

@@ -175,6 +175,7 @@ fn timeline_traces_every_rank_with_its_exchanges() {
         "{text}{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    eprintln!("{text}");
     for rank in 0..2 {
         let p = tokenmill_pipelines::train::timeline_path(&d.join("tl"), rank);
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();

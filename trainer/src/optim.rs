@@ -142,6 +142,17 @@ impl AdamW {
         }
     }
 
+    /// The state of the parameters in `range` of this (full) state: what a ZeRO-1 rank keeps.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        AdamW {
+            cfg: self.cfg.clone(),
+            m: self.m[range.clone()].to_vec(),
+            v: self.v[range.clone()].to_vec(),
+            t: self.t,
+            kind: self.kind[range].to_vec(),
+        }
+    }
+
     /// Global L2 norm of the trainable gradients (summed in f64 over fixed chunks, so the value
     /// does not depend on the thread count).
     pub fn grad_norm(&self, grads: &[f32]) -> f64 {

@@ -188,7 +188,8 @@ fn timeline_traces_every_rank_with_its_exchanges() {
             named("moe dispatch")
         );
         assert!(named("shared expert") >= 6);
-        assert!(named("gradient all-reduce") == 3, "rank {rank}");
+        assert!(named("gradient reduce-scatter") == 3, "rank {rank}");
+        assert!(named("parameter all-gather") == 3, "rank {rank}");
         assert!(ev.iter().any(|e| e["name"] == "block 1 forward"));
         assert!(text.contains(&format!("rank {rank}: timeline")), "{text}");
     }

@@ -175,12 +175,35 @@ pub(super) fn newest_at_or_before(root: &Path, step: u64) -> Result<Option<u64>>
 }
 
 impl Trainer {
+    /// Loads checkpoint `dir` into the parameters and the optimizer state (this rank's shard of
+    /// it across processes).
+    pub(super) fn load_into(&mut self, dir: &Path) -> Result<CheckpointState> {
+        let Some(r) = self.shard.clone() else {
+            return load_checkpoint(dir, &self.model, &mut self.params, &mut self.opt);
+        };
+        let mut full = AdamW::new(self.opt.cfg.clone(), &self.model.layout);
+        let st = load_checkpoint(dir, &self.model, &mut self.params, &mut full)?;
+        self.opt = full.slice(r);
+        Ok(st)
+    }
+
     /// Writes a checkpoint of the current state; returns its directory. Across processes
     /// the writing rank writes it (every rank holds the same parameters and optimizer state)
     /// and the others wait until it is complete.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        // ZeRO-1: the optimizer state is gathered from its shards (every rank takes part).
+        let full = match &self.group {
+            Some(g) if self.shard.is_some() => {
+                let (m, _) =
+                    tokenmill_comm::Collectives::all_gather_v(g.world.as_ref(), &self.opt.m)?;
+                let (v, _) =
+                    tokenmill_comm::Collectives::all_gather_v(g.world.as_ref(), &self.opt.v)?;
+                Some((m, v))
+            }
+            _ => None,
+        };
         let written = match self.losses.is_some() {
-            true => self.write_checkpoint(),
+            true => self.write_checkpoint(full),
             false => Ok(self
                 .cfg
                 .train
@@ -194,7 +217,12 @@ impl Trainer {
         written
     }
 
-    fn write_checkpoint(&mut self) -> Result<PathBuf> {
+    /// Writes the checkpoint; `moments` is the whole optimizer state when it is sharded.
+    fn write_checkpoint(&mut self, moments: Option<(Vec<f32>, Vec<f32>)>) -> Result<PathBuf> {
+        let (m, v) = match &moments {
+            Some((m, v)) => (m.as_slice(), v.as_slice()),
+            None => (self.opt.m.as_slice(), self.opt.v.as_slice()),
+        };
         // The loss table covers every step the checkpoint does.
         if let Some(l) = self.losses.as_mut() {
             l.flush()?;
@@ -209,14 +237,14 @@ impl Trainer {
         crate::hf::save_tensors(
             &tmp.join("optimizer.safetensors"),
             &self.model.layout,
-            &self.opt.m,
+            m,
             "m.",
             meta.clone(),
         )?;
         crate::hf::save_tensors(
             &tmp.join("optimizer_v.safetensors"),
             &self.model.layout,
-            &self.opt.v,
+            v,
             "v.",
             meta,
         )?;

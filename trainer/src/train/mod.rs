@@ -67,7 +67,11 @@ pub struct Trainer {
     pub params: Vec<f32>,
     grads: Vec<f32>,
     /// AdamW.
+    /// AdamW's state: all of it in one process; across processes this rank's chunk of it
+    /// (ZeRO-1, the parameters in `shard`).
     pub opt: AdamW,
+    /// Across processes: the parameters whose optimizer state this rank keeps and updates.
+    shard: Option<std::ops::Range<usize>>,
     loader: Loader,
     eval: Option<Loader>,
     /// Steps done.
@@ -225,6 +229,13 @@ impl Trainer {
         } else {
             None
         };
+        // ZeRO-1: each rank keeps the optimizer state of one contiguous chunk of parameters.
+        let shard = group
+            .as_ref()
+            .map(|g| tokenmill_comm::chunk_range(params.len(), g.world.size(), g.world.rank()));
+        if let Some(r) = &shard {
+            opt = opt.slice(r.clone());
+        }
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
         let cfg_spikes = cfg.train.spikes.clone();
@@ -234,6 +245,7 @@ impl Trainer {
             params,
             grads,
             opt,
+            shard,
             loader,
             eval,
             step,
@@ -346,12 +358,22 @@ impl Trainer {
             tokenmill_comm::Collectives::all_reduce_sum(w, &mut sums)?;
             [loss, main, mtp, bal] = sums;
             {
-                let _c = crate::timeline::span("comm", || "gradient all-reduce".into());
-                tokenmill_comm::Collectives::all_reduce_sum(w, &mut self.grads)?;
+                // ZeRO-1: this rank receives its chunk of the summed gradients.
+                let _c = crate::timeline::span("comm", || "gradient reduce-scatter".into());
+                let mine = tokenmill_comm::Collectives::reduce_scatter_sum(w, &self.grads)?;
+                let r = self.shard.clone().expect("a sharded run");
+                self.grads[r].copy_from_slice(&mine);
             }
             stats = stats.gather(w)?;
         }
-        let grad_norm = self.opt.grad_norm(&self.grads);
+        let grad_norm = match (&self.group, &self.shard) {
+            (Some(g), Some(r)) => {
+                let mut sq = [self.opt.grad_norm(&self.grads[r.clone()]).powi(2)];
+                tokenmill_comm::Collectives::all_reduce_sum(g.world.as_ref(), &mut sq)?;
+                sq[0].sqrt()
+            }
+            _ => self.opt.grad_norm(&self.grads),
+        };
         let lr = self.cfg.lr.at(self.step);
         let finite = loss.is_finite() && grad_norm.is_finite();
         let step = self.step;
@@ -389,12 +411,25 @@ impl Trainer {
         }
         if finite && !skip_spike {
             let _t = crate::timeline::span("compute", || "optimizer".into());
-            self.opt.step(
-                &mut self.params,
-                &self.grads,
-                lr,
-                clip_scale(grad_norm, self.cfg.optim.clip),
-            );
+            let clip = clip_scale(grad_norm, self.cfg.optim.clip);
+            match (&self.group, &self.shard) {
+                (Some(g), Some(r)) => {
+                    // ZeRO-1: update this rank's chunk, then gather every rank's.
+                    self.opt.step(
+                        &mut self.params[r.clone()],
+                        &self.grads[r.clone()],
+                        lr,
+                        clip,
+                    );
+                    let _c = crate::timeline::span("comm", || "parameter all-gather".into());
+                    let (all, _) = tokenmill_comm::Collectives::all_gather_v(
+                        g.world.as_ref(),
+                        &self.params[r.clone()],
+                    )?;
+                    self.params.copy_from_slice(&all);
+                }
+                _ => self.opt.step(&mut self.params, &self.grads, lr, clip),
+            }
             for (id, load) in self.model.moe_biases().into_iter().zip(&loads) {
                 update_bias(
                     view_mut(&self.model.layout, &mut self.params, id),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokenmill_shards::loader::{Loader, Sample};
 
 use super::Trainer;
-use super::checkpoint::{load_checkpoint, newest_at_or_before};
+use super::checkpoint::newest_at_or_before;
 use super::config::DataConfig;
 use super::log::RollbackLog;
 use crate::error::{Error, Result};
@@ -170,7 +170,7 @@ impl Trainer {
             )
         })?;
         let dir = root.join(format!("step-{c:08}"));
-        let st = load_checkpoint(&dir, &self.model, &mut self.params, &mut self.opt)?;
+        let st = self.load_into(&dir)?;
         self.rng = Rng::from_state(st.rng);
         self.loader.resume(st.loader);
         let skip = self

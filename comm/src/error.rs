@@ -17,6 +17,16 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A backend library call failed (CUDA, NCCL).
+    #[error("communicator: {backend} could not {op}: {message}")]
+    Backend {
+        /// `cuda` or `nccl`.
+        backend: &'static str,
+        /// What was being done.
+        op: &'static str,
+        /// The library's error.
+        message: String,
+    },
     /// The backend could not start (e.g. MPI not initialised, no launcher, library missing).
     #[error("communicator: {0}")]
     Unavailable(String),

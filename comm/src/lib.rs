@@ -9,7 +9,9 @@
 //!
 //! Backends:
 //! - [`Solo`]: one process (size 1), what a run without a launcher uses;
-//! - `MpiComm` (feature `mpi`, on by default): MPI through rsmpi, for `mpirun -np N` and `srun`.
+//! - `MpiComm` (feature `mpi`, on by default): MPI through rsmpi, for `mpirun -np N` and `srun`;
+//! - `NcclComm` (feature `nccl`): NCCL through cudarc, loaded at run time, one GPU per rank,
+//!   bootstrapped over another communicator (MPI).
 //!
 //! [`conformance`] checks any backend against gather-based references (random counts with
 //! zeros, blocking and overlapped all-to-all-v, group splits, reductions, point-to-point).
@@ -23,12 +25,16 @@ mod error;
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi_backend;
+#[cfg(feature = "nccl")]
+mod nccl_backend;
 mod solo;
 
 pub use collectives::{Collectives, Summable, chunk_range};
 pub use error::{Error, Result};
 #[cfg(feature = "mpi")]
 pub use mpi_backend::{MpiComm, launched};
+#[cfg(feature = "nccl")]
+pub use nccl_backend::{NcclComm, available as nccl_available};
 pub use solo::Solo;
 
 /// A group of processes that exchange data. Rank `0..size`; every collective must be called

@@ -1,5 +1,7 @@
-//! `mpirun -np N tokenmill-comm-check [SEED]`: runs the communicator conformance checks on the
-//! MPI world and prints one line per rank; exits non-zero when any check fails on any rank.
+//! `mpirun -np N tokenmill-comm-check [SEED] [--nccl]`: runs the communicator conformance
+//! checks on the MPI world (with `--nccl`, built with the `nccl` feature: on NCCL over one GPU
+//! per rank, bootstrapped over MPI) and prints one line per rank; exits non-zero when any check
+//! fails on any rank.
 
 use std::process::ExitCode;
 
@@ -10,6 +12,7 @@ fn main() -> ExitCode {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(42);
+
     let world = match MpiComm::world() {
         Ok(w) => w,
         Err(e) => {
@@ -17,7 +20,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcomes = match conformance::run(&world, seed) {
+    let nccl = std::env::args().any(|a| a == "--nccl");
+    let outcomes = if nccl {
+        run_nccl(&world, seed)
+    } else {
+        conformance::run(&world, seed)
+    };
+    let outcomes = match outcomes {
         Ok(o) => o,
         Err(e) => {
             eprintln!("rank {}: error: {e}", world.rank());
@@ -50,4 +59,23 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The checks on NCCL, rank r on GPU r mod (GPUs on the node), bootstrapped over the world.
+#[cfg(feature = "nccl")]
+fn run_nccl(world: &MpiComm, seed: u64) -> tokenmill_comm::Result<Vec<conformance::Outcome>> {
+    let boot = world.split(0, world.rank())?;
+    let gpus: usize = std::env::var("TOKENMILL_GPUS_PER_NODE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let c = tokenmill_comm::NcclComm::new(boot, world.rank() % gpus.max(1))?;
+    conformance::run(&c, seed)
+}
+
+#[cfg(not(feature = "nccl"))]
+fn run_nccl(_: &MpiComm, _: u64) -> tokenmill_comm::Result<Vec<conformance::Outcome>> {
+    Err(tokenmill_comm::Error::Unavailable(
+        "built without the nccl feature (cargo build -p tokenmill-comm --features nccl)".into(),
+    ))
 }

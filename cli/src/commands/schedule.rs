@@ -1,4 +1,4 @@
-//! `tokenmill schedule --pp P --micro N --schedule dualpipe|1f1b`: a pipeline schedule as a
+//! `tokenmill schedule --pp P --micro N --schedule dualpipe|dualpipev|1f1b`: a pipeline schedule as a
 //! grid (ranks × time), its simulated bubble and memory per rank beside the DeepSeek-V3
 //! report's formulas, and an SVG.
 
@@ -16,6 +16,8 @@ pub enum ScheduleArg {
     OneFOneB,
     /// DeepSeek-V3's bidirectional pipeline.
     Dualpipe,
+    /// DualPipe cut in half: P ranks, 2P stages in a V.
+    Dualpipev,
 }
 
 /// `tokenmill schedule`.
@@ -51,6 +53,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let which = match a.schedule {
         ScheduleArg::OneFOneB => Schedule::OneFOneB,
         ScheduleArg::Dualpipe => Schedule::DualPipe,
+        ScheduleArg::Dualpipev => Schedule::DualPipeV,
     };
     let times = Times {
         f: a.f,
@@ -80,6 +83,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             (pp / 2.0 - 1.0) * (times.fb + times.b - 3.0 * times.w),
             "2×",
             a.pp + 1,
+        ),
+        // DualPipe's formulas with PP = its 2P stages.
+        Schedule::DualPipeV => (
+            (pp - 1.0) * (times.fb + times.b - 3.0 * times.w),
+            "2 stages",
+            2 * a.pp + 1,
         ),
     };
     let worst = sim.bubbles().into_iter().fold(0.0, f64::max);

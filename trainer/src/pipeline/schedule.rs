@@ -16,12 +16,16 @@
 //!   second half with deferred W), nWB0, nW. Phases 0/1 are the two directions, swapped on the
 //!   second half of the ranks.
 //!
+//! - **DualPipeV**: DualPipe cut in half — P ranks hold 2P stages in a V (rank r: stages r and
+//!   2P − 1 − r), every micro-batch entering at rank 0 and leaving there; the same eight steps
+//!   with P ranks on one side of the turn.
+//!
 //! [`simulate`] runs a schedule with given op times: an op starts when its rank is free and its
 //! inputs are there (the previous stage's forward, the next stage's backward, the own forward;
 //! W after its B), and reports each rank's busy time and the pipeline's makespan. The bubble of
 //! a rank is the makespan minus its busy time. Tests check the simulated bubbles against the
 //! DeepSeek-V3 report's formulas (Table 2): 1F1B (P−1)(F+B), DualPipe (P/2−1)(F&B+B−3W), with B
-//! a full backward and W its weight part.
+//! a full backward and W its weight part; DualPipeV matches DualPipe's with PP = its 2P stages.
 
 use std::fmt::Write;
 
@@ -67,18 +71,50 @@ pub enum Schedule {
     OneFOneB,
     /// DeepSeek-V3's bidirectional schedule.
     DualPipe,
+    /// DualPipe cut in half: P ranks hold 2P stages in a V (rank r stages r and 2P − 1 − r),
+    /// every micro-batch entering at rank 0.
+    DualPipeV,
 }
 
-/// Per rank, its ops in order.
-pub type Plan = Vec<Vec<Op>>;
+/// A schedule's plan: per rank, its ops in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The schedule it follows (its stage topology).
+    pub schedule: Schedule,
+    /// Per rank, its ops in order.
+    pub ops: Vec<Vec<Op>>,
+}
+
+impl Plan {
+    /// Ranks.
+    pub fn ranks(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Where an op of direction `dir` on rank `r` sits: (its stream of micro-batches, its
+    /// stage in that stream, the stream's stages). DualPipe has two streams of P stages, one
+    /// entering at each end; DualPipeV one stream of 2P stages going down the ranks and back.
+    pub fn place(&self, dir: u8, r: usize) -> (u8, usize, usize) {
+        let p = self.ranks();
+        match (self.schedule, dir) {
+            (Schedule::OneFOneB, _) => (0, r, p),
+            (Schedule::DualPipe, 0) => (0, r, p),
+            (Schedule::DualPipe, _) => (1, p - 1 - r, p),
+            (Schedule::DualPipeV, 0) => (0, r, 2 * p),
+            (Schedule::DualPipeV, _) => (0, 2 * p - 1 - r, 2 * p),
+        }
+    }
+}
 
 /// The plan of `schedule` for `ranks` ranks and `micro` micro-batches (in all, both
 /// directions for DualPipe).
 pub fn plan(schedule: Schedule, ranks: usize, micro: usize) -> Result<Plan, String> {
-    match schedule {
+    let ops = match schedule {
         Schedule::OneFOneB => one_f_one_b(ranks, micro),
         Schedule::DualPipe => dualpipe(ranks, micro),
-    }
+        Schedule::DualPipeV => dualpipe_v(ranks, micro),
+    }?;
+    Ok(Plan { schedule, ops })
 }
 
 fn f(dir: u8, micro: usize) -> Chunk {
@@ -97,7 +133,7 @@ fn b(dir: u8, micro: usize, full: bool) -> Chunk {
     }
 }
 
-fn one_f_one_b(p: usize, m: usize) -> Result<Plan, String> {
+fn one_f_one_b(p: usize, m: usize) -> Result<Vec<Vec<Op>>, String> {
     if p == 0 || m == 0 {
         return Err("1F1B needs at least one rank and one micro-batch".into());
     }
@@ -167,7 +203,7 @@ impl DualBuilder {
     }
 }
 
-fn dualpipe(p: usize, n: usize) -> Result<Plan, String> {
+fn dualpipe(p: usize, n: usize) -> Result<Vec<Vec<Op>>, String> {
     if p < 2 || !p.is_multiple_of(2) {
         return Err(format!("DualPipe needs an even number of ranks (got {p})"));
     }
@@ -178,73 +214,94 @@ fn dualpipe(p: usize, n: usize) -> Result<Plan, String> {
         ));
     }
     let half = p / 2;
-    let half_n = n / 2;
     Ok((0..p)
         .map(|r| {
             let h = r.min(p - 1 - r);
-            let middle = h == half - 1;
-            let mut x = DualBuilder {
-                flip: u8::from(r >= half),
-                next_f: [0; 2],
-                next_b: [0; 2],
-                deferred: Default::default(),
-                ops: Vec::new(),
-            };
-            // 1: nF0
-            for _ in 0..(half - h - 1) * 2 {
-                x.fwd(0);
-            }
-            // 2: nF0F1
-            for _ in 0..h + 1 {
-                x.fwd(0);
-                x.fwd(1);
-            }
-            // 3: nB1W1F1 (zero bubble)
-            for _ in 0..half - h - 1 {
-                x.bwd(1, true);
-                x.weight();
-                x.fwd(1);
-            }
-            // 4: nF0B1F1B0, the main step; the middle ranks do their first F0 and B1 apart
-            for i in 0..half_n - p + h + 1 {
-                if i == 0 && middle {
-                    x.fwd(0);
-                    x.bwd(1, false);
-                } else {
-                    x.pair(0, 1);
-                }
-                x.pair(1, 0);
-            }
-            // 5: nB1F1B0
-            for _ in 0..half - h - 1 {
-                x.bwd(1, false);
-                x.pair(1, 0);
-            }
-            // 6: nB1B0, the second half with deferred weight gradients
-            let (mut zb, steps) = (false, h + 1);
-            let switch = steps / 2;
-            for i in 0..steps {
-                if i == switch && h % 2 == 1 {
-                    zb = true;
-                }
-                x.bwd(1, zb);
-                if i == switch && h % 2 == 0 {
-                    zb = true;
-                }
-                x.bwd(0, zb);
-            }
-            // 7: nWB0
-            for _ in 0..half - h - 1 {
-                x.weight();
-                x.bwd(0, true);
-            }
-            // 8: nW
-            while !x.deferred.is_empty() {
-                x.weight();
-            }
-            x.ops
+            // Phases 0/1 are the two directions, swapped on the second half of the ranks.
+            eight_steps(u8::from(r >= half), half, h, n / 2, h == half - 1)
         })
         .collect())
+}
+
+fn dualpipe_v(p: usize, n: usize) -> Result<Vec<Vec<Op>>, String> {
+    if p == 0 || n < 2 * p {
+        return Err(format!(
+            "DualPipeV on {p} ranks needs at least {} micro-batches (got {n})",
+            2 * p
+        ));
+    }
+    // Phase 0: going down (stage r), phase 1: coming back (stage 2P − 1 − r); the turn is at
+    // the last rank.
+    Ok((0..p)
+        .map(|r| eight_steps(0, p, r, n, r == p - 1))
+        .collect())
+}
+
+/// The eight steps of deepseek-ai/DualPipe for one rank, as counts: `width` ranks on each side
+/// of the turn (DualPipe: P/2; DualPipeV: P), `h` this rank's distance from the edge,
+/// `per_phase` micro-batches through each of its two stages, `turn` whether it is next to the
+/// turn (its first F0 and B1 are not overlapped).
+fn eight_steps(flip: u8, width: usize, h: usize, per_phase: usize, turn: bool) -> Vec<Op> {
+    let mut x = DualBuilder {
+        flip,
+        next_f: [0; 2],
+        next_b: [0; 2],
+        deferred: Default::default(),
+        ops: Vec::new(),
+    };
+    // 1: nF0
+    for _ in 0..(width - h - 1) * 2 {
+        x.fwd(0);
+    }
+    // 2: nF0F1
+    for _ in 0..h + 1 {
+        x.fwd(0);
+        x.fwd(1);
+    }
+    // 3: nB1W1F1 (zero bubble)
+    for _ in 0..width - h - 1 {
+        x.bwd(1, true);
+        x.weight();
+        x.fwd(1);
+    }
+    // 4: nF0B1F1B0, the main step
+    for i in 0..per_phase + h + 1 - 2 * width {
+        if i == 0 && turn {
+            x.fwd(0);
+            x.bwd(1, false);
+        } else {
+            x.pair(0, 1);
+        }
+        x.pair(1, 0);
+    }
+    // 5: nB1F1B0
+    for _ in 0..width - h - 1 {
+        x.bwd(1, false);
+        x.pair(1, 0);
+    }
+    // 6: nB1B0, the second half with deferred weight gradients
+    let (mut zb, steps) = (false, h + 1);
+    let switch = steps / 2;
+    for i in 0..steps {
+        if i == switch && h % 2 == 1 {
+            zb = true;
+        }
+        x.bwd(1, zb);
+        if i == switch && h % 2 == 0 {
+            zb = true;
+        }
+        x.bwd(0, zb);
+    }
+    // 7: nWB0
+    for _ in 0..width - h - 1 {
+        x.weight();
+        x.bwd(0, true);
+    }
+    // 8: nW
+    while !x.deferred.is_empty() {
+        x.weight();
+    }
+    x.ops
 }
 
 /// The time each kind of op takes.
@@ -295,17 +352,13 @@ impl Simulation {
     }
 }
 
-/// The stage rank `r` runs for direction `dir`.
-fn stage_of(p: usize, dir: u8, r: usize) -> usize {
-    if dir == 0 { r } else { p - 1 - r }
-}
-
 /// Runs `plan` with `times`: ops in each rank's order, each as soon as its inputs are there.
 /// An error names a deadlock (a plan whose ops wait on each other).
 pub fn simulate(plan: &Plan, times: Times) -> Result<Simulation, String> {
     use std::collections::HashMap;
-    let p = plan.len();
-    // When (dir, stage, micro) finished its forward / its backward's input gradient.
+    let p = plan.ranks();
+    let plan_ops = &plan.ops;
+    // When (stream, stage, micro) finished its forward / its backward's input gradient.
     let mut f_done: HashMap<(u8, usize, usize), f64> = HashMap::new();
     let mut b_done: HashMap<(u8, usize, usize), f64> = HashMap::new();
     let mut next = vec![0usize; p];
@@ -314,29 +367,29 @@ pub fn simulate(plan: &Plan, times: Times) -> Result<Simulation, String> {
     let mut busy = vec![0f64; p];
     let mut live = vec![0usize; p];
     let mut peak = vec![0usize; p];
-    let total: usize = plan.iter().map(Vec::len).sum();
+    let total: usize = plan_ops.iter().map(Vec::len).sum();
     let mut done = 0;
     let ready = |c: &Chunk, r: usize, f_done: &HashMap<_, f64>, b_done: &HashMap<_, f64>| {
-        let s = stage_of(p, c.dir, r);
+        let (st, s, stages) = plan.place(c.dir, r);
         match c.kind {
             Kind::F if s == 0 => Some(0.0),
-            Kind::F => f_done.get(&(c.dir, s - 1, c.micro)).copied(),
+            Kind::F => f_done.get(&(st, s - 1, c.micro)).copied(),
             Kind::B { .. } => {
-                let own = f_done.get(&(c.dir, s, c.micro)).copied()?;
-                if s == p - 1 {
+                let own = f_done.get(&(st, s, c.micro)).copied()?;
+                if s == stages - 1 {
                     Some(own)
                 } else {
-                    b_done.get(&(c.dir, s + 1, c.micro)).map(|t| t.max(own))
+                    b_done.get(&(st, s + 1, c.micro)).map(|t| t.max(own))
                 }
             }
-            Kind::W => b_done.get(&(c.dir, s, c.micro)).copied(),
+            Kind::W => b_done.get(&(st, s, c.micro)).copied(),
         }
     };
     while done < total {
         let mut progressed = false;
         for r in 0..p {
-            while next[r] < plan[r].len() {
-                let op = plan[r][next[r]];
+            while next[r] < plan_ops[r].len() {
+                let op = plan_ops[r][next[r]];
                 let chunks: Vec<Chunk> = match op {
                     Op::One(c) => vec![c],
                     Op::Pair(a, b) => vec![a, b],
@@ -354,15 +407,15 @@ pub fn simulate(plan: &Plan, times: Times) -> Result<Simulation, String> {
                 }
                 let end = at + times.of(&op);
                 for c in &chunks {
-                    let s = stage_of(p, c.dir, r);
+                    let (st, s, _) = plan.place(c.dir, r);
                     match c.kind {
                         Kind::F => {
-                            f_done.insert((c.dir, s, c.micro), end);
+                            f_done.insert((st, s, c.micro), end);
                             live[r] += 1;
                             peak[r] = peak[r].max(live[r]);
                         }
                         Kind::B { .. } => {
-                            b_done.insert((c.dir, s, c.micro), end);
+                            b_done.insert((st, s, c.micro), end);
                             live[r] -= 1;
                         }
                         Kind::W => {}
@@ -378,8 +431,8 @@ pub fn simulate(plan: &Plan, times: Times) -> Result<Simulation, String> {
         }
         if !progressed {
             let stuck: Vec<String> = (0..p)
-                .filter(|&r| next[r] < plan[r].len())
-                .map(|r| format!("rank {r} at {:?}", plan[r][next[r]]))
+                .filter(|&r| next[r] < plan_ops[r].len())
+                .map(|r| format!("rank {r} at {:?}", plan_ops[r][next[r]]))
                 .collect();
             return Err(format!("deadlock: {}", stuck.join("; ")));
         }
@@ -410,7 +463,7 @@ pub fn grid(plan: &Plan, sim: &Simulation, unit: f64) -> String {
     let width = 7;
     let cols = (sim.makespan / unit).ceil() as usize;
     let mut s = String::new();
-    for (r, ops) in plan.iter().enumerate() {
+    for (r, ops) in plan.ops.iter().enumerate() {
         let mut row = vec![" ".repeat(width); cols];
         for (op, &(start, _)) in ops.iter().zip(&sim.spans[r]) {
             let text = match op {
@@ -432,13 +485,13 @@ pub fn grid(plan: &Plan, sim: &Simulation, unit: f64) -> String {
 pub fn svg(plan: &Plan, sim: &Simulation, title: &str) -> String {
     let (left, top, row_h) = (70.0, 40.0, 28.0);
     let scale = 900.0 / sim.makespan.max(1e-9);
-    let h = top + row_h * plan.len() as f64 + 20.0;
+    let h = top + row_h * plan.ranks() as f64 + 20.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"10\">\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"10\" y=\"22\" font-size=\"14\">{title}</text>\n",
         left + 920.0
     );
-    for (r, ops) in plan.iter().enumerate() {
+    for (r, ops) in plan.ops.iter().enumerate() {
         let y = top + row_h * r as f64;
         let _ = write!(
             s,
@@ -482,7 +535,8 @@ mod tests {
     use super::*;
 
     fn count(plan: &Plan, pred: impl Fn(&Chunk) -> bool) -> Vec<usize> {
-        plan.iter()
+        plan.ops
+            .iter()
             .map(|ops| {
                 ops.iter()
                     .map(|op| match op {
@@ -577,6 +631,28 @@ mod tests {
             let sim = simulate(&plan(Schedule::DualPipe, p, n).unwrap(), t).unwrap();
             let bound = (p / 2 - 1) as f64 * (t.fb + t.b - 3.0 * t.w);
             assert!(sim.bubbles().iter().all(|&x| x <= bound), "p {p} n {n}");
+        }
+    }
+
+    #[test]
+    fn dualpipe_v_runs_every_micro_batch_through_both_stages() {
+        let t = |f, b, w, fb| Times { f, b, w, fb };
+        for (p, n) in [(2, 4), (4, 8), (4, 12), (8, 16)] {
+            let plan = plan(Schedule::DualPipeV, p, n).unwrap();
+            assert_eq!(count(&plan, |c| c.kind == Kind::F), vec![2 * n; p]);
+            assert_eq!(
+                count(&plan, |c| matches!(c.kind, Kind::B { .. })),
+                vec![2 * n; p]
+            );
+            // DualPipe's formulas with PP = the 2P stages: bubble (P − 1)(F&B + B − 3W),
+            // activations 2P + 1 on every rank.
+            for t in [t(1.0, 2.0, 1.0, 3.0), t(2.0, 3.0, 1.0, 4.0)] {
+                let sim = simulate(&plan, t).unwrap();
+                let want = (p - 1) as f64 * (t.fb + t.b - 3.0 * t.w);
+                let got = sim.bubbles().into_iter().fold(0.0, f64::max);
+                assert_eq!(got, want, "p {p} n {n} {t:?}");
+                assert_eq!(sim.peak_activations, vec![2 * p + 1; p]);
+            }
         }
     }
 

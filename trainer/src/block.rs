@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tokenmill_kernels::Real;
-use tokenmill_kernels::cpu::rope::RopeTable;
+use tokenmill_kernels::backend::RopeTable;
 
 use crate::mla::{Mla, MlaCache};
 use crate::mlp::{Mlp, MlpCache};

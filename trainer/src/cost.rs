@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use tokenmill_kernels::cpu::matmul::{self, MatMul};
+use tokenmill_kernels::backend::{Backend, MatMul};
 
 use crate::config::ModelConfig;
 
@@ -31,9 +31,9 @@ pub fn flops_per_token(c: &ModelConfig, s: u64) -> f64 {
     6.0 * (p.activated as f64 - embed + mtp_active) + blocks * attn
 }
 
-/// The machine's f32 GEMM rate (FLOP/s) with the fast backend on the current thread pool:
-/// best of 3 products of 1024³.
-pub fn measure_gemm_peak() -> f64 {
+/// The f32 GEMM rate (FLOP/s) of backend `be` (on the CPU: on the current thread pool): best
+/// of 3 products of 1024³.
+pub fn measure_gemm_peak(be: &dyn Backend<f32>) -> f64 {
     let n = 1024;
     let a = vec![1.0f32; n * n];
     let b = vec![0.5f32; n * n];
@@ -49,7 +49,7 @@ pub fn measure_gemm_peak() -> f64 {
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        matmul::matmul(p, &a, &b, &mut c);
+        be.matmul(p, &a, &b, &mut c);
         best = best.min(t.elapsed().as_secs_f64());
     }
     p.flops() / best

@@ -15,8 +15,7 @@
 use std::sync::Arc;
 
 use tokenmill_kernels::Real;
-use tokenmill_kernels::cpu::attention::AttnShape;
-use tokenmill_kernels::cpu::rope::{RopeRows, RopeTable};
+use tokenmill_kernels::backend::{AttnShape, RopeRows, RopeTable};
 
 use crate::ops::{Buf, Ctx, Linear, RmsNorm, WgradQueue};
 

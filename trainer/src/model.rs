@@ -18,9 +18,8 @@
 
 use std::sync::Arc;
 
-use tokenmill_kernels::cpu::loss::IGNORE;
-use tokenmill_kernels::cpu::rope::RopeTable;
-use tokenmill_kernels::{Backend, Real};
+use tokenmill_kernels::Real;
+use tokenmill_kernels::backend::{Backend, IGNORE, RopeTable};
 
 use crate::block::{Block, BlockCache, Ffn};
 use crate::config::ModelConfig;
@@ -28,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::mla::{Mla, QProj};
 use crate::mlp::Mlp;
 use crate::moe::{Moe, MoeStats};
-use crate::ops::{Buf, Ctx, Linear, Precision, RmsNorm, WgradOp, WgradQueue};
+use crate::ops::{Buf, Ctx, Linear, NonFiniteTiles, Precision, RmsNorm, WgradOp, WgradQueue};
 use crate::params::{ParamId, ParamKind, ParamLayout};
 
 /// One multi-token-prediction module.
@@ -131,6 +130,9 @@ pub struct Forward<T> {
     /// Evaluation forwards (`keep_cache = false`): the logits of the main model `[b·s, V]` and
     /// of each MTP depth `[b·(s−k), V]`.
     pub logits: Option<(Vec<T>, Vec<Vec<T>>)>,
+    /// FP8 tiles with a non-finite amax in this forward's low-precision GEMMs (their values
+    /// became NaN); the backward's are counted in its [`WgradQueue`].
+    pub nonfinite_fp8_tiles: u64,
     cache: Option<Cache<T>>,
 }
 
@@ -552,6 +554,7 @@ impl Model {
         keep_cache: bool,
     ) -> Result<Forward<T>> {
         self.check_batch(batch)?;
+        let nonfinite = NonFiniteTiles::default();
         let cx = Ctx {
             be,
             layout: &self.layout,
@@ -559,6 +562,7 @@ impl Model {
             precision: self.precision,
             ep: self.parallel.experts.as_deref(),
             batch: self.parallel.batch.as_deref(),
+            nonfinite: &nonfinite,
         };
         let (b, s, d) = (batch.b, batch.s, self.cfg.hidden_size);
         let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
@@ -692,12 +696,14 @@ impl Model {
             token_losses,
             moe,
             logits,
+            nonfinite_fp8_tiles: nonfinite.get(),
             cache,
         })
     }
 
     /// Backward pass of `fwd`'s total loss, accumulating into `grads` (same layout as the
-    /// parameters). In [`WgradMode::Deferred`] the weight gradients are left in `wq`.
+    /// parameters). In [`WgradMode::Deferred`] the weight gradients are left in `wq`. FP8
+    /// tiles with a non-finite amax are counted in `wq` ([`WgradQueue::nonfinite_fp8_tiles`]).
     pub fn backward<T: Real>(
         &self,
         be: &dyn Backend<T>,
@@ -712,6 +718,7 @@ impl Model {
             .take()
             .expect("forward was run with keep_cache = true");
         wq.precision = self.precision;
+        let nonfinite = NonFiniteTiles::default();
         let cx = Ctx {
             be,
             layout: &self.layout,
@@ -719,6 +726,7 @@ impl Model {
             precision: self.precision,
             ep: self.parallel.experts.as_deref(),
             batch: self.parallel.batch.as_deref(),
+            nonfinite: &nonfinite,
         };
         let (b, s, d) = (cache.b, cache.s, self.cfg.hidden_size);
         let flush = |wq: &mut WgradQueue<T>, grads: &mut [T]| {
@@ -778,6 +786,7 @@ impl Model {
             dy: dh,
             ids: cache.ids,
         });
+        wq.count_nonfinite_fp8_tiles(nonfinite.get());
         flush(wq, grads);
     }
 }

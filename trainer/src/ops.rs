@@ -1,5 +1,7 @@
 //! The building blocks every layer is made of — a linear map and an RMSNorm — and the
-//! weight-gradient queue that splits every backward pass in two.
+//! weight-gradient queue that splits every backward pass in two. A linear layer's BF16 and FP8
+//! GEMMs are the backend's ([`Backend::matmul_lowp`]); the FP8 tiles they find with a
+//! non-finite amax are counted per pass ([`NonFiniteTiles`], [`WgradQueue::nonfinite_fp8_tiles`]).
 //!
 //! A layer's backward computes only the gradient of its input and pushes one [`WgradOp`] per
 //! weight (the output gradient it saw and a shared handle to the activation it needs). The
@@ -11,12 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use tokenmill_kernels::Backend;
 use tokenmill_kernels::Real;
-use tokenmill_kernels::bf16::round_bf16;
-use tokenmill_kernels::cpu::matmul::MatMul;
-use tokenmill_kernels::fp8::Fp8Format;
-use tokenmill_kernels::quant::{ScaleRounding, fake_quantize};
+use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
 
 use crate::params::{ParamId, ParamLayout, view, view_mut};
 
@@ -42,13 +40,22 @@ pub enum Precision {
     Fp8,
 }
 
-/// Mantissa bits of the emulated tensor-core accumulator.
-pub const FP8_ACC_MANTISSA_BITS: u32 = 14;
-/// Promotion interval `N_C`.
-pub const FP8_PROMOTE_EVERY: usize = 128;
+/// FP8 tiles whose amax was not finite (set to NaN, so the loss shows them), counted over one
+/// pass — a forward, a backward, a queue's flush — by the low-precision GEMMs, from whichever
+/// thread runs them.
+#[derive(Debug, Default)]
+pub struct NonFiniteTiles(AtomicU64);
 
-/// FP8 tiles whose amax was not finite (set to NaN, so the loss shows them), since start.
-pub static NONFINITE_FP8_TILES: AtomicU64 = AtomicU64::new(0);
+impl NonFiniteTiles {
+    /// Adds `n` tiles.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Tiles counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// What a layer needs to run: the backend, the parameters and the GEMM precision.
 #[derive(Clone, Copy)]
@@ -66,107 +73,34 @@ pub struct Ctx<'a, T: Real> {
     pub ep: Option<&'a dyn tokenmill_comm::Communicator>,
     /// The group whose batch slices make up the global batch (`None`: the batch is all here).
     pub batch: Option<&'a dyn tokenmill_comm::Communicator>,
+    /// Where the pass's low-precision GEMMs count their FP8 tiles with a non-finite amax.
+    pub nonfinite: &'a NonFiniteTiles,
 }
 
-/// A copy of `x` (`rows × cols`) as the GEMM of precision `p` sees it: rounded to BF16, or
-/// quantized to FP8 E4M3 with `tile` scales and written back as value × scale.
-fn lowp_operand<T: Real>(
-    x: &[T],
-    rows: usize,
-    cols: usize,
-    tile: (usize, usize),
-    p: Precision,
-) -> Vec<T> {
-    let mut y = x.to_vec();
-    if let Some(v) = T::as_f32_mut(&mut y) {
-        match p {
-            Precision::Fp32 => {}
-            Precision::Bf16 => v.iter_mut().for_each(|e| *e = round_bf16(*e)),
-            Precision::Fp8 => {
-                let bad = fake_quantize(
-                    v,
-                    rows,
-                    cols,
-                    tile.0,
-                    tile.1,
-                    Fp8Format::E4M3,
-                    ScaleRounding::Exact,
-                );
-                if bad > 0 {
-                    NONFINITE_FP8_TILES.fetch_add(bad as u64, Ordering::Relaxed);
-                    tracing::warn!(bad, rows, cols, "FP8 tiles with a non-finite amax");
-                }
-            }
+impl Precision {
+    /// The backend's low-precision GEMM for this precision with FP8 scales in `a_tile` and
+    /// `b_tile` tiles of the stored operands (`None`: FP32, the plain GEMM).
+    pub fn gemm(self, a_tile: (usize, usize), b_tile: (usize, usize)) -> Option<LowpGemm> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(LowpGemm::Bf16),
+            Precision::Fp8 => Some(LowpGemm::Fp8 { a_tile, b_tile }),
         }
     }
-    y
 }
 
-/// `x` with its f32 mantissa truncated to `bits` bits.
-fn truncate_mantissa(x: f32, bits: u32) -> f32 {
-    if !x.is_finite() {
-        return x;
-    }
-    f32::from_bits(x.to_bits() & !((1u32 << (23 - bits)) - 1))
-}
-
-/// `C (+)= op(A) · op(B)` for a low-precision GEMM whose operands are already converted: for
-/// FP8, K is cut into chunks of `N_C`, each chunk's product goes through the limited
-/// accumulator (truncation) and is promoted (added in FP32); for BF16 one FP32 GEMM.
-fn lowp_matmul<T: Real>(
-    be: &dyn Backend<T>,
-    p: MatMul,
-    a: &[T],
-    b: &[T],
-    c: &mut [T],
-    precision: Precision,
-) {
-    if precision != Precision::Fp8 || T::as_f32(a).is_none() {
-        return be.matmul(p, a, b, c);
-    }
-    let (m, n, k) = (p.m, p.n, p.k);
-    if !p.accumulate {
-        c.fill(T::zero());
-    }
-    let mut part = vec![T::zero(); m * n];
-    for k0 in (0..k).step_by(FP8_PROMOTE_EVERY) {
-        let kc = FP8_PROMOTE_EVERY.min(k - k0);
-        // op(A)[:, k0..k0+kc] and op(B)[k0..k0+kc, :], as contiguous row-major matrices.
-        let ac: Vec<T> = if p.ta {
-            a[k0 * m..(k0 + kc) * m].to_vec()
-        } else {
-            (0..m)
-                .flat_map(|i| a[i * k + k0..i * k + k0 + kc].iter().copied())
-                .collect()
-        };
-        let bc: Vec<T> = if p.tb {
-            (0..n)
-                .flat_map(|j| b[j * k + k0..j * k + k0 + kc].iter().copied())
-                .collect()
-        } else {
-            b[k0 * n..(k0 + kc) * n].to_vec()
-        };
-        be.matmul(
-            MatMul {
-                m,
-                n,
-                k: kc,
-                ta: p.ta,
-                tb: p.tb,
-                accumulate: false,
-            },
-            &ac,
-            &bc,
-            &mut part,
+/// A low-precision GEMM's count of FP8 tiles with a non-finite amax, warned about when any.
+fn warn_nonfinite(bad: u64, p: MatMul) -> u64 {
+    if bad > 0 {
+        tracing::warn!(
+            bad,
+            m = p.m,
+            n = p.n,
+            k = p.k,
+            "FP8 tiles with a non-finite amax"
         );
-        let (pf, cf) = (
-            T::as_f32(&part).expect("f32"),
-            T::as_f32_mut(c).expect("f32"),
-        );
-        for (cv, &pv) in cf.iter_mut().zip(pf) {
-            *cv += truncate_mantissa(pv, FP8_ACC_MANTISSA_BITS);
-        }
     }
+    bad
 }
 
 impl<T: Real> std::fmt::Debug for Ctx<'_, T> {
@@ -182,6 +116,12 @@ impl<'a, T: Real> Ctx<'a, T> {
     /// Tensor `id`.
     pub fn w(&self, id: ParamId) -> &'a [T] {
         view(self.layout, self.params, id)
+    }
+    /// `C (+)= op(A) · op(B)` in the low-precision `g`, its non-finite FP8 tiles counted in
+    /// [`Ctx::nonfinite`].
+    fn matmul_lowp(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T], g: LowpGemm) {
+        let bad = self.be.matmul_lowp(p, a, b, c, g);
+        self.nonfinite.add(warn_nonfinite(bad, p));
     }
 }
 
@@ -227,6 +167,9 @@ pub struct WgradQueue<T> {
     ops: Vec<WgradOp<T>>,
     /// Precision of the low-precision weight-gradient GEMMs (set by the model's backward).
     pub precision: Precision,
+    /// FP8 tiles with a non-finite amax in the GEMMs of this queue's backward passes and
+    /// flushes.
+    nonfinite: u64,
 }
 
 impl<T: Real> WgradQueue<T> {
@@ -235,7 +178,17 @@ impl<T: Real> WgradQueue<T> {
         WgradQueue {
             ops: Vec::new(),
             precision: Precision::Fp32,
+            nonfinite: 0,
         }
+    }
+    /// FP8 tiles with a non-finite amax counted so far: in the weight-gradient GEMMs this
+    /// queue ran, in the backward passes that filled it, and in queues appended to it.
+    pub fn nonfinite_fp8_tiles(&self) -> u64 {
+        self.nonfinite
+    }
+    /// Adds `n` FP8 tiles with a non-finite amax (a backward's input-gradient GEMMs).
+    pub fn count_nonfinite_fp8_tiles(&mut self, n: u64) {
+        self.nonfinite += n;
     }
     /// Pending operations.
     pub fn len(&self) -> usize {
@@ -252,6 +205,7 @@ impl<T: Real> WgradQueue<T> {
     /// Moves another queue's operations to the end of this one.
     pub fn append(&mut self, other: &mut WgradQueue<T>) {
         self.ops.append(&mut other.ops);
+        self.nonfinite += std::mem::take(&mut other.nonfinite);
     }
     /// Runs every pending operation, in order, accumulating into `grads`.
     pub fn flush(&mut self, be: &dyn Backend<T>, layout: &ParamLayout, grads: &mut [T]) {
@@ -270,13 +224,13 @@ impl<T: Real> WgradQueue<T> {
                         tb: false,
                         accumulate: true,
                     };
-                    if lowp && self.precision != Precision::Fp32 {
-                        // Wgrad contracts over tokens: both operands in 128 × 1 tiles.
-                        let dq = lowp_operand(&dy, rows, out, (128, 1), self.precision);
-                        let xq = lowp_operand(&x, rows, inp, (128, 1), self.precision);
-                        lowp_matmul(be, p, &dq, &xq, view_mut(layout, grads, w), self.precision);
-                    } else {
-                        be.matmul(p, &dy, &x, view_mut(layout, grads, w));
+                    // Wgrad contracts over tokens: both operands in 128 × 1 tiles.
+                    match self.precision.gemm((128, 1), (128, 1)).filter(|_| lowp) {
+                        Some(g) => {
+                            let bad = be.matmul_lowp(p, &dy, &x, view_mut(layout, grads, w), g);
+                            self.nonfinite += warn_nonfinite(bad, p);
+                        }
+                        None => be.matmul(p, &dy, &x, view_mut(layout, grads, w)),
                     }
                 }
                 WgradOp::Norm { w, dy, x, rstd } => {
@@ -306,22 +260,25 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn lowp_of<T: Real>(&self, cx: &Ctx<'_, T>) -> Option<Precision> {
-        (self.lowp && cx.precision != Precision::Fp32).then_some(cx.precision)
+    /// The low-precision GEMM of this layer with FP8 scales in `a_tile` and `b_tile` tiles
+    /// (`None`: FP32).
+    fn lowp_of<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        a_tile: (usize, usize),
+        b_tile: (usize, usize),
+    ) -> Option<LowpGemm> {
+        cx.precision.gemm(a_tile, b_tile).filter(|_| self.lowp)
     }
     /// `y [rows, out] = x [rows, in] · Wᵀ`.
     pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, x: &[T]) -> Vec<T> {
         let rows = x.len() / self.inp;
         let mut y = vec![T::zero(); rows * self.out];
         let p = MatMul::linear(rows, self.out, self.inp);
-        match self.lowp_of(cx) {
+        // Fprop: activations in 1 × 128 tiles along `in`, weights in 128 × 128 blocks.
+        match self.lowp_of(cx, (1, 128), (128, 128)) {
             None => cx.be.matmul(p, x, cx.w(self.w), &mut y),
-            Some(pr) => {
-                // Fprop: activations in 1 × 128 tiles along `in`, weights in 128 × 128 blocks.
-                let xq = lowp_operand(x, rows, self.inp, (1, 128), pr);
-                let wq = lowp_operand(cx.w(self.w), self.out, self.inp, (128, 128), pr);
-                lowp_matmul(cx.be, p, &xq, &wq, &mut y, pr);
-            }
+            Some(g) => cx.matmul_lowp(p, x, cx.w(self.w), &mut y, g),
         }
         y
     }
@@ -342,14 +299,10 @@ impl Linear {
             tb: false,
             accumulate,
         };
-        match self.lowp_of(cx) {
+        // Dgrad: output gradients in 1 × 128 tiles along `out`, the same weight blocks.
+        match self.lowp_of(cx, (1, 128), (128, 128)) {
             None => cx.be.matmul(p, dy, cx.w(self.w), dx),
-            Some(pr) => {
-                // Dgrad: output gradients in 1 × 128 tiles along `out`, the same weight blocks.
-                let dq = lowp_operand(dy, rows, self.out, (1, 128), pr);
-                let wq = lowp_operand(cx.w(self.w), self.out, self.inp, (128, 128), pr);
-                lowp_matmul(cx.be, p, &dq, &wq, dx, pr);
-            }
+            Some(g) => cx.matmul_lowp(p, dy, cx.w(self.w), dx, g),
         }
     }
     /// `dx = dy · W`, freshly allocated.

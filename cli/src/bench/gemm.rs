@@ -7,7 +7,8 @@
 use std::fmt::Write;
 use std::time::Instant;
 
-use tokenmill_kernels::cpu::matmul::{MatMul, matmul_gemm_crate, matmul_ref};
+use tokenmill_kernels::backend::MatMul;
+use tokenmill_kernels::cpu::matmul::{matmul_gemm_crate, matmul_ref};
 use tokenmill_kernels::cpu::sgemm;
 
 use std::path::{Path, PathBuf};

@@ -177,7 +177,7 @@ pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, f64)> {
         .num_threads(o.threads)
         .build()?;
     pool.install(|| {
-        let peak = measure_gemm_peak();
+        let peak = measure_gemm_peak(&Cpu);
         let mut cfg = ModelConfig::preset(&o.preset)?;
         cfg.max_position_embeddings = cfg.max_position_embeddings.max(o.seq);
         let mut rows = Vec::new();

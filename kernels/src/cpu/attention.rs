@@ -7,23 +7,9 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{MatMul, matmul_serial};
+use super::matmul::matmul_serial;
+use crate::backend::{AttnShape, MatMul};
 use crate::real::Real;
-
-/// Dimensions of one attention call.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AttnShape {
-    /// batch × heads.
-    pub bh: usize,
-    /// Sequence length.
-    pub seq: usize,
-    /// Query/key head dim.
-    pub d_qk: usize,
-    /// Value head dim.
-    pub d_v: usize,
-    /// Softmax scale (1/sqrt(d_qk) for DeepSeek-V3 without YaRN).
-    pub scale: f64,
-}
 
 /// Reference forward.
 pub fn attention_fwd_ref<T: Real>(

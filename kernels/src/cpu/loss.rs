@@ -1,5 +1,5 @@
 //! Softmax cross-entropy over rows of logits `[rows, vocab]` with integer targets `[rows]`
-//! (`IGNORE` = no loss for that row).
+//! ([`IGNORE`] = no loss for that row).
 //!
 //! The forward writes each row's loss and log-sum-exp; the backward writes
 //! `dlogits = (softmax − onehot) · g[row]` from the saved log-sum-exp. The fast version uses
@@ -7,10 +7,8 @@
 
 use rayon::prelude::*;
 
+use crate::backend::IGNORE;
 use crate::real::Real;
-
-/// Target value of a row that carries no loss.
-pub const IGNORE: u32 = u32::MAX;
 
 /// Lanes of the vectorizable reductions.
 const LANES: usize = 16;

@@ -1,8 +1,8 @@
 //! Matrix multiplication: `C[m,n] (+)= op(A)[m,k] · op(B)[k,n]`, row-major storage.
 //!
-//! `op(A)` is A itself when A is stored `[m,k]`, or its transpose when A is stored `[k,m]`
-//! (`ta = true`); likewise B is stored `[k,n]` or `[n,k]` (`tb = true`). A linear layer
-//! `y = x Wᵀ` is `matmul(y, x, w, n, out, in, false, true, false)`.
+//! The shape and layout are a [`MatMul`]: `op(A)` is A itself when A is stored `[m,k]`, or its
+//! transpose when A is stored `[k,m]` (`ta = true`); likewise B is stored `[k,n]` or `[n,k]`
+//! (`tb = true`). A linear layer `y = x Wᵀ` is `matmul(MatMul::linear(rows, out, in), x, w, y)`.
 //!
 //! The fast path for f32 on an x86-64 CPU with AVX-512 is tokenmill's own SGEMM
 //! ([`super::sgemm`]); everywhere else (no AVX-512, or f64) it is the `gemm` crate (BLIS-style
@@ -10,55 +10,8 @@
 //! measures both against this machine's peak. The reference is a triple loop accumulating in
 //! `T`.
 
+use crate::backend::MatMul;
 use crate::real::Real;
-
-/// Shape and layout of one product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MatMul {
-    /// Rows of C.
-    pub m: usize,
-    /// Columns of C.
-    pub n: usize,
-    /// The contracted dimension.
-    pub k: usize,
-    /// A is stored `[k,m]` and used transposed.
-    pub ta: bool,
-    /// B is stored `[n,k]` and used transposed.
-    pub tb: bool,
-    /// Add into C instead of overwriting it.
-    pub accumulate: bool,
-}
-
-impl MatMul {
-    /// `y[m,n] = x[m,k] · W[n,k]ᵀ` (a linear layer's forward).
-    pub fn linear(m: usize, n: usize, k: usize) -> Self {
-        MatMul {
-            m,
-            n,
-            k,
-            ta: false,
-            tb: true,
-            accumulate: false,
-        }
-    }
-    /// Floating-point operations of the product (2·m·n·k).
-    pub fn flops(&self) -> f64 {
-        2.0 * self.m as f64 * self.n as f64 * self.k as f64
-    }
-    fn check<T>(&self, a: &[T], b: &[T], c: &[T]) {
-        assert_eq!(a.len(), self.m * self.k, "A must hold m·k elements");
-        assert_eq!(b.len(), self.k * self.n, "B must hold k·n elements");
-        assert_eq!(c.len(), self.m * self.n, "C must hold m·n elements");
-    }
-    /// (row stride, column stride) of op(A) as an `m × k` matrix.
-    fn a_strides(&self) -> (usize, usize) {
-        if self.ta { (1, self.m) } else { (self.k, 1) }
-    }
-    /// (row stride, column stride) of op(B) as a `k × n` matrix.
-    fn b_strides(&self) -> (usize, usize) {
-        if self.tb { (1, self.k) } else { (self.n, 1) }
-    }
-}
 
 /// Reference: a plain triple loop.
 pub fn matmul_ref<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {

@@ -1,9 +1,12 @@
 //! CPU kernels: every operation as a plain reference (`*_ref`, loops, one thread) beside the
-//! fast version (GEMM micro-kernels, rayon) that is tested against it.
+//! fast version (GEMM micro-kernels, rayon) that is tested against it, and the low-precision
+//! GEMM emulated on top of them ([`lowp`]). Their argument types are the backend seam's
+//! ([`crate::backend`]).
 
 pub mod attention;
 pub mod embedding;
 pub mod loss;
+pub mod lowp;
 pub mod matmul;
 pub mod norm;
 pub mod rope;

@@ -8,6 +8,7 @@ use super::norm::*;
 use super::rope::*;
 use super::swiglu::*;
 use super::topk::*;
+use crate::backend::{AttnShape, IGNORE, RopeRows, RopeTable};
 use crate::rng::Rng;
 
 /// `n` numbers uniform in [-1, 1).

@@ -27,7 +27,7 @@ use tokenmill_kernels::rng::Rng;
 use tokenmill_trainer::block::Ffn;
 use tokenmill_trainer::moe::dispatch::owned;
 use tokenmill_trainer::moe::update_bias;
-use tokenmill_trainer::ops::{Ctx, Precision, WgradQueue};
+use tokenmill_trainer::ops::{Ctx, NonFiniteTiles, Precision, WgradQueue};
 use tokenmill_trainer::optim::{AdamW, AdamWConfig, clip_scale};
 use tokenmill_trainer::parallel::{Groups, ParallelConfig, ShardedAdamW};
 use tokenmill_trainer::{Batch, LossWeights, Model, ModelConfig, Parallel, WgradMode};
@@ -98,6 +98,7 @@ fn moe_layer(world: &Arc<MpiComm>, precision: Precision, out: &mut Vec<Check>) {
     let x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
     let dout: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32 * 0.1).collect();
     let run = |ep: Option<&dyn Communicator>, rows: std::ops::Range<usize>, bs: usize| {
+        let nonfinite = NonFiniteTiles::default();
         let cx = Ctx {
             be: &Cpu,
             layout: &model.layout,
@@ -105,6 +106,7 @@ fn moe_layer(world: &Arc<MpiComm>, precision: Precision, out: &mut Vec<Check>) {
             precision: model.precision,
             ep,
             batch: ep,
+            nonfinite: &nonfinite,
         };
         let xs = Arc::new(x[rows.start * d..rows.end * d].to_vec());
         let (y, cache, _) = moe.fwd(&cx, xs, bs, s, 1e-3);

@@ -287,7 +287,7 @@ fn eight_steps(flip: u8, width: usize, h: usize, per_phase: usize, turn: bool) -
             zb = true;
         }
         x.bwd(1, zb);
-        if i == switch && h % 2 == 0 {
+        if i == switch && h.is_multiple_of(2) {
             zb = true;
         }
         x.bwd(0, zb);

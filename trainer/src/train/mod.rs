@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokenmill_kernels::Cpu;
+use tokenmill_kernels::{Backend, Cpu};
 use tokenmill_shards::Dataset;
 use tokenmill_shards::loader::{Loader, LoaderState, Shuffle};
 
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{Batch, LossWeights, Model, WgradMode};
 use crate::moe::update_bias;
-use crate::ops::{NONFINITE_FP8_TILES, WgradQueue};
+use crate::ops::WgradQueue;
 use crate::optim::{AdamW, clip_scale};
 use crate::parallel::Groups;
 use crate::params::view_mut;
@@ -55,6 +55,24 @@ pub use quarantine::{Quarantined, read_quarantine};
 
 use log::{KeptLog, eval_line, open_log};
 use stats::{SampleStats, loss_rows};
+
+/// This rank's samples of a batch of `n` (all of them in one process).
+fn slice_of(group: Option<&Groups>, n: usize) -> std::ops::Range<usize> {
+    group.map_or(0..n, |g| g.batch_slice(n))
+}
+
+/// The samples' tokens `[b, s + 1]` and loss masks `[b, s]`, concatenated.
+fn flatten(samples: &[tokenmill_shards::loader::Sample]) -> (Vec<u32>, Vec<u8>) {
+    let tokens = samples
+        .iter()
+        .flat_map(|x| x.tokens.iter().copied())
+        .collect();
+    let mask = samples
+        .iter()
+        .flat_map(|x| x.loss_mask.iter().copied())
+        .collect();
+    (tokens, mask)
+}
 
 /// A training run.
 #[derive(Debug)]
@@ -93,23 +111,36 @@ pub struct Trainer {
     losses: Option<crate::losslog::LossWriter>,
     /// The process groups of a run across processes (`None`: one process).
     group: Option<Groups>,
+    /// The compute backend the model runs on.
+    be: Box<dyn Backend<f32>>,
 }
 
 impl Trainer {
-    /// Sets up a run in one process: fresh, or from the newest checkpoint in `train.out` when
-    /// `resume`.
+    /// Sets up a run in one process on the CPU: fresh, or from the newest checkpoint in
+    /// `train.out` when `resume`.
     pub fn new(cfg: TrainConfig, resume: bool) -> Result<Self> {
         Self::new_in(cfg, resume, None)
     }
 
-    /// Sets up a run across the ranks of `world` (every rank calls it; `None`: one process),
-    /// laid out by `[parallel]`. Every rank reads the same global batch and trains on its slice
-    /// of it; rank 0 alone writes the run directory (log, loss table, checkpoints), which is the
-    /// same as a one-process run's, so a checkpoint resumes in any layout.
+    /// [`Trainer::with_backend`] on the CPU ([`Cpu`]).
     pub fn new_in(
         cfg: TrainConfig,
         resume: bool,
         world: Option<Arc<dyn tokenmill_comm::Communicator>>,
+    ) -> Result<Self> {
+        Self::with_backend(cfg, resume, world, Box::new(Cpu))
+    }
+
+    /// Sets up a run on the compute backend `be` across the ranks of `world` (every rank calls
+    /// it; `None`: one process), laid out by `[parallel]`. Every rank reads the same global
+    /// batch and trains on its slice of it; rank 0 alone writes the run directory (log, loss
+    /// table, checkpoints), which is the same as a one-process run's, so a checkpoint resumes
+    /// in any layout.
+    pub fn with_backend(
+        cfg: TrainConfig,
+        resume: bool,
+        world: Option<Arc<dyn tokenmill_comm::Communicator>>,
+        be: Box<dyn Backend<f32>>,
     ) -> Result<Self> {
         let mcfg = cfg.model.resolve()?;
         let mut model = Model::new(mcfg.clone())?;
@@ -261,6 +292,7 @@ impl Trainer {
             seq,
             losses,
             group,
+            be,
         };
         if let Some(g) = &t.group {
             // Nobody starts before the writer has cleaned and prepared the run directory.
@@ -273,6 +305,11 @@ impl Trainer {
         Ok(t)
     }
 
+    /// The compute backend the model runs on.
+    pub fn backend(&self) -> &dyn Backend<f32> {
+        self.be.as_ref()
+    }
+
     fn weights(&self) -> LossWeights {
         LossWeights {
             mtp_lambda: self.cfg.mtp_lambda(self.step),
@@ -283,7 +320,7 @@ impl Trainer {
     /// One optimizer step.
     pub fn train_step(&mut self) -> Result<StepLog> {
         let t0 = Instant::now();
-        let be = Cpu;
+        let be = self.be.as_ref();
         let d = self.cfg.data.clone();
         let micro = d.micro_batch.unwrap_or(d.batch) as usize;
         let s = d.seq_len as usize;
@@ -296,28 +333,21 @@ impl Trainer {
         let mut stats = SampleStats::with_capacity(batch.samples.len());
         let excluded = self.quarantined;
         let mut wq = WgradQueue::new();
+        // FP8 tiles with a non-finite amax in this step's forwards (the backwards' are in `wq`).
+        let mut bad_tiles = 0;
         // Across processes every rank reads the global batch and trains on its slice.
-        let mine = match &self.group {
-            Some(g) => g.batch_slice(batch.samples.len()),
-            None => 0..batch.samples.len(),
-        };
+        let mine = slice_of(self.group.as_ref(), batch.samples.len());
         let n_micro = mine.len().div_ceil(micro);
         for chunk in batch.samples[mine].chunks(micro) {
-            let tokens: Vec<u32> = chunk
-                .iter()
-                .flat_map(|x| x.tokens.iter().copied())
-                .collect();
-            let mask: Vec<u8> = chunk
-                .iter()
-                .flat_map(|x| x.loss_mask.iter().copied())
-                .collect();
+            let (tokens, mask) = flatten(chunk);
             let bt = Batch {
                 tokens: &tokens,
                 mask: Some(&mask),
                 b: chunk.len(),
                 s,
             };
-            let mut f = self.model.forward(&be, &self.params, &bt, w, true)?;
+            let mut f = self.model.forward(be, &self.params, &bt, w, true)?;
+            bad_tiles += f.nonfinite_fp8_tiles;
             loss += f.loss / n_micro as f64;
             main += f.main_loss / n_micro as f64;
             mtp += f.mtp_losses.iter().sum::<f64>()
@@ -337,7 +367,7 @@ impl Trainer {
             }
             if f.loss.is_finite() {
                 self.model.backward(
-                    &be,
+                    be,
                     &self.params,
                     &mut f,
                     &mut self.grads,
@@ -441,7 +471,7 @@ impl Trainer {
         let secs = t0.elapsed().as_secs_f64();
         let tokens = (batch.samples.len() * s) as f64;
         if self.peak_flops == 0.0 {
-            self.peak_flops = measure_gemm_peak();
+            self.peak_flops = measure_gemm_peak(self.be.as_ref());
         }
         let rollback = if skip_spike
             && sc.responds(SpikeResponse::Rollback)
@@ -504,7 +534,8 @@ impl Trainer {
             self.step += 1;
         }
         if !finite && self.cfg.train.on_nonfinite == OnNonFinite::Error {
-            let bad_tiles = NONFINITE_FP8_TILES.load(std::sync::atomic::Ordering::Relaxed);
+            // This rank's count, over this step's forward and backward passes.
+            let bad_tiles = bad_tiles + wq.nonfinite_fp8_tiles();
             let what = match (loss.is_finite(), bad_tiles) {
                 (true, 0) => "gradient".to_string(),
                 (false, 0) => "loss".to_string(),
@@ -541,26 +572,17 @@ impl Trainer {
         for _ in 0..self.cfg.train.eval_batches {
             let batch = ev.next_batch()?;
             // Across processes: this rank's micro-batch of the eval batch.
-            let mine = match &self.group {
-                Some(g) => g.batch_slice(batch.samples.len()),
-                None => 0..batch.samples.len(),
-            };
-            let samples = &batch.samples[mine];
-            let tokens: Vec<u32> = samples
-                .iter()
-                .flat_map(|x| x.tokens.iter().copied())
-                .collect();
-            let mask: Vec<u8> = samples
-                .iter()
-                .flat_map(|x| x.loss_mask.iter().copied())
-                .collect();
+            let samples = &batch.samples[slice_of(self.group.as_ref(), batch.samples.len())];
+            let (tokens, mask) = flatten(samples);
             let bt = Batch {
                 tokens: &tokens,
                 mask: Some(&mask),
                 b: samples.len(),
                 s,
             };
-            let f = self.model.forward(&Cpu, &self.params, &bt, w, false)?;
+            let f = self
+                .model
+                .forward(self.be.as_ref(), &self.params, &bt, w, false)?;
             let mut v = [
                 f.main_loss,
                 f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64,

@@ -1,98 +1,9 @@
-//! The compute-backend seam: the model calls these operations and never a kernel directly, so
-//! the CUDA backend (its own issue) plugs in without touching the model. Buffers are host
-//! slices for now; a device backend will get its own buffer type behind the same operations.
-//!
-//! Two CPU backends: [`Cpu`] (fast kernels) and [`CpuReference`] (the plain loops), which the
-//! model tests run side by side.
+//! The CPU backends: [`Cpu`] (the fast kernels of [`crate::cpu`]) and [`CpuReference`] (their
+//! plain references).
 
-use crate::cpu::attention::{self, AttnShape};
-use crate::cpu::matmul::{self, MatMul};
-use crate::cpu::rope::{self, RopeRows, RopeTable};
-use crate::cpu::{embedding, loss, norm, swiglu, topk};
+use super::{AttnShape, Backend, LowpGemm, MatMul, RopeRows, RopeTable};
+use crate::cpu::{attention, embedding, loss, lowp, matmul, norm, rope, swiglu, topk};
 use crate::real::Real;
-
-/// The operations a model needs from a compute backend. Shapes are documented on the CPU
-/// kernels in [`crate::cpu`].
-#[allow(clippy::too_many_arguments)]
-pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
-    /// Short name for logs and benchmark tables.
-    fn name(&self) -> &'static str;
-    /// `C (+)= op(A) · op(B)`.
-    fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]);
-    /// RMSNorm forward.
-    fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]);
-    /// RMSNorm input gradient.
-    fn rmsnorm_bwd_input(
-        &self,
-        x: &[T],
-        w: &[T],
-        rstd: &[T],
-        dy: &[T],
-        dx: &mut [T],
-        accumulate: bool,
-    );
-    /// RMSNorm weight gradient (accumulates).
-    fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]);
-    /// RoPE forward, in place.
-    fn rope_fwd(&self, t: &RopeTable<T>, x: &mut [T], r: RopeRows);
-    /// RoPE backward, in place.
-    fn rope_bwd(&self, t: &RopeTable<T>, dx: &mut [T], r: RopeRows);
-    /// SwiGLU forward.
-    fn swiglu_fwd(&self, g: &[T], u: &[T], h: &mut [T]);
-    /// SwiGLU backward.
-    fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]);
-    /// Causal attention forward.
-    fn attention_fwd(&self, s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]);
-    /// Causal attention backward.
-    fn attention_bwd(
-        &self,
-        s: AttnShape,
-        q: &[T],
-        k: &[T],
-        v: &[T],
-        o: &[T],
-        lse: &[T],
-        d_o: &[T],
-        dq: &mut [T],
-        dk: &mut [T],
-        dv: &mut [T],
-    );
-    /// Cross-entropy forward: per-row loss and log-sum-exp.
-    fn cross_entropy_fwd(
-        &self,
-        logits: &[T],
-        targets: &[u32],
-        vocab: usize,
-        losses: &mut [T],
-        lse: &mut [T],
-    );
-    /// Cross-entropy backward, in place: the logits become their gradient.
-    fn cross_entropy_bwd(
-        &self,
-        logits: &mut [T],
-        targets: &[u32],
-        lse: &[T],
-        g: &[T],
-        vocab: usize,
-    );
-    /// Cross-entropy forward and backward in one pass: losses and log-sum-exp out, the logits
-    /// become their gradient.
-    fn cross_entropy_fused(
-        &self,
-        logits: &mut [T],
-        targets: &[u32],
-        g: &[T],
-        vocab: usize,
-        losses: &mut [T],
-        lse: &mut [T],
-    );
-    /// Embedding forward.
-    fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]);
-    /// Embedding backward (accumulates).
-    fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]);
-    /// Top-k indices of a row, largest first.
-    fn topk(&self, row: &[T], k: usize, out: &mut Vec<usize>);
-}
 
 /// The fast CPU kernels.
 #[derive(Debug, Clone, Copy, Default)]
@@ -111,6 +22,16 @@ macro_rules! impl_backend {
             }
             fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
                 $mm(p, a, b, c)
+            }
+            fn matmul_lowp(
+                &self,
+                p: MatMul,
+                a: &[T],
+                b: &[T],
+                c: &mut [T],
+                format: LowpGemm,
+            ) -> u64 {
+                lowp::matmul_lowp($mm, p, a, b, c, format)
             }
             fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {
                 $nf(x, w, eps, y, rstd)

@@ -1,0 +1,112 @@
+//! The compute-backend seam: the model calls these operations and never a kernel directly, so
+//! the CUDA backend (its own issue) plugs in without touching the model. Buffers are host
+//! slices for now; a device backend will get its own buffer type behind the same operations.
+//!
+//! - `types.rs`: the operations' argument types ([`MatMul`], [`LowpGemm`], [`RopeTable`],
+//!   [`RopeRows`], [`AttnShape`], [`IGNORE`]), which belong to the seam and not to a backend;
+//! - `cpu.rs`: two CPU backends, [`Cpu`] (fast kernels) and [`CpuReference`] (the plain loops),
+//!   which the model tests run side by side.
+
+mod cpu;
+mod types;
+
+pub use cpu::{Cpu, CpuReference};
+pub use types::{
+    AttnShape, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, LowpGemm, MatMul, RopeRows,
+    RopeTable,
+};
+
+use crate::real::Real;
+
+/// The operations a model needs from a compute backend. Shapes are documented on the argument
+/// types and on the CPU kernels in [`crate::cpu`].
+#[allow(clippy::too_many_arguments)]
+pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
+    /// Short name for logs and benchmark tables.
+    fn name(&self) -> &'static str;
+    /// `C (+)= op(A) · op(B)`.
+    fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]);
+    /// `C (+)= op(A) · op(B)` as a low-precision GEMM computes it: both operands converted to
+    /// `format` — rounded to BF16, or quantized to FP8 E4M3 with one scale per tile of the
+    /// stored operand — then, for FP8, K cut into chunks of [`FP8_PROMOTE_EVERY`], each chunk's
+    /// product truncated to [`FP8_ACC_MANTISSA_BITS`] mantissa bits (the tensor-core
+    /// accumulator) and added into C in FP32 (the promotion); BF16 accumulates in FP32. Only f32
+    /// is converted: in f64 this is [`Backend::matmul`].
+    ///
+    /// Returns the number of FP8 tiles whose amax was not finite: they cannot be scaled, so
+    /// their values become NaN (the result shows them) instead of saturating silently.
+    fn matmul_lowp(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T], format: LowpGemm) -> u64;
+    /// RMSNorm forward.
+    fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]);
+    /// RMSNorm input gradient.
+    fn rmsnorm_bwd_input(
+        &self,
+        x: &[T],
+        w: &[T],
+        rstd: &[T],
+        dy: &[T],
+        dx: &mut [T],
+        accumulate: bool,
+    );
+    /// RMSNorm weight gradient (accumulates).
+    fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]);
+    /// RoPE forward, in place.
+    fn rope_fwd(&self, t: &RopeTable<T>, x: &mut [T], r: RopeRows);
+    /// RoPE backward, in place.
+    fn rope_bwd(&self, t: &RopeTable<T>, dx: &mut [T], r: RopeRows);
+    /// SwiGLU forward.
+    fn swiglu_fwd(&self, g: &[T], u: &[T], h: &mut [T]);
+    /// SwiGLU backward.
+    fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]);
+    /// Causal attention forward.
+    fn attention_fwd(&self, s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]);
+    /// Causal attention backward.
+    fn attention_bwd(
+        &self,
+        s: AttnShape,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        o: &[T],
+        lse: &[T],
+        d_o: &[T],
+        dq: &mut [T],
+        dk: &mut [T],
+        dv: &mut [T],
+    );
+    /// Cross-entropy forward: per-row loss and log-sum-exp.
+    fn cross_entropy_fwd(
+        &self,
+        logits: &[T],
+        targets: &[u32],
+        vocab: usize,
+        losses: &mut [T],
+        lse: &mut [T],
+    );
+    /// Cross-entropy backward, in place: the logits become their gradient.
+    fn cross_entropy_bwd(
+        &self,
+        logits: &mut [T],
+        targets: &[u32],
+        lse: &[T],
+        g: &[T],
+        vocab: usize,
+    );
+    /// Cross-entropy forward and backward in one pass: losses and log-sum-exp out, the logits
+    /// become their gradient.
+    fn cross_entropy_fused(
+        &self,
+        logits: &mut [T],
+        targets: &[u32],
+        g: &[T],
+        vocab: usize,
+        losses: &mut [T],
+        lse: &mut [T],
+    );
+    /// Embedding forward.
+    fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]);
+    /// Embedding backward (accumulates).
+    fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]);
+    /// Top-k indices of a row, largest first.
+    fn topk(&self, row: &[T], k: usize, out: &mut Vec<usize>);
+}

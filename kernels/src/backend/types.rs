@@ -1,0 +1,179 @@
+//! The argument types of the [`Backend`](super::Backend) operations: what a caller describes a
+//! product, a rotation, an attention call or a low-precision GEMM with. They belong to the seam,
+//! not to one backend, so a device backend implements [`Backend`](super::Backend) from these
+//! alone.
+
+use crate::real::Real;
+
+/// Target value of a cross-entropy row that carries no loss.
+pub const IGNORE: u32 = u32::MAX;
+
+/// Shape and layout of one product `C[m,n] (+)= op(A)[m,k] · op(B)[k,n]`, row-major storage.
+///
+/// `op(A)` is A itself when A is stored `[m,k]`, or its transpose when A is stored `[k,m]`
+/// (`ta = true`); likewise B is stored `[k,n]` or `[n,k]` (`tb = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatMul {
+    /// Rows of C.
+    pub m: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// The contracted dimension.
+    pub k: usize,
+    /// A is stored `[k,m]` and used transposed.
+    pub ta: bool,
+    /// B is stored `[n,k]` and used transposed.
+    pub tb: bool,
+    /// Add into C instead of overwriting it.
+    pub accumulate: bool,
+}
+
+impl MatMul {
+    /// `y[m,n] = x[m,k] · W[n,k]ᵀ` (a linear layer's forward).
+    pub fn linear(m: usize, n: usize, k: usize) -> Self {
+        MatMul {
+            m,
+            n,
+            k,
+            ta: false,
+            tb: true,
+            accumulate: false,
+        }
+    }
+    /// Floating-point operations of the product (2·m·n·k).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+    /// Panics unless A, B and C hold m·k, k·n and m·n elements.
+    pub fn check<T>(&self, a: &[T], b: &[T], c: &[T]) {
+        assert_eq!(a.len(), self.m * self.k, "A must hold m·k elements");
+        assert_eq!(b.len(), self.k * self.n, "B must hold k·n elements");
+        assert_eq!(c.len(), self.m * self.n, "C must hold m·n elements");
+    }
+    /// A as stored: `(rows, cols)`, `[k, m]` when transposed, else `[m, k]`.
+    pub fn a_stored(&self) -> (usize, usize) {
+        if self.ta {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        }
+    }
+    /// B as stored: `(rows, cols)`, `[n, k]` when transposed, else `[k, n]`.
+    pub fn b_stored(&self) -> (usize, usize) {
+        if self.tb {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        }
+    }
+    /// (row stride, column stride) of op(A) as an `m × k` matrix.
+    pub fn a_strides(&self) -> (usize, usize) {
+        if self.ta { (1, self.m) } else { (self.k, 1) }
+    }
+    /// (row stride, column stride) of op(B) as a `k × n` matrix.
+    pub fn b_strides(&self) -> (usize, usize) {
+        if self.tb { (1, self.k) } else { (self.n, 1) }
+    }
+}
+
+/// The number format of a low-precision GEMM ([`Backend::matmul_lowp`](super::Backend::matmul_lowp)):
+/// its operands are converted to it, products accumulate in FP32 (BF16) or in the limited
+/// tensor-core accumulator promoted into FP32 (FP8). Tiles are `(rows, cols)` of the operand as
+/// stored ([`MatMul::a_stored`], [`MatMul::b_stored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowpGemm {
+    /// Operands rounded to BF16 (round-to-nearest-even), FP32 accumulation.
+    Bf16,
+    /// Operands quantized to FP8 E4M3 with one scale (amax / 448) per tile, and the partial
+    /// sum of every [`FP8_PROMOTE_EVERY`] elements of K truncated to
+    /// [`FP8_ACC_MANTISSA_BITS`] mantissa bits before it is promoted (added) into FP32.
+    Fp8 {
+        /// Tile of A's scales.
+        a_tile: (usize, usize),
+        /// Tile of B's scales.
+        b_tile: (usize, usize),
+    },
+}
+
+/// Mantissa bits of the FP8 GEMM's tensor-core accumulator (about 14 measured on H800, per the
+/// DeepSeek-V3 report).
+pub const FP8_ACC_MANTISSA_BITS: u32 = 14;
+/// Promotion interval `N_C` of the FP8 GEMM: elements of K summed in the limited accumulator
+/// before the partial sum is added into FP32.
+pub const FP8_PROMOTE_EVERY: usize = 128;
+
+/// Rotary position embedding, DeepSeek-V3 style: cos/sin of every (position, pair) —
+/// `[max_pos, d_rope/2]` each, row-major — for the interleaved channel pairs `(2i, 2i+1)` of the
+/// rope part of a row, with frequency `θ_i = base^(−2i/d_rope)`.
+#[derive(Debug, Clone)]
+pub struct RopeTable<T> {
+    /// Rotated channels per row (even).
+    pub d_rope: usize,
+    cos: Vec<T>,
+    sin: Vec<T>,
+}
+
+impl<T: Real> RopeTable<T> {
+    /// Table for positions `0..max_pos`. The inverse frequencies are computed in f32, as
+    /// Hugging Face's implementation does, so f32 models agree to the last bit of the angle.
+    pub fn new(d_rope: usize, base: f64, max_pos: usize) -> Self {
+        assert!(d_rope.is_multiple_of(2), "d_rope must be even");
+        let half = d_rope / 2;
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for i in 0..half {
+                let inv = 1.0f32 / (base as f32).powf((2 * i) as f32 / d_rope as f32);
+                let ang = (p as f32 * inv) as f64;
+                cos.push(T::of(ang.cos()));
+                sin.push(T::of(ang.sin()));
+            }
+        }
+        RopeTable { d_rope, cos, sin }
+    }
+
+    /// Largest position + 1.
+    pub fn max_pos(&self) -> usize {
+        self.cos.len() / (self.d_rope / 2).max(1)
+    }
+
+    /// The cosines, `[max_pos, d_rope/2]` row-major.
+    pub fn cos(&self) -> &[T] {
+        &self.cos
+    }
+
+    /// The sines, `[max_pos, d_rope/2]` row-major.
+    pub fn sin(&self) -> &[T] {
+        &self.sin
+    }
+}
+
+/// Shape of a buffer of rows to rotate: rows laid out `[tokens, heads, row_len]`, the rope part
+/// of each row the slice `[offset, offset + d_rope)`, token `t` at position `t % seq`.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeRows {
+    /// Sequence length (positions restart every `seq` tokens).
+    pub seq: usize,
+    /// Rows per token.
+    pub heads: usize,
+    /// Elements per row.
+    pub row_len: usize,
+    /// Start of the rotated part within a row.
+    pub offset: usize,
+}
+
+/// Dimensions of one causal attention call. Layout: q, k `[BH, S, d_qk]`, v `[BH, S, d_v]`,
+/// o `[BH, S, d_v]`, log-sum-exp `[BH, S]`, where BH = batch × heads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnShape {
+    /// batch × heads.
+    pub bh: usize,
+    /// Sequence length.
+    pub seq: usize,
+    /// Query/key head dim.
+    pub d_qk: usize,
+    /// Value head dim.
+    pub d_v: usize,
+    /// Softmax scale (1/sqrt(d_qk) for DeepSeek-V3 without YaRN).
+    pub scale: f64,
+}

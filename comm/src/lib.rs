@@ -77,4 +77,7 @@ pub trait Communicator: std::fmt::Debug + Send + Sync {
     /// Sends `data` to `dest` and receives from `src` at once (no deadlock when two ranks
     /// exchange with each other).
     fn send_recv_bytes(&self, dest: usize, data: &[u8], src: usize, tag: u16) -> Result<Vec<u8>>;
+    /// Ends every process of the job with `code` (a rank that fails must not leave the others
+    /// waiting in a collective).
+    fn abort(&self, code: i32) -> !;
 }

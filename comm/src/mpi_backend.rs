@@ -276,4 +276,7 @@ impl Communicator for MpiComm {
         );
         Ok(out)
     }
+    fn abort(&self, code: i32) -> ! {
+        self.comm.abort(code)
+    }
 }

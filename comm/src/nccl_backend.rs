@@ -331,6 +331,9 @@ impl Communicator for NcclComm {
         self.sync()?;
         self.to_host(&inp, n)
     }
+    fn abort(&self, code: i32) -> ! {
+        self.boot.abort(code)
+    }
 }
 
 #[cfg(test)]

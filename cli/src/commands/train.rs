@@ -46,19 +46,34 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let out = cfg.train.out.clone();
     let world = world()?;
     let lead = world.as_ref().is_none_or(|w| w.rank() == 0);
-    let o = if a.timeline {
-        let rank = world.as_ref().map_or(0, |w| w.rank());
-        let (o, comm, hidden) = train_with_timeline(cfg, a.resume, a.quiet, world)?;
-        println!(
-            "rank {rank}: timeline {}; communication {:.1} ms, of which {:.1} ms ({:.0} %) with compute running beside it",
-            timeline_path(&out, rank).display(),
-            comm / 1e3,
-            hidden / 1e3,
-            100.0 * hidden / comm.max(1e-9)
-        );
-        o
+    // A rank that fails ends the job: the others would wait for it in the next collective.
+    let guard = world.clone().filter(|w| w.size() > 1);
+    let rank = world.as_ref().map_or(0, |w| w.rank());
+    let result = if a.timeline {
+        train_with_timeline(cfg, a.resume, a.quiet, world).map(|(o, comm, hidden)| {
+            println!(
+                "rank {rank}: timeline {}; communication {:.1} ms, of which {:.1} ms ({:.0} %) with compute running beside it",
+                timeline_path(&out, rank).display(),
+                comm / 1e3,
+                hidden / 1e3,
+                100.0 * hidden / comm.max(1e-9)
+            );
+            o
+        })
     } else {
-        train_in(cfg, a.resume, a.quiet, world)?
+        train_in(cfg, a.resume, a.quiet, world)
+    };
+    let o = match (result, guard) {
+        (Ok(o), _) => o,
+        (Err(e), Some(w)) => {
+            eprintln!(
+                "error: rank {rank} of {}: {}; ending the job",
+                w.size(),
+                crate::error_message(&e.into())
+            );
+            w.abort(1)
+        }
+        (Err(e), None) => return Err(e.into()),
     };
     if !lead {
         return Ok(());

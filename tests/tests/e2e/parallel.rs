@@ -195,3 +195,43 @@ fn timeline_traces_every_rank_with_its_exchanges() {
     }
     assert!(text.contains("with compute running beside it"), "{text}");
 }
+
+#[test]
+fn a_rank_that_fails_ends_the_job_with_its_name_and_no_half_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let cfg = with_layout(d, "dies", "steps = 4\ncheckpoint_every = 2", "dp = 2");
+    // The writer (rank 0) cannot write the step-2 checkpoint: its temporary directory's name
+    // is taken by a file.
+    let ck = d.join("dies/checkpoints");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::write(ck.join(".tmp-step-00000002"), "in the way").unwrap();
+    let mut c = mpirun(2);
+    c.current_dir(d)
+        .arg(tokenmill_bin())
+        .args(["train", "--quiet", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > std::time::Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("the job did not end after a rank failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("error: rank 0 of 2:"), "{err}");
+    assert!(err.contains("ending the job"), "{err}");
+    // No checkpoint of step 2 or later, and `latest` (if any) names a complete one.
+    assert!(!ck.join("step-00000002").exists());
+    assert!(!ck.join("step-00000004").exists());
+    if let Ok(latest) = std::fs::read_to_string(ck.join("latest")) {
+        assert!(ck.join(latest.trim()).join("state.json").is_file());
+    }
+}

@@ -105,9 +105,13 @@ fn mpirun_train_in_every_layout_follows_one_process_and_resumes_across_layouts()
                 .is_file()
         );
     }
-    // Resume in another layout: the dp2 run's checkpoint at step 5, continued by ep2 (and the
-    // one-process checkpoint continued by dp2 × ep2) to step 10.
-    for (from, np, layout) in [("dp2", 2, "ep = 2"), ("one", 4, "dp = 2\nep = 2")] {
+    // Resume in another layout: the dp2 run's checkpoint at step 5 continued by ep2, the
+    // one-process checkpoint by dp2 × ep2, and dp2 × ep2's by one process, to step 10.
+    for (from, np, layout) in [
+        ("dp2", 2, "ep = 2"),
+        ("one", 4, "dp = 2\nep = 2"),
+        ("dp2ep2", 1, "dp = 1"),
+    ] {
         let ck = d.join(from).join("checkpoints");
         std::fs::remove_dir_all(ck.join("step-00000010")).unwrap();
         std::fs::write(ck.join("latest"), "step-00000005").unwrap();

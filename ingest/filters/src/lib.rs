@@ -42,6 +42,8 @@
 //! # Ok::<(), tokenmill_filters::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod c4;
 mod chain;
 mod config;

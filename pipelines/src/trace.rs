@@ -110,9 +110,14 @@ pub struct Trace {
     pub samples: Vec<TraceSample>,
 }
 
+/// Highest loss first; losses that are NaN (a sample without a scored target) last.
+fn highest_first(a: f64, b: f64) -> std::cmp::Ordering {
+    a.is_nan().cmp(&b.is_nan()).then(b.total_cmp(&a))
+}
+
 impl Trace {
-    /// (sample index, doc index) of the documents that added most to the step's loss, highest
-    /// first (positive excess only).
+    /// The `k` documents that added most to the step's loss, highest first (positive excess
+    /// only).
     pub fn top_documents(&self, k: usize) -> Vec<&TraceDoc> {
         let mut all: Vec<&TraceDoc> = self
             .samples
@@ -414,7 +419,7 @@ fn trace_in(
             snippet: None,
         });
     }
-    samples.sort_by(|a, b| b.loss.total_cmp(&a.loss));
+    samples.sort_by(|a, b| highest_first(a.loss, b.loss));
     let mut t = Trace {
         step,
         attempt: a,
@@ -707,4 +712,15 @@ pub fn render(t: &Trace, top: usize) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn samples_without_a_loss_sort_last() {
+        let mut v = [1.0, f64::NAN, 3.0, -f64::NAN, 2.0];
+        v.sort_by(|a, b| super::highest_first(*a, *b));
+        assert_eq!(v[..3], [3.0, 2.0, 1.0]);
+        assert!(v[3].is_nan() && v[4].is_nan());
+    }
 }

@@ -171,6 +171,8 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
             })
             .collect::<Result<Vec<_>>>()
     })?;
+    // Throughput counts the text this run tokenized, not the tasks an earlier run finished.
+    let fresh_bytes: u64 = fresh.iter().map(|r| r.stats.text_bytes).sum();
     for rec in fresh {
         let i = rec.task;
         done[i] = Some(rec);
@@ -189,7 +191,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     }
     let manifest = Manifest::new(tok.identity().clone(), tok.dtype(), shards);
     let seconds = started.elapsed().as_secs_f64();
-    let mb = total.text_bytes as f64 / 1e6;
+    let mb = fresh_bytes as f64 / 1e6;
     let stats = BuildStats {
         inputs: inputs.len() as u64,
         input_bytes: total_bytes,

@@ -89,7 +89,8 @@ pub struct BuildStats {
     pub threads: usize,
     /// Wall-clock seconds of this run (not of earlier, resumed runs).
     pub seconds: f64,
-    /// `text_bytes` in MB (10⁶ bytes) per second of `seconds`.
+    /// The text this run tokenized (tasks resumed from an earlier run left out), in MB (10⁶
+    /// bytes) per second of `seconds`.
     pub text_mb_per_s: f64,
     /// `text_mb_per_s` divided by `threads`.
     pub text_mb_per_s_per_core: f64,

@@ -38,13 +38,6 @@ unsafe impl Send for MpiComm {}
 #[allow(unsafe_code)]
 // SAFETY: as for `Send`: concurrent calls are allowed by MPI_THREAD_MULTIPLE.
 unsafe impl Sync for MpiComm {}
-#[allow(unsafe_code)]
-// SAFETY: the universe is only read (to get the world) right after initialisation, and
-// finalised on drop when no communicator is left; MPI_THREAD_MULTIPLE as above.
-unsafe impl Send for Env {}
-#[allow(unsafe_code)]
-// SAFETY: as for `Send`.
-unsafe impl Sync for Env {}
 
 impl std::fmt::Debug for MpiComm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -377,11 +377,11 @@ fn training(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) 
     let mut last = 0.0f64;
     for (i, toks) in batches.iter().enumerate() {
         let slice = &toks[mine.start * (s + 1)..mine.end * (s + 1)];
-        let (loss, g, loads) = grads_of(&model, &params, slice, mine.len(), s);
+        let (loss, mut g, loads) = grads_of(&model, &params, slice, mine.len(), s);
         let mut total = [loss];
         world.all_reduce_sum(&mut total).expect("all-reduce");
         sharded
-            .step(world_dyn.as_ref(), &mut params, &g, lr, 1.0)
+            .step(world_dyn.as_ref(), &mut params, &mut g, lr, 1.0)
             .expect("step");
         bias_update(&model, &mut params, &loads);
         last = total[0];

@@ -455,7 +455,7 @@ fn combine_outputs<T: Real>(
     outs: Vec<Vec<T>>,
     d: usize,
 ) -> Vec<T> {
-    if cx.precision != Precision::Fp8 || T::as_f32(&[T::zero()]).is_none() {
+    if cx.precision != Precision::Fp8 || T::as_f32(&[]).is_none() {
         return plan.combine(group, &outs, d, &mut || {});
     }
     let halves: Vec<Vec<u16>> = outs

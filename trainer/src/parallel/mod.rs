@@ -221,24 +221,58 @@ impl ShardedAdamW {
         &mut self,
         world: &dyn Communicator,
         params: &mut [f32],
-        grads: &[f32],
+        grads: &mut [f32],
         lr: f64,
         max_norm: f64,
     ) -> Result<f64> {
-        let g = world.reduce_scatter_sum(grads)?;
-        let mut sq = [self.opt.grad_norm(&g).powi(2)];
-        world.all_reduce_sum(&mut sq)?;
-        let norm = sq[0].sqrt();
-        self.opt.step(
-            &mut params[self.range.clone()],
-            &g,
+        let norm = reduce_gradients(world, &self.opt, self.range.clone(), grads)?;
+        let clip = clip_scale(norm, max_norm);
+        update_shard(
+            world,
+            &mut self.opt,
+            self.range.clone(),
+            params,
+            grads,
             lr,
-            clip_scale(norm, max_norm),
-        );
-        let (all, _) = world.all_gather_v(&params[self.range.clone()])?;
-        params.copy_from_slice(&all);
+            clip,
+        )?;
         Ok(norm)
     }
+}
+
+/// ZeRO-1, first half: `grads[range]` becomes this rank's chunk of the gradients summed over
+/// the world (reduce-scatter in rank order; the rest of `grads` is left as it was); returns
+/// the global norm of the summed gradients (`opt` holds the state of `range` only).
+pub fn reduce_gradients(
+    world: &dyn Communicator,
+    opt: &AdamW,
+    range: Range<usize>,
+    grads: &mut [f32],
+) -> Result<f64> {
+    let _c = crate::timeline::span("comm", || "gradient reduce-scatter".into());
+    let mine = world.reduce_scatter_sum(grads)?;
+    grads[range.clone()].copy_from_slice(&mine);
+    let mut sq = [opt.grad_norm(&grads[range]).powi(2)];
+    world.all_reduce_sum(&mut sq)?;
+    Ok(sq[0].sqrt())
+}
+
+/// ZeRO-1, second half: AdamW on `params[range]` with `grads[range]` scaled by `clip`, then
+/// every rank's updated chunk gathered into `params`.
+pub fn update_shard(
+    world: &dyn Communicator,
+    opt: &mut AdamW,
+    range: Range<usize>,
+    params: &mut [f32],
+    grads: &[f32],
+    lr: f64,
+    clip: f64,
+) -> Result<()> {
+    opt.step(&mut params[range.clone()], &grads[range.clone()], lr, clip);
+    let _c = crate::timeline::span("comm", || "parameter all-gather".into());
+    let (all, _) = world.all_gather_v(&params[range])?;
+    params.copy_from_slice(&all);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use crate::model::{Batch, LossWeights, Model, WgradMode};
 use crate::moe::update_bias;
 use crate::ops::WgradQueue;
 use crate::optim::{AdamW, clip_scale};
-use crate::parallel::Groups;
+use crate::parallel::{Groups, reduce_gradients, update_shard};
 use crate::params::view_mut;
 use crate::rng::Rng;
 use crate::spikes::SpikeResponse;
@@ -380,30 +380,24 @@ impl Trainer {
             let inv = 1.0 / n_micro as f32;
             self.grads.iter_mut().for_each(|g| *g *= inv);
         }
+        let mut grad_norm = None;
         if let Some(g) = &self.group {
-            // Every rank gets the whole batch's figures and gradients, so every decision
-            // below (spikes, quarantine, the update) is the same on every rank.
+            // Every rank gets the whole batch's figures and the global gradient norm (and its
+            // chunk of the summed gradients), so every decision below — spikes, quarantine,
+            // the update — is the same on every rank.
             let w = g.world.as_ref();
             let mut sums = [loss, main, mtp, bal];
             tokenmill_comm::Collectives::all_reduce_sum(w, &mut sums)?;
             [loss, main, mtp, bal] = sums;
-            {
-                // ZeRO-1: this rank receives its chunk of the summed gradients.
-                let _c = crate::timeline::span("comm", || "gradient reduce-scatter".into());
-                let mine = tokenmill_comm::Collectives::reduce_scatter_sum(w, &self.grads)?;
-                let r = self.shard.clone().expect("a sharded run");
-                self.grads[r].copy_from_slice(&mine);
-            }
+            // ZeRO-1: this rank receives its chunk of the summed gradients, and their norm.
+            let r = self
+                .shard
+                .clone()
+                .expect("a run across processes shards its optimizer");
+            grad_norm = Some(reduce_gradients(w, &self.opt, r, &mut self.grads)?);
             stats = stats.gather(w)?;
         }
-        let grad_norm = match (&self.group, &self.shard) {
-            (Some(g), Some(r)) => {
-                let mut sq = [self.opt.grad_norm(&self.grads[r.clone()]).powi(2)];
-                tokenmill_comm::Collectives::all_reduce_sum(g.world.as_ref(), &mut sq)?;
-                sq[0].sqrt()
-            }
-            _ => self.opt.grad_norm(&self.grads),
-        };
+        let grad_norm = grad_norm.unwrap_or_else(|| self.opt.grad_norm(&self.grads));
         let lr = self.cfg.lr.at(self.step);
         let finite = loss.is_finite() && grad_norm.is_finite();
         let step = self.step;
@@ -442,22 +436,17 @@ impl Trainer {
         if finite && !skip_spike {
             let _t = crate::timeline::span("compute", || "optimizer".into());
             let clip = clip_scale(grad_norm, self.cfg.optim.clip);
-            match (&self.group, &self.shard) {
-                (Some(g), Some(r)) => {
-                    // ZeRO-1: update this rank's chunk, then gather every rank's.
-                    self.opt.step(
-                        &mut self.params[r.clone()],
-                        &self.grads[r.clone()],
-                        lr,
-                        clip,
-                    );
-                    let _c = crate::timeline::span("comm", || "parameter all-gather".into());
-                    let (all, _) = tokenmill_comm::Collectives::all_gather_v(
-                        g.world.as_ref(),
-                        &self.params[r.clone()],
-                    )?;
-                    self.params.copy_from_slice(&all);
-                }
+            match (&self.group, self.shard.clone()) {
+                // ZeRO-1: update this rank's chunk, then gather every rank's.
+                (Some(g), Some(r)) => update_shard(
+                    g.world.as_ref(),
+                    &mut self.opt,
+                    r,
+                    &mut self.params,
+                    &self.grads,
+                    lr,
+                    clip,
+                )?,
                 _ => self.opt.step(&mut self.params, &self.grads, lr, clip),
             }
             for (id, load) in self.model.moe_biases().into_iter().zip(&loads) {

@@ -23,6 +23,7 @@ mod collectives;
 pub mod conformance;
 mod error;
 pub mod launch;
+mod mailbox;
 #[cfg(feature = "mpi")]
 mod mpi_backend;
 #[cfg(feature = "nccl")]
@@ -31,6 +32,7 @@ mod solo;
 
 pub use collectives::{Collectives, Summable, chunk_range};
 pub use error::{Error, Result};
+pub use mailbox::Mailbox;
 #[cfg(feature = "mpi")]
 pub use mpi_backend::{MpiComm, launched};
 #[cfg(feature = "nccl")]
@@ -77,6 +79,14 @@ pub trait Communicator: std::fmt::Debug + Send + Sync {
     /// Sends `data` to `dest` and receives from `src` at once (no deadlock when two ranks
     /// exchange with each other).
     fn send_recv_bytes(&self, dest: usize, data: &[u8], src: usize, tag: u16) -> Result<Vec<u8>>;
+    /// A message from any rank with any tag, if one has arrived: `(source, tag, payload)`.
+    /// Never blocks; what [`Mailbox`] polls. Backends without a probe (NCCL) refuse it.
+    fn try_recv_any_bytes(&self) -> Result<Option<(usize, u16, Vec<u8>)>> {
+        Err(Error::Usage(format!(
+            "the {} backend cannot receive from any rank (no probe)",
+            self.backend()
+        )))
+    }
     /// Ends every process of the job with `code` (a rank that fails must not leave the others
     /// waiting in a collective).
     fn abort(&self, code: i32) -> !;

@@ -244,6 +244,22 @@ impl Communicator for MpiComm {
         let (v, _) = p.receive_vec_with_tag::<u8>(tag as i32);
         Ok(v)
     }
+    fn try_recv_any_bytes(&self) -> Result<Option<(usize, u16, Vec<u8>)>> {
+        use mpi::point_to_point::MatchedReceiveVec;
+        // A matched probe: the message found is the one received, even with other threads
+        // receiving on this communicator.
+        let Some(found) = self.comm.any_process().immediate_matched_probe() else {
+            return Ok(None);
+        };
+        let (data, status) = found.matched_receive_vec::<u8>();
+        let tag = u16::try_from(status.tag()).map_err(|_| {
+            Error::Usage(format!(
+                "a message with tag {} outside 0..=65535",
+                status.tag()
+            ))
+        })?;
+        Ok(Some((status.source_rank() as usize, tag, data)))
+    }
     fn send_recv_bytes(&self, dest: usize, data: &[u8], src: usize, tag: u16) -> Result<Vec<u8>> {
         count("message", data.len())?;
         let d = self.comm.process_at_rank(self.rank_ok(dest, "send")?);

@@ -27,4 +27,4 @@ pub mod train;
 
 pub use config::ModelConfig;
 pub use error::{Error, Result};
-pub use model::{Batch, Forward, LossWeights, Model, Parallel, WgradMode};
+pub use model::{Batch, Forward, LossWeights, Model, Parallel, Stage, WgradMode};

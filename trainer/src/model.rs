@@ -130,6 +130,8 @@ pub struct Forward<T> {
     /// Evaluation forwards (`keep_cache = false`): the logits of the main model `[b·s, V]` and
     /// of each MTP depth `[b·(s−k), V]`.
     pub logits: Option<(Vec<T>, Vec<Vec<T>>)>,
+    /// A pipeline stage before the last: its output `[b·s, d]`, the next stage's input.
+    pub hidden: Option<Vec<T>>,
     /// FP8 tiles with a non-finite amax in this forward's low-precision GEMMs (their values
     /// became NaN); the backward's are counted in its [`WgradQueue`].
     pub nonfinite_fp8_tiles: u64,
@@ -163,9 +165,11 @@ struct MtpCache<T> {
 struct Cache<T> {
     b: usize,
     s: usize,
-    ids: Arc<Vec<u32>>,
+    /// The input tokens, on the first stage (for the embedding's gradient).
+    ids: Option<Arc<Vec<u32>>>,
     blocks: Vec<BlockCache<T>>,
-    head: Head<T>,
+    /// On the last stage.
+    head: Option<Head<T>>,
     mtp: Vec<MtpCache<T>>,
 }
 
@@ -181,6 +185,19 @@ impl<T> Forward<T> {
             .and_then(|l| l.1.get(k.wrapping_sub(1)))
             .map(Vec::as_slice)
     }
+}
+
+/// A pipeline stage: blocks `blocks`, with the embedding when `first`, and the final norm, the
+/// output head and the MTP modules (which share the embedding) when `last`. The whole model is
+/// the one stage that is both ([`Model::whole`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// The main blocks it runs.
+    pub blocks: std::ops::Range<usize>,
+    /// Holds the embedding (its input is the tokens).
+    pub first: bool,
+    /// Holds the head and the MTP modules (its output is the losses).
+    pub last: bool,
 }
 
 /// When weight gradients are computed during [`Model::backward`].
@@ -544,12 +561,67 @@ impl Model {
         dhidden
     }
 
+    /// The whole model as one stage.
+    pub fn whole(&self) -> Stage {
+        Stage {
+            blocks: 0..self.blocks.len(),
+            first: true,
+            last: true,
+        }
+    }
+
+    /// The model cut into `n` pipeline stages of equally many blocks, the embedding on the
+    /// first, the final norm, output head and MTP modules on the last.
+    pub fn stages(&self, n: usize) -> Result<Vec<Stage>> {
+        let l = self.blocks.len();
+        if n == 0 || !l.is_multiple_of(n) {
+            return Err(Error::Config(format!(
+                "{l} layers (num_hidden_layers) cannot be cut into {n} pipeline stages of equally many"
+            )));
+        }
+        let per = l / n;
+        Ok((0..n)
+            .map(|i| Stage {
+                blocks: i * per..(i + 1) * per,
+                first: i == 0,
+                last: i == n - 1,
+            })
+            .collect())
+    }
+
+    /// The index, in the order of [`Model::moe_biases`] and [`Forward::moe`], of the first MoE
+    /// layer of `stage`.
+    pub fn first_moe_layer(&self, stage: &Stage) -> usize {
+        self.blocks[..stage.blocks.start]
+            .iter()
+            .filter(|b| matches!(b.ffn, Ffn::Moe(_)))
+            .count()
+    }
+
     /// Forward pass. `keep_cache = false` for evaluation.
     pub fn forward<T: Real>(
         &self,
         be: &dyn Backend<T>,
         params: &[T],
         batch: &Batch<'_>,
+        w: LossWeights,
+        keep_cache: bool,
+    ) -> Result<Forward<T>> {
+        self.forward_stage(be, params, &self.whole(), batch, None, w, keep_cache)
+    }
+
+    /// Forward pass of one pipeline stage over `batch`: from the tokens on the first stage,
+    /// else from `input`, the previous stage's output `[b·s, d]`. A stage that is not the last
+    /// leaves its output in [`Forward::hidden`] and no losses; the last computes the losses
+    /// (the balance loss is always this stage's MoE layers').
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_stage<T: Real>(
+        &self,
+        be: &dyn Backend<T>,
+        params: &[T],
+        stage: &Stage,
+        batch: &Batch<'_>,
+        input: Option<Vec<T>>,
         w: LossWeights,
         keep_cache: bool,
     ) -> Result<Forward<T>> {
@@ -575,22 +647,58 @@ impl Model {
                 tok(bi, i + 1)
             }
         };
-        let ids: Arc<Vec<u32>> = Arc::new(
-            (0..b)
-                .flat_map(|bi| (0..s).map(move |i| (bi, i)))
-                .map(|(bi, i)| tok(bi, i))
-                .collect(),
-        );
-        let mut x = vec![T::zero(); b * s * d];
-        be.embedding_fwd(cx.w(self.embed), d, &ids, &mut x);
+        let (mut x, ids) = if stage.first {
+            let ids: Arc<Vec<u32>> = Arc::new(
+                (0..b)
+                    .flat_map(|bi| (0..s).map(move |i| (bi, i)))
+                    .map(|(bi, i)| tok(bi, i))
+                    .collect(),
+            );
+            let mut x = vec![T::zero(); b * s * d];
+            be.embedding_fwd(cx.w(self.embed), d, &ids, &mut x);
+            (x, Some(ids))
+        } else {
+            let x = input.ok_or_else(|| {
+                Error::Data("a pipeline stage after the first needs its input".into())
+            })?;
+            if x.len() != b * s * d {
+                return Err(Error::Data(format!(
+                    "a pipeline stage's input holds {} values, expected {b}·{s}·{d}",
+                    x.len()
+                )));
+            }
+            (x, None)
+        };
         let mut moe = Vec::new();
-        let mut block_caches = Vec::with_capacity(self.blocks.len());
-        for (l, blk) in self.blocks.iter().enumerate() {
+        let mut block_caches = Vec::with_capacity(stage.blocks.len());
+        for l in stage.blocks.clone() {
             let _t = crate::timeline::span("compute", || format!("block {l} forward"));
-            let (y, c, st) = blk.fwd(&cx, &rope, Arc::new(x), b, s, w.balance_alpha);
+            let (y, c, st) = self.blocks[l].fwd(&cx, &rope, Arc::new(x), b, s, w.balance_alpha);
             x = y;
             block_caches.push(c);
             moe.extend(st);
+        }
+        if !stage.last {
+            let balance_loss: f64 = moe.iter().map(|m| m.balance_loss).sum();
+            return Ok(Forward {
+                loss: balance_loss,
+                main_loss: 0.0,
+                mtp_losses: Vec::new(),
+                balance_loss,
+                token_losses: Vec::new(),
+                moe,
+                logits: None,
+                hidden: Some(x),
+                nonfinite_fp8_tiles: nonfinite.get(),
+                cache: keep_cache.then_some(Cache {
+                    b,
+                    s,
+                    ids,
+                    blocks: block_caches,
+                    head: None,
+                    mtp: Vec::new(),
+                }),
+            });
         }
         let h_last = Arc::new(x);
         let targets: Vec<u32> = (0..b)
@@ -674,7 +782,7 @@ impl Model {
                     s,
                     ids,
                     blocks: block_caches,
-                    head,
+                    head: Some(head),
                     mtp: mtp_caches,
                 }),
                 None,
@@ -696,6 +804,7 @@ impl Model {
             token_losses,
             moe,
             logits,
+            hidden: None,
             nonfinite_fp8_tiles: nonfinite.get(),
             cache,
         })
@@ -713,6 +822,25 @@ impl Model {
         wq: &mut WgradQueue<T>,
         mode: WgradMode,
     ) {
+        self.backward_stage(be, params, &self.whole(), fwd, None, grads, wq, mode);
+    }
+
+    /// Backward pass of one pipeline stage: from the losses on the last stage, else from
+    /// `dout`, the gradient of the stage's output `[b·s, d]` (from the next stage). Returns the
+    /// gradient of the stage's input for the previous stage (`None` on the first, whose
+    /// gradient ends in the embedding).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_stage<T: Real>(
+        &self,
+        be: &dyn Backend<T>,
+        params: &[T],
+        stage: &Stage,
+        fwd: &mut Forward<T>,
+        dout: Option<Vec<T>>,
+        grads: &mut [T],
+        wq: &mut WgradQueue<T>,
+        mode: WgradMode,
+    ) -> Option<Vec<T>> {
         let cache = fwd
             .cache
             .take()
@@ -734,59 +862,73 @@ impl Model {
                 wq.flush(be, &self.layout, grads);
             }
         };
-        // MTP, deepest first: depth k's gradient into h^{k-1} flows to depth k−1's head norm
-        // (or the main model's final norm).
-        let mut dnext: Option<Vec<T>> = None;
-        let mut caches = cache.mtp;
-        while let Some(c) = caches.pop() {
-            let k = caches.len() + 1;
-            let m = &self.mtp[k - 1];
-            let rope_k = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, c.n);
-            let dh = self.head_bwd(&cx, &m.head_norm, c.head, dnext.take(), wq);
-            let dx = m.block.bwd(&cx, &rope_k, c.block, dh, wq);
-            let dcat = m.eh.bwd_input(&cx, &dx);
-            m.eh.wgrad(wq, dx, &c.cat);
-            let (mut de, mut dp) = (
-                Vec::with_capacity(b * c.n * d),
-                Vec::with_capacity(b * c.n * d),
-            );
-            for r in 0..b * c.n {
-                de.extend_from_slice(&dcat[r * 2 * d..r * 2 * d + d]);
-                dp.extend_from_slice(&dcat[r * 2 * d + d..(r + 1) * 2 * d]);
+        let mut dh = match cache.head {
+            Some(head) => {
+                // MTP, deepest first: depth k's gradient into h^{k-1} flows to depth k−1's
+                // head norm (or the main model's final norm).
+                let mut dnext: Option<Vec<T>> = None;
+                let mut caches = cache.mtp;
+                while let Some(c) = caches.pop() {
+                    let k = caches.len() + 1;
+                    let m = &self.mtp[k - 1];
+                    let rope_k =
+                        RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, c.n);
+                    let dh = self.head_bwd(&cx, &m.head_norm, c.head, dnext.take(), wq);
+                    let dx = m.block.bwd(&cx, &rope_k, c.block, dh, wq);
+                    let dcat = m.eh.bwd_input(&cx, &dx);
+                    m.eh.wgrad(wq, dx, &c.cat);
+                    let (mut de, mut dp) = (
+                        Vec::with_capacity(b * c.n * d),
+                        Vec::with_capacity(b * c.n * d),
+                    );
+                    for r in 0..b * c.n {
+                        de.extend_from_slice(&dcat[r * 2 * d..r * 2 * d + d]);
+                        dp.extend_from_slice(&dcat[r * 2 * d + d..(r + 1) * 2 * d]);
+                    }
+                    let mut demb = vec![T::zero(); b * c.n * d];
+                    m.enorm
+                        .bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
+                    wq.push(WgradOp::Embedding {
+                        w: self.embed,
+                        dy: demb,
+                        ids: c.ids,
+                    });
+                    let mut dprev = vec![T::zero(); b * c.n * d];
+                    m.hnorm
+                        .bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
+                    let prev_n = c.n + 1;
+                    let mut acc = vec![T::zero(); b * prev_n * d];
+                    add_rows(&mut acc, &dprev, b, prev_n, c.n, d);
+                    dnext = Some(acc);
+                    flush(wq, grads);
+                }
+                let dh = self.head_bwd(&cx, &self.norm, head, dnext, wq);
+                flush(wq, grads);
+                dh
             }
-            let mut demb = vec![T::zero(); b * c.n * d];
-            m.enorm
-                .bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
-            wq.push(WgradOp::Embedding {
-                w: self.embed,
-                dy: demb,
-                ids: c.ids,
-            });
-            let mut dprev = vec![T::zero(); b * c.n * d];
-            m.hnorm
-                .bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
-            let prev_n = c.n + 1;
-            let mut acc = vec![T::zero(); b * prev_n * d];
-            add_rows(&mut acc, &dprev, b, prev_n, c.n, d);
-            dnext = Some(acc);
-            flush(wq, grads);
-        }
-        let mut dh = self.head_bwd(&cx, &self.norm, cache.head, dnext, wq);
-        flush(wq, grads);
+            None => dout.expect("a stage before the last needs its output's gradient"),
+        };
         let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
         let mut blocks = cache.blocks;
-        for (l, blk) in self.blocks.iter().enumerate().rev() {
+        for l in stage.blocks.clone().rev() {
             let _t = crate::timeline::span("compute", || format!("block {l} backward"));
             let c = blocks.pop().expect("one cache per block");
-            dh = blk.bwd(&cx, &rope, c, dh, wq);
+            dh = self.blocks[l].bwd(&cx, &rope, c, dh, wq);
             flush(wq, grads);
         }
-        wq.push(WgradOp::Embedding {
-            w: self.embed,
-            dy: dh,
-            ids: cache.ids,
-        });
+        let out = match cache.ids {
+            Some(ids) => {
+                wq.push(WgradOp::Embedding {
+                    w: self.embed,
+                    dy: dh,
+                    ids,
+                });
+                None
+            }
+            None => Some(dh),
+        };
         wq.count_nonfinite_fp8_tiles(nonfinite.get());
         flush(wq, grads);
+        out
     }
 }

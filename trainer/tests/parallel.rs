@@ -73,3 +73,45 @@ fn a_layout_that_does_not_fit_is_refused_with_a_clear_message() {
         "{text}"
     );
 }
+
+#[test]
+fn pipelines_equal_one_process_as_dualpipe_measures_it() {
+    // (ranks, extra arguments): every schedule on 2 ranks, DualPipeV with experts over 2
+    // ranks, DualPipe with 2 data-parallel replicas.
+    for (np, args) in [
+        (2, &["--pp", "2", "--schedule", "dualpipev"][..]),
+        (2, &["--pp", "2", "--schedule", "1f1b"][..]),
+        (2, &["--pp", "2", "--schedule", "dualpipe"][..]),
+        (
+            4,
+            &["--pp", "2", "--ep", "2", "--schedule", "dualpipev"][..],
+        ),
+        (4, &["--pp", "2", "--dp", "2", "--schedule", "dualpipe"][..]),
+    ] {
+        let text = run(np, args);
+        eprintln!("{text}");
+        // Every rank checks the loss and the gradients; each pipeline's rank 0 the tokens'.
+        let passes = text.lines().filter(|l| l.contains(": PASS ")).count();
+        assert_eq!(passes, np * 2 + np / 2, "np {np} {args:?}\n{text}");
+        assert!(!text.contains("FAIL"), "{text}");
+        if np == 2 {
+            assert!(text.contains("the step's loss, bitwise"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn a_pipeline_with_too_few_micro_batches_or_layers_is_refused() {
+    // 3 ranks of DualPipe: not even.
+    let out = mpirun(3)
+        .arg(env!("CARGO_BIN_EXE_tokenmill-parallel-check"))
+        .args(["--pp", "3", "--schedule", "dualpipe"])
+        .output()
+        .expect("mpirun");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("DualPipe needs an even number of ranks (got 3)"),
+        "{text}"
+    );
+}

@@ -16,6 +16,13 @@
 //!   one process: each step's loss and the final parameters to 1e-5 relative (the gradients
 //!   of the dense layers are sums over tokens taken in another order; the experts' are equal).
 //!
+//! - with `--pp P --schedule 1f1b|dualpipe|dualpipev [--ep E] [--dp D]`: one step of a model of
+//!   as many layers as the schedule has stages, 4·P micro-batches per pipeline, through the
+//!   pipeline executor against the same micro-batches in one process: the step's loss bitwise
+//!   (with E·D > 1 to 1e-12, the ranks' shares summed in another order), every token's loss
+//!   bitwise, and the gradients summed over the ranks (each stage's, and DualPipe's two copies
+//!   of each) by DualPipe's own measure `1 − 2Σxy / Σ(x² + y²)` in f64, below 1e-13.
+//!
 //! Prints a line per rank and check; exits non-zero if any check fails on any rank.
 
 use std::process::ExitCode;
@@ -30,6 +37,8 @@ use tokenmill_trainer::moe::update_bias;
 use tokenmill_trainer::ops::{Ctx, NonFiniteTiles, Precision, WgradQueue};
 use tokenmill_trainer::optim::{AdamW, AdamWConfig, clip_scale};
 use tokenmill_trainer::parallel::{Groups, ParallelConfig, ShardedAdamW};
+use tokenmill_trainer::pipeline::exec::{MicroBatch, Pipeline, stage_count};
+use tokenmill_trainer::pipeline::schedule::Schedule;
 use tokenmill_trainer::{Batch, LossWeights, Model, ModelConfig, Parallel, WgradMode};
 
 /// One comparison's outcome on this rank.
@@ -413,6 +422,145 @@ fn training(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) 
     ));
 }
 
+/// DualPipe's parity measure: `1 − 2Σxy / Σ(x² + y²)` in f64 (0 when equal).
+fn dissimilarity(x: &[f32], y: &[f32]) -> f64 {
+    let (mut xy, mut sq) = (0.0f64, 0.0f64);
+    for (&a, &b) in x.iter().zip(y) {
+        let (a, b) = (a as f64, b as f64);
+        xy += a * b;
+        sq += a * a + b * b;
+    }
+    1.0 - 2.0 * xy / sq.max(1e-300)
+}
+
+fn pipeline(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) {
+    let mut cfg = ModelConfig::preset("tiny").expect("preset");
+    cfg.num_hidden_layers = stage_count(layout.schedule, layout.pp).max(2);
+    let mut model = Model::new(cfg).expect("model");
+    let params: Vec<f32> = model.init(5);
+    let data_ranks = layout.dp * layout.ep;
+    // 4·P micro-batches of 1 sample per pipeline (DualPipe(V) needs at least 2·P).
+    let (n, mb, s) = (4 * layout.pp, 1usize, 16usize);
+    let b = data_ranks * n * mb;
+    if let Err(e) = layout.validate(world.size(), &model.cfg, b, mb) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    let mut rng = Rng::new(23);
+    let vocab = model.cfg.vocab_size;
+    let tokens: Vec<u32> = (0..b * (s + 1)).map(|_| rng.below(vocab) as u32).collect();
+    let sample = |j: usize| &tokens[j * (s + 1)..(j + 1) * (s + 1)];
+    let w = LossWeights {
+        mtp_lambda: 0.3,
+        balance_alpha: 1e-3,
+    };
+    // One process: micro-batch i is every data rank's i-th micro-batch, in rank order.
+    let per = n * mb;
+    let (mut loss_ref, mut g_ref, mut tl_ref) = (0.0, vec![0f32; params.len()], Vec::new());
+    for i in 0..n {
+        let toks: Vec<u32> = (0..data_ranks)
+            .flat_map(|r| (0..mb).flat_map(move |k| sample(r * per + i * mb + k).to_vec()))
+            .collect();
+        let batch = Batch {
+            tokens: &toks,
+            mask: None,
+            b: data_ranks * mb,
+            s,
+        };
+        let mut f = model
+            .forward(&Cpu, &params, &batch, w, true)
+            .expect("forward");
+        loss_ref += f.loss / n as f64;
+        let mut wq = WgradQueue::new();
+        model.backward(
+            &Cpu,
+            &params,
+            &mut f,
+            &mut g_ref,
+            &mut wq,
+            WgradMode::Immediate,
+        );
+        tl_ref.push(f.token_losses);
+    }
+    let inv = 1.0 / n as f32;
+    g_ref.iter_mut().for_each(|g| *g *= inv);
+    // The pipeline.
+    let world_dyn: Arc<dyn Communicator> = world.clone();
+    let groups = Groups::new(world_dyn, &layout).expect("groups");
+    model.parallel = groups.model_parallel();
+    let (comm, mail) = groups.pipe.clone().expect("pp > 1");
+    let pipe = Pipeline::new(&model, layout.schedule, comm, mail).expect("pipeline");
+    let mine = groups.batch_slice(b);
+    let mbs: Vec<MicroBatch> = (0..n)
+        .map(|i| MicroBatch {
+            tokens: (0..mb)
+                .flat_map(|k| sample(mine.start + i * mb + k).to_vec())
+                .collect(),
+            mask: vec![1; mb * s],
+            b: mb,
+        })
+        .collect();
+    let mut g = vec![0f32; params.len()];
+    let step = pipe
+        .step(&model, &Cpu, &params, &mbs, s, w, &mut g)
+        .expect("pipeline step");
+    let mut loss = [step
+        .figures
+        .iter()
+        .map(|f| f.loss(w) / n as f64)
+        .sum::<f64>()];
+    groups.stage.all_reduce_sum(&mut loss).expect("all-reduce");
+    let name = format!(
+        "{:?} pp {} × ep {} × dp {}",
+        layout.schedule, layout.pp, layout.ep, layout.dp
+    );
+    if data_ranks == 1 {
+        out.push(Check {
+            name: format!("{name}: the step's loss, bitwise"),
+            ok: loss[0].to_bits() == loss_ref.to_bits(),
+            detail: format!("{:.17} vs {loss_ref:.17}", loss[0]),
+        });
+    } else {
+        let rel = ((loss[0] - loss_ref) / loss_ref).abs();
+        out.push(Check {
+            name: format!("{name}: the step's loss"),
+            ok: rel <= 1e-12,
+            detail: format!(
+                "{:.12} vs {loss_ref:.12}, relative {rel:.1e} (limit 1e-12)",
+                loss[0]
+            ),
+        });
+    }
+    if let Some(tl) = &step.token_losses {
+        let (got, want): (Vec<f32>, Vec<f32>) = (
+            tl.concat(),
+            tl_ref
+                .iter()
+                .flat_map(|t| {
+                    t[groups.data_rank * mb * s..(groups.data_rank + 1) * mb * s].to_vec()
+                })
+                .collect(),
+        );
+        out.push(bitwise(&format!("{name}: every token's loss"), &got, &want));
+    }
+    g.iter_mut().for_each(|x| *x *= inv);
+    world.all_reduce_sum(&mut g).expect("all-reduce");
+    let d = dissimilarity(&g, &g_ref);
+    let differ = g
+        .iter()
+        .zip(&g_ref)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    out.push(Check {
+        name: format!("{name}: gradients summed over the ranks"),
+        ok: d < 1e-13,
+        detail: format!(
+            "1 − 2Σxy/Σ(x²+y²) = {d:.1e} (limit 1e-13); {differ} of {} values differ in bits",
+            g.len()
+        ),
+    });
+}
+
 fn main() -> ExitCode {
     let world = match MpiComm::world() {
         Ok(w) => Arc::new(w),
@@ -433,7 +581,25 @@ fn main() -> ExitCode {
             .and_then(|v| v.parse::<usize>().ok())
     };
     let mut checks = Vec::new();
-    if let (Some(dp), Some(ep)) = (arg("--dp"), arg("--ep")) {
+    let schedule = args
+        .iter()
+        .position(|a| a == "--schedule")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| match v.as_str() {
+            "1f1b" => Schedule::OneFOneB,
+            "dualpipe" => Schedule::DualPipe,
+            _ => Schedule::DualPipeV,
+        });
+    if let Some(pp) = arg("--pp") {
+        let layout = ParallelConfig {
+            dp: arg("--dp").unwrap_or(1),
+            ep: arg("--ep").unwrap_or(1),
+            pp,
+            schedule: schedule.unwrap_or(Schedule::DualPipeV),
+            ..Default::default()
+        };
+        pipeline(&world, layout, &mut checks);
+    } else if let (Some(dp), Some(ep)) = (arg("--dp"), arg("--ep")) {
         let layout = ParallelConfig {
             dp,
             ep,

@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::model::Parallel;
 use crate::optim::{AdamW, AdamWConfig, clip_scale};
 use crate::params::ParamLayout;
+use crate::pipeline::exec::stage_count;
+use crate::pipeline::schedule::{Schedule, plan};
 
 /// `[parallel]`: how many ranks of each kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -28,8 +30,11 @@ pub struct ParallelConfig {
     pub dp: usize,
     /// Expert-parallel ranks per replica (the routed experts are split over them).
     pub ep: usize,
-    /// Pipeline stages (1: no pipeline).
+    /// Pipeline ranks (1: no pipeline).
     pub pp: usize,
+    /// The pipeline schedule when pp > 1 (DualPipeV: 2·pp stages in a V; DualPipe and 1F1B:
+    /// pp stages).
+    pub schedule: Schedule,
     /// Ranks per node (0: not said). Node-limited routing: with the expert groups of the
     /// model's group-limited routing (`n_group`, `topk_group`) each on one node, a token's
     /// experts lie on at most `topk_group` nodes — DeepSeek-V3's bound on cross-node traffic.
@@ -45,6 +50,7 @@ impl Default for ParallelConfig {
             dp: 1,
             ep: 1,
             pp: 1,
+            schedule: Schedule::DualPipeV,
             ranks_per_node: 0,
             max_nodes_per_token: None,
         }
@@ -86,11 +92,6 @@ impl ParallelConfig {
                 self.world()
             )));
         }
-        if self.pp > 1 {
-            return Err(Error::Layout(
-                "pipeline parallelism (pp > 1) does not train yet; its schedules are in `tokenmill schedule`".into(),
-            ));
-        }
         if !model.n_routed_experts.is_multiple_of(self.ep) {
             return Err(Error::Layout(format!(
                 "{} routed experts cannot be split over ep = {} ranks",
@@ -105,6 +106,23 @@ impl ParallelConfig {
             return Err(Error::Layout(format!(
                 "the global batch of {global_batch} samples must split into {ranks} equal slices of whole micro-batches of {micro_batch}"
             )));
+        }
+        if self.pp > 1 {
+            let stages = stage_count(self.schedule, self.pp);
+            let layers = model.num_hidden_layers;
+            if !layers.is_multiple_of(stages) {
+                return Err(Error::Layout(format!(
+                    "{layers} layers cannot be cut into the {stages} pipeline stages of {:?} on pp = {} ranks (equally many layers each)",
+                    self.schedule, self.pp
+                )));
+            }
+            let micro = global_batch / ranks / micro_batch.max(1);
+            plan(self.schedule, self.pp, micro).map_err(|e| {
+                Error::Layout(format!(
+                    "{e}: each pipeline runs {} samples in micro-batches of {micro_batch}",
+                    global_batch / ranks
+                ))
+            })?;
         }
         Ok(())
     }
@@ -149,47 +167,81 @@ impl ParallelConfig {
 }
 
 /// The process groups of a layout, from this rank's point of view.
+///
+/// Rank `r` of the world is pipeline rank `r mod pp` of data rank `r div pp`; data rank `d`
+/// is expert-parallel rank `d mod ep` of replica `d div ep`. With pp = 1 this is the layout
+/// without a pipeline: rank `r` is expert rank `r mod ep` of replica `r div ep`.
 #[derive(Debug, Clone)]
 pub struct Groups {
-    /// Every rank (the batch is split over all of them).
+    /// Every rank (the gradients are summed and the optimizer sharded over all of them).
     pub world: Arc<dyn Communicator>,
+    /// The ranks that hold the same pipeline stages, one per data rank (the world when
+    /// pp = 1): a micro-batch's losses and routing loads are taken over them.
+    pub stage: Arc<dyn Communicator>,
     /// This rank's expert group (`None` when ep = 1).
     pub experts: Option<Arc<dyn Communicator>>,
+    /// This rank's pipeline and the communicator of its activations' messages (`None` when
+    /// pp = 1).
+    pub pipe: Option<(Arc<dyn Communicator>, Arc<dyn Communicator>)>,
     /// This rank's data-parallel replica.
     pub dp_rank: usize,
     /// This rank's place in its expert group.
     pub ep_rank: usize,
+    /// This rank's place in its pipeline.
+    pub pp_rank: usize,
+    /// Which slice of the batch this rank works on (`dp_rank · ep + ep_rank`), of
+    /// `data_ranks = dp · ep`.
+    pub data_rank: usize,
+    /// Slices the batch is cut into.
+    pub data_ranks: usize,
 }
 
 impl Groups {
     /// Splits `world` by `cfg` (call on every rank).
     pub fn new(world: Arc<dyn Communicator>, cfg: &ParallelConfig) -> Result<Self> {
         let r = world.rank();
-        let (dp_rank, ep_rank) = (r / cfg.ep, r % cfg.ep);
+        let pp = cfg.pp.max(1);
+        let (data_rank, pp_rank) = (r / pp, r % pp);
+        let (dp_rank, ep_rank) = (data_rank / cfg.ep, data_rank % cfg.ep);
         let experts = if cfg.ep > 1 {
-            Some(Arc::from(world.split(dp_rank, ep_rank)?))
+            Some(Arc::from(world.split(dp_rank * pp + pp_rank, ep_rank)?))
         } else {
             None
         };
+        let (stage, pipe) = if pp > 1 {
+            let stage: Arc<dyn Communicator> = Arc::from(world.split(pp_rank, data_rank)?);
+            let pipe: Arc<dyn Communicator> = Arc::from(world.split(data_rank, pp_rank)?);
+            let mail: Arc<dyn Communicator> = Arc::from(world.split(data_rank, pp_rank)?);
+            (stage, Some((pipe, mail)))
+        } else {
+            (world.clone(), None)
+        };
         Ok(Groups {
             world,
+            stage,
             experts,
+            pipe,
             dp_rank,
             ep_rank,
+            pp_rank,
+            data_rank,
+            data_ranks: cfg.dp * cfg.ep,
         })
     }
 
-    /// What the model needs to know: the batch over the world, the experts over the group.
+    /// What the model needs to know: the batch over the ranks holding the same stages, the
+    /// experts over the group.
     pub fn model_parallel(&self) -> Parallel {
         Parallel {
-            batch: (self.world.size() > 1).then(|| self.world.clone()),
+            batch: (self.stage.size() > 1).then(|| self.stage.clone()),
             experts: self.experts.clone(),
         }
     }
 
-    /// This rank's samples of a global batch of `batch` samples.
+    /// This rank's samples of a global batch of `batch` samples (the same on every rank of a
+    /// pipeline).
     pub fn batch_slice(&self, batch: usize) -> Range<usize> {
-        let (w, r) = (self.world.size(), self.world.rank());
+        let (w, r) = (self.data_ranks, self.data_rank);
         r * batch / w..(r + 1) * batch / w
     }
 }
@@ -309,19 +361,37 @@ mod tests {
         );
         assert!(err(ok, 4, 6, 1).contains("global batch of 6 samples"));
         assert!(err(ok, 4, 8, 4).contains("micro-batches of 4"));
+        // Pipelines: tiny has 2 layers; DualPipeV on 2 ranks cuts 4 stages.
+        let pipe = |pp, schedule| ParallelConfig {
+            pp,
+            schedule,
+            ..Default::default()
+        };
+        let mut four = m.clone();
+        four.num_hidden_layers = 4;
+        pipe(2, Schedule::DualPipeV)
+            .validate(2, &four, 8, 2)
+            .unwrap();
+        pipe(2, Schedule::OneFOneB).validate(2, &m, 8, 8).unwrap();
         assert!(
-            err(
-                ParallelConfig {
-                    dp: 1,
-                    ep: 1,
-                    pp: 2,
-                    ..Default::default()
-                },
-                2,
-                8,
-                1
-            )
-            .contains("pipeline parallelism")
+            err(pipe(2, Schedule::DualPipeV), 2, 8, 1)
+                .contains("2 layers cannot be cut into the 4 pipeline stages of DualPipeV")
+        );
+        let few = pipe(2, Schedule::DualPipeV)
+            .validate(2, &four, 8, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            few.contains("needs at least 4 micro-batches (got 2)")
+                && few.contains("runs 8 samples in micro-batches of 4"),
+            "{few}"
+        );
+        assert!(
+            pipe(2, Schedule::DualPipe)
+                .validate(2, &m, 6, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("even number of micro-batches, at least 4 (got 3)")
         );
         // tiny: 8 experts in 2 groups, topk_group 1.
         let nodes = |ep, rpn, max| ParallelConfig {

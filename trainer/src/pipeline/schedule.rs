@@ -64,10 +64,12 @@ pub enum Op {
     Pair(Chunk, Chunk),
 }
 
-/// The schedules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The schedules (`[parallel] schedule = "1f1b" | "dualpipe" | "dualpipev"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Schedule {
     /// One forward, one backward.
+    #[serde(rename = "1f1b")]
     OneFOneB,
     /// DeepSeek-V3's bidirectional schedule.
     DualPipe,

@@ -37,6 +37,7 @@ use crate::ops::WgradQueue;
 use crate::optim::{AdamW, clip_scale};
 use crate::parallel::{Groups, reduce_gradients, update_shard};
 use crate::params::view_mut;
+use crate::pipeline::exec::{MicroBatch, Pipeline};
 use crate::rng::Rng;
 use crate::spikes::SpikeResponse;
 
@@ -113,6 +114,8 @@ pub struct Trainer {
     group: Option<Groups>,
     /// The compute backend the model runs on.
     be: Box<dyn Backend<f32>>,
+    /// This rank's place in its pipeline (pp > 1).
+    pipe: Option<Pipeline>,
 }
 
 impl Trainer {
@@ -156,7 +159,8 @@ impl Trainer {
         let group = match world {
             Some(w) if w.size() > 1 || !cfg.parallel.is_single() => {
                 // Without a micro_batch each rank runs its slice as one micro-batch.
-                let local = d.micro_batch.unwrap_or(d.batch / w.size().max(1) as u64);
+                let data_ranks = (cfg.parallel.dp * cfg.parallel.ep).max(1) as u64;
+                let local = d.micro_batch.unwrap_or(d.batch / data_ranks);
                 cfg.parallel
                     .validate(w.size(), &mcfg, d.batch as usize, local as usize)?;
                 Some(Groups::new(w, &cfg.parallel)?)
@@ -171,8 +175,17 @@ impl Trainer {
             }
             None => None,
         };
+        let mut pipe = None;
         if let Some(g) = &group {
             model.parallel = g.model_parallel();
+            if let Some((comm, mail)) = &g.pipe {
+                pipe = Some(Pipeline::new(
+                    &model,
+                    cfg.parallel.schedule,
+                    comm.clone(),
+                    mail.clone(),
+                )?);
+            }
         }
         let writer = group.as_ref().is_none_or(|g| g.world.rank() == 0);
         let ds = Dataset::open(&d.train)?;
@@ -198,8 +211,8 @@ impl Trainer {
                         dir.display()
                     )));
                 }
-                // Across processes each rank evaluates its slice of each eval batch.
-                let ranks = group.as_ref().map_or(1, |g| g.world.size() as u64);
+                // Across processes each data rank evaluates its slice of each eval batch.
+                let ranks = group.as_ref().map_or(1, |g| g.data_ranks as u64);
                 if !micro.is_multiple_of(ranks) {
                     return Err(Error::Layout(format!(
                         "an eval batch of {micro} samples (micro_batch) cannot be split over {ranks} ranks"
@@ -293,6 +306,7 @@ impl Trainer {
             losses,
             group,
             be,
+            pipe,
         };
         if let Some(g) = &t.group {
             // Nobody starts before the writer has cleaned and prepared the run directory.
@@ -338,7 +352,46 @@ impl Trainer {
         // Across processes every rank reads the global batch and trains on its slice.
         let mine = slice_of(self.group.as_ref(), batch.samples.len());
         let n_micro = mine.len().div_ceil(micro);
-        for chunk in batch.samples[mine].chunks(micro) {
+        if let Some(pipe) = &self.pipe {
+            // Pipelined: the micro-batches go through the schedule; the figures come back
+            // per micro-batch, summed up below as one process sums them.
+            let chunks: Vec<_> = batch.samples[mine.clone()].chunks(micro).collect();
+            let mbs: Vec<MicroBatch> = chunks
+                .iter()
+                .map(|c| {
+                    let (tokens, mask) = flatten(c);
+                    MicroBatch {
+                        tokens,
+                        mask,
+                        b: c.len(),
+                    }
+                })
+                .collect();
+            let out = pipe.step(&self.model, be, &self.params, &mbs, s, w, &mut self.grads)?;
+            bad_tiles += out.nonfinite_fp8_tiles;
+            for f in &out.figures {
+                loss += f.loss(w) / n_micro as f64;
+                main += f.main_loss / n_micro as f64;
+                mtp += f.mtp_losses.iter().sum::<f64>()
+                    / f.mtp_losses.len().max(1) as f64
+                    / n_micro as f64;
+                bal += f.balance_loss() / n_micro as f64;
+            }
+            if let Some(tl) = &out.token_losses {
+                for (chunk, tl) in chunks.iter().zip(tl) {
+                    for (bi, smp) in chunk.iter().enumerate() {
+                        stats.push(smp, &tl[bi * s..(bi + 1) * s], s);
+                    }
+                }
+            }
+            loads = out.loads;
+        }
+        let one_process = if self.pipe.is_some() {
+            &[][..]
+        } else {
+            &batch.samples[mine]
+        };
+        for chunk in one_process.chunks(micro) {
             let (tokens, mask) = flatten(chunk);
             let bt = Batch {
                 tokens: &tokens,
@@ -387,7 +440,8 @@ impl Trainer {
             // the update — is the same on every rank.
             let w = g.world.as_ref();
             let mut sums = [loss, main, mtp, bal];
-            tokenmill_comm::Collectives::all_reduce_sum(w, &mut sums)?;
+            // Summed over the data ranks (the ranks of a pipeline hold the same figures).
+            tokenmill_comm::Collectives::all_reduce_sum(g.stage.as_ref(), &mut sums)?;
             [loss, main, mtp, bal] = sums;
             // ZeRO-1: this rank receives its chunk of the summed gradients, and their norm.
             let r = self
@@ -569,16 +623,28 @@ impl Trainer {
                 b: samples.len(),
                 s,
             };
-            let f = self
-                .model
-                .forward(self.be.as_ref(), &self.params, &bt, w, false)?;
-            let mut v = [
-                f.main_loss,
-                f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64,
-            ];
+            let mut v = match &self.pipe {
+                Some(pipe) => {
+                    let mb = MicroBatch {
+                        b: samples.len(),
+                        tokens: tokens.clone(),
+                        mask: mask.clone(),
+                    };
+                    pipe.evaluate(&self.model, self.be.as_ref(), &self.params, &[mb], s, w)?[0]
+                }
+                None => {
+                    let f = self
+                        .model
+                        .forward(self.be.as_ref(), &self.params, &bt, w, false)?;
+                    [
+                        f.main_loss,
+                        f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64,
+                    ]
+                }
+            };
             if let Some(g) = &self.group {
-                // Each rank's losses are its share of the batch mean.
-                tokenmill_comm::Collectives::all_reduce_sum(g.world.as_ref(), &mut v)?;
+                // Each data rank's losses are its share of the batch mean.
+                tokenmill_comm::Collectives::all_reduce_sum(g.stage.as_ref(), &mut v)?;
             }
             sum += v[0];
             mtp += v[1];

@@ -130,6 +130,88 @@ fn mpirun_train_in_every_layout_follows_one_process_and_resumes_across_layouts()
     }
 }
 
+/// A configuration of the tiny model with 4 layers (DualPipeV on 2 ranks cuts 4 stages) and
+/// micro-batches of `micro` samples.
+fn deep(dir: &Path, name: &str, extra: &str, micro: usize, layout: &str) -> std::path::PathBuf {
+    let p = with_layout(dir, name, extra, layout);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace(
+            "vocab_size = 512",
+            "vocab_size = 512\nnum_hidden_layers = 4",
+        )
+        .replace("batch = 16", &format!("batch = 16\nmicro_batch = {micro}"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn mpirun_train_through_pipelines_follows_one_process_and_resumes_on_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let extra = "steps = 10\ncheckpoint_every = 5\neval_every = 5";
+    // One process in micro-batches of 4: the micro-batches DualPipeV runs on 2 ranks.
+    let one = deep(d, "one", extra, 4, "dp = 1");
+    let o = train_np(d, 1, &one, false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = curve(&d.join("one"));
+    assert_eq!(
+        reference.iter().filter(|x| x.1 == LogKind::Train).count(),
+        10
+    );
+    // And in micro-batches of 2, for DualPipeV × ep 2 (each pipeline has 8 samples; the
+    // evaluation batch is a micro-batch, so the reference must have the same).
+    let one2 = deep(d, "one2", extra, 2, "dp = 1");
+    let o = train_np(d, 1, &one2, false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference2 = curve(&d.join("one2"));
+    for (np, name, micro, layout) in [
+        (2, "pp2v", 4, "pp = 2\nschedule = \"dualpipev\""),
+        (2, "pp2", 4, "pp = 2\nschedule = \"1f1b\""),
+        (4, "pp2ep2", 2, "pp = 2\nep = 2"),
+    ] {
+        let reference = if micro == 2 { &reference2 } else { &reference };
+        let cfg = deep(d, name, extra, micro, layout);
+        let o = train_np(d, np, &cfg, false);
+        assert!(
+            o.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = curve(&d.join(name));
+        assert_close(&got, reference, name);
+        if np == 2 {
+            // The same micro-batches through the same arithmetic: the first step's loss is
+            // bitwise one process's (later steps differ by the embedding gradient's order of
+            // summation, within rounding).
+            assert_eq!(got[0].2.to_bits(), reference[0].2.to_bits(), "{name}");
+        }
+    }
+    // The DualPipeV run's checkpoint at step 5 resumed on one process, to step 10.
+    let ck = d.join("pp2v").join("checkpoints");
+    std::fs::remove_dir_all(ck.join("step-00000010")).unwrap();
+    std::fs::write(ck.join("latest"), "step-00000005").unwrap();
+    let cfg = deep(d, "pp2v", extra, 4, "dp = 1");
+    let o = train_np(d, 1, &cfg, true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_close(
+        &curve(&d.join("pp2v")),
+        &reference,
+        "pp2v resumed on one process",
+    );
+    // Too few micro-batches for DualPipeV: refused before any work.
+    let cfg = deep(d, "few", "steps = 2", 8, "pp = 2");
+    let o = train_np(d, 2, &cfg, false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("DualPipeV on 2 ranks needs at least 4 micro-batches (got 2)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn layouts_that_do_not_fit_are_refused() {
     let dir = tempfile::tempdir().unwrap();

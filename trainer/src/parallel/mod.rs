@@ -1,13 +1,14 @@
-//! Training across processes: the layout (`[parallel] dp × ep` ranks), the process groups it
-//! makes, and the data-parallel step with a sharded optimizer (ZeRO-1).
+//! Training across processes: the layout (`[parallel] dp × ep × pp` ranks), the process
+//! groups it makes, and the data-parallel step with a sharded optimizer (ZeRO-1).
 //!
-//! Rank `r` of a world of `dp · ep` ranks is expert-parallel rank `r mod ep` in the expert
-//! group of data-parallel replica `r div ep`. Every rank holds `1/(dp·ep)` of the global batch
-//! (DeepSeek-V3's layout: attention and the dense layers are data-parallel over all ranks, the
-//! routed experts are spread over each expert group). After the backward, the gradients are
-//! reduce-scattered over the world in rank order — deterministic: the same layout gives the
-//! same bits — each rank updates its shard of the parameters with its shard of AdamW's state,
-//! and the shards are all-gathered.
+//! Rank `r` is pipeline rank `r mod pp` of data rank `d = r div pp`; data rank `d` is
+//! expert-parallel rank `d mod ep` in the expert group of replica `d div ep`. Every pipeline
+//! holds `1/(dp·ep)` of the global batch (DeepSeek-V3's layout: attention and the dense layers
+//! are data-parallel over all data ranks, the routed experts are spread over each expert
+//! group, the layers over each pipeline's stages: [`crate::pipeline::exec`]). After the
+//! backward, the gradients are reduce-scattered over the world in rank order — deterministic:
+//! the same layout gives the same bits — each rank updates its shard of the parameters with
+//! its shard of AdamW's state, and the shards are all-gathered.
 
 use std::ops::Range;
 use std::sync::Arc;

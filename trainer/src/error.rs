@@ -87,6 +87,21 @@ pub enum Error {
     /// A collective failed.
     #[error(transparent)]
     Comm(#[from] tokenmill_comm::Error),
+    /// Another rank failed a step every rank takes together (writing its shard of a
+    /// checkpoint); that rank reports its own error.
+    #[error("{path}: rank {rank} of {size} could not {what}: {msg}")]
+    RankFailed {
+        /// What was being written (a checkpoint's directory).
+        path: PathBuf,
+        /// The rank that failed.
+        rank: usize,
+        /// Ranks in the group.
+        size: usize,
+        /// The step it failed.
+        what: String,
+        /// Its error.
+        msg: String,
+    },
     /// A loss or gradient that is not finite.
     #[error("non-finite {what} at step {step}")]
     NonFinite {

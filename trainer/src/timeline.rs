@@ -5,8 +5,10 @@
 //! Off by default (one relaxed atomic load per span); [`enable`] turns it on for the process.
 //! [`write_chrome`] writes the events as a Chrome trace (`{"traceEvents": [...]}`, complete
 //! events with microsecond times); [`overlap`] sums the exchanges' wall time and the part of
-//! it during which compute ran.
+//! it during which compute ran — inside the exchange on the same thread, or on another lane
+//! (a pipeline's overlapped pair runs its backward on lane 1 beside the forward on lane 0).
 
+use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -14,6 +16,16 @@ use std::time::Instant;
 static ON: AtomicBool = AtomicBool::new(false);
 static EVENTS: Mutex<Vec<Event>> = Mutex::new(Vec::new());
 static START: Mutex<Option<Instant>> = Mutex::new(None);
+
+thread_local! {
+    static LANE: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks the spans this thread records as lane `lane` (0: the rank's main thread; 1: the
+/// backward of a pipeline's overlapped pair).
+pub fn set_lane(lane: u32) {
+    LANE.with(|l| l.set(lane));
+}
 
 /// One recorded span.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +38,8 @@ pub struct Event {
     pub ts_us: f64,
     /// Duration, microseconds.
     pub dur_us: f64,
+    /// The lane (thread role) that recorded it: [`set_lane`].
+    pub lane: u32,
 }
 
 /// Starts recording (and clears what was recorded).
@@ -73,6 +87,7 @@ impl Drop for Span {
             cat: self.cat,
             ts_us: ts,
             dur_us: dur,
+            lane: LANE.with(Cell::get),
         });
     }
 }
@@ -82,45 +97,134 @@ pub fn events() -> Vec<Event> {
     EVENTS.lock().expect("timeline events").clone()
 }
 
-/// Communication wall time and the part of it during which compute ran (overlapped work
-/// inside exchanges), in microseconds.
+/// Sorted, disjoint intervals covering `spans`.
+fn union(mut spans: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(spans.len());
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The intersection of two unions.
+fn intersect(x: &[(f64, f64)], y: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < x.len() && j < y.len() {
+        let (a, b) = (x[i].0.max(y[j].0), x[i].1.min(y[j].1));
+        if a < b {
+            out.push((a, b));
+        }
+        if x[i].1 < y[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// `x` without `y` (both unions).
+fn subtract(x: &[(f64, f64)], y: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for &(mut a, b) in x {
+        for &(c, d) in y {
+            if d <= a || c >= b {
+                continue;
+            }
+            if c > a {
+                out.push((a, c));
+            }
+            a = a.max(d);
+        }
+        if a < b {
+            out.push((a, b));
+        }
+    }
+    out
+}
+
+fn length(x: &[(f64, f64)]) -> f64 {
+    x.iter().map(|(a, b)| b - a).sum()
+}
+
+/// Communication wall time and the part of it during which compute ran, in microseconds.
+/// A lane's communication counts as hidden while compute runs inside it (an `overlap` span)
+/// or on another lane (that lane's compute spans, less its own communication).
 pub fn overlap(events: &[Event]) -> (f64, f64) {
-    let comm: f64 = events
+    let lanes: std::collections::BTreeSet<u32> = events.iter().map(|e| e.lane).collect();
+    let of = |lane: u32, cats: &[&str]| {
+        union(
+            events
+                .iter()
+                .filter(|e| e.lane == lane && cats.contains(&e.cat))
+                .map(|e| (e.ts_us, e.ts_us + e.dur_us))
+                .collect(),
+        )
+    };
+    // What each lane computes outside its own exchanges, and inside them.
+    let busy: Vec<(u32, Vec<(f64, f64)>)> = lanes
         .iter()
-        .filter(|e| e.cat == "comm")
-        .map(|e| e.dur_us)
-        .sum();
-    let hidden: f64 = events
-        .iter()
-        .filter(|e| e.cat == "overlap")
-        .map(|e| e.dur_us)
-        .sum();
+        .map(|&l| {
+            let own = subtract(&of(l, &["compute"]), &of(l, &["comm"]));
+            let mut all = own;
+            all.extend(of(l, &["overlap"]));
+            (l, union(all))
+        })
+        .collect();
+    let (mut comm, mut hidden) = (0.0, 0.0);
+    for &l in &lanes {
+        let m = of(l, &["comm"]);
+        comm += length(&m);
+        let mut beside = of(l, &["overlap"]);
+        for (k, b) in &busy {
+            if *k != l {
+                beside.extend(b.iter().copied());
+            }
+        }
+        hidden += length(&intersect(&m, &union(beside)));
+    }
     (comm, hidden)
 }
 
 /// The events as a Chrome trace for process `rank` (one thread row per category).
 pub fn write_chrome(path: &std::path::Path, rank: usize, events: &[Event]) -> std::io::Result<()> {
-    let tid = |cat: &str| match cat {
-        "compute" => 1,
-        "comm" => 2,
-        _ => 3,
+    let tid = |cat: &str, lane: u32| {
+        3 * lane
+            + match cat {
+                "compute" => 1,
+                "comm" => 2,
+                _ => 3,
+            }
     };
     let mut rows: Vec<serde_json::Value> = vec![serde_json::json!({
         "name": "process_name", "ph": "M", "pid": rank,
         "args": { "name": format!("rank {rank}") }
     })];
-    for (t, n) in [
-        (1, "compute"),
-        (2, "communication"),
-        (3, "compute during communication"),
-    ] {
-        rows.push(serde_json::json!({
-            "name": "thread_name", "ph": "M", "pid": rank, "tid": t, "args": { "name": n }
-        }));
+    let lanes: std::collections::BTreeSet<u32> = events.iter().map(|e| e.lane).collect();
+    for &lane in lanes.iter().chain(lanes.is_empty().then_some(&0)) {
+        let suffix = if lane == 0 {
+            String::new()
+        } else {
+            format!(" (lane {lane}: pipeline pair backward)")
+        };
+        for (cat, n) in [
+            ("compute", "compute"),
+            ("comm", "communication"),
+            ("overlap", "compute during communication"),
+        ] {
+            rows.push(serde_json::json!({
+                "name": "thread_name", "ph": "M", "pid": rank, "tid": tid(cat, lane),
+                "args": { "name": format!("{n}{suffix}") }
+            }));
+        }
     }
     rows.extend(events.iter().map(|e| {
         serde_json::json!({
-            "name": e.name, "cat": e.cat, "ph": "X", "pid": rank, "tid": tid(e.cat),
+            "name": e.name, "cat": e.cat, "ph": "X", "pid": rank, "tid": tid(e.cat, e.lane),
             "ts": e.ts_us, "dur": e.dur_us
         })
     }));
@@ -158,5 +262,35 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(v["traceEvents"].as_array().unwrap().len(), 6);
         ON.store(false, Ordering::Relaxed);
+    }
+
+    fn ev(cat: &'static str, lane: u32, a: f64, b: f64) -> Event {
+        Event {
+            name: String::new(),
+            cat,
+            ts_us: a,
+            dur_us: b - a,
+            lane,
+        }
+    }
+
+    #[test]
+    fn communication_is_hidden_by_compute_inside_it_or_on_another_lane() {
+        // Lane 0: a block (0..100) with an exchange inside (40..80), 10 of it overlapped work.
+        // Lane 1: compute 50..120 with its own exchange 60..70 (not compute).
+        let events = [
+            ev("compute", 0, 0.0, 100.0),
+            ev("comm", 0, 40.0, 80.0),
+            ev("overlap", 0, 40.0, 50.0),
+            ev("compute", 1, 50.0, 120.0),
+            ev("comm", 1, 60.0, 70.0),
+        ];
+        let (comm, hidden) = overlap(&events);
+        assert_eq!(comm, 40.0 + 10.0);
+        // Lane 0's 40..80: 40..50 inside, 50..60 and 70..80 beside lane 1's compute; lane 1's
+        // 60..70: lane 0 is in its own exchange then (not computing), so nothing.
+        assert_eq!(hidden, 10.0 + 10.0 + 10.0);
+        // The same exchange alone: nothing hidden.
+        assert_eq!(overlap(&events[1..2]), (40.0, 0.0));
     }
 }

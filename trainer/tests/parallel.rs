@@ -77,7 +77,7 @@ fn a_layout_that_does_not_fit_is_refused_with_a_clear_message() {
 #[test]
 fn pipelines_equal_one_process_as_dualpipe_measures_it() {
     // (ranks, extra arguments): every schedule on 2 ranks, DualPipeV with experts over 2
-    // ranks, DualPipe with 2 data-parallel replicas.
+    // ranks, DualPipe with 2 data-parallel replicas and with experts over 2 ranks.
     for (np, args) in [
         (2, &["--pp", "2", "--schedule", "dualpipev"][..]),
         (2, &["--pp", "2", "--schedule", "1f1b"][..]),
@@ -87,6 +87,8 @@ fn pipelines_equal_one_process_as_dualpipe_measures_it() {
             &["--pp", "2", "--ep", "2", "--schedule", "dualpipev"][..],
         ),
         (4, &["--pp", "2", "--dp", "2", "--schedule", "dualpipe"][..]),
+        // DualPipe's pairs with experts: a pair's forward and backward exchange at once.
+        (4, &["--pp", "2", "--ep", "2", "--schedule", "dualpipe"][..]),
     ] {
         let text = run(np, args);
         eprintln!("{text}");

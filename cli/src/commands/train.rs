@@ -66,11 +66,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let o = match (result, guard) {
         (Ok(o), _) => o,
         (Err(e), Some(w)) => {
+            let other = matches!(
+                &e,
+                tokenmill_pipelines::Error::Trainer(tokenmill_trainer::Error::RankFailed { .. })
+            );
             eprintln!(
                 "error: rank {rank} of {}: {}; ending the job",
                 w.size(),
                 crate::error_message(&e.into())
             );
+            if other {
+                // The rank that failed ends the job after reporting its own error: give it
+                // the time to (an abort here could cut its report short).
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
             w.abort(1)
         }
         (Err(e), None) => return Err(e.into()),

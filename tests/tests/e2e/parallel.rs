@@ -48,6 +48,31 @@ fn assert_close(a: &[(u64, LogKind, f64)], b: &[(u64, LogKind, f64)], what: &str
     );
 }
 
+/// `ck` is a checkpoint of `np` ranks: every rank's shard of the weights and of the moments,
+/// the indexes naming them, and no one-file weights; its weights load.
+fn assert_sharded(ck: &Path, np: usize) {
+    for index in [
+        "model.safetensors.index.json",
+        "optimizer.safetensors.index.json",
+    ] {
+        assert!(ck.join(index).is_file(), "{}: no {index}", ck.display());
+    }
+    for r in 1..=np {
+        for stem in ["model", "optimizer"] {
+            let f = ck.join(format!("{stem}-{r:05}-of-{np:05}.safetensors"));
+            assert!(
+                f.is_file(),
+                "rank {}'s shard {} is missing",
+                r - 1,
+                f.display()
+            );
+        }
+    }
+    assert!(!ck.join("model.safetensors").exists());
+    let (model, params) = tokenmill_trainer::hf::load(ck).unwrap();
+    assert_eq!(params.len(), model.layout.len());
+}
+
 fn train_np(dir: &Path, np: usize, config: &Path, resume: bool) -> std::process::Output {
     let mut c = mpirun(np);
     c.current_dir(dir)
@@ -98,12 +123,8 @@ fn mpirun_train_in_every_layout_follows_one_process_and_resumes_across_layouts()
             String::from_utf8_lossy(&o.stderr)
         );
         assert_close(&curve(&d.join(name)), &reference, name);
-        // One writer: the run directory holds one log and one checkpoint per save.
-        assert!(
-            d.join(name)
-                .join("checkpoints/step-00000010/model.safetensors")
-                .is_file()
-        );
+        // One log, and one checkpoint per save, written in shards: one per rank.
+        assert_sharded(&d.join(name).join("checkpoints/step-00000010"), np);
     }
     // Resume in another layout: the dp2 run's checkpoint at step 5 continued by ep2, the
     // one-process checkpoint by dp2 × ep2, and dp2 × ep2's by one process, to step 10.
@@ -182,6 +203,7 @@ fn mpirun_train_through_pipelines_follows_one_process_and_resumes_on_one() {
         );
         let got = curve(&d.join(name));
         assert_close(&got, reference, name);
+        assert_sharded(&d.join(name).join("checkpoints/step-00000010"), np);
         if np == 2 {
             // The same micro-batches through the same arithmetic: the first step's loss is
             // bitwise one process's (later steps differ by the embedding gradient's order of
@@ -283,13 +305,60 @@ fn timeline_traces_every_rank_with_its_exchanges() {
 }
 
 #[test]
+fn a_dualpipe_timeline_shows_the_pairs_backward_beside_its_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    // DualPipe on 2 ranks × experts over 2: 4 micro-batches of 2 per pipeline, with pairs.
+    let cfg = deep(
+        d,
+        "tlp",
+        "steps = 2",
+        2,
+        "pp = 2\nep = 2\nschedule = \"dualpipe\"",
+    );
+    let mut c = mpirun(4);
+    c.current_dir(d)
+        .arg(tokenmill_bin())
+        .args(["train", "--quiet", "--timeline", "--config"])
+        .arg(&cfg);
+    let o = c.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("{text}");
+    for rank in 0..4 {
+        let p = tokenmill_pipelines::train::timeline_path(&d.join("tlp"), rank);
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let ev = v["traceEvents"].as_array().unwrap();
+        // The pairs' backwards on rows of their own (lane 1: tids 4..6), with their
+        // exchanges; the pipeline's receives on the main lane.
+        let lane1 = |cat: &str| {
+            ev.iter()
+                .filter(|e| e["tid"].as_u64().is_some_and(|t| t > 3) && e["cat"] == cat)
+                .count()
+        };
+        assert!(lane1("compute") > 0 && lane1("comm") > 0, "rank {rank}");
+        assert!(
+            ev.iter().any(|e| e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("pipeline receive"))),
+            "rank {rank}"
+        );
+    }
+}
+
+#[test]
 fn a_rank_that_fails_ends_the_job_with_its_name_and_no_half_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     datasets(d);
     let cfg = with_layout(d, "dies", "steps = 4\ncheckpoint_every = 2", "dp = 2");
-    // The writer (rank 0) cannot write the step-2 checkpoint: its temporary directory's name
-    // is taken by a file.
+    // Rank 0 cannot prepare the step-2 checkpoint: its temporary directory's name is taken by
+    // a file; no rank writes its shard.
     let ck = d.join("dies/checkpoints");
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::write(ck.join(".tmp-step-00000002"), "in the way").unwrap();

@@ -489,7 +489,14 @@ fn pipeline(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) 
     let groups = Groups::new(world_dyn, &layout).expect("groups");
     model.parallel = groups.model_parallel();
     let (comm, mail) = groups.pipe.clone().expect("pp > 1");
-    let pipe = Pipeline::new(&model, layout.schedule, comm, mail).expect("pipeline");
+    let pipe = Pipeline::new(
+        &model,
+        layout.schedule,
+        comm,
+        mail,
+        groups.experts_backward.clone(),
+    )
+    .expect("pipeline");
     let mine = groups.batch_slice(b);
     let mbs: Vec<MicroBatch> = (0..n)
         .map(|i| MicroBatch {

@@ -181,6 +181,9 @@ pub struct Groups {
     pub stage: Arc<dyn Communicator>,
     /// This rank's expert group (`None` when ep = 1).
     pub experts: Option<Arc<dyn Communicator>>,
+    /// A second communicator over the expert group, for a pipeline's backward chunks (which
+    /// run beside forward chunks: `None` unless ep > 1 and pp > 1).
+    pub experts_backward: Option<Arc<dyn Communicator>>,
     /// This rank's pipeline and the communicator of its activations' messages (`None` when
     /// pp = 1).
     pub pipe: Option<(Arc<dyn Communicator>, Arc<dyn Communicator>)>,
@@ -209,6 +212,11 @@ impl Groups {
         } else {
             None
         };
+        let experts_backward = if cfg.ep > 1 && pp > 1 {
+            Some(Arc::from(world.split(dp_rank * pp + pp_rank, ep_rank)?))
+        } else {
+            None
+        };
         let (stage, pipe) = if pp > 1 {
             let stage: Arc<dyn Communicator> = Arc::from(world.split(pp_rank, data_rank)?);
             let pipe: Arc<dyn Communicator> = Arc::from(world.split(data_rank, pp_rank)?);
@@ -221,6 +229,7 @@ impl Groups {
             world,
             stage,
             experts,
+            experts_backward,
             pipe,
             dp_rank,
             ep_rank,

@@ -13,9 +13,12 @@
 //!   stage's backward, send the gradient of its input back. A full B adds its weight gradients
 //!   at once; a split one leaves them in a queue ([`WgradMode::Deferred`]) for its W.
 //! - **W**: the weight gradients of the oldest split B.
-//! - **F&B**: the forward of one micro-batch then the backward of another (DualPipe overlaps
-//!   the two on a GPU; here they run one after the other, the sends never waiting: see
-//!   [`Mailbox`]).
+//! - **F&B**: the forward of one micro-batch and the backward of another at the same time,
+//!   the backward on a second thread, so that each one's exchanges — the experts' all-to-all,
+//!   the pipeline's messages — are in flight while the other computes (DualPipe's overlap). The
+//!   backward chunks exchange on an expert group of their own, so the two never mix up their
+//!   collectives; the pipeline's messages go through a [`Mailbox`], whose sends never wait for
+//!   the receiver's schedule.
 //!
 //! Every rank holds the whole parameter buffer and adds the gradients of its stages into a
 //! buffer of the whole model's size, zero elsewhere; the trainer's reduction over the world
@@ -87,6 +90,40 @@ pub struct StepOut {
     pub nonfinite_fp8_tiles: u64,
 }
 
+/// What every chunk of a step needs.
+struct ChunkCx<'a> {
+    plan: &'a Plan,
+    n: usize,
+    micro: &'a [MicroBatch],
+    s: usize,
+    w: LossWeights,
+    be: &'a dyn Backend<f32>,
+    params: &'a [f32],
+}
+
+impl ChunkCx<'_> {
+    fn batch(&self, m: usize) -> Batch<'_> {
+        Batch {
+            tokens: &self.micro[m].tokens,
+            mask: Some(&self.micro[m].mask),
+            b: self.micro[m].b,
+            s: self.s,
+        }
+    }
+}
+
+/// A live forward's key: (stream, stage, micro-batch).
+type Key = (u8, usize, usize);
+
+fn take_live(live: &mut HashMap<Key, Forward<f32>>, key: Key) -> Result<Forward<f32>> {
+    live.remove(&key).ok_or_else(|| {
+        Error::Layout(format!(
+            "backward of micro-batch {} before its forward on stage {}",
+            key.2, key.1
+        ))
+    })
+}
+
 /// What a step's forwards collect.
 struct StepState {
     figures: Vec<Figures>,
@@ -96,6 +133,21 @@ struct StepState {
 }
 
 impl StepState {
+    /// A backward's weight-gradient queue: counted when it was flushed (full), else kept for
+    /// its W.
+    fn finish_backward(
+        &mut self,
+        wq: WgradQueue<f32>,
+        full: bool,
+        deferred: &mut VecDeque<WgradQueue<f32>>,
+    ) {
+        if full {
+            self.nonfinite += wq.nonfinite_fp8_tiles();
+        } else {
+            deferred.push_back(wq);
+        }
+    }
+
     /// The figures of a forward of `stage` on micro-batch `m`.
     fn record(&mut self, model: &Model, stage: &Stage, m: usize, f: &mut Forward<f32>) {
         self.nonfinite += f.nonfinite_fp8_tiles;
@@ -129,6 +181,9 @@ pub struct Pipeline {
     comm: Arc<dyn Communicator>,
     /// The activations and gradients between the ranks (a communicator of its own).
     mail: Mailbox,
+    /// The expert group the backward chunks exchange on (a second communicator over the same
+    /// ranks as the model's), when the experts are spread.
+    backward_experts: Option<Arc<dyn Communicator>>,
 }
 
 const TAG_F: u16 = 0;
@@ -157,11 +212,14 @@ pub fn stage_count(schedule: Schedule, ranks: usize) -> usize {
 impl Pipeline {
     /// This rank's part of a pipeline of `comm`'s ranks running `schedule`; `mail` is a
     /// communicator over the same ranks that nothing else receives on.
+    /// `backward_experts` is a second communicator over the model's expert group (when it has
+    /// one), for the backward chunks.
     pub fn new(
         model: &Model,
         schedule: Schedule,
         comm: Arc<dyn Communicator>,
         mail: Arc<dyn Communicator>,
+        backward_experts: Option<Arc<dyn Communicator>>,
     ) -> Result<Self> {
         let ranks = comm.size();
         let stages = model.stages(stage_count(schedule, ranks))?;
@@ -172,6 +230,7 @@ impl Pipeline {
             stages,
             comm,
             mail: Mailbox::open(mail),
+            backward_experts,
         })
     }
 
@@ -239,83 +298,71 @@ impl Pipeline {
         };
         let mut live: HashMap<(u8, usize, usize), Forward<f32>> = HashMap::new();
         let mut deferred: VecDeque<WgradQueue<f32>> = VecDeque::new();
+        // The backward chunks run with their own expert group, so that a pair's forward and
+        // backward can exchange at the same time (each group's collectives in one order on
+        // every rank: the forwards' and the backwards' orders are each the same on all ranks).
+        let mut bmodel = model.clone();
+        if let Some(e) = &self.backward_experts {
+            bmodel.parallel.experts = Some(e.clone());
+        }
+        let cx = ChunkCx {
+            plan: &plan,
+            n,
+            micro,
+            s,
+            w,
+            be,
+            params,
+        };
         for op in &plan.ops[self.rank] {
-            let chunks: &[Chunk] = match op {
-                Op::One(c) => std::slice::from_ref(c),
-                Op::Pair(a, b) => &[*a, *b],
-            };
-            for c in chunks {
-                let (stream, si, _) = plan.place(c.dir, self.rank);
-                let m = self.micro_of(c, n);
-                let stage = &self.stages[si];
-                let bt = Batch {
-                    tokens: &micro[m].tokens,
-                    mask: Some(&micro[m].mask),
-                    b: micro[m].b,
-                    s,
-                };
-                match c.kind {
+            match *op {
+                Op::One(c) => match c.kind {
                     Kind::F => {
-                        let input = if stage.first {
-                            None
-                        } else {
-                            let _t =
-                                crate::timeline::span("comm", || format!("pipeline receive F{m}"));
-                            let from = self.holder(stream, si - 1);
-                            Some(self.mail.recv::<f32>(from, tag(TAG_F, stream, m)?)?)
-                        };
-                        let mut f = model.forward_stage(be, params, stage, &bt, input, w, true)?;
-                        st.record(model, stage, m, &mut f);
-                        if !stage.last {
-                            let out = f
-                                .hidden
-                                .take()
-                                .expect("a stage before the last has an output");
-                            let to = self.holder(stream, si + 1);
-                            self.mail.send(to, tag(TAG_F, stream, m)?, &out)?;
-                        }
-                        live.insert((stream, si, m), f);
+                        let (key, mut f) = self.forward_chunk(model, &cx, &c)?;
+                        st.record(model, &self.stages[key.1], key.2, &mut f);
+                        live.insert(key, f);
                     }
                     Kind::B { full } => {
-                        let mut f = live.remove(&(stream, si, m)).ok_or_else(|| {
-                            Error::Layout(format!(
-                                "backward of micro-batch {m} before its forward on stage {si}"
-                            ))
-                        })?;
-                        let dout = if stage.last {
-                            None
-                        } else {
-                            let _t =
-                                crate::timeline::span("comm", || format!("pipeline receive B{m}"));
-                            let from = self.holder(stream, si + 1);
-                            Some(self.mail.recv::<f32>(from, tag(TAG_B, stream, m)?)?)
-                        };
-                        let mut wq = WgradQueue::new();
-                        let mode = if full {
-                            WgradMode::Immediate
-                        } else {
-                            WgradMode::Deferred
-                        };
-                        let din = model
-                            .backward_stage(be, params, stage, &mut f, dout, grads, &mut wq, mode);
-                        if let Some(din) = din {
-                            let to = self.holder(stream, si - 1);
-                            self.mail.send(to, tag(TAG_B, stream, m)?, &din)?;
-                        }
-                        if full {
-                            st.nonfinite += wq.nonfinite_fp8_tiles();
-                        } else {
-                            deferred.push_back(wq);
-                        }
+                        let key = self.key(&cx, &c);
+                        let f = take_live(&mut live, key)?;
+                        let wq = self.backward_chunk(&bmodel, &cx, key, f, full, grads)?;
+                        st.finish_backward(wq, full, &mut deferred);
                     }
                     Kind::W => {
-                        let _t = crate::timeline::span("compute", || format!("W{m}"));
+                        let _t = crate::timeline::span("compute", || format!("W{}", c.micro));
                         let mut wq = deferred.pop_front().ok_or_else(|| {
                             Error::Layout("a W with no split backward before it".into())
                         })?;
                         wq.flush(be, &model.layout, grads);
                         st.nonfinite += wq.nonfinite_fp8_tiles();
                     }
+                },
+                Op::Pair(fc, bc) => {
+                    // DualPipe's overlapped pair: the backward on a thread of its own beside
+                    // the forward, so that each one's exchanges (the experts' all-to-all, the
+                    // pipeline's messages) are in flight while the other computes.
+                    let Kind::B { full } = bc.kind else {
+                        return Err(Error::Layout(format!("a pair whose second op is {bc:?}")));
+                    };
+                    let key = self.key(&cx, &bc);
+                    let fb = take_live(&mut live, key)?;
+                    let (fwd, bwd) = std::thread::scope(|sc| {
+                        let (bmodel, cx) = (&bmodel, &cx);
+                        let grads = &mut *grads;
+                        let b = sc.spawn(move || {
+                            crate::timeline::set_lane(1);
+                            self.backward_chunk(bmodel, cx, key, fb, full, grads)
+                        });
+                        let f = self.forward_chunk(model, cx, &fc);
+                        (f, b.join())
+                    });
+                    let wq = bwd.map_err(|_| {
+                        Error::Layout("the backward of a pipeline pair panicked".into())
+                    })??;
+                    st.finish_backward(wq, full, &mut deferred);
+                    let (fkey, mut f) = fwd?;
+                    st.record(model, &self.stages[fkey.1], fkey.2, &mut f);
+                    live.insert(fkey, f);
                 }
             }
         }
@@ -381,6 +428,74 @@ impl Pipeline {
             loads,
             nonfinite_fp8_tiles: nonfinite,
         })
+    }
+
+    /// The live forward a chunk works on.
+    fn key(&self, cx: &ChunkCx<'_>, c: &Chunk) -> Key {
+        let (stream, st, _) = cx.plan.place(c.dir, self.rank);
+        (stream, st, self.micro_of(c, cx.n))
+    }
+
+    /// An F: the stage's input received (or the tokens), its forward, its output sent on.
+    fn forward_chunk(
+        &self,
+        model: &Model,
+        cx: &ChunkCx<'_>,
+        c: &Chunk,
+    ) -> Result<(Key, Forward<f32>)> {
+        let key @ (stream, si, m) = self.key(cx, c);
+        let stage = &self.stages[si];
+        let input = if stage.first {
+            None
+        } else {
+            let _t = crate::timeline::span("comm", || format!("pipeline receive F{m}"));
+            let from = self.holder(stream, si - 1);
+            Some(self.mail.recv::<f32>(from, tag(TAG_F, stream, m)?)?)
+        };
+        let mut f =
+            model.forward_stage(cx.be, cx.params, stage, &cx.batch(m), input, cx.w, true)?;
+        if !stage.last {
+            let out = f
+                .hidden
+                .take()
+                .expect("a stage before the last has an output");
+            let to = self.holder(stream, si + 1);
+            self.mail.send(to, tag(TAG_F, stream, m)?, &out)?;
+        }
+        Ok((key, f))
+    }
+
+    /// A B: the gradient of the stage's output received (none on the last), its backward, the
+    /// gradient of its input sent back. Returns the weight-gradient queue (flushed when `full`).
+    fn backward_chunk(
+        &self,
+        model: &Model,
+        cx: &ChunkCx<'_>,
+        (stream, si, m): Key,
+        mut f: Forward<f32>,
+        full: bool,
+        grads: &mut [f32],
+    ) -> Result<WgradQueue<f32>> {
+        let stage = &self.stages[si];
+        let dout = if stage.last {
+            None
+        } else {
+            let _t = crate::timeline::span("comm", || format!("pipeline receive B{m}"));
+            let from = self.holder(stream, si + 1);
+            Some(self.mail.recv::<f32>(from, tag(TAG_B, stream, m)?)?)
+        };
+        let mut wq = WgradQueue::new();
+        let mode = if full {
+            WgradMode::Immediate
+        } else {
+            WgradMode::Deferred
+        };
+        let din = model.backward_stage(cx.be, cx.params, stage, &mut f, dout, grads, &mut wq, mode);
+        if let Some(din) = din {
+            let to = self.holder(stream, si - 1);
+            self.mail.send(to, tag(TAG_B, stream, m)?, &din)?;
+        }
+        Ok(wq)
     }
 
     /// The stream micro-batch `m` (of `n`) travels in.

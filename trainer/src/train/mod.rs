@@ -137,8 +137,8 @@ impl Trainer {
     /// Sets up a run on the compute backend `be` across the ranks of `world` (every rank calls
     /// it; `None`: one process), laid out by `[parallel]`. Every rank reads the same global
     /// batch and trains on its slice of it; rank 0 alone writes the run directory (log, loss
-    /// table, checkpoints), which is the same as a one-process run's, so a checkpoint resumes
-    /// in any layout.
+    /// table), which is the same as a one-process run's, and every rank writes its shard of
+    /// each checkpoint, which resumes in any layout.
     pub fn with_backend(
         cfg: TrainConfig,
         resume: bool,
@@ -184,6 +184,7 @@ impl Trainer {
                     cfg.parallel.schedule,
                     comm.clone(),
                     mail.clone(),
+                    g.experts_backward.clone(),
                 )?);
             }
         }

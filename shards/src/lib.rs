@@ -14,6 +14,7 @@ pub mod bpe;
 pub mod checksum;
 pub mod dtype;
 pub mod error;
+pub mod fastbpe;
 pub mod idx;
 pub mod loader;
 pub mod manifest;

@@ -3,6 +3,7 @@
 mod bad_input;
 mod build;
 mod dedup;
+mod fast_tokenizer;
 mod loader;
 mod megatron;
 mod parallel;

@@ -1,0 +1,238 @@
+//! A fast encoder for byte-level BPE tokenizers (GPT-2, Llama 3, Qwen 2, DeepSeek-V3 and any
+//! `tokenizer.json` of the same form), giving exactly the ids HF `tokenizers` gives.
+//!
+//! Speed comes from three things: pre-tokenization on the `regex` crate's automata instead of
+//! a backtracking engine ([`pretok`]); merging on token ids with a flat hash map, a scan for
+//! short pieces and a heap for long ones ([`merge`]); and a per-thread memo of whole pieces
+//! (natural text repeats its words). Everything else — added and special tokens, normalizers,
+//! pre-tokenizers of other kinds — is left to HF `tokenizers`: [`FastBpe::from_json`] returns
+//! why a `tokenizer.json` is not of the supported form, and [`FastBpe::encode`] returns `None`
+//! for a text that contains an added token, which the caller then encodes with HF.
+
+pub mod merge;
+pub mod pretok;
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aho_corasick::AhoCorasick;
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+
+use merge::Merges;
+use pretok::{GPT2_PATTERN, Pretokenizer, SplitRule};
+
+/// The byte-level alphabet: byte `b` is written as this character in the vocabulary.
+pub fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || b >= 0xAE;
+    if printable(b) {
+        return char::from(b);
+    }
+    // The others get 256, 257, … in byte order.
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).expect("a valid code point")
+}
+
+/// A byte-level BPE encoder.
+#[derive(Debug)]
+pub struct FastBpe {
+    pre: Pretokenizer,
+    byte_ids: [u32; 256],
+    merges: Merges,
+    added: Option<AhoCorasick>,
+    /// Tells this encoder's memo entries from another's.
+    id: u64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Entries in a thread's memo before it is cleared.
+const MEMO_MAX: usize = 1 << 20;
+
+thread_local! {
+    /// Per thread: (encoder, its pieces' tokens).
+    static MEMO: RefCell<(u64, FxHashMap<Box<[u8]>, Box<[u32]>>)> =
+        RefCell::new((0, FxHashMap::default()));
+}
+
+/// Why a `tokenizer.json` is not for the fast encoder.
+pub type Unsupported = String;
+
+fn split_rule(v: &Value) -> Result<SplitRule, Unsupported> {
+    let pattern = v["pattern"]["Regex"]
+        .as_str()
+        .ok_or("a Split pre-tokenizer without a regex pattern")?;
+    if v["behavior"] != "Isolated" || v["invert"].as_bool() == Some(true) {
+        return Err(format!(
+            "a Split pre-tokenizer with behavior {} / invert {}",
+            v["behavior"], v["invert"]
+        ));
+    }
+    SplitRule::new(pattern).ok_or_else(|| format!("a Split pattern it cannot run: {pattern}"))
+}
+
+impl FastBpe {
+    /// The encoder of a `tokenizer.json`, or why it is not of the supported form: model BPE
+    /// without dropout, unknown-token handling, prefixes, suffixes or byte fallback; no
+    /// normalizer (or an empty sequence); pre-tokenizer `ByteLevel` (without prefix space) or a
+    /// `Sequence` of isolating `Split`s, `Digits` and that `ByteLevel`.
+    pub fn from_json(json: &[u8]) -> Result<Self, Unsupported> {
+        let t: Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+        let m = &t["model"];
+        if m["type"] != "BPE" {
+            return Err(format!("model {}", m["type"]));
+        }
+        if !m["dropout"].is_null() || m["byte_fallback"].as_bool() == Some(true) {
+            return Err("BPE with dropout or byte fallback".into());
+        }
+        if m["ignore_merges"].as_bool() == Some(true) {
+            return Err("BPE with ignore_merges".into());
+        }
+        for k in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if m[k].as_str().is_some_and(|s| !s.is_empty()) {
+                return Err(format!("BPE with {k}"));
+            }
+        }
+        let n = &t["normalizer"];
+        let no_normalizer = n.is_null()
+            || (n["type"] == "Sequence" && n["normalizers"].as_array().is_some_and(Vec::is_empty));
+        if !no_normalizer {
+            return Err(format!("normalizer {}", n["type"]));
+        }
+        let pre = &t["pre_tokenizer"];
+        let byte_level = |v: &Value, whole: bool| -> Result<Option<SplitRule>, Unsupported> {
+            if v["add_prefix_space"].as_bool() == Some(true) {
+                return Err("ByteLevel with add_prefix_space".into());
+            }
+            // `use_regex` defaults to true.
+            if v["use_regex"].as_bool().unwrap_or(true) {
+                let _ = whole;
+                Ok(Some(SplitRule::new(GPT2_PATTERN).expect("compiles")))
+            } else {
+                Ok(None)
+            }
+        };
+        let mut rules = Vec::new();
+        match pre["type"].as_str() {
+            Some("ByteLevel") => rules.extend(byte_level(pre, true)?),
+            Some("Sequence") => {
+                let list = pre["pretokenizers"].as_array().ok_or("an empty Sequence")?;
+                let last = list.len().saturating_sub(1);
+                for (i, p) in list.iter().enumerate() {
+                    match p["type"].as_str() {
+                        Some("Split") => rules.push(split_rule(p)?),
+                        Some("Digits") if p["individual_digits"].as_bool() == Some(true) => {
+                            rules.push(SplitRule::new(r"\p{Nd}").expect("compiles"))
+                        }
+                        Some("Digits") => rules.push(SplitRule::new(r"\p{Nd}+").expect("compiles")),
+                        Some("ByteLevel") if i == last => rules.extend(byte_level(p, false)?),
+                        other => return Err(format!("pre-tokenizer {other:?} in a Sequence")),
+                    }
+                }
+                if list.last().is_none_or(|p| p["type"] != "ByteLevel") {
+                    return Err("a Sequence that does not end in ByteLevel".into());
+                }
+            }
+            other => return Err(format!("pre-tokenizer {other:?}")),
+        }
+        // The vocabulary, in bytes.
+        let mut inverse = FxHashMap::default();
+        for b in 0..=255u8 {
+            inverse.insert(byte_char(b), b);
+        }
+        let vocab = m["vocab"]
+            .as_object()
+            .ok_or("a BPE model without a vocab")?;
+        let mut by_bytes: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
+        let to_bytes =
+            |s: &str| -> Option<Vec<u8>> { s.chars().map(|c| inverse.get(&c).copied()).collect() };
+        for (tok, id) in vocab {
+            let id = id.as_u64().ok_or("a vocab id that is not a number")? as u32;
+            if let Some(b) = to_bytes(tok) {
+                by_bytes.insert(b, id);
+            }
+        }
+        let mut byte_ids = [0u32; 256];
+        for b in 0..=255u8 {
+            byte_ids[b as usize] = *by_bytes
+                .get(&vec![b])
+                .ok_or_else(|| format!("byte {b:#04x} has no token (not byte-level)"))?;
+        }
+        let mut merges = Merges::default();
+        let list = m["merges"].as_array().ok_or("a BPE model without merges")?;
+        for (rank, mv) in list.iter().enumerate() {
+            let (a, b) = match mv {
+                Value::String(s) => s
+                    .split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| format!("merge {rank} `{s}` is not two tokens"))?,
+                Value::Array(v) if v.len() == 2 => (
+                    v[0].as_str().unwrap_or_default().to_string(),
+                    v[1].as_str().unwrap_or_default().to_string(),
+                ),
+                _ => return Err(format!("merge {rank} is neither \"a b\" nor [a, b]")),
+            };
+            let id = |s: &str| {
+                vocab
+                    .get(s)
+                    .and_then(Value::as_u64)
+                    .map(|v| v as u32)
+                    .ok_or_else(|| format!("merge {rank}: `{s}` is not in the vocab"))
+            };
+            let merged = format!("{a}{b}");
+            merges.insert(id(&a)?, id(&b)?, rank as u32, id(&merged)?);
+        }
+        let added: Vec<String> = t["added_tokens"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|a| a["content"].as_str())
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let added = if added.is_empty() {
+            None
+        } else {
+            Some(AhoCorasick::new(&added).map_err(|e| format!("added tokens: {e}"))?)
+        };
+        Ok(FastBpe {
+            pre: Pretokenizer::new(rules),
+            byte_ids,
+            merges,
+            added,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// The ids of `text`, or `None` when it contains an added (special) token, whose
+    /// matching rules (single word, stripping) HF applies.
+    pub fn encode(&self, text: &str) -> Option<Vec<u32>> {
+        if self.added.as_ref().is_some_and(|a| a.is_match(text)) {
+            return None;
+        }
+        let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+        MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            if memo.0 != self.id || memo.1.len() > MEMO_MAX {
+                memo.0 = self.id;
+                memo.1.clear();
+            }
+            let mut word = Vec::new();
+            self.pre.pieces(text, &mut |piece| {
+                if let Some(t) = memo.1.get(piece.as_bytes()) {
+                    ids.extend_from_slice(t);
+                    return;
+                }
+                word.clear();
+                word.extend(piece.bytes().map(|b| self.byte_ids[b as usize]));
+                self.merges.apply(&mut word);
+                ids.extend_from_slice(&word);
+                memo.1
+                    .insert(piece.as_bytes().into(), word.as_slice().into());
+            });
+        });
+        Some(ids)
+    }
+}

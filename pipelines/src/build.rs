@@ -89,6 +89,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         &TokenizeConfig {
             eos_token: cfg.tokenizer.eos.clone(),
             append_eos: cfg.tokenizer.append_eos,
+            engine: cfg.tokenizer.engine,
         },
     )?;
     let mut plan = Plan {

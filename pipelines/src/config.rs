@@ -60,6 +60,9 @@ pub struct TokenizerConfig {
     pub eos: Option<String>,
     /// End every document with the EOS token.
     pub append_eos: bool,
+    /// The encoder: `auto` (the fast byte-level BPE encoder when the tokenizer is of its
+    /// form), `hf` or `fast`. All give the same ids.
+    pub engine: tokenmill_shards::TokenizerEngine,
 }
 
 impl Default for TokenizerConfig {
@@ -68,6 +71,7 @@ impl Default for TokenizerConfig {
             path: PathBuf::new(),
             eos: None,
             append_eos: true,
+            engine: Default::default(),
         }
     }
 }

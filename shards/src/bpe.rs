@@ -106,6 +106,7 @@ mod tests {
             &TokenizeConfig {
                 eos_token: None,
                 append_eos: true,
+                ..Default::default()
             },
         )
         .unwrap();

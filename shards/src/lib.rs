@@ -29,6 +29,6 @@ pub use error::{Error, Result};
 pub use manifest::{MANIFEST_FILE, Manifest, ShardEntry, TokenizerIdentity};
 pub use provenance::DocProvenance;
 pub use reader::{Dataset, Shard};
-pub use tokenizer::{TextTokenizer, TokenizeConfig};
+pub use tokenizer::{TextTokenizer, TokenizeConfig, TokenizerEngine};
 pub use verify::{VerifyReport, verify};
 pub use writer::{DocSource, ShardWriter, atomic_write};

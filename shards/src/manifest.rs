@@ -27,6 +27,14 @@ pub struct TokenizerIdentity {
     pub eos_token: Option<String>,
     /// Its id.
     pub eos_id: Option<u32>,
+    /// The encoder that produced the ids: `fast` ([`crate::fastbpe`], HF `tokenizers` for
+    /// texts with added tokens) or `hf` (HF `tokenizers` alone). Both give the same ids.
+    #[serde(default = "hf_engine")]
+    pub engine: String,
+}
+
+fn hf_engine() -> String {
+    "hf".into()
 }
 
 /// One shard: `<name>.bin`, `<name>.idx`, `<name>.prov.parquet`.

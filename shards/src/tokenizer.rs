@@ -10,6 +10,7 @@ use tokenizers::Tokenizer;
 use crate::checksum::sha256_hex;
 use crate::dtype::TokenDtype;
 use crate::error::{Error, Result};
+use crate::fastbpe::FastBpe;
 use crate::manifest::TokenizerIdentity;
 
 /// End-of-document tokens recognised when none is configured, in order of preference
@@ -23,6 +24,20 @@ pub const EOS_CANDIDATES: &[&str] = &[
     "[SEP]",
 ];
 
+/// Which encoder the tokenizer stage uses (`--tokenizer-engine`, `[tokenizer] engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerEngine {
+    /// The fast byte-level BPE encoder when the `tokenizer.json` is of its form (said once in
+    /// the log when it is not), else HF `tokenizers`.
+    #[default]
+    Auto,
+    /// HF `tokenizers` always.
+    Hf,
+    /// The fast encoder, or an error naming why the `tokenizer.json` is not of its form.
+    Fast,
+}
+
 /// How documents are turned into token ids.
 #[derive(Debug, Clone, Default)]
 pub struct TokenizeConfig {
@@ -30,12 +45,16 @@ pub struct TokenizeConfig {
     pub eos_token: Option<String>,
     /// Append the EOS token to each document (Megatron's `--append-eod`).
     pub append_eos: bool,
+    /// The encoder.
+    pub engine: TokenizerEngine,
 }
 
 /// A loaded tokenizer with the identity recorded in manifests.
 #[derive(Debug)]
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The fast encoder, when in use.
+    fast: Option<FastBpe>,
     identity: TokenizerIdentity,
     append_eos: bool,
 }
@@ -110,9 +129,30 @@ impl TextTokenizer {
             vocab_size: inner.get_vocab_size(true) as u64,
             eos_token,
             eos_id,
+            engine: String::new(),
+        };
+        let fast = match opts.engine {
+            TokenizerEngine::Hf => None,
+            TokenizerEngine::Auto => match FastBpe::from_json(&bytes) {
+                Ok(f) => Some(f),
+                Err(why) => {
+                    tracing::info!(tokenizer = %path.display(), %why, "not of the fast encoder's form; using HF tokenizers");
+                    None
+                }
+            },
+            TokenizerEngine::Fast => {
+                Some(FastBpe::from_json(&bytes).map_err(|why| {
+                    tok_err(path, format!("the fast encoder cannot run it: {why}"))
+                })?)
+            }
+        };
+        let identity = TokenizerIdentity {
+            engine: if fast.is_some() { "fast" } else { "hf" }.into(),
+            ..identity
         };
         Ok(TextTokenizer {
             inner,
+            fast,
             identity,
             append_eos: opts.append_eos,
         })
@@ -133,11 +173,16 @@ impl TextTokenizer {
 
     /// Token ids of one document, EOS appended if configured.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| lib_err(Path::new(&self.identity.file), "encode", e))?;
-        let mut ids = enc.get_ids().to_vec();
+        let fast = self.fast.as_ref().and_then(|f| f.encode(text));
+        let mut ids = match fast {
+            Some(ids) => ids,
+            None => self
+                .inner
+                .encode_fast(text, false)
+                .map_err(|e| lib_err(Path::new(&self.identity.file), "encode", e))?
+                .get_ids()
+                .to_vec(),
+        };
         if let Some(eos) = self.identity.eos_id.filter(|_| self.append_eos) {
             ids.push(eos);
         }

@@ -8,6 +8,17 @@ use clap::ValueEnum;
 use tokenmill_ingest::{Format, OnError, TextMode};
 use tokenmill_pipelines::config::{BuildConfig, DEFAULT_SHARD_BYTES};
 
+/// The tokenizer stage's encoder.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum EngineArg {
+    /// The fast byte-level BPE encoder when the tokenizer.json is of its form, else HF.
+    Auto,
+    /// HF `tokenizers`.
+    Hf,
+    /// The fast encoder (an error when the tokenizer.json is not of its form).
+    Fast,
+}
+
 /// What to do with a bad record.
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum OnErrorArg {
@@ -59,6 +70,9 @@ pub struct Args {
     /// Do not append an EOS token.
     #[arg(long)]
     pub no_eos: bool,
+    /// The encoder (all give the same ids).
+    #[arg(long, value_enum)]
+    pub tokenizer_engine: Option<EngineArg>,
     /// What to do with bad records.
     #[arg(long, value_enum)]
     pub on_error: Option<OnErrorArg>,
@@ -112,6 +126,13 @@ pub fn config(a: Args) -> anyhow::Result<(BuildConfig, bool)> {
     }
     if a.no_eos {
         cfg.tokenizer.append_eos = false;
+    }
+    if let Some(e) = a.tokenizer_engine {
+        cfg.tokenizer.engine = match e {
+            EngineArg::Auto => tokenmill_shards::TokenizerEngine::Auto,
+            EngineArg::Hf => tokenmill_shards::TokenizerEngine::Hf,
+            EngineArg::Fast => tokenmill_shards::TokenizerEngine::Fast,
+        };
     }
     if let Some(o) = a.on_error {
         cfg.input.read.on_error = match o {

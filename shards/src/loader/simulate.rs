@@ -66,6 +66,7 @@ pub fn write_sparse_dataset(
         },
         eos_token: None,
         eos_id: Some(0),
+        engine: "hf".into(),
     };
     let m = Manifest::new(tok, dtype, entries);
     m.store(dir)?;

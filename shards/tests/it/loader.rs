@@ -59,6 +59,7 @@ fn write_dataset(
         vocab_size: 65_536,
         eos_token: Some("<eos>".into()),
         eos_id: Some(EOS),
+        engine: "hf".into(),
     };
     Manifest::new(tok, TokenDtype::Uint16, entries)
         .store(dir)

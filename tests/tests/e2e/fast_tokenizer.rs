@@ -244,3 +244,57 @@ fn a_tokenizer_json_of_another_form_is_named() {
     let e = FastBpe::from_json(&json).unwrap_err();
     assert!(e.contains("WordPiece"), "{e}");
 }
+
+#[test]
+fn the_tokenizer_stage_picks_the_fast_encoder_and_leaves_added_tokens_to_hf() {
+    use tokenmill_shards::{TextTokenizer, TokenizeConfig, TokenizerEngine};
+    let gpt2 = data("tokenizers/gpt2.tokenizer.json");
+    let cfg = |engine| TokenizeConfig {
+        engine,
+        ..Default::default()
+    };
+    let fast = TextTokenizer::load(&gpt2, &cfg(TokenizerEngine::Auto)).unwrap();
+    let hf = TextTokenizer::load(&gpt2, &cfg(TokenizerEngine::Hf)).unwrap();
+    assert_eq!(fast.identity().engine, "fast");
+    assert_eq!(hf.identity().engine, "hf");
+    // A special token inside the text: HF's added-token rules (here single_word, lstrip,
+    // rstrip) apply, through HF.
+    for text in [
+        "one<|endoftext|>two",
+        "a <|endoftext|> b",
+        "x<|endoftext|>",
+        "plain text, no special token",
+    ] {
+        assert_eq!(
+            fast.encode(text).unwrap(),
+            hf.encode(text).unwrap(),
+            "{text:?}"
+        );
+    }
+    // A 1 MB word (no spaces): one piece, merged by the heap in n log n, the same ids.
+    let long: String = "abcdefghij".repeat(100_000);
+    let t0 = std::time::Instant::now();
+    let a = fast.encode(&long).unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(a, hf.encode(&long).unwrap());
+    eprintln!(
+        "a 1 MB word: {} tokens in {secs:.3} s (fast encoder)",
+        a.len()
+    );
+    // WordPiece: auto falls back, fast refuses with the reason.
+    let bert = data("tokenizers/bert-base-uncased.tokenizer.json");
+    assert_eq!(
+        TextTokenizer::load(&bert, &cfg(TokenizerEngine::Auto))
+            .unwrap()
+            .identity()
+            .engine,
+        "hf"
+    );
+    let e = TextTokenizer::load(&bert, &cfg(TokenizerEngine::Fast))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the fast encoder cannot run it: model \"WordPiece\""),
+        "{e}"
+    );
+}

@@ -61,6 +61,58 @@ def load_texts(path):
     return texts
 
 
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def byte_level_alphabet():
+    """GPT-2's byte-to-character map, inverted: character -> byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + n)] = b
+            n += 1
+    return chars
+
+
+class _Ids:
+    def __init__(self, ids):
+        self.ids = ids
+
+
+def tiktoken_variant(path, tok, texts, threads):
+    """tiktoken with ranks built from a GPT-2-form tokenizer.json (ByteLevel pre-tokenizer,
+    no normalizer, merges in id order), checked to give HF's ids on the texts; [] otherwise."""
+    try:
+        import tiktoken
+    except ImportError:
+        return []
+    with open_maybe_gz(path, "rt") as f:
+        spec = json.load(f)
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel" or spec.get("normalizer") or spec["model"]["type"] != "BPE":
+        return []
+    alphabet = byte_level_alphabet()
+    ranks = {}
+    for token, i in spec["model"]["vocab"].items():
+        try:
+            ranks[bytes(alphabet[c] for c in token)] = i
+        except KeyError:
+            return []
+    enc = tiktoken.Encoding("from-tokenizer-json", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    want = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    if enc.encode_ordinary_batch(texts, num_threads=threads) != want:
+        print("# tiktoken's ids differ from tokenizers' on these texts: no tiktoken row", file=sys.stderr)
+        return []
+
+    def run(batch, add_special_tokens=False):
+        return [_Ids(x) for x in enc.encode_ordinary_batch(batch, num_threads=threads)]
+
+    return [("python-tiktoken", run)]
+
+
 def time_best(fn, texts, repeat):
     fn(texts, add_special_tokens=False)  # warm-up (thread pool, caches)
     best, tokens = None, None
@@ -93,7 +145,7 @@ def main(argv=None):
     if hasattr(tok, "encode_batch_fast"):
         variants.append(("python-tokenizers-fast", tok.encode_batch_fast))
 
-    for impl, fn in variants:
+    for impl, fn in variants + tiktoken_variant(args.tokenizer, tok, texts, args.threads):
         seconds, n_tokens = time_best(fn, texts, args.repeat)
         rec = {
             "impl": impl,

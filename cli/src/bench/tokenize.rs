@@ -1,5 +1,7 @@
-//! `tokenmill bench tokenize`: the tokenizer stage against Python `tokenizers` `encode_batch`
-//! on the same `tokenizer.json`, the same texts and the same thread count, side by side.
+//! `tokenmill bench tokenize`: the tokenizer stage's fast encoder against HF `tokenizers` in
+//! the same process (the Rust crate), Python `tokenizers` (`encode_batch`,
+//! `encode_batch_fast`) and `tiktoken` (for GPT-2-form tokenizers, its ranks built from the
+//! same `tokenizer.json`), on the same texts and the same thread count, side by side.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokenmill_shards::{TextTokenizer, TokenizeConfig};
+use tokenmill_shards::{TextTokenizer, TokenizeConfig, TokenizerEngine};
 
 use anyhow::Result;
 use anyhow::bail;
@@ -27,21 +29,37 @@ pub struct BenchRow {
     pub tokens_per_s: f64,
 }
 
-/// Times our tokenizer stage: best of `repeat` runs after one warm-up.
+/// Times our tokenizer stage with `engine`: best of `repeat` runs after one warm-up. Returns
+/// the row and the ids.
 pub fn bench_ours(
     tokenizer: &Path,
     texts: &[String],
     threads: usize,
     repeat: usize,
-) -> Result<BenchRow> {
-    let tok = TextTokenizer::load(tokenizer, &TokenizeConfig::default())?;
+    engine: TokenizerEngine,
+) -> Result<(BenchRow, Vec<Vec<u32>>)> {
+    // A fresh tokenizer for every run: the fast encoder's memo of pieces starts empty each
+    // time (it is kept per encoder), so a run gains only from the words its own texts repeat,
+    // as a build over new text does.
+    let load = || {
+        TextTokenizer::load(
+            tokenizer,
+            &TokenizeConfig {
+                engine,
+                ..Default::default()
+            },
+        )
+    };
+    let mut tok = load()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
     let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
     let mut best = f64::INFINITY;
     let mut tokens = 0u64;
+    let mut all = Vec::new();
     for i in 0..=repeat {
+        tok = load()?;
         let t0 = Instant::now();
         let ids = pool.install(|| tok.encode_batch(texts))?;
         let dt = t0.elapsed().as_secs_f64();
@@ -49,9 +67,14 @@ pub fn bench_ours(
         if i > 0 {
             best = best.min(dt);
         }
+        all = ids;
     }
-    Ok(BenchRow {
-        implementation: "tokenmill (tokenizers crate, rayon)".into(),
+    let name = match tok.identity().engine.as_str() {
+        "fast" => "tokenmill fast encoder",
+        _ => "tokenizers crate in-process (rayon)",
+    };
+    let row = BenchRow {
+        implementation: name.into(),
         threads,
         docs: texts.len() as u64,
         bytes,
@@ -59,7 +82,8 @@ pub fn bench_ours(
         seconds: best,
         mb_per_s: bytes as f64 / 1e6 / best,
         tokens_per_s: tokens as f64 / best,
-    })
+    };
+    Ok((row, all))
 }
 
 /// Runs `tests/peers/bench_tokenize.py` with `python` on the same texts.
@@ -125,11 +149,13 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(d)
 }
 
-/// The table, with each row's throughput as a ratio to the first Python row.
+/// The table, with each row's throughput as a ratio to HF `tokenizers` in-process (the Rust
+/// crate), or to the first Python row without it.
 pub fn table(rows: &[BenchRow]) -> String {
     let base = rows
         .iter()
-        .find(|r| r.implementation.starts_with("python"))
+        .find(|r| r.implementation.starts_with("tokenizers crate"))
+        .or_else(|| rows.iter().find(|r| r.implementation.starts_with("python")))
         .map(|r| r.mb_per_s);
     let mut s = format!(
         "| {:<38} | {:>7} | {:>6} | {:>10} | {:>10} | {:>8} | {:>8} | {:>11} | {:>11} | {:>8} |\n|{}|\n",
@@ -205,16 +231,54 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "note: no Python with `tokenizers` (give --python); the peer column is missing"
         ),
     }
-    rows.push(bench_ours(&a.tokenizer, &texts, a.threads, a.repeat)?);
+    let (hf, hf_ids) = bench_ours(
+        &a.tokenizer,
+        &texts,
+        a.threads,
+        a.repeat,
+        TokenizerEngine::Hf,
+    )?;
+    rows.push(hf);
+    match bench_ours(
+        &a.tokenizer,
+        &texts,
+        a.threads,
+        a.repeat,
+        TokenizerEngine::Fast,
+    ) {
+        Ok((fast, fast_ids)) => {
+            if fast_ids != hf_ids {
+                bail!("the fast encoder's ids differ from HF tokenizers' on these texts");
+            }
+            rows.push(fast);
+        }
+        Err(e) => eprintln!("note: {e:#}; no fast-encoder row"),
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", table(&rows));
         let counts: Vec<u64> = rows.iter().map(|r| r.tokens).collect();
         println!(
-            "token counts equal across implementations: {}",
+            "ids of the fast encoder and the tokenizers crate identical; token counts equal across implementations: {}",
             counts.windows(2).all(|w| w[0] == w[1])
         );
+        let speed = |prefix: &str| {
+            rows.iter()
+                .find(|r| r.implementation.starts_with(prefix))
+                .map(|r| r.mb_per_s)
+        };
+        if let Some(f) = speed("tokenmill fast") {
+            for (what, prefix) in [
+                ("the tokenizers crate in-process", "tokenizers crate"),
+                ("Python encode_batch_fast", "python-tokenizers-fast"),
+                ("tiktoken", "python-tiktoken"),
+            ] {
+                if let Some(b) = speed(prefix) {
+                    println!("fast encoder vs {what}: {:.2}x", f / b);
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -54,20 +54,34 @@ impl Merges {
     }
 
     fn scan(&self, s: &mut Vec<u32>) {
-        while s.len() > 1 {
-            let mut best: Option<(u32, usize, u32)> = None;
-            for i in 0..s.len() - 1 {
-                if let Some((rank, id)) = self.get(s[i], s[i + 1])
-                    && best.is_none_or(|b| rank < b.0)
-                {
-                    best = Some((rank, i, id));
+        // The rank and result of each adjacent pair (u32::MAX: no merge), looked up once and
+        // then only where a merge changed the neighbours.
+        let none = (u32::MAX, 0);
+        let mut pairs: Vec<(u32, u32)> = s
+            .windows(2)
+            .map(|w| self.get(w[0], w[1]).unwrap_or(none))
+            .collect();
+        loop {
+            let mut best = u32::MAX;
+            let mut at = 0;
+            for (i, &(rank, _)) in pairs.iter().enumerate() {
+                if rank < best {
+                    best = rank;
+                    at = i;
                 }
             }
-            let Some((_, i, id)) = best else {
+            if best == u32::MAX {
                 return;
-            };
-            s[i] = id;
-            s.remove(i + 1);
+            }
+            s[at] = pairs[at].1;
+            s.remove(at + 1);
+            pairs.remove(at);
+            if at > 0 {
+                pairs[at - 1] = self.get(s[at - 1], s[at]).unwrap_or(none);
+            }
+            if at < pairs.len() {
+                pairs[at] = self.get(s[at], s[at + 1]).unwrap_or(none);
+            }
         }
     }
 

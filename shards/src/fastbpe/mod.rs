@@ -9,11 +9,12 @@
 //! why a `tokenizer.json` is not of the supported form, and [`FastBpe::encode`] returns `None`
 //! for a text that contains an added token, which the caller then encodes with HF.
 
+pub mod classes;
 pub mod merge;
 pub mod pretok;
+pub mod scan;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::AhoCorasick;
 use rustc_hash::FxHashMap;
@@ -40,19 +41,18 @@ pub struct FastBpe {
     byte_ids: [u32; 256],
     merges: Merges,
     added: Option<AhoCorasick>,
-    /// Tells this encoder's memo entries from another's.
-    id: u64,
+    /// Per thread: the tokens of the pieces seen (dropped with the encoder).
+    memo: thread_local::ThreadLocal<RefCell<Memo>>,
 }
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Entries in a thread's memo before it is cleared.
 const MEMO_MAX: usize = 1 << 20;
 
-thread_local! {
-    /// Per thread: (encoder, its pieces' tokens).
-    static MEMO: RefCell<(u64, FxHashMap<Box<[u8]>, Box<[u32]>>)> =
-        RefCell::new((0, FxHashMap::default()));
+/// A thread's memo: piece → where its tokens are in `ids`.
+#[derive(Debug, Default)]
+struct Memo {
+    map: FxHashMap<Box<[u8]>, (u32, u32)>,
+    ids: Vec<u32>,
 }
 
 /// Why a `tokenizer.json` is not for the fast encoder.
@@ -202,8 +202,13 @@ impl FastBpe {
             byte_ids,
             merges,
             added,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            memo: thread_local::ThreadLocal::new(),
         })
+    }
+
+    /// Calls `f` with every piece the pre-tokenizer cuts `text` into (for profiling).
+    pub fn for_each_piece<'t>(&self, text: &'t str, f: &mut impl FnMut(&'t str)) {
+        self.pre.pieces(text, f);
     }
 
     /// The ids of `text`, or `None` when it contains an added (special) token, whose
@@ -213,25 +218,31 @@ impl FastBpe {
             return None;
         }
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
-        MEMO.with(|memo| {
-            let mut memo = memo.borrow_mut();
-            if memo.0 != self.id || memo.1.len() > MEMO_MAX {
-                memo.0 = self.id;
-                memo.1.clear();
+        let mut memo = self.memo.get_or_default().borrow_mut();
+        if memo.map.len() > MEMO_MAX {
+            memo.map.clear();
+            memo.ids.clear();
+        }
+        let memo = &mut *memo;
+        let mut word = Vec::new();
+        self.pre.pieces(text, &mut |piece| {
+            if let &[b] = piece.as_bytes() {
+                // One byte: nothing to merge.
+                ids.push(self.byte_ids[b as usize]);
+                return;
             }
-            let mut word = Vec::new();
-            self.pre.pieces(text, &mut |piece| {
-                if let Some(t) = memo.1.get(piece.as_bytes()) {
-                    ids.extend_from_slice(t);
-                    return;
-                }
-                word.clear();
-                word.extend(piece.bytes().map(|b| self.byte_ids[b as usize]));
-                self.merges.apply(&mut word);
-                ids.extend_from_slice(&word);
-                memo.1
-                    .insert(piece.as_bytes().into(), word.as_slice().into());
-            });
+            if let Some(&(at, len)) = memo.map.get(piece.as_bytes()) {
+                ids.extend_from_slice(&memo.ids[at as usize..(at + len) as usize]);
+                return;
+            }
+            word.clear();
+            word.extend(piece.bytes().map(|b| self.byte_ids[b as usize]));
+            self.merges.apply(&mut word);
+            ids.extend_from_slice(&word);
+            let at = memo.ids.len() as u32;
+            memo.ids.extend_from_slice(&word);
+            memo.map
+                .insert(piece.as_bytes().into(), (at, word.len() as u32));
         });
         Some(ids)
     }

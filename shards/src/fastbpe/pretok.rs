@@ -11,7 +11,18 @@
 //! only when no earlier alternative matched there, which a second regex of the earlier
 //! alternatives, anchored, decides.
 
+use std::sync::OnceLock;
+
 use regex::Regex;
+
+use super::classes::Classes;
+use super::scan::Scanner;
+
+/// The character classes, built once.
+fn classes() -> &'static Classes {
+    static C: OnceLock<Classes> = OnceLock::new();
+    C.get_or_init(Classes::new)
+}
 
 /// The whitespace idiom, as it ends a pattern.
 const WS_TAIL: &str = r"|\s+(?!\S)|\s+";
@@ -24,6 +35,8 @@ pub const GPT2_PATTERN: &str =
 /// matches a piece.
 #[derive(Debug, Clone)]
 pub struct SplitRule {
+    /// The hand-written scanner of a known pattern (the regex is then only a reference).
+    scanner: Option<Scanner>,
     re: Regex,
     /// With the whitespace idiom: the alternatives before it, anchored.
     earlier: Option<Regex>,
@@ -45,7 +58,36 @@ impl SplitRule {
             Some(head) => Some(Regex::new(&format!("^(?:{head})")).ok()?),
             None => None,
         };
-        Some(SplitRule { re, earlier })
+        Some(SplitRule {
+            scanner: Scanner::of(pattern),
+            re,
+            earlier,
+        })
+    }
+
+    /// The same rule on the `regex` crate only (for checking the scanners against it).
+    pub fn regex_only(pattern: &str) -> Option<Self> {
+        let mut r = Self::new(pattern)?;
+        r.scanner = None;
+        Some(r)
+    }
+
+    /// Whether a hand-written scanner runs it.
+    pub fn hand_written(&self) -> bool {
+        self.scanner.is_some()
+    }
+
+    /// The leftmost match at or after `at`: `(start, end)`.
+    fn find(&self, text: &str, at: usize) -> Option<(usize, usize)> {
+        if let Some(s) = self.scanner {
+            return s.find(classes(), text, at);
+        }
+        let m = self.re.find_at(text, at)?;
+        let (start, mut end) = (m.start(), m.end());
+        if let Some(earlier) = &self.earlier {
+            end = self.idiom_end(earlier, text, start, end);
+        }
+        Some((start, end))
     }
 
     /// Calls `out` with each piece of `text`, in order.
@@ -53,13 +95,9 @@ impl SplitRule {
         let mut at = 0;
         let mut last = 0;
         while at < text.len() {
-            let Some(m) = self.re.find_at(text, at) else {
+            let Some((start, end)) = self.find(text, at) else {
                 break;
             };
-            let (start, mut end) = (m.start(), m.end());
-            if let Some(earlier) = &self.earlier {
-                end = self.idiom_end(earlier, text, start, end);
-            }
             if start > last {
                 out(&text[last..start]);
             }
@@ -168,5 +206,97 @@ mod tests {
     #[test]
     fn other_lookaround_is_not_supported() {
         assert!(SplitRule::new(r"a(?=b)").is_none());
+    }
+}
+
+#[cfg(test)]
+mod scanner_tests {
+    use super::*;
+    use crate::fastbpe::scan::{CJK_KANA, DEEPSEEK_V3_PATTERN, DIGITS_1_3};
+
+    fn cut(rule: &SplitRule, text: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        rule.split(text, &mut |p| v.push(p.to_string()));
+        v
+    }
+
+    /// Every hand-written scanner cuts random strings of awkward characters exactly as its
+    /// pattern does on the `regex` crate.
+    #[test]
+    fn scanners_cut_as_their_patterns_do() {
+        let parts = [
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\r",
+            "\u{a0}",
+            "\u{2028}",
+            "\u{3000}",
+            "a",
+            "Z",
+            "é",
+            "e\u{301}",
+            "\u{301}",
+            "ß",
+            "中",
+            "の",
+            "カ",
+            "ー",
+            "한",
+            "ก",
+            "ا",
+            "1",
+            "٣",
+            "²",
+            "Ⅻ",
+            "'",
+            "'s",
+            "'ll",
+            "'re",
+            "'x",
+            "!",
+            "?!",
+            "...",
+            "-",
+            "$",
+            "€",
+            "©",
+            "😀",
+            "\u{1F3FB}",
+            "\u{200b}",
+            "\u{feff}",
+            "\u{1}",
+            "#",
+            "@",
+            "_",
+            "`",
+            "~",
+            "%",
+            "(",
+            ")",
+            "\"",
+            "x1",
+        ];
+        let mut rng = 0x2545F4914F6CDD1Du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for pattern in [GPT2_PATTERN, DEEPSEEK_V3_PATTERN, DIGITS_1_3, CJK_KANA] {
+            let fast = SplitRule::new(pattern).unwrap();
+            let slow = SplitRule::regex_only(pattern).unwrap();
+            assert!(fast.hand_written() && !slow.hand_written());
+            for _ in 0..20_000 {
+                let len = 1 + (next() % 12) as usize;
+                let s: String = (0..len)
+                    .map(|_| parts[(next() % parts.len() as u64) as usize])
+                    .collect();
+                assert_eq!(cut(&fast, &s), cut(&slow, &s), "{pattern} on {s:?}");
+            }
+        }
     }
 }

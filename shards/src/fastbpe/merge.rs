@@ -21,6 +21,10 @@ fn key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
 }
 
+/// A candidate merge in the heap: (rank, position, left id, right id, merged id), ordered by
+/// the lowest rank, then the leftmost position.
+type Candidate = (u32, usize, u32, u32, u32);
+
 /// Pieces up to this many symbols are merged by scanning.
 const SCAN_MAX: usize = 48;
 
@@ -92,7 +96,7 @@ impl Merges {
         let mut next: Vec<usize> = (1..=n).collect();
         let mut alive = vec![true; n];
         // (rank, position, left id, right id, merged id): the lowest rank, then the leftmost.
-        let mut heap: BinaryHeap<Reverse<(u32, usize, u32, u32, u32)>> = BinaryHeap::new();
+        let mut heap: BinaryHeap<Reverse<Candidate>> = BinaryHeap::new();
         for i in 0..n - 1 {
             if let Some((rank, id)) = self.get(s[i], s[i + 1]) {
                 heap.push(Reverse((rank, i, s[i], s[i + 1], id)));

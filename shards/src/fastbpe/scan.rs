@@ -79,7 +79,7 @@ impl Scanner {
                 if !cjk(c) {
                     return None;
                 }
-                Some(run(text, p, |d| cjk(d)))
+                Some(run(text, p, cjk))
             }
         }
     }

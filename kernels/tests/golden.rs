@@ -5,8 +5,10 @@
 use tokenmill_kernels::Fp8Format;
 
 fn golden() -> serde_json::Value {
-    let p =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fp8/golden.json");
+    let p = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../tests/fixtures/fp8/golden.json");
     serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap()
 }

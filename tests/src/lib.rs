@@ -9,12 +9,16 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The repository root.
+/// The repository root. Taken from `CARGO_MANIFEST_DIR` at run time (cargo sets it for tests),
+/// not only at build time: a test binary built by another checkout sharing the target
+/// directory must not point into that checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("tests/ has a parent")
+    .to_path_buf()
 }
 
 /// The shared real-data folder; panics with instructions when it is missing.

@@ -298,7 +298,13 @@ fn data_dir() -> PathBuf {
         .nth(1)
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("TOKENMILL_TEST_DATA").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(
+                std::env::var_os("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../../../shared/data")
+        })
 }
 
 fn read(path: &Path) -> Res<String> {

@@ -37,6 +37,8 @@ pub fn byte_char(b: u8) -> char {
 /// A byte-level BPE encoder.
 #[derive(Debug)]
 pub struct FastBpe {
+    /// Unicode normalization forms applied to the whole text first, in order.
+    normalizers: Vec<Form>,
     pre: Pretokenizer,
     byte_ids: [u32; 256],
     merges: Merges,
@@ -57,6 +59,51 @@ struct Memo {
 
 /// Why a `tokenizer.json` is not for the fast encoder.
 pub type Unsupported = String;
+
+/// A Unicode normalization form (HF's `NFC`, `NFD`, `NFKC`, `NFKD` normalizers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Nfc,
+    Nfd,
+    Nfkc,
+    Nfkd,
+}
+
+impl Form {
+    /// `text` in this form, with the normalization tables HF `tokenizers` uses.
+    fn apply(self, text: &str) -> String {
+        use unicode_normalization_alignments::UnicodeNormalization;
+        match self {
+            Form::Nfc => text.nfc().map(|(c, _)| c).collect(),
+            Form::Nfd => text.nfd().map(|(c, _)| c).collect(),
+            Form::Nfkc => text.nfkc().map(|(c, _)| c).collect(),
+            Form::Nfkd => text.nfkd().map(|(c, _)| c).collect(),
+        }
+    }
+}
+
+/// The normalizer of a `tokenizer.json`: none, a form, or a sequence of forms.
+fn normalizers(n: &Value) -> Result<Vec<Form>, Unsupported> {
+    let one = |v: &Value| match v["type"].as_str() {
+        Some("NFC") => Ok(Form::Nfc),
+        Some("NFD") => Ok(Form::Nfd),
+        Some("NFKC") => Ok(Form::Nfkc),
+        Some("NFKD") => Ok(Form::Nfkd),
+        _ => Err(format!("normalizer {}", v["type"])),
+    };
+    if n.is_null() {
+        return Ok(Vec::new());
+    }
+    if n["type"] == "Sequence" {
+        return n["normalizers"]
+            .as_array()
+            .ok_or("a normalizer Sequence without a list")?
+            .iter()
+            .map(one)
+            .collect();
+    }
+    Ok(vec![one(n)?])
+}
 
 fn split_rule(v: &Value) -> Result<SplitRule, Unsupported> {
     let pattern = v["pattern"]["Regex"]
@@ -93,12 +140,7 @@ impl FastBpe {
                 return Err(format!("BPE with {k}"));
             }
         }
-        let n = &t["normalizer"];
-        let no_normalizer = n.is_null()
-            || (n["type"] == "Sequence" && n["normalizers"].as_array().is_some_and(Vec::is_empty));
-        if !no_normalizer {
-            return Err(format!("normalizer {}", n["type"]));
-        }
+        let normalizers = normalizers(&t["normalizer"])?;
         let pre = &t["pre_tokenizer"];
         let byte_level = |v: &Value, whole: bool| -> Result<Option<SplitRule>, Unsupported> {
             if v["add_prefix_space"].as_bool() == Some(true) {
@@ -198,6 +240,7 @@ impl FastBpe {
             Some(AhoCorasick::new(&added).map_err(|e| format!("added tokens: {e}"))?)
         };
         Ok(FastBpe {
+            normalizers,
             pre: Pretokenizer::new(rules),
             byte_ids,
             merges,
@@ -217,6 +260,18 @@ impl FastBpe {
         if self.added.as_ref().is_some_and(|a| a.is_match(text)) {
             return None;
         }
+        if !self.normalizers.is_empty() {
+            // HF normalizes the whole text (no added token in it), then pre-tokenizes.
+            let mut t = text.to_string();
+            for f in &self.normalizers {
+                t = f.apply(&t);
+            }
+            return self.encode_normalized(&t);
+        }
+        self.encode_normalized(text)
+    }
+
+    fn encode_normalized(&self, text: &str) -> Option<Vec<u32>> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
         let mut memo = self.memo.get_or_default().borrow_mut();
         if memo.map.len() > MEMO_MAX {

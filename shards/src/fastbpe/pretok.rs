@@ -212,7 +212,7 @@ mod tests {
 #[cfg(test)]
 mod scanner_tests {
     use super::*;
-    use crate::fastbpe::scan::{CJK_KANA, DEEPSEEK_V3_PATTERN, DIGITS_1_3};
+    use crate::fastbpe::scan::{CJK_KANA, CL100K_PATTERN, DEEPSEEK_V3_PATTERN, DIGITS_1_3};
 
     fn cut(rule: &SplitRule, text: &str) -> Vec<String> {
         let mut v = Vec::new();
@@ -256,6 +256,11 @@ mod scanner_tests {
             "'ll",
             "'re",
             "'x",
+            "'S",
+            "'LL",
+            "'Re",
+            "'\u{17F}",
+            "'vE",
             "!",
             "?!",
             "...",
@@ -286,7 +291,13 @@ mod scanner_tests {
             rng ^= rng << 17;
             rng
         };
-        for pattern in [GPT2_PATTERN, DEEPSEEK_V3_PATTERN, DIGITS_1_3, CJK_KANA] {
+        for pattern in [
+            GPT2_PATTERN,
+            DEEPSEEK_V3_PATTERN,
+            CL100K_PATTERN,
+            DIGITS_1_3,
+            CJK_KANA,
+        ] {
             let fast = SplitRule::new(pattern).unwrap();
             let slow = SplitRule::regex_only(pattern).unwrap();
             assert!(fast.hand_written() && !slow.hand_written());

@@ -11,6 +11,8 @@ use super::classes::{Classes, L, M, N, P, S, WS};
 
 /// DeepSeek-V3's main pattern.
 pub const DEEPSEEK_V3_PATTERN: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##;
+/// Llama 3's and Qwen 2's pattern (OpenAI's cl100k).
+pub const CL100K_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// DeepSeek-V3's digits.
 pub const DIGITS_1_3: &str = r"\p{N}{1,3}";
 /// DeepSeek-V3's Chinese and Japanese kana.
@@ -23,6 +25,8 @@ pub enum Scanner {
     Gpt2,
     /// DeepSeek-V3's main pattern.
     DeepSeekV3,
+    /// Llama 3's and Qwen 2's pattern.
+    Cl100k,
     /// `\p{N}{1,3}`.
     Digits3,
     /// `[一-龥぀-ゟ゠-ヿ]+`.
@@ -37,6 +41,7 @@ impl Scanner {
         match pattern.as_str() {
             p if p == super::pretok::GPT2_PATTERN => Some(Scanner::Gpt2),
             DEEPSEEK_V3_PATTERN => Some(Scanner::DeepSeekV3),
+            CL100K_PATTERN => Some(Scanner::Cl100k),
             DIGITS_1_3 => Some(Scanner::Digits3),
             CJK_KANA => Some(Scanner::CjkKana),
             _ => None,
@@ -61,6 +66,7 @@ impl Scanner {
         match self {
             Scanner::Gpt2 => Some(gpt2(cl, text, p, c)),
             Scanner::DeepSeekV3 => deepseek(cl, text, p, c),
+            Scanner::Cl100k => Some(cl100k(cl, text, p, c)),
             Scanner::Digits3 => {
                 if cl.of(c) & N == 0 {
                     return None;
@@ -200,4 +206,73 @@ fn deepseek(cl: &Classes, text: &str, p: usize, c: char) -> Option<usize> {
         return Some(p + i + 1);
     }
     Some(whitespace_idiom(cl, text, p))
+}
+
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)` after the apostrophe at `p`: the end, if one matches. Case
+/// folding is Unicode's simple folding, as both regex engines do: `s` is also `S` and `ſ`
+/// (U+017F); the other letters of these suffixes fold only to their ASCII capitals.
+fn contraction(text: &str, p: usize) -> Option<usize> {
+    let fold = |c: char| match c {
+        'S' | '\u{17F}' => 's',
+        c => c.to_ascii_lowercase(),
+    };
+    let mut it = text[p + 1..].char_indices();
+    let (_, a0) = it.next()?;
+    let a = fold(a0);
+    if matches!(a, 's' | 't' | 'm' | 'd') {
+        return Some(p + 1 + a0.len_utf8());
+    }
+    let (i, b0) = it.next()?;
+    let two = matches!((a, fold(b0)), ('r', 'e') | ('v', 'e') | ('l', 'l'));
+    two.then(|| p + 1 + i + b0.len_utf8())
+}
+
+fn cl100k(cl: &Classes, text: &str, p: usize, c: char) -> usize {
+    if c == '\''
+        && let Some(end) = contraction(text, p)
+    {
+        return end;
+    }
+    let k = cl.of(c);
+    let after = p + c.len_utf8();
+    let next = text[after..].chars().next();
+    let crlf = |d: char| d == '\r' || d == '\n';
+    let letter = |x: char| cl.of(x) & L != 0;
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if !crlf(c) && k & (L | N) == 0 && next.is_some_and(letter) {
+        return run(text, after, letter);
+    }
+    if k & L != 0 {
+        return run(text, p, letter);
+    }
+    // \p{N}{1,3}
+    if k & N != 0 {
+        let mut end = after;
+        for _ in 0..2 {
+            match text[end..].chars().next() {
+                Some(d) if cl.of(d) & N != 0 => end += d.len_utf8(),
+                _ => break,
+            }
+        }
+        return end;
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    let other = |x: char| cl.of(x) & (WS | L | N) == 0;
+    let from = if c == ' ' && next.is_some_and(other) {
+        Some(after)
+    } else if other(c) {
+        Some(p)
+    } else {
+        None
+    };
+    if let Some(f) = from {
+        let e = run(text, f, other);
+        return run(text, e, crlf);
+    }
+    // Whitespace: `\s*[\r\n]+`, then the idiom.
+    let end = run(text, p, |d| cl.of(d) & WS != 0);
+    if let Some(i) = text[p..end].rfind(['\r', '\n']) {
+        return p + i + 1;
+    }
+    whitespace_idiom(cl, text, p)
 }

@@ -175,8 +175,12 @@ fn generated(n: usize) -> Vec<String> {
 
 fn check(tokenizer: &str, docs: &[String]) {
     let json = tokenmill_shards::tokenizer::read_tokenizer_json(&data(tokenizer)).unwrap();
-    let hf = Tokenizer::from_bytes(&json).unwrap();
-    let fast = FastBpe::from_json(&json).unwrap_or_else(|e| panic!("{tokenizer}: {e}"));
+    check_json(tokenizer, &json, docs);
+}
+
+fn check_json(tokenizer: &str, json: &[u8], docs: &[String]) {
+    let hf = Tokenizer::from_bytes(json).unwrap();
+    let fast = FastBpe::from_json(json).unwrap_or_else(|e| panic!("{tokenizer}: {e}"));
     let (mut bytes, mut tokens, mut fell_back) = (0usize, 0usize, 0usize);
     for (i, d) in docs.iter().enumerate() {
         let want = hf
@@ -296,5 +300,49 @@ fn the_tokenizer_stage_picks_the_fast_encoder_and_leaves_added_tokens_to_hf() {
     assert!(
         e.contains("the fast encoder cannot run it: model \"WordPiece\""),
         "{e}"
+    );
+}
+
+/// GPT-2's vocabulary and merges under another tokenizer's normalizer and pre-tokenizer: the
+/// forms of Llama 3 (one cl100k-style `Split`, then `ByteLevel` without its regex) and of
+/// tokenizers with a Unicode normalizer (Qwen 2: NFC). No such `tokenizer.json` is in the
+/// shared data; HF `tokenizers` on the same file is the reference either way.
+fn variant(normalizer: serde_json::Value, pre: Option<serde_json::Value>) -> Vec<u8> {
+    let json =
+        tokenmill_shards::tokenizer::read_tokenizer_json(&data("tokenizers/gpt2.tokenizer.json"))
+            .unwrap();
+    let mut t: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    t["normalizer"] = normalizer;
+    if let Some(p) = pre {
+        t["pre_tokenizer"] = p;
+    }
+    serde_json::to_vec(&t).unwrap()
+}
+
+#[test]
+fn fast_bpe_gives_hf_ids_with_normalizers_and_the_llama3_pattern() {
+    use serde_json::json;
+    let mut docs = corpus();
+    docs.extend(generated(20_000));
+    let llama3 = json!({
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": tokenmill_shards::fastbpe::scan::CL100K_PATTERN}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]
+    });
+    check_json(
+        "cl100k-pattern",
+        &variant(serde_json::Value::Null, Some(llama3)),
+        &docs,
+    );
+    check_json("NFC", &variant(json!({"type": "NFC"}), None), &docs);
+    check_json(
+        "NFKC then NFD",
+        &variant(
+            json!({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "NFD"}]}),
+            None,
+        ),
+        &docs,
     );
 }

@@ -70,6 +70,11 @@ impl Default for DedupConfig {
     }
 }
 
+/// The most hash functions (bands × rows) a signature may have.
+pub const MAX_PERMUTATIONS: usize = 10_000;
+/// The longest shingle, in words.
+pub const MAX_NGRAM: usize = 1_000;
+
 impl DedupConfig {
     /// Checks that the counts are positive and the threshold is a probability.
     pub fn validate(&self) -> crate::Result<()> {
@@ -78,6 +83,22 @@ impl DedupConfig {
             return bad(format!(
                 "ngram {}, bands {}, rows {}, partitions {} must be positive",
                 self.ngram, self.bands, self.rows, self.partitions
+            ));
+        }
+        // Each document costs bands × rows hash functions per shingle: beyond a few thousand
+        // (FineWeb: 14 × 8 = 112; MinHash papers: up to ~9,000) the signature, not the data,
+        // is the work.
+        let perms = self.bands.saturating_mul(self.rows);
+        if perms > MAX_PERMUTATIONS {
+            return bad(format!(
+                "bands {} × rows {} = {perms} hash functions per document, more than the {MAX_PERMUTATIONS} allowed (FineWeb uses 14 × 8 = 112)",
+                self.bands, self.rows
+            ));
+        }
+        if self.ngram > MAX_NGRAM {
+            return bad(format!(
+                "ngram {} words is more than the {MAX_NGRAM} allowed (FineWeb uses 5)",
+                self.ngram
             ));
         }
         if let Some(t) = self.verify_threshold
@@ -90,5 +111,32 @@ impl DedupConfig {
     /// Probability that two documents of Jaccard similarity `s` become candidates: 1 − (1 − sʳ)ᵇ.
     pub fn candidate_probability(&self, s: f64) -> f64 {
         1.0 - (1.0 - s.powi(self.rows as i32)).powi(self.bands as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_too_large_to_be_useful_are_refused_with_the_numbers() {
+        let mut c = DedupConfig::default();
+        c.validate().unwrap();
+        c.bands = 10_000;
+        c.rows = 1_000;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("bands 10000 × rows 1000 = 10000000 hash functions per document"),
+            "{e}"
+        );
+        c.bands = usize::MAX;
+        assert!(c.validate().is_err(), "no overflow");
+        let mut c = DedupConfig {
+            ngram: 5_000,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("ngram 5000"));
+        c.ngram = 5;
+        c.validate().unwrap();
     }
 }

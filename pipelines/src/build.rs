@@ -83,6 +83,8 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     let out = cfg.output.dir.clone();
     let build_dir = out.join(".build");
     std::fs::create_dir_all(build_dir.join("tasks")).map_err(|e| Error::io(&build_dir, e))?;
+    // One build per output directory at a time.
+    let _lock = tokenmill_shards::lock::DirLock::acquire(&out, "build")?;
 
     let tok = TextTokenizer::load(
         &cfg.tokenizer.path,

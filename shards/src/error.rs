@@ -24,6 +24,16 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+    /// Another process writes into the directory (its lock file names it).
+    #[error(
+        "{path}: {holder} is writing here; wait for it, or remove the lock if that process is gone"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it (`build pid 123 on host`).
+        holder: String,
+    },
     /// A checksum recorded in the manifest does not match the file.
     #[error("{path}: checksum mismatch: manifest says {expected:016x}, file has {actual:016x}")]
     Checksum {

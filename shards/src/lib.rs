@@ -17,6 +17,7 @@ pub mod error;
 pub mod fastbpe;
 pub mod idx;
 pub mod loader;
+pub mod lock;
 pub mod manifest;
 pub mod provenance;
 pub mod reader;

@@ -453,3 +453,110 @@ fn a_crawls_bad_records_are_recorded_and_the_funnel_reconciles() {
         ]
     );
 }
+
+#[test]
+fn verify_checks_the_tokenizer_and_the_provenance_against_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    tokenmill_pipelines::build(&cfg(
+        &[data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")],
+        &out,
+        OnError::Skip,
+    ))
+    .unwrap();
+    tokenmill_shards::verify(&out).unwrap();
+    let tok = out.join("tokenizer.json");
+    let original = std::fs::read(&tok).unwrap();
+    // Replaced, truncated, emptied, deleted: each refused, naming the file.
+    let other = std::fs::read(data("tokenizers/bert-base-uncased.tokenizer.json")).unwrap();
+    for (what, bytes) in [
+        ("replaced", Some(other)),
+        ("truncated", Some(original[..original.len() / 2].to_vec())),
+        ("emptied", Some(Vec::new())),
+        ("deleted", None),
+    ] {
+        match &bytes {
+            Some(b) => std::fs::write(&tok, b).unwrap(),
+            None => std::fs::remove_file(&tok).unwrap(),
+        }
+        let err = tokenmill_shards::verify(&out).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json"), "{what}: {err}");
+        if bytes.is_some() {
+            assert!(err.contains("is not the manifest's"), "{what}: {err}");
+        }
+    }
+    std::fs::write(&tok, &original).unwrap();
+    tokenmill_shards::verify(&out).unwrap();
+}
+
+#[test]
+fn a_second_build_into_the_same_directory_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    std::fs::create_dir_all(&out).unwrap();
+    // A live holder: this test's own process.
+    let _held = tokenmill_shards::lock::DirLock::acquire(&out, "build").unwrap();
+    let err = tokenmill_pipelines::build(&cfg(
+        &[data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")],
+        &out,
+        OnError::Skip,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!("build pid {} on", std::process::id()))
+            && err.contains("is writing here"),
+        "{err}"
+    );
+    drop(_held);
+    tokenmill_pipelines::build(&cfg(
+        &[data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")],
+        &out,
+        OnError::Skip,
+    ))
+    .unwrap();
+    assert!(!out.join(tokenmill_shards::lock::LOCK_FILE).exists());
+}
+
+#[test]
+fn a_60_mib_document_builds_within_a_3_gib_memory_limit() {
+    // One JSONL document of 60 MiB of real text (under the 64 MiB record limit). HF
+    // `tokenizers` peaked at 7.9 GiB on it (measured, `--tokenizer-engine hf`); the fast
+    // encoder streams its pieces.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(data("text/tinyshakespeare.txt")).unwrap();
+    let mut doc = text.repeat(57);
+    doc.truncate(60 << 20);
+    while !doc.is_char_boundary(doc.len()) {
+        doc.pop();
+    }
+    let input = dir.path().join("big.jsonl");
+    std::fs::write(
+        &input,
+        format!("{}\n", serde_json::json!({"id": "big", "text": doc})),
+    )
+    .unwrap();
+    let out = dir.path().join("ds");
+    let cmd = format!(
+        "ulimit -v {}; exec '{}' build '{}' --tokenizer '{}' --out '{}' --threads 1 --quiet",
+        3 << 20, // KiB
+        tokenmill_tests::tokenmill_bin().display(),
+        input.display(),
+        data("tokenizers/gpt2.tokenizer.json").display(),
+        out.display()
+    );
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let m = tokenmill_shards::Manifest::load(&out).unwrap();
+    assert_eq!(m.shards.iter().map(|s| s.documents).sum::<u64>(), 1);
+    assert_eq!(m.tokenizer.engine, "fast");
+}

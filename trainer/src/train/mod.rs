@@ -116,6 +116,8 @@ pub struct Trainer {
     be: Box<dyn Backend<f32>>,
     /// This rank's place in its pipeline (pp > 1).
     pipe: Option<Pipeline>,
+    /// The run directory's lock (the writing rank).
+    _lock: Option<tokenmill_shards::lock::DirLock>,
 }
 
 impl Trainer {
@@ -226,6 +228,12 @@ impl Trainer {
         let fingerprint = fingerprint(&d.train)?;
         let out = cfg.train.out.clone();
         std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| Error::io(&out, e))?;
+        // One run writes a run directory at a time (its writing rank holds the lock).
+        let lock = if writer {
+            Some(tokenmill_shards::lock::DirLock::acquire(&out, "train")?)
+        } else {
+            None
+        };
         if !resume && writer {
             // A fresh run starts over: checkpoints of an earlier run in the same place would
             // be taken for this run's by a rollback.
@@ -308,6 +316,7 @@ impl Trainer {
             group,
             be,
             pipe,
+            _lock: lock,
         };
         if let Some(g) = &t.group {
             // Nobody starts before the writer has cleaned and prepared the run directory.

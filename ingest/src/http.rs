@@ -91,6 +91,9 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
     match get("content-encoding").map(|v| v.trim().to_ascii_lowercase()) {
         None => {}
         Some(e) if e.is_empty() || e == "identity" => {}
+        // A gzip header over a body that is not gzip (crawlers that stored the decoded
+        // body but kept the header): the bytes decide.
+        Some(e) if (e == "gzip" || e == "x-gzip") && !body.starts_with(&[0x1f, 0x8b]) => {}
         Some(e) if e == "gzip" || e == "x-gzip" => {
             let mut out = Vec::new();
             flate2::read::MultiGzDecoder::new(&body[..])
@@ -113,6 +116,18 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
         }
         Some(e) => return Err(format!("unsupported content-encoding `{e}`")),
     }
+    let (mime, payload) = decode_body(content_type, body);
+    Ok(HttpResponse {
+        status,
+        mime,
+        payload,
+    })
+}
+
+/// A body (de-chunked and decompressed) of media type `content_type` decoded: the media type
+/// (sniffed as HTML when none is given and the body starts with `<`) and the payload. Also
+/// what a `response` record without HTTP headers gets, with the WARC `Content-Type`.
+pub fn decode_body(content_type: &str, body: Vec<u8>) -> (String, HttpPayload) {
     let mime = content_type
         .split(';')
         .next()
@@ -152,15 +167,14 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
             }
         }
     };
-    Ok(HttpResponse {
-        status,
-        mime: if sniffed_html {
+    (
+        if sniffed_html {
             "text/html".into()
         } else {
             mime
         },
         payload,
-    })
+    )
 }
 
 /// NUL bytes in the first 4 KiB (outside a UTF-16 BOM'd body): not text.

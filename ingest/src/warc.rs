@@ -242,7 +242,7 @@ impl RecordSource for WarcSource {
             if self.gz {
                 if self.member_active {
                     let buf = std::mem::take(&mut self.member);
-                    let out = match parse_record(&buf, self.member_pos, !self.member_truncated) {
+                    let out = match parse_record(&buf, self.member_pos) {
                         Some((rec, next)) => {
                             self.member_pos = next;
                             self.record += 1;
@@ -262,7 +262,7 @@ impl RecordSource for WarcSource {
                 }
             } else {
                 let data = std::mem::replace(&mut self.data, Data::Empty);
-                let out = parse_record(data.bytes(), self.pos, false).map(|(rec, next)| {
+                let out = parse_record(data.bytes(), self.pos).map(|(rec, next)| {
                     self.pos = next;
                     self.record += 1;
                     let off = rec.start as u64;
@@ -310,16 +310,73 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|p| p + from)
 }
 
-/// Next `WARC/1.` at the start of a line, at or after `from`.
+/// Next version line (`WARC/1.0`, `WARC/1.1`, ClueWeb's `WARC/0.18`) at the start of a line,
+/// at or after `from`.
 fn next_record_start(buf: &[u8], from: usize) -> Option<usize> {
     let mut q = from;
-    while let Some(p) = find(buf, b"WARC/1.", q) {
-        if p == 0 || buf[p - 1] == b'\n' {
+    while let Some(p) = find(buf, b"WARC/", q) {
+        let digit = buf.get(p + 5).is_some_and(u8::is_ascii_digit) && buf.get(p + 6) == Some(&b'.');
+        if digit && (p == 0 || buf[p - 1] == b'\n') {
             return Some(p);
         }
         q = p + 1;
     }
     None
+}
+
+/// A `response` record's HTTP message; or, when the block does not start with a status line
+/// and the record's `Content-Type` is the document's own (Wayback-derived crawls fold the
+/// HTTP headers into the WARC headers), the block as the body with that media type and status
+/// 200, marked `http_headers: absent`.
+fn response(
+    headers: &[(&str, &str)],
+    block: &[u8],
+    meta: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<crate::http::HttpResponse, String> {
+    let ct = header(headers, "Content-Type").unwrap_or("");
+    let http = ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("application/http");
+    if block.trim_ascii_start().starts_with(b"HTTP/") || http || ct.is_empty() {
+        return decode_response(block);
+    }
+    meta.insert("http_headers".into(), "absent".into());
+    let (mime, payload) = crate::http::decode_body(ct, block.to_vec());
+    Ok(crate::http::HttpResponse {
+        status: 200,
+        mime,
+        payload,
+    })
+}
+
+/// Whether a `WARC-Date` is a date: `YYYY-MM-DD`, optionally `Thh:mm:ss` with a fraction and
+/// a zone, the fields in range.
+fn valid_date(d: &str) -> bool {
+    let b = d.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = d.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (Some(_), Some(mo), Some(day)) = (num(0..4), num(5..7), num(8..10)) else {
+        return false;
+    };
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&day)
+    {
+        return false;
+    }
+    if b.len() == 10 {
+        return true;
+    }
+    let (Some(h), Some(mi), Some(s)) = (num(11..13), num(14..16), num(17..19)) else {
+        return false;
+    };
+    b.get(10) == Some(&b'T') && h < 24 && mi < 60 && s <= 60
 }
 
 /// End of `buf[from..to]` without its trailing CR/LF bytes.
@@ -347,9 +404,8 @@ fn header<'a>(hs: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| *v)
 }
 
-/// Parses the record starting at or after `pos`. `bounded`: `buf` ends exactly where the
-/// record ends (a complete gzip member), so a `Content-Length` past the end is a quirk, not a cut.
-fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<'_>, usize)> {
+/// Parses the record starting at or after `pos`.
+fn parse_record(buf: &[u8], mut pos: usize) -> Option<(RawRecord<'_>, usize)> {
     while pos < buf.len()
         && (buf[pos] == b'\r'
             || buf[pos] == b'\n'
@@ -409,20 +465,8 @@ fn parse_record(buf: &[u8], mut pos: usize, bounded: bool) -> Option<(RawRecord<
     };
     let end = body.saturating_add(len);
     if end > buf.len() {
-        if bounded {
-            let e = trim_crlf_end(buf, body, buf.len());
-            return Some((
-                RawRecord {
-                    start,
-                    kind: RawKind::Record {
-                        headers,
-                        block: &buf[body..e],
-                        length_off: true,
-                    },
-                },
-                buf.len(),
-            ));
-        }
+        // Fewer bytes than the record declares, whether its gzip member or the file ended:
+        // one rule, a truncated record (the declared length may be a crawler's cut).
         let have = buf.len() - body;
         return Some((
             RawRecord {
@@ -521,8 +565,13 @@ impl WarcSource {
             .map(|s| s.to_string())
             .unwrap_or_else(|| format!("{}:{}", self.source, offset));
         let url = header(&headers, "WARC-Target-URI").map(|u| strip_brackets(u).to_string());
-        let date = header(&headers, "WARC-Date").map(str::to_string);
+        let raw_date = header(&headers, "WARC-Date");
+        let date = raw_date.filter(|d| valid_date(d)).map(str::to_string);
         let mut meta = serde_json::Map::new();
+        if let Some(d) = raw_date.filter(|d| !valid_date(d)) {
+            // Kept, the date left empty: the record is still a document.
+            meta.insert("warc_date_unparsed".into(), d.into());
+        }
         meta.insert("warc_type".into(), warc_type.clone().into());
         if length_off {
             meta.insert("content_length_off".into(), true.into());
@@ -535,7 +584,7 @@ impl WarcSource {
             ..Default::default()
         };
         match warc_type.as_str() {
-            "response" => match decode_response(block) {
+            "response" => match response(&headers, block, &mut meta) {
                 Err(detail) => {
                     return self.skip_doc(
                         SkipReason::MalformedHttp,

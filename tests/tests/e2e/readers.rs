@@ -364,3 +364,123 @@ fn format_detection_follows_file_names() {
     assert_eq!(f("x.txt"), Some(Format::Text));
     assert_eq!(f("x.bin"), None);
 }
+
+/// A WARC record: version line, headers (each `name: value`), the block; `eol` the line end.
+fn warc_record(version: &str, eol: &str, headers: &[(&str, String)], block: &[u8]) -> Vec<u8> {
+    let mut r = format!("{version}{eol}");
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}{eol}"));
+    }
+    r.push_str(&format!("Content-Length: {}{eol}{eol}", block.len()));
+    let mut out = r.into_bytes();
+    out.extend_from_slice(block);
+    out.extend_from_slice(format!("{eol}{eol}").as_bytes());
+    out
+}
+
+fn gzip_member(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn research_crawl_conventions_are_read_as_warcio_reads_them() {
+    let page =
+        |t: &str| format!("<html><body><p>{t} with enough words to be a page.</p></body></html>");
+    let base = |id: usize, ty: &str| {
+        vec![
+            ("WARC-Type", ty.to_string()),
+            ("WARC-Record-ID", format!("<urn:uuid:{id}>")),
+            ("WARC-Target-URI", format!("http://example.org/{id}")),
+            ("WARC-Date", "2024-05-18T12:34:56Z".to_string()),
+        ]
+    };
+    let mut file = Vec::new();
+    // 1. Wayback-style: the payload is the document, its media type in the WARC headers.
+    let mut h = base(1, "response");
+    h.push(("Content-Type", "text/html; charset=utf-8".into()));
+    file.extend(warc_record(
+        "WARC/1.0",
+        "\r\n",
+        &h,
+        page("Headerless").as_bytes(),
+    ));
+    // 2. ClueWeb: a `WARC/0.18` version line and bare LF line ends, in WARC and HTTP headers.
+    let mut h = base(2, "response");
+    h.push(("Content-Type", "application/http; msgtype=response".into()));
+    let http = format!(
+        "HTTP/1.1 200 OK\nContent-Type: text/html\n\n{}",
+        page("ClueWeb")
+    );
+    file.extend(warc_record("WARC/0.18", "\n", &h, http.as_bytes()));
+    // 3. `Content-Encoding: gzip` over a body that is not compressed.
+    let mut h = base(3, "response");
+    h.push(("Content-Type", "application/http; msgtype=response".into()));
+    let http = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n\r\n{}",
+        page("Not gzipped")
+    );
+    file.extend(warc_record("WARC/1.0", "\r\n", &h, http.as_bytes()));
+    // 4. A date that is not one: the record kept, the date empty.
+    let mut h = base(4, "response");
+    h[3].1 = "2009-03-65T08:43:19-0800".into();
+    h.push(("Content-Type", "application/http; msgtype=response".into()));
+    let http = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n{}",
+        page("Bad date")
+    );
+    file.extend(warc_record("WARC/1.0", "\r\n", &h, http.as_bytes()));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("research.warc");
+    std::fs::write(&p, &file).unwrap();
+    let (docs, stats) = read_all(&p, &ReadConfig::default());
+    assert_eq!(stats.skipped.total(), 0, "{stats:?}");
+    assert_eq!(docs.len(), 4, "{docs:?}");
+    for (d, word) in docs
+        .iter()
+        .zip(["Headerless", "ClueWeb", "Not gzipped", "Bad date"])
+    {
+        assert!(d.html.as_deref().unwrap().contains(word), "{d:?}");
+    }
+    assert!(
+        docs[0]
+            .metadata
+            .as_deref()
+            .unwrap()
+            .contains(r#""http_headers":"absent""#)
+    );
+    assert!(
+        docs[3]
+            .metadata
+            .as_deref()
+            .unwrap()
+            .contains(r#""warc_date_unparsed":"2009-03-65T08:43:19-0800""#)
+    );
+}
+
+#[test]
+fn a_content_length_past_the_data_is_one_truncated_record_plain_or_gzipped() {
+    let http = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body>short</body></html>";
+    let mut rec = format!(
+        "WARC/1.0\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:big>\r\nContent-Type: application/http; msgtype=response\r\nContent-Length: 1000000000000\r\n\r\n{http}"
+    )
+    .into_bytes();
+    rec.extend_from_slice(b"\r\n\r\n");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("plain.warc", rec.clone()),
+        ("member.warc.gz", gzip_member(&rec)),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, &bytes).unwrap();
+        let (docs, stats) = read_all(&p, &ReadConfig::default());
+        assert!(docs.is_empty(), "{name}: {docs:?}");
+        assert_eq!(
+            stats.skipped.by_reason.get(&SkipReason::TruncatedRecord),
+            Some(&1),
+            "{name}: {stats:?}"
+        );
+    }
+}

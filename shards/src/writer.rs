@@ -194,5 +194,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("out");
     let t = path.with_file_name(format!("{file}.tmp"));
     write_synced(&t, bytes)?;
-    std::fs::rename(&t, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(&t, path).map_err(|e| Error::io(path, e))?;
+    // The rename itself survives a crash once the directory is synced.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }

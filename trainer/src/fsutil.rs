@@ -21,7 +21,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename itself survives a crash once the directory is synced.
+        std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| Error::io(path, e))
 }

@@ -42,7 +42,7 @@ fn write_dataset(
                 DocSource {
                     id: &id,
                     source: "synthetic",
-                    offset: d as u64,
+                    offset: (s * docs_per_shard + d) as u64,
                     url: None,
                     text_xxh3: 0,
                     lang: None,
@@ -53,9 +53,13 @@ fn write_dataset(
         }
         entries.push(w.finish().unwrap());
     }
+    // A stand-in tokenizer.json, distinct per `tokenizer_sha`, whose sha256 the manifest records
+    // (what `verify` checks).
+    let tok_json = format!("{{\"stand_in_for\": \"{tokenizer_sha}\"}}");
+    std::fs::write(dir.join("tokenizer.json"), &tok_json).unwrap();
     let tok = TokenizerIdentity {
         file: "t.json".into(),
-        sha256: tokenizer_sha.into(),
+        sha256: tokenmill_shards::checksum::sha256_hex(tok_json.as_bytes()),
         vocab_size: 65_536,
         eos_token: Some("<eos>".into()),
         eos_id: Some(EOS),

@@ -153,7 +153,18 @@ pub(super) fn load_latest(
 ) -> Result<(PathBuf, CheckpointState)> {
     let latest = out.join("checkpoints").join("latest");
     let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
-    let dir = out.join("checkpoints").join(name.trim());
+    let name = name.trim();
+    // `step-NNNNNNNN` and nothing else: never a path out of the run directory.
+    let ok = name
+        .strip_prefix("step-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !ok {
+        return Err(Error::checkpoint(
+            &latest,
+            format!("names `{name}`, not a checkpoint of this run (step-NNNNNNNN)"),
+        ));
+    }
+    let dir = out.join("checkpoints").join(name);
     let st = load_checkpoint(&dir, model, params, opt)?;
     if st.dataset_fingerprint != fingerprint {
         return Err(Error::checkpoint(
@@ -699,6 +710,27 @@ mod tests {
             e.contains("optimizer-0000") && e.contains("metadata t"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_latest_pointing_out_of_the_run_is_refused() {
+        let model = Model::new(ModelConfig::preset("tiny").unwrap()).unwrap();
+        let mut params = vec![0f32; model.layout.len()];
+        let mut opt = AdamW::new(Default::default(), &model.layout);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
+        std::fs::create_dir_all(out.join("checkpoints")).unwrap();
+        let d: DataConfig = serde_json::from_value(serde_json::json!({
+            "train": "ds", "seq_len": 8, "batch": 1
+        }))
+        .unwrap();
+        for bad in ["../../etc", "/etc/passwd", "step-1/../../x", ""] {
+            std::fs::write(out.join("checkpoints/latest"), bad).unwrap();
+            let e = load_latest(&out, &model, &mut params, &mut opt, "f", &d)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a checkpoint of this run"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -11,11 +11,21 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
-/// The merges: `(left, right)` → `(rank, merged id)`.
+/// The merges: `(left, right)` → `(rank, merged id)`. Pairs of the most common tokens — the
+/// 256 bytes and the results of the 256 lowest-ranked merges — are also in a dense table
+/// (2 MiB), looked up without hashing.
 #[derive(Debug, Clone, Default)]
 pub struct Merges {
     map: FxHashMap<u64, (u32, u32)>,
+    /// Token id → its row and column in `dense` (`NONE`: not a dense token).
+    slot: Vec<u16>,
+    /// `[DENSE × DENSE]`: `(rank, merged id)`, rank `u32::MAX` for no merge.
+    dense: Vec<(u32, u32)>,
 }
+
+/// Tokens in the dense table.
+const DENSE: usize = 512;
+const NONE: u16 = u16::MAX;
 
 fn key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
@@ -44,7 +54,48 @@ impl Merges {
         self.map.is_empty()
     }
 
+    /// Builds the dense table once every merge is in: `bytes` are the byte tokens.
+    pub fn finish(&mut self, bytes: &[u32; 256]) {
+        let mut by_rank: Vec<(u32, u32)> = self.map.values().copied().collect();
+        by_rank.sort_unstable();
+        let mut dense_ids: Vec<u32> = bytes.to_vec();
+        for &(_, id) in &by_rank {
+            if dense_ids.len() >= DENSE {
+                break;
+            }
+            if !dense_ids.contains(&id) {
+                dense_ids.push(id);
+            }
+        }
+        let max = self
+            .map
+            .iter()
+            .flat_map(|(&k, &(_, id))| [(k >> 32) as u32, k as u32, id])
+            .chain(bytes.iter().copied())
+            .max()
+            .unwrap_or(0);
+        self.slot = vec![NONE; max as usize + 1];
+        for (i, &id) in dense_ids.iter().enumerate() {
+            self.slot[id as usize] = i as u16;
+        }
+        self.dense = vec![(u32::MAX, 0); DENSE * DENSE];
+        for (&k, &v) in &self.map {
+            let (a, b) = (self.slot[(k >> 32) as usize], self.slot[k as u32 as usize]);
+            if a != NONE && b != NONE {
+                self.dense[a as usize * DENSE + b as usize] = v;
+            }
+        }
+    }
+
+    #[inline]
     fn get(&self, a: u32, b: u32) -> Option<(u32, u32)> {
+        if let (Some(&sa), Some(&sb)) = (self.slot.get(a as usize), self.slot.get(b as usize))
+            && sa != NONE
+            && sb != NONE
+        {
+            let v = self.dense[sa as usize * DENSE + sb as usize];
+            return (v.0 != u32::MAX).then_some(v);
+        }
         self.map.get(&key(a, b)).copied()
     }
 
@@ -166,13 +217,17 @@ mod tests {
                 next_id += 1;
             }
         }
+        let mut dense = m.clone();
+        dense.finish(&std::array::from_fn(|i| i as u32));
         for len in [2usize, 5, 30, 100, 1000] {
             for _ in 0..20 {
                 let word: Vec<u32> = (0..len).map(|_| rand(4) as u32).collect();
-                let (mut a, mut b) = (word.clone(), word.clone());
+                let (mut a, mut b, mut c) = (word.clone(), word.clone(), word.clone());
                 m.scan(&mut a);
                 m.heap(&mut b);
+                dense.scan(&mut c);
                 assert_eq!(a, b, "{word:?}");
+                assert_eq!(a, c, "{word:?}: the dense table");
             }
         }
     }

@@ -224,6 +224,7 @@ impl FastBpe {
             let merged = format!("{a}{b}");
             merges.insert(id(&a)?, id(&b)?, rank as u32, id(&merged)?);
         }
+        merges.finish(&byte_ids);
         let added: Vec<String> = t["added_tokens"]
             .as_array()
             .map(|v| {

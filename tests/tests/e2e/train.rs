@@ -517,3 +517,109 @@ fn quarantine_excludes_the_top_documents_from_then_on_and_in_later_runs() {
         .to_string();
     assert!(e.contains("nowhere.json"), "{e}");
 }
+
+/// `tokenmill train` killed with SIGKILL at 20 seeded random moments — in a step, in a
+/// checkpoint, in the loss table's writes — and rerun each time (resumed when a checkpoint
+/// exists, fresh otherwise) until it finishes: the log's losses, the loss table and the final
+/// weights are bitwise those of an uninterrupted run.
+#[test]
+fn train_killed_anywhere_resumes_to_the_same_bits() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let lr = "peak = 2e-3\nwarmup = 2";
+    let extra = "steps = 12\ncheckpoint_every = 2\nlosses_every = 1";
+    let run = |cfg: &Path, resume: bool| {
+        let mut c = Command::new(tokenmill_bin());
+        c.current_dir(d)
+            .args(["train", "--quiet", "--config"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let full = write_config(d, "full", extra, lr);
+    let t0 = Instant::now();
+    let o = run(&full, false).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let whole = t0.elapsed();
+    let losses = |l: &[StepLog]| {
+        l.iter()
+            .filter(|x| x.kind == LogKind::Train)
+            .map(|x| (x.step, x.loss.to_bits(), x.grad_norm.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    let w = |r: &str| {
+        std::fs::read(
+            d.join(r)
+                .join("checkpoints/step-00000012/model.safetensors"),
+        )
+        .unwrap()
+    };
+    let table = |r: &str| {
+        let mut rows = Vec::new();
+        for (_, _, f) in tokenmill_trainer::losslog::files(&d.join(r)).unwrap() {
+            rows.extend(
+                tokenmill_trainer::losslog::read(&f)
+                    .unwrap()
+                    .into_iter()
+                    .map(|x| (x.seq, x.step, x.sample, x.span, x.doc, x.loss.to_bits())),
+            );
+        }
+        rows.sort_by_key(|x| (x.0, x.2, x.3));
+        rows
+    };
+    let reference = (losses(&log(&d.join("full"))), w("full"), table("full"));
+    let mut rng = 0x5DEECE66Du64;
+    let (mut kills, mut cycles) = (0, 0);
+    // Cycles of a fresh run killed again and again until it finishes (a resumed run is
+    // short, so one cycle holds a few kills), each then compared; until 20 kills in all.
+    while kills < 20 {
+        assert!(cycles < 40, "only {kills} kills landed in 40 cycles");
+        let name = format!("killed-{cycles}");
+        let cfg = write_config(d, &name, extra, lr);
+        loop {
+            let resume = d.join(&name).join("checkpoints/latest").exists();
+            let mut child = run(&cfg, resume).spawn().unwrap();
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = whole.mul_f64((rng % 1000) as f64 / 1000.0 * 0.8);
+            let start = Instant::now();
+            while start.elapsed() < at && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut was_killed = false;
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                kills += 1;
+                was_killed = true;
+            }
+            let st = child.wait_with_output().unwrap();
+            if st.status.success() {
+                break;
+            }
+            assert!(
+                was_killed,
+                "a run that was not killed failed: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+        }
+        assert_eq!(
+            losses(&log(&d.join(&name))),
+            reference.0,
+            "{name}: each step once, identical losses"
+        );
+        assert_eq!(w(&name), reference.1, "{name}: identical final weights");
+        assert_eq!(table(&name), reference.2, "{name}: the same loss table");
+        cycles += 1;
+    }
+    eprintln!(
+        "{kills} kills in {cycles} runs, each resumed to the end: identical to the uninterrupted run ({whole:?} a run)"
+    );
+}

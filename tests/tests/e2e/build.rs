@@ -854,3 +854,102 @@ fn the_fast_encoder_and_hf_build_the_same_dataset() {
         serde_json::to_value(&hb.manifest).unwrap()
     );
 }
+
+/// `tokenmill build` (with dedup) killed with SIGKILL at 20+ seeded random moments — while
+/// reading, tokenizing, writing shards, deduplicating, publishing — and rerun each time until
+/// it finishes: every cycle's dataset is byte-identical to an uninterrupted build's.
+#[test]
+fn build_killed_anywhere_resumes_to_the_same_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = many_inputs(dir.path(), 4);
+    let tok = data("tokenizers/gpt2.tokenizer.json");
+    let args = |out: &Path| {
+        let mut a: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        a.extend(
+            [
+                "--tokenizer",
+                &tok.display().to_string(),
+                "--out",
+                &out.display().to_string(),
+                "--dedup",
+                "--shard-bytes",
+                &(200u64 << 10).to_string(),
+                "--threads",
+                "2",
+                "--quiet",
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let reference = dir.path().join("reference");
+    let t0 = Instant::now();
+    let st = Command::new(tokenmill_bin())
+        .arg("build")
+        .args(args(&reference))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let whole = t0.elapsed();
+    let files = |out: &Path| {
+        let mut m = dataset_files(out);
+        m.retain(|k, _| !k.contains("plan.json"));
+        m
+    };
+    let want = files(&reference);
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    let (mut kills, mut cycles) = (0, 0);
+    while kills < 20 {
+        assert!(cycles < 40, "only {kills} kills landed in 40 cycles");
+        let out = dir.path().join(format!("killed-{cycles}"));
+        loop {
+            let mut child = Command::new(tokenmill_bin())
+                .arg("build")
+                .args(args(&out))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = whole.mul_f64((rng % 1000) as f64 / 1000.0 * 0.9);
+            let start = Instant::now();
+            while start.elapsed() < at && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut was_killed = false;
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                kills += 1;
+                was_killed = true;
+            }
+            let st = child.wait_with_output().unwrap();
+            if st.status.success() {
+                break;
+            }
+            assert!(
+                was_killed,
+                "a build that was not killed failed: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+        }
+        let got = files(&out);
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "cycle {cycles}: the same files"
+        );
+        for (k, v) in &want {
+            assert!(&got[k] == v, "cycle {cycles}: {k} differs");
+        }
+        cycles += 1;
+    }
+    eprintln!(
+        "{kills} kills in {cycles} builds, each rerun to the end: byte-identical datasets ({whole:?} a build)"
+    );
+}

@@ -50,7 +50,8 @@ impl DirLock {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
                     let mut words = holder.split_whitespace();
-                    let (kind, pid, on) = (words.next(), words.nth(1), words.nth(1));
+                    // `<what> pid <pid> on <host>`
+                    let (pid, on) = (words.nth(2), words.nth(1));
                     let pid: Option<u32> = pid.and_then(|p| p.parse().ok());
                     let here = on.is_some_and(|h| h == host());
                     if let (Some(p), true) = (pid, here)
@@ -65,11 +66,7 @@ impl DirLock {
                         holder: if holder.trim().is_empty() {
                             "another process (the lock is being written)".into()
                         } else {
-                            format!(
-                                "{} {}",
-                                kind.unwrap_or("a writer"),
-                                holder.trim().split_once(' ').map_or("", |x| x.1)
-                            )
+                            holder.trim().to_string()
                         },
                     });
                 }

@@ -108,3 +108,41 @@ pub fn tree_bytes(
 }
 
 pub use tokenmill_comm::launch::mpirun;
+
+/// Starts a command with `spawn` again and again, killing each run with SIGKILL at a seeded
+/// random moment in `[0, within)` after its start, until a run finishes by itself. Returns how
+/// many runs were killed. A run that fails without having been killed panics with its stderr
+/// (pipe it in `spawn` to see it). `rng` is an xorshift state, advanced.
+pub fn kill_until_done(
+    within: std::time::Duration,
+    rng: &mut u64,
+    mut spawn: impl FnMut() -> std::process::Child,
+) -> usize {
+    use std::time::{Duration, Instant};
+    let mut kills = 0;
+    loop {
+        let mut child = spawn();
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let at = within.mul_f64((*rng % 1000) as f64 / 1000.0);
+        let start = Instant::now();
+        while start.elapsed() < at && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let killed = child.try_wait().unwrap().is_none();
+        if killed {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            return kills;
+        }
+        assert!(
+            killed,
+            "a run that was not killed failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -200,6 +200,20 @@ pub struct Stage {
     pub last: bool,
 }
 
+/// The mean of the MTP depths' losses (0 without MTP).
+pub fn mtp_mean(losses: &[f64]) -> f64 {
+    if losses.is_empty() {
+        0.0
+    } else {
+        losses.iter().sum::<f64>() / losses.len() as f64
+    }
+}
+
+/// The training loss of a forward: `main + λ · mean MTP + balance`.
+pub fn total_loss(main: f64, mtp_losses: &[f64], balance: f64, w: LossWeights) -> f64 {
+    main + w.mtp_lambda * mtp_mean(mtp_losses) + balance
+}
+
 /// When weight gradients are computed during [`Model::backward`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WgradMode {
@@ -769,12 +783,7 @@ impl Model {
             prev_n = n;
         }
         let balance_loss: f64 = moe.iter().map(|m| m.balance_loss).sum();
-        let mtp_mean = if depth > 0 {
-            mtp_losses.iter().sum::<f64>() / depth as f64
-        } else {
-            0.0
-        };
-        let loss = main_loss + w.mtp_lambda * mtp_mean + balance_loss;
+        let loss = total_loss(main_loss, &mtp_losses, balance_loss, w);
         let (cache, logits) = if keep_cache {
             (
                 Some(Cache {

@@ -142,13 +142,12 @@ impl FastBpe {
         }
         let normalizers = normalizers(&t["normalizer"])?;
         let pre = &t["pre_tokenizer"];
-        let byte_level = |v: &Value, whole: bool| -> Result<Option<SplitRule>, Unsupported> {
+        let byte_level = |v: &Value| -> Result<Option<SplitRule>, Unsupported> {
             if v["add_prefix_space"].as_bool() == Some(true) {
                 return Err("ByteLevel with add_prefix_space".into());
             }
             // `use_regex` defaults to true.
             if v["use_regex"].as_bool().unwrap_or(true) {
-                let _ = whole;
                 Ok(Some(SplitRule::new(GPT2_PATTERN).expect("compiles")))
             } else {
                 Ok(None)
@@ -156,7 +155,7 @@ impl FastBpe {
         };
         let mut rules = Vec::new();
         match pre["type"].as_str() {
-            Some("ByteLevel") => rules.extend(byte_level(pre, true)?),
+            Some("ByteLevel") => rules.extend(byte_level(pre)?),
             Some("Sequence") => {
                 let list = pre["pretokenizers"].as_array().ok_or("an empty Sequence")?;
                 let last = list.len().saturating_sub(1);
@@ -167,7 +166,7 @@ impl FastBpe {
                             rules.push(SplitRule::new(r"\p{Nd}").expect("compiles"))
                         }
                         Some("Digits") => rules.push(SplitRule::new(r"\p{Nd}+").expect("compiles")),
-                        Some("ByteLevel") if i == last => rules.extend(byte_level(p, false)?),
+                        Some("ByteLevel") if i == last => rules.extend(byte_level(p)?),
                         other => return Err(format!("pre-tokenizer {other:?} in a Sequence")),
                     }
                 }

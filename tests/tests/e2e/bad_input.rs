@@ -310,16 +310,20 @@ fn missing_tokenizer_is_a_clear_error() {
     );
 }
 
+/// A build of the Guardian sample into `out`, skipping bad records.
+fn guardian(out: &Path) -> BuildConfig {
+    cfg(
+        &[data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")],
+        out,
+        OnError::Skip,
+    )
+}
+
 #[test]
 fn corrupt_shards_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ds");
-    tokenmill_pipelines::build(&cfg(
-        &[data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")],
-        &out,
-        OnError::Skip,
-    ))
-    .unwrap();
+    tokenmill_pipelines::build(&guardian(&out)).unwrap();
     tokenmill_shards::verify(&out).unwrap();
     let m = tokenmill_shards::Manifest::load(&out).unwrap();
     let bin = m.shards[0].bin_path(&out);
@@ -458,12 +462,7 @@ fn a_crawls_bad_records_are_recorded_and_the_funnel_reconciles() {
 fn verify_checks_the_tokenizer_and_the_provenance_against_the_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ds");
-    tokenmill_pipelines::build(&cfg(
-        &[data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")],
-        &out,
-        OnError::Skip,
-    ))
-    .unwrap();
+    tokenmill_pipelines::build(&guardian(&out)).unwrap();
     tokenmill_shards::verify(&out).unwrap();
     let tok = out.join("tokenizer.json");
     let original = std::fs::read(&tok).unwrap();
@@ -509,12 +508,7 @@ fn a_second_build_into_the_same_directory_is_refused_naming_the_first() {
         "{err}"
     );
     drop(_held);
-    tokenmill_pipelines::build(&cfg(
-        &[data("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")],
-        &out,
-        OnError::Skip,
-    ))
-    .unwrap();
+    tokenmill_pipelines::build(&guardian(&out)).unwrap();
     assert!(!out.join(tokenmill_shards::lock::LOCK_FILE).exists());
 }
 

@@ -10,7 +10,7 @@ use tokenmill_pipelines::config::{
 };
 use tokenmill_pipelines::inspect;
 use tokenmill_shards::{Dataset, TokenDtype};
-use tokenmill_tests::{data, gunzip, tokenmill_bin, tree_bytes};
+use tokenmill_tests::{data, gunzip, kill_until_done, tokenmill_bin, tree_bytes};
 use tokenmill_trainer::train::LogKind;
 
 fn cfg(
@@ -906,38 +906,15 @@ fn build_killed_anywhere_resumes_to_the_same_dataset() {
     while kills < 20 {
         assert!(cycles < 40, "only {kills} kills landed in 40 cycles");
         let out = dir.path().join(format!("killed-{cycles}"));
-        loop {
-            let mut child = Command::new(tokenmill_bin())
+        kills += kill_until_done(whole.mul_f64(0.9), &mut rng, || {
+            Command::new(tokenmill_bin())
                 .arg("build")
                 .args(args(&out))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .unwrap();
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let at = whole.mul_f64((rng % 1000) as f64 / 1000.0 * 0.9);
-            let start = Instant::now();
-            while start.elapsed() < at && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let mut was_killed = false;
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                kills += 1;
-                was_killed = true;
-            }
-            let st = child.wait_with_output().unwrap();
-            if st.status.success() {
-                break;
-            }
-            assert!(
-                was_killed,
-                "a build that was not killed failed: {}",
-                String::from_utf8_lossy(&st.stderr)
-            );
-        }
+                .unwrap()
+        });
         let got = files(&out);
         assert_eq!(
             got.keys().collect::<Vec<_>>(),

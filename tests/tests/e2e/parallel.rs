@@ -265,29 +265,45 @@ fn layouts_that_do_not_fit_are_refused() {
     assert!(err.contains("mpirun -np 4 tokenmill train"), "{err}");
 }
 
-#[test]
-fn timeline_traces_every_rank_with_its_exchanges() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    datasets(d);
-    let cfg = with_layout(d, "tl", "steps = 3", "ep = 2");
-    let mut c = mpirun(2);
+/// `mpirun -np N tokenmill train --timeline` on `cfg` (run directory `run`): its standard
+/// output, and every rank's trace events.
+fn train_with_timeline(
+    d: &Path,
+    np: usize,
+    cfg: &Path,
+    run: &str,
+) -> (String, Vec<Vec<serde_json::Value>>) {
+    let mut c = mpirun(np);
     c.current_dir(d)
         .arg(tokenmill_bin())
         .args(["train", "--quiet", "--timeline", "--config"])
-        .arg(&cfg);
+        .arg(cfg);
     let o = c.output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&o.stderr)
     );
     eprintln!("{text}");
-    for rank in 0..2 {
-        let p = tokenmill_pipelines::train::timeline_path(&d.join("tl"), rank);
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-        let ev = v["traceEvents"].as_array().unwrap();
+    let traces = (0..np)
+        .map(|rank| {
+            let p = tokenmill_pipelines::train::timeline_path(&d.join(run), rank);
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            v["traceEvents"].as_array().unwrap().clone()
+        })
+        .collect();
+    (text, traces)
+}
+
+#[test]
+fn timeline_traces_every_rank_with_its_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let cfg = with_layout(d, "tl", "steps = 3", "ep = 2");
+    let (text, traces) = train_with_timeline(d, 2, &cfg, "tl");
+    for (rank, ev) in traces.iter().enumerate() {
         let named = |n: &str| ev.iter().filter(|e| e["name"] == n).count();
         // Two MoE layers (block 1, MTP) × 3 steps, forward and backward.
         assert!(
@@ -317,23 +333,8 @@ fn a_dualpipe_timeline_shows_the_pairs_backward_beside_its_forward() {
         2,
         "pp = 2\nep = 2\nschedule = \"dualpipe\"",
     );
-    let mut c = mpirun(4);
-    c.current_dir(d)
-        .arg(tokenmill_bin())
-        .args(["train", "--quiet", "--timeline", "--config"])
-        .arg(&cfg);
-    let o = c.output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    eprintln!("{text}");
-    for rank in 0..4 {
-        let p = tokenmill_pipelines::train::timeline_path(&d.join("tlp"), rank);
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-        let ev = v["traceEvents"].as_array().unwrap();
+    let (_, traces) = train_with_timeline(d, 4, &cfg, "tlp");
+    for (rank, ev) in traces.iter().enumerate() {
         // The pairs' backwards on rows of their own (lane 1: tids 4..6), with their
         // exchanges; the pipeline's receives on the main lane.
         let lane1 = |cat: &str| {

@@ -8,7 +8,7 @@ use tokenmill_pipelines::config::BuildConfig;
 use tokenmill_pipelines::train::{read_config, train};
 use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
 use tokenmill_shards::{TextTokenizer, TokenizeConfig};
-use tokenmill_tests::{data, tokenmill_bin};
+use tokenmill_tests::{data, kill_until_done, tokenmill_bin};
 use tokenmill_trainer::train::{LogKind, StepLog};
 
 /// Train/eval datasets from tinyshakespeare (first 90 % / last 10 % of its lines) with a
@@ -525,7 +525,7 @@ fn quarantine_excludes_the_top_documents_from_then_on_and_in_later_runs() {
 #[test]
 fn train_killed_anywhere_resumes_to_the_same_bits() {
     use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     datasets(d);
@@ -583,33 +583,10 @@ fn train_killed_anywhere_resumes_to_the_same_bits() {
         assert!(cycles < 40, "only {kills} kills landed in 40 cycles");
         let name = format!("killed-{cycles}");
         let cfg = write_config(d, &name, extra, lr);
-        loop {
+        kills += kill_until_done(whole.mul_f64(0.8), &mut rng, || {
             let resume = d.join(&name).join("checkpoints/latest").exists();
-            let mut child = run(&cfg, resume).spawn().unwrap();
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let at = whole.mul_f64((rng % 1000) as f64 / 1000.0 * 0.8);
-            let start = Instant::now();
-            while start.elapsed() < at && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let mut was_killed = false;
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                kills += 1;
-                was_killed = true;
-            }
-            let st = child.wait_with_output().unwrap();
-            if st.status.success() {
-                break;
-            }
-            assert!(
-                was_killed,
-                "a run that was not killed failed: {}",
-                String::from_utf8_lossy(&st.stderr)
-            );
-        }
+            run(&cfg, resume).spawn().unwrap()
+        });
         assert_eq!(
             losses(&log(&d.join(&name))),
             reference.0,

@@ -34,7 +34,7 @@ use tokenmill_comm::{Collectives, Communicator, Mailbox};
 use tokenmill_kernels::Backend;
 
 use crate::error::{Error, Result};
-use crate::model::{Batch, Forward, LossWeights, Model, Stage, WgradMode};
+use crate::model::{Batch, Forward, LossWeights, Model, Stage, WgradMode, mtp_mean, total_loss};
 use crate::ops::WgradQueue;
 use crate::pipeline::schedule::{Chunk, Kind, Op, Plan, Schedule, plan};
 
@@ -63,13 +63,7 @@ pub struct Figures {
 impl Figures {
     /// The total loss, computed as one process's forward computes it.
     pub fn loss(&self, w: LossWeights) -> f64 {
-        let depth = self.mtp_losses.len();
-        let mtp_mean = if depth > 0 {
-            self.mtp_losses.iter().sum::<f64>() / depth as f64
-        } else {
-            0.0
-        };
-        self.main_loss + w.mtp_lambda * mtp_mean + self.balance_loss()
+        total_loss(self.main_loss, &self.mtp_losses, self.balance_loss(), w)
     }
     /// The balance losses summed over the layers, in order.
     pub fn balance_loss(&self) -> f64 {
@@ -301,10 +295,16 @@ impl Pipeline {
         // The backward chunks run with their own expert group, so that a pair's forward and
         // backward can exchange at the same time (each group's collectives in one order on
         // every rank: the forwards' and the backwards' orders are each the same on all ranks).
-        let mut bmodel = model.clone();
-        if let Some(e) = &self.backward_experts {
-            bmodel.parallel.experts = Some(e.clone());
-        }
+        let with_own_experts;
+        let bmodel = match &self.backward_experts {
+            Some(e) => {
+                let mut m = model.clone();
+                m.parallel.experts = Some(e.clone());
+                with_own_experts = m;
+                &with_own_experts
+            }
+            None => model,
+        };
         let cx = ChunkCx {
             plan: &plan,
             n,
@@ -325,7 +325,7 @@ impl Pipeline {
                     Kind::B { full } => {
                         let key = self.key(&cx, &c);
                         let f = take_live(&mut live, key)?;
-                        let wq = self.backward_chunk(&bmodel, &cx, key, f, full, grads)?;
+                        let wq = self.backward_chunk(bmodel, &cx, key, f, full, grads)?;
                         st.finish_backward(wq, full, &mut deferred);
                     }
                     Kind::W => {
@@ -347,7 +347,7 @@ impl Pipeline {
                     let key = self.key(&cx, &bc);
                     let fb = take_live(&mut live, key)?;
                     let (fwd, bwd) = std::thread::scope(|sc| {
-                        let (bmodel, cx) = (&bmodel, &cx);
+                        let cx = &cx;
                         let grads = &mut *grads;
                         let b = sc.spawn(move || {
                             crate::timeline::set_lane(1);
@@ -538,11 +538,7 @@ impl Pipeline {
                 };
                 let mut f = model.forward_stage(be, params, stage, &bt, input, w, false)?;
                 if stage.last {
-                    let depth = f.mtp_losses.len();
-                    out[m] = [
-                        f.main_loss,
-                        f.mtp_losses.iter().sum::<f64>() / depth.max(1) as f64,
-                    ];
+                    out[m] = [f.main_loss, mtp_mean(&f.mtp_losses)];
                 } else {
                     let h = f
                         .hidden

@@ -31,7 +31,7 @@ use tokenmill_shards::loader::{Loader, LoaderState, Shuffle};
 use crate::cost::{flops_per_token, measure_gemm_peak};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::model::{Batch, LossWeights, Model, WgradMode};
+use crate::model::{Batch, LossWeights, Model, WgradMode, mtp_mean};
 use crate::moe::update_bias;
 use crate::ops::WgradQueue;
 use crate::optim::{AdamW, clip_scale};
@@ -73,6 +73,26 @@ fn flatten(samples: &[tokenmill_shards::loader::Sample]) -> (Vec<u32>, Vec<u8>) 
         .flat_map(|x| x.loss_mask.iter().copied())
         .collect();
     (tokens, mask)
+}
+
+/// A step's losses, averaged over its micro-batches as they come.
+#[derive(Debug, Default)]
+struct StepSums {
+    loss: f64,
+    main: f64,
+    mtp: f64,
+    bal: f64,
+}
+
+impl StepSums {
+    /// One micro-batch's total, main, MTP and balance losses, of `n` in the step.
+    fn add(&mut self, loss: f64, main: f64, mtp_losses: &[f64], bal: f64, n: usize) {
+        let n = n as f64;
+        self.loss += loss / n;
+        self.main += main / n;
+        self.mtp += mtp_mean(mtp_losses) / n;
+        self.bal += bal / n;
+    }
 }
 
 /// A training run.
@@ -352,7 +372,7 @@ impl Trainer {
         let batch = self.loader.next_batch()?;
         let w = self.weights();
         self.grads.fill(0.0);
-        let (mut loss, mut main, mut mtp, mut bal) = (0.0, 0.0, 0.0, 0.0);
+        let mut sums = StepSums::default();
         let mut loads: Vec<Vec<u64>> = Vec::new();
         let mut stats = SampleStats::with_capacity(batch.samples.len());
         let excluded = self.quarantined;
@@ -380,12 +400,13 @@ impl Trainer {
             let out = pipe.step(&self.model, be, &self.params, &mbs, s, w, &mut self.grads)?;
             bad_tiles += out.nonfinite_fp8_tiles;
             for f in &out.figures {
-                loss += f.loss(w) / n_micro as f64;
-                main += f.main_loss / n_micro as f64;
-                mtp += f.mtp_losses.iter().sum::<f64>()
-                    / f.mtp_losses.len().max(1) as f64
-                    / n_micro as f64;
-                bal += f.balance_loss() / n_micro as f64;
+                sums.add(
+                    f.loss(w),
+                    f.main_loss,
+                    &f.mtp_losses,
+                    f.balance_loss(),
+                    n_micro,
+                );
             }
             if let Some(tl) = &out.token_losses {
                 for (chunk, tl) in chunks.iter().zip(tl) {
@@ -411,12 +432,7 @@ impl Trainer {
             };
             let mut f = self.model.forward(be, &self.params, &bt, w, true)?;
             bad_tiles += f.nonfinite_fp8_tiles;
-            loss += f.loss / n_micro as f64;
-            main += f.main_loss / n_micro as f64;
-            mtp += f.mtp_losses.iter().sum::<f64>()
-                / f.mtp_losses.len().max(1) as f64
-                / n_micro as f64;
-            bal += f.balance_loss / n_micro as f64;
+            sums.add(f.loss, f.main_loss, &f.mtp_losses, f.balance_loss, n_micro);
             for (bi, smp) in chunk.iter().enumerate() {
                 stats.push(smp, &f.token_losses[bi * s..(bi + 1) * s], s);
             }
@@ -443,16 +459,22 @@ impl Trainer {
             let inv = 1.0 / n_micro as f32;
             self.grads.iter_mut().for_each(|g| *g *= inv);
         }
+        let StepSums {
+            mut loss,
+            mut main,
+            mut mtp,
+            mut bal,
+        } = sums;
         let mut grad_norm = None;
         if let Some(g) = &self.group {
             // Every rank gets the whole batch's figures and the global gradient norm (and its
             // chunk of the summed gradients), so every decision below — spikes, quarantine,
             // the update — is the same on every rank.
             let w = g.world.as_ref();
-            let mut sums = [loss, main, mtp, bal];
+            let mut all = [loss, main, mtp, bal];
             // Summed over the data ranks (the ranks of a pipeline hold the same figures).
-            tokenmill_comm::Collectives::all_reduce_sum(g.stage.as_ref(), &mut sums)?;
-            [loss, main, mtp, bal] = sums;
+            tokenmill_comm::Collectives::all_reduce_sum(g.stage.as_ref(), &mut all)?;
+            [loss, main, mtp, bal] = all;
             // ZeRO-1: this rank receives its chunk of the summed gradients, and their norm.
             let r = self
                 .shard
@@ -627,29 +649,23 @@ impl Trainer {
             // Across processes: this rank's micro-batch of the eval batch.
             let samples = &batch.samples[slice_of(self.group.as_ref(), batch.samples.len())];
             let (tokens, mask) = flatten(samples);
-            let bt = Batch {
-                tokens: &tokens,
-                mask: Some(&mask),
-                b: samples.len(),
-                s,
-            };
+            let b = samples.len();
             let mut v = match &self.pipe {
                 Some(pipe) => {
-                    let mb = MicroBatch {
-                        b: samples.len(),
-                        tokens: tokens.clone(),
-                        mask: mask.clone(),
-                    };
+                    let mb = MicroBatch { b, tokens, mask };
                     pipe.evaluate(&self.model, self.be.as_ref(), &self.params, &[mb], s, w)?[0]
                 }
                 None => {
+                    let bt = Batch {
+                        tokens: &tokens,
+                        mask: Some(&mask),
+                        b,
+                        s,
+                    };
                     let f = self
                         .model
                         .forward(self.be.as_ref(), &self.params, &bt, w, false)?;
-                    [
-                        f.main_loss,
-                        f.mtp_losses.iter().sum::<f64>() / f.mtp_losses.len().max(1) as f64,
-                    ]
+                    [f.main_loss, mtp_mean(&f.mtp_losses)]
                 }
             };
             if let Some(g) = &self.group {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokenmill_cli::commands::{
-    bench, build, dedup, extract, inspect, model, plot, quickstart, report, schedule, sql,
+    bench, build, dedup, doctor, extract, inspect, model, plot, quickstart, report, schedule, sql,
     tokenizer, trace, train, verify,
 };
 
@@ -62,6 +62,9 @@ enum Cmd {
     Model(model::Cmd),
     /// A pipeline schedule (1F1B, DualPipe) as a grid, its simulated bubble and memory.
     Schedule(schedule::Args),
+    /// What this machine can run: NVRTC, the CUDA driver, the kernels; `--gpu`: the device
+    /// check (every CUDA kernel against the CPU reference, GEMM throughput, GPU vs CPU training).
+    Doctor(doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Cmd::Plot(a) => plot::run(a),
         Cmd::Model(c) => model::run(c),
         Cmd::Schedule(a) => schedule::run(a),
+        Cmd::Doctor(a) => doctor::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

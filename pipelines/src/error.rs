@@ -63,6 +63,9 @@ pub enum Error {
     /// The trainer failed: a model or training configuration, a checkpoint, or a run's files.
     #[error(transparent)]
     Trainer(#[from] tokenmill_trainer::Error),
+    /// The CUDA backend could not start or failed (`[train] device = "cuda"`).
+    #[error(transparent)]
+    Cuda(#[from] tokenmill_cuda::Error),
 }
 
 /// The table a filters error is reported under: `[filters.url]` for the blocklists, else

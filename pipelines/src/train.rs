@@ -54,6 +54,25 @@ pub fn timeline_path(run: &Path, rank: usize) -> PathBuf {
     run.join("timeline").join(format!("rank-{rank:04}.json"))
 }
 
+/// The GPU a process drives: its local rank under a launcher (Open MPI, Slurm), else 0.
+pub fn local_gpu() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The compute backend of `[train] device`.
+pub fn backend(
+    device: tokenmill_trainer::train::ComputeDevice,
+) -> Result<Box<dyn tokenmill_kernels::Backend<f32>>> {
+    use tokenmill_trainer::train::ComputeDevice;
+    Ok(match device {
+        ComputeDevice::Cpu => Box::new(tokenmill_kernels::Cpu),
+        ComputeDevice::Cuda => Box::new(tokenmill_cuda::Cuda::new(local_gpu())?),
+    })
+}
+
 /// [`train_in`] with a timeline: every rank records its compute and communication spans and
 /// writes them as a Chrome/Perfetto trace to [`timeline_path`]; returns the outcome and this
 /// rank's communication wall time and the part of it during which compute ran (µs).
@@ -90,7 +109,8 @@ pub fn train_in(
         .num_threads(threads)
         .build()?;
     pool.install(|| {
-        let mut t = Trainer::new_in(cfg, resume, world)?;
+        let be = backend(cfg.train.device)?;
+        let mut t = Trainer::with_backend(cfg, resume, world, be)?;
         let total = t.cfg.train.steps;
         let bar = if quiet {
             ProgressBar::hidden()

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Training-step throughput of transformers' DeepseekV3ForCausalLM on the CPU.
+"""Training-step throughput of transformers' DeepseekV3ForCausalLM on the CPU or a GPU.
 
     bench_torch_train.py --dir D --batch B --seq T --steps N --threads K
                          [--experts eager|grouped_mm|batched_mm] [--seed 0]
+                         [--device cpu|cuda] [--dtype fp32|bf16]
+
+On `--device cuda` the model, the tokens and the optimizer live on GPU 0 and every timed
+step ends with a synchronisation (`loss.item()`); `--dtype bf16` keeps the weights in BF16
+(PyTorch eager, no autocast), the anchor for tokenmill's bf16 precision.
 
 Builds the model from D/config.json with random init (fp32, eager attention;
 MTP modules are not built: transformers has no trainable MTP), then runs
@@ -34,6 +39,8 @@ def main():
     ap.add_argument("--experts", default=None,
                     help="transformers experts_implementation (default: its own choice, grouped_mm if usable)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
 
     import torch
@@ -47,10 +54,11 @@ def main():
         cfg = json.load(f)
     cfg.pop("architectures", None)
     config = DeepseekV3Config(**cfg)
-    kw = {"attn_implementation": "eager", "dtype": torch.float32}
+    dtype = torch.float32 if args.dtype == "fp32" else torch.bfloat16
+    kw = {"attn_implementation": "eager", "dtype": dtype}
     if args.experts:
         kw["experts_implementation"] = args.experts
-    model = DeepseekV3ForCausalLM._from_config(config, **kw)
+    model = DeepseekV3ForCausalLM._from_config(config, **kw).to(args.device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
@@ -58,7 +66,7 @@ def main():
     gen = torch.Generator().manual_seed(args.seed)
 
     def step():
-        tokens = torch.randint(0, V, (args.batch, args.seq + 1), generator=gen)
+        tokens = torch.randint(0, V, (args.batch, args.seq + 1), generator=gen).to(args.device)
         logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
         loss = F.cross_entropy(logits.float().reshape(-1, V), tokens[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -86,6 +94,8 @@ def main():
         "steps": args.steps,
         "params": sum(p.numel() for p in params),
         "experts_implementation": model.config._experts_implementation,
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
+        "dtype": args.dtype,
         "last_loss": loss,
     }))
     sys.stdout.flush()

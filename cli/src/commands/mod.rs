@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod build;
 pub mod dedup;
+pub mod doctor;
+mod doctor_train;
 pub mod extract;
 pub mod inspect;
 pub mod model;

@@ -3,6 +3,7 @@
 mod bad_input;
 mod build;
 mod dedup;
+mod doctor;
 mod fast_tokenizer;
 mod loader;
 mod megatron;

@@ -151,6 +151,22 @@ pub struct LoopConfig {
     /// precision resumes in another.
     #[serde(default)]
     pub precision: Precision,
+    /// Where the model computes: `cpu` (the default) or `cuda` (the CUDA backend on GPU 0, or
+    /// on the process's local rank under a launcher). The arithmetic is the same: the device
+    /// check compares the two.
+    #[serde(default)]
+    pub device: ComputeDevice,
+}
+
+/// `[train] device`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDevice {
+    /// The CPU kernels.
+    #[default]
+    Cpu,
+    /// The CUDA backend (`tokenmill-cuda`).
+    Cuda,
 }
 
 fn default_losses_every() -> u64 {

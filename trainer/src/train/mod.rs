@@ -49,7 +49,8 @@ mod stats;
 
 pub use checkpoint::{CheckpointState, fingerprint, load_checkpoint};
 pub use config::{
-    DataConfig, LoopConfig, ModelSourceConfig, OnNonFinite, TrainConfig, loader_config,
+    ComputeDevice, DataConfig, LoopConfig, ModelSourceConfig, OnNonFinite, TrainConfig,
+    loader_config,
 };
 pub use log::{LogKind, RollbackLog, StepLog, superseded};
 pub use quarantine::{Quarantined, read_quarantine};

@@ -1,0 +1,256 @@
+//! `tokenmill doctor [--gpu]`: what this machine can run. Without `--gpu`: whether NVRTC and a
+//! CUDA driver load, and the kernels compiled for the CI architectures. With `--gpu` — the
+//! device check (`tests/device/check.sh` runs it on a lent H200): every CUDA kernel against
+//! the CPU reference in this same binary (a table of max errors, PASS/FAIL), GEMM throughput
+//! (FP32/BF16 cuBLAS, FP8 cuBLASLt with DeepSeek-V3's block scaling), and the `small` preset
+//! trained on the GPU and on the CPU from the same data and initial weights in fp32, bf16 and
+//! fp8, their loss curves compared step by step. `--json` writes everything.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tokenmill_cuda::{bench, check, libs, nvrtc, source};
+
+/// `tokenmill doctor`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Run the device check on GPU `--device`.
+    #[arg(long)]
+    pub gpu: bool,
+    /// GPU ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// GEMM sizes (m = n = k) of the throughput table.
+    #[arg(long, value_delimiter = ',', default_value = "4096,8192")]
+    pub gemm_sizes: Vec<usize>,
+    /// Training steps per precision and device for the loss-curve comparison (0: skip it).
+    #[arg(long, default_value_t = 30)]
+    pub train_steps: u64,
+    /// Working directory for the training comparison (a dataset is generated there).
+    #[arg(long, default_value = "tokenmill-doctor")]
+    pub out: PathBuf,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Only the training comparison, with the CPU on both sides: tests the comparison itself
+    /// on a machine without a GPU (the curves must be identical).
+    #[arg(long, hide = true)]
+    pub train_cpu_vs_cpu: bool,
+}
+
+/// One precision's comparison of the GPU and CPU loss curves.
+#[derive(Debug, Serialize)]
+pub struct Curve {
+    /// `fp32`, `bf16`, `fp8`.
+    pub precision: String,
+    /// Losses on the CPU, by step.
+    pub cpu: Vec<f64>,
+    /// Losses on the GPU, by step.
+    pub gpu: Vec<f64>,
+    /// Largest |gpu − cpu| / cpu over the steps.
+    pub max_rel: f64,
+    /// The precision's tolerance.
+    pub tol: f64,
+    /// Training tokens/s on the GPU and the CPU (median over the steps).
+    pub tokens_per_s: (f64, f64),
+    /// Model FLOPs utilisation on the GPU, as the trainer reports it.
+    pub gpu_mfu: f64,
+    /// Within the tolerance.
+    pub pass: bool,
+}
+
+/// The whole report.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// When (UTC, seconds since the epoch).
+    pub unix_time: u64,
+    /// The device (`NVIDIA H200, sm_90a, 139.8 GiB`).
+    pub device: String,
+    /// NVRTC's version.
+    pub nvrtc: String,
+    /// Every kernel against the CPU reference.
+    pub kernels: Vec<check::Row>,
+    /// GEMM throughput.
+    pub gemm: Vec<bench::BenchRow>,
+    /// Training loss curves, GPU vs CPU.
+    pub training: Vec<Curve>,
+    /// What could not run, with the reason.
+    pub errors: Vec<String>,
+}
+
+/// Runs `tokenmill doctor`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut rep = Report {
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ..Default::default()
+    };
+    match nvrtc::version() {
+        Ok((ma, mi)) => {
+            rep.nvrtc = format!("{ma}.{mi}");
+            println!("NVRTC {ma}.{mi}");
+        }
+        Err(e) => println!("NVRTC: {e}"),
+    }
+    match libs::driver() {
+        Ok(()) => println!("CUDA driver: found"),
+        Err(e) => println!("CUDA driver: {e}"),
+    }
+    if a.train_cpu_vs_cpu {
+        let curves = crate::commands::doctor_train::compare(&a.out, a.train_steps, a.seed, "cpu")?;
+        print_curves(&curves);
+        let failed = curves.iter().filter(|c| !c.pass).count();
+        rep.training = curves;
+        if let Some(path) = &a.json {
+            std::fs::write(path, serde_json::to_string_pretty(&rep)?)?;
+        }
+        anyhow::ensure!(failed == 0, "{failed} training comparison(s) failed");
+        return Ok(());
+    }
+    if !a.gpu {
+        if !rep.nvrtc.is_empty() {
+            let src = source::program();
+            for arch in nvrtc::CI_ARCHS {
+                let t = std::time::Instant::now();
+                match nvrtc::compile(&src, arch) {
+                    Ok(c) => println!(
+                        "kernels for {arch}: {} kernels, cubin {} KiB{} ({:.1} s)",
+                        source::kernel_names().len(),
+                        c.cubin.len() / 1024,
+                        if c.cached { ", cached" } else { "" },
+                        t.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => println!("kernels for {arch}: {e}"),
+                }
+            }
+        }
+        println!("(`tokenmill doctor --gpu` runs the device check on a GPU)");
+        return Ok(());
+    }
+    let result = gpu_check(&a, &mut rep);
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rep)?)?;
+        println!("report: {}", path.display());
+    }
+    result?;
+    let failed = rep.kernels.iter().filter(|r| !r.pass).count()
+        + rep.training.iter().filter(|c| !c.pass).count();
+    if failed > 0 || !rep.errors.is_empty() {
+        anyhow::bail!(
+            "device check: {failed} check(s) failed, {} step(s) could not run",
+            rep.errors.len()
+        );
+    }
+    println!("device check: all passed");
+    Ok(())
+}
+
+fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let cuda = tokenmill_cuda::Cuda::new(a.device)?;
+    let dev = cuda.device();
+    rep.device = format!(
+        "{}, {}, {:.1} GiB",
+        dev.name,
+        dev.arch,
+        dev.total_memory as f64 / (1u64 << 30) as f64
+    );
+    println!(
+        "device: {} (kernels {} in {:.1} s)",
+        rep.device,
+        if dev.cubin_cached {
+            "from the cache"
+        } else {
+            "compiled"
+        },
+        t0.elapsed().as_secs_f64()
+    );
+
+    println!("\n1. every kernel against the CPU reference");
+    rep.kernels = check::kernel_table(&cuda, a.seed);
+    for (name, r) in [
+        ("FP8 cuBLASLt check", bench::fp8_cublaslt_check(dev, a.seed)),
+        ("own FP8 GEMM check", bench::own_fp8_check(dev, a.seed)),
+        ("grouped GEMM check", bench::grouped_check(dev, a.seed)),
+    ] {
+        match r {
+            Ok(r) => rep.kernels.push(r),
+            Err(e) => rep.errors.push(format!("{name}: {e}")),
+        }
+    }
+    print!("{}", check::render(&rep.kernels));
+
+    println!("\n2. GEMM throughput");
+    let own = bench::own_kernels_table(dev, 4096, 4096);
+    let table = bench::gemm_table(dev, &a.gemm_sizes).and_then(|mut t| {
+        t.extend(own?);
+        Ok(t)
+    });
+    match table {
+        Ok(rows) => {
+            println!(
+                "{:<42} {:>18} {:>10} {:>10}",
+                "GEMM", "m×n×k", "ms", "TFLOPS"
+            );
+            for r in &rows {
+                println!(
+                    "{:<42} {:>18} {:>10.3} {:>10.1}",
+                    r.what,
+                    format!("{}×{}×{}", r.shape.0, r.shape.1, r.shape.2),
+                    r.ms,
+                    r.tflops
+                );
+            }
+            rep.gemm = rows;
+        }
+        Err(e) => {
+            println!("GEMM table: {e}");
+            rep.errors.push(format!("GEMM table: {e}"));
+        }
+    }
+
+    if a.train_steps > 0 {
+        println!(
+            "\n3. the small preset, {} steps per precision, GPU vs CPU (same data, same init)",
+            a.train_steps
+        );
+        drop(cuda);
+        match crate::commands::doctor_train::compare(&a.out, a.train_steps, a.seed, "cuda") {
+            Ok(curves) => {
+                print_curves(&curves);
+                rep.training = curves;
+            }
+            Err(e) => {
+                println!("training comparison: {e:#}");
+                rep.errors.push(format!("training comparison: {e:#}"));
+            }
+        }
+    }
+    println!("\ndevice check took {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_curves(curves: &[Curve]) {
+    println!(
+        "{:<8} {:>12} {:>12} {:>10} {:>8} {:>12} {:>12} {:>6}  result",
+        "prec", "cpu loss", "gpu loss", "max rel", "tol", "gpu tok/s", "cpu tok/s", "MFU"
+    );
+    for c in curves {
+        println!(
+            "{:<8} {:>12.5} {:>12.5} {:>10.2e} {:>8.0e} {:>12.0} {:>12.0} {:>5.1}%  {}",
+            c.precision,
+            c.cpu.last().copied().unwrap_or(f64::NAN),
+            c.gpu.last().copied().unwrap_or(f64::NAN),
+            c.max_rel,
+            c.tol,
+            c.tokens_per_s.0,
+            c.tokens_per_s.1,
+            100.0 * c.gpu_mfu,
+            if c.pass { "PASS" } else { "FAIL" }
+        );
+    }
+}

@@ -1,0 +1,279 @@
+// GEMMs of our own on the CUDA cores (fp32 FMA), for where cuBLAS(Lt) does not apply:
+//
+//   fp8_gemm_f32      C[m,n] (+)= A·Bᵀ with DeepSeek-V3's fine-grained FP8 scaling: A as E4M3
+//                     codes [m,k] with one scale per 1 × 128 tile (a_scales [m, ceil(k/128)]),
+//                     B (the weight [n,k], used transposed) as codes with one scale per
+//                     128 × 128 block (b_scales [ceil(n/128), ceil(k/128)]). Per chunk of 128
+//                     along K the products of the decoded codes are summed with FP32 FMA, the
+//                     sum is multiplied by a_scale and b_scale, its mantissa truncated to
+//                     acc_bits bits (the tensor-core accumulator model) and added into the
+//                     FP32 accumulator (the promotion). Reference: kernels/src/cpu/lowp.rs
+//                     (matmul_lowp, LowpGemm::Fp8 { a_tile: (1, 128), b_tile: (128, 128) }),
+//                     which computes the same quantity from the fake-quantized values; the two
+//                     differ only by the rounding of the sums inside a chunk.
+//   grouped_gemm_f32  the MoE experts: y[rows,n] (+)= x_e · w_eᵀ for each expert e over its
+//                     rows offsets[e] .. offsets[e+1] of x [rows,k]; w [experts,n,k].
+//
+// Both: a block computes a 128 × 128 tile of the output with 256 threads, thread
+// (ty, tx) = (tid / 16, tid % 16) owning the 8 × 8 outputs rows {ty·4 + i, 64 + ty·4 + i},
+// columns {tx·4 + j, 64 + tx·4 + j} (i, j < 4). K is walked in slices of 16: both operands'
+// slices are stored k-major in shared memory (As[kk][row], stride 132 floats), double
+// buffered, the next slice's global loads issued before the current slice's FMAs (one
+// __syncthreads per slice); the inner loop reads 2 + 2 aligned 128-bit words per 64 FMAs.
+
+#define GM_BM 128
+#define GM_BN 128
+#define GM_BK 16
+#define GM_LDS 132  // row stride (floats) of a k-major slice: 128 + 4
+#define GM_SLICE (GM_BK * GM_LDS)
+
+// part[i][j] += Σ_kk As[kk][row i] · Bs[kk][col j] over one slice.
+DEVICE void gm_slice(const float* As, const float* Bs, int ty, int tx, float (&part)[8][8]) {
+#pragma unroll
+    for (int kk = 0; kk < GM_BK; kk++) {
+        const float* ar = As + kk * GM_LDS + ty * 4;
+        const float* br = Bs + kk * GM_LDS + tx * 4;
+        const tm_float4 a0 = *reinterpret_cast<const tm_float4*>(ar);
+        const tm_float4 a1 = *reinterpret_cast<const tm_float4*>(ar + 64);
+        const tm_float4 b0 = *reinterpret_cast<const tm_float4*>(br);
+        const tm_float4 b1 = *reinterpret_cast<const tm_float4*>(br + 64);
+        const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) part[i][j] = fmaf(a[i], b[j], part[i][j]);
+    }
+}
+
+// Row (or column) of the tile that the thread's i-th output row (column) is.
+DEVICE int gm_pos(int t, int i) { return (i < 4 ? 0 : 64) + t * 4 + (i & 3); }
+
+// ---------------------------------------------------------------------------------------------
+// FP8
+
+#define FP8_CHUNK 128  // the promotion interval along K, and the scale tiles' width
+
+// Loads the thread's 16 codes of a slice: row `row` (< rows, else zeros), columns
+// k0 .. k0 + 16 (< k, else zeros) of the [rows, k] code matrix g.
+DEVICE tm_uint4 gm_load_codes(const uint8_t* g, int row, int rows, int k, int k0, bool vec) {
+    tm_uint4 v = {0u, 0u, 0u, 0u};
+    if (row >= rows || k0 >= k) return v;
+    const uint8_t* p = g + (long long)row * k + k0;
+    if (vec) return *reinterpret_cast<const tm_uint4*>(p);
+    uint32_t w[4] = {0u, 0u, 0u, 0u};
+    for (int e = 0; e < 16 && k0 + e < k; e++) w[e >> 2] |= (uint32_t)p[e] << (8 * (e & 3));
+    v.x = w[0];
+    v.y = w[1];
+    v.z = w[2];
+    v.w = w[3];
+    return v;
+}
+
+// Decodes 16 codes into column `row` of a k-major slice (S[kk][row], kk < 16).
+DEVICE void gm_store_codes(float* S, int row, tm_uint4 v) {
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int e = 0; e < 16; e++) S[e * GM_LDS + row] = e4m3_to_f32((uint8_t)(w[e >> 2] >> (8 * (e & 3))));
+}
+
+// grid (ceil(n / 128), ceil(m / 128), 1), block (256, 1, 1), dynamic shared memory 99328 bytes
+// (2 buffers × 2 operands × 16 × 132 floats of slices + 128 × 128 floats of accumulators).
+// Codes are read 16 bytes at a time when k % 16 == 0 and a, b are 16-byte aligned (bytewise
+// otherwise). acc_bits in 1..23 (23: no truncation). accumulate != 0: C += A·Bᵀ.
+KERNEL void __launch_bounds__(256, 2)
+    fp8_gemm_f32(const unsigned char* __restrict__ a, const float* __restrict__ a_scales,
+                 const unsigned char* __restrict__ b, const float* __restrict__ b_scales,
+                 float* __restrict__ c, int m, int n, int k, int acc_bits, int accumulate) {
+    DYNAMIC_SHARED(float, sm);
+    float* slices = sm;                     // [2 buffers][A, B][16][132]
+    float* accs = sm + 4 * GM_SLICE;        // [64 outputs][256 threads]: private accumulators
+    const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
+    const int m0 = blockIdx.y * GM_BM, n0 = blockIdx.x * GM_BN;
+    const int chunks = (k + FP8_CHUNK - 1) / FP8_CHUNK;
+    const int bits = tm_max(1, tm_min(acc_bits, 23));
+    const bool vec = (k & 15) == 0 && tm_aligned16(a) && tm_aligned16(b);
+
+    // Threads 0..127 load rows of A, 128..255 rows of B (one 16-byte group each per slice).
+    const bool loads_a = tid < GM_BM;
+    const int lrow = tid & (GM_BM - 1);
+    const uint8_t* src = loads_a ? a : b;
+    const int src_row = (loads_a ? m0 : n0) + lrow, src_rows = loads_a ? m : n;
+
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int row = m0 + gm_pos(ty, i), col = n0 + gm_pos(tx, j);
+            accs[(i * 8 + j) * 256 + tid] =
+                accumulate && row < m && col < n ? c[(long long)row * n + col] : 0.0f;
+        }
+    }
+    float part[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) part[i][j] = 0.0f;
+
+    const int nslices = (k + GM_BK - 1) / GM_BK;
+    if (nslices > 0) {
+        tm_uint4 codes = gm_load_codes(src, src_row, src_rows, k, 0, vec);
+        gm_store_codes(slices + (loads_a ? 0 : GM_SLICE), lrow, codes);
+    }
+    __syncthreads();
+    for (int s = 0; s < nslices; s++) {
+        const int buf = s & 1;
+        const bool more = s + 1 < nslices;
+        tm_uint4 next = {0u, 0u, 0u, 0u};
+        if (more) next = gm_load_codes(src, src_row, src_rows, k, (s + 1) * GM_BK, vec);
+        gm_slice(slices + buf * 2 * GM_SLICE, slices + buf * 2 * GM_SLICE + GM_SLICE, ty, tx, part);
+        const int chunk = s * GM_BK / FP8_CHUNK;
+        if (!more || (s + 1) * GM_BK / FP8_CHUNK != chunk) {
+            // End of a chunk of K: scale, truncate, promote.
+            const float sb = n0 < n ? b_scales[(long long)(n0 / FP8_CHUNK) * chunks + chunk] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int row = m0 + gm_pos(ty, i);
+                const float sa = row < m ? a_scales[(long long)row * chunks + chunk] : 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    accs[(i * 8 + j) * 256 + tid] += truncate_mantissa(part[i][j] * sa * sb, bits);
+                    part[i][j] = 0.0f;
+                }
+            }
+        }
+        if (more) gm_store_codes(slices + (buf ^ 1) * 2 * GM_SLICE + (loads_a ? 0 : GM_SLICE), lrow, next);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int row = m0 + gm_pos(ty, i);
+        if (row >= m) continue;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int col = n0 + gm_pos(tx, j);
+            if (col < n) c[(long long)row * n + col] = accs[(i * 8 + j) * 256 + tid];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grouped f32 GEMM (MoE experts)
+
+// Loads the thread's two groups of 4 floats of a slice of the [rows, k] matrix g (tile rows
+// from row0, limited to `rows`; columns from k0, limited to k): group u is tile row
+// (tid + 256u) / 4, columns k0 + 4·((tid + 256u) % 4) .. +3.
+DEVICE void gm_load_f32(tm_float4 (&v)[2], const float* g, int rows, int k, int k0, bool vec) {
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int idx = threadIdx.x + 256 * u, r = idx >> 2, c = k0 + (idx & 3) * 4;
+        tm_float4 t = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (r < rows && c < k) {
+            const float* p = g + (long long)r * k + c;
+            if (vec) {
+                t = *reinterpret_cast<const tm_float4*>(p);
+            } else {
+                t.x = p[0];
+                if (c + 1 < k) t.y = p[1];
+                if (c + 2 < k) t.z = p[2];
+                if (c + 3 < k) t.w = p[3];
+            }
+        }
+        v[u] = t;
+    }
+}
+
+DEVICE void gm_store_f32(float* S, const tm_float4 (&v)[2]) {
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int idx = threadIdx.x + 256 * u, r = idx >> 2, kk = (idx & 3) * 4;
+        S[(kk + 0) * GM_LDS + r] = v[u].x;
+        S[(kk + 1) * GM_LDS + r] = v[u].y;
+        S[(kk + 2) * GM_LDS + r] = v[u].z;
+        S[(kk + 3) * GM_LDS + r] = v[u].w;
+    }
+}
+
+// grid (ceil(n / 128), ceil(max_rows / 128), experts), block (256, 1, 1), no dynamic shared
+// memory (33792 bytes static); max_rows: any bound on the rows of one expert (the total row
+// count will do: the blocks past an expert's rows, and all of an empty expert's, exit at
+// once). offsets [experts + 1], offsets[0] = 0, non-decreasing. Loads are 128-bit when
+// k % 4 == 0 and x, w are 16-byte aligned. accumulate != 0: y += x_e·w_eᵀ.
+KERNEL void __launch_bounds__(256, 2)
+    grouped_gemm_f32(const float* __restrict__ x, const float* __restrict__ w,
+                     float* __restrict__ y, const int* __restrict__ offsets, int experts,
+                     int n, int k, int accumulate) {
+    __shared__ tm_float4 smem4[4 * GM_SLICE / 4];
+    float* slices = reinterpret_cast<float*>(smem4);  // [2 buffers][A, B][16][132]
+    const int e = blockIdx.z;
+    if (e >= experts) return;
+    const int r0 = offsets[e], rows_e = offsets[e + 1] - r0;
+    const int m0 = blockIdx.y * GM_BM, n0 = blockIdx.x * GM_BN;
+    if (m0 >= rows_e || n0 >= n) return;  // the whole block
+    const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
+    const int mr = tm_min(GM_BM, rows_e - m0), nr = tm_min(GM_BN, n - n0);
+    const float* A = x + (long long)(r0 + m0) * k;
+    const float* B = w + ((long long)e * n + n0) * k;
+    float* C = y + (long long)(r0 + m0) * n + n0;
+    const bool vec = (k & 3) == 0 && tm_aligned16(x) && tm_aligned16(w);
+
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
+    const int nslices = (k + GM_BK - 1) / GM_BK;
+    tm_float4 va[2], vb[2];
+    if (nslices > 0) {
+        gm_load_f32(va, A, mr, k, 0, vec);
+        gm_load_f32(vb, B, nr, k, 0, vec);
+        gm_store_f32(slices, va);
+        gm_store_f32(slices + GM_SLICE, vb);
+    }
+    __syncthreads();
+    for (int s = 0; s < nslices; s++) {
+        const int buf = s & 1;
+        const bool more = s + 1 < nslices;
+        if (more) {
+            gm_load_f32(va, A, mr, k, (s + 1) * GM_BK, vec);
+            gm_load_f32(vb, B, nr, k, (s + 1) * GM_BK, vec);
+        }
+        gm_slice(slices + buf * 2 * GM_SLICE, slices + buf * 2 * GM_SLICE + GM_SLICE, ty, tx, acc);
+        if (more) {
+            gm_store_f32(slices + (buf ^ 1) * 2 * GM_SLICE, va);
+            gm_store_f32(slices + (buf ^ 1) * 2 * GM_SLICE + GM_SLICE, vb);
+        }
+        __syncthreads();
+    }
+    const bool vout = (n & 3) == 0 && tm_aligned16(y);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int r = gm_pos(ty, i);
+        if (r >= mr) continue;
+        float* crow = C + (long long)r * n;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int c0 = h * 64 + tx * 4;
+            float o[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) o[j] = acc[i][h * 4 + j];
+            if (vout && c0 + 4 <= nr) {
+                tm_float4* p = reinterpret_cast<tm_float4*>(crow + c0);
+                if (accumulate) {
+                    const tm_float4 old = *p;
+                    o[0] += old.x;
+                    o[1] += old.y;
+                    o[2] += old.z;
+                    o[3] += old.w;
+                }
+                const tm_float4 t = {o[0], o[1], o[2], o[3]};
+                *p = t;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    if (c0 + j < nr) crow[c0 + j] = accumulate ? crow[c0 + j] + o[j] : o[j];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+// The number formats of the low-precision GEMM operands (references kernels/src/bf16.rs,
+// kernels/src/quant.rs with ScaleRounding::Exact and E4M3, kernels/src/cpu/lowp.rs): BF16
+// rounding, fine-grained FP8 E4M3 tile quantization (one scale amax / 448 per
+// tile_rows × tile_cols tile, edge tiles partial), and the promotion of a limited-precision
+// partial sum into an FP32 accumulator. The codecs are common.cuh's.
+
+#define E4M3_MAX 448.0f
+
+// x[i] = round_bf16(x[i]) (round to nearest even, NaN stays NaN).
+// Launch: grid (min(ceil(n / 256), 65535)), block 256, dynamic shared 0.
+KERNEL void round_bf16_f32(float* __restrict__ x, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        x[i] = round_bf16(x[i]);
+}
+
+// The tile (tx, ty) of a rows × cols matrix: its first row and column and its extent.
+struct QuantTile {
+    int r0, c0, h, w;
+};
+
+DEVICE QuantTile tile_at(int tx, int ty, int rows, int cols, int tile_rows, int tile_cols) {
+    QuantTile t;
+    t.r0 = ty * tile_rows;
+    t.c0 = tx * tile_cols;
+    t.h = tm_min(tile_rows, rows - t.r0);
+    t.w = tm_min(tile_cols, cols - t.c0);
+    return t;
+}
+
+// In place: each element becomes e4m3(x / s) · s with s = amax / 448 over its tile, the values
+// an FP8 GEMM computes with. A tile whose amax is 0 is left as is; a tile holding a NaN or an
+// infinity cannot be scaled: it becomes NaN and is counted in *bad_tiles (atomicAdd), never
+// silently saturated (quant::fake_quantize, Exact rounding, bit for bit).
+// Launch: grid (ceil(cols / tile_cols), min(ceil(rows / tile_rows), 65535)), block 256,
+// dynamic shared 0 (one block per tile; the blocks stride over the tile rows past 65535).
+KERNEL void fp8_fake_quantize_f32(float* __restrict__ x, int rows, int cols, int tile_rows,
+                                  int tile_cols, unsigned int* __restrict__ bad_tiles) {
+    __shared__ float scratch[32];
+    int tiles_y = (rows + tile_rows - 1) / tile_rows;
+    int tx = blockIdx.x;
+    for (int ty = blockIdx.y; ty < tiles_y; ty += gridDim.y) {
+        QuantTile t = tile_at(tx, ty, rows, cols, tile_rows, tile_cols);
+        int count = t.h * t.w;
+        // amax over the tile, a non-finite element counting as +inf (the tile is bad).
+        float amax = 0.0f;
+        for (int e = threadIdx.x; e < count; e += blockDim.x) {
+            float v = x[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
+            amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
+        }
+        amax = block_max(amax, scratch);
+        if (amax == 0.0f) continue;
+        bool bad = amax == TM_INF;
+        if (bad && threadIdx.x == 0) atomicAdd(bad_tiles, 1u);
+        float s = amax / E4M3_MAX;
+        for (int e = threadIdx.x; e < count; e += blockDim.x) {
+            float* p = x + (long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w;
+            *p = bad ? TM_NAN : e4m3_to_f32(f32_to_e4m3(*p / s)) * s;
+        }
+    }
+}
+
+// codes [rows, cols] = e4m3(x / s), scales [ceil(rows / tile_rows), ceil(cols / tile_cols)]
+// row-major = s = amax / 448 of the tile, where amax ignores NaN; a tile whose amax is 0 or
+// infinite gets s = 1 (so infinities saturate to ±448 and NaN gets the NaN code): exactly
+// quant::quantize with Exact rounding. Tiles holding a NaN or an infinity are also counted in
+// *bad_tiles (atomicAdd), as fp8_fake_quantize_f32 counts them.
+// Launch: as fp8_fake_quantize_f32.
+KERNEL void fp8_quantize_f32(const float* __restrict__ x, int rows, int cols, int tile_rows,
+                             int tile_cols, unsigned char* __restrict__ codes,
+                             float* __restrict__ scales, unsigned int* __restrict__ bad_tiles) {
+    __shared__ float scratch[32];
+    int tiles_x = (cols + tile_cols - 1) / tile_cols;
+    int tiles_y = (rows + tile_rows - 1) / tile_rows;
+    int tx = blockIdx.x;
+    for (int ty = blockIdx.y; ty < tiles_y; ty += gridDim.y) {
+        QuantTile t = tile_at(tx, ty, rows, cols, tile_rows, tile_cols);
+        int count = t.h * t.w;
+        float amax = 0.0f, nan = 0.0f;
+        for (int e = threadIdx.x; e < count; e += blockDim.x) {
+            float v = x[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
+            amax = fmaxf(amax, fabsf(v));  // fmaxf ignores NaN, as f32::max
+            if (tm_isnan(v)) nan = 1.0f;
+        }
+        amax = block_max(amax, scratch);
+        nan = block_max(nan, scratch);
+        bool finite = tm_isfinite(amax);
+        float s = amax > 0.0f && finite ? amax / E4M3_MAX : 1.0f;
+        if (threadIdx.x == 0) {
+            scales[(long long)ty * tiles_x + tx] = s;
+            if (!finite || nan != 0.0f) atomicAdd(bad_tiles, 1u);
+        }
+        for (int e = threadIdx.x; e < count; e += blockDim.x) {
+            long long at = (long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w;
+            codes[at] = f32_to_e4m3(x[at] / s);
+        }
+    }
+}
+
+// c[i] += truncate_mantissa(part[i], bits): the promotion of a tensor-core partial sum (its
+// mantissa cut to `bits` bits, 14 in kernels/src/backend/types.rs) into the FP32 accumulator.
+// Launch: grid (min(ceil(n / 256), 65535)), block 256, dynamic shared 0.
+KERNEL void promote_truncated_f32(float* __restrict__ c, const float* __restrict__ part,
+                                  long long n, int bits) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        c[i] += truncate_mantissa(part[i], bits);
+}
+
+// Test probes (not used in training): the codecs of common.cuh on arbitrary inputs, for the
+// bit-for-bit comparison with the Rust codecs in the emulator tests.
+// bf16[i] = f32_to_bf16(x[i]); e4m3[i] = f32_to_e4m3(x[i]).
+// Launch: grid-stride, any grid, block a multiple of 32.
+KERNEL void codec_encode_probe(const float* __restrict__ x, long long n,
+                               unsigned short* __restrict__ bf16, unsigned char* __restrict__ e4m3) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        bf16[i] = f32_to_bf16(x[i]);
+        e4m3[i] = f32_to_e4m3(x[i]);
+    }
+}
+
+// out[i] = e4m3_to_f32(codes[i]). Launch: grid-stride, any grid, block a multiple of 32.
+KERNEL void codec_decode_probe(const unsigned char* __restrict__ codes, int n,
+                               float* __restrict__ out) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        out[i] = e4m3_to_f32(codes[i]);
+}

@@ -1,0 +1,151 @@
+// Top-k selection (reference kernels/src/cpu/topk.rs) and the DeepSeek-V3 router (the trainer's
+// trainer/src/moe/mod.rs, `Moe::route` and the gates of `Moe::fwd`).
+//
+// The order is the reference's: larger value first, ties to the lower index, NaN after every
+// number (NaNs among themselves by index). It is a strict total order, so the j-th element is
+// the best one strictly after the (j−1)-th: each of the k rounds is one scan of the row by a
+// warp and a warp reduction, with no state but the previous pick. k is small (8 of 256
+// experts), so k scans cost less than sorting.
+
+// Whether (a, ia) comes before (b, ib); an index < 0 is "none", after everything.
+DEVICE bool tk_before(float a, int ia, float b, int ib) {
+    if (ib < 0) return ia >= 0;
+    if (ia < 0) return false;
+    bool an = tm_isnan(a), bn = tm_isnan(b);
+    if (an != bn) return bn;
+    if (!an && a != b) return a > b;
+    return ia < ib;
+}
+
+// The first element of v[0..n) after (pv, pi) in the order (pi < 0: the first overall), as
+// (pv, pi); pi = -1 when there is none. The whole warp calls it and gets the result.
+DEVICE void warp_next(const float* v, int n, float& pv, int& pi) {
+    int lane = threadIdx.x % WARP;
+    float bv = 0.0f;
+    int bi = -1;
+    for (int j = lane; j < n; j += WARP) {
+        float x = v[j];
+        if ((pi < 0 || tk_before(pv, pi, x, j)) && tk_before(x, j, bv, bi)) {
+            bv = x;
+            bi = j;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(FULL_MASK, bv, o);
+        int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+        if (tk_before(ov, oi, bv, bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+    pv = bv;
+    pi = bi;
+}
+
+// out [rows, k]: the indices of each row's k first elements, in order; when k > n the
+// entries past n are -1.
+// Launch: grid (ceil(rows / 4)), block 128 (one warp per row), dynamic shared 0.
+KERNEL void topk_f32(const float* __restrict__ scores, int rows, int n, int k,
+                     int* __restrict__ out) {
+    int warps = blockDim.x / WARP;
+    int r = blockIdx.x * warps + threadIdx.x / WARP;
+    if (r >= rows) return;  // the whole warp
+    const float* v = scores + (long long)r * n;
+    int* o = out + (long long)r * k;
+    float pv = 0.0f;
+    int pi = -1;
+    for (int j = 0; j < k; j++) {
+        if (j == 0 || pi >= 0) warp_next(v, n, pv, pi);  // pi < 0: the row is exhausted
+        if (threadIdx.x % WARP == 0) o[j] = pi;
+    }
+}
+
+// The router of one token per warp:
+//   s = sigmoid(logits)                                  scores [tokens, experts]
+//   c = s + bias                                         (for the choice only)
+//   groups > 1: experts cut into groups of experts/groups; each group scored by the sum of
+//     its top-2 c (top-1 for groups of one); the top `topk_groups` groups kept; the experts
+//     of the other groups get c = −inf
+//   idx = top-k of c                                     idx [tokens, k], in top-k order
+//   weights = s[idx] / (Σ_idx s + 1e-20) · route_scale   (norm_topk; else s[idx] · route_scale)
+// Sums add in the trainer's order (Rust's float sum starts from −0.0), so the results are
+// the trainer's bit for bit wherever expf is the CPU's.
+// Launch: grid (ceil(tokens / 4)), block 128 (one warp per token), dynamic shared
+// 4 · 16 · experts bytes (≤ 48 KiB up to 768 experts).
+KERNEL void moe_route_f32(const float* __restrict__ logits, const float* __restrict__ bias,
+                          int tokens, int experts, int groups, int topk_groups, int k,
+                          float route_scale, int norm_topk, int* __restrict__ idx,
+                          float* __restrict__ weights, float* __restrict__ scores) {
+    DYNAMIC_SHARED(float, smem);
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    int t = blockIdx.x * (blockDim.x / WARP) + warp;
+    if (t >= tokens) return;  // the whole warp
+    float* s = smem + (long long)warp * 4 * experts;  // sigmoid scores
+    float* c = s + experts;                           // biased, then group-masked, scores
+    float* gs = c + experts;                          // group scores
+    int* aux = (int*)(gs + experts);                  // chosen-group flags, then the picks
+    const float* lg = logits + (long long)t * experts;
+    for (int e = lane; e < experts; e += WARP) {
+        float sv = 1.0f / (1.0f + expf(-lg[e]));
+        s[e] = sv;
+        c[e] = sv + bias[e];
+        scores[(long long)t * experts + e] = sv;
+    }
+    __syncwarp();
+    if (groups > 1) {
+        int gsize = experts / groups;  // groups ≤ experts (the trainer's config: they divide)
+        int nch = (experts + gsize - 1) / gsize;  // = groups when they divide the experts
+        for (int g = lane; g < nch; g += WARP) {
+            int lo = g * gsize, hi = tm_min(experts, lo + gsize);
+            float v1 = 0.0f, v2 = 0.0f;
+            int i1 = -1, i2 = -1;
+            for (int e = lo; e < hi; e++) {
+                float x = c[e];
+                if (tk_before(x, e, v1, i1)) {
+                    v2 = v1;
+                    i2 = i1;
+                    v1 = x;
+                    i1 = e;
+                } else if (tk_before(x, e, v2, i2)) {
+                    v2 = x;
+                    i2 = e;
+                }
+            }
+            float sum = -0.0f + v1;
+            if (i2 >= 0) sum += v2;
+            gs[g] = sum;
+            aux[g] = 0;
+        }
+        __syncwarp();
+        float pv = 0.0f;
+        int pi = -1;
+        int kg = tm_min(topk_groups, nch);
+        for (int j = 0; j < kg; j++) {
+            warp_next(gs, nch, pv, pi);
+            if (lane == 0) aux[pi] = 1;
+        }
+        __syncwarp();
+        for (int e = lane; e < experts; e += WARP)
+            if (!aux[e / gsize]) c[e] = -TM_INF;
+        __syncwarp();
+    }
+    // aux is free again: lane 0 keeps the picks there.
+    float pv = 0.0f;
+    int pi = -1;
+    float denom = -0.0f;
+    for (int j = 0; j < k; j++) {
+        if (j == 0 || pi >= 0) warp_next(c, experts, pv, pi);  // pi < 0 only when k > experts
+        if (lane == 0) {
+            if (j < experts) aux[j] = pi;
+            idx[(long long)t * k + j] = pi;
+            if (pi >= 0) denom += s[pi];
+        }
+    }
+    if (lane == 0) {
+        denom = norm_topk ? denom + 1e-20f : 1.0f;
+        for (int j = 0; j < k; j++) {
+            int e = j < experts ? aux[j] : -1;
+            weights[(long long)t * k + j] = e >= 0 ? s[e] / denom * route_scale : 0.0f;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+// The CUDA execution model on the CPU, for running tokenmill's kernel sources (kernels/cuda/cu)
+// in CI without a GPU: force-included before common.cuh when the sources are compiled as C++.
+//
+// Every CUDA thread of a block is an OS thread (started by the Rust launcher, src/lib.rs);
+// blocks run one after another, so `__shared__` (a function-local static) is the block's
+// shared memory. `__syncthreads` is a barrier over the block, warp shuffles exchange through a
+// per-warp slot array between two barriers over the warp, and a thread that returns drops out
+// of both barriers (as an exited thread leaves bar.sync on the GPU).
+#pragma once
+#include <atomic>
+#include <barrier>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#define TOKENMILL_EMU 1
+
+struct dim3 {
+    unsigned x, y, z;
+};
+
+struct EmuBlock {
+    dim3 grid, dim, idx;
+    std::barrier<>* all;
+    std::barrier<>** warps;
+    uint64_t* lanes;
+    unsigned char* dyn_smem;
+};
+
+struct EmuThread {
+    EmuBlock* block;
+    dim3 tid;
+    unsigned linear;
+};
+
+extern thread_local EmuThread emu_thread;
+
+#define threadIdx (emu_thread.tid)
+#define blockIdx (emu_thread.block->idx)
+#define blockDim (emu_thread.block->dim)
+#define gridDim (emu_thread.block->grid)
+
+#define KERNEL extern "C"
+#define DEVICE static inline
+#define __shared__ static
+#define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu_thread.block->dyn_smem)
+#define TM_INF (INFINITY)
+#define TM_NAN (NAN)
+
+inline void __syncthreads() { emu_thread.block->all->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+    emu_thread.block->warps[emu_thread.linear / 32]->arrive_and_wait();
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+inline uint32_t __float_as_uint(float x) { return std::bit_cast<uint32_t>(x); }
+inline float __uint_as_float(uint32_t x) { return std::bit_cast<float>(x); }
+inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
+inline float __int_as_float(int x) { return std::bit_cast<float>(x); }
+
+template <typename T>
+inline T emu_exchange(T v, unsigned src_lane) {
+    EmuBlock* b = emu_thread.block;
+    unsigned t = emu_thread.linear, w = t / 32;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    b->lanes[t] = bits;
+    b->warps[w]->arrive_and_wait();
+    uint64_t r = b->lanes[w * 32 + (src_lane % 32)];
+    b->warps[w]->arrive_and_wait();
+    T out;
+    std::memcpy(&out, &r, sizeof(T));
+    return out;
+}
+
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int = 32) {
+    return emu_exchange(v, (emu_thread.linear % 32) ^ (unsigned)lane_mask);
+}
+template <typename T>
+inline T __shfl_sync(unsigned, T v, int src_lane, int = 32) {
+    return emu_exchange(v, (unsigned)src_lane);
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned, T v, unsigned delta, int = 32) {
+    unsigned lane = emu_thread.linear % 32;
+    return emu_exchange(v, lane + delta < 32 ? lane + delta : lane);
+}
+
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    return std::atomic_ref<unsigned>(*p).fetch_add(v);
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+}
+inline int atomicMax(int* p, int v) {
+    std::atomic_ref<int> a(*p);
+    int old = a.load();
+    while (old < v && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
+inline unsigned atomicMax(unsigned* p, unsigned v) {
+    std::atomic_ref<unsigned> a(*p);
+    unsigned old = a.load();
+    while (old < v && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
+
+// Round-to-nearest single-precision multiply and add that are never contracted into an FMA
+// (CUDA's __fmul_rn / __fadd_rn; this emulation compiles with -ffp-contract=off anyway).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+
+// Occupancy hints for the GPU compiler; nothing to do on the CPU.
+#define __launch_bounds__(...)

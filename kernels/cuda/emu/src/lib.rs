@@ -1,0 +1,132 @@
+//! The CUDA execution model on the CPU, for testing tokenmill's CUDA kernels without a GPU.
+//!
+//! `build.rs` compiles every kernel source in `kernels/cuda/cu` as C++ with `shim/emu.h`
+//! force-included: `threadIdx`, `blockIdx`, `__syncthreads`, warp shuffles, shared memory and
+//! atomics become their CPU equivalents, and a kernel becomes an `extern "C"` function that one
+//! CPU thread calls as one CUDA thread. [`launch`] runs a grid: for each block (one after
+//! another, so function-local `__shared__` statics are that block's shared memory) it starts
+//! one OS thread per CUDA thread and joins them.
+//!
+//! What this checks: each kernel's indexing, reductions, synchronisation and arithmetic,
+//! against the CPU reference kernels (`tests/`). What it cannot: timing, the GPU memory
+//! model beyond `__syncthreads`, tensor-core instructions (wgmma/mma PTX, which these sources
+//! keep out of the emulated paths), and the device's libm (`expf` may differ in the last ulp,
+//! so comparisons use tolerances).
+
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+unsafe extern "C" {
+    fn tm_emu_block_new(
+        gx: u32,
+        gy: u32,
+        gz: u32,
+        bx: u32,
+        by: u32,
+        bz: u32,
+        ix: u32,
+        iy: u32,
+        iz: u32,
+        dyn_smem: usize,
+    ) -> *mut c_void;
+    fn tm_emu_block_free(b: *mut c_void);
+    fn tm_emu_thread_enter(b: *mut c_void, tx: u32, ty: u32, tz: u32);
+    fn tm_emu_thread_exit();
+}
+
+/// A grid or block extent `(x, y, z)`.
+pub type Dim3 = (u32, u32, u32);
+
+/// One launch at a time: `__shared__` variables are process-wide statics.
+static LAUNCH: Mutex<()> = Mutex::new(());
+
+/// A raw pointer that may cross into the emulated threads (the kernels only touch what their
+/// indexing gives each thread, as on the GPU).
+#[derive(Debug)]
+pub struct Ptr<T>(pub *mut T);
+
+impl<T> Clone for Ptr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Ptr<T> {}
+
+// SAFETY: the pointer is only dereferenced by the kernel, whose threads write disjoint
+// elements or use atomics, exactly as on the device; the launcher joins every thread before
+// the owning buffer can be touched again.
+unsafe impl<T> Send for Ptr<T> {}
+// SAFETY: as for `Send`.
+unsafe impl<T> Sync for Ptr<T> {}
+
+impl<T> Ptr<T> {
+    /// A pointer to a buffer the kernel writes.
+    pub fn of(v: &mut [T]) -> Self {
+        Ptr(v.as_mut_ptr())
+    }
+    /// A pointer to a buffer the kernel only reads.
+    pub fn of_const(v: &[T]) -> Self {
+        Ptr(v.as_ptr() as *mut T)
+    }
+    /// The pointer, for a kernel argument that is written (a method, so that a closure
+    /// captures the whole `Ptr`, which is `Sync`, and not its raw field).
+    pub fn p(self) -> *mut T {
+        self.0
+    }
+    /// The pointer, for a kernel argument that is only read.
+    pub fn c(self) -> *const T {
+        self.0
+    }
+}
+
+/// Runs `kernel` as a grid of `grid` blocks of `block` threads with `dyn_smem` bytes of dynamic
+/// shared memory: `kernel` is called once per CUDA thread, on its own OS thread, and must call
+/// the `extern "C"` kernel function with the launch's arguments.
+///
+/// # Panics
+/// When a block has no threads or more than 1024.
+pub fn launch(grid: Dim3, block: Dim3, dyn_smem: usize, kernel: impl Fn() + Sync) {
+    let threads = block.0 * block.1 * block.2;
+    assert!(
+        (1..=1024).contains(&threads),
+        "a block has 1..=1024 threads, not {threads}"
+    );
+    let _one = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+    for bz in 0..grid.2 {
+        for by in 0..grid.1 {
+            for bx in 0..grid.0 {
+                // SAFETY: plain allocation of the block's bookkeeping; freed below after every
+                // thread of the block has been joined.
+                let b = unsafe {
+                    tm_emu_block_new(
+                        grid.0, grid.1, grid.2, block.0, block.1, block.2, bx, by, bz, dyn_smem,
+                    )
+                };
+                let bp = Ptr(b);
+                std::thread::scope(|s| {
+                    for tz in 0..block.2 {
+                        for ty in 0..block.1 {
+                            for tx in 0..block.0 {
+                                let kernel = &kernel;
+                                std::thread::Builder::new()
+                                    .stack_size(256 << 10)
+                                    .spawn_scoped(s, move || {
+                                        let bp = bp;
+                                        // SAFETY: `bp` is the live block made above; enter/exit
+                                        // bracket the kernel call on this thread.
+                                        unsafe { tm_emu_thread_enter(bp.0, tx, ty, tz) };
+                                        kernel();
+                                        // SAFETY: as above.
+                                        unsafe { tm_emu_thread_exit() };
+                                    })
+                                    .expect("spawn an emulated CUDA thread");
+                            }
+                        }
+                    }
+                });
+                // SAFETY: every thread of the block has been joined by the scope.
+                unsafe { tm_emu_block_free(b) };
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! gemm.cu: the fine-grained FP8 GEMM against `matmul_lowp` (the CPU model of the same
+//! arithmetic) and the grouped f32 GEMM against the CPU matmul per expert.
+//!
+//! FP8 tolerance. The kernel sums the products of the decoded codes of a 128-wide chunk and
+//! then multiplies by a_scale · b_scale; `matmul_lowp` sums the products of the
+//! fake-quantized values (code × scale, each rounded to f32) in its own order. Before the
+//! truncation the two chunk sums x, y differ by rounding only, |x − y| ≤ ε·S_c with
+//! S_c = Σ_chunk |â·b̂| and ε ≈ 1e-5 (a 128-term f32 sum, generously). Truncating to 14 bits
+//! can then move each by up to one unit of its 14th bit, ≤ 2^-14·S_c, when x and y straddle a
+//! truncation boundary. So each element may differ by (2^-14 + 1e-5)·S, S = Σ_k |â_k·b̂_k| over
+//! the whole row, plus 2^-22·|C| for the promotion sums. A wrong scale or an indexing error
+//! is O(S). The truncation also absorbs the rounding differences unless a chunk sum lies next
+//! to a boundary, so at least 90% of the elements must be bit-identical (97% are; a kernel
+//! that did not truncate would match almost none). Without truncation (acc_bits 23) the kernel is compared with the exact (f64)
+//! product of the dequantized operands within 1e-5·S, and with a single chunk the result must
+//! carry exactly acc_bits mantissa bits.
+use tokenmill_cuda_emu::{Ptr, launch};
+use tokenmill_kernels::Fp8Format;
+use tokenmill_kernels::backend::{FP8_ACC_MANTISSA_BITS, LowpGemm, MatMul};
+use tokenmill_kernels::cpu::lowp::matmul_lowp;
+use tokenmill_kernels::cpu::matmul::{matmul, matmul_ref};
+use tokenmill_kernels::quant::{Quantized, ScaleRounding, quantize};
+use tokenmill_kernels::rng::Rng;
+
+unsafe extern "C" {
+    fn fp8_gemm_f32(
+        a: *const u8,
+        a_scales: *const f32,
+        b: *const u8,
+        b_scales: *const f32,
+        c: *mut f32,
+        m: i32,
+        n: i32,
+        k: i32,
+        acc_bits: i32,
+        accumulate: i32,
+    );
+    fn grouped_gemm_f32(
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        offsets: *const i32,
+        experts: i32,
+        n: i32,
+        k: i32,
+        accumulate: i32,
+    );
+}
+
+/// Dynamic shared memory of fp8_gemm_f32: (2 · 2 · 16 · 132 + 128 · 128) floats.
+const FP8_SMEM: usize = 4 * (2 * 2 * 16 * 132 + 128 * 128);
+
+/// Normal entries whose size varies by row and by 128-column block, so that the tiles'
+/// scales differ.
+fn operand(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut x = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let size =
+                2f64.powi((r % 5) as i32 - 2) * (1.0 + (c / 128) as f64) * (1.0 + (r / 128) as f64);
+            x[r * cols + c] = (rng.normal() * size) as f32;
+        }
+    }
+    x
+}
+
+fn fp8(x: &[f32], rows: usize, cols: usize, tile_rows: usize) -> Quantized {
+    quantize(
+        x,
+        rows,
+        cols,
+        tile_rows,
+        128,
+        Fp8Format::E4M3,
+        ScaleRounding::Exact,
+    )
+}
+
+/// Runs fp8_gemm_f32 on the quantized operands, C starting from `c0`.
+fn run_fp8(
+    qa: &Quantized,
+    qb: &Quantized,
+    c0: &[f32],
+    acc_bits: i32,
+    accumulate: bool,
+) -> Vec<f32> {
+    let (m, k, n) = (qa.rows, qa.cols, qb.rows);
+    let mut c = c0.to_vec();
+    let (ap, asp, bp, bsp) = (
+        Ptr::of_const(&qa.codes),
+        Ptr::of_const(&qa.scales),
+        Ptr::of_const(&qb.codes),
+        Ptr::of_const(&qb.scales),
+    );
+    let cp = Ptr::of(&mut c);
+    let (mi, ni, ki, acc) = (m as i32, n as i32, k as i32, accumulate as i32);
+    launch(
+        (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1),
+        (256, 1, 1),
+        FP8_SMEM,
+        || {
+            // SAFETY: codes [m·k], [n·k]; scales [m·ceil(k/128)], [ceil(n/128)·ceil(k/128)]; c [m·n].
+            unsafe {
+                fp8_gemm_f32(
+                    ap.c(),
+                    asp.c(),
+                    bp.c(),
+                    bsp.c(),
+                    cp.p(),
+                    mi,
+                    ni,
+                    ki,
+                    acc_bits,
+                    acc,
+                )
+            }
+        },
+    );
+    c
+}
+
+/// S[i·n + j] = Σ_k |â_ik · b̂_jk| of the dequantized operands (f64), and the exact product.
+fn dequantized_product(qa: &Quantized, qb: &Quantized) -> (Vec<f64>, Vec<f64>) {
+    let (m, k, n) = (qa.rows, qa.cols, qb.rows);
+    let (a, b) = (qa.dequantize(), qb.dequantize());
+    let mut s = vec![0f64; m * n];
+    let mut p = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for t in 0..k {
+                let v = a[i * k + t] as f64 * b[j * k + t] as f64;
+                s[i * n + j] += v.abs();
+                p[i * n + j] += v;
+            }
+        }
+    }
+    (s, p)
+}
+
+#[test]
+fn fp8_gemm_matches_matmul_lowp() {
+    let fmt = LowpGemm::Fp8 {
+        a_tile: (1, 128),
+        b_tile: (128, 128),
+    };
+    // k = 300: a partial last chunk and the bytewise loads; k = 256: 16-byte loads. n = 200
+    // and m = 130: partial output tiles, two rows of B's scale blocks.
+    for (m, n, k, seed) in [(70, 200, 300, 1), (130, 130, 256, 2)] {
+        let (a, b) = (operand(m, k, seed), operand(n, k, seed + 10));
+        let (qa, qb) = (fp8(&a, m, k, 1), fp8(&b, n, k, 128));
+        let (s, _) = dequantized_product(&qa, &qb);
+        for accumulate in [false, true] {
+            let c0: Vec<f32> = (0..m * n).map(|i| ((i % 13) as f32 - 6.0) * 0.25).collect();
+            let got = run_fp8(&qa, &qb, &c0, FP8_ACC_MANTISSA_BITS as i32, accumulate);
+            let mut want = c0.clone();
+            let p = MatMul {
+                m,
+                n,
+                k,
+                ta: false,
+                tb: true,
+                accumulate,
+            };
+            assert_eq!(matmul_lowp(matmul, p, &a, &b, &mut want, fmt), 0);
+            let unit = 2f64.powi(-(FP8_ACC_MANTISSA_BITS as i32)) + 1e-5;
+            let exact = (0..m * n).filter(|&i| got[i] == want[i]).count();
+            assert!(
+                exact * 10 >= m * n * 9,
+                "only {exact} of {} bit-identical",
+                m * n
+            );
+            for i in 0..m * n {
+                let tol = unit * s[i] + 2f64.powi(-22) * want[i].abs() as f64;
+                let err = (got[i] as f64 - want[i] as f64).abs();
+                assert!(
+                    err <= tol,
+                    "m {m} n {n} k {k} acc {accumulate} [{}, {}]: {} vs {} (S {})",
+                    i / n,
+                    i % n,
+                    got[i],
+                    want[i],
+                    s[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fp8_gemm_without_truncation_is_the_dequantized_product() {
+    let (m, n, k) = (40, 150, 400);
+    let (a, b) = (operand(m, k, 3), operand(n, k, 4));
+    let (qa, qb) = (fp8(&a, m, k, 1), fp8(&b, n, k, 128));
+    let (s, want) = dequantized_product(&qa, &qb);
+    let got = run_fp8(&qa, &qb, &vec![f32::NAN; m * n], 23, false);
+    for i in 0..m * n {
+        assert!(
+            (got[i] as f64 - want[i]).abs() <= 1e-5 * s[i],
+            "[{}, {}]: {} vs {}",
+            i / n,
+            i % n,
+            got[i],
+            want[i]
+        );
+    }
+}
+
+#[test]
+fn fp8_gemm_single_chunk_keeps_acc_bits_mantissa_bits() {
+    let (m, n, k, bits) = (9, 33, 100, 5);
+    let (a, b) = (operand(m, k, 5), operand(n, k, 6));
+    let (qa, qb) = (fp8(&a, m, k, 1), fp8(&b, n, k, 128));
+    let (s, want) = dequantized_product(&qa, &qb);
+    let got = run_fp8(&qa, &qb, &vec![0f32; m * n], bits, false);
+    for i in 0..m * n {
+        assert_eq!(
+            got[i].to_bits() & ((1 << (23 - bits)) - 1),
+            0,
+            "{}: {}",
+            i,
+            got[i]
+        );
+        // Truncation moves toward zero by less than one unit of the 5th bit.
+        let (g, w) = (got[i] as f64, want[i]);
+        assert!(g.abs() <= w.abs() + 1e-5 * s[i], "{i}: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= 2f64.powi(-bits) * w.abs() + 1e-5 * s[i],
+            "{i}: {g} vs {w}"
+        );
+    }
+}
+
+/// Runs grouped_gemm_f32 with `grid_rows` as the bound on an expert's rows, and compares each
+/// expert's rows with the CPU matmul (f64, on the same inputs): |Δ| ≤ 1e-5 · Σ_k |x·w| (k ≤ 64
+/// FMA-summed terms: at most 64 · 2^-24 ≈ 4e-6 of that sum).
+fn run_grouped(
+    counts: &[usize],
+    n: usize,
+    k: usize,
+    grid_rows: usize,
+    accumulate: bool,
+    seed: u64,
+) {
+    let experts = counts.len();
+    let mut offsets = vec![0i32];
+    for &c in counts {
+        offsets.push(offsets.last().unwrap() + c as i32);
+    }
+    let rows = *offsets.last().unwrap() as usize;
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = (0..rows * k).map(|_| rng.normal() as f32).collect();
+    let w: Vec<f32> = (0..experts * n * k).map(|_| rng.normal() as f32).collect();
+    let y0: Vec<f32> = (0..rows * n).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut y = y0.clone();
+    let (xp, wp, op, yp) = (
+        Ptr::of_const(&x),
+        Ptr::of_const(&w),
+        Ptr::of_const(&offsets),
+        Ptr::of(&mut y),
+    );
+    let (ei, ni, ki, acc) = (experts as i32, n as i32, k as i32, accumulate as i32);
+    let grid = (
+        n.div_ceil(128) as u32,
+        grid_rows.div_ceil(128) as u32,
+        experts as u32,
+    );
+    launch(grid, (256, 1, 1), 0, || {
+        // SAFETY: x [rows·k], w [experts·n·k], y [rows·n], offsets [experts + 1].
+        unsafe { grouped_gemm_f32(xp.c(), wp.c(), yp.p(), op.c(), ei, ni, ki, acc) }
+    });
+    let wide = |v: &[f32]| v.iter().map(|&t| t as f64).collect::<Vec<f64>>();
+    for e in 0..experts {
+        let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
+        let me = r1 - r0;
+        let xe = wide(&x[r0 * k..r1 * k]);
+        let we = wide(&w[e * n * k..(e + 1) * n * k]);
+        let mut want = wide(&y0[r0 * n..r1 * n]);
+        let p = MatMul {
+            m: me,
+            n,
+            k,
+            ta: false,
+            tb: true,
+            accumulate,
+        };
+        matmul_ref(p, &xe, &we, &mut want);
+        let xa: Vec<f64> = xe.iter().map(|v| v.abs()).collect();
+        let wa: Vec<f64> = we.iter().map(|v| v.abs()).collect();
+        let mut s = vec![0f64; me * n];
+        matmul_ref(
+            MatMul {
+                accumulate: false,
+                ..p
+            },
+            &xa,
+            &wa,
+            &mut s,
+        );
+        for i in 0..me * n {
+            let got = y[r0 * n + i] as f64;
+            assert!(
+                (got - want[i]).abs() <= 1e-5 * s[i] + 1e-6 * want[i].abs(),
+                "expert {e} row {} col {}: {got} vs {}",
+                i / n,
+                i % n,
+                want[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn grouped_gemm_matches_the_cpu_matmul_per_expert() {
+    // An empty expert, one larger than a tile, one of 3 rows; k = 45 (scalar loads), n = 70.
+    run_grouped(&[50, 0, 140, 3], 70, 45, 140, false, 1);
+    // The total row count as the grid's bound; 128-bit loads and stores; accumulate.
+    run_grouped(&[50, 0, 140, 3], 70, 45, 193, true, 2);
+    run_grouped(&[20, 129, 0], 160, 64, 149, true, 3);
+    run_grouped(&[0, 0], 8, 16, 1, false, 4);
+}

@@ -1,0 +1,426 @@
+//! quant.cu and the codecs of common.cuh against the Rust number formats, bit for bit:
+//! the BF16 and E4M3 encoders on ~10⁵ random and boundary f32s, the E4M3 decoder on all 256
+//! codes, BF16 rounding, FP8 tile quantization (`quant::quantize` and `quant::fake_quantize`,
+//! E4M3 with exact scales: edge tiles, zero tiles, non-finite tiles, subnormal scales) and the
+//! promotion of a truncated partial sum (`cpu::lowp`, through `matmul_lowp`).
+use tokenmill_cuda_emu::{Ptr, launch};
+use tokenmill_kernels::Fp8Format;
+use tokenmill_kernels::backend::{FP8_ACC_MANTISSA_BITS, LowpGemm, MatMul};
+use tokenmill_kernels::bf16::{round_bf16, to_bf16};
+use tokenmill_kernels::cpu::lowp::matmul_lowp;
+use tokenmill_kernels::quant::{ScaleRounding, fake_quantize, quantize};
+use tokenmill_kernels::rng::Rng;
+
+unsafe extern "C" {
+    fn round_bf16_f32(x: *mut f32, n: i64);
+    fn fp8_fake_quantize_f32(
+        x: *mut f32,
+        rows: i32,
+        cols: i32,
+        tile_rows: i32,
+        tile_cols: i32,
+        bad_tiles: *mut u32,
+    );
+    fn fp8_quantize_f32(
+        x: *const f32,
+        rows: i32,
+        cols: i32,
+        tile_rows: i32,
+        tile_cols: i32,
+        codes: *mut u8,
+        scales: *mut f32,
+        bad_tiles: *mut u32,
+    );
+    fn promote_truncated_f32(c: *mut f32, part: *const f32, n: i64, bits: i32);
+    fn codec_encode_probe(x: *const f32, n: i64, bf16: *mut u16, e4m3: *mut u8);
+    fn codec_decode_probe(codes: *const u8, n: i32, out: *mut f32);
+}
+
+const BLOCK: u32 = 256;
+const E4M3: Fp8Format = Fp8Format::E4M3;
+
+/// The grid of the elementwise kernels: min(ceil(n / 256), 65535) blocks.
+fn grid(n: usize) -> u32 {
+    n.div_ceil(BLOCK as usize).clamp(1, 65535) as u32
+}
+
+/// Random bit patterns, values across the E4M3 range, every E4M3 rounding boundary, BF16
+/// ties, and special values.
+fn encode_inputs() -> Vec<f32> {
+    let mut rng = Rng::new(18);
+    let mut x: Vec<f32> = Vec::new();
+    for _ in 0..60_000 {
+        x.push(f32::from_bits(rng.next_u64() as u32));
+    }
+    for _ in 0..20_000 {
+        // |x| in [2^-12, 2^10): the E4M3 subnormals, normals and overflow.
+        let e = 127 - 12 + rng.below(22) as u32;
+        let bits = (rng.next_u64() as u32 & 0x8000_0000) | (e << 23) | (rng.next_u64() as u32 >> 9);
+        x.push(f32::from_bits(bits));
+    }
+    for _ in 0..5_000 {
+        // BF16 ties and their neighbours.
+        let hi = rng.next_u64() as u32 & 0xffff_0000;
+        for lo in [0x7fff, 0x8000, 0x8001] {
+            x.push(f32::from_bits(hi | lo));
+        }
+    }
+    for code in 0..0x7Eu8 {
+        let (lo, hi) = (E4M3.decode(code), E4M3.decode(code + 1));
+        let mid = (lo + hi) / 2.0;
+        for v in [
+            lo,
+            hi,
+            mid,
+            f32::from_bits(mid.to_bits() - 1),
+            f32::from_bits(mid.to_bits() + 1),
+        ] {
+            x.push(v);
+            x.push(-v);
+        }
+    }
+    for bits in [
+        0u32,
+        0x8000_0000,
+        0x7f80_0000,
+        0xff80_0000,
+        0x7fc0_0000,
+        0xffc0_0000,
+        0x7f80_0001,
+        0xff80_0001,
+        0x7fbf_ffff,
+        0x7f7f_ffff,
+        0xff7f_ffff,
+        0x7f7f_8000,
+        0x0080_0000,
+        0x0000_0001,
+        0x007f_ffff,
+        0x3c80_0000,
+        0x3c7f_ffff,
+        0x3c80_0001,
+        0x43e0_0000,
+        0x43df_ffff,
+        0x43e0_0001,
+        0x43e8_0000,
+        0x43e7_ffff,
+        0x43f0_0000,
+        0x3b00_0000,
+        0x3a80_0000,
+        0x3a80_0001,
+        0x3ac0_0000,
+    ] {
+        x.push(f32::from_bits(bits));
+        x.push(-f32::from_bits(bits));
+    }
+    x
+}
+
+#[test]
+fn encoders_are_the_rust_codecs_bit_for_bit() {
+    let x = encode_inputs();
+    let n = x.len();
+    let (mut b, mut e) = (vec![0u16; n], vec![0u8; n]);
+    let (xp, bp, ep) = (Ptr::of_const(&x), Ptr::of(&mut b), Ptr::of(&mut e));
+    launch((16, 1, 1), (BLOCK, 1, 1), 0, || {
+        // SAFETY: x, bf16, e4m3: n elements each, alive for the launch.
+        unsafe { codec_encode_probe(xp.c(), n as i64, bp.p(), ep.p()) }
+    });
+    for i in 0..n {
+        assert_eq!(
+            b[i],
+            to_bf16(x[i]),
+            "bf16 of {:e} ({:#010x})",
+            x[i],
+            x[i].to_bits()
+        );
+        assert_eq!(
+            e[i],
+            E4M3.encode_saturating(x[i]),
+            "e4m3 of {:e} ({:#010x})",
+            x[i],
+            x[i].to_bits()
+        );
+    }
+    // round_bf16_f32 on the same values.
+    let mut y = x.clone();
+    let yp = Ptr::of(&mut y);
+    launch((grid(n).min(16), 1, 1), (BLOCK, 1, 1), 0, || {
+        // SAFETY: x: n elements, alive for the launch.
+        unsafe { round_bf16_f32(yp.p(), n as i64) }
+    });
+    for i in 0..n {
+        assert_eq!(
+            y[i].to_bits(),
+            round_bf16(x[i]).to_bits(),
+            "round_bf16 of {:e} ({:#010x})",
+            x[i],
+            x[i].to_bits()
+        );
+    }
+}
+
+#[test]
+fn the_e4m3_decoder_is_the_rust_codec_on_every_code() {
+    let codes: Vec<u8> = (0..=255).collect();
+    let mut out = vec![0f32; 256];
+    let (cp, op) = (Ptr::of_const(&codes), Ptr::of(&mut out));
+    launch((1, 1, 1), (BLOCK, 1, 1), 0, || {
+        // SAFETY: codes, out: 256 elements, alive for the launch.
+        unsafe { codec_decode_probe(cp.c(), 256, op.p()) }
+    });
+    for (&c, v) in codes.iter().zip(out) {
+        let want = E4M3.decode(c);
+        assert_eq!(v.to_bits(), want.to_bits(), "code {c:#04x}: {v} vs {want}");
+    }
+}
+
+/// Matrices for the quantizers: rows of different magnitudes, edge tiles, a zero tile.
+fn matrix(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| {
+            let r = i / cols;
+            let scale = [1.0, 1e-3, 300.0, 1e20, 1e-30, 7.0][r % 6];
+            rng.normal() as f32 * scale
+        })
+        .collect()
+}
+
+fn fake_gpu(x: &mut [f32], rows: usize, cols: usize, tile: (usize, usize), grid_y: u32) -> u32 {
+    let mut bad = [0u32];
+    let (xp, bp) = (Ptr::of(x), Ptr::of(&mut bad));
+    let gx = cols.div_ceil(tile.1) as u32;
+    launch((gx, grid_y, 1), (BLOCK, 1, 1), 0, || {
+        // SAFETY: x: rows × cols, bad_tiles: one counter, alive for the launch.
+        unsafe {
+            fp8_fake_quantize_f32(
+                xp.p(),
+                rows as i32,
+                cols as i32,
+                tile.0 as i32,
+                tile.1 as i32,
+                bp.p(),
+            )
+        }
+    });
+    bad[0]
+}
+
+/// Tiles holding a NaN or an infinity.
+fn bad_tiles(x: &[f32], cols: usize, tile: (usize, usize)) -> u32 {
+    let mut bad = std::collections::BTreeSet::new();
+    for (i, v) in x.iter().enumerate() {
+        if !v.is_finite() {
+            bad.insert((i / cols / tile.0, i % cols / tile.1));
+        }
+    }
+    bad.len() as u32
+}
+
+fn check_fake(x: &[f32], rows: usize, cols: usize, tile: (usize, usize), grid_y: u32, what: &str) {
+    let mut a = x.to_vec();
+    let bad = fake_gpu(&mut a, rows, cols, tile, grid_y);
+    let mut b = x.to_vec();
+    let rbad = fake_quantize(
+        &mut b,
+        rows,
+        cols,
+        tile.0,
+        tile.1,
+        E4M3,
+        ScaleRounding::Exact,
+    );
+    assert_eq!(bad as usize, rbad, "{what}: bad tiles");
+    for i in 0..a.len() {
+        assert!(
+            a[i].to_bits() == b[i].to_bits() || (a[i].is_nan() && b[i].is_nan()),
+            "{what}: element {i} ({:e}): {:e} vs {:e}",
+            x[i],
+            a[i],
+            b[i]
+        );
+    }
+}
+
+fn quantize_gpu(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    tile: (usize, usize),
+    grid_y: u32,
+) -> (Vec<u8>, Vec<f32>, u32) {
+    let (tr, tc) = (rows.div_ceil(tile.0), cols.div_ceil(tile.1));
+    let (mut codes, mut scales, mut bad) = (vec![0u8; rows * cols], vec![0f32; tr * tc], [0u32]);
+    let (xp, cp, sp, bp) = (
+        Ptr::of_const(x),
+        Ptr::of(&mut codes),
+        Ptr::of(&mut scales),
+        Ptr::of(&mut bad),
+    );
+    launch((tc as u32, grid_y, 1), (BLOCK, 1, 1), 0, || {
+        // SAFETY: x, codes: rows × cols; scales: one per tile; bad_tiles: one counter; alive
+        // for the launch.
+        unsafe {
+            fp8_quantize_f32(
+                xp.c(),
+                rows as i32,
+                cols as i32,
+                tile.0 as i32,
+                tile.1 as i32,
+                cp.p(),
+                sp.p(),
+                bp.p(),
+            )
+        }
+    });
+    (codes, scales, bad[0])
+}
+
+fn check_quantize(
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    tile: (usize, usize),
+    grid_y: u32,
+    what: &str,
+) {
+    let (codes, scales, bad) = quantize_gpu(x, rows, cols, tile, grid_y);
+    let q = quantize(x, rows, cols, tile.0, tile.1, E4M3, ScaleRounding::Exact);
+    let bits = |v: &[f32]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&scales), bits(&q.scales), "{what}: scales");
+    assert_eq!(codes, q.codes, "{what}: codes");
+    assert_eq!(bad, bad_tiles(x, cols, tile), "{what}: bad tiles");
+}
+
+/// (rows, cols, tile, grid.y): DeepSeek-V3's three tile shapes with partial edge tiles; a
+/// grid.y below the tile rows, so the blocks stride over them.
+const SHAPES: [(usize, usize, (usize, usize), u32); 5] = [
+    (13, 300, (1, 128), 13),
+    (13, 300, (1, 128), 4),
+    (150, 260, (128, 128), 2),
+    (260, 5, (128, 1), 3),
+    (9, 40, (4, 16), 1),
+];
+
+#[test]
+fn fake_quantize_is_the_reference_bit_for_bit() {
+    let mut rng = Rng::new(19);
+    for (rows, cols, tile, gy) in SHAPES {
+        let mut x = matrix(&mut rng, rows, cols);
+        let what = format!("{rows}×{cols} tiles {tile:?} grid.y {gy}");
+        check_fake(&x, rows, cols, tile, gy, &what);
+        // A zero tile (signed zeros stay), an infinite element, a NaN, subnormal values.
+        let t = tile.0.min(rows) * cols;
+        for (i, v) in x[..t].iter_mut().enumerate() {
+            if i % cols < tile.1 {
+                *v = if i % 2 == 0 { 0.0 } else { -0.0 };
+            }
+        }
+        x[rows * cols - 1] = f32::INFINITY;
+        x[(rows - 1) * cols] = f32::NAN;
+        x[(rows / 2) * cols + cols / 2] = f32::from_bits(5);
+        check_fake(&x, rows, cols, tile, gy, &format!("{what}, specials"));
+    }
+    // A tile of subnormals only: its scale underflows.
+    let x: Vec<f32> = (0..64).map(|i| f32::from_bits(i * 3 + 1)).collect();
+    check_fake(&x, 4, 16, (4, 16), 1, "subnormal tile");
+}
+
+#[test]
+fn quantize_is_the_reference_bit_for_bit() {
+    let mut rng = Rng::new(20);
+    for (rows, cols, tile, gy) in SHAPES {
+        let mut x = matrix(&mut rng, rows, cols);
+        let what = format!("{rows}×{cols} tiles {tile:?} grid.y {gy}");
+        check_quantize(&x, rows, cols, tile, gy, &what);
+        let t = tile.0.min(rows) * cols;
+        for (i, v) in x[..t].iter_mut().enumerate() {
+            if i % cols < tile.1 {
+                *v = -0.0;
+            }
+        }
+        x[rows * cols - 1] = f32::NEG_INFINITY;
+        x[(rows - 1) * cols] = -f32::NAN;
+        x[(rows / 2) * cols + cols / 2] = f32::from_bits(5);
+        check_quantize(&x, rows, cols, tile, gy, &format!("{what}, specials"));
+    }
+}
+
+fn promote_gpu(c: &mut [f32], part: &[f32], bits: i32) {
+    let n = c.len();
+    let (cp, pp) = (Ptr::of(c), Ptr::of_const(part));
+    launch((grid(n), 1, 1), (BLOCK, 1, 1), 0, || {
+        // SAFETY: c, part: n elements each, alive for the launch.
+        unsafe { promote_truncated_f32(cp.p(), pp.c(), n as i64, bits) }
+    });
+}
+
+fn same(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+#[test]
+fn promotion_is_the_low_precision_gemms() {
+    let mut rng = Rng::new(21);
+    let (m, n, k) = (6, 50, 16);
+    let mut part: Vec<f32> = (0..m * n)
+        .map(|i| rng.normal() as f32 * 10f32.powi(i as i32 % 9 - 4))
+        .collect();
+    part[..6].copy_from_slice(&[
+        f32::INFINITY,
+        f32::NAN,
+        -0.0,
+        f32::from_bits(0x007f_ffff),
+        -f32::MAX,
+        f32::NEG_INFINITY,
+    ]);
+    let c0: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
+    // The reference: cpu::lowp's FP8 path, whose GEMM (here: one chunk of K) yields `part`.
+    let mut r = c0.clone();
+    let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
+    let p = MatMul {
+        m,
+        n,
+        k,
+        ta: false,
+        tb: false,
+        accumulate: true,
+    };
+    let fp8 = LowpGemm::Fp8 {
+        a_tile: (1, 128),
+        b_tile: (128, 128),
+    };
+    matmul_lowp(
+        |q: MatMul, _: &[f32], _: &[f32], out: &mut [f32]| {
+            assert!(!q.accumulate && q.k == k, "one chunk, written");
+            out.copy_from_slice(&part);
+        },
+        p,
+        &a,
+        &b,
+        &mut r,
+        fp8,
+    );
+    let mut c = c0.clone();
+    promote_gpu(&mut c, &part, FP8_ACC_MANTISSA_BITS as i32);
+    for i in 0..m * n {
+        assert!(same(c[i], r[i]), "c[{i}] {:e} vs {:e}", c[i], r[i]);
+    }
+    // Other widths: the truncation of lowp.rs, written out.
+    for bits in [0u32, 3, 10, 22, 23] {
+        let mut c = c0.clone();
+        promote_gpu(&mut c, &part, bits as i32);
+        for i in 0..m * n {
+            let t = if part[i].is_finite() {
+                f32::from_bits(part[i].to_bits() & !((1u32 << (23 - bits)) - 1))
+            } else {
+                part[i]
+            };
+            let want = c0[i] + t;
+            assert!(
+                same(c[i], want),
+                "bits {bits}: c[{i}] {:e} vs {want:e}",
+                c[i]
+            );
+        }
+    }
+}

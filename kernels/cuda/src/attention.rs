@@ -1,0 +1,186 @@
+//! Causal attention on the device (cu/attention.cu): the forward with online softmax saving
+//! the log-sum-exp, the backward as three kernels without atomics (D = rowsum(dO ⊙ O); dK/dV
+//! per key block; dQ per query block), recomputing P from the log-sum-exp as the CPU does.
+
+use cudarc::driver::PushKernelArg;
+use tokenmill_kernels::backend::AttnShape;
+
+use crate::backend::{Cuda, go};
+use crate::error::Result;
+
+/// Launch shapes, as documented above each kernel in cu/attention.cu: 256 threads, 64 rows of
+/// queries (forward, dQ) or keys (dK/dV) per block, tiles in dynamic shared memory with rows
+/// padded to `LD(d) = 32·ceil(d/32) + 4` floats.
+pub(crate) mod shape {
+    use cudarc::driver::LaunchConfig;
+    use tokenmill_kernels::backend::AttnShape;
+
+    fn ld(d: usize) -> usize {
+        32 * d.div_ceil(32) + 4
+    }
+
+    fn cfg(s: AttnShape, floats: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (s.seq.div_ceil(64) as u32, s.bh as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: (4 * floats) as u32,
+        }
+    }
+
+    /// The forward.
+    pub fn forward(s: AttnShape) -> LaunchConfig {
+        cfg(s, 96 * ld(s.d_qk) + 32 * ld(s.d_v) + 2304)
+    }
+    /// D = rowsum(dO ⊙ O): one warp per row.
+    pub fn pre(s: AttnShape) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: ((s.bh * s.seq).div_ceil(8).max(1) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+    /// dK and dV.
+    pub fn dkdv(s: AttnShape) -> LaunchConfig {
+        cfg(s, 96 * (ld(s.d_qk) + ld(s.d_v)) + 4672)
+    }
+    /// dQ.
+    pub fn dq(s: AttnShape) -> LaunchConfig {
+        cfg(s, 96 * (ld(s.d_qk) + ld(s.d_v)) + 2432)
+    }
+}
+
+/// The kernels handle head dims 1..=256 and bh ≤ 65,535 (grid.y).
+fn supported(s: AttnShape) -> Result<()> {
+    if (1..=256).contains(&s.d_qk) && (1..=256).contains(&s.d_v) && s.bh <= 65_535 {
+        Ok(())
+    } else {
+        Err(crate::Error::Unavailable(format!(
+            "CUDA attention handles head dims 1..=256 and batch×heads ≤ 65535, not d_qk {} d_v {} bh {}",
+            s.d_qk, s.d_v, s.bh
+        )))
+    }
+}
+
+pub(crate) fn forward(
+    be: &Cuda,
+    s: AttnShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &mut [f32],
+    lse: &mut [f32],
+) -> Result<()> {
+    supported(s)?;
+    let dev = be.dev();
+    let (gq, gk, gv) = (
+        dev.upload("attention q", q)?,
+        dev.upload("attention k", k)?,
+        dev.upload("attention v", v)?,
+    );
+    let mut go_ = dev.zeros::<f32>("attention o", o.len())?;
+    let mut gl = dev.zeros::<f32>("attention lse", lse.len())?;
+    let (bh, seq, dqk, dv, scale) = dims(s);
+    let mut b = be.kernel("attention_fwd_f32")?;
+    b.arg(&gq)
+        .arg(&gk)
+        .arg(&gv)
+        .arg(&mut go_)
+        .arg(&mut gl)
+        .arg(&bh)
+        .arg(&seq)
+        .arg(&dqk)
+        .arg(&dv)
+        .arg(&scale);
+    go("attention_fwd_f32", b, shape::forward(s))?;
+    dev.download(&go_, o)?;
+    dev.download(&gl, lse)
+}
+
+fn dims(s: AttnShape) -> (i32, i32, i32, i32, f32) {
+    (
+        s.bh as i32,
+        s.seq as i32,
+        s.d_qk as i32,
+        s.d_v as i32,
+        s.scale as f32,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    be: &Cuda,
+    s: AttnShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    lse: &[f32],
+    d_o: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) -> Result<()> {
+    supported(s)?;
+    let dev = be.dev();
+    let (gq, gk, gv) = (
+        dev.upload("attention q", q)?,
+        dev.upload("attention k", k)?,
+        dev.upload("attention v", v)?,
+    );
+    let (go_, gl, gdo) = (
+        dev.upload("attention o", o)?,
+        dev.upload("attention lse", lse)?,
+        dev.upload("attention dO", d_o)?,
+    );
+    let mut delta = dev.zeros::<f32>("attention D", lse.len())?;
+    let mut gdq = dev.zeros::<f32>("attention dq", dq.len())?;
+    let mut gdk = dev.zeros::<f32>("attention dk", dk.len())?;
+    let mut gdv = dev.zeros::<f32>("attention dv", dv.len())?;
+    let (bh, seq, dqk, d_v, scale) = dims(s);
+    {
+        let mut b = be.kernel("attention_bwd_pre_f32")?;
+        b.arg(&go_)
+            .arg(&gdo)
+            .arg(&mut delta)
+            .arg(&bh)
+            .arg(&seq)
+            .arg(&d_v);
+        go("attention_bwd_pre_f32", b, shape::pre(s))?;
+    }
+    {
+        let mut b = be.kernel("attention_bwd_dkdv_f32")?;
+        b.arg(&gq)
+            .arg(&gk)
+            .arg(&gv)
+            .arg(&gl)
+            .arg(&gdo)
+            .arg(&delta)
+            .arg(&mut gdk)
+            .arg(&mut gdv)
+            .arg(&bh)
+            .arg(&seq)
+            .arg(&dqk)
+            .arg(&d_v)
+            .arg(&scale);
+        go("attention_bwd_dkdv_f32", b, shape::dkdv(s))?;
+    }
+    {
+        let mut b = be.kernel("attention_bwd_dq_f32")?;
+        b.arg(&gq)
+            .arg(&gk)
+            .arg(&gv)
+            .arg(&gl)
+            .arg(&gdo)
+            .arg(&delta)
+            .arg(&mut gdq)
+            .arg(&bh)
+            .arg(&seq)
+            .arg(&dqk)
+            .arg(&d_v)
+            .arg(&scale);
+        go("attention_bwd_dq_f32", b, shape::dq(s))?;
+    }
+    dev.download(&gdq, dq)?;
+    dev.download(&gdk, dk)?;
+    dev.download(&gdv, dv)
+}

@@ -1,0 +1,598 @@
+//! [`Cuda`]: the [`Backend`] seam on a GPU. The seam passes host slices, so every operation
+//! copies its inputs to the device, runs the kernel (or cuBLAS), and copies the results back:
+//! the model trains on the GPU with the same arithmetic as on the CPU — which is what the
+//! device check compares — at the cost of the transfers. Keeping activations resident on the
+//! device needs a device buffer type in the seam (noted in docs/gpu.md).
+//!
+//! The seam's operations return no errors; a CUDA failure here (out of memory, a kernel fault)
+//! panics with the backend's error message, which names the operation and the sizes.
+
+use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+
+use tokenmill_kernels::backend::{
+    AttnShape, Backend, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, LowpGemm, MatMul, RopeRows,
+    RopeTable,
+};
+
+use crate::device::{Device, elementwise};
+use crate::error::{Result, driver};
+
+/// The CUDA backend over one [`Device`].
+#[derive(Debug)]
+pub struct Cuda {
+    dev: Device,
+}
+
+impl Cuda {
+    /// The backend on GPU `ordinal` (see [`Device::open`] for what is checked).
+    pub fn new(ordinal: usize) -> Result<Self> {
+        Ok(Cuda {
+            dev: Device::open(ordinal)?,
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// Sets the memory model's estimate reported with out-of-memory errors.
+    pub fn set_estimate(&mut self, bytes: u64) {
+        self.dev.estimate = Some(bytes);
+    }
+
+    /// A launch of kernel `name`, to which the caller pushes the arguments in the order and
+    /// types of its signature (cu/*.cu), then hands to [`go`].
+    fn k(&self, name: &str) -> Result<LaunchArgs<'_>> {
+        Ok(self.dev.stream().launch_builder(self.dev.func(name)?))
+    }
+
+    fn try_matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+        p.check(a, b, c);
+        let da = self.dev.upload("matmul A", a)?;
+        let db = self.dev.upload("matmul B", b)?;
+        let mut dc = if p.accumulate {
+            self.dev.upload("matmul C", c)?
+        } else {
+            self.dev.zeros::<f32>("matmul C", c.len())?
+        };
+        let beta = if p.accumulate { 1.0 } else { 0.0 };
+        self.dev.sgemm(
+            p,
+            &da.slice(..),
+            p.a_stored().1,
+            &db.slice(..),
+            p.b_stored().1,
+            &mut dc.slice_mut(..),
+            beta,
+        )?;
+        self.dev.download(&dc, c)
+    }
+
+    fn round_bf16(&self, x: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+        let n64 = n as i64;
+        {
+            let mut b = self.k("round_bf16_f32")?;
+            b.arg(&mut *x).arg(&n64);
+            go("round_bf16_f32", b, elementwise(n))
+        }
+    }
+
+    /// Fake-quantizes `x` (`rows × cols` as stored) to E4M3 with `tile` scales, in place;
+    /// non-finite tiles are counted into `bad`.
+    fn fake_quantize(
+        &self,
+        x: &mut CudaSlice<f32>,
+        (rows, cols): (usize, usize),
+        tile: (usize, usize),
+        bad: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (
+                cols.div_ceil(tile.1) as u32,
+                rows.div_ceil(tile.0) as u32,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (r, c, tr, tc) = (rows as i32, cols as i32, tile.0 as i32, tile.1 as i32);
+        {
+            let mut b = self.k("fp8_fake_quantize_f32")?;
+            b.arg(&mut *x)
+                .arg(&r)
+                .arg(&c)
+                .arg(&tr)
+                .arg(&tc)
+                .arg(&mut *bad);
+            go("fp8_fake_quantize_f32", b, cfg)
+        }
+    }
+
+    fn try_matmul_lowp(
+        &self,
+        p: MatMul,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        format: LowpGemm,
+    ) -> Result<u64> {
+        p.check(a, b, c);
+        let mut da = self.dev.upload("low-precision GEMM A", a)?;
+        let mut db = self.dev.upload("low-precision GEMM B", b)?;
+        let mut dc = if p.accumulate {
+            self.dev.upload("low-precision GEMM C", c)?
+        } else {
+            self.dev.zeros::<f32>("low-precision GEMM C", c.len())?
+        };
+        let (lda, ldb) = (p.a_stored().1, p.b_stored().1);
+        let mut bad = 0u64;
+        match format {
+            LowpGemm::Bf16 => {
+                self.round_bf16(&mut da, a.len())?;
+                self.round_bf16(&mut db, b.len())?;
+                let beta = if p.accumulate { 1.0 } else { 0.0 };
+                self.dev.sgemm(
+                    p,
+                    &da.slice(..),
+                    lda,
+                    &db.slice(..),
+                    ldb,
+                    &mut dc.slice_mut(..),
+                    beta,
+                )?;
+            }
+            LowpGemm::Fp8 { a_tile, b_tile } => {
+                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                self.fake_quantize(&mut da, p.a_stored(), a_tile, &mut dbad)?;
+                self.fake_quantize(&mut db, p.b_stored(), b_tile, &mut dbad)?;
+                // Per chunk of K: the product into `part`, truncated to the tensor-core
+                // accumulator's mantissa and promoted (added) into C in FP32.
+                let mut part = self.dev.zeros::<f32>("FP8 partial sums", c.len())?;
+                let mn = (p.m * p.n) as i64;
+                let bits = FP8_ACC_MANTISSA_BITS as i32;
+                for k0 in (0..p.k).step_by(FP8_PROMOTE_EVERY) {
+                    let kc = FP8_PROMOTE_EVERY.min(p.k - k0);
+                    let a_off = if p.ta { k0 * p.m } else { k0 };
+                    let b_off = if p.tb { k0 } else { k0 * p.n };
+                    let chunk = MatMul {
+                        k: kc,
+                        accumulate: false,
+                        ..p
+                    };
+                    self.dev.sgemm(
+                        chunk,
+                        &da.slice(a_off..),
+                        lda,
+                        &db.slice(b_off..),
+                        ldb,
+                        &mut part.slice_mut(..),
+                        0.0,
+                    )?;
+                    {
+                        let mut b = self.k("promote_truncated_f32")?;
+                        b.arg(&mut dc).arg(&part).arg(&mn).arg(&bits);
+                        go("promote_truncated_f32", b, elementwise(c.len()))?;
+                    }
+                }
+                let mut h = [0u32];
+                self.dev.download(&dbad, &mut h)?;
+                bad = h[0] as u64;
+            }
+        }
+        self.dev.download(&dc, c)?;
+        Ok(bad)
+    }
+}
+
+/// Launches a kernel whose arguments have been pushed.
+pub(crate) fn go(name: &str, mut b: LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: each caller pushes the kernel's arguments in its signature's order and types (see
+    // cu/*.cu), with device buffers of the sizes the kernel indexes for this launch shape.
+    unsafe { b.launch(cfg) }
+        .map(|_| ())
+        .map_err(driver(format!("launch {name}")))
+}
+
+/// Unwraps a backend result: the seam has no error channel, so a device failure ends the run
+/// with the backend's message.
+fn ok<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("CUDA backend: {e}"))
+}
+
+/// The kernels index the table by id unchecked (they are not given the vocabulary): checked
+/// here as the CPU kernels do.
+fn check_ids(ids: &[u32], vocab: usize) {
+    if let Some(&i) = ids.iter().find(|&&i| i as usize >= vocab) {
+        panic!("token id {i} outside the embedding table of {vocab} rows");
+    }
+}
+
+fn rows_cfg(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.max(1) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block per token id (grid-stride past 65,535).
+fn per_id(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.clamp(1, 65_535) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One warp per row, four rows per block.
+fn warp_rows(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(4).max(1) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl Backend<f32> for Cuda {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {
+        ok(self.try_matmul(p, a, b, c))
+    }
+
+    fn matmul_lowp(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32], format: LowpGemm) -> u64 {
+        ok(self.try_matmul_lowp(p, a, b, c, format))
+    }
+
+    fn rmsnorm_fwd(&self, x: &[f32], w: &[f32], eps: f64, y: &mut [f32], rstd: &mut [f32]) {
+        ok((|| {
+            let (d, rows) = (w.len(), rstd.len());
+            let dx = self.dev.upload("rmsnorm x", x)?;
+            let dw = self.dev.upload("rmsnorm w", w)?;
+            let mut dy = self.dev.zeros::<f32>("rmsnorm y", y.len())?;
+            let mut dr = self.dev.zeros::<f32>("rmsnorm rstd", rows)?;
+            let (e, r, dd) = (eps as f32, rows as i32, d as i32);
+            {
+                let mut b = self.k("rmsnorm_fwd_f32")?;
+                b.arg(&dx)
+                    .arg(&dw)
+                    .arg(&e)
+                    .arg(&mut dy)
+                    .arg(&mut dr)
+                    .arg(&r)
+                    .arg(&dd);
+                go("rmsnorm_fwd_f32", b, rows_cfg(rows))?;
+            }
+            self.dev.download(&dy, y)?;
+            self.dev.download(&dr, rstd)
+        })())
+    }
+
+    fn rmsnorm_bwd_input(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        rstd: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        accumulate: bool,
+    ) {
+        ok((|| {
+            let (d, rows) = (w.len(), rstd.len());
+            let gx = self.dev.upload("rmsnorm x", x)?;
+            let gw = self.dev.upload("rmsnorm w", w)?;
+            let gr = self.dev.upload("rmsnorm rstd", rstd)?;
+            let gdy = self.dev.upload("rmsnorm dy", dy)?;
+            let mut gdx = if accumulate {
+                self.dev.upload("rmsnorm dx", dx)?
+            } else {
+                self.dev.zeros::<f32>("rmsnorm dx", dx.len())?
+            };
+            let (r, dd, acc) = (rows as i32, d as i32, accumulate as i32);
+            {
+                let mut b = self.k("rmsnorm_bwd_input_f32")?;
+                b.arg(&gx)
+                    .arg(&gw)
+                    .arg(&gr)
+                    .arg(&gdy)
+                    .arg(&mut gdx)
+                    .arg(&r)
+                    .arg(&dd)
+                    .arg(&acc);
+                go("rmsnorm_bwd_input_f32", b, rows_cfg(rows))?;
+            }
+            self.dev.download(&gdx, dx)
+        })())
+    }
+
+    fn rmsnorm_bwd_weight(&self, x: &[f32], rstd: &[f32], dy: &[f32], dw: &mut [f32]) {
+        ok((|| {
+            let (d, rows) = (dw.len(), rstd.len());
+            let gx = self.dev.upload("rmsnorm x", x)?;
+            let gr = self.dev.upload("rmsnorm rstd", rstd)?;
+            let gdy = self.dev.upload("rmsnorm dy", dy)?;
+            let mut gdw = self.dev.upload("rmsnorm dw", dw)?;
+            let (r, dd) = (rows as i32, d as i32);
+            let cfg = LaunchConfig {
+                grid_dim: (d.div_ceil(256).max(1) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            {
+                let mut b = self.k("rmsnorm_bwd_weight_f32")?;
+                b.arg(&gx).arg(&gr).arg(&gdy).arg(&mut gdw).arg(&r).arg(&dd);
+                go("rmsnorm_bwd_weight_f32", b, cfg)?;
+            }
+            self.dev.download(&gdw, dw)
+        })())
+    }
+
+    fn rope_fwd(&self, t: &RopeTable<f32>, x: &mut [f32], r: RopeRows) {
+        ok(self.rope("rope_fwd_f32", t, x, r))
+    }
+
+    fn rope_bwd(&self, t: &RopeTable<f32>, dx: &mut [f32], r: RopeRows) {
+        ok(self.rope("rope_bwd_f32", t, dx, r))
+    }
+
+    fn swiglu_fwd(&self, g: &[f32], u: &[f32], h: &mut [f32]) {
+        ok((|| {
+            let n = h.len();
+            let (gg, gu) = (
+                self.dev.upload("swiglu g", g)?,
+                self.dev.upload("swiglu u", u)?,
+            );
+            let mut gh = self.dev.zeros::<f32>("swiglu h", n)?;
+            let n64 = n as i64;
+            {
+                let mut b = self.k("swiglu_fwd_f32")?;
+                b.arg(&gg).arg(&gu).arg(&mut gh).arg(&n64);
+                go("swiglu_fwd_f32", b, elementwise(n))?;
+            }
+            self.dev.download(&gh, h)
+        })())
+    }
+
+    fn swiglu_bwd(&self, g: &[f32], u: &[f32], dh: &[f32], dg: &mut [f32], du: &mut [f32]) {
+        ok((|| {
+            let n = dh.len();
+            let gg = self.dev.upload("swiglu g", g)?;
+            let gu = self.dev.upload("swiglu u", u)?;
+            let gdh = self.dev.upload("swiglu dh", dh)?;
+            let mut gdg = self.dev.zeros::<f32>("swiglu dg", n)?;
+            let mut gdu = self.dev.zeros::<f32>("swiglu du", n)?;
+            let n64 = n as i64;
+            {
+                let mut b = self.k("swiglu_bwd_f32")?;
+                b.arg(&gg)
+                    .arg(&gu)
+                    .arg(&gdh)
+                    .arg(&mut gdg)
+                    .arg(&mut gdu)
+                    .arg(&n64);
+                go("swiglu_bwd_f32", b, elementwise(n))?;
+            }
+            self.dev.download(&gdg, dg)?;
+            self.dev.download(&gdu, du)
+        })())
+    }
+
+    fn attention_fwd(
+        &self,
+        s: AttnShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        o: &mut [f32],
+        lse: &mut [f32],
+    ) {
+        ok(crate::attention::forward(self, s, q, k, v, o, lse))
+    }
+
+    fn attention_bwd(
+        &self,
+        s: AttnShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        o: &[f32],
+        lse: &[f32],
+        d_o: &[f32],
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
+        ok(crate::attention::backward(
+            self, s, q, k, v, o, lse, d_o, dq, dk, dv,
+        ))
+    }
+
+    fn cross_entropy_fwd(
+        &self,
+        logits: &[f32],
+        targets: &[u32],
+        vocab: usize,
+        losses: &mut [f32],
+        lse: &mut [f32],
+    ) {
+        ok((|| {
+            let rows = losses.len();
+            let gl = self.dev.upload("logits", logits)?;
+            let gt = self.dev.upload("targets", targets)?;
+            let mut gloss = self.dev.zeros::<f32>("losses", rows)?;
+            let mut glse = self.dev.zeros::<f32>("lse", rows)?;
+            let (v, r) = (vocab as i32, rows as i32);
+            {
+                let mut b = self.k("cross_entropy_fwd_f32")?;
+                b.arg(&gl)
+                    .arg(&gt)
+                    .arg(&v)
+                    .arg(&mut gloss)
+                    .arg(&mut glse)
+                    .arg(&r);
+                go("cross_entropy_fwd_f32", b, rows_cfg(rows))?;
+            }
+            self.dev.download(&gloss, losses)?;
+            self.dev.download(&glse, lse)
+        })())
+    }
+
+    fn cross_entropy_bwd(
+        &self,
+        logits: &mut [f32],
+        targets: &[u32],
+        lse: &[f32],
+        g: &[f32],
+        vocab: usize,
+    ) {
+        ok((|| {
+            let rows = lse.len();
+            let mut gl = self.dev.upload("logits", logits)?;
+            let gt = self.dev.upload("targets", targets)?;
+            let glse = self.dev.upload("lse", lse)?;
+            let gg = self.dev.upload("loss gradients", g)?;
+            let (v, r) = (vocab as i32, rows as i32);
+            {
+                let mut b = self.k("cross_entropy_bwd_f32")?;
+                b.arg(&mut gl).arg(&gt).arg(&glse).arg(&gg).arg(&v).arg(&r);
+                go("cross_entropy_bwd_f32", b, rows_cfg(rows))?;
+            }
+            self.dev.download(&gl, logits)
+        })())
+    }
+
+    fn cross_entropy_fused(
+        &self,
+        logits: &mut [f32],
+        targets: &[u32],
+        g: &[f32],
+        vocab: usize,
+        losses: &mut [f32],
+        lse: &mut [f32],
+    ) {
+        ok((|| {
+            let rows = losses.len();
+            let mut gl = self.dev.upload("logits", logits)?;
+            let gt = self.dev.upload("targets", targets)?;
+            let gg = self.dev.upload("loss gradients", g)?;
+            let mut gloss = self.dev.zeros::<f32>("losses", rows)?;
+            let mut glse = self.dev.zeros::<f32>("lse", rows)?;
+            let (v, r) = (vocab as i32, rows as i32);
+            {
+                let mut b = self.k("cross_entropy_fused_f32")?;
+                b.arg(&mut gl)
+                    .arg(&gt)
+                    .arg(&gg)
+                    .arg(&v)
+                    .arg(&mut gloss)
+                    .arg(&mut glse)
+                    .arg(&r);
+                go("cross_entropy_fused_f32", b, rows_cfg(rows))?;
+            }
+            self.dev.download(&gl, logits)?;
+            self.dev.download(&gloss, losses)?;
+            self.dev.download(&glse, lse)
+        })())
+    }
+
+    fn embedding_fwd(&self, table: &[f32], d: usize, ids: &[u32], y: &mut [f32]) {
+        check_ids(ids, table.len() / d.max(1));
+        ok((|| {
+            let gt = self.dev.upload("embedding table", table)?;
+            let gi = self.dev.upload("token ids", ids)?;
+            let mut gy = self.dev.zeros::<f32>("embeddings", y.len())?;
+            let (dd, n) = (d as i32, ids.len() as i64);
+            {
+                let mut b = self.k("embedding_fwd_f32")?;
+                b.arg(&gt).arg(&dd).arg(&gi).arg(&mut gy).arg(&n);
+                go("embedding_fwd_f32", b, per_id(ids.len()))?;
+            }
+            self.dev.download(&gy, y)
+        })())
+    }
+
+    fn embedding_bwd(&self, dy: &[f32], d: usize, ids: &[u32], dtable: &mut [f32]) {
+        check_ids(ids, dtable.len() / d.max(1));
+        ok((|| {
+            let gdy = self.dev.upload("embedding dy", dy)?;
+            let gi = self.dev.upload("token ids", ids)?;
+            let mut gt = self.dev.upload("embedding gradient", dtable)?;
+            let (dd, n) = (d as i32, ids.len() as i64);
+            {
+                let mut b = self.k("embedding_bwd_f32")?;
+                b.arg(&gdy).arg(&dd).arg(&gi).arg(&mut gt).arg(&n);
+                go("embedding_bwd_f32", b, per_id(ids.len()))?;
+            }
+            self.dev.download(&gt, dtable)
+        })())
+    }
+
+    fn topk(&self, row: &[f32], k: usize, out: &mut Vec<usize>) {
+        ok((|| {
+            let gr = self.dev.upload("top-k row", row)?;
+            let mut gi = self.dev.zeros::<i32>("top-k indices", k)?;
+            let (rows, n, kk) = (1i32, row.len() as i32, k as i32);
+            {
+                let mut b = self.k("topk_f32")?;
+                b.arg(&gr).arg(&rows).arg(&n).arg(&kk).arg(&mut gi);
+                go("topk_f32", b, warp_rows(1))?;
+            }
+            let mut h = vec![0i32; k];
+            self.dev.download(&gi, &mut h)?;
+            out.clear();
+            out.extend(h.iter().map(|&i| i as usize));
+            Ok(())
+        })())
+    }
+}
+
+impl Cuda {
+    fn rope(&self, name: &str, t: &RopeTable<f32>, x: &mut [f32], r: RopeRows) -> Result<()> {
+        let gc = self.dev.upload("rope cos", t.cos())?;
+        let gs = self.dev.upload("rope sin", t.sin())?;
+        let mut gx = self.dev.upload("rope rows", x)?;
+        let tokens = (x.len() / (r.heads * r.row_len).max(1)) as i64;
+        let pairs = tokens as usize * r.heads * (t.d_rope / 2);
+        let (dr, seq, heads, row_len, off) = (
+            t.d_rope as i32,
+            r.seq as i32,
+            r.heads as i32,
+            r.row_len as i32,
+            r.offset as i32,
+        );
+        let cfg = LaunchConfig {
+            grid_dim: (pairs.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        {
+            let mut b = self.k(name)?;
+            b.arg(&gc)
+                .arg(&gs)
+                .arg(&dr)
+                .arg(&mut gx)
+                .arg(&tokens)
+                .arg(&seq)
+                .arg(&heads)
+                .arg(&row_len)
+                .arg(&off);
+            go(name, b, cfg)?;
+        }
+        self.dev.download(&gx, x)
+    }
+
+    pub(crate) fn dev(&self) -> &Device {
+        &self.dev
+    }
+
+    pub(crate) fn kernel(&self, name: &str) -> Result<LaunchArgs<'_>> {
+        self.k(name)
+    }
+}

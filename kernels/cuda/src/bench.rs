@@ -1,0 +1,322 @@
+//! GEMM throughput on the device, for the device check: FP32 and BF16 through cuBLAS, FP8
+//! with DeepSeek-V3's block scaling through cuBLASLt, each timed over repeated calls after a
+//! warm-up; and the cuBLASLt FP8 result checked against the CPU emulation of the same GEMM.
+
+use serde::Serialize;
+use tokenmill_kernels::backend::{Backend, CpuReference, LowpGemm, MatMul};
+use tokenmill_kernels::fp8::Fp8Format;
+use tokenmill_kernels::quant::{ScaleRounding, quantize};
+use tokenmill_kernels::rng::Rng;
+
+use crate::check::Row;
+use crate::device::Device;
+use crate::error::Result;
+use crate::fp8::{Lt, activation_scales, bf16_gemm, weight_scales};
+
+/// One benchmark line.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// What ran.
+    pub what: String,
+    /// m × n × k.
+    pub shape: (usize, usize, usize),
+    /// Mean milliseconds per call.
+    pub ms: f64,
+    /// 2·m·n·k / time.
+    pub tflops: f64,
+}
+
+fn time(dev: &Device, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..2 {
+        f()?;
+    }
+    dev.sync()?;
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    dev.sync()?;
+    Ok(t.elapsed().as_secs_f64() * 1e3 / iters as f64)
+}
+
+fn row(what: &str, (m, n, k): (usize, usize, usize), ms: f64) -> BenchRow {
+    BenchRow {
+        what: what.into(),
+        shape: (m, n, k),
+        ms,
+        tflops: 2.0 * m as f64 * n as f64 * k as f64 / (ms * 1e-3) / 1e12,
+    }
+}
+
+/// FP32 (cuBLAS), BF16 (cuBLAS) and block-scaled FP8 (cuBLASLt) GEMMs at `sizes`³.
+pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<Vec<BenchRow>> {
+    let mut out = Vec::new();
+    let mut lt = Lt::new(dev)?;
+    for &s in sizes {
+        let (m, n, k) = (s, s, s);
+        // Random bits are enough for timing: BF16 values from small integers, FP8 codes
+        // avoiding NaN (0x7f/0xff), scales 1.
+        let bf: Vec<u16> = (0..m * k).map(|i| 0x3f80 | (i % 64) as u16).collect();
+        let x16 = dev.upload("bench X bf16", &bf)?;
+        let w16 = dev.upload("bench W bf16", &bf[..n * k])?;
+        let mut y16 = dev.zeros::<u16>("bench Y bf16", m * n)?;
+        let ms = time(dev, 10, || bf16_gemm(dev, m, n, k, &x16, &w16, &mut y16))?;
+        out.push(row("BF16 cuBLAS (FP32 accumulate)", (m, n, k), ms));
+        drop((x16, w16, y16));
+        let codes: Vec<u8> = (0..m * k).map(|i| (i % 0x70) as u8).collect();
+        let x8 = dev.upload("bench X fp8", &codes)?;
+        let w8 = dev.upload("bench W fp8", &codes[..n * k])?;
+        let xs = dev.upload("bench X scales", &vec![1.0f32; m * k.div_ceil(128)])?;
+        let ws = dev.upload(
+            "bench W scales",
+            &vec![1.0f32; n.div_ceil(128) * k.div_ceil(128).div_ceil(4) * 4],
+        )?;
+        let mut y = dev.zeros::<f32>("bench Y", m * n)?;
+        let ms = time(dev, 10, || {
+            lt.fp8_block_scaled(m, n, k, &x8, &xs, &w8, &ws, &mut y)
+        })?;
+        out.push(row("FP8 cuBLASLt 1×128·128×128 (promoted)", (m, n, k), ms));
+        drop((x8, w8, xs, ws, y));
+        if s <= 4096 {
+            let a = dev.upload("bench A f32", &vec![0.5f32; m * k])?;
+            let b = dev.upload("bench B f32", &vec![0.25f32; k * n])?;
+            let mut c = dev.zeros::<f32>("bench C f32", m * n)?;
+            let p = MatMul::linear(m, n, k);
+            let ms = time(dev, 5, || {
+                dev.sgemm(
+                    p,
+                    &a.slice(..),
+                    k,
+                    &b.slice(..),
+                    k,
+                    &mut c.slice_mut(..),
+                    0.0,
+                )
+            })?;
+            out.push(row("FP32 cuBLAS", (m, n, k), ms));
+        }
+    }
+    Ok(out)
+}
+
+/// cuBLASLt's block-scaled FP8 GEMM against the CPU emulation (the same quantized operands;
+/// the CPU truncates each 128-chunk's partial sum to 14 bits, the tensor cores accumulate in
+/// their own order, so the tolerance is normwise).
+pub fn fp8_cublaslt_check(dev: &Device, seed: u64) -> Result<Row> {
+    let (m, n, k) = (256usize, 384usize, 640usize);
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+    let w: Vec<f32> = (0..n * k).map(|_| (rng.normal() * 0.02) as f32).collect();
+    let qx = quantize(&x, m, k, 1, 128, Fp8Format::E4M3, ScaleRounding::Exact);
+    let qw = quantize(&w, n, k, 128, 128, Fp8Format::E4M3, ScaleRounding::Exact);
+    let (kb, nb) = (k.div_ceil(128), n.div_ceil(128));
+    let gx = dev.upload("check X", &qx.codes)?;
+    let gw = dev.upload("check W", &qw.codes)?;
+    let gxs = dev.upload("check X scales", &activation_scales(&qx.scales, m, kb))?;
+    let gws = dev.upload("check W scales", &weight_scales(&qw.scales, nb, kb))?;
+    let mut gy = dev.zeros::<f32>("check Y", m * n)?;
+    Lt::new(dev)?.fp8_block_scaled(m, n, k, &gx, &gxs, &gw, &gws, &mut gy)?;
+    let mut y = vec![0.0f32; m * n];
+    dev.download(&gy, &mut y)?;
+    let mut want = vec![0.0f32; m * n];
+    CpuReference.matmul_lowp(
+        MatMul::linear(m, n, k),
+        &x,
+        &w,
+        &mut want,
+        LowpGemm::Fp8 {
+            a_tile: (1, 128),
+            b_tile: (128, 128),
+        },
+    );
+    Ok(crate::check::compare_normwise(
+        "FP8 cuBLASLt vs CPU emulation",
+        format!("{m}×{n}×{k}"),
+        &y,
+        &want,
+        1e-3,
+    ))
+}
+
+fn launch_on<'a>(dev: &'a Device, name: &str) -> Result<cudarc::driver::LaunchArgs<'a>> {
+    Ok(dev.stream().launch_builder(dev.func(name)?))
+}
+
+fn fp8_gemm_cfg(m: usize, n: usize) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig {
+        grid_dim: (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 99_328,
+    }
+}
+
+/// Our own FP8 GEMM kernel (cu/gemm.cu: CUDA cores, the accumulator model of the CPU) against
+/// the CPU emulation, normwise.
+pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
+    use cudarc::driver::PushKernelArg;
+    let (m, n, k) = (200usize, 300usize, 520usize);
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let x: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+    let w: Vec<f32> = (0..n * k).map(|_| (rng.normal() * 0.05) as f32).collect();
+    let qx = quantize(&x, m, k, 1, 128, Fp8Format::E4M3, ScaleRounding::Exact);
+    let qw = quantize(&w, n, k, 128, 128, Fp8Format::E4M3, ScaleRounding::Exact);
+    let (ga, gas) = (
+        dev.upload("A codes", &qx.codes)?,
+        dev.upload("A scales", &qx.scales)?,
+    );
+    let (gb, gbs) = (
+        dev.upload("B codes", &qw.codes)?,
+        dev.upload("B scales", &qw.scales)?,
+    );
+    let mut gc = dev.zeros::<f32>("C", m * n)?;
+    let (mi, ni, ki, bits, acc) = (m as i32, n as i32, k as i32, 14i32, 0i32);
+    let mut b = launch_on(dev, "fp8_gemm_f32")?;
+    b.arg(&ga).arg(&gas).arg(&gb).arg(&gbs).arg(&mut gc);
+    b.arg(&mi).arg(&ni).arg(&ki).arg(&bits).arg(&acc);
+    crate::backend::go("fp8_gemm_f32", b, fp8_gemm_cfg(m, n))?;
+    let mut got = vec![0.0f32; m * n];
+    dev.download(&gc, &mut got)?;
+    let mut want = vec![0.0f32; m * n];
+    CpuReference.matmul_lowp(
+        MatMul::linear(m, n, k),
+        &x,
+        &w,
+        &mut want,
+        LowpGemm::Fp8 {
+            a_tile: (1, 128),
+            b_tile: (128, 128),
+        },
+    );
+    Ok(crate::check::compare_normwise(
+        "FP8 GEMM kernel (own) vs CPU",
+        format!("{m}×{n}×{k}"),
+        &got,
+        &want,
+        1e-4,
+    ))
+}
+
+/// Our grouped expert GEMM against the CPU matmul per expert (uneven groups, an empty one).
+pub fn grouped_check(dev: &Device, seed: u64) -> Result<Row> {
+    use cudarc::driver::PushKernelArg;
+    let (experts, n, k) = (5usize, 96usize, 160usize);
+    let counts = [70usize, 0, 131, 3, 64];
+    let offsets: Vec<i32> = std::iter::once(0)
+        .chain(counts.iter().scan(0, |s, &c| {
+            *s += c;
+            Some(*s as i32)
+        }))
+        .collect();
+    let rows = *offsets.last().expect("offsets") as usize;
+    let mut rng = Rng::new(seed ^ 0x9e0);
+    let x: Vec<f32> = (0..rows * k).map(|_| rng.normal() as f32).collect();
+    let w: Vec<f32> = (0..experts * n * k).map(|_| rng.normal() as f32).collect();
+    let (gx, gw, go_) = (
+        dev.upload("x", &x)?,
+        dev.upload("w", &w)?,
+        dev.upload("offsets", &offsets)?,
+    );
+    let mut gy = dev.zeros::<f32>("y", rows * n)?;
+    let (e, ni, ki, acc) = (experts as i32, n as i32, k as i32, 0i32);
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (
+            n.div_ceil(128) as u32,
+            rows.div_ceil(128) as u32,
+            experts as u32,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = launch_on(dev, "grouped_gemm_f32")?;
+    b.arg(&gx)
+        .arg(&gw)
+        .arg(&mut gy)
+        .arg(&go_)
+        .arg(&e)
+        .arg(&ni)
+        .arg(&ki)
+        .arg(&acc);
+    crate::backend::go("grouped_gemm_f32", b, cfg)?;
+    let mut got = vec![0.0f32; rows * n];
+    dev.download(&gy, &mut got)?;
+    let mut want = vec![0.0f32; rows * n];
+    for ex in 0..experts {
+        let (r0, r1) = (offsets[ex] as usize, offsets[ex + 1] as usize);
+        if r1 > r0 {
+            CpuReference.matmul(
+                MatMul::linear(r1 - r0, n, k),
+                &x[r0 * k..r1 * k],
+                &w[ex * n * k..(ex + 1) * n * k],
+                &mut want[r0 * n..r1 * n],
+            );
+        }
+    }
+    Ok(crate::check::compare_normwise(
+        "grouped expert GEMM (own) vs CPU",
+        format!("{experts} experts {counts:?} rows, {n}×{k}"),
+        &got,
+        &want,
+        1e-5,
+    ))
+}
+
+/// Our own kernels' throughput: the FP8 GEMM at `size`³ and the grouped expert GEMM at
+/// DeepSeek-V3's expert shape (hidden 7168, expert width 2048, 256 experts, top-8 of
+/// `tokens` tokens: the up projection, n = 2048, k = 7168).
+pub fn own_kernels_table(dev: &Device, size: usize, tokens: usize) -> Result<Vec<BenchRow>> {
+    use cudarc::driver::PushKernelArg;
+    let mut out = Vec::new();
+    let (m, n, k) = (size, size, size);
+    let codes: Vec<u8> = (0..m * k).map(|i| (i % 0x70) as u8).collect();
+    let ga = dev.upload("A codes", &codes)?;
+    let gb = dev.upload("B codes", &codes[..n * k])?;
+    let gas = dev.upload("A scales", &vec![1.0f32; m * k.div_ceil(128)])?;
+    let gbs = dev.upload("B scales", &vec![1.0f32; n.div_ceil(128) * k.div_ceil(128)])?;
+    let mut gc = dev.zeros::<f32>("C", m * n)?;
+    let (mi, ni, ki, bits, acc) = (m as i32, n as i32, k as i32, 14i32, 0i32);
+    let ms = time(dev, 5, || {
+        let mut b = launch_on(dev, "fp8_gemm_f32")?;
+        b.arg(&ga).arg(&gas).arg(&gb).arg(&gbs).arg(&mut gc);
+        b.arg(&mi).arg(&ni).arg(&ki).arg(&bits).arg(&acc);
+        crate::backend::go("fp8_gemm_f32", b, fp8_gemm_cfg(m, n))
+    })?;
+    out.push(row("FP8 GEMM kernel (own, CUDA cores)", (m, n, k), ms));
+    drop((ga, gb, gas, gbs, gc));
+
+    let (experts, topk, n, k) = (256usize, 8usize, 2048usize, 7168usize);
+    let rows = tokens * topk;
+    let per = rows / experts;
+    let offsets: Vec<i32> = (0..=experts).map(|e| (e * per) as i32).collect();
+    let gx = dev.zeros::<f32>("expert inputs", rows * k)?;
+    let gw = dev.zeros::<f32>("expert weights", experts * n * k)?;
+    let go_ = dev.upload("offsets", &offsets)?;
+    let mut gy = dev.zeros::<f32>("expert outputs", rows * n)?;
+    let (e, ni, ki, acc) = (experts as i32, n as i32, k as i32, 0i32);
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (
+            n.div_ceil(128) as u32,
+            per.div_ceil(128) as u32,
+            experts as u32,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let ms = time(dev, 5, || {
+        let mut b = launch_on(dev, "grouped_gemm_f32")?;
+        b.arg(&gx)
+            .arg(&gw)
+            .arg(&mut gy)
+            .arg(&go_)
+            .arg(&e)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(&acc);
+        crate::backend::go("grouped_gemm_f32", b, cfg)
+    })?;
+    out.push(row(
+        &format!("grouped expert GEMM f32 (own), 256 experts × {per} rows"),
+        (rows, n, k),
+        ms,
+    ));
+    Ok(out)
+}

@@ -1,0 +1,487 @@
+//! The device check's kernel table: every operation of the [`Backend`] seam run by a candidate
+//! backend (the GPU) and by the CPU reference on the same random and edge-case inputs, with
+//! the largest error against a tolerance per operation and precision. Generic over the
+//! candidate, so the comparison itself is tested on the CPU (the fast CPU kernels against the
+//! reference, and a deliberately wrong backend that must fail).
+
+use serde::Serialize;
+use tokenmill_kernels::backend::{
+    AttnShape, Backend, CpuReference, IGNORE, LowpGemm, MatMul, RopeRows, RopeTable,
+};
+use tokenmill_kernels::rng::Rng;
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The operation.
+    pub op: String,
+    /// Its shape, as words.
+    pub shape: String,
+    /// Largest |candidate − reference|.
+    pub max_abs: f64,
+    /// Largest |candidate − reference| / max(|reference|, floor).
+    pub max_rel: f64,
+    /// The tolerance on `max_rel`.
+    pub tol: f64,
+    /// Whether the candidate is within the tolerance (and agrees on NaN positions).
+    pub pass: bool,
+}
+
+fn randn(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
+    (0..n).map(|_| (rng.normal() * scale) as f32).collect()
+}
+
+/// Compares two outputs: relative error with a floor of 10⁻³ of the largest reference value
+/// (so near-zero references do not blow it up), NaN in one and not the other is a failure.
+fn compare(op: &str, shape: String, got: &[f32], want: &[f32], tol: f64) -> Row {
+    compare_floor(op, shape, got, want, tol, 1e-3)
+}
+
+/// [`compare`] normwise: the largest difference over the largest reference value.
+pub fn compare_normwise(op: &str, shape: String, got: &[f32], want: &[f32], tol: f64) -> Row {
+    compare_floor(op, shape, got, want, tol, 1.0)
+}
+
+/// [`compare`] with the floor as a fraction of the largest reference value (1: normwise).
+fn compare_floor(
+    op: &str,
+    shape: String,
+    got: &[f32],
+    want: &[f32],
+    tol: f64,
+    floor_frac: f64,
+) -> Row {
+    assert_eq!(got.len(), want.len(), "{op}: output lengths differ");
+    let floor = want
+        .iter()
+        .map(|v| v.abs() as f64)
+        .fold(0.0, f64::max)
+        .max(1e-30)
+        * floor_frac;
+    let (mut max_abs, mut max_rel, mut nan_mismatch) = (0f64, 0f64, false);
+    for (&g, &w) in got.iter().zip(want) {
+        if g.is_nan() != w.is_nan() {
+            nan_mismatch = true;
+            continue;
+        }
+        if w.is_nan() {
+            continue;
+        }
+        let d = (g as f64 - w as f64).abs();
+        max_abs = max_abs.max(d);
+        max_rel = max_rel.max(d / (w.abs() as f64).max(floor));
+    }
+    Row {
+        op: op.into(),
+        shape,
+        max_abs,
+        max_rel: if nan_mismatch { f64::INFINITY } else { max_rel },
+        tol,
+        pass: !nan_mismatch && max_rel <= tol,
+    }
+}
+
+/// Runs every operation on `cand` and on the CPU reference; `seed` fixes the inputs.
+pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
+    let refb = CpuReference;
+    let mut rng = Rng::new(seed);
+    let mut rows = Vec::new();
+
+    // GEMMs: every transpose combination, accumulate, shapes off the tile sizes.
+    for &(m, n, k, ta, tb, acc) in &[
+        (67usize, 129usize, 200usize, false, true, false),
+        (64, 96, 130, false, false, true),
+        (130, 33, 257, true, false, false),
+        (31, 64, 64, true, true, true),
+    ] {
+        let p = MatMul {
+            m,
+            n,
+            k,
+            ta,
+            tb,
+            accumulate: acc,
+        };
+        let a = randn(&mut rng, m * k, 1.0);
+        let b = randn(&mut rng, k * n, 1.0);
+        let c0 = randn(&mut rng, m * n, 1.0);
+        let shape = format!("{m}×{n}×{k} ta={ta} tb={tb} acc={acc}");
+        let (mut c1, mut c2) = (c0.clone(), c0.clone());
+        cand.matmul(p, &a, &b, &mut c1);
+        refb.matmul(p, &a, &b, &mut c2);
+        rows.push(compare("matmul f32", shape.clone(), &c1, &c2, 1e-4));
+        for (name, fmt, tol) in [
+            ("matmul bf16", LowpGemm::Bf16, 1e-4),
+            (
+                "matmul fp8 1×128·128×128",
+                LowpGemm::Fp8 {
+                    a_tile: (1, 128),
+                    b_tile: (128, 128),
+                },
+                // The FP8 accumulator truncates per chunk: a different summation order inside a
+                // chunk can move a truncation boundary by one ulp of 14 bits (measured normwise).
+                1e-4,
+            ),
+        ] {
+            let (mut c1, mut c2) = (c0.clone(), c0.clone());
+            let bad1 = cand.matmul_lowp(p, &a, &b, &mut c1, fmt);
+            let bad2 = refb.matmul_lowp(p, &a, &b, &mut c2, fmt);
+            let floor = if matches!(fmt, LowpGemm::Fp8 { .. }) {
+                1.0
+            } else {
+                1e-3
+            };
+            let mut r = compare_floor(name, shape.clone(), &c1, &c2, tol, floor);
+            r.pass &= bad1 == bad2;
+            rows.push(r);
+        }
+    }
+
+    // RMSNorm.
+    for &(rows_n, d) in &[(5usize, 7168usize), (33, 100)] {
+        let x = randn(&mut rng, rows_n * d, 2.0);
+        let w = randn(&mut rng, d, 1.0);
+        let dy = randn(&mut rng, rows_n * d, 1.0);
+        let shape = format!("{rows_n}×{d}");
+        let (mut y1, mut r1, mut y2, mut r2) = (
+            vec![0.0; rows_n * d],
+            vec![0.0; rows_n],
+            vec![0.0; rows_n * d],
+            vec![0.0; rows_n],
+        );
+        cand.rmsnorm_fwd(&x, &w, 1e-6, &mut y1, &mut r1);
+        refb.rmsnorm_fwd(&x, &w, 1e-6, &mut y2, &mut r2);
+        rows.push(compare("rmsnorm fwd", shape.clone(), &y1, &y2, 1e-5));
+        rows.push(compare("rmsnorm rstd", shape.clone(), &r1, &r2, 1e-5));
+        let base = randn(&mut rng, rows_n * d, 1.0);
+        let (mut dx1, mut dx2) = (base.clone(), base.clone());
+        cand.rmsnorm_bwd_input(&x, &w, &r2, &dy, &mut dx1, true);
+        refb.rmsnorm_bwd_input(&x, &w, &r2, &dy, &mut dx2, true);
+        rows.push(compare(
+            "rmsnorm bwd input (acc)",
+            shape.clone(),
+            &dx1,
+            &dx2,
+            1e-4,
+        ));
+        let (mut dw1, mut dw2) = (w.clone(), w.clone());
+        cand.rmsnorm_bwd_weight(&x, &r2, &dy, &mut dw1);
+        refb.rmsnorm_bwd_weight(&x, &r2, &dy, &mut dw2);
+        rows.push(compare("rmsnorm bwd weight", shape, &dw1, &dw2, 1e-4));
+    }
+
+    // RoPE on the rope part of MLA rows: [tokens, heads, 192] with 64 rotated at offset 128.
+    {
+        let (seq, heads, row_len, offset, d_rope) = (37usize, 3usize, 192usize, 128usize, 64usize);
+        let tokens = 2 * seq;
+        let t = RopeTable::<f32>::new(d_rope, 10_000.0, seq);
+        let r = RopeRows {
+            seq,
+            heads,
+            row_len,
+            offset,
+        };
+        let x = randn(&mut rng, tokens * heads * row_len, 1.0);
+        let shape = format!("{tokens} tokens × {heads} heads × {row_len}, rope {d_rope}@{offset}");
+        for (name, bwd) in [("rope fwd", false), ("rope bwd", true)] {
+            let (mut x1, mut x2) = (x.clone(), x.clone());
+            if bwd {
+                cand.rope_bwd(&t, &mut x1, r);
+                refb.rope_bwd(&t, &mut x2, r);
+            } else {
+                cand.rope_fwd(&t, &mut x1, r);
+                refb.rope_fwd(&t, &mut x2, r);
+            }
+            rows.push(compare(name, shape.clone(), &x1, &x2, 1e-5));
+        }
+    }
+
+    // SwiGLU, with large magnitudes (exp overflow must saturate the same way).
+    {
+        let n = 10_007;
+        let mut g = randn(&mut rng, n, 3.0);
+        g[0] = 100.0;
+        g[1] = -100.0;
+        let u = randn(&mut rng, n, 1.0);
+        let dh = randn(&mut rng, n, 1.0);
+        let (mut h1, mut h2) = (vec![0.0; n], vec![0.0; n]);
+        cand.swiglu_fwd(&g, &u, &mut h1);
+        refb.swiglu_fwd(&g, &u, &mut h2);
+        rows.push(compare("swiglu fwd", format!("{n}"), &h1, &h2, 1e-5));
+        let (mut dg1, mut du1, mut dg2, mut du2) =
+            (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        cand.swiglu_bwd(&g, &u, &dh, &mut dg1, &mut du1);
+        refb.swiglu_bwd(&g, &u, &dh, &mut dg2, &mut du2);
+        rows.push(compare("swiglu bwd dg", format!("{n}"), &dg1, &dg2, 1e-5));
+        rows.push(compare("swiglu bwd du", format!("{n}"), &du1, &du2, 1e-5));
+    }
+
+    // Attention with DeepSeek-V3's head dims (d_qk 192 ≠ d_v 128), a sequence off the tiles.
+    for &(bh, seq, d_qk, d_v) in &[(3usize, 133usize, 192usize, 128usize), (2, 64, 32, 48)] {
+        let s = AttnShape {
+            bh,
+            seq,
+            d_qk,
+            d_v,
+            scale: 1.0 / (d_qk as f64).sqrt(),
+        };
+        let q = randn(&mut rng, bh * seq * d_qk, 1.0);
+        let k = randn(&mut rng, bh * seq * d_qk, 1.0);
+        let v = randn(&mut rng, bh * seq * d_v, 1.0);
+        let d_o = randn(&mut rng, bh * seq * d_v, 1.0);
+        let shape = format!("bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}");
+        let (mut o1, mut l1, mut o2, mut l2) = (
+            vec![0.0; bh * seq * d_v],
+            vec![0.0; bh * seq],
+            vec![0.0; bh * seq * d_v],
+            vec![0.0; bh * seq],
+        );
+        cand.attention_fwd(s, &q, &k, &v, &mut o1, &mut l1);
+        refb.attention_fwd(s, &q, &k, &v, &mut o2, &mut l2);
+        rows.push(compare("attention fwd o", shape.clone(), &o1, &o2, 1e-4));
+        rows.push(compare("attention fwd lse", shape.clone(), &l1, &l2, 1e-5));
+        let mut grads1 = [vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]];
+        let mut grads2 = grads1.clone();
+        {
+            let [dq, dk, dv] = &mut grads1;
+            cand.attention_bwd(s, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
+        }
+        {
+            let [dq, dk, dv] = &mut grads2;
+            refb.attention_bwd(s, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
+        }
+        for (i, name) in ["attention bwd dq", "attention bwd dk", "attention bwd dv"]
+            .iter()
+            .enumerate()
+        {
+            rows.push(compare(name, shape.clone(), &grads1[i], &grads2[i], 2e-4));
+        }
+    }
+
+    // Cross-entropy over a real vocabulary size, with ignored rows.
+    {
+        let (r, vocab) = (9usize, 50_257usize);
+        let logits = randn(&mut rng, r * vocab, 3.0);
+        let mut targets: Vec<u32> = (0..r).map(|_| rng.below(vocab) as u32).collect();
+        targets[2] = IGNORE;
+        let g: Vec<f32> = (0..r).map(|i| 1.0 / (i + 1) as f32).collect();
+        let shape = format!("{r}×{vocab}, one ignored row");
+        let (mut l1, mut s1, mut l2, mut s2) =
+            (vec![0.0; r], vec![0.0; r], vec![0.0; r], vec![0.0; r]);
+        cand.cross_entropy_fwd(&logits, &targets, vocab, &mut l1, &mut s1);
+        refb.cross_entropy_fwd(&logits, &targets, vocab, &mut l2, &mut s2);
+        rows.push(compare(
+            "cross-entropy fwd loss",
+            shape.clone(),
+            &l1,
+            &l2,
+            1e-5,
+        ));
+        rows.push(compare(
+            "cross-entropy fwd lse",
+            shape.clone(),
+            &s1,
+            &s2,
+            1e-5,
+        ));
+        let (mut d1, mut d2) = (logits.clone(), logits.clone());
+        cand.cross_entropy_bwd(&mut d1, &targets, &s2, &g, vocab);
+        refb.cross_entropy_bwd(&mut d2, &targets, &s2, &g, vocab);
+        rows.push(compare("cross-entropy bwd", shape.clone(), &d1, &d2, 1e-4));
+        let (mut f1, mut f2) = (logits.clone(), logits);
+        let (mut fl1, mut fs1, mut fl2, mut fs2) =
+            (vec![0.0; r], vec![0.0; r], vec![0.0; r], vec![0.0; r]);
+        cand.cross_entropy_fused(&mut f1, &targets, &g, vocab, &mut fl1, &mut fs1);
+        refb.cross_entropy_fused(&mut f2, &targets, &g, vocab, &mut fl2, &mut fs2);
+        rows.push(compare(
+            "cross-entropy fused grad",
+            shape.clone(),
+            &f1,
+            &f2,
+            1e-4,
+        ));
+        rows.push(compare("cross-entropy fused loss", shape, &fl1, &fl2, 1e-5));
+    }
+
+    // Embedding, with repeated ids (the backward's sums).
+    {
+        let (vocab, d, n) = (1000usize, 96usize, 300usize);
+        let table = randn(&mut rng, vocab * d, 1.0);
+        let ids: Vec<u32> = (0..n)
+            .map(|i| (rng.below(50) + (i % 3) * 300) as u32)
+            .collect();
+        let shape = format!("{n} ids, vocab {vocab}, d {d}");
+        let (mut y1, mut y2) = (vec![0.0; n * d], vec![0.0; n * d]);
+        cand.embedding_fwd(&table, d, &ids, &mut y1);
+        refb.embedding_fwd(&table, d, &ids, &mut y2);
+        rows.push(compare("embedding fwd", shape.clone(), &y1, &y2, 0.0));
+        let dy = randn(&mut rng, n * d, 1.0);
+        let (mut t1, mut t2) = (table.clone(), table);
+        cand.embedding_bwd(&dy, d, &ids, &mut t1);
+        refb.embedding_bwd(&dy, d, &ids, &mut t2);
+        rows.push(compare("embedding bwd", shape, &t1, &t2, 1e-5));
+    }
+
+    // Top-k with ties: the order (largest first, ties by index) must be the reference's.
+    {
+        let n = 256;
+        let mut row = randn(&mut rng, n, 1.0);
+        row[10] = 5.0;
+        row[200] = 5.0;
+        let (mut i1, mut i2) = (Vec::new(), Vec::new());
+        cand.topk(&row, 8, &mut i1);
+        refb.topk(&row, 8, &mut i2);
+        let same = i1 == i2;
+        rows.push(Row {
+            op: "top-k".into(),
+            shape: format!("{n} choose 8, a tie"),
+            max_abs: if same { 0.0 } else { 1.0 },
+            max_rel: if same { 0.0 } else { 1.0 },
+            tol: 0.0,
+            pass: same,
+        });
+    }
+    rows
+}
+
+/// The table as text.
+pub fn render(rows: &[Row]) -> String {
+    let mut s = format!(
+        "{:<28} {:<44} {:>10} {:>10} {:>8}  result\n",
+        "operation", "shape", "max abs", "max rel", "tol"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<28} {:<44} {:>10.2e} {:>10.2e} {:>8.0e}  {}\n",
+            r.op,
+            r.shape,
+            r.max_abs,
+            r.max_rel,
+            r.tol,
+            if r.pass { "PASS" } else { "FAIL" }
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenmill_kernels::backend::Cpu;
+
+    #[test]
+    fn the_fast_cpu_kernels_pass_the_table_against_the_reference() {
+        let rows = kernel_table(&Cpu, 7);
+        assert!(rows.len() >= 40, "{}", rows.len());
+        let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+        assert!(failed.is_empty(), "{}", render(&rows));
+    }
+
+    /// A backend whose SwiGLU is off by one part in 10⁴: the table must say FAIL on that line.
+    #[derive(Debug)]
+    struct Off;
+    impl Backend<f32> for Off {
+        fn name(&self) -> &'static str {
+            "off"
+        }
+        fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {
+            CpuReference.matmul(p, a, b, c)
+        }
+        fn matmul_lowp(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32], f: LowpGemm) -> u64 {
+            CpuReference.matmul_lowp(p, a, b, c, f)
+        }
+        fn rmsnorm_fwd(&self, x: &[f32], w: &[f32], eps: f64, y: &mut [f32], r: &mut [f32]) {
+            CpuReference.rmsnorm_fwd(x, w, eps, y, r)
+        }
+        fn rmsnorm_bwd_input(
+            &self,
+            x: &[f32],
+            w: &[f32],
+            r: &[f32],
+            dy: &[f32],
+            dx: &mut [f32],
+            acc: bool,
+        ) {
+            CpuReference.rmsnorm_bwd_input(x, w, r, dy, dx, acc)
+        }
+        fn rmsnorm_bwd_weight(&self, x: &[f32], r: &[f32], dy: &[f32], dw: &mut [f32]) {
+            CpuReference.rmsnorm_bwd_weight(x, r, dy, dw)
+        }
+        fn rope_fwd(&self, t: &RopeTable<f32>, x: &mut [f32], r: RopeRows) {
+            CpuReference.rope_fwd(t, x, r)
+        }
+        fn rope_bwd(&self, t: &RopeTable<f32>, x: &mut [f32], r: RopeRows) {
+            CpuReference.rope_bwd(t, x, r)
+        }
+        fn swiglu_fwd(&self, g: &[f32], u: &[f32], h: &mut [f32]) {
+            CpuReference.swiglu_fwd(g, u, h);
+            h.iter_mut().for_each(|v| *v *= 1.0001);
+        }
+        fn swiglu_bwd(&self, g: &[f32], u: &[f32], dh: &[f32], dg: &mut [f32], du: &mut [f32]) {
+            CpuReference.swiglu_bwd(g, u, dh, dg, du)
+        }
+        fn attention_fwd(
+            &self,
+            s: AttnShape,
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            o: &mut [f32],
+            l: &mut [f32],
+        ) {
+            CpuReference.attention_fwd(s, q, k, v, o, l)
+        }
+        fn attention_bwd(
+            &self,
+            s: AttnShape,
+            q: &[f32],
+            k: &[f32],
+            v: &[f32],
+            o: &[f32],
+            l: &[f32],
+            d_o: &[f32],
+            dq: &mut [f32],
+            dk: &mut [f32],
+            dv: &mut [f32],
+        ) {
+            CpuReference.attention_bwd(s, q, k, v, o, l, d_o, dq, dk, dv)
+        }
+        fn cross_entropy_fwd(&self, x: &[f32], t: &[u32], v: usize, l: &mut [f32], s: &mut [f32]) {
+            CpuReference.cross_entropy_fwd(x, t, v, l, s)
+        }
+        fn cross_entropy_bwd(&self, x: &mut [f32], t: &[u32], s: &[f32], g: &[f32], v: usize) {
+            CpuReference.cross_entropy_bwd(x, t, s, g, v)
+        }
+        fn cross_entropy_fused(
+            &self,
+            x: &mut [f32],
+            t: &[u32],
+            g: &[f32],
+            v: usize,
+            l: &mut [f32],
+            s: &mut [f32],
+        ) {
+            CpuReference.cross_entropy_fused(x, t, g, v, l, s)
+        }
+        fn embedding_fwd(&self, t: &[f32], d: usize, ids: &[u32], y: &mut [f32]) {
+            CpuReference.embedding_fwd(t, d, ids, y)
+        }
+        fn embedding_bwd(&self, dy: &[f32], d: usize, ids: &[u32], t: &mut [f32]) {
+            CpuReference.embedding_bwd(dy, d, ids, t)
+        }
+        fn topk(&self, row: &[f32], k: usize, out: &mut Vec<usize>) {
+            CpuReference.topk(row, k, out)
+        }
+    }
+
+    #[test]
+    fn a_backend_off_by_one_part_in_ten_thousand_fails_its_line_and_only_it() {
+        let rows = kernel_table(&Off, 7);
+        let failed: Vec<&str> = rows
+            .iter()
+            .filter(|r| !r.pass)
+            .map(|r| r.op.as_str())
+            .collect();
+        assert_eq!(failed, ["swiglu fwd"], "{}", render(&rows));
+    }
+}

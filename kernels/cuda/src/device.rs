@@ -1,0 +1,238 @@
+//! One GPU: its context and stream, the kernels' module (compiled by NVRTC for its
+//! architecture), and the cuBLAS handle; typed uploads, downloads and launches with errors that
+//! say what failed (out of memory: the size asked for and what was free).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys as blas_sys};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut,
+    DeviceRepr, ValidAsZeroBits,
+};
+use tokenmill_kernels::backend::MatMul;
+
+use crate::error::{Error, Result, driver};
+use crate::{libs, nvrtc, source};
+
+/// A GPU with the kernels loaded.
+pub struct Device {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    funcs: HashMap<String, CudaFunction>,
+    blas: CudaBlas,
+    /// The device's name (`NVIDIA H200`).
+    pub name: String,
+    /// Compute capability.
+    pub capability: (i32, i32),
+    /// The NVRTC target the kernels were compiled for.
+    pub arch: String,
+    /// Device memory, bytes.
+    pub total_memory: usize,
+    /// Whether the cubin came from the disk cache.
+    pub cubin_cached: bool,
+    /// The memory model's estimate for the run, reported with out-of-memory errors.
+    pub estimate: Option<u64>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name)
+            .field("capability", &self.capability)
+            .field("arch", &self.arch)
+            .finish()
+    }
+}
+
+impl Device {
+    /// Opens GPU `ordinal`: checks that the driver, NVRTC and cuBLAS load, compiles (or takes
+    /// from the cache) the kernels for the device's architecture and loads every kernel.
+    pub fn open(ordinal: usize) -> Result<Self> {
+        libs::driver()?;
+        libs::nvrtc()?;
+        libs::blas()?;
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| Error::Unavailable(format!("cannot open CUDA device {ordinal}: {e}")))?;
+        let capability = ctx
+            .compute_capability()
+            .map_err(driver("compute capability"))?;
+        let name = ctx.name().map_err(driver("device name"))?;
+        let total_memory = ctx.total_mem().map_err(driver("device memory"))?;
+        let arch = nvrtc::arch_for(capability.0, capability.1);
+        let compiled = nvrtc::compile(&source::program(), &arch)?;
+        if !compiled.log.is_empty() {
+            tracing::warn!(arch, log = %compiled.log, "NVRTC warnings");
+        }
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin))
+            .map_err(driver(format!("load the {arch} cubin")))?;
+        // Kernels with tiles over 48 KiB of shared memory (attention, the FP8 GEMM) must opt
+        // in to the device's maximum.
+        let optin = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(driver("shared memory per block"))?;
+        let mut funcs = HashMap::new();
+        for k in source::kernel_names() {
+            let f = module
+                .load_function(&k)
+                .map_err(|_| Error::MissingKernel(k.clone()))?;
+            f.set_attribute(
+                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                optin,
+            )
+            .map_err(driver(format!("shared memory of {k}")))?;
+            funcs.insert(k, f);
+        }
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::Blas {
+            lib: "cublas",
+            op: "create handle".into(),
+            message: format!("{e:?}"),
+        })?;
+        tracing::info!(%name, ?capability, %arch, cached = compiled.cached, "CUDA device ready");
+        Ok(Device {
+            ctx,
+            stream,
+            _module: module,
+            funcs,
+            blas,
+            name,
+            capability,
+            arch,
+            total_memory,
+            cubin_cached: compiled.cached,
+            estimate: None,
+        })
+    }
+
+    /// The stream every operation runs on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The cuBLAS handle (on [`Device::stream`]).
+    pub fn blas(&self) -> &CudaBlas {
+        &self.blas
+    }
+
+    /// A kernel by name.
+    pub fn func(&self, name: &str) -> Result<&CudaFunction> {
+        self.funcs
+            .get(name)
+            .ok_or_else(|| Error::MissingKernel(name.into()))
+    }
+
+    fn oom(&self, what: &str, asked: usize, e: cudarc::driver::DriverError) -> Error {
+        if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free, total) = self.ctx.mem_get_info().unwrap_or((0, self.total_memory));
+            Error::OutOfMemory {
+                what: what.into(),
+                asked,
+                free,
+                total,
+                estimate: self.estimate,
+            }
+        } else {
+            driver(format!("allocate {what} ({asked} bytes)"))(e)
+        }
+    }
+
+    /// A device copy of `host`.
+    pub fn upload<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<CudaSlice<T>> {
+        self.stream
+            .clone_htod(host)
+            .map_err(|e| self.oom(what, std::mem::size_of_val(host), e))
+    }
+
+    /// `n` zeroed elements on the device.
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        what: &str,
+        n: usize,
+    ) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(n.max(1))
+            .map_err(|e| self.oom(what, n * std::mem::size_of::<T>(), e))
+    }
+
+    /// Copies `dev` into `host` (waits for the stream).
+    pub fn download<T: DeviceRepr>(&self, dev: &CudaSlice<T>, host: &mut [T]) -> Result<()> {
+        if host.is_empty() {
+            return Ok(());
+        }
+        let view = dev.slice(..host.len());
+        self.stream
+            .memcpy_dtoh(&view, host)
+            .map_err(driver("copy to the host"))
+    }
+
+    /// `C (+)= op(A)·op(B)` on device buffers with cuBLAS (row-major operands: computed as
+    /// `Cᵀ = op(B)ᵀ·op(A)ᵀ` in cuBLAS's column-major terms). `lda`/`ldb` are the row strides
+    /// of A and B as stored, so a K-slice of a larger matrix can be passed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm(
+        &self,
+        p: MatMul,
+        a: &CudaView<'_, f32>,
+        lda: usize,
+        b: &CudaView<'_, f32>,
+        ldb: usize,
+        c: &mut CudaViewMut<'_, f32>,
+        beta: f32,
+    ) -> Result<()> {
+        if p.m == 0 || p.n == 0 {
+            return Ok(());
+        }
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let cfg = GemmConfig {
+            transa: op(p.tb),
+            transb: op(p.ta),
+            m: p.n as i32,
+            n: p.m as i32,
+            k: p.k as i32,
+            alpha: 1.0f32,
+            lda: ldb as i32,
+            ldb: lda as i32,
+            beta,
+            ldc: p.n as i32,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: the views hold the stored operands with the given leading dimensions (the
+        // callers check the lengths against the shape) and C holds m·n elements.
+        unsafe { self.blas().gemm(cfg, b, a, c) }.map_err(|e| Error::Blas {
+            lib: "cublas",
+            op: format!("sgemm {}×{}×{}", p.m, p.n, p.k),
+            message: format!("{e:?}"),
+        })
+    }
+
+    /// Waits until the stream's work is done (and reports an asynchronous kernel error).
+    pub fn sync(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver("synchronize"))
+    }
+}
+
+/// A grid-stride launch shape for `n` elements: 256 threads, at most 65,535 × 8 blocks.
+pub fn elementwise(n: usize) -> cudarc::driver::LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 65_535 * 8) as u32;
+    cudarc::driver::LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}

@@ -1,0 +1,77 @@
+//! Every kernel compiles with NVRTC for Hopper (sm_90a), Ampere (sm_80) and Blackwell
+//! (sm_100a) on this machine, GPU or not, and every kernel the sources define is in the cubin.
+//! NVRTC comes from the CUDA toolkit or the `nvidia-cuda-nvrtc` wheel (`.ci/run` installs it
+//! and sets `TOKENMILL_CUDA_LIB`); without it this test fails and says how to get it.
+
+use tokenmill_cuda::{nvrtc, source};
+
+#[test]
+fn every_kernel_compiles_for_hopper_ampere_and_blackwell_without_warnings() {
+    let src = source::program();
+    let names = source::kernel_names();
+    assert!(names.len() >= 2, "kernels found: {names:?}");
+    for arch in nvrtc::CI_ARCHS {
+        let opts: Vec<String> = vec![
+            format!("--gpu-architecture={arch}"),
+            "--std=c++17".into(),
+            "-lineinfo".into(),
+            "--fmad=false".into(),
+            "--diag-suppress=177".into(),
+        ];
+        let (cubin, log) =
+            nvrtc::compile_uncached(&src, arch, &opts).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        assert!(log.is_empty(), "{arch}: NVRTC warnings:\n{log}");
+        assert_eq!(&cubin[..4], b"\x7fELF", "{arch}: a cubin is an ELF image");
+        for name in &names {
+            // The symbol table holds each kernel's unmangled name (extern "C").
+            let needle = name.as_bytes();
+            assert!(
+                cubin
+                    .windows(needle.len() + 1)
+                    .any(|w| &w[..needle.len()] == needle && w[needle.len()] == 0),
+                "{arch}: kernel {name} is not in the cubin"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_kernel_that_does_not_compile_reports_nvrtcs_log_with_file_and_line() {
+    let src = format!(
+        "{}\n#line 1 \"broken.cu\"\nKERNEL void broken(float* x) {{ x[0] = undefined_name; }}\n",
+        source::COMMON
+    );
+    let err = nvrtc::compile_uncached(&src, "sm_90a", &["--gpu-architecture=sm_90a".into()])
+        .expect_err("must not compile");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("broken.cu(1)") && msg.contains("undefined_name"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_cache_returns_the_same_cubin() {
+    let dir = std::env::temp_dir().join(format!("tm-cuda-cache-{}", std::process::id()));
+    // SAFETY-free: the variable is read by this process's compile calls only.
+    #[allow(unsafe_code)]
+    // SAFETY: tests in this binary do not read TOKENMILL_CUDA_CACHE concurrently except this one.
+    unsafe {
+        std::env::set_var("TOKENMILL_CUDA_CACHE", &dir)
+    };
+    let src = source::program();
+    let a = nvrtc::compile(&src, "sm_80").expect("compile");
+    let b = nvrtc::compile(&src, "sm_80").expect("cached");
+    assert!(!a.cached && b.cached);
+    assert_eq!(a.cubin, b.cubin);
+    // A truncated or foreign cache file is not loaded: it is compiled again and replaced.
+    let path = nvrtc::cache_path(&src, "sm_80").expect("path");
+    for bad in [&a.cubin[..a.cubin.len() / 2], b"not a cubin".as_slice()] {
+        std::fs::write(&path, bad).unwrap();
+        let c = nvrtc::compile(&src, "sm_80").expect("recompiled");
+        assert!(!c.cached);
+        assert_eq!(c.cubin, a.cubin);
+        assert_eq!(std::fs::read(&path).unwrap(), a.cubin);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

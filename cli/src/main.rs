@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokenmill_cli::commands::{
-    bench, build, dedup, doctor, extract, inspect, model, plot, quickstart, report, schedule, sql,
-    tokenizer, trace, train, verify,
+    bench, build, dedup, doctor, extract, inspect, model, plot, quickstart, report, schedule,
+    slurm_task, sql, status, tokenizer, trace, train, verify,
 };
 
 #[derive(Parser, Debug)]
@@ -65,6 +65,11 @@ enum Cmd {
     /// What this machine can run: NVRTC, the CUDA driver, the kernels; `--gpu`: the device
     /// check (every CUDA kernel against the CPU reference, GEMM throughput, GPU vs CPU training).
     Doctor(doctor::Args),
+    /// Where a build stands: tasks done, running, failed (with log and error), waiting.
+    Status(status::Args),
+    /// One job of a build submitted with `--executor slurm` (run by Slurm, not by hand).
+    #[command(hide = true)]
+    SlurmTask(slurm_task::Args),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +106,8 @@ fn main() -> ExitCode {
         Cmd::Model(c) => model::run(c),
         Cmd::Schedule(a) => schedule::run(a),
         Cmd::Doctor(a) => doctor::run(a),
+        Cmd::Status(a) => status::run(a),
+        Cmd::SlurmTask(a) => slurm_task::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,159 +76,286 @@ pub struct BuildOutcome {
     pub stats: BuildStats,
 }
 
-/// Runs a build. `progress` is shown unless `cfg.run.quiet`.
+/// Runs a build in this process: every phase of [`Job`], under the output directory's lock.
+/// `progress` is shown unless `cfg.run.quiet`.
 pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     let started = Instant::now();
-    let inputs = cfg.resolve_inputs()?;
     let out = cfg.output.dir.clone();
-    let build_dir = out.join(".build");
-    std::fs::create_dir_all(build_dir.join("tasks")).map_err(|e| Error::io(&build_dir, e))?;
     // One build per output directory at a time.
     let _lock = tokenmill_shards::lock::DirLock::acquire(&out, "build")?;
+    let job = Job::prepare(cfg)?;
+    let todo = job.pending();
+    let dedup = job.dedup_if_needed(&todo)?;
+    let fresh = job.run_tasks(&todo, dedup.as_ref())?;
+    job.finalize(started, fresh)
+}
 
-    let tok = TextTokenizer::load(
-        &cfg.tokenizer.path,
-        &TokenizeConfig {
-            eos_token: cfg.tokenizer.eos.clone(),
+/// A build's phases, run in one process ([`build`]) or as separate jobs of a cluster
+/// scheduler ([`crate::slurm`]): [`Job::prepare`] (the plan, checked against an earlier one,
+/// and the tokenizer), the dedup decisions ([`Job::dedup_if_needed`]), any subset of the tasks
+/// ([`Job::run_tasks`]: each independent, published by its record), and [`Job::finalize`]
+/// (stats and, last, the manifest), which refuses while a task is missing. Every path runs the
+/// same code, so a dataset built through Slurm is the local build's, byte for byte.
+pub struct Job {
+    cfg: BuildConfig,
+    inputs: Vec<PathBuf>,
+    out: PathBuf,
+    build_dir: PathBuf,
+    tok: TextTokenizer,
+    plan: Plan,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("out", &self.out)
+            .field("inputs", &self.inputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Job {
+    /// Resolves the inputs, loads the tokenizer, writes (or checks) `.build/plan.json` and
+    /// `tokenizer.json`.
+    pub fn prepare(cfg: &BuildConfig) -> Result<Self> {
+        Self::prepare_with(cfg, None)
+    }
+
+    /// [`Job::prepare`] for a worker of a submitted build: the inputs are the plan's (already
+    /// written by the submitter), so a worker neither expands globs nor reads the size of every
+    /// input — at 90,000 inputs per build that is what keeps thousands of array elements off
+    /// the shared file system's metadata server. The settings must still be the plan's.
+    pub fn open_planned(cfg: &BuildConfig) -> Result<Self> {
+        let path = cfg.output.dir.join(".build").join("plan.json");
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let plan: Plan = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{}: unreadable plan: {e}", path.display())))?;
+        Self::prepare_with(cfg, Some(plan.inputs))
+    }
+
+    fn prepare_with(cfg: &BuildConfig, planned: Option<Vec<PlanInput>>) -> Result<Self> {
+        let inputs = match &planned {
+            Some(p) => p.iter().map(|i| PathBuf::from(&i.path)).collect(),
+            None => cfg.resolve_inputs()?,
+        };
+        let out = cfg.output.dir.clone();
+        let build_dir = out.join(".build");
+        std::fs::create_dir_all(build_dir.join("tasks")).map_err(|e| Error::io(&build_dir, e))?;
+        let tok = TextTokenizer::load(
+            &cfg.tokenizer.path,
+            &TokenizeConfig {
+                eos_token: cfg.tokenizer.eos.clone(),
+                append_eos: cfg.tokenizer.append_eos,
+                engine: cfg.tokenizer.engine,
+            },
+        )?;
+        let mut plan = Plan {
+            inputs: Vec::with_capacity(inputs.len()),
+            tokenizer_sha256: tok.identity().sha256.clone(),
+            eos: tok.identity().eos_token.clone(),
             append_eos: cfg.tokenizer.append_eos,
-            engine: cfg.tokenizer.engine,
-        },
-    )?;
-    let mut plan = Plan {
-        inputs: Vec::with_capacity(inputs.len()),
-        tokenizer_sha256: tok.identity().sha256.clone(),
-        eos: tok.identity().eos_token.clone(),
-        append_eos: cfg.tokenizer.append_eos,
-        shard_bytes: cfg.output.shard_bytes,
-        read: cfg.input.read.clone(),
-        dedup: cfg.dedup.clone(),
-        extract: cfg.extract.clone(),
-        filters: cfg.filters.clone(),
-        sql: cfg.sql.clone(),
-    };
-    for p in &inputs {
-        let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
-        plan.inputs.push(PlanInput {
-            path: p.display().to_string(),
-            bytes,
-        });
-    }
-    check_plan(&build_dir, &plan)?;
-    atomic_write(
-        &out.join("tokenizer.json"),
-        &read_tokenizer_json(&cfg.tokenizer.path)?,
-    )?;
-
-    let threads = if cfg.run.threads == 0 {
-        rayon::current_num_threads()
-    } else {
-        cfg.run.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Config(format!("thread pool: {e}")))?;
-
-    let total_bytes: u64 = plan.inputs.iter().map(|i| i.bytes).sum();
-    let progress = Progress::new(total_bytes, cfg.run.quiet);
-    let mut resumed = 0u64;
-    let mut done: Vec<Option<TaskRecord>> = plan
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, inp)| TaskRecord::load_done(&build_dir, &out, i, &inp.path))
-        .collect();
-    for (i, d) in done.iter().enumerate() {
-        if d.is_some() {
-            resumed += 1;
-            progress.advance(plan.inputs[i].bytes, 0, 0);
+            shard_bytes: cfg.output.shard_bytes,
+            read: cfg.input.read.clone(),
+            dedup: cfg.dedup.clone(),
+            extract: cfg.extract.clone(),
+            filters: cfg.filters.clone(),
+            sql: cfg.sql.clone(),
+        };
+        match planned {
+            Some(p) => plan.inputs = p,
+            None => {
+                for p in &inputs {
+                    let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+                    plan.inputs.push(PlanInput {
+                        path: p.display().to_string(),
+                        bytes,
+                    });
+                }
+            }
         }
+        check_plan(&build_dir, &plan)?;
+        let tok_json = read_tokenizer_json(&cfg.tokenizer.path)?;
+        let dest = out.join("tokenizer.json");
+        if std::fs::read(&dest).ok().as_deref() != Some(&tok_json[..]) {
+            atomic_write(&dest, &tok_json)?;
+        }
+        let threads = if cfg.run.threads == 0 {
+            rayon::current_num_threads()
+        } else {
+            cfg.run.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Config(format!("thread pool: {e}")))?;
+        Ok(Job {
+            cfg: cfg.clone(),
+            inputs,
+            out,
+            build_dir,
+            tok,
+            plan,
+            pool,
+            threads,
+        })
     }
-    if resumed > 0 {
-        tracing::info!(
-            resumed,
-            total = inputs.len(),
-            "resuming: finished tasks are kept"
-        );
-    }
-    let dedup = if cfg.dedup.enabled && resumed < inputs.len() as u64 {
-        Some(pool.install(|| crate::dedup::load_or_run(&build_dir, &out, &inputs, cfg))?)
-    } else {
-        None
-    };
-    let todo: Vec<usize> = (0..inputs.len()).filter(|&i| done[i].is_none()).collect();
-    let fresh: Vec<TaskRecord> = pool.install(|| {
-        todo.par_iter()
-            .with_max_len(1)
-            .map(|&i| {
-                run_task(
-                    i,
-                    &inputs[i],
-                    cfg,
-                    &tok,
-                    &out,
-                    &build_dir,
-                    &progress,
-                    dedup.as_ref().map(|d| d.for_file(i)),
-                )
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
-    // Throughput counts the text this run tokenized, not the tasks an earlier run finished.
-    let fresh_bytes: u64 = fresh.iter().map(|r| r.stats.text_bytes).sum();
-    for rec in fresh {
-        let i = rec.task;
-        done[i] = Some(rec);
-    }
-    progress.finish();
 
-    let records: Vec<TaskRecord> = done
-        .into_iter()
-        .map(|r| r.expect("every task finished"))
-        .collect();
-    let mut total = TaskStats::default();
-    let mut shards = Vec::new();
-    for r in &records {
-        total.merge(&r.stats);
-        shards.extend(r.shards.iter().cloned());
+    /// Number of tasks (input files).
+    pub fn tasks(&self) -> usize {
+        self.inputs.len()
     }
-    let manifest = Manifest::new(tok.identity().clone(), tok.dtype(), shards);
-    let seconds = started.elapsed().as_secs_f64();
-    let mb = fresh_bytes as f64 / 1e6;
-    let stats = BuildStats {
-        inputs: inputs.len() as u64,
-        input_bytes: total_bytes,
-        tasks_resumed: resumed,
-        documents_read: total.documents_read(),
-        documents_written: total.documents_written,
-        documents_skipped: total.skipped_by_reason(),
-        records_ignored: total.read.ignored.clone(),
-        text_bytes: total.text_bytes,
-        tokens: total.tokens,
-        shards: manifest.shards.len() as u64,
-        threads,
-        seconds,
-        text_mb_per_s: mb / seconds,
-        text_mb_per_s_per_core: mb / seconds / threads as f64,
-        peak_rss_bytes: peak_rss_bytes(),
-        skip_samples: total.read.skipped.samples.clone(),
-        dedup: crate::dedup::stored_stats(&build_dir),
-        funnel: total.funnel.clone(),
-    };
-    let mut json = serde_json::to_vec_pretty(&stats).expect("stats serialise");
-    json.push(b'\n');
-    atomic_write(&out.join("stats.json"), &json)?;
-    if !stats.funnel.rows.is_empty() {
-        // no paths or times: the dataset stays byte-identical wherever and however it is built
-        let title = format!(
-            "tokenmill build: {} documents read, {} written",
-            stats.documents_read, stats.documents_written
-        );
-        atomic_write(&out.join("funnel.svg"), stats.funnel.svg(&title).as_bytes())?;
+
+    /// The `.build` directory.
+    pub fn build_dir(&self) -> &Path {
+        &self.build_dir
     }
-    // Last: the manifest makes the dataset visible.
-    manifest.store(&out)?;
-    Ok(BuildOutcome { manifest, stats })
+
+    /// The record of task `i` when it is done (its shards present with their sizes).
+    pub fn done(&self, i: usize) -> Option<TaskRecord> {
+        TaskRecord::load_done(&self.build_dir, &self.out, i, &self.plan.inputs[i].path)
+    }
+
+    /// The tasks without a valid record, in order.
+    pub fn pending(&self) -> Vec<usize> {
+        (0..self.inputs.len())
+            .filter(|&i| self.done(i).is_none())
+            .collect()
+    }
+
+    /// The dedup decisions, computed once (and stored in `.build/dedup.json`) when dedup is on
+    /// and some task in `todo` still needs them.
+    pub fn dedup_if_needed(&self, todo: &[usize]) -> Result<Option<crate::dedup::DedupFilter>> {
+        if !self.cfg.dedup.enabled || todo.is_empty() {
+            return Ok(None);
+        }
+        let d = self.pool.install(|| {
+            crate::dedup::load_or_run(&self.build_dir, &self.out, &self.inputs, &self.cfg)
+        })?;
+        Ok(Some(d))
+    }
+
+    /// Runs the tasks `todo` in parallel (each first clears what an interrupted run of it left);
+    /// returns their records.
+    pub fn run_tasks(
+        &self,
+        todo: &[usize],
+        dedup: Option<&crate::dedup::DedupFilter>,
+    ) -> Result<Vec<TaskRecord>> {
+        let bytes: u64 = todo.iter().map(|&i| self.plan.inputs[i].bytes).sum();
+        let progress = Progress::new(bytes, self.cfg.run.quiet);
+        if todo.len() < self.inputs.len() {
+            tracing::info!(
+                todo = todo.len(),
+                total = self.inputs.len(),
+                "finished tasks are kept"
+            );
+        }
+        let recs = self.pool.install(|| {
+            todo.par_iter()
+                .with_max_len(1)
+                .map(|&i| {
+                    run_task(
+                        i,
+                        &self.inputs[i],
+                        &self.cfg,
+                        &self.tok,
+                        &self.out,
+                        &self.build_dir,
+                        &progress,
+                        dedup.map(|d| d.for_file(i)),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        progress.finish();
+        Ok(recs)
+    }
+
+    /// Merges every task's record into `stats.json` and publishes the manifest (last). Refuses,
+    /// naming them, while tasks are missing. `fresh`: the records this process produced (the
+    /// throughput counts their text only).
+    pub fn finalize(&self, started: Instant, fresh: Vec<TaskRecord>) -> Result<BuildOutcome> {
+        let fresh_bytes: u64 = fresh.iter().map(|r| r.stats.text_bytes).sum();
+        let fresh_n = fresh.len() as u64;
+        let mut records: Vec<Option<TaskRecord>> = vec![None; self.inputs.len()];
+        for r in fresh {
+            let i = r.task;
+            records[i] = Some(r);
+        }
+        let mut missing = Vec::new();
+        for (i, r) in records.iter_mut().enumerate() {
+            if r.is_none() {
+                *r = self.done(i);
+            }
+            if r.is_none() {
+                missing.push(i);
+            }
+        }
+        if !missing.is_empty() {
+            let names: Vec<String> = missing
+                .iter()
+                .take(10)
+                .map(|&i| format!("{i} ({})", self.plan.inputs[i].path))
+                .collect();
+            return Err(Error::Config(format!(
+                "{} of {} tasks are not done, so no manifest is published: {}{}",
+                missing.len(),
+                self.inputs.len(),
+                names.join(", "),
+                if missing.len() > 10 { ", …" } else { "" }
+            )));
+        }
+        let records: Vec<TaskRecord> = records.into_iter().flatten().collect();
+        let mut total = TaskStats::default();
+        let mut shards = Vec::new();
+        for r in &records {
+            total.merge(&r.stats);
+            shards.extend(r.shards.iter().cloned());
+        }
+        let manifest = Manifest::new(self.tok.identity().clone(), self.tok.dtype(), shards);
+        let seconds = started.elapsed().as_secs_f64();
+        let mb = fresh_bytes as f64 / 1e6;
+        let total_bytes: u64 = self.plan.inputs.iter().map(|i| i.bytes).sum();
+        let stats = BuildStats {
+            inputs: self.inputs.len() as u64,
+            input_bytes: total_bytes,
+            tasks_resumed: self.inputs.len() as u64 - fresh_n,
+            documents_read: total.documents_read(),
+            documents_written: total.documents_written,
+            documents_skipped: total.skipped_by_reason(),
+            records_ignored: total.read.ignored.clone(),
+            text_bytes: total.text_bytes,
+            tokens: total.tokens,
+            shards: manifest.shards.len() as u64,
+            threads: self.threads,
+            seconds,
+            text_mb_per_s: mb / seconds,
+            text_mb_per_s_per_core: mb / seconds / self.threads as f64,
+            peak_rss_bytes: peak_rss_bytes(),
+            skip_samples: total.read.skipped.samples.clone(),
+            dedup: crate::dedup::stored_stats(&self.build_dir),
+            funnel: total.funnel.clone(),
+        };
+        let mut json = serde_json::to_vec_pretty(&stats).expect("stats serialise");
+        json.push(b'\n');
+        atomic_write(&self.out.join("stats.json"), &json)?;
+        if !stats.funnel.rows.is_empty() {
+            // no paths or times: the dataset stays byte-identical wherever and however it is built
+            let title = format!(
+                "tokenmill build: {} documents read, {} written",
+                stats.documents_read, stats.documents_written
+            );
+            atomic_write(
+                &self.out.join("funnel.svg"),
+                stats.funnel.svg(&title).as_bytes(),
+            )?;
+        }
+        // Last: the manifest makes the dataset visible.
+        manifest.store(&self.out)?;
+        Ok(BuildOutcome { manifest, stats })
+    }
 }
 
 fn check_plan(build_dir: &Path, plan: &Plan) -> Result<()> {

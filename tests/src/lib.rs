@@ -113,6 +113,10 @@ pub use tokenmill_comm::launch::mpirun;
 /// random moment in `[0, within)` after its start, until a run finishes by itself. Returns how
 /// many runs were killed. A run that fails without having been killed panics with its stderr
 /// (pipe it in `spawn` to see it). `rng` is an xorshift state, advanced.
+///
+/// After each kill the window grows by a quarter: a run that is slower than `within` (other
+/// tests loading the machine, work that a resumed run must redo) still finishes after a few
+/// kills instead of being killed forever.
 pub fn kill_until_done(
     within: std::time::Duration,
     rng: &mut u64,
@@ -120,6 +124,7 @@ pub fn kill_until_done(
 ) -> usize {
     use std::time::{Duration, Instant};
     let mut kills = 0;
+    let mut within = within;
     loop {
         let mut child = spawn();
         *rng ^= *rng << 13;
@@ -134,6 +139,7 @@ pub fn kill_until_done(
         if killed {
             child.kill().unwrap();
             kills += 1;
+            within = within.mul_f64(1.25);
         }
         let out = child.wait_with_output().unwrap();
         if out.status.success() {

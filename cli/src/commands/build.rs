@@ -103,10 +103,79 @@ pub struct Args {
     /// Print stats as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Where the tasks run: here (`local`), or as Slurm jobs (`slurm`: a dedup job, job arrays
+    /// of tasks, a finalize job; the same dataset byte for byte).
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorArg,
+    /// Slurm: the partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm: build tasks (input files) per array element.
+    #[arg(long, default_value_t = 1)]
+    pub tasks_per_job: usize,
+    /// Slurm: CPUs (threads) per job.
+    #[arg(long, default_value_t = 1)]
+    pub cpus_per_task: usize,
+    /// Slurm: memory per job (`--mem`, e.g. 4G).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Slurm: time limit per job (`--time`, e.g. 2:00:00).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Slurm: the cluster's MaxArraySize (array indices stay below it).
+    #[arg(long, default_value_t = 1001)]
+    pub max_array_size: usize,
+    /// Slurm: follow the jobs until the build is finished or has failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Slurm: write the scripts under OUT/.build/slurm without submitting them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Where a build's tasks run.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorArg {
+    /// In this process, on its thread pool.
+    Local,
+    /// As Slurm jobs (`sbatch`).
+    Slurm,
 }
 
 /// The build configuration: the config file's, with the flags over it.
 pub fn config(a: Args) -> anyhow::Result<(BuildConfig, bool)> {
+    let (cfg, json, _) = config_and_executor(a)?;
+    Ok((cfg, json))
+}
+
+/// The Slurm executor's settings of the flags.
+#[derive(Debug)]
+pub struct Executor {
+    /// `--executor`.
+    pub kind: ExecutorArg,
+    /// The sbatch settings.
+    pub slurm: tokenmill_pipelines::slurm::SlurmOptions,
+    /// `--wait`.
+    pub wait: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+}
+
+fn config_and_executor(a: Args) -> anyhow::Result<(BuildConfig, bool, Executor)> {
+    let ex = Executor {
+        kind: a.executor,
+        slurm: tokenmill_pipelines::slurm::SlurmOptions {
+            partition: a.partition.clone(),
+            tasks_per_job: a.tasks_per_job,
+            cpus_per_task: a.cpus_per_task,
+            mem: a.mem.clone(),
+            time: a.time.clone(),
+            max_array_size: a.max_array_size,
+            extra: Vec::new(),
+        },
+        wait: a.wait,
+        dry_run: a.dry_run,
+    };
     let mut cfg = match &a.config {
         Some(p) => BuildConfig::from_file(p)?,
         None => BuildConfig::default(),
@@ -170,12 +239,15 @@ pub fn config(a: Args) -> anyhow::Result<(BuildConfig, bool)> {
     }
     cfg.run.quiet |= a.quiet;
     cfg.dedup.enabled |= a.dedup;
-    Ok((cfg, a.json))
+    Ok((cfg, a.json, ex))
 }
 
 /// Runs `tokenmill build`.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (cfg, json) = config(a)?;
+    let (cfg, json, ex) = config_and_executor(a)?;
+    if ex.kind == ExecutorArg::Slurm {
+        return super::slurm_task::submit(&cfg, &ex.slurm, ex.wait, ex.dry_run);
+    }
     let out = tokenmill_pipelines::build(&cfg)
         .with_context(|| format!("building {}", cfg.output.dir.display()))?;
     if json {

@@ -9,5 +9,6 @@ mod loader;
 mod megatron;
 mod parallel;
 mod readers;
+mod slurm;
 mod spikes;
 mod train;

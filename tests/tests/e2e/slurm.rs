@@ -276,3 +276,54 @@ fn without_sbatch_the_slurm_executor_says_so_and_a_dry_run_writes_the_graph() {
     assert!(s.join("dedup.sbatch").exists() && s.join("finalize.sbatch").exists());
     assert!(!s.join("jobs.json").exists(), "a dry run submits nothing");
 }
+
+/// `srun -n 2 tokenmill train` with `[parallel] dp = 2`: the ranks find their rank and world in
+/// Slurm's environment (PMIx), and the run follows the one-process run as under mpirun.
+#[test]
+fn srun_trains_across_two_ranks_like_one_process() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    crate::train::datasets(d);
+    let extra = "steps = 4\ncheckpoint_every = 4";
+    let lr = "peak = 2e-3\nwarmup = 2";
+    let one = crate::train::write_config(d, "one", extra, lr);
+    let o = Command::new(tokenmill_bin())
+        .current_dir(d)
+        .args(["train", "--quiet", "--config"])
+        .arg(&one)
+        .output()
+        .unwrap();
+    ok(&o);
+    let two = crate::train::write_config(d, "srun2", extra, lr);
+    let text = std::fs::read_to_string(&two).unwrap();
+    std::fs::write(&two, format!("{text}\n[parallel]\ndp = 2\n")).unwrap();
+    let o = Command::new("srun")
+        .current_dir(d)
+        .args(["-n", "2", "--mpi=pmix", "--cpus-per-task=1"])
+        .arg(tokenmill_bin())
+        .args(["train", "--quiet", "--config"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    ok(&o);
+    let losses = |run: &str| -> Vec<f64> {
+        crate::train::log(&d.join(run))
+            .iter()
+            .filter(|l| l.kind == tokenmill_trainer::train::LogKind::Train)
+            .map(|l| l.loss)
+            .collect()
+    };
+    let (a, b) = (losses("one"), losses("srun2"));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(((x - y) / x).abs() <= 1e-5, "{a:?} vs {b:?}");
+    }
+    // Both ranks wrote their shard of the checkpoint.
+    for r in 1..=2 {
+        assert!(d
+            .join(format!("srun2/checkpoints/step-00000004/model-{r:05}-of-00002.safetensors"))
+            .is_file());
+    }
+}

@@ -39,8 +39,13 @@ pub struct DedupConfig {
     pub seed: u64,
     /// At most this many shingles per document (the first ones); enormous documents are capped.
     pub max_shingles: usize,
-    /// If set, candidate pairs are kept only when their exact Jaccard is at least this.
-    pub verify_threshold: Option<f64>,
+    /// A near-duplicate is removed only when the exact Jaccard similarity of its shingle set
+    /// with the document kept for it is at least this (`verify_threshold` in older files).
+    #[serde(alias = "verify_threshold")]
+    pub threshold: f64,
+    /// A document of a candidate group is compared with at most this many of the group's kept
+    /// documents (the first in keep order): bounds the work on enormous groups.
+    pub max_centers: usize,
     /// Which document of a cluster is kept.
     pub keep: KeepRule,
     /// Bucket records held in memory before a partition is spilled to disk.
@@ -62,13 +67,18 @@ impl Default for DedupConfig {
             rows: 8,
             seed: 42,
             max_shingles: 100_000,
-            verify_threshold: None,
+            threshold: DEFAULT_THRESHOLD,
+            max_centers: 256,
             keep: KeepRule::Earliest,
             memory_budget_bytes: 256 << 20,
             partitions: 64,
         }
     }
 }
+
+/// The default [`DedupConfig::threshold`]: just below the midpoint (1/b)^(1/r) = 0.719 of the
+/// default 14 × 8 bands, so verification trims the S-curve's tail, not what it was tuned to find.
+pub const DEFAULT_THRESHOLD: f64 = 0.7;
 
 /// The most hash functions (bands × rows) a signature may have.
 pub const MAX_PERMUTATIONS: usize = 10_000;
@@ -79,10 +89,15 @@ impl DedupConfig {
     /// Checks that the counts are positive and the threshold is a probability.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
-        if self.ngram == 0 || self.bands == 0 || self.rows == 0 || self.partitions == 0 {
+        if self.ngram == 0
+            || self.bands == 0
+            || self.rows == 0
+            || self.partitions == 0
+            || self.max_centers == 0
+        {
             return bad(format!(
-                "ngram {}, bands {}, rows {}, partitions {} must be positive",
-                self.ngram, self.bands, self.rows, self.partitions
+                "ngram {}, bands {}, rows {}, partitions {}, max_centers {} must be positive",
+                self.ngram, self.bands, self.rows, self.partitions, self.max_centers
             ));
         }
         // Each document costs bands × rows hash functions per shingle: beyond a few thousand
@@ -101,10 +116,9 @@ impl DedupConfig {
                 self.ngram
             ));
         }
-        if let Some(t) = self.verify_threshold
-            && !(0.0..=1.0).contains(&t)
-        {
-            return bad(format!("verify_threshold {t} is not in [0, 1]"));
+        let t = self.threshold;
+        if !(t > 0.0 && t <= 1.0) {
+            return bad(format!("threshold {t} is not in (0, 1]"));
         }
         Ok(())
     }
@@ -138,5 +152,12 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("ngram 5000"));
         c.ngram = 5;
         c.validate().unwrap();
+        for t in [0.0, 1.5, f64::NAN] {
+            c.threshold = t;
+            assert!(c.validate().unwrap_err().to_string().contains("threshold"));
+        }
+        c.threshold = 1.0;
+        c.max_centers = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -17,8 +17,7 @@ pub enum Error {
     /// Settings that do not fit together (see [`crate::DedupConfig::validate`]).
     #[error("config: {0}")]
     Config(String),
-    /// The caller's [`crate::plan::ShingleSource`] failed (re-reading documents to verify
-    /// candidate pairs).
+    /// The caller's [`crate::ShingleSource`] failed (re-reading documents to compare them).
     #[error("{what}: {source}")]
     ShingleSource {
         /// What the source was doing.
@@ -26,6 +25,15 @@ pub enum Error {
         /// Its error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The [`crate::ShingleSource`] did not deliver a document it was asked for (did the inputs
+    /// change while they were deduplicated?).
+    #[error(
+        "document {doc}: its shingle set was asked for and not delivered (did the inputs change during dedup?)"
+    )]
+    MissingShingles {
+        /// The document, in the global order.
+        doc: u64,
     },
 }
 

@@ -5,11 +5,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Member;
 use crate::config::{DedupConfig, KeepRule};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
 use crate::spill::BucketSpill;
 use crate::unionfind::UnionFind;
+use crate::verify::{Decided, ShingleSource, decide_groups};
 
 /// Which stage removed a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,25 +21,31 @@ pub enum Stage {
     Exact,
     /// Same normalised URL as the kept document (URL dedup).
     Url,
-    /// Near-duplicate (MinHash LSH candidate, verified when configured).
+    /// Near-duplicate: in an LSH candidate group with the kept document, and at least the
+    /// threshold in exact Jaccard similarity with it.
     Fuzzy,
 }
 
 /// A removed document: which one, why, and who was kept in its place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// The removed document.
     pub doc: u64,
     /// The stage that removed it.
     pub stage: Stage,
-    /// Cluster id: the smallest document number in the cluster.
+    /// Cluster id: the smallest document number in the cluster (the kept document and the
+    /// documents removed against it).
     pub cluster: u64,
-    /// The document of the cluster that was kept.
+    /// The kept document this one was found to duplicate.
     pub kept: u64,
+    /// Exact Jaccard similarity of the shingle sets of `doc` and `kept` (1 for exact copies;
+    /// `None` for URL duplicates, whose texts are not compared).
+    pub jaccard: Option<f64>,
 }
 
 /// Counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DedupStats {
     /// Documents seen.
     pub documents: u64,
@@ -51,16 +59,24 @@ pub struct DedupStats {
     pub url_removed: u64,
     /// Documents removed as near-duplicates.
     pub fuzzy_removed: u64,
-    /// Clusters of two or more documents.
+    /// Clusters: a kept document with the documents removed against it.
     pub clusters: u64,
-    /// Candidate pairs from the LSH buckets: with verification every distinct pair, without it
-    /// the pairs that joined two clusters.
+    /// Candidate groups of two or more documents (connected by exact hashes, URLs and LSH
+    /// buckets); each holds one cluster or more, and documents kept alone.
+    pub components: u64,
+    /// LSH bucket pairs that joined two candidate groups.
     pub candidate_pairs: u64,
-    /// Candidate pairs below the verification threshold.
+    /// Documents of candidate groups kept besides the first, because no kept document of their
+    /// group matched them (connected components would have removed them).
     pub verified_rejected: u64,
+    /// Exact Jaccard similarities computed.
+    pub compared: u64,
+    /// Documents whose shingle sets were fetched again to compare them (one per distinct text of
+    /// the candidate groups with two texts or more).
+    pub shingled_documents: u64,
     /// Bucket records written (exact, URL and band hashes).
     pub bucket_records: u64,
-    /// Bytes of bucket records spilled to disk.
+    /// Bytes of bucket records and shingle sets spilled to disk.
     pub spilled_bytes: u64,
 }
 
@@ -84,31 +100,6 @@ impl DedupOutcome {
             .map(|i| &self.decisions[i])
     }
 }
-
-/// Exact Jaccard similarity of two sorted, unique sets.
-pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
-    let (mut i, mut j, mut inter) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                inter += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    let union = a.len() + b.len() - inter;
-    if union == 0 {
-        1.0
-    } else {
-        inter as f64 / union as f64
-    }
-}
-
-/// Supplies the shingle sets of the given documents (for verification), e.g. by re-reading them.
-pub type ShingleSource<'a> = dyn FnMut(&[u64]) -> Result<HashMap<u64, Vec<u64>>> + 'a;
 
 /// Bits of a document id that number documents inside one input task; the task index is above
 /// them, so ids of different tasks never collide and sort in the global order.
@@ -191,29 +182,32 @@ impl TaskCollector {
 }
 
 /// Runs dedup over `fingerprints` (document numbers ascending in the global order), spilling
-/// bucket records under `spill_dir` beyond the memory budget. `shingles` is called once with the
-/// documents of all candidate pairs when `cfg.verify_threshold` is set.
+/// bucket records and shingle sets under `spill_dir` beyond the memory budget. `shingles` is
+/// called once, with the documents whose shingle sets the candidate groups need (none when no
+/// group holds two different texts).
 pub fn run_dedup(
     cfg: &DedupConfig,
     spill_dir: &Path,
     fingerprints: impl IntoIterator<Item = (u64, Fingerprint)>,
-    shingles: Option<&mut ShingleSource<'_>>,
+    shingles: &mut ShingleSource<'_>,
 ) -> Result<DedupOutcome> {
     let mut c = TaskCollector::new(cfg, spill_dir, cfg.memory_budget_bytes)?;
     for (doc, fp) in fingerprints {
         c.add(doc, &fp)?;
     }
-    group(cfg, vec![c], None, shingles)
+    group(cfg, vec![c], None, spill_dir, shingles)
 }
 
-/// Merges the collectors of all tasks (in task order) and decides. With `task_docs` (documents
-/// per task), ids made by [`task_doc`] are turned into global document numbers in the outcome
-/// and in the calls to `shingles`; without it ids are taken as they are.
+/// Merges the collectors of all tasks (in task order) into candidate groups and decides each
+/// ([`crate::cluster`]), spilling shingle sets under `spill_dir`. With `task_docs` (documents per
+/// task), ids made by [`task_doc`] are turned into global document numbers in the outcome and in
+/// the calls to `shingles`; without it ids are taken as they are.
 pub fn group(
     cfg: &DedupConfig,
     tasks: Vec<TaskCollector>,
     task_docs: Option<&[u64]>,
-    shingles: Option<&mut ShingleSource<'_>>,
+    spill_dir: &Path,
+    shingles: &mut ShingleSource<'_>,
 ) -> Result<DedupOutcome> {
     let starts: Option<Vec<u64>> = task_docs.map(|n| {
         let mut acc = 0;
@@ -244,8 +238,8 @@ pub fn group(
         bands.push(t.bands);
     }
 
-    // Exact and URL groups: every record of a run joins the run's first document, both in the
-    // stage's own union-find (to name the stage later) and in the global one.
+    // Exact and URL classes: every record of a run joins the run's first document, both in the
+    // stage's own union-find (the classes) and in the one of candidate groups.
     let join_runs = |spills: Vec<BucketSpill>, own: &mut UnionFind, all: &mut UnionFind| {
         BucketSpill::merge_partitions(spills, |recs| {
             for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
@@ -262,15 +256,11 @@ pub fn group(
     let mut url_uf = UnionFind::default();
     stats.spilled_bytes += join_runs(exact, &mut exact_uf, &mut uf)?;
     stats.spilled_bytes += join_runs(urls, &mut url_uf, &mut uf)?;
-    let verify = cfg.verify_threshold.is_some() && shingles.is_some();
-    let mut edges: Vec<(u64, u64)> = Vec::new();
     stats.spilled_bytes += BucketSpill::merge_partitions(bands, |recs| {
         for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
             for r in &run[1..] {
                 let (a, b) = (run[0][2], r[2]);
-                if verify {
-                    edges.push((a, b));
-                } else if uf.find(a) != uf.find(b) {
+                if uf.find(a) != uf.find(b) {
                     stats.candidate_pairs += 1;
                     uf.union(a, b);
                 }
@@ -278,79 +268,48 @@ pub fn group(
         }
         Ok(())
     })?;
-    if verify {
-        edges.sort_unstable();
-        edges.dedup();
-        stats.candidate_pairs = edges.len() as u64;
-        let mut docs: Vec<u64> = edges.iter().flat_map(|&(a, b)| [a, b]).collect();
-        docs.sort_unstable();
-        docs.dedup();
-        let wanted: Vec<u64> = docs.iter().map(|&d| global(d)).collect();
-        let sets = (shingles.expect("verify implies a source"))(&wanted)?;
-        let t = cfg.verify_threshold.expect("verify");
-        let empty = Vec::new();
-        for (a, b) in edges {
-            let j = jaccard(
-                sets.get(&global(a)).unwrap_or(&empty),
-                sets.get(&global(b)).unwrap_or(&empty),
-            );
-            if j >= t {
-                uf.union(a, b);
-            } else {
-                stats.verified_rejected += 1;
-            }
-        }
-    }
 
+    // Candidate groups, members in keep order, ids global.
     let mut by_root: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for (doc, root) in uf.members() {
         by_root.entry(root).or_default().push(doc);
     }
-    let mut decisions = Vec::new();
-    let mut clusters = BTreeMap::new();
-    for (root, members) in by_root {
-        if members.len() < 2 {
-            continue;
-        }
-        clusters.insert(global(root), members.len() as u64);
-        let kept = match cfg.keep {
-            KeepRule::Earliest => root,
-            KeepRule::Longest => *members
-                .iter()
-                .max_by(|&&x, &&y| lengths.get(&x).cmp(&lengths.get(&y)).then(y.cmp(&x)))
-                .expect("non-empty"),
-        };
-        let kept_exact = exact_uf.find(kept);
-        let kept_url = url_uf.find(kept);
-        for &m in &members {
-            if m == kept {
-                continue;
+    drop(uf);
+    let groups: Vec<Vec<Member>> = by_root
+        .into_values()
+        .filter(|docs| docs.len() >= 2)
+        .map(|docs| {
+            let mut ms: Vec<(u64, Member)> = docs
+                .into_iter()
+                .map(|d| {
+                    let m = Member {
+                        doc: global(d),
+                        exact: global(exact_uf.find(d)),
+                        url: global(url_uf.find(d)),
+                    };
+                    (lengths.get(&d).copied().unwrap_or(0), m)
+                })
+                .collect();
+            match cfg.keep {
+                KeepRule::Earliest => ms.sort_unstable_by_key(|(_, m)| m.doc),
+                KeepRule::Longest => {
+                    ms.sort_unstable_by_key(|&(len, m)| (std::cmp::Reverse(len), m.doc))
+                }
             }
-            let stage = if exact_uf.find(m) == kept_exact {
-                Stage::Exact
-            } else if url_uf.find(m) == kept_url {
-                Stage::Url
-            } else {
-                Stage::Fuzzy
-            };
-            match stage {
-                Stage::Exact => stats.exact_removed += 1,
-                Stage::Url => stats.url_removed += 1,
-                Stage::Fuzzy => stats.fuzzy_removed += 1,
-            }
-            decisions.push(Decision {
-                doc: global(m),
-                stage,
-                cluster: global(root),
-                kept: global(kept),
-            });
-        }
-    }
-    decisions.sort_unstable_by_key(|d| d.doc);
+            ms.into_iter().map(|(_, m)| m).collect()
+        })
+        .collect();
+    drop((exact_uf, url_uf, lengths));
+    let Decided {
+        decisions,
+        clusters,
+    } = decide_groups(cfg, &groups, spill_dir, shingles, &mut stats)?;
     stats.clusters = clusters.len() as u64;
     tracing::info!(
         removed = decisions.len(),
         clusters = stats.clusters,
+        groups = stats.components,
+        compared = stats.compared,
         spilled = stats.spilled_bytes,
         "dedup done"
     );
@@ -359,4 +318,88 @@ pub fn group(
         clusters,
         stats,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    /// Fingerprints whose 2 × 2 signatures chain A ~ B (band 0) and B ~ C (band 1), A and C
+    /// sharing no band; `len` decides the `longest` keep rule.
+    fn chain_fingerprints(lens: [u64; 3]) -> Vec<(u64, Fingerprint)> {
+        let sigs = [[1, 2, 3, 4], [1, 2, 5, 6], [7, 8, 5, 6]];
+        (0..3)
+            .map(|i| {
+                let fp = Fingerprint {
+                    exact: 100 + i as u128,
+                    signature: sigs[i].to_vec(),
+                    len: lens[i],
+                    url: None,
+                    empty: false,
+                    short: false,
+                };
+                (i as u64, fp)
+            })
+            .collect()
+    }
+
+    /// A = {0..100}, B = {10..110}, C = {20..120}: J(A,B) = J(B,C) = 0.818, J(A,C) = 0.667.
+    fn chain_sets(doc: u64) -> Vec<u64> {
+        (10 * doc..10 * doc + 100).collect()
+    }
+
+    fn run(keep: KeepRule, lens: [u64; 3], asked: &mut Vec<u64>) -> DedupOutcome {
+        let cfg = DedupConfig {
+            bands: 2,
+            rows: 2,
+            keep,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = |docs: &[u64], sink: &mut crate::ShingleSink<'_>| -> Result<()> {
+            asked.extend_from_slice(docs);
+            docs.iter().try_for_each(|&d| sink(d, chain_sets(d)))
+        };
+        run_dedup(&cfg, dir.path(), chain_fingerprints(lens), &mut source).unwrap()
+    }
+
+    #[test]
+    fn a_chain_of_candidates_removes_only_what_is_near_the_kept_document() {
+        let mut asked = Vec::new();
+        let o = run(KeepRule::Earliest, [10, 10, 10], &mut asked);
+        assert_eq!(asked, vec![0, 1, 2], "one candidate group of three texts");
+        // A kept; B removed against A; C, far from A, kept (connected components removed it).
+        assert_eq!(o.decisions.len(), 1);
+        let d = o.decisions[0];
+        assert_eq!((d.doc, d.kept, d.cluster, d.stage), (1, 0, 0, Stage::Fuzzy));
+        assert!((d.jaccard.unwrap() - 90.0 / 110.0).abs() < 1e-12);
+        assert_eq!(o.clusters, BTreeMap::from([(0, 2)]));
+        let s = &o.stats;
+        assert_eq!((s.components, s.clusters, s.verified_rejected), (1, 1, 1));
+        assert_eq!((s.fuzzy_removed, s.shingled_documents), (1, 3));
+
+        // C the longest: C kept, B removed against C, A kept.
+        let o = run(KeepRule::Longest, [10, 20, 30], &mut Vec::new());
+        assert_eq!(o.decisions.len(), 1);
+        let d = o.decisions[0];
+        assert_eq!((d.doc, d.kept, d.cluster), (1, 2, 1));
+    }
+
+    #[test]
+    fn a_document_the_source_does_not_deliver_is_an_error() {
+        let cfg = DedupConfig {
+            bands: 2,
+            rows: 2,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = |docs: &[u64], sink: &mut crate::ShingleSink<'_>| -> Result<()> {
+            docs.iter()
+                .filter(|&&d| d != 2)
+                .try_for_each(|&d| sink(d, chain_sets(d)))
+        };
+        let e = run_dedup(&cfg, dir.path(), chain_fingerprints([1; 3]), &mut source).unwrap_err();
+        assert!(matches!(e, Error::MissingShingles { doc: 2 }), "{e}");
+    }
 }

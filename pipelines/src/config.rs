@@ -26,7 +26,7 @@
 //! ngram = 5
 //! bands = 14
 //! rows = 8
-//! # verify_threshold = 0.8
+//! # threshold = 0.7           # exact Jaccard a removed document has with the kept one
 //!
 //! [run]
 //! threads = 0                  # 0 = all cores
@@ -282,5 +282,17 @@ mod tests {
         assert_eq!(c.tokenizer.eos.as_deref(), Some("</s>"));
         assert!(c.tokenizer.append_eos);
         assert_eq!(c.output.shard_bytes, 65536);
+    }
+
+    #[test]
+    fn the_dedup_threshold_parses_under_its_old_name_too() {
+        for key in ["threshold", "verify_threshold"] {
+            let c: BuildConfig =
+                toml::from_str(&format!("[dedup]\nenabled = true\n{key} = 0.85\n")).unwrap();
+            assert!(c.dedup.enabled);
+            assert_eq!(c.dedup.config.threshold, 0.85, "{key}");
+        }
+        let c: BuildConfig = toml::from_str("[dedup]\nenabled = true\n").unwrap();
+        assert_eq!(c.dedup.config.threshold, tokenmill_dedup::DEFAULT_THRESHOLD);
     }
 }

@@ -44,9 +44,13 @@ pub struct Args {
     pub rows: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Keep a candidate pair only if its exact Jaccard is at least this.
-    #[arg(long)]
-    pub verify: Option<f64>,
+    /// Remove a near-duplicate only if the exact Jaccard similarity of its shingles with the
+    /// document kept for it is at least this (default 0.7).
+    #[arg(long, visible_alias = "verify")]
+    pub threshold: Option<f64>,
+    /// Compare each document with at most this many kept documents of its candidate group.
+    #[arg(long, default_value_t = 256)]
+    pub max_centers: usize,
     #[arg(long, value_enum, default_value = "earliest")]
     pub keep: KeepArg,
     /// Memory for bucket records before spilling to disk.
@@ -72,7 +76,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bands: a.bands,
         rows: a.rows,
         seed: a.seed,
-        verify_threshold: a.verify,
+        threshold: a.threshold.unwrap_or(tokenmill_dedup::DEFAULT_THRESHOLD),
+        max_centers: a.max_centers,
         keep: match a.keep {
             KeepArg::Earliest => KeepRule::Earliest,
             KeepArg::Longest => KeepRule::Longest,
@@ -112,8 +117,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ("removed: fuzzy", d.fuzzy_removed),
         ("kept", r.kept),
         ("clusters", d.clusters),
+        ("candidate groups", d.components),
         ("candidate pairs", d.candidate_pairs),
-        ("rejected by verification", d.verified_rejected),
+        ("re-shingled documents", d.shingled_documents),
+        ("Jaccard comparisons", d.compared),
+        ("kept below the threshold", d.verified_rejected),
         ("bucket records", d.bucket_records),
         ("spilled bytes", d.spilled_bytes),
     ] {

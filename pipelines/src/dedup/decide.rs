@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder, UInt64Array, UInt64Builder,
+    Array, ArrayRef, AsArray, Float64Builder, RecordBatch, StringArray, StringBuilder, UInt64Array,
+    UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, UInt64Type};
 use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 use tokenmill_dedup::{
-    DedupConfig, DedupOutcome, Fingerprint, Fingerprinter, Stage, TaskCollector, group, task_doc,
+    Decision, DedupConfig, DedupOutcome, Fingerprint, Fingerprinter, ShingleSink, Stage,
+    TaskCollector, group, task_doc,
 };
 use tokenmill_ingest::{DocumentReader, ReadConfig, ReadStats};
 
@@ -70,6 +72,52 @@ pub(super) fn fingerprint_batch(fp: &Fingerprinter, b: &RecordBatch) -> Vec<Fing
         .collect()
 }
 
+/// Re-reads `inputs` (holding `file_docs` documents each) and passes the shingle sets of `docs`
+/// (ascending) to `sink`, shingling the wanted documents of each batch in parallel. Files with
+/// no wanted document are not opened, and a file is read only up to its last wanted document.
+fn reshingle(
+    inputs: &[PathBuf],
+    file_docs: &[u64],
+    read: &ReadConfig,
+    fp: &Fingerprinter,
+    docs: &[u64],
+    sink: &mut ShingleSink<'_>,
+) -> Result<()> {
+    let mut next = 0;
+    let mut start = 0u64;
+    for (p, &count) in inputs.iter().zip(file_docs) {
+        let end = start + count;
+        let mut n = start;
+        if next < docs.len() && docs[next] < end {
+            let mut r = DocumentReader::open(p, read)?;
+            while next < docs.len() && docs[next] < end {
+                let Some(b) = r.next() else { break };
+                let b = b?;
+                let batch_end = n + b.num_rows() as u64;
+                let first = next;
+                while next < docs.len() && docs[next] < batch_end.min(end) {
+                    next += 1;
+                }
+                let sets: Vec<Vec<u64>> = docs[first..next]
+                    .par_iter()
+                    .map(|&d| fp.shingle_set(text_of(&b, (d - n) as usize)))
+                    .collect();
+                for (&d, set) in docs[first..next].iter().zip(sets) {
+                    sink(d, set)?;
+                }
+                n = batch_end;
+            }
+        }
+        // Documents the file no longer holds (it changed since it was fingerprinted) are not
+        // delivered: the dedup run names the first of them.
+        while next < docs.len() && docs[next] < end {
+            next += 1;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
 /// The decisions of a dedup run over `inputs`, and how many documents each input holds.
 #[derive(Debug)]
 pub struct Decided {
@@ -79,15 +127,16 @@ pub struct Decided {
     pub read: ReadStats,
     /// Documents produced by each input, in input order.
     pub file_docs: Vec<u64>,
-    /// Wall-clock seconds of the whole decision: fingerprinting, grouping and, with
-    /// verification, re-reading the candidates.
+    /// Wall-clock seconds of the whole decision: fingerprinting, grouping, re-reading and
+    /// comparing the candidates.
     pub fingerprint_seconds: f64,
 }
 
-/// Runs the dedup decision over `inputs` (two reads of the inputs, three with verification),
-/// spilling under `spill`. Each input is a task: its documents are fingerprinted and its bucket
-/// records collected in parallel with the other tasks (on the current rayon pool), then all
-/// tasks' records are grouped partition by partition.
+/// Runs the dedup decision over `inputs`, spilling under `spill`. Each input is a task: its
+/// documents are fingerprinted and its bucket records collected in parallel with the other tasks
+/// (on the current rayon pool), then all tasks' records are grouped partition by partition, and
+/// the files holding documents of candidate groups with different texts are read again to
+/// compare them ([`reshingle`]).
 pub fn decide(
     inputs: &[PathBuf],
     read: &ReadConfig,
@@ -129,22 +178,15 @@ pub fn decide(
         file_docs.push(n);
         read_stats.merge(&s);
     }
-    let mut source = |docs: &[u64]| -> tokenmill_dedup::Result<HashMap<u64, Vec<u64>>> {
-        let want: HashSet<u64> = docs.iter().copied().collect();
-        let mut sets = HashMap::new();
-        scan(inputs, read, |n, b, row| {
-            if want.contains(&n) {
-                sets.insert(n, fp.shingle_set(text_of(b, row)));
+    let mut source = |docs: &[u64], sink: &mut ShingleSink<'_>| -> tokenmill_dedup::Result<()> {
+        reshingle(inputs, &file_docs, read, &fp, docs, sink).map_err(|e| {
+            tokenmill_dedup::Error::ShingleSource {
+                what: "re-reading documents to compare them",
+                source: Box::new(e),
             }
-            Ok(())
         })
-        .map_err(|e| tokenmill_dedup::Error::ShingleSource {
-            what: "re-reading for verification",
-            source: Box::new(e),
-        })?;
-        Ok(sets)
     };
-    let outcome = group(cfg, collectors, Some(&file_docs), Some(&mut source))?;
+    let outcome = group(cfg, collectors, Some(&file_docs), spill, &mut source)?;
     let _ = std::fs::remove_dir_all(spill);
     Ok(Decided {
         outcome,
@@ -191,9 +233,86 @@ fn pq<T>(path: &Path, r: std::result::Result<T, parquet::errors::ParquetError>) 
     r.map_err(|e| Error::parquet(path, e))
 }
 
-/// Writes the removed documents (with stage, cluster and the kept document's id, source,
-/// offset, url) and the clusters as Parquet, and the kept documents too when `kept_path` is set.
-/// Returns (kept, removed) counts.
+/// The columns of `removed.parquet`, one builder each.
+#[derive(Default)]
+struct RemovedColumns {
+    doc: UInt64Builder,
+    id: StringBuilder,
+    source: StringBuilder,
+    offset: UInt64Builder,
+    url: StringBuilder,
+    stage: StringBuilder,
+    cluster: UInt64Builder,
+    kept_doc: UInt64Builder,
+    kept_id: StringBuilder,
+    kept_source: StringBuilder,
+    kept_offset: UInt64Builder,
+    kept_url: StringBuilder,
+    jaccard: Float64Builder,
+}
+
+impl RemovedColumns {
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("doc", DataType::UInt64, false),
+            Field::new("id", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("offset", DataType::UInt64, false),
+            Field::new("url", DataType::Utf8, true),
+            Field::new("stage", DataType::Utf8, false),
+            Field::new("cluster", DataType::UInt64, false),
+            Field::new("kept_doc", DataType::UInt64, false),
+            Field::new("kept_id", DataType::Utf8, false),
+            Field::new("kept_source", DataType::Utf8, false),
+            Field::new("kept_offset", DataType::UInt64, false),
+            Field::new("kept_url", DataType::Utf8, true),
+            Field::new("jaccard", DataType::Float64, true),
+        ]))
+    }
+
+    fn push(&mut self, d: &Decision, m: &Meta, km: &Meta) {
+        self.doc.append_value(d.doc);
+        self.id.append_value(&m.id);
+        self.source.append_value(&m.source);
+        self.offset.append_value(m.offset);
+        self.url.append_option(m.url.as_deref());
+        self.stage.append_value(match d.stage {
+            Stage::Exact => "exact",
+            Stage::Url => "url",
+            Stage::Fuzzy => "fuzzy",
+        });
+        self.cluster.append_value(d.cluster);
+        self.kept_doc.append_value(d.kept);
+        self.kept_id.append_value(&km.id);
+        self.kept_source.append_value(&km.source);
+        self.kept_offset.append_value(km.offset);
+        self.kept_url.append_option(km.url.as_deref());
+        self.jaccard.append_option(d.jaccard);
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(self.doc.finish()),
+            Arc::new(self.id.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.url.finish()),
+            Arc::new(self.stage.finish()),
+            Arc::new(self.cluster.finish()),
+            Arc::new(self.kept_doc.finish()),
+            Arc::new(self.kept_id.finish()),
+            Arc::new(self.kept_source.finish()),
+            Arc::new(self.kept_offset.finish()),
+            Arc::new(self.kept_url.finish()),
+            Arc::new(self.jaccard.finish()),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), arrays)?)
+    }
+}
+
+/// Writes the removed documents (with stage, cluster, the kept document's id, source, offset,
+/// url, and the Jaccard similarity of the two) and the clusters as Parquet, and the kept
+/// documents too when `kept_path` is set. Returns (kept, removed) counts.
 pub fn write_tables(
     inputs: &[PathBuf],
     read: &ReadConfig,
@@ -216,21 +335,7 @@ pub fn write_tables(
         Some(p) => Some(writer(p, doc_schema.clone())?),
         None => None,
     };
-    let removed_schema = Arc::new(Schema::new(vec![
-        Field::new("doc", DataType::UInt64, false),
-        Field::new("id", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, false),
-        Field::new("offset", DataType::UInt64, false),
-        Field::new("url", DataType::Utf8, true),
-        Field::new("stage", DataType::Utf8, false),
-        Field::new("cluster", DataType::UInt64, false),
-        Field::new("kept_doc", DataType::UInt64, false),
-        Field::new("kept_id", DataType::Utf8, false),
-        Field::new("kept_source", DataType::Utf8, false),
-        Field::new("kept_offset", DataType::UInt64, false),
-        Field::new("kept_url", DataType::Utf8, true),
-    ]));
-    let mut removed_w = writer(removed_path, removed_schema.clone())?;
+    let mut removed_w = writer(removed_path, RemovedColumns::schema())?;
     let (mut kept, mut removed) = (0u64, 0u64);
     let mut n = 0u64;
     for p in inputs {
@@ -246,60 +351,16 @@ pub fn write_tables(
             if let (Some(w), Some(p)) = (kept_w.as_mut(), kept_path) {
                 pq(p, w.write(&kb))?;
             }
-            let mut cols: (
-                UInt64Builder,
-                StringBuilder,
-                StringBuilder,
-                UInt64Builder,
-                StringBuilder,
-                StringBuilder,
-                UInt64Builder,
-                UInt64Builder,
-                StringBuilder,
-                StringBuilder,
-                UInt64Builder,
-                StringBuilder,
-            ) = Default::default();
+            let mut cols = RemovedColumns::default();
             for (i, k) in keep.iter().enumerate() {
                 if *k {
                     continue;
                 }
                 let d = outcome.removed(n + i as u64).expect("removed");
-                let m = meta(&b, i);
-                let km = &kept_meta[&d.kept];
-                cols.0.append_value(d.doc);
-                cols.1.append_value(&m.id);
-                cols.2.append_value(&m.source);
-                cols.3.append_value(m.offset);
-                cols.4.append_option(m.url.as_deref());
-                cols.5.append_value(match d.stage {
-                    Stage::Exact => "exact",
-                    Stage::Url => "url",
-                    Stage::Fuzzy => "fuzzy",
-                });
-                cols.6.append_value(d.cluster);
-                cols.7.append_value(d.kept);
-                cols.8.append_value(&km.id);
-                cols.9.append_value(&km.source);
-                cols.10.append_value(km.offset);
-                cols.11.append_option(km.url.as_deref());
+                cols.push(d, &meta(&b, i), &kept_meta[&d.kept]);
                 removed += 1;
             }
-            let arrays: Vec<ArrayRef> = vec![
-                Arc::new(cols.0.finish()),
-                Arc::new(cols.1.finish()),
-                Arc::new(cols.2.finish()),
-                Arc::new(cols.3.finish()),
-                Arc::new(cols.4.finish()),
-                Arc::new(cols.5.finish()),
-                Arc::new(cols.6.finish()),
-                Arc::new(cols.7.finish()),
-                Arc::new(cols.8.finish()),
-                Arc::new(cols.9.finish()),
-                Arc::new(cols.10.finish()),
-                Arc::new(cols.11.finish()),
-            ];
-            let rb = RecordBatch::try_new(removed_schema.clone(), arrays)?;
+            let rb = cols.finish()?;
             if rb.num_rows() > 0 {
                 pq(removed_path, removed_w.write(&rb))?;
             }

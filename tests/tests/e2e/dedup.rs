@@ -1,5 +1,5 @@
-//! Dedup on real text: controlled edits at known Jaccard similarities, spilling, determinism,
-//! cross-file exact copies, CJK, verification — and the decisions recorded.
+//! Dedup on real text: controlled edits at known Jaccard similarities, chains of edits, spilling,
+//! determinism, cross-file exact copies, CJK, the threshold — and the decisions recorded.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,8 @@ struct Corpus {
     files: Vec<PathBuf>,
     /// (edited doc number, source doc number, true Jaccard of their shingle sets)
     pairs: Vec<(u64, u64, f64)>,
+    /// The edited texts (the second file).
+    edited: Vec<String>,
 }
 
 fn corpus() -> Corpus {
@@ -72,6 +74,7 @@ fn corpus() -> Corpus {
     Corpus {
         files: vec![a, b],
         pairs,
+        edited,
         _dir: dir,
     }
 }
@@ -116,10 +119,13 @@ fn near_duplicates_are_found_by_true_jaccard_and_recorded() {
     );
     let (n_lo, r_lo) = by_bin[0];
     assert!(n_lo >= 10 && r_lo * 100 <= n_lo * 5, "J<0.5: {r_lo}/{n_lo}");
-    // Every removed document names the kept one, which is earlier and not removed.
+    // Every removed document names the kept one, which is earlier, not removed, and within the
+    // threshold of it.
     for d in &o.decisions {
         assert!(d.kept < d.doc && o.removed(d.kept).is_none());
     }
+    let texts: Vec<String> = real_texts().into_iter().chain(c.edited.clone()).collect();
+    assert_removals_verified(&o, &texts, cfg.threshold);
     assert_eq!(report.kept + report.removed, report.read.documents);
     // The recorded tables agree.
     let removed = tokenmill_pipelines::sql::query_dir(
@@ -221,23 +227,89 @@ fn exact_copies_across_files_cjk_empty_and_capped_documents() {
     );
 }
 
+/// Checks every decision of `o` against the texts: a fuzzy removal is at least `t` in exact
+/// Jaccard similarity (recomputed) with the kept document, and records that value; an exact one
+/// has the same normalised text; the kept document is not removed.
+fn assert_removals_verified(o: &tokenmill_dedup::DedupOutcome, texts: &[String], t: f64) {
+    let fp = Fingerprinter::new(&DedupConfig::default());
+    for d in &o.decisions {
+        assert!(
+            o.removed(d.kept).is_none(),
+            "{d:?}: its kept document was removed"
+        );
+        let (a, b) = (&texts[d.doc as usize], &texts[d.kept as usize]);
+        let j = jaccard(&fp.shingle_set(a), &fp.shingle_set(b));
+        match d.stage {
+            tokenmill_dedup::Stage::Fuzzy => {
+                assert!(j >= t, "{d:?}: J = {j} with the kept document");
+                assert!((d.jaccard.unwrap() - j).abs() < 1e-12, "{d:?}: J = {j}");
+            }
+            tokenmill_dedup::Stage::Exact => {
+                assert_eq!(fp.fingerprint(a).exact, fp.fingerprint(b).exact, "{d:?}");
+                assert_eq!(d.jaccard, Some(1.0));
+            }
+            tokenmill_dedup::Stage::Url => {}
+        }
+    }
+}
+
+/// Real documents, each followed through generations of 2 % word edits (A, B = edit(A),
+/// C = edit(B), D = edit(C)): neighbours are near-duplicates, the ends of a chain are not. With
+/// connected components D went out against A; now every removed document is within the
+/// threshold of the document recorded as kept for it.
 #[test]
-fn verification_rejects_pairs_below_the_threshold() {
+fn every_removed_document_is_within_the_threshold_of_its_kept_document() {
+    let base = real_texts();
+    let mut texts = Vec::new();
+    for (k, src) in base.iter().step_by(5).take(60).enumerate() {
+        let mut t = src.clone();
+        texts.push(t.clone());
+        for g in 1..4 {
+            t = edit(&t, 0.02, 1000 + 10 * k + g);
+            texts.push(t.clone());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chains.jsonl");
+    write_jsonl(&file, &texts);
+    let out = tempfile::tempdir().unwrap();
+    let cfg = DedupConfig::default();
+    let (o, r) = dedup_files(&[file], &ReadConfig::default(), &cfg, out.path(), 2).unwrap();
+    assert!(r.dedup.fuzzy_removed >= 60, "{:?}", r.dedup);
+    assert!(
+        r.dedup.verified_rejected > 0,
+        "some chains reach beyond the threshold: {:?}",
+        r.dedup
+    );
+    assert_removals_verified(&o, &texts, cfg.threshold);
+    // The table records the same: no fuzzy row below the threshold, none without its value.
+    let b = tokenmill_pipelines::sql::query_dir(
+        out.path(),
+        "SELECT count(*) FROM removed WHERE stage = 'fuzzy' AND (jaccard IS NULL OR jaccard < 0.7)",
+    )
+    .unwrap();
+    let n =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(b[0].column(0)).value(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_higher_threshold_keeps_the_documents_that_do_not_reach_it() {
     let c = corpus();
+    let texts: Vec<String> = real_texts().into_iter().chain(c.edited.clone()).collect();
     let out = tempfile::tempdir().unwrap();
     let cfg = DedupConfig {
-        verify_threshold: Some(0.95),
+        threshold: 0.95,
         ..Default::default()
     };
     let (o, r) = dedup_files(&c.files, &ReadConfig::default(), &cfg, out.path(), 2).unwrap();
     assert!(r.dedup.verified_rejected > 0, "{:?}", r.dedup);
+    assert_removals_verified(&o, &texts, 0.95);
     for p in &c.pairs {
-        if o.removed(p.0)
-            .is_some_and(|d| d.stage == tokenmill_dedup::Stage::Fuzzy)
-        {
+        if p.2 < 0.95 {
             assert!(
-                p.2 >= 0.95 || o.removed(p.0).unwrap().kept != p.1,
-                "pair at J={} was kept through verification",
+                o.removed(p.0).is_none_or(|d| d.kept != p.1),
+                "pair at J={} removed against its source",
                 p.2
             );
         }

@@ -322,8 +322,57 @@ fn srun_trains_across_two_ranks_like_one_process() {
     }
     // Both ranks wrote their shard of the checkpoint.
     for r in 1..=2 {
-        assert!(d
-            .join(format!("srun2/checkpoints/step-00000004/model-{r:05}-of-00002.safetensors"))
-            .is_file());
+        assert!(
+            d.join(format!(
+                "srun2/checkpoints/step-00000004/model-{r:05}-of-00002.safetensors"
+            ))
+            .is_file()
+        );
     }
+}
+
+/// The planner at a Common Crawl dump's size: 90,000 inputs, 64 tasks per array element, a
+/// dry run (the plan, the scripts, the task lists; nothing submitted) in seconds, with every
+/// array within MaxArraySize and every input in exactly one element.
+#[test]
+fn a_dry_run_plans_ninety_thousand_inputs_in_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    for i in 0..90_000 {
+        std::fs::write(inputs.join(format!("{i:05}.jsonl")), b"").unwrap();
+    }
+    let out = dir.path().join("ds");
+    let t = Instant::now();
+    let o = Command::new(tokenmill_bin())
+        .arg("build")
+        .arg(format!("{}/*.jsonl", inputs.display()))
+        .arg("--tokenizer")
+        .arg(data("tokenizers/gpt2.tokenizer.json"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--executor", "slurm", "--dry-run", "--tasks-per-job", "64", "--quiet"])
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    ok(&o);
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    let s = out.join(".build/slurm");
+    let mut seen = vec![false; 90_000];
+    let mut arrays = 0;
+    while let Ok(list) = std::fs::read_to_string(s.join(format!("tasks-{arrays}.txt"))) {
+        let elements = list.lines().count();
+        assert!(elements <= 1000, "array {arrays}: {elements} elements");
+        let script = std::fs::read_to_string(s.join(format!("tasks-{arrays}.sbatch"))).unwrap();
+        assert!(script.contains(&format!("#SBATCH --array=0-{}", elements - 1)));
+        for t in list.split_whitespace() {
+            let t: usize = t.parse().unwrap();
+            assert!(!seen[t], "task {t} twice");
+            seen[t] = true;
+        }
+        arrays += 1;
+    }
+    assert_eq!(arrays, 2, "1,407 elements of 64 tasks: two arrays");
+    assert!(seen.iter().all(|&x| x), "every input planned");
+    eprintln!("90,000 inputs planned in {took:?}");
 }

@@ -351,7 +351,14 @@ fn a_dry_run_plans_ninety_thousand_inputs_in_seconds() {
         .arg(data("tokenizers/gpt2.tokenizer.json"))
         .arg("--out")
         .arg(&out)
-        .args(["--executor", "slurm", "--dry-run", "--tasks-per-job", "64", "--quiet"])
+        .args([
+            "--executor",
+            "slurm",
+            "--dry-run",
+            "--tasks-per-job",
+            "64",
+            "--quiet",
+        ])
         .output()
         .unwrap();
     let took = t.elapsed();

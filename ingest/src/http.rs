@@ -46,8 +46,32 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses an `application/http; msgtype=response` block.
+/// What [`decode_response`] lets a compressed body inflate to: the default `max_record_bytes`.
+pub const MAX_DECODED_BODY: usize = 64 << 20;
+
+/// Parses an `application/http; msgtype=response` block; a compressed body may inflate to
+/// [`MAX_DECODED_BODY`] bytes.
 pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
+    decode_response_capped(block, MAX_DECODED_BODY)
+}
+
+/// Inflates `r` into a buffer of at most `cap` bytes; a body that inflates past it (a gzip
+/// bomb) is refused naming the limit, never held.
+fn inflate_capped(r: impl Read, cap: usize, what: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    r.take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|err| format!("{what} content-encoding does not decode: {err}"))?;
+    if out.len() > cap {
+        return Err(format!(
+            "{what} content-encoding inflates to over max_record_bytes {cap}"
+        ));
+    }
+    Ok(out)
+}
+
+/// [`decode_response`] with a cap of `cap` bytes on the decompressed body.
+pub fn decode_response_capped(block: &[u8], cap: usize) -> Result<HttpResponse, String> {
     let (head_end, body_start) = match (find(block, b"\r\n\r\n"), find(block, b"\n\n")) {
         (Some(a), Some(b)) if b < a => (b, b + 2),
         (Some(a), _) => (a, a + 4),
@@ -95,24 +119,15 @@ pub fn decode_response(block: &[u8]) -> Result<HttpResponse, String> {
         // body but kept the header): the bytes decide.
         Some(e) if (e == "gzip" || e == "x-gzip") && !body.starts_with(&[0x1f, 0x8b]) => {}
         Some(e) if e == "gzip" || e == "x-gzip" => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&body[..])
-                .read_to_end(&mut out)
-                .map_err(|err| format!("gzip content-encoding does not decode: {err}"))?;
-            body = out;
+            body = inflate_capped(flate2::read::MultiGzDecoder::new(&body[..]), cap, "gzip")?;
         }
         Some(e) if e == "deflate" => {
-            let mut out = Vec::new();
-            if flate2::read::ZlibDecoder::new(&body[..])
-                .read_to_end(&mut out)
-                .is_err()
-            {
-                out.clear();
-                flate2::read::DeflateDecoder::new(&body[..])
-                    .read_to_end(&mut out)
-                    .map_err(|err| format!("deflate content-encoding does not decode: {err}"))?;
-            }
-            body = out;
+            body = match inflate_capped(flate2::read::ZlibDecoder::new(&body[..]), cap, "deflate") {
+                Err(e) if !e.contains("max_record_bytes") => {
+                    inflate_capped(flate2::read::DeflateDecoder::new(&body[..]), cap, "deflate")?
+                }
+                r => r?,
+            };
         }
         Some(e) => return Err(format!("unsupported content-encoding `{e}`")),
     }

@@ -23,7 +23,7 @@ use std::path::Path;
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::http::{HttpPayload, decode_response};
+use crate::http::{HttpPayload, decode_response_capped};
 use crate::reader::{Outcome, ReadConfig, RecordSource, display};
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
@@ -332,6 +332,7 @@ fn response(
     headers: &[(&str, &str)],
     block: &[u8],
     meta: &mut serde_json::Map<String, serde_json::Value>,
+    cap: usize,
 ) -> Result<crate::http::HttpResponse, String> {
     let ct = header(headers, "Content-Type").unwrap_or("");
     let http = ct
@@ -339,7 +340,7 @@ fn response(
         .to_ascii_lowercase()
         .starts_with("application/http");
     if block.trim_ascii_start().starts_with(b"HTTP/") || http || ct.is_empty() {
-        return decode_response(block);
+        return decode_response_capped(block, cap);
     }
     meta.insert("http_headers".into(), "absent".into());
     let (mime, payload) = crate::http::decode_body(ct, block.to_vec());
@@ -584,13 +585,14 @@ impl WarcSource {
             ..Default::default()
         };
         match warc_type.as_str() {
-            "response" => match response(&headers, block, &mut meta) {
+            "response" => match response(&headers, block, &mut meta, self.cap) {
                 Err(detail) => {
-                    return self.skip_doc(
-                        SkipReason::MalformedHttp,
-                        &doc,
-                        format!("{}: {detail}", doc.id),
-                    );
+                    let reason = if detail.contains("max_record_bytes") {
+                        SkipReason::TooLarge
+                    } else {
+                        SkipReason::MalformedHttp
+                    };
+                    return self.skip_doc(reason, &doc, format!("{}: {detail}", doc.id));
                 }
                 Ok(p) => {
                     meta.insert("http_status".into(), p.status.into());

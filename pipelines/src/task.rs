@@ -46,15 +46,29 @@ impl TaskRecord {
     pub fn load_done(build_dir: &Path, out: &Path, task: usize, input: &str) -> Option<TaskRecord> {
         let bytes = std::fs::read(Self::path(build_dir, task)).ok()?;
         let rec: TaskRecord = serde_json::from_slice(&bytes).ok()?;
+        // A tampered record is not trusted: its shards must be this task's plain names in
+        // `out`, regular files there (not symbolic links); otherwise the task is redone.
+        let regular = |p: PathBuf| std::fs::symlink_metadata(p).ok().filter(|m| m.is_file());
+        let prefix = shard_prefix(task);
         let ok = rec.task == task
             && rec.input == input
             && rec.shards.iter().all(|s| {
-                std::fs::metadata(s.bin_path(out)).is_ok_and(|m| m.len() == s.bin_bytes)
-                    && s.idx_path(out).is_file()
-                    && s.prov_path(out).is_file()
+                tokenmill_shards::manifest::is_plain_name(&s.name)
+                    && s.name.starts_with(&prefix)
+                    && regular(s.bin_path(out)).is_some_and(|m| m.len() == s.bin_bytes)
+                    && regular(s.idx_path(out)).is_some()
+                    && regular(s.prov_path(out)).is_some()
+                    // a truncated index or provenance table (small files) is redone too
+                    && xxh3_is(&s.idx_path(out), &s.idx_xxh3)
+                    && xxh3_is(&s.prov_path(out), &s.prov_xxh3)
             });
         ok.then_some(rec)
     }
+}
+
+/// Whether the file at `path` has the xxh3 `want` (hex, as a manifest records it).
+fn xxh3_is(path: &Path, want: &str) -> bool {
+    std::fs::read(path).is_ok_and(|b| tokenmill_shards::manifest::hex64(xxh3_64(&b)) == want)
 }
 
 /// Removes whatever an interrupted run of `task` left in `out`.

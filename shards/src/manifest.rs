@@ -90,6 +90,26 @@ impl ShardEntry {
     }
 }
 
+/// Whether `name` is a plain file name that stays in its directory: not empty, no `/` or `\\`,
+/// no leading `.` (so neither `..` nor a hidden or temporary file), no NUL.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\', '\0']) && !name.starts_with('.')
+}
+
+/// The target of `path` when it is a symbolic link that resolves outside `dir` (or does not
+/// resolve at all); `None` for a plain file, a missing one, or a link that stays inside `dir`.
+pub fn link_out_of(dir: &Path, path: &Path) -> Option<PathBuf> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let target = std::fs::read_link(path).unwrap_or_default();
+    match (std::fs::canonicalize(path), std::fs::canonicalize(dir)) {
+        (Ok(t), Ok(d)) if t.starts_with(&d) => None,
+        _ => Some(target),
+    }
+}
+
 /// Formats a checksum the way the manifest stores it.
 pub fn hex64(v: u64) -> String {
     format!("{v:016x}")
@@ -141,15 +161,20 @@ impl Manifest {
             return Err(bad("totals do not equal the sum over shards".into()));
         }
         for s in &m.shards {
-            if s.name.is_empty()
-                || s.name.contains('/')
-                || s.name.contains('\\')
-                || s.name.starts_with('.')
-            {
+            if !is_plain_name(&s.name) {
                 return Err(bad(format!(
                     "shard name `{}` is not a plain file name",
                     s.name
                 )));
+            }
+            for f in [s.bin_path(dir), s.idx_path(dir), s.prov_path(dir)] {
+                if let Some(target) = link_out_of(dir, &f) {
+                    return Err(bad(format!(
+                        "shard file {} is a symbolic link to {}, outside the dataset",
+                        f.display(),
+                        target.display()
+                    )));
+                }
             }
             if s.bin_bytes != s.tokens * m.dtype.size() as u64 {
                 return Err(bad(format!(

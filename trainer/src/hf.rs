@@ -399,6 +399,17 @@ pub fn load_sharded(
         }
     }
     let files: std::collections::BTreeSet<&String> = ix.weight_map.values().collect();
+    // Shard files are plain names beside the index: never `..`, an absolute path or a
+    // subdirectory (Hugging Face's own indexes name them so too).
+    if let Some(bad) = files
+        .iter()
+        .find(|f| f.is_empty() || f.contains(['/', '\\', '\0']) || f.starts_with('.'))
+    {
+        return Err(Error::checkpoint(
+            index,
+            format!("shard file `{bad}` is not a plain file name beside the index"),
+        ));
+    }
     let mut meta: HashMap<String, String> = HashMap::new();
     let mut meta_from: HashMap<String, &String> = HashMap::new();
     let mut filled = vec![vec![false; layout.specs.len()]; targets.len()];

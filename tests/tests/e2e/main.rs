@@ -3,8 +3,10 @@
 mod bad_input;
 mod build;
 mod dedup;
+mod disk;
 mod doctor;
 mod fast_tokenizer;
+mod hostile;
 mod loader;
 mod megatron;
 mod parallel;

@@ -164,8 +164,40 @@ pub(super) fn load_latest(
             format!("names `{name}`, not a checkpoint of this run (step-NNNNNNNN)"),
         ));
     }
-    let dir = out.join("checkpoints").join(name);
-    let st = load_checkpoint(&dir, model, params, opt)?;
+    let root = out.join("checkpoints");
+    let mut dir = root.join(name);
+    refuse_links_out(&root, &dir)?;
+    let st = match load_checkpoint(&dir, model, params, opt) {
+        Ok(st) => st,
+        // Damaged after it was published (a truncated file): the newest earlier checkpoint
+        // that loads is taken instead and the steps after it are redone; none, the error.
+        Err(e) => {
+            let mut before: u64 = name["step-".len()..].parse().unwrap_or(0);
+            loop {
+                let Some(n) = before
+                    .checked_sub(1)
+                    .map(|b| newest_at_or_before(&root, b))
+                    .transpose()?
+                    .flatten()
+                else {
+                    return Err(e);
+                };
+                let earlier = root.join(format!("step-{n:08}"));
+                let loaded = refuse_links_out(&root, &earlier)
+                    .and_then(|()| load_checkpoint(&earlier, model, params, opt));
+                if let Ok(st) = loaded {
+                    tracing::warn!(error = %e, checkpoint = %earlier.display(), "latest checkpoint damaged; resuming from an earlier one");
+                    eprintln!(
+                        "warning: {e}; resuming from {} (the steps after it are redone)",
+                        earlier.display()
+                    );
+                    dir = earlier;
+                    break st;
+                }
+                before = n;
+            }
+        }
+    };
     if st.dataset_fingerprint != fingerprint {
         return Err(Error::checkpoint(
             dir.join("state.json"),
@@ -187,6 +219,33 @@ pub(super) fn load_latest(
         ));
     }
     Ok((dir, st))
+}
+
+/// Refuses a checkpoint directory `dir` (in `root`) that is, or holds, a symbolic link
+/// resolving out of it: a run writes none, so one is tampering, and is not followed.
+fn refuse_links_out(root: &Path, dir: &Path) -> Result<()> {
+    use tokenmill_shards::manifest::link_out_of;
+    let refuse = |p: &Path, t: PathBuf| {
+        Error::checkpoint(
+            p,
+            format!(
+                "is a symbolic link to {}, outside the checkpoint; refused",
+                t.display()
+            ),
+        )
+    };
+    if let Some(t) = link_out_of(root, dir) {
+        return Err(refuse(dir, t));
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(()); // a missing checkpoint is reported by the load itself
+    };
+    for e in rd.flatten() {
+        if let Some(t) = link_out_of(dir, &e.path()) {
+            return Err(refuse(&e.path(), t));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the checkpoints (`step-*`, `latest`) an earlier run left in `root`: a rollback

@@ -37,6 +37,26 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// A remote input (`s3://`, `https://`) that cannot be listed, found or opened, or that
+    /// is too large to read into memory.
+    #[error("{url}: {detail}")]
+    Remote {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// Reading a remote object failed after `object_store`'s retries.
+    #[error("{url}: read failed at byte {offset} after retries: {source}")]
+    RemoteRead {
+        /// The URL.
+        url: String,
+        /// Bytes of the object read before the failure.
+        offset: u64,
+        /// The last error.
+        #[source]
+        source: object_store::Error,
+    },
     /// Arrow failure while building a batch: a bug, not bad input.
     #[error("internal: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -51,5 +71,15 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// An I/O error of `path`, or the [`Error::RemoteRead`] it carries when it came from a
+    /// remote reader (possibly through a decompressor).
+    pub fn from_io(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        if e.get_ref().is_some_and(|i| i.is::<Error>()) {
+            let inner = e.into_inner().expect("checked above");
+            return *inner.downcast::<Error>().expect("checked above");
+        }
+        Error::io(path, e)
     }
 }

@@ -89,6 +89,11 @@ impl RecordSource for JsonlSource {
             let start = self.offset;
             let (n, cut) = match read_line_capped(&mut *self.input, &mut self.buf, self.cap) {
                 Ok(x) => x,
+                Err(e) if crate::reader::is_remote_failure(&e) => {
+                    // The object store failed after its retries: not bad data, an error.
+                    self.done = true;
+                    return Some(Err(crate::Error::from_io(&self.source, e)));
+                }
                 Err(e) => {
                     // A decompression error: nothing after this point can be read.
                     self.done = true;

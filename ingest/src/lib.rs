@@ -4,7 +4,7 @@
 //! quirks of real crawls in mind), JSON lines (`.jsonl`/`.json`/`.ndjson`, plain, `.gz` or
 //! `.zst`), Parquet and plain text. All produce the [`document_schema`]. A bad record is either a
 //! counted, recorded [`Skip`] or, with [`OnError::Fail`], an error naming the file, the record and
-//! its byte offset.
+//! its byte offset. Inputs may be `s3://` or `https://` URLs ([`remote`]).
 //!
 //! ```no_run
 //! use tokenmill_ingest::{DocumentReader, ReadConfig};
@@ -23,6 +23,7 @@ pub mod http;
 mod jsonl;
 mod parquet_input;
 pub mod reader;
+pub mod remote;
 pub mod schema;
 pub mod skip;
 mod text;

@@ -29,17 +29,38 @@ pub(crate) struct ParquetSource {
 
 impl ParquetSource {
     pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let pq = |source| Error::Parquet {
             path: path_buf(path),
             source,
         };
+        if crate::remote::is_remote(path) {
+            // Fetched whole (Parquet's footer is at the end), up to `remote_max_bytes`.
+            let bytes = crate::remote::fetch(&path.to_string_lossy(), opts.remote_max_bytes)?;
+            let file_bytes = bytes.len() as u64;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(pq)?;
+            return Self::from_builder(path, opts, builder, file_bytes);
+        }
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
-        let schema = builder.schema().clone();
-        let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
         let file_bytes = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
             .len();
+        Self::from_builder(path, opts, builder, file_bytes)
+    }
+
+    fn from_builder<T: parquet::file::reader::ChunkReader + 'static>(
+        path: &Path,
+        opts: &ReadConfig,
+        builder: ParquetRecordBatchReaderBuilder<T>,
+        file_bytes: u64,
+    ) -> Result<Self> {
+        let pq = |source| Error::Parquet {
+            path: path_buf(path),
+            source,
+        };
+        let schema = builder.schema().clone();
+        let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
         let cols = &opts.parquet;
         let mut src = ParquetSource {
             source: display(path),

@@ -135,6 +135,9 @@ pub struct ReadConfig {
     pub batch_bytes: usize,
     /// Largest record (decompressed WARC record, JSON line) accepted; larger ones are skipped.
     pub max_record_bytes: usize,
+    /// Largest remote WARC or Parquet object read (they are fetched into memory; remote JSONL
+    /// and text stream); a larger one is an error naming it.
+    pub remote_max_bytes: u64,
     /// Field names of JSON line records.
     pub jsonl: JsonlFields,
     /// Column names of Parquet inputs.
@@ -151,6 +154,7 @@ impl Default for ReadConfig {
             batch_rows: 1024,
             batch_bytes: 32 << 20,
             max_record_bytes: 64 << 20,
+            remote_max_bytes: 4 << 30,
             jsonl: JsonlFields::default(),
             parquet: ParquetColumns::default(),
             text_mode: TextMode::File,
@@ -230,6 +234,8 @@ impl std::fmt::Debug for DocumentReader {
 impl DocumentReader {
     /// Opens `path` with the reader for its format.
     pub fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
+        let local = path.to_str().and_then(crate::remote::local_path);
+        let path = local.as_deref().unwrap_or(path);
         let format = opts.format.or_else(|| Format::detect(path)).ok_or_else(|| Error::Input {
             path: path.to_path_buf(),
             detail: "unknown input format (expected .warc/.wet/.wat, .jsonl/.json, .parquet or .txt, optionally .gz/.zst); set the format explicitly".into(),
@@ -326,12 +332,23 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Opens the raw bytes of an input: a local file, or a remote object's byte stream.
+pub(crate) fn open_raw(path: &Path) -> Result<Box<dyn Read + Send>> {
+    if crate::remote::is_remote(path) {
+        Ok(Box::new(crate::remote::open_stream(
+            &path.to_string_lossy(),
+        )?))
+    } else {
+        Ok(Box::new(File::open(path).map_err(|e| Error::io(path, e))?))
+    }
+}
+
 /// Opens a possibly compressed line-oriented file (`.gz` = gzip, possibly multi-member; `.zst`),
-/// with a counter of the (compressed) bytes consumed.
+/// local or remote (streamed), with a counter of the (compressed) bytes consumed.
 pub(crate) fn open_decompressed(path: &Path) -> Result<(Box<dyn BufRead + Send>, Arc<AtomicU64>)> {
     let count = Arc::new(AtomicU64::new(0));
     let f = Counting {
-        inner: File::open(path).map_err(|e| Error::io(path, e))?,
+        inner: open_raw(path)?,
         count: count.clone(),
     };
     let name = path.to_string_lossy();
@@ -341,12 +358,17 @@ pub(crate) fn open_decompressed(path: &Path) -> Result<(Box<dyn BufRead + Send>,
             flate2::read::MultiGzDecoder::new(BufReader::new(f)),
         ))
     } else if name.ends_with(".zst") {
-        let d = zstd::stream::read::Decoder::new(f).map_err(|e| Error::io(path, e))?;
+        let d = zstd::stream::read::Decoder::new(f).map_err(|e| Error::from_io(path, e))?;
         Box::new(BufReader::with_capacity(1 << 20, d))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
     Ok((r, count))
+}
+
+/// Whether an I/O error came from a remote read that failed after retries (not bad data).
+pub(crate) fn is_remote_failure(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<Error>())
 }
 
 /// Reads one `\n`-terminated line into `buf` (cleared first), at most `cap` bytes kept;

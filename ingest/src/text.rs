@@ -93,6 +93,10 @@ impl RecordSource for TextSource {
             let line_start = self.offset;
             let (n, _cut) = match read_line_capped(&mut *self.input, &mut self.buf, usize::MAX) {
                 Ok(x) => x,
+                Err(e) if crate::reader::is_remote_failure(&e) => {
+                    self.done = true;
+                    return Some(Err(crate::Error::from_io(&self.source, e)));
+                }
                 Err(e) => {
                     self.done = true;
                     return Some(Ok(self.skip(

@@ -28,8 +28,11 @@ use crate::reader::{Outcome, ReadConfig, RecordSource, display};
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
 
+/// The bytes of a WARC file: a memory map of a local file, or a remote object fetched whole
+/// (member-by-member streaming of remote WARC is not built yet).
 enum Data {
     Map(Mmap),
+    Bytes(Vec<u8>),
     Empty,
 }
 
@@ -37,6 +40,7 @@ impl Data {
     fn bytes(&self) -> &[u8] {
         match self {
             Data::Map(m) => m,
+            Data::Bytes(b) => b,
             Data::Empty => &[],
         }
     }
@@ -105,14 +109,13 @@ pub(crate) struct WarcSource {
 
 impl WarcSource {
     pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
-        let f = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-        let data = if len == 0 {
-            Data::Empty
+        let data = if crate::remote::is_remote(path) {
+            Data::Bytes(crate::remote::fetch(
+                &path.to_string_lossy(),
+                opts.remote_max_bytes,
+            )?)
         } else {
-            // SAFETY: mapped read-only; inputs are not modified while a build reads them (a
-            // concurrent truncation by another process could fault, as for any mmap reader).
-            Data::Map(unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?)
+            Self::map(path)?
         };
         let gz = data.bytes().starts_with(&[0x1f, 0x8b]);
         Ok(WarcSource {
@@ -129,6 +132,20 @@ impl WarcSource {
             record: 0,
             pending: VecDeque::new(),
         })
+    }
+
+    /// A memory map of a local file (nothing for an empty one).
+    fn map(path: &Path) -> Result<Data> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Ok(Data::Empty);
+        }
+        // SAFETY: mapped read-only; inputs are not modified while a build reads them (a
+        // concurrent truncation by another process could fault, as for any mmap reader).
+        Ok(Data::Map(
+            unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?,
+        ))
     }
 
     fn skip(&self, reason: SkipReason, offset: u64, detail: String) -> Outcome {

@@ -167,7 +167,7 @@ impl Job {
             Some(p) => plan.inputs = p,
             None => {
                 for p in &inputs {
-                    let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+                    let bytes = crate::remote_inputs::size(p)?;
                     plan.inputs.push(PlanInput {
                         path: p.display().to_string(),
                         bytes,

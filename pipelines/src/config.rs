@@ -3,6 +3,7 @@
 //! ```toml
 //! [input]
 //! paths = ["crawl/*.warc.wet.gz", "extra/*.jsonl.zst"]   # globs, expanded and sorted
+//! # or URLs: "s3://bucket/crawl/*.jsonl.gz" (listed), "https://host/f.warc.gz", "file:///x/*.gz"
 //! on_error = "skip"            # or "fail"
 //! # format = "jsonl"           # force a format instead of guessing from file names
 //! # text_mode = "blocks"       # plain text: one document per blank-line-separated block
@@ -229,6 +230,12 @@ impl InputConfig {
         }
         let mut files = Vec::new();
         for pat in &self.paths {
+            if crate::remote_inputs::is_url(pat) {
+                files.extend(crate::remote_inputs::expand(pat)?);
+                continue;
+            }
+            let local = tokenmill_ingest::remote::local_path(pat);
+            let pat = local.as_deref().and_then(Path::to_str).unwrap_or(pat);
             let direct = Path::new(pat);
             if direct.is_file() {
                 files.push(direct.to_path_buf());

@@ -26,6 +26,7 @@ pub mod extract;
 pub mod inspect;
 pub mod plot;
 pub mod progress;
+pub mod remote_inputs;
 pub mod report;
 pub mod slurm;
 pub mod sql;

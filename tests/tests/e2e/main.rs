@@ -9,6 +9,7 @@ mod fast_tokenizer;
 mod hostile;
 mod loader;
 mod megatron;
+mod objstore;
 mod parallel;
 mod readers;
 mod slurm;

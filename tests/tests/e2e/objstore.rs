@@ -1,0 +1,404 @@
+//! Inputs in object stores: `tokenmill build` from `s3://` (moto's S3 server, started here)
+//! and from `http://` (`tests/peers/range_server.py`, which drops the first connection of each
+//! file midway so that object_store's retry resumes it) builds the dataset a local build of
+//! the same files builds: the same shard bytes and counts, with the URLs as sources.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenmill_ingest::{DocumentReader, ReadConfig};
+use tokenmill_tests::{data, repo_root, tokenmill_bin};
+
+/// The real files served: JSONL (gzip) and WARC (gzip), with the names they have in the data.
+const FILES: &[&str] = &[
+    "jsonl/cc_en_head-0091.jsonl.gz",
+    "jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz",
+    "jsonl/olmo-c4_100_domains-theguardian.jsonl.gz",
+    "warc/dolma-wget-sample-0000.warc.gz",
+    "warc/whirlwind-cc-main-2024-22.warc.gz",
+    "warc/whirlwind-cc-main-2024-22.warc.wet.gz",
+];
+
+/// A peer process, killed when dropped.
+struct Peer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where moto is installed (`python3 -m pip install --target DIR 'moto[server]==5.2.5'`).
+fn moto_dir() -> PathBuf {
+    match std::env::var_os("TOKENMILL_MOTO") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/tokenmill/moto"),
+    }
+}
+
+/// moto's S3 server on a free port; fails with how to install it when it is missing.
+fn start_moto() -> Peer {
+    let dir = moto_dir();
+    assert!(
+        dir.join("moto").join("server.py").is_file(),
+        "moto not found in {d}: install it with `python3 -m pip install --target {d} \
+         'moto[server]==5.2.5'` (.ci/run does), or set TOKENMILL_MOTO",
+        d = dir.display()
+    );
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .env("PYTHONPATH", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 is needed to run moto's S3 server");
+    let peer = Peer { child, port };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "moto's server did not listen on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    peer
+}
+
+/// `range_server.py` over `root`, dropping the first GET of each file midway.
+fn start_range_server(root: &Path) -> Peer {
+    let script = repo_root().join("tests/peers/range_server.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(root)
+        .arg("--drop-first")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 is needed to run tests/peers/range_server.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .strip_prefix("READY ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("range_server.py did not start: {line:?}"));
+    Peer { child, port }
+}
+
+/// One HTTP/1.1 request (`Connection: close`): the status and the body.
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let head_end = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let status = std::str::from_utf8(&resp[9..12]).unwrap().parse().unwrap();
+    (status, resp[head_end..].to_vec())
+}
+
+/// The served files copied into `dir/crawl/` (one folder, so local and remote sort alike).
+fn stage_files(dir: &Path) -> PathBuf {
+    let crawl = dir.join("crawl");
+    std::fs::create_dir_all(&crawl).unwrap();
+    for f in FILES {
+        let src = data(f);
+        std::fs::copy(&src, crawl.join(src.file_name().unwrap())).unwrap();
+    }
+    crawl
+}
+
+fn names() -> impl Iterator<Item = &'static str> {
+    FILES.iter().map(|f| f.rsplit('/').next().unwrap())
+}
+
+/// `tokenmill build` of `inputs` into `out`: the wall time and the stats.
+fn build(inputs: &[String], out: &Path, env: &[(&str, String)]) -> (Duration, serde_json::Value) {
+    let start = Instant::now();
+    let o = Command::new(tokenmill_bin())
+        .arg("build")
+        .args(inputs)
+        .arg("--tokenizer")
+        .arg(data("tokenizers/gpt2.tokenizer.json"))
+        .arg("--out")
+        .arg(out)
+        .args(["--threads", "2", "--json"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "build of {inputs:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (start.elapsed(), serde_json::from_slice(&o.stdout).unwrap())
+}
+
+/// The files of a dataset with `ext`, sorted by name.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every `source` of the dataset's provenance, in shard order.
+fn sources(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in files(dir, ".prov.parquet") {
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&p).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for b in r {
+            let b = b.unwrap();
+            let col = arrow::compute::cast(
+                b.column_by_name("source").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            out.extend(col.iter().map(|s| s.unwrap().to_string()));
+        }
+    }
+    out
+}
+
+/// Same shard bytes, same counts; the remote sources are the local ones under `url_base`.
+fn assert_same_dataset(local: &Path, remote: &Path, local_base: &str, url_base: &str) {
+    for ext in [".bin", ".idx"] {
+        let (a, b) = (files(local, ext), files(remote, ext));
+        assert!(!a.is_empty());
+        let name = |p: &PathBuf| p.file_name().unwrap().to_owned();
+        assert_eq!(
+            a.iter().map(name).collect::<Vec<_>>(),
+            b.iter().map(name).collect::<Vec<_>>()
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
+                "{} differs",
+                y.display()
+            );
+        }
+    }
+    let (a, b) = (sources(local), sources(remote));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(y, &x.replacen(local_base, url_base, 1), "provenance source");
+    }
+}
+
+fn stat<'a>(v: &'a serde_json::Value, k: &str) -> &'a serde_json::Value {
+    v.get(k)
+        .unwrap_or_else(|| panic!("no `{k}` in the build stats: {v}"))
+}
+
+#[test]
+fn s3_build_equals_the_local_build() {
+    let moto = start_moto();
+    let dir = tempfile::tempdir().unwrap();
+    let crawl = stage_files(dir.path());
+    assert_eq!(
+        http(moto.port, "PUT", "/tokenmill", b"").0,
+        200,
+        "create bucket"
+    );
+    for n in names() {
+        let body = std::fs::read(crawl.join(n)).unwrap();
+        let (status, resp) = http(moto.port, "PUT", &format!("/tokenmill/crawl/{n}"), &body);
+        assert_eq!(
+            status,
+            200,
+            "upload {n}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        (
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", moto.port),
+        ),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ];
+    let local_base = format!("{}/", crawl.display());
+    let (t_local, s_local) = build(
+        &[
+            format!("{local_base}*.jsonl.gz"),
+            format!("{local_base}*.warc*.gz"),
+        ],
+        &dir.path().join("local"),
+        &[],
+    );
+    let remote = dir.path().join("s3");
+    let (t_s3, s_s3) = build(
+        &[
+            "s3://tokenmill/crawl/*.jsonl.gz".into(),
+            "s3://tokenmill/crawl/*.warc*.gz".into(),
+        ],
+        &remote,
+        &env,
+    );
+    eprintln!(
+        "build of {} files: local {:.2} s, s3 (moto) {:.2} s",
+        FILES.len(),
+        t_local.as_secs_f64(),
+        t_s3.as_secs_f64()
+    );
+    for k in ["documents_read", "documents_written", "tokens", "inputs"] {
+        assert_eq!(stat(&s_local, k), stat(&s_s3, k), "{k}");
+    }
+    assert_eq!(stat(&s_s3, "inputs"), FILES.len());
+    assert_same_dataset(
+        &dir.path().join("local"),
+        &remote,
+        &local_base,
+        "s3://tokenmill/crawl/",
+    );
+    let plan = std::fs::read_to_string(remote.join(".build/plan.json")).unwrap();
+    assert!(
+        plan.contains("s3://tokenmill/crawl/cc_en_head-0091.jsonl.gz"),
+        "{plan}"
+    );
+
+    // A pattern that lists nothing is an error naming it.
+    let o = Command::new(tokenmill_bin())
+        .args(["build", "s3://tokenmill/nothing/*.jsonl", "--tokenizer"])
+        .arg(data("tokenizers/gpt2.tokenizer.json"))
+        .arg("--out")
+        .arg(dir.path().join("none"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s3://tokenmill/nothing/*.jsonl"), "{err}");
+}
+
+#[test]
+fn http_build_with_dropped_connections_equals_the_local_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let crawl = stage_files(dir.path());
+    let server = start_range_server(dir.path());
+    let base = format!("http://127.0.0.1:{}/crawl/", server.port);
+    let local_base = format!("{}/", crawl.display());
+    let mut sorted: Vec<&str> = names().collect();
+    sorted.sort();
+    let (t_local, s_local) = build(
+        &sorted
+            .iter()
+            .map(|n| format!("{local_base}{n}"))
+            .collect::<Vec<_>>(),
+        &dir.path().join("local"),
+        &[],
+    );
+    let remote = dir.path().join("http");
+    let (t_http, s_http) = build(
+        &sorted
+            .iter()
+            .map(|n| format!("{base}{n}"))
+            .collect::<Vec<_>>(),
+        &remote,
+        &[],
+    );
+    eprintln!(
+        "build of {} files: local {:.2} s, http with a dropped connection per file {:.2} s",
+        FILES.len(),
+        t_local.as_secs_f64(),
+        t_http.as_secs_f64()
+    );
+    for k in ["documents_read", "documents_written", "tokens"] {
+        assert_eq!(stat(&s_local, k), stat(&s_http, k), "{k}");
+    }
+    assert_same_dataset(&dir.path().join("local"), &remote, &local_base, &base);
+    // Every file's first GET was cut midway and resumed by a range request.
+    let stats: serde_json::Value =
+        serde_json::from_slice(&http(server.port, "GET", "/__stats", b"").1).unwrap();
+    for n in names() {
+        let s = &stats[format!("crawl/{n}")];
+        assert_eq!(s["dropped"], 1, "{n}: {stats}");
+        assert!(s["gets"].as_u64().unwrap() >= 2, "{n}: {stats}");
+    }
+}
+
+#[test]
+fn remote_jsonl_streams_and_an_oversized_remote_warc_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    stage_files(dir.path());
+    let server = start_range_server(dir.path());
+    let base = format!("http://127.0.0.1:{}/crawl/", server.port);
+    let opts = ReadConfig::default();
+    let count = |p: &Path| {
+        let mut r = DocumentReader::open(p, &opts).unwrap();
+        let rows: usize = (&mut r).map(|b| b.unwrap().num_rows()).sum();
+        (rows, r.stats().read(), r.source().to_string())
+    };
+    let name = "dolma-CC-MAIN-2019-30-697docs.jsonl.gz";
+    let url = format!("{base}{name}");
+    let (rows, read, source) = count(Path::new(&url));
+    let (local_rows, local_read, _) = count(&data(&format!("jsonl/{name}")));
+    assert_eq!((rows, read), (local_rows, local_read));
+    assert_eq!(read, 697);
+    assert_eq!(source, url);
+
+    let warc = format!("{base}dolma-wget-sample-0000.warc.gz");
+    let small = ReadConfig {
+        remote_max_bytes: 1000,
+        ..Default::default()
+    };
+    let err = DocumentReader::open(Path::new(&warc), &small)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&warc) && err.contains("remote_max_bytes"),
+        "{err}"
+    );
+
+    let missing = format!("{base}missing.jsonl.gz");
+    let err = DocumentReader::open(Path::new(&missing), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&missing), "{err}");
+}

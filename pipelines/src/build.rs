@@ -84,10 +84,13 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
     // One build per output directory at a time.
     let _lock = tokenmill_shards::lock::DirLock::acquire(&out, "build")?;
     let job = Job::prepare(cfg)?;
-    let todo = job.pending();
+    let earlier = job.records();
+    let todo: Vec<usize> = (0..earlier.len())
+        .filter(|&i| earlier[i].is_none())
+        .collect();
     let dedup = job.dedup_if_needed(&todo)?;
     let fresh = job.run_tasks(&todo, dedup.as_ref())?;
-    job.finalize(started, fresh)
+    job.finalize(started, earlier, fresh)
 }
 
 /// A build's phases, run in one process ([`build`]) or as separate jobs of a cluster
@@ -217,6 +220,12 @@ impl Job {
         TaskRecord::load_done(&self.build_dir, &self.out, i, &self.plan.inputs[i].path)
     }
 
+    /// Every task's record when it is done (validated once: shard sizes, index and provenance
+    /// checksums), in task order.
+    pub fn records(&self) -> Vec<Option<TaskRecord>> {
+        (0..self.inputs.len()).map(|i| self.done(i)).collect()
+    }
+
     /// The tasks without a valid record, in order.
     pub fn pending(&self) -> Vec<usize> {
         (0..self.inputs.len())
@@ -274,25 +283,25 @@ impl Job {
     }
 
     /// Merges every task's record into `stats.json` and publishes the manifest (last). Refuses,
-    /// naming them, while tasks are missing. `fresh`: the records this process produced (the
-    /// throughput counts their text only).
-    pub fn finalize(&self, started: Instant, fresh: Vec<TaskRecord>) -> Result<BuildOutcome> {
+    /// naming them, while tasks are missing. `earlier`: the records found done before this
+    /// process ran tasks ([`Job::records`]); `fresh`: the records it produced (the throughput
+    /// counts their text only).
+    pub fn finalize(
+        &self,
+        started: Instant,
+        earlier: Vec<Option<TaskRecord>>,
+        fresh: Vec<TaskRecord>,
+    ) -> Result<BuildOutcome> {
         let fresh_bytes: u64 = fresh.iter().map(|r| r.stats.text_bytes).sum();
-        let fresh_n = fresh.len() as u64;
-        let mut records: Vec<Option<TaskRecord>> = vec![None; self.inputs.len()];
+        let resumed = earlier.iter().flatten().count() as u64;
+        let mut records = earlier;
         for r in fresh {
             let i = r.task;
             records[i] = Some(r);
         }
-        let mut missing = Vec::new();
-        for (i, r) in records.iter_mut().enumerate() {
-            if r.is_none() {
-                *r = self.done(i);
-            }
-            if r.is_none() {
-                missing.push(i);
-            }
-        }
+        let missing: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].is_none())
+            .collect();
         if !missing.is_empty() {
             let names: Vec<String> = missing
                 .iter()
@@ -321,7 +330,7 @@ impl Job {
         let stats = BuildStats {
             inputs: self.inputs.len() as u64,
             input_bytes: total_bytes,
-            tasks_resumed: self.inputs.len() as u64 - fresh_n,
+            tasks_resumed: resumed,
             documents_read: total.documents_read(),
             documents_written: total.documents_written,
             documents_skipped: total.skipped_by_reason(),

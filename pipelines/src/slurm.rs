@@ -358,6 +358,8 @@ pub fn run_phase(
                 })
                 .collect::<Result<_>>()?;
             let job = Job::open_planned(&cfg)?;
+            // The dedup decisions are read once for the element, not once per task.
+            let dedup = job.dedup_if_needed(&tasks)?;
             for &t in &tasks {
                 // One worker per task: a rerun submitted while an old element still runs waits
                 // for nothing and refuses instead of writing the same shards twice.
@@ -373,7 +375,6 @@ pub fn run_phase(
                     tracing::info!(task = t, "already done");
                     continue;
                 }
-                let dedup = job.dedup_if_needed(&[t])?;
                 job.run_tasks(&[t], dedup.as_ref())?;
                 eprintln!("task {t} done");
             }
@@ -382,7 +383,7 @@ pub fn run_phase(
         "finalize" => {
             let _lock = tokenmill_shards::lock::DirLock::acquire(&out, "build (finalize job)")?;
             let job = Job::prepare(&cfg)?;
-            let o = job.finalize(std::time::Instant::now(), Vec::new())?;
+            let o = job.finalize(std::time::Instant::now(), job.records(), Vec::new())?;
             Ok(Some(o))
         }
         other => Err(Error::Config(format!(

@@ -1,6 +1,6 @@
 //! `tokenmill bench …`: the benchmarks of [`crate::bench`].
 
-use crate::bench::{fp8_gemm, gemm, loader, precision, tokenize, train};
+use crate::bench::{extract, fp8_gemm, gemm, loader, precision, tokenize, train};
 
 /// `tokenmill bench`.
 #[derive(clap::Subcommand, Debug)]
@@ -19,6 +19,9 @@ pub enum Cmd {
     Gemm(gemm::Args),
     /// The loader: open time, memory, tokens/s on one core vs a raw copy of the same bytes.
     Loader(loader::Args),
+    /// Main-content extraction on real pages (multilingual snippets, news articles): P/R/F1
+    /// and pages/s vs trafilatura on the same files.
+    Extract(extract::Args),
 }
 
 /// Runs `tokenmill bench`.
@@ -30,5 +33,6 @@ pub fn run(c: Cmd) -> anyhow::Result<()> {
         Cmd::Precision(a) => precision::run(a),
         Cmd::Gemm(a) => gemm::run(a),
         Cmd::Loader(a) => loader::run(a),
+        Cmd::Extract(a) => extract::run(a),
     }
 }

@@ -19,6 +19,15 @@ fn main() {
         return;
     }
     let mut page = tokenmill_extract::tree::build(&html);
+    if std::env::var_os("ADDED").is_some() {
+        let sel = tokenmill_extract::select::select(&mut page, &Default::default());
+        for (b, f) in page.blocks.iter().zip(&sel.fates) {
+            if *f == tokenmill_extract::select::Fate::Added {
+                println!("added: {}", b.text.chars().take(150).collect::<String>());
+            }
+        }
+        return;
+    }
     let text = tokenmill_extract::select::article(&mut page, &Default::default());
     println!("{} elements, {} blocks", page.els.len(), page.blocks.len());
     let mut idx: Vec<usize> = (0..page.els.len()).collect();

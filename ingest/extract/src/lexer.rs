@@ -62,6 +62,11 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// The byte offset in the page where the next token starts (just after the last one).
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
     fn bytes(&self) -> &'a [u8] {
         self.html.as_bytes()
     }

@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod eval;
 pub mod lexer;
 pub mod patterns;
 pub mod select;
@@ -32,6 +33,9 @@ use serde::{Deserialize, Serialize};
 pub struct ExtractorConfig {
     /// Drop very short blocks (under four words, headings excepted) from the article.
     pub favor_precision: bool,
+    /// Keep the readers' comments, after the article's text (as trafilatura does by default;
+    /// datatrove's FineWeb settings leave them out).
+    pub include_comments: bool,
     /// Pages longer than this many bytes are cut here before extraction (memory and time stay
     /// bounded on pathological pages); the cut is reported.
     pub max_bytes: usize,
@@ -41,6 +45,7 @@ impl Default for ExtractorConfig {
     fn default() -> Self {
         ExtractorConfig {
             favor_precision: false,
+            include_comments: false,
             max_bytes: 8 << 20,
         }
     }

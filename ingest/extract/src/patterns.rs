@@ -15,8 +15,13 @@ pub enum Hint {
     StrongContent,
     /// Suggests content (`article`, `story`, `post`, `content`…).
     Content,
-    /// Page furniture (`nav`, `sidebar`, `comments`, `share`, `related`, `cookie`…).
+    /// Page furniture (`nav`, `sidebar`, `share`, `related`, `cookie`…).
     Boiler,
+    /// The readers' comments (`comments`, `disqus`…): not the article, but text of its own.
+    Comments,
+    /// Words that name furniture on some sites and layout on others (`widget`, `ads`,
+    /// `header`, `video`…): furniture unless the element holds prose.
+    WeakBoiler,
     /// Says nothing either way.
     None,
 }
@@ -47,7 +52,6 @@ const STRONG_ANYWHERE: &[&str] = &[
 
 const BOILER_ANYWHERE: &[&str] = &[
     "sidebar",
-    "comment",
     "newsletter",
     "breadcrumb",
     "navigation",
@@ -57,7 +61,6 @@ const BOILER_ANYWHERE: &[&str] = &[
     "sponsor",
     "outbrain",
     "taboola",
-    "disqus",
     "recommend",
     "trending",
     "mostpopular",
@@ -82,43 +85,42 @@ const BOILER_ANYWHERE: &[&str] = &[
     "skiplink",
     "login",
     "paywall-prompt",
+    "respond",
+    "reply-title",
+    "akismet",
     "share",
-    "widget",
 ];
+
+const COMMENTS_ANYWHERE: &[&str] = &["comment", "disqus"];
 
 const BOILER_WORDS: &[&str] = &[
     "nav",
     "menu",
-    "ad",
-    "ads",
-    "adv",
-    "promo",
-    "promos",
     "banner",
     "popup",
     "modal",
     "tags",
     "tag",
-    "header",
     "print",
     "meta",
     "author",
     "bio",
     "credit",
     "credits",
-    "toc",
     "topics",
-    "more",
     "newsletter",
     "aside",
-    "rail",
     "overlay",
-    "gallery",
-    "video",
     "search",
     "timestamp",
     "date",
-    "links",
+];
+
+/// Furniture on many sites, layout on others (`elementor-widget`, `Section--Ads`: a section
+/// that carries ads, `entry-header` with the article's lead).
+const WEAK_BOILER_WORDS: &[&str] = &[
+    "widget", "ad", "ads", "adv", "promo", "promos", "rail", "gallery", "video", "more", "links",
+    "toc", "header",
 ];
 
 const CONTENT_WORDS: &[&str] = &[
@@ -144,7 +146,12 @@ fn anywhere() -> &'static AhoCorasick {
     AC.get_or_init(|| {
         AhoCorasick::builder()
             .ascii_case_insensitive(true)
-            .build(STRONG_ANYWHERE.iter().chain(BOILER_ANYWHERE))
+            .build(
+                STRONG_ANYWHERE
+                    .iter()
+                    .chain(BOILER_ANYWHERE)
+                    .chain(COMMENTS_ANYWHERE),
+            )
             .expect("static patterns")
     })
 }
@@ -177,6 +184,29 @@ fn in_set(w: &str, set: &[&str]) -> bool {
     w.len() <= 11 && set.iter().any(|p| p.eq_ignore_ascii_case(w))
 }
 
+/// Which of the weak furniture words (bit `i` for `WEAK_BOILER_WORDS[i]`) an element's
+/// `class` and `id` use, whatever else they say: a word that also marks the containers of a
+/// page's prose is layout on that page, not furniture.
+pub fn weak_words(a: &Attrs<'_>) -> u16 {
+    let mut m = 0u16;
+    for s in [a.class, a.id] {
+        if s.is_empty() {
+            continue;
+        }
+        any_word(s, |w| {
+            if w.len() <= 11
+                && let Some(i) = WEAK_BOILER_WORDS
+                    .iter()
+                    .position(|p| p.eq_ignore_ascii_case(w))
+            {
+                m |= 1 << i;
+            }
+            false
+        });
+    }
+    m
+}
+
 /// The hint of an element's attributes.
 pub fn hint(a: &Attrs<'_>) -> Hint {
     if !a.itemprop.is_empty()
@@ -196,21 +226,30 @@ pub fn hint(a: &Attrs<'_>) -> Hint {
         return if main_role { Hint::Content } else { Hint::None };
     }
     let ac = anywhere();
-    let mut boiler = false;
+    let (mut boiler, mut comments) = (false, false);
     for s in [a.class, a.id] {
         for m in ac.find_overlapping_iter(s) {
-            if m.pattern().as_usize() < STRONG_ANYWHERE.len() {
+            let i = m.pattern().as_usize();
+            if i < STRONG_ANYWHERE.len() {
                 return Hint::StrongContent;
             }
-            boiler = true;
+            if i < STRONG_ANYWHERE.len() + BOILER_ANYWHERE.len() {
+                boiler = true;
+            } else {
+                comments = true;
+            }
         }
     }
-    if boiler {
+    let words =
+        |set: &[&str]| any_word(a.class, |w| in_set(w, set)) || any_word(a.id, |w| in_set(w, set));
+    if boiler || words(BOILER_WORDS) {
         return Hint::Boiler;
     }
-    if any_word(a.class, |w| in_set(w, BOILER_WORDS)) || any_word(a.id, |w| in_set(w, BOILER_WORDS))
-    {
-        return Hint::Boiler;
+    if comments {
+        return Hint::Comments;
+    }
+    if words(WEAK_BOILER_WORDS) {
+        return Hint::WeakBoiler;
     }
     if main_role
         || any_word(a.class, |w| in_set(w, CONTENT_WORDS))
@@ -225,6 +264,16 @@ pub fn hint(a: &Attrs<'_>) -> Hint {
 mod tests {
     use super::*;
 
+    #[test]
+    fn weak_words_are_listed_by_bit() {
+        let a = Attrs {
+            class: "elementor-widget-wrap topAd",
+            ..Default::default()
+        };
+        assert_eq!(weak_words(&a), 1 << 0 | 1 << 1);
+        assert!(WEAK_BOILER_WORDS.len() <= 16);
+    }
+
     fn h(class: &str, id: &str) -> Hint {
         hint(&Attrs {
             class,
@@ -238,8 +287,10 @@ mod tests {
         assert_eq!(h("c-entry-content", ""), Hint::StrongContent);
         assert_eq!(h("StoryBodyCompanionColumn", ""), Hint::StrongContent);
         assert_eq!(h("site-nav main-menu", ""), Hint::Boiler);
-        assert_eq!(h("", "comments"), Hint::Boiler);
-        assert_eq!(h("topAdSlot", ""), Hint::Boiler);
+        assert_eq!(h("", "comments"), Hint::Comments);
+        assert_eq!(h("widget_recent_comments sidebar", ""), Hint::Boiler);
+        assert_eq!(h("topAdSlot", ""), Hint::WeakBoiler);
+        assert_eq!(h("elementor-widget-wrap", ""), Hint::WeakBoiler);
         assert_eq!(h("shadow heading", ""), Hint::None, "no `ad` inside words");
         assert_eq!(h("article-wrapper", ""), Hint::Content);
         let itemprop = Attrs {

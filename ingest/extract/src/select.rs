@@ -11,7 +11,10 @@
 
 use crate::ExtractorConfig;
 use crate::tags::Tag;
-use crate::tree::{BOILER, CONTENT, FURNITURE, HIDDEN, Page, STRONG_CONTENT};
+use crate::tree::{BOILER, COMMENTS, CONTENT, FURNITURE, HIDDEN, Page, STRONG_CONTENT, WEAK};
+
+/// Flags that keep a block out of the article.
+const OUT: u8 = FURNITURE | BOILER | HIDDEN | COMMENTS;
 
 const NO_PARENT: u32 = u32::MAX;
 
@@ -36,16 +39,6 @@ fn within(page: &Page, mut e: u32, root: u32) -> bool {
     }
 }
 
-/// Flags of the elements from `e` up to (excluding) `root`.
-fn flags_below(page: &Page, mut e: u32, root: u32) -> u8 {
-    let mut f = 0;
-    while e != root && e != 0 {
-        f |= page.els[e as usize].flags;
-        e = page.els[e as usize].parent;
-    }
-    f
-}
-
 /// Flags of `e` and its ancestors up to the nearest one marked as the article body (which
 /// overrides what lies above it).
 fn flags_all(page: &Page, mut e: u32) -> u8 {
@@ -60,8 +53,126 @@ fn flags_all(page: &Page, mut e: u32) -> u8 {
     }
 }
 
+/// What selection decided about one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// In the article's text.
+    Kept,
+    /// Below an element marked as furniture, boilerplate or hidden (the outermost such
+    /// element, index into [`Page::els`]).
+    Furniture(u32),
+    /// Not below the element(s) chosen as the article.
+    Outside,
+    /// A link list or a "read more" line inside the article.
+    LinkList,
+    /// A very short block dropped by `favor_precision`.
+    Short,
+    /// In the readers' comments, kept after the article (`include_comments`).
+    Comment,
+    /// Kept: around the best container, in the element the article was extended to.
+    Added,
+}
+
 /// The text of the article of `page`, blocks separated by newlines.
 pub fn article(page: &mut Page, opts: &ExtractorConfig) -> String {
+    let fates = select(page, opts).fates;
+    let mut out = String::new();
+    for comments in [false, true] {
+        for (b, f) in page.blocks.iter().zip(&fates) {
+            if (*f == Fate::Comment) == comments
+                && matches!(f, Fate::Kept | Fate::Added | Fate::Comment)
+            {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&b.text);
+            }
+        }
+    }
+    out
+}
+
+/// The outermost element from `e` up to (excluding) `root` (or up to the root of the page
+/// when `root` is `None`) whose flags meet `mask`.
+fn outermost_flagged(page: &Page, mut e: u32, root: Option<u32>, mask: u8) -> Option<u32> {
+    let mut found = None;
+    loop {
+        if Some(e) == root {
+            return found;
+        }
+        let el = &page.els[e as usize];
+        if el.flags & mask != 0 {
+            found = Some(e);
+        }
+        if e == 0 || (root.is_none() && el.flags & STRONG_CONTENT != 0) {
+            return found;
+        }
+        e = el.parent;
+    }
+}
+
+/// What selection decided.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// The elements chosen as the article (the best one first).
+    pub roots: Vec<u32>,
+    /// The decision for every block, in [`Page::blocks`] order.
+    pub fates: Vec<Fate>,
+}
+
+/// A link list or a "read more" line: mostly link text and not a sentence.
+fn link_list(b: &crate::tree::Block) -> bool {
+    let ld = b.link_chars as f32 / b.chars.max(1) as f32;
+    let words = b.text.split_whitespace().count();
+    let prose = words >= 12 && b.text.ends_with(['.', '!', '?', '。', '」', '"', '”', ')']);
+    ld > 0.5 && words < 40 && !(prose && ld < 0.8)
+}
+
+/// Whether block `b`, around the best container but not in it, is text the article goes on
+/// with: not its headline (metadata, not text), not a label or a date (under four words
+/// without a sentence's end).
+fn added_text(page: &Page, b: &crate::tree::Block) -> bool {
+    let tag = page.els[b.owner as usize].tag;
+    if tag == Tag::H1 {
+        return false;
+    }
+    let t = &b.text;
+    // a copyright line or a dateline: as many digits as letters, or a © mark
+    let digits = t.chars().filter(|c| c.is_ascii_digit()).count();
+    let letters = t.chars().filter(|c| c.is_alphabetic()).count();
+    if t.contains(['©', 'ⓒ']) || t.to_lowercase().contains("copyright") || digits * 2 >= letters
+    {
+        return false;
+    }
+    let words = t.split_whitespace().count();
+    words >= 4 || (words >= 2 && t.ends_with(['.', '!', '?', '。', ':']))
+}
+
+/// Whether block `b` is a reader's comment: below an element marked as comments and below
+/// nothing else that is furniture (a comment form, a "recent comments" widget in a sidebar),
+/// not a link list, and more than a name or a date.
+fn comment_block(page: &Page, b: &crate::tree::Block) -> bool {
+    let mut e = b.owner;
+    let mut in_comments = false;
+    loop {
+        let f = page.els[e as usize].flags;
+        if f & (FURNITURE | BOILER | HIDDEN) != 0 {
+            return false;
+        }
+        in_comments |= f & COMMENTS != 0;
+        if e == 0 {
+            break;
+        }
+        e = page.els[e as usize].parent;
+    }
+    in_comments
+        && !link_list(b)
+        && !page.els[b.owner as usize].tag.is_heading()
+        && b.text.split_whitespace().count() >= 3
+}
+
+/// Selection's decisions for `page`.
+pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     let n = page.els.len();
     // A furniture mark on an element that holds most of the page's paragraph text is wrong
     // (`<body class="has-sidebar">`, ASP.NET's page-wide `<form>`): drop it.
@@ -80,16 +191,48 @@ pub fn article(page: &mut Page, opts: &ExtractorConfig) -> String {
             }
         }
     }
-    for (el, &g) in page.els.iter_mut().zip(&good) {
-        if total > 0 && g * 2 >= total && el.tag != Tag::Head {
-            el.flags &= !(BOILER | FURNITURE);
+    // Prose below each element: blocks that read as sentences, with few links.
+    let mut prose = vec![0u32; n];
+    for b in &page.blocks {
+        if b.chars >= 60
+            && b.link_chars * 100 <= b.chars * 20
+            && b.text.split_whitespace().count() >= 8
+        {
+            let mut e = b.owner;
+            loop {
+                prose[e as usize] += b.chars;
+                if e == 0 {
+                    break;
+                }
+                e = page.els[e as usize].parent;
+            }
+        }
+    }
+    // A weak furniture word is furniture only on an element without prose, and only if the
+    // page does not also use it on the containers of its prose (`elementor-widget` around
+    // every block of a page built with Elementor).
+    let layout = page
+        .els
+        .iter()
+        .zip(&prose)
+        .filter(|(_, p)| **p >= 150)
+        .fold(0u16, |m, (el, _)| m | el.weak);
+    for (i, el) in page.els.iter_mut().enumerate() {
+        if total > 0 && good[i] * 2 >= total && el.tag != Tag::Head {
+            el.flags &= !(BOILER | FURNITURE | COMMENTS);
+        }
+        if el.flags & WEAK != 0 {
+            el.flags &= !WEAK;
+            if prose[i] < 150 && el.weak & layout == 0 {
+                el.flags |= BOILER;
+            }
         }
     }
     // Per block: furniture anywhere above it.
     let furn: Vec<bool> = page
         .blocks
         .iter()
-        .map(|b| flags_all(page, b.owner) & (FURNITURE | BOILER | HIDDEN) != 0)
+        .map(|b| flags_all(page, b.owner) & OUT != 0)
         .collect();
     // Text and link characters per element (blocks counted in every ancestor).
     for b in &page.blocks {
@@ -147,7 +290,7 @@ pub fn article(page: &mut Page, opts: &ExtractorConfig) -> String {
         } else if el.flags & CONTENT != 0 {
             s *= 1.15;
         }
-        if el.flags & (BOILER | FURNITURE | HIDDEN) != 0 {
+        if el.flags & OUT != 0 {
             s *= 0.2;
         }
         page.els[i].score = s;
@@ -162,7 +305,7 @@ pub fn article(page: &mut Page, opts: &ExtractorConfig) -> String {
     for (i, el) in page.els.iter().enumerate() {
         if el.flags & STRONG_CONTENT != 0
             && el.chars * 10 >= best_chars * 4
-            && flags_all(page, i as u32) & (BOILER | HIDDEN) == 0
+            && flags_all(page, i as u32) & (BOILER | HIDDEN | COMMENTS) == 0
             && marked.is_none_or(|m| el.chars > m.1)
         {
             marked = Some((i as u32, el.chars));
@@ -182,35 +325,102 @@ pub fn article(page: &mut Page, opts: &ExtractorConfig) -> String {
             if el.parent == p
                 && i as u32 != best
                 && i != 0
-                && el.flags & (BOILER | FURNITURE | HIDDEN) == 0
+                && el.flags & OUT == 0
                 && el.score >= (0.25 * top).max(3.0)
             {
                 roots.push(i as u32);
             }
         }
     }
-    // Collect the text.
-    let mut out = String::new();
+    // The article often begins before the best container (a lead or standfirst in a box of
+    // its own, an intro above the body) or goes on after it (a sign-off, a second part): climb
+    // to an ancestor while what it adds is text rather than links, and not more than the
+    // article itself.
+    let core: u32 = roots.iter().map(|&r| page.els[r as usize].chars).sum();
+    let core_roots = roots.clone();
+    let mut top = best;
+    while top != 0 {
+        // The article's own element is its boundary: climb to it, not past it. An element
+        // marked as the article body is one too: what lies around it is the headline and the
+        // standfirst (which the article benchmark's ground truth leaves out).
+        if matches!(page.els[top as usize].tag, Tag::Article | Tag::Main)
+            || page.els[top as usize].flags & STRONG_CONTENT != 0
+        {
+            break;
+        }
+        let a = parent(page, top);
+        if a == NO_PARENT || a == 0 {
+            break;
+        }
+        let el = &page.els[a as usize];
+        if matches!(el.tag, Tag::Body | Tag::Html) || el.flags & OUT != 0 {
+            break;
+        }
+        let (mut chars, mut links) = (0u32, 0u32);
+        for b in &page.blocks {
+            if within(page, b.owner, a)
+                && !roots.iter().any(|&r| within(page, b.owner, r))
+                && outermost_flagged(page, b.owner, Some(a), OUT).is_none()
+            {
+                chars += b.chars;
+                links += b.link_chars;
+            }
+        }
+        // at most 30 % links, and no more than 1.5 times the article's text
+        if chars > 0 && (links * 10 > chars * 3 || chars * 2 > core * 3) {
+            break;
+        }
+        roots = vec![a];
+        top = a;
+    }
+    // Decide every block.
+    let mut fates = Vec::with_capacity(page.blocks.len());
     for b in &page.blocks {
         let Some(&root) = roots.iter().find(|&&r| within(page, b.owner, r)) else {
+            fates.push(match outermost_flagged(page, b.owner, None, OUT) {
+                Some(_) if opts.include_comments && comment_block(page, b) => Fate::Comment,
+                Some(e) => Fate::Furniture(e),
+                None => Fate::Outside,
+            });
             continue;
         };
-        if flags_below(page, b.owner, root) & (FURNITURE | BOILER | HIDDEN) != 0 {
+        if let Some(e) = outermost_flagged(page, b.owner, Some(root), OUT) {
+            fates.push(if opts.include_comments && comment_block(page, b) {
+                Fate::Comment
+            } else {
+                Fate::Furniture(e)
+            });
             continue;
         }
-        let ld = b.link_chars as f32 / b.chars.max(1) as f32;
-        let words = b.text.split_whitespace().count();
-        let prose = words >= 12 && b.text.ends_with(['.', '!', '?', '。', '」', '"', '”', ')']);
-        if ld > 0.5 && words < 40 && !(prose && ld < 0.8) {
-            continue; // a link list or a "read more" line
-        }
-        if opts.favor_precision && words < 4 && !page.els[b.owner as usize].tag.is_heading() {
+        let added = root != core_roots[0] && !core_roots.iter().any(|&r| within(page, b.owner, r));
+        if added && !added_text(page, b) {
+            fates.push(Fate::Outside);
             continue;
         }
-        if !out.is_empty() {
-            out.push('\n');
+        if link_list(b) {
+            fates.push(Fate::LinkList); // a link list or a "read more" line
+            continue;
         }
-        out.push_str(&b.text);
+        if opts.favor_precision
+            && b.text.split_whitespace().count() < 4
+            && !page.els[b.owner as usize].tag.is_heading()
+        {
+            fates.push(Fate::Short);
+            continue;
+        }
+        fates.push(if added { Fate::Added } else { Fate::Kept });
     }
-    out
+    // A link standing alone between paragraphs of the article (a petition's address, an
+    // e-mail to write to, a linked question) is part of it; a run of links is a list.
+    let kept_prose = |i: usize, fates: &[Fate]| {
+        matches!(fates[i], Fate::Kept | Fate::Added)
+            && !link_list(&page.blocks[i])
+            && page.blocks[i].chars >= 25
+    };
+    for i in 1..fates.len().saturating_sub(1) {
+        if fates[i] == Fate::LinkList && kept_prose(i - 1, &fates) && kept_prose(i + 1, &fates) {
+            fates[i] = Fate::Kept;
+        }
+    }
+    Selection { roots, fates }
 }

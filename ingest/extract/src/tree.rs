@@ -5,7 +5,7 @@
 //! `p`/`li`/`td`… closes an open one.
 
 use crate::lexer::{Attrs, Lexer, Token};
-use crate::patterns::{Hint, hint};
+use crate::patterns::{Hint, hint, weak_words};
 use crate::tags::Tag;
 
 // Flags of an element ([`El::flags`]).
@@ -19,6 +19,11 @@ pub const CONTENT: u8 = 4;
 pub const HIDDEN: u8 = 8;
 /// Attributes that mark the article body ([`Hint::StrongContent`]).
 pub const STRONG_CONTENT: u8 = 16;
+/// The readers' comments ([`Hint::Comments`]), and not `article`/`main`.
+pub const COMMENTS: u8 = 32;
+/// Attributes that may mean furniture ([`Hint::WeakBoiler`]): selection decides by the
+/// element's text whether it becomes [`BOILER`].
+pub const WEAK: u8 = 64;
 
 /// An element of the tree.
 #[derive(Debug, Clone)]
@@ -35,6 +40,10 @@ pub struct El {
     pub score: f32,
     /// Characters of text in blocks below it (filled by selection).
     pub chars: u32,
+    /// Byte offset in the page just after its start tag (for diagnostics).
+    pub at: u32,
+    /// The weak furniture words its attributes use ([`weak_words`]).
+    pub weak: u16,
     /// Of those, characters inside links (filled by selection).
     pub link_chars: u32,
 }
@@ -73,14 +82,22 @@ struct Builder {
     links_open: u32,
     pre_open: u32,
     pending_space: bool,
+    /// Offset just after the token being handled.
+    at: u32,
 }
 
-/// Decodes character references in `raw`.
+/// Decodes character references in `raw` and drops soft hyphens (U+00AD, `&shy;`: invisible
+/// break hints inside words, which would split every hyphenated word of the text).
 fn decode(raw: &str) -> std::borrow::Cow<'_, str> {
-    if raw.contains('&') {
+    let t = if raw.contains('&') {
         html_escape::decode_html_entities(raw)
     } else {
         std::borrow::Cow::Borrowed(raw)
+    };
+    if t.contains('\u{ad}') {
+        std::borrow::Cow::Owned(t.replace('\u{ad}', ""))
+    } else {
+        t
     }
 }
 
@@ -135,7 +152,9 @@ impl Builder {
             Hint::Content => flags |= CONTENT,
             // `article`/`main` keep their meaning whatever their class says
             Hint::Boiler if flags & CONTENT == 0 => flags |= BOILER,
-            Hint::Boiler | Hint::None => {}
+            Hint::Comments if flags & CONTENT == 0 => flags |= COMMENTS,
+            Hint::WeakBoiler if flags & CONTENT == 0 => flags |= WEAK,
+            Hint::Boiler | Hint::Comments | Hint::WeakBoiler | Hint::None => {}
         }
         let depth = self.page.els[parent as usize].depth.saturating_add(1);
         self.page.els.push(El {
@@ -145,6 +164,8 @@ impl Builder {
             flags,
             score: 0.0,
             chars: 0,
+            at: self.at,
+            weak: weak_words(attrs),
             link_chars: 0,
         });
         self.stack.push(self.page.els.len() as u32 - 1);
@@ -291,6 +312,7 @@ pub fn build(html: &str) -> Page {
         links_open: 0,
         pre_open: 0,
         pending_space: false,
+        at: 0,
     };
     b.page.els.push(El {
         tag: Tag::Html,
@@ -299,10 +321,13 @@ pub fn build(html: &str) -> Page {
         flags: 0,
         score: 0.0,
         chars: 0,
+        at: 0,
+        weak: 0,
         link_chars: 0,
     });
     let mut lex = Lexer::new(html);
     while let Some(tok) = lex.next() {
+        b.at = lex.offset().min(u32::MAX as usize) as u32;
         match tok {
             Token::Start {
                 tag: Tag::Title, ..

@@ -5,6 +5,7 @@ mod build;
 mod dedup;
 mod disk;
 mod doctor;
+mod extraction;
 mod fast_tokenizer;
 mod hostile;
 mod loader;

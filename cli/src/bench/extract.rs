@@ -1,0 +1,473 @@
+//! `tokenmill bench extract`: main-content extraction on two sets of real pages, scored by each
+//! set's own rule, side by side with trafilatura (Python, run by `tests/peers/extraction_peer.py`
+//! on the same files) and timed on one core.
+//!
+//! * **multilingual** (`extraction-multilingual/`, 106 varied pages: blogs, government, company
+//!   and shop pages, forums, news; German, English, French, Spanish, Polish, …): snippets that
+//!   must be in the main text and snippets that must not ([`tokenmill_extract::eval`]). Reported
+//!   for the development part, the part held aside while developing
+//!   ([`tokenmill_extract::eval::held_aside`]), all pages, and per language with ≥ 10 pages.
+//! * **articles** (`extraction/`, 20 English news pages with their article text): word-level
+//!   precision/recall/F1, macro (mean over pages) and micro (summed counts).
+//!
+//! Pages are decoded as the build decodes a WARC response (`tokenmill_ingest::http`: BOM,
+//! declared charset unless the bytes contradict it, detection); trafilatura gets the raw bytes
+//! and decodes them itself.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tokenmill_extract::ExtractorConfig;
+use tokenmill_extract::eval::{
+    Prf, SnippetCounts, WordCounts, held_aside, score_snippets, score_words,
+};
+use tokenmill_ingest::http::{HttpPayload, decode_body};
+
+/// `tokenmill bench extract`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The shared data folder (default: `$TOKENMILL_TEST_DATA`, else `../shared/data`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The Python with trafilatura (default: `.venv-extract/bin/python`, else the peers'
+    /// Python, `$TOKENMILL_PEERS_PYTHON` or `.venv-peers/bin/python`).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Only tokenmill: do not run trafilatura.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Timed passes per extractor and set; the fastest is reported.
+    #[arg(long, default_value_t = 5)]
+    pub passes: usize,
+    /// Also print, per multilingual page, the snippets each extractor misses or keeps wrongly,
+    /// and why ours does (the block's fate and its element).
+    #[arg(long)]
+    pub per_page: bool,
+    /// Write every row as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// What a page is scored against.
+#[derive(Debug, Clone)]
+pub enum Truth {
+    /// The article's text (word-level scoring).
+    Words(String),
+    /// Snippets that must and must not be in the output.
+    Snippets {
+        /// Must be in the main text.
+        with: Vec<String>,
+        /// Must not.
+        without: Vec<String>,
+    },
+}
+
+/// One page of a set.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The article id or the multilingual file name.
+    pub key: String,
+    /// The page decoded as the build decodes it.
+    pub html: String,
+    /// Its main text's language (whatlang on the `with` snippets), for the per-language rows.
+    pub lang: Option<&'static str>,
+    /// In the part held aside while developing.
+    pub held: bool,
+    /// The ground truth.
+    pub truth: Truth,
+}
+
+/// The shared data folder: `explicit`, else `$TOKENMILL_TEST_DATA`, else `../shared/data`.
+pub fn data_dir(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os("TOKENMILL_TEST_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
+fn gunzip(path: &Path) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?,
+    )
+    .read_to_end(&mut out)
+    .with_context(|| format!("{}: not a gzip file", path.display()))?;
+    Ok(out)
+}
+
+fn decode(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    match decode_body("text/html", bytes).1 {
+        HttpPayload::Html { text, .. } => Ok(text),
+        _ => bail!("{}: not an HTML page", path.display()),
+    }
+}
+
+fn json(path: &Path) -> Result<serde_json::Value> {
+    serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?,
+    )
+    .with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+/// The 20 article pages of `data/extraction`, sorted by id.
+pub fn load_articles(data: &Path) -> Result<Vec<Page>> {
+    let dir = data.join("extraction");
+    let gt = json(&dir.join("ground-truth.json"))?;
+    let mut pages = Vec::new();
+    for (id, v) in gt.as_object().context("ground-truth.json: not an object")? {
+        let path = dir.join("html").join(format!("{id}.html.gz"));
+        let html = decode(&path, gunzip(&path)?)?;
+        pages.push(Page {
+            key: id.clone(),
+            html,
+            lang: Some("eng"),
+            held: false,
+            truth: Truth::Words(v["articleBody"].as_str().unwrap_or("").to_string()),
+        });
+    }
+    pages.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(pages)
+}
+
+/// The 106 pages of `data/extraction-multilingual`, sorted by file name.
+pub fn load_multilingual(data: &Path) -> Result<Vec<Page>> {
+    let dir = data.join("extraction-multilingual");
+    let meta = json(&dir.join("evaldata.json"))?;
+    let mut pages = Vec::new();
+    for (url, v) in meta.as_object().context("evaldata.json: not an object")? {
+        let file = v["file"]
+            .as_str()
+            .with_context(|| format!("evaldata.json: {url} has no file"))?;
+        let strs = |k: &str| -> Vec<String> {
+            v[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (with, without) = (strs("with"), strs("without"));
+        let path = dir.join("html").join(format!("{file}.gz"));
+        let html = decode(&path, gunzip(&path)?)?;
+        let lang = whatlang::detect_lang(&with.join(" ")).map(|l| l.code());
+        pages.push(Page {
+            key: file.to_string(),
+            html,
+            lang,
+            held: held_aside(file),
+            truth: Truth::Snippets { with, without },
+        });
+    }
+    pages.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(pages)
+}
+
+/// Extracts every page with `opts`, `passes` times; the texts and the fastest pass in seconds.
+pub fn run_ours(pages: &[Page], opts: &ExtractorConfig, passes: usize) -> (Vec<String>, f64) {
+    let mut best = f64::INFINITY;
+    let mut texts = Vec::new();
+    for _ in 0..passes.max(1) {
+        let t0 = Instant::now();
+        texts = pages
+            .iter()
+            .map(|p| tokenmill_extract::extract(&p.html, opts).text)
+            .collect();
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    (texts, best)
+}
+
+/// A row of the table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// `multilingual` or `articles`.
+    pub set: String,
+    /// `dev`, `held`, `all`, `lang:xx` (multilingual) or `macro`/`micro` (articles).
+    pub part: String,
+    /// The extractor and its settings.
+    pub extractor: String,
+    /// Pages scored.
+    pub pages: usize,
+    /// Precision.
+    pub p: f64,
+    /// Recall.
+    pub r: f64,
+    /// F1.
+    pub f1: f64,
+    /// Pages per second on one core (whole set).
+    pub pages_per_s: Option<f64>,
+}
+
+/// The rows of one extractor's `texts` (one per page, in `pages` order) on a set.
+pub fn score(
+    set: &str,
+    extractor: &str,
+    pages: &[Page],
+    texts: &[String],
+    seconds: Option<f64>,
+) -> Vec<Row> {
+    let speed = seconds.map(|s| pages.len() as f64 / s.max(1e-9));
+    let row = |part: String, n: usize, prf: Prf, speed: Option<f64>| Row {
+        set: set.into(),
+        part,
+        extractor: extractor.into(),
+        pages: n,
+        p: prf.p,
+        r: prf.r,
+        f1: prf.f1,
+        pages_per_s: speed,
+    };
+    if pages.iter().all(|p| matches!(p.truth, Truth::Words(_))) {
+        let (mut micro, mut sums, mut n) = (WordCounts::default(), (0.0, 0.0, 0.0), 0);
+        for (p, t) in pages.iter().zip(texts) {
+            if let Truth::Words(truth) = &p.truth {
+                let c = score_words(t, truth);
+                let f = c.prf();
+                micro.add(c);
+                sums = (sums.0 + f.p, sums.1 + f.r, sums.2 + f.f1);
+                n += 1;
+            }
+        }
+        let d = n.max(1) as f64;
+        let mut mac = Prf::new(sums.0 / d, sums.1 / d);
+        mac.f1 = sums.2 / d; // the mean of the pages' F1, as the benchmark reports it
+        return vec![
+            row("macro".into(), n, mac, speed),
+            row("micro".into(), n, micro.prf(), None),
+        ];
+    }
+    let mut parts: BTreeMap<String, (usize, SnippetCounts)> = BTreeMap::new();
+    for (p, t) in pages.iter().zip(texts) {
+        let Truth::Snippets { with, without } = &p.truth else {
+            continue;
+        };
+        let c = score_snippets(t, with, without).counts;
+        let mut add = |k: String| {
+            let e = parts.entry(k).or_default();
+            e.0 += 1;
+            e.1.add(c);
+        };
+        add(if p.held { "held" } else { "dev" }.into());
+        add("all".into());
+        if let Some(l) = p.lang {
+            add(format!("lang:{l}"));
+        }
+    }
+    let mut rows = Vec::new();
+    for part in ["dev", "held", "all"] {
+        if let Some((n, c)) = parts.get(part) {
+            rows.push(row(
+                part.into(),
+                *n,
+                c.prf(),
+                if part == "all" { speed } else { None },
+            ));
+        }
+    }
+    for (part, (n, c)) in &parts {
+        if part.starts_with("lang:") && *n >= 10 {
+            rows.push(row(part.clone(), *n, c.prf(), None));
+        }
+    }
+    rows
+}
+
+/// trafilatura's texts per mode and set, and its seconds per set, from the peer script.
+type PeerOutput = BTreeMap<
+    String,
+    (
+        BTreeMap<String, BTreeMap<String, String>>,
+        BTreeMap<String, f64>,
+    ),
+>;
+
+fn run_peer(python: &Path, data: &Path, passes: usize) -> Result<(String, PeerOutput)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("tests/peers/extraction_peer.py");
+    let out = tempfile::NamedTempFile::new()?;
+    let status = Command::new(python)
+        .arg(&script)
+        .arg(out.path())
+        .arg("--data")
+        .arg(data)
+        .arg("--passes")
+        .arg(passes.to_string())
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !status.success() {
+        bail!(
+            "{} {} failed ({status}); install the peer with `python3 -m venv .venv-extract && .venv-extract/bin/pip install trafilatura lxml_html_clean`",
+            python.display(),
+            script.display()
+        );
+    }
+    let v = json(out.path())?;
+    let version = v["trafilatura"].as_str().unwrap_or("?").to_string();
+    let mut modes = PeerOutput::new();
+    for (mode, m) in v["modes"].as_object().context("peer output: no modes")? {
+        let mut texts = BTreeMap::new();
+        for (set, t) in m["texts"].as_object().context("peer output: no texts")? {
+            let per: BTreeMap<String, String> = t
+                .as_object()
+                .context("peer output: texts")?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect();
+            texts.insert(set.clone(), per);
+        }
+        let secs = m["seconds"]
+            .as_object()
+            .context("peer output: no seconds")?
+            .iter()
+            .filter_map(|(k, v)| v.as_f64().map(|s| (k.clone(), s)))
+            .collect();
+        modes.insert(mode.clone(), (texts, secs));
+    }
+    Ok((version, modes))
+}
+
+fn peer_python(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    explicit
+        .or_else(|| Some(root.join(".venv-extract/bin/python")).filter(|p| p.exists()))
+        .or_else(|| crate::peers::python(None, &root))
+}
+
+/// Runs `tokenmill bench extract`.
+pub fn run(a: Args) -> Result<()> {
+    let data = data_dir(a.data.clone());
+    let sets = [
+        ("multilingual", load_multilingual(&data)?),
+        ("articles", load_articles(&data)?),
+    ];
+    let configs = [
+        ("tokenmill", ExtractorConfig::default()),
+        (
+            "tokenmill +comments",
+            ExtractorConfig {
+                include_comments: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut ours_texts = Vec::new();
+    for (set, pages) in &sets {
+        for (name, opts) in &configs {
+            let (texts, secs) = run_ours(pages, opts, a.passes);
+            rows.extend(score(set, name, pages, &texts, Some(secs)));
+            if *name == "tokenmill" {
+                ours_texts.push(texts);
+            }
+        }
+    }
+    let mut peer_texts: Option<BTreeMap<String, String>> = None;
+    if a.no_peer {
+        println!("trafilatura not run (--no-peer)");
+    } else if let Some(py) = peer_python(a.python.clone()) {
+        let (version, modes) = run_peer(&py, &data, a.passes)?;
+        for (mode, (texts, secs)) in &modes {
+            for (set, pages) in &sets {
+                let per = texts.get(*set).cloned().unwrap_or_default();
+                let t: Vec<String> = pages
+                    .iter()
+                    .map(|p| per.get(&p.key).cloned().unwrap_or_default())
+                    .collect();
+                let name = format!("trafilatura {version} {mode}");
+                rows.extend(score(set, &name, pages, &t, secs.get(*set).copied()));
+            }
+        }
+        peer_texts = modes
+            .get("default")
+            .and_then(|(t, _)| t.get("multilingual").cloned());
+    } else {
+        println!(
+            "trafilatura not run: no Python with it (make .venv-extract: `python3 -m venv .venv-extract && .venv-extract/bin/pip install trafilatura lxml_html_clean`, or pass --python)"
+        );
+    }
+    if a.per_page {
+        let (_, pages) = &sets[0];
+        for (p, ours) in pages.iter().zip(&ours_texts[0]) {
+            let Truth::Snippets { with, without } = &p.truth else {
+                continue;
+            };
+            let r = score_snippets(ours, with, without);
+            let theirs = peer_texts
+                .as_ref()
+                .map(|t| score_snippets(t.get(&p.key).map_or("", |s| s), with, without).counts);
+            if r.missing.is_empty() && r.unwanted.is_empty() {
+                continue;
+            }
+            println!(
+                "{}{} [{}]: tokenmill tp {} fn {} fp {}{}",
+                p.key,
+                if p.held { " (held)" } else { "" },
+                p.lang.unwrap_or("?"),
+                r.counts.tp,
+                r.counts.fn_,
+                r.counts.fp,
+                theirs
+                    .map(|c| format!(" | trafilatura tp {} fn {} fp {}", c.tp, c.fn_, c.fp))
+                    .unwrap_or_default()
+            );
+            let all: Vec<&str> = r
+                .missing
+                .iter()
+                .chain(&r.unwanted)
+                .map(|s| s.as_str())
+                .collect();
+            let why = tokenmill_extract::eval::explain(&p.html, &Default::default(), &all);
+            for (i, (s, w)) in all.iter().zip(why).enumerate() {
+                let kind = if i < r.missing.len() {
+                    "missing "
+                } else {
+                    "unwanted"
+                };
+                println!(
+                    "  {kind} {:?}\n           {w:?}",
+                    s.chars().take(60).collect::<String>()
+                );
+            }
+        }
+    }
+    println!("| set | part | pages | extractor | P | R | F1 | pages/s (1 core) |");
+    println!("|---|---|---:|---|---:|---:|---:|---:|");
+    let mut sorted = rows.clone();
+    let order = |p: &str| match p {
+        "dev" => 0,
+        "held" => 1,
+        "all" => 2,
+        "macro" => 0,
+        "micro" => 1,
+        _ => 3,
+    };
+    sorted.sort_by(|x, y| {
+        (x.set != "multilingual", order(&x.part), &x.part).cmp(&(
+            y.set != "multilingual",
+            order(&y.part),
+            &y.part,
+        ))
+    });
+    for r in &sorted {
+        println!(
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            r.set,
+            r.part,
+            r.pages,
+            r.extractor,
+            r.p,
+            r.r,
+            r.f1,
+            r.pages_per_s.map(|s| format!("{s:.1}")).unwrap_or_default()
+        );
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok(())
+}

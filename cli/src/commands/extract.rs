@@ -31,6 +31,9 @@ pub struct Args {
     /// Drop very short blocks (extraction).
     #[arg(long)]
     pub favor_precision: bool,
+    /// Keep the readers' comments after the article (as trafilatura does by default).
+    #[arg(long)]
+    pub include_comments: bool,
     /// kept.jsonl (default) or kept.parquet.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: FormatArg,
@@ -52,6 +55,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None => BuildConfig::default(),
     };
     cfg.extract.options.favor_precision |= a.favor_precision;
+    cfg.extract.options.include_comments |= a.include_comments;
     cfg.input.paths.extend(a.inputs);
     if cfg.input.paths.len() == 1 && is_html_file(&cfg.input.paths[0]) && a.out.is_none() {
         let p = PathBuf::from(&cfg.input.paths[0]);

@@ -34,6 +34,7 @@ fn main() {
         .map(|p| serde_json::from_slice(&std::fs::read(p).expect("peer file")).expect("peer json"));
     let (mut ours, mut theirs) = (SnippetCounts::default(), SnippetCounts::default());
     let mut n = 0;
+    let mut secs = 0.0;
     let mut entries: Vec<_> = meta.as_object().expect("object").iter().collect();
     entries.sort_by_key(|(_, v)| v["file"].as_str().unwrap_or("").to_string());
     for (_url, v) in entries {
@@ -66,7 +67,9 @@ fn main() {
                 .unwrap_or_default()
         };
         let (with, without) = (strs("with"), strs("without"));
+        let t0 = std::time::Instant::now();
         let text = tokenmill_extract::extract(&html, &Default::default()).text;
+        secs += t0.elapsed().as_secs_f64();
         let r = score_snippets(&text, &with, &without);
         ours.add(r.counts);
         n += 1;
@@ -118,6 +121,10 @@ fn main() {
         );
     };
     show("tokenmill", ours);
+    println!(
+        "tokenmill    {:.0} pages/s (one pass, one core)",
+        n as f64 / secs
+    );
     if peer.is_some() {
         show("trafilatura", theirs);
     }

@@ -234,13 +234,19 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         .iter()
         .map(|b| flags_all(page, b.owner) & OUT != 0)
         .collect();
-    // Text and link characters per element (blocks counted in every ancestor).
-    for b in &page.blocks {
+    // Text and link characters per element (blocks counted in every ancestor), and the same
+    // for the blocks outside furniture (`clean`: what extending the article would add).
+    let mut clean = vec![(0u32, 0u32); n];
+    for (b, &f) in page.blocks.iter().zip(&furn) {
         let mut e = b.owner;
         loop {
             let el = &mut page.els[e as usize];
             el.chars += b.chars;
             el.link_chars += b.link_chars;
+            if !f {
+                clean[e as usize].0 += b.chars;
+                clean[e as usize].1 += b.link_chars;
+            }
             if e == 0 {
                 break;
             }
@@ -356,16 +362,12 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         if matches!(el.tag, Tag::Body | Tag::Html) || el.flags & OUT != 0 {
             break;
         }
-        let (mut chars, mut links) = (0u32, 0u32);
-        for b in &page.blocks {
-            if within(page, b.owner, a)
-                && !roots.iter().any(|&r| within(page, b.owner, r))
-                && outermost_flagged(page, b.owner, Some(a), OUT).is_none()
-            {
-                chars += b.chars;
-                links += b.link_chars;
-            }
-        }
+        // what `a` holds outside furniture and outside the current roots (all below `a`)
+        let inner = roots.iter().fold((0u32, 0u32), |s, &r| {
+            (s.0 + clean[r as usize].0, s.1 + clean[r as usize].1)
+        });
+        let chars = clean[a as usize].0.saturating_sub(inner.0);
+        let links = clean[a as usize].1.saturating_sub(inner.1);
         // at most 30 % links, and no more than 1.5 times the article's text
         if chars > 0 && (links * 10 > chars * 3 || chars * 2 > core * 3) {
             break;

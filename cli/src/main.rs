@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokenmill_cli::commands::{
-    bench, build, dedup, doctor, extract, inspect, model, plot, quickstart, report, schedule,
+    bench, build, dedup, doctor, eval, extract, inspect, model, plot, quickstart, report, schedule,
     slurm_task, sql, status, tokenizer, trace, train, verify,
 };
 
@@ -25,7 +25,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Generate a web-like corpus, train a tokenizer, build, verify and inspect a dataset.
+    /// The whole flow on generated data: a web-like corpus, a BPE tokenizer, a dataset built
+    /// with dedup, verified and inspected, a generated crawl through the FineWeb recipe (its
+    /// funnel), and a tiny DeepSeek-V3 model trained on the dataset with its spikes traced to
+    /// documents (`run/loss.svg`, `run/report.html`).
     Quickstart(quickstart::Args),
     /// Read inputs, tokenize, and write Megatron-compatible shards with provenance.
     Build(build::Args),
@@ -38,9 +41,10 @@ enum Cmd {
     Verify(verify::Args),
     /// Exact and fuzzy (MinHash LSH) dedup of documents; writes kept/removed/clusters Parquet.
     Dedup(dedup::Args),
-    /// SQL (DataFusion) over the Parquet files of a directory, each a table named by its file
-    /// stem (`kept`, `removed`, `clusters`); a dataset's provenance tables as `provenance`, its
-    /// dropped documents as `excluded`; a training run's loss table as `losses`.
+    /// SQL (DataFusion) over a directory's tables: each Parquet file by its stem (`kept`,
+    /// `removed`, `clusters`, `dedup_removed`, …), a dataset's `provenance`, `shards`,
+    /// `excluded` and `funnel`, a run's `losses` (with document ids) and its dataset's
+    /// `provenance`; the filters as SQL functions (see `tokenmill sql --help`).
     Sql(sql::Args),
     /// Tokenizer utilities.
     #[command(subcommand)]
@@ -50,11 +54,15 @@ enum Cmd {
     Bench(bench::Cmd),
     /// Train a DeepSeek-V3-architecture model on a dataset (`--config train.toml`).
     Train(train::Args),
-    /// The batch of a training step: samples by loss, their documents with source, offset, URL.
+    /// The batch of a training step (`--step`): samples by loss, their documents with source,
+    /// offset, URL; or every step a document was in (`--doc`).
     Trace(trace::Args),
     /// A self-contained HTML report of a run: the loss curve with its spikes, the response to
     /// each, and per spike the documents that added most to the loss with their provenance.
     Report(report::Args),
+    /// Loss and perplexity of a model on a dataset, by source, language, domain or shard; or
+    /// multiple-choice and exact-answer tasks scored by log-likelihood (lm-eval style).
+    Eval(eval::Args),
     /// Draw the loss curves of one or more runs (SVG).
     Plot(plot::Args),
     /// Model configurations.
@@ -102,6 +110,7 @@ fn main() -> ExitCode {
         Cmd::Train(a) => train::run(a),
         Cmd::Trace(a) => trace::run(a),
         Cmd::Report(a) => report::run(a),
+        Cmd::Eval(a) => eval::run(a),
         Cmd::Plot(a) => plot::run(a),
         Cmd::Model(c) => model::run(c),
         Cmd::Schedule(a) => schedule::run(a),

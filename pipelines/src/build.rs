@@ -358,7 +358,15 @@ impl Job {
             );
             atomic_write(
                 &self.out.join("funnel.svg"),
-                stats.funnel.svg(&title).as_bytes(),
+                stats
+                    .funnel
+                    .with_reading(
+                        stats.documents_read,
+                        stats.input_bytes,
+                        &stats.documents_skipped,
+                    )
+                    .svg(&title)
+                    .as_bytes(),
             )?;
         }
         // Last: the manifest makes the dataset visible.

@@ -34,6 +34,10 @@ pub enum Error {
     /// A DataFusion query failed: bad SQL, an unknown column, or an error while executing.
     #[error("query: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
+    /// A query a person typed failed, said once in their terms: the SQL syntax error, the
+    /// unknown table with the tables there are, the unknown column with the columns.
+    #[error("query: {0}")]
+    Sql(String),
     /// Something asked for is not there: a document id, a shard index, a training step or
     /// attempt, a sample past the epoch.
     #[error("{0}")]

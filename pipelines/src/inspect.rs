@@ -111,10 +111,16 @@ pub fn by_id(ds: &Dataset, tok: &TextTokenizer, id: &str) -> Result<Vec<DocView>
         Ok::<_, datafusion::error::DataFusionError>(out)
     })?;
     if hits.is_empty() {
-        return Err(Error::NotFound(format!(
-            "no document with id `{id}` in {}",
-            ds.dir().display()
-        )));
+        let why = rt
+            .block_on(why_not_kept(ds.dir(), id))
+            .map_err(|e| crate::sql::explain(&e, &[], ds.dir()))?;
+        return Err(Error::NotFound(match why {
+            Some(why) => format!("`{id}` is not in {}: {why}", ds.dir().display()),
+            None => format!(
+                "no document with id `{id}` in {} (nor among the documents its build dropped)",
+                ds.dir().display()
+            ),
+        }));
     }
     hits.into_iter()
         .map(|(name, index)| {
@@ -131,6 +137,105 @@ pub fn by_id(ds: &Dataset, tok: &TextTokenizer, id: &str) -> Result<Vec<DocView>
             by_position(ds, tok, s, index as usize)
         })
         .collect()
+}
+
+/// The first value of a string column of any string type (`None`: null).
+fn text(a: &arrow::array::ArrayRef) -> Option<String> {
+    let a = arrow::compute::cast(a, &arrow::datatypes::DataType::Utf8).ok()?;
+    let a = a.as_string::<i32>();
+    a.is_valid(0).then(|| a.value(0).to_string())
+}
+
+/// Why the build of the dataset in `dir` did not keep document `id`, from the records it
+/// wrote beside the shards: `dedup-removed.parquet` (the dedup stage, and the document kept in
+/// its place) and `excluded/*.parquet` (the stage, rule, measured value and threshold).
+pub async fn why_not_kept(
+    dir: &Path,
+    id: &str,
+) -> std::result::Result<Option<String>, datafusion::error::DataFusionError> {
+    let ctx = SessionContext::new();
+    let param = || vec![ScalarValue::Utf8(Some(id.to_string()))];
+    let removed = dir.join("dedup-removed.parquet");
+    if removed.is_file() {
+        ctx.register_parquet(
+            "removed",
+            removed.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+        let df = ctx
+            .sql(
+                "SELECT stage, kept_id, kept_source, kept_offset, kept_url, jaccard, source, \
+                 \"offset\" FROM removed WHERE id = $1 LIMIT 1",
+            )
+            .await?
+            .with_param_values(param())?;
+        for b in df.collect().await? {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            let t = |c: usize| text(b.column(c));
+            let u = |c: usize| b.column(c).as_primitive::<UInt64Type>().value(0);
+            let jac = b.column(5).as_primitive::<arrow::datatypes::Float64Type>();
+            let kind = match t(0).as_deref() {
+                Some("exact") => "an exact copy".to_string(),
+                Some("url") => "a repeated URL".to_string(),
+                Some("fuzzy") if jac.is_valid(0) => {
+                    format!("a near-duplicate (Jaccard {:.3})", jac.value(0))
+                }
+                Some(other) => format!("a duplicate ({other})"),
+                None => "a duplicate".to_string(),
+            };
+            return Ok(Some(format!(
+                "dedup removed it ({} @ byte {}) as {kind} of `{}` ({} @ byte {}{}), which was kept",
+                t(6).unwrap_or_default(),
+                u(7),
+                t(1).unwrap_or_default(),
+                t(2).unwrap_or_default(),
+                u(3),
+                t(4).map(|u| format!(", {u}")).unwrap_or_default()
+            )));
+        }
+    }
+    let excluded = dir.join("excluded");
+    if excluded.is_dir() && std::fs::read_dir(&excluded).is_ok_and(|mut d| d.next().is_some()) {
+        ctx.register_parquet(
+            "excluded",
+            excluded.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+        let df = ctx
+            .sql(
+                "SELECT stage, rule, value, threshold, source, \"offset\" FROM excluded \
+                 WHERE id = $1 LIMIT 1",
+            )
+            .await?
+            .with_param_values(param())?;
+        for b in df.collect().await? {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            let t = |c: usize| text(b.column(c)).unwrap_or_default();
+            let f = |c: usize| {
+                let a = b.column(c).as_primitive::<arrow::datatypes::Float64Type>();
+                a.is_valid(0).then(|| a.value(0))
+            };
+            let measured = match (f(2), f(3)) {
+                (Some(v), Some(th)) => format!(": value {v:.4}, threshold {th:.4}"),
+                (Some(v), None) => format!(": value {v:.4}"),
+                _ => String::new(),
+            };
+            return Ok(Some(format!(
+                "the build dropped it ({} @ byte {}) at stage `{}`, rule `{}`{measured}",
+                t(4),
+                b.column(5).as_primitive::<UInt64Type>().value(0),
+                t(0),
+                t(1)
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Human rendering of a document view; `max_chars` caps the text shown.
@@ -163,17 +268,24 @@ pub fn render(v: &DocView, max_chars: usize) -> String {
 /// Summary of the manifest.
 pub fn summary(ds: &Dataset) -> String {
     let m = ds.manifest();
+    let eos = match (&m.tokenizer.eos_token, m.tokenizer.eos_id) {
+        (Some(t), Some(id)) => format!("{t} (id {id})"),
+        (Some(t), None) => t.clone(),
+        (None, Some(id)) => format!("id {id}"),
+        (None, None) => "none appended".into(),
+    };
+    let dtype = match m.dtype {
+        tokenmill_shards::TokenDtype::Uint16 => "uint16",
+        tokenmill_shards::TokenDtype::Int32 => "int32",
+    };
     let mut s = format!(
-        "dataset    {}\nformat     {} v{}\ntokenizer  {} (sha256 {}…, vocab {}, eos {:?} = {:?})\ndtype      {:?}\ndocuments  {}\ntokens     {}\nshards     {}\n",
+        "dataset    {}\nformat     {} v{}\ntokenizer  {} (sha256 {}…, vocab {}, EOS {eos})\ndtype      {dtype} (Megatron .bin/.idx)\ndocuments  {}\ntokens     {}\nshards     {}\n",
         ds.dir().display(),
         m.format,
         m.format_version,
         m.tokenizer.file,
         &m.tokenizer.sha256[..12.min(m.tokenizer.sha256.len())],
         m.tokenizer.vocab_size,
-        m.tokenizer.eos_token,
-        m.tokenizer.eos_id,
-        m.dtype,
         m.documents,
         m.tokens,
         m.shards.len()

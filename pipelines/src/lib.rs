@@ -21,6 +21,7 @@ pub mod build;
 pub mod config;
 pub mod dedup;
 pub mod error;
+pub mod eval;
 pub mod excluded;
 pub mod extract;
 pub mod inspect;

@@ -92,8 +92,15 @@ pub struct Trace {
     pub attempts: usize,
     /// A later rollback superseded this attempt.
     pub superseded: bool,
-    /// The step's total loss (next-token loss plus the auxiliary losses).
+    /// The step's next-token loss (the mean over the batch's targets; what `loss` means
+    /// everywhere people read it, comparable with the held-out loss).
     pub loss: f64,
+    /// The loss the optimizer minimised: `loss` + λ·MTP + α·balance.
+    pub total_loss: f64,
+    /// The mean multi-token-prediction loss (0 without MTP).
+    pub mtp_loss: f64,
+    /// The expert balance loss (0 without it).
+    pub balance_loss: f64,
     /// The gradient norm before clipping.
     pub grad_norm: f64,
     /// The loss detector's z-score at this step (absent before enough history).
@@ -189,7 +196,10 @@ impl Run {
     /// Opens `dir`; refuses a run whose dataset changed since (manifest fingerprint).
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("run.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => not_a_run(dir),
+            _ => Error::io(&path, e),
+        })?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let cfg: TrainConfig = serde_json::from_value(v["config"].clone())
@@ -274,6 +284,24 @@ impl Run {
             _ => "no training steps".into(),
         }
     }
+}
+
+/// What `dir`, which has no `run.json`, is instead, and what is wanted.
+pub fn not_a_run(dir: &Path) -> Error {
+    let what = if dir.join("run.json").is_file() {
+        "has no log.jsonl: the run has not logged a step"
+    } else if dir.join("manifest.json").is_file() {
+        "is a dataset, not a training run"
+    } else if dir.is_dir() {
+        "is not a training run (it has no run.json)"
+    } else {
+        "does not exist"
+    };
+    Error::NotFound(format!(
+        "{} {what}: give the run directory, the `[train] out` of the training config \
+         (it holds run.json, log.jsonl and losses/)",
+        dir.display()
+    ))
 }
 
 /// Text of a traced document, decoded with the dataset's tokenizer.
@@ -425,7 +453,10 @@ fn trace_in(
         attempt: a,
         attempts: lines.len(),
         superseded: run.superseded[li],
-        loss: line.loss,
+        loss: line.main_loss,
+        total_loss: line.loss,
+        mtp_loss: line.mtp_loss,
+        balance_loss: line.balance_loss,
         grad_norm: line.grad_norm,
         loss_z: line.loss_z,
         grad_norm_z: line.grad_norm_z,
@@ -651,11 +682,20 @@ pub fn render(t: &Trace, top: usize) -> String {
     };
     let _ = writeln!(
         s,
-        "step {}: loss {:.4}, grad norm {:.3} ({spikes}{attempt}); {} samples, highest loss first",
-        t.step,
-        t.loss,
-        t.grad_norm,
-        t.samples.len()
+        "step {}: loss {:.4} (next-token), total loss {:.4} (with MTP {:.4}, balance {:.4}), \
+         grad norm {:.3} ({spikes}{attempt})",
+        t.step, t.loss, t.total_loss, t.mtp_loss, t.balance_loss, t.grad_norm,
+    );
+    let shown = top.min(t.samples.len());
+    let _ = writeln!(
+        s,
+        "{} samples, highest loss first{}",
+        t.samples.len(),
+        if shown < t.samples.len() {
+            format!("; the first {shown} shown (--top {top})")
+        } else {
+            String::new()
+        }
     );
     if !t.quarantined.is_empty() {
         let _ = writeln!(s, "quarantined: {}", t.quarantined.join(", "));

@@ -36,7 +36,7 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
 pub struct TrainOutcome {
     /// Steps done.
     pub steps: u64,
-    /// Loss of the last step.
+    /// Next-token loss of the last step.
     pub last_loss: f64,
     /// Last evaluation loss.
     pub eval_loss: Option<f64>,
@@ -94,6 +94,20 @@ pub fn train_with_timeline(
     Ok((o, comm, hidden))
 }
 
+/// The progress bar's account of a training step: the next-token loss as `loss` (the number
+/// comparable with the held-out loss), the optimised total under its own name.
+fn progress_message(log: &StepLog) -> String {
+    format!(
+        "loss {:.4}  total {:.4}  lr {:.2e}  gnorm {:.2}  {:.0} tok/s  MFU {:.1}%",
+        log.main_loss,
+        log.loss,
+        log.lr,
+        log.grad_norm,
+        log.tokens_per_s,
+        100.0 * log.mfu
+    )
+}
+
 /// Runs (or resumes) a training run across the ranks of `world` (every rank calls it; rank 0
 /// shows progress and writes spike reports).
 pub fn train_in(
@@ -118,12 +132,15 @@ pub fn train_in(
             ProgressBar::new(total)
         };
         bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
-                .expect("a valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps, ETA {eta}  {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
         );
         bar.set_position(t.step);
         let (mut last, mut tok_s, mut n) = (f64::NAN, 0.0, 0u64);
+        let mut train_msg = String::new();
         let mut eval_msg = String::new();
         // Spike reports are a by-product: a failure to write one never stops training.
         let mut reporter = match crate::trace::SpikeReporter::open(&t.cfg.train.out, 5) {
@@ -143,22 +160,17 @@ pub fn train_in(
                 }
             }
             if log.kind == LogKind::Eval {
-                eval_msg = format!("  eval {:.4}", log.loss);
+                eval_msg = format!("  eval loss {:.4}", log.loss);
                 bar.println(format!("step {:>6}  eval loss {:.4}", log.step, log.loss));
             } else {
-                last = log.loss;
+                last = log.main_loss;
                 tok_s += log.tokens_per_s;
                 n += 1;
                 bar.set_position(log.step + 1);
-                bar.set_message(format!(
-                    "loss {:.4}  lr {:.2e}  gnorm {:.2}  {:.0} tok/s  MFU {:.1}%{eval_msg}",
-                    log.loss,
-                    log.lr,
-                    log.grad_norm,
-                    log.tokens_per_s,
-                    100.0 * log.mfu
-                ));
+                train_msg = progress_message(log);
             }
+            // an eval line refreshes the message too: the last one comes after the last step
+            bar.set_message(format!("{train_msg}{eval_msg}"));
         })?;
         bar.finish();
         Ok(TrainOutcome {
@@ -168,4 +180,14 @@ pub fn train_in(
             tokens_per_s: tok_s / n.max(1) as f64,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_progress_bar_calls_the_next_token_loss_loss() {
+        let l = crate::plot::tests::line(93, 3.1341, &[]);
+        let m = super::progress_message(&l);
+        assert!(m.starts_with("loss 3.1341  total 4.1341  "), "{m}");
+    }
 }

@@ -85,11 +85,33 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
     must("scoring_func", &|v| v == "sigmoid", "sigmoid routing")?;
     let known = serde_json::to_value(ModelConfig::preset("tiny")?).expect("serialises");
     let known = known.as_object().expect("an object");
-    let filtered: serde_json::Map<String, serde_json::Value> = obj
+    let mut filtered: serde_json::Map<String, serde_json::Value> = obj
         .iter()
         .filter(|(k, _)| known.contains_key(*k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // transformers 5 writes `rope_parameters: {rope_type, rope_theta}` instead of
+    // `rope_theta` + `rope_scaling`.
+    if let Some(rp) = obj.get("rope_parameters").filter(|v| !v.is_null()) {
+        let kind = rp
+            .get("rope_type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("default");
+        if kind != "default" {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "rope_parameters.rope_type = {kind:?} is not supported (YaRN is not implemented)"
+                ),
+            ));
+        }
+        if let Some(theta) = rp
+            .get("rope_theta")
+            .filter(|_| !obj.contains_key("rope_theta"))
+        {
+            filtered.insert("rope_theta".into(), theta.clone());
+        }
+    }
     let cfg: ModelConfig = serde_json::from_value(serde_json::Value::Object(filtered))
         .map_err(|e| Error::json(path, "bad model config", e))?;
     cfg.validate().map_err(|e| Error::ConfigFile {
@@ -543,6 +565,26 @@ mod tests {
                 assert!(bytes <= total / n + big, "{n}: {bytes} of {total}");
             }
         }
+    }
+
+    #[test]
+    fn rope_parameters_of_transformers_5_give_rope_theta_and_refuse_yarn() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("config.json");
+        let mut v = hf_config(&ModelConfig::preset("tiny").unwrap());
+        let o = v.as_object_mut().unwrap();
+        o.remove("rope_theta");
+        o.remove("rope_scaling");
+        o.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_theta": 50000.0, "rope_type": "default"}),
+        );
+        std::fs::write(&path, v.to_string()).unwrap();
+        assert_eq!(read_config(&path).unwrap().rope_theta, 50000.0);
+        v["rope_parameters"]["rope_type"] = "yarn".into();
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = read_config(&path).unwrap_err().to_string();
+        assert!(e.contains("rope_parameters.rope_type = \"yarn\""), "{e}");
     }
 
     #[test]

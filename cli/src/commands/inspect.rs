@@ -28,8 +28,12 @@ impl From<PackingArg> for Packing {
 /// `tokenmill inspect`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The dataset directory (the `--out` of `tokenmill build`: manifest.json, shards,
+    /// provenance).
+    #[arg(value_name = "DATASET")]
     pub dataset: PathBuf,
-    /// Show the document(s) with this id.
+    /// Show the document(s) with this id (a document the build dropped — dedup, a filter —
+    /// is named with the stage and rule that dropped it).
     #[arg(long, conflicts_with_all = ["shard", "token"])]
     pub doc: Option<String>,
     /// Shard ordinal (with --index).
@@ -45,17 +49,22 @@ pub struct Args {
     /// --seq-len, --packing).
     #[arg(long, conflicts_with_all = ["doc", "shard", "token"])]
     pub sample: Option<u64>,
+    /// The loader's shuffle seed (with --sample; `[data] seed` of a training config).
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// The epoch of the loader's stream (with --sample).
     #[arg(long, default_value_t = 0)]
     pub epoch: u64,
+    /// Tokens per sample (with --sample; `[data] seq_len` of a training config).
     #[arg(long, default_value_t = 2048)]
     pub seq_len: u64,
+    /// How the loader packs documents into samples (with --sample).
     #[arg(long, value_enum, default_value = "windows")]
     pub packing: PackingArg,
     /// Characters of text to print.
     #[arg(long, default_value_t = 2000)]
     pub max_chars: usize,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -113,18 +122,21 @@ fn sample(a: &Args, ds: &tokenmill_shards::Dataset, n: u64) -> anyhow::Result<()
         return Ok(());
     }
     println!(
-        "sample {n} of epoch {} (seed {}, seq_len {}, {:?}) = stored sample {id}, {} document(s):",
+        "sample {n} of epoch {} (seed {}, seq_len {}, packing {}) = stored sample {id}, {} document(s):",
         a.epoch,
         a.seed,
         a.seq_len,
-        Packing::from(a.packing),
+        match a.packing {
+            PackingArg::Windows => "windows",
+            PackingArg::Documents => "documents",
+        },
         docs.len()
     );
     for d in &docs {
         let p = &d.provenance;
         let snippet: String = d.text.chars().take(a.max_chars.min(300)).collect();
         println!(
-            "- tokens {}..{} of the sample: {} (shard {} doc {}, its tokens {}..{})\n  source {} offset {} url {}\n  {:?}",
+            "- tokens {}..{} of the sample: {} (shard {} doc {}, its tokens {}..{})\n  source {} offset {} url {}\n  {}",
             d.span.start,
             d.span.start + d.span.len,
             p.id,
@@ -135,7 +147,7 @@ fn sample(a: &Args, ds: &tokenmill_shards::Dataset, n: u64) -> anyhow::Result<()
             p.source,
             p.offset,
             p.url.as_deref().unwrap_or("-"),
-            snippet
+            tokenmill_pipelines::trace::one_line(&snippet, a.max_chars.min(300))
         );
     }
     Ok(())

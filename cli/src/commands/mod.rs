@@ -6,6 +6,7 @@ pub mod build;
 pub mod dedup;
 pub mod doctor;
 mod doctor_train;
+pub mod eval;
 pub mod extract;
 pub mod inspect;
 pub mod model;

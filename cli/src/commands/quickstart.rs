@@ -18,20 +18,28 @@ pub mod corpus;
 /// `tokenmill quickstart`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Where to put the corpus, tokenizer and dataset.
+    /// Where to put the corpus, tokenizer, datasets and run (the corpus, datasets and run
+    /// there are replaced).
     #[arg(long, default_value = "tokenmill-quickstart")]
     pub out: PathBuf,
+    /// Documents of the generated corpus (articles, near-duplicates, copies, boilerplate,
+    /// junk; one poisoned document is added).
     #[arg(long, default_value_t = 3000)]
     pub docs: usize,
+    /// JSONL files the corpus is split into (one build task each).
     #[arg(long, default_value_t = 4)]
     pub files: usize,
+    /// Vocabulary size asked of the BPE trainer (it stops earlier when the corpus has fewer
+    /// merges).
     #[arg(long, default_value_t = 4096)]
     pub vocab_size: usize,
+    /// Seed of the corpus generator (the same seed gives the same corpus and dataset).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// No progress bars (the steps' results are still printed).
     #[arg(long)]
     pub quiet: bool,
     /// Steps of the tiny model trained at the end (0 = no training).
@@ -215,7 +223,16 @@ fn web_recipe(o: &QuickstartConfig, tokenizer: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    print!("{}", s.funnel.table());
+    print!(
+        "{}",
+        s.funnel
+            .with_reading(s.documents_read, s.input_bytes, &s.documents_skipped)
+            .table()
+    );
+    println!(
+        "      the funnel as a chart: {}",
+        web.join("funnel.svg").display()
+    );
     println!(
         "      every drop with its rule and value: tokenmill sql {} \"SELECT stage, rule, count(*) FROM excluded GROUP BY 1, 2\"",
         web.display()
@@ -338,29 +355,21 @@ threads = {threads}
     let (rep, html) = tokenmill_pipelines::report::report(&run, 3)?;
     let page = run.join("report.html");
     std::fs::write(&page, html).map_err(|e| Error::io(&page, e))?;
-    // Group the spikes by the document that added most to each.
-    let mut by_doc: Vec<(String, usize)> = Vec::new();
-    for t in &rep.spikes {
-        let id = t
-            .top_documents(1)
-            .first()
-            .map_or_else(|| "(no single document)".to_string(), |d| d.id.clone());
-        match by_doc.iter_mut().find(|(d, _)| *d == id) {
-            Some(e) => e.1 += 1,
-            None => by_doc.push((id, 1)),
-        }
-    }
-    by_doc.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    // The spikes grouped by the document that added most to each, most spikes first.
+    let led: Vec<(&str, usize)> = rep
+        .documents
+        .iter()
+        .filter_map(|d| d.id.as_deref().map(|id| (id, d.spikes.len())))
+        .collect();
     if rep.spikes.is_empty() {
         println!("      no loss spike detected");
     } else {
         println!(
-            "      {} loss spikes, traced to {} documents (most: {}); the generated corpus has junk \
+            "      {} loss spikes, led by {} documents (most: {}); the generated corpus has junk \
              pages of random characters besides the poisoned document",
             rep.spikes.len(),
-            by_doc.len(),
-            by_doc
-                .iter()
+            led.len(),
+            led.iter()
                 .take(4)
                 .map(|(d, n)| format!("{d} ×{n}"))
                 .collect::<Vec<_>>()

@@ -7,11 +7,13 @@ use anyhow::Context;
 /// `tokenmill report`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The training run's directory (the `[train] out` of its config).
+    #[arg(value_name = "RUN")]
     pub run: PathBuf,
     /// Output page (default: RUN/report.html).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Documents per spike.
+    /// Documents per spike: those that added most to its loss.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
     /// Also print the report as JSON.
@@ -29,10 +31,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
+        let led: Vec<String> = rep
+            .documents
+            .iter()
+            .filter_map(|d| d.id.as_ref().map(|id| format!("{id} ×{}", d.spikes.len())))
+            .take(4)
+            .collect();
         println!(
-            "{} steps, {} spike(s), {} rollback(s), {} quarantined; wrote {}",
+            "{} steps, {} spike(s) led by {} document(s){}, {} rollback(s), {} quarantined; wrote {}",
             rep.steps,
             rep.spikes.len(),
+            rep.documents.iter().filter(|d| d.id.is_some()).count(),
+            if led.is_empty() {
+                String::new()
+            } else {
+                format!(" (most: {})", led.join(", "))
+            },
             rep.rollbacks,
             rep.quarantined,
             out.display()

@@ -88,6 +88,39 @@ impl Funnel {
         }
     }
 
+    /// The funnel with the reading in front: a `read` row from the documents read (`read`)
+    /// and the input bytes, whose drops are the skips that no stage row counts (the reader's:
+    /// HTTP status, non-text payload, empty text, …; dedup's) — so the chart starts at every
+    /// document read, not at the first stage.
+    pub fn with_reading(
+        &self,
+        read: u64,
+        input_bytes: u64,
+        skipped: &BTreeMap<String, u64>,
+    ) -> Funnel {
+        let stages: Vec<&str> = self.rows.iter().map(|r| r.stage.as_str()).collect();
+        let dropped: BTreeMap<String, u64> = skipped
+            .iter()
+            .filter(|(k, v)| **v > 0 && !stages.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let first = self.rows.first();
+        let row = FunnelRow {
+            stage: "read".into(),
+            docs_in: read,
+            docs_out: first.map_or(read - dropped.values().sum::<u64>().min(read), |r| {
+                r.docs_in
+            }),
+            bytes_in: input_bytes,
+            bytes_out: first.map_or(0, |r| r.bytes_in),
+            dropped,
+            noted: BTreeMap::new(),
+        };
+        let mut rows = vec![row];
+        rows.extend(self.rows.iter().cloned());
+        Funnel { rows }
+    }
+
     /// Documents dropped per stage.
     pub fn dropped_by_stage(&self) -> impl Iterator<Item = (&str, u64)> {
         self.rows
@@ -121,5 +154,69 @@ mod tests {
         assert_eq!((c4.dropped["curly_bracket"], c4.noted["something"]), (1, 1));
         let dropped: Vec<(&str, u64)> = a.dropped_by_stage().collect();
         assert_eq!(dropped, [("language", 0), ("c4", 1), ("url", 1)]);
+    }
+
+    /// A funnel like the quickstart crawl's: 208 read, 5 skipped by the reader, 203 into the
+    /// first stage, one stage dropping by three rules.
+    fn crawl() -> Funnel {
+        let mut f = Funnel::default();
+        for _ in 0..203 {
+            f.pass("url", 100, 100);
+        }
+        for _ in 0..100 {
+            f.pass("gopher_repetition", 50, 50);
+        }
+        for (rule, n) in [("dup_5_gram", 80), ("top_2_gram", 20), ("top_3_gram", 3)] {
+            for _ in 0..n {
+                f.drop("gopher_repetition", rule, 50);
+            }
+        }
+        let skipped = BTreeMap::from([
+            ("http_status".to_string(), 2),
+            ("non_text_payload".to_string(), 2),
+            ("empty_text".to_string(), 1),
+            ("gopher_repetition".to_string(), 103),
+        ]);
+        f.with_reading(208, 90_000, &skipped)
+    }
+
+    #[test]
+    fn the_chart_starts_at_every_document_read() {
+        let f = crawl();
+        let r = &f.rows[0];
+        assert_eq!(
+            (r.stage.as_str(), r.docs_in, r.docs_out),
+            ("read", 208, 203)
+        );
+        assert_eq!((r.bytes_in, r.bytes_out), (90_000, 20_300));
+        // the reader's skips, not the stages' drops
+        assert_eq!(r.dropped.len(), 3);
+        assert_eq!(r.dropped["http_status"], 2);
+        let svg = f.svg("t");
+        assert!(svg.contains("208 → 203"), "{svg}");
+    }
+
+    #[test]
+    fn the_chart_shows_documents_and_bytes_and_every_rule() {
+        let svg = crawl().svg("t");
+        assert!(
+            svg.contains(">documents<") && svg.contains(">bytes<"),
+            "{svg}"
+        );
+        for rule in [
+            "dup_5_gram 80",
+            "top_2_gram 20",
+            "top_3_gram 3",
+            "http_status 2",
+            "empty_text 1",
+        ] {
+            assert!(svg.contains(rule), "{rule} missing: {svg}");
+        }
+        // bytes: 20.3 kB into the first stage, 5 kB out of gopher_repetition
+        assert!(
+            svg.contains("90 kB of input files → 20.3 kB of documents"),
+            "{svg}"
+        );
+        assert!(svg.contains("10.2 kB → 5 kB"), "{svg}");
     }
 }

@@ -434,8 +434,16 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    println!("| set | part | pages | extractor | P | R | F1 | pages/s (1 core) |");
-    println!("|---|---|---:|---|---:|---:|---:|---:|");
+    println!(
+        "| set | part | pages | extractor | P | R | F1 | pages/s (1 core) | × trafilatura default |"
+    );
+    // the peer's default mode's speed per set, for the ratio column
+    let peer_speed = |set: &str| {
+        rows.iter()
+            .find(|r| r.set == set && r.extractor.ends_with(" default") && r.pages_per_s.is_some())
+            .and_then(|r| r.pages_per_s)
+    };
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|");
     let mut sorted = rows.clone();
     let order = |p: &str| match p {
         "dev" => 0,
@@ -453,8 +461,12 @@ pub fn run(a: Args) -> Result<()> {
         ))
     });
     for r in &sorted {
+        let ratio = match (r.pages_per_s, peer_speed(&r.set)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
+            _ => String::new(),
+        };
         println!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {ratio} |",
             r.set,
             r.part,
             r.pages,

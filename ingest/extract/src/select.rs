@@ -18,6 +18,20 @@ const OUT: u8 = FURNITURE | BOILER | HIDDEN | COMMENTS;
 
 const NO_PARENT: u32 = u32::MAX;
 
+/// Whether an `article` element is above `e`, at most four levels up.
+fn article_above(page: &Page, mut e: u32) -> bool {
+    for _ in 0..4 {
+        e = page.els[e as usize].parent;
+        if page.els[e as usize].tag == Tag::Article {
+            return true;
+        }
+        if e == 0 {
+            return false;
+        }
+    }
+    false
+}
+
 fn parent(page: &Page, e: u32) -> u32 {
     if e == 0 {
         NO_PARENT
@@ -208,24 +222,28 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             }
         }
     }
-    // A weak furniture word is furniture only on an element without prose, and only if the
-    // page does not also use it on the containers of its prose (`elementor-widget` around
-    // every block of a page built with Elementor).
-    let layout = page
-        .els
-        .iter()
-        .zip(&prose)
-        .filter(|(_, p)| **p >= 150)
-        .fold(0u16, |m, (el, _)| m | el.weak);
-    for (i, el) in page.els.iter_mut().enumerate() {
-        if total > 0 && good[i] * 2 >= total && el.tag != Tag::Head {
-            el.flags &= !(BOILER | FURNITURE | COMMENTS);
+    // A weak furniture word is furniture unless the page uses it as layout: on the containers
+    // of its prose (`elementor-widget` around every block of a page built with Elementor,
+    // `Section--Ads` on every section of a test report). One prose box with such a word (an
+    // ad with a teaser paragraph, a header with a standfirst) does not make it layout.
+    // (a word is layout when at least two elements holding prose use it)
+    let (mut once, mut layout) = (0u16, 0u16);
+    for (el, p) in page.els.iter().zip(&prose) {
+        if *p >= 150 {
+            layout |= once & el.weak;
+            once |= el.weak;
         }
+    }
+
+    for (i, el) in page.els.iter_mut().enumerate() {
         if el.flags & WEAK != 0 {
             el.flags &= !WEAK;
-            if prose[i] < 150 && el.weak & layout == 0 {
+            if el.weak & layout == 0 {
                 el.flags |= BOILER;
             }
+        }
+        if total > 0 && good[i] * 2 >= total && el.tag != Tag::Head {
+            el.flags &= !(BOILER | FURNITURE | COMMENTS);
         }
     }
     // Per block: furniture anywhere above it.
@@ -347,10 +365,10 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     let mut top = best;
     while top != 0 {
         // The article's own element is its boundary: climb to it, not past it. An element
-        // marked as the article body is one too: what lies around it is the headline and the
-        // standfirst (which the article benchmark's ground truth leaves out).
+        // marked as the article body is one too, unless an `article` element holds it closely
+        // (then its lead or intro sits beside it, inside the article).
         if matches!(page.els[top as usize].tag, Tag::Article | Tag::Main)
-            || page.els[top as usize].flags & STRONG_CONTENT != 0
+            || (page.els[top as usize].flags & STRONG_CONTENT != 0 && !article_above(page, top))
         {
             break;
         }
@@ -411,6 +429,30 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             continue;
         }
         fates.push(if added { Fate::Added } else { Fate::Kept });
+    }
+    // A page whose prose is spread over several boxes (an intro box, a body, a second part,
+    // a page built of sections): when the article keeps less than half of the prose outside
+    // furniture, the other prose blocks join it (and the label or heading just before each).
+    let prose_block = |b: &crate::tree::Block| {
+        b.chars >= 60
+            && b.link_chars * 100 <= b.chars * 20
+            && b.text.split_whitespace().count() >= 8
+    };
+    let (mut page_prose, mut kept_prose_chars) = (0u32, 0u32);
+    for (b, f) in page.blocks.iter().zip(&fates) {
+        if prose_block(b) && !matches!(f, Fate::Furniture(_) | Fate::Comment) {
+            page_prose += b.chars;
+            if matches!(f, Fate::Kept | Fate::Added) {
+                kept_prose_chars += b.chars;
+            }
+        }
+    }
+    if kept_prose_chars * 2 < page_prose {
+        for (f, b) in fates.iter_mut().zip(&page.blocks) {
+            if *f == Fate::Outside && prose_block(b) {
+                *f = Fate::Added;
+            }
+        }
     }
     // A link standing alone between paragraphs of the article (a petition's address, an
     // e-mail to write to, a linked question) is part of it; a run of links is a list.

@@ -27,8 +27,8 @@ fn multilingual_pages_keep_their_main_text_without_their_boilerplate() {
         "multilingual: all P {:.3} R {:.3} F1 {:.3}; dev F1 {:.3}; held aside F1 {:.3}",
         all.p, all.r, all.f1, dev.f1, aside.f1
     );
-    assert!(all.p >= 0.88 && all.r >= 0.82 && all.f1 >= 0.85, "{all:?}");
-    assert!(aside.f1 >= 0.83, "{aside:?}");
+    assert!(all.p >= 0.89 && all.r >= 0.86 && all.f1 >= 0.88, "{all:?}");
+    assert!(aside.f1 >= 0.86, "{aside:?}");
     // Readers' comments are text the benchmark wants; with them the recall rises.
     let (with_comments, _) = run_ours(
         &pages,
@@ -76,5 +76,5 @@ fn news_articles_keep_their_benchmark_quality() {
     let rows = score("articles", "tokenmill", &pages, &texts, None);
     let (mac, mic) = (row(&rows, "macro"), row(&rows, "micro"));
     eprintln!("articles: macro F1 {:.3}, micro F1 {:.3}", mac.f1, mic.f1);
-    assert!(mac.f1 >= 0.975 && mic.f1 >= 0.98, "{rows:?}");
+    assert!(mac.f1 >= 0.985 && mic.f1 >= 0.985, "{rows:?}");
 }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokenmill_cli::commands::{
-    bench, build, dedup, doctor, eval, extract, inspect, model, plot, quickstart, report, schedule,
-    slurm_task, sql, status, tokenizer, trace, train, verify,
+    bench, build, dedup, doctor, eval, export, extract, generate, inspect, model, plot, quickstart,
+    report, schedule, slurm_task, sql, status, tokenizer, trace, train, verify,
 };
 
 #[derive(Parser, Debug)]
@@ -63,6 +63,12 @@ enum Cmd {
     /// Loss and perplexity of a model on a dataset, by source, language, domain or shard; or
     /// multiple-choice and exact-answer tasks scored by log-likelihood (lm-eval style).
     Eval(eval::Args),
+    /// A run's checkpoint as a Hugging Face model directory (sharded safetensors with the index,
+    /// F32 or BF16) that transformers' from_pretrained loads.
+    Export(export::Args),
+    /// Text from a model, decoded with MLA's compressed key-value cache (greedy, or sampled
+    /// with temperature and top-p).
+    Generate(generate::Args),
     /// Draw the loss curves of one or more runs (SVG).
     Plot(plot::Args),
     /// Model configurations.
@@ -111,6 +117,8 @@ fn main() -> ExitCode {
         Cmd::Trace(a) => trace::run(a),
         Cmd::Report(a) => report::run(a),
         Cmd::Eval(a) => eval::run(a),
+        Cmd::Export(a) => export::run(a),
+        Cmd::Generate(a) => generate::run(a),
         Cmd::Plot(a) => plot::run(a),
         Cmd::Model(c) => model::run(c),
         Cmd::Schedule(a) => schedule::run(a),

@@ -19,6 +19,7 @@ pub(crate) struct JsonlSource {
     input: Box<dyn BufRead + Send>,
     consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     fields: JsonlFields,
+    chat: Option<crate::chat::ChatFields>,
     cap: usize,
     line: u64,
     offset: u64,
@@ -34,6 +35,7 @@ impl JsonlSource {
             input,
             consumed,
             fields: opts.jsonl.clone(),
+            chat: opts.chat.clone(),
             cap: opts.max_record_bytes,
             line: 0,
             offset: 0,
@@ -146,6 +148,21 @@ impl RecordSource for JsonlSource {
                     )));
                 }
             };
+            if let Some(chat) = &self.chat {
+                let id = first_string(&v, &self.fields.id)
+                    .unwrap_or_else(|| format!("{}:{}", self.source, self.line));
+                return Some(Ok(match chat.conversation(&v) {
+                    Ok(messages) => Outcome::Doc(crate::chat::document(id, start, &messages)),
+                    Err(why) => match self.skip(
+                        SkipReason::BadConversation,
+                        start,
+                        format!("conversation `{id}`: {why}"),
+                    ) {
+                        Outcome::Skip(s) => Outcome::Skip(Skip { id: Some(id), ..s }),
+                        other => other,
+                    },
+                }));
+            }
             let text = match lookup(&v, &self.fields.text) {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => {

@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod error;
 pub mod http;
 mod jsonl;

@@ -20,6 +20,7 @@ pub(crate) struct ParquetSource {
     source: String,
     reader: Option<ParquetRecordBatchReader>,
     cols: ParquetColumns,
+    chat: Option<crate::chat::ChatFields>,
     row: u64,
     pending: VecDeque<Outcome>,
     missing: Option<Skip>,
@@ -66,13 +67,24 @@ impl ParquetSource {
             source: display(path),
             reader: None,
             cols: cols.clone(),
+            chat: opts.chat.clone(),
             row: 0,
             pending: VecDeque::new(),
             missing: None,
             total_rows,
             file_bytes,
         };
-        if schema.field_with_name(&cols.text).is_err() {
+        // Conversations: the record's turns (or Alpaca's instruction) stand for the text.
+        let required = match &opts.chat {
+            Some(c) => c
+                .required_field()
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None => cols.text.clone(),
+        };
+        if schema.field_with_name(&required).is_err() {
             let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
             let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             src.missing = Some(Skip {
@@ -83,7 +95,7 @@ impl ParquetSource {
                 documents: rows,
                 detail: format!(
                     "no column `{}` (columns: {}); all {rows} rows skipped",
-                    cols.text,
+                    required,
                     names.join(", ")
                 ),
                 id: None,
@@ -103,7 +115,7 @@ impl ParquetSource {
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+            .filter(|(_, f)| opts.chat.is_some() || wanted.contains(&f.name().as_str()))
             .map(|(i, _)| i)
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), leaves);
@@ -124,6 +136,9 @@ impl ParquetSource {
     }
 
     fn load(&mut self, batch: RecordBatch) {
+        if self.chat.is_some() {
+            return self.load_conversations(batch);
+        }
         let text = Self::strings(&batch, Some(&self.cols.text));
         let id = Self::strings(&batch, self.cols.id.as_ref());
         let url = Self::strings(&batch, self.cols.url.as_ref());
@@ -163,6 +178,73 @@ impl ParquetSource {
                 }),
             };
             self.pending.push_back(out);
+        }
+    }
+}
+
+impl ParquetSource {
+    /// Rows of a batch as conversations: each row as a JSON object (nested lists and structs
+    /// included), read like a JSON line.
+    fn load_conversations(&mut self, batch: RecordBatch) {
+        let chat = self.chat.clone().expect("conversation mode");
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> = {
+            let mut w = arrow::json::ArrayWriter::new(Vec::new());
+            let json = w
+                .write(&batch)
+                .and_then(|_| w.finish())
+                .map(|_| w.into_inner())
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+            match json {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let n = batch.num_rows() as u64;
+                    self.pending.push_back(Outcome::Skip(Skip {
+                        reason: SkipReason::BadConversation,
+                        source: self.source.clone(),
+                        record: self.row,
+                        offset: self.row,
+                        documents: n,
+                        detail: format!(
+                            "rows {}..{} do not convert to JSON: {e}",
+                            self.row,
+                            self.row + n
+                        ),
+                        id: None,
+                        url: None,
+                    }));
+                    self.row += n;
+                    return;
+                }
+            }
+        };
+        for v in rows {
+            let row = self.row;
+            self.row += 1;
+            let v = serde_json::Value::Object(v);
+            let id = self
+                .cols
+                .id
+                .as_ref()
+                .and_then(|c| match v.get(c) {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| format!("{}:{row}", self.source));
+            self.pending.push_back(match chat.conversation(&v) {
+                Ok(m) => Outcome::Doc(crate::chat::document(id, row, &m)),
+                Err(why) => Outcome::Skip(Skip {
+                    reason: SkipReason::BadConversation,
+                    source: self.source.clone(),
+                    record: row,
+                    offset: row,
+                    documents: 1,
+                    detail: format!("conversation `{id}`: {why}"),
+                    id: Some(id),
+                    url: None,
+                }),
+            });
         }
     }
 }

@@ -144,6 +144,10 @@ pub struct ReadConfig {
     pub parquet: ParquetColumns,
     /// How plain text files are split into documents.
     pub text_mode: TextMode,
+    /// Conversation records (`[input.chat]`): JSONL lines and Parquet rows are read as
+    /// conversations ([`crate::chat`]) instead of texts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat: Option<crate::chat::ChatFields>,
 }
 
 impl Default for ReadConfig {
@@ -158,6 +162,7 @@ impl Default for ReadConfig {
             jsonl: JsonlFields::default(),
             parquet: ParquetColumns::default(),
             text_mode: TextMode::File,
+            chat: None,
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum SkipReason {
     MissingColumn,
     /// A document with no text to tokenize (empty, or a metadata-only WAT record).
     EmptyText,
+    /// A conversation record with an unknown role, an empty turn, or no turns.
+    BadConversation,
 }
 
 impl SkipReason {
@@ -65,6 +67,7 @@ impl SkipReason {
             SkipReason::TooLarge => "too_large",
             SkipReason::MissingColumn => "missing_column",
             SkipReason::EmptyText => "empty_text",
+            SkipReason::BadConversation => "bad_conversation",
         }
     }
 }

@@ -31,6 +31,12 @@
 //!
 //! [run]
 //! threads = 0                  # 0 = all cores
+//!
+//! # [input.chat]               # SFT: conversations (docs/sft.md)
+//! # format = "openai"          # or "sharegpt", "alpaca"
+//! # [sft]
+//! # template = "chatml"        # or "tokenizer" (tokenizer_config.json), "llama3", "deepseek-v3"
+//! # max_tokens = 4097
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -182,6 +188,9 @@ pub struct BuildConfig {
     pub sql: SqlConfig,
     /// Threads and progress.
     pub run: RunConfig,
+    /// Supervised fine-tuning data: conversations through a chat template, with loss masks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sft: Option<crate::sft::SftConfig>,
 }
 
 impl BuildConfig {
@@ -205,6 +214,20 @@ impl BuildConfig {
             return Err(Error::Config(
                 "no output directory: give --out or [output] dir".into(),
             ));
+        }
+        match (&self.sft, &self.input.read.chat) {
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "[sft] needs conversation inputs: add [input.chat] (format = \"openai\", \"sharegpt\" or \"alpaca\")".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "[input.chat] reads conversations: add [sft] (the chat template and loss masks)".into(),
+                ));
+            }
+            (Some(_), Some(c)) => c.validate().map_err(Error::Config)?,
+            (None, None) => {}
         }
         if self.output.shard_bytes < 4096 {
             return Err(Error::Config(format!(
@@ -289,6 +312,42 @@ mod tests {
         assert_eq!(c.tokenizer.eos.as_deref(), Some("</s>"));
         assert!(c.tokenizer.append_eos);
         assert_eq!(c.output.shard_bytes, 65536);
+    }
+
+    #[test]
+    fn sft_tables_parse() {
+        let c: BuildConfig = toml::from_str(
+            r#"
+            [input]
+            paths = ["chats/*.jsonl"]
+            [input.chat]
+            format = "sharegpt"
+            messages = "data.turns"
+            [input.chat.roles]
+            client = "user"
+            [tokenizer]
+            path = "tok.json"
+            [sft]
+            template = "deepseek-v3"
+            train_on = "all"
+            max_tokens = 4097
+            overlong = "truncate"
+            "#,
+        )
+        .unwrap();
+        let chat = c.input.read.chat.as_ref().unwrap();
+        assert_eq!(chat.format, tokenmill_ingest::chat::ChatFormat::Sharegpt);
+        assert_eq!(chat.messages.as_deref(), Some("data.turns"));
+        assert_eq!(chat.role_of("client").as_deref(), Some("user"));
+        let sft = c.sft.as_ref().unwrap();
+        assert_eq!(sft.template, "deepseek-v3");
+        assert_eq!(sft.train_on, crate::sft::TrainOn::All);
+        assert_eq!(
+            (sft.max_tokens, sft.overlong),
+            (Some(4097), crate::sft::Overlong::Truncate)
+        );
+        let bad = toml::from_str::<BuildConfig>("[sft]\ntemplte = \"chatml\"\n");
+        assert!(bad.unwrap_err().to_string().contains("templte"));
     }
 
     #[test]

@@ -45,6 +45,18 @@ pub enum Error {
     /// A broken invariant: a bug, not bad input.
     #[error("internal: {0}")]
     Internal(String),
+    /// A conversation that cannot be made into SFT tokens (e.g. its chat template fails).
+    #[error("conversation `{id}` ({file} at offset {offset}): {detail}")]
+    Conversation {
+        /// The conversation's id.
+        id: String,
+        /// The file it was read from.
+        file: String,
+        /// Its byte offset (JSONL) or row (Parquet) there.
+        offset: u64,
+        /// What went wrong.
+        detail: String,
+    },
     /// Building an Arrow batch failed: a bug, not bad input.
     #[error("internal: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

@@ -26,6 +26,34 @@ pub struct DocView {
     pub token_ids: Vec<u32>,
     /// Detokenized text (special tokens shown).
     pub text: String,
+    /// SFT datasets: the per-token loss mask (1 = trained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Vec<u8>>,
+    /// SFT datasets: the text with the trained spans marked `⟦…⟧`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marked_text: Option<String>,
+}
+
+/// The text of `ids` with the runs that `mask` trains on between `⟦` and `⟧`.
+pub fn marked_text(tok: &TextTokenizer, ids: &[u32], mask: &[u8]) -> Result<String> {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let m = mask.get(i).copied().unwrap_or(0);
+        let j = (i..ids.len())
+            .find(|&j| mask.get(j).copied().unwrap_or(0) != m)
+            .unwrap_or(ids.len());
+        let text = tok.decode(&ids[i..j])?;
+        if m == 1 {
+            out.push('⟦');
+            out.push_str(&text);
+            out.push('⟧');
+        } else {
+            out.push_str(&text);
+        }
+        i = j;
+    }
+    Ok(out)
 }
 
 /// Opens the tokenizer stored beside the shards and checks it is the one the manifest names.
@@ -63,10 +91,17 @@ pub fn by_position(
         ))
     })?;
     let ids = sh.document(index)?;
+    let mask = sh.document_mask(index).map(<[u8]>::to_vec);
+    let marked_text = match &mask {
+        Some(m) => Some(marked_text(tok, &ids, m)?),
+        None => None,
+    };
     Ok(DocView {
         shard_ordinal: shard,
         global_token_start: global_start(ds, shard) + p.token_start,
         text: tok.decode(&ids)?,
+        mask,
+        marked_text,
         token_ids: ids,
         provenance: p,
     })
@@ -241,12 +276,20 @@ pub async fn why_not_kept(
 /// Human rendering of a document view; `max_chars` caps the text shown.
 pub fn render(v: &DocView, max_chars: usize) -> String {
     let p = &v.provenance;
-    let mut text: String = v.text.chars().take(max_chars).collect();
-    if v.text.chars().count() > max_chars {
+    let shown = v.marked_text.as_ref().unwrap_or(&v.text);
+    let mut text: String = shown.chars().take(max_chars).collect();
+    if shown.chars().count() > max_chars {
         text.push_str(&format!(
             "\n[… {} more characters]",
-            v.text.chars().count() - max_chars
+            shown.chars().count() - max_chars
         ));
+    }
+    if let Some(m) = &v.mask {
+        let trained = m.iter().filter(|&&x| x == 1).count();
+        text = format!(
+            "[loss mask: {trained} of {} tokens trained, shown between ⟦ and ⟧]\n{text}",
+            m.len()
+        );
     }
     format!(
         "document   {}\nshard      {} (#{}) index {}\nsource     {}\noffset     {}\nurl        {}\ntokens     {} (dataset positions {}..{})\ntext xxh3  {:016x}\n---\n{}\n",
@@ -294,6 +337,19 @@ pub fn summary(ds: &Dataset) -> String {
         s.push_str(&format!(
             "tokens/doc {:.1}\n",
             m.tokens as f64 / m.documents as f64
+        ));
+    }
+    if m.shards.iter().any(|e| e.masks.is_some()) {
+        let trained: u64 = m
+            .shards
+            .iter()
+            .filter_map(|e| e.masks.as_ref())
+            .map(|k| k.trained_tokens)
+            .sum();
+        s.push_str(&format!(
+            "loss masks {trained} of {} tokens trained ({:.1} %; .mask.bin/.idx beside each shard)\n",
+            m.tokens,
+            100.0 * trained as f64 / m.tokens.max(1) as f64
         ));
     }
     s.push_str(&format!(

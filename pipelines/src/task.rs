@@ -61,6 +61,10 @@ impl TaskRecord {
                     // a truncated index or provenance table (small files) is redone too
                     && xxh3_is(&s.idx_path(out), &s.idx_xxh3)
                     && xxh3_is(&s.prov_path(out), &s.prov_xxh3)
+                    && s.masks.as_ref().is_none_or(|m| {
+                        xxh3_is(&tokenmill_shards::mask::mask_idx_path(out, &s.name), &m.idx_xxh3)
+                            && regular(tokenmill_shards::mask::mask_bin_path(out, &s.name)).is_some()
+                    })
             });
         ok.then_some(rec)
     }
@@ -114,6 +118,10 @@ pub fn run_task(
     let mut writer: Option<ShardWriter> = None;
     let dtype = tok.dtype();
     let mut position = 0u64;
+    let sft = match &cfg.sft {
+        Some(s) => Some(crate::sft::SftEncoder::new(s, &cfg.tokenizer.path)?),
+        None => None,
+    };
     // Number of the next document of this file in the global order (for dedup decisions).
     let mut doc_in_file = 0u64;
     while let Some(batch) = reader.next() {
@@ -140,32 +148,67 @@ pub fn run_task(
             };
             *dropped.entry(key).or_default() += 1;
         })?;
+        // SFT: conversations rendered by the chat template, with their loss masks.
+        let (kept, tokens, masks, hashes) = match &sft {
+            Some(enc) => {
+                let rows = crate::sft::encode_kept(
+                    enc,
+                    tok.inner(),
+                    &batch,
+                    kept,
+                    &mut stats,
+                    &mut drops,
+                )?;
+                let mut kept = Vec::with_capacity(rows.len());
+                let (mut tokens, mut masks, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+                for (k, e) in rows {
+                    kept.push(k);
+                    tokens.push(e.ids);
+                    masks.push(e.mask);
+                    hashes.push(Some(e.text_xxh3));
+                }
+                (kept, tokens, Some(masks), hashes)
+            }
+            None => {
+                let texts: Vec<&str> = kept.iter().map(|k| k.kept.text.as_ref()).collect();
+                let tokens = tok.encode_batch(&texts)?;
+                let n = kept.len();
+                (kept, tokens, None, vec![None; n])
+            }
+        };
         let texts: Vec<&str> = kept.iter().map(|k| k.kept.text.as_ref()).collect();
-        let tokens = tok.encode_batch(&texts)?;
-        for ((k, text), ids) in kept.iter().zip(&texts).zip(&tokens) {
+        for (i, ((k, text), ids)) in kept.iter().zip(&texts).zip(&tokens).enumerate() {
             let (lang, lang_score) = k.lang(&cols);
             let w = match writer.as_mut() {
                 Some(w) => w,
-                None => writer.insert(ShardWriter::create(
-                    out,
-                    &format!("{}{:04}", shard_prefix(task), shards.len()),
-                    dtype,
-                )?),
+                None => {
+                    let mut w = ShardWriter::create(
+                        out,
+                        &format!("{}{:04}", shard_prefix(task), shards.len()),
+                        dtype,
+                    )?;
+                    if sft.is_some() {
+                        w.enable_masks()?;
+                    }
+                    writer.insert(w)
+                }
             };
-            w.push(
-                ids,
-                DocSource {
-                    id: k.meta.id,
-                    source: k.meta.source,
-                    offset: k.meta.offset,
-                    url: k.meta.url,
-                    text_xxh3: xxh3_64(text.as_bytes()),
-                    // the identifier's verdict, else the input's own language (e.g. a WET
-                    // record's `WARC-Identified-Content-Language`)
-                    lang: lang.as_deref(),
-                    lang_score,
-                },
-            )?;
+            let src = DocSource {
+                id: k.meta.id,
+                source: k.meta.source,
+                offset: k.meta.offset,
+                url: k.meta.url,
+                // the text tokenized: the chat template's rendering for a conversation
+                text_xxh3: hashes[i].unwrap_or_else(|| xxh3_64(text.as_bytes())),
+                // the identifier's verdict, else the input's own language (e.g. a WET
+                // record's `WARC-Identified-Content-Language`)
+                lang: lang.as_deref(),
+                lang_score,
+            };
+            match &masks {
+                Some(m) => w.push_masked(ids, &m[i], src)?,
+                None => w.push(ids, src)?,
+            }
             stats.documents_written += 1;
             stats.tokens += ids.len() as u64;
             stats.text_bytes += text.len() as u64;

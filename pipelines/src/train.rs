@@ -28,6 +28,9 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
     if let Some(c) = cfg.model.config.as_mut() {
         fix(c);
     }
+    if let Some(i) = cfg.model.init.as_mut() {
+        fix(i);
+    }
     Ok(cfg)
 }
 

@@ -90,6 +90,9 @@ pub enum Error {
     /// A lookup that names something the dataset does not have.
     #[error("{0}")]
     NotFound(String),
+    /// A caller broke the writer's contract (this is a bug, not bad input).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 /// Result alias of the shards crate.

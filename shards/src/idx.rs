@@ -32,11 +32,17 @@ pub const HEADER_LEN: usize = 9 + 8 + 1 + 8 + 8;
 
 /// Serialises an index for sequences of the given token lengths, one sequence per document.
 pub fn encode_index(dtype: TokenDtype, lengths: &[u32]) -> Result<Vec<u8>> {
+    encode_index_with(dtype.code(), dtype.size(), lengths)
+}
+
+/// [`encode_index`] for any Megatron dtype: its `code` and element `size` in bytes (the loss
+/// masks beside a shard are uint8, code 1: [`crate::mask`]).
+pub fn encode_index_with(code: u8, size: usize, lengths: &[u32]) -> Result<Vec<u8>> {
     let s = lengths.len();
     let mut out = Vec::with_capacity(HEADER_LEN + s * 20 + 8);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.push(dtype.code());
+    out.push(code);
     out.extend_from_slice(&(s as u64).to_le_bytes());
     out.extend_from_slice(&(s as u64 + 1).to_le_bytes());
     for &len in lengths {
@@ -50,7 +56,7 @@ pub fn encode_index(dtype: TokenDtype, lengths: &[u32]) -> Result<Vec<u8>> {
     let mut pointer: i64 = 0;
     for &len in lengths {
         out.extend_from_slice(&pointer.to_le_bytes());
-        pointer += len as i64 * dtype.size() as i64;
+        pointer += len as i64 * size as i64;
     }
     for d in 0..=s as i64 {
         out.extend_from_slice(&d.to_le_bytes());

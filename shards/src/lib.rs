@@ -19,6 +19,7 @@ pub mod idx;
 pub mod loader;
 pub mod lock;
 pub mod manifest;
+pub mod mask;
 pub mod provenance;
 pub mod reader;
 pub mod tokenizer;

@@ -54,6 +54,9 @@ pub struct ShardEntry {
     pub idx_xxh3: String,
     /// xxh3-64 of the `.prov.parquet`, hex.
     pub prov_xxh3: String,
+    /// The loss masks beside the tokens (`<name>.mask.bin/.idx`, SFT datasets), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masks: Option<crate::mask::MaskEntry>,
 }
 
 /// The manifest of a dataset directory.

@@ -46,6 +46,8 @@ pub struct Shard {
     bin_path: PathBuf,
     bin: Bytes,
     index: IndexView<Bytes>,
+    /// The loss masks (`.mask.bin`, one byte per token), when the shard has them.
+    mask: Option<Bytes>,
 }
 
 impl Shard {
@@ -61,7 +63,43 @@ impl Shard {
             bin_path,
             bin,
             index,
+            mask: None,
         })
+    }
+
+    /// Maps `<prefix>.mask.bin` and checks `<prefix>.mask.idx` against this shard's index
+    /// ([`crate::mask::validate`]).
+    pub fn attach_masks(&mut self, prefix: &Path) -> Result<()> {
+        let p = prefix.as_os_str().to_string_lossy();
+        let (bin_path, idx_path) = (
+            PathBuf::from(format!("{p}.mask.bin")),
+            PathBuf::from(format!("{p}.mask.idx")),
+        );
+        let bin = map(&bin_path)?;
+        let idx = map(&idx_path)?;
+        let lengths: Vec<u32> = (0..self.len())
+            .map(|i| self.index.length(i) as u32)
+            .collect();
+        crate::mask::validate(idx.as_ref(), &idx_path, bin.as_ref().len() as u64, &lengths)?;
+        self.mask = Some(bin);
+        Ok(())
+    }
+    /// Whether the shard carries loss masks.
+    pub fn has_masks(&self) -> bool {
+        self.mask.is_some()
+    }
+    /// The masks of shard positions `[start, end)` (`None` without masks; panics out of range,
+    /// like [`Shard::bin_bytes`]).
+    pub fn mask_bytes(&self, start: u64, end: u64) -> Option<&[u8]> {
+        Some(&self.mask.as_ref()?.as_ref()[start as usize..end as usize])
+    }
+    /// The mask of document `i` (`None` without masks).
+    pub fn document_mask(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.len() {
+            return None;
+        }
+        let start = self.index.token_start(i);
+        self.mask_bytes(start, start + self.index.length(i))
     }
     /// The validated index.
     pub fn index(&self) -> &IndexView<impl AsRef<[u8]> + use<>> {
@@ -158,7 +196,10 @@ impl Dataset {
     /// Opens shard `s` and checks it against the manifest's counts.
     pub fn shard(&self, s: usize) -> Result<Shard> {
         let e = self.entry(s)?;
-        let shard = Shard::open(&self.dir.join(&e.name))?;
+        let mut shard = Shard::open(&self.dir.join(&e.name))?;
+        if e.masks.is_some() {
+            shard.attach_masks(&self.dir.join(&e.name))?;
+        }
         if shard.len() as u64 != e.documents
             || shard.total_tokens() != e.tokens
             || shard.dtype() != self.manifest.dtype

@@ -65,6 +65,22 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 .map_err(|e| Error::io(&path, e))?
                 .len();
         }
+        if let Some(mk) = &e.masks {
+            for (path, want) in [
+                (crate::mask::mask_bin_path(dir, &e.name), &mk.bin_xxh3),
+                (crate::mask::mask_idx_path(dir, &e.name), &mk.idx_xxh3),
+            ] {
+                let expected = parse_hex64(&dir.join("manifest.json"), want)?;
+                let actual = xxh3_file(&path)?;
+                if actual != expected {
+                    return Err(Error::Checksum {
+                        path,
+                        expected,
+                        actual,
+                    });
+                }
+            }
+        }
         let shard = ds.shard(s)?;
         let prov = ds.provenance(s)?;
         for (i, p) in prov.iter().enumerate() {

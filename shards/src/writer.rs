@@ -45,6 +45,8 @@ pub struct ShardWriter {
     lengths: Vec<u32>,
     prov: Vec<DocProvenance>,
     scratch: Vec<u8>,
+    /// The loss masks' `.mask.bin` (temporary name), its hash and masked-in count.
+    mask: Option<(BufWriter<File>, PathBuf, Xxh3, u64)>,
 }
 
 impl std::fmt::Debug for ShardWriter {
@@ -78,11 +80,57 @@ impl ShardWriter {
             lengths: Vec::new(),
             prov: Vec::new(),
             scratch: Vec::new(),
+            mask: None,
         })
+    }
+
+    /// Makes the shard carry a loss mask per token ([`crate::mask`]): documents are then
+    /// pushed with [`ShardWriter::push_masked`]. Call before the first push.
+    pub fn enable_masks(&mut self) -> Result<()> {
+        if !self.lengths.is_empty() {
+            return Err(Error::Internal(
+                "masks enabled after documents were pushed".into(),
+            ));
+        }
+        let path = tmp(&self.dir, &format!("{}.mask.bin", self.name));
+        let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        self.mask = Some((BufWriter::with_capacity(1 << 18, f), path, Xxh3::new(), 0));
+        Ok(())
+    }
+
+    /// Appends one document's tokens with its loss mask (one 0/1 byte per token).
+    pub fn push_masked(&mut self, tokens: &[u32], mask: &[u8], src: DocSource<'_>) -> Result<()> {
+        if mask.len() != tokens.len() || mask.iter().any(|&m| m > 1) {
+            return Err(Error::Internal(format!(
+                "document {}: a mask of {} bytes (0 or 1 each) for {} tokens",
+                src.id,
+                mask.len(),
+                tokens.len()
+            )));
+        }
+        let Some((w, path, hash, trained)) = self.mask.as_mut() else {
+            return Err(Error::Internal(
+                "push_masked on a shard without masks".into(),
+            ));
+        };
+        w.write_all(mask).map_err(|e| Error::io(&*path, e))?;
+        hash.update(mask);
+        *trained += mask.iter().map(|&m| m as u64).sum::<u64>();
+        self.push_unmasked(tokens, src)
     }
 
     /// Appends one document's tokens (EOS already included if wanted).
     pub fn push(&mut self, tokens: &[u32], src: DocSource<'_>) -> Result<()> {
+        if self.mask.is_some() {
+            return Err(Error::Internal(format!(
+                "document {}: pushed without a mask into a shard with masks",
+                src.id
+            )));
+        }
+        self.push_unmasked(tokens, src)
+    }
+
+    fn push_unmasked(&mut self, tokens: &[u32], src: DocSource<'_>) -> Result<()> {
         let len = u32::try_from(tokens.len())
             .ok()
             .filter(|&l| l <= i32::MAX as u32)
@@ -146,6 +194,7 @@ impl ShardWriter {
             bytes,
             lengths,
             prov,
+            mask,
             ..
         } = self;
         let f = bin
@@ -161,6 +210,29 @@ impl ShardWriter {
         write_provenance(&prov_tmp, &prov)?;
         let prov_hash = xxh3_file(&prov_tmp)?;
 
+        let masks = match mask {
+            Some((w, path, hash, trained)) => {
+                let f = w
+                    .into_inner()
+                    .map_err(|e| Error::io(&path, e.into_error()))?;
+                f.sync_all().map_err(|e| Error::io(&path, e))?;
+                let idx = crate::mask::encode_mask_index(&lengths)?;
+                let idx_tmp = tmp(&dir, &format!("{name}.mask.idx"));
+                write_synced(&idx_tmp, &idx)?;
+                for (t, dst) in [
+                    (&path, crate::mask::mask_bin_path(&dir, &name)),
+                    (&idx_tmp, crate::mask::mask_idx_path(&dir, &name)),
+                ] {
+                    std::fs::rename(t, &dst).map_err(|e| Error::io(&dst, e))?;
+                }
+                Some(crate::mask::MaskEntry {
+                    trained_tokens: trained,
+                    bin_xxh3: hex64(hash.digest()),
+                    idx_xxh3: hex64(xxh3_64(&idx)),
+                })
+            }
+            None => None,
+        };
         let entry = ShardEntry {
             name: name.clone(),
             documents: lengths.len() as u64,
@@ -169,6 +241,7 @@ impl ShardWriter {
             bin_xxh3: hex64(bin_hash.digest()),
             idx_xxh3: hex64(xxh3_64(&idx)),
             prov_xxh3: hex64(prov_hash),
+            masks,
         };
         for (t, ext) in [
             (&bin_tmp, "bin"),

@@ -66,6 +66,31 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
             _ => Ok(()),
         }
     };
+    // Another architecture is refused by its name, before its fields are read as DeepseekV3's.
+    if let Some(t) = obj.get("model_type").filter(|v| !v.is_null())
+        && t != "deepseek_v3"
+    {
+        return Err(Error::checkpoint(
+            path,
+            format!("model_type = {t} is not supported (DeepseekV3 only: \"deepseek_v3\")"),
+        ));
+    }
+    if let Some(a) = obj.get("architectures").and_then(|a| a.as_array())
+        && !a.iter().any(|x| x == "DeepseekV3ForCausalLM")
+    {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "architectures = {} is not supported (DeepseekV3ForCausalLM only)",
+                serde_json::Value::Array(a.clone())
+            ),
+        ));
+    }
+    must(
+        "quantization_config",
+        &|v| v.is_null(),
+        "quantized weights: dequantize to BF16 first",
+    )?;
     must(
         "attention_bias",
         &|v| v == &serde_json::Value::Bool(false),

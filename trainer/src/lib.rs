@@ -7,9 +7,12 @@
 pub mod block;
 pub mod config;
 pub mod cost;
+pub mod decode;
 pub mod error;
 pub mod fsutil;
 pub mod hf;
+pub mod hf_export;
+pub mod hf_init;
 pub mod losslog;
 pub mod mla;
 pub mod mlp;

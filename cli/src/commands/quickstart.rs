@@ -113,6 +113,7 @@ pub fn quickstart(o: &QuickstartConfig) -> Result<PathBuf> {
         dataset.display()
     );
     let cfg = BuildConfig {
+        sft: None,
         input: InputConfig {
             paths: vec![glob_of(&corpus)],
             read: Default::default(),
@@ -253,6 +254,7 @@ fn train_tiny(o: &QuickstartConfig, tokenizer: &Path, dataset: &Path) -> Result<
     }
     write_corpus(&eval_corpus, 300, 1, o.seed.wrapping_add(1_000_003), false)?;
     let cfg = BuildConfig {
+        sft: None,
         input: InputConfig {
             paths: vec![glob_of(&eval_corpus)],
             read: Default::default(),

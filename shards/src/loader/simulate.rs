@@ -54,6 +54,7 @@ pub fn write_sparse_dataset(
             bin_xxh3: hex64(0),
             idx_xxh3: idx_hash.clone(),
             prov_xxh3: hex64(0),
+            masks: None,
         });
     }
     let tok = TokenizerIdentity {

@@ -349,6 +349,14 @@ impl Loader {
                 let m = &mut out.loss_mask;
                 m.resize(first_target - 1, 0);
                 m.resize(b - 1, counts as u8);
+                // Stored loss masks (SFT): target j counts only when token j + 1 is masked in.
+                let shard = &src.space.shards()[sp.shard as usize];
+                let from = start + (first_target - a) as u64;
+                if counts && let Some(stored) = shard.mask_bytes(from, start + sp.len as u64) {
+                    for (t, &s) in m[first_target - 1..].iter_mut().zip(stored) {
+                        *t &= s;
+                    }
+                }
             }
         }
         out.tokens.resize(cap, self.pad_id);

@@ -23,6 +23,7 @@ fn count(path: &Path, opts: &ReadConfig) -> (u64, ReadStats) {
 
 fn fail_opts() -> ReadConfig {
     ReadConfig {
+        chat: None,
         on_error: OnError::Fail,
         ..Default::default()
     }
@@ -220,6 +221,7 @@ fn bad_inputs(dir: &Path) -> Vec<PathBuf> {
 
 fn cfg(inputs: &[PathBuf], out: &Path, on_error: OnError) -> BuildConfig {
     let mut c = BuildConfig {
+        sft: None,
         input: InputConfig {
             paths: inputs.iter().map(|p| p.display().to_string()).collect(),
             read: Default::default(),

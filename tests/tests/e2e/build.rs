@@ -21,6 +21,7 @@ fn cfg(
     shard_bytes: u64,
 ) -> BuildConfig {
     BuildConfig {
+        sft: None,
         input: InputConfig {
             paths: inputs.iter().map(|p| p.display().to_string()).collect(),
             read: Default::default(),

@@ -385,6 +385,7 @@ fn remote_jsonl_streams_and_an_oversized_remote_warc_is_refused() {
 
     let warc = format!("{base}dolma-wget-sample-0000.warc.gz");
     let small = ReadConfig {
+        chat: None,
         remote_max_bytes: 1000,
         ..Default::default()
     };

@@ -311,6 +311,7 @@ fn parquet_rows_become_documents_and_a_missing_column_is_counted() {
         Some(&697)
     );
     let fail = ReadConfig {
+        chat: None,
         on_error: OnError::Fail,
         ..Default::default()
     };
@@ -334,6 +335,7 @@ fn text_files_read_per_file_and_per_block() {
     assert_eq!(whole.len(), 1);
     assert_eq!(whole[0].text.as_deref(), Some(raw.as_str()));
     let opts = ReadConfig {
+        chat: None,
         text_mode: TextMode::Blocks,
         ..Default::default()
     };

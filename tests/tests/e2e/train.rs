@@ -145,7 +145,9 @@ fn tiny_model_learns_real_text_below_its_unigram_entropy() {
         .unwrap();
     assert!(st.success());
     let svg = std::fs::read_to_string(dir.path().join("learn/loss.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("learn held-out loss"));
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("learn held-out loss")
+    );
 }
 
 #[test]

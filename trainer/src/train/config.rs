@@ -24,6 +24,11 @@ pub struct ModelSourceConfig {
     /// Or a `config.json`.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// Weights to start from instead of random ones ([`crate::hf_init`]): an HF-layout model
+    /// directory, a tokenmill checkpoint, or a run directory (its latest checkpoint). Without
+    /// `preset` or `config`, the model is the one described there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
     /// Any `ModelConfig` field, e.g. `vocab_size = 512`.
     #[serde(flatten)]
     pub overrides: BTreeMap<String, serde_json::Value>,
@@ -35,7 +40,12 @@ impl ModelSourceConfig {
         let base = match (&self.preset, &self.config) {
             (Some(p), None) => ModelConfig::preset(p)?,
             (None, Some(c)) => crate::hf::read_config(c)?,
-            (None, None) => ModelConfig::preset("tiny")?,
+            (None, None) => match &self.init {
+                Some(dir) => {
+                    crate::hf::read_config(&crate::hf_init::init_dir(dir)?.join("config.json"))?
+                }
+                None => ModelConfig::preset("tiny")?,
+            },
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
                     "[model] takes preset or config, not both".into(),

@@ -261,6 +261,10 @@ impl Trainer {
             checkpoint::remove_earlier_run(&out.join("checkpoints"))?;
         }
         let mut params: Vec<f32> = model.init(cfg.train.init_seed);
+        if let Some(dir) = cfg.model.init.as_ref().filter(|_| !resume) {
+            let from = crate::hf_init::load_init(dir, &model, &mut params)?;
+            tracing::info!(weights = %from.dir.display(), tensors = from.tensors, "initialised from");
+        }
         let mut opt = AdamW::new(cfg.optim.clone(), &model.layout);
         let mut step = 0;
         let mut rng = Rng::new(cfg.train.init_seed);
@@ -348,6 +352,11 @@ impl Trainer {
             t.save_checkpoint()?;
         }
         Ok(t)
+    }
+
+    /// The parameters (the flat buffer of [`Model::layout`]).
+    pub fn params(&self) -> &[f32] {
+        &self.params
     }
 
     /// The compute backend the model runs on.

@@ -161,11 +161,20 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// `(x − median) / (1.4826 · MAD)` of `x` against `hist` (`None` when MAD is 0).
 pub fn robust_z(hist: &[f64], x: f64) -> Option<f64> {
+    robust_scale(hist).map(|(med, mad)| (x - med) / mad)
+}
+
+/// The median of `hist` and 1.4826 × its median absolute deviation (`None` when that is 0):
+/// computed once per step, so judging every span of a batch costs O(1) each.
+pub fn robust_scale(hist: &[f64]) -> Option<(f64, f64)> {
+    if hist.is_empty() {
+        return None;
+    }
     let mut v = hist.to_vec();
     let med = median(&mut v);
     let mut dev: Vec<f64> = v.iter().map(|y| (y - med).abs()).collect();
     let mad = median(&mut dev) * 1.4826;
-    (mad > 0.0).then(|| (x - med) / mad)
+    (mad > 0.0).then_some((med, mad))
 }
 
 /// Robust z-score of `y` at `t` around the Theil–Sen line of the points `(t_i, y_i)`:
@@ -281,9 +290,12 @@ impl SpikeDetector {
             }
             let reference: Vec<f64> = self.docs.iter().flat_map(|d| d.1.iter().copied()).collect();
             if reference.len() >= 3 {
+                let scale = robust_scale(&reference);
                 let zs: Vec<(f64, usize, usize)> = judged
                     .iter()
-                    .filter_map(|s| robust_z(&reference, s.loss).map(|z| (z, s.sample, s.span)))
+                    .filter_map(|s| {
+                        scale.map(|(med, mad)| ((s.loss - med) / mad, s.sample, s.span))
+                    })
                     .collect();
                 o.doc_z = zs.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0));
                 o.outliers = zs

@@ -6,5 +6,6 @@ pub mod fp8_gemm;
 pub mod gemm;
 pub mod loader;
 pub mod precision;
+pub mod spikes;
 pub mod tokenize;
 pub mod train;

@@ -1,6 +1,6 @@
 //! `tokenmill bench …`: the benchmarks of [`crate::bench`].
 
-use crate::bench::{extract, fp8_gemm, gemm, loader, precision, tokenize, train};
+use crate::bench::{extract, fp8_gemm, gemm, loader, precision, spikes, tokenize, train};
 
 /// `tokenmill bench`.
 #[derive(clap::Subcommand, Debug)]
@@ -22,6 +22,9 @@ pub enum Cmd {
     /// Main-content extraction on real pages (multilingual snippets, news articles): P/R/F1
     /// and pages/s vs trafilatura on the same files.
     Extract(extract::Args),
+    /// Spike detectors calibrated on real text: out-of-distribution documents injected into
+    /// several corpora, tiny-model runs, the detectors replayed for every threshold.
+    Spikes(spikes::Args),
 }
 
 /// Runs `tokenmill bench`.
@@ -34,5 +37,6 @@ pub fn run(c: Cmd) -> anyhow::Result<()> {
         Cmd::Gemm(a) => gemm::run(a),
         Cmd::Loader(a) => loader::run(a),
         Cmd::Extract(a) => extract::run(a),
+        Cmd::Spikes(a) => spikes::run(a),
     }
 }

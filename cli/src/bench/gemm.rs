@@ -147,8 +147,10 @@ pub fn bench_gemm(
 /// `tokenmill bench gemm`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Square sizes to time (m = n = k), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "128,256,512,1024,2048")]
     pub sizes: Vec<usize>,
+    /// Threads for every implementation (own kernel, `gemm` crate, torch).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Python with torch for the PyTorch column (default: .venv-peers/bin/python if present).

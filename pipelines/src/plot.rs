@@ -3,7 +3,8 @@
 //! on top (the weight named in the legend), the MTP loss smoothed and dashed, the held-out loss
 //! as points, loss spikes as red triangles on the raw series; round tick values, optionally a
 //! log axis. Steps a rollback superseded are left out of the curves; their spikes are drawn
-//! hollow.
+//! hollow. [`tasks_svg`] draws the task accuracies of the eval lines (`[train] eval_tasks`) in
+//! a second chart.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -280,48 +281,24 @@ pub fn svg_with(runs: &[(String, Vec<StepLog>)], title: &str, o: &PlotOptions) -
     };
     let px = |x: f64| ml + (x - x0) / (x1 - x0) * (w - ml - mr);
     let py = |y: f64| mt + (1.0 - fy(y)) * (h - mt - mb);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="{ml}" y="24" font-size="15">{}</text>"#,
-        esc(title)
-    );
-    for y in &ticks {
-        let _ = writeln!(
-            s,
-            r##"<line class="ytick" x1="{ml}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            w - mr,
-            ml - 6.0,
-            py(*y) + 4.0,
-            tick_label(*y),
-            py = py(*y)
-        );
-    }
-    for x in nice_ticks(x0, x1, 6) {
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-            px(x),
-            h - mb + 18.0,
-            tick_label(x)
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">step</text>"#,
-        (ml + w - mr) / 2.0,
-        h - 12.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">loss (nats/token{})</text>"#,
-        h / 2.0,
-        h / 2.0,
+    let y_label = format!(
+        "loss (nats/token{})",
         if o.log_y { ", log scale" } else { "" }
+    );
+    let mut s = frame(
+        Frame {
+            w,
+            h,
+            ml,
+            mr,
+            mb,
+            title,
+            y_label: &y_label,
+        },
+        &ticks,
+        &nice_ticks(x0, x1, 6),
+        &py,
+        &px,
     );
     for (i, sr) in series.iter().enumerate() {
         let (width, dash, opacity) = sr.style.stroke();
@@ -412,12 +389,224 @@ pub fn svg_with(runs: &[(String, Vec<StepLog>)], title: &str, o: &PlotOptions) -
     s
 }
 
+/// A task's line in [`tasks_svg`].
+struct TaskLine {
+    label: String,
+    color: &'static str,
+    /// (step, `acc` or `exact`, `acc_norm`).
+    points: Vec<(f64, f64, Option<f64>)>,
+    metric: &'static str,
+}
+
+/// Renders the task scores of the runs' eval lines (`[train] eval_tasks`) into an SVG
+/// document: accuracy against step, one line per run and task — `acc` for a multiple-choice
+/// task, with its `acc_norm` as hollow points, `exact` for an exact-answer one — on a fixed
+/// [0, 1] axis. `None` when no eval line carries tasks. Evaluations a rollback superseded are
+/// left out.
+pub fn tasks_svg(runs: &[(String, Vec<StepLog>)], title: &str) -> Option<String> {
+    let mut lines: Vec<TaskLine> = Vec::new();
+    for (label, log) in runs {
+        let gone = tokenmill_trainer::train::superseded(log);
+        for (l, _) in log
+            .iter()
+            .zip(&gone)
+            .filter(|(l, g)| l.kind == LogKind::Eval && !**g)
+        {
+            for t in &l.tasks {
+                let (metric, y) = match (t.acc, t.exact) {
+                    (Some(a), _) => ("acc", a),
+                    (None, Some(e)) => ("exact", e),
+                    (None, None) => continue,
+                };
+                let key = if runs.len() > 1 {
+                    format!("{label} {}", t.name)
+                } else {
+                    t.name.clone()
+                };
+                let i = match lines.iter().position(|x| x.label == key) {
+                    Some(i) => i,
+                    None => {
+                        lines.push(TaskLine {
+                            label: key,
+                            color: COLORS[lines.len() % COLORS.len()],
+                            points: Vec::new(),
+                            metric,
+                        });
+                        lines.len() - 1
+                    }
+                };
+                lines[i].points.push((l.step as f64, y, t.acc_norm));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let (w, h, ml, mr, mt, mb) = (900.0, 520.0, 70.0, 230.0, 40.0, 50.0);
+    let xs = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+    let (mut x0, mut x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    if x1 == x0 {
+        x0 -= 1.0;
+        x1 += 1.0;
+    }
+    let px = |x: f64| ml + (x - x0) / (x1 - x0) * (w - ml - mr);
+    let py = |y: f64| mt + (1.0 - y) * (h - mt - mb);
+    let mut s = frame(
+        Frame {
+            w,
+            h,
+            ml,
+            mr,
+            mb,
+            title,
+            y_label: "accuracy",
+        },
+        &nice_ticks(0.0, 1.0, 5),
+        &nice_ticks(x0, x1, 6),
+        &py,
+        &px,
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let TaskLine {
+            label,
+            color,
+            points: pts,
+            metric,
+        } = line;
+        let d: Vec<String> = pts
+            .iter()
+            .map(|&(x, y, _)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline class="task" data-task="{}" data-metric="{metric}" fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            esc(label),
+            d.join(" ")
+        );
+        for &(x, y, norm) in pts {
+            let _ = writeln!(
+                s,
+                r#"<circle class="task-point" cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{} {metric} at step {x}: {y:.4}</title></circle>"#,
+                px(x),
+                py(y),
+                esc(label)
+            );
+            if let Some(n) = norm {
+                let _ = writeln!(
+                    s,
+                    r#"<circle class="task-norm" cx="{:.1}" cy="{:.1}" r="4" fill="none" stroke="{color}"><title>{} acc_norm at step {x}: {n:.4}</title></circle>"#,
+                    px(x),
+                    py(n),
+                    esc(label)
+                );
+            }
+        }
+        let (lx, ly) = (w - mr + 10.0, mt + 16.0 * i as f64);
+        let _ = writeln!(
+            s,
+            r#"<line class="legend" x1="{lx}" x2="{}" y1="{}" y2="{}" stroke="{color}" stroke-width="2"/><text x="{}" y="{ly}">{} ({metric})</text>"#,
+            lx + 18.0,
+            ly - 4.0,
+            ly - 4.0,
+            lx + 24.0,
+            esc(label)
+        );
+    }
+    if lines.iter().any(|l| l.points.iter().any(|p| p.2.is_some())) {
+        let (lx, ly) = (w - mr + 10.0, mt + 16.0 * lines.len() as f64);
+        let _ = writeln!(
+            s,
+            r##"<circle cx="{}" cy="{}" r="4" fill="none" stroke="#555"/><text x="{}" y="{ly}">acc_norm</text>"##,
+            lx + 9.0,
+            ly - 4.0,
+            lx + 24.0
+        );
+    }
+    s.push_str("</svg>\n");
+    Some(s)
+}
+
 /// `t` escaped for XML/HTML text and attribute values.
 pub(crate) fn esc(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The size, margins and labels of a chart.
+struct Frame<'a> {
+    w: f64,
+    h: f64,
+    ml: f64,
+    mr: f64,
+    mb: f64,
+    title: &'a str,
+    y_label: &'a str,
+}
+
+/// The opening of a chart's SVG: the white page and title, the y grid with its tick labels,
+/// the x tick labels and both axis names (`step` across).
+fn frame(
+    f: Frame<'_>,
+    y_ticks: &[f64],
+    x_ticks: &[f64],
+    py: &dyn Fn(f64) -> f64,
+    px: &dyn Fn(f64) -> f64,
+) -> String {
+    let Frame {
+        w,
+        h,
+        ml,
+        mr,
+        mb,
+        title,
+        y_label,
+    } = f;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{ml}" y="24" font-size="15">{}</text>"#,
+        esc(title)
+    );
+    for &y in y_ticks {
+        let _ = writeln!(
+            s,
+            r##"<line class="ytick" x1="{ml}" x2="{}" y1="{py:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            w - mr,
+            ml - 6.0,
+            py(y) + 4.0,
+            tick_label(y),
+            py = py(y)
+        );
+    }
+    for &x in x_ticks {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            px(x),
+            h - mb + 18.0,
+            tick_label(x)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">step</text>"#,
+        (ml + w - mr) / 2.0,
+        h - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
+        h / 2.0,
+        h / 2.0,
+        esc(y_label)
+    );
+    s
 }
 
 #[cfg(test)]
@@ -434,6 +623,12 @@ pub(crate) mod tests {
             "spikes": spikes,
         }))
         .expect("a log line")
+    }
+
+    #[test]
+    fn logs_without_task_scores_draw_no_task_chart() {
+        let runs = [("a".to_string(), run_log())];
+        assert!(tasks_svg(&runs, "t").is_none());
     }
 
     fn run_log() -> Vec<StepLog> {

@@ -25,6 +25,7 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
         fix(e);
     }
     fix(&mut cfg.train.out);
+    cfg.train.eval_tasks.iter_mut().for_each(&fix);
     if let Some(c) = cfg.model.config.as_mut() {
         fix(c);
     }
@@ -126,8 +127,18 @@ pub fn train_in(
         .num_threads(threads)
         .build()?;
     pool.install(|| {
+        // The task files are checked before anything of the run is touched.
+        let tasks = crate::eval::train_tasks::TrainTasks::open(&cfg)?;
+        if tasks.is_some() && world.as_ref().is_some_and(|w| w.size() > 1) {
+            return Err(Error::Config(
+                "[train] eval_tasks run in one process only, not across processes".into(),
+            ));
+        }
         let be = backend(cfg.train.device)?;
         let mut t = Trainer::with_backend(cfg, resume, world, be)?;
+        if let Some(tasks) = tasks {
+            t.set_eval_hook(Box::new(tasks))?;
+        }
         let total = t.cfg.train.steps;
         let bar = if quiet {
             ProgressBar::hidden()
@@ -164,7 +175,12 @@ pub fn train_in(
             }
             if log.kind == LogKind::Eval {
                 eval_msg = format!("  eval loss {:.4}", log.loss);
-                bar.println(format!("step {:>6}  eval loss {:.4}", log.step, log.loss));
+                let mut line = format!("step {:>6}  eval loss {:.4}", log.step, log.loss);
+                if !log.tasks.is_empty() {
+                    line.push_str("  ");
+                    line.push_str(&crate::eval::train_tasks::render_scores(&log.tasks));
+                }
+                bar.println(line);
             } else {
                 last = log.main_loss;
                 tok_s += log.tokens_per_s;

@@ -102,6 +102,9 @@ pub enum Error {
         /// Its error.
         msg: String,
     },
+    /// An evaluation hook ([`crate::train::EvalHook`]) failed.
+    #[error("evaluation: {0}")]
+    EvalHook(Box<dyn std::error::Error + Send + Sync>),
     /// A loss or gradient that is not finite.
     #[error("non-finite {what} at step {step}")]
     NonFinite {

@@ -9,6 +9,7 @@ use tokenmill_pipelines::eval::dataset::{
     DatasetEvalConfig, GroupBy, evaluate_dataset, render_table,
 };
 use tokenmill_pipelines::eval::tasks::{TaskConfig, evaluate_tasks, read_tasks};
+use tokenmill_pipelines::eval::train_tasks::limit_examples;
 use tokenmill_shards::loader::Packing;
 use tokenmill_shards::{TextTokenizer, TokenizeConfig};
 use tokenmill_trainer::train::ComputeDevice;
@@ -53,6 +54,9 @@ pub struct Args {
     /// Seed of the few-shot choice.
     #[arg(long, default_value_t = 1234)]
     pub seed: u64,
+    /// Score the first N examples of each task file only (few-shot examples come from them).
+    #[arg(long, requires = "tasks")]
+    pub limit: Option<usize>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -150,7 +154,7 @@ fn run_in_pool(a: Args) -> anyhow::Result<()> {
     };
     let mut reports = Vec::new();
     for file in &a.tasks {
-        let examples = read_tasks(file)?;
+        let examples = limit_examples(read_tasks(file)?, a.limit.unwrap_or(0));
         reports.push(evaluate_tasks(&m, &tok, file, &examples, &cfg)?);
     }
     if a.json {

@@ -1,9 +1,9 @@
-//! `tokenmill plot RUN...`: loss curves as SVG.
+//! `tokenmill plot RUN...`: loss curves as SVG, and the task accuracies when the runs have any.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use tokenmill_pipelines::plot::{PlotOptions, read_log, svg_with};
+use tokenmill_pipelines::plot::{PlotOptions, read_log, svg_with, tasks_svg};
 
 /// `tokenmill plot`.
 #[derive(clap::Args, Debug)]
@@ -15,6 +15,10 @@ pub struct Args {
     /// Output file (default: RUN/loss.svg of the first run).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Where the task accuracies go, when the logs have any (`[train] eval_tasks`; default:
+    /// RUN/tasks.svg of the first run).
+    #[arg(long)]
+    pub tasks_out: Option<PathBuf>,
     /// Weight of the exponential moving average drawn over the faint raw curve, in [0, 1)
     /// (0: no smoothing; TensorBoard's slider).
     #[arg(long, default_value_t = 0.9)]
@@ -48,5 +52,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(&out, svg_with(&logs, "training loss", &o))
         .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
+    if let Some(svg) = tasks_svg(&logs, "task accuracy") {
+        let out = a.tasks_out.unwrap_or_else(|| a.runs[0].join("tasks.svg"));
+        std::fs::write(&out, svg).with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {}", out.display());
+    }
     Ok(())
 }

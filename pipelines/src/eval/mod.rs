@@ -5,6 +5,8 @@
 //!   file, language, URL domain, shard).
 //! - [`tasks`]: multiple-choice and exact-answer tasks scored by log-likelihood, in the manner of
 //!   EleutherAI's lm-evaluation-harness (`acc`, `acc_norm`, few-shot with a fixed seed).
+//! - [`train_tasks`]: the same tasks scored at every evaluation of a training run (`[train]
+//!   eval_tasks`), through the trainer's evaluation hook.
 //! - [`chart`]: a horizontal bar chart (SVG) of a breakdown.
 //!
 //! The model is a tokenmill checkpoint (`RUN/checkpoints/step-N`, or a run directory, read at
@@ -16,6 +18,7 @@
 pub mod chart;
 pub mod dataset;
 pub mod tasks;
+pub mod train_tasks;
 
 use std::path::{Path, PathBuf};
 
@@ -129,7 +132,7 @@ fn has_layer_weights(dir: &Path, layer: usize) -> Result<bool> {
 }
 
 /// Drops the MTP modules from `model` (their parameters stay in the buffer, unused).
-fn main_only(model: &mut Model) {
+pub fn main_only(model: &mut Model) {
     model.mtp.clear();
     model.cfg.num_nextn_predict_layers = 0;
 }
@@ -192,6 +195,78 @@ impl EvalModel {
         }
     }
 
+    /// The model borrowed, as the evaluations take it.
+    pub fn view(&self) -> ModelRef<'_> {
+        ModelRef {
+            dir: &self.dir,
+            model: &self.model,
+            params: &self.params,
+            be: self.be.as_ref(),
+        }
+    }
+
+    /// The model's vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.view().vocab_size()
+    }
+
+    /// The longest input the model takes (`max_position_embeddings`).
+    pub fn max_positions(&self) -> usize {
+        self.view().max_positions()
+    }
+
+    /// [`ModelRef::forward`].
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        mask: Option<&[u8]>,
+        b: usize,
+        s: usize,
+    ) -> Result<Forward<f32>> {
+        self.view().forward(tokens, mask, b, s)
+    }
+
+    /// [`ModelRef::loglikelihood`].
+    pub fn loglikelihood(
+        &self,
+        context: &[u32],
+        continuation: &[u32],
+        max_len: usize,
+    ) -> Result<LogLik> {
+        self.view().loglikelihood(context, continuation, max_len)
+    }
+}
+
+/// A model to evaluate, borrowed: an [`EvalModel`]'s, or a training run's as it stands (its
+/// main model: [`main_only`] — MTP modules are not part of the next-token distribution).
+#[derive(Clone, Copy)]
+pub struct ModelRef<'a> {
+    /// Where the weights came from (named in reports and errors).
+    pub dir: &'a Path,
+    /// The main model.
+    pub model: &'a Model,
+    /// The flat parameter buffer of `model.layout`.
+    pub params: &'a [f32],
+    /// The backend that runs it.
+    pub be: &'a dyn Backend<f32>,
+}
+
+impl std::fmt::Debug for ModelRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRef")
+            .field("dir", &self.dir)
+            .field("cfg", &self.model.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> From<&'a EvalModel> for ModelRef<'a> {
+    fn from(m: &'a EvalModel) -> Self {
+        m.view()
+    }
+}
+
+impl ModelRef<'_> {
     /// The model's vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.model.cfg.vocab_size
@@ -216,9 +291,7 @@ impl EvalModel {
             mtp_lambda: 0.0,
             balance_alpha: 0.0,
         };
-        Ok(self
-            .model
-            .forward(self.be.as_ref(), &self.params, &batch, w, false)?)
+        Ok(self.model.forward(self.be, self.params, &batch, w, false)?)
     }
 
     /// The log-likelihood of `continuation` after `context`, as lm-eval computes it: the

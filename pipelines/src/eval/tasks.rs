@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokenmill_shards::TextTokenizer;
 
-use super::{EvalModel, LogLik};
+use super::{LogLik, ModelRef};
 use crate::error::{Error, Result};
 
 /// One line of a task file as written.
@@ -341,14 +341,16 @@ pub fn prefix_token(tok: &TextTokenizer) -> Option<u32> {
         .find_map(|c| tok.inner().token_to_id(c))
 }
 
-/// Scores every example of `examples` (read from `file`) with `m`.
-pub fn evaluate_tasks(
-    m: &EvalModel,
+/// Scores every example of `examples` (read from `file`) with `m` (an
+/// [`EvalModel`](super::EvalModel), or a [`ModelRef`] to a model in memory).
+pub fn evaluate_tasks<'a>(
+    m: impl Into<ModelRef<'a>>,
     tok: &TextTokenizer,
     file: &Path,
     examples: &[Example],
     cfg: &TaskConfig,
 ) -> Result<TaskReport> {
+    let m: ModelRef<'a> = m.into();
     let vocab = tok.identity().vocab_size as usize;
     if vocab > m.vocab_size() {
         return Err(Error::Config(format!(
@@ -455,7 +457,7 @@ pub fn evaluate_tasks(
     });
     Ok(TaskReport {
         file: file.to_path_buf(),
-        model: m.dir.clone(),
+        model: m.dir.to_path_buf(),
         num_fewshot: cfg.num_fewshot,
         seed: cfg.seed,
         choice,

@@ -19,4 +19,5 @@ mod sft;
 mod slurm;
 mod spikes;
 mod train;
+mod train_tasks;
 mod what_people_see;

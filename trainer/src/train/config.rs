@@ -132,6 +132,19 @@ pub struct LoopConfig {
     /// Batches per evaluation.
     #[serde(default = "default_eval_batches")]
     pub eval_batches: u64,
+    /// Task files (JSON Lines, `tokenmill eval --tasks`' format) scored at every evaluation;
+    /// `tokenmill train` runs them (see [`super::EvalHook`]), its eval lines carry the scores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eval_tasks: Vec<PathBuf>,
+    /// Few-shot examples per prompt of the eval tasks.
+    #[serde(default)]
+    pub eval_tasks_fewshot: usize,
+    /// Seed of the eval tasks' few-shot choice.
+    #[serde(default = "default_tasks_seed")]
+    pub eval_tasks_seed: u64,
+    /// Examples of each eval task scored: its first this many (0 = all).
+    #[serde(default)]
+    pub eval_tasks_limit: usize,
     /// Checkpoint every this many steps (0 = only at the end).
     #[serde(default)]
     pub checkpoint_every: u64,
@@ -181,6 +194,10 @@ pub enum ComputeDevice {
 
 fn default_losses_every() -> u64 {
     100
+}
+
+fn default_tasks_seed() -> u64 {
+    1234
 }
 
 fn default_eval_batches() -> u64 {

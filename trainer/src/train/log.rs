@@ -129,6 +129,32 @@ pub struct StepLog {
     /// The rollback this step's spike caused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackLog>,
+    /// An eval line: the scores of the `[train] eval_tasks`, in the configured order (absent
+    /// without tasks, and in logs written before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskScores>,
+}
+
+/// A task file's scores at an evaluation (`tokenmill eval --tasks`' metrics of the model as it
+/// stands; the scoring lives in `tokenmill-pipelines`, behind [`super::EvalHook`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskScores {
+    /// The task's name: its file's stem.
+    pub name: String,
+    /// Examples scored.
+    pub examples: usize,
+    /// Multiple choice: share right by total log-likelihood.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acc: Option<f64>,
+    /// Multiple choice: share right by log-likelihood per character.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acc_norm: Option<f64>,
+    /// Exact answers: share whose answer is the model's greedy continuation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<f64>,
+    /// Exact answers: −Σ log-likelihood / Σ answer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_per_token: Option<f64>,
 }
 
 /// A rollback: the run went back to a checkpoint and skipped batches from there.
@@ -188,6 +214,7 @@ pub(super) fn eval_line(step: u64, loss: f64) -> StepLog {
         span_peaks: Vec::new(),
         excluded: 0,
         rollback: None,
+        tasks: Vec::new(),
     }
 }
 
@@ -263,5 +290,30 @@ mod tests {
             let back: StepLog = serde_json::from_str(&json).unwrap();
             assert_eq!(back.kind, kind);
         }
+    }
+
+    #[test]
+    fn eval_lines_without_tasks_read_as_before_and_tasks_round_trip() {
+        let old = r#"{"kind":"eval","step":4,"loss":5.5,"main_loss":5.5,"mtp_loss":0.0,"balance_loss":0.0,"grad_norm":0.0,"lr":0.0,"tokens_per_s":0.0,"mfu":0.0,"expert_load":[]}"#;
+        let back: StepLog = serde_json::from_str(old).unwrap();
+        assert!(back.tasks.is_empty());
+        assert!(!serde_json::to_string(&back).unwrap().contains("tasks"));
+        let mut line = eval_line(4, 5.5);
+        line.tasks = vec![TaskScores {
+            name: "capitals".into(),
+            examples: 12,
+            acc: Some(0.25),
+            acc_norm: Some(0.5),
+            exact: None,
+            nats_per_token: None,
+        }];
+        let json = serde_json::to_string(&line).unwrap();
+        assert!(
+            json.contains(
+                r#""tasks":[{"name":"capitals","examples":12,"acc":0.25,"acc_norm":0.5}]"#
+            ),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<StepLog>(&json).unwrap(), line);
     }
 }

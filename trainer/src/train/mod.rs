@@ -52,7 +52,7 @@ pub use config::{
     ComputeDevice, DataConfig, LoopConfig, ModelSourceConfig, OnNonFinite, TrainConfig,
     loader_config,
 };
-pub use log::{LogKind, RollbackLog, StepLog, superseded};
+pub use log::{LogKind, RollbackLog, StepLog, TaskScores, superseded};
 pub use quarantine::{Quarantined, read_quarantine};
 
 use log::{KeptLog, eval_line, open_log};
@@ -94,6 +94,21 @@ impl StepSums {
         self.mtp += mtp_mean(mtp_losses) / n;
         self.bal += bal / n;
     }
+}
+
+/// Figures an evaluation adds to its line beyond the held-out loss, computed from the model as
+/// it stands: `tokenmill train` scores `[train] eval_tasks` through one (the scoring code lives
+/// in `tokenmill-pipelines`, above this crate). Called on the writing rank, after the held-out
+/// loss, with the main model's full parameters.
+pub trait EvalHook: std::fmt::Debug {
+    /// The scores of the model `model` with weights `params`, run on `be`, after `step` steps.
+    fn evaluate(
+        &mut self,
+        step: u64,
+        model: &Model,
+        params: &[f32],
+        be: &dyn Backend<f32>,
+    ) -> std::result::Result<Vec<TaskScores>, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// A training run.
@@ -139,6 +154,8 @@ pub struct Trainer {
     pipe: Option<Pipeline>,
     /// The run directory's lock (the writing rank).
     _lock: Option<tokenmill_shards::lock::DirLock>,
+    /// What each evaluation adds to its line ([`Trainer::set_eval_hook`]).
+    eval_hook: Option<Box<dyn EvalHook>>,
 }
 
 impl Trainer {
@@ -342,6 +359,7 @@ impl Trainer {
             be,
             pipe,
             _lock: lock,
+            eval_hook: None,
         };
         if let Some(g) = &t.group {
             // Nobody starts before the writer has cleaned and prepared the run directory.
@@ -352,6 +370,18 @@ impl Trainer {
             t.save_checkpoint()?;
         }
         Ok(t)
+    }
+
+    /// Runs `hook` at every evaluation and logs what it returns in the eval line. Only in one
+    /// process: a run across processes holds no rank with the whole model to hand it.
+    pub fn set_eval_hook(&mut self, hook: Box<dyn EvalHook>) -> Result<()> {
+        if self.group.is_some() {
+            return Err(Error::Layout(
+                "evaluation tasks run in one process only (not across processes)".into(),
+            ));
+        }
+        self.eval_hook = Some(hook);
+        Ok(())
     }
 
     /// The parameters (the flat buffer of [`Model::layout`]).
@@ -601,6 +631,7 @@ impl Trainer {
             span_peaks,
             excluded,
             rollback,
+            tasks: Vec::new(),
         };
         if !log.spikes.is_empty() {
             tracing::warn!(step = log.step, loss, spikes = ?log.spikes, "loss spike; `tokenmill trace` names its documents");
@@ -689,6 +720,11 @@ impl Trainer {
         let loss = sum / n.max(1) as f64;
         let mut log = eval_line(self.step, loss);
         log.mtp_loss = mtp / n.max(1) as f64;
+        if let Some(hook) = self.eval_hook.as_mut() {
+            log.tasks = hook
+                .evaluate(self.step, &self.model, &self.params, self.be.as_ref())
+                .map_err(Error::EvalHook)?;
+        }
         self.write_log(&log)?;
         Ok(Some(log))
     }

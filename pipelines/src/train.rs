@@ -112,6 +112,30 @@ fn progress_message(log: &StepLog) -> String {
     )
 }
 
+/// The progress bar's layout: elapsed time, the bar, steps, an ETA, then [`BarText`].
+const BAR_TEMPLATE: &str = "{elapsed_precise} [{bar:30}] {pos}/{len} steps, ETA {eta}  {msg}";
+
+/// The progress bar's message: the last training step's figures and the last evaluation's
+/// loss. Each log line updates its part, and an evaluation refreshes the whole message (the
+/// last evaluation comes after the last step, so the bar ends showing it).
+#[derive(Debug, Default)]
+struct BarText {
+    train: String,
+    eval: String,
+}
+
+impl BarText {
+    /// Takes one log line; returns the message to show.
+    fn on_log(&mut self, log: &StepLog) -> String {
+        if log.kind == LogKind::Eval {
+            self.eval = format!("  eval loss {:.4}", log.loss);
+        } else {
+            self.train = progress_message(log);
+        }
+        format!("{}{}", self.train, self.eval)
+    }
+}
+
 /// Runs (or resumes) a training run across the ranks of `world` (every rank calls it; rank 0
 /// shows progress and writes spike reports).
 pub fn train_in(
@@ -146,16 +170,13 @@ pub fn train_in(
             ProgressBar::new(total)
         };
         bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} steps, ETA {eta}  {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template(BAR_TEMPLATE)
+                .expect("a valid template")
+                .progress_chars("=> "),
         );
         bar.set_position(t.step);
         let (mut last, mut tok_s, mut n) = (f64::NAN, 0.0, 0u64);
-        let mut train_msg = String::new();
-        let mut eval_msg = String::new();
+        let mut text = BarText::default();
         // Spike reports are a by-product: a failure to write one never stops training.
         let mut reporter = match crate::trace::SpikeReporter::open(&t.cfg.train.out, 5) {
             Ok(_) if !lead => None,
@@ -174,7 +195,6 @@ pub fn train_in(
                 }
             }
             if log.kind == LogKind::Eval {
-                eval_msg = format!("  eval loss {:.4}", log.loss);
                 let mut line = format!("step {:>6}  eval loss {:.4}", log.step, log.loss);
                 if !log.tasks.is_empty() {
                     line.push_str("  ");
@@ -186,10 +206,8 @@ pub fn train_in(
                 tok_s += log.tokens_per_s;
                 n += 1;
                 bar.set_position(log.step + 1);
-                train_msg = progress_message(log);
             }
-            // an eval line refreshes the message too: the last one comes after the last step
-            bar.set_message(format!("{train_msg}{eval_msg}"));
+            bar.set_message(text.on_log(log));
         })?;
         bar.finish();
         Ok(TrainOutcome {
@@ -208,5 +226,29 @@ mod tests {
         let l = crate::plot::tests::line(93, 3.1341, &[]);
         let m = super::progress_message(&l);
         assert!(m.starts_with("loss 3.1341  total 4.1341  "), "{m}");
+    }
+
+    #[test]
+    fn the_bar_shows_an_eta_and_the_final_evaluation() {
+        use tokenmill_trainer::train::LogKind;
+        assert!(super::BAR_TEMPLATE.contains("ETA {eta}"));
+        indicatif::ProgressStyle::with_template(super::BAR_TEMPLATE).unwrap();
+        let mut text = super::BarText::default();
+        let step = crate::plot::tests::line(99, 3.1341, &[]);
+        let m = text.on_log(&step);
+        assert!(m.starts_with("loss 3.1341") && !m.contains("eval"), "{m}");
+        // The final evaluation comes after the last step: the message shows it, and keeps the
+        // step's figures.
+        let mut eval = crate::plot::tests::line(100, 2.5, &[]);
+        eval.kind = LogKind::Eval;
+        eval.loss = 2.5;
+        let m = text.on_log(&eval);
+        assert!(
+            m.starts_with("loss 3.1341") && m.ends_with("eval loss 2.5000"),
+            "{m}"
+        );
+        // A later evaluation replaces the earlier one.
+        eval.loss = 2.25;
+        assert!(text.on_log(&eval).ends_with("eval loss 2.2500"));
     }
 }

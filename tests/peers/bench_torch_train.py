@@ -3,11 +3,14 @@
 
     bench_torch_train.py --dir D --batch B --seq T --steps N --threads K
                          [--experts eager|grouped_mm|batched_mm] [--seed 0]
-                         [--device cpu|cuda] [--dtype fp32|bf16]
+                         [--device cpu|cuda] [--dtype fp32|bf16] [--autocast bf16]
 
 On `--device cuda` the model, the tokens and the optimizer live on GPU 0 and every timed
 step ends with a synchronisation (`loss.item()`); `--dtype bf16` keeps the weights in BF16
-(PyTorch eager, no autocast), the anchor for tokenmill's bf16 precision.
+(PyTorch eager, no autocast), the anchor for tokenmill's bf16 precision on a GPU.
+`--autocast bf16` keeps FP32 weights and runs the forward under
+`torch.autocast(device, dtype=torch.bfloat16)` (matmuls in BF16 through oneDNN, AMX
+where the CPU has it), the way PyTorch users train in BF16 on a CPU.
 
 Builds the model from D/config.json with random init (fp32, eager attention;
 MTP modules are not built: transformers has no trainable MTP), then runs
@@ -41,6 +44,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--autocast", default=None, choices=["bf16"])
     args = ap.parse_args()
 
     import torch
@@ -67,7 +71,11 @@ def main():
 
     def step():
         tokens = torch.randint(0, V, (args.batch, args.seq + 1), generator=gen).to(args.device)
-        logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+        if args.autocast:
+            with torch.autocast(args.device, dtype=torch.bfloat16):
+                logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+        else:
+            logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
         loss = F.cross_entropy(logits.float().reshape(-1, V), tokens[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,6 +104,7 @@ def main():
         "experts_implementation": model.config._experts_implementation,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "dtype": args.dtype,
+        "autocast": args.autocast,
         "last_loss": loss,
     }))
     sys.stdout.flush()

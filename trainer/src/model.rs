@@ -27,7 +27,9 @@ use crate::error::{Error, Result};
 use crate::mla::{Mla, QProj};
 use crate::mlp::Mlp;
 use crate::moe::{Moe, MoeStats};
-use crate::ops::{Buf, Ctx, Linear, NonFiniteTiles, Precision, RmsNorm, WgradOp, WgradQueue};
+use crate::ops::{
+    Buf, Ctx, Linear, LowpUse, NonFiniteTiles, Precision, RmsNorm, WgradOp, WgradQueue,
+};
 use crate::params::{ParamId, ParamKind, ParamLayout};
 
 /// One multi-token-prediction module.
@@ -234,7 +236,7 @@ fn name(prefix: &str, rest: &str) -> String {
 fn linear(l: &mut ParamLayout, n: String, out: usize, inp: usize) -> Linear {
     Linear {
         w: l.add(n, &[out, inp], ParamKind::Linear),
-        lowp: true,
+        lowp: LowpUse::All,
         inp,
         out,
     }
@@ -317,7 +319,7 @@ fn block(l: &mut ParamLayout, c: &ModelConfig, layer: usize) -> Block {
         let e = c.n_routed_experts;
         // The gate stays FP32 in every precision (DeepSeek-V3 §3.3.1).
         let router = Linear {
-            lowp: false,
+            lowp: LowpUse::Never,
             ..linear(l, name(&p, "mlp.gate.weight"), e, d)
         };
         let bias = l.add(
@@ -399,7 +401,7 @@ impl Model {
             .collect();
         let norm_ = norm(&mut l, "model.norm.weight".into(), d, eps);
         let head = Linear {
-            lowp: false,
+            lowp: LowpUse::Bf16,
             ..linear(&mut l, "lm_head.weight".into(), v, d)
         };
         let mtp = (0..cfg.num_nextn_predict_layers)

@@ -22,8 +22,9 @@ use crate::params::{ParamId, ParamLayout, view, view_mut};
 pub type Buf<T> = Arc<Vec<T>>;
 
 /// The number format of the linear layers' GEMMs (DeepSeek-V3 §3.3). Master weights,
-/// gradients and everything outside the linear layers of the blocks (embedding, output head,
-/// MoE gate, norms, attention) stay FP32 whatever the precision.
+/// gradients and everything outside the linear layers (embedding, MoE gate, norms, attention)
+/// stay FP32 whatever the precision; the output head follows BF16 and stays FP32 under FP8
+/// ([`LowpUse`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -132,8 +133,8 @@ pub enum WgradOp<T> {
     Linear {
         /// The weight.
         w: ParamId,
-        /// Run in the queue's low precision (linear layers of the blocks).
-        lowp: bool,
+        /// Which of the queue's low precisions apply.
+        lowp: LowpUse,
         /// Output gradient `[rows, out]`.
         dy: Vec<T>,
         /// Layer input `[rows, in]`.
@@ -225,7 +226,11 @@ impl<T: Real> WgradQueue<T> {
                         accumulate: true,
                     };
                     // Wgrad contracts over tokens: both operands in 128 × 1 tiles.
-                    match self.precision.gemm((128, 1), (128, 1)).filter(|_| lowp) {
+                    match self
+                        .precision
+                        .gemm((128, 1), (128, 1))
+                        .filter(|g| lowp.admits(g))
+                    {
                         Some(g) => {
                             let bad = be.matmul_lowp(p, &dy, &x, view_mut(layout, grads, w), g);
                             self.nonfinite += warn_nonfinite(bad, p);
@@ -245,6 +250,29 @@ impl<T: Real> WgradQueue<T> {
     }
 }
 
+/// Which low precisions a linear layer's GEMMs follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowpUse {
+    /// BF16 and FP8 (the blocks' linear layers).
+    All,
+    /// BF16 only; an FP8 run keeps these GEMMs in FP32 (the output head: DeepSeek-V3 keeps it
+    /// out of FP8; in BF16 it is most of the step's GEMM work).
+    Bf16,
+    /// FP32 whatever the precision (the MoE gate).
+    Never,
+}
+
+impl LowpUse {
+    /// Whether a GEMM in `g` applies to this layer.
+    pub fn admits(self, g: &LowpGemm) -> bool {
+        match self {
+            LowpUse::All => true,
+            LowpUse::Bf16 => matches!(g, LowpGemm::Bf16),
+            LowpUse::Never => false,
+        }
+    }
+}
+
 /// A linear map `y = x Wᵀ`, W `[out, in]`, no bias (DeepSeek-V3 has none).
 #[derive(Debug, Clone, Copy)]
 pub struct Linear {
@@ -254,9 +282,8 @@ pub struct Linear {
     pub inp: usize,
     /// Output features.
     pub out: usize,
-    /// Its GEMMs follow [`Ctx::precision`] (the blocks' linear layers); `false` keeps FP32
-    /// (output head, MoE gate).
-    pub lowp: bool,
+    /// Which of [`Ctx::precision`]'s low-precision GEMMs this layer uses.
+    pub lowp: LowpUse,
 }
 
 impl Linear {
@@ -268,7 +295,9 @@ impl Linear {
         a_tile: (usize, usize),
         b_tile: (usize, usize),
     ) -> Option<LowpGemm> {
-        cx.precision.gemm(a_tile, b_tile).filter(|_| self.lowp)
+        cx.precision
+            .gemm(a_tile, b_tile)
+            .filter(|g| self.lowp.admits(g))
     }
     /// `y [rows, out] = x [rows, in] · Wᵀ`.
     pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, x: &[T]) -> Vec<T> {

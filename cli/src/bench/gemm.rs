@@ -2,13 +2,18 @@
 //! kernel (`kernels::cpu::sgemm`) where the CPU has AVX-512, the `gemm` crate elsewhere — beside
 //! the `gemm` crate, PyTorch (when a Python with torch is found), the reference triple loop and
 //! this CPU's theoretical peak (cores × clock × FLOPs per cycle of its widest FMA units, read
-//! from /proc/cpuinfo).
+//! from /proc/cpuinfo); then BF16 with FP32 accumulation: AMX tiles, AVX512-BF16, the emulation
+//! (operands rounded, own FP32 GEMM) and torch's BF16 matmul (oneDNN), against the AMX peak
+//! measured on this machine (`tdpbf16ps` on register tiles).
 
 use std::fmt::Write;
 use std::time::Instant;
 
+use tokenmill_kernels::backend::LowpGemm;
 use tokenmill_kernels::backend::MatMul;
-use tokenmill_kernels::cpu::matmul::{matmul_gemm_crate, matmul_ref};
+use tokenmill_kernels::cpu::bf16gemm::{self, Bf16Unit};
+use tokenmill_kernels::cpu::lowp::matmul_lowp;
+use tokenmill_kernels::cpu::matmul::{matmul, matmul_gemm_crate, matmul_ref};
 use tokenmill_kernels::cpu::sgemm;
 
 use std::path::{Path, PathBuf};
@@ -53,10 +58,16 @@ fn time(f: &mut dyn FnMut(), reps: usize) -> f64 {
     best
 }
 
-/// PyTorch's f32 matmul rate (GFLOP/s) per size, when a Python with torch is given.
-fn torch_rates(python: &std::path::Path, sizes: &[usize], threads: usize) -> Option<Vec<f64>> {
+/// PyTorch's matmul rate (GFLOP/s) per size in `dtype` (`float32`, `bfloat16`), when a Python
+/// with torch is given.
+fn torch_rates(
+    python: &std::path::Path,
+    sizes: &[usize],
+    threads: usize,
+    dtype: &str,
+) -> Option<Vec<f64>> {
     let code = format!(
-        "import torch,time\ntorch.set_num_threads({threads})\nfor n in {sizes:?}:\n a=torch.randn(n,n);b=torch.randn(n,n);a@b\n t=min((lambda s:(a@b,time.perf_counter()-s)[1])(time.perf_counter()) for _ in range(5))\n print(2*n**3/t/1e9)"
+        "import torch,time\ntorch.set_num_threads({threads})\nfor n in {sizes:?}:\n a=torch.randn(n,n,dtype=torch.{dtype});b=torch.randn(n,n,dtype=torch.{dtype});a@b\n t=min((lambda s:(a@b,time.perf_counter()-s)[1])(time.perf_counter()) for _ in range(5))\n print(2*n**3/t/1e9)"
     );
     let out = std::process::Command::new(python)
         .args(["-c", &code])
@@ -85,7 +96,7 @@ pub fn bench_gemm(
         s,
         "{model}; {threads} threads × {ghz:.2} GHz × {per_cycle} f32 FLOP/cycle = theoretical peak {peak:.1} GFLOP/s"
     );
-    let torch = python.and_then(|py| torch_rates(py, sizes, threads));
+    let torch = python.and_then(|py| torch_rates(py, sizes, threads, "float32"));
     let _ = writeln!(
         s,
         "GFLOP/s, C = A·Bᵀ, square n; {}",
@@ -141,7 +152,101 @@ pub fn bench_gemm(
             );
         }
     });
+    bf16_table(&mut s, &pool, sizes, threads, python);
     Ok(s)
+}
+
+/// The BF16 table: each unit this CPU runs, the emulation and torch, against the measured AMX
+/// peak.
+fn bf16_table(
+    s: &mut String,
+    pool: &rayon::ThreadPool,
+    sizes: &[usize],
+    threads: usize,
+    python: Option<&std::path::Path>,
+) {
+    let amx_peak = bf16gemm::amx_peak_gflops(0.3).map(|g| g * threads as f64);
+    let _ = writeln!(
+        s,
+        "\nBF16 operands, FP32 accumulation, GFLOP/s, C = A·Bᵀ; measured AMX peak ({threads} threads, tdpbf16ps on registers): {}",
+        amx_peak.map_or("no AMX".into(), |p| format!("{p:.0} GFLOP/s"))
+    );
+    let torch = python.and_then(|py| torch_rates(py, sizes, threads, "bfloat16"));
+    let _ = writeln!(
+        s,
+        "{:>6} {:>10} {:>8} {:>12} {:>10} {:>14} {:>11} {:>12}",
+        "n",
+        "AMX",
+        "of peak",
+        "AVX512-BF16",
+        "emulated",
+        "torch (oneDNN)",
+        "AMX/torch",
+        "AMX/own f32"
+    );
+    pool.install(|| {
+        for (i, &n) in sizes.iter().enumerate() {
+            let p = MatMul {
+                m: n,
+                n,
+                k: n,
+                ta: false,
+                tb: true,
+                accumulate: false,
+            };
+            let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.2).collect();
+            let mut c = vec![0f32; n * n];
+            let mut unit = |u: Bf16Unit| {
+                bf16gemm::runs(u).then(|| {
+                    p.flops()
+                        / time(
+                            &mut || {
+                                bf16gemm::gemm_bf16(
+                                    u,
+                                    n,
+                                    n,
+                                    n,
+                                    &a,
+                                    (n, 1),
+                                    &b,
+                                    (1, n),
+                                    &mut c,
+                                    false,
+                                    threads,
+                                )
+                            },
+                            5,
+                        )
+                        / 1e9
+                })
+            };
+            let (amx, avx) = (unit(Bf16Unit::Amx), unit(Bf16Unit::Avx512Bf16));
+            let emulated = p.flops()
+                / time(
+                    &mut || {
+                        matmul_lowp(matmul, p, &a, &b, &mut c, LowpGemm::Bf16);
+                    },
+                    3,
+                )
+                / 1e9;
+            let f32_rate = p.flops() / time(&mut || matmul(p, &a, &b, &mut c), 3) / 1e9;
+            let t = torch.as_ref().map(|v| v[i]);
+            let f = |x: Option<f64>| x.map_or("-".into(), |r| format!("{r:.1}"));
+            let _ = writeln!(
+                s,
+                "{n:>6} {:>10} {:>8} {:>12} {emulated:>10.1} {:>14} {:>11} {:>12}",
+                f(amx),
+                amx.zip(amx_peak)
+                    .map_or("-".into(), |(a, p)| format!("{:.0}%", 100.0 * a / p)),
+                f(avx),
+                f(t),
+                amx.zip(t)
+                    .map_or("-".into(), |(a, t)| format!("{:.2}×", a / t)),
+                amx.map_or("-".into(), |a| format!("{:.2}×", a / f32_rate)),
+            );
+        }
+    });
 }
 
 /// `tokenmill bench gemm`.

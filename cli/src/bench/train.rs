@@ -1,17 +1,22 @@
 //! `tokenmill bench train`: training throughput (tokens/s), MFU against this machine's measured
 //! GEMM peak, and peak memory of one configuration, side by side with `transformers`'
 //! `DeepseekV3ForCausalLM` on CPU torch (eager, same threads, batch, sequence length, AdamW and
-//! clipping; `tests/peers/bench_torch_train.py`). The torch model has no MTP, so the
-//! side-by-side row runs without it; a second row adds MTP.
+//! clipping; `tests/peers/bench_torch_train.py`). Each of tokenmill's precisions (`fp32`,
+//! `bf16` on AMX/AVX512-BF16 when the CPU has them) runs beside torch FP32 eager and torch with
+//! BF16 autocast, the way PyTorch users train in BF16 on a CPU. The torch model has no MTP, so
+//! the side-by-side rows run without it; a last row adds MTP to the first precision. MFU is
+//! against the measured peak of the row's arithmetic: the FP32 GEMM, or the AMX tile peak.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use tokenmill_kernels::Cpu;
+use tokenmill_kernels::cpu::bf16gemm;
 use tokenmill_trainer::ModelConfig;
 use tokenmill_trainer::cost::{flops_per_token, measure_gemm_peak, memory_model};
 use tokenmill_trainer::model::{Batch, LossWeights, Model, WgradMode};
+use tokenmill_trainer::ops::Precision;
 use tokenmill_trainer::ops::WgradQueue;
 use tokenmill_trainer::optim::{AdamW, AdamWConfig, clip_scale};
 use tokenmill_trainer::rng::Rng;
@@ -28,6 +33,8 @@ pub struct TrainBenchConfig {
     pub seq: usize,
     pub steps: usize,
     pub threads: usize,
+    /// tokenmill's precisions, one row each.
+    pub precisions: Vec<Precision>,
     /// Python with torch + transformers (None: skip the peer).
     pub python: Option<PathBuf>,
     pub script: PathBuf,
@@ -50,10 +57,12 @@ pub struct TrainBenchRow {
 fn run_rust(
     cfg: &ModelConfig,
     o: &TrainBenchConfig,
+    precision: Precision,
     name: &str,
     peak: f64,
 ) -> Result<TrainBenchRow> {
-    let model = Model::new(cfg.clone())?;
+    let mut model = Model::new(cfg.clone())?;
+    model.precision = precision;
     let mut params: Vec<f32> = model.init(1);
     let mut grads = vec![0f32; params.len()];
     let mut opt = AdamW::new(AdamWConfig::default(), &model.layout);
@@ -124,6 +133,7 @@ fn run_torch(
     cfg: &ModelConfig,
     o: &TrainBenchConfig,
     py: &Path,
+    autocast: bool,
     peak: f64,
 ) -> Result<TrainBenchRow> {
     let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
@@ -140,6 +150,11 @@ fn run_torch(
             "--threads",
             &o.threads.to_string(),
         ])
+        .args(if autocast {
+            &["--autocast", "bf16"][..]
+        } else {
+            &[]
+        })
         .output()
         .map_err(|e| Error::io(py, e))?;
     if !out.status.success() {
@@ -156,9 +171,14 @@ fn run_torch(
     let tokens = (o.batch * o.seq) as f64;
     Ok(TrainBenchRow {
         name: format!(
-            "transformers {} / torch {} (eager, {})",
+            "transformers {} / torch {} ({}, {})",
             v["transformers"].as_str().unwrap_or("?"),
             v["torch"].as_str().unwrap_or("?"),
+            if autocast {
+                "bf16 autocast"
+            } else {
+                "fp32 eager"
+            },
             v["experts_implementation"].as_str().unwrap_or("?")
         ),
         params: v["params"].as_u64().unwrap_or(0),
@@ -171,44 +191,89 @@ fn run_torch(
     })
 }
 
-/// Runs the benchmark; returns the rows and the measured GEMM peak (FLOP/s).
-pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, f64)> {
+/// The measured peaks the rows' MFU is against (FLOP/s, all threads).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Peaks {
+    /// tokenmill's FP32 GEMM at 1024³.
+    pub fp32: f64,
+    /// The AMX tile peak (`tdpbf16ps` on registers) × threads, when the CPU has AMX.
+    pub amx: Option<f64>,
+}
+
+impl Peaks {
+    fn of(&self, p: Precision) -> f64 {
+        match (p, self.amx) {
+            (Precision::Bf16, Some(amx)) => amx,
+            _ => self.fp32,
+        }
+    }
+}
+
+/// The name of tokenmill's row for `p`.
+fn row_name(p: Precision, mtp: Option<usize>) -> String {
+    let unit = match p {
+        Precision::Fp32 => "fp32".to_string(),
+        Precision::Bf16 => format!(
+            "bf16 on {}",
+            bf16gemm::unit().map_or("emulation", |u| u.name())
+        ),
+        Precision::Fp8 => "fp8 (emulated)".to_string(),
+    };
+    match mtp {
+        None => format!("tokenmill {unit}, no MTP"),
+        Some(d) => format!("tokenmill {unit}, MTP D={d}"),
+    }
+}
+
+/// Runs the benchmark; returns the rows and the measured peaks.
+pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, Peaks)> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(o.threads)
         .build()?;
     pool.install(|| {
-        let peak = measure_gemm_peak(&Cpu);
+        let peaks = Peaks {
+            fp32: measure_gemm_peak(&Cpu),
+            amx: bf16gemm::amx_peak_gflops(0.2).map(|g| g * 1e9 * o.threads as f64),
+        };
         let mut cfg = ModelConfig::preset(&o.preset)?;
         cfg.max_position_embeddings = cfg.max_position_embeddings.max(o.seq);
         let mut rows = Vec::new();
         let mut no_mtp = cfg.clone();
         no_mtp.num_nextn_predict_layers = 0;
-        rows.push(run_rust(&no_mtp, o, "tokenmill (cpu), no MTP", peak)?);
-        if let Some(py) = &o.python {
-            rows.push(run_torch(&no_mtp, o, py, peak)?);
+        for &p in &o.precisions {
+            rows.push(run_rust(&no_mtp, o, p, &row_name(p, None), peaks.of(p))?);
         }
-        if cfg.num_nextn_predict_layers > 0 {
-            rows.push(run_rust(
-                &cfg,
+        if let Some(py) = &o.python {
+            rows.push(run_torch(&no_mtp, o, py, false, peaks.fp32)?);
+            rows.push(run_torch(
+                &no_mtp,
                 o,
-                &format!("tokenmill (cpu), MTP D={}", cfg.num_nextn_predict_layers),
-                peak,
+                py,
+                true,
+                peaks.amx.unwrap_or(peaks.fp32),
             )?);
         }
-        Ok((rows, peak))
+        if let (true, Some(&p)) = (cfg.num_nextn_predict_layers > 0, o.precisions.first()) {
+            let name = row_name(p, Some(cfg.num_nextn_predict_layers));
+            rows.push(run_rust(&cfg, o, p, &name, peaks.of(p))?);
+        }
+        Ok((rows, peaks))
     })
 }
 
 /// The result as a table.
-pub fn table(o: &TrainBenchConfig, rows: &[TrainBenchRow], peak: f64) -> String {
+pub fn table(o: &TrainBenchConfig, rows: &[TrainBenchRow], peaks: Peaks) -> String {
     let cfg = ModelConfig::preset(&o.preset).ok();
     let mut s = format!(
-        "preset {}  batch {} × seq {}  threads {}  measured f32 GEMM peak {:.1} GFLOP/s\n",
+        "preset {}  batch {} × seq {}  threads {}  measured peaks: f32 GEMM {:.1} GFLOP/s, AMX-BF16 tiles {}\n",
         o.preset,
         o.batch,
         o.seq,
         o.threads,
-        peak / 1e9
+        peaks.fp32 / 1e9,
+        peaks
+            .amx
+            .map_or("none".into(), |a| format!("{:.0} GFLOP/s", a / 1e9))
     );
     s.push_str(&format!(
         "{:<58} {:>11} {:>9} {:>20} {:>9} {:>6} {:>9}\n",
@@ -229,11 +294,33 @@ pub fn table(o: &TrainBenchConfig, rows: &[TrainBenchRow], peak: f64) -> String 
             r.peak_rss_mb
         ));
     }
-    if rows.len() >= 2 && rows[1].name.starts_with("transformers") {
-        s.push_str(&format!(
-            "speed-up vs PyTorch eager: {:.2}×\n",
-            rows[0].tokens_per_s / rows[1].tokens_per_s
-        ));
+    let find = |pre: &str, has: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(pre) && r.name.contains(has) && !r.name.contains("MTP D"))
+    };
+    for (what, ours, theirs) in [
+        (
+            "fp32 vs torch fp32 eager",
+            find("tokenmill fp32", ""),
+            find("transformers", "fp32 eager"),
+        ),
+        (
+            "bf16 vs torch bf16 autocast",
+            find("tokenmill bf16", ""),
+            find("transformers", "bf16 autocast"),
+        ),
+        (
+            "bf16 vs tokenmill fp32",
+            find("tokenmill bf16", ""),
+            find("tokenmill fp32", ""),
+        ),
+    ] {
+        if let (Some(a), Some(b)) = (ours, theirs) {
+            s.push_str(&format!(
+                "speed-up, {what}: {:.2}×\n",
+                a.tokens_per_s / b.tokens_per_s
+            ));
+        }
     }
     if let Some(c) = cfg {
         let (per_param, per_tok) = memory_model(&c);
@@ -263,6 +350,9 @@ pub struct Args {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// tokenmill's precisions to run, one row each (fp32, bf16, fp8).
+    #[arg(long, value_delimiter = ',', default_value = "fp32,bf16")]
+    pub precision: Vec<String>,
     /// Python with torch + transformers (default: .venv-peers/bin/python if present).
     #[arg(long)]
     pub python: Option<PathBuf>,
@@ -282,8 +372,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         crate::peers::python(a.python, Path::new(""))
     };
+    let precisions = a
+        .precision
+        .iter()
+        .map(|p| match p.as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            "fp8" => Ok(Precision::Fp8),
+            other => Err(anyhow::anyhow!(
+                "--precision {other:?}: expected fp32, bf16 or fp8"
+            )),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let o = TrainBenchConfig {
         preset: a.preset,
+        precisions,
         batch: a.batch,
         seq: a.seq,
         steps: a.steps,
@@ -291,14 +394,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         python,
         script: a.script,
     };
-    let (rows, peak) = bench_train(&o)?;
+    let (rows, peaks) = bench_train(&o)?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({ "gemm_peak_flops": peak, "rows": rows })
-        );
+        println!("{}", serde_json::json!({ "peaks": peaks, "rows": rows }));
     } else {
-        print!("{}", table(&o, &rows, peak));
+        print!("{}", table(&o, &rows, peaks));
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ pub struct Cpu;
 pub struct CpuReference;
 
 macro_rules! impl_backend {
-    ($ty:ident, $name:literal, $mm:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
+    ($ty:ident, $name:literal, $mm:path, $lp:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
      $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $tk:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
@@ -31,7 +31,7 @@ macro_rules! impl_backend {
                 c: &mut [T],
                 format: LowpGemm,
             ) -> u64 {
-                lowp::matmul_lowp($mm, p, a, b, c, format)
+                $lp(p, a, b, c, format)
             }
             fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {
                 $nf(x, w, eps, y, rstd)
@@ -136,6 +136,7 @@ impl_backend!(
     Cpu,
     "cpu",
     matmul::matmul,
+    lowp::matmul_lowp_fast,
     norm::rmsnorm_fwd,
     norm::rmsnorm_bwd_input,
     norm::rmsnorm_bwd_weight,
@@ -157,6 +158,7 @@ impl_backend!(
     CpuReference,
     "cpu-reference",
     matmul::matmul_ref,
+    lowp::matmul_lowp_reference,
     norm::rmsnorm_fwd_ref,
     norm::rmsnorm_bwd_input_ref,
     norm::rmsnorm_bwd_weight_ref,

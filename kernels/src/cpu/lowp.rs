@@ -5,9 +5,15 @@
 //! through the limited accumulator (its mantissa truncated to [`FP8_ACC_MANTISSA_BITS`] bits)
 //! and is promoted (added in FP32) into C.
 //!
+//! BF16 on a CPU with AMX or AVX512-BF16 runs on those units instead
+//! ([`matmul_lowp_fast`], [`super::bf16gemm`]): the same rounded operands, FP32 accumulation in
+//! another order.
+//!
 //! Truncating once per chunk is a faster model than [`crate::gemm::fp8_gemm`], which truncates
 //! after every addition and stays the reference for accumulator studies.
 
+use super::bf16gemm;
+use super::matmul::{PARALLEL_MIN_MACS, matmul, matmul_ref};
 use crate::backend::{FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, LowpGemm, MatMul};
 use crate::bf16::round_bf16;
 use crate::fp8::Fp8Format;
@@ -42,6 +48,55 @@ pub fn matmul_lowp<T: Real>(
         LowpGemm::Fp8 { .. } => promoted(&mm, p, &aq, &bq, c),
     }
     bad_a + bad_b
+}
+
+/// The fast backend's low-precision GEMM: BF16 on the CPU's BF16 unit when it has one
+/// ([`super::bf16gemm::unit`]), otherwise (FP8, f64, no unit) the emulation over the fast FP32
+/// GEMM.
+pub fn matmul_lowp_fast<T: Real>(
+    p: MatMul,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    format: LowpGemm,
+) -> u64 {
+    if let (LowpGemm::Bf16, Some(unit), Some(a32), Some(b32)) =
+        (format, bf16gemm::unit(), T::as_f32(a), T::as_f32(b))
+    {
+        p.check(a, b, c);
+        let c32 = T::as_f32_mut(c).expect("C has the type of A");
+        let threads = if p.m * p.n * p.k >= PARALLEL_MIN_MACS {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        bf16gemm::gemm_bf16(
+            unit,
+            p.m,
+            p.n,
+            p.k,
+            a32,
+            p.a_strides(),
+            b32,
+            p.b_strides(),
+            c32,
+            p.accumulate,
+            threads,
+        );
+        return 0;
+    }
+    matmul_lowp(matmul, p, a, b, c, format)
+}
+
+/// The reference backend's low-precision GEMM: the emulation over the triple loop.
+pub fn matmul_lowp_reference<T: Real>(
+    p: MatMul,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    format: LowpGemm,
+) -> u64 {
+    matmul_lowp(matmul_ref, p, a, b, c, format)
 }
 
 /// A copy of `x` (`rows × cols`, f32) as the GEMM sees it, and its count of FP8 tiles with a
@@ -139,7 +194,6 @@ fn promoted<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::matmul::matmul;
     use crate::rng::Rng;
 
     fn rand(n: usize, seed: u64) -> Vec<f32> {

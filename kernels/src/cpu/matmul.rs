@@ -31,7 +31,7 @@ pub fn matmul_ref<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
 }
 
 /// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// Fast path, multi-threaded over the rayon pool when the product is large enough.
 pub fn matmul<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {

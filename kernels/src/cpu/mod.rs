@@ -4,6 +4,7 @@
 //! ([`crate::backend`]).
 
 pub mod attention;
+pub mod bf16gemm;
 pub mod embedding;
 pub mod loss;
 pub mod lowp;

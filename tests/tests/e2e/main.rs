@@ -1,6 +1,7 @@
 //! End-to-end tests across tokenmill's crates, on the real files in `../shared/data`.
 
 mod bad_input;
+mod bf16;
 mod build;
 mod dedup;
 mod disk;

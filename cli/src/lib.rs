@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod alloc;
 pub mod bench;
 pub mod commands;
 pub mod peers;

@@ -9,6 +9,10 @@ use tokenmill_cli::commands::{
     report, schedule, slurm_task, sql, status, tokenizer, trace, train, verify,
 };
 
+/// Large blocks on huge pages ([`tokenmill_cli::alloc`]).
+#[global_allocator]
+static ALLOC: tokenmill_cli::alloc::HugePages = tokenmill_cli::alloc::HugePages;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tokenmill",

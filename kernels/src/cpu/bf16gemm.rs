@@ -852,6 +852,8 @@ mod tests {
                 (33, 65, 63),
                 (130, 70, 600),
                 (40, 2100, 17),
+                (300, 20, 64),
+                (1000, 33, 70),
             ] {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                     let a: Vec<f32> = (0..m * k)

@@ -471,6 +471,36 @@ fn the_command_prints_tables_json_and_a_chart_and_names_bad_task_lines() {
     let o = eval_cmd(&["--model", &p(&run), "--dataset", "/nonexistent-dataset"]);
     assert!(!o.status.success());
     assert!(read_tasks(&dir.path().join("absent.jsonl")).is_err());
+    // A dataset built with another tokenizer than the model's vocabulary allows (GPT-2's
+    // 50,257 tokens against the model's 512) is refused before any token reaches the model,
+    // and so are task files read with that tokenizer.
+    let mut cfg = BuildConfig::default();
+    cfg.input.paths = vec![dir.path().join("eval.txt").display().to_string()];
+    cfg.tokenizer.path = tokenmill_tests::data("tokenizers/gpt2.tokenizer.json");
+    cfg.output.dir = dir.path().join("gpt2-ds");
+    cfg.run.quiet = true;
+    tokenmill_pipelines::build(&cfg).unwrap();
+    let o = eval_cmd(&[
+        "--model",
+        &p(&run),
+        "--dataset",
+        &p(&dir.path().join("gpt2-ds")),
+        "--seq-len",
+        "64",
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(
+            "the dataset's tokenizer has 50257 tokens, more than the model's vocab_size 512"
+        ),
+        "{e}"
+    );
+    let gpt2 = p(&tokenmill_tests::data("tokenizers/gpt2.tokenizer.json"));
+    let o = eval_cmd(&["--model", &p(&run), "--tokenizer", &gpt2, "--tasks", &caps]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("more than the model's vocab_size 512"), "{e}");
 }
 
 #[test]

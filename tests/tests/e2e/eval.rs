@@ -600,7 +600,7 @@ fn task_log_likelihoods_agree_with_transformers() {
 }
 
 #[test]
-#[ignore = "needs lm-eval, torch and transformers in .venv-peers (or TOKENMILL_PEERS_PYTHON): cargo test -p tokenmill-tests --test e2e -- --ignored eval::"]
+#[ignore = "needs lm-eval[hf] (accelerate), torch and transformers in .venv-peers (or TOKENMILL_PEERS_PYTHON): cargo test -p tokenmill-tests --test e2e -- --ignored eval::"]
 fn task_accuracies_agree_with_lm_evaluation_harness() {
     let py = tokenmill_cli::peers::python(None, &repo_root()).expect(
         "no Python peer environment: make .venv-peers with lm-eval, torch and transformers (tests/peers/README.md), or set TOKENMILL_PEERS_PYTHON",

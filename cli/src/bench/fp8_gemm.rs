@@ -10,12 +10,16 @@ use tokenmill_kernels::rng::Rng;
 /// `tokenmill bench fp8-gemm`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Rows of A and C.
     #[arg(long, default_value_t = 8)]
     pub m: usize,
+    /// Columns of B and C.
     #[arg(long, default_value_t = 8)]
     pub n: usize,
+    /// Mantissa bits kept by the emulated tensor-core accumulator (H800: 14).
     #[arg(long, default_value_t = 14)]
     pub mantissa_bits: u32,
+    /// Inner dimensions K to tabulate, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',

@@ -156,16 +156,22 @@ pub struct Args {
     /// Total tokens of the simulated dataset.
     #[arg(long, default_value_t = 14_800_000_000_000)]
     pub simulate_tokens: u64,
+    /// Tokens per sample.
     #[arg(long, default_value_t = 4096)]
     pub seq_len: u64,
+    /// Samples per batch.
     #[arg(long, default_value_t = 8)]
     pub global_batch: u64,
+    /// Batches served and timed.
     #[arg(long, default_value_t = 200)]
     pub batches: u64,
+    /// How documents become samples.
     #[arg(long, value_enum, default_value = "windows")]
     pub packing: PackingArg,
+    /// Sample order within an epoch.
     #[arg(long, value_enum, default_value = "full")]
     pub shuffle: ShuffleArg,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }

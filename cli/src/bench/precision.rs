@@ -139,10 +139,13 @@ pub fn table(rows: &[PrecisionRow]) -> String {
 /// `tokenmill bench precision`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// A training TOML; it is run once per precision (fp32, bf16, fp8).
     #[arg(long)]
     pub config: PathBuf,
+    /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
 }

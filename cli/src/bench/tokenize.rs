@@ -195,18 +195,24 @@ pub fn table(rows: &[BenchRow]) -> String {
 /// `tokenmill bench tokenize`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Input files or globs whose documents are tokenized.
     pub inputs: Vec<PathBuf>,
+    /// The tokenizer.json to time.
     #[arg(long)]
     pub tokenizer: PathBuf,
+    /// Threads for each implementation.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Timed runs per implementation (the best is reported).
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
     /// Python with `tokenizers` installed (default: .venv-peers/bin/python if present).
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// The Python peer script (HF tokenizers, tiktoken).
     #[arg(long, default_value = "tests/peers/bench_tokenize.py")]
     pub script: PathBuf,
+    /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
 }

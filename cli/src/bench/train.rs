@@ -340,14 +340,19 @@ pub fn table(o: &TrainBenchConfig, rows: &[TrainBenchRow], peaks: Peaks) -> Stri
 /// `tokenmill bench train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Model preset (tiny, small, deepseek-v3, deepseek-v2-lite).
     #[arg(long, default_value = "small")]
     pub preset: String,
+    /// Sequences per step.
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Tokens per sequence.
     #[arg(long, default_value_t = 256)]
     pub seq: usize,
+    /// Timed steps after the warm-up (tokenmill reports their median, torch their mean).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Threads for tokenmill and for torch.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// tokenmill's precisions to run, one row each (fp32, bf16, fp8).
@@ -359,8 +364,10 @@ pub struct Args {
     /// Skip the PyTorch side.
     #[arg(long)]
     pub no_peer: bool,
+    /// The Python peer script (transformers DeepseekV3ForCausalLM).
     #[arg(long, default_value = "tests/peers/bench_torch_train.py")]
     pub script: PathBuf,
+    /// Print the peaks and rows as JSON.
     #[arg(long)]
     pub json: bool,
 }

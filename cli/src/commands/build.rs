@@ -94,6 +94,7 @@ pub struct Args {
     /// Worker threads (0 = all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// No progress bar; only warnings and errors on stderr.
     #[arg(long)]
     pub quiet: bool,
     /// Exact + MinHash LSH dedup between reading and tokenizing (defaults; `[dedup]` in the

@@ -22,6 +22,8 @@ pub enum KeepArg {
 pub struct Args {
     /// Input files or globs (any reader: JSONL, Parquet, WET, text).
     pub inputs: Vec<String>,
+    /// Output directory: kept.parquet, removed.parquet (each removal with its reason and the
+    /// document kept for it), clusters.parquet, stats.json.
     #[arg(long)]
     pub out: PathBuf,
     /// Skip exact dedup.
@@ -33,15 +35,19 @@ pub struct Args {
     /// Also remove documents whose normalised URL repeats.
     #[arg(long)]
     pub url: bool,
+    /// Shingle length, in words (or characters with --char-ngrams).
     #[arg(long, default_value_t = 5)]
     pub ngram: usize,
     /// Character n-grams instead of words.
     #[arg(long)]
     pub char_ngrams: bool,
+    /// LSH bands (FineWeb: 14); bands × rows MinHash functions in all.
     #[arg(long, default_value_t = 14)]
     pub bands: usize,
+    /// MinHash values per band (FineWeb: 8).
     #[arg(long, default_value_t = 8)]
     pub rows: usize,
+    /// Seed of the MinHash functions.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Remove a near-duplicate only if the exact Jaccard similarity of its shingles with the
@@ -51,16 +57,19 @@ pub struct Args {
     /// Compare each document with at most this many kept documents of its candidate group.
     #[arg(long, default_value_t = 256)]
     pub max_centers: usize,
+    /// Which document of a duplicate group is kept.
     #[arg(long, value_enum, default_value = "earliest")]
     pub keep: KeepArg,
     /// Memory for bucket records before spilling to disk.
     #[arg(long, default_value_t = 256)]
     pub memory_mb: usize,
+    /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Also write every LSH candidate pair (JSON lines {"a","b"}) for comparisons.
     #[arg(long)]
     pub pairs_out: Option<PathBuf>,
+    /// Print the report as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
 }

@@ -37,6 +37,7 @@ pub struct Args {
     /// kept.jsonl (default) or kept.parquet.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: FormatArg,
+    /// Print the run's counts as JSON (stats.json's content) instead of the table.
     #[arg(long)]
     pub json: bool,
 }

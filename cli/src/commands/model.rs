@@ -14,17 +14,22 @@ pub enum Cmd {
         /// tiny, small, deepseek-v3, deepseek-v2-lite
         #[arg(long, conflicts_with = "config")]
         preset: Option<String>,
+        /// An HF config.json instead of a preset.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Sequence length for the attention FLOPs and activation memory.
         #[arg(long, default_value_t = 4096)]
         seq_len: u64,
     },
     /// Write a freshly initialised model in Hugging Face layout (config.json + safetensors).
     Init {
+        /// The preset to initialise (tiny, small, deepseek-v3, deepseek-v2-lite).
         #[arg(long, default_value = "tiny")]
         preset: String,
+        /// Seed of the initialisation.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Output directory (created).
         #[arg(long)]
         out: PathBuf,
     },

@@ -29,6 +29,7 @@ pub struct Args {
     /// Micro-batches per step (DualPipe: both directions together; even, at least 2·pp).
     #[arg(long, default_value_t = 8)]
     pub micro: usize,
+    /// The pipeline schedule to lay out.
     #[arg(long, value_enum, default_value = "dualpipe")]
     pub schedule: ScheduleArg,
     /// Time of a forward chunk.

@@ -11,11 +11,15 @@ use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
 pub enum Cmd {
     /// Train a byte-level BPE tokenizer on input documents.
     Train {
+        /// Input files or globs (any reader) whose documents train the tokenizer.
         inputs: Vec<PathBuf>,
+        /// Where to write the tokenizer.json.
         #[arg(long)]
         out: PathBuf,
+        /// Vocabulary size, special tokens included.
         #[arg(long, default_value_t = 32768)]
         vocab_size: usize,
+        /// A pair is merged only if it occurs at least this often.
         #[arg(long, default_value_t = 2)]
         min_frequency: u64,
         /// Special tokens (the first is the EOS); default `<|endoftext|>`.

@@ -10,11 +10,13 @@ use tokenmill_pipelines::train::{read_config, timeline_path, train_in, train_wit
 /// `tokenmill train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The training TOML ([model], [data], [lr], [train], ...; see docs/trainer.md).
     #[arg(long)]
     pub config: PathBuf,
     /// Continue from the newest checkpoint in the run directory.
     #[arg(long)]
     pub resume: bool,
+    /// No progress bar; evaluation lines and warnings only.
     #[arg(long)]
     pub quiet: bool,
     /// Record each rank's compute and communication spans as a Chrome/Perfetto trace

@@ -7,7 +7,9 @@ use anyhow::Context;
 /// `tokenmill verify`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The dataset directory (holding manifest.json).
     pub dataset: PathBuf,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -11,6 +11,7 @@ mod extraction;
 mod fast_tokenizer;
 mod hf_roundtrip;
 mod hostile;
+mod killed;
 mod loader;
 mod megatron;
 mod objstore;

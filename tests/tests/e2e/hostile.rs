@@ -431,3 +431,82 @@ fn checkpoint_paths_out_of_the_run_are_refused_on_resume() {
     std::fs::rename(&moved, &step).unwrap();
     train(read_config(&cfg).unwrap(), true, true).unwrap();
 }
+
+/// A real Parquet file of three documents whose footer was rewritten to claim 10¹⁰ rows (the
+/// file's count and its row group's), the data pages untouched.
+fn parquet_claiming_10_to_the_10_rows(path: &Path) {
+    use std::sync::Arc;
+
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::{FileMetaData, ParquetMetaData, ParquetMetaDataWriter};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    const CLAIM: i64 = 10_000_000_000;
+    let schema = Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, false)]));
+    let texts = StringArray::from(vec![
+        "The first document of a file that lies about its size.",
+        "The second one.",
+        "The third one.",
+    ]);
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(texts)]).unwrap();
+    let mut honest = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut honest, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let tmp = path.with_extension("honest.parquet");
+    std::fs::write(&tmp, &honest).unwrap();
+    let meta = SerializedFileReader::new(std::fs::File::open(&tmp).unwrap())
+        .unwrap()
+        .metadata()
+        .clone();
+    std::fs::remove_file(&tmp).unwrap();
+    let fm = meta.file_metadata();
+    let lying = ParquetMetaData::new(
+        FileMetaData::new(
+            fm.version(),
+            CLAIM,
+            fm.created_by().map(str::to_string),
+            fm.key_value_metadata().cloned(),
+            fm.schema_descr_ptr(),
+            fm.column_orders().cloned(),
+        ),
+        meta.row_groups()
+            .iter()
+            .map(|rg| {
+                rg.clone()
+                    .into_builder()
+                    .set_num_rows(CLAIM)
+                    .build()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    // The data pages: everything before the old footer (its length is the 4 bytes before
+    // the closing magic).
+    let n = honest.len();
+    let footer = u32::from_le_bytes(honest[n - 8..n - 4].try_into().unwrap()) as usize;
+    let mut out = honest[..n - 8 - footer].to_vec();
+    ParquetMetaDataWriter::new(&mut out, &lying)
+        .finish()
+        .unwrap();
+    std::fs::write(path, &out).unwrap();
+    let check = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    assert_eq!(check.metadata().file_metadata().num_rows(), CLAIM);
+}
+
+#[test]
+fn a_parquet_file_claiming_10_to_the_10_rows_is_read_within_3_gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("liar.parquet");
+    parquet_claiming_10_to_the_10_rows(&input);
+    let out = dir.path().join("ds");
+    let (ok, text) = build_limited(&input, &out);
+    assert!(ok, "{text}");
+    // The reader goes by the pages, not by the claim: the three real documents, read in
+    // batches of 1,024 rows (no buffer sized by the row count), under 3 GiB of address space.
+    let m = tokenmill_shards::Manifest::load(&out).unwrap();
+    assert_eq!(m.documents, 3);
+}

@@ -24,10 +24,17 @@ sequence count and document_indices must agree.
     ..   8*S   int64 sequence byte pointers into .bin
     ..   8*D   int64 document indices (sequence index boundaries, [0, ..., S])
 
+Loss masks: a shard whose manifest entry has `masks` also has
+`<name>.mask.bin` + `<name>.mask.idx` (one uint8 per token, dtype code 1), read by
+the same IndexedDataset: one mask sequence per token sequence, same lengths, values
+0/1, as many 1s as the entry's `masks.trained_tokens`.
+
 Output (stdout):
   * with --dump-first N: one line, a JSON array of the first N sequences (in
     manifest shard order, across shards) as lists of ints;
-  * always, as the last line: {"shards":..,"sequences":..,"tokens":..,"ok":true}.
+  * with --dump-first-masks N: one line, the first N mask sequences likewise;
+  * always, as the last line: {"shards":..,"sequences":..,"tokens":..,
+    "mask_shards":..,"masked_in":..,"ok":true}.
 Exit status: 0 if everything matches, 1 on any mismatch or malformed file
 (message on stderr, prefixed "MISMATCH:" or "ERROR:"), 2 on usage errors.
 """
@@ -176,11 +183,43 @@ def check_shard(IndexedDataset, prefix, entry, manifest, dump, dump_n):
     return seq_count, ref["total_tokens"]
 
 
+def check_masks(IndexedDataset, prefix, entry, lengths_of, mask_dump, dump_n):
+    """The loss masks beside a shard (`<prefix>.mask.bin/.idx`, one uint8 per token), read
+    by Megatron's IndexedDataset: one mask sequence per token sequence, of the same length,
+    values 0/1, and as many 1s as the manifest's `trained_tokens`."""
+    try:
+        ds = IndexedDataset(prefix + ".mask", multimodal=False, mmap=True)
+    except Exception as e:
+        fail(f"{prefix}.mask: Megatron IndexedDataset failed to open it: {type(e).__name__}: {e}")
+    lengths = lengths_of(prefix)
+    if len(ds) != len(lengths):
+        fail(f"{prefix}.mask: {len(ds)} sequences, the shard has {len(lengths)}")
+    if ds.index.dtype != np.uint8:
+        fail(f"{prefix}.mask: dtype {ds.index.dtype}, expected uint8")
+    ones = 0
+    for i in range(len(ds)):
+        m = ds[i]
+        if m.shape[0] != int(lengths[i]):
+            fail(f"{prefix}.mask: sequence {i} has {m.shape[0]} mask bytes for {int(lengths[i])} tokens")
+        if m.size and int(m.max()) > 1:
+            fail(f"{prefix}.mask: sequence {i} holds a mask byte {int(m.max())} (0 or 1 expected)")
+        ones += int(m.sum(dtype=np.int64))
+        if len(mask_dump) < dump_n:
+            mask_dump.append(m.tolist())
+    want = entry["masks"].get("trained_tokens")
+    if want is not None and want != ones:
+        fail(f"{prefix}.mask: {ones} masked-in tokens, the manifest says {want}")
+    del ds
+    return ones
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset_dir")
     ap.add_argument("--dump-first", type=int, default=None, metavar="N",
                     help="print the first N sequences' tokens as a JSON array line")
+    ap.add_argument("--dump-first-masks", type=int, default=None, metavar="N",
+                    help="print the first N sequences' loss masks as a JSON array line (after the tokens' line)")
     args = ap.parse_args(argv)
 
     manifest_path = os.path.join(args.dataset_dir, "manifest.json")
@@ -195,7 +234,9 @@ def main(argv=None):
 
     IndexedDataset = import_megatron_indexed_dataset()
     dump, dump_n = [], args.dump_first or 0
+    mask_dump, mask_n = [], args.dump_first_masks or 0
     total_seq = total_tok = 0
+    mask_shards = masked_in = 0
     try:
         for entry, name in zip(shards, names):
             prefix = os.path.join(args.dataset_dir, name)
@@ -205,6 +246,12 @@ def main(argv=None):
             n_seq, n_tok = check_shard(IndexedDataset, prefix, entry, manifest, dump, dump_n)
             total_seq += n_seq
             total_tok += n_tok
+            if entry.get("masks"):
+                mask_shards += 1
+                masked_in += check_masks(
+                    IndexedDataset, prefix, entry,
+                    lambda p: parse_shard_numpy(p)["lengths"], mask_dump, mask_n,
+                )
     except Mismatch as e:
         print(f"MISMATCH: {e}", file=sys.stderr)
         return 1
@@ -214,7 +261,10 @@ def main(argv=None):
 
     if args.dump_first is not None:
         print(json.dumps(dump, separators=(",", ":")))
-    print(json.dumps({"shards": len(names), "sequences": total_seq, "tokens": total_tok, "ok": True}))
+    if args.dump_first_masks is not None:
+        print(json.dumps(mask_dump, separators=(",", ":")))
+    print(json.dumps({"shards": len(names), "sequences": total_seq, "tokens": total_tok,
+                      "mask_shards": mask_shards, "masked_in": masked_in, "ok": True}))
     return 0
 
 

@@ -755,3 +755,52 @@ fn fine_tuning_a_pretrained_model_teaches_it_the_instructions() {
         "exact match {em0:.3} → {em1:.3}"
     );
 }
+
+#[test]
+#[ignore = "needs megatron-core in .venv-peers (or TOKENMILL_PEERS_PYTHON; tests/peers/README.md): cargo test -p tokenmill-tests --test e2e -- --ignored sft::megatron"]
+fn megatron_reads_the_loss_masks_beside_the_shards() {
+    let py = tokenmill_cli::peers::python(None, &repo_root()).expect(
+        "no Python peer environment: make .venv-peers as tests/peers/README.md says, or set TOKENMILL_PEERS_PYTHON",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines: Vec<Value> = (0..40)
+        .map(conversation)
+        .map(|(id, t)| openai_line(&id, &t))
+        .collect();
+    write_lines(&d.join("chats.jsonl"), &lines);
+    // Small shards, so that several shards carry masks.
+    let mut cfg = sft_config(&[d.join("chats.jsonl")], &d.join("ds"), "openai", chatml());
+    cfg.output.shard_bytes = 4 << 10;
+    let built = tokenmill_pipelines::build(&cfg).unwrap();
+    let shards = built.manifest.shards.len();
+    assert!(shards >= 2, "{shards} shards");
+    let o = std::process::Command::new(py)
+        .arg(repo_root().join("tests/peers/megatron_read.py"))
+        .arg(d.join("ds"))
+        .args(["--dump-first", "40", "--dump-first-masks", "40"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let n = lines.len();
+    let tokens: Vec<Vec<u32>> = serde_json::from_str(lines[n - 3]).unwrap();
+    let masks: Vec<Vec<u8>> = serde_json::from_str(lines[n - 2]).unwrap();
+    let summary: Value = serde_json::from_str(lines[n - 1]).unwrap();
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["mask_shards"], shards);
+    let ours = documents(&d.join("ds"));
+    assert_eq!(ours.len(), 40);
+    assert_eq!(tokens.len(), 40);
+    for (i, (id, t, m)) in ours.iter().enumerate() {
+        assert_eq!(&tokens[i], t, "{id}: tokens as Megatron reads them");
+        assert_eq!(&masks[i], m, "{id}: mask as Megatron reads it");
+    }
+    let trained: u64 = ours
+        .iter()
+        .map(|(_, _, m)| m.iter().map(|&b| b as u64).sum::<u64>())
+        .sum();
+    assert_eq!(summary["masked_in"], trained);
+    assert!(trained > 0 && trained < built.manifest.tokens);
+}

@@ -33,6 +33,11 @@ pub struct TaskRecord {
     pub shards: Vec<ShardEntry>,
     /// What the task read, dropped and wrote.
     pub stats: TaskStats,
+    /// xxh3-64 (hex) of the task's table of dropped documents (`excluded/task-N.parquet`), so
+    /// a table cut short by a crash is found on resume and the task redone. Records written
+    /// before this field have none and are not checked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded_xxh3: Option<String>,
 }
 
 impl TaskRecord {
@@ -42,7 +47,8 @@ impl TaskRecord {
         build_dir.join("tasks").join(format!("{task:06}.json"))
     }
 
-    /// The record of a finished task, if it is there and its shards exist with the right sizes.
+    /// The record of a finished task, if it is there, its shards exist with the right sizes
+    /// (indexes, provenance and the table of dropped documents with the right checksums).
     pub fn load_done(build_dir: &Path, out: &Path, task: usize, input: &str) -> Option<TaskRecord> {
         let bytes = std::fs::read(Self::path(build_dir, task)).ok()?;
         let rec: TaskRecord = serde_json::from_slice(&bytes).ok()?;
@@ -65,6 +71,11 @@ impl TaskRecord {
                         xxh3_is(&tokenmill_shards::mask::mask_idx_path(out, &s.name), &m.idx_xxh3)
                             && regular(tokenmill_shards::mask::mask_bin_path(out, &s.name)).is_some()
                     })
+            })
+            // a table of dropped documents cut short by a crash is redone too
+            && rec.excluded_xxh3.as_ref().is_none_or(|h| {
+                regular(crate::excluded::path(out, task)).is_some()
+                    && xxh3_is(&crate::excluded::path(out, task), h)
             });
         ok.then_some(rec)
     }
@@ -235,11 +246,14 @@ pub fn run_task(
     drops.push_skips(reader.take_skips())?;
     drops.finish()?;
     stats.read = reader.stats().clone();
+    let ex = crate::excluded::path(out, task);
+    let excluded = std::fs::read(&ex).map_err(|e| Error::io(&ex, e))?;
     let rec = TaskRecord {
         task,
         input: input.display().to_string(),
         shards,
         stats,
+        excluded_xxh3: Some(tokenmill_shards::manifest::hex64(xxh3_64(&excluded))),
     };
     if !rec.stats.reconciles() {
         return Err(Error::Internal(format!(

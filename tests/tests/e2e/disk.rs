@@ -314,14 +314,15 @@ fn last_of(out: &Path, task: usize, ext: &str) -> PathBuf {
 #[test]
 fn truncated_newest_files_of_an_interrupted_build_are_redone() {
     let dir = tempfile::tempdir().unwrap();
-    let ins = inputs(dir.path(), 5);
+    let ins = inputs(dir.path(), 6);
     let reference = dir.path().join("reference");
     let o = build(&ins, &reference);
     assert!(o.status.success(), "{}", stderr(&o));
     let want = dataset(&reference);
 
     // A build interrupted before it published its manifest, whose newest files a crash cut
-    // short: one task's last .bin, another's .idx, another's provenance, another's record.
+    // short: one task's last .bin, another's .idx, another's provenance, another's record,
+    // another's table of dropped documents.
     let out = dir.path().join("crashed");
     let o = build(&ins, &out);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -330,6 +331,7 @@ fn truncated_newest_files_of_an_interrupted_build_are_redone() {
     truncate(&last_of(&out, 1, ".idx"));
     truncate(&last_of(&out, 2, ".prov.parquet"));
     truncate(&out.join(".build/tasks/000003.json"));
+    truncate(&out.join("excluded/task-000004.parquet"));
     let o = build(&ins, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     let stats: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

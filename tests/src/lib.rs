@@ -12,6 +12,17 @@ use std::path::{Path, PathBuf};
 /// The repository root. Taken from `CARGO_MANIFEST_DIR` at run time (cargo sets it for tests),
 /// not only at build time: a test binary built by another checkout sharing the target
 /// directory must not point into that checkout.
+/// The Python of the peer tests (`$TOKENMILL_PEERS_PYTHON`, else `.venv-peers/bin/python`);
+/// panics naming the packages `needs` when there is none (the peer tests are `#[ignore]`d, so
+/// this runs only when asked for).
+pub fn peers_python(needs: &str) -> PathBuf {
+    tokenmill_cli::peers::python(None, &repo_root()).unwrap_or_else(|| {
+        panic!(
+            "no Python peer environment: make .venv-peers with {needs} (tests/peers/README.md), or set TOKENMILL_PEERS_PYTHON"
+        )
+    })
+}
+
 pub fn repo_root() -> PathBuf {
     std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),

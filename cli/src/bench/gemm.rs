@@ -58,6 +58,21 @@ fn time(f: &mut dyn FnMut(), reps: usize) -> f64 {
     best
 }
 
+/// The timed product of both tables: `C [n, n] = A · Bᵀ` and its operands.
+fn square(n: usize) -> (MatMul, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let p = MatMul {
+        m: n,
+        n,
+        k: n,
+        ta: false,
+        tb: true,
+        accumulate: false,
+    };
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.2).collect();
+    (p, a, b, vec![0f32; n * n])
+}
+
 /// PyTorch's matmul rate (GFLOP/s) per size in `dtype` (`float32`, `bfloat16`), when a Python
 /// with torch is given.
 fn torch_rates(
@@ -113,17 +128,7 @@ pub fn bench_gemm(
     );
     pool.install(|| {
         for (i, &n) in sizes.iter().enumerate() {
-            let p = MatMul {
-                m: n,
-                n,
-                k: n,
-                ta: false,
-                tb: true,
-                accumulate: false,
-            };
-            let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
-            let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.2).collect();
-            let mut c = vec![0f32; n * n];
+            let (p, a, b, mut c) = square(n);
             let own = sgemm::available().then(|| {
                 p.flops()
                     / time(
@@ -186,17 +191,7 @@ fn bf16_table(
     );
     pool.install(|| {
         for (i, &n) in sizes.iter().enumerate() {
-            let p = MatMul {
-                m: n,
-                n,
-                k: n,
-                ta: false,
-                tb: true,
-                accumulate: false,
-            };
-            let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
-            let b: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.2).collect();
-            let mut c = vec![0f32; n * n];
+            let (p, a, b, mut c) = square(n);
             let mut unit = |u: Bf16Unit| {
                 bf16gemm::runs(u).then(|| {
                     p.flops()

@@ -33,6 +33,11 @@ use rayon::prelude::*;
 #[cfg(test)]
 use crate::bf16::to_bf16;
 
+use super::sgemm::{Aligned, CPtr, View};
+
+/// A packing buffer of BF16 bits.
+type Packed = Aligned<u16>;
+
 /// Rows of C per micro-kernel (two tiles of 16).
 pub const MR: usize = 32;
 /// Columns of C per micro-kernel (two tiles of 16).
@@ -169,48 +174,6 @@ pub fn unit() -> Option<Bf16Unit> {
     })
 }
 
-/// A strided read-only f32 matrix view.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl View<'_> {
-    #[inline(always)]
-    fn at(&self, r: usize, c: usize) -> f32 {
-        self.data[r * self.rs + c * self.cs]
-    }
-}
-
-/// A packing buffer of BF16 bits whose working slice starts on a 64-byte boundary (tile rows
-/// and vector loads read whole cache lines).
-#[derive(Default)]
-struct Packed {
-    buf: Vec<u16>,
-    off: usize,
-    len: usize,
-}
-
-impl Packed {
-    /// A zeroed slice of `len` elements.
-    fn zeroed(&mut self, len: usize) -> &mut [u16] {
-        if self.buf.len() < len + 32 {
-            self.buf = vec![0; len + 32];
-        }
-        let addr = self.buf.as_ptr() as usize;
-        self.off = (64 - addr % 64) % 64 / 2;
-        self.len = len;
-        let s = &mut self.buf[self.off..self.off + len];
-        s.fill(0);
-        s
-    }
-    fn get(&self) -> &[u16] {
-        &self.buf[self.off..self.off + self.len]
-    }
-}
-
 /// `x` rounded to BF16 (as [`to_bf16`]), branch-free so that loops of it vectorise.
 #[inline(always)]
 fn bf(x: f32) -> u32 {
@@ -242,12 +205,7 @@ fn pairs_k_contiguous(src: &[f32], at: usize, sq: usize, nq: usize, nk: usize, o
         }
         return;
     }
-    *out = [[0; 16]; 16];
-    for (q, o) in out.iter_mut().enumerate().take(nq) {
-        for l in 0..nk {
-            o[l / 2] |= bf(src[at + q * sq + l]) << (16 * (l % 2));
-        }
-    }
+    pairs_strided(|q, l| src[at + q * sq + l], nq, nk, out);
 }
 
 /// `out[kp][q]` = the pair (k = 2kp, 2kp+1) of line `q`, where k steps by `sk` in `src` from
@@ -296,45 +254,41 @@ fn store(blk: &Block, transpose: bool, dst: &mut [u16]) {
     }
 }
 
-/// Fills one tile of A's panel: tile rows `r0..r0+16` of op(A) (from row `i`), k tile at `l`.
+/// Fills one tile from lines `q..q+nq` of a lines × k view (A's rows, or B's columns seen
+/// through the transposed view), k tile at `l`: `[line][kp]` (A's tile) or, with `vnni`,
+/// `[kp][line]` (B's VNNI tile). The source is read along whichever of its axes is contiguous.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn a_tile(a: View<'_>, i: usize, nq: usize, l: usize, nk: usize, blk: &mut Block, dst: &mut [u16]) {
-    if a.cs == 1 {
-        pairs_k_contiguous(a.data, i * a.rs + l, a.rs, nq, nk, blk);
-        store(blk, false, dst);
-    } else if a.rs == 1 {
-        pairs_q_contiguous(a.data, l * a.cs + i, a.cs, nq, nk, blk);
-        store(blk, true, dst);
+fn tile(
+    v: View<'_>,
+    q: usize,
+    nq: usize,
+    l: usize,
+    nk: usize,
+    vnni: bool,
+    blk: &mut Block,
+    dst: &mut [u16],
+) {
+    let transpose = if v.cs == 1 {
+        pairs_k_contiguous(v.data, q * v.rs + l, v.rs, nq, nk, blk);
+        vnni
+    } else if v.rs == 1 {
+        pairs_q_contiguous(v.data, l * v.cs + q, v.cs, nq, nk, blk);
+        !vnni
     } else {
-        pairs_strided(|q, ll| a.at(i + q, l + ll), nq, nk, blk);
-        store(blk, false, dst);
-    }
+        pairs_strided(|qq, ll| v.at(q + qq, l + ll), nq, nk, blk);
+        vnni
+    };
+    store(blk, transpose, dst);
 }
 
-/// Fills one tile of B's panel: columns `j..j+nq` of op(B), k tile at `l` (VNNI: `[kp][c]`).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn b_tile(b: View<'_>, j: usize, nq: usize, l: usize, nk: usize, blk: &mut Block, dst: &mut [u16]) {
-    if b.rs == 1 {
-        pairs_k_contiguous(b.data, j * b.cs + l, b.cs, nq, nk, blk);
-        store(blk, true, dst);
-    } else if b.cs == 1 {
-        pairs_q_contiguous(b.data, l * b.rs + j, b.rs, nq, nk, blk);
-        store(blk, false, dst);
-    } else {
-        pairs_strided(|q, ll| b.at(l + ll, j + q), nq, nk, blk);
-        store(blk, true, dst);
-    }
-}
-
-/// Packs `panels` consecutive panels (A's rows or B's columns from `q0`, `nq` lines in all;
-/// k `[p0, p0+kc)`) into `dst`, k tile by k tile across the panels, so that a source read
+/// Packs consecutive panels (lines `q0..q0+nq` of a lines × k view; k `[p0, p0+kc)`; VNNI
+/// tiles for B) into `dst`, k tile by k tile across the panels, so that a source read
 /// along the lines walks one contiguous run per k row instead of one page per panel.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn pack_panels(
-    is_a: bool,
+    vnni: bool,
     v: View<'_>,
     q0: usize,
     nq: usize,
@@ -355,12 +309,8 @@ fn pack_panels(
                     break;
                 }
                 let nqt = 16.min(nq - first);
-                let tile = &mut panel[(kt * 2 + t) * TILE..(kt * 2 + t + 1) * TILE];
-                if is_a {
-                    a_tile(v, q0 + first, nqt, l, nk, &mut blk, tile);
-                } else {
-                    b_tile(v, q0 + first, nqt, l, nk, &mut blk, tile);
-                }
+                let dst = &mut panel[(kt * 2 + t) * TILE..(kt * 2 + t + 1) * TILE];
+                tile(v, q0 + first, nqt, l, nk, vnni, &mut blk, dst);
             }
         }
     }
@@ -374,7 +324,7 @@ fn pack_panels(
 #[target_feature(enable = "avx512f,avx512bw")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pack_panels_avx512(
-    is_a: bool,
+    vnni: bool,
     v: View<'_>,
     q0: usize,
     nq: usize,
@@ -382,7 +332,7 @@ unsafe fn pack_panels_avx512(
     kc: usize,
     dst: &mut [u16],
 ) {
-    pack_panels(is_a, v, q0, nq, p0, kc, dst)
+    pack_panels(vnni, v, q0, nq, p0, kc, dst)
 }
 
 /// Panels packed together by one task when the source is contiguous along the lines (16 × 32
@@ -390,11 +340,12 @@ unsafe fn pack_panels_avx512(
 /// rows stay in a few pages for 32 k tiles).
 const PANEL_GROUP: usize = 16;
 
-/// Packs panels of [`MR`] rows of op(A) (or [`NR`] columns of op(B)): lines `[0, lines)`
-/// (offset by `q0`), k `[p0, p0+kc)`, panels in parallel when `parallel`.
+/// Packs panels of 32 lines of a lines × k view — [`MR`] rows of op(A), or with `vnni`
+/// [`NR`] columns of op(B) — lines `q0..q0+lines`, k `[p0, p0+kc)`, panels in parallel when
+/// `parallel`.
 #[allow(clippy::too_many_arguments)]
 fn pack(
-    is_a: bool,
+    vnni: bool,
     v: View<'_>,
     q0: usize,
     lines: usize,
@@ -407,8 +358,7 @@ fn pack(
     let panels = lines.div_ceil(32);
     let dst = out.zeroed(panels * stride);
     let wide = avx512bf16_available();
-    let along_lines = if is_a { v.rs == 1 } else { v.cs == 1 };
-    let per_task = if along_lines { PANEL_GROUP } else { 1 };
+    let per_task = if v.rs == 1 { PANEL_GROUP } else { 1 };
     let group = per_task * stride;
     let one = |(gi, dst): (usize, &mut [u16])| {
         let first = gi * per_task * 32;
@@ -416,11 +366,11 @@ fn pack(
         #[cfg(target_arch = "x86_64")]
         if wide {
             // SAFETY: AVX512-F/BW detected (implied by avx512bf16_available's checks).
-            unsafe { pack_panels_avx512(is_a, v, q, nq, p0, kc, dst) };
+            unsafe { pack_panels_avx512(vnni, v, q, nq, p0, kc, dst) };
             return;
         }
         let _ = wide;
-        pack_panels(is_a, v, q, nq, p0, kc, dst);
+        pack_panels(vnni, v, q, nq, p0, kc, dst);
     };
     if parallel && panels > per_task {
         dst.par_chunks_mut(group).enumerate().for_each(one);
@@ -587,14 +537,6 @@ unsafe fn avx512bf16_kernel(
     }
 }
 
-/// A pointer to C shared by tasks that write disjoint blocks.
-#[derive(Clone, Copy)]
-struct CPtr(*mut f32);
-// SAFETY: tasks write disjoint row blocks of C (see `block`), never the same element.
-unsafe impl Send for CPtr {}
-// SAFETY: as above; the pointer is only dereferenced inside those disjoint blocks.
-unsafe impl Sync for CPtr {}
-
 /// `C (+)= op(A) · op(B)` in BF16 with FP32 accumulation on `unit`; `threads` > 1 packs and
 /// multiplies in parallel. A is `m × k` with (row, column) strides `ars/acs`, B `k × n` with
 /// `brs/bcs`, C `m × n` row-major.
@@ -635,10 +577,11 @@ pub fn gemm_bf16(
         rs: ars,
         cs: acs,
     };
+    // op(B)'s columns are the lines of its panels: B seen transposed.
     let bv = View {
         data: b,
-        rs: brs,
-        cs: bcs,
+        rs: bcs,
+        cs: brs,
     };
     let mb = m.div_ceil(MC);
     let cp = CPtr(c.as_mut_ptr());
@@ -647,12 +590,12 @@ pub fn gemm_bf16(
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             let panel = kc.div_ceil(KT) * 2 * TILE;
-            pack(true, av, 0, m, p0, kc, pa, parallel);
+            pack(false, av, 0, m, p0, kc, pa, parallel);
             let first = p0 == 0 && !accumulate;
             let pa = pa.get();
             for j0 in (0..n).step_by(NC) {
                 let nc = NC.min(n - j0);
-                pack(false, bv, j0, nc, p0, kc, pb, parallel);
+                pack(true, bv, j0, nc, p0, kc, pb, parallel);
                 let pb = pb.get();
                 let run = |ib: usize| {
                     let i0 = ib * MC;

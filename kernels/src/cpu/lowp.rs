@@ -13,7 +13,7 @@
 //! after every addition and stays the reference for accumulator studies.
 
 use super::bf16gemm;
-use super::matmul::{PARALLEL_MIN_MACS, matmul, matmul_ref};
+use super::matmul::{matmul, matmul_ref, threads_for};
 use crate::backend::{FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, LowpGemm, MatMul};
 use crate::bf16::round_bf16;
 use crate::fp8::Fp8Format;
@@ -65,11 +65,6 @@ pub fn matmul_lowp_fast<T: Real>(
     {
         p.check(a, b, c);
         let c32 = T::as_f32_mut(c).expect("C has the type of A");
-        let threads = if p.m * p.n * p.k >= PARALLEL_MIN_MACS {
-            rayon::current_num_threads()
-        } else {
-            1
-        };
         bf16gemm::gemm_bf16(
             unit,
             p.m,
@@ -81,7 +76,7 @@ pub fn matmul_lowp_fast<T: Real>(
             p.b_strides(),
             c32,
             p.accumulate,
-            threads,
+            threads_for(p),
         );
         return 0;
     }

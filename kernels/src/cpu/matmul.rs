@@ -31,16 +31,20 @@ pub fn matmul_ref<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
 }
 
 /// Below this many multiply-adds a product runs on the calling thread.
-pub(crate) const PARALLEL_MIN_MACS: usize = 1 << 18;
+const PARALLEL_MIN_MACS: usize = 1 << 18;
 
-/// Fast path, multi-threaded over the rayon pool when the product is large enough.
-pub fn matmul<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
-    let threads = if p.m * p.n * p.k >= PARALLEL_MIN_MACS {
+/// Threads for a product of this size: the rayon pool's when it is large enough, else one.
+pub(crate) fn threads_for(p: MatMul) -> usize {
+    if p.m * p.n * p.k >= PARALLEL_MIN_MACS {
         rayon::current_num_threads()
     } else {
         1
-    };
-    matmul_threads(p, a, b, c, threads);
+    }
+}
+
+/// Fast path, multi-threaded over the rayon pool when the product is large enough.
+pub fn matmul<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T]) {
+    matmul_threads(p, a, b, c, threads_for(p));
 }
 
 /// Fast path on the calling thread only (for callers that are already parallel).

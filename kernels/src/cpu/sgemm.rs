@@ -36,51 +36,54 @@ pub fn available() -> bool {
     }
 }
 
-/// A strided read-only matrix view.
+/// A strided read-only matrix view (also the BF16 GEMM's, [`super::bf16gemm`]).
 #[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
+pub(super) struct View<'a> {
+    pub(super) data: &'a [f32],
+    /// Row stride.
+    pub(super) rs: usize,
+    /// Column stride.
+    pub(super) cs: usize,
 }
 
 impl View<'_> {
     #[inline(always)]
-    fn at(&self, r: usize, c: usize) -> f32 {
+    pub(super) fn at(&self, r: usize, c: usize) -> f32 {
         self.data[r * self.rs + c * self.cs]
     }
 }
 
-/// A packing buffer whose working slice starts on a 64-byte boundary, so every 16-lane load of
-/// a packed panel reads one cache line, not two.
+/// A packing buffer whose working slice starts on a 64-byte boundary, so every 64-byte load of
+/// a packed panel (a 16-lane vector, an AMX tile row) reads one cache line, not two.
 #[derive(Default)]
-struct Aligned {
-    buf: Vec<f32>,
+pub(super) struct Aligned<T> {
+    buf: Vec<T>,
     off: usize,
     len: usize,
 }
 
-impl Aligned {
+impl<T: Copy + Default> Aligned<T> {
     /// A zeroed slice of `len` elements.
-    fn zeroed(&mut self, len: usize) -> &mut [f32] {
-        if self.buf.len() < len + 16 {
-            self.buf = vec![0.0; len + 16];
+    pub(super) fn zeroed(&mut self, len: usize) -> &mut [T] {
+        let size = std::mem::size_of::<T>();
+        if self.buf.len() < len + 64 / size {
+            self.buf = vec![T::default(); len + 64 / size];
         }
         let addr = self.buf.as_ptr() as usize;
-        self.off = (64 - addr % 64) % 64 / 4;
+        self.off = (64 - addr % 64) % 64 / size;
         self.len = len;
         let s = &mut self.buf[self.off..self.off + len];
-        s.fill(0.0);
+        s.fill(T::default());
         s
     }
-    fn get(&self) -> &[f32] {
+    pub(super) fn get(&self) -> &[T] {
         &self.buf[self.off..self.off + self.len]
     }
 }
 
 /// Packs rows `[i0, i0+mc)` × cols `[p0, p0+kc)` of op(A) into panels `[mc/MR][kc][MR]`, zero
 /// padded to a whole panel.
-fn pack_a(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, buf: &mut Aligned) {
+fn pack_a(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, buf: &mut Aligned<f32>) {
     let panels = mc.div_ceil(MR);
     let out = buf.zeroed(panels * kc * MR);
     for pi in 0..panels {
@@ -111,7 +114,7 @@ fn pack_b(
     kc: usize,
     j0: usize,
     nc: usize,
-    buf: &mut Aligned,
+    buf: &mut Aligned<f32>,
     parallel: bool,
 ) {
     let panels = nc.div_ceil(NR);
@@ -176,7 +179,7 @@ unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR
 
 /// A pointer to C shared by tasks that write disjoint blocks.
 #[derive(Clone, Copy)]
-struct CPtr(*mut f32);
+pub(super) struct CPtr(pub(super) *mut f32);
 // SAFETY: tasks write disjoint row blocks of C (see `block`), never the same element.
 unsafe impl Send for CPtr {}
 // SAFETY: as above; the pointer is only dereferenced inside those disjoint blocks.
@@ -231,7 +234,7 @@ pub fn sgemm(
             pack_b(bv, p0, kc, j0, nc, &mut pb, threads > 1);
             let first = p0 == 0 && !accumulate;
             let pb = pb.get();
-            let run = |ib: usize, pa: &mut Aligned| {
+            let run = |ib: usize, pa: &mut Aligned<f32>| {
                 let i0 = ib * MC;
                 let mc = MC.min(m - i0);
                 pack_a(av, i0, mc, p0, kc, pa);

@@ -18,7 +18,7 @@ use tokenmill_pipelines::eval::tasks::{
 use tokenmill_pipelines::train::{read_config, train};
 use tokenmill_shards::loader::{Loader, LoaderConfig, Shuffle};
 use tokenmill_shards::{Dataset, TextTokenizer, TokenizeConfig};
-use tokenmill_tests::{fixture, repo_root, tokenmill_bin};
+use tokenmill_tests::{fixture, peers_python, repo_root, tokenmill_bin};
 use tokenmill_trainer::train::{ComputeDevice, LogKind};
 
 use super::train::{datasets, log, write_config};
@@ -506,9 +506,7 @@ fn the_command_prints_tables_json_and_a_chart_and_names_bad_task_lines() {
 #[test]
 #[ignore = "needs torch and transformers in .venv-peers (or TOKENMILL_PEERS_PYTHON): cargo test -p tokenmill-tests --test e2e -- --ignored eval::"]
 fn task_log_likelihoods_agree_with_transformers() {
-    let py = tokenmill_cli::peers::python(None, &repo_root()).expect(
-        "no Python peer environment: make .venv-peers with torch and transformers (tests/peers/README.md), or set TOKENMILL_PEERS_PYTHON",
-    );
+    let py = peers_python("torch and transformers");
     let dir = tempfile::tempdir().unwrap();
     datasets(dir.path());
     let tok_path = dir.path().join("tokenizer.json");
@@ -602,9 +600,7 @@ fn task_log_likelihoods_agree_with_transformers() {
 #[test]
 #[ignore = "needs lm-eval[hf] (accelerate), torch and transformers in .venv-peers (or TOKENMILL_PEERS_PYTHON): cargo test -p tokenmill-tests --test e2e -- --ignored eval::"]
 fn task_accuracies_agree_with_lm_evaluation_harness() {
-    let py = tokenmill_cli::peers::python(None, &repo_root()).expect(
-        "no Python peer environment: make .venv-peers with lm-eval, torch and transformers (tests/peers/README.md), or set TOKENMILL_PEERS_PYTHON",
-    );
+    let py = peers_python("lm-eval[hf], torch and transformers");
     let dir = tempfile::tempdir().unwrap();
     datasets(dir.path());
     let tok_path = dir.path().join("tokenizer.json");

@@ -285,9 +285,7 @@ fn export_reads_back_init_continues_the_run_and_generate_decodes_greedily() {
 }
 
 fn peers() -> PathBuf {
-    tokenmill_cli::peers::python(None, &repo_root()).expect(
-        "no Python peer environment: make .venv-peers with torch and transformers (tests/peers/README.md), or set TOKENMILL_PEERS_PYTHON",
-    )
+    tokenmill_tests::peers_python("torch and transformers")
 }
 
 fn peer(py: &Path, args: &[&str]) -> serde_json::Value {

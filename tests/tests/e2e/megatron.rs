@@ -4,7 +4,6 @@
 //! files, and — where the Python peer environment exists — Megatron's reader reads a tokenmill
 //! dataset back token for token (`tests/peers/megatron_read.py`).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use tokenmill_shards::{DocSource, Shard, ShardWriter, TokenDtype};
@@ -69,17 +68,10 @@ fn tokenmill_reads_megatron_files_including_multi_sequence_documents() {
     assert_eq!(i32.document(4).unwrap(), vec![129279]);
 }
 
-/// Python with megatron-core: `$TOKENMILL_PEERS_PYTHON`, else `.venv-peers/bin/python`.
-fn peers_python() -> Option<PathBuf> {
-    tokenmill_cli::peers::python(None, &repo_root())
-}
-
 #[test]
 #[ignore = "needs the Python peers (megatron-core, tests/peers/README.md): cargo test -p tokenmill-tests --test e2e -- --ignored megatron"]
 fn megatron_reader_reads_a_tokenmill_dataset() {
-    let py = peers_python().expect(
-        "no Python peer environment: make .venv-peers as tests/peers/README.md says, or set TOKENMILL_PEERS_PYTHON",
-    );
+    let py = tokenmill_tests::peers_python("megatron-core");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ds");
     let mut cfg = tokenmill_pipelines::BuildConfig::default();

@@ -490,9 +490,7 @@ fn a_content_length_past_the_data_is_one_truncated_record_plain_or_gzipped() {
 #[test]
 #[ignore = "needs warcio in the Python peers (tests/peers/README.md): cargo test -p tokenmill-tests --test e2e -- --ignored warcio"]
 fn every_html_response_warcio_reads_gets_past_the_read_stage() {
-    let py = tokenmill_cli::peers::python(None, &tokenmill_tests::repo_root()).expect(
-        "no Python peer environment: make .venv-peers with warcio (tests/peers/README.md), or set TOKENMILL_PEERS_PYTHON",
-    );
+    let py = tokenmill_tests::peers_python("warcio");
     let script = tokenmill_tests::repo_root().join("tests/peers/warc_counts.py");
     let mut files: Vec<_> = std::fs::read_dir(tokenmill_tests::data_dir().join("warc"))
         .unwrap()

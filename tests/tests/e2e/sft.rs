@@ -508,9 +508,7 @@ fn transformers_ids(py: &Path, model_dir: &Path, convs: &Path) -> Vec<(Vec<u32>,
 #[test]
 #[ignore = "needs transformers (TOKENMILL_PEERS_PYTHON or .venv-peers): cargo test -p tokenmill-tests --test e2e -- --ignored sft::"]
 fn chat_templates_give_the_ids_transformers_gives() {
-    let py = tokenmill_cli::peers::python(None, &repo_root()).expect(
-        "no Python peer environment with transformers: set TOKENMILL_PEERS_PYTHON (tests/peers/README.md)",
-    );
+    let py = tokenmill_tests::peers_python("transformers");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Conversations with several exchanges, a tool turn, non-ASCII text, padding whitespace;
@@ -759,9 +757,7 @@ fn fine_tuning_a_pretrained_model_teaches_it_the_instructions() {
 #[test]
 #[ignore = "needs megatron-core in .venv-peers (or TOKENMILL_PEERS_PYTHON; tests/peers/README.md): cargo test -p tokenmill-tests --test e2e -- --ignored sft::megatron"]
 fn megatron_reads_the_loss_masks_beside_the_shards() {
-    let py = tokenmill_cli::peers::python(None, &repo_root()).expect(
-        "no Python peer environment: make .venv-peers as tests/peers/README.md says, or set TOKENMILL_PEERS_PYTHON",
-    );
+    let py = tokenmill_tests::peers_python("megatron-core");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let lines: Vec<Value> = (0..40)

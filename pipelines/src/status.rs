@@ -1,7 +1,10 @@
 //! `tokenmill status OUT`: where a build stands — which tasks are done, running, failed (with
 //! the log and its last error line) or waiting, the documents and bytes so far, and whether
 //! the manifest is published — from the build's own files (plan, task records, the Slurm
-//! executor's job list and logs), so it works for local and Slurm builds alike.
+//! executor's job list and logs), so it works for local and Slurm builds alike. For a Slurm
+//! build it also asks the scheduler (`squeue`): a task whose array element is pending or running
+//! is said so, and one that left the queue without publishing its record (cancelled, out of
+//! time or memory, a node lost) is failed, even when its log ends without an error line.
 
 use std::path::{Path, PathBuf};
 
@@ -37,8 +40,11 @@ pub struct TaskStatus {
     pub state: TaskState,
     /// Its log (Slurm executor).
     pub log: Option<PathBuf>,
-    /// The last error line of the log.
+    /// The last error line of the log (or why the scheduler's answer makes it failed).
     pub error: Option<String>,
+    /// Its array element's state in Slurm's queue (`PENDING`, `RUNNING`, ...), when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 /// A build's state.
@@ -58,6 +64,52 @@ pub struct BuildStatus {
     pub jobs: Option<Submitted>,
     /// The finalize job's last error line, when it failed.
     pub finalize_error: Option<String>,
+    /// Where the running/failed states of a Slurm build come from: `squeue`, or the logs
+    /// alone when `squeue` cannot answer (with its message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
+}
+
+/// What `squeue` said about a build's jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queue {
+    /// The jobs still in the queue: job id (`123` or array element `123_4`) → state.
+    Answered(std::collections::HashMap<String, String>),
+    /// `squeue` could not be asked (not installed, controller down): the message.
+    Unavailable(String),
+}
+
+/// Asks `squeue` for the states of `jobs` (array elements one per line). Jobs the controller
+/// no longer knows (finished long ago) are simply absent.
+pub fn ask_squeue(jobs: &[String]) -> Queue {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-r", "-o", "%i %T", "-j", &jobs.join(",")])
+        .output();
+    match out {
+        Err(e) => Queue::Unavailable(format!("squeue: {e}")),
+        Ok(o) if o.status.success() => {
+            Queue::Answered(parse_squeue(&String::from_utf8_lossy(&o.stdout)))
+        }
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            // Every id purged from the controller's memory: none of them is queued.
+            if err.contains("Invalid job id") {
+                Queue::Answered(Default::default())
+            } else {
+                Queue::Unavailable(format!("squeue: {err}"))
+            }
+        }
+    }
+}
+
+/// Parses `squeue -h -r -o "%i %T"` lines (`123_4 RUNNING`).
+pub fn parse_squeue(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect()
 }
 
 impl BuildStatus {
@@ -88,9 +140,10 @@ pub fn status(out: &Path) -> Result<BuildStatus> {
     })?)
     .map_err(|e| Error::Config(format!("{}: {e}", plan_path.display())))?;
     let jobs = submitted(out);
-    // task → its array element's log
+    // task → its array element's log and job id
     let mut logs: Vec<Option<PathBuf>> = vec![None; plan.inputs.len()];
-    if jobs.is_some() {
+    let mut elements: Vec<Option<String>> = vec![None; plan.inputs.len()];
+    if let Some(j) = &jobs {
         for a in 0.. {
             let Ok(text) = std::fs::read_to_string(slurm_dir(out).join(format!("tasks-{a}.txt")))
             else {
@@ -103,20 +156,48 @@ pub fn status(out: &Path) -> Result<BuildStatus> {
                 {
                     if t < logs.len() {
                         logs[t] = Some(element_log(out, a, e));
+                        elements[t] = j.arrays.get(a).map(|id| format!("{id}_{e}"));
                     }
                 }
             }
         }
     }
+    let queue = jobs.as_ref().map(|j| {
+        let mut ids = j.arrays.clone();
+        ids.push(j.finalize.clone());
+        ids.extend(j.dedup.clone());
+        ask_squeue(&ids)
+    });
     let (mut docs, mut bytes, mut tokens) = (0, 0, 0);
     let mut tasks = Vec::with_capacity(plan.inputs.len());
     for (i, inp) in plan.inputs.iter().enumerate() {
         let log = logs[i].clone().filter(|l| l.exists());
+        let queued = match (&queue, &elements[i]) {
+            (Some(Queue::Answered(q)), Some(id)) => Some(q.get(id).cloned()),
+            _ => None,
+        };
         let (state, error) = if let Some(r) = TaskRecord::load_done(&build_dir, out, i, &inp.path) {
             docs += r.stats.documents_written;
             bytes += r.stats.text_bytes;
             tokens += r.stats.tokens;
             (TaskState::Done, None)
+        } else if let Some(q) = &queued {
+            match q.as_deref() {
+                Some("PENDING" | "CONFIGURING" | "REQUEUED" | "RESV_DEL_HOLD" | "SUSPENDED") => {
+                    (TaskState::Waiting, None)
+                }
+                Some(_) => (TaskState::Running, None),
+                None => (
+                    TaskState::Failed,
+                    Some(log.as_deref().and_then(last_error).unwrap_or_else(|| {
+                        format!(
+                            "array element {} left the Slurm queue without publishing its task \
+                             (cancelled, out of time or memory, or its node lost)",
+                            elements[i].as_deref().unwrap_or("?")
+                        )
+                    })),
+                ),
+            }
         } else if let Some(l) = &log {
             match last_error(l) {
                 Some(e) => (TaskState::Failed, Some(e)),
@@ -131,6 +212,7 @@ pub fn status(out: &Path) -> Result<BuildStatus> {
             state,
             log,
             error,
+            queue: queued.flatten(),
         });
     }
     let published = out.join(tokenmill_shards::MANIFEST_FILE).exists();
@@ -149,5 +231,23 @@ pub fn status(out: &Path) -> Result<BuildStatus> {
         published,
         jobs,
         finalize_error,
+        scheduler: queue.map(|q| match q {
+            Queue::Answered(_) => "squeue".to_string(),
+            Queue::Unavailable(why) => format!("the logs alone ({why})"),
+        }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squeue_lines_are_parsed_per_array_element() {
+        let q = parse_squeue("101_0 RUNNING\n101_3 PENDING\n102 PENDING\n\n");
+        assert_eq!(q.len(), 3);
+        assert_eq!(q["101_3"], "PENDING");
+        assert_eq!(q["102"], "PENDING");
+        assert!(!q.contains_key("101_2"));
+    }
 }

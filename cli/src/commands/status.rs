@@ -45,6 +45,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             j.arrays.join(", "),
             j.finalize
         );
+        if let Some(from) = &s.scheduler {
+            println!("running and failed tasks as told by {from}");
+        }
     }
     if let Some(e) = &s.finalize_error {
         println!("finalize: {e}");

@@ -175,7 +175,16 @@ fn a_cancelled_array_task_is_named_and_a_rerun_submits_only_it() {
         .collect();
     assert_eq!(states[0], "done");
     assert_eq!(states[1], "done");
-    assert_ne!(states[2], "done", "{s}");
+    // squeue no longer lists the cancelled element: failed, not waiting for ever.
+    assert_eq!(states[2], "failed", "{s}");
+    assert_eq!(s["scheduler"], "squeue", "{s}");
+    let why = s["tasks"][2]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!(
+            "{array}_2 left the Slurm queue without publishing"
+        )),
+        "{s}"
+    );
     assert_eq!(states[3], "done");
     assert_eq!(s["published"], false);
     let fin = s["finalize_error"].as_str().unwrap_or_default();

@@ -20,6 +20,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod guard;
 pub mod http;
 mod jsonl;
 mod parquet_input;

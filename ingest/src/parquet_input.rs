@@ -28,6 +28,15 @@ pub(crate) struct ParquetSource {
     file_bytes: u64,
 }
 
+/// Runs a step of the Parquet decoder on `path`, a panic on malformed bytes becoming an error
+/// naming the file.
+fn malformed<R>(path: &Path, f: impl FnOnce() -> R) -> Result<R> {
+    crate::guard::decoding(f).map_err(|why| Error::Input {
+        path: path_buf(path),
+        detail: format!("malformed Parquet file: the decoder failed: {why}"),
+    })
+}
+
 impl ParquetSource {
     pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
         let pq = |source| Error::Parquet {
@@ -38,12 +47,15 @@ impl ParquetSource {
             // Fetched whole (Parquet's footer is at the end), up to `remote_max_bytes`.
             let bytes = crate::remote::fetch(&path.to_string_lossy(), opts.remote_max_bytes)?;
             let file_bytes = bytes.len() as u64;
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(pq)?;
+            let builder = malformed(path, || {
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            })?
+            .map_err(pq)?;
             return Self::from_builder(path, opts, builder, file_bytes);
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+        let builder =
+            malformed(path, || ParquetRecordBatchReaderBuilder::try_new(file))?.map_err(pq)?;
         let file_bytes = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
             .len();
@@ -120,11 +132,10 @@ impl ParquetSource {
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), leaves);
         src.reader = Some(
-            builder
-                .with_projection(mask)
-                .with_batch_size(1024)
-                .build()
-                .map_err(pq)?,
+            malformed(path, || {
+                builder.with_projection(mask).with_batch_size(1024).build()
+            })?
+            .map_err(pq)?,
         );
         Ok(src)
     }
@@ -265,7 +276,13 @@ impl RecordSource for ParquetSource {
             if let Some(o) = self.pending.pop_front() {
                 return Some(Ok(o));
             }
-            match self.reader.as_mut()?.next()? {
+            let reader = self.reader.as_mut()?;
+            let next = crate::guard::decoding(|| reader.next()).unwrap_or_else(|why| {
+                Some(Err(arrow::error::ArrowError::ParquetError(format!(
+                    "malformed data, the Parquet decoder failed: {why}"
+                ))))
+            });
+            match next? {
                 Ok(b) => self.load(b),
                 Err(e) => {
                     self.reader = None;

@@ -141,14 +141,38 @@ pub fn read_provenance(path: &Path) -> Result<Vec<DocProvenance>> {
         path: path.to_path_buf(),
         source,
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(pq)?
-        .build()
-        .map_err(pq)?;
+    // The Parquet decoder panics on some malformed files (found by fuzzing): caught, and
+    // reported as a corrupt table.
+    let guard = |f: &mut dyn FnMut() -> Result<Option<RecordBatch>>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::corrupt(
+                path,
+                "provenance table",
+                format!("malformed Parquet, the decoder failed: {why}"),
+            ))
+        })
+    };
+    let mut reader = None;
+    guard(&mut || {
+        reader = Some(
+            ParquetRecordBatchReaderBuilder::try_new(
+                file.try_clone().map_err(|e| Error::io(path, e))?,
+            )
+            .map_err(pq)?
+            .build()
+            .map_err(pq)?,
+        );
+        Ok(None)
+    })?;
+    let mut reader = reader.expect("set above");
     let want = provenance_schema();
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch?;
+    while let Some(batch) = guard(&mut || Ok(reader.next().transpose()?))? {
         for f in want.fields() {
             if matches!(f.name().as_str(), "lang" | "lang_score") {
                 continue; // added later: datasets built before have no such columns

@@ -230,6 +230,7 @@ impl Model {
             ep: None,
             batch: None,
             nonfinite: &nonfinite,
+            key_starts: None,
         };
         let mut x = vec![T::zero(); n * d];
         be.embedding_fwd(cx.w(self.embed), d, tokens, &mut x);
@@ -285,6 +286,7 @@ mod tests {
         }
         let s = tokens.len() - 1;
         let batch = Batch {
+            starts: None,
             tokens,
             mask: None,
             b: 1,

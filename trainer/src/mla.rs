@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use tokenmill_kernels::Real;
-use tokenmill_kernels::backend::{AttnShape, RopeRows, RopeTable};
+use tokenmill_kernels::backend::{AttnShape, KeyStarts, RopeRows, RopeTable};
 
 use crate::ops::{Buf, Ctx, Linear, RmsNorm, WgradQueue};
 
@@ -95,6 +95,19 @@ impl Mla {
         }
     }
 
+    /// The first key of every query of a pass over `b` sequences of `s` positions, from the
+    /// pass's document starts ([`Ctx::key_starts`], `[b, S]`; an MTP block runs on the first
+    /// `s < S` positions of each sequence and takes their rows).
+    fn first_keys(cx_starts: Option<&[u32]>, b: usize, s: usize) -> Option<Vec<u32>> {
+        let all = cx_starts?;
+        let full = all.len() / b.max(1);
+        Some(
+            (0..b)
+                .flat_map(|bi| all[bi * full..bi * full + s].iter().copied())
+                .collect(),
+        )
+    }
+
     /// Forward over `b` sequences of `s` tokens; x `[b·s, d]` → `[b·s, d]`.
     pub fn fwd<T: Real>(
         &self,
@@ -170,7 +183,10 @@ impl Mla {
         }
         let shape = self.attn_shape(b, s);
         let (mut o, mut lse) = (vec![T::zero(); n * h * self.v], vec![T::zero(); b * h * s]);
-        cx.be.attention_fwd(shape, &qh, &kh, &vh, &mut o, &mut lse);
+        let first = Self::first_keys(cx.key_starts, b, s);
+        let starts = first.as_deref().map(|first| KeyStarts { heads: h, first });
+        cx.be
+            .attention_fwd(shape, starts, &qh, &kh, &vh, &mut o, &mut lse);
         let o_in = Arc::new(heads_to_tokens(&o, b, h, s, self.v));
         let out = self.o.fwd(cx, &o_in);
         let cache = MlaCache {
@@ -211,8 +227,10 @@ impl Mla {
             vec![T::zero(); c.k.len()],
             vec![T::zero(); c.v.len()],
         );
+        let first = Self::first_keys(cx.key_starts, b, s);
+        let starts = first.as_deref().map(|first| KeyStarts { heads: h, first });
         cx.be.attention_bwd(
-            shape, &c.q, &c.k, &c.v, &c.o, &c.lse, &d_o, &mut dqh, &mut dkh, &mut dvh,
+            shape, starts, &c.q, &c.k, &c.v, &c.o, &c.lse, &d_o, &mut dqh, &mut dkh, &mut dvh,
         );
         drop((c.q, c.k, c.v, c.o, c.lse));
         let kvw = self.nope + self.v;

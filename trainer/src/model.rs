@@ -108,6 +108,10 @@ pub struct Batch<'a> {
     pub tokens: &'a [u32],
     /// 1 = the target counts in the loss (`None`: all count).
     pub mask: Option<&'a [u8]>,
+    /// Attention reset at document boundaries: for every input position, the position in its
+    /// sequence where its document starts `[b, s]` (each ≤ its own position); attention then
+    /// stays inside documents. `None`: causal attention over the whole sequence.
+    pub starts: Option<&'a [u32]>,
     /// Samples.
     pub b: usize,
     /// Sequence length (inputs per sample).
@@ -167,6 +171,8 @@ struct MtpCache<T> {
 struct Cache<T> {
     b: usize,
     s: usize,
+    /// The batch's document starts (attention reset), for the backward.
+    starts: Option<Vec<u32>>,
     /// The input tokens, on the first stage (for the embedding's gradient).
     ids: Option<Arc<Vec<u32>>>,
     blocks: Vec<BlockCache<T>>,
@@ -463,6 +469,22 @@ impl Model {
                 m.len()
             )));
         }
+        if let Some(st) = batch.starts {
+            if st.len() != b * s {
+                return Err(Error::Data(format!(
+                    "document starts hold {} entries, expected {b}·{s}",
+                    st.len()
+                )));
+            }
+            if let Some(i) = (0..b * s).find(|&i| st[i] as usize > i % s) {
+                return Err(Error::Data(format!(
+                    "document start {} of position {} of sequence {} lies after it",
+                    st[i],
+                    i % s,
+                    i / s
+                )));
+            }
+        }
         if s == 0 || s > self.cfg.max_position_embeddings {
             return Err(Error::Data(format!(
                 "sequence length {s} outside 1..={} (max_position_embeddings)",
@@ -651,6 +673,7 @@ impl Model {
             ep: self.parallel.experts.as_deref(),
             batch: self.parallel.batch.as_deref(),
             nonfinite: &nonfinite,
+            key_starts: batch.starts,
         };
         let (b, s, d) = (batch.b, batch.s, self.cfg.hidden_size);
         let rope = RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, s);
@@ -709,6 +732,7 @@ impl Model {
                 cache: keep_cache.then_some(Cache {
                     b,
                     s,
+                    starts: batch.starts.map(<[u32]>::to_vec),
                     ids,
                     blocks: block_caches,
                     head: None,
@@ -791,6 +815,7 @@ impl Model {
                 Some(Cache {
                     b,
                     s,
+                    starts: batch.starts.map(<[u32]>::to_vec),
                     ids,
                     blocks: block_caches,
                     head: Some(head),
@@ -852,12 +877,13 @@ impl Model {
         wq: &mut WgradQueue<T>,
         mode: WgradMode,
     ) -> Option<Vec<T>> {
-        let cache = fwd
+        let mut cache = fwd
             .cache
             .take()
             .expect("forward was run with keep_cache = true");
         wq.precision = self.precision;
         let nonfinite = NonFiniteTiles::default();
+        let starts = cache.starts.take();
         let cx = Ctx {
             be,
             layout: &self.layout,
@@ -866,6 +892,7 @@ impl Model {
             ep: self.parallel.experts.as_deref(),
             batch: self.parallel.batch.as_deref(),
             nonfinite: &nonfinite,
+            key_starts: starts.as_deref(),
         };
         let (b, s, d) = (cache.b, cache.s, self.cfg.hidden_size);
         let flush = |wq: &mut WgradQueue<T>, grads: &mut [T]| {

@@ -76,6 +76,9 @@ pub struct Ctx<'a, T: Real> {
     pub batch: Option<&'a dyn tokenmill_comm::Communicator>,
     /// Where the pass's low-precision GEMMs count their FP8 tiles with a non-finite amax.
     pub nonfinite: &'a NonFiniteTiles,
+    /// Attention reset at document boundaries: the first position of each position's
+    /// document in its sequence `[b, s]` ([`crate::Batch::starts`]); `None`: plain causal.
+    pub key_starts: Option<&'a [u32]>,
 }
 
 impl Precision {

@@ -67,6 +67,7 @@ fn check(golden_file: &str, lambda: f64) -> f64 {
     let bytes = std::fs::read(fixture().join(golden_file)).unwrap();
     let golden = SafeTensors::deserialize(&bytes).unwrap();
     let bt = Batch {
+        starts: None,
         tokens: &tokens,
         mask: None,
         b,

@@ -74,10 +74,16 @@ fn grads(
 /// Every trainable tensor: a directional derivative along a random direction, and three
 /// single entries, against central differences.
 fn gradcheck(cfg: ModelConfig, w: LossWeights) {
+    gradcheck_with(cfg, w, None)
+}
+
+/// [`gradcheck`] over a batch of 2 × 9 with document starts `starts` (attention reset).
+fn gradcheck_with(cfg: ModelConfig, w: LossWeights, starts: Option<&[u32]>) {
     let m = Model::new(cfg).unwrap();
     let p = params(&m, 7);
     let (tokens, mask) = batch(&m, 2, 9, 8);
     let bt = Batch {
+        starts,
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,
@@ -139,6 +145,83 @@ fn gradcheck_full_model_with_moe_routing_mtp_and_balance_loss() {
 }
 
 #[test]
+fn gradcheck_with_attention_reset_at_document_boundaries() {
+    // Sample 0 packs documents of 4, 1 and 4 tokens; sample 1 is one document.
+    let starts = [0, 0, 0, 0, 4, 5, 5, 5, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    gradcheck_with(
+        tiny(1, true, 2),
+        LossWeights {
+            mtp_lambda: 0.3,
+            balance_alpha: 0.01,
+        },
+        Some(&starts),
+    );
+}
+
+/// With attention reset, a document packed after another gets the same per-token losses as
+/// when it is the whole sample (RoPE depends on relative positions only, and routing is per
+/// token), to rounding; without reset it sees the first document and its losses change.
+#[test]
+fn attention_reset_makes_packed_documents_independent() {
+    let m = Model::new(tiny(1, true, 2)).unwrap();
+    let p = params(&m, 21);
+    let (tokens, _) = batch(&m, 1, 16, 22);
+    let w = LossWeights {
+        mtp_lambda: 0.3,
+        balance_alpha: 0.0,
+    };
+    // Document A: tokens 0..6; document B: tokens 6..17 (inputs 6..16, targets 7..17).
+    let a = 6;
+    let starts: Vec<u32> = (0..16).map(|i| if i < a { 0 } else { a as u32 }).collect();
+    let packed = |starts: Option<&[u32]>| {
+        let bt = Batch {
+            starts,
+            tokens: &tokens,
+            mask: None,
+            b: 1,
+            s: 16,
+        };
+        m.forward(&CpuReference, &p, &bt, w, false)
+            .unwrap()
+            .token_losses
+    };
+    let alone = {
+        let bt = Batch {
+            starts: None,
+            tokens: &tokens[a..],
+            mask: None,
+            b: 1,
+            s: 16 - a,
+        };
+        m.forward(&CpuReference, &p, &bt, w, false)
+            .unwrap()
+            .token_losses
+    };
+    let reset = packed(Some(&starts));
+    for (i, (x, y)) in reset[a..].iter().zip(&alone).enumerate() {
+        // Rounding only: RoPE angles of other absolute positions (the table holds f32 angles).
+        assert!(
+            (x - y).abs() < 1e-7,
+            "token {i} of B: {x} packed vs {y} alone"
+        );
+    }
+    let plain = packed(None);
+    let moved = plain[a..]
+        .iter()
+        .zip(&alone)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "without reset B's losses should see A (moved {moved})"
+    );
+    // Document A's losses are the same either way: causal attention never looks ahead.
+    for i in 0..a {
+        assert!((reset[i] - plain[i]).abs() < 1e-12, "token {i} of A");
+    }
+}
+
+#[test]
 fn gradcheck_plain_query_single_group_no_mtp() {
     gradcheck(
         tiny(0, false, 1),
@@ -155,6 +238,7 @@ fn fast_backend_matches_reference() {
     let p = params(&m, 11);
     let (tokens, mask) = batch(&m, 3, 12, 12);
     let bt = Batch {
+        starts: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 3,
@@ -190,6 +274,7 @@ fn deferred_weight_gradients_equal_immediate_ones_bitwise() {
     let p: Vec<f32> = m.init(5);
     let (tokens, mask) = batch(&m, 2, 16, 6);
     let bt = Batch {
+        starts: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,
@@ -227,6 +312,7 @@ fn token_losses_and_loads_are_reported() {
     let p: Vec<f64> = m.init(1);
     let (tokens, mask) = batch(&m, 2, 10, 2);
     let bt = Batch {
+        starts: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,
@@ -264,6 +350,7 @@ fn bad_batches_are_refused() {
             &Cpu,
             &p,
             &Batch {
+                starts: None,
                 tokens: &toks,
                 mask: None,
                 b: 2,
@@ -281,6 +368,7 @@ fn bad_batches_are_refused() {
             &Cpu,
             &p,
             &Batch {
+                starts: None,
                 tokens: &toks,
                 mask: None,
                 b: 2,
@@ -306,6 +394,7 @@ fn bf16_and_fp8_gemms_perturb_the_loss_slightly_and_only_where_they_apply() {
     let p: Vec<f32> = m.init(3);
     let (tokens, mask) = batch(&m, 2, 40, 4);
     let bt = Batch {
+        starts: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,

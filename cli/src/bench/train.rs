@@ -84,6 +84,7 @@ fn run_rust(
             .collect();
         let t = Instant::now();
         let bt = Batch {
+            starts: None,
             tokens: &tokens,
             mask: None,
             b: o.batch,

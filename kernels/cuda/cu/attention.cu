@@ -23,6 +23,11 @@
 // d .. round4(d) zero-filled and rows ≥ S zero-filled. The blocks with the most tiles are
 // scheduled first (the causal triangle).
 //
+// Attention reset (packed documents that must not see each other): with heads > 0, query i of
+// BH row h attends to keys first[h / heads][i] ..= i only; every mask above adds that bound,
+// and the forward's online softmax skips the tiles that lie wholly before a row's first key
+// (m stays −∞, nothing is added). heads == 0: plain causal attention, `first` not read.
+//
 // Shared memory per block (bytes), LDQ = LD(d_qk), LDV = LD(d_v):
 //   fwd   4 · (96·LDQ + 32·LDV + 2304)              d_qk = 192, d_v = 128: 101376 (2 blocks/SM)
 //   dq    4 · (96·(LDQ + LDV) + 2432)                            192 / 128: 135680
@@ -162,9 +167,21 @@ DEVICE float att_half_max(float v) {
     return v;
 }
 
+// The first key query `row` may attend to: 0 without a reset, first[row] with one (rows past
+// the sequence, padding of the last tile, take 0).
+DEVICE int att_first(const unsigned* first, int row, int seq) {
+    return first != nullptr && row < seq ? (int)first[row] : 0;
+}
+
+// The first-key row of BH row h: `first` holds [samples][seq], `heads` rows of BH per sample;
+// heads == 0 means no reset.
+DEVICE const unsigned* att_first_row(const unsigned* first, int heads, long long h, int seq) {
+    return heads > 0 ? first + (h / heads) * seq : nullptr;
+}
+
 template <int G>  // G = ceil(d_v / 64)
 DEVICE void att_fwd_body(const float* q, const float* k, const float* v, float* o, float* lse,
-                         int seq, int d_qk, int d_v, float scale) {
+                         const unsigned* first, int seq, int d_qk, int d_v, float scale) {
     DYNAMIC_SHARED(float, sm);
     const int ldq = att_ld(d_qk), ldv = att_ld(d_v);
     const int dq4 = att_round4(d_qk), dv4 = att_round4(d_v);
@@ -197,19 +214,23 @@ DEVICE void att_fwd_body(const float* q, const float* k, const float* v, float* 
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const int row = q0 + ty * 4 + i;
+            const int lo = att_first(first, row, seq);
             float mt = -TM_INF;
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const int key = k0 + tx + 16 * j;
-                s[i][j] = key <= row && key < seq ? s[i][j] * scale : -TM_INF;
+                s[i][j] = lo <= key && key <= row && key < seq ? s[i][j] * scale : -TM_INF;
                 mt = fmaxf(mt, s[i][j]);
             }
             mt = att_half_max(mt);
-            // Key 0 is in the first tile for every row, so m is finite from then on.
+            // A row's keys may all lie past this tile (its document starts later): m stays
+            // −∞ and nothing is added until its first key.
             const float mn = fmaxf(m[i], mt);
-            const float alpha = expf(m[i] - mn);
+            const bool none = mn == -TM_INF;
+            const float alpha = none ? 1.0f : expf(m[i] - mn);
             m[i] = mn;
-            const float p0 = expf(s[i][0] - mn), p1 = expf(s[i][1] - mn);
+            const float p0 = none ? 0.0f : expf(s[i][0] - mn);
+            const float p1 = none ? 0.0f : expf(s[i][1] - mn);
             l[i] = l[i] * alpha + (p0 + p1);
             Ps[(ty * 4 + i) * ATT_LDP + tx] = p0;
             Ps[(ty * 4 + i) * ATT_LDP + tx + 16] = p1;
@@ -235,23 +256,26 @@ DEVICE void att_fwd_body(const float* q, const float* k, const float* v, float* 
 
 // grid (ceil(seq / 64), bh, 1), block (256, 1, 1),
 // dynamic shared memory 4 · (96·LD(d_qk) + 32·LD(d_v) + 2304) bytes, LD(d) = 32·ceil(d/32) + 4.
+// first [bh / heads][seq]: each query's first key (attention reset), read when heads > 0.
 // (__launch_bounds__(256, 2): at most 128 registers, so that two blocks share an SM.)
 KERNEL void __launch_bounds__(256, 2)
     attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k,
                       const float* __restrict__ v, float* __restrict__ o,
-                      float* __restrict__ lse, int bh, int seq, int d_qk, int d_v, float scale) {
+                      float* __restrict__ lse, const unsigned* __restrict__ first, int heads,
+                      int bh, int seq, int d_qk, int d_v, float scale) {
     if (d_qk < 1 || d_v < 1 || d_qk > ATT_MAXD || d_v > ATT_MAXD || (int)blockIdx.y >= bh) return;
     const long long h = blockIdx.y;
+    first = att_first_row(first, heads, h, seq);
     q += h * seq * d_qk;
     k += h * seq * d_qk;
     v += h * seq * d_v;
     o += h * seq * d_v;
     lse += h * seq;
     switch ((d_v + 63) / 64) {
-        case 1: att_fwd_body<1>(q, k, v, o, lse, seq, d_qk, d_v, scale); break;
-        case 2: att_fwd_body<2>(q, k, v, o, lse, seq, d_qk, d_v, scale); break;
-        case 3: att_fwd_body<3>(q, k, v, o, lse, seq, d_qk, d_v, scale); break;
-        default: att_fwd_body<4>(q, k, v, o, lse, seq, d_qk, d_v, scale); break;
+        case 1: att_fwd_body<1>(q, k, v, o, lse, first, seq, d_qk, d_v, scale); break;
+        case 2: att_fwd_body<2>(q, k, v, o, lse, first, seq, d_qk, d_v, scale); break;
+        case 3: att_fwd_body<3>(q, k, v, o, lse, first, seq, d_qk, d_v, scale); break;
+        default: att_fwd_body<4>(q, k, v, o, lse, first, seq, d_qk, d_v, scale); break;
     }
 }
 
@@ -271,8 +295,8 @@ KERNEL void attention_bwd_pre_f32(const float* __restrict__ o, const float* __re
 
 template <int G>  // G = max(ceil(d_qk / 64), ceil(d_v / 64))
 DEVICE void att_dkdv_body(const float* q, const float* k, const float* v, const float* lse,
-                          const float* d_o, const float* delta, float* dk, float* dv, int seq,
-                          int d_qk, int d_v, float scale) {
+                          const float* d_o, const float* delta, float* dk, float* dv,
+                          const unsigned* first, int seq, int d_qk, int d_v, float scale) {
     DYNAMIC_SHARED(float, sm);
     const int ldq = att_ld(d_qk), ldv = att_ld(d_v);
     const int dq4 = att_round4(d_qk), dv4 = att_round4(d_v);
@@ -311,7 +335,7 @@ DEVICE void att_dkdv_body(const float* q, const float* k, const float* v, const 
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const int c = tx + 16 * j, row = q0 + c;
-                const bool ok = key <= row && row < seq;
+                const bool ok = key <= row && row < seq && att_first(first, row, seq) <= key;
                 const float p = ok ? expf(s[i][j] * scale - Ls[c]) : 0.0f;
                 Ps[(ty * 4 + i) * ATT_LDP + c] = p;
                 dSs[(ty * 4 + i) * ATT_LDP + c] = p * (dp[i][j] - Ds[c]) * scale;
@@ -333,10 +357,11 @@ KERNEL void attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __r
                                    const float* __restrict__ v, const float* __restrict__ lse,
                                    const float* __restrict__ d_o,
                                    const float* __restrict__ delta, float* __restrict__ dk,
-                                   float* __restrict__ dv, int bh, int seq, int d_qk, int d_v,
-                                   float scale) {
+                                   float* __restrict__ dv, const unsigned* __restrict__ first,
+                                   int heads, int bh, int seq, int d_qk, int d_v, float scale) {
     if (d_qk < 1 || d_v < 1 || d_qk > ATT_MAXD || d_v > ATT_MAXD || (int)blockIdx.y >= bh) return;
     const long long h = blockIdx.y;
+    first = att_first_row(first, heads, h, seq);
     q += h * seq * d_qk;
     k += h * seq * d_qk;
     dk += h * seq * d_qk;
@@ -346,17 +371,17 @@ KERNEL void attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __r
     lse += h * seq;
     delta += h * seq;
     switch ((tm_max(d_qk, d_v) + 63) / 64) {
-        case 1: att_dkdv_body<1>(q, k, v, lse, d_o, delta, dk, dv, seq, d_qk, d_v, scale); break;
-        case 2: att_dkdv_body<2>(q, k, v, lse, d_o, delta, dk, dv, seq, d_qk, d_v, scale); break;
-        case 3: att_dkdv_body<3>(q, k, v, lse, d_o, delta, dk, dv, seq, d_qk, d_v, scale); break;
-        default: att_dkdv_body<4>(q, k, v, lse, d_o, delta, dk, dv, seq, d_qk, d_v, scale); break;
+        case 1: att_dkdv_body<1>(q, k, v, lse, d_o, delta, dk, dv, first, seq, d_qk, d_v, scale); break;
+        case 2: att_dkdv_body<2>(q, k, v, lse, d_o, delta, dk, dv, first, seq, d_qk, d_v, scale); break;
+        case 3: att_dkdv_body<3>(q, k, v, lse, d_o, delta, dk, dv, first, seq, d_qk, d_v, scale); break;
+        default: att_dkdv_body<4>(q, k, v, lse, d_o, delta, dk, dv, first, seq, d_qk, d_v, scale); break;
     }
 }
 
 template <int G>  // G = ceil(d_qk / 64)
 DEVICE void att_dq_body(const float* q, const float* k, const float* v, const float* lse,
-                        const float* d_o, const float* delta, float* dq, int seq, int d_qk,
-                        int d_v, float scale) {
+                        const float* d_o, const float* delta, float* dq, const unsigned* first,
+                        int seq, int d_qk, int d_v, float scale) {
     DYNAMIC_SHARED(float, sm);
     const int ldq = att_ld(d_qk), ldv = att_ld(d_v);
     const int dq4 = att_round4(d_qk), dv4 = att_round4(d_v);
@@ -392,10 +417,11 @@ DEVICE void att_dq_body(const float* q, const float* k, const float* v, const fl
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const int r = ty * 4 + i, row = q0 + r;
+            const int lo = att_first(first, row, seq);
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const int key = k0 + tx + 16 * j;
-                const bool ok = key <= row && row < seq;
+                const bool ok = lo <= key && key <= row && row < seq;
                 const float p = ok ? expf(s[i][j] * scale - Ls[r]) : 0.0f;
                 dSs[r * ATT_LDP + tx + 16 * j] = p * (dp[i][j] - Ds[r]) * scale;
             }
@@ -413,10 +439,11 @@ DEVICE void att_dq_body(const float* q, const float* k, const float* v, const fl
 KERNEL void attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k,
                                  const float* __restrict__ v, const float* __restrict__ lse,
                                  const float* __restrict__ d_o, const float* __restrict__ delta,
-                                 float* __restrict__ dq, int bh, int seq, int d_qk, int d_v,
-                                 float scale) {
+                                 float* __restrict__ dq, const unsigned* __restrict__ first,
+                                 int heads, int bh, int seq, int d_qk, int d_v, float scale) {
     if (d_qk < 1 || d_v < 1 || d_qk > ATT_MAXD || d_v > ATT_MAXD || (int)blockIdx.y >= bh) return;
     const long long h = blockIdx.y;
+    first = att_first_row(first, heads, h, seq);
     q += h * seq * d_qk;
     k += h * seq * d_qk;
     dq += h * seq * d_qk;
@@ -425,9 +452,9 @@ KERNEL void attention_bwd_dq_f32(const float* __restrict__ q, const float* __res
     lse += h * seq;
     delta += h * seq;
     switch ((d_qk + 63) / 64) {
-        case 1: att_dq_body<1>(q, k, v, lse, d_o, delta, dq, seq, d_qk, d_v, scale); break;
-        case 2: att_dq_body<2>(q, k, v, lse, d_o, delta, dq, seq, d_qk, d_v, scale); break;
-        case 3: att_dq_body<3>(q, k, v, lse, d_o, delta, dq, seq, d_qk, d_v, scale); break;
-        default: att_dq_body<4>(q, k, v, lse, d_o, delta, dq, seq, d_qk, d_v, scale); break;
+        case 1: att_dq_body<1>(q, k, v, lse, d_o, delta, dq, first, seq, d_qk, d_v, scale); break;
+        case 2: att_dq_body<2>(q, k, v, lse, d_o, delta, dq, first, seq, d_qk, d_v, scale); break;
+        case 3: att_dq_body<3>(q, k, v, lse, d_o, delta, dq, first, seq, d_qk, d_v, scale); break;
+        default: att_dq_body<4>(q, k, v, lse, d_o, delta, dq, first, seq, d_qk, d_v, scale); break;
     }
 }

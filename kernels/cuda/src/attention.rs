@@ -3,7 +3,7 @@
 //! per key block; dQ per query block), recomputing P from the log-sum-exp as the CPU does.
 
 use cudarc::driver::PushKernelArg;
-use tokenmill_kernels::backend::AttnShape;
+use tokenmill_kernels::backend::{AttnShape, KeyStarts};
 
 use crate::backend::{Cuda, go};
 use crate::error::Result;
@@ -61,9 +61,26 @@ fn supported(s: AttnShape) -> Result<()> {
     }
 }
 
+/// The first-key table on the device and the heads per sample (0 = no reset, a one-element
+/// placeholder table that the kernels do not read).
+fn starts_on_device(
+    be: &Cuda,
+    starts: Option<KeyStarts<'_>>,
+) -> Result<(cudarc::driver::CudaSlice<u32>, i32)> {
+    match starts {
+        Some(k) => Ok((
+            be.dev().upload("attention first keys", k.first)?,
+            k.heads as i32,
+        )),
+        None => Ok((be.dev().upload("attention first keys", &[0u32])?, 0)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(
     be: &Cuda,
     s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -79,6 +96,7 @@ pub(crate) fn forward(
     );
     let mut go_ = dev.zeros::<f32>("attention o", o.len())?;
     let mut gl = dev.zeros::<f32>("attention lse", lse.len())?;
+    let (first, heads) = starts_on_device(be, starts)?;
     let (bh, seq, dqk, dv, scale) = dims(s);
     let mut b = be.kernel("attention_fwd_f32")?;
     b.arg(&gq)
@@ -86,6 +104,8 @@ pub(crate) fn forward(
         .arg(&gv)
         .arg(&mut go_)
         .arg(&mut gl)
+        .arg(&first)
+        .arg(&heads)
         .arg(&bh)
         .arg(&seq)
         .arg(&dqk)
@@ -110,6 +130,7 @@ fn dims(s: AttnShape) -> (i32, i32, i32, i32, f32) {
 pub(crate) fn backward(
     be: &Cuda,
     s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -136,6 +157,7 @@ pub(crate) fn backward(
     let mut gdq = dev.zeros::<f32>("attention dq", dq.len())?;
     let mut gdk = dev.zeros::<f32>("attention dk", dk.len())?;
     let mut gdv = dev.zeros::<f32>("attention dv", dv.len())?;
+    let (first, heads) = starts_on_device(be, starts)?;
     let (bh, seq, dqk, d_v, scale) = dims(s);
     {
         let mut b = be.kernel("attention_bwd_pre_f32")?;
@@ -157,6 +179,8 @@ pub(crate) fn backward(
             .arg(&delta)
             .arg(&mut gdk)
             .arg(&mut gdv)
+            .arg(&first)
+            .arg(&heads)
             .arg(&bh)
             .arg(&seq)
             .arg(&dqk)
@@ -173,6 +197,8 @@ pub(crate) fn backward(
             .arg(&gdo)
             .arg(&delta)
             .arg(&mut gdq)
+            .arg(&first)
+            .arg(&heads)
             .arg(&bh)
             .arg(&seq)
             .arg(&dqk)

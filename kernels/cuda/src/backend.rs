@@ -10,8 +10,8 @@
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use tokenmill_kernels::backend::{
-    AttnShape, Backend, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, LowpGemm, MatMul, RopeRows,
-    RopeTable,
+    AttnShape, Backend, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts, LowpGemm, MatMul,
+    RopeRows, RopeTable,
 };
 
 use crate::device::{Device, elementwise};
@@ -387,18 +387,20 @@ impl Backend<f32> for Cuda {
     fn attention_fwd(
         &self,
         s: AttnShape,
+        starts: Option<KeyStarts<'_>>,
         q: &[f32],
         k: &[f32],
         v: &[f32],
         o: &mut [f32],
         lse: &mut [f32],
     ) {
-        ok(crate::attention::forward(self, s, q, k, v, o, lse))
+        ok(crate::attention::forward(self, s, starts, q, k, v, o, lse))
     }
 
     fn attention_bwd(
         &self,
         s: AttnShape,
+        starts: Option<KeyStarts<'_>>,
         q: &[f32],
         k: &[f32],
         v: &[f32],
@@ -410,7 +412,7 @@ impl Backend<f32> for Cuda {
         dv: &mut [f32],
     ) {
         ok(crate::attention::backward(
-            self, s, q, k, v, o, lse, d_o, dq, dk, dv,
+            self, s, starts, q, k, v, o, lse, d_o, dq, dk, dv,
         ))
     }
 

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 use tokenmill_kernels::backend::{
-    AttnShape, Backend, CpuReference, IGNORE, LowpGemm, MatMul, RopeRows, RopeTable,
+    AttnShape, Backend, CpuReference, IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable,
 };
 use tokenmill_kernels::rng::Rng;
 
@@ -230,31 +230,67 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
         let v = randn(&mut rng, bh * seq * d_v, 1.0);
         let d_o = randn(&mut rng, bh * seq * d_v, 1.0);
         let shape = format!("bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}");
-        let (mut o1, mut l1, mut o2, mut l2) = (
-            vec![0.0; bh * seq * d_v],
-            vec![0.0; bh * seq],
-            vec![0.0; bh * seq * d_v],
-            vec![0.0; bh * seq],
-        );
-        cand.attention_fwd(s, &q, &k, &v, &mut o1, &mut l1);
-        refb.attention_fwd(s, &q, &k, &v, &mut o2, &mut l2);
-        rows.push(compare("attention fwd o", shape.clone(), &o1, &o2, 1e-4));
-        rows.push(compare("attention fwd lse", shape.clone(), &l1, &l2, 1e-5));
-        let mut grads1 = [vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]];
-        let mut grads2 = grads1.clone();
-        {
-            let [dq, dk, dv] = &mut grads1;
-            cand.attention_bwd(s, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
-        }
-        {
-            let [dq, dk, dv] = &mut grads2;
-            refb.attention_bwd(s, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
-        }
-        for (i, name) in ["attention bwd dq", "attention bwd dk", "attention bwd dv"]
-            .iter()
-            .enumerate()
-        {
-            rows.push(compare(name, shape.clone(), &grads1[i], &grads2[i], 2e-4));
+        // Plain causal, then reset at document boundaries (one sample of bh heads; documents
+        // of seq/3 tokens, one token, and the rest: a row whose first key lies tiles ahead).
+        let mut first = vec![0u32; seq];
+        let (a, b) = (seq / 3, seq / 3 + 1);
+        first[a..b].fill(a as u32);
+        first[b..].fill(b as u32);
+        for (tag, starts) in [
+            ("", None),
+            (
+                " (reset)",
+                Some(KeyStarts {
+                    heads: bh,
+                    first: &first,
+                }),
+            ),
+        ] {
+            let (mut o1, mut l1, mut o2, mut l2) = (
+                vec![0.0; bh * seq * d_v],
+                vec![0.0; bh * seq],
+                vec![0.0; bh * seq * d_v],
+                vec![0.0; bh * seq],
+            );
+            cand.attention_fwd(s, starts, &q, &k, &v, &mut o1, &mut l1);
+            refb.attention_fwd(s, starts, &q, &k, &v, &mut o2, &mut l2);
+            rows.push(compare(
+                &format!("attention fwd o{tag}"),
+                shape.clone(),
+                &o1,
+                &o2,
+                1e-4,
+            ));
+            rows.push(compare(
+                &format!("attention fwd lse{tag}"),
+                shape.clone(),
+                &l1,
+                &l2,
+                1e-5,
+            ));
+            let mut grads1 = [vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]];
+            let mut grads2 = grads1.clone();
+            {
+                let [dq, dk, dv] = &mut grads1;
+                cand.attention_bwd(s, starts, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
+            }
+            {
+                let [dq, dk, dv] = &mut grads2;
+                refb.attention_bwd(s, starts, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
+            }
+            for (i, name) in ["attention bwd dq", "attention bwd dk", "attention bwd dv"]
+                .iter()
+                .enumerate()
+            {
+                let name = format!("{name}{tag}");
+                // With a reset, the one-token document's dq is exactly 0 and others near it
+                // are small: the gradients are compared normwise there.
+                rows.push(if starts.is_some() {
+                    compare_normwise(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
+                } else {
+                    compare(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
+                });
+            }
         }
     }
 
@@ -423,17 +459,19 @@ mod tests {
         fn attention_fwd(
             &self,
             s: AttnShape,
+            st: Option<KeyStarts<'_>>,
             q: &[f32],
             k: &[f32],
             v: &[f32],
             o: &mut [f32],
             l: &mut [f32],
         ) {
-            CpuReference.attention_fwd(s, q, k, v, o, l)
+            CpuReference.attention_fwd(s, st, q, k, v, o, l)
         }
         fn attention_bwd(
             &self,
             s: AttnShape,
+            st: Option<KeyStarts<'_>>,
             q: &[f32],
             k: &[f32],
             v: &[f32],
@@ -444,7 +482,7 @@ mod tests {
             dk: &mut [f32],
             dv: &mut [f32],
         ) {
-            CpuReference.attention_bwd(s, q, k, v, o, l, d_o, dq, dk, dv)
+            CpuReference.attention_bwd(s, st, q, k, v, o, l, d_o, dq, dk, dv)
         }
         fn cross_entropy_fwd(&self, x: &[f32], t: &[u32], v: usize, l: &mut [f32], s: &mut [f32]) {
             CpuReference.cross_entropy_fwd(x, t, v, l, s)

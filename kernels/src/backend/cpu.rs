@@ -1,7 +1,7 @@
 //! The CPU backends: [`Cpu`] (the fast kernels of [`crate::cpu`]) and [`CpuReference`] (their
 //! plain references).
 
-use super::{AttnShape, Backend, LowpGemm, MatMul, RopeRows, RopeTable};
+use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable};
 use crate::cpu::{attention, embedding, loss, lowp, matmul, norm, rope, swiglu, topk};
 use crate::real::Real;
 
@@ -65,17 +65,19 @@ macro_rules! impl_backend {
             fn attention_fwd(
                 &self,
                 s: AttnShape,
+                starts: Option<KeyStarts<'_>>,
                 q: &[T],
                 k: &[T],
                 v: &[T],
                 o: &mut [T],
                 lse: &mut [T],
             ) {
-                $af(s, q, k, v, o, lse)
+                $af(s, starts, q, k, v, o, lse)
             }
             fn attention_bwd(
                 &self,
                 s: AttnShape,
+                starts: Option<KeyStarts<'_>>,
                 q: &[T],
                 k: &[T],
                 v: &[T],
@@ -86,7 +88,7 @@ macro_rules! impl_backend {
                 dk: &mut [T],
                 dv: &mut [T],
             ) {
-                $ab(s, q, k, v, o, lse, d_o, dq, dk, dv)
+                $ab(s, starts, q, k, v, o, lse, d_o, dq, dk, dv)
             }
             fn cross_entropy_fwd(
                 &self,

@@ -12,8 +12,8 @@ mod types;
 
 pub use cpu::{Cpu, CpuReference};
 pub use types::{
-    AttnShape, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, LowpGemm, MatMul, RopeRows,
-    RopeTable,
+    AttnShape, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts, LowpGemm, MatMul,
+    RopeRows, RopeTable, first_key,
 };
 
 use crate::real::Real;
@@ -58,12 +58,24 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     fn swiglu_fwd(&self, g: &[T], u: &[T], h: &mut [T]);
     /// SwiGLU backward.
     fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]);
-    /// Causal attention forward.
-    fn attention_fwd(&self, s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]);
-    /// Causal attention backward.
+    /// Causal attention forward (reset at document boundaries when `starts` is given).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd(
+        &self,
+        s: AttnShape,
+        starts: Option<KeyStarts<'_>>,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        o: &mut [T],
+        lse: &mut [T],
+    );
+    /// Causal attention backward (the forward's `starts`).
+    #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
         s: AttnShape,
+        starts: Option<KeyStarts<'_>>,
         q: &[T],
         k: &[T],
         v: &[T],

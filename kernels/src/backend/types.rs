@@ -162,6 +162,31 @@ pub struct RopeRows {
     pub offset: usize,
 }
 
+/// Attention reset at document boundaries: packed documents (or conversations) that must not
+/// see each other. `first[b · S + i]` is the first key position query `i` of sample `b` may
+/// attend to (`first ≤ i`; 0 everywhere is plain causal attention); the `heads` consecutive
+/// rows of BH belonging to one sample share it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyStarts<'a> {
+    /// Heads per sample (BH = samples × heads).
+    pub heads: usize,
+    /// First allowed key of every query `[samples, S]`.
+    pub first: &'a [u32],
+}
+
+impl<'a> KeyStarts<'a> {
+    /// The first allowed keys of row `h` of BH (`[S]`).
+    pub fn row(&self, h: usize, seq: usize) -> &'a [u32] {
+        let b = h / self.heads;
+        &self.first[b * seq..(b + 1) * seq]
+    }
+}
+
+/// The first allowed key of query `i` of BH row `h` (0 without a reset).
+pub fn first_key(starts: Option<KeyStarts<'_>>, h: usize, seq: usize, i: usize) -> usize {
+    starts.map_or(0, |k| k.first[(h / k.heads) * seq + i] as usize)
+}
+
 /// Dimensions of one causal attention call. Layout: q, k `[BH, S, d_qk]`, v `[BH, S, d_v]`,
 /// o `[BH, S, d_v]`, log-sum-exp `[BH, S]`, where BH = batch × heads.
 #[derive(Debug, Clone, Copy, PartialEq)]

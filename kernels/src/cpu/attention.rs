@@ -4,16 +4,21 @@
 //! Layout: q, k `[BH, S, d_qk]`, v `[BH, S, d_v]`, o `[BH, S, d_v]`, where BH = batch × heads.
 //! The forward saves the log-sum-exp of each query row, `lse [BH, S]`; the backward recomputes
 //! the probabilities from it instead of keeping the `S × S` matrix per head.
+//!
+//! With [`KeyStarts`] (attention reset at document boundaries) query `i` attends to keys
+//! `first(i) ..= i` only: packed documents are mutually invisible, exactly as if each were
+//! run alone (RoPE scores depend on `i − j` only, so positions need no reset).
 
 use rayon::prelude::*;
 
 use super::matmul::matmul_serial;
-use crate::backend::{AttnShape, MatMul};
+use crate::backend::{AttnShape, KeyStarts, MatMul, first_key};
 use crate::real::Real;
 
 /// Reference forward.
 pub fn attention_fwd_ref<T: Real>(
     s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
     q: &[T],
     k: &[T],
     v: &[T],
@@ -25,8 +30,10 @@ pub fn attention_fwd_ref<T: Real>(
     for h in 0..s.bh {
         let (q, k, v) = (&q[h * n * dk..], &k[h * n * dk..], &v[h * n * dv..]);
         for i in 0..n {
-            let mut sc = vec![T::zero(); i + 1];
-            for (j, scj) in sc.iter_mut().enumerate() {
+            let lo = first_key(starts, h, n, i);
+            let mut sc = vec![T::zero(); i + 1 - lo];
+            for (jj, scj) in sc.iter_mut().enumerate() {
+                let j = lo + jj;
                 let mut dot = T::zero();
                 for c in 0..dk {
                     dot += q[i * dk + c] * k[j * dk + c];
@@ -38,8 +45,8 @@ pub fn attention_fwd_ref<T: Real>(
             lse[h * n + i] = mx + z.ln();
             for c in 0..dv {
                 let mut acc = T::zero();
-                for (j, &scj) in sc.iter().enumerate() {
-                    acc += (scj - mx).exp() / z * v[j * dv + c];
+                for (jj, &scj) in sc.iter().enumerate() {
+                    acc += (scj - mx).exp() / z * v[(lo + jj) * dv + c];
                 }
                 o[(h * n + i) * dv + c] = acc;
             }
@@ -51,6 +58,7 @@ pub fn attention_fwd_ref<T: Real>(
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd_ref<T: Real>(
     s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
     q: &[T],
     k: &[T],
     v: &[T],
@@ -75,7 +83,7 @@ pub fn attention_bwd_ref<T: Real>(
             for c in 0..dvd {
                 di += d_o[vo + i * dvd + c] * o[vo + i * dvd + c];
             }
-            for j in 0..=i {
+            for j in first_key(starts, h, n, i)..=i {
                 let mut dot = T::zero();
                 for c in 0..dqk {
                     dot += q[qo + i * dqk + c] * k[qo + j * dqk + c];
@@ -97,7 +105,15 @@ pub fn attention_bwd_ref<T: Real>(
 }
 
 /// Fast forward: heads in parallel, each head as two GEMMs around a row softmax.
-pub fn attention_fwd<T: Real>(s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [T], lse: &mut [T]) {
+pub fn attention_fwd<T: Real>(
+    s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &mut [T],
+    lse: &mut [T],
+) {
     let (n, dk, dv) = (s.seq, s.d_qk, s.d_v);
     let scale = T::of(s.scale);
     o.par_chunks_mut(n * dv)
@@ -112,22 +128,25 @@ pub fn attention_fwd<T: Real>(s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [
             // scores [n, n] = q kᵀ
             let mut p = vec![T::zero(); n * n];
             matmul_serial(MatMul::linear(n, n, dk), qh, kh, &mut p);
+            let first = starts.map(|k| k.row(h, n));
             for i in 0..n {
+                let lo = first.map_or(0, |f| f[i] as usize);
                 let row = &mut p[i * n..(i + 1) * n];
                 let mut mx = T::neg_infinity();
-                for x in row[..=i].iter_mut() {
+                for x in row[lo..=i].iter_mut() {
                     *x *= scale;
                     mx = mx.max(*x);
                 }
                 let mut z = T::zero();
-                for x in row[..=i].iter_mut() {
+                for x in row[lo..=i].iter_mut() {
                     *x = (*x - mx).exp_fast();
                     z += *x;
                 }
                 let inv = T::one() / z;
-                for x in row[..=i].iter_mut() {
+                for x in row[lo..=i].iter_mut() {
                     *x *= inv;
                 }
+                row[..lo].fill(T::zero());
                 row[i + 1..].fill(T::zero());
                 lh[i] = mx + z.ln();
             }
@@ -152,6 +171,7 @@ pub fn attention_fwd<T: Real>(s: AttnShape, q: &[T], k: &[T], v: &[T], o: &mut [
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<T: Real>(
     s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
     q: &[T],
     k: &[T],
     v: &[T],
@@ -177,11 +197,14 @@ pub fn attention_bwd<T: Real>(
             let lh = &lse[h * n..(h + 1) * n];
             let mut p = vec![T::zero(); n * n];
             matmul_serial(MatMul::linear(n, n, dqk), qh, kh, &mut p);
+            let first = starts.map(|k| k.row(h, n));
+            let lo = |i: usize| first.map_or(0, |f| f[i] as usize);
             for i in 0..n {
                 let row = &mut p[i * n..(i + 1) * n];
-                for x in row[..=i].iter_mut() {
+                for x in row[lo(i)..=i].iter_mut() {
                     *x = (*x * scale - lh[i]).exp_fast();
                 }
+                row[..lo(i)].fill(T::zero());
                 row[i + 1..].fill(T::zero());
             }
             // dV [n, dv] = Pᵀ dO
@@ -207,9 +230,10 @@ pub fn attention_bwd<T: Real>(
                     di += doh[i * dvd + c] * oh[i * dvd + c];
                 }
                 let (prow, drow) = (&p[i * n..(i + 1) * n], &mut ds[i * n..(i + 1) * n]);
-                for j in 0..=i {
+                for j in lo(i)..=i {
                     drow[j] = prow[j] * (drow[j] - di) * scale;
                 }
+                drow[..lo(i)].fill(T::zero());
                 drow[i + 1..].fill(T::zero());
             }
             // dQ [n, dqk] = dS K ; dK [n, dqk] = dSᵀ Q

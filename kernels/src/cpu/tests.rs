@@ -8,7 +8,7 @@ use super::norm::*;
 use super::rope::*;
 use super::swiglu::*;
 use super::topk::*;
-use crate::backend::{AttnShape, IGNORE, RopeRows, RopeTable};
+use crate::backend::{AttnShape, IGNORE, KeyStarts, RopeRows, RopeTable};
 use crate::rng::Rng;
 
 /// `n` numbers uniform in [-1, 1).
@@ -169,8 +169,8 @@ fn attention_fast_reference_and_gradients() {
         vec![0.0; s.bh * s.seq * s.d_v],
     );
     let (mut l0, mut l1) = (vec![0.0; s.bh * s.seq], vec![0.0; s.bh * s.seq]);
-    attention_fwd_ref(s, &q, &k, &v, &mut o0, &mut l0);
-    attention_fwd(s, &q, &k, &v, &mut o1, &mut l1);
+    attention_fwd_ref(s, None, &q, &k, &v, &mut o0, &mut l0);
+    attention_fwd(s, None, &q, &k, &v, &mut o1, &mut l1);
     close(&o0, &o1, 1e-12, "o");
     close(&l0, &l1, 1e-12, "lse");
     // Causality: the first query sees only the first key, so its output is v[0].
@@ -179,17 +179,17 @@ fn attention_fast_reference_and_gradients() {
     let mut g0 = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     let mut g1 = g0.clone();
     attention_bwd_ref(
-        s, &q, &k, &v, &o0, &l0, &d_o, &mut g0.0, &mut g0.1, &mut g0.2,
+        s, None, &q, &k, &v, &o0, &l0, &d_o, &mut g0.0, &mut g0.1, &mut g0.2,
     );
     attention_bwd(
-        s, &q, &k, &v, &o0, &l0, &d_o, &mut g1.0, &mut g1.1, &mut g1.2,
+        s, None, &q, &k, &v, &o0, &l0, &d_o, &mut g1.0, &mut g1.1, &mut g1.2,
     );
     close(&g0.0, &g1.0, 1e-12, "dq fast");
     close(&g0.1, &g1.1, 1e-12, "dk fast");
     close(&g0.2, &g1.2, 1e-12, "dv fast");
     let run = |q: &[f64], k: &[f64], v: &[f64]| {
         let (mut o, mut l) = (vec![0.0; s.bh * s.seq * s.d_v], vec![0.0; s.bh * s.seq]);
-        attention_fwd_ref(s, q, k, v, &mut o, &mut l);
+        attention_fwd_ref(s, None, q, k, v, &mut o, &mut l);
         o
     };
     close(
@@ -210,6 +210,92 @@ fn attention_fast_reference_and_gradients() {
         1e-6,
         "dv numeric",
     );
+}
+
+/// Attention reset: two samples × two heads, each sample packing documents of lengths
+/// `docs`; every output and gradient equals the attention of each document run alone, for the
+/// reference and the fast kernel.
+#[test]
+fn attention_reset_equals_each_document_alone() {
+    let (heads, seq, dk, dv) = (2, 9, 5, 3);
+    let docs: [&[usize]; 2] = [&[4, 1, 4], &[9]];
+    let bh = 2 * heads;
+    let s = AttnShape {
+        bh,
+        seq,
+        d_qk: dk,
+        d_v: dv,
+        scale: 1.0 / 5f64.sqrt(),
+    };
+    let mut first = Vec::new();
+    for lens in docs {
+        let mut at = 0u32;
+        for &l in lens {
+            first.extend(std::iter::repeat_n(at, l));
+            at += l as u32;
+        }
+    }
+    let starts = Some(KeyStarts {
+        heads,
+        first: &first,
+    });
+    let (q, k, v) = (
+        rand(bh * seq * dk, 31),
+        rand(bh * seq * dk, 32),
+        rand(bh * seq * dv, 33),
+    );
+    let d_o = rand(bh * seq * dv, 34);
+    for fast in [false, true] {
+        let (mut o, mut l) = (vec![0.0; bh * seq * dv], vec![0.0; bh * seq]);
+        let mut g = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        if fast {
+            attention_fwd(s, starts, &q, &k, &v, &mut o, &mut l);
+            attention_bwd(
+                s, starts, &q, &k, &v, &o, &l, &d_o, &mut g.0, &mut g.1, &mut g.2,
+            );
+        } else {
+            attention_fwd_ref(s, starts, &q, &k, &v, &mut o, &mut l);
+            attention_bwd_ref(
+                s, starts, &q, &k, &v, &o, &l, &d_o, &mut g.0, &mut g.1, &mut g.2,
+            );
+        }
+        for h in 0..bh {
+            let mut at = 0;
+            for &len in docs[h / heads] {
+                // The document alone: rows [at, at + len) of head h, plain causal attention.
+                let one = AttnShape {
+                    bh: 1,
+                    seq: len,
+                    ..s
+                };
+                let cut =
+                    |x: &[f64], d: usize| x[(h * seq + at) * d..(h * seq + at + len) * d].to_vec();
+                let (q1, k1, v1, do1) = (cut(&q, dk), cut(&k, dk), cut(&v, dv), cut(&d_o, dv));
+                let (mut o1, mut l1) = (vec![0.0; len * dv], vec![0.0; len]);
+                attention_fwd_ref(one, None, &q1, &k1, &v1, &mut o1, &mut l1);
+                let mut g1 = (
+                    vec![0.0; len * dk],
+                    vec![0.0; len * dk],
+                    vec![0.0; len * dv],
+                );
+                attention_bwd_ref(
+                    one, None, &q1, &k1, &v1, &o1, &l1, &do1, &mut g1.0, &mut g1.1, &mut g1.2,
+                );
+                let what = format!("fast {fast}, row {h}, document at {at}");
+                close(&cut(&o, dv), &o1, 1e-12, &format!("o, {what}"));
+                close(
+                    &l[h * seq + at..h * seq + at + len],
+                    &l1,
+                    1e-12,
+                    &format!("lse, {what}"),
+                );
+                close(&cut(&g.0, dk), &g1.0, 1e-12, &format!("dq, {what}"));
+                close(&cut(&g.1, dk), &g1.1, 1e-12, &format!("dk, {what}"));
+                close(&cut(&g.2, dv), &g1.2, 1e-12, &format!("dv, {what}"));
+                at += len;
+            }
+        }
+    }
 }
 
 #[test]

@@ -286,7 +286,13 @@ impl ModelRef<'_> {
         b: usize,
         s: usize,
     ) -> Result<Forward<f32>> {
-        let batch = Batch { tokens, mask, b, s };
+        let batch = Batch {
+            starts: None,
+            tokens,
+            mask,
+            b,
+            s,
+        };
         let w = LossWeights {
             mtp_lambda: 0.0,
             balance_alpha: 0.0,

@@ -733,11 +733,11 @@ fn fine_tuning_a_pretrained_model_teaches_it_the_instructions() {
             "{model}\n[data]\ntrain = \"pre-ds\"\nseq_len = 64\nbatch = 16\n\n[lr]\npeak = 3e-3\nwarmup = 5\n\n[train]\nout = \"pre\"\nsteps = 40\ncheckpoint_every = 40\nthreads = 2\n"
         ),
     );
-    // Fine-tuning: the pretrained weights (`[model] init`), documents packing, loss on the
-    // answers only.
+    // Fine-tuning: the pretrained weights (`[model] init`), documents packing with attention
+    // reset (each conversation sees only itself, as at generation), loss on the answers only.
     let sft_run = run(
         "sft",
-        "[model]\ninit = \"pre\"\n\n[data]\ntrain = \"sft-ds\"\nseq_len = 64\nbatch = 16\npacking = \"documents\"\n\n[lr]\npeak = 5e-3\nmin = 3e-4\nwarmup = 20\nconstant = 380\ndecay = 200\n\n[train]\nout = \"sft\"\nsteps = 600\ncheckpoint_every = 600\nthreads = 2\n",
+        "[model]\ninit = \"pre\"\n\n[data]\ntrain = \"sft-ds\"\nseq_len = 64\nbatch = 16\npacking = \"documents\"\nattention_reset = true\n\n[lr]\npeak = 5e-3\nmin = 3e-4\nwarmup = 20\nconstant = 380\ndecay = 200\n\n[train]\nout = \"sft\"\nsteps = 600\ncheckpoint_every = 600\nthreads = 2\n",
     );
     let first = super::train::log(&sft_run)[0].main_loss;
     let enc = tokenmill_pipelines::sft::SftEncoder::new(&chatml(), &tok_path).unwrap();

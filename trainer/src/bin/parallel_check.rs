@@ -116,6 +116,7 @@ fn moe_layer(world: &Arc<MpiComm>, precision: Precision, out: &mut Vec<Check>) {
             ep,
             batch: ep,
             nonfinite: &nonfinite,
+            key_starts: None,
         };
         let xs = Arc::new(x[rows.start * d..rows.end * d].to_vec());
         let (y, cache, _) = moe.fwd(&cx, xs, bs, s, 1e-3);
@@ -243,6 +244,7 @@ fn whole_model(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
     };
     let step = |model: &Model, toks: &[u32], bs: usize| {
         let batch = Batch {
+            starts: None,
             tokens: toks,
             mask: None,
             b: bs,
@@ -318,6 +320,7 @@ fn grads_of(
         balance_alpha: 1e-3,
     };
     let batch = Batch {
+        starts: None,
         tokens,
         mask: None,
         b,
@@ -462,6 +465,7 @@ fn pipeline(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) 
             .flat_map(|r| (0..mb).flat_map(move |k| sample(r * per + i * mb + k).to_vec()))
             .collect();
         let batch = Batch {
+            starts: None,
             tokens: &toks,
             mask: None,
             b: data_ranks * mb,
@@ -500,6 +504,7 @@ fn pipeline(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) 
     let mine = groups.batch_slice(b);
     let mbs: Vec<MicroBatch> = (0..n)
         .map(|i| MicroBatch {
+            starts: None,
             tokens: (0..mb)
                 .flat_map(|k| sample(mine.start + i * mb + k).to_vec())
                 .collect(),

@@ -45,6 +45,8 @@ pub struct MicroBatch {
     pub tokens: Vec<u32>,
     /// Loss masks `[b, s]`.
     pub mask: Vec<u8>,
+    /// Document starts for attention reset `[b, s]` ([`Batch::starts`]).
+    pub starts: Option<Vec<u32>>,
     /// Samples.
     pub b: usize,
 }
@@ -100,6 +102,7 @@ impl ChunkCx<'_> {
         Batch {
             tokens: &self.micro[m].tokens,
             mask: Some(&self.micro[m].mask),
+            starts: self.micro[m].starts.as_deref(),
             b: self.micro[m].b,
             s: self.s,
         }
@@ -520,6 +523,7 @@ impl Pipeline {
             let bt = Batch {
                 tokens: &mb.tokens,
                 mask: Some(&mb.mask),
+                starts: mb.starts.as_deref(),
                 b: mb.b,
                 s,
             };

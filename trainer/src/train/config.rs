@@ -94,6 +94,11 @@ pub struct DataConfig {
     /// `quarantine.json` files of earlier runs: their documents are left out of this one.
     #[serde(default)]
     pub exclude_from: Vec<PathBuf>,
+    /// Attention reset at document boundaries (`packing = "documents"` only): packed documents
+    /// or conversations do not attend to each other, as if each were a sample of its own
+    /// (DeepSeek-V3's sample masking for SFT). Off by default, as in DeepSeek-V3 pretraining.
+    #[serde(default)]
+    pub attention_reset: bool,
 }
 
 fn default_seed() -> u64 {

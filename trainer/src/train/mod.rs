@@ -76,6 +76,29 @@ fn flatten(samples: &[tokenmill_shards::loader::Sample]) -> (Vec<u32>, Vec<u8>) 
     (tokens, mask)
 }
 
+/// The document starts of `samples` (`[b, s]`: for each input position, where its document
+/// begins in the sample; a document continued from the previous sample begins at 0), for
+/// attention reset; `None` when the run does not reset.
+fn doc_starts(
+    samples: &[tokenmill_shards::loader::Sample],
+    s: usize,
+    reset: bool,
+) -> Option<Vec<u32>> {
+    reset.then(|| {
+        let mut out = Vec::with_capacity(samples.len() * s);
+        for x in samples {
+            // Positions no span covers (none today: spans tile the sample) see only themselves.
+            let mut row: Vec<u32> = (0..s as u32).collect();
+            for sp in &x.spans {
+                let (a, b) = (sp.start as usize, (sp.start + sp.len) as usize);
+                row[a.min(s)..b.min(s)].fill(sp.start);
+            }
+            out.extend(row);
+        }
+        out
+    })
+}
+
 /// A step's losses, averaged over its micro-batches as they come.
 #[derive(Debug, Default)]
 struct StepSums {
@@ -195,6 +218,11 @@ impl Trainer {
                 "batch {} must be a positive multiple of micro_batch {micro}",
                 d.batch
             )));
+        }
+        if d.attention_reset && d.packing != tokenmill_shards::loader::Packing::Documents {
+            return Err(Error::Config(
+                "[data] attention_reset needs packing = \"documents\" (windows cut through documents at any token)".into(),
+            ));
         }
         let group = match world {
             Some(w) if w.size() > 1 || !cfg.parallel.is_single() => {
@@ -433,6 +461,7 @@ impl Trainer {
                     MicroBatch {
                         tokens,
                         mask,
+                        starts: doc_starts(c, s, d.attention_reset),
                         b: c.len(),
                     }
                 })
@@ -464,9 +493,11 @@ impl Trainer {
         };
         for chunk in one_process.chunks(micro) {
             let (tokens, mask) = flatten(chunk);
+            let starts = doc_starts(chunk, s, d.attention_reset);
             let bt = Batch {
                 tokens: &tokens,
                 mask: Some(&mask),
+                starts: starts.as_deref(),
                 b: chunk.len(),
                 s,
             };
@@ -690,16 +721,23 @@ impl Trainer {
             // Across processes: this rank's micro-batch of the eval batch.
             let samples = &batch.samples[slice_of(self.group.as_ref(), batch.samples.len())];
             let (tokens, mask) = flatten(samples);
+            let starts = doc_starts(samples, s, self.cfg.data.attention_reset);
             let b = samples.len();
             let mut v = match &self.pipe {
                 Some(pipe) => {
-                    let mb = MicroBatch { b, tokens, mask };
+                    let mb = MicroBatch {
+                        b,
+                        tokens,
+                        mask,
+                        starts,
+                    };
                     pipe.evaluate(&self.model, self.be.as_ref(), &self.params, &[mb], s, w)?[0]
                 }
                 None => {
                     let bt = Batch {
                         tokens: &tokens,
                         mask: Some(&mask),
+                        starts: starts.as_deref(),
                         b,
                         s,
                     };
@@ -759,5 +797,44 @@ impl Trainer {
         }
         self.save_checkpoint()?;
         Ok(last_eval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::doc_starts;
+    use tokenmill_shards::loader::{Sample, Span};
+
+    fn span(start: u32, len: u32) -> Span {
+        Span {
+            shard: 0,
+            doc: start as u64,
+            doc_offset: 0,
+            start,
+            len,
+        }
+    }
+
+    #[test]
+    fn document_starts_follow_the_spans_of_each_sample() {
+        let s = 8;
+        let sample = |spans: Vec<Span>| Sample {
+            source: 0,
+            epoch: 0,
+            index: 0,
+            position: 0,
+            tokens: vec![0; s + 1],
+            loss_mask: vec![1; s],
+            spans,
+        };
+        // A document continued from the previous sample (3 tokens), one of 1, one of 5 that
+        // runs past the last input position (its last token is only a target).
+        let a = sample(vec![span(0, 3), span(3, 1), span(4, 5)]);
+        let b = sample(vec![span(0, 9)]);
+        assert_eq!(doc_starts(&[a.clone(), b.clone()], s, false), None);
+        assert_eq!(
+            doc_starts(&[a, b], s, true).unwrap(),
+            [0, 0, 0, 3, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 }

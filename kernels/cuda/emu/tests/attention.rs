@@ -1,6 +1,6 @@
 //! attention.cu: the flash-style causal attention forward and its three backward kernels
 //! against the CPU reference (`attention_fwd_ref` / `attention_bwd_ref`, run in f64 on the
-//! same f32 inputs).
+//! same f32 inputs), plain causal and with attention reset at document boundaries.
 //!
 //! Tolerances: the kernels compute in f32 with FMA and an online softmax, so each output
 //! differs from the f64 reference by rounding only — a few units of 2^-24 times the size of
@@ -10,7 +10,7 @@
 //! `TOL` = 2e-5 leaves a margin of 6× or more over the largest errors seen (3.3e-6 of M, at
 //! seq 97 with scores of tens), while an indexing or masking error is O(1) of M.
 use tokenmill_cuda_emu::{Ptr, launch};
-use tokenmill_kernels::backend::AttnShape;
+use tokenmill_kernels::backend::{AttnShape, KeyStarts};
 use tokenmill_kernels::cpu::attention::{attention_bwd_ref, attention_fwd_ref};
 use tokenmill_kernels::rng::Rng;
 
@@ -21,6 +21,8 @@ unsafe extern "C" {
         v: *const f32,
         o: *mut f32,
         lse: *mut f32,
+        first: *const u32,
+        heads: i32,
         bh: i32,
         seq: i32,
         d_qk: i32,
@@ -44,6 +46,8 @@ unsafe extern "C" {
         delta: *const f32,
         dk: *mut f32,
         dv: *mut f32,
+        first: *const u32,
+        heads: i32,
         bh: i32,
         seq: i32,
         d_qk: i32,
@@ -58,6 +62,8 @@ unsafe extern "C" {
         d_o: *const f32,
         delta: *const f32,
         dq: *mut f32,
+        first: *const u32,
+        heads: i32,
         bh: i32,
         seq: i32,
         d_qk: i32,
@@ -117,6 +123,31 @@ fn check(what: &str, got: &[f32], want: &[f64], floor: f64) -> f64 {
 
 /// Runs the forward and the backward kernels on one shape and compares every output.
 fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, seed: u64) {
+    run_with(bh, seq, d_qk, d_v, scale, qk_std, seed, None)
+}
+
+/// [`run`] with attention reset: `reset = (heads, first [bh / heads, seq])`.
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    bh: usize,
+    seq: usize,
+    d_qk: usize,
+    d_v: usize,
+    scale: f64,
+    qk_std: f64,
+    seed: u64,
+    reset: Option<(usize, Vec<u32>)>,
+) {
+    let starts = reset.as_ref().map(|(heads, first)| KeyStarts {
+        heads: *heads,
+        first,
+    });
+    // heads = 0: no reset, the placeholder table is not read.
+    let (heads_i, first_tab) = match &reset {
+        Some((h, f)) => (*h as i32, f.clone()),
+        None => (0, vec![0u32]),
+    };
+    let fp = Ptr::of_const(&first_tab);
     let mut rng = Rng::new(seed);
     let q = normal(bh * seq * d_qk, qk_std, &mut rng);
     let k = normal(bh * seq * d_qk, qk_std, &mut rng);
@@ -132,7 +163,7 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
     let (q64, k64, v64, do64) = (widen(&q), widen(&k), widen(&v), widen(&d_o));
     let mut o64 = vec![0f64; bh * seq * d_v];
     let mut lse64 = vec![0f64; bh * seq];
-    attention_fwd_ref(s, &q64, &k64, &v64, &mut o64, &mut lse64);
+    attention_fwd_ref(s, starts, &q64, &k64, &v64, &mut o64, &mut lse64);
 
     let (bh_i, seq_i, dqk_i, dv_i, sc) =
         (bh as i32, seq as i32, d_qk as i32, d_v as i32, scale as f32);
@@ -150,6 +181,8 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
                 vp.c(),
                 op.p(),
                 lp.p(),
+                fp.c(),
+                heads_i,
                 bh_i,
                 seq_i,
                 dqk_i,
@@ -158,7 +191,10 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
             )
         }
     });
-    let tag = format!("bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}");
+    let tag = format!(
+        "bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}{}",
+        if reset.is_some() { " reset" } else { "" }
+    );
     check(&format!("o ({tag})"), &o, &o64, 1.0);
     check(&format!("lse ({tag})"), &lse, &lse64, 1.0);
 
@@ -195,6 +231,7 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
     );
     attention_bwd_ref(
         s,
+        starts,
         &q64,
         &k64,
         &v64,
@@ -224,6 +261,8 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
                 deltap.c(),
                 dkp.p(),
                 dvp.p(),
+                fp.c(),
+                heads_i,
                 bh_i,
                 seq_i,
                 dqk_i,
@@ -243,6 +282,8 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
                 dop.c(),
                 deltap.c(),
                 dqp.p(),
+                fp.c(),
+                heads_i,
                 bh_i,
                 seq_i,
                 dqk_i,
@@ -300,4 +341,31 @@ fn the_largest_head_dims_and_a_single_token() {
 fn large_scores_exercise_the_online_softmax() {
     // Scores of tens: the row maximum moves between tiles and most probabilities underflow.
     run(1, 97, 32, 16, 1.0, 1.5, 6);
+}
+
+#[test]
+fn attention_reset_at_document_boundaries() {
+    // Two samples of two heads; documents crossing the 32- and 64-row tiles, a one-token
+    // document, and a row whose first key lies two key tiles ahead of the block's start.
+    let (heads, seq) = (2, 100);
+    let mut first = Vec::new();
+    for lens in [&[40usize, 1, 59][..], &[70, 30]] {
+        let mut at = 0u32;
+        for &l in lens {
+            first.extend(std::iter::repeat_n(at, l));
+            at += l as u32;
+        }
+    }
+    run_with(
+        4,
+        seq,
+        24,
+        16,
+        1.0 / 24f64.sqrt(),
+        1.0,
+        7,
+        Some((heads, first.clone())),
+    );
+    // Large scores: the online softmax starts its maximum at each row's first key.
+    run_with(4, seq, 32, 16, 1.0, 1.5, 8, Some((heads, first)));
 }

@@ -15,6 +15,7 @@ pub mod checksum;
 pub mod dtype;
 pub mod error;
 pub mod fastbpe;
+pub mod guard;
 pub mod idx;
 pub mod loader;
 pub mod lock;

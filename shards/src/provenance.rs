@@ -141,15 +141,9 @@ pub fn read_provenance(path: &Path) -> Result<Vec<DocProvenance>> {
         path: path.to_path_buf(),
         source,
     };
-    // The Parquet decoder panics on some malformed files (found by fuzzing): caught, and
-    // reported as a corrupt table.
+    // The Parquet decoder panics on some malformed files: caught, a corrupt table.
     let guard = |f: &mut dyn FnMut() -> Result<Option<RecordBatch>>| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-            let why = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+        crate::guard::decoding(f).unwrap_or_else(|why| {
             Err(Error::corrupt(
                 path,
                 "provenance table",

@@ -91,12 +91,19 @@ pub fn read_tokenizer_json(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
+/// Hugging Face's tokenizer of a `tokenizer.json`'s bytes. The library panics on some
+/// malformed files (an `unwrap` where it deserializes the decoder section, found by fuzzing):
+/// that becomes an error too.
+pub fn parse_hf(bytes: &[u8]) -> std::result::Result<Tokenizer, tokenizers::Error> {
+    crate::guard::decoding(|| Tokenizer::from_bytes(bytes))
+        .unwrap_or_else(|why| Err(format!("the tokenizers library failed: {why}").into()))
+}
+
 impl TextTokenizer {
     /// Loads `path` (`tokenizer.json` or `tokenizer.json.gz`).
     pub fn load(path: &Path, opts: &TokenizeConfig) -> Result<Self> {
         let bytes = read_tokenizer_json(path)?;
-        let inner = Tokenizer::from_bytes(&bytes)
-            .map_err(|e| lib_err(path, "not a valid tokenizer.json", e))?;
+        let inner = parse_hf(&bytes).map_err(|e| lib_err(path, "not a valid tokenizer.json", e))?;
         let (eos_token, eos_id) = if opts.append_eos {
             let name = match &opts.eos_token {
                 Some(t) => t.clone(),

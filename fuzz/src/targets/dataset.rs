@@ -122,7 +122,7 @@ const SAMPLES: &[&str] = &[
 /// `tokenizer.json` bytes: Hugging Face's loader and the fast encoder's must not panic; when
 /// both accept it, every sample the fast encoder encodes must get Hugging Face's ids.
 pub fn tokenizer(data: &[u8]) {
-    let hf = tokenizers::Tokenizer::from_bytes(data);
+    let hf = tokenmill_shards::tokenizer::parse_hf(data);
     let fast = FastBpe::from_json(data);
     let (Ok(hf), Ok(fast)) = (hf, fast) else {
         return;

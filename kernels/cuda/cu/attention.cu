@@ -25,7 +25,7 @@
 //
 // Attention reset (packed documents that must not see each other): with heads > 0, query i of
 // BH row h attends to keys first[h / heads][i] ..= i only; every mask above adds that bound,
-// and the forward's online softmax skips the tiles that lie wholly before a row's first key
+// and in the forward the tiles that lie wholly before a row's first key add nothing to it
 // (m stays −∞, nothing is added). heads == 0: plain causal attention, `first` not read.
 //
 // Shared memory per block (bytes), LDQ = LD(d_qk), LDV = LD(d_v):

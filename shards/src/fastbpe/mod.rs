@@ -187,8 +187,17 @@ impl FastBpe {
         let mut by_bytes: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
         let to_bytes =
             |s: &str| -> Option<Vec<u8>> { s.chars().map(|c| inverse.get(&c).copied()).collect() };
+        // Ids must name one token each (a vocabulary giving two tokens one id, which Hugging
+        // Face resolves its own way, was found by fuzzing to encode differently here).
+        let mut ids_seen = rustc_hash::FxHashSet::default();
         for (tok, id) in vocab {
-            let id = id.as_u64().ok_or("a vocab id that is not a number")? as u32;
+            let id = id
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or("a vocab id that is not a number below 2³²")?;
+            if !ids_seen.insert(id) {
+                return Err(format!("vocab id {id} is given to two tokens"));
+            }
             if let Some(b) = to_bytes(tok) {
                 by_bytes.insert(b, id);
             }

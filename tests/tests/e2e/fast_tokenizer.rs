@@ -249,6 +249,49 @@ fn a_tokenizer_json_of_another_form_is_named() {
     assert!(e.contains("WordPiece"), "{e}");
 }
 
+/// Found by fuzzing: GPT-2's vocabulary with one id given to two tokens ("I" takes "h"'s) —
+/// Hugging Face loads it and encodes its own way; the fast encoder refuses it, so the
+/// tokenizer stage falls back to Hugging Face and the ids stay Hugging Face's. And a
+/// `tokenizer.json` that makes the tokenizers library panic (a number where its decoder
+/// section wants a string key) is an error naming the file, not a crash.
+#[test]
+fn malformed_tokenizer_jsons_found_by_fuzzing_are_refused_or_fall_back() {
+    use tokenmill_shards::{TextTokenizer, TokenizeConfig};
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data("tokenizers/gpt2.tokenizer.json")).unwrap())
+            .unwrap();
+    v["model"]["vocab"]["I"] = v["model"]["vocab"]["h"].clone();
+    let json = serde_json::to_vec(&v).unwrap();
+    let e = FastBpe::from_json(&json).unwrap_err();
+    assert!(e.contains("given to two tokens"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, &json).unwrap();
+    let t = TextTokenizer::load(&path, &TokenizeConfig::default()).unwrap();
+    assert_eq!(t.identity().engine, "hf");
+    let text = "It is high time. I said hi.";
+    let hf = Tokenizer::from_bytes(&json).unwrap();
+    assert_eq!(
+        t.encode(text).unwrap(),
+        hf.encode_fast(text, false).unwrap().get_ids()
+    );
+
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data("tokenizers/gpt2.tokenizer.json")).unwrap())
+            .unwrap();
+    v["decoder"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": {"1": 2}});
+    let text = serde_json::to_string(&v)
+        .unwrap()
+        .replace("{\"1\":2}", "{1:2}");
+    std::fs::write(&path, text).unwrap();
+    let e = TextTokenizer::load(&path, &TokenizeConfig::default()).unwrap_err();
+    let msg = format!("{e}: {:?}", std::error::Error::source(&e));
+    assert!(
+        msg.contains("tokenizer.json") && msg.contains("the tokenizers library failed"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn the_tokenizer_stage_picks_the_fast_encoder_and_leaves_added_tokens_to_hf() {
     use tokenmill_shards::{TextTokenizer, TokenizeConfig, TokenizerEngine};

@@ -6,8 +6,9 @@
 # Builds the instrumented binary (its own target directory), writes the seed corpora from
 # ../shared/data, runs each target for the given time (JOBS of them at once, default 1), then
 # prints a table of executions, corpus sizes, coverage, crashes and hangs, and minimises each
-# queue into fuzz/corpus/<target>/ (the inputs the replay test runs in CI; seeds, which are
-# cut from the shared real files, are left out: CI rebuilds them). Crashes stay in
+# queue and keeps 40 of its entries (at most 8 KiB each, spread over the sizes) in
+# fuzz/corpus/<target>/, the inputs the replay test runs in CI (seeds, which are cut from the
+# shared real files, are left out: CI rebuilds them). Crashes stay in
 # $WORK/<target>/default/crashes/: replay one with `tokenmill-fuzz run TARGET FILE`, fix it,
 # and keep the file under fuzz/regressions/<target>/.
 #
@@ -64,15 +65,16 @@ for t in "${TARGETS[@]}"; do
     cargo afl cmin -i "$q" -o "$WORK/$t.cmin" -m 4096 -t 5000 -- "$BIN" "$t" > /dev/null 2>&1 ||
         cp -r "$q" "$WORK/$t.cmin"
     mkdir -p "fuzz/corpus/$t"
-    find "fuzz/corpus/$t" -type f -name 'id*' -delete
-    # Mutants only (the seeds are regenerated from ../shared/data), at most 64 KiB each.
-    find "$WORK/$t.cmin" -maxdepth 1 -type f -name 'id*' ! -name '*orig:*' -size -65k \
-        -exec cp {} "fuzz/corpus/$t/" \;
-    # Names without ':' or ',' (portable across file systems).
-    for f in "fuzz/corpus/$t"/id*; do
-        [ -e "$f" ] || continue
-        n=$(basename "$f" | cut -c1-9 | tr ':,' '-_')
-        mv "$f" "fuzz/corpus/$t/$n"
+    find "fuzz/corpus/$t" -type f ! -name README.md -delete
+    # Kept in the repository: mutants only (the seeds, cut from ../shared/data, are rebuilt),
+    # at most 8 KiB each, 40 spread evenly over the sizes of the minimised queue, named
+    # without ':' or ','.
+    find "$WORK/$t.cmin" -maxdepth 1 -type f -name 'id*' ! -name '*orig:*' -size -8193c \
+        -printf '%s %p\n' | sort -n | awk '{print $2}' > "$WORK/$t.sizes"
+    n=$(wc -l < "$WORK/$t.sizes")
+    awk -v n="$n" 'BEGIN {k = n < 40 ? n : 40} int((NR - 1) * k / n) != int(NR * k / n)' \
+        "$WORK/$t.sizes" | while read -r f; do
+        cp "$f" "fuzz/corpus/$t/$(basename "$f" | cut -c1-9 | tr ':,' '-_')"
     done
     echo "$t: $(find "fuzz/corpus/$t" -type f | wc -l) corpus entries kept"
 done

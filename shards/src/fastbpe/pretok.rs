@@ -128,7 +128,10 @@ impl SplitRule {
         if next.is_whitespace() {
             return end;
         }
-        let last = m.chars().next_back().expect("a non-empty match");
+        // An empty match (a pattern that can match nothing; found by fuzzing) ends where it is.
+        let Some(last) = m.chars().next_back() else {
+            return end;
+        };
         if m.len() == last.len_utf8() {
             // One character: `\s+(?!\S)` failed and `\s+` took it.
             return end;

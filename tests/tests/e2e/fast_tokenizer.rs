@@ -276,6 +276,36 @@ fn malformed_tokenizer_jsons_found_by_fuzzing_are_refused_or_fall_back() {
         hf.encode_fast(text, false).unwrap().get_ids()
     );
 
+    // An id far beyond the vocabulary: the fast encoder's tables are indexed by id (a 3 GB
+    // table for this one before the fix; fuzzing saw a 10 s "hang").
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data("tokenizers/gpt2.tokenizer.json")).unwrap())
+            .unwrap();
+    v["model"]["vocab"]["I"] = serde_json::json!(1_666_666_666u64);
+    let e = FastBpe::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(e.contains("beyond the"), "{e}");
+
+    // A merge listed twice (HF keeps the later rank), and a DeepSeek-V3 Split pattern with a
+    // mutated class (`\\p{L}` → `\\psL}`, read differently by Oniguruma and the regex crate):
+    // refused, so the stage uses HF.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data("tokenizers/gpt2.tokenizer.json")).unwrap())
+            .unwrap();
+    let merges = v["model"]["merges"].as_array_mut().unwrap();
+    let later = merges[40].clone();
+    merges[0] = later;
+    let e = FastBpe::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(e.contains("listed twice"), "{e}");
+    let ds = tokenmill_shards::tokenizer::read_tokenizer_json(&data(
+        "tokenizers/deepseek-v3.tokenizer.json.gz",
+    ))
+    .unwrap();
+    let text = String::from_utf8(ds)
+        .unwrap()
+        .replacen("\\\\p{L}", "\\\\psL}", 1);
+    let e = FastBpe::from_json(text.as_bytes()).unwrap_err();
+    assert!(e.contains("without a scanner"), "{e}");
+
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data("tokenizers/gpt2.tokenizer.json")).unwrap())
             .unwrap();

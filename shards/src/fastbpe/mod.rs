@@ -131,7 +131,9 @@ impl FastBpe {
     /// The encoder of a `tokenizer.json`, or why it is not of the supported form: model BPE
     /// without dropout, unknown-token handling, prefixes, suffixes or byte fallback; no
     /// normalizer (or an empty sequence); pre-tokenizer `ByteLevel` (without prefix space) or a
-    /// `Sequence` of isolating `Split`s, `Digits` and that `ByteLevel`.
+    /// `Sequence` of isolating `Split`s (patterns with a scanner checked against Hugging Face),
+    /// `Digits` and that `ByteLevel`; ids numbering the tokens densely, each once; each merge
+    /// pair once.
     pub fn from_json(json: &[u8]) -> Result<Self, Unsupported> {
         let t: Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
         let m = &t["model"];

@@ -228,10 +228,22 @@ impl Dataset {
             ))
         })
     }
-    /// Provenance rows of shard `s`.
+    /// Provenance rows of shard `s`. The table's xxh3 is checked against the manifest before
+    /// the Parquet decoder sees it (that decoder can be made to reserve gigabytes by a few
+    /// hostile bytes; found by fuzzing).
     pub fn provenance(&self, s: usize) -> Result<Vec<DocProvenance>> {
         let e = self.entry(s)?;
         let path = e.prov_path(&self.dir);
+        let expected =
+            crate::manifest::parse_hex64(&self.dir.join(crate::MANIFEST_FILE), &e.prov_xxh3)?;
+        let actual = crate::checksum::xxh3_file(&path)?;
+        if actual != expected {
+            return Err(Error::Checksum {
+                path,
+                expected,
+                actual,
+            });
+        }
         let rows = read_provenance(&path)?;
         if rows.len() as u64 != e.documents {
             return Err(Error::corrupt(

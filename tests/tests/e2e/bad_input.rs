@@ -488,6 +488,24 @@ fn verify_checks_the_tokenizer_and_the_provenance_against_the_manifest() {
     }
     std::fs::write(&tok, &original).unwrap();
     tokenmill_shards::verify(&out).unwrap();
+    // The loader's way to provenance checks the table's checksum before decoding it.
+    let ds = tokenmill_shards::Dataset::open(&out).unwrap();
+    let prov = ds.manifest().shards[0].prov_path(&out);
+    let good = std::fs::read(&prov).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    std::fs::write(&prov, &bad).unwrap();
+    let err = ds.provenance(0).unwrap_err().to_string();
+    assert!(
+        err.contains("prov.parquet") && err.contains("checksum"),
+        "{err}"
+    );
+    std::fs::write(&prov, &good).unwrap();
+    assert_eq!(
+        ds.provenance(0).unwrap().len() as u64,
+        ds.manifest().shards[0].documents
+    );
 }
 
 #[test]

@@ -141,32 +141,23 @@ pub fn read_provenance(path: &Path) -> Result<Vec<DocProvenance>> {
         path: path.to_path_buf(),
         source,
     };
-    // The Parquet decoder panics on some malformed files: caught, a corrupt table.
-    let guard = |f: &mut dyn FnMut() -> Result<Option<RecordBatch>>| {
-        crate::guard::decoding(f).unwrap_or_else(|why| {
-            Err(Error::corrupt(
-                path,
-                "provenance table",
-                format!("malformed Parquet, the decoder failed: {why}"),
-            ))
-        })
+    // The Parquet decoder panics on some malformed files (found by fuzzing): a corrupt table.
+    let corrupt = |why: String| {
+        Error::corrupt(
+            path,
+            "provenance table",
+            format!("malformed Parquet, the decoder failed: {why}"),
+        )
     };
-    let mut reader = None;
-    guard(&mut || {
-        reader = Some(
-            ParquetRecordBatchReaderBuilder::try_new(
-                file.try_clone().map_err(|e| Error::io(path, e))?,
-            )
-            .map_err(pq)?
-            .build()
-            .map_err(pq)?,
-        );
-        Ok(None)
-    })?;
-    let mut reader = reader.expect("set above");
+    let mut reader = crate::guard::decoding(|| {
+        ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build())
+    })
+    .map_err(corrupt)?
+    .map_err(pq)?;
     let want = provenance_schema();
     let mut rows = Vec::new();
-    while let Some(batch) = guard(&mut || Ok(reader.next().transpose()?))? {
+    while let Some(batch) = crate::guard::decoding(|| reader.next()).map_err(corrupt)? {
+        let batch = batch?;
         for f in want.fields() {
             if matches!(f.name().as_str(), "lang" | "lang_score") {
                 continue; // added later: datasets built before have no such columns

@@ -87,6 +87,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// Data written for another dataset, tokenizer or model than the one it is used with.
+    #[error("{path}: {detail}")]
+    Mismatch {
+        /// The file that says whom the data belongs to.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
+    },
     /// A lookup that names something the dataset does not have.
     #[error("{0}")]
     NotFound(String),

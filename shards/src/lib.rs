@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod mask;
 pub mod provenance;
 pub mod reader;
+pub mod teacher;
 pub mod tokenizer;
 pub mod verify;
 pub mod writer;

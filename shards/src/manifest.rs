@@ -93,6 +93,14 @@ impl ShardEntry {
     }
 }
 
+/// The fingerprint of the dataset in `dir`: the xxh3-64 of its `manifest.json`, hex (the
+/// manifest holds every shard's checksums, so this names the dataset's bytes).
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(hex64(xxhash_rust::xxh3::xxh3_64(&bytes)))
+}
+
 /// Whether `name` is a plain file name that stays in its directory: not empty, no `/` or `\\`,
 /// no leading `.` (so neither `..` nor a hidden or temporary file), no NUL.
 pub fn is_plain_name(name: &str) -> bool {

@@ -287,6 +287,7 @@ mod tests {
         let s = tokens.len() - 1;
         let batch = Batch {
             starts: None,
+            distill: None,
             tokens,
             mask: None,
             b: 1,

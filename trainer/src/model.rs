@@ -116,6 +116,24 @@ pub struct Batch<'a> {
     pub b: usize,
     /// Sequence length (inputs per sample).
     pub s: usize,
+    /// Distillation: the teacher's top-K at every input position, mixed into the main
+    /// next-token loss ([`Distill`]). `None`: cross-entropy alone.
+    pub distill: Option<Distill<'a>>,
+}
+
+/// The main next-token loss under distillation: `(1 − α)·CE + α·T²·KL(q_T ‖ p_T)`, with `q_T`
+/// the teacher's top-K renormalised at temperature `T` and `p_T` the student's softmax at `T`
+/// ([`tokenmill_kernels::cpu::distill`]). CE is averaged over the counted targets, KL over the
+/// counted targets that have teacher entries. The MTP depths keep their cross-entropy (the
+/// teacher predicts the next token only).
+#[derive(Debug, Clone, Copy)]
+pub struct Distill<'a> {
+    /// The teacher's entries `[b·s, k]`.
+    pub teacher: tokenmill_kernels::cpu::distill::TeacherTopK<'a>,
+    /// α in [0, 1].
+    pub alpha: f64,
+    /// T > 0.
+    pub temperature: f64,
 }
 
 /// The result of a forward pass; keeps what the backward needs.
@@ -125,6 +143,8 @@ pub struct Forward<T> {
     pub loss: f64,
     /// Mean next-token cross-entropy.
     pub main_loss: f64,
+    /// Under distillation: the mean KL divergence from the teacher (before `α·T²`).
+    pub distill_kl: Option<f64>,
     /// Mean cross-entropy of each MTP depth.
     pub mtp_losses: Vec<f64>,
     /// Sum over MoE layers of the balance loss (α included).
@@ -485,6 +505,31 @@ impl Model {
                 )));
             }
         }
+        if let Some(dt) = &batch.distill {
+            let k = dt.teacher.k;
+            if k == 0 || dt.teacher.ids.len() != b * s * k || dt.teacher.logp.len() != b * s * k {
+                return Err(Error::Data(format!(
+                    "teacher entries hold {} ids and {} log-probabilities, expected {b}·{s}·{k}",
+                    dt.teacher.ids.len(),
+                    dt.teacher.logp.len()
+                )));
+            }
+            if !(0.0..=1.0).contains(&dt.alpha) || dt.temperature.is_nan() || dt.temperature <= 0.0
+            {
+                return Err(Error::Config(format!(
+                    "distillation needs 0 ≤ alpha ≤ 1 and temperature > 0 (alpha {}, temperature {})",
+                    dt.alpha, dt.temperature
+                )));
+            }
+            if let Some(&bad) = dt.teacher.ids.iter().find(|&&i| {
+                i != tokenmill_kernels::cpu::distill::ABSENT && i as usize >= self.cfg.vocab_size
+            }) {
+                return Err(Error::Data(format!(
+                    "teacher token id {bad} is outside the model's vocabulary of {}",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
         if s == 0 || s > self.cfg.max_position_embeddings {
             return Err(Error::Data(format!(
                 "sequence length {s} outside 1..={} (max_position_embeddings)",
@@ -512,7 +557,9 @@ impl Model {
 
     /// Output head over `hidden` after `norm`, with cross-entropy against `targets`; `weight`
     /// is this loss's weight in the total (split evenly over the counted targets). With
-    /// `train`, the cross-entropy's backward runs here too (fused, in place).
+    /// `train`, the cross-entropy's backward runs here too (fused, in place). With `distill`
+    /// (the main head), the loss is the distillation mix; returns (head, per-target CE, mean
+    /// CE, mean KL).
     #[allow(clippy::too_many_arguments)]
     fn head_fwd<T: Real>(
         &self,
@@ -522,19 +569,73 @@ impl Model {
         targets: Vec<u32>,
         weight: f64,
         train: bool,
-    ) -> (Head<T>, Vec<T>, f64) {
+        distill: Option<&Distill<'_>>,
+    ) -> (Head<T>, Vec<T>, f64, Option<f64>) {
         let (normed, rstd) = norm.fwd(cx, &hidden);
         let normed = Arc::new(normed);
         let mut logits = self.head.fwd(cx, &normed);
         let rows = targets.len();
         let (mut losses, mut lse) = (vec![T::zero(); rows], vec![T::zero(); rows]);
-        let mut count = [targets.iter().filter(|&&t| t != IGNORE).count() as u64];
+        let teacher_rows = |dt: &Distill<'_>| {
+            (0..rows)
+                .filter(|&r| targets[r] != IGNORE && dt.teacher.has(r))
+                .count() as u64
+        };
+        let mut count = [
+            targets.iter().filter(|&&t| t != IGNORE).count() as u64,
+            distill.map_or(0, teacher_rows),
+        ];
         if let Some(g) = cx.batch {
             // The loss is the mean over the global batch's targets.
             tokenmill_comm::Collectives::all_reduce_sum(g, &mut count)
                 .expect("data-parallel target count");
         }
-        let count = count[0].max(1) as usize;
+        let (count, kl_count) = (count[0].max(1) as usize, count[1].max(1) as f64);
+        if let Some(dt) = distill {
+            use tokenmill_kernels::cpu::distill::{DistillGrad, cross_entropy_kl};
+            // Only counted targets with a teacher entry take part in the KL term.
+            let mut ids = dt.teacher.ids.to_vec();
+            let k = dt.teacher.k;
+            for r in 0..rows {
+                if targets[r] == IGNORE {
+                    ids[r * k] = tokenmill_kernels::cpu::distill::ABSENT;
+                }
+            }
+            let teacher = tokenmill_kernels::cpu::distill::TeacherTopK {
+                ids: &ids,
+                ..dt.teacher
+            };
+            let g_ce = vec![T::of(weight * (1.0 - dt.alpha) / count as f64); rows];
+            let g_kl =
+                vec![T::of(weight * dt.alpha * dt.temperature * dt.temperature / kl_count); rows];
+            let mut kl = vec![T::zero(); rows];
+            cross_entropy_kl(
+                &mut logits,
+                self.cfg.vocab_size,
+                &targets,
+                &teacher,
+                dt.temperature,
+                train.then_some(DistillGrad {
+                    ce: &g_ce,
+                    kl: &g_kl,
+                }),
+                &mut losses,
+                &mut kl,
+            );
+            let mean = losses.iter().map(|l| l.f64()).sum::<f64>() / count as f64;
+            let kl_mean = kl.iter().map(|l| l.f64()).sum::<f64>() / kl_count;
+            return (
+                Head {
+                    hidden,
+                    rstd,
+                    normed,
+                    logits,
+                },
+                losses,
+                mean,
+                Some(kl_mean),
+            );
+        }
         if train {
             let g: Vec<T> = targets
                 .iter()
@@ -573,6 +674,7 @@ impl Model {
             },
             losses,
             mean,
+            None,
         )
     }
 
@@ -722,6 +824,7 @@ impl Model {
             return Ok(Forward {
                 loss: balance_loss,
                 main_loss: 0.0,
+                distill_kl: None,
                 mtp_losses: Vec::new(),
                 balance_loss,
                 token_losses: Vec::new(),
@@ -745,8 +848,15 @@ impl Model {
             .flat_map(|bi| (0..s).map(move |i| (bi, i)))
             .map(|(bi, i)| target(bi, i))
             .collect();
-        let (head, token_losses, main_loss) =
-            self.head_fwd(&cx, &self.norm, h_last, targets, 1.0, keep_cache);
+        let (head, token_losses, main_loss, distill_kl) = self.head_fwd(
+            &cx,
+            &self.norm,
+            h_last,
+            targets,
+            1.0,
+            keep_cache,
+            batch.distill.as_ref(),
+        );
         let depth = self.mtp.len();
         let mut mtp_losses = Vec::with_capacity(depth);
         let mut mtp_caches = Vec::with_capacity(depth);
@@ -784,13 +894,14 @@ impl Model {
                 .flat_map(|bi| (0..n).map(move |i| (bi, i)))
                 .map(|(bi, i)| target(bi, i + k))
                 .collect();
-            let (head_k, _, lk) = self.head_fwd(
+            let (head_k, _, lk, _) = self.head_fwd(
                 &cx,
                 &m.head_norm,
                 hk,
                 targets_k,
                 w.mtp_lambda / depth as f64,
                 keep_cache,
+                None,
             );
             mtp_losses.push(lk);
             let next = head_k.normed.clone();
@@ -809,7 +920,13 @@ impl Model {
             prev_n = n;
         }
         let balance_loss: f64 = moe.iter().map(|m| m.balance_loss).sum();
-        let loss = total_loss(main_loss, &mtp_losses, balance_loss, w);
+        let main_term = match (&batch.distill, distill_kl) {
+            (Some(dt), Some(kl)) => {
+                (1.0 - dt.alpha) * main_loss + dt.alpha * dt.temperature * dt.temperature * kl
+            }
+            _ => main_loss,
+        };
+        let loss = total_loss(main_term, &mtp_losses, balance_loss, w);
         let (cache, logits) = if keep_cache {
             (
                 Some(Cache {
@@ -835,6 +952,7 @@ impl Model {
         Ok(Forward {
             loss,
             main_loss,
+            distill_kl,
             mtp_losses,
             balance_loss,
             token_losses,

@@ -68,6 +68,7 @@ fn check(golden_file: &str, lambda: f64) -> f64 {
     let golden = SafeTensors::deserialize(&bytes).unwrap();
     let bt = Batch {
         starts: None,
+        distill: None,
         tokens: &tokens,
         mask: None,
         b,

@@ -74,16 +74,55 @@ fn grads(
 /// Every trainable tensor: a directional derivative along a random direction, and three
 /// single entries, against central differences.
 fn gradcheck(cfg: ModelConfig, w: LossWeights) {
-    gradcheck_with(cfg, w, None)
+    gradcheck_with(cfg, w, None, None)
 }
 
-/// [`gradcheck`] over a batch of 2 × 9 with document starts `starts` (attention reset).
-fn gradcheck_with(cfg: ModelConfig, w: LossWeights, starts: Option<&[u32]>) {
+/// Teacher records for `rows` positions: `k` distinct ids with the log-probabilities of a
+/// random distribution's top-k (every fifth position without records).
+fn teacher_records(vocab: usize, rows: usize, k: usize, seed: u64) -> (Vec<u32>, Vec<f32>) {
+    let mut rng = Rng::new(seed);
+    let (mut ids, mut logp) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        if r % 5 == 2 {
+            ids.extend(std::iter::repeat_n(u32::MAX, k));
+            logp.extend(std::iter::repeat_n(0.0f32, k));
+            continue;
+        }
+        let z: Vec<f64> = (0..vocab).map(|_| 2.0 * rng.normal()).collect();
+        let lse = z.iter().map(|x| x.exp()).sum::<f64>().ln();
+        let mut order: Vec<usize> = (0..vocab).collect();
+        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+        for &i in &order[..k] {
+            ids.push(i as u32);
+            logp.push((z[i] - lse) as f32);
+        }
+    }
+    (ids, logp)
+}
+
+/// [`gradcheck`] over a batch of 2 × 9 with document starts `starts` (attention reset) and
+/// distillation `(k, α, T)`.
+fn gradcheck_with(
+    cfg: ModelConfig,
+    w: LossWeights,
+    starts: Option<&[u32]>,
+    distill: Option<(usize, f64, f64)>,
+) {
     let m = Model::new(cfg).unwrap();
     let p = params(&m, 7);
     let (tokens, mask) = batch(&m, 2, 9, 8);
+    let records = distill.map(|(k, _, _)| teacher_records(m.cfg.vocab_size, 18, k, 5));
     let bt = Batch {
         starts,
+        distill: distill
+            .zip(records.as_ref())
+            .map(
+                |((k, alpha, temperature), (ids, logp))| tokenmill_trainer::model::Distill {
+                    teacher: tokenmill_kernels::cpu::distill::TeacherTopK { k, ids, logp },
+                    alpha,
+                    temperature,
+                },
+            ),
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,
@@ -155,7 +194,81 @@ fn gradcheck_with_attention_reset_at_document_boundaries() {
             balance_alpha: 0.01,
         },
         Some(&starts),
+        None,
     );
+}
+
+#[test]
+fn gradcheck_with_distillation_from_a_teacher_top_k() {
+    // The main loss is (1 − α)·CE + α·T²·KL against 4 teacher entries per position (some
+    // positions without), at two temperatures; MoE, MTP and the balance loss stay on.
+    for (alpha, t) in [(0.5, 2.0), (0.8, 1.0)] {
+        gradcheck_with(
+            tiny(1, true, 2),
+            LossWeights {
+                mtp_lambda: 0.3,
+                balance_alpha: 0.01,
+            },
+            None,
+            Some((4, alpha, t)),
+        );
+    }
+}
+
+/// Distillation with α = 0 is the plain cross-entropy (same loss, same gradient), and the
+/// KL it reports is positive; with α = 1 the cross-entropy no longer acts.
+#[test]
+fn distillation_alpha_zero_is_cross_entropy() {
+    let m = Model::new(tiny(1, true, 2)).unwrap();
+    let p = params(&m, 7);
+    let (tokens, mask) = batch(&m, 2, 9, 8);
+    let (ids, logp) = teacher_records(m.cfg.vocab_size, 18, 4, 5);
+    let w = LossWeights {
+        mtp_lambda: 0.3,
+        balance_alpha: 0.01,
+    };
+    let plain = Batch {
+        starts: None,
+        distill: None,
+        tokens: &tokens,
+        mask: Some(&mask),
+        b: 2,
+        s: 9,
+    };
+    let with = |alpha: f64| Batch {
+        distill: Some(tokenmill_trainer::model::Distill {
+            teacher: tokenmill_kernels::cpu::distill::TeacherTopK {
+                k: 4,
+                ids: &ids,
+                logp: &logp,
+            },
+            alpha,
+            temperature: 2.0,
+        }),
+        ..plain
+    };
+    let be = CpuReference;
+    let f0 = m.forward(&be, &p, &plain, w, false).unwrap();
+    let f1 = m.forward(&be, &p, &with(0.0), w, false).unwrap();
+    assert!(
+        (f0.loss - f1.loss).abs() < 1e-12,
+        "{} vs {}",
+        f0.loss,
+        f1.loss
+    );
+    assert!(f1.distill_kl.unwrap() > 0.0);
+    let g0 = grads(&m, &be, &p, &plain, w, WgradMode::Immediate);
+    let g1 = grads(&m, &be, &p, &with(0.0), w, WgradMode::Immediate);
+    let worst = g0
+        .iter()
+        .zip(&g1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-12, "α = 0 changes the gradient by {worst:e}");
+    let f2 = m.forward(&be, &p, &with(1.0), w, false).unwrap();
+    let kl = f2.distill_kl.unwrap();
+    let expect = 4.0 * kl + 0.3 * f2.mtp_losses[0] + f2.balance_loss;
+    assert!((f2.loss - expect).abs() < 1e-10, "{} vs {expect}", f2.loss);
 }
 
 /// With attention reset, a document packed after another gets the same per-token losses as
@@ -176,6 +289,7 @@ fn attention_reset_makes_packed_documents_independent() {
     let packed = |starts: Option<&[u32]>| {
         let bt = Batch {
             starts,
+            distill: None,
             tokens: &tokens,
             mask: None,
             b: 1,
@@ -188,6 +302,7 @@ fn attention_reset_makes_packed_documents_independent() {
     let alone = {
         let bt = Batch {
             starts: None,
+            distill: None,
             tokens: &tokens[a..],
             mask: None,
             b: 1,
@@ -239,6 +354,7 @@ fn fast_backend_matches_reference() {
     let (tokens, mask) = batch(&m, 3, 12, 12);
     let bt = Batch {
         starts: None,
+        distill: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 3,
@@ -275,6 +391,7 @@ fn deferred_weight_gradients_equal_immediate_ones_bitwise() {
     let (tokens, mask) = batch(&m, 2, 16, 6);
     let bt = Batch {
         starts: None,
+        distill: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,
@@ -313,6 +430,7 @@ fn token_losses_and_loads_are_reported() {
     let (tokens, mask) = batch(&m, 2, 10, 2);
     let bt = Batch {
         starts: None,
+        distill: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,
@@ -351,6 +469,7 @@ fn bad_batches_are_refused() {
             &p,
             &Batch {
                 starts: None,
+                distill: None,
                 tokens: &toks,
                 mask: None,
                 b: 2,
@@ -369,6 +488,7 @@ fn bad_batches_are_refused() {
             &p,
             &Batch {
                 starts: None,
+                distill: None,
                 tokens: &toks,
                 mask: None,
                 b: 2,
@@ -395,6 +515,7 @@ fn bf16_and_fp8_gemms_perturb_the_loss_slightly_and_only_where_they_apply() {
     let (tokens, mask) = batch(&m, 2, 40, 4);
     let bt = Batch {
         starts: None,
+        distill: None,
         tokens: &tokens,
         mask: Some(&mask),
         b: 2,

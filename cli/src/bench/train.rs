@@ -85,6 +85,7 @@ fn run_rust(
         let t = Instant::now();
         let bt = Batch {
             starts: None,
+            distill: None,
             tokens: &tokens,
             mask: None,
             b: o.batch,

@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod bf16gemm;
+pub mod distill;
 pub mod embedding;
 pub mod loss;
 pub mod lowp;

@@ -288,6 +288,7 @@ impl ModelRef<'_> {
     ) -> Result<Forward<f32>> {
         let batch = Batch {
             starts: None,
+            distill: None,
             tokens,
             mask,
             b,

@@ -245,6 +245,7 @@ fn whole_model(world: &Arc<MpiComm>, out: &mut Vec<Check>) {
     let step = |model: &Model, toks: &[u32], bs: usize| {
         let batch = Batch {
             starts: None,
+            distill: None,
             tokens: toks,
             mask: None,
             b: bs,
@@ -321,6 +322,7 @@ fn grads_of(
     };
     let batch = Batch {
         starts: None,
+        distill: None,
         tokens,
         mask: None,
         b,
@@ -466,6 +468,7 @@ fn pipeline(world: &Arc<MpiComm>, layout: ParallelConfig, out: &mut Vec<Check>) 
             .collect();
         let batch = Batch {
             starts: None,
+            distill: None,
             tokens: &toks,
             mask: None,
             b: data_ranks * mb,

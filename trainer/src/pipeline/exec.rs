@@ -103,6 +103,7 @@ impl ChunkCx<'_> {
             tokens: &self.micro[m].tokens,
             mask: Some(&self.micro[m].mask),
             starts: self.micro[m].starts.as_deref(),
+            distill: None,
             b: self.micro[m].b,
             s: self.s,
         }
@@ -524,6 +525,7 @@ impl Pipeline {
                 tokens: &mb.tokens,
                 mask: Some(&mb.mask),
                 starts: mb.starts.as_deref(),
+                distill: None,
                 b: mb.b,
                 s,
             };

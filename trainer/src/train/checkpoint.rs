@@ -57,9 +57,7 @@ pub struct CheckpointState {
 
 /// xxh3 of a dataset's `manifest.json`: identifies the data a run trained on.
 pub fn fingerprint(dir: &Path) -> Result<String> {
-    let path = dir.join(tokenmill_shards::MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
+    Ok(tokenmill_shards::manifest::fingerprint(dir)?)
 }
 
 /// Loads a checkpoint directory (one-file or sharded, written in any layout) into `params`

@@ -184,6 +184,52 @@ pub struct LoopConfig {
     /// check compares the two.
     #[serde(default)]
     pub device: ComputeDevice,
+    /// Distillation from a teacher's stored top-K (`tokenmill distill-data`):
+    /// `distill = { data = "teacher-dir", alpha = 0.5, temperature = 2.0 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
+}
+
+/// `[train] distill`: the main next-token loss becomes `(1 − α)·CE + α·T²·KL` against the
+/// teacher records in `data`, which must have been written for the training dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The teacher directory (`teacher.json` and a `.teacher.bin` per shard).
+    pub data: PathBuf,
+    /// α: the KL term's share, in [0, 1].
+    #[serde(default = "default_distill_alpha")]
+    pub alpha: f64,
+    /// T > 0: both distributions are softened by it (the KL term is scaled by T²).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+fn default_distill_alpha() -> f64 {
+    0.5
+}
+
+fn default_temperature() -> f64 {
+    1.0
+}
+
+impl DistillConfig {
+    /// Checks α and T.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(Error::Config(format!(
+                "[train] distill: alpha {} outside [0, 1]",
+                self.alpha
+            )));
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::Config(format!(
+                "[train] distill: temperature {} must be positive",
+                self.temperature
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `[train] device`.

@@ -60,6 +60,10 @@ pub struct StepLog {
     /// Next-token loss.
     #[serde(deserialize_with = "nan_null::f")]
     pub main_loss: f64,
+    /// Under distillation (`[train] distill`): the mean KL divergence from the teacher's
+    /// top-K, before its weight `α·T²` (the total `loss` holds the mix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill_kl: Option<f64>,
     /// Mean MTP loss.
     #[serde(deserialize_with = "nan_null::f")]
     pub mtp_loss: f64,
@@ -194,6 +198,7 @@ pub(super) fn eval_line(step: u64, loss: f64) -> StepLog {
         seq: 0,
         loss,
         main_loss: loss,
+        distill_kl: None,
         mtp_loss: 0.0,
         balance_loss: 0.0,
         grad_norm: 0.0,

@@ -49,8 +49,8 @@ mod stats;
 
 pub use checkpoint::{CheckpointState, fingerprint, load_checkpoint};
 pub use config::{
-    ComputeDevice, DataConfig, LoopConfig, ModelSourceConfig, OnNonFinite, TrainConfig,
-    loader_config,
+    ComputeDevice, DataConfig, DistillConfig, LoopConfig, ModelSourceConfig, OnNonFinite,
+    TrainConfig, loader_config,
 };
 pub use log::{LogKind, RollbackLog, StepLog, TaskScores, superseded};
 pub use quarantine::{Quarantined, read_quarantine};
@@ -106,6 +106,7 @@ struct StepSums {
     main: f64,
     mtp: f64,
     bal: f64,
+    kl: f64,
 }
 
 impl StepSums {
@@ -116,6 +117,77 @@ impl StepSums {
         self.main += main / n;
         self.mtp += mtp_mean(mtp_losses) / n;
         self.bal += bal / n;
+    }
+}
+
+/// The teacher records of a run under `[train] distill`, with its α and T.
+#[derive(Debug)]
+struct Teacher {
+    data: tokenmill_shards::teacher::TeacherData,
+    alpha: f64,
+    temperature: f64,
+}
+
+impl Teacher {
+    /// Opens `[train] distill`'s records for the training dataset `ds` and the model `mcfg`.
+    fn open(
+        cfg: &config::DistillConfig,
+        ds: &Dataset,
+        mcfg: &crate::config::ModelConfig,
+        d: &DataConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let data = tokenmill_shards::teacher::TeacherData::open(&cfg.data, ds, true)?;
+        let tm = &data.manifest().teacher;
+        if tm.vocab_size > mcfg.vocab_size as u64 {
+            return Err(Error::Data(format!(
+                "{}: the teacher's vocabulary of {} exceeds the model's vocab_size {}",
+                cfg.data.display(),
+                tm.vocab_size,
+                mcfg.vocab_size
+            )));
+        }
+        if tm.context != d.seq_len
+            || d.packing != tokenmill_shards::loader::Packing::Documents
+            || !d.attention_reset
+        {
+            tracing::warn!(
+                teacher_context = tm.context,
+                seq_len = d.seq_len,
+                "the teacher saw each document in windows of its context; the student sees the same context only with packing = \"documents\", attention_reset = true and seq_len = that context"
+            );
+        }
+        tracing::info!(
+            teacher = %cfg.data.display(),
+            k = data.k(),
+            alpha = cfg.alpha,
+            temperature = cfg.temperature,
+            "distilling"
+        );
+        Ok(Teacher {
+            data,
+            alpha: cfg.alpha,
+            temperature: cfg.temperature,
+        })
+    }
+
+    /// The records of `samples`' input positions: ids and log-probabilities `[b·s, k]`.
+    fn rows(
+        &self,
+        samples: &[tokenmill_shards::loader::Sample],
+        s: usize,
+        vocab: usize,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let k = self.data.k();
+        let (mut ids, mut logp) = (
+            Vec::with_capacity(samples.len() * s * k),
+            Vec::with_capacity(samples.len() * s * k),
+        );
+        for x in samples {
+            self.data
+                .sample(&x.spans, s, vocab as u64, &mut ids, &mut logp)?;
+        }
+        Ok((ids, logp))
     }
 }
 
@@ -179,6 +251,8 @@ pub struct Trainer {
     _lock: Option<tokenmill_shards::lock::DirLock>,
     /// What each evaluation adds to its line ([`Trainer::set_eval_hook`]).
     eval_hook: Option<Box<dyn EvalHook>>,
+    /// `[train] distill`: the teacher's records.
+    teacher: Option<Teacher>,
 }
 
 impl Trainer {
@@ -266,6 +340,15 @@ impl Trainer {
                 mcfg.vocab_size
             )));
         }
+        let teacher = match &cfg.train.distill {
+            Some(_) if pipe.is_some() => {
+                return Err(Error::Layout(
+                    "[train] distill runs without pipeline parallelism (pp = 1): the last stage would need the teacher's records of every micro-batch".into(),
+                ));
+            }
+            Some(dc) => Some(Teacher::open(dc, &ds, &mcfg, d)?),
+            None => None,
+        };
         let (exclude, quarantined) = quarantine::exclusions(d, &cfg.train.out, resume, writer)?;
         let mut lc = loader_config(d, Shuffle::Full, d.batch);
         lc.exclude = exclude;
@@ -388,6 +471,7 @@ impl Trainer {
             pipe,
             _lock: lock,
             eval_hook: None,
+            teacher,
         };
         if let Some(g) = &t.group {
             // Nobody starts before the writer has cleaned and prepared the run directory.
@@ -494,16 +578,34 @@ impl Trainer {
         for chunk in one_process.chunks(micro) {
             let (tokens, mask) = flatten(chunk);
             let starts = doc_starts(chunk, s, d.attention_reset);
+            let records = match &self.teacher {
+                Some(t) => Some(t.rows(chunk, s, self.model.cfg.vocab_size)?),
+                None => None,
+            };
+            let distill = match (&self.teacher, &records) {
+                (Some(t), Some((ids, logp))) => Some(crate::model::Distill {
+                    teacher: tokenmill_kernels::cpu::distill::TeacherTopK {
+                        k: t.data.k(),
+                        ids,
+                        logp,
+                    },
+                    alpha: t.alpha,
+                    temperature: t.temperature,
+                }),
+                _ => None,
+            };
             let bt = Batch {
                 tokens: &tokens,
                 mask: Some(&mask),
                 starts: starts.as_deref(),
+                distill,
                 b: chunk.len(),
                 s,
             };
             let mut f = self.model.forward(be, &self.params, &bt, w, true)?;
             bad_tiles += f.nonfinite_fp8_tiles;
             sums.add(f.loss, f.main_loss, &f.mtp_losses, f.balance_loss, n_micro);
+            sums.kl += f.distill_kl.unwrap_or(0.0) / n_micro as f64;
             for (bi, smp) in chunk.iter().enumerate() {
                 stats.push(smp, &f.token_losses[bi * s..(bi + 1) * s], s);
             }
@@ -535,6 +637,7 @@ impl Trainer {
             mut main,
             mut mtp,
             mut bal,
+            mut kl,
         } = sums;
         let mut grad_norm = None;
         if let Some(g) = &self.group {
@@ -542,10 +645,10 @@ impl Trainer {
             // chunk of the summed gradients), so every decision below — spikes, quarantine,
             // the update — is the same on every rank.
             let w = g.world.as_ref();
-            let mut all = [loss, main, mtp, bal];
+            let mut all = [loss, main, mtp, bal, kl];
             // Summed over the data ranks (the ranks of a pipeline hold the same figures).
             tokenmill_comm::Collectives::all_reduce_sum(g.stage.as_ref(), &mut all)?;
-            [loss, main, mtp, bal] = all;
+            [loss, main, mtp, bal, kl] = all;
             // ZeRO-1: this rank receives its chunk of the summed gradients, and their norm.
             let r = self
                 .shard
@@ -639,6 +742,7 @@ impl Trainer {
             seq: self.seq,
             loss,
             main_loss: main,
+            distill_kl: self.teacher.as_ref().map(|_| kl),
             mtp_loss: mtp,
             balance_loss: bal,
             grad_norm,
@@ -738,6 +842,7 @@ impl Trainer {
                         tokens: &tokens,
                         mask: Some(&mask),
                         starts: starts.as_deref(),
+                        distill: None,
                         b,
                         s,
                     };

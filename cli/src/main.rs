@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokenmill_cli::commands::{
-    bench, build, dedup, doctor, eval, export, extract, generate, inspect, model, plot, quickstart,
-    report, schedule, slurm_task, sql, status, tokenizer, trace, train, verify,
+    bench, build, dedup, distill_data, doctor, eval, export, extract, generate, inspect, model,
+    plot, quickstart, report, schedule, slurm_task, sql, status, tokenizer, trace, train, verify,
 };
 
 /// Large blocks on huge pages ([`tokenmill_cli::alloc`]).
@@ -73,6 +73,9 @@ enum Cmd {
     /// Text from a model, decoded with MLA's compressed key-value cache (greedy, or sampled
     /// with temperature and top-p).
     Generate(generate::Args),
+    /// A teacher model's top-K next-token distribution for every token of a dataset, stored
+    /// beside it (6·K bytes per token) for `[train] distill`.
+    DistillData(distill_data::Args),
     /// Draw the loss curves of one or more runs (SVG).
     Plot(plot::Args),
     /// Model configurations.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Cmd::Eval(a) => eval::run(a),
         Cmd::Export(a) => export::run(a),
         Cmd::Generate(a) => generate::run(a),
+        Cmd::DistillData(a) => distill_data::run(a),
         Cmd::Plot(a) => plot::run(a),
         Cmd::Model(c) => model::run(c),
         Cmd::Schedule(a) => schedule::run(a),

@@ -20,6 +20,7 @@
 pub mod build;
 pub mod config;
 pub mod dedup;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod excluded;

@@ -32,6 +32,9 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
     if let Some(i) = cfg.model.init.as_mut() {
         fix(i);
     }
+    if let Some(dc) = cfg.train.distill.as_mut() {
+        fix(&mut dc.data);
+    }
     Ok(cfg)
 }
 

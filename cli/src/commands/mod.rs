@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod build;
 pub mod dedup;
+pub mod distill_data;
 pub mod doctor;
 mod doctor_train;
 pub mod eval;

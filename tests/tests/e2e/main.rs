@@ -5,6 +5,7 @@ mod bf16;
 mod build;
 mod dedup;
 mod disk;
+mod distill;
 mod doctor;
 mod eval;
 mod extraction;

@@ -74,11 +74,43 @@ pub struct BuildOutcome {
     pub manifest: Manifest,
     /// What was written to `stats.json`.
     pub stats: BuildStats,
+    /// With `--out s3://…`: the upload of the staged dataset.
+    pub published: Option<crate::publish::Published>,
+}
+
+/// The output URL when `[output] dir` is an object store (`s3://…`).
+pub fn remote_output(cfg: &BuildConfig) -> Option<String> {
+    let s = cfg.output.dir.to_str()?;
+    tokenmill_ingest::remote::is_remote(&cfg.output.dir).then(|| s.to_string())
+}
+
+/// The local directory a build for `url` writes before publishing.
+pub fn stage_dir(cfg: &BuildConfig, url: &str) -> PathBuf {
+    cfg.output.stage.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "tokenmill-stage-{:016x}",
+            xxhash_rust::xxh3::xxh3_64(url.trim_end_matches('/').as_bytes())
+        ))
+    })
 }
 
 /// Runs a build in this process: every phase of [`Job`], under the output directory's lock.
 /// `progress` is shown unless `cfg.run.quiet`.
 pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
+    if let Some(url) = remote_output(cfg) {
+        if !url.starts_with("s3://") {
+            return Err(Error::Config(format!(
+                "--out {url}: datasets are written to s3:// (or local) outputs; http(s) stores are read-only"
+            )));
+        }
+        // Built locally (resumable), then published, the manifest last.
+        let stage = stage_dir(cfg, &url);
+        let mut local = cfg.clone();
+        local.output.dir = stage.clone();
+        let mut out = build(&local)?;
+        out.published = Some(crate::publish::publish(&stage, &url)?);
+        return Ok(out);
+    }
     let started = Instant::now();
     let out = cfg.output.dir.clone();
     // One build per output directory at a time.
@@ -371,7 +403,11 @@ impl Job {
         }
         // Last: the manifest makes the dataset visible.
         manifest.store(&self.out)?;
-        Ok(BuildOutcome { manifest, stats })
+        Ok(BuildOutcome {
+            manifest,
+            stats,
+            published: None,
+        })
     }
 }
 

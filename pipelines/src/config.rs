@@ -96,6 +96,11 @@ pub struct OutputConfig {
     pub shard_bytes: u64,
     /// Keep the text of dropped documents in `excluded/*.parquet`.
     pub keep_excluded_text: bool,
+    /// With `dir` an `s3://` URL: the local directory the build writes before publishing
+    /// ([`crate::publish`]); default `<temp dir>/tokenmill-stage-<xxh3 of the URL>`. A rerun
+    /// with the same stage resumes the build and the upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<PathBuf>,
 }
 
 impl Default for OutputConfig {
@@ -104,6 +109,7 @@ impl Default for OutputConfig {
             dir: PathBuf::new(),
             shard_bytes: DEFAULT_SHARD_BYTES,
             keep_excluded_text: false,
+            stage: None,
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod generate;
 pub mod inspect;
 pub mod plot;
 pub mod progress;
+pub mod publish;
 pub mod remote_inputs;
 pub mod report;
 pub mod sft;

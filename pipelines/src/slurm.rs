@@ -194,6 +194,11 @@ pub fn submit(cfg: &BuildConfig, exe: &Path, o: &SlurmOptions, dry_run: bool) ->
             "--executor slurm: `{program}` is not on PATH (install Slurm's client commands, or use the local executor)"
         )));
     }
+    if let Some(url) = crate::build::remote_output(cfg) {
+        return Err(Error::Unsupported(format!(
+            "--executor slurm with --out {url}: the array tasks write one shared directory; build into a directory every node sees, then publish it with the local executor (`tokenmill build … --out {url} --stage DIR` reuses DIR's finished build)"
+        )));
+    }
     let mut cfg = cfg.clone();
     cfg.run.threads = o.cpus_per_task.max(1);
     cfg.run.quiet = true;
@@ -415,5 +420,18 @@ mod tests {
             vec![vec![3], vec![9]]
         );
         assert!(plan_arrays(&[], 4, 10).is_empty());
+    }
+
+    #[test]
+    fn an_object_store_output_is_refused_with_how_to_publish_instead() {
+        let mut cfg = BuildConfig::default();
+        cfg.output.dir = PathBuf::from("s3://bucket/ds");
+        let err = submit(&cfg, Path::new("tokenmill"), &SlurmOptions::default(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--executor slurm with --out s3://bucket/ds") && err.contains("--stage"),
+            "{err}"
+        );
     }
 }

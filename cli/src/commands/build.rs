@@ -61,9 +61,14 @@ pub struct Args {
     /// tokenizer.json or tokenizer.json.gz.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Output dataset directory.
+    /// Output dataset directory, or an `s3://bucket/prefix` URL: built in a local stage
+    /// (`--stage`), then uploaded with the manifest last.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// With `--out s3://…`: the local directory the build writes before uploading (default:
+    /// `<temp dir>/tokenmill-stage-<hash of the URL>`); a rerun resumes build and upload.
+    #[arg(long)]
+    pub stage: Option<PathBuf>,
     /// EOS token appended to every document (default: the vocabulary's own).
     #[arg(long)]
     pub eos: Option<String>,
@@ -191,6 +196,9 @@ fn config_and_executor(a: Args) -> anyhow::Result<(BuildConfig, bool, Executor)>
     if let Some(o) = a.out {
         cfg.output.dir = o;
     }
+    if let Some(s) = a.stage {
+        cfg.output.stage = Some(s);
+    }
     if let Some(e) = a.eos {
         cfg.tokenizer.eos = Some(e);
     }
@@ -262,6 +270,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         print!("{}", out.stats.table());
         for s in out.stats.skip_samples.iter().take(5) {
             println!("  skipped: {s}");
+        }
+        if let Some(p) = &out.published {
+            println!(
+                "published {} from {}: {} files, {} uploaded ({:.1} MB), {} already there; manifest.json last",
+                p.url,
+                p.stage.display(),
+                p.files,
+                p.uploaded,
+                p.bytes_uploaded as f64 / 1e6,
+                p.kept
+            );
         }
     }
     Ok(())

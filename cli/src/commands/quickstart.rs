@@ -126,6 +126,7 @@ pub fn quickstart(o: &QuickstartConfig) -> Result<PathBuf> {
             dir: dataset.clone(),
             shard_bytes: 256 << 10,
             keep_excluded_text: false,
+            stage: None,
         },
         // The corpus has near-duplicates and copies on purpose: dedup catches them.
         dedup: tokenmill_pipelines::config::DedupStageConfig {
@@ -267,6 +268,7 @@ fn train_tiny(o: &QuickstartConfig, tokenizer: &Path, dataset: &Path) -> Result<
             dir: eval.clone(),
             shard_bytes: 256 << 10,
             keep_excluded_text: false,
+            stage: None,
         },
         dedup: Default::default(),
         extract: Default::default(),

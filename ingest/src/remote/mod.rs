@@ -14,6 +14,7 @@
 //! `ReadConfig::remote_max_bytes`. `file://` URLs are plain local paths ([`local_path`]).
 
 mod stream;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -234,6 +234,7 @@ fn cfg(inputs: &[PathBuf], out: &Path, on_error: OnError) -> BuildConfig {
             dir: out.to_path_buf(),
             shard_bytes: 1 << 20,
             keep_excluded_text: false,
+            stage: None,
         },
         dedup: Default::default(),
         extract: Default::default(),

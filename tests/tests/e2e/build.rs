@@ -34,6 +34,7 @@ fn cfg(
             dir: out.to_path_buf(),
             shard_bytes,
             keep_excluded_text: false,
+            stage: None,
         },
         dedup: Default::default(),
         extract: Default::default(),

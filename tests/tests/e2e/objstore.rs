@@ -1,7 +1,8 @@
 //! Inputs in object stores: `tokenmill build` from `s3://` (moto's S3 server, started here)
 //! and from `http://` (`tests/peers/range_server.py`, which drops the first connection of each
 //! file midway so that object_store's retry resumes it) builds the dataset a local build of
-//! the same files builds: the same shard bytes and counts, with the URLs as sources.
+//! the same files builds: the same shard bytes and counts, with the URLs as sources; and a
+//! build written to `s3://` (`--out s3://…`) holds, object for object, the local build's files.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -72,6 +73,8 @@ fn start_moto() -> Peer {
             &port.to_string(),
         ])
         .env("PYTHONPATH", &dir)
+        // Multipart uploads of small test files (real S3 wants parts of 5 MiB).
+        .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -402,4 +405,180 @@ fn remote_jsonl_streams_and_an_oversized_remote_warc_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains(&missing), "{err}");
+}
+
+/// Runs `op` (`list`, `get KEY`, `delete KEY`) on moto's bucket `tokenmill` through boto3
+/// (installed with moto), signed as tokenmill signs: `list` prints `size key` lines, `get`
+/// the object's bytes.
+fn s3(port: u16, op: &[&str]) -> Vec<u8> {
+    let script = r#"
+import sys, boto3
+c = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="test",
+                 aws_secret_access_key="test", region_name="us-east-1")
+op = sys.argv[2]
+if op == "list":
+    for o in c.list_objects_v2(Bucket="tokenmill", Prefix=sys.argv[3]).get("Contents", []):
+        print(o["Size"], o["Key"])
+elif op == "get":
+    sys.stdout.buffer.write(c.get_object(Bucket="tokenmill", Key=sys.argv[3])["Body"].read())
+elif op == "delete":
+    c.delete_object(Bucket="tokenmill", Key=sys.argv[3])
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(op)
+        .env("PYTHONPATH", moto_dir())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "boto3 {op:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// The keys and sizes under `prefix`, sorted.
+fn list(port: u16, prefix: &str) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = String::from_utf8(s3(port, &["list", prefix]))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (n, k) = l.split_once(' ').unwrap();
+            (k.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A dataset directory's files (relative, `/`-separated), without the work state.
+fn dataset_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_build_written_to_s3_holds_the_local_build() {
+    let moto = start_moto();
+    let dir = tempfile::tempdir().unwrap();
+    let crawl = stage_files(dir.path());
+    assert_eq!(http(moto.port, "PUT", "/tokenmill", b"").0, 200);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        (
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", moto.port),
+        ),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        // Files over 256 KiB go up in parts of 256 KiB (multipart), the others in one PUT.
+        ("TOKENMILL_S3_PART_BYTES", (256 << 10).to_string()),
+    ];
+    let inputs = [
+        format!("{}/*.jsonl.gz", crawl.display()),
+        format!("{}/*.warc*.gz", crawl.display()),
+    ];
+    let local = dir.path().join("local");
+    build(&inputs, &local, &[]);
+    let url = "s3://tokenmill/datasets/web";
+    let publish = || {
+        let o = Command::new(tokenmill_bin())
+            .arg("build")
+            .args(&inputs)
+            .arg("--tokenizer")
+            .arg(data("tokenizers/gpt2.tokenizer.json"))
+            .args(["--out", url, "--stage"])
+            .arg(dir.path().join("stage"))
+            .args(["--threads", "2"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        said
+    };
+    let said = publish();
+    let ours = dataset_files(&local);
+    assert!(
+        said.contains(&format!(
+            "published {url} from {}: {} files, {} uploaded",
+            dir.path().join("stage").display(),
+            ours.len(),
+            ours.len()
+        )),
+        "{said}"
+    );
+    // Object for object the local build's files, byte for byte (stats.json holds timings).
+    let objects = list(moto.port, "datasets/web/");
+    let keys: Vec<String> = objects
+        .iter()
+        .map(|(k, _)| k.trim_start_matches("datasets/web/").to_string())
+        .collect();
+    assert_eq!(keys, ours);
+    let mut multipart = 0;
+    for (key, size) in &objects {
+        let rel = key.trim_start_matches("datasets/web/");
+        let body = s3(moto.port, &["get", key]);
+        assert_eq!(body.len() as u64, *size);
+        multipart += usize::from(*size > 256 << 10);
+        if rel != "stats.json" {
+            assert!(
+                body == std::fs::read(local.join(rel)).unwrap(),
+                "{key} differs from the local build's"
+            );
+        }
+    }
+    assert!(multipart > 0, "some file went up in parts: {objects:?}");
+    // A rerun finds everything there: only stats.json (the rerun's timings) and the manifest
+    // (deleted first, uploaded last) go up again.
+    let said = publish();
+    assert!(
+        said.contains(&format!(
+            "2 uploaded (0.0 MB), {} already there",
+            ours.len() - 2
+        )),
+        "{said}"
+    );
+    // A shard object lost remotely is uploaded again, with those two.
+    let shard = ours.iter().find(|f| f.ends_with(".bin")).unwrap();
+    s3(moto.port, &["delete", &format!("datasets/web/{shard}")]);
+    let said = publish();
+    assert!(said.contains("3 uploaded"), "{said}");
+    assert_eq!(list(moto.port, "datasets/web/").len(), ours.len());
+    // Read-only stores are refused.
+    let o = Command::new(tokenmill_bin())
+        .arg("build")
+        .args(&inputs)
+        .arg("--tokenizer")
+        .arg(data("tokenizers/gpt2.tokenizer.json"))
+        .args(["--out", "https://example.org/ds"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("read-only"), "{err}");
 }

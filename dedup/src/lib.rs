@@ -14,6 +14,9 @@
 //!    each removed against the first kept one with the same text, the same URL or an exact
 //!    Jaccard similarity ([`jaccard`]) of at least the threshold, or else kept. The shingle sets
 //!    this needs are fetched once and spilled by group ([`SetSpill`]).
+//!
+//! [`graph`] cuts the same run into phases for separate processes (signatures per task, edges per
+//! partition, one clustering), with the same decisions.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -22,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fingerprint;
+pub mod graph;
 pub mod minhash;
 pub mod normalize;
 pub mod plan;

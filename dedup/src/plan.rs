@@ -115,11 +115,11 @@ pub fn task_doc(task: u64, local: u64) -> u64 {
 #[derive(Debug)]
 pub struct TaskCollector {
     cfg: DedupConfig,
-    exact: BucketSpill,
-    urls: BucketSpill,
-    bands: BucketSpill,
-    lengths: HashMap<u64, u64>,
-    stats: DedupStats,
+    pub(crate) exact: BucketSpill,
+    pub(crate) urls: BucketSpill,
+    pub(crate) bands: BucketSpill,
+    pub(crate) lengths: HashMap<u64, u64>,
+    pub(crate) stats: DedupStats,
 }
 
 impl TaskCollector {
@@ -198,6 +198,25 @@ pub fn run_dedup(
     group(cfg, vec![c], None, spill_dir, shingles)
 }
 
+/// The map from ids made by [`task_doc`] to global document numbers, for tasks holding
+/// `task_docs` documents each (`None`: ids are global already).
+pub(crate) fn global_ids(task_docs: Option<&[u64]>) -> impl Fn(u64) -> u64 + use<> {
+    let starts: Option<Vec<u64>> = task_docs.map(|n| {
+        let mut acc = 0;
+        n.iter()
+            .map(|&c| {
+                let s = acc;
+                acc += c;
+                s
+            })
+            .collect()
+    });
+    move |id: u64| match &starts {
+        Some(st) => st[(id >> TASK_SHIFT) as usize] + (id & ((1u64 << TASK_SHIFT) - 1)),
+        None => id,
+    }
+}
+
 /// Merges the collectors of all tasks (in task order) into candidate groups and decides each
 /// ([`crate::cluster`]), spilling shingle sets under `spill_dir`. With `task_docs` (documents per
 /// task), ids made by [`task_doc`] are turned into global document numbers in the outcome and in
@@ -209,20 +228,7 @@ pub fn group(
     spill_dir: &Path,
     shingles: &mut ShingleSource<'_>,
 ) -> Result<DedupOutcome> {
-    let starts: Option<Vec<u64>> = task_docs.map(|n| {
-        let mut acc = 0;
-        n.iter()
-            .map(|&c| {
-                let s = acc;
-                acc += c;
-                s
-            })
-            .collect()
-    });
-    let global = |id: u64| match &starts {
-        Some(st) => st[(id >> TASK_SHIFT) as usize] + (id & ((1u64 << TASK_SHIFT) - 1)),
-        None => id,
-    };
+    let global = global_ids(task_docs);
     let mut stats = DedupStats::default();
     let mut lengths: HashMap<u64, u64> = HashMap::new();
     let (mut exact, mut urls, mut bands) = (Vec::new(), Vec::new(), Vec::new());
@@ -240,36 +246,78 @@ pub fn group(
 
     // Exact and URL classes: every record of a run joins the run's first document, both in the
     // stage's own union-find (the classes) and in the one of candidate groups.
-    let join_runs = |spills: Vec<BucketSpill>, own: &mut UnionFind, all: &mut UnionFind| {
-        BucketSpill::merge_partitions(spills, |recs| {
-            for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
-                for r in &run[1..] {
-                    own.union(run[0][2], r[2]);
-                    all.union(run[0][2], r[2]);
-                }
-            }
-            Ok(())
-        })
-    };
-    let mut uf = UnionFind::default();
-    let mut exact_uf = UnionFind::default();
-    let mut url_uf = UnionFind::default();
-    stats.spilled_bytes += join_runs(exact, &mut exact_uf, &mut uf)?;
-    stats.spilled_bytes += join_runs(urls, &mut url_uf, &mut uf)?;
-    stats.spilled_bytes += BucketSpill::merge_partitions(bands, |recs| {
-        for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
-            for r in &run[1..] {
-                let (a, b) = (run[0][2], r[2]);
-                if uf.find(a) != uf.find(b) {
-                    stats.candidate_pairs += 1;
-                    uf.union(a, b);
-                }
-            }
-        }
+    let mut u = Unions::default();
+    stats.spilled_bytes += BucketSpill::merge_partitions(exact, |recs| {
+        run_edges(recs, |a, b| u.exact(a, b));
         Ok(())
     })?;
+    stats.spilled_bytes += BucketSpill::merge_partitions(urls, |recs| {
+        run_edges(recs, |a, b| u.url(a, b));
+        Ok(())
+    })?;
+    stats.spilled_bytes += BucketSpill::merge_partitions(bands, |recs| {
+        run_edges(recs, |a, b| u.band(a, b));
+        Ok(())
+    })?;
+    finish_groups(cfg, u, lengths, stats, &global, spill_dir, shingles)
+}
 
-    // Candidate groups, members in keep order, ids global.
+/// The unions a dedup run makes, in its order: exact and URL classes, then LSH bands.
+#[derive(Debug, Default)]
+pub(crate) struct Unions {
+    uf: UnionFind,
+    exact_uf: UnionFind,
+    url_uf: UnionFind,
+    candidate_pairs: u64,
+}
+
+impl Unions {
+    /// Documents `a` and `b` have the same normalised text.
+    pub(crate) fn exact(&mut self, a: u64, b: u64) {
+        self.exact_uf.union(a, b);
+        self.uf.union(a, b);
+    }
+    /// Documents `a` and `b` have the same normalised URL.
+    pub(crate) fn url(&mut self, a: u64, b: u64) {
+        self.url_uf.union(a, b);
+        self.uf.union(a, b);
+    }
+    /// Documents `a` and `b` share an LSH band: a candidate pair when it joins two groups.
+    pub(crate) fn band(&mut self, a: u64, b: u64) {
+        if self.uf.find(a) != self.uf.find(b) {
+            self.candidate_pairs += 1;
+            self.uf.union(a, b);
+        }
+    }
+}
+
+/// The edges of sorted bucket records: for every run of one key, (its first document, each
+/// other document), in order.
+pub(crate) fn run_edges(recs: &[crate::spill::Record], mut f: impl FnMut(u64, u64)) {
+    for run in recs.chunk_by(|a, b| a[0] == b[0] && a[1] == b[1]) {
+        for r in &run[1..] {
+            f(run[0][2], r[2]);
+        }
+    }
+}
+
+/// Candidate groups from the unions (members in keep order, ids global), each decided.
+pub(crate) fn finish_groups(
+    cfg: &DedupConfig,
+    u: Unions,
+    lengths: HashMap<u64, u64>,
+    mut stats: DedupStats,
+    global: &dyn Fn(u64) -> u64,
+    spill_dir: &Path,
+    shingles: &mut ShingleSource<'_>,
+) -> Result<DedupOutcome> {
+    let Unions {
+        mut uf,
+        mut exact_uf,
+        mut url_uf,
+        candidate_pairs,
+    } = u;
+    stats.candidate_pairs += candidate_pairs;
     let mut by_root: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for (doc, root) in uf.members() {
         by_root.entry(root).or_default().push(doc);

@@ -77,6 +77,20 @@ impl BucketSpill {
         Ok(())
     }
 
+    /// Spills every record and flushes the partition files: the records are all on disk, in
+    /// `dir/part-NNNNN.bin` ([`read_partition_file`] reads one back).
+    pub fn seal(&mut self) -> Result<()> {
+        self.spill_all()?;
+        for (p, w) in self.files.iter_mut().enumerate() {
+            if let Some(w) = w {
+                let path = self.dir.join(format!("part-{p:05}.bin"));
+                w.flush().map_err(|e| Error::io(&path, e))?;
+                w.get_ref().sync_all().map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes written to disk so far.
     pub fn spilled_bytes(&self) -> u64 {
         self.spilled_bytes
@@ -111,19 +125,7 @@ impl BucketSpill {
                 recs.append(&mut s.parts[p]);
                 if s.files[p].take().is_some() {
                     let path = s.path(p);
-                    let mut r = BufReader::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
-                    let mut b = [0u8; 24];
-                    loop {
-                        match r.read_exact(&mut b) {
-                            Ok(()) => recs.push([
-                                u64::from_le_bytes(b[0..8].try_into().expect("8")),
-                                u64::from_le_bytes(b[8..16].try_into().expect("8")),
-                                u64::from_le_bytes(b[16..24].try_into().expect("8")),
-                            ]),
-                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                            Err(e) => return Err(Error::io(&path, e)),
-                        }
-                    }
+                    read_partition_file(&path, &mut recs)?;
                     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                 }
             }
@@ -132,4 +134,36 @@ impl BucketSpill {
         }
         Ok(spilled)
     }
+}
+
+/// Appends the records of a partition file written by a [`BucketSpill`] to `out` (a file that
+/// does not exist holds none; a partial record at the end is an error).
+pub fn read_partition_file(path: &Path, out: &mut Vec<Record>) -> Result<()> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len % 24 != 0 {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{len} bytes: not whole 24-byte bucket records (cut short?)"),
+            ),
+        ));
+    }
+    out.reserve((len / 24) as usize);
+    let mut r = BufReader::new(f);
+    let mut b = [0u8; 24];
+    for _ in 0..len / 24 {
+        r.read_exact(&mut b).map_err(|e| Error::io(path, e))?;
+        out.push([
+            u64::from_le_bytes(b[0..8].try_into().expect("8")),
+            u64::from_le_bytes(b[8..16].try_into().expect("8")),
+            u64::from_le_bytes(b[16..24].try_into().expect("8")),
+        ]);
+    }
+    Ok(())
 }

@@ -189,7 +189,7 @@ mod tests {
         let family = d % 7;
         let sig: Vec<u32> = (0..8)
             .map(|i| {
-                if (d + i) % 3 == 0 {
+                if (d + i).is_multiple_of(3) {
                     (family * 10 + i) as u32
                 } else {
                     (d * 31 + i * 7) as u32
@@ -197,10 +197,14 @@ mod tests {
             })
             .collect();
         let fp = Fingerprint {
-            exact: if d % 11 == 0 { 1 } else { 1000 + u128::from(d) },
+            exact: if d.is_multiple_of(11) {
+                1
+            } else {
+                1000 + u128::from(d)
+            },
             signature: sig,
             len: 100 + (d * 37) % 50,
-            url: (d % 13 == 0).then_some(5),
+            url: d.is_multiple_of(13).then_some(5),
             empty: d == 17,
             short: false,
         };

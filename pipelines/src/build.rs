@@ -277,6 +277,39 @@ impl Job {
         Ok(Some(d))
     }
 
+    /// Slurm's dedup graph, phase 1: the signatures of inputs `tasks` ([`crate::dedup::graph`]).
+    pub fn dedup_signatures(&self, tasks: &[usize]) -> Result<()> {
+        let dir = crate::dedup::graph::graph_dir(&self.build_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.pool.install(|| {
+            crate::dedup::graph::signatures(
+                &self.inputs,
+                tasks,
+                &self.cfg.input.read,
+                &self.cfg.dedup.config,
+                &dir,
+            )
+        })
+    }
+
+    /// Slurm's dedup graph, phase 2: the edges of partitions `parts`.
+    pub fn dedup_partitions(&self, parts: &[usize]) -> Result<()> {
+        let dir = crate::dedup::graph::graph_dir(&self.build_dir);
+        self.pool.install(|| {
+            crate::dedup::graph::partitions(self.inputs.len(), parts, &self.cfg.dedup.config, &dir)
+        })
+    }
+
+    /// Whether the dedup decisions are already stored (a rerun needs no dedup jobs).
+    pub fn dedup_decided(&self) -> bool {
+        self.build_dir.join("dedup.json").is_file()
+    }
+
+    /// Input files of the build.
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
     /// Runs the tasks `todo` in parallel (each first clears what an interrupted run of it left);
     /// returns their records.
     pub fn run_tasks(

@@ -1,5 +1,7 @@
 //! The Slurm executor: a build's phases ([`crate::build::Job`]) submitted as a job graph —
-//! the dedup decisions (one job), the pending tasks (job arrays, `tasks_per_job` tasks per
+//! with dedup on, its signatures (an array over the inputs, `tasks_per_job` per element), its
+//! edges (an array over the bucket partitions) and its clustering (one job) as
+//! [`crate::dedup::graph`] cuts them; the pending tasks (job arrays, `tasks_per_job` tasks per
 //! array element, arrays cut to fit `MaxArraySize`), and the finalize step (`afterany`, so a
 //! failed task is reported by name instead of the graph stalling). Each job runs this same
 //! binary (`tokenmill slurm-task`) on the same configuration, so the dataset is the local
@@ -80,7 +82,14 @@ pub fn plan_arrays(pending: &[usize], per: usize, max_array_size: usize) -> Vec<
 /// The submitted graph, as `OUT/.build/slurm/jobs.json` records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submitted {
-    /// The dedup job (when dedup is on and tasks were pending).
+    /// The dedup signature arrays (dedup on, tasks pending, no decisions stored yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup_signatures: Vec<String>,
+    /// The dedup partition (edges) arrays.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedup_partitions: Vec<String>,
+    /// The dedup job: the clustering and the decisions (when dedup is on and tasks were
+    /// pending).
     pub dedup: Option<String>,
     /// The arrays' job ids, in array order.
     pub arrays: Vec<String>,
@@ -242,10 +251,9 @@ pub fn submit(cfg: &BuildConfig, exe: &Path, o: &SlurmOptions, dry_run: bool) ->
             )
         })
         .transpose()?;
-    let arrays = plan_arrays(&pending, o.tasks_per_job, o.max_array_size);
-    let mut array_scripts = Vec::new();
-    for a in &arrays {
-        let list = dir.join(format!("tasks-{}.txt", a.number));
+    // One array script per plan: element e runs the numbers on line e of its list file.
+    let array_script = |kind: &str, phase: &str, a: &ArrayPlan| -> Result<PathBuf> {
+        let list = dir.join(format!("{kind}-{}.txt", a.number));
         let text: String = a
             .tasks
             .iter()
@@ -259,20 +267,45 @@ pub fn submit(cfg: &BuildConfig, exe: &Path, o: &SlurmOptions, dry_run: bool) ->
             .collect();
         atomic_write(&list, text.as_bytes())?;
         let body = header(
-            &format!("tokenmill-tasks-{}", a.number),
-            &log(&format!("tasks-{}-%a.log", a.number)),
+            &format!("tokenmill-{kind}-{}", a.number),
+            &log(&format!("{kind}-{}-%a.log", a.number)),
             o,
             &cwd,
             Some(a.tasks.len()),
         ) + &run(
-            "tasks",
+            phase,
             &format!(
                 " --list {} --element \"$SLURM_ARRAY_TASK_ID\"",
                 quote(&list.display().to_string())
             ),
         );
-        array_scripts.push(write(&format!("tasks-{}.sbatch", a.number), body)?);
-    }
+        write(&format!("{kind}-{}.sbatch", a.number), body)
+    };
+    // Dedup as a graph: signatures per input → edges per partition → the dedup job clusters.
+    let graph = dedup_script.is_some() && !job.dedup_decided();
+    let (sig_arrays, part_arrays) = if graph {
+        let inputs: Vec<usize> = (0..job.input_count()).collect();
+        let parts: Vec<usize> = (0..cfg.dedup.config.partitions).collect();
+        (
+            plan_arrays(&inputs, o.tasks_per_job, o.max_array_size),
+            plan_arrays(&parts, parts.len().div_ceil(16), o.max_array_size),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let sig_scripts = sig_arrays
+        .iter()
+        .map(|a| array_script("dedup-sig", "dedup-sig", a))
+        .collect::<Result<Vec<_>>>()?;
+    let part_scripts = part_arrays
+        .iter()
+        .map(|a| array_script("dedup-part", "dedup-part", a))
+        .collect::<Result<Vec<_>>>()?;
+    let arrays = plan_arrays(&pending, o.tasks_per_job, o.max_array_size);
+    let array_scripts = arrays
+        .iter()
+        .map(|a| array_script("tasks", "tasks", a))
+        .collect::<Result<Vec<_>>>()?;
     let finalize_script = write(
         "finalize.sbatch",
         header("tokenmill-finalize", &log("finalize-%j.log"), o, &cwd, None) + &run("finalize", ""),
@@ -285,14 +318,30 @@ pub fn submit(cfg: &BuildConfig, exe: &Path, o: &SlurmOptions, dry_run: bool) ->
     if dry_run {
         return Ok(sub);
     }
+    let after_all =
+        |ids: &[String], kind: &str| (!ids.is_empty()).then(|| format!("{kind}:{}", ids.join(":")));
+    for s in &sig_scripts {
+        sub.dedup_signatures.push(sbatch(s, None)?);
+    }
+    for s in &part_scripts {
+        let dep = after_all(&sub.dedup_signatures, "afterok");
+        sub.dedup_partitions.push(sbatch(s, dep)?);
+    }
     if let Some(s) = &dedup_script {
-        sub.dedup = Some(sbatch(s, None)?);
+        let dep = after_all(&sub.dedup_partitions, "afterok");
+        sub.dedup = Some(sbatch(s, dep)?);
     }
     for s in &array_scripts {
         let dep = sub.dedup.as_ref().map(|d| format!("afterok:{d}"));
         sub.arrays.push(sbatch(s, dep)?);
     }
-    let after: Vec<&String> = sub.dedup.iter().chain(&sub.arrays).collect();
+    let after: Vec<&String> = sub
+        .dedup_signatures
+        .iter()
+        .chain(&sub.dedup_partitions)
+        .chain(sub.dedup.iter())
+        .chain(&sub.arrays)
+        .collect();
     let dep = (!after.is_empty()).then(|| {
         format!(
             "afterany:{}",
@@ -334,7 +383,41 @@ pub fn run_phase(
         serde_json::from_slice(&std::fs::read(build_json).map_err(|e| Error::io(build_json, e))?)
             .map_err(|e| Error::Config(format!("{}: {e}", build_json.display())))?;
     let out = cfg.output.dir.clone();
+    // The numbers on line `element` of the list file.
+    let element_numbers = || -> Result<Vec<usize>> {
+        let (list, element) = match (list, element) {
+            (Some(l), Some(e)) => (l, e),
+            _ => {
+                return Err(Error::Config(format!(
+                    "--phase {phase} needs --list and --element"
+                )));
+            }
+        };
+        let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
+        let line = text
+            .lines()
+            .nth(element)
+            .ok_or_else(|| Error::Config(format!("{}: no element {element}", list.display())))?;
+        line.split_whitespace()
+            .map(|t| {
+                t.parse()
+                    .map_err(|_| Error::Config(format!("{}: bad number {t:?}", list.display())))
+            })
+            .collect()
+    };
     match phase {
+        "dedup-sig" => {
+            let inputs = element_numbers()?;
+            Job::open_planned(&cfg)?.dedup_signatures(&inputs)?;
+            eprintln!("dedup signatures of inputs {inputs:?} sealed");
+            Ok(None)
+        }
+        "dedup-part" => {
+            let parts = element_numbers()?;
+            Job::open_planned(&cfg)?.dedup_partitions(&parts)?;
+            eprintln!("dedup edges of partitions {parts:?} written");
+            Ok(None)
+        }
         "dedup" => {
             let _lock = tokenmill_shards::lock::DirLock::acquire(&out, "build (dedup job)")?;
             let job = Job::prepare(&cfg)?;
@@ -343,25 +426,7 @@ pub fn run_phase(
             Ok(None)
         }
         "tasks" => {
-            let (list, element) = match (list, element) {
-                (Some(l), Some(e)) => (l, e),
-                _ => {
-                    return Err(Error::Config(
-                        "--phase tasks needs --list and --element".into(),
-                    ));
-                }
-            };
-            let text = std::fs::read_to_string(list).map_err(|e| Error::io(list, e))?;
-            let line = text.lines().nth(element).ok_or_else(|| {
-                Error::Config(format!("{}: no element {element}", list.display()))
-            })?;
-            let tasks: Vec<usize> = line
-                .split_whitespace()
-                .map(|t| {
-                    t.parse()
-                        .map_err(|_| Error::Config(format!("{}: bad task {t:?}", list.display())))
-                })
-                .collect::<Result<_>>()?;
+            let tasks = element_numbers()?;
             let job = Job::open_planned(&cfg)?;
             // The dedup decisions are read once for the element, not once per task.
             let dedup = job.dedup_if_needed(&tasks)?;
@@ -392,7 +457,7 @@ pub fn run_phase(
             Ok(Some(o))
         }
         other => Err(Error::Config(format!(
-            "unknown phase {other:?} (dedup, tasks, finalize)"
+            "unknown phase {other:?} (dedup-sig, dedup-part, dedup, tasks, finalize)"
         ))),
     }
 }

@@ -15,13 +15,13 @@ pub struct Args {
     /// The build's configuration as the executor wrote it (OUT/.build/slurm/build.json).
     #[arg(long)]
     pub build: PathBuf,
-    /// `dedup`, `tasks` or `finalize`.
+    /// `dedup-sig`, `dedup-part`, `dedup`, `tasks` or `finalize`.
     #[arg(long)]
     pub phase: String,
-    /// `tasks`: the array's task list.
+    /// `tasks`, `dedup-sig`, `dedup-part`: the array's list (task, input or partition numbers).
     #[arg(long)]
     pub list: Option<PathBuf>,
-    /// `tasks`: this array element's line of the list.
+    /// This array element's line of the list.
     #[arg(long)]
     pub element: Option<usize>,
 }

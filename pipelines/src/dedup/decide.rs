@@ -118,6 +118,52 @@ fn reshingle(
     Ok(())
 }
 
+/// The directory name of input task `t`'s bucket records.
+pub(super) fn task_dir(t: usize) -> String {
+    format!("task-{t:06}")
+}
+
+/// Input `t` (at `path`) fingerprinted into a collector spilling under `dir`: the collector,
+/// the documents read and the reader's counts.
+pub(super) fn fingerprint_task(
+    t: usize,
+    path: &Path,
+    read: &ReadConfig,
+    cfg: &DedupConfig,
+    fp: &Fingerprinter,
+    dir: &Path,
+    budget: usize,
+) -> Result<(TaskCollector, u64, ReadStats)> {
+    let mut c = TaskCollector::new(cfg, dir, budget)?;
+    let mut r = DocumentReader::open(path, read)?;
+    let mut local = 0u64;
+    for b in &mut r {
+        let fps = fingerprint_batch(fp, &b?);
+        for f in &fps {
+            c.add(task_doc(t as u64, local), f)?;
+            local += 1;
+        }
+    }
+    Ok((c, local, r.stats().clone()))
+}
+
+/// The source of shingle sets that re-reads `inputs` (holding `file_docs` documents each).
+pub(super) fn reshingle_source<'a>(
+    inputs: &'a [PathBuf],
+    file_docs: &'a [u64],
+    read: &'a ReadConfig,
+    fp: &'a Fingerprinter,
+) -> impl FnMut(&[u64], &mut ShingleSink<'_>) -> tokenmill_dedup::Result<()> + 'a {
+    move |docs: &[u64], sink: &mut ShingleSink<'_>| -> tokenmill_dedup::Result<()> {
+        reshingle(inputs, file_docs, read, fp, docs, sink).map_err(|e| {
+            tokenmill_dedup::Error::ShingleSource {
+                what: "re-reading documents to compare them",
+                source: Box::new(e),
+            }
+        })
+    }
+}
+
 /// The decisions of a dedup run over `inputs`, and how many documents each input holds.
 #[derive(Debug)]
 pub struct Decided {
@@ -154,20 +200,12 @@ pub fn decide(
         .enumerate()
         .with_max_len(1)
         .map(|(t, path)| {
-            let mut c = TaskCollector::new(cfg, &spill.join(format!("task-{t:06}")), budget)?;
-            let mut r = DocumentReader::open(path, read)?;
-            let mut local = 0u64;
-            for b in &mut r {
-                let fps = fingerprint_batch(&fp, &b?);
-                for f in &fps {
-                    c.add(task_doc(t as u64, local), f)?;
-                    local += 1;
-                }
-            }
+            let (mut c, local, stats) =
+                fingerprint_task(t, path, read, cfg, &fp, &spill.join(task_dir(t)), budget)?;
             if seal {
                 c.seal()?;
             }
-            Ok((c, local, r.stats().clone()))
+            Ok((c, local, stats))
         })
         .collect::<Result<_>>()?;
     let mut read_stats = ReadStats::default();
@@ -178,15 +216,10 @@ pub fn decide(
         file_docs.push(n);
         read_stats.merge(&s);
     }
-    let mut source = |docs: &[u64], sink: &mut ShingleSink<'_>| -> tokenmill_dedup::Result<()> {
-        reshingle(inputs, &file_docs, read, &fp, docs, sink).map_err(|e| {
-            tokenmill_dedup::Error::ShingleSource {
-                what: "re-reading documents to compare them",
-                source: Box::new(e),
-            }
-        })
+    let outcome = {
+        let mut source = reshingle_source(inputs, &file_docs, read, &fp);
+        group(cfg, collectors, Some(&file_docs), spill, &mut source)?
     };
-    let outcome = group(cfg, collectors, Some(&file_docs), spill, &mut source)?;
     let _ = std::fs::remove_dir_all(spill);
     Ok(Decided {
         outcome,

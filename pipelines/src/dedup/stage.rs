@@ -87,12 +87,24 @@ pub fn load_or_run(
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?,
         Err(_) => {
             let _span = tracing::info_span!("dedup").entered();
-            let d = decide(
-                inputs,
-                &cfg.input.read,
-                &cfg.dedup.config,
-                &build_dir.join("dedup-spill"),
-            )?;
+            let graph = super::graph::graph_dir(build_dir);
+            // Submitted to Slurm: signatures and edges came from their job arrays.
+            let d = if graph.is_dir() {
+                super::graph::decide_from_graph(
+                    inputs,
+                    &cfg.input.read,
+                    &cfg.dedup.config,
+                    &graph,
+                    &build_dir.join("dedup-spill"),
+                )?
+            } else {
+                decide(
+                    inputs,
+                    &cfg.input.read,
+                    &cfg.dedup.config,
+                    &build_dir.join("dedup-spill"),
+                )?
+            };
             write_tables(
                 inputs,
                 &cfg.input.read,
@@ -114,6 +126,8 @@ pub fn load_or_run(
             let mut json = serde_json::to_vec(&s).expect("serialises");
             json.push(b'\n');
             atomic_write(&path, &json)?;
+            // The decisions stand: the graph's records and edges are no longer needed.
+            let _ = std::fs::remove_dir_all(super::graph::graph_dir(build_dir));
             s
         }
     };

@@ -110,6 +110,14 @@ fn a_build_through_slurm_job_arrays_is_the_local_build_byte_for_byte() {
     assert_eq!(j["tasks"].as_array().unwrap().len(), 4, "{j}");
     assert_eq!(j["arrays"].as_array().unwrap().len(), 1, "{j}");
     assert!(j["dedup"].is_string(), "dedup ran as its own job: {j}");
+    // Dedup as a graph: signatures per input (4 elements), edges per partition (64 partitions,
+    // 4 per element), then the clustering job.
+    assert_eq!(j["dedup_signatures"].as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(j["dedup_partitions"].as_array().unwrap().len(), 1, "{j}");
+    assert!(
+        !slurm.join(".build/dedup-graph").exists(),
+        "the graph's records go once the decisions stand"
+    );
     let (a, b) = (dataset(&local), dataset(&slurm));
     assert!(
         a.contains_key("manifest.json") && a.len() > 8,
@@ -129,7 +137,17 @@ fn a_build_through_slurm_job_arrays_is_the_local_build_byte_for_byte() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(logs.len(), 4 + 2, "{logs:?}");
+    assert_eq!(logs.len(), 4 + 2 + 4 + 16, "{logs:?}");
+    let sig_logs = logs
+        .iter()
+        .filter(|l| {
+            l.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("dedup-sig-0-")
+        })
+        .count();
+    assert_eq!(sig_logs, 4, "{logs:?}");
     // Submitting a finished build again runs only the finalize step.
     ok(&build(&slurm, &["--executor", "slurm", "--wait"]));
     assert_eq!(jobs(&slurm)["tasks"].as_array().unwrap().len(), 0);

@@ -135,9 +135,13 @@ pub struct ReadConfig {
     pub batch_bytes: usize,
     /// Largest record (decompressed WARC record, JSON line) accepted; larger ones are skipped.
     pub max_record_bytes: usize,
-    /// Largest remote WARC or Parquet object read (they are fetched into memory; remote JSONL
-    /// and text stream); a larger one is an error naming it.
+    /// Largest remote plain WARC or Parquet object read (they are fetched into memory; remote
+    /// JSONL, text and gzip WARC stream); a larger one is an error naming it.
     pub remote_max_bytes: u64,
+    /// Bytes a remote gzip WARC's read window holds ahead of the member being decoded (grown
+    /// for a larger member, up to twice `max_record_bytes` more).
+    #[serde(skip_serializing_if = "is_default_window")]
+    pub remote_window_bytes: usize,
     /// Field names of JSON line records.
     pub jsonl: JsonlFields,
     /// Column names of Parquet inputs.
@@ -150,6 +154,13 @@ pub struct ReadConfig {
     pub chat: Option<crate::chat::ChatFields>,
 }
 
+/// Default [`ReadConfig::remote_window_bytes`]: 8 MiB.
+pub const DEFAULT_WINDOW_BYTES: usize = 8 << 20;
+
+fn is_default_window(n: &usize) -> bool {
+    *n == DEFAULT_WINDOW_BYTES
+}
+
 impl Default for ReadConfig {
     fn default() -> Self {
         ReadConfig {
@@ -159,6 +170,7 @@ impl Default for ReadConfig {
             batch_bytes: 32 << 20,
             max_record_bytes: 64 << 20,
             remote_max_bytes: 4 << 30,
+            remote_window_bytes: DEFAULT_WINDOW_BYTES,
             jsonl: JsonlFields::default(),
             parquet: ParquetColumns::default(),
             text_mode: TextMode::File,

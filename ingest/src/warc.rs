@@ -28,21 +28,65 @@ use crate::reader::{Outcome, ReadConfig, RecordSource, display};
 use crate::schema::Document;
 use crate::skip::{Skip, SkipReason};
 
-/// The bytes of a WARC file: a memory map of a local file, or a remote object fetched whole
-/// (member-by-member streaming of remote WARC is not built yet).
+/// The bytes of a WARC file: a memory map of a local file; a remote gzip WARC read member by
+/// member through a window ([`Window`], [`ReadConfig::remote_window_bytes`] ahead); a remote plain WARC fetched whole.
 enum Data {
     Map(Mmap),
     Bytes(Vec<u8>),
+    Stream(Window),
     Empty,
 }
 
 impl Data {
+    /// The whole file (not for a stream).
     fn bytes(&self) -> &[u8] {
         match self {
             Data::Map(m) => m,
             Data::Bytes(b) => b,
-            Data::Empty => &[],
+            Data::Stream(_) | Data::Empty => &[],
         }
+    }
+}
+
+/// A window over a remote object's bytes as the parser reaches them: bytes `[base, base +
+/// buf.len())` of the object. Bytes before the member being decoded are dropped, so memory stays
+/// at about one member (not the object).
+struct Window {
+    read: crate::remote::RemoteRead,
+    url: String,
+    buf: Vec<u8>,
+    base: usize,
+    eof: bool,
+}
+
+impl Window {
+    /// The bytes from `at` (absolute, at or after `base`) with at least `want` of them held, or
+    /// all that is left; and whether they reach the object's end.
+    fn view(&mut self, at: usize, want: usize) -> Result<(&[u8], bool)> {
+        if at > self.base {
+            let drop = (at - self.base).min(self.buf.len());
+            self.buf.drain(..drop);
+            self.base += drop;
+        }
+        while !self.eof && self.buf.len() < want {
+            let n = self.buf.len();
+            let grow = (want - n).max(1 << 20);
+            self.buf.resize(n + grow, 0);
+            let got = self
+                .read
+                .read(&mut self.buf[n..])
+                .map_err(|e| Error::from_io(self.url.as_str(), e))?;
+            self.buf.truncate(n + got);
+            self.eof = got == 0;
+        }
+        let from = (at - self.base).min(self.buf.len());
+        Ok((&self.buf[from..], self.eof))
+    }
+
+    /// The largest window a member may need: its compressed bytes are at most about its
+    /// decoded size, which `cap` bounds.
+    fn limit(cap: usize, window: usize) -> usize {
+        cap.saturating_mul(2).saturating_add(window)
     }
 }
 
@@ -95,6 +139,8 @@ pub(crate) struct WarcSource {
     data: Data,
     gz: bool,
     cap: usize,
+    /// The stream window ([`ReadConfig::remote_window_bytes`]).
+    window: usize,
     /// Next unread byte of `data` (compressed position for gzip).
     pos: usize,
     /// The decoded member being parsed (gzip only), its compressed offset and whether it was cut.
@@ -109,20 +155,35 @@ pub(crate) struct WarcSource {
 
 impl WarcSource {
     pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
-        let data = if crate::remote::is_remote(path) {
-            Data::Bytes(crate::remote::fetch(
-                &path.to_string_lossy(),
-                opts.remote_max_bytes,
-            )?)
+        let (data, gz) = if crate::remote::is_remote(path) {
+            let url = path.to_string_lossy().into_owned();
+            let mut w = Window {
+                read: crate::remote::open_stream(&url)?,
+                url: url.clone(),
+                buf: Vec::new(),
+                base: 0,
+                eof: false,
+            };
+            if w.view(0, 2)?.0.starts_with(&[0x1f, 0x8b]) {
+                // gzip: member by member, as the bytes arrive.
+                (Data::Stream(w), true)
+            } else {
+                // Plain WARC records are parsed over the whole file: fetched, up to the cap.
+                drop(w);
+                let bytes = crate::remote::fetch(&url, opts.remote_max_bytes)?;
+                (Data::Bytes(bytes), false)
+            }
         } else {
-            Self::map(path)?
+            let data = Self::map(path)?;
+            let gz = data.bytes().starts_with(&[0x1f, 0x8b]);
+            (data, gz)
         };
-        let gz = data.bytes().starts_with(&[0x1f, 0x8b]);
         Ok(WarcSource {
             source: display(path),
             data,
             gz,
             cap: opts.max_record_bytes,
+            window: opts.remote_window_bytes.max(4096),
             pos: 0,
             member: Vec::new(),
             member_offset: 0,
@@ -173,37 +234,90 @@ impl WarcSource {
         }
     }
 
-    /// Loads the next gzip member into `self.member`, queueing skips for bad ones.
-    fn next_member(&mut self) -> bool {
-        let data = self.data.bytes();
-        // Trailing zero padding or whitespace after the last member is not an error.
-        if data[self.pos..]
-            .iter()
-            .all(|&b| b == 0 || b.is_ascii_whitespace())
-        {
-            self.pos = data.len();
-            return false;
+    /// The bytes from `at` on, at least `want` of them for a stream, and whether they reach
+    /// the end of the file.
+    fn view(&mut self, at: usize, want: usize) -> Result<(&[u8], bool)> {
+        match &mut self.data {
+            Data::Stream(w) => w.view(at, want),
+            d => {
+                let b = d.bytes();
+                Ok((&b[at.min(b.len())..], true))
+            }
         }
+    }
+
+    /// Whether every byte of the file has been consumed.
+    fn at_end(&self) -> bool {
+        match &self.data {
+            Data::Stream(w) => w.eof && self.pos >= w.base + w.buf.len(),
+            d => self.pos >= d.bytes().len(),
+        }
+    }
+
+    /// Loads the next gzip member into `self.member`, queueing skips for bad ones; false when
+    /// none was loaded (the file ended, or the member was skipped and counted). A stream holds
+    /// a window of the bytes from the member on, grown while the member does not fit.
+    fn next_member(&mut self) -> Result<bool> {
         let at = self.pos;
-        match decode_member(&data[at..], self.cap) {
+        let cap = self.cap;
+        let window = self.window;
+        let mut want = window;
+        // (what decoding gave, bytes viewed, whether they reach the end, where to resume after
+        // a corrupt member)
+        let (member, seen, eof, resume) = loop {
+            let (rest, eof) = self.view(at, want)?;
+            // Trailing zero padding or whitespace after the last member is not an error.
+            if rest.iter().all(|&b| b == 0 || b.is_ascii_whitespace()) {
+                if eof {
+                    self.pos = at + rest.len();
+                    return Ok(false);
+                }
+                want = want.saturating_mul(2);
+                continue;
+            }
+            let m = decode_member(rest, cap);
+            let incomplete = matches!(m, Member::Truncated { .. } | Member::Corrupt { .. });
+            if incomplete && !eof && want < Window::limit(cap, window) {
+                // A stream: the member may only be cut by the window's end.
+                want = want.saturating_mul(2).min(Window::limit(cap, window));
+                continue;
+            }
+            let resume = match &m {
+                // Resume at the next offset where a whole member decodes.
+                Member::Corrupt { .. } => (1..rest.len().saturating_sub(2))
+                    .filter(|&q| rest[q] == 0x1f && rest[q + 1] == 0x8b && rest[q + 2] == 0x08)
+                    .find(|&q| matches!(decode_member(&rest[q..], cap), Member::Complete { .. })),
+                _ => None,
+            };
+            break (m, rest.len(), eof, resume);
+        };
+        match member {
             Member::Complete { out, consumed } => {
                 self.pos += consumed.max(1);
                 self.load(out, at, false);
-                true
+                Ok(true)
             }
             Member::Truncated { out, err } => {
-                self.pos = data.len();
+                self.pos = at + seen;
+                let why = if eof {
+                    String::new()
+                } else {
+                    format!(
+                        " (a member over {} compressed bytes)",
+                        Window::limit(cap, window)
+                    )
+                };
                 if out.is_empty() {
                     let o = self.skip(
                         SkipReason::TruncatedRecord,
                         at as u64,
-                        format!("gzip member cut short before any record ({err})"),
+                        format!("gzip member cut short before any record ({err}){why}"),
                     );
                     self.pending.push_back(o);
-                    return false;
+                    return Ok(false);
                 }
                 self.load(out, at, true);
-                true
+                Ok(true)
             }
             Member::TooLarge { consumed } => {
                 self.pos += consumed.max(1);
@@ -214,25 +328,19 @@ impl WarcSource {
                     format!("gzip member decodes to over max_record_bytes {}", self.cap),
                 );
                 self.pending.push_back(o);
-                false
+                Ok(false)
             }
             Member::Corrupt { err } => {
-                // Resume at the next offset where a whole member decodes.
-                let resume = (at + 1..data.len().saturating_sub(2))
-                    .filter(|&q| data[q] == 0x1f && data[q + 1] == 0x8b && data[q + 2] == 0x08)
-                    .find(|&q| {
-                        matches!(decode_member(&data[q..], self.cap), Member::Complete { .. })
-                    });
                 self.record += 1;
-                let lost = resume.unwrap_or(data.len()) - at;
+                let lost = resume.unwrap_or(seen);
                 let o = self.skip(
                     SkipReason::CorruptGzip,
                     at as u64,
                     format!("corrupt gzip member ({err}); {lost} bytes skipped"),
                 );
                 self.pending.push_back(o);
-                self.pos = resume.unwrap_or(data.len());
-                false
+                self.pos = at + lost;
+                Ok(false)
             }
         }
     }
@@ -272,10 +380,13 @@ impl RecordSource for WarcSource {
                         Some(o) => return Some(Ok(o)),
                         None => self.member_active = false,
                     }
-                } else if self.pos >= self.data.bytes().len() {
+                } else if self.at_end() {
                     return None;
-                } else {
-                    self.next_member();
+                } else if let Err(e) = self.next_member() {
+                    // A remote read that failed after its retries: the file cannot go on.
+                    self.data = Data::Empty;
+                    self.pos = 0;
+                    return Some(Err(e));
                 }
             } else {
                 let data = std::mem::replace(&mut self.data, Data::Empty);

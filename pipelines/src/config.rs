@@ -52,6 +52,14 @@ use crate::error::{Error, Result};
 pub struct InputConfig {
     /// Files or globs.
     pub paths: Vec<String>,
+    /// A listing of inputs, one per line (local or remote, plain or `.gz`; Common Crawl's
+    /// `warc.paths.gz`), added to `paths`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths_file: Option<String>,
+    /// The prefix of the listing's relative lines (`s3://commoncrawl/`,
+    /// `https://data.commoncrawl.org/`, or a local directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths_base: Option<String>,
     /// How the files are read (format, errors, JSONL and Parquet fields, text mode).
     #[serde(flatten)]
     pub read: ReadConfig,
@@ -208,7 +216,7 @@ impl BuildConfig {
 
     /// Checks the settings and expands the input globs into a sorted, de-duplicated file list.
     pub fn resolve_inputs(&self) -> Result<Vec<PathBuf>> {
-        if self.input.paths.is_empty() {
+        if self.input.paths.is_empty() && self.input.paths_file.is_none() {
             return Err(Error::Config("no inputs: give input paths or globs".into()));
         }
         if self.tokenizer.path.as_os_str().is_empty() {
@@ -254,10 +262,13 @@ impl InputConfig {
     /// The input globs expanded into a sorted, de-duplicated file list; a pattern that matches
     /// no file is an error.
     pub fn files(&self) -> Result<Vec<PathBuf>> {
-        if self.paths.is_empty() {
+        if self.paths.is_empty() && self.paths_file.is_none() {
             return Err(Error::Config("no inputs: give input paths or globs".into()));
         }
-        let mut files = Vec::new();
+        let mut files = match &self.paths_file {
+            Some(list) => crate::remote_inputs::listed(list, self.paths_base.as_deref())?,
+            None => Vec::new(),
+        };
         for pat in &self.paths {
             if crate::remote_inputs::is_url(pat) {
                 files.extend(crate::remote_inputs::expand(pat)?);

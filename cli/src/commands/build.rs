@@ -55,6 +55,14 @@ pub enum TextModeArg {
 pub struct Args {
     /// Input files or globs (added to the config's).
     pub inputs: Vec<String>,
+    /// A listing of inputs, one per line, local or remote, plain or .gz (Common Crawl's
+    /// `warc.paths.gz`).
+    #[arg(long)]
+    pub paths_file: Option<String>,
+    /// The prefix of the listing's relative lines (e.g. `s3://commoncrawl/` or
+    /// `https://data.commoncrawl.org/`).
+    #[arg(long, requires = "paths_file")]
+    pub paths_base: Option<String>,
     /// A pipeline.toml; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -190,6 +198,12 @@ fn config_and_executor(a: Args) -> anyhow::Result<(BuildConfig, bool, Executor)>
         cfg.output.shard_bytes = DEFAULT_SHARD_BYTES;
     }
     cfg.input.paths.extend(a.inputs);
+    if let Some(f) = a.paths_file {
+        cfg.input.paths_file = Some(f);
+    }
+    if let Some(b) = a.paths_base {
+        cfg.input.paths_base = Some(b);
+    }
     if let Some(t) = a.tokenizer {
         cfg.tokenizer.path = t;
     }

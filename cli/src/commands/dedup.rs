@@ -96,7 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let input = InputConfig {
         paths: a.inputs,
-        read: Default::default(),
+        ..Default::default()
     };
     let inputs = input.files()?;
     let (_, r) = dedup_files(&inputs, &input.read, &cfg, &a.out, a.threads)?;

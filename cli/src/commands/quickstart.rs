@@ -116,7 +116,7 @@ pub fn quickstart(o: &QuickstartConfig) -> Result<PathBuf> {
         sft: None,
         input: InputConfig {
             paths: vec![glob_of(&corpus)],
-            read: Default::default(),
+            ..Default::default()
         },
         tokenizer: TokenizerConfig {
             path: tokenizer.clone(),
@@ -258,7 +258,7 @@ fn train_tiny(o: &QuickstartConfig, tokenizer: &Path, dataset: &Path) -> Result<
         sft: None,
         input: InputConfig {
             paths: vec![glob_of(&eval_corpus)],
-            read: Default::default(),
+            ..Default::default()
         },
         tokenizer: TokenizerConfig {
             path: tokenizer.to_path_buf(),

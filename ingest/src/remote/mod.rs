@@ -169,6 +169,37 @@ pub fn size(url: &str) -> Result<u64> {
     Ok(meta.size)
 }
 
+/// The sizes of the objects at `urls` (a listing's entries), asked 64 at a time (`HEAD`); the
+/// first missing or unreadable object is an error naming it.
+pub fn sizes(urls: &[String]) -> Result<Vec<u64>> {
+    use futures::StreamExt;
+    let asks = urls.iter().map(|url| async move {
+        if let Some(&n) = known_sizes().lock().expect("sizes").get(url) {
+            return Ok(n);
+        }
+        let loc = locate(url)?;
+        let path = object_path(url, &loc.key)?;
+        let meta = loc.store.head(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                remote_err(url, "no such object (named by the listing)")
+            }
+            e => remote_err(url, e),
+        })?;
+        known_sizes()
+            .lock()
+            .expect("sizes")
+            .insert(url.clone(), meta.size);
+        Ok(meta.size)
+    });
+    block_on(
+        futures::stream::iter(asks)
+            .buffered(64)
+            .collect::<Vec<Result<u64>>>(),
+    )
+    .into_iter()
+    .collect()
+}
+
 /// The objects a URL pattern names, sorted, with their sizes: for `s3://`, the keys under the
 /// pattern's literal prefix that match its glob (`*` stays within one `/` segment); a pattern
 /// without glob characters, and any `http(s)://` URL, names one object.

@@ -224,7 +224,7 @@ fn cfg(inputs: &[PathBuf], out: &Path, on_error: OnError) -> BuildConfig {
         sft: None,
         input: InputConfig {
             paths: inputs.iter().map(|p| p.display().to_string()).collect(),
-            read: Default::default(),
+            ..Default::default()
         },
         tokenizer: TokenizerConfig {
             path: data("tokenizers/gpt2.tokenizer.json"),

@@ -24,7 +24,7 @@ fn cfg(
         sft: None,
         input: InputConfig {
             paths: inputs.iter().map(|p| p.display().to_string()).collect(),
-            read: Default::default(),
+            ..Default::default()
         },
         tokenizer: TokenizerConfig {
             path: tokenizer.to_path_buf(),

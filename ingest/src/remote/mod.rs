@@ -61,16 +61,19 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     runtime().block_on(f)
 }
 
-/// Retries: 10 attempts within 3 minutes, backoff from 100 ms doubling up to 15 s.
+/// Retries: 10 attempts within 3 minutes, backoff from 100 ms doubling up to 15 s;
+/// `TOKENMILL_REMOTE_RETRIES` and `TOKENMILL_REMOTE_RETRY_SECONDS` change the two bounds (a
+/// job that should fail fast on an unreachable store, or a test).
 fn retry_config() -> RetryConfig {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(15),
             base: 2.0,
         },
-        max_retries: 10,
-        retry_timeout: Duration::from_secs(180),
+        max_retries: env("TOKENMILL_REMOTE_RETRIES").map_or(10, |n| n as usize),
+        retry_timeout: Duration::from_secs(env("TOKENMILL_REMOTE_RETRY_SECONDS").unwrap_or(180)),
     }
 }
 

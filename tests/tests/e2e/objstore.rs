@@ -55,6 +55,11 @@ fn moto_dir() -> PathBuf {
 
 /// moto's S3 server on a free port; fails with how to install it when it is missing.
 fn start_moto() -> Peer {
+    start_moto_with(&[])
+}
+
+/// [`start_moto`] with extra environment (moto's settings).
+fn start_moto_with(env: &[(&str, &str)]) -> Peer {
     let dir = moto_dir();
     assert!(
         dir.join("moto").join("server.py").is_file(),
@@ -75,6 +80,7 @@ fn start_moto() -> Peer {
         .env("PYTHONPATH", &dir)
         // Multipart uploads of small test files (real S3 wants parts of 5 MiB).
         .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -400,6 +406,38 @@ crawl/missing.warc.gz
         !o.status.success() && err.contains("s3://no-such-bucket/crawl/x.jsonl.gz"),
         "{err}"
     );
+
+    // Wrong credentials (a moto that checks them: `INITIAL_NO_AUTH_ACTION_COUNT=0`) and an
+    // unreachable store (a closed port, retries cut to 1 within 2 s): errors naming the URL.
+    let strict = start_moto_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let closed = free_port();
+    for (port, what) in [(strict.port, "credentials"), (closed, "unreachable")] {
+        let mut env2 = env.to_vec();
+        env2[3].1 = format!("http://127.0.0.1:{port}");
+        env2.push(("TOKENMILL_REMOTE_RETRIES", "1".into()));
+        env2.push(("TOKENMILL_REMOTE_RETRY_SECONDS", "2".into()));
+        let t = Instant::now();
+        let o = Command::new(tokenmill_bin())
+            .args(["build", "s3://tokenmill/crawl/*.jsonl.gz", "--tokenizer"])
+            .arg(data("tokenizers/gpt2.tokenizer.json"))
+            .arg("--out")
+            .arg(dir.path().join(what))
+            .envs(env2.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("s3://tokenmill/crawl/*.jsonl.gz"),
+            "{what}: {err}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+        eprintln!("{what}: {}", err.trim());
+    }
+    drop(strict);
 
     // A pattern that lists nothing is an error naming it.
     let o = Command::new(tokenmill_bin())

@@ -10,6 +10,7 @@ pub mod cost;
 pub mod decode;
 pub mod error;
 pub mod fsutil;
+pub mod grad_groups;
 pub mod hf;
 pub mod hf_export;
 pub mod hf_init;

@@ -184,6 +184,39 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
         .collect();
     let poisoned = poison_steps(&run, &ids);
     let fired = spiked(&l);
+    // Every training line carries the gradient norm of each parameter group, which make up the
+    // step's norm; a gradient-norm spike without a flagged document names the group that jumped.
+    let mut optimizer = Vec::new();
+    for x in l.iter().filter(|x| x.kind == LogKind::Train) {
+        assert!(
+            x.grad_norms.len() >= 8,
+            "step {}: {:?}",
+            x.step,
+            x.grad_norms
+        );
+        let total = x.grad_norms.values().map(|n| n * n).sum::<f64>().sqrt();
+        assert!(
+            (total - x.grad_norm).abs() <= 1e-6 * x.grad_norm,
+            "step {}: groups {total} vs {}",
+            x.step,
+            x.grad_norm
+        );
+        let grad_only = x.spikes.iter().any(|f| f.starts_with("grad-norm"))
+            && !x.spikes.iter().any(|f| f.starts_with("doc"));
+        if grad_only {
+            let o = x.optimizer.as_ref().unwrap_or_else(|| {
+                panic!(
+                    "step {}: a grad-norm spike without a group: {:?}",
+                    x.step, x.spikes
+                )
+            });
+            assert!(x.grad_norms.contains_key(&o.group) && o.norm > o.typical);
+            optimizer.push(format!("{} {} z={:.0}", x.step, o.group, o.z));
+        } else {
+            assert!(x.optimizer.is_none(), "step {}", x.step);
+        }
+    }
+    eprintln!("optimizer spikes: {optimizer:?}");
     let summary = format!("spikes at {fired:?}; poison targets per step {poisoned:?}");
     // Where the poison enters once the model knows the text (step ≥ 100), with at least half a
     // sample of it, a detector fires.

@@ -130,6 +130,13 @@ pub struct StepLog {
     /// grows, so the first `excluded`): `tokenmill trace` replays the batch with them.
     #[serde(default)]
     pub excluded: usize,
+    /// Gradient norm of each parameter group (before clipping): each layer's attention,
+    /// feed-forward and norms, the embedding, final norm and head ([`crate::grad_groups`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub grad_norms: std::collections::BTreeMap<String, f64>,
+    /// A gradient-norm spike no document explains: the group whose norm jumped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<crate::grad_groups::OptimizerSpike>,
     /// The rollback this step's spike caused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackLog>,
@@ -218,6 +225,8 @@ pub(super) fn eval_line(step: u64, loss: f64) -> StepLog {
         quarantined: Vec::new(),
         span_peaks: Vec::new(),
         excluded: 0,
+        grad_norms: Default::default(),
+        optimizer: None,
         rollback: None,
         tasks: Vec::new(),
     }

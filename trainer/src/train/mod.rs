@@ -253,6 +253,9 @@ pub struct Trainer {
     eval_hook: Option<Box<dyn EvalHook>>,
     /// `[train] distill`: the teacher's records.
     teacher: Option<Teacher>,
+    /// Gradient norms by parameter group, and their trailing history (optimizer spikes).
+    grad_groups: crate::grad_groups::GradGroups,
+    group_history: crate::grad_groups::GroupHistory,
 }
 
 impl Trainer {
@@ -445,6 +448,8 @@ impl Trainer {
         let grads = vec![0.0; params.len()];
         let flops_per_token = flops_per_token(&mcfg, d.seq_len);
         let cfg_spikes = cfg.train.spikes.clone();
+        let cfg_window = cfg_spikes.window;
+        let model_layout = model.layout.clone();
         let mut t = Trainer {
             cfg,
             model,
@@ -472,6 +477,8 @@ impl Trainer {
             _lock: lock,
             eval_hook: None,
             teacher,
+            grad_groups: crate::grad_groups::GradGroups::new(&model_layout),
+            group_history: crate::grad_groups::GroupHistory::new(cfg_window),
         };
         if let Some(g) = &t.group {
             // Nobody starts before the writer has cleaned and prepared the run directory.
@@ -658,6 +665,16 @@ impl Trainer {
             stats = stats.gather(w)?;
         }
         let grad_norm = grad_norm.unwrap_or_else(|| self.opt.grad_norm(&self.grads));
+        // Per parameter group: this process's part of the gradient (its ZeRO chunk across
+        // processes, summed over the ranks).
+        let mut group_sq = self.grad_groups.squares(
+            &self.grads,
+            self.shard.clone().unwrap_or(0..self.grads.len()),
+        );
+        if let Some(g) = &self.group {
+            tokenmill_comm::Collectives::all_reduce_sum(g.world.as_ref(), &mut group_sq)?;
+        }
+        let group_norms: Vec<f64> = group_sq.iter().map(|s| s.sqrt()).collect();
         let lr = self.cfg.lr.at(self.step);
         let finite = loss.is_finite() && grad_norm.is_finite();
         let step = self.step;
@@ -677,6 +694,25 @@ impl Trainer {
             // the score detector judged this step a spike: out of the others' history
             self.spikes.forget_from(step);
             spikes.push(f);
+        }
+        // A gradient-norm spike with no document flagged: the optimizer's, named by the group
+        // whose norm jumped.
+        let grad_only = spikes.iter().any(|f| f.starts_with("grad-norm"))
+            && !spikes.iter().any(|f| f.starts_with("doc"));
+        let names: Vec<String> = self.grad_groups.names().map(str::to_string).collect();
+        let optimizer = if finite && grad_only {
+            self.group_history.jump(&names, step, &group_norms)
+        } else {
+            None
+        };
+        if let Some(o) = &optimizer {
+            spikes.push(format!(
+                "optimizer: {} z={:.1} ({:.3} → {:.3})",
+                o.group, o.z, o.typical, o.norm
+            ));
+        }
+        if finite && spikes.is_empty() {
+            self.group_history.push(step, group_norms.clone());
         }
         let skip_spike = finite && !spikes.is_empty() && sc.drops_update();
         let quarantined = if skip_spike && sc.responds(SpikeResponse::Quarantine) {
@@ -765,6 +801,8 @@ impl Trainer {
             quarantined,
             span_peaks,
             excluded,
+            grad_norms: self.grad_groups.norms(&group_sq),
+            optimizer,
             rollback,
             tasks: Vec::new(),
         };

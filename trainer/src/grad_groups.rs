@@ -98,17 +98,22 @@ impl GradGroups {
     }
 }
 
-/// An optimizer spike: the group whose gradient norm jumped most against its own trend.
+/// An optimizer spike: the group whose gradient grew most — the largest part of the rise of
+/// the step's squared gradient norm over its typical value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerSpike {
     /// The group (`layers.3.ffn`, `embed`, …).
     pub group: String,
-    /// Its gradient norm's robust z-score against its trailing trend.
+    /// Its gradient norm's robust z-score against its own trailing trend.
     pub z: f64,
     /// Its gradient norm at the spike.
     pub norm: f64,
     /// Its median gradient norm over the trailing window.
     pub typical: f64,
+    /// Its share of the rise of the squared norm (`norm² − typical²` over the sum of the
+    /// groups' positive rises).
+    #[serde(default)]
+    pub share: f64,
 }
 
 /// The trailing per-group gradient norms of non-spiking steps.
@@ -135,30 +140,37 @@ impl GroupHistory {
         }
     }
 
-    /// The group whose norm at `step` stands out most against its own trailing trend
-    /// ([`crate::spikes::trend_z`]); `None` before 3 steps of history.
+    /// The group that makes up most of the rise of the squared gradient norm at `step` over
+    /// the groups' typical (median) norms, with its own trend z-score
+    /// ([`crate::spikes::trend_z`]); `None` before 3 steps of history or when no group rose.
     pub fn jump(&self, names: &[String], step: u64, norms: &[f64]) -> Option<OptimizerSpike> {
         if self.steps.len() < 3 {
             return None;
         }
-        (0..norms.len())
-            .filter_map(|g| {
+        let per: Vec<(usize, f64, f64)> = (0..norms.len())
+            .map(|g| {
                 let pts: Vec<(f64, f64)> = self
                     .steps
                     .iter()
                     .filter_map(|(t, v)| v.get(g).map(|&n| (*t as f64, n)))
                     .collect();
-                let z = crate::spikes::trend_z(&pts, step as f64, norms[g])?;
+                let z = crate::spikes::trend_z(&pts, step as f64, norms[g]).unwrap_or(0.0);
                 let mut hist: Vec<f64> = pts.iter().map(|p| p.1).collect();
                 hist.sort_by(f64::total_cmp);
-                Some(OptimizerSpike {
-                    group: names.get(g)?.clone(),
-                    z,
-                    norm: norms[g],
-                    typical: hist[hist.len() / 2],
-                })
+                let typical = hist.get(hist.len() / 2).copied().unwrap_or(0.0);
+                (g, z, typical)
             })
-            .max_by(|a, b| a.z.total_cmp(&b.z))
+            .collect();
+        let rise = |&(g, _, typical): &(usize, f64, f64)| norms[g] * norms[g] - typical * typical;
+        let total: f64 = per.iter().map(rise).filter(|r| *r > 0.0).sum();
+        let best = per.iter().max_by(|a, b| rise(a).total_cmp(&rise(b)))?;
+        (rise(best) > 0.0).then(|| OptimizerSpike {
+            group: names.get(best.0).cloned().unwrap_or_default(),
+            z: best.1,
+            norm: norms[best.0],
+            typical: best.2,
+            share: rise(best) / total,
+        })
     }
 }
 
@@ -222,8 +234,15 @@ mod tests {
         let f = 1.0 / (1.0 + 30.0 * 0.05);
         let s = h.jump(&names, 30, &[0.5 * f, 20.0 * f, 10.0 * f]).unwrap();
         assert_eq!(s.group, "layers.0.attn");
-        assert!(s.z > 50.0, "{s:?}");
+        assert!(s.z > 50.0 && s.share > 0.99, "{s:?}");
         assert!((s.typical - 0.67).abs() < 0.1, "{s:?}");
+        // A small group's large relative jump (the embedding ×5) does not outweigh a large
+        // group's rise (the ffn ×2), which makes most of the squared norm's rise.
+        let s = h
+            .jump(&names, 30, &[0.5 * f * 5.0, 1.0 * f, 10.0 * f * 2.0])
+            .unwrap();
+        assert_eq!(s.group, "layers.0.ffn", "{s:?}");
+        assert!(s.share > 0.9, "{s:?}");
         assert!(
             GroupHistory::new(10)
                 .jump(&names, 0, &[1.0, 1.0, 1.0])

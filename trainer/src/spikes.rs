@@ -31,6 +31,10 @@ pub struct SpikeConfig {
     pub doc_window: usize,
     /// Targets a span needs to be judged (short spans are noisy).
     pub doc_min_targets: usize,
+    /// Nats a flagged span's mean loss must also stand above the reference's median: on a
+    /// homogeneous corpus the reference is narrow and a z of 6 can be a fraction of a nat, which
+    /// no out-of-distribution document is (calibration in docs/spikes.md). 0: z alone.
+    pub doc_min_excess: f64,
     /// σ of OLMo 2's spike score: the fraction of the window's losses at least this many
     /// standard deviations above the window's mean (logged every step).
     pub score_sigma: f64,
@@ -102,9 +106,10 @@ impl Default for SpikeConfig {
             min_history: 20,
             loss_z: 6.0,
             grad_norm_z: 10.0,
-            doc_z: 6.0,
+            doc_z: 4.5,
             doc_window: 20,
-            doc_min_targets: 32,
+            doc_min_targets: 16,
+            doc_min_excess: 1.5,
             score_sigma: 7.0,
             score_max: None,
             response: vec![SpikeResponse::Log],
@@ -291,19 +296,26 @@ impl SpikeDetector {
             let reference: Vec<f64> = self.docs.iter().flat_map(|d| d.1.iter().copied()).collect();
             if reference.len() >= 3 {
                 let scale = robust_scale(&reference);
-                let zs: Vec<(f64, usize, usize)> = judged
+                // (z, sample, span, nats above the reference's median)
+                let zs: Vec<(f64, usize, usize, f64)> = judged
                     .iter()
                     .filter_map(|s| {
-                        scale.map(|(med, mad)| ((s.loss - med) / mad, s.sample, s.span))
+                        scale.map(|(med, mad)| {
+                            ((s.loss - med) / mad, s.sample, s.span, s.loss - med)
+                        })
                     })
                     .collect();
-                o.doc_z = zs.iter().copied().max_by(|a, b| a.0.total_cmp(&b.0));
+                o.doc_z = zs
+                    .iter()
+                    .map(|z| (z.0, z.1, z.2))
+                    .max_by(|a, b| a.0.total_cmp(&b.0));
+                // Flagged: the z threshold and the minimum excess both reached.
                 o.outliers = zs
                     .iter()
-                    .filter(|z| z.0 >= self.cfg.doc_z)
-                    .map(|&(z, i, j)| (i, j, z))
+                    .filter(|z| z.0 >= self.cfg.doc_z && z.3 >= self.cfg.doc_min_excess)
+                    .map(|&(z, i, j, _)| (i, j, z))
                     .collect();
-                if let Some((z, smp, _)) = o.doc_z.filter(|d| d.0 >= self.cfg.doc_z) {
+                if let Some(&(smp, _, z)) = o.outliers.iter().max_by(|a, b| a.2.total_cmp(&b.2)) {
                     o.fired.push(format!("doc z={z:.1} (sample {smp})"));
                 }
             }

@@ -47,6 +47,13 @@ pub struct Args {
     /// Document-detector thresholds to replay (comma-separated z values).
     #[arg(long, default_value = "3,3.5,4,4.5,5,6")]
     pub doc_z: String,
+    /// Minimum excess (nats above the reference median) to replay with each threshold
+    /// (comma-separated; 0 = z alone).
+    #[arg(long, default_value = "0,1,1.5")]
+    pub doc_excess: String,
+    /// With `--keep`: reuse the runs already there instead of training them again.
+    #[arg(long, requires = "keep")]
+    pub reuse: bool,
     /// Keep the runs here (default: a temporary folder, removed at the end).
     #[arg(long)]
     pub keep: Option<PathBuf>,
@@ -384,6 +391,8 @@ pub struct Row {
     pub doc_z: f64,
     /// Minimum targets of a judged span.
     pub min_targets: usize,
+    /// Minimum excess over the reference median (nats).
+    pub min_excess: f64,
     /// Out-of-distribution exposures (poisoned runs).
     pub exposures: u64,
     /// Their share flagged.
@@ -406,6 +415,11 @@ pub fn run(a: Args) -> Result<()> {
         .doc_z
         .split(',')
         .map(|s| s.trim().parse().context("--doc-z: numbers"))
+        .collect::<Result<_>>()?;
+    let excesses: Vec<f64> = a
+        .doc_excess
+        .split(',')
+        .map(|s| s.trim().parse().context("--doc-excess: numbers"))
         .collect::<Result<_>>()?;
     let tmp = tempfile::tempdir()?;
     let root = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -438,10 +452,13 @@ pub fn run(a: Args) -> Result<()> {
                 ));
                 std::fs::create_dir_all(&dir)?;
                 let ids = write_corpus(&dir, &train_docs, &eval_docs, &inject, poison)?;
-                build(&dir, &tok)?;
-                let cfg = train_config(&dir, seed, a.batch, a.steps)?;
+                let done = a.reuse && dir.join("run").join("log.jsonl").is_file();
                 let t0 = Instant::now();
-                train(read_config(&cfg)?, false, true)?;
+                if !done {
+                    build(&dir, &tok)?;
+                    let cfg = train_config(&dir, seed, a.batch, a.steps)?;
+                    train(read_config(&cfg)?, false, true)?;
+                }
                 eprintln!(
                     "{corpus} {} seed {seed}: {} steps in {:.0} s",
                     if poison { "poisoned" } else { "clean" },
@@ -459,38 +476,41 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let mut rows = Vec::new();
-    for &min_targets in &[16usize, 32] {
-        for &z in &zs {
-            let cfg = SpikeConfig {
-                doc_z: z,
-                doc_min_targets: min_targets,
-                ..Default::default()
-            };
-            let mut total = (Counts::default(), Counts::default());
-            for (corpus, (poisoned, clean)) in &runs {
-                let (mut p, mut c) = (Counts::default(), Counts::default());
-                for (steps, ids) in poisoned {
-                    let r = replay(steps, &cfg, ids);
-                    p.exposures += r.exposures;
-                    p.caught += r.caught;
-                    p.flagged += r.flagged;
-                    p.flagged_ood += r.flagged_ood;
-                    p.steps += r.steps;
+    for &excess in &excesses {
+        for &min_targets in &[16usize, 32] {
+            for &z in &zs {
+                let cfg = SpikeConfig {
+                    doc_z: z,
+                    doc_min_targets: min_targets,
+                    doc_min_excess: excess,
+                    ..Default::default()
+                };
+                let mut total = (Counts::default(), Counts::default());
+                for (corpus, (poisoned, clean)) in &runs {
+                    let (mut p, mut c) = (Counts::default(), Counts::default());
+                    for (steps, ids) in poisoned {
+                        let r = replay(steps, &cfg, ids);
+                        p.exposures += r.exposures;
+                        p.caught += r.caught;
+                        p.flagged += r.flagged;
+                        p.flagged_ood += r.flagged_ood;
+                        p.steps += r.steps;
+                    }
+                    for steps in clean {
+                        let r = replay(steps, &cfg, &HashMap::new());
+                        c.flagged += r.flagged;
+                        c.steps += r.steps;
+                    }
+                    rows.push(row(corpus, z, min_targets, excess, p, c));
+                    total.0.exposures += p.exposures;
+                    total.0.caught += p.caught;
+                    total.0.flagged += p.flagged;
+                    total.0.flagged_ood += p.flagged_ood;
+                    total.1.flagged += c.flagged;
+                    total.1.steps += c.steps;
                 }
-                for steps in clean {
-                    let r = replay(steps, &cfg, &HashMap::new());
-                    c.flagged += r.flagged;
-                    c.steps += r.steps;
-                }
-                rows.push(row(corpus, z, min_targets, p, c));
-                total.0.exposures += p.exposures;
-                total.0.caught += p.caught;
-                total.0.flagged += p.flagged;
-                total.0.flagged_ood += p.flagged_ood;
-                total.1.flagged += c.flagged;
-                total.1.steps += c.steps;
+                rows.push(row("all", z, min_targets, excess, total.0, total.1));
             }
-            rows.push(row("all", z, min_targets, total.0, total.1));
         }
     }
     println!(
@@ -501,13 +521,20 @@ pub fn run(a: Args) -> Result<()> {
         a.steps
     );
     println!(
-        "| corpus | doc_z | min targets | exposures | recall | precision | false flags / 1,000 clean steps |"
+        "| corpus | doc_z | min targets | min excess | exposures | recall | precision | false flags / 1,000 clean steps |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
-            r.corpus, r.doc_z, r.min_targets, r.exposures, r.recall, r.precision, r.false_per_1000
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
+            r.corpus,
+            r.doc_z,
+            r.min_targets,
+            r.min_excess,
+            r.exposures,
+            r.recall,
+            r.precision,
+            r.false_per_1000
         );
     }
     // The detector's cost per step at large batches (simulated span losses).
@@ -545,11 +572,12 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn row(corpus: &str, z: f64, min_targets: usize, p: Counts, c: Counts) -> Row {
+fn row(corpus: &str, z: f64, min_targets: usize, excess: f64, p: Counts, c: Counts) -> Row {
     Row {
         corpus: corpus.to_string(),
         doc_z: z,
         min_targets,
+        min_excess: excess,
         exposures: p.exposures,
         recall: if p.exposures == 0 {
             f64::NAN

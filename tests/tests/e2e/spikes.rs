@@ -139,11 +139,22 @@ fn log(run: &Path) -> Vec<StepLog> {
 /// Per training step of `run` (effective lines), the poison targets in its batch: traced
 /// through `trace --doc` of each poisoned document.
 fn poison_steps(run: &Path, ids: &[String]) -> std::collections::BTreeMap<u64, u64> {
+    poison_exposures(run, ids)
+        .into_iter()
+        .map(|(s, (n, _))| (s, n))
+        .collect()
+}
+
+/// Per step: the poisoned targets, and the highest loss of a poisoned span above the step's
+/// next-token loss (the exposure's excess, nats).
+fn poison_exposures(run: &Path, ids: &[String]) -> std::collections::BTreeMap<u64, (u64, f64)> {
     let mut m = std::collections::BTreeMap::new();
     for id in ids {
         let (_, seen) = tokenmill_pipelines::trace::trace_doc(run, id).unwrap();
         for s in seen.iter().filter(|s| !s.superseded) {
-            *m.entry(s.step).or_insert(0) += s.tokens as u64;
+            let e = m.entry(s.step).or_insert((0, f64::MIN));
+            e.0 += s.tokens as u64;
+            e.1 = e.1.max(s.loss - s.step_loss);
         }
     }
     m
@@ -211,7 +222,13 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
                 )
             });
             assert!(x.grad_norms.contains_key(&o.group) && o.norm > o.typical);
-            optimizer.push(format!("{} {} z={:.0}", x.step, o.group, o.z));
+            optimizer.push(format!(
+                "{} {} {:.0} % z={:.0}",
+                x.step,
+                o.group,
+                100.0 * o.share,
+                o.z
+            ));
         } else {
             assert!(x.optimizer.is_none(), "step {}", x.step);
         }
@@ -219,10 +236,12 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
     eprintln!("optimizer spikes: {optimizer:?}");
     let summary = format!("spikes at {fired:?}; poison targets per step {poisoned:?}");
     // Where the poison enters once the model knows the text (step ≥ 100), with at least half a
-    // sample of it, a detector fires.
-    let strong: Vec<u64> = poisoned
+    // sample of it standing ≥ 1.5 nats above its step's loss (an out-of-distribution exposure,
+    // as the calibration counts them; a poison seen again may have been learnt), a detector
+    // fires.
+    let strong: Vec<u64> = poison_exposures(&run, &ids)
         .iter()
-        .filter(|&(&s, &n)| s >= 100 && n >= 32)
+        .filter(|&(&s, &(n, excess))| s >= 100 && n >= 32 && excess >= 1.5)
         .map(|(&s, _)| s)
         .collect();
     assert!(strong.len() >= 3, "{summary}");
@@ -237,12 +256,24 @@ fn poisoned_documents_spike_are_traced_and_quarantine_with_rollback_removes_the_
     for x in &doc_fired {
         assert!(poisoned.contains_key(&x.step), "step {}: {summary}", x.step);
         let t = tokenmill_pipelines::trace::trace_step(&run, x.step, None, 3).unwrap();
-        let top = t.top_documents(1)[0];
+        // Among the step's top three contributors (a short flagged span can add less to the
+        // step's loss than a long clean one): a poisoned document.
+        let top = t
+            .top_documents(3)
+            .into_iter()
+            .find(|d| ids.contains(&d.id))
+            .unwrap_or_else(|| {
+                panic!(
+                    "step {}: no poison among the top documents {:?}",
+                    x.step,
+                    t.top_documents(3)
+                )
+            });
         let p = poisons
             .iter()
             .zip(&ids)
             .find(|(_, id)| **id == top.id)
-            .unwrap_or_else(|| panic!("step {}: top document {top:?} is not poison", x.step));
+            .unwrap();
         assert_eq!(
             (top.source.as_str(), top.offset),
             (source.as_str(), p.0.offset)

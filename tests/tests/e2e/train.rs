@@ -484,7 +484,7 @@ fn quarantine_excludes_the_top_documents_from_then_on_and_in_later_runs() {
     let q = write_config(dir.path(), "quar", "steps = 6", lr);
     let t = std::fs::read_to_string(&q).unwrap();
     // Every step spikes from the third on, every span with a target counts as an outlier.
-    let spikes = "\n[train.spikes]\nmin_history = 2\nloss_z = -1e9\ndoc_z = -1e9\ndoc_min_targets = 1\nresponse = \"quarantine\"\nquarantine_top_k = 1\n";
+    let spikes = "\n[train.spikes]\nmin_history = 2\nloss_z = -1e9\ndoc_z = -1e9\ndoc_min_targets = 1\ndoc_min_excess = -1e9\nresponse = \"quarantine\"\nquarantine_top_k = 1\n";
     std::fs::write(&q, format!("{t}{spikes}")).unwrap();
     train(read_config(&q).unwrap(), false, true).unwrap();
     let run = dir.path().join("quar");

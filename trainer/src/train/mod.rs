@@ -707,8 +707,12 @@ impl Trainer {
         };
         if let Some(o) = &optimizer {
             spikes.push(format!(
-                "optimizer: {} z={:.1} ({:.3} → {:.3})",
-                o.group, o.z, o.typical, o.norm
+                "optimizer: {} ({:.0} % of the rise; {:.3} → {:.3}, z={:.1})",
+                o.group,
+                100.0 * o.share,
+                o.typical,
+                o.norm,
+                o.z
             ));
         }
         if finite && spikes.is_empty() {

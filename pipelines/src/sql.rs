@@ -106,6 +106,47 @@ fn has_provenance(dir: &Path) -> bool {
     })
 }
 
+/// The Parquet files under `dir` ending with `ext` (one level).
+fn parquet_files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(ext))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Reads each file's Parquet footer, so that a damaged file (cut short, overwritten) is named
+/// before the query engine meets it (its own error names no file).
+fn check_footers(files: &[std::path::PathBuf]) -> Result<()> {
+    for f in files {
+        let file = std::fs::File::open(f).map_err(|e| Error::io(f, e))?;
+        let read = std::panic::catch_unwind(|| {
+            parquet::file::reader::SerializedFileReader::new(file).map(|_| ())
+        });
+        match read {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Error::Config(format!(
+                    "{}: not a readable Parquet file ({e}); it was damaged after it was written",
+                    f.display()
+                )));
+            }
+            Err(_) => {
+                return Err(Error::Config(format!(
+                    "{}: not a readable Parquet file (its footer crashed the decoder)",
+                    f.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Registers the tables of `dir` (see the module's table) and runs `query`.
 pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -135,6 +176,14 @@ pub fn query_dir(dir: &Path, query: &str) -> Result<Vec<RecordBatch>> {
             .is_file()
             .then(|| dir.to_path_buf()),
     };
+    let mut files: Vec<std::path::PathBuf> =
+        tables.values().map(std::path::PathBuf::from).collect();
+    files.extend(parquet_files(&dir.join("excluded"), ".parquet"));
+    files.extend(parquet_files(&dir.join("losses"), ".parquet"));
+    if let Some(d) = &dataset {
+        files.extend(parquet_files(d, ".prov.parquet"));
+    }
+    check_footers(&files)?;
     let ctx = SessionContext::new();
     // tokenmill's filters as functions (default thresholds): gopher_quality(text), lang(text), …
     crate::udf::register(&ctx, &tokenmill_filters::FiltersConfig::default())?;

@@ -384,3 +384,43 @@ fn a_truncated_newest_checkpoint_or_loss_file_is_redone_on_resume() {
         assert_eq!(got.2, want.2, "{file}: the same loss table");
     }
 }
+
+/// A loss file older than the last checkpoint cut short (a disk fault after the fact: a resume
+/// keeps it, nothing redoes it) is never read as valid: `trace` and `sql` name it (`report`
+/// reads only the spikes' steps).
+#[test]
+fn an_older_loss_file_cut_short_is_named_wherever_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    datasets(d);
+    let cfg = train_config(d, "old-cut", "old-cut");
+    let o = train(d, &cfg, false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = d.join("old-cut");
+    let files = tokenmill_trainer::losslog::files(&run).unwrap();
+    assert!(files.len() >= 3, "one loss file per step: {files:?}");
+    let (_, _, oldest) = files[0].clone();
+    truncate(&oldest);
+    let name = oldest.file_name().unwrap().to_string_lossy().into_owned();
+    let tm = |args: &[&str]| {
+        Command::new(tokenmill_bin())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        vec!["trace", "old-cut", "--step", "0"],
+        vec!["sql", "old-cut", "SELECT count(*) FROM losses"],
+    ] {
+        let o = tm(&args);
+        let e = stderr(&o);
+        assert!(
+            !o.status.success() && e.contains(&name),
+            "{args:?}: the cut file is named: {e}"
+        );
+    }
+    // A later step, in an intact file, is still traced.
+    let o = tm(&["trace", "old-cut", "--step", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -37,6 +37,56 @@ fn malformed<R>(path: &Path, f: impl FnOnce() -> R) -> Result<R> {
     })
 }
 
+/// Refuses a dictionary page that claims more values than its bytes can hold, before the
+/// decoder sees it: parquet 59 reserves room for the claimed count up front (a 4 KB file whose
+/// dictionary page claimed 1.9 × 10⁹ values asked for 7.5 GB; found by fuzzing). Reads the
+/// first page of every column chunk (a dictionary page comes first).
+fn check_dictionaries<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &Path,
+    chunk: R,
+) -> Result<()> {
+    use parquet::basic::Type as Physical;
+    use parquet::column::page::Page;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let pq = |source| Error::Parquet {
+        path: path_buf(path),
+        source,
+    };
+    let reader = SerializedFileReader::new(chunk).map_err(pq)?;
+    for rg in 0..reader.num_row_groups() {
+        let g = reader.get_row_group(rg).map_err(pq)?;
+        for c in 0..g.num_columns() {
+            let meta = g.metadata().column(c);
+            // Bits a value takes at least in a plain-encoded dictionary.
+            let min_bits: u64 = match meta.column_type() {
+                Physical::BOOLEAN => 1,
+                Physical::INT32 | Physical::FLOAT | Physical::BYTE_ARRAY => 32,
+                Physical::INT64 | Physical::DOUBLE => 64,
+                Physical::INT96 => 96,
+                Physical::FIXED_LEN_BYTE_ARRAY => {
+                    8 * meta.column_descr().type_length().max(1) as u64
+                }
+            };
+            let mut pages = g.get_column_page_reader(c).map_err(pq)?;
+            if let Some(Page::DictionaryPage {
+                buf, num_values, ..
+            }) = pages.get_next_page().map_err(pq)?
+                && u64::from(num_values) * min_bits > 8 * buf.len() as u64
+            {
+                return Err(Error::Input {
+                    path: path_buf(path),
+                    detail: format!(
+                        "malformed Parquet file: row group {rg}, column `{}`: its dictionary page claims {num_values} values in {} bytes",
+                        meta.column_path().string(),
+                        buf.len()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl ParquetSource {
     pub(crate) fn open(path: &Path, opts: &ReadConfig) -> Result<Self> {
         let pq = |source| Error::Parquet {
@@ -47,13 +97,15 @@ impl ParquetSource {
             // Fetched whole (Parquet's footer is at the end), up to `remote_max_bytes`.
             let bytes = crate::remote::fetch(&path.to_string_lossy(), opts.remote_max_bytes)?;
             let file_bytes = bytes.len() as u64;
-            let builder = malformed(path, || {
-                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            })?
-            .map_err(pq)?;
+            let bytes = bytes::Bytes::from(bytes);
+            malformed(path, || check_dictionaries(path, bytes.clone()))??;
+            let builder =
+                malformed(path, || ParquetRecordBatchReaderBuilder::try_new(bytes))?.map_err(pq)?;
             return Self::from_builder(path, opts, builder, file_bytes);
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let check = file.try_clone().map_err(|e| Error::io(path, e))?;
+        malformed(path, || check_dictionaries(path, check))??;
         let builder =
             malformed(path, || ParquetRecordBatchReaderBuilder::try_new(file))?.map_err(pq)?;
         let file_bytes = std::fs::metadata(path)
@@ -293,5 +345,67 @@ impl RecordSource for ParquetSource {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::ArrayRef;
+    use std::sync::Arc;
+
+    /// A real Parquet file (parquet's writer, dictionary-encoded strings, uncompressed) whose
+    /// dictionary page header then claims `claim` values instead of its 100.
+    fn lying_dictionary(claim: u32) -> Vec<u8> {
+        let texts: Vec<String> = (0..300).map(|i| format!("document {}", i % 100)).collect();
+        let col: ArrayRef = Arc::new(StringArray::from(texts));
+        let batch = RecordBatch::try_from_iter([("text", col)]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+            .set_dictionary_enabled(true)
+            .build();
+        let mut out = Vec::new();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        if claim == 100 {
+            return out;
+        }
+        // The page header (Thrift compact): …, field 7 `dictionary_page_header` (0x4C), whose
+        // field 1 `num_values` (0x15) is a zigzag varint: 100 → 200 = [0xC8, 0x01].
+        let at = out
+            .windows(4)
+            .position(|w| w == [0x4C, 0x15, 0xC8, 0x01])
+            .expect("the dictionary page header");
+        let z = claim * 2;
+        assert!(z < 1 << 14, "a two-byte varint keeps the file's layout");
+        out[at + 2] = (z & 0x7F) as u8 | 0x80;
+        out[at + 3] = (z >> 7) as u8;
+        out
+    }
+
+    #[test]
+    fn a_dictionary_page_claiming_more_values_than_its_bytes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let honest = dir.path().join("honest.parquet");
+        std::fs::write(&honest, lying_dictionary(100)).unwrap();
+        let src = ParquetSource::open(&honest, &ReadConfig::default()).unwrap();
+        assert_eq!(src.total_rows, 300);
+        // 8,000 values of at least 4 bytes each cannot fit in a page of ~1.4 KB: refused at
+        // open, naming the file, the row group and the column, before any decoder reserves by
+        // the claim.
+        let lying = dir.path().join("lying.parquet");
+        std::fs::write(&lying, lying_dictionary(8000)).unwrap();
+        let e = ParquetSource::open(&lying, &ReadConfig::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("lying.parquet")
+                && e.contains("row group 0, column `text`")
+                && e.contains("claims 8000 values"),
+            "{e}"
+        );
     }
 }

@@ -68,7 +68,10 @@ pub fn partition_edges(task_dirs: &[PathBuf], p: usize) -> Result<[Vec<(u64, u64
         for d in task_dirs {
             read_partition_file(&d.join(kind).join(format!("part-{p:05}.bin")), &mut recs)?;
         }
-        recs.sort_unstable();
+        {
+            use rayon::slice::ParallelSliceMut;
+            recs.par_sort_unstable();
+        }
         run_edges(&recs, |a, b| out[k].push((a, b)));
     }
     Ok(out)

@@ -57,29 +57,32 @@ struct Window {
     buf: Vec<u8>,
     base: usize,
     eof: bool,
+    /// Bytes behind the member kept before the buffer is compacted (the window's size).
+    slack: usize,
 }
 
 impl Window {
     /// The bytes from `at` (absolute, at or after `base`) with at least `want` of them held, or
     /// all that is left; and whether they reach the object's end.
     fn view(&mut self, at: usize, want: usize) -> Result<(&[u8], bool)> {
-        if at > self.base {
-            let drop = (at - self.base).min(self.buf.len());
-            self.buf.drain(..drop);
-            self.base += drop;
+        // Bytes behind `at` go once they are over half the buffer (and the window's size):
+        // each byte is moved at most once on average, not once per member.
+        let behind = at.saturating_sub(self.base).min(self.buf.len());
+        if behind > self.slack && behind * 2 > self.buf.len() {
+            self.buf.drain(..behind);
+            self.base += behind;
         }
-        while !self.eof && self.buf.len() < want {
-            let n = self.buf.len();
-            let grow = (want - n).max(1 << 20);
-            self.buf.resize(n + grow, 0);
+        let from = at.saturating_sub(self.base).min(self.buf.len());
+        let mut chunk = [0u8; 64 << 10];
+        while !self.eof && self.buf.len() - from < want {
+            let n = (want - (self.buf.len() - from)).min(chunk.len());
             let got = self
                 .read
-                .read(&mut self.buf[n..])
+                .read(&mut chunk[..n])
                 .map_err(|e| Error::from_io(self.url.as_str(), e))?;
-            self.buf.truncate(n + got);
+            self.buf.extend_from_slice(&chunk[..got]);
             self.eof = got == 0;
         }
-        let from = (at - self.base).min(self.buf.len());
         Ok((&self.buf[from..], self.eof))
     }
 
@@ -91,6 +94,7 @@ impl Window {
 }
 
 /// How decoding one gzip member ended.
+#[derive(Debug)]
 enum Member {
     /// Fully decoded; `consumed` compressed bytes.
     Complete { out: Vec<u8>, consumed: usize },
@@ -100,6 +104,8 @@ enum Member {
     Corrupt { err: String },
     /// Decodes to more than the cap; `consumed` compressed bytes were skipped.
     TooLarge { consumed: usize },
+    /// Decodes to more than the cap, and the bytes ended before the member did.
+    TooLargeCut,
 }
 
 fn decode_member(data: &[u8], cap: usize) -> Member {
@@ -108,10 +114,16 @@ fn decode_member(data: &[u8], cap: usize) -> Member {
     let mut out = Vec::new();
     match (&mut dec).take(cap as u64 + 1).read_to_end(&mut out) {
         Ok(_) if out.len() > cap => {
-            if std::io::copy(&mut dec, &mut std::io::sink()).is_err() {
-                return Member::Corrupt {
-                    err: "broken deflate stream in an oversized member".into(),
-                };
+            match std::io::copy(&mut dec, &mut std::io::sink()) {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Member::TooLargeCut;
+                }
+                Err(_) => {
+                    return Member::Corrupt {
+                        err: "broken deflate stream in an oversized member".into(),
+                    };
+                }
+                Ok(_) => {}
             }
             drop(dec);
             Member::TooLarge {
@@ -163,6 +175,7 @@ impl WarcSource {
                 buf: Vec::new(),
                 base: 0,
                 eof: false,
+                slack: opts.remote_window_bytes.max(4096),
             };
             if w.view(0, 2)?.0.starts_with(&[0x1f, 0x8b]) {
                 // gzip: member by member, as the bytes arrive.
@@ -266,27 +279,33 @@ impl WarcSource {
         // a corrupt member)
         let (member, seen, eof, resume) = loop {
             let (rest, eof) = self.view(at, want)?;
-            // Trailing zero padding or whitespace after the last member is not an error.
+            // Trailing zero padding or whitespace after the last member is not an error (a
+            // stream's run of it longer than the window's limit is passed over).
             if rest.iter().all(|&b| b == 0 || b.is_ascii_whitespace()) {
-                if eof {
+                if eof || want >= Window::limit(cap, window) {
                     self.pos = at + rest.len();
                     return Ok(false);
                 }
-                want = want.saturating_mul(2);
+                want = want.saturating_mul(2).min(Window::limit(cap, window));
                 continue;
             }
             let m = decode_member(rest, cap);
-            let incomplete = matches!(m, Member::Truncated { .. } | Member::Corrupt { .. });
-            if incomplete && !eof && want < Window::limit(cap, window) {
-                // A stream: the member may only be cut by the window's end.
+            // A stream: a member cut by the window's end (not a corrupt one) gets a larger window.
+            let cut = matches!(m, Member::Truncated { .. } | Member::TooLargeCut);
+            if cut && !eof && want < Window::limit(cap, window) {
                 want = want.saturating_mul(2).min(Window::limit(cap, window));
                 continue;
             }
             let resume = match &m {
-                // Resume at the next offset where a whole member decodes.
+                // Resume at the next offset where a whole member decodes (in a stream, or one
+                // that the window's end cuts).
                 Member::Corrupt { .. } => (1..rest.len().saturating_sub(2))
                     .filter(|&q| rest[q] == 0x1f && rest[q + 1] == 0x8b && rest[q + 2] == 0x08)
-                    .find(|&q| matches!(decode_member(&rest[q..], cap), Member::Complete { .. })),
+                    .find(|&q| match decode_member(&rest[q..], cap) {
+                        Member::Complete { .. } => true,
+                        Member::Truncated { .. } | Member::TooLargeCut => !eof,
+                        _ => false,
+                    }),
                 _ => None,
             };
             break (m, rest.len(), eof, resume);
@@ -318,6 +337,21 @@ impl WarcSource {
                 }
                 self.load(out, at, true);
                 Ok(true)
+            }
+            Member::TooLargeCut => {
+                // The file (or the window's limit) ends inside an oversized member.
+                self.pos = at + seen;
+                self.record += 1;
+                let o = self.skip(
+                    SkipReason::TooLarge,
+                    at as u64,
+                    format!(
+                        "gzip member decodes to over max_record_bytes {} and is cut short",
+                        self.cap
+                    ),
+                );
+                self.pending.push_back(o);
+                Ok(false)
             }
             Member::TooLarge { consumed } => {
                 self.pos += consumed.max(1);

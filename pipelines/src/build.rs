@@ -108,6 +108,8 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutcome> {
         let mut local = cfg.clone();
         local.output.dir = stage.clone();
         let mut out = build(&local)?;
+        // No other build rewrites the stage while it is uploaded.
+        let _lock = tokenmill_shards::lock::DirLock::acquire(&stage, "build (publishing)")?;
         out.published = Some(crate::publish::publish(&stage, &url)?);
         return Ok(out);
     }

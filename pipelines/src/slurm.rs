@@ -165,6 +165,11 @@ fn sbatch(script: &Path, dependency: Option<String>) -> Result<String> {
     let mut cmd = Command::new(&program);
     cmd.arg("--parsable");
     if let Some(d) = dependency {
+        // A failed job's dependents are cancelled (not left pending for ever); the finalize
+        // job waits with `afterany` and reports them.
+        if d.starts_with("afterok") {
+            cmd.arg("--kill-on-invalid-dep=yes");
+        }
         cmd.arg(format!("--dependency={d}"));
     }
     cmd.arg(script);

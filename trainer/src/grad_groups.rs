@@ -132,6 +132,13 @@ impl GroupHistory {
         }
     }
 
+    /// Forgets the steps from `step` on (they were rolled back).
+    pub fn forget_from(&mut self, step: u64) {
+        while self.steps.back().is_some_and(|s| s.0 >= step) {
+            self.steps.pop_back();
+        }
+    }
+
     /// Adds a non-spiking step's group norms (in [`GradGroups::names`] order).
     pub fn push(&mut self, step: u64, norms: Vec<f64>) {
         self.steps.push_back((step, norms));

@@ -76,14 +76,23 @@ pub fn upload(local: &Path, url: &str) -> Result<ObjectInfo> {
         let mut w = WriteMultipart::new_with_chunk_size(up, part);
         let mut buf = vec![0u8; part];
         loop {
-            let n = read_full(&mut f, &mut buf).map_err(|e| Error::io(local, e))?;
-            if n == 0 {
-                break;
+            let failed = match read_full(&mut f, &mut buf) {
+                Err(e) => Some(Error::io(local, e)),
+                Ok(0) => None,
+                Ok(n) => match w.wait_for_capacity(CONCURRENT_PARTS).await {
+                    Ok(()) => {
+                        w.write(&buf[..n]);
+                        continue;
+                    }
+                    Err(e) => Some(remote_err(url, format!("upload failed: {e}"))),
+                },
+            };
+            if let Some(e) = failed {
+                // The store keeps (and bills) the parts of an upload never completed.
+                let _ = w.abort().await;
+                return Err(e);
             }
-            w.wait_for_capacity(CONCURRENT_PARTS)
-                .await
-                .map_err(|e| remote_err(url, format!("upload failed: {e}")))?;
-            w.write(&buf[..n]);
+            break;
         }
         w.finish()
             .await

@@ -98,7 +98,8 @@ pub fn partitions(n_inputs: usize, parts: &[usize], cfg: &DedupConfig, dir: &Pat
         )));
     }
     let task_dirs: Vec<PathBuf> = (0..n_inputs).map(|t| dir.join(task_dir(t))).collect();
-    parts.par_iter().try_for_each(|&p| {
+    // One partition at a time (its sort in parallel), as the one-process run holds one.
+    parts.iter().try_for_each(|&p| {
         if p >= cfg.partitions {
             return Err(Error::Config(format!(
                 "partition {p} of {}",
@@ -115,6 +116,11 @@ pub fn partitions(n_inputs: usize, parts: &[usize], cfg: &DedupConfig, dir: &Pat
         std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
         Ok(())
     })
+}
+
+/// Whether every input's signatures and every partition's edges are published.
+pub fn complete(dir: &Path, n_inputs: usize, partitions: usize) -> bool {
+    missing_tasks(dir, n_inputs).is_empty() && (0..partitions).all(|p| edges_path(dir, p).is_file())
 }
 
 /// Phase 3: the decisions from the published signatures and edges (all must be there).

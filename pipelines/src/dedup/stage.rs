@@ -88,8 +88,10 @@ pub fn load_or_run(
         Err(_) => {
             let _span = tracing::info_span!("dedup").entered();
             let graph = super::graph::graph_dir(build_dir);
-            // Submitted to Slurm: signatures and edges came from their job arrays.
-            let d = if graph.is_dir() {
+            // Submitted to Slurm: signatures and edges came from their job arrays (a partial
+            // graph, e.g. from a Slurm attempt abandoned for the local executor, is decided
+            // here from the inputs instead).
+            let d = if super::graph::complete(&graph, inputs.len(), cfg.dedup.config.partitions) {
                 super::graph::decide_from_graph(
                     inputs,
                     &cfg.input.read,

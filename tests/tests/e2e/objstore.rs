@@ -512,6 +512,13 @@ fn remote_jsonl_and_gzip_warc_stream_and_an_oversized_plain_warc_is_refused() {
     std::fs::write(crawl.join("plain.warc"), plain).unwrap();
     let excerpt = "resiliparse-cc-main-2020-34-excerpt.warc.gz";
     std::fs::copy(data(&format!("warc/{excerpt}")), crawl.join(excerpt)).unwrap();
+    // A damaged copy: 64 bytes overwritten in the middle (a corrupt member the reader skips
+    // and resynchronises after) and 100 KiB of zeros at the end (padding, not a record).
+    let mut damaged = std::fs::read(data("warc/dolma-wget-sample-0000.warc.gz")).unwrap();
+    let mid = damaged.len() / 2;
+    damaged[mid..mid + 64].fill(0xAA);
+    damaged.extend(std::iter::repeat_n(0u8, 100 << 10));
+    std::fs::write(crawl.join("damaged.warc.gz"), &damaged).unwrap();
     let server = start_range_server(dir.path());
     let base = format!("http://127.0.0.1:{}/crawl/", server.port);
     let opts = ReadConfig::default();
@@ -541,6 +548,7 @@ fn remote_jsonl_and_gzip_warc_stream_and_an_oversized_plain_warc_is_refused() {
     for name in [
         "dolma-wget-sample-0000.warc.gz",
         "resiliparse-cc-main-2020-34-excerpt.warc.gz",
+        "damaged.warc.gz",
     ] {
         let warc = format!("{base}{name}");
         let rows = |p: &Path, o: &ReadConfig| {
@@ -567,14 +575,19 @@ fn remote_jsonl_and_gzip_warc_stream_and_an_oversized_plain_warc_is_refused() {
                     out.push((s(&id, i), s(&off, i), s(&text, i)));
                 }
             }
-            (out, r.stats().read())
+            let st = r.stats();
+            (out, st.read(), st.skipped.by_reason.clone())
         };
-        let (remote, n) = rows(Path::new(&warc), &small);
-        let (local, m) = rows(&data(&format!("warc/{name}")), &opts);
+        let (remote, n, remote_skips) = rows(Path::new(&warc), &small);
+        let (local, m, local_skips) = rows(&crawl.join(name), &opts);
         assert!(
             n > 10 && n == m && remote.len() == local.len(),
             "{name}: {n} vs {m} records"
         );
+        assert_eq!(remote_skips, local_skips, "{name}: the same skips");
+        if name == "damaged.warc.gz" {
+            assert!(!local_skips.is_empty(), "the damage is a counted skip");
+        }
         eprintln!("{name}: {n} records, {} documents streamed", remote.len());
         assert!(remote == local, "{name}: the streamed records differ");
     }

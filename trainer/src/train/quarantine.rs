@@ -180,6 +180,7 @@ impl Trainer {
             .unwrap_or(if quarantined { 0 } else { spike + 1 - c });
         self.loader.skip_batches(skip)?;
         self.spikes.forget_from(c);
+        self.group_history.forget_from(c);
         self.recent_losses.retain(|x| x.0 < c);
         self.rollbacks += 1;
         self.step = c;

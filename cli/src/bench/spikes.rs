@@ -51,6 +51,9 @@ pub struct Args {
     /// (comma-separated; 0 = z alone).
     #[arg(long, default_value = "0,1,1.5")]
     pub doc_excess: String,
+    /// Steps whose spans form the document detector's reference (`doc_window`).
+    #[arg(long, default_value_t = tokenmill_trainer::spikes::SpikeConfig::default().doc_window)]
+    pub doc_window: usize,
     /// With `--keep`: reuse the runs already there instead of training them again.
     #[arg(long, requires = "keep")]
     pub reuse: bool,
@@ -483,6 +486,7 @@ pub fn run(a: Args) -> Result<()> {
                     doc_z: z,
                     doc_min_targets: min_targets,
                     doc_min_excess: excess,
+                    doc_window: a.doc_window,
                     ..Default::default()
                 };
                 let mut total = (Counts::default(), Counts::default());

@@ -39,6 +39,10 @@ pub struct SealedTask {
     pub lengths: Vec<(u64, u64)>,
     /// Bytes of records written.
     pub spilled_bytes: u64,
+    /// Bytes of each partition's file, per kind of [`KINDS`]: checked when the partition is
+    /// read, so a lost or cut file is named instead of read as fewer records.
+    #[serde(default)]
+    pub partition_bytes: [Vec<u64>; 3],
 }
 
 impl TaskCollector {
@@ -55,18 +59,38 @@ impl TaskCollector {
             spilled_bytes: self.exact.spilled_bytes()
                 + self.urls.spilled_bytes()
                 + self.bands.spilled_bytes(),
+            partition_bytes: [
+                self.exact.partition_bytes().to_vec(),
+                self.urls.partition_bytes().to_vec(),
+                self.bands.partition_bytes().to_vec(),
+            ],
         })
     }
 }
 
-/// The edges of partition `p` over the sealed tasks under `task_dirs` (in task order), one list
-/// per kind of [`KINDS`].
-pub fn partition_edges(task_dirs: &[PathBuf], p: usize) -> Result<[Vec<(u64, u64)>; 3]> {
+/// The edges of partition `p` over the sealed tasks (their directories and records, in task
+/// order), one list per kind of [`KINDS`]. Each partition file must hold the bytes its task's
+/// record says it wrote.
+pub fn partition_edges(tasks: &[(PathBuf, &SealedTask)], p: usize) -> Result<[Vec<(u64, u64)>; 3]> {
     let mut out: [Vec<(u64, u64)>; 3] = Default::default();
     for (k, kind) in KINDS.iter().enumerate() {
         let mut recs = Vec::new();
-        for d in task_dirs {
-            read_partition_file(&d.join(kind).join(format!("part-{p:05}.bin")), &mut recs)?;
+        for (d, sealed) in tasks {
+            let path = d.join(kind).join(format!("part-{p:05}.bin"));
+            let want = sealed.partition_bytes[k].get(p).copied().unwrap_or(0);
+            let have = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if have != want {
+                return Err(Error::io(
+                    &path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{have} bytes of bucket records, its task's record says {want} (lost or cut: rerun the task's signatures)"
+                        ),
+                    ),
+                ));
+            }
+            read_partition_file(&path, &mut recs)?;
         }
         {
             use rayon::slice::ParallelSliceMut;
@@ -261,14 +285,31 @@ mod tests {
                 .into_iter()
                 .map(|c| c.seal_to_disk().unwrap())
                 .collect();
-            let task_dirs: Vec<PathBuf> = (0..3).map(|t| root.join(format!("task-{t}"))).collect();
+            let tasks: Vec<(PathBuf, &SealedTask)> = sealed
+                .iter()
+                .enumerate()
+                .map(|(t, s)| (root.join(format!("task-{t}")), s))
+                .collect();
             let edge_files: Vec<PathBuf> = (0..cfg.partitions)
                 .map(|p| {
                     let f = root.join(format!("edges-{p}.bin"));
-                    write_edges(&f, &partition_edges(&task_dirs, p).unwrap()).unwrap();
+                    write_edges(&f, &partition_edges(&tasks, p).unwrap()).unwrap();
                     f
                 })
                 .collect();
+            // A partition file lost after its task was sealed is named, not read as empty.
+            let lost = (0..cfg.partitions)
+                .map(|p| root.join(format!("task-1/bands/part-{p:05}.bin")))
+                .find(|f| f.is_file())
+                .unwrap();
+            let saved = std::fs::read(&lost).unwrap();
+            std::fs::remove_file(&lost).unwrap();
+            let p: usize = lost.file_stem().unwrap().to_string_lossy()[5..]
+                .parse()
+                .unwrap();
+            let e = partition_edges(&tasks, p).unwrap_err().to_string();
+            assert!(e.contains("part-") && e.contains("rerun"), "{e}");
+            std::fs::write(&lost, saved).unwrap();
             let graph = group_from_edges(
                 &cfg,
                 sealed,

@@ -20,6 +20,8 @@ pub struct BucketSpill {
     in_memory: usize,
     budget_records: usize,
     spilled_bytes: u64,
+    /// Bytes written to each partition's file.
+    part_bytes: Vec<u64>,
 }
 
 impl BucketSpill {
@@ -33,6 +35,7 @@ impl BucketSpill {
             in_memory: 0,
             budget_records: (budget_bytes / 24).max(1),
             spilled_bytes: 0,
+            part_bytes: vec![0; partitions],
         })
     }
 
@@ -71,6 +74,7 @@ impl BucketSpill {
                         .map_err(|e| Error::io(&path, e))?;
                 }
                 self.spilled_bytes += 24;
+                self.part_bytes[p] += 24;
             }
         }
         self.in_memory = 0;
@@ -89,6 +93,11 @@ impl BucketSpill {
             }
         }
         Ok(())
+    }
+
+    /// Bytes written to each partition's file so far.
+    pub fn partition_bytes(&self) -> &[u64] {
+        &self.part_bytes
     }
 
     /// Bytes written to disk so far.

@@ -36,6 +36,13 @@ fn record_path(dir: &Path, t: usize) -> PathBuf {
     dir.join(format!("{}.json", task_dir(t)))
 }
 
+/// Input `t`'s published record.
+fn read_record(dir: &Path, t: usize) -> Result<TaskRecord> {
+    let path = record_path(dir, t);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
 fn edges_path(dir: &Path, p: usize) -> PathBuf {
     dir.join(format!("edges-{p:05}.bin"))
 }
@@ -97,7 +104,14 @@ pub fn partitions(n_inputs: usize, parts: &[usize], cfg: &DedupConfig, dir: &Pat
             missing[0]
         )));
     }
-    let task_dirs: Vec<PathBuf> = (0..n_inputs).map(|t| dir.join(task_dir(t))).collect();
+    let records = (0..n_inputs)
+        .map(|t| read_record(dir, t))
+        .collect::<Result<Vec<TaskRecord>>>()?;
+    let tasks: Vec<(PathBuf, &SealedTask)> = records
+        .iter()
+        .enumerate()
+        .map(|(t, r)| (dir.join(task_dir(t)), &r.sealed))
+        .collect();
     // One partition at a time (its sort in parallel), as the one-process run holds one.
     parts.iter().try_for_each(|&p| {
         if p >= cfg.partitions {
@@ -110,7 +124,7 @@ pub fn partitions(n_inputs: usize, parts: &[usize], cfg: &DedupConfig, dir: &Pat
         if out.is_file() {
             return Ok(());
         }
-        let edges = partition_edges(&task_dirs, p)?;
+        let edges = partition_edges(&tasks, p)?;
         let tmp = dir.join(format!("edges-{p:05}.bin.tmp"));
         write_edges(&tmp, &edges)?;
         std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
@@ -153,10 +167,7 @@ pub fn decide_from_graph(
     let mut file_docs = Vec::with_capacity(inputs.len());
     let mut read_stats = ReadStats::default();
     for t in 0..inputs.len() {
-        let path = record_path(dir, t);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let r: TaskRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let r = read_record(dir, t)?;
         sealed.push(r.sealed);
         file_docs.push(r.documents);
         read_stats.merge(&r.read);

@@ -178,11 +178,7 @@ pub fn group_from_edges(
     let mut stats = DedupStats::default();
     let mut lengths: HashMap<u64, u64> = HashMap::new();
     for t in sealed {
-        let s = &t.stats;
-        stats.documents += s.documents;
-        stats.empty += s.empty;
-        stats.short += s.short;
-        stats.bucket_records += s.bucket_records;
+        stats.add_task(&t.stats);
         stats.spilled_bytes += t.spilled_bytes;
         lengths.extend(t.lengths);
     }

@@ -80,6 +80,16 @@ pub struct DedupStats {
     pub spilled_bytes: u64,
 }
 
+impl DedupStats {
+    /// Adds one input task's counts (documents, empty, short, bucket records).
+    pub fn add_task(&mut self, t: &DedupStats) {
+        self.documents += t.documents;
+        self.empty += t.empty;
+        self.short += t.short;
+        self.bucket_records += t.bucket_records;
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Default)]
 pub struct DedupOutcome {
@@ -233,11 +243,7 @@ pub fn group(
     let mut lengths: HashMap<u64, u64> = HashMap::new();
     let (mut exact, mut urls, mut bands) = (Vec::new(), Vec::new(), Vec::new());
     for t in tasks {
-        let s = &t.stats;
-        stats.documents += s.documents;
-        stats.empty += s.empty;
-        stats.short += s.short;
-        stats.bucket_records += s.bucket_records;
+        stats.add_task(&t.stats);
         lengths.extend(t.lengths);
         exact.push(t.exact);
         urls.push(t.urls);

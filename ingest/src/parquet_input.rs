@@ -40,34 +40,38 @@ fn malformed<R>(path: &Path, f: impl FnOnce() -> R) -> Result<R> {
 /// Refuses a dictionary page that claims more values than its bytes can hold, before the
 /// decoder sees it: parquet 59 reserves room for the claimed count up front (a 4 KB file whose
 /// dictionary page claimed 1.9 × 10⁹ values asked for 7.5 GB; found by fuzzing). Reads the
-/// first page of every column chunk (a dictionary page comes first).
+/// first page (a dictionary page comes first) of the column chunks of the `roots` columns that
+/// will be decoded, with the metadata already parsed.
 fn check_dictionaries<R: parquet::file::reader::ChunkReader + 'static>(
     path: &Path,
-    chunk: R,
+    chunk: std::sync::Arc<R>,
+    meta: &parquet::file::metadata::ParquetMetaData,
+    roots: &[usize],
 ) -> Result<()> {
     use parquet::basic::Type as Physical;
-    use parquet::column::page::Page;
-    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::column::page::{Page, PageReader};
+    use parquet::file::serialized_reader::SerializedPageReader;
     let pq = |source| Error::Parquet {
         path: path_buf(path),
         source,
     };
-    let reader = SerializedFileReader::new(chunk).map_err(pq)?;
-    for rg in 0..reader.num_row_groups() {
-        let g = reader.get_row_group(rg).map_err(pq)?;
-        for c in 0..g.num_columns() {
-            let meta = g.metadata().column(c);
+    let descr = meta.file_metadata().schema_descr();
+    for (rg, g) in meta.row_groups().iter().enumerate() {
+        for c in (0..g.num_columns()).filter(|&c| roots.contains(&descr.get_column_root_idx(c))) {
+            let col = g.column(c);
             // Bits a value takes at least in a plain-encoded dictionary.
-            let min_bits: u64 = match meta.column_type() {
+            let min_bits: u64 = match col.column_type() {
                 Physical::BOOLEAN => 1,
                 Physical::INT32 | Physical::FLOAT | Physical::BYTE_ARRAY => 32,
                 Physical::INT64 | Physical::DOUBLE => 64,
                 Physical::INT96 => 96,
                 Physical::FIXED_LEN_BYTE_ARRAY => {
-                    8 * meta.column_descr().type_length().max(1) as u64
+                    8 * col.column_descr().type_length().max(1) as u64
                 }
             };
-            let mut pages = g.get_column_page_reader(c).map_err(pq)?;
+            let rows = g.num_rows().max(0) as usize;
+            let mut pages =
+                SerializedPageReader::new(chunk.clone(), col, rows, None).map_err(pq)?;
             if let Some(Page::DictionaryPage {
                 buf, num_values, ..
             }) = pages.get_next_page().map_err(pq)?
@@ -77,7 +81,7 @@ fn check_dictionaries<R: parquet::file::reader::ChunkReader + 'static>(
                     path: path_buf(path),
                     detail: format!(
                         "malformed Parquet file: row group {rg}, column `{}`: its dictionary page claims {num_values} values in {} bytes",
-                        meta.column_path().string(),
+                        col.column_path().string(),
                         buf.len()
                     ),
                 });
@@ -98,26 +102,28 @@ impl ParquetSource {
             let bytes = crate::remote::fetch(&path.to_string_lossy(), opts.remote_max_bytes)?;
             let file_bytes = bytes.len() as u64;
             let bytes = bytes::Bytes::from(bytes);
-            malformed(path, || check_dictionaries(path, bytes.clone()))??;
-            let builder =
-                malformed(path, || ParquetRecordBatchReaderBuilder::try_new(bytes))?.map_err(pq)?;
-            return Self::from_builder(path, opts, builder, file_bytes);
+            let builder = malformed(path, || {
+                ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+            })?
+            .map_err(pq)?;
+            return Self::from_builder(path, opts, builder, bytes, file_bytes);
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let check = file.try_clone().map_err(|e| Error::io(path, e))?;
-        malformed(path, || check_dictionaries(path, check))??;
         let builder =
             malformed(path, || ParquetRecordBatchReaderBuilder::try_new(file))?.map_err(pq)?;
         let file_bytes = std::fs::metadata(path)
             .map_err(|e| Error::io(path, e))?
             .len();
-        Self::from_builder(path, opts, builder, file_bytes)
+        Self::from_builder(path, opts, builder, check, file_bytes)
     }
 
+    /// `chunk`: the same bytes as the builder's, for [`check_dictionaries`].
     fn from_builder<T: parquet::file::reader::ChunkReader + 'static>(
         path: &Path,
         opts: &ReadConfig,
         builder: ParquetRecordBatchReaderBuilder<T>,
+        chunk: T,
         file_bytes: u64,
     ) -> Result<Self> {
         let pq = |source| Error::Parquet {
@@ -182,6 +188,10 @@ impl ParquetSource {
             .filter(|(_, f)| opts.chat.is_some() || wanted.contains(&f.name().as_str()))
             .map(|(i, _)| i)
             .collect();
+        let chunk = std::sync::Arc::new(chunk);
+        malformed(path, || {
+            check_dictionaries(path, chunk, builder.metadata(), &leaves)
+        })??;
         let mask = ProjectionMask::roots(builder.parquet_schema(), leaves);
         src.reader = Some(
             malformed(path, || {

@@ -591,7 +591,7 @@ impl Model {
                 .expect("data-parallel target count");
         }
         let (count, kl_count) = (count[0].max(1) as usize, count[1].max(1) as f64);
-        if let Some(dt) = distill {
+        let kl_mean = if let Some(dt) = distill {
             use tokenmill_kernels::cpu::distill::{DistillGrad, cross_entropy_kl};
             // Only counted targets with a teacher entry take part in the KL term.
             let mut ids = dt.teacher.ids.to_vec();
@@ -622,21 +622,8 @@ impl Model {
                 &mut losses,
                 &mut kl,
             );
-            let mean = losses.iter().map(|l| l.f64()).sum::<f64>() / count as f64;
-            let kl_mean = kl.iter().map(|l| l.f64()).sum::<f64>() / kl_count;
-            return (
-                Head {
-                    hidden,
-                    rstd,
-                    normed,
-                    logits,
-                },
-                losses,
-                mean,
-                Some(kl_mean),
-            );
-        }
-        if train {
+            Some(kl.iter().map(|l| l.f64()).sum::<f64>() / kl_count)
+        } else if train {
             let g: Vec<T> = targets
                 .iter()
                 .map(|&t| {
@@ -655,6 +642,7 @@ impl Model {
                 &mut losses,
                 &mut lse,
             );
+            None
         } else {
             cx.be.cross_entropy_fwd(
                 &logits,
@@ -663,7 +651,8 @@ impl Model {
                 &mut losses,
                 &mut lse,
             );
-        }
+            None
+        };
         let mean = losses.iter().map(|l| l.f64()).sum::<f64>() / count as f64;
         (
             Head {
@@ -674,7 +663,7 @@ impl Model {
             },
             losses,
             mean,
-            None,
+            kl_mean,
         )
     }
 

@@ -41,6 +41,26 @@ fn distill_data(d: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `distill-data` from the test's teacher over `train-ds` at K = `k`, context 64, into
+/// `teacher-k16`.
+fn distill_k(d: &Path, k: &str) -> std::process::Output {
+    distill_data(
+        d,
+        &[
+            "--teacher",
+            "teacher",
+            "--dataset",
+            "train-ds",
+            "--top-k",
+            k,
+            "--context",
+            "64",
+            "--out",
+            "teacher-k16",
+        ],
+    )
+}
+
 fn eval_loss(run: &Path) -> f64 {
     super::train::log(run)
         .iter()
@@ -85,21 +105,7 @@ fn a_student_distilled_from_a_larger_teacher_beats_the_labels_alone() {
         ),
     );
     let t0 = std::time::Instant::now();
-    let out = distill_data(
-        d,
-        &[
-            "--teacher",
-            "teacher",
-            "--dataset",
-            "train-ds",
-            "--top-k",
-            "16",
-            "--context",
-            "64",
-            "--out",
-            "teacher-k16",
-        ],
-    );
+    let out = distill_k(d, "16");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -172,41 +178,13 @@ fn a_student_distilled_from_a_larger_teacher_beats_the_labels_alone() {
     assert!(kl[kl.len() - 1] < kl[0] * 0.5, "the KL falls: {kl:?}");
 
     // A rerun keeps every shard; other settings into the same directory are refused.
-    let out = distill_data(
-        d,
-        &[
-            "--teacher",
-            "teacher",
-            "--dataset",
-            "train-ds",
-            "--top-k",
-            "16",
-            "--context",
-            "64",
-            "--out",
-            "teacher-k16",
-        ],
-    );
+    let out = distill_k(d, "16");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.contains("1 kept from an earlier run"),
         "{said}"
     );
-    let out = distill_data(
-        d,
-        &[
-            "--teacher",
-            "teacher",
-            "--dataset",
-            "train-ds",
-            "--top-k",
-            "4",
-            "--context",
-            "64",
-            "--out",
-            "teacher-k16",
-        ],
-    );
+    let out = distill_k(d, "4");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("another dataset, teacher or settings"),

@@ -119,6 +119,17 @@ fn start_range_server(root: &Path) -> Peer {
     Peer { child, port }
 }
 
+/// The environment tokenmill reads moto on `port` with (any credentials pass).
+fn s3_env(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ]
+}
+
 /// One HTTP/1.1 request (`Connection: close`): the status and the body.
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -262,16 +273,7 @@ fn s3_build_equals_the_local_build() {
             String::from_utf8_lossy(&resp)
         );
     }
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-        (
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", moto.port),
-        ),
-        ("AWS_ALLOW_HTTP", "true".to_string()),
-    ];
+    let env = s3_env(moto.port);
     let local_base = format!("{}/", crawl.display());
     let (t_local, s_local) = build(
         &[
@@ -412,8 +414,7 @@ crawl/missing.warc.gz
     let strict = start_moto_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let closed = free_port();
     for (port, what) in [(strict.port, "credentials"), (closed, "unreachable")] {
-        let mut env2 = env.to_vec();
-        env2[3].1 = format!("http://127.0.0.1:{port}");
+        let mut env2 = s3_env(port);
         env2.push(("TOKENMILL_REMOTE_RETRIES", "1".into()));
         env2.push(("TOKENMILL_REMOTE_RETRY_SECONDS", "2".into()));
         let t = Instant::now();
@@ -684,18 +685,9 @@ fn a_build_written_to_s3_holds_the_local_build() {
     let dir = tempfile::tempdir().unwrap();
     let crawl = stage_files(dir.path());
     assert_eq!(http(moto.port, "PUT", "/tokenmill", b"").0, 200);
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-        (
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", moto.port),
-        ),
-        ("AWS_ALLOW_HTTP", "true".to_string()),
-        // Files over 256 KiB go up in parts of 256 KiB (multipart), the others in one PUT.
-        ("TOKENMILL_S3_PART_BYTES", (256 << 10).to_string()),
-    ];
+    let mut env = s3_env(moto.port);
+    // Files over 256 KiB go up in parts of 256 KiB (multipart), the others in one PUT.
+    env.push(("TOKENMILL_S3_PART_BYTES", (256 << 10).to_string()));
     let inputs = [
         format!("{}/*.jsonl.gz", crawl.display()),
         format!("{}/*.warc*.gz", crawl.display()),

@@ -8,7 +8,7 @@
 //!   losses of the last steps. A poisoned document moves the batch loss by its share of the
 //!   batch — 1/15,360 at DeepSeek-V3's batch size, invisible — but stands out by itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,15 @@ pub struct SpikeConfig {
     /// homogeneous corpus the reference is narrow and a z of 6 can be a fraction of a nat, which
     /// no out-of-distribution document is (calibration in docs/spikes.md). 0: z alone.
     pub doc_min_excess: f64,
+    /// What a span is judged against: `global` (every span of the last `doc_window` steps) or
+    /// `source` (the spans of its own source — the input file its document came from, from the
+    /// provenance tables — when they number at least `doc_source_min`, else every span). In a
+    /// dataset that mixes corpora, a corpus whose text is harder than the rest (code, another
+    /// language) is not flagged for being itself, and an easy corpus's outliers are judged
+    /// against its own narrow spread (calibration in docs/spikes.md).
+    pub doc_reference: DocReference,
+    /// Spans a source needs in the reference window to be judged against its own.
+    pub doc_source_min: usize,
     /// σ of OLMo 2's spike score: the fraction of the window's losses at least this many
     /// standard deviations above the window's mean (logged every step).
     pub score_sigma: f64,
@@ -55,6 +64,20 @@ pub struct SpikeConfig {
     pub rollback_skip: Option<u64>,
     /// Rollbacks allowed per run; later spikes are only skipped (and quarantined).
     pub max_rollbacks: u32,
+}
+
+/// What the document detector judges a span against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocReference {
+    /// Every span of the reference window.
+    Global,
+    /// The spans of the same source, when there are enough of them.
+    Source,
+    /// Every span of the window, each taken relative to the median span loss of its own step
+    /// (and the judged spans to theirs): the reference does not lag behind a falling loss.
+    #[default]
+    Step,
 }
 
 /// The response to a spike.
@@ -110,6 +133,8 @@ impl Default for SpikeConfig {
             doc_window: 20,
             doc_min_targets: 16,
             doc_min_excess: 1.5,
+            doc_reference: DocReference::Step,
+            doc_source_min: 64,
             score_sigma: 7.0,
             score_max: None,
             response: vec![SpikeResponse::Log],
@@ -120,14 +145,18 @@ impl Default for SpikeConfig {
     }
 }
 
+/// (step, centre, (source, loss) per judged span) of one step in the document reference.
+type StepSpans = (u64, f64, Vec<(u32, f64)>);
+
 /// Trailing-window detector.
 #[derive(Debug, Clone)]
 pub struct SpikeDetector {
     cfg: SpikeConfig,
     /// Trailing (step, loss, gradient norm) of finite, non-spiking steps.
     hist: VecDeque<(u64, f64, f64)>,
-    /// Trailing (step, span losses) of non-spiking steps.
-    docs: VecDeque<(u64, Vec<f64>)>,
+    /// Trailing (step, its centre — 0, or with `doc_reference = "step"` its median span
+    /// loss —, (source, span loss) of its judged spans) of non-spiking steps.
+    docs: VecDeque<StepSpans>,
 }
 
 /// One document span of a step, as the detector sees it.
@@ -141,6 +170,8 @@ pub struct SpanLoss {
     pub loss: f64,
     /// Its targets.
     pub targets: usize,
+    /// Its document's source (an index the caller keeps per input file; 0 when unknown).
+    pub source: u32,
 }
 
 /// What the detectors measured at one step.
@@ -157,11 +188,27 @@ pub struct Observation {
     pub doc_z: Option<(f64, usize, usize)>,
     /// (sample, span, z) of every span at or above `doc_z`: the documents a quarantine takes.
     pub outliers: Vec<(usize, usize, f64)>,
+    /// The document detector's global reference: the median span loss of the window and its
+    /// robust scale (1.4826 × MAD).
+    pub doc_reference: Option<(f64, f64)>,
+    /// (sample, span, median, scale) of every judged span: the reference it was judged
+    /// against (its source's, or the global one).
+    pub judged: Vec<(usize, usize, f64, f64)>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
     let m = v.len() / 2;
     *v.select_nth_unstable_by(m, f64::total_cmp).1
+}
+
+/// A step's centre for the `step` reference: the median loss of its judged spans (of the step
+/// loss with fewer than three).
+fn step_center(judged: &[&SpanLoss], step_loss: f64) -> f64 {
+    if judged.len() < 3 {
+        return step_loss;
+    }
+    let mut v: Vec<f64> = judged.iter().map(|s| s.loss).collect();
+    median(&mut v)
 }
 
 /// `(x − median) / (1.4826 · MAD)` of `x` against `hist` (`None` when MAD is 0).
@@ -293,18 +340,49 @@ impl SpikeDetector {
             if let Some(z) = o.grad_norm_z.filter(|z| *z >= self.cfg.grad_norm_z) {
                 o.fired.push(format!("grad-norm z={z:.1}"));
             }
-            let reference: Vec<f64> = self.docs.iter().flat_map(|d| d.1.iter().copied()).collect();
+            // `step`: every loss is taken relative to its own step's median span loss, so
+            // that the reference does not lag behind a loss that falls while training.
+            let centred = self.cfg.doc_reference == DocReference::Step;
+            let center = if centred {
+                step_center(&judged, loss)
+            } else {
+                0.0
+            };
+            let reference: Vec<f64> = self
+                .docs
+                .iter()
+                .flat_map(|d| d.2.iter().map(move |x| x.1 - d.1))
+                .collect();
             if reference.len() >= 3 {
-                let scale = robust_scale(&reference);
+                let global = robust_scale(&reference);
+                o.doc_reference = global;
+                // Per source among the judged spans: its own reference when it has enough
+                // spans (computed once per source and step).
+                let mut by_source: HashMap<u32, Option<(f64, f64)>> = HashMap::new();
+                if self.cfg.doc_reference == DocReference::Source {
+                    let mut own: HashMap<u32, Vec<f64>> =
+                        judged.iter().map(|s| (s.source, Vec::new())).collect();
+                    for &(src, loss) in self.docs.iter().flat_map(|d| d.2.iter()) {
+                        if let Some(v) = own.get_mut(&src) {
+                            v.push(loss);
+                        }
+                    }
+                    for (src, v) in own {
+                        let enough = v.len() >= self.cfg.doc_source_min.max(3);
+                        by_source.insert(src, if enough { robust_scale(&v) } else { global });
+                    }
+                }
                 // (z, sample, span, nats above the reference's median)
-                let zs: Vec<(f64, usize, usize, f64)> = judged
-                    .iter()
-                    .filter_map(|s| {
-                        scale.map(|(med, mad)| {
-                            ((s.loss - med) / mad, s.sample, s.span, s.loss - med)
-                        })
-                    })
-                    .collect();
+                let mut zs: Vec<(f64, usize, usize, f64)> = Vec::with_capacity(judged.len());
+                for s in &judged {
+                    let scale = by_source.get(&s.source).copied().unwrap_or(global);
+                    if let Some((med, mad)) = scale {
+                        // back in loss units: the reference's median over this step's centre
+                        let med = med + center;
+                        o.judged.push((s.sample, s.span, med, mad));
+                        zs.push(((s.loss - med) / mad, s.sample, s.span, s.loss - med));
+                    }
+                }
                 o.doc_z = zs
                     .iter()
                     .map(|z| (z.0, z.1, z.2))
@@ -325,8 +403,16 @@ impl SpikeDetector {
             if self.hist.len() > self.cfg.window {
                 self.hist.pop_front();
             }
-            self.docs
-                .push_back((step, judged.iter().map(|s| s.loss).collect()));
+            let center = if self.cfg.doc_reference == DocReference::Step {
+                step_center(&judged, loss)
+            } else {
+                0.0
+            };
+            self.docs.push_back((
+                step,
+                center,
+                judged.iter().map(|s| (s.source, s.loss)).collect(),
+            ));
             if self.docs.len() > self.cfg.doc_window {
                 self.docs.pop_front();
             }
@@ -401,6 +487,7 @@ mod tests {
                     span: 0,
                     loss: 4.0 + noise(i * 8 + k as u64) * 0.6 + if k == 5 { extra } else { 0.0 },
                     targets: 64,
+                    source: 0,
                 })
                 .collect()
         };
@@ -415,6 +502,74 @@ mod tests {
         let mut short = spans(41, 4.0);
         short[5].targets = 8;
         assert!(d.observe(41, 4.0, 1.0, &short).fired.is_empty());
+    }
+
+    /// Flags of a run of 80 steps of 8 spans each: `level(step, sample)` plus noise, and at
+    /// step 60 sample 5 `extra` nats higher.
+    fn flags(
+        reference: DocReference,
+        level: impl Fn(u64, usize) -> f64,
+        source: impl Fn(usize) -> u32,
+        extra: f64,
+    ) -> Vec<(u64, usize)> {
+        let mut d = SpikeDetector::new(SpikeConfig {
+            doc_reference: reference,
+            doc_source_min: 32,
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        for i in 0..80u64 {
+            let spans: Vec<SpanLoss> = (0..8)
+                .map(|k| SpanLoss {
+                    sample: k,
+                    span: 0,
+                    loss: level(i, k)
+                        + noise(i * 8 + k as u64) * 0.2
+                        + if i == 60 && k == 5 { extra } else { 0.0 },
+                    targets: 64,
+                    source: source(k),
+                })
+                .collect();
+            let o = d.observe(i, 4.0, 1.0, &spans);
+            out.extend(o.outliers.iter().map(|&(smp, _, _)| (i, smp)));
+        }
+        out
+    }
+
+    #[test]
+    fn the_step_reference_keeps_up_with_a_falling_loss() {
+        // Every document's loss falls 0.05 nats a step: the window's spans sit ~0.5 nats above
+        // the current step's, and a span 1.7 nats above its step stands only ~1.2 above them.
+        let falling = |i: u64, _| 7.0 - 0.05 * i as f64;
+        let one = |_| 0;
+        assert_eq!(flags(DocReference::Step, falling, one, 1.7), vec![(60, 5)]);
+        assert_eq!(flags(DocReference::Global, falling, one, 1.7), vec![]);
+        // and neither fires without the outlier
+        assert_eq!(flags(DocReference::Step, falling, one, 0.0), vec![]);
+        assert_eq!(flags(DocReference::Global, falling, one, 0.0), vec![]);
+    }
+
+    #[test]
+    fn the_source_reference_judges_a_harder_source_against_itself() {
+        // Samples 6 and 7 come from a source 2.5 nats harder (code, another language): judged
+        // against every span they are outliers at every step; against their own source none.
+        let level = |_, k: usize| if k >= 6 { 6.5 } else { 4.0 };
+        let source = |k: usize| u32::from(k >= 6);
+        let global = flags(DocReference::Global, level, source, 0.0);
+        assert!(global.len() > 100, "{}", global.len());
+        assert_eq!(flags(DocReference::Source, level, source, 0.0), vec![]);
+        // A document 2 nats above the easy source is still caught, against its own source.
+        assert_eq!(
+            flags(DocReference::Source, level, source, 2.0),
+            vec![(60, 5)]
+        );
+        // Too few spans of a source in the window (here 32 needed): the global reference.
+        let rare = |k: usize| u32::from(k == 7);
+        let level = |_, k: usize| if k == 7 { 6.5 } else { 4.0 };
+        assert_eq!(
+            flags(DocReference::Source, level, rare, 0.0),
+            flags(DocReference::Global, level, rare, 0.0)
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use tokenmill_pipelines::config::BuildConfig;
 use tokenmill_pipelines::train::{read_config, train};
 use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
-use tokenmill_trainer::spikes::{SpanLoss, SpikeConfig, SpikeDetector};
+use tokenmill_trainer::spikes::{DocReference, Observation, SpanLoss, SpikeConfig, SpikeDetector};
 use tokenmill_trainer::train::{LogKind, StepLog};
 
 /// `tokenmill bench spikes`.
@@ -32,15 +32,29 @@ pub struct Args {
     /// The shared data folder (default: `$TOKENMILL_TEST_DATA`, else `../shared/data`).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Corpora (comma-separated): shakespeare, dolma, guardian, cc, botchan, alice.
+    /// Corpora (comma-separated): shakespeare, dolma, guardian, cc, botchan, alice, neko
+    /// (Japanese).
     #[arg(long, default_value = "shakespeare,dolma,botchan")]
     pub corpora: String,
     /// Training seeds (comma-separated).
     #[arg(long, default_value = "11,12")]
     pub seeds: String,
-    /// Samples per step.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    /// Samples per step (comma-separated: every batch size is trained).
+    #[arg(long, default_value = "8")]
+    pub batch: String,
+    /// Model presets trained (comma-separated: tiny, small).
+    #[arg(long, default_value = "tiny")]
+    pub presets: String,
+    /// Also train on one dataset mixing every corpus (each its own input file, so its own
+    /// provenance source), the injections spread over them.
+    #[arg(long)]
+    pub mix: bool,
+    /// The corpora's shares of the mix's text (comma-separated, one per corpus; default equal).
+    #[arg(long, requires = "mix")]
+    pub mix_shares: Option<String>,
+    /// References to replay (comma-separated: global, source, step).
+    #[arg(long, default_value = "global,source,step")]
+    pub doc_reference: String,
     /// Training steps per run.
     #[arg(long, default_value_t = 240)]
     pub steps: u64,
@@ -63,6 +77,11 @@ pub struct Args {
     /// Write the rows as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// List, for the default detector settings, every clean document flagged and every
+    /// exposure missed: corpus, seed, step, document, targets, loss, the reference's median and
+    /// z, and the start of its text.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 /// Clean documents of a corpus: (train, held out), about `bytes` of training text.
@@ -112,11 +131,18 @@ fn clean_docs(data: &Path, corpus: &str, bytes: usize) -> Result<(Vec<String>, V
         "shakespeare" => blocks("text/tinyshakespeare.txt")?,
         "botchan" => blocks("text/botchan.txt")?,
         "alice" => blocks("text/canterbury-alice29.txt")?,
+        // Japanese prose; its first 100 lines (which the injections quote from) left out
+        "neko" => blocks("multilingual/wagahaiwa_nekodearu.ja.txt")?
+            .into_iter()
+            .skip(100 / 24 + 1)
+            .collect(),
         "dolma" => read_gz_jsonl("jsonl/dolma-CC-MAIN-2019-30-697docs.jsonl.gz")?,
         "guardian" => read_gz_jsonl("jsonl/olmo-c4_100_domains-theguardian.jsonl.gz")?,
         "cc" => read_gz_jsonl("jsonl/cc_en_head-0091.jsonl.gz")?,
         other => {
-            bail!("unknown corpus `{other}` (shakespeare, dolma, guardian, cc, botchan, alice)")
+            bail!(
+                "unknown corpus `{other}` (shakespeare, dolma, guardian, cc, botchan, alice, neko)"
+            )
         }
     };
     let held = (all.len() / 10).max(1);
@@ -208,8 +234,11 @@ fn injections(data: &Path) -> Result<Vec<(&'static str, String)>> {
 
 /// Writes `train.jsonl` (clean documents, with the injections spread evenly when `poison`)
 /// and `eval.jsonl`; returns the injected documents' ids and kinds.
+/// `prefix` starts every id (`""` for one corpus, `"dolma/"` in a mix); the files are
+/// `train{suffix}.jsonl` and `eval{suffix}.jsonl`.
 fn write_corpus(
     dir: &Path,
+    (prefix, suffix): (&str, &str),
     train: &[String],
     eval: &[String],
     inject: &[(&'static str, String)],
@@ -217,31 +246,63 @@ fn write_corpus(
 ) -> Result<HashMap<String, &'static str>> {
     let mut ids = HashMap::new();
     let mut lines = Vec::new();
-    let every = (train.len() / (inject.len() + 1)).max(1);
+    if poison && !inject.is_empty() && train.len() < 2 {
+        bail!(
+            "{}: {} clean document(s), too few to spread {} injected documents between",
+            dir.display(),
+            train.len(),
+            inject.len()
+        );
+    }
+    // Injection k goes before clean document (k + 1)·⌊n / (m + 1)⌋, or ⌊(k + 1)·n / (m + 1)⌋
+    // when the documents are fewer than the injections (long web pages): several between two
+    // documents then.
+    let (n, m) = (train.len(), inject.len());
+    let at = |k: usize| {
+        if n > m {
+            (k + 1) * (n / (m + 1))
+        } else {
+            ((k + 1) * n / (m + 1)).max(1)
+        }
+    };
     let mut k = 0;
     for (i, t) in train.iter().enumerate() {
-        if poison && i > 0 && i % every == 0 && k < inject.len() {
-            let id = format!("ood-{k}");
+        while poison && k < m && at(k) <= i {
+            let id = format!("{prefix}ood-{k}");
             ids.insert(id.clone(), inject[k].0);
             lines.push(serde_json::json!({"id": id, "text": inject[k].1}).to_string());
             k += 1;
         }
-        lines.push(serde_json::json!({"id": format!("doc-{i}"), "text": t}).to_string());
+        lines.push(serde_json::json!({"id": format!("{prefix}doc-{i}"), "text": t}).to_string());
     }
-    std::fs::write(dir.join("train.jsonl"), lines.join("\n") + "\n")?;
+    std::fs::write(
+        dir.join(format!("train{suffix}.jsonl")),
+        lines.join("\n") + "\n",
+    )?;
     let ev: Vec<String> = eval
         .iter()
         .enumerate()
-        .map(|(i, t)| serde_json::json!({"id": format!("eval-{i}"), "text": t}).to_string())
+        .map(|(i, t)| serde_json::json!({"id": format!("{prefix}eval-{i}"), "text": t}).to_string())
         .collect();
-    std::fs::write(dir.join("eval.jsonl"), ev.join("\n") + "\n")?;
+    std::fs::write(
+        dir.join(format!("eval{suffix}.jsonl")),
+        ev.join("\n") + "\n",
+    )?;
     Ok(ids)
 }
 
+/// Builds `train-ds` from `train*.jsonl` and `eval-ds` from `eval*.jsonl` in `dir`.
 fn build(dir: &Path, tok: &Path) -> Result<()> {
-    for (name, file) in [("train-ds", "train.jsonl"), ("eval-ds", "eval.jsonl")] {
+    for (name, stem) in [("train-ds", "train"), ("eval-ds", "eval")] {
         let mut cfg = BuildConfig::default();
-        cfg.input.paths = vec![dir.join(file).display().to_string()];
+        let mut paths: Vec<String> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(stem) && n.ends_with(".jsonl"))
+            .map(|n| dir.join(n).display().to_string())
+            .collect();
+        paths.sort();
+        cfg.input.paths = paths;
         cfg.tokenizer.path = tok.to_path_buf();
         cfg.output.dir = dir.join(name);
         cfg.run.quiet = true;
@@ -250,12 +311,12 @@ fn build(dir: &Path, tok: &Path) -> Result<()> {
     Ok(())
 }
 
-fn train_config(dir: &Path, seed: u64, batch: usize, steps: u64) -> Result<PathBuf> {
+fn train_config(dir: &Path, preset: &str, seed: u64, batch: usize, steps: u64) -> Result<PathBuf> {
     let decay = steps / 3;
     let toml = format!(
         r#"
 [model]
-preset = "tiny"
+preset = "{preset}"
 vocab_size = 512
 
 [data]
@@ -286,13 +347,30 @@ checkpoint_every = {steps}
     Ok(path)
 }
 
-/// One step of a recorded run: its log line and its spans (sample, span, loss, targets, id).
-struct Step {
-    step: u64,
-    loss: f64,
-    main_loss: f64,
-    grad_norm: f64,
-    spans: Vec<(SpanLoss, String)>,
+/// One step of a recorded run: its log line and its spans (with their document ids).
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The step.
+    pub step: u64,
+    /// Its loss, as the detectors saw it.
+    pub loss: f64,
+    /// Its next-token loss.
+    pub main_loss: f64,
+    /// Its gradient norm.
+    pub grad_norm: f64,
+    /// Its document spans, each with its document's id.
+    pub spans: Vec<(SpanLoss, String)>,
+}
+
+/// The detector's observations replayed over a recorded run with `cfg`: one per step.
+pub fn replay_observations(run: &[Step], cfg: &SpikeConfig) -> Vec<(u64, Observation)> {
+    let mut d = SpikeDetector::new(cfg.clone());
+    run.iter()
+        .map(|s| {
+            let spans: Vec<SpanLoss> = s.spans.iter().map(|x| x.0).collect();
+            (s.step, d.observe(s.step, s.loss, s.grad_norm, &spans))
+        })
+        .collect()
 }
 
 fn u64s(a: &dyn Array) -> Result<Vec<u64>> {
@@ -305,8 +383,12 @@ fn f64s(a: &dyn Array) -> Result<Vec<f64>> {
     Ok(c.as_primitive::<Float64Type>().values().to_vec())
 }
 
-/// Reads a finished run back: its training lines with their spans.
-fn read_run(run: &Path) -> Result<Vec<Step>> {
+/// Reads a finished run back: its training lines with their spans, each span's source
+/// numbered from the dataset's provenance tables (as the trainer numbers them).
+pub fn read_run(run: &Path, dataset: &Path) -> Result<Vec<Step>> {
+    let ds = tokenmill_shards::Dataset::open(dataset)?;
+    let mut names: HashMap<String, u32> = HashMap::new();
+    let mut shard_sources: HashMap<u64, Vec<u32>> = HashMap::new();
     let log: Vec<StepLog> = tokenmill_pipelines::plot::read_log(run)?;
     let mut steps: BTreeMap<u64, Step> = log
         .iter()
@@ -326,14 +408,31 @@ fn read_run(run: &Path) -> Result<Vec<Step>> {
         .collect();
     let batches = tokenmill_pipelines::sql::query_dir(
         run,
-        "SELECT step, sample, span, loss, targets, id FROM losses ORDER BY step, sample, span",
+        "SELECT step, sample, span, loss, targets, id, shard, doc FROM losses \
+         ORDER BY step, sample, span",
     )?;
     for b in &batches {
         let (step, sample, span) = (u64s(b.column(0))?, u64s(b.column(1))?, u64s(b.column(2))?);
         let (loss, targets) = (f64s(b.column(3))?, u64s(b.column(4))?);
         let ids = arrow::compute::cast(b.column(5), &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
+        let (shard, doc) = (u64s(b.column(6))?, u64s(b.column(7))?);
         for r in 0..b.num_rows() {
+            if let std::collections::hash_map::Entry::Vacant(e) = shard_sources.entry(shard[r]) {
+                let prov = ds.provenance(shard[r] as usize)?;
+                let v = prov
+                    .iter()
+                    .map(|p| {
+                        let next = names.len() as u32;
+                        *names.entry(p.source.clone()).or_insert(next)
+                    })
+                    .collect();
+                e.insert(v);
+            }
+            let source = shard_sources[&shard[r]]
+                .get(doc[r] as usize)
+                .copied()
+                .unwrap_or(0);
             if let Some(s) = steps.get_mut(&step[r]) {
                 s.spans.push((
                     SpanLoss {
@@ -341,6 +440,7 @@ fn read_run(run: &Path) -> Result<Vec<Step>> {
                         span: span[r] as usize,
                         loss: loss[r],
                         targets: targets[r] as usize,
+                        source,
                     },
                     ids.value(r).to_string(),
                 ));
@@ -360,13 +460,38 @@ struct Counts {
     steps: u64,
 }
 
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.exposures += o.exposures;
+        self.caught += o.caught;
+        self.flagged += o.flagged;
+        self.flagged_ood += o.flagged_ood;
+        self.steps += o.steps;
+    }
+}
+
+/// A span the replay got wrong: a clean document flagged, or an exposure missed.
+#[derive(Debug, Clone)]
+struct Miss {
+    step: u64,
+    id: String,
+    targets: usize,
+    loss: f64,
+    step_loss: f64,
+    /// The reference's median and robust scale.
+    reference: Option<(f64, f64)>,
+}
+
 /// Replays the document detector with `cfg` over `run`; `ood` names the injected documents.
-fn replay(run: &[Step], cfg: &SpikeConfig, ood: &HashMap<String, &'static str>) -> Counts {
-    let mut d = SpikeDetector::new(cfg.clone());
+/// Also returns the spans it got wrong.
+fn replay(
+    run: &[Step],
+    cfg: &SpikeConfig,
+    ood: &HashMap<String, &'static str>,
+) -> (Counts, Vec<Miss>) {
     let mut c = Counts::default();
-    for s in run {
-        let spans: Vec<SpanLoss> = s.spans.iter().map(|x| x.0).collect();
-        let o = d.observe(s.step, s.loss, s.grad_norm, &spans);
+    let mut wrong = Vec::new();
+    for (s, (_, o)) in run.iter().zip(replay_observations(run, cfg)) {
         c.steps += 1;
         let flagged: Vec<(usize, usize)> = o.outliers.iter().map(|&(i, j, _)| (i, j)).collect();
         for (sp, id) in &s.spans {
@@ -376,20 +501,87 @@ fn replay(run: &[Step], cfg: &SpikeConfig, ood: &HashMap<String, &'static str>) 
                 c.flagged += 1;
                 c.flagged_ood += is_ood as u64;
             }
-            if is_ood && sp.targets >= 16 && sp.loss >= s.main_loss + 1.5 {
+            let exposure = is_ood && sp.targets >= 16 && sp.loss >= s.main_loss + 1.5;
+            if exposure {
                 c.exposures += 1;
                 c.caught += is_flagged as u64;
             }
+            if (is_flagged && !is_ood) || (exposure && !is_flagged) {
+                let reference = o
+                    .judged
+                    .iter()
+                    .find(|j| (j.0, j.1) == (sp.sample, sp.span))
+                    .map(|j| (j.2, j.3))
+                    .or(o.doc_reference);
+                wrong.push(Miss {
+                    step: s.step,
+                    id: id.clone(),
+                    targets: sp.targets,
+                    loss: sp.loss,
+                    step_loss: s.main_loss,
+                    reference,
+                });
+            }
         }
     }
-    c
+    (c, wrong)
+}
+
+/// Prints the spans the default settings got wrong, with the start of each document's text.
+fn explain(runs: &[(String, String, PathBuf, Vec<Miss>)]) -> Result<()> {
+    println!("\nspans the default settings got wrong (flagged clean documents; missed exposures)");
+    println!(
+        "| corpus | run | step | document | targets | loss | step loss | reference median | z | text |"
+    );
+    println!("|---|---|---:|---|---:|---:|---:|---:|---:|---|");
+    for (corpus, run, dir, misses) in runs {
+        if misses.is_empty() {
+            continue;
+        }
+        let mut text: HashMap<String, String> = HashMap::new();
+        for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("train") && name.ends_with(".jsonl")) {
+                continue;
+            }
+            text.extend(
+                std::fs::read_to_string(e.path())?
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter_map(|v| {
+                        Some((
+                            v["id"].as_str()?.to_string(),
+                            v["text"].as_str()?.to_string(),
+                        ))
+                    }),
+            );
+        }
+        for m in misses {
+            let snippet: String = text
+                .get(&m.id)
+                .map(|t| t.chars().take(60).collect::<String>())
+                .unwrap_or_default()
+                .replace(['\n', '|'], " ");
+            let (med, z) = match m.reference {
+                Some((med, mad)) => (format!("{med:.2}"), format!("{:.1}", (m.loss - med) / mad)),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "| {corpus} | {run} | {} | {} | {} | {:.2} | {:.2} | {med} | {z} | {snippet} |",
+                m.step, m.id, m.targets, m.loss, m.step_loss
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A row of the table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
-    /// The corpus, or `all`.
+    /// The corpus, `mix`, or `all` (every corpus trained alone).
     pub corpus: String,
+    /// What the spans were judged against.
+    pub reference: String,
     /// Document-detector z threshold.
     pub doc_z: f64,
     /// Minimum targets of a judged span.
@@ -404,134 +596,288 @@ pub struct Row {
     pub precision: f64,
     /// Flagged spans per 1,000 steps on the clean runs.
     pub false_per_1000: f64,
+    /// Clean steps replayed.
+    pub clean_steps: u64,
 }
 
-/// Runs `tokenmill bench spikes`.
-pub fn run(a: Args) -> Result<()> {
-    let data = crate::bench::extract::data_dir(a.data.clone());
-    let seeds: Vec<u64> = a
-        .seeds
-        .split(',')
-        .map(|s| s.trim().parse().context("--seeds: integers"))
-        .collect::<Result<_>>()?;
-    let zs: Vec<f64> = a
-        .doc_z
-        .split(',')
-        .map(|s| s.trim().parse().context("--doc-z: numbers"))
-        .collect::<Result<_>>()?;
-    let excesses: Vec<f64> = a
-        .doc_excess
-        .split(',')
-        .map(|s| s.trim().parse().context("--doc-excess: numbers"))
-        .collect::<Result<_>>()?;
-    let tmp = tempfile::tempdir()?;
-    let root = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let inject = injections(&data)?;
-    // per corpus: (poisoned runs with their injected ids, clean runs)
-    type Runs = (
-        Vec<(Vec<Step>, HashMap<String, &'static str>)>,
-        Vec<Vec<Step>>,
-    );
-    let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
-    let target_bytes = a.steps as usize * a.batch * 64 * 5 / 2;
-    for corpus in a.corpora.split(',').map(str::trim) {
-        let (train_docs, eval_docs) = clean_docs(&data, corpus, target_bytes)?;
-        let tok_dir = root.join(corpus);
-        std::fs::create_dir_all(&tok_dir)?;
-        let tok = tok_dir.join("tokenizer.json");
+fn list<T: std::str::FromStr>(s: &str, what: &str) -> Result<Vec<T>> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{what}: `{}` is not a valid value", x.trim()))
+        })
+        .collect()
+}
+
+/// The runs of one corpus (or of the mix): poisoned (steps, injected ids, dir) and clean
+/// (steps, dir).
+#[derive(Default)]
+struct Runs {
+    poisoned: Vec<(Vec<Step>, HashMap<String, &'static str>, PathBuf)>,
+    clean: Vec<(Vec<Step>, PathBuf)>,
+}
+
+/// Trains (or, with `--reuse`, reads back) the poisoned and clean runs of one corpus in `dir`;
+/// `files` are (id prefix, file suffix, train documents, held-out documents, injections).
+#[allow(clippy::type_complexity)]
+fn corpus_runs(
+    a: &Args,
+    dir: &Path,
+    files: &[(
+        String,
+        String,
+        Vec<String>,
+        Vec<String>,
+        Vec<(&'static str, String)>,
+    )],
+    grid: &[(String, usize, u64)],
+) -> Result<Runs> {
+    std::fs::create_dir_all(dir)?;
+    let tok = dir.join("tokenizer.json");
+    if !(a.reuse && tok.is_file()) {
         train_bpe(
-            train_docs.iter().map(|s| s.as_str()),
+            files.iter().flat_map(|f| f.2.iter().map(|s| s.as_str())),
             &BpeTrainConfig {
                 vocab_size: 512,
                 ..Default::default()
             },
             &tok,
         )?;
-        for poison in [true, false] {
-            for &seed in &seeds {
-                let dir = tok_dir.join(format!(
-                    "{}-seed{seed}",
-                    if poison { "poisoned" } else { "clean" }
-                ));
-                std::fs::create_dir_all(&dir)?;
-                let ids = write_corpus(&dir, &train_docs, &eval_docs, &inject, poison)?;
-                let done = a.reuse && dir.join("run").join("log.jsonl").is_file();
-                let t0 = Instant::now();
-                if !done {
-                    build(&dir, &tok)?;
-                    let cfg = train_config(&dir, seed, a.batch, a.steps)?;
-                    train(read_config(&cfg)?, false, true)?;
+    }
+    let mut runs = Runs::default();
+    for poison in [true, false] {
+        for (preset, batch, seed) in grid {
+            // The first grid point keeps the folder name of earlier versions (tiny, batch 8).
+            let tag = if preset == "tiny" && *batch == 8 {
+                format!("seed{seed}")
+            } else {
+                format!("{preset}-b{batch}-seed{seed}")
+            };
+            let run_dir = dir.join(format!(
+                "{}-{tag}",
+                if poison { "poisoned" } else { "clean" }
+            ));
+            std::fs::create_dir_all(&run_dir)?;
+            let mut ids = HashMap::new();
+            for (prefix, suffix, train_docs, eval_docs, inject) in files {
+                ids.extend(write_corpus(
+                    &run_dir,
+                    (prefix, suffix),
+                    train_docs,
+                    eval_docs,
+                    inject,
+                    poison,
+                )?);
+            }
+            let done = a.reuse && run_dir.join("run").join("log.jsonl").is_file();
+            let t0 = Instant::now();
+            if !done {
+                // A run trained again starts from nothing (a kept folder may hold older data).
+                for old in ["train-ds", "eval-ds", "run"] {
+                    let p = run_dir.join(old);
+                    if p.exists() {
+                        std::fs::remove_dir_all(&p)
+                            .with_context(|| format!("{}: cannot remove", p.display()))?;
+                    }
                 }
-                eprintln!(
-                    "{corpus} {} seed {seed}: {} steps in {:.0} s",
-                    if poison { "poisoned" } else { "clean" },
-                    a.steps,
-                    t0.elapsed().as_secs_f64()
-                );
-                let steps = read_run(&dir.join("run"))?;
-                let e = runs.entry(corpus.to_string()).or_default();
-                if poison {
-                    e.0.push((steps, ids));
-                } else {
-                    e.1.push(steps);
-                }
+                build(&run_dir, &tok)?;
+                let cfg = train_config(&run_dir, preset, *seed, *batch, a.steps)?;
+                train(read_config(&cfg)?, false, true)?;
+            }
+            eprintln!(
+                "{} {} {preset} batch {batch} seed {seed}: {} steps in {:.0} s",
+                dir.file_name().unwrap_or_default().to_string_lossy(),
+                if poison { "poisoned" } else { "clean" },
+                a.steps,
+                t0.elapsed().as_secs_f64()
+            );
+            let steps = read_run(&run_dir.join("run"), &run_dir.join("train-ds"))?;
+            if poison {
+                runs.poisoned.push((steps, ids, run_dir));
+            } else {
+                runs.clean.push((steps, run_dir));
             }
         }
     }
+    Ok(runs)
+}
+
+/// Runs `tokenmill bench spikes`.
+pub fn run(a: Args) -> Result<()> {
+    let data = crate::bench::extract::data_dir(a.data.clone());
+    let seeds: Vec<u64> = list(&a.seeds, "--seeds")?;
+    let zs: Vec<f64> = list(&a.doc_z, "--doc-z")?;
+    let excesses: Vec<f64> = list(&a.doc_excess, "--doc-excess")?;
+    let batches: Vec<usize> = list(&a.batch, "--batch")?;
+    let presets: Vec<String> = list(&a.presets, "--presets")?;
+    let references: Vec<DocReference> = a
+        .doc_reference
+        .split(',')
+        .map(|r| match r.trim() {
+            "global" => Ok(DocReference::Global),
+            "source" => Ok(DocReference::Source),
+            "step" => Ok(DocReference::Step),
+            other => bail!("--doc-reference: `{other}` (global, source or step)"),
+        })
+        .collect::<Result<_>>()?;
+    if let Some(p) = presets
+        .iter()
+        .find(|p| !["tiny", "small"].contains(&p.as_str()))
+    {
+        bail!("--presets: `{p}` (tiny or small: the bench trains each several times)");
+    }
+    // The detector judges nothing before `min_history` steps and needs `doc_window` steps of
+    // reference: a run must go well beyond both to measure anything.
+    let d = SpikeConfig::default();
+    let needed = (d.min_history.max(a.doc_window) as u64) * 3;
+    if a.steps < needed {
+        bail!(
+            "--steps {}: too few — the document detector judges nothing in its first {} steps \
+             (min_history) and compares against {} steps of spans (--doc-window); train at \
+             least {needed} steps so that most steps are judged",
+            a.steps,
+            d.min_history,
+            a.doc_window
+        );
+    }
+    let mut grid: Vec<(String, usize, u64)> = Vec::new();
+    for p in &presets {
+        for &b in &batches {
+            grid.extend(seeds.iter().map(|&s| (p.clone(), b, s)));
+        }
+    }
+    let tmp = tempfile::tempdir()?;
+    let root = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let inject = injections(&data)?;
+    let corpora: Vec<&str> = a.corpora.split(',').map(str::trim).collect();
+    let max_batch = batches.iter().copied().max().unwrap_or(8);
+    let target_bytes = a.steps as usize * max_batch * 64 * 5 / 2;
+    let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
+    for corpus in &corpora {
+        let (train_docs, eval_docs) = clean_docs(&data, corpus, target_bytes)?;
+        let files = [(
+            String::new(),
+            String::new(),
+            train_docs,
+            eval_docs,
+            inject.clone(),
+        )];
+        runs.insert(
+            corpus.to_string(),
+            corpus_runs(&a, &root.join(corpus), &files, &grid)?,
+        );
+    }
+    if a.mix {
+        // The same amount of text, an equal share from each corpus, each corpus its own file
+        // (its own provenance source), the injections dealt round-robin to the corpora.
+        let shares: Vec<f64> = match &a.mix_shares {
+            Some(s) => list(s, "--mix-shares")?,
+            None => vec![1.0; corpora.len()],
+        };
+        if shares.len() != corpora.len() || shares.iter().any(|x| !(*x > 0.0 && x.is_finite())) {
+            bail!(
+                "--mix-shares: {} positive numbers wanted, one per corpus ({}), got `{}`",
+                corpora.len(),
+                corpora.join(","),
+                a.mix_shares.as_deref().unwrap_or_default()
+            );
+        }
+        let sum: f64 = shares.iter().sum();
+        let mut files = Vec::new();
+        for (c, corpus) in corpora.iter().enumerate() {
+            let bytes = (target_bytes as f64 * shares[c] / sum) as usize;
+            let (train_docs, eval_docs) = clean_docs(&data, corpus, bytes)?;
+            let own: Vec<(&'static str, String)> = inject
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| k % corpora.len() == c)
+                .map(|(_, x)| x.clone())
+                .collect();
+            files.push((
+                format!("{corpus}/"),
+                format!("-{corpus}"),
+                train_docs,
+                eval_docs,
+                own,
+            ));
+        }
+        let shares_tag: Vec<String> = shares.iter().map(|x| x.to_string()).collect();
+        let dir = root.join(format!(
+            "mix-{}-{}",
+            corpora.join("+"),
+            shares_tag.join("+")
+        ));
+        runs.insert("mix".into(), corpus_runs(&a, &dir, &files, &grid)?);
+    }
     let mut rows = Vec::new();
-    for &excess in &excesses {
-        for &min_targets in &[16usize, 32] {
-            for &z in &zs {
-                let cfg = SpikeConfig {
-                    doc_z: z,
-                    doc_min_targets: min_targets,
-                    doc_min_excess: excess,
-                    doc_window: a.doc_window,
-                    ..Default::default()
-                };
-                let mut total = (Counts::default(), Counts::default());
-                for (corpus, (poisoned, clean)) in &runs {
-                    let (mut p, mut c) = (Counts::default(), Counts::default());
-                    for (steps, ids) in poisoned {
-                        let r = replay(steps, &cfg, ids);
-                        p.exposures += r.exposures;
-                        p.caught += r.caught;
-                        p.flagged += r.flagged;
-                        p.flagged_ood += r.flagged_ood;
-                        p.steps += r.steps;
+    for &reference in &references {
+        for &excess in &excesses {
+            for &min_targets in &[16usize, 32] {
+                for &z in &zs {
+                    let cfg = SpikeConfig {
+                        doc_z: z,
+                        doc_min_targets: min_targets,
+                        doc_min_excess: excess,
+                        doc_window: a.doc_window,
+                        doc_reference: reference,
+                        ..Default::default()
+                    };
+                    let mut total = (Counts::default(), Counts::default());
+                    for (corpus, r) in &runs {
+                        let (mut p, mut c) = (Counts::default(), Counts::default());
+                        for (steps, ids, _) in &r.poisoned {
+                            let (x, _) = replay(steps, &cfg, ids);
+                            p.add(&x);
+                        }
+                        for (steps, _) in &r.clean {
+                            let (x, _) = replay(steps, &cfg, &HashMap::new());
+                            c.add(&x);
+                        }
+                        rows.push(row(corpus, &cfg, p, c));
+                        if corpus != "mix" {
+                            total.0.add(&p);
+                            total.1.add(&c);
+                        }
                     }
-                    for steps in clean {
-                        let r = replay(steps, &cfg, &HashMap::new());
-                        c.flagged += r.flagged;
-                        c.steps += r.steps;
+                    if corpora.len() > 1 {
+                        rows.push(row("all", &cfg, total.0, total.1));
                     }
-                    rows.push(row(corpus, z, min_targets, excess, p, c));
-                    total.0.exposures += p.exposures;
-                    total.0.caught += p.caught;
-                    total.0.flagged += p.flagged;
-                    total.0.flagged_ood += p.flagged_ood;
-                    total.1.flagged += c.flagged;
-                    total.1.steps += c.steps;
                 }
-                rows.push(row("all", z, min_targets, excess, total.0, total.1));
             }
         }
     }
     println!(
-        "document detector, replayed on {} corpora × {} seeds (batch {}, {} steps, tiny model)",
-        runs.len(),
+        "document detector, replayed on {} corpora{} × {} seeds × presets {} × batches {} \
+         ({} steps of 64 tokens per sample)",
+        corpora.len(),
+        if a.mix { " and their mix" } else { "" },
         seeds.len(),
+        a.presets,
         a.batch,
         a.steps
     );
+    if let Some(short) = runs
+        .values()
+        .flat_map(|r| r.clean.iter().map(|c| (c.0.len(), &c.1)))
+        .find(|(n, _)| (*n as u64) < a.steps)
+    {
+        eprintln!(
+            "note: {} holds {} training steps, fewer than --steps {} (a run cut short?)",
+            short.1.display(),
+            short.0,
+            a.steps
+        );
+    }
     println!(
-        "| corpus | doc_z | min targets | min excess | exposures | recall | precision | false flags / 1,000 clean steps |"
+        "| corpus | reference | doc_z | min targets | min excess | exposures | recall | precision | false flags / 1,000 clean steps |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} |",
             r.corpus,
+            r.reference,
             r.doc_z,
             r.min_targets,
             r.min_excess,
@@ -541,34 +887,74 @@ pub fn run(a: Args) -> Result<()> {
             r.false_per_1000
         );
     }
-    // The detector's cost per step at large batches (simulated span losses).
-    println!("\n| samples per step | spans | document detector per step (ms) |");
-    println!("|---:|---:|---:|");
-    for samples in [64usize, 512, 4096] {
-        let mut d = SpikeDetector::new(SpikeConfig::default());
-        let mut x = 7u64;
-        let mut total = 0.0;
-        let n = 40;
-        for step in 0..n {
-            let spans: Vec<SpanLoss> = (0..samples * 2)
-                .map(|i| SpanLoss {
-                    sample: i / 2,
-                    span: i % 2,
-                    loss: 3.0 + (next(&mut x) % 1000) as f64 / 1000.0,
-                    targets: 64,
-                })
-                .collect();
-            let t0 = Instant::now();
-            d.observe(step, 3.5, 1.0, &spans);
-            if step >= 20 {
-                total += t0.elapsed().as_secs_f64();
+    if a.explain {
+        let cfg = SpikeConfig {
+            doc_window: a.doc_window,
+            ..Default::default()
+        };
+        let mut wrong = Vec::new();
+        for (corpus, r) in &runs {
+            let name = |d: &Path| d.file_name().map(|n| n.to_string_lossy().into_owned());
+            for (steps, ids, dir) in &r.poisoned {
+                let (_, m) = replay(steps, &cfg, ids);
+                wrong.push((
+                    corpus.clone(),
+                    name(dir).unwrap_or_default(),
+                    dir.clone(),
+                    m,
+                ));
+            }
+            for (steps, dir) in &r.clean {
+                let (_, m) = replay(steps, &cfg, &HashMap::new());
+                wrong.push((
+                    corpus.clone(),
+                    name(dir).unwrap_or_default(),
+                    dir.clone(),
+                    m,
+                ));
             }
         }
-        println!(
-            "| {samples} | {} | {:.2} |",
-            samples * 2,
-            total / 20.0 * 1e3
-        );
+        explain(&wrong)?;
+    }
+    // The detector's cost per step at large batches (simulated span losses; 16 sources).
+    println!("\n| samples per step | spans | reference | document detector per step (ms) |");
+    println!("|---:|---:|---|---:|");
+    for samples in [64usize, 512, 4096] {
+        for reference in [
+            DocReference::Global,
+            DocReference::Source,
+            DocReference::Step,
+        ] {
+            let mut d = SpikeDetector::new(SpikeConfig {
+                doc_reference: reference,
+                ..Default::default()
+            });
+            let mut x = 7u64;
+            let mut total = 0.0;
+            let n = 40;
+            for step in 0..n {
+                let spans: Vec<SpanLoss> = (0..samples * 2)
+                    .map(|i| SpanLoss {
+                        sample: i / 2,
+                        span: i % 2,
+                        loss: 3.0 + (next(&mut x) % 1000) as f64 / 1000.0,
+                        targets: 64,
+                        source: (next(&mut x) % 16) as u32,
+                    })
+                    .collect();
+                let t0 = Instant::now();
+                d.observe(step, 3.5, 1.0, &spans);
+                if step >= 20 {
+                    total += t0.elapsed().as_secs_f64();
+                }
+            }
+            println!(
+                "| {samples} | {} | {} | {:.2} |",
+                samples * 2,
+                reference_name(reference),
+                total / 20.0 * 1e3
+            );
+        }
     }
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
@@ -576,12 +962,21 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn row(corpus: &str, z: f64, min_targets: usize, excess: f64, p: Counts, c: Counts) -> Row {
+fn reference_name(r: DocReference) -> &'static str {
+    match r {
+        DocReference::Global => "global",
+        DocReference::Source => "source",
+        DocReference::Step => "step",
+    }
+}
+
+fn row(corpus: &str, cfg: &SpikeConfig, p: Counts, c: Counts) -> Row {
     Row {
         corpus: corpus.to_string(),
-        doc_z: z,
-        min_targets,
-        min_excess: excess,
+        reference: reference_name(cfg.doc_reference).to_string(),
+        doc_z: cfg.doc_z,
+        min_targets: cfg.doc_min_targets,
+        min_excess: cfg.doc_min_excess,
         exposures: p.exposures,
         recall: if p.exposures == 0 {
             f64::NAN
@@ -598,5 +993,6 @@ fn row(corpus: &str, z: f64, min_targets: usize, excess: f64, p: Counts, c: Coun
         } else {
             c.flagged as f64 * 1000.0 / c.steps as f64
         },
+        clean_steps: c.steps,
     }
 }

@@ -397,3 +397,117 @@ fn clean_text_never_fires_the_default_detectors() {
             >= 150
     );
 }
+
+/// A dataset of two input files — English plays and Japanese prose — trained with
+/// `doc_reference = "source"`: every step's logged document z equals the detector replayed
+/// over the run's loss table with each span's source read from the dataset's provenance (the
+/// same figures with one source for all would differ), so the trainer judges each span against
+/// its own input file's spans.
+#[test]
+fn a_dataset_of_two_sources_is_judged_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let en: Vec<String> = std::fs::read_to_string(data("text/tinyshakespeare.txt"))
+        .unwrap()
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .take(1200)
+        .map(str::to_string)
+        .collect();
+    let ja: Vec<String> = std::fs::read_to_string(data("multilingual/wagahaiwa_nekodearu.ja.txt"))
+        .unwrap()
+        .lines()
+        .skip(100)
+        .take(120)
+        .collect::<Vec<_>>()
+        .chunks(3)
+        .map(|c| c.join("\n"))
+        .collect();
+    let write = |name: &str, docs: &[String]| {
+        let lines: Vec<String> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"id": format!("{name}-{i}"), "text": t}).to_string())
+            .collect();
+        std::fs::write(d.join(format!("{name}.jsonl")), lines.join("\n") + "\n").unwrap();
+    };
+    write("en", &en);
+    write("ja", &ja);
+    let tok = d.join("tokenizer.json");
+    train_bpe(
+        en.iter().chain(&ja).map(String::as_str),
+        &BpeTrainConfig {
+            vocab_size: 512,
+            ..Default::default()
+        },
+        &tok,
+    )
+    .unwrap();
+    let mut cfg = BuildConfig::default();
+    cfg.input.paths = vec![
+        d.join("en.jsonl").display().to_string(),
+        d.join("ja.jsonl").display().to_string(),
+    ];
+    cfg.tokenizer.path = tok;
+    cfg.output.dir = d.join("train-ds");
+    cfg.run.quiet = true;
+    tokenmill_pipelines::build(&cfg).unwrap();
+    std::fs::create_dir_all(d.join("eval-ds")).unwrap();
+    let toml = std::fs::read_to_string(config(
+        d,
+        "run",
+        "doc_reference = \"source\"\ndoc_source_min = 8",
+    ))
+    .unwrap()
+    .replace("eval = \"eval-ds\"\n", "")
+    .replace("steps = 180", "steps = 60")
+    .replace("checkpoint_every = 10", "checkpoint_every = 60");
+    std::fs::write(d.join("run.toml"), toml).unwrap();
+    train(read_config(&d.join("run.toml")).unwrap(), false, true).unwrap();
+
+    let run = tokenmill_cli::bench::spikes::read_run(&d.join("run"), &d.join("train-ds")).unwrap();
+    let sources: std::collections::BTreeSet<u32> = run
+        .iter()
+        .flat_map(|s| s.spans.iter().map(|x| x.0.source))
+        .collect();
+    assert_eq!(sources.len(), 2, "both input files seen: {sources:?}");
+    let logged: Vec<Option<f64>> = log(&d.join("run"))
+        .iter()
+        .filter(|l| l.kind == LogKind::Train)
+        .map(|l| l.doc_z)
+        .collect();
+    let replay = |reference, one_source: bool| -> Vec<Option<f64>> {
+        let mut steps = run.clone();
+        if one_source {
+            steps
+                .iter_mut()
+                .for_each(|s| s.spans.iter_mut().for_each(|x| x.0.source = 0));
+        }
+        let cfg = tokenmill_trainer::spikes::SpikeConfig {
+            doc_reference: reference,
+            doc_source_min: 8,
+            ..Default::default()
+        };
+        tokenmill_cli::bench::spikes::replay_observations(&steps, &cfg)
+            .into_iter()
+            .map(|(_, o)| o.doc_z.map(|z| z.0))
+            .collect()
+    };
+    use tokenmill_trainer::spikes::DocReference;
+    let same = |a: &[Option<f64>], b: &[Option<f64>]| {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| match (x, y) {
+                (Some(x), Some(y)) => (x - y).abs() <= 1e-3 * x.abs().max(1.0),
+                (None, None) => true,
+                _ => false,
+            })
+    };
+    let judged = logged.iter().filter(|z| z.is_some()).count();
+    assert!(judged >= 35, "the detector judged {judged} of 60 steps");
+    assert!(
+        same(&logged, &replay(DocReference::Source, false)),
+        "logged {logged:?}"
+    );
+    assert!(!same(&logged, &replay(DocReference::Source, true)));
+    assert!(!same(&logged, &replay(DocReference::Global, false)));
+}

@@ -45,6 +45,7 @@ mod checkpoint;
 mod config;
 mod log;
 mod quarantine;
+mod sources;
 mod stats;
 
 pub use checkpoint::{CheckpointState, fingerprint, load_checkpoint};
@@ -232,6 +233,8 @@ pub struct Trainer {
     flops_per_token: f64,
     log: std::fs::File,
     spikes: crate::spikes::SpikeDetector,
+    /// The sources of the batch's documents, for the per-source document reference.
+    sources: sources::SourceIndex,
     recent_losses: std::collections::VecDeque<(u64, f64)>,
     /// Entries of `quarantine.json` in effect.
     quarantined: usize,
@@ -466,6 +469,7 @@ impl Trainer {
             flops_per_token,
             log,
             spikes: crate::spikes::SpikeDetector::new(cfg_spikes),
+            sources: sources::SourceIndex::default(),
             recent_losses: std::collections::VecDeque::new(),
             quarantined,
             rollbacks,
@@ -678,7 +682,13 @@ impl Trainer {
         let lr = self.cfg.lr.at(self.step);
         let finite = loss.is_finite() && grad_norm.is_finite();
         let step = self.step;
-        let spans = stats.spans();
+        let per_source = self.spikes.config().doc_reference == crate::spikes::DocReference::Source;
+        let sources = if per_source {
+            self.sources.of_batch(&self.loader, &batch.samples)?
+        } else {
+            Vec::new()
+        };
+        let spans = stats.spans(&sources);
         let obs = self.spikes.observe(step, loss, grad_norm, &spans);
         let mut spikes = obs.fired.clone();
         if finite {

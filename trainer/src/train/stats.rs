@@ -106,8 +106,9 @@ impl SampleStats {
         Ok(out)
     }
 
-    /// Every document span's loss and targets, for the spike detectors.
-    pub(super) fn spans(&self) -> Vec<SpanLoss> {
+    /// Every document span's loss and targets, for the spike detectors, with its source from
+    /// `sources` (per sample, per span; source 0 where it has none).
+    pub(super) fn spans(&self, sources: &[Vec<u32>]) -> Vec<SpanLoss> {
         self.span_losses
             .iter()
             .zip(&self.span_counts)
@@ -121,6 +122,7 @@ impl SampleStats {
                         span: j,
                         loss,
                         targets,
+                        source: sources.get(i).and_then(|s| s.get(j)).copied().unwrap_or(0),
                     })
             })
             .collect()

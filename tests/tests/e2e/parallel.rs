@@ -385,7 +385,10 @@ fn a_rank_that_fails_ends_the_job_with_its_name_and_no_half_checkpoint() {
     // The failing rank is named — in its own line, or in the other rank's, which says whose
     // failure ended the job (mpirun may cut the line of the rank it is tearing down).
     assert!(err.contains("rank 0 of 2"), "{err}");
-    assert!(err.contains("could not prepare the checkpoint directory"), "{err}");
+    assert!(
+        err.contains("could not prepare the checkpoint directory"),
+        "{err}"
+    );
     assert!(err.contains("ending the job"), "{err}");
     // No checkpoint of step 2 or later, and `latest` (if any) names a complete one.
     assert!(!ck.join("step-00000002").exists());

@@ -29,6 +29,8 @@ pub enum Token<'a> {
     Start {
         /// The element.
         tag: Tag,
+        /// Its name as written (any case).
+        name: &'a str,
         /// Its attributes that extraction reads.
         attrs: Attrs<'a>,
         /// Written `<tag/>`.
@@ -38,6 +40,8 @@ pub enum Token<'a> {
     End {
         /// The element.
         tag: Tag,
+        /// Its name as written (any case).
+        name: &'a str,
     },
     /// Raw text (entities not yet decoded).
     Text(&'a str),
@@ -145,7 +149,9 @@ impl<'a> Iterator for Lexer<'a> {
                         continue; // `</>` or `</ x>`: ignored
                     }
                     let tag = Tag::from_name(&rest[1..1 + n]);
-                    return Some(Token::End { tag });
+                    // name bytes are ASCII: the slice is on char boundaries
+                    let name = &self.html[start + 2..start + 2 + n];
+                    return Some(Token::End { tag, name });
                 }
                 Some(c) if c.is_ascii_alphabetic() => {
                     let n = rest.iter().take_while(|&&c| is_name_byte(c)).count();
@@ -157,6 +163,7 @@ impl<'a> Iterator for Lexer<'a> {
                     }
                     return Some(Token::Start {
                         tag,
+                        name: &self.html[start + 1..start + 1 + n],
                         attrs,
                         self_closing,
                     });
@@ -261,6 +268,7 @@ mod tests {
             t[0],
             Token::Start {
                 tag: Tag::Div,
+                name: "DIV",
                 attrs: Attrs {
                     class: "a b",
                     id: "main",
@@ -278,7 +286,13 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(t.last(), Some(&Token::End { tag: Tag::Div }));
+        assert_eq!(
+            t.last(),
+            Some(&Token::End {
+                tag: Tag::Div,
+                name: "div"
+            })
+        );
         assert_eq!(t.len(), 6, "{t:?}");
     }
 

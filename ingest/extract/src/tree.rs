@@ -46,6 +46,19 @@ pub struct El {
     pub weak: u16,
     /// Of those, characters inside links (filled by selection).
     pub link_chars: u32,
+    /// For an element extraction does not distinguish ([`Tag::Other`]: MathML, custom
+    /// elements), a hash of its lower-case name, so that its end tag closes it; else 0.
+    pub other: u32,
+}
+
+/// FNV-1a of an element name, lower-cased; never 0 (0 means "a known element").
+fn name_hash(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &c in name.as_bytes() {
+        h ^= c.to_ascii_lowercase() as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
 }
 
 /// A run of text inside one block element.
@@ -81,6 +94,9 @@ struct Builder {
     link_chars: u32,
     links_open: u32,
     pre_open: u32,
+    /// Open hidden inline elements: their text is not the page's (a formula's MathML kept
+    /// for screen readers beside its image, a collapsed label inside a sentence).
+    hidden_inline: u32,
     pending_space: bool,
     /// Offset just after the token being handled.
     at: u32,
@@ -134,7 +150,7 @@ impl Builder {
         self.pending_space = false;
     }
 
-    fn push(&mut self, tag: Tag, attrs: &Attrs<'_>) {
+    fn push(&mut self, tag: Tag, name: &str, attrs: &Attrs<'_>) {
         let parent = self.top();
         let mut flags = 0;
         if tag.is_furniture() {
@@ -167,6 +183,11 @@ impl Builder {
             at: self.at,
             weak: weak_words(attrs),
             link_chars: 0,
+            other: if tag == Tag::Other {
+                name_hash(name)
+            } else {
+                0
+            },
         });
         self.stack.push(self.page.els.len() as u32 - 1);
         if tag == Tag::A {
@@ -174,6 +195,9 @@ impl Builder {
         }
         if tag == Tag::Pre {
             self.pre_open += 1;
+        }
+        if flags & HIDDEN != 0 && !tag.breaks() {
+            self.hidden_inline += 1;
         }
     }
 
@@ -186,10 +210,14 @@ impl Builder {
             self.flush();
         }
         for &e in &self.stack[k..] {
-            match self.page.els[e as usize].tag {
+            let el = &self.page.els[e as usize];
+            match el.tag {
                 Tag::A => self.links_open = self.links_open.saturating_sub(1),
                 Tag::Pre => self.pre_open = self.pre_open.saturating_sub(1),
                 _ => {}
+            }
+            if el.flags & HIDDEN != 0 && !el.tag.breaks() {
+                self.hidden_inline = self.hidden_inline.saturating_sub(1);
             }
         }
         self.stack.truncate(k.max(1));
@@ -209,7 +237,7 @@ impl Builder {
         None
     }
 
-    fn start(&mut self, tag: Tag, attrs: &Attrs<'_>, self_closing: bool) {
+    fn start(&mut self, tag: Tag, name: &str, attrs: &Attrs<'_>, self_closing: bool) {
         if tag.is_void() {
             match tag {
                 Tag::Br => {
@@ -250,10 +278,10 @@ impl Builder {
             // a raw-text element's content and end tag are consumed by the lexer
             return;
         }
-        self.push(tag, attrs);
+        self.push(tag, name, attrs);
     }
 
-    fn end(&mut self, tag: Tag) {
+    fn end(&mut self, tag: Tag, name: &str) {
         if tag.is_void() {
             if tag == Tag::Br {
                 self.text.push('\n');
@@ -261,7 +289,23 @@ impl Builder {
             return;
         }
         if tag == Tag::Other {
-            return; // an unknown element's end tag: inline, nothing to close reliably
+            // An unknown element (MathML's `mi`, a custom element) closes up to its own start
+            // tag, not past an open block element: left open, each would stay on the stack,
+            // and a formula's hundreds of them would hide the element a later end tag closes.
+            let h = name_hash(name);
+            for (k, &e) in self.stack.iter().enumerate().rev().take(64) {
+                let el = &self.page.els[e as usize];
+                if el.other == h {
+                    if k > 0 {
+                        self.pop_to(k);
+                    }
+                    return;
+                }
+                if el.tag.breaks() {
+                    return;
+                }
+            }
+            return;
         }
         if let Some(k) = self.find_open(tag, &[]) {
             self.pop_to(k);
@@ -271,6 +315,9 @@ impl Builder {
     }
 
     fn text(&mut self, raw: &str) {
+        if self.hidden_inline > 0 {
+            return;
+        }
         let t = decode(raw);
         if self.pre_open > 0 {
             self.text.push_str(&t);
@@ -311,6 +358,7 @@ pub fn build(html: &str) -> Page {
         link_chars: 0,
         links_open: 0,
         pre_open: 0,
+        hidden_inline: 0,
         pending_space: false,
         at: 0,
     };
@@ -324,6 +372,7 @@ pub fn build(html: &str) -> Page {
         at: 0,
         weak: 0,
         link_chars: 0,
+        other: 0,
     });
     let mut lex = Lexer::new(html);
     while let Some(tok) = lex.next() {
@@ -339,13 +388,56 @@ pub fn build(html: &str) -> Page {
             }
             Token::Start {
                 tag,
+                name,
                 attrs,
                 self_closing,
-            } => b.start(tag, &attrs, self_closing),
-            Token::End { tag } => b.end(tag),
+            } => b.start(tag, name, &attrs, self_closing),
+            Token::End { tag, name } => b.end(tag, name),
             Token::Text(t) => b.text(t),
         }
     }
     b.flush();
     b.page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(p: &Page) -> Vec<&str> {
+        p.blocks.iter().map(|b| b.text.as_str()).collect()
+    }
+
+    #[test]
+    fn unknown_elements_close_at_their_own_end_tags() {
+        // a formula of many MathML elements: each closes, so the `</span>` and `</dd>` after it
+        // still find their elements and the next paragraph is not inside the formula's span
+        let mi = "<mi>x</mi>".repeat(100);
+        let h = format!(
+            "<dl><dd><span class=f><math>{mi}</math></span></dd></dl><p>After the formula.</p>"
+        );
+        let p = build(&h);
+        let last = p.blocks.last().expect("blocks");
+        assert_eq!(last.text, "After the formula.");
+        assert_eq!(p.els[last.owner as usize].tag, Tag::P);
+        assert_eq!(
+            p.els[p.els[last.owner as usize].parent as usize].tag,
+            Tag::Html
+        );
+        // a custom element's end tag does not close the block elements it holds
+        let p = build("<my-card><div><p>One</p>tail</div></my-card><p>Two</p>");
+        assert_eq!(texts(&p), ["One", "tail", "Two"]);
+    }
+
+    #[test]
+    fn text_of_hidden_inline_elements_is_not_the_pages() {
+        let p = build(
+            "<p>Given a set of <span style=\"display: none\"><math><mi>N</mi></math></span>\
+             <img alt=N> objects, <span hidden>secret</span>it computes.</p>",
+        );
+        assert_eq!(texts(&p), ["Given a set of objects, it computes."]);
+        // a hidden block element keeps its block (selection drops it, and says so)
+        let p = build("<div hidden><p>Menu text</p></div><p>Body</p>");
+        assert_eq!(texts(&p), ["Menu text", "Body"]);
+    }
 }

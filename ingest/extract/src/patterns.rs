@@ -207,8 +207,36 @@ pub fn weak_words(a: &Attrs<'_>) -> u16 {
     m
 }
 
+/// A class list as WordPress's `post_class()` writes it for a post (`hentry`, `type-post`):
+/// its `tag-…` and `category-…` classes name the post's taxonomy, not a tag cloud. Returns the
+/// list without them when there are any.
+fn without_taxonomy(class: &str) -> Option<String> {
+    let post = class
+        .split_ascii_whitespace()
+        .any(|c| c == "hentry" || c.starts_with("type-"));
+    let taxonomy = |c: &str| c.starts_with("tag-") || c.starts_with("category-");
+    if !post || !class.split_ascii_whitespace().any(taxonomy) {
+        return None;
+    }
+    let kept: Vec<&str> = class
+        .split_ascii_whitespace()
+        .filter(|c| !taxonomy(c))
+        .collect();
+    Some(kept.join(" "))
+}
+
 /// The hint of an element's attributes.
 pub fn hint(a: &Attrs<'_>) -> Hint {
+    if let Some(class) = without_taxonomy(a.class) {
+        return hint_of(&Attrs {
+            class: &class,
+            ..*a
+        });
+    }
+    hint_of(a)
+}
+
+fn hint_of(a: &Attrs<'_>) -> Hint {
     if !a.itemprop.is_empty()
         && a.itemprop
             .as_bytes()
@@ -293,6 +321,15 @@ mod tests {
         assert_eq!(h("elementor-widget-wrap", ""), Hint::WeakBoiler);
         assert_eq!(h("shadow heading", ""), Hint::None, "no `ad` inside words");
         assert_eq!(h("article-wrapper", ""), Hint::Content);
+        // WordPress's post classes: the taxonomy is not furniture
+        assert_eq!(
+            h(
+                "post-1481 post type-post status-publish hentry category-allgemein tag-grundeinkommen",
+                "post-1481"
+            ),
+            Hint::Content
+        );
+        assert_eq!(h("widget tag-cloud", ""), Hint::Boiler);
         let itemprop = Attrs {
             itemprop: "articleBody",
             ..Default::default()

@@ -163,6 +163,13 @@ impl Builder {
             Tag::Article | Tag::Main => flags |= CONTENT,
             _ => {}
         }
+        // a heading's id is an anchor for a table of contents (`nav_part_2`, `toc-…`), not a
+        // description of the heading
+        let attrs = &if tag.is_heading() {
+            Attrs { id: "", ..*attrs }
+        } else {
+            *attrs
+        };
         match hint(attrs) {
             Hint::StrongContent => flags |= CONTENT | STRONG_CONTENT,
             Hint::Content => flags |= CONTENT,
@@ -439,5 +446,13 @@ mod tests {
         // a hidden block element keeps its block (selection drops it, and says so)
         let p = build("<div hidden><p>Menu text</p></div><p>Body</p>");
         assert_eq!(texts(&p), ["Menu text", "Body"]);
+    }
+
+    #[test]
+    fn a_headings_id_is_an_anchor_not_a_hint() {
+        let p = build("<h3 class=subheading id=nav_part_two>Part two</h3><div id=nav>Menu</div>");
+        let flags = |t: Tag| p.els.iter().find(|e| e.tag == t).map(|e| e.flags);
+        assert_eq!(flags(Tag::H3), Some(0));
+        assert_eq!(flags(Tag::Div), Some(BOILER));
     }
 }

@@ -47,9 +47,23 @@ pub struct Args {
     /// and why ours does (the block's fate and its element).
     #[arg(long)]
     pub per_page: bool,
+    /// Which of our configurations `--per-page` explains.
+    #[arg(long, value_enum, default_value_t = Mode::Default)]
+    pub per_page_mode: Mode,
     /// Write every row as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// Our extractor's configurations in the table.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The defaults.
+    Default,
+    /// `include_comments`.
+    Comments,
+    /// `favor_precision`.
+    Precision,
 }
 
 /// What a page is scored against.
@@ -345,11 +359,20 @@ pub fn run(a: Args) -> Result<()> {
         ("articles", load_articles(&data)?),
     ];
     let configs = [
-        ("tokenmill", ExtractorConfig::default()),
+        ("tokenmill", Mode::Default, ExtractorConfig::default()),
         (
             "tokenmill +comments",
+            Mode::Comments,
             ExtractorConfig {
                 include_comments: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "tokenmill precision",
+            Mode::Precision,
+            ExtractorConfig {
+                favor_precision: true,
                 ..Default::default()
             },
         ),
@@ -357,10 +380,10 @@ pub fn run(a: Args) -> Result<()> {
     let mut rows = Vec::new();
     let mut ours_texts = Vec::new();
     for (set, pages) in &sets {
-        for (name, opts) in &configs {
+        for (name, mode, opts) in &configs {
             let (texts, secs) = run_ours(pages, opts, a.passes);
             rows.extend(score(set, name, pages, &texts, Some(secs)));
-            if *name == "tokenmill" {
+            if *mode == a.per_page_mode {
                 ours_texts.push(texts);
             }
         }
@@ -420,7 +443,12 @@ pub fn run(a: Args) -> Result<()> {
                 .chain(&r.unwanted)
                 .map(|s| s.as_str())
                 .collect();
-            let why = tokenmill_extract::eval::explain(&p.html, &Default::default(), &all);
+            let opts = &configs
+                .iter()
+                .find(|c| c.1 == a.per_page_mode)
+                .expect("every mode has a configuration")
+                .2;
+            let why = tokenmill_extract::eval::explain(&p.html, opts, &all);
             for (i, (s, w)) in all.iter().zip(why).enumerate() {
                 let kind = if i < r.missing.len() {
                     "missing "

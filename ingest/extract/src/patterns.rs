@@ -207,27 +207,33 @@ pub fn weak_words(a: &Attrs<'_>) -> u16 {
     m
 }
 
-/// A class list as WordPress's `post_class()` writes it for a post (`hentry`, `type-post`):
-/// its `tag-…` and `category-…` classes name the post's taxonomy, not a tag cloud. Returns the
-/// list without them when there are any.
-fn without_taxonomy(class: &str) -> Option<String> {
-    let post = class
-        .split_ascii_whitespace()
-        .any(|c| c == "hentry" || c.starts_with("type-"));
-    let taxonomy = |c: &str| c.starts_with("tag-") || c.starts_with("category-");
-    if !post || !class.split_ascii_whitespace().any(taxonomy) {
+/// A class list as WordPress writes it for a post (`post_class()`: `hentry`, `type-post`) or
+/// a reader's comment (`comment_class()`: `comment`, `byuser`, `depth-N`): its `tag-…` and
+/// `category-…` classes name the post's taxonomy, not a tag cloud, and `comment-author-…`
+/// names who wrote the comment, not an author box. Returns the list without them when there
+/// are any.
+fn without_generated(class: &str) -> Option<String> {
+    let words = || class.split_ascii_whitespace();
+    let post = words().any(|c| c == "hentry" || c.starts_with("type-"));
+    let comment = words().any(|c| c == "comment" || c == "byuser" || c.starts_with("depth-"));
+    let generated = |c: &str| {
+        (post && (c.starts_with("tag-") || c.starts_with("category-")))
+            || (comment && c.starts_with("comment-author-"))
+    };
+    if !words().any(generated) {
         return None;
     }
-    let kept: Vec<&str> = class
-        .split_ascii_whitespace()
-        .filter(|c| !taxonomy(c))
-        .collect();
-    Some(kept.join(" "))
+    Some(
+        words()
+            .filter(|c| !generated(c))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// The hint of an element's attributes.
 pub fn hint(a: &Attrs<'_>) -> Hint {
-    if let Some(class) = without_taxonomy(a.class) {
+    if let Some(class) = without_generated(a.class) {
         return hint_of(&Attrs {
             class: &class,
             ..*a
@@ -330,6 +336,15 @@ mod tests {
             Hint::Content
         );
         assert_eq!(h("widget tag-cloud", ""), Hint::Boiler);
+        // … and a comment by a registered user is a comment, not an author box
+        assert_eq!(
+            h(
+                "comment byuser comment-author-lemire bypostauthor even depth-2",
+                ""
+            ),
+            Hint::Comments
+        );
+        assert_eq!(h("comment-author vcard", ""), Hint::Boiler);
         let itemprop = Attrs {
             itemprop: "articleBody",
             ..Default::default()

@@ -367,11 +367,8 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         // The article's own element is its boundary: climb to it, not past it. An element
         // marked as the article body is one too, unless an `article` element holds it closely
         // (then its lead or intro sits beside it, inside the article).
-        if matches!(page.els[top as usize].tag, Tag::Article | Tag::Main)
-            || (page.els[top as usize].flags & STRONG_CONTENT != 0 && !article_above(page, top))
-        {
-            break;
-        }
+        let boundary = matches!(page.els[top as usize].tag, Tag::Article | Tag::Main)
+            || (page.els[top as usize].flags & STRONG_CONTENT != 0 && !article_above(page, top));
         let a = parent(page, top);
         if a == NO_PARENT || a == 0 {
             break;
@@ -387,11 +384,40 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         let chars = clean[a as usize].0.saturating_sub(inner.0);
         let links = clean[a as usize].1.saturating_sub(inner.1);
         // at most 30 % links, and no more than 1.5 times the article's text
-        if chars > 0 && (links * 10 > chars * 3 || chars * 2 > core * 3) {
-            break;
+        if !boundary && (chars == 0 || (links * 10 <= chars * 3 && chars * 2 <= core * 3)) {
+            roots = vec![a];
+            top = a;
+            continue;
         }
-        roots = vec![a];
-        top = a;
+        if std::env::var_os("TM_DEBUG").is_some() {
+            eprintln!(
+                "stop at {a} ({:?}): adds chars {chars} links {links} core {core} boundary {boundary}",
+                page.els[a as usize].tag
+            );
+        }
+        // `a` as a whole is not the article: its other children that read as text (few
+        // links) join one by one — a lead in a box beside the body, a table of the product's
+        // details, a sign-off — and the climb ends.
+        if std::env::var_os("TM_SIBLINGS").is_some() {
+            for (i, c) in page.els.iter().enumerate() {
+                let i = i as u32;
+                if c.parent != a
+                    || i == 0
+                    || c.flags & OUT != 0
+                    || roots.iter().any(|&r| within(page, r, i))
+                {
+                    continue;
+                }
+                let (cc, cl) = clean[i as usize];
+                if prose[i as usize] > 0 && cl * 10 <= cc * 3 {
+                    if std::env::var_os("TM_DEBUG").is_some() {
+                        eprintln!("  sibling {i} ({:?}) chars {cc} links {cl}", c.tag);
+                    }
+                    roots.push(i);
+                }
+            }
+        }
+        break;
     }
     // Decide every block.
     let mut fates = Vec::with_capacity(page.blocks.len());

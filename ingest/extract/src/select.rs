@@ -85,6 +85,8 @@ pub enum Fate {
     Comment,
     /// Kept: around the best container, in the element the article was extended to.
     Added,
+    /// A heading or a label whose text was dropped (a "Related" over a link list).
+    Orphan,
 }
 
 /// The text of the article of `page`, blocks separated by newlines.
@@ -384,40 +386,11 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         let chars = clean[a as usize].0.saturating_sub(inner.0);
         let links = clean[a as usize].1.saturating_sub(inner.1);
         // at most 30 % links, and no more than 1.5 times the article's text
-        if !boundary && (chars == 0 || (links * 10 <= chars * 3 && chars * 2 <= core * 3)) {
-            roots = vec![a];
-            top = a;
-            continue;
+        if boundary || (chars > 0 && (links * 10 > chars * 3 || chars * 2 > core * 3)) {
+            break;
         }
-        if std::env::var_os("TM_DEBUG").is_some() {
-            eprintln!(
-                "stop at {a} ({:?}): adds chars {chars} links {links} core {core} boundary {boundary}",
-                page.els[a as usize].tag
-            );
-        }
-        // `a` as a whole is not the article: its other children that read as text (few
-        // links) join one by one — a lead in a box beside the body, a table of the product's
-        // details, a sign-off — and the climb ends.
-        if std::env::var_os("TM_SIBLINGS").is_some() {
-            for (i, c) in page.els.iter().enumerate() {
-                let i = i as u32;
-                if c.parent != a
-                    || i == 0
-                    || c.flags & OUT != 0
-                    || roots.iter().any(|&r| within(page, r, i))
-                {
-                    continue;
-                }
-                let (cc, cl) = clean[i as usize];
-                if prose[i as usize] > 0 && cl * 10 <= cc * 3 {
-                    if std::env::var_os("TM_DEBUG").is_some() {
-                        eprintln!("  sibling {i} ({:?}) chars {cc} links {cl}", c.tag);
-                    }
-                    roots.push(i);
-                }
-            }
-        }
-        break;
+        roots = vec![a];
+        top = a;
     }
     // Decide every block.
     let mut fates = Vec::with_capacity(page.blocks.len());
@@ -492,5 +465,54 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             fates[i] = Fate::Kept;
         }
     }
+    // A heading or a label over a link list is not text ("Related Coverage", "Auch
+    // interessant" over the links selection dropped). Furniture after it (a caption, a share
+    // bar) does not decide; the next other block does.
+    let mut next: Option<Fate> = None; // the next block's fate, furniture skipped
+    for i in (0..fates.len()).rev() {
+        let f = fates[i];
+        let b = &page.blocks[i];
+        if matches!(f, Fate::Kept | Fate::Added) && label(page, b) {
+            if matches!(next, Some(Fate::LinkList | Fate::Orphan)) {
+                fates[i] = Fate::Orphan;
+                next = Some(Fate::Orphan);
+                continue;
+            }
+        }
+        if !matches!(f, Fate::Furniture(_)) {
+            next = Some(f);
+        }
+    }
     Selection { roots, fates }
+}
+
+/// A heading, or a line too short to be a sentence (under six words, not ending like one): a
+/// label for what follows it.
+fn label(page: &Page, b: &crate::tree::Block) -> bool {
+    !b.text.ends_with(['.', '!', '?', '。', '"', '”', ')'])
+        && (page.els[b.owner as usize].tag.is_heading() || b.text.split_whitespace().count() < 6)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ExtractorConfig, extract};
+
+    const PARA: &str = "<p>A paragraph of the story that is long enough to count, with commas, \
+                        clauses, and a full stop at its end.</p>";
+
+    #[test]
+    fn a_label_over_a_dropped_link_list_goes_with_it() {
+        let html = format!(
+            "<html><body><article>{PARA}{PARA}<h2>Das ist ein Zwischentitel</h2>{PARA}\
+             <p>Related Coverage</p><figure><figcaption>Photo</figcaption></figure>\
+             <ul><li><a href=/a>First related story</a></li><li><a href=/b>Second one</a></li>\
+             </ul>{PARA}<p>Also: a label over text</p>{PARA}</article></body></html>"
+        );
+        let t = extract(&html, &ExtractorConfig::default()).text;
+        assert!(!t.contains("Related Coverage"), "{t}");
+        assert!(!t.contains("First related story"), "{t}");
+        // a heading or label over text stays
+        assert!(t.contains("Das ist ein Zwischentitel"), "{t}");
+        assert!(t.contains("Also: a label over text"), "{t}");
+    }
 }

@@ -385,8 +385,9 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         });
         let chars = clean[a as usize].0.saturating_sub(inner.0);
         let links = clean[a as usize].1.saturating_sub(inner.1);
-        // at most 30 % links, and no more than 1.5 times the article's text
-        if boundary || (chars > 0 && (links * 10 > chars * 3 || chars * 2 > core * 3)) {
+        // at most 30 % links, and no more than 2.5 times the article's text (a product page's
+        // description is often the smaller part beside its lists and tables)
+        if boundary || (chars > 0 && (links * 10 > chars * 3 || chars * 2 > core * 5)) {
             break;
         }
         roots = vec![a];

@@ -454,6 +454,34 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             }
         }
     }
+    // Sentences just before or after the article's text join it, one by one while they go
+    // on (the neighbours of good text are text, as jusText judges a block by its context): a
+    // lead or an intro in a box of its own, an editor's note, a second article of the page.
+    // A furniture block, a link list, a label or a line with more than 30 % links stops it.
+    let sentence = |b: &crate::tree::Block| {
+        prose_block(b)
+            || (b.text.split_whitespace().count() >= 4 && b.text.ends_with(['.', '!', '?', '。']))
+    };
+    let joins = |i: usize, fates: &[Fate]| {
+        let b = &page.blocks[i];
+        fates[i] == Fate::Outside
+            && b.link_chars * 10 <= b.chars * 3
+            && sentence(b)
+            && added_text(page, b)
+    };
+    let kept = |f: &Fate| matches!(f, Fate::Kept | Fate::Added);
+    if let (Some(first), Some(last)) = (fates.iter().position(kept), fates.iter().rposition(kept)) {
+        let mut i = first;
+        while i > 0 && joins(i - 1, &fates) {
+            i -= 1;
+            fates[i] = Fate::Added;
+        }
+        let mut j = last;
+        while j + 1 < fates.len() && joins(j + 1, &fates) {
+            j += 1;
+            fates[j] = Fate::Added;
+        }
+    }
     // A link standing alone between paragraphs of the article (a petition's address, an
     // e-mail to write to, a linked question) is part of it; a run of links is a list.
     let kept_prose = |i: usize, fates: &[Fate]| {
@@ -515,5 +543,26 @@ mod tests {
         // a heading or label over text stays
         assert!(t.contains("Das ist ein Zwischentitel"), "{t}");
         assert!(t.contains("Also: a label over text"), "{t}");
+    }
+
+    #[test]
+    fn sentences_next_to_the_article_join_it_until_something_else_comes() {
+        let body = PARA.repeat(4);
+        let html = format!(
+            "<html><body><div class=top><a href=/>Home</a> <a href=/x>News</a></div>\
+             <div class=box><p>The intro sits in a box of its own, before the body.</p>\
+             <p><a href=/t>Teaser one</a> and <a href=/u>teaser two</a></p></div>\
+             <div class=intro><p>A lead in its own box, right before the story starts.</p></div>\
+             <div class=body>{body}</div>\
+             <div class=note><p>This post first appeared on another site.</p></div>\
+             <div class=after><p>Short label</p><p>A sentence after the label, not joined.</p>\
+             </div></body></html>"
+        );
+        let t = extract(&html, &ExtractorConfig::default()).text;
+        assert!(t.contains("A lead in its own box"), "{t}");
+        assert!(t.contains("This post first appeared"), "{t}");
+        // the link-heavy line stops the walk backwards; the label stops it forwards
+        assert!(!t.contains("The intro sits"), "{t}");
+        assert!(!t.contains("not joined"), "{t}");
     }
 }

@@ -136,9 +136,14 @@ pub struct Selection {
     pub fates: Vec<Fate>,
 }
 
-/// A link list or a "read more" line: mostly link text and not a sentence.
-fn link_list(b: &crate::tree::Block) -> bool {
+/// A link list or a "read more" line: mostly link text and not a sentence. A table row is
+/// data with a linked name (a product, a person, a place beside its figures) unless nearly all
+/// of it is links.
+fn link_list(page: &Page, b: &crate::tree::Block) -> bool {
     let ld = b.link_chars as f32 / b.chars.max(1) as f32;
+    if page.els[b.owner as usize].tag == Tag::Tr {
+        return ld > 0.8;
+    }
     let words = b.text.split_whitespace().count();
     let prose = words >= 12 && b.text.ends_with(['.', '!', '?', '。', '」', '"', '”', ')']);
     ld > 0.5 && words < 40 && !(prose && ld < 0.8)
@@ -182,7 +187,7 @@ fn comment_block(page: &Page, b: &crate::tree::Block) -> bool {
         e = page.els[e as usize].parent;
     }
     in_comments
-        && !link_list(b)
+        && !link_list(page, b)
         && !page.els[b.owner as usize].tag.is_heading()
         && b.text.split_whitespace().count() >= 3
 }
@@ -417,7 +422,7 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             fates.push(Fate::Outside);
             continue;
         }
-        if link_list(b) {
+        if link_list(page, b) {
             fates.push(Fate::LinkList); // a link list or a "read more" line
             continue;
         }
@@ -486,7 +491,7 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     // e-mail to write to, a linked question) is part of it; a run of links is a list.
     let kept_prose = |i: usize, fates: &[Fate]| {
         matches!(fates[i], Fate::Kept | Fate::Added)
-            && !link_list(&page.blocks[i])
+            && !link_list(page, &page.blocks[i])
             && page.blocks[i].chars >= 25
     };
     for i in 1..fates.len().saturating_sub(1) {
@@ -564,5 +569,19 @@ mod tests {
         // the link-heavy line stops the walk backwards; the label stops it forwards
         assert!(!t.contains("The intro sits"), "{t}");
         assert!(!t.contains("not joined"), "{t}");
+    }
+
+    #[test]
+    fn a_table_row_with_a_linked_name_is_data_not_a_link_list() {
+        let html = format!(
+            "<html><body><article>{PARA}{PARA}<table>\
+             <tr><td><a href=/p/1>Maxi-Cosi Cabriofix</a></td><td>310 €</td><td>2,5</td></tr>\
+             <tr><td><a href=/p/2>Jané Koos i-Size</a></td><td>370 €</td><td>4,9</td></tr>\
+             <tr><td><a href=/a>Home</a></td><td><a href=/b>Tests</a></td></tr>\
+             </table>{PARA}</article></body></html>"
+        );
+        let t = extract(&html, &ExtractorConfig::default()).text;
+        assert!(t.contains("Jané Koos i-Size 370 € 4,9"), "{t}");
+        assert!(!t.contains("Home Tests"), "{t}");
     }
 }

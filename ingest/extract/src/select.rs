@@ -578,10 +578,15 @@ mod tests {
              <tr><td><a href=/p/1>Maxi-Cosi Cabriofix</a></td><td>310 €</td><td>2,5</td></tr>\
              <tr><td><a href=/p/2>Jané Koos i-Size</a></td><td>370 €</td><td>4,9</td></tr>\
              <tr><td><a href=/a>Home</a></td><td><a href=/b>Tests</a></td></tr>\
+             <tr><td><a href=/c>Contact</a></td><td><a href=/d>Imprint</a></td></tr>\
              </table>{PARA}</article></body></html>"
         );
         let t = extract(&html, &ExtractorConfig::default()).text;
         assert!(t.contains("Jané Koos i-Size 370 € 4,9"), "{t}");
-        assert!(!t.contains("Home Tests"), "{t}");
+        // (a lone link row between text would be kept as the text's own link)
+        assert!(
+            !t.contains("Home Tests") && !t.contains("Contact Imprint"),
+            "{t}"
+        );
     }
 }

@@ -186,10 +186,27 @@ fn comment_block(page: &Page, b: &crate::tree::Block) -> bool {
         }
         e = page.els[e as usize].parent;
     }
+    let words = b.text.split_whitespace().count();
     in_comments
         && !link_list(page, b)
         && !page.els[b.owner as usize].tag.is_heading()
-        && b.text.split_whitespace().count() >= 3
+        && words >= 3
+        && !(words < 12 && digit_runs(&b.text) >= 3)
+}
+
+/// How many runs of digits `t` has: a comment's signature line ("Comment by Anna — 17.07,
+/// 2011 @ 13:04", "Maria sagt: 3. März 2020 um 9:15") has a date and a time.
+fn digit_runs(t: &str) -> usize {
+    let mut runs = 0;
+    let mut in_run = false;
+    for c in t.chars() {
+        let d = c.is_ascii_digit();
+        if d && !in_run {
+            runs += 1;
+        }
+        in_run = d;
+    }
+    runs
 }
 
 /// Selection's decisions for `page`.
@@ -588,5 +605,26 @@ mod tests {
             !t.contains("Home Tests") && !t.contains("Contact Imprint"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_comments_signature_line_is_not_a_comment() {
+        assert_eq!(
+            super::digit_runs("Comment by Anna — 17.07, 2011 @ 13:04"),
+            5
+        );
+        let html = format!(
+            "<html><body><article>{PARA}{PARA}</article><ol id=comments>\
+             <li class=comment><p>I read this twice and I still disagree with the second part.</p>\
+             <p><cite>Comment by <a href=/m>Mirko Lange</a></cite> — 17.07, 2011 @ 13:04</p></li>\
+             </ol></body></html>"
+        );
+        let opts = ExtractorConfig {
+            include_comments: true,
+            ..Default::default()
+        };
+        let t = extract(&html, &opts).text;
+        assert!(t.contains("I read this twice"), "{t}");
+        assert!(!t.contains("Comment by"), "{t}");
     }
 }

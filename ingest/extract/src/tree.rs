@@ -7,6 +7,7 @@
 use crate::lexer::{Attrs, Lexer, Token};
 use crate::patterns::{Hint, hint, weak_words};
 use crate::tags::Tag;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 // Flags of an element ([`El::flags`]).
 /// The element is page furniture by its tag (`nav`, `aside`, `footer`, `form`…).
@@ -135,7 +136,13 @@ impl Builder {
     fn flush(&mut self) {
         let t = self.text.trim_end();
         if !t.is_empty() {
-            let text = t.to_string();
+            // NFC: pages written on some systems spell `ü` as `u` + a combining diaeresis;
+            // the text means the same and must read (and tokenize) the same
+            let text = if t.is_ascii() || is_nfc_quick(t.chars()) == IsNormalized::Yes {
+                t.to_string()
+            } else {
+                t.nfc().collect()
+            };
             let chars = text.chars().count() as u32;
             self.page.blocks.push(Block {
                 owner: self.owner(),
@@ -454,5 +461,15 @@ mod tests {
         let flags = |t: Tag| p.els.iter().find(|e| e.tag == t).map(|e| e.flags);
         assert_eq!(flags(Tag::H3), Some(0));
         assert_eq!(flags(Tag::Div), Some(BOILER));
+    }
+
+    #[test]
+    fn text_is_nfc() {
+        let p = build("<p>Besonders bei Babyschalen sollte gepru\u{308}ft werden.</p>");
+        assert_eq!(
+            texts(&p),
+            ["Besonders bei Babyschalen sollte geprüft werden."]
+        );
+        assert_eq!(p.blocks[0].chars, 48);
     }
 }

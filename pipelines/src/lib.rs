@@ -28,6 +28,7 @@ pub mod export;
 pub mod extract;
 pub mod generate;
 pub mod inspect;
+pub mod oddity;
 pub mod plot;
 pub mod progress;
 pub mod publish;

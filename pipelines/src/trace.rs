@@ -363,6 +363,60 @@ impl Decoder {
     }
 }
 
+/// The text a document span of a loss table covered, decoded with its dataset's tokenizer, and
+/// the source file the document came from.
+pub struct SpanText {
+    dec: Decoder,
+    prov: HashMap<u32, Vec<String>>,
+}
+
+impl std::fmt::Debug for SpanText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanText")
+            .field("documents_read", &self.dec.docs.len())
+            .finish()
+    }
+}
+
+impl SpanText {
+    /// Opens the dataset at `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(SpanText {
+            dec: Decoder::open(dir)?,
+            prov: HashMap::new(),
+        })
+    }
+
+    /// The `tokens` tokens of document `doc` of shard `shard` from token `from` on (a loss
+    /// table row's `doc_offset` and `tokens`).
+    pub fn text(&mut self, shard: u32, doc: u64, from: u64, tokens: u32) -> Result<String> {
+        let ids = self.dec.doc(shard, doc)?;
+        let a = (from as usize).min(ids.len());
+        let b = (a + tokens as usize).min(ids.len());
+        let ids = ids[a..b].to_vec();
+        // a byte-level cut can split a character at either end
+        Ok(self
+            .dec
+            .tok
+            .decode(&ids)?
+            .trim_matches('\u{FFFD}')
+            .to_string())
+    }
+
+    /// The source file (or URL) of document `doc` of shard `shard`, from its provenance.
+    pub fn source(&mut self, shard: u32, doc: u64) -> Result<String> {
+        if !self.prov.contains_key(&shard) {
+            let p = self.dec.ds.provenance(shard as usize)?;
+            self.prov
+                .insert(shard, p.into_iter().map(|p| p.source).collect());
+        }
+        Ok(self.prov[&shard]
+            .get(doc as usize)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
 /// Replays step `step` of the run in `dir` (`attempt`: which run of the step when a rollback
 /// made the run go over it again; default the last). Documents of the `top` highest-loss
 /// samples and the `top` documents that added most to the loss get a text snippet.

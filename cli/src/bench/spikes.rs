@@ -13,7 +13,7 @@
 //! that are injected documents, in the poisoned runs), and false flags per 1,000 steps on the
 //! clean runs. It also times the detector at batch sizes up to 4,096 samples.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,6 +21,8 @@ use anyhow::{Context, Result, bail};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, UInt64Type};
 use tokenmill_pipelines::config::BuildConfig;
+use tokenmill_pipelines::oddity::{Oddity, Profile};
+use tokenmill_pipelines::trace::SpanText;
 use tokenmill_pipelines::train::{read_config, train};
 use tokenmill_shards::bpe::{BpeTrainConfig, train_bpe};
 use tokenmill_trainer::spikes::{DocReference, Observation, SpanLoss, SpikeConfig, SpikeDetector};
@@ -360,6 +362,22 @@ pub struct Step {
     pub grad_norm: f64,
     /// Its document spans, each with its document's id.
     pub spans: Vec<(SpanLoss, String)>,
+    /// Where each span's tokens are (same order as `spans`).
+    pub at: Vec<SpanAt>,
+}
+
+/// Where a span's tokens are in the dataset: a loss table row's shard, document, offset and
+/// length.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanAt {
+    /// Shard.
+    pub shard: u32,
+    /// Document within the shard.
+    pub doc: u64,
+    /// First token of the span within the document.
+    pub doc_offset: u64,
+    /// Tokens of the span.
+    pub tokens: u32,
 }
 
 /// The detector's observations replayed over a recorded run with `cfg`: one per step.
@@ -402,13 +420,14 @@ pub fn read_run(run: &Path, dataset: &Path) -> Result<Vec<Step>> {
                     main_loss: l.main_loss,
                     grad_norm: l.grad_norm,
                     spans: Vec::new(),
+                    at: Vec::new(),
                 },
             )
         })
         .collect();
     let batches = tokenmill_pipelines::sql::query_dir(
         run,
-        "SELECT step, sample, span, loss, targets, id, shard, doc FROM losses \
+        "SELECT step, sample, span, loss, targets, id, shard, doc, doc_offset, tokens FROM losses \
          ORDER BY step, sample, span",
     )?;
     for b in &batches {
@@ -417,6 +436,7 @@ pub fn read_run(run: &Path, dataset: &Path) -> Result<Vec<Step>> {
         let ids = arrow::compute::cast(b.column(5), &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
         let (shard, doc) = (u64s(b.column(6))?, u64s(b.column(7))?);
+        let (doc_offset, tokens) = (u64s(b.column(8))?, u64s(b.column(9))?);
         for r in 0..b.num_rows() {
             if let std::collections::hash_map::Entry::Vacant(e) = shard_sources.entry(shard[r]) {
                 let prov = ds.provenance(shard[r] as usize)?;
@@ -444,6 +464,12 @@ pub fn read_run(run: &Path, dataset: &Path) -> Result<Vec<Step>> {
                     },
                     ids.value(r).to_string(),
                 ));
+                s.at.push(SpanAt {
+                    shard: shard[r] as u32,
+                    doc: doc[r],
+                    doc_offset: doc_offset[r],
+                    tokens: tokens[r] as u32,
+                });
             }
         }
     }
@@ -573,6 +599,232 @@ fn explain(runs: &[(String, String, PathBuf, Vec<Miss>)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads spans of a run by their text: the window the model saw, and what is unusual about it
+/// against the text of the document's source file ([`tokenmill_pipelines::oddity`]).
+struct Reader {
+    spans: SpanText,
+    dir: PathBuf,
+    /// Injected documents: left out of their source's profile.
+    skip: HashSet<String>,
+    profiles: HashMap<String, Profile>,
+}
+
+impl Reader {
+    fn open(dir: &Path, skip: HashSet<String>) -> Result<Self> {
+        Ok(Reader {
+            spans: SpanText::open(&dir.join("train-ds"))?,
+            dir: dir.to_path_buf(),
+            skip,
+            profiles: HashMap::new(),
+        })
+    }
+
+    /// The texts of a JSONL source file (the run's own `train*.jsonl` when the recorded path
+    /// is not there any more), without the injected documents.
+    fn source_text(&self, src: &str) -> Result<String> {
+        let mut files = vec![PathBuf::from(src)];
+        if !files[0].exists() {
+            files = std::fs::read_dir(&self.dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("train") && n.ends_with(".jsonl"))
+                })
+                .collect();
+        }
+        let mut out = String::new();
+        for f in files {
+            let t = std::fs::read_to_string(&f)
+                .with_context(|| format!("{}: cannot read", f.display()))?;
+            for l in t.lines() {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .with_context(|| format!("{}: a line is not JSON", f.display()))?;
+                if v["id"].as_str().is_some_and(|id| self.skip.contains(id)) {
+                    continue;
+                }
+                out.push_str(v["text"].as_str().unwrap_or(""));
+                out.push_str("\n\n");
+            }
+        }
+        Ok(out)
+    }
+
+    /// The span's text and what is unusual about it.
+    fn read(&mut self, at: &SpanAt) -> Result<(Option<Oddity>, String)> {
+        let text = self
+            .spans
+            .text(at.shard, at.doc, at.doc_offset, at.tokens)?;
+        let src = self.spans.source(at.shard, at.doc)?;
+        if !self.profiles.contains_key(&src) {
+            let t = self.source_text(&src)?;
+            self.profiles.insert(src.clone(), Profile::of(&t));
+        }
+        Ok((Profile::of(&text).oddity(&self.profiles[&src]), text))
+    }
+}
+
+/// What reading the spans found, per corpus.
+#[derive(Debug, Default)]
+struct Reading {
+    clean_steps: u64,
+    /// Clean documents flagged (clean runs).
+    flags: u64,
+    /// Of those, by what is unusual about their window.
+    odd: BTreeMap<&'static str, u64>,
+    /// Not injected, flagged in poisoned runs; and of those, unusual.
+    poisoned_flags: (u64, u64),
+    /// Injected documents flagged in poisoned runs.
+    injected_flags: u64,
+    /// Exposures read, and of those unusual.
+    exposures: (u64, u64),
+    /// Unflagged clean spans read (a sample), and of those unusual.
+    sample: (u64, u64),
+    /// The flagged clean windows with nothing unusual: (run, step, id, text).
+    innocent: Vec<(String, u64, String, String)>,
+}
+
+/// Reads, for the default detector settings, every flagged span and exposure, and every 40th
+/// unflagged clean span of at least 16 targets.
+fn read_runs(runs: &BTreeMap<String, Runs>, cfg: &SpikeConfig) -> Result<Vec<(String, Reading)>> {
+    let mut out = Vec::new();
+    for (corpus, r) in runs {
+        let mut rd = Reading::default();
+        let name = |d: &Path| d.file_name().map(|n| n.to_string_lossy().into_owned());
+        for (steps, dir) in &r.clean {
+            let mut reader = Reader::open(dir, HashSet::new())?;
+            rd.clean_steps += steps.len() as u64;
+            for (s, (_, o)) in steps.iter().zip(replay_observations(steps, cfg)) {
+                for (k, (sp, id)) in s.spans.iter().enumerate() {
+                    let flagged = o
+                        .outliers
+                        .iter()
+                        .any(|&(i, j, _)| (i, j) == (sp.sample, sp.span));
+                    if flagged {
+                        let (odd, text) = reader.read(&s.at[k])?;
+                        rd.flags += 1;
+                        match odd {
+                            Some(o) => *rd.odd.entry(o.kind()).or_default() += 1,
+                            None => rd.innocent.push((
+                                name(dir).unwrap_or_default(),
+                                s.step,
+                                id.clone(),
+                                text,
+                            )),
+                        }
+                    } else if sp.targets >= 16 && (s.step as usize * 7 + k).is_multiple_of(40) {
+                        let (odd, _) = reader.read(&s.at[k])?;
+                        rd.sample.0 += 1;
+                        rd.sample.1 += odd.is_some() as u64;
+                    }
+                }
+            }
+        }
+        for (steps, ids, dir) in &r.poisoned {
+            let mut reader = Reader::open(dir, ids.keys().cloned().collect())?;
+            for (s, (_, o)) in steps.iter().zip(replay_observations(steps, cfg)) {
+                for (k, (sp, id)) in s.spans.iter().enumerate() {
+                    let flagged = o
+                        .outliers
+                        .iter()
+                        .any(|&(i, j, _)| (i, j) == (sp.sample, sp.span));
+                    let injected = ids.contains_key(id);
+                    let exposure = injected && sp.targets >= 16 && sp.loss >= s.main_loss + 1.5;
+                    if exposure {
+                        let (odd, _) = reader.read(&s.at[k])?;
+                        rd.exposures.0 += 1;
+                        rd.exposures.1 += odd.is_some() as u64;
+                    }
+                    if flagged && injected {
+                        rd.injected_flags += 1;
+                    } else if flagged {
+                        let (odd, _) = reader.read(&s.at[k])?;
+                        rd.poisoned_flags.0 += 1;
+                        rd.poisoned_flags.1 += odd.is_some() as u64;
+                    }
+                }
+            }
+        }
+        out.push((corpus.clone(), rd));
+    }
+    Ok(out)
+}
+
+/// Prints what reading the flagged windows found.
+fn print_reading(readings: &[(String, Reading)], innocent: bool) {
+    println!(
+        "\nflags of the default settings read by their text (the window the model saw against \
+         its source file: another script, a layout of few letters, another language)"
+    );
+    println!(
+        "| corpus | clean steps | clean flags | by script / layout / language | innocent | innocent per 1,000 clean steps | precision as counted | precision with unusual windows as findings | exposures unusual | unflagged sample unusual |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    let mut all = Reading::default();
+    let mut rows: Vec<(&str, &Reading)> = readings.iter().map(|(c, r)| (c.as_str(), r)).collect();
+    for (_, r) in readings {
+        all.clean_steps += r.clean_steps;
+        all.flags += r.flags;
+        for (k, v) in &r.odd {
+            *all.odd.entry(k).or_default() += v;
+        }
+        all.poisoned_flags.0 += r.poisoned_flags.0;
+        all.poisoned_flags.1 += r.poisoned_flags.1;
+        all.injected_flags += r.injected_flags;
+        all.exposures.0 += r.exposures.0;
+        all.exposures.1 += r.exposures.1;
+        all.sample.0 += r.sample.0;
+        all.sample.1 += r.sample.1;
+    }
+    let n_innocent: usize = readings.iter().map(|(_, r)| r.innocent.len()).sum();
+    if readings.len() > 1 {
+        rows.push(("all", &all));
+    }
+    let ratio = |a: u64, b: u64| {
+        if b == 0 {
+            "-".to_string()
+        } else {
+            format!("{}/{} ({:.2})", a, b, a as f64 / b as f64)
+        }
+    };
+    for (corpus, r) in rows {
+        let innocent = if corpus == "all" {
+            n_innocent as u64
+        } else {
+            r.innocent.len() as u64
+        };
+        let odd = |k: &str| r.odd.get(k).copied().unwrap_or(0);
+        let flagged = r.injected_flags + r.poisoned_flags.0;
+        println!(
+            "| {corpus} | {} | {} | {} / {} / {} | {innocent} | {:.1} | {} | {} | {} | {} |",
+            r.clean_steps,
+            r.flags,
+            odd("script"),
+            odd("layout"),
+            odd("language"),
+            innocent as f64 * 1000.0 / r.clean_steps.max(1) as f64,
+            ratio(r.injected_flags, flagged),
+            ratio(r.injected_flags + r.poisoned_flags.1, flagged),
+            ratio(r.exposures.1, r.exposures.0),
+            ratio(r.sample.1, r.sample.0),
+        );
+    }
+    if innocent {
+        println!("\n| corpus | run | step | document | window |");
+        println!("|---|---|---:|---|---|");
+        for (corpus, r) in readings {
+            for (run, step, id, text) in &r.innocent {
+                let t: String = text
+                    .chars()
+                    .take(100)
+                    .collect::<String>()
+                    .replace(['\n', '|'], " ");
+                println!("| {corpus} | {run} | {step} | {id} | {t} |");
+            }
+        }
+    }
 }
 
 /// A row of the table.
@@ -886,6 +1138,13 @@ pub fn run(a: Args) -> Result<()> {
             r.precision,
             r.false_per_1000
         );
+    }
+    {
+        let cfg = SpikeConfig {
+            doc_window: a.doc_window,
+            ..Default::default()
+        };
+        print_reading(&read_runs(&runs, &cfg)?, a.explain);
     }
     if a.explain {
         let cfg = SpikeConfig {

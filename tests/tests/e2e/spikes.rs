@@ -510,4 +510,51 @@ fn a_dataset_of_two_sources_is_judged_per_source() {
     );
     assert!(!same(&logged, &replay(DocReference::Source, true)));
     assert!(!same(&logged, &replay(DocReference::Global, false)));
+
+    // The spans read back as the text the model saw, from the right source file; judged
+    // against the English file, the Japanese windows are another script and the English ones
+    // ordinary text.
+    use tokenmill_pipelines::oddity::{Profile, Script};
+    let mut spans = tokenmill_pipelines::trace::SpanText::open(&d.join("train-ds")).unwrap();
+    let english = Profile::of(&en.join("\n\n"));
+    let (mut ja_odd, mut ja_n, mut en_odd, mut en_n) = (0, 0, 0, 0);
+    for s in run.iter().take(20) {
+        for ((sp, id), at) in s.spans.iter().zip(&s.at) {
+            let text = spans
+                .text(at.shard, at.doc, at.doc_offset, at.tokens)
+                .unwrap();
+            // a document's tokens end with the end-of-text token
+            let text = text.replace("<|endoftext|>", "");
+            let source = spans.source(at.shard, at.doc).unwrap();
+            let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+            // judged as the calibration judges them: windows of at least 16 targets
+            let odd = Profile::of(&text)
+                .oddity(&english)
+                .filter(|_| sp.targets >= 16);
+            let n = (sp.targets >= 16) as usize;
+            if id.starts_with("ja-") {
+                assert!(source.ends_with("ja.jsonl"), "{source}");
+                assert!(ja[i].contains(text.trim()), "{text:?} is not in {id}");
+                ja_n += n;
+                ja_odd += matches!(
+                    odd,
+                    Some(tokenmill_pipelines::oddity::Oddity::Script {
+                        script: Script::Cjk,
+                        ..
+                    })
+                ) as usize;
+            } else {
+                assert!(source.ends_with("en.jsonl"), "{source}");
+                assert!(en[i].contains(text.trim()), "{text:?} is not in {id}");
+                en_n += n;
+                en_odd += odd.is_some() as usize;
+            }
+        }
+    }
+    assert!(ja_n > 0 && en_n > 0);
+    assert_eq!(ja_odd, ja_n, "every Japanese window is another script");
+    assert!(
+        en_odd * 10 <= en_n,
+        "{en_odd} of {en_n} English windows called unusual"
+    );
 }

@@ -12,6 +12,12 @@
 //! nats above its step's next-token loss), the precision of the documents named (flagged spans
 //! that are injected documents, in the poisoned runs), and false flags per 1,000 steps on the
 //! clean runs. It also times the detector at batch sizes up to 4,096 samples.
+//!
+//! For the default settings it then reads every flag by its text: the window the model saw
+//! against the text of the document's own source file ([`tokenmill_pipelines::oddity`]), so a
+//! flag on a "clean" corpus that names a window of another script, language or layout (a
+//! Chinese page in an English sample) is told from one that names ordinary text (innocent);
+//! the reading is itself checked on the injected exposures and on unflagged windows.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

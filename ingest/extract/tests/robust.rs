@@ -2,6 +2,7 @@
 //! in the page's order.
 
 use proptest::prelude::*;
+use unicode_normalization::UnicodeNormalization;
 
 /// Fragments real pages are made of, shuffled into malformed documents.
 fn fragment() -> impl Strategy<Value = String> {
@@ -35,8 +36,9 @@ proptest! {
         let html: String = parts.concat();
         let x = tokenmill_extract::extract(&html, &Default::default());
         // the extracted letters are the page's, in the page's order (a subsequence of the
-        // page with entities decoded: tags between them are gone, nothing is invented)
-        let page = html_escape::decode_html_entities(&html);
+        // page with entities decoded and in NFC, as the text is: tags between them are gone,
+        // nothing is invented)
+        let page: String = html_escape::decode_html_entities(&html).nfc().collect();
         let mut rest = page.chars().filter(|c| c.is_alphanumeric());
         for c in x.text.chars().filter(|c| c.is_alphanumeric()) {
             prop_assert!(rest.any(|p| p == c), "{c:?} of {:?} is not from the page", x.text);

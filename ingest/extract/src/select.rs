@@ -511,8 +511,21 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             && !link_list(page, &page.blocks[i])
             && page.blocks[i].chars >= 25
     };
-    for i in 1..fates.len().saturating_sub(1) {
-        if fates[i] == Fate::LinkList && kept_prose(i - 1, &fates) && kept_prose(i + 1, &fates) {
+    // So is a link that spells out its address after the article's text ("sign the petition:
+    // http://…", "write to: name@example.org"): someone wrote the address for the reader.
+    let spelled = |b: &crate::tree::Block| {
+        let t = b.text.trim();
+        !t.contains(char::is_whitespace)
+            && (t.starts_with("http://")
+                || t.starts_with("https://")
+                || t.starts_with("www.")
+                || (t.contains('@') && t.contains('.')))
+    };
+    for i in 1..fates.len() {
+        if fates[i] == Fate::LinkList
+            && kept_prose(i - 1, &fates)
+            && (spelled(&page.blocks[i]) || (i + 1 < fates.len() && kept_prose(i + 1, &fates)))
+        {
             fates[i] = Fate::Kept;
         }
     }
@@ -523,12 +536,13 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     for i in (0..fates.len()).rev() {
         let f = fates[i];
         let b = &page.blocks[i];
-        if matches!(f, Fate::Kept | Fate::Added) && label(page, b) {
-            if matches!(next, Some(Fate::LinkList | Fate::Orphan)) {
-                fates[i] = Fate::Orphan;
-                next = Some(Fate::Orphan);
-                continue;
-            }
+        if matches!(f, Fate::Kept | Fate::Added)
+            && label(page, b)
+            && matches!(next, Some(Fate::LinkList | Fate::Orphan))
+        {
+            fates[i] = Fate::Orphan;
+            next = Some(Fate::Orphan);
+            continue;
         }
         if !matches!(f, Fate::Furniture(_)) {
             next = Some(f);
@@ -626,5 +640,17 @@ mod tests {
         let t = extract(&html, &opts).text;
         assert!(t.contains("I read this twice"), "{t}");
         assert!(!t.contains("Comment by"), "{t}");
+    }
+
+    #[test]
+    fn a_link_that_spells_out_its_address_after_the_text_is_kept() {
+        let html = format!(
+            "<html><body><div id=main>{PARA}{PARA}<p>Sign this petition, please:</p>\
+             <p><a href=http://www.example.org/p/1>http://www.example.org/p/1</a></p>\
+             <div class=nav><a href=/prev>&larr; Previous post</a></div></div></body></html>"
+        );
+        let t = extract(&html, &ExtractorConfig::default()).text;
+        assert!(t.contains("http://www.example.org/p/1"), "{t}");
+        assert!(!t.contains("Previous post"), "{t}");
     }
 }

@@ -43,14 +43,23 @@ chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
+resumed=0
 for _ in $(seq 1 60); do
-  if sinfo -h -o '%t' 2>/dev/null | grep -qx 'idle'; then
+  state=$(sinfo -h -o '%t' 2>/dev/null || true)
+  if [ "$state" = idle ]; then
     sinfo
     exit 0
+  fi
+  # a node drained or down in the saved state of an earlier run (its spool disk was full, a
+  # daemon was killed) stays so across restarts: return it to service once, saying why it was out
+  if [ $resumed = 0 ] && printf '%s' "$state" | grep -Eq '^(drain|drng|drained|down)'; then
+    echo "the node was $state ($(sinfo -h -R -o '%E' 2>/dev/null || true)); resuming it" >&2
+    scontrol update NodeName="$host" State=RESUME || true
+    resumed=1
   fi
   sleep 1
 done
 echo "the Slurm node did not become idle:" >&2
 sinfo >&2 || true
-tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
+tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
 exit 1

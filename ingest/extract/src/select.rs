@@ -530,8 +530,9 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         }
     }
     // A heading or a label over a link list is not text ("Related Coverage", "Auch
-    // interessant" over the links selection dropped). Furniture after it (a caption, a share
-    // bar) does not decide; the next other block does.
+    // interessant", "Das Thema könnte dich auch interessieren:" over the links selection
+    // dropped, or over a box of links marked as furniture). Other furniture after it (a
+    // caption, a share bar's icons) does not decide; the next other block does.
     let mut next: Option<Fate> = None; // the next block's fate, furniture skipped
     for i in (0..fates.len()).rev() {
         let f = fates[i];
@@ -544,18 +545,27 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             next = Some(Fate::Orphan);
             continue;
         }
-        if !matches!(f, Fate::Furniture(_)) {
-            next = Some(f);
+        match f {
+            // a box of links marked as furniture (a "related" list) is still a link list
+            // under the label; other furniture (a caption, a share bar) does not decide
+            Fate::Furniture(_) if link_list(page, b) => next = Some(Fate::LinkList),
+            Fate::Furniture(_) => {}
+            _ => next = Some(f),
         }
     }
     Selection { roots, fates }
 }
 
-/// A heading, or a line too short to be a sentence (under six words, not ending like one): a
-/// label for what follows it.
+/// A heading, a line too short to be a sentence (under six words, not ending like one), or a
+/// line under twelve words that ends with a colon, and mostly not link text: a label for what
+/// follows it.
 fn label(page: &Page, b: &crate::tree::Block) -> bool {
-    !b.text.ends_with(['.', '!', '?', '。', '"', '”', ')'])
-        && (page.els[b.owner as usize].tag.is_heading() || b.text.split_whitespace().count() < 6)
+    let words = b.text.split_whitespace().count();
+    // a link is not a label (a kept one is the text's own: an address, a lone link)
+    b.link_chars * 2 <= b.chars
+        && ((words < 12 && b.text.ends_with(':'))
+            || (!b.text.ends_with(['.', '!', '?', '。', '"', '”', ')'])
+                && (page.els[b.owner as usize].tag.is_heading() || words < 6)))
 }
 
 #[cfg(test)]
@@ -571,11 +581,16 @@ mod tests {
             "<html><body><article>{PARA}{PARA}<h2>Das ist ein Zwischentitel</h2>{PARA}\
              <p>Related Coverage</p><figure><figcaption>Photo</figcaption></figure>\
              <ul><li><a href=/a>First related story</a></li><li><a href=/b>Second one</a></li>\
-             </ul>{PARA}<p>Also: a label over text</p>{PARA}</article></body></html>"
+             </ul>{PARA}<p>Also: a label over text</p>{PARA}\
+             <p>You may also be interested in these stories:</p>\
+             <div class=related><a href=/c>Third story</a> <a href=/d>Fourth story</a></div>\
+             {PARA}</article></body></html>"
         );
         let t = extract(&html, &ExtractorConfig::default()).text;
         assert!(!t.contains("Related Coverage"), "{t}");
         assert!(!t.contains("First related story"), "{t}");
+        // a label over a box of links marked as furniture
+        assert!(!t.contains("You may also be interested"), "{t}");
         // a heading or label over text stays
         assert!(t.contains("Das ist ein Zwischentitel"), "{t}");
         assert!(t.contains("Also: a label over text"), "{t}");

@@ -27,8 +27,8 @@ fn multilingual_pages_keep_their_main_text_without_their_boilerplate() {
         "multilingual: all P {:.3} R {:.3} F1 {:.3}; dev F1 {:.3}; held aside F1 {:.3}",
         all.p, all.r, all.f1, dev.f1, aside.f1
     );
-    assert!(all.p >= 0.91 && all.r >= 0.91 && all.f1 >= 0.91, "{all:?}");
-    assert!(aside.f1 >= 0.92, "{aside:?}");
+    assert!(all.p >= 0.92 && all.r >= 0.91 && all.f1 >= 0.92, "{all:?}");
+    assert!(aside.f1 >= 0.93, "{aside:?}");
     // Readers' comments are text the benchmark wants; with them the recall rises.
     let (with_comments, _) = run_ours(
         &pages,

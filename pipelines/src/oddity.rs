@@ -191,6 +191,19 @@ impl Profile {
         p
     }
 
+    /// The profile of a text without a part of it (`part`'s counts taken out; the language
+    /// stays this text's): a document judged against the other documents of its source.
+    pub fn without(&self, part: &Profile) -> Profile {
+        let mut p = self.clone();
+        for (a, b) in p.letters.iter_mut().zip(&part.letters) {
+            *a = a.saturating_sub(*b);
+        }
+        p.visible = p.visible.saturating_sub(part.visible);
+        p.symbols = p.symbols.saturating_sub(part.symbols);
+        p.chars = p.chars.saturating_sub(part.chars);
+        p
+    }
+
     fn letters(&self) -> u64 {
         self.letters.iter().sum()
     }
@@ -295,6 +308,16 @@ mod tests {
                 window: "deu",
                 source: "eng"
             })
+        );
+        // a source whose letters are partly Cyrillic because of this very document: judged
+        // against the others, its window is another script
+        let doc = "Македонија е држава во Југоисточна Европа. ".repeat(30);
+        let with_doc = Profile::of(&format!("{}{doc}", ENGLISH.repeat(20)));
+        assert_eq!(mk.oddity(&with_doc), None);
+        assert_eq!(
+            mk.oddity(&with_doc.without(&Profile::of(&doc)))
+                .map(|o| o.kind()),
+            Some("script")
         );
         // English inside a Japanese novel is another script there
         let ja = Profile::of(

@@ -403,6 +403,12 @@ impl SpanText {
             .to_string())
     }
 
+    /// The whole text of document `doc` of shard `shard`.
+    pub fn document(&mut self, shard: u32, doc: u64) -> Result<String> {
+        let ids = self.dec.doc(shard, doc)?.to_vec();
+        Ok(self.dec.tok.decode(&ids)?)
+    }
+
     /// The source file (or URL) of document `doc` of shard `shard`, from its provenance.
     pub fn source(&mut self, shard: u32, doc: u64) -> Result<String> {
         if !self.prov.contains_key(&shard) {

@@ -658,8 +658,9 @@ impl Reader {
         Ok(out)
     }
 
-    /// The span's text and what is unusual about it.
-    fn read(&mut self, at: &SpanAt) -> Result<(Option<Oddity>, String)> {
+    /// The span's text and what is unusual about it, against the other documents of its
+    /// source (a long foreign page would otherwise make its own script common there).
+    fn read(&mut self, at: &SpanAt, id: &str) -> Result<(Option<Oddity>, String)> {
         let text = self
             .spans
             .text(at.shard, at.doc, at.doc_offset, at.tokens)?;
@@ -668,7 +669,14 @@ impl Reader {
             let t = self.source_text(&src)?;
             self.profiles.insert(src.clone(), Profile::of(&t));
         }
-        Ok((Profile::of(&text).oddity(&self.profiles[&src]), text))
+        // (an injected document is not in its source's profile to begin with)
+        let others = if self.skip.contains(id) {
+            self.profiles[&src].clone()
+        } else {
+            let doc = Profile::of(&self.spans.document(at.shard, at.doc)?);
+            self.profiles[&src].without(&doc)
+        };
+        Ok((Profile::of(&text).oddity(&others), text))
     }
 }
 
@@ -709,7 +717,7 @@ fn read_runs(runs: &BTreeMap<String, Runs>, cfg: &SpikeConfig) -> Result<Vec<(St
                         .iter()
                         .any(|&(i, j, _)| (i, j) == (sp.sample, sp.span));
                     if flagged {
-                        let (odd, text) = reader.read(&s.at[k])?;
+                        let (odd, text) = reader.read(&s.at[k], id)?;
                         rd.flags += 1;
                         match odd {
                             Some(o) => *rd.odd.entry(o.kind()).or_default() += 1,
@@ -721,7 +729,7 @@ fn read_runs(runs: &BTreeMap<String, Runs>, cfg: &SpikeConfig) -> Result<Vec<(St
                             )),
                         }
                     } else if sp.targets >= 16 && (s.step as usize * 7 + k).is_multiple_of(40) {
-                        let (odd, _) = reader.read(&s.at[k])?;
+                        let (odd, _) = reader.read(&s.at[k], id)?;
                         rd.sample.0 += 1;
                         rd.sample.1 += odd.is_some() as u64;
                     }
@@ -739,14 +747,14 @@ fn read_runs(runs: &BTreeMap<String, Runs>, cfg: &SpikeConfig) -> Result<Vec<(St
                     let injected = ids.contains_key(id);
                     let exposure = injected && sp.targets >= 16 && sp.loss >= s.main_loss + 1.5;
                     if exposure {
-                        let (odd, _) = reader.read(&s.at[k])?;
+                        let (odd, _) = reader.read(&s.at[k], id)?;
                         rd.exposures.0 += 1;
                         rd.exposures.1 += odd.is_some() as u64;
                     }
                     if flagged && injected {
                         rd.injected_flags += 1;
                     } else if flagged {
-                        let (odd, _) = reader.read(&s.at[k])?;
+                        let (odd, _) = reader.read(&s.at[k], id)?;
                         rd.poisoned_flags.0 += 1;
                         rd.poisoned_flags.1 += odd.is_some() as u64;
                     }

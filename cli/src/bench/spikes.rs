@@ -514,6 +514,19 @@ struct Miss {
     reference: Option<(f64, f64)>,
 }
 
+/// Whether span `sp` of a step is one of the documents the observation flagged.
+fn is_flagged(o: &Observation, sp: &SpanLoss) -> bool {
+    o.outliers
+        .iter()
+        .any(|&(i, j, _)| (i, j) == (sp.sample, sp.span))
+}
+
+/// An out-of-distribution exposure: an injected document's span of at least 16 targets whose
+/// loss is 1.5 nats or more above its step's next-token loss.
+fn is_exposure(s: &Step, sp: &SpanLoss, injected: bool) -> bool {
+    injected && sp.targets >= 16 && sp.loss >= s.main_loss + 1.5
+}
+
 /// Replays the document detector with `cfg` over `run`; `ood` names the injected documents.
 /// Also returns the spans it got wrong.
 fn replay(
@@ -525,15 +538,14 @@ fn replay(
     let mut wrong = Vec::new();
     for (s, (_, o)) in run.iter().zip(replay_observations(run, cfg)) {
         c.steps += 1;
-        let flagged: Vec<(usize, usize)> = o.outliers.iter().map(|&(i, j, _)| (i, j)).collect();
         for (sp, id) in &s.spans {
-            let is_flagged = flagged.contains(&(sp.sample, sp.span));
+            let is_flagged = is_flagged(&o, sp);
             let is_ood = ood.contains_key(id);
             if is_flagged {
                 c.flagged += 1;
                 c.flagged_ood += is_ood as u64;
             }
-            let exposure = is_ood && sp.targets >= 16 && sp.loss >= s.main_loss + 1.5;
+            let exposure = is_exposure(s, sp, is_ood);
             if exposure {
                 c.exposures += 1;
                 c.caught += is_flagged as u64;
@@ -615,6 +627,8 @@ struct Reader {
     /// Injected documents: left out of their source's profile.
     skip: HashSet<String>,
     profiles: HashMap<String, Profile>,
+    /// Profiles of the documents read, by (shard, document).
+    docs: HashMap<(u32, u64), Profile>,
 }
 
 impl Reader {
@@ -624,6 +638,7 @@ impl Reader {
             dir: dir.to_path_buf(),
             skip,
             profiles: HashMap::new(),
+            docs: HashMap::new(),
         })
     }
 
@@ -673,8 +688,11 @@ impl Reader {
         let others = if self.skip.contains(id) {
             self.profiles[&src].clone()
         } else {
-            let doc = Profile::of(&self.spans.document(at.shard, at.doc)?);
-            self.profiles[&src].without(&doc)
+            if !self.docs.contains_key(&(at.shard, at.doc)) {
+                let doc = Profile::of(&self.spans.document(at.shard, at.doc)?);
+                self.docs.insert((at.shard, at.doc), doc);
+            }
+            self.profiles[&src].without(&self.docs[&(at.shard, at.doc)])
         };
         Ok((Profile::of(&text).oddity(&others), text))
     }
@@ -712,11 +730,7 @@ fn read_runs(runs: &BTreeMap<String, Runs>, cfg: &SpikeConfig) -> Result<Vec<(St
             rd.clean_steps += steps.len() as u64;
             for (s, (_, o)) in steps.iter().zip(replay_observations(steps, cfg)) {
                 for (k, (sp, id)) in s.spans.iter().enumerate() {
-                    let flagged = o
-                        .outliers
-                        .iter()
-                        .any(|&(i, j, _)| (i, j) == (sp.sample, sp.span));
-                    if flagged {
+                    if is_flagged(&o, sp) {
                         let (odd, text) = reader.read(&s.at[k], id)?;
                         rd.flags += 1;
                         match odd {
@@ -740,13 +754,9 @@ fn read_runs(runs: &BTreeMap<String, Runs>, cfg: &SpikeConfig) -> Result<Vec<(St
             let mut reader = Reader::open(dir, ids.keys().cloned().collect())?;
             for (s, (_, o)) in steps.iter().zip(replay_observations(steps, cfg)) {
                 for (k, (sp, id)) in s.spans.iter().enumerate() {
-                    let flagged = o
-                        .outliers
-                        .iter()
-                        .any(|&(i, j, _)| (i, j) == (sp.sample, sp.span));
+                    let flagged = is_flagged(&o, sp);
                     let injected = ids.contains_key(id);
-                    let exposure = injected && sp.targets >= 16 && sp.loss >= s.main_loss + 1.5;
-                    if exposure {
+                    if is_exposure(s, sp, injected) {
                         let (odd, _) = reader.read(&s.at[k], id)?;
                         rd.exposures.0 += 1;
                         rd.exposures.1 += odd.is_some() as u64;
@@ -770,7 +780,8 @@ fn read_runs(runs: &BTreeMap<String, Runs>, cfg: &SpikeConfig) -> Result<Vec<(St
 fn print_reading(readings: &[(String, Reading)], innocent: bool) {
     println!(
         "\nflags of the default settings read by their text (the window the model saw against \
-         its source file: another script, a layout of few letters, another language)"
+         the other documents of its source file: another script, a layout of few letters, \
+         another language)"
     );
     println!(
         "| corpus | clean steps | clean flags | by script / layout / language | innocent | innocent per 1,000 clean steps | precision as counted | precision with unusual windows as findings | exposures unusual | unflagged sample unusual |"
@@ -791,8 +802,8 @@ fn print_reading(readings: &[(String, Reading)], innocent: bool) {
         all.exposures.1 += r.exposures.1;
         all.sample.0 += r.sample.0;
         all.sample.1 += r.sample.1;
+        all.innocent.extend(r.innocent.iter().cloned());
     }
-    let n_innocent: usize = readings.iter().map(|(_, r)| r.innocent.len()).sum();
     if readings.len() > 1 {
         rows.push(("all", &all));
     }
@@ -804,11 +815,7 @@ fn print_reading(readings: &[(String, Reading)], innocent: bool) {
         }
     };
     for (corpus, r) in rows {
-        let innocent = if corpus == "all" {
-            n_innocent as u64
-        } else {
-            r.innocent.len() as u64
-        };
+        let innocent = r.innocent.len() as u64;
         let odd = |k: &str| r.odd.get(k).copied().unwrap_or(0);
         let flagged = r.injected_flags + r.poisoned_flags.0;
         println!(

@@ -322,21 +322,90 @@ fn cross_entropy_fast_reference_and_gradients() {
     cross_entropy_bwd_ref(&mut d0, &targets, &s0, &g, vocab);
     cross_entropy_bwd(&mut d1, &targets, &s0, &g, vocab);
     assert_eq!(d0, d1);
-    for fused in [cross_entropy_fused_ref::<f64>, cross_entropy_fused::<f64>] {
-        let (mut x, mut l, mut s) = (logits.clone(), vec![0.0; rows], vec![0.0; rows]);
-        fused(&mut x, &targets, &g, vocab, &mut l, &mut s);
-        assert_eq!(
-            (&l, &s, &x),
-            (&l0, &s0, &d0),
-            "fused = forward then backward"
-        );
-    }
+    let (mut x, mut l, mut s) = (logits.clone(), vec![0.0; rows], vec![0.0; rows]);
+    cross_entropy_fused_ref(&mut x, &targets, &g, vocab, &mut l, &mut s);
+    assert_eq!(
+        (&l, &s, &x),
+        (&l0, &s0, &d0),
+        "fused reference = forward then backward"
+    );
+    // The fast fused rows take softmax as exp(x − max) / Z (one exponential per logit), so
+    // they agree with the reference to rounding, not bit for bit.
+    let (mut x, mut l, mut s) = (logits.clone(), vec![0.0; rows], vec![0.0; rows]);
+    cross_entropy_fused(&mut x, &targets, &g, vocab, &mut l, &mut s);
+    close(&l, &l0, 1e-13, "fused fast loss");
+    close(&s, &s0, 1e-13, "fused fast lse");
+    close(&x, &d0, 1e-13, "fused fast dlogits");
     let f = |x: &[f64]| {
         let (mut l, mut s) = (vec![0.0; rows], vec![0.0; rows]);
         cross_entropy_fwd_ref(x, &targets, vocab, &mut l, &mut s);
         l
     };
     close(&d0, &numeric_grad(&logits, &g, f), 1e-6, "dlogits numeric");
+}
+
+/// The f32 fast path (AVX-512 where the CPU has it, its polynomial exponential) against the
+/// f64 reference, on rows longer than a vector with a remainder, an ignored row, a masked
+/// (−∞) logit and a NaN row.
+#[test]
+fn cross_entropy_fast_f32_against_the_f64_reference() {
+    let (rows, vocab) = (5, 1003);
+    let mut logits: Vec<f64> = rand(rows * vocab, 21).iter().map(|x| 8.0 * x).collect();
+    logits[2 * vocab + 17] = f64::NEG_INFINITY;
+    logits[4 * vocab + 500] = f64::NAN;
+    let targets = [3u32, IGNORE, 1002, 0, 9];
+    let g = rand(rows, 22);
+    let (mut d0, mut l0, mut s0) = (logits.clone(), vec![0.0; rows], vec![0.0; rows]);
+    cross_entropy_fused_ref(&mut d0, &targets, &g, vocab, &mut l0, &mut s0);
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let (mut d1, mut l1, mut s1) = (f(&logits), vec![0.0f32; rows], vec![0.0f32; rows]);
+    cross_entropy_fused(&mut d1, &targets, &f(&g), vocab, &mut l1, &mut s1);
+    let (mut l2, mut s2) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+    cross_entropy_fwd(&f(&logits), &targets, vocab, &mut l2, &mut s2);
+    let mut d2 = f(&logits);
+    cross_entropy_bwd(&mut d2, &targets, &s2, &f(&g), vocab);
+    for r in 0..rows {
+        let row = r * vocab..(r + 1) * vocab;
+        if r == 4 {
+            assert!(
+                l1[r].is_nan() && s1[r].is_nan() && l2[r].is_nan(),
+                "NaN row"
+            );
+            assert!(
+                d1[row.clone()].iter().all(|v| v.is_nan()),
+                "NaN row gradient"
+            );
+            continue;
+        }
+        for (what, got, want) in [("loss", l1[r], l0[r]), ("lse", s1[r], s0[r])] {
+            assert!(
+                (got as f64 - want).abs() < 2e-5 * (1.0 + want.abs()),
+                "{what} row {r}"
+            );
+        }
+        assert_eq!((l2[r], s2[r]), (l1[r], s1[r]), "fused = forward, row {r}");
+        for i in row {
+            let tol = 1e-6 * g[r].abs() + 1e-7;
+            assert!(
+                (d1[i] as f64 - d0[i]).abs() < tol,
+                "fused [{i}] {} vs {}",
+                d1[i],
+                d0[i]
+            );
+            assert!(
+                (d2[i] as f64 - d0[i]).abs() < tol,
+                "bwd [{i}] {} vs {}",
+                d2[i],
+                d0[i]
+            );
+        }
+    }
+    assert_eq!(l1[1], 0.0);
+    assert!(
+        d1[vocab..2 * vocab].iter().all(|&v| v == 0.0),
+        "ignored row"
+    );
+    assert!(d1[2 * vocab + 17].abs() < 1e-30, "masked logit");
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub mod optim;
 pub mod parallel;
 pub mod params;
 pub mod pipeline;
+pub mod recycle;
 pub mod rng;
 pub mod spikes;
 pub mod timeline;

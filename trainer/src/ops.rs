@@ -240,6 +240,8 @@ impl<T: Real> WgradQueue<T> {
                         }
                         None => be.matmul(p, &dy, &x, view_mut(layout, grads, w)),
                     }
+                    // The output gradient's last use (the head's is the step's largest buffer).
+                    crate::recycle::recycle(dy);
                 }
                 WgradOp::Norm { w, dy, x, rstd } => {
                     be.rmsnorm_bwd_weight(&x, &rstd, &dy, view_mut(layout, grads, w))
@@ -305,7 +307,8 @@ impl Linear {
     /// `y [rows, out] = x [rows, in] · Wᵀ`.
     pub fn fwd<T: Real>(&self, cx: &Ctx<'_, T>, x: &[T]) -> Vec<T> {
         let rows = x.len() / self.inp;
-        let mut y = vec![T::zero(); rows * self.out];
+        // Written whole by the GEMM (`accumulate = false`): a recycled buffer needs no clearing.
+        let mut y = crate::recycle::overwritable(rows * self.out);
         let p = MatMul::linear(rows, self.out, self.inp);
         // Fprop: activations in 1 × 128 tiles along `in`, weights in 128 × 128 blocks.
         match self.lowp_of(cx, (1, 128), (128, 128)) {

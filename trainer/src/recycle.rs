@@ -69,8 +69,9 @@ mod tests {
         let p = v.as_ptr();
         recycle(v);
         // Another length or type does not take it.
-        assert_ne!(overwritable::<f32>(n + 1).as_ptr(), p);
-        assert_ne!(overwritable::<f64>(n).as_ptr() as *const f32, p);
+        let (other_len, other_type) = (overwritable::<f32>(n + 1), overwritable::<f64>(n));
+        assert_ne!(other_len.as_ptr(), p);
+        assert_ne!(other_type.as_ptr() as *const f32, p);
         let w = overwritable::<f32>(n);
         assert_eq!(
             (w.as_ptr(), w[7]),

@@ -305,11 +305,13 @@ fn pack_panels(
         for (pi, panel) in dst.chunks_exact_mut(stride).enumerate() {
             for t in 0..2 {
                 let first = pi * 32 + t * 16;
+                let dst = &mut panel[(kt * 2 + t) * TILE..(kt * 2 + t + 1) * TILE];
                 if first >= nq {
-                    break;
+                    // A whole tile past the last line: zero padding.
+                    dst.fill(0);
+                    continue;
                 }
                 let nqt = 16.min(nq - first);
-                let dst = &mut panel[(kt * 2 + t) * TILE..(kt * 2 + t + 1) * TILE];
                 tile(v, q0 + first, nqt, l, nk, vnni, &mut blk, dst);
             }
         }
@@ -356,7 +358,7 @@ fn pack(
 ) {
     let stride = kc.div_ceil(KT) * 2 * TILE;
     let panels = lines.div_ceil(32);
-    let dst = out.zeroed(panels * stride);
+    let dst = out.reuse(panels * stride);
     let wide = avx512bf16_available();
     let per_task = if v.rs == 1 { PANEL_GROUP } else { 1 };
     let group = per_task * stride;

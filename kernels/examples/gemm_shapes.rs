@@ -1,7 +1,8 @@
 //! Times the f32 and BF16 GEMMs on the shapes of one training step (the `small` preset's output
 //! head at 8 × 512 tokens and a block's projections), with buffers touched beforehand.
 //!
-//! `cargo run --profile perf -p tokenmill-kernels --example gemm_shapes [threads]`
+//! `cargo run --profile perf -p tokenmill-kernels --example gemm_shapes [threads] [filter]`
+//! (`filter`: only the shapes whose name contains it, e.g. `wgrad`, for profiling one).
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("threads"))
         .unwrap_or(2);
+    let filter = std::env::args().nth(2).unwrap_or_default();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -103,6 +105,9 @@ fn main() {
         "shape", "m", "n", "k", "f32 GF/s", "bf16 GF/s"
     );
     for (name, p) in shapes {
+        if !name.contains(filter.as_str()) {
+            continue;
+        }
         let a: Vec<f32> = (0..p.m * p.k)
             .map(|i| ((i % 17) as f32 - 8.0) * 0.01)
             .collect();

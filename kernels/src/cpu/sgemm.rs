@@ -1,12 +1,20 @@
 //! A hand-written f32 GEMM for x86-64 with AVX-512: BLIS-style packing of A into `MR`-row
 //! panels and of B into `NR`-column panels, and a 14 × 32 register-blocked micro-kernel (28
-//! zmm accumulators, B read as two vectors per k, A broadcast from memory).
+//! zmm accumulators, B read as two vectors per k, A broadcast from memory) that writes whole
+//! tiles of C straight from its registers.
 //!
 //! Why: the `gemm` crate enables its AVX-512 kernels only with a nightly compiler; on stable
-//! it runs its AVX2 kernels, which measured 85–86 GFLOP/s per core on this project's Xeon, where
-//! this kernel runs 115–130 and PyTorch's MKL 162–167 (`tokenmill bench gemm` prints the
-//! comparison; the README keeps its table). Other machines (no AVX-512, or f64) use the `gemm`
-//! crate.
+//! it runs its AVX2 kernels (~110 GFLOP/s per core on this project's Xeon). `tokenmill bench
+//! gemm` prints this kernel against it and PyTorch's MKL; `--example gemm_shapes` times the
+//! shapes of a training step. Other machines (no AVX-512, or f64) use the `gemm` crate.
+//!
+//! What made it fast on the step's shapes (2 threads, GFLOP/s before → after, same minute):
+//! A micro-panels held in L1 with the B panels streaming past (C written along its rows; the
+//! head's forward 200 → 290), operands stored across k transposed by 16 × 16 register blocks
+//! instead of element by element (the head's input gradient 178 → 245), all of B packed at
+//! once when it fits in 16 MB so each row block keeps its part of C in cache over every k
+//! block (a block's weight gradient 180 → 220), and a transposed A's rows prefetched ahead
+//! (the head's weight gradient 209 → 237).
 //!
 //! Layout as in [`super::matmul`]: C `[m, n]` row-major; op(A) `[m, k]` and op(B) `[k, n]`
 //! given by (row stride, column stride) pairs, so transposed operands cost nothing extra: the
@@ -23,6 +31,10 @@ pub const NR: usize = 32;
 const KC: usize = 256;
 const MC: usize = MR * 8;
 const NC: usize = NR * 32;
+/// The most packed B (bytes) packed at once for all k blocks of a column block.
+const WHOLE_B_BYTES: usize = 1 << 24;
+/// Rows of a transposed A prefetched ahead of the one being packed.
+const PREFETCH_ROWS: usize = 8;
 
 /// Whether this CPU runs the AVX-512 kernel.
 pub fn available() -> bool {
@@ -86,27 +98,137 @@ impl<T: Copy + Default> Aligned<T> {
 fn pack_a(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, buf: &mut Aligned<f32>) {
     let panels = mc.div_ceil(MR);
     let out = buf.reuse(panels * kc * MR);
-    for pi in 0..panels {
-        let dst = &mut out[pi * kc * MR..(pi + 1) * kc * MR];
-        let rows = MR.min(mc - pi * MR);
-        if rows < MR {
-            dst.fill(0.0);
-        }
-        if a.rs == 1 {
-            // Transposed A: the panel's rows are contiguous for each k.
-            for l in 0..kc {
-                let src = &a.data[(p0 + l) * a.cs + i0 + pi * MR..][..rows];
-                dst[l * MR..l * MR + rows].copy_from_slice(src);
+    if a.rs == 1 {
+        // Transposed A: each k holds the block's rows contiguously; walk k outside so that
+        // every source line is read once as one run for all the panels.
+        for l in 0..kc {
+            let src = &a.data[(p0 + l) * a.cs + i0..][..mc];
+            #[cfg(target_arch = "x86_64")]
+            if l + PREFETCH_ROWS < kc {
+                // Rows of a transposed A are far apart (one per k): fetch a few ahead, the
+                // hardware's streams do not follow hundreds of short runs.
+                let ahead = &a.data[(p0 + l + PREFETCH_ROWS) * a.cs + i0..][..mc];
+                for x in (0..mc).step_by(16) {
+                    // SAFETY: prefetching is a hint; the address is inside `a.data`.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            ahead.as_ptr().add(x).cast(),
+                        )
+                    };
+                }
             }
-        } else {
-            for r in 0..rows {
-                let i = i0 + pi * MR + r;
-                for l in 0..kc {
-                    dst[l * MR + r] = a.at(i, p0 + l);
+            for pi in 0..panels {
+                let rows = MR.min(mc - pi * MR);
+                let dst = &mut out[pi * kc * MR + l * MR..][..MR];
+                if rows == MR {
+                    // Fixed-size: two vector moves inline rather than a `memcpy` call per 56 bytes.
+                    let d: &mut [f32; MR] = dst.try_into().expect("MR");
+                    *d = src[pi * MR..pi * MR + MR].try_into().expect("MR");
+                } else {
+                    dst[..rows].copy_from_slice(&src[pi * MR..pi * MR + rows]);
+                    dst[rows..].fill(0.0);
                 }
             }
         }
+        return;
     }
+    for pi in 0..panels {
+        let dst = &mut out[pi * kc * MR..(pi + 1) * kc * MR];
+        let rows = MR.min(mc - pi * MR);
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if a.cs == 1 && rows == MR {
+            let at = (i0 + pi * MR) * a.rs + p0;
+            // The panel's last element read: row MR−1, column kc−1.
+            assert!(at + (MR - 1) * a.rs + kc <= a.data.len());
+            // SAFETY: `available()` holds (asserted by `sgemm`); the MR rows of kc elements
+            // at stride rs from `at` lie inside `a.data` (asserted); dst holds kc·MR.
+            done = unsafe {
+                transpose_rows(a.data.as_ptr().add(at), a.rs, MR, kc, dst.as_mut_ptr(), MR)
+            };
+        }
+        if rows < MR {
+            dst.fill(0.0);
+        }
+        for r in 0..rows {
+            let i = i0 + pi * MR + r;
+            for l in done..kc {
+                dst[l * MR + r] = a.at(i, p0 + l);
+            }
+        }
+    }
+}
+
+/// Writes `dst[l·ld + r] = src[r·rs + l]` for `rows` ≤ 16 rows and `l` below `kc` rounded down
+/// to 16, sixteen columns at a time by a 16 × 16 register transpose; returns how many columns
+/// it did.
+///
+/// # Safety
+/// AVX-512F; `src` addresses `rows` rows of `kc` readable f32 at stride `rs`; `dst` addresses
+/// `kc` rows of `rows` writable f32 at stride `ld`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_rows(
+    src: *const f32,
+    rs: usize,
+    rows: usize,
+    kc: usize,
+    pd: *mut f32,
+    ld: usize,
+) -> usize {
+    use std::arch::x86_64::*;
+    debug_assert!(rows <= 16);
+    let full = kc / 16 * 16;
+    let zero = _mm512_setzero_ps();
+    let mask: __mmask16 = ((1u32 << rows) - 1) as __mmask16;
+    for l0 in (0..full).step_by(16) {
+        let mut r = [zero; 16];
+        for (i, ri) in r.iter_mut().enumerate().take(rows) {
+            // SAFETY: row i < rows, columns l0..l0+16 ≤ kc: inside the rows the caller gives.
+            *ri = unsafe { _mm512_loadu_ps(src.add(i * rs + l0)) };
+        }
+        // 32-bit interleave of row pairs, then 64-bit: u[4g + s] holds, in 128-bit lane q,
+        // rows 4g..4g+4 of column 4q + s.
+        let mut t = [zero; 16];
+        for p in 0..8 {
+            t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+            t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+        }
+        let mut u = [zero; 16];
+        for g in 0..4 {
+            let (a0, a1, b0, b1) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+            let pd_ = |x: __m512, y: __m512, hi: bool| {
+                let (x, y) = (_mm512_castps_pd(x), _mm512_castps_pd(y));
+                _mm512_castpd_ps(if hi {
+                    _mm512_unpackhi_pd(x, y)
+                } else {
+                    _mm512_unpacklo_pd(x, y)
+                })
+            };
+            u[4 * g] = pd_(a0, b0, false);
+            u[4 * g + 1] = pd_(a0, b0, true);
+            u[4 * g + 2] = pd_(a1, b1, false);
+            u[4 * g + 3] = pd_(a1, b1, true);
+        }
+        // Gather lane q of u[s], u[4+s], u[8+s], u[12+s] into column 4q + s.
+        for s in 0..4 {
+            let v_lo = _mm512_shuffle_f32x4::<0b10_00_10_00>(u[s], u[4 + s]);
+            let v_hi = _mm512_shuffle_f32x4::<0b11_01_11_01>(u[s], u[4 + s]);
+            let w_lo = _mm512_shuffle_f32x4::<0b10_00_10_00>(u[8 + s], u[12 + s]);
+            let w_hi = _mm512_shuffle_f32x4::<0b11_01_11_01>(u[8 + s], u[12 + s]);
+            let cols = [
+                (s, _mm512_shuffle_f32x4::<0b10_00_10_00>(v_lo, w_lo)),
+                (4 + s, _mm512_shuffle_f32x4::<0b10_00_10_00>(v_hi, w_hi)),
+                (8 + s, _mm512_shuffle_f32x4::<0b11_01_11_01>(v_lo, w_lo)),
+                (12 + s, _mm512_shuffle_f32x4::<0b11_01_11_01>(v_hi, w_hi)),
+            ];
+            for (c, v) in cols {
+                // SAFETY: column l0 + c < kc: its `rows` elements lie inside dst's rows.
+                unsafe { _mm512_mask_storeu_ps(pd.add((l0 + c) * ld), mask, v) };
+            }
+        }
+    }
+    full
 }
 
 /// Packs rows `[p0, p0+kc)` × cols `[j0, j0+nc)` of op(B) into panels `[nc/NR][kc][NR]`,
@@ -117,11 +239,11 @@ fn pack_b(
     kc: usize,
     j0: usize,
     nc: usize,
-    buf: &mut Aligned<f32>,
+    out: &mut [f32],
     parallel: bool,
 ) {
     let panels = nc.div_ceil(NR);
-    let out = buf.reuse(panels * kc * NR);
+    let out = &mut out[..panels * kc * NR];
     let one = |(pj, dst): (usize, &mut [f32])| {
         let cols = NR.min(nc - pj * NR);
         if cols < NR {
@@ -130,12 +252,39 @@ fn pack_b(
         if b.cs == 1 {
             for l in 0..kc {
                 let src = &b.data[(p0 + l) * b.rs + j0 + pj * NR..][..cols];
-                dst[l * NR..l * NR + cols].copy_from_slice(src);
+                if cols == NR {
+                    let d: &mut [f32; NR] = (&mut dst[l * NR..l * NR + NR]).try_into().expect("NR");
+                    *d = src.try_into().expect("NR");
+                } else {
+                    dst[l * NR..l * NR + cols].copy_from_slice(src);
+                }
             }
         } else {
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if b.rs == 1 && cols == NR {
+                // B's columns are contiguous along k: transpose 16 columns at a time.
+                let at = (j0 + pj * NR) * b.cs + p0;
+                assert!(at + (NR - 1) * b.cs + kc <= b.data.len());
+                for half in 0..2 {
+                    // SAFETY: `available()` holds (asserted by `sgemm`); columns
+                    // 16·half..16·half+16 of the panel, kc elements each at stride cs from
+                    // `at`, lie inside `b.data` (asserted); the writes stay in dst (kc·NR).
+                    done = unsafe {
+                        transpose_rows(
+                            b.data.as_ptr().add(at + 16 * half * b.cs),
+                            b.cs,
+                            16,
+                            kc,
+                            dst.as_mut_ptr().add(16 * half),
+                            NR,
+                        )
+                    };
+                }
+            }
             for c in 0..cols {
                 let j = j0 + pj * NR + c;
-                for l in 0..kc {
+                for l in done..kc {
                     dst[l * NR + c] = b.at(p0 + l, j);
                 }
             }
@@ -148,13 +297,15 @@ fn pack_b(
     }
 }
 
-/// `tile [MR][NR] = A_panel [kc][MR] · B_panel [kc][NR]`.
+/// `D [MR][NR] (+)= A_panel [kc][MR] · B_panel [kc][NR]`, D at `d` with row stride `ldd`
+/// elements (C itself for a whole tile, a scratch tile at the edges); `acc` adds to D.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `a` must hold `kc·MR` and `b` `kc·NR` elements.
+/// The CPU must support AVX-512F; `a` must hold `kc·MR` and `b` `kc·NR` elements; `d` must
+/// address `MR` rows of `NR` writable f32 at stride `ldd`, owned by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], d: *mut f32, ldd: usize, acc: bool) {
     use std::arch::x86_64::*;
     debug_assert!(a.len() >= kc * MR && b.len() >= kc * NR);
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -173,12 +324,16 @@ unsafe fn micro_kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR
             }
         }
     }
-    let pt = tile.as_mut_ptr();
     for r in 0..MR {
-        // SAFETY: the tile holds MR·NR elements; row r's 32 elements start at r·NR.
+        // SAFETY: row r's NR elements at d + r·ldd are inside the block the caller owns.
         unsafe {
-            _mm512_storeu_ps(pt.add(r * NR), c0[r]);
-            _mm512_storeu_ps(pt.add(r * NR + 16), c1[r]);
+            let p = d.add(r * ldd);
+            if acc {
+                c0[r] = _mm512_add_ps(c0[r], _mm512_loadu_ps(p));
+                c1[r] = _mm512_add_ps(c1[r], _mm512_loadu_ps(p.add(16)));
+            }
+            _mm512_storeu_ps(p, c0[r]);
+            _mm512_storeu_ps(p.add(16), c1[r]);
         }
     }
 }
@@ -231,13 +386,57 @@ pub fn sgemm(
     let mb = m.div_ceil(MC);
     let cp = CPtr(c.as_mut_ptr());
     let mut pb = Aligned::default();
-    // BLIS order: each (column block, k block) of B is packed once and shared by the row
-    // blocks, which run in parallel, each packing its own part of A.
+    let par = threads > 1 && mb > 1;
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
+        let width = nc.div_ceil(NR) * NR;
+        if width * k * 4 <= WHOLE_B_BYTES {
+            // All of this column block's B packed at once (k block after k block, shared by
+            // the threads); each row block then runs every k block with its part of C kept in
+            // cache, instead of C being read and written again for each k block.
+            let all = pb.reuse(width * k);
+            for p0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - p0);
+                pack_b(bv, p0, kc, j0, nc, &mut all[width * p0..], threads > 1);
+            }
+            let all = pb.get();
+            let run = |ib: usize, pa: &mut Aligned<f32>| {
+                let i0 = ib * MC;
+                let mc = MC.min(m - i0);
+                for p0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - p0);
+                    pack_a(av, i0, mc, p0, kc, pa);
+                    let first = p0 == 0 && !accumulate;
+                    block(
+                        pa.get(),
+                        &all[width * p0..],
+                        cp,
+                        n,
+                        kc,
+                        i0,
+                        mc,
+                        j0,
+                        nc,
+                        first,
+                    );
+                }
+            };
+            if par {
+                (0..mb)
+                    .into_par_iter()
+                    .with_min_len(1)
+                    .for_each_init(Aligned::default, |pa, ib| run(ib, pa));
+            } else {
+                let mut pa = Aligned::default();
+                (0..mb).for_each(|ib| run(ib, &mut pa));
+            }
+            continue;
+        }
+        // BLIS order: each k block of B is packed once and shared by the row blocks, which
+        // run in parallel, each packing its own part of A.
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            pack_b(bv, p0, kc, j0, nc, &mut pb, threads > 1);
+            pack_b(bv, p0, kc, j0, nc, pb.reuse(width * kc), threads > 1);
             let first = p0 == 0 && !accumulate;
             let pb = pb.get();
             let run = |ib: usize, pa: &mut Aligned<f32>| {
@@ -246,7 +445,7 @@ pub fn sgemm(
                 pack_a(av, i0, mc, p0, kc, pa);
                 block(pa.get(), pb, cp, n, kc, i0, mc, j0, nc, first);
             };
-            if threads > 1 && mb > 1 {
+            if par {
                 (0..mb)
                     .into_par_iter()
                     .with_min_len(1)
@@ -275,27 +474,40 @@ fn block(
     first: bool,
 ) {
     let mut tile = [0.0f32; MR * NR];
-    for pj in 0..nc.div_ceil(NR) {
-        let cols = NR.min(nc - pj * NR);
-        for pi in 0..mc.div_ceil(MR) {
+    // Each A micro-panel stays in L1 while the B panels stream from L2 past it: C is then
+    // written along its rows, 32 columns at a time (the other order, B panel fixed and A
+    // panels streaming, ran the head's forward at 200 GFLOP/s instead of 280–300: C written
+    // down its columns, a row every 201 KB).
+    let np = nc.div_ceil(NR);
+    for pi in 0..mc.div_ceil(MR) {
+        for pj in 0..np {
+            let cols = NR.min(nc - pj * NR);
             let rows = MR.min(mc - pi * MR);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `available()` was asserted by `sgemm`; the panels hold kc·MR and kc·NR
-            // elements by construction of pack_a / pack_b.
-            unsafe {
-                micro_kernel(
-                    kc,
-                    &pa[pi * kc * MR..(pi + 1) * kc * MR],
-                    &pb[pj * kc * NR..(pj + 1) * kc * NR],
-                    &mut tile,
-                );
+            let (row, col) = (i0 + pi * MR, j0 + pj * NR);
+            let (a, b) = (
+                &pa[pi * kc * MR..(pi + 1) * kc * MR],
+                &pb[pj * kc * NR..(pj + 1) * kc * NR],
+            );
+            if rows == MR && cols == NR {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `available()` was asserted by `sgemm`; the panels hold kc·MR and kc·NR
+                // elements by construction of pack_a / pack_b; the MR × NR block of C at
+                // (row, col) lies inside C and in this task's rows [i0, i0+mc).
+                unsafe {
+                    micro_kernel(kc, a, b, c.0.add(row * ldc + col), ldc, !first)
+                };
+                continue;
             }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, into the scratch tile (MR rows of NR).
+            unsafe {
+                micro_kernel(kc, a, b, tile.as_mut_ptr(), NR, false)
+            };
             for r in 0..rows {
-                let row = i0 + pi * MR + r;
-                let col = j0 + pj * NR;
-                // SAFETY: row < m and col + cols ≤ n, so the `cols` elements at row·ldc + col
-                // lie inside C (m·n elements); this task owns rows [i0, i0+mc) exclusively.
-                let dst = unsafe { std::slice::from_raw_parts_mut(c.0.add(row * ldc + col), cols) };
+                // SAFETY: row + r < m and col + cols ≤ n, so the `cols` elements lie inside C
+                // (m·n elements); this task owns rows [i0, i0+mc) exclusively.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(c.0.add((row + r) * ldc + col), cols) };
                 let src = &tile[r * NR..r * NR + cols];
                 if first {
                     dst.copy_from_slice(src);
@@ -351,6 +563,40 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_b_too_large_to_pack_whole_takes_the_k_block_path() {
+        if !available() {
+            return;
+        }
+        // 1,024 columns × 4,100 k packed = 16.8 MB > WHOLE_B_BYTES: the first column block is
+        // packed k block by k block, the second (6 columns) whole.
+        let (m, n, k) = (17, 1030, 4100);
+        assert!(NC * k * 4 > WHOLE_B_BYTES && 32 * k * 4 <= WHOLE_B_BYTES);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 3 % 13) as f32 - 6.0) * 0.1)
+            .collect();
+        for (bst, acc) in [((1, k), false), ((n, 1), true)] {
+            let mut c = vec![0.5f32; m * n];
+            sgemm(m, n, k, &a, (k, 1), &b, bst, &mut c, acc, 2);
+            for i in 0..m {
+                for j in (0..n).step_by(7).chain([1023, 1024, n - 1]) {
+                    let mut s = if acc { 0.5f64 } else { 0.0 };
+                    for l in 0..k {
+                        s += a[i * k + l] as f64 * b[l * bst.0 + j * bst.1] as f64;
+                    }
+                    let got = c[i * n + j] as f64;
+                    assert!(
+                        (got - s).abs() < 1e-3 * (1.0 + s.abs()),
+                        "[{i},{j}] {acc}: {got} vs {s}"
+                    );
                 }
             }
         }

@@ -302,6 +302,23 @@ fn pack_panels(
     for kt in 0..kts {
         let l = p0 + kt * KT;
         let nk = KT.min(p0 + kc - l);
+        #[cfg(target_arch = "x86_64")]
+        if v.rs == 1 && kt + 1 < kts {
+            // Lines contiguous, k rows far apart (a transposed logit gradient: one row of
+            // 201 KB per k): fetch the next k tile's runs while this one is converted.
+            let next = l + KT;
+            for ll in next..(next + KT).min(p0 + kc) {
+                let run = &v.data[ll * v.cs + q0..][..nq];
+                for x in (0..nq).step_by(16) {
+                    // SAFETY: prefetching is a hint; the address is inside `v.data`.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            run.as_ptr().add(x).cast(),
+                        )
+                    };
+                }
+            }
+        }
         for (pi, panel) in dst.chunks_exact_mut(stride).enumerate() {
             for t in 0..2 {
                 let first = pi * 32 + t * 16;

@@ -186,7 +186,16 @@ impl AdamW {
             (1.0 - lr * c.weight_decay) as f32,
             clip_scale as f32,
         );
-        let bf16 = c.bf16_moments;
+        let u = Update {
+            b1,
+            b2,
+            step,
+            bc2_sqrt,
+            eps,
+            decay,
+            scale,
+            bf16: c.bf16_moments,
+        };
         params
             .par_chunks_mut(CHUNK)
             .zip(grads.par_chunks(CHUNK))
@@ -196,24 +205,74 @@ impl AdamW {
                     .zip(self.v.par_chunks_mut(CHUNK)),
             )
             .zip(self.kind.par_chunks(CHUNK))
-            .for_each(|(((p, g), (m, v)), k)| {
-                for i in 0..p.len() {
-                    if k[i] == 2 {
-                        continue;
-                    }
-                    let gi = g[i] * scale;
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    if bf16 {
-                        m[i] = tokenmill_kernels::bf16::round_bf16(m[i]);
-                        v[i] = tokenmill_kernels::bf16::round_bf16(v[i]);
-                    }
-                    if k[i] == 1 {
-                        p[i] *= decay;
-                    }
-                    p[i] -= step * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
-                }
-            });
+            .for_each(|(((p, g), (m, v)), k)| u.chunk_dispatch(p, g, m, v, k));
+    }
+}
+
+/// One step's AdamW constants.
+#[derive(Clone, Copy)]
+struct Update {
+    b1: f32,
+    b2: f32,
+    step: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    decay: f32,
+    scale: f32,
+    bf16: bool,
+}
+
+impl Update {
+    /// The update of one chunk, branch-free per element (a frozen parameter keeps its values
+    /// by selection; no decay is a factor of exactly 1) so that it compiles to vector code:
+    /// the same IEEE operations in the same order per element as the plain loop, so the
+    /// results are bit-identical on every path.
+    #[inline(always)]
+    fn chunk(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &[u8]) {
+        let n = p.len();
+        let (g, m, v, k) = (&g[..n], &mut m[..n], &mut v[..n], &k[..n]);
+        for i in 0..n {
+            let gi = g[i] * self.scale;
+            let mut mi = self.b1 * m[i] + (1.0 - self.b1) * gi;
+            let mut vi = self.b2 * v[i] + (1.0 - self.b2) * gi * gi;
+            if self.bf16 {
+                mi = tokenmill_kernels::bf16::round_bf16(mi);
+                vi = tokenmill_kernels::bf16::round_bf16(vi);
+            }
+            let f = if k[i] == 1 { self.decay } else { 1.0 };
+            let pi = p[i] * f - self.step * mi / (vi.sqrt() / self.bc2_sqrt + self.eps);
+            let frozen = k[i] == 2;
+            m[i] = if frozen { m[i] } else { mi };
+            v[i] = if frozen { v[i] } else { vi };
+            p[i] = if frozen { p[i] } else { pi };
+        }
+    }
+
+    /// [`Self::chunk`] compiled for AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn chunk_avx512(
+        &self,
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        k: &[u8],
+    ) {
+        self.chunk(p, g, m, v, k)
+    }
+
+    fn chunk_dispatch(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &[u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was detected on this CPU just above.
+            unsafe { self.chunk_avx512(p, g, m, v, k) };
+            return;
+        }
+        self.chunk(p, g, m, v, k)
     }
 }
 
@@ -292,5 +351,44 @@ mod tests {
         );
         assert!((clip_scale(5.0, 1.0) - 1.0 / (5.0 + 1e-6)).abs() < 1e-12);
         assert_eq!(clip_scale(0.5, 1.0), 1.0);
+    }
+
+    #[test]
+    fn the_vector_path_is_bit_identical_to_the_plain_loop() {
+        let n = 1037;
+        let mut r = crate::rng::Rng::new(7);
+        let mut vals = |scale: f32| -> Vec<f32> {
+            (0..n).map(|_| (r.uniform() as f32 - 0.5) * scale).collect()
+        };
+        let (p0, g, m0) = (vals(2.0), vals(1e-2), vals(1e-3));
+        let v0: Vec<f32> = vals(1e-4).iter().map(|x| x.abs()).collect();
+        let k: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        for bf16 in [false, true] {
+            let u = Update {
+                b1: 0.9,
+                b2: 0.95,
+                step: 3e-4,
+                bc2_sqrt: 0.3,
+                eps: 1e-8,
+                decay: 0.99,
+                scale: 0.7,
+                bf16,
+            };
+            let (mut p1, mut m1, mut v1) = (p0.clone(), m0.clone(), v0.clone());
+            u.chunk(&mut p1, &g, &mut m1, &mut v1, &k);
+            let (mut p2, mut m2, mut v2) = (p0.clone(), m0.clone(), v0.clone());
+            u.chunk_dispatch(&mut p2, &g, &mut m2, &mut v2, &k);
+            for (a, b) in [(&p1, &p2), (&m1, &m2), (&v1, &v2)] {
+                assert!(
+                    a.iter()
+                        .zip(b.iter())
+                        .all(|(x, y)| x.to_bits() == y.to_bits())
+                );
+            }
+            // Frozen entries (kind 2) untouched; the others moved.
+            for i in 0..n {
+                assert_eq!(p1[i].to_bits() == p0[i].to_bits(), k[i] == 2, "{i}");
+            }
+        }
     }
 }

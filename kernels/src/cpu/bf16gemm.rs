@@ -308,15 +308,7 @@ fn pack_panels(
             // 201 KB per k): fetch the next k tile's runs while this one is converted.
             let next = l + KT;
             for ll in next..(next + KT).min(p0 + kc) {
-                let run = &v.data[ll * v.cs + q0..][..nq];
-                for x in (0..nq).step_by(16) {
-                    // SAFETY: prefetching is a hint; the address is inside `v.data`.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            run.as_ptr().add(x).cast(),
-                        )
-                    };
-                }
+                super::sgemm::prefetch(&v.data[ll * v.cs + q0..][..nq]);
             }
         }
         for (pi, panel) in dst.chunks_exact_mut(stride).enumerate() {

@@ -93,6 +93,17 @@ impl<T: Copy + Default> Aligned<T> {
     }
 }
 
+/// Asks for every cache line of `run` to be brought into L1 (a hint; nothing is read).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn prefetch(run: &[f32]) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    for x in (0..run.len()).step_by(16) {
+        // SAFETY: prefetching is a hint that cannot fault; the address is inside `run`.
+        unsafe { _mm_prefetch::<{ _MM_HINT_T0 }>(run.as_ptr().add(x).cast()) };
+    }
+}
+
 /// Packs rows `[i0, i0+mc)` × cols `[p0, p0+kc)` of op(A) into panels `[mc/MR][kc][MR]`, zero
 /// padded to a whole panel.
 fn pack_a(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, buf: &mut Aligned<f32>) {
@@ -107,15 +118,7 @@ fn pack_a(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, buf: &mut Ali
             if l + PREFETCH_ROWS < kc {
                 // Rows of a transposed A are far apart (one per k): fetch a few ahead, the
                 // hardware's streams do not follow hundreds of short runs.
-                let ahead = &a.data[(p0 + l + PREFETCH_ROWS) * a.cs + i0..][..mc];
-                for x in (0..mc).step_by(16) {
-                    // SAFETY: prefetching is a hint; the address is inside `a.data`.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            ahead.as_ptr().add(x).cast(),
-                        )
-                    };
-                }
+                prefetch(&a.data[(p0 + l + PREFETCH_ROWS) * a.cs + i0..][..mc]);
             }
             for pi in 0..panels {
                 let rows = MR.min(mc - pi * MR);
@@ -431,15 +434,7 @@ pub fn sgemm(
                     );
                 }
             };
-            if par {
-                (0..mb)
-                    .into_par_iter()
-                    .with_min_len(1)
-                    .for_each_init(Aligned::default, |pa, ib| run(ib, pa));
-            } else {
-                let mut pa = Aligned::default();
-                (0..mb).for_each(|ib| run(ib, &mut pa));
-            }
+            row_blocks(mb, par, run);
             continue;
         }
         // BLIS order: each k block of B is packed once and shared by the row blocks, which
@@ -454,16 +449,22 @@ pub fn sgemm(
                 pack_a(av, i0, mc, p0, kc, pa);
                 block(pa.get(), pb, cp, n, kc, i0, mc, j0, nc, first);
             };
-            if par {
-                (0..mb)
-                    .into_par_iter()
-                    .with_min_len(1)
-                    .for_each_init(Aligned::default, |pa, ib| run(ib, pa));
-            } else {
-                let mut pa = Aligned::default();
-                (0..mb).for_each(|ib| run(ib, &mut pa));
-            }
+            row_blocks(mb, par, run);
         }
+    }
+}
+
+/// Runs `run(ib, A packing buffer)` for the row blocks `0..mb`, in parallel when `par`, one
+/// packing buffer per worker.
+fn row_blocks(mb: usize, par: bool, run: impl Fn(usize, &mut Aligned<f32>) + Sync) {
+    if par {
+        (0..mb)
+            .into_par_iter()
+            .with_min_len(1)
+            .for_each_init(Aligned::default, |pa, ib| run(ib, pa));
+    } else {
+        let mut pa = Aligned::default();
+        (0..mb).for_each(|ib| run(ib, &mut pa));
     }
 }
 

@@ -100,6 +100,14 @@ fn main() {
             },
         ),
     ];
+    if let Some(u) = tokenmill_kernels::cpu::bf16gemm::unit() {
+        let peak = tokenmill_kernels::cpu::bf16gemm::peak_gflops(u, 0.3).unwrap_or(0.0);
+        println!(
+            "BF16 on {}: measured peak {:.0} GFLOP/s per core",
+            u.name(),
+            peak
+        );
+    }
     println!(
         "{:<18} {:>7} {:>7} {:>7} {:>10} {:>10}",
         "shape", "m", "n", "k", "f32 GF/s", "bf16 GF/s"

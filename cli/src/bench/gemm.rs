@@ -3,8 +3,8 @@
 //! the `gemm` crate, PyTorch (when a Python with torch is found), the reference triple loop and
 //! this CPU's theoretical peak (cores × clock × FLOPs per cycle of its widest FMA units, read
 //! from /proc/cpuinfo); then BF16 with FP32 accumulation: AMX tiles, AVX512-BF16, the emulation
-//! (operands rounded, own FP32 GEMM) and torch's BF16 matmul (oneDNN), against the AMX peak
-//! measured on this machine (`tdpbf16ps` on register tiles).
+//! (operands rounded, own FP32 GEMM) and torch's BF16 matmul (oneDNN), each unit against its peak
+//! measured on this machine on registers (`tdpbf16ps` on tiles, `vdpbf16ps` on vectors).
 
 use std::fmt::Write;
 use std::time::Instant;
@@ -161,8 +161,8 @@ pub fn bench_gemm(
     Ok(s)
 }
 
-/// The BF16 table: each unit this CPU runs, the emulation and torch, against the measured AMX
-/// peak.
+/// The BF16 table: each unit this CPU runs (against its measured peak on registers), the
+/// emulation and torch.
 fn bf16_table(
     s: &mut String,
     pool: &rayon::ThreadPool,
@@ -170,24 +170,28 @@ fn bf16_table(
     threads: usize,
     python: Option<&std::path::Path>,
 ) {
-    let amx_peak = bf16gemm::amx_peak_gflops(0.3).map(|g| g * threads as f64);
+    let peak = |u: Bf16Unit| bf16gemm::peak_gflops(u, 0.3).map(|g| g * threads as f64);
+    let (amx_peak, avx_peak) = (peak(Bf16Unit::Amx), peak(Bf16Unit::Avx512Bf16));
+    let shown = |p: Option<f64>| p.map_or("not here".into(), |p| format!("{p:.0} GFLOP/s"));
     let _ = writeln!(
         s,
-        "\nBF16 operands, FP32 accumulation, GFLOP/s, C = A·Bᵀ; measured AMX peak ({threads} threads, tdpbf16ps on registers): {}",
-        amx_peak.map_or("no AMX".into(), |p| format!("{p:.0} GFLOP/s"))
+        "\nBF16 operands, FP32 accumulation, GFLOP/s, C = A·Bᵀ; measured peaks ({threads} threads, on registers): AMX (tdpbf16ps) {}, AVX512-BF16 (vdpbf16ps) {}",
+        shown(amx_peak),
+        shown(avx_peak)
     );
     let torch = python.and_then(|py| torch_rates(py, sizes, threads, "bfloat16"));
     let _ = writeln!(
         s,
-        "{:>6} {:>10} {:>8} {:>12} {:>10} {:>14} {:>11} {:>12}",
+        "{:>6} {:>10} {:>8} {:>12} {:>8} {:>10} {:>14} {:>11} {:>12}",
         "n",
         "AMX",
         "of peak",
         "AVX512-BF16",
+        "of peak",
         "emulated",
         "torch (oneDNN)",
-        "AMX/torch",
-        "AMX/own f32"
+        "best/torch",
+        "best/own f32"
     );
     pool.install(|| {
         for (i, &n) in sizes.iter().enumerate() {
@@ -227,18 +231,23 @@ fn bf16_table(
                 / 1e9;
             let f32_rate = p.flops() / time(&mut || matmul(p, &a, &b, &mut c), 3) / 1e9;
             let t = torch.as_ref().map(|v| v[i]);
+            let best = amx.or(avx);
             let f = |x: Option<f64>| x.map_or("-".into(), |r| format!("{r:.1}"));
+            let of = |x: Option<f64>, p: Option<f64>| {
+                x.zip(p)
+                    .map_or("-".into(), |(x, p)| format!("{:.0}%", 100.0 * x / p))
+            };
             let _ = writeln!(
                 s,
-                "{n:>6} {:>10} {:>8} {:>12} {emulated:>10.1} {:>14} {:>11} {:>12}",
+                "{n:>6} {:>10} {:>8} {:>12} {:>8} {emulated:>10.1} {:>14} {:>11} {:>12}",
                 f(amx),
-                amx.zip(amx_peak)
-                    .map_or("-".into(), |(a, p)| format!("{:.0}%", 100.0 * a / p)),
+                of(amx, amx_peak),
                 f(avx),
+                of(avx, avx_peak),
                 f(t),
-                amx.zip(t)
+                best.zip(t)
                     .map_or("-".into(), |(a, t)| format!("{:.2}×", a / t)),
-                amx.map_or("-".into(), |a| format!("{:.2}×", a / f32_rate)),
+                best.map_or("-".into(), |a| format!("{:.2}×", a / f32_rate)),
             );
         }
     });

@@ -7,7 +7,8 @@
 //! `malloc` defaults and with freed memory kept by the process ([`MALLOC_KEEP`]), torch's
 //! faster setting on this project's machine. The torch model has no MTP, so
 //! the side-by-side rows run without it; a last row adds MTP to the first precision. MFU is
-//! against the measured peak of the row's arithmetic: the FP32 GEMM, or the AMX tile peak.
+//! against the measured peak of the row's arithmetic: the FP32 GEMM, or the BF16 unit in use
+//! on registers (AMX tiles or AVX512-BF16 vectors).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -217,14 +218,15 @@ fn run_torch(
 pub struct Peaks {
     /// tokenmill's FP32 GEMM at 1024³.
     pub fp32: f64,
-    /// The AMX tile peak (`tdpbf16ps` on registers) × threads, when the CPU has AMX.
-    pub amx: Option<f64>,
+    /// The BF16 unit in use and its peak on registers (`tdpbf16ps` on AMX tiles, or
+    /// `vdpbf16ps` on AVX512-BF16 vectors) × threads, when the CPU has one.
+    pub bf16: Option<(&'static str, f64)>,
 }
 
 impl Peaks {
     fn of(&self, p: Precision) -> f64 {
-        match (p, self.amx) {
-            (Precision::Bf16, Some(amx)) => amx,
+        match (p, self.bf16) {
+            (Precision::Bf16, Some((_, peak))) => peak,
             _ => self.fp32,
         }
     }
@@ -254,7 +256,9 @@ pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, Peaks)> 
     pool.install(|| {
         let peaks = Peaks {
             fp32: measure_gemm_peak(&Cpu),
-            amx: bf16gemm::amx_peak_gflops(0.2).map(|g| g * 1e9 * o.threads as f64),
+            bf16: bf16gemm::unit().and_then(|u| {
+                bf16gemm::peak_gflops(u, 0.2).map(|g| (u.name(), g * 1e9 * o.threads as f64))
+            }),
         };
         let mut cfg = ModelConfig::preset(&o.preset)?;
         cfg.max_position_embeddings = cfg.max_position_embeddings.max(o.seq);
@@ -268,8 +272,14 @@ pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, Peaks)> 
             // torch with glibc's defaults, and with freed memory kept (its faster setting here).
             for keep in [false, true] {
                 rows.push(run_torch(&no_mtp, o, py, false, keep, peaks.fp32)?);
-                let amx = peaks.amx.unwrap_or(peaks.fp32);
-                rows.push(run_torch(&no_mtp, o, py, true, keep, amx)?);
+                rows.push(run_torch(
+                    &no_mtp,
+                    o,
+                    py,
+                    true,
+                    keep,
+                    peaks.of(Precision::Bf16),
+                )?);
             }
         }
         if let (true, Some(&p)) = (cfg.num_nextn_predict_layers > 0, o.precisions.first()) {
@@ -284,15 +294,18 @@ pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, Peaks)> 
 pub fn table(o: &TrainBenchConfig, rows: &[TrainBenchRow], peaks: Peaks) -> String {
     let cfg = ModelConfig::preset(&o.preset).ok();
     let mut s = format!(
-        "preset {}  batch {} × seq {}  threads {}  measured peaks: f32 GEMM {:.1} GFLOP/s, AMX-BF16 tiles {}\n",
+        "preset {}  batch {} × seq {}  threads {}  measured peaks: f32 GEMM {:.1} GFLOP/s, BF16 {}\n",
         o.preset,
         o.batch,
         o.seq,
         o.threads,
         peaks.fp32 / 1e9,
         peaks
-            .amx
-            .map_or("none".into(), |a| format!("{:.0} GFLOP/s", a / 1e9))
+            .bf16
+            .map_or("none (emulated)".into(), |(u, p)| format!(
+                "{:.0} GFLOP/s on {u} (registers only)",
+                p / 1e9
+            ))
     );
     s.push_str(&format!(
         "{:<86} {:>11} {:>9} {:>20} {:>9} {:>6} {:>9}\n",

@@ -500,7 +500,10 @@ unsafe fn amx_kernel(
     }
 }
 
-/// `C[32, 32] (+)= A_panel · B_panel` with AVX512-BF16, same contract as [`amx_kernel`].
+/// `C[32, 32] (+)= A_panel · B_panel` with AVX512-BF16, same contract as [`amx_kernel`]: the
+/// 32 rows in three groups (12, 12, 8), each group's rows × both 16-column halves held in
+/// registers over all of k (24 accumulators), so that one k pair costs two B loads and one
+/// A broadcast per row for two `vdpbf16ps` per row.
 ///
 /// # Safety
 /// The CPU runs AVX512-F and AVX512-BF16; buffers as for [`amx_kernel`].
@@ -514,36 +517,63 @@ unsafe fn avx512bf16_kernel(
     ldc: usize,
     load: bool,
 ) {
+    // SAFETY: the groups cover rows 0..32 of the block once each; contract forwarded.
+    unsafe {
+        avx512bf16_rows::<0, 12>(kts, pa, pb, c, ldc, load);
+        avx512bf16_rows::<12, 12>(kts, pa, pb, c, ldc, load);
+        avx512bf16_rows::<24, 8>(kts, pa, pb, c, ldc, load);
+    }
+}
+
+/// Rows `R0..R0+R` of [`avx512bf16_kernel`]'s 32 × 32 block: `2R` FP32 accumulators.
+///
+/// # Safety
+/// As [`avx512bf16_kernel`], and `R0 + R ≤ 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn avx512bf16_rows<const R0: usize, const R: usize>(
+    kts: usize,
+    pa: *const u16,
+    pb: *const u16,
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
+) {
     use std::arch::x86_64::*;
-    for t in 0..2 {
-        for u in 0..2 {
-            // SAFETY: rows t·16.. t·16+15 and columns u·16.. u·16+15 of the 32 × 32 block at
-            // `c`; A/B reads stay inside tile (kt, t) and (kt, u) of the panels.
-            unsafe {
-                let cb = c.cast::<u8>().add(t * 16 * ldc + u * 64).cast::<f32>();
-                let mut acc = [_mm512_setzero_ps(); 16];
-                if load {
-                    for (r, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_loadu_ps(cb.cast::<u8>().add(r * ldc).cast());
-                    }
-                }
-                for kt in 0..kts {
-                    let ta = pa.add((kt * 2 + t) * TILE);
-                    let tb = pb.add((kt * 2 + u) * TILE);
-                    for kp in 0..16 {
-                        let bv: __m512bh =
-                            std::mem::transmute(_mm512_loadu_si512(tb.add(kp * 32).cast()));
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            let pair = ta.add(r * KT + kp * 2).cast::<i32>().read_unaligned();
-                            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
-                            *a = _mm512_dpbf16_ps(*a, av, bv);
-                        }
-                    }
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(cb.cast::<u8>().add(r * ldc).cast(), *a);
+    // SAFETY: C rows R0..R0+R (32 f32 each, at stride `ldc` bytes) lie in the block; the A
+    // reads address row `R0 + r` of tile (kt, row / 16) and the B reads k pair `kp` of tiles
+    // (kt, 0) and (kt, 1), all inside the `kts · 2 · TILE` panels.
+    unsafe {
+        let row_ptr = |r: usize| c.cast::<u8>().add((R0 + r) * ldc).cast::<f32>();
+        let mut lo = [_mm512_setzero_ps(); R];
+        let mut hi = [_mm512_setzero_ps(); R];
+        if load {
+            for r in 0..R {
+                lo[r] = _mm512_loadu_ps(row_ptr(r));
+                hi[r] = _mm512_loadu_ps(row_ptr(r).add(16));
+            }
+        }
+        for kt in 0..kts {
+            let ta = pa.add(kt * 2 * TILE);
+            let tb = pb.add(kt * 2 * TILE);
+            for kp in 0..16 {
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(tb.add(kp * 32).cast()));
+                let b1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(tb.add(TILE + kp * 32).cast()));
+                for r in 0..R {
+                    let row = R0 + r;
+                    let at = ta.add((row / 16) * TILE + (row % 16) * KT + kp * 2);
+                    let av: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(at.cast::<i32>().read_unaligned()));
+                    lo[r] = _mm512_dpbf16_ps(lo[r], av, b0);
+                    hi[r] = _mm512_dpbf16_ps(hi[r], av, b1);
                 }
             }
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(row_ptr(r), lo[r]);
+            _mm512_storeu_ps(row_ptr(r).add(16), hi[r]);
         }
     }
 }
@@ -717,6 +747,65 @@ fn block(
     {
         let _ = (unit, pa, pb, c, ldc, kc, i0, mc, j0, nc, first);
         unreachable!("no BF16 unit outside x86-64");
+    }
+}
+
+/// The peak of one core on `unit`, measured on registers only (no memory traffic), in
+/// GFLOP/s; `None` when the unit does not run here.
+pub fn peak_gflops(unit: Bf16Unit, seconds: f64) -> Option<f64> {
+    match unit {
+        Bf16Unit::Amx => amx_peak_gflops(seconds),
+        Bf16Unit::Avx512Bf16 => avx512bf16_peak_gflops(seconds),
+    }
+}
+
+/// The AVX512-BF16 peak of one core: `vdpbf16ps` on 24 independent accumulators (as many as
+/// [`avx512bf16_kernel`] keeps), in GFLOP/s. `None` without AVX512-BF16.
+pub fn avx512bf16_peak_gflops(seconds: f64) -> Option<f64> {
+    if !avx512bf16_available() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// `rounds` × 24 `vdpbf16ps`; returns a lane of the sum so the work is kept.
+        ///
+        /// # Safety
+        /// The CPU runs AVX512-F and AVX512-BF16.
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        unsafe fn run(rounds: usize) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm512_setzero_ps(); 24];
+            // SAFETY: register-only AVX512-BF16 arithmetic, the caller checked the CPU.
+            unsafe {
+                let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(0x3F80_3F80));
+                let b: __m512bh = std::mem::transmute(_mm512_set1_epi32(0x3380_3380));
+                for _ in 0..rounds {
+                    for x in acc.iter_mut() {
+                        *x = _mm512_dpbf16_ps(*x, a, b);
+                    }
+                    // Keep the loop from being folded: an opaque use of one accumulator.
+                    std::arch::asm!("/* {0} */", inout(zmm_reg) acc[0], options(nomem, nostack, preserves_flags));
+                }
+                let mut sum = _mm512_setzero_ps();
+                for x in acc {
+                    sum = _mm512_add_ps(sum, x);
+                }
+                _mm512_reduce_add_ps(sum)
+            }
+        }
+        let start = std::time::Instant::now();
+        let (mut n, mut sink) = (0u64, 0.0f32);
+        while start.elapsed().as_secs_f64() < seconds {
+            // SAFETY: AVX512-BF16 checked above.
+            sink += unsafe { run(4096) };
+            n += 4096 * 24;
+        }
+        std::hint::black_box(sink);
+        Some(n as f64 * (2 * 16 * 2) as f64 / start.elapsed().as_secs_f64() / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
     }
 }
 

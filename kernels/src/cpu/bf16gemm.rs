@@ -295,6 +295,7 @@ fn pack_panels(
     p0: usize,
     kc: usize,
     dst: &mut [u16],
+    fast: bool,
 ) {
     let mut blk: Block = [[0; 16]; 16];
     let kts = kc.div_ceil(KT);
@@ -321,20 +322,31 @@ fn pack_panels(
                     continue;
                 }
                 let nqt = 16.min(nq - first);
+                #[cfg(target_arch = "x86_64")]
+                if fast && nqt == 16 && nk == KT && (v.cs == 1 || v.rs == 1) {
+                    // SAFETY: `fast` only from `pack_panels_avx512bf16` (AVX512-F/BW/BF16
+                    // detected); the tile's 16 lines × 32 k lie inside the view (the
+                    // callers' bounds) and `dst` holds one tile.
+                    unsafe { tile_avx512bf16(v, q0 + first, l, vnni, &mut blk, dst) };
+                    continue;
+                }
+                let _ = fast;
                 tile(v, q0 + first, nqt, l, nk, vnni, &mut blk, dst);
             }
         }
     }
 }
 
-/// [`pack_panels`] compiled for AVX-512, so its fixed-size loops become 16-lane vector code.
+/// [`pack_panels`] compiled for AVX-512 with AVX512-BF16: whole tiles converted by
+/// `vcvtne2ps2bf16` ([`tile_avx512bf16`]), edge tiles by the fixed-size loops as 16-lane
+/// vector code.
 ///
 /// # Safety
-/// The CPU must support AVX512-F and AVX512-BW.
+/// The CPU must support AVX512-F, AVX512-BW and AVX512-BF16.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pack_panels_avx512(
+unsafe fn pack_panels_avx512bf16(
     vnni: bool,
     v: View<'_>,
     q0: usize,
@@ -343,7 +355,72 @@ unsafe fn pack_panels_avx512(
     kc: usize,
     dst: &mut [u16],
 ) {
-    pack_panels(vnni, v, q0, nq, p0, kc, dst)
+    pack_panels(vnni, v, q0, nq, p0, kc, dst, true)
+}
+
+/// One whole tile (16 lines × 32 values of k from line `q`, k `l`) rounded to BF16 by
+/// `vcvtne2ps2bf16` — round to nearest even and quiet NaNs exactly as [`bf`]; it reads an FP32
+/// subnormal as zero where [`bf`] keeps a BF16 subnormal, which both units read as zero
+/// anyway, so the products are the same — and laid out as [`tile`] does: `[line][k pair]` or,
+/// with `vnni`, `[k pair][line]`, transposed through `blk` by a 16 × 16 register transpose when
+/// the source runs along the other axis.
+///
+/// # Safety
+/// AVX512-F/BW/BF16; the view is contiguous along k (`cs == 1`) or along the lines
+/// (`rs == 1`) and holds the 16 × 32 block; `dst` holds [`TILE`] elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tile_avx512bf16(
+    v: View<'_>,
+    q: usize,
+    l: usize,
+    vnni: bool,
+    blk: &mut Block,
+    dst: &mut [u16],
+) {
+    use std::arch::x86_64::*;
+    let dst = &mut dst[..TILE];
+    let out = dst.as_mut_ptr();
+    let tmp = blk.as_mut_ptr().cast::<u16>();
+    // SAFETY: every read is inside the 16 × 32 block of the view (the caller's contract, and
+    // the slice bounds checked below); writes go to `dst` (512 u16) or `blk` (256 u32).
+    unsafe {
+        if v.cs == 1 {
+            // Line by line: 32 values of k in order are 16 (even, odd) pairs in order.
+            let direct = !vnni;
+            for qq in 0..16 {
+                let at = (q + qq) * v.rs + l;
+                let src = v.data[at..at + 32].as_ptr();
+                let lo = _mm512_loadu_ps(src);
+                let hi = _mm512_loadu_ps(src.add(16));
+                let bf: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                let to = if direct { out } else { tmp };
+                _mm512_storeu_si512(to.add(qq * 32).cast(), bf);
+            }
+            if vnni {
+                super::sgemm::transpose_rows(tmp.cast(), 16, 16, 16, out.cast(), 16);
+            }
+        } else {
+            // k pair by k pair: two rows of 16 lines, interleaved into (even, odd) pairs.
+            let idx = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            for kp in 0..16 {
+                let at0 = (l + 2 * kp) * v.cs + q;
+                let at1 = at0 + v.cs;
+                let r0 = _mm512_loadu_ps(v.data[at0..at0 + 16].as_ptr());
+                let r1 = _mm512_loadu_ps(v.data[at1..at1 + 16].as_ptr());
+                let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(r1, r0));
+                let pairs = _mm512_permutexvar_epi16(idx, both);
+                let to = if vnni { out } else { tmp };
+                _mm512_storeu_si512(to.add(kp * 32).cast(), pairs);
+            }
+            if !vnni {
+                super::sgemm::transpose_rows(tmp.cast(), 16, 16, 16, out.cast(), 16);
+            }
+        }
+    }
 }
 
 /// Panels packed together by one task when the source is contiguous along the lines (16 × 32
@@ -376,12 +453,12 @@ fn pack(
         let (q, nq) = (q0 + first, (per_task * 32).min(lines - first));
         #[cfg(target_arch = "x86_64")]
         if wide {
-            // SAFETY: AVX512-F/BW detected (implied by avx512bf16_available's checks).
-            unsafe { pack_panels_avx512(vnni, v, q, nq, p0, kc, dst) };
+            // SAFETY: AVX512-F/BW/BF16 detected (avx512bf16_available's checks).
+            unsafe { pack_panels_avx512bf16(vnni, v, q, nq, p0, kc, dst) };
             return;
         }
         let _ = wide;
-        pack_panels(vnni, v, q, nq, p0, kc, dst);
+        pack_panels(vnni, v, q, nq, p0, kc, dst, false);
     };
     if parallel && panels > per_task {
         dst.par_chunks_mut(group).enumerate().for_each(one);
@@ -944,6 +1021,64 @@ mod tests {
             assert!(c[..n].iter().all(|&v| v == 20.0), "{:?}", &c[..n]);
             assert!(c[n..2 * n].iter().all(|v| v.is_nan()));
             assert!(c[2 * n..].iter().all(|&v| v == f32::INFINITY));
+        }
+    }
+
+    #[test]
+    fn whole_tiles_by_vcvtne2ps2bf16_pack_as_the_portable_loops() {
+        if !avx512bf16_available() {
+            eprintln!("no AVX512-BF16 here: only the portable packing runs");
+            return;
+        }
+        // Specials and subnormals among ordinary values, in every layout both paths pack.
+        let special = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0e-40,
+            -3.0e-39,
+            f32::MAX,
+            1.0 + 2f32.powi(-8),
+        ];
+        let (lines, k) = (64, 96);
+        let data: Vec<f32> = (0..lines * k)
+            .map(|i| {
+                if i % 37 == 0 {
+                    special[i / 37 % special.len()]
+                } else {
+                    f32::from_bits((i as u32).wrapping_mul(2654435761) & 0xBFFF_FFFF)
+                }
+            })
+            .collect();
+        let subnormal = |x: f32| x != 0.0 && x.abs() < f32::MIN_POSITIVE;
+        for (rs, cs) in [(k, 1), (1, lines)] {
+            let v = View {
+                data: &data,
+                rs,
+                cs,
+            };
+            for vnni in [false, true] {
+                let size = 2 * k.div_ceil(KT) * 2 * TILE;
+                let (mut slow, mut fast) = (vec![0u16; size], vec![0u16; size]);
+                pack_panels(vnni, v, 0, lines, 0, k, &mut slow, false);
+                // SAFETY: AVX512-F/BW/BF16 checked above.
+                unsafe { pack_panels_avx512bf16(vnni, v, 0, lines, 0, k, &mut fast) };
+                for (i, (&s, &f)) in slow.iter().zip(&fast).enumerate() {
+                    if s == f {
+                        continue;
+                    }
+                    // Only subnormal inputs may differ: both read as zero by the units.
+                    let zero_like = |b: u16| b & 0x7F80 == 0;
+                    assert!(
+                        zero_like(s) && zero_like(f) && f & 0x7FFF == 0,
+                        "rs {rs} vnni {vnni} element {i}: {s:#06x} vs {f:#06x}"
+                    );
+                }
+                assert!(data.iter().any(|&x| subnormal(x)));
+            }
         }
     }
 

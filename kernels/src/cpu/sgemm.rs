@@ -171,7 +171,7 @@ fn pack_a(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, buf: &mut Ali
 /// `kc` rows of `rows` writable f32 at stride `ld`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_rows(
+pub(super) unsafe fn transpose_rows(
     src: *const f32,
     rs: usize,
     rows: usize,

@@ -45,7 +45,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting rounds to an integer
     let x = x.clamp(-87.33, 88.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -53,7 +54,11 @@ pub fn exp_f32(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n as an integer, read from t's low mantissa bits (t = 1.5·2^23 + n exactly, |n| ≤ 127)
+    // instead of `n as i32`: the saturating float-to-int cast kept the loops over this
+    // function from vectorizing (one `vcvttss2si` per lane); the bits are the same.
+    let ni = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -121,5 +126,25 @@ mod tests {
         assert_eq!(exp_f32(0.0), 1.0);
         assert!(exp_f32(f32::NAN).is_nan());
         assert!(exp_f32(-1e30) < 1e-37);
+    }
+
+    #[test]
+    fn the_exponent_read_from_the_rounding_bits_is_the_cast() {
+        // The integer n taken from t's mantissa bits equals `n as i32` wherever the clamp
+        // leaves x, including both ends and the rounding boundaries.
+        const ROUND: f32 = 12_582_912.0;
+        let mut xs: Vec<f32> = (0..200_000).map(|i| -90.0 + i as f32 * 0.0009).collect();
+        xs.extend([
+            -87.33,
+            88.3,
+            0.5 * std::f32::consts::LN_2,
+            -0.5 * std::f32::consts::LN_2,
+        ]);
+        for x in xs {
+            let t = x.clamp(-87.33, 88.3) * std::f32::consts::LOG2_E + ROUND;
+            let n = t - ROUND;
+            let from_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
+            assert_eq!(from_bits as i32, n as i32, "{x}");
+        }
     }
 }

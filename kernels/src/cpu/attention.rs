@@ -12,6 +12,7 @@
 use rayon::prelude::*;
 
 use super::matmul::matmul_serial;
+use super::wide::wide;
 use crate::backend::{AttnShape, KeyStarts, MatMul, first_key};
 use crate::real::Real;
 
@@ -104,7 +105,59 @@ pub fn attention_bwd_ref<T: Real>(
     }
 }
 
-/// Fast forward: heads in parallel, each head as two GEMMs around a row softmax.
+/// Query rows per block of the fast kernels. A block of rows `[i0, i1)` sees keys
+/// `[first, i1)` only (`first`: the block's earliest allowed key), so the keys past the block's
+/// last row — half of the `S × S` products of a causal head — are never computed, and the
+/// scores of a block (`QB × S` at most, 128 KiB at S = 512) stay in the core's cache.
+pub const QB: usize = 64;
+
+/// The keys `[kl, i1)` the query rows `[i0, i1)` of one head can see.
+fn keys(first: Option<&[u32]>, i0: usize, i1: usize) -> usize {
+    first.map_or(0, |f| f[i0..i1].iter().copied().min().unwrap_or(0) as usize)
+}
+
+/// Lanes of the row loops' partial maxima and sums: one 512-bit vector of f32, so that the
+/// reductions vectorise (a single running sum is a chain the compiler must keep in order).
+const LANES: usize = 16;
+
+/// `x ← softmax(scale · x)` in place; returns the log-sum-exp of `scale · x`.
+#[inline(always)]
+fn softmax<T: Real>(x: &mut [T], scale: T) -> T {
+    let mut m = [T::neg_infinity(); LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (m, v) in m.iter_mut().zip(c.iter_mut()) {
+            *v *= scale;
+            *m = m.max(*v);
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v *= scale;
+        m[0] = m[0].max(*v);
+    }
+    let mx = m.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+    let mut z = [T::zero(); LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (z, v) in z.iter_mut().zip(c.iter_mut()) {
+            *v = (*v - mx).exp_fast();
+            *z += *v;
+        }
+    }
+    for v in chunks.into_remainder() {
+        *v = (*v - mx).exp_fast();
+        z[0] += *v;
+    }
+    let z = z.iter().fold(T::zero(), |a, &b| a + b);
+    let inv = T::one() / z;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+    mx + z.ln()
+}
+
+/// Fast forward: heads in parallel; per head, blocks of [`QB`] query rows as two GEMMs around
+/// a row softmax over the keys the block can see.
 pub fn attention_fwd<T: Real>(
     s: AttnShape,
     starts: Option<KeyStarts<'_>>,
@@ -114,60 +167,81 @@ pub fn attention_fwd<T: Real>(
     o: &mut [T],
     lse: &mut [T],
 ) {
+    attention_fwd_blocked(s, starts, q, k, v, o, lse, QB);
+}
+
+/// [`attention_fwd`] with blocks of `qb` query rows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_fwd_blocked<T: Real>(
+    s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &mut [T],
+    lse: &mut [T],
+    qb: usize,
+) {
     let (n, dk, dv) = (s.seq, s.d_qk, s.d_v);
     let scale = T::of(s.scale);
+    let qb = qb.clamp(1, n.max(1));
     o.par_chunks_mut(n * dv)
         .zip(lse.par_chunks_mut(n))
         .enumerate()
         .for_each(|(h, (oh, lh))| {
-            let (qh, kh, vh) = (
-                &q[h * n * dk..(h + 1) * n * dk],
-                &k[h * n * dk..(h + 1) * n * dk],
-                &v[h * n * dv..(h + 1) * n * dv],
-            );
-            // scores [n, n] = q kᵀ
-            let mut p = vec![T::zero(); n * n];
-            matmul_serial(MatMul::linear(n, n, dk), qh, kh, &mut p);
-            let first = starts.map(|k| k.row(h, n));
-            for i in 0..n {
-                let lo = first.map_or(0, |f| f[i] as usize);
-                let row = &mut p[i * n..(i + 1) * n];
-                let mut mx = T::neg_infinity();
-                for x in row[lo..=i].iter_mut() {
-                    *x *= scale;
-                    mx = mx.max(*x);
-                }
-                let mut z = T::zero();
-                for x in row[lo..=i].iter_mut() {
-                    *x = (*x - mx).exp_fast();
-                    z += *x;
-                }
-                let inv = T::one() / z;
-                for x in row[lo..=i].iter_mut() {
-                    *x *= inv;
-                }
-                row[..lo].fill(T::zero());
-                row[i + 1..].fill(T::zero());
-                lh[i] = mx + z.ln();
-            }
-            // o [n, dv] = p v
-            matmul_serial(
-                MatMul {
-                    m: n,
-                    n: dv,
-                    k: n,
-                    ta: false,
-                    tb: false,
-                    accumulate: false,
+            wide(
+                #[inline(always)]
+                || {
+                    let (qh, kh, vh) = (
+                        &q[h * n * dk..(h + 1) * n * dk],
+                        &k[h * n * dk..(h + 1) * n * dk],
+                        &v[h * n * dv..(h + 1) * n * dv],
+                    );
+                    let first = starts.map(|k| k.row(h, n));
+                    // Scores, then probabilities, of one block: [rows, nk].
+                    let mut scratch = vec![T::zero(); qb * n];
+                    for i0 in (0..n).step_by(qb) {
+                        let i1 = (i0 + qb).min(n);
+                        let (rows, kl) = (i1 - i0, keys(first, i0, i1));
+                        let nk = i1 - kl;
+                        let p = &mut scratch[..rows * nk];
+                        // p [rows, nk] = q[i0..i1] k[kl..i1]ᵀ
+                        matmul_serial(
+                            MatMul::linear(rows, nk, dk),
+                            &qh[i0 * dk..i1 * dk],
+                            &kh[kl * dk..i1 * dk],
+                            p,
+                        );
+                        for (r, row) in p.chunks_exact_mut(nk).enumerate() {
+                            let i = i0 + r;
+                            let lo = first.map_or(0, |f| f[i] as usize) - kl;
+                            let hi = i - kl;
+                            lh[i] = softmax(&mut row[lo..=hi], scale);
+                            row[..lo].fill(T::zero());
+                            row[hi + 1..].fill(T::zero());
+                        }
+                        // o[i0..i1] [rows, dv] = p v[kl..i1]
+                        matmul_serial(
+                            MatMul {
+                                m: rows,
+                                n: dv,
+                                k: nk,
+                                ta: false,
+                                tb: false,
+                                accumulate: false,
+                            },
+                            p,
+                            &vh[kl * dv..i1 * dv],
+                            &mut oh[i0 * dv..i1 * dv],
+                        );
+                    }
                 },
-                &p,
-                vh,
-                oh,
-            );
+            )
         });
 }
 
-/// Fast backward: heads in parallel; the probabilities are recomputed from `lse`.
+/// Fast backward: heads in parallel; per head, blocks of [`QB`] query rows whose
+/// probabilities are recomputed from `lse`; dK and dV gather the blocks' contributions.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<T: Real>(
     s: AttnShape,
@@ -182,86 +256,131 @@ pub fn attention_bwd<T: Real>(
     dk: &mut [T],
     dv: &mut [T],
 ) {
+    attention_bwd_blocked(s, starts, q, k, v, o, lse, d_o, dq, dk, dv, QB);
+}
+
+/// [`attention_bwd`] with blocks of `qb` query rows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_bwd_blocked<T: Real>(
+    s: AttnShape,
+    starts: Option<KeyStarts<'_>>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &[T],
+    lse: &[T],
+    d_o: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+    qb: usize,
+) {
     let (n, dqk, dvd) = (s.seq, s.d_qk, s.d_v);
     let scale = T::of(s.scale);
+    let qb = qb.clamp(1, n.max(1));
     dq.par_chunks_mut(n * dqk)
         .zip(dk.par_chunks_mut(n * dqk))
         .zip(dv.par_chunks_mut(n * dvd))
         .enumerate()
         .for_each(|(h, ((dqh, dkh), dvh))| {
-            let qh = &q[h * n * dqk..(h + 1) * n * dqk];
-            let kh = &k[h * n * dqk..(h + 1) * n * dqk];
-            let vh = &v[h * n * dvd..(h + 1) * n * dvd];
-            let oh = &o[h * n * dvd..(h + 1) * n * dvd];
-            let doh = &d_o[h * n * dvd..(h + 1) * n * dvd];
-            let lh = &lse[h * n..(h + 1) * n];
-            let mut p = vec![T::zero(); n * n];
-            matmul_serial(MatMul::linear(n, n, dqk), qh, kh, &mut p);
-            let first = starts.map(|k| k.row(h, n));
-            let lo = |i: usize| first.map_or(0, |f| f[i] as usize);
-            for i in 0..n {
-                let row = &mut p[i * n..(i + 1) * n];
-                for x in row[lo(i)..=i].iter_mut() {
-                    *x = (*x * scale - lh[i]).exp_fast();
-                }
-                row[..lo(i)].fill(T::zero());
-                row[i + 1..].fill(T::zero());
-            }
-            // dV [n, dv] = Pᵀ dO
-            matmul_serial(
-                MatMul {
-                    m: n,
-                    n: dvd,
-                    k: n,
-                    ta: true,
-                    tb: false,
-                    accumulate: false,
+            wide(
+                #[inline(always)]
+                || {
+                    let qh = &q[h * n * dqk..(h + 1) * n * dqk];
+                    let kh = &k[h * n * dqk..(h + 1) * n * dqk];
+                    let vh = &v[h * n * dvd..(h + 1) * n * dvd];
+                    let oh = &o[h * n * dvd..(h + 1) * n * dvd];
+                    let doh = &d_o[h * n * dvd..(h + 1) * n * dvd];
+                    let lh = &lse[h * n..(h + 1) * n];
+                    let first = starts.map(|k| k.row(h, n));
+                    dkh.fill(T::zero());
+                    dvh.fill(T::zero());
+                    // Probabilities and score gradients of one block: [rows, nk] each.
+                    let mut p_buf = vec![T::zero(); qb * n];
+                    let mut ds_buf = vec![T::zero(); qb * n];
+                    for i0 in (0..n).step_by(qb) {
+                        let i1 = (i0 + qb).min(n);
+                        let (rows, kl) = (i1 - i0, keys(first, i0, i1));
+                        let nk = i1 - kl;
+                        let (qb_rows, dob) = (&qh[i0 * dqk..i1 * dqk], &doh[i0 * dvd..i1 * dvd]);
+                        let (kk, vk) = (&kh[kl * dqk..i1 * dqk], &vh[kl * dvd..i1 * dvd]);
+                        let p = &mut p_buf[..rows * nk];
+                        matmul_serial(MatMul::linear(rows, nk, dqk), qb_rows, kk, p);
+                        let span = |r: usize| {
+                            let i = i0 + r;
+                            (first.map_or(0, |f| f[i] as usize) - kl, i - kl)
+                        };
+                        for (r, row) in p.chunks_exact_mut(nk).enumerate() {
+                            let (lo, hi) = span(r);
+                            let l = lh[i0 + r];
+                            for x in row[lo..=hi].iter_mut() {
+                                *x = (*x * scale - l).exp_fast();
+                            }
+                            row[..lo].fill(T::zero());
+                            row[hi + 1..].fill(T::zero());
+                        }
+                        // dV[kl..i1] [nk, dv] += pᵀ dO[i0..i1]
+                        matmul_serial(
+                            MatMul {
+                                m: nk,
+                                n: dvd,
+                                k: rows,
+                                ta: true,
+                                tb: false,
+                                accumulate: true,
+                            },
+                            p,
+                            dob,
+                            &mut dvh[kl * dvd..i1 * dvd],
+                        );
+                        // dP [rows, nk] = dO[i0..i1] v[kl..i1]ᵀ
+                        let ds = &mut ds_buf[..rows * nk];
+                        matmul_serial(MatMul::linear(rows, nk, dvd), dob, vk, ds);
+                        for (r, (prow, drow)) in
+                            p.chunks_exact(nk).zip(ds.chunks_exact_mut(nk)).enumerate()
+                        {
+                            let i = i0 + r;
+                            let mut di = T::zero();
+                            for c in 0..dvd {
+                                di += doh[i * dvd + c] * oh[i * dvd + c];
+                            }
+                            let (lo, hi) = span(r);
+                            for (d, &p) in drow[lo..=hi].iter_mut().zip(&prow[lo..=hi]) {
+                                *d = p * (*d - di) * scale;
+                            }
+                            drow[..lo].fill(T::zero());
+                            drow[hi + 1..].fill(T::zero());
+                        }
+                        // dQ[i0..i1] [rows, dqk] = dS k[kl..i1]
+                        matmul_serial(
+                            MatMul {
+                                m: rows,
+                                n: dqk,
+                                k: nk,
+                                ta: false,
+                                tb: false,
+                                accumulate: false,
+                            },
+                            ds,
+                            kk,
+                            &mut dqh[i0 * dqk..i1 * dqk],
+                        );
+                        // dK[kl..i1] [nk, dqk] += dSᵀ q[i0..i1]
+                        matmul_serial(
+                            MatMul {
+                                m: nk,
+                                n: dqk,
+                                k: rows,
+                                ta: true,
+                                tb: false,
+                                accumulate: true,
+                            },
+                            ds,
+                            qb_rows,
+                            &mut dkh[kl * dqk..i1 * dqk],
+                        );
+                    }
                 },
-                &p,
-                doh,
-                dvh,
-            );
-            // dP [n, n] = dO Vᵀ
-            let mut ds = vec![T::zero(); n * n];
-            matmul_serial(MatMul::linear(n, n, dvd), doh, vh, &mut ds);
-            for i in 0..n {
-                let mut di = T::zero();
-                for c in 0..dvd {
-                    di += doh[i * dvd + c] * oh[i * dvd + c];
-                }
-                let (prow, drow) = (&p[i * n..(i + 1) * n], &mut ds[i * n..(i + 1) * n]);
-                for j in lo(i)..=i {
-                    drow[j] = prow[j] * (drow[j] - di) * scale;
-                }
-                drow[..lo(i)].fill(T::zero());
-                drow[i + 1..].fill(T::zero());
-            }
-            // dQ [n, dqk] = dS K ; dK [n, dqk] = dSᵀ Q
-            matmul_serial(
-                MatMul {
-                    m: n,
-                    n: dqk,
-                    k: n,
-                    ta: false,
-                    tb: false,
-                    accumulate: false,
-                },
-                &ds,
-                kh,
-                dqh,
-            );
-            matmul_serial(
-                MatMul {
-                    m: n,
-                    n: dqk,
-                    k: n,
-                    ta: true,
-                    tb: false,
-                    accumulate: false,
-                },
-                &ds,
-                qh,
-                dkh,
-            );
+            )
         });
 }

@@ -15,6 +15,7 @@ pub mod rope;
 pub mod sgemm;
 pub mod swiglu;
 pub mod topk;
+pub mod wide;
 
 #[cfg(test)]
 mod tests;

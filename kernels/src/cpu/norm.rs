@@ -5,11 +5,13 @@
 
 use rayon::prelude::*;
 
+use super::wide::wide;
 use crate::real::Real;
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 16;
 
+#[inline(always)]
 fn fwd_row<T: Real>(x: &[T], w: &[T], eps: f64, y: &mut [T]) -> T {
     let d = x.len();
     let ms = x.iter().map(|&v| v * v).sum::<T>() / T::of(d as f64);
@@ -20,6 +22,7 @@ fn fwd_row<T: Real>(x: &[T], w: &[T], eps: f64, y: &mut [T]) -> T {
     rstd
 }
 
+#[inline(always)]
 fn bwd_row<T: Real>(x: &[T], w: &[T], rstd: T, dy: &[T], dx: &mut [T], accumulate: bool) {
     let d = x.len();
     // dx = rstd · (dy·w − x̂ · mean(dy·w·x̂)), x̂ = x·rstd
@@ -49,9 +52,14 @@ pub fn rmsnorm_fwd<T: Real>(x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut 
         .zip(x.par_chunks(d * ROWS_PER_TASK))
         .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
         .for_each(|((yb, xb), rb)| {
-            for (r, (xr, yr)) in xb.chunks(d).zip(yb.chunks_mut(d)).enumerate() {
-                rb[r] = fwd_row(xr, w, eps, yr);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for (r, (xr, yr)) in xb.chunks(d).zip(yb.chunks_mut(d)).enumerate() {
+                        rb[r] = fwd_row(xr, w, eps, yr);
+                    }
+                },
+            )
         });
 }
 
@@ -90,18 +98,24 @@ pub fn rmsnorm_bwd_input<T: Real>(
         .zip(dy.par_chunks(d * ROWS_PER_TASK))
         .zip(rstd.par_chunks(ROWS_PER_TASK))
         .for_each(|(((dxb, xb), dyb), rb)| {
-            for (r, ((xr, dyr), dxr)) in xb
-                .chunks(d)
-                .zip(dyb.chunks(d))
-                .zip(dxb.chunks_mut(d))
-                .enumerate()
-            {
-                bwd_row(xr, w, rb[r], dyr, dxr, accumulate);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for (r, ((xr, dyr), dxr)) in xb
+                        .chunks(d)
+                        .zip(dyb.chunks(d))
+                        .zip(dxb.chunks_mut(d))
+                        .enumerate()
+                    {
+                        bwd_row(xr, w, rb[r], dyr, dxr, accumulate);
+                    }
+                },
+            )
         });
 }
 
 /// Reference weight gradient: `dw += Σ_rows dy · x̂`. dw: `[d]`.
+#[inline(always)]
 pub fn rmsnorm_bwd_weight_ref<T: Real>(x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]) {
     let d = dw.len();
     for (r, (xr, dyr)) in x.chunks(d).zip(dy.chunks(d)).enumerate() {
@@ -125,11 +139,16 @@ pub fn rmsnorm_bwd_weight<T: Real>(x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]) 
         .map(|b| {
             let (r0, r1) = (b * block, ((b + 1) * block).min(rows));
             let mut acc = vec![T::zero(); d];
-            rmsnorm_bwd_weight_ref(
-                &x[r0 * d..r1 * d],
-                &rstd[r0..r1],
-                &dy[r0 * d..r1 * d],
-                &mut acc,
+            wide(
+                #[inline(always)]
+                || {
+                    rmsnorm_bwd_weight_ref(
+                        &x[r0 * d..r1 * d],
+                        &rstd[r0..r1],
+                        &dy[r0 * d..r1 * d],
+                        &mut acc,
+                    )
+                },
             );
             acc
         })

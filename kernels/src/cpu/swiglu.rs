@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::wide::wide;
 use crate::real::Real;
 
 const CHUNK: usize = 4096;
@@ -37,9 +38,14 @@ pub fn swiglu_fwd<T: Real>(g: &[T], u: &[T], h: &mut [T]) {
         .zip(g.par_chunks(CHUNK))
         .zip(u.par_chunks(CHUNK))
         .for_each(|((h, g), u)| {
-            for i in 0..h.len() {
-                h[i] = fwd1::<T, true>(g[i], u[i]);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for i in 0..h.len() {
+                        h[i] = fwd1::<T, true>(g[i], u[i]);
+                    }
+                },
+            )
         });
 }
 
@@ -60,8 +66,13 @@ pub fn swiglu_bwd<T: Real>(g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T
                 .zip(dh.par_chunks(CHUNK)),
         )
         .for_each(|((dg, du), ((g, u), dh))| {
-            for i in 0..dh.len() {
-                (dg[i], du[i]) = bwd1::<T, true>(g[i], u[i], dh[i]);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for i in 0..dh.len() {
+                        (dg[i], du[i]) = bwd1::<T, true>(g[i], u[i], dh[i]);
+                    }
+                },
+            )
         });
 }

@@ -298,6 +298,109 @@ fn attention_reset_equals_each_document_alone() {
     }
 }
 
+/// The fast kernels' query blocks: every block size — one row, sizes that do not divide the
+/// sequence, one block for all — gives the reference's outputs and gradients, with documents
+/// packed (blocks whose rows start in different documents) and without.
+#[test]
+fn attention_query_blocks_of_every_size_equal_the_reference() {
+    let (heads, seq, dk, dv) = (2, 11, 5, 3);
+    let bh = 2 * heads;
+    let s = AttnShape {
+        bh,
+        seq,
+        d_qk: dk,
+        d_v: dv,
+        scale: 1.0 / 5f64.sqrt(),
+    };
+    let mut first = Vec::new();
+    for lens in [&[4usize, 1, 6][..], &[11]] {
+        let mut at = 0u32;
+        for &l in lens {
+            first.extend(std::iter::repeat_n(at, l));
+            at += l as u32;
+        }
+    }
+    let (q, k, v) = (
+        rand(bh * seq * dk, 41),
+        rand(bh * seq * dk, 42),
+        rand(bh * seq * dv, 43),
+    );
+    let d_o = rand(bh * seq * dv, 44);
+    for starts in [
+        None,
+        Some(KeyStarts {
+            heads,
+            first: &first,
+        }),
+    ] {
+        let (mut o0, mut l0) = (vec![0.0; bh * seq * dv], vec![0.0; bh * seq]);
+        attention_fwd_ref(s, starts, &q, &k, &v, &mut o0, &mut l0);
+        let mut g0 = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        attention_bwd_ref(
+            s, starts, &q, &k, &v, &o0, &l0, &d_o, &mut g0.0, &mut g0.1, &mut g0.2,
+        );
+        for qb in [1, 2, 3, 4, 5, 10, 11, 64] {
+            let what = format!("block {qb}, resets {}", starts.is_some());
+            let (mut o, mut l) = (vec![0.0; bh * seq * dv], vec![0.0; bh * seq]);
+            attention_fwd_blocked(s, starts, &q, &k, &v, &mut o, &mut l, qb);
+            close(&o0, &o, 1e-12, &format!("o, {what}"));
+            close(&l0, &l, 1e-12, &format!("lse, {what}"));
+            // Stale gradients in the outputs must not leak into the result.
+            let mut g = (vec![7.0; q.len()], vec![7.0; k.len()], vec![7.0; v.len()]);
+            attention_bwd_blocked(
+                s, starts, &q, &k, &v, &o0, &l0, &d_o, &mut g.0, &mut g.1, &mut g.2, qb,
+            );
+            close(&g0.0, &g.0, 1e-12, &format!("dq, {what}"));
+            close(&g0.1, &g.1, 1e-12, &format!("dk, {what}"));
+            close(&g0.2, &g.2, 1e-12, &format!("dv, {what}"));
+        }
+    }
+}
+
+/// In f32 at a training shape (MLA's d_qk = 48 ≠ d_v = 32, several query blocks, sequence
+/// not a multiple of the block), the fast kernels stay within f32 rounding of the f64
+/// reference.
+#[test]
+fn attention_f32_at_a_training_shape_is_within_rounding() {
+    let s = AttnShape {
+        bh: 3,
+        seq: 200,
+        d_qk: 48,
+        d_v: 32,
+        scale: 1.0 / 48f64.sqrt(),
+    };
+    let (q, k, v) = (
+        rand(s.bh * s.seq * s.d_qk, 51),
+        rand(s.bh * s.seq * s.d_qk, 52),
+        rand(s.bh * s.seq * s.d_v, 53),
+    );
+    let d_o = rand(s.bh * s.seq * s.d_v, 54);
+    let f = |x: &[f64]| x.iter().map(|&y| y as f32).collect::<Vec<f32>>();
+    let up = |x: &[f32]| x.iter().map(|&y| y as f64).collect::<Vec<f64>>();
+    let (mut o0, mut l0) = (vec![0.0; s.bh * s.seq * s.d_v], vec![0.0; s.bh * s.seq]);
+    attention_fwd_ref(s, None, &q, &k, &v, &mut o0, &mut l0);
+    let mut g0 = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    attention_bwd_ref(
+        s, None, &q, &k, &v, &o0, &l0, &d_o, &mut g0.0, &mut g0.1, &mut g0.2,
+    );
+    let (q1, k1, v1, do1) = (f(&q), f(&k), f(&v), f(&d_o));
+    let (mut o, mut l) = (vec![0f32; o0.len()], vec![0f32; l0.len()]);
+    attention_fwd(s, None, &q1, &k1, &v1, &mut o, &mut l);
+    close(&o0, &up(&o), 1e-5, "o f32");
+    close(&l0, &up(&l), 1e-5, "lse f32");
+    let mut g = (
+        vec![0f32; q.len()],
+        vec![0f32; k.len()],
+        vec![0f32; v.len()],
+    );
+    attention_bwd(
+        s, None, &q1, &k1, &v1, &o, &l, &do1, &mut g.0, &mut g.1, &mut g.2,
+    );
+    close(&g0.0, &up(&g.0), 1e-4, "dq f32");
+    close(&g0.1, &up(&g.1), 1e-4, "dk f32");
+    close(&g0.2, &up(&g.2), 1e-4, "dv f32");
+}
+
 #[test]
 fn cross_entropy_fast_reference_and_gradients() {
     let (rows, vocab) = (6, 11);

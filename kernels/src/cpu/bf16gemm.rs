@@ -661,8 +661,9 @@ unsafe fn avx512bf16_rows<const R0: usize, const R: usize>(
 ///
 /// Order of work: per block of `KC` values of k, all of A's rows are packed once (panels in
 /// parallel); then per block of `NC` columns, B is packed once and the row blocks of `MC` run
-/// in parallel. So every element of A and B is converted exactly once, and C is read and
-/// written once per k block.
+/// in parallel. When all of n fits one block of columns, B is packed first and each row
+/// block's task packs its own rows of A just before its kernels. Either way every element of
+/// A and B is converted exactly once, and C is read and written once per k block.
 ///
 /// Panics if `unit` does not run here (check [`runs`]).
 #[allow(clippy::too_many_arguments)]
@@ -707,9 +708,31 @@ pub fn gemm_bf16(
     with_buffers(|pa, pb| {
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
+            let first = p0 == 0 && !accumulate;
+            if n <= NC {
+                // One block of columns: nothing reuses a packed row block, so each task packs
+                // its own rows right before multiplying them — the packed rows stay in the
+                // core's cache instead of making a round trip through memory (the head's
+                // weight gradient would pack 100 MiB of A per k block).
+                pack(true, bv, 0, n, p0, kc, pb, parallel);
+                let pb = pb.get();
+                let run = |ib: usize| {
+                    let i0 = ib * MC;
+                    let mc = MC.min(m - i0);
+                    with_task_buffer(|ta| {
+                        pack(false, av, i0, mc, p0, kc, ta, false);
+                        block(unit, ta.get(), pb, cp, n, kc, i0, mc, 0, n, first);
+                    });
+                };
+                if parallel && mb > 1 {
+                    (0..mb).into_par_iter().with_min_len(1).for_each(run);
+                } else {
+                    (0..mb).for_each(run);
+                }
+                continue;
+            }
             let panel = kc.div_ceil(KT) * 2 * TILE;
             pack(false, av, 0, m, p0, kc, pa, parallel);
-            let first = p0 == 0 && !accumulate;
             let pa = pa.get();
             for j0 in (0..n).step_by(NC) {
                 let nc = NC.min(n - j0);
@@ -744,6 +767,18 @@ fn with_buffers(f: impl FnOnce(&mut Packed, &mut Packed)) {
             f(pa, pb)
         }
         Err(_) => f(&mut Packed::default(), &mut Packed::default()),
+    })
+}
+
+/// Runs `f` with this thread's buffer for one task's packed rows of A (kept between calls),
+/// or a fresh one when it is in use further up this thread's stack.
+fn with_task_buffer(f: impl FnOnce(&mut Packed)) {
+    thread_local! {
+        static TASK_A: std::cell::RefCell<Packed> = Default::default();
+    }
+    TASK_A.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Packed::default()),
     })
 }
 
@@ -974,6 +1009,8 @@ mod tests {
                 (40, 2100, 17),
                 (300, 20, 64),
                 (1000, 33, 70),
+                // Several k blocks and row blocks in one column block (each task packs its rows).
+                (260, 40, 2100),
             ] {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                     let a: Vec<f32> = (0..m * k)

@@ -22,6 +22,8 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 /// Rows of the micro-tile.
@@ -399,7 +401,25 @@ pub fn sgemm(
         (i0, ((ib + 1) * panels / mb * MR).min(m) - i0)
     };
     let cp = CPtr(c.as_mut_ptr());
-    let mut pb = Aligned::default();
+    with_buffer(&PACK_B, |pb| {
+        columns(n, k, av, bv, cp, pb, accumulate, threads, mb, rows_of)
+    });
+}
+
+/// [`sgemm`]'s loop over blocks of columns, with `pb` the buffer B is packed into.
+#[allow(clippy::too_many_arguments)]
+fn columns(
+    n: usize,
+    k: usize,
+    av: View<'_>,
+    bv: View<'_>,
+    cp: CPtr,
+    pb: &mut Aligned<f32>,
+    accumulate: bool,
+    threads: usize,
+    mb: usize,
+    rows_of: impl Fn(usize) -> (usize, usize) + Sync,
+) {
     let par = threads > 1 && mb > 1;
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
@@ -454,17 +474,37 @@ pub fn sgemm(
     }
 }
 
-/// Runs `run(ib, A packing buffer)` for the row blocks `0..mb`, in parallel when `par`, one
-/// packing buffer per worker.
+thread_local! {
+    /// This thread's buffer for packed rows of A (one row block at a time).
+    static PACK_A: RefCell<Aligned<f32>> = RefCell::default();
+    /// This thread's buffer for packed columns of B (up to [`WHOLE_B_BYTES`]).
+    static PACK_B: RefCell<Aligned<f32>> = RefCell::default();
+}
+
+/// Runs `f` with this thread's buffer `key`, kept between GEMMs so that a step's GEMMs do not
+/// allocate and fault in fresh pages (the B buffer is up to 16 MiB), or with a fresh buffer
+/// when it is in use further up this thread's stack (a GEMM inside a task that rayon ran
+/// while this thread waited).
+fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<RefCell<Aligned<f32>>>,
+    f: impl FnOnce(&mut Aligned<f32>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Aligned::default()),
+    })
+}
+
+/// Runs `run(ib, A packing buffer)` for the row blocks `0..mb`, in parallel when `par`, with
+/// each worker's own packing buffer.
 fn row_blocks(mb: usize, par: bool, run: impl Fn(usize, &mut Aligned<f32>) + Sync) {
     if par {
         (0..mb)
             .into_par_iter()
             .with_min_len(1)
-            .for_each_init(Aligned::default, |pa, ib| run(ib, pa));
+            .for_each(|ib| with_buffer(&PACK_A, |pa| run(ib, pa)));
     } else {
-        let mut pa = Aligned::default();
-        (0..mb).for_each(|ib| run(ib, &mut pa));
+        with_buffer(&PACK_A, |pa| (0..mb).for_each(|ib| run(ib, pa)));
     }
 }
 

@@ -33,8 +33,10 @@ pub const NR: usize = 32;
 const KC: usize = 256;
 const MC: usize = MR * 8;
 const NC: usize = NR * 32;
-/// The most packed B (bytes) packed at once for all k blocks of a column block.
+/// The most B (bytes, packed) packed at once for a span of k blocks of a column block.
 const WHOLE_B_BYTES: usize = 1 << 24;
+/// Largest A packed once for all blocks of columns when k fits one block ([`a_once`]).
+const WHOLE_A_BYTES: usize = 1 << 24;
 /// Rows of a transposed A prefetched ahead of the one being packed.
 const PREFETCH_ROWS: usize = 8;
 
@@ -109,8 +111,13 @@ pub(super) fn prefetch(run: &[f32]) {
 /// Packs rows `[i0, i0+mc)` × cols `[p0, p0+kc)` of op(A) into panels `[mc/MR][kc][MR]`, zero
 /// padded to a whole panel.
 fn pack_a(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, buf: &mut Aligned<f32>) {
+    pack_a_into(a, i0, mc, p0, kc, buf.reuse(mc.div_ceil(MR) * kc * MR));
+}
+
+/// [`pack_a`] into `out` (`mc/MR · kc · MR` elements).
+fn pack_a_into(a: View<'_>, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32]) {
     let panels = mc.div_ceil(MR);
-    let out = buf.reuse(panels * kc * MR);
+    let out = &mut out[..panels * kc * MR];
     if a.rs == 1 {
         // Transposed A: each k holds the block's rows contiguously; walk k outside so that
         // every source line is read once as one run for all the panels.
@@ -402,7 +409,13 @@ pub fn sgemm(
     };
     let cp = CPtr(c.as_mut_ptr());
     with_buffer(&PACK_B, |pb| {
-        columns(n, k, av, bv, cp, pb, accumulate, threads, mb, rows_of)
+        if k <= KC && n > NC && panels * MR * k * 4 <= WHOLE_A_BYTES {
+            with_buffer(&PACK_WHOLE_A, |pa| {
+                a_once(n, k, av, bv, cp, pa, pb, accumulate, threads, mb, rows_of)
+            })
+        } else {
+            columns(n, k, av, bv, cp, pb, accumulate, threads, mb, rows_of)
+        }
     });
 }
 
@@ -424,25 +437,36 @@ fn columns(
     for j0 in (0..n).step_by(NC) {
         let nc = NC.min(n - j0);
         let width = nc.div_ceil(NR) * NR;
-        if width * k * 4 <= WHOLE_B_BYTES {
-            // All of this column block's B packed at once (k block after k block, shared by
-            // the threads); each row block then runs every k block with its part of C kept in
-            // cache, instead of C being read and written again for each k block.
-            let all = pb.reuse(width * k);
-            for p0 in (0..k).step_by(KC) {
+        // As many k blocks of this column block's B as fit WHOLE_B_BYTES are packed at once
+        // (shared by the threads); each row block then runs all of them with its part of C
+        // kept in cache, so C is read and written once per such span of k, not once per k
+        // block (the head's input gradient, k = 50,304: 4 spans instead of 197 k blocks).
+        let span = (WHOLE_B_BYTES / (width * 4) / KC * KC).max(KC);
+        for q0 in (0..k).step_by(span) {
+            let kq = span.min(k - q0);
+            let packed = pb.reuse(width * kq);
+            for p0 in (q0..q0 + kq).step_by(KC) {
                 let kc = KC.min(k - p0);
-                pack_b(bv, p0, kc, j0, nc, &mut all[width * p0..], threads > 1);
+                pack_b(
+                    bv,
+                    p0,
+                    kc,
+                    j0,
+                    nc,
+                    &mut packed[width * (p0 - q0)..],
+                    threads > 1,
+                );
             }
-            let all = pb.get();
+            let packed = pb.get();
             let run = |ib: usize, pa: &mut Aligned<f32>| {
                 let (i0, mc) = rows_of(ib);
-                for p0 in (0..k).step_by(KC) {
+                for p0 in (q0..q0 + kq).step_by(KC) {
                     let kc = KC.min(k - p0);
                     pack_a(av, i0, mc, p0, kc, pa);
                     let first = p0 == 0 && !accumulate;
                     block(
                         pa.get(),
-                        &all[width * p0..],
+                        &packed[width * (p0 - q0)..],
                         cp,
                         n,
                         kc,
@@ -455,26 +479,69 @@ fn columns(
                 }
             };
             row_blocks(mb, par, run);
-            continue;
         }
-        // BLIS order: each k block of B is packed once and shared by the row blocks, which
-        // run in parallel, each packing its own part of A.
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            pack_b(bv, p0, kc, j0, nc, pb.reuse(width * kc), threads > 1);
-            let first = p0 == 0 && !accumulate;
-            let pb = pb.get();
-            let run = |ib: usize, pa: &mut Aligned<f32>| {
-                let (i0, mc) = rows_of(ib);
-                pack_a(av, i0, mc, p0, kc, pa);
-                block(pa.get(), pb, cp, n, kc, i0, mc, j0, nc, first);
-            };
-            row_blocks(mb, par, run);
+    }
+}
+
+/// [`sgemm`] with one block of k and several blocks of columns (the output head's forward:
+/// k = 256, 50 blocks of 1,024 columns): all of A's rows are packed once, up front, and every
+/// block of columns reuses them — the column-block loop would pack A again for each block.
+#[allow(clippy::too_many_arguments)]
+fn a_once(
+    n: usize,
+    k: usize,
+    av: View<'_>,
+    bv: View<'_>,
+    cp: CPtr,
+    pa: &mut Aligned<f32>,
+    pb: &mut Aligned<f32>,
+    accumulate: bool,
+    threads: usize,
+    mb: usize,
+    rows_of: impl Fn(usize) -> (usize, usize) + Sync,
+) {
+    let par = threads > 1 && mb > 1;
+    // Row block ib's panels start at row i0 (a whole number of panels): element i0 · k.
+    let (last0, last_rows) = rows_of(mb - 1);
+    let all = pa.reuse((last0 + last_rows).div_ceil(MR) * MR * k);
+    let mut parts = Vec::with_capacity(mb);
+    let mut rest = all;
+    for ib in 0..mb {
+        let (_, mc) = rows_of(ib);
+        let (part, tail) = rest.split_at_mut(mc.div_ceil(MR) * MR * k);
+        parts.push((ib, part));
+        rest = tail;
+    }
+    let pack = |(ib, part): (usize, &mut [f32])| {
+        let (i0, mc) = rows_of(ib);
+        pack_a_into(av, i0, mc, 0, k, part);
+    };
+    if par {
+        parts.into_par_iter().for_each(pack);
+    } else {
+        parts.into_iter().for_each(pack);
+    }
+    let all = pa.get();
+    for j0 in (0..n).step_by(NC) {
+        let nc = NC.min(n - j0);
+        let width = nc.div_ceil(NR) * NR;
+        pack_b(bv, 0, k, j0, nc, pb.reuse(width * k), threads > 1);
+        let pb = pb.get();
+        let run = |ib: usize| {
+            let (i0, mc) = rows_of(ib);
+            block(&all[i0 * k..], pb, cp, n, k, i0, mc, j0, nc, !accumulate);
+        };
+        if par {
+            (0..mb).into_par_iter().with_min_len(1).for_each(run);
+        } else {
+            (0..mb).for_each(run);
         }
     }
 }
 
 thread_local! {
+    /// This thread's buffer for all of A's rows packed once ([`a_once`]).
+    static PACK_WHOLE_A: RefCell<Aligned<f32>> = RefCell::default();
     /// This thread's buffer for packed rows of A (one row block at a time).
     static PACK_A: RefCell<Aligned<f32>> = RefCell::default();
     /// This thread's buffer for packed columns of B (up to [`WHOLE_B_BYTES`]).
@@ -586,6 +653,8 @@ mod tests {
             (15, 33, 257),
             (120, 70, 300),
             (29, 1100, 17),
+            // One k block, several row and column blocks: A packed once for all columns.
+            (250, 2100, 40),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a: Vec<f32> = (0..m * k)
@@ -619,12 +688,12 @@ mod tests {
     }
 
     #[test]
-    fn a_b_too_large_to_pack_whole_takes_the_k_block_path() {
+    fn a_b_too_large_to_pack_whole_is_packed_in_spans_of_k() {
         if !available() {
             return;
         }
         // 1,024 columns × 4,100 k packed = 16.8 MB > WHOLE_B_BYTES: the first column block is
-        // packed k block by k block, the second (6 columns) whole.
+        // packed in two spans of k (4,096 and 4), the second (6 columns) whole.
         let (m, n, k) = (17, 1030, 4100);
         assert!(NC * k * 4 > WHOLE_B_BYTES && 32 * k * 4 <= WHOLE_B_BYTES);
         let a: Vec<f32> = (0..m * k)

@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokenmill_kernels::Cpu;
 use tokenmill_kernels::cpu::bf16gemm;
 use tokenmill_trainer::ModelConfig;
-use tokenmill_trainer::cost::{flops_per_token, measure_gemm_peak, memory_model};
+use tokenmill_trainer::cost::{flops_per_token, measure_gemm_peak_over, memory_model};
 use tokenmill_trainer::model::{Batch, LossWeights, Model, WgradMode};
 use tokenmill_trainer::ops::Precision;
 use tokenmill_trainer::ops::WgradQueue;
@@ -255,7 +255,7 @@ pub fn bench_train(o: &TrainBenchConfig) -> Result<(Vec<TrainBenchRow>, Peaks)> 
         .build()?;
     pool.install(|| {
         let peaks = Peaks {
-            fp32: measure_gemm_peak(&Cpu),
+            fp32: measure_gemm_peak_over(&Cpu, 0.3),
             bf16: bf16gemm::unit().and_then(|u| {
                 bf16gemm::peak_gflops(u, 0.2).map(|g| (u.name(), g * 1e9 * o.threads as f64))
             }),

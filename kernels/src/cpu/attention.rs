@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use super::matmul::matmul_serial;
-use super::wide::wide;
+use super::wide::{exp_in_place_lanes, max_lanes, wide};
 use crate::backend::{AttnShape, KeyStarts, MatMul, first_key};
 use crate::real::Real;
 
@@ -116,39 +116,14 @@ fn keys(first: Option<&[u32]>, i0: usize, i1: usize) -> usize {
     first.map_or(0, |f| f[i0..i1].iter().copied().min().unwrap_or(0) as usize)
 }
 
-/// Lanes of the row loops' partial maxima and sums: one 512-bit vector of f32, so that the
-/// reductions vectorise (a single running sum is a chain the compiler must keep in order).
-const LANES: usize = 16;
-
 /// `x ← softmax(scale · x)` in place; returns the log-sum-exp of `scale · x`.
 #[inline(always)]
 fn softmax<T: Real>(x: &mut [T], scale: T) -> T {
-    let mut m = [T::neg_infinity(); LANES];
-    let mut chunks = x.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (m, v) in m.iter_mut().zip(c.iter_mut()) {
-            *v *= scale;
-            *m = m.max(*v);
-        }
-    }
-    for v in chunks.into_remainder() {
+    for v in x.iter_mut() {
         *v *= scale;
-        m[0] = m[0].max(*v);
     }
-    let mx = m.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-    let mut z = [T::zero(); LANES];
-    let mut chunks = x.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (z, v) in z.iter_mut().zip(c.iter_mut()) {
-            *v = (*v - mx).exp_fast();
-            *z += *v;
-        }
-    }
-    for v in chunks.into_remainder() {
-        *v = (*v - mx).exp_fast();
-        z[0] += *v;
-    }
-    let z = z.iter().fold(T::zero(), |a, &b| a + b);
+    let mx = max_lanes(x);
+    let z = exp_in_place_lanes(x, mx);
     let inv = T::one() / z;
     for v in x.iter_mut() {
         *v *= inv;

@@ -11,52 +11,9 @@
 
 use rayon::prelude::*;
 
+use super::wide::{exp_in_place_lanes, max_lanes, sum_exp_lanes};
 use crate::backend::IGNORE;
 use crate::real::Real;
-
-/// Lanes of the vectorizable reductions.
-const LANES: usize = 16;
-
-/// The row's largest value, in 16 lanes. A NaN is skipped here: it reaches the log-sum-exp
-/// through the sum of exponentials, which it turns into NaN, so no extra pass looks for it.
-#[inline(always)]
-fn max_lanes<T: Real>(x: &[T]) -> T {
-    let mut m = [T::neg_infinity(); LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
-        }
-    }
-    let mut mx = chunks
-        .remainder()
-        .iter()
-        .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a });
-    for v in m {
-        mx = if v > mx { v } else { mx };
-    }
-    mx
-}
-
-#[inline(always)]
-fn sum_exp_lanes<T: Real>(x: &[T], shift: T) -> T {
-    let mut s = [T::zero(); LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            s[i] += (c[i] - shift).exp_fast();
-        }
-    }
-    let mut z = chunks
-        .remainder()
-        .iter()
-        .map(|&v| (v - shift).exp_fast())
-        .sum::<T>();
-    for v in s {
-        z += v;
-    }
-    z
-}
 
 #[inline(always)]
 fn fwd_row_fast<T: Real>(logits: &[T], target: u32) -> (T, T) {
@@ -94,22 +51,7 @@ fn fused_row_fast<T: Real>(row: &mut [T], target: u32, g: T) -> (T, T) {
         return (T::zero(), lse);
     }
     let at_target = row[target as usize];
-    let mut s = [T::zero(); LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            c[i] = (c[i] - mx).exp_fast();
-            s[i] += c[i];
-        }
-    }
-    let mut z = T::zero();
-    for x in chunks.into_remainder() {
-        *x = (*x - mx).exp_fast();
-        z += *x;
-    }
-    for v in s {
-        z += v;
-    }
+    let z = exp_in_place_lanes(row, mx);
     let lse = mx + z.ln();
     let scale = g / z;
     for x in row.iter_mut() {

@@ -7,9 +7,13 @@
 //!
 //! The arithmetic is the same either way: the same operations in the same order per element
 //! (no reassociation, no fused multiply-add the source does not write), so a kernel gives the
-//! same bits on both paths — only the lane count differs.
+//! same bits on both paths — only the lane count differs. The reductions a row loop needs
+//! (largest value, sum of exponentials) are here in [`LANES`] partial lanes so that they
+//! vectorise too.
 
 #![allow(unsafe_code)]
+
+use crate::real::Real;
 
 /// Whether this CPU runs AVX-512F (detected once, cached by std).
 #[inline]
@@ -46,6 +50,75 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Lanes of the reductions below: one 512-bit vector of f32. A single running sum is a chain
+/// the compiler must keep in order; sixteen partial sums vectorise.
+pub const LANES: usize = 16;
+
+/// The largest value of `x`, in [`LANES`] lanes. A NaN is skipped here: it reaches a
+/// log-sum-exp through the sum of exponentials, which it turns into NaN, so no extra pass
+/// looks for it.
+#[inline(always)]
+pub fn max_lanes<T: Real>(x: &[T]) -> T {
+    let mut m = [T::neg_infinity(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+        }
+    }
+    let mut mx = chunks
+        .remainder()
+        .iter()
+        .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a });
+    for v in m {
+        mx = if v > mx { v } else { mx };
+    }
+    mx
+}
+
+/// `Σ exp(x − shift)` in [`LANES`] lanes (the polynomial exponential).
+#[inline(always)]
+pub fn sum_exp_lanes<T: Real>(x: &[T], shift: T) -> T {
+    let mut s = [T::zero(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            s[i] += (c[i] - shift).exp_fast();
+        }
+    }
+    let mut z = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v - shift).exp_fast())
+        .sum::<T>();
+    for v in s {
+        z += v;
+    }
+    z
+}
+
+/// `x ← exp(x − shift)` in place; returns the sum of the new values, in [`LANES`] lanes.
+#[inline(always)]
+pub fn exp_in_place_lanes<T: Real>(x: &mut [T], shift: T) -> T {
+    let mut s = [T::zero(); LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = (c[i] - shift).exp_fast();
+            s[i] += c[i];
+        }
+    }
+    let mut z = T::zero();
+    for v in chunks.into_remainder() {
+        *v = (*v - shift).exp_fast();
+        z += *v;
+    }
+    for v in s {
+        z += v;
+    }
+    z
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,7 +127,6 @@ mod tests {
     /// division, max), over inputs spanning the exponential's range.
     #[test]
     fn the_wide_path_gives_the_baseline_bits() {
-        use crate::real::Real;
         let x: Vec<f32> = (0..4099).map(|i| (i as f32 - 2049.0) * 0.05).collect();
         let body = |x: &[f32]| -> Vec<f32> {
             x.iter()

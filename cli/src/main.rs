@@ -95,6 +95,16 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A reader that goes away (`tokenmill extract page.html | head`) ends the output quietly,
+    // as it ends `cat`'s: Rust ignores SIGPIPE, so every `println!` after it would panic with
+    // "failed printing to stdout". Not for the commands that talk over sockets (training
+    // under MPI, Slurm's tasks): a peer that goes away there is an error to report.
+    #[cfg(unix)]
+    if !matches!(cli.cmd, Cmd::Train(_) | Cmd::SlurmTask(_)) {
+        // SAFETY: restores the default disposition of one signal, before any thread starts;
+        // no handler is installed.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // The quickstart prints its own account of what happened (spikes included).
     let quiet_default = if matches!(cli.cmd, Cmd::Quickstart(_)) {
         "error"

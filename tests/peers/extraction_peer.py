@@ -6,6 +6,7 @@ usage: python extraction_peer.py [--data DIR] [--passes N] [--modes default,prec
 Sets (under DIR, default $TOKENMILL_TEST_DATA or ../shared/data beside the repository):
   articles      extraction/html/<id>.html.gz           (20 English news/blog pages)
   multilingual  extraction-multilingual/html/<file>.gz (106 varied pages, several languages)
+  udhr          multilingual/udhr-532-languages.tar.gz  (the UDHR in 532 languages, all main text)
 
 Every page is handed to trafilatura.extract as the raw bytes of the file (gunzipped before
 any clock starts): trafilatura detects the charset itself, as it does on crawled bytes.
@@ -16,7 +17,7 @@ would make later passes faster, and deduplicate=True would drop text seen in a f
 
 OUT.json: {"trafilatura": VERSION, "modes": {MODE: {"kwargs": {...}, "seconds": {SET: best},
            "texts": {SET: {KEY: text}}}}} where KEY is the article id or the multilingual file
-name. No scoring here: tokenmill scores both extractors with the same code.
+name (the UDHR's: its file name in the archive's `declaration/`). No scoring here: tokenmill scores both extractors with the same code.
 """
 
 import argparse
@@ -24,6 +25,7 @@ import gzip
 import json
 import os
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -52,13 +54,17 @@ def data_dir(arg):
 
 
 def load(d):
-    sets = {"articles": {}, "multilingual": {}}
+    sets = {"articles": {}, "multilingual": {}, "udhr": {}}
     for p in sorted((d / "extraction" / "html").glob("*.html.gz")):
         sets["articles"][p.name[: -len(".html.gz")]] = gzip.decompress(p.read_bytes())
     ml = d / "extraction-multilingual"
     meta = json.loads((ml / "evaldata.json").read_text(encoding="utf-8"))
     for v in meta.values():
         sets["multilingual"][v["file"]] = gzip.decompress((ml / "html" / (v["file"] + ".gz")).read_bytes())
+    with tarfile.open(d / "multilingual" / "udhr-532-languages.tar.gz") as tar:
+        for m in sorted(tar.getmembers(), key=lambda m: m.name):
+            if m.isfile() and m.name.startswith("declaration/") and m.name.endswith(".html"):
+                sets["udhr"][m.name[len("declaration/"):]] = tar.extractfile(m).read()
     return sets
 
 

@@ -9,6 +9,11 @@
 //!   negative. Precision, recall and F1 over the counts summed across pages.
 //! * **Words** (the article-extraction benchmark, `../shared/data/extraction`): bags of
 //!   lower-case alphanumeric words of the output against the ground-truth article text.
+//! * **Blocks** (pages that are all main text, such as the UDHR in 532 languages,
+//!   `../shared/data/multilingual/udhr-532-languages.tar.gz`): every text block of the page is
+//!   wanted. Recall: blocks whose normalised text is a substring of the normalised output;
+//!   precision: output lines that are (part of) some block of the page (after a leading `- `
+//!   list marker, which trafilatura writes before list items).
 
 use std::collections::HashMap;
 
@@ -90,6 +95,71 @@ pub fn score_snippets<S: AsRef<str>>(text: &str, with: &[S], without: &[S]) -> S
         }
     }
     r
+}
+
+/// The blocks of one page: the counts (`tp` blocks found, `fn_` blocks missing, `fp` output
+/// lines in no block of the page) and the blocks missing.
+#[derive(Debug, Clone, Default)]
+pub struct BlockResult {
+    /// The counts.
+    pub counts: SnippetCounts,
+    /// Blocks not found in the output.
+    pub missing: Vec<String>,
+}
+
+/// Scores `text` against a page all of whose `blocks` are main text (both sides NFC and
+/// whitespace-normalised).
+pub fn score_blocks<S: AsRef<str>>(text: &str, blocks: &[S]) -> BlockResult {
+    use unicode_normalization::UnicodeNormalization;
+    let nfc = |s: &str| normalize_ws(&s.nfc().collect::<String>());
+    let hay = nfc(text);
+    let blocks: Vec<String> = blocks.iter().map(|b| nfc(b.as_ref())).collect();
+    let mut r = BlockResult::default();
+    for b in &blocks {
+        if hay.contains(b.as_str()) {
+            r.counts.tp += 1;
+        } else {
+            r.counts.fn_ += 1;
+            r.missing.push(b.clone());
+        }
+    }
+    let joined = blocks.join("\n");
+    for line in text.lines().map(nfc).filter(|l| !l.is_empty()) {
+        // the list marker trafilatura writes before a list item is not the page's text
+        let line = line.strip_prefix("- ").unwrap_or(&line);
+        if !joined.contains(line) {
+            r.counts.fp += 1;
+        }
+    }
+    r
+}
+
+/// The text blocks of a UDHR page of the `udhr` package: the content of every `p`, `h1`, `h2`
+/// and `li` element that holds text and no other element (its generator writes each on one
+/// line, without inline markup), entities decoded. The `title` (in `head`) is not a block.
+/// Independent of the extractor's own lexer and tree, so it can be the ground truth.
+pub fn udhr_blocks(html: &str) -> Vec<String> {
+    // (offset, text) so the blocks come back in page order
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for tag in ["p", "h1", "h2", "li"] {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let mut at = 0;
+        while let Some(i) = html[at..].find(&open) {
+            let start = at + i + open.len();
+            at = start;
+            let Some(lt) = html[start..].find('<') else {
+                break;
+            };
+            if html[start + lt..].starts_with(&close) {
+                let t = normalize_ws(&html_escape::decode_html_entities(&html[start..start + lt]));
+                if !t.is_empty() {
+                    found.push((start, t));
+                }
+            }
+        }
+    }
+    found.sort_by_key(|(o, _)| *o);
+    found.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Precision, recall, F1.
@@ -332,6 +402,28 @@ mod tests {
         assert_eq!(r.unwanted, ["© 2024"]);
         let prf = r.counts.prf();
         assert_eq!((prf.p, prf.r, prf.f1), (0.5, 0.5, 0.5));
+    }
+
+    #[test]
+    fn blocks_count_missing_blocks_and_lines_from_nowhere() {
+        let html = "<html><head><title>Not a block</title></head><body>\n<h1>Universal &amp; Declaration</h1>\n<header><p>Whereas  recognition</p></header>\n<ol>\n<li>\n<p>Everyone has the right.</p>\n</li>\n<li>Short item</li>\n</ol>\n</body></html>";
+        let blocks = udhr_blocks(html);
+        assert_eq!(
+            blocks,
+            [
+                "Universal & Declaration",
+                "Whereas recognition",
+                "Everyone has the right.",
+                "Short item"
+            ]
+        );
+        // `u` + combining diaeresis in the output matches a precomposed `ü` in a block
+        let out = "Universal & Declaration\nWhereas recognition\n- Everyone has the right.\nMenu\nShort ite\u{6d}";
+        let r = score_blocks(out, &blocks);
+        assert_eq!((r.counts.tp, r.counts.fn_, r.counts.fp), (4, 0, 1));
+        let r = score_blocks("Gru\u{308}\u{df}e", &["Grüße", "absent"]);
+        assert_eq!((r.counts.tp, r.counts.fn_, r.counts.fp), (1, 1, 0));
+        assert_eq!(r.missing, ["absent"]);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod eval;
 pub mod lexer;
 pub mod patterns;
+pub mod script;
 pub mod select;
 pub mod tags;
 pub mod tree;

@@ -10,6 +10,7 @@
 //! it holds a fair part of the best candidate's text.
 
 use crate::ExtractorConfig;
+use crate::script::{COMMAS, ends_colon, ends_sentence, ends_sentence_or_quote, words};
 use crate::tags::Tag;
 use crate::tree::{BOILER, COMMENTS, CONTENT, FURNITURE, HIDDEN, Page, STRONG_CONTENT, WEAK};
 
@@ -144,8 +145,8 @@ fn link_list(page: &Page, b: &crate::tree::Block) -> bool {
     if page.els[b.owner as usize].tag == Tag::Tr {
         return ld > 0.8;
     }
-    let words = b.text.split_whitespace().count();
-    let prose = words >= 12 && b.text.ends_with(['.', '!', '?', '。', '」', '"', '”', ')']);
+    let words = words(&b.text);
+    let prose = words >= 12 && ends_sentence_or_quote(&b.text);
     ld > 0.5 && words < 40 && !(prose && ld < 0.8)
 }
 
@@ -165,8 +166,8 @@ fn added_text(page: &Page, b: &crate::tree::Block) -> bool {
     {
         return false;
     }
-    let words = t.split_whitespace().count();
-    words >= 4 || (words >= 2 && t.ends_with(['.', '!', '?', '。', ':']))
+    let words = words(t);
+    words >= 4 || (words >= 2 && (ends_sentence(t) || ends_colon(t)))
 }
 
 /// Whether block `b` is a reader's comment: below an element marked as comments and below
@@ -186,7 +187,7 @@ fn comment_block(page: &Page, b: &crate::tree::Block) -> bool {
         }
         e = page.els[e as usize].parent;
     }
-    let words = b.text.split_whitespace().count();
+    let words = words(&b.text);
     in_comments
         && !link_list(page, b)
         && !page.els[b.owner as usize].tag.is_heading()
@@ -232,10 +233,7 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     // Prose below each element: blocks that read as sentences, with few links.
     let mut prose = vec![0u32; n];
     for b in &page.blocks {
-        if b.chars >= 60
-            && b.link_chars * 100 <= b.chars * 20
-            && b.text.split_whitespace().count() >= 8
-        {
+        if b.chars >= 60 && b.link_chars * 100 <= b.chars * 20 && words(&b.text) >= 8 {
             let mut e = b.owner;
             loop {
                 prose[e as usize] += b.chars;
@@ -304,7 +302,7 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
         if ld > 0.6 {
             continue;
         }
-        let commas = b.text.matches([',', '，', '、']).count() as f32;
+        let commas = b.text.matches(COMMAS).count() as f32;
         // encyclopedic paragraphs link a lot: their points shrink with it, not vanish
         let pts = (1.0 + commas.min(10.0) + (b.chars as f32 / 100.0).min(3.0)) * (1.0 - ld);
         // The block's owner is usually the paragraph; its container gets the points.
@@ -444,7 +442,7 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             continue;
         }
         if opts.favor_precision
-            && b.text.split_whitespace().count() < 4
+            && words(&b.text) < 4
             && !page.els[b.owner as usize].tag.is_heading()
         {
             fates.push(Fate::Short);
@@ -456,9 +454,7 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     // a page built of sections): when the article keeps less than half of the prose outside
     // furniture, the other prose blocks join it (and the label or heading just before each).
     let prose_block = |b: &crate::tree::Block| {
-        b.chars >= 60
-            && b.link_chars * 100 <= b.chars * 20
-            && b.text.split_whitespace().count() >= 8
+        b.chars >= 60 && b.link_chars * 100 <= b.chars * 20 && words(&b.text) >= 8
     };
     let (mut page_prose, mut kept_prose_chars) = (0u32, 0u32);
     for (b, f) in page.blocks.iter().zip(&fates) {
@@ -480,10 +476,8 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     // on (the neighbours of good text are text, as jusText judges a block by its context): a
     // lead or an intro in a box of its own, an editor's note, a second article of the page.
     // A furniture block, a link list, a label or a line with more than 30 % links stops it.
-    let sentence = |b: &crate::tree::Block| {
-        prose_block(b)
-            || (b.text.split_whitespace().count() >= 4 && b.text.ends_with(['.', '!', '?', '。']))
-    };
+    let sentence =
+        |b: &crate::tree::Block| prose_block(b) || (words(&b.text) >= 4 && ends_sentence(&b.text));
     let joins = |i: usize, fates: &[Fate]| {
         let b = &page.blocks[i];
         fates[i] == Fate::Outside
@@ -560,11 +554,11 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
 /// line under twelve words that ends with a colon, and mostly not link text: a label for what
 /// follows it.
 fn label(page: &Page, b: &crate::tree::Block) -> bool {
-    let words = b.text.split_whitespace().count();
+    let words = words(&b.text);
     // a link is not a label (a kept one is the text's own: an address, a lone link)
     b.link_chars * 2 <= b.chars
-        && ((words < 12 && b.text.ends_with(':'))
-            || (!b.text.ends_with(['.', '!', '?', '。', '"', '”', ')'])
+        && ((words < 12 && ends_colon(&b.text))
+            || (!ends_sentence_or_quote(&b.text)
                 && (page.els[b.owner as usize].tag.is_heading() || words < 6)))
 }
 
@@ -667,5 +661,38 @@ mod tests {
         let t = extract(&html, &ExtractorConfig::default()).text;
         assert!(t.contains("http://www.example.org/p/1"), "{t}");
         assert!(!t.contains("Previous post"), "{t}");
+    }
+    #[test]
+    fn text_without_spaces_or_latin_full_stops_is_judged_as_text() {
+        // Chinese: a paragraph is one run between spaces; the lead in a box of its own joins
+        let zh = "<p>人人生而自由，在尊严和权利上一律平等。他们赋有理性和良心，并应以兄弟关系的精神相对待。</p>";
+        let html = format!(
+            "<html><body><div class=top><a href=/>首页</a> <a href=/x>新闻</a></div>\
+             <div class=intro><p>这是一段单独放在框里的导语，位于正文之前。</p></div>\
+             <div class=body>{}</div></body></html>",
+            zh.repeat(4)
+        );
+        let t = extract(&html, &ExtractorConfig::default()).text;
+        assert!(t.contains("这是一段单独放在框里的导语"), "{t}");
+        assert!(!t.contains("首页"), "{t}");
+        // Hindi: a short sentence ending in a danda before a list of links is not its label
+        let html = format!(
+            "<html><body><article>{PARA}{PARA}<p>सभी मनुष्य स्वतंत्र पैदा हुए।</p>\
+             <ul><li><a href=/a>पहला लेख</a></li><li><a href=/b>दूसरा लेख</a></li></ul>\
+             {PARA}</article></body></html>"
+        );
+        let t = extract(&html, &ExtractorConfig::default()).text;
+        assert!(t.contains("सभी मनुष्य स्वतंत्र पैदा हुए।"), "{t}");
+        // `favor_precision` drops blocks under four words, and a Chinese sentence is not one word
+        let html = format!(
+            "<html><body><article>{}<p>人人有权享有生命、自由和人身安全。</p></article></body></html>",
+            zh.repeat(3)
+        );
+        let opts = ExtractorConfig {
+            favor_precision: true,
+            ..Default::default()
+        };
+        let t = extract(&html, &opts).text;
+        assert!(t.contains("人人有权享有生命"), "{t}");
     }
 }

@@ -575,3 +575,38 @@ fn a_60_mib_document_builds_within_a_3_gib_memory_limit() {
     assert_eq!(m.shards.iter().map(|s| s.documents).sum::<u64>(), 1);
     assert_eq!(m.tokenizer.engine, "fast");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.html");
+    let para =
+        "<p>A paragraph of the page that is long enough to be kept, with commas, and a stop.</p>";
+    std::fs::write(
+        &page,
+        format!(
+            "<html><body><article>{}</article></body></html>",
+            para.repeat(2000)
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(tokenmill_tests::tokenmill_bin())
+        .args(["extract"])
+        .arg(&page)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -c 0`: the reader closes before anything is written
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        out.status
+    );
+}

@@ -1,8 +1,10 @@
-//! Main-content extraction on the two real page sets of `../shared/data`, scored by the same
+//! Main-content extraction on the three real page sets of `../shared/data`, scored by the same
 //! code as `tokenmill bench extract`: the figures docs/extraction.md reports are the floors
 //! enforced here (rounded down), so a change that loses text or keeps boilerplate fails.
 
-use tokenmill_cli::bench::extract::{Truth, load_articles, load_multilingual, run_ours, score};
+use tokenmill_cli::bench::extract::{
+    Truth, load_articles, load_multilingual, load_udhr, run_ours, score,
+};
 use tokenmill_extract::ExtractorConfig;
 use tokenmill_extract::eval::{Why, explain, score_snippets};
 use tokenmill_tests::data_dir;
@@ -78,4 +80,33 @@ fn news_articles_keep_their_benchmark_quality() {
     let (mac, mic) = (row(&rows, "macro"), row(&rows, "micro"));
     eprintln!("articles: macro F1 {:.3}, micro F1 {:.3}", mac.f1, mic.f1);
     assert!(mac.f1 >= 0.985 && mic.f1 >= 0.985, "{rows:?}");
+}
+
+#[test]
+fn udhr_pages_in_every_script_keep_all_their_text() {
+    let pages = load_udhr(&data_dir()).expect("UDHR set");
+    assert_eq!(pages.len(), 532);
+    let (texts, _) = run_ours(&pages, &ExtractorConfig::default(), 1);
+    let rows = score("udhr", "tokenmill", &pages, &texts, None);
+    let all = row(&rows, "all");
+    eprintln!("udhr: all P {:.4} R {:.4}", all.p, all.r);
+    // pages that are all main text: nothing may be lost, nothing added
+    assert!(all.p >= 0.999 && all.r >= 0.999, "{all:?}");
+    let scripts: Vec<_> = rows
+        .iter()
+        .filter(|r| r.part.starts_with("script:"))
+        .collect();
+    assert!(scripts.len() >= 4, "{rows:?}");
+    for r in &scripts {
+        assert!(r.r >= 0.99, "{r:?}");
+    }
+    // `favor_precision` drops blocks under four words; a Chinese sentence is not one word
+    let opts = ExtractorConfig {
+        favor_precision: true,
+        ..Default::default()
+    };
+    let (texts, _) = run_ours(&pages, &opts, 1);
+    let rows = score("udhr", "precision", &pages, &texts, None);
+    assert!(row(&rows, "all").r >= 0.98, "{rows:?}");
+    assert!(row(&rows, "script:Han").r >= 0.97, "{rows:?}");
 }

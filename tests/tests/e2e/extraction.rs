@@ -92,6 +92,7 @@ fn udhr_pages_in_every_script_keep_all_their_text() {
     eprintln!("udhr: all P {:.4} R {:.4}", all.p, all.r);
     // pages that are all main text: nothing may be lost, nothing added
     assert!(all.p >= 0.999 && all.r >= 0.999, "{all:?}");
+    assert!(row(&rows, "paragraphs").r >= 0.999, "{rows:?}");
     let scripts: Vec<_> = rows
         .iter()
         .filter(|r| r.part.starts_with("script:"))

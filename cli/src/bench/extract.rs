@@ -206,7 +206,11 @@ pub fn load_udhr(data: &Path) -> Result<Vec<Page>> {
         .with_context(|| format!("{}: not a tar.gz", path.display()))?
     {
         let mut entry = entry.with_context(|| format!("{}: bad entry", path.display()))?;
-        let name = entry.path()?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .with_context(|| format!("{}: bad member name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
         let Some(file) = name
             .strip_prefix("declaration/")
             .filter(|f| f.ends_with(".html"))
@@ -224,8 +228,8 @@ pub fn load_udhr(data: &Path) -> Result<Vec<Page>> {
         if blocks.is_empty() {
             bail!("{}: no text blocks", member.display());
         }
-        // whatlang names the Han script after its largest language
         let all: Vec<&str> = blocks.iter().map(|b| b.text.as_str()).collect();
+        // whatlang names the Han script after its largest language
         let script =
             whatlang::detect_script(&all.join(" ")).map(|s| s.name().replace("Mandarin", "Han"));
         pages.push(Page {

@@ -26,6 +26,7 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -33,7 +34,7 @@ use rayon::prelude::*;
 #[cfg(test)]
 use crate::bf16::to_bf16;
 
-use super::sgemm::{Aligned, CPtr, View};
+use super::sgemm::{Aligned, CPtr, View, with_buffer};
 
 /// A packing buffer of BF16 bits.
 type Packed = Aligned<u16>;
@@ -705,7 +706,7 @@ pub fn gemm_bf16(
     let mb = m.div_ceil(MC);
     let cp = CPtr(c.as_mut_ptr());
     let parallel = threads > 1;
-    with_buffers(|pa, pb| {
+    with_buffer(&BUFFERS, |(pa, pb)| {
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             let first = p0 == 0 && !accumulate;
@@ -719,7 +720,7 @@ pub fn gemm_bf16(
                 let run = |ib: usize| {
                     let i0 = ib * MC;
                     let mc = MC.min(m - i0);
-                    with_task_buffer(|ta| {
+                    with_buffer(&TASK_A, |ta| {
                         pack(false, av, i0, mc, p0, kc, ta, false);
                         block(unit, ta.get(), pb, cp, n, kc, i0, mc, 0, n, first);
                     });
@@ -754,32 +755,12 @@ pub fn gemm_bf16(
     });
 }
 
-/// Runs `f` with this thread's two packing buffers (kept between calls, so large GEMMs do not
-/// fault fresh pages in every call), or fresh ones when they are in use further up this
-/// thread's stack (a GEMM inside a task that rayon ran while this thread waited).
-fn with_buffers(f: impl FnOnce(&mut Packed, &mut Packed)) {
-    thread_local! {
-        static BUFFERS: std::cell::RefCell<(Packed, Packed)> = Default::default();
-    }
-    BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut bufs) => {
-            let (pa, pb) = &mut *bufs;
-            f(pa, pb)
-        }
-        Err(_) => f(&mut Packed::default(), &mut Packed::default()),
-    })
-}
-
-/// Runs `f` with this thread's buffer for one task's packed rows of A (kept between calls),
-/// or a fresh one when it is in use further up this thread's stack.
-fn with_task_buffer(f: impl FnOnce(&mut Packed)) {
-    thread_local! {
-        static TASK_A: std::cell::RefCell<Packed> = Default::default();
-    }
-    TASK_A.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(&mut buf),
-        Err(_) => f(&mut Packed::default()),
-    })
+thread_local! {
+    /// This thread's packing buffers for A and B, kept between calls so that large GEMMs do
+    /// not fault fresh pages in every call.
+    static BUFFERS: RefCell<(Packed, Packed)> = Default::default();
+    /// This thread's buffer for one task's packed rows of A.
+    static TASK_A: RefCell<Packed> = Default::default();
 }
 
 /// Micro-kernels over one packed `mc × kc` block of A and `kc × nc` block of B, adding into

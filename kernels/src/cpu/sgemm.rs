@@ -548,17 +548,17 @@ thread_local! {
     static PACK_B: RefCell<Aligned<f32>> = RefCell::default();
 }
 
-/// Runs `f` with this thread's buffer `key`, kept between GEMMs so that a step's GEMMs do not
-/// allocate and fault in fresh pages (the B buffer is up to 16 MiB), or with a fresh buffer
-/// when it is in use further up this thread's stack (a GEMM inside a task that rayon ran
-/// while this thread waited).
-fn with_buffer<R>(
-    key: &'static std::thread::LocalKey<RefCell<Aligned<f32>>>,
-    f: impl FnOnce(&mut Aligned<f32>) -> R,
+/// Runs `f` with this thread's buffer(s) `key`, kept between GEMMs so that a step's GEMMs do
+/// not allocate and fault in fresh pages (the B buffer is up to 16 MiB), or with fresh ones
+/// when they are in use further up this thread's stack (a GEMM inside a task that rayon ran
+/// while this thread waited). Also the BF16 GEMM's ([`super::bf16gemm`]).
+pub(super) fn with_buffer<B: Default, R>(
+    key: &'static std::thread::LocalKey<RefCell<B>>,
+    f: impl FnOnce(&mut B) -> R,
 ) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => f(&mut buf),
-        Err(_) => f(&mut Aligned::default()),
+        Err(_) => f(&mut B::default()),
     })
 }
 

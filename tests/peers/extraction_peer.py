@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """trafilatura's output on the two extraction sets, for `tokenmill bench extract` to score.
 
-usage: python extraction_peer.py [--data DIR] [--passes N] [--modes default,precision,...] OUT.json
+usage: python extraction_peer.py [--data DIR] [--passes N] [--modes default,precision,...]
+                                 [--sets multilingual,articles,udhr] OUT.json
 
 Sets (under DIR, default $TOKENMILL_TEST_DATA or ../shared/data beside the repository):
   articles      extraction/html/<id>.html.gz           (20 English news/blog pages)
@@ -53,18 +54,27 @@ def data_dir(arg):
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def load(d):
-    sets = {"articles": {}, "multilingual": {}, "udhr": {}}
-    for p in sorted((d / "extraction" / "html").glob("*.html.gz")):
-        sets["articles"][p.name[: -len(".html.gz")]] = gzip.decompress(p.read_bytes())
-    ml = d / "extraction-multilingual"
-    meta = json.loads((ml / "evaldata.json").read_text(encoding="utf-8"))
-    for v in meta.values():
-        sets["multilingual"][v["file"]] = gzip.decompress((ml / "html" / (v["file"] + ".gz")).read_bytes())
-    with tarfile.open(d / "multilingual" / "udhr-532-languages.tar.gz") as tar:
-        for m in sorted(tar.getmembers(), key=lambda m: m.name):
-            if m.isfile() and m.name.startswith("declaration/") and m.name.endswith(".html"):
-                sets["udhr"][m.name[len("declaration/"):]] = tar.extractfile(m).read()
+def load(d, names):
+    sets = {}
+    if "articles" in names:
+        sets["articles"] = {}
+        for p in sorted((d / "extraction" / "html").glob("*.html.gz")):
+            sets["articles"][p.name[: -len(".html.gz")]] = gzip.decompress(p.read_bytes())
+    if "multilingual" in names:
+        sets["multilingual"] = {}
+        ml = d / "extraction-multilingual"
+        meta = json.loads((ml / "evaldata.json").read_text(encoding="utf-8"))
+        for v in meta.values():
+            sets["multilingual"][v["file"]] = gzip.decompress((ml / "html" / (v["file"] + ".gz")).read_bytes())
+    if "udhr" in names:
+        sets["udhr"] = {}
+        with tarfile.open(d / "multilingual" / "udhr-532-languages.tar.gz") as tar:
+            for m in sorted(tar.getmembers(), key=lambda m: m.name):
+                if m.isfile() and m.name.startswith("declaration/") and m.name.endswith(".html"):
+                    sets["udhr"][m.name[len("declaration/"):]] = tar.extractfile(m).read()
+    unknown = set(names) - set(sets)
+    if unknown:
+        sys.exit(f"unknown sets {sorted(unknown)}; known: articles, multilingual, udhr")
     return sets
 
 
@@ -74,13 +84,14 @@ def main():
     ap.add_argument("--data")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--modes", default="default,precision,datatrove")
+    ap.add_argument("--sets", default="multilingual,articles,udhr")
     args = ap.parse_args()
 
     import trafilatura
     from trafilatura.meta import reset_caches
     from trafilatura.deduplication import LRU_TEST
 
-    sets = load(data_dir(args.data))
+    sets = load(data_dir(args.data), args.sets.split(","))
     result = {"trafilatura": trafilatura.__version__, "modes": {}}
     for mode in args.modes.split(","):
         if mode not in MODES:

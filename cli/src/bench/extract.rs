@@ -61,6 +61,35 @@ pub struct Args {
     /// Write every row as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The page sets to run (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "multilingual,articles,udhr"
+    )]
+    pub sets: Vec<Set>,
+}
+
+/// The page sets of the bench.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Set {
+    /// 106 varied pages, snippets that must and must not be in the text.
+    Multilingual,
+    /// 20 news pages with their article text.
+    Articles,
+    /// The UDHR in 532 languages, every block main text.
+    Udhr,
+}
+
+impl Set {
+    fn name(self) -> &'static str {
+        match self {
+            Set::Multilingual => "multilingual",
+            Set::Articles => "articles",
+            Set::Udhr => "udhr",
+        }
+    }
 }
 
 /// Our extractor's configurations in the table.
@@ -379,7 +408,7 @@ type PeerOutput = BTreeMap<
     ),
 >;
 
-fn run_peer(python: &Path, data: &Path, passes: usize) -> Result<(String, PeerOutput)> {
+fn run_peer(python: &Path, data: &Path, passes: usize, sets: &str) -> Result<(String, PeerOutput)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let script = root.join("tests/peers/extraction_peer.py");
     let out = tempfile::NamedTempFile::new()?;
@@ -390,6 +419,8 @@ fn run_peer(python: &Path, data: &Path, passes: usize) -> Result<(String, PeerOu
         .arg(data)
         .arg("--passes")
         .arg(passes.to_string())
+        .arg("--sets")
+        .arg(sets)
         .status()
         .with_context(|| format!("cannot run {}", python.display()))?;
     if !status.success() {
@@ -434,11 +465,20 @@ fn peer_python(explicit: Option<PathBuf>) -> Option<PathBuf> {
 /// Runs `tokenmill bench extract`.
 pub fn run(a: Args) -> Result<()> {
     let data = data_dir(a.data.clone());
-    let sets = [
-        ("multilingual", load_multilingual(&data)?),
-        ("articles", load_articles(&data)?),
-        ("udhr", load_udhr(&data)?),
-    ];
+    let mut sets = Vec::new();
+    for set in [Set::Multilingual, Set::Articles, Set::Udhr] {
+        if a.sets.contains(&set) {
+            let pages = match set {
+                Set::Multilingual => load_multilingual(&data)?,
+                Set::Articles => load_articles(&data)?,
+                Set::Udhr => load_udhr(&data)?,
+            };
+            sets.push((set.name(), pages));
+        }
+    }
+    if a.per_page && !a.sets.contains(&Set::Multilingual) {
+        bail!("--per-page explains the multilingual set: add it to --sets");
+    }
     let configs = [
         ("tokenmill", Mode::Default, ExtractorConfig::default()),
         (
@@ -459,13 +499,14 @@ pub fn run(a: Args) -> Result<()> {
         ),
     ];
     let mut rows = Vec::new();
+    // our texts of the multilingual set in the mode `--per-page` explains
     let mut ours_texts = Vec::new();
     for (set, pages) in &sets {
         for (name, mode, opts) in &configs {
             let (texts, secs) = run_ours(pages, opts, a.passes);
             rows.extend(score(set, name, pages, &texts, Some(secs)));
-            if *mode == a.per_page_mode {
-                ours_texts.push(texts);
+            if *set == "multilingual" && *mode == a.per_page_mode {
+                ours_texts = texts;
             }
         }
     }
@@ -473,7 +514,8 @@ pub fn run(a: Args) -> Result<()> {
     if a.no_peer {
         println!("trafilatura not run (--no-peer)");
     } else if let Some(py) = peer_python(a.python.clone()) {
-        let (version, modes) = run_peer(&py, &data, a.passes)?;
+        let names: Vec<&str> = sets.iter().map(|(n, _)| *n).collect();
+        let (version, modes) = run_peer(&py, &data, a.passes, &names.join(","))?;
         for (mode, (texts, secs)) in &modes {
             for (set, pages) in &sets {
                 let per = texts.get(*set).cloned().unwrap_or_default();
@@ -494,8 +536,8 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     if a.per_page {
-        let (_, pages) = &sets[0];
-        for (p, ours) in pages.iter().zip(&ours_texts[0]) {
+        let (_, pages) = &sets[0]; // multilingual, when asked for, comes first
+        for (p, ours) in pages.iter().zip(&ours_texts) {
             let Truth::Snippets { with, without } = &p.truth else {
                 continue;
             };

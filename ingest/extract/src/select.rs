@@ -88,6 +88,9 @@ pub enum Fate {
     Added,
     /// A heading or a label whose text was dropped (a "Related" over a link list).
     Orphan,
+    /// A copyright or licence notice that was all the text selection found: a page without
+    /// an article (an index of links, an error page) gives no text rather than its footer.
+    Notice,
 }
 
 /// The text of the article of `page`, blocks separated by newlines.
@@ -547,7 +550,56 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
             _ => next = Some(f),
         }
     }
+    // A page whose only text is its footer's notice ("Copyright 2017-2023 example.com All
+    // Rights Reserved.", an index page of links whose list selection dropped) has no article:
+    // its text is empty (the build counts the page as `empty_text`), not the notice.
+    let kept: Vec<usize> = (0..fates.len())
+        .filter(|&i| matches!(fates[i], Fate::Kept | Fate::Added))
+        .collect();
+    let mut worded = kept
+        .iter()
+        .map(|&i| &page.blocks[i].text)
+        .filter(|t| t.chars().any(char::is_alphanumeric))
+        .peekable();
+    if worded.peek().is_some() && worded.all(|t| notice(t)) {
+        for i in kept {
+            fates[i] = Fate::Notice;
+        }
+    }
     Selection { roots, fates }
+}
+
+/// Whether `t` is a copyright or a site's licence notice: a line under 30 words with a ©, or
+/// the words of such notices in the languages of most of the web (English, German, French,
+/// Spanish, Italian, Portuguese, Dutch, Polish, Russian, Chinese, Japanese, Korean), or
+/// China's ICP licence number that every Chinese site's footer carries.
+fn notice(t: &str) -> bool {
+    const MARKS: [&str; 16] = [
+        "copyright",
+        "all rights reserved",
+        "alle rechte vorbehalten",
+        "tous droits réservés",
+        "todos los derechos reservados",
+        "tutti i diritti riservati",
+        "todos os direitos reservados",
+        "alle rechten voorbehouden",
+        "wszelkie prawa zastrzeżone",
+        "все права защищены",
+        "版权所有",
+        "版權所有",
+        "著作権",
+        "저작권",
+        "icp备",
+        "icp證",
+    ];
+    if words(t) >= 30 {
+        return false;
+    }
+    if t.contains(['©', 'ⓒ']) {
+        return true;
+    }
+    let lower = t.to_lowercase();
+    MARKS.iter().any(|m| lower.contains(m))
 }
 
 /// A heading, a line too short to be a sentence (under six words, not ending like one), or a
@@ -694,5 +746,27 @@ mod tests {
         };
         let t = extract(&html, &opts).text;
         assert!(t.contains("人人有权享有生命"), "{t}");
+    }
+    #[test]
+    fn a_page_whose_only_text_is_its_notice_has_no_text() {
+        // an index page: its list of links is dropped, its footer was all that was left
+        let html = "<html><body><div><ul><li><a href=/1>2020-08-04 First post title</a></li>\
+             <li><a href=/2>2020-08-03 Second post title</a></li></ul></div>\
+             <div>Copyright 2017-2023 http://www.example.com All Rights Reserved.</div>\
+             </body></html>";
+        assert_eq!(extract(html, &ExtractorConfig::default()).text, "");
+        let html =
+            "<html><body><p>\u{a0}</p><div>版权所有: 一览英才网 粤ICP备号</div></body></html>";
+        assert_eq!(extract(html, &ExtractorConfig::default()).text, "");
+        // an article keeps its own copyright line
+        let html = format!(
+            "<html><body><article>{PARA}{PARA}<p>© 2019 The Associated Press. All rights \
+             reserved.</p></article></body></html>"
+        );
+        let t = extract(&html, &ExtractorConfig::default()).text;
+        assert!(
+            t.contains("A paragraph of the story") && t.contains("© 2019"),
+            "{t}"
+        );
     }
 }

@@ -111,3 +111,46 @@ fn udhr_pages_in_every_script_keep_all_their_text() {
     assert!(row(&rows, "all").r >= 0.98, "{rows:?}");
     assert!(row(&rows, "script:Han").r >= 0.97, "{rows:?}");
 }
+
+#[test]
+fn crawled_pages_whose_only_text_is_a_copyright_notice_are_dropped_as_without_text() {
+    // Common Crawl pages of 2020 (index pages of Chinese sites): their list of links is not
+    // text, and their footer's "Copyright … All Rights Reserved." must not become a document.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let st = std::process::Command::new(tokenmill_tests::tokenmill_bin())
+        .arg("extract")
+        .arg(data_dir().join("warc/resiliparse-cc-main-2020-34-excerpt.warc.gz"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("stats.json")).unwrap()).unwrap();
+    let extract = &stats["funnel"]["rows"][0];
+    assert_eq!(extract["stage"], "extract");
+    assert!(extract["dropped"]["no_text"].as_u64() >= Some(2), "{stats}");
+    assert_eq!(
+        stats["documents_read"].as_u64(),
+        Some(
+            stats["documents_kept"].as_u64().unwrap()
+                + stats["documents_dropped"].as_u64().unwrap()
+        )
+    );
+    for line in std::fs::read_to_string(out.join("kept.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let d: serde_json::Value = serde_json::from_str(line).unwrap();
+        let t = d["text"].as_str().unwrap().trim();
+        assert!(
+            !(t.to_lowercase().starts_with("copyright") && t.lines().count() == 1),
+            "{t}"
+        );
+    }
+}

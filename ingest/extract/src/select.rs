@@ -569,13 +569,14 @@ pub fn select(page: &mut Page, opts: &ExtractorConfig) -> Selection {
     Selection { roots, fates }
 }
 
-/// Whether `t` is a copyright or a site's licence notice: a line under 30 words with a ©, or
-/// the words of such notices in the languages of most of the web (English, German, French,
-/// Spanish, Italian, Portuguese, Dutch, Polish, Russian, Chinese, Japanese, Korean), or
-/// China's ICP licence number that every Chinese site's footer carries.
+/// Whether `t` is a copyright or a site's licence notice: a line under 30 words with a ©, the
+/// word "copyright" with a year, the "all rights reserved" of twelve languages (English,
+/// German, French, Spanish, Italian, Portuguese, Dutch, Polish, Russian, Chinese in both
+/// scripts, and Japanese's and Korean's "no reproduction without permission"), or China's ICP
+/// licence number that every Chinese site's footer carries. A short text about copyright
+/// ("The EU's copyright reform passed.") is not one.
 fn notice(t: &str) -> bool {
-    const MARKS: [&str; 16] = [
-        "copyright",
+    const RESERVED: [&str; 16] = [
         "all rights reserved",
         "alle rechte vorbehalten",
         "tous droits réservés",
@@ -587,8 +588,9 @@ fn notice(t: &str) -> bool {
         "все права защищены",
         "版权所有",
         "版權所有",
-        "著作権",
-        "저작권",
+        "無断転載",
+        "무단 전재",
+        "무단전재",
         "icp备",
         "icp證",
     ];
@@ -599,7 +601,11 @@ fn notice(t: &str) -> bool {
         return true;
     }
     let lower = t.to_lowercase();
-    MARKS.iter().any(|m| lower.contains(m))
+    let year = lower
+        .as_bytes()
+        .windows(4)
+        .any(|w| w.iter().all(u8::is_ascii_digit) && (w[..2] == *b"19" || w[..2] == *b"20"));
+    RESERVED.iter().any(|m| lower.contains(m)) || (lower.contains("copyright") && year)
 }
 
 /// A heading, a line too short to be a sentence (under six words, not ending like one), or a
@@ -758,6 +764,11 @@ mod tests {
         let html =
             "<html><body><p>\u{a0}</p><div>版权所有: 一览英才网 粤ICP备号</div></body></html>";
         assert_eq!(extract(html, &ExtractorConfig::default()).text, "");
+        // a short text about copyright is not a notice
+        let html = "<html><body><p>The copyright reform passed the parliament today.</p>\
+             </body></html>";
+        let t = extract(html, &ExtractorConfig::default()).text;
+        assert_eq!(t, "The copyright reform passed the parliament today.");
         // an article keeps its own copyright line
         let html = format!(
             "<html><body><article>{PARA}{PARA}<p>© 2019 The Associated Press. All rights \

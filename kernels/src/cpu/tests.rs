@@ -212,6 +212,20 @@ fn attention_fast_reference_and_gradients() {
     );
 }
 
+/// The `KeyStarts::first` of samples packing documents of the given lengths: for each
+/// position, where its document starts.
+fn doc_starts(samples: &[&[usize]]) -> Vec<u32> {
+    let mut first = Vec::new();
+    for lens in samples {
+        let mut at = 0u32;
+        for &l in *lens {
+            first.extend(std::iter::repeat_n(at, l));
+            at += l as u32;
+        }
+    }
+    first
+}
+
 /// Attention reset: two samples × two heads, each sample packing documents of lengths
 /// `docs`; every output and gradient equals the attention of each document run alone, for the
 /// reference and the fast kernel.
@@ -227,14 +241,7 @@ fn attention_reset_equals_each_document_alone() {
         d_v: dv,
         scale: 1.0 / 5f64.sqrt(),
     };
-    let mut first = Vec::new();
-    for lens in docs {
-        let mut at = 0u32;
-        for &l in lens {
-            first.extend(std::iter::repeat_n(at, l));
-            at += l as u32;
-        }
-    }
+    let first = doc_starts(&docs);
     let starts = Some(KeyStarts {
         heads,
         first: &first,
@@ -312,14 +319,7 @@ fn attention_query_blocks_of_every_size_equal_the_reference() {
         d_v: dv,
         scale: 1.0 / 5f64.sqrt(),
     };
-    let mut first = Vec::new();
-    for lens in [&[4usize, 1, 6][..], &[11]] {
-        let mut at = 0u32;
-        for &l in lens {
-            first.extend(std::iter::repeat_n(at, l));
-            at += l as u32;
-        }
-    }
+    let first = doc_starts(&[&[4, 1, 6], &[11]]);
     let (q, k, v) = (
         rand(bh * seq * dk, 41),
         rand(bh * seq * dk, 42),

@@ -8,13 +8,18 @@
 # In order, within ~8 minutes: the machine and its CUDA libraries; `tokenmill doctor --gpu`
 # (every CUDA kernel against the CPU reference in the same binary, GEMM TFLOPS — FP32/BF16
 # cuBLAS, FP8 cuBLASLt with 1×128/128×128 scaling, our FP8 and grouped expert GEMMs —, the
-# `small` preset trained on GPU and CPU in fp32/bf16/fp8 and the loss curves compared); then the
-# same model through transformers' DeepseekV3ForCausalLM with PyTorch on the same GPU as the
-# throughput anchor. Figures go to $OUT/gpu.json, $OUT/doctor.txt and $OUT/torch-*.json.
+# `small` preset trained on GPU and CPU in fp32/bf16/fp8 and the loss curves compared, the
+# training throughput of the `small` and `1b` presets on the GPU); then the same models through
+# transformers' DeepseekV3ForCausalLM with PyTorch on the same GPU as the throughput anchor.
+# Figures go to $OUT/gpu.json (written after each part), $OUT/doctor.txt and
+# $OUT/torch-<preset>-<dtype>.json.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$(mktemp -d)}"
 STEPS="${STEPS:-30}"
+SPEED_PRESETS="${SPEED_PRESETS:-small,1b}"
+SPEED_BATCH="${SPEED_BATCH:-8}"
+SPEED_SEQ="${SPEED_SEQ:-512}"
 mkdir -p "$OUT"
 exec > >(tee "$OUT/check.log") 2>&1
 BIN="${BIN:-}"
@@ -45,22 +50,23 @@ for d in ${dirs//:/ }; do ls "$d" | grep -E 'nvrtc|cublas' | tr '\n' ' '; echo; 
 for d in ${dirs//:/ }; do [ -e "$d/libnvrtc.so.13" ] && export TOKENMILL_CUDA_LIB="$d"; done
 
 echo "== tokenmill doctor --gpu"
-timeout 420 "$BIN" doctor --gpu --json "$OUT/gpu.json" --out "${TMPDIR:-/tmp}/tokenmill-doctor" --train-steps "$STEPS" \
+timeout 480 "$BIN" doctor --gpu --json "$OUT/gpu.json" --out "${TMPDIR:-/tmp}/tokenmill-doctor" --train-steps "$STEPS" \
+  --speed-presets "$SPEED_PRESETS" --speed-batch "$SPEED_BATCH" --speed-seq "$SPEED_SEQ" \
   | tee "$OUT/doctor.txt"
 echo "doctor exit: ${PIPESTATUS[0]}"
 
-echo "== transformers DeepseekV3ForCausalLM + PyTorch on the same GPU (anchor)"
+echo "== transformers DeepseekV3ForCausalLM + PyTorch on the same GPU (anchor of part 4)"
 if python3 -c 'import torch, transformers; assert torch.cuda.is_available()' 2>/dev/null; then
-  HF="${TMPDIR:-/tmp}/tokenmill-small-hf"
-  "$BIN" model init --preset small --out "$HF" >/dev/null
-  # The doctor's runs use the generated dataset's 4096-token vocabulary.
-  python3 - "$HF/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p)); c["vocab_size"] = 4096; json.dump(c, open(p, "w"))
-PY
-  for dt in fp32 bf16; do
-    timeout 120 python3 tests/peers/bench_torch_train.py --dir "$HF" --batch 8 --seq 256 \
-      --steps 20 --threads "$(nproc)" --device cuda --dtype "$dt" | tee "$OUT/torch-$dt.json"
+  # The same presets, batch and sequence length as the doctor's part 4, at the presets' own
+  # vocabulary; transformers builds no MTP module, and part 4 trains none.
+  for preset in ${SPEED_PRESETS//,/ }; do
+    HF="${TMPDIR:-/tmp}/tokenmill-$preset-hf"
+    "$BIN" model init --preset "$preset" --config-only --out "$HF" >/dev/null
+    for dt in fp32 bf16; do
+      timeout 90 python3 tests/peers/bench_torch_train.py --dir "$HF" --batch "$SPEED_BATCH" \
+        --seq "$SPEED_SEQ" --steps 10 --threads "$(nproc)" --device cuda --dtype "$dt" \
+        | tee "$OUT/torch-$preset-$dt.json"
+    done
   done
 else
   echo "no PyTorch with CUDA here: anchor skipped"

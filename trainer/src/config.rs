@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The names [`ModelConfig::preset`] knows.
+pub const PRESETS: [&str; 5] = ["tiny", "small", "1b", "deepseek-v3", "deepseek-v2-lite"];
+
 /// Architecture hyper-parameters. Field names follow HF's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,9 +97,10 @@ pub struct ParamCounts {
 }
 
 impl ModelConfig {
-    /// A named preset: `tiny` (tests), `small` (CPU benchmark, tens of millions of parameters),
-    /// `deepseek-v3` (671B, the published config) and `deepseek-v2-lite` (15.7B, the published
-    /// 16B-class config with this attention and MoE layout).
+    /// A named preset (one of [`PRESETS`]): `tiny` (tests), `small` (CPU benchmark, tens of
+    /// millions of parameters), `1b` (~1B parameters, ~0.25B activated: the GPU throughput
+    /// preset), `deepseek-v3` (671B, the published config) and `deepseek-v2-lite` (15.7B, the
+    /// published 16B-class config with this attention and MoE layout).
     pub fn preset(name: &str) -> Result<Self> {
         let c = match name {
             "tiny" => ModelConfig {
@@ -148,6 +152,35 @@ impl ModelConfig {
                 rms_norm_eps: 1e-6,
                 rope_theta: 10000.0,
                 max_position_embeddings: 1024,
+                num_nextn_predict_layers: 1,
+                initializer_range: 0.02,
+            },
+            // DeepSeek-V3's layout at 1/7 of its width: one dense block, then DeepSeekMoE
+            // blocks of 64 fine-grained experts (top-6 of 8 groups, 4 groups per token) and
+            // one shared expert, MLA with latent ranks of the same proportions.
+            "1b" => ModelConfig {
+                vocab_size: 50304,
+                hidden_size: 1024,
+                intermediate_size: 2816,
+                moe_intermediate_size: 256,
+                num_hidden_layers: 18,
+                first_k_dense_replace: 1,
+                num_attention_heads: 16,
+                q_lora_rank: 384,
+                kv_lora_rank: 256,
+                qk_nope_head_dim: 64,
+                qk_rope_head_dim: 32,
+                v_head_dim: 64,
+                n_routed_experts: 64,
+                n_shared_experts: 1,
+                num_experts_per_tok: 6,
+                n_group: 8,
+                topk_group: 4,
+                routed_scaling_factor: 2.5,
+                norm_topk_prob: true,
+                rms_norm_eps: 1e-6,
+                rope_theta: 10000.0,
+                max_position_embeddings: 4096,
                 num_nextn_predict_layers: 1,
                 initializer_range: 0.02,
             },
@@ -205,7 +238,8 @@ impl ModelConfig {
             },
             other => {
                 return Err(Error::Config(format!(
-                    "unknown preset {other:?} (known: tiny, small, deepseek-v3, deepseek-v2-lite)"
+                    "unknown preset {other:?} (known: {})",
+                    PRESETS.join(", ")
                 )));
             }
         };
@@ -391,8 +425,21 @@ mod tests {
     }
 
     #[test]
+    fn one_b_counts_about_1b_total() {
+        let c = ModelConfig::preset("1b").unwrap();
+        c.validate().unwrap();
+        let p = c.param_counts();
+        assert!((0.95e9..1.1e9).contains(&(p.total as f64)), "{}", p.total);
+        assert!(
+            (0.2e9..0.3e9).contains(&(p.activated as f64)),
+            "{}",
+            p.activated
+        );
+    }
+
+    #[test]
     fn small_is_tens_of_millions_and_presets_validate() {
-        for name in ["tiny", "small"] {
+        for name in PRESETS {
             ModelConfig::preset(name).unwrap().validate().unwrap();
         }
         let p = ModelConfig::preset("small").unwrap().param_counts();

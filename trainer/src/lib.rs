@@ -30,6 +30,6 @@ pub mod spikes;
 pub mod timeline;
 pub mod train;
 
-pub use config::ModelConfig;
+pub use config::{ModelConfig, PRESETS};
 pub use error::{Error, Result};
 pub use model::{Batch, Forward, LossWeights, Model, Parallel, Stage, WgradMode};

@@ -389,7 +389,7 @@ pub fn table(o: &TrainBenchConfig, rows: &[TrainBenchRow], peaks: Peaks) -> Stri
 /// `tokenmill bench train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model preset (tiny, small, deepseek-v3, deepseek-v2-lite).
+    /// Model preset (tiny, small, 1b, deepseek-v3, deepseek-v2-lite).
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// Sequences per step.

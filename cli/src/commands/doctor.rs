@@ -4,7 +4,9 @@
 //! the CPU reference in this same binary (a table of max errors, PASS/FAIL), GEMM throughput
 //! (FP32/BF16 cuBLAS, FP8 cuBLASLt with DeepSeek-V3's block scaling), and the `small` preset
 //! trained on the GPU and on the CPU from the same data and initial weights in fp32, bf16 and
-//! fp8, their loss curves compared step by step. `--json` writes everything.
+//! fp8, their loss curves compared step by step, and the training throughput of the `small`
+//! and `1b` presets on the GPU (tokens/s, MFU against part 2's measured GEMM rates). `--json`
+//! writes everything, after each part.
 
 use std::path::PathBuf;
 
@@ -39,6 +41,24 @@ pub struct Args {
     /// on a machine without a GPU (the curves must be identical).
     #[arg(long, hide = true)]
     pub train_cpu_vs_cpu: bool,
+    /// Presets whose training throughput part 4 measures on the GPU.
+    #[arg(long, value_delimiter = ',', default_value = "small,1b")]
+    pub speed_presets: Vec<String>,
+    /// Precisions of the throughput runs.
+    #[arg(long, value_delimiter = ',', default_value = "fp32,bf16")]
+    pub speed_precisions: Vec<String>,
+    /// Steps per throughput run (the first is not counted; 0: skip part 4).
+    #[arg(long, default_value_t = 6)]
+    pub speed_steps: u64,
+    /// Sequences per step of the throughput runs.
+    #[arg(long, default_value_t = 8)]
+    pub speed_batch: u64,
+    /// Tokens per sequence of the throughput runs.
+    #[arg(long, default_value_t = 512)]
+    pub speed_seq: u64,
+    /// Only the throughput part, on the CPU: tests its harness on a machine without a GPU.
+    #[arg(long, hide = true)]
+    pub speed_on_cpu: bool,
 }
 
 /// One precision's comparison of the GPU and CPU loss curves.
@@ -77,6 +97,8 @@ pub struct Report {
     pub gemm: Vec<bench::BenchRow>,
     /// Training loss curves, GPU vs CPU.
     pub training: Vec<Curve>,
+    /// Training throughput of the presets on the GPU.
+    pub throughput: Vec<crate::commands::doctor_train::Throughput>,
     /// What could not run, with the reason.
     pub errors: Vec<String>,
 }
@@ -111,6 +133,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         anyhow::ensure!(failed == 0, "{failed} training comparison(s) failed");
         return Ok(());
     }
+    if a.speed_on_cpu {
+        let peak = tokenmill_trainer::cost::measure_gemm_peak(&tokenmill_kernels::backend::Cpu);
+        rep.throughput = crate::commands::doctor_train::throughput(
+            &a.out,
+            &speed_spec(&a),
+            a.seed,
+            "cpu",
+            &|_| Some(peak),
+        )?;
+        print_throughput(&rep.throughput);
+        save(&a, &rep)?;
+        return Ok(());
+    }
     if !a.gpu {
         if !rep.nvrtc.is_empty() {
             let src = source::program();
@@ -132,8 +167,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let result = gpu_check(&a, &mut rep);
+    save(&a, &rep)?;
     if let Some(path) = &a.json {
-        std::fs::write(path, serde_json::to_string_pretty(&rep)?)?;
         println!("report: {}", path.display());
     }
     result?;
@@ -147,6 +182,40 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("device check: all passed");
     Ok(())
+}
+
+/// Writes the report to `--json` (after each part, so that a check stopped by its time limit
+/// still leaves what it measured).
+fn save(a: &Args, rep: &Report) -> anyhow::Result<()> {
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(rep)?)?;
+    }
+    Ok(())
+}
+
+fn speed_spec(a: &Args) -> crate::commands::doctor_train::ThroughputSpec {
+    crate::commands::doctor_train::ThroughputSpec {
+        presets: a.speed_presets.clone(),
+        precisions: a.speed_precisions.clone(),
+        batch: a.speed_batch,
+        seq: a.speed_seq,
+        steps: a.speed_steps,
+    }
+}
+
+/// The measured dense GEMM rate (FLOP/s) of `precision` in the table of part 2: the best row
+/// of FP32 cuBLAS, BF16 cuBLAS or FP8 cuBLASLt.
+fn gemm_peak(rows: &[bench::BenchRow], precision: &str) -> Option<f64> {
+    let prefix = match precision {
+        "fp32" => "FP32 cuBLAS",
+        "bf16" => "BF16 cuBLAS",
+        "fp8" => "FP8 cuBLASLt",
+        _ => return None,
+    };
+    rows.iter()
+        .filter(|r| r.what.starts_with(prefix) && r.tflops.is_finite())
+        .map(|r| r.tflops * 1e12)
+        .reduce(f64::max)
 }
 
 fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
@@ -183,6 +252,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         }
     }
     print!("{}", check::render(&rep.kernels));
+    save(a, rep)?;
 
     println!("\n2. GEMM throughput");
     let own = bench::own_kernels_table(dev, 4096, 4096);
@@ -206,6 +276,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
                 );
             }
             rep.gemm = rows;
+            save(a, rep)?;
         }
         Err(e) => {
             println!("GEMM table: {e}");
@@ -229,9 +300,71 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
                 rep.errors.push(format!("training comparison: {e:#}"));
             }
         }
+        save(a, rep)?;
+    }
+    if a.speed_steps > 0 && !a.speed_presets.is_empty() {
+        println!(
+            "\n4. training throughput on the GPU: {} × {}, batch {} × {}, {} steps",
+            a.speed_presets.join(", "),
+            a.speed_precisions.join(", "),
+            a.speed_batch,
+            a.speed_seq,
+            a.speed_steps
+        );
+        let gemm = std::mem::take(&mut rep.gemm);
+        let peak = |p: &str| gemm_peak(&gemm, p);
+        let result = crate::commands::doctor_train::throughput(
+            &a.out,
+            &speed_spec(a),
+            a.seed,
+            "cuda",
+            &peak,
+        );
+        rep.gemm = gemm;
+        match result {
+            Ok(rows) => {
+                print_throughput(&rows);
+                rep.throughput = rows;
+            }
+            Err(e) => {
+                println!("throughput: {e:#}");
+                rep.errors.push(format!("throughput: {e:#}"));
+            }
+        }
+        save(a, rep)?;
     }
     println!("\ndevice check took {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
+    println!(
+        "{:<8} {:<6} {:>10} {:>10} {:>12} {:>10} {:>14} {:>7} {:>10}",
+        "preset",
+        "prec",
+        "params",
+        "activated",
+        "tokens/s",
+        "step ms",
+        "GEMM peak TF",
+        "MFU",
+        "last loss"
+    );
+    for r in rows {
+        println!(
+            "{:<8} {:<6} {:>9.1}M {:>9.1}M {:>12.0} {:>10.1} {:>14} {:>7} {:>10.4}",
+            r.preset,
+            r.precision,
+            r.params as f64 / 1e6,
+            r.activated as f64 / 1e6,
+            r.tokens_per_s,
+            r.step_ms,
+            r.peak_flops
+                .map_or("–".into(), |p| format!("{:.1}", p / 1e12)),
+            r.mfu.map_or("–".into(), |m| format!("{:.1}%", 100.0 * m)),
+            r.last_loss
+        );
+    }
 }
 
 fn print_curves(curves: &[Curve]) {

@@ -1,11 +1,15 @@
-//! The training part of the device check: the `small` preset trained for a few steps on the
+//! The training parts of the device check: the `small` preset trained for a few steps on the
 //! CPU and on the GPU from the same generated dataset and the same initial weights, in fp32,
-//! bf16 and fp8, and the two loss curves compared step by step.
+//! bf16 and fp8, and the two loss curves compared step by step ([`compare`]); then the
+//! training throughput of the `small` and `1b` presets on the GPU ([`throughput`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::Serialize;
 use tokenmill_pipelines::train::{read_config, train_in};
+use tokenmill_trainer::ModelConfig;
+use tokenmill_trainer::cost::flops_per_token;
 
 use super::doctor::Curve;
 use super::quickstart::{QuickstartConfig, quickstart};
@@ -45,11 +49,17 @@ fn read_log(run: &Path) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     Ok((loss, tps, mfu))
 }
 
-/// Generates the dataset under `out` and compares training on `other` (`cuda`; `cpu` to test
-/// the comparison itself) with the CPU in each precision.
-pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result<Vec<Curve>> {
+/// The generated dataset both parts train on (`out/dataset`), made once per working
+/// directory and seed.
+fn dataset(out: &Path, seed: u64) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
-    let dataset = quickstart(&QuickstartConfig {
+    let made = out.join(format!("dataset-seed-{seed}"));
+    let dir = out.join("dataset");
+    if made.exists() && tokenmill_shards::Dataset::open(&dir).is_ok() {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_file(&made);
+    let dir = quickstart(&QuickstartConfig {
         out: out.to_path_buf(),
         docs: 3000,
         files: 4,
@@ -59,6 +69,14 @@ pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result
         quiet: true,
         train_steps: 0,
     })?;
+    std::fs::write(&made, b"")?;
+    Ok(dir)
+}
+
+/// Generates the dataset under `out` and compares training on `other` (`cuda`; `cpu` to test
+/// the comparison itself) with the CPU in each precision.
+pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result<Vec<Curve>> {
+    let dataset = dataset(out, seed)?;
     let vocab = tokenmill_shards::Dataset::open(&dataset)?
         .manifest()
         .tokenizer
@@ -130,4 +148,158 @@ device = "{device}"
         });
     }
     Ok(curves)
+}
+
+/// What the throughput part trains: presets × precisions, batch × sequence, steps each.
+#[derive(Debug, Clone)]
+pub struct ThroughputSpec {
+    /// Model presets (`small`, `1b`), at their own vocabulary (the generated dataset's 4,096
+    /// token ids fit in any of them).
+    pub presets: Vec<String>,
+    /// `fp32`, `bf16`, `fp8`.
+    pub precisions: Vec<String>,
+    /// Sequences per step.
+    pub batch: u64,
+    /// Tokens per sequence.
+    pub seq: u64,
+    /// Steps per run; the first is left out of the median (it compiles, allocates and faults in).
+    pub steps: u64,
+}
+
+/// One run of the throughput part.
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    /// The preset.
+    pub preset: String,
+    /// `fp32`, `bf16`, `fp8`.
+    pub precision: String,
+    /// `cuda` (`cpu` when the harness itself is tested).
+    pub device: String,
+    /// Parameters of the main model (no MTP module: none is trained here, as in the
+    /// transformers anchor, which has none).
+    pub params: u64,
+    /// Parameters activated per token.
+    pub activated: u64,
+    /// Rows of the embedding and the head.
+    pub vocab: usize,
+    /// Sequences per step.
+    pub batch: u64,
+    /// Tokens per sequence.
+    pub seq: u64,
+    /// Steps run.
+    pub steps: u64,
+    /// Median over the steps after the first.
+    pub tokens_per_s: f64,
+    /// `batch × seq / tokens_per_s`, in milliseconds.
+    pub step_ms: f64,
+    /// Training FLOPs per token (6 × activated non-embedding parameters + attention).
+    pub flops_per_token: f64,
+    /// The measured dense GEMM rate of this precision on this device (FLOP/s), when known.
+    pub peak_flops: Option<f64>,
+    /// Model FLOPs utilisation against `peak_flops`.
+    pub mfu: Option<f64>,
+    /// The loss of the last step (finite, or the run is not a measurement).
+    pub last_loss: f64,
+}
+
+/// Trains each preset × precision of `spec` on `device` from the generated dataset under
+/// `out` and reports tokens/s and MFU; `peak(precision)` is the measured GEMM rate of that
+/// precision on the device (FLOP/s), or `None` when part 2 could not measure it.
+pub fn throughput(
+    out: &Path,
+    spec: &ThroughputSpec,
+    seed: u64,
+    device: &str,
+    peak: &dyn Fn(&str) -> Option<f64>,
+) -> anyhow::Result<Vec<Throughput>> {
+    let dataset = dataset(out, seed)?;
+    let ids = tokenmill_shards::Dataset::open(&dataset)?
+        .manifest()
+        .tokenizer
+        .vocab_size as usize;
+    let mut rows = Vec::new();
+    for preset in &spec.presets {
+        let mut cfg = ModelConfig::preset(preset)?;
+        cfg.num_nextn_predict_layers = 0;
+        // A preset's own vocabulary (its head is part of the cost), unless the dataset's ids
+        // do not fit in it (`tiny`).
+        cfg.vocab_size = cfg.vocab_size.max(ids);
+        let counts = cfg.param_counts();
+        let fpt = flops_per_token(&cfg, spec.seq);
+        for precision in &spec.precisions {
+            let run = format!("speed-{preset}-{precision}-{device}");
+            let toml = format!(
+                r#"[model]
+preset = "{preset}"
+num_nextn_predict_layers = 0
+vocab_size = {vocab}
+
+[data]
+train = "dataset"
+seq_len = {seq}
+batch = {batch}
+
+[lr]
+peak = 3e-4
+min = 3e-5
+warmup = 1
+constant = {steps}
+decay = 0
+
+[train]
+out = "{run}"
+steps = {steps}
+checkpoint_every = 0
+eval_every = 0
+init_seed = {seed}
+precision = "{precision}"
+device = "{device}"
+"#,
+                vocab = cfg.vocab_size,
+                seq = spec.seq,
+                batch = spec.batch,
+                steps = spec.steps,
+            );
+            let path = out.join(format!("{run}.toml"));
+            std::fs::write(&path, toml)?;
+            let cfg_run = read_config(&path)?;
+            let run_dir = cfg_run.train.out.clone();
+            let t = std::time::Instant::now();
+            train_in(cfg_run, false, true, None)
+                .with_context(|| format!("{preset} in {precision} on {device}"))?;
+            let (loss, tps, _) = read_log(&run_dir)?;
+            anyhow::ensure!(
+                loss.len() as u64 == spec.steps,
+                "{preset} in {precision}: {} of {} steps logged",
+                loss.len(),
+                spec.steps
+            );
+            let tokens_per_s = median(tps.iter().skip(1).copied().collect());
+            let peak_flops = peak(precision);
+            let row = Throughput {
+                preset: preset.clone(),
+                precision: precision.clone(),
+                device: device.into(),
+                params: counts.total,
+                activated: counts.activated,
+                vocab: cfg.vocab_size,
+                batch: spec.batch,
+                seq: spec.seq,
+                steps: spec.steps,
+                tokens_per_s,
+                step_ms: 1e3 * (spec.batch * spec.seq) as f64 / tokens_per_s,
+                flops_per_token: fpt,
+                peak_flops,
+                mfu: peak_flops.map(|p| tokens_per_s * fpt / p),
+                last_loss: loss.last().copied().unwrap_or(f64::NAN),
+            };
+            println!(
+                "   {preset} {precision} on {device}: {} steps in {:.1} s",
+                spec.steps,
+                t.elapsed().as_secs_f64()
+            );
+            rows.push(row);
+        }
+    }
+    Ok(rows)
 }

@@ -11,7 +11,7 @@ use tokenmill_trainer::{Model, ModelConfig};
 pub enum Cmd {
     /// Parameter counts, FLOPs per token and memory of a preset or an HF config.json.
     Info {
-        /// tiny, small, deepseek-v3, deepseek-v2-lite
+        /// tiny, small, 1b, deepseek-v3, deepseek-v2-lite
         #[arg(long, conflicts_with = "config")]
         preset: Option<String>,
         /// An HF config.json instead of a preset.
@@ -23,7 +23,7 @@ pub enum Cmd {
     },
     /// Write a freshly initialised model in Hugging Face layout (config.json + safetensors).
     Init {
-        /// The preset to initialise (tiny, small, deepseek-v3, deepseek-v2-lite).
+        /// The preset to initialise (tiny, small, 1b, deepseek-v3, deepseek-v2-lite).
         #[arg(long, default_value = "tiny")]
         preset: String,
         /// Seed of the initialisation.
@@ -32,6 +32,9 @@ pub enum Cmd {
         /// Output directory (created).
         #[arg(long)]
         out: PathBuf,
+        /// Only `config.json` (no weights): what a peer that initialises its own model reads.
+        #[arg(long)]
+        config_only: bool,
     },
 }
 
@@ -73,7 +76,20 @@ pub fn run(c: Cmd) -> anyhow::Result<()> {
             println!("{:<34} {:>18}", "state bytes/param (fp32+AdamW)", per_param);
             println!("{:<34} {:>18.0}", "saved activations bytes/token", per_tok);
         }
-        Cmd::Init { preset, seed, out } => {
+        Cmd::Init {
+            preset,
+            out,
+            config_only: true,
+            ..
+        } => {
+            let cfg = ModelConfig::preset(&preset)?;
+            cfg.validate()?;
+            tokenmill_trainer::hf::save_config(&out, &cfg)?;
+            println!("wrote {}/config.json", out.display());
+        }
+        Cmd::Init {
+            preset, seed, out, ..
+        } => {
             let m = Model::new(ModelConfig::preset(&preset)?)?;
             tokenmill_trainer::hf::save(&out, &m, &m.init::<f32>(seed))?;
             println!("wrote {} ({} parameters)", out.display(), m.layout.len());

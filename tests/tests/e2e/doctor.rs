@@ -90,3 +90,89 @@ fn without_a_gpu_driver_the_device_check_says_what_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no CUDA driver (libcuda.so)"), "{err}");
 }
+
+/// Part 4 of the device check (training throughput per preset and precision) with the CPU as
+/// the device: every run is trained for its steps and read back, tokens/s is the median over
+/// the steps after the first, the step time and MFU follow from it, the parameter counts are
+/// the preset's without its MTP module (the transformers anchor has none), and the report
+/// carries it all. On a GPU the same runs train with `device = "cuda"`.
+#[test]
+fn the_throughput_part_of_the_device_check_measures_each_preset_and_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(tokenmill_bin())
+        .args([
+            "doctor",
+            "--speed-on-cpu",
+            "--speed-presets",
+            "tiny",
+            "--speed-precisions",
+            "fp32,bf16",
+            "--speed-steps",
+            "3",
+            "--speed-batch",
+            "2",
+            "--speed-seq",
+            "32",
+            "--out",
+        ])
+        .arg(dir.path().join("work"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("tokens/s") && stdout.contains("MFU"),
+        "{stdout}"
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = rep["throughput"].as_array().unwrap();
+    let precisions: Vec<&str> = rows
+        .iter()
+        .map(|r| r["precision"].as_str().unwrap())
+        .collect();
+    assert_eq!(precisions, ["fp32", "bf16"]);
+    let ids = tokenmill_shards::Dataset::open(&dir.path().join("work/dataset"))
+        .unwrap()
+        .manifest()
+        .tokenizer
+        .vocab_size as usize;
+    assert!(ids > 512, "{ids}");
+    let mut tiny = tokenmill_trainer::ModelConfig::preset("tiny").unwrap();
+    tiny.num_nextn_predict_layers = 0;
+    for r in rows {
+        assert_eq!(r["preset"], "tiny", "{r}");
+        assert_eq!(r["device"], "cpu", "{r}");
+        assert_eq!(r["steps"], 3, "{r}");
+        // The dataset's ids do not fit in tiny's 512: the vocabulary grows to the tokenizer's.
+        tiny.vocab_size = ids;
+        assert_eq!(r["vocab"].as_u64(), Some(ids as u64), "{r}");
+        assert_eq!(r["params"].as_u64(), Some(tiny.param_counts().total), "{r}");
+        assert_eq!(
+            r["activated"].as_u64(),
+            Some(tiny.param_counts().activated),
+            "{r}"
+        );
+        let tps = r["tokens_per_s"].as_f64().unwrap();
+        assert!(tps.is_finite() && tps > 0.0, "{r}");
+        let step_ms = r["step_ms"].as_f64().unwrap();
+        assert!((step_ms - 1e3 * 64.0 / tps).abs() < 1e-6 * step_ms, "{r}");
+        let (fpt, peak, mfu) = (
+            r["flops_per_token"].as_f64().unwrap(),
+            r["peak_flops"].as_f64().unwrap(),
+            r["mfu"].as_f64().unwrap(),
+        );
+        assert!(fpt > 0.0 && peak > 0.0, "{r}");
+        assert!(
+            (mfu - tps * fpt / peak).abs() < 1e-9 * mfu.max(1e-12),
+            "{r}"
+        );
+        assert!(r["last_loss"].as_f64().unwrap().is_finite(), "{r}");
+    }
+}

@@ -14,6 +14,16 @@ KERNEL void round_bf16_f32(float* __restrict__ x, long long n) {
         x[i] = round_bf16(x[i]);
 }
 
+// y[i] = the BF16 bit pattern of x[i] (round to nearest even, NaN stays NaN): the operands of
+// a tensor-core BF16 GEMM.
+// Launch: grid (min(ceil(n / 256), 65535)), block 256, dynamic shared 0.
+KERNEL void to_bf16_f32(const float* __restrict__ x, unsigned short* __restrict__ y,
+                        long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        y[i] = f32_to_bf16(x[i]);
+}
+
 // The tile (tx, ty) of a rows × cols matrix: its first row and column and its extent.
 struct QuantTile {
     int r0, c0, h, w;

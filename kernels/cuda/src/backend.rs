@@ -69,13 +69,16 @@ impl Cuda {
         self.dev.download(&dc, c)
     }
 
-    fn round_bf16(&self, x: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+    /// The BF16 bit patterns of `x`'s first `n` values (round to nearest even).
+    fn to_bf16(&self, x: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<u16>> {
+        let mut y = self.dev.zeros::<u16>("BF16 operand", n)?;
         let n64 = n as i64;
         {
-            let mut b = self.k("round_bf16_f32")?;
-            b.arg(&mut *x).arg(&n64);
-            go("round_bf16_f32", b, elementwise(n))
+            let mut b = self.k("to_bf16_f32")?;
+            b.arg(x).arg(&mut y).arg(&n64);
+            go("to_bf16_f32", b, elementwise(n))?;
         }
+        Ok(y)
     }
 
     /// Fake-quantizes `x` (`rows × cols` as stored) to E4M3 with `tile` scales, in place;
@@ -132,18 +135,11 @@ impl Cuda {
         let mut bad = 0u64;
         match format {
             LowpGemm::Bf16 => {
-                self.round_bf16(&mut da, a.len())?;
-                self.round_bf16(&mut db, b.len())?;
+                // The operands as BF16 on the tensor cores (products exact, FP32 sums).
+                let a16 = self.to_bf16(&da, a.len())?;
+                let b16 = self.to_bf16(&db, b.len())?;
                 let beta = if p.accumulate { 1.0 } else { 0.0 };
-                self.dev.sgemm(
-                    p,
-                    &da.slice(..),
-                    lda,
-                    &db.slice(..),
-                    ldb,
-                    &mut dc.slice_mut(..),
-                    beta,
-                )?;
+                self.dev.gemm_bf16(p, &a16, lda, &b16, ldb, &mut dc, beta)?;
             }
             LowpGemm::Fp8 { a_tile, b_tile } => {
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys as blas_sys};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut,
-    DeviceRepr, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
+    DevicePtrMut, DeviceRepr, ValidAsZeroBits,
 };
 use tokenmill_kernels::backend::MatMul;
 
@@ -219,6 +219,76 @@ impl Device {
             op: format!("sgemm {}×{}×{}", p.m, p.n, p.k),
             message: format!("{e:?}"),
         })
+    }
+
+    /// `C = op(A)·op(B) + beta·C` with BF16 operands (their `u16` bit patterns, stored as
+    /// [`Device::sgemm`]'s) and FP32 C, products exact and accumulated in FP32 on the tensor
+    /// cores (cuBLAS `GemmEx`, `CUBLAS_COMPUTE_32F`): the numerics of the CPU's BF16 GEMM up to
+    /// the order of the sums.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bf16(
+        &self,
+        p: MatMul,
+        a: &CudaSlice<u16>,
+        lda: usize,
+        b: &CudaSlice<u16>,
+        ldb: usize,
+        c: &mut CudaSlice<f32>,
+        beta: f32,
+    ) -> Result<()> {
+        if p.m == 0 || p.n == 0 {
+            return Ok(());
+        }
+        let (ar, ac) = p.a_stored();
+        let (br, bc) = p.b_stored();
+        assert!(a.len() >= ar * ac && b.len() >= br * bc && c.len() >= p.m * p.n);
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let alpha = 1.0f32;
+        let (ap, _ga) = a.device_ptr(&self.stream);
+        let (bp, _gb) = b.device_ptr(&self.stream);
+        let (cp, _gc) = c.device_ptr_mut(&self.stream);
+        #[allow(unsafe_code)]
+        // SAFETY: A and B hold their stored operands with leading dimensions `lda`, `ldb` and C
+        // holds m·n values (asserted above); row-major C = op(A)·op(B) is column-major
+        // Cᵀ = op(B)ᵀ·op(A)ᵀ, so cuBLAS's A is our B and its B our A, as in `sgemm`. The
+        // pointers' guards live until the call is enqueued on the handle's stream.
+        let r = unsafe {
+            blas_sys::cublasGemmEx(
+                *self.blas.handle(),
+                op(p.tb),
+                op(p.ta),
+                p.n as i32,
+                p.m as i32,
+                p.k as i32,
+                (&alpha as *const f32).cast(),
+                bp as *const _,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                ldb as i32,
+                ap as *const _,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                lda as i32,
+                (&beta as *const f32).cast(),
+                cp as *mut _,
+                blas_sys::cudaDataType_t::CUDA_R_32F,
+                p.n as i32,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        };
+        if r != blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(Error::Blas {
+                lib: "cublas",
+                op: format!("BF16 GEMM (FP32 C) {}×{}×{}", p.m, p.n, p.k),
+                message: format!("{r:?}"),
+            });
+        }
+        Ok(())
     }
 
     /// Waits until the stream's work is done (and reports an asynchronous kernel error).

@@ -13,6 +13,7 @@ use tokenmill_kernels::rng::Rng;
 
 unsafe extern "C" {
     fn round_bf16_f32(x: *mut f32, n: i64);
+    fn to_bf16_f32(x: *const f32, y: *mut u16, n: i64);
     fn fp8_fake_quantize_f32(
         x: *mut f32,
         rows: i32,
@@ -153,6 +154,22 @@ fn encoders_are_the_rust_codecs_bit_for_bit() {
             y[i].to_bits(),
             round_bf16(x[i]).to_bits(),
             "round_bf16 of {:e} ({:#010x})",
+            x[i],
+            x[i].to_bits()
+        );
+    }
+    // to_bf16_f32 (the tensor-core GEMM's operands) on the same values.
+    let mut h = vec![0u16; n];
+    let (xp, hp) = (Ptr::of_const(&x), Ptr::of(&mut h));
+    launch((grid(n).min(16), 1, 1), (BLOCK, 1, 1), 0, || {
+        // SAFETY: x and h: n elements each, alive for the launch.
+        unsafe { to_bf16_f32(xp.c(), hp.p(), n as i64) }
+    });
+    for i in 0..n {
+        assert_eq!(
+            h[i],
+            to_bf16(x[i]),
+            "to_bf16 of {:e} ({:#010x})",
             x[i],
             x[i].to_bits()
         );

@@ -184,6 +184,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one part of the device check; a panic in it (the CUDA backend panics on a failed
+/// launch or transfer) becomes an error naming its message, so that the later parts still run
+/// and the report is still written.
+fn catch<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|e| {
+        Err(anyhow::anyhow!(
+            "panicked: {}",
+            check::panic_message(e.as_ref())
+        ))
+    })
+}
+
 /// Writes the report to `--json` (after each part, so that a check stopped by its time limit
 /// still leaves what it measured).
 fn save(a: &Args, rep: &Report) -> anyhow::Result<()> {
@@ -242,9 +254,18 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     println!("\n1. every kernel against the CPU reference");
     rep.kernels = check::kernel_table(&cuda, a.seed);
     for (name, r) in [
-        ("FP8 cuBLASLt check", bench::fp8_cublaslt_check(dev, a.seed)),
-        ("own FP8 GEMM check", bench::own_fp8_check(dev, a.seed)),
-        ("grouped GEMM check", bench::grouped_check(dev, a.seed)),
+        (
+            "FP8 cuBLASLt check",
+            catch(|| Ok(bench::fp8_cublaslt_check(dev, a.seed)?)),
+        ),
+        (
+            "own FP8 GEMM check",
+            catch(|| Ok(bench::own_fp8_check(dev, a.seed)?)),
+        ),
+        (
+            "grouped GEMM check",
+            catch(|| Ok(bench::grouped_check(dev, a.seed)?)),
+        ),
     ] {
         match r {
             Ok(r) => rep.kernels.push(r),
@@ -255,8 +276,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     save(a, rep)?;
 
     println!("\n2. GEMM throughput");
-    let own = bench::own_kernels_table(dev, 4096, 4096);
-    let table = bench::gemm_table(dev, &a.gemm_sizes).and_then(|mut t| {
+    let table = catch(|| {
+        let own = bench::own_kernels_table(dev, 4096, 4096);
+        let mut t = bench::gemm_table(dev, &a.gemm_sizes)?;
         t.extend(own?);
         Ok(t)
     });
@@ -290,7 +312,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             a.train_steps
         );
         drop(cuda);
-        match crate::commands::doctor_train::compare(&a.out, a.train_steps, a.seed, "cuda") {
+        match catch(|| {
+            crate::commands::doctor_train::compare(&a.out, a.train_steps, a.seed, "cuda")
+        }) {
             Ok(curves) => {
                 print_curves(&curves);
                 rep.training = curves;
@@ -313,13 +337,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         );
         let gemm = std::mem::take(&mut rep.gemm);
         let peak = |p: &str| gemm_peak(&gemm, p);
-        let result = crate::commands::doctor_train::throughput(
-            &a.out,
-            &speed_spec(a),
-            a.seed,
-            "cuda",
-            &peak,
-        );
+        let result = catch(|| {
+            crate::commands::doctor_train::throughput(&a.out, &speed_spec(a), a.seed, "cuda", &peak)
+        });
         rep.gemm = gemm;
         match result {
             Ok(rows) => {

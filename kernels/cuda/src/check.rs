@@ -81,97 +81,129 @@ fn compare_floor(
     }
 }
 
-/// Runs every operation on `cand` and on the CPU reference; `seed` fixes the inputs.
+/// Runs one section of the table into `rows`. A panic inside it (the CUDA backend panics on a
+/// failed launch or transfer) becomes a failed row naming the section and the message, and the
+/// table goes on: one broken kernel must not take the rest of a device session's check with it.
+fn section(rows: &mut Vec<Row>, name: &str, f: impl FnOnce(&mut Vec<Row>)) {
+    let mut got = Vec::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut got)));
+    rows.append(&mut got);
+    if let Err(e) = result {
+        rows.push(Row {
+            op: name.into(),
+            shape: format!("panicked: {}", panic_message(e.as_ref())),
+            max_abs: f64::INFINITY,
+            max_rel: f64::INFINITY,
+            tol: 0.0,
+            pass: false,
+        });
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Runs every operation on `cand` and on the CPU reference; `seed` fixes the inputs. An
+/// operation that panics fails its section's row and the table goes on ([`section`]).
 pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
     let refb = CpuReference;
     let mut rng = Rng::new(seed);
     let mut rows = Vec::new();
 
     // GEMMs: every transpose combination, accumulate, shapes off the tile sizes.
-    for &(m, n, k, ta, tb, acc) in &[
-        (67usize, 129usize, 200usize, false, true, false),
-        (64, 96, 130, false, false, true),
-        (130, 33, 257, true, false, false),
-        (31, 64, 64, true, true, true),
-    ] {
-        let p = MatMul {
-            m,
-            n,
-            k,
-            ta,
-            tb,
-            accumulate: acc,
-        };
-        let a = randn(&mut rng, m * k, 1.0);
-        let b = randn(&mut rng, k * n, 1.0);
-        let c0 = randn(&mut rng, m * n, 1.0);
-        let shape = format!("{m}×{n}×{k} ta={ta} tb={tb} acc={acc}");
-        let (mut c1, mut c2) = (c0.clone(), c0.clone());
-        cand.matmul(p, &a, &b, &mut c1);
-        refb.matmul(p, &a, &b, &mut c2);
-        rows.push(compare("matmul f32", shape.clone(), &c1, &c2, 1e-4));
-        for (name, fmt, tol) in [
-            ("matmul bf16", LowpGemm::Bf16, 1e-4),
-            (
-                "matmul fp8 1×128·128×128",
-                LowpGemm::Fp8 {
-                    a_tile: (1, 128),
-                    b_tile: (128, 128),
-                },
-                // The FP8 accumulator truncates per chunk: a different summation order inside a
-                // chunk can move a truncation boundary by one ulp of 14 bits (measured normwise).
-                1e-4,
-            ),
+    section(&mut rows, "GEMMs", |rows| {
+        for &(m, n, k, ta, tb, acc) in &[
+            (67usize, 129usize, 200usize, false, true, false),
+            (64, 96, 130, false, false, true),
+            (130, 33, 257, true, false, false),
+            (31, 64, 64, true, true, true),
         ] {
-            let (mut c1, mut c2) = (c0.clone(), c0.clone());
-            let bad1 = cand.matmul_lowp(p, &a, &b, &mut c1, fmt);
-            let bad2 = refb.matmul_lowp(p, &a, &b, &mut c2, fmt);
-            let floor = if matches!(fmt, LowpGemm::Fp8 { .. }) {
-                1.0
-            } else {
-                1e-3
+            let p = MatMul {
+                m,
+                n,
+                k,
+                ta,
+                tb,
+                accumulate: acc,
             };
-            let mut r = compare_floor(name, shape.clone(), &c1, &c2, tol, floor);
-            r.pass &= bad1 == bad2;
-            rows.push(r);
+            let a = randn(&mut rng, m * k, 1.0);
+            let b = randn(&mut rng, k * n, 1.0);
+            let c0 = randn(&mut rng, m * n, 1.0);
+            let shape = format!("{m}×{n}×{k} ta={ta} tb={tb} acc={acc}");
+            let (mut c1, mut c2) = (c0.clone(), c0.clone());
+            cand.matmul(p, &a, &b, &mut c1);
+            refb.matmul(p, &a, &b, &mut c2);
+            rows.push(compare("matmul f32", shape.clone(), &c1, &c2, 1e-4));
+            for (name, fmt, tol) in [
+                ("matmul bf16", LowpGemm::Bf16, 1e-4),
+                (
+                    "matmul fp8 1×128·128×128",
+                    LowpGemm::Fp8 {
+                        a_tile: (1, 128),
+                        b_tile: (128, 128),
+                    },
+                    // The FP8 accumulator truncates per chunk: a different summation order inside a
+                    // chunk can move a truncation boundary by one ulp of 14 bits (measured normwise).
+                    1e-4,
+                ),
+            ] {
+                let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                let bad1 = cand.matmul_lowp(p, &a, &b, &mut c1, fmt);
+                let bad2 = refb.matmul_lowp(p, &a, &b, &mut c2, fmt);
+                let floor = if matches!(fmt, LowpGemm::Fp8 { .. }) {
+                    1.0
+                } else {
+                    1e-3
+                };
+                let mut r = compare_floor(name, shape.clone(), &c1, &c2, tol, floor);
+                r.pass &= bad1 == bad2;
+                rows.push(r);
+            }
         }
-    }
+    });
 
     // RMSNorm.
-    for &(rows_n, d) in &[(5usize, 7168usize), (33, 100)] {
-        let x = randn(&mut rng, rows_n * d, 2.0);
-        let w = randn(&mut rng, d, 1.0);
-        let dy = randn(&mut rng, rows_n * d, 1.0);
-        let shape = format!("{rows_n}×{d}");
-        let (mut y1, mut r1, mut y2, mut r2) = (
-            vec![0.0; rows_n * d],
-            vec![0.0; rows_n],
-            vec![0.0; rows_n * d],
-            vec![0.0; rows_n],
-        );
-        cand.rmsnorm_fwd(&x, &w, 1e-6, &mut y1, &mut r1);
-        refb.rmsnorm_fwd(&x, &w, 1e-6, &mut y2, &mut r2);
-        rows.push(compare("rmsnorm fwd", shape.clone(), &y1, &y2, 1e-5));
-        rows.push(compare("rmsnorm rstd", shape.clone(), &r1, &r2, 1e-5));
-        let base = randn(&mut rng, rows_n * d, 1.0);
-        let (mut dx1, mut dx2) = (base.clone(), base.clone());
-        cand.rmsnorm_bwd_input(&x, &w, &r2, &dy, &mut dx1, true);
-        refb.rmsnorm_bwd_input(&x, &w, &r2, &dy, &mut dx2, true);
-        rows.push(compare(
-            "rmsnorm bwd input (acc)",
-            shape.clone(),
-            &dx1,
-            &dx2,
-            1e-4,
-        ));
-        let (mut dw1, mut dw2) = (w.clone(), w.clone());
-        cand.rmsnorm_bwd_weight(&x, &r2, &dy, &mut dw1);
-        refb.rmsnorm_bwd_weight(&x, &r2, &dy, &mut dw2);
-        rows.push(compare("rmsnorm bwd weight", shape, &dw1, &dw2, 1e-4));
-    }
+    section(&mut rows, "RMSNorm", |rows| {
+        for &(rows_n, d) in &[(5usize, 7168usize), (33, 100)] {
+            let x = randn(&mut rng, rows_n * d, 2.0);
+            let w = randn(&mut rng, d, 1.0);
+            let dy = randn(&mut rng, rows_n * d, 1.0);
+            let shape = format!("{rows_n}×{d}");
+            let (mut y1, mut r1, mut y2, mut r2) = (
+                vec![0.0; rows_n * d],
+                vec![0.0; rows_n],
+                vec![0.0; rows_n * d],
+                vec![0.0; rows_n],
+            );
+            cand.rmsnorm_fwd(&x, &w, 1e-6, &mut y1, &mut r1);
+            refb.rmsnorm_fwd(&x, &w, 1e-6, &mut y2, &mut r2);
+            rows.push(compare("rmsnorm fwd", shape.clone(), &y1, &y2, 1e-5));
+            rows.push(compare("rmsnorm rstd", shape.clone(), &r1, &r2, 1e-5));
+            let base = randn(&mut rng, rows_n * d, 1.0);
+            let (mut dx1, mut dx2) = (base.clone(), base.clone());
+            cand.rmsnorm_bwd_input(&x, &w, &r2, &dy, &mut dx1, true);
+            refb.rmsnorm_bwd_input(&x, &w, &r2, &dy, &mut dx2, true);
+            rows.push(compare(
+                "rmsnorm bwd input (acc)",
+                shape.clone(),
+                &dx1,
+                &dx2,
+                1e-4,
+            ));
+            let (mut dw1, mut dw2) = (w.clone(), w.clone());
+            cand.rmsnorm_bwd_weight(&x, &r2, &dy, &mut dw1);
+            refb.rmsnorm_bwd_weight(&x, &r2, &dy, &mut dw2);
+            rows.push(compare("rmsnorm bwd weight", shape, &dw1, &dw2, 1e-4));
+        }
+    });
 
     // RoPE on the rope part of MLA rows: [tokens, heads, 192] with 64 rotated at offset 128.
-    {
+    section(&mut rows, "RoPE", |rows| {
         let (seq, heads, row_len, offset, d_rope) = (37usize, 3usize, 192usize, 128usize, 64usize);
         let tokens = 2 * seq;
         let t = RopeTable::<f32>::new(d_rope, 10_000.0, seq);
@@ -194,10 +226,10 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
             }
             rows.push(compare(name, shape.clone(), &x1, &x2, 1e-5));
         }
-    }
+    });
 
     // SwiGLU, with large magnitudes (exp overflow must saturate the same way).
-    {
+    section(&mut rows, "SwiGLU", |rows| {
         let n = 10_007;
         let mut g = randn(&mut rng, n, 3.0);
         g[0] = 100.0;
@@ -214,88 +246,90 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
         refb.swiglu_bwd(&g, &u, &dh, &mut dg2, &mut du2);
         rows.push(compare("swiglu bwd dg", format!("{n}"), &dg1, &dg2, 1e-5));
         rows.push(compare("swiglu bwd du", format!("{n}"), &du1, &du2, 1e-5));
-    }
+    });
 
     // Attention with DeepSeek-V3's head dims (d_qk 192 ≠ d_v 128), a sequence off the tiles.
-    for &(bh, seq, d_qk, d_v) in &[(3usize, 133usize, 192usize, 128usize), (2, 64, 32, 48)] {
-        let s = AttnShape {
-            bh,
-            seq,
-            d_qk,
-            d_v,
-            scale: 1.0 / (d_qk as f64).sqrt(),
-        };
-        let q = randn(&mut rng, bh * seq * d_qk, 1.0);
-        let k = randn(&mut rng, bh * seq * d_qk, 1.0);
-        let v = randn(&mut rng, bh * seq * d_v, 1.0);
-        let d_o = randn(&mut rng, bh * seq * d_v, 1.0);
-        let shape = format!("bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}");
-        // Plain causal, then reset at document boundaries (one sample of bh heads; documents
-        // of seq/3 tokens, one token, and the rest: a row whose first key lies tiles ahead).
-        let mut first = vec![0u32; seq];
-        let (a, b) = (seq / 3, seq / 3 + 1);
-        first[a..b].fill(a as u32);
-        first[b..].fill(b as u32);
-        for (tag, starts) in [
-            ("", None),
-            (
-                " (reset)",
-                Some(KeyStarts {
-                    heads: bh,
-                    first: &first,
-                }),
-            ),
-        ] {
-            let (mut o1, mut l1, mut o2, mut l2) = (
-                vec![0.0; bh * seq * d_v],
-                vec![0.0; bh * seq],
-                vec![0.0; bh * seq * d_v],
-                vec![0.0; bh * seq],
-            );
-            cand.attention_fwd(s, starts, &q, &k, &v, &mut o1, &mut l1);
-            refb.attention_fwd(s, starts, &q, &k, &v, &mut o2, &mut l2);
-            rows.push(compare(
-                &format!("attention fwd o{tag}"),
-                shape.clone(),
-                &o1,
-                &o2,
-                1e-4,
-            ));
-            rows.push(compare(
-                &format!("attention fwd lse{tag}"),
-                shape.clone(),
-                &l1,
-                &l2,
-                1e-5,
-            ));
-            let mut grads1 = [vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]];
-            let mut grads2 = grads1.clone();
-            {
-                let [dq, dk, dv] = &mut grads1;
-                cand.attention_bwd(s, starts, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
-            }
-            {
-                let [dq, dk, dv] = &mut grads2;
-                refb.attention_bwd(s, starts, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
-            }
-            for (i, name) in ["attention bwd dq", "attention bwd dk", "attention bwd dv"]
-                .iter()
-                .enumerate()
-            {
-                let name = format!("{name}{tag}");
-                // With a reset, the one-token document's dq is exactly 0 and others near it
-                // are small: the gradients are compared normwise there.
-                rows.push(if starts.is_some() {
-                    compare_normwise(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
-                } else {
-                    compare(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
-                });
+    section(&mut rows, "attention", |rows| {
+        for &(bh, seq, d_qk, d_v) in &[(3usize, 133usize, 192usize, 128usize), (2, 64, 32, 48)] {
+            let s = AttnShape {
+                bh,
+                seq,
+                d_qk,
+                d_v,
+                scale: 1.0 / (d_qk as f64).sqrt(),
+            };
+            let q = randn(&mut rng, bh * seq * d_qk, 1.0);
+            let k = randn(&mut rng, bh * seq * d_qk, 1.0);
+            let v = randn(&mut rng, bh * seq * d_v, 1.0);
+            let d_o = randn(&mut rng, bh * seq * d_v, 1.0);
+            let shape = format!("bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}");
+            // Plain causal, then reset at document boundaries (one sample of bh heads; documents
+            // of seq/3 tokens, one token, and the rest: a row whose first key lies tiles ahead).
+            let mut first = vec![0u32; seq];
+            let (a, b) = (seq / 3, seq / 3 + 1);
+            first[a..b].fill(a as u32);
+            first[b..].fill(b as u32);
+            for (tag, starts) in [
+                ("", None),
+                (
+                    " (reset)",
+                    Some(KeyStarts {
+                        heads: bh,
+                        first: &first,
+                    }),
+                ),
+            ] {
+                let (mut o1, mut l1, mut o2, mut l2) = (
+                    vec![0.0; bh * seq * d_v],
+                    vec![0.0; bh * seq],
+                    vec![0.0; bh * seq * d_v],
+                    vec![0.0; bh * seq],
+                );
+                cand.attention_fwd(s, starts, &q, &k, &v, &mut o1, &mut l1);
+                refb.attention_fwd(s, starts, &q, &k, &v, &mut o2, &mut l2);
+                rows.push(compare(
+                    &format!("attention fwd o{tag}"),
+                    shape.clone(),
+                    &o1,
+                    &o2,
+                    1e-4,
+                ));
+                rows.push(compare(
+                    &format!("attention fwd lse{tag}"),
+                    shape.clone(),
+                    &l1,
+                    &l2,
+                    1e-5,
+                ));
+                let mut grads1 = [vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]];
+                let mut grads2 = grads1.clone();
+                {
+                    let [dq, dk, dv] = &mut grads1;
+                    cand.attention_bwd(s, starts, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
+                }
+                {
+                    let [dq, dk, dv] = &mut grads2;
+                    refb.attention_bwd(s, starts, &q, &k, &v, &o2, &l2, &d_o, dq, dk, dv);
+                }
+                for (i, name) in ["attention bwd dq", "attention bwd dk", "attention bwd dv"]
+                    .iter()
+                    .enumerate()
+                {
+                    let name = format!("{name}{tag}");
+                    // With a reset, the one-token document's dq is exactly 0 and others near it
+                    // are small: the gradients are compared normwise there.
+                    rows.push(if starts.is_some() {
+                        compare_normwise(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
+                    } else {
+                        compare(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
+                    });
+                }
             }
         }
-    }
+    });
 
     // Cross-entropy over a real vocabulary size, with ignored rows.
-    {
+    section(&mut rows, "cross-entropy", |rows| {
         let (r, vocab) = (9usize, 50_257usize);
         let logits = randn(&mut rng, r * vocab, 3.0);
         let mut targets: Vec<u32> = (0..r).map(|_| rng.below(vocab) as u32).collect();
@@ -337,10 +371,10 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
             1e-4,
         ));
         rows.push(compare("cross-entropy fused loss", shape, &fl1, &fl2, 1e-5));
-    }
+    });
 
     // Embedding, with repeated ids (the backward's sums).
-    {
+    section(&mut rows, "embedding", |rows| {
         let (vocab, d, n) = (1000usize, 96usize, 300usize);
         let table = randn(&mut rng, vocab * d, 1.0);
         let ids: Vec<u32> = (0..n)
@@ -356,10 +390,10 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
         cand.embedding_bwd(&dy, d, &ids, &mut t1);
         refb.embedding_bwd(&dy, d, &ids, &mut t2);
         rows.push(compare("embedding bwd", shape, &t1, &t2, 1e-5));
-    }
+    });
 
     // Top-k with ties: the order (largest first, ties by index) must be the reference's.
-    {
+    section(&mut rows, "top-k", |rows| {
         let n = 256;
         let mut row = randn(&mut rng, n, 1.0);
         row[10] = 5.0;
@@ -376,7 +410,7 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
             tol: 0.0,
             pass: same,
         });
-    }
+    });
     rows
 }
 
@@ -414,8 +448,11 @@ mod tests {
     }
 
     /// A backend whose SwiGLU is off by one part in 10⁴: the table must say FAIL on that line.
+    /// With `panics`, its RMSNorm forward panics as the CUDA backend does on a failed launch.
     #[derive(Debug)]
-    struct Off;
+    struct Off {
+        panics: bool,
+    }
     impl Backend<f32> for Off {
         fn name(&self) -> &'static str {
             "off"
@@ -427,6 +464,9 @@ mod tests {
             CpuReference.matmul_lowp(p, a, b, c, f)
         }
         fn rmsnorm_fwd(&self, x: &[f32], w: &[f32], eps: f64, y: &mut [f32], r: &mut [f32]) {
+            if self.panics {
+                panic!("CUDA backend: rmsnorm_fwd_f32: CUDA_ERROR_ILLEGAL_ADDRESS");
+            }
             CpuReference.rmsnorm_fwd(x, w, eps, y, r)
         }
         fn rmsnorm_bwd_input(
@@ -514,12 +554,33 @@ mod tests {
 
     #[test]
     fn a_backend_off_by_one_part_in_ten_thousand_fails_its_line_and_only_it() {
-        let rows = kernel_table(&Off, 7);
+        let rows = kernel_table(&Off { panics: false }, 7);
         let failed: Vec<&str> = rows
             .iter()
             .filter(|r| !r.pass)
             .map(|r| r.op.as_str())
             .collect();
         assert_eq!(failed, ["swiglu fwd"], "{}", render(&rows));
+    }
+
+    #[test]
+    fn an_operation_that_panics_fails_its_section_and_the_table_goes_on() {
+        let all = kernel_table(&Off { panics: false }, 7);
+        let rows = kernel_table(&Off { panics: true }, 7);
+        let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass).collect();
+        assert_eq!(failed.len(), 2, "{}", render(&rows));
+        assert_eq!(failed[0].op, "RMSNorm");
+        assert!(
+            failed[0].shape.contains("panicked")
+                && failed[0].shape.contains("CUDA_ERROR_ILLEGAL_ADDRESS"),
+            "{}",
+            failed[0].shape
+        );
+        assert_eq!(failed[1].op, "swiglu fwd");
+        // The RMSNorm rows are replaced by the one failure; every later section ran.
+        let rmsnorm = all.iter().filter(|r| r.op.starts_with("rmsnorm")).count();
+        assert!(rmsnorm > 0);
+        assert_eq!(rows.len(), all.len() - rmsnorm + 1);
+        assert_eq!(rows.last().map(|r| r.op.as_str()), Some("top-k"));
     }
 }

@@ -50,7 +50,7 @@ fn read_log(run: &Path) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
 }
 
 /// The generated dataset both parts train on (`out/dataset`), made once per working
-/// directory and seed.
+/// directory and seed (the empty file `dataset-seed-S` says which seed made it).
 fn dataset(out: &Path, seed: u64) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     let made = out.join(format!("dataset-seed-{seed}"));
@@ -58,7 +58,12 @@ fn dataset(out: &Path, seed: u64) -> anyhow::Result<PathBuf> {
     if made.exists() && tokenmill_shards::Dataset::open(&dir).is_ok() {
         return Ok(dir);
     }
-    let _ = std::fs::remove_file(&made);
+    // Whatever dataset was there is replaced: no marker of another seed may vouch for it.
+    for e in std::fs::read_dir(out)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("dataset-seed-") {
+            std::fs::remove_file(e.path())?;
+        }
+    }
     let dir = quickstart(&QuickstartConfig {
         out: out.to_path_buf(),
         docs: 3000,

@@ -78,6 +78,86 @@ fn dataset(out: &Path, seed: u64) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// One training run of the device check, on `out/dataset`.
+struct Run<'a> {
+    /// Its directory under `out` (and `NAME.toml` beside it).
+    name: String,
+    preset: &'a str,
+    vocab: usize,
+    /// Train the preset's MTP module (the transformers anchor has none).
+    mtp: bool,
+    seq: u64,
+    batch: u64,
+    /// Peak and final learning rate, warm-up steps (then constant).
+    lr: (f64, f64, u64),
+    steps: u64,
+    seed: u64,
+    precision: &'a str,
+    device: &'a str,
+}
+
+/// Writes the run's configuration, trains it and reads its log back (losses, tokens/s and MFU
+/// by step).
+fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let Run {
+        name,
+        preset,
+        vocab,
+        seq,
+        batch,
+        steps,
+        seed,
+        precision,
+        device,
+        ..
+    } = r;
+    let mtp = if r.mtp {
+        ""
+    } else {
+        "num_nextn_predict_layers = 0\n"
+    };
+    let (peak, min, warmup) = r.lr;
+    let toml = format!(
+        r#"[model]
+preset = "{preset}"
+vocab_size = {vocab}
+{mtp}
+[data]
+train = "dataset"
+seq_len = {seq}
+batch = {batch}
+
+[lr]
+peak = {peak:e}
+min = {min:e}
+warmup = {warmup}
+constant = {steps}
+decay = 0
+
+[train]
+out = "{name}"
+steps = {steps}
+checkpoint_every = 0
+eval_every = 0
+init_seed = {seed}
+precision = "{precision}"
+device = "{device}"
+"#
+    );
+    let path = out.join(format!("{name}.toml"));
+    std::fs::write(&path, toml)?;
+    let cfg = read_config(&path)?;
+    let run_dir = cfg.train.out.clone();
+    let t = std::time::Instant::now();
+    train_in(cfg, false, true, None)
+        .with_context(|| format!("{preset} in {precision} on {device}"))?;
+    println!(
+        "   {preset} {precision} on {device}: {steps} steps in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    read_log(&run_dir)
+}
+
 /// Generates the dataset under `out` and compares training on `other` (`cuda`; `cpu` to test
 /// the comparison itself) with the CPU in each precision.
 pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result<Vec<Curve>> {
@@ -90,45 +170,22 @@ pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result
     for precision in ["fp32", "bf16", "fp8"] {
         let mut logs = Vec::new();
         for (i, device) in ["cpu", other].into_iter().enumerate() {
-            let run = format!("run-{precision}-{i}-{device}");
-            let toml = format!(
-                r#"[model]
-preset = "small"
-vocab_size = {vocab}
-
-[data]
-train = "dataset"
-seq_len = 256
-batch = 8
-
-[lr]
-peak = 1e-3
-min = 1e-4
-warmup = 5
-constant = {steps}
-decay = 0
-
-[train]
-out = "{run}"
-steps = {steps}
-checkpoint_every = 0
-eval_every = 0
-init_seed = {seed}
-precision = "{precision}"
-device = "{device}"
-"#
-            );
-            let path = out.join(format!("{run}.toml"));
-            std::fs::write(&path, toml)?;
-            let cfg = read_config(&path)?;
-            let run_dir = cfg.train.out.clone();
-            let t = std::time::Instant::now();
-            train_in(cfg, false, true, None).with_context(|| format!("{precision} on {device}"))?;
-            println!(
-                "   {precision} on {device}: {steps} steps in {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
-            logs.push(read_log(&run_dir)?);
+            logs.push(train_run(
+                out,
+                &Run {
+                    name: format!("run-{precision}-{i}-{device}"),
+                    preset: "small",
+                    vocab: vocab as usize,
+                    mtp: true,
+                    seq: 256,
+                    batch: 8,
+                    lr: (1e-3, 1e-4, 5),
+                    steps,
+                    seed,
+                    precision,
+                    device,
+                },
+            )?);
         }
         let (gpu, cpu) = (logs.pop().expect("two runs"), logs.pop().expect("two runs"));
         let max_rel = cpu
@@ -232,47 +289,22 @@ pub fn throughput(
         let counts = cfg.param_counts();
         let fpt = flops_per_token(&cfg, spec.seq);
         for precision in &spec.precisions {
-            let run = format!("speed-{preset}-{precision}-{device}");
-            let toml = format!(
-                r#"[model]
-preset = "{preset}"
-num_nextn_predict_layers = 0
-vocab_size = {vocab}
-
-[data]
-train = "dataset"
-seq_len = {seq}
-batch = {batch}
-
-[lr]
-peak = 3e-4
-min = 3e-5
-warmup = 1
-constant = {steps}
-decay = 0
-
-[train]
-out = "{run}"
-steps = {steps}
-checkpoint_every = 0
-eval_every = 0
-init_seed = {seed}
-precision = "{precision}"
-device = "{device}"
-"#,
-                vocab = cfg.vocab_size,
-                seq = spec.seq,
-                batch = spec.batch,
-                steps = spec.steps,
-            );
-            let path = out.join(format!("{run}.toml"));
-            std::fs::write(&path, toml)?;
-            let cfg_run = read_config(&path)?;
-            let run_dir = cfg_run.train.out.clone();
-            let t = std::time::Instant::now();
-            train_in(cfg_run, false, true, None)
-                .with_context(|| format!("{preset} in {precision} on {device}"))?;
-            let (loss, tps, _) = read_log(&run_dir)?;
+            let (loss, tps, _) = train_run(
+                out,
+                &Run {
+                    name: format!("speed-{preset}-{precision}-{device}"),
+                    preset,
+                    vocab: cfg.vocab_size,
+                    mtp: false,
+                    seq: spec.seq,
+                    batch: spec.batch,
+                    lr: (3e-4, 3e-5, 1),
+                    steps: spec.steps,
+                    seed,
+                    precision,
+                    device,
+                },
+            )?;
             anyhow::ensure!(
                 loss.len() as u64 == spec.steps,
                 "{preset} in {precision}: {} of {} steps logged",
@@ -298,11 +330,6 @@ device = "{device}"
                 mfu: peak_flops.map(|p| tokens_per_s * fpt / p),
                 last_loss: loss.last().copied().unwrap_or(f64::NAN),
             };
-            println!(
-                "   {preset} {precision} on {device}: {} steps in {:.1} s",
-                spec.steps,
-                t.elapsed().as_secs_f64()
-            );
             rows.push(row);
         }
     }

@@ -37,7 +37,7 @@ fn compare(op: &str, shape: String, got: &[f32], want: &[f32], tol: f64) -> Row 
     compare_floor(op, shape, got, want, tol, 1e-3)
 }
 
-/// [`compare`] normwise: the largest difference over the largest reference value.
+/// `compare` normwise: the largest difference over the largest reference value.
 pub fn compare_normwise(op: &str, shape: String, got: &[f32], want: &[f32], tol: f64) -> Row {
     compare_floor(op, shape, got, want, tol, 1.0)
 }
@@ -109,7 +109,7 @@ pub fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs every operation on `cand` and on the CPU reference; `seed` fixes the inputs. An
-/// operation that panics fails its section's row and the table goes on ([`section`]).
+/// operation that panics fails its section's row and the table goes on.
 pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
     let refb = CpuReference;
     let mut rng = Rng::new(seed);

@@ -6,7 +6,9 @@
 //!   accumulated in FP32 with promotion (fast accumulation off), by cuBLASLt's block-scaled
 //!   FP8 matmul (CUDA ≥ 12.9 on sm_90). In cuBLASLt's column-major terms this is
 //!   `Yᵀ = W·Xᵀ`: cuBLASLt's A is W (transposed: "TN", which FP8 requires), its B is X.
-//! - [`bf16_gemm`]: the BF16 cuBLAS GEMM (FP32 accumulation) it is compared with.
+//!
+//! The BF16 cuBLAS GEMM it is compared with is [`crate::device::Device::gemm_bf16`], the one
+//! training uses.
 //!
 //! Scale layouts cuBLASLt expects (converted from ours by [`activation_scales`] and
 //! [`weight_scales`]): the 1×128 scales with the token index fastest (`[k/128][m]`), the 128×128
@@ -260,57 +262,4 @@ impl<'d> Lt<'d> {
         }
         Ok(())
     }
-}
-
-/// `y[m,n] = x[m,k]·w[n,k]ᵀ` in BF16 (bits as u16) with FP32 accumulation, through cuBLAS.
-#[allow(clippy::too_many_arguments)]
-pub fn bf16_gemm(
-    dev: &Device,
-    m: usize,
-    n: usize,
-    k: usize,
-    x: &CudaSlice<u16>,
-    w: &CudaSlice<u16>,
-    y: &mut CudaSlice<u16>,
-) -> Result<()> {
-    use cudarc::cublas::sys as b;
-    let stream = dev.stream().clone();
-    let (alpha, beta) = (1.0f32, 0.0f32);
-    let (wp, _g0) = w.device_ptr(&stream);
-    let (xp, _g1) = x.device_ptr(&stream);
-    let (yp, _g2) = y.device_ptr_mut(&stream);
-    #[allow(unsafe_code)]
-    // SAFETY: W holds n·k, X m·k and Y m·n BF16 values (callers allocate them so); the
-    // pointers' guards live until the call is enqueued.
-    let r = unsafe {
-        b::cublasGemmEx(
-            *dev.blas().handle(),
-            b::cublasOperation_t::CUBLAS_OP_T,
-            b::cublasOperation_t::CUBLAS_OP_N,
-            n as i32,
-            m as i32,
-            k as i32,
-            (&alpha as *const f32).cast(),
-            wp as *const _,
-            b::cudaDataType_t::CUDA_R_16BF,
-            k as i32,
-            xp as *const _,
-            b::cudaDataType_t::CUDA_R_16BF,
-            k as i32,
-            (&beta as *const f32).cast(),
-            yp as *mut _,
-            b::cudaDataType_t::CUDA_R_16BF,
-            n as i32,
-            b::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            b::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-    };
-    if r != b::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-        return Err(Error::Blas {
-            lib: "cublas",
-            op: format!("BF16 GEMM {m}×{n}×{k}"),
-            message: format!("{r:?}"),
-        });
-    }
-    Ok(())
 }

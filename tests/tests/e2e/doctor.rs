@@ -4,6 +4,29 @@ use std::process::Command;
 
 use tokenmill_tests::tokenmill_bin;
 
+/// Runs `tokenmill doctor ARGS --out DIR/work --json DIR/report.json`, which must succeed;
+/// returns its stdout and the report.
+fn doctor(dir: &std::path::Path, args: &[&str]) -> (String, serde_json::Value) {
+    let json = dir.join("report.json");
+    let out = Command::new(tokenmill_bin())
+        .arg("doctor")
+        .args(args)
+        .arg("--out")
+        .arg(dir.join("work"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (stdout, rep)
+}
+
 /// The training comparison of the device check, with the CPU on both sides: it generates its
 /// dataset, trains the `small` preset in fp32, bf16 and fp8 twice, reads both logs back, and
 /// finds identical curves (the same process, the same arithmetic). On a GPU the second run is
@@ -11,27 +34,7 @@ use tokenmill_tests::tokenmill_bin;
 #[test]
 fn the_training_comparison_of_the_device_check_finds_identical_cpu_curves() {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let out = Command::new(tokenmill_bin())
-        .args([
-            "doctor",
-            "--train-cpu-vs-cpu",
-            "--train-steps",
-            "2",
-            "--out",
-        ])
-        .arg(dir.path().join("work"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (_, rep) = doctor(dir.path(), &["--train-cpu-vs-cpu", "--train-steps", "2"]);
     let curves = rep["training"].as_array().unwrap();
     let precisions: Vec<&str> = curves
         .iter()
@@ -99,10 +102,9 @@ fn without_a_gpu_driver_the_device_check_says_what_is_missing() {
 #[test]
 fn the_throughput_part_of_the_device_check_measures_each_preset_and_precision() {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let out = Command::new(tokenmill_bin())
-        .args([
-            "doctor",
+    let (stdout, rep) = doctor(
+        dir.path(),
+        &[
             "--speed-on-cpu",
             "--speed-presets",
             "tiny",
@@ -114,24 +116,12 @@ fn the_throughput_part_of_the_device_check_measures_each_preset_and_precision() 
             "2",
             "--speed-seq",
             "32",
-            "--out",
-        ])
-        .arg(dir.path().join("work"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(
         stdout.contains("tokens/s") && stdout.contains("MFU"),
         "{stdout}"
     );
-    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let rows = rep["throughput"].as_array().unwrap();
     let precisions: Vec<&str> = rows
         .iter()

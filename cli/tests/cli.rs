@@ -84,3 +84,31 @@ fn schedule_prints_the_grid_and_the_reports_bubble() {
     let (ok, out) = tokenmill(&["schedule", "--pp", "3", "--micro", "8"]);
     assert!(!ok && out.contains("even number of ranks"), "{out}");
 }
+
+/// `model init --config-only` writes the preset's `config.json` and no weights (what a peer
+/// that builds its own model reads: a 1B model's safetensors would be 4 GB).
+#[test]
+fn model_init_config_only_writes_the_config_and_no_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf");
+    let (ok, msg) = tokenmill(&[
+        "model",
+        "init",
+        "--preset",
+        "1b",
+        "--config-only",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{msg}");
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["config.json"]);
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(c["hidden_size"], 1024);
+    assert_eq!(c["n_routed_experts"], 64);
+    assert_eq!(c["num_hidden_layers"], 18);
+}

@@ -335,12 +335,10 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             a.speed_seq,
             a.speed_steps
         );
-        let gemm = std::mem::take(&mut rep.gemm);
-        let peak = |p: &str| gemm_peak(&gemm, p);
+        let peak = |p: &str| gemm_peak(&rep.gemm, p);
         let result = catch(|| {
             crate::commands::doctor_train::throughput(&a.out, &speed_spec(a), a.seed, "cuda", &peak)
         });
-        rep.gemm = gemm;
         match result {
             Ok(rows) => {
                 print_throughput(&rows);

@@ -3,7 +3,7 @@
 //! bf16 and fp8, and the two loss curves compared step by step ([`compare`]); then the
 //! training throughput of the `small` and `1b` presets on the GPU ([`throughput`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -50,13 +50,20 @@ fn read_log(run: &Path) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
 }
 
 /// The generated dataset both parts train on (`out/dataset`), made once per working
-/// directory and seed (the empty file `dataset-seed-S` says which seed made it).
-fn dataset(out: &Path, seed: u64) -> anyhow::Result<PathBuf> {
+/// directory and seed (the empty file `dataset-seed-S` says which seed made it); returns its
+/// tokenizer's vocabulary size.
+fn dataset(out: &Path, seed: u64) -> anyhow::Result<usize> {
     std::fs::create_dir_all(out)?;
     let made = out.join(format!("dataset-seed-{seed}"));
     let dir = out.join("dataset");
-    if made.exists() && tokenmill_shards::Dataset::open(&dir).is_ok() {
-        return Ok(dir);
+    let vocab = |dir: &Path| -> anyhow::Result<usize> {
+        let ds = tokenmill_shards::Dataset::open(dir)?;
+        Ok(ds.manifest().tokenizer.vocab_size as usize)
+    };
+    if made.exists()
+        && let Ok(v) = vocab(&dir)
+    {
+        return Ok(v);
     }
     // Whatever dataset was there is replaced: no marker of another seed may vouch for it.
     for e in std::fs::read_dir(out)?.flatten() {
@@ -75,7 +82,7 @@ fn dataset(out: &Path, seed: u64) -> anyhow::Result<PathBuf> {
         train_steps: 0,
     })?;
     std::fs::write(&made, b"")?;
-    Ok(dir)
+    vocab(&dir)
 }
 
 /// One training run of the device check, on `out/dataset`.
@@ -161,11 +168,7 @@ device = "{device}"
 /// Generates the dataset under `out` and compares training on `other` (`cuda`; `cpu` to test
 /// the comparison itself) with the CPU in each precision.
 pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result<Vec<Curve>> {
-    let dataset = dataset(out, seed)?;
-    let vocab = tokenmill_shards::Dataset::open(&dataset)?
-        .manifest()
-        .tokenizer
-        .vocab_size;
+    let vocab = dataset(out, seed)?;
     let mut curves = Vec::new();
     for precision in ["fp32", "bf16", "fp8"] {
         let mut logs = Vec::new();
@@ -175,7 +178,7 @@ pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result
                 &Run {
                     name: format!("run-{precision}-{i}-{device}"),
                     preset: "small",
-                    vocab: vocab as usize,
+                    vocab,
                     mtp: true,
                     seq: 256,
                     batch: 8,
@@ -215,8 +218,8 @@ pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result
 /// What the throughput part trains: presets × precisions, batch × sequence, steps each.
 #[derive(Debug, Clone)]
 pub struct ThroughputSpec {
-    /// Model presets (`small`, `1b`), at their own vocabulary (the generated dataset's 4,096
-    /// token ids fit in any of them).
+    /// Model presets (`small`, `1b`), at their own vocabulary, grown to the generated
+    /// dataset's tokenizer where that is larger (`tiny`).
     pub presets: Vec<String>,
     /// `fp32`, `bf16`, `fp8`.
     pub precisions: Vec<String>,
@@ -274,11 +277,7 @@ pub fn throughput(
     device: &str,
     peak: &dyn Fn(&str) -> Option<f64>,
 ) -> anyhow::Result<Vec<Throughput>> {
-    let dataset = dataset(out, seed)?;
-    let ids = tokenmill_shards::Dataset::open(&dataset)?
-        .manifest()
-        .tokenizer
-        .vocab_size as usize;
+    let ids = dataset(out, seed)?;
     let mut rows = Vec::new();
     for preset in &spec.presets {
         let mut cfg = ModelConfig::preset(preset)?;

@@ -78,18 +78,17 @@ pub fn run(c: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Init {
             preset,
+            seed,
             out,
-            config_only: true,
-            ..
+            config_only,
         } => {
-            let cfg = ModelConfig::preset(&preset)?;
-            cfg.validate()?;
-            tokenmill_trainer::hf::save_config(&out, &cfg)?;
-            println!("wrote {}/config.json", out.display());
-        }
-        Cmd::Init {
-            preset, seed, out, ..
-        } => {
+            if config_only {
+                let cfg = ModelConfig::preset(&preset)?;
+                cfg.validate()?;
+                tokenmill_trainer::hf::save_config(&out, &cfg)?;
+                println!("wrote {}/config.json", out.display());
+                return Ok(());
+            }
             let m = Model::new(ModelConfig::preset(&preset)?)?;
             tokenmill_trainer::hf::save(&out, &m, &m.init::<f32>(seed))?;
             println!("wrote {} ({} parameters)", out.display(), m.layout.len());

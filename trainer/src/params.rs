@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
 use tokenmill_kernels::Real;
 
 use crate::rng::Rng;
@@ -90,19 +91,33 @@ impl ParamLayout {
     /// tensor does not change the others.
     pub fn init<T: Real>(&self, std: f64, seed: u64) -> Vec<T> {
         let mut data = vec![T::zero(); self.len];
+        // The tensors' disjoint slices, filled in parallel (a 1B model's billion normal
+        // draws take 41 s on one core); each stream depends only on (seed, index), so the
+        // values do not depend on the thread count.
+        let mut parts = Vec::with_capacity(self.specs.len());
+        let mut rest = &mut data[..];
+        let mut at = 0;
         for (i, s) in self.specs.iter().enumerate() {
-            let dst = &mut data[s.range.clone()];
-            match s.kind {
-                ParamKind::Linear | ParamKind::Embedding => {
-                    let mut rng = Rng::new(seed.wrapping_mul(0x100000001B3).wrapping_add(i as u64));
-                    for x in dst {
-                        *x = T::of(rng.normal() * std);
-                    }
-                }
-                ParamKind::Norm => dst.fill(T::one()),
-                ParamKind::Buffer => dst.fill(T::zero()),
-            }
+            assert_eq!(
+                s.range.start, at,
+                "tensor {} is not where the layout ends",
+                s.name
+            );
+            let (part, tail) = rest.split_at_mut(s.range.len());
+            parts.push((i, s.kind, part));
+            rest = tail;
+            at = s.range.end;
         }
+        parts.into_par_iter().for_each(|(i, kind, dst)| match kind {
+            ParamKind::Linear | ParamKind::Embedding => {
+                let mut rng = Rng::new(seed.wrapping_mul(0x100000001B3).wrapping_add(i as u64));
+                for x in dst {
+                    *x = T::of(rng.normal() * std);
+                }
+            }
+            ParamKind::Norm => dst.fill(T::one()),
+            ParamKind::Buffer => dst.fill(T::zero()),
+        });
         data
     }
 }
@@ -117,4 +132,45 @@ pub fn view<'a, T>(layout: &ParamLayout, data: &'a [T], id: ParamId) -> &'a [T] 
 #[inline]
 pub fn view_mut<'a, T>(layout: &ParamLayout, data: &'a mut [T], id: ParamId) -> &'a mut [T] {
     &mut data[layout.range(id)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parallel fill is every tensor's own stream, bit for bit, in any thread pool.
+    #[test]
+    fn init_is_each_tensors_stream_whatever_the_threads() {
+        let mut l = ParamLayout::default();
+        l.add("embed", &[50, 8], ParamKind::Embedding);
+        for i in 0..20 {
+            l.add(format!("w{i}"), &[7, 3 + i], ParamKind::Linear);
+            l.add(format!("norm{i}"), &[7], ParamKind::Norm);
+        }
+        l.add("bias", &[4], ParamKind::Buffer);
+        let (std, seed) = (0.02, 9u64);
+        let mut want = Vec::with_capacity(l.len());
+        for (i, s) in l.specs.iter().enumerate() {
+            let mut rng = Rng::new(seed.wrapping_mul(0x100000001B3).wrapping_add(i as u64));
+            for _ in s.range.clone() {
+                want.push(match s.kind {
+                    ParamKind::Linear | ParamKind::Embedding => (rng.normal() * std) as f32,
+                    ParamKind::Norm => 1.0,
+                    ParamKind::Buffer => 0.0,
+                });
+            }
+        }
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got: Vec<f32> = pool.install(|| l.init(std, seed));
+            assert_eq!(
+                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{threads} threads"
+            );
+        }
+    }
 }

@@ -145,6 +145,7 @@ decay = 0
 out = "{name}"
 steps = {steps}
 checkpoint_every = 0
+final_checkpoint = false
 eval_every = 0
 init_seed = {seed}
 precision = "{precision}"
@@ -277,6 +278,11 @@ pub fn throughput(
     device: &str,
     peak: &dyn Fn(&str) -> Option<f64>,
 ) -> anyhow::Result<Vec<Throughput>> {
+    anyhow::ensure!(
+        spec.steps >= 2,
+        "throughput runs need at least 2 steps (the first is not counted), not {}",
+        spec.steps
+    );
     let ids = dataset(out, seed)?;
     let mut rows = Vec::new();
     for preset in &spec.presets {

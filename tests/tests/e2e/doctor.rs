@@ -164,5 +164,11 @@ fn the_throughput_part_of_the_device_check_measures_each_preset_and_precision() 
             "{r}"
         );
         assert!(r["last_loss"].as_f64().unwrap().is_finite(), "{r}");
+        // `final_checkpoint = false`: a 1B run must not write 12 GB it never reads.
+        let run = dir.path().join(format!(
+            "work/speed-tiny-{}-cpu",
+            r["precision"].as_str().unwrap()
+        ));
+        assert!(run.join("log.jsonl").exists() && !run.join("checkpoints/latest").exists());
     }
 }

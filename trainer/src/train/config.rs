@@ -101,6 +101,10 @@ pub struct DataConfig {
     pub attention_reset: bool,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_seed() -> u64 {
     1234
 }
@@ -153,6 +157,10 @@ pub struct LoopConfig {
     /// Checkpoint every this many steps (0 = only at the end).
     #[serde(default)]
     pub checkpoint_every: u64,
+    /// Save a checkpoint when the run ends (`false` for benchmarks and checks that only read
+    /// the log: a 1B model's checkpoint is 12 GB; such a run cannot be resumed from its end).
+    #[serde(default = "default_true")]
+    pub final_checkpoint: bool,
     /// MTP loss weight λ by step: `[[0, 0.3], [1000, 0.1]]` = 0.3 from step 0, 0.1 from 1000.
     #[serde(default = "default_lambda")]
     pub mtp_lambda: Vec<(u64, f64)>,

@@ -952,7 +952,9 @@ impl Trainer {
             last_eval = Some(l.loss);
             on_log(&l);
         }
-        self.save_checkpoint()?;
+        if tc.final_checkpoint {
+            self.save_checkpoint()?;
+        }
         Ok(last_eval)
     }
 }

@@ -6,6 +6,7 @@ pub mod fp8_gemm;
 pub mod gemm;
 pub mod loader;
 pub mod precision;
+pub mod seam;
 pub mod spikes;
 pub mod tokenize;
 pub mod train;

@@ -1,6 +1,6 @@
 //! `tokenmill bench …`: the benchmarks of [`crate::bench`].
 
-use crate::bench::{extract, fp8_gemm, gemm, loader, precision, spikes, tokenize, train};
+use crate::bench::{extract, fp8_gemm, gemm, loader, precision, seam, spikes, tokenize, train};
 
 /// `tokenmill bench`.
 #[derive(clap::Subcommand, Debug)]
@@ -12,6 +12,9 @@ pub enum Cmd {
     Fp8Gemm(fp8_gemm::Args),
     /// Training throughput and MFU of a preset vs transformers' DeepseekV3ForCausalLM (torch CPU).
     Train(train::Args),
+    /// What one training step asks of the backend seam: calls and bytes per operation, the
+    /// PCIe traffic and round trips of a device backend behind it (measured on the CPU).
+    Seam(seam::Args),
     /// The same training run in FP32, BF16 and FP8 GEMMs: loss parity and the curves overlaid.
     Precision(precision::Args),
     /// f32 GEMM rate of the CPU backend's fast matmul (own AVX-512 kernel, or the `gemm` crate
@@ -33,6 +36,7 @@ pub fn run(c: Cmd) -> anyhow::Result<()> {
         Cmd::Tokenize(a) => tokenize::run(a),
         Cmd::Fp8Gemm(a) => fp8_gemm::run(a),
         Cmd::Train(a) => train::run(a),
+        Cmd::Seam(a) => seam::run(a),
         Cmd::Precision(a) => precision::run(a),
         Cmd::Gemm(a) => gemm::run(a),
         Cmd::Loader(a) => loader::run(a),

@@ -357,7 +357,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
 
 fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
     println!(
-        "{:<8} {:<6} {:>10} {:>10} {:>12} {:>10} {:>14} {:>7} {:>10}",
+        "{:<8} {:<6} {:>10} {:>10} {:>12} {:>10} {:>14} {:>7} {:>10} {:>12} {:>10}",
         "preset",
         "prec",
         "params",
@@ -366,11 +366,15 @@ fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
         "step ms",
         "GEMM peak TF",
         "MFU",
-        "last loss"
+        "last loss",
+        "copies/step",
+        "GB/step"
     );
     for r in rows {
+        let or_dash =
+            |v: Option<f64>, prec: usize| v.map_or("–".into(), |x| format!("{x:.prec$}"));
         println!(
-            "{:<8} {:<6} {:>9.1}M {:>9.1}M {:>12.0} {:>10.1} {:>14} {:>7} {:>10.4}",
+            "{:<8} {:<6} {:>9.1}M {:>9.1}M {:>12.0} {:>10.1} {:>14} {:>7} {:>10.4} {:>12} {:>10}",
             r.preset,
             r.precision,
             r.params as f64 / 1e6,
@@ -380,7 +384,9 @@ fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
             r.peak_flops
                 .map_or("–".into(), |p| format!("{:.1}", p / 1e12)),
             r.mfu.map_or("–".into(), |m| format!("{:.1}%", 100.0 * m)),
-            r.last_loss
+            r.last_loss,
+            or_dash(r.copies_per_step, 0),
+            or_dash(r.copied_gb_per_step, 2)
         );
     }
 }

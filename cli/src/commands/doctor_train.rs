@@ -266,6 +266,11 @@ pub struct Throughput {
     pub mfu: Option<f64>,
     /// The loss of the last step (finite, or the run is not a measurement).
     pub last_loss: f64,
+    /// Host↔device copies per step on the GPU (the seam passes host slices; `bench seam`
+    /// measures the same on the CPU), averaged over the run's steps; `None` on the CPU.
+    pub copies_per_step: Option<f64>,
+    /// Bytes those copies moved per step, both ways, in GB.
+    pub copied_gb_per_step: Option<f64>,
 }
 
 /// Trains each preset × precision of `spec` on `device` from the generated dataset under
@@ -294,6 +299,7 @@ pub fn throughput(
         let counts = cfg.param_counts();
         let fpt = flops_per_token(&cfg, spec.seq);
         for precision in &spec.precisions {
+            let before = tokenmill_cuda::device::copies();
             let (loss, tps, _) = train_run(
                 out,
                 &Run {
@@ -316,6 +322,9 @@ pub fn throughput(
                 loss.len(),
                 spec.steps
             );
+            let copied = tokenmill_cuda::device::copies() - before;
+            let on_gpu = device == "cuda";
+            let steps = spec.steps as f64;
             let tokens_per_s = median(tps.iter().skip(1).copied().collect());
             let peak_flops = peak(precision);
             let row = Throughput {
@@ -334,6 +343,9 @@ pub fn throughput(
                 peak_flops,
                 mfu: peak_flops.map(|p| tokens_per_s * fpt / p),
                 last_loss: loss.last().copied().unwrap_or(f64::NAN),
+                copies_per_step: on_gpu.then(|| copied.count as f64 / steps),
+                copied_gb_per_step: on_gpu
+                    .then(|| (copied.to_device + copied.to_host) as f64 / 1e9 / steps),
             };
             rows.push(row);
         }

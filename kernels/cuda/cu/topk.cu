@@ -1,5 +1,5 @@
-// Top-k selection (reference kernels/src/cpu/topk.rs) and the DeepSeek-V3 router (the trainer's
-// trainer/src/moe/mod.rs, `Moe::route` and the gates of `Moe::fwd`).
+// Top-k selection (reference kernels/src/cpu/topk.rs) and the DeepSeek-V3 router (the seam's
+// `Backend::route`, reference kernels/src/cpu/route.rs).
 //
 // The order is the reference's: larger value first, ties to the lower index, NaN after every
 // number (NaNs among themselves by index). It is a strict total order, so the j-th element is
@@ -68,7 +68,7 @@ KERNEL void topk_f32(const float* __restrict__ scores, int rows, int n, int k,
 //     of the other groups get c = −inf
 //   idx = top-k of c                                     idx [tokens, k], in top-k order
 //   weights = s[idx] / (Σ_idx s + 1e-20) · route_scale   (norm_topk; else s[idx] · route_scale)
-// Sums add in the trainer's order (Rust's float sum starts from −0.0), so the results are
+// Sums add in the CPU router's order (Rust's float sum starts from −0.0), so the results are
 // the trainer's bit for bit wherever expf is the CPU's.
 // Launch: grid (ceil(tokens / 4)), block 128 (one warp per token), dynamic shared
 // 4 · 16 · experts bytes (≤ 48 KiB up to 768 experts).

@@ -11,7 +11,7 @@ use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use tokenmill_kernels::backend::{
     AttnShape, Backend, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts, LowpGemm, MatMul,
-    RopeRows, RopeTable,
+    RopeRows, RopeTable, Route,
 };
 
 use crate::device::{Device, elementwise};
@@ -532,21 +532,68 @@ impl Backend<f32> for Cuda {
         })())
     }
 
-    fn topk(&self, row: &[f32], k: usize, out: &mut Vec<usize>) {
+    fn route(
+        &self,
+        r: Route,
+        logits: &[f32],
+        bias: &[f32],
+        scores: &mut [f32],
+        idx: &mut [u32],
+        gates: &mut [f32],
+    ) {
+        let n = r.tokens(logits, bias, scores, idx, gates);
+        if n == 0 {
+            return;
+        }
+        // Four warps per block, each with 4 arrays of `experts` 4-byte values in shared
+        // memory (cu/topk.cu): 48 KiB, the default limit, holds 768 experts.
+        assert!(
+            r.experts <= 768,
+            "route: {} experts need more than 48 KiB of shared memory per block",
+            r.experts
+        );
         ok((|| {
-            let gr = self.dev.upload("top-k row", row)?;
-            let mut gi = self.dev.zeros::<i32>("top-k indices", k)?;
-            let (rows, n, kk) = (1i32, row.len() as i32, k as i32);
+            let gl = self.dev.upload("router logits", logits)?;
+            let gb = self.dev.upload("router bias", bias)?;
+            let mut gs = self.dev.zeros::<f32>("router scores", scores.len())?;
+            let mut gi = self.dev.zeros::<i32>("router experts", idx.len())?;
+            let mut gg = self.dev.zeros::<f32>("router gates", gates.len())?;
+            let (t, e, g, tg, k) = (
+                n as i32,
+                r.experts as i32,
+                r.groups as i32,
+                r.topk_groups as i32,
+                r.k as i32,
+            );
+            let (scale, norm) = (r.scale as f32, i32::from(r.norm));
             {
-                let mut b = self.k("topk_f32")?;
-                b.arg(&gr).arg(&rows).arg(&n).arg(&kk).arg(&mut gi);
-                go("topk_f32", b, warp_rows(1))?;
+                let mut b = self.k("moe_route_f32")?;
+                b.arg(&gl)
+                    .arg(&gb)
+                    .arg(&t)
+                    .arg(&e)
+                    .arg(&g)
+                    .arg(&tg)
+                    .arg(&k)
+                    .arg(&scale)
+                    .arg(&norm)
+                    .arg(&mut gi)
+                    .arg(&mut gg)
+                    .arg(&mut gs);
+                let cfg = LaunchConfig {
+                    shared_mem_bytes: (4 * 16 * r.experts) as u32,
+                    ..warp_rows(n)
+                };
+                go("moe_route_f32", b, cfg)?;
             }
-            let mut h = vec![0i32; k];
+            let mut h = vec![0i32; idx.len()];
             self.dev.download(&gi, &mut h)?;
-            out.clear();
-            out.extend(h.iter().map(|&i| i as usize));
-            Ok(())
+            for (d, &s) in idx.iter_mut().zip(&h) {
+                // K ≤ experts, so every pick is an expert (the kernel writes -1 only past them).
+                *d = s as u32;
+            }
+            self.dev.download(&gs, scores)?;
+            self.dev.download(&gg, gates)
         })())
     }
 }

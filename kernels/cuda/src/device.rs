@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys as blas_sys};
 use cudarc::driver::{
@@ -14,6 +15,46 @@ use tokenmill_kernels::backend::MatMul;
 
 use crate::error::{Error, Result, driver};
 use crate::{libs, nvrtc, source};
+
+/// Host↔device copies made by [`Device::upload`] and [`Device::download`] in this process, all
+/// devices together: copies, bytes to the device, bytes to the host.
+static COPIES: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// A count of host↔device copies ([`copies`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copies {
+    /// Copies, either way.
+    pub count: u64,
+    /// Bytes copied to the device.
+    pub to_device: u64,
+    /// Bytes copied to the host.
+    pub to_host: u64,
+}
+
+impl std::ops::Sub for Copies {
+    type Output = Copies;
+    fn sub(self, o: Copies) -> Copies {
+        Copies {
+            count: self.count - o.count,
+            to_device: self.to_device - o.to_device,
+            to_host: self.to_host - o.to_host,
+        }
+    }
+}
+
+/// The copies made so far in this process (take two readings and subtract for a span).
+pub fn copies() -> Copies {
+    Copies {
+        count: COPIES[0].load(Ordering::Relaxed),
+        to_device: COPIES[1].load(Ordering::Relaxed),
+        to_host: COPIES[2].load(Ordering::Relaxed),
+    }
+}
+
+fn count_copy(dir: usize, bytes: usize) {
+    COPIES[0].fetch_add(1, Ordering::Relaxed);
+    COPIES[dir].fetch_add(bytes as u64, Ordering::Relaxed);
+}
 
 /// A GPU with the kernels loaded.
 pub struct Device {
@@ -148,6 +189,7 @@ impl Device {
 
     /// A device copy of `host`.
     pub fn upload<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<CudaSlice<T>> {
+        count_copy(1, std::mem::size_of_val(host));
         self.stream
             .clone_htod(host)
             .map_err(|e| self.oom(what, std::mem::size_of_val(host), e))
@@ -170,6 +212,7 @@ impl Device {
             return Ok(());
         }
         let view = dev.slice(..host.len());
+        count_copy(2, std::mem::size_of_val(host));
         self.stream
             .memcpy_dtoh(&view, host)
             .map_err(driver("copy to the host"))

@@ -1,8 +1,8 @@
 //! The CPU backends: [`Cpu`] (the fast kernels of [`crate::cpu`]) and [`CpuReference`] (their
 //! plain references).
 
-use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable};
-use crate::cpu::{attention, embedding, loss, lowp, matmul, norm, rope, swiglu, topk};
+use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route};
+use crate::cpu::{attention, embedding, loss, lowp, matmul, norm, rope, route, swiglu};
 use crate::real::Real;
 
 /// The fast CPU kernels.
@@ -15,7 +15,7 @@ pub struct CpuReference;
 
 macro_rules! impl_backend {
     ($ty:ident, $name:literal, $mm:path, $lp:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
-     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $tk:path) => {
+     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -127,8 +127,16 @@ macro_rules! impl_backend {
             fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]) {
                 $eb(dy, d, ids, dtable)
             }
-            fn topk(&self, row: &[T], k: usize, out: &mut Vec<usize>) {
-                $tk(row, k, out)
+            fn route(
+                &self,
+                r: Route,
+                logits: &[T],
+                bias: &[T],
+                scores: &mut [T],
+                idx: &mut [u32],
+                gates: &mut [T],
+            ) {
+                $ro(r, logits, bias, scores, idx, gates)
             }
         }
     };
@@ -153,7 +161,7 @@ impl_backend!(
     loss::cross_entropy_fused,
     embedding::embedding_fwd,
     embedding::embedding_bwd,
-    topk::topk
+    route::route
 );
 
 impl_backend!(
@@ -175,5 +183,5 @@ impl_backend!(
     loss::cross_entropy_fused_ref,
     embedding::embedding_fwd_ref,
     embedding::embedding_bwd_ref,
-    topk::topk_ref
+    route::route_ref
 );

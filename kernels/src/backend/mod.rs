@@ -5,15 +5,19 @@
 //! - `types.rs`: the operations' argument types ([`MatMul`], [`LowpGemm`], [`RopeTable`],
 //!   [`RopeRows`], [`AttnShape`], [`IGNORE`]), which belong to the seam and not to a backend;
 //! - `cpu.rs`: two CPU backends, [`Cpu`] (fast kernels) and [`CpuReference`] (the plain loops),
-//!   which the model tests run side by side.
+//!   which the model tests run side by side;
+//! - `metered.rs`: [`Metered`], any backend with the calls and bytes a device backend behind
+//!   this host-slice seam copies, counted per operation.
 
 mod cpu;
+mod metered;
 mod types;
 
 pub use cpu::{Cpu, CpuReference};
+pub use metered::{Metered, Traffic};
 pub use types::{
     AttnShape, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts, LowpGemm, MatMul,
-    RopeRows, RopeTable, first_key,
+    RopeRows, RopeTable, Route, first_key,
 };
 
 use crate::real::Real;
@@ -119,6 +123,17 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]);
     /// Embedding backward (accumulates).
     fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]);
-    /// Top-k indices of a row, largest first.
-    fn topk(&self, row: &[T], k: usize, out: &mut Vec<usize>);
+    /// The MoE router over all tokens at once ([`Route`]; kernels/src/cpu/route.rs): scores
+    /// `sigmoid(logits)` `[tokens, experts]`, each token's group-limited top-K experts of
+    /// `scores + bias` in `idx` `[tokens, K]` (best first) and their gates `[tokens, K]`. One
+    /// call per layer, so a device backend launches once rather than per token.
+    fn route(
+        &self,
+        r: Route,
+        logits: &[T],
+        bias: &[T],
+        scores: &mut [T],
+        idx: &mut [u32],
+        gates: &mut [T],
+    );
 }

@@ -202,3 +202,54 @@ pub struct AttnShape {
     /// Softmax scale (1/sqrt(d_qk) for DeepSeek-V3 without YaRN).
     pub scale: f64,
 }
+
+/// The DeepSeek-V3 router's settings (§2.1.2; `n_routed_experts`, `n_group`, `topk_group`,
+/// `num_experts_per_tok`, `routed_scaling_factor`, `norm_topk_prob` of the model config).
+/// Layout: logits and scores `[tokens, experts]`, bias `[experts]`, idx and gates `[tokens, k]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Route {
+    /// Routed experts per row.
+    pub experts: usize,
+    /// Expert groups (1: no group limit); they divide the experts.
+    pub groups: usize,
+    /// Groups a token may route to.
+    pub topk_groups: usize,
+    /// Experts per token K.
+    pub k: usize,
+    /// `routed_scaling_factor`.
+    pub scale: f64,
+    /// `norm_topk_prob`: the gates of a token's experts normalised to sum to `scale`.
+    pub norm: bool,
+}
+
+impl Route {
+    /// Tokens in `logits`, after checking every buffer's length and the settings.
+    ///
+    /// # Panics
+    /// When a buffer's length does not match the settings, K exceeds the experts, or the groups
+    /// do not divide the experts.
+    pub fn tokens<T>(
+        &self,
+        logits: &[T],
+        bias: &[T],
+        scores: &[T],
+        idx: &[u32],
+        gates: &[T],
+    ) -> usize {
+        let (e, k) = (self.experts, self.k);
+        assert!(e > 0 && k > 0 && k <= e, "route: K = {k} of {e} experts");
+        assert!(
+            self.groups >= 1 && e % self.groups == 0 && self.topk_groups >= 1,
+            "route: {} groups of {e} experts, {} kept",
+            self.groups,
+            self.topk_groups
+        );
+        assert_eq!(logits.len() % e, 0, "route: logits not [tokens, {e}]");
+        let n = logits.len() / e;
+        assert_eq!(bias.len(), e, "route: bias");
+        assert_eq!(scores.len(), n * e, "route: scores");
+        assert_eq!(idx.len(), n * k, "route: idx");
+        assert_eq!(gates.len(), n * k, "route: gates");
+        n
+    }
+}

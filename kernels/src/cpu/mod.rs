@@ -12,6 +12,7 @@ pub mod lowp;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+pub mod route;
 pub mod sgemm;
 pub mod swiglu;
 pub mod topk;

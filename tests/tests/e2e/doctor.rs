@@ -164,6 +164,11 @@ fn the_throughput_part_of_the_device_check_measures_each_preset_and_precision() 
             "{r}"
         );
         assert!(r["last_loss"].as_f64().unwrap().is_finite(), "{r}");
+        // Host↔device copies are counted on the GPU only.
+        assert!(
+            r["copies_per_step"].is_null() && r["copied_gb_per_step"].is_null(),
+            "{r}"
+        );
         // `final_checkpoint = false`: a 1B run must not write 12 GB it never reads.
         let run = dir.path().join(format!(
             "work/speed-tiny-{}-cpu",
@@ -171,4 +176,57 @@ fn the_throughput_part_of_the_device_check_measures_each_preset_and_precision() 
         ));
         assert!(run.join("log.jsonl").exists() && !run.join("checkpoints/latest").exists());
     }
+}
+
+/// `bench seam` counts what one training step asks of the backend seam. Checked against what
+/// the model must move whatever the backend: the logits go up and their gradient comes back
+/// once (the fused cross-entropy), every MoE layer routes all its tokens in one call, and the
+/// total is the sum of the operations.
+#[test]
+fn the_seam_benchmark_counts_each_operation_of_a_step() {
+    use tokenmill_trainer::ModelConfig;
+    let out = Command::new(tokenmill_bin())
+        .args([
+            "bench", "seam", "--preset", "tiny", "--batch", "2", "--seq", "32", "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let tiny = ModelConfig::preset("tiny").unwrap();
+    let (b, s) = (2u64, 32u64);
+    let ops = t["ops"].as_object().unwrap();
+    let get = |op: &str, f: &str| ops[op][f].as_u64().unwrap();
+    // The fused cross-entropy: logits [b·s, vocab] up and back as their gradient, f32, with
+    // the targets and the loss gradients up, the losses and log-sum-exps back.
+    let logits = b * s * tiny.vocab_size as u64 * 4;
+    assert_eq!(get("cross_entropy_fused", "calls"), 1);
+    assert_eq!(
+        get("cross_entropy_fused", "to_device"),
+        logits + b * s * 4 * 2
+    );
+    assert_eq!(
+        get("cross_entropy_fused", "to_host"),
+        logits + b * s * 4 * 2
+    );
+    // One router call per MoE layer, whatever the number of tokens.
+    let moe = (0..tiny.num_hidden_layers)
+        .filter(|&l| tiny.is_moe(l))
+        .count() as u64;
+    assert!(moe > 0);
+    assert_eq!(get("route", "calls"), moe);
+    let e = tiny.n_routed_experts as u64;
+    assert_eq!(get("route", "to_device"), moe * (b * s * e + e) * 4);
+    // The total is the sum.
+    for f in ["calls", "to_device", "to_host"] {
+        let sum: u64 = ops.values().map(|v| v[f].as_u64().unwrap()).sum();
+        assert_eq!(t["total"][f].as_u64(), Some(sum), "{f}");
+    }
+    assert_eq!(t["preset"], "tiny");
+    assert!(get("matmul", "calls") > 0);
 }

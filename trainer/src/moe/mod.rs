@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use tokenmill_comm::Collectives;
+use tokenmill_kernels::backend::Route;
 use tokenmill_kernels::bf16::{from_bf16, to_bf16};
 use tokenmill_kernels::quant::{ScaleRounding, quantize};
 use tokenmill_kernels::{Fp8Format, Real};
@@ -38,11 +39,6 @@ use crate::mlp::{Mlp, MlpCache};
 use crate::ops::{Buf, Ctx, Linear, Precision, WgradQueue};
 use crate::params::ParamId;
 use crate::timeline;
-
-/// Value given to the affinities of experts in groups that were not chosen, before the top-K:
-/// −∞, as Hugging Face's `DeepseekV3TopkRouter` does (some older checkpoints' code filled 0.0,
-/// which picks different experts when biased scores are negative).
-const GROUP_MASK: f64 = f64::NEG_INFINITY;
 
 /// One MoE layer.
 #[derive(Debug, Clone)]
@@ -105,39 +101,21 @@ impl<T> MoeCache<T> {
     }
 }
 
-fn sigmoid<T: Real>(x: T) -> T {
-    T::one() / (T::one() + (-x).exp())
-}
-
 impl Moe {
     fn n_experts(&self) -> usize {
         self.experts.len()
     }
 
-    /// Chooses the experts of one token: `idx` gets K expert indices.
-    fn route<T: Real>(&self, cx: &Ctx<'_, T>, s: &[T], bias: &[T], idx: &mut Vec<usize>) {
-        let e = self.n_experts();
-        let choice: Vec<T> = s.iter().zip(bias).map(|(&a, &b)| a + b).collect();
-        if self.n_group <= 1 {
-            cx.be.topk(&choice, self.top_k, idx);
-            return;
+    /// The router's settings for the backend (`Backend::route`).
+    fn route(&self) -> Route {
+        Route {
+            experts: self.n_experts(),
+            groups: self.n_group.max(1),
+            topk_groups: self.topk_group,
+            k: self.top_k,
+            scale: self.route_scale,
+            norm: self.norm_topk,
         }
-        let gsize = e / self.n_group;
-        let mut tmp = Vec::new();
-        let gscore: Vec<T> = choice
-            .chunks(gsize)
-            .map(|g| {
-                cx.be.topk(g, 2.min(gsize), &mut tmp);
-                tmp.iter().map(|&i| g[i]).sum()
-            })
-            .collect();
-        let mut groups = Vec::new();
-        cx.be.topk(&gscore, self.topk_group, &mut groups);
-        let mut masked = vec![T::of(GROUP_MASK); e];
-        for &g in &groups {
-            masked[g * gsize..(g + 1) * gsize].copy_from_slice(&choice[g * gsize..(g + 1) * gsize]);
-        }
-        cx.be.topk(&masked, self.top_k, idx);
     }
 
     /// Forward over `b` sequences of `s` tokens; x `[b·s, d]` (already normalised).
@@ -152,28 +130,25 @@ impl Moe {
         let (e, k) = (self.n_experts(), self.top_k);
         let d = self.router.inp;
         let n = b * s;
-        let mut scores = self.router.fwd(cx, &x);
-        for v in scores.iter_mut() {
-            *v = sigmoid(*v);
-        }
-        let bias = cx.w(self.bias);
-        let mut idx = vec![0usize; n * k];
+        // Route: scores, each token's experts and gates, all tokens in one backend call.
+        let logits = self.router.fwd(cx, &x);
+        let mut scores = vec![T::zero(); n * e];
+        let mut picks = vec![0u32; n * k];
         let mut gates = vec![T::zero(); n * k];
-        let mut sel = Vec::with_capacity(k);
+        let bias = cx.w(self.bias);
+        cx.be.route(
+            self.route(),
+            &logits,
+            bias,
+            &mut scores,
+            &mut picks,
+            &mut gates,
+        );
+        drop(logits);
+        let idx: Vec<usize> = picks.iter().map(|&i| i as usize).collect();
         let mut rows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); e];
-        for t in 0..n {
-            let st = &scores[t * e..(t + 1) * e];
-            self.route(cx, st, bias, &mut sel);
-            let denom = if self.norm_topk {
-                sel.iter().map(|&i| st[i]).sum::<T>() + T::of(1e-20)
-            } else {
-                T::one()
-            };
-            for (j, &i) in sel.iter().enumerate() {
-                idx[t * k + j] = i;
-                gates[t * k + j] = st[i] / denom * T::of(self.route_scale);
-                rows[i].push((t, j));
-            }
+        for (r, &i) in idx.iter().enumerate() {
+            rows[i].push((r / k, r % k));
         }
         let mut load: Vec<u64> = rows.iter().map(|r| r.len() as u64).collect();
         let group = cx.ep;

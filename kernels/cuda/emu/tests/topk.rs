@@ -1,8 +1,10 @@
 //! topk.cu: `topk_f32` against kernels/src/cpu/topk.rs (indices bit for bit, with ties, ±0,
-//! NaN and infinities, k > n), and `moe_route_f32` against the DeepSeek-V3 router of
-//! trainer/src/moe/mod.rs (`Moe::route` and the gates of `Moe::fwd`), transcribed below with
-//! the CPU backend's top-k (the trainer crate is not a dependency of the emulator).
+//! NaN and infinities, k > n; the order the router's selections use), and `moe_route_f32`
+//! against the seam's CPU router (kernels/src/cpu/route.rs), scores, experts and gates bit for
+//! bit.
 use tokenmill_cuda_emu::{Ptr, launch};
+use tokenmill_kernels::backend::Route;
+use tokenmill_kernels::cpu;
 use tokenmill_kernels::cpu::topk::{topk, topk_ref};
 use tokenmill_kernels::rng::Rng;
 
@@ -16,8 +18,8 @@ unsafe extern "C" {
         groups: i32,
         topk_groups: i32,
         k: i32,
-        route_scale: f32,
-        norm_topk: i32,
+        scale: f32,
+        norm: i32,
         idx: *mut i32,
         weights: *mut f32,
         scores: *mut f32,
@@ -110,66 +112,19 @@ fn topk_k_beyond_the_row_pads_with_minus_one() {
     assert_eq!(gpu_topk(&s, 1, 7, 9), vec![4, 0, 2, 1, 3, 5, 6, -1, -1]);
 }
 
-/// The router's settings.
-#[derive(Debug, Clone, Copy)]
-struct Router {
-    experts: usize,
-    groups: usize,
-    topk_groups: usize,
-    k: usize,
-    route_scale: f64,
-    norm_topk: bool,
+/// The seam's CPU router (reference), as (scores, idx, gates).
+fn route_ref(r: Route, logits: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+    let n = logits.len() / r.experts;
+    let (mut s, mut i, mut g) = (
+        vec![0f32; logits.len()],
+        vec![0u32; n * r.k],
+        vec![0f32; n * r.k],
+    );
+    cpu::route::route_ref(r, logits, bias, &mut s, &mut i, &mut g);
+    (s, i, g)
 }
 
-/// trainer/src/moe/mod.rs: `sigmoid`, `Moe::route` (for f32, with the CPU backend's top-k)
-/// and the gates of `Moe::fwd`, line for line. Returns (scores, idx, gates).
-fn route_ref(r: Router, logits: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
-    let (e, k) = (r.experts, r.k);
-    let n = logits.len() / e;
-    let scores: Vec<f32> = logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
-    let mut idx = vec![0usize; n * k];
-    let mut gates = vec![0f32; n * k];
-    let mut sel = Vec::new();
-    for t in 0..n {
-        let st = &scores[t * e..(t + 1) * e];
-        // Moe::route
-        let choice: Vec<f32> = st.iter().zip(bias).map(|(&a, &b)| a + b).collect();
-        if r.groups <= 1 {
-            topk(&choice, k, &mut sel);
-        } else {
-            let gsize = e / r.groups;
-            let mut tmp = Vec::new();
-            let gscore: Vec<f32> = choice
-                .chunks(gsize)
-                .map(|g| {
-                    topk(g, 2.min(gsize), &mut tmp);
-                    tmp.iter().map(|&i| g[i]).sum()
-                })
-                .collect();
-            let mut groups = Vec::new();
-            topk(&gscore, r.topk_groups, &mut groups);
-            let mut masked = vec![f64::NEG_INFINITY as f32; e];
-            for &g in &groups {
-                masked[g * gsize..(g + 1) * gsize]
-                    .copy_from_slice(&choice[g * gsize..(g + 1) * gsize]);
-            }
-            topk(&masked, k, &mut sel);
-        }
-        // Moe::fwd
-        let denom = if r.norm_topk {
-            sel.iter().map(|&i| st[i]).sum::<f32>() + 1e-20f64 as f32
-        } else {
-            1.0
-        };
-        for (j, &i) in sel.iter().enumerate() {
-            idx[t * k + j] = i;
-            gates[t * k + j] = st[i] / denom * r.route_scale as f32;
-        }
-    }
-    (scores, idx, gates)
-}
-
-fn gpu_route(r: Router, logits: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<i32>, Vec<f32>) {
+fn gpu_route(r: Route, logits: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<i32>, Vec<f32>) {
     let (e, k) = (r.experts, r.k);
     let n = logits.len() / e;
     let (mut scores, mut idx, mut w) = (vec![0f32; n * e], vec![-7i32; n * k], vec![0f32; n * k]);
@@ -196,8 +151,8 @@ fn gpu_route(r: Router, logits: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<i32>, Ve
                     r.groups as i32,
                     r.topk_groups as i32,
                     k as i32,
-                    r.route_scale as f32,
-                    i32::from(r.norm_topk),
+                    r.scale as f32,
+                    i32::from(r.norm),
                     ip.p(),
                     wp.p(),
                     sp.p(),
@@ -208,7 +163,7 @@ fn gpu_route(r: Router, logits: &[f32], bias: &[f32]) -> (Vec<f32>, Vec<i32>, Ve
     (scores, idx, w)
 }
 
-fn check_route(r: Router, logits: &[f32], bias: &[f32], what: &str) {
+fn check_route(r: Route, logits: &[f32], bias: &[f32], what: &str) {
     let (s, idx, w) = gpu_route(r, logits, bias);
     let (rs, ridx, rw) = route_ref(r, logits, bias);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -218,13 +173,13 @@ fn check_route(r: Router, logits: &[f32], bias: &[f32], what: &str) {
     assert_eq!(bits(&w), bits(&rw), "{what}: weights");
 }
 
-const DSV3: Router = Router {
+const DSV3: Route = Route {
     experts: 256,
     groups: 8,
     topk_groups: 4,
     k: 8,
-    route_scale: 2.5,
-    norm_topk: true,
+    scale: 2.5,
+    norm: true,
 };
 
 #[test]
@@ -234,9 +189,9 @@ fn route_like_deepseek_v3() {
     let logits: Vec<f32> = (0..tokens * 256).map(|_| rng.normal() as f32).collect();
     let bias: Vec<f32> = (0..256).map(|_| rng.normal() as f32 * 0.05).collect();
     check_route(DSV3, &logits, &bias, "DeepSeek-V3 shape");
-    let plain = Router {
-        norm_topk: false,
-        route_scale: 1.0,
+    let plain = Route {
+        norm: false,
+        scale: 1.0,
         ..DSV3
     };
     check_route(plain, &logits, &bias, "no normalisation");
@@ -246,45 +201,45 @@ fn route_like_deepseek_v3() {
 fn route_small_shapes_and_a_single_group() {
     let mut rng = Rng::new(15);
     for r in [
-        Router {
+        Route {
             experts: 16,
             groups: 4,
             topk_groups: 2,
             k: 3,
-            route_scale: 1.0,
-            norm_topk: true,
+            scale: 1.0,
+            norm: true,
         },
-        Router {
+        Route {
             experts: 64,
             groups: 1,
             topk_groups: 1,
             k: 6,
-            route_scale: 2.0,
-            norm_topk: true,
+            scale: 2.0,
+            norm: true,
         },
-        Router {
+        Route {
             experts: 8,
             groups: 8,
             topk_groups: 3,
             k: 3,
-            route_scale: 1.0,
-            norm_topk: true,
+            scale: 1.0,
+            norm: true,
         }, // groups of one: scored by their single expert
-        Router {
+        Route {
             experts: 40,
             groups: 2,
             topk_groups: 1,
             k: 20,
-            route_scale: 1.5,
-            norm_topk: true,
+            scale: 1.5,
+            norm: true,
         }, // every expert of the chosen group
-        Router {
+        Route {
             experts: 12,
             groups: 4,
             topk_groups: 1,
             k: 5,
-            route_scale: 1.0,
-            norm_topk: true,
+            scale: 1.0,
+            norm: true,
         }, // k beyond the chosen group: −inf experts of other groups, by index
     ] {
         let tokens = 5;

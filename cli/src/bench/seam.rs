@@ -1,0 +1,176 @@
+//! `tokenmill bench seam`: what one training step asks of the backend seam — calls and bytes
+//! per operation — measured on the CPU through [`Metered`]. The seam passes host slices, so a
+//! device backend behind it (the CUDA one) copies every input to the device and every output
+//! back, one synchronous round trip per call: these are the bytes a GPU step moves across
+//! PCIe and the round trips it waits for, for any preset, without a GPU.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use tokenmill_kernels::Cpu;
+use tokenmill_kernels::backend::{Backend, Metered, Traffic};
+use tokenmill_trainer::ModelConfig;
+use tokenmill_trainer::model::{Batch, LossWeights, Model, WgradMode};
+use tokenmill_trainer::ops::{Precision, WgradQueue};
+use tokenmill_trainer::rng::Rng;
+
+/// `tokenmill bench seam`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model preset (tiny, small, 1b, deepseek-v3, deepseek-v2-lite).
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    pub seq: usize,
+    /// GEMM precision of the linear layers (fp32, bf16, fp8).
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// Keep the preset's multi-token prediction modules (the device check runs without).
+    #[arg(long)]
+    pub mtp: bool,
+    /// Print the counts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One step's traffic.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeamTraffic {
+    pub preset: String,
+    pub batch: usize,
+    pub seq: usize,
+    /// Parameters (bytes as f32), for scale.
+    pub param_bytes: u64,
+    pub ops: BTreeMap<&'static str, Traffic>,
+    pub total: Traffic,
+}
+
+/// Runs one forward and backward of `cfg` on random tokens through a metered CPU backend.
+pub fn measure(
+    cfg: &ModelConfig,
+    batch: usize,
+    seq: usize,
+    precision: Precision,
+) -> Result<SeamTraffic> {
+    let mut model = Model::new(cfg.clone())?;
+    model.precision = precision;
+    let params: Vec<f32> = model.init(1);
+    let mut grads = vec![0f32; params.len()];
+    let mut rng = Rng::new(7);
+    let tokens: Vec<u32> = (0..batch * (seq + 1))
+        .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
+        .collect();
+    let bt = Batch {
+        starts: None,
+        distill: None,
+        tokens: &tokens,
+        mask: None,
+        b: batch,
+        s: seq,
+    };
+    let w = LossWeights {
+        mtp_lambda: if cfg.num_nextn_predict_layers > 0 {
+            0.3
+        } else {
+            0.0
+        },
+        balance_alpha: 0.0001,
+    };
+    let be = Metered::new(&Cpu as &dyn Backend<f32>);
+    let mut f = model.forward(&be, &params, &bt, w, true)?;
+    let mut q = WgradQueue::new();
+    model.backward(
+        &be,
+        &params,
+        &mut f,
+        &mut grads,
+        &mut q,
+        WgradMode::Immediate,
+    );
+    Ok(SeamTraffic {
+        preset: String::new(),
+        batch,
+        seq,
+        param_bytes: params.len() as u64 * 4,
+        ops: be.traffic(),
+        total: be.total(),
+    })
+}
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+/// The counts as a table.
+pub fn table(t: &SeamTraffic) -> String {
+    let all = (t.total.to_device + t.total.to_host).max(1);
+    let mut s = format!(
+        "{:<22} {:>9} {:>14} {:>12} {:>7}\n",
+        "operation", "calls", "to device MB", "to host MB", "bytes"
+    );
+    let mut ops: Vec<_> = t.ops.iter().collect();
+    ops.sort_by_key(|(_, v)| std::cmp::Reverse(v.to_device + v.to_host));
+    for (op, v) in ops {
+        s += &format!(
+            "{:<22} {:>9} {:>14.1} {:>12.1} {:>6.1}%\n",
+            op,
+            v.calls,
+            mb(v.to_device),
+            mb(v.to_host),
+            100.0 * (v.to_device + v.to_host) as f64 / all as f64
+        );
+    }
+    let tokens = (t.batch * t.seq) as f64;
+    s += &format!(
+        "{:<22} {:>9} {:>14.1} {:>12.1} {:>6.1}%\n",
+        "total",
+        t.total.calls,
+        mb(t.total.to_device),
+        mb(t.total.to_host),
+        100.0
+    );
+    s += &format!(
+        "{:.2} GB across the seam per step ({:.0} KB per token; the parameters are {:.2} GB as f32), \
+         {} round trips\n",
+        all as f64 / 1e9,
+        all as f64 / tokens / 1e3,
+        t.param_bytes as f64 / 1e9,
+        t.total.calls
+    );
+    s
+}
+
+/// Runs `tokenmill bench seam`.
+pub fn run(a: Args) -> Result<()> {
+    let precision = match a.precision.as_str() {
+        "fp32" => Precision::Fp32,
+        "bf16" => Precision::Bf16,
+        "fp8" => Precision::Fp8,
+        other => anyhow::bail!("--precision {other:?}: expected fp32, bf16 or fp8"),
+    };
+    let mut cfg = ModelConfig::preset(&a.preset)?;
+    cfg.max_position_embeddings = cfg.max_position_embeddings.max(a.seq);
+    if !a.mtp {
+        cfg.num_nextn_predict_layers = 0;
+    }
+    let mut t = measure(&cfg, a.batch, a.seq, precision)?;
+    t.preset = a.preset.clone();
+    if a.json {
+        println!("{}", serde_json::to_string(&t)?);
+    } else {
+        println!(
+            "seam traffic of one training step (forward + backward): preset {}, batch {} × {}, {}, {}",
+            a.preset,
+            a.batch,
+            a.seq,
+            a.precision,
+            if a.mtp { "with MTP" } else { "no MTP" }
+        );
+        print!("{}", table(&t));
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! [`Metered`]: any backend with a count, per operation, of the calls and of the bytes a
+//! device backend behind this seam copies. The seam passes host slices, so a device backend
+//! (the CUDA one) copies every input slice to the device and every output slice back — both
+//! ways for outputs it updates in place or accumulates into — and waits for the copy back:
+//! each call is one round trip. On the CPU this measures, for any model and batch, what the
+//! seam would move across PCIe, without a GPU.
+
+use std::collections::BTreeMap;
+use std::mem::size_of_val;
+use std::sync::Mutex;
+
+use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route};
+use crate::real::Real;
+
+/// The traffic of one operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    /// Calls (round trips: each waits for its results).
+    pub calls: u64,
+    /// Bytes copied to the device.
+    pub to_device: u64,
+    /// Bytes copied back.
+    pub to_host: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, o: Traffic) {
+        self.calls += o.calls;
+        self.to_device += o.to_device;
+        self.to_host += o.to_host;
+    }
+}
+
+/// `inner` with its traffic counted per operation.
+#[derive(Debug)]
+pub struct Metered<'a, T> {
+    inner: &'a dyn Backend<T>,
+    ops: Mutex<BTreeMap<&'static str, Traffic>>,
+}
+
+/// A slice's bytes.
+fn n<X>(x: &[X]) -> u64 {
+    size_of_val(x) as u64
+}
+
+impl<'a, T: Real> Metered<'a, T> {
+    /// Counts `inner`'s traffic from now on.
+    pub fn new(inner: &'a dyn Backend<T>) -> Self {
+        Metered {
+            inner,
+            ops: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn note(&self, op: &'static str, up: &[u64], down: &[u64]) {
+        let t = Traffic {
+            calls: 1,
+            to_device: up.iter().sum(),
+            to_host: down.iter().sum(),
+        };
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op)
+            .or_default()
+            .add(t);
+    }
+
+    /// The counts so far, by operation.
+    pub fn traffic(&self) -> BTreeMap<&'static str, Traffic> {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The sum over operations.
+    pub fn total(&self) -> Traffic {
+        let mut t = Traffic::default();
+        for v in self.traffic().values() {
+            t.add(*v);
+        }
+        t
+    }
+
+    /// Forgets the counts.
+    pub fn reset(&self) {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Starts' bytes (copied with the attention inputs).
+fn starts_n(s: &Option<KeyStarts<'_>>) -> u64 {
+    s.map_or(0, |k| n(k.first))
+}
+
+impl<T: Real> Backend<T> for Metered<'_, T> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn matmul(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T]) {
+        let acc = if p.accumulate { n(c) } else { 0 };
+        self.note("matmul", &[n(a), n(bm), acc], &[n(c)]);
+        self.inner.matmul(p, a, bm, c)
+    }
+    fn matmul_lowp(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T], f: LowpGemm) -> u64 {
+        let acc = if p.accumulate { n(c) } else { 0 };
+        self.note("matmul_lowp", &[n(a), n(bm), acc], &[n(c)]);
+        self.inner.matmul_lowp(p, a, bm, c, f)
+    }
+    fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {
+        self.note("rmsnorm_fwd", &[n(x), n(w)], &[n(y), n(rstd)]);
+        self.inner.rmsnorm_fwd(x, w, eps, y, rstd)
+    }
+    fn rmsnorm_bwd_input(
+        &self,
+        x: &[T],
+        w: &[T],
+        rstd: &[T],
+        dy: &[T],
+        dx: &mut [T],
+        accumulate: bool,
+    ) {
+        let acc = if accumulate { n(dx) } else { 0 };
+        self.note(
+            "rmsnorm_bwd_input",
+            &[n(x), n(w), n(rstd), n(dy), acc],
+            &[n(dx)],
+        );
+        self.inner.rmsnorm_bwd_input(x, w, rstd, dy, dx, accumulate)
+    }
+    fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]) {
+        self.note(
+            "rmsnorm_bwd_weight",
+            &[n(x), n(rstd), n(dy), n(dw)],
+            &[n(dw)],
+        );
+        self.inner.rmsnorm_bwd_weight(x, rstd, dy, dw)
+    }
+    fn rope_fwd(&self, t: &RopeTable<T>, x: &mut [T], r: RopeRows) {
+        self.note("rope_fwd", &[n(t.cos()), n(t.sin()), n(x)], &[n(x)]);
+        self.inner.rope_fwd(t, x, r)
+    }
+    fn rope_bwd(&self, t: &RopeTable<T>, dx: &mut [T], r: RopeRows) {
+        self.note("rope_bwd", &[n(t.cos()), n(t.sin()), n(dx)], &[n(dx)]);
+        self.inner.rope_bwd(t, dx, r)
+    }
+    fn swiglu_fwd(&self, g: &[T], u: &[T], h: &mut [T]) {
+        self.note("swiglu_fwd", &[n(g), n(u)], &[n(h)]);
+        self.inner.swiglu_fwd(g, u, h)
+    }
+    fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]) {
+        self.note("swiglu_bwd", &[n(g), n(u), n(dh)], &[n(dg), n(du)]);
+        self.inner.swiglu_bwd(g, u, dh, dg, du)
+    }
+    fn attention_fwd(
+        &self,
+        s: AttnShape,
+        starts: Option<KeyStarts<'_>>,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        o: &mut [T],
+        lse: &mut [T],
+    ) {
+        self.note(
+            "attention_fwd",
+            &[n(q), n(k), n(v), starts_n(&starts)],
+            &[n(o), n(lse)],
+        );
+        self.inner.attention_fwd(s, starts, q, k, v, o, lse)
+    }
+    fn attention_bwd(
+        &self,
+        s: AttnShape,
+        starts: Option<KeyStarts<'_>>,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        o: &[T],
+        lse: &[T],
+        d_o: &[T],
+        dq: &mut [T],
+        dk: &mut [T],
+        dv: &mut [T],
+    ) {
+        self.note(
+            "attention_bwd",
+            &[n(q), n(k), n(v), n(o), n(lse), n(d_o), starts_n(&starts)],
+            &[n(dq), n(dk), n(dv)],
+        );
+        self.inner
+            .attention_bwd(s, starts, q, k, v, o, lse, d_o, dq, dk, dv)
+    }
+    fn cross_entropy_fwd(
+        &self,
+        logits: &[T],
+        targets: &[u32],
+        vocab: usize,
+        losses: &mut [T],
+        lse: &mut [T],
+    ) {
+        self.note(
+            "cross_entropy_fwd",
+            &[n(logits), n(targets)],
+            &[n(losses), n(lse)],
+        );
+        self.inner
+            .cross_entropy_fwd(logits, targets, vocab, losses, lse)
+    }
+    fn cross_entropy_bwd(
+        &self,
+        logits: &mut [T],
+        targets: &[u32],
+        lse: &[T],
+        g: &[T],
+        vocab: usize,
+    ) {
+        self.note(
+            "cross_entropy_bwd",
+            &[n(logits), n(targets), n(lse), n(g)],
+            &[n(logits)],
+        );
+        self.inner.cross_entropy_bwd(logits, targets, lse, g, vocab)
+    }
+    fn cross_entropy_fused(
+        &self,
+        logits: &mut [T],
+        targets: &[u32],
+        g: &[T],
+        vocab: usize,
+        losses: &mut [T],
+        lse: &mut [T],
+    ) {
+        self.note(
+            "cross_entropy_fused",
+            &[n(logits), n(targets), n(g)],
+            &[n(logits), n(losses), n(lse)],
+        );
+        self.inner
+            .cross_entropy_fused(logits, targets, g, vocab, losses, lse)
+    }
+    fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]) {
+        self.note("embedding_fwd", &[n(table), n(ids)], &[n(y)]);
+        self.inner.embedding_fwd(table, d, ids, y)
+    }
+    fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]) {
+        self.note("embedding_bwd", &[n(dy), n(ids), n(dtable)], &[n(dtable)]);
+        self.inner.embedding_bwd(dy, d, ids, dtable)
+    }
+    fn route(
+        &self,
+        r: Route,
+        logits: &[T],
+        bias: &[T],
+        scores: &mut [T],
+        idx: &mut [u32],
+        gates: &mut [T],
+    ) {
+        self.note(
+            "route",
+            &[n(logits), n(bias)],
+            &[n(scores), n(idx), n(gates)],
+        );
+        self.inner.route(r, logits, bias, scores, idx, gates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+
+    #[test]
+    fn counts_each_call_and_the_bytes_both_ways() {
+        let m = Metered::new(&Cpu as &dyn Backend<f32>);
+        let (a, bm) = (vec![1.0f32; 6], vec![1.0f32; 12]);
+        let mut c = vec![0.0f32; 8];
+        // C [2, 4] = A [2, 3] · Bᵀ, B [4, 3]; then accumulated: C goes up too.
+        m.matmul(MatMul::linear(2, 4, 3), &a, &bm, &mut c);
+        assert_eq!(c, vec![3.0; 8]);
+        let acc = MatMul {
+            accumulate: true,
+            ..MatMul::linear(2, 4, 3)
+        };
+        m.matmul(acc, &a, &bm, &mut c);
+        assert_eq!(c, vec![6.0; 8]);
+        let (x, w) = (vec![1.0f32; 8], vec![1.0f32; 4]);
+        let (mut y, mut r) = (vec![0.0f32; 8], vec![0.0f32; 2]);
+        m.rmsnorm_fwd(&x, &w, 1e-6, &mut y, &mut r);
+        let t = m.traffic();
+        assert_eq!(
+            t["matmul"],
+            Traffic {
+                calls: 2,
+                to_device: (6 + 12) * 4 * 2 + 8 * 4,
+                to_host: 8 * 4 * 2,
+            }
+        );
+        assert_eq!(
+            t["rmsnorm_fwd"],
+            Traffic {
+                calls: 1,
+                to_device: (8 + 4) * 4,
+                to_host: (8 + 2) * 4,
+            }
+        );
+        assert_eq!(m.total().calls, 3);
+        m.reset();
+        assert_eq!(m.total(), Traffic::default());
+    }
+}

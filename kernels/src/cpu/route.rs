@@ -5,7 +5,8 @@
 //! c      = s + bias                                         for the choice only
 //! groups > 1: experts cut into `groups` groups, each scored by the sum of its top-2 c
 //!   (top-1 for groups of one); the top `topk_groups` groups kept, the other experts' c = −∞
-//!   (as Hugging Face's `DeepseekV3TopkRouter` masks them)
+//!   (as Hugging Face's `DeepseekV3TopkRouter` masks them; some older checkpoints' code filled
+//!   0.0, which picks other experts when biased scores are negative)
 //! idx    = top-K of c, best first (ties to the lower index, NaN never wins)   [tokens, K]
 //! gates  = s[idx] / (Σ_idx s + 1e-20) · scale   (norm; else s[idx] · scale)  [tokens, K]
 //! ```

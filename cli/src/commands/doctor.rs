@@ -93,8 +93,12 @@ pub struct Report {
     pub nvrtc: String,
     /// Every kernel against the CPU reference.
     pub kernels: Vec<check::Row>,
+    /// How the GPU may reach host memory.
+    pub host_access: Option<tokenmill_cuda::device::HostAccess>,
     /// GEMM throughput.
     pub gemm: Vec<bench::BenchRow>,
+    /// Host↔device copy rates.
+    pub copies: Vec<bench::CopyRow>,
     /// Training loss curves, GPU vs CPU.
     pub training: Vec<Curve>,
     /// Training throughput of the presets on the GPU.
@@ -250,6 +254,17 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         },
         t0.elapsed().as_secs_f64()
     );
+    match dev.host_access() {
+        Ok(h) => {
+            println!(
+                "host memory from kernels: pageable {}, through the host's page tables {}, \
+                 concurrent managed access {}",
+                h.pageable, h.host_page_tables, h.concurrent_managed
+            );
+            rep.host_access = Some(h);
+        }
+        Err(e) => rep.errors.push(format!("host memory access: {e}")),
+    }
 
     println!("\n1. every kernel against the CPU reference");
     rep.kernels = check::kernel_table(&cuda, a.seed);
@@ -305,6 +320,26 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             rep.errors.push(format!("GEMM table: {e}"));
         }
     }
+    match catch(|| Ok(bench::copy_table(dev, 256 << 20)?)) {
+        Ok(rows) => {
+            println!(
+                "\n{:<42} {:>12} {:>10} {:>10}",
+                "copy", "bytes", "ms", "GB/s"
+            );
+            for r in &rows {
+                println!(
+                    "{:<42} {:>12} {:>10.2} {:>10.1}",
+                    r.what, r.bytes, r.ms, r.gb_per_s
+                );
+            }
+            rep.copies = rows;
+            save(a, rep)?;
+        }
+        Err(e) => {
+            println!("copy rates: {e}");
+            rep.errors.push(format!("copy rates: {e}"));
+        }
+    }
 
     if a.train_steps > 0 {
         println!(
@@ -340,7 +375,24 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             crate::commands::doctor_train::throughput(&a.out, &speed_spec(a), a.seed, "cuda", &peak)
         });
         match result {
-            Ok(rows) => {
+            Ok(mut rows) => {
+                let rate = |what: &str| {
+                    rep.copies
+                        .iter()
+                        .find(|c| c.what == what)
+                        .map(|c| c.gb_per_s)
+                };
+                let rates = (
+                    rate("to device, pageable host memory"),
+                    rate("to host, pageable host memory"),
+                );
+                for r in &mut rows {
+                    if let (Some(u), Some(d), (Some(ru), Some(rd))) =
+                        (r.to_device_gb_per_step, r.to_host_gb_per_step, rates)
+                    {
+                        r.copy_s_per_step = Some(u / ru + d / rd);
+                    }
+                }
                 print_throughput(&rows);
                 rep.throughput = rows;
             }
@@ -357,7 +409,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
 
 fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
     println!(
-        "{:<8} {:<6} {:>10} {:>10} {:>12} {:>10} {:>14} {:>7} {:>10} {:>12} {:>10}",
+        "{:<8} {:<6} {:>10} {:>10} {:>12} {:>10} {:>14} {:>7} {:>10} {:>12} {:>10} {:>14}",
         "preset",
         "prec",
         "params",
@@ -368,13 +420,14 @@ fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
         "MFU",
         "last loss",
         "copies/step",
-        "GB/step"
+        "GB/step",
+        "copy s (est.)"
     );
     for r in rows {
         let or_dash =
             |v: Option<f64>, prec: usize| v.map_or("–".into(), |x| format!("{x:.prec$}"));
         println!(
-            "{:<8} {:<6} {:>9.1}M {:>9.1}M {:>12.0} {:>10.1} {:>14} {:>7} {:>10.4} {:>12} {:>10}",
+            "{:<8} {:<6} {:>9.1}M {:>9.1}M {:>12.0} {:>10.1} {:>14} {:>7} {:>10.4} {:>12} {:>10} {:>14}",
             r.preset,
             r.precision,
             r.params as f64 / 1e6,
@@ -386,7 +439,13 @@ fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
             r.mfu.map_or("–".into(), |m| format!("{:.1}%", 100.0 * m)),
             r.last_loss,
             or_dash(r.copies_per_step, 0),
-            or_dash(r.copied_gb_per_step, 2)
+            or_dash(
+                r.to_device_gb_per_step
+                    .zip(r.to_host_gb_per_step)
+                    .map(|(u, d)| u + d),
+                2
+            ),
+            or_dash(r.copy_s_per_step, 2)
         );
     }
 }

@@ -269,8 +269,14 @@ pub struct Throughput {
     /// Host↔device copies per step on the GPU (the seam passes host slices; `bench seam`
     /// measures the same on the CPU), averaged over the run's steps; `None` on the CPU.
     pub copies_per_step: Option<f64>,
-    /// Bytes those copies moved per step, both ways, in GB.
-    pub copied_gb_per_step: Option<f64>,
+    /// Bytes those copies moved to the device per step, in GB.
+    pub to_device_gb_per_step: Option<f64>,
+    /// ... and back to the host.
+    pub to_host_gb_per_step: Option<f64>,
+    /// The seconds those bytes take at the copy rates part 2 measured from and to pageable
+    /// host memory (an estimate from two measurements; the copies are synchronous, so this is
+    /// time the step spends not computing).
+    pub copy_s_per_step: Option<f64>,
 }
 
 /// Trains each preset × precision of `spec` on `device` from the generated dataset under
@@ -344,8 +350,9 @@ pub fn throughput(
                 mfu: peak_flops.map(|p| tokens_per_s * fpt / p),
                 last_loss: loss.last().copied().unwrap_or(f64::NAN),
                 copies_per_step: on_gpu.then(|| copied.count as f64 / steps),
-                copied_gb_per_step: on_gpu
-                    .then(|| (copied.to_device + copied.to_host) as f64 / 1e9 / steps),
+                to_device_gb_per_step: on_gpu.then(|| copied.to_device as f64 / 1e9 / steps),
+                to_host_gb_per_step: on_gpu.then(|| copied.to_host as f64 / 1e9 / steps),
+                copy_s_per_step: None,
             };
             rows.push(row);
         }

@@ -10,7 +10,7 @@ use tokenmill_kernels::rng::Rng;
 
 use crate::check::Row;
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Result, driver};
 use crate::fp8::{Lt, activation_scales, weight_scales};
 
 /// One benchmark line.
@@ -46,6 +46,71 @@ fn row(what: &str, (m, n, k): (usize, usize, usize), ms: f64) -> BenchRow {
         ms,
         tflops: 2.0 * m as f64 * n as f64 * k as f64 / (ms * 1e-3) / 1e12,
     }
+}
+
+/// One host↔device copy line.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyRow {
+    /// Direction and host memory.
+    pub what: String,
+    /// Bytes per copy.
+    pub bytes: u64,
+    /// Mean milliseconds per copy.
+    pub ms: f64,
+    /// Bytes / time, in GB/s (10⁹).
+    pub gb_per_s: f64,
+}
+
+/// Host↔device copy rates of `bytes`: from and to pageable host memory, which is what the
+/// seam's host slices get ([`Device::upload`], [`Device::download`]), and from and to
+/// page-locked memory, the rate a staging buffer would reach. With `bench seam`'s bytes per
+/// step they give the seconds a step spends copying.
+pub fn copy_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
+    let n = bytes / 4;
+    let row = |what: &str, ms: f64| CopyRow {
+        what: what.into(),
+        bytes: (n * 4) as u64,
+        ms,
+        gb_per_s: (n * 4) as f64 / (ms * 1e-3) / 1e9,
+    };
+    let stream = dev.stream().clone();
+    let mut d = dev.zeros::<f32>("copy bench", n)?;
+    let host = vec![1.0f32; n];
+    let mut back = vec![0.0f32; n];
+    let up = time(dev, 5, || {
+        stream
+            .memcpy_htod(&host, &mut d)
+            .map_err(driver("copy to the device"))
+    })?;
+    let down = time(dev, 5, || {
+        stream
+            .memcpy_dtoh(&d, &mut back)
+            .map_err(driver("copy to the host"))
+    })?;
+    drop((host, back));
+    // SAFETY: the page-locked buffer is written whole (`fill`) before any copy reads it.
+    let mut pinned = unsafe { dev.context().alloc_pinned_with_flags::<f32>(n, 0) }
+        .map_err(driver("page-locked host memory"))?;
+    pinned
+        .as_mut_slice()
+        .map_err(driver("page-locked host memory"))?
+        .fill(1.0);
+    let pinned_up = time(dev, 5, || {
+        stream
+            .memcpy_htod(&pinned, &mut d)
+            .map_err(driver("copy to the device"))
+    })?;
+    let pinned_down = time(dev, 5, || {
+        stream
+            .memcpy_dtoh(&d, &mut pinned)
+            .map_err(driver("copy to the host"))
+    })?;
+    Ok(vec![
+        row("to device, pageable host memory", up),
+        row("to host, pageable host memory", down),
+        row("to device, page-locked host memory", pinned_up),
+        row("to host, page-locked host memory", pinned_down),
+    ])
 }
 
 /// FP32 (cuBLAS), BF16 (cuBLAS) and block-scaled FP8 (cuBLASLt) GEMMs at `sizes`³.

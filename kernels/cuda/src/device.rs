@@ -56,6 +56,18 @@ fn count_copy(dir: usize, bytes: usize) {
     COPIES[dir].fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
+/// How the GPU may reach host memory: what decides whether resident training keeps explicit
+/// copies or lets the driver migrate pages (HMM) ([`Device::host_access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HostAccess {
+    /// Kernels may read and write pageable host memory directly (`malloc`'d, no registration).
+    pub pageable: bool,
+    /// ... through the host's page tables (hardware coherence, as on Grace Hopper).
+    pub host_page_tables: bool,
+    /// The host and the device may touch managed memory at the same time.
+    pub concurrent_managed: bool,
+}
+
 /// A GPU with the kernels loaded.
 pub struct Device {
     ctx: Arc<CudaContext>,
@@ -147,6 +159,24 @@ impl Device {
             total_memory,
             cubin_cached: compiled.cached,
             estimate: None,
+        })
+    }
+
+    /// How this GPU may reach host memory.
+    pub fn host_access(&self) -> Result<HostAccess> {
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let get = |a: A| {
+            self.ctx
+                .attribute(a)
+                .map(|v| v != 0)
+                .map_err(driver("device attribute"))
+        };
+        Ok(HostAccess {
+            pageable: get(A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS)?,
+            host_page_tables: get(
+                A::CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES,
+            )?,
+            concurrent_managed: get(A::CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS)?,
         })
     }
 

@@ -99,6 +99,8 @@ pub struct Report {
     pub gemm: Vec<bench::BenchRow>,
     /// Host↔device copy rates.
     pub copies: Vec<bench::CopyRow>,
+    /// A kernel on pageable host memory (when the GPU may reach it), against device buffers.
+    pub hmm: Vec<bench::CopyRow>,
     /// Training loss curves, GPU vs CPU.
     pub training: Vec<Curve>,
     /// Training throughput of the presets on the GPU.
@@ -403,8 +405,36 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         }
         save(a, rep)?;
     }
+    // Last: a fault on host memory would leave the context unusable for anything after it.
+    if rep.host_access.is_some_and(|h| h.pageable) {
+        println!("\n5. a kernel on pageable host memory (HMM) vs on device buffers");
+        match catch(|| {
+            let cuda = tokenmill_cuda::Cuda::new(a.device)?;
+            Ok(bench::hmm_table(cuda.device(), 768 << 20)?)
+        }) {
+            Ok(rows) => {
+                print_copies(&rows);
+                rep.hmm = rows;
+            }
+            Err(e) => {
+                println!("HMM probe: {e:#}");
+                rep.errors.push(format!("HMM probe: {e:#}"));
+            }
+        }
+        save(a, rep)?;
+    }
     println!("\ndevice check took {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn print_copies(rows: &[bench::CopyRow]) {
+    println!("{:<46} {:>12} {:>10} {:>10}", "copy", "bytes", "ms", "GB/s");
+    for r in rows {
+        println!(
+            "{:<46} {:>12} {:>10.2} {:>10.1}",
+            r.what, r.bytes, r.ms, r.gb_per_s
+        );
+    }
 }
 
 fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {

@@ -8,6 +8,8 @@ use tokenmill_kernels::fp8::Fp8Format;
 use tokenmill_kernels::quant::{ScaleRounding, quantize};
 use tokenmill_kernels::rng::Rng;
 
+use cudarc::driver::{LaunchArgs, PushKernelArg};
+
 use crate::check::Row;
 use crate::device::Device;
 use crate::error::{Result, driver};
@@ -110,6 +112,85 @@ pub fn copy_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
         row("to host, pageable host memory", down),
         row("to device, page-locked host memory", pinned_up),
         row("to host, page-locked host memory", pinned_down),
+    ])
+}
+
+/// Kernels on pageable host memory, for a device that reports pageable memory access
+/// ([`Device::host_access`]; HMM on x86 with the open kernel modules): the elementwise
+/// `swiglu_fwd_f32` over `malloc`'d host memory passed by pointer — the first launch (the
+/// driver moves the pages to the GPU), the second (they stay there), then the host reading
+/// the result (its pages come back) — against the same launch on device buffers. Rates count
+/// the kernel's traffic (two inputs read, one output written; `bytes` in all). Resident
+/// training could let the driver migrate the seam's host slices instead of copying them every
+/// call, if these rates allow it.
+pub fn hmm_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
+    if !dev.host_access()?.pageable {
+        return Err(crate::error::Error::Unavailable(format!(
+            "{} reports no pageable memory access",
+            dev.name
+        )));
+    }
+    let n = bytes / 12;
+    let moved = (n * 12) as u64;
+    let row = |what: &str, ms: f64| CopyRow {
+        what: what.into(),
+        bytes: moved,
+        ms,
+        gb_per_s: moved as f64 / (ms * 1e-3) / 1e9,
+    };
+    let n64 = n as i64;
+    let timed = |b: LaunchArgs<'_>| -> Result<f64> {
+        let t = std::time::Instant::now();
+        crate::backend::go("swiglu_fwd_f32", b, crate::device::elementwise(n))?;
+        dev.sync()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let launch = || -> Result<LaunchArgs<'_>> {
+        Ok(dev.stream().launch_builder(dev.func("swiglu_fwd_f32")?))
+    };
+    let dg = dev.upload("HMM probe g", &vec![0.5f32; n])?;
+    let du = dev.upload("HMM probe u", &vec![2.0f32; n])?;
+    let mut dh = dev.zeros::<f32>("HMM probe h", n)?;
+    let mut device_ms = 0.0;
+    for _ in 0..2 {
+        let mut b = launch()?;
+        b.arg(&dg).arg(&du).arg(&mut dh).arg(&n64);
+        device_ms = timed(b)?;
+    }
+    drop((dg, du, dh));
+    // Host memory by address: the kernel's pointer parameters get the host addresses, which
+    // the device may dereference (pageable memory access, checked above).
+    let (g, u) = (vec![0.5f32; n], vec![2.0f32; n]);
+    let mut h = vec![0.0f32; n];
+    let (pg, pu, ph) = (g.as_ptr() as u64, u.as_ptr() as u64, h.as_mut_ptr() as u64);
+    let on_host = || -> Result<f64> {
+        let mut b = launch()?;
+        b.arg(&pg).arg(&pu).arg(&ph).arg(&n64);
+        timed(b)
+    };
+    let first = on_host()?;
+    let again = on_host()?;
+    let t = std::time::Instant::now();
+    let sum: f64 = h.iter().map(|&x| x as f64).sum();
+    let back = t.elapsed().as_secs_f64() * 1e3;
+    // swiglu(0.5, 2) = 0.5 · sigmoid(0.5) · 2 per element: the kernel wrote the host memory.
+    let want = n as f64 * (0.5 / (1.0 + (-0.5f64).exp())) * 2.0;
+    if (sum - want).abs() > 1e-4 * want {
+        return Err(crate::error::Error::Driver {
+            op: "HMM probe".into(),
+            message: format!("the kernel's output in host memory sums to {sum}, not {want}"),
+        });
+    }
+    drop((g, u));
+    Ok(vec![
+        row("swiglu on device buffers", device_ms),
+        row("swiglu on pageable host memory, first launch", first),
+        row("swiglu on pageable host memory, again", again),
+        CopyRow {
+            bytes: (n * 4) as u64,
+            gb_per_s: (n * 4) as f64 / (back * 1e-3) / 1e9,
+            ..row("the host reading the result back", back)
+        },
     ])
 }
 

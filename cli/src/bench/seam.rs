@@ -10,7 +10,7 @@ use anyhow::Result;
 use tokenmill_kernels::Cpu;
 use tokenmill_kernels::backend::{Backend, Metered, Traffic};
 use tokenmill_trainer::ModelConfig;
-use tokenmill_trainer::model::{Batch, LossWeights, Model, WgradMode};
+use tokenmill_trainer::model::{Batch, Model, WgradMode};
 use tokenmill_trainer::ops::{Precision, WgradQueue};
 use tokenmill_trainer::rng::Rng;
 
@@ -72,14 +72,7 @@ pub fn measure(
         b: batch,
         s: seq,
     };
-    let w = LossWeights {
-        mtp_lambda: if cfg.num_nextn_predict_layers > 0 {
-            0.3
-        } else {
-            0.0
-        },
-        balance_alpha: 0.0001,
-    };
+    let w = super::train::loss_weights(cfg);
     let be = Metered::new(&Cpu as &dyn Backend<f32>);
     let mut f = model.forward(&be, &params, &bt, w, true)?;
     let mut q = WgradQueue::new();

@@ -57,6 +57,19 @@ pub struct TrainBenchRow {
     pub last_loss: f64,
 }
 
+/// The loss weights the benchmarks train with: MTP at λ = 0.3 when the model has it, the
+/// sequence-wise balance loss at α = 10⁻⁴.
+pub fn loss_weights(cfg: &ModelConfig) -> LossWeights {
+    LossWeights {
+        mtp_lambda: if cfg.num_nextn_predict_layers > 0 {
+            0.3
+        } else {
+            0.0
+        },
+        balance_alpha: 0.0001,
+    }
+}
+
 fn run_rust(
     cfg: &ModelConfig,
     o: &TrainBenchConfig,
@@ -70,14 +83,7 @@ fn run_rust(
     let mut grads = vec![0f32; params.len()];
     let mut opt = AdamW::new(AdamWConfig::default(), &model.layout);
     let mut rng = Rng::new(7);
-    let w = LossWeights {
-        mtp_lambda: if cfg.num_nextn_predict_layers > 0 {
-            0.3
-        } else {
-            0.0
-        },
-        balance_alpha: 0.0001,
-    };
+    let w = loss_weights(cfg);
     let mut times = Vec::new();
     let mut parts = Vec::new();
     let mut last = f64::NAN;

@@ -8,7 +8,7 @@ use tokenmill_kernels::fp8::Fp8Format;
 use tokenmill_kernels::quant::{ScaleRounding, quantize};
 use tokenmill_kernels::rng::Rng;
 
-use cudarc::driver::{LaunchArgs, PushKernelArg};
+use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, PushKernelArg};
 
 use crate::check::Row;
 use crate::device::Device;
@@ -75,21 +75,8 @@ pub fn copy_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
         ms,
         gb_per_s: (n * 4) as f64 / (ms * 1e-3) / 1e9,
     };
-    let stream = dev.stream().clone();
     let mut d = dev.zeros::<f32>("copy bench", n)?;
-    let host = vec![1.0f32; n];
-    let mut back = vec![0.0f32; n];
-    let up = time(dev, 5, || {
-        stream
-            .memcpy_htod(&host, &mut d)
-            .map_err(driver("copy to the device"))
-    })?;
-    let down = time(dev, 5, || {
-        stream
-            .memcpy_dtoh(&d, &mut back)
-            .map_err(driver("copy to the host"))
-    })?;
-    drop((host, back));
+    let (up, down) = both_ways(dev, &mut d, &mut vec![1.0f32; n])?;
     // SAFETY: the page-locked buffer is written whole (`fill`) before any copy reads it.
     let mut pinned = unsafe { dev.context().alloc_pinned_with_flags::<f32>(n, 0) }
         .map_err(driver("page-locked host memory"))?;
@@ -97,16 +84,7 @@ pub fn copy_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
         .as_mut_slice()
         .map_err(driver("page-locked host memory"))?
         .fill(1.0);
-    let pinned_up = time(dev, 5, || {
-        stream
-            .memcpy_htod(&pinned, &mut d)
-            .map_err(driver("copy to the device"))
-    })?;
-    let pinned_down = time(dev, 5, || {
-        stream
-            .memcpy_dtoh(&d, &mut pinned)
-            .map_err(driver("copy to the host"))
-    })?;
+    let (pinned_up, pinned_down) = both_ways(dev, &mut d, &mut pinned)?;
     Ok(vec![
         row("to device, pageable host memory", up),
         row("to host, pageable host memory", down),
@@ -192,6 +170,26 @@ pub fn hmm_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
             ..row("the host reading the result back", back)
         },
     ])
+}
+
+/// Milliseconds per copy of `host` to `d` and back.
+fn both_ways<H: HostSlice<f32> + ?Sized>(
+    dev: &Device,
+    d: &mut CudaSlice<f32>,
+    host: &mut H,
+) -> Result<(f64, f64)> {
+    let stream = dev.stream().clone();
+    let up = time(dev, 5, || {
+        stream
+            .memcpy_htod(&*host, d)
+            .map_err(driver("copy to the device"))
+    })?;
+    let down = time(dev, 5, || {
+        stream
+            .memcpy_dtoh(d, host)
+            .map_err(driver("copy to the host"))
+    })?;
+    Ok((up, down))
 }
 
 /// FP32 (cuBLAS), BF16 (cuBLAS) and block-scaled FP8 (cuBLASLt) GEMMs at `sizes`³.

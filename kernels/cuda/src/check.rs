@@ -397,14 +397,7 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
     // within FP32 rounding (the device's expf), each token's experts the reference's — or a
     // different order only among choices tied within that rounding.
     section(&mut rows, "router", |rows| {
-        let dsv3 = Route {
-            experts: 256,
-            groups: 8,
-            topk_groups: 4,
-            k: 8,
-            scale: 2.5,
-            norm: true,
-        };
+        let dsv3 = Route::DEEPSEEK_V3;
         let b1 = Route {
             experts: 64,
             k: 6,

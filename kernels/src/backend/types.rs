@@ -223,6 +223,17 @@ pub struct Route {
 }
 
 impl Route {
+    /// DeepSeek-V3's router: 256 experts in 8 groups, 4 groups and 8 experts per token, gates
+    /// normalised and scaled by 2.5.
+    pub const DEEPSEEK_V3: Route = Route {
+        experts: 256,
+        groups: 8,
+        topk_groups: 4,
+        k: 8,
+        scale: 2.5,
+        norm: true,
+    };
+
     /// Tokens in `logits`, after checking every buffer's length and the settings.
     ///
     /// # Panics

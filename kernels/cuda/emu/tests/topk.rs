@@ -173,14 +173,7 @@ fn check_route(r: Route, logits: &[f32], bias: &[f32], what: &str) {
     assert_eq!(bits(&w), bits(&rw), "{what}: weights");
 }
 
-const DSV3: Route = Route {
-    experts: 256,
-    groups: 8,
-    topk_groups: 4,
-    k: 8,
-    scale: 2.5,
-    norm: true,
-};
+const DSV3: Route = Route::DEEPSEEK_V3;
 
 #[test]
 fn route_like_deepseek_v3() {

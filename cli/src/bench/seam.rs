@@ -46,6 +46,9 @@ pub struct SeamTraffic {
     /// Parameters (bytes as f32), for scale.
     pub param_bytes: u64,
     pub ops: BTreeMap<&'static str, Traffic>,
+    /// The same bytes by the buffer they belong to: `parameters`, `gradients`, `activations`
+    /// (everything else: activations, caches, the token ids); `calls` counts slices copied.
+    pub by_kind: BTreeMap<&'static str, Traffic>,
     pub total: Traffic,
 }
 
@@ -73,7 +76,9 @@ pub fn measure(
         s: seq,
     };
     let w = super::train::loss_weights(cfg);
-    let be = Metered::new(&Cpu as &dyn Backend<f32>);
+    let be = Metered::new(&Cpu as &dyn Backend<f32>)
+        .region("parameters", &params)
+        .region("gradients", &grads);
     let mut f = model.forward(&be, &params, &bt, w, true)?;
     let mut q = WgradQueue::new();
     model.backward(
@@ -90,6 +95,7 @@ pub fn measure(
         seq,
         param_bytes: params.len() as u64 * 4,
         ops: be.traffic(),
+        by_kind: be.by_kind(),
         total: be.total(),
     })
 }
@@ -126,6 +132,20 @@ pub fn table(t: &SeamTraffic) -> String {
         mb(t.total.to_host),
         100.0
     );
+    s += &format!(
+        "\n{:<22} {:>9} {:>14} {:>12} {:>7}\n",
+        "buffer", "slices", "to device MB", "to host MB", "bytes"
+    );
+    for (kind, v) in &t.by_kind {
+        s += &format!(
+            "{:<22} {:>9} {:>14.1} {:>12.1} {:>6.1}%\n",
+            kind,
+            v.calls,
+            mb(v.to_device),
+            mb(v.to_host),
+            100.0 * (v.to_device + v.to_host) as f64 / all as f64
+        );
+    }
     s += &format!(
         "{:.2} GB across the seam per step ({:.0} KB per token; the parameters are {:.2} GB as f32), \
          {} round trips\n",

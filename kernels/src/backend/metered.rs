@@ -3,10 +3,13 @@
 //! (the CUDA one) copies every input slice to the device and every output slice back — both
 //! ways for outputs it updates in place or accumulates into — and waits for the copy back:
 //! each call is one round trip. On the CPU this measures, for any model and batch, what the
-//! seam would move across PCIe, without a GPU.
+//! seam would move across PCIe, without a GPU. Given the host ranges of named buffers (the
+//! parameters, their gradients), it also splits the bytes by the buffer they belong to: what
+//! keeping those buffers on the device would save.
 
 use std::collections::BTreeMap;
 use std::mem::size_of_val;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route};
@@ -31,16 +34,31 @@ impl Traffic {
     }
 }
 
-/// `inner` with its traffic counted per operation.
+/// What bytes not in a named region are counted as.
+pub const ACTIVATIONS: &str = "activations";
+
+/// `inner` with its traffic counted per operation, and per named host region.
 #[derive(Debug)]
 pub struct Metered<'a, T> {
     inner: &'a dyn Backend<T>,
     ops: Mutex<BTreeMap<&'static str, Traffic>>,
+    regions: Vec<(&'static str, Range<usize>)>,
+    kinds: Mutex<BTreeMap<&'static str, Traffic>>,
 }
 
-/// A slice's bytes.
-fn n<X>(x: &[X]) -> u64 {
-    size_of_val(x) as u64
+/// Where a slice lies and its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    addr: usize,
+    bytes: u64,
+}
+
+/// A slice's span.
+fn n<X>(x: &[X]) -> Span {
+    Span {
+        addr: x.as_ptr() as usize,
+        bytes: size_of_val(x) as u64,
+    }
 }
 
 impl<'a, T: Real> Metered<'a, T> {
@@ -49,14 +67,31 @@ impl<'a, T: Real> Metered<'a, T> {
         Metered {
             inner,
             ops: Mutex::new(BTreeMap::new()),
+            regions: Vec::new(),
+            kinds: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn note(&self, op: &'static str, up: &[u64], down: &[u64]) {
+    /// Counts the bytes of slices inside `buf` as `name` ([`Metered::by_kind`]); the rest are
+    /// [`ACTIVATIONS`].
+    pub fn region(mut self, name: &'static str, buf: &[T]) -> Self {
+        let a = buf.as_ptr() as usize;
+        self.regions.push((name, a..a + size_of_val(buf)));
+        self
+    }
+
+    fn kind(&self, s: Span) -> &'static str {
+        self.regions
+            .iter()
+            .find(|(_, r)| r.contains(&s.addr))
+            .map_or(ACTIVATIONS, |(name, _)| name)
+    }
+
+    fn note(&self, op: &'static str, up: &[Span], down: &[Span]) {
         let t = Traffic {
             calls: 1,
-            to_device: up.iter().sum(),
-            to_host: down.iter().sum(),
+            to_device: up.iter().map(|s| s.bytes).sum(),
+            to_host: down.iter().map(|s| s.bytes).sum(),
         };
         self.ops
             .lock()
@@ -64,6 +99,23 @@ impl<'a, T: Real> Metered<'a, T> {
             .entry(op)
             .or_default()
             .add(t);
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        for (spans, up) in [(up, true), (down, false)] {
+            for &s in spans.iter().filter(|s| s.bytes > 0) {
+                let k = kinds.entry(self.kind(s)).or_default();
+                k.calls += 1;
+                if up {
+                    k.to_device += s.bytes;
+                } else {
+                    k.to_host += s.bytes;
+                }
+            }
+        }
+    }
+
+    /// The bytes so far by the region their slices lie in (`calls`: the slices copied).
+    pub fn by_kind(&self) -> BTreeMap<&'static str, Traffic> {
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The counts so far, by operation.
@@ -83,12 +135,13 @@ impl<'a, T: Real> Metered<'a, T> {
     /// Forgets the counts.
     pub fn reset(&self) {
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.kinds.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
 /// Starts' bytes (copied with the attention inputs).
-fn starts_n(s: &Option<KeyStarts<'_>>) -> u64 {
-    s.map_or(0, |k| n(k.first))
+fn starts_n(s: &Option<KeyStarts<'_>>) -> Span {
+    s.map_or(Span::default(), |k| n(k.first))
 }
 
 impl<T: Real> Backend<T> for Metered<'_, T> {
@@ -96,12 +149,12 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         self.inner.name()
     }
     fn matmul(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T]) {
-        let acc = if p.accumulate { n(c) } else { 0 };
+        let acc = if p.accumulate { n(c) } else { Span::default() };
         self.note("matmul", &[n(a), n(bm), acc], &[n(c)]);
         self.inner.matmul(p, a, bm, c)
     }
     fn matmul_lowp(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T], f: LowpGemm) -> u64 {
-        let acc = if p.accumulate { n(c) } else { 0 };
+        let acc = if p.accumulate { n(c) } else { Span::default() };
         self.note("matmul_lowp", &[n(a), n(bm), acc], &[n(c)]);
         self.inner.matmul_lowp(p, a, bm, c, f)
     }
@@ -118,7 +171,7 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         dx: &mut [T],
         accumulate: bool,
     ) {
-        let acc = if accumulate { n(dx) } else { 0 };
+        let acc = if accumulate { n(dx) } else { Span::default() };
         self.note(
             "rmsnorm_bwd_input",
             &[n(x), n(w), n(rstd), n(dy), acc],
@@ -305,5 +358,54 @@ mod tests {
         assert_eq!(m.total().calls, 3);
         m.reset();
         assert_eq!(m.total(), Traffic::default());
+    }
+
+    #[test]
+    fn bytes_are_split_by_the_region_their_slice_lies_in() {
+        // A weight inside "parameters", its gradient accumulated inside "gradients".
+        let params = vec![1.0f32; 20];
+        let mut grads = vec![0.0f32; 20];
+        let m = Metered::new(&Cpu as &dyn Backend<f32>)
+            .region("parameters", &params)
+            .region("gradients", &grads);
+        let x = vec![1.0f32; 6];
+        let mut y = vec![0.0f32; 8];
+        // y [2, 4] = x [2, 3] · Wᵀ, W = params[4..16] as [4, 3].
+        m.matmul(MatMul::linear(2, 4, 3), &x, &params[4..16], &mut y);
+        // dW [4, 3] += yᵀ · x, into grads[8..20].
+        let wgrad = MatMul {
+            ta: true,
+            accumulate: true,
+            ..MatMul::linear(4, 3, 2)
+        };
+        m.matmul(wgrad, &y, &x, &mut grads[8..20]);
+        assert_eq!(grads[8], 6.0);
+        let k = m.by_kind();
+        assert_eq!(
+            k["parameters"],
+            Traffic {
+                calls: 1,
+                to_device: 48,
+                to_host: 0
+            }
+        );
+        assert_eq!(
+            k["gradients"],
+            Traffic {
+                calls: 2,
+                to_device: 48,
+                to_host: 48
+            }
+        );
+        assert_eq!(
+            k[ACTIVATIONS],
+            Traffic {
+                calls: 4,
+                to_device: (6 + 8 + 6) * 4,
+                to_host: 8 * 4,
+            }
+        );
+        let t = m.total();
+        assert_eq!(t.to_device, k.values().map(|v| v.to_device).sum::<u64>());
     }
 }

@@ -14,7 +14,7 @@ mod metered;
 mod types;
 
 pub use cpu::{Cpu, CpuReference};
-pub use metered::{Metered, Traffic};
+pub use metered::{ACTIVATIONS, Metered, Traffic};
 pub use types::{
     AttnShape, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts, LowpGemm, MatMul,
     RopeRows, RopeTable, Route, first_key,

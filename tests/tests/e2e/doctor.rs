@@ -233,4 +233,15 @@ fn the_seam_benchmark_counts_each_operation_of_a_step() {
     }
     assert_eq!(t["preset"], "tiny");
     assert!(get("matmul", "calls") > 0);
+    // By buffer: weights only go up; every gradient that goes up (accumulated into) comes
+    // back; the three kinds add up to the total.
+    let kinds = t["by_kind"].as_object().unwrap();
+    let kind = |k: &str, f: &str| kinds[k][f].as_u64().unwrap();
+    assert_eq!(kind("parameters", "to_host"), 0);
+    assert!(kind("parameters", "to_device") >= tiny.param_counts().total * 4);
+    assert_eq!(kind("gradients", "to_device"), kind("gradients", "to_host"));
+    for f in ["to_device", "to_host"] {
+        let sum: u64 = kinds.values().map(|v| v[f].as_u64().unwrap()).sum();
+        assert_eq!(t["total"][f].as_u64(), Some(sum), "{f}");
+    }
 }

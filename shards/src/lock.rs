@@ -1,6 +1,11 @@
 //! One writer per output directory: a lock file created exclusively, naming its holder (host
 //! and process id). A second writer refuses with that name; a lock whose holder is gone (a
 //! crash: the process no longer exists on this host) is taken over, with a warning.
+//!
+//! The lock appears with its holder line already in it: the line is written to a file of this
+//! process's own and hard-linked to the lock's name (a link, like an exclusive create, fails
+//! when the name exists). A writer killed between creating the lock and writing its line
+//! would otherwise leave an empty lock that names nobody and refuses every later run.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,18 +42,17 @@ impl DirLock {
         let path = dir.join(LOCK_FILE);
         let me = format!("{what} pid {} on {}\n", std::process::id(), host());
         for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(me.as_bytes())
-                        .map_err(|e| Error::io(&path, e))?;
-                    return Ok(DirLock { path });
-                }
+            match create_with(&path, &me) {
+                Ok(()) => return Ok(DirLock { path }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    if holder.trim().is_empty() && stale(&path) {
+                        // Left empty by a writer killed mid-way (the exclusive create of older
+                        // versions): nobody is writing it after this long.
+                        tracing::warn!(lock = %path.display(), "taking over an empty lock left by an interrupted writer");
+                        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                        continue;
+                    }
                     let mut words = holder.split_whitespace();
                     // `<what> pid <pid> on <host>`
                     let (pid, on) = (words.nth(2), words.nth(1));
@@ -77,6 +81,38 @@ impl DirLock {
             path,
             holder: "another process that took it over at the same time".into(),
         })
+    }
+}
+
+/// An empty lock older than this was left by an interrupted writer (one writes its line within
+/// microseconds of creating it).
+const EMPTY_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn stale(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > EMPTY_LOCK_STALE)
+}
+
+/// Creates `path` holding `line`, or fails with `AlreadyExists`: the line goes to a file named
+/// for this process, which is hard-linked to `path` and then removed. Where the file system
+/// has no hard links, an exclusive create followed by the write.
+fn create_with(path: &Path, line: &str) -> std::io::Result<()> {
+    let own = path.with_extension(format!("lock.{}", std::process::id()));
+    std::fs::write(&own, line)?;
+    let linked = std::fs::hard_link(&own, path);
+    let _ = std::fs::remove_file(&own);
+    match linked {
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            f.write_all(line.as_bytes())
+        }
+        r => r,
     }
 }
 
@@ -115,5 +151,39 @@ mod tests {
         std::fs::write(d.path().join(LOCK_FILE), "build pid 1 on some-other-host\n").unwrap();
         let e = DirLock::acquire(d.path(), "build").unwrap_err().to_string();
         assert!(e.contains("pid 1 on some-other-host"), "{e}");
+        // Only the lock is left behind by a holder: no file of its own beside it.
+        std::fs::remove_file(d.path().join(LOCK_FILE)).unwrap();
+        let c = DirLock::acquire(d.path(), "build").unwrap();
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [LOCK_FILE]);
+        drop(c);
+    }
+
+    #[test]
+    fn an_empty_lock_is_refused_while_fresh_and_taken_over_once_stale() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join(LOCK_FILE);
+        // A writer that created the lock a moment ago and has not written its line yet.
+        std::fs::write(&lock, "").unwrap();
+        let e = DirLock::acquire(d.path(), "train").unwrap_err().to_string();
+        assert!(e.contains("the lock is being written"), "{e}");
+        // The same empty lock left by a writer killed a minute ago.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let l = DirLock::acquire(d.path(), "train").unwrap();
+        assert!(
+            std::fs::read_to_string(&lock)
+                .unwrap()
+                .starts_with("train pid ")
+        );
+        drop(l);
     }
 }

@@ -105,7 +105,13 @@ fn create_with(path: &Path, line: &str) -> std::io::Result<()> {
     let linked = std::fs::hard_link(&own, path);
     let _ = std::fs::remove_file(&own);
     match linked {
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+        // No hard links here (EOPNOTSUPP; EPERM on FAT and some network file systems).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

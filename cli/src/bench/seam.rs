@@ -52,8 +52,10 @@ pub struct SeamTraffic {
     pub total: Traffic,
 }
 
-/// Runs one forward and backward of `cfg` on random tokens through a metered CPU backend.
+/// Runs one forward and backward of `cfg` (preset `preset`) on random tokens through a metered
+/// CPU backend.
 pub fn measure(
+    preset: &str,
     cfg: &ModelConfig,
     batch: usize,
     seq: usize,
@@ -90,7 +92,7 @@ pub fn measure(
         WgradMode::Immediate,
     );
     Ok(SeamTraffic {
-        preset: String::new(),
+        preset: preset.into(),
         batch,
         seq,
         param_bytes: params.len() as u64 * 4,
@@ -170,8 +172,7 @@ pub fn run(a: Args) -> Result<()> {
     if !a.mtp {
         cfg.num_nextn_predict_layers = 0;
     }
-    let mut t = measure(&cfg, a.batch, a.seq, precision)?;
-    t.preset = a.preset.clone();
+    let t = measure(&a.preset, &cfg, a.batch, a.seq, precision)?;
     if a.json {
         println!("{}", serde_json::to_string(&t)?);
     } else {

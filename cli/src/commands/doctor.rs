@@ -385,8 +385,8 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
                         .map(|c| c.gb_per_s)
                 };
                 let rates = (
-                    rate("to device, pageable host memory"),
-                    rate("to host, pageable host memory"),
+                    rate(bench::TO_DEVICE_PAGEABLE),
+                    rate(bench::TO_HOST_PAGEABLE),
                 );
                 for r in &mut rows {
                     if let (Some(u), Some(d), (Some(ru), Some(rd))) =

@@ -63,6 +63,11 @@ pub struct CopyRow {
     pub gb_per_s: f64,
 }
 
+/// [`CopyRow::what`] of the copy to the device from pageable memory (the seam's uploads).
+pub const TO_DEVICE_PAGEABLE: &str = "to device, pageable host memory";
+/// ... and of the copy back (the seam's downloads).
+pub const TO_HOST_PAGEABLE: &str = "to host, pageable host memory";
+
 /// Host↔device copy rates of `bytes`: from and to pageable host memory, which is what the
 /// seam's host slices get ([`Device::upload`], [`Device::download`]), and from and to
 /// page-locked memory, the rate a staging buffer would reach. With `bench seam`'s bytes per
@@ -86,8 +91,8 @@ pub fn copy_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
         .fill(1.0);
     let (pinned_up, pinned_down) = both_ways(dev, &mut d, &mut pinned)?;
     Ok(vec![
-        row("to device, pageable host memory", up),
-        row("to host, pageable host memory", down),
+        row(TO_DEVICE_PAGEABLE, up),
+        row(TO_HOST_PAGEABLE, down),
         row("to device, page-locked host memory", pinned_up),
         row("to host, page-locked host memory", pinned_down),
     ])

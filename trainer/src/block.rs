@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tokenmill_kernels::Real;
-use tokenmill_kernels::backend::RopeTable;
+use tokenmill_kernels::backend::{RopeTable, Strided};
 
 use crate::mla::{Mla, MlaCache};
 use crate::mlp::{Mlp, MlpCache};
@@ -65,10 +65,9 @@ impl Block {
     ) -> (Vec<T>, BlockCache<T>, Option<MoeStats>) {
         let (xn, r1) = self.ln1.fwd(cx, &x);
         let (a, attn) = self.attn.fwd(cx, rope, Arc::new(xn), b, s);
+        // The residual adds run on the backend, where the activations are.
         let mut h = a;
-        for (hv, &xv) in h.iter_mut().zip(x.iter()) {
-            *hv += xv;
-        }
+        cx.copy(Strided::elementwise(h.len(), true), &x, &mut h);
         let h = Arc::new(h);
         let (hn, r2) = self.ln2.fwd(cx, &h);
         let hn = Arc::new(hn);
@@ -83,9 +82,7 @@ impl Block {
             }
         };
         let mut y = f;
-        for (yv, &hv) in y.iter_mut().zip(h.iter()) {
-            *yv += hv;
-        }
+        cx.copy(Strided::elementwise(y.len(), true), &h, &mut y);
         (
             y,
             BlockCache {
@@ -109,14 +106,14 @@ impl Block {
         dy: Vec<T>,
         wq: &mut WgradQueue<T>,
     ) -> Vec<T> {
-        let mut dh = dy.clone();
+        let mut dh = cx.duplicate(&dy);
         let dhn = match (&self.ffn, c.ffn) {
             (Ffn::Dense(m), FfnCache::Dense(fc)) => m.bwd(cx, fc, dy, wq),
             (Ffn::Moe(m), FfnCache::Moe(fc)) => m.bwd(cx, *fc, dy, wq),
             _ => unreachable!("a block's cache always matches its kind"),
         };
         self.ln2.bwd(cx, wq, &c.h, &c.r2, dhn, &mut dh, true);
-        let dxn = self.attn.bwd(cx, rope, c.attn, dh.clone(), wq);
+        let dxn = self.attn.bwd(cx, rope, c.attn, cx.duplicate(&dh), wq);
         let mut dx = dh;
         self.ln1.bwd(cx, wq, &c.x, &c.r1, dxn, &mut dx, true);
         dx

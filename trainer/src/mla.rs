@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use tokenmill_kernels::Real;
-use tokenmill_kernels::backend::{AttnShape, KeyStarts, RopeRows, RopeTable};
+use tokenmill_kernels::backend::{AttnShape, KeyStarts, RopeRows, RopeTable, Strided};
 
 use crate::ops::{Buf, Ctx, Linear, RmsNorm, WgradQueue};
 
@@ -139,12 +139,22 @@ impl Mla {
         );
         let kva = self.kv_a.fwd(cx, &x);
         let w = self.kv_lora + self.rope;
-        let mut ckv = Vec::with_capacity(n * self.kv_lora);
-        let mut kpe = Vec::with_capacity(n * self.rope);
-        for row in kva.chunks(w) {
-            ckv.extend_from_slice(&row[..self.kv_lora]);
-            kpe.extend_from_slice(&row[self.kv_lora..]);
-        }
+        let (mut ckv, mut kpe) = (
+            vec![T::zero(); n * self.kv_lora],
+            vec![T::zero(); n * self.rope],
+        );
+        let lora = (self.kv_lora, 0);
+        cx.copy(
+            Strided::columns(n, self.kv_lora, (w, 0), lora),
+            &kva,
+            &mut ckv,
+        );
+        let pe = (self.rope, 0);
+        cx.copy(
+            Strided::columns(n, self.rope, (w, self.kv_lora), pe),
+            &kva,
+            &mut kpe,
+        );
         cx.be.rope_fwd(
             rope,
             &mut kpe,
@@ -159,35 +169,48 @@ impl Mla {
         let (ckvn, ckv_rstd) = self.kv_norm.fwd(cx, &ckv);
         let ckvn = Arc::new(ckvn);
         let kvb = self.kv_b.fwd(cx, &ckvn);
-        // Head-major Q, K, V: [b, H, s, ·].
+        // Head-major Q, K, V: [b, H, s, ·]; K = [k_nope, k_pe] with the one RoPE key
+        // broadcast to every head.
         let kvw = self.nope + self.v;
         let (mut qh, mut kh, mut vh) = (
             vec![T::zero(); n * h * qk],
             vec![T::zero(); n * h * qk],
             vec![T::zero(); n * h * self.v],
         );
-        for bi in 0..b {
-            for si in 0..s {
-                let t = bi * s + si;
-                for hi in 0..h {
-                    let dst = (bi * h + hi) * s + si;
-                    qh[dst * qk..(dst + 1) * qk]
-                        .copy_from_slice(&q[(t * h + hi) * qk..(t * h + hi + 1) * qk]);
-                    let src = &kvb[(t * h + hi) * kvw..(t * h + hi + 1) * kvw];
-                    kh[dst * qk..dst * qk + self.nope].copy_from_slice(&src[..self.nope]);
-                    kh[dst * qk + self.nope..(dst + 1) * qk]
-                        .copy_from_slice(&kpe[t * self.rope..(t + 1) * self.rope]);
-                    vh[dst * self.v..(dst + 1) * self.v].copy_from_slice(&src[self.nope..]);
-                }
-            }
-        }
+        let l = Layout { b, h, s };
+        cx.copy(l.tokens_to_heads(qk, (qk, 0), (qk, 0)), &q, &mut qh);
+        cx.copy(
+            l.tokens_to_heads(self.nope, (kvw, 0), (qk, 0)),
+            &kvb,
+            &mut kh,
+        );
+        let key = Strided {
+            dims: [b, h, s, self.rope],
+            src: [s * self.rope, 0, self.rope, 1],
+            src_at: 0,
+            dst: l.heads(qk),
+            dst_at: self.nope,
+            accumulate: false,
+        };
+        cx.copy(key, &kpe, &mut kh);
+        cx.copy(
+            l.tokens_to_heads(self.v, (kvw, self.nope), (self.v, 0)),
+            &kvb,
+            &mut vh,
+        );
         let shape = self.attn_shape(b, s);
         let (mut o, mut lse) = (vec![T::zero(); n * h * self.v], vec![T::zero(); b * h * s]);
         let first = Self::first_keys(cx.key_starts, b, s);
         let starts = first.as_deref().map(|first| KeyStarts { heads: h, first });
         cx.be
             .attention_fwd(shape, starts, &qh, &kh, &vh, &mut o, &mut lse);
-        let o_in = Arc::new(heads_to_tokens(&o, b, h, s, self.v));
+        let mut o_in = vec![T::zero(); o.len()];
+        cx.copy(
+            l.heads_to_tokens(self.v, (self.v, 0), (self.v, 0)),
+            &o,
+            &mut o_in,
+        );
+        let o_in = Arc::new(o_in);
         let out = self.o.fwd(cx, &o_in);
         let cache = MlaCache {
             b,
@@ -220,7 +243,13 @@ impl Mla {
         let n = b * s;
         let d_oin = self.o.bwd_input(cx, &dout);
         self.o.wgrad(wq, dout, &c.o_in);
-        let d_o = tokens_to_heads(&d_oin, b, h, s, self.v);
+        let l = Layout { b, h, s };
+        let mut d_o = vec![T::zero(); d_oin.len()];
+        cx.copy(
+            l.tokens_to_heads(self.v, (self.v, 0), (self.v, 0)),
+            &d_oin,
+            &mut d_o,
+        );
         let shape = self.attn_shape(b, s);
         let (mut dqh, mut dkh, mut dvh) = (
             vec![T::zero(); c.q.len()],
@@ -237,22 +266,27 @@ impl Mla {
         let mut dq = vec![T::zero(); n * h * qk];
         let mut dkvb = vec![T::zero(); n * h * kvw];
         let mut dkpe = vec![T::zero(); n * self.rope];
-        for bi in 0..b {
-            for si in 0..s {
-                let t = bi * s + si;
-                for hi in 0..h {
-                    let src = (bi * h + hi) * s + si;
-                    dq[(t * h + hi) * qk..(t * h + hi + 1) * qk]
-                        .copy_from_slice(&dqh[src * qk..(src + 1) * qk]);
-                    let dst = &mut dkvb[(t * h + hi) * kvw..(t * h + hi + 1) * kvw];
-                    dst[..self.nope].copy_from_slice(&dkh[src * qk..src * qk + self.nope]);
-                    dst[self.nope..].copy_from_slice(&dvh[src * self.v..(src + 1) * self.v]);
-                    for r in 0..self.rope {
-                        dkpe[t * self.rope + r] += dkh[src * qk + self.nope + r];
-                    }
-                }
-            }
-        }
+        cx.copy(l.heads_to_tokens(qk, (qk, 0), (qk, 0)), &dqh, &mut dq);
+        cx.copy(
+            l.heads_to_tokens(self.nope, (qk, 0), (kvw, 0)),
+            &dkh,
+            &mut dkvb,
+        );
+        cx.copy(
+            l.heads_to_tokens(self.v, (self.v, 0), (kvw, self.nope)),
+            &dvh,
+            &mut dkvb,
+        );
+        // The shared RoPE key's gradient: summed over the heads, in head order.
+        let key = Strided {
+            dims: [b, h, s, self.rope],
+            src: l.heads(qk),
+            src_at: self.nope,
+            dst: [s * self.rope, 0, self.rope, 1],
+            dst_at: 0,
+            accumulate: true,
+        };
+        cx.copy(key, &dkh, &mut dkpe);
         cx.be.rope_bwd(
             rope,
             &mut dq,
@@ -280,12 +314,17 @@ impl Mla {
             .bwd(cx, wq, &c.ckv, &c.ckv_rstd, dckvn, &mut dckv, false);
         let w = self.kv_lora + self.rope;
         let mut dkva = vec![T::zero(); n * w];
-        for t in 0..n {
-            dkva[t * w..t * w + self.kv_lora]
-                .copy_from_slice(&dckv[t * self.kv_lora..(t + 1) * self.kv_lora]);
-            dkva[t * w + self.kv_lora..(t + 1) * w]
-                .copy_from_slice(&dkpe[t * self.rope..(t + 1) * self.rope]);
-        }
+        let (lora, pe) = ((self.kv_lora, 0), (self.rope, 0));
+        cx.copy(
+            Strided::columns(n, self.kv_lora, lora, (w, 0)),
+            &dckv,
+            &mut dkva,
+        );
+        cx.copy(
+            Strided::columns(n, self.rope, pe, (w, self.kv_lora)),
+            &dkpe,
+            &mut dkva,
+        );
         let mut dx = self.kv_a.bwd_input(cx, &dkva);
         self.kv_a.wgrad(wq, dkva, &c.x);
         match (self.q, c.qa) {
@@ -309,32 +348,56 @@ impl Mla {
     }
 }
 
-/// `[b, H, s, w]` → `[b·s, H·w]`.
-fn heads_to_tokens<T: Real>(x: &[T], b: usize, h: usize, s: usize, w: usize) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
-    for bi in 0..b {
-        for hi in 0..h {
-            for si in 0..s {
-                let src = ((bi * h + hi) * s + si) * w;
-                let dst = ((bi * s + si) * h + hi) * w;
-                y[dst..dst + w].copy_from_slice(&x[src..src + w]);
-            }
-        }
-    }
-    y
+/// The two layouts of a pass's per-head tensors over `b` sequences of `s` tokens and `h`
+/// heads: token-major `[b, s, H, row]` (what the projections read and write) and head-major
+/// `[b, H, s, w]` (what attention reads and writes), for the backend's strided copy.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    b: usize,
+    h: usize,
+    s: usize,
 }
 
-/// `[b·s, H·w]` → `[b, H, s, w]`.
-fn tokens_to_heads<T: Real>(x: &[T], b: usize, h: usize, s: usize, w: usize) -> Vec<T> {
-    let mut y = vec![T::zero(); x.len()];
-    for bi in 0..b {
-        for hi in 0..h {
-            for si in 0..s {
-                let dst = ((bi * h + hi) * s + si) * w;
-                let src = ((bi * s + si) * h + hi) * w;
-                y[dst..dst + w].copy_from_slice(&x[src..src + w]);
-            }
+impl Layout {
+    /// Strides of head-major `[b, H, s, row]`.
+    fn heads(self, row: usize) -> [usize; 4] {
+        Strided::dense([self.b, self.h, self.s, row])
+    }
+    /// Strides of token-major `[b, s, H, row]`, walked as `[b, H, s, ·]`.
+    fn tokens(self, row: usize) -> [usize; 4] {
+        [self.s * self.h * row, row, self.h * row, 1]
+    }
+    /// `w` columns of each head's row, from token-major rows of width `row` at column `col`
+    /// to head-major rows of width `dst_row` at column `dst_col`.
+    fn tokens_to_heads(
+        self,
+        w: usize,
+        (row, col): (usize, usize),
+        (dst_row, dst_col): (usize, usize),
+    ) -> Strided {
+        Strided {
+            dims: [self.b, self.h, self.s, w],
+            src: self.tokens(row),
+            src_at: col,
+            dst: self.heads(dst_row),
+            dst_at: dst_col,
+            accumulate: false,
         }
     }
-    y
+    /// The other way: head-major rows to token-major ones.
+    fn heads_to_tokens(
+        self,
+        w: usize,
+        (row, col): (usize, usize),
+        (dst_row, dst_col): (usize, usize),
+    ) -> Strided {
+        Strided {
+            dims: [self.b, self.h, self.s, w],
+            src: self.heads(row),
+            src_at: col,
+            dst: self.tokens(dst_row),
+            dst_at: dst_col,
+            accumulate: false,
+        }
+    }
 }

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use tokenmill_kernels::Real;
-use tokenmill_kernels::backend::{Backend, IGNORE, RopeTable};
+use tokenmill_kernels::backend::{Backend, IGNORE, RopeTable, Strided};
 
 use crate::block::{Block, BlockCache, Ffn};
 use crate::config::ModelConfig;
@@ -394,25 +394,38 @@ fn block(l: &mut ParamLayout, c: &ModelConfig, layer: usize) -> Block {
 }
 
 /// `x [b·m, d]` → the first `keep` rows of each of the `b` groups: `[b·keep, d]`.
-fn take_rows<T: Real>(x: &[T], b: usize, m: usize, keep: usize, d: usize) -> Vec<T> {
-    let mut y = Vec::with_capacity(b * keep * d);
-    for bi in 0..b {
-        y.extend_from_slice(&x[bi * m * d..(bi * m + keep) * d]);
-    }
+fn take_rows<T: Real>(
+    cx: &Ctx<'_, T>,
+    x: &[T],
+    b: usize,
+    m: usize,
+    keep: usize,
+    d: usize,
+) -> Vec<T> {
+    let mut y = vec![T::zero(); b * keep * d];
+    cx.copy(
+        Strided::columns(b, keep * d, (m * d, 0), (keep * d, 0)),
+        x,
+        &mut y,
+    );
     y
 }
 
 /// Adds `dx [b·keep, d]` into the first `keep` rows of each group of `acc [b·m, d]`.
-fn add_rows<T: Real>(acc: &mut [T], dx: &[T], b: usize, m: usize, keep: usize, d: usize) {
-    for bi in 0..b {
-        let (dst, src) = (
-            &mut acc[bi * m * d..(bi * m + keep) * d],
-            &dx[bi * keep * d..(bi + 1) * keep * d],
-        );
-        for (a, &v) in dst.iter_mut().zip(src) {
-            *a += v;
-        }
-    }
+fn add_rows<T: Real>(
+    cx: &Ctx<'_, T>,
+    acc: &mut [T],
+    dx: &[T],
+    b: usize,
+    m: usize,
+    keep: usize,
+    d: usize,
+) {
+    let c = Strided {
+        accumulate: true,
+        ..Strided::columns(b, keep * d, (keep * d, 0), (m * d, 0))
+    };
+    cx.copy(c, dx, acc);
 }
 
 impl Model {
@@ -865,13 +878,20 @@ impl Model {
             be.embedding_fwd(cx.w(self.embed), d, &ids_k, &mut emb);
             let emb = Arc::new(emb);
             let (en, emb_rstd) = m.enorm.fwd(&cx, &emb);
-            let hprev = Arc::new(take_rows(&prev, b, prev_n, n, d));
+            let hprev = Arc::new(take_rows(&cx, &prev, b, prev_n, n, d));
             let (hn, prev_rstd) = m.hnorm.fwd(&cx, &hprev);
-            let mut cat = Vec::with_capacity(b * n * 2 * d);
-            for r in 0..b * n {
-                cat.extend_from_slice(&en[r * d..(r + 1) * d]);
-                cat.extend_from_slice(&hn[r * d..(r + 1) * d]);
-            }
+            // [embedding, hidden state] side by side: [b·n, 2d].
+            let mut cat = vec![T::zero(); b * n * 2 * d];
+            cx.copy(
+                Strided::columns(b * n, d, (d, 0), (2 * d, 0)),
+                &en,
+                &mut cat,
+            );
+            cx.copy(
+                Strided::columns(b * n, d, (d, 0), (2 * d, d)),
+                &hn,
+                &mut cat,
+            );
             let cat = Arc::new(cat);
             let xk = m.eh.fwd(&cx, &cat);
             let (hk, bc, st) = m
@@ -1022,14 +1042,18 @@ impl Model {
                     let dx = m.block.bwd(&cx, &rope_k, c.block, dh, wq);
                     let dcat = m.eh.bwd_input(&cx, &dx);
                     m.eh.wgrad(wq, dx, &c.cat);
-                    let (mut de, mut dp) = (
-                        Vec::with_capacity(b * c.n * d),
-                        Vec::with_capacity(b * c.n * d),
+                    let rows = b * c.n;
+                    let (mut de, mut dp) = (vec![T::zero(); rows * d], vec![T::zero(); rows * d]);
+                    cx.copy(
+                        Strided::columns(rows, d, (2 * d, 0), (d, 0)),
+                        &dcat,
+                        &mut de,
                     );
-                    for r in 0..b * c.n {
-                        de.extend_from_slice(&dcat[r * 2 * d..r * 2 * d + d]);
-                        dp.extend_from_slice(&dcat[r * 2 * d + d..(r + 1) * 2 * d]);
-                    }
+                    cx.copy(
+                        Strided::columns(rows, d, (2 * d, d), (d, 0)),
+                        &dcat,
+                        &mut dp,
+                    );
                     let mut demb = vec![T::zero(); b * c.n * d];
                     m.enorm
                         .bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
@@ -1043,7 +1067,7 @@ impl Model {
                         .bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
                     let prev_n = c.n + 1;
                     let mut acc = vec![T::zero(); b * prev_n * d];
-                    add_rows(&mut acc, &dprev, b, prev_n, c.n, d);
+                    add_rows(&cx, &mut acc, &dprev, b, prev_n, c.n, d);
                     dnext = Some(acc);
                     flush(wq, grads);
                 }

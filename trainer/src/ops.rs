@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokenmill_kernels::Real;
-use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
+use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul, Strided};
+use tokenmill_kernels::cpu::rows as cpu_rows;
+use tokenmill_kernels::cpu::strided;
 
 use crate::params::{ParamId, ParamLayout, view, view_mut};
 
@@ -117,6 +119,63 @@ impl<T: Real> std::fmt::Debug for Ctx<'_, T> {
 }
 
 impl<'a, T: Real> Ctx<'a, T> {
+    /// The strided copy `dst (+)= src` ([`Strided`]), where [`Backend::moves_data`] says: on
+    /// the backend, or on the host with the same CPU kernel.
+    pub fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
+        if self.be.moves_data() {
+            self.be.copy(c, src, dst)
+        } else {
+            strided::copy(c, src, dst)
+        }
+    }
+    /// `dst[i] = src[rows[i]] (· scale[i])` ([`Backend::gather_rows`]), on the backend or on
+    /// the host as [`Ctx::copy`].
+    pub fn gather_rows(
+        &self,
+        src: &[T],
+        d: usize,
+        rows: &[u32],
+        scale: Option<&[T]>,
+        dst: &mut [T],
+    ) {
+        if self.be.moves_data() {
+            self.be.gather_rows(src, d, rows, scale, dst)
+        } else {
+            cpu_rows::gather_rows(src, d, rows, scale, dst)
+        }
+    }
+    /// `dst[rows[i]] += src[i] (· scale[i])` ([`Backend::scatter_add_rows`]), on the backend or
+    /// on the host as [`Ctx::copy`].
+    pub fn scatter_add_rows(
+        &self,
+        src: &[T],
+        d: usize,
+        rows: &[u32],
+        scale: Option<&[T]>,
+        dst: &mut [T],
+    ) {
+        if self.be.moves_data() {
+            self.be.scatter_add_rows(src, d, rows, scale, dst)
+        } else {
+            cpu_rows::scatter_add_rows(src, d, rows, scale, dst)
+        }
+    }
+    /// `out[i] = table[rows[i]] · src[i]` ([`Backend::dot_rows`]), on the backend or on the
+    /// host as [`Ctx::copy`].
+    pub fn dot_rows(&self, table: &[T], d: usize, rows: &[u32], src: &[T], out: &mut [T]) {
+        if self.be.moves_data() {
+            self.be.dot_rows(table, d, rows, src, out)
+        } else {
+            cpu_rows::dot_rows(table, d, rows, src, out)
+        }
+    }
+    /// A copy of `x` made where [`Ctx::copy`] makes it (a host clone of a buffer a device
+    /// keeps would bring it back across).
+    pub fn duplicate(&self, x: &[T]) -> Vec<T> {
+        let mut y = vec![T::zero(); x.len()];
+        self.copy(Strided::elementwise(x.len(), false), x, &mut y);
+        y
+    }
     /// Tensor `id`.
     pub fn w(&self, id: ParamId) -> &'a [T] {
         view(self.layout, self.params, id)

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use tokenmill_kernels::Cpu;
-use tokenmill_kernels::backend::{Backend, Metered, Traffic};
+use tokenmill_kernels::backend::{Backend, Metered, Residency, Traffic};
 use tokenmill_trainer::ModelConfig;
 use tokenmill_trainer::model::{Batch, Model, WgradMode};
 use tokenmill_trainer::ops::{Precision, WgradQueue};
@@ -50,10 +50,17 @@ pub struct SeamTraffic {
     /// (everything else: activations, caches, the token ids); `calls` counts slices copied.
     pub by_kind: BTreeMap<&'static str, Traffic>,
     pub total: Traffic,
+    /// What a device-resident backend (every buffer it was given or wrote kept on the device,
+    /// parameters and gradients from the start) would still copy in: the inputs host code
+    /// wrote — the model's loops between seam operations.
+    pub resident: Residency,
+    /// Calls of the step under residency (the data movement included).
+    pub resident_calls: u64,
 }
 
 /// Runs one forward and backward of `cfg` (preset `preset`) on random tokens through a metered
-/// CPU backend.
+/// CPU backend: once as the copying seam (the model moving rows on the host), once under
+/// residency (the model moving rows with the backend's operations).
 pub fn measure(
     preset: &str,
     cfg: &ModelConfig,
@@ -78,19 +85,26 @@ pub fn measure(
         s: seq,
     };
     let w = super::train::loss_weights(cfg);
+    // One step through `be` with gradients `grads`.
+    let step = |be: &Metered<'_, f32>, grads: &mut [f32]| -> Result<()> {
+        let mut f = model.forward(be, &params, &bt, w, true)?;
+        let mut q = WgradQueue::new();
+        model.backward(be, &params, &mut f, grads, &mut q, WgradMode::Immediate);
+        Ok(())
+    };
+    // The copying seam: the model moves its rows on the host, as it does for the CUDA backend.
     let be = Metered::new(&Cpu as &dyn Backend<f32>)
         .region("parameters", &params)
         .region("gradients", &grads);
-    let mut f = model.forward(&be, &params, &bt, w, true)?;
-    let mut q = WgradQueue::new();
-    model.backward(
-        &be,
-        &params,
-        &mut f,
-        &mut grads,
-        &mut q,
-        WgradMode::Immediate,
-    );
+    step(&be, &mut grads)?;
+    // Residency: the data movement runs on the backend too (the same step again, into the
+    // same gradient buffer, zeroed; one buffer, so that `1b` fits in 24 GB).
+    grads.fill(0.0);
+    let resident = Metered::new(&Cpu as &dyn Backend<f32>)
+        .resident()
+        .region("parameters", &params)
+        .region("gradients", &grads);
+    step(&resident, &mut grads)?;
     Ok(SeamTraffic {
         preset: preset.into(),
         batch,
@@ -99,6 +113,8 @@ pub fn measure(
         ops: be.traffic(),
         by_kind: be.by_kind(),
         total: be.total(),
+        resident: resident.residency().expect("metered with residency"),
+        resident_calls: resident.total().calls,
     })
 }
 
@@ -155,6 +171,33 @@ pub fn table(t: &SeamTraffic) -> String {
         all as f64 / tokens / 1e3,
         t.param_bytes as f64 / 1e9,
         t.total.calls
+    );
+    let r = &t.resident;
+    let up = r.to_device().max(1);
+    s += &format!(
+        "\nunder residency (every buffer the device was given or wrote kept there): the inputs \
+         host code wrote\n{:<22} {:>9} {:>14} {:>7}\n",
+        "operation", "calls", "to device MB", "bytes"
+    );
+    let mut ops: Vec<_> = r.ops.iter().filter(|(_, v)| v.to_device > 0).collect();
+    ops.sort_by_key(|(_, v)| std::cmp::Reverse(v.to_device));
+    for (op, v) in ops {
+        s += &format!(
+            "{:<22} {:>9} {:>14.1} {:>6.1}%\n",
+            op,
+            v.calls,
+            mb(v.to_device),
+            100.0 * v.to_device as f64 / up as f64
+        );
+    }
+    s += &format!(
+        "{:.2} GB up per step under residency ({:.1}% of the copying seam's bytes; of it {:.1} MB \
+         may be held already inside larger ranges), {} calls with the data movement; the host's \
+         reads of device results are not counted\n",
+        r.to_device() as f64 / 1e9,
+        100.0 * r.to_device() as f64 / all as f64,
+        mb(r.edge),
+        t.resident_calls
     );
     s
 }

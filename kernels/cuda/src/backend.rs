@@ -11,11 +11,12 @@ use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use tokenmill_kernels::backend::{
     AttnShape, Backend, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts, LowpGemm, MatMul,
-    RopeRows, RopeTable, Route,
+    RopeRows, RopeTable, Route, Strided,
 };
 
 use crate::device::{Device, elementwise};
 use crate::error::{Result, driver};
+use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
 /// The CUDA backend over one [`Device`].
 #[derive(Debug)]
@@ -237,6 +238,11 @@ fn warp_rows(rows: usize) -> LaunchConfig {
 impl Backend<f32> for Cuda {
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    /// Every call copies its slices both ways: the model moves its rows on the host.
+    fn moves_data(&self) -> bool {
+        false
     }
 
     fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -596,9 +602,140 @@ impl Backend<f32> for Cuda {
             self.dev.download(&gg, gates)
         })())
     }
+
+    fn copy(&self, c: Strided, src: &[f32], dst: &mut [f32]) {
+        c.check(src.len(), dst.len());
+        if c.count() == 0 {
+            return;
+        }
+        ok((|| {
+            let gs = self.dev.upload("copy source", src)?;
+            // What the copy does not overwrite must come back unchanged.
+            let mut gd = if c.covers(dst.len()) {
+                self.dev.zeros::<f32>("copy destination", dst.len())?
+            } else {
+                self.dev.upload("copy destination", dst)?
+            };
+            let [n, st, dt] = [c.dims, c.src, c.dst].map(|a| a.map(|v| v as i64));
+            let (src_at, dst_at, acc) = (c.src_at as i64, c.dst_at as i64, i32::from(c.accumulate));
+            {
+                let mut b = self.k("strided_copy_f32")?;
+                b.arg(&gs).arg(&mut gd);
+                for v in &n {
+                    b.arg(v);
+                }
+                for v in &st {
+                    b.arg(v);
+                }
+                b.arg(&src_at);
+                for v in &dt {
+                    b.arg(v);
+                }
+                b.arg(&dst_at).arg(&acc);
+                go("strided_copy_f32", b, elementwise(c.written()))?;
+            }
+            self.dev.download(&gd, dst)
+        })())
+    }
+
+    fn gather_rows(
+        &self,
+        src: &[f32],
+        d: usize,
+        rows: &[u32],
+        scale: Option<&[f32]>,
+        dst: &mut [f32],
+    ) {
+        self.rows("gather_rows_f32", src, d, rows, scale, dst, false)
+    }
+
+    fn scatter_add_rows(
+        &self,
+        src: &[f32],
+        d: usize,
+        rows: &[u32],
+        scale: Option<&[f32]>,
+        dst: &mut [f32],
+    ) {
+        self.rows("scatter_add_rows_f32", src, d, rows, scale, dst, true)
+    }
+
+    fn dot_rows(&self, table: &[f32], d: usize, rows: &[u32], src: &[f32], out: &mut [f32]) {
+        check_rows(table, d, rows, None, src);
+        assert_eq!(out.len(), rows.len(), "one dot per row");
+        if rows.is_empty() {
+            return;
+        }
+        ok((|| {
+            let gt = self.dev.upload("dot table", table)?;
+            let gr = self.dev.upload("row indices", rows)?;
+            let gs = self.dev.upload("dot rows", src)?;
+            let mut go_ = self.dev.zeros::<f32>("row dots", out.len())?;
+            let (n, d32) = (rows.len() as i64, d as i32);
+            {
+                let mut b = self.k("dot_rows_f32")?;
+                b.arg(&gt).arg(&gr).arg(&gs).arg(&mut go_).arg(&n).arg(&d32);
+                go("dot_rows_f32", b, elementwise(rows.len()))?;
+            }
+            self.dev.download(&go_, out)
+        })())
+    }
 }
 
 impl Cuda {
+    /// A row gather (`scatter` false: `dst` `[rows, d]` out of `src`) or scatter-add (`src`
+    /// `[rows, d]` into `dst`), checked as the CPU kernels check them (indices inside the table,
+    /// a scatter's rows distinct) before the device indexes with them unchecked.
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
+        &self,
+        name: &str,
+        src: &[f32],
+        d: usize,
+        rows: &[u32],
+        scale: Option<&[f32]>,
+        dst: &mut [f32],
+        scatter: bool,
+    ) {
+        {
+            let (table, dense): (&[f32], &[f32]) = if scatter { (dst, src) } else { (src, dst) };
+            check_rows(table, d, rows, scale, dense);
+        }
+        if scatter {
+            check_distinct(rows, dst.len() / d.max(1));
+        }
+        if rows.is_empty() || d == 0 {
+            return;
+        }
+        ok((|| {
+            let gs = self.dev.upload("rows source", src)?;
+            let gr = self.dev.upload("row indices", rows)?;
+            let gscale = scale
+                .map(|s| self.dev.upload("row scales", s))
+                .transpose()?;
+            // A scatter adds into the destination; a gather overwrites all of it.
+            let mut gd = if scatter {
+                self.dev.upload("rows destination", dst)?
+            } else {
+                self.dev.zeros::<f32>("rows destination", dst.len())?
+            };
+            let (n, d32) = (rows.len() as i64, d as i32);
+            // A null device pointer: no scale.
+            let null: u64 = 0;
+            {
+                let mut b = self.k(name)?;
+                b.arg(&gs).arg(&gr);
+                match &gscale {
+                    Some(g) => b.arg(g),
+                    None => b.arg(&null),
+                };
+                b.arg(&mut gd).arg(&n).arg(&d32);
+                go(name, b, per_id(rows.len()))?;
+            }
+            self.dev.download(&gd, dst)
+        })())
+    }
+
     fn rope(&self, name: &str, t: &RopeTable<f32>, x: &mut [f32], r: RopeRows) -> Result<()> {
         let gc = self.dev.upload("rope cos", t.cos())?;
         let gs = self.dev.upload("rope sin", t.sin())?;

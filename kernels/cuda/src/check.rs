@@ -7,7 +7,7 @@
 use serde::Serialize;
 use tokenmill_kernels::backend::{
     AttnShape, Backend, CpuReference, IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable,
-    Route,
+    Route, Strided,
 };
 use tokenmill_kernels::rng::Rng;
 
@@ -447,6 +447,108 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
             rows.push(compare("route gates", shape, &g1, &g2, 1e-5));
         }
     });
+
+    // The strided copy at the 1b preset's MLA shapes (16 heads, value width 128, RoPE width
+    // 64): heads to tokens, the shared RoPE key broadcast to every head, its gradient summed
+    // over heads (in head order on every backend), a residual add. Copies and ordered sums:
+    // the bits must be the reference's.
+    section(&mut rows, "strided copy", |rows| {
+        let (b, h, s, w, r) = (2, 16, 256, 128, 64);
+        let heads = [b, h, s, w];
+        let tokens = [s * h * w, w, h * w, 1];
+        let qk = 192;
+        let cases = [
+            (
+                "copy heads→tokens",
+                Strided {
+                    dims: heads,
+                    src: Strided::dense(heads),
+                    src_at: 0,
+                    dst: tokens,
+                    dst_at: 0,
+                    accumulate: false,
+                },
+                b * h * s * w,
+                b * h * s * w,
+            ),
+            (
+                "copy RoPE key to heads",
+                Strided {
+                    dims: [b, h, s, r],
+                    src: [s * r, 0, r, 1],
+                    src_at: 0,
+                    dst: [h * s * qk, s * qk, qk, 1],
+                    dst_at: qk - r,
+                    accumulate: false,
+                },
+                b * s * r,
+                b * h * s * qk,
+            ),
+            (
+                "copy RoPE key grad Σ heads",
+                Strided {
+                    dims: [b, h, s, r],
+                    src: [h * s * qk, s * qk, qk, 1],
+                    src_at: qk - r,
+                    dst: [s * r, 0, r, 1],
+                    dst_at: 0,
+                    accumulate: true,
+                },
+                b * h * s * qk,
+                b * s * r,
+            ),
+            (
+                "copy residual add",
+                Strided::elementwise(b * s * 2048, true),
+                b * s * 2048,
+                b * s * 2048,
+            ),
+        ];
+        for (op, c, ns, nd) in cases {
+            let src = randn(&mut rng, ns, 1.0);
+            let init = randn(&mut rng, nd, 1.0);
+            let (mut d1, mut d2) = (init.clone(), init);
+            cand.copy(c, &src, &mut d1);
+            refb.copy(c, &src, &mut d2);
+            let shape = format!("{:?} ← {} elements", c.dims, ns);
+            rows.push(compare(op, shape, &d1, &d2, 0.0));
+        }
+    });
+
+    // A MoE layer's dispatch and combine at the 1b preset's width (2048): one expert's rows
+    // gathered (plain, and scaled by the gates as the backward does) and added back to their
+    // tokens weighted by the gates. One product and one sum per element: the reference's bits.
+    section(&mut rows, "rows", |rows| {
+        let (tokens, d) = (4096, 2048);
+        let table = randn(&mut rng, tokens * d, 1.0);
+        let picked: Vec<u32> = (0..tokens as u32).filter(|t| t % 11 < 2).collect();
+        let gates = randn(&mut rng, picked.len(), 0.3);
+        let shape = format!("{} of {tokens} rows × {d}", picked.len());
+        for (op, scale) in [
+            ("gather rows", None),
+            ("gather rows · gate", Some(&gates[..])),
+        ] {
+            let (mut y1, mut y2) = (vec![0.0; picked.len() * d], vec![0.0; picked.len() * d]);
+            cand.gather_rows(&table, d, &picked, scale, &mut y1);
+            refb.gather_rows(&table, d, &picked, scale, &mut y2);
+            rows.push(compare(op, shape.clone(), &y1, &y2, 0.0));
+        }
+        let src = randn(&mut rng, picked.len() * d, 1.0);
+        let (mut y1, mut y2) = (table.clone(), table);
+        cand.scatter_add_rows(&src, d, &picked, Some(&gates), &mut y1);
+        refb.scatter_add_rows(&src, d, &picked, Some(&gates), &mut y2);
+        rows.push(compare(
+            "scatter-add rows · gate",
+            shape.clone(),
+            &y1,
+            &y2,
+            0.0,
+        ));
+        let (mut o1, mut o2) = (vec![0.0; picked.len()], vec![0.0; picked.len()]);
+        cand.dot_rows(&y2, d, &picked, &src, &mut o1);
+        refb.dot_rows(&y2, d, &picked, &src, &mut o2);
+        rows.push(compare("dot rows (gate gradient)", shape, &o1, &o2, 0.0));
+    });
     rows
 }
 
@@ -594,6 +696,25 @@ mod tests {
         ) {
             CpuReference.route(r, l, b, s, i, g)
         }
+        fn copy(&self, c: Strided, src: &[f32], dst: &mut [f32]) {
+            CpuReference.copy(c, src, dst)
+        }
+        fn gather_rows(&self, x: &[f32], d: usize, r: &[u32], s: Option<&[f32]>, y: &mut [f32]) {
+            CpuReference.gather_rows(x, d, r, s, y)
+        }
+        fn scatter_add_rows(
+            &self,
+            x: &[f32],
+            d: usize,
+            r: &[u32],
+            s: Option<&[f32]>,
+            y: &mut [f32],
+        ) {
+            CpuReference.scatter_add_rows(x, d, r, s, y)
+        }
+        fn dot_rows(&self, t: &[f32], d: usize, r: &[u32], x: &[f32], o: &mut [f32]) {
+            CpuReference.dot_rows(t, d, r, x, o)
+        }
     }
 
     #[test]
@@ -625,6 +746,9 @@ mod tests {
         let rmsnorm = all.iter().filter(|r| r.op.starts_with("rmsnorm")).count();
         assert!(rmsnorm > 0);
         assert_eq!(rows.len(), all.len() - rmsnorm + 1);
-        assert_eq!(rows.last().map(|r| r.op.as_str()), Some("route gates"));
+        assert_eq!(
+            rows.last().map(|r| r.op.as_str()),
+            Some("dot rows (gate gradient)")
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The CPU backends: [`Cpu`] (the fast kernels of [`crate::cpu`]) and [`CpuReference`] (their
 //! plain references).
 
-use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route};
-use crate::cpu::{attention, embedding, loss, lowp, matmul, norm, rope, route, swiglu};
+use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided};
+use crate::cpu::{
+    attention, embedding, loss, lowp, matmul, norm, rope, route, rows, strided, swiglu,
+};
 use crate::real::Real;
 
 /// The fast CPU kernels.
@@ -15,7 +17,7 @@ pub struct CpuReference;
 
 macro_rules! impl_backend {
     ($ty:ident, $name:literal, $mm:path, $lp:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
-     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path) => {
+     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $cp:path, $ga:path, $sc:path, $dr:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -138,6 +140,32 @@ macro_rules! impl_backend {
             ) {
                 $ro(r, logits, bias, scores, idx, gates)
             }
+            fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
+                $cp(c, src, dst)
+            }
+            fn gather_rows(
+                &self,
+                src: &[T],
+                d: usize,
+                rows: &[u32],
+                scale: Option<&[T]>,
+                dst: &mut [T],
+            ) {
+                $ga(src, d, rows, scale, dst)
+            }
+            fn scatter_add_rows(
+                &self,
+                src: &[T],
+                d: usize,
+                rows: &[u32],
+                scale: Option<&[T]>,
+                dst: &mut [T],
+            ) {
+                $sc(src, d, rows, scale, dst)
+            }
+            fn dot_rows(&self, table: &[T], d: usize, rows: &[u32], src: &[T], out: &mut [T]) {
+                $dr(table, d, rows, src, out)
+            }
         }
     };
 }
@@ -161,7 +189,11 @@ impl_backend!(
     loss::cross_entropy_fused,
     embedding::embedding_fwd,
     embedding::embedding_bwd,
-    route::route
+    route::route,
+    strided::copy,
+    rows::gather_rows,
+    rows::scatter_add_rows,
+    rows::dot_rows
 );
 
 impl_backend!(
@@ -183,5 +215,9 @@ impl_backend!(
     loss::cross_entropy_fused_ref,
     embedding::embedding_fwd_ref,
     embedding::embedding_bwd_ref,
-    route::route_ref
+    route::route_ref,
+    strided::copy_ref,
+    rows::gather_rows_ref,
+    rows::scatter_add_rows_ref,
+    rows::dot_rows_ref
 );

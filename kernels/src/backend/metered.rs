@@ -12,7 +12,8 @@ use std::mem::size_of_val;
 use std::ops::Range;
 use std::sync::Mutex;
 
-use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route};
+use super::held::Held;
+use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided};
 use crate::real::Real;
 
 /// The traffic of one operation.
@@ -44,20 +45,54 @@ pub struct Metered<'a, T> {
     ops: Mutex<BTreeMap<&'static str, Traffic>>,
     regions: Vec<(&'static str, Range<usize>)>,
     kinds: Mutex<BTreeMap<&'static str, Traffic>>,
+    /// Under residency ([`Metered::resident`]): what the device holds, and what it would copy.
+    resident: Option<Mutex<Resident>>,
 }
 
-/// Where a slice lies and its bytes.
+/// The counts under residency.
+#[derive(Debug, Default)]
+struct Resident {
+    held: Held,
+    ops: BTreeMap<&'static str, Traffic>,
+    kinds: BTreeMap<&'static str, Traffic>,
+    edge: u64,
+}
+
+/// What a device that keeps every buffer it has seen would still copy in: the inputs the host
+/// wrote since the device last saw them ([`super::held`]). The host's reads of what the device
+/// wrote are not seen, so `to_host` stays 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Residency {
+    /// By operation (`calls`: calls that copied anything).
+    pub ops: BTreeMap<&'static str, Traffic>,
+    /// By region (`calls`: slices copied).
+    pub by_kind: BTreeMap<&'static str, Traffic>,
+    /// Bytes counted as copied that the device may hold inside a larger range (an upper bound
+    /// on the counts' error).
+    pub edge: u64,
+}
+
+impl Residency {
+    /// Bytes copied in, over all operations.
+    pub fn to_device(&self) -> u64 {
+        self.ops.values().map(|t| t.to_device).sum()
+    }
+}
+
+/// A slice as the seam passes it: where it lies and its bytes.
 #[derive(Debug, Clone, Copy, Default)]
-struct Span {
+struct Span<'s> {
     addr: usize,
     bytes: u64,
+    data: &'s [u8],
 }
 
 /// A slice's span.
-fn n<X>(x: &[X]) -> Span {
+fn n<X: bytemuck::Pod>(x: &[X]) -> Span<'_> {
     Span {
         addr: x.as_ptr() as usize,
         bytes: size_of_val(x) as u64,
+        data: bytemuck::cast_slice(x),
     }
 }
 
@@ -69,6 +104,38 @@ impl<'a, T: Real> Metered<'a, T> {
             ops: Mutex::new(BTreeMap::new()),
             regions: Vec::new(),
             kinds: Mutex::new(BTreeMap::new()),
+            resident: None,
+        }
+    }
+
+    /// Also counts what a device-resident backend would copy ([`Metered::residency`]): one
+    /// that keeps every buffer it has been given or has written. Call it before
+    /// [`Metered::region`]: the regions named after it (parameters, gradients) are held from
+    /// the start, as if the optimizer ran on the device too.
+    pub fn resident(mut self) -> Self {
+        self.resident = Some(Mutex::new(Resident::default()));
+        self
+    }
+
+    /// What a device-resident backend would have copied so far (`None` unless
+    /// [`Metered::resident`]).
+    pub fn residency(&self) -> Option<Residency> {
+        let r = self.resident.as_ref()?;
+        let r = r.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Residency {
+            ops: r.ops.clone(),
+            by_kind: r.kinds.clone(),
+            edge: r.edge,
+        })
+    }
+
+    /// Under residency, the device holds these outputs as the call left them.
+    fn landed(&self, outs: &[Span<'_>]) {
+        if let Some(r) = &self.resident {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            for s in outs {
+                r.held.hold(s.addr, s.data);
+            }
         }
     }
 
@@ -77,17 +144,21 @@ impl<'a, T: Real> Metered<'a, T> {
     pub fn region(mut self, name: &'static str, buf: &[T]) -> Self {
         let a = buf.as_ptr() as usize;
         self.regions.push((name, a..a + size_of_val(buf)));
+        if let Some(r) = &mut self.resident {
+            let r = r.get_mut().unwrap_or_else(|e| e.into_inner());
+            r.held.hold(a, bytemuck::cast_slice(buf));
+        }
         self
     }
 
-    fn kind(&self, s: Span) -> &'static str {
+    fn kind(&self, s: Span<'_>) -> &'static str {
         self.regions
             .iter()
             .find(|(_, r)| r.contains(&s.addr))
             .map_or(ACTIVATIONS, |(name, _)| name)
     }
 
-    fn note(&self, op: &'static str, up: &[Span], down: &[Span]) {
+    fn note(&self, op: &'static str, up: &[Span<'_>], down: &[Span<'_>]) {
         let t = Traffic {
             calls: 1,
             to_device: up.iter().map(|s| s.bytes).sum(),
@@ -99,6 +170,23 @@ impl<'a, T: Real> Metered<'a, T> {
             .entry(op)
             .or_default()
             .add(t);
+        if let Some(r) = &self.resident {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            let mut copied = 0;
+            for s in up {
+                let u = r.held.input(s.addr, s.data);
+                if u.bytes > 0 {
+                    copied += u.bytes;
+                    r.edge += u.edge;
+                    let k = r.kinds.entry(self.kind(*s)).or_default();
+                    k.calls += 1;
+                    k.to_device += u.bytes;
+                }
+            }
+            let o = r.ops.entry(op).or_default();
+            o.calls += u64::from(copied > 0);
+            o.to_device += copied;
+        }
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         for (spans, up) in [(up, true), (down, false)] {
             for &s in spans.iter().filter(|s| s.bytes > 0) {
@@ -136,11 +224,15 @@ impl<'a, T: Real> Metered<'a, T> {
     pub fn reset(&self) {
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.kinds.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        if let Some(r) = &self.resident {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            (r.ops, r.kinds, r.edge) = Default::default();
+        }
     }
 }
 
 /// Starts' bytes (copied with the attention inputs).
-fn starts_n(s: &Option<KeyStarts<'_>>) -> Span {
+fn starts_n<'s>(s: &Option<KeyStarts<'s>>) -> Span<'s> {
     s.map_or(Span::default(), |k| n(k.first))
 }
 
@@ -148,19 +240,28 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
+    /// As the copying device backend it measures, none: the model moves rows on the host.
+    /// Under residency, all: the data movement is the device's too.
+    fn moves_data(&self) -> bool {
+        self.resident.is_some()
+    }
     fn matmul(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T]) {
         let acc = if p.accumulate { n(c) } else { Span::default() };
         self.note("matmul", &[n(a), n(bm), acc], &[n(c)]);
-        self.inner.matmul(p, a, bm, c)
+        self.inner.matmul(p, a, bm, c);
+        self.landed(&[n(c)]);
     }
     fn matmul_lowp(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T], f: LowpGemm) -> u64 {
         let acc = if p.accumulate { n(c) } else { Span::default() };
         self.note("matmul_lowp", &[n(a), n(bm), acc], &[n(c)]);
-        self.inner.matmul_lowp(p, a, bm, c, f)
+        let bad = self.inner.matmul_lowp(p, a, bm, c, f);
+        self.landed(&[n(c)]);
+        bad
     }
     fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {
         self.note("rmsnorm_fwd", &[n(x), n(w)], &[n(y), n(rstd)]);
-        self.inner.rmsnorm_fwd(x, w, eps, y, rstd)
+        self.inner.rmsnorm_fwd(x, w, eps, y, rstd);
+        self.landed(&[n(y), n(rstd)]);
     }
     fn rmsnorm_bwd_input(
         &self,
@@ -177,7 +278,8 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(x), n(w), n(rstd), n(dy), acc],
             &[n(dx)],
         );
-        self.inner.rmsnorm_bwd_input(x, w, rstd, dy, dx, accumulate)
+        self.inner.rmsnorm_bwd_input(x, w, rstd, dy, dx, accumulate);
+        self.landed(&[n(dx)]);
     }
     fn rmsnorm_bwd_weight(&self, x: &[T], rstd: &[T], dy: &[T], dw: &mut [T]) {
         self.note(
@@ -185,23 +287,28 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(x), n(rstd), n(dy), n(dw)],
             &[n(dw)],
         );
-        self.inner.rmsnorm_bwd_weight(x, rstd, dy, dw)
+        self.inner.rmsnorm_bwd_weight(x, rstd, dy, dw);
+        self.landed(&[n(dw)]);
     }
     fn rope_fwd(&self, t: &RopeTable<T>, x: &mut [T], r: RopeRows) {
         self.note("rope_fwd", &[n(t.cos()), n(t.sin()), n(x)], &[n(x)]);
-        self.inner.rope_fwd(t, x, r)
+        self.inner.rope_fwd(t, x, r);
+        self.landed(&[n(x)]);
     }
     fn rope_bwd(&self, t: &RopeTable<T>, dx: &mut [T], r: RopeRows) {
         self.note("rope_bwd", &[n(t.cos()), n(t.sin()), n(dx)], &[n(dx)]);
-        self.inner.rope_bwd(t, dx, r)
+        self.inner.rope_bwd(t, dx, r);
+        self.landed(&[n(dx)]);
     }
     fn swiglu_fwd(&self, g: &[T], u: &[T], h: &mut [T]) {
         self.note("swiglu_fwd", &[n(g), n(u)], &[n(h)]);
-        self.inner.swiglu_fwd(g, u, h)
+        self.inner.swiglu_fwd(g, u, h);
+        self.landed(&[n(h)]);
     }
     fn swiglu_bwd(&self, g: &[T], u: &[T], dh: &[T], dg: &mut [T], du: &mut [T]) {
         self.note("swiglu_bwd", &[n(g), n(u), n(dh)], &[n(dg), n(du)]);
-        self.inner.swiglu_bwd(g, u, dh, dg, du)
+        self.inner.swiglu_bwd(g, u, dh, dg, du);
+        self.landed(&[n(dg), n(du)]);
     }
     fn attention_fwd(
         &self,
@@ -218,7 +325,8 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(q), n(k), n(v), starts_n(&starts)],
             &[n(o), n(lse)],
         );
-        self.inner.attention_fwd(s, starts, q, k, v, o, lse)
+        self.inner.attention_fwd(s, starts, q, k, v, o, lse);
+        self.landed(&[n(o), n(lse)]);
     }
     fn attention_bwd(
         &self,
@@ -240,7 +348,8 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(dq), n(dk), n(dv)],
         );
         self.inner
-            .attention_bwd(s, starts, q, k, v, o, lse, d_o, dq, dk, dv)
+            .attention_bwd(s, starts, q, k, v, o, lse, d_o, dq, dk, dv);
+        self.landed(&[n(dq), n(dk), n(dv)]);
     }
     fn cross_entropy_fwd(
         &self,
@@ -256,7 +365,8 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(losses), n(lse)],
         );
         self.inner
-            .cross_entropy_fwd(logits, targets, vocab, losses, lse)
+            .cross_entropy_fwd(logits, targets, vocab, losses, lse);
+        self.landed(&[n(losses), n(lse)]);
     }
     fn cross_entropy_bwd(
         &self,
@@ -271,7 +381,8 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(logits), n(targets), n(lse), n(g)],
             &[n(logits)],
         );
-        self.inner.cross_entropy_bwd(logits, targets, lse, g, vocab)
+        self.inner.cross_entropy_bwd(logits, targets, lse, g, vocab);
+        self.landed(&[n(logits)]);
     }
     fn cross_entropy_fused(
         &self,
@@ -288,15 +399,18 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(logits), n(losses), n(lse)],
         );
         self.inner
-            .cross_entropy_fused(logits, targets, g, vocab, losses, lse)
+            .cross_entropy_fused(logits, targets, g, vocab, losses, lse);
+        self.landed(&[n(logits), n(losses), n(lse)]);
     }
     fn embedding_fwd(&self, table: &[T], d: usize, ids: &[u32], y: &mut [T]) {
         self.note("embedding_fwd", &[n(table), n(ids)], &[n(y)]);
-        self.inner.embedding_fwd(table, d, ids, y)
+        self.inner.embedding_fwd(table, d, ids, y);
+        self.landed(&[n(y)]);
     }
     fn embedding_bwd(&self, dy: &[T], d: usize, ids: &[u32], dtable: &mut [T]) {
         self.note("embedding_bwd", &[n(dy), n(ids), n(dtable)], &[n(dtable)]);
-        self.inner.embedding_bwd(dy, d, ids, dtable)
+        self.inner.embedding_bwd(dy, d, ids, dtable);
+        self.landed(&[n(dtable)]);
     }
     fn route(
         &self,
@@ -312,7 +426,43 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             &[n(logits), n(bias)],
             &[n(scores), n(idx), n(gates)],
         );
-        self.inner.route(r, logits, bias, scores, idx, gates)
+        self.inner.route(r, logits, bias, scores, idx, gates);
+        self.landed(&[n(scores), n(idx), n(gates)]);
+    }
+    fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
+        // The destination goes up too unless the copy overwrites all of it.
+        let prior = if c.covers(dst.len()) {
+            Span::default()
+        } else {
+            n(dst)
+        };
+        self.note("copy", &[n(src), prior], &[n(dst)]);
+        self.inner.copy(c, src, dst);
+        self.landed(&[n(dst)]);
+    }
+    fn gather_rows(&self, src: &[T], d: usize, rows: &[u32], scale: Option<&[T]>, dst: &mut [T]) {
+        let s = scale.map_or(Span::default(), n);
+        self.note("gather_rows", &[n(src), n(rows), s], &[n(dst)]);
+        self.inner.gather_rows(src, d, rows, scale, dst);
+        self.landed(&[n(dst)]);
+    }
+    fn scatter_add_rows(
+        &self,
+        src: &[T],
+        d: usize,
+        rows: &[u32],
+        scale: Option<&[T]>,
+        dst: &mut [T],
+    ) {
+        let s = scale.map_or(Span::default(), n);
+        self.note("scatter_add_rows", &[n(src), n(rows), s, n(dst)], &[n(dst)]);
+        self.inner.scatter_add_rows(src, d, rows, scale, dst);
+        self.landed(&[n(dst)]);
+    }
+    fn dot_rows(&self, table: &[T], d: usize, rows: &[u32], src: &[T], out: &mut [T]) {
+        self.note("dot_rows", &[n(table), n(rows), n(src)], &[n(out)]);
+        self.inner.dot_rows(table, d, rows, src, out);
+        self.landed(&[n(out)]);
     }
 }
 
@@ -407,5 +557,35 @@ mod tests {
         );
         let t = m.total();
         assert_eq!(t.to_device, k.values().map(|v| v.to_device).sum::<u64>());
+    }
+
+    #[test]
+    fn under_residency_only_what_the_host_wrote_is_copied() {
+        let params = vec![0.5f32; 12];
+        let m = Metered::new(&Cpu as &dyn Backend<f32>)
+            .resident()
+            .region("parameters", &params);
+        let x = vec![1.0f32; 6];
+        let mut y = vec![0.0f32; 8];
+        // y [2, 4] = x [2, 3] · Wᵀ: x is the host's (copied), W is held, y is the device's.
+        m.matmul(MatMul::linear(2, 4, 3), &x, &params, &mut y);
+        let (w, mut z, mut r) = (vec![1.0f32; 4], vec![0.0f32; 8], vec![0.0f32; 2]);
+        // RMSNorm of y: y is held; w is the host's.
+        m.rmsnorm_fwd(&y, &w, 1e-6, &mut z, &mut r);
+        let res = m.residency().unwrap();
+        assert_eq!(res.ops["matmul"].to_device, 6 * 4);
+        assert_eq!(res.ops["rmsnorm_fwd"].to_device, 4 * 4);
+        // The host adds into y: it is copied again; z (held) is not.
+        y[3] += 1.0;
+        m.rmsnorm_fwd(&y, &w, 1e-6, &mut z, &mut r);
+        m.rmsnorm_fwd(&z, &w, 1e-6, &mut y, &mut r);
+        let res = m.residency().unwrap();
+        assert_eq!(res.ops["rmsnorm_fwd"].to_device, 4 * 4 + 8 * 4);
+        assert_eq!(res.ops["rmsnorm_fwd"].calls, 2);
+        assert_eq!(res.by_kind.get("parameters"), None);
+        assert_eq!(res.to_device(), 6 * 4 + 4 * 4 + 8 * 4);
+        assert_eq!(res.edge, 0);
+        // The copying seam's counts are unchanged by the residency model.
+        assert_eq!(m.traffic()["rmsnorm_fwd"].calls, 3);
     }
 }

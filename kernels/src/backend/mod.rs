@@ -3,21 +3,24 @@
 //! slices for now; a device backend will get its own buffer type behind the same operations.
 //!
 //! - `types.rs`: the operations' argument types ([`MatMul`], [`LowpGemm`], [`RopeTable`],
-//!   [`RopeRows`], [`AttnShape`], [`IGNORE`]), which belong to the seam and not to a backend;
+//!   [`RopeRows`], [`AttnShape`], [`Route`], [`Strided`], [`IGNORE`]), which belong to the seam and not to a backend;
 //! - `cpu.rs`: two CPU backends, [`Cpu`] (fast kernels) and [`CpuReference`] (the plain loops),
 //!   which the model tests run side by side;
 //! - `metered.rs`: [`Metered`], any backend with the calls and bytes a device backend behind
-//!   this host-slice seam copies, counted per operation.
+//!   this host-slice seam copies, counted per operation; and, under residency, what a backend
+//!   that kept every buffer on the device would still copy;
+//! - `held.rs`: that residency model — the host pages a device holds, checked by contents.
 
 mod cpu;
+mod held;
 mod metered;
 mod types;
 
 pub use cpu::{Cpu, CpuReference};
-pub use metered::{ACTIVATIONS, Metered, Traffic};
+pub use metered::{ACTIVATIONS, Metered, Residency, Traffic};
 pub use types::{
     AttnShape, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts, LowpGemm, MatMul,
-    RopeRows, RopeTable, Route, first_key,
+    RopeRows, RopeTable, Route, Strided, first_key,
 };
 
 use crate::real::Real;
@@ -28,6 +31,15 @@ use crate::real::Real;
 pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     /// Short name for logs and benchmark tables.
     fn name(&self) -> &'static str;
+    /// Whether the model should move its data — head reshapes, column splits, residual adds,
+    /// MoE row gathers and scatters — with this backend's [`Backend::copy`],
+    /// [`Backend::gather_rows`] and [`Backend::scatter_add_rows`] (true: the data is where the
+    /// backend computes, the CPU, or a device that keeps its buffers), or on the host with the
+    /// same CPU kernels (false: a backend that copies every call's slices both ways, for which
+    /// a host copy is cheaper than a round trip). The numbers are the same either way.
+    fn moves_data(&self) -> bool {
+        true
+    }
     /// `C (+)= op(A) · op(B)`.
     fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]);
     /// `C (+)= op(A) · op(B)` as a low-precision GEMM computes it: both operands converted to
@@ -136,4 +148,26 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
         idx: &mut [u32],
         gates: &mut [T],
     );
+    /// The strided copy [`Strided`]: `dst (+)= src` over a four-dimensional index space (head
+    /// reshapes, column splits and concatenations, residual adds; kernels/src/cpu/strided.rs).
+    fn copy(&self, c: Strided, src: &[T], dst: &mut [T]);
+    /// Rows by index: `dst[i] = src[rows[i]]`, times `scale[i]` when given; src `[n, d]`, dst
+    /// `[rows, d]` (a MoE expert's input rows, or its output gradient weighted by the gates;
+    /// kernels/src/cpu/rows.rs).
+    fn gather_rows(&self, src: &[T], d: usize, rows: &[u32], scale: Option<&[T]>, dst: &mut [T]);
+    /// Rows added back by index: `dst[rows[i]] += src[i]`, times `scale[i]` when given; src
+    /// `[rows, d]`, dst `[n, d]`, the rows distinct (a MoE expert's outputs weighted by their
+    /// gates into the tokens' sum; its input gradient into the tokens').
+    fn scatter_add_rows(
+        &self,
+        src: &[T],
+        d: usize,
+        rows: &[u32],
+        scale: Option<&[T]>,
+        dst: &mut [T],
+    );
+    /// `out[i] = Σ_c table[rows[i], c] · src[i, c]`, the terms in order from the first: each
+    /// row of `src` `[rows, d]` dotted with the table row it belongs to (a MoE gate's
+    /// gradient, the token's output gradient · the expert's output).
+    fn dot_rows(&self, table: &[T], d: usize, rows: &[u32], src: &[T], out: &mut [T]);
 }

@@ -264,3 +264,133 @@ impl Route {
         n
     }
 }
+
+/// A strided copy over an index space of four dimensions, outermost first (unused leading
+/// ones have extent 1): for every index `i`, in lexicographic order,
+///
+/// ```text
+/// dst[dst_at + Σ i_d·dst_d]  =  src[src_at + Σ i_d·src_d]      (+= when `accumulate`)
+/// ```
+///
+/// The head reshapes, column splits and concatenations of a model's layers, and its residual
+/// adds, as one seam operation, so that a device backend moves them on the device. A source
+/// stride 0 repeats (broadcasts) a value; a destination stride 0 sums over that dimension,
+/// which needs `accumulate` — the terms are then added one by one in index order, so every
+/// backend gives the same bits. Over the other dimensions the destination elements must be
+/// distinct ([`Strided::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strided {
+    /// Extents, outermost first.
+    pub dims: [usize; 4],
+    /// Source strides (elements).
+    pub src: [usize; 4],
+    /// First source element.
+    pub src_at: usize,
+    /// Destination strides (elements; 0: a sum over the dimension).
+    pub dst: [usize; 4],
+    /// First destination element.
+    pub dst_at: usize,
+    /// Add into the destination instead of overwriting it.
+    pub accumulate: bool,
+}
+
+impl Strided {
+    /// Row-major strides of `dims`.
+    pub fn dense(dims: [usize; 4]) -> [usize; 4] {
+        [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
+    }
+
+    /// `dst[..n] (+)= src[..n]`: a plain copy, or with `accumulate` an elementwise add.
+    pub fn elementwise(n: usize, accumulate: bool) -> Self {
+        Strided {
+            dims: [1, 1, 1, n],
+            src: [0, 0, 0, 1],
+            src_at: 0,
+            dst: [0, 0, 0, 1],
+            dst_at: 0,
+            accumulate,
+        }
+    }
+
+    /// Columns `src_col .. src_col + cols` of the `rows` rows of a `[rows, src_w]` matrix into
+    /// columns `dst_col ..` of a `[rows, dst_w]` one: a column split or one part of a
+    /// concatenation.
+    pub fn columns(
+        rows: usize,
+        cols: usize,
+        (src_w, src_col): (usize, usize),
+        (dst_w, dst_col): (usize, usize),
+    ) -> Self {
+        Strided {
+            dims: [1, 1, rows, cols],
+            src: [0, 0, src_w, 1],
+            src_at: src_col,
+            dst: [0, 0, dst_w, 1],
+            dst_at: dst_col,
+            accumulate: false,
+        }
+    }
+
+    /// Elements the index space visits.
+    pub fn count(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Whether dimension `d` sums (a destination stride 0 over more than one index).
+    pub fn sums(&self, d: usize) -> bool {
+        self.dst[d] == 0 && self.dims[d] > 1
+    }
+
+    /// Elements of the destination written (the index space without its summed dimensions).
+    pub fn written(&self) -> usize {
+        (0..4)
+            .filter(|&d| !self.sums(d))
+            .map(|d| self.dims[d])
+            .product()
+    }
+
+    /// Whether the copy overwrites all `dst_len` elements of the destination, so that a device
+    /// backend need not copy the destination in first.
+    pub fn covers(&self, dst_len: usize) -> bool {
+        !self.accumulate && self.written() == dst_len
+    }
+
+    /// Offsets of the last source and destination elements plus one (0 for an empty copy).
+    pub fn ends(&self) -> (usize, usize) {
+        if self.count() == 0 {
+            return (0, 0);
+        }
+        let last = |s: &[usize; 4], at: usize| {
+            at + (0..4).map(|d| (self.dims[d] - 1) * s[d]).sum::<usize>() + 1
+        };
+        (last(&self.src, self.src_at), last(&self.dst, self.dst_at))
+    }
+
+    /// Panics unless both ends lie in the slices, a summed dimension comes with `accumulate`,
+    /// and no two indices outside the summed dimensions write the same destination element
+    /// (checked as: the written dimensions' strides, in increasing order, each step past
+    /// everything the smaller ones reach).
+    pub fn check(&self, src_len: usize, dst_len: usize) {
+        let (s, d) = self.ends();
+        assert!(s <= src_len, "strided copy reads element {s} of {src_len}");
+        assert!(d <= dst_len, "strided copy writes element {d} of {dst_len}");
+        assert!(
+            self.accumulate || (0..4).all(|d| !self.sums(d)),
+            "a destination stride 0 sums, which needs accumulate"
+        );
+        let mut dims: Vec<(usize, usize)> = (0..4)
+            .filter(|&d| self.dims[d] > 1 && self.dst[d] > 0)
+            .map(|d| (self.dst[d], self.dims[d]))
+            .collect();
+        dims.sort_unstable();
+        let mut reach = 0;
+        for (stride, extent) in dims {
+            assert!(
+                stride > reach,
+                "strided copy writes a destination element twice ({:?})",
+                self
+            );
+            reach += (extent - 1) * stride;
+        }
+    }
+}

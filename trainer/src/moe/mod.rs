@@ -63,6 +63,9 @@ pub struct Moe {
     pub norm_topk: bool,
 }
 
+/// One expert's rows on one process: its tokens (ascending) and their gates.
+type ExpertRows<T> = (Vec<u32>, Vec<T>);
+
 /// Per-layer routing statistics of one forward pass.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MoeStats {
@@ -85,8 +88,12 @@ pub struct MoeCache<T> {
     gates: Vec<T>,
     /// Where each row went.
     plan: DispatchPlan,
-    /// The experts' outputs back at the tokens' rank, `[rows, d]` in the plan's send order.
-    ys: Vec<T>,
+    /// The experts' outputs back at the tokens' rank: pieces whose concatenation is `[rows, d]`
+    /// in the plan's send order (one piece per expert when the rows stayed on the backend).
+    ys: Vec<Vec<T>>,
+    /// On one process (not FP8; no exchange): each expert's tokens and their gates, in the
+    /// plan's send order.
+    by_expert: Option<Vec<ExpertRows<T>>>,
     /// This rank's experts' caches (`None`: the expert got no row).
     local: Vec<Option<MlpCache<T>>>,
     shared: Option<MlpCache<T>>,
@@ -164,48 +171,95 @@ impl Moe {
             let _c = comm("moe counts");
             DispatchPlan::new(&rows, group)
         };
-        let mut send = Vec::with_capacity(plan.send_rows().len() * d);
-        for &(t, _) in plan.send_rows() {
-            send.extend_from_slice(&x[t * d..(t + 1) * d]);
-        }
+        // On one process (and not FP8, whose rows travel quantized) nothing is exchanged: each
+        // expert gathers its tokens' rows, and its outputs are added to their tokens weighted
+        // by the gates, expert after expert — each token's terms in expert order, the plan's
+        // send order, so the bits are those of the exchange below. These are the backend's
+        // operations when it keeps the data (`Ctx::gather_rows`), so the rows need not cross
+        // to the host.
+        let stay = group.is_none() && cx.precision != Precision::Fp8;
+        let by_expert = stay.then(|| {
+            rows.iter()
+                .map(|r| {
+                    let toks = r.iter().map(|&(t, _)| t as u32).collect();
+                    (toks, r.iter().map(|&(t, j)| gates[t * k + j]).collect())
+                })
+                .collect::<Vec<ExpertRows<T>>>()
+        });
         let mut shared = None;
-        let inputs = {
-            let _c = comm("moe dispatch");
-            dispatch_inputs(cx, &plan, group, send, d, &mut || {
-                let _o = group.map(|_| timeline::span("overlap", || "shared expert".into()));
-                shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
-            })
-        };
-        let _e = timeline::span("compute", || "experts forward".into());
-        // Experts: this rank's, each on its rows.
-        let mine = owned(e, plan.size(), group.map_or(0, |g| g.rank()));
-        let (outs, local): (Vec<Vec<T>>, Vec<Option<MlpCache<T>>>) = self.experts[mine]
-            .par_iter()
-            .zip(inputs.into_par_iter())
-            .map(|(mlp, xe)| {
-                if xe.is_empty() {
-                    return (Vec::new(), None);
-                }
-                let (y, c) = mlp.fwd(cx, Arc::new(xe));
-                (y, Some(c))
-            })
-            .unzip();
-        // Combine: the outputs back, then per token Σ g·y over its experts in expert order
-        // (the plan's send order).
-        drop(_e);
-        let ys = {
-            let _c = comm("moe combine");
-            combine_outputs(cx, &plan, group, outs, d)
+        let (ys, local) = if let Some(by_expert) = &by_expert {
+            shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
+            let _e = timeline::span("compute", || "experts forward".into());
+            let (outs, local): (Vec<Vec<T>>, Vec<Option<MlpCache<T>>>) = self
+                .experts
+                .par_iter()
+                .zip(by_expert.par_iter())
+                .map(|(mlp, (toks, _))| {
+                    if toks.is_empty() {
+                        return (Vec::new(), None);
+                    }
+                    let mut xe = vec![T::zero(); toks.len() * d];
+                    cx.gather_rows(&x, d, toks, None, &mut xe);
+                    let (y, c) = mlp.fwd(cx, Arc::new(xe));
+                    (y, Some(c))
+                })
+                .unzip();
+            (outs, local)
+        } else {
+            let mut send = Vec::with_capacity(plan.send_rows().len() * d);
+            for &(t, _) in plan.send_rows() {
+                send.extend_from_slice(&x[t * d..(t + 1) * d]);
+            }
+            let inputs = {
+                let _c = comm("moe dispatch");
+                dispatch_inputs(cx, &plan, group, send, d, &mut || {
+                    let _o = group.map(|_| timeline::span("overlap", || "shared expert".into()));
+                    shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
+                })
+            };
+            let _e = timeline::span("compute", || "experts forward".into());
+            // Experts: this rank's, each on its rows.
+            let mine = owned(e, plan.size(), group.map_or(0, |g| g.rank()));
+            let (outs, local): (Vec<Vec<T>>, Vec<Option<MlpCache<T>>>) = self.experts[mine]
+                .par_iter()
+                .zip(inputs.into_par_iter())
+                .map(|(mlp, xe)| {
+                    if xe.is_empty() {
+                        return (Vec::new(), None);
+                    }
+                    let (y, c) = mlp.fwd(cx, Arc::new(xe));
+                    (y, Some(c))
+                })
+                .unzip();
+            // Combine: the outputs back, then per token Σ g·y over its experts in expert order
+            // (the plan's send order).
+            drop(_e);
+            let ys = {
+                let _c = comm("moe combine");
+                combine_outputs(cx, &plan, group, outs, d)
+            };
+            (vec![ys], local)
         };
         let (mut out, shared) = match shared.flatten() {
             Some((y, c)) => (y, Some(c)),
             None => (vec![T::zero(); n * d], None),
         };
-        for (r, &(t, j)) in plan.send_rows().iter().enumerate() {
-            let g = gates[t * k + j];
-            let (dst, src) = (&mut out[t * d..(t + 1) * d], &ys[r * d..(r + 1) * d]);
-            for c in 0..d {
-                dst[c] += g * src[c];
+        match &by_expert {
+            Some(by_expert) => {
+                for ((toks, g), y) in by_expert.iter().zip(&ys) {
+                    if !toks.is_empty() {
+                        cx.scatter_add_rows(y, d, toks, Some(g), &mut out);
+                    }
+                }
+            }
+            None => {
+                for (r, &(t, j)) in plan.send_rows().iter().enumerate() {
+                    let g = gates[t * k + j];
+                    let (dst, src) = (&mut out[t * d..(t + 1) * d], &ys[0][r * d..(r + 1) * d]);
+                    for c in 0..d {
+                        dst[c] += g * src[c];
+                    }
+                }
             }
         }
         let mut stats = MoeStats {
@@ -258,6 +312,7 @@ impl Moe {
                 gates,
                 plan,
                 ys,
+                by_expert,
                 local,
                 shared,
                 balance,
@@ -279,61 +334,104 @@ impl Moe {
         let d = self.router.inp;
         let n = c.b * c.s;
         let mut dx = match (&self.shared, c.shared) {
-            (Some(m), Some(sc)) => m.bwd(cx, sc, dout.clone(), wq),
+            (Some(m), Some(sc)) => m.bwd(cx, sc, cx.duplicate(&dout), wq),
             _ => vec![T::zero(); n * d],
         };
         // At the tokens' rank: each row's output gradient g·dout_t and its gate's gradient
         // dout_t · y_row, in the plan's send order.
         let group = cx.ep;
         let rows = c.plan.send_rows();
-        let mut dy = vec![T::zero(); rows.len() * d];
+        let stay = c.by_expert.is_some();
+        let mut dy = vec![T::zero(); if stay { 0 } else { rows.len() * d }];
         let mut dgates = vec![T::zero(); n * k];
-        for (r, &(t, j)) in rows.iter().enumerate() {
-            let g = c.gates[t * k + j];
-            let src = &dout[t * d..(t + 1) * d];
-            let y = &c.ys[r * d..(r + 1) * d];
-            let mut dot = T::zero();
-            for cc in 0..d {
-                dy[r * d + cc] = g * src[cc];
-                dot += src[cc] * y[cc];
-            }
-            dgates[t * k + j] = dot;
-        }
-        // The backward of the combine is a dispatch: the gradients go to the experts' owners.
-        let comm = |what: &'static str| group.map(|_| timeline::span("comm", || what.into()));
-        let dys = {
-            let _c = comm("moe dispatch (gradients)");
-            c.plan.dispatch(group, dy, d, &mut || {})
-        };
-        let _e = timeline::span("compute", || "experts backward".into());
-        let mine = owned(e, c.plan.size(), group.map_or(0, |g| g.rank()));
-        let per_expert: Vec<(Vec<T>, WgradQueue<T>)> = self.experts[mine]
-            .par_iter()
-            .zip(c.local.into_par_iter().zip(dys.into_par_iter()))
-            .map(|(mlp, (mc, dy))| {
-                let mut q = WgradQueue::new();
-                match mc {
-                    Some(mc) => (mlp.bwd(cx, mc, dy, &mut q), q),
-                    None => (Vec::new(), q),
+        if let Some(by_expert) = &c.by_expert {
+            // Each gate's gradient, dout_t · y_row, expert by expert (the send order).
+            let mut slots = rows.iter();
+            for ((toks, _), y) in by_expert.iter().zip(&c.ys) {
+                let mut dots = vec![T::zero(); toks.len()];
+                if !toks.is_empty() {
+                    cx.dot_rows(&dout, d, toks, y, &mut dots);
                 }
-            })
-            .collect();
-        let mut dxe = Vec::with_capacity(per_expert.len());
-        for (g, mut q) in per_expert {
-            dxe.push(g);
-            wq.append(&mut q);
+                for (dot, &(t, j)) in dots.into_iter().zip(slots.by_ref()) {
+                    dgates[t * k + j] = dot;
+                }
+            }
+        } else {
+            for (r, (&(t, j), y)) in rows.iter().zip(c.ys[0].chunks(d)).enumerate() {
+                let g = c.gates[t * k + j];
+                let src = &dout[t * d..(t + 1) * d];
+                let mut dot = T::zero();
+                for cc in 0..d {
+                    dot += src[cc] * y[cc];
+                    dy[r * d + cc] = g * src[cc];
+                }
+                dgates[t * k + j] = dot;
+            }
         }
-        // The backward of the dispatch is a combine: the input gradients come back, and each
-        // token sums them over its experts in expert order.
-        drop(_e);
-        let dxs = {
-            let _c = comm("moe combine (gradients)");
-            c.plan.combine(group, &dxe, d, &mut || {})
-        };
-        for (r, &(t, _)) in rows.iter().enumerate() {
-            let (dst, src) = (&mut dx[t * d..(t + 1) * d], &dxs[r * d..(r + 1) * d]);
-            for cc in 0..d {
-                dst[cc] += src[cc];
+        let comm = |what: &'static str| group.map(|_| timeline::span("comm", || what.into()));
+        if let Some(by_expert) = &c.by_expert {
+            // No exchange: each expert gathers its output gradient, g·dout, and its input
+            // gradient is added back to its tokens, expert after expert.
+            let _e = timeline::span("compute", || "experts backward".into());
+            let per_expert: Vec<(Vec<T>, WgradQueue<T>)> = self
+                .experts
+                .par_iter()
+                .zip(c.local.into_par_iter().zip(by_expert.par_iter()))
+                .map(|(mlp, (mc, (toks, g)))| {
+                    let mut q = WgradQueue::new();
+                    match mc {
+                        Some(mc) => {
+                            let mut dy = vec![T::zero(); toks.len() * d];
+                            cx.gather_rows(&dout, d, toks, Some(g), &mut dy);
+                            (mlp.bwd(cx, mc, dy, &mut q), q)
+                        }
+                        None => (Vec::new(), q),
+                    }
+                })
+                .collect();
+            for ((dxe, mut q), (toks, _)) in per_expert.into_iter().zip(by_expert) {
+                wq.append(&mut q);
+                if !toks.is_empty() {
+                    cx.scatter_add_rows(&dxe, d, toks, None, &mut dx);
+                }
+            }
+        } else {
+            // The backward of the combine is a dispatch: the gradients go to the experts'
+            // owners.
+            let dys = {
+                let _c = comm("moe dispatch (gradients)");
+                c.plan.dispatch(group, dy, d, &mut || {})
+            };
+            let _e = timeline::span("compute", || "experts backward".into());
+            let mine = owned(e, c.plan.size(), group.map_or(0, |g| g.rank()));
+            let per_expert: Vec<(Vec<T>, WgradQueue<T>)> = self.experts[mine]
+                .par_iter()
+                .zip(c.local.into_par_iter().zip(dys.into_par_iter()))
+                .map(|(mlp, (mc, dy))| {
+                    let mut q = WgradQueue::new();
+                    match mc {
+                        Some(mc) => (mlp.bwd(cx, mc, dy, &mut q), q),
+                        None => (Vec::new(), q),
+                    }
+                })
+                .collect();
+            let mut dxe = Vec::with_capacity(per_expert.len());
+            for (g, mut q) in per_expert {
+                dxe.push(g);
+                wq.append(&mut q);
+            }
+            // The backward of the dispatch is a combine: the input gradients come back, and
+            // each token sums them over its experts in expert order.
+            drop(_e);
+            let dxs = {
+                let _c = comm("moe combine (gradients)");
+                c.plan.combine(group, &dxe, d, &mut || {})
+            };
+            for (r, &(t, _)) in rows.iter().enumerate() {
+                let (dst, src) = (&mut dx[t * d..(t + 1) * d], &dxs[r * d..(r + 1) * d]);
+                for cc in 0..d {
+                    dst[cc] += src[cc];
+                }
             }
         }
         // Through the gate weights to the affinities.

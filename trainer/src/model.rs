@@ -693,9 +693,7 @@ impl Model {
         let dlogits = h.logits;
         let mut dnormed = self.head.bwd_input(cx, &dlogits);
         if let Some(e) = dextra {
-            for (a, v) in dnormed.iter_mut().zip(e) {
-                *a += v;
-            }
+            cx.copy(Strided::elementwise(e.len(), true), &e, &mut dnormed);
         }
         self.head.wgrad(wq, dlogits, &h.normed);
         let mut dhidden = vec![T::zero(); h.hidden.len()];

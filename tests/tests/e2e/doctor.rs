@@ -244,4 +244,46 @@ fn the_seam_benchmark_counts_each_operation_of_a_step() {
         let sum: u64 = kinds.values().map(|v| v[f].as_u64().unwrap()).sum();
         assert_eq!(t["total"][f].as_u64(), Some(sum), "{f}");
     }
+    // The copying seam is the CUDA backend's: the model moves its rows on the host, so no data
+    // movement crosses it.
+    for op in ["copy", "gather_rows", "scatter_add_rows", "dot_rows"] {
+        assert!(ops.get(op).is_none(), "{op} crossed the copying seam");
+    }
+    // Under residency the data movement is the backend's (more calls), and what still goes up
+    // is what host code wrote: the token ids (embedding), targets and loss weights (the fused
+    // cross-entropy), routing tables — bytes, not the megabytes of activations. Weights and
+    // gradients stay; weight slices may count only as page edges (bytes the device may hold
+    // inside a larger range, which the count does not assume).
+    let r = &t["resident"];
+    let rop = |op: &str| r["ops"][op]["to_device"].as_u64().unwrap_or(0);
+    let edge = r["edge"].as_u64().unwrap();
+    assert!(t["resident_calls"].as_u64().unwrap() > t["total"]["calls"].as_u64().unwrap());
+    assert!(rop("embedding_fwd") >= b * s * 4, "the ids go up");
+    assert!(
+        rop("cross_entropy_fused") >= b * s * 4 * 2,
+        "targets and weights go up"
+    );
+    let rkinds = r["by_kind"].as_object().unwrap();
+    assert!(
+        rkinds.get("gradients").is_none(),
+        "gradients stay on the device"
+    );
+    let params_up = rkinds
+        .get("parameters")
+        .map_or(0, |v| v["to_device"].as_u64().unwrap());
+    assert!(
+        params_up <= edge,
+        "weights {params_up} B up beyond the {edge} B of page edges"
+    );
+    let up: u64 = r["ops"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["to_device"].as_u64().unwrap())
+        .sum();
+    let copying = t["total"]["to_device"].as_u64().unwrap();
+    assert!(
+        (up - edge) * 100 < copying,
+        "{up} B up under residency ({edge} B edges) against {copying} B through the copying seam"
+    );
 }

@@ -100,10 +100,13 @@ pub fn measure(
     // Residency: the data movement runs on the backend too (the same step again, into the
     // same gradient buffer, zeroed; one buffer, so that `1b` fits in 24 GB).
     grads.fill(0.0);
+    let tensors = || model.layout.specs.iter().map(|s| s.range.clone());
     let resident = Metered::new(&Cpu as &dyn Backend<f32>)
         .resident()
         .region("parameters", &params)
-        .region("gradients", &grads);
+        .region("gradients", &grads)
+        .holding(&params, tensors())
+        .holding(&grads, tensors());
     step(&resident, &mut grads)?;
     Ok(SeamTraffic {
         preset: preset.into(),

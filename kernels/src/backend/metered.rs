@@ -151,6 +151,20 @@ impl<'a, T: Real> Metered<'a, T> {
         self
     }
 
+    /// Under residency, the device also holds each of these element ranges of `buf` (the
+    /// tensors inside a region), so that an operation given one tensor finds it held as it is
+    /// rather than as a page edge of the whole region. No effect without residency.
+    pub fn holding(mut self, buf: &[T], parts: impl IntoIterator<Item = Range<usize>>) -> Self {
+        if let Some(r) = &mut self.resident {
+            let r = r.get_mut().unwrap_or_else(|e| e.into_inner());
+            for part in parts {
+                let s = &buf[part];
+                r.held.hold(s.as_ptr() as usize, bytemuck::cast_slice(s));
+            }
+        }
+        self
+    }
+
     fn kind(&self, s: Span<'_>) -> &'static str {
         self.regions
             .iter()
@@ -587,5 +601,30 @@ mod tests {
         assert_eq!(res.edge, 0);
         // The copying seam's counts are unchanged by the residency model.
         assert_eq!(m.traffic()["rmsnorm_fwd"].calls, 3);
+    }
+
+    #[test]
+    fn tensors_held_inside_a_region_are_not_page_edges() {
+        let params = vec![0.5f32; 5000];
+        let x = vec![1.0f32; 2 * 40];
+        let run = |m: &Metered<'_, f32>| {
+            let mut y = vec![0.0f32; 2 * 50];
+            // y [2, 50] = x [2, 40] · Wᵀ with W = params[1000..3000] as [50, 40].
+            m.matmul(MatMul::linear(2, 50, 40), &x, &params[1000..3000], &mut y);
+            m.residency().unwrap()
+        };
+        let whole = Metered::new(&Cpu as &dyn Backend<f32>)
+            .resident()
+            .region("parameters", &params);
+        let r = run(&whole);
+        let up = r.by_kind["parameters"].to_device;
+        assert!(up > 0 && up == r.edge, "{r:?}");
+        let parts = Metered::new(&Cpu as &dyn Backend<f32>)
+            .resident()
+            .region("parameters", &params)
+            .holding(&params, [0..1000, 1000..3000, 3000..5000]);
+        let r = run(&parts);
+        assert_eq!(r.by_kind.get("parameters"), None);
+        assert_eq!(r.edge, 0);
     }
 }

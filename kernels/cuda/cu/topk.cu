@@ -149,3 +149,55 @@ KERNEL void moe_route_f32(const float* __restrict__ logits, const float* __restr
         }
     }
 }
+
+// The router's backward, one thread per token (reference: kernels/src/cpu/route.rs,
+// `route_bwd_row`): ds [tokens, experts] from the scores, the token's experts idx [tokens, k]
+// and their gates' gradients dgates [tokens, k], through
+//   norm:  z = Σ_j s[idx_j] + 1e-20;  dot = Σ_j dg_j·s[idx_j] / z;  ds[idx_j] += scale/z·(dg_j − dot)
+//   else:  ds[idx_j] += scale·dg_j
+//   balance (coef non-null, in double):  Z = Σ_i s_i;  c_i = coef[b, i] / denom (denom = S·B);
+//          ds_i += (float)((c_i − Σ_i c_i·s_i/Z) / Z)        b = t / seq
+//   ds_i ·= s_i·(1 − s_i)
+// Every sum from −0.0 in index order, each operation rounded once: the CPU's bits.
+// Launch: grid-stride over tokens, block 256.
+KERNEL void moe_route_bwd_f32(const float* __restrict__ scores, const int* __restrict__ idx,
+                              const float* __restrict__ dgates, const double* __restrict__ coef,
+                              long long tokens, int experts, int k, int seq, double denom,
+                              float route_scale, int norm_topk, float* __restrict__ ds) {
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < tokens;
+         t += (long long)gridDim.x * blockDim.x) {
+        const float* s = scores + t * experts;
+        const int* sel = idx + t * k;
+        const float* dg = dgates + t * k;
+        float* d = ds + t * experts;
+        for (int i = 0; i < experts; i++) d[i] = 0.0f;
+        if (norm_topk) {
+            float z = -0.0f;
+            for (int j = 0; j < k; j++) z = __fadd_rn(z, s[sel[j]]);
+            z = __fadd_rn(z, 1e-20f);
+            float dot = -0.0f;
+            for (int j = 0; j < k; j++) dot = __fadd_rn(dot, __fmul_rn(dg[j], s[sel[j]]));
+            dot = __fdiv_rn(dot, z);
+            const float a = __fdiv_rn(route_scale, z);
+            for (int j = 0; j < k; j++)
+                d[sel[j]] = __fadd_rn(d[sel[j]], __fmul_rn(a, __fsub_rn(dg[j], dot)));
+        } else {
+            for (int j = 0; j < k; j++)
+                d[sel[j]] = __fadd_rn(d[sel[j]], __fmul_rn(route_scale, dg[j]));
+        }
+        if (coef) {
+            const double* cb = coef + (t / seq) * experts;
+            double z = -0.0;
+            for (int i = 0; i < experts; i++) z = __dadd_rn(z, (double)s[i]);
+            double dot = -0.0;
+            for (int i = 0; i < experts; i++)
+                dot = __dadd_rn(dot, __ddiv_rn(__dmul_rn(__ddiv_rn(cb[i], denom), (double)s[i]), z));
+            for (int i = 0; i < experts; i++) {
+                const double g = __ddiv_rn(__dsub_rn(__ddiv_rn(cb[i], denom), dot), z);
+                d[i] = __fadd_rn(d[i], __double2float_rn(g));
+            }
+        }
+        for (int i = 0; i < experts; i++)
+            d[i] = __fmul_rn(d[i], __fmul_rn(s[i], __fsub_rn(1.0f, s[i])));
+    }
+}

@@ -10,8 +10,8 @@
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use tokenmill_kernels::backend::{
-    AttnShape, Backend, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts, LowpGemm, MatMul,
-    RopeRows, RopeTable, Route, Strided,
+    AttnShape, Backend, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts, LowpGemm,
+    MatMul, RopeRows, RopeTable, Route, Strided,
 };
 
 use crate::device::{Device, elementwise};
@@ -600,6 +600,67 @@ impl Backend<f32> for Cuda {
             }
             self.dev.download(&gs, scores)?;
             self.dev.download(&gg, gates)
+        })())
+    }
+
+    fn route_bwd(
+        &self,
+        r: Route,
+        scores: &[f32],
+        idx: &[u32],
+        dgates: &[f32],
+        balance: Option<Balance<'_>>,
+        ds: &mut [f32],
+    ) {
+        // The CPU's checks first: the kernel indexes with the experts unchecked.
+        let n = scores.len() / r.experts.max(1);
+        assert_eq!(scores.len(), n * r.experts, "route backward: scores");
+        assert_eq!(idx.len(), n * r.k, "route backward: idx");
+        assert_eq!(dgates.len(), n * r.k, "route backward: gate gradients");
+        assert_eq!(ds.len(), n * r.experts, "route backward: logit gradients");
+        assert!(
+            idx.iter().all(|&i| (i as usize) < r.experts),
+            "route backward: an expert past {}",
+            r.experts
+        );
+        if let Some(b) = balance {
+            assert!(b.seq > 0 && n.is_multiple_of(b.seq) && b.coef.len() == n / b.seq * r.experts);
+        }
+        if n == 0 {
+            return;
+        }
+        ok((|| {
+            let gs = self.dev.upload("router scores", scores)?;
+            let gi = self.dev.upload("router experts", idx)?;
+            let gg = self.dev.upload("gate gradients", dgates)?;
+            let gc = balance
+                .map(|b| self.dev.upload("balance coefficients", b.coef))
+                .transpose()?;
+            let mut gd = self.dev.zeros::<f32>("router logit gradients", ds.len())?;
+            let (tokens, e, k) = (n as i64, r.experts as i32, r.k as i32);
+            let (seq, denom) =
+                balance.map_or((1, 1.0), |b| (b.seq as i32, (b.seq * b.sequences) as f64));
+            let (scale, norm) = (r.scale as f32, i32::from(r.norm));
+            // A null device pointer: no balance loss.
+            let null: u64 = 0;
+            {
+                let mut b = self.k("moe_route_bwd_f32")?;
+                b.arg(&gs).arg(&gi).arg(&gg);
+                match &gc {
+                    Some(c) => b.arg(c),
+                    None => b.arg(&null),
+                };
+                b.arg(&tokens)
+                    .arg(&e)
+                    .arg(&k)
+                    .arg(&seq)
+                    .arg(&denom)
+                    .arg(&scale)
+                    .arg(&norm)
+                    .arg(&mut gd);
+                go("moe_route_bwd_f32", b, elementwise(n))?;
+            }
+            self.dev.download(&gd, ds)
         })())
     }
 

@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 use tokenmill_kernels::backend::{
-    AttnShape, Backend, CpuReference, IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable,
-    Route, Strided,
+    AttnShape, Backend, Balance, CpuReference, IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows,
+    RopeTable, Route, Strided,
 };
 use tokenmill_kernels::rng::Rng;
 
@@ -444,7 +444,20 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
                 tol: 0.0,
                 pass: bad == 0,
             });
-            rows.push(compare("route gates", shape, &g1, &g2, 1e-5));
+            rows.push(compare("route gates", shape.clone(), &g1, &g2, 1e-5));
+            // The backward on the reference's routing, with the balance loss: one rounding
+            // per operation in the CPU's order, so the bits must be the reference's.
+            let dg = randn(&mut rng, n * r.k, 1.0);
+            let coef: Vec<f64> = (0..4 * e).map(|i| 1e-4 * (i % 13) as f64).collect();
+            let bal = Balance {
+                coef: &coef,
+                seq: n / 4,
+                sequences: 8,
+            };
+            let (mut d1, mut d2) = (vec![0.0; n * e], vec![0.0; n * e]);
+            cand.route_bwd(r, &s2, &i2, &dg, Some(bal), &mut d1);
+            refb.route_bwd(r, &s2, &i2, &dg, Some(bal), &mut d2);
+            rows.push(compare("route bwd (with balance)", shape, &d1, &d2, 0.0));
         }
     });
 
@@ -695,6 +708,17 @@ mod tests {
             g: &mut [f32],
         ) {
             CpuReference.route(r, l, b, s, i, g)
+        }
+        fn route_bwd(
+            &self,
+            r: Route,
+            s: &[f32],
+            i: &[u32],
+            g: &[f32],
+            b: Option<Balance<'_>>,
+            d: &mut [f32],
+        ) {
+            CpuReference.route_bwd(r, s, i, g, b, d)
         }
         fn copy(&self, c: Strided, src: &[f32], dst: &mut [f32]) {
             CpuReference.copy(c, src, dst)

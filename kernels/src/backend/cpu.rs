@@ -1,7 +1,9 @@
 //! The CPU backends: [`Cpu`] (the fast kernels of [`crate::cpu`]) and [`CpuReference`] (their
 //! plain references).
 
-use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided};
+use super::{
+    AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
+};
 use crate::cpu::{
     attention, embedding, loss, lowp, matmul, norm, rope, route, rows, strided, swiglu,
 };
@@ -17,7 +19,7 @@ pub struct CpuReference;
 
 macro_rules! impl_backend {
     ($ty:ident, $name:literal, $mm:path, $lp:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
-     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $cp:path, $ga:path, $sc:path, $dr:path) => {
+     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $rob:path, $cp:path, $ga:path, $sc:path, $dr:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -140,6 +142,17 @@ macro_rules! impl_backend {
             ) {
                 $ro(r, logits, bias, scores, idx, gates)
             }
+            fn route_bwd(
+                &self,
+                r: Route,
+                scores: &[T],
+                idx: &[u32],
+                dgates: &[T],
+                balance: Option<Balance<'_>>,
+                ds: &mut [T],
+            ) {
+                $rob(r, scores, idx, dgates, balance, ds)
+            }
             fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
                 $cp(c, src, dst)
             }
@@ -190,6 +203,7 @@ impl_backend!(
     embedding::embedding_fwd,
     embedding::embedding_bwd,
     route::route,
+    route::route_bwd,
     strided::copy,
     rows::gather_rows,
     rows::scatter_add_rows,
@@ -216,6 +230,7 @@ impl_backend!(
     embedding::embedding_fwd_ref,
     embedding::embedding_bwd_ref,
     route::route_ref,
+    route::route_bwd_ref,
     strided::copy_ref,
     rows::gather_rows_ref,
     rows::scatter_add_rows_ref,

@@ -13,7 +13,9 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use super::held::Held;
-use super::{AttnShape, Backend, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided};
+use super::{
+    AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
+};
 use crate::real::Real;
 
 /// The traffic of one operation.
@@ -442,6 +444,20 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         );
         self.inner.route(r, logits, bias, scores, idx, gates);
         self.landed(&[n(scores), n(idx), n(gates)]);
+    }
+    fn route_bwd(
+        &self,
+        r: Route,
+        scores: &[T],
+        idx: &[u32],
+        dgates: &[T],
+        balance: Option<Balance<'_>>,
+        ds: &mut [T],
+    ) {
+        let coef = balance.map_or(Span::default(), |b| n(b.coef));
+        self.note("route_bwd", &[n(scores), n(idx), n(dgates), coef], &[n(ds)]);
+        self.inner.route_bwd(r, scores, idx, dgates, balance, ds);
+        self.landed(&[n(ds)]);
     }
     fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
         // The destination goes up too unless the copy overwrites all of it.

@@ -19,8 +19,8 @@ mod types;
 pub use cpu::{Cpu, CpuReference};
 pub use metered::{ACTIVATIONS, Metered, Residency, Traffic};
 pub use types::{
-    AttnShape, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts, LowpGemm, MatMul,
-    RopeRows, RopeTable, Route, Strided, first_key,
+    AttnShape, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts, LowpGemm,
+    MatMul, RopeRows, RopeTable, Route, Strided, first_key,
 };
 
 use crate::real::Real;
@@ -147,6 +147,19 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
         scores: &mut [T],
         idx: &mut [u32],
         gates: &mut [T],
+    );
+    /// The router's backward ([`Backend::route`]'s): the gradient of the logits `ds`
+    /// `[tokens, experts]` from the scores, each token's experts `idx` and their gates'
+    /// gradients `dgates` `[tokens, K]`, through the gates' normalisation, the sequence-wise
+    /// balance loss when given ([`Balance`]) and the sigmoid (kernels/src/cpu/route.rs).
+    fn route_bwd(
+        &self,
+        r: Route,
+        scores: &[T],
+        idx: &[u32],
+        dgates: &[T],
+        balance: Option<Balance<'_>>,
+        ds: &mut [T],
     );
     /// The strided copy [`Strided`]: `dst (+)= src` over a four-dimensional index space (head
     /// reshapes, column splits and concatenations, residual adds; kernels/src/cpu/strided.rs).

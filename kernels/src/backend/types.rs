@@ -222,6 +222,21 @@ pub struct Route {
     pub norm: bool,
 }
 
+/// The complementary sequence-wise balance loss of a router's backward (DeepSeek-V3 §2.1.2,
+/// `L = (1/B) Σ_b Σ_i c_{b,i} · (1/S) Σ_t s_{t,i}/Σ_j s_{t,j}`): `coef` `[b, experts]` holds
+/// `α·f_{b,i}` per sequence of this batch slice (the counts come from the routing, so the host
+/// computes them), `seq` tokens per sequence, and `sequences` B in the whole batch (all
+/// data-parallel slices).
+#[derive(Debug, Clone, Copy)]
+pub struct Balance<'a> {
+    /// `α·f_{b,i}` `[b, experts]`.
+    pub coef: &'a [f64],
+    /// Tokens per sequence S.
+    pub seq: usize,
+    /// Sequences in the whole batch B.
+    pub sequences: usize,
+}
+
 impl Route {
     /// DeepSeek-V3's router: 256 experts in 8 groups, 4 groups and 8 experts per token, gates
     /// normalised and scaled by 2.5.

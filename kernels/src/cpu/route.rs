@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use super::topk::{topk, topk_ref};
-use crate::backend::Route;
+use crate::backend::{Balance, Route};
 use crate::real::Real;
 
 /// Rows per parallel task.
@@ -142,6 +142,152 @@ pub fn route<T: Real>(
         .for_each(|(((l, s), i), g)| route_rows(r, topk, (l, bias), s, i, g));
 }
 
+/// The router's backward for one token `t` (of its sequence `b`): `ds` `[experts]` from its
+/// scores, its experts and their gates' gradients, through the gates' normalisation, the
+/// balance loss and the sigmoid:
+///
+/// ```text
+/// norm:  z = Σ_j s[idx_j] + 1e-20;  dot = Σ_j dg_j · s[idx_j] / z;  ds[idx_j] += scale / z · (dg_j − dot)
+/// else:  ds[idx_j] += scale · dg_j
+/// balance (f64):  Z = Σ_i s_i;  c_i = coef[b, i] / (S·B);  ds_i += (c_i − Σ_i c_i·s_i/Z) / Z
+/// ds_i ·= s_i · (1 − s_i)
+/// ```
+///
+/// Sums from −0.0 in index order, as the trainer always added them.
+fn route_bwd_row<T: Real>(
+    r: Route,
+    (st, sel, dg): (&[T], &[u32], &[T]),
+    balance: Option<(&[f64], f64)>,
+    ds: &mut [T],
+) {
+    ds.fill(T::zero());
+    let scale = T::of(r.scale);
+    if r.norm {
+        let z = sel.iter().map(|&i| st[i as usize]).sum::<T>() + T::of(1e-20);
+        let dot: T = sel
+            .iter()
+            .zip(dg)
+            .map(|(&i, &g)| g * st[i as usize])
+            .sum::<T>()
+            / z;
+        for (&i, &g) in sel.iter().zip(dg) {
+            ds[i as usize] += scale / z * (g - dot);
+        }
+    } else {
+        for (&i, &g) in sel.iter().zip(dg) {
+            ds[i as usize] += scale * g;
+        }
+    }
+    if let Some((coef, denom)) = balance {
+        let z: f64 = st.iter().map(|v| v.f64()).sum();
+        let c = |i: usize| coef[i] / denom;
+        let dot: f64 = (0..st.len()).map(|i| c(i) * st[i].f64() / z).sum();
+        for (i, d) in ds.iter_mut().enumerate() {
+            *d += T::of((c(i) - dot) / z);
+        }
+    }
+    for (d, &sv) in ds.iter_mut().zip(st) {
+        *d *= sv * (T::one() - sv);
+    }
+}
+
+/// Checks the backward's buffers; returns the tokens.
+fn bwd_tokens<T>(
+    r: Route,
+    scores: &[T],
+    idx: &[u32],
+    dgates: &[T],
+    balance: Option<Balance<'_>>,
+    ds: &[T],
+) -> usize {
+    let (e, k) = (r.experts, r.k);
+    let n = scores.len() / e.max(1);
+    assert_eq!(
+        scores.len(),
+        n * e,
+        "route backward: scores not [tokens, {e}]"
+    );
+    assert_eq!(idx.len(), n * k, "route backward: idx");
+    assert_eq!(dgates.len(), n * k, "route backward: gate gradients");
+    assert_eq!(ds.len(), n * e, "route backward: logit gradients");
+    assert!(
+        idx.iter().all(|&i| (i as usize) < e),
+        "route backward: an expert past {e}"
+    );
+    if let Some(b) = balance {
+        assert!(
+            b.seq > 0 && n.is_multiple_of(b.seq),
+            "route backward: {n} tokens in sequences of {}",
+            b.seq
+        );
+        assert_eq!(
+            b.coef.len(),
+            n / b.seq * e,
+            "route backward: balance coefficients"
+        );
+    }
+    n
+}
+
+/// The balance coefficients of token `t` and the divisor S·B.
+fn balance_of<'a>(b: Option<Balance<'a>>, e: usize, t: usize) -> Option<(&'a [f64], f64)> {
+    b.map(|b| {
+        let s = t / b.seq;
+        (&b.coef[s * e..(s + 1) * e], (b.seq * b.sequences) as f64)
+    })
+}
+
+/// Reference backward of [`route_ref`]: `ds` `[tokens, experts]`, the gradient of the router's
+/// logits, token by token ([`route_bwd_row`]).
+pub fn route_bwd_ref<T: Real>(
+    r: Route,
+    scores: &[T],
+    idx: &[u32],
+    dgates: &[T],
+    balance: Option<Balance<'_>>,
+    ds: &mut [T],
+) {
+    let n = bwd_tokens(r, scores, idx, dgates, balance, ds);
+    let (e, k) = (r.experts, r.k);
+    for t in 0..n {
+        route_bwd_row(
+            r,
+            (
+                &scores[t * e..(t + 1) * e],
+                &idx[t * k..(t + 1) * k],
+                &dgates[t * k..(t + 1) * k],
+            ),
+            balance_of(balance, e, t),
+            &mut ds[t * e..(t + 1) * e],
+        );
+    }
+}
+
+/// [`route_bwd_ref`] with the tokens in parallel (each token's arithmetic unchanged).
+pub fn route_bwd<T: Real>(
+    r: Route,
+    scores: &[T],
+    idx: &[u32],
+    dgates: &[T],
+    balance: Option<Balance<'_>>,
+    ds: &mut [T],
+) {
+    bwd_tokens(r, scores, idx, dgates, balance, ds);
+    let (e, k) = (r.experts, r.k);
+    ds.par_chunks_mut(e).enumerate().for_each(|(t, d)| {
+        route_bwd_row(
+            r,
+            (
+                &scores[t * e..(t + 1) * e],
+                &idx[t * k..(t + 1) * k],
+                &dgates[t * k..(t + 1) * k],
+            ),
+            balance_of(balance, e, t),
+            d,
+        )
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +379,67 @@ mod tests {
         let (s, i, g) = run(route_ref, r, &l, &[0.0, 0.0, 2.0, 0.0]);
         assert_eq!(i, vec![2]);
         assert_eq!(g[0], s[2] * 2.5);
+    }
+
+    #[test]
+    fn the_parallel_backward_gives_the_reference_bits_and_the_finite_difference() {
+        for (r, bal) in [
+            (setting(16, 4, 2, 4, true), true),
+            (setting(16, 4, 2, 4, false), false),
+            (setting(64, 8, 4, 6, true), false),
+        ] {
+            let (seq, b) = (ROWS_PER_TASK + 3, 2);
+            let n = seq * b;
+            let l = logits(n * r.experts, 3 + r.experts as u64);
+            let bias = vec![0.0f32; r.experts];
+            let (s, i, _) = run(route, r, &l, &bias);
+            let dg: Vec<f32> = logits(n * r.k, 5).iter().map(|v| v / 3.0).collect();
+            let coef: Vec<f64> = (0..b * r.experts).map(|x| 0.01 * (x % 7) as f64).collect();
+            let balance = bal.then_some(Balance {
+                coef: &coef,
+                seq,
+                sequences: b,
+            });
+            let (mut d1, mut d2) = (vec![0.0f32; n * r.experts], vec![0.0f32; n * r.experts]);
+            route_bwd_ref(r, &s, &i, &dg, balance, &mut d1);
+            route_bwd(r, &s, &i, &dg, balance, &mut d2);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&d1), bits(&d2), "{r:?}");
+            // Against a central difference of L = Σ dg·gates (+ the balance loss) in f64, at
+            // one logit of token 1, with the experts held fixed.
+            let (t, x) = (1usize, i[r.k] as usize);
+            let loss = |lx: f64| -> f64 {
+                let e = r.experts;
+                let mut row: Vec<f64> = l[t * e..(t + 1) * e].iter().map(|&v| v as f64).collect();
+                row[x] = lx;
+                let sg: Vec<f64> = row.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+                let sel = &i[t * r.k..(t + 1) * r.k];
+                let z: f64 = if r.norm {
+                    sel.iter().map(|&j| sg[j as usize]).sum()
+                } else {
+                    1.0
+                };
+                let mut out: f64 = sel
+                    .iter()
+                    .zip(&dg[t * r.k..(t + 1) * r.k])
+                    .map(|(&j, &g)| g as f64 * sg[j as usize] / z * r.scale)
+                    .sum();
+                if bal {
+                    let zz: f64 = sg.iter().sum();
+                    out += (0..e)
+                        .map(|j| coef[j] / (seq * b) as f64 * sg[j] / zz)
+                        .sum::<f64>();
+                }
+                out
+            };
+            let l0 = l[t * r.experts + x] as f64;
+            let h = 1e-4;
+            let fd = (loss(l0 + h) - loss(l0 - h)) / (2.0 * h);
+            let got = d1[t * r.experts + x] as f64;
+            assert!(
+                (got - fd).abs() < 1e-4 * (1.0 + fd.abs()),
+                "{r:?}: {got} vs {fd}"
+            );
+        }
     }
 }

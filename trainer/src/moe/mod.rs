@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use tokenmill_comm::Collectives;
-use tokenmill_kernels::backend::Route;
+use tokenmill_kernels::backend::{Balance, Route};
 use tokenmill_kernels::bf16::{from_bf16, to_bf16};
 use tokenmill_kernels::quant::{ScaleRounding, quantize};
 use tokenmill_kernels::{Fp8Format, Real};
@@ -84,7 +84,7 @@ pub struct MoeCache<T> {
     s: usize,
     x: Buf<T>,
     scores: Vec<T>,
-    idx: Vec<usize>,
+    idx: Vec<u32>,
     gates: Vec<T>,
     /// Where each row went.
     plan: DispatchPlan,
@@ -152,10 +152,10 @@ impl Moe {
             &mut gates,
         );
         drop(logits);
-        let idx: Vec<usize> = picks.iter().map(|&i| i as usize).collect();
+        let idx = picks;
         let mut rows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); e];
         for (r, &i) in idx.iter().enumerate() {
-            rows[i].push((r / k, r % k));
+            rows[i as usize].push((r / k, r % k));
         }
         let mut load: Vec<u64> = rows.iter().map(|r| r.len() as u64).collect();
         let group = cx.ep;
@@ -281,7 +281,7 @@ impl Moe {
                 let f = &mut af[bi * e..(bi + 1) * e];
                 for t in bi * s..(bi + 1) * s {
                     for &i in &idx[t * k..(t + 1) * k] {
-                        f[i] += 1.0;
+                        f[i as usize] += 1.0;
                     }
                 }
                 let mut p = vec![0.0f64; e];
@@ -434,43 +434,16 @@ impl Moe {
                 }
             }
         }
-        // Through the gate weights to the affinities.
-        let scale = T::of(self.route_scale);
+        // Through the gates' normalisation, the balance loss and the sigmoid to the router's
+        // logits, on the backend.
         let mut ds = vec![T::zero(); n * e];
-        for t in 0..n {
-            let st = &c.scores[t * e..(t + 1) * e];
-            let sel = &c.idx[t * k..(t + 1) * k];
-            let dg = &dgates[t * k..(t + 1) * k];
-            let dst = &mut ds[t * e..(t + 1) * e];
-            if self.norm_topk {
-                let z = sel.iter().map(|&i| st[i]).sum::<T>() + T::of(1e-20);
-                let dot: T = sel.iter().zip(dg).map(|(&i, &g)| g * st[i]).sum::<T>() / z;
-                for (&i, &g) in sel.iter().zip(dg) {
-                    dst[i] += scale / z * (g - dot);
-                }
-            } else {
-                for (&i, &g) in sel.iter().zip(dg) {
-                    dst[i] += scale * g;
-                }
-            }
-        }
-        // Through the balance loss: L = (1/B) Σ_b Σ_i αf_{b,i} · (1/S) Σ_t s_{t,i}/Z_t.
-        if let Some(af) = &c.balance {
-            for bi in 0..c.b {
-                for t in bi * c.s..(bi + 1) * c.s {
-                    let st = &c.scores[t * e..(t + 1) * e];
-                    let z: f64 = st.iter().map(|v| v.f64()).sum();
-                    let coef = |i: usize| af[bi * e + i] / (c.s * c.b_total) as f64;
-                    let dot: f64 = (0..e).map(|i| coef(i) * st[i].f64() / z).sum();
-                    for i in 0..e {
-                        ds[t * e + i] += T::of((coef(i) - dot) / z);
-                    }
-                }
-            }
-        }
-        for (g, &sv) in ds.iter_mut().zip(&c.scores) {
-            *g *= sv * (T::one() - sv);
-        }
+        let balance = c.balance.as_deref().map(|coef| Balance {
+            coef,
+            seq: c.s,
+            sequences: c.b_total,
+        });
+        cx.be
+            .route_bwd(self.route(), &c.scores, &c.idx, &dgates, balance, &mut ds);
         self.router.bwd_input_into(cx, &ds, &mut dx, true);
         self.router.wgrad(wq, ds, &c.x);
         dx

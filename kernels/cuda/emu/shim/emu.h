@@ -115,6 +115,13 @@ inline unsigned atomicMax(unsigned* p, unsigned v) {
 // (CUDA's __fmul_rn / __fadd_rn; this emulation compiles with -ffp-contract=off anyway).
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline float __double2float_rn(double x) { return (float)x; }
 
 // Occupancy hints for the GPU compiler; nothing to do on the CPU.
 #define __launch_bounds__(...)

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use tokenmill_kernels::Real;
 use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul, Strided};
+use tokenmill_kernels::cpu::lowp;
 use tokenmill_kernels::cpu::rows as cpu_rows;
 use tokenmill_kernels::cpu::strided;
 
@@ -167,6 +168,32 @@ impl<'a, T: Real> Ctx<'a, T> {
             self.be.dot_rows(table, d, rows, src, out)
         } else {
             cpu_rows::dot_rows(table, d, rows, src, out)
+        }
+    }
+    /// `x` `[rows, cols]` fake-quantized to FP8 E4M3 in `tile`s in place
+    /// ([`Backend::fake_quantize_fp8`]), on the backend or on the host as [`Ctx::copy`]; the
+    /// tiles with a non-finite amax are counted in [`Ctx::nonfinite`].
+    pub fn fake_quantize_fp8(&self, x: &mut [T], cols: usize, tile: (usize, usize)) {
+        let bad = if self.be.moves_data() {
+            self.be.fake_quantize_fp8(x, cols, tile)
+        } else {
+            lowp::fake_quantize_fp8(x, cols, tile)
+        };
+        if bad > 0 {
+            tracing::warn!(
+                bad,
+                cols,
+                "FP8 tiles with a non-finite amax in an FP8 transfer"
+            );
+        }
+        self.nonfinite.add(bad);
+    }
+    /// `x` rounded to BF16 in place ([`Backend::round_bf16`]), on the backend or on the host.
+    pub fn round_bf16(&self, x: &mut [T]) {
+        if self.be.moves_data() {
+            self.be.round_bf16(x)
+        } else {
+            lowp::round_bf16_all(x)
         }
     }
     /// A copy of `x` made where [`Ctx::copy`] makes it (a host clone of a buffer a device

@@ -95,9 +95,10 @@ impl Cuda {
             return Ok(());
         }
         let cfg = LaunchConfig {
+            // The kernel's blocks stride over tile rows past the grid's 65,535.
             grid_dim: (
                 cols.div_ceil(tile.1) as u32,
-                rows.div_ceil(tile.0) as u32,
+                rows.div_ceil(tile.0).min(65_535) as u32,
                 1,
             ),
             block_dim: (256, 1, 1),
@@ -661,6 +662,40 @@ impl Backend<f32> for Cuda {
                 go("moe_route_bwd_f32", b, elementwise(n))?;
             }
             self.dev.download(&gd, ds)
+        })())
+    }
+
+    fn fake_quantize_fp8(&self, x: &mut [f32], cols: usize, tile: (usize, usize)) -> u64 {
+        let rows = x.len() / cols.max(1);
+        assert_eq!(
+            x.len(),
+            rows * cols,
+            "fake quantization: not [rows, {cols}]"
+        );
+        ok((|| {
+            let mut gx = self.dev.upload("FP8 operand", x)?;
+            let mut bad = self.dev.zeros::<u32>("bad tiles", 1)?;
+            self.fake_quantize(&mut gx, (rows, cols), tile, &mut bad)?;
+            let mut h = [0u32];
+            self.dev.download(&bad, &mut h)?;
+            self.dev.download(&gx, x)?;
+            Ok(h[0] as u64)
+        })())
+    }
+
+    fn round_bf16(&self, x: &mut [f32]) {
+        if x.is_empty() {
+            return;
+        }
+        ok((|| {
+            let mut gx = self.dev.upload("BF16 rounding", x)?;
+            let n = x.len() as i64;
+            {
+                let mut b = self.k("round_bf16_f32")?;
+                b.arg(&mut gx).arg(&n);
+                go("round_bf16_f32", b, elementwise(x.len()))?;
+            }
+            self.dev.download(&gx, x)
         })())
     }
 

@@ -560,7 +560,33 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
         let (mut o1, mut o2) = (vec![0.0; picked.len()], vec![0.0; picked.len()]);
         cand.dot_rows(&y2, d, &picked, &src, &mut o1);
         refb.dot_rows(&y2, d, &picked, &src, &mut o2);
-        rows.push(compare("dot rows (gate gradient)", shape, &o1, &o2, 0.0));
+        rows.push(compare(
+            "dot rows (gate gradient)",
+            shape.clone(),
+            &o1,
+            &o2,
+            0.0,
+        ));
+        // The rows as an FP8 dispatch sends them (1 × 128 tiles, one of them holding an
+        // infinity) and as the combine returns them (BF16).
+        let mut x = randn(&mut rng, 64 * d, 3.0);
+        x[5 * d + 300] = f32::INFINITY;
+        let (mut q1, mut q2) = (x.clone(), x.clone());
+        let bad1 = cand.fake_quantize_fp8(&mut q1, d, (1, 128));
+        let bad2 = refb.fake_quantize_fp8(&mut q2, d, (1, 128));
+        let mut row = compare(
+            "fake-quantize E4M3 1×128",
+            format!("64 × {d}"),
+            &q1,
+            &q2,
+            0.0,
+        );
+        row.pass &= bad1 == bad2 && bad2 == 1;
+        rows.push(row);
+        let (mut r1, mut r2) = (x.clone(), x);
+        cand.round_bf16(&mut r1);
+        refb.round_bf16(&mut r2);
+        rows.push(compare("round BF16", format!("64 × {d}"), &r1, &r2, 0.0));
     });
     rows
 }
@@ -720,6 +746,12 @@ mod tests {
         ) {
             CpuReference.route_bwd(r, s, i, g, b, d)
         }
+        fn fake_quantize_fp8(&self, x: &mut [f32], cols: usize, tile: (usize, usize)) -> u64 {
+            CpuReference.fake_quantize_fp8(x, cols, tile)
+        }
+        fn round_bf16(&self, x: &mut [f32]) {
+            CpuReference.round_bf16(x)
+        }
         fn copy(&self, c: Strided, src: &[f32], dst: &mut [f32]) {
             CpuReference.copy(c, src, dst)
         }
@@ -770,9 +802,6 @@ mod tests {
         let rmsnorm = all.iter().filter(|r| r.op.starts_with("rmsnorm")).count();
         assert!(rmsnorm > 0);
         assert_eq!(rows.len(), all.len() - rmsnorm + 1);
-        assert_eq!(
-            rows.last().map(|r| r.op.as_str()),
-            Some("dot rows (gate gradient)")
-        );
+        assert_eq!(rows.last().map(|r| r.op.as_str()), Some("round BF16"));
     }
 }

@@ -19,7 +19,7 @@ pub struct CpuReference;
 
 macro_rules! impl_backend {
     ($ty:ident, $name:literal, $mm:path, $lp:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
-     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $rob:path, $cp:path, $ga:path, $sc:path, $dr:path) => {
+     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $rob:path, $fq:path, $rb16:path, $cp:path, $ga:path, $sc:path, $dr:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -153,6 +153,12 @@ macro_rules! impl_backend {
             ) {
                 $rob(r, scores, idx, dgates, balance, ds)
             }
+            fn fake_quantize_fp8(&self, x: &mut [T], cols: usize, tile: (usize, usize)) -> u64 {
+                $fq(x, cols, tile)
+            }
+            fn round_bf16(&self, x: &mut [T]) {
+                $rb16(x)
+            }
             fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
                 $cp(c, src, dst)
             }
@@ -204,6 +210,8 @@ impl_backend!(
     embedding::embedding_bwd,
     route::route,
     route::route_bwd,
+    lowp::fake_quantize_fp8,
+    lowp::round_bf16_all,
     strided::copy,
     rows::gather_rows,
     rows::scatter_add_rows,
@@ -231,6 +239,8 @@ impl_backend!(
     embedding::embedding_bwd_ref,
     route::route_ref,
     route::route_bwd_ref,
+    lowp::fake_quantize_fp8,
+    lowp::round_bf16_all,
     strided::copy_ref,
     rows::gather_rows_ref,
     rows::scatter_add_rows_ref,

@@ -459,6 +459,17 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         self.inner.route_bwd(r, scores, idx, dgates, balance, ds);
         self.landed(&[n(ds)]);
     }
+    fn fake_quantize_fp8(&self, x: &mut [T], cols: usize, tile: (usize, usize)) -> u64 {
+        self.note("fake_quantize_fp8", &[n(x)], &[n(x)]);
+        let bad = self.inner.fake_quantize_fp8(x, cols, tile);
+        self.landed(&[n(x)]);
+        bad
+    }
+    fn round_bf16(&self, x: &mut [T]) {
+        self.note("round_bf16", &[n(x)], &[n(x)]);
+        self.inner.round_bf16(x);
+        self.landed(&[n(x)]);
+    }
     fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
         // The destination goes up too unless the copy overwrites all of it.
         let prior = if c.covers(dst.len()) {

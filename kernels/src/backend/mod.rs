@@ -161,6 +161,12 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
         balance: Option<Balance<'_>>,
         ds: &mut [T],
     );
+    /// `x` `[rows, cols]` fake-quantized in place to FP8 E4M3 with one exact scale per `tile`
+    /// (the values an FP8 transfer or GEMM computes with); returns the tiles whose amax was not
+    /// finite, set to NaN. f32 only.
+    fn fake_quantize_fp8(&self, x: &mut [T], cols: usize, tile: (usize, usize)) -> u64;
+    /// `x` rounded to BF16 in place (kept as f32). f32 only.
+    fn round_bf16(&self, x: &mut [T]);
     /// The strided copy [`Strided`]: `dst (+)= src` over a four-dimensional index space (head
     /// reshapes, column splits and concatenations, residual adds; kernels/src/cpu/strided.rs).
     fn copy(&self, c: Strided, src: &[T], dst: &mut [T]);

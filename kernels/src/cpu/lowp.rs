@@ -94,6 +94,32 @@ pub fn matmul_lowp_reference<T: Real>(
     matmul_lowp(matmul_ref, p, a, b, c, format)
 }
 
+/// `x` (`[rows, cols]`) fake-quantized in place to FP8 E4M3 with `tile` scales (exact, not
+/// rounded to powers of two): the values an FP8 GEMM or an FP8 transfer computes with
+/// ([`fake_quantize`]). Returns the tiles with a non-finite amax (set to NaN). Only f32 has an
+/// FP8 path.
+pub fn fake_quantize_fp8<T: Real>(x: &mut [T], cols: usize, tile: (usize, usize)) -> u64 {
+    let rows = x.len() / cols.max(1);
+    let v = T::as_f32_mut(x).expect("FP8 fake quantization is of f32 values");
+    fake_quantize(
+        v,
+        rows,
+        cols,
+        tile.0,
+        tile.1,
+        Fp8Format::E4M3,
+        ScaleRounding::Exact,
+    ) as u64
+}
+
+/// `x` rounded to BF16 in place (round to nearest even; kept as f32). Only f32 has a BF16 path.
+pub fn round_bf16_all<T: Real>(x: &mut [T]) {
+    let v = T::as_f32_mut(x).expect("BF16 rounding is of f32 values");
+    for y in v {
+        *y = round_bf16(*y);
+    }
+}
+
 /// A copy of `x` (`rows × cols`, f32) as the GEMM sees it, and its count of FP8 tiles with a
 /// non-finite amax.
 fn convert<T: Real>(

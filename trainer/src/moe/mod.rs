@@ -91,7 +91,7 @@ pub struct MoeCache<T> {
     /// The experts' outputs back at the tokens' rank: pieces whose concatenation is `[rows, d]`
     /// in the plan's send order (one piece per expert when the rows stayed on the backend).
     ys: Vec<Vec<T>>,
-    /// On one process (not FP8; no exchange): each expert's tokens and their gates, in the
+    /// On one process (no exchange): each expert's tokens and their gates, in the
     /// plan's send order.
     by_expert: Option<Vec<ExpertRows<T>>>,
     /// This rank's experts' caches (`None`: the expert got no row).
@@ -171,13 +171,16 @@ impl Moe {
             let _c = comm("moe counts");
             DispatchPlan::new(&rows, group)
         };
-        // On one process (and not FP8, whose rows travel quantized) nothing is exchanged: each
+        // On one process nothing is exchanged: each
         // expert gathers its tokens' rows, and its outputs are added to their tokens weighted
         // by the gates, expert after expert — each token's terms in expert order, the plan's
         // send order, so the bits are those of the exchange below. These are the backend's
         // operations when it keeps the data (`Ctx::gather_rows`), so the rows need not cross
         // to the host.
-        let stay = group.is_none() && cx.precision != Precision::Fp8;
+        let stay = group.is_none();
+        // FP8 precision (f32 runs): the rows travel as E4M3 in 1 × 128 tiles and come back in
+        // BF16, as DeepSeek-V3 sends them (`dispatch_inputs`, `combine_outputs`).
+        let fp8 = cx.precision == Precision::Fp8 && T::as_f32(&[]).is_some();
         let by_expert = stay.then(|| {
             rows.iter()
                 .map(|r| {
@@ -200,7 +203,13 @@ impl Moe {
                     }
                     let mut xe = vec![T::zero(); toks.len() * d];
                     cx.gather_rows(&x, d, toks, None, &mut xe);
-                    let (y, c) = mlp.fwd(cx, Arc::new(xe));
+                    if fp8 {
+                        cx.fake_quantize_fp8(&mut xe, d, (1, FP8_TILE));
+                    }
+                    let (mut y, c) = mlp.fwd(cx, Arc::new(xe));
+                    if fp8 {
+                        cx.round_bf16(&mut y);
+                    }
                     (y, Some(c))
                 })
                 .unzip();
@@ -464,9 +473,26 @@ fn dispatch_inputs<T: Real>(
     let Some(v) = T::as_f32(&send).filter(|_| cx.precision == Precision::Fp8) else {
         return plan.dispatch(group, send, d, during);
     };
+    // A tile holding a NaN or an infinity cannot be scaled: it travels as NaN and is counted,
+    // as the fake quantization of the one-process path and the FP8 GEMMs do.
+    let mut v = v.to_vec();
+    let mut bad = 0;
+    for tile in v
+        .chunks_mut(d.max(1))
+        .flat_map(|row| row.chunks_mut(FP8_TILE))
+    {
+        if tile.iter().any(|x| !x.is_finite()) {
+            tile.fill(f32::NAN);
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(bad, "FP8 tiles with a non-finite amax in an FP8 dispatch");
+    }
+    cx.nonfinite.add(bad);
     let rows = v.len() / d.max(1);
     let q = quantize(
-        v,
+        &v,
         rows,
         d,
         1,
@@ -527,5 +553,62 @@ pub fn update_bias(bias: &mut [f32], load: &[u64], gamma: f64) {
         } else if l < mean {
             *b += gamma as f32;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokenmill_kernels::Cpu;
+
+    use super::*;
+    use crate::ops::NonFiniteTiles;
+    use crate::params::ParamLayout;
+
+    /// The FP8 dispatch through the exchange (`dispatch_inputs`) and the one-process path
+    /// (gather, then fake quantization) send the same values, and treat a tile holding an
+    /// infinity or a NaN alike: NaN, counted.
+    #[test]
+    fn both_fp8_dispatch_paths_send_the_same_values_and_count_non_finite_tiles() {
+        let d = 300; // tiles of 128, 128 and 44
+        let n = 6;
+        let mut x: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 37) % 101) as f32 / 7.0 - 7.0)
+            .collect();
+        x[d + 5] = f32::INFINITY; // token 1, first tile
+        x[3 * d + 290] = f32::NAN; // token 3, last tile
+        let rows: Vec<Vec<(usize, usize)>> =
+            vec![vec![(0, 0), (1, 0), (3, 0)], vec![(1, 1), (4, 0)]];
+        let plan = DispatchPlan::new(&rows, None);
+        let layout = ParamLayout::default();
+        let (via_exchange, via_gather) = (NonFiniteTiles::default(), NonFiniteTiles::default());
+        let cx = |nonfinite| Ctx {
+            be: &Cpu,
+            layout: &layout,
+            params: &[],
+            precision: Precision::Fp8,
+            ep: None,
+            batch: None,
+            nonfinite,
+            key_starts: None,
+        };
+        let send: Vec<f32> = plan
+            .send_rows()
+            .iter()
+            .flat_map(|&(t, _)| x[t * d..(t + 1) * d].to_vec())
+            .collect();
+        let a = dispatch_inputs(&cx(&via_exchange), &plan, None, send, d, &mut || {});
+        let c = cx(&via_gather);
+        for (e, r) in rows.iter().enumerate() {
+            let toks: Vec<u32> = r.iter().map(|&(t, _)| t as u32).collect();
+            let mut xe = vec![0.0f32; toks.len() * d];
+            c.gather_rows(&x, d, &toks, None, &mut xe);
+            c.fake_quantize_fp8(&mut xe, d, (1, FP8_TILE));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a[e]), bits(&xe), "expert {e}");
+        }
+        // Token 1 is sent twice (two tiles), token 3 once.
+        assert_eq!(via_exchange.get(), 3);
+        assert_eq!(via_gather.get(), 3);
+        assert!(a[0][d + 100].is_nan() && !a[0][d + 200].is_nan());
     }
 }

@@ -61,7 +61,7 @@ struct Resident {
 }
 
 /// What a device that keeps every buffer it has seen would still copy in: the inputs the host
-/// wrote since the device last saw them ([`super::held`]). The host's reads of what the device
+/// wrote since the device last saw them (`backend/held.rs`). The host's reads of what the device
 /// wrote are not seen, so `to_host` stays 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Residency {

@@ -238,7 +238,7 @@ fn balance_of<'a>(b: Option<Balance<'a>>, e: usize, t: usize) -> Option<(&'a [f6
 }
 
 /// Reference backward of [`route_ref`]: `ds` `[tokens, experts]`, the gradient of the router's
-/// logits, token by token ([`route_bwd_row`]).
+/// logits, token by token (`route_bwd_row`).
 pub fn route_bwd_ref<T: Real>(
     r: Route,
     scores: &[T],

@@ -16,6 +16,7 @@ use tokenmill_kernels::backend::{
 
 use crate::device::{Device, elementwise};
 use crate::error::{Result, driver};
+use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
 /// The CUDA backend over one [`Device`].
@@ -614,19 +615,7 @@ impl Backend<f32> for Cuda {
         ds: &mut [f32],
     ) {
         // The CPU's checks first: the kernel indexes with the experts unchecked.
-        let n = scores.len() / r.experts.max(1);
-        assert_eq!(scores.len(), n * r.experts, "route backward: scores");
-        assert_eq!(idx.len(), n * r.k, "route backward: idx");
-        assert_eq!(dgates.len(), n * r.k, "route backward: gate gradients");
-        assert_eq!(ds.len(), n * r.experts, "route backward: logit gradients");
-        assert!(
-            idx.iter().all(|&i| (i as usize) < r.experts),
-            "route backward: an expert past {}",
-            r.experts
-        );
-        if let Some(b) = balance {
-            assert!(b.seq > 0 && n.is_multiple_of(b.seq) && b.coef.len() == n / b.seq * r.experts);
-        }
+        let n = check_bwd(r, scores, idx, dgates, balance, ds);
         if n == 0 {
             return;
         }

@@ -58,18 +58,26 @@ fn pieces(addr: usize, data: &[u8]) -> impl Iterator<Item = (usize, u16, &[u8])>
     })
 }
 
+/// A page now holds `range` with these contents: it replaces what the page held for the same
+/// bytes, and the oldest range goes when the page keeps [`RANGES_PER_PAGE`].
+fn remember(ranges: &mut Ranges, range: (u16, u16, u64)) {
+    ranges.retain(|&(l, h, _)| (l, h) != (range.0, range.1));
+    if ranges.len() == RANGES_PER_PAGE {
+        ranges.remove(0);
+    }
+    ranges.push(range);
+}
+
 impl Held {
     /// The device now holds `data` (at host address `addr`) as it is: an output it wrote, or
     /// an input it was given.
     pub fn hold(&mut self, addr: usize, data: &[u8]) {
         for (page, lo, piece) in pieces(addr, data) {
             let hi = lo + piece.len() as u16;
-            let ranges = self.pages.entry(page).or_default();
-            ranges.retain(|&(l, h, _)| (l, h) != (lo, hi));
-            if ranges.len() == RANGES_PER_PAGE {
-                ranges.remove(0);
-            }
-            ranges.push((lo, hi, xxh3_64(piece)));
+            remember(
+                self.pages.entry(page).or_default(),
+                (lo, hi, xxh3_64(piece)),
+            );
         }
     }
 
@@ -93,11 +101,7 @@ impl Held {
                     up.edge += piece.len() as u64;
                 }
             }
-            ranges.retain(|&(l, h, _)| (l, h) != (lo, hi));
-            if ranges.len() == RANGES_PER_PAGE {
-                ranges.remove(0);
-            }
-            ranges.push((lo, hi, hash));
+            remember(ranges, (lo, hi, hash));
         }
         up
     }

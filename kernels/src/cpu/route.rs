@@ -191,8 +191,9 @@ fn route_bwd_row<T: Real>(
     }
 }
 
-/// Checks the backward's buffers; returns the tokens.
-fn bwd_tokens<T>(
+/// Checks the router backward's buffers (a device backend checks them so before its kernel
+/// indexes with the experts unchecked); returns the tokens.
+pub fn check_bwd<T>(
     r: Route,
     scores: &[T],
     idx: &[u32],
@@ -247,7 +248,7 @@ pub fn route_bwd_ref<T: Real>(
     balance: Option<Balance<'_>>,
     ds: &mut [T],
 ) {
-    let n = bwd_tokens(r, scores, idx, dgates, balance, ds);
+    let n = check_bwd(r, scores, idx, dgates, balance, ds);
     let (e, k) = (r.experts, r.k);
     for t in 0..n {
         route_bwd_row(
@@ -272,7 +273,7 @@ pub fn route_bwd<T: Real>(
     balance: Option<Balance<'_>>,
     ds: &mut [T],
 ) {
-    bwd_tokens(r, scores, idx, dgates, balance, ds);
+    check_bwd(r, scores, idx, dgates, balance, ds);
     let (e, k) = (r.experts, r.k);
     ds.par_chunks_mut(e).enumerate().for_each(|(t, d)| {
         route_bwd_row(

@@ -5,9 +5,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tokenmill_kernels::Cpu;
+use tokenmill_kernels::backend::Backend;
+use tokenmill_kernels::cpu::optim::{split_segments, sum_squares};
 
+use crate::optim::SEGMENT;
 use crate::params::ParamLayout;
 
 /// The group of a tensor by its Hugging Face name: `layers.3.attn`, `layers.3.ffn`,
@@ -43,6 +48,17 @@ pub fn group_of(name: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct GradGroups {
     groups: Vec<(String, Vec<Range<usize>>)>,
+    /// The segments summed for the last `held` range, kept from step to step.
+    plan: Arc<Mutex<Option<SquarePlan>>>,
+}
+
+/// What [`GradGroups::squares_on`] sums for one `held` range: the groups' ranges inside it, cut
+/// into segments of at most [`SEGMENT`], in group order, and how many belong to each group.
+#[derive(Debug)]
+struct SquarePlan {
+    held: Range<usize>,
+    segs: Vec<Range<usize>>,
+    per_group: Vec<usize>,
 }
 
 impl GradGroups {
@@ -56,6 +72,7 @@ impl GradGroups {
         }
         GradGroups {
             groups: by.into_iter().collect(),
+            plan: Arc::default(),
         }
     }
 
@@ -64,27 +81,51 @@ impl GradGroups {
         self.groups.iter().map(|g| g.0.as_str())
     }
 
+    /// [`GradGroups::squares_on`] on the host's CPU.
+    pub fn squares(&self, grads: &[f32], held: Range<usize>) -> Vec<f64> {
+        self.squares_on(&Cpu, grads, held)
+    }
+
     /// Per group, the sum of squares of `grads` inside `held` (the part of the buffer this
     /// process holds: all of it in one process, its ZeRO chunk across processes, whose sums
-    /// add up over the ranks).
-    pub fn squares(&self, grads: &[f32], held: Range<usize>) -> Vec<f64> {
-        use rayon::prelude::*;
-        self.groups
-            .par_iter()
-            .map(|(_, ranges)| {
-                ranges
-                    .iter()
-                    .map(|r| {
-                        let (a, b) = (r.start.max(held.start), r.end.min(held.end));
-                        if a >= b {
-                            return 0.0;
-                        }
-                        grads[a..b]
-                            .iter()
-                            .map(|&x| f64::from(x) * f64::from(x))
-                            .sum::<f64>()
-                    })
-                    .sum()
+    /// add up over the ranks): one `Backend::sum_squares` over every group's segments, on `be`
+    /// when it keeps its data, else on the host with the same kernel.
+    pub fn squares_on(&self, be: &dyn Backend<f32>, grads: &[f32], held: Range<usize>) -> Vec<f64> {
+        let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        if plan.as_ref().is_none_or(|p| p.held != held) {
+            let mut segs = Vec::new();
+            let per_group = self
+                .groups
+                .iter()
+                .map(|(_, ranges)| {
+                    let before = segs.len();
+                    let inside = ranges
+                        .iter()
+                        .map(|r| r.start.max(held.start)..r.end.min(held.end));
+                    segs.extend(split_segments(inside.filter(|r| r.start < r.end), SEGMENT));
+                    segs.len() - before
+                })
+                .collect();
+            *plan = Some(SquarePlan {
+                held: held.clone(),
+                segs,
+                per_group,
+            });
+        }
+        let p = plan.as_ref().expect("planned just above");
+        let mut sums = vec![0f64; p.segs.len()];
+        if be.moves_data() {
+            be.sum_squares(grads, &p.segs, &mut sums);
+        } else {
+            sum_squares(grads, &p.segs, &mut sums);
+        }
+        let mut at = 0;
+        p.per_group
+            .iter()
+            .map(|&k| {
+                let s = sums[at..at + k].iter().sum();
+                at += k;
+                s
             })
             .collect()
     }

@@ -1,8 +1,12 @@
 //! AdamW with decoupled weight decay over the flat parameter buffer (FP32 master weights and
 //! moments), global-norm gradient clipping, and DeepSeek-V3's learning-rate shape.
 
-use rayon::prelude::*;
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
+use tokenmill_kernels::Cpu;
+use tokenmill_kernels::backend::{AdamStep, Backend};
+use tokenmill_kernels::cpu::optim;
 
 use crate::params::ParamLayout;
 
@@ -97,182 +101,138 @@ pub struct AdamW {
     pub v: Vec<f32>,
     /// Updates applied.
     pub t: u64,
-    /// Per element: 1 = decayed, 0 = not, 2 = frozen (buffers). One byte per parameter.
+    /// Per element: [`AdamStep::PLAIN`], [`AdamStep::DECAYED`] or [`AdamStep::FROZEN`]
+    /// (buffers). One byte per parameter.
     kind: Vec<u8>,
+    /// The trainable elements as segments of at most [`SEGMENT`] (the gradient norm's sums),
+    /// kept from step to step.
+    segs: Vec<Range<usize>>,
 }
 
-const CHUNK: usize = 1 << 14;
+/// Elements per segment of a sum of squares (one GPU block's work).
+pub const SEGMENT: usize = 1 << 14;
 
-/// Per element: 1 = decayed, 0 = not, 2 = frozen.
+/// Per element: its [`AdamStep`] kind.
 fn kinds(layout: &ParamLayout) -> Vec<u8> {
-    let mut kind = vec![0u8; layout.len()];
+    let mut kind = vec![AdamStep::PLAIN; layout.len()];
     for s in &layout.specs {
         let k = if !s.trainable() {
-            2
+            AdamStep::FROZEN
+        } else if s.decayed() {
+            AdamStep::DECAYED
         } else {
-            u8::from(s.decayed())
+            AdamStep::PLAIN
         };
         kind[s.range.clone()].fill(k);
     }
     kind
 }
 
+/// The runs of elements not frozen, cut at multiples of [`SEGMENT`].
+fn trainable_segments(kind: &[u8]) -> Vec<Range<usize>> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < kind.len() {
+        if kind[i] == AdamStep::FROZEN {
+            i += 1;
+            continue;
+        }
+        let a = i;
+        while i < kind.len() && kind[i] != AdamStep::FROZEN && (i == a || i % SEGMENT != 0) {
+            i += 1;
+        }
+        runs.push(a..i);
+    }
+    runs
+}
+
 impl AdamW {
-    /// Fresh state for `layout`.
-    pub fn new(cfg: AdamWConfig, layout: &ParamLayout) -> Self {
-        let kind = kinds(layout);
+    fn with_kind(cfg: AdamWConfig, kind: Vec<u8>) -> Self {
+        let n = kind.len();
         AdamW {
             cfg,
-            m: vec![0.0; layout.len()],
-            v: vec![0.0; layout.len()],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
             t: 0,
+            segs: trainable_segments(&kind),
             kind,
         }
     }
 
+    /// Fresh state for `layout`.
+    pub fn new(cfg: AdamWConfig, layout: &ParamLayout) -> Self {
+        Self::with_kind(cfg, kinds(layout))
+    }
+
     /// The state of the parameters in `range` only (ZeRO-1: each data-parallel rank keeps
     /// the moments of its shard); its `step` and `grad_norm` take that range's slices.
-    pub fn shard(cfg: AdamWConfig, layout: &ParamLayout, range: std::ops::Range<usize>) -> Self {
-        AdamW {
-            cfg,
-            m: vec![0.0; range.len()],
-            v: vec![0.0; range.len()],
-            t: 0,
-            kind: kinds(layout)[range].to_vec(),
-        }
+    pub fn shard(cfg: AdamWConfig, layout: &ParamLayout, range: Range<usize>) -> Self {
+        Self::with_kind(cfg, kinds(layout)[range].to_vec())
     }
 
     /// The state of the parameters in `range` of this (full) state: what a ZeRO-1 rank keeps.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
-        AdamW {
-            cfg: self.cfg.clone(),
-            m: self.m[range.clone()].to_vec(),
-            v: self.v[range.clone()].to_vec(),
-            t: self.t,
-            kind: self.kind[range].to_vec(),
-        }
+    pub fn slice(&self, range: Range<usize>) -> Self {
+        let mut s = Self::with_kind(self.cfg.clone(), self.kind[range.clone()].to_vec());
+        s.m = self.m[range.clone()].to_vec();
+        s.v = self.v[range].to_vec();
+        s.t = self.t;
+        s
     }
 
-    /// Global L2 norm of the trainable gradients (summed in f64 over fixed chunks, so the value
-    /// does not depend on the thread count).
+    /// Global L2 norm of the trainable gradients, on the host's CPU ([`AdamW::grad_norm_on`]).
     pub fn grad_norm(&self, grads: &[f32]) -> f64 {
-        grads
-            .par_chunks(CHUNK)
-            .zip(self.kind.par_chunks(CHUNK))
-            .map(|(g, k)| {
-                g.iter()
-                    .zip(k)
-                    .filter(|(_, k)| **k != 2)
-                    .map(|(&x, _)| x as f64 * x as f64)
-                    .sum::<f64>()
-            })
-            .collect::<Vec<f64>>()
-            .iter()
-            .sum::<f64>()
-            .sqrt()
+        self.grad_norm_on(&Cpu, grads)
     }
 
-    /// One update with learning rate `lr`; the gradients are scaled by `clip_scale` first.
+    /// Global L2 norm of the trainable gradients: each segment's sum of squares in f64 in the
+    /// kernels' fixed lane order (`Backend::sum_squares`), then the segments' sums in order, so
+    /// the value depends neither on the thread count nor on the backend. On `be` when it keeps
+    /// its data ([`Backend::moves_data`]), else on the host with the same kernel.
+    pub fn grad_norm_on(&self, be: &dyn Backend<f32>, grads: &[f32]) -> f64 {
+        assert_eq!(grads.len(), self.kind.len(), "gradients of another layout");
+        let mut sums = vec![0f64; self.segs.len()];
+        if be.moves_data() {
+            be.sum_squares(grads, &self.segs, &mut sums);
+        } else {
+            optim::sum_squares(grads, &self.segs, &mut sums);
+        }
+        sums.iter().sum::<f64>().sqrt()
+    }
+
+    /// One update with learning rate `lr`, on the host's CPU ([`AdamW::step_on`]).
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f64, clip_scale: f64) {
+        self.step_on(&Cpu, params, grads, lr, clip_scale)
+    }
+
+    /// One update with learning rate `lr`; the gradients are scaled by `clip_scale` first. On
+    /// `be` when it keeps its data ([`Backend::moves_data`]: the parameters, gradients and
+    /// moments stay where it computes), else on the host; the same bits either way.
+    pub fn step_on(
+        &mut self,
+        be: &dyn Backend<f32>,
+        params: &mut [f32],
+        grads: &[f32],
+        lr: f64,
+        clip_scale: f64,
+    ) {
         self.t += 1;
         let c = &self.cfg;
-        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        let bc1 = 1.0 - c.beta1.powi(self.t as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.t as i32);
-        let step = (lr / bc1) as f32;
-        let bc2_sqrt = bc2.sqrt() as f32;
-        let (eps, decay, scale) = (
-            c.eps as f32,
-            (1.0 - lr * c.weight_decay) as f32,
-            clip_scale as f32,
+        let s = AdamStep::new(
+            c.beta1,
+            c.beta2,
+            c.eps,
+            c.weight_decay,
+            lr,
+            self.t,
+            clip_scale,
+            c.bf16_moments,
         );
-        let u = Update {
-            b1,
-            b2,
-            step,
-            bc2_sqrt,
-            eps,
-            decay,
-            scale,
-            bf16: c.bf16_moments,
-        };
-        params
-            .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks(CHUNK))
-            .zip(
-                self.m
-                    .par_chunks_mut(CHUNK)
-                    .zip(self.v.par_chunks_mut(CHUNK)),
-            )
-            .zip(self.kind.par_chunks(CHUNK))
-            .for_each(|(((p, g), (m, v)), k)| u.chunk_dispatch(p, g, m, v, k));
-    }
-}
-
-/// One step's AdamW constants.
-#[derive(Clone, Copy)]
-struct Update {
-    b1: f32,
-    b2: f32,
-    step: f32,
-    bc2_sqrt: f32,
-    eps: f32,
-    decay: f32,
-    scale: f32,
-    bf16: bool,
-}
-
-impl Update {
-    /// The update of one chunk, branch-free per element (a frozen parameter keeps its values
-    /// by selection; no decay is a factor of exactly 1) so that it compiles to vector code:
-    /// the same IEEE operations in the same order per element as the plain loop, so the
-    /// results are bit-identical on every path.
-    #[inline(always)]
-    fn chunk(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &[u8]) {
-        let n = p.len();
-        let (g, m, v, k) = (&g[..n], &mut m[..n], &mut v[..n], &k[..n]);
-        for i in 0..n {
-            let gi = g[i] * self.scale;
-            let mut mi = self.b1 * m[i] + (1.0 - self.b1) * gi;
-            let mut vi = self.b2 * v[i] + (1.0 - self.b2) * gi * gi;
-            if self.bf16 {
-                mi = tokenmill_kernels::bf16::round_bf16(mi);
-                vi = tokenmill_kernels::bf16::round_bf16(vi);
-            }
-            let f = if k[i] == 1 { self.decay } else { 1.0 };
-            let pi = p[i] * f - self.step * mi / (vi.sqrt() / self.bc2_sqrt + self.eps);
-            let frozen = k[i] == 2;
-            m[i] = if frozen { m[i] } else { mi };
-            v[i] = if frozen { v[i] } else { vi };
-            p[i] = if frozen { p[i] } else { pi };
+        let (m, v) = (&mut self.m, &mut self.v);
+        if be.moves_data() {
+            be.adamw(s, &self.kind, params, grads, m, v);
+        } else {
+            optim::adamw(s, &self.kind, params, grads, m, v);
         }
-    }
-
-    /// [`Self::chunk`] compiled for AVX-512.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn chunk_avx512(
-        &self,
-        p: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        k: &[u8],
-    ) {
-        self.chunk(p, g, m, v, k)
-    }
-
-    fn chunk_dispatch(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &[u8]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was detected on this CPU just above.
-            unsafe { self.chunk_avx512(p, g, m, v, k) };
-            return;
-        }
-        self.chunk(p, g, m, v, k)
     }
 }
 
@@ -354,41 +314,54 @@ mod tests {
     }
 
     #[test]
-    fn the_vector_path_is_bit_identical_to_the_plain_loop() {
-        let n = 1037;
-        let mut r = crate::rng::Rng::new(7);
-        let mut vals = |scale: f32| -> Vec<f32> {
-            (0..n).map(|_| (r.uniform() as f32 - 0.5) * scale).collect()
+    fn the_norms_segments_skip_buffers_and_are_cut_at_segment_boundaries() {
+        let (a, f, p) = (AdamStep::DECAYED, AdamStep::FROZEN, AdamStep::PLAIN);
+        let mut kind = vec![a; SEGMENT + 10];
+        kind[3..5].fill(f);
+        kind.extend([f, f, p, p]);
+        let n = kind.len();
+        assert_eq!(
+            trainable_segments(&kind),
+            vec![0..3, 5..SEGMENT, SEGMENT..SEGMENT + 10, n - 2..n]
+        );
+    }
+
+    /// The update and the norm run on a backend that keeps its data, and on the host for one
+    /// that copies every call (the copying seam): the same bits, and the seam sees the calls
+    /// only in the first case.
+    #[test]
+    fn the_optimizer_runs_where_the_backend_keeps_its_data_with_the_same_bits() {
+        use tokenmill_kernels::backend::Metered;
+        let mut l = ParamLayout::default();
+        l.add("w", &[3, 7000], ParamKind::Linear);
+        l.add("n", &[5000], ParamKind::Norm);
+        l.add("b", &[64], ParamKind::Buffer);
+        let mut r = crate::rng::Rng::new(3);
+        let p0: Vec<f32> = (0..l.len()).map(|_| r.normal() as f32).collect();
+        let g: Vec<f32> = (0..l.len()).map(|_| r.normal() as f32 * 1e-2).collect();
+        let run = |be: &dyn Backend<f32>| {
+            let mut opt = AdamW::new(AdamWConfig::default(), &l);
+            let mut p = p0.clone();
+            let norm = opt.grad_norm_on(be, &g);
+            opt.step_on(be, &mut p, &g, 1e-3, clip_scale(norm, 1.0));
+            (
+                norm.to_bits(),
+                p.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            )
         };
-        let (p0, g, m0) = (vals(2.0), vals(1e-2), vals(1e-3));
-        let v0: Vec<f32> = vals(1e-4).iter().map(|x| x.abs()).collect();
-        let k: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
-        for bf16 in [false, true] {
-            let u = Update {
-                b1: 0.9,
-                b2: 0.95,
-                step: 3e-4,
-                bc2_sqrt: 0.3,
-                eps: 1e-8,
-                decay: 0.99,
-                scale: 0.7,
-                bf16,
-            };
-            let (mut p1, mut m1, mut v1) = (p0.clone(), m0.clone(), v0.clone());
-            u.chunk(&mut p1, &g, &mut m1, &mut v1, &k);
-            let (mut p2, mut m2, mut v2) = (p0.clone(), m0.clone(), v0.clone());
-            u.chunk_dispatch(&mut p2, &g, &mut m2, &mut v2, &k);
-            for (a, b) in [(&p1, &p2), (&m1, &m2), (&v1, &v2)] {
-                assert!(
-                    a.iter()
-                        .zip(b.iter())
-                        .all(|(x, y)| x.to_bits() == y.to_bits())
-                );
-            }
-            // Frozen entries (kind 2) untouched; the others moved.
-            for i in 0..n {
-                assert_eq!(p1[i].to_bits() == p0[i].to_bits(), k[i] == 2, "{i}");
-            }
-        }
+        let host = run(&Cpu);
+        let copying = Metered::new(&Cpu as &dyn Backend<f32>);
+        assert_eq!(run(&copying), host);
+        assert_eq!(copying.total().calls, 0, "{:?}", copying.traffic());
+        let resident = Metered::new(&Cpu as &dyn Backend<f32>).resident();
+        assert_eq!(run(&resident), host);
+        let ops = resident.traffic();
+        assert_eq!((ops["adamw"].calls, ops["sum_squares"].calls), (1, 1));
+        // The norm: every trainable element once, the buffer not.
+        let want: f64 = g[..21_000 + 5000]
+            .iter()
+            .map(|&x| x as f64 * x as f64)
+            .sum();
+        assert!((f64::from_bits(host.0) - want.sqrt()).abs() < 1e-12 * want.sqrt());
     }
 }

@@ -7,15 +7,18 @@
 //! The seam's operations return no errors; a CUDA failure here (out of memory, a kernel fault)
 //! panics with the backend's error message, which names the operation and the sizes.
 
+use std::ops::Range;
+
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use tokenmill_kernels::backend::{
-    AttnShape, Backend, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts, LowpGemm,
-    MatMul, RopeRows, RopeTable, Route, Strided,
+    AdamStep, AttnShape, Backend, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts,
+    LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
 };
 
 use crate::device::{Device, elementwise};
 use crate::error::{Result, driver};
+use tokenmill_kernels::cpu::optim::{check_adamw, check_segments};
 use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
@@ -761,6 +764,83 @@ impl Backend<f32> for Cuda {
                 let mut b = self.k("dot_rows_f32")?;
                 b.arg(&gt).arg(&gr).arg(&gs).arg(&mut go_).arg(&n).arg(&d32);
                 go("dot_rows_f32", b, elementwise(rows.len()))?;
+            }
+            self.dev.download(&go_, out)
+        })())
+    }
+
+    fn adamw(
+        &self,
+        s: AdamStep,
+        kind: &[u8],
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) {
+        check_adamw(kind, p, g, m, v);
+        if p.is_empty() {
+            return;
+        }
+        ok((|| {
+            let mut gp = self.dev.upload("parameters", p)?;
+            let gg = self.dev.upload("gradients", g)?;
+            let mut gm = self.dev.upload("first moments", m)?;
+            let mut gv = self.dev.upload("second moments", v)?;
+            let gk = self.dev.upload("parameter kinds", kind)?;
+            let (n, bf) = (p.len() as i64, i32::from(s.bf16_moments));
+            {
+                let mut b = self.k("adamw_f32")?;
+                b.arg(&mut gp)
+                    .arg(&gg)
+                    .arg(&mut gm)
+                    .arg(&mut gv)
+                    .arg(&gk)
+                    .arg(&n)
+                    .arg(&s.step_size)
+                    .arg(&s.beta1)
+                    .arg(&s.beta2)
+                    .arg(&s.eps)
+                    .arg(&s.bc2_sqrt)
+                    .arg(&s.decay)
+                    .arg(&s.grad_scale)
+                    .arg(&bf);
+                go("adamw_f32", b, elementwise(p.len()))?;
+            }
+            self.dev.download(&gp, p)?;
+            self.dev.download(&gm, m)?;
+            self.dev.download(&gv, v)
+        })())
+    }
+
+    fn sum_squares(&self, x: &[f32], segments: &[Range<usize>], out: &mut [f64]) {
+        check_segments(x.len(), segments, out.len());
+        // Grid x reaches 2³¹ − 1 blocks: one per segment.
+        assert!(
+            segments.len() < i32::MAX as usize,
+            "sum of squares: {} segments, one block each",
+            segments.len()
+        );
+        if segments.is_empty() {
+            return;
+        }
+        ok((|| {
+            let gx = self.dev.upload("sum of squares input", x)?;
+            let table: Vec<i64> = segments
+                .iter()
+                .flat_map(|r| [r.start as i64, r.end as i64])
+                .collect();
+            let gt = self.dev.upload("segments", &table)?;
+            let mut go_ = self.dev.zeros::<f64>("sums of squares", out.len())?;
+            {
+                let mut b = self.k("sum_squares_f32")?;
+                b.arg(&gx).arg(&gt).arg(&mut go_);
+                let cfg = LaunchConfig {
+                    grid_dim: (segments.len() as u32, 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                go("sum_squares_f32", b, cfg)?;
             }
             self.dev.download(&go_, out)
         })())

@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 use tokenmill_kernels::backend::{
-    AttnShape, Backend, Balance, CpuReference, IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows,
-    RopeTable, Route, Strided,
+    AdamStep, AttnShape, Backend, Balance, CpuReference, IGNORE, KeyStarts, LowpGemm, MatMul,
+    RopeRows, RopeTable, Route, Strided,
 };
 use tokenmill_kernels::rng::Rng;
 
@@ -588,6 +588,61 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
         refb.round_bf16(&mut r2);
         rows.push(compare("round BF16", format!("64 × {d}"), &r1, &r2, 0.0));
     });
+    // The optimizer: AdamW over every element kind, with BF16 moments and a clip scale; the
+    // sums of squares behind the gradient norms, over segments of awkward lengths.
+    section(&mut rows, "optimizer", |rows| {
+        let n = 3 * (1 << 20) + 77;
+        let kind: Vec<u8> = (0..n).map(|i| ((i / 1000) % 3) as u8).collect();
+        let p = randn(&mut rng, n, 0.02);
+        let m = randn(&mut rng, n, 1e-3);
+        let v: Vec<f32> = randn(&mut rng, n, 1e-3).iter().map(|x| x * x).collect();
+        let g = randn(&mut rng, n, 1e-2);
+        for (bf16, clip) in [(false, 1.0), (true, 0.37)] {
+            let s = AdamStep::new(0.9, 0.95, 1e-8, 0.1, 3e-4, 7, clip, bf16);
+            let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
+            let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
+            cand.adamw(s, &kind, &mut p1, &g, &mut m1, &mut v1);
+            Backend::<f32>::adamw(&refb, s, &kind, &mut p2, &g, &mut m2, &mut v2);
+            let shape = format!(
+                "{n}, clip {clip}{}",
+                if bf16 { ", BF16 moments" } else { "" }
+            );
+            let mut row = compare("AdamW parameters", shape.clone(), &p1, &p2, 0.0);
+            let (mm, vv) = (
+                compare("m", shape.clone(), &m1, &m2, 0.0),
+                compare("v", shape.clone(), &v1, &v2, 0.0),
+            );
+            row.pass &= mm.pass && vv.pass;
+            row.max_abs = row.max_abs.max(mm.max_abs).max(vv.max_abs);
+            row.max_rel = row.max_rel.max(mm.max_rel).max(vv.max_rel);
+            rows.push(row);
+        }
+        let segs = tokenmill_kernels::cpu::optim::split_segments(
+            [0..0, 5..6, 100..355, 1000..(1 << 20) + 3, 2_000_000..n],
+            1 << 14,
+        );
+        let (mut o1, mut o2) = (vec![0f64; segs.len()], vec![0f64; segs.len()]);
+        cand.sum_squares(&g, &segs, &mut o1);
+        refb.sum_squares(&g, &segs, &mut o2);
+        let (mut max_abs, mut max_rel) = (0f64, 0f64);
+        for (a, b) in o1.iter().zip(&o2) {
+            let d = (a - b).abs();
+            max_abs = max_abs.max(d);
+            max_rel = max_rel.max(if d == 0.0 {
+                0.0
+            } else {
+                d / b.abs().max(1e-300)
+            });
+        }
+        rows.push(Row {
+            op: "sum of squares (f64)".into(),
+            shape: format!("{} segments of ≤ 16384 over {n}", segs.len()),
+            max_abs,
+            max_rel,
+            tol: 0.0,
+            pass: o1.iter().zip(&o2).all(|(a, b)| a.to_bits() == b.to_bits()),
+        });
+    });
     rows
 }
 
@@ -771,6 +826,20 @@ mod tests {
         fn dot_rows(&self, t: &[f32], d: usize, r: &[u32], x: &[f32], o: &mut [f32]) {
             CpuReference.dot_rows(t, d, r, x, o)
         }
+        fn adamw(
+            &self,
+            s: AdamStep,
+            k: &[u8],
+            p: &mut [f32],
+            g: &[f32],
+            m: &mut [f32],
+            v: &mut [f32],
+        ) {
+            Backend::<f32>::adamw(&CpuReference, s, k, p, g, m, v)
+        }
+        fn sum_squares(&self, x: &[f32], segs: &[std::ops::Range<usize>], out: &mut [f64]) {
+            CpuReference.sum_squares(x, segs, out)
+        }
     }
 
     #[test]
@@ -802,6 +871,9 @@ mod tests {
         let rmsnorm = all.iter().filter(|r| r.op.starts_with("rmsnorm")).count();
         assert!(rmsnorm > 0);
         assert_eq!(rows.len(), all.len() - rmsnorm + 1);
-        assert_eq!(rows.last().map(|r| r.op.as_str()), Some("round BF16"));
+        assert_eq!(
+            rows.last().map(|r| r.op.as_str()),
+            Some("sum of squares (f64)")
+        );
     }
 }

@@ -1,11 +1,14 @@
 //! The CPU backends: [`Cpu`] (the fast kernels of [`crate::cpu`]) and [`CpuReference`] (their
 //! plain references).
 
+use std::ops::Range;
+
 use super::{
-    AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
+    AdamStep, AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route,
+    Strided,
 };
 use crate::cpu::{
-    attention, embedding, loss, lowp, matmul, norm, rope, route, rows, strided, swiglu,
+    attention, embedding, loss, lowp, matmul, norm, optim, rope, route, rows, strided, swiglu,
 };
 use crate::real::Real;
 
@@ -19,7 +22,7 @@ pub struct CpuReference;
 
 macro_rules! impl_backend {
     ($ty:ident, $name:literal, $mm:path, $lp:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
-     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $rob:path, $fq:path, $rb16:path, $cp:path, $ga:path, $sc:path, $dr:path) => {
+     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $rob:path, $fq:path, $rb16:path, $cp:path, $ga:path, $sc:path, $dr:path, $aw:path, $ss:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -185,6 +188,20 @@ macro_rules! impl_backend {
             fn dot_rows(&self, table: &[T], d: usize, rows: &[u32], src: &[T], out: &mut [T]) {
                 $dr(table, d, rows, src, out)
             }
+            fn adamw(
+                &self,
+                s: AdamStep,
+                kind: &[u8],
+                p: &mut [f32],
+                g: &[f32],
+                m: &mut [f32],
+                v: &mut [f32],
+            ) {
+                $aw(s, kind, p, g, m, v)
+            }
+            fn sum_squares(&self, x: &[T], segments: &[Range<usize>], out: &mut [f64]) {
+                $ss(x, segments, out)
+            }
         }
     };
 }
@@ -215,7 +232,9 @@ impl_backend!(
     strided::copy,
     rows::gather_rows,
     rows::scatter_add_rows,
-    rows::dot_rows
+    rows::dot_rows,
+    optim::adamw,
+    optim::sum_squares
 );
 
 impl_backend!(
@@ -244,5 +263,7 @@ impl_backend!(
     strided::copy_ref,
     rows::gather_rows_ref,
     rows::scatter_add_rows_ref,
-    rows::dot_rows_ref
+    rows::dot_rows_ref,
+    optim::adamw_ref,
+    optim::sum_squares_ref
 );

@@ -14,7 +14,8 @@ use std::sync::Mutex;
 
 use super::held::Held;
 use super::{
-    AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
+    AdamStep, AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route,
+    Strided,
 };
 use crate::real::Real;
 
@@ -503,6 +504,39 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
     fn dot_rows(&self, table: &[T], d: usize, rows: &[u32], src: &[T], out: &mut [T]) {
         self.note("dot_rows", &[n(table), n(rows), n(src)], &[n(out)]);
         self.inner.dot_rows(table, d, rows, src, out);
+        self.landed(&[n(out)]);
+    }
+    fn adamw(
+        &self,
+        s: AdamStep,
+        kind: &[u8],
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) {
+        self.note(
+            "adamw",
+            &[n(kind), n(p), n(g), n(m), n(v)],
+            &[n(p), n(m), n(v)],
+        );
+        self.inner.adamw(s, kind, p, g, m, v);
+        self.landed(&[n(p), n(m), n(v)]);
+    }
+    fn sum_squares(&self, x: &[T], segments: &[Range<usize>], out: &mut [f64]) {
+        // The segment table goes up as (start, end) pairs of 64-bit integers, from where the
+        // caller keeps it: a table kept from step to step is held.
+        let table: Vec<u64> = segments
+            .iter()
+            .flat_map(|r| [r.start as u64, r.end as u64])
+            .collect();
+        let segs = Span {
+            addr: segments.as_ptr() as usize,
+            bytes: size_of_val(&table[..]) as u64,
+            data: bytemuck::cast_slice(&table),
+        };
+        self.note("sum_squares", &[n(x), segs], &[n(out)]);
+        self.inner.sum_squares(x, segments, out);
         self.landed(&[n(out)]);
     }
 }

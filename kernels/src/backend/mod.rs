@@ -3,7 +3,8 @@
 //! slices for now; a device backend will get its own buffer type behind the same operations.
 //!
 //! - `types.rs`: the operations' argument types ([`MatMul`], [`LowpGemm`], [`RopeTable`],
-//!   [`RopeRows`], [`AttnShape`], [`Route`], [`Strided`], [`IGNORE`]), which belong to the seam and not to a backend;
+//!   [`RopeRows`], [`AttnShape`], [`Route`], [`Strided`], [`AdamStep`], [`IGNORE`]), which belong
+//!   to the seam and not to a backend;
 //! - `cpu.rs`: two CPU backends, [`Cpu`] (fast kernels) and [`CpuReference`] (the plain loops),
 //!   which the model tests run side by side;
 //! - `metered.rs`: [`Metered`], any backend with the calls and bytes a device backend behind
@@ -19,9 +20,11 @@ mod types;
 pub use cpu::{Cpu, CpuReference};
 pub use metered::{ACTIVATIONS, Metered, Residency, Traffic};
 pub use types::{
-    AttnShape, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts, LowpGemm,
-    MatMul, RopeRows, RopeTable, Route, Strided, first_key,
+    AdamStep, AttnShape, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts,
+    LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided, first_key,
 };
+
+use std::ops::Range;
 
 use crate::real::Real;
 
@@ -189,4 +192,19 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     /// row of `src` `[rows, d]` dotted with the table row it belongs to (a MoE gate's
     /// gradient, the token's output gradient · the expert's output).
     fn dot_rows(&self, table: &[T], d: usize, rows: &[u32], src: &[T], out: &mut [T]);
+    /// One AdamW step ([`AdamStep`]) over the FP32 master weights `p`, their gradients `g` and
+    /// moments `m`, `v` (f32 whatever `T`), each element as its `kind` byte says: plain,
+    /// decayed or frozen (kernels/src/cpu/optim.rs).
+    fn adamw(
+        &self,
+        s: AdamStep,
+        kind: &[u8],
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    );
+    /// `out[i]` = Σ x² over `segments[i]`, summed in f64 in the lane order of
+    /// kernels/src/cpu/optim.rs (the gradient norms).
+    fn sum_squares(&self, x: &[T], segments: &[Range<usize>], out: &mut [f64]);
 }

@@ -409,3 +409,60 @@ impl Strided {
         }
     }
 }
+
+/// One AdamW update's scalars as the kernels use them, in f32 (kernels/src/cpu/optim.rs):
+/// computed by [`AdamStep::new`] from the optimizer's f64 settings, then rounded once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// β₁.
+    pub beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// ε.
+    pub eps: f32,
+    /// `lr / (1 − β₁ᵗ)`.
+    pub step_size: f32,
+    /// `√(1 − β₂ᵗ)`.
+    pub bc2_sqrt: f32,
+    /// `1 − lr · weight_decay`, the decoupled decay of [`AdamStep::DECAYED`] elements.
+    pub decay: f32,
+    /// The factor on every gradient first (the clip scale).
+    pub grad_scale: f32,
+    /// Store the moments rounded to BF16 (DeepSeek-V3 §3.3.3).
+    pub bf16_moments: bool,
+}
+
+impl AdamStep {
+    /// The `kind` byte of an element updated without weight decay (norms, embeddings).
+    pub const PLAIN: u8 = 0;
+    /// An element updated with weight decay (linear weights).
+    pub const DECAYED: u8 = 1;
+    /// An element not updated at all (buffers: the MoE routing bias).
+    pub const FROZEN: u8 = 2;
+
+    /// The scalars of update number `t` (1-based) with learning rate `lr` and the gradients
+    /// scaled by `grad_scale`, computed in f64 and rounded to f32 once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+        lr: f64,
+        t: u64,
+        grad_scale: f64,
+        bf16_moments: bool,
+    ) -> Self {
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        AdamStep {
+            beta1: beta1 as f32,
+            beta2: beta2 as f32,
+            eps: eps as f32,
+            step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+            bc2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
+            decay: (1.0 - lr * weight_decay) as f32,
+            grad_scale: grad_scale as f32,
+            bf16_moments,
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod loss;
 pub mod lowp;
 pub mod matmul;
 pub mod norm;
+pub mod optim;
 pub mod rope;
 pub mod route;
 pub mod rows;

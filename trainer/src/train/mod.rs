@@ -668,10 +668,13 @@ impl Trainer {
             grad_norm = Some(reduce_gradients(w, &self.opt, r, &mut self.grads)?);
             stats = stats.gather(w)?;
         }
-        let grad_norm = grad_norm.unwrap_or_else(|| self.opt.grad_norm(&self.grads));
+        // On the backend when it keeps its data (the gradients never leave it), else here.
+        let grad_norm =
+            grad_norm.unwrap_or_else(|| self.opt.grad_norm_on(self.be.as_ref(), &self.grads));
         // Per parameter group: this process's part of the gradient (its ZeRO chunk across
         // processes, summed over the ranks).
-        let mut group_sq = self.grad_groups.squares(
+        let mut group_sq = self.grad_groups.squares_on(
+            self.be.as_ref(),
             &self.grads,
             self.shard.clone().unwrap_or(0..self.grads.len()),
         );
@@ -757,7 +760,9 @@ impl Trainer {
                     lr,
                     clip,
                 )?,
-                _ => self.opt.step(&mut self.params, &self.grads, lr, clip),
+                _ => self
+                    .opt
+                    .step_on(self.be.as_ref(), &mut self.params, &self.grads, lr, clip),
             }
             for (id, load) in self.model.moe_biases().into_iter().zip(&loads) {
                 update_bias(

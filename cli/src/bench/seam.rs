@@ -10,8 +10,12 @@ use anyhow::Result;
 use tokenmill_kernels::Cpu;
 use tokenmill_kernels::backend::{Backend, Metered, Residency, Traffic};
 use tokenmill_trainer::ModelConfig;
+use tokenmill_trainer::grad_groups::GradGroups;
 use tokenmill_trainer::model::{Batch, Model, WgradMode};
+use tokenmill_trainer::moe::update_bias;
 use tokenmill_trainer::ops::{Precision, WgradQueue};
+use tokenmill_trainer::optim::{AdamW, AdamWConfig, clip_scale};
+use tokenmill_trainer::params::view_mut;
 use tokenmill_trainer::rng::Rng;
 
 /// `tokenmill bench seam`.
@@ -56,11 +60,23 @@ pub struct SeamTraffic {
     pub resident: Residency,
     /// Calls of the step under residency (the data movement included).
     pub resident_calls: u64,
+    /// Under residency, what the optimizer after the step would still copy in: the gradient
+    /// norms and AdamW on the device (their first call uploads the element kinds and segment
+    /// tables, kept from then on), the routing biases' update on the host.
+    pub optimizer: Residency,
+    /// Calls of the optimizer under residency.
+    pub optimizer_calls: u64,
+    /// Under residency, a second step on new tokens after the update: nothing the optimizer
+    /// wrote goes up, only what host code wrote (the routing biases among the parameters).
+    pub second_step: Residency,
+    /// Calls of the second step under residency.
+    pub second_step_calls: u64,
 }
 
 /// Runs one forward and backward of `cfg` (preset `preset`) on random tokens through a metered
 /// CPU backend: once as the copying seam (the model moving rows on the host), once under
-/// residency (the model moving rows with the backend's operations).
+/// residency (the model moving rows with the backend's operations), followed there by the
+/// optimizer and a second step on new tokens.
 pub fn measure(
     preset: &str,
     cfg: &ModelConfig,
@@ -70,33 +86,42 @@ pub fn measure(
 ) -> Result<SeamTraffic> {
     let mut model = Model::new(cfg.clone())?;
     model.precision = precision;
-    let params: Vec<f32> = model.init(1);
+    let mut params: Vec<f32> = model.init(1);
     let mut grads = vec![0f32; params.len()];
     let mut rng = Rng::new(7);
-    let tokens: Vec<u32> = (0..batch * (seq + 1))
-        .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
-        .collect();
-    let bt = Batch {
-        starts: None,
-        distill: None,
-        tokens: &tokens,
-        mask: None,
-        b: batch,
-        s: seq,
+    let mut tokens = || -> Vec<u32> {
+        (0..batch * (seq + 1))
+            .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
+            .collect()
     };
+    let (first_tokens, second_tokens) = (tokens(), tokens());
     let w = super::train::loss_weights(cfg);
-    // One step through `be` with gradients `grads`.
-    let step = |be: &Metered<'_, f32>, grads: &mut [f32]| -> Result<()> {
-        let mut f = model.forward(be, &params, &bt, w, true)?;
+    let model = model;
+    // One step through `be` on `tokens` into `grads`; returns each MoE layer's expert loads.
+    let step = |be: &Metered<'_, f32>,
+                params: &[f32],
+                grads: &mut [f32],
+                tokens: &[u32]|
+     -> Result<Vec<Vec<u64>>> {
+        let bt = Batch {
+            starts: None,
+            distill: None,
+            tokens,
+            mask: None,
+            b: batch,
+            s: seq,
+        };
+        let mut f = model.forward(be, params, &bt, w, true)?;
+        let loads = f.moe.iter().map(|m| m.load.clone()).collect();
         let mut q = WgradQueue::new();
-        model.backward(be, &params, &mut f, grads, &mut q, WgradMode::Immediate);
-        Ok(())
+        model.backward(be, params, &mut f, grads, &mut q, WgradMode::Immediate);
+        Ok(loads)
     };
     // The copying seam: the model moves its rows on the host, as it does for the CUDA backend.
     let be = Metered::new(&Cpu as &dyn Backend<f32>)
         .region("parameters", &params)
         .region("gradients", &grads);
-    step(&be, &mut grads)?;
+    step(&be, &params, &mut grads, &first_tokens)?;
     // Residency: the data movement runs on the backend too (the same step again, into the
     // same gradient buffer, zeroed; one buffer, so that `1b` fits in 24 GB).
     grads.fill(0.0);
@@ -107,7 +132,30 @@ pub fn measure(
         .region("gradients", &grads)
         .holding(&params, tensors())
         .holding(&grads, tensors());
-    step(&resident, &mut grads)?;
+    let loads = step(&resident, &params, &mut grads, &first_tokens)?;
+    let first = resident.residency().expect("metered with residency");
+    let first_calls = resident.total().calls;
+    // The optimizer as the trainer runs it on a backend that keeps its data: the gradient
+    // norms and AdamW on the device, the routing biases' update on the host. Its moments are
+    // dropped after the update (so that `1b` fits): the second step does not read them.
+    resident.reset();
+    {
+        let mut opt = AdamW::new(AdamWConfig::default(), &model.layout);
+        let norm = opt.grad_norm_on(&resident, &grads);
+        GradGroups::new(&model.layout).squares_on(&resident, &grads, 0..grads.len());
+        opt.step_on(&resident, &mut params, &grads, 1e-4, clip_scale(norm, 1.0));
+    }
+    // AdamW wrote the whole buffer: the device holds each tensor as written.
+    resident.hold(&params, tensors());
+    for (id, load) in model.moe_biases().into_iter().zip(&loads) {
+        update_bias(view_mut(&model.layout, &mut params, id), load, 1e-3);
+    }
+    let optimizer = resident.residency().expect("metered with residency");
+    let optimizer_calls = resident.total().calls;
+    // A second step on new tokens, its gradients zeroed by the host (zeros cost nothing).
+    resident.reset();
+    grads.fill(0.0);
+    step(&resident, &params, &mut grads, &second_tokens)?;
     Ok(SeamTraffic {
         preset: preset.into(),
         batch,
@@ -116,13 +164,26 @@ pub fn measure(
         ops: be.traffic(),
         by_kind: be.by_kind(),
         total: be.total(),
-        resident: resident.residency().expect("metered with residency"),
-        resident_calls: resident.total().calls,
+        resident: first,
+        resident_calls: first_calls,
+        optimizer,
+        optimizer_calls,
+        second_step: resident.residency().expect("metered with residency"),
+        second_step_calls: resident.total().calls,
     })
 }
 
 fn mb(b: u64) -> f64 {
     b as f64 / 1e6
+}
+
+/// Bytes in MB, or in KB under a tenth of a megabyte.
+fn size(b: u64) -> String {
+    if b < 100_000 {
+        format!("{:.1} KB", b as f64 / 1e3)
+    } else {
+        format!("{:.2} MB", mb(b))
+    }
 }
 
 /// The counts as a table.
@@ -201,6 +262,27 @@ pub fn table(t: &SeamTraffic) -> String {
         100.0 * r.to_device() as f64 / all as f64,
         mb(r.edge),
         t.resident_calls
+    );
+    let kinds = |r: &Residency| {
+        r.by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {}", size(v.to_device)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    s += &format!(
+        "then the optimizer (gradient norms and AdamW on the device, the routing biases' update \
+         on the host): {} up ({}), {} calls\n",
+        size(t.optimizer.to_device()),
+        kinds(&t.optimizer),
+        t.optimizer_calls
+    );
+    s += &format!(
+        "then a second step on new tokens: {} up ({}; ≤ {} page edges), {} calls\n",
+        size(t.second_step.to_device()),
+        kinds(&t.second_step),
+        size(t.second_step.edge),
+        t.second_step_calls
     );
     s
 }

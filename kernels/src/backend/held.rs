@@ -68,6 +68,31 @@ fn remember(ranges: &mut Ranges, range: (u16, u16, u64)) {
     ranges.push(range);
 }
 
+/// Whether the ranges of a page held inside `piece` (which starts at byte `lo` of the page)
+/// still have its contents and, with the zeros between them, make up all of it: a buffer
+/// handed over whole after its tensors were seen one by one.
+fn covered(ranges: &Ranges, lo: u16, piece: &[u8]) -> bool {
+    let hi = lo as usize + piece.len();
+    let mut inside: Vec<(usize, usize)> = ranges
+        .iter()
+        .filter(|&&(l, h, _)| lo <= l && h as usize <= hi)
+        .filter(|&&(l, h, hash)| xxh3_64(&piece[(l - lo) as usize..(h - lo) as usize]) == hash)
+        .map(|&(l, h, _)| ((l - lo) as usize, (h - lo) as usize))
+        .collect();
+    if inside.is_empty() {
+        return false;
+    }
+    inside.sort_unstable();
+    let mut at = 0;
+    for (l, h) in inside {
+        if l > at && !piece[at..l].iter().all(|&b| b == 0) {
+            return false;
+        }
+        at = at.max(h);
+    }
+    piece[at..].iter().all(|&b| b == 0)
+}
+
 impl Held {
     /// The device now holds `data` (at host address `addr`) as it is: an output it wrote, or
     /// an input it was given.
@@ -89,7 +114,7 @@ impl Held {
             let hi = lo + piece.len() as u16;
             let hash = xxh3_64(piece);
             let ranges = self.pages.entry(page).or_default();
-            if ranges.contains(&(lo, hi, hash)) {
+            if ranges.contains(&(lo, hi, hash)) || covered(ranges, lo, piece) {
                 continue;
             }
             if !piece.iter().all(|&b| b == 0) {
@@ -142,6 +167,24 @@ mod tests {
         let z = vec![0.0f32; 5000];
         let (a, b) = at(&z);
         assert_eq!(held.input(a, b).bytes, 0);
+    }
+
+    #[test]
+    fn a_buffer_whose_parts_were_each_seen_is_held_until_one_changes() {
+        let mut held = Held::default();
+        let mut y: Vec<f32> = (0..3000).map(|i| i as f32).collect();
+        // Three tensors of it held one by one, then the whole buffer handed over.
+        for r in [0..700, 700..1900, 1900..3000] {
+            let (a, b) = at(&y[r]);
+            held.hold(a, b);
+        }
+        let (a, b) = at(&y);
+        assert_eq!(held.input(a, b), Upload::default());
+        // One value of the middle tensor changes: its page goes up, the others not.
+        y[1000] = -1.0;
+        let (a, b) = at(&y);
+        let up = held.input(a, b);
+        assert!(up.bytes > 0 && up.bytes <= PAGE as u64, "{up:?}");
     }
 
     #[test]

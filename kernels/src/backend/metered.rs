@@ -157,15 +157,22 @@ impl<'a, T: Real> Metered<'a, T> {
     /// Under residency, the device also holds each of these element ranges of `buf` (the
     /// tensors inside a region), so that an operation given one tensor finds it held as it is
     /// rather than as a page edge of the whole region. No effect without residency.
-    pub fn holding(mut self, buf: &[T], parts: impl IntoIterator<Item = Range<usize>>) -> Self {
-        if let Some(r) = &mut self.resident {
-            let r = r.get_mut().unwrap_or_else(|e| e.into_inner());
+    pub fn holding(self, buf: &[T], parts: impl IntoIterator<Item = Range<usize>>) -> Self {
+        self.hold(buf, parts);
+        self
+    }
+
+    /// [`Metered::holding`] later on: the device holds these element ranges of `buf` as they
+    /// are now (a buffer an operation wrote whole, such as the parameters after AdamW, held
+    /// again tensor by tensor).
+    pub fn hold(&self, buf: &[T], parts: impl IntoIterator<Item = Range<usize>>) {
+        if let Some(r) = &self.resident {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
             for part in parts {
                 let s = &buf[part];
                 r.held.hold(s.as_ptr() as usize, bytemuck::cast_slice(s));
             }
         }
-        self
     }
 
     fn kind(&self, s: Span<'_>) -> &'static str {

@@ -282,4 +282,44 @@ fn the_seam_benchmark_counts_each_operation_of_a_step() {
         (up - edge) * 100 < copying,
         "{up} B up under residency ({edge} B edges) against {copying} B through the copying seam"
     );
+    // The optimizer on the device: the gradients and weights it reads are there; what goes up
+    // is its own constant tables, once — a kind byte per parameter (pages of zeros, plain
+    // kinds, cost nothing) and the segment tables of the norms (16 bytes per segment of at most
+    // 16,384 elements or per tensor).
+    let params = t["param_bytes"].as_u64().unwrap() / 4;
+    let o = &t["optimizer"];
+    let okinds = o["by_kind"].as_object().unwrap();
+    assert!(
+        okinds.keys().all(|k| k == "activations"),
+        "the optimizer copied {okinds:?}"
+    );
+    let oup = okinds["activations"]["to_device"].as_u64().unwrap();
+    let tensors = tokenmill_trainer::model::Model::new(tiny.clone())
+        .unwrap()
+        .layout
+        .specs
+        .len() as u64;
+    assert!(
+        (1..=params + 2 * 16 * (params / 16_384 + 2 * tensors)).contains(&oup),
+        "{oup} B up for the optimizer of {params} parameters"
+    );
+    let ocalls = t["optimizer_calls"].as_u64().unwrap();
+    assert!(ocalls >= 3, "two sums of squares and AdamW: {ocalls} calls");
+    // A second step on new tokens after the update: the weights AdamW wrote stay; of the
+    // parameters only the routing biases the host moved go up (at most two pages each).
+    let second = &t["second_step"];
+    let skinds = second["by_kind"].as_object().unwrap();
+    assert!(skinds.get("gradients").is_none(), "{skinds:?}");
+    let biased = skinds
+        .get("parameters")
+        .map_or(0, |v| v["to_device"].as_u64().unwrap());
+    assert!(biased <= moe * 2 * 4096, "{biased} B of parameters up");
+    assert!(rop("embedding_fwd") > 0);
+    let sup = |op: &str| second["ops"][op]["to_device"].as_u64().unwrap_or(0);
+    assert_eq!(sup("embedding_fwd"), rop("embedding_fwd"), "new ids go up");
+    assert_eq!(
+        t["second_step_calls"].as_u64(),
+        t["resident_calls"].as_u64(),
+        "the same operations"
+    );
 }

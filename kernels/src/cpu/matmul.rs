@@ -75,7 +75,30 @@ fn matmul_threads<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], threads: us
     matmul_gemm_crate(p, a, b, c, threads);
 }
 
-/// The `gemm` crate's kernels (f32 without AVX-512, and f64), on `threads` threads.
+/// The fewest rows for which the `gemm` crate (0.18) computes every row of a product as it
+/// does in a tall one: below it the crate takes other paths whose sums run in another order —
+/// a matrix-vector kernel for one row, a dot-product kernel when `m · n ≤ 256` with A's rows and
+/// op(B)'s columns contiguous, and K blocks of 512 instead of its cache-derived ones when
+/// `m, n ≤ 64`. A row's bits must not depend on how many rows share its product (expert
+/// parallelism and pipelines split the tokens of one process's products, and their parity with
+/// one process is bit for bit), so smaller products are computed padded to this many rows.
+/// (A product with one column, or K ≤ 2, takes the crate's vector kernels whatever its rows:
+/// none of the model's has.)
+fn rows_for_tall_path(p: MatMul) -> usize {
+    let (_, acs) = p.a_strides();
+    let (brs, _) = p.b_strides();
+    let mut rows = 2;
+    if acs == 1 && brs == 1 {
+        rows = rows.max(256 / p.n.max(1) + 1);
+    }
+    if p.n <= 64 && p.k > 512 {
+        rows = rows.max(65);
+    }
+    rows
+}
+
+/// The `gemm` crate's kernels (f32 without AVX-512, and f64), on `threads` threads. Each row
+/// of C comes out as it would in any taller product ([`rows_for_tall_path`]).
 #[allow(unsafe_code)]
 pub fn matmul_gemm_crate<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], threads: usize) {
     p.check(a, b, c);
@@ -86,6 +109,29 @@ pub fn matmul_gemm_crate<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], thre
         if !p.accumulate {
             c.fill(T::zero());
         }
+        return;
+    }
+    let tall = rows_for_tall_path(p);
+    if p.m < tall && p.n > 1 && p.k > 2 {
+        // op(A) copied row-major into `tall` rows (zeros below), C likewise.
+        let (ars, acs) = p.a_strides();
+        let mut ap = vec![T::zero(); tall * p.k];
+        for i in 0..p.m {
+            for l in 0..p.k {
+                ap[i * p.k + l] = a[i * ars + l * acs];
+            }
+        }
+        let mut cp = vec![T::zero(); tall * p.n];
+        if p.accumulate {
+            cp[..p.m * p.n].copy_from_slice(c);
+        }
+        let q = MatMul {
+            m: tall,
+            ta: false,
+            ..p
+        };
+        matmul_gemm_crate(q, &ap, b, &mut cp, threads);
+        c.copy_from_slice(&cp[..p.m * p.n]);
         return;
     }
     let (ars, acs) = p.a_strides();
@@ -128,6 +174,68 @@ pub fn matmul_gemm_crate<T: Real>(p: MatMul, a: &[T], b: &[T], c: &mut [T], thre
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    /// A row's bits do not depend on how many rows its product has: the first rows of a tall
+    /// product, computed alone, in every layout, for the shapes where the `gemm` crate would
+    /// otherwise take its small-product paths (one row, few outputs, long K). Fails without the
+    /// padding of `matmul_gemm_crate` on a CPU without AVX-512 (where `matmul` is the crate).
+    #[test]
+    fn a_rows_bits_do_not_depend_on_the_rows_beside_it() {
+        let mut r = Rng::new(1);
+        let tall = 97;
+        for &(n, k) in &[
+            (8usize, 32usize),
+            (16, 32),
+            (2, 40),
+            (64, 32),
+            (32, 700),
+            (200, 96),
+        ] {
+            for (ta, tb) in [(false, true), (false, false), (true, false), (true, true)] {
+                let a: Vec<f32> = (0..tall * k).map(|_| r.normal() as f32).collect();
+                let b: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+                let p = |m| MatMul {
+                    m,
+                    n,
+                    k,
+                    ta,
+                    tb,
+                    accumulate: false,
+                };
+                let mut c_tall = vec![0f32; tall * n];
+                // A's first m rows of op(A): for ta, the first m columns of the stored [k, tall].
+                let take = |m: usize| -> Vec<f32> {
+                    if ta {
+                        (0..k)
+                            .flat_map(|l| a[l * tall..l * tall + m].to_vec())
+                            .collect()
+                    } else {
+                        a[..m * k].to_vec()
+                    }
+                };
+                let full = take(tall);
+                for (name, mm) in [
+                    (
+                        "fast",
+                        matmul::<f32> as fn(MatMul, &[f32], &[f32], &mut [f32]),
+                    ),
+                    ("gemm crate", |p, a: &[f32], b: &[f32], c: &mut [f32]| {
+                        matmul_gemm_crate(p, a, b, c, 1)
+                    }),
+                ] {
+                    mm(p(tall), &full, &b, &mut c_tall);
+                    for m in [1usize, 2, 7, 24, 33, 64] {
+                        let mut c = vec![0f32; m * n];
+                        mm(p(m), &take(m), &b, &mut c);
+                        let differ = (0..m * n)
+                            .filter(|&i| c[i].to_bits() != c_tall[i].to_bits())
+                            .count();
+                        assert_eq!(differ, 0, "{name}: n {n} k {k} ta {ta} tb {tb} m {m}");
+                    }
+                }
+            }
+        }
+    }
 
     /// `n` numbers uniform in [-0.5, 0.5).
     fn rand(n: usize, seed: u64) -> Vec<f64> {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokenmill_kernels::Real;
-use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul, Strided};
+use tokenmill_kernels::backend::{Backend, Grouped, GroupedForm, LowpGemm, MatMul, Strided};
 use tokenmill_kernels::cpu::lowp;
 use tokenmill_kernels::cpu::rows as cpu_rows;
 use tokenmill_kernels::cpu::strided;
@@ -105,6 +105,21 @@ fn warn_nonfinite(bad: u64, p: MatMul) -> u64 {
             n = p.n,
             k = p.k,
             "FP8 tiles with a non-finite amax"
+        );
+    }
+    bad
+}
+
+/// [`warn_nonfinite`] for a grouped GEMM.
+fn warn_grouped(bad: u64, g: &Grouped<'_>) -> u64 {
+    if bad > 0 {
+        tracing::warn!(
+            bad,
+            experts = g.groups(),
+            rows = g.rows(),
+            n = g.n,
+            k = g.k,
+            "FP8 tiles with a non-finite amax in a grouped GEMM"
         );
     }
     bad
@@ -240,6 +255,22 @@ pub enum WgradOp<T> {
         /// Saved `1/rms` per row `[rows]`.
         rstd: Buf<T>,
     },
+    /// `dW_e[out, in] += dy_eᵀ · x_e` for every routed expert `e` on its rows (a grouped GEMM):
+    /// `w` is the first expert's weight, the others `stride` elements apart.
+    Grouped {
+        /// The first expert's weight.
+        w: ParamId,
+        /// Elements from one expert's weight to the next one's.
+        stride: usize,
+        /// Each expert's rows: `offsets[e] .. offsets[e + 1]`.
+        offsets: Arc<Vec<usize>>,
+        /// Which of the queue's low precisions apply.
+        lowp: LowpUse,
+        /// Output gradient `[rows, out]`.
+        dy: Vec<T>,
+        /// Layer input `[rows, in]`.
+        x: Buf<T>,
+    },
     /// `dE[ids[t]] += dy[t]`.
     Embedding {
         /// The table.
@@ -328,6 +359,32 @@ impl<T: Real> WgradQueue<T> {
                     }
                     // The output gradient's last use (the head's is the step's largest buffer).
                     crate::recycle::recycle(dy);
+                }
+                WgradOp::Grouped {
+                    w,
+                    stride,
+                    offsets,
+                    lowp,
+                    dy,
+                    x,
+                } => {
+                    let shape = &layout.specs[w].shape;
+                    let g = Grouped {
+                        form: GroupedForm::Weight,
+                        offsets: &offsets,
+                        n: shape[0],
+                        k: shape[1],
+                        stride,
+                        accumulate: true,
+                    };
+                    let start = layout.specs[w].range.start;
+                    let dw = &mut grads[start..start + g.weights_len()];
+                    let format = self
+                        .precision
+                        .gemm((128, 1), (128, 1))
+                        .filter(|f| lowp.admits(f));
+                    let bad = be.grouped_matmul(g, &dy, &x, dw, format);
+                    self.nonfinite += warn_grouped(bad, &g);
                 }
                 WgradOp::Norm { w, dy, x, rstd } => {
                     be.rmsnorm_bwd_weight(&x, &rstd, &dy, view_mut(layout, grads, w))
@@ -431,6 +488,82 @@ impl Linear {
         let mut dx = vec![T::zero(); dy.len() / self.out * self.inp];
         self.bwd_input_into(cx, dy, &mut dx, false);
         dx
+    }
+    /// This layer as the first routed expert's projection, the others' `stride` elements
+    /// apart: the grouped GEMM over `offsets` in `form`, and the weights it reads.
+    fn grouped<'o, T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        form: GroupedForm,
+        stride: usize,
+        offsets: &'o [usize],
+        accumulate: bool,
+    ) -> (Grouped<'o>, std::ops::Range<usize>) {
+        let (n, k) = match form {
+            GroupedForm::Input => (self.inp, self.out),
+            _ => (self.out, self.inp),
+        };
+        let g = Grouped {
+            form,
+            offsets,
+            n,
+            k,
+            stride,
+            accumulate,
+        };
+        let start = cx.layout.specs[self.w].range.start;
+        (g, start..start + g.weights_len())
+    }
+    /// Every expert's forward at once: `y [rows, out]`, expert `e` (this layer's weight plus
+    /// `e · stride`) on rows `offsets[e] .. offsets[e + 1]` of `x [rows, in]` — each as
+    /// [`Linear::fwd`] computes it alone.
+    pub fn fwd_grouped<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        stride: usize,
+        offsets: &[usize],
+        x: &[T],
+    ) -> Vec<T> {
+        let (g, w) = self.grouped(cx, GroupedForm::Forward, stride, offsets, false);
+        let mut y = crate::recycle::overwritable(g.rows() * self.out);
+        let format = self.lowp_of(cx, (1, 128), (128, 128));
+        let bad = cx.be.grouped_matmul(g, x, &cx.params[w], &mut y, format);
+        cx.nonfinite.add(warn_grouped(bad, &g));
+        y
+    }
+    /// Every expert's input gradient at once, `dx [rows, in] (+)= dy · W_e` per expert, as
+    /// [`Linear::bwd_input_into`] computes it alone.
+    pub fn bwd_input_grouped_into<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        stride: usize,
+        offsets: &[usize],
+        dy: &[T],
+        dx: &mut [T],
+        accumulate: bool,
+    ) {
+        let (g, w) = self.grouped(cx, GroupedForm::Input, stride, offsets, accumulate);
+        let format = self.lowp_of(cx, (1, 128), (128, 128));
+        let bad = cx.be.grouped_matmul(g, dy, &cx.params[w], dx, format);
+        cx.nonfinite.add(warn_grouped(bad, &g));
+    }
+    /// Queues every expert's `dW_e += dy_eᵀ x_e` as one grouped GEMM.
+    pub fn wgrad_grouped<T: Real>(
+        &self,
+        q: &mut WgradQueue<T>,
+        stride: usize,
+        offsets: &Arc<Vec<usize>>,
+        dy: Vec<T>,
+        x: &Buf<T>,
+    ) {
+        q.push(WgradOp::Grouped {
+            w: self.w,
+            stride,
+            offsets: offsets.clone(),
+            lowp: self.lowp,
+            dy,
+            x: x.clone(),
+        });
     }
     /// Queues `dW += dyᵀ x`.
     pub fn wgrad<T: Real>(&self, q: &mut WgradQueue<T>, dy: Vec<T>, x: &Buf<T>) {

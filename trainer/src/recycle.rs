@@ -56,6 +56,14 @@ pub fn recycle<T: Real>(v: Vec<T>) {
     }
 }
 
+/// Drops every buffer kept: for a phase that needs the memory more than the next step needs
+/// its buffers back (the next step allocates them afresh).
+pub fn release() {
+    if let Ok(mut pool) = POOL.lock() {
+        pool.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

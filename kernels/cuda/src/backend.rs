@@ -12,12 +12,13 @@ use std::ops::Range;
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use tokenmill_kernels::backend::{
-    AdamStep, AttnShape, Backend, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, KeyStarts,
-    LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
+    AdamStep, AttnShape, Backend, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, Grouped,
+    GroupedForm, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
 };
 
 use crate::device::{Device, elementwise};
 use crate::error::{Result, driver};
+use tokenmill_kernels::cpu::grouped;
 use tokenmill_kernels::cpu::optim::{check_adamw, check_segments};
 use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
@@ -72,6 +73,99 @@ impl Cuda {
             beta,
         )?;
         self.dev.download(&dc, c)
+    }
+
+    /// The grouped GEMM in one call: the row operand(s) up once, each group's weight block up
+    /// on its own (not the other projections between them), one cuBLAS product per group on
+    /// views of the device buffers, the result back once. A low-precision format runs each
+    /// group through [`Cuda::try_matmul_lowp`] (its quantization kernels per operand).
+    fn try_grouped_matmul(
+        &self,
+        g: Grouped<'_>,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        format: Option<LowpGemm>,
+    ) -> Result<u64> {
+        grouped::check(&g, a, b, c);
+        if let Some(f) = format {
+            // Per group, on the host slices: the same operands as the expert alone.
+            let mut bad = 0;
+            for e in 0..g.groups() {
+                let (p, [ra, rb, rc]) = grouped::group(&g, e);
+                if p.m == 0 || p.n == 0 {
+                    continue;
+                }
+                if p.k == 0 {
+                    if !p.accumulate {
+                        c[rc].fill(0.0);
+                    }
+                    continue;
+                }
+                bad += self.try_matmul_lowp(p, &a[ra], &b[rb], &mut c[rc], f)?;
+            }
+            return Ok(bad);
+        }
+        let weights = g.form != GroupedForm::Weight;
+        let da = self.dev.upload("grouped A", a)?;
+        // The weight operand (or the weight-gradient output) as dense blocks [groups, n·k].
+        let nk = g.n * g.k;
+        let blocks_of = |buf: &[f32], want: &dyn Fn(usize) -> bool| -> Vec<f32> {
+            let mut v = vec![0f32; g.groups() * nk];
+            for e in (0..g.groups()).filter(|&e| want(e)) {
+                v[e * nk..(e + 1) * nk].copy_from_slice(&buf[g.block(e)]);
+            }
+            v
+        };
+        let has_rows = |e: usize| g.offsets[e + 1] > g.offsets[e];
+        let db = if weights {
+            self.dev
+                .upload("grouped weights", &blocks_of(b, &has_rows))?
+        } else {
+            self.dev.upload("grouped B", b)?
+        };
+        let mut dc = match (weights, g.accumulate) {
+            (true, true) => self.dev.upload("grouped C", c)?,
+            (true, false) => self.dev.zeros::<f32>("grouped C", c.len())?,
+            (false, true) => self
+                .dev
+                .upload("grouped weight gradients", &blocks_of(c, &|_| true))?,
+            (false, false) => self
+                .dev
+                .zeros::<f32>("grouped weight gradients", g.groups() * nk)?,
+        };
+        let beta = if g.accumulate { 1.0 } else { 0.0 };
+        for e in 0..g.groups() {
+            let (p, [ra, rb, rc]) = grouped::group(&g, e);
+            if p.m == 0 || p.n == 0 || p.k == 0 {
+                // No rows: nothing to add, and a fresh weight-gradient block is zeros already.
+                continue;
+            }
+            let (rb, rc) = if weights {
+                (e * nk..(e + 1) * nk, rc)
+            } else {
+                (rb, e * nk..(e + 1) * nk)
+            };
+            self.dev.sgemm(
+                p,
+                &da.slice(ra),
+                p.a_stored().1,
+                &db.slice(rb),
+                p.b_stored().1,
+                &mut dc.slice_mut(rc),
+                beta,
+            )?;
+        }
+        if weights {
+            self.dev.download(&dc, c)?;
+        } else {
+            let mut blocks = vec![0f32; g.groups() * nk];
+            self.dev.download(&dc, &mut blocks)?;
+            for e in 0..g.groups() {
+                c[g.block(e)].copy_from_slice(&blocks[e * nk..(e + 1) * nk]);
+            }
+        }
+        Ok(0)
     }
 
     /// The BF16 bit patterns of `x`'s first `n` values (round to nearest even).
@@ -256,6 +350,17 @@ impl Backend<f32> for Cuda {
 
     fn matmul_lowp(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32], format: LowpGemm) -> u64 {
         ok(self.try_matmul_lowp(p, a, b, c, format))
+    }
+
+    fn grouped_matmul(
+        &self,
+        g: Grouped<'_>,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        format: Option<LowpGemm>,
+    ) -> u64 {
+        ok(self.try_grouped_matmul(g, a, b, c, format))
     }
 
     fn rmsnorm_fwd(&self, x: &[f32], w: &[f32], eps: f64, y: &mut [f32], rstd: &mut [f32]) {

@@ -4,11 +4,12 @@
 use std::ops::Range;
 
 use super::{
-    AdamStep, AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route,
-    Strided,
+    AdamStep, AttnShape, Backend, Balance, Grouped, KeyStarts, LowpGemm, MatMul, RopeRows,
+    RopeTable, Route, Strided,
 };
 use crate::cpu::{
-    attention, embedding, loss, lowp, matmul, norm, optim, rope, route, rows, strided, swiglu,
+    attention, embedding, grouped, loss, lowp, matmul, norm, optim, rope, route, rows, strided,
+    swiglu,
 };
 use crate::real::Real;
 
@@ -22,7 +23,7 @@ pub struct CpuReference;
 
 macro_rules! impl_backend {
     ($ty:ident, $name:literal, $mm:path, $lp:path, $nf:path, $nbi:path, $nbw:path, $rf:path, $rb:path, $sf:path, $sb:path,
-     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $rob:path, $fq:path, $rb16:path, $cp:path, $ga:path, $sc:path, $dr:path, $aw:path, $ss:path) => {
+     $af:path, $ab:path, $cf:path, $cb:path, $cfu:path, $ef:path, $eb:path, $ro:path, $rob:path, $fq:path, $rb16:path, $cp:path, $ga:path, $sc:path, $dr:path, $aw:path, $ss:path, $gm:path) => {
         impl<T: Real> Backend<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -39,6 +40,16 @@ macro_rules! impl_backend {
                 format: LowpGemm,
             ) -> u64 {
                 $lp(p, a, b, c, format)
+            }
+            fn grouped_matmul(
+                &self,
+                g: Grouped<'_>,
+                a: &[T],
+                b: &[T],
+                c: &mut [T],
+                format: Option<LowpGemm>,
+            ) -> u64 {
+                $gm(g, a, b, c, format)
             }
             fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {
                 $nf(x, w, eps, y, rstd)
@@ -234,7 +245,8 @@ impl_backend!(
     rows::scatter_add_rows,
     rows::dot_rows,
     optim::adamw,
-    optim::sum_squares
+    optim::sum_squares,
+    grouped::grouped_matmul
 );
 
 impl_backend!(
@@ -265,5 +277,6 @@ impl_backend!(
     rows::scatter_add_rows_ref,
     rows::dot_rows_ref,
     optim::adamw_ref,
-    optim::sum_squares_ref
+    optim::sum_squares_ref,
+    grouped::grouped_matmul_ref
 );

@@ -14,8 +14,8 @@ use std::sync::Mutex;
 
 use super::held::Held;
 use super::{
-    AdamStep, AttnShape, Backend, Balance, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route,
-    Strided,
+    AdamStep, AttnShape, Backend, Balance, Grouped, GroupedForm, KeyStarts, LowpGemm, MatMul,
+    RopeRows, RopeTable, Route, Strided,
 };
 use crate::real::Real;
 
@@ -280,6 +280,51 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         self.note("matmul_lowp", &[n(a), n(bm), acc], &[n(c)]);
         let bad = self.inner.matmul_lowp(p, a, bm, c, f);
         self.landed(&[n(c)]);
+        bad
+    }
+    fn grouped_matmul(
+        &self,
+        g: Grouped<'_>,
+        a: &[T],
+        bm: &[T],
+        c: &mut [T],
+        f: Option<LowpGemm>,
+    ) -> u64 {
+        // The weight blocks go one by one (not the other projections between them): those of
+        // experts with rows, or every expert's weight gradient block.
+        let weights = g.form != GroupedForm::Weight;
+        let blocks = |buf: &[T], all: bool| -> Vec<(usize, usize)> {
+            (0..g.groups())
+                .filter(|&e| all || g.offsets[e + 1] > g.offsets[e])
+                .map(|e| g.block(e))
+                .filter(|r| r.end <= buf.len())
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        let (bb, cb) = (blocks(bm, false), blocks(c, true));
+        let mut up: Vec<Span<'_>> = vec![n(a)];
+        let mut down: Vec<Span<'_>> = Vec::new();
+        if weights {
+            up.extend(bb.iter().map(|&(s, e)| n(&bm[s..e])));
+            if g.accumulate {
+                up.push(n(c));
+            }
+            down.push(n(c));
+        } else {
+            up.push(n(bm));
+            if g.accumulate {
+                up.extend(cb.iter().map(|&(s, e)| n(&c[s..e])));
+            }
+            down.extend(cb.iter().map(|&(s, e)| n(&c[s..e])));
+        }
+        self.note("grouped_matmul", &up, &down);
+        let bad = self.inner.grouped_matmul(g, a, bm, c, f);
+        if weights {
+            self.landed(&[n(c)]);
+        } else {
+            let outs: Vec<Span<'_>> = cb.iter().map(|&(s, e)| n(&c[s..e])).collect();
+            self.landed(&outs);
+        }
         bad
     }
     fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {

@@ -3,7 +3,7 @@
 //! slices for now; a device backend will get its own buffer type behind the same operations.
 //!
 //! - `types.rs`: the operations' argument types ([`MatMul`], [`LowpGemm`], [`RopeTable`],
-//!   [`RopeRows`], [`AttnShape`], [`Route`], [`Strided`], [`AdamStep`], [`IGNORE`]), which belong
+//!   [`RopeRows`], [`AttnShape`], [`Route`], [`Strided`], [`Grouped`], [`AdamStep`], [`IGNORE`]), which belong
 //!   to the seam and not to a backend;
 //! - `cpu.rs`: two CPU backends, [`Cpu`] (fast kernels) and [`CpuReference`] (the plain loops),
 //!   which the model tests run side by side;
@@ -20,8 +20,8 @@ mod types;
 pub use cpu::{Cpu, CpuReference};
 pub use metered::{ACTIVATIONS, Metered, Residency, Traffic};
 pub use types::{
-    AdamStep, AttnShape, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, IGNORE, KeyStarts,
-    LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided, first_key,
+    AdamStep, AttnShape, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, Grouped, GroupedForm,
+    IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided, first_key,
 };
 
 use std::ops::Range;
@@ -55,6 +55,18 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     /// Returns the number of FP8 tiles whose amax was not finite: they cannot be scaled, so
     /// their values become NaN (the result shows them) instead of saturating silently.
     fn matmul_lowp(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T], format: LowpGemm) -> u64;
+    /// The grouped GEMM of the MoE experts ([`Grouped`]): every group's product in one call,
+    /// each as [`Backend::matmul`] computes it alone, or as [`Backend::matmul_lowp`] in
+    /// `format` (its tiles on each group's stored operands); returns the FP8 tiles whose amax was
+    /// not finite (kernels/src/cpu/grouped.rs).
+    fn grouped_matmul(
+        &self,
+        g: Grouped<'_>,
+        a: &[T],
+        b: &[T],
+        c: &mut [T],
+        format: Option<LowpGemm>,
+    ) -> u64;
     /// RMSNorm forward.
     fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]);
     /// RMSNorm input gradient.

@@ -466,3 +466,56 @@ impl AdamStep {
         }
     }
 }
+
+/// Which product a grouped GEMM computes for each group ([`Grouped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupedForm {
+    /// `C[rows_e, n] (+)= A[rows_e, k] · W_eᵀ`, `W_e` `[n, k]` in B: the experts' forward.
+    Forward,
+    /// `C[rows_e, n] (+)= A[rows_e, k] · W_e`, `W_e` `[k, n]` in B: their input gradient.
+    Input,
+    /// `W_e[n, k] (+)= A_eᵀ · B_e` over the group's rows, A `[rows, n]` and B `[rows, k]`, the
+    /// blocks `W_e` in C: their weight gradient.
+    Weight,
+}
+
+/// A grouped GEMM (the MoE experts, each on its own rows): group `e` owns rows
+/// `offsets[e] .. offsets[e + 1]` of the row operands and the weight block `W_e`, which starts
+/// `e · stride` elements into the weight buffer (an expert's projection among its others).
+#[derive(Debug, Clone, Copy)]
+pub struct Grouped<'a> {
+    /// The product per group.
+    pub form: GroupedForm,
+    /// `groups + 1` row offsets, from 0, not decreasing.
+    pub offsets: &'a [usize],
+    /// Columns of C (rows of `W_e` for [`GroupedForm::Weight`]).
+    pub n: usize,
+    /// The contracted dimension (columns of `W_e` for [`GroupedForm::Weight`]).
+    pub k: usize,
+    /// Elements from one weight block to the next (at least `n · k`).
+    pub stride: usize,
+    /// Add into C instead of overwriting it.
+    pub accumulate: bool,
+}
+
+impl Grouped<'_> {
+    /// Groups.
+    pub fn groups(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+    /// Rows over all groups.
+    pub fn rows(&self) -> usize {
+        self.offsets.last().copied().unwrap_or(0)
+    }
+    /// Elements of the weight buffer: the first block's start to the last one's end.
+    pub fn weights_len(&self) -> usize {
+        match self.groups() {
+            0 => 0,
+            g => (g - 1) * self.stride + self.n * self.k,
+        }
+    }
+    /// Group `e`'s weight block in the weight buffer.
+    pub fn block(&self, e: usize) -> std::ops::Range<usize> {
+        e * self.stride..e * self.stride + self.n * self.k
+    }
+}

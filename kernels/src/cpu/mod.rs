@@ -7,6 +7,7 @@ pub mod attention;
 pub mod bf16gemm;
 pub mod distill;
 pub mod embedding;
+pub mod grouped;
 pub mod loss;
 pub mod lowp;
 pub mod matmul;

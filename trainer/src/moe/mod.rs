@@ -38,6 +38,7 @@ use self::dispatch::{DispatchPlan, owned};
 use crate::mlp::{Mlp, MlpCache};
 use crate::ops::{Buf, Ctx, Linear, Precision, WgradQueue};
 use crate::params::ParamId;
+use crate::params::ParamLayout;
 use crate::timeline;
 
 /// One MoE layer.
@@ -63,8 +64,25 @@ pub struct Moe {
     pub norm_topk: bool,
 }
 
-/// One expert's rows on one process: its tokens (ascending) and their gates.
-type ExpertRows<T> = (Vec<u32>, Vec<T>);
+/// The routed experts' forward on one process, all at once, for the backward: each expert's
+/// rows, their tokens and gates (in the plan's send order: expert after expert, tokens
+/// ascending), and the grouped GEMMs' operands.
+#[derive(Debug)]
+struct ExpertsCache<T> {
+    /// Expert `e`'s rows: `offsets[e] .. offsets[e + 1]`.
+    offsets: Arc<Vec<usize>>,
+    /// Each row's token.
+    toks: Vec<u32>,
+    /// Each row's gate.
+    gates: Vec<T>,
+    /// The rows' inputs `[rows, d]` (as the experts saw them: FP8-quantized in FP8 precision).
+    x: Buf<T>,
+    /// Gate and up projections `[rows, f]`.
+    g: Vec<T>,
+    u: Vec<T>,
+    /// SwiGLU output `[rows, f]`.
+    h: Buf<T>,
+}
 
 /// Per-layer routing statistics of one forward pass.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,13 +106,11 @@ pub struct MoeCache<T> {
     gates: Vec<T>,
     /// Where each row went.
     plan: DispatchPlan,
-    /// The experts' outputs back at the tokens' rank: pieces whose concatenation is `[rows, d]`
-    /// in the plan's send order (one piece per expert when the rows stayed on the backend).
-    ys: Vec<Vec<T>>,
-    /// On one process (no exchange): each expert's tokens and their gates, in the
-    /// plan's send order.
-    by_expert: Option<Vec<ExpertRows<T>>>,
-    /// This rank's experts' caches (`None`: the expert got no row).
+    /// The experts' outputs back at the tokens' rank, `[rows, d]` in the plan's send order.
+    ys: Vec<T>,
+    /// On one process (no exchange): the experts' forward, all at once.
+    experts: Option<ExpertsCache<T>>,
+    /// Across processes: this rank's experts' caches (`None`: the expert got no row).
     local: Vec<Option<MlpCache<T>>>,
     shared: Option<MlpCache<T>>,
     /// `α · f_{b,i}` per sequence and expert, when the balance loss is on.
@@ -123,6 +139,121 @@ impl Moe {
             scale: self.route_scale,
             norm: self.norm_topk,
         }
+    }
+
+    /// The distance in the flat buffer from one routed expert's projection `pick` to the
+    /// next one's (the experts are allocated one after another, each with its three).
+    fn stride(&self, layout: &ParamLayout, pick: impl Fn(&Mlp) -> Linear) -> usize {
+        let at = |e: usize| layout.specs[pick(&self.experts[e]).w].range.start;
+        let first = pick(&self.experts[0]);
+        let stride = if self.experts.len() > 1 {
+            at(1) - at(0)
+        } else {
+            first.out * first.inp
+        };
+        debug_assert!(
+            (0..self.experts.len()).all(|e| at(e) == at(0) + e * stride),
+            "routed experts not evenly spaced"
+        );
+        stride
+    }
+
+    /// Every routed expert on its rows at once (one process): the rows gathered in the plan's
+    /// send order (`rows`: per expert its `(token, slot)` pairs), each projection one grouped
+    /// GEMM; returns the cache and the outputs `[rows, d]` in that order.
+    fn experts_fwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        x: &Buf<T>,
+        rows: &[Vec<(usize, usize)>],
+        gates: &[T],
+        fp8: bool,
+    ) -> (ExpertsCache<T>, Vec<T>) {
+        let (d, k) = (self.router.inp, self.top_k);
+        let total = rows.iter().map(Vec::len).sum();
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        let (mut toks, mut g) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        offsets.push(0);
+        for r in rows {
+            for &(t, j) in r {
+                toks.push(t as u32);
+                g.push(gates[t * k + j]);
+            }
+            offsets.push(toks.len());
+        }
+        let offsets = Arc::new(offsets);
+        let mut xs = vec![T::zero(); total * d];
+        if total > 0 {
+            cx.gather_rows(x, d, &toks, None, &mut xs);
+        }
+        if fp8 {
+            cx.fake_quantize_fp8(&mut xs, d, (1, FP8_TILE));
+        }
+        let xs = Arc::new(xs);
+        let e0 = &self.experts[0];
+        let st = self.stride(cx.layout, |m| m.gate);
+        let gp = e0.gate.fwd_grouped(cx, st, &offsets, &xs);
+        let up = e0
+            .up
+            .fwd_grouped(cx, self.stride(cx.layout, |m| m.up), &offsets, &xs);
+        let mut h = vec![T::zero(); gp.len()];
+        cx.be.swiglu_fwd(&gp, &up, &mut h);
+        let h = Arc::new(h);
+        let mut y = e0
+            .down
+            .fwd_grouped(cx, self.stride(cx.layout, |m| m.down), &offsets, &h);
+        if fp8 {
+            cx.round_bf16(&mut y);
+        }
+        let cache = ExpertsCache {
+            offsets,
+            toks,
+            gates: g,
+            x: xs,
+            g: gp,
+            u: up,
+            h,
+        };
+        (cache, y)
+    }
+
+    /// The backward of [`Moe::experts_fwd`] from the layer's output gradient `dout` `[n, d]`:
+    /// the rows' input gradients `[rows, d]` (and their tokens); the weight gradients go to
+    /// `wq` as three grouped GEMMs. Each expert's numbers are those of `Mlp::bwd` alone.
+    fn experts_bwd<T: Real>(
+        &self,
+        cx: &Ctx<'_, T>,
+        c: ExpertsCache<T>,
+        dout: &[T],
+        wq: &mut WgradQueue<T>,
+    ) -> (Vec<T>, Vec<u32>) {
+        let d = self.router.inp;
+        let e0 = &self.experts[0];
+        let (sg, su, sd) = (
+            self.stride(cx.layout, |m| m.gate),
+            self.stride(cx.layout, |m| m.up),
+            self.stride(cx.layout, |m| m.down),
+        );
+        let rows = c.toks.len();
+        // Each row's output gradient, g · dout_t.
+        let mut dy = vec![T::zero(); rows * d];
+        if rows > 0 {
+            cx.gather_rows(dout, d, &c.toks, Some(&c.gates), &mut dy);
+        }
+        let mut dh = vec![T::zero(); c.g.len()];
+        e0.down
+            .bwd_input_grouped_into(cx, sd, &c.offsets, &dy, &mut dh, false);
+        e0.down.wgrad_grouped(wq, sd, &c.offsets, dy, &c.h);
+        let (mut dg, mut du) = (vec![T::zero(); dh.len()], vec![T::zero(); dh.len()]);
+        cx.be.swiglu_bwd(&c.g, &c.u, &dh, &mut dg, &mut du);
+        let mut dx = vec![T::zero(); rows * d];
+        e0.gate
+            .bwd_input_grouped_into(cx, sg, &c.offsets, &dg, &mut dx, false);
+        e0.up
+            .bwd_input_grouped_into(cx, su, &c.offsets, &du, &mut dx, true);
+        e0.gate.wgrad_grouped(wq, sg, &c.offsets, dg, &c.x);
+        e0.up.wgrad_grouped(wq, su, &c.offsets, du, &c.x);
+        (dx, c.toks)
     }
 
     /// Forward over `b` sequences of `s` tokens; x `[b·s, d]` (already normalised).
@@ -171,49 +302,23 @@ impl Moe {
             let _c = comm("moe counts");
             DispatchPlan::new(&rows, group)
         };
-        // On one process nothing is exchanged: each
-        // expert gathers its tokens' rows, and its outputs are added to their tokens weighted
-        // by the gates, expert after expert — each token's terms in expert order, the plan's
-        // send order, so the bits are those of the exchange below. These are the backend's
-        // operations when it keeps the data (`Ctx::gather_rows`), so the rows need not cross
-        // to the host.
+        // On one process nothing is exchanged: the experts' rows are gathered in the plan's
+        // send order and every expert runs at once, each projection one grouped GEMM (each
+        // expert's product as it would be alone), so the bits are those of the exchange below.
+        // The gathers and scatters are the backend's operations when it keeps the data
+        // (`Ctx::gather_rows`), so the rows need not cross to the host.
         let stay = group.is_none();
         // FP8 precision (f32 runs): the rows travel as E4M3 in 1 × 128 tiles and come back in
         // BF16, as DeepSeek-V3 sends them (`dispatch_inputs`, `combine_outputs`).
         let fp8 = cx.precision == Precision::Fp8 && T::as_f32(&[]).is_some();
-        let by_expert = stay.then(|| {
-            rows.iter()
-                .map(|r| {
-                    let toks = r.iter().map(|&(t, _)| t as u32).collect();
-                    (toks, r.iter().map(|&(t, j)| gates[t * k + j]).collect())
-                })
-                .collect::<Vec<ExpertRows<T>>>()
-        });
         let mut shared = None;
-        let (ys, local) = if let Some(by_expert) = &by_expert {
+        let mut experts = None;
+        let (ys, local) = if stay {
             shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
             let _e = timeline::span("compute", || "experts forward".into());
-            let (outs, local): (Vec<Vec<T>>, Vec<Option<MlpCache<T>>>) = self
-                .experts
-                .par_iter()
-                .zip(by_expert.par_iter())
-                .map(|(mlp, (toks, _))| {
-                    if toks.is_empty() {
-                        return (Vec::new(), None);
-                    }
-                    let mut xe = vec![T::zero(); toks.len() * d];
-                    cx.gather_rows(&x, d, toks, None, &mut xe);
-                    if fp8 {
-                        cx.fake_quantize_fp8(&mut xe, d, (1, FP8_TILE));
-                    }
-                    let (mut y, c) = mlp.fwd(cx, Arc::new(xe));
-                    if fp8 {
-                        cx.round_bf16(&mut y);
-                    }
-                    (y, Some(c))
-                })
-                .unzip();
-            (outs, local)
+            let (cache, y) = self.experts_fwd(cx, &x, &rows, &gates, fp8);
+            experts = Some(cache);
+            (y, Vec::new())
         } else {
             let mut send = Vec::with_capacity(plan.send_rows().len() * d);
             for &(t, _) in plan.send_rows() {
@@ -247,24 +352,27 @@ impl Moe {
                 let _c = comm("moe combine");
                 combine_outputs(cx, &plan, group, outs, d)
             };
-            (vec![ys], local)
+            (ys, local)
         };
         let (mut out, shared) = match shared.flatten() {
             Some((y, c)) => (y, Some(c)),
             None => (vec![T::zero(); n * d], None),
         };
-        match &by_expert {
-            Some(by_expert) => {
-                for ((toks, g), y) in by_expert.iter().zip(&ys) {
-                    if !toks.is_empty() {
-                        cx.scatter_add_rows(y, d, toks, Some(g), &mut out);
+        match &experts {
+            Some(ec) => {
+                // Expert after expert: a token's rows are distinct within one expert.
+                for w in ec.offsets.windows(2) {
+                    let (a, b) = (w[0], w[1]);
+                    if a < b {
+                        let (toks, g) = (&ec.toks[a..b], &ec.gates[a..b]);
+                        cx.scatter_add_rows(&ys[a * d..b * d], d, toks, Some(g), &mut out);
                     }
                 }
             }
             None => {
                 for (r, &(t, j)) in plan.send_rows().iter().enumerate() {
                     let g = gates[t * k + j];
-                    let (dst, src) = (&mut out[t * d..(t + 1) * d], &ys[0][r * d..(r + 1) * d]);
+                    let (dst, src) = (&mut out[t * d..(t + 1) * d], &ys[r * d..(r + 1) * d]);
                     for c in 0..d {
                         dst[c] += g * src[c];
                     }
@@ -321,7 +429,7 @@ impl Moe {
                 gates,
                 plan,
                 ys,
-                by_expert,
+                experts,
                 local,
                 shared,
                 balance,
@@ -350,23 +458,20 @@ impl Moe {
         // dout_t · y_row, in the plan's send order.
         let group = cx.ep;
         let rows = c.plan.send_rows();
-        let stay = c.by_expert.is_some();
+        let stay = c.experts.is_some();
         let mut dy = vec![T::zero(); if stay { 0 } else { rows.len() * d }];
         let mut dgates = vec![T::zero(); n * k];
-        if let Some(by_expert) = &c.by_expert {
-            // Each gate's gradient, dout_t · y_row, expert by expert (the send order).
-            let mut slots = rows.iter();
-            for ((toks, _), y) in by_expert.iter().zip(&c.ys) {
-                let mut dots = vec![T::zero(); toks.len()];
-                if !toks.is_empty() {
-                    cx.dot_rows(&dout, d, toks, y, &mut dots);
-                }
-                for (dot, &(t, j)) in dots.into_iter().zip(slots.by_ref()) {
-                    dgates[t * k + j] = dot;
-                }
+        if let Some(ec) = &c.experts {
+            // Each gate's gradient, dout_t · y_row, in one call (the send order).
+            let mut dots = vec![T::zero(); ec.toks.len()];
+            if !dots.is_empty() {
+                cx.dot_rows(&dout, d, &ec.toks, &c.ys, &mut dots);
+            }
+            for (dot, &(t, j)) in dots.into_iter().zip(rows) {
+                dgates[t * k + j] = dot;
             }
         } else {
-            for (r, (&(t, j), y)) in rows.iter().zip(c.ys[0].chunks(d)).enumerate() {
+            for (r, (&(t, j), y)) in rows.iter().zip(c.ys.chunks(d)).enumerate() {
                 let g = c.gates[t * k + j];
                 let src = &dout[t * d..(t + 1) * d];
                 let mut dot = T::zero();
@@ -378,30 +483,16 @@ impl Moe {
             }
         }
         let comm = |what: &'static str| group.map(|_| timeline::span("comm", || what.into()));
-        if let Some(by_expert) = &c.by_expert {
-            // No exchange: each expert gathers its output gradient, g·dout, and its input
-            // gradient is added back to its tokens, expert after expert.
+        if let Some(ec) = c.experts {
+            // No exchange: every expert's backward at once, then each expert's input gradient
+            // added back to its tokens, expert after expert.
             let _e = timeline::span("compute", || "experts backward".into());
-            let per_expert: Vec<(Vec<T>, WgradQueue<T>)> = self
-                .experts
-                .par_iter()
-                .zip(c.local.into_par_iter().zip(by_expert.par_iter()))
-                .map(|(mlp, (mc, (toks, g)))| {
-                    let mut q = WgradQueue::new();
-                    match mc {
-                        Some(mc) => {
-                            let mut dy = vec![T::zero(); toks.len() * d];
-                            cx.gather_rows(&dout, d, toks, Some(g), &mut dy);
-                            (mlp.bwd(cx, mc, dy, &mut q), q)
-                        }
-                        None => (Vec::new(), q),
-                    }
-                })
-                .collect();
-            for ((dxe, mut q), (toks, _)) in per_expert.into_iter().zip(by_expert) {
-                wq.append(&mut q);
-                if !toks.is_empty() {
-                    cx.scatter_add_rows(&dxe, d, toks, None, &mut dx);
+            let offsets = ec.offsets.clone();
+            let (dxe, toks) = self.experts_bwd(cx, ec, &dout, wq);
+            for w in offsets.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                if a < b {
+                    cx.scatter_add_rows(&dxe[a * d..b * d], d, &toks[a..b], None, &mut dx);
                 }
             }
         } else {

@@ -14,6 +14,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use tokenmill_comm::{Collectives, Communicator, chunk_range};
+use tokenmill_kernels::Cpu;
+use tokenmill_kernels::backend::Backend;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -287,9 +289,10 @@ impl ShardedAdamW {
         lr: f64,
         max_norm: f64,
     ) -> Result<f64> {
-        let norm = reduce_gradients(world, &self.opt, self.range.clone(), grads)?;
+        let norm = reduce_gradients(&Cpu, world, &self.opt, self.range.clone(), grads)?;
         let clip = clip_scale(norm, max_norm);
         update_shard(
+            &Cpu,
             world,
             &mut self.opt,
             self.range.clone(),
@@ -304,8 +307,10 @@ impl ShardedAdamW {
 
 /// ZeRO-1, first half: `grads[range]` becomes this rank's chunk of the gradients summed over
 /// the world (reduce-scatter in rank order; the rest of `grads` is left as it was); returns
-/// the global norm of the summed gradients (`opt` holds the state of `range` only).
+/// the global norm of the summed gradients (`opt` holds the state of `range` only), the
+/// chunk's part summed on `be` when it keeps its data.
 pub fn reduce_gradients(
+    be: &dyn Backend<f32>,
     world: &dyn Communicator,
     opt: &AdamW,
     range: Range<usize>,
@@ -314,14 +319,16 @@ pub fn reduce_gradients(
     let _c = crate::timeline::span("comm", || "gradient reduce-scatter".into());
     let mine = world.reduce_scatter_sum(grads)?;
     grads[range.clone()].copy_from_slice(&mine);
-    let mut sq = [opt.grad_norm(&grads[range]).powi(2)];
+    let mut sq = [opt.grad_norm_on(be, &grads[range]).powi(2)];
     world.all_reduce_sum(&mut sq)?;
     Ok(sq[0].sqrt())
 }
 
-/// ZeRO-1, second half: AdamW on `params[range]` with `grads[range]` scaled by `clip`, then
-/// every rank's updated chunk gathered into `params`.
+/// ZeRO-1, second half: AdamW on `params[range]` with `grads[range]` scaled by `clip` (on `be`
+/// when it keeps its data), then every rank's updated chunk gathered into `params`.
+#[allow(clippy::too_many_arguments)]
 pub fn update_shard(
+    be: &dyn Backend<f32>,
     world: &dyn Communicator,
     opt: &mut AdamW,
     range: Range<usize>,
@@ -330,7 +337,13 @@ pub fn update_shard(
     lr: f64,
     clip: f64,
 ) -> Result<()> {
-    opt.step(&mut params[range.clone()], &grads[range.clone()], lr, clip);
+    opt.step_on(
+        be,
+        &mut params[range.clone()],
+        &grads[range.clone()],
+        lr,
+        clip,
+    );
     let _c = crate::timeline::span("comm", || "parameter all-gather".into());
     let (all, _) = world.all_gather_v(&params[range])?;
     params.copy_from_slice(&all);

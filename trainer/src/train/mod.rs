@@ -665,7 +665,13 @@ impl Trainer {
                 .shard
                 .clone()
                 .expect("a run across processes shards its optimizer");
-            grad_norm = Some(reduce_gradients(w, &self.opt, r, &mut self.grads)?);
+            grad_norm = Some(reduce_gradients(
+                self.be.as_ref(),
+                w,
+                &self.opt,
+                r,
+                &mut self.grads,
+            )?);
             stats = stats.gather(w)?;
         }
         // On the backend when it keeps its data (the gradients never leave it), else here.
@@ -752,6 +758,7 @@ impl Trainer {
             match (&self.group, self.shard.clone()) {
                 // ZeRO-1: update this rank's chunk, then gather every rank's.
                 (Some(g), Some(r)) => update_shard(
+                    self.be.as_ref(),
                     g.world.as_ref(),
                     &mut self.opt,
                     r,

@@ -139,8 +139,10 @@ pub fn measure(
     // norms and AdamW on the device, the routing biases' update on the host. Its moments are
     // dropped after the update (so that `1b` fits): the second step does not read them.
     resident.reset();
-    // The head's logits kept for the next step make room for the moments.
+    // The buffers kept for the next step (the head's logits, the allocator's large blocks,
+    // glibc's free heap) make room for the moments.
     tokenmill_trainer::recycle::release();
+    crate::alloc::release();
     {
         let mut opt = AdamW::new(AdamWConfig::default(), &model.layout);
         let norm = opt.grad_norm_on(&resident, &grads);

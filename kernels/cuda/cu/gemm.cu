@@ -277,3 +277,140 @@ KERNEL void __launch_bounds__(256, 2)
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Grouped f32 GEMM in the three forms of the seam's `Grouped` (kernels/src/backend/types.rs):
+// group e owns rows offsets[e] .. offsets[e + 1] of the row operands and the weight block
+// W_e = `e · stride` elements into the weight buffer.
+//   form 0 (forward):   C[rows_e, n] (+)= A[rows_e, k] · W_eᵀ,  W_e [n, k] in B
+//   form 1 (input):     C[rows_e, n] (+)= A[rows_e, k] · W_e,   W_e [k, n] in B
+//   form 2 (weight):    W_e[n, k] (+)= A_eᵀ · B_e over the group's rows, A [rows, n], B [rows, k],
+//                       the blocks W_e in C (a group with no rows writes zeros, or nothing
+//                       when accumulating)
+// Same tiles as grouped_gemm_f32; an operand whose contracted index is its row index (k-major:
+// W_e in form 1, both in form 2) is copied into shared memory as it lies.
+
+// Loads the thread's two groups of 4 of a k-major slice: g[(k0 + kk) · ld + p] for kk < 16,
+// p < 128 (zeros past prows columns or kext slices), g pointing at the tile's first column.
+DEVICE void gm_load_kmajor(tm_float4 (&v)[2], const float* g, long long ld, int prows, int kext,
+                           int k0) {
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int idx = threadIdx.x + 256 * u, kk = idx >> 5, p = (idx & 31) * 4;
+        tm_float4 t = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (k0 + kk < kext) {
+            const float* q = g + (long long)(k0 + kk) * ld + p;
+            if (p < prows) t.x = q[0];
+            if (p + 1 < prows) t.y = q[1];
+            if (p + 2 < prows) t.z = q[2];
+            if (p + 3 < prows) t.w = q[3];
+        }
+        v[u] = t;
+    }
+}
+
+DEVICE void gm_store_kmajor(float* S, const tm_float4 (&v)[2]) {
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int idx = threadIdx.x + 256 * u, kk = idx >> 5, p = (idx & 31) * 4;
+        float* s = S + kk * GM_LDS + p;
+        s[0] = v[u].x;
+        s[1] = v[u].y;
+        s[2] = v[u].z;
+        s[3] = v[u].w;
+    }
+}
+
+// grid (ceil(N / 128), ceil(max M / 128), experts) with (M, N) = (an expert's rows, n) for forms
+// 0 and 1 and (n, k) for form 2; block (256, 1, 1); no dynamic shared memory.
+// accumulate != 0: C (+)= the product.
+KERNEL void __launch_bounds__(256, 2)
+    grouped_gemm_forms_f32(const float* __restrict__ a, const float* __restrict__ b,
+                           float* __restrict__ c, const int* __restrict__ offsets, int experts,
+                           int form, int n, int k, long long stride, int accumulate) {
+    __shared__ tm_float4 smem4[4 * GM_SLICE / 4];
+    float* slices = reinterpret_cast<float*>(smem4);  // [2 buffers][A, B][16][132]
+    const int e = blockIdx.z;
+    if (e >= experts) return;
+    const int r0 = offsets[e], rows_e = offsets[e + 1] - r0;
+    const int M = form == 2 ? n : rows_e, N = form == 2 ? k : n, K = form == 2 ? rows_e : k;
+    const int m0 = blockIdx.y * GM_BM, n0 = blockIdx.x * GM_BN;
+    if (m0 >= M || n0 >= N) return;  // the whole block
+    const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
+    const int mr = tm_min(GM_BM, M - m0), nr = tm_min(GM_BN, N - n0);
+    const float* w = b + (long long)e * stride;
+    const float *A, *B;
+    float* C;
+    long long ldc;
+    if (form == 2) {
+        A = a + (long long)r0 * n + m0;
+        B = b + (long long)r0 * k + n0;
+        C = c + (long long)e * stride + (long long)m0 * k + n0;
+        ldc = k;
+    } else {
+        A = a + (long long)(r0 + m0) * k;
+        B = form == 0 ? w + (long long)n0 * k : w + n0;
+        C = c + (long long)(r0 + m0) * n + n0;
+        ldc = n;
+    }
+    const bool a_km = form == 2, b_km = form != 0;
+    const long long lda = form == 2 ? n : k, ldb = form == 2 ? k : n;
+    const bool vec_a = (k & 3) == 0 && tm_aligned16(a);
+    const bool vec_b = (k & 3) == 0 && (stride & 3) == 0 && tm_aligned16(b);
+
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
+    const int nslices = (K + GM_BK - 1) / GM_BK;
+    tm_float4 va[2], vb[2];
+    if (nslices > 0) {
+        if (a_km) gm_load_kmajor(va, A, lda, mr, K, 0);
+        else gm_load_f32(va, A, mr, K, 0, vec_a);
+        if (b_km) gm_load_kmajor(vb, B, ldb, nr, K, 0);
+        else gm_load_f32(vb, B, nr, K, 0, vec_b);
+        if (a_km) gm_store_kmajor(slices, va);
+        else gm_store_f32(slices, va);
+        if (b_km) gm_store_kmajor(slices + GM_SLICE, vb);
+        else gm_store_f32(slices + GM_SLICE, vb);
+    }
+    __syncthreads();
+    for (int s = 0; s < nslices; s++) {
+        const int buf = s & 1;
+        const bool more = s + 1 < nslices;
+        if (more) {
+            const int k1 = (s + 1) * GM_BK;
+            if (a_km) gm_load_kmajor(va, A, lda, mr, K, k1);
+            else gm_load_f32(va, A, mr, K, k1, vec_a);
+            if (b_km) gm_load_kmajor(vb, B, ldb, nr, K, k1);
+            else gm_load_f32(vb, B, nr, K, k1, vec_b);
+        }
+        gm_slice(slices + buf * 2 * GM_SLICE, slices + buf * 2 * GM_SLICE + GM_SLICE, ty, tx, acc);
+        if (more) {
+            float* next = slices + (buf ^ 1) * 2 * GM_SLICE;
+            if (a_km) gm_store_kmajor(next, va);
+            else gm_store_f32(next, va);
+            if (b_km) gm_store_kmajor(next + GM_SLICE, vb);
+            else gm_store_f32(next + GM_SLICE, vb);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int r = gm_pos(ty, i);
+        if (r >= mr) continue;
+        float* crow = C + (long long)r * ldc;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int c0 = h * 64 + tx * 4;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                if (c0 + j < nr) {
+                    const float o = acc[i][h * 4 + j];
+                    crow[c0 + j] = accumulate ? crow[c0 + j] + o : o;
+                }
+            }
+        }
+    }
+}

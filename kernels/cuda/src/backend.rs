@@ -76,8 +76,8 @@ impl Cuda {
     }
 
     /// The grouped GEMM in one call: the row operand(s) up once, each group's weight block up
-    /// on its own (not the other projections between them), one cuBLAS product per group on
-    /// views of the device buffers, the result back once. A low-precision format runs each
+    /// on its own (not the other projections between them), every group's product in one
+    /// launch of our grouped kernel, the result back once. A low-precision format runs each
     /// group through [`Cuda::try_matmul_lowp`] (its quantization kernels per operand).
     fn try_grouped_matmul(
         &self,
@@ -134,27 +134,50 @@ impl Cuda {
                 .dev
                 .zeros::<f32>("grouped weight gradients", g.groups() * nk)?,
         };
-        let beta = if g.accumulate { 1.0 } else { 0.0 };
-        for e in 0..g.groups() {
-            let (p, [ra, rb, rc]) = grouped::group(&g, e);
-            if p.m == 0 || p.n == 0 || p.k == 0 {
-                // No rows: nothing to add, and a fresh weight-gradient block is zeros already.
-                continue;
-            }
-            let (rb, rc) = if weights {
-                (e * nk..(e + 1) * nk, rc)
-            } else {
-                (rb, e * nk..(e + 1) * nk)
+        // One launch for every expert (cu/gemm.cu `grouped_gemm_forms_f32`), over the dense
+        // blocks: `n · k` apart on the device.
+        let offsets: Vec<i32> = g
+            .offsets
+            .iter()
+            .map(|&o| i32::try_from(o).expect("grouped GEMM: rows past 2³¹"))
+            .collect();
+        let goff = self.dev.upload("expert offsets", &offsets)?;
+        let (m_max, n_cols) = match g.form {
+            GroupedForm::Weight => (g.n, g.k),
+            _ => (
+                g.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0),
+                g.n,
+            ),
+        };
+        if m_max > 0 && n_cols > 0 {
+            let form: i32 = match g.form {
+                GroupedForm::Forward => 0,
+                GroupedForm::Input => 1,
+                GroupedForm::Weight => 2,
             };
-            self.dev.sgemm(
-                p,
-                &da.slice(ra),
-                p.a_stored().1,
-                &db.slice(rb),
-                p.b_stored().1,
-                &mut dc.slice_mut(rc),
-                beta,
-            )?;
+            let (experts, n, k) = (g.groups() as i32, g.n as i32, g.k as i32);
+            let (stride, acc) = (nk as i64, i32::from(g.accumulate));
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    n_cols.div_ceil(128) as u32,
+                    m_max.div_ceil(128) as u32,
+                    g.groups() as u32,
+                ),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b_ = self.k("grouped_gemm_forms_f32")?;
+            b_.arg(&da)
+                .arg(&db)
+                .arg(&mut dc)
+                .arg(&goff)
+                .arg(&experts)
+                .arg(&form)
+                .arg(&n)
+                .arg(&k)
+                .arg(&stride)
+                .arg(&acc);
+            go("grouped_gemm_forms_f32", b_, cfg)?;
         }
         if weights {
             self.dev.download(&dc, c)?;

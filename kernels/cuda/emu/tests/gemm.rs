@@ -16,7 +16,8 @@
 //! carry exactly acc_bits mantissa bits.
 use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::Fp8Format;
-use tokenmill_kernels::backend::{FP8_ACC_MANTISSA_BITS, LowpGemm, MatMul};
+use tokenmill_kernels::backend::{FP8_ACC_MANTISSA_BITS, Grouped, GroupedForm, LowpGemm, MatMul};
+use tokenmill_kernels::cpu::grouped::grouped_matmul_ref;
 use tokenmill_kernels::cpu::lowp::matmul_lowp;
 use tokenmill_kernels::cpu::matmul::{matmul, matmul_ref};
 use tokenmill_kernels::quant::{Quantized, ScaleRounding, quantize};
@@ -43,6 +44,18 @@ unsafe extern "C" {
         experts: i32,
         n: i32,
         k: i32,
+        accumulate: i32,
+    );
+    fn grouped_gemm_forms_f32(
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        offsets: *const i32,
+        experts: i32,
+        form: i32,
+        n: i32,
+        k: i32,
+        stride: i64,
         accumulate: i32,
     );
 }
@@ -318,4 +331,104 @@ fn grouped_gemm_matches_the_cpu_matmul_per_expert() {
     run_grouped(&[50, 0, 140, 3], 70, 45, 193, true, 2);
     run_grouped(&[20, 129, 0], 160, 64, 149, true, 3);
     run_grouped(&[0, 0], 8, 16, 1, false, 4);
+}
+
+/// grouped_gemm_forms_f32 in one form against the CPU's grouped GEMM (f64, the same inputs):
+/// |Δ| ≤ 1e-5 · Σ |a·b| per element, and the gaps between weight blocks untouched.
+fn run_forms(form: GroupedForm, counts: &[usize], n: usize, k: usize, stride: usize, acc: bool) {
+    let mut offsets = vec![0usize];
+    for &c in counts {
+        offsets.push(offsets.last().unwrap() + c);
+    }
+    let g = Grouped {
+        form,
+        offsets: &offsets,
+        n,
+        k,
+        stride,
+        accumulate: acc,
+    };
+    let rows = g.rows();
+    let (la, lb, lc) = match form {
+        GroupedForm::Weight => (rows * n, rows * k, g.weights_len()),
+        _ => (rows * k, g.weights_len(), rows * n),
+    };
+    let mut rng = Rng::new(counts.len() as u64 * 31 + n as u64);
+    let mut randn = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+    let (a, b, c0) = (randn(la), randn(lb), randn(lc));
+    let mut c = c0.clone();
+    let off32: Vec<i32> = offsets.iter().map(|&o| o as i32).collect();
+    let (ap, bp, cp, op) = (
+        Ptr::of_const(&a),
+        Ptr::of_const(&b),
+        Ptr::of(&mut c),
+        Ptr::of_const(&off32),
+    );
+    let (m_max, n_cols) = match form {
+        GroupedForm::Weight => (n, k),
+        _ => (counts.iter().copied().max().unwrap_or(0), n),
+    };
+    let f = match form {
+        GroupedForm::Forward => 0,
+        GroupedForm::Input => 1,
+        GroupedForm::Weight => 2,
+    };
+    let grid = (
+        n_cols.div_ceil(128) as u32,
+        m_max.div_ceil(128).max(1) as u32,
+        counts.len() as u32,
+    );
+    let (e, ni, ki, st, ac) = (
+        counts.len() as i32,
+        n as i32,
+        k as i32,
+        stride as i64,
+        acc as i32,
+    );
+    launch(grid, (256, 1, 1), 0, || {
+        // SAFETY: a, b, c hold the lengths the grouped GEMM's check asks for (la, lb, lc);
+        // offsets has experts + 1 entries.
+        unsafe { grouped_gemm_forms_f32(ap.c(), bp.c(), cp.p(), op.c(), e, f, ni, ki, st, ac) }
+    });
+    let wide = |v: &[f32]| v.iter().map(|&t| t as f64).collect::<Vec<f64>>();
+    let mut want = wide(&c0);
+    grouped_matmul_ref(g, &wide(&a), &wide(&b), &mut want, None);
+    let abs = |v: &[f32]| v.iter().map(|&t| (t as f64).abs()).collect::<Vec<f64>>();
+    let mut bound = vec![0f64; lc];
+    let g0 = Grouped {
+        accumulate: false,
+        ..g
+    };
+    grouped_matmul_ref(g0, &abs(&a), &abs(&b), &mut bound, None);
+    for i in 0..lc {
+        let got = c[i] as f64;
+        assert!(
+            (got - want[i]).abs() <= 1e-5 * bound[i] + 1e-6 * want[i].abs(),
+            "{form:?} element {i}: {got} vs {}",
+            want[i]
+        );
+    }
+    if form == GroupedForm::Weight && counts.len() > 1 {
+        assert_eq!(
+            c[n * k..stride],
+            c0[n * k..stride],
+            "the gap after the first block"
+        );
+    }
+}
+
+#[test]
+fn grouped_gemm_in_every_form_matches_the_cpu() {
+    // Uneven experts with an empty one and one past a tile; each weight block among its
+    // expert's other projections (stride 3·n·k); off-tile n and k.
+    for form in [
+        GroupedForm::Forward,
+        GroupedForm::Input,
+        GroupedForm::Weight,
+    ] {
+        for acc in [false, true] {
+            run_forms(form, &[50, 0, 140, 3], 70, 45, 3 * 70 * 45, acc);
+            run_forms(form, &[20, 33], 132, 64, 2 * 132 * 64, acc);
+        }
+    }
 }

@@ -87,25 +87,13 @@ impl Cuda {
         c: &mut [f32],
         format: Option<LowpGemm>,
     ) -> Result<u64> {
-        grouped::check(&g, a, b, c);
         if let Some(f) = format {
             // Per group, on the host slices: the same operands as the expert alone.
-            let mut bad = 0;
-            for e in 0..g.groups() {
-                let (p, [ra, rb, rc]) = grouped::group(&g, e);
-                if p.m == 0 || p.n == 0 {
-                    continue;
-                }
-                if p.k == 0 {
-                    if !p.accumulate {
-                        c[rc].fill(0.0);
-                    }
-                    continue;
-                }
-                bad += self.try_matmul_lowp(p, &a[ra], &b[rb], &mut c[rc], f)?;
-            }
-            return Ok(bad);
+            return Ok(grouped::each_group(g, a, b, c, false, |p, a, b, c| {
+                ok(self.try_matmul_lowp(p, a, b, c, f))
+            }));
         }
+        grouped::check(&g, a, b, c);
         let weights = g.form != GroupedForm::Weight;
         let da = self.dev.upload("grouped A", a)?;
         // The weight operand (or the weight-gradient output) as dense blocks [groups, n·k].

@@ -195,10 +195,7 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
                 stride: 3 * n * k,
                 accumulate,
             };
-            let (la, lb, lc) = match form {
-                GroupedForm::Weight => (rows_n * n, rows_n * k, g.weights_len()),
-                _ => (rows_n * k, g.weights_len(), rows_n * n),
-            };
+            let [la, lb, lc] = g.lens();
             let a = randn(&mut rng, la, 1.0);
             let b = randn(&mut rng, lb, 1.0);
             let c0 = randn(&mut rng, lc, 1.0);

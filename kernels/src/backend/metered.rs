@@ -293,19 +293,15 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         // The weight blocks go one by one (not the other projections between them): those of
         // experts with rows, or every expert's weight gradient block.
         let weights = g.form != GroupedForm::Weight;
-        let blocks = |buf: &[T], all: bool| -> Vec<(usize, usize)> {
-            (0..g.groups())
-                .filter(|&e| all || g.offsets[e + 1] > g.offsets[e])
-                .map(|e| g.block(e))
-                .filter(|r| r.end <= buf.len())
-                .map(|r| (r.start, r.end))
-                .collect()
-        };
-        let (bb, cb) = (blocks(bm, false), blocks(c, true));
+        let with_rows: Vec<_> = (0..g.groups())
+            .filter(|&e| g.offsets[e + 1] > g.offsets[e])
+            .map(|e| g.block(e))
+            .collect();
+        let all: Vec<_> = (0..g.groups()).map(|e| g.block(e)).collect();
         let mut up: Vec<Span<'_>> = vec![n(a)];
         let mut down: Vec<Span<'_>> = Vec::new();
         if weights {
-            up.extend(bb.iter().map(|&(s, e)| n(&bm[s..e])));
+            up.extend(with_rows.iter().map(|r| n(&bm[r.clone()])));
             if g.accumulate {
                 up.push(n(c));
             }
@@ -313,18 +309,18 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         } else {
             up.push(n(bm));
             if g.accumulate {
-                up.extend(cb.iter().map(|&(s, e)| n(&c[s..e])));
+                up.extend(all.iter().map(|r| n(&c[r.clone()])));
             }
-            down.extend(cb.iter().map(|&(s, e)| n(&c[s..e])));
+            down.extend(all.iter().map(|r| n(&c[r.clone()])));
         }
         self.note("grouped_matmul", &up, &down);
         let bad = self.inner.grouped_matmul(g, a, bm, c, f);
-        if weights {
-            self.landed(&[n(c)]);
+        let outs: Vec<Span<'_>> = if weights {
+            vec![n(c)]
         } else {
-            let outs: Vec<Span<'_>> = cb.iter().map(|&(s, e)| n(&c[s..e])).collect();
-            self.landed(&outs);
-        }
+            all.iter().map(|r| n(&c[r.clone()])).collect()
+        };
+        self.landed(&outs);
         bad
     }
     fn rmsnorm_fwd(&self, x: &[T], w: &[T], eps: f64, y: &mut [T], rstd: &mut [T]) {

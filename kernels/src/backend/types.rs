@@ -514,6 +514,14 @@ impl Grouped<'_> {
             g => (g - 1) * self.stride + self.n * self.k,
         }
     }
+    /// The elements A, B and C must hold: the rows' operands and the weight buffer.
+    pub fn lens(&self) -> [usize; 3] {
+        let (rows, w) = (self.rows(), self.weights_len());
+        match self.form {
+            GroupedForm::Forward | GroupedForm::Input => [rows * self.k, w, rows * self.n],
+            GroupedForm::Weight => [rows * self.n, rows * self.k, w],
+        }
+    }
     /// Group `e`'s weight block in the weight buffer.
     pub fn block(&self, e: usize) -> std::ops::Range<usize> {
         e * self.stride..e * self.stride + self.n * self.k

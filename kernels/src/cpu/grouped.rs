@@ -68,37 +68,23 @@ pub fn check<T>(g: &Grouped<'_>, a: &[T], b: &[T], c: &[T]) {
         g.n * g.k,
         g.stride
     );
-    let (rows, w) = (g.rows(), g.weights_len());
-    let (la, lb, lc) = match g.form {
-        GroupedForm::Forward | GroupedForm::Input => (rows * g.k, w, rows * g.n),
-        GroupedForm::Weight => (rows * g.n, rows * g.k, w),
-    };
+    let [la, lb, lc] = g.lens();
     for (what, len, want) in [("A", a.len(), la), ("B", b.len(), lb), ("C", c.len(), lc)] {
         assert_eq!(len, want, "grouped GEMM: {what} must hold {want} elements");
     }
 }
 
-/// A plain GEMM.
-type Gemm<T> = fn(MatMul, &[T], &[T], &mut [T]);
-/// A low-precision GEMM, returning its non-finite FP8 tiles.
-type LowpFn<T> = fn(MatMul, &[T], &[T], &mut [T], LowpGemm) -> u64;
-
-/// The kernels a grouped GEMM runs each group on, and whether the groups run in parallel.
-struct Kernels<T> {
-    mm: Gemm<T>,
-    lp: LowpFn<T>,
-    parallel: bool,
-}
-
-/// Every group's product with `k.mm` (or `k.lp` in `format`), in group order; returns the FP8
-/// tiles with a non-finite amax.
-fn run<T: Real>(
+/// Checks the operands, then runs `f` on every group with rows and columns — its product, its
+/// slices of A and B, its disjoint slice of C — in parallel or in group order; a group with no
+/// rows in the weight-gradient form gets zeros (or is left, when accumulating). Returns the sum
+/// of what `f` returned (FP8 tiles with a non-finite amax).
+pub fn each_group<T: Real>(
     g: Grouped<'_>,
     a: &[T],
     b: &[T],
     c: &mut [T],
-    format: Option<LowpGemm>,
-    k: Kernels<T>,
+    parallel: bool,
+    f: impl Fn(MatMul, &[T], &[T], &mut [T]) -> u64 + Sync,
 ) -> u64 {
     check(&g, a, b, c);
     let one = |e: usize, ce: &mut [T]| -> u64 {
@@ -113,13 +99,7 @@ fn run<T: Real>(
             }
             return 0;
         }
-        match format {
-            None => {
-                (k.mm)(p, &a[ra], &b[rb], ce);
-                0
-            }
-            Some(f) => (k.lp)(p, &a[ra], &b[rb], ce, f),
-        }
+        f(p, &a[ra], &b[rb], ce)
     };
     // The groups' outputs, disjoint, in group order.
     let mut outs: Vec<(usize, &mut [T])> = Vec::with_capacity(g.groups());
@@ -134,7 +114,7 @@ fn run<T: Real>(
         rest = after;
         at = rc.end;
     }
-    if k.parallel {
+    if parallel {
         outs.into_par_iter().map(|(e, ce)| one(e, ce)).sum()
     } else {
         outs.into_iter().map(|(e, ce)| one(e, ce)).sum()
@@ -149,12 +129,13 @@ pub fn grouped_matmul_ref<T: Real>(
     c: &mut [T],
     format: Option<LowpGemm>,
 ) -> u64 {
-    let k = Kernels {
-        mm: matmul_ref,
-        lp: matmul_lowp_reference,
-        parallel: false,
-    };
-    run(g, a, b, c, format, k)
+    each_group(g, a, b, c, false, |p, a, b, c| match format {
+        None => {
+            matmul_ref(p, a, b, c);
+            0
+        }
+        Some(f) => matmul_lowp_reference(p, a, b, c, f),
+    })
 }
 
 /// The grouped GEMM, the groups in parallel on the fast kernels.
@@ -165,12 +146,13 @@ pub fn grouped_matmul<T: Real>(
     c: &mut [T],
     format: Option<LowpGemm>,
 ) -> u64 {
-    let k = Kernels {
-        mm: matmul,
-        lp: matmul_lowp_fast,
-        parallel: true,
-    };
-    run(g, a, b, c, format, k)
+    each_group(g, a, b, c, true, |p, a, b, c| match format {
+        None => {
+            matmul(p, a, b, c);
+            0
+        }
+        Some(f) => matmul_lowp_fast(p, a, b, c, f),
+    })
 }
 
 #[cfg(test)]
@@ -189,7 +171,7 @@ mod tests {
         let mut r = Rng::new(11);
         let mut randn = |n: usize| -> Vec<f32> { (0..n).map(|_| r.normal() as f32).collect() };
         let offsets = [0, 70, 70, 200, 331];
-        let (groups, rows) = (4, 331);
+        let groups = offsets.len() - 1;
         let (n, k) = (150, 260);
         let stride = 3 * n * k; // the gate among an expert's three projections
         let formats = [
@@ -215,10 +197,7 @@ mod tests {
                         stride,
                         accumulate,
                     };
-                    let (la, lb, lc) = match form {
-                        GroupedForm::Weight => (rows * n, rows * k, g.weights_len()),
-                        _ => (rows * k, g.weights_len(), rows * n),
-                    };
+                    let [la, lb, lc] = g.lens();
                     let (a, b, c0) = (randn(la), randn(lb), randn(lc));
                     let mut want = c0.clone();
                     let mut bad_want = 0;

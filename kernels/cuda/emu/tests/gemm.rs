@@ -348,11 +348,7 @@ fn run_forms(form: GroupedForm, counts: &[usize], n: usize, k: usize, stride: us
         stride,
         accumulate: acc,
     };
-    let rows = g.rows();
-    let (la, lb, lc) = match form {
-        GroupedForm::Weight => (rows * n, rows * k, g.weights_len()),
-        _ => (rows * k, g.weights_len(), rows * n),
-    };
+    let [la, lb, lc] = g.lens();
     let mut rng = Rng::new(counts.len() as u64 * 31 + n as u64);
     let mut randn = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
     let (a, b, c0) = (randn(la), randn(lb), randn(lc));

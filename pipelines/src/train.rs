@@ -80,6 +80,23 @@ pub fn backend(
     })
 }
 
+/// The compute backend for training `cfg`. On a GPU it carries the memory model's estimate
+/// for the run (the training state of every parameter, MTP modules included, and one
+/// micro-batch's saved activations: [`tokenmill_trainer::cost::memory_model`]), which an
+/// out-of-memory error reports beside the bytes asked for.
+pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::Backend<f32>>> {
+    if cfg.train.device != tokenmill_trainer::train::ComputeDevice::Cuda {
+        return backend(cfg.train.device);
+    }
+    let model = cfg.model.resolve()?;
+    let (per_param, per_tok) = tokenmill_trainer::cost::memory_model(&model);
+    let p = model.param_counts();
+    let tokens = cfg.data.micro_batch.unwrap_or(cfg.data.batch) * cfg.data.seq_len;
+    let mut cuda = tokenmill_cuda::Cuda::new(local_gpu())?;
+    cuda.set_estimate(((p.total + p.mtp) as f64 * per_param + tokens as f64 * per_tok) as u64);
+    Ok(Box::new(cuda))
+}
+
 /// [`train_in`] with a timeline: every rank records its compute and communication spans and
 /// writes them as a Chrome/Perfetto trace to [`timeline_path`]; returns the outcome and this
 /// rank's communication wall time and the part of it during which compute ran (µs).
@@ -161,7 +178,7 @@ pub fn train_in(
                 "[train] eval_tasks run in one process only, not across processes".into(),
             ));
         }
-        let be = backend(cfg.train.device)?;
+        let be = training_backend(&cfg)?;
         let mut t = Trainer::with_backend(cfg, resume, world, be)?;
         if let Some(tasks) = tasks {
             t.set_eval_hook(Box::new(tasks))?;

@@ -1,38 +1,166 @@
 //! Compiles the CUDA kernel sources (`../cu/*.cu`) as C++20 with the emulation shim
 //! (`shim/emu.h`) and the shared helpers (`../cu/common.cuh`) force-included, into one static
-//! library the launcher and the tests link.
+//! library the launcher and the tests link; then links the emulated CUDA driver
+//! (`driver/driver.cpp` over those kernels, with a table of every kernel by name generated from
+//! the sources), cuBLAS (`driver/cublas.cpp`) and cuBLASLt (`driver/cublaslt.cpp`) as
+//! `libcuda.so`, `libcublas.so` and `libcublasLt.so` in `$OUT_DIR/driver`, which the CUDA
+//! backend loads like the real ones (`tokenmill_cuda_emu::DRIVER_DIR`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("out dir"));
     let cu = here.join("../cu");
     let shim = here.join("shim");
+    let drv = here.join("driver");
     println!("cargo:rerun-if-changed={}", shim.display());
     println!("cargo:rerun-if-changed={}", cu.display());
+    println!("cargo:rerun-if-changed={}", drv.display());
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&cu)
         .expect("kernels/cuda/cu")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "cu"))
         .collect();
     sources.sort();
+    let emu_build = |b: &mut cc::Build| {
+        b.cpp(true)
+            .std("c++20")
+            .opt_level(2)
+            .warnings(false)
+            .pic(true)
+            .flag("-x")
+            .flag("c++")
+            .flag("-include")
+            .flag(shim.join("emu.h").to_str().expect("utf-8 path"))
+            .flag("-include")
+            .flag(cu.join("common.cuh").to_str().expect("utf-8 path"))
+            .flag("-ffp-contract=off")
+            .include(&shim);
+    };
     let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .std("c++20")
-        .opt_level(2)
-        .warnings(false)
-        .flag("-x")
-        .flag("c++")
-        .flag("-include")
-        .flag(shim.join("emu.h").to_str().expect("utf-8 path"))
-        .flag("-include")
-        .flag(cu.join("common.cuh").to_str().expect("utf-8 path"))
-        .flag("-ffp-contract=off")
-        .include(&shim);
+    emu_build(&mut build);
     for s in &sources {
         build.file(s);
     }
     build.file(shim.join("emu.cpp"));
     build.compile("tokenmill_cuda_emu");
+
+    // The driver: every kernel callable by name with cuLaunchKernel's argument array.
+    let dispatch = out.join("dispatch.cpp");
+    std::fs::write(&dispatch, dispatch_source(&sources)).expect("write dispatch.cpp");
+    let mut objs = cc::Build::new();
+    emu_build(&mut objs);
+    objs.file(&dispatch).file(drv.join("driver.cpp"));
+    let driver_objs = objs.compile_intermediates();
+    let plain = |b: &mut cc::Build| {
+        b.cpp(true)
+            .std("c++20")
+            .opt_level(2)
+            .pic(true)
+            .warnings(false);
+    };
+    let mut blas = cc::Build::new();
+    plain(&mut blas);
+    blas.file(drv.join("cublas.cpp"));
+    let blas_objs = blas.compile_intermediates();
+    let mut lt = cc::Build::new();
+    plain(&mut lt);
+    lt.file(drv.join("cublaslt.cpp"));
+    let lt_objs = lt.compile_intermediates();
+
+    let dir = out.join("driver");
+    std::fs::create_dir_all(&dir).expect("driver dir");
+    let archive = out.join("libtokenmill_cuda_emu.a");
+    link(&dir, "libcuda.so", &driver_objs, Some(&archive));
+    link(&dir, "libcublas.so", &blas_objs, None);
+    link(&dir, "libcublasLt.so", &lt_objs, None);
+}
+
+/// Links `objs` (and the whole of `archive`) into the shared library `dir/name` whose soname is
+/// `name`, the first file name cudarc asks the dynamic loader for.
+fn link(dir: &Path, name: &str, objs: &[PathBuf], archive: Option<&Path>) {
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let mut cmd: Command = compiler.to_command();
+    cmd.arg("-shared")
+        .arg("-o")
+        .arg(dir.join(name))
+        .arg(format!("-Wl,-soname,{name}"))
+        // Its own kernels, shim and launcher, even in a process that links the emulation's
+        // static library too (the emulation tests).
+        .arg("-Wl,-Bsymbolic")
+        .args(objs);
+    if let Some(a) = archive {
+        cmd.arg("-Wl,--whole-archive")
+            .arg(a)
+            .arg("-Wl,--no-whole-archive");
+    }
+    cmd.arg("-lpthread");
+    let status = cmd.status().expect("run the linker");
+    assert!(status.success(), "linking {name} failed: {cmd:?}");
+}
+
+/// A C++ source declaring every kernel of `sources` (its parameter list as written) and a
+/// table `tm_emu_kernels` of `{name, call}`, where `call(params)` calls the kernel with
+/// `*(T_i*)params[i]` for each parameter type `T_i` — cuLaunchKernel's convention.
+fn dispatch_source(sources: &[PathBuf]) -> String {
+    let mut decls = String::new();
+    let mut table = String::new();
+    let mut count = 0;
+    for path in sources {
+        let src = std::fs::read_to_string(path).expect("read a kernel source");
+        for (name, params) in kernels(&src) {
+            decls.push_str(&format!("KERNEL void {name}({params});\n"));
+            table.push_str(&format!(
+                "    {{\"{name}\", [](void** p) {{ tm_invoke(&{name}, p); }}}},\n"
+            ));
+            count += 1;
+        }
+    }
+    format!(
+        "// Generated by kernels/cuda/emu/build.rs from kernels/cuda/cu/*.cu.\n\
+         #include <cstddef>\n#include <utility>\n\n{decls}\n\
+         template <class... A, std::size_t... I>\n\
+         static void tm_call(void (*f)(A...), void** p, std::index_sequence<I...>) {{\n\
+         \x20   f(*static_cast<A*>(p[I])...);\n}}\n\
+         template <class... A>\n\
+         static void tm_invoke(void (*f)(A...), void** p) {{\n\
+         \x20   tm_call(f, p, std::index_sequence_for<A...>{{}});\n}}\n\n\
+         struct TmKernel {{\n    const char* name;\n    void (*call)(void**);\n}};\n\
+         extern \"C\" const TmKernel tm_emu_kernels[] = {{\n{table}}};\n\
+         extern \"C\" const std::size_t tm_emu_kernel_count = {count};\n"
+    )
+}
+
+/// Each `KERNEL void [__launch_bounds__(..)] name(params)` at the start of a line: its name and
+/// its parameter list with comments removed.
+fn kernels(src: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, _) in src.match_indices("KERNEL void") {
+        if i > 0 && src.as_bytes()[i - 1] != b'\n' {
+            continue;
+        }
+        let mut rest = src[i + "KERNEL void".len()..].trim_start();
+        if let Some(r) = rest.strip_prefix("__launch_bounds__") {
+            rest = r.split_once(')').map_or("", |(_, r)| r).trim_start();
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let Some(open) = rest.find('(') else { continue };
+        let Some(close) = rest[open..].find(')') else {
+            continue;
+        };
+        let params: String = rest[open + 1..open + close]
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or("").trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !name.is_empty() {
+            out.push((name, params));
+        }
+    }
+    out
 }

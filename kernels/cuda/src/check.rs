@@ -370,11 +370,16 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
                 {
                     let name = format!("{name}{tag}");
                     // With a reset, the one-token document's dq is exactly 0 and others near it
-                    // are small: the gradients are compared normwise there.
+                    // are small: the gradients are compared normwise there. Without, each
+                    // element against at least 1 % of the largest: a gradient is a sum over up
+                    // to `seq` keys whose terms cancel, so an element a thousandth of the
+                    // largest carries the rounding of terms a thousand times its size (on the
+                    // emulated device, dq at 0.26 % of the largest differed by 3·10⁻⁴ of
+                    // itself from the CPU's order of summation, 7.7·10⁻⁷ absolute).
                     rows.push(if starts.is_some() {
                         compare_normwise(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
                     } else {
-                        compare(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4)
+                        compare_floor(&name, shape.clone(), &grads1[i], &grads2[i], 2e-4, 1e-2)
                     });
                 }
             }

@@ -1,37 +1,48 @@
 //! Finding the CUDA libraries before cudarc opens them: cudarc panics when a library is missing,
 //! so each is asked for first, and a directory named by `TOKENMILL_CUDA_LIB` (for example the
 //! `nvidia/cu13/lib` of the `nvidia-cuda-nvrtc` wheel, which CI installs) is loaded from by
-//! absolute path, after which cudarc's lookup by name finds the already-loaded library.
+//! absolute path, after which cudarc's lookup by name finds the already-loaded library. The
+//! variable may name several directories, separated by `:`, searched in order: CI puts the
+//! emulated driver's (`tokenmill_cuda_emu::DRIVER_DIR`: `libcuda.so`, `libcublas.so`,
+//! `libcublasLt.so`) before NVRTC's, so that the backend runs without a GPU.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
-/// The environment variable naming a directory of CUDA libraries to load from.
+/// The environment variable naming the directories (`:`-separated) of CUDA libraries to load
+/// from.
 pub const LIB_DIR_VAR: &str = "TOKENMILL_CUDA_LIB";
 
-/// Loads the libraries of `TOKENMILL_CUDA_LIB` (once), so that cudarc finds them by soname.
-/// Returns the directory when one was given.
-fn preload() -> Option<&'static PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(std::env::var_os(LIB_DIR_VAR)?);
+/// Loads the libraries of `TOKENMILL_CUDA_LIB` (once), so that cudarc finds them by soname:
+/// of each name, the first directory's that has it. Returns the directories when given.
+fn preload() -> Option<&'static str> {
+    static DIRS: OnceLock<Option<String>> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let dirs = std::env::var(LIB_DIR_VAR).ok()?;
         // NVRTC opens its builtins library by name at compile time: load it first, globally.
+        // `libcuda.so` and the unversioned cuBLAS names are the emulated driver's.
         for name in [
             "libnvrtc-builtins.so.13.0",
             "libnvrtc.so.13",
+            "libcuda.so",
+            "libcublasLt.so",
+            "libcublas.so",
             "libcublasLt.so.13",
             "libcublas.so.13",
         ] {
-            let path = dir.join(name);
-            if path.exists() {
+            if let Some(path) = dirs
+                .split(':')
+                .map(|d| PathBuf::from(d).join(name))
+                .find(|p| p.exists())
+            {
                 load_global(&path);
             }
         }
-        Some(dir)
+        Some(dirs)
     })
-    .as_ref()
+    .as_deref()
 }
 
 fn load_global(path: &Path) {
@@ -56,7 +67,7 @@ pub fn nvrtc() -> Result<()> {
     Err(Error::Unavailable(format!(
         "no NVRTC library (libnvrtc.so.13){}: install the CUDA 13 toolkit, or `pip install \
          nvidia-cuda-nvrtc==13.0.88` and set {LIB_DIR_VAR} to its nvidia/cu13/lib",
-        dir.map(|d| format!(" in {} or on the library path", d.display()))
+        dir.map(|d| format!(" in {d} or on the library path"))
             .unwrap_or_default()
     )))
 }

@@ -7,6 +7,7 @@ mod dedup;
 mod disk;
 mod distill;
 mod doctor;
+mod emulated_gpu;
 mod eval;
 mod extraction;
 mod fast_tokenizer;

@@ -130,3 +130,9 @@ pub fn launch(grid: Dim3, block: Dim3, dyn_smem: usize, kernel: impl Fn() + Sync
         }
     }
 }
+
+/// The directory of the emulated CUDA libraries (`libcuda.so`, `libcublas.so`,
+/// `libcublasLt.so`) that `build.rs` links: the CUDA driver API over these kernels on CPU
+/// threads (`driver/driver.cpp`), and cuBLAS's GEMMs by their contract (`driver/cublas.cpp`).
+/// Named first in `TOKENMILL_CUDA_LIB`, they let the CUDA backend's own code run without a GPU.
+pub const DRIVER_DIR: &str = concat!(env!("OUT_DIR"), "/driver");

@@ -1,0 +1,417 @@
+// A CUDA driver on the CPU: the part of the driver API that cudarc and tokenmill's CUDA
+// backend (kernels/cuda/src) call, over the emulated kernels (kernels/cuda/cu compiled as C++
+// with shim/emu.h). Linked by build.rs into `libcuda.so` (soname `libcuda.so`, the first name
+// cudarc asks the loader for), so the backend's own Rust code — uploads, launches with their
+// argument lists, grid shapes and shared-memory sizes, downloads, events — runs unchanged in
+// CI, and its results can be compared with the CPU backend's.
+//
+// What it models: one device of compute capability 9.0 with a Hopper's launch limits (1,024
+// threads per block, 48 KiB of dynamic shared memory unless the kernel opted in, 227 KiB at
+// most), a memory of TOKENMILL_CUDA_EMU_MEMORY bytes (default 8 GiB) whose exhaustion is
+// CUDA_ERROR_OUT_OF_MEMORY, and copies checked against the allocation they touch. Device
+// memory is host memory; every call completes before it returns (a stream is a name, an event
+// a time stamp). The kernel image NVRTC compiled for the device is checked to be a cubin and
+// its functions are looked up by name among the emulated kernels. What it cannot model: speed,
+// concurrency between streams, and memory accesses a kernel makes outside its buffers.
+#include <pthread.h>
+
+#include <barrier>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+extern "C" {
+void* tm_emu_block_new(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                       unsigned, unsigned, size_t);
+void tm_emu_block_free(void*);
+void tm_emu_thread_enter(void*, unsigned, unsigned, unsigned);
+void tm_emu_thread_exit();
+
+struct TmKernel {
+    const char* name;
+    void (*call)(void**);
+};
+extern const TmKernel tm_emu_kernels[];
+extern const size_t tm_emu_kernel_count;
+}
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+
+enum : int {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_NOT_INITIALIZED = 3,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_IMAGE = 200,
+    CUDA_ERROR_INVALID_CONTEXT = 201,
+    CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
+};
+
+namespace {
+
+constexpr int kMaxDefaultSmem = 48 << 10;
+constexpr int kMaxOptinSmem = 232448;  // 227 KiB, as on sm_90
+constexpr char kName[] = "tokenmill CUDA emulator (CPU threads, sm_90 limits)";
+
+std::mutex g_lock;
+bool g_init = false;
+int g_ctx_tag, g_module_tag;
+thread_local void* g_current = nullptr;
+std::map<CUdeviceptr, size_t> g_allocs;  // device pointer -> bytes
+size_t g_used = 0;
+
+size_t total_memory() {
+    static size_t total = [] {
+        const char* v = std::getenv("TOKENMILL_CUDA_EMU_MEMORY");
+        return v ? (size_t)std::strtoull(v, nullptr, 10) : (size_t)8 << 30;
+    }();
+    return total;
+}
+
+struct Function {
+    const TmKernel* kernel;
+    int max_dynamic_smem = kMaxDefaultSmem;
+};
+std::map<std::string, Function*> g_functions;
+
+struct Event {
+    std::chrono::steady_clock::time_point at;
+};
+
+// Whether [p, p + bytes) lies inside one allocation (callers hold g_lock).
+bool inside(CUdeviceptr p, size_t bytes) {
+    auto it = g_allocs.upper_bound(p);
+    if (it == g_allocs.begin()) return false;
+    --it;
+    return p >= it->first && p + bytes <= it->first + it->second;
+}
+
+CUresult check(CUdeviceptr p, size_t bytes) {
+    if (bytes == 0) return CUDA_SUCCESS;
+    std::lock_guard<std::mutex> g(g_lock);
+    return inside(p, bytes) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+// One grid: the block's threads are OS threads (≤ 1,024, made once per launch), which run the
+// blocks one after another; the block's bookkeeping (barriers, warp lanes, dynamic shared
+// memory) is made fresh for each block, as its `__shared__` statics are reused.
+struct Grid {
+    unsigned g[3], b[3];
+    size_t smem;
+    const TmKernel* k;
+    void** params;
+    unsigned threads;
+    std::barrier<>* step;
+    void* block = nullptr;
+};
+
+void* run_thread(void* arg) {
+    auto* pr = static_cast<std::pair<Grid*, unsigned>*>(arg);
+    Grid* gr = pr->first;
+    unsigned t = pr->second;
+    unsigned tx = t % gr->b[0], ty = (t / gr->b[0]) % gr->b[1], tz = t / (gr->b[0] * gr->b[1]);
+    for (unsigned bz = 0; bz < gr->g[2]; bz++)
+        for (unsigned by = 0; by < gr->g[1]; by++)
+            for (unsigned bx = 0; bx < gr->g[0]; bx++) {
+                if (t == 0)
+                    gr->block = tm_emu_block_new(gr->g[0], gr->g[1], gr->g[2], gr->b[0], gr->b[1],
+                                                 gr->b[2], bx, by, bz, gr->smem);
+                gr->step->arrive_and_wait();
+                tm_emu_thread_enter(gr->block, tx, ty, tz);
+                gr->k->call(gr->params);
+                tm_emu_thread_exit();
+                gr->step->arrive_and_wait();
+                if (t == 0) tm_emu_block_free(gr->block);
+            }
+    return nullptr;
+}
+
+std::mutex g_launch;  // one grid at a time: `__shared__` variables are process-wide statics
+
+void run_grid(Grid& gr) {
+    std::lock_guard<std::mutex> one(g_launch);
+    std::barrier<> step((std::ptrdiff_t)gr.threads);
+    gr.step = &step;
+    std::vector<pthread_t> ids(gr.threads);
+    std::vector<std::pair<Grid*, unsigned>> args(gr.threads);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 512 << 10);
+    for (unsigned t = 0; t < gr.threads; t++) {
+        args[t] = {&gr, t};
+        if (pthread_create(&ids[t], &attr, run_thread, &args[t]) != 0) std::abort();
+    }
+    for (unsigned t = 0; t < gr.threads; t++) pthread_join(ids[t], nullptr);
+    pthread_attr_destroy(&attr);
+}
+
+const char* error_name(CUresult r) {
+    switch (r) {
+        case CUDA_SUCCESS: return "CUDA_SUCCESS";
+        case CUDA_ERROR_INVALID_VALUE: return "CUDA_ERROR_INVALID_VALUE";
+        case CUDA_ERROR_OUT_OF_MEMORY: return "CUDA_ERROR_OUT_OF_MEMORY";
+        case CUDA_ERROR_NOT_INITIALIZED: return "CUDA_ERROR_NOT_INITIALIZED";
+        case CUDA_ERROR_INVALID_DEVICE: return "CUDA_ERROR_INVALID_DEVICE";
+        case CUDA_ERROR_INVALID_IMAGE: return "CUDA_ERROR_INVALID_IMAGE";
+        case CUDA_ERROR_INVALID_CONTEXT: return "CUDA_ERROR_INVALID_CONTEXT";
+        case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
+        case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+        case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
+        case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+        default: return nullptr;
+    }
+}
+
+}  // namespace
+
+#define API extern "C" __attribute__((visibility("default")))
+
+API CUresult cuInit(unsigned) {
+    g_init = true;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDriverGetVersion(int* v) {
+    *v = 13000;
+    return CUDA_SUCCESS;
+}
+API CUresult cuGetErrorName(CUresult r, const char** s) {
+    *s = error_name(r);
+    return *s ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+API CUresult cuGetErrorString(CUresult r, const char** s) { return cuGetErrorName(r, s); }
+
+API CUresult cuDeviceGetCount(int* n) {
+    if (!g_init) return CUDA_ERROR_NOT_INITIALIZED;
+    *n = 1;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGet(CUdevice* d, int ordinal) {
+    if (!g_init) return CUDA_ERROR_NOT_INITIALIZED;
+    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetName(char* name, int len, CUdevice d) {
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (len <= 0) return CUDA_ERROR_INVALID_VALUE;
+    std::strncpy(name, kName, (size_t)len - 1);
+    name[len - 1] = 0;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice d) {
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *bytes = total_memory();
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    switch (attr) {
+        case 1: *v = 1024; break;                 // max threads per block
+        case 2: case 3: *v = 1024; break;         // max block dim x, y
+        case 4: *v = 64; break;                   // max block dim z
+        case 5: *v = 2147483647; break;           // max grid dim x
+        case 6: case 7: *v = 65535; break;        // max grid dim y, z
+        case 8: *v = kMaxDefaultSmem; break;      // shared memory per block
+        case 10: *v = 32; break;                  // warp size
+        case 16: *v = 132; break;                 // multiprocessors (an H100 SXM's)
+        case 41: *v = 1; break;                   // unified addressing
+        case 75: *v = 9; break;                   // compute capability major
+        case 76: *v = 0; break;                   // minor
+        case 97: *v = kMaxOptinSmem; break;       // shared memory per block, opt-in
+        case 115: *v = 1; break;                  // memory pools (cuMemAllocAsync)
+        default: *v = 0;                          // pageable access, managed memory, ...
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDevicePrimaryCtxRetain(void** ctx, CUdevice d) {
+    if (!g_init) return CUDA_ERROR_NOT_INITIALIZED;
+    if (d != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *ctx = &g_ctx_tag;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
+API CUresult cuCtxSetCurrent(void* ctx) {
+    if (ctx != nullptr && ctx != &g_ctx_tag) return CUDA_ERROR_INVALID_CONTEXT;
+    g_current = ctx;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxGetCurrent(void** ctx) {
+    *ctx = g_current;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxGetDevice(CUdevice* d) {
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+
+API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
+    std::lock_guard<std::mutex> g(g_lock);
+    *total = total_memory();
+    *free_bytes = total_memory() - g_used;
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    std::lock_guard<std::mutex> g(g_lock);
+    if (bytes > total_memory() - g_used) return CUDA_ERROR_OUT_OF_MEMORY;
+    void* m = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    // Fresh device memory holds whatever was there: not zeros, so a kernel that reads what it
+    // did not write shows it.
+    std::memset(m, 0xA5, bytes);
+    *p = (CUdeviceptr)(uintptr_t)m;
+    g_allocs[*p] = bytes;
+    g_used += bytes;
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void*) { return cuMemAlloc_v2(p, bytes); }
+API CUresult cuMemFree_v2(CUdeviceptr p) {
+    std::lock_guard<std::mutex> g(g_lock);
+    auto it = g_allocs.find(p);
+    if (it == g_allocs.end()) return CUDA_ERROR_INVALID_VALUE;
+    g_used -= it->second;
+    g_allocs.erase(it);
+    std::free((void*)(uintptr_t)p);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
+API CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    *p = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+API CUresult cuMemFreeHost(void* p) {
+    std::free(p);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
+    if (CUresult r = check(dst, bytes)) return r;
+    std::memcpy((void*)(uintptr_t)dst, src, bytes);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, void*) {
+    return cuMemcpyHtoD_v2(dst, src, bytes);
+}
+API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
+    if (CUresult r = check(src, bytes)) return r;
+    std::memcpy(dst, (const void*)(uintptr_t)src, bytes);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, void*) {
+    return cuMemcpyDtoH_v2(dst, src, bytes);
+}
+API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    if (CUresult r = check(src, bytes)) return r;
+    if (CUresult r = check(dst, bytes)) return r;
+    std::memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void*) {
+    return cuMemcpyDtoD_v2(dst, src, bytes);
+}
+API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    if (CUresult r = check(dst, n)) return r;
+    std::memset((void*)(uintptr_t)dst, v, n);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void*) {
+    return cuMemsetD8_v2(dst, v, n);
+}
+
+API CUresult cuStreamCreate(void** s, unsigned) {
+    *s = new int(0);
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamDestroy_v2(void* s) {
+    delete static_cast<int*>(s);
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamSynchronize(void*) { return CUDA_SUCCESS; }
+API CUresult cuStreamQuery(void*) { return CUDA_SUCCESS; }
+API CUresult cuStreamWaitEvent(void*, void*, unsigned) { return CUDA_SUCCESS; }
+API CUresult cuEventCreate(void** e, unsigned) {
+    *e = new Event{std::chrono::steady_clock::now()};
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventDestroy_v2(void* e) {
+    delete static_cast<Event*>(e);
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventRecord(void* e, void*) {
+    static_cast<Event*>(e)->at = std::chrono::steady_clock::now();
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventSynchronize(void*) { return CUDA_SUCCESS; }
+API CUresult cuEventQuery(void*) { return CUDA_SUCCESS; }
+API CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
+    *ms = std::chrono::duration<float, std::milli>(static_cast<Event*>(b)->at -
+                                                   static_cast<Event*>(a)->at)
+              .count();
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventElapsedTime_v2(float* ms, void* a, void* b) { return cuEventElapsedTime(ms, a, b); }
+
+API CUresult cuModuleLoadData(void** module, const void* image) {
+    // NVRTC's output for a real architecture is an ELF cubin; anything else is not an image
+    // this device could load.
+    if (!image || std::memcmp(image, "\x7f" "ELF", 4) != 0) return CUDA_ERROR_INVALID_IMAGE;
+    *module = &g_module_tag;
+    return CUDA_SUCCESS;
+}
+API CUresult cuModuleUnload(void*) { return CUDA_SUCCESS; }
+API CUresult cuModuleGetFunction(void** f, void* module, const char* name) {
+    if (module != &g_module_tag) return CUDA_ERROR_INVALID_HANDLE;
+    std::lock_guard<std::mutex> g(g_lock);
+    auto found = g_functions.find(name);
+    if (found == g_functions.end()) {
+        for (size_t i = 0; i < tm_emu_kernel_count; i++)
+            if (std::strcmp(tm_emu_kernels[i].name, name) == 0)
+                found = g_functions.emplace(name, new Function{&tm_emu_kernels[i]}).first;
+    }
+    if (found == g_functions.end()) return CUDA_ERROR_NOT_FOUND;
+    *f = found->second;
+    return CUDA_SUCCESS;
+}
+API CUresult cuFuncSetAttribute(void* f, int attr, int v) {
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (attr == 8) {  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        if (v < 0 || v > kMaxOptinSmem) return CUDA_ERROR_INVALID_VALUE;
+        static_cast<Function*>(f)->max_dynamic_smem = v;
+    }
+    return CUDA_SUCCESS;
+}
+API CUresult cuFuncGetAttribute(int* v, int attr, void* f) {
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    *v = attr == 0 ? 1024 : attr == 8 ? static_cast<Function*>(f)->max_dynamic_smem : 0;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                            unsigned by, unsigned bz, unsigned smem, void*, void** params,
+                            void** extra) {
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (extra) return CUDA_ERROR_NOT_SUPPORTED;
+    Function* fn = static_cast<Function*>(f);
+    unsigned long long threads = (unsigned long long)bx * by * bz;
+    if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535 || gx > 2147483647u)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (threads == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
+        return CUDA_ERROR_INVALID_VALUE;
+    if ((int)smem > fn->max_dynamic_smem) return CUDA_ERROR_INVALID_VALUE;
+    Grid gr{{gx, gy, gz}, {bx, by, bz}, smem, fn->kernel, params, (unsigned)threads, nullptr};
+    run_grid(gr);
+    return CUDA_SUCCESS;
+}

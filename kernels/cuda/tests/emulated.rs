@@ -1,0 +1,55 @@
+//! The CUDA backend's own code — device setup through cudarc, NVRTC's cubin loaded, every
+//! upload, launch (argument lists, grid shapes, shared memory opt-in) and download — run on
+//! the emulated CUDA driver (`tokenmill_cuda_emu::DRIVER_DIR`: the driver API over our kernels
+//! compiled for the CPU, and cuBLAS's GEMM contract), checked against the CPU reference by the
+//! device check's own kernel table. NVRTC is the real one (`TOKENMILL_CUDA_LIB`, which
+//! `.ci/run` sets); without it these tests fail and say so.
+
+use std::sync::OnceLock;
+
+use tokenmill_cuda::{Cuda, check};
+
+/// The backend on the emulated driver (the library directories set once, before first use).
+fn emulated() -> &'static Cuda {
+    static CUDA: OnceLock<usize> = OnceLock::new();
+    static mut BACKEND: Option<Cuda> = None;
+    CUDA.get_or_init(|| {
+        let nvrtc = std::env::var(tokenmill_cuda::libs::LIB_DIR_VAR).unwrap_or_default();
+        // SAFETY: runs once, inside the OnceLock's initialiser, before any library is loaded;
+        // the tests of this binary read the environment only through it.
+        unsafe {
+            std::env::set_var(
+                tokenmill_cuda::libs::LIB_DIR_VAR,
+                format!("{}:{nvrtc}", tokenmill_cuda_emu::DRIVER_DIR),
+            );
+        }
+        let cuda = Cuda::new(0).unwrap_or_else(|e| panic!("the emulated device: {e}"));
+        // SAFETY: written once here, before any reader (readers go through this OnceLock).
+        unsafe { BACKEND = Some(cuda) };
+        0
+    });
+    // SAFETY: set above before the OnceLock completed; never written again.
+    unsafe { (*std::ptr::addr_of!(BACKEND)).as_ref().expect("set") }
+}
+
+#[test]
+fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
+    let cuda = emulated();
+    assert!(
+        cuda.device().name.contains("emulator"),
+        "{}",
+        cuda.device().name
+    );
+    assert_eq!(cuda.device().capability, (9, 0));
+    assert_eq!(cuda.device().arch, "sm_90a");
+    let t = std::time::Instant::now();
+    let rows = check::kernel_table(cuda, 7);
+    eprintln!("{}", check::render(&rows));
+    eprintln!(
+        "kernel table on the emulated device: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    assert!(rows.len() > 50, "rows: {}", rows.len());
+    assert!(failed.is_empty(), "failed rows: {failed:#?}");
+}

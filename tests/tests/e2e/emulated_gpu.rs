@@ -1,0 +1,142 @@
+//! `[train] device = "cuda"` without a GPU: the `tokenmill` binary trains through the CUDA
+//! backend's own code on the emulated CUDA driver (`tokenmill_cuda_emu::DRIVER_DIR` named first
+//! in `TOKENMILL_CUDA_LIB`, NVRTC the real one after it), and its loss curve follows the CPU's
+//! from the same data and initial weights in every precision, within the device check's
+//! tolerances. Out of device memory is an error that names the buffer, the bytes asked for and
+//! the memory model's estimate.
+
+use std::path::Path;
+use std::process::Command;
+
+use tokenmill_tests::tokenmill_bin;
+
+/// `TOKENMILL_CUDA_LIB` with the emulated driver's directory first.
+fn emulated_libs() -> String {
+    let nvrtc = std::env::var(tokenmill_cuda::libs::LIB_DIR_VAR).unwrap_or_default();
+    format!("{}:{nvrtc}", tokenmill_cuda_emu::DRIVER_DIR)
+}
+
+fn dataset(dir: &Path) {
+    let out = Command::new(tokenmill_bin())
+        .args(["quickstart", "--quiet", "--docs", "300", "--files", "1"])
+        .args(["--vocab-size", "1024", "--train-steps", "0", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Trains `tiny` for `steps` in `precision` on `device`; returns the losses by step and stderr
+/// (or the error's stderr when `Err`).
+fn train(
+    dir: &Path,
+    name: &str,
+    precision: &str,
+    device: &str,
+    steps: u64,
+    env: &[(&str, String)],
+) -> Result<(Vec<f64>, String), String> {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npreset = \"tiny\"\nvocab_size = 1024\n\n\
+             [data]\ntrain = \"dataset\"\nseq_len = 32\nbatch = 2\n\n\
+             [lr]\npeak = 1e-3\nmin = 1e-4\nwarmup = 2\nconstant = {steps}\ndecay = 0\n\n\
+             [train]\nout = \"{name}\"\nsteps = {steps}\ncheckpoint_every = 0\n\
+             final_checkpoint = false\neval_every = 0\ninit_seed = 5\n\
+             precision = \"{precision}\"\ndevice = \"{device}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(tokenmill_bin());
+    cmd.args([
+        "--log",
+        "tokenmill_cuda=info",
+        "train",
+        "--quiet",
+        "--config",
+    ])
+    .arg(&cfg);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(stderr);
+    }
+    let log = std::fs::read_to_string(dir.join(name).join("log.jsonl")).unwrap();
+    let losses = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    Ok((losses, stderr))
+}
+
+#[test]
+fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let env = [(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())];
+    let steps = 3;
+    for (precision, tol) in [("fp32", 1e-3), ("bf16", 5e-3), ("fp8", 1e-2)] {
+        let (cpu, _) = train(
+            dir.path(),
+            &format!("cpu-{precision}"),
+            precision,
+            "cpu",
+            steps,
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (gpu, stderr) = train(
+            dir.path(),
+            &format!("cuda-{precision}"),
+            precision,
+            "cuda",
+            steps,
+            &env,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            stderr.contains("CUDA device ready") && stderr.contains("emulator"),
+            "{stderr}"
+        );
+        assert_eq!(cpu.len(), steps as usize, "{cpu:?}");
+        assert_eq!(gpu.len(), cpu.len(), "{gpu:?}");
+        let max_rel =
+            cpu.iter()
+                .zip(&gpu)
+                .map(|(c, g)| ((g - c) / c).abs())
+                .fold(
+                    0.0f64,
+                    |m, r| if r.is_nan() { f64::INFINITY } else { m.max(r) },
+                );
+        eprintln!("{precision}: cpu {cpu:?}\n{precision}: cuda {gpu:?}\nmax rel {max_rel:.2e}");
+        assert!(max_rel <= tol, "{precision}: {max_rel:e} > {tol:e}");
+        // The curves are the model's, not a constant: training moved the loss.
+        assert_ne!(cpu[0], cpu[steps as usize - 1]);
+    }
+}
+
+#[test]
+fn out_of_device_memory_names_the_buffer_the_size_and_the_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let env = [
+        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
+        // 64 KiB of device memory: the first large upload cannot fit.
+        ("TOKENMILL_CUDA_EMU_MEMORY", (64 << 10).to_string()),
+    ];
+    let err = train(dir.path(), "oom", "fp32", "cuda", 1, &env).expect_err("must not fit");
+    assert!(err.contains("out of device memory"), "{err}");
+    assert!(err.contains("bytes"), "{err}");
+    assert!(err.contains("estimate"), "{err}");
+}

@@ -13,9 +13,6 @@
 // a time stamp). The kernel image NVRTC compiled for the device is checked to be a cubin and
 // its functions are looked up by name among the emulated kernels. What it cannot model: speed,
 // concurrency between streams, and memory accesses a kernel makes outside its buffers.
-#include <pthread.h>
-
-#include <barrier>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -23,14 +20,12 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <vector>
 
 extern "C" {
 void* tm_emu_block_new(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                        unsigned, unsigned, size_t);
 void tm_emu_block_free(void*);
-void tm_emu_thread_enter(void*, unsigned, unsigned, unsigned);
-void tm_emu_thread_exit();
+void tm_emu_run_block(void*, void (*)(void*), void*);
 
 struct TmKernel {
     const char* name;
@@ -62,7 +57,7 @@ namespace {
 
 constexpr int kMaxDefaultSmem = 48 << 10;
 constexpr int kMaxOptinSmem = 232448;  // 227 KiB, as on sm_90
-constexpr char kName[] = "tokenmill CUDA emulator (CPU threads, sm_90 limits)";
+constexpr char kName[] = "tokenmill CUDA emulator (CPU, sm_90 limits)";
 
 std::mutex g_lock;
 bool g_init = false;
@@ -103,57 +98,32 @@ CUresult check(CUdeviceptr p, size_t bytes) {
     return inside(p, bytes) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-// One grid: the block's threads are OS threads (≤ 1,024, made once per launch), which run the
-// blocks one after another; the block's bookkeeping (barriers, warp lanes, dynamic shared
-// memory) is made fresh for each block, as its `__shared__` statics are reused.
+// One grid: block after block, each block's CUDA threads as fibers (shim/emu.cpp), each
+// block's bookkeeping (barriers, warp lanes, dynamic shared memory) made fresh.
 struct Grid {
     unsigned g[3], b[3];
     size_t smem;
     const TmKernel* k;
     void** params;
-    unsigned threads;
-    std::barrier<>* step;
-    void* block = nullptr;
 };
 
-void* run_thread(void* arg) {
-    auto* pr = static_cast<std::pair<Grid*, unsigned>*>(arg);
-    Grid* gr = pr->first;
-    unsigned t = pr->second;
-    unsigned tx = t % gr->b[0], ty = (t / gr->b[0]) % gr->b[1], tz = t / (gr->b[0] * gr->b[1]);
-    for (unsigned bz = 0; bz < gr->g[2]; bz++)
-        for (unsigned by = 0; by < gr->g[1]; by++)
-            for (unsigned bx = 0; bx < gr->g[0]; bx++) {
-                if (t == 0)
-                    gr->block = tm_emu_block_new(gr->g[0], gr->g[1], gr->g[2], gr->b[0], gr->b[1],
-                                                 gr->b[2], bx, by, bz, gr->smem);
-                gr->step->arrive_and_wait();
-                tm_emu_thread_enter(gr->block, tx, ty, tz);
-                gr->k->call(gr->params);
-                tm_emu_thread_exit();
-                gr->step->arrive_and_wait();
-                if (t == 0) tm_emu_block_free(gr->block);
-            }
-    return nullptr;
+void call_kernel(void* arg) {
+    Grid* gr = static_cast<Grid*>(arg);
+    gr->k->call(gr->params);
 }
 
 std::mutex g_launch;  // one grid at a time: `__shared__` variables are process-wide statics
 
 void run_grid(Grid& gr) {
     std::lock_guard<std::mutex> one(g_launch);
-    std::barrier<> step((std::ptrdiff_t)gr.threads);
-    gr.step = &step;
-    std::vector<pthread_t> ids(gr.threads);
-    std::vector<std::pair<Grid*, unsigned>> args(gr.threads);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 512 << 10);
-    for (unsigned t = 0; t < gr.threads; t++) {
-        args[t] = {&gr, t};
-        if (pthread_create(&ids[t], &attr, run_thread, &args[t]) != 0) std::abort();
-    }
-    for (unsigned t = 0; t < gr.threads; t++) pthread_join(ids[t], nullptr);
-    pthread_attr_destroy(&attr);
+    for (unsigned bz = 0; bz < gr.g[2]; bz++)
+        for (unsigned by = 0; by < gr.g[1]; by++)
+            for (unsigned bx = 0; bx < gr.g[0]; bx++) {
+                void* block = tm_emu_block_new(gr.g[0], gr.g[1], gr.g[2], gr.b[0], gr.b[1],
+                                               gr.b[2], bx, by, bz, gr.smem);
+                tm_emu_run_block(block, call_kernel, &gr);
+                tm_emu_block_free(block);
+            }
 }
 
 const char* error_name(CUresult r) {
@@ -411,7 +381,7 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
     if (threads == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
         return CUDA_ERROR_INVALID_VALUE;
     if ((int)smem > fn->max_dynamic_smem) return CUDA_ERROR_INVALID_VALUE;
-    Grid gr{{gx, gy, gz}, {bx, by, bz}, smem, fn->kernel, params, (unsigned)threads, nullptr};
+    Grid gr{{gx, gy, gz}, {bx, by, bz}, smem, fn->kernel, params};
     run_grid(gr);
     return CUDA_SUCCESS;
 }

@@ -1,8 +1,146 @@
-// The block and thread bookkeeping of the CPU emulation (see emu.h), called by the Rust
-// launcher through a C ABI.
+// The block and thread bookkeeping of the CPU emulation (see emu.h): a block's CUDA threads
+// as fibers on the calling OS thread. Called through a C ABI by the Rust launcher (src/lib.rs)
+// and the emulated driver (driver/driver.cpp).
+#include <sys/mman.h>
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
 #include "emu.h"
 
 thread_local EmuThread emu_thread;
+
+namespace {
+
+// Each fiber's stack; 256 KiB as the GPU's per-thread local memory is far smaller, with a
+// guard page below it so an overflow faults instead of writing into the next stack.
+constexpr size_t kStack = 256 << 10;
+constexpr size_t kGuard = 4096;
+
+#if defined(__x86_64__)
+// A fiber switch without glibc's swapcontext, which makes a system call for the signal mask
+// on every switch (70 % of an emulated training step's time): the callee-saved registers,
+// MXCSR and the x87 control word pushed on the stack being left, its stack pointer stored in
+// `*from`, and the same popped from the stack `to`. A new fiber's stack is laid out as if it
+// had switched away just before entering `fiber_main` (see `tm_emu_run_block`).
+extern "C" void tm_emu_switch(void** from, void* to);
+asm(R"(
+    .text
+    .globl tm_emu_switch
+    .hidden tm_emu_switch
+    .type tm_emu_switch, @function
+tm_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size tm_emu_switch, .-tm_emu_switch
+)");
+
+struct Context {
+    void* sp;
+};
+#else
+struct Context {
+    ucontext_t uc;
+};
+#endif
+
+struct Fiber {
+    Context ctx;
+    dim3 tid;
+    bool done;
+};
+
+struct Run {
+    Context sched;
+    Fiber* cur;
+    void (*fn)(void*);
+    void* arg;
+};
+
+thread_local Run* emu_run = nullptr;
+
+// Saves the running context in `from` and resumes `to`.
+inline void jump(Context& from, Context& to) {
+#if defined(__x86_64__)
+    tm_emu_switch(&from.sp, to.sp);
+#else
+    swapcontext(&from.uc, &to.uc);
+#endif
+}
+
+// The stacks, kept per OS thread from launch to launch (the pages a kernel touched stay).
+std::vector<char*>& stacks(size_t n) {
+    thread_local std::vector<char*> pool;
+    while (pool.size() < n) {
+        void* m = mmap(nullptr, kStack + kGuard, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED || mprotect(m, kGuard, PROT_NONE) != 0) {
+            std::perror("tokenmill CUDA emulation: a fiber stack");
+            std::abort();
+        }
+        pool.push_back(static_cast<char*>(m) + kGuard);
+    }
+    return pool;
+}
+
+void yield() { jump(emu_run->cur->ctx, emu_run->sched); }
+
+void drop(EmuBar& b) {
+    b.live--;
+    if (b.arrived > 0 && b.arrived == b.live) {
+        b.arrived = 0;
+        b.gen++;
+    }
+}
+
+void fiber_main() {
+    emu_run->fn(emu_run->arg);
+    EmuBlock* b = emu_thread.block;
+    drop(b->warps[emu_thread.linear / 32]);
+    drop(b->all);
+    emu_run->cur->done = true;
+#if defined(__x86_64__)
+    // Never resumed: the scheduler makes a new stack frame for the block's next run.
+    jump(emu_run->cur->ctx, emu_run->sched);
+    __builtin_unreachable();
+#endif
+    // (ucontext: returning resumes the scheduler through uc_link.)
+}
+
+}  // namespace
+
+void emu_wait(EmuBar& b) {
+    unsigned g = b.gen;
+    if (++b.arrived == b.live) {
+        b.arrived = 0;
+        b.gen++;
+        return;
+    }
+    while (b.gen == g) yield();
+}
 
 extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                   unsigned by, unsigned bz, unsigned ix, unsigned iy,
@@ -13,11 +151,11 @@ extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigne
     b->grid = {gx, gy, gz};
     b->dim = {bx, by, bz};
     b->idx = {ix, iy, iz};
-    b->all = new std::barrier<>((std::ptrdiff_t)threads);
-    b->warps = new std::barrier<>*[nwarps];
+    b->all = {(int)threads, 0, 0};
+    b->warps = new EmuBar[nwarps];
     for (unsigned w = 0; w < nwarps; w++) {
         unsigned n = threads - w * 32 < 32 ? threads - w * 32 : 32;
-        b->warps[w] = new std::barrier<>((std::ptrdiff_t)n);
+        b->warps[w] = {(int)n, 0, 0};
     }
     b->lanes = new uint64_t[nwarps * 32]();
     b->dyn_smem = new unsigned char[dyn_smem > 0 ? dyn_smem : 1]();
@@ -26,25 +164,63 @@ extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigne
 
 extern "C" void tm_emu_block_free(void* p) {
     EmuBlock* b = static_cast<EmuBlock*>(p);
-    unsigned threads = b->dim.x * b->dim.y * b->dim.z;
-    for (unsigned w = 0; w < (threads + 31) / 32; w++) delete b->warps[w];
     delete[] b->warps;
-    delete b->all;
     delete[] b->lanes;
     delete[] b->dyn_smem;
     delete b;
 }
 
-extern "C" void tm_emu_thread_enter(void* p, unsigned tx, unsigned ty, unsigned tz) {
+// Runs every CUDA thread of block `p` as a fiber calling `fn(arg)`, round robin on this OS
+// thread, each until it waits at a barrier or returns; returns when all have returned.
+extern "C" void tm_emu_run_block(void* p, void (*fn)(void*), void* arg) {
     EmuBlock* b = static_cast<EmuBlock*>(p);
-    emu_thread.block = b;
-    emu_thread.tid = {tx, ty, tz};
-    emu_thread.linear = tx + b->dim.x * (ty + b->dim.y * tz);
-}
-
-extern "C" void tm_emu_thread_exit() {
-    EmuBlock* b = emu_thread.block;
-    b->warps[emu_thread.linear / 32]->arrive_and_drop();
-    b->all->arrive_and_drop();
+    unsigned n = b->dim.x * b->dim.y * b->dim.z;
+    std::vector<char*>& st = stacks(n);
+    std::vector<Fiber> f(n);
+    Run run{};
+    run.fn = fn;
+    run.arg = arg;
+    Run* outer = emu_run;
+    emu_run = &run;
+#if defined(__x86_64__)
+    unsigned mxcsr_fpcw[2] = {0, 0};
+    asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr_fpcw[0]), "=m"(mxcsr_fpcw[1]));
+#else
+    // One getcontext (a system call, for the signal mask) for all: each fiber's context is a
+    // copy of it with its own stack.
+    ucontext_t proto;
+    getcontext(&proto);
+#endif
+    for (unsigned i = 0; i < n; i++) {
+#if defined(__x86_64__)
+        // From the top of the stack down: a return address slot for `fiber_main` (which never
+        // returns), `fiber_main` for `ret`, six callee-saved registers (zeros), MXCSR and the
+        // x87 control word — so `fiber_main` starts with the stack as after a call.
+        auto* top = reinterpret_cast<uint64_t*>(st[i] + kStack);
+        uint64_t* sp = top - 9;
+        for (int r = 0; r < 9; r++) sp[r] = 0;
+        sp[0] = (uint64_t)(mxcsr_fpcw[0] & 0xffffffffu) | ((uint64_t)(mxcsr_fpcw[1] & 0xffff) << 32);
+        sp[7] = reinterpret_cast<uint64_t>(&fiber_main);
+        f[i].ctx.sp = sp;
+#else
+        f[i].ctx.uc = proto;
+        f[i].ctx.uc.uc_stack.ss_sp = st[i];
+        f[i].ctx.uc.uc_stack.ss_size = kStack;
+        f[i].ctx.uc.uc_link = &run.sched.uc;
+        makecontext(&f[i].ctx.uc, fiber_main, 0);
+#endif
+        f[i].tid = {i % b->dim.x, (i / b->dim.x) % b->dim.y, i / (b->dim.x * b->dim.y)};
+        f[i].done = false;
+    }
+    for (unsigned left = n; left > 0;) {
+        for (unsigned i = 0; i < n; i++) {
+            if (f[i].done) continue;
+            run.cur = &f[i];
+            emu_thread = {b, f[i].tid, i};
+            jump(run.sched, f[i].ctx);
+            if (f[i].done) left--;
+        }
+    }
     emu_thread.block = nullptr;
+    emu_run = outer;
 }

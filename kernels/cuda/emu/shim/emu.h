@@ -1,14 +1,16 @@
 // The CUDA execution model on the CPU, for running tokenmill's kernel sources (kernels/cuda/cu)
 // in CI without a GPU: force-included before common.cuh when the sources are compiled as C++.
 //
-// Every CUDA thread of a block is an OS thread (started by the Rust launcher, src/lib.rs);
-// blocks run one after another, so `__shared__` (a function-local static) is the block's
-// shared memory. `__syncthreads` is a barrier over the block, warp shuffles exchange through a
-// per-warp slot array between two barriers over the warp, and a thread that returns drops out
-// of both barriers (as an exited thread leaves bar.sync on the GPU).
+// Every CUDA thread of a block is a fiber (its own stack and registers, ucontext) that the
+// launcher (emu.cpp: `tm_emu_run_block`) runs on the calling OS thread, round robin, each until
+// it waits at a barrier or returns; blocks run one after another, so `__shared__` (a
+// function-local static) is the block's shared memory. `__syncthreads` is a barrier over the
+// block, warp shuffles exchange through a per-warp slot array between two barriers over the
+// warp, and a thread that returns drops out of both barriers (as an exited thread leaves
+// bar.sync on the GPU). Nothing runs between two switches but one fiber, so every store a
+// thread made before a barrier is seen by the others after it.
 #pragma once
 #include <atomic>
-#include <barrier>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -20,13 +22,23 @@ struct dim3 {
     unsigned x, y, z;
 };
 
+// A barrier over the fibers of a block or a warp: `live` members (those not returned yet),
+// `arrived` of them waiting, `gen` counting completed phases.
+struct EmuBar {
+    int live, arrived;
+    unsigned gen;
+};
+
 struct EmuBlock {
     dim3 grid, dim, idx;
-    std::barrier<>* all;
-    std::barrier<>** warps;
+    EmuBar all;
+    EmuBar* warps;
     uint64_t* lanes;
     unsigned char* dyn_smem;
 };
+
+// Waits until every live member of `b` has arrived (emu.cpp).
+void emu_wait(EmuBar& b);
 
 struct EmuThread {
     EmuBlock* block;
@@ -48,9 +60,9 @@ extern thread_local EmuThread emu_thread;
 #define TM_INF (INFINITY)
 #define TM_NAN (NAN)
 
-inline void __syncthreads() { emu_thread.block->all->arrive_and_wait(); }
+inline void __syncthreads() { emu_wait(emu_thread.block->all); }
 inline void __syncwarp(unsigned = 0xffffffffu) {
-    emu_thread.block->warps[emu_thread.linear / 32]->arrive_and_wait();
+    emu_wait(emu_thread.block->warps[emu_thread.linear / 32]);
 }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
@@ -66,9 +78,9 @@ inline T emu_exchange(T v, unsigned src_lane) {
     uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
     b->lanes[t] = bits;
-    b->warps[w]->arrive_and_wait();
+    emu_wait(b->warps[w]);
     uint64_t r = b->lanes[w * 32 + (src_lane % 32)];
-    b->warps[w]->arrive_and_wait();
+    emu_wait(b->warps[w]);
     T out;
     std::memcpy(&out, &r, sizeof(T));
     return out;

@@ -2,10 +2,10 @@
 //!
 //! `build.rs` compiles every kernel source in `kernels/cuda/cu` as C++ with `shim/emu.h`
 //! force-included: `threadIdx`, `blockIdx`, `__syncthreads`, warp shuffles, shared memory and
-//! atomics become their CPU equivalents, and a kernel becomes an `extern "C"` function that one
-//! CPU thread calls as one CUDA thread. [`launch`] runs a grid: for each block (one after
-//! another, so function-local `__shared__` statics are that block's shared memory) it starts
-//! one OS thread per CUDA thread and joins them.
+//! atomics become their CPU equivalents, and a kernel becomes an `extern "C"` function that
+//! one CUDA thread calls. [`launch`] runs a grid: block after block (so function-local
+//! `__shared__` statics are that block's shared memory), each CUDA thread a fiber on the
+//! calling OS thread (`shim/emu.cpp`), run in turn until it waits at a barrier or returns.
 //!
 //! What this checks: each kernel's indexing, reductions, synchronisation and arithmetic,
 //! against the CPU reference kernels (`tests/`). What it cannot: timing, the GPU memory
@@ -30,8 +30,7 @@ unsafe extern "C" {
         dyn_smem: usize,
     ) -> *mut c_void;
     fn tm_emu_block_free(b: *mut c_void);
-    fn tm_emu_thread_enter(b: *mut c_void, tx: u32, ty: u32, tz: u32);
-    fn tm_emu_thread_exit();
+    fn tm_emu_run_block(b: *mut c_void, f: unsafe extern "C" fn(*mut c_void), arg: *mut c_void);
 }
 
 /// A grid or block extent `(x, y, z)`.
@@ -80,7 +79,7 @@ impl<T> Ptr<T> {
 }
 
 /// Runs `kernel` as a grid of `grid` blocks of `block` threads with `dyn_smem` bytes of dynamic
-/// shared memory: `kernel` is called once per CUDA thread, on its own OS thread, and must call
+/// shared memory: `kernel` is called once per CUDA thread, each on its own fiber, and must call
 /// the `extern "C"` kernel function with the launch's arguments.
 ///
 /// # Panics
@@ -91,40 +90,30 @@ pub fn launch(grid: Dim3, block: Dim3, dyn_smem: usize, kernel: impl Fn() + Sync
         (1..=1024).contains(&threads),
         "a block has 1..=1024 threads, not {threads}"
     );
+    unsafe extern "C" fn call<F: Fn()>(f: *mut c_void) {
+        // SAFETY: `f` is the `&F` passed to `tm_emu_run_block` below, alive for the call.
+        unsafe { (*(f as *const F))() }
+    }
+    fn trampoline<F: Fn()>(_: &F) -> unsafe extern "C" fn(*mut c_void) {
+        call::<F>
+    }
     let _one = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
     for bz in 0..grid.2 {
         for by in 0..grid.1 {
             for bx in 0..grid.0 {
                 // SAFETY: plain allocation of the block's bookkeeping; freed below after every
-                // thread of the block has been joined.
+                // fiber of the block has returned.
                 let b = unsafe {
                     tm_emu_block_new(
                         grid.0, grid.1, grid.2, block.0, block.1, block.2, bx, by, bz, dyn_smem,
                     )
                 };
-                let bp = Ptr(b);
-                std::thread::scope(|s| {
-                    for tz in 0..block.2 {
-                        for ty in 0..block.1 {
-                            for tx in 0..block.0 {
-                                let kernel = &kernel;
-                                std::thread::Builder::new()
-                                    .stack_size(256 << 10)
-                                    .spawn_scoped(s, move || {
-                                        let bp = bp;
-                                        // SAFETY: `bp` is the live block made above; enter/exit
-                                        // bracket the kernel call on this thread.
-                                        unsafe { tm_emu_thread_enter(bp.0, tx, ty, tz) };
-                                        kernel();
-                                        // SAFETY: as above.
-                                        unsafe { tm_emu_thread_exit() };
-                                    })
-                                    .expect("spawn an emulated CUDA thread");
-                            }
-                        }
-                    }
-                });
-                // SAFETY: every thread of the block has been joined by the scope.
+                // SAFETY: `b` is the live block made above; `kernel` outlives the call, which
+                // runs every fiber to its end before it returns.
+                unsafe {
+                    tm_emu_run_block(b, trampoline(&kernel), &kernel as *const _ as *mut c_void)
+                };
+                // SAFETY: every fiber of the block has returned.
                 unsafe { tm_emu_block_free(b) };
             }
         }

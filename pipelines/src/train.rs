@@ -77,6 +77,10 @@ pub fn backend(
     Ok(match device {
         ComputeDevice::Cpu => Box::new(tokenmill_kernels::Cpu),
         ComputeDevice::Cuda => Box::new(tokenmill_cuda::Cuda::new(local_gpu())?),
+        ComputeDevice::CudaHmm => Box::new(tokenmill_cuda::Cuda::with_memory(
+            local_gpu(),
+            tokenmill_cuda::device::Memory::Host,
+        )?),
     })
 }
 
@@ -85,14 +89,18 @@ pub fn backend(
 /// micro-batch's saved activations: [`tokenmill_trainer::cost::memory_model`]), which an
 /// out-of-memory error reports beside the bytes asked for.
 pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::Backend<f32>>> {
-    if cfg.train.device != tokenmill_trainer::train::ComputeDevice::Cuda {
-        return backend(cfg.train.device);
-    }
+    use tokenmill_cuda::device::Memory;
+    use tokenmill_trainer::train::ComputeDevice;
+    let memory = match cfg.train.device {
+        ComputeDevice::Cpu => return backend(cfg.train.device),
+        ComputeDevice::Cuda => Memory::Copy,
+        ComputeDevice::CudaHmm => Memory::Host,
+    };
     let model = cfg.model.resolve()?;
     let (per_param, per_tok) = tokenmill_trainer::cost::memory_model(&model);
     let p = model.param_counts();
     let tokens = cfg.data.micro_batch.unwrap_or(cfg.data.batch) * cfg.data.seq_len;
-    let mut cuda = tokenmill_cuda::Cuda::new(local_gpu())?;
+    let mut cuda = tokenmill_cuda::Cuda::with_memory(local_gpu(), memory)?;
     cuda.set_estimate(((p.total + p.mtp) as f64 * per_param + tokens as f64 * per_tok) as u64);
     Ok(Box::new(cuda))
 }

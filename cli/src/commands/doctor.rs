@@ -422,6 +422,46 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             }
         }
         save(a, rep)?;
+        // Then training on the host's own memory (`device = "cuda-hmm"`): part 4's runs in
+        // fp32, their tokens/s and copies per step beside the copying backend's, and their
+        // losses, which must be part 4's (the same arithmetic on the same data).
+        if a.speed_steps > 0 && !a.speed_presets.is_empty() && rep.errors.is_empty() {
+            println!("\n6. training throughput on host memory (device = \"cuda-hmm\"), fp32");
+            let peak = |p: &str| gemm_peak(&rep.gemm, p);
+            let spec = crate::commands::doctor_train::ThroughputSpec {
+                precisions: vec!["fp32".into()],
+                ..speed_spec(a)
+            };
+            match catch(|| {
+                crate::commands::doctor_train::throughput(&a.out, &spec, a.seed, "cuda-hmm", &peak)
+            }) {
+                Ok(rows) => {
+                    print_throughput(&rows);
+                    for r in &rows {
+                        let copying = rep.throughput.iter().find(|c| {
+                            c.device == "cuda" && c.preset == r.preset && c.precision == r.precision
+                        });
+                        if let Some(c) = copying {
+                            // fp32's curve tolerance (part 3): cuBLAS may pick other kernels
+                            // for host addresses' alignment.
+                            let rel = ((r.last_loss - c.last_loss) / c.last_loss).abs();
+                            if rel.is_nan() || rel > 1e-3 {
+                                rep.errors.push(format!(
+                                    "{} fp32 on host memory: last loss {} vs {} copying",
+                                    r.preset, r.last_loss, c.last_loss
+                                ));
+                            }
+                        }
+                    }
+                    rep.throughput.extend(rows);
+                }
+                Err(e) => {
+                    println!("throughput on host memory: {e:#}");
+                    rep.errors.push(format!("throughput on host memory: {e:#}"));
+                }
+            }
+            save(a, rep)?;
+        }
     }
     println!("\ndevice check took {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())

@@ -329,7 +329,7 @@ pub fn throughput(
                 spec.steps
             );
             let copied = tokenmill_cuda::device::copies() - before;
-            let on_gpu = device == "cuda";
+            let on_gpu = device.starts_with("cuda");
             let steps = spec.steps as f64;
             let tokens_per_s = median(tps.iter().skip(1).copied().collect());
             let peak_flops = peak(precision);

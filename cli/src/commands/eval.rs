@@ -86,7 +86,8 @@ fn parse_device(s: &str) -> Result<ComputeDevice, String> {
     match s {
         "cpu" => Ok(ComputeDevice::Cpu),
         "cuda" => Ok(ComputeDevice::Cuda),
-        _ => Err(format!("{s:?}: expected cpu or cuda")),
+        "cuda-hmm" => Ok(ComputeDevice::CudaHmm),
+        _ => Err(format!("{s:?}: expected cpu, cuda or cuda-hmm")),
     }
 }
 

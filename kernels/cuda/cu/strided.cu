@@ -51,3 +51,12 @@ KERNEL void strided_copy_f32(const float* __restrict__ src, float* __restrict__ 
         dst[to] = a;
     }
 }
+
+// Zeros `n` bytes at `p` (grid-stride): an output the backend hands a kernel by its host
+// address (device memory over pageable host memory) starts as zeros, as a fresh device buffer
+// of the copying path does, without the host touching its pages.
+KERNEL void fill_zero_u8(unsigned char* __restrict__ p, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        p[i] = 0;
+}

@@ -66,13 +66,13 @@ fn supported(s: AttnShape) -> Result<()> {
 fn starts_on_device(
     be: &Cuda,
     starts: Option<KeyStarts<'_>>,
-) -> Result<(cudarc::driver::CudaSlice<u32>, i32)> {
+) -> Result<(crate::device::Buf<u32>, i32)> {
     match starts {
         Some(k) => Ok((
-            be.dev().upload("attention first keys", k.first)?,
+            be.dev().input("attention first keys", k.first)?,
             k.heads as i32,
         )),
-        None => Ok((be.dev().upload("attention first keys", &[0u32])?, 0)),
+        None => Ok((be.dev().copy_in("attention first keys", &[0u32])?, 0)),
     }
 }
 
@@ -90,21 +90,21 @@ pub(crate) fn forward(
     supported(s)?;
     let dev = be.dev();
     let (gq, gk, gv) = (
-        dev.upload("attention q", q)?,
-        dev.upload("attention k", k)?,
-        dev.upload("attention v", v)?,
+        dev.input("attention q", q)?,
+        dev.input("attention k", k)?,
+        dev.input("attention v", v)?,
     );
-    let mut go_ = dev.zeros::<f32>("attention o", o.len())?;
-    let mut gl = dev.zeros::<f32>("attention lse", lse.len())?;
+    let go_ = dev.output("attention o", o)?;
+    let gl = dev.output("attention lse", lse)?;
     let (first, heads) = starts_on_device(be, starts)?;
     let (bh, seq, dqk, dv, scale) = dims(s);
     let mut b = be.kernel("attention_fwd_f32")?;
-    b.arg(&gq)
-        .arg(&gk)
-        .arg(&gv)
-        .arg(&mut go_)
-        .arg(&mut gl)
-        .arg(&first)
+    b.arg(gq.p())
+        .arg(gk.p())
+        .arg(gv.p())
+        .arg(go_.p())
+        .arg(gl.p())
+        .arg(first.p())
         .arg(&heads)
         .arg(&bh)
         .arg(&seq)
@@ -112,8 +112,8 @@ pub(crate) fn forward(
         .arg(&dv)
         .arg(&scale);
     go("attention_fwd_f32", b, shape::forward(s))?;
-    dev.download(&go_, o)?;
-    dev.download(&gl, lse)
+    dev.finish(&go_, o)?;
+    dev.finish(&gl, lse)
 }
 
 fn dims(s: AttnShape) -> (i32, i32, i32, i32, f32) {
@@ -144,25 +144,25 @@ pub(crate) fn backward(
     supported(s)?;
     let dev = be.dev();
     let (gq, gk, gv) = (
-        dev.upload("attention q", q)?,
-        dev.upload("attention k", k)?,
-        dev.upload("attention v", v)?,
+        dev.input("attention q", q)?,
+        dev.input("attention k", k)?,
+        dev.input("attention v", v)?,
     );
     let (go_, gl, gdo) = (
-        dev.upload("attention o", o)?,
-        dev.upload("attention lse", lse)?,
-        dev.upload("attention dO", d_o)?,
+        dev.input("attention o", o)?,
+        dev.input("attention lse", lse)?,
+        dev.input("attention dO", d_o)?,
     );
     let mut delta = dev.zeros::<f32>("attention D", lse.len())?;
-    let mut gdq = dev.zeros::<f32>("attention dq", dq.len())?;
-    let mut gdk = dev.zeros::<f32>("attention dk", dk.len())?;
-    let mut gdv = dev.zeros::<f32>("attention dv", dv.len())?;
+    let gdq = dev.output("attention dq", dq)?;
+    let gdk = dev.output("attention dk", dk)?;
+    let gdv = dev.output("attention dv", dv)?;
     let (first, heads) = starts_on_device(be, starts)?;
     let (bh, seq, dqk, d_v, scale) = dims(s);
     {
         let mut b = be.kernel("attention_bwd_pre_f32")?;
-        b.arg(&go_)
-            .arg(&gdo)
+        b.arg(go_.p())
+            .arg(gdo.p())
             .arg(&mut delta)
             .arg(&bh)
             .arg(&seq)
@@ -171,15 +171,15 @@ pub(crate) fn backward(
     }
     {
         let mut b = be.kernel("attention_bwd_dkdv_f32")?;
-        b.arg(&gq)
-            .arg(&gk)
-            .arg(&gv)
-            .arg(&gl)
-            .arg(&gdo)
+        b.arg(gq.p())
+            .arg(gk.p())
+            .arg(gv.p())
+            .arg(gl.p())
+            .arg(gdo.p())
             .arg(&delta)
-            .arg(&mut gdk)
-            .arg(&mut gdv)
-            .arg(&first)
+            .arg(gdk.p())
+            .arg(gdv.p())
+            .arg(first.p())
             .arg(&heads)
             .arg(&bh)
             .arg(&seq)
@@ -190,14 +190,14 @@ pub(crate) fn backward(
     }
     {
         let mut b = be.kernel("attention_bwd_dq_f32")?;
-        b.arg(&gq)
-            .arg(&gk)
-            .arg(&gv)
-            .arg(&gl)
-            .arg(&gdo)
+        b.arg(gq.p())
+            .arg(gk.p())
+            .arg(gv.p())
+            .arg(gl.p())
+            .arg(gdo.p())
             .arg(&delta)
-            .arg(&mut gdq)
-            .arg(&first)
+            .arg(gdq.p())
+            .arg(first.p())
             .arg(&heads)
             .arg(&bh)
             .arg(&seq)
@@ -206,7 +206,7 @@ pub(crate) fn backward(
             .arg(&scale);
         go("attention_bwd_dq_f32", b, shape::dq(s))?;
     }
-    dev.download(&gdq, dq)?;
-    dev.download(&gdk, dk)?;
-    dev.download(&gdv, dv)
+    dev.finish(&gdq, dq)?;
+    dev.finish(&gdk, dk)?;
+    dev.finish(&gdv, dv)
 }

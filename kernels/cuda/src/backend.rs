@@ -1,8 +1,12 @@
-//! [`Cuda`]: the [`Backend`] seam on a GPU. The seam passes host slices, so every operation
-//! copies its inputs to the device, runs the kernel (or cuBLAS), and copies the results back:
-//! the model trains on the GPU with the same arithmetic as on the CPU — which is what the
-//! device check compares — at the cost of the transfers. Keeping activations resident on the
-//! device needs a device buffer type in the seam (noted in docs/gpu.md).
+//! [`Cuda`]: the [`Backend`] seam on a GPU. The seam passes host slices. Copying
+//! ([`Memory::Copy`]), every operation copies its inputs to the device, runs the kernel (or
+//! cuBLAS), and copies the results back: the model trains on the GPU with the same arithmetic
+//! as on the CPU — which is what the device check compares — at the cost of the transfers. On
+//! a GPU that reaches pageable host memory (HMM), [`Memory::Host`] hands the kernels the
+//! slices' own addresses instead ([`crate::device::Buf`]): the driver migrates the pages to the
+//! GPU at first touch and they stay there until the host touches them, so weights, optimizer
+//! state and activations stay resident without a device buffer type in the seam; operands a
+//! kernel changes in place (the FP8 GEMM's quantized copies) are still copied.
 //!
 //! The seam's operations return no errors; a CUDA failure here (out of memory, a kernel fault)
 //! panics with the backend's error message, which names the operation and the sizes.
@@ -16,7 +20,7 @@ use tokenmill_kernels::backend::{
     GroupedForm, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
 };
 
-use crate::device::{Device, elementwise};
+use crate::device::{Buf, Device, Memory, elementwise};
 use crate::error::{Result, driver};
 use tokenmill_kernels::cpu::grouped;
 use tokenmill_kernels::cpu::optim::{check_adamw, check_segments};
@@ -30,10 +34,19 @@ pub struct Cuda {
 }
 
 impl Cuda {
-    /// The backend on GPU `ordinal` (see [`Device::open`] for what is checked).
+    /// The backend on GPU `ordinal` (see [`Device::open`] for what is checked), copying each
+    /// operation's slices.
     pub fn new(ordinal: usize) -> Result<Self> {
         Ok(Cuda {
             dev: Device::open(ordinal)?,
+        })
+    }
+
+    /// The backend on GPU `ordinal` with host slices reaching the kernels as `memory` says
+    /// ([`Device::open_with`]).
+    pub fn with_memory(ordinal: usize, memory: Memory) -> Result<Self> {
+        Ok(Cuda {
+            dev: Device::open_with(ordinal, memory)?,
         })
     }
 
@@ -55,24 +68,25 @@ impl Cuda {
 
     fn try_matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
         p.check(a, b, c);
-        let da = self.dev.upload("matmul A", a)?;
-        let db = self.dev.upload("matmul B", b)?;
-        let mut dc = if p.accumulate {
-            self.dev.upload("matmul C", c)?
+        let da = self.dev.input("matmul A", a)?;
+        let db = self.dev.input("matmul B", b)?;
+        // cuBLAS reads C only to accumulate (beta 1); with beta 0 it writes all of it.
+        let dc = if p.accumulate {
+            self.dev.inout("matmul C", c)?
         } else {
-            self.dev.zeros::<f32>("matmul C", c.len())?
+            self.dev.written("matmul C", c)?
         };
         let beta = if p.accumulate { 1.0 } else { 0.0 };
         self.dev.sgemm(
             p,
-            &da.slice(..),
+            *da.p(),
             p.a_stored().1,
-            &db.slice(..),
+            *db.p(),
             p.b_stored().1,
-            &mut dc.slice_mut(..),
+            *dc.p(),
             beta,
         )?;
-        self.dev.download(&dc, c)
+        self.dev.finish(&dc, c)
     }
 
     /// The grouped GEMM in one call: the row operand(s) up once, each group's weight block up
@@ -95,41 +109,50 @@ impl Cuda {
         }
         grouped::check(&g, a, b, c);
         let weights = g.form != GroupedForm::Weight;
-        let da = self.dev.upload("grouped A", a)?;
-        // The weight operand (or the weight-gradient output) as dense blocks [groups, n·k].
+        let da = self.dev.input("grouped A", a)?;
         let nk = g.n * g.k;
-        let blocks_of = |buf: &[f32], want: &dyn Fn(usize) -> bool| -> Vec<f32> {
-            let mut v = vec![0f32; g.groups() * nk];
-            for e in (0..g.groups()).filter(|&e| want(e)) {
-                v[e * nk..(e + 1) * nk].copy_from_slice(&buf[g.block(e)]);
-            }
-            v
-        };
-        let has_rows = |e: usize| g.offsets[e + 1] > g.offsets[e];
-        let db = if weights {
-            self.dev
-                .upload("grouped weights", &blocks_of(b, &has_rows))?
+        let host = self.dev.memory == Memory::Host;
+        // By address (host memory): the weight buffer as it lies, its blocks `stride` apart;
+        // the kernel writes every group's block of a weight gradient (zeros for a group
+        // without rows) and every row of the other forms, so nothing is zeroed first. Copied:
+        // only the blocks, dense, `n · k` apart.
+        let (db, dc, stride) = if host {
+            let db = self.dev.input("grouped B", b)?;
+            (db, self.dev.inout("grouped C", c)?, g.stride)
         } else {
-            self.dev.upload("grouped B", b)?
+            let blocks_of = |buf: &[f32], want: &dyn Fn(usize) -> bool| -> Vec<f32> {
+                let mut v = vec![0f32; g.groups() * nk];
+                for e in (0..g.groups()).filter(|&e| want(e)) {
+                    v[e * nk..(e + 1) * nk].copy_from_slice(&buf[g.block(e)]);
+                }
+                v
+            };
+            let has_rows = |e: usize| g.offsets[e + 1] > g.offsets[e];
+            let db = if weights {
+                self.dev
+                    .copy_in("grouped weights", &blocks_of(b, &has_rows))?
+            } else {
+                self.dev.copy_in("grouped B", b)?
+            };
+            let dc = match (weights, g.accumulate) {
+                (true, true) => self.dev.copy_in("grouped C", c)?,
+                (true, false) => self.dev.scratch::<f32>("grouped C", c.len())?,
+                (false, true) => self
+                    .dev
+                    .copy_in("grouped weight gradients", &blocks_of(c, &|_| true))?,
+                (false, false) => self
+                    .dev
+                    .scratch::<f32>("grouped weight gradients", g.groups() * nk)?,
+            };
+            (db, dc, nk)
         };
-        let mut dc = match (weights, g.accumulate) {
-            (true, true) => self.dev.upload("grouped C", c)?,
-            (true, false) => self.dev.zeros::<f32>("grouped C", c.len())?,
-            (false, true) => self
-                .dev
-                .upload("grouped weight gradients", &blocks_of(c, &|_| true))?,
-            (false, false) => self
-                .dev
-                .zeros::<f32>("grouped weight gradients", g.groups() * nk)?,
-        };
-        // One launch for every expert (cu/gemm.cu `grouped_gemm_forms_f32`), over the dense
-        // blocks: `n · k` apart on the device.
+        // One launch for every expert (cu/gemm.cu `grouped_gemm_forms_f32`).
         let offsets: Vec<i32> = g
             .offsets
             .iter()
             .map(|&o| i32::try_from(o).expect("grouped GEMM: rows past 2³¹"))
             .collect();
-        let goff = self.dev.upload("expert offsets", &offsets)?;
+        let goff = self.dev.input("expert offsets", &offsets)?;
         let (m_max, n_cols) = match g.form {
             GroupedForm::Weight => (g.n, g.k),
             _ => (
@@ -144,7 +167,7 @@ impl Cuda {
                 GroupedForm::Weight => 2,
             };
             let (experts, n, k) = (g.groups() as i32, g.n as i32, g.k as i32);
-            let (stride, acc) = (nk as i64, i32::from(g.accumulate));
+            let (stride, acc) = (stride as i64, i32::from(g.accumulate));
             let cfg = LaunchConfig {
                 grid_dim: (
                     n_cols.div_ceil(128) as u32,
@@ -155,10 +178,10 @@ impl Cuda {
                 shared_mem_bytes: 0,
             };
             let mut b_ = self.k("grouped_gemm_forms_f32")?;
-            b_.arg(&da)
-                .arg(&db)
-                .arg(&mut dc)
-                .arg(&goff)
+            b_.arg(da.p())
+                .arg(db.p())
+                .arg(dc.p())
+                .arg(goff.p())
                 .arg(&experts)
                 .arg(&form)
                 .arg(&n)
@@ -167,11 +190,11 @@ impl Cuda {
                 .arg(&acc);
             go("grouped_gemm_forms_f32", b_, cfg)?;
         }
-        if weights {
-            self.dev.download(&dc, c)?;
+        if host || weights {
+            self.dev.finish(&dc, c)?;
         } else {
             let mut blocks = vec![0f32; g.groups() * nk];
-            self.dev.download(&dc, &mut blocks)?;
+            self.dev.finish(&dc, &mut blocks)?;
             for e in 0..g.groups() {
                 c[g.block(e)].copy_from_slice(&blocks[e * nk..(e + 1) * nk]);
             }
@@ -180,12 +203,12 @@ impl Cuda {
     }
 
     /// The BF16 bit patterns of `x`'s first `n` values (round to nearest even).
-    fn to_bf16(&self, x: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<u16>> {
+    fn to_bf16(&self, x: &Buf<f32>, n: usize) -> Result<CudaSlice<u16>> {
         let mut y = self.dev.zeros::<u16>("BF16 operand", n)?;
         let n64 = n as i64;
         {
             let mut b = self.k("to_bf16_f32")?;
-            b.arg(x).arg(&mut y).arg(&n64);
+            b.arg(x.p()).arg(&mut y).arg(&n64);
             go("to_bf16_f32", b, elementwise(n))?;
         }
         Ok(y)
@@ -195,7 +218,7 @@ impl Cuda {
     /// non-finite tiles are counted into `bad`.
     fn fake_quantize(
         &self,
-        x: &mut CudaSlice<f32>,
+        x: &Buf<f32>,
         (rows, cols): (usize, usize),
         tile: (usize, usize),
         bad: &mut CudaSlice<u32>,
@@ -216,7 +239,7 @@ impl Cuda {
         let (r, c, tr, tc) = (rows as i32, cols as i32, tile.0 as i32, tile.1 as i32);
         {
             let mut b = self.k("fp8_fake_quantize_f32")?;
-            b.arg(&mut *x)
+            b.arg(x.p())
                 .arg(&r)
                 .arg(&c)
                 .arg(&tr)
@@ -235,12 +258,23 @@ impl Cuda {
         format: LowpGemm,
     ) -> Result<u64> {
         p.check(a, b, c);
-        let mut da = self.dev.upload("low-precision GEMM A", a)?;
-        let mut db = self.dev.upload("low-precision GEMM B", b)?;
-        let mut dc = if p.accumulate {
-            self.dev.upload("low-precision GEMM C", c)?
+        // FP8 quantizes the operands in place: on device copies, never the caller's slices.
+        let (da, db) = if matches!(format, LowpGemm::Fp8 { .. }) {
+            (
+                self.dev.copy_in("low-precision GEMM A", a)?,
+                self.dev.copy_in("low-precision GEMM B", b)?,
+            )
         } else {
-            self.dev.zeros::<f32>("low-precision GEMM C", c.len())?
+            (
+                self.dev.input("low-precision GEMM A", a)?,
+                self.dev.input("low-precision GEMM B", b)?,
+            )
+        };
+        // Partial sums are added into C: zeros unless it accumulates.
+        let dc = if p.accumulate {
+            self.dev.inout("low-precision GEMM C", c)?
+        } else {
+            self.dev.output("low-precision GEMM C", c)?
         };
         let (lda, ldb) = (p.a_stored().1, p.b_stored().1);
         let mut bad = 0u64;
@@ -250,15 +284,16 @@ impl Cuda {
                 let a16 = self.to_bf16(&da, a.len())?;
                 let b16 = self.to_bf16(&db, b.len())?;
                 let beta = if p.accumulate { 1.0 } else { 0.0 };
-                self.dev.gemm_bf16(p, &a16, lda, &b16, ldb, &mut dc, beta)?;
+                let (a16, b16) = (self.dev.addr(&a16), self.dev.addr(&b16));
+                self.dev.gemm_bf16(p, a16, lda, b16, ldb, *dc.p(), beta)?;
             }
             LowpGemm::Fp8 { a_tile, b_tile } => {
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
-                self.fake_quantize(&mut da, p.a_stored(), a_tile, &mut dbad)?;
-                self.fake_quantize(&mut db, p.b_stored(), b_tile, &mut dbad)?;
+                self.fake_quantize(&da, p.a_stored(), a_tile, &mut dbad)?;
+                self.fake_quantize(&db, p.b_stored(), b_tile, &mut dbad)?;
                 // Per chunk of K: the product into `part`, truncated to the tensor-core
                 // accumulator's mantissa and promoted (added) into C in FP32.
-                let mut part = self.dev.zeros::<f32>("FP8 partial sums", c.len())?;
+                let part = self.dev.zeros::<f32>("FP8 partial sums", c.len())?;
                 let mn = (p.m * p.n) as i64;
                 let bits = FP8_ACC_MANTISSA_BITS as i32;
                 for k0 in (0..p.k).step_by(FP8_PROMOTE_EVERY) {
@@ -270,18 +305,12 @@ impl Cuda {
                         accumulate: false,
                         ..p
                     };
-                    self.dev.sgemm(
-                        chunk,
-                        &da.slice(a_off..),
-                        lda,
-                        &db.slice(b_off..),
-                        ldb,
-                        &mut part.slice_mut(..),
-                        0.0,
-                    )?;
+                    let pa = self.dev.addr(&part);
+                    self.dev
+                        .sgemm(chunk, da.at(a_off), lda, db.at(b_off), ldb, pa, 0.0)?;
                     {
                         let mut b = self.k("promote_truncated_f32")?;
-                        b.arg(&mut dc).arg(&part).arg(&mn).arg(&bits);
+                        b.arg(dc.p()).arg(&part).arg(&mn).arg(&bits);
                         go("promote_truncated_f32", b, elementwise(c.len()))?;
                     }
                 }
@@ -290,7 +319,7 @@ impl Cuda {
                 bad = h[0] as u64;
             }
         }
-        self.dev.download(&dc, c)?;
+        self.dev.finish(&dc, c)?;
         Ok(bad)
     }
 }
@@ -350,9 +379,11 @@ impl Backend<f32> for Cuda {
         "cuda"
     }
 
-    /// Every call copies its slices both ways: the model moves its rows on the host.
+    /// Copying, every call copies its slices both ways, so the model moves its rows on the
+    /// host; on the host's own memory (HMM) the device keeps what it touched, and the model's
+    /// data movement and optimizer run here.
     fn moves_data(&self) -> bool {
-        false
+        self.dev.memory == Memory::Host
     }
 
     fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -377,24 +408,24 @@ impl Backend<f32> for Cuda {
     fn rmsnorm_fwd(&self, x: &[f32], w: &[f32], eps: f64, y: &mut [f32], rstd: &mut [f32]) {
         ok((|| {
             let (d, rows) = (w.len(), rstd.len());
-            let dx = self.dev.upload("rmsnorm x", x)?;
-            let dw = self.dev.upload("rmsnorm w", w)?;
-            let mut dy = self.dev.zeros::<f32>("rmsnorm y", y.len())?;
-            let mut dr = self.dev.zeros::<f32>("rmsnorm rstd", rows)?;
+            let dx = self.dev.input("rmsnorm x", x)?;
+            let dw = self.dev.input("rmsnorm w", w)?;
+            let dy = self.dev.output("rmsnorm y", y)?;
+            let dr = self.dev.output("rmsnorm rstd", rstd)?;
             let (e, r, dd) = (eps as f32, rows as i32, d as i32);
             {
                 let mut b = self.k("rmsnorm_fwd_f32")?;
-                b.arg(&dx)
-                    .arg(&dw)
+                b.arg(dx.p())
+                    .arg(dw.p())
                     .arg(&e)
-                    .arg(&mut dy)
-                    .arg(&mut dr)
+                    .arg(dy.p())
+                    .arg(dr.p())
                     .arg(&r)
                     .arg(&dd);
                 go("rmsnorm_fwd_f32", b, rows_cfg(rows))?;
             }
-            self.dev.download(&dy, y)?;
-            self.dev.download(&dr, rstd)
+            self.dev.finish(&dy, y)?;
+            self.dev.finish(&dr, rstd)
         })())
     }
 
@@ -409,39 +440,39 @@ impl Backend<f32> for Cuda {
     ) {
         ok((|| {
             let (d, rows) = (w.len(), rstd.len());
-            let gx = self.dev.upload("rmsnorm x", x)?;
-            let gw = self.dev.upload("rmsnorm w", w)?;
-            let gr = self.dev.upload("rmsnorm rstd", rstd)?;
-            let gdy = self.dev.upload("rmsnorm dy", dy)?;
-            let mut gdx = if accumulate {
-                self.dev.upload("rmsnorm dx", dx)?
+            let gx = self.dev.input("rmsnorm x", x)?;
+            let gw = self.dev.input("rmsnorm w", w)?;
+            let gr = self.dev.input("rmsnorm rstd", rstd)?;
+            let gdy = self.dev.input("rmsnorm dy", dy)?;
+            let gdx = if accumulate {
+                self.dev.inout("rmsnorm dx", dx)?
             } else {
-                self.dev.zeros::<f32>("rmsnorm dx", dx.len())?
+                self.dev.output("rmsnorm dx", dx)?
             };
             let (r, dd, acc) = (rows as i32, d as i32, accumulate as i32);
             {
                 let mut b = self.k("rmsnorm_bwd_input_f32")?;
-                b.arg(&gx)
-                    .arg(&gw)
-                    .arg(&gr)
-                    .arg(&gdy)
-                    .arg(&mut gdx)
+                b.arg(gx.p())
+                    .arg(gw.p())
+                    .arg(gr.p())
+                    .arg(gdy.p())
+                    .arg(gdx.p())
                     .arg(&r)
                     .arg(&dd)
                     .arg(&acc);
                 go("rmsnorm_bwd_input_f32", b, rows_cfg(rows))?;
             }
-            self.dev.download(&gdx, dx)
+            self.dev.finish(&gdx, dx)
         })())
     }
 
     fn rmsnorm_bwd_weight(&self, x: &[f32], rstd: &[f32], dy: &[f32], dw: &mut [f32]) {
         ok((|| {
             let (d, rows) = (dw.len(), rstd.len());
-            let gx = self.dev.upload("rmsnorm x", x)?;
-            let gr = self.dev.upload("rmsnorm rstd", rstd)?;
-            let gdy = self.dev.upload("rmsnorm dy", dy)?;
-            let mut gdw = self.dev.upload("rmsnorm dw", dw)?;
+            let gx = self.dev.input("rmsnorm x", x)?;
+            let gr = self.dev.input("rmsnorm rstd", rstd)?;
+            let gdy = self.dev.input("rmsnorm dy", dy)?;
+            let gdw = self.dev.inout("rmsnorm dw", dw)?;
             let (r, dd) = (rows as i32, d as i32);
             let cfg = LaunchConfig {
                 grid_dim: (d.div_ceil(256).max(1) as u32, 1, 1),
@@ -450,10 +481,15 @@ impl Backend<f32> for Cuda {
             };
             {
                 let mut b = self.k("rmsnorm_bwd_weight_f32")?;
-                b.arg(&gx).arg(&gr).arg(&gdy).arg(&mut gdw).arg(&r).arg(&dd);
+                b.arg(gx.p())
+                    .arg(gr.p())
+                    .arg(gdy.p())
+                    .arg(gdw.p())
+                    .arg(&r)
+                    .arg(&dd);
                 go("rmsnorm_bwd_weight_f32", b, cfg)?;
             }
-            self.dev.download(&gdw, dw)
+            self.dev.finish(&gdw, dw)
         })())
     }
 
@@ -469,41 +505,41 @@ impl Backend<f32> for Cuda {
         ok((|| {
             let n = h.len();
             let (gg, gu) = (
-                self.dev.upload("swiglu g", g)?,
-                self.dev.upload("swiglu u", u)?,
+                self.dev.input("swiglu g", g)?,
+                self.dev.input("swiglu u", u)?,
             );
-            let mut gh = self.dev.zeros::<f32>("swiglu h", n)?;
+            let gh = self.dev.output("swiglu h", h)?;
             let n64 = n as i64;
             {
                 let mut b = self.k("swiglu_fwd_f32")?;
-                b.arg(&gg).arg(&gu).arg(&mut gh).arg(&n64);
+                b.arg(gg.p()).arg(gu.p()).arg(gh.p()).arg(&n64);
                 go("swiglu_fwd_f32", b, elementwise(n))?;
             }
-            self.dev.download(&gh, h)
+            self.dev.finish(&gh, h)
         })())
     }
 
     fn swiglu_bwd(&self, g: &[f32], u: &[f32], dh: &[f32], dg: &mut [f32], du: &mut [f32]) {
         ok((|| {
             let n = dh.len();
-            let gg = self.dev.upload("swiglu g", g)?;
-            let gu = self.dev.upload("swiglu u", u)?;
-            let gdh = self.dev.upload("swiglu dh", dh)?;
-            let mut gdg = self.dev.zeros::<f32>("swiglu dg", n)?;
-            let mut gdu = self.dev.zeros::<f32>("swiglu du", n)?;
+            let gg = self.dev.input("swiglu g", g)?;
+            let gu = self.dev.input("swiglu u", u)?;
+            let gdh = self.dev.input("swiglu dh", dh)?;
+            let gdg = self.dev.output("swiglu dg", dg)?;
+            let gdu = self.dev.output("swiglu du", du)?;
             let n64 = n as i64;
             {
                 let mut b = self.k("swiglu_bwd_f32")?;
-                b.arg(&gg)
-                    .arg(&gu)
-                    .arg(&gdh)
-                    .arg(&mut gdg)
-                    .arg(&mut gdu)
+                b.arg(gg.p())
+                    .arg(gu.p())
+                    .arg(gdh.p())
+                    .arg(gdg.p())
+                    .arg(gdu.p())
                     .arg(&n64);
                 go("swiglu_bwd_f32", b, elementwise(n))?;
             }
-            self.dev.download(&gdg, dg)?;
-            self.dev.download(&gdu, du)
+            self.dev.finish(&gdg, dg)?;
+            self.dev.finish(&gdu, du)
         })())
     }
 
@@ -549,23 +585,23 @@ impl Backend<f32> for Cuda {
     ) {
         ok((|| {
             let rows = losses.len();
-            let gl = self.dev.upload("logits", logits)?;
-            let gt = self.dev.upload("targets", targets)?;
-            let mut gloss = self.dev.zeros::<f32>("losses", rows)?;
-            let mut glse = self.dev.zeros::<f32>("lse", rows)?;
+            let gl = self.dev.input("logits", logits)?;
+            let gt = self.dev.input("targets", targets)?;
+            let gloss = self.dev.output("losses", losses)?;
+            let glse = self.dev.output("lse", lse)?;
             let (v, r) = (vocab as i32, rows as i32);
             {
                 let mut b = self.k("cross_entropy_fwd_f32")?;
-                b.arg(&gl)
-                    .arg(&gt)
+                b.arg(gl.p())
+                    .arg(gt.p())
                     .arg(&v)
-                    .arg(&mut gloss)
-                    .arg(&mut glse)
+                    .arg(gloss.p())
+                    .arg(glse.p())
                     .arg(&r);
                 go("cross_entropy_fwd_f32", b, rows_cfg(rows))?;
             }
-            self.dev.download(&gloss, losses)?;
-            self.dev.download(&glse, lse)
+            self.dev.finish(&gloss, losses)?;
+            self.dev.finish(&glse, lse)
         })())
     }
 
@@ -579,17 +615,22 @@ impl Backend<f32> for Cuda {
     ) {
         ok((|| {
             let rows = lse.len();
-            let mut gl = self.dev.upload("logits", logits)?;
-            let gt = self.dev.upload("targets", targets)?;
-            let glse = self.dev.upload("lse", lse)?;
-            let gg = self.dev.upload("loss gradients", g)?;
+            let gl = self.dev.inout("logits", logits)?;
+            let gt = self.dev.input("targets", targets)?;
+            let glse = self.dev.input("lse", lse)?;
+            let gg = self.dev.input("loss gradients", g)?;
             let (v, r) = (vocab as i32, rows as i32);
             {
                 let mut b = self.k("cross_entropy_bwd_f32")?;
-                b.arg(&mut gl).arg(&gt).arg(&glse).arg(&gg).arg(&v).arg(&r);
+                b.arg(gl.p())
+                    .arg(gt.p())
+                    .arg(glse.p())
+                    .arg(gg.p())
+                    .arg(&v)
+                    .arg(&r);
                 go("cross_entropy_bwd_f32", b, rows_cfg(rows))?;
             }
-            self.dev.download(&gl, logits)
+            self.dev.finish(&gl, logits)
         })())
     }
 
@@ -604,58 +645,58 @@ impl Backend<f32> for Cuda {
     ) {
         ok((|| {
             let rows = losses.len();
-            let mut gl = self.dev.upload("logits", logits)?;
-            let gt = self.dev.upload("targets", targets)?;
-            let gg = self.dev.upload("loss gradients", g)?;
-            let mut gloss = self.dev.zeros::<f32>("losses", rows)?;
-            let mut glse = self.dev.zeros::<f32>("lse", rows)?;
+            let gl = self.dev.inout("logits", logits)?;
+            let gt = self.dev.input("targets", targets)?;
+            let gg = self.dev.input("loss gradients", g)?;
+            let gloss = self.dev.output("losses", losses)?;
+            let glse = self.dev.output("lse", lse)?;
             let (v, r) = (vocab as i32, rows as i32);
             {
                 let mut b = self.k("cross_entropy_fused_f32")?;
-                b.arg(&mut gl)
-                    .arg(&gt)
-                    .arg(&gg)
+                b.arg(gl.p())
+                    .arg(gt.p())
+                    .arg(gg.p())
                     .arg(&v)
-                    .arg(&mut gloss)
-                    .arg(&mut glse)
+                    .arg(gloss.p())
+                    .arg(glse.p())
                     .arg(&r);
                 go("cross_entropy_fused_f32", b, rows_cfg(rows))?;
             }
-            self.dev.download(&gl, logits)?;
-            self.dev.download(&gloss, losses)?;
-            self.dev.download(&glse, lse)
+            self.dev.finish(&gl, logits)?;
+            self.dev.finish(&gloss, losses)?;
+            self.dev.finish(&glse, lse)
         })())
     }
 
     fn embedding_fwd(&self, table: &[f32], d: usize, ids: &[u32], y: &mut [f32]) {
         check_ids(ids, table.len() / d.max(1));
         ok((|| {
-            let gt = self.dev.upload("embedding table", table)?;
-            let gi = self.dev.upload("token ids", ids)?;
-            let mut gy = self.dev.zeros::<f32>("embeddings", y.len())?;
+            let gt = self.dev.input("embedding table", table)?;
+            let gi = self.dev.input("token ids", ids)?;
+            let gy = self.dev.output("embeddings", y)?;
             let (dd, n) = (d as i32, ids.len() as i64);
             {
                 let mut b = self.k("embedding_fwd_f32")?;
-                b.arg(&gt).arg(&dd).arg(&gi).arg(&mut gy).arg(&n);
+                b.arg(gt.p()).arg(&dd).arg(gi.p()).arg(gy.p()).arg(&n);
                 go("embedding_fwd_f32", b, per_id(ids.len()))?;
             }
-            self.dev.download(&gy, y)
+            self.dev.finish(&gy, y)
         })())
     }
 
     fn embedding_bwd(&self, dy: &[f32], d: usize, ids: &[u32], dtable: &mut [f32]) {
         check_ids(ids, dtable.len() / d.max(1));
         ok((|| {
-            let gdy = self.dev.upload("embedding dy", dy)?;
-            let gi = self.dev.upload("token ids", ids)?;
-            let mut gt = self.dev.upload("embedding gradient", dtable)?;
+            let gdy = self.dev.input("embedding dy", dy)?;
+            let gi = self.dev.input("token ids", ids)?;
+            let gt = self.dev.inout("embedding gradient", dtable)?;
             let (dd, n) = (d as i32, ids.len() as i64);
             {
                 let mut b = self.k("embedding_bwd_f32")?;
-                b.arg(&gdy).arg(&dd).arg(&gi).arg(&mut gt).arg(&n);
+                b.arg(gdy.p()).arg(&dd).arg(gi.p()).arg(gt.p()).arg(&n);
                 go("embedding_bwd_f32", b, per_id(ids.len()))?;
             }
-            self.dev.download(&gt, dtable)
+            self.dev.finish(&gt, dtable)
         })())
     }
 
@@ -680,11 +721,13 @@ impl Backend<f32> for Cuda {
             r.experts
         );
         ok((|| {
-            let gl = self.dev.upload("router logits", logits)?;
-            let gb = self.dev.upload("router bias", bias)?;
-            let mut gs = self.dev.zeros::<f32>("router scores", scores.len())?;
-            let mut gi = self.dev.zeros::<i32>("router experts", idx.len())?;
-            let mut gg = self.dev.zeros::<f32>("router gates", gates.len())?;
+            let gl = self.dev.input("router logits", logits)?;
+            let gb = self.dev.input("router bias", bias)?;
+            let gs = self.dev.output("router scores", scores)?;
+            // The kernel writes `int`s; K ≤ experts, so each is an expert index (-1 is written only
+            // past them) and its bits are the `u32`'s.
+            let gi = self.dev.output("router experts", idx)?;
+            let gg = self.dev.output("router gates", gates)?;
             let (t, e, g, tg, k) = (
                 n as i32,
                 r.experts as i32,
@@ -695,8 +738,8 @@ impl Backend<f32> for Cuda {
             let (scale, norm) = (r.scale as f32, i32::from(r.norm));
             {
                 let mut b = self.k("moe_route_f32")?;
-                b.arg(&gl)
-                    .arg(&gb)
+                b.arg(gl.p())
+                    .arg(gb.p())
                     .arg(&t)
                     .arg(&e)
                     .arg(&g)
@@ -704,23 +747,18 @@ impl Backend<f32> for Cuda {
                     .arg(&k)
                     .arg(&scale)
                     .arg(&norm)
-                    .arg(&mut gi)
-                    .arg(&mut gg)
-                    .arg(&mut gs);
+                    .arg(gi.p())
+                    .arg(gg.p())
+                    .arg(gs.p());
                 let cfg = LaunchConfig {
                     shared_mem_bytes: (4 * 16 * r.experts) as u32,
                     ..warp_rows(n)
                 };
                 go("moe_route_f32", b, cfg)?;
             }
-            let mut h = vec![0i32; idx.len()];
-            self.dev.download(&gi, &mut h)?;
-            for (d, &s) in idx.iter_mut().zip(&h) {
-                // K ≤ experts, so every pick is an expert (the kernel writes -1 only past them).
-                *d = s as u32;
-            }
-            self.dev.download(&gs, scores)?;
-            self.dev.download(&gg, gates)
+            self.dev.finish(&gi, idx)?;
+            self.dev.finish(&gs, scores)?;
+            self.dev.finish(&gg, gates)
         })())
     }
 
@@ -739,13 +777,13 @@ impl Backend<f32> for Cuda {
             return;
         }
         ok((|| {
-            let gs = self.dev.upload("router scores", scores)?;
-            let gi = self.dev.upload("router experts", idx)?;
-            let gg = self.dev.upload("gate gradients", dgates)?;
+            let gs = self.dev.input("router scores", scores)?;
+            let gi = self.dev.input("router experts", idx)?;
+            let gg = self.dev.input("gate gradients", dgates)?;
             let gc = balance
-                .map(|b| self.dev.upload("balance coefficients", b.coef))
+                .map(|b| self.dev.input("balance coefficients", b.coef))
                 .transpose()?;
-            let mut gd = self.dev.zeros::<f32>("router logit gradients", ds.len())?;
+            let gd = self.dev.output("router logit gradients", ds)?;
             let (tokens, e, k) = (n as i64, r.experts as i32, r.k as i32);
             let (seq, denom) =
                 balance.map_or((1, 1.0), |b| (b.seq as i32, (b.seq * b.sequences) as f64));
@@ -754,9 +792,9 @@ impl Backend<f32> for Cuda {
             let null: u64 = 0;
             {
                 let mut b = self.k("moe_route_bwd_f32")?;
-                b.arg(&gs).arg(&gi).arg(&gg);
+                b.arg(gs.p()).arg(gi.p()).arg(gg.p());
                 match &gc {
-                    Some(c) => b.arg(c),
+                    Some(c) => b.arg(c.p()),
                     None => b.arg(&null),
                 };
                 b.arg(&tokens)
@@ -766,10 +804,10 @@ impl Backend<f32> for Cuda {
                     .arg(&denom)
                     .arg(&scale)
                     .arg(&norm)
-                    .arg(&mut gd);
+                    .arg(gd.p());
                 go("moe_route_bwd_f32", b, elementwise(n))?;
             }
-            self.dev.download(&gd, ds)
+            self.dev.finish(&gd, ds)
         })())
     }
 
@@ -781,12 +819,12 @@ impl Backend<f32> for Cuda {
             "fake quantization: not [rows, {cols}]"
         );
         ok((|| {
-            let mut gx = self.dev.upload("FP8 operand", x)?;
+            let gx = self.dev.inout("FP8 operand", x)?;
             let mut bad = self.dev.zeros::<u32>("bad tiles", 1)?;
-            self.fake_quantize(&mut gx, (rows, cols), tile, &mut bad)?;
+            self.fake_quantize(&gx, (rows, cols), tile, &mut bad)?;
             let mut h = [0u32];
             self.dev.download(&bad, &mut h)?;
-            self.dev.download(&gx, x)?;
+            self.dev.finish(&gx, x)?;
             Ok(h[0] as u64)
         })())
     }
@@ -796,14 +834,14 @@ impl Backend<f32> for Cuda {
             return;
         }
         ok((|| {
-            let mut gx = self.dev.upload("BF16 rounding", x)?;
+            let gx = self.dev.inout("BF16 rounding", x)?;
             let n = x.len() as i64;
             {
                 let mut b = self.k("round_bf16_f32")?;
-                b.arg(&mut gx).arg(&n);
+                b.arg(gx.p()).arg(&n);
                 go("round_bf16_f32", b, elementwise(x.len()))?;
             }
-            self.dev.download(&gx, x)
+            self.dev.finish(&gx, x)
         })())
     }
 
@@ -813,18 +851,18 @@ impl Backend<f32> for Cuda {
             return;
         }
         ok((|| {
-            let gs = self.dev.upload("copy source", src)?;
+            let gs = self.dev.input("copy source", src)?;
             // What the copy does not overwrite must come back unchanged.
-            let mut gd = if c.covers(dst.len()) {
-                self.dev.zeros::<f32>("copy destination", dst.len())?
+            let gd = if c.covers(dst.len()) {
+                self.dev.output("copy destination", dst)?
             } else {
-                self.dev.upload("copy destination", dst)?
+                self.dev.inout("copy destination", dst)?
             };
             let [n, st, dt] = [c.dims, c.src, c.dst].map(|a| a.map(|v| v as i64));
             let (src_at, dst_at, acc) = (c.src_at as i64, c.dst_at as i64, i32::from(c.accumulate));
             {
                 let mut b = self.k("strided_copy_f32")?;
-                b.arg(&gs).arg(&mut gd);
+                b.arg(gs.p()).arg(gd.p());
                 for v in &n {
                     b.arg(v);
                 }
@@ -838,7 +876,7 @@ impl Backend<f32> for Cuda {
                 b.arg(&dst_at).arg(&acc);
                 go("strided_copy_f32", b, elementwise(c.written()))?;
             }
-            self.dev.download(&gd, dst)
+            self.dev.finish(&gd, dst)
         })())
     }
 
@@ -871,17 +909,22 @@ impl Backend<f32> for Cuda {
             return;
         }
         ok((|| {
-            let gt = self.dev.upload("dot table", table)?;
-            let gr = self.dev.upload("row indices", rows)?;
-            let gs = self.dev.upload("dot rows", src)?;
-            let mut go_ = self.dev.zeros::<f32>("row dots", out.len())?;
+            let gt = self.dev.input("dot table", table)?;
+            let gr = self.dev.input("row indices", rows)?;
+            let gs = self.dev.input("dot rows", src)?;
+            let go_ = self.dev.output("row dots", out)?;
             let (n, d32) = (rows.len() as i64, d as i32);
             {
                 let mut b = self.k("dot_rows_f32")?;
-                b.arg(&gt).arg(&gr).arg(&gs).arg(&mut go_).arg(&n).arg(&d32);
+                b.arg(gt.p())
+                    .arg(gr.p())
+                    .arg(gs.p())
+                    .arg(go_.p())
+                    .arg(&n)
+                    .arg(&d32);
                 go("dot_rows_f32", b, elementwise(rows.len()))?;
             }
-            self.dev.download(&go_, out)
+            self.dev.finish(&go_, out)
         })())
     }
 
@@ -899,19 +942,19 @@ impl Backend<f32> for Cuda {
             return;
         }
         ok((|| {
-            let mut gp = self.dev.upload("parameters", p)?;
-            let gg = self.dev.upload("gradients", g)?;
-            let mut gm = self.dev.upload("first moments", m)?;
-            let mut gv = self.dev.upload("second moments", v)?;
-            let gk = self.dev.upload("parameter kinds", kind)?;
+            let gp = self.dev.inout("parameters", p)?;
+            let gg = self.dev.input("gradients", g)?;
+            let gm = self.dev.inout("first moments", m)?;
+            let gv = self.dev.inout("second moments", v)?;
+            let gk = self.dev.input("parameter kinds", kind)?;
             let (n, bf) = (p.len() as i64, i32::from(s.bf16_moments));
             {
                 let mut b = self.k("adamw_f32")?;
-                b.arg(&mut gp)
-                    .arg(&gg)
-                    .arg(&mut gm)
-                    .arg(&mut gv)
-                    .arg(&gk)
+                b.arg(gp.p())
+                    .arg(gg.p())
+                    .arg(gm.p())
+                    .arg(gv.p())
+                    .arg(gk.p())
                     .arg(&n)
                     .arg(&s.step_size)
                     .arg(&s.beta1)
@@ -923,9 +966,9 @@ impl Backend<f32> for Cuda {
                     .arg(&bf);
                 go("adamw_f32", b, elementwise(p.len()))?;
             }
-            self.dev.download(&gp, p)?;
-            self.dev.download(&gm, m)?;
-            self.dev.download(&gv, v)
+            self.dev.finish(&gp, p)?;
+            self.dev.finish(&gm, m)?;
+            self.dev.finish(&gv, v)
         })())
     }
 
@@ -941,16 +984,16 @@ impl Backend<f32> for Cuda {
             return;
         }
         ok((|| {
-            let gx = self.dev.upload("sum of squares input", x)?;
+            let gx = self.dev.input("sum of squares input", x)?;
             let table: Vec<i64> = segments
                 .iter()
                 .flat_map(|r| [r.start as i64, r.end as i64])
                 .collect();
-            let gt = self.dev.upload("segments", &table)?;
-            let mut go_ = self.dev.zeros::<f64>("sums of squares", out.len())?;
+            let gt = self.dev.input("segments", &table)?;
+            let go_ = self.dev.output("sums of squares", out)?;
             {
                 let mut b = self.k("sum_squares_f32")?;
-                b.arg(&gx).arg(&gt).arg(&mut go_);
+                b.arg(gx.p()).arg(gt.p()).arg(go_.p());
                 let cfg = LaunchConfig {
                     grid_dim: (segments.len() as u32, 1, 1),
                     block_dim: (256, 1, 1),
@@ -958,7 +1001,7 @@ impl Backend<f32> for Cuda {
                 };
                 go("sum_squares_f32", b, cfg)?;
             }
-            self.dev.download(&go_, out)
+            self.dev.finish(&go_, out)
         })())
     }
 }
@@ -989,38 +1032,36 @@ impl Cuda {
             return;
         }
         ok((|| {
-            let gs = self.dev.upload("rows source", src)?;
-            let gr = self.dev.upload("row indices", rows)?;
-            let gscale = scale
-                .map(|s| self.dev.upload("row scales", s))
-                .transpose()?;
+            let gs = self.dev.input("rows source", src)?;
+            let gr = self.dev.input("row indices", rows)?;
+            let gscale = scale.map(|s| self.dev.input("row scales", s)).transpose()?;
             // A scatter adds into the destination; a gather overwrites all of it.
-            let mut gd = if scatter {
-                self.dev.upload("rows destination", dst)?
+            let gd = if scatter {
+                self.dev.inout("rows destination", dst)?
             } else {
-                self.dev.zeros::<f32>("rows destination", dst.len())?
+                self.dev.output("rows destination", dst)?
             };
             let (n, d32) = (rows.len() as i64, d as i32);
             // A null device pointer: no scale.
             let null: u64 = 0;
             {
                 let mut b = self.k(name)?;
-                b.arg(&gs).arg(&gr);
+                b.arg(gs.p()).arg(gr.p());
                 match &gscale {
-                    Some(g) => b.arg(g),
+                    Some(g) => b.arg(g.p()),
                     None => b.arg(&null),
                 };
-                b.arg(&mut gd).arg(&n).arg(&d32);
+                b.arg(gd.p()).arg(&n).arg(&d32);
                 go(name, b, per_id(rows.len()))?;
             }
-            self.dev.download(&gd, dst)
+            self.dev.finish(&gd, dst)
         })())
     }
 
     fn rope(&self, name: &str, t: &RopeTable<f32>, x: &mut [f32], r: RopeRows) -> Result<()> {
-        let gc = self.dev.upload("rope cos", t.cos())?;
-        let gs = self.dev.upload("rope sin", t.sin())?;
-        let mut gx = self.dev.upload("rope rows", x)?;
+        let gc = self.dev.input("rope cos", t.cos())?;
+        let gs = self.dev.input("rope sin", t.sin())?;
+        let gx = self.dev.inout("rope rows", x)?;
         let tokens = (x.len() / (r.heads * r.row_len).max(1)) as i64;
         let pairs = tokens as usize * r.heads * (t.d_rope / 2);
         let (dr, seq, heads, row_len, off) = (
@@ -1037,10 +1078,10 @@ impl Cuda {
         };
         {
             let mut b = self.k(name)?;
-            b.arg(&gc)
-                .arg(&gs)
+            b.arg(gc.p())
+                .arg(gs.p())
                 .arg(&dr)
-                .arg(&mut gx)
+                .arg(gx.p())
                 .arg(&tokens)
                 .arg(&seq)
                 .arg(&heads)
@@ -1048,7 +1089,7 @@ impl Cuda {
                 .arg(&off);
             go(name, b, cfg)?;
         }
-        self.dev.download(&gx, x)
+        self.dev.finish(&gx, x)
     }
 
     pub(crate) fn dev(&self) -> &Device {

@@ -208,11 +208,10 @@ pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<Vec<BenchRow>> {
         let bf: Vec<u16> = (0..m * k).map(|i| 0x3f80 | (i % 64) as u16).collect();
         let x16 = dev.upload("bench X bf16", &bf)?;
         let w16 = dev.upload("bench W bf16", &bf[..n * k])?;
-        let mut y32 = dev.zeros::<f32>("bench Y f32", m * n)?;
+        let y32 = dev.zeros::<f32>("bench Y f32", m * n)?;
         let p = MatMul::linear(m, n, k);
-        let ms = time(dev, 10, || {
-            dev.gemm_bf16(p, &x16, k, &w16, k, &mut y32, 0.0)
-        })?;
+        let (xa, wa, ya) = (dev.addr(&x16), dev.addr(&w16), dev.addr(&y32));
+        let ms = time(dev, 10, || dev.gemm_bf16(p, xa, k, wa, k, ya, 0.0))?;
         out.push(row(
             "BF16 cuBLAS (FP32 accumulate and output)",
             (m, n, k),
@@ -236,19 +235,10 @@ pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<Vec<BenchRow>> {
         if s <= 4096 {
             let a = dev.upload("bench A f32", &vec![0.5f32; m * k])?;
             let b = dev.upload("bench B f32", &vec![0.25f32; k * n])?;
-            let mut c = dev.zeros::<f32>("bench C f32", m * n)?;
+            let c = dev.zeros::<f32>("bench C f32", m * n)?;
             let p = MatMul::linear(m, n, k);
-            let ms = time(dev, 5, || {
-                dev.sgemm(
-                    p,
-                    &a.slice(..),
-                    k,
-                    &b.slice(..),
-                    k,
-                    &mut c.slice_mut(..),
-                    0.0,
-                )
-            })?;
+            let (aa, ba, ca) = (dev.addr(&a), dev.addr(&b), dev.addr(&c));
+            let ms = time(dev, 5, || dev.sgemm(p, aa, k, ba, k, ca, 0.0))?;
             out.push(row("FP32 cuBLAS", (m, n, k), ms));
         }
     }

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys as blas_sys};
+use cudarc::cublas::{CudaBlas, sys as blas_sys};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
-    DevicePtrMut, DeviceRepr, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    PushKernelArg, ValidAsZeroBits,
 };
 use tokenmill_kernels::backend::MatMul;
 
@@ -68,6 +68,40 @@ pub struct HostAccess {
     pub concurrent_managed: bool,
 }
 
+/// Where an operation's host slices are for its kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Memory {
+    /// Copied to device memory for the call, the results copied back (any GPU).
+    #[default]
+    Copy,
+    /// Passed by address: kernels and cuBLAS read and write the host's own pages, which the
+    /// driver migrates to the GPU at first touch and keeps there until the host touches them
+    /// (HMM: needs [`HostAccess::pageable`]). The call ends with a stream synchronisation
+    /// instead of copies.
+    Host,
+}
+
+/// A buffer an operation hands a kernel: a device copy of a host slice ([`Memory::Copy`], or
+/// an operand a kernel changes in place), or the host slice's own address ([`Memory::Host`]).
+/// It does not borrow the slice: the operation keeps the slice alive and unchanged by the host
+/// until [`Device::finish`] (every operation synchronises before it returns).
+#[derive(Debug)]
+pub struct Buf<T> {
+    ptr: u64,
+    owned: Option<CudaSlice<T>>,
+}
+
+impl<T> Buf<T> {
+    /// The address as a kernel argument.
+    pub fn p(&self) -> &u64 {
+        &self.ptr
+    }
+    /// The address `n` elements in.
+    pub fn at(&self, n: usize) -> u64 {
+        self.ptr + (n * std::mem::size_of::<T>()) as u64
+    }
+}
+
 /// A GPU with the kernels loaded.
 pub struct Device {
     ctx: Arc<CudaContext>,
@@ -87,6 +121,8 @@ pub struct Device {
     pub cubin_cached: bool,
     /// The memory model's estimate for the run, reported with out-of-memory errors.
     pub estimate: Option<u64>,
+    /// How host slices reach the kernels.
+    pub memory: Memory,
 }
 
 impl std::fmt::Debug for Device {
@@ -159,7 +195,27 @@ impl Device {
             total_memory,
             cubin_cached: compiled.cached,
             estimate: None,
+            memory: Memory::Copy,
         })
+    }
+
+    /// [`Device::open`] with host slices reaching the kernels as `memory` says; [`Memory::Host`]
+    /// is refused, naming what is missing, on a GPU that cannot reach pageable host memory.
+    pub fn open_with(ordinal: usize, memory: Memory) -> Result<Self> {
+        let mut dev = Device::open(ordinal)?;
+        if memory == Memory::Host {
+            let access = dev.host_access()?;
+            if !access.pageable {
+                return Err(Error::Unavailable(format!(
+                    "{} cannot reach pageable host memory (no HMM: it needs NVIDIA's open \
+                     kernel modules and Linux ≥ 6.1 on x86, or a coherent Grace Hopper); use \
+                     device = \"cuda\", which copies",
+                    dev.name
+                )));
+            }
+        }
+        dev.memory = memory;
+        Ok(dev)
     }
 
     /// How this GPU may reach host memory.
@@ -236,6 +292,103 @@ impl Device {
             .map_err(|e| self.oom(what, n * std::mem::size_of::<T>(), e))
     }
 
+    fn raw<T: DeviceRepr>(&self, s: CudaSlice<T>) -> Buf<T> {
+        let (ptr, _sync) = s.device_ptr(&self.stream);
+        drop(_sync);
+        Buf {
+            ptr,
+            owned: Some(s),
+        }
+    }
+
+    /// `host` as a kernel's input: by address under [`Memory::Host`], else a device copy.
+    pub fn input<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<Buf<T>> {
+        match self.memory {
+            Memory::Host => Ok(Buf {
+                ptr: host.as_ptr() as u64,
+                owned: None,
+            }),
+            Memory::Copy => Ok(self.raw(self.upload(what, host)?)),
+        }
+    }
+
+    /// A device copy of `host` whatever the memory: for an operand a kernel changes in place
+    /// that the caller's slice must not see changed.
+    pub fn copy_in<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<Buf<T>> {
+        Ok(self.raw(self.upload(what, host)?))
+    }
+
+    /// `host` as a kernel's output that it reads too (accumulation, in-place updates): by
+    /// address under [`Memory::Host`], else a device copy that [`Device::finish`] copies back.
+    pub fn inout<T: DeviceRepr>(&self, what: &str, host: &mut [T]) -> Result<Buf<T>> {
+        match self.memory {
+            Memory::Host => Ok(Buf {
+                ptr: host.as_mut_ptr() as u64,
+                owned: None,
+            }),
+            Memory::Copy => Ok(self.raw(self.upload(what, host)?)),
+        }
+    }
+
+    /// `host` as a kernel's output that it writes whole: by address under [`Memory::Host`]
+    /// (nothing done to it first), else zeroed device memory that [`Device::finish`] copies back.
+    pub fn written<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        what: &str,
+        host: &mut [T],
+    ) -> Result<Buf<T>> {
+        match self.memory {
+            Memory::Host => Ok(Buf {
+                ptr: host.as_mut_ptr() as u64,
+                owned: None,
+            }),
+            Memory::Copy => Ok(self.raw(self.zeros(what, host.len())?)),
+        }
+    }
+
+    /// `host` as a kernel's output, zeros before the kernel runs: by address under
+    /// [`Memory::Host`] (zeroed on the device, so the host's pages are not touched), else zeroed
+    /// device memory that [`Device::finish`] copies back.
+    pub fn output<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        what: &str,
+        host: &mut [T],
+    ) -> Result<Buf<T>> {
+        match self.memory {
+            Memory::Host => {
+                let ptr = host.as_mut_ptr() as u64;
+                let bytes = std::mem::size_of_val(host);
+                if bytes > 0 {
+                    let n = bytes as i64;
+                    let mut b = self.stream.launch_builder(self.func("fill_zero_u8")?);
+                    b.arg(&ptr).arg(&n);
+                    #[allow(unsafe_code)]
+                    // SAFETY: `fill_zero_u8(unsigned char*, long long)` over the `n` bytes of
+                    // the caller's live slice, which the device may reach (pageable access).
+                    unsafe { b.launch(elementwise(bytes)) }
+                        .map_err(driver(format!("zero {what}")))?;
+                }
+                Ok(Buf { ptr, owned: None })
+            }
+            Memory::Copy => Ok(self.raw(self.zeros(what, host.len())?)),
+        }
+    }
+
+    /// `n` zeroed elements of device memory as a [`Buf`] (a kernel's workspace, or the dense
+    /// form of a result that [`Device::finish`] copies back).
+    pub fn scratch<T: DeviceRepr + ValidAsZeroBits>(&self, what: &str, n: usize) -> Result<Buf<T>> {
+        Ok(self.raw(self.zeros(what, n)?))
+    }
+
+    /// Ends a kernel's use of `buf`, the buffer of `host`: copies it back (a device copy), or
+    /// waits for the stream (the host's own pages).
+    pub fn finish<T: DeviceRepr>(&self, buf: &Buf<T>, host: &mut [T]) -> Result<()> {
+        match &buf.owned {
+            Some(d) => self.download(d, host),
+            None => self.sync(),
+        }
+    }
+
     /// Copies `dev` into `host` (waits for the stream).
     pub fn download<T: DeviceRepr>(&self, dev: &CudaSlice<T>, host: &mut [T]) -> Result<()> {
         if host.is_empty() {
@@ -248,18 +401,18 @@ impl Device {
             .map_err(driver("copy to the host"))
     }
 
-    /// `C (+)= op(A)·op(B)` on device buffers with cuBLAS (row-major operands: computed as
+    /// `C (+)= op(A)·op(B)` with cuBLAS on device addresses (row-major operands: computed as
     /// `Cᵀ = op(B)ᵀ·op(A)ᵀ` in cuBLAS's column-major terms). `lda`/`ldb` are the row strides
     /// of A and B as stored, so a K-slice of a larger matrix can be passed.
     #[allow(clippy::too_many_arguments)]
     pub fn sgemm(
         &self,
         p: MatMul,
-        a: &CudaView<'_, f32>,
+        a: u64,
         lda: usize,
-        b: &CudaView<'_, f32>,
+        b: u64,
         ldb: usize,
-        c: &mut CudaViewMut<'_, f32>,
+        c: u64,
         beta: f32,
     ) -> Result<()> {
         if p.m == 0 || p.n == 0 {
@@ -272,26 +425,37 @@ impl Device {
                 blas_sys::cublasOperation_t::CUBLAS_OP_N
             }
         };
-        let cfg = GemmConfig {
-            transa: op(p.tb),
-            transb: op(p.ta),
-            m: p.n as i32,
-            n: p.m as i32,
-            k: p.k as i32,
-            alpha: 1.0f32,
-            lda: ldb as i32,
-            ldb: lda as i32,
-            beta,
-            ldc: p.n as i32,
-        };
+        let alpha = 1.0f32;
         #[allow(unsafe_code)]
-        // SAFETY: the views hold the stored operands with the given leading dimensions (the
-        // callers check the lengths against the shape) and C holds m·n elements.
-        unsafe { self.blas().gemm(cfg, b, a, c) }.map_err(|e| Error::Blas {
-            lib: "cublas",
-            op: format!("sgemm {}×{}×{}", p.m, p.n, p.k),
-            message: format!("{e:?}"),
-        })
+        // SAFETY: the callers pass addresses of the stored operands with the given leading
+        // dimensions (they check the lengths against the shape) and of C with m·n values; as
+        // in `gemm_bf16`, cuBLAS's A is our B and its B our A.
+        let r = unsafe {
+            blas_sys::cublasSgemm_v2(
+                *self.blas.handle(),
+                op(p.tb),
+                op(p.ta),
+                p.n as i32,
+                p.m as i32,
+                p.k as i32,
+                &alpha,
+                b as *const f32,
+                ldb as i32,
+                a as *const f32,
+                lda as i32,
+                &beta,
+                c as *mut f32,
+                p.n as i32,
+            )
+        };
+        if r != blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(Error::Blas {
+                lib: "cublas",
+                op: format!("sgemm {}×{}×{}", p.m, p.n, p.k),
+                message: format!("{r:?}"),
+            });
+        }
+        Ok(())
     }
 
     /// `C = op(A)·op(B) + beta·C` with BF16 operands (their `u16` bit patterns, stored as
@@ -302,19 +466,16 @@ impl Device {
     pub fn gemm_bf16(
         &self,
         p: MatMul,
-        a: &CudaSlice<u16>,
+        a: u64,
         lda: usize,
-        b: &CudaSlice<u16>,
+        b: u64,
         ldb: usize,
-        c: &mut CudaSlice<f32>,
+        c: u64,
         beta: f32,
     ) -> Result<()> {
         if p.m == 0 || p.n == 0 {
             return Ok(());
         }
-        let (ar, ac) = p.a_stored();
-        let (br, bc) = p.b_stored();
-        assert!(a.len() >= ar * ac && b.len() >= br * bc && c.len() >= p.m * p.n);
         let op = |t: bool| {
             if t {
                 blas_sys::cublasOperation_t::CUBLAS_OP_T
@@ -323,14 +484,12 @@ impl Device {
             }
         };
         let alpha = 1.0f32;
-        let (ap, _ga) = a.device_ptr(&self.stream);
-        let (bp, _gb) = b.device_ptr(&self.stream);
-        let (cp, _gc) = c.device_ptr_mut(&self.stream);
+        let (ap, bp, cp) = (a, b, c);
         #[allow(unsafe_code)]
-        // SAFETY: A and B hold their stored operands with leading dimensions `lda`, `ldb` and C
-        // holds m·n values (asserted above); row-major C = op(A)·op(B) is column-major
-        // Cᵀ = op(B)ᵀ·op(A)ᵀ, so cuBLAS's A is our B and its B our A, as in `sgemm`. The
-        // pointers' guards live until the call is enqueued on the handle's stream.
+        // SAFETY: the callers pass addresses of A and B's stored operands (BF16 bit patterns)
+        // with leading dimensions `lda`, `ldb` and of C with m·n values; row-major
+        // C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so cuBLAS's A is our B and its B
+        // our A, as in `sgemm`.
         let r = unsafe {
             blas_sys::cublasGemmEx(
                 *self.blas.handle(),
@@ -362,6 +521,12 @@ impl Device {
             });
         }
         Ok(())
+    }
+
+    /// The device address of `s` (for [`Device::sgemm`] and [`Device::gemm_bf16`]).
+    pub fn addr<T: DeviceRepr>(&self, s: &CudaSlice<T>) -> u64 {
+        let (ptr, _sync) = s.device_ptr(&self.stream);
+        ptr
     }
 
     /// Waits until the stream's work is done (and reports an asynchronous kernel error).

@@ -2,8 +2,10 @@
 //! backend's own code on the emulated CUDA driver (`tokenmill_cuda_emu::DRIVER_DIR` named first
 //! in `TOKENMILL_CUDA_LIB`, NVRTC the real one after it), and its loss curve follows the CPU's
 //! from the same data and initial weights in every precision, within the device check's
-//! tolerances. Out of device memory is an error that names the buffer, the bytes asked for and
-//! the memory model's estimate.
+//! tolerances — copying each operation's slices (`cuda`), and on the host's own memory
+//! (`cuda-hmm`: the emulated device reaches host memory, as a GPU with HMM does). Out of device
+//! memory is an error that names the buffer, the bytes asked for and the memory model's
+//! estimate; `cuda-hmm` on a device without pageable access is refused, saying why.
 
 use std::path::Path;
 use std::process::Command;
@@ -84,7 +86,10 @@ fn train(
 fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let env = [(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())];
+    let env = [
+        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
+        ("TOKENMILL_CUDA_EMU_PAGEABLE", "1".to_string()),
+    ];
     let steps = 3;
     for (precision, tol) in [("fp32", 1e-3), ("bf16", 5e-3), ("fp8", 1e-2)] {
         let (cpu, _) = train(
@@ -96,34 +101,54 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
             &[],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let (gpu, stderr) = train(
-            dir.path(),
-            &format!("cuda-{precision}"),
-            precision,
-            "cuda",
-            steps,
-            &env,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            stderr.contains("CUDA device ready") && stderr.contains("emulator"),
-            "{stderr}"
-        );
         assert_eq!(cpu.len(), steps as usize, "{cpu:?}");
-        assert_eq!(gpu.len(), cpu.len(), "{gpu:?}");
-        let max_rel =
-            cpu.iter()
-                .zip(&gpu)
-                .map(|(c, g)| ((g - c) / c).abs())
-                .fold(
-                    0.0f64,
-                    |m, r| if r.is_nan() { f64::INFINITY } else { m.max(r) },
-                );
-        eprintln!("{precision}: cpu {cpu:?}\n{precision}: cuda {gpu:?}\nmax rel {max_rel:.2e}");
-        assert!(max_rel <= tol, "{precision}: {max_rel:e} > {tol:e}");
         // The curves are the model's, not a constant: training moved the loss.
         assert_ne!(cpu[0], cpu[steps as usize - 1]);
+        for device in ["cuda", "cuda-hmm"] {
+            let (gpu, stderr) = train(
+                dir.path(),
+                &format!("{device}-{precision}"),
+                precision,
+                device,
+                steps,
+                &env,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                stderr.contains("CUDA device ready") && stderr.contains("emulator"),
+                "{stderr}"
+            );
+            assert_eq!(gpu.len(), cpu.len(), "{gpu:?}");
+            let max_rel =
+                cpu.iter()
+                    .zip(&gpu)
+                    .map(|(c, g)| ((g - c) / c).abs())
+                    .fold(
+                        0.0f64,
+                        |m, r| if r.is_nan() { f64::INFINITY } else { m.max(r) },
+                    );
+            eprintln!(
+                "{precision} cpu {cpu:?}\n{precision} {device} {gpu:?}: max rel {max_rel:.2e}"
+            );
+            assert!(
+                max_rel <= tol,
+                "{precision} on {device}: {max_rel:e} > {tol:e}"
+            );
+        }
     }
+}
+
+#[test]
+fn host_memory_training_is_refused_on_a_device_without_pageable_access() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let env = [
+        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
+        ("TOKENMILL_CUDA_EMU_PAGEABLE", "0".to_string()),
+    ];
+    let err = train(dir.path(), "no-hmm", "fp32", "cuda-hmm", 1, &env).expect_err("refused");
+    assert!(err.contains("cannot reach pageable host memory"), "{err}");
+    assert!(err.contains("device = \"cuda\""), "{err}");
 }
 
 #[test]

@@ -247,8 +247,13 @@ pub enum ComputeDevice {
     /// The CPU kernels.
     #[default]
     Cpu,
-    /// The CUDA backend (`tokenmill-cuda`).
+    /// The CUDA backend (`tokenmill-cuda`), copying each operation's slices to the GPU and back.
     Cuda,
+    /// The CUDA backend with the kernels on the host's own memory (HMM: the driver migrates
+    /// pages to the GPU at first touch), so weights, optimizer state and activations stay on the
+    /// device between operations; needs a GPU that reaches pageable host memory.
+    #[serde(rename = "cuda-hmm")]
+    CudaHmm,
 }
 
 fn default_losses_every() -> u64 {

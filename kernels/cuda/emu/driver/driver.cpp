@@ -10,7 +10,9 @@
 // most), a memory of TOKENMILL_CUDA_EMU_MEMORY bytes (default 8 GiB) whose exhaustion is
 // CUDA_ERROR_OUT_OF_MEMORY, and copies checked against the allocation they touch. Device
 // memory is host memory; every call completes before it returns (a stream is a name, an event
-// a time stamp). The kernel image NVRTC compiled for the device is checked to be a cubin and
+// a time stamp). With TOKENMILL_CUDA_EMU_PAGEABLE=1 it reports pageable memory access (HMM),
+// which it has: kernels handed host addresses read and write the host's memory. The kernel
+// image NVRTC compiled for the device is checked to be a cubin and
 // its functions are looked up by name among the emulated kernels. What it cannot model: speed,
 // concurrency between streams, and memory accesses a kernel makes outside its buffers.
 #include <chrono>
@@ -200,6 +202,14 @@ API CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
         case 76: *v = 0; break;                   // minor
         case 97: *v = kMaxOptinSmem; break;       // shared memory per block, opt-in
         case 115: *v = 1; break;                  // memory pools (cuMemAllocAsync)
+        case 88:                                  // pageable memory access (HMM): kernels
+            // here do reach host memory; reported when TOKENMILL_CUDA_EMU_PAGEABLE=1, so
+            // that both of the backend's memory modes run.
+            *v = std::getenv("TOKENMILL_CUDA_EMU_PAGEABLE") &&
+                         std::strcmp(std::getenv("TOKENMILL_CUDA_EMU_PAGEABLE"), "1") == 0
+                     ? 1
+                     : 0;
+            break;
         default: *v = 0;                          // pageable access, managed memory, ...
     }
     return CUDA_SUCCESS;

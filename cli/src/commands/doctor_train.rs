@@ -167,8 +167,20 @@ device = "{device}"
 }
 
 /// Generates the dataset under `out` and compares training on `other` (`cuda`; `cpu` to test
-/// the comparison itself) with the CPU in each precision.
-pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result<Vec<Curve>> {
+/// the comparison itself) with the CPU in each precision: the `small` preset, batch 8 × 256,
+/// or at `rehearsal` sizes `tiny`, batch 2 × 32.
+pub fn compare(
+    out: &Path,
+    steps: u64,
+    seed: u64,
+    other: &str,
+    rehearsal: bool,
+) -> anyhow::Result<Vec<Curve>> {
+    let (preset, seq, batch) = if rehearsal {
+        ("tiny", 32, 2)
+    } else {
+        ("small", 256, 8)
+    };
     let vocab = dataset(out, seed)?;
     let mut curves = Vec::new();
     for precision in ["fp32", "bf16", "fp8"] {
@@ -178,11 +190,11 @@ pub fn compare(out: &Path, steps: u64, seed: u64, other: &str) -> anyhow::Result
                 out,
                 &Run {
                     name: format!("run-{precision}-{i}-{device}"),
-                    preset: "small",
+                    preset,
                     vocab,
                     mtp: true,
-                    seq: 256,
-                    batch: 8,
+                    seq,
+                    batch,
                     lr: (1e-3, 1e-4, 5),
                     steps,
                     seed,

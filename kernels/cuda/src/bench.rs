@@ -12,7 +12,7 @@ use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, PushKernelArg};
 
 use crate::check::Row;
 use crate::device::Device;
-use crate::error::{Result, driver};
+use crate::error::{Error, Result, driver};
 use crate::fp8::{Lt, activation_scales, weight_scales};
 
 /// One benchmark line.
@@ -197,10 +197,15 @@ fn both_ways<H: HostSlice<f32> + ?Sized>(
     Ok((up, down))
 }
 
-/// FP32 (cuBLAS), BF16 (cuBLAS) and block-scaled FP8 (cuBLASLt) GEMMs at `sizes`³.
-pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<Vec<BenchRow>> {
+/// FP32 (cuBLAS), BF16 (cuBLAS) and block-scaled FP8 (cuBLASLt) GEMMs at `sizes`³. Without a
+/// usable cuBLASLt (an older CUDA, or the emulated device) the FP8 rows are left out and the
+/// error is returned beside the other rows.
+pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<(Vec<BenchRow>, Option<Error>)> {
     let mut out = Vec::new();
-    let mut lt = Lt::new(dev)?;
+    let (mut lt, vendor) = match Lt::new(dev) {
+        Ok(lt) => (Some(lt), None),
+        Err(e) => (None, Some(e)),
+    };
     for &s in sizes {
         let (m, n, k) = (s, s, s);
         // Random bits are enough for timing: BF16 values from small integers, FP8 codes
@@ -218,20 +223,22 @@ pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<Vec<BenchRow>> {
             ms,
         ));
         drop((x16, w16, y32));
-        let codes: Vec<u8> = (0..m * k).map(|i| (i % 0x70) as u8).collect();
-        let x8 = dev.upload("bench X fp8", &codes)?;
-        let w8 = dev.upload("bench W fp8", &codes[..n * k])?;
-        let xs = dev.upload("bench X scales", &vec![1.0f32; m * k.div_ceil(128)])?;
-        let ws = dev.upload(
-            "bench W scales",
-            &vec![1.0f32; n.div_ceil(128) * k.div_ceil(128).div_ceil(4) * 4],
-        )?;
-        let mut y = dev.zeros::<f32>("bench Y", m * n)?;
-        let ms = time(dev, 10, || {
-            lt.fp8_block_scaled(m, n, k, &x8, &xs, &w8, &ws, &mut y)
-        })?;
-        out.push(row("FP8 cuBLASLt 1×128·128×128 (promoted)", (m, n, k), ms));
-        drop((x8, w8, xs, ws, y));
+        if let Some(lt) = lt.as_mut() {
+            let codes: Vec<u8> = (0..m * k).map(|i| (i % 0x70) as u8).collect();
+            let x8 = dev.upload("bench X fp8", &codes)?;
+            let w8 = dev.upload("bench W fp8", &codes[..n * k])?;
+            let xs = dev.upload("bench X scales", &vec![1.0f32; m * k.div_ceil(128)])?;
+            let ws = dev.upload(
+                "bench W scales",
+                &vec![1.0f32; n.div_ceil(128) * k.div_ceil(128).div_ceil(4) * 4],
+            )?;
+            let mut y = dev.zeros::<f32>("bench Y", m * n)?;
+            let ms = time(dev, 10, || {
+                lt.fp8_block_scaled(m, n, k, &x8, &xs, &w8, &ws, &mut y)
+            })?;
+            out.push(row("FP8 cuBLASLt 1×128·128×128 (promoted)", (m, n, k), ms));
+            drop((x8, w8, xs, ws, y));
+        }
         if s <= 4096 {
             let a = dev.upload("bench A f32", &vec![0.5f32; m * k])?;
             let b = dev.upload("bench B f32", &vec![0.25f32; k * n])?;
@@ -242,7 +249,7 @@ pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<Vec<BenchRow>> {
             out.push(row("FP32 cuBLAS", (m, n, k), ms));
         }
     }
-    Ok(out)
+    Ok((out, vendor))
 }
 
 /// cuBLASLt's block-scaled FP8 GEMM against the CPU emulation (the same quantized operands;
@@ -409,7 +416,16 @@ pub fn grouped_check(dev: &Device, seed: u64) -> Result<Row> {
 /// Our own kernels' throughput: the FP8 GEMM at `size`³ and the grouped expert GEMM at
 /// DeepSeek-V3's expert shape (hidden 7168, expert width 2048, 256 experts, top-8 of
 /// `tokens` tokens: the up projection, n = 2048, k = 7168).
-pub fn own_kernels_table(dev: &Device, size: usize, tokens: usize) -> Result<Vec<BenchRow>> {
+/// DeepSeek-V3's routed experts for the grouped GEMM's timing: (experts, experts per token,
+/// output columns, inputs) — 256 experts, top-8, 7168 → 2048.
+pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
+
+pub fn own_kernels_table(
+    dev: &Device,
+    size: usize,
+    tokens: usize,
+    (experts, topk, out_cols, inputs): (usize, usize, usize, usize),
+) -> Result<Vec<BenchRow>> {
     use cudarc::driver::PushKernelArg;
     let mut out = Vec::new();
     let (m, n, k) = (size, size, size);
@@ -429,7 +445,7 @@ pub fn own_kernels_table(dev: &Device, size: usize, tokens: usize) -> Result<Vec
     out.push(row("FP8 GEMM kernel (own, CUDA cores)", (m, n, k), ms));
     drop((ga, gb, gas, gbs, gc));
 
-    let (experts, topk, n, k) = (256usize, 8usize, 2048usize, 7168usize);
+    let (n, k) = (out_cols, inputs);
     let rows = tokens * topk;
     let per = rows / experts;
     let offsets: Vec<i32> = (0..=experts).map(|e| (e * per) as i32).collect();
@@ -460,7 +476,7 @@ pub fn own_kernels_table(dev: &Device, size: usize, tokens: usize) -> Result<Vec
         crate::backend::go("grouped_gemm_f32", b, cfg)
     })?;
     out.push(row(
-        &format!("grouped expert GEMM f32 (own), 256 experts × {per} rows"),
+        &format!("grouped expert GEMM f32 (own), {experts} experts × {per} rows"),
         (rows, n, k),
         ms,
     ));

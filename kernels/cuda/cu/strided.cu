@@ -52,6 +52,20 @@ KERNEL void strided_copy_f32(const float* __restrict__ src, float* __restrict__ 
     }
 }
 
+// x[i] = v (grid-stride): Backend::fill.
+KERNEL void fill_f32(float* __restrict__ x, long long n, float v) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        x[i] = v;
+}
+
+// x[i] = x[i] · s, one rounding (grid-stride): Backend::scale, bit for bit the CPU's.
+KERNEL void scale_f32(float* __restrict__ x, long long n, float s) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        x[i] = __fmul_rn(x[i], s);
+}
+
 // Zeros `n` bytes at `p` (grid-stride): an output the backend hands a kernel by its host
 // address (device memory over pageable host memory) starts as zeros, as a fresh device buffer
 // of the copying path does, without the host touching its pages.

@@ -972,6 +972,25 @@ impl Backend<f32> for Cuda {
         })())
     }
 
+    /// Copying: on the host (a round trip would cost more than the pass); on host memory (HMM)
+    /// on the device, so the pages stay there.
+    fn fill(&self, x: &mut [f32], v: f32) {
+        if !self.moves_data() || x.is_empty() {
+            x.fill(v);
+            return;
+        }
+        ok(self.elementwise_in_place("fill_f32", "fill", x, v))
+    }
+
+    /// As [`Cuda::fill`]'s placement; `__fmul_rn`, the CPU's one rounding.
+    fn scale(&self, x: &mut [f32], s: f32) {
+        if !self.moves_data() || x.is_empty() {
+            x.iter_mut().for_each(|v| *v *= s);
+            return;
+        }
+        ok(self.elementwise_in_place("scale_f32", "scale", x, s))
+    }
+
     fn sum_squares(&self, x: &[f32], segments: &[Range<usize>], out: &mut [f64]) {
         check_segments(x.len(), segments, out.len());
         // Grid x reaches 2³¹ − 1 blocks: one per segment.
@@ -1088,6 +1107,18 @@ impl Cuda {
                 .arg(&row_len)
                 .arg(&off);
             go(name, b, cfg)?;
+        }
+        self.dev.finish(&gx, x)
+    }
+
+    /// `name(float* x, long long n, float v)` over `x` in place.
+    fn elementwise_in_place(&self, name: &str, what: &str, x: &mut [f32], v: f32) -> Result<()> {
+        let gx = self.dev.inout(what, x)?;
+        let n = x.len() as i64;
+        {
+            let mut b = self.k(name)?;
+            b.arg(gx.p()).arg(&n).arg(&v);
+            go(name, b, elementwise(x.len()))?;
         }
         self.dev.finish(&gx, x)
     }

@@ -644,6 +644,27 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
         cand.round_bf16(&mut r1);
         refb.round_bf16(&mut r2);
         rows.push(compare("round BF16", format!("64 × {d}"), &r1, &r2, 0.0));
+        // The step's gradient buffer: its mean over micro-batches, and zeroed for the next.
+        let (mut s1, mut s2) = (r1.clone(), r1);
+        cand.scale(&mut s1, 1.0 / 3.0);
+        refb.scale(&mut s2, 1.0 / 3.0);
+        rows.push(compare(
+            "scale (gradient mean)",
+            format!("64 × {d}"),
+            &s1,
+            &s2,
+            0.0,
+        ));
+        s1[7] = f32::NAN;
+        cand.fill(&mut s1, 0.0);
+        refb.fill(&mut s2, 0.0);
+        rows.push(compare(
+            "fill (zero gradients)",
+            format!("64 × {d}"),
+            &s1,
+            &s2,
+            0.0,
+        ));
     });
     // The optimizer: AdamW over every element kind, with BF16 moments and a clip scale; the
     // sums of squares behind the gradient norms, over segments of awkward lengths.

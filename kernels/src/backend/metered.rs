@@ -519,6 +519,25 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         self.inner.round_bf16(x);
         self.landed(&[n(x)]);
     }
+    // A copying device fills and scales on the host (as the CUDA backend does): no traffic.
+    fn fill(&self, x: &mut [T], v: T) {
+        if !self.moves_data() {
+            x.fill(v);
+            return;
+        }
+        self.note("fill", &[], &[n(x)]);
+        self.inner.fill(x, v);
+        self.landed(&[n(x)]);
+    }
+    fn scale(&self, x: &mut [T], s: T) {
+        if !self.moves_data() {
+            x.iter_mut().for_each(|v| *v *= s);
+            return;
+        }
+        self.note("scale", &[n(x)], &[n(x)]);
+        self.inner.scale(x, s);
+        self.landed(&[n(x)]);
+    }
     fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {
         // The destination goes up too unless the copy overwrites all of it.
         let prior = if c.covers(dst.len()) {

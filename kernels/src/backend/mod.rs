@@ -219,4 +219,13 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     /// `out[i]` = Σ x² over `segments[i]`, summed in f64 in the lane order of
     /// kernels/src/cpu/optim.rs (the gradient norms).
     fn sum_squares(&self, x: &[T], segments: &[Range<usize>], out: &mut [f64]);
+    /// `x[i] = v` (a step's gradients set to zero before it accumulates them). The CPU's is
+    /// this default; a device that keeps its buffers fills them where they are.
+    fn fill(&self, x: &mut [T], v: T) {
+        x.fill(v);
+    }
+    /// `x[i] = x[i] · s`, one rounding each (the gradients' mean over a step's micro-batches).
+    fn scale(&self, x: &mut [T], s: T) {
+        x.iter_mut().for_each(|v| *v *= s);
+    }
 }

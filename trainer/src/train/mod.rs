@@ -534,7 +534,8 @@ impl Trainer {
         let loader_state = self.loader.state();
         let batch = self.loader.next_batch()?;
         let w = self.weights();
-        self.grads.fill(0.0);
+        // On the backend: on a device that keeps the gradients, they stay there.
+        be.fill(&mut self.grads, 0.0);
         let mut sums = StepSums::default();
         let mut loads: Vec<Vec<u64>> = Vec::new();
         let mut stats = SampleStats::with_capacity(batch.samples.len());
@@ -640,8 +641,7 @@ impl Trainer {
             }
         }
         if n_micro > 1 {
-            let inv = 1.0 / n_micro as f32;
-            self.grads.iter_mut().for_each(|g| *g *= inv);
+            be.scale(&mut self.grads, 1.0 / n_micro as f32);
         }
         let StepSums {
             mut loss,

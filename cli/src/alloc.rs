@@ -19,10 +19,18 @@
 //! 1.93–1.95 s → 1.81–1.82 s, fp32 unchanged within noise (2.92–2.97 s against 2.95–3.03 s);
 //! peak memory +40 MiB.
 
+//!
+//! Training on the GPU through the host's own memory (`device = "cuda-hmm"`) wants the
+//! opposite: a buffer's pages should be fresh, so that the GPU touches them first and they are
+//! made on the device, where a kept block zeroed by the host's `memset` (or a heap chunk glibc
+//! reuses and clears for `calloc`) pulls its pages back to the CPU every step. [`fresh_pages`]
+//! switches the keeping off and has glibc map every block from 128 KiB on afresh.
+
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The system allocator with huge pages advised for large blocks.
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,9 +91,12 @@ fn take(layout: Layout) -> Option<*mut u8> {
     slot.take().map(|b| b.ptr as *mut u8)
 }
 
+/// Set by [`fresh_pages`]: no block is kept.
+static FRESH: AtomicBool = AtomicBool::new(false);
+
 /// Keeps a freed block when it is large and there is room; false when the caller must free it.
 fn keep(ptr: *mut u8, layout: Layout) -> bool {
-    if layout.size() < KEEP_FROM {
+    if layout.size() < KEEP_FROM || FRESH.load(Ordering::Relaxed) {
         return false;
     }
     let Ok(mut k) = KEPT.lock() else {
@@ -131,6 +142,28 @@ pub fn release() {
     // SAFETY: malloc_trim only returns free memory of glibc's heaps to the kernel.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Bytes in kept blocks now.
+pub fn kept_bytes() -> usize {
+    KEPT.lock()
+        .map(|k| k.iter().flatten().map(|b| b.size).sum())
+        .unwrap_or(0)
+}
+
+/// From now on, large blocks come as fresh pages for the process's life: the kept blocks are
+/// freed and none is kept again, and glibc maps every allocation of 128 KiB or more on its own
+/// (`M_MMAP_THRESHOLD`, which also stops glibc raising that threshold as it frees blocks), so
+/// zeroed memory is the kernel's zero pages, never a `memset` by the host. For training on
+/// host memory through HMM, where the GPU should be the first to touch a buffer.
+pub fn fresh_pages() {
+    FRESH.store(true, Ordering::Relaxed);
+    release();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's policy for later allocations.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
 }
 

@@ -461,6 +461,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         // losses, which must be part 4's (the same arithmetic on the same data).
         if a.speed_steps > 0 && !a.speed_presets.is_empty() {
             println!("\n6. training throughput on host memory (device = \"cuda-hmm\"), fp32");
+            // As `tokenmill train` does for cuda-hmm; the last part, so the rest of the check
+            // keeps its allocator.
+            crate::alloc::fresh_pages();
             let peak = |p: &str| gemm_peak(&rep.gemm, p);
             let spec = crate::commands::doctor_train::ThroughputSpec {
                 precisions: vec!["fp32".into()],

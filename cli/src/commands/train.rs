@@ -45,6 +45,10 @@ fn world() -> anyhow::Result<Option<Arc<dyn Communicator>>> {
 /// Runs `tokenmill train` (under `mpirun -np N` with a `[parallel]` layout: across processes).
 pub fn run(a: Args) -> anyhow::Result<()> {
     let cfg = read_config(&a.config)?;
+    if cfg.train.device == tokenmill_trainer::train::ComputeDevice::CudaHmm {
+        // The GPU first to touch each buffer's pages (crate::alloc).
+        crate::alloc::fresh_pages();
+    }
     let out = cfg.train.out.clone();
     let world = world()?;
     let lead = world.as_ref().is_none_or(|w| w.rank() == 0);

@@ -110,7 +110,7 @@ fn dispatch_source(sources: &[PathBuf]) -> String {
     let mut count = 0;
     for path in sources {
         let src = std::fs::read_to_string(path).expect("read a kernel source");
-        for (name, params) in kernels(&src) {
+        for (name, params) in kernel_decls(&src) {
             decls.push_str(&format!("KERNEL void {name}({params});\n"));
             table.push_str(&format!(
                 "    {{\"{name}\", [](void** p) {{ tm_invoke(&{name}, p); }}}},\n"
@@ -133,34 +133,5 @@ fn dispatch_source(sources: &[PathBuf]) -> String {
     )
 }
 
-/// Each `KERNEL void [__launch_bounds__(..)] name(params)` at the start of a line: its name and
-/// its parameter list with comments removed.
-fn kernels(src: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for (i, _) in src.match_indices("KERNEL void") {
-        if i > 0 && src.as_bytes()[i - 1] != b'\n' {
-            continue;
-        }
-        let mut rest = src[i + "KERNEL void".len()..].trim_start();
-        if let Some(r) = rest.strip_prefix("__launch_bounds__") {
-            rest = r.split_once(')').map_or("", |(_, r)| r).trim_start();
-        }
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let Some(open) = rest.find('(') else { continue };
-        let Some(close) = rest[open..].find(')') else {
-            continue;
-        };
-        let params: String = rest[open + 1..open + close]
-            .lines()
-            .map(|l| l.split("//").next().unwrap_or("").trim())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !name.is_empty() {
-            out.push((name, params));
-        }
-    }
-    out
-}
+// `kernel_decls`: the kernels a source defines, shared with the crate (kernels/cuda/src).
+include!("../src/decls.rs");

@@ -418,13 +418,6 @@ impl Device {
         if p.m == 0 || p.n == 0 {
             return Ok(());
         }
-        let op = |t: bool| {
-            if t {
-                blas_sys::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                blas_sys::cublasOperation_t::CUBLAS_OP_N
-            }
-        };
         let alpha = 1.0f32;
         #[allow(unsafe_code)]
         // SAFETY: the callers pass addresses of the stored operands with the given leading
@@ -448,14 +441,7 @@ impl Device {
                 p.n as i32,
             )
         };
-        if r != blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-            return Err(Error::Blas {
-                lib: "cublas",
-                op: format!("sgemm {}×{}×{}", p.m, p.n, p.k),
-                message: format!("{r:?}"),
-            });
-        }
-        Ok(())
+        blas_status(r, || format!("sgemm {}×{}×{}", p.m, p.n, p.k))
     }
 
     /// `C = op(A)·op(B) + beta·C` with BF16 operands (their `u16` bit patterns, stored as
@@ -476,13 +462,6 @@ impl Device {
         if p.m == 0 || p.n == 0 {
             return Ok(());
         }
-        let op = |t: bool| {
-            if t {
-                blas_sys::cublasOperation_t::CUBLAS_OP_T
-            } else {
-                blas_sys::cublasOperation_t::CUBLAS_OP_N
-            }
-        };
         let alpha = 1.0f32;
         let (ap, bp, cp) = (a, b, c);
         #[allow(unsafe_code)]
@@ -513,14 +492,7 @@ impl Device {
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         };
-        if r != blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-            return Err(Error::Blas {
-                lib: "cublas",
-                op: format!("BF16 GEMM (FP32 C) {}×{}×{}", p.m, p.n, p.k),
-                message: format!("{r:?}"),
-            });
-        }
-        Ok(())
+        blas_status(r, || format!("BF16 GEMM (FP32 C) {}×{}×{}", p.m, p.n, p.k))
     }
 
     /// The device address of `s` (for [`Device::sgemm`] and [`Device::gemm_bf16`]).
@@ -532,6 +504,28 @@ impl Device {
     /// Waits until the stream's work is done (and reports an asynchronous kernel error).
     pub fn sync(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver("synchronize"))
+    }
+}
+
+/// cuBLAS's operation for a transposed (`t`) or plain operand.
+fn op(t: bool) -> blas_sys::cublasOperation_t {
+    if t {
+        blas_sys::cublasOperation_t::CUBLAS_OP_T
+    } else {
+        blas_sys::cublasOperation_t::CUBLAS_OP_N
+    }
+}
+
+/// A cuBLAS status as a result, `what` naming the call.
+fn blas_status(r: blas_sys::cublasStatus_t, what: impl FnOnce() -> String) -> Result<()> {
+    if r == blas_sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(Error::Blas {
+            lib: "cublas",
+            op: what(),
+            message: format!("{r:?}"),
+        })
     }
 }
 

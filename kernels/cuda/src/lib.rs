@@ -17,6 +17,7 @@ mod attention;
 pub mod backend;
 pub mod bench;
 pub mod check;
+mod decls;
 pub mod device;
 pub mod error;
 pub mod fp8;

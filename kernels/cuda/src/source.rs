@@ -26,27 +26,11 @@ pub fn program() -> String {
 /// Names of the kernels defined in the sources (`KERNEL void [__launch_bounds__(…)] name(`),
 /// in file order.
 pub fn kernel_names() -> Vec<String> {
-    let mut names = Vec::new();
-    for (_, src) in FILES {
-        for (i, _) in src.match_indices("KERNEL void") {
-            // Only at the start of a line: not in a comment's prose.
-            if i > 0 && src.as_bytes()[i - 1] != b'\n' {
-                continue;
-            }
-            let mut rest = src[i + "KERNEL void".len()..].trim_start();
-            if let Some(r) = rest.strip_prefix("__launch_bounds__") {
-                rest = r.split_once(')').map_or("", |(_, r)| r).trim_start();
-            }
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                names.push(name);
-            }
-        }
-    }
-    names
+    FILES
+        .iter()
+        .flat_map(|(_, src)| crate::decls::kernel_decls(src))
+        .map(|(name, _)| name)
+        .collect()
 }
 
 #[cfg(test)]

@@ -92,6 +92,10 @@ pub struct Buf<T> {
 }
 
 impl<T> Buf<T> {
+    /// The host slice at `ptr` itself ([`Memory::Host`]).
+    fn host(ptr: u64) -> Self {
+        Buf { ptr, owned: None }
+    }
     /// The address as a kernel argument.
     pub fn p(&self) -> &u64 {
         &self.ptr
@@ -293,10 +297,8 @@ impl Device {
     }
 
     fn raw<T: DeviceRepr>(&self, s: CudaSlice<T>) -> Buf<T> {
-        let (ptr, _sync) = s.device_ptr(&self.stream);
-        drop(_sync);
         Buf {
-            ptr,
+            ptr: self.addr(&s),
             owned: Some(s),
         }
     }
@@ -304,10 +306,7 @@ impl Device {
     /// `host` as a kernel's input: by address under [`Memory::Host`], else a device copy.
     pub fn input<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<Buf<T>> {
         match self.memory {
-            Memory::Host => Ok(Buf {
-                ptr: host.as_ptr() as u64,
-                owned: None,
-            }),
+            Memory::Host => Ok(Buf::host(host.as_ptr() as u64)),
             Memory::Copy => Ok(self.raw(self.upload(what, host)?)),
         }
     }
@@ -322,10 +321,7 @@ impl Device {
     /// address under [`Memory::Host`], else a device copy that [`Device::finish`] copies back.
     pub fn inout<T: DeviceRepr>(&self, what: &str, host: &mut [T]) -> Result<Buf<T>> {
         match self.memory {
-            Memory::Host => Ok(Buf {
-                ptr: host.as_mut_ptr() as u64,
-                owned: None,
-            }),
+            Memory::Host => Ok(Buf::host(host.as_mut_ptr() as u64)),
             Memory::Copy => Ok(self.raw(self.upload(what, host)?)),
         }
     }
@@ -338,10 +334,7 @@ impl Device {
         host: &mut [T],
     ) -> Result<Buf<T>> {
         match self.memory {
-            Memory::Host => Ok(Buf {
-                ptr: host.as_mut_ptr() as u64,
-                owned: None,
-            }),
+            Memory::Host => Ok(Buf::host(host.as_mut_ptr() as u64)),
             Memory::Copy => Ok(self.raw(self.zeros(what, host.len())?)),
         }
     }
@@ -368,7 +361,7 @@ impl Device {
                     unsafe { b.launch(elementwise(bytes)) }
                         .map_err(driver(format!("zero {what}")))?;
                 }
-                Ok(Buf { ptr, owned: None })
+                Ok(Buf::host(ptr))
             }
             Memory::Copy => Ok(self.raw(self.zeros(what, host.len())?)),
         }
@@ -463,7 +456,6 @@ impl Device {
             return Ok(());
         }
         let alpha = 1.0f32;
-        let (ap, bp, cp) = (a, b, c);
         #[allow(unsafe_code)]
         // SAFETY: the callers pass addresses of A and B's stored operands (BF16 bit patterns)
         // with leading dimensions `lda`, `ldb` and of C with m·n values; row-major
@@ -478,14 +470,14 @@ impl Device {
                 p.m as i32,
                 p.k as i32,
                 (&alpha as *const f32).cast(),
-                bp as *const _,
+                b as *const _,
                 blas_sys::cudaDataType_t::CUDA_R_16BF,
                 ldb as i32,
-                ap as *const _,
+                a as *const _,
                 blas_sys::cudaDataType_t::CUDA_R_16BF,
                 lda as i32,
                 (&beta as *const f32).cast(),
-                cp as *mut _,
+                c as *mut _,
                 blas_sys::cudaDataType_t::CUDA_R_32F,
                 p.n as i32,
                 blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,

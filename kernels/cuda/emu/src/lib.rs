@@ -39,8 +39,8 @@ pub type Dim3 = (u32, u32, u32);
 /// One launch at a time: `__shared__` variables are process-wide statics.
 static LAUNCH: Mutex<()> = Mutex::new(());
 
-/// A raw pointer that may cross into the emulated threads (the kernels only touch what their
-/// indexing gives each thread, as on the GPU).
+/// A raw pointer that a launch's closure may capture (the kernels only touch what their
+/// indexing gives each CUDA thread, as on the GPU).
 #[derive(Debug)]
 pub struct Ptr<T>(pub *mut T);
 
@@ -51,9 +51,9 @@ impl<T> Clone for Ptr<T> {
 }
 impl<T> Copy for Ptr<T> {}
 
-// SAFETY: the pointer is only dereferenced by the kernel, whose threads write disjoint
-// elements or use atomics, exactly as on the device; the launcher joins every thread before
-// the owning buffer can be touched again.
+// SAFETY: the pointer is only dereferenced by the kernel, whose CUDA threads write disjoint
+// elements or use atomics, exactly as on the device; they run as fibers on the launching
+// thread, all returned before `launch` returns and the owning buffer can be touched again.
 unsafe impl<T> Send for Ptr<T> {}
 // SAFETY: as for `Send`.
 unsafe impl<T> Sync for Ptr<T> {}

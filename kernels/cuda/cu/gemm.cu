@@ -11,10 +11,13 @@
 //                     (matmul_lowp, LowpGemm::Fp8 { a_tile: (1, 128), b_tile: (128, 128) }),
 //                     which computes the same quantity from the fake-quantized values; the two
 //                     differ only by the rounding of the sums inside a chunk.
-//   grouped_gemm_f32  the MoE experts: y[rows,n] (+)= x_e · w_eᵀ for each expert e over its
-//                     rows offsets[e] .. offsets[e+1] of x [rows,k]; w [experts,n,k].
+//   grouped_gemm_forms_f32 / grouped_gemm_promoted_f32
+//                     the MoE experts' products in the three forms of the seam's `Grouped`
+//                     (forward, input gradient, weight gradient), every expert in one launch;
+//                     the promoted one with the FP8 accumulator model on operands the caller
+//                     fake-quantized per expert (quant.cu fp8_fake_quantize_groups_f32).
 //
-// Both: a block computes a 128 × 128 tile of the output with 256 threads, thread
+// All: a block computes a 128 × 128 tile of the output with 256 threads, thread
 // (ty, tx) = (tid / 16, tid % 16) owning the 8 × 8 outputs rows {ty·4 + i, 64 + ty·4 + i},
 // columns {tx·4 + j, 64 + tx·4 + j} (i, j < 4). K is walked in slices of 16: both operands'
 // slices are stored k-major in shared memory (As[kk][row], stride 132 floats), double
@@ -194,92 +197,8 @@ DEVICE void gm_store_f32(float* S, const tm_float4 (&v)[2]) {
     }
 }
 
-// grid (ceil(n / 128), ceil(max_rows / 128), experts), block (256, 1, 1), no dynamic shared
-// memory (33792 bytes static); max_rows: any bound on the rows of one expert (the total row
-// count will do: the blocks past an expert's rows, and all of an empty expert's, exit at
-// once). offsets [experts + 1], offsets[0] = 0, non-decreasing. Loads are 128-bit when
-// k % 4 == 0 and x, w are 16-byte aligned. accumulate != 0: y += x_e·w_eᵀ.
-KERNEL void __launch_bounds__(256, 2)
-    grouped_gemm_f32(const float* __restrict__ x, const float* __restrict__ w,
-                     float* __restrict__ y, const int* __restrict__ offsets, int experts,
-                     int n, int k, int accumulate) {
-    __shared__ tm_float4 smem4[4 * GM_SLICE / 4];
-    float* slices = reinterpret_cast<float*>(smem4);  // [2 buffers][A, B][16][132]
-    const int e = blockIdx.z;
-    if (e >= experts) return;
-    const int r0 = offsets[e], rows_e = offsets[e + 1] - r0;
-    const int m0 = blockIdx.y * GM_BM, n0 = blockIdx.x * GM_BN;
-    if (m0 >= rows_e || n0 >= n) return;  // the whole block
-    const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
-    const int mr = tm_min(GM_BM, rows_e - m0), nr = tm_min(GM_BN, n - n0);
-    const float* A = x + (long long)(r0 + m0) * k;
-    const float* B = w + ((long long)e * n + n0) * k;
-    float* C = y + (long long)(r0 + m0) * n + n0;
-    const bool vec = (k & 3) == 0 && tm_aligned16(x) && tm_aligned16(w);
-
-    float acc[8][8];
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-#pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
-    const int nslices = (k + GM_BK - 1) / GM_BK;
-    tm_float4 va[2], vb[2];
-    if (nslices > 0) {
-        gm_load_f32(va, A, mr, k, 0, vec);
-        gm_load_f32(vb, B, nr, k, 0, vec);
-        gm_store_f32(slices, va);
-        gm_store_f32(slices + GM_SLICE, vb);
-    }
-    __syncthreads();
-    for (int s = 0; s < nslices; s++) {
-        const int buf = s & 1;
-        const bool more = s + 1 < nslices;
-        if (more) {
-            gm_load_f32(va, A, mr, k, (s + 1) * GM_BK, vec);
-            gm_load_f32(vb, B, nr, k, (s + 1) * GM_BK, vec);
-        }
-        gm_slice(slices + buf * 2 * GM_SLICE, slices + buf * 2 * GM_SLICE + GM_SLICE, ty, tx, acc);
-        if (more) {
-            gm_store_f32(slices + (buf ^ 1) * 2 * GM_SLICE, va);
-            gm_store_f32(slices + (buf ^ 1) * 2 * GM_SLICE + GM_SLICE, vb);
-        }
-        __syncthreads();
-    }
-    const bool vout = (n & 3) == 0 && tm_aligned16(y);
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const int r = gm_pos(ty, i);
-        if (r >= mr) continue;
-        float* crow = C + (long long)r * n;
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int c0 = h * 64 + tx * 4;
-            float o[4];
-#pragma unroll
-            for (int j = 0; j < 4; j++) o[j] = acc[i][h * 4 + j];
-            if (vout && c0 + 4 <= nr) {
-                tm_float4* p = reinterpret_cast<tm_float4*>(crow + c0);
-                if (accumulate) {
-                    const tm_float4 old = *p;
-                    o[0] += old.x;
-                    o[1] += old.y;
-                    o[2] += old.z;
-                    o[3] += old.w;
-                }
-                const tm_float4 t = {o[0], o[1], o[2], o[3]};
-                *p = t;
-            } else {
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    if (c0 + j < nr) crow[c0 + j] = accumulate ? crow[c0 + j] + o[j] : o[j];
-                }
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Grouped f32 GEMM in the three forms of the seam's `Grouped` (kernels/src/backend/types.rs):
+// Grouped GEMM in the three forms of the seam's `Grouped` (kernels/src/backend/types.rs):
 // group e owns rows offsets[e] .. offsets[e + 1] of the row operands and the weight block
 // W_e = `e · stride` elements into the weight buffer.
 //   form 0 (forward):   C[rows_e, n] (+)= A[rows_e, k] · W_eᵀ,  W_e [n, k] in B
@@ -287,8 +206,15 @@ KERNEL void __launch_bounds__(256, 2)
 //   form 2 (weight):    W_e[n, k] (+)= A_eᵀ · B_e over the group's rows, A [rows, n], B [rows, k],
 //                       the blocks W_e in C (a group with no rows writes zeros, or nothing
 //                       when accumulating)
-// Same tiles as grouped_gemm_f32; an operand whose contracted index is its row index (k-major:
+// Same tiles as fp8_gemm_f32; an operand whose contracted index is its row index (k-major:
 // W_e in form 1, both in form 2) is copied into shared memory as it lies.
+//
+// PROMOTE: the FP8 accumulator model of kernels/src/cpu/lowp.rs (`promoted`) per group, K
+// counted from the group's own first element of the contraction: the products of each chunk
+// of FP8_CHUNK along K summed in registers (`part`), the chunk's sum truncated to acc_bits
+// mantissa bits and added into an FP32 accumulator kept in shared memory (`accs`, one column
+// per thread as in fp8_gemm_f32), which starts from C when accumulating and from zero
+// otherwise. Without it the registers are the accumulator and C (+)= their sum at the end.
 
 // Loads the thread's two groups of 4 of a k-major slice: g[(k0 + kk) · ld + p] for kk < 16,
 // p < 128 (zeros past prows columns or kext slices), g pointing at the tile's first column.
@@ -321,15 +247,13 @@ DEVICE void gm_store_kmajor(float* S, const tm_float4 (&v)[2]) {
     }
 }
 
-// grid (ceil(N / 128), ceil(max M / 128), experts) with (M, N) = (an expert's rows, n) for forms
-// 0 and 1 and (n, k) for form 2; block (256, 1, 1); no dynamic shared memory.
-// accumulate != 0: C (+)= the product.
-KERNEL void __launch_bounds__(256, 2)
-    grouped_gemm_forms_f32(const float* __restrict__ a, const float* __restrict__ b,
-                           float* __restrict__ c, const int* __restrict__ offsets, int experts,
-                           int form, int n, int k, long long stride, int accumulate) {
-    __shared__ tm_float4 smem4[4 * GM_SLICE / 4];
-    float* slices = reinterpret_cast<float*>(smem4);  // [2 buffers][A, B][16][132]
+// One block's tile of the grouped GEMM (above). slices: 4 · GM_SLICE floats of shared memory;
+// accs (PROMOTE only): 64 · 256 floats of shared memory.
+template <bool PROMOTE>
+DEVICE void grouped_tile(const float* __restrict__ a, const float* __restrict__ b,
+                         float* __restrict__ c, const int* __restrict__ offsets, int experts,
+                         int form, int n, int k, long long stride, int accumulate, int acc_bits,
+                         float* slices, float* accs) {
     const int e = blockIdx.z;
     if (e >= experts) return;
     const int r0 = offsets[e], rows_e = offsets[e + 1] - r0;
@@ -357,12 +281,26 @@ KERNEL void __launch_bounds__(256, 2)
     const long long lda = form == 2 ? n : k, ldb = form == 2 ? k : n;
     const bool vec_a = (k & 3) == 0 && tm_aligned16(a);
     const bool vec_b = (k & 3) == 0 && (stride & 3) == 0 && tm_aligned16(b);
+    const int bits = tm_max(1, tm_min(acc_bits, 23));
 
-    float acc[8][8];
+    // PROMOTE: the thread's 64 FP32 accumulators, from C when accumulating (else zero).
+    if (PROMOTE) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int r = gm_pos(ty, i);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int col = gm_pos(tx, j);
+                accs[(i * 8 + j) * 256 + tid] =
+                    accumulate && r < mr && col < nr ? C[(long long)r * ldc + col] : 0.0f;
+            }
+        }
+    }
+    float part[8][8];
 #pragma unroll
     for (int i = 0; i < 8; i++)
 #pragma unroll
-        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
+        for (int j = 0; j < 8; j++) part[i][j] = 0.0f;
     const int nslices = (K + GM_BK - 1) / GM_BK;
     tm_float4 va[2], vb[2];
     if (nslices > 0) {
@@ -386,7 +324,17 @@ KERNEL void __launch_bounds__(256, 2)
             if (b_km) gm_load_kmajor(vb, B, ldb, nr, K, k1);
             else gm_load_f32(vb, B, nr, K, k1, vec_b);
         }
-        gm_slice(slices + buf * 2 * GM_SLICE, slices + buf * 2 * GM_SLICE + GM_SLICE, ty, tx, acc);
+        gm_slice(slices + buf * 2 * GM_SLICE, slices + buf * 2 * GM_SLICE + GM_SLICE, ty, tx, part);
+        if (PROMOTE && (!more || (s + 1) * GM_BK % FP8_CHUNK == 0)) {
+            // End of a chunk of K: truncate its sum and promote it into FP32.
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    accs[(i * 8 + j) * 256 + tid] += truncate_mantissa(part[i][j], bits);
+                    part[i][j] = 0.0f;
+                }
+        }
         if (more) {
             float* next = slices + (buf ^ 1) * 2 * GM_SLICE;
             if (a_km) gm_store_kmajor(next, va);
@@ -402,15 +350,41 @@ KERNEL void __launch_bounds__(256, 2)
         if (r >= mr) continue;
         float* crow = C + (long long)r * ldc;
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int c0 = h * 64 + tx * 4;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                if (c0 + j < nr) {
-                    const float o = acc[i][h * 4 + j];
-                    crow[c0 + j] = accumulate ? crow[c0 + j] + o : o;
-                }
+        for (int j = 0; j < 8; j++) {
+            const int col = gm_pos(tx, j);
+            if (col >= nr) continue;
+            if (PROMOTE) {
+                crow[col] = accs[(i * 8 + j) * 256 + tid];
+            } else {
+                crow[col] = accumulate ? crow[col] + part[i][j] : part[i][j];
             }
         }
     }
+}
+
+// grid (ceil(N / 128), ceil(max M / 128), experts) with (M, N) = (an expert's rows, n) for forms
+// 0 and 1 and (n, k) for form 2; block (256, 1, 1); no dynamic shared memory.
+// accumulate != 0: C (+)= the product.
+KERNEL void __launch_bounds__(256, 2)
+    grouped_gemm_forms_f32(const float* __restrict__ a, const float* __restrict__ b,
+                           float* __restrict__ c, const int* __restrict__ offsets, int experts,
+                           int form, int n, int k, long long stride, int accumulate) {
+    __shared__ tm_float4 smem4[4 * GM_SLICE / 4];
+    float* slices = reinterpret_cast<float*>(smem4);  // [2 buffers][A, B][16][132]
+    grouped_tile<false>(a, b, c, offsets, experts, form, n, k, stride, accumulate, 23, slices,
+                        nullptr);
+}
+
+// The same with the FP8 accumulator model: acc_bits in 1..23 (23: no truncation, the chunk
+// sums still added one by one). Launch: as grouped_gemm_forms_f32 with dynamic shared memory
+// 99328 bytes (2 buffers × 2 operands × 16 × 132 floats of slices + 128 × 128 floats of
+// accumulators; over 48 KiB: the kernel must opt in, as every kernel here does).
+KERNEL void __launch_bounds__(256, 2)
+    grouped_gemm_promoted_f32(const float* __restrict__ a, const float* __restrict__ b,
+                              float* __restrict__ c, const int* __restrict__ offsets,
+                              int experts, int form, int n, int k, long long stride,
+                              int accumulate, int acc_bits) {
+    DYNAMIC_SHARED(float, sm);
+    grouped_tile<true>(a, b, c, offsets, experts, form, n, k, stride, accumulate, acc_bits, sm,
+                       sm + 4 * GM_SLICE);
 }

@@ -38,15 +38,16 @@ DEVICE QuantTile tile_at(int tx, int ty, int rows, int cols, int tile_rows, int 
     return t;
 }
 
-// In place: each element becomes e4m3(x / s) · s with s = amax / 448 over its tile, the values
-// an FP8 GEMM computes with. A tile whose amax is 0 is left as is; a tile holding a NaN or an
-// infinity cannot be scaled: it becomes NaN and is counted in *bad_tiles (atomicAdd), never
-// silently saturated (quant::fake_quantize, Exact rounding, bit for bit).
-// Launch: grid (ceil(cols / tile_cols), min(ceil(rows / tile_rows), 65535)), block 256,
-// dynamic shared 0 (one block per tile; the blocks stride over the tile rows past 65535).
-KERNEL void fp8_fake_quantize_f32(float* __restrict__ x, int rows, int cols, int tile_rows,
-                                  int tile_cols, unsigned int* __restrict__ bad_tiles) {
-    __shared__ float scratch[32];
+// Each element of the tiles in column blockIdx.x, rows blockIdx.y, blockIdx.y + gridDim.y, …
+// of the rows × cols matrix src becomes, at the same place of dst (which may be src),
+// e4m3(x / s) · s with s = amax / 448 over its tile: the values an FP8 GEMM computes with. A
+// tile whose amax is 0 is copied as is; a tile holding a NaN or an infinity cannot be scaled:
+// it becomes NaN and is counted in *bad_tiles (atomicAdd), never silently saturated
+// (quant::fake_quantize, Exact rounding, bit for bit). Each thread reads the elements it
+// writes, so src == dst is allowed.
+DEVICE void fake_quantize_tiles(const float* src, float* dst, int rows, int cols, int tile_rows,
+                                int tile_cols, unsigned int* __restrict__ bad_tiles,
+                                float* scratch) {
     int tiles_y = (rows + tile_rows - 1) / tile_rows;
     int tx = blockIdx.x;
     for (int ty = blockIdx.y; ty < tiles_y; ty += gridDim.y) {
@@ -55,19 +56,64 @@ KERNEL void fp8_fake_quantize_f32(float* __restrict__ x, int rows, int cols, int
         // amax over the tile, a non-finite element counting as +inf (the tile is bad).
         float amax = 0.0f;
         for (int e = threadIdx.x; e < count; e += blockDim.x) {
-            float v = x[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
+            float v = src[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
             amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
         }
         amax = block_max(amax, scratch);
-        if (amax == 0.0f) continue;
         bool bad = amax == TM_INF;
         if (bad && threadIdx.x == 0) atomicAdd(bad_tiles, 1u);
         float s = amax / E4M3_MAX;
         for (int e = threadIdx.x; e < count; e += blockDim.x) {
-            float* p = x + (long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w;
-            *p = bad ? TM_NAN : e4m3_to_f32(f32_to_e4m3(*p / s)) * s;
+            long long at = (long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w;
+            float v = src[at];
+            dst[at] = amax == 0.0f ? v : bad ? TM_NAN : e4m3_to_f32(f32_to_e4m3(v / s)) * s;
         }
     }
+}
+
+// The rows × cols matrix src fake-quantized into dst (fake_quantize_tiles; in place when
+// src == dst).
+// Launch: grid (ceil(cols / tile_cols), min(ceil(rows / tile_rows), 65535)), block 256,
+// dynamic shared 0 (one block per tile; the blocks stride over the tile rows past 65535).
+KERNEL void fp8_fake_quantize_f32(const float* src, float* dst, int rows, int cols,
+                                  int tile_rows, int tile_cols,
+                                  unsigned int* __restrict__ bad_tiles) {
+    __shared__ float scratch[32];
+    fake_quantize_tiles(src, dst, rows, cols, tile_rows, tile_cols, bad_tiles, scratch);
+}
+
+// The operands of the MoE experts' grouped FP8 GEMM, which the CPU quantizes expert by expert
+// (kernels/src/cpu/grouped.rs): group g (blockIdx.z) of offsets [groups + 1] (non-decreasing).
+//
+// rows:   group g's rows offsets[g] .. offsets[g + 1] of the [*, cols] matrix src, quantized
+//         as a matrix of its own (its tiles counted from its first row) into the same rows of
+//         dst. A group without rows has nothing to quantize.
+// blocks: group g's rows × cols weight block at src + g · src_stride, into dst + g ·
+//         dst_stride, only when the group has rows (the CPU does not quantize the weight of
+//         an expert without tokens, nor count its tiles).
+// Launch: grid (ceil(cols / tile_cols), min(ceil(R / tile_rows), 65535), groups), R the most
+// rows of one group's matrix; block 256, dynamic shared 0. src == dst is allowed.
+KERNEL void fp8_fake_quantize_rows_f32(const float* src, float* dst,
+                                       const int* __restrict__ offsets, int groups, int cols,
+                                       int tile_rows, int tile_cols,
+                                       unsigned int* __restrict__ bad_tiles) {
+    __shared__ float scratch[32];
+    const int g = blockIdx.z;
+    if (g >= groups) return;
+    const long long at = (long long)offsets[g] * cols;
+    fake_quantize_tiles(src + at, dst + at, offsets[g + 1] - offsets[g], cols, tile_rows,
+                        tile_cols, bad_tiles, scratch);
+}
+
+KERNEL void fp8_fake_quantize_blocks_f32(const float* src, long long src_stride, float* dst,
+                                         long long dst_stride, const int* __restrict__ offsets,
+                                         int groups, int rows, int cols, int tile_rows,
+                                         int tile_cols, unsigned int* __restrict__ bad_tiles) {
+    __shared__ float scratch[32];
+    const int g = blockIdx.z;
+    if (g >= groups || offsets[g + 1] == offsets[g]) return;
+    fake_quantize_tiles(src + g * src_stride, dst + g * dst_stride, rows, cols, tile_rows,
+                        tile_cols, bad_tiles, scratch);
 }
 
 // codes [rows, cols] = e4m3(x / s), scales [ceil(rows / tile_rows), ceil(cols / tile_cols)]

@@ -6,7 +6,8 @@
 //! slices' own addresses instead ([`crate::device::Buf`]): the driver migrates the pages to the
 //! GPU at first touch and they stay there until the host touches them, so weights, optimizer
 //! state and activations stay resident without a device buffer type in the seam; operands a
-//! kernel changes in place (the FP8 GEMM's quantized copies) are still copied.
+//! kernel converts (the FP8 GEMMs' quantized operands) are written into device buffers by
+//! kernels reading the slices' addresses.
 //!
 //! The seam's operations return no errors; a CUDA failure here (out of memory, a kernel fault)
 //! panics with the backend's error message, which names the operation and the sizes.
@@ -90,9 +91,12 @@ impl Cuda {
     }
 
     /// The grouped GEMM in one call: the row operand(s) up once, each group's weight block up
-    /// on its own (not the other projections between them), every group's product in one
-    /// launch of our grouped kernel, the result back once. A low-precision format runs each
-    /// group through [`Cuda::try_matmul_lowp`] (its quantization kernels per operand).
+    /// on its own (not the other projections between them), the result back once. FP32: every
+    /// group's product in one launch of our grouped kernel. FP8: the operands fake-quantized
+    /// group by group (tiles counted from each expert's first row, as the CPU quantizes each
+    /// expert's operands), then every group's product in one launch of the grouped kernel with
+    /// the FP8 accumulator model. BF16: the operands converted once, then each group's product
+    /// on the tensor cores (cuBLAS `GemmEx`), all on the device.
     fn try_grouped_matmul(
         &self,
         g: Grouped<'_>,
@@ -101,58 +105,158 @@ impl Cuda {
         c: &mut [f32],
         format: Option<LowpGemm>,
     ) -> Result<u64> {
-        if let Some(f) = format {
-            // Per group, on the host slices: the same operands as the expert alone.
-            return Ok(grouped::each_group(g, a, b, c, false, |p, a, b, c| {
-                ok(self.try_matmul_lowp(p, a, b, c, f))
-            }));
-        }
         grouped::check(&g, a, b, c);
+        let groups = g.groups();
         let weights = g.form != GroupedForm::Weight;
-        let da = self.dev.input("grouped A", a)?;
         let nk = g.n * g.k;
         let host = self.dev.memory == Memory::Host;
+        let has_rows = |e: usize| g.offsets[e + 1] > g.offsets[e];
         // By address (host memory): the weight buffer as it lies, its blocks `stride` apart;
-        // the kernel writes every group's block of a weight gradient (zeros for a group
+        // the kernels write every group's block of a weight gradient (zeros for a group
         // without rows) and every row of the other forms, so nothing is zeroed first. Copied:
         // only the blocks, dense, `n · k` apart.
-        let (db, dc, stride) = if host {
-            let db = self.dev.input("grouped B", b)?;
-            (db, self.dev.inout("grouped C", c)?, g.stride)
-        } else {
-            let blocks_of = |buf: &[f32], want: &dyn Fn(usize) -> bool| -> Vec<f32> {
-                let mut v = vec![0f32; g.groups() * nk];
-                for e in (0..g.groups()).filter(|&e| want(e)) {
-                    v[e * nk..(e + 1) * nk].copy_from_slice(&buf[g.block(e)]);
-                }
-                v
-            };
-            let has_rows = |e: usize| g.offsets[e + 1] > g.offsets[e];
-            let db = if weights {
-                self.dev
-                    .copy_in("grouped weights", &blocks_of(b, &has_rows))?
-            } else {
-                self.dev.copy_in("grouped B", b)?
-            };
-            let dc = match (weights, g.accumulate) {
-                (true, true) => self.dev.copy_in("grouped C", c)?,
-                (true, false) => self.dev.scratch::<f32>("grouped C", c.len())?,
-                (false, true) => self
-                    .dev
-                    .copy_in("grouped weight gradients", &blocks_of(c, &|_| true))?,
-                (false, false) => self
-                    .dev
-                    .scratch::<f32>("grouped weight gradients", g.groups() * nk)?,
-            };
-            (db, dc, nk)
+        let blocks_of = |buf: &[f32], want: &dyn Fn(usize) -> bool| -> Vec<f32> {
+            let mut v = vec![0f32; groups * nk];
+            for e in (0..groups).filter(|&e| want(e)) {
+                v[e * nk..(e + 1) * nk].copy_from_slice(&buf[g.block(e)]);
+            }
+            v
         };
-        // One launch for every expert (cu/gemm.cu `grouped_gemm_forms_f32`).
+        let da = self.dev.input("grouped A", a)?;
+        let (db, b_stride) = if host || !weights {
+            (self.dev.input("grouped B", b)?, g.stride)
+        } else {
+            let blocks = blocks_of(b, &has_rows);
+            (self.dev.copy_in("grouped weights", &blocks)?, nk)
+        };
+        let (dc, c_stride) = match (host, weights, g.accumulate) {
+            (true, _, _) => (self.dev.inout("grouped C", c)?, g.stride),
+            (false, true, true) => (self.dev.copy_in("grouped C", c)?, nk),
+            (false, true, false) => (self.dev.scratch::<f32>("grouped C", c.len())?, nk),
+            (false, false, true) => {
+                let blocks = blocks_of(c, &|_| true);
+                (self.dev.copy_in("grouped weight gradients", &blocks)?, nk)
+            }
+            (false, false, false) => (
+                self.dev
+                    .scratch::<f32>("grouped weight gradients", groups * nk)?,
+                nk,
+            ),
+        };
         let offsets: Vec<i32> = g
             .offsets
             .iter()
             .map(|&o| i32::try_from(o).expect("grouped GEMM: rows past 2³¹"))
             .collect();
         let goff = self.dev.input("expert offsets", &offsets)?;
+        let mut bad = 0u64;
+        match format {
+            None => {
+                let stride = if weights { b_stride } else { c_stride };
+                self.grouped_launch(&g, (*da.p(), *db.p(), *dc.p()), &goff, stride, None)?;
+            }
+            Some(LowpGemm::Fp8 { a_tile, b_tile }) => {
+                // Quantized in place on device copies; on host memory into device buffers,
+                // never the caller's slices.
+                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                let a_cols = if weights { g.k } else { g.n };
+                let qa = self.quantized_dst("grouped FP8 A", &da, a.len())?;
+                let qa_at = qa.as_ref().map_or(*da.p(), |q| *q.p());
+                self.fake_quantize_rows(&g, (*da.p(), qa_at), &goff, a_cols, a_tile, &mut dbad)?;
+                let (qb, b_at, stride) = if weights {
+                    // The blocks of experts with rows, as stored: [n, k] forward, [k, n] input.
+                    let (rows, cols) = match g.form {
+                        GroupedForm::Forward => (g.n, g.k),
+                        _ => (g.k, g.n),
+                    };
+                    let qb = self.quantized_dst("grouped FP8 weights", &db, groups * nk)?;
+                    let (at, dst_stride) =
+                        qb.as_ref().map_or((*db.p(), b_stride), |q| (*q.p(), nk));
+                    let blocks = Blocks {
+                        src: *db.p(),
+                        src_stride: b_stride,
+                        dst: at,
+                        dst_stride,
+                        rows,
+                        cols,
+                    };
+                    self.fake_quantize_blocks(&g, blocks, &goff, b_tile, &mut dbad)?;
+                    (qb, at, dst_stride)
+                } else {
+                    let qb = self.quantized_dst("grouped FP8 B", &db, b.len())?;
+                    let at = qb.as_ref().map_or(*db.p(), |q| *q.p());
+                    self.fake_quantize_rows(&g, (*db.p(), at), &goff, g.k, b_tile, &mut dbad)?;
+                    (qb, at, c_stride)
+                };
+                let bits = Some(FP8_ACC_MANTISSA_BITS as i32);
+                self.grouped_launch(&g, (qa_at, b_at, *dc.p()), &goff, stride, bits)?;
+                let mut h = [0u32];
+                self.dev.download(&dbad, &mut h)?;
+                bad = h[0] as u64;
+                drop((qa, qb));
+            }
+            Some(LowpGemm::Bf16) => {
+                // The operands as BF16 once; each group's product on the tensor cores.
+                let a16 = self.to_bf16(*da.p(), a.len())?;
+                let b16 = if weights {
+                    let y = self.dev.zeros::<u16>("BF16 weights", groups * nk)?;
+                    let at = self.dev.addr(&y);
+                    for e in (0..groups).filter(|&e| has_rows(e)) {
+                        self.to_bf16_into(db.at(e * b_stride), at + (e * nk * 2) as u64, nk)?;
+                    }
+                    y
+                } else {
+                    self.to_bf16(*db.p(), b.len())?
+                };
+                let (a16_at, b16_at) = (self.dev.addr(&a16), self.dev.addr(&b16));
+                let beta = if g.accumulate { 1.0 } else { 0.0 };
+                for e in 0..groups {
+                    let (p, [ra, rb, rc]) = grouped::group(&g, e);
+                    if p.m == 0 || p.n == 0 {
+                        continue;
+                    }
+                    let (b_at, c_at) = if weights {
+                        (b16_at + (e * nk * 2) as u64, dc.at(rc.start))
+                    } else {
+                        (b16_at + (rb.start * 2) as u64, dc.at(e * c_stride))
+                    };
+                    if p.k == 0 {
+                        // An expert with no rows: its weight gradient is zero.
+                        if !g.accumulate {
+                            self.fill_at(c_at, nk, 0.0)?;
+                        }
+                        continue;
+                    }
+                    let a_at = a16_at + (ra.start * 2) as u64;
+                    let (lda, ldb) = (p.a_stored().1, p.b_stored().1);
+                    self.dev.gemm_bf16(p, a_at, lda, b_at, ldb, c_at, beta)?;
+                }
+            }
+        }
+        if host || weights {
+            self.dev.finish(&dc, c)?;
+        } else {
+            let mut blocks = vec![0f32; groups * nk];
+            self.dev.finish(&dc, &mut blocks)?;
+            for e in 0..groups {
+                c[g.block(e)].copy_from_slice(&blocks[e * nk..(e + 1) * nk]);
+            }
+        }
+        Ok(bad)
+    }
+
+    /// One launch of the grouped kernel over every group (cu/gemm.cu): `grouped_gemm_forms_f32`,
+    /// or with `acc_bits` the FP8 accumulator model's `grouped_gemm_promoted_f32`. `stride`: the
+    /// weight blocks' (forms forward and input) or the weight gradient's (form weight) as the
+    /// buffers at `b`, `c` hold them.
+    fn grouped_launch(
+        &self,
+        g: &Grouped<'_>,
+        (a, b, c): (u64, u64, u64),
+        offsets: &Buf<i32>,
+        stride: usize,
+        acc_bits: Option<i32>,
+    ) -> Result<()> {
         let (m_max, n_cols) = match g.form {
             GroupedForm::Weight => (g.n, g.k),
             _ => (
@@ -160,65 +264,155 @@ impl Cuda {
                 g.n,
             ),
         };
-        if m_max > 0 && n_cols > 0 {
-            let form: i32 = match g.form {
-                GroupedForm::Forward => 0,
-                GroupedForm::Input => 1,
-                GroupedForm::Weight => 2,
-            };
-            let (experts, n, k) = (g.groups() as i32, g.n as i32, g.k as i32);
-            let (stride, acc) = (stride as i64, i32::from(g.accumulate));
-            let cfg = LaunchConfig {
-                grid_dim: (
-                    n_cols.div_ceil(128) as u32,
-                    m_max.div_ceil(128) as u32,
-                    g.groups() as u32,
-                ),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut b_ = self.k("grouped_gemm_forms_f32")?;
-            b_.arg(da.p())
-                .arg(db.p())
-                .arg(dc.p())
-                .arg(goff.p())
-                .arg(&experts)
-                .arg(&form)
-                .arg(&n)
-                .arg(&k)
-                .arg(&stride)
-                .arg(&acc);
-            go("grouped_gemm_forms_f32", b_, cfg)?;
+        if m_max == 0 || n_cols == 0 {
+            return Ok(());
         }
-        if host || weights {
-            self.dev.finish(&dc, c)?;
-        } else {
-            let mut blocks = vec![0f32; g.groups() * nk];
-            self.dev.finish(&dc, &mut blocks)?;
-            for e in 0..g.groups() {
-                c[g.block(e)].copy_from_slice(&blocks[e * nk..(e + 1) * nk]);
-            }
+        let form: i32 = match g.form {
+            GroupedForm::Forward => 0,
+            GroupedForm::Input => 1,
+            GroupedForm::Weight => 2,
+        };
+        let (experts, n, k) = (g.groups() as i32, g.n as i32, g.k as i32);
+        let (stride, acc) = (stride as i64, i32::from(g.accumulate));
+        let name = match acc_bits {
+            None => "grouped_gemm_forms_f32",
+            Some(_) => "grouped_gemm_promoted_f32",
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (
+                n_cols.div_ceil(128) as u32,
+                m_max.div_ceil(128) as u32,
+                g.groups() as u32,
+            ),
+            block_dim: (256, 1, 1),
+            // The promoted kernel's slices and accumulators (cu/gemm.cu).
+            shared_mem_bytes: if acc_bits.is_some() { 99_328 } else { 0 },
+        };
+        let mut l = self.k(name)?;
+        l.arg(&a)
+            .arg(&b)
+            .arg(&c)
+            .arg(offsets.p())
+            .arg(&experts)
+            .arg(&form)
+            .arg(&n)
+            .arg(&k)
+            .arg(&stride)
+            .arg(&acc);
+        if let Some(bits) = &acc_bits {
+            l.arg(bits);
         }
-        Ok(0)
+        go(name, l, cfg)
     }
 
-    /// The BF16 bit patterns of `x`'s first `n` values (round to nearest even).
-    fn to_bf16(&self, x: &Buf<f32>, n: usize) -> Result<CudaSlice<u16>> {
-        let mut y = self.dev.zeros::<u16>("BF16 operand", n)?;
-        let n64 = n as i64;
-        {
-            let mut b = self.k("to_bf16_f32")?;
-            b.arg(x.p()).arg(&mut y).arg(&n64);
-            go("to_bf16_f32", b, elementwise(n))?;
+    /// Where an operand at `src` (`n` values) is quantized: in place when it is a device copy
+    /// (`None`), into a new device buffer when it is the caller's own memory.
+    fn quantized_dst(&self, what: &str, src: &Buf<f32>, n: usize) -> Result<Option<Buf<f32>>> {
+        if src.is_copy() {
+            Ok(None)
+        } else {
+            Ok(Some(self.dev.scratch::<f32>(what, n)?))
         }
+    }
+
+    /// The `n` values at `at` set to `v` on the device.
+    fn fill_at(&self, at: u64, n: usize, v: f32) -> Result<()> {
+        let n64 = n as i64;
+        let mut b = self.k("fill_f32")?;
+        b.arg(&at).arg(&n64).arg(&v);
+        go("fill_f32", b, elementwise(n))
+    }
+
+    /// The BF16 bit patterns of the `n` values at `x` (round to nearest even).
+    fn to_bf16(&self, x: u64, n: usize) -> Result<CudaSlice<u16>> {
+        let y = self.dev.zeros::<u16>("BF16 operand", n)?;
+        self.to_bf16_into(x, self.dev.addr(&y), n)?;
         Ok(y)
     }
 
-    /// Fake-quantizes `x` (`rows × cols` as stored) to E4M3 with `tile` scales, in place;
-    /// non-finite tiles are counted into `bad`.
+    /// `y[i]` = the BF16 bit pattern of `x[i]`, `i < n`.
+    fn to_bf16_into(&self, x: u64, y: u64, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let n64 = n as i64;
+        let mut b = self.k("to_bf16_f32")?;
+        b.arg(&x).arg(&y).arg(&n64);
+        go("to_bf16_f32", b, elementwise(n))
+    }
+
+    /// Each group's rows `offsets[e] .. offsets[e + 1]` of the `[rows, cols]` matrix at `src`
+    /// fake-quantized to E4M3 with `tile` scales counted from the group's first row, into the
+    /// same places at `dst` (which may be `src`); non-finite tiles are counted into `bad`.
+    /// `g` gives the groups' row counts on the host (the grid's bound).
+    fn fake_quantize_rows(
+        &self,
+        g: &Grouped<'_>,
+        (src, dst): (u64, u64),
+        offsets: &Buf<i32>,
+        cols: usize,
+        tile: (usize, usize),
+        bad: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        let max_rows = g.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        if cols == 0 || max_rows == 0 {
+            return Ok(());
+        }
+        let (groups, c, tr, tc) = (g.groups() as i32, cols as i32, tile.0 as i32, tile.1 as i32);
+        let mut b = self.k("fp8_fake_quantize_rows_f32")?;
+        b.arg(&src)
+            .arg(&dst)
+            .arg(offsets.p())
+            .arg(&groups)
+            .arg(&c)
+            .arg(&tr)
+            .arg(&tc)
+            .arg(&mut *bad);
+        go(
+            "fp8_fake_quantize_rows_f32",
+            b,
+            quantize_cfg(max_rows, cols, tile, g.groups()),
+        )
+    }
+
+    /// The weight blocks of the groups with rows (`blocks.rows × blocks.cols` each, as stored)
+    /// fake-quantized to E4M3 with `tile` scales, each as a matrix of its own; non-finite tiles
+    /// are counted into `bad`.
+    fn fake_quantize_blocks(
+        &self,
+        g: &Grouped<'_>,
+        blocks: Blocks,
+        offsets: &Buf<i32>,
+        tile: (usize, usize),
+        bad: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        if blocks.rows == 0 || blocks.cols == 0 || g.groups() == 0 {
+            return Ok(());
+        }
+        let (ss, ds) = (blocks.src_stride as i64, blocks.dst_stride as i64);
+        let (groups, r, c) = (g.groups() as i32, blocks.rows as i32, blocks.cols as i32);
+        let (tr, tc) = (tile.0 as i32, tile.1 as i32);
+        let mut b = self.k("fp8_fake_quantize_blocks_f32")?;
+        b.arg(&blocks.src)
+            .arg(&ss)
+            .arg(&blocks.dst)
+            .arg(&ds)
+            .arg(offsets.p())
+            .arg(&groups)
+            .arg(&r)
+            .arg(&c)
+            .arg(&tr)
+            .arg(&tc)
+            .arg(&mut *bad);
+        let cfg = quantize_cfg(blocks.rows, blocks.cols, tile, g.groups());
+        go("fp8_fake_quantize_blocks_f32", b, cfg)
+    }
+
+    /// Fake-quantizes the `rows × cols` matrix (as stored) at `src` to E4M3 with `tile`
+    /// scales, into `dst` (which may be `src`); non-finite tiles are counted into `bad`.
     fn fake_quantize(
         &self,
-        x: &Buf<f32>,
+        (src, dst): (u64, u64),
         (rows, cols): (usize, usize),
         tile: (usize, usize),
         bad: &mut CudaSlice<u32>,
@@ -226,27 +420,18 @@ impl Cuda {
         if rows == 0 || cols == 0 {
             return Ok(());
         }
-        let cfg = LaunchConfig {
-            // The kernel's blocks stride over tile rows past the grid's 65,535.
-            grid_dim: (
-                cols.div_ceil(tile.1) as u32,
-                rows.div_ceil(tile.0).min(65_535) as u32,
-                1,
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        // The kernel's blocks stride over tile rows past the grid's 65,535.
+        let cfg = quantize_cfg(rows, cols, tile, 1);
         let (r, c, tr, tc) = (rows as i32, cols as i32, tile.0 as i32, tile.1 as i32);
-        {
-            let mut b = self.k("fp8_fake_quantize_f32")?;
-            b.arg(x.p())
-                .arg(&r)
-                .arg(&c)
-                .arg(&tr)
-                .arg(&tc)
-                .arg(&mut *bad);
-            go("fp8_fake_quantize_f32", b, cfg)
-        }
+        let mut b = self.k("fp8_fake_quantize_f32")?;
+        b.arg(&src)
+            .arg(&dst)
+            .arg(&r)
+            .arg(&c)
+            .arg(&tr)
+            .arg(&tc)
+            .arg(&mut *bad);
+        go("fp8_fake_quantize_f32", b, cfg)
     }
 
     fn try_matmul_lowp(
@@ -258,18 +443,8 @@ impl Cuda {
         format: LowpGemm,
     ) -> Result<u64> {
         p.check(a, b, c);
-        // FP8 quantizes the operands in place: on device copies, never the caller's slices.
-        let (da, db) = if matches!(format, LowpGemm::Fp8 { .. }) {
-            (
-                self.dev.copy_in("low-precision GEMM A", a)?,
-                self.dev.copy_in("low-precision GEMM B", b)?,
-            )
-        } else {
-            (
-                self.dev.input("low-precision GEMM A", a)?,
-                self.dev.input("low-precision GEMM B", b)?,
-            )
-        };
+        let da = self.dev.input("low-precision GEMM A", a)?;
+        let db = self.dev.input("low-precision GEMM B", b)?;
         // Partial sums are added into C: zeros unless it accumulates.
         let dc = if p.accumulate {
             self.dev.inout("low-precision GEMM C", c)?
@@ -281,16 +456,25 @@ impl Cuda {
         match format {
             LowpGemm::Bf16 => {
                 // The operands as BF16 on the tensor cores (products exact, FP32 sums).
-                let a16 = self.to_bf16(&da, a.len())?;
-                let b16 = self.to_bf16(&db, b.len())?;
+                let a16 = self.to_bf16(*da.p(), a.len())?;
+                let b16 = self.to_bf16(*db.p(), b.len())?;
                 let beta = if p.accumulate { 1.0 } else { 0.0 };
                 let (a16, b16) = (self.dev.addr(&a16), self.dev.addr(&b16));
                 self.dev.gemm_bf16(p, a16, lda, b16, ldb, *dc.p(), beta)?;
             }
             LowpGemm::Fp8 { a_tile, b_tile } => {
+                // Quantized in place on device copies; on host memory into device buffers,
+                // never the caller's slices.
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
-                self.fake_quantize(&da, p.a_stored(), a_tile, &mut dbad)?;
-                self.fake_quantize(&db, p.b_stored(), b_tile, &mut dbad)?;
+                let qa = self.quantized_dst("FP8 GEMM A", &da, a.len())?;
+                let qb = self.quantized_dst("FP8 GEMM B", &db, b.len())?;
+                let (da, db) = (
+                    (*da.p(), qa.as_ref().unwrap_or(&da)),
+                    (*db.p(), qb.as_ref().unwrap_or(&db)),
+                );
+                self.fake_quantize((da.0, *da.1.p()), p.a_stored(), a_tile, &mut dbad)?;
+                self.fake_quantize((db.0, *db.1.p()), p.b_stored(), b_tile, &mut dbad)?;
+                let (da, db) = (da.1, db.1);
                 // Per chunk of K: the product into `part`, truncated to the tensor-core
                 // accumulator's mantissa and promoted (added) into C in FP32.
                 let part = self.dev.zeros::<f32>("FP8 partial sums", c.len())?;
@@ -332,6 +516,32 @@ pub(crate) fn go(name: &str, mut b: LaunchArgs<'_>, cfg: LaunchConfig) -> Result
     unsafe { b.launch(cfg) }
         .map(|_| ())
         .map_err(driver(format!("launch {name}")))
+}
+
+/// Weight blocks to quantize: `rows × cols` each, group `e`'s at `src + e · src_stride`
+/// elements, quantized to `dst + e · dst_stride`.
+#[derive(Debug, Clone, Copy)]
+struct Blocks {
+    src: u64,
+    src_stride: usize,
+    dst: u64,
+    dst_stride: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// The grid of the grouped quantization kernels (quant.cu): a block per tile of a group's
+/// `rows × cols` matrix at most, striding over tile rows past 65,535; a grid layer per group.
+fn quantize_cfg(rows: usize, cols: usize, tile: (usize, usize), groups: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            cols.div_ceil(tile.1) as u32,
+            rows.div_ceil(tile.0).min(65_535) as u32,
+            groups as u32,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// Unwraps a backend result: the seam has no error channel, so a device failure ends the run
@@ -821,7 +1031,7 @@ impl Backend<f32> for Cuda {
         ok((|| {
             let gx = self.dev.inout("FP8 operand", x)?;
             let mut bad = self.dev.zeros::<u32>("bad tiles", 1)?;
-            self.fake_quantize(&gx, (rows, cols), tile, &mut bad)?;
+            self.fake_quantize((*gx.p(), *gx.p()), (rows, cols), tile, &mut bad)?;
             let mut h = [0u32];
             self.dev.download(&bad, &mut h)?;
             self.dev.finish(&gx, x)?;

@@ -380,16 +380,19 @@ pub fn grouped_check(dev: &Device, seed: u64) -> Result<Row> {
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut b = launch_on(dev, "grouped_gemm_f32")?;
+    let (form, stride) = (0i32, (n * k) as i64);
+    let mut b = launch_on(dev, "grouped_gemm_forms_f32")?;
     b.arg(&gx)
         .arg(&gw)
         .arg(&mut gy)
         .arg(&go_)
         .arg(&e)
+        .arg(&form)
         .arg(&ni)
         .arg(&ki)
+        .arg(&stride)
         .arg(&acc);
-    crate::backend::go("grouped_gemm_f32", b, cfg)?;
+    crate::backend::go("grouped_gemm_forms_f32", b, cfg)?;
     let mut got = vec![0.0f32; rows * n];
     dev.download(&gy, &mut got)?;
     let mut want = vec![0.0f32; rows * n];
@@ -463,22 +466,40 @@ pub fn own_kernels_table(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let ms = time(dev, 5, || {
-        let mut b = launch_on(dev, "grouped_gemm_f32")?;
-        b.arg(&gx)
-            .arg(&gw)
-            .arg(&mut gy)
-            .arg(&go_)
-            .arg(&e)
-            .arg(&ni)
-            .arg(&ki)
-            .arg(&acc);
-        crate::backend::go("grouped_gemm_f32", b, cfg)
-    })?;
-    out.push(row(
-        &format!("grouped expert GEMM f32 (own), {experts} experts × {per} rows"),
-        (rows, n, k),
-        ms,
-    ));
+    // The forward form; the FP8 one on operands as the quantization kernels leave them
+    // (f32 values), with the accumulator model's truncation every 128 of K.
+    let (form, stride) = (0i32, (n * k) as i64);
+    for (name, bits, smem) in [
+        ("grouped_gemm_forms_f32", None, 0u32),
+        ("grouped_gemm_promoted_f32", Some(14i32), 99_328),
+    ] {
+        let cfg = cudarc::driver::LaunchConfig {
+            shared_mem_bytes: smem,
+            ..cfg
+        };
+        let ms = time(dev, 5, || {
+            let mut b = launch_on(dev, name)?;
+            b.arg(&gx)
+                .arg(&gw)
+                .arg(&mut gy)
+                .arg(&go_)
+                .arg(&e)
+                .arg(&form)
+                .arg(&ni)
+                .arg(&ki)
+                .arg(&stride)
+                .arg(&acc);
+            if let Some(bits) = &bits {
+                b.arg(bits);
+            }
+            crate::backend::go(name, b, cfg)
+        })?;
+        let what = if bits.is_some() { "FP8 model" } else { "f32" };
+        out.push(row(
+            &format!("grouped expert GEMM {what} (own), {experts} experts × {per} rows"),
+            (rows, n, k),
+            ms,
+        ));
+    }
     Ok(out)
 }

@@ -100,6 +100,11 @@ impl<T> Buf<T> {
     pub fn p(&self) -> &u64 {
         &self.ptr
     }
+    /// True for a device copy (which a kernel may change in place), false for the host slice
+    /// itself.
+    pub fn is_copy(&self) -> bool {
+        self.owned.is_some()
+    }
     /// The address `n` elements in.
     pub fn at(&self, n: usize) -> u64 {
         self.ptr + (n * std::mem::size_of::<T>()) as u64

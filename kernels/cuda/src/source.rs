@@ -41,7 +41,8 @@ mod tests {
         for k in [
             "swiglu_fwd_f32",
             "fp8_gemm_f32",
-            "grouped_gemm_f32",
+            "grouped_gemm_forms_f32",
+            "grouped_gemm_promoted_f32",
             "attention_fwd_f32",
         ] {
             assert!(names.iter().any(|n| n == k), "{k} missing from {names:?}");

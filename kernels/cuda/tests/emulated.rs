@@ -65,13 +65,14 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
     assert_eq!(cuda.device().memory, Memory::Copy);
     let copied = table_passes(cuda, "copying");
     // On the host's own memory: the same operations, the kernels and cuBLAS on the slices'
-    // addresses. What still goes up is what a kernel changes in place (the FP8 GEMMs'
-    // operands) and the one-element placeholders.
+    // addresses; operands a kernel converts (the FP8 GEMMs' quantized operands, dense and
+    // grouped) are written to device buffers from the slices' addresses. Nothing goes up from
+    // the host but the attention kernels' one-element placeholder tables (4 bytes a call).
     let hmm = Cuda::with_memory(0, Memory::Host).expect("the emulated device reaches host memory");
     assert!(hmm.device().host_access().unwrap().pageable);
     let by_address = table_passes(&hmm, "host memory");
     assert!(
-        by_address * 10 < copied,
+        by_address < 1024 && copied > 100_000_000,
         "host memory copied {by_address} bytes up, the copying backend {copied}"
     );
 }

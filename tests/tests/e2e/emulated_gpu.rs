@@ -231,7 +231,8 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "BF16 cuBLAS",
         "FP32 cuBLAS",
         "FP8 GEMM kernel",
-        "grouped expert GEMM",
+        "grouped expert GEMM f32",
+        "grouped expert GEMM FP8 model",
     ] {
         assert!(gemm.iter().any(|g| g.starts_with(want)), "{want}: {gemm:?}");
     }

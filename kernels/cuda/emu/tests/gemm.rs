@@ -1,5 +1,6 @@
 //! gemm.cu: the fine-grained FP8 GEMM against `matmul_lowp` (the CPU model of the same
-//! arithmetic) and the grouped f32 GEMM against the CPU matmul per expert.
+//! arithmetic), the grouped GEMM in its three forms against the CPU's grouped GEMM, and its
+//! FP8 form (the accumulator model per expert) against the CPU's FP8 grouped GEMM.
 //!
 //! FP8 tolerance. The kernel sums the products of the decoded codes of a 128-wide chunk and
 //! then multiplies by a_scale · b_scale; `matmul_lowp` sums the products of the
@@ -17,9 +18,11 @@
 use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::Fp8Format;
 use tokenmill_kernels::backend::{FP8_ACC_MANTISSA_BITS, Grouped, GroupedForm, LowpGemm, MatMul};
+use tokenmill_kernels::cpu::grouped::group;
 use tokenmill_kernels::cpu::grouped::grouped_matmul_ref;
+use tokenmill_kernels::cpu::lowp::fake_quantize_fp8;
 use tokenmill_kernels::cpu::lowp::matmul_lowp;
-use tokenmill_kernels::cpu::matmul::{matmul, matmul_ref};
+use tokenmill_kernels::cpu::matmul::matmul;
 use tokenmill_kernels::quant::{Quantized, ScaleRounding, quantize};
 use tokenmill_kernels::rng::Rng;
 
@@ -36,16 +39,6 @@ unsafe extern "C" {
         acc_bits: i32,
         accumulate: i32,
     );
-    fn grouped_gemm_f32(
-        x: *const f32,
-        w: *const f32,
-        y: *mut f32,
-        offsets: *const i32,
-        experts: i32,
-        n: i32,
-        k: i32,
-        accumulate: i32,
-    );
     fn grouped_gemm_forms_f32(
         a: *const f32,
         b: *const f32,
@@ -57,6 +50,19 @@ unsafe extern "C" {
         k: i32,
         stride: i64,
         accumulate: i32,
+    );
+    fn grouped_gemm_promoted_f32(
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        offsets: *const i32,
+        experts: i32,
+        form: i32,
+        n: i32,
+        k: i32,
+        stride: i64,
+        accumulate: i32,
+        acc_bits: i32,
     );
 }
 
@@ -244,95 +250,6 @@ fn fp8_gemm_single_chunk_keeps_acc_bits_mantissa_bits() {
     }
 }
 
-/// Runs grouped_gemm_f32 with `grid_rows` as the bound on an expert's rows, and compares each
-/// expert's rows with the CPU matmul (f64, on the same inputs): |Δ| ≤ 1e-5 · Σ_k |x·w| (k ≤ 64
-/// FMA-summed terms: at most 64 · 2^-24 ≈ 4e-6 of that sum).
-fn run_grouped(
-    counts: &[usize],
-    n: usize,
-    k: usize,
-    grid_rows: usize,
-    accumulate: bool,
-    seed: u64,
-) {
-    let experts = counts.len();
-    let mut offsets = vec![0i32];
-    for &c in counts {
-        offsets.push(offsets.last().unwrap() + c as i32);
-    }
-    let rows = *offsets.last().unwrap() as usize;
-    let mut rng = Rng::new(seed);
-    let x: Vec<f32> = (0..rows * k).map(|_| rng.normal() as f32).collect();
-    let w: Vec<f32> = (0..experts * n * k).map(|_| rng.normal() as f32).collect();
-    let y0: Vec<f32> = (0..rows * n).map(|i| (i % 7) as f32 - 3.0).collect();
-    let mut y = y0.clone();
-    let (xp, wp, op, yp) = (
-        Ptr::of_const(&x),
-        Ptr::of_const(&w),
-        Ptr::of_const(&offsets),
-        Ptr::of(&mut y),
-    );
-    let (ei, ni, ki, acc) = (experts as i32, n as i32, k as i32, accumulate as i32);
-    let grid = (
-        n.div_ceil(128) as u32,
-        grid_rows.div_ceil(128) as u32,
-        experts as u32,
-    );
-    launch(grid, (256, 1, 1), 0, || {
-        // SAFETY: x [rows·k], w [experts·n·k], y [rows·n], offsets [experts + 1].
-        unsafe { grouped_gemm_f32(xp.c(), wp.c(), yp.p(), op.c(), ei, ni, ki, acc) }
-    });
-    let wide = |v: &[f32]| v.iter().map(|&t| t as f64).collect::<Vec<f64>>();
-    for e in 0..experts {
-        let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
-        let me = r1 - r0;
-        let xe = wide(&x[r0 * k..r1 * k]);
-        let we = wide(&w[e * n * k..(e + 1) * n * k]);
-        let mut want = wide(&y0[r0 * n..r1 * n]);
-        let p = MatMul {
-            m: me,
-            n,
-            k,
-            ta: false,
-            tb: true,
-            accumulate,
-        };
-        matmul_ref(p, &xe, &we, &mut want);
-        let xa: Vec<f64> = xe.iter().map(|v| v.abs()).collect();
-        let wa: Vec<f64> = we.iter().map(|v| v.abs()).collect();
-        let mut s = vec![0f64; me * n];
-        matmul_ref(
-            MatMul {
-                accumulate: false,
-                ..p
-            },
-            &xa,
-            &wa,
-            &mut s,
-        );
-        for i in 0..me * n {
-            let got = y[r0 * n + i] as f64;
-            assert!(
-                (got - want[i]).abs() <= 1e-5 * s[i] + 1e-6 * want[i].abs(),
-                "expert {e} row {} col {}: {got} vs {}",
-                i / n,
-                i % n,
-                want[i]
-            );
-        }
-    }
-}
-
-#[test]
-fn grouped_gemm_matches_the_cpu_matmul_per_expert() {
-    // An empty expert, one larger than a tile, one of 3 rows; k = 45 (scalar loads), n = 70.
-    run_grouped(&[50, 0, 140, 3], 70, 45, 140, false, 1);
-    // The total row count as the grid's bound; 128-bit loads and stores; accumulate.
-    run_grouped(&[50, 0, 140, 3], 70, 45, 193, true, 2);
-    run_grouped(&[20, 129, 0], 160, 64, 149, true, 3);
-    run_grouped(&[0, 0], 8, 16, 1, false, 4);
-}
-
 /// grouped_gemm_forms_f32 in one form against the CPU's grouped GEMM (f64, the same inputs):
 /// |Δ| ≤ 1e-5 · Σ |a·b| per element, and the gaps between weight blocks untouched.
 fn run_forms(form: GroupedForm, counts: &[usize], n: usize, k: usize, stride: usize, acc: bool) {
@@ -427,4 +344,207 @@ fn grouped_gemm_in_every_form_matches_the_cpu() {
             run_forms(form, &[20, 33], 132, 64, 2 * 132 * 64, acc);
         }
     }
+}
+
+/// Shared memory of grouped_gemm_promoted_f32: as fp8_gemm_f32's.
+const PROMOTED_SMEM: usize = FP8_SMEM;
+
+/// grouped_gemm_promoted_f32 in one form on operands fake-quantized expert by expert (the
+/// CPU's quantizer, as `cpu::grouped` applies it), against the CPU's FP8 grouped GEMM
+/// (`grouped_matmul_ref`, which quantizes the same way and runs `matmul_lowp` per expert).
+/// Tolerance as for fp8_gemm_f32 (module comment): (2^-14 + 10^-5)·S per element, S the sum
+/// of |products|, and at least 90 % of the elements bit-identical.
+fn run_promoted(form: GroupedForm, counts: &[usize], n: usize, k: usize, acc: bool) {
+    let stride = 3 * n * k;
+    let mut offsets = vec![0usize];
+    for &c in counts {
+        offsets.push(offsets.last().unwrap() + c);
+    }
+    let g = Grouped {
+        form,
+        offsets: &offsets,
+        n,
+        k,
+        stride,
+        accumulate: acc,
+    };
+    let (a_tile, b_tile) = match form {
+        GroupedForm::Weight => ((128, 1), (128, 1)),
+        _ => ((1, 128), (128, 128)),
+    };
+    let fmt = LowpGemm::Fp8 { a_tile, b_tile };
+    let [la, lb, lc] = g.lens();
+    // Stored as [rows, k] (forward, input) or [rows, n] (weight); B as the weight buffer's
+    // blocks ([n, k] forward, [k, n] input) or [rows, k] (weight).
+    let a_cols = if form == GroupedForm::Weight { n } else { k };
+    let b_cols = if form == GroupedForm::Input { n } else { k };
+    let a = operand(la / a_cols, a_cols, 7);
+    let b = operand(lb / b_cols, b_cols, 9);
+    let c0: Vec<f32> = (0..lc).map(|i| ((i % 13) as f32 - 6.0) * 0.25).collect();
+    // The operands as each expert's GEMM sees them.
+    let (mut qa, mut qb) = (a.clone(), b.clone());
+    for e in 0..g.groups() {
+        let (p, [ra, rb, _]) = group(&g, e);
+        if p.m * p.n * p.k == 0 {
+            continue;
+        }
+        fake_quantize_fp8(&mut qa[ra], p.a_stored().1, a_tile);
+        fake_quantize_fp8(&mut qb[rb], p.b_stored().1, b_tile);
+    }
+    let mut c = c0.clone();
+    let off32: Vec<i32> = offsets.iter().map(|&o| o as i32).collect();
+    let (ap, bp, cp, op) = (
+        Ptr::of_const(&qa),
+        Ptr::of_const(&qb),
+        Ptr::of(&mut c),
+        Ptr::of_const(&off32),
+    );
+    let (m_max, n_cols) = match form {
+        GroupedForm::Weight => (n, k),
+        _ => (counts.iter().copied().max().unwrap_or(0), n),
+    };
+    let f = match form {
+        GroupedForm::Forward => 0,
+        GroupedForm::Input => 1,
+        GroupedForm::Weight => 2,
+    };
+    let grid = (
+        n_cols.div_ceil(128) as u32,
+        m_max.div_ceil(128).max(1) as u32,
+        counts.len() as u32,
+    );
+    let (e, ni, ki, st, ac) = (
+        counts.len() as i32,
+        n as i32,
+        k as i32,
+        stride as i64,
+        acc as i32,
+    );
+    let bits = FP8_ACC_MANTISSA_BITS as i32;
+    launch(grid, (256, 1, 1), PROMOTED_SMEM, || {
+        // SAFETY: a, b, c hold the lengths the grouped GEMM's check asks for (la, lb, lc);
+        // offsets has experts + 1 entries.
+        unsafe {
+            grouped_gemm_promoted_f32(ap.c(), bp.c(), cp.p(), op.c(), e, f, ni, ki, st, ac, bits)
+        }
+    });
+    let mut want = c0.clone();
+    grouped_matmul_ref(g, &a, &b, &mut want, Some(fmt));
+    // S: the sums of |products| of the quantized operands.
+    let abs = |v: &[f32]| v.iter().map(|t| t.abs()).collect::<Vec<f32>>();
+    let mut s = vec![0f32; lc];
+    let g0 = Grouped {
+        accumulate: false,
+        ..g
+    };
+    grouped_matmul_ref(g0, &abs(&qa), &abs(&qb), &mut s, None);
+    let unit = 2f64.powi(-(FP8_ACC_MANTISSA_BITS as i32)) + 1e-5;
+    let mut exact = 0;
+    for i in 0..lc {
+        let tol = unit * s[i] as f64 + 2f64.powi(-22) * want[i].abs() as f64;
+        let err = (c[i] as f64 - want[i] as f64).abs();
+        assert!(
+            err <= tol,
+            "{form:?} acc {acc} element {i}: {} vs {} (S {})",
+            c[i],
+            want[i],
+            s[i]
+        );
+        exact += usize::from(c[i].to_bits() == want[i].to_bits());
+    }
+    assert!(
+        exact * 10 >= lc * 9,
+        "{form:?} acc {acc}: only {exact} of {lc} bit-identical"
+    );
+    if form == GroupedForm::Weight {
+        assert_eq!(
+            c[n * k..stride],
+            c0[n * k..stride],
+            "the gap after the first block"
+        );
+    }
+}
+
+#[test]
+fn grouped_fp8_gemm_in_every_form_matches_the_cpu_per_expert() {
+    // k = 300: two full chunks of K and a partial one in the forward and input forms; an
+    // expert of 140 rows: two chunks (one partial) in the weight form; an empty expert, one
+    // of 3 rows; off-tile n.
+    for form in [
+        GroupedForm::Forward,
+        GroupedForm::Input,
+        GroupedForm::Weight,
+    ] {
+        for acc in [false, true] {
+            run_promoted(form, &[50, 0, 140, 3], 70, 300, acc);
+        }
+    }
+}
+
+/// Without the truncation (23 bits) the chunks' sums still enter one by one: the result is
+/// the exact product of the quantized operands within 10^-5·S (a broken chunk boundary or a
+/// dropped chunk is O(S)); with 4 bits each element keeps only what 4-bit chunk sums can
+/// carry, far from the 14-bit result (so the kernel does use acc_bits).
+#[test]
+fn grouped_fp8_gemm_promotes_every_chunk() {
+    let (counts, n, k) = ([130usize, 0, 7], 40usize, 260usize);
+    let offsets = [0i32, 130, 130, 137];
+    let rows = 137;
+    let a = operand(rows, k, 11);
+    let b = operand(3 * n, k, 12);
+    let run = |bits: i32| -> Vec<f32> {
+        let mut c = vec![f32::NAN; rows * n];
+        let (ap, bp, cp, op) = (
+            Ptr::of_const(&a),
+            Ptr::of_const(&b),
+            Ptr::of(&mut c),
+            Ptr::of_const(&offsets),
+        );
+        let grid = (1, 2, counts.len() as u32);
+        launch(grid, (256, 1, 1), PROMOTED_SMEM, || {
+            // SAFETY: a [rows·k], b [3·n·k] (3 blocks of n·k), c [rows·n], offsets [4].
+            unsafe {
+                grouped_gemm_promoted_f32(
+                    ap.c(),
+                    bp.c(),
+                    cp.p(),
+                    op.c(),
+                    3,
+                    0,
+                    n as i32,
+                    k as i32,
+                    (n * k) as i64,
+                    0,
+                    bits,
+                )
+            }
+        });
+        c
+    };
+    let full = run(23);
+    let coarse = run(4);
+    let mut far = 0;
+    for e in [0usize, 2] {
+        let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
+        for r in r0..r1 {
+            for j in 0..n {
+                let (mut exact, mut s) = (0f64, 0f64);
+                for t in 0..k {
+                    let v = a[r * k + t] as f64 * b[e * n * k + j * k + t] as f64;
+                    exact += v;
+                    s += v.abs();
+                }
+                let got = full[r * n + j] as f64;
+                assert!(
+                    (got - exact).abs() <= 1e-5 * s,
+                    "row {r} col {j}: {got} vs {exact}"
+                );
+                far += usize::from((coarse[r * n + j] as f64 - exact).abs() > 1e-3 * s);
+            }
+        }
+    }
+    assert!(
+        far * 2 > 137 * n,
+        "4-bit chunk sums should be visibly coarse ({far} far)"
+    );
 }

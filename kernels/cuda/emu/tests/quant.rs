@@ -2,7 +2,8 @@
 //! the BF16 and E4M3 encoders on ~10⁵ random and boundary f32s, the E4M3 decoder on all 256
 //! codes, BF16 rounding, FP8 tile quantization (`quant::quantize` and `quant::fake_quantize`,
 //! E4M3 with exact scales: edge tiles, zero tiles, non-finite tiles, subnormal scales) and the
-//! promotion of a truncated partial sum (`cpu::lowp`, through `matmul_lowp`).
+//! promotion of a truncated partial sum (`cpu::lowp`, through `matmul_lowp`); the grouped
+//! quantizers of the experts' FP8 GEMM against `fake_quantize` expert by expert.
 use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::Fp8Format;
 use tokenmill_kernels::backend::{FP8_ACC_MANTISSA_BITS, LowpGemm, MatMul};
@@ -15,7 +16,8 @@ unsafe extern "C" {
     fn round_bf16_f32(x: *mut f32, n: i64);
     fn to_bf16_f32(x: *const f32, y: *mut u16, n: i64);
     fn fp8_fake_quantize_f32(
-        x: *mut f32,
+        src: *const f32,
+        dst: *mut f32,
         rows: i32,
         cols: i32,
         tile_rows: i32,
@@ -30,6 +32,29 @@ unsafe extern "C" {
         tile_cols: i32,
         codes: *mut u8,
         scales: *mut f32,
+        bad_tiles: *mut u32,
+    );
+    fn fp8_fake_quantize_rows_f32(
+        src: *const f32,
+        dst: *mut f32,
+        offsets: *const i32,
+        groups: i32,
+        cols: i32,
+        tile_rows: i32,
+        tile_cols: i32,
+        bad_tiles: *mut u32,
+    );
+    fn fp8_fake_quantize_blocks_f32(
+        src: *const f32,
+        src_stride: i64,
+        dst: *mut f32,
+        dst_stride: i64,
+        offsets: *const i32,
+        groups: i32,
+        rows: i32,
+        cols: i32,
+        tile_rows: i32,
+        tile_cols: i32,
         bad_tiles: *mut u32,
     );
     fn promote_truncated_f32(c: *mut f32, part: *const f32, n: i64, bits: i32);
@@ -202,14 +227,30 @@ fn matrix(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
-fn fake_gpu(x: &mut [f32], rows: usize, cols: usize, tile: (usize, usize), grid_y: u32) -> u32 {
+/// fp8_fake_quantize_f32 on `x`: in place, or (`out_of_place`) from a copy into `x`, the
+/// copy checked unchanged.
+fn fake_gpu(
+    x: &mut [f32],
+    rows: usize,
+    cols: usize,
+    tile: (usize, usize),
+    grid_y: u32,
+    out_of_place: bool,
+) -> u32 {
+    let src = x.to_vec();
+    let orig: Vec<u32> = src.iter().map(|v| v.to_bits()).collect();
+    if out_of_place {
+        x.fill(f32::NAN);
+    }
     let mut bad = [0u32];
-    let (xp, bp) = (Ptr::of(x), Ptr::of(&mut bad));
+    let (xp, sp, bp) = (Ptr::of(x), Ptr::of_const(&src), Ptr::of(&mut bad));
+    let from = if out_of_place { sp } else { xp };
     let gx = cols.div_ceil(tile.1) as u32;
     launch((gx, grid_y, 1), (BLOCK, 1, 1), 0, || {
-        // SAFETY: x: rows × cols, bad_tiles: one counter, alive for the launch.
+        // SAFETY: x and src: rows × cols, bad_tiles: one counter, alive for the launch.
         unsafe {
             fp8_fake_quantize_f32(
+                from.c(),
                 xp.p(),
                 rows as i32,
                 cols as i32,
@@ -219,6 +260,8 @@ fn fake_gpu(x: &mut [f32], rows: usize, cols: usize, tile: (usize, usize), grid_
             )
         }
     });
+    let after: Vec<u32> = src.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(after, orig, "the source is only read");
     bad[0]
 }
 
@@ -235,7 +278,13 @@ fn bad_tiles(x: &[f32], cols: usize, tile: (usize, usize)) -> u32 {
 
 fn check_fake(x: &[f32], rows: usize, cols: usize, tile: (usize, usize), grid_y: u32, what: &str) {
     let mut a = x.to_vec();
-    let bad = fake_gpu(&mut a, rows, cols, tile, grid_y);
+    let bad = fake_gpu(&mut a, rows, cols, tile, grid_y, false);
+    let mut o = x.to_vec();
+    let bad_o = fake_gpu(&mut o, rows, cols, tile, grid_y, true);
+    assert_eq!(bad, bad_o, "{what}: bad tiles out of place");
+    for i in 0..a.len() {
+        assert!(same(a[i], o[i]), "{what}: element {i} out of place");
+    }
     let mut b = x.to_vec();
     let rbad = fake_quantize(
         &mut b,
@@ -439,5 +488,168 @@ fn promotion_is_the_low_precision_gemms() {
                 c[i]
             );
         }
+    }
+}
+
+/// The CPU's quantization of one expert's matrix (`cpu::grouped` quantizes each expert's
+/// operands as matrices of their own).
+fn fake_cpu(x: &mut [f32], rows: usize, cols: usize, tile: (usize, usize)) -> u32 {
+    fake_quantize(x, rows, cols, tile.0, tile.1, E4M3, ScaleRounding::Exact) as u32
+}
+
+fn assert_same(got: &[f32], want: &[f32], what: &str) {
+    for i in 0..got.len() {
+        assert!(
+            same(got[i], want[i]),
+            "{what}: element {i}: {:e} vs {:e}",
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// fp8_fake_quantize_rows_f32: each expert's rows quantized as a matrix of its own (tiles
+/// counted from its first row, so a 128-row tile straddling two experts is two tiles), out of
+/// place (the source unchanged) and in place, with an expert without rows, a grid.y that
+/// makes the blocks stride, and a NaN and an infinity counted per expert's tile.
+#[test]
+fn grouped_rows_are_quantized_expert_by_expert() {
+    let mut rng = Rng::new(22);
+    let counts = [70usize, 0, 140, 3, 1];
+    let mut offsets = vec![0i32];
+    for &c in &counts {
+        offsets.push(offsets.last().unwrap() + c as i32);
+    }
+    let rows = *offsets.last().unwrap() as usize;
+    for (cols, tile, gy) in [
+        (300usize, (1usize, 128usize), 200u32),
+        (90, (128, 1), 1),
+        (40, (128, 128), 2),
+    ] {
+        let mut x = matrix(&mut rng, rows, cols);
+        x[75 * cols + 3] = f32::NAN; // expert 2's first tile row
+        x[(rows - 1) * cols] = f32::INFINITY; // the last expert's only row
+        let mut want = x.clone();
+        let mut want_bad = 0;
+        for e in 0..counts.len() {
+            let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
+            want_bad += fake_cpu(&mut want[r0 * cols..r1 * cols], r1 - r0, cols, tile);
+        }
+        let what = format!("{cols} columns, tiles {tile:?}, grid.y {gy}");
+        for in_place in [false, true] {
+            let mut out = if in_place {
+                x.clone()
+            } else {
+                vec![f32::NAN; rows * cols]
+            };
+            let mut bad = [0u32];
+            let (src, dst, op, bp) = (
+                Ptr::of_const(&x),
+                Ptr::of(&mut out),
+                Ptr::of_const(&offsets),
+                Ptr::of(&mut bad),
+            );
+            let src = if in_place { dst } else { src };
+            let grid = (cols.div_ceil(tile.1) as u32, gy, counts.len() as u32);
+            launch(grid, (BLOCK, 1, 1), 0, || {
+                // SAFETY: src, dst: rows × cols; offsets: experts + 1; one counter.
+                unsafe {
+                    fp8_fake_quantize_rows_f32(
+                        src.c(),
+                        dst.p(),
+                        op.c(),
+                        counts.len() as i32,
+                        cols as i32,
+                        tile.0 as i32,
+                        tile.1 as i32,
+                        bp.p(),
+                    )
+                }
+            });
+            assert_same(&out, &want, &format!("{what}, in place {in_place}"));
+            assert_eq!(bad[0], want_bad, "{what}: bad tiles");
+        }
+        // Tiles counted per expert: the whole matrix quantized at once would differ.
+        let mut whole = x.clone();
+        fake_cpu(&mut whole, rows, cols, tile);
+        if tile.0 > 1 {
+            assert!(
+                whole.iter().zip(&want).any(|(a, b)| !same(*a, *b)),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// fp8_fake_quantize_blocks_f32: each expert's weight block (among its other projections:
+/// stride 3·n·k) into a dense buffer, only for experts with rows — the weight of an expert
+/// without tokens is neither quantized nor counted, as on the CPU.
+#[test]
+fn grouped_weight_blocks_are_quantized_when_their_expert_has_rows() {
+    let mut rng = Rng::new(23);
+    let offsets = [0i32, 5, 5, 9];
+    let groups = offsets.len() - 1;
+    for (rows, cols, tile) in [
+        (150usize, 260usize, (128usize, 128usize)),
+        (33, 129, (1, 128)),
+    ] {
+        let (nk, stride) = (rows * cols, 3 * rows * cols);
+        let mut w = matrix(&mut rng, groups * stride / cols, cols);
+        w[stride + 7] = f32::NAN; // expert 1: no rows
+        w[2 * stride + nk - 1] = f32::INFINITY; // expert 2's last tile
+        let mut out = vec![-1f32; groups * nk];
+        let mut bad = [0u32];
+        let (src, dst, op, bp) = (
+            Ptr::of_const(&w),
+            Ptr::of(&mut out),
+            Ptr::of_const(&offsets),
+            Ptr::of(&mut bad),
+        );
+        let grid = (
+            cols.div_ceil(tile.1) as u32,
+            rows.div_ceil(tile.0) as u32,
+            groups as u32,
+        );
+        launch(grid, (BLOCK, 1, 1), 0, || {
+            // SAFETY: src: groups · stride values, dst: groups · n·k; offsets: groups + 1.
+            unsafe {
+                fp8_fake_quantize_blocks_f32(
+                    src.c(),
+                    stride as i64,
+                    dst.p(),
+                    nk as i64,
+                    op.c(),
+                    groups as i32,
+                    rows as i32,
+                    cols as i32,
+                    tile.0 as i32,
+                    tile.1 as i32,
+                    bp.p(),
+                )
+            }
+        });
+        let mut want_bad = 0;
+        for e in 0..groups {
+            let block = &mut out[e * nk..(e + 1) * nk];
+            if offsets[e + 1] == offsets[e] {
+                assert!(
+                    block.iter().all(|&v| v == -1.0),
+                    "expert {e} without rows untouched"
+                );
+                continue;
+            }
+            let mut want = w[e * stride..e * stride + nk].to_vec();
+            want_bad += fake_cpu(&mut want, rows, cols, tile);
+            assert_same(
+                block,
+                &want,
+                &format!("expert {e}, {rows}×{cols} tiles {tile:?}"),
+            );
+        }
+        assert_eq!(bad[0], want_bad);
+        assert_eq!(
+            want_bad, 1,
+            "the infinity counted, the NaN of the expert without rows not"
+        );
     }
 }

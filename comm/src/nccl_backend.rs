@@ -100,6 +100,12 @@ impl NcclComm {
         }
         let comm = Comm::from_rank(stream.clone(), boot.rank(), boot.size(), Id::uninit(raw))
             .map_err(nccl("create the communicator"))?;
+        tracing::info!(
+            rank = boot.rank(),
+            size = boot.size(),
+            device,
+            "NCCL communicator ready"
+        );
         Ok(NcclComm {
             comm: Mutex::new(Owned(comm)),
             stream,

@@ -61,12 +61,19 @@ pub fn timeline_path(run: &Path, rank: usize) -> PathBuf {
     run.join("timeline").join(format!("rank-{rank:04}.json"))
 }
 
-/// The GPU a process drives: its local rank under a launcher (Open MPI, Slurm), else 0.
+/// The GPU a process drives: its local rank under a launcher (Open MPI, Slurm), else 0,
+/// modulo the GPUs it sees (more ranks than GPUs share them; NCCL refuses two ranks of one
+/// communicator on one GPU, saying so).
 pub fn local_gpu() -> usize {
-    ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"]
+    let local: usize = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"]
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    match tokenmill_cuda::device::device_count() {
+        Ok(n) if n > 0 => local % n,
+        // No driver or no GPU: opening the device says so.
+        _ => local,
+    }
 }
 
 /// The compute backend of `[train] device`.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokenmill_comm::Communicator;
 
 use tokenmill_pipelines::train::{read_config, timeline_path, train_in, train_with_timeline};
+use tokenmill_trainer::parallel::Transport;
 
 /// `tokenmill train`.
 #[derive(clap::Args, Debug)]
@@ -26,19 +27,39 @@ pub struct Args {
     pub timeline: bool,
 }
 
-/// The MPI world when this process was started by a launcher (`mpirun`, `srun`).
+/// The world when this process was started by a launcher (`mpirun`, `srun`): MPI's, or NCCL
+/// over the GPUs bootstrapped on it (`[parallel] transport`).
 #[cfg(feature = "mpi")]
-fn world() -> anyhow::Result<Option<Arc<dyn Communicator>>> {
+fn world(transport: Transport) -> anyhow::Result<Option<Arc<dyn Communicator>>> {
     if !tokenmill_comm::launched() {
         return Ok(None);
     }
-    let w: Arc<dyn Communicator> = Arc::new(tokenmill_comm::MpiComm::world()?);
+    let mpi = tokenmill_comm::MpiComm::world()?;
+    let w: Arc<dyn Communicator> = match transport {
+        Transport::Mpi => Arc::new(mpi),
+        Transport::Nccl => nccl_world(mpi)?,
+    };
     Ok(Some(w))
+}
+
+/// NCCL over the ranks of `mpi`, each rank on its node's GPU of its local rank.
+#[cfg(feature = "nccl")]
+fn nccl_world(mpi: tokenmill_comm::MpiComm) -> anyhow::Result<Arc<dyn Communicator>> {
+    let gpu = tokenmill_pipelines::train::local_gpu();
+    Ok(Arc::new(tokenmill_comm::NcclComm::new(Box::new(mpi), gpu)?))
+}
+
+#[cfg(all(feature = "mpi", not(feature = "nccl")))]
+fn nccl_world(_: tokenmill_comm::MpiComm) -> anyhow::Result<Arc<dyn Communicator>> {
+    anyhow::bail!(
+        "[parallel] transport = \"nccl\": this binary was built without the nccl feature \
+         (cargo build -p tokenmill-cli --features nccl)"
+    )
 }
 
 /// Built without MPI: one process only.
 #[cfg(not(feature = "mpi"))]
-fn world() -> anyhow::Result<Option<Arc<dyn Communicator>>> {
+fn world(_: Transport) -> anyhow::Result<Option<Arc<dyn Communicator>>> {
     Ok(None)
 }
 
@@ -50,7 +71,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         crate::alloc::fresh_pages();
     }
     let out = cfg.train.out.clone();
-    let world = world()?;
+    let world = world(cfg.parallel.transport)?;
     let lead = world.as_ref().is_none_or(|w| w.rank() == 0);
     // A rank that fails ends the job: the others would wait for it in the next collective.
     let guard = world.clone().filter(|w| w.size() > 1);

@@ -2,9 +2,10 @@
 //! (`shim/emu.h`) and the shared helpers (`../cu/common.cuh`) force-included, into one static
 //! library the launcher and the tests link; then links the emulated CUDA driver
 //! (`driver/driver.cpp` over those kernels, with a table of every kernel by name generated from
-//! the sources), cuBLAS (`driver/cublas.cpp`) and cuBLASLt (`driver/cublaslt.cpp`) as
-//! `libcuda.so`, `libcublas.so` and `libcublasLt.so` in `$OUT_DIR/driver`, which the CUDA
-//! backend loads like the real ones (`tokenmill_cuda_emu::DRIVER_DIR`).
+//! the sources), cuBLAS (`driver/cublas.cpp`), cuBLASLt (`driver/cublaslt.cpp`) and NCCL
+//! between the processes of one machine (`driver/nccl.cpp`) as `libcuda.so`, `libcublas.so`,
+//! `libcublasLt.so` and `libnccl.so` in `$OUT_DIR/driver`, which the CUDA backend and the NCCL
+//! communicator load like the real ones (`tokenmill_cuda_emu::DRIVER_DIR`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,6 +70,10 @@ fn main() {
     plain(&mut lt);
     lt.file(drv.join("cublaslt.cpp"));
     let lt_objs = lt.compile_intermediates();
+    let mut nccl = cc::Build::new();
+    plain(&mut nccl);
+    nccl.file(drv.join("nccl.cpp"));
+    let nccl_objs = nccl.compile_intermediates();
 
     let dir = out.join("driver");
     std::fs::create_dir_all(&dir).expect("driver dir");
@@ -76,6 +81,7 @@ fn main() {
     link(&dir, "libcuda.so", &driver_objs, Some(&archive));
     link(&dir, "libcublas.so", &blas_objs, None);
     link(&dir, "libcublasLt.so", &lt_objs, None);
+    link(&dir, "libnccl.so", &nccl_objs, None);
 }
 
 /// Links `objs` (and the whole of `archive`) into the shared library `dir/name` whose soname is
@@ -96,7 +102,7 @@ fn link(dir: &Path, name: &str, objs: &[PathBuf], archive: Option<&Path>) {
             .arg(a)
             .arg("-Wl,--no-whole-archive");
     }
-    cmd.arg("-lpthread");
+    cmd.arg("-lpthread").arg("-ldl");
     let status = cmd.status().expect("run the linker");
     assert!(status.success(), "linking {name} failed: {cmd:?}");
 }

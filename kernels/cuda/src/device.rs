@@ -526,6 +526,13 @@ fn blas_status(r: blas_sys::cublasStatus_t, what: impl FnOnce() -> String) -> Re
     }
 }
 
+/// The CUDA devices this process can see.
+pub fn device_count() -> Result<usize> {
+    libs::driver()?;
+    let n = CudaContext::device_count().map_err(driver("count the devices"))?;
+    Ok(n.max(0) as usize)
+}
+
 /// A grid-stride launch shape for `n` elements: 256 threads, at most 65,535 × 8 blocks.
 pub fn elementwise(n: usize) -> cudarc::driver::LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, 65_535 * 8) as u32;

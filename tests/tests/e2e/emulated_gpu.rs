@@ -9,10 +9,10 @@
 //! device check (`tokenmill doctor --gpu`, every part) runs whole on it at rehearsal sizes, so
 //! a lent GPU's minutes are not spent finding the harness's faults.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tokenmill_tests::tokenmill_bin;
+use tokenmill_tests::{mpirun, tokenmill_bin};
 
 /// `TOKENMILL_CUDA_LIB` with the emulated driver's directory first.
 fn emulated_libs() -> String {
@@ -34,6 +34,41 @@ fn dataset(dir: &Path) {
     );
 }
 
+/// Writes `dir/name.toml`: `tiny` for `steps` in `precision` on `device`, then `extra`.
+fn config(
+    dir: &Path,
+    name: &str,
+    precision: &str,
+    device: &str,
+    steps: u64,
+    extra: &str,
+) -> PathBuf {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npreset = \"tiny\"\nvocab_size = 1024\n\n\
+             [data]\ntrain = \"dataset\"\nseq_len = 32\nbatch = 2\n\n\
+             [lr]\npeak = 1e-3\nmin = 1e-4\nwarmup = 2\nconstant = {steps}\ndecay = 0\n\n\
+             [train]\nout = \"{name}\"\nsteps = {steps}\ncheckpoint_every = 0\n\
+             final_checkpoint = false\neval_every = 0\ninit_seed = 5\n\
+             precision = \"{precision}\"\ndevice = \"{device}\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The training losses of run `dir/name`, by step.
+fn losses(dir: &Path, name: &str) -> Vec<f64> {
+    let log = std::fs::read_to_string(dir.join(name).join("log.jsonl")).unwrap();
+    log.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
 /// Trains `tiny` for `steps` in `precision` on `device`; returns the losses by step and stderr
 /// (or the error's stderr when `Err`).
 fn train(
@@ -44,19 +79,7 @@ fn train(
     steps: u64,
     env: &[(&str, String)],
 ) -> Result<(Vec<f64>, String), String> {
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[model]\npreset = \"tiny\"\nvocab_size = 1024\n\n\
-             [data]\ntrain = \"dataset\"\nseq_len = 32\nbatch = 2\n\n\
-             [lr]\npeak = 1e-3\nmin = 1e-4\nwarmup = 2\nconstant = {steps}\ndecay = 0\n\n\
-             [train]\nout = \"{name}\"\nsteps = {steps}\ncheckpoint_every = 0\n\
-             final_checkpoint = false\neval_every = 0\ninit_seed = 5\n\
-             precision = \"{precision}\"\ndevice = \"{device}\"\n"
-        ),
-    )
-    .unwrap();
+    let cfg = config(dir, name, precision, device, steps, "");
     let mut cmd = Command::new(tokenmill_bin());
     cmd.args([
         "--log",
@@ -74,14 +97,7 @@ fn train(
     if !out.status.success() {
         return Err(stderr);
     }
-    let log = std::fs::read_to_string(dir.join(name).join("log.jsonl")).unwrap();
-    let losses = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect();
-    Ok((losses, stderr))
+    Ok((losses(dir, name), stderr))
 }
 
 #[test]
@@ -250,4 +266,62 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         per_step(hmm),
         per_step(copying)
     );
+}
+
+/// `[parallel] transport = "nccl"` without GPUs: `mpirun -np 2 tokenmill train` with the
+/// experts split over the two ranks (`ep = 2`: the MoE layers' all-to-all-v, the gradients'
+/// reduce-scatter and the parameters' all-gather), each rank on the emulated CUDA device and
+/// its bytes carried by the emulated NCCL (`DRIVER_DIR` on the loader's path), trains to the
+/// bits of the same layout over MPI: the collectives are built on the same primitives in the
+/// same order whatever carries them.
+#[test]
+fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    dataset(d);
+    let loader = format!(
+        "{}:{}",
+        tokenmill_cuda_emu::DRIVER_DIR,
+        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+    );
+    let run = |transport: &str| -> (Vec<f64>, String) {
+        let name = format!("over-{transport}");
+        let extra = format!("\n[parallel]\nep = 2\ntransport = \"{transport}\"\n");
+        let cfg = config(d, &name, "fp32", "cuda", 3, &extra);
+        let out = mpirun(2)
+            .current_dir(d)
+            .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
+            .env("LD_LIBRARY_PATH", &loader)
+            .arg(tokenmill_bin())
+            .args([
+                "--log",
+                "tokenmill_comm=info",
+                "train",
+                "--quiet",
+                "--config",
+            ])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{transport}: {text}");
+        (losses(d, &name), text)
+    };
+    let (mpi, mpi_log) = run("mpi");
+    let (nccl, nccl_log) = run("nccl");
+    eprintln!("mpi {mpi:?}\nnccl {nccl:?}");
+    assert_eq!(mpi.len(), 3);
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&nccl), bits(&mpi));
+    // NCCL did carry them: every rank formed its communicators (the world's, and those of
+    // the groups split from it); MPI's run made none.
+    assert!(
+        nccl_log.matches("NCCL communicator ready").count() >= 2,
+        "{nccl_log}"
+    );
+    assert!(!mpi_log.contains("NCCL communicator ready"), "{mpi_log}");
 }

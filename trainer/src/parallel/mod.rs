@@ -45,6 +45,22 @@ pub struct ParallelConfig {
     /// The most nodes a token's experts may lie on (checked against the model and the layout;
     /// DeepSeek-V3: 4). Needs `ranks_per_node`.
     pub max_nodes_per_token: Option<usize>,
+    /// What carries the ranks' bytes (`transport = "mpi" | "nccl"`).
+    pub transport: Transport,
+}
+
+/// What carries the ranks' bytes. Either way the collectives are built on the same
+/// primitives in the same order ([`tokenmill_comm::Collectives`]), so a layout gives the same
+/// bits over both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// MPI, the launcher's world (host memory; any machine).
+    #[default]
+    Mpi,
+    /// NCCL between the ranks' GPUs (each rank on its node's GPU of its local rank, modulo the
+    /// node's GPUs), bootstrapped over MPI; needs a binary built with the `nccl` feature.
+    Nccl,
 }
 
 impl Default for ParallelConfig {
@@ -56,6 +72,7 @@ impl Default for ParallelConfig {
             schedule: Schedule::DualPipeV,
             ranks_per_node: 0,
             max_nodes_per_token: None,
+            transport: Transport::Mpi,
         }
     }
 }

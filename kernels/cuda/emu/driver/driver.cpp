@@ -237,6 +237,10 @@ API CUresult cuCtxGetDevice(CUdevice* d) {
 }
 API CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
 
+// For the emulated NCCL (nccl.cpp): CUDA_SUCCESS when [p, p + bytes) lies inside one device
+// allocation (or bytes is 0), as a real NCCL's buffers must.
+API CUresult tm_emu_device_range(CUdeviceptr p, size_t bytes) { return check(p, bytes); }
+
 API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     std::lock_guard<std::mutex> g(g_lock);
     *total = total_memory();

@@ -121,7 +121,10 @@ pub fn launch(grid: Dim3, block: Dim3, dyn_smem: usize, kernel: impl Fn() + Sync
 }
 
 /// The directory of the emulated CUDA libraries (`libcuda.so`, `libcublas.so`,
-/// `libcublasLt.so`) that `build.rs` links: the CUDA driver API over these kernels on CPU
-/// threads (`driver/driver.cpp`), and cuBLAS's GEMMs by their contract (`driver/cublas.cpp`).
-/// Named first in `TOKENMILL_CUDA_LIB`, they let the CUDA backend's own code run without a GPU.
+/// `libcublasLt.so`, `libnccl.so`) that `build.rs` links: the CUDA driver API over these
+/// kernels on CPU threads (`driver/driver.cpp`), cuBLAS's GEMMs by their contract
+/// (`driver/cublas.cpp`), and NCCL's point-to-point and gather primitives between the
+/// processes of one machine (`driver/nccl.cpp`). Named first in `TOKENMILL_CUDA_LIB`, they let
+/// the CUDA backend's own code run without a GPU; on the loader's path (`LD_LIBRARY_PATH`), the
+/// NCCL communicator's.
 pub const DRIVER_DIR: &str = concat!(env!("OUT_DIR"), "/driver");

@@ -5,7 +5,9 @@
 //! The [`Communicator`] seam moves host bytes: each operation copies to the device, runs the
 //! NCCL collective (all-to-all-v as grouped sends and receives, NCCL having none), and copies
 //! back. A device-resident path comes with the CUDA backend; this one lets the conformance
-//! checks run on GPUs unchanged.
+//! checks run on GPUs unchanged. Paired exchanges (`send_recv_bytes`) go over NCCL; messages
+//! by tag that a receiver takes from any source (`send_bytes`, `recv_bytes`,
+//! `try_recv_any_bytes`: the pipeline's mailbox) go over the bootstrap, NCCL having no probe.
 
 use std::sync::{Arc, Mutex};
 
@@ -270,39 +272,21 @@ impl Communicator for NcclComm {
         *buf = self.to_host(&d, n)?;
         Ok(())
     }
-    fn send_bytes(&self, dest: usize, _tag: u16, data: &[u8]) -> Result<()> {
-        let peer = self.peer(dest, "send")?;
-        let len = self.to_device(&(data.len() as u64).to_le_bytes())?;
-        let d = self.to_device(data)?;
-        {
-            let c = self.comm.lock().expect("nccl lock");
-            c.0.send(&len, peer).map_err(nccl("send"))?;
-            if !data.is_empty() {
-                c.0.send(&d, peer).map_err(nccl("send"))?;
-            }
-        }
-        self.sync()
+    /// Over the bootstrap communicator (MPI), as [`NcclComm::recv_bytes`] and
+    /// [`NcclComm::try_recv_any_bytes`]: messages by tag from a source that a receiver may not
+    /// know (the pipeline's mailbox polls for any) need a probe, which NCCL lacks — a NCCL
+    /// receive names its source and size beforehand, and a NCCL send waits for its receive,
+    /// which two pipeline ranks sending to each other would deadlock on.
+    fn send_bytes(&self, dest: usize, tag: u16, data: &[u8]) -> Result<()> {
+        self.peer(dest, "send")?;
+        self.boot.send_bytes(dest, tag, data)
     }
-    fn recv_bytes(&self, src: usize, _tag: u16) -> Result<Vec<u8>> {
-        let peer = self.peer(src, "receive")?;
-        let mut len = self.stream.alloc_zeros::<u8>(8).map_err(cuda("allocate"))?;
-        {
-            let c = self.comm.lock().expect("nccl lock");
-            c.0.recv(&mut len, peer).map_err(nccl("receive"))?;
-        }
-        self.sync()?;
-        let n =
-            u64::from_le_bytes(self.to_host(&len, 8)?[..8].try_into().expect("8 bytes")) as usize;
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let mut d = self.stream.alloc_zeros::<u8>(n).map_err(cuda("allocate"))?;
-        {
-            let c = self.comm.lock().expect("nccl lock");
-            c.0.recv(&mut d, peer).map_err(nccl("receive"))?;
-        }
-        self.sync()?;
-        self.to_host(&d, n)
+    fn recv_bytes(&self, src: usize, tag: u16) -> Result<Vec<u8>> {
+        self.peer(src, "receive")?;
+        self.boot.recv_bytes(src, tag)
+    }
+    fn try_recv_any_bytes(&self) -> Result<Option<(usize, u16, Vec<u8>)>> {
+        self.boot.try_recv_any_bytes()
     }
     fn send_recv_bytes(&self, dest: usize, data: &[u8], src: usize, _tag: u16) -> Result<Vec<u8>> {
         let (to, from) = (self.peer(dest, "send")?, self.peer(src, "receive")?);

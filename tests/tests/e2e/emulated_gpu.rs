@@ -270,10 +270,11 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
 
 /// `[parallel] transport = "nccl"` without GPUs: `mpirun -np 2 tokenmill train` with the
 /// experts split over the two ranks (`ep = 2`: the MoE layers' all-to-all-v, the gradients'
-/// reduce-scatter and the parameters' all-gather), each rank on the emulated CUDA device and
-/// its bytes carried by the emulated NCCL (`DRIVER_DIR` on the loader's path), trains to the
-/// bits of the same layout over MPI: the collectives are built on the same primitives in the
-/// same order whatever carries them.
+/// reduce-scatter and the parameters' all-gather) and through a DualPipeV pipeline (`pp = 2`,
+/// 4 layers in 4 stages: activations and their gradients sent and received between the
+/// ranks), each rank on the emulated CUDA device and its bytes carried by the emulated NCCL
+/// (`DRIVER_DIR` on the loader's path), trains to the bits of the same layout over MPI: the
+/// collectives are built on the same primitives in the same order whatever carries them.
 #[test]
 fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,10 +285,21 @@ fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
         tokenmill_cuda_emu::DRIVER_DIR,
         std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
     );
-    let run = |transport: &str| -> (Vec<f64>, String) {
-        let name = format!("over-{transport}");
-        let extra = format!("\n[parallel]\nep = 2\ntransport = \"{transport}\"\n");
+    let run = |layout: &str, transport: &str| -> (Vec<f64>, String) {
+        let name = format!("{}-over-{transport}", &layout[..6].replace([' ', '='], ""));
+        let extra = format!("\n[parallel]\n{layout}\ntransport = \"{transport}\"\n");
         let cfg = config(d, &name, "fp32", "cuda", 3, &extra);
+        if layout.starts_with("pp") {
+            // Four layers in DualPipeV's four stages, four micro-batches of two.
+            let text = std::fs::read_to_string(&cfg).unwrap();
+            let text = text
+                .replace(
+                    "vocab_size = 1024",
+                    "vocab_size = 1024\nnum_hidden_layers = 4",
+                )
+                .replace("batch = 2", "batch = 8\nmicro_batch = 2");
+            std::fs::write(&cfg, text).unwrap();
+        }
         let out = mpirun(2)
             .current_dir(d)
             .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
@@ -311,17 +323,19 @@ fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
         assert!(out.status.success(), "{transport}: {text}");
         (losses(d, &name), text)
     };
-    let (mpi, mpi_log) = run("mpi");
-    let (nccl, nccl_log) = run("nccl");
-    eprintln!("mpi {mpi:?}\nnccl {nccl:?}");
-    assert_eq!(mpi.len(), 3);
-    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&nccl), bits(&mpi));
-    // NCCL did carry them: every rank formed its communicators (the world's, and those of
-    // the groups split from it); MPI's run made none.
-    assert!(
-        nccl_log.matches("NCCL communicator ready").count() >= 2,
-        "{nccl_log}"
-    );
-    assert!(!mpi_log.contains("NCCL communicator ready"), "{mpi_log}");
+    for layout in ["ep = 2", "pp = 2\nschedule = \"dualpipev\""] {
+        let (mpi, mpi_log) = run(layout, "mpi");
+        let (nccl, nccl_log) = run(layout, "nccl");
+        eprintln!("{layout}: mpi {mpi:?}\nnccl {nccl:?}");
+        assert_eq!(mpi.len(), 3);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&nccl), bits(&mpi), "{layout}");
+        // NCCL did carry them: every rank formed its communicators (the world's, and those
+        // of the groups split from it); MPI's run made none.
+        assert!(
+            nccl_log.matches("NCCL communicator ready").count() >= 2,
+            "{nccl_log}"
+        );
+        assert!(!mpi_log.contains("NCCL communicator ready"), "{mpi_log}");
+    }
 }

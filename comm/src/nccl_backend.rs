@@ -35,7 +35,10 @@ pub fn available() -> Result<()> {
             "NCCL backend: no CUDA driver library (libcuda.so) on this machine".into(),
         )),
         (_, false) => Err(Error::Unavailable(
-            "NCCL backend: no NCCL library (libnccl.so) on this machine".into(),
+            "NCCL backend: no NCCL library (libnccl.so) on this machine: the NCCL wheels \
+             (nvidia-nccl-cu*) ship only libnccl.so.2, which is not looked for — link it as \
+             libnccl.so in a directory on LD_LIBRARY_PATH (tests/device/check.sh does)"
+                .into(),
         )),
     }
 }

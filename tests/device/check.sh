@@ -9,7 +9,8 @@
 # (every CUDA kernel against the CPU reference in the same binary, GEMM TFLOPS — FP32/BF16
 # cuBLAS, FP8 cuBLASLt with 1×128/128×128 scaling, our FP8 and grouped expert GEMMs —, the
 # `small` preset trained on GPU and CPU in fp32/bf16/fp8 and the loss curves compared, the
-# training throughput of the `small` and `1b` presets on the GPU); then the same models through
+# training throughput of the `small` and `1b` presets on the GPU, with HMM the same on host
+# memory, and the NCCL communicator's conformance checks on one rank); then the same models through
 # transformers' DeepseekV3ForCausalLM with PyTorch on the same GPU as the throughput anchor.
 # Figures go to $OUT/gpu.json (written after each part), $OUT/doctor.txt and
 # $OUT/torch-<preset>-<dtype>.json.
@@ -46,6 +47,17 @@ done
 export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "CUDA library directories: ${LD_LIBRARY_PATH:-none}"
 for d in ${dirs//:/ }; do ls "$d" | grep -E 'nvrtc|cublas' | tr '\n' ' '; echo; done
+# NCCL for part 7: cudarc opens libnccl.so by that name, and the NCCL wheels ship only
+# libnccl.so.2, so a directory of our own links it under the name looked for.
+nccl=$(find /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 \
+  $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \
+  -maxdepth 5 -name 'libnccl.so*' 2>/dev/null | sort | head -1)
+if [ -n "$nccl" ]; then
+  NCCL_LINK="${TMPDIR:-/tmp}/tokenmill-nccl"; mkdir -p "$NCCL_LINK"; ln -sf "$nccl" "$NCCL_LINK/libnccl.so"
+  export LD_LIBRARY_PATH="$NCCL_LINK:$LD_LIBRARY_PATH"; echo "NCCL: $nccl"
+else
+  echo "NCCL: not found (part 7 reports it)"
+fi
 # Our bindings are CUDA 13's; a directory with the .so.13 libraries is preloaded by path.
 for d in ${dirs//:/ }; do [ -e "$d/libnvrtc.so.13" ] && export TOKENMILL_CUDA_LIB="$d"; done
 

@@ -5,8 +5,9 @@
 //! (FP32/BF16 cuBLAS, FP8 cuBLASLt with DeepSeek-V3's block scaling), and the `small` preset
 //! trained on the GPU and on the CPU from the same data and initial weights in fp32, bf16 and
 //! fp8, their loss curves compared step by step, and the training throughput of the `small`
-//! and `1b` presets on the GPU (tokens/s, MFU against part 2's measured GEMM rates). `--json`
-//! writes everything, after each part.
+//! and `1b` presets on the GPU (tokens/s, MFU against part 2's measured GEMM rates), on a GPU
+//! with pageable access a kernel and those runs on host memory, and last the NCCL
+//! communicator's conformance checks on one rank. `--json` writes everything, after each part.
 
 use std::path::PathBuf;
 
@@ -86,6 +87,17 @@ pub struct Curve {
     pub pass: bool,
 }
 
+/// One conformance check of the NCCL communicator.
+#[derive(Debug, Serialize)]
+pub struct NcclRow {
+    /// The check (`tokenmill_comm::conformance`).
+    pub check: String,
+    /// Passed.
+    pub pass: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
 /// The whole report.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -109,6 +121,8 @@ pub struct Report {
     pub training: Vec<Curve>,
     /// Training throughput of the presets on the GPU.
     pub throughput: Vec<crate::commands::doctor_train::Throughput>,
+    /// The NCCL communicator's conformance checks on one rank (this GPU).
+    pub nccl: Vec<NcclRow>,
     /// What could not run, with the reason.
     pub errors: Vec<String>,
 }
@@ -189,7 +203,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     result?;
     let failed = rep.kernels.iter().filter(|r| !r.pass).count()
-        + rep.training.iter().filter(|c| !c.pass).count();
+        + rep.training.iter().filter(|c| !c.pass).count()
+        + rep.nccl.iter().filter(|c| !c.pass).count();
     if failed > 0 || !rep.errors.is_empty() {
         anyhow::bail!(
             "device check: {failed} check(s) failed, {} step(s) could not run",
@@ -500,8 +515,52 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             save(a, rep)?;
         }
     }
+    // Last, as a fault in NCCL could end the process: the communicator through the real
+    // NCCL on this GPU, one rank.
+    nccl_part(a, rep);
+    save(a, rep)?;
     println!("\ndevice check took {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Part 7: the NCCL communicator (`[parallel] transport = "nccl"`) on one rank, this GPU:
+/// its conformance checks through the real NCCL — the unique id, the communicator, grouped
+/// sends and receives to itself, all-gather, broadcast — as CI runs them on 1–4 ranks of the
+/// emulated NCCL.
+#[cfg(feature = "nccl")]
+fn nccl_part(a: &Args, rep: &mut Report) {
+    println!("\n7. NCCL on one rank: the communicator's conformance checks");
+    let outcomes = catch(|| {
+        tokenmill_comm::nccl_available()?;
+        let c = tokenmill_comm::NcclComm::new(Box::new(tokenmill_comm::Solo), a.device)?;
+        Ok(tokenmill_comm::conformance::run(&c, a.seed)?)
+    });
+    match outcomes {
+        Ok(outcomes) => {
+            for (check, r) in outcomes {
+                println!(
+                    "{check:<40} {}",
+                    r.as_ref()
+                        .map_or_else(|e| format!("FAIL {e}"), |()| "PASS".into())
+                );
+                rep.nccl.push(NcclRow {
+                    check,
+                    pass: r.is_ok(),
+                    error: r.err(),
+                });
+            }
+        }
+        Err(e) => {
+            println!("NCCL: {e:#}");
+            rep.errors.push(format!("NCCL: {e:#}"));
+        }
+    }
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl_part(_: &Args, rep: &mut Report) {
+    rep.errors
+        .push("NCCL: this binary was built without the nccl feature".into());
 }
 
 fn print_copies(rows: &[bench::CopyRow]) {

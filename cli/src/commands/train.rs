@@ -43,7 +43,7 @@ fn world(transport: Transport) -> anyhow::Result<Option<Arc<dyn Communicator>>> 
 }
 
 /// NCCL over the ranks of `mpi`, each rank on its node's GPU of its local rank.
-#[cfg(feature = "nccl")]
+#[cfg(all(feature = "mpi", feature = "nccl"))]
 fn nccl_world(mpi: tokenmill_comm::MpiComm) -> anyhow::Result<Arc<dyn Communicator>> {
     let gpu = tokenmill_pipelines::train::local_gpu();
     Ok(Arc::new(tokenmill_comm::NcclComm::new(Box::new(mpi), gpu)?))

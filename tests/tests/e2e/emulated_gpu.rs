@@ -14,6 +14,15 @@ use std::process::Command;
 
 use tokenmill_tests::{mpirun, tokenmill_bin};
 
+/// The loader's path with the emulated libraries' directory first (cudarc opens NCCL by name).
+fn loader_path() -> String {
+    format!(
+        "{}:{}",
+        tokenmill_cuda_emu::DRIVER_DIR,
+        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+    )
+}
+
 /// `TOKENMILL_CUDA_LIB` with the emulated driver's directory first.
 fn emulated_libs() -> String {
     let nvrtc = std::env::var(tokenmill_cuda::libs::LIB_DIR_VAR).unwrap_or_default();
@@ -187,8 +196,9 @@ fn out_of_device_memory_names_the_buffer_the_size_and_the_estimate() {
 /// `tokenmill doctor --gpu` at rehearsal sizes on the emulated device: every part runs and is
 /// reported — the kernel table passes, the three loss curves follow the CPU's, training
 /// throughput is measured copying and on host memory (the same losses, a fraction of the
-/// copies), the copy and HMM tables are filled — and what the emulation lacks (cuBLASLt's
-/// block-scaled FP8) is reported as a step that could not run, not passed over.
+/// copies), the copy and HMM tables are filled, the NCCL communicator conforms on one rank of
+/// the emulated NCCL — and what the emulation lacks (cuBLASLt's block-scaled FP8) is reported
+/// as a step that could not run, not passed over.
 #[test]
 fn the_device_check_runs_whole_on_the_emulated_gpu() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +213,8 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .arg(&json)
         .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
         .env("TOKENMILL_CUDA_EMU_PAGEABLE", "1")
+        // The emulated NCCL for part 7, found by name as a real one is.
+        .env("LD_LIBRARY_PATH", loader_path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -252,6 +264,10 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     ] {
         assert!(gemm.iter().any(|g| g.starts_with(want)), "{want}: {gemm:?}");
     }
+    // Part 7: the NCCL communicator's 15 conformance checks on one rank.
+    let nccl = rep["nccl"].as_array().unwrap();
+    assert_eq!(nccl.len(), 15, "{nccl:?}");
+    assert!(nccl.iter().all(|c| c["pass"] == true), "{nccl:?}");
     assert_eq!(rep["copies"].as_array().unwrap().len(), 4);
     assert_eq!(rep["hmm"].as_array().unwrap().len(), 4);
     let runs = rep["throughput"].as_array().unwrap();
@@ -280,11 +296,7 @@ fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     dataset(d);
-    let loader = format!(
-        "{}:{}",
-        tokenmill_cuda_emu::DRIVER_DIR,
-        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
-    );
+    let loader = loader_path();
     let run = |layout: &str, transport: &str| -> (Vec<f64>, String) {
         let name = format!("{}-over-{transport}", &layout[..6].replace([' ', '='], ""));
         let extra = format!("\n[parallel]\n{layout}\ntransport = \"{transport}\"\n");

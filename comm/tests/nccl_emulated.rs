@@ -41,3 +41,67 @@ fn every_collective_conforms_on_nccl_over_the_emulated_driver_on_1_to_4_ranks() 
         assert!(!text.contains("emulated NCCL:"), "np {np}: {text}");
     }
 }
+
+/// The emulated NCCL's own checks — what a real NCCL would hang on — each in a child process
+/// of this test binary (the loader's path is read at start): a group whose receive from this
+/// rank expects 16 bytes where the matching send gives 8, and a send to this rank that no
+/// receive matches, are errors that say so (`ncclInvalidUsage`), not hangs.
+#[test]
+fn the_emulated_nccl_refuses_what_would_hang_a_real_one() {
+    if let Ok(case) = std::env::var("TOKENMILL_NCCL_EMU_CASE") {
+        child(&case);
+        return;
+    }
+    for (case, want) in [
+        (
+            "mismatch",
+            "a receive of 16 bytes from itself matched a send of 8",
+        ),
+        ("unmatched", "1 sends to itself, 0 receives"),
+    ] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "the_emulated_nccl_refuses_what_would_hang_a_real_one",
+                "--exact",
+                "--nocapture",
+            ])
+            .env("TOKENMILL_NCCL_EMU_CASE", case)
+            .env("LD_LIBRARY_PATH", loader_path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{case}: {text}");
+        assert!(text.contains(want), "{case}: {text}");
+        assert!(text.contains("ncclInvalidUsage"), "{case}: {text}");
+    }
+}
+
+/// One case, on the emulated device and NCCL (one rank).
+fn child(case: &str) {
+    use cudarc::driver::CudaContext;
+    use cudarc::nccl::{Comm, Id, group_end, group_start};
+    tokenmill_comm::nccl_available().expect("the emulated libraries on the loader's path");
+    let ctx = CudaContext::new(0).unwrap();
+    let stream = ctx.default_stream();
+    let comm = Comm::from_rank(stream.clone(), 0, 1, Id::new().unwrap()).unwrap();
+    let sent = stream.alloc_zeros::<u8>(8).unwrap();
+    let mut got = stream.alloc_zeros::<u8>(16).unwrap();
+    let err = match case {
+        "mismatch" => {
+            group_start().unwrap();
+            comm.send(&sent, 0).unwrap();
+            comm.recv(&mut got, 0).unwrap();
+            match group_end() {
+                Ok(_) => panic!("the group ran"),
+                Err(e) => e,
+            }
+        }
+        "unmatched" => comm.send(&sent, 0).unwrap_err(),
+        other => panic!("no case {other}"),
+    };
+    println!("{case}: {:?}", err.0);
+}

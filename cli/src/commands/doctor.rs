@@ -146,6 +146,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Ok(()) => println!("CUDA driver: found"),
         Err(e) => println!("CUDA driver: {e}"),
     }
+    #[cfg(feature = "nccl")]
+    match tokenmill_comm::nccl_available() {
+        Ok(()) => println!("NCCL: found"),
+        Err(e) => println!("NCCL: {e}"),
+    }
     if a.train_cpu_vs_cpu {
         let curves = crate::commands::doctor_train::compare(
             &a.out,
@@ -303,10 +308,6 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         (
             "own FP8 GEMM check",
             catch(|| Ok(bench::own_fp8_check(dev, a.seed)?)),
-        ),
-        (
-            "grouped GEMM check",
-            catch(|| Ok(bench::grouped_check(dev, a.seed)?)),
         ),
     ] {
         match r {

@@ -250,13 +250,74 @@ fn fp8_gemm_single_chunk_keeps_acc_bits_mantissa_bits() {
     }
 }
 
+/// Group offsets from the groups' row counts.
+fn offsets_of(counts: &[usize]) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(counts.iter().scan(0, |s, &c| {
+            *s += c;
+            Some(*s)
+        }))
+        .collect()
+}
+
+/// Runs the grouped kernel on `g`'s operands, C in place: `grouped_gemm_forms_f32`, or with
+/// `acc_bits` the FP8 accumulator model's `grouped_gemm_promoted_f32`.
+fn launch_grouped(g: &Grouped<'_>, a: &[f32], b: &[f32], c: &mut [f32], acc_bits: Option<i32>) {
+    let off32: Vec<i32> = g.offsets.iter().map(|&o| o as i32).collect();
+    let (ap, bp, cp, op) = (
+        Ptr::of_const(a),
+        Ptr::of_const(b),
+        Ptr::of(c),
+        Ptr::of_const(&off32),
+    );
+    let most_rows = g.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let (m_max, n_cols) = match g.form {
+        GroupedForm::Weight => (g.n, g.k),
+        _ => (most_rows, g.n),
+    };
+    let f = match g.form {
+        GroupedForm::Forward => 0,
+        GroupedForm::Input => 1,
+        GroupedForm::Weight => 2,
+    };
+    let grid = (
+        n_cols.div_ceil(128) as u32,
+        m_max.div_ceil(128).max(1) as u32,
+        g.groups() as u32,
+    );
+    let (e, ni, ki) = (g.groups() as i32, g.n as i32, g.k as i32);
+    let (st, ac) = (g.stride as i64, g.accumulate as i32);
+    match acc_bits {
+        None => launch(grid, (256, 1, 1), 0, || {
+            // SAFETY: a, b, c hold the lengths the grouped GEMM's check asks for; offsets
+            // has groups + 1 entries.
+            unsafe { grouped_gemm_forms_f32(ap.c(), bp.c(), cp.p(), op.c(), e, f, ni, ki, st, ac) }
+        }),
+        Some(bits) => launch(grid, (256, 1, 1), PROMOTED_SMEM, || {
+            // SAFETY: as above.
+            unsafe {
+                grouped_gemm_promoted_f32(
+                    ap.c(),
+                    bp.c(),
+                    cp.p(),
+                    op.c(),
+                    e,
+                    f,
+                    ni,
+                    ki,
+                    st,
+                    ac,
+                    bits,
+                )
+            }
+        }),
+    }
+}
+
 /// grouped_gemm_forms_f32 in one form against the CPU's grouped GEMM (f64, the same inputs):
 /// |Δ| ≤ 1e-5 · Σ |a·b| per element, and the gaps between weight blocks untouched.
 fn run_forms(form: GroupedForm, counts: &[usize], n: usize, k: usize, stride: usize, acc: bool) {
-    let mut offsets = vec![0usize];
-    for &c in counts {
-        offsets.push(offsets.last().unwrap() + c);
-    }
+    let offsets = offsets_of(counts);
     let g = Grouped {
         form,
         offsets: &offsets,
@@ -270,39 +331,7 @@ fn run_forms(form: GroupedForm, counts: &[usize], n: usize, k: usize, stride: us
     let mut randn = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
     let (a, b, c0) = (randn(la), randn(lb), randn(lc));
     let mut c = c0.clone();
-    let off32: Vec<i32> = offsets.iter().map(|&o| o as i32).collect();
-    let (ap, bp, cp, op) = (
-        Ptr::of_const(&a),
-        Ptr::of_const(&b),
-        Ptr::of(&mut c),
-        Ptr::of_const(&off32),
-    );
-    let (m_max, n_cols) = match form {
-        GroupedForm::Weight => (n, k),
-        _ => (counts.iter().copied().max().unwrap_or(0), n),
-    };
-    let f = match form {
-        GroupedForm::Forward => 0,
-        GroupedForm::Input => 1,
-        GroupedForm::Weight => 2,
-    };
-    let grid = (
-        n_cols.div_ceil(128) as u32,
-        m_max.div_ceil(128).max(1) as u32,
-        counts.len() as u32,
-    );
-    let (e, ni, ki, st, ac) = (
-        counts.len() as i32,
-        n as i32,
-        k as i32,
-        stride as i64,
-        acc as i32,
-    );
-    launch(grid, (256, 1, 1), 0, || {
-        // SAFETY: a, b, c hold the lengths the grouped GEMM's check asks for (la, lb, lc);
-        // offsets has experts + 1 entries.
-        unsafe { grouped_gemm_forms_f32(ap.c(), bp.c(), cp.p(), op.c(), e, f, ni, ki, st, ac) }
-    });
+    launch_grouped(&g, &a, &b, &mut c, None);
     let wide = |v: &[f32]| v.iter().map(|&t| t as f64).collect::<Vec<f64>>();
     let mut want = wide(&c0);
     grouped_matmul_ref(g, &wide(&a), &wide(&b), &mut want, None);
@@ -356,10 +385,7 @@ const PROMOTED_SMEM: usize = FP8_SMEM;
 /// of |products|, and at least 90 % of the elements bit-identical.
 fn run_promoted(form: GroupedForm, counts: &[usize], n: usize, k: usize, acc: bool) {
     let stride = 3 * n * k;
-    let mut offsets = vec![0usize];
-    for &c in counts {
-        offsets.push(offsets.last().unwrap() + c);
-    }
+    let offsets = offsets_of(counts);
     let g = Grouped {
         form,
         offsets: &offsets,
@@ -392,42 +418,7 @@ fn run_promoted(form: GroupedForm, counts: &[usize], n: usize, k: usize, acc: bo
         fake_quantize_fp8(&mut qb[rb], p.b_stored().1, b_tile);
     }
     let mut c = c0.clone();
-    let off32: Vec<i32> = offsets.iter().map(|&o| o as i32).collect();
-    let (ap, bp, cp, op) = (
-        Ptr::of_const(&qa),
-        Ptr::of_const(&qb),
-        Ptr::of(&mut c),
-        Ptr::of_const(&off32),
-    );
-    let (m_max, n_cols) = match form {
-        GroupedForm::Weight => (n, k),
-        _ => (counts.iter().copied().max().unwrap_or(0), n),
-    };
-    let f = match form {
-        GroupedForm::Forward => 0,
-        GroupedForm::Input => 1,
-        GroupedForm::Weight => 2,
-    };
-    let grid = (
-        n_cols.div_ceil(128) as u32,
-        m_max.div_ceil(128).max(1) as u32,
-        counts.len() as u32,
-    );
-    let (e, ni, ki, st, ac) = (
-        counts.len() as i32,
-        n as i32,
-        k as i32,
-        stride as i64,
-        acc as i32,
-    );
-    let bits = FP8_ACC_MANTISSA_BITS as i32;
-    launch(grid, (256, 1, 1), PROMOTED_SMEM, || {
-        // SAFETY: a, b, c hold the lengths the grouped GEMM's check asks for (la, lb, lc);
-        // offsets has experts + 1 entries.
-        unsafe {
-            grouped_gemm_promoted_f32(ap.c(), bp.c(), cp.p(), op.c(), e, f, ni, ki, st, ac, bits)
-        }
-    });
+    launch_grouped(&g, &qa, &qb, &mut c, Some(FP8_ACC_MANTISSA_BITS as i32));
     let mut want = c0.clone();
     grouped_matmul_ref(g, &a, &b, &mut want, Some(fmt));
     // S: the sums of |products| of the quantized operands.
@@ -487,46 +478,30 @@ fn grouped_fp8_gemm_in_every_form_matches_the_cpu_per_expert() {
 /// carry, far from the 14-bit result (so the kernel does use acc_bits).
 #[test]
 fn grouped_fp8_gemm_promotes_every_chunk() {
-    let (counts, n, k) = ([130usize, 0, 7], 40usize, 260usize);
-    let offsets = [0i32, 130, 130, 137];
+    // An expert past one tile of rows, an empty one, one of 7 rows.
+    let (n, k) = (40usize, 260usize);
+    let offsets = offsets_of(&[130, 0, 7]);
     let rows = 137;
     let a = operand(rows, k, 11);
     let b = operand(3 * n, k, 12);
+    let g = Grouped {
+        form: GroupedForm::Forward,
+        offsets: &offsets,
+        n,
+        k,
+        stride: n * k,
+        accumulate: false,
+    };
     let run = |bits: i32| -> Vec<f32> {
         let mut c = vec![f32::NAN; rows * n];
-        let (ap, bp, cp, op) = (
-            Ptr::of_const(&a),
-            Ptr::of_const(&b),
-            Ptr::of(&mut c),
-            Ptr::of_const(&offsets),
-        );
-        let grid = (1, 2, counts.len() as u32);
-        launch(grid, (256, 1, 1), PROMOTED_SMEM, || {
-            // SAFETY: a [rows·k], b [3·n·k] (3 blocks of n·k), c [rows·n], offsets [4].
-            unsafe {
-                grouped_gemm_promoted_f32(
-                    ap.c(),
-                    bp.c(),
-                    cp.p(),
-                    op.c(),
-                    3,
-                    0,
-                    n as i32,
-                    k as i32,
-                    (n * k) as i64,
-                    0,
-                    bits,
-                )
-            }
-        });
+        launch_grouped(&g, &a, &b, &mut c, Some(bits));
         c
     };
     let full = run(23);
     let coarse = run(4);
     let mut far = 0;
     for e in [0usize, 2] {
-        let (r0, r1) = (offsets[e] as usize, offsets[e + 1] as usize);
-        for r in r0..r1 {
+        for r in offsets[e]..offsets[e + 1] {
             for j in 0..n {
                 let (mut exact, mut s) = (0f64, 0f64);
                 for t in 0..k {

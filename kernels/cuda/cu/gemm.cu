@@ -15,7 +15,7 @@
 //                     the MoE experts' products in the three forms of the seam's `Grouped`
 //                     (forward, input gradient, weight gradient), every expert in one launch;
 //                     the promoted one with the FP8 accumulator model on operands the caller
-//                     fake-quantized per expert (quant.cu fp8_fake_quantize_groups_f32).
+//                     fake-quantized per expert (quant.cu fp8_fake_quantize_rows_f32, _blocks_f32).
 //
 // All: a block computes a 128 × 128 tile of the output with 256 threads, thread
 // (ty, tx) = (tid / 16, tid % 16) owning the 8 × 8 outputs rows {ty·4 + i, 64 + ty·4 + i},

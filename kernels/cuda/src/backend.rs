@@ -160,18 +160,17 @@ impl Cuda {
                 // never the caller's slices.
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
                 let a_cols = if weights { g.k } else { g.n };
-                let qa = self.quantized_dst("grouped FP8 A", &da, a.len())?;
-                let qa_at = qa.as_ref().map_or(*da.p(), |q| *q.p());
+                let (_qa, qa_at) = self.quantized_dst("grouped FP8 A", &da, a.len())?;
                 self.fake_quantize_rows(&g, (*da.p(), qa_at), &goff, a_cols, a_tile, &mut dbad)?;
-                let (qb, b_at, stride) = if weights {
+                let (_qb, b_at, stride) = if weights {
                     // The blocks of experts with rows, as stored: [n, k] forward, [k, n] input.
                     let (rows, cols) = match g.form {
                         GroupedForm::Forward => (g.n, g.k),
                         _ => (g.k, g.n),
                     };
-                    let qb = self.quantized_dst("grouped FP8 weights", &db, groups * nk)?;
-                    let (at, dst_stride) =
-                        qb.as_ref().map_or((*db.p(), b_stride), |q| (*q.p(), nk));
+                    let (qb, at) = self.quantized_dst("grouped FP8 weights", &db, groups * nk)?;
+                    // A new buffer holds the blocks dense.
+                    let dst_stride = if qb.is_some() { nk } else { b_stride };
                     let blocks = Blocks {
                         src: *db.p(),
                         src_stride: b_stride,
@@ -183,8 +182,7 @@ impl Cuda {
                     self.fake_quantize_blocks(&g, blocks, &goff, b_tile, &mut dbad)?;
                     (qb, at, dst_stride)
                 } else {
-                    let qb = self.quantized_dst("grouped FP8 B", &db, b.len())?;
-                    let at = qb.as_ref().map_or(*db.p(), |q| *q.p());
+                    let (qb, at) = self.quantized_dst("grouped FP8 B", &db, b.len())?;
                     self.fake_quantize_rows(&g, (*db.p(), at), &goff, g.k, b_tile, &mut dbad)?;
                     (qb, at, c_stride)
                 };
@@ -193,7 +191,6 @@ impl Cuda {
                 let mut h = [0u32];
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;
-                drop((qa, qb));
             }
             Some(LowpGemm::Bf16) => {
                 // The operands as BF16 once; each group's product on the tensor cores.
@@ -259,10 +256,7 @@ impl Cuda {
     ) -> Result<()> {
         let (m_max, n_cols) = match g.form {
             GroupedForm::Weight => (g.n, g.k),
-            _ => (
-                g.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0),
-                g.n,
-            ),
+            _ => (g.most_rows(), g.n),
         };
         if m_max == 0 || n_cols == 0 {
             return Ok(());
@@ -305,13 +299,21 @@ impl Cuda {
         go(name, l, cfg)
     }
 
-    /// Where an operand at `src` (`n` values) is quantized: in place when it is a device copy
-    /// (`None`), into a new device buffer when it is the caller's own memory.
-    fn quantized_dst(&self, what: &str, src: &Buf<f32>, n: usize) -> Result<Option<Buf<f32>>> {
+    /// Where an operand at `src` (`n` values) is quantized, and that place's address: in place
+    /// when it is a device copy (no new buffer), into a new device buffer when it is the
+    /// caller's own memory.
+    fn quantized_dst(
+        &self,
+        what: &str,
+        src: &Buf<f32>,
+        n: usize,
+    ) -> Result<(Option<Buf<f32>>, u64)> {
         if src.is_copy() {
-            Ok(None)
+            Ok((None, *src.p()))
         } else {
-            Ok(Some(self.dev.scratch::<f32>(what, n)?))
+            let q = self.dev.scratch::<f32>(what, n)?;
+            let at = *q.p();
+            Ok((Some(q), at))
         }
     }
 
@@ -354,7 +356,7 @@ impl Cuda {
         tile: (usize, usize),
         bad: &mut CudaSlice<u32>,
     ) -> Result<()> {
-        let max_rows = g.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        let max_rows = g.most_rows();
         if cols == 0 || max_rows == 0 {
             return Ok(());
         }
@@ -466,15 +468,12 @@ impl Cuda {
                 // Quantized in place on device copies; on host memory into device buffers,
                 // never the caller's slices.
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
-                let qa = self.quantized_dst("FP8 GEMM A", &da, a.len())?;
-                let qb = self.quantized_dst("FP8 GEMM B", &db, b.len())?;
-                let (da, db) = (
-                    (*da.p(), qa.as_ref().unwrap_or(&da)),
-                    (*db.p(), qb.as_ref().unwrap_or(&db)),
-                );
-                self.fake_quantize((da.0, *da.1.p()), p.a_stored(), a_tile, &mut dbad)?;
-                self.fake_quantize((db.0, *db.1.p()), p.b_stored(), b_tile, &mut dbad)?;
-                let (da, db) = (da.1, db.1);
+                // (`_qa`, `_qb`: the new buffers, if any, held until the GEMM is done.)
+                let (_qa, qa) = self.quantized_dst("FP8 GEMM A", &da, a.len())?;
+                let (_qb, qb) = self.quantized_dst("FP8 GEMM B", &db, b.len())?;
+                self.fake_quantize((*da.p(), qa), p.a_stored(), a_tile, &mut dbad)?;
+                self.fake_quantize((*db.p(), qb), p.b_stored(), b_tile, &mut dbad)?;
+                let at = |base: u64, n: usize| base + (n * std::mem::size_of::<f32>()) as u64;
                 // Per chunk of K: the product into `part`, truncated to the tensor-core
                 // accumulator's mantissa and promoted (added) into C in FP32.
                 let part = self.dev.zeros::<f32>("FP8 partial sums", c.len())?;
@@ -491,7 +490,7 @@ impl Cuda {
                     };
                     let pa = self.dev.addr(&part);
                     self.dev
-                        .sgemm(chunk, da.at(a_off), lda, db.at(b_off), ldb, pa, 0.0)?;
+                        .sgemm(chunk, at(qa, a_off), lda, at(qb, b_off), ldb, pa, 0.0)?;
                     {
                         let mut b = self.k("promote_truncated_f32")?;
                         b.arg(dc.p()).arg(&part).arg(&mn).arg(&bits);

@@ -507,6 +507,14 @@ impl Grouped<'_> {
     pub fn rows(&self) -> usize {
         self.offsets.last().copied().unwrap_or(0)
     }
+    /// The most rows of one group.
+    pub fn most_rows(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0)
+    }
     /// Elements of the weight buffer: the first block's start to the last one's end.
     pub fn weights_len(&self) -> usize {
         match self.groups() {

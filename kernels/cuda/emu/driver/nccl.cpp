@@ -140,32 +140,23 @@ thread_local std::vector<Op> g_ops;
 // receives from other ranks in order on this thread.
 ncclResult_t run(std::vector<Op> ops) {
     std::map<std::pair<ncclComm_t, int>, std::vector<const Op*>> sends;
-    std::map<ncclComm_t, std::vector<const Op*>> self_sends, self_recvs;
+    // Per communicator, its sends to this rank and its receives from it.
+    std::map<ncclComm_t, std::pair<std::vector<const Op*>, std::vector<const Op*>>> self;
     for (const Op& o : ops) {
-        if (o.kind == Op::Send) {
-            if (o.peer == o.comm->rank) self_sends[o.comm].push_back(&o);
-            else sends[{o.comm, o.peer}].push_back(&o);
-        } else if (o.kind == Op::Recv && o.peer == o.comm->rank) {
-            self_recvs[o.comm].push_back(&o);
-        }
+        bool mine = o.peer == o.comm->rank;
+        if (o.kind == Op::Send && mine) self[o.comm].first.push_back(&o);
+        else if (o.kind == Op::Send) sends[{o.comm, o.peer}].push_back(&o);
+        else if (o.kind == Op::Recv && mine) self[o.comm].second.push_back(&o);
     }
-    for (auto& [comm, ss] : self_sends) {
-        auto& rs = self_recvs[comm];
+    for (auto& [comm, pair] : self) {
+        auto& [ss, rs] = pair;
+        std::string me = "rank " + std::to_string(comm->rank) + ": ";
         if (rs.size() != ss.size())
-            return fail(ncclInvalidUsage, "rank " + std::to_string(comm->rank) + ": " +
-                                              std::to_string(ss.size()) + " sends to itself, " +
-                                              std::to_string(rs.size()) + " receives");
-    }
-    for (auto& [comm, rs] : self_recvs) {
-        auto& ss = self_sends[comm];
-        if (rs.size() != ss.size())
-            return fail(ncclInvalidUsage, "rank " + std::to_string(comm->rank) + ": " +
-                                              std::to_string(ss.size()) + " sends to itself, " +
+            return fail(ncclInvalidUsage, me + std::to_string(ss.size()) + " sends to itself, " +
                                               std::to_string(rs.size()) + " receives");
         for (size_t i = 0; i < rs.size(); i++) {
             if (rs[i]->bytes != ss[i]->bytes)
-                return fail(ncclInvalidUsage, "rank " + std::to_string(comm->rank) +
-                                                  ": a receive of " + std::to_string(rs[i]->bytes) +
+                return fail(ncclInvalidUsage, me + "a receive of " + std::to_string(rs[i]->bytes) +
                                                   " bytes from itself matched a send of " +
                                                   std::to_string(ss[i]->bytes));
             std::memmove(rs[i]->dst, ss[i]->src, rs[i]->bytes);
@@ -414,24 +405,27 @@ API ncclResult_t ncclGroupEnd() {
     return run(std::move(ops));
 }
 
-API ncclResult_t ncclSend(const void* buf, size_t count, int type, int peer, ncclComm_t comm,
-                          void* /*stream*/) {
+namespace {
+// A send of `count` elements at `buf` to `peer`, or a receive into it from `peer`.
+ncclResult_t p2p(Op::Kind kind, void* buf, size_t count, int type, int peer, ncclComm_t comm) {
+    const bool send = kind == Op::Send;
     if (ncclResult_t r = check_comm(comm)) return r;
-    if (ncclResult_t r = check_peer(comm, peer, "send to rank")) return r;
+    if (ncclResult_t r = check_peer(comm, peer, send ? "send to rank" : "receive from rank")) return r;
     size_t bytes;
     if (ncclResult_t r = bytes_of(count, type, &bytes)) return r;
-    if (ncclResult_t r = device_range(buf, bytes, "ncclSend buffer")) return r;
-    return submit({{Op::Send, comm, peer, buf, nullptr, bytes}});
+    if (ncclResult_t r = device_range(buf, bytes, send ? "ncclSend buffer" : "ncclRecv buffer")) return r;
+    return submit({{kind, comm, peer, send ? buf : nullptr, send ? nullptr : buf, bytes}});
+}
+}  // namespace
+
+API ncclResult_t ncclSend(const void* buf, size_t count, int type, int peer, ncclComm_t comm,
+                          void* /*stream*/) {
+    return p2p(Op::Send, const_cast<void*>(buf), count, type, peer, comm);
 }
 
 API ncclResult_t ncclRecv(void* buf, size_t count, int type, int peer, ncclComm_t comm,
                           void* /*stream*/) {
-    if (ncclResult_t r = check_comm(comm)) return r;
-    if (ncclResult_t r = check_peer(comm, peer, "receive from rank")) return r;
-    size_t bytes;
-    if (ncclResult_t r = bytes_of(count, type, &bytes)) return r;
-    if (ncclResult_t r = device_range(buf, bytes, "ncclRecv buffer")) return r;
-    return submit({{Op::Recv, comm, peer, nullptr, buf, bytes}});
+    return p2p(Op::Recv, buf, count, type, peer, comm);
 }
 
 // recv[r · count ..] = rank r's send, every rank.

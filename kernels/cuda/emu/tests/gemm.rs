@@ -270,10 +270,9 @@ fn launch_grouped(g: &Grouped<'_>, a: &[f32], b: &[f32], c: &mut [f32], acc_bits
         Ptr::of(c),
         Ptr::of_const(&off32),
     );
-    let most_rows = g.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     let (m_max, n_cols) = match g.form {
         GroupedForm::Weight => (g.n, g.k),
-        _ => (most_rows, g.n),
+        _ => (g.most_rows(), g.n),
     };
     let f = match g.form {
         GroupedForm::Forward => 0,

@@ -257,7 +257,7 @@ fn gemm_peak(rows: &[bench::BenchRow], precision: &str) -> Option<f64> {
     let prefix = match precision {
         "fp32" => "FP32 cuBLAS",
         "bf16" => "BF16 cuBLAS",
-        "fp8" => "FP8 cuBLASLt",
+        "fp8" | "fp8-cublaslt" => "FP8 cuBLASLt",
         _ => return None,
     };
     rows.iter()
@@ -314,6 +314,15 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             Ok(r) => rep.kernels.push(r),
             Err(e) => rep.errors.push(format!("{name}: {e}")),
         }
+    }
+    // Training's dense FP8 GEMMs through cuBLASLt (`fp8_gemm = "cublaslt"`), in their forms.
+    match catch(|| {
+        let mut lt = tokenmill_cuda::Cuda::new(a.device)?;
+        lt.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Cublaslt)?;
+        Ok(check::fp8_cublaslt_rows(&lt, a.seed))
+    }) {
+        Ok(rows) => rep.kernels.extend(rows),
+        Err(e) => rep.errors.push(format!("FP8 GEMMs through cuBLASLt: {e}")),
     }
     print!("{}", check::render(&rep.kernels));
     save(a, rep)?;

@@ -124,6 +124,11 @@ fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec
         "num_nextn_predict_layers = 0\n"
     };
     let (peak, min, warmup) = r.lr;
+    // `fp8-cublaslt`: fp8 with the dense FP8 GEMMs through cuBLASLt (a GPU's choice).
+    let (precision, fp8_gemm) = match *precision {
+        "fp8-cublaslt" => ("fp8", "fp8_gemm = \"cublaslt\"\n"),
+        p => (p, ""),
+    };
     let toml = format!(
         r#"[model]
 preset = "{preset}"
@@ -150,7 +155,7 @@ eval_every = 0
 init_seed = {seed}
 precision = "{precision}"
 device = "{device}"
-"#
+{fp8_gemm}"#
     );
     let path = out.join(format!("{name}.toml"));
     std::fs::write(&path, toml)?;
@@ -183,9 +188,21 @@ pub fn compare(
     };
     let vocab = dataset(out, seed)?;
     let mut curves = Vec::new();
-    for precision in ["fp32", "bf16", "fp8"] {
+    let mut cpu_fp8 = None;
+    // fp8-cublaslt: the GPU's dense FP8 GEMMs by cuBLASLt against the CPU's fp8 run (a GPU's
+    // choice: not when comparing the CPU with itself).
+    let precisions: &[&str] = if other == "cpu" {
+        &["fp32", "bf16", "fp8"]
+    } else {
+        &["fp32", "bf16", "fp8", "fp8-cublaslt"]
+    };
+    for &precision in precisions {
         let mut logs = Vec::new();
         for (i, device) in ["cpu", other].into_iter().enumerate() {
+            if precision == "fp8-cublaslt" && device == "cpu" {
+                logs.push(cpu_fp8.take().context("the CPU's fp8 run")?);
+                continue;
+            }
             logs.push(train_run(
                 out,
                 &Run {
@@ -204,6 +221,9 @@ pub fn compare(
             )?);
         }
         let (gpu, cpu) = (logs.pop().expect("two runs"), logs.pop().expect("two runs"));
+        if precision == "fp8" {
+            cpu_fp8 = Some(cpu.clone());
+        }
         let max_rel = cpu
             .0
             .iter()

@@ -153,6 +153,54 @@ KERNEL void fp8_quantize_f32(const float* __restrict__ x, int rows, int cols, in
     }
 }
 
+// Where op(src)[o, j] of fp8_quantize_lt_f32 lies in src.
+DEVICE long long lt_at(int k_on_rows, int cols, int o, int j) {
+    return k_on_rows ? (long long)j * cols + o : (long long)o * cols + j;
+}
+
+// An operand of cuBLASLt's block-scaled FP8 GEMM (src/fp8.rs), from the rows × cols matrix src
+// as stored, contracted along its columns (k_on_rows = 0) or along its rows (k_on_rows = 1):
+// op(src) is outer × K. codes [outer][K] (K contiguous: cuBLASLt's transposed operand, column-
+// major K × outer with ld = K) = e4m3(x / s) per tile of tile_outer × 128 (tile_outer 1: a
+// VEC128 scale per outer index and 128 of K; 128: a BLK128x128 scale), s = amax / 448 exactly as
+// fp8_fake_quantize_f32 computes it, so codes · s are the fake-quantized values bit for bit. A
+// tile whose amax is 0 gets s = 1 (its codes are its zeros); a tile holding a NaN or an infinity
+// gets NaN codes and s = 1 and is counted in *bad_tiles — it becomes NaN as in the fake
+// quantization, never saturated. Tile (to, tk)'s scale goes to scales[to · scale_outer + tk ·
+// scale_k] (the layout cuBLASLt's scale mode asks for, chosen by the caller).
+// Launch: grid (ceil(K / 128), min(ceil(outer / tile_outer), 65535)), block 256, dynamic
+// shared 0 (one block per tile; the blocks stride over tile rows past 65535).
+KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int cols, int k_on_rows,
+                                int tile_outer, unsigned char* __restrict__ codes,
+                                float* __restrict__ scales, long long scale_outer,
+                                long long scale_k, unsigned int* __restrict__ bad_tiles) {
+    __shared__ float scratch[32];
+    const int outer = k_on_rows ? cols : rows, k = k_on_rows ? rows : cols;
+    const int tiles_o = (outer + tile_outer - 1) / tile_outer;
+    const int tk = blockIdx.x;
+    for (int to = blockIdx.y; to < tiles_o; to += gridDim.y) {
+        QuantTile t = tile_at(tk, to, outer, k, tile_outer, 128);
+        int count = t.h * t.w;
+        float amax = 0.0f;
+        for (int e = threadIdx.x; e < count; e += blockDim.x) {
+            float v = src[lt_at(k_on_rows, cols, t.r0 + e / t.w, t.c0 + e % t.w)];
+            amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
+        }
+        amax = block_max(amax, scratch);
+        bool bad = amax == TM_INF;
+        float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
+        if (threadIdx.x == 0) {
+            scales[(long long)to * scale_outer + (long long)tk * scale_k] = s;
+            if (bad) atomicAdd(bad_tiles, 1u);
+        }
+        for (int e = threadIdx.x; e < count; e += blockDim.x) {
+            int o = t.r0 + e / t.w, j = t.c0 + e % t.w;
+            float v = src[lt_at(k_on_rows, cols, o, j)];
+            codes[(long long)o * k + j] = bad ? (uint8_t)0x7f : f32_to_e4m3(v / s);
+        }
+    }
+}
+
 // c[i] += truncate_mantissa(part[i], bits): the promotion of a tensor-core partial sum (its
 // mantissa cut to `bits` bits, 14 in kernels/src/backend/types.rs) into the FP32 accumulator.
 // Launch: grid (min(ceil(n / 256), 65535)), block 256, dynamic shared 0.

@@ -13,6 +13,8 @@
 //! panics with the backend's error message, which names the operation and the sizes.
 
 use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
@@ -22,7 +24,8 @@ use tokenmill_kernels::backend::{
 };
 
 use crate::device::{Buf, Device, Memory, elementwise};
-use crate::error::{Result, driver};
+use crate::error::{Error, Result, driver};
+use crate::fp8::{Fp8Operand, Lt, Scales};
 use tokenmill_kernels::cpu::grouped;
 use tokenmill_kernels::cpu::optim::{check_adamw, check_segments};
 use tokenmill_kernels::cpu::route::check_bwd;
@@ -32,15 +35,44 @@ use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 #[derive(Debug)]
 pub struct Cuda {
     dev: Device,
+    fp8: Fp8Gemm,
+    /// cuBLASLt, for [`Fp8Gemm::Cublaslt`].
+    lt: Mutex<Option<Lt>>,
+    /// GEMMs computed by cuBLASLt.
+    lt_calls: AtomicU64,
+}
+
+impl Drop for Cuda {
+    fn drop(&mut self) {
+        if self.fp8 == Fp8Gemm::Cublaslt {
+            tracing::info!(
+                gemms = self.lt_calls(),
+                "FP8 GEMMs computed by cuBLASLt (the others by the model)"
+            );
+        }
+    }
+}
+
+/// How the backend computes its dense FP8 GEMMs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fp8Gemm {
+    /// The CPU's accumulator model (fake-quantized operands, each 128-long chunk of K summed by
+    /// SGEMM, truncated to the tensor cores' 14 mantissa bits and promoted into FP32): the same
+    /// quantity as the CPU computes, so the loss curves compare; CUDA cores.
+    #[default]
+    Model,
+    /// cuBLASLt's block-scaled FP8 matmul on the tensor cores (CUDA ≥ 12.9, sm_90): the same
+    /// quantized operands, accumulated as the hardware does. A GEMM whose shape or tiles
+    /// cuBLASLt does not take ([`crate::fp8::fits`]; both operands in 128 × 128 blocks) and the
+    /// experts' grouped GEMMs keep the model.
+    Cublaslt,
 }
 
 impl Cuda {
     /// The backend on GPU `ordinal` (see [`Device::open`] for what is checked), copying each
     /// operation's slices.
     pub fn new(ordinal: usize) -> Result<Self> {
-        Ok(Cuda {
-            dev: Device::open(ordinal)?,
-        })
+        Self::with_memory(ordinal, Memory::Copy)
     }
 
     /// The backend on GPU `ordinal` with host slices reaching the kernels as `memory` says
@@ -48,12 +80,61 @@ impl Cuda {
     pub fn with_memory(ordinal: usize, memory: Memory) -> Result<Self> {
         Ok(Cuda {
             dev: Device::open_with(ordinal, memory)?,
+            fp8: Fp8Gemm::Model,
+            lt: Mutex::new(None),
+            lt_calls: AtomicU64::new(0),
         })
     }
 
     /// The device.
     pub fn device(&self) -> &Device {
         &self.dev
+    }
+
+    /// Computes the dense FP8 GEMMs as `fp8` says. [`Fp8Gemm::Cublaslt`] opens cuBLASLt and
+    /// runs one small block-scaled matmul, so that a library without it (CUDA before 12.9, a
+    /// GPU other than sm_90) is an error here, naming why, rather than in training.
+    pub fn set_fp8_gemm(&mut self, fp8: Fp8Gemm) -> Result<()> {
+        if fp8 == Fp8Gemm::Cublaslt {
+            let probe = MatMul::linear(16, 16, 128);
+            // 448, E4M3's largest value: scale 1, so every product is exact in FP8 and FP32.
+            let (a, b) = (vec![448.0f32; 16 * 128], vec![448.0f32; 16 * 128]);
+            let want = 448.0f32 * 448.0 * 128.0;
+            let mut c = vec![0.0f32; 16 * 16];
+            self.fp8 = fp8;
+            let format = LowpGemm::Fp8 {
+                a_tile: (1, 128),
+                b_tile: (128, 128),
+            };
+            let done = self.try_matmul_lowp(probe, &a, &b, &mut c, format);
+            if let Err(e) = done.and_then(|_| match c.iter().find(|&&v| v != want) {
+                Some(v) => Err(Error::Blas {
+                    lib: "cublasLt",
+                    op: "FP8 block-scaled probe 16×16×128".into(),
+                    message: format!("gave {v}, not {want}"),
+                }),
+                None => Ok(()),
+            }) {
+                self.fp8 = Fp8Gemm::Model;
+                return Err(e);
+            }
+            // The probe is not one of the caller's GEMMs.
+            self.lt_calls.store(0, Ordering::Relaxed);
+            tracing::info!("dense FP8 GEMMs through cuBLASLt's block-scaled matmul");
+        }
+        self.fp8 = fp8;
+        Ok(())
+    }
+
+    /// How the dense FP8 GEMMs compute.
+    pub fn fp8_gemm(&self) -> Fp8Gemm {
+        self.fp8
+    }
+
+    /// The GEMMs cuBLASLt has computed so far (the others of [`Fp8Gemm::Cublaslt`] fell back
+    /// to the model).
+    pub fn lt_calls(&self) -> u64 {
+        self.lt_calls.load(Ordering::Relaxed)
     }
 
     /// Sets the memory model's estimate reported with out-of-memory errors.
@@ -436,6 +517,122 @@ impl Cuda {
         go("fp8_fake_quantize_f32", b, cfg)
     }
 
+    /// The scale layouts cuBLASLt takes op(A) `[m, k]` and op(B)ᵀ `[n, k]` in, when this GEMM
+    /// goes through it ([`Fp8Gemm::Cublaslt`], a shape that [`crate::fp8::fits`], tiles of 1 ×
+    /// 128 or 128 × 128 along (outer, K), not both blocks); `None`: the model computes it.
+    fn lt_scales(
+        &self,
+        p: MatMul,
+        a_tile: (usize, usize),
+        b_tile: (usize, usize),
+    ) -> Option<(Scales, Scales)> {
+        if self.fp8 != Fp8Gemm::Cublaslt || !crate::fp8::fits(p.m, p.n, p.k) {
+            return None;
+        }
+        // A is stored [m, k] (K along its columns) unless transposed; B [k, n] (K along its
+        // rows) unless transposed.
+        let a = lt_mode(a_tile, p.ta)?;
+        let b = lt_mode(b_tile, !p.tb)?;
+        (a, b)
+            .ne(&(Scales::Blk128, Scales::Blk128))
+            .then_some((a, b))
+    }
+
+    /// `C (+)= op(A)·op(B)` by cuBLASLt: each operand quantized exactly (E4M3 codes, K
+    /// contiguous, its scales as cuBLASLt lays them out: `fp8_quantize_lt_f32`; the values are
+    /// the model path's fake-quantized ones bit for bit), then one block-scaled matmul, into C
+    /// directly or — accumulating, or C not 16-byte aligned (a host slice's) — into a buffer
+    /// added to C. Returns the tiles with a non-finite amax (NaN codes, as the model's NaN).
+    fn lt_matmul(
+        &self,
+        p: MatMul,
+        (a, b, c): (&Buf<f32>, &Buf<f32>, &Buf<f32>),
+        (a_mode, b_mode): (Scales, Scales),
+    ) -> Result<u64> {
+        let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+        let (xa, xs) = self.quantize_lt(*a.p(), p.a_stored(), p.ta, a_mode, &mut dbad)?;
+        let (wa, ws) = self.quantize_lt(*b.p(), p.b_stored(), !p.tb, b_mode, &mut dbad)?;
+        let x = Fp8Operand {
+            codes: *xa.p(),
+            scales: *xs.p(),
+            mode: a_mode,
+        };
+        let w = Fp8Operand {
+            codes: *wa.p(),
+            scales: *ws.p(),
+            mode: b_mode,
+        };
+        let direct = !p.accumulate && c.p() % 16 == 0;
+        let part = if direct {
+            None
+        } else {
+            Some(self.dev.scratch::<f32>("FP8 GEMM product", p.m * p.n)?)
+        };
+        let y = part.as_ref().map_or(*c.p(), |b| *b.p());
+        {
+            let mut lt = self.lt.lock().unwrap_or_else(|e| e.into_inner());
+            if lt.is_none() {
+                *lt = Some(Lt::new(&self.dev)?);
+            }
+            let lt = lt.as_mut().expect("opened");
+            lt.matmul(&self.dev, (p.m, p.n, p.k), x, w, y)?;
+        }
+        self.lt_calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(part) = &part {
+            // c += part, exactly (23 bits: nothing truncated).
+            let (mn, bits) = ((p.m * p.n) as i64, 23i32);
+            let mut b = self.k("promote_truncated_f32")?;
+            b.arg(c.p()).arg(part.p()).arg(&mn).arg(&bits);
+            go("promote_truncated_f32", b, elementwise(p.m * p.n))?;
+        }
+        let mut h = [0u32];
+        self.dev.download(&dbad, &mut h)?;
+        Ok(h[0] as u64)
+    }
+
+    /// The `rows × cols` matrix (as stored) at `src`, contracted along its rows (`k_on_rows`)
+    /// or columns, as cuBLASLt's operand: E4M3 codes `[outer, k]` and their `mode` scales.
+    fn quantize_lt(
+        &self,
+        src: u64,
+        (rows, cols): (usize, usize),
+        k_on_rows: bool,
+        mode: Scales,
+        bad: &mut CudaSlice<u32>,
+    ) -> Result<(Buf<u8>, Buf<f32>)> {
+        let (outer, k) = if k_on_rows {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        let codes = self.dev.scratch::<u8>("FP8 codes", outer * k)?;
+        let scales = self
+            .dev
+            .scratch::<f32>("FP8 scales", mode.count(outer, k))?;
+        let (so, sk) = mode.strides(outer, k);
+        let (r, c, kr, to) = (
+            rows as i32,
+            cols as i32,
+            k_on_rows as i32,
+            mode.tile_outer() as i32,
+        );
+        let (so, sk) = (so as i64, sk as i64);
+        let mut b = self.k("fp8_quantize_lt_f32")?;
+        b.arg(&src)
+            .arg(&r)
+            .arg(&c)
+            .arg(&kr)
+            .arg(&to)
+            .arg(codes.p())
+            .arg(scales.p())
+            .arg(&so)
+            .arg(&sk)
+            .arg(&mut *bad);
+        let cfg = quantize_cfg(outer, k, (mode.tile_outer(), 128), 1);
+        go("fp8_quantize_lt_f32", b, cfg)?;
+        Ok((codes, scales))
+    }
+
     fn try_matmul_lowp(
         &self,
         p: MatMul,
@@ -463,6 +660,10 @@ impl Cuda {
                 let beta = if p.accumulate { 1.0 } else { 0.0 };
                 let (a16, b16) = (self.dev.addr(&a16), self.dev.addr(&b16));
                 self.dev.gemm_bf16(p, a16, lda, b16, ldb, *dc.p(), beta)?;
+            }
+            LowpGemm::Fp8 { a_tile, b_tile } if self.lt_scales(p, a_tile, b_tile).is_some() => {
+                let modes = self.lt_scales(p, a_tile, b_tile).expect("checked");
+                bad = self.lt_matmul(p, (&da, &db, &dc), modes)?;
             }
             LowpGemm::Fp8 { a_tile, b_tile } => {
                 // Quantized in place on device copies; on host memory into device buffers,
@@ -504,6 +705,17 @@ impl Cuda {
         }
         self.dev.finish(&dc, c)?;
         Ok(bad)
+    }
+}
+
+/// The cuBLASLt scale layout of an operand quantized in `tile`s of its stored form, contracted
+/// along its stored rows (`k_on_rows`) or columns: 1 × 128 or 128 × 128 along (outer, K).
+fn lt_mode(tile: (usize, usize), k_on_rows: bool) -> Option<Scales> {
+    let (outer, k) = if k_on_rows { (tile.1, tile.0) } else { tile };
+    match (outer, k) {
+        (1, 128) => Some(Scales::Vec128),
+        (128, 128) => Some(Scales::Blk128),
+        _ => None,
     }
 }
 

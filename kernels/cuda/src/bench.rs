@@ -198,7 +198,7 @@ fn both_ways<H: HostSlice<f32> + ?Sized>(
 }
 
 /// FP32 (cuBLAS), BF16 (cuBLAS) and block-scaled FP8 (cuBLASLt) GEMMs at `sizes`³. Without a
-/// usable cuBLASLt (an older CUDA, or the emulated device) the FP8 rows are left out and the
+/// usable cuBLASLt (a CUDA before 12.9) the FP8 rows are left out and the
 /// error is returned beside the other rows.
 pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<(Vec<BenchRow>, Option<Error>)> {
     let mut out = Vec::new();
@@ -234,7 +234,7 @@ pub fn gemm_table(dev: &Device, sizes: &[usize]) -> Result<(Vec<BenchRow>, Optio
             )?;
             let mut y = dev.zeros::<f32>("bench Y", m * n)?;
             let ms = time(dev, 10, || {
-                lt.fp8_block_scaled(m, n, k, &x8, &xs, &w8, &ws, &mut y)
+                lt.fp8_block_scaled(dev, m, n, k, &x8, &xs, &w8, &ws, &mut y)
             })?;
             out.push(row("FP8 cuBLASLt 1×128·128×128 (promoted)", (m, n, k), ms));
             drop((x8, w8, xs, ws, y));
@@ -268,7 +268,7 @@ pub fn fp8_cublaslt_check(dev: &Device, seed: u64) -> Result<Row> {
     let gxs = dev.upload("check X scales", &activation_scales(&qx.scales, m, kb))?;
     let gws = dev.upload("check W scales", &weight_scales(&qw.scales, nb, kb))?;
     let mut gy = dev.zeros::<f32>("check Y", m * n)?;
-    Lt::new(dev)?.fp8_block_scaled(m, n, k, &gx, &gxs, &gw, &gws, &mut gy)?;
+    Lt::new(dev)?.fp8_block_scaled(dev, m, n, k, &gx, &gxs, &gw, &gws, &mut gy)?;
     let mut y = vec![0.0f32; m * n];
     dev.download(&gy, &mut y)?;
     let mut want = vec![0.0f32; m * n];

@@ -32,6 +32,81 @@ fn randn(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
     (0..n).map(|_| (rng.normal() * scale) as f32).collect()
 }
 
+/// The dense FP8 GEMM through cuBLASLt (`cuda` set to [`crate::backend::Fp8Gemm::Cublaslt`])
+/// in the three forms training asks for — forward (activations 1 × 128, weight 128 × 128), input
+/// gradient (the weight contracted along its rows), weight gradient (both operands 128 × 1 along
+/// the tokens, accumulating) — at shapes cuBLASLt takes, K off the 128 blocks in one, against
+/// the CPU's FP8 GEMM: the same quantized operands; the CPU truncates each 128-chunk's sum to
+/// 14 bits where the tensor cores accumulate their own way, so the tolerance is normwise
+/// 10⁻³ (as the vendor check). Each row also fails if cuBLASLt did not compute it.
+pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
+    let mut rng = Rng::new(seed);
+    let (tokens, out, inp) = (64usize, 256usize, 320usize);
+    let x = randn(&mut rng, tokens * inp, 1.0);
+    let w = randn(&mut rng, out * inp, 0.05);
+    let dy = randn(&mut rng, tokens * out, 1.0);
+    let act = ((1, 128), (128, 128));
+    let forms = [
+        ("fwd", MatMul::linear(tokens, out, inp), &x, &w, act),
+        (
+            "dgrad",
+            MatMul {
+                m: tokens,
+                n: inp,
+                k: out,
+                ta: false,
+                tb: false,
+                accumulate: false,
+            },
+            &dy,
+            &w,
+            act,
+        ),
+        (
+            "wgrad",
+            MatMul {
+                m: out,
+                n: inp,
+                k: tokens,
+                ta: true,
+                tb: false,
+                accumulate: true,
+            },
+            &dy,
+            &x,
+            ((128, 1), (128, 1)),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (form, p, a, b, (a_tile, b_tile)) in forms {
+        let format = LowpGemm::Fp8 { a_tile, b_tile };
+        let c0 = if p.accumulate {
+            randn(&mut rng, p.m * p.n, 1.0)
+        } else {
+            vec![0.0; p.m * p.n]
+        };
+        let (mut got, mut want) = (c0.clone(), c0);
+        let before = cuda.lt_calls();
+        let bad = cuda.matmul_lowp(p, a, b, &mut got, format);
+        let by_lt = cuda.lt_calls() > before;
+        CpuReference.matmul_lowp(p, a, b, &mut want, format);
+        let shape = format!(
+            "{}×{}×{} ta={} tb={} acc={}",
+            p.m, p.n, p.k, p.ta, p.tb, p.accumulate
+        );
+        let mut row = compare_normwise(
+            &format!("matmul fp8 cuBLASLt {form}"),
+            shape,
+            &got,
+            &want,
+            1e-3,
+        );
+        row.pass &= by_lt && bad == 0;
+        rows.push(row);
+    }
+    rows
+}
+
 /// Compares two outputs: relative error with a floor of 10⁻³ of the largest reference value
 /// (so near-zero references do not blow it up), NaN in one and not the other is a failure.
 fn compare(op: &str, shape: String, got: &[f32], want: &[f32], tol: f64) -> Row {

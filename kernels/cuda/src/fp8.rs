@@ -1,21 +1,25 @@
-//! GEMMs through the vendor libraries, for the throughput side of the device check and the
-//! FP8 path of training on Hopper:
+//! GEMMs through the vendor libraries: cuBLASLt's block-scaled FP8 matmul (CUDA ≥ 12.9 on
+//! sm_90), for the throughput side of the device check and the fast FP8 path of training
+//! (`[train] fp8_gemm = "cublaslt"`):
 //!
-//! - [`Lt::fp8_block_scaled`]: `Y[m,n] = X[m,k] · W[n,k]ᵀ` with E4M3 operands, X scaled per
-//!   1×128 tile (per token, per 128 channels) and W per 128×128 block — DeepSeek-V3's scheme —
-//!   accumulated in FP32 with promotion (fast accumulation off), by cuBLASLt's block-scaled
-//!   FP8 matmul (CUDA ≥ 12.9 on sm_90). In cuBLASLt's column-major terms this is
-//!   `Yᵀ = W·Xᵀ`: cuBLASLt's A is W (transposed: "TN", which FP8 requires), its B is X.
+//! - [`Lt::matmul`]: `Y[rows,cols] = X[rows,k] · W[cols,k]ᵀ` with E4M3 operands, K contiguous
+//!   in both, each scaled per 1×128 tile ([`Scales::Vec128`]) or per 128×128 block
+//!   ([`Scales::Blk128`], not both), accumulated in FP32 with promotion (fast accumulation
+//!   off). In cuBLASLt's column-major terms this is `Yᵀ = W·Xᵀ`: cuBLASLt's A is W
+//!   (transposed: "TN", which FP8 requires), its B is X. [`Lt::fp8_block_scaled`] is the
+//!   forward's case — DeepSeek-V3's scheme, X per token and 128 channels, W per block.
 //!
 //! The BF16 cuBLAS GEMM it is compared with is [`crate::device::Device::gemm_bf16`], the one
 //! training uses.
 //!
-//! Scale layouts cuBLASLt expects (converted from ours by [`activation_scales`] and
-//! [`weight_scales`]): the 1×128 scales with the token index fastest (`[k/128][m]`), the 128×128
-//! block scales per row of blocks with the K blocks fastest, padded to a multiple of 4.
+//! Scale layouts cuBLASLt expects (the cuBLAS manual's "1D and 128x128 2D block scaling for
+//! FP8"; converted from ours by [`activation_scales`] and [`weight_scales`], written directly by
+//! the `fp8_quantize_lt_f32` kernel): the 1×128 scales with the outer index fastest
+//! (`[k/128][outer]`), the 128×128 block scales per row of blocks with the K blocks fastest,
+//! padded to a multiple of 4.
 
 use cudarc::cublaslt::sys as lt;
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtrMut};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -53,20 +57,97 @@ pub fn weight_scales(scales: &[f32], nb: usize, kb: usize) -> Vec<f32> {
     out
 }
 
+/// How an FP8 operand's scales are laid out: cuBLASLt's block scale modes on Hopper, for an
+/// operand of `outer` rows of `k` (K contiguous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scales {
+    /// `VEC128_32F`: one scale per outer index and 128 of K (DeepSeek-V3's 1 × 128 activation
+    /// tiles), stored outer index fastest: scale `(i, j)` at `i + (j / 128) · outer`.
+    Vec128,
+    /// `BLK128x128_32F`: one scale per 128 × 128 block (the weights' blocks), K blocks fastest
+    /// with the row stride `ceil(k / 128)` rounded up to a multiple of 4: scale `(i, j)` at
+    /// `j / 128 + (i / 128) · L4`.
+    Blk128,
+}
+
+impl Scales {
+    /// The scales of an `outer × k` operand (with the block layout's padding).
+    pub fn count(self, outer: usize, k: usize) -> usize {
+        let l = k.div_ceil(128);
+        match self {
+            Scales::Vec128 => l * outer,
+            Scales::Blk128 => outer.div_ceil(128) * l.div_ceil(4) * 4,
+        }
+    }
+    /// The outer extent of one scale's tile (1 or 128).
+    pub fn tile_outer(self) -> usize {
+        match self {
+            Scales::Vec128 => 1,
+            Scales::Blk128 => 128,
+        }
+    }
+    /// Where tile `(to, tk)`'s scale lies, as `to · stride.0 + tk · stride.1` (`to` counting
+    /// tiles of [`Scales::tile_outer`] along the outer dimension, `tk` blocks of 128 along K).
+    pub fn strides(self, outer: usize, k: usize) -> (usize, usize) {
+        match self {
+            Scales::Vec128 => (1, outer),
+            Scales::Blk128 => (k.div_ceil(128).div_ceil(4) * 4, 1),
+        }
+    }
+    fn mode(self) -> lt::cublasLtMatmulMatrixScale_t {
+        match self {
+            Scales::Vec128 => {
+                lt::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
+            }
+            Scales::Blk128 => {
+                lt::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
+            }
+        }
+    }
+}
+
+/// One operand of [`Lt::matmul`] on the device: `outer × k` E4M3 codes at `codes`, K
+/// contiguous, and their scales at `scales` laid out as `mode` says.
+#[derive(Debug, Clone, Copy)]
+pub struct Fp8Operand {
+    /// The codes' address.
+    pub codes: u64,
+    /// The scales' address.
+    pub scales: u64,
+    /// Their layout.
+    pub mode: Scales,
+}
+
+/// Whether cuBLASLt's block-scaled FP8 GEMM takes `y [rows, cols] = x [rows, k] · w [cols, k]ᵀ`:
+/// the outer dimensions multiples of 4 (the scale layouts'), the output's 16 (cuBLASLt's FP8
+/// kernels, as PyTorch checks), K a multiple of 16 (16-byte leading dimensions).
+pub fn fits(rows: usize, cols: usize, k: usize) -> bool {
+    rows > 0
+        && cols > 0
+        && k > 0
+        && rows.is_multiple_of(4)
+        && cols.is_multiple_of(16)
+        && k.is_multiple_of(16)
+}
+
 /// A cuBLASLt handle with its workspace.
-pub struct Lt<'d> {
-    dev: &'d Device,
+pub struct Lt {
     handle: lt::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
 }
 
-impl std::fmt::Debug for Lt<'_> {
+// SAFETY: the handle is used by one thread at a time: `&mut self` for every call (the CUDA
+// backend keeps it in a mutex), and cuBLASLt handles are not tied to the creating thread.
+#[allow(unsafe_code)]
+unsafe impl Send for Lt {}
+
+impl std::fmt::Debug for Lt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lt").finish_non_exhaustive()
     }
 }
 
-impl Drop for Lt<'_> {
+impl Drop for Lt {
     fn drop(&mut self) {
         #[allow(unsafe_code)]
         // SAFETY: the handle was created by cublasLtCreate and is destroyed once.
@@ -104,27 +185,23 @@ impl Drop for Descs {
     }
 }
 
-impl<'d> Lt<'d> {
-    /// A handle on `dev`'s stream.
-    pub fn new(dev: &'d Device) -> Result<Self> {
+impl Lt {
+    /// A handle with its workspace on `dev`.
+    pub fn new(dev: &Device) -> Result<Self> {
         let mut handle = std::ptr::null_mut();
         #[allow(unsafe_code)]
         // SAFETY: a valid out-pointer; cuBLASLt was found loadable by `Device::open`.
         status(unsafe { lt::cublasLtCreate(&mut handle) }, "create")?;
         let workspace = dev.zeros::<u8>("cuBLASLt workspace", WORKSPACE)?;
-        Ok(Lt {
-            dev,
-            handle,
-            workspace,
-        })
+        Ok(Lt { handle, workspace })
     }
 
     /// `y[m,n] = x[m,k]·w[n,k]ᵀ`, E4M3 codes with cuBLASLt-layout scales (see the module
-    /// docs), FP32 output. `k` a multiple of 16, `m`, `n` multiples of 16 (cuBLASLt's FP8
-    /// alignment).
+    /// docs: X per 1 × 128, W per 128 × 128), FP32 output ([`Lt::matmul`] on slices).
     #[allow(clippy::too_many_arguments)]
     pub fn fp8_block_scaled(
         &mut self,
+        dev: &Device,
         m: usize,
         n: usize,
         k: usize,
@@ -134,8 +211,35 @@ impl<'d> Lt<'d> {
         w_scales: &CudaSlice<f32>,
         y: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        let x = Fp8Operand {
+            codes: dev.addr(x),
+            scales: dev.addr(x_scales),
+            mode: Scales::Vec128,
+        };
+        let w = Fp8Operand {
+            codes: dev.addr(w),
+            scales: dev.addr(w_scales),
+            mode: Scales::Blk128,
+        };
+        let y = dev.addr(y);
+        self.matmul(dev, (m, n, k), x, w, y)
+    }
+
+    /// `y [rows, cols] = x [rows, k] · w [cols, k]ᵀ` with E4M3 operands (K contiguous in both)
+    /// and their block scales, accumulated in FP32 with promotion (fast accumulation off), into
+    /// the FP32 `y` at its address (row-major, written whole). Not both operands
+    /// [`Scales::Blk128`]; the shape must [`fits`]. Enqueued on `dev`'s stream.
+    pub fn matmul(
+        &mut self,
+        dev: &Device,
+        (rows, cols, k): (usize, usize, usize),
+        x: Fp8Operand,
+        w: Fp8Operand,
+        y: u64,
+    ) -> Result<()> {
         use lt::cublasLtMatmulDescAttributes_t as A;
-        let stream = self.dev.stream().clone();
+        let what = format!("FP8 block-scaled matmul {rows}×{cols}×{k}");
+        let stream = dev.stream().clone();
         let mut d = Descs {
             op: std::ptr::null_mut(),
             layouts: Vec::new(),
@@ -143,8 +247,8 @@ impl<'d> Lt<'d> {
         };
         #[allow(unsafe_code)]
         // SAFETY: plain cuBLASLt descriptor calls with valid out-pointers and attribute buffers
-        // of the sizes passed; the device pointers stay alive (their guards are held) until the
-        // matmul is enqueued, and the workspace is WORKSPACE bytes.
+        // of the sizes passed; the caller keeps the operands, scales and output alive and
+        // unchanged until the stream has run the matmul; the workspace is WORKSPACE bytes.
         unsafe {
             status(
                 lt::cublasLtMatmulDescCreate(
@@ -162,39 +266,38 @@ impl<'d> Lt<'d> {
             };
             let t = (cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T as i32).to_ne_bytes();
             let nn = (cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N as i32).to_ne_bytes();
+            // Column-major: yᵀ [cols, rows] = w [cols, k] · xᵀ — cuBLASLt's A is w
+            // (transposed: "TN", which FP8 requires), its B is x.
             set(A::CUBLASLT_MATMUL_DESC_TRANSA, &t)?;
             set(A::CUBLASLT_MATMUL_DESC_TRANSB, &nn)?;
-            let blk = (lt::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
-                as i32)
-                .to_ne_bytes();
-            let vec = (lt::cublasLtMatmulMatrixScale_t::CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F
-                as i32)
-                .to_ne_bytes();
-            set(A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &blk)?;
-            set(A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec)?;
-            let (ws_ptr, _g0) = w_scales.device_ptr(&stream);
-            let (xs_ptr, _g1) = x_scales.device_ptr(&stream);
+            set(
+                A::CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
+                &(w.mode.mode() as i32).to_ne_bytes(),
+            )?;
+            set(
+                A::CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
+                &(x.mode.mode() as i32).to_ne_bytes(),
+            )?;
             set(
                 A::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
-                &ws_ptr.to_ne_bytes(),
+                &w.scales.to_ne_bytes(),
             )?;
             set(
                 A::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
-                &xs_ptr.to_ne_bytes(),
+                &x.scales.to_ne_bytes(),
             )?;
             // Promotion into FP32 (DeepSeek-V3), not the fast accumulation.
             set(A::CUBLASLT_MATMUL_DESC_FAST_ACCUM, &[0i8 as u8])?;
-            let mut layout = |ty: lt::cudaDataType_t, rows: usize, cols: usize, ld: usize| {
+            let mut layout = |ty: lt::cudaDataType_t, r: usize, c: usize, ld: usize| {
                 let mut l = std::ptr::null_mut();
-                let r =
-                    lt::cublasLtMatrixLayoutCreate(&mut l, ty, rows as u64, cols as u64, ld as i64);
-                status(r, "matrix layout")?;
+                let st = lt::cublasLtMatrixLayoutCreate(&mut l, ty, r as u64, c as u64, ld as i64);
+                status(st, "matrix layout")?;
                 d.layouts.push(l);
                 Ok::<_, Error>(l)
             };
-            let la = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, n, k)?;
-            let lb = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, m, k)?;
-            let lc = layout(lt::cudaDataType_t::CUDA_R_32F, n, m, n)?;
+            let la = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, cols, k)?;
+            let lb = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, rows, k)?;
+            let lc = layout(lt::cudaDataType_t::CUDA_R_32F, cols, rows, cols)?;
             status(
                 lt::cublasLtMatmulPreferenceCreate(&mut d.pref),
                 "preference",
@@ -224,40 +327,37 @@ impl<'d> Lt<'d> {
                     &mut heur,
                     &mut found,
                 ),
-                &format!("no FP8 block-scaled algorithm for {m}×{n}×{k}"),
+                &format!("no algorithm for the {what}"),
             )?;
             if found == 0 {
                 return Err(Error::Blas {
                     lib: "cublasLt",
-                    op: format!("FP8 block-scaled {m}×{n}×{k}"),
+                    op: what,
                     message: "no algorithm (needs CUDA ≥ 12.9 and sm_90)".into(),
                 });
             }
             let (alpha, beta) = (1.0f32, 0.0f32);
-            let (wp, _g2) = w.device_ptr(&stream);
-            let (xp, _g3) = x.device_ptr(&stream);
-            let (yp, _g4) = y.device_ptr_mut(&stream);
-            let (wsp, _g5) = self.workspace.device_ptr_mut(&stream);
+            let (wsp, _g) = self.workspace.device_ptr_mut(&stream);
             status(
                 lt::cublasLtMatmul(
                     self.handle,
                     d.op,
                     (&alpha as *const f32).cast(),
-                    wp as *const _,
+                    w.codes as *const _,
                     la,
-                    xp as *const _,
+                    x.codes as *const _,
                     lb,
                     (&beta as *const f32).cast(),
-                    yp as *const _,
+                    y as *const _,
                     lc,
-                    yp as *mut _,
+                    y as *mut _,
                     lc,
                     &heur.algo,
                     wsp as *mut _,
                     WORKSPACE,
                     stream.cu_stream() as _,
                 ),
-                &format!("FP8 block-scaled matmul {m}×{n}×{k}"),
+                &what,
             )?;
         }
         Ok(())

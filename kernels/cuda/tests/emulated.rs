@@ -76,3 +76,37 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
         "host memory copied {by_address} bytes up, the copying backend {copied}"
     );
 }
+
+/// `[train] fp8_gemm = "cublaslt"`: the dense FP8 GEMMs of training's three forms through the
+/// backend's cuBLASLt path — operands quantized by `fp8_quantize_lt_f32` into cuBLASLt's
+/// layouts (the input gradient's weight and the weight gradient's operands transposed on the
+/// way), the emulated cuBLASLt checking the call against the manual's contract — follow the
+/// CPU's FP8 GEMM, copying and on host memory; a shape cuBLASLt does not take falls back to
+/// the model, which computes the CPU's quantity.
+#[test]
+fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
+    use tokenmill_cuda::backend::Fp8Gemm;
+    use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
+    emulated();
+    for memory in [Memory::Copy, Memory::Host] {
+        let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
+        cuda.set_fp8_gemm(Fp8Gemm::Cublaslt)
+            .expect("the emulated cuBLASLt's block-scaled matmul");
+        let rows = check::fp8_cublaslt_rows(&cuda, 3);
+        eprintln!("{memory:?}\n{}", check::render(&rows));
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
+        // 67 tokens: not a multiple of 4, so the model computes it.
+        let before = cuda.lt_calls();
+        let p = MatMul::linear(67, 32, 128);
+        let (a, b) = (vec![0.25f32; 67 * 128], vec![0.5f32; 32 * 128]);
+        let mut c = vec![0.0f32; 67 * 32];
+        let format = LowpGemm::Fp8 {
+            a_tile: (1, 128),
+            b_tile: (128, 128),
+        };
+        cuda.matmul_lowp(p, &a, &b, &mut c, format);
+        assert_eq!(cuda.lt_calls(), before, "67 rows went to cuBLASLt");
+        assert!(c.iter().all(|&v| v == 16.0), "{:?}", &c[..4]);
+    }
+}

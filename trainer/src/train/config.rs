@@ -192,6 +192,12 @@ pub struct LoopConfig {
     /// check compares the two.
     #[serde(default)]
     pub device: ComputeDevice,
+    /// How a GPU computes the dense FP8 GEMMs of `precision = "fp8"`: `model` (the default:
+    /// the CPU's accumulator model on the CUDA cores, the quantity the CPU computes) or
+    /// `cublaslt` (cuBLASLt's block-scaled FP8 matmul on the tensor cores, CUDA ≥ 12.9 on
+    /// Hopper: the same quantized operands, the hardware's accumulation).
+    #[serde(default, skip_serializing_if = "Fp8GemmChoice::is_model")]
+    pub fp8_gemm: Fp8GemmChoice,
     /// Distillation from a teacher's stored top-K (`tokenmill distill-data`):
     /// `distill = { data = "teacher-dir", alpha = 0.5, temperature = 2.0 }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,6 +243,23 @@ impl DistillConfig {
             )));
         }
         Ok(())
+    }
+}
+
+/// `[train] fp8_gemm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fp8GemmChoice {
+    /// The CPU's FP8 accumulator model.
+    #[default]
+    Model,
+    /// cuBLASLt's block-scaled FP8 matmul.
+    Cublaslt,
+}
+
+impl Fp8GemmChoice {
+    fn is_model(&self) -> bool {
+        *self == Fp8GemmChoice::Model
     }
 }
 

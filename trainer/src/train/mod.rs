@@ -50,8 +50,8 @@ mod stats;
 
 pub use checkpoint::{CheckpointState, fingerprint, load_checkpoint};
 pub use config::{
-    ComputeDevice, DataConfig, DistillConfig, LoopConfig, ModelSourceConfig, OnNonFinite,
-    TrainConfig, loader_config,
+    ComputeDevice, DataConfig, DistillConfig, Fp8GemmChoice, LoopConfig, ModelSourceConfig,
+    OnNonFinite, TrainConfig, loader_config,
 };
 pub use log::{LogKind, RollbackLog, StepLog, TaskScores, superseded};
 pub use quarantine::{Quarantined, read_quarantine};

@@ -57,6 +57,18 @@ unsafe extern "C" {
         tile_cols: i32,
         bad_tiles: *mut u32,
     );
+    fn fp8_quantize_lt_f32(
+        src: *const f32,
+        rows: i32,
+        cols: i32,
+        k_on_rows: i32,
+        tile_outer: i32,
+        codes: *mut u8,
+        scales: *mut f32,
+        scale_outer: i64,
+        scale_k: i64,
+        bad_tiles: *mut u32,
+    );
     fn promote_truncated_f32(c: *mut f32, part: *const f32, n: i64, bits: i32);
     fn codec_encode_probe(x: *const f32, n: i64, bf16: *mut u16, e4m3: *mut u8);
     fn codec_decode_probe(codes: *const u8, n: i32, out: *mut f32);
@@ -651,5 +663,132 @@ fn grouped_weight_blocks_are_quantized_when_their_expert_has_rows() {
             want_bad, 1,
             "the infinity counted, the NaN of the expert without rows not"
         );
+    }
+}
+
+/// Where cuBLASLt's scale of tile `(to, tk)` lies for an `outer × k` operand (src/fp8.rs
+/// `Scales`): VEC128 outer index fastest, BLK128x128 K blocks fastest with the row stride
+/// padded to a multiple of 4; and the scale count.
+fn lt_layout(tile_outer: usize, outer: usize, k: usize) -> ((usize, usize), usize) {
+    let l = k.div_ceil(128);
+    if tile_outer == 1 {
+        ((1, outer), l * outer)
+    } else {
+        let l4 = l.div_ceil(4) * 4;
+        ((l4, 1), outer.div_ceil(128) * l4)
+    }
+}
+
+/// fp8_quantize_lt_f32, cuBLASLt's operand: codes `[outer, k]` with K contiguous from a matrix
+/// contracted along its columns or (transposed) its rows, scales where cuBLASLt's mode reads
+/// them. Each good tile's codes and scale are `quantize`'s of `op(src)` bit for bit, and
+/// `code · scale` is the model path's fake-quantized value bit for bit; a tile holding a NaN
+/// or an infinity is NaN codes with scale 1, counted — as the fake quantization makes it NaN.
+#[test]
+fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
+    let mut rng = Rng::new(23);
+    // (rows, cols, k_on_rows, tile_outer, grid.y): the forward's activations (1 × 128) and
+    // weights (128 × 128 blocks), the input gradient's weight read transposed, the weight
+    // gradient's 128 × 1 operands (K along the rows), partial tiles, a striding grid.y.
+    let cases = [
+        (12usize, 300usize, false, 1usize, 12u32),
+        (12, 300, false, 1, 5),
+        (260, 300, false, 128, 3),
+        (300, 260, true, 128, 1),
+        (300, 20, true, 1, 7),
+        (129, 17, true, 1, 17),
+    ];
+    for (rows, cols, k_on_rows, tile_outer, gy) in cases {
+        let (outer, k) = if k_on_rows {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        for specials in [false, true] {
+            let mut x = matrix(&mut rng, rows, cols);
+            if specials {
+                x[rows * cols - 1] = f32::INFINITY;
+                x[(rows / 2) * cols] = f32::NAN;
+                x[cols / 2] = f32::from_bits(5);
+            }
+            let what = format!(
+                "{rows}×{cols} k_on_rows {k_on_rows} tile {tile_outer} grid.y {gy}, specials {specials}"
+            );
+            // op(x) [outer, k], and the stored tile that is op's (tile_outer × 128).
+            let op: Vec<f32> = (0..outer * k)
+                .map(|i| {
+                    let (o, j) = (i / k, i % k);
+                    if k_on_rows {
+                        x[j * cols + o]
+                    } else {
+                        x[o * cols + j]
+                    }
+                })
+                .collect();
+            let ((so, sk), count) = lt_layout(tile_outer, outer, k);
+            let (mut codes, mut scales, mut bad) =
+                (vec![0u8; outer * k], vec![f32::NAN; count], [0u32]);
+            let (xp, cp, sp, bp) = (
+                Ptr::of_const(&x),
+                Ptr::of(&mut codes),
+                Ptr::of(&mut scales),
+                Ptr::of(&mut bad),
+            );
+            launch((k.div_ceil(128) as u32, gy, 1), (BLOCK, 1, 1), 0, || {
+                // SAFETY: x and codes: rows × cols; scales: `count`; bad: one counter; alive
+                // for the launch.
+                unsafe {
+                    fp8_quantize_lt_f32(
+                        xp.c(),
+                        rows as i32,
+                        cols as i32,
+                        k_on_rows as i32,
+                        tile_outer as i32,
+                        cp.p(),
+                        sp.p(),
+                        so as i64,
+                        sk as i64,
+                        bp.p(),
+                    )
+                }
+            });
+            let q = quantize(&op, outer, k, tile_outer, 128, E4M3, ScaleRounding::Exact);
+            let mut fake = op.clone();
+            let rbad = fake_quantize(
+                &mut fake,
+                outer,
+                k,
+                tile_outer,
+                128,
+                E4M3,
+                ScaleRounding::Exact,
+            );
+            assert_eq!(bad[0] as usize, rbad, "{what}: bad tiles");
+            assert_eq!(rbad > 0, specials, "{what}: the specials make bad tiles");
+            let tiles_k = k.div_ceil(128);
+            for i in 0..outer * k {
+                let (o, j) = (i / k, i % k);
+                let (to, tk) = (o / tile_outer, j / 128);
+                let s = scales[to * so + tk * sk];
+                if fake[i].is_nan() {
+                    assert_eq!(codes[i] & 0x7f, 0x7f, "{what}: element {i} of a bad tile");
+                    assert_eq!(s, 1.0, "{what}: a bad tile's scale");
+                    continue;
+                }
+                assert_eq!(codes[i], q.codes[i], "{what}: code {i}");
+                assert_eq!(
+                    s.to_bits(),
+                    q.scales[to * tiles_k + tk].to_bits(),
+                    "{what}: scale of {i}"
+                );
+                let v = E4M3.decode(codes[i]) * s;
+                // A zero tile keeps its values (`fake_quantize` copies it); ±0 either way.
+                assert!(
+                    v.to_bits() == fake[i].to_bits() || (v == 0.0 && fake[i] == 0.0),
+                    "{what}: element {i}: {v:e} vs {:e}",
+                    fake[i]
+                );
+            }
+        }
     }
 }

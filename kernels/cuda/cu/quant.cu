@@ -160,8 +160,8 @@ DEVICE long long lt_at(int k_on_rows, int cols, int o, int j) {
 
 // An operand of cuBLASLt's block-scaled FP8 GEMM (src/fp8.rs), from the rows × cols matrix src
 // as stored, contracted along its columns (k_on_rows = 0) or along its rows (k_on_rows = 1):
-// op(src) is outer × K. codes [outer][K] (K contiguous: cuBLASLt's transposed operand, column-
-// major K × outer with ld = K) = e4m3(x / s) per tile of tile_outer × 128 (tile_outer 1: a
+// op(src) is outer × K. codes [outer][ld] (K contiguous, ld ≥ K: cuBLASLt's transposed operand,
+// column-major K × outer; what lies past K, or past outer, is the caller's padding) = e4m3(x / s) per tile of tile_outer × 128 (tile_outer 1: a
 // VEC128 scale per outer index and 128 of K; 128: a BLK128x128 scale), s = amax / 448 exactly as
 // fp8_fake_quantize_f32 computes it, so codes · s are the fake-quantized values bit for bit. A
 // tile whose amax is 0 gets s = 1 (its codes are its zeros); a tile holding a NaN or an infinity
@@ -171,7 +171,7 @@ DEVICE long long lt_at(int k_on_rows, int cols, int o, int j) {
 // Launch: grid (ceil(K / 128), min(ceil(outer / tile_outer), 65535)), block 256, dynamic
 // shared 0 (one block per tile; the blocks stride over tile rows past 65535).
 KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int cols, int k_on_rows,
-                                int tile_outer, unsigned char* __restrict__ codes,
+                                int tile_outer, unsigned char* __restrict__ codes, long long ld,
                                 float* __restrict__ scales, long long scale_outer,
                                 long long scale_k, unsigned int* __restrict__ bad_tiles) {
     __shared__ float scratch[32];
@@ -196,7 +196,7 @@ KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int col
         for (int e = threadIdx.x; e < count; e += blockDim.x) {
             int o = t.r0 + e / t.w, j = t.c0 + e % t.w;
             float v = src[lt_at(k_on_rows, cols, o, j)];
-            codes[(long long)o * k + j] = bad ? (uint8_t)0x7f : f32_to_e4m3(v / s);
+            codes[(long long)o * ld + j] = bad ? (uint8_t)0x7f : f32_to_e4m3(v / s);
         }
     }
 }
@@ -209,6 +209,17 @@ KERNEL void promote_truncated_f32(float* __restrict__ c, const float* __restrict
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x)
         c[i] += truncate_mantissa(part[i], bits);
+}
+
+// c[i · ldc + j] += part[i · ldp + j], i < rows, j < cols: a product computed into a padded
+// buffer (cuBLASLt's FP8 GEMM: rows to 4, columns to 16) added into its place, exactly.
+// Launch: grid (ceil(cols / 256), min(rows, 65535)), block 256, dynamic shared 0 (the blocks
+// stride over the rows past 65535).
+KERNEL void add_block_f32(float* __restrict__ c, long long ldc, const float* __restrict__ part,
+                          long long ldp, int rows, int cols) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    for (int i = blockIdx.y; i < rows; i += gridDim.y) c[i * ldc + j] += part[i * ldp + j];
 }
 
 // Test probes (not used in training): the codecs of common.cuh on arbitrary inputs, for the

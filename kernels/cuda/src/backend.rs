@@ -62,9 +62,10 @@ pub enum Fp8Gemm {
     #[default]
     Model,
     /// cuBLASLt's block-scaled FP8 matmul on the tensor cores (CUDA ≥ 12.9, sm_90): the same
-    /// quantized operands, accumulated as the hardware does. A GEMM whose shape or tiles
-    /// cuBLASLt does not take ([`crate::fp8::fits`]; both operands in 128 × 128 blocks) and the
-    /// experts' grouped GEMMs keep the model.
+    /// quantized operands, accumulated as the hardware does; the dense GEMMs one call each, the
+    /// experts' grouped GEMMs one call per expert with rows. Shapes are padded with zeros to
+    /// what cuBLASLt takes; tiles it has no scale mode for (both operands in 128 × 128 blocks,
+    /// or tiles other than 1 × 128 and 128 × 128 along the contraction) keep the model.
     Cublaslt,
 }
 
@@ -176,8 +177,9 @@ impl Cuda {
     /// group's product in one launch of our grouped kernel. FP8: the operands fake-quantized
     /// group by group (tiles counted from each expert's first row, as the CPU quantizes each
     /// expert's operands), then every group's product in one launch of the grouped kernel with
-    /// the FP8 accumulator model. BF16: the operands converted once, then each group's product
-    /// on the tensor cores (cuBLAS `GemmEx`), all on the device.
+    /// the FP8 accumulator model — or, with [`Fp8Gemm::Cublaslt`], each group's product by
+    /// cuBLASLt on its own quantized operands. BF16: the operands converted once, then each
+    /// group's product on the tensor cores (cuBLAS `GemmEx`), all on the device.
     fn try_grouped_matmul(
         &self,
         g: Grouped<'_>,
@@ -235,6 +237,33 @@ impl Cuda {
             None => {
                 let stride = if weights { b_stride } else { c_stride };
                 self.grouped_launch(&g, (*da.p(), *db.p(), *dc.p()), &goff, stride, None)?;
+            }
+            Some(LowpGemm::Fp8 { a_tile, b_tile })
+                if groups > 0
+                    && self
+                        .lt_scales(grouped::group(&g, 0).0, a_tile, b_tile)
+                        .is_some() =>
+            {
+                // Each expert's product by cuBLASLt, its operands quantized as a matrix of
+                // their own (as the CPU quantizes each expert's), on the device copies or the
+                // caller's slices by address; an expert without rows computes nothing (its
+                // weight gradient is zeros unless accumulating).
+                let modes = self
+                    .lt_scales(grouped::group(&g, 0).0, a_tile, b_tile)
+                    .expect("checked");
+                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                for e in 0..groups {
+                    let (p, [ra, rb, rc]) = grouped::group(&g, e);
+                    let (b_at, c_at) = if weights {
+                        (db.at(e * b_stride), dc.at(rc.start))
+                    } else {
+                        (db.at(rb.start), dc.at(e * c_stride))
+                    };
+                    self.lt_matmul(p, (da.at(ra.start), b_at, c_at), modes, &mut dbad)?;
+                }
+                let mut h = [0u32];
+                self.dev.download(&dbad, &mut h)?;
+                bad = h[0] as u64;
             }
             Some(LowpGemm::Fp8 { a_tile, b_tile }) => {
                 // Quantized in place on device copies; on host memory into device buffers,
@@ -518,15 +547,15 @@ impl Cuda {
     }
 
     /// The scale layouts cuBLASLt takes op(A) `[m, k]` and op(B)ᵀ `[n, k]` in, when this GEMM
-    /// goes through it ([`Fp8Gemm::Cublaslt`], a shape that [`crate::fp8::fits`], tiles of 1 ×
-    /// 128 or 128 × 128 along (outer, K), not both blocks); `None`: the model computes it.
+    /// goes through it ([`Fp8Gemm::Cublaslt`], tiles of 1 × 128 or 128 × 128 along (outer, K),
+    /// not both blocks); `None`: the model computes it.
     fn lt_scales(
         &self,
         p: MatMul,
         a_tile: (usize, usize),
         b_tile: (usize, usize),
     ) -> Option<(Scales, Scales)> {
-        if self.fp8 != Fp8Gemm::Cublaslt || !crate::fp8::fits(p.m, p.n, p.k) {
+        if self.fp8 != Fp8Gemm::Cublaslt {
             return None;
         }
         // A is stored [m, k] (K along its columns) unless transposed; B [k, n] (K along its
@@ -538,73 +567,96 @@ impl Cuda {
             .then_some((a, b))
     }
 
-    /// `C (+)= op(A)·op(B)` by cuBLASLt: each operand quantized exactly (E4M3 codes, K
-    /// contiguous, its scales as cuBLASLt lays them out: `fp8_quantize_lt_f32`; the values are
-    /// the model path's fake-quantized ones bit for bit), then one block-scaled matmul, into C
-    /// directly or — accumulating, or C not 16-byte aligned (a host slice's) — into a buffer
-    /// added to C. Returns the tiles with a non-finite amax (NaN codes, as the model's NaN).
+    /// `C (+)= op(A)·op(B)` by cuBLASLt, the operands and C at their addresses: each operand
+    /// quantized exactly (E4M3 codes, K contiguous, its scales as cuBLASLt lays them out:
+    /// `fp8_quantize_lt_f32`; the values are the model path's fake-quantized ones bit for bit),
+    /// padded with zeros to the shape cuBLASLt takes ([`crate::fp8::fits`]: rows to 4, columns
+    /// and K to 16; zero codes add nothing), then one block-scaled matmul, into C directly or —
+    /// padded, accumulating, or C not 16-byte aligned (a host slice's) — into a buffer added
+    /// to C. Tiles with a non-finite amax (NaN codes, as the model's NaN) are counted into `bad`.
     fn lt_matmul(
         &self,
         p: MatMul,
-        (a, b, c): (&Buf<f32>, &Buf<f32>, &Buf<f32>),
+        (a, b, c): (u64, u64, u64),
         (a_mode, b_mode): (Scales, Scales),
-    ) -> Result<u64> {
-        let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
-        let (xa, xs) = self.quantize_lt(*a.p(), p.a_stored(), p.ta, a_mode, &mut dbad)?;
-        let (wa, ws) = self.quantize_lt(*b.p(), p.b_stored(), !p.tb, b_mode, &mut dbad)?;
-        let x = Fp8Operand {
-            codes: *xa.p(),
-            scales: *xs.p(),
-            mode: a_mode,
-        };
-        let w = Fp8Operand {
-            codes: *wa.p(),
-            scales: *ws.p(),
-            mode: b_mode,
-        };
-        let direct = !p.accumulate && c.p() % 16 == 0;
+        bad: &mut CudaSlice<u32>,
+    ) -> Result<()> {
+        if p.m == 0 || p.n == 0 {
+            return Ok(());
+        }
+        if p.k == 0 {
+            return if p.accumulate {
+                Ok(())
+            } else {
+                self.fill_at(c, p.m * p.n, 0.0)
+            };
+        }
+        let (m, n, k) = (
+            p.m.next_multiple_of(4),
+            p.n.next_multiple_of(16),
+            p.k.next_multiple_of(16),
+        );
+        debug_assert!(crate::fp8::fits(m, n, k));
+        let x = self.quantize_lt(a, p.a_stored(), p.ta, (m, k), a_mode, bad)?;
+        let w = self.quantize_lt(b, p.b_stored(), !p.tb, (n, k), b_mode, bad)?;
+        let direct = !p.accumulate && c % 16 == 0 && (m, n) == (p.m, p.n);
         let part = if direct {
             None
         } else {
-            Some(self.dev.scratch::<f32>("FP8 GEMM product", p.m * p.n)?)
+            Some(self.dev.scratch::<f32>("FP8 GEMM product", m * n)?)
         };
-        let y = part.as_ref().map_or(*c.p(), |b| *b.p());
+        let y = part.as_ref().map_or(c, |b| *b.p());
         {
             let mut lt = self.lt.lock().unwrap_or_else(|e| e.into_inner());
             if lt.is_none() {
                 *lt = Some(Lt::new(&self.dev)?);
             }
             let lt = lt.as_mut().expect("opened");
-            lt.matmul(&self.dev, (p.m, p.n, p.k), x, w, y)?;
+            lt.matmul(&self.dev, (m, n, k), x.operand(), w.operand(), y)?;
         }
         self.lt_calls.fetch_add(1, Ordering::Relaxed);
         if let Some(part) = &part {
-            // c += part, exactly (23 bits: nothing truncated).
-            let (mn, bits) = ((p.m * p.n) as i64, 23i32);
-            let mut b = self.k("promote_truncated_f32")?;
-            b.arg(c.p()).arg(part.p()).arg(&mn).arg(&bits);
-            go("promote_truncated_f32", b, elementwise(p.m * p.n))?;
+            if !p.accumulate {
+                self.fill_at(c, p.m * p.n, 0.0)?;
+            }
+            // C += the product's unpadded part, exactly.
+            let (ldc, ldp, rows, cols) = (p.n as i64, n as i64, p.m as i32, p.n as i32);
+            let mut b = self.k("add_block_f32")?;
+            b.arg(&c)
+                .arg(&ldc)
+                .arg(part.p())
+                .arg(&ldp)
+                .arg(&rows)
+                .arg(&cols);
+            let cfg = LaunchConfig {
+                grid_dim: (p.n.div_ceil(256) as u32, p.m.min(65_535) as u32, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            go("add_block_f32", b, cfg)?;
         }
-        let mut h = [0u32];
-        self.dev.download(&dbad, &mut h)?;
-        Ok(h[0] as u64)
+        Ok(())
     }
 
     /// The `rows × cols` matrix (as stored) at `src`, contracted along its rows (`k_on_rows`)
-    /// or columns, as cuBLASLt's operand: E4M3 codes `[outer, k]` and their `mode` scales.
+    /// or columns, as cuBLASLt's operand padded to `(outer, k)` (at least op's shape): E4M3
+    /// codes `[outer, k]` (zeros past op's) and their `mode` scales.
     fn quantize_lt(
         &self,
         src: u64,
         (rows, cols): (usize, usize),
         k_on_rows: bool,
+        (outer, k): (usize, usize),
         mode: Scales,
         bad: &mut CudaSlice<u32>,
-    ) -> Result<(Buf<u8>, Buf<f32>)> {
-        let (outer, k) = if k_on_rows {
+    ) -> Result<LtOperand> {
+        let (op_outer, op_k) = if k_on_rows {
             (cols, rows)
         } else {
             (rows, cols)
         };
+        debug_assert!(op_outer <= outer && op_k <= k);
+        // Zeroed: the padding's codes and scales are zeros.
         let codes = self.dev.scratch::<u8>("FP8 codes", outer * k)?;
         let scales = self
             .dev
@@ -616,7 +668,7 @@ impl Cuda {
             k_on_rows as i32,
             mode.tile_outer() as i32,
         );
-        let (so, sk) = (so as i64, sk as i64);
+        let (ld, so, sk) = (k as i64, so as i64, sk as i64);
         let mut b = self.k("fp8_quantize_lt_f32")?;
         b.arg(&src)
             .arg(&r)
@@ -624,13 +676,18 @@ impl Cuda {
             .arg(&kr)
             .arg(&to)
             .arg(codes.p())
+            .arg(&ld)
             .arg(scales.p())
             .arg(&so)
             .arg(&sk)
             .arg(&mut *bad);
-        let cfg = quantize_cfg(outer, k, (mode.tile_outer(), 128), 1);
+        let cfg = quantize_cfg(op_outer, op_k, (mode.tile_outer(), 128), 1);
         go("fp8_quantize_lt_f32", b, cfg)?;
-        Ok((codes, scales))
+        Ok(LtOperand {
+            codes,
+            scales,
+            mode,
+        })
     }
 
     fn try_matmul_lowp(
@@ -663,7 +720,11 @@ impl Cuda {
             }
             LowpGemm::Fp8 { a_tile, b_tile } if self.lt_scales(p, a_tile, b_tile).is_some() => {
                 let modes = self.lt_scales(p, a_tile, b_tile).expect("checked");
-                bad = self.lt_matmul(p, (&da, &db, &dc), modes)?;
+                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                self.lt_matmul(p, (*da.p(), *db.p(), *dc.p()), modes, &mut dbad)?;
+                let mut h = [0u32];
+                self.dev.download(&dbad, &mut h)?;
+                bad = h[0] as u64;
             }
             LowpGemm::Fp8 { a_tile, b_tile } => {
                 // Quantized in place on device copies; on host memory into device buffers,
@@ -727,6 +788,23 @@ pub(crate) fn go(name: &str, mut b: LaunchArgs<'_>, cfg: LaunchConfig) -> Result
     unsafe { b.launch(cfg) }
         .map(|_| ())
         .map_err(driver(format!("launch {name}")))
+}
+
+/// An operand quantized for cuBLASLt: its codes and scales (held until the matmul has run).
+struct LtOperand {
+    codes: Buf<u8>,
+    scales: Buf<f32>,
+    mode: Scales,
+}
+
+impl LtOperand {
+    fn operand(&self) -> Fp8Operand {
+        Fp8Operand {
+            codes: *self.codes.p(),
+            scales: *self.scales.p(),
+            mode: self.mode,
+        }
+    }
 }
 
 /// Weight blocks to quantize: `rows × cols` each, group `e`'s at `src + e · src_stride`

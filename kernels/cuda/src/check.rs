@@ -35,13 +35,15 @@ fn randn(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
 /// The dense FP8 GEMM through cuBLASLt (`cuda` set to [`crate::backend::Fp8Gemm::Cublaslt`])
 /// in the three forms training asks for — forward (activations 1 × 128, weight 128 × 128), input
 /// gradient (the weight contracted along its rows), weight gradient (both operands 128 × 1 along
-/// the tokens, accumulating) — at shapes cuBLASLt takes, K off the 128 blocks in one, against
+/// the tokens, accumulating) — with 62 tokens (padded to cuBLASLt's multiples of 4 and 16), K
+/// off the 128 blocks in one, against
 /// the CPU's FP8 GEMM: the same quantized operands; the CPU truncates each 128-chunk's sum to
 /// 14 bits where the tensor cores accumulate their own way, so the tolerance is normwise
-/// 10⁻³ (as the vendor check). Each row also fails if cuBLASLt did not compute it.
+/// 10⁻³ (as the vendor check); then the experts' grouped GEMM in the same forms, one cuBLASLt call
+/// per expert with rows. Each row also fails if cuBLASLt did not compute it.
 pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
     let mut rng = Rng::new(seed);
-    let (tokens, out, inp) = (64usize, 256usize, 320usize);
+    let (tokens, out, inp) = (62usize, 256usize, 320usize);
     let x = randn(&mut rng, tokens * inp, 1.0);
     let w = randn(&mut rng, out * inp, 0.05);
     let dy = randn(&mut rng, tokens * out, 1.0);
@@ -102,6 +104,66 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
             1e-3,
         );
         row.pass &= by_lt && bad == 0;
+        rows.push(row);
+    }
+    // The experts' grouped GEMM, one cuBLASLt call per expert with rows: uneven experts (none a
+    // multiple of 4 but one, one empty), each block among its expert's other projections.
+    let offsets = [0usize, 37, 37, 167, 172, 236];
+    let (n, k) = (96usize, 200usize);
+    let wgrad = LowpGemm::Fp8 {
+        a_tile: (128, 1),
+        b_tile: (128, 1),
+    };
+    let fwd = LowpGemm::Fp8 {
+        a_tile: act.0,
+        b_tile: act.1,
+    };
+    for (form, accumulate, format) in [
+        (GroupedForm::Forward, false, fwd),
+        (GroupedForm::Input, true, fwd),
+        (GroupedForm::Weight, true, wgrad),
+        (GroupedForm::Weight, false, wgrad),
+    ] {
+        let g = Grouped {
+            form,
+            offsets: &offsets,
+            n,
+            k,
+            stride: 3 * n * k,
+            accumulate,
+        };
+        let [la, lb, lc] = g.lens();
+        let a = randn(&mut rng, la, 1.0);
+        let b = randn(&mut rng, lb, 0.05);
+        let c0 = randn(&mut rng, lc, 1.0);
+        let (mut got, mut want) = (c0.clone(), c0);
+        let before = cuda.lt_calls();
+        let bad = cuda.grouped_matmul(g, &a, &b, &mut got, Some(format));
+        let calls = cuda.lt_calls() - before;
+        let want_bad = CpuReference.grouped_matmul(g, &a, &b, &mut want, Some(format));
+        let name = match form {
+            GroupedForm::Forward => "fwd",
+            GroupedForm::Input => "dgrad",
+            GroupedForm::Weight => "wgrad",
+        };
+        // The weight gradient outside the experts' blocks is not the GEMM's.
+        let (got, want): (Vec<f32>, Vec<f32>) = if form == GroupedForm::Weight {
+            (0..g.groups())
+                .flat_map(|e| g.block(e))
+                .map(|i| (got[i], want[i]))
+                .unzip()
+        } else {
+            (got, want)
+        };
+        let shape = format!("5 experts ≤ 236 rows, {n}×{k}, acc={accumulate}");
+        let mut row = compare_normwise(
+            &format!("grouped fp8 cuBLASLt {name}"),
+            shape,
+            &got,
+            &want,
+            1e-3,
+        );
+        row.pass &= calls == 4 && bad == want_bad;
         rows.push(row);
     }
     rows

@@ -18,6 +18,8 @@
 //! (`[k/128][outer]`), the 128×128 block scales per row of blocks with the K blocks fastest,
 //! padded to a multiple of 4.
 
+use std::collections::HashMap;
+
 use cudarc::cublaslt::sys as lt;
 use cudarc::driver::{CudaSlice, DevicePtrMut};
 
@@ -59,7 +61,7 @@ pub fn weight_scales(scales: &[f32], nb: usize, kb: usize) -> Vec<f32> {
 
 /// How an FP8 operand's scales are laid out: cuBLASLt's block scale modes on Hopper, for an
 /// operand of `outer` rows of `k` (K contiguous).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scales {
     /// `VEC128_32F`: one scale per outer index and 128 of K (DeepSeek-V3's 1 × 128 activation
     /// tiles), stored outer index fastest: scale `(i, j)` at `i + (j / 128) · outer`.
@@ -120,7 +122,8 @@ pub struct Fp8Operand {
 
 /// Whether cuBLASLt's block-scaled FP8 GEMM takes `y [rows, cols] = x [rows, k] · w [cols, k]ᵀ`:
 /// the outer dimensions multiples of 4 (the scale layouts'), the output's 16 (cuBLASLt's FP8
-/// kernels, as PyTorch checks), K a multiple of 16 (16-byte leading dimensions).
+/// kernels, as PyTorch checks), K a multiple of 16 (16-byte leading dimensions). The CUDA
+/// backend pads other shapes with zeros to this.
 pub fn fits(rows: usize, cols: usize, k: usize) -> bool {
     rows > 0
         && cols > 0
@@ -134,6 +137,9 @@ pub fn fits(rows: usize, cols: usize, k: usize) -> bool {
 pub struct Lt {
     handle: lt::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
+    /// The algorithm cuBLASLt's heuristic chose for each shape and pair of scale layouts
+    /// (asked once: the experts' GEMMs come back with the same shapes step after step).
+    algos: HashMap<(usize, usize, usize, Scales, Scales), lt::cublasLtMatmulAlgo_t>,
 }
 
 // SAFETY: the handle is used by one thread at a time: `&mut self` for every call (the CUDA
@@ -193,7 +199,11 @@ impl Lt {
         // SAFETY: a valid out-pointer; cuBLASLt was found loadable by `Device::open`.
         status(unsafe { lt::cublasLtCreate(&mut handle) }, "create")?;
         let workspace = dev.zeros::<u8>("cuBLASLt workspace", WORKSPACE)?;
-        Ok(Lt { handle, workspace })
+        Ok(Lt {
+            handle,
+            workspace,
+            algos: HashMap::new(),
+        })
     }
 
     /// `y[m,n] = x[m,k]·w[n,k]ᵀ`, E4M3 codes with cuBLASLt-layout scales (see the module
@@ -298,44 +308,52 @@ impl Lt {
             let la = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, cols, k)?;
             let lb = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, rows, k)?;
             let lc = layout(lt::cudaDataType_t::CUDA_R_32F, cols, rows, cols)?;
-            status(
-                lt::cublasLtMatmulPreferenceCreate(&mut d.pref),
-                "preference",
-            )?;
-            let ws = (WORKSPACE as u64).to_ne_bytes();
-            status(
-                lt::cublasLtMatmulPreferenceSetAttribute(
-                    d.pref,
-                    lt::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                    ws.as_ptr().cast(),
-                    ws.len(),
-                ),
-                "workspace preference",
-            )?;
-            let mut heur: lt::cublasLtMatmulHeuristicResult_t = std::mem::zeroed();
-            let mut found = 0;
-            status(
-                lt::cublasLtMatmulAlgoGetHeuristic(
-                    self.handle,
-                    d.op,
-                    la,
-                    lb,
-                    lc,
-                    lc,
-                    d.pref,
-                    1,
-                    &mut heur,
-                    &mut found,
-                ),
-                &format!("no algorithm for the {what}"),
-            )?;
-            if found == 0 {
-                return Err(Error::Blas {
-                    lib: "cublasLt",
-                    op: what,
-                    message: "no algorithm (needs CUDA ≥ 12.9 and sm_90)".into(),
-                });
-            }
+            let key = (rows, cols, k, x.mode, w.mode);
+            let algo = match self.algos.get(&key) {
+                Some(a) => *a,
+                None => {
+                    status(
+                        lt::cublasLtMatmulPreferenceCreate(&mut d.pref),
+                        "preference",
+                    )?;
+                    let ws = (WORKSPACE as u64).to_ne_bytes();
+                    status(
+                        lt::cublasLtMatmulPreferenceSetAttribute(
+                            d.pref,
+                            lt::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                            ws.as_ptr().cast(),
+                            ws.len(),
+                        ),
+                        "workspace preference",
+                    )?;
+                    let mut heur: lt::cublasLtMatmulHeuristicResult_t = std::mem::zeroed();
+                    let mut found = 0;
+                    status(
+                        lt::cublasLtMatmulAlgoGetHeuristic(
+                            self.handle,
+                            d.op,
+                            la,
+                            lb,
+                            lc,
+                            lc,
+                            d.pref,
+                            1,
+                            &mut heur,
+                            &mut found,
+                        ),
+                        &format!("no algorithm for the {what}"),
+                    )?;
+                    if found == 0 {
+                        return Err(Error::Blas {
+                            lib: "cublasLt",
+                            op: what,
+                            message: "no algorithm (needs CUDA ≥ 12.9 and sm_90)".into(),
+                        });
+                    }
+                    self.algos.insert(key, heur.algo);
+                    heur.algo
+                }
+            };
             let (alpha, beta) = (1.0f32, 0.0f32);
             let (wsp, _g) = self.workspace.device_ptr_mut(&stream);
             status(
@@ -352,7 +370,7 @@ impl Lt {
                     lc,
                     y as *mut _,
                     lc,
-                    &heur.algo,
+                    &algo,
                     wsp as *mut _,
                     WORKSPACE,
                     stream.cu_stream() as _,

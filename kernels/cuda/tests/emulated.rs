@@ -77,12 +77,13 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
     );
 }
 
-/// `[train] fp8_gemm = "cublaslt"`: the dense FP8 GEMMs of training's three forms through the
+/// `[train] fp8_gemm = "cublaslt"`: the FP8 GEMMs of training's three forms through the
 /// backend's cuBLASLt path — operands quantized by `fp8_quantize_lt_f32` into cuBLASLt's
 /// layouts (the input gradient's weight and the weight gradient's operands transposed on the
-/// way), the emulated cuBLASLt checking the call against the manual's contract — follow the
-/// CPU's FP8 GEMM, copying and on host memory; a shape cuBLASLt does not take falls back to
-/// the model, which computes the CPU's quantity.
+/// way, shapes padded with zeros to what cuBLASLt takes), the emulated cuBLASLt checking each
+/// call against the manual's contract — follow the CPU's FP8 GEMM, dense and grouped (one call
+/// per expert with rows), copying and on host memory; tiles cuBLASLt has no scale mode for
+/// stay on the model, which computes the CPU's quantity.
 #[test]
 fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
     use tokenmill_cuda::backend::Fp8Gemm;
@@ -94,19 +95,34 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
             .expect("the emulated cuBLASLt's block-scaled matmul");
         let rows = check::fp8_cublaslt_rows(&cuda, 3);
         eprintln!("{memory:?}\n{}", check::render(&rows));
-        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.len(), 7);
         assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
-        // 67 tokens: not a multiple of 4, so the model computes it.
-        let before = cuda.lt_calls();
-        let p = MatMul::linear(67, 32, 128);
-        let (a, b) = (vec![0.25f32; 67 * 128], vec![0.5f32; 32 * 128]);
+        // Tiles of 448 · 2⁻¹⁰ and 448 · 2⁻⁹: power-of-two scales, every value exact in E4M3,
+        // every product and sum exact in FP32.
+        let (a, b) = (vec![0.4375f32; 67 * 128], vec![0.875f32; 32 * 128]);
+        // 67 × 32 × 120: padded to 68 × 32 × 128.
+        let p = MatMul::linear(67, 32, 120);
         let mut c = vec![0.0f32; 67 * 32];
-        let format = LowpGemm::Fp8 {
-            a_tile: (1, 128),
-            b_tile: (128, 128),
-        };
-        cuda.matmul_lowp(p, &a, &b, &mut c, format);
-        assert_eq!(cuda.lt_calls(), before, "67 rows went to cuBLASLt");
-        assert!(c.iter().all(|&v| v == 16.0), "{:?}", &c[..4]);
+        let format = |a_tile, b_tile| LowpGemm::Fp8 { a_tile, b_tile };
+        let before = cuda.lt_calls();
+        cuda.matmul_lowp(
+            p,
+            &a[..67 * 120],
+            &b[..32 * 120],
+            &mut c,
+            format((1, 128), (128, 128)),
+        );
+        assert_eq!(cuda.lt_calls(), before + 1);
+        assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
+        // 4 × 16 tiles: no cuBLASLt scale mode, so the model computes it.
+        cuda.matmul_lowp(
+            p,
+            &a[..67 * 120],
+            &b[..32 * 120],
+            &mut c,
+            format((4, 16), (4, 16)),
+        );
+        assert_eq!(cuda.lt_calls(), before + 1, "4 × 16 tiles went to cuBLASLt");
+        assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
     }
 }

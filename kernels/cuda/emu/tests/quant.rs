@@ -64,6 +64,7 @@ unsafe extern "C" {
         k_on_rows: i32,
         tile_outer: i32,
         codes: *mut u8,
+        ld: i64,
         scales: *mut f32,
         scale_outer: i64,
         scale_k: i64,
@@ -687,23 +688,25 @@ fn lt_layout(tile_outer: usize, outer: usize, k: usize) -> ((usize, usize), usiz
 #[test]
 fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
     let mut rng = Rng::new(23);
-    // (rows, cols, k_on_rows, tile_outer, grid.y): the forward's activations (1 × 128) and
-    // weights (128 × 128 blocks), the input gradient's weight read transposed, the weight
-    // gradient's 128 × 1 operands (K along the rows), partial tiles, a striding grid.y.
+    // (rows, cols, k_on_rows, tile_outer, grid.y, padding of K): the forward's activations
+    // (1 × 128) and weights (128 × 128 blocks), the input gradient's weight read transposed,
+    // the weight gradient's 128 × 1 operands (K along the rows), partial tiles, a striding
+    // grid.y, codes padded past K (cuBLASLt's 16-byte rows; the padding left as it was).
     let cases = [
-        (12usize, 300usize, false, 1usize, 12u32),
-        (12, 300, false, 1, 5),
-        (260, 300, false, 128, 3),
-        (300, 260, true, 128, 1),
-        (300, 20, true, 1, 7),
-        (129, 17, true, 1, 17),
+        (12usize, 300usize, false, 1usize, 12u32, 4usize),
+        (12, 300, false, 1, 5, 0),
+        (260, 300, false, 128, 3, 4),
+        (300, 260, true, 128, 1, 0),
+        (300, 20, true, 1, 7, 0),
+        (129, 17, true, 1, 17, 15),
     ];
-    for (rows, cols, k_on_rows, tile_outer, gy) in cases {
+    for (rows, cols, k_on_rows, tile_outer, gy, pad) in cases {
         let (outer, k) = if k_on_rows {
             (cols, rows)
         } else {
             (rows, cols)
         };
+        let ld = k + pad;
         for specials in [false, true] {
             let mut x = matrix(&mut rng, rows, cols);
             if specials {
@@ -712,7 +715,8 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
                 x[cols / 2] = f32::from_bits(5);
             }
             let what = format!(
-                "{rows}×{cols} k_on_rows {k_on_rows} tile {tile_outer} grid.y {gy}, specials {specials}"
+                "{rows}×{cols} k_on_rows {k_on_rows} tile {tile_outer} grid.y {gy} ld {ld}, \
+                 specials {specials}"
             );
             // op(x) [outer, k], and the stored tile that is op's (tile_outer × 128).
             let op: Vec<f32> = (0..outer * k)
@@ -727,7 +731,7 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
                 .collect();
             let ((so, sk), count) = lt_layout(tile_outer, outer, k);
             let (mut codes, mut scales, mut bad) =
-                (vec![0u8; outer * k], vec![f32::NAN; count], [0u32]);
+                (vec![0xA5u8; outer * ld], vec![f32::NAN; count], [0u32]);
             let (xp, cp, sp, bp) = (
                 Ptr::of_const(&x),
                 Ptr::of(&mut codes),
@@ -735,8 +739,8 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
                 Ptr::of(&mut bad),
             );
             launch((k.div_ceil(128) as u32, gy, 1), (BLOCK, 1, 1), 0, || {
-                // SAFETY: x and codes: rows × cols; scales: `count`; bad: one counter; alive
-                // for the launch.
+                // SAFETY: x: rows × cols; codes: outer × ld; scales: `count`; bad: one counter;
+                // alive for the launch.
                 unsafe {
                     fp8_quantize_lt_f32(
                         xp.c(),
@@ -745,6 +749,7 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
                         k_on_rows as i32,
                         tile_outer as i32,
                         cp.p(),
+                        ld as i64,
                         sp.p(),
                         so as i64,
                         sk as i64,
@@ -766,6 +771,13 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
             assert_eq!(bad[0] as usize, rbad, "{what}: bad tiles");
             assert_eq!(rbad > 0, specials, "{what}: the specials make bad tiles");
             let tiles_k = k.div_ceil(128);
+            for (o, row) in codes.chunks(ld).enumerate() {
+                assert!(
+                    row[k..].iter().all(|&c| c == 0xA5),
+                    "{what}: padding of row {o} written"
+                );
+            }
+            let codes: Vec<u8> = codes.chunks(ld).flat_map(|r| r[..k].to_vec()).collect();
             for i in 0..outer * k {
                 let (o, j) = (i / k, i % k);
                 let (to, tk) = (o / tile_outer, j / 128);

@@ -8,7 +8,8 @@
 # In order, within ~8 minutes: the machine and its CUDA libraries; `tokenmill doctor --gpu`
 # (every CUDA kernel against the CPU reference in the same binary, GEMM TFLOPS — FP32/BF16
 # cuBLAS, FP8 cuBLASLt with 1×128/128×128 scaling, our FP8 and grouped expert GEMMs —, the
-# `small` preset trained on GPU and CPU in fp32/bf16/fp8 and the loss curves compared, the
+# `small` preset trained on GPU and CPU in fp32/bf16/fp8 (and fp8 with cuBLASLt's GEMMs) and
+# the loss curves compared, the
 # training throughput of the `small` and `1b` presets on the GPU, with HMM the same on host
 # memory, and the NCCL communicator's conformance checks on one rank); then the same models through
 # transformers' DeepseekV3ForCausalLM with PyTorch on the same GPU as the throughput anchor.
@@ -19,6 +20,8 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$(mktemp -d)}"
 STEPS="${STEPS:-30}"
 SPEED_PRESETS="${SPEED_PRESETS:-small,1b}"
+# fp8-cublaslt (fp8 with every FP8 GEMM on cuBLASLt) fits a second run: SPEED_PRECISIONS=fp8-cublaslt STEPS=0.
+SPEED_PRECISIONS="${SPEED_PRECISIONS:-fp32,bf16}"
 SPEED_BATCH="${SPEED_BATCH:-8}"
 SPEED_SEQ="${SPEED_SEQ:-512}"
 mkdir -p "$OUT"
@@ -63,7 +66,8 @@ for d in ${dirs//:/ }; do [ -e "$d/libnvrtc.so.13" ] && export TOKENMILL_CUDA_LI
 
 echo "== tokenmill doctor --gpu"
 timeout 480 "$BIN" doctor --gpu --json "$OUT/gpu.json" --out "${TMPDIR:-/tmp}/tokenmill-doctor" --train-steps "$STEPS" \
-  --speed-presets "$SPEED_PRESETS" --speed-batch "$SPEED_BATCH" --speed-seq "$SPEED_SEQ" \
+  --speed-presets "$SPEED_PRESETS" --speed-precisions "$SPEED_PRECISIONS" \
+  --speed-batch "$SPEED_BATCH" --speed-seq "$SPEED_SEQ" \
   | tee "$OUT/doctor.txt"
 echo "doctor exit: ${PIPESTATUS[0]}"
 

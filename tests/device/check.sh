@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$(mktemp -d)}"
 STEPS="${STEPS:-30}"
 SPEED_PRESETS="${SPEED_PRESETS:-small,1b}"
-# fp8-cublaslt (fp8 with every FP8 GEMM on cuBLASLt) fits a second run: SPEED_PRECISIONS=fp8-cublaslt STEPS=0.
+# fp8-cublaslt (fp8 with its FP8 GEMMs on cuBLASLt) fits a second run: SPEED_PRECISIONS=fp8-cublaslt STEPS=0.
 SPEED_PRECISIONS="${SPEED_PRECISIONS:-fp32,bf16}"
 SPEED_BATCH="${SPEED_BATCH:-8}"
 SPEED_SEQ="${SPEED_SEQ:-512}"

@@ -315,7 +315,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             Err(e) => rep.errors.push(format!("{name}: {e}")),
         }
     }
-    // Training's dense FP8 GEMMs through cuBLASLt (`fp8_gemm = "cublaslt"`), in their forms.
+    // Training's FP8 GEMMs through cuBLASLt (`fp8_gemm = "cublaslt"`), in their forms.
     match catch(|| {
         let mut lt = tokenmill_cuda::Cuda::new(a.device)?;
         lt.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Cublaslt)?;

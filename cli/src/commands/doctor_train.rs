@@ -124,7 +124,7 @@ fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec
         "num_nextn_predict_layers = 0\n"
     };
     let (peak, min, warmup) = r.lr;
-    // `fp8-cublaslt`: fp8 with the dense FP8 GEMMs through cuBLASLt (a GPU's choice).
+    // `fp8-cublaslt`: fp8 with the FP8 GEMMs through cuBLASLt (a GPU's choice).
     let (precision, fp8_gemm) = match *precision {
         "fp8-cublaslt" => ("fp8", "fp8_gemm = \"cublaslt\"\n"),
         p => (p, ""),
@@ -189,7 +189,7 @@ pub fn compare(
     let vocab = dataset(out, seed)?;
     let mut curves = Vec::new();
     let mut cpu_fp8 = None;
-    // fp8-cublaslt: the GPU's dense FP8 GEMMs by cuBLASLt against the CPU's fp8 run (a GPU's
+    // fp8-cublaslt: the GPU's FP8 GEMMs by cuBLASLt against the CPU's fp8 run (a GPU's
     // choice: not when comparing the CPU with itself).
     let precisions: &[&str] = if other == "cpu" {
         &["fp32", "bf16", "fp8"]

@@ -153,51 +153,124 @@ KERNEL void fp8_quantize_f32(const float* __restrict__ x, int rows, int cols, in
     }
 }
 
-// Where op(src)[o, j] of fp8_quantize_lt_f32 lies in src.
-DEVICE long long lt_at(int k_on_rows, int cols, int o, int j) {
-    return k_on_rows ? (long long)j * cols + o : (long long)o * cols + j;
-}
-
 // An operand of cuBLASLt's block-scaled FP8 GEMM (src/fp8.rs), from the rows × cols matrix src
 // as stored, contracted along its columns (k_on_rows = 0) or along its rows (k_on_rows = 1):
 // op(src) is outer × K. codes [outer][ld] (K contiguous, ld ≥ K: cuBLASLt's transposed operand,
-// column-major K × outer; what lies past K, or past outer, is the caller's padding) = e4m3(x / s) per tile of tile_outer × 128 (tile_outer 1: a
-// VEC128 scale per outer index and 128 of K; 128: a BLK128x128 scale), s = amax / 448 exactly as
-// fp8_fake_quantize_f32 computes it, so codes · s are the fake-quantized values bit for bit. A
-// tile whose amax is 0 gets s = 1 (its codes are its zeros); a tile holding a NaN or an infinity
-// gets NaN codes and s = 1 and is counted in *bad_tiles — it becomes NaN as in the fake
-// quantization, never saturated. Tile (to, tk)'s scale goes to scales[to · scale_outer + tk ·
-// scale_k] (the layout cuBLASLt's scale mode asks for, chosen by the caller).
-// Launch: grid (ceil(K / 128), min(ceil(outer / tile_outer), 65535)), block 256, dynamic
-// shared 0 (one block per tile; the blocks stride over tile rows past 65535).
+// column-major K × outer; what lies past K, or past outer, is the caller's padding) = e4m3(x / s)
+// per tile of tile_outer × 128 (tile_outer 1: a VEC128 scale per outer index and 128 of K; 128:
+// a BLK128x128 scale), s = amax / 448 exactly as fp8_fake_quantize_f32 computes it, so codes · s
+// are the fake-quantized values bit for bit. A tile whose amax is 0 gets s = 1 (its codes are its
+// zeros); a tile holding a NaN or an infinity gets NaN codes and s = 1 and is counted in
+// *bad_tiles — it becomes NaN as in the fake quantization, never saturated. Tile (to, tk)'s
+// scale goes to scales[to · scale_outer + tk · scale_k] (the layout cuBLASLt's scale mode asks
+// for, chosen by the caller).
+//
+// Along the columns, a block quantizes one tile, reading and writing along K (contiguous both
+// ways). Along the rows, element (o, j) lies at src[j · cols + o], so a tile's K runs down a
+// column: a block takes a panel of LT_PANEL_VEC outer indices (VEC128: that many tiles) or 128
+// (one BLK128x128 tile) × 128 of K, reads it a row at a time (a warp's 32 lanes on consecutive
+// outer indices), and writes the codes through shared memory so that each outer index's bytes
+// go out K-contiguous.
+// Launch: grid (ceil(K / 128), min(T, 65535)) with T = ceil(outer / tile_outer) along the columns
+// and ceil(outer / panel) along the rows (panel: LT_PANEL_VEC for tile_outer 1, else 128),
+// block 256, dynamic shared 0; the blocks stride over T past 65535.
+#define LT_PANEL_VEC 32
 KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int cols, int k_on_rows,
                                 int tile_outer, unsigned char* __restrict__ codes, long long ld,
                                 float* __restrict__ scales, long long scale_outer,
                                 long long scale_k, unsigned int* __restrict__ bad_tiles) {
     __shared__ float scratch[32];
-    const int outer = k_on_rows ? cols : rows, k = k_on_rows ? rows : cols;
-    const int tiles_o = (outer + tile_outer - 1) / tile_outer;
     const int tk = blockIdx.x;
-    for (int to = blockIdx.y; to < tiles_o; to += gridDim.y) {
-        QuantTile t = tile_at(tk, to, outer, k, tile_outer, 128);
-        int count = t.h * t.w;
-        float amax = 0.0f;
-        for (int e = threadIdx.x; e < count; e += blockDim.x) {
-            float v = src[lt_at(k_on_rows, cols, t.r0 + e / t.w, t.c0 + e % t.w)];
-            amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
+    if (!k_on_rows) {
+        const int outer = rows, k = cols;
+        const int tiles_o = (outer + tile_outer - 1) / tile_outer;
+        for (int to = blockIdx.y; to < tiles_o; to += gridDim.y) {
+            QuantTile t = tile_at(tk, to, outer, k, tile_outer, 128);
+            int count = t.h * t.w;
+            float amax = 0.0f;
+            for (int e = threadIdx.x; e < count; e += blockDim.x) {
+                float v = src[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
+                amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
+            }
+            amax = block_max(amax, scratch);
+            bool bad = amax == TM_INF;
+            float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
+            if (threadIdx.x == 0) {
+                scales[(long long)to * scale_outer + (long long)tk * scale_k] = s;
+                if (bad) atomicAdd(bad_tiles, 1u);
+            }
+            for (int e = threadIdx.x; e < count; e += blockDim.x) {
+                long long o = t.r0 + e / t.w, j = t.c0 + e % t.w;
+                float v = src[o * cols + j];
+                codes[o * ld + j] = bad ? (uint8_t)0x7f : f32_to_e4m3(v / s);
+            }
         }
-        amax = block_max(amax, scratch);
-        bool bad = amax == TM_INF;
-        float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
-        if (threadIdx.x == 0) {
-            scales[(long long)to * scale_outer + (long long)tk * scale_k] = s;
-            if (bad) atomicAdd(bad_tiles, 1u);
+        return;
+    }
+    // Along the rows: 8 warps; per warp and outer index of the panel a partial amax, then per
+    // outer index (VEC) the tile's scale, or -1 for a tile to set to NaN.
+    __shared__ float part[8][128];
+    __shared__ float tile_s[128];
+    __shared__ unsigned char bytes[128][129];
+    const int outer = cols, k = rows;
+    const int panel = tile_outer == 1 ? LT_PANEL_VEC : 128;
+    const int panels = (outer + panel - 1) / panel;
+    const int j0 = tk * 128, h = tm_min(128, k - j0);
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, warps = blockDim.x / WARP;
+    for (int pn = blockIdx.y; pn < panels; pn += gridDim.y) {
+        const int o0 = pn * panel, wd = tm_min(panel, outer - o0);
+        for (int s0 = 0; s0 < panel; s0 += WARP) {
+            int ol = s0 + lane;
+            float m = 0.0f;
+            if (ol < wd)
+                for (int j = w; j < h; j += warps) {
+                    float v = src[(long long)(j0 + j) * cols + o0 + ol];
+                    m = fmaxf(m, tm_isfinite(v) ? fabsf(v) : TM_INF);
+                }
+            part[w][ol] = m;
         }
-        for (int e = threadIdx.x; e < count; e += blockDim.x) {
-            int o = t.r0 + e / t.w, j = t.c0 + e % t.w;
-            float v = src[lt_at(k_on_rows, cols, o, j)];
-            codes[(long long)o * ld + j] = bad ? (uint8_t)0x7f : f32_to_e4m3(v / s);
+        __syncthreads();
+        if (threadIdx.x < panel) {
+            float m = 0.0f;
+            for (int i = 0; i < warps; i++) m = fmaxf(m, part[i][threadIdx.x]);
+            part[0][threadIdx.x] = m;  // only this thread reads or writes column threadIdx.x
         }
+        __syncthreads();
+        if (tile_outer == 1) {
+            if (threadIdx.x < wd) {
+                float amax = part[0][threadIdx.x];
+                bool bad = amax == TM_INF;
+                float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
+                tile_s[threadIdx.x] = bad ? -1.0f : s;
+                scales[(long long)(o0 + threadIdx.x) * scale_outer + (long long)tk * scale_k] = s;
+                if (bad) atomicAdd(bad_tiles, 1u);
+            }
+        } else {
+            float amax = block_max(threadIdx.x < wd ? part[0][threadIdx.x] : 0.0f, scratch);
+            if (threadIdx.x == 0) {
+                bool bad = amax == TM_INF;
+                float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
+                tile_s[0] = bad ? -1.0f : s;
+                scales[(long long)pn * scale_outer + (long long)tk * scale_k] = s;
+                if (bad) atomicAdd(bad_tiles, 1u);
+            }
+        }
+        __syncthreads();
+        for (int s0 = 0; s0 < panel; s0 += WARP) {
+            int ol = s0 + lane;
+            if (ol >= wd) continue;
+            float s = tile_s[tile_outer == 1 ? ol : 0];
+            for (int j = w; j < h; j += warps) {
+                float v = src[(long long)(j0 + j) * cols + o0 + ol];
+                bytes[ol][j] = s < 0.0f ? (uint8_t)0x7f : f32_to_e4m3(v / s);
+            }
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < wd * 128; e += blockDim.x) {
+            int ol = e / 128, j = e % 128;
+            if (j < h) codes[(long long)(o0 + ol) * ld + j0 + j] = bytes[ol][j];
+        }
+        __syncthreads();  // before the next panel reuses the shared arrays
     }
 }
 

@@ -53,7 +53,7 @@ impl Drop for Cuda {
     }
 }
 
-/// How the backend computes its dense FP8 GEMMs.
+/// How the backend computes its FP8 GEMMs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Fp8Gemm {
     /// The CPU's accumulator model (fake-quantized operands, each 128-long chunk of K summed by
@@ -92,7 +92,7 @@ impl Cuda {
         &self.dev
     }
 
-    /// Computes the dense FP8 GEMMs as `fp8` says. [`Fp8Gemm::Cublaslt`] opens cuBLASLt and
+    /// Computes the FP8 GEMMs as `fp8` says. [`Fp8Gemm::Cublaslt`] opens cuBLASLt and
     /// runs one small block-scaled matmul, so that a library without it (CUDA before 12.9, a
     /// GPU other than sm_90) is an error here, naming why, rather than in training.
     pub fn set_fp8_gemm(&mut self, fp8: Fp8Gemm) -> Result<()> {
@@ -121,13 +121,13 @@ impl Cuda {
             }
             // The probe is not one of the caller's GEMMs.
             self.lt_calls.store(0, Ordering::Relaxed);
-            tracing::info!("dense FP8 GEMMs through cuBLASLt's block-scaled matmul");
+            tracing::info!("FP8 GEMMs through cuBLASLt's block-scaled matmul");
         }
         self.fp8 = fp8;
         Ok(())
     }
 
-    /// How the dense FP8 GEMMs compute.
+    /// How the FP8 GEMMs compute.
     pub fn fp8_gemm(&self) -> Fp8Gemm {
         self.fp8
     }
@@ -259,7 +259,8 @@ impl Cuda {
                     } else {
                         (db.at(rb.start), dc.at(e * c_stride))
                     };
-                    self.lt_matmul(p, (da.at(ra.start), b_at, c_at), modes, &mut dbad)?;
+                    let at = (da.at(ra.start), b_at, c_at, dc.is_copy());
+                    self.lt_matmul(p, at, modes, &mut dbad)?;
                 }
                 let mut h = [0u32];
                 self.dev.download(&dbad, &mut h)?;
@@ -570,14 +571,17 @@ impl Cuda {
     /// `C (+)= op(A)·op(B)` by cuBLASLt, the operands and C at their addresses: each operand
     /// quantized exactly (E4M3 codes, K contiguous, its scales as cuBLASLt lays them out:
     /// `fp8_quantize_lt_f32`; the values are the model path's fake-quantized ones bit for bit),
-    /// padded with zeros to the shape cuBLASLt takes ([`crate::fp8::fits`]: rows to 4, columns
-    /// and K to 16; zero codes add nothing), then one block-scaled matmul, into C directly or —
-    /// padded, accumulating, or C not 16-byte aligned (a host slice's) — into a buffer added
-    /// to C. Tiles with a non-finite amax (NaN codes, as the model's NaN) are counted into `bad`.
+    /// padded with zeros to the shape cuBLASLt takes ([`crate::fp8::fits`]; rows to 16, more
+    /// than the 4 it needs, so that the experts' varying row counts make few distinct shapes;
+    /// columns and K to 16; zero codes add nothing), then one block-scaled matmul, into C
+    /// directly when C is device memory (`c_device`), 256-byte aligned, unpadded and not
+    /// accumulated into, else into a buffer added to C (cuBLASLt writing the host's pageable
+    /// memory is not something its documentation promises). Tiles with a non-finite amax (NaN
+    /// codes, as the model's NaN) are counted into `bad`.
     fn lt_matmul(
         &self,
         p: MatMul,
-        (a, b, c): (u64, u64, u64),
+        (a, b, c, c_device): (u64, u64, u64, bool),
         (a_mode, b_mode): (Scales, Scales),
         bad: &mut CudaSlice<u32>,
     ) -> Result<()> {
@@ -592,14 +596,17 @@ impl Cuda {
             };
         }
         let (m, n, k) = (
-            p.m.next_multiple_of(4),
+            p.m.next_multiple_of(16),
             p.n.next_multiple_of(16),
             p.k.next_multiple_of(16),
         );
         debug_assert!(crate::fp8::fits(m, n, k));
         let x = self.quantize_lt(a, p.a_stored(), p.ta, (m, k), a_mode, bad)?;
         let w = self.quantize_lt(b, p.b_stored(), !p.tb, (n, k), b_mode, bad)?;
-        let direct = !p.accumulate && c % 16 == 0 && (m, n) == (p.m, p.n);
+        // Directly into C only where no kernel choice can depend on it: 256-byte aligned, as
+        // cuBLASLt assumes by default (it is told the real alignments, but whether a
+        // block-scaled kernel exists for less is not documented).
+        let direct = c_device && !p.accumulate && c % 256 == 0 && (m, n) == (p.m, p.n);
         let part = if direct {
             None
         } else {
@@ -681,7 +688,13 @@ impl Cuda {
             .arg(&so)
             .arg(&sk)
             .arg(&mut *bad);
-        let cfg = quantize_cfg(op_outer, op_k, (mode.tile_outer(), 128), 1);
+        // Along the rows a block takes a panel of outer indices (32 tiles of 1 × 128, or one
+        // block of 128 × 128: quant.cu).
+        let per_block = match (k_on_rows, mode) {
+            (true, Scales::Vec128) => 32,
+            _ => mode.tile_outer(),
+        };
+        let cfg = quantize_cfg(op_outer, op_k, (per_block, 128), 1);
         go("fp8_quantize_lt_f32", b, cfg)?;
         Ok(LtOperand {
             codes,
@@ -721,7 +734,8 @@ impl Cuda {
             LowpGemm::Fp8 { a_tile, b_tile } if self.lt_scales(p, a_tile, b_tile).is_some() => {
                 let modes = self.lt_scales(p, a_tile, b_tile).expect("checked");
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
-                self.lt_matmul(p, (*da.p(), *db.p(), *dc.p()), modes, &mut dbad)?;
+                let c = (*da.p(), *db.p(), *dc.p(), dc.is_copy());
+                self.lt_matmul(p, c, modes, &mut dbad)?;
                 let mut h = [0u32];
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;

@@ -32,7 +32,7 @@ fn randn(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
     (0..n).map(|_| (rng.normal() * scale) as f32).collect()
 }
 
-/// The dense FP8 GEMM through cuBLASLt (`cuda` set to [`crate::backend::Fp8Gemm::Cublaslt`])
+/// The FP8 GEMMs through cuBLASLt (`cuda` set to [`crate::backend::Fp8Gemm::Cublaslt`])
 /// in the three forms training asks for — forward (activations 1 × 128, weight 128 × 128), input
 /// gradient (the weight contracted along its rows), weight gradient (both operands 128 × 1 along
 /// the tokens, accumulating) — with 62 tokens (padded to cuBLASLt's multiples of 4 and 16), K
@@ -40,7 +40,8 @@ fn randn(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
 /// the CPU's FP8 GEMM: the same quantized operands; the CPU truncates each 128-chunk's sum to
 /// 14 bits where the tensor cores accumulate their own way, so the tolerance is normwise
 /// 10⁻³ (as the vendor check); then the experts' grouped GEMM in the same forms, one cuBLASLt call
-/// per expert with rows. Each row also fails if cuBLASLt did not compute it.
+/// per expert with rows; then NaN and infinite tiles (NaN, counted, as on the CPU). Each row
+/// also fails if cuBLASLt did not compute it.
 pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
     let mut rng = Rng::new(seed);
     let (tokens, out, inp) = (62usize, 256usize, 320usize);
@@ -106,9 +107,10 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
         row.pass &= by_lt && bad == 0;
         rows.push(row);
     }
-    // The experts' grouped GEMM, one cuBLASLt call per expert with rows: uneven experts (none a
-    // multiple of 4 but one, one empty), each block among its expert's other projections.
-    let offsets = [0usize, 37, 37, 167, 172, 236];
+    // The experts' grouped GEMM, one cuBLASLt call per expert with rows: uneven experts (one
+    // empty; 128 and 16 rows from odd first rows, whose outputs are 128-byte aligned only),
+    // each block among its expert's other projections.
+    let offsets = [0usize, 37, 37, 165, 181, 245];
     let (n, k) = (96usize, 200usize);
     let wgrad = LowpGemm::Fp8 {
         a_tile: (128, 1),
@@ -155,7 +157,7 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
         } else {
             (got, want)
         };
-        let shape = format!("5 experts ≤ 236 rows, {n}×{k}, acc={accumulate}");
+        let shape = format!("5 experts ≤ 245 rows, {n}×{k}, acc={accumulate}");
         let mut row = compare_normwise(
             &format!("grouped fp8 cuBLASLt {name}"),
             shape,
@@ -166,6 +168,30 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
         row.pass &= calls == 4 && bad == want_bad;
         rows.push(row);
     }
+    // Non-finite tiles: a NaN in an activation tile and an infinity in a weight block make
+    // both tiles NaN (codes 0x7f) and are counted, as the CPU's FP8 GEMM does — not saturated.
+    let (mut xs, mut ws) = (x.clone(), w.clone());
+    xs[5 * inp + 200] = f32::NAN;
+    ws[130 * inp + 10] = f32::INFINITY;
+    let p = MatMul::linear(tokens, out, inp);
+    let fwd = LowpGemm::Fp8 {
+        a_tile: act.0,
+        b_tile: act.1,
+    };
+    let (mut got, mut want) = (vec![0.0; tokens * out], vec![0.0; tokens * out]);
+    let bad = cuda.matmul_lowp(p, &xs, &ws, &mut got, fwd);
+    let want_bad = CpuReference.matmul_lowp(p, &xs, &ws, &mut want, fwd);
+    let mut row = compare_normwise(
+        "matmul fp8 cuBLASLt fwd, NaN and ∞ tiles",
+        format!("{tokens}×{out}×{inp}"),
+        &got,
+        &want,
+        1e-3,
+    );
+    // Row 5 and columns 128..256 NaN, the rest finite; two tiles counted.
+    let nans = got.iter().filter(|v| v.is_nan()).count();
+    row.pass &= bad == 2 && want_bad == 2 && nans == out + (tokens - 1) * 128;
+    rows.push(row);
     rows
 }
 

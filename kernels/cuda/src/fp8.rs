@@ -137,9 +137,26 @@ pub fn fits(rows: usize, cols: usize, k: usize) -> bool {
 pub struct Lt {
     handle: lt::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
-    /// The algorithm cuBLASLt's heuristic chose for each shape and pair of scale layouts
-    /// (asked once: the experts' GEMMs come back with the same shapes step after step).
-    algos: HashMap<(usize, usize, usize, Scales, Scales), lt::cublasLtMatmulAlgo_t>,
+    /// The algorithm cuBLASLt's heuristic chose for each shape, pair of scale layouts and the
+    /// alignments of A, B and D it was told (asked once per key: the dense GEMMs' shapes repeat
+    /// every step, the experts' rows vary with the routing — the backend pads them to 16 to
+    /// keep the keys few; at most [`ALGOS`] kept).
+    algos: HashMap<AlgoKey, lt::cublasLtMatmulAlgo_t>,
+}
+
+/// Shape, scale layouts of x and w, alignments of w, x and y (bytes).
+type AlgoKey = (usize, usize, usize, Scales, Scales, [u32; 3]);
+
+/// The most algorithms [`Lt`] keeps (then it forgets them all and asks again).
+const ALGOS: usize = 4096;
+
+/// The alignment of an address in bytes, up to cuBLASLt's default assumption of 256.
+fn alignment(p: u64) -> u32 {
+    if p == 0 {
+        256
+    } else {
+        (p & p.wrapping_neg()).min(256) as u32
+    }
 }
 
 // SAFETY: the handle is used by one thread at a time: `&mut self` for every call (the CUDA
@@ -204,6 +221,11 @@ impl Lt {
             workspace,
             algos: HashMap::new(),
         })
+    }
+
+    /// The algorithms cached (one per shape, scale layouts and alignments met so far).
+    pub fn algorithms(&self) -> usize {
+        self.algos.len()
     }
 
     /// `y[m,n] = x[m,k]·w[n,k]ᵀ`, E4M3 codes with cuBLASLt-layout scales (see the module
@@ -308,7 +330,10 @@ impl Lt {
             let la = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, cols, k)?;
             let lb = layout(lt::cudaDataType_t::CUDA_R_8F_E4M3, k, rows, k)?;
             let lc = layout(lt::cudaDataType_t::CUDA_R_32F, cols, rows, cols)?;
-            let key = (rows, cols, k, x.mode, w.mode);
+            // cuBLASLt assumes 256-byte aligned pointers unless told otherwise (and would then
+            // fail or fault on a less aligned one): it is told each pointer's alignment.
+            let aligns = [alignment(w.codes), alignment(x.codes), alignment(y)];
+            let key = (rows, cols, k, x.mode, w.mode, aligns);
             let algo = match self.algos.get(&key) {
                 Some(a) => *a,
                 None => {
@@ -326,6 +351,24 @@ impl Lt {
                         ),
                         "workspace preference",
                     )?;
+                    use lt::cublasLtMatmulPreferenceAttributes_t as P;
+                    for (attr, a) in [
+                        (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, aligns[0]),
+                        (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, aligns[1]),
+                        (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, aligns[2]),
+                        (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, aligns[2]),
+                    ] {
+                        let v = a.to_ne_bytes();
+                        status(
+                            lt::cublasLtMatmulPreferenceSetAttribute(
+                                d.pref,
+                                attr,
+                                v.as_ptr().cast(),
+                                v.len(),
+                            ),
+                            &format!("{attr:?}"),
+                        )?;
+                    }
                     let mut heur: lt::cublasLtMatmulHeuristicResult_t = std::mem::zeroed();
                     let mut found = 0;
                     status(
@@ -349,6 +392,9 @@ impl Lt {
                             op: what,
                             message: "no algorithm (needs CUDA ≥ 12.9 and sm_90)".into(),
                         });
+                    }
+                    if self.algos.len() >= ALGOS {
+                        self.algos.clear();
                     }
                     self.algos.insert(key, heur.algo);
                     heur.algo

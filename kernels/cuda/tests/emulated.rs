@@ -95,7 +95,7 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
             .expect("the emulated cuBLASLt's block-scaled matmul");
         let rows = check::fp8_cublaslt_rows(&cuda, 3);
         eprintln!("{memory:?}\n{}", check::render(&rows));
-        assert_eq!(rows.len(), 7);
+        assert_eq!(rows.len(), 8);
         assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
         // Tiles of 448 · 2⁻¹⁰ and 448 · 2⁻⁹: power-of-two scales, every value exact in E4M3,
         // every product and sum exact in FP32.
@@ -125,4 +125,46 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
         assert_eq!(cuda.lt_calls(), before + 1, "4 × 16 tiles went to cuBLASLt");
         assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
     }
+}
+
+/// `Lt::matmul` tells cuBLASLt each pointer's alignment (it assumes 256 bytes otherwise, and
+/// the emulated library, like the real one's kernels, refuses a pointer less aligned than the
+/// algorithm it chose): an output 16 bytes into its allocation works and gives the exact
+/// product; each shape and alignment's algorithm is asked for once.
+#[test]
+fn cublaslt_is_told_the_alignment_of_an_output_inside_a_buffer() {
+    use tokenmill_cuda::fp8::{Fp8Operand, Lt, Scales};
+    let cuda = emulated();
+    let dev = cuda.device();
+    let (m, n, k) = (16usize, 32usize, 128usize);
+    // Codes of 1.0 (0x38) and 2.0 (0x40), scales 1 and 0.5: every product 1.0.
+    let x = dev.upload("x", &vec![0x38u8; m * k]).unwrap();
+    let w = dev.upload("w", &vec![0x40u8; n * k]).unwrap();
+    let xs = dev
+        .upload("x scales", &vec![1.0f32; Scales::Vec128.count(m, k)])
+        .unwrap();
+    let ws = dev
+        .upload("w scales", &vec![0.5f32; Scales::Blk128.count(n, k)])
+        .unwrap();
+    let y = dev.zeros::<f32>("y", m * n + 4).unwrap();
+    let mut lt = Lt::new(dev).unwrap();
+    let xo = Fp8Operand {
+        codes: dev.addr(&x),
+        scales: dev.addr(&xs),
+        mode: Scales::Vec128,
+    };
+    let wo = Fp8Operand {
+        codes: dev.addr(&w),
+        scales: dev.addr(&ws),
+        mode: Scales::Blk128,
+    };
+    for _ in 0..2 {
+        lt.matmul(dev, (m, n, k), xo, wo, dev.addr(&y) + 16)
+            .expect("an output 16-byte aligned");
+    }
+    assert_eq!(lt.algorithms(), 1);
+    let mut out = vec![0f32; m * n + 4];
+    dev.download(&y, &mut out).unwrap();
+    assert!(out[..4].iter().all(|&v| v == 0.0), "{:?}", &out[..4]);
+    assert!(out[4..].iter().all(|&v| v == 128.0), "{:?}", &out[4..8]);
 }

@@ -192,7 +192,7 @@ pub struct LoopConfig {
     /// check compares the two.
     #[serde(default)]
     pub device: ComputeDevice,
-    /// How a GPU computes the dense FP8 GEMMs of `precision = "fp8"`: `model` (the default:
+    /// How a GPU computes the FP8 GEMMs of `precision = "fp8"`: `model` (the default:
     /// the CPU's accumulator model on the CUDA cores, the quantity the CPU computes) or
     /// `cublaslt` (cuBLASLt's block-scaled FP8 matmul on the tensor cores, CUDA ≥ 12.9 on
     /// Hopper: the same quantized operands, the hardware's accumulation).

@@ -7,10 +7,13 @@
 // 128 block, K blocks fastest with the row stride ceil(K / 128) rounded up to a multiple of 4:
 // scale(i, k) at k / 128 + (i / 128) · L4); the pairs VEC×VEC, VEC×BLK and BLK×VEC (not
 // BLK×BLK); the outer dimensions multiples of 4, FP8 leading dimensions multiples of 16
-// elements, every pointer 16-byte aligned. Anything else is refused (NOT_SUPPORTED or
-// INVALID_VALUE, with the reason on stderr), so a call the real library would reject fails
-// here too. Operands and scales must lie inside device allocations (the emulated driver's
-// check; D may be host memory when the device reports pageable access).
+// elements, every pointer 16-byte aligned — and as aligned as the preference told the
+// heuristic (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES, 256 unless set: the real
+// library picks kernels for the alignment it was promised). Anything else is refused
+// (NOT_SUPPORTED or INVALID_VALUE, with the reason on stderr), so a call the real library
+// would reject fails here too. Operands, scales and D must lie inside device allocations (the
+// emulated driver's check; D too where the device reaches pageable host memory: the library
+// does not promise to write there).
 //
 // Arithmetic: each 128-long block of K summed in FP32 in order over the decoded E4M3 products
 // (exact), scaled as (scale_a · block) · scale_b and added into an FP32 accumulator — the
@@ -46,7 +49,11 @@ enum : int {
     DESC_A_SCALE_MODE = 31,
     DESC_B_SCALE_MODE = 32,
 };
-enum : int { PREF_MAX_WORKSPACE_BYTES = 1 };
+enum : int {
+    PREF_MAX_WORKSPACE_BYTES = 1,
+    PREF_MIN_ALIGNMENT_A_BYTES = 5,
+    PREF_MIN_ALIGNMENT_D_BYTES = 8,
+};
 enum : int { SCALE_VEC128_32F = 4, SCALE_BLK128x128_32F = 5 };
 
 namespace {
@@ -68,6 +75,8 @@ struct Layout {
 
 struct Pref {
     uint64_t workspace = 0;
+    // The alignments of A, B, C and D the caller promises (bytes).
+    uint32_t align[4] = {256, 256, 256, 256};
 };
 
 // The algorithm handle cuBLASLt returns: opaque 64 bytes, which we tag.
@@ -86,11 +95,6 @@ bool device_range(const void* p, size_t bytes) {
         return h ? (Check)dlsym(h, "tm_emu_device_range") : (Check) nullptr;
     }();
     return check && check((unsigned long long)(uintptr_t)p, bytes) == 0;
-}
-
-bool pageable() {
-    const char* v = std::getenv("TOKENMILL_CUDA_EMU_PAGEABLE");
-    return v && std::strcmp(v, "1") == 0;
 }
 
 float e4m3(uint8_t c) {
@@ -232,10 +236,20 @@ API cublasStatus_t cublasLtMatmulPreferenceDestroy(void* p) {
 API cublasStatus_t cublasLtMatmulPreferenceSetAttribute(void* pref, int attr, const void* buf,
                                                         size_t size) {
     if (!pref || !buf) return CUBLAS_STATUS_INVALID_VALUE;
-    if (attr != PREF_MAX_WORKSPACE_BYTES || size != 8)
-        return fail(CUBLAS_STATUS_NOT_SUPPORTED, "preference attribute is not emulated");
-    std::memcpy(&static_cast<Pref*>(pref)->workspace, buf, 8);
-    return CUBLAS_STATUS_SUCCESS;
+    Pref* p = static_cast<Pref*>(pref);
+    if (attr == PREF_MAX_WORKSPACE_BYTES && size == 8) {
+        std::memcpy(&p->workspace, buf, 8);
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    if (attr >= PREF_MIN_ALIGNMENT_A_BYTES && attr <= PREF_MIN_ALIGNMENT_D_BYTES && size == 4) {
+        uint32_t a;
+        std::memcpy(&a, buf, 4);
+        if (a == 0 || (a & (a - 1)) || a > 256)
+            return fail(CUBLAS_STATUS_INVALID_VALUE, "alignment not a power of two ≤ 256");
+        p->align[attr - PREF_MIN_ALIGNMENT_A_BYTES] = a;
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    return fail(CUBLAS_STATUS_NOT_SUPPORTED, "preference attribute is not emulated");
 }
 
 // cublasLtMatmulHeuristicResult_t: the algorithm (64 bytes), workspace size, state, waves.
@@ -260,6 +274,9 @@ API cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void* h, void* desc, void* a, 
         return r;
     std::memset(out, 0, sizeof *out);
     out->algo[0] = kAlgoTag;
+    // The alignments the algorithm was chosen for.
+    const Pref* pr = static_cast<const Pref*>(pref);
+    for (int i = 0; i < 4; i++) out->algo[1 + i] = pr->align[i];
     out->waves = 1.0f;
     *found = 1;
     return CUBLAS_STATUS_SUCCESS;
@@ -282,6 +299,13 @@ API cublasStatus_t cublasLtMatmul(void* h, void* desc, const float* alpha, const
         return fail(CUBLAS_STATUS_INVALID_VALUE, "a block scale mode without its scale pointer");
     for (const void* p : {a, b, c, (const void*)d, dd->a_scale, dd->b_scale})
         if (!aligned(p)) return fail(CUBLAS_STATUS_INVALID_VALUE, "a pointer not 16-byte aligned");
+    const void* abcd[4] = {a, b, c, d};
+    for (int i = 0; i < 4; i++)
+        if ((uintptr_t)abcd[i] % algo[1 + i])
+            return fail(CUBLAS_STATUS_INVALID_VALUE,
+                        std::string("ABCD").substr(i, 1) + " is less aligned than the " +
+                            std::to_string(algo[1 + i]) +
+                            " bytes the algorithm was chosen for");
     uint64_t a_scales = scale_count(dd->a_mode, s.m, s.k);
     uint64_t b_scales = scale_count(dd->b_mode, s.n, s.k);
     struct Range {
@@ -301,7 +325,8 @@ API cublasStatus_t cublasLtMatmul(void* h, void* desc, const float* alpha, const
                         std::string(r.what) + ": " + std::to_string(r.bytes) +
                             " bytes are not inside one device allocation");
     size_t d_bytes = (size_t)(s.ldd * (int64_t)(s.n - 1) + (int64_t)s.m) * 4;
-    if (!pageable() && !device_range(d, d_bytes))
+    // Even where kernels reach pageable host memory: cuBLASLt does not promise to write it.
+    if (!device_range(d, d_bytes))
         return fail(CUBLAS_STATUS_INVALID_VALUE, "D is not inside one device allocation");
     const uint8_t* a8 = static_cast<const uint8_t*>(a);
     const uint8_t* b8 = static_cast<const uint8_t*>(b);

@@ -691,7 +691,9 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
     // (rows, cols, k_on_rows, tile_outer, grid.y, padding of K): the forward's activations
     // (1 × 128) and weights (128 × 128 blocks), the input gradient's weight read transposed,
     // the weight gradient's 128 × 1 operands (K along the rows), partial tiles, a striding
-    // grid.y, codes padded past K (cuBLASLt's 16-byte rows; the padding left as it was).
+    // grid.y, codes padded past K (cuBLASLt's 16-byte rows; the padding left as it was); along
+    // the rows a block takes a panel of 32 (1 × 128) or 128 (128 × 128) outer indices, the last
+    // case four panels over a grid.y of 2.
     let cases = [
         (12usize, 300usize, false, 1usize, 12u32, 4usize),
         (12, 300, false, 1, 5, 0),
@@ -699,6 +701,7 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
         (300, 260, true, 128, 1, 0),
         (300, 20, true, 1, 7, 0),
         (129, 17, true, 1, 17, 15),
+        (200, 100, true, 1, 2, 0),
     ];
     for (rows, cols, k_on_rows, tile_outer, gy, pad) in cases {
         let (outer, k) = if k_on_rows {

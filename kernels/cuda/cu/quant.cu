@@ -158,7 +158,7 @@ KERNEL void fp8_quantize_f32(const float* __restrict__ x, int rows, int cols, in
 // op(src) is outer × K. codes [outer][ld] (K contiguous, ld ≥ K: cuBLASLt's transposed operand,
 // column-major K × outer; what lies past K, or past outer, is the caller's padding) = e4m3(x / s)
 // per tile of tile_outer × 128 (tile_outer 1: a VEC128 scale per outer index and 128 of K; 128:
-// a BLK128x128 scale), s = amax / 448 exactly as fp8_fake_quantize_f32 computes it, so codes · s
+// a BLK128x128 scale; no other), s = amax / 448 exactly as fp8_fake_quantize_f32 computes it, so codes · s
 // are the fake-quantized values bit for bit. A tile whose amax is 0 gets s = 1 (its codes are its
 // zeros); a tile holding a NaN or an infinity gets NaN codes and s = 1 and is counted in
 // *bad_tiles — it becomes NaN as in the fake quantization, never saturated. Tile (to, tk)'s
@@ -211,7 +211,7 @@ KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int col
     // outer index (VEC) the tile's scale, or -1 for a tile to set to NaN.
     __shared__ float part[8][128];
     __shared__ float tile_s[128];
-    __shared__ unsigned char bytes[128][129];
+    __shared__ unsigned char bytes[128][132];  // rows of 33 words: lanes in distinct banks
     const int outer = cols, k = rows;
     const int panel = tile_outer == 1 ? LT_PANEL_VEC : 128;
     const int panels = (outer + panel - 1) / panel;

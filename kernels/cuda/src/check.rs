@@ -32,6 +32,31 @@ fn randn(rng: &mut Rng, n: usize, scale: f64) -> Vec<f32> {
     (0..n).map(|_| (rng.normal() * scale) as f32).collect()
 }
 
+/// A grouped GEMM in `form` over `offsets`, each `n × k` weight block among its expert's two
+/// other projections, with random A, B (scaled by `b_scale`) and C: `(g, a, b, c)`.
+fn grouped_case<'o>(
+    rng: &mut Rng,
+    form: GroupedForm,
+    offsets: &'o [usize],
+    (n, k): (usize, usize),
+    accumulate: bool,
+    b_scale: f64,
+) -> (Grouped<'o>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let g = Grouped {
+        form,
+        offsets,
+        n,
+        k,
+        stride: 3 * n * k,
+        accumulate,
+    };
+    let [la, lb, lc] = g.lens();
+    let a = randn(rng, la, 1.0);
+    let b = randn(rng, lb, b_scale);
+    let c = randn(rng, lc, 1.0);
+    (g, a, b, c)
+}
+
 /// The FP8 GEMMs through cuBLASLt (`cuda` set to [`crate::backend::Fp8Gemm::Cublaslt`])
 /// in the three forms training asks for — forward (activations 1 × 128, weight 128 × 128), input
 /// gradient (the weight contracted along its rows), weight gradient (both operands 128 × 1 along
@@ -129,18 +154,7 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
         (GroupedForm::Weight, true, wgrad),
         (GroupedForm::Weight, false, wgrad),
     ] {
-        let g = Grouped {
-            form,
-            offsets: &offsets,
-            n,
-            k,
-            stride: 3 * n * k,
-            accumulate,
-        };
-        let [la, lb, lc] = g.lens();
-        let a = randn(&mut rng, la, 1.0);
-        let b = randn(&mut rng, lb, 0.05);
-        let c0 = randn(&mut rng, lc, 1.0);
+        let (g, a, b, c0) = grouped_case(&mut rng, form, &offsets, (n, k), accumulate, 0.05);
         let (mut got, mut want) = (c0.clone(), c0);
         let before = cuda.lt_calls();
         let bad = cuda.grouped_matmul(g, &a, &b, &mut got, Some(format));
@@ -368,18 +382,7 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
             (GroupedForm::Input, false, bf16),
             (GroupedForm::Weight, false, bf16),
         ] {
-            let g = Grouped {
-                form,
-                offsets: &offsets,
-                n,
-                k,
-                stride: 3 * n * k,
-                accumulate,
-            };
-            let [la, lb, lc] = g.lens();
-            let a = randn(&mut rng, la, 1.0);
-            let b = randn(&mut rng, lb, 1.0);
-            let c0 = randn(&mut rng, lc, 1.0);
+            let (g, a, b, c0) = grouped_case(&mut rng, form, &offsets, (n, k), accumulate, 1.0);
             let (mut c1, mut c2) = (c0.clone(), c0.clone());
             let bad1 = cand.grouped_matmul(g, &a, &b, &mut c1, format);
             let bad2 = refb.grouped_matmul(g, &a, &b, &mut c2, format);

@@ -78,6 +78,17 @@ fn losses(dir: &Path, name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The largest relative difference of the GPU's losses from the CPU's (a NaN: infinite).
+fn max_rel(cpu: &[f64], gpu: &[f64]) -> f64 {
+    cpu.iter()
+        .zip(gpu)
+        .map(|(c, g)| ((g - c) / c).abs())
+        .fold(
+            0.0f64,
+            |m, r| if r.is_nan() { f64::INFINITY } else { m.max(r) },
+        )
+}
+
 /// Trains `tiny` for `steps` in `precision` on `device`; returns the losses by step and stderr
 /// (or the error's stderr when `Err`).
 fn train(
@@ -146,14 +157,7 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
                 "{stderr}"
             );
             assert_eq!(gpu.len(), cpu.len(), "{gpu:?}");
-            let max_rel =
-                cpu.iter()
-                    .zip(&gpu)
-                    .map(|(c, g)| ((g - c) / c).abs())
-                    .fold(
-                        0.0f64,
-                        |m, r| if r.is_nan() { f64::INFINITY } else { m.max(r) },
-                    );
+            let max_rel = max_rel(&cpu, &gpu);
             eprintln!(
                 "{precision} cpu {cpu:?}\n{precision} {device} {gpu:?}: max rel {max_rel:.2e}"
             );
@@ -225,14 +229,7 @@ fn training_with_cublaslt_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no count of cuBLASLt's GEMMs: {stderr}"));
         let gpu = losses(d, &name);
-        let max_rel =
-            cpu.iter()
-                .zip(&gpu)
-                .map(|(c, g)| ((g - c) / c).abs())
-                .fold(
-                    0.0f64,
-                    |m, r| if r.is_nan() { f64::INFINITY } else { m.max(r) },
-                );
+        let max_rel = max_rel(&cpu, &gpu);
         eprintln!(
             "fp8 cpu {cpu:?}\n{device} cuBLASLt {gpu:?}: max rel {max_rel:.2e}, {gemms} GEMMs by cuBLASLt"
         );

@@ -38,6 +38,24 @@ DEVICE QuantTile tile_at(int tx, int ty, int rows, int cols, int tile_rows, int 
     return t;
 }
 
+// The amax of tile t of the [*, cols] matrix src over the block, a non-finite element counting
+// as +inf (the tile is bad).
+DEVICE float tile_amax(const float* src, int cols, QuantTile t, float* scratch) {
+    int count = t.h * t.w;
+    float amax = 0.0f;
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        float v = src[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
+        amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
+    }
+    return block_max(amax, scratch);
+}
+
+// The scale of a cuBLASLt operand's tile of that amax: amax / 448, or 1 for a zero tile or a bad
+// one (whose codes are NaN).
+DEVICE float lt_scale(float amax) {
+    return amax == 0.0f || amax == TM_INF ? 1.0f : amax / E4M3_MAX;
+}
+
 // Each element of the tiles in column blockIdx.x, rows blockIdx.y, blockIdx.y + gridDim.y, …
 // of the rows × cols matrix src becomes, at the same place of dst (which may be src),
 // e4m3(x / s) · s with s = amax / 448 over its tile: the values an FP8 GEMM computes with. A
@@ -53,13 +71,7 @@ DEVICE void fake_quantize_tiles(const float* src, float* dst, int rows, int cols
     for (int ty = blockIdx.y; ty < tiles_y; ty += gridDim.y) {
         QuantTile t = tile_at(tx, ty, rows, cols, tile_rows, tile_cols);
         int count = t.h * t.w;
-        // amax over the tile, a non-finite element counting as +inf (the tile is bad).
-        float amax = 0.0f;
-        for (int e = threadIdx.x; e < count; e += blockDim.x) {
-            float v = src[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
-            amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
-        }
-        amax = block_max(amax, scratch);
+        float amax = tile_amax(src, cols, t, scratch);
         bool bad = amax == TM_INF;
         if (bad && threadIdx.x == 0) atomicAdd(bad_tiles, 1u);
         float s = amax / E4M3_MAX;
@@ -158,10 +170,11 @@ KERNEL void fp8_quantize_f32(const float* __restrict__ x, int rows, int cols, in
 // op(src) is outer × K. codes [outer][ld] (K contiguous, ld ≥ K: cuBLASLt's transposed operand,
 // column-major K × outer; what lies past K, or past outer, is the caller's padding) = e4m3(x / s)
 // per tile of tile_outer × 128 (tile_outer 1: a VEC128 scale per outer index and 128 of K; 128:
-// a BLK128x128 scale; no other), s = amax / 448 exactly as fp8_fake_quantize_f32 computes it, so codes · s
-// are the fake-quantized values bit for bit. A tile whose amax is 0 gets s = 1 (its codes are its
-// zeros); a tile holding a NaN or an infinity gets NaN codes and s = 1 and is counted in
-// *bad_tiles — it becomes NaN as in the fake quantization, never saturated. Tile (to, tk)'s
+// a BLK128x128 scale; no other), s = lt_scale(amax): amax / 448 exactly as
+// fp8_fake_quantize_f32 computes it, so codes · s are the fake-quantized values bit for bit. A
+// tile whose amax is 0 gets s = 1 (its codes are its zeros); a tile holding a NaN or an infinity
+// gets NaN codes and s = 1 and is counted in *bad_tiles — it becomes NaN as in the fake
+// quantization, never saturated. Tile (to, tk)'s
 // scale goes to scales[to · scale_outer + tk · scale_k] (the layout cuBLASLt's scale mode asks
 // for, chosen by the caller).
 //
@@ -187,14 +200,9 @@ KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int col
         for (int to = blockIdx.y; to < tiles_o; to += gridDim.y) {
             QuantTile t = tile_at(tk, to, outer, k, tile_outer, 128);
             int count = t.h * t.w;
-            float amax = 0.0f;
-            for (int e = threadIdx.x; e < count; e += blockDim.x) {
-                float v = src[(long long)(t.r0 + e / t.w) * cols + t.c0 + e % t.w];
-                amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);
-            }
-            amax = block_max(amax, scratch);
+            float amax = tile_amax(src, cols, t, scratch);
             bool bad = amax == TM_INF;
-            float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
+            float s = lt_scale(amax);
             if (threadIdx.x == 0) {
                 scales[(long long)to * scale_outer + (long long)tk * scale_k] = s;
                 if (bad) atomicAdd(bad_tiles, 1u);
@@ -240,7 +248,7 @@ KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int col
             if (threadIdx.x < wd) {
                 float amax = part[0][threadIdx.x];
                 bool bad = amax == TM_INF;
-                float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
+                float s = lt_scale(amax);
                 tile_s[threadIdx.x] = bad ? -1.0f : s;
                 scales[(long long)(o0 + threadIdx.x) * scale_outer + (long long)tk * scale_k] = s;
                 if (bad) atomicAdd(bad_tiles, 1u);
@@ -249,7 +257,7 @@ KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int col
             float amax = block_max(threadIdx.x < wd ? part[0][threadIdx.x] : 0.0f, scratch);
             if (threadIdx.x == 0) {
                 bool bad = amax == TM_INF;
-                float s = amax == 0.0f || bad ? 1.0f : amax / E4M3_MAX;
+                float s = lt_scale(amax);
                 tile_s[0] = bad ? -1.0f : s;
                 scales[(long long)pn * scale_outer + (long long)tk * scale_k] = s;
                 if (bad) atomicAdd(bad_tiles, 1u);

@@ -233,24 +233,20 @@ impl Cuda {
             .collect();
         let goff = self.dev.input("expert offsets", &offsets)?;
         let mut bad = 0u64;
-        match format {
-            None => {
+        // Every group's product has the form (transposes) of the first's.
+        let lt = format
+            .filter(|_| groups > 0)
+            .and_then(|f| self.lt_scales(grouped::group(&g, 0).0, f));
+        match (format, lt) {
+            (None, _) => {
                 let stride = if weights { b_stride } else { c_stride };
                 self.grouped_launch(&g, (*da.p(), *db.p(), *dc.p()), &goff, stride, None)?;
             }
-            Some(LowpGemm::Fp8 { a_tile, b_tile })
-                if groups > 0
-                    && self
-                        .lt_scales(grouped::group(&g, 0).0, a_tile, b_tile)
-                        .is_some() =>
-            {
+            (Some(LowpGemm::Fp8 { .. }), Some(modes)) => {
                 // Each expert's product by cuBLASLt, its operands quantized as a matrix of
                 // their own (as the CPU quantizes each expert's), on the device copies or the
                 // caller's slices by address; an expert without rows computes nothing (its
                 // weight gradient is zeros unless accumulating).
-                let modes = self
-                    .lt_scales(grouped::group(&g, 0).0, a_tile, b_tile)
-                    .expect("checked");
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
                 for e in 0..groups {
                     let (p, [ra, rb, rc]) = grouped::group(&g, e);
@@ -266,7 +262,7 @@ impl Cuda {
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;
             }
-            Some(LowpGemm::Fp8 { a_tile, b_tile }) => {
+            (Some(LowpGemm::Fp8 { a_tile, b_tile }), None) => {
                 // Quantized in place on device copies; on host memory into device buffers,
                 // never the caller's slices.
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
@@ -303,7 +299,7 @@ impl Cuda {
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;
             }
-            Some(LowpGemm::Bf16) => {
+            (Some(LowpGemm::Bf16), _) => {
                 // The operands as BF16 once; each group's product on the tensor cores.
                 let a16 = self.to_bf16(*da.p(), a.len())?;
                 let b16 = if weights {
@@ -548,14 +544,12 @@ impl Cuda {
     }
 
     /// The scale layouts cuBLASLt takes op(A) `[m, k]` and op(B)ᵀ `[n, k]` in, when this GEMM
-    /// goes through it ([`Fp8Gemm::Cublaslt`], tiles of 1 × 128 or 128 × 128 along (outer, K),
-    /// not both blocks); `None`: the model computes it.
-    fn lt_scales(
-        &self,
-        p: MatMul,
-        a_tile: (usize, usize),
-        b_tile: (usize, usize),
-    ) -> Option<(Scales, Scales)> {
+    /// goes through it ([`Fp8Gemm::Cublaslt`], FP8 in tiles of 1 × 128 or 128 × 128 along
+    /// (outer, K), not both blocks); `None`: the model (or BF16) computes it.
+    fn lt_scales(&self, p: MatMul, format: LowpGemm) -> Option<(Scales, Scales)> {
+        let LowpGemm::Fp8 { a_tile, b_tile } = format else {
+            return None;
+        };
         if self.fp8 != Fp8Gemm::Cublaslt {
             return None;
         }
@@ -722,8 +716,8 @@ impl Cuda {
         };
         let (lda, ldb) = (p.a_stored().1, p.b_stored().1);
         let mut bad = 0u64;
-        match format {
-            LowpGemm::Bf16 => {
+        match (format, self.lt_scales(p, format)) {
+            (LowpGemm::Bf16, _) => {
                 // The operands as BF16 on the tensor cores (products exact, FP32 sums).
                 let a16 = self.to_bf16(*da.p(), a.len())?;
                 let b16 = self.to_bf16(*db.p(), b.len())?;
@@ -731,8 +725,7 @@ impl Cuda {
                 let (a16, b16) = (self.dev.addr(&a16), self.dev.addr(&b16));
                 self.dev.gemm_bf16(p, a16, lda, b16, ldb, *dc.p(), beta)?;
             }
-            LowpGemm::Fp8 { a_tile, b_tile } if self.lt_scales(p, a_tile, b_tile).is_some() => {
-                let modes = self.lt_scales(p, a_tile, b_tile).expect("checked");
+            (LowpGemm::Fp8 { .. }, Some(modes)) => {
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
                 let c = (*da.p(), *db.p(), *dc.p(), dc.is_copy());
                 self.lt_matmul(p, c, modes, &mut dbad)?;
@@ -740,7 +733,7 @@ impl Cuda {
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;
             }
-            LowpGemm::Fp8 { a_tile, b_tile } => {
+            (LowpGemm::Fp8 { a_tile, b_tile }, None) => {
                 // Quantized in place on device copies; on host memory into device buffers,
                 // never the caller's slices.
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;

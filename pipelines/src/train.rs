@@ -99,17 +99,20 @@ pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::
     use tokenmill_cuda::device::Memory;
     use tokenmill_trainer::ops::Precision;
     use tokenmill_trainer::train::{ComputeDevice, Fp8GemmChoice};
-    let cublaslt = cfg.train.fp8_gemm == Fp8GemmChoice::Cublaslt;
-    if cublaslt && cfg.train.precision != Precision::Fp8 {
-        return Err(Error::Config(
-            "[train] fp8_gemm = \"cublaslt\" applies to precision = \"fp8\"".into(),
-        ));
+    let fast = cfg.train.fp8_gemm;
+    let tensor_cores = fast != Fp8GemmChoice::Model;
+    if tensor_cores && cfg.train.precision != Precision::Fp8 {
+        return Err(Error::Config(format!(
+            "[train] fp8_gemm = \"{}\" applies to precision = \"fp8\"",
+            fast.name()
+        )));
     }
     let memory = match cfg.train.device {
-        ComputeDevice::Cpu if cublaslt => {
-            return Err(Error::Config(
-                "[train] fp8_gemm = \"cublaslt\" needs device = \"cuda\" or \"cuda-hmm\"".into(),
-            ));
+        ComputeDevice::Cpu if tensor_cores => {
+            return Err(Error::Config(format!(
+                "[train] fp8_gemm = \"{}\" needs device = \"cuda\" or \"cuda-hmm\"",
+                fast.name()
+            )));
         }
         ComputeDevice::Cpu => return backend(cfg.train.device),
         ComputeDevice::Cuda => Memory::Copy,
@@ -121,8 +124,10 @@ pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::
     let tokens = cfg.data.micro_batch.unwrap_or(cfg.data.batch) * cfg.data.seq_len;
     let mut cuda = tokenmill_cuda::Cuda::with_memory(local_gpu(), memory)?;
     cuda.set_estimate(((p.total + p.mtp) as f64 * per_param + tokens as f64 * per_tok) as u64);
-    if cublaslt {
-        cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Cublaslt)?;
+    match fast {
+        Fp8GemmChoice::Model => {}
+        Fp8GemmChoice::Cublaslt => cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Cublaslt)?,
+        Fp8GemmChoice::Mma => cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Mma)?,
     }
     Ok(Box::new(cuda))
 }

@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use tokenmill_cuda::backend::Fp8Gemm;
 use tokenmill_cuda::{bench, check, libs, nvrtc, source};
 
 /// `tokenmill doctor`.
@@ -258,6 +259,7 @@ fn gemm_peak(rows: &[bench::BenchRow], precision: &str) -> Option<f64> {
         "fp32" => "FP32 cuBLAS",
         "bf16" => "BF16 cuBLAS",
         "fp8" | "fp8-cublaslt" => "FP8 cuBLASLt",
+        "fp8-mma" => "FP8 GEMM kernel (own, tensor cores",
         _ => return None,
     };
     rows.iter()
@@ -315,14 +317,20 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             Err(e) => rep.errors.push(format!("{name}: {e}")),
         }
     }
-    // Training's FP8 GEMMs through cuBLASLt (`fp8_gemm = "cublaslt"`), in their forms.
-    match catch(|| {
-        let mut lt = tokenmill_cuda::Cuda::new(a.device)?;
-        lt.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Cublaslt)?;
-        Ok(check::fp8_cublaslt_rows(&lt, a.seed))
-    }) {
-        Ok(rows) => rep.kernels.extend(rows),
-        Err(e) => rep.errors.push(format!("FP8 GEMMs through cuBLASLt: {e}")),
+    // Training's FP8 GEMMs on the tensor cores, in their forms: through cuBLASLt
+    // (`fp8_gemm = "cublaslt"`) and our mma.sync kernel (`fp8_gemm = "mma"`).
+    for (fp8, name) in [
+        (Fp8Gemm::Cublaslt, "FP8 GEMMs through cuBLASLt"),
+        (Fp8Gemm::Mma, "FP8 GEMMs by fp8_mma_gemm_f32"),
+    ] {
+        match catch(|| {
+            let mut tc = tokenmill_cuda::Cuda::new(a.device)?;
+            tc.set_fp8_gemm(fp8)?;
+            Ok(check::fp8_tensor_core_rows(&tc, a.seed))
+        }) {
+            Ok(rows) => rep.kernels.extend(rows),
+            Err(e) => rep.errors.push(format!("{name}: {e}")),
+        }
     }
     print!("{}", check::render(&rep.kernels));
     save(a, rep)?;

@@ -124,9 +124,11 @@ fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec
         "num_nextn_predict_layers = 0\n"
     };
     let (peak, min, warmup) = r.lr;
-    // `fp8-cublaslt`: fp8 with the FP8 GEMMs through cuBLASLt (a GPU's choice).
+    // `fp8-cublaslt`, `fp8-mma`: fp8 with the FP8 GEMMs on the tensor cores, through
+    // cuBLASLt or our mma.sync kernel (a GPU's choices).
     let (precision, fp8_gemm) = match *precision {
         "fp8-cublaslt" => ("fp8", "fp8_gemm = \"cublaslt\"\n"),
+        "fp8-mma" => ("fp8", "fp8_gemm = \"mma\"\n"),
         p => (p, ""),
     };
     let toml = format!(
@@ -189,18 +191,18 @@ pub fn compare(
     let vocab = dataset(out, seed)?;
     let mut curves = Vec::new();
     let mut cpu_fp8 = None;
-    // fp8-cublaslt: the GPU's FP8 GEMMs by cuBLASLt against the CPU's fp8 run (a GPU's
-    // choice: not when comparing the CPU with itself).
+    // fp8-cublaslt, fp8-mma: the GPU's FP8 GEMMs on the tensor cores against the CPU's fp8
+    // run (a GPU's choices: not when comparing the CPU with itself).
     let precisions: &[&str] = if other == "cpu" {
         &["fp32", "bf16", "fp8"]
     } else {
-        &["fp32", "bf16", "fp8", "fp8-cublaslt"]
+        &["fp32", "bf16", "fp8", "fp8-cublaslt", "fp8-mma"]
     };
     for &precision in precisions {
         let mut logs = Vec::new();
         for (i, device) in ["cpu", other].into_iter().enumerate() {
-            if precision == "fp8-cublaslt" && device == "cpu" {
-                logs.push(cpu_fp8.take().context("the CPU's fp8 run")?);
+            if precision.starts_with("fp8-") && device == "cpu" {
+                logs.push(cpu_fp8.clone().context("the CPU's fp8 run")?);
                 continue;
             }
             logs.push(train_run(

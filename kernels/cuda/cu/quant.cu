@@ -184,16 +184,32 @@ KERNEL void fp8_quantize_f32(const float* __restrict__ x, int rows, int cols, in
 // (one BLK128x128 tile) × 128 of K, reads it a row at a time (a warp's 32 lanes on consecutive
 // outer indices), and writes the codes through shared memory so that each outer index's bytes
 // go out K-contiguous.
-// Launch: grid (ceil(K / 128), min(T, 65535)) with T = ceil(outer / tile_outer) along the columns
-// and ceil(outer / panel) along the rows (panel: LT_PANEL_VEC for tile_outer 1, else 128),
-// block 256, dynamic shared 0; the blocks stride over T past 65535.
+//
+// Groups (the MoE experts' operands, each quantized as a matrix of its own, in one launch):
+// with desc non-null, grid layer g (blockIdx.z) quantizes the matrix of desc[4g + 1] rows (its
+// own `rows`; 0: nothing, not counted) × cols at src + desc[4g], its codes at codes + desc[4g + 2]
+// (bytes) and its scales at scales + desc[4g + 3]; ld and the scale strides are shared.
+// Launch: grid (ceil(K / 128), min(T, 65535), groups) with T = ceil(outer / tile_outer) along
+// the columns and ceil(outer / panel) along the rows (panel: LT_PANEL_VEC for tile_outer 1, else
+// 128), K and outer a group's largest; block 256, dynamic shared 0; the blocks stride over T past
+// 65535.
 #define LT_PANEL_VEC 32
 KERNEL void fp8_quantize_lt_f32(const float* __restrict__ src, int rows, int cols, int k_on_rows,
                                 int tile_outer, unsigned char* __restrict__ codes, long long ld,
                                 float* __restrict__ scales, long long scale_outer,
-                                long long scale_k, unsigned int* __restrict__ bad_tiles) {
+                                long long scale_k, unsigned int* __restrict__ bad_tiles,
+                                const long long* __restrict__ desc) {
     __shared__ float scratch[32];
     const int tk = blockIdx.x;
+    if (desc) {
+        const long long* d = desc + 4 * (long long)blockIdx.z;
+        src += d[0];
+        rows = (int)d[1];
+        codes += d[2];
+        scales += d[3];
+    }
+    // A group's K (its rows, when K runs along them) may be shorter than the grid's.
+    if (rows == 0 || (k_on_rows && tk * 128 >= rows)) return;
     if (!k_on_rows) {
         const int outer = rows, k = cols;
         const int tiles_o = (outer + tile_outer - 1) / tile_outer;

@@ -31,6 +31,8 @@ use tokenmill_kernels::cpu::optim::{check_adamw, check_segments};
 use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
+mod mma;
+
 /// The CUDA backend over one [`Device`].
 #[derive(Debug)]
 pub struct Cuda {
@@ -38,18 +40,22 @@ pub struct Cuda {
     fp8: Fp8Gemm,
     /// cuBLASLt, for [`Fp8Gemm::Cublaslt`].
     lt: Mutex<Option<Lt>>,
-    /// GEMMs computed by cuBLASLt.
-    lt_calls: AtomicU64,
+    /// FP8 GEMMs computed on the tensor cores: cuBLASLt calls, or launches of our kernel.
+    fast_calls: AtomicU64,
 }
 
 impl Drop for Cuda {
     fn drop(&mut self) {
-        if self.fp8 == Fp8Gemm::Cublaslt {
-            tracing::info!(
-                gemms = self.lt_calls(),
-                "FP8 GEMMs computed by cuBLASLt (the others by the model)"
-            );
-        }
+        let by = match self.fp8 {
+            Fp8Gemm::Model => return,
+            Fp8Gemm::Cublaslt => "cuBLASLt calls",
+            Fp8Gemm::Mma => "launches of fp8_mma_gemm_f32",
+        };
+        tracing::info!(
+            gemms = self.fast_fp8_calls(),
+            by,
+            "FP8 GEMMs computed on the tensor cores (the others by the model)"
+        );
     }
 }
 
@@ -67,6 +73,11 @@ pub enum Fp8Gemm {
     /// what cuBLASLt takes; tiles it has no scale mode for (both operands in 128 × 128 blocks,
     /// or tiles other than 1 × 128 and 128 × 128 along the contraction) keep the model.
     Cublaslt,
+    /// Our own kernel on the tensor cores (`cu/mma.cu`: `mma.sync` with E4M3 operands, compute
+    /// capability 8.9 or later) on the operands cuBLASLt would take, DeepSeek-V3's promotion
+    /// every 128 of K: a dense GEMM one launch, the experts' grouped GEMM one launch for every
+    /// expert. Tiles other than 1 × 128 and 128 × 128 along the contraction keep the model.
+    Mma,
 }
 
 impl Cuda {
@@ -83,7 +94,7 @@ impl Cuda {
             dev: Device::open_with(ordinal, memory)?,
             fp8: Fp8Gemm::Model,
             lt: Mutex::new(None),
-            lt_calls: AtomicU64::new(0),
+            fast_calls: AtomicU64::new(0),
         })
     }
 
@@ -94,8 +105,15 @@ impl Cuda {
 
     /// Computes the FP8 GEMMs as `fp8` says. [`Fp8Gemm::Cublaslt`] opens cuBLASLt and
     /// runs one small block-scaled matmul, so that a library without it (CUDA before 12.9, a
-    /// GPU other than sm_90) is an error here, naming why, rather than in training.
+    /// GPU other than sm_90) is an error here, naming why, rather than in training;
+    /// [`Fp8Gemm::Mma`] checks the device's compute capability and our kernel on a product
+    /// known exactly.
     pub fn set_fp8_gemm(&mut self, fp8: Fp8Gemm) -> Result<()> {
+        if fp8 == Fp8Gemm::Mma {
+            self.mma_probe()?;
+            self.fast_calls.store(0, Ordering::Relaxed);
+            tracing::info!("FP8 GEMMs on the tensor cores by fp8_mma_gemm_f32");
+        }
         if fp8 == Fp8Gemm::Cublaslt {
             let probe = MatMul::linear(16, 16, 128);
             // 448, E4M3's largest value: scale 1, so every product is exact in FP8 and FP32.
@@ -120,7 +138,7 @@ impl Cuda {
                 return Err(e);
             }
             // The probe is not one of the caller's GEMMs.
-            self.lt_calls.store(0, Ordering::Relaxed);
+            self.fast_calls.store(0, Ordering::Relaxed);
             tracing::info!("FP8 GEMMs through cuBLASLt's block-scaled matmul");
         }
         self.fp8 = fp8;
@@ -132,10 +150,11 @@ impl Cuda {
         self.fp8
     }
 
-    /// The GEMMs cuBLASLt has computed so far (the others of [`Fp8Gemm::Cublaslt`] fell back
-    /// to the model).
-    pub fn lt_calls(&self) -> u64 {
-        self.lt_calls.load(Ordering::Relaxed)
+    /// The FP8 GEMMs computed on the tensor cores so far: cuBLASLt's calls
+    /// ([`Fp8Gemm::Cublaslt`], one per expert of a grouped GEMM) or our kernel's launches
+    /// ([`Fp8Gemm::Mma`], one per grouped GEMM); the others fell back to the model.
+    pub fn fast_fp8_calls(&self) -> u64 {
+        self.fast_calls.load(Ordering::Relaxed)
     }
 
     /// Sets the memory model's estimate reported with out-of-memory errors.
@@ -178,7 +197,8 @@ impl Cuda {
     /// group by group (tiles counted from each expert's first row, as the CPU quantizes each
     /// expert's operands), then every group's product in one launch of the grouped kernel with
     /// the FP8 accumulator model — or, with [`Fp8Gemm::Cublaslt`], each group's product by
-    /// cuBLASLt on its own quantized operands. BF16: the operands converted once, then each
+    /// cuBLASLt on its own quantized operands, with [`Fp8Gemm::Mma`] every group's product in
+    /// one launch of our tensor-core kernel. BF16: the operands converted once, then each
     /// group's product on the tensor cores (cuBLAS `GemmEx`), all on the device.
     fn try_grouped_matmul(
         &self,
@@ -236,8 +256,17 @@ impl Cuda {
         // Every group's product has the form (transposes) of the first's.
         let lt = format
             .filter(|_| groups > 0)
-            .and_then(|f| self.lt_scales(grouped::group(&g, 0).0, f));
+            .and_then(|f| self.fp8_scales(grouped::group(&g, 0).0, f));
         match (format, lt) {
+            (Some(LowpGemm::Fp8 { .. }), Some(modes)) if self.fp8 == Fp8Gemm::Mma => {
+                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                let stride = if weights { b_stride } else { c_stride };
+                let at = (*da.p(), *db.p(), *dc.p());
+                self.grouped_mma(&g, at, stride, modes, &mut dbad)?;
+                let mut h = [0u32];
+                self.dev.download(&dbad, &mut h)?;
+                bad = h[0] as u64;
+            }
             (None, _) => {
                 let stride = if weights { b_stride } else { c_stride };
                 self.grouped_launch(&g, (*da.p(), *db.p(), *dc.p()), &goff, stride, None)?;
@@ -543,23 +572,23 @@ impl Cuda {
         go("fp8_fake_quantize_f32", b, cfg)
     }
 
-    /// The scale layouts cuBLASLt takes op(A) `[m, k]` and op(B)ᵀ `[n, k]` in, when this GEMM
-    /// goes through it ([`Fp8Gemm::Cublaslt`], FP8 in tiles of 1 × 128 or 128 × 128 along
-    /// (outer, K), not both blocks); `None`: the model (or BF16) computes it.
-    fn lt_scales(&self, p: MatMul, format: LowpGemm) -> Option<(Scales, Scales)> {
+    /// The scale layouts op(A) `[m, k]` and op(B)ᵀ `[n, k]` are quantized in (cuBLASLt's),
+    /// when this GEMM goes to the tensor cores: [`Fp8Gemm::Cublaslt`] or [`Fp8Gemm::Mma`], FP8
+    /// in tiles of 1 × 128 or 128 × 128 along (outer, K) — for cuBLASLt not both blocks;
+    /// `None`: the model (or BF16) computes it.
+    fn fp8_scales(&self, p: MatMul, format: LowpGemm) -> Option<(Scales, Scales)> {
         let LowpGemm::Fp8 { a_tile, b_tile } = format else {
             return None;
         };
-        if self.fp8 != Fp8Gemm::Cublaslt {
+        if self.fp8 == Fp8Gemm::Model {
             return None;
         }
         // A is stored [m, k] (K along its columns) unless transposed; B [k, n] (K along its
         // rows) unless transposed.
         let a = lt_mode(a_tile, p.ta)?;
         let b = lt_mode(b_tile, !p.tb)?;
-        (a, b)
-            .ne(&(Scales::Blk128, Scales::Blk128))
-            .then_some((a, b))
+        let both_blocks = (a, b) == (Scales::Blk128, Scales::Blk128);
+        (self.fp8 == Fp8Gemm::Mma || !both_blocks).then_some((a, b))
     }
 
     /// `C (+)= op(A)·op(B)` by cuBLASLt, the operands and C at their addresses: each operand
@@ -615,7 +644,7 @@ impl Cuda {
             let lt = lt.as_mut().expect("opened");
             lt.matmul(&self.dev, (m, n, k), x.operand(), w.operand(), y)?;
         }
-        self.lt_calls.fetch_add(1, Ordering::Relaxed);
+        self.fast_calls.fetch_add(1, Ordering::Relaxed);
         if let Some(part) = &part {
             if !p.accumulate {
                 self.fill_at(c, p.m * p.n, 0.0)?;
@@ -681,7 +710,8 @@ impl Cuda {
             .arg(scales.p())
             .arg(&so)
             .arg(&sk)
-            .arg(&mut *bad);
+            .arg(&mut *bad)
+            .arg(&0u64); // one matrix, no groups
         // Along the rows a block takes a panel of outer indices (32 tiles of 1 × 128, or one
         // block of 128 × 128: quant.cu).
         let per_block = match (k_on_rows, mode) {
@@ -716,7 +746,7 @@ impl Cuda {
         };
         let (lda, ldb) = (p.a_stored().1, p.b_stored().1);
         let mut bad = 0u64;
-        match (format, self.lt_scales(p, format)) {
+        match (format, self.fp8_scales(p, format)) {
             (LowpGemm::Bf16, _) => {
                 // The operands as BF16 on the tensor cores (products exact, FP32 sums).
                 let a16 = self.to_bf16(*da.p(), a.len())?;
@@ -727,8 +757,12 @@ impl Cuda {
             }
             (LowpGemm::Fp8 { .. }, Some(modes)) => {
                 let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
-                let c = (*da.p(), *db.p(), *dc.p(), dc.is_copy());
-                self.lt_matmul(p, c, modes, &mut dbad)?;
+                if self.fp8 == Fp8Gemm::Mma {
+                    self.mma_matmul(p, (*da.p(), *db.p(), *dc.p()), modes, &mut dbad)?;
+                } else {
+                    let c = (*da.p(), *db.p(), *dc.p(), dc.is_copy());
+                    self.lt_matmul(p, c, modes, &mut dbad)?;
+                }
                 let mut h = [0u32];
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;

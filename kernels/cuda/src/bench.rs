@@ -349,13 +349,47 @@ pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
     ))
 }
 
-/// Our own kernels' throughput: the FP8 GEMM at `size`³ and the grouped expert GEMM at
-/// DeepSeek-V3's expert shape (hidden 7168, expert width 2048, 256 experts, top-8 of
-/// `tokens` tokens: the up projection, n = 2048, k = 7168).
 /// DeepSeek-V3's routed experts for the grouped GEMM's timing: (experts, experts per token,
 /// output columns, inputs) — 256 experts, top-8, 7168 → 2048.
 pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
 
+/// One launch of `fp8_mma_gemm_f32` (cu/mma.cu) over `desc`'s groups on codes and scales as
+/// the timing lays them out: A `[rows, k]` with 1 × 128 scales `[rows][kb]`, B `[rows, k]` with
+/// 128 × 128 block scales `[row blocks][kb]`, C with rows of `ldc`.
+#[allow(clippy::too_many_arguments)]
+fn mma_launch(
+    dev: &Device,
+    (a, sa): (&CudaSlice<u8>, &CudaSlice<f32>),
+    (b, sb): (&CudaSlice<u8>, &CudaSlice<f32>),
+    c: &mut CudaSlice<f32>,
+    (k, ldc): (usize, usize),
+    desc: &CudaSlice<i64>,
+    (m, n, groups): (usize, usize, usize),
+) -> Result<()> {
+    let (ld, kb, ldc) = (k as i64, k.div_ceil(128) as i64, ldc as i64);
+    let (one, vec, blk, acc) = (1i64, 0i32, 1i32, 0i32);
+    let mut l = launch_on(dev, "fp8_mma_gemm_f32")?;
+    l.arg(a).arg(&ld).arg(sa).arg(&kb).arg(&one).arg(&vec);
+    l.arg(b).arg(&ld).arg(sb).arg(&kb).arg(&one).arg(&blk);
+    l.arg(c).arg(&ldc).arg(desc).arg(&acc);
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (
+            n.div_ceil(128) as u32,
+            m.div_ceil(128) as u32,
+            groups as u32,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    crate::backend::go("fp8_mma_gemm_f32", l, cfg)
+}
+
+/// Our own kernels' throughput: the FP8 GEMMs at `size`³ (on the CUDA cores; on the tensor
+/// cores by `mma.sync`, `fast_fp8_calls` of `fp8_gemm = "mma"`) and the grouped expert GEMM at
+/// DeepSeek-V3's expert shape (hidden 7168, expert width 2048, 256 experts, top-8 of `tokens`
+/// tokens: the up projection, n = 2048, k = 7168) in FP32, in the FP8 accumulator model and on
+/// the tensor cores. The FP8 timings are the GEMMs alone, on operands quantized beforehand, as
+/// cuBLASLt's in [`gemm_table`].
 pub fn own_kernels_table(
     dev: &Device,
     size: usize,
@@ -379,6 +413,24 @@ pub fn own_kernels_table(
         crate::backend::go("fp8_gemm_f32", b, fp8_gemm_cfg(m, n))
     })?;
     out.push(row("FP8 GEMM kernel (own, CUDA cores)", (m, n, k), ms));
+    // The tensor cores: the same codes, A's scales per 1 × 128 ([m][kb]), B's per block.
+    let desc = dev.upload("groups", &[m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64))?;
+    let ms = time(dev, 5, || {
+        mma_launch(
+            dev,
+            (&ga, &gas),
+            (&gb, &gbs),
+            &mut gc,
+            (k, n),
+            &desc,
+            (m, n, 1),
+        )
+    })?;
+    out.push(row(
+        "FP8 GEMM kernel (own, tensor cores: mma.sync)",
+        (m, n, k),
+        ms,
+    ));
     drop((ga, gb, gas, gbs, gc));
 
     let (n, k) = (out_cols, inputs);
@@ -434,5 +486,50 @@ pub fn own_kernels_table(
             ms,
         ));
     }
+    drop((gx, gw, gy));
+    // On the tensor cores: every expert's product in one launch, on E4M3 codes.
+    let kb = k.div_ceil(128);
+    let ga = dev.upload("expert input codes", &vec![0x38u8; rows * k])?;
+    let gb = dev.upload("expert weight codes", &vec![0x38u8; experts * n * k])?;
+    let gas = dev.upload("expert input scales", &vec![1.0f32; rows * kb])?;
+    let gbs = dev.upload(
+        "expert weight scales",
+        &vec![1.0f32; experts * n.div_ceil(128) * kb],
+    )?;
+    let mut gy = dev.zeros::<f32>("expert outputs", rows * n)?;
+    let desc: Vec<i64> = (0..experts)
+        .flat_map(|e| {
+            [
+                per,
+                n,
+                k,
+                e * per * k,
+                e * n * k,
+                e * per * kb,
+                e * n.div_ceil(128) * kb,
+                e * per * n,
+            ]
+            .map(|v| v as i64)
+        })
+        .collect();
+    let desc = dev.upload("groups", &desc)?;
+    let ms = time(dev, 5, || {
+        mma_launch(
+            dev,
+            (&ga, &gas),
+            (&gb, &gbs),
+            &mut gy,
+            (k, n),
+            &desc,
+            (per, n, experts),
+        )
+    })?;
+    out.push(row(
+        &format!(
+            "grouped expert GEMM FP8 (own, tensor cores: mma.sync), {experts} experts × {per} rows"
+        ),
+        (rows, n, k),
+        ms,
+    ));
     Ok(out)
 }

@@ -57,17 +57,24 @@ fn grouped_case<'o>(
     (g, a, b, c)
 }
 
-/// The FP8 GEMMs through cuBLASLt (`cuda` set to [`crate::backend::Fp8Gemm::Cublaslt`])
+/// The FP8 GEMMs on the tensor cores — through cuBLASLt (`cuda` set to
+/// [`crate::backend::Fp8Gemm::Cublaslt`]) or our `mma.sync` kernel ([`crate::backend::Fp8Gemm::Mma`]) —
 /// in the three forms training asks for — forward (activations 1 × 128, weight 128 × 128), input
 /// gradient (the weight contracted along its rows), weight gradient (both operands 128 × 1 along
 /// the tokens, accumulating) — with 62 tokens (padded to cuBLASLt's multiples of 4 and 16), K
 /// off the 128 blocks in one, against
 /// the CPU's FP8 GEMM: the same quantized operands; the CPU truncates each 128-chunk's sum to
 /// 14 bits where the tensor cores accumulate their own way, so the tolerance is normwise
-/// 10⁻³ (as the vendor check); then the experts' grouped GEMM in the same forms, one cuBLASLt call
-/// per expert with rows; then NaN and infinite tiles (NaN, counted, as on the CPU). Each row
-/// also fails if cuBLASLt did not compute it.
-pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
+/// 10⁻³ (as the vendor check); then the experts' grouped GEMM in the same forms (one cuBLASLt call
+/// per expert with rows, or one launch of our kernel); then NaN and infinite tiles (NaN,
+/// counted, as on the CPU). Each row also fails if the tensor-core path did not compute it.
+pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
+    use crate::backend::Fp8Gemm;
+    let by = match cuda.fp8_gemm() {
+        Fp8Gemm::Cublaslt => "cuBLASLt",
+        Fp8Gemm::Mma => "mma",
+        Fp8Gemm::Model => "model",
+    };
     let mut rng = Rng::new(seed);
     let (tokens, out, inp) = (62usize, 256usize, 320usize);
     let x = randn(&mut rng, tokens * inp, 1.0);
@@ -117,25 +124,21 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
             vec![0.0; p.m * p.n]
         };
         let (mut got, mut want) = (c0.clone(), c0);
-        let before = cuda.lt_calls();
+        let before = cuda.fast_fp8_calls();
         let bad = cuda.matmul_lowp(p, a, b, &mut got, format);
-        let by_lt = cuda.lt_calls() > before;
+        let by_lt = cuda.fast_fp8_calls() > before;
         CpuReference.matmul_lowp(p, a, b, &mut want, format);
         let shape = format!(
             "{}×{}×{} ta={} tb={} acc={}",
             p.m, p.n, p.k, p.ta, p.tb, p.accumulate
         );
-        let mut row = compare_normwise(
-            &format!("matmul fp8 cuBLASLt {form}"),
-            shape,
-            &got,
-            &want,
-            1e-3,
-        );
+        let mut row =
+            compare_normwise(&format!("matmul fp8 {by} {form}"), shape, &got, &want, 1e-3);
         row.pass &= by_lt && bad == 0;
         rows.push(row);
     }
-    // The experts' grouped GEMM, one cuBLASLt call per expert with rows: uneven experts (one
+    // The experts' grouped GEMM, one cuBLASLt call per expert with rows or one launch of our
+    // kernel for all: uneven experts (one
     // empty; 128 and 16 rows from odd first rows, so their outputs are not 256-byte aligned),
     // each block among its expert's other projections.
     let offsets = [0usize, 37, 37, 165, 181, 245];
@@ -156,9 +159,9 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
     ] {
         let (g, a, b, c0) = grouped_case(&mut rng, form, &offsets, (n, k), accumulate, 0.05);
         let (mut got, mut want) = (c0.clone(), c0);
-        let before = cuda.lt_calls();
+        let before = cuda.fast_fp8_calls();
         let bad = cuda.grouped_matmul(g, &a, &b, &mut got, Some(format));
-        let calls = cuda.lt_calls() - before;
+        let calls = cuda.fast_fp8_calls() - before;
         let want_bad = CpuReference.grouped_matmul(g, &a, &b, &mut want, Some(format));
         let name = match form {
             GroupedForm::Forward => "fwd",
@@ -176,13 +179,18 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
         };
         let shape = format!("5 experts ≤ 245 rows, {n}×{k}, acc={accumulate}");
         let mut row = compare_normwise(
-            &format!("grouped fp8 cuBLASLt {name}"),
+            &format!("grouped fp8 {by} {name}"),
             shape,
             &got,
             &want,
             1e-3,
         );
-        row.pass &= calls == 4 && bad == want_bad;
+        let want_calls = if cuda.fp8_gemm() == Fp8Gemm::Mma {
+            1
+        } else {
+            4
+        };
+        row.pass &= calls == want_calls && bad == want_bad;
         rows.push(row);
     }
     // Non-finite tiles: a NaN in an activation tile and an infinity in a weight block make
@@ -196,12 +204,12 @@ pub fn fp8_cublaslt_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
         b_tile: act.1,
     };
     let (mut got, mut want) = (vec![0.0; tokens * out], vec![0.0; tokens * out]);
-    let before = cuda.lt_calls();
+    let before = cuda.fast_fp8_calls();
     let bad = cuda.matmul_lowp(p, &xs, &ws, &mut got, fwd);
-    let by_lt = cuda.lt_calls() > before;
+    let by_lt = cuda.fast_fp8_calls() > before;
     let want_bad = CpuReference.matmul_lowp(p, &xs, &ws, &mut want, fwd);
     let mut row = compare_normwise(
-        "matmul fp8 cuBLASLt fwd, NaN and ∞ tiles",
+        &format!("matmul fp8 {by} fwd, NaN and ∞ tiles"),
         format!("{tokens}×{out}×{inp}"),
         &got,
         &want,

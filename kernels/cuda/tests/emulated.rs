@@ -93,7 +93,7 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
         let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
         cuda.set_fp8_gemm(Fp8Gemm::Cublaslt)
             .expect("the emulated cuBLASLt's block-scaled matmul");
-        let rows = check::fp8_cublaslt_rows(&cuda, 3);
+        let rows = check::fp8_tensor_core_rows(&cuda, 3);
         eprintln!("{memory:?}\n{}", check::render(&rows));
         assert_eq!(rows.len(), 9);
         assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
@@ -104,7 +104,7 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
         let p = MatMul::linear(67, 32, 120);
         let mut c = vec![0.0f32; 67 * 32];
         let format = |a_tile, b_tile| LowpGemm::Fp8 { a_tile, b_tile };
-        let before = cuda.lt_calls();
+        let before = cuda.fast_fp8_calls();
         cuda.matmul_lowp(
             p,
             &a[..67 * 120],
@@ -112,7 +112,7 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
             &mut c,
             format((1, 128), (128, 128)),
         );
-        assert_eq!(cuda.lt_calls(), before + 1);
+        assert_eq!(cuda.fast_fp8_calls(), before + 1);
         assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
         // 4 × 16 tiles: no cuBLASLt scale mode, so the model computes it.
         cuda.matmul_lowp(
@@ -122,7 +122,67 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
             &mut c,
             format((4, 16), (4, 16)),
         );
-        assert_eq!(cuda.lt_calls(), before + 1, "4 × 16 tiles went to cuBLASLt");
+        assert_eq!(
+            cuda.fast_fp8_calls(),
+            before + 1,
+            "4 × 16 tiles went to cuBLASLt"
+        );
+        assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
+    }
+}
+
+/// `[train] fp8_gemm = "mma"`: the same forms by our tensor-core kernel (`cu/mma.cu`, its
+/// `mma.sync` the emulation shim's warp-collective instruction) — operands quantized as
+/// cuBLASLt's, every expert's in one launch per operand and every expert's product in one
+/// launch — follow the CPU's FP8 GEMM, copying and on host memory; the probe that
+/// `set_fp8_gemm` runs passes; tiles other than 1 × 128 and 128 × 128 along K stay on the model.
+#[test]
+fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
+    use tokenmill_cuda::backend::Fp8Gemm;
+    use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
+    emulated();
+    for memory in [Memory::Copy, Memory::Host] {
+        let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
+        cuda.set_fp8_gemm(Fp8Gemm::Mma)
+            .expect("the mma kernel's probe on the emulated device");
+        assert_eq!(cuda.fast_fp8_calls(), 0, "the probe is not counted");
+        let rows = check::fp8_tensor_core_rows(&cuda, 3);
+        eprintln!("{memory:?}\n{}", check::render(&rows));
+        assert_eq!(rows.len(), 9);
+        assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
+        // Tiles of 448 · 2⁻¹⁰ and 448 · 2⁻⁹ (power-of-two scales, every value and sum exact),
+        // K = 120 off the 16-byte pieces' multiples of 128, and both operands in blocks, which
+        // cuBLASLt has no mode for but the kernel has.
+        let (a, b) = (vec![0.4375f32; 67 * 128], vec![0.875f32; 32 * 128]);
+        let p = MatMul::linear(67, 32, 120);
+        let format = |a_tile, b_tile| LowpGemm::Fp8 { a_tile, b_tile };
+        for tiles in [((1, 128), (128, 128)), ((128, 128), (128, 128))] {
+            let mut c = vec![0.0f32; 67 * 32];
+            let before = cuda.fast_fp8_calls();
+            cuda.matmul_lowp(
+                p,
+                &a[..67 * 120],
+                &b[..32 * 120],
+                &mut c,
+                format(tiles.0, tiles.1),
+            );
+            assert_eq!(cuda.fast_fp8_calls(), before + 1, "{tiles:?}");
+            assert!(c.iter().all(|&v| v == 45.9375), "{tiles:?}: {:?}", &c[..4]);
+        }
+        let before = cuda.fast_fp8_calls();
+        let mut c = vec![0.0f32; 67 * 32];
+        cuda.matmul_lowp(
+            p,
+            &a[..67 * 120],
+            &b[..32 * 120],
+            &mut c,
+            format((4, 16), (4, 16)),
+        );
+        assert_eq!(
+            cuda.fast_fp8_calls(),
+            before,
+            "4 × 16 tiles went to the mma kernel"
+        );
         assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
     }
 }

@@ -169,13 +169,14 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
     }
 }
 
-/// `[train] fp8_gemm = "cublaslt"`: `tiny` in fp8 with its FP8 GEMMs through cuBLASLt's
-/// block-scaled matmul (the emulated library: the manual's contract, FP32 blocks of 128 with
-/// promotion) follows the CPU's FP8 curve within the precision's tolerance, copying and on
-/// host memory, and cuBLASLt computed GEMMs (the count the backend logs); asking for it on the
-/// CPU or outside fp8 is refused, saying why.
+/// `[train] fp8_gemm = "cublaslt"` and `"mma"`: `tiny` in fp8 with its FP8 GEMMs on the tensor
+/// cores — through cuBLASLt's block-scaled matmul (the emulated library: the manual's contract,
+/// FP32 blocks of 128 with promotion) or our mma.sync kernel (the emulation shim's
+/// instruction) — follows the CPU's FP8 curve within the precision's tolerance, copying and on
+/// host memory, and the tensor-core path computed GEMMs (the count the backend logs); asking
+/// for either on the CPU or outside fp8 is refused, saying why.
 #[test]
-fn training_with_cublaslt_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
+fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     dataset(d);
@@ -201,13 +202,17 @@ fn training_with_cublaslt_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.success(), stderr)
     };
-    let lt = "fp8_gemm = \"cublaslt\"\n";
     let (ok, stderr) = run("cpu-fp8", "fp8", "cpu", "");
     assert!(ok, "{stderr}");
     let cpu = losses(d, "cpu-fp8");
-    for device in ["cuda", "cuda-hmm"] {
-        let name = format!("{device}-lt");
-        let (ok, stderr) = run(&name, "fp8", device, lt);
+    for (choice, device) in [
+        ("cublaslt", "cuda"),
+        ("cublaslt", "cuda-hmm"),
+        ("mma", "cuda"),
+        ("mma", "cuda-hmm"),
+    ] {
+        let name = format!("{device}-{choice}");
+        let (ok, stderr) = run(&name, "fp8", device, &format!("fp8_gemm = \"{choice}\"\n"));
         assert!(ok, "{stderr}");
         // The log's fields without their colours.
         let plain: String = stderr
@@ -223,30 +228,33 @@ fn training_with_cublaslt_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
             .collect();
         let gemms: u64 = plain
             .lines()
-            .find(|l| l.contains("FP8 GEMMs computed by cuBLASLt"))
+            .find(|l| l.contains("FP8 GEMMs computed on the tensor cores"))
             .and_then(|l| l.split("gemms=").nth(1))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no count of cuBLASLt's GEMMs: {stderr}"));
+            .unwrap_or_else(|| panic!("no count of the tensor cores' GEMMs: {stderr}"));
         let gpu = losses(d, &name);
         let max_rel = max_rel(&cpu, &gpu);
         eprintln!(
-            "fp8 cpu {cpu:?}\n{device} cuBLASLt {gpu:?}: max rel {max_rel:.2e}, {gemms} GEMMs by cuBLASLt"
+            "fp8 cpu {cpu:?}\n{device} {choice} {gpu:?}: max rel {max_rel:.2e}, {gemms} GEMMs (calls or launches)"
         );
         assert_eq!(gpu.len(), cpu.len());
         assert!(gemms > 0, "{stderr}");
         assert!(max_rel <= 1e-2, "{max_rel:e}");
     }
-    let (ok, stderr) = run("cpu-lt", "fp8", "cpu", lt);
-    assert!(
-        !ok && stderr.contains("needs device = \"cuda\""),
-        "{stderr}"
-    );
-    let (ok, stderr) = run("fp32-lt", "fp32", "cuda", lt);
-    assert!(
-        !ok && stderr.contains("applies to precision = \"fp8\""),
-        "{stderr}"
-    );
+    for choice in ["cublaslt", "mma"] {
+        let extra = format!("fp8_gemm = \"{choice}\"\n");
+        let (ok, stderr) = run(&format!("cpu-{choice}"), "fp8", "cpu", &extra);
+        assert!(
+            !ok && stderr.contains(&format!("fp8_gemm = \"{choice}\" needs device = \"cuda\"")),
+            "{stderr}"
+        );
+        let (ok, stderr) = run(&format!("fp32-{choice}"), "fp32", "cuda", &extra);
+        assert!(
+            !ok && stderr.contains("applies to precision = \"fp8\""),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -278,11 +286,12 @@ fn out_of_device_memory_names_the_buffer_the_size_and_the_estimate() {
 }
 
 /// `tokenmill doctor --gpu` at rehearsal sizes on the emulated device: every part runs and is
-/// reported — the kernel table passes, the four loss curves follow the CPU's, training
+/// reported — the kernel table passes, the five loss curves follow the CPU's, training
 /// throughput is measured copying and on host memory (the same losses, a fraction of the
 /// copies), the copy and HMM tables are filled, the NCCL communicator conforms on one rank of
-/// the emulated NCCL, cuBLASLt's block-scaled FP8 GEMM (the emulated library) is timed, checked
-/// and trains — and the check ends in success, with no step that could not run.
+/// the emulated NCCL, cuBLASLt's block-scaled FP8 GEMM (the emulated library) and our mma.sync
+/// kernel are timed, checked and train — and the check ends in success, with no step that
+/// could not run.
 #[test]
 fn the_device_check_runs_whole_on_the_emulated_gpu() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,7 +301,7 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .args(["--train-steps", "2", "--speed-presets", "tiny"])
         .args([
             "--speed-precisions",
-            "fp32,fp8-cublaslt",
+            "fp32,fp8-cublaslt,fp8-mma",
             "--speed-steps",
             "2",
         ])
@@ -331,9 +340,16 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .filter(|k| k["op"].as_str().unwrap().contains("cuBLASLt"))
         .count();
     assert_eq!(lt_rows, 10, "{kernels:?}");
+    // The same nine of training through our mma.sync kernel.
+    let mma_rows = kernels
+        .iter()
+        .filter(|k| k["op"].as_str().unwrap().contains(" mma "))
+        .count();
+    assert_eq!(mma_rows, 9, "{kernels:?}");
     let curves = rep["training"].as_array().unwrap();
-    assert_eq!(curves.len(), 4);
+    assert_eq!(curves.len(), 5);
     assert_eq!(curves[3]["precision"], "fp8-cublaslt");
+    assert_eq!(curves[4]["precision"], "fp8-mma");
     assert!(curves.iter().all(|c| c["pass"] == true), "{curves:?}");
     let gemm: Vec<&str> = rep["gemm"]
         .as_array()
@@ -348,6 +364,8 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "FP8 GEMM kernel",
         "grouped expert GEMM f32",
         "grouped expert GEMM FP8 model",
+        "FP8 GEMM kernel (own, tensor cores: mma.sync)",
+        "grouped expert GEMM FP8 (own, tensor cores: mma.sync)",
     ] {
         assert!(gemm.iter().any(|g| g.starts_with(want)), "{want}: {gemm:?}");
     }
@@ -372,10 +390,11 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         [
             ("cuda", "fp32"),
             ("cuda", "fp8-cublaslt"),
+            ("cuda", "fp8-mma"),
             ("cuda-hmm", "fp32")
         ]
     );
-    let (copying, hmm) = (&runs[0], &runs[2]);
+    let (copying, hmm) = (&runs[0], &runs[3]);
     assert_eq!(copying["last_loss"], hmm["last_loss"]);
     let per_step = |r: &serde_json::Value| r["copies_per_step"].as_f64().unwrap();
     assert!(

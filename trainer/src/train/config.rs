@@ -195,7 +195,9 @@ pub struct LoopConfig {
     /// How a GPU computes the FP8 GEMMs of `precision = "fp8"`: `model` (the default:
     /// the CPU's accumulator model on the CUDA cores, the quantity the CPU computes) or
     /// `cublaslt` (cuBLASLt's block-scaled FP8 matmul on the tensor cores, CUDA ≥ 12.9 on
-    /// Hopper: the same quantized operands, the hardware's accumulation).
+    /// Hopper: the same quantized operands, the hardware's accumulation) or `mma` (our own
+    /// tensor-core kernel on the same operands, compute capability ≥ 8.9, every MoE expert's
+    /// product in one launch).
     #[serde(default, skip_serializing_if = "Fp8GemmChoice::is_model")]
     pub fp8_gemm: Fp8GemmChoice,
     /// Distillation from a teacher's stored top-K (`tokenmill distill-data`):
@@ -255,11 +257,21 @@ pub enum Fp8GemmChoice {
     Model,
     /// cuBLASLt's block-scaled FP8 matmul.
     Cublaslt,
+    /// Our `mma.sync` FP8 kernel.
+    Mma,
 }
 
 impl Fp8GemmChoice {
     fn is_model(&self) -> bool {
         *self == Fp8GemmChoice::Model
+    }
+    /// The name the config gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fp8GemmChoice::Model => "model",
+            Fp8GemmChoice::Cublaslt => "cublaslt",
+            Fp8GemmChoice::Mma => "mma",
+        }
     }
 }
 

@@ -142,6 +142,48 @@ void emu_wait(EmuBar& b) {
     while (b.gen == g) yield();
 }
 
+namespace {
+
+// An E4M3FN code's value (bias 7, subnormals, S.1111.111 NaN, no infinities).
+double e4m3_value(uint32_t c) {
+    uint32_t e = (c >> 3) & 15, m = c & 7;
+    if (e == 15 && m == 7) return NAN;
+    double v = e == 0 ? std::ldexp((double)m, -9) : std::ldexp((double)(8 + m), (int)e - 10);
+    return (c & 0x80) ? -v : v;
+}
+
+}  // namespace
+
+void emu_mma_e4m3_m16n8k32(float* d, const uint32_t* a, const uint32_t* b) {
+    EmuBlock* blk = emu_thread.block;
+    unsigned t = emu_thread.linear, w = t / 32, lane = t % 32;
+    uint32_t* mine = blk->mma + (size_t)t * 6;
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    emu_wait(blk->warps[w]);  // every lane's fragments are in
+    const uint32_t* frag = blk->mma + (size_t)w * 32 * 6;
+    auto byte = [](uint32_t reg, unsigned k) { return (reg >> (8 * (k % 4))) & 0xff; };
+    // A[r][k]: lane 4·(r % 8) + (k % 16) / 4, register 2·(k / 16) + r / 8.
+    auto at_a = [&](unsigned r, unsigned k) {
+        unsigned l = (r % 8) * 4 + (k % 16) / 4;
+        return e4m3_value(byte(frag[l * 6 + 2 * (k / 16) + r / 8], k));
+    };
+    // B[k][n]: lane 4·n + (k % 16) / 4, register k / 16.
+    auto at_b = [&](unsigned k, unsigned n) {
+        unsigned l = n * 4 + (k % 16) / 4;
+        return e4m3_value(byte(frag[l * 6 + 4 + k / 16], k));
+    };
+    unsigned g = lane / 4, q = lane % 4;
+    for (unsigned x = 0; x < 4; x++) {
+        unsigned r = g + 8 * (x / 2), n = 2 * q + x % 2;
+        double s = 0.0;
+        for (unsigned k = 0; k < 32; k++) s += at_a(r, k) * at_b(k, n);
+        d[x] = (float)((double)d[x] + s);
+    }
+    emu_wait(blk->warps[w]);  // every lane has read before any writes again
+}
+
 extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                   unsigned by, unsigned bz, unsigned ix, unsigned iy,
                                   unsigned iz, size_t dyn_smem) {
@@ -158,6 +200,7 @@ extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigne
         b->warps[w] = {(int)n, 0, 0};
     }
     b->lanes = new uint64_t[nwarps * 32]();
+    b->mma = new uint32_t[nwarps * 32 * 6]();
     b->dyn_smem = new unsigned char[dyn_smem > 0 ? dyn_smem : 1]();
     return b;
 }
@@ -166,6 +209,7 @@ extern "C" void tm_emu_block_free(void* p) {
     EmuBlock* b = static_cast<EmuBlock*>(p);
     delete[] b->warps;
     delete[] b->lanes;
+    delete[] b->mma;
     delete[] b->dyn_smem;
     delete b;
 }

@@ -34,6 +34,7 @@ struct EmuBlock {
     EmuBar all;
     EmuBar* warps;
     uint64_t* lanes;
+    uint32_t* mma;  // per thread, the 6 fragment registers of an emulated mma
     unsigned char* dyn_smem;
 };
 
@@ -99,6 +100,15 @@ inline T __shfl_down_sync(unsigned, T v, unsigned delta, int = 32) {
     unsigned lane = emu_thread.linear % 32;
     return emu_exchange(v, lane + delta < 32 ? lane + delta : lane);
 }
+
+// `mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32` over the calling thread's warp (every
+// lane calls it with its fragments; emu.cpp): d += A · B with A 16 × 32 and B 32 × 8 in E4M3, as
+// the PTX ISA lays out the fragments of lane l = 4·g + t — A row g in registers a[0] (K 4t..4t+3)
+// and a[2] (K 16+4t..), row g + 8 in a[1] and a[3]; B column g in b[0] (K 4t..4t+3) and b[1]
+// (K 16+4t..); each register's lowest byte the lowest K —, d[0..1] D[g][2t..2t+1], d[2..3]
+// D[g+8][2t..2t+1]. The products are exact; their sum and d's are rounded to FP32 once (the
+// tensor cores' own accumulation order and precision are not modelled).
+void emu_mma_e4m3_m16n8k32(float* d, const uint32_t* a, const uint32_t* b);
 
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }

@@ -8,9 +8,11 @@
 //! calling OS thread (`shim/emu.cpp`), run in turn until it waits at a barrier or returns.
 //!
 //! What this checks: each kernel's indexing, reductions, synchronisation and arithmetic,
-//! against the CPU reference kernels (`tests/`). What it cannot: timing, the GPU memory
-//! model beyond `__syncthreads`, tensor-core instructions (wgmma/mma PTX, which these sources
-//! keep out of the emulated paths), and the device's libm (`expf` may differ in the last ulp,
+//! against the CPU reference kernels (`tests/`). The FP8 `mma.sync` of `cu/mma.cu` is the
+//! shim's warp-collective instruction (`emu_mma_e4m3_m16n8k32`: the PTX ISA's fragment layout,
+//! exact products). What it cannot: timing, the GPU memory model beyond `__syncthreads`, the
+//! tensor cores' own accumulation order and precision, other tensor-core instructions (wgmma,
+//! which these sources do not use), and the device's libm (`expf` may differ in the last ulp,
 //! so comparisons use tolerances).
 
 use std::ffi::c_void;

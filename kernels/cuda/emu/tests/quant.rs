@@ -69,6 +69,7 @@ unsafe extern "C" {
         scale_outer: i64,
         scale_k: i64,
         bad_tiles: *mut u32,
+        desc: *const i64,
     );
     fn promote_truncated_f32(c: *mut f32, part: *const f32, n: i64, bits: i32);
     fn codec_encode_probe(x: *const f32, n: i64, bf16: *mut u16, e4m3: *mut u8);
@@ -757,6 +758,7 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
                         so as i64,
                         sk as i64,
                         bp.p(),
+                        std::ptr::null(),
                     )
                 }
             });
@@ -804,6 +806,174 @@ fn cublaslt_operands_are_the_fake_quantized_values_bit_for_bit() {
                     fake[i]
                 );
             }
+        }
+    }
+}
+
+/// fp8_quantize_lt_f32 with a table of groups (the MoE experts' operands of the tensor-core
+/// GEMM, one launch): each group's operand is quantized as a matrix of its own, bit for bit
+/// `quantize` of its `op`, its codes and scales where the table puts them — a weight
+/// gradient's operands (K = the expert's rows, 1 × 128 tiles counted from its first row, the
+/// groups side by side along K) and the weight blocks (128 × 128, each at its own source
+/// stride, stacked along the outer dimension); a group of 0 rows writes and counts nothing;
+/// nothing outside the groups' places is written.
+#[test]
+fn grouped_tensor_core_operands_are_each_groups_own_quantization() {
+    let mut rng = Rng::new(29);
+    // (k_on_rows, tile_outer, cols, group rows, source stride in rows (0: packed)).
+    let cases = [
+        (
+            true,
+            1usize,
+            96usize,
+            vec![37usize, 0, 128, 16, 135],
+            0usize,
+        ),
+        (false, 128, 200, vec![130, 0, 256, 7], 300),
+    ];
+    for (k_on_rows, tile_outer, cols, rows, stride) in cases {
+        let what = format!("k_on_rows {k_on_rows} tile {tile_outer} rows {rows:?}");
+        let src_rows: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .scan(0, |at, (g, &r)| {
+                let here = if stride > 0 { g * stride } else { *at };
+                *at += r;
+                Some(here)
+            })
+            .collect();
+        let total = if stride > 0 {
+            stride * rows.len()
+        } else {
+            rows.iter().sum()
+        };
+        let mut x = matrix(&mut rng, total, cols);
+        x[(src_rows[2] + 5) * cols + 3] = f32::INFINITY; // one bad tile in group 2
+        // Each group's (outer, K), and its place: along K (k_on_rows) or along the outer index.
+        let dims: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|&r| if k_on_rows { (cols, r) } else { (r, cols) })
+            .collect();
+        let (ld, kb, code_rows, tile_rows);
+        let mut places = Vec::new(); // (codes, scales) per group
+        if k_on_rows {
+            ld = dims.iter().map(|d| d.1.next_multiple_of(16)).sum::<usize>();
+            kb = dims.iter().map(|d| d.1.div_ceil(128)).sum::<usize>();
+            (code_rows, tile_rows) = (cols, cols);
+            let (mut k_at, mut kb_at) = (0, 0);
+            for d in &dims {
+                places.push((k_at, kb_at));
+                k_at += d.1.next_multiple_of(16);
+                kb_at += d.1.div_ceil(128);
+            }
+        } else {
+            ld = cols.next_multiple_of(16);
+            kb = cols.div_ceil(128);
+            let (mut r_at, mut t_at) = (0, 0);
+            for d in &dims {
+                places.push((r_at * ld, t_at * kb));
+                r_at += d.0;
+                t_at += d.0.div_ceil(tile_outer);
+            }
+            (code_rows, tile_rows) = (r_at, t_at);
+        }
+        let desc: Vec<i64> = rows
+            .iter()
+            .zip(&src_rows)
+            .zip(&places)
+            .flat_map(|((&r, &s), &(c, sc))| [s * cols, r, c, sc].map(|v| v as i64))
+            .collect();
+        let (mut codes, mut scales, mut bad) = (
+            vec![0xA5u8; code_rows * ld],
+            vec![f32::NAN; tile_rows * kb],
+            [0u32],
+        );
+        let (xp, cp, sp, bp, dp) = (
+            Ptr::of_const(&x),
+            Ptr::of(&mut codes),
+            Ptr::of(&mut scales),
+            Ptr::of(&mut bad),
+            Ptr::of_const(&desc),
+        );
+        let k_most = dims.iter().map(|d| d.1).max().unwrap();
+        let outer_most = dims.iter().map(|d| d.0).max().unwrap();
+        let panel = if k_on_rows && tile_outer == 1 {
+            32
+        } else {
+            tile_outer
+        };
+        let grid = (
+            k_most.div_ceil(128) as u32,
+            outer_most.div_ceil(panel) as u32,
+            rows.len() as u32,
+        );
+        launch(grid, (BLOCK, 1, 1), 0, || {
+            // SAFETY: x holds every group's rows at its source offset; codes and scales hold
+            // every group's place as `desc` gives it; bad: one counter; alive for the launch.
+            unsafe {
+                fp8_quantize_lt_f32(
+                    xp.c(),
+                    0,
+                    cols as i32,
+                    k_on_rows as i32,
+                    tile_outer as i32,
+                    cp.p(),
+                    ld as i64,
+                    sp.p(),
+                    kb as i64,
+                    1,
+                    bp.p(),
+                    dp.c(),
+                )
+            }
+        });
+        let mut written = vec![false; codes.len()];
+        let mut want_bad = 0;
+        for (g, (&(outer, k), &(c0, s0))) in dims.iter().zip(&places).enumerate() {
+            let op: Vec<f32> = (0..outer * k)
+                .map(|i| {
+                    let (o, j) = (i / k, i % k);
+                    let (r, c) = if k_on_rows { (j, o) } else { (o, j) };
+                    x[(src_rows[g] + r) * cols + c]
+                })
+                .collect();
+            let mut fake = op.clone();
+            want_bad += fake_quantize(
+                &mut fake,
+                outer,
+                k,
+                tile_outer,
+                128,
+                E4M3,
+                ScaleRounding::Exact,
+            );
+            let q = quantize(&op, outer, k, tile_outer, 128, E4M3, ScaleRounding::Exact);
+            let tiles_k = k.div_ceil(128);
+            for (i, f) in fake.iter().enumerate() {
+                let (o, j) = (i / k, i % k);
+                let at = c0 + o * ld + j;
+                written[at] = true;
+                let s = scales[s0 + (o / tile_outer) * kb + j / 128];
+                if f.is_nan() {
+                    assert_eq!(codes[at] & 0x7f, 0x7f, "{what}: group {g} element {i}");
+                    assert_eq!(s, 1.0, "{what}: group {g}: a bad tile's scale");
+                    continue;
+                }
+                assert_eq!(codes[at], q.codes[i], "{what}: group {g} code {i}");
+                assert_eq!(
+                    s.to_bits(),
+                    q.scales[(o / tile_outer) * tiles_k + j / 128].to_bits(),
+                    "{what}: group {g} scale of {i}"
+                );
+            }
+        }
+        assert_eq!(bad[0] as usize, want_bad, "{what}: bad tiles");
+        assert!(want_bad > 0, "{what}: the infinity makes a bad tile");
+        for (i, (&c, w)) in codes.iter().zip(&written).enumerate() {
+            assert!(
+                w | (c == 0xA5),
+                "{what}: code {i} outside every group written"
+            );
         }
     }
 }

@@ -1,0 +1,201 @@
+// FP8 GEMMs of our own on the tensor cores: E4M3 × E4M3 products by the warp-level
+// `mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32` (sm_89 and later; Hopper runs it
+// beside wgmma), with DeepSeek-V3's fine-grained scaling and its promotion: each chunk of 128
+// along K is summed by the tensor cores from zero, then multiplied by its two scales and added
+// into FP32 accumulators held in registers. Every group of a grouped GEMM (the MoE experts)
+// is a layer of the grid, so all experts' products are one launch — where cuBLASLt takes one
+// call per expert. The operands are those of cuBLASLt's block-scaled matmul, written by
+// quant.cu's fp8_quantize_lt_f32: E4M3 codes with K contiguous, one scale per 1 × 128 tile or
+// per 128 × 128 block. Reference: kernels/src/cpu/lowp.rs (the CPU's FP8 GEMM on the
+// fake-quantized values, its chunk sums truncated to the accumulator model's mantissa): the
+// two differ by the rounding inside a chunk and where the scales are applied.
+//
+// In the CPU emulation (kernels/cuda/emu) the instruction is the shim's warp-collective
+// emu_mma_e4m3_m16n8k32, which follows the PTX ISA's fragment layout (documented there); on a
+// GPU below sm_89 the kernel traps (the backend refuses such a device first).
+
+#define MMA_BM 128
+#define MMA_BN 128
+#define MMA_BK 128           // the promotion interval and the scale tiles' extent along K
+#define MMA_LDS (MMA_BK + 16)  // bytes per shared row: 36 words, so a fragment load's 8 rows × 4
+                             // words fall in 32 distinct banks
+
+// d += a · b for one warp: a the 16 × 32 E4M3 fragment of A (row-major), b the 32 × 8 fragment
+// of B (column-major), d the 16 × 8 FP32 accumulator fragment. Lane l = 4·g + t holds
+//   a[0]: A[g][4t .. 4t+3]   a[1]: A[g+8][4t .. 4t+3]   a[2]: A[g][16+4t ..]   a[3]: A[g+8][16+4t ..]
+//   b[0]: B[4t .. 4t+3][g]   b[1]: B[16+4t .. 16+4t+3][g]
+//   d[0], d[1]: D[g][2t], D[g][2t+1]   d[2], d[3]: D[g+8][2t], D[g+8][2t+1]
+// each register's lowest byte the first of its four K indices.
+DEVICE void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(TOKENMILL_EMU)
+    emu_mma_e4m3_m16n8k32(d, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
+#endif
+}
+
+// Loads the thread's four 16-byte pieces of a 128 × 128 chunk of codes (rows r0 .., K from k0)
+// into registers: piece p = threadIdx.x + 256·i is row p / 8, bytes 16·(p % 8) .. of the chunk;
+// rows past `rows` and K past `k` read as zero codes.
+DEVICE void mma_fetch(const unsigned char* src, long long ld, int r0, int rows, int k0, int k,
+                      tm_uint4 (&v)[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int p = threadIdx.x + 256 * i, r = p / 8, kb = k0 + (p % 8) * 16;
+        tm_uint4 z = {0u, 0u, 0u, 0u};
+        if (r0 + r < rows && kb < k)
+            z = *reinterpret_cast<const tm_uint4*>(src + (long long)(r0 + r) * ld + kb);
+        v[i] = z;
+    }
+}
+
+DEVICE void mma_stash(unsigned char* s, const tm_uint4 (&v)[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int p = threadIdx.x + 256 * i;
+        *reinterpret_cast<tm_uint4*>(s + (p / 8) * MMA_LDS + (p % 8) * 16) = v[i];
+    }
+}
+
+DEVICE uint32_t mma_word(const unsigned char* s, int row, int byte) {
+    return *reinterpret_cast<const uint32_t*>(s + row * MMA_LDS + byte);
+}
+
+// The scale of outer index i (rows beyond `outer`: 0) in chunk kc: per 1 × 128 tile (blk 0) or
+// per 128 × 128 block (blk 1), at base + (i or i / 128) · s_outer + kc · s_k.
+DEVICE float mma_scale(const float* base, int blk, long long s_outer, long long s_k, int i,
+                       int outer, int kc) {
+    if (i >= outer) return 0.0f;
+    long long o = blk ? i / 128 : i;
+    return base[o * s_outer + (long long)kc * s_k];
+}
+
+// For every group g (blockIdx.z) of desc [groups][8] = {m, n, k, a_off, b_off, sa_off, sb_off,
+// c_off}:
+//   C_g[i, j] (+)= Σ_c ((Σ_{κ in chunk c} A_g[i, κ] · B_g[j, κ]) · sa_g(i, c)) · sb_g(j, c)
+// over the chunks c of 128 along K, i < m, j < n, where
+//   A_g[i, κ] = e4m3(a[a_off + i · lda + κ]), B_g[j, κ] = e4m3(b[b_off + j · ldb + κ]) (bytes),
+//   sa_g(i, c) = sa[sa_off + (a_blk ? i / 128 : i) · sa_outer + c · sa_k], sb_g likewise,
+//   C_g[i, j] at c[c_off + i · ldc + j] (floats; added to when accumulate, else written).
+// lda, ldb, a_off and b_off are multiples of 16 and the codes from k to the next multiple of 16
+// zeros (quant.cu's quantizer pads so). A group with k = 0 writes zeros (adds nothing). NaN
+// codes (a non-finite tile's) make their products NaN.
+// Tiles: a block computes 128 × 128 of C with 8 warps, warp w the 64 × 32 at rows 64·(w / 4),
+// columns 32·(w % 4): 4 × 4 fragments of 16 × 8. Per chunk both operands' 128 × 128 codes go
+// to shared memory (the next chunk's loaded into registers meanwhile), then 4 steps of 32
+// along K, each 16 mma per warp, then the promotion.
+// Launch: grid (ceil(N / 128), ceil(M / 128), groups), N and M a group's largest; block 256,
+// dynamic shared 0 (36 KiB static).
+KERNEL void __launch_bounds__(256)
+    fp8_mma_gemm_f32(const unsigned char* __restrict__ a, long long lda,
+                     const float* __restrict__ sa, long long sa_outer, long long sa_k, int a_blk,
+                     const unsigned char* __restrict__ b, long long ldb,
+                     const float* __restrict__ sb, long long sb_outer, long long sb_k, int b_blk,
+                     float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
+                     int accumulate) {
+    __shared__ tm_uint4 smem4[(MMA_BM + MMA_BN) * MMA_LDS / 16];  // 16-byte aligned rows
+    unsigned char* as = reinterpret_cast<unsigned char*>(smem4);
+    unsigned char* bs = as + MMA_BM * MMA_LDS;
+    const long long* d = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
+    const int r0 = blockIdx.y * MMA_BM, c0 = blockIdx.x * MMA_BN;
+    if (r0 >= m || c0 >= n) return;
+    a += d[3];
+    b += d[4];
+    sa += d[5];
+    sb += d[6];
+    c += d[7];
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+    const int g = lane / 4, t = lane % 4;
+    const int wr = (w / 4) * 64, wc = (w % 4) * 32;
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int x = 0; x < 4; x++) acc[i][j][x] = 0.0f;
+    const int chunks = (k + MMA_BK - 1) / MMA_BK;
+    tm_uint4 va[4], vb[4];
+    if (chunks > 0) {
+        mma_fetch(a, lda, r0, m, 0, k, va);
+        mma_fetch(b, ldb, c0, n, 0, k, vb);
+    }
+    for (int kc = 0; kc < chunks; kc++) {
+        __syncthreads();  // the last chunk's fragments are read
+        mma_stash(as, va);
+        mma_stash(bs, vb);
+        __syncthreads();
+        if (kc + 1 < chunks) {
+            mma_fetch(a, lda, r0, m, (kc + 1) * MMA_BK, k, va);
+            mma_fetch(b, ldb, c0, n, (kc + 1) * MMA_BK, k, vb);
+        }
+        float part[4][4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int x = 0; x < 4; x++) part[i][j][x] = 0.0f;
+#pragma unroll
+        for (int ks = 0; ks < MMA_BK; ks += 32) {
+            uint32_t fa[4][4], fb[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int r = wr + i * 16 + g;
+                fa[i][0] = mma_word(as, r, ks + 4 * t);
+                fa[i][1] = mma_word(as, r + 8, ks + 4 * t);
+                fa[i][2] = mma_word(as, r, ks + 16 + 4 * t);
+                fa[i][3] = mma_word(as, r + 8, ks + 16 + 4 * t);
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int col = wc + j * 8 + g;
+                fb[j][0] = mma_word(bs, col, ks + 4 * t);
+                fb[j][1] = mma_word(bs, col, ks + 16 + 4 * t);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) mma_e4m3(part[i][j], fa[i], fb[j]);
+        }
+        // The promotion: the chunk's sums scaled and added in FP32.
+        float s_a[4][2], s_b[4][2];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                s_a[i][h] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + wr + i * 16 + g + 8 * h, m, kc);
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+                s_b[j][q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + wc + j * 8 + 2 * t + q, n, kc);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int x = 0; x < 4; x++)
+                    acc[i][j][x] = __fadd_rn(
+                        acc[i][j][x], __fmul_rn(__fmul_rn(part[i][j][x], s_a[i][x / 2]), s_b[j][x % 2]));
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                int r = r0 + wr + i * 16 + g + 8 * (x / 2), col = c0 + wc + j * 8 + 2 * t + x % 2;
+                if (r < m && col < n) {
+                    float* p = c + (long long)r * ldc + col;
+                    *p = accumulate ? __fadd_rn(*p, acc[i][j][x]) : acc[i][j][x];
+                }
+            }
+}

@@ -1,0 +1,345 @@
+//! mma.cu's `fp8_mma_gemm_f32` (FP8 GEMMs on the tensor cores, every group in one launch)
+//! against the exact block-scaled product computed here in f64 from the same E4M3 codes and
+//! scales: `C[i, j] = Σ_c (Σ_{κ ∈ c} A[i, κ]·B[j, κ]) · sa(i, c) · sb(j, c)` over the chunks
+//! of 128 along K. The kernel's `mma.sync` runs as the emulation shim's warp-collective
+//! instruction, which lays the fragments out as the PTX ISA does; a fragment read at the wrong
+//! row, column or K breaks the product far beyond the FP32 rounding allowed here.
+use tokenmill_cuda_emu::{Ptr, launch};
+use tokenmill_kernels::Fp8Format;
+use tokenmill_kernels::rng::Rng;
+
+unsafe extern "C" {
+    fn fp8_mma_gemm_f32(
+        a: *const u8,
+        lda: i64,
+        sa: *const f32,
+        sa_outer: i64,
+        sa_k: i64,
+        a_blk: i32,
+        b: *const u8,
+        ldb: i64,
+        sb: *const f32,
+        sb_outer: i64,
+        sb_k: i64,
+        b_blk: i32,
+        c: *mut f32,
+        ldc: i64,
+        desc: *const i64,
+        accumulate: i32,
+    );
+}
+
+const E4M3: Fp8Format = Fp8Format::E4M3;
+
+/// One group's GEMM: `m × n`, contracted over `k`.
+#[derive(Clone, Copy)]
+struct Shape {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// A random E4M3 code (never NaN: 0x7f and 0xff are left out).
+fn code(rng: &mut Rng) -> u8 {
+    loop {
+        let c = rng.below(256) as u8;
+        if c & 0x7f != 0x7f {
+            return c;
+        }
+    }
+}
+
+/// Codes of `groups` operands, each `outer_g × k_g`, stacked `[Σ outer, ld]`: zeros from k_g to
+/// the next multiple of 16 (as the quantizer leaves them), NaN codes past that (never read).
+fn codes(rng: &mut Rng, dims: &[(usize, usize)], ld: usize) -> (Vec<u8>, Vec<usize>) {
+    let mut v = Vec::new();
+    let mut offs = Vec::new();
+    for &(outer, k) in dims {
+        offs.push(v.len());
+        for _ in 0..outer {
+            for j in 0..ld {
+                v.push(if j < k {
+                    code(rng)
+                } else if j < k.next_multiple_of(16) {
+                    0
+                } else {
+                    0x7f
+                });
+            }
+        }
+    }
+    (v, offs)
+}
+
+/// Scales of `groups` operands: per tile of 1 (blk false) or 128 (blk true) outer indices and
+/// 128 of K, `[Σ tiles, kb]` with `kb` the most chunks of any group; powers of two and odd
+/// values over a wide range.
+fn scales(rng: &mut Rng, dims: &[(usize, usize)], blk: bool, kb: usize) -> (Vec<f32>, Vec<usize>) {
+    let mut v = Vec::new();
+    let mut offs = Vec::new();
+    for &(outer, _) in dims {
+        offs.push(v.len());
+        let tiles = if blk { outer.div_ceil(128) } else { outer };
+        for _ in 0..tiles * kb {
+            let e = rng.below(40) as i32 - 20;
+            v.push((1.0 + rng.uniform() as f32) * 2f32.powi(e));
+        }
+    }
+    (v, offs)
+}
+
+/// Runs the kernel over `shapes` (A 1 × 128 or block scales, B likewise) and compares it with
+/// the exact product; `nan`: a code of group 0's A made NaN, whose row must come out NaN.
+fn check(shapes: &[Shape], a_blk: bool, b_blk: bool, accumulate: bool, nan: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let what = format!(
+        "shapes {:?} a_blk {a_blk} b_blk {b_blk} accumulate {accumulate} nan {nan}",
+        shapes.iter().map(|s| (s.m, s.n, s.k)).collect::<Vec<_>>()
+    );
+    let ld = shapes
+        .iter()
+        .map(|s| s.k.next_multiple_of(16))
+        .max()
+        .unwrap_or(16)
+        + 16;
+    let kb = shapes
+        .iter()
+        .map(|s| s.k.div_ceil(128))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let a_dims: Vec<_> = shapes.iter().map(|s| (s.m, s.k)).collect();
+    let b_dims: Vec<_> = shapes.iter().map(|s| (s.n, s.k)).collect();
+    let (mut a, a_off) = codes(&mut rng, &a_dims, ld);
+    let (b, b_off) = codes(&mut rng, &b_dims, ld);
+    let (sa, sa_off) = scales(&mut rng, &a_dims, a_blk, kb);
+    let (sb, sb_off) = scales(&mut rng, &b_dims, b_blk, kb);
+    let ldc = shapes.iter().map(|s| s.n).max().unwrap_or(1) + 3;
+    let mut c_off = Vec::new();
+    let mut rows = 0;
+    for s in shapes {
+        c_off.push(rows * ldc);
+        rows += s.m;
+    }
+    let c0: Vec<f32> = (0..rows.max(1) * ldc)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let nan_at = (shapes[0].m / 2, shapes[0].k / 3);
+    if nan {
+        a[a_off[0] + nan_at.0 * ld + nan_at.1] = 0x7f;
+    }
+    let desc: Vec<i64> = shapes
+        .iter()
+        .enumerate()
+        .flat_map(|(g, s)| {
+            [
+                s.m, s.n, s.k, a_off[g], b_off[g], sa_off[g], sb_off[g], c_off[g],
+            ]
+            .map(|x| x as i64)
+        })
+        .collect();
+    let mut c = c0.clone();
+    let grid = (
+        shapes.iter().map(|s| s.n).max().unwrap_or(0).div_ceil(128) as u32,
+        shapes.iter().map(|s| s.m).max().unwrap_or(0).div_ceil(128) as u32,
+        shapes.len() as u32,
+    );
+    let (ap, bp, sap, sbp, cp, dp) = (
+        Ptr::of_const(&a),
+        Ptr::of_const(&b),
+        Ptr::of_const(&sa),
+        Ptr::of_const(&sb),
+        Ptr::of(&mut c),
+        Ptr::of_const(&desc),
+    );
+    let kb64 = kb as i64;
+    launch(
+        (grid.0.max(1), grid.1.max(1), grid.2),
+        (256, 1, 1),
+        0,
+        || {
+            // SAFETY: the codes, scales and C hold every group's extent as `desc` gives it (built
+            // above from the same shapes); all alive for the launch.
+            unsafe {
+                fp8_mma_gemm_f32(
+                    ap.c(),
+                    ld as i64,
+                    sap.c(),
+                    kb64,
+                    1,
+                    a_blk as i32,
+                    bp.c(),
+                    ld as i64,
+                    sbp.c(),
+                    kb64,
+                    1,
+                    b_blk as i32,
+                    cp.p(),
+                    ldc as i64,
+                    dp.c(),
+                    accumulate as i32,
+                )
+            }
+        },
+    );
+    let dec = |x: u8| E4M3.decode(x) as f64;
+    for (g, s) in shapes.iter().enumerate() {
+        for i in 0..s.m {
+            for j in 0..s.n {
+                let (mut exact, mut size) = (0f64, 0f64);
+                for ch in 0..s.k.div_ceil(128) {
+                    let (mut part, mut part_abs) = (0f64, 0f64);
+                    for kk in ch * 128..s.k.min(ch * 128 + 128) {
+                        let p = dec(a[a_off[g] + i * ld + kk]) * dec(b[b_off[g] + j * ld + kk]);
+                        part += p;
+                        part_abs += p.abs();
+                    }
+                    let ta = if a_blk { i / 128 } else { i };
+                    let tb = if b_blk { j / 128 } else { j };
+                    let scale =
+                        sa[sa_off[g] + ta * kb + ch] as f64 * sb[sb_off[g] + tb * kb + ch] as f64;
+                    exact += part * scale;
+                    size += part_abs * scale;
+                }
+                let at = c_off[g] + i * ldc + j;
+                let want = if accumulate {
+                    c0[at] as f64 + exact
+                } else {
+                    exact
+                };
+                let got = c[at];
+                if nan && g == 0 && i == nan_at.0 {
+                    assert!(
+                        got.is_nan(),
+                        "{what}: C[{i}, {j}] of the NaN code's row is {got}"
+                    );
+                    continue;
+                }
+                let tol =
+                    2e-6 * (size + if accumulate { c0[at].abs() as f64 } else { 0.0 }) + 1e-30;
+                assert!(
+                    (got as f64 - want).abs() <= tol,
+                    "{what}: group {g} C[{i}, {j}] = {got}, exact {want} (tolerance {tol:e})"
+                );
+            }
+        }
+    }
+    // Nothing outside the groups' outputs is written: the columns past n, and past n_g.
+    for (g, s) in shapes.iter().enumerate() {
+        for i in 0..s.m {
+            for j in s.n..ldc {
+                let at = c_off[g] + i * ldc + j;
+                assert_eq!(
+                    c[at].to_bits(),
+                    c0[at].to_bits(),
+                    "{what}: C[{i}, {j}] written"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_gemm_on_the_tensor_cores_is_the_exact_block_scaled_product() {
+    // The forward's scaling (1 × 128 activations, 128 × 128 weight blocks), over several
+    // 128 × 128 output tiles with partial edges, K not a multiple of 128 nor of 32.
+    check(
+        &[Shape {
+            m: 200,
+            n: 150,
+            k: 304,
+        }],
+        false,
+        true,
+        false,
+        false,
+        1,
+    );
+    // The weight gradient's (1 × 128 on both sides), accumulating into C.
+    check(
+        &[Shape {
+            m: 70,
+            n: 260,
+            k: 144,
+        }],
+        false,
+        false,
+        true,
+        false,
+        2,
+    );
+    // Blocks on A, 1 × 128 on B; K of one 16-byte piece.
+    check(
+        &[Shape {
+            m: 130,
+            n: 20,
+            k: 16,
+        }],
+        true,
+        false,
+        false,
+        false,
+        3,
+    );
+}
+
+#[test]
+fn every_group_is_its_own_gemm_in_one_launch() {
+    // The experts: different row counts (none, fewer than a fragment, more than a tile) over
+    // the same n and k, and a weight gradient's varying K, K = 0 writing zeros.
+    let experts = [
+        Shape {
+            m: 37,
+            n: 96,
+            k: 256,
+        },
+        Shape {
+            m: 0,
+            n: 96,
+            k: 256,
+        },
+        Shape {
+            m: 5,
+            n: 96,
+            k: 256,
+        },
+        Shape {
+            m: 150,
+            n: 96,
+            k: 256,
+        },
+    ];
+    check(&experts, false, true, false, false, 4);
+    check(&experts, false, true, true, false, 5);
+    let wgrad = [
+        Shape {
+            m: 64,
+            n: 48,
+            k: 37,
+        },
+        Shape { m: 64, n: 48, k: 0 },
+        Shape {
+            m: 64,
+            n: 48,
+            k: 300,
+        },
+    ];
+    check(&wgrad, false, false, false, false, 6);
+    check(&wgrad, false, false, true, false, 7);
+}
+
+#[test]
+fn a_nan_code_makes_its_row_nan() {
+    check(
+        &[Shape {
+            m: 40,
+            n: 24,
+            k: 200,
+        }],
+        false,
+        true,
+        false,
+        true,
+        8,
+    );
+}

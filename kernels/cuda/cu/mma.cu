@@ -1,8 +1,8 @@
 // FP8 GEMMs of our own on the tensor cores: E4M3 × E4M3 products by the warp-level
-// `mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32` (sm_89 and later; Hopper runs it
-// beside wgmma), with DeepSeek-V3's fine-grained scaling and its promotion: each chunk of 128
-// along K is summed by the tensor cores from zero, then multiplied by its two scales and added
-// into FP32 accumulators held in registers. Every group of a grouped GEMM (the MoE experts)
+// `mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32` (sm_89 and later), with DeepSeek-V3's
+// fine-grained scaling and its promotion: each chunk of 128 along K is summed by the tensor
+// cores from zero, then multiplied by its two scales and added into FP32 accumulators held in
+// registers. Every group of a grouped GEMM (the MoE experts)
 // is a layer of the grid, so all experts' products are one launch — where cuBLASLt takes one
 // call per expert. The operands are those of cuBLASLt's block-scaled matmul, written by
 // quant.cu's fp8_quantize_lt_f32: E4M3 codes with K contiguous, one scale per 1 × 128 tile or
@@ -40,6 +40,25 @@ DEVICE void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[
 #endif
 }
 
+// d += a · b for one warp with BF16 operands: A 16 × 16, B 16 × 8, D 16 × 8 in FP32. Lane
+// l = 4·g + t holds a[0]: A[g][2t .. 2t+1], a[1]: A[g+8][2t ..], a[2]: A[g][8+2t ..], a[3]:
+// A[g+8][8+2t ..]; b[0]: B[2t .. 2t+1][g], b[1]: B[8+2t ..][g]; d as mma_e4m3's — each register's
+// low half the lower K. In bytes of a K-contiguous row these are the places of mma_e4m3's
+// fragments, so both read shared memory alike.
+DEVICE void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(TOKENMILL_EMU)
+    emu_mma_bf16_m16n8k16(d, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
+#endif
+}
+
 // Loads the thread's four 16-byte pieces of a 128 × 128 chunk of codes (rows r0 .., K from k0)
 // into registers: piece p = threadIdx.x + 256·i is row p / 8, bytes 16·(p % 8) .. of the chunk;
 // rows past `rows` and K past `k` read as zero codes.
@@ -63,6 +82,15 @@ DEVICE void mma_stash(unsigned char* s, const tm_uint4 (&v)[4]) {
     }
 }
 
+DEVICE void mma_zero(float (&x)[4][4][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) x[i][j][e] = 0.0f;
+}
+
 DEVICE uint32_t mma_word(const unsigned char* s, int row, int byte) {
     return *reinterpret_cast<const uint32_t*>(s + row * MMA_LDS + byte);
 }
@@ -76,51 +104,25 @@ DEVICE float mma_scale(const float* base, int blk, long long s_outer, long long 
     return base[o * s_outer + (long long)kc * s_k];
 }
 
-// For every group g (blockIdx.z) of desc [groups][8] = {m, n, k, a_off, b_off, sa_off, sb_off,
-// c_off}:
-//   C_g[i, j] (+)= Σ_c ((Σ_{κ in chunk c} A_g[i, κ] · B_g[j, κ]) · sa_g(i, c)) · sb_g(j, c)
-// over the chunks c of 128 along K, i < m, j < n, where
-//   A_g[i, κ] = e4m3(a[a_off + i · lda + κ]), B_g[j, κ] = e4m3(b[b_off + j · ldb + κ]) (bytes),
-//   sa_g(i, c) = sa[sa_off + (a_blk ? i / 128 : i) · sa_outer + c · sa_k], sb_g likewise,
-//   C_g[i, j] at c[c_off + i · ldc + j] (floats; added to when accumulate, else written).
-// lda, ldb, a_off and b_off are multiples of 16 and the codes from k to the next multiple of 16
-// zeros (quant.cu's quantizer pads so). A group with k = 0 writes zeros (adds nothing). NaN
-// codes (a non-finite tile's) make their products NaN.
-// Tiles: a block computes 128 × 128 of C with 8 warps, warp w the 64 × 32 at rows 64·(w / 4),
-// columns 32·(w % 4): 4 × 4 fragments of 16 × 8. Per chunk both operands' 128 × 128 codes go
-// to shared memory (the next chunk's loaded into registers meanwhile), then 4 steps of 32
-// along K, each 16 mma per warp, then the promotion.
-// Launch: grid (ceil(N / 128), ceil(M / 128), groups), N and M a group's largest; block 256,
-// dynamic shared 0 (36 KiB static).
-KERNEL void __launch_bounds__(256)
-    fp8_mma_gemm_f32(const unsigned char* __restrict__ a, long long lda,
-                     const float* __restrict__ sa, long long sa_outer, long long sa_k, int a_blk,
-                     const unsigned char* __restrict__ b, long long ldb,
-                     const float* __restrict__ sb, long long sb_outer, long long sb_k, int b_blk,
-                     float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
-                     int accumulate) {
+// The GEMM body of both kernels below over byte rows: a chunk is 128 bytes of K (128 E4M3
+// codes or 64 BF16 values), a k-step of one mma 32 bytes (32 codes or 16 values), and the
+// fragments of both instructions lie at the same bytes of a row (see mma_e4m3 and mma_bf16).
+// FP8: each chunk summed from zero, scaled and added into acc (the promotion); BF16: added
+// into acc unscaled. k: bytes of K; lda, ldb: bytes per row.
+template <bool FP8>
+DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, long long sa_outer,
+                     long long sa_k, int a_blk, const unsigned char* b, long long ldb,
+                     const float* sb, long long sb_outer, long long sb_k, int b_blk, float* c,
+                     long long ldc, int m, int n, int k, int accumulate) {
     __shared__ tm_uint4 smem4[(MMA_BM + MMA_BN) * MMA_LDS / 16];  // 16-byte aligned rows
     unsigned char* as = reinterpret_cast<unsigned char*>(smem4);
     unsigned char* bs = as + MMA_BM * MMA_LDS;
-    const long long* d = desc + 8 * (long long)blockIdx.z;
-    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
     const int r0 = blockIdx.y * MMA_BM, c0 = blockIdx.x * MMA_BN;
-    if (r0 >= m || c0 >= n) return;
-    a += d[3];
-    b += d[4];
-    sa += d[5];
-    sb += d[6];
-    c += d[7];
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     const int g = lane / 4, t = lane % 4;
     const int wr = (w / 4) * 64, wc = (w % 4) * 32;
     float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int x = 0; x < 4; x++) acc[i][j][x] = 0.0f;
+    mma_zero(acc);
     const int chunks = (k + MMA_BK - 1) / MMA_BK;
     tm_uint4 va[4], vb[4];
     if (chunks > 0) {
@@ -136,13 +138,23 @@ KERNEL void __launch_bounds__(256)
             mma_fetch(a, lda, r0, m, (kc + 1) * MMA_BK, k, va);
             mma_fetch(b, ldb, c0, n, (kc + 1) * MMA_BK, k, vb);
         }
-        float part[4][4][4];
+        // The chunk's scales, loaded before the tensor cores' work so that their latency hides
+        // behind it.
+        float s_a[4][2] = {}, s_b[4][2] = {};
+        if (FP8) {
 #pragma unroll
-        for (int i = 0; i < 4; i++)
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    s_a[i][h] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + wr + i * 16 + g + 8 * h, m, kc);
 #pragma unroll
             for (int j = 0; j < 4; j++)
 #pragma unroll
-                for (int x = 0; x < 4; x++) part[i][j][x] = 0.0f;
+                for (int q = 0; q < 2; q++)
+                    s_b[j][q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + wc + j * 8 + 2 * t + q, n, kc);
+        }
+        float part[4][4][4];
+        mma_zero(part);
 #pragma unroll
         for (int ks = 0; ks < MMA_BK; ks += 32) {
             uint32_t fa[4][4], fb[4][2];
@@ -163,28 +175,24 @@ KERNEL void __launch_bounds__(256)
 #pragma unroll
             for (int i = 0; i < 4; i++)
 #pragma unroll
-                for (int j = 0; j < 4; j++) mma_e4m3(part[i][j], fa[i], fb[j]);
+                for (int j = 0; j < 4; j++) {
+                    if (FP8)
+                        mma_e4m3(part[i][j], fa[i], fb[j]);
+                    else
+                        mma_bf16(part[i][j], fa[i], fb[j]);
+                }
         }
-        // The promotion: the chunk's sums scaled and added in FP32.
-        float s_a[4][2], s_b[4][2];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-                s_a[i][h] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + wr + i * 16 + g + 8 * h, m, kc);
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int q = 0; q < 2; q++)
-                s_b[j][q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + wc + j * 8 + 2 * t + q, n, kc);
+        // FP8's promotion: the chunk's sums scaled and added in FP32; BF16's sums added.
 #pragma unroll
         for (int i = 0; i < 4; i++)
 #pragma unroll
             for (int j = 0; j < 4; j++)
 #pragma unroll
-                for (int x = 0; x < 4; x++)
-                    acc[i][j][x] = __fadd_rn(
-                        acc[i][j][x], __fmul_rn(__fmul_rn(part[i][j][x], s_a[i][x / 2]), s_b[j][x % 2]));
+                for (int x = 0; x < 4; x++) {
+                    float v = part[i][j][x];
+                    if (FP8) v = __fmul_rn(__fmul_rn(v, s_a[i][x / 2]), s_b[j][x % 2]);
+                    acc[i][j][x] = __fadd_rn(acc[i][j][x], v);
+                }
     }
 #pragma unroll
     for (int i = 0; i < 4; i++)
@@ -198,4 +206,55 @@ KERNEL void __launch_bounds__(256)
                     *p = accumulate ? __fadd_rn(*p, acc[i][j][x]) : acc[i][j][x];
                 }
             }
+}
+
+// For every group g (blockIdx.z) of desc [groups][8] = {m, n, k, a_off, b_off, sa_off, sb_off,
+// c_off}:
+//   C_g[i, j] (+)= Σ_c ((Σ_{κ in chunk c} A_g[i, κ] · B_g[j, κ]) · sa_g(i, c)) · sb_g(j, c)
+// over the chunks c of 128 along K, i < m, j < n, where
+//   A_g[i, κ] = e4m3(a[a_off + i · lda + κ]), B_g[j, κ] = e4m3(b[b_off + j · ldb + κ]) (bytes),
+//   sa_g(i, c) = sa[sa_off + (a_blk ? i / 128 : i) · sa_outer + c · sa_k], sb_g likewise,
+//   C_g[i, j] at c[c_off + i · ldc + j] (floats; added to when accumulate, else written).
+// lda, ldb, a_off and b_off are multiples of 16 and the codes from k to the next multiple of 16
+// zeros (quant.cu's quantizer pads so). A group with k = 0 writes zeros (adds nothing). NaN
+// codes (a non-finite tile's) make their products NaN.
+// Tiles: a block computes 128 × 128 of C with 8 warps, warp w the 64 × 32 at rows 64·(w / 4),
+// columns 32·(w % 4): 4 × 4 fragments of 16 × 8. Per chunk both operands' 128 × 128 codes go
+// to shared memory (the next chunk's loaded into registers meanwhile), then 4 steps of 32
+// along K, each 16 mma per warp, then the promotion.
+// Launch: grid (ceil(N / 128), ceil(M / 128), groups), N and M a group's largest (M ≤ 65535 ·
+// 128); block 256, dynamic shared 0 (36 KiB static).
+KERNEL void __launch_bounds__(256)
+    fp8_mma_gemm_f32(const unsigned char* __restrict__ a, long long lda,
+                     const float* __restrict__ sa, long long sa_outer, long long sa_k, int a_blk,
+                     const unsigned char* __restrict__ b, long long ldb,
+                     const float* __restrict__ sb, long long sb_outer, long long sb_k, int b_blk,
+                     float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
+                     int accumulate) {
+    const long long* d = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
+    if ((int)blockIdx.y * MMA_BM >= m || (int)blockIdx.x * MMA_BN >= n) return;
+    mma_gemm<true>(a + d[3], lda, sa + d[5], sa_outer, sa_k, a_blk, b + d[4], ldb, sb + d[6],
+                   sb_outer, sb_k, b_blk, c + d[7], ldc, m, n, k, accumulate);
+}
+
+// The BF16 GEMM on the tensor cores (mma.sync m16n8k16, sm_80 and later), every group in one
+// launch: for every group g of desc [groups][8] = {m, n, k, a_off, b_off, -, -, c_off}
+// (elements),
+//   C_g[i, j] (+)= Σ_κ A_g[i, κ] · B_g[j, κ],  A_g[i, κ] = a[a_off + i · lda + κ] (BF16 bits),
+// B_g likewise, C_g[i, j] at c[c_off + i · ldc + j]: products exact, FP32 sums (each 64 of K
+// summed, then added) — the CPU's BF16 GEMM up to summation order. lda, ldb, a_off and b_off are
+// multiples of 8 and the values from k to the next multiple of 8 zeros (to_bf16_rows_f32
+// pads so). Tiles as fp8_mma_gemm_f32. Launch: as fp8_mma_gemm_f32.
+KERNEL void __launch_bounds__(256)
+    bf16_mma_gemm_f32(const unsigned short* __restrict__ a, long long lda,
+                      const unsigned short* __restrict__ b, long long ldb, float* __restrict__ c,
+                      long long ldc, const long long* __restrict__ desc, int accumulate) {
+    const long long* d = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
+    if ((int)blockIdx.y * MMA_BM >= m || (int)blockIdx.x * MMA_BN >= n) return;
+    const unsigned char* ab = reinterpret_cast<const unsigned char*>(a + d[3]);
+    const unsigned char* bb = reinterpret_cast<const unsigned char*>(b + d[4]);
+    mma_gemm<false>(ab, 2 * lda, nullptr, 0, 0, 0, bb, 2 * ldb, nullptr, 0, 0, 0, c + d[7], ldc,
+                    m, n, 2 * k, accumulate);
 }

@@ -24,6 +24,47 @@ KERNEL void to_bf16_f32(const float* __restrict__ x, unsigned short* __restrict_
         y[i] = f32_to_bf16(x[i]);
 }
 
+// The BF16 operands of bf16_mma_gemm_f32 (mma.cu), K contiguous, every group in one launch: for
+// group g (blockIdx.z) of desc [groups][3] = {src_off, rows, dst_off} (elements), the rows ×
+// cols matrix at src + src_off becomes dst[dst_off + o · ld + κ] = f32_to_bf16(op[o][κ]), op the
+// matrix itself (k_on_rows 0: outer = rows, K = cols) or its transpose (k_on_rows 1: outer =
+// cols, K = rows; through a shared 32 × 32 tile, so that both the reads and the writes are
+// contiguous). A group of 0 rows writes nothing; dst past each row's K is left as it is (the
+// caller's zeros).
+// Launch: grid (ceil(K / 32), min(ceil(outer / 32), 65535), groups), K and outer a group's
+// largest; block (32, 8), dynamic shared 0; the blocks stride over outer past 65535 · 32.
+KERNEL void to_bf16_rows_f32(const float* __restrict__ src, int cols, int k_on_rows,
+                             unsigned short* __restrict__ dst, long long ld,
+                             const long long* __restrict__ desc) {
+    __shared__ float tile[32][33];
+    const long long* d = desc + 3 * (long long)blockIdx.z;
+    src += d[0];
+    const int rows = (int)d[1];
+    dst += d[2];
+    const int outer = k_on_rows ? cols : rows, k = k_on_rows ? rows : cols;
+    const int k0 = blockIdx.x * 32, tx = threadIdx.x, ty = threadIdx.y;
+    if (rows == 0 || k0 >= k) return;
+    for (int o0 = blockIdx.y * 32; o0 < outer; o0 += gridDim.y * 32) {
+        if (!k_on_rows) {
+            for (int i = ty; i < 32; i += 8) {
+                int o = o0 + i, j = k0 + tx;
+                if (o < outer && j < k) dst[(long long)o * ld + j] = f32_to_bf16(src[(long long)o * cols + j]);
+            }
+            continue;
+        }
+        for (int i = ty; i < 32; i += 8) {
+            int j = k0 + i, o = o0 + tx;
+            if (j < k && o < outer) tile[i][tx] = src[(long long)j * cols + o];
+        }
+        __syncthreads();
+        for (int i = ty; i < 32; i += 8) {
+            int o = o0 + i, j = k0 + tx;
+            if (o < outer && j < k) dst[(long long)o * ld + j] = f32_to_bf16(tile[tx][i]);
+        }
+        __syncthreads();  // before the next tile reuses `tile`
+    }
+}
+
 // The tile (tx, ty) of a rows × cols matrix: its first row and column and its extent.
 struct QuantTile {
     int r0, c0, h, w;

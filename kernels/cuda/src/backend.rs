@@ -31,7 +31,7 @@ use tokenmill_kernels::cpu::optim::{check_adamw, check_segments};
 use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
-mod mma;
+pub(crate) mod mma;
 
 /// The CUDA backend over one [`Device`].
 #[derive(Debug)]
@@ -42,6 +42,9 @@ pub struct Cuda {
     lt: Mutex<Option<Lt>>,
     /// FP8 GEMMs computed on the tensor cores: cuBLASLt calls, or launches of our kernel.
     fast_calls: AtomicU64,
+    /// The experts' BF16 GEMMs by `bf16_mma_gemm_f32`, every expert in one launch (its probe
+    /// passed on this device), else one cuBLAS `GemmEx` per expert.
+    bf16_mma: bool,
 }
 
 impl Drop for Cuda {
@@ -90,12 +93,28 @@ impl Cuda {
     /// The backend on GPU `ordinal` with host slices reaching the kernels as `memory` says
     /// ([`Device::open_with`]).
     pub fn with_memory(ordinal: usize, memory: Memory) -> Result<Self> {
-        Ok(Cuda {
+        let mut cuda = Cuda {
             dev: Device::open_with(ordinal, memory)?,
             fp8: Fp8Gemm::Model,
             lt: Mutex::new(None),
             fast_calls: AtomicU64::new(0),
-        })
+            bf16_mma: false,
+        };
+        cuda.bf16_mma = cuda.bf16_mma_works();
+        Ok(cuda)
+    }
+
+    /// Whether the experts' grouped BF16 GEMMs run as one launch of our tensor-core kernel
+    /// (`bf16_mma_gemm_f32`, which passed its probe on this device) rather than one cuBLAS
+    /// `GemmEx` per expert.
+    pub fn bf16_grouped_on_tensor_cores(&self) -> bool {
+        self.bf16_mma
+    }
+
+    /// Puts the experts' grouped BF16 GEMMs on cuBLAS, one `GemmEx` per expert (`false`), or
+    /// back on our kernel where it passed its probe (`true`): for comparing the two.
+    pub fn set_bf16_grouped_mma(&mut self, on: bool) {
+        self.bf16_mma = on && self.bf16_mma_works();
     }
 
     /// The device.
@@ -198,8 +217,9 @@ impl Cuda {
     /// expert's operands), then every group's product in one launch of the grouped kernel with
     /// the FP8 accumulator model — or, with [`Fp8Gemm::Cublaslt`], each group's product by
     /// cuBLASLt on its own quantized operands, with [`Fp8Gemm::Mma`] every group's product in
-    /// one launch of our tensor-core kernel. BF16: the operands converted once, then each
-    /// group's product on the tensor cores (cuBLAS `GemmEx`), all on the device.
+    /// one launch of our tensor-core kernel. BF16: every group's product in one launch of our
+    /// tensor-core kernel where its probe passed, else the operands converted once and each
+    /// group's product by cuBLAS `GemmEx`, all on the device.
     fn try_grouped_matmul(
         &self,
         g: Grouped<'_>,
@@ -327,6 +347,10 @@ impl Cuda {
                 let mut h = [0u32];
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;
+            }
+            (Some(LowpGemm::Bf16), _) if self.bf16_mma => {
+                let stride = if weights { b_stride } else { c_stride };
+                self.grouped_bf16_mma(&g, (*da.p(), *db.p(), *dc.p()), stride)?;
             }
             (Some(LowpGemm::Bf16), _) => {
                 // The operands as BF16 once; each group's product on the tensor cores.
@@ -608,15 +632,8 @@ impl Cuda {
         (a_mode, b_mode): (Scales, Scales),
         bad: &mut CudaSlice<u32>,
     ) -> Result<()> {
-        if p.m == 0 || p.n == 0 {
-            return Ok(());
-        }
-        if p.k == 0 {
-            return if p.accumulate {
-                Ok(())
-            } else {
-                self.fill_at(c, p.m * p.n, 0.0)
-            };
+        if let Some(done) = self.empty_gemm(p, c) {
+            return done;
         }
         let (m, n, k) = (
             p.m.next_multiple_of(16),
@@ -666,6 +683,16 @@ impl Cuda {
             go("add_block_f32", b, cfg)?;
         }
         Ok(())
+    }
+
+    /// A GEMM with nothing to multiply, done: no output (m or n zero), or K = 0 (C zeroed
+    /// unless accumulated into); `None` for any other.
+    fn empty_gemm(&self, p: MatMul, c: u64) -> Option<Result<()>> {
+        match (p.m * p.n, p.k, p.accumulate) {
+            (0, _, _) | (_, 0, true) => Some(Ok(())),
+            (_, 0, false) => Some(self.fill_at(c, p.m * p.n, 0.0)),
+            _ => None,
+        }
     }
 
     /// The `rows × cols` matrix (as stored) at `src`, contracted along its rows (`k_on_rows`)

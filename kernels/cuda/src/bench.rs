@@ -353,42 +353,42 @@ pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
 /// output columns, inputs) — 256 experts, top-8, 7168 → 2048.
 pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
 
-/// One launch of `fp8_mma_gemm_f32` (cu/mma.cu) over `desc`'s groups on codes and scales as
-/// the timing lays them out: A `[rows, k]` with 1 × 128 scales `[rows][kb]`, B `[rows, k]` with
-/// 128 × 128 block scales `[row blocks][kb]`, C with rows of `ldc`.
-#[allow(clippy::too_many_arguments)]
+/// One launch of `fp8_mma_gemm_f32` over `groups` groups of at most `m × n` on codes and
+/// scales as the timing lays them out: A `[rows, k]` with 1 × 128 scales `[rows][kb]`, B
+/// `[rows, k]` with 128 × 128 block scales `[row blocks][kb]`.
 fn mma_launch(
     dev: &Device,
     (a, sa): (&CudaSlice<u8>, &CudaSlice<f32>),
     (b, sb): (&CudaSlice<u8>, &CudaSlice<f32>),
-    c: &mut CudaSlice<f32>,
-    (k, ldc): (usize, usize),
+    (c, k, ldc): (&CudaSlice<f32>, usize, usize),
     desc: &CudaSlice<i64>,
     (m, n, groups): (usize, usize, usize),
 ) -> Result<()> {
-    let (ld, kb, ldc) = (k as i64, k.div_ceil(128) as i64, ldc as i64);
-    let (one, vec, blk, acc) = (1i64, 0i32, 1i32, 0i32);
-    let mut l = launch_on(dev, "fp8_mma_gemm_f32")?;
-    l.arg(a).arg(&ld).arg(sa).arg(&kb).arg(&one).arg(&vec);
-    l.arg(b).arg(&ld).arg(sb).arg(&kb).arg(&one).arg(&blk);
-    l.arg(c).arg(&ldc).arg(desc).arg(&acc);
-    let cfg = cudarc::driver::LaunchConfig {
-        grid_dim: (
-            n.div_ceil(128) as u32,
-            m.div_ceil(128) as u32,
-            groups as u32,
-        ),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
+    use crate::backend::mma::{MmaOperand, launch};
+    use crate::fp8::Scales;
+    let operand = |codes, scales, mode| MmaOperand {
+        codes,
+        ld: k,
+        scales,
+        strides: (k.div_ceil(128), 1),
+        mode,
     };
-    crate::backend::go("fp8_mma_gemm_f32", l, cfg)
+    let x = operand(dev.addr(a), dev.addr(sa), Scales::Vec128);
+    let w = operand(dev.addr(b), dev.addr(sb), Scales::Blk128);
+    launch(
+        dev,
+        (x, w),
+        (dev.addr(c), ldc),
+        (dev.addr(desc), m, n, groups),
+        false,
+    )
 }
 
 /// Our own kernels' throughput: the FP8 GEMMs at `size`³ (on the CUDA cores; on the tensor
-/// cores by `mma.sync`, `fast_fp8_calls` of `fp8_gemm = "mma"`) and the grouped expert GEMM at
-/// DeepSeek-V3's expert shape (hidden 7168, expert width 2048, 256 experts, top-8 of `tokens`
-/// tokens: the up projection, n = 2048, k = 7168) in FP32, in the FP8 accumulator model and on
-/// the tensor cores. The FP8 timings are the GEMMs alone, on operands quantized beforehand, as
+/// cores by `mma.sync`, `fp8_gemm = "mma"`) and the grouped expert GEMM at DeepSeek-V3's expert
+/// shape (hidden 7168, expert width 2048, 256 experts, top-8 of `tokens` tokens: the up
+/// projection, n = 2048, k = 7168) in FP32, in the FP8 accumulator model, in FP8 and BF16 on the
+/// tensor cores (one launch for every expert), and in BF16 by cuBLAS one expert at a time. The FP8 timings are the GEMMs alone, on operands quantized beforehand, as
 /// cuBLASLt's in [`gemm_table`].
 pub fn own_kernels_table(
     dev: &Device,
@@ -416,15 +416,7 @@ pub fn own_kernels_table(
     // The tensor cores: the same codes, A's scales per 1 × 128 ([m][kb]), B's per block.
     let desc = dev.upload("groups", &[m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64))?;
     let ms = time(dev, 5, || {
-        mma_launch(
-            dev,
-            (&ga, &gas),
-            (&gb, &gbs),
-            &mut gc,
-            (k, n),
-            &desc,
-            (m, n, 1),
-        )
+        mma_launch(dev, (&ga, &gas), (&gb, &gbs), (&gc, k, n), &desc, (m, n, 1))
     })?;
     out.push(row(
         "FP8 GEMM kernel (own, tensor cores: mma.sync)",
@@ -496,7 +488,7 @@ pub fn own_kernels_table(
         "expert weight scales",
         &vec![1.0f32; experts * n.div_ceil(128) * kb],
     )?;
-    let mut gy = dev.zeros::<f32>("expert outputs", rows * n)?;
+    let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
     let desc: Vec<i64> = (0..experts)
         .flat_map(|e| {
             [
@@ -518,8 +510,7 @@ pub fn own_kernels_table(
             dev,
             (&ga, &gas),
             (&gb, &gbs),
-            &mut gy,
-            (k, n),
+            (&gy, k, n),
             &desc,
             (per, n, experts),
         )
@@ -527,6 +518,61 @@ pub fn own_kernels_table(
     out.push(row(
         &format!(
             "grouped expert GEMM FP8 (own, tensor cores: mma.sync), {experts} experts × {per} rows"
+        ),
+        (rows, n, k),
+        ms,
+    ));
+    drop((ga, gb, gas, gbs));
+    // BF16 (training's bf16 precision): every expert in one launch of our kernel, against one
+    // cuBLAS GemmEx per expert (what the backend falls back to).
+    let one = 0x3f80u16; // 1.0
+    let ga = dev.upload("expert inputs (BF16)", &vec![one; rows * k])?;
+    let gb = dev.upload("expert weights (BF16)", &vec![one; experts * n * k])?;
+    let mut gy = gy;
+    let desc: Vec<i64> = (0..experts)
+        .flat_map(|e| [per, n, k, e * per * k, e * n * k, 0, 0, e * per * n].map(|v| v as i64))
+        .collect();
+    let desc = dev.upload("groups", &desc)?;
+    let (ld, acc) = (k as i64, 0i32);
+    let ldc = n as i64;
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (
+            n.div_ceil(128) as u32,
+            per.div_ceil(128) as u32,
+            experts as u32,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let ms = time(dev, 5, || {
+        let mut l = launch_on(dev, "bf16_mma_gemm_f32")?;
+        l.arg(&ga).arg(&ld).arg(&gb).arg(&ld);
+        l.arg(&mut gy).arg(&ldc).arg(&desc).arg(&acc);
+        crate::backend::go("bf16_mma_gemm_f32", l, cfg)
+    })?;
+    out.push(row(
+        &format!(
+            "grouped expert GEMM BF16 (own, tensor cores: mma.sync), {experts} experts × {per} rows"
+        ),
+        (rows, n, k),
+        ms,
+    ));
+    let (a0, b0, c0) = (dev.addr(&ga), dev.addr(&gb), dev.addr(&gy));
+    let ms = time(dev, 5, || {
+        for e in 0..experts {
+            let p = MatMul::linear(per, n, k);
+            let (a, b, c) = (
+                a0 + (e * per * k * 2) as u64,
+                b0 + (e * n * k * 2) as u64,
+                c0 + (e * per * n * 4) as u64,
+            );
+            dev.gemm_bf16(p, a, k, b, k, c, 0.0)?;
+        }
+        Ok(())
+    })?;
+    out.push(row(
+        &format!(
+            "grouped expert GEMM BF16 (cuBLAS GemmEx per expert), {experts} experts × {per} rows"
         ),
         (rows, n, k),
         ms,

@@ -11,6 +11,13 @@ use std::sync::OnceLock;
 use tokenmill_cuda::device::{Memory, copies};
 use tokenmill_cuda::{Cuda, check};
 
+/// One test at a time: the copy counters (`copies`) are the process's, and the kernel table's
+/// count of what host memory copies must not take in another test's copies.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The backend on the emulated driver (the library directories set once, before first use).
 fn emulated() -> &'static Cuda {
     static CUDA: OnceLock<usize> = OnceLock::new();
@@ -54,6 +61,7 @@ fn table_passes(cuda: &Cuda, what: &str) -> u64 {
 
 #[test]
 fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
+    let _one = one_at_a_time();
     let cuda = emulated();
     assert!(
         cuda.device().name.contains("emulator"),
@@ -67,14 +75,32 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
     // On the host's own memory: the same operations, the kernels and cuBLAS on the slices'
     // addresses; operands a kernel converts (the FP8 GEMMs' quantized operands, dense and
     // grouped) are written to device buffers from the slices' addresses. Nothing goes up from
-    // the host but the attention kernels' one-element placeholder tables (4 bytes a call).
+    // the host but the attention kernels' one-element placeholder tables (4 bytes a call) and
+    // the tensor-core kernels' tables of groups (8 numbers a group for the GEMM, 3 for each
+    // operand's conversion: 560 bytes for each of the table's three grouped BF16 rows).
     let hmm = Cuda::with_memory(0, Memory::Host).expect("the emulated device reaches host memory");
     assert!(hmm.device().host_access().unwrap().pageable);
     let by_address = table_passes(&hmm, "host memory");
     assert!(
-        by_address < 1024 && copied > 100_000_000,
+        by_address < 4096 && copied > 100_000_000,
         "host memory copied {by_address} bytes up, the copying backend {copied}"
     );
+}
+
+/// The emulated device in `memory` with its FP8 GEMMs on the tensor cores as `fp8` says (its
+/// start-up probe passed and not counted), after the device check's nine rows of training's
+/// FP8 GEMMs through that path all passed.
+fn tensor_core_rows_pass(memory: Memory, fp8: tokenmill_cuda::backend::Fp8Gemm) -> Cuda {
+    emulated();
+    let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
+    cuda.set_fp8_gemm(fp8)
+        .unwrap_or_else(|e| panic!("{fp8:?} on the emulated device: {e}"));
+    assert_eq!(cuda.fast_fp8_calls(), 0, "the probe is not counted");
+    let rows = check::fp8_tensor_core_rows(&cuda, 3);
+    eprintln!("{memory:?} {fp8:?}\n{}", check::render(&rows));
+    assert_eq!(rows.len(), 9);
+    assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
+    cuda
 }
 
 /// `[train] fp8_gemm = "cublaslt"`: the FP8 GEMMs of training's three forms through the
@@ -86,17 +112,11 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
 /// stay on the model, which computes the CPU's quantity.
 #[test]
 fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
+    let _one = one_at_a_time();
     use tokenmill_cuda::backend::Fp8Gemm;
     use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
-    emulated();
     for memory in [Memory::Copy, Memory::Host] {
-        let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
-        cuda.set_fp8_gemm(Fp8Gemm::Cublaslt)
-            .expect("the emulated cuBLASLt's block-scaled matmul");
-        let rows = check::fp8_tensor_core_rows(&cuda, 3);
-        eprintln!("{memory:?}\n{}", check::render(&rows));
-        assert_eq!(rows.len(), 9);
-        assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
+        let cuda = tensor_core_rows_pass(memory, Fp8Gemm::Cublaslt);
         // Tiles of 448 · 2⁻¹⁰ and 448 · 2⁻⁹: power-of-two scales, every value exact in E4M3,
         // every product and sum exact in FP32.
         let (a, b) = (vec![0.4375f32; 67 * 128], vec![0.875f32; 32 * 128]);
@@ -138,18 +158,11 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
 /// `set_fp8_gemm` runs passes; tiles other than 1 × 128 and 128 × 128 along K stay on the model.
 #[test]
 fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
+    let _one = one_at_a_time();
     use tokenmill_cuda::backend::Fp8Gemm;
     use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
-    emulated();
     for memory in [Memory::Copy, Memory::Host] {
-        let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
-        cuda.set_fp8_gemm(Fp8Gemm::Mma)
-            .expect("the mma kernel's probe on the emulated device");
-        assert_eq!(cuda.fast_fp8_calls(), 0, "the probe is not counted");
-        let rows = check::fp8_tensor_core_rows(&cuda, 3);
-        eprintln!("{memory:?}\n{}", check::render(&rows));
-        assert_eq!(rows.len(), 9);
-        assert!(rows.iter().all(|r| r.pass), "{rows:#?}");
+        let cuda = tensor_core_rows_pass(memory, Fp8Gemm::Mma);
         // Tiles of 448 · 2⁻¹⁰ and 448 · 2⁻⁹ (power-of-two scales, every value and sum exact),
         // K = 120 off the 16-byte pieces' multiples of 128, and both operands in blocks, which
         // cuBLASLt has no mode for but the kernel has.
@@ -193,6 +206,7 @@ fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
 /// product; each shape and alignment's algorithm is asked for once.
 #[test]
 fn cublaslt_is_told_the_alignment_of_an_output_inside_a_buffer() {
+    let _one = one_at_a_time();
     use tokenmill_cuda::fp8::{Fp8Operand, Lt, Scales};
     let cuda = emulated();
     let dev = cuda.device();
@@ -227,4 +241,59 @@ fn cublaslt_is_told_the_alignment_of_an_output_inside_a_buffer() {
     dev.download(&y, &mut out).unwrap();
     assert!(out[..4].iter().all(|&v| v == 0.0), "{:?}", &out[..4]);
     assert!(out[4..].iter().all(|&v| v == 128.0), "{:?}", &out[4..8]);
+}
+
+/// The experts' grouped BF16 GEMMs in one launch of `bf16_mma_gemm_f32` (the default where its
+/// probe passes, as on the emulated device) and per expert by cuBLAS `GemmEx` follow the CPU's
+/// BF16 grouped GEMM in every form — uneven experts, one empty, weight blocks among their
+/// expert's other projections, accumulation — copying and on host memory.
+#[test]
+fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
+    let _one = one_at_a_time();
+    use tokenmill_kernels::backend::{Backend, CpuReference, Grouped, GroupedForm, LowpGemm};
+    use tokenmill_kernels::rng::Rng;
+    emulated();
+    let offsets = [0usize, 37, 37, 165, 181, 245];
+    let (n, k, rows) = (96usize, 200usize, 245usize);
+    let stride = 2 * n * k;
+    let mut rng = Rng::new(41);
+    let mut randn = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+    for memory in [Memory::Copy, Memory::Host] {
+        let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
+        assert!(cuda.bf16_grouped_on_tensor_cores(), "the probe passed");
+        for on in [true, false] {
+            cuda.set_bf16_grouped_mma(on);
+            assert_eq!(cuda.bf16_grouped_on_tensor_cores(), on);
+            for (form, accumulate) in [
+                (GroupedForm::Forward, false),
+                (GroupedForm::Input, true),
+                (GroupedForm::Weight, false),
+                (GroupedForm::Weight, true),
+            ] {
+                let g = Grouped {
+                    form,
+                    offsets: &offsets,
+                    n,
+                    k,
+                    stride,
+                    accumulate,
+                };
+                let weights = 4 * stride + n * k;
+                let (a, b, c0) = match form {
+                    GroupedForm::Weight => (randn(rows * n), randn(rows * k), randn(weights)),
+                    _ => (randn(rows * k), randn(weights), randn(rows * n)),
+                };
+                let (mut got, mut want) = (c0.clone(), c0);
+                cuda.grouped_matmul(g, &a, &b, &mut got, Some(LowpGemm::Bf16));
+                CpuReference.grouped_matmul(g, &a, &b, &mut want, Some(LowpGemm::Bf16));
+                let (num, den) = got.iter().zip(&want).fold((0f64, 0f64), |(s, z), (x, y)| {
+                    (s.max((x - y).abs() as f64), z.max(y.abs() as f64))
+                });
+                assert!(
+                    num <= 1e-5 * den,
+                    "{memory:?} mma {on} {form:?} acc {accumulate}: max |Δ| {num:e} of {den:e}"
+                );
+            }
+        }
+    }
 }

@@ -366,6 +366,8 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "grouped expert GEMM FP8 model",
         "FP8 GEMM kernel (own, tensor cores: mma.sync)",
         "grouped expert GEMM FP8 (own, tensor cores: mma.sync)",
+        "grouped expert GEMM BF16 (own, tensor cores: mma.sync)",
+        "grouped expert GEMM BF16 (cuBLAS GemmEx per expert)",
     ] {
         assert!(gemm.iter().any(|g| g.starts_with(want)), "{want}: {gemm:?}");
     }

@@ -154,7 +154,13 @@ double e4m3_value(uint32_t c) {
 
 }  // namespace
 
-void emu_mma_e4m3_m16n8k32(float* d, const uint32_t* a, const uint32_t* b) {
+namespace {
+
+// One warp's mma: every lane's fragments exchanged through the block's per-thread slots, then
+// each lane's four outputs d[x] += Σ_k A[g + 8·(x / 2)][k] · B[k][2t + x % 2], the products
+// exact in double and rounded to FP32 once. `value(reg, k)`: element k of a fragment register.
+template <typename A, typename B>
+void warp_mma(float* d, const uint32_t* a, const uint32_t* b, unsigned kdim, A at_a, B at_b) {
     EmuBlock* blk = emu_thread.block;
     unsigned t = emu_thread.linear, w = t / 32, lane = t % 32;
     uint32_t* mine = blk->mma + (size_t)t * 6;
@@ -163,25 +169,52 @@ void emu_mma_e4m3_m16n8k32(float* d, const uint32_t* a, const uint32_t* b) {
     mine[5] = b[1];
     emu_wait(blk->warps[w]);  // every lane's fragments are in
     const uint32_t* frag = blk->mma + (size_t)w * 32 * 6;
-    auto byte = [](uint32_t reg, unsigned k) { return (reg >> (8 * (k % 4))) & 0xff; };
-    // A[r][k]: lane 4·(r % 8) + (k % 16) / 4, register 2·(k / 16) + r / 8.
-    auto at_a = [&](unsigned r, unsigned k) {
-        unsigned l = (r % 8) * 4 + (k % 16) / 4;
-        return e4m3_value(byte(frag[l * 6 + 2 * (k / 16) + r / 8], k));
-    };
-    // B[k][n]: lane 4·n + (k % 16) / 4, register k / 16.
-    auto at_b = [&](unsigned k, unsigned n) {
-        unsigned l = n * 4 + (k % 16) / 4;
-        return e4m3_value(byte(frag[l * 6 + 4 + k / 16], k));
-    };
     unsigned g = lane / 4, q = lane % 4;
     for (unsigned x = 0; x < 4; x++) {
         unsigned r = g + 8 * (x / 2), n = 2 * q + x % 2;
         double s = 0.0;
-        for (unsigned k = 0; k < 32; k++) s += at_a(r, k) * at_b(k, n);
+        for (unsigned k = 0; k < kdim; k++) s += at_a(frag, r, k) * at_b(frag, k, n);
         d[x] = (float)((double)d[x] + s);
     }
     emu_wait(blk->warps[w]);  // every lane has read before any writes again
+}
+
+}  // namespace
+
+void emu_mma_e4m3_m16n8k32(float* d, const uint32_t* a, const uint32_t* b) {
+    auto byte = [](uint32_t reg, unsigned k) { return (reg >> (8 * (k % 4))) & 0xff; };
+    // A[r][k]: lane 4·(r % 8) + (k % 16) / 4, register 2·(k / 16) + r / 8.
+    auto at_a = [&](const uint32_t* frag, unsigned r, unsigned k) {
+        unsigned l = (r % 8) * 4 + (k % 16) / 4;
+        return e4m3_value(byte(frag[l * 6 + 2 * (k / 16) + r / 8], k));
+    };
+    // B[k][n]: lane 4·n + (k % 16) / 4, register k / 16.
+    auto at_b = [&](const uint32_t* frag, unsigned k, unsigned n) {
+        unsigned l = n * 4 + (k % 16) / 4;
+        return e4m3_value(byte(frag[l * 6 + 4 + k / 16], k));
+    };
+    warp_mma(d, a, b, 32, at_a, at_b);
+}
+
+void emu_mma_bf16_m16n8k16(float* d, const uint32_t* a, const uint32_t* b) {
+    auto half = [](uint32_t reg, unsigned k) {
+        uint32_t bits = (reg >> (16 * (k % 2))) & 0xffff;
+        float v;
+        uint32_t f = bits << 16;
+        std::memcpy(&v, &f, 4);
+        return (double)v;
+    };
+    // A[r][k]: lane 4·(r % 8) + (k % 8) / 2, register 2·(k / 8) + r / 8.
+    auto at_a = [&](const uint32_t* frag, unsigned r, unsigned k) {
+        unsigned l = (r % 8) * 4 + (k % 8) / 2;
+        return half(frag[l * 6 + 2 * (k / 8) + r / 8], k);
+    };
+    // B[k][n]: lane 4·n + (k % 8) / 2, register k / 8.
+    auto at_b = [&](const uint32_t* frag, unsigned k, unsigned n) {
+        unsigned l = n * 4 + (k % 8) / 2;
+        return half(frag[l * 6 + 4 + k / 8], k);
+    };
+    warp_mma(d, a, b, 16, at_a, at_b);
 }
 
 extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigned bx,

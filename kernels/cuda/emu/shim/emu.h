@@ -109,6 +109,11 @@ inline T __shfl_down_sync(unsigned, T v, unsigned delta, int = 32) {
 // D[g+8][2t..2t+1]. The products are exact; their sum and d's are rounded to FP32 once (the
 // tensor cores' own accumulation order and precision are not modelled).
 void emu_mma_e4m3_m16n8k32(float* d, const uint32_t* a, const uint32_t* b);
+// `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32` likewise: A 16 × 16 and B 16 × 8 in
+// BF16, two values per register (the low half the lower K) — A row g in a[0] (K 2t..2t+1) and
+// a[2] (K 8+2t..), row g + 8 in a[1] and a[3]; B column g in b[0] (K 2t..2t+1) and b[1]
+// (K 8+2t..) —, d as above; products exact, rounded to FP32 once.
+void emu_mma_bf16_m16n8k16(float* d, const uint32_t* a, const uint32_t* b);
 
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }

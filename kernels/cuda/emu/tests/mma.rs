@@ -3,7 +3,9 @@
 //! scales: `C[i, j] = Σ_c (Σ_{κ ∈ c} A[i, κ]·B[j, κ]) · sa(i, c) · sb(j, c)` over the chunks
 //! of 128 along K. The kernel's `mma.sync` runs as the emulation shim's warp-collective
 //! instruction, which lays the fragments out as the PTX ISA does; a fragment read at the wrong
-//! row, column or K breaks the product far beyond the FP32 rounding allowed here.
+//! row, column or K breaks the product far beyond the FP32 rounding allowed here. Likewise
+//! `bf16_mma_gemm_f32` (the experts' BF16 GEMMs, `mma.sync` m16n8k16) against the exact
+//! product of the same BF16 values.
 use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::Fp8Format;
 use tokenmill_kernels::rng::Rng;
@@ -22,6 +24,16 @@ unsafe extern "C" {
         sb_outer: i64,
         sb_k: i64,
         b_blk: i32,
+        c: *mut f32,
+        ldc: i64,
+        desc: *const i64,
+        accumulate: i32,
+    );
+    fn bf16_mma_gemm_f32(
+        a: *const u16,
+        lda: i64,
+        b: *const u16,
+        ldb: i64,
         c: *mut f32,
         ldc: i64,
         desc: *const i64,
@@ -88,32 +100,94 @@ fn scales(rng: &mut Rng, dims: &[(usize, usize)], blk: bool, kb: usize) -> (Vec<
     (v, offs)
 }
 
+/// Codes of `outer` rows for each group, the groups side by side along K: `[outer, ld]` with
+/// `ld` = Σ K rounded to 16 each; zeros from a group's K to its next multiple of 16. Returns
+/// `ld`, the codes and each group's first column.
+fn codes_along_k(rng: &mut Rng, outer: usize, shapes: &[Shape]) -> (usize, Vec<u8>, Vec<usize>) {
+    let mut offs = Vec::new();
+    let mut ld = 0;
+    for s in shapes {
+        offs.push(ld);
+        ld += s.k.next_multiple_of(16);
+    }
+    let mut v = vec![0u8; outer * ld];
+    for (s, &o) in shapes.iter().zip(&offs) {
+        for i in 0..outer {
+            for j in 0..s.k {
+                v[i * ld + o + j] = code(rng);
+            }
+        }
+    }
+    (ld, v, offs)
+}
+
+/// Scales for [`codes_along_k`]: `[tiles of outer][Σ kb]`, each group's K blocks from its first.
+fn scales_along_k(
+    rng: &mut Rng,
+    outer: usize,
+    shapes: &[Shape],
+    blk: bool,
+) -> (usize, Vec<f32>, Vec<usize>) {
+    let mut offs = Vec::new();
+    let mut kb = 0;
+    for s in shapes {
+        offs.push(kb);
+        kb += s.k.div_ceil(128);
+    }
+    let tiles = if blk { outer.div_ceil(128) } else { outer };
+    let v = (0..tiles * kb.max(1))
+        .map(|_| (1.0 + rng.uniform() as f32) * 2f32.powi(rng.below(40) as i32 - 20))
+        .collect();
+    (kb.max(1), v, offs)
+}
+
 /// Runs the kernel over `shapes` (A 1 × 128 or block scales, B likewise) and compares it with
-/// the exact product; `nan`: a code of group 0's A made NaN, whose row must come out NaN.
-fn check(shapes: &[Shape], a_blk: bool, b_blk: bool, accumulate: bool, nan: bool, seed: u64) {
+/// the exact product; `along_k`: the groups' operands side by side along K (every group the
+/// same m and n), else stacked; `nan`: a code of group 0's A made NaN, whose row must come out
+/// NaN.
+fn check(
+    shapes: &[Shape],
+    (a_blk, b_blk): (bool, bool),
+    along_k: bool,
+    accumulate: bool,
+    nan: bool,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     let what = format!(
-        "shapes {:?} a_blk {a_blk} b_blk {b_blk} accumulate {accumulate} nan {nan}",
+        "shapes {:?} a_blk {a_blk} b_blk {b_blk} along_k {along_k} accumulate {accumulate} nan {nan}",
         shapes.iter().map(|s| (s.m, s.n, s.k)).collect::<Vec<_>>()
     );
-    let ld = shapes
-        .iter()
-        .map(|s| s.k.next_multiple_of(16))
-        .max()
-        .unwrap_or(16)
-        + 16;
-    let kb = shapes
-        .iter()
-        .map(|s| s.k.div_ceil(128))
-        .max()
-        .unwrap_or(1)
-        .max(1);
     let a_dims: Vec<_> = shapes.iter().map(|s| (s.m, s.k)).collect();
     let b_dims: Vec<_> = shapes.iter().map(|s| (s.n, s.k)).collect();
-    let (mut a, a_off) = codes(&mut rng, &a_dims, ld);
-    let (b, b_off) = codes(&mut rng, &b_dims, ld);
-    let (sa, sa_off) = scales(&mut rng, &a_dims, a_blk, kb);
-    let (sb, sb_off) = scales(&mut rng, &b_dims, b_blk, kb);
+    let (ld, kb, (mut a, a_off), (b, b_off), (sa, sa_off), (sb, sb_off));
+    if along_k {
+        // The weight gradient's layout: every group's operand the same rows, the groups side by
+        // side along K (each 16-byte aligned), their K blocks side by side in the scales.
+        (ld, a, a_off) = codes_along_k(&mut rng, shapes[0].m, shapes);
+        let (_, bc, bo) = codes_along_k(&mut rng, shapes[0].n, shapes);
+        (b, b_off) = (bc, bo);
+        let (k_blocks, sav, sao) = scales_along_k(&mut rng, shapes[0].m, shapes, a_blk);
+        let (_, sbv, sbo) = scales_along_k(&mut rng, shapes[0].n, shapes, b_blk);
+        (kb, sa, sa_off, sb, sb_off) = (k_blocks, sav, sao, sbv, sbo);
+    } else {
+        ld = shapes
+            .iter()
+            .map(|s| s.k.next_multiple_of(16))
+            .max()
+            .unwrap_or(16)
+            + 16;
+        kb = shapes
+            .iter()
+            .map(|s| s.k.div_ceil(128))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        (a, a_off) = codes(&mut rng, &a_dims, ld);
+        (b, b_off) = codes(&mut rng, &b_dims, ld);
+        (sa, sa_off) = scales(&mut rng, &a_dims, a_blk, kb);
+        (sb, sb_off) = scales(&mut rng, &b_dims, b_blk, kb);
+    }
     let ldc = shapes.iter().map(|s| s.n).max().unwrap_or(1) + 3;
     let mut c_off = Vec::new();
     let mut rows = 0;
@@ -241,52 +315,20 @@ fn check(shapes: &[Shape], a_blk: bool, b_blk: bool, accumulate: bool, nan: bool
 
 #[test]
 fn one_gemm_on_the_tensor_cores_is_the_exact_block_scaled_product() {
+    let one = |m, n, k| [Shape { m, n, k }];
     // The forward's scaling (1 × 128 activations, 128 × 128 weight blocks), over several
     // 128 × 128 output tiles with partial edges, K not a multiple of 128 nor of 32.
-    check(
-        &[Shape {
-            m: 200,
-            n: 150,
-            k: 304,
-        }],
-        false,
-        true,
-        false,
-        false,
-        1,
-    );
+    check(&one(200, 150, 304), (false, true), false, false, false, 1);
     // The weight gradient's (1 × 128 on both sides), accumulating into C.
-    check(
-        &[Shape {
-            m: 70,
-            n: 260,
-            k: 144,
-        }],
-        false,
-        false,
-        true,
-        false,
-        2,
-    );
+    check(&one(70, 260, 144), (false, false), false, true, false, 2);
     // Blocks on A, 1 × 128 on B; K of one 16-byte piece.
-    check(
-        &[Shape {
-            m: 130,
-            n: 20,
-            k: 16,
-        }],
-        true,
-        false,
-        false,
-        false,
-        3,
-    );
+    check(&one(130, 20, 16), (true, false), false, false, false, 3);
 }
 
 #[test]
 fn every_group_is_its_own_gemm_in_one_launch() {
     // The experts: different row counts (none, fewer than a fragment, more than a tile) over
-    // the same n and k, and a weight gradient's varying K, K = 0 writing zeros.
+    // the same n and k, their operands stacked.
     let experts = [
         Shape {
             m: 37,
@@ -309,8 +351,11 @@ fn every_group_is_its_own_gemm_in_one_launch() {
             k: 256,
         },
     ];
-    check(&experts, false, true, false, false, 4);
-    check(&experts, false, true, true, false, 5);
+    check(&experts, (false, true), false, false, false, 4);
+    check(&experts, (false, true), false, true, false, 5);
+    // A weight gradient's: K (the experts' rows) differs, K = 0 writing zeros; stacked, and
+    // side by side along K as the backend lays them out (codes at a column offset, K blocks
+    // at an offset within each row of scales).
     let wgrad = [
         Shape {
             m: 64,
@@ -323,9 +368,16 @@ fn every_group_is_its_own_gemm_in_one_launch() {
             n: 48,
             k: 300,
         },
+        Shape {
+            m: 64,
+            n: 48,
+            k: 130,
+        },
     ];
-    check(&wgrad, false, false, false, false, 6);
-    check(&wgrad, false, false, true, false, 7);
+    for along_k in [false, true] {
+        check(&wgrad, (false, false), along_k, false, false, 6);
+        check(&wgrad, (false, false), along_k, true, false, 7);
+    }
 }
 
 #[test]
@@ -336,10 +388,213 @@ fn a_nan_code_makes_its_row_nan() {
             n: 24,
             k: 200,
         }],
+        (false, true),
         false,
-        true,
         false,
         true,
         8,
     );
+}
+
+/// `bf16_mma_gemm_f32`: every group's BF16 product on the tensor cores (the shim's
+/// `mma.sync` m16n8k16) against the exact product of the same BF16 values in f64, within the
+/// FP32 rounding of its sums: several output tiles, K off the 64-value chunks, groups of 0,
+/// 5 and 150 rows, stacked and side by side along K, accumulation; a NaN makes its row NaN.
+#[test]
+fn bf16_groups_on_the_tensor_cores_are_the_exact_product() {
+    let experts = [
+        Shape {
+            m: 37,
+            n: 150,
+            k: 200,
+        },
+        Shape {
+            m: 0,
+            n: 150,
+            k: 200,
+        },
+        Shape {
+            m: 5,
+            n: 150,
+            k: 200,
+        },
+        Shape {
+            m: 150,
+            n: 150,
+            k: 200,
+        },
+    ];
+    let wgrad = [
+        Shape {
+            m: 64,
+            n: 48,
+            k: 37,
+        },
+        Shape { m: 64, n: 48, k: 0 },
+        Shape {
+            m: 64,
+            n: 48,
+            k: 136,
+        },
+    ];
+    for (shapes, along_k) in [
+        (&experts[..], false),
+        (&wgrad[..], false),
+        (&wgrad[..], true),
+    ] {
+        for accumulate in [false, true] {
+            check_bf16(shapes, along_k, accumulate, false, 11);
+        }
+    }
+    check_bf16(&experts, false, false, true, 12);
+}
+
+/// A random BF16 value (never NaN), magnitudes over ±2⁻²⁰ … 2²⁰.
+fn bf16(rng: &mut Rng) -> u16 {
+    let v = rng.normal() as f32 * 2f32.powi(rng.below(41) as i32 - 20);
+    (v.to_bits() >> 16) as u16
+}
+
+/// Runs `bf16_mma_gemm_f32` over `shapes` (operands stacked, or side by side along K as the
+/// weight gradient's) and compares it with the exact product.
+fn check_bf16(shapes: &[Shape], along_k: bool, accumulate: bool, nan: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let what = format!(
+        "bf16 shapes {:?} along_k {along_k} accumulate {accumulate} nan {nan}",
+        shapes.iter().map(|s| (s.m, s.n, s.k)).collect::<Vec<_>>()
+    );
+    // Values `[rows, ld]` per side, each group's at an element offset; zeros from K to the
+    // next multiple of 16, NaN past it (never read).
+    let side = |rng: &mut Rng, outer: &dyn Fn(&Shape) -> usize| -> (usize, Vec<u16>, Vec<usize>) {
+        let nan16 = 0x7fc0u16;
+        if along_k {
+            let mut offs = Vec::new();
+            let mut ld = 0;
+            for s in shapes {
+                offs.push(ld);
+                ld += s.k.next_multiple_of(16);
+            }
+            let rows = outer(&shapes[0]);
+            let mut v = vec![0u16; rows * ld];
+            for (s, &o) in shapes.iter().zip(&offs) {
+                for i in 0..rows {
+                    for j in 0..s.k {
+                        v[i * ld + o + j] = bf16(rng);
+                    }
+                }
+            }
+            (ld, v, offs)
+        } else {
+            let ld = shapes
+                .iter()
+                .map(|s| s.k.next_multiple_of(16))
+                .max()
+                .unwrap()
+                + 16;
+            let mut v = Vec::new();
+            let mut offs = Vec::new();
+            for s in shapes {
+                offs.push(v.len());
+                for _ in 0..outer(s) {
+                    for j in 0..ld {
+                        v.push(if j < s.k {
+                            bf16(rng)
+                        } else if j < s.k.next_multiple_of(16) {
+                            0
+                        } else {
+                            nan16
+                        });
+                    }
+                }
+            }
+            (ld, v, offs)
+        }
+    };
+    let (lda, mut a, a_off) = side(&mut rng, &|s: &Shape| s.m);
+    let (ldb, b, b_off) = side(&mut rng, &|s: &Shape| s.n);
+    let ldc = shapes.iter().map(|s| s.n).max().unwrap() + 3;
+    let c_off: Vec<usize> = shapes
+        .iter()
+        .scan(0, |at, s| {
+            let here = *at;
+            *at += s.m * ldc;
+            Some(here)
+        })
+        .collect();
+    let c_len = shapes.iter().map(|s| s.m).sum::<usize>().max(1) * ldc;
+    let c0: Vec<f32> = (0..c_len).map(|_| rng.normal() as f32).collect();
+    let nan_row = shapes[0].m / 2;
+    if nan {
+        a[a_off[0] + nan_row * lda + shapes[0].k / 2] = 0x7fc0;
+    }
+    let desc: Vec<i64> = shapes
+        .iter()
+        .enumerate()
+        .flat_map(|(g, s)| [s.m, s.n, s.k, a_off[g], b_off[g], 0, 0, c_off[g]].map(|x| x as i64))
+        .collect();
+    let mut c = c0.clone();
+    let grid = (
+        shapes.iter().map(|s| s.n).max().unwrap().div_ceil(128) as u32,
+        shapes.iter().map(|s| s.m).max().unwrap().div_ceil(128) as u32,
+        shapes.len() as u32,
+    );
+    let (ap, bp, cp, dp) = (
+        Ptr::of_const(&a),
+        Ptr::of_const(&b),
+        Ptr::of(&mut c),
+        Ptr::of_const(&desc),
+    );
+    launch(grid, (256, 1, 1), 0, || {
+        // SAFETY: the values and C hold every group's extent as `desc` gives it; all alive for
+        // the launch.
+        unsafe {
+            bf16_mma_gemm_f32(
+                ap.c(),
+                lda as i64,
+                bp.c(),
+                ldb as i64,
+                cp.p(),
+                ldc as i64,
+                dp.c(),
+                accumulate as i32,
+            )
+        }
+    });
+    let val = |h: u16| f32::from_bits((h as u32) << 16) as f64;
+    for (g, s) in shapes.iter().enumerate() {
+        for i in 0..s.m {
+            for j in 0..ldc {
+                let at = c_off[g] + i * ldc + j;
+                if j >= s.n {
+                    assert_eq!(
+                        c[at].to_bits(),
+                        c0[at].to_bits(),
+                        "{what}: C[{i}, {j}] written"
+                    );
+                    continue;
+                }
+                let (mut exact, mut size) = (0f64, 0f64);
+                for kk in 0..s.k {
+                    let p = val(a[a_off[g] + i * lda + kk]) * val(b[b_off[g] + j * ldb + kk]);
+                    exact += p;
+                    size += p.abs();
+                }
+                let got = c[at];
+                if nan && g == 0 && i == nan_row {
+                    assert!(
+                        got.is_nan(),
+                        "{what}: C[{i}, {j}] of the NaN's row is {got}"
+                    );
+                    continue;
+                }
+                let base = if accumulate { c0[at] as f64 } else { 0.0 };
+                let tol = 2e-6 * (size + base.abs()) + 1e-37;
+                assert!(
+                    (got as f64 - (base + exact)).abs() <= tol,
+                    "{what}: group {g} C[{i}, {j}] = {got}, exact {} (tolerance {tol:e})",
+                    base + exact
+                );
+            }
+        }
+    }
 }

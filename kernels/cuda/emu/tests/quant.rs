@@ -977,3 +977,110 @@ fn grouped_tensor_core_operands_are_each_groups_own_quantization() {
         }
     }
 }
+
+/// to_bf16_rows_f32: every group's operand of the BF16 tensor-core GEMM, K contiguous, bit for
+/// bit `to_bf16` of its `op` — the matrix itself, or its transpose (a weight gradient's
+/// operands, K = the group's rows) — at its place; a group of 0 rows writes nothing, and
+/// nothing past each row's K is written.
+#[test]
+fn bf16_tensor_core_operands_are_each_groups_bf16_values() {
+    unsafe extern "C" {
+        fn to_bf16_rows_f32(
+            src: *const f32,
+            cols: i32,
+            k_on_rows: i32,
+            dst: *mut u16,
+            ld: i64,
+            desc: *const i64,
+        );
+    }
+    let mut rng = Rng::new(31);
+    for k_on_rows in [false, true] {
+        let (cols, rows) = (70usize, [37usize, 0, 100, 33]);
+        let total: usize = rows.iter().sum();
+        let mut x = matrix(&mut rng, total, cols);
+        x[3] = f32::NAN;
+        x[cols + 5] = f32::INFINITY;
+        let src: Vec<usize> = rows
+            .iter()
+            .scan(0, |at, &r| {
+                let here = *at;
+                *at += r;
+                Some(here)
+            })
+            .collect();
+        // (outer, K) of each group, and its first element in dst: stacked along the outer
+        // dimension (K = cols for all), or side by side along K (outer = cols for all).
+        let dims: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|&r| if k_on_rows { (cols, r) } else { (r, cols) })
+            .collect();
+        let (ld, dst_rows, places): (usize, usize, Vec<usize>) = if k_on_rows {
+            let ld = dims.iter().map(|d| d.1.next_multiple_of(16)).sum();
+            let places = dims
+                .iter()
+                .scan(0, |at, d| {
+                    let here = *at;
+                    *at += d.1.next_multiple_of(16);
+                    Some(here)
+                })
+                .collect();
+            (ld, cols, places)
+        } else {
+            let ld = cols.next_multiple_of(16);
+            let places = src.iter().map(|&s| s * ld).collect();
+            (ld, total, places)
+        };
+        let desc: Vec<i64> = rows
+            .iter()
+            .zip(&src)
+            .zip(&places)
+            .flat_map(|((&r, &s), &p)| [s * cols, r, p].map(|v| v as i64))
+            .collect();
+        let mut dst = vec![0xBEEFu16; dst_rows * ld];
+        let (xp, dp, descp) = (Ptr::of_const(&x), Ptr::of(&mut dst), Ptr::of_const(&desc));
+        let k_most = dims.iter().map(|d| d.1).max().unwrap();
+        let outer_most = dims.iter().map(|d| d.0).max().unwrap();
+        let grid = (
+            k_most.div_ceil(32) as u32,
+            outer_most.div_ceil(32).min(2) as u32,
+            rows.len() as u32,
+        );
+        launch(grid, (32, 8, 1), 0, || {
+            // SAFETY: x holds every group's rows; dst every group's place as `desc` gives it;
+            // alive for the launch.
+            unsafe {
+                to_bf16_rows_f32(
+                    xp.c(),
+                    cols as i32,
+                    k_on_rows as i32,
+                    dp.p(),
+                    ld as i64,
+                    descp.c(),
+                )
+            }
+        });
+        let mut written = vec![false; dst.len()];
+        for (g, (&(outer, k), &p)) in dims.iter().zip(&places).enumerate() {
+            for o in 0..outer {
+                for j in 0..k {
+                    let (r, c) = if k_on_rows { (j, o) } else { (o, j) };
+                    let v = x[(src[g] + r) * cols + c];
+                    let at = p + o * ld + j;
+                    written[at] = true;
+                    assert_eq!(
+                        dst[at],
+                        to_bf16(v),
+                        "k_on_rows {k_on_rows}: group {g} ({o}, {j}) of {v:e}"
+                    );
+                }
+            }
+        }
+        for (i, (&v, w)) in dst.iter().zip(&written).enumerate() {
+            assert!(
+                w | (v == 0xBEEF),
+                "k_on_rows {k_on_rows}: {i} outside every group written"
+            );
+        }
+    }
+}

@@ -11,7 +11,7 @@ use tokenmill_kernels::backend::{Grouped, GroupedForm, LowpGemm, MatMul};
 use tokenmill_kernels::cpu::grouped;
 
 use super::{Cuda, Fp8Gemm, go, quantize_cfg};
-use crate::device::Buf;
+use crate::device::{Buf, Device};
 use crate::error::{Error, Result};
 use crate::fp8::Scales;
 
@@ -100,15 +100,8 @@ impl Cuda {
         (a_mode, b_mode): (Scales, Scales),
         bad: &mut CudaSlice<u32>,
     ) -> Result<()> {
-        if p.m == 0 || p.n == 0 {
-            return Ok(());
-        }
-        if p.k == 0 {
-            return if p.accumulate {
-                Ok(())
-            } else {
-                self.fill_at(c, p.m * p.n, 0.0)
-            };
+        if let Some(done) = self.empty_gemm(p, c) {
+            return done;
         }
         let k = p.k.next_multiple_of(16);
         let x = self.quantize_lt(a, p.a_stored(), p.ta, (p.m, k), a_mode, bad)?;
@@ -145,220 +138,45 @@ impl Cuda {
         (a_mode, b_mode): (Scales, Scales),
         bad: &mut CudaSlice<u32>,
     ) -> Result<()> {
-        let groups = g.groups();
-        let ps: Vec<_> = (0..groups).map(|e| grouped::group(g, e)).collect();
-        let weights = g.form != GroupedForm::Weight;
-        let a_parts: Vec<Part> = ps
-            .iter()
-            .map(|(p, [ra, _, _])| Part {
-                src: ra.start,
-                rows: if p.m * p.n * p.k > 0 {
-                    p.a_stored().0
-                } else {
-                    0
-                },
-                ..Part::default()
-            })
-            .collect();
-        let b_parts: Vec<Part> = ps
-            .iter()
-            .enumerate()
-            .map(|(e, (p, [_, rb, _]))| Part {
-                src: if weights { e * stride } else { rb.start },
-                rows: if p.m * p.n * p.k > 0 {
-                    p.b_stored().0
-                } else {
-                    0
-                },
-                ..Part::default()
-            })
-            .collect();
-        let dims = |outer: fn(&MatMul) -> usize| -> Vec<(usize, usize)> {
-            ps.iter().map(|(p, _)| (outer(p), p.k)).collect()
-        };
-        let p0 = ps
-            .first()
-            .map(|(p, _)| *p)
-            .unwrap_or(MatMul::linear(0, 0, 0));
-        let (x, xp) = self.quantize_groups(
-            a,
-            p0.a_stored().1,
-            p0.ta,
-            a_mode,
-            &dims(|p| p.m),
-            a_parts,
-            bad,
-        )?;
-        let (w, wp) = self.quantize_groups(
-            b,
-            p0.b_stored().1,
-            !p0.tb,
-            b_mode,
-            &dims(|p| p.n),
-            b_parts,
-            bad,
-        )?;
-        let desc: Vec<i64> = ps
-            .iter()
-            .enumerate()
-            .flat_map(|(e, (p, [_, _, rc]))| {
-                let c_off = if weights { rc.start } else { e * stride };
-                [
-                    p.m,
-                    p.n,
-                    p.k,
-                    xp[e].codes,
-                    wp[e].codes,
-                    xp[e].scales,
-                    wp[e].scales,
-                    c_off,
-                ]
-                .map(|v| v as i64)
-            })
-            .collect();
-        self.mma_launch(&x, &w, (c, p0.n), &desc, g.accumulate)
+        let (x, w, c_at, ldc) = sides(g, (a, b), stride);
+        let (x, xp) = self.quantize_groups(x, a_mode, bad)?;
+        let (w, wp) = self.quantize_groups(w, b_mode, bad)?;
+        let desc = table(g, &xp, &wp, &c_at);
+        self.mma_launch(&x, &w, (c, ldc), &desc, g.accumulate)
     }
 
-    /// Every group's operand quantized in one launch of `fp8_quantize_lt_f32` (its groups
-    /// mode): group `e`'s `dims[e]` = (outer, K) operand from `parts[e]` (rows of `cols` floats
-    /// at `src`, K along the rows when `k_on_rows`), its codes and scales placed one after
-    /// another along the outer dimension when every group has the same K (the forward's and
-    /// input gradient's operands), else along K (the weight gradient's, K the group's rows).
-    /// Returns the codes and each group's place in them.
-    #[allow(clippy::too_many_arguments)]
-    fn quantize_groups(
+    /// The grouped GEMM `g` in BF16 on the tensor cores: both operands of every group
+    /// converted to BF16 with K contiguous in one launch each (`to_bf16_rows_f32`), then every
+    /// group's product in one launch of `bf16_mma_gemm_f32`. Arguments as [`Cuda::grouped_mma`].
+    pub(super) fn grouped_bf16_mma(
         &self,
-        src: u64,
-        cols: usize,
-        k_on_rows: bool,
-        mode: Scales,
-        dims: &[(usize, usize)],
-        mut parts: Vec<Part>,
-        bad: &mut CudaSlice<u32>,
-    ) -> Result<(Codes, Vec<Part>)> {
-        let same_k = dims.windows(2).all(|w| w[0].1 == w[1].1);
-        let tiles = |outer: usize| outer.div_ceil(mode.tile_outer());
-        // Each group's place: with one K for all, its first row of codes and of tiles (a group
-        // not quantized takes none); else its first column of codes (16-byte aligned) and its
-        // first K block, the outer dimension being every group's.
-        let (mut rows_at, mut tiles_at, mut k_at, mut kb_at) = (0, 0, 0, 0);
-        for (part, &(outer, k)) in parts.iter_mut().zip(dims) {
-            if same_k {
-                (part.codes, part.scales) = (rows_at, tiles_at);
-                let outer = if part.rows == 0 { 0 } else { outer };
-                rows_at += outer;
-                tiles_at += tiles(outer);
-            } else {
-                (part.codes, part.scales) = (k_at, kb_at);
-                k_at += k.next_multiple_of(16);
-                kb_at += k.div_ceil(128);
-            }
-        }
-        let (outer_most, k_most) = (
-            dims.iter().map(|d| d.0).max().unwrap_or(0),
-            dims.iter().map(|d| d.1).max().unwrap_or(0),
-        );
-        // Codes `[code_rows, ld]`, scales `[tile_rows, kb]`: tile (to, tk) of group e at
-        // scales[e's scales + to · kb + tk], code (o, j) at codes[e's codes + o · ld + j].
-        let (code_rows, ld, tile_rows, kb) = if same_k {
-            (
-                rows_at,
-                k_most.next_multiple_of(16),
-                tiles_at,
-                k_most.div_ceil(128),
-            )
-        } else {
-            (outer_most, k_at, tiles(outer_most), kb_at)
-        };
-        if same_k {
-            for p in parts.iter_mut() {
-                (p.codes, p.scales) = (p.codes * ld, p.scales * kb);
-            }
-        }
-        // Zeroed: codes past each group's K (to 16) and unused scales are zeros.
-        let codes = self.dev.scratch::<u8>("FP8 codes", code_rows * ld)?;
-        let scales = self.dev.scratch::<f32>("FP8 scales", tile_rows * kb)?;
-        let desc: Vec<i64> = parts
-            .iter()
-            .flat_map(|p| [p.src, p.rows, p.codes, p.scales].map(|v| v as i64))
-            .collect();
-        let groups = parts.len();
-        if groups > 0 && code_rows * ld > 0 {
-            let d = self.dev.copy_in("FP8 quantization groups", &desc)?;
-            let (r, c, kr, to) = (
-                0i32,
-                cols as i32,
-                k_on_rows as i32,
-                mode.tile_outer() as i32,
-            );
-            let (ld64, so, sk) = (ld as i64, kb as i64, 1i64);
-            let mut l = self.k("fp8_quantize_lt_f32")?;
-            l.arg(&src)
-                .arg(&r)
-                .arg(&c)
-                .arg(&kr)
-                .arg(&to)
-                .arg(codes.p())
-                .arg(&ld64)
-                .arg(scales.p())
-                .arg(&so)
-                .arg(&sk)
-                .arg(&mut *bad)
-                .arg(d.p());
-            let per_block = match (k_on_rows, mode) {
-                (true, Scales::Vec128) => 32,
-                _ => mode.tile_outer(),
-            };
-            let cfg = quantize_cfg(outer_most, k_most, (per_block, 128), groups);
-            go("fp8_quantize_lt_f32", l, cfg)?;
-        }
-        let out = Codes {
-            codes,
-            ld,
-            scales,
-            strides: (kb, 1),
-            mode,
-        };
-        Ok((out, parts))
-    }
-
-    /// One launch of `fp8_mma_gemm_f32` over `desc`'s groups (`[groups][8]`: m, n, k, the
-    /// groups' places in A's and B's codes and scales, C's first element), C at `c` with rows
-    /// of `ldc`.
-    fn mma_launch(
-        &self,
-        x: &Codes,
-        w: &Codes,
-        (c, ldc): (u64, usize),
-        desc: &[i64],
-        accumulate: bool,
+        g: &Grouped<'_>,
+        (a, b, c): (u64, u64, u64),
+        stride: usize,
     ) -> Result<()> {
+        let (x, w, c_at, ldc) = sides(g, (a, b), stride);
+        let (xs, xld, xp) = self.bf16_groups(x)?;
+        let (ws, wld, wp) = self.bf16_groups(w)?;
+        let desc = table(g, &xp, &wp, &c_at);
         let groups = desc.len() / 8;
         let most = |i: usize| desc.chunks(8).map(|d| d[i] as usize).max().unwrap_or(0);
         let (m, n) = (most(0), most(1));
         if groups == 0 || m == 0 || n == 0 {
             return Ok(());
         }
-        let d = self.dev.copy_in("FP8 GEMM groups", desc)?;
-        let blk = |s: Scales| i32::from(s == Scales::Blk128);
-        let (a_blk, b_blk) = (blk(x.mode), blk(w.mode));
-        let (lda, ldb, ldc) = (x.ld as i64, w.ld as i64, ldc as i64);
-        let (sao, sak) = (x.strides.0 as i64, x.strides.1 as i64);
-        let (sbo, sbk) = (w.strides.0 as i64, w.strides.1 as i64);
-        let acc = i32::from(accumulate);
-        let mut l = self.k("fp8_mma_gemm_f32")?;
-        l.arg(x.codes.p())
+        if m.div_ceil(128) > 65_535 {
+            return Err(Error::Driver {
+                op: format!("bf16_mma_gemm_f32 {m}×{n}, {groups} group(s)"),
+                message: "more than 65,535 blocks of 128 rows".into(),
+            });
+        }
+        let d = self.dev.copy_in("BF16 GEMM groups", &desc)?;
+        let (lda, ldb, ldc, acc) = (xld as i64, wld as i64, ldc as i64, i32::from(g.accumulate));
+        let mut l = self.k("bf16_mma_gemm_f32")?;
+        l.arg(xs.p())
             .arg(&lda)
-            .arg(x.scales.p())
-            .arg(&sao)
-            .arg(&sak)
-            .arg(&a_blk)
-            .arg(w.codes.p())
+            .arg(ws.p())
             .arg(&ldb)
-            .arg(w.scales.p())
-            .arg(&sbo)
-            .arg(&sbk)
-            .arg(&b_blk)
             .arg(&c)
             .arg(&ldc)
             .arg(d.p())
@@ -372,9 +190,408 @@ impl Cuda {
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        go("fp8_mma_gemm_f32", l, cfg)?;
+        go("bf16_mma_gemm_f32", l, cfg)
+    }
+
+    /// Whether `bf16_mma_gemm_f32` computes the experts' BF16 GEMMs here: a device of compute
+    /// capability 8.0 or later on which two groups' product of integers (exact in BF16 and in
+    /// FP32 sums), K 200 off the 64-value chunks, comes out exact. Otherwise (an older GPU, or
+    /// a fragment layout the hardware does not have) the experts stay on cuBLAS, one `GemmEx`
+    /// each, and the reason is logged.
+    pub(super) fn bf16_mma_works(&self) -> bool {
+        if self.dev.capability < (8, 0) {
+            return false;
+        }
+        let (n, k) = (40usize, 200usize);
+        let offsets = [0usize, 48, 61];
+        let int = |x: usize| (x % 31) as f32 - 15.0;
+        let a: Vec<f32> = (0..61 * k).map(|i| int(i * 7 + i / k)).collect();
+        let b: Vec<f32> = (0..2 * n * k).map(|i| int(i * 11 + 3 * (i / k))).collect();
+        let g = Grouped {
+            form: GroupedForm::Forward,
+            offsets: &offsets,
+            n,
+            k,
+            stride: n * k,
+            accumulate: false,
+        };
+        let run = || -> Result<Vec<f32>> {
+            let da = self.dev.copy_in("probe A", &a)?;
+            let db = self.dev.copy_in("probe B", &b)?;
+            let mut got = vec![0f32; 61 * n];
+            let dc = self.dev.copy_in("probe C", &got)?;
+            self.grouped_bf16_mma(&g, (*da.p(), *db.p(), *dc.p()), n * k)?;
+            self.dev.finish(&dc, &mut got)?;
+            Ok(got)
+        };
+        let got = match run() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%e, "bf16_mma_gemm_f32 failed its probe: the experts' BF16 GEMMs stay on cuBLAS");
+                return false;
+            }
+        };
+        for r in 0..61 {
+            let e = usize::from(r >= 48);
+            for j in 0..n {
+                let want: f32 = (0..k)
+                    .map(|x| a[r * k + x] * b[e * n * k + j * k + x])
+                    .sum();
+                if got[r * n + j] != want {
+                    tracing::warn!(
+                        row = r,
+                        col = j,
+                        got = got[r * n + j],
+                        want,
+                        "bf16_mma_gemm_f32 failed its probe: the experts' BF16 GEMMs stay on cuBLAS"
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Every group's operand quantized in one launch of `fp8_quantize_lt_f32` (its groups
+    /// mode), placed as [`place`] says. Returns the codes and each group's place in them.
+    fn quantize_groups(
+        &self,
+        side: Side,
+        mode: Scales,
+        bad: &mut CudaSlice<u32>,
+    ) -> Result<(Codes, Vec<Part>)> {
+        let (parts, lay) = place(&side, mode.tile_outer());
+        // Zeroed: codes past each group's K (to 16) and unused scales are zeros.
+        let codes = self.dev.scratch::<u8>("FP8 codes", lay.rows * lay.ld)?;
+        let scales = self
+            .dev
+            .scratch::<f32>("FP8 scales", lay.tile_rows * lay.kb)?;
+        let desc: Vec<i64> = parts
+            .iter()
+            .flat_map(|p| [p.src, p.rows, p.codes, p.scales].map(|v| v as i64))
+            .collect();
+        let groups = parts.len();
+        if groups > 0 && lay.rows * lay.ld > 0 {
+            let d = self.dev.copy_in("FP8 quantization groups", &desc)?;
+            let (r, c, kr, to) = (
+                0i32,
+                side.cols as i32,
+                side.k_on_rows as i32,
+                mode.tile_outer() as i32,
+            );
+            let (ld64, so, sk) = (lay.ld as i64, lay.kb as i64, 1i64);
+            let mut l = self.k("fp8_quantize_lt_f32")?;
+            l.arg(&side.src)
+                .arg(&r)
+                .arg(&c)
+                .arg(&kr)
+                .arg(&to)
+                .arg(codes.p())
+                .arg(&ld64)
+                .arg(scales.p())
+                .arg(&so)
+                .arg(&sk)
+                .arg(&mut *bad)
+                .arg(d.p());
+            let per_block = match (side.k_on_rows, mode) {
+                (true, Scales::Vec128) => 32,
+                _ => mode.tile_outer(),
+            };
+            let cfg = quantize_cfg(lay.outer_most, lay.k_most, (per_block, 128), groups);
+            go("fp8_quantize_lt_f32", l, cfg)?;
+        }
+        let out = Codes {
+            codes,
+            ld: lay.ld,
+            scales,
+            strides: (lay.kb, 1),
+            mode,
+        };
+        Ok((out, parts))
+    }
+
+    /// Every group's operand as BF16 with K contiguous in one launch of `to_bf16_rows_f32`,
+    /// placed as [`place`] says (in elements). Returns the values, their row length and each
+    /// group's place.
+    fn bf16_groups(&self, side: Side) -> Result<(Buf<u16>, usize, Vec<Part>)> {
+        let (parts, lay) = place(&side, 1);
+        // Zeroed: the values past each group's K (to 16) are zeros.
+        let values = self
+            .dev
+            .scratch::<u16>("BF16 operands", lay.rows * lay.ld)?;
+        let groups = parts.len();
+        if groups > 0 && lay.rows * lay.ld > 0 {
+            let desc: Vec<i64> = parts
+                .iter()
+                .flat_map(|p| [p.src, p.rows, p.codes].map(|v| v as i64))
+                .collect();
+            let d = self.dev.copy_in("BF16 conversion groups", &desc)?;
+            let (c, kr, ld) = (side.cols as i32, side.k_on_rows as i32, lay.ld as i64);
+            let mut l = self.k("to_bf16_rows_f32")?;
+            l.arg(&side.src)
+                .arg(&c)
+                .arg(&kr)
+                .arg(values.p())
+                .arg(&ld)
+                .arg(d.p());
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    lay.k_most.div_ceil(32) as u32,
+                    lay.outer_most.div_ceil(32).min(65_535) as u32,
+                    groups as u32,
+                ),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: 0,
+            };
+            go("to_bf16_rows_f32", l, cfg)?;
+        }
+        Ok((values, lay.ld, parts))
+    }
+
+    /// One launch of `fp8_mma_gemm_f32` over `desc`'s groups (`[groups][8]`: m, n, k, the
+    /// groups' places in A's and B's codes and scales, C's first element), C at `c` with rows
+    /// of `ldc`; counted in [`Cuda::fast_fp8_calls`].
+    fn mma_launch(
+        &self,
+        x: &Codes,
+        w: &Codes,
+        c: (u64, usize),
+        desc: &[i64],
+        accumulate: bool,
+    ) -> Result<()> {
+        let groups = desc.len() / 8;
+        let most = |i: usize| desc.chunks(8).map(|d| d[i] as usize).max().unwrap_or(0);
+        let (m, n) = (most(0), most(1));
+        if groups == 0 || m == 0 || n == 0 {
+            return Ok(());
+        }
+        let d = self.dev.copy_in("FP8 GEMM groups", desc)?;
+        launch(
+            &self.dev,
+            (x.at(), w.at()),
+            c,
+            (*d.p(), m, n, groups),
+            accumulate,
+        )?;
         self.fast_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// One side (A or B) of a grouped GEMM's groups, as stored: rows of `cols` floats at `src`,
+/// contracted along the rows when `k_on_rows`; group `e`'s operand `dims[e]` = (outer, K) from
+/// `parts[e]` (its first element and its stored rows; 0 rows for a group with nothing to
+/// compute).
+struct Side {
+    src: u64,
+    cols: usize,
+    k_on_rows: bool,
+    dims: Vec<(usize, usize)>,
+    parts: Vec<Part>,
+}
+
+/// The sides of `g` (A, then the weights or the second row operand) at `a` and `b`, each
+/// group's first element of C, and C's row length.
+fn sides(g: &Grouped<'_>, (a, b): (u64, u64), stride: usize) -> (Side, Side, Vec<usize>, usize) {
+    let ps: Vec<_> = (0..g.groups()).map(|e| grouped::group(g, e)).collect();
+    let weights = g.form != GroupedForm::Weight;
+    let p0 = ps
+        .first()
+        .map(|(p, _)| *p)
+        .unwrap_or(MatMul::linear(0, 0, 0));
+    let live = |p: &MatMul| p.m * p.n * p.k > 0;
+    let x = Side {
+        src: a,
+        cols: p0.a_stored().1,
+        k_on_rows: p0.ta,
+        dims: ps.iter().map(|(p, _)| (p.m, p.k)).collect(),
+        parts: ps
+            .iter()
+            .map(|(p, [ra, _, _])| Part {
+                src: ra.start,
+                rows: if live(p) { p.a_stored().0 } else { 0 },
+                ..Part::default()
+            })
+            .collect(),
+    };
+    let w = Side {
+        src: b,
+        cols: p0.b_stored().1,
+        k_on_rows: !p0.tb,
+        dims: ps.iter().map(|(p, _)| (p.n, p.k)).collect(),
+        parts: ps
+            .iter()
+            .enumerate()
+            .map(|(e, (p, [_, rb, _]))| Part {
+                src: if weights { e * stride } else { rb.start },
+                rows: if live(p) { p.b_stored().0 } else { 0 },
+                ..Part::default()
+            })
+            .collect(),
+    };
+    let c_at = ps
+        .iter()
+        .enumerate()
+        .map(|(e, (_, [_, _, rc]))| if weights { rc.start } else { e * stride })
+        .collect();
+    (x, w, c_at, p0.n)
+}
+
+/// The kernels' table of groups `[groups][8]`: m, n, k, A's and B's places (codes, then
+/// scales), C's first element.
+fn table(g: &Grouped<'_>, xp: &[Part], wp: &[Part], c_at: &[usize]) -> Vec<i64> {
+    (0..g.groups())
+        .flat_map(|e| {
+            let p = grouped::group(g, e).0;
+            [
+                p.m,
+                p.n,
+                p.k,
+                xp[e].codes,
+                wp[e].codes,
+                xp[e].scales,
+                wp[e].scales,
+                c_at[e],
+            ]
+            .map(|v| v as i64)
+        })
+        .collect()
+}
+
+/// Where a side's groups go: values `[rows, ld]` (K contiguous), scales `[tile_rows, kb]`.
+struct Layout {
+    rows: usize,
+    ld: usize,
+    tile_rows: usize,
+    kb: usize,
+    outer_most: usize,
+    k_most: usize,
+}
+
+/// Places each group of `side`: with one K for every group (the forward's and input
+/// gradient's operands) one after another along the outer dimension — its first row of
+/// values and of tiles of `tile_outer` (a group with nothing to compute takes none) —, else
+/// (the weight gradient's, K the group's rows) side by side along K, the outer dimension every
+/// group's — its first column (K rounded up to 16 each, so every group starts 16-byte aligned)
+/// and its first K block of 128. Group `e`'s value `(o, j)` lies at `codes + o · ld + j`, its
+/// tile `(to, tk)`'s scale at `scales + to · kb + tk`.
+fn place(side: &Side, tile_outer: usize) -> (Vec<Part>, Layout) {
+    let dims = &side.dims;
+    let mut parts = side.parts.clone();
+    let same_k = dims.windows(2).all(|w| w[0].1 == w[1].1);
+    let tiles = |outer: usize| outer.div_ceil(tile_outer);
+    let (mut rows_at, mut tiles_at, mut k_at, mut kb_at) = (0, 0, 0, 0);
+    for (part, &(outer, k)) in parts.iter_mut().zip(dims) {
+        if same_k {
+            (part.codes, part.scales) = (rows_at, tiles_at);
+            let outer = if part.rows == 0 { 0 } else { outer };
+            rows_at += outer;
+            tiles_at += tiles(outer);
+        } else {
+            (part.codes, part.scales) = (k_at, kb_at);
+            k_at += k.next_multiple_of(16);
+            kb_at += k.div_ceil(128);
+        }
+    }
+    let outer_most = dims.iter().map(|d| d.0).max().unwrap_or(0);
+    let k_most = dims.iter().map(|d| d.1).max().unwrap_or(0);
+    let lay = if same_k {
+        Layout {
+            rows: rows_at,
+            ld: k_most.next_multiple_of(16),
+            tile_rows: tiles_at,
+            kb: k_most.div_ceil(128),
+            outer_most,
+            k_most,
+        }
+    } else {
+        Layout {
+            rows: outer_most,
+            ld: k_at,
+            tile_rows: tiles(outer_most),
+            kb: kb_at,
+            outer_most,
+            k_most,
+        }
+    };
+    if same_k {
+        for p in parts.iter_mut() {
+            (p.codes, p.scales) = (p.codes * lay.ld, p.scales * lay.kb);
+        }
+    }
+    (parts, lay)
+}
+
+/// An operand of `fp8_mma_gemm_f32` by address: codes with rows of `ld` bytes, scales with
+/// tile `(to, tk)` at `to · strides.0 + tk · strides.1`, per 1 × 128 tile or 128 × 128 block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MmaOperand {
+    pub codes: u64,
+    pub ld: usize,
+    pub scales: u64,
+    pub strides: (usize, usize),
+    pub mode: Scales,
+}
+
+impl Codes {
+    fn at(&self) -> MmaOperand {
+        MmaOperand {
+            codes: *self.codes.p(),
+            ld: self.ld,
+            scales: *self.scales.p(),
+            strides: self.strides,
+            mode: self.mode,
+        }
+    }
+}
+
+/// Launches `fp8_mma_gemm_f32` (cu/mma.cu) on `dev`: A and B, C at `c.0` with rows of `c.1`,
+/// the groups' table at `desc` (`groups` rows of 8), `m` and `n` a group's largest.
+pub(crate) fn launch(
+    dev: &Device,
+    (x, w): (MmaOperand, MmaOperand),
+    (c, ldc): (u64, usize),
+    (desc, m, n, groups): (u64, usize, usize, usize),
+    accumulate: bool,
+) -> Result<()> {
+    let blk = |s: Scales| i32::from(s == Scales::Blk128);
+    let (a_blk, b_blk) = (blk(x.mode), blk(w.mode));
+    let (lda, ldb, ldc) = (x.ld as i64, w.ld as i64, ldc as i64);
+    let (sao, sak) = (x.strides.0 as i64, x.strides.1 as i64);
+    let (sbo, sbk) = (w.strides.0 as i64, w.strides.1 as i64);
+    let acc = i32::from(accumulate);
+    if m.div_ceil(128) > 65_535 {
+        return Err(Error::Driver {
+            op: format!("fp8_mma_gemm_f32 {m}×{n}, {groups} group(s)"),
+            message: "more than 65,535 blocks of 128 rows".into(),
+        });
+    }
+    let mut l = dev.stream().launch_builder(dev.func("fp8_mma_gemm_f32")?);
+    l.arg(&x.codes)
+        .arg(&lda)
+        .arg(&x.scales)
+        .arg(&sao)
+        .arg(&sak)
+        .arg(&a_blk)
+        .arg(&w.codes)
+        .arg(&ldb)
+        .arg(&w.scales)
+        .arg(&sbo)
+        .arg(&sbk)
+        .arg(&b_blk)
+        .arg(&c)
+        .arg(&ldc)
+        .arg(&desc)
+        .arg(&acc);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            n.div_ceil(128) as u32,
+            m.div_ceil(128) as u32,
+            groups as u32,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    go("fp8_mma_gemm_f32", l, cfg)
 }

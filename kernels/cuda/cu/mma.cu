@@ -107,8 +107,8 @@ DEVICE float mma_scale(const float* base, int blk, long long s_outer, long long 
 // The GEMM body of both kernels below over byte rows: a chunk is 128 bytes of K (128 E4M3
 // codes or 64 BF16 values), a k-step of one mma 32 bytes (32 codes or 16 values), and the
 // fragments of both instructions lie at the same bytes of a row (see mma_e4m3 and mma_bf16).
-// FP8: each chunk summed from zero, scaled and added into acc (the promotion); BF16: added
-// into acc unscaled. k: bytes of K; lda, ldb: bytes per row.
+// FP8: each chunk summed from zero, scaled and added into acc (the promotion); BF16: the
+// tensor cores accumulate into acc directly. k: bytes of K; lda, ldb: bytes per row.
 template <bool FP8>
 DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, long long sa_outer,
                      long long sa_k, int a_blk, const unsigned char* b, long long ldb,
@@ -141,7 +141,7 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
         // The chunk's scales, loaded before the tensor cores' work so that their latency hides
         // behind it.
         float s_a[4][2] = {}, s_b[4][2] = {};
-        if (FP8) {
+        if constexpr (FP8) {
 #pragma unroll
             for (int i = 0; i < 4; i++)
 #pragma unroll
@@ -153,8 +153,8 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
                 for (int q = 0; q < 2; q++)
                     s_b[j][q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + wc + j * 8 + 2 * t + q, n, kc);
         }
-        float part[4][4][4];
-        mma_zero(part);
+        float part[4][4][4];  // FP8: the chunk's sums
+        if constexpr (FP8) mma_zero(part);
 #pragma unroll
         for (int ks = 0; ks < MMA_BK; ks += 32) {
             uint32_t fa[4][4], fb[4][2];
@@ -176,23 +176,24 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
             for (int i = 0; i < 4; i++)
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    if (FP8)
+                    if constexpr (FP8)
                         mma_e4m3(part[i][j], fa[i], fb[j]);
                     else
-                        mma_bf16(part[i][j], fa[i], fb[j]);
+                        mma_bf16(acc[i][j], fa[i], fb[j]);
                 }
         }
-        // FP8's promotion: the chunk's sums scaled and added in FP32; BF16's sums added.
+        if constexpr (FP8) {
+            // The promotion: the chunk's sums scaled and added in FP32.
 #pragma unroll
-        for (int i = 0; i < 4; i++)
+            for (int i = 0; i < 4; i++)
 #pragma unroll
-            for (int j = 0; j < 4; j++)
+                for (int j = 0; j < 4; j++)
 #pragma unroll
-                for (int x = 0; x < 4; x++) {
-                    float v = part[i][j][x];
-                    if (FP8) v = __fmul_rn(__fmul_rn(v, s_a[i][x / 2]), s_b[j][x % 2]);
-                    acc[i][j][x] = __fadd_rn(acc[i][j][x], v);
-                }
+                    for (int x = 0; x < 4; x++)
+                        acc[i][j][x] = __fadd_rn(
+                            acc[i][j][x],
+                            __fmul_rn(__fmul_rn(part[i][j][x], s_a[i][x / 2]), s_b[j][x % 2]));
+        }
     }
 #pragma unroll
     for (int i = 0; i < 4; i++)
@@ -242,10 +243,10 @@ KERNEL void __launch_bounds__(256)
 // launch: for every group g of desc [groups][8] = {m, n, k, a_off, b_off, -, -, c_off}
 // (elements),
 //   C_g[i, j] (+)= Σ_κ A_g[i, κ] · B_g[j, κ],  A_g[i, κ] = a[a_off + i · lda + κ] (BF16 bits),
-// B_g likewise, C_g[i, j] at c[c_off + i · ldc + j]: products exact, FP32 sums (each 64 of K
-// summed, then added) — the CPU's BF16 GEMM up to summation order. lda, ldb, a_off and b_off are
-// multiples of 8 and the values from k to the next multiple of 8 zeros (to_bf16_rows_f32
-// pads so). Tiles as fp8_mma_gemm_f32. Launch: as fp8_mma_gemm_f32.
+// B_g likewise, C_g[i, j] at c[c_off + i · ldc + j]: products exact, summed in FP32 by the
+// tensor cores — the CPU's BF16 GEMM up to the order and rounding of the sums. lda, ldb, a_off
+// and b_off are multiples of 8 and the values from k to the next multiple of 8 zeros
+// (to_bf16_rows_f32 pads so). Tiles as fp8_mma_gemm_f32. Launch: as fp8_mma_gemm_f32.
 KERNEL void __launch_bounds__(256)
     bf16_mma_gemm_f32(const unsigned short* __restrict__ a, long long lda,
                       const unsigned short* __restrict__ b, long long ldb, float* __restrict__ c,

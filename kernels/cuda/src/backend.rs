@@ -42,9 +42,12 @@ pub struct Cuda {
     lt: Mutex<Option<Lt>>,
     /// FP8 GEMMs computed on the tensor cores: cuBLASLt calls, or launches of our kernel.
     fast_calls: AtomicU64,
-    /// The experts' BF16 GEMMs by `bf16_mma_gemm_f32`, every expert in one launch (its probe
-    /// passed on this device), else one cuBLAS `GemmEx` per expert.
-    bf16_mma: bool,
+    /// The experts' BF16 GEMMs on cuBLAS, one `GemmEx` per expert, whatever the probe says
+    /// (`set_bf16_grouped_mma(false)`, or `TOKENMILL_CUDA_GROUPED_BF16=cublas`).
+    bf16_mma_off: bool,
+    /// Whether `bf16_mma_gemm_f32` passed its probe on this device: asked at the first grouped
+    /// BF16 GEMM.
+    bf16_mma_ok: std::sync::OnceLock<bool>,
 }
 
 impl Drop for Cuda {
@@ -61,6 +64,10 @@ impl Drop for Cuda {
         );
     }
 }
+
+/// `TOKENMILL_CUDA_GROUPED_BF16=cublas` keeps the experts' BF16 GEMMs on cuBLAS, one `GemmEx`
+/// per expert, instead of one launch of our tensor-core kernel.
+pub const GROUPED_BF16_VAR: &str = "TOKENMILL_CUDA_GROUPED_BF16";
 
 /// How the backend computes its FP8 GEMMs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,28 +100,44 @@ impl Cuda {
     /// The backend on GPU `ordinal` with host slices reaching the kernels as `memory` says
     /// ([`Device::open_with`]).
     pub fn with_memory(ordinal: usize, memory: Memory) -> Result<Self> {
-        let mut cuda = Cuda {
+        let cuda = Cuda {
             dev: Device::open_with(ordinal, memory)?,
             fp8: Fp8Gemm::Model,
             lt: Mutex::new(None),
             fast_calls: AtomicU64::new(0),
-            bf16_mma: false,
+            bf16_mma_off: std::env::var(GROUPED_BF16_VAR).is_ok_and(|v| v == "cublas"),
+            bf16_mma_ok: std::sync::OnceLock::new(),
         };
-        cuda.bf16_mma = cuda.bf16_mma_works();
+        if cuda.bf16_mma_off {
+            tracing::info!("{GROUPED_BF16_VAR}=cublas: the experts' BF16 GEMMs one GemmEx each");
+        }
         Ok(cuda)
     }
 
     /// Whether the experts' grouped BF16 GEMMs run as one launch of our tensor-core kernel
-    /// (`bf16_mma_gemm_f32`, which passed its probe on this device) rather than one cuBLAS
-    /// `GemmEx` per expert.
-    pub fn bf16_grouped_on_tensor_cores(&self) -> bool {
-        self.bf16_mma
+    /// (`bf16_mma_gemm_f32`) rather than one cuBLAS `GemmEx` per expert: unless switched off,
+    /// where the kernel passes its probe (run here the first time it is asked; an error of the
+    /// device during it is returned, a wrong product logged and answered with `false`).
+    pub fn bf16_grouped_on_tensor_cores(&self) -> Result<bool> {
+        if self.bf16_mma_off {
+            return Ok(false);
+        }
+        if let Some(&ok) = self.bf16_mma_ok.get() {
+            return Ok(ok);
+        }
+        let ok = self.bf16_mma_works()?;
+        if self.bf16_mma_ok.set(ok).is_ok() && ok {
+            tracing::info!(
+                "the experts' BF16 GEMMs on the tensor cores: one launch of bf16_mma_gemm_f32 each"
+            );
+        }
+        Ok(ok)
     }
 
     /// Puts the experts' grouped BF16 GEMMs on cuBLAS, one `GemmEx` per expert (`false`), or
-    /// back on our kernel where it passed its probe (`true`): for comparing the two.
+    /// back on our kernel where it passes its probe (`true`): for comparing the two.
     pub fn set_bf16_grouped_mma(&mut self, on: bool) {
-        self.bf16_mma = on && self.bf16_mma_works();
+        self.bf16_mma_off = !on;
     }
 
     /// The device.
@@ -273,9 +296,10 @@ impl Cuda {
             .collect();
         let goff = self.dev.input("expert offsets", &offsets)?;
         let mut bad = 0u64;
-        // Every group's product has the form (transposes) of the first's.
+        // Every group's product has the form (transposes) of the first's. Our tensor-core
+        // kernel takes at most 65,535 blocks of rows; past that the model computes it.
         let lt = format
-            .filter(|_| groups > 0)
+            .filter(|_| groups > 0 && (self.fp8 != Fp8Gemm::Mma || mma::fits(&g)))
             .and_then(|f| self.fp8_scales(grouped::group(&g, 0).0, f));
         match (format, lt) {
             (Some(LowpGemm::Fp8 { .. }), Some(modes)) if self.fp8 == Fp8Gemm::Mma => {
@@ -348,7 +372,7 @@ impl Cuda {
                 self.dev.download(&dbad, &mut h)?;
                 bad = h[0] as u64;
             }
-            (Some(LowpGemm::Bf16), _) if self.bf16_mma => {
+            (Some(LowpGemm::Bf16), _) if self.bf16_grouped_on_tensor_cores()? && mma::fits(&g) => {
                 let stride = if weights { b_stride } else { c_stride };
                 self.grouped_bf16_mma(&g, (*da.p(), *db.p(), *dc.p()), stride)?;
             }

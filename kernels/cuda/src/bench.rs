@@ -50,6 +50,26 @@ fn row(what: &str, (m, n, k): (usize, usize, usize), ms: f64) -> BenchRow {
     }
 }
 
+/// `row`, its name marked when the product at `c` (of all-ones operands) is not `k` everywhere:
+/// a timing of a kernel that computes something else is no figure.
+fn checked_row(
+    dev: &Device,
+    what: &str,
+    shape: (usize, usize, usize),
+    ms: f64,
+    c: &CudaSlice<f32>,
+) -> Result<BenchRow> {
+    let mut got = vec![0f32; shape.0 * shape.1];
+    dev.download(c, &mut got)?;
+    let want = shape.2 as f32;
+    let mut r = row(what, shape, ms);
+    if let Some((i, v)) = got.iter().enumerate().find(|(_, v)| **v != want) {
+        r.what = format!("{what} — WRONG: C[{i}] = {v}, not {want}");
+        r.tflops = f64::NAN;
+    }
+    Ok(r)
+}
+
 /// One host↔device copy line.
 #[derive(Debug, Clone, Serialize)]
 pub struct CopyRow {
@@ -515,13 +535,15 @@ pub fn own_kernels_table(
             (per, n, experts),
         )
     })?;
-    out.push(row(
+    out.push(checked_row(
+        dev,
         &format!(
             "grouped expert GEMM FP8 (own, tensor cores: mma.sync), {experts} experts × {per} rows"
         ),
         (rows, n, k),
         ms,
-    ));
+        &gy,
+    )?);
     drop((ga, gb, gas, gbs));
     // BF16 (training's bf16 precision): every expert in one launch of our kernel, against one
     // cuBLAS GemmEx per expert (what the backend falls back to).
@@ -550,13 +572,18 @@ pub fn own_kernels_table(
         l.arg(&mut gy).arg(&ldc).arg(&desc).arg(&acc);
         crate::backend::go("bf16_mma_gemm_f32", l, cfg)
     })?;
-    out.push(row(
+    out.push(checked_row(
+        dev,
         &format!(
             "grouped expert GEMM BF16 (own, tensor cores: mma.sync), {experts} experts × {per} rows"
         ),
         (rows, n, k),
         ms,
-    ));
+        &gy,
+    )?);
+    // Into zeros of its own, so that the check below sees what cuBLAS wrote.
+    drop(gy);
+    let gy = dev.zeros::<f32>("expert outputs (cuBLAS)", rows * n)?;
     let (a0, b0, c0) = (dev.addr(&ga), dev.addr(&gb), dev.addr(&gy));
     let ms = time(dev, 5, || {
         for e in 0..experts {
@@ -570,12 +597,14 @@ pub fn own_kernels_table(
         }
         Ok(())
     })?;
-    out.push(row(
+    out.push(checked_row(
+        dev,
         &format!(
             "grouped expert GEMM BF16 (cuBLAS GemmEx per expert), {experts} experts × {per} rows"
         ),
         (rows, n, k),
         ms,
-    ));
+        &gy,
+    )?);
     Ok(out)
 }

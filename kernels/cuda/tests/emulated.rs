@@ -77,7 +77,8 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
     // grouped) are written to device buffers from the slices' addresses. Nothing goes up from
     // the host but the attention kernels' one-element placeholder tables (4 bytes a call) and
     // the tensor-core kernels' tables of groups (8 numbers a group for the GEMM, 3 for each
-    // operand's conversion: 560 bytes for each of the table's three grouped BF16 rows).
+    // operand's conversion: 560 bytes for each of the table's three grouped BF16 rows, 224 for
+    // the kernel's probe at the first of them).
     let hmm = Cuda::with_memory(0, Memory::Host).expect("the emulated device reaches host memory");
     assert!(hmm.device().host_access().unwrap().pageable);
     let by_address = table_passes(&hmm, "host memory");
@@ -246,7 +247,8 @@ fn cublaslt_is_told_the_alignment_of_an_output_inside_a_buffer() {
 /// The experts' grouped BF16 GEMMs in one launch of `bf16_mma_gemm_f32` (the default where its
 /// probe passes, as on the emulated device) and per expert by cuBLAS `GemmEx` follow the CPU's
 /// BF16 grouped GEMM in every form — uneven experts, one empty, weight blocks among their
-/// expert's other projections, accumulation — copying and on host memory.
+/// expert's other projections, accumulation — copying and on host memory; the environment
+/// variable keeps them on cuBLAS.
 #[test]
 fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
     let _one = one_at_a_time();
@@ -258,12 +260,24 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
     let stride = 2 * n * k;
     let mut rng = Rng::new(41);
     let mut randn = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
+    // TOKENMILL_CUDA_GROUPED_BF16=cublas keeps them on cuBLAS.
+    let var = tokenmill_cuda::backend::GROUPED_BF16_VAR;
+    // SAFETY: this binary's tests run one at a time (`one_at_a_time`, held here) and read the
+    // environment only when they open a backend.
+    unsafe { std::env::set_var(var, "cublas") };
+    let off = Cuda::new(0).expect("the emulated device");
+    // SAFETY: as above.
+    unsafe { std::env::remove_var(var) };
+    assert!(!off.bf16_grouped_on_tensor_cores().unwrap(), "{var}=cublas");
     for memory in [Memory::Copy, Memory::Host] {
         let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
-        assert!(cuda.bf16_grouped_on_tensor_cores(), "the probe passed");
+        assert!(
+            cuda.bf16_grouped_on_tensor_cores().unwrap(),
+            "the probe passed"
+        );
         for on in [true, false] {
             cuda.set_bf16_grouped_mma(on);
-            assert_eq!(cuda.bf16_grouped_on_tensor_cores(), on);
+            assert_eq!(cuda.bf16_grouped_on_tensor_cores().unwrap(), on);
             for (form, accumulate) in [
                 (GroupedForm::Forward, false),
                 (GroupedForm::Input, true),

@@ -164,12 +164,7 @@ impl Cuda {
         if groups == 0 || m == 0 || n == 0 {
             return Ok(());
         }
-        if m.div_ceil(128) > 65_535 {
-            return Err(Error::Driver {
-                op: format!("bf16_mma_gemm_f32 {m}×{n}, {groups} group(s)"),
-                message: "more than 65,535 blocks of 128 rows".into(),
-            });
-        }
+        debug_assert!(m.div_ceil(128) <= 65_535, "the caller asks `fits` first");
         let d = self.dev.copy_in("BF16 GEMM groups", &desc)?;
         let (lda, ldb, ldc, acc) = (xld as i64, wld as i64, ldc as i64, i32::from(g.accumulate));
         let mut l = self.k("bf16_mma_gemm_f32")?;
@@ -197,10 +192,14 @@ impl Cuda {
     /// capability 8.0 or later on which two groups' product of integers (exact in BF16 and in
     /// FP32 sums), K 200 off the 64-value chunks, comes out exact. Otherwise (an older GPU, or
     /// a fragment layout the hardware does not have) the experts stay on cuBLAS, one `GemmEx`
-    /// each, and the reason is logged.
-    pub(super) fn bf16_mma_works(&self) -> bool {
+    /// each, and the reason is logged; a failure of the device itself is returned.
+    pub(super) fn bf16_mma_works(&self) -> Result<bool> {
         if self.dev.capability < (8, 0) {
-            return false;
+            tracing::info!(
+                capability = ?self.dev.capability,
+                "no BF16 mma.sync below 8.0: the experts' BF16 GEMMs stay on cuBLAS"
+            );
+            return Ok(false);
         }
         let (n, k) = (40usize, 200usize);
         let offsets = [0usize, 48, 61];
@@ -215,22 +214,17 @@ impl Cuda {
             stride: n * k,
             accumulate: false,
         };
+        // As training's calls reach the device: copied, or on the host's pages by address.
         let run = || -> Result<Vec<f32>> {
-            let da = self.dev.copy_in("probe A", &a)?;
-            let db = self.dev.copy_in("probe B", &b)?;
+            let da = self.dev.input("probe A", &a)?;
+            let db = self.dev.input("probe B", &b)?;
             let mut got = vec![0f32; 61 * n];
-            let dc = self.dev.copy_in("probe C", &got)?;
+            let dc = self.dev.output("probe C", &mut got)?;
             self.grouped_bf16_mma(&g, (*da.p(), *db.p(), *dc.p()), n * k)?;
             self.dev.finish(&dc, &mut got)?;
             Ok(got)
         };
-        let got = match run() {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(%e, "bf16_mma_gemm_f32 failed its probe: the experts' BF16 GEMMs stay on cuBLAS");
-                return false;
-            }
-        };
+        let got = run()?;
         for r in 0..61 {
             let e = usize::from(r >= 48);
             for j in 0..n {
@@ -245,11 +239,11 @@ impl Cuda {
                         want,
                         "bf16_mma_gemm_f32 failed its probe: the experts' BF16 GEMMs stay on cuBLAS"
                     );
-                    return false;
+                    return Ok(false);
                 }
             }
         }
-        true
+        Ok(true)
     }
 
     /// Every group's operand quantized in one launch of `fp8_quantize_lt_f32` (its groups
@@ -377,6 +371,15 @@ impl Cuda {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Whether the tensor-core kernels' grid holds `g`: at most 65,535 blocks of 128 rows of C.
+pub(super) fn fits(g: &Grouped<'_>) -> bool {
+    let rows = match g.form {
+        GroupedForm::Weight => g.n,
+        _ => g.most_rows(),
+    };
+    rows.div_ceil(128) <= 65_535
 }
 
 /// One side (A or B) of a grouped GEMM's groups, as stored: rows of `cols` floats at `src`,

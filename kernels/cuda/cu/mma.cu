@@ -20,6 +20,14 @@
 #define MMA_LDS (MMA_BK + 16)  // bytes per shared row: 36 words, so a fragment load's 8 rows × 4
                              // words fall in 32 distinct banks
 
+// One warp's `mma.sync.aligned.<instr>` with four A registers, two B and the four FP32
+// accumulators d updated in place (the fragments of the function it is used in: a, b, d).
+#define TM_MMA_SYNC(instr)                                                                     \
+    asm volatile("mma.sync.aligned." instr " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "          \
+                 "{%0,%1,%2,%3};\n"                                                             \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                              \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]))
+
 // d += a · b for one warp: a the 16 × 32 E4M3 fragment of A (row-major), b the 32 × 8 fragment
 // of B (column-major), d the 16 × 8 FP32 accumulator fragment. Lane l = 4·g + t holds
 //   a[0]: A[g][4t .. 4t+3]   a[1]: A[g+8][4t .. 4t+3]   a[2]: A[g][16+4t ..]   a[3]: A[g+8][16+4t ..]
@@ -30,11 +38,7 @@ DEVICE void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[
 #if defined(TOKENMILL_EMU)
     emu_mma_e4m3_m16n8k32(d, a, b);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    TM_MMA_SYNC("m16n8k32.row.col.f32.e4m3.e4m3.f32");
 #else
     __trap();
 #endif
@@ -49,11 +53,7 @@ DEVICE void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[
 #if defined(TOKENMILL_EMU)
     emu_mma_bf16_m16n8k16(d, a, b);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    TM_MMA_SYNC("m16n8k16.row.col.f32.bf16.bf16.f32");
 #else
     __trap();
 #endif

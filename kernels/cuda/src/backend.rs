@@ -457,14 +457,9 @@ impl Cuda {
             Some(_) => "grouped_gemm_promoted_f32",
         };
         let cfg = LaunchConfig {
-            grid_dim: (
-                n_cols.div_ceil(128) as u32,
-                m_max.div_ceil(128) as u32,
-                g.groups() as u32,
-            ),
-            block_dim: (256, 1, 1),
             // The promoted kernel's slices and accumulators (cu/gemm.cu).
             shared_mem_bytes: if acc_bits.is_some() { 99_328 } else { 0 },
+            ..tile_grid(m_max, n_cols, (128, 128), g.groups())
         };
         let mut l = self.k(name)?;
         l.arg(&a)
@@ -911,18 +906,29 @@ struct Blocks {
     cols: usize,
 }
 
-/// The grid of the grouped quantization kernels (quant.cu): a block per tile of a group's
-/// `rows × cols` matrix at most, striding over tile rows past 65,535; a grid layer per group.
-fn quantize_cfg(rows: usize, cols: usize, tile: (usize, usize), groups: usize) -> LaunchConfig {
+/// A block of 256 threads per `tile` of a group's `rows × cols` matrix at most, a grid layer
+/// per group: the grid of the grouped GEMMs (tiles of 128 × 128 of C) and quantizers.
+pub(crate) fn tile_grid(
+    rows: usize,
+    cols: usize,
+    tile: (usize, usize),
+    groups: usize,
+) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (
             cols.div_ceil(tile.1) as u32,
-            rows.div_ceil(tile.0).min(65_535) as u32,
+            rows.div_ceil(tile.0) as u32,
             groups as u32,
         ),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// The grid of the grouped quantization kernels (quant.cu): [`tile_grid`] with at most 65,535
+/// rows of blocks, over which the kernels stride.
+fn quantize_cfg(rows: usize, cols: usize, tile: (usize, usize), groups: usize) -> LaunchConfig {
+    tile_grid(rows.min(65_535 * tile.0), cols, tile, groups)
 }
 
 /// Unwraps a backend result: the seam has no error channel, so a device failure ends the run

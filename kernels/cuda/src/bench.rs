@@ -454,15 +454,7 @@ pub fn own_kernels_table(
     let go_ = dev.upload("offsets", &offsets)?;
     let mut gy = dev.zeros::<f32>("expert outputs", rows * n)?;
     let (e, ni, ki, acc) = (experts as i32, n as i32, k as i32, 0i32);
-    let cfg = cudarc::driver::LaunchConfig {
-        grid_dim: (
-            n.div_ceil(128) as u32,
-            per.div_ceil(128) as u32,
-            experts as u32,
-        ),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::backend::tile_grid(per, n, (128, 128), experts);
     // The forward form; the FP8 one on operands as the quantization kernels leave them
     // (f32 values), with the accumulator model's truncation every 128 of K.
     let (form, stride) = (0i32, (n * k) as i64);
@@ -557,15 +549,7 @@ pub fn own_kernels_table(
     let desc = dev.upload("groups", &desc)?;
     let (ld, acc) = (k as i64, 0i32);
     let ldc = n as i64;
-    let cfg = cudarc::driver::LaunchConfig {
-        grid_dim: (
-            n.div_ceil(128) as u32,
-            per.div_ceil(128) as u32,
-            experts as u32,
-        ),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = crate::backend::tile_grid(per, n, (128, 128), experts);
     let ms = time(dev, 5, || {
         let mut l = launch_on(dev, "bf16_mma_gemm_f32")?;
         l.arg(&ga).arg(&ld).arg(&gb).arg(&ld);

@@ -104,6 +104,25 @@ fn tensor_core_rows_pass(memory: Memory, fp8: tokenmill_cuda::backend::Fp8Gemm) 
     cuda
 }
 
+/// `cuda`'s FP8 GEMM in `tiles` (A's, B's) of values 448 · 2⁻¹⁰ and 448 · 2⁻⁹ — power-of-two
+/// scales, every value exact in E4M3, every product and sum exact in FP32 —, 67 × 32 × 120
+/// (padded for cuBLASLt to 68 × 32 × 128; K off the 16-byte pieces' multiples of 128 for our
+/// kernel): exact, and computed on the tensor cores (`fast`) or by the model.
+fn exact_fp8_gemm(cuda: &Cuda, tiles: ((usize, usize), (usize, usize)), fast: bool) {
+    use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
+    let (a, b) = (vec![0.4375f32; 67 * 120], vec![0.875f32; 32 * 120]);
+    let format = LowpGemm::Fp8 {
+        a_tile: tiles.0,
+        b_tile: tiles.1,
+    };
+    let mut c = vec![0.0f32; 67 * 32];
+    let before = cuda.fast_fp8_calls();
+    cuda.matmul_lowp(MatMul::linear(67, 32, 120), &a, &b, &mut c, format);
+    let by_tensor_cores = cuda.fast_fp8_calls() - before;
+    assert_eq!(by_tensor_cores, u64::from(fast), "{tiles:?}");
+    assert!(c.iter().all(|&v| v == 45.9375), "{tiles:?}: {:?}", &c[..4]);
+}
+
 /// `[train] fp8_gemm = "cublaslt"`: the FP8 GEMMs of training's three forms through the
 /// backend's cuBLASLt path — operands quantized by `fp8_quantize_lt_f32` into cuBLASLt's
 /// layouts (the input gradient's weight and the weight gradient's operands transposed on the
@@ -115,40 +134,11 @@ fn tensor_core_rows_pass(memory: Memory, fp8: tokenmill_cuda::backend::Fp8Gemm) 
 fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
     let _one = one_at_a_time();
     use tokenmill_cuda::backend::Fp8Gemm;
-    use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
     for memory in [Memory::Copy, Memory::Host] {
         let cuda = tensor_core_rows_pass(memory, Fp8Gemm::Cublaslt);
-        // Tiles of 448 · 2⁻¹⁰ and 448 · 2⁻⁹: power-of-two scales, every value exact in E4M3,
-        // every product and sum exact in FP32.
-        let (a, b) = (vec![0.4375f32; 67 * 128], vec![0.875f32; 32 * 128]);
-        // 67 × 32 × 120: padded to 68 × 32 × 128.
-        let p = MatMul::linear(67, 32, 120);
-        let mut c = vec![0.0f32; 67 * 32];
-        let format = |a_tile, b_tile| LowpGemm::Fp8 { a_tile, b_tile };
-        let before = cuda.fast_fp8_calls();
-        cuda.matmul_lowp(
-            p,
-            &a[..67 * 120],
-            &b[..32 * 120],
-            &mut c,
-            format((1, 128), (128, 128)),
-        );
-        assert_eq!(cuda.fast_fp8_calls(), before + 1);
-        assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
+        exact_fp8_gemm(&cuda, ((1, 128), (128, 128)), true);
         // 4 × 16 tiles: no cuBLASLt scale mode, so the model computes it.
-        cuda.matmul_lowp(
-            p,
-            &a[..67 * 120],
-            &b[..32 * 120],
-            &mut c,
-            format((4, 16), (4, 16)),
-        );
-        assert_eq!(
-            cuda.fast_fp8_calls(),
-            before + 1,
-            "4 × 16 tiles went to cuBLASLt"
-        );
-        assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
+        exact_fp8_gemm(&cuda, ((4, 16), (4, 16)), false);
     }
 }
 
@@ -161,43 +151,12 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
 fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
     let _one = one_at_a_time();
     use tokenmill_cuda::backend::Fp8Gemm;
-    use tokenmill_kernels::backend::{Backend, LowpGemm, MatMul};
     for memory in [Memory::Copy, Memory::Host] {
         let cuda = tensor_core_rows_pass(memory, Fp8Gemm::Mma);
-        // Tiles of 448 · 2⁻¹⁰ and 448 · 2⁻⁹ (power-of-two scales, every value and sum exact),
-        // K = 120 off the 16-byte pieces' multiples of 128, and both operands in blocks, which
-        // cuBLASLt has no mode for but the kernel has.
-        let (a, b) = (vec![0.4375f32; 67 * 128], vec![0.875f32; 32 * 128]);
-        let p = MatMul::linear(67, 32, 120);
-        let format = |a_tile, b_tile| LowpGemm::Fp8 { a_tile, b_tile };
-        for tiles in [((1, 128), (128, 128)), ((128, 128), (128, 128))] {
-            let mut c = vec![0.0f32; 67 * 32];
-            let before = cuda.fast_fp8_calls();
-            cuda.matmul_lowp(
-                p,
-                &a[..67 * 120],
-                &b[..32 * 120],
-                &mut c,
-                format(tiles.0, tiles.1),
-            );
-            assert_eq!(cuda.fast_fp8_calls(), before + 1, "{tiles:?}");
-            assert!(c.iter().all(|&v| v == 45.9375), "{tiles:?}: {:?}", &c[..4]);
-        }
-        let before = cuda.fast_fp8_calls();
-        let mut c = vec![0.0f32; 67 * 32];
-        cuda.matmul_lowp(
-            p,
-            &a[..67 * 120],
-            &b[..32 * 120],
-            &mut c,
-            format((4, 16), (4, 16)),
-        );
-        assert_eq!(
-            cuda.fast_fp8_calls(),
-            before,
-            "4 × 16 tiles went to the mma kernel"
-        );
-        assert!(c.iter().all(|&v| v == 45.9375), "{:?}", &c[..4]);
+        // Both operands in blocks too, which cuBLASLt has no mode for but the kernel has.
+        exact_fp8_gemm(&cuda, ((1, 128), (128, 128)), true);
+        exact_fp8_gemm(&cuda, ((128, 128), (128, 128)), true);
+        exact_fp8_gemm(&cuda, ((4, 16), (4, 16)), false);
     }
 }
 

@@ -10,7 +10,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use tokenmill_kernels::backend::{Grouped, GroupedForm, LowpGemm, MatMul};
 use tokenmill_kernels::cpu::grouped;
 
-use super::{Cuda, Fp8Gemm, go, quantize_cfg};
+use super::{Cuda, Fp8Gemm, go, quantize_cfg, tile_grid};
 use crate::device::{Buf, Device};
 use crate::error::{Error, Result};
 use crate::fp8::Scales;
@@ -176,15 +176,7 @@ impl Cuda {
             .arg(&ldc)
             .arg(d.p())
             .arg(&acc);
-        let cfg = LaunchConfig {
-            grid_dim: (
-                n.div_ceil(128) as u32,
-                m.div_ceil(128) as u32,
-                groups as u32,
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = tile_grid(m, n, (128, 128), groups);
         go("bf16_mma_gemm_f32", l, cfg)
     }
 
@@ -587,14 +579,6 @@ pub(crate) fn launch(
         .arg(&ldc)
         .arg(&desc)
         .arg(&acc);
-    let cfg = LaunchConfig {
-        grid_dim: (
-            n.div_ceil(128) as u32,
-            m.div_ceil(128) as u32,
-            groups as u32,
-        ),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = tile_grid(m, n, (128, 128), groups);
     go("fp8_mma_gemm_f32", l, cfg)
 }

@@ -408,8 +408,9 @@ fn mma_launch(
 /// cores by `mma.sync`, `fp8_gemm = "mma"`) and the grouped expert GEMM at DeepSeek-V3's expert
 /// shape (hidden 7168, expert width 2048, 256 experts, top-8 of `tokens` tokens: the up
 /// projection, n = 2048, k = 7168) in FP32, in the FP8 accumulator model, in FP8 and BF16 on the
-/// tensor cores (one launch for every expert), and in BF16 by cuBLAS one expert at a time. The FP8 timings are the GEMMs alone, on operands quantized beforehand, as
-/// cuBLASLt's in [`gemm_table`].
+/// tensor cores (one launch for every expert), and by the vendor libraries one expert at a time
+/// (FP8 cuBLASLt, BF16 cuBLAS). The FP8 timings are the GEMMs alone, on operands quantized
+/// beforehand, as cuBLASLt's in [`gemm_table`].
 pub fn own_kernels_table(
     dev: &Device,
     size: usize,
@@ -496,9 +497,10 @@ pub fn own_kernels_table(
     let ga = dev.upload("expert input codes", &vec![0x38u8; rows * k])?;
     let gb = dev.upload("expert weight codes", &vec![0x38u8; experts * n * k])?;
     let gas = dev.upload("expert input scales", &vec![1.0f32; rows * kb])?;
+    // (Room for cuBLASLt's block rows of kb rounded up to 4, read per expert below.)
     let gbs = dev.upload(
         "expert weight scales",
-        &vec![1.0f32; experts * n.div_ceil(128) * kb],
+        &vec![1.0f32; experts * n.div_ceil(128) * kb.next_multiple_of(4)],
     )?;
     let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
     let desc: Vec<i64> = (0..experts)
@@ -536,7 +538,45 @@ pub fn own_kernels_table(
         ms,
         &gy,
     )?);
-    drop((ga, gb, gas, gbs));
+    // The same by cuBLASLt, one call per expert (`fp8_gemm = "cublaslt"`), into zeros of its
+    // own; a cuBLASLt without block scaling is a row that says so.
+    let gy_lt = dev.zeros::<f32>("expert outputs (cuBLASLt)", rows * n)?;
+    let what =
+        format!("grouped expert GEMM FP8 (cuBLASLt per expert), {experts} experts × {per} rows");
+    let timed = Lt::new(dev).and_then(|mut lt| {
+        use crate::fp8::{Fp8Operand, Scales};
+        let (a0, b0, c0) = (dev.addr(&ga), dev.addr(&gb), dev.addr(&gy_lt));
+        let (sa0, sb0) = (dev.addr(&gas), dev.addr(&gbs));
+        // Every scale is 1, so any layout reads ones; each expert's are at its own offset.
+        let (sa_n, sb_n) = (Scales::Vec128.count(per, k), Scales::Blk128.count(n, k));
+        debug_assert!(sa_n == per * kb && sb_n <= n.div_ceil(128) * kb.next_multiple_of(4));
+        time(dev, 5, || {
+            for e in 0..experts {
+                let x = Fp8Operand {
+                    codes: a0 + (e * per * k) as u64,
+                    scales: sa0 + (e * per * kb * 4) as u64,
+                    mode: Scales::Vec128,
+                };
+                let w = Fp8Operand {
+                    codes: b0 + (e * n * k) as u64,
+                    scales: sb0 + (e * n.div_ceil(128) * kb * 4) as u64,
+                    mode: Scales::Blk128,
+                };
+                lt.matmul(dev, (per, n, k), x, w, c0 + (e * per * n * 4) as u64)?;
+            }
+            Ok(())
+        })
+    });
+    match timed {
+        Ok(ms) => out.push(checked_row(dev, &what, (rows, n, k), ms, &gy_lt)?),
+        Err(e) => out.push(BenchRow {
+            what: format!("{what} — unavailable: {e}"),
+            shape: (rows, n, k),
+            ms: f64::NAN,
+            tflops: f64::NAN,
+        }),
+    }
+    drop((ga, gb, gas, gbs, gy_lt));
     // BF16 (training's bf16 precision): every expert in one launch of our kernel, against one
     // cuBLAS GemmEx per expert (what the backend falls back to).
     let one = 0x3f80u16; // 1.0

@@ -368,9 +368,16 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "grouped expert GEMM FP8 (own, tensor cores: mma.sync)",
         "grouped expert GEMM BF16 (own, tensor cores: mma.sync)",
         "grouped expert GEMM BF16 (cuBLAS GemmEx per expert)",
+        "grouped expert GEMM FP8 (cuBLASLt per expert)",
     ] {
         assert!(gemm.iter().any(|g| g.starts_with(want)), "{want}: {gemm:?}");
     }
+    // Every grouped row's all-ones product checked, and every library there.
+    assert!(
+        gemm.iter()
+            .all(|g| !g.contains("WRONG") && !g.contains("unavailable")),
+        "{gemm:?}"
+    );
     // Part 7: the NCCL communicator's 15 conformance checks on one rank.
     let nccl = rep["nccl"].as_array().unwrap();
     assert_eq!(nccl.len(), 15, "{nccl:?}");

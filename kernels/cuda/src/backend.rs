@@ -737,40 +737,56 @@ impl Cuda {
         let scales = self
             .dev
             .scratch::<f32>("FP8 scales", mode.count(outer, k))?;
-        let (so, sk) = mode.strides(outer, k);
-        let (r, c, kr, to) = (
-            rows as i32,
-            cols as i32,
-            k_on_rows as i32,
-            mode.tile_outer() as i32,
-        );
-        let (ld, so, sk) = (k as i64, so as i64, sk as i64);
-        let mut b = self.k("fp8_quantize_lt_f32")?;
-        b.arg(&src)
-            .arg(&r)
-            .arg(&c)
-            .arg(&kr)
-            .arg(&to)
-            .arg(codes.p())
-            .arg(&ld)
-            .arg(scales.p())
-            .arg(&so)
-            .arg(&sk)
-            .arg(&mut *bad)
-            .arg(&0u64); // one matrix, no groups
-        // Along the rows a block takes a panel of outer indices (32 tiles of 1 × 128, or one
-        // block of 128 × 128: quant.cu).
-        let per_block = match (k_on_rows, mode) {
-            (true, Scales::Vec128) => 32,
-            _ => mode.tile_outer(),
+        let lt = LtLaunch {
+            src,
+            rows,
+            cols,
+            k_on_rows,
+            mode,
+            codes: (*codes.p(), k),
+            scales: (*scales.p(), mode.strides(outer, k)),
+            // One matrix, no groups.
+            groups: (0, 1),
+            grid: (op_outer, op_k),
         };
-        let cfg = quantize_cfg(op_outer, op_k, (per_block, 128), 1);
-        go("fp8_quantize_lt_f32", b, cfg)?;
+        self.launch_quantize_lt(lt, bad)?;
         Ok(LtOperand {
             codes,
             scales,
             mode,
         })
+    }
+
+    /// One launch of `fp8_quantize_lt_f32` (quant.cu) as `q` describes it.
+    fn launch_quantize_lt(&self, q: LtLaunch, bad: &mut CudaSlice<u32>) -> Result<()> {
+        let (r, c, kr, to) = (
+            q.rows as i32,
+            q.cols as i32,
+            q.k_on_rows as i32,
+            q.mode.tile_outer() as i32,
+        );
+        let (ld, so, sk) = (q.codes.1 as i64, q.scales.1.0 as i64, q.scales.1.1 as i64);
+        let mut b = self.k("fp8_quantize_lt_f32")?;
+        b.arg(&q.src)
+            .arg(&r)
+            .arg(&c)
+            .arg(&kr)
+            .arg(&to)
+            .arg(&q.codes.0)
+            .arg(&ld)
+            .arg(&q.scales.0)
+            .arg(&so)
+            .arg(&sk)
+            .arg(&mut *bad)
+            .arg(&q.groups.0);
+        // Along the rows a block takes a panel of outer indices (32 tiles of 1 × 128, or one
+        // block of 128 × 128: quant.cu).
+        let per_block = match (q.k_on_rows, q.mode) {
+            (true, Scales::Vec128) => 32,
+            _ => q.mode.tile_outer(),
+        };
+        let cfg = quantize_cfg(q.grid.0, q.grid.1, (per_block, 128), q.groups.1);
+        go("fp8_quantize_lt_f32", b, cfg)
     }
 
     fn try_matmul_lowp(
@@ -875,6 +891,24 @@ pub(crate) fn go(name: &str, mut b: LaunchArgs<'_>, cfg: LaunchConfig) -> Result
     unsafe { b.launch(cfg) }
         .map(|_| ())
         .map_err(driver(format!("launch {name}")))
+}
+
+/// One launch of `fp8_quantize_lt_f32`: the matrix of `rows × cols` floats at `src` (`rows`
+/// ignored with a table of groups), contracted along its rows (`k_on_rows`) or columns, in
+/// tiles of `mode`; codes at `codes.0` with rows of `codes.1` bytes, scales at `scales.0` with
+/// tile `(to, tk)` at `to · scales.1.0 + tk · scales.1.1`; `groups`: the groups' table's
+/// address (0: one matrix) and their number; `grid`: (outer, K) of the largest.
+#[derive(Debug, Clone, Copy)]
+struct LtLaunch {
+    src: u64,
+    rows: usize,
+    cols: usize,
+    k_on_rows: bool,
+    mode: Scales,
+    codes: (u64, usize),
+    scales: (u64, (usize, usize)),
+    groups: (u64, usize),
+    grid: (usize, usize),
 }
 
 /// An operand quantized for cuBLASLt: its codes and scales (held until the matmul has run).

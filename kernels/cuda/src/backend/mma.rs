@@ -10,7 +10,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use tokenmill_kernels::backend::{Grouped, GroupedForm, LowpGemm, MatMul};
 use tokenmill_kernels::cpu::grouped;
 
-use super::{Cuda, Fp8Gemm, go, quantize_cfg, tile_grid};
+use super::{Cuda, Fp8Gemm, LtLaunch, go, tile_grid};
 use crate::device::{Buf, Device};
 use crate::error::{Error, Result};
 use crate::fp8::Scales;
@@ -259,32 +259,18 @@ impl Cuda {
         let groups = parts.len();
         if groups > 0 && lay.rows * lay.ld > 0 {
             let d = self.dev.copy_in("FP8 quantization groups", &desc)?;
-            let (r, c, kr, to) = (
-                0i32,
-                side.cols as i32,
-                side.k_on_rows as i32,
-                mode.tile_outer() as i32,
-            );
-            let (ld64, so, sk) = (lay.ld as i64, lay.kb as i64, 1i64);
-            let mut l = self.k("fp8_quantize_lt_f32")?;
-            l.arg(&side.src)
-                .arg(&r)
-                .arg(&c)
-                .arg(&kr)
-                .arg(&to)
-                .arg(codes.p())
-                .arg(&ld64)
-                .arg(scales.p())
-                .arg(&so)
-                .arg(&sk)
-                .arg(&mut *bad)
-                .arg(d.p());
-            let per_block = match (side.k_on_rows, mode) {
-                (true, Scales::Vec128) => 32,
-                _ => mode.tile_outer(),
+            let q = LtLaunch {
+                src: side.src,
+                rows: 0,
+                cols: side.cols,
+                k_on_rows: side.k_on_rows,
+                mode,
+                codes: (*codes.p(), lay.ld),
+                scales: (*scales.p(), (lay.kb, 1)),
+                groups: (*d.p(), groups),
+                grid: (lay.outer_most, lay.k_most),
             };
-            let cfg = quantize_cfg(lay.outer_most, lay.k_most, (per_block, 128), groups);
-            go("fp8_quantize_lt_f32", l, cfg)?;
+            self.launch_quantize_lt(q, bad)?;
         }
         let out = Codes {
             codes,

@@ -9,9 +9,11 @@ use tokenmill_cli::commands::{
     plot, quickstart, report, schedule, slurm_task, sql, status, tokenizer, trace, train, verify,
 };
 
-/// Large blocks on huge pages ([`tokenmill_cli::alloc`]).
+/// Large blocks on huge pages ([`tokenmill_cli::alloc`]); in CUDA managed memory once a
+/// backend with `device = "cuda-managed"` opened ([`tokenmill_cuda::managed`]).
 #[global_allocator]
-static ALLOC: tokenmill_cli::alloc::HugePages = tokenmill_cli::alloc::HugePages;
+static ALLOC: tokenmill_cuda::managed::ManagedOr<tokenmill_cli::alloc::HugePages> =
+    tokenmill_cuda::managed::ManagedOr(tokenmill_cli::alloc::HugePages);
 
 #[derive(Parser, Debug)]
 #[command(

@@ -88,6 +88,10 @@ pub fn backend(
             local_gpu(),
             tokenmill_cuda::device::Memory::Host,
         )?),
+        ComputeDevice::CudaManaged => Box::new(tokenmill_cuda::Cuda::with_memory(
+            local_gpu(),
+            tokenmill_cuda::device::Memory::Managed,
+        )?),
     })
 }
 
@@ -110,13 +114,14 @@ pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::
     let memory = match cfg.train.device {
         ComputeDevice::Cpu if tensor_cores => {
             return Err(Error::Config(format!(
-                "[train] fp8_gemm = \"{}\" needs device = \"cuda\" or \"cuda-hmm\"",
+                "[train] fp8_gemm = \"{}\" needs device = \"cuda\", \"cuda-hmm\" or \"cuda-managed\"",
                 fast.name()
             )));
         }
         ComputeDevice::Cpu => return backend(cfg.train.device),
         ComputeDevice::Cuda => Memory::Copy,
         ComputeDevice::CudaHmm => Memory::Host,
+        ComputeDevice::CudaManaged => Memory::Managed,
     };
     let model = cfg.model.resolve()?;
     let (per_param, per_tok) = tokenmill_trainer::cost::memory_model(&model);

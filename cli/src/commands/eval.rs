@@ -87,7 +87,10 @@ fn parse_device(s: &str) -> Result<ComputeDevice, String> {
         "cpu" => Ok(ComputeDevice::Cpu),
         "cuda" => Ok(ComputeDevice::Cuda),
         "cuda-hmm" => Ok(ComputeDevice::CudaHmm),
-        _ => Err(format!("{s:?}: expected cpu, cuda or cuda-hmm")),
+        "cuda-managed" => Ok(ComputeDevice::CudaManaged),
+        _ => Err(format!(
+            "{s:?}: expected cpu, cuda, cuda-hmm or cuda-managed"
+        )),
     }
 }
 

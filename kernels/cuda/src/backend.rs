@@ -7,7 +7,9 @@
 //! GPU at first touch and they stay there until the host touches them, so weights, optimizer
 //! state and activations stay resident without a device buffer type in the seam; operands a
 //! kernel converts (the FP8 GEMMs' quantized operands) are written into device buffers by
-//! kernels reading the slices' addresses.
+//! kernels reading the slices' addresses. On any GPU with managed memory, [`Memory::Managed`]
+//! does the same for the slices that lie in CUDA managed memory — where the `tokenmill`
+//! binary's allocator puts every large block ([`crate::managed`]) — and copies the rest.
 //!
 //! The seam's operations return no errors; a CUDA failure here (out of memory, a kernel fault)
 //! panics with the backend's error message, which names the operation and the sizes.
@@ -52,6 +54,25 @@ pub struct Cuda {
 
 impl Drop for Cuda {
     fn drop(&mut self) {
+        let c = crate::device::copies();
+        tracing::info!(
+            memory = ?self.dev.memory,
+            copies = c.count,
+            bytes_up = c.to_device,
+            bytes_back = c.to_host,
+            "host-device copies made in this process"
+        );
+        if self.dev.memory == Memory::Managed {
+            let s = crate::managed::stats();
+            tracing::info!(
+                blocks = s.made,
+                bytes = s.made_bytes,
+                reused = s.reused,
+                fallbacks = s.fallbacks,
+                from = s.from,
+                "CUDA managed memory served the large allocations"
+            );
+        }
         let by = match self.fp8 {
             Fp8Gemm::Model => return,
             Fp8Gemm::Cublaslt => "cuBLASLt calls",
@@ -255,7 +276,8 @@ impl Cuda {
         let groups = g.groups();
         let weights = g.form != GroupedForm::Weight;
         let nk = g.n * g.k;
-        let host = self.dev.memory == Memory::Host;
+        // Which of B and C the kernels take by address (HMM, or managed memory).
+        let (b_host, c_host) = (self.dev.reaches(b), self.dev.reaches(c));
         let has_rows = |e: usize| g.offsets[e + 1] > g.offsets[e];
         // By address (host memory): the weight buffer as it lies, its blocks `stride` apart;
         // the kernels write every group's block of a weight gradient (zeros for a group
@@ -269,13 +291,13 @@ impl Cuda {
             v
         };
         let da = self.dev.input("grouped A", a)?;
-        let (db, b_stride) = if host || !weights {
+        let (db, b_stride) = if b_host || !weights {
             (self.dev.input("grouped B", b)?, g.stride)
         } else {
             let blocks = blocks_of(b, &has_rows);
             (self.dev.copy_in("grouped weights", &blocks)?, nk)
         };
-        let (dc, c_stride) = match (host, weights, g.accumulate) {
+        let (dc, c_stride) = match (c_host, weights, g.accumulate) {
             (true, _, _) => (self.dev.inout("grouped C", c)?, g.stride),
             (false, true, true) => (self.dev.copy_in("grouped C", c)?, nk),
             (false, true, false) => (self.dev.scratch::<f32>("grouped C", c.len())?, nk),
@@ -414,7 +436,7 @@ impl Cuda {
                 }
             }
         }
-        if host || weights {
+        if c_host || weights {
             self.dev.finish(&dc, c)?;
         } else {
             let mut blocks = vec![0f32; groups * nk];
@@ -1011,10 +1033,10 @@ impl Backend<f32> for Cuda {
     }
 
     /// Copying, every call copies its slices both ways, so the model moves its rows on the
-    /// host; on the host's own memory (HMM) the device keeps what it touched, and the model's
-    /// data movement and optimizer run here.
+    /// host; on the host's own memory (HMM) or managed memory the device keeps what it
+    /// touched, and the model's data movement and optimizer run here.
     fn moves_data(&self) -> bool {
-        self.dev.memory == Memory::Host
+        self.dev.memory != Memory::Copy
     }
 
     fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -79,6 +79,12 @@ pub enum Memory {
     /// (HMM: needs [`HostAccess::pageable`]). The call ends with a stream synchronisation
     /// instead of copies.
     Host,
+    /// Passed by address when the slice lies in CUDA managed memory, copied otherwise: the
+    /// binary's allocator serves its large blocks from managed memory
+    /// ([`crate::managed::enable`], which opening the device in this mode calls), so the
+    /// model's buffers stay where the GPU touched them on any GPU, HMM or not. Needs
+    /// [`HostAccess::concurrent_managed`].
+    Managed,
 }
 
 /// A buffer an operation hands a kernel: a device copy of a host slice ([`Memory::Copy`], or
@@ -223,6 +229,9 @@ impl Device {
                 )));
             }
         }
+        if memory == Memory::Managed {
+            crate::managed::enable(&dev.ctx)?;
+        }
         dev.memory = memory;
         Ok(dev)
     }
@@ -308,11 +317,25 @@ impl Device {
         }
     }
 
-    /// `host` as a kernel's input: by address under [`Memory::Host`], else a device copy.
-    pub fn input<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<Buf<T>> {
+    /// Whether kernels take `host` by its own address: always under [`Memory::Host`], where it
+    /// lies in managed memory under [`Memory::Managed`], never when copying.
+    pub fn reaches<T>(&self, host: &[T]) -> bool {
         match self.memory {
-            Memory::Host => Ok(Buf::host(host.as_ptr() as u64)),
-            Memory::Copy => Ok(self.raw(self.upload(what, host)?)),
+            Memory::Copy => false,
+            Memory::Host => true,
+            Memory::Managed => {
+                crate::managed::contains(host.as_ptr() as u64, std::mem::size_of_val(host))
+            }
+        }
+    }
+
+    /// `host` as a kernel's input: by address where the device reaches it
+    /// ([`Device::reaches`]), else a device copy.
+    pub fn input<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<Buf<T>> {
+        if self.reaches(host) {
+            Ok(Buf::host(host.as_ptr() as u64))
+        } else {
+            Ok(self.raw(self.upload(what, host)?))
         }
     }
 
@@ -323,37 +346,41 @@ impl Device {
     }
 
     /// `host` as a kernel's output that it reads too (accumulation, in-place updates): by
-    /// address under [`Memory::Host`], else a device copy that [`Device::finish`] copies back.
+    /// address where the device reaches it, else a device copy that [`Device::finish`] copies
+    /// back.
     pub fn inout<T: DeviceRepr>(&self, what: &str, host: &mut [T]) -> Result<Buf<T>> {
-        match self.memory {
-            Memory::Host => Ok(Buf::host(host.as_mut_ptr() as u64)),
-            Memory::Copy => Ok(self.raw(self.upload(what, host)?)),
+        if self.reaches(host) {
+            Ok(Buf::host(host.as_mut_ptr() as u64))
+        } else {
+            Ok(self.raw(self.upload(what, host)?))
         }
     }
 
-    /// `host` as a kernel's output that it writes whole: by address under [`Memory::Host`]
-    /// (nothing done to it first), else zeroed device memory that [`Device::finish`] copies back.
+    /// `host` as a kernel's output that it writes whole: by address where the device reaches
+    /// it (nothing done to it first), else zeroed device memory that [`Device::finish`] copies
+    /// back.
     pub fn written<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         what: &str,
         host: &mut [T],
     ) -> Result<Buf<T>> {
-        match self.memory {
-            Memory::Host => Ok(Buf::host(host.as_mut_ptr() as u64)),
-            Memory::Copy => Ok(self.raw(self.zeros(what, host.len())?)),
+        if self.reaches(host) {
+            Ok(Buf::host(host.as_mut_ptr() as u64))
+        } else {
+            Ok(self.raw(self.zeros(what, host.len())?))
         }
     }
 
-    /// `host` as a kernel's output, zeros before the kernel runs: by address under
-    /// [`Memory::Host`] (zeroed on the device, so the host's pages are not touched), else zeroed
+    /// `host` as a kernel's output, zeros before the kernel runs: by address where the device
+    /// reaches it (zeroed on the device, so the host's pages are not touched), else zeroed
     /// device memory that [`Device::finish`] copies back.
     pub fn output<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         what: &str,
         host: &mut [T],
     ) -> Result<Buf<T>> {
-        match self.memory {
-            Memory::Host => {
+        match self.reaches(host) {
+            true => {
                 let ptr = host.as_mut_ptr() as u64;
                 let bytes = std::mem::size_of_val(host);
                 if bytes > 0 {
@@ -362,13 +389,14 @@ impl Device {
                     b.arg(&ptr).arg(&n);
                     #[allow(unsafe_code)]
                     // SAFETY: `fill_zero_u8(unsigned char*, long long)` over the `n` bytes of
-                    // the caller's live slice, which the device may reach (pageable access).
+                    // the caller's live slice, which the device may reach (pageable access, or
+                    // a managed block).
                     unsafe { b.launch(elementwise(bytes)) }
                         .map_err(driver(format!("zero {what}")))?;
                 }
                 Ok(Buf::host(ptr))
             }
-            Memory::Copy => Ok(self.raw(self.zeros(what, host.len())?)),
+            false => Ok(self.raw(self.zeros(what, host.len())?)),
         }
     }
 

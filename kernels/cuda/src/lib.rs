@@ -22,6 +22,7 @@ pub mod device;
 pub mod error;
 pub mod fp8;
 pub mod libs;
+pub mod managed;
 pub mod nvrtc;
 pub mod source;
 

@@ -3,9 +3,11 @@
 //! in `TOKENMILL_CUDA_LIB`, NVRTC the real one after it), and its loss curve follows the CPU's
 //! from the same data and initial weights in every precision, within the device check's
 //! tolerances — copying each operation's slices (`cuda`), and on the host's own memory
-//! (`cuda-hmm`: the emulated device reaches host memory, as a GPU with HMM does). Out of device
+//! (`cuda-hmm`: the emulated device reaches host memory, as a GPU with HMM does), and on CUDA
+//! managed memory (`cuda-managed`: the binary's large blocks managed, taken by address). Out of device
 //! memory is an error that names the buffer, the bytes asked for and the memory model's
-//! estimate; `cuda-hmm` on a device without pageable access is refused, saying why. And the
+//! estimate; `cuda-hmm` on a device without pageable access, and `cuda-managed` on one without
+//! managed memory, are refused, saying why. And the
 //! device check (`tokenmill doctor --gpu`, every part) runs whole on it at rehearsal sizes, so
 //! a lent GPU's minutes are not spent finding the harness's faults.
 
@@ -89,6 +91,29 @@ fn max_rel(cpu: &[f64], gpu: &[f64]) -> f64 {
         )
 }
 
+/// The number in field `field` of the logged line that says `message` (the log's colours
+/// taken out); panics, showing stderr, when there is none.
+fn logged(stderr: &str, message: &str, field: &str) -> u64 {
+    let plain: String = stderr
+        .split('\x1b')
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part
+            } else {
+                part.split_once('m').map_or("", |p| p.1)
+            }
+        })
+        .collect();
+    plain
+        .lines()
+        .find(|l| l.contains(message))
+        .and_then(|l| l.split(&format!("{field}=")).nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} logged with {message:?}: {stderr}"))
+}
+
 /// Trains `tiny` for `steps` in `precision` on `device`; returns the losses by step and stderr
 /// (or the error's stderr when `Err`).
 fn train(
@@ -127,6 +152,8 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
     let env = [
         (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
         ("TOKENMILL_CUDA_EMU_PAGEABLE", "1".to_string()),
+        // `tiny`'s activations are small: managed memory from 4 KiB on, not 64.
+        (tokenmill_cuda::managed::FROM_VAR, "4096".to_string()),
     ];
     let steps = 3;
     for (precision, tol) in [("fp32", 1e-3), ("bf16", 5e-3), ("fp8", 1e-2)] {
@@ -142,7 +169,8 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
         assert_eq!(cpu.len(), steps as usize, "{cpu:?}");
         // The curves are the model's, not a constant: training moved the loss.
         assert_ne!(cpu[0], cpu[steps as usize - 1]);
-        for device in ["cuda", "cuda-hmm"] {
+        let mut copied = 0;
+        for device in ["cuda", "cuda-hmm", "cuda-managed"] {
             let (gpu, stderr) = train(
                 dir.path(),
                 &format!("{device}-{precision}"),
@@ -165,6 +193,23 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
                 max_rel <= tol,
                 "{precision} on {device}: {max_rel:e} > {tol:e}"
             );
+            // In managed memory the slices from 4 KiB on are taken by address: a small
+            // part of what copying sends up.
+            let up = logged(&stderr, "host-device copies made", "bytes_up");
+            match device {
+                "cuda" => copied = up,
+                "cuda-managed" => {
+                    let blocks = logged(&stderr, "CUDA managed memory served", "blocks");
+                    let fallbacks = logged(&stderr, "CUDA managed memory served", "fallbacks");
+                    eprintln!("{precision}: {up} bytes up in managed memory, {copied} copying");
+                    assert!(
+                        up * 20 < copied,
+                        "{precision}: {up} bytes up, copying {copied}"
+                    );
+                    assert!(blocks > 0 && fallbacks == 0, "{stderr}");
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -214,25 +259,7 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         let name = format!("{device}-{choice}");
         let (ok, stderr) = run(&name, "fp8", device, &format!("fp8_gemm = \"{choice}\"\n"));
         assert!(ok, "{stderr}");
-        // The log's fields without their colours.
-        let plain: String = stderr
-            .split('\x1b')
-            .enumerate()
-            .map(|(i, part)| {
-                if i == 0 {
-                    part
-                } else {
-                    part.split_once('m').map_or("", |p| p.1)
-                }
-            })
-            .collect();
-        let gemms: u64 = plain
-            .lines()
-            .find(|l| l.contains("FP8 GEMMs computed on the tensor cores"))
-            .and_then(|l| l.split("gemms=").nth(1))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no count of the tensor cores' GEMMs: {stderr}"));
+        let gemms = logged(&stderr, "FP8 GEMMs computed on the tensor cores", "gemms");
         let gpu = losses(d, &name);
         let max_rel = max_rel(&cpu, &gpu);
         eprintln!(
@@ -258,7 +285,7 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
 }
 
 #[test]
-fn host_memory_training_is_refused_on_a_device_without_pageable_access() {
+fn host_or_managed_memory_training_is_refused_on_a_device_without_it() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
     let env = [
@@ -267,6 +294,14 @@ fn host_memory_training_is_refused_on_a_device_without_pageable_access() {
     ];
     let err = train(dir.path(), "no-hmm", "fp32", "cuda-hmm", 1, &env).expect_err("refused");
     assert!(err.contains("cannot reach pageable host memory"), "{err}");
+    assert!(err.contains("device = \"cuda\""), "{err}");
+    // Managed memory on a device without it: refused the same way.
+    let env = [
+        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
+        ("TOKENMILL_CUDA_EMU_MANAGED", "0".to_string()),
+    ];
+    let err = train(dir.path(), "no-um", "fp32", "cuda-managed", 1, &env).expect_err("refused");
+    assert!(err.contains("has no managed memory"), "{err}");
     assert!(err.contains("device = \"cuda\""), "{err}");
 }
 

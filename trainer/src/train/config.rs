@@ -289,6 +289,12 @@ pub enum ComputeDevice {
     /// device between operations; needs a GPU that reaches pageable host memory.
     #[serde(rename = "cuda-hmm")]
     CudaHmm,
+    /// The CUDA backend with the process's large allocations in CUDA managed memory, which the
+    /// kernels take by address: weights, optimizer state and activations stay on the device
+    /// between operations on any GPU with managed memory (HMM or not); smaller slices are
+    /// copied. Needs the `tokenmill` binary's allocator (`tokenmill_cuda::managed`).
+    #[serde(rename = "cuda-managed")]
+    CudaManaged,
 }
 
 fn default_losses_every() -> u64 {

@@ -67,6 +67,16 @@ int g_ctx_tag, g_module_tag;
 thread_local void* g_current = nullptr;
 std::map<CUdeviceptr, size_t> g_allocs;  // device pointer -> bytes
 size_t g_used = 0;
+// Managed allocations (cuMemAllocManaged): host memory both sides may touch, as on a GPU with
+// concurrent managed access; not counted against the device's memory (a real GPU
+// oversubscribes it by migrating pages).
+std::map<CUdeviceptr, size_t> g_managed;
+
+// Whether the device reports managed memory (TOKENMILL_CUDA_EMU_MANAGED=0 says it has none).
+bool managed_memory() {
+    const char* v = std::getenv("TOKENMILL_CUDA_EMU_MANAGED");
+    return !(v && std::strcmp(v, "0") == 0);
+}
 
 size_t total_memory() {
     static size_t total = [] {
@@ -87,11 +97,16 @@ struct Event {
 };
 
 // Whether [p, p + bytes) lies inside one allocation (callers hold g_lock).
-bool inside(CUdeviceptr p, size_t bytes) {
-    auto it = g_allocs.upper_bound(p);
-    if (it == g_allocs.begin()) return false;
+bool inside_of(const std::map<CUdeviceptr, size_t>& m, CUdeviceptr p, size_t bytes) {
+    auto it = m.upper_bound(p);
+    if (it == m.begin()) return false;
     --it;
     return p >= it->first && p + bytes <= it->first + it->second;
+}
+
+// ... of device memory or of managed memory, which copies and memsets take as well.
+bool inside(CUdeviceptr p, size_t bytes) {
+    return inside_of(g_allocs, p, bytes) || inside_of(g_managed, p, bytes);
 }
 
 CUresult check(CUdeviceptr p, size_t bytes) {
@@ -210,7 +225,11 @@ API CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
                      ? 1
                      : 0;
             break;
-        default: *v = 0;                          // pageable access, managed memory, ...
+        case 83:                                  // managed memory
+        case 89:                                  // concurrent managed access
+            *v = managed_memory() ? 1 : 0;
+            break;
+        default: *v = 0;                          // host page tables, ...
     }
     return CUDA_SUCCESS;
 }
@@ -262,8 +281,27 @@ API CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     return CUDA_SUCCESS;
 }
 API CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void*) { return cuMemAlloc_v2(p, bytes); }
+// Managed memory: refused without a context current on the calling thread, as the driver does
+// (an allocator that serves any thread must bind the context in each).
+API CUresult cuMemAllocManaged(CUdeviceptr* p, size_t bytes, unsigned flags) {
+    if (!managed_memory()) return CUDA_ERROR_NOT_SUPPORTED;
+    if (bytes == 0 || (flags != 1 && flags != 2)) return CUDA_ERROR_INVALID_VALUE;
+    if (g_current == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+    void* m = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    std::memset(m, 0xA5, bytes);  // not zeros, as for cuMemAlloc
+    std::lock_guard<std::mutex> g(g_lock);
+    *p = (CUdeviceptr)(uintptr_t)m;
+    g_managed[*p] = bytes;
+    return CUDA_SUCCESS;
+}
 API CUresult cuMemFree_v2(CUdeviceptr p) {
     std::lock_guard<std::mutex> g(g_lock);
+    if (auto m = g_managed.find(p); m != g_managed.end()) {
+        g_managed.erase(m);
+        std::free((void*)(uintptr_t)p);
+        return CUDA_SUCCESS;
+    }
     auto it = g_allocs.find(p);
     if (it == g_allocs.end()) return CUDA_ERROR_INVALID_VALUE;
     g_used -= it->second;

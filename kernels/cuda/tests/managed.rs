@@ -1,0 +1,120 @@
+//! `Memory::Managed` on the emulated CUDA driver: this test binary's allocator is the one the
+//! `tokenmill` binary uses (`managed::ManagedOr`), so once the backend opened in that mode the
+//! process's large blocks are CUDA managed memory. Checked: what the allocator hands out (in
+//! managed memory from any thread, zeroed by the device when asked, reused by size class,
+//! small blocks left to the system), and the device check's kernel table passing with the
+//! kernels on the slices' own addresses — nothing copied but the slices under the threshold.
+
+use std::sync::OnceLock;
+
+use tokenmill_cuda::device::{Memory, copies};
+use tokenmill_cuda::managed::{self, ManagedOr};
+use tokenmill_cuda::{Cuda, check};
+
+#[global_allocator]
+static ALLOC: ManagedOr<std::alloc::System> = ManagedOr(std::alloc::System);
+
+/// The threshold here: 4 KiB, so that the kernel table's slices are nearly all managed.
+const FROM: usize = 4096;
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The backend on the emulated driver, managed memory on (opened once; the library
+/// directories and the threshold set before).
+fn managed_backend() -> &'static Cuda {
+    static CUDA: OnceLock<usize> = OnceLock::new();
+    static mut BACKEND: Option<Cuda> = None;
+    CUDA.get_or_init(|| {
+        let nvrtc = std::env::var(tokenmill_cuda::libs::LIB_DIR_VAR).unwrap_or_default();
+        // SAFETY: runs once, inside the OnceLock's initialiser, before any library is loaded;
+        // the tests of this binary read the environment only through it.
+        unsafe {
+            std::env::set_var(
+                tokenmill_cuda::libs::LIB_DIR_VAR,
+                format!("{}:{nvrtc}", tokenmill_cuda_emu::DRIVER_DIR),
+            );
+            std::env::set_var(managed::FROM_VAR, FROM.to_string());
+        }
+        assert!(!managed::is_on(), "off until a backend asks for it");
+        let cuda = Cuda::with_memory(0, Memory::Managed)
+            .unwrap_or_else(|e| panic!("the emulated device with managed memory: {e}"));
+        // SAFETY: written once here, before any reader (readers go through this OnceLock).
+        unsafe { BACKEND = Some(cuda) };
+        0
+    });
+    // SAFETY: set above before the OnceLock completed; never written again.
+    unsafe { (*std::ptr::addr_of!(BACKEND)).as_ref().expect("set") }
+}
+
+fn is_managed<T>(v: &[T]) -> bool {
+    managed::contains(v.as_ptr() as u64, std::mem::size_of_val(v))
+}
+
+#[test]
+fn large_blocks_are_managed_memory_zeroed_on_the_device_and_reused_by_size() {
+    let _one = one_at_a_time();
+    managed_backend();
+    assert!(managed::is_on());
+    assert_eq!(managed::stats().from, FROM);
+    // Zeroed by the device: the emulated driver fills fresh managed memory with 0xA5.
+    let z = vec![0f32; 300_000];
+    assert!(is_managed(&z));
+    assert!(z.iter().all(|&v| v == 0.0));
+    // A range inside the block is reached; one past its end, or a small block, is not.
+    assert!(is_managed(&z[1000..2000]));
+    assert!(!managed::contains(
+        z.as_ptr() as u64,
+        2 * 4 * 300_000 + 4096
+    ));
+    let small = vec![1u8; FROM - 1];
+    assert!(!is_managed(&small));
+    // Freed, the block serves the next allocation of its size class, also a little smaller,
+    // and keeps what was written (not zeroed unless asked).
+    let at = z.as_ptr() as usize;
+    drop(z);
+    let before = managed::stats();
+    let mut again: Vec<f32> = Vec::with_capacity(299_000);
+    assert_eq!(again.as_ptr() as usize, at, "the kept block");
+    assert_eq!(managed::stats().reused, before.reused + 1);
+    assert_eq!(managed::stats().made, before.made);
+    again.extend((0..299_000).map(|i| i as f32));
+    // Grown past its class: moved into another managed block, contents kept.
+    again.reserve(1_000_000);
+    assert!(is_managed(&again));
+    assert_ne!(again.as_ptr() as usize, at);
+    assert!(again.iter().enumerate().all(|(i, &v)| v == i as f32));
+    // Any thread: the driver refuses managed memory to a thread without a current context, so
+    // a block from a fresh thread shows the allocator binds it.
+    let from_thread = std::thread::spawn(|| {
+        let v = vec![7u32; 100_000];
+        (is_managed(&v), v.iter().all(|&x| x == 7))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(from_thread, (true, true));
+    assert_eq!(managed::stats().fallbacks, 0);
+}
+
+#[test]
+fn every_seam_operation_on_managed_memory_matches_the_cpu_reference_without_copies() {
+    let _one = one_at_a_time();
+    let cuda = managed_backend();
+    assert_eq!(cuda.device().memory, Memory::Managed);
+    let before = (copies(), managed::stats());
+    let rows = check::kernel_table(cuda, 7);
+    let up = (copies() - before.0).to_device;
+    let after = managed::stats();
+    eprintln!("{}", check::render(&rows));
+    eprintln!("kernel table on managed memory: {up} bytes up; {after:?}");
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    assert!(rows.len() > 50, "rows: {}", rows.len());
+    assert!(failed.is_empty(), "failed rows: {failed:#?}");
+    // The copying backend sends over 100 MB up for the same table (tests/emulated.rs); here
+    // only the slices under 4 KiB go up.
+    assert!(up < 1_000_000, "{up} bytes up");
+    assert!(after.made + after.reused > before.1.made + before.1.reused + 100);
+    assert_eq!(after.fallbacks, 0);
+}

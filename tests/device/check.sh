@@ -12,8 +12,8 @@
 # `small` preset trained on GPU and CPU in fp32/bf16/fp8 (and fp8 with cuBLASLt's GEMMs and with
 # our mma.sync kernel's) and
 # the loss curves compared, the
-# training throughput of the `small` and `1b` presets on the GPU, with HMM the same on host
-# memory, and the NCCL communicator's conformance checks on one rank); then the same models through
+# training throughput of the `small` and `1b` presets on the GPU, the same in CUDA managed memory
+# and, with HMM, on host memory, and the NCCL communicator's conformance checks on one rank); then the same models through
 # transformers' DeepseekV3ForCausalLM with PyTorch on the same GPU as the throughput anchor.
 # Figures go to $OUT/gpu.json (written after each part), $OUT/doctor.txt and
 # $OUT/torch-<preset>-<dtype>.json.

@@ -489,47 +489,28 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             }
         }
         save(a, rep)?;
-        // Then training on the host's own memory (`device = "cuda-hmm"`): part 4's runs in
-        // fp32, their tokens/s and copies per step beside the copying backend's, and their
-        // losses, which must be part 4's (the same arithmetic on the same data).
-        if a.speed_steps > 0 && !a.speed_presets.is_empty() {
-            println!("\n6. training throughput on host memory (device = \"cuda-hmm\"), fp32");
-            // As `tokenmill train` does for cuda-hmm; the last part, so the rest of the check
-            // keeps its allocator.
-            crate::alloc::fresh_pages();
-            let peak = |p: &str| gemm_peak(&rep.gemm, p);
-            let spec = crate::commands::doctor_train::ThroughputSpec {
-                precisions: vec!["fp32".into()],
-                ..speed_spec(a)
-            };
-            match catch(|| {
-                crate::commands::doctor_train::throughput(&a.out, &spec, a.seed, "cuda-hmm", &peak)
-            }) {
-                Ok(rows) => {
-                    print_throughput(&rows);
-                    for r in &rows {
-                        let copying = rep.throughput.iter().find(|c| {
-                            c.device == "cuda" && c.preset == r.preset && c.precision == r.precision
-                        });
-                        if let Some(c) = copying {
-                            // fp32's curve tolerance (part 3): cuBLAS may pick other kernels
-                            // for host addresses' alignment.
-                            let rel = ((r.last_loss - c.last_loss) / c.last_loss).abs();
-                            if rel.is_nan() || rel > 1e-3 {
-                                rep.errors.push(format!(
-                                    "{} fp32 on host memory: last loss {} vs {} copying",
-                                    r.preset, r.last_loss, c.last_loss
-                                ));
-                            }
-                        }
-                    }
-                    rep.throughput.extend(rows);
-                }
-                Err(e) => {
-                    println!("throughput on host memory: {e:#}");
-                    rep.errors.push(format!("throughput on host memory: {e:#}"));
-                }
-            }
+    }
+    // Then training with the data left on the device: on the host's own memory
+    // (`device = "cuda-hmm"`, with HMM) and in CUDA managed memory (`"cuda-managed"`, any GPU
+    // whose host may touch managed memory while kernels run): part 4's runs in fp32, their
+    // tokens/s and copies per step beside the copying backend's, and their losses, which must
+    // be part 4's (the same arithmetic on the same data).
+    let access = rep
+        .host_access
+        .unwrap_or(tokenmill_cuda::device::HostAccess {
+            pageable: false,
+            host_page_tables: false,
+            concurrent_managed: false,
+        });
+    // Managed memory first: any GPU has it, where HMM needs the open kernel modules.
+    let resident = [
+        ("cuda-managed", "managed memory", access.concurrent_managed),
+        ("cuda-hmm", "host memory", access.pageable),
+    ];
+    if a.speed_steps > 0 && !a.speed_presets.is_empty() && resident.iter().any(|r| r.2) {
+        println!("\n6. training throughput with the data left on the device, fp32");
+        for (device, on, _) in resident.into_iter().filter(|r| r.2) {
+            resident_throughput(a, rep, device, on);
             save(a, rep)?;
         }
     }
@@ -539,6 +520,52 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     save(a, rep)?;
     println!("\ndevice check took {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Part 6 on `device` (`cuda-hmm` or `cuda-managed`; `on` says where the data lies): part 4's
+/// runs in fp32, each run's last loss checked against the copying backend's.
+fn resident_throughput(a: &Args, rep: &mut Report, device: &str, on: &str) {
+    if device == "cuda-hmm" {
+        // As `tokenmill train` does for cuda-hmm; the check's last training, so the rest of
+        // it keeps its allocator.
+        crate::alloc::fresh_pages();
+    }
+    let peak = |p: &str| gemm_peak(&rep.gemm, p);
+    let spec = crate::commands::doctor_train::ThroughputSpec {
+        precisions: vec!["fp32".into()],
+        ..speed_spec(a)
+    };
+    let result =
+        catch(|| crate::commands::doctor_train::throughput(&a.out, &spec, a.seed, device, &peak));
+    // The allocator stops making managed blocks (the ones made stay valid), so that what
+    // follows — the HMM runs above all — is on the host's own memory again.
+    tokenmill_cuda::managed::disable();
+    match result {
+        Ok(rows) => {
+            print_throughput(&rows);
+            for r in &rows {
+                let copying = rep.throughput.iter().find(|c| {
+                    c.device == "cuda" && c.preset == r.preset && c.precision == r.precision
+                });
+                if let Some(c) = copying {
+                    // fp32's curve tolerance (part 3): cuBLAS may pick other kernels for
+                    // other addresses' alignment.
+                    let rel = ((r.last_loss - c.last_loss) / c.last_loss).abs();
+                    if rel.is_nan() || rel > 1e-3 {
+                        rep.errors.push(format!(
+                            "{} fp32 on {on}: last loss {} vs {} copying",
+                            r.preset, r.last_loss, c.last_loss
+                        ));
+                    }
+                }
+            }
+            rep.throughput.extend(rows);
+        }
+        Err(e) => {
+            println!("throughput on {on}: {e:#}");
+            rep.errors.push(format!("throughput on {on}: {e:#}"));
+        }
+    }
 }
 
 /// Part 7: the NCCL communicator (`[parallel] transport = "nccl"`) on one rank, this GPU:

@@ -322,8 +322,8 @@ fn out_of_device_memory_names_the_buffer_the_size_and_the_estimate() {
 
 /// `tokenmill doctor --gpu` at rehearsal sizes on the emulated device: every part runs and is
 /// reported — the kernel table passes, the five loss curves follow the CPU's, training
-/// throughput is measured copying and on host memory (the same losses, a fraction of the
-/// copies), the copy and HMM tables are filled, the NCCL communicator conforms on one rank of
+/// throughput is measured copying, on host memory and in managed memory (the same losses, a
+/// fraction of the copies), the copy and HMM tables are filled, the NCCL communicator conforms on one rank of
 /// the emulated NCCL, cuBLASLt's block-scaled FP8 GEMM (the emulated library) and our mma.sync
 /// kernel are timed, checked and train — and the check ends in success, with no step that
 /// could not run.
@@ -346,6 +346,8 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .arg(&json)
         .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
         .env("TOKENMILL_CUDA_EMU_PAGEABLE", "1")
+        // `tiny`'s activations in managed memory from 4 KiB on (part 6), not 64.
+        .env(tokenmill_cuda::managed::FROM_VAR, "4096")
         // The emulated NCCL for part 7, found by name as a real one is.
         .env("LD_LIBRARY_PATH", loader_path())
         .output()
@@ -435,17 +437,27 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
             ("cuda", "fp32"),
             ("cuda", "fp8-cublaslt"),
             ("cuda", "fp8-mma"),
+            ("cuda-managed", "fp32"),
             ("cuda-hmm", "fp32")
         ]
     );
-    let (copying, hmm) = (&runs[0], &runs[3]);
+    let (copying, managed, hmm) = (&runs[0], &runs[3], &runs[4]);
     assert_eq!(copying["last_loss"], hmm["last_loss"]);
+    assert_eq!(copying["last_loss"], managed["last_loss"]);
     let per_step = |r: &serde_json::Value| r["copies_per_step"].as_f64().unwrap();
     assert!(
         per_step(hmm) * 10.0 < per_step(copying),
         "copies per step: {} on host memory, {} copying",
         per_step(hmm),
         per_step(copying)
+    );
+    // In managed memory the slices under the threshold are still copied, a few bytes each.
+    let up = |r: &serde_json::Value| r["to_device_gb_per_step"].as_f64().unwrap();
+    assert!(
+        up(managed) * 20.0 < up(copying),
+        "GB up per step: {} in managed memory, {} copying",
+        up(managed),
+        up(copying)
     );
 }
 

@@ -138,6 +138,11 @@ impl NcclComm {
             .stream
             .clone_dtoh(d)
             .map_err(cuda("copy to the host"))?;
+        // Into a large `Vec`, which is managed memory under `device = "cuda-managed"`, the
+        // copy is asynchronous: the bytes are there once the stream is done.
+        self.stream
+            .synchronize()
+            .map_err(cuda("copy to the host"))?;
         v.truncate(len);
         Ok(v)
     }

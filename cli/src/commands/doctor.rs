@@ -537,9 +537,11 @@ fn resident_throughput(a: &Args, rep: &mut Report, device: &str, on: &str) {
     };
     let result =
         catch(|| crate::commands::doctor_train::throughput(&a.out, &spec, a.seed, device, &peak));
-    // The allocator stops making managed blocks (the ones made stay valid), so that what
-    // follows — the HMM runs above all — is on the host's own memory again.
+    // The allocator stops making managed blocks (the ones made stay valid) and gives the kept
+    // ones back, so that what follows — the HMM runs above all — is on the host's own memory
+    // again, with the GPU's memory free.
     tokenmill_cuda::managed::disable();
+    tokenmill_cuda::managed::release();
     match result {
         Ok(rows) => {
             print_throughput(&rows);

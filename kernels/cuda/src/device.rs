@@ -291,12 +291,19 @@ impl Device {
         }
     }
 
-    /// A device copy of `host`.
+    /// A device copy of `host`. From pageable memory the copy has read `host` when this
+    /// returns; from managed memory it is asynchronous, so this waits for it — the caller may
+    /// free or change `host` right after (a temporary of the operation).
     pub fn upload<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<CudaSlice<T>> {
         count_copy(1, std::mem::size_of_val(host));
-        self.stream
+        let d = self
+            .stream
             .clone_htod(host)
-            .map_err(|e| self.oom(what, std::mem::size_of_val(host), e))
+            .map_err(|e| self.oom(what, std::mem::size_of_val(host), e))?;
+        if crate::managed::contains(host.as_ptr() as u64, std::mem::size_of_val(host)) {
+            self.sync()?;
+        }
+        Ok(d)
     }
 
     /// `n` zeroed elements on the device.
@@ -415,7 +422,9 @@ impl Device {
         }
     }
 
-    /// Copies `dev` into `host` (waits for the stream).
+    /// Copies `dev` into `host` and waits for the stream: a copy into pageable memory is
+    /// done when the call returns, one into managed memory (a large `Vec` under
+    /// [`Memory::Managed`]) only once the stream is.
     pub fn download<T: DeviceRepr>(&self, dev: &CudaSlice<T>, host: &mut [T]) -> Result<()> {
         if host.is_empty() {
             return Ok(());
@@ -424,7 +433,8 @@ impl Device {
         count_copy(2, std::mem::size_of_val(host));
         self.stream
             .memcpy_dtoh(&view, host)
-            .map_err(driver("copy to the host"))
+            .map_err(driver("copy to the host"))?;
+        self.sync()
     }
 
     /// `C (+)= op(A)·op(B)` with cuBLAS on device addresses (row-major operands: computed as

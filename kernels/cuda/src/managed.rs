@@ -16,7 +16,8 @@
 //! handed out again: a training step frees and allocates the same activations every step, and
 //! a kept block's pages stay where the GPU last put them. Zeroed blocks are zeroed by the
 //! device (`cuMemsetD8`), so a fresh activation's pages are made on the GPU, not by the host.
-//! Kept blocks go back to the driver only with the process (or [`release`]).
+//! Kept blocks go back to the driver only with the process (or [`release`]): the pool holds
+//! each size class's peak.
 //!
 //! Everything here runs inside the global allocator: no call allocates through it (a
 //! thread-local flag sends any allocation made while this module is at work to the system
@@ -48,7 +49,8 @@ pub const MIN_FROM: usize = 4 << 10;
 const ALIGN: usize = 256;
 
 static ON: AtomicBool = AtomicBool::new(false);
-/// Set by [`enable`], never cleared: whether any block may be managed.
+/// Set by the first [`enable`] that succeeds, never cleared: whether any block may be managed.
+/// [`FROM`], [`RAW_CTX`] and [`RAW_STREAM`] are written before it and never after.
 static EVER: AtomicBool = AtomicBool::new(false);
 static FROM: AtomicUsize = AtomicUsize::new(DEFAULT_FROM);
 /// The context every allocating thread is bound to; kept alive for the process, since a
@@ -56,6 +58,11 @@ static FROM: AtomicUsize = AtomicUsize::new(DEFAULT_FROM);
 static CTX: OnceLock<Arc<CudaContext>> = OnceLock::new();
 /// The raw handle of [`CTX`], for the allocator (which must not touch the `Arc`'s machinery).
 static RAW_CTX: AtomicUsize = AtomicUsize::new(0);
+/// A stream of the allocator's own (non-blocking: it waits for no other stream) on which
+/// zeroed blocks are cleared, so that an allocating thread never queues behind the backend's
+/// or NCCL's work on the legacy stream. A block handed out is idle: every backend operation
+/// synchronises before it returns, so no kernel still uses a freed block.
+static RAW_STREAM: AtomicUsize = AtomicUsize::new(0);
 
 struct Blocks {
     /// Live managed blocks: address → size class.
@@ -103,23 +110,30 @@ pub struct Stats {
     pub made_bytes: u64,
     /// Allocations served by a kept block.
     pub reused: u64,
-    /// Allocations the driver refused, left to the system allocator.
+    /// Allocations the driver refused (or made on a thread bound to another context), left to
+    /// the system allocator.
     pub fallbacks: u64,
     /// Blocks live now.
     pub live: usize,
+    /// Blocks kept for reuse now.
+    pub kept: usize,
     /// The allocation threshold, bytes.
     pub from: usize,
 }
 
 /// The counts so far.
 pub fn stats() -> Stats {
-    let live = BLOCKS.lock().map(|b| b.live.len()).unwrap_or(0);
+    let (live, kept) = BLOCKS
+        .lock()
+        .map(|b| (b.live.len(), b.kept.values().map(Vec::len).sum()))
+        .unwrap_or((0, 0));
     Stats {
         made: MADE.load(Ordering::Relaxed),
         made_bytes: MADE_BYTES.load(Ordering::Relaxed),
         reused: REUSED.load(Ordering::Relaxed),
         fallbacks: FALLBACKS.load(Ordering::Relaxed),
         live,
+        kept,
         from: FROM.load(Ordering::Relaxed),
     }
 }
@@ -131,12 +145,18 @@ pub fn class_of(n: usize) -> usize {
     n.next_multiple_of((top / 4).max(4 << 10))
 }
 
+fn ok(r: sys::CUresult) -> bool {
+    r == sys::CUresult::CUDA_SUCCESS
+}
+
 /// Serves the process's large allocations from managed memory on `ctx`'s GPU from now on
 /// (what [`alloc`] and [`free`] do once this returned). Refused, naming what is missing, where
-/// the GPU has no managed memory or where the host may not touch it while kernels run
-/// (`CONCURRENT_MANAGED_ACCESS`: the model's host code runs beside the GPU's). The threshold
-/// is [`FROM_VAR`]'s, else [`DEFAULT_FROM`]. One context per process: a second call with
-/// another context is refused.
+/// the GPU has no managed memory, where the host may not touch it while kernels run
+/// (`CONCURRENT_MANAGED_ACCESS`: the model's host code runs beside the GPU's), and where the
+/// binary's global allocator is not [`ManagedOr`] (nothing would be managed). The threshold
+/// is [`FROM_VAR`]'s, else [`DEFAULT_FROM`], fixed by the first call that succeeds. One
+/// context per process: a later call with another context is refused; with the same one it
+/// turns serving back on after [`disable`].
 pub fn enable(ctx: &Arc<CudaContext>) -> Result<()> {
     use sys::CUdevice_attribute as A;
     let attr = |a: A| {
@@ -157,54 +177,90 @@ pub fn enable(ctx: &Arc<CudaContext>) -> Result<()> {
              which copies"
         )));
     }
-    let held = CTX.get_or_init(|| ctx.clone());
-    if held.cu_ctx() != ctx.cu_ctx() {
-        return Err(Error::Unavailable(
-            "managed memory is already served from another CUDA context in this process".into(),
-        ));
+    if EVER.load(Ordering::Acquire) {
+        if RAW_CTX.load(Ordering::Relaxed) != ctx.cu_ctx() as usize {
+            return Err(Error::Unavailable(
+                "managed memory is already served from another CUDA context in this process".into(),
+            ));
+        }
+        ON.store(true, Ordering::Release);
+        return Ok(());
     }
-    RAW_CTX.store(ctx.cu_ctx() as usize, Ordering::Relaxed);
-    if let Ok(from) = std::env::var(FROM_VAR) {
-        let n: usize = from
-            .parse()
-            .map_err(|_| Error::Unavailable(format!("{FROM_VAR}={from:?}: expected bytes")))?;
-        FROM.store(n.max(MIN_FROM), Ordering::Relaxed);
-    }
+    let from = match std::env::var(FROM_VAR) {
+        Ok(v) => v
+            .parse::<usize>()
+            .map_err(|_| Error::Unavailable(format!("{FROM_VAR}={v:?}: expected bytes")))?
+            .max(MIN_FROM),
+        Err(_) => DEFAULT_FROM,
+    };
     // Every driver entry point the allocator uses is resolved here, outside it (cudarc loads
-    // each symbol at its first call), by one block made, zeroed and freed.
+    // each symbol at its first call): the allocator's stream made, one block made, zeroed on
+    // it and freed.
     ctx.bind_to_thread()
         .map_err(crate::error::driver("bind the context"))?;
-    // SAFETY: a fresh managed block of 4 KiB, zeroed by the driver within its size and freed
-    // once; the context is current on this thread (bound above).
-    unsafe {
+    // SAFETY: the context is current on this thread (bound above); a fresh managed block of
+    // 4 KiB is zeroed within its size on the stream made here and freed once; the stream is
+    // kept for the process (or destroyed when the probe fails).
+    let stream = unsafe {
+        let mut s: sys::CUstream = std::ptr::null_mut();
         let mut p: sys::CUdeviceptr = 0;
         let mut cur: sys::CUcontext = std::ptr::null_mut();
-        let r = [
-            sys::cuCtxGetCurrent(&mut cur),
-            sys::cuMemAllocManaged(&mut p, 4 << 10, attach_global()),
-            sys::cuMemsetD8Async(p, 0, 4 << 10, std::ptr::null_mut()),
-            sys::cuStreamSynchronize(std::ptr::null_mut()),
-            sys::cuMemFree_v2(p),
-        ];
-        if let Some(e) = r.iter().find(|r| **r != sys::CUresult::CUDA_SUCCESS) {
+        let non_blocking = sys::CUstream_flags_enum::CU_STREAM_NON_BLOCKING as std::ffi::c_uint;
+        let mut r = sys::cuCtxGetCurrent(&mut cur);
+        if ok(r) {
+            r = sys::cuStreamCreate(&mut s, non_blocking);
+        }
+        if ok(r) {
+            r = sys::cuMemAllocManaged(&mut p, 4 << 10, attach_global());
+        }
+        if ok(r) {
+            r = sys::cuMemsetD8Async(p, 0, 4 << 10, s);
+        }
+        if ok(r) {
+            r = sys::cuStreamSynchronize(s);
+        }
+        if ok(r) {
+            r = sys::cuMemFree_v2(p);
+        }
+        if !ok(r) {
+            let e = r;
+            if !s.is_null() {
+                let _ = sys::cuStreamDestroy_v2(s);
+            }
             return Err(Error::Unavailable(format!(
-                "{name}: managed memory does not work here ({e:?} making, zeroing or freeing a \
-                 4 KiB block); use device = \"cuda\", which copies"
+                "{name}: managed memory does not work here ({e:?} making a stream, or making, \
+                 zeroing or freeing a 4 KiB block); use device = \"cuda\", which copies"
             )));
         }
-        let _ = sys::cuCtxSetCurrent(cur);
-    }
-    EVER.store(true, Ordering::Relaxed);
+        s
+    };
+    CTX.get_or_init(|| ctx.clone());
+    RAW_CTX.store(ctx.cu_ctx() as usize, Ordering::Relaxed);
+    RAW_STREAM.store(stream as usize, Ordering::Relaxed);
+    FROM.store(from, Ordering::Relaxed);
+    EVER.store(true, Ordering::Release);
     ON.store(true, Ordering::Release);
+    // The binary's allocator must be `ManagedOr`, or nothing is managed and every operation
+    // would copy while the model moves its data on the device.
+    let probe: Vec<u8> = Vec::with_capacity(from);
+    if !owns(probe.as_ptr()) {
+        ON.store(false, Ordering::Release);
+        return Err(Error::Unavailable(
+            "device = \"cuda-managed\" needs the binary's global allocator to be \
+             tokenmill_cuda::managed::ManagedOr (the tokenmill binary's is); this one's is not"
+                .into(),
+        ));
+    }
+    drop(probe);
     tracing::info!(
-        from = FROM.load(Ordering::Relaxed),
+        from,
         "allocations from this size on are CUDA managed memory"
     );
     Ok(())
 }
 
 /// Stops serving new allocations from managed memory (blocks already made stay valid and are
-/// freed as usual).
+/// freed as usual; [`release`] gives the kept ones back).
 pub fn disable() {
     ON.store(false, Ordering::Release);
 }
@@ -214,35 +270,52 @@ pub fn is_on() -> bool {
     ON.load(Ordering::Acquire)
 }
 
+/// The allocation threshold, bytes.
+pub fn from() -> usize {
+    FROM.load(Ordering::Relaxed)
+}
+
 fn attach_global() -> std::ffi::c_uint {
     sys::CUmemAttach_flags_enum::CU_MEM_ATTACH_GLOBAL as std::ffi::c_uint
 }
 
+/// Makes the allocator's context current on this thread when none is; false when another
+/// context is current (the allocator then leaves the allocation to the system rather than
+/// switch the thread's context under its owner) or the driver fails.
+///
+/// # Safety
+/// Only after [`EVER`] was set (the context is then alive for the process).
+unsafe fn bind() -> bool {
+    let ctx = RAW_CTX.load(Ordering::Relaxed) as sys::CUcontext;
+    let mut cur: sys::CUcontext = std::ptr::null_mut();
+    // SAFETY: plain driver calls on the calling thread's context stack.
+    unsafe {
+        if !ok(sys::cuCtxGetCurrent(&mut cur)) {
+            return false;
+        }
+        cur == ctx || (cur.is_null() && ok(sys::cuCtxSetCurrent(ctx)))
+    }
+}
+
 /// A managed block for an allocation of `size` bytes aligned to `align`, zeroed by the device
 /// when `zeroed`; `None` when managed memory is off, the allocation is below the threshold or
-/// more aligned than [`ALIGN`], this thread is already inside this module, or the driver
-/// refused (the caller then asks the system allocator).
+/// more aligned than [`ALIGN`], this thread is already inside this module, another context is
+/// current on it, or the driver refused (the caller then asks the system allocator).
 ///
 /// # Safety
 /// The block must be given back by [`free`] (with any size of at least the threshold), never
 /// to another allocator.
 pub unsafe fn alloc(size: usize, align: usize, zeroed: bool) -> Option<*mut u8> {
-    if !ON.load(Ordering::Relaxed) || size < FROM.load(Ordering::Relaxed) || align > ALIGN {
+    if !ON.load(Ordering::Acquire) || size < FROM.load(Ordering::Relaxed) || align > ALIGN {
         return None;
     }
     let _busy = Busy::take()?;
     let class = class_of(size);
-    // SAFETY: the raw context was stored by `enable` from a context kept alive in `CTX`;
-    // binding it to this thread, making a block of `class` bytes and zeroing the first `size`
-    // of them are the driver's documented calls on memory it returned.
+    // SAFETY: `ON` was set after the context, its stream and the threshold (acquired above);
+    // making a block of `class` bytes and zeroing the first `size` of them are the driver's
+    // documented calls on memory it returned.
     unsafe {
-        let ctx = RAW_CTX.load(Ordering::Relaxed) as sys::CUcontext;
-        let mut cur: sys::CUcontext = std::ptr::null_mut();
-        if sys::cuCtxGetCurrent(&mut cur) != sys::CUresult::CUDA_SUCCESS {
-            FALLBACKS.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if cur != ctx && sys::cuCtxSetCurrent(ctx) != sys::CUresult::CUDA_SUCCESS {
+        if !bind() {
             FALLBACKS.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -257,9 +330,7 @@ pub unsafe fn alloc(size: usize, align: usize, zeroed: bool) -> Option<*mut u8> 
             }
             None => {
                 let mut p: sys::CUdeviceptr = 0;
-                if sys::cuMemAllocManaged(&mut p, class, attach_global())
-                    != sys::CUresult::CUDA_SUCCESS
-                {
+                if !ok(sys::cuMemAllocManaged(&mut p, class, attach_global())) {
                     FALLBACKS.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
@@ -269,11 +340,10 @@ pub unsafe fn alloc(size: usize, align: usize, zeroed: bool) -> Option<*mut u8> 
             }
         };
         if zeroed {
-            // On the device, so the pages are made (or stay) there. The null stream: ordered
-            // after whatever the backend launched, and waited for here.
-            let z = sys::cuMemsetD8Async(p as sys::CUdeviceptr, 0, size, std::ptr::null_mut());
-            if z != sys::CUresult::CUDA_SUCCESS
-                || sys::cuStreamSynchronize(std::ptr::null_mut()) != sys::CUresult::CUDA_SUCCESS
+            // On the device, so the pages are made (or stay) there.
+            let s = RAW_STREAM.load(Ordering::Relaxed) as sys::CUstream;
+            if !ok(sys::cuMemsetD8Async(p as sys::CUdeviceptr, 0, size, s))
+                || !ok(sys::cuStreamSynchronize(s))
             {
                 std::ptr::write_bytes(p as *mut u8, 0, size);
             }
@@ -297,8 +367,12 @@ pub unsafe fn alloc(size: usize, align: usize, zeroed: bool) -> Option<*mut u8> 
 /// Takes back the block at `ptr` (an allocation of `size` bytes) when it is a managed one,
 /// keeping it for the next allocation of its size class; false when it is not (the caller
 /// frees it where it came from).
-pub fn free(ptr: *mut u8, size: usize) -> bool {
-    if !EVER.load(Ordering::Relaxed) || size < FROM.load(Ordering::Relaxed) {
+///
+/// # Safety
+/// `ptr` is an allocation of `size` bytes that nobody uses any more (a global allocator's
+/// `dealloc`): a managed block taken back is handed out again.
+pub unsafe fn free(ptr: *mut u8, size: usize) -> bool {
+    if !EVER.load(Ordering::Acquire) || size < FROM.load(Ordering::Relaxed) {
         return false;
     }
     let Some(_busy) = Busy::take() else {
@@ -316,24 +390,28 @@ pub fn free(ptr: *mut u8, size: usize) -> bool {
     }
 }
 
-/// Whether the block at `ptr` is a live managed one (false while this thread is inside this
-/// module: its own bookkeeping is the system allocator's).
-pub fn owns(ptr: *const u8) -> bool {
-    if !EVER.load(Ordering::Relaxed) {
-        return false;
+/// The size class of the live managed block at `ptr`, if it is one (`None` while this thread
+/// is inside this module: its own bookkeeping is the system allocator's).
+fn class_at(ptr: *const u8) -> Option<usize> {
+    if !EVER.load(Ordering::Acquire) {
+        return None;
     }
-    let Some(_busy) = Busy::take() else {
-        return false;
-    };
+    let _busy = Busy::take()?;
     BLOCKS
         .lock()
-        .is_ok_and(|b| b.live.contains_key(&(ptr as usize)))
+        .ok()
+        .and_then(|b| b.live.get(&(ptr as usize)).copied())
+}
+
+/// Whether the block at `ptr` is a live managed one.
+pub fn owns(ptr: *const u8) -> bool {
+    class_at(ptr).is_some()
 }
 
 /// Whether `[ptr, ptr + bytes)` lies inside one live managed block (so a kernel may use the
 /// address itself).
 pub fn contains(ptr: u64, bytes: usize) -> bool {
-    if !EVER.load(Ordering::Relaxed) {
+    if !EVER.load(Ordering::Acquire) {
         return false;
     }
     let p = ptr as usize;
@@ -347,19 +425,28 @@ pub fn contains(ptr: u64, bytes: usize) -> bool {
 
 /// Gives the kept (freed) blocks back to the driver; returns their bytes.
 pub fn release() -> usize {
-    let blocks: Vec<(usize, Vec<usize>)> = match BLOCKS.lock() {
-        Ok(mut b) => std::mem::take(&mut b.kept).into_iter().collect(),
+    if !EVER.load(Ordering::Acquire) {
+        return 0;
+    }
+    let Some(_busy) = Busy::take() else {
+        return 0;
+    };
+    // Taken whole (no allocation under the lock), freed after.
+    let kept = match BLOCKS.lock() {
+        Ok(mut b) => std::mem::take(&mut b.kept),
         Err(_) => return 0,
     };
     let mut bytes = 0;
-    for (class, ptrs) in blocks {
-        for p in ptrs {
-            // SAFETY: a block `cuMemAllocManaged` made, no longer live (taken out of the kept
-            // lists above, so nobody else holds it).
-            unsafe {
-                let _ = sys::cuMemFree_v2(p as sys::CUdeviceptr);
+    // SAFETY: `EVER` is set; the blocks were made by `cuMemAllocManaged` and, taken out of the
+    // kept lists above, are held by nobody.
+    unsafe {
+        let bound = bind();
+        for (class, ptrs) in kept {
+            for p in ptrs {
+                if bound && ok(sys::cuMemFree_v2(p as sys::CUdeviceptr)) {
+                    bytes += class;
+                }
             }
-            bytes += class;
         }
     }
     bytes
@@ -397,21 +484,33 @@ unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for ManagedOr<A>
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        if !free(ptr, layout.size()) {
+        // SAFETY: the caller gives up the block.
+        if !unsafe { free(ptr, layout.size()) } {
             // SAFETY: not a managed block, so `A`'s, with this layout.
             unsafe { self.0.dealloc(ptr, layout) }
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        if !owns(ptr) {
+        // SAFETY: the caller guarantees `new_size` with `layout`'s alignment is a valid layout.
+        let new =
+            unsafe { std::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };
+        let moved = match class_at(ptr) {
+            // Still inside its block and still over the threshold (so `free` finds it):
+            // unchanged, its pages where they are.
+            Some(class) if new_size <= class && new_size >= from() => return ptr,
+            Some(_) => true,
+            // `A`'s block grown past the threshold while serving: into managed memory, so
+            // that the kernels reach it.
+            None => is_on() && new_size >= from() && layout.align() <= ALIGN,
+        };
+        if !moved {
             // SAFETY: `A`'s block with this layout.
             return unsafe { self.0.realloc(ptr, layout, new_size) };
         }
-        // SAFETY: the caller guarantees `new_size` with `layout`'s alignment is a valid layout;
-        // the new block holds at least the bytes copied, and the old one is freed once.
+        // SAFETY: the new block holds at least the bytes copied, and the old one is freed
+        // once, by whichever allocator it came from (`dealloc` tells them apart).
         unsafe {
-            let new = std::alloc::Layout::from_size_align_unchecked(new_size, layout.align());
             let p = self.alloc(new);
             if !p.is_null() {
                 std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));

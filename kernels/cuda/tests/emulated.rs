@@ -88,6 +88,17 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
     );
 }
 
+/// `Memory::Managed` in a binary whose allocator is not `managed::ManagedOr` (this one's is the
+/// system's): nothing would be managed, so it is refused, saying why.
+#[test]
+fn managed_memory_without_the_managed_allocator_is_refused() {
+    let _one = one_at_a_time();
+    emulated();
+    let err = Cuda::with_memory(0, Memory::Managed).expect_err("refused");
+    assert!(err.to_string().contains("global allocator"), "{err}");
+    assert!(!tokenmill_cuda::managed::is_on());
+}
+
 /// The emulated device in `memory` with its FP8 GEMMs on the tensor cores as `fp8` says (its
 /// start-up probe passed and not counted), after the device check's nine rows of training's
 /// FP8 GEMMs through that path all passed.

@@ -98,6 +98,101 @@ fn large_blocks_are_managed_memory_zeroed_on_the_device_and_reused_by_size() {
     assert_eq!(managed::stats().fallbacks, 0);
 }
 
+/// Copies to and from managed memory are asynchronous on a GPU (the emulated driver holds them
+/// until the next operation or wait): an upload from a managed `Vec` has read it, and a
+/// download into one has written it, by the time the call returns.
+#[test]
+fn copies_to_and_from_managed_memory_are_done_when_the_call_returns() {
+    let _one = one_at_a_time();
+    let dev = managed_backend().device();
+    let mut src = vec![1f32; 100_000];
+    assert!(is_managed(&src));
+    let d = dev.upload("managed source", &src).unwrap();
+    src.fill(2.0);
+    let mut back = vec![0f32; 100_000];
+    assert!(is_managed(&back));
+    dev.download(&d, &mut back).unwrap();
+    assert!(back.iter().all(|&v| v == 1.0), "{:?}", &back[..4]);
+}
+
+#[test]
+fn reallocation_keeps_a_block_inside_its_class_and_moves_it_across_the_threshold() {
+    let _one = one_at_a_time();
+    managed_backend();
+    // Shrunk inside its size class: the same block, nothing copied.
+    // Grown by pushes: a system block until it passes the threshold, then managed.
+    let mut v: Vec<u8> = Vec::new();
+    for i in 0..100_000u32 {
+        v.push(i as u8);
+    }
+    assert!(
+        is_managed(&v),
+        "a system block grown past the threshold moves into managed memory"
+    );
+    v.truncate(90_000);
+    let at = v.as_ptr();
+    v.shrink_to_fit();
+    assert_eq!(v.as_ptr(), at);
+    assert!(is_managed(&v));
+    // Shrunk below the threshold: to the system allocator, contents kept (freed there later).
+    v.truncate(FROM / 2);
+    v.shrink_to_fit();
+    assert!(!is_managed(&v));
+    assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+}
+
+#[test]
+fn blocks_from_many_threads_are_never_handed_out_twice() {
+    let _one = one_at_a_time();
+    managed_backend();
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for round in 0..60u32 {
+                    // Sizes spread over a few classes, so blocks go back and forth between
+                    // the threads through the kept lists.
+                    let n = 2_000 + ((round * 7 + t * 13) % 9) as usize * 3_000;
+                    let tag = t * 1_000 + round;
+                    let v = vec![tag; n];
+                    std::thread::yield_now();
+                    assert!(
+                        v.iter().all(|&x| x == tag),
+                        "a block shared with another thread"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = managed::stats();
+    assert!(s.reused > 100, "{s:?}");
+    assert_eq!(s.fallbacks, 0);
+}
+
+#[test]
+fn after_disable_blocks_are_system_ones_and_the_kept_ones_go_back() {
+    let _one = one_at_a_time();
+    managed_backend();
+    let kept_before = vec![1f32; 50_000];
+    managed::disable();
+    let plain = vec![2f32; 50_000];
+    assert!(!is_managed(&plain), "no managed block once disabled");
+    // A block made before still goes back where it came from.
+    assert!(is_managed(&kept_before));
+    drop(kept_before);
+    drop(plain);
+    assert!(managed::stats().kept > 0);
+    assert!(managed::release() > 0);
+    assert_eq!(managed::stats().kept, 0);
+    // Opening the backend in managed memory again turns serving back on.
+    let again = Cuda::with_memory(0, Memory::Managed).expect("enabled again");
+    drop(again);
+    assert!(managed::is_on());
+    assert!(is_managed(&vec![3f32; 50_000]));
+}
+
 #[test]
 fn every_seam_operation_on_managed_memory_matches_the_cpu_reference_without_copies() {
     let _one = one_at_a_time();

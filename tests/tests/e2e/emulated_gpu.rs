@@ -303,6 +303,13 @@ fn host_or_managed_memory_training_is_refused_on_a_device_without_it() {
     let err = train(dir.path(), "no-um", "fp32", "cuda-managed", 1, &env).expect_err("refused");
     assert!(err.contains("has no managed memory"), "{err}");
     assert!(err.contains("device = \"cuda\""), "{err}");
+    // ... or with it, but not while kernels run (a GPU before Pascal, Windows).
+    let env = [
+        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
+        ("TOKENMILL_CUDA_EMU_MANAGED", "serial".to_string()),
+    ];
+    let err = train(dir.path(), "um-serial", "fp32", "cuda-managed", 1, &env).expect_err("refused");
+    assert!(err.contains("CONCURRENT_MANAGED_ACCESS"), "{err}");
 }
 
 #[test]
@@ -467,17 +474,21 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
 /// 4 layers in 4 stages: activations and their gradients sent and received between the
 /// ranks), each rank on the emulated CUDA device and its bytes carried by the emulated NCCL
 /// (`DRIVER_DIR` on the loader's path), trains to the bits of the same layout over MPI: the
-/// collectives are built on the same primitives in the same order whatever carries them.
+/// collectives are built on the same primitives in the same order whatever carries them — in
+/// CUDA managed memory too.
 #[test]
 fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     dataset(d);
     let loader = loader_path();
-    let run = |layout: &str, transport: &str| -> (Vec<f64>, String) {
-        let name = format!("{}-over-{transport}", &layout[..6].replace([' ', '='], ""));
+    let run = |layout: &str, transport: &str, device: &str| -> (Vec<f64>, String) {
+        let name = format!(
+            "{}-over-{transport}-{device}",
+            &layout[..6].replace([' ', '='], "")
+        );
         let extra = format!("\n[parallel]\n{layout}\ntransport = \"{transport}\"\n");
-        let cfg = config(d, &name, "fp32", "cuda", 3, &extra);
+        let cfg = config(d, &name, "fp32", device, 3, &extra);
         if layout.starts_with("pp") {
             // Four layers in DualPipeV's four stages, four micro-batches of two.
             let text = std::fs::read_to_string(&cfg).unwrap();
@@ -493,6 +504,8 @@ fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
             .current_dir(d)
             .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
             .env("LD_LIBRARY_PATH", &loader)
+            // Managed from 4 KiB on (`cuda-managed`): NCCL's results land in managed `Vec`s.
+            .env(tokenmill_cuda::managed::FROM_VAR, "4096")
             .arg(tokenmill_bin())
             .args([
                 "--log",
@@ -513,12 +526,16 @@ fn training_over_nccl_on_emulated_gpus_gives_the_bits_of_mpi() {
         (losses(d, &name), text)
     };
     for layout in ["ep = 2", "pp = 2\nschedule = \"dualpipev\""] {
-        let (mpi, mpi_log) = run(layout, "mpi");
-        let (nccl, nccl_log) = run(layout, "nccl");
-        eprintln!("{layout}: mpi {mpi:?}\nnccl {nccl:?}");
+        let (mpi, mpi_log) = run(layout, "mpi", "cuda");
+        let (nccl, nccl_log) = run(layout, "nccl", "cuda");
+        // In managed memory: the copies into NCCL's results are asynchronous there (the
+        // emulated driver holds them until the stream is waited for).
+        let (managed, _) = run(layout, "nccl", "cuda-managed");
+        eprintln!("{layout}: mpi {mpi:?}\nnccl {nccl:?}\nnccl, managed {managed:?}");
         assert_eq!(mpi.len(), 3);
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&nccl), bits(&mpi), "{layout}");
+        assert_eq!(bits(&managed), bits(&mpi), "{layout} in managed memory");
         // NCCL did carry them: every rank formed its communicators (the world's, and those
         // of the groups split from it); MPI's run made none.
         assert!(

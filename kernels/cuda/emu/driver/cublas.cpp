@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "link.h"
+
 typedef int cublasStatus_t;
 enum : int {
     CUBLAS_STATUS_SUCCESS = 0,
@@ -51,6 +53,7 @@ std::vector<float> dense(const void* x, bool is_bf16, int op, int rows, int dept
 cublasStatus_t gemm(void* h, int ta, int tb, int m, int n, int k, const float* alpha,
                     const void* a, bool a16, int lda, const void* b, bool b16, int ldb,
                     const float* beta, float* c, int ldc) {
+    tm_emu_link::flush();  // the stream's earlier copies first
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     for (int t : {ta, tb})
         if (t != CUBLAS_OP_N && t != CUBLAS_OP_T && t != CUBLAS_OP_C)

@@ -29,6 +29,8 @@
 #include <string>
 #include <vector>
 
+#include "link.h"
+
 typedef int cublasStatus_t;
 enum : int {
     CUBLAS_STATUS_SUCCESS = 0,
@@ -88,14 +90,7 @@ cublasStatus_t fail(cublasStatus_t r, const std::string& why) {
 }
 
 // The emulated driver's check that [p, p + bytes) lies inside one device allocation.
-bool device_range(const void* p, size_t bytes) {
-    typedef int (*Check)(unsigned long long, size_t);
-    static Check check = [] {
-        void* h = dlopen("libcuda.so", RTLD_NOW | RTLD_NOLOAD);
-        return h ? (Check)dlsym(h, "tm_emu_device_range") : (Check) nullptr;
-    }();
-    return check && check((unsigned long long)(uintptr_t)p, bytes) == 0;
-}
+bool device_range(const void* p, size_t bytes) { return tm_emu_link::device_range(p, bytes) == 1; }
 
 float e4m3(uint8_t c) {
     int sign = c >> 7, exp = (c >> 3) & 0xf, man = c & 7;
@@ -288,6 +283,7 @@ API cublasStatus_t cublasLtMatmul(void* h, void* desc, const float* alpha, const
                                   const uint64_t* algo, void* /*workspace*/, size_t /*ws*/,
                                   void* /*stream*/) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    tm_emu_link::flush();
     if (!algo || algo[0] != kAlgoTag)
         return fail(CUBLAS_STATUS_INVALID_VALUE, "the algorithm is not one the heuristic gave");
     const Desc* dd = static_cast<Desc*>(desc);

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <vector>
 #include <mutex>
 #include <string>
 
@@ -72,10 +73,39 @@ size_t g_used = 0;
 // oversubscribes it by migrating pages).
 std::map<CUdeviceptr, size_t> g_managed;
 
-// Whether the device reports managed memory (TOKENMILL_CUDA_EMU_MANAGED=0 says it has none).
+// Whether the device reports managed memory (TOKENMILL_CUDA_EMU_MANAGED=0 says it has none)
+// and concurrent access to it (=serial says it has managed memory without it).
 bool managed_memory() {
     const char* v = std::getenv("TOKENMILL_CUDA_EMU_MANAGED");
     return !(v && std::strcmp(v, "0") == 0);
+}
+bool concurrent_managed() {
+    const char* v = std::getenv("TOKENMILL_CUDA_EMU_MANAGED");
+    return managed_memory() && !(v && std::strcmp(v, "serial") == 0);
+}
+
+// A copy between device memory and managed memory is asynchronous on a GPU (only pageable host
+// memory makes the call wait for it). Such copies are held here and done at the next
+// operation of any stream or wait for one (launches, copies, memsets, the emulated cuBLAS,
+// cuBLASLt and NCCL, synchronisations, frees), so a host that reads, changes or frees a
+// managed buffer before it waited sees what a GPU would let it see.
+struct Pending {
+    void* dst;
+    const void* src;
+    size_t bytes;
+};
+std::mutex g_pending_lock;
+std::vector<Pending> g_pending;
+
+void flush() {
+    std::lock_guard<std::mutex> g(g_pending_lock);
+    for (const Pending& p : g_pending) std::memmove(p.dst, p.src, p.bytes);
+    g_pending.clear();
+}
+
+void defer(void* dst, const void* src, size_t bytes) {
+    std::lock_guard<std::mutex> g(g_pending_lock);
+    g_pending.push_back({dst, src, bytes});
 }
 
 size_t total_memory() {
@@ -107,6 +137,13 @@ bool inside_of(const std::map<CUdeviceptr, size_t>& m, CUdeviceptr p, size_t byt
 // ... of device memory or of managed memory, which copies and memsets take as well.
 bool inside(CUdeviceptr p, size_t bytes) {
     return inside_of(g_allocs, p, bytes) || inside_of(g_managed, p, bytes);
+}
+
+// Whether host memory [p, p + bytes) is managed memory (a copy to or from it is asynchronous).
+bool managed_host(const void* p, size_t bytes) {
+    if (bytes == 0) return false;
+    std::lock_guard<std::mutex> g(g_lock);
+    return inside_of(g_managed, (CUdeviceptr)(uintptr_t)p, bytes);
 }
 
 CUresult check(CUdeviceptr p, size_t bytes) {
@@ -225,10 +262,8 @@ API CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
                      ? 1
                      : 0;
             break;
-        case 83:                                  // managed memory
-        case 89:                                  // concurrent managed access
-            *v = managed_memory() ? 1 : 0;
-            break;
+        case 83: *v = managed_memory() ? 1 : 0; break;      // managed memory
+        case 89: *v = concurrent_managed() ? 1 : 0; break;  // concurrent managed access
         default: *v = 0;                          // host page tables, ...
     }
     return CUDA_SUCCESS;
@@ -254,7 +289,13 @@ API CUresult cuCtxGetDevice(CUdevice* d) {
     *d = 0;
     return CUDA_SUCCESS;
 }
-API CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+API CUresult cuCtxSynchronize() {
+    flush();
+    return CUDA_SUCCESS;
+}
+
+// For the emulated cuBLAS, cuBLASLt and NCCL: the held copies done before their work.
+API void tm_emu_flush() { flush(); }
 
 // For the emulated NCCL (nccl.cpp): CUDA_SUCCESS when [p, p + bytes) lies inside one device
 // allocation (or bytes is 0), as a real NCCL's buffers must.
@@ -296,6 +337,7 @@ API CUresult cuMemAllocManaged(CUdeviceptr* p, size_t bytes, unsigned flags) {
     return CUDA_SUCCESS;
 }
 API CUresult cuMemFree_v2(CUdeviceptr p) {
+    flush();
     std::lock_guard<std::mutex> g(g_lock);
     if (auto m = g_managed.find(p); m != g_managed.end()) {
         g_managed.erase(m);
@@ -320,22 +362,39 @@ API CUresult cuMemFreeHost(void* p) {
 }
 
 API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
+    flush();
     if (CUresult r = check(dst, bytes)) return r;
     std::memcpy((void*)(uintptr_t)dst, src, bytes);
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, void*) {
-    return cuMemcpyHtoD_v2(dst, src, bytes);
+    flush();
+    if (CUresult r = check(dst, bytes)) return r;
+    if (managed_host(src, bytes)) {
+        defer((void*)(uintptr_t)dst, src, bytes);
+        return CUDA_SUCCESS;
+    }
+    std::memcpy((void*)(uintptr_t)dst, src, bytes);
+    return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
+    flush();
     if (CUresult r = check(src, bytes)) return r;
     std::memcpy(dst, (const void*)(uintptr_t)src, bytes);
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, void*) {
-    return cuMemcpyDtoH_v2(dst, src, bytes);
+    flush();
+    if (CUresult r = check(src, bytes)) return r;
+    if (managed_host(dst, bytes)) {
+        defer(dst, (const void*)(uintptr_t)src, bytes);
+        return CUDA_SUCCESS;
+    }
+    std::memcpy(dst, (const void*)(uintptr_t)src, bytes);
+    return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    flush();
     if (CUresult r = check(src, bytes)) return r;
     if (CUresult r = check(dst, bytes)) return r;
     std::memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
@@ -345,6 +404,7 @@ API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes
     return cuMemcpyDtoD_v2(dst, src, bytes);
 }
 API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    flush();
     if (CUresult r = check(dst, n)) return r;
     std::memset((void*)(uintptr_t)dst, v, n);
     return CUDA_SUCCESS;
@@ -361,8 +421,14 @@ API CUresult cuStreamDestroy_v2(void* s) {
     delete static_cast<int*>(s);
     return CUDA_SUCCESS;
 }
-API CUresult cuStreamSynchronize(void*) { return CUDA_SUCCESS; }
-API CUresult cuStreamQuery(void*) { return CUDA_SUCCESS; }
+API CUresult cuStreamSynchronize(void*) {
+    flush();
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamQuery(void*) {
+    flush();
+    return CUDA_SUCCESS;
+}
 API CUresult cuStreamWaitEvent(void*, void*, unsigned) { return CUDA_SUCCESS; }
 API CUresult cuEventCreate(void** e, unsigned) {
     *e = new Event{std::chrono::steady_clock::now()};
@@ -376,8 +442,14 @@ API CUresult cuEventRecord(void* e, void*) {
     static_cast<Event*>(e)->at = std::chrono::steady_clock::now();
     return CUDA_SUCCESS;
 }
-API CUresult cuEventSynchronize(void*) { return CUDA_SUCCESS; }
-API CUresult cuEventQuery(void*) { return CUDA_SUCCESS; }
+API CUresult cuEventSynchronize(void*) {
+    flush();
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventQuery(void*) {
+    flush();
+    return CUDA_SUCCESS;
+}
 API CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
     *ms = std::chrono::duration<float, std::milli>(static_cast<Event*>(b)->at -
                                                    static_cast<Event*>(a)->at)
@@ -433,6 +505,7 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
     if (threads == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
         return CUDA_ERROR_INVALID_VALUE;
     if ((int)smem > fn->max_dynamic_smem) return CUDA_ERROR_INVALID_VALUE;
+    flush();
     Grid gr{{gx, gy, gz}, {bx, by, bz}, smem, fn->kernel, params};
     run_grid(gr);
     return CUDA_SUCCESS;

@@ -36,6 +36,8 @@
 #include <thread>
 #include <vector>
 
+#include "link.h"
+
 #define API extern "C" __attribute__((visibility("default")))
 
 typedef int ncclResult_t;
@@ -75,13 +77,9 @@ size_t type_size(int t) {
 
 // The emulated driver's check that [p, p + bytes) lies inside one device allocation.
 ncclResult_t device_range(const void* p, size_t bytes, const char* what) {
-    typedef int (*Check)(unsigned long long, size_t);
-    static Check check = [] {
-        void* h = dlopen("libcuda.so", RTLD_NOW | RTLD_NOLOAD);
-        return h ? (Check)dlsym(h, "tm_emu_device_range") : (Check) nullptr;
-    }();
-    if (!check) return fail(ncclUnhandledCudaError, "needs the emulated CUDA driver (libcuda.so) loaded");
-    if (check((unsigned long long)(uintptr_t)p, bytes) != 0)
+    int inside = tm_emu_link::device_range(p, bytes);
+    if (inside < 0) return fail(ncclUnhandledCudaError, "needs the emulated CUDA driver (libcuda.so) loaded");
+    if (inside == 0)
         return fail(ncclInvalidArgument, std::string(what) + ": " + std::to_string(bytes) +
                                              " bytes at " + std::to_string((uintptr_t)p) +
                                              " are not inside one device allocation");
@@ -139,6 +137,7 @@ thread_local std::vector<Op> g_ops;
 // their order; sends to this rank matched in order with receives from it; copies; then the
 // receives from other ranks in order on this thread.
 ncclResult_t run(std::vector<Op> ops) {
+    tm_emu_link::flush();  // the stream's earlier copies first
     std::map<std::pair<ncclComm_t, int>, std::vector<const Op*>> sends;
     // Per communicator, its sends to this rank and its receives from it.
     std::map<ncclComm_t, std::pair<std::vector<const Op*>, std::vector<const Op*>>> self;

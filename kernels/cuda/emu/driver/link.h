@@ -1,0 +1,35 @@
+// The emulated driver's entry points that the other emulated libraries (cuBLAS, cuBLASLt,
+// NCCL) call, looked up in the process: they are loaded beside the emulated libcuda.so.
+#pragma once
+
+#include <dlfcn.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tm_emu_link {
+
+template <typename F>
+F driver_fn(const char* name) {
+    void* h = dlopen("libcuda.so", RTLD_NOW | RTLD_NOLOAD);
+    return h ? (F)dlsym(h, name) : nullptr;
+}
+
+// 1 when [p, p + bytes) lies inside one device (or managed) allocation, 0 when it does not,
+// -1 without the emulated driver.
+inline int device_range(const void* p, size_t bytes) {
+    typedef int (*Check)(unsigned long long, size_t);
+    static Check check = driver_fn<Check>("tm_emu_device_range");
+    if (!check) return -1;
+    return check((unsigned long long)(uintptr_t)p, bytes) == 0 ? 1 : 0;
+}
+
+// The copies the driver holds (asynchronous ones to or from managed memory) done, as stream
+// order wants before any later work on the device.
+inline void flush() {
+    typedef void (*Flush)();
+    static Flush f = driver_fn<Flush>("tm_emu_flush");
+    if (f) f();
+}
+
+}  // namespace tm_emu_link

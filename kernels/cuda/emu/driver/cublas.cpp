@@ -15,6 +15,7 @@ enum : int {
     CUBLAS_STATUS_SUCCESS = 0,
     CUBLAS_STATUS_NOT_INITIALIZED = 1,
     CUBLAS_STATUS_INVALID_VALUE = 7,
+    CUBLAS_STATUS_EXECUTION_FAILED = 13,
     CUBLAS_STATUS_NOT_SUPPORTED = 15,
 };
 enum : int { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1, CUBLAS_OP_C = 2 };
@@ -55,6 +56,10 @@ cublasStatus_t gemm(void* h, int ta, int tb, int m, int n, int k, const float* a
                     const float* beta, float* c, int ldc) {
     tm_emu_link::flush();  // the stream's earlier copies first
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+    // A host address where the GPU has no pageable access: a fault on a GPU.
+    if (m > 0 && n > 0 && !tm_emu_link::reachable(c)) return CUBLAS_STATUS_EXECUTION_FAILED;
+    if (m > 0 && n > 0 && k > 0 && !(tm_emu_link::reachable(a) && tm_emu_link::reachable(b)))
+        return CUBLAS_STATUS_EXECUTION_FAILED;
     for (int t : {ta, tb})
         if (t != CUBLAS_OP_N && t != CUBLAS_OP_T && t != CUBLAS_OP_C)
             return CUBLAS_STATUS_INVALID_VALUE;

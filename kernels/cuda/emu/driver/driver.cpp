@@ -17,8 +17,10 @@
 // concurrency between streams, and memory accesses a kernel makes outside its buffers.
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <vector>
 #include <mutex>
@@ -33,6 +35,7 @@ void tm_emu_run_block(void*, void (*)(void*), void*);
 struct TmKernel {
     const char* name;
     void (*call)(void**);
+    int (*check)(void**, bool (*)(const void*));
 };
 extern const TmKernel tm_emu_kernels[];
 extern const size_t tm_emu_kernel_count;
@@ -52,6 +55,7 @@ enum : int {
     CUDA_ERROR_INVALID_CONTEXT = 201,
     CUDA_ERROR_INVALID_HANDLE = 400,
     CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_ILLEGAL_ADDRESS = 700,
     CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
     CUDA_ERROR_NOT_SUPPORTED = 801,
 };
@@ -139,6 +143,29 @@ bool inside(CUdeviceptr p, size_t bytes) {
     return inside_of(g_allocs, p, bytes) || inside_of(g_managed, p, bytes);
 }
 
+// Page-locked host allocations (cuMemHostAlloc): mapped for the device, so kernels may take them.
+std::map<CUdeviceptr, size_t> g_pinned;
+
+// Whether the device reports pageable memory access (HMM: kernels may take any host address).
+bool pageable() {
+    const char* v = std::getenv("TOKENMILL_CUDA_EMU_PAGEABLE");
+    return v && std::strcmp(v, "1") == 0;
+}
+
+// Whether a kernel or library may be handed address p: one inside (or one past the end of) a
+// device, managed or page-locked allocation — or any, with pageable access. A real GPU faults
+// on the others (an illegal address), which the CPU running these kernels would not.
+bool reachable(const void* p) {
+    if (pageable()) return true;
+    CUdeviceptr a = (CUdeviceptr)(uintptr_t)p;
+    std::lock_guard<std::mutex> g(g_lock);
+    for (const auto* m : {&g_allocs, &g_managed, &g_pinned}) {
+        auto it = m->upper_bound(a);
+        if (it != m->begin() && a <= std::prev(it)->first + std::prev(it)->second) return true;
+    }
+    return false;
+}
+
 // Whether host memory [p, p + bytes) is managed memory (a copy to or from it is asynchronous).
 bool managed_host(const void* p, size_t bytes) {
     if (bytes == 0) return false;
@@ -191,6 +218,7 @@ const char* error_name(CUresult r) {
         case CUDA_ERROR_INVALID_CONTEXT: return "CUDA_ERROR_INVALID_CONTEXT";
         case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
         case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+        case CUDA_ERROR_ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
         case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
         case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
         default: return nullptr;
@@ -256,11 +284,9 @@ API CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
         case 115: *v = 1; break;                  // memory pools (cuMemAllocAsync)
         case 88:                                  // pageable memory access (HMM): kernels
             // here do reach host memory; reported when TOKENMILL_CUDA_EMU_PAGEABLE=1, so
-            // that both of the backend's memory modes run.
-            *v = std::getenv("TOKENMILL_CUDA_EMU_PAGEABLE") &&
-                         std::strcmp(std::getenv("TOKENMILL_CUDA_EMU_PAGEABLE"), "1") == 0
-                     ? 1
-                     : 0;
+            // that both of the backend's memory modes run (without it, a kernel handed a host
+            // address fails, as on a GPU).
+            *v = pageable() ? 1 : 0;
             break;
         case 83: *v = managed_memory() ? 1 : 0; break;      // managed memory
         case 89: *v = concurrent_managed() ? 1 : 0; break;  // concurrent managed access
@@ -296,6 +322,9 @@ API CUresult cuCtxSynchronize() {
 
 // For the emulated cuBLAS, cuBLASLt and NCCL: the held copies done before their work.
 API void tm_emu_flush() { flush(); }
+
+// For the emulated cuBLAS: 1 when a kernel may be handed address p (`reachable`).
+API int tm_emu_reachable(const void* p) { return reachable(p) ? 1 : 0; }
 
 // For the emulated NCCL (nccl.cpp): CUDA_SUCCESS when [p, p + bytes) lies inside one device
 // allocation (or bytes is 0), as a real NCCL's buffers must.
@@ -354,9 +383,17 @@ API CUresult cuMemFree_v2(CUdeviceptr p) {
 API CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
 API CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
     *p = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
-    return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+    if (!*p) return CUDA_ERROR_OUT_OF_MEMORY;
+    std::lock_guard<std::mutex> g(g_lock);
+    g_pinned[(CUdeviceptr)(uintptr_t)*p] = bytes;
+    return CUDA_SUCCESS;
 }
 API CUresult cuMemFreeHost(void* p) {
+    flush();
+    {
+        std::lock_guard<std::mutex> g(g_lock);
+        g_pinned.erase((CUdeviceptr)(uintptr_t)p);
+    }
     std::free(p);
     return CUDA_SUCCESS;
 }
@@ -505,6 +542,13 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
     if (threads == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
         return CUDA_ERROR_INVALID_VALUE;
     if ((int)smem > fn->max_dynamic_smem) return CUDA_ERROR_INVALID_VALUE;
+    if (int bad = fn->kernel->check(params, reachable); bad >= 0) {
+        std::fprintf(stderr,
+                     "emulated CUDA driver: %s's argument %d is not a device address (a GPU "
+                     "would fault on it)\n",
+                     fn->kernel->name, bad);
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    }
     flush();
     Grid gr{{gx, gy, gz}, {bx, by, bz}, smem, fn->kernel, params};
     run_grid(gr);

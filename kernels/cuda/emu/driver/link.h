@@ -32,4 +32,12 @@ inline void flush() {
     if (f) f();
 }
 
+// Whether a kernel or library may be handed address p: a device, managed or page-locked
+// allocation's, or any with pageable access (true without the emulated driver).
+inline bool reachable(const void* p) {
+    typedef int (*Reachable)(const void*);
+    static Reachable r = driver_fn<Reachable>("tm_emu_reachable");
+    return !r || r(p) == 1;
+}
+
 }  // namespace tm_emu_link

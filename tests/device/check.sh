@@ -68,7 +68,9 @@ fi
 for d in ${dirs//:/ }; do [ -e "$d/libnvrtc.so.13" ] && export TOKENMILL_CUDA_LIB="$d"; done
 
 echo "== tokenmill doctor --gpu"
-timeout 480 "$BIN" doctor --gpu --json "$OUT/gpu.json" --out "${TMPDIR:-/tmp}/tokenmill-doctor" --train-steps "$STEPS" \
+# No part or training run starts after 400 s (--budget-s), so that the last one started ends
+# inside the 480 s and the report lists what was left out rather than losing its last parts.
+timeout 480 "$BIN" doctor --gpu --budget-s "${BUDGET_S:-400}" --json "$OUT/gpu.json" --out "${TMPDIR:-/tmp}/tokenmill-doctor" --train-steps "$STEPS" \
   --speed-presets "$SPEED_PRESETS" --speed-precisions "$SPEED_PRECISIONS" \
   --speed-batch "$SPEED_BATCH" --speed-seq "$SPEED_SEQ" \
   | tee "$OUT/doctor.txt"

@@ -65,6 +65,12 @@ pub struct Args {
     /// Only the throughput part, on the CPU: tests its harness on a machine without a GPU.
     #[arg(long, hide = true)]
     pub speed_on_cpu: bool,
+    /// Seconds the device check may take (0: no limit): no part, and no training run, starts
+    /// after them; what was measured stays in the report, and what was not started is listed
+    /// in it (`skipped`). `tests/device/check.sh` sets it below its own time limit, so that a
+    /// slow machine loses its last runs rather than the report's last parts.
+    #[arg(long, default_value_t = 0)]
+    pub budget_s: u64,
 }
 
 /// One precision's comparison of the GPU and CPU loss curves.
@@ -124,6 +130,8 @@ pub struct Report {
     pub throughput: Vec<crate::commands::doctor_train::Throughput>,
     /// The NCCL communicator's conformance checks on one rank (this GPU).
     pub nccl: Vec<NcclRow>,
+    /// Parts and runs not started because `--budget-s` was spent.
+    pub skipped: Vec<String>,
     /// What could not run, with the reason.
     pub errors: Vec<String>,
 }
@@ -177,6 +185,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.seed,
             "cpu",
             &|_| Some(peak),
+            &mut rep.skipped,
         )?;
         print_throughput(&rep.throughput);
         save(&a, &rep)?;
@@ -249,7 +258,27 @@ fn speed_spec(a: &Args) -> crate::commands::doctor_train::ThroughputSpec {
         batch: a.speed_batch,
         seq: a.speed_seq,
         steps: a.speed_steps,
+        deadline: None,
     }
+}
+
+/// The instant after which nothing starts (`--budget-s` after `t0`).
+fn deadline(a: &Args, t0: std::time::Instant) -> Option<std::time::Instant> {
+    (a.budget_s > 0).then(|| t0 + std::time::Duration::from_secs(a.budget_s))
+}
+
+/// True, with `what` listed as skipped, once the check's time (`--budget-s`) is spent.
+fn out_of_time(a: &Args, t0: std::time::Instant, rep: &mut Report, what: &str) -> bool {
+    if deadline(a, t0).is_none_or(|d| std::time::Instant::now() < d) {
+        return false;
+    }
+    let line = format!(
+        "{what}: not started, the check's {} s were spent",
+        a.budget_s
+    );
+    println!("\n{line}");
+    rep.skipped.push(line);
+    true
 }
 
 /// The measured dense GEMM rate (FLOP/s) of `precision` in the table of part 2: the best row
@@ -402,7 +431,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         }
     }
 
-    if a.train_steps > 0 {
+    if a.train_steps > 0 && !out_of_time(a, t0, rep, "3. the training comparison") {
         println!(
             "\n3. the {} preset, {} steps per precision, GPU vs CPU (same data, same init)",
             if a.rehearsal { "tiny" } else { "small" },
@@ -429,7 +458,10 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         }
         save(a, rep)?;
     }
-    if a.speed_steps > 0 && !a.speed_presets.is_empty() {
+    if a.speed_steps > 0
+        && !a.speed_presets.is_empty()
+        && !out_of_time(a, t0, rep, "4. training throughput")
+    {
         println!(
             "\n4. training throughput on the GPU: {} × {}, batch {} × {}, {} steps",
             a.speed_presets.join(", "),
@@ -439,8 +471,13 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             a.speed_steps
         );
         let peak = |p: &str| gemm_peak(&rep.gemm, p);
+        let spec = crate::commands::doctor_train::ThroughputSpec {
+            deadline: deadline(a, t0),
+            ..speed_spec(a)
+        };
+        let skipped = &mut rep.skipped;
         let result = catch(|| {
-            crate::commands::doctor_train::throughput(&a.out, &speed_spec(a), a.seed, "cuda", &peak)
+            crate::commands::doctor_train::throughput(&a.out, &spec, a.seed, "cuda", &peak, skipped)
         });
         match result {
             Ok(mut rows) => {
@@ -472,7 +509,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         save(a, rep)?;
     }
     // Last: a fault on host memory would leave the context unusable for anything after it.
-    if rep.host_access.is_some_and(|h| h.pageable) {
+    if rep.host_access.is_some_and(|h| h.pageable)
+        && !out_of_time(a, t0, rep, "5. a kernel on host memory")
+    {
         println!("\n5. a kernel on pageable host memory (HMM) vs on device buffers");
         match catch(|| {
             let cuda = tokenmill_cuda::Cuda::new(a.device)?;
@@ -510,21 +549,31 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     if a.speed_steps > 0 && !a.speed_presets.is_empty() && resident.iter().any(|r| r.2) {
         println!("\n6. training throughput with the data left on the device, fp32");
         for (device, on, _) in resident.into_iter().filter(|r| r.2) {
-            resident_throughput(a, rep, device, on);
-            save(a, rep)?;
+            if !out_of_time(a, t0, rep, &format!("6. training throughput on {on}")) {
+                resident_throughput(a, t0, rep, device, on);
+                save(a, rep)?;
+            }
         }
     }
     // Last, as a fault in NCCL could end the process: the communicator through the real
     // NCCL on this GPU, one rank.
-    nccl_part(a, rep);
-    save(a, rep)?;
+    if !out_of_time(a, t0, rep, "7. NCCL") {
+        nccl_part(a, rep);
+        save(a, rep)?;
+    }
+    if !rep.skipped.is_empty() {
+        println!("\nnot started (--budget-s {}):", a.budget_s);
+        for s in &rep.skipped {
+            println!("  {s}");
+        }
+    }
     println!("\ndevice check took {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// Part 6 on `device` (`cuda-hmm` or `cuda-managed`; `on` says where the data lies): part 4's
 /// runs in fp32, each run's last loss checked against the copying backend's.
-fn resident_throughput(a: &Args, rep: &mut Report, device: &str, on: &str) {
+fn resident_throughput(a: &Args, t0: std::time::Instant, rep: &mut Report, device: &str, on: &str) {
     if device == "cuda-hmm" {
         // As `tokenmill train` does for cuda-hmm; the check's last training, so the rest of
         // it keeps its allocator.
@@ -533,10 +582,13 @@ fn resident_throughput(a: &Args, rep: &mut Report, device: &str, on: &str) {
     let peak = |p: &str| gemm_peak(&rep.gemm, p);
     let spec = crate::commands::doctor_train::ThroughputSpec {
         precisions: vec!["fp32".into()],
+        deadline: deadline(a, t0),
         ..speed_spec(a)
     };
-    let result =
-        catch(|| crate::commands::doctor_train::throughput(&a.out, &spec, a.seed, device, &peak));
+    let skipped = &mut rep.skipped;
+    let result = catch(|| {
+        crate::commands::doctor_train::throughput(&a.out, &spec, a.seed, device, &peak, skipped)
+    });
     // The allocator stops making managed blocks (the ones made stay valid) and gives the kept
     // ones back, so that what follows — the HMM runs above all — is on the host's own memory
     // again, with the GPU's memory free.

@@ -264,6 +264,9 @@ pub struct ThroughputSpec {
     pub seq: u64,
     /// Steps per run; the first is left out of the median (it compiles, allocates and faults in).
     pub steps: u64,
+    /// No run starts after this instant (the device check's time, `--budget-s`); each one
+    /// left out is named in [`Throughput`]'s caller's list of skipped work.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// One run of the throughput part.
@@ -316,12 +319,14 @@ pub struct Throughput {
 /// Trains each preset × precision of `spec` on `device` from the generated dataset under
 /// `out` and reports tokens/s and MFU; `peak(precision)` is the measured GEMM rate of that
 /// precision on the device (FLOP/s), or `None` when part 2 could not measure it.
+/// Runs not started because `spec.deadline` passed are pushed to `skipped`.
 pub fn throughput(
     out: &Path,
     spec: &ThroughputSpec,
     seed: u64,
     device: &str,
     peak: &dyn Fn(&str) -> Option<f64>,
+    skipped: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Throughput>> {
     anyhow::ensure!(
         spec.steps >= 2,
@@ -339,6 +344,16 @@ pub fn throughput(
         let counts = cfg.param_counts();
         let fpt = flops_per_token(&cfg, spec.seq);
         for precision in &spec.precisions {
+            if spec
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                skipped.push(format!(
+                    "throughput of {preset} in {precision} on {device}: not started, the \
+                     check's time was spent"
+                ));
+                continue;
+            }
             let before = tokenmill_cuda::device::copies();
             let (loss, tps, _) = train_run(
                 out,

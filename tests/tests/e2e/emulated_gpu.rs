@@ -468,6 +468,61 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     );
 }
 
+/// `--budget-s`: once the check's time is spent no part or training run starts; the report
+/// keeps what was measured, lists what was left out, and the check still ends in success.
+#[test]
+fn the_device_check_starts_nothing_once_its_time_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(tokenmill_bin())
+        .args(["doctor", "--gpu", "--rehearsal", "--gemm-sizes", "128"])
+        .args(["--train-steps", "2", "--speed-presets", "tiny"])
+        .args([
+            "--speed-steps",
+            "2",
+            "--speed-batch",
+            "2",
+            "--speed-seq",
+            "32",
+        ])
+        // Parts 1 and 2 take longer than this on the emulated device.
+        .args(["--budget-s", "1", "--out"])
+        .arg(dir.path().join("work"))
+        .arg("--json")
+        .arg(&json)
+        .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
+        .env("TOKENMILL_CUDA_EMU_PAGEABLE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(rep["kernels"].as_array().unwrap().len() > 50);
+    assert!(rep["training"].as_array().unwrap().is_empty());
+    assert!(rep["throughput"].as_array().unwrap().is_empty());
+    let skipped: Vec<&str> = rep["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for part in [
+        "3. the training comparison",
+        "4. training throughput",
+        "7. NCCL",
+    ] {
+        assert!(
+            skipped.iter().any(|s| s.starts_with(part)),
+            "{part} not listed: {skipped:?}"
+        );
+    }
+    assert!(stdout.contains("not started (--budget-s 1)"), "{stdout}");
+}
+
 /// `[parallel] transport = "nccl"` without GPUs: `mpirun -np 2 tokenmill train` with the
 /// experts split over the two ranks (`ep = 2`: the MoE layers' all-to-all-v, the gradients'
 /// reduce-scatter and the parameters' all-gather) and through a DualPipeV pipeline (`pp = 2`,

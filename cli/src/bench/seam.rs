@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use tokenmill_kernels::Cpu;
-use tokenmill_kernels::backend::{Backend, Metered, Residency, Traffic};
+use tokenmill_kernels::backend::{Backend, Metered, Partial, Residency, Traffic};
 use tokenmill_trainer::ModelConfig;
 use tokenmill_trainer::grad_groups::GradGroups;
 use tokenmill_trainer::model::{Batch, Model, WgradMode};
@@ -71,6 +71,20 @@ pub struct SeamTraffic {
     pub second_step: Residency,
     /// Calls of the second step under residency.
     pub second_step_calls: u64,
+    /// In managed memory (`device = "cuda-managed"`): what the second step would copy, every
+    /// slice outside a block of [`SeamTraffic::managed_from`] bytes or more. `None` where the
+    /// process's allocator does not record such blocks (`tokenmill_cuda::managed::shadow`).
+    pub managed_step: Option<Partial>,
+    /// The managed-memory threshold those blocks are counted from, bytes.
+    pub managed_from: usize,
+}
+
+/// Whether this process records the blocks managed memory would serve (the `tokenmill`
+/// binary's allocator under [`tokenmill_cuda::managed::shadow`]): a block of the threshold's
+/// size is one.
+fn shadowed() -> bool {
+    let probe: Vec<u8> = Vec::with_capacity(tokenmill_cuda::managed::from());
+    tokenmill_cuda::managed::contains(probe.as_ptr() as u64, probe.capacity())
 }
 
 /// Runs one forward and backward of `cfg` (preset `preset`) on random tokens through a metered
@@ -128,6 +142,7 @@ pub fn measure(
     let tensors = || model.layout.specs.iter().map(|s| s.range.clone());
     let resident = Metered::new(&Cpu as &dyn Backend<f32>)
         .resident()
+        .reaching(tokenmill_cuda::managed::contains)
         .region("parameters", &params)
         .region("gradients", &grads)
         .holding(&params, tensors())
@@ -160,6 +175,7 @@ pub fn measure(
     resident.reset();
     grads.fill(0.0);
     step(&resident, &params, &mut grads, &second_tokens)?;
+    let managed = tokenmill_cuda::managed::stats();
     Ok(SeamTraffic {
         preset: preset.into(),
         batch,
@@ -174,6 +190,8 @@ pub fn measure(
         optimizer_calls,
         second_step: resident.residency().expect("metered with residency"),
         second_step_calls: resident.total().calls,
+        managed_step: shadowed().then(|| resident.partial()).flatten(),
+        managed_from: managed.from,
     })
 }
 
@@ -288,6 +306,23 @@ pub fn table(t: &SeamTraffic) -> String {
         size(t.second_step.edge),
         t.second_step_calls
     );
+    match &t.managed_step {
+        Some(m) => {
+            s += &format!(
+                "in managed memory (device = \"cuda-managed\": blocks from {} KiB on reached, \
+                 the rest copied), the second step: {} slices copied in {} of its {} calls, {} \
+                 up, {} back ({:.3}% of the copying seam's bytes)\n",
+                t.managed_from / 1024,
+                m.copies,
+                m.calls,
+                t.second_step_calls,
+                size(m.to_device),
+                size(m.to_host),
+                100.0 * (m.to_device + m.to_host) as f64 / all as f64
+            );
+        }
+        None => s += "in managed memory: not measured (this allocator records no blocks)\n",
+    }
     s
 }
 
@@ -304,6 +339,8 @@ pub fn run(a: Args) -> Result<()> {
     if !a.mtp {
         cfg.num_nextn_predict_layers = 0;
     }
+    // Which blocks `device = "cuda-managed"` would serve, recorded as the model allocates them.
+    tokenmill_cuda::managed::shadow(tokenmill_cuda::managed::DEFAULT_FROM)?;
     let t = measure(&a.preset, &cfg, a.batch, a.seq, precision)?;
     if a.json {
         println!("{}", serde_json::to_string(&t)?);

@@ -49,6 +49,8 @@ pub const MIN_FROM: usize = 4 << 10;
 const ALIGN: usize = 256;
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// Set by [`shadow`]: large allocations stay the inner allocator's and are only recorded.
+static SHADOW: AtomicBool = AtomicBool::new(false);
 /// Set by the first [`enable`] that succeeds, never cleared: whether any block may be managed.
 /// [`FROM`], [`RAW_CTX`] and [`RAW_STREAM`] are written before it and never after.
 static EVER: AtomicBool = AtomicBool::new(false);
@@ -259,6 +261,43 @@ pub fn enable(ctx: &Arc<CudaContext>) -> Result<()> {
     Ok(())
 }
 
+/// Records, on any machine, which allocations `device = "cuda-managed"` would make managed:
+/// from now on every allocation of `from` bytes or more (at least [`MIN_FROM`]) through
+/// [`ManagedOr`] stays the inner allocator's, and [`contains`] answers for it as for a managed
+/// block. For `tokenmill bench seam`, which counts what the seam would still copy with the
+/// model's large buffers in managed memory, without a GPU. Refused once managed memory was
+/// enabled for real.
+pub fn shadow(from: usize) -> Result<()> {
+    if EVER.load(Ordering::Acquire) && !SHADOW.load(Ordering::Relaxed) {
+        return Err(Error::Unavailable(
+            "managed memory is served for real in this process: no shadow records".into(),
+        ));
+    }
+    FROM.store(from.max(MIN_FROM), Ordering::Relaxed);
+    SHADOW.store(true, Ordering::Relaxed);
+    EVER.store(true, Ordering::Release);
+    ON.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Under [`shadow`], records the inner allocator's block at `p` of `size` bytes when it is
+/// one that managed memory would serve.
+fn shadow_note(p: *mut u8, size: usize) {
+    if p.is_null()
+        || !SHADOW.load(Ordering::Relaxed)
+        || !ON.load(Ordering::Acquire)
+        || size < FROM.load(Ordering::Relaxed)
+    {
+        return;
+    }
+    let Some(_busy) = Busy::take() else {
+        return;
+    };
+    if let Ok(mut b) = BLOCKS.lock() {
+        b.live.insert(p as usize, size);
+    }
+}
+
 /// Stops serving new allocations from managed memory (blocks already made stay valid and are
 /// freed as usual; [`release`] gives the kept ones back).
 pub fn disable() {
@@ -306,7 +345,11 @@ unsafe fn bind() -> bool {
 /// The block must be given back by [`free`] (with any size of at least the threshold), never
 /// to another allocator.
 pub unsafe fn alloc(size: usize, align: usize, zeroed: bool) -> Option<*mut u8> {
-    if !ON.load(Ordering::Acquire) || size < FROM.load(Ordering::Relaxed) || align > ALIGN {
+    if !ON.load(Ordering::Acquire)
+        || size < FROM.load(Ordering::Relaxed)
+        || align > ALIGN
+        || SHADOW.load(Ordering::Relaxed)
+    {
         return None;
     }
     let _busy = Busy::take()?;
@@ -382,6 +425,8 @@ pub unsafe fn free(ptr: *mut u8, size: usize) -> bool {
         return false;
     };
     match b.live.remove(&(ptr as usize)) {
+        // Under `shadow` the block is the inner allocator's: forgotten, freed there.
+        Some(_) if SHADOW.load(Ordering::Relaxed) => false,
         Some(class) => {
             b.kept.entry(class).or_default().push(ptr as usize);
             true
@@ -468,7 +513,11 @@ unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for ManagedOr<A>
         unsafe {
             match alloc(layout.size(), layout.align(), false) {
                 Some(p) => p,
-                None => self.0.alloc(layout),
+                None => {
+                    let p = self.0.alloc(layout);
+                    shadow_note(p, layout.size());
+                    p
+                }
             }
         }
     }
@@ -478,7 +527,11 @@ unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for ManagedOr<A>
         unsafe {
             match alloc(layout.size(), layout.align(), true) {
                 Some(p) => p,
-                None => self.0.alloc_zeroed(layout),
+                None => {
+                    let p = self.0.alloc_zeroed(layout);
+                    shadow_note(p, layout.size());
+                    p
+                }
             }
         }
     }
@@ -492,6 +545,16 @@ unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for ManagedOr<A>
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        if SHADOW.load(Ordering::Relaxed) {
+            // SAFETY: `A`'s block with this layout (under `shadow` every block is), forgotten
+            // by `free` (which frees nothing then) and recorded again where it moved.
+            unsafe {
+                free(ptr, layout.size());
+                let p = self.0.realloc(ptr, layout, new_size);
+                shadow_note(p, new_size);
+                return p;
+            }
+        }
         // SAFETY: the caller guarantees `new_size` with `layout`'s alignment is a valid layout.
         let new =
             unsafe { std::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };

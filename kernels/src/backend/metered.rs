@@ -50,6 +50,28 @@ pub struct Metered<'a, T> {
     kinds: Mutex<BTreeMap<&'static str, Traffic>>,
     /// Under residency ([`Metered::resident`]): what the device holds, and what it would copy.
     resident: Option<Mutex<Resident>>,
+    /// With [`Metered::reaching`]: which slices a backend takes by address, and what it would
+    /// copy of the others.
+    reach: Option<(Reached, Mutex<Partial>)>,
+}
+
+/// Whether a backend takes the slice at an address, of a length in bytes, by address.
+pub type Reached = fn(u64, usize) -> bool;
+
+/// What a backend that takes some slices by their address and copies the others — the CUDA
+/// backend in managed memory, whose large blocks it reaches ([`Metered::reaching`]) — would
+/// copy: each slice it does not reach, inputs up, outputs back, both ways for outputs it
+/// updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Partial {
+    /// Calls that copy anything.
+    pub calls: u64,
+    /// Slices copied, either way.
+    pub copies: u64,
+    /// Bytes copied to the device.
+    pub to_device: u64,
+    /// Bytes copied back.
+    pub to_host: u64,
 }
 
 /// The counts under residency.
@@ -108,7 +130,21 @@ impl<'a, T: Real> Metered<'a, T> {
             regions: Vec::new(),
             kinds: Mutex::new(BTreeMap::new()),
             resident: None,
+            reach: None,
         }
+    }
+
+    /// Also counts what a backend that takes the slices for which `reached(address, bytes)` is
+    /// true by address, and copies the others, would copy ([`Metered::partial`]).
+    pub fn reaching(mut self, reached: Reached) -> Self {
+        self.reach = Some((reached, Mutex::new(Partial::default())));
+        self
+    }
+
+    /// What the backend of [`Metered::reaching`] would have copied so far.
+    pub fn partial(&self) -> Option<Partial> {
+        let (_, p) = self.reach.as_ref()?;
+        Some(*p.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Also counts what a device-resident backend would copy ([`Metered::residency`]): one
@@ -211,6 +247,25 @@ impl<'a, T: Real> Metered<'a, T> {
             o.calls += u64::from(copied > 0);
             o.to_device += copied;
         }
+        if let Some((reached, p)) = &self.reach {
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            let mut copied = false;
+            for (spans, up) in [(up, true), (down, false)] {
+                for s in spans
+                    .iter()
+                    .filter(|s| s.bytes > 0 && !reached(s.addr as u64, s.bytes as usize))
+                {
+                    copied = true;
+                    p.copies += 1;
+                    if up {
+                        p.to_device += s.bytes;
+                    } else {
+                        p.to_host += s.bytes;
+                    }
+                }
+            }
+            p.calls += u64::from(copied);
+        }
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         for (spans, up) in [(up, true), (down, false)] {
             for &s in spans.iter().filter(|s| s.bytes > 0) {
@@ -251,6 +306,9 @@ impl<'a, T: Real> Metered<'a, T> {
         if let Some(r) = &self.resident {
             let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
             (r.ops, r.kinds, r.edge) = Default::default();
+        }
+        if let Some((_, p)) = &self.reach {
+            *p.lock().unwrap_or_else(|e| e.into_inner()) = Partial::default();
         }
     }
 }
@@ -650,6 +708,47 @@ mod tests {
         assert_eq!(m.total().calls, 3);
         m.reset();
         assert_eq!(m.total(), Traffic::default());
+    }
+
+    /// The slices inside the one range [`REACHED`] holds are taken by address.
+    static REACHED: Mutex<Range<u64>> = Mutex::new(0..0);
+
+    fn reached(p: u64, bytes: usize) -> bool {
+        let r = REACHED.lock().unwrap().clone();
+        r.start <= p && p + bytes as u64 <= r.end
+    }
+
+    #[test]
+    fn a_backend_reaching_some_slices_copies_the_others_only() {
+        let big = vec![1.0f32; 64];
+        let r = big.as_ptr() as u64;
+        *REACHED.lock().unwrap() = r..r + 64 * 4;
+        let m = Metered::new(&Cpu as &dyn Backend<f32>).reaching(reached);
+        // x reached (a part of `big`), w copied up; y copied back, rstd too.
+        let w = vec![1.0f32; 4];
+        let (mut y, mut rstd) = (vec![0.0f32; 8], vec![0.0f32; 2]);
+        m.rmsnorm_fwd(&big[8..16], &w, 1e-6, &mut y, &mut rstd);
+        // Everything reached: no call copies.
+        let mut inside = big.clone();
+        *REACHED.lock().unwrap() = {
+            let r = inside.as_ptr() as u64;
+            r..r + 64 * 4
+        };
+        let (x, rest) = inside.split_at_mut(8);
+        let (yy, rest) = rest.split_at_mut(8);
+        m.swiglu_fwd(x, &rest[..8], yy);
+        let p = m.partial().expect("reaching");
+        assert_eq!(
+            p,
+            Partial {
+                calls: 1,
+                copies: 3,
+                to_device: 4 * 4,
+                to_host: (8 + 2) * 4,
+            }
+        );
+        m.reset();
+        assert_eq!(m.partial(), Some(Partial::default()));
     }
 
     #[test]

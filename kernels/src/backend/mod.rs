@@ -18,7 +18,7 @@ mod metered;
 mod types;
 
 pub use cpu::{Cpu, CpuReference};
-pub use metered::{ACTIVATIONS, Metered, Residency, Traffic};
+pub use metered::{ACTIVATIONS, Metered, Partial, Residency, Traffic};
 pub use types::{
     AdamStep, AttnShape, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, Grouped, GroupedForm,
     IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided, first_key,

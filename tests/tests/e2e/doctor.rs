@@ -322,4 +322,21 @@ fn the_seam_benchmark_counts_each_operation_of_a_step() {
         t["resident_calls"].as_u64(),
         "the same operations"
     );
+    // In managed memory (`device = "cuda-managed"`, blocks from 64 KiB on, recorded by the
+    // binary's allocator): what is that large — the logits and their gradient among it — is
+    // reached, the rest copied; the token ids (256 bytes here) still go up.
+    assert_eq!(t["managed_from"].as_u64(), Some(64 << 10));
+    let m = &t["managed_step"];
+    let (mup, mback) = (
+        m["to_device"].as_u64().unwrap(),
+        m["to_host"].as_u64().unwrap(),
+    );
+    assert!(mup >= b * s * 4, "the ids go up: {m}");
+    let copying_all = copying + t["total"]["to_host"].as_u64().unwrap();
+    assert!(
+        mup + mback + 2 * logits <= copying_all,
+        "managed memory copies {mup} + {mback} B, the copying seam {copying_all} B"
+    );
+    assert!(m["copies"].as_u64().unwrap() >= m["calls"].as_u64().unwrap());
+    assert!(m["calls"].as_u64().unwrap() <= t["second_step_calls"].as_u64().unwrap());
 }

@@ -6,40 +6,16 @@
 //! host's own memory (HMM; the emulated device reports pageable access here). NVRTC is the real
 //! one (`TOKENMILL_CUDA_LIB`, which `.ci/run` sets); without it these tests fail and say so.
 
-use std::sync::OnceLock;
+mod common;
 
+use common::one_at_a_time;
 use tokenmill_cuda::device::{Memory, copies};
 use tokenmill_cuda::{Cuda, check};
 
-/// One test at a time: the copy counters (`copies`) are the process's, and the kernel table's
-/// count of what host memory copies must not take in another test's copies.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The backend on the emulated driver (the library directories set once, before first use).
+/// The backend on the emulated driver, copying (pageable access reported, so that
+/// `Memory::Host` opens too).
 fn emulated() -> &'static Cuda {
-    static CUDA: OnceLock<usize> = OnceLock::new();
-    static mut BACKEND: Option<Cuda> = None;
-    CUDA.get_or_init(|| {
-        let nvrtc = std::env::var(tokenmill_cuda::libs::LIB_DIR_VAR).unwrap_or_default();
-        // SAFETY: runs once, inside the OnceLock's initialiser, before any library is loaded;
-        // the tests of this binary read the environment only through it.
-        unsafe {
-            std::env::set_var(
-                tokenmill_cuda::libs::LIB_DIR_VAR,
-                format!("{}:{nvrtc}", tokenmill_cuda_emu::DRIVER_DIR),
-            );
-            std::env::set_var("TOKENMILL_CUDA_EMU_PAGEABLE", "1");
-        }
-        let cuda = Cuda::new(0).unwrap_or_else(|e| panic!("the emulated device: {e}"));
-        // SAFETY: written once here, before any reader (readers go through this OnceLock).
-        unsafe { BACKEND = Some(cuda) };
-        0
-    });
-    // SAFETY: set above before the OnceLock completed; never written again.
-    unsafe { (*std::ptr::addr_of!(BACKEND)).as_ref().expect("set") }
+    common::emulated(Memory::Copy, &[("TOKENMILL_CUDA_EMU_PAGEABLE", "1")])
 }
 
 /// The kernel table on `cuda`: every row passes; returns the bytes it copied to the device.

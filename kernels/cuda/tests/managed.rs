@@ -5,8 +5,9 @@
 //! small blocks left to the system), and the device check's kernel table passing with the
 //! kernels on the slices' own addresses — nothing copied but the slices under the threshold.
 
-use std::sync::OnceLock;
+mod common;
 
+use common::one_at_a_time;
 use tokenmill_cuda::device::{Memory, copies};
 use tokenmill_cuda::managed::{self, ManagedOr};
 use tokenmill_cuda::{Cuda, check};
@@ -17,36 +18,10 @@ static ALLOC: ManagedOr<std::alloc::System> = ManagedOr(std::alloc::System);
 /// The threshold here: 4 KiB, so that the kernel table's slices are nearly all managed.
 const FROM: usize = 4096;
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The backend on the emulated driver, managed memory on (opened once; the library
-/// directories and the threshold set before).
+/// The backend on the emulated driver, managed memory on (no pageable access reported: a kernel
+/// handed a host address fails).
 fn managed_backend() -> &'static Cuda {
-    static CUDA: OnceLock<usize> = OnceLock::new();
-    static mut BACKEND: Option<Cuda> = None;
-    CUDA.get_or_init(|| {
-        let nvrtc = std::env::var(tokenmill_cuda::libs::LIB_DIR_VAR).unwrap_or_default();
-        // SAFETY: runs once, inside the OnceLock's initialiser, before any library is loaded;
-        // the tests of this binary read the environment only through it.
-        unsafe {
-            std::env::set_var(
-                tokenmill_cuda::libs::LIB_DIR_VAR,
-                format!("{}:{nvrtc}", tokenmill_cuda_emu::DRIVER_DIR),
-            );
-            std::env::set_var(managed::FROM_VAR, FROM.to_string());
-        }
-        assert!(!managed::is_on(), "off until a backend asks for it");
-        let cuda = Cuda::with_memory(0, Memory::Managed)
-            .unwrap_or_else(|e| panic!("the emulated device with managed memory: {e}"));
-        // SAFETY: written once here, before any reader (readers go through this OnceLock).
-        unsafe { BACKEND = Some(cuda) };
-        0
-    });
-    // SAFETY: set above before the OnceLock completed; never written again.
-    unsafe { (*std::ptr::addr_of!(BACKEND)).as_ref().expect("set") }
+    common::emulated(Memory::Managed, &[(managed::FROM_VAR, "4096")])
 }
 
 fn is_managed<T>(v: &[T]) -> bool {

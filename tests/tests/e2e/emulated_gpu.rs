@@ -288,28 +288,36 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
 fn host_or_managed_memory_training_is_refused_on_a_device_without_it() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let env = [
-        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
-        ("TOKENMILL_CUDA_EMU_PAGEABLE", "0".to_string()),
-    ];
-    let err = train(dir.path(), "no-hmm", "fp32", "cuda-hmm", 1, &env).expect_err("refused");
-    assert!(err.contains("cannot reach pageable host memory"), "{err}");
-    assert!(err.contains("device = \"cuda\""), "{err}");
-    // Managed memory on a device without it: refused the same way.
-    let env = [
-        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
-        ("TOKENMILL_CUDA_EMU_MANAGED", "0".to_string()),
-    ];
-    let err = train(dir.path(), "no-um", "fp32", "cuda-managed", 1, &env).expect_err("refused");
-    assert!(err.contains("has no managed memory"), "{err}");
-    assert!(err.contains("device = \"cuda\""), "{err}");
-    // ... or with it, but not while kernels run (a GPU before Pascal, Windows).
-    let env = [
-        (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
-        ("TOKENMILL_CUDA_EMU_MANAGED", "serial".to_string()),
-    ];
-    let err = train(dir.path(), "um-serial", "fp32", "cuda-managed", 1, &env).expect_err("refused");
-    assert!(err.contains("CONCURRENT_MANAGED_ACCESS"), "{err}");
+    for (device, var, value, says) in [
+        (
+            "cuda-hmm",
+            "TOKENMILL_CUDA_EMU_PAGEABLE",
+            "0",
+            "cannot reach pageable host memory",
+        ),
+        (
+            "cuda-managed",
+            "TOKENMILL_CUDA_EMU_MANAGED",
+            "0",
+            "has no managed memory",
+        ),
+        // Managed memory, but not while kernels run (a GPU before Pascal, Windows).
+        (
+            "cuda-managed",
+            "TOKENMILL_CUDA_EMU_MANAGED",
+            "serial",
+            "CONCURRENT_MANAGED_ACCESS",
+        ),
+    ] {
+        let env = [
+            (tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs()),
+            (var, value.to_string()),
+        ];
+        let name = format!("{device}-{value}");
+        let err = train(dir.path(), &name, "fp32", device, 1, &env).expect_err("refused");
+        assert!(err.contains(says), "{err}");
+        assert!(err.contains("device = \"cuda\""), "{err}");
+    }
 }
 
 #[test]

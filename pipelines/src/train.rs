@@ -160,8 +160,9 @@ pub fn train_with_timeline(
 
 /// The progress bar's account of a training step: the next-token loss as `loss` (the number
 /// comparable with the held-out loss), the optimised total under its own name.
+/// On a device, the step's waits for it, the time blocked in them and the bytes copied.
 fn progress_message(log: &StepLog) -> String {
-    format!(
+    let mut m = format!(
         "loss {:.4}  total {:.4}  lr {:.2e}  gnorm {:.2}  {:.0} tok/s  MFU {:.1}%",
         log.main_loss,
         log.loss,
@@ -169,7 +170,16 @@ fn progress_message(log: &StepLog) -> String {
         log.grad_norm,
         log.tokens_per_s,
         100.0 * log.mfu
-    )
+    );
+    if let Some(d) = &log.device {
+        m.push_str(&format!(
+            "  device: {} waits, {:.1} ms blocked, {:.3} GB copied",
+            d.waits,
+            d.blocked_ns as f64 / 1e6,
+            (d.to_device + d.to_host) as f64 / 1e9
+        ));
+    }
+    m
 }
 
 /// The progress bar's layout: elapsed time, the bar, steps, an ETA, then [`BarText`].
@@ -286,6 +296,24 @@ mod tests {
         let l = crate::plot::tests::line(93, 3.1341, &[]);
         let m = super::progress_message(&l);
         assert!(m.starts_with("loss 3.1341  total 4.1341  "), "{m}");
+        assert!(!m.contains("device"), "{m}");
+    }
+
+    #[test]
+    fn on_a_device_the_progress_bar_shows_the_steps_waits_and_copies() {
+        let mut l = crate::plot::tests::line(4, 3.0, &[]);
+        l.device = Some(tokenmill_kernels::backend::DeviceCounters {
+            copies: 12,
+            to_device: 1_500_000_000,
+            to_host: 250_000_000,
+            waits: 641,
+            blocked_ns: 37_260_000,
+        });
+        let m = super::progress_message(&l);
+        assert!(
+            m.ends_with("  device: 641 waits, 37.3 ms blocked, 1.750 GB copied"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -674,7 +674,7 @@ fn print_copies(rows: &[bench::CopyRow]) {
 
 fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
     println!(
-        "{:<8} {:<6} {:>10} {:>10} {:>12} {:>10} {:>14} {:>7} {:>10} {:>12} {:>10} {:>14}",
+        "{:<8} {:<6} {:>10} {:>10} {:>12} {:>10} {:>14} {:>7} {:>10} {:>12} {:>10} {:>14} {:>11} {:>11}",
         "preset",
         "prec",
         "params",
@@ -686,13 +686,15 @@ fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
         "last loss",
         "copies/step",
         "GB/step",
-        "copy s (est.)"
+        "copy s (est.)",
+        "waits/step",
+        "blocked ms"
     );
     for r in rows {
         let or_dash =
             |v: Option<f64>, prec: usize| v.map_or("–".into(), |x| format!("{x:.prec$}"));
         println!(
-            "{:<8} {:<6} {:>9.1}M {:>9.1}M {:>12.0} {:>10.1} {:>14} {:>7} {:>10.4} {:>12} {:>10} {:>14}",
+            "{:<8} {:<6} {:>9.1}M {:>9.1}M {:>12.0} {:>10.1} {:>14} {:>7} {:>10.4} {:>12} {:>10} {:>14} {:>11} {:>11}",
             r.preset,
             r.precision,
             r.params as f64 / 1e6,
@@ -710,7 +712,9 @@ fn print_throughput(rows: &[crate::commands::doctor_train::Throughput]) {
                     .map(|(u, d)| u + d),
                 2
             ),
-            or_dash(r.copy_s_per_step, 2)
+            or_dash(r.copy_s_per_step, 2),
+            or_dash(r.waits_per_step, 0),
+            or_dash(r.blocked_ms_per_step, 1)
         );
     }
 }

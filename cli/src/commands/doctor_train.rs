@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
+use tokenmill_kernels::backend::DeviceCounters;
 use tokenmill_pipelines::train::{read_config, train_in};
 use tokenmill_trainer::ModelConfig;
 use tokenmill_trainer::cost::flops_per_token;
@@ -34,19 +35,45 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Losses, tokens/s and MFU by step from a run's `log.jsonl`.
-fn read_log(run: &Path) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+fn read_log(run: &Path) -> anyhow::Result<Logged> {
     let path = run.join("log.jsonl");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let (mut loss, mut tps, mut mfu) = (Vec::new(), Vec::new(), Vec::new());
+    let mut l = Logged::default();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         if v["kind"] == "train" {
-            loss.push(v["loss"].as_f64().unwrap_or(f64::NAN));
-            tps.push(v["tokens_per_s"].as_f64().unwrap_or(f64::NAN));
-            mfu.push(v["mfu"].as_f64().unwrap_or(f64::NAN));
+            l.loss.push(v["loss"].as_f64().unwrap_or(f64::NAN));
+            l.tps.push(v["tokens_per_s"].as_f64().unwrap_or(f64::NAN));
+            l.mfu.push(v["mfu"].as_f64().unwrap_or(f64::NAN));
+            l.device
+                .push(serde_json::from_value(v["device"].clone()).ok());
         }
     }
-    Ok((loss, tps, mfu))
+    Ok(l)
+}
+
+/// A run's training lines.
+#[derive(Debug, Clone, Default)]
+struct Logged {
+    loss: Vec<f64>,
+    tps: Vec<f64>,
+    mfu: Vec<f64>,
+    /// On a device: each step's copies and waits.
+    device: Vec<Option<DeviceCounters>>,
+}
+
+impl Logged {
+    /// The median over the steps after the first of `f` of each step's device counters, or
+    /// `None` where a step has none (the CPU).
+    fn device_median(&self, f: impl Fn(&DeviceCounters) -> f64) -> Option<f64> {
+        let v: Option<Vec<f64>> = self
+            .device
+            .iter()
+            .skip(1)
+            .map(|d| d.as_ref().map(&f))
+            .collect();
+        v.filter(|v| !v.is_empty()).map(median)
+    }
 }
 
 /// The generated dataset both parts train on (`out/dataset`), made once per working
@@ -105,7 +132,7 @@ struct Run<'a> {
 
 /// Writes the run's configuration, trains it and reads its log back (losses, tokens/s and MFU
 /// by step).
-fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<Logged> {
     let Run {
         name,
         preset,
@@ -227,9 +254,9 @@ pub fn compare(
             cpu_fp8 = Some(cpu.clone());
         }
         let max_rel = cpu
-            .0
+            .loss
             .iter()
-            .zip(&gpu.0)
+            .zip(&gpu.loss)
             .map(|(c, g)| ((g - c) / c).abs())
             .fold(
                 0.0,
@@ -238,11 +265,11 @@ pub fn compare(
         let tol = tolerance(precision);
         curves.push(Curve {
             precision: precision.into(),
-            pass: cpu.0.len() == gpu.0.len() && !cpu.0.is_empty() && max_rel <= tol,
-            tokens_per_s: (median(gpu.1), median(cpu.1)),
-            gpu_mfu: median(gpu.2),
-            cpu: cpu.0,
-            gpu: gpu.0,
+            pass: cpu.loss.len() == gpu.loss.len() && !cpu.loss.is_empty() && max_rel <= tol,
+            tokens_per_s: (median(gpu.tps), median(cpu.tps)),
+            gpu_mfu: median(gpu.mfu),
+            cpu: cpu.loss,
+            gpu: gpu.loss,
             max_rel,
             tol,
         });
@@ -304,7 +331,8 @@ pub struct Throughput {
     /// The loss of the last step (finite, or the run is not a measurement).
     pub last_loss: f64,
     /// Host↔device copies per step on the GPU (the seam passes host slices; `bench seam`
-    /// measures the same on the CPU), averaged over the run's steps; `None` on the CPU.
+    /// measures the same on the CPU): the median over the steps after the first, from the
+    /// run's log; `None` on the CPU.
     pub copies_per_step: Option<f64>,
     /// Bytes those copies moved to the device per step, in GB.
     pub to_device_gb_per_step: Option<f64>,
@@ -314,6 +342,16 @@ pub struct Throughput {
     /// host memory (an estimate from two measurements; the copies are synchronous, so this is
     /// time the step spends not computing).
     pub copy_s_per_step: Option<f64>,
+    /// Stream synchronisations per step on the GPU (the median over the steps after the
+    /// first, from the run's log): after each the device idles until the host launches again.
+    pub waits_per_step: Option<f64>,
+    /// Milliseconds per step the host spent blocked on the GPU, in those waits and in copies
+    /// (the median as above). The GPU computes at most this plus what it overlaps with the
+    /// host's launches: where `blocked_ms` is a small share of `step_ms`, the host — the
+    /// launches, the synchronisations' latency, the model's code between calls — bounds the
+    /// step, and fewer waits (an asynchronous seam) would pay; where it is most of it, the
+    /// kernels do.
+    pub blocked_ms_per_step: Option<f64>,
 }
 
 /// Trains each preset × precision of `spec` on `device` from the generated dataset under
@@ -354,8 +392,7 @@ pub fn throughput(
                 ));
                 continue;
             }
-            let before = tokenmill_cuda::device::copies();
-            let (loss, tps, _) = train_run(
+            let logged = train_run(
                 out,
                 &Run {
                     name: format!("speed-{preset}-{precision}-{device}"),
@@ -371,15 +408,13 @@ pub fn throughput(
                     device,
                 },
             )?;
+            let (loss, tps) = (&logged.loss, &logged.tps);
             anyhow::ensure!(
                 loss.len() as u64 == spec.steps,
                 "{preset} in {precision}: {} of {} steps logged",
                 loss.len(),
                 spec.steps
             );
-            let copied = tokenmill_cuda::device::copies() - before;
-            let on_gpu = device.starts_with("cuda");
-            let steps = spec.steps as f64;
             let tokens_per_s = median(tps.iter().skip(1).copied().collect());
             let peak_flops = peak(precision);
             let row = Throughput {
@@ -398,10 +433,12 @@ pub fn throughput(
                 peak_flops,
                 mfu: peak_flops.map(|p| tokens_per_s * fpt / p),
                 last_loss: loss.last().copied().unwrap_or(f64::NAN),
-                copies_per_step: on_gpu.then(|| copied.count as f64 / steps),
-                to_device_gb_per_step: on_gpu.then(|| copied.to_device as f64 / 1e9 / steps),
-                to_host_gb_per_step: on_gpu.then(|| copied.to_host as f64 / 1e9 / steps),
+                copies_per_step: logged.device_median(|d| d.copies as f64),
+                to_device_gb_per_step: logged.device_median(|d| d.to_device as f64 / 1e9),
+                to_host_gb_per_step: logged.device_median(|d| d.to_host as f64 / 1e9),
                 copy_s_per_step: None,
+                waits_per_step: logged.device_median(|d| d.waits as f64),
+                blocked_ms_per_step: logged.device_median(|d| d.blocked_ns as f64 / 1e6),
             };
             rows.push(row);
         }

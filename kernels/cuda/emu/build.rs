@@ -108,10 +108,12 @@ fn link(dir: &Path, name: &str, objs: &[PathBuf], archive: Option<&Path>) {
 }
 
 /// A C++ source declaring every kernel of `sources` (its parameter list as written) and a
-/// table `tm_emu_kernels` of `{name, call, check}`, where `call(params)` calls the kernel with
-/// `*(T_i*)params[i]` for each parameter type `T_i` — cuLaunchKernel's convention — and
-/// `check(params, ok)` is the index of the first pointer argument that is neither null nor
-/// `ok`, or -1 (the emulated driver's check that kernels get device addresses).
+/// table `tm_emu_kernels` of `{name, call, check, sizes, nargs}`, where `call(params)` calls
+/// the kernel with `*(T_i*)params[i]` for each parameter type `T_i` — cuLaunchKernel's
+/// convention —, `check(params, ok)` is the index of the first pointer argument that is
+/// neither null nor `ok`, or -1 (the emulated driver's check that kernels get device
+/// addresses), and `sizes` the `nargs` parameters' sizes (the driver copies the arguments of a
+/// launch it runs later, as a GPU's launch does).
 fn dispatch_source(sources: &[PathBuf]) -> String {
     let mut decls = String::new();
     let mut table = String::new();
@@ -122,7 +124,8 @@ fn dispatch_source(sources: &[PathBuf]) -> String {
             decls.push_str(&format!("KERNEL void {name}({params});\n"));
             table.push_str(&format!(
                 "    {{\"{name}\", [](void** p) {{ tm_invoke(&{name}, p); }}, \
-                 [](void** p, bool (*ok)(const void*)) {{ return tm_check(&{name}, p, ok); }}}},\n"
+                 [](void** p, bool (*ok)(const void*)) {{ return tm_check(&{name}, p, ok); }}, \
+                 tm_sizes(&{name}), tm_nargs(&{name})}},\n"
             ));
             count += 1;
         }
@@ -153,8 +156,16 @@ fn dispatch_source(sources: &[PathBuf]) -> String {
          template <class... A>\n\
          static int tm_check(void (*f)(A...), void** p, bool (*ok)(const void*)) {{\n\
          \x20   return tm_check_at(f, p, ok, std::index_sequence_for<A...>{{}});\n}}\n\n\
+         template <class... A>\n\
+         struct TmSizes {{\n\
+         \x20   static constexpr unsigned v[sizeof...(A) + 1] = {{(unsigned)sizeof(A)..., 0u}};\n}};\n\
+         template <class... A>\n\
+         static const unsigned* tm_sizes(void (*)(A...)) {{ return TmSizes<A...>::v; }}\n\
+         template <class... A>\n\
+         static int tm_nargs(void (*)(A...)) {{ return (int)sizeof...(A); }}\n\n\
          struct TmKernel {{\n    const char* name;\n    void (*call)(void**);\n\
-         \x20   int (*check)(void**, bool (*)(const void*));\n}};\n\
+         \x20   int (*check)(void**, bool (*)(const void*));\n\
+         \x20   const unsigned* sizes;\n    int nargs;\n}};\n\
          extern \"C\" const TmKernel tm_emu_kernels[] = {{\n{table}}};\n\
          extern \"C\" const std::size_t tm_emu_kernel_count = {count};\n"
     )

@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use tokenmill_kernels::backend::{
-    AdamStep, AttnShape, Backend, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, Grouped,
-    GroupedForm, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
+    AdamStep, AttnShape, Backend, Balance, DeviceCounters, FP8_ACC_MANTISSA_BITS,
+    FP8_PROMOTE_EVERY, Grouped, GroupedForm, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable,
+    Route, Strided,
 };
 
 use crate::device::{Buf, Device, Memory, elementwise};
@@ -54,13 +55,15 @@ pub struct Cuda {
 
 impl Drop for Cuda {
     fn drop(&mut self) {
-        let c = crate::device::copies();
+        let c = crate::device::counters();
         tracing::info!(
             memory = ?self.dev.memory,
-            copies = c.count,
+            copies = c.copies,
             bytes_up = c.to_device,
             bytes_back = c.to_host,
-            "host-device copies made in this process"
+            waits = c.waits,
+            blocked_s = c.blocked_ns as f64 / 1e9,
+            "host-device copies made and waits for the device in this process"
         );
         if self.dev.memory == Memory::Managed {
             let s = crate::managed::stats();
@@ -1037,6 +1040,10 @@ impl Backend<f32> for Cuda {
     /// touched, and the model's data movement and optimizer run here.
     fn moves_data(&self) -> bool {
         self.dev.memory != Memory::Copy
+    }
+
+    fn counters(&self) -> Option<DeviceCounters> {
+        Some(crate::device::counters())
     }
 
     fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {

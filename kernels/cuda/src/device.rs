@@ -11,49 +11,45 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
     PushKernelArg, ValidAsZeroBits,
 };
-use tokenmill_kernels::backend::MatMul;
+use tokenmill_kernels::backend::{DeviceCounters, MatMul};
 
 use crate::error::{Error, Result, driver};
 use crate::{libs, nvrtc, source};
 
-/// Host↔device copies made by [`Device::upload`] and [`Device::download`] in this process, all
-/// devices together: copies, bytes to the device, bytes to the host.
-static COPIES: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+/// What the devices of this process have cost the host ([`counters`]): copies, bytes to the
+/// device, bytes to the host, stream synchronisations, nanoseconds blocked.
+static COUNTERS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+const COPIES: usize = 0;
+const TO_DEVICE: usize = 1;
+const TO_HOST: usize = 2;
+const WAITS: usize = 3;
+const BLOCKED_NS: usize = 4;
 
-/// A count of host↔device copies ([`copies`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Copies {
-    /// Copies, either way.
-    pub count: u64,
-    /// Bytes copied to the device.
-    pub to_device: u64,
-    /// Bytes copied to the host.
-    pub to_host: u64,
-}
-
-impl std::ops::Sub for Copies {
-    type Output = Copies;
-    fn sub(self, o: Copies) -> Copies {
-        Copies {
-            count: self.count - o.count,
-            to_device: self.to_device - o.to_device,
-            to_host: self.to_host - o.to_host,
-        }
-    }
-}
-
-/// The copies made so far in this process (take two readings and subtract for a span).
-pub fn copies() -> Copies {
-    Copies {
-        count: COPIES[0].load(Ordering::Relaxed),
-        to_device: COPIES[1].load(Ordering::Relaxed),
-        to_host: COPIES[2].load(Ordering::Relaxed),
+/// The copies made by [`Device::upload`] and [`Device::download`] and the waits for the
+/// device so far in this process, all devices together (take two readings and subtract for a
+/// span).
+pub fn counters() -> DeviceCounters {
+    let c = |i: usize| COUNTERS[i].load(Ordering::Relaxed);
+    DeviceCounters {
+        copies: c(COPIES),
+        to_device: c(TO_DEVICE),
+        to_host: c(TO_HOST),
+        waits: c(WAITS),
+        blocked_ns: c(BLOCKED_NS),
     }
 }
 
 fn count_copy(dir: usize, bytes: usize) {
-    COPIES[0].fetch_add(1, Ordering::Relaxed);
-    COPIES[dir].fetch_add(bytes as u64, Ordering::Relaxed);
+    COUNTERS[COPIES].fetch_add(1, Ordering::Relaxed);
+    COUNTERS[dir].fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// Runs `f`, a call that may block on the device, and counts the time it took as blocked.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let t = std::time::Instant::now();
+    let r = f();
+    COUNTERS[BLOCKED_NS].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    r
 }
 
 /// How the GPU may reach host memory: what decides whether resident training keeps explicit
@@ -295,10 +291,8 @@ impl Device {
     /// returns; from managed memory it is asynchronous, so this waits for it — the caller may
     /// free or change `host` right after (a temporary of the operation).
     pub fn upload<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<CudaSlice<T>> {
-        count_copy(1, std::mem::size_of_val(host));
-        let d = self
-            .stream
-            .clone_htod(host)
+        count_copy(TO_DEVICE, std::mem::size_of_val(host));
+        let d = blocking(|| self.stream.clone_htod(host))
             .map_err(|e| self.oom(what, std::mem::size_of_val(host), e))?;
         if crate::managed::contains(host.as_ptr() as u64, std::mem::size_of_val(host)) {
             self.sync()?;
@@ -430,10 +424,8 @@ impl Device {
             return Ok(());
         }
         let view = dev.slice(..host.len());
-        count_copy(2, std::mem::size_of_val(host));
-        self.stream
-            .memcpy_dtoh(&view, host)
-            .map_err(driver("copy to the host"))?;
+        count_copy(TO_HOST, std::mem::size_of_val(host));
+        blocking(|| self.stream.memcpy_dtoh(&view, host)).map_err(driver("copy to the host"))?;
         self.sync()
     }
 
@@ -537,8 +529,10 @@ impl Device {
     }
 
     /// Waits until the stream's work is done (and reports an asynchronous kernel error).
+    /// Counted in [`counters`]: a wait, and the time blocked.
     pub fn sync(&self) -> Result<()> {
-        self.stream.synchronize().map_err(driver("synchronize"))
+        COUNTERS[WAITS].fetch_add(1, Ordering::Relaxed);
+        blocking(|| self.stream.synchronize()).map_err(driver("synchronize"))
     }
 }
 

@@ -9,7 +9,7 @@
 mod common;
 
 use common::one_at_a_time;
-use tokenmill_cuda::device::{Memory, copies};
+use tokenmill_cuda::device::{Memory, counters};
 use tokenmill_cuda::{Cuda, check};
 
 /// The backend on the emulated driver, copying (pageable access reported, so that
@@ -20,10 +20,10 @@ fn emulated() -> &'static Cuda {
 
 /// The kernel table on `cuda`: every row passes; returns the bytes it copied to the device.
 fn table_passes(cuda: &Cuda, what: &str) -> u64 {
-    let before = copies();
+    let before = counters();
     let t = std::time::Instant::now();
     let rows = check::kernel_table(cuda, 7);
-    let up = (copies() - before).to_device;
+    let up = (counters() - before).to_device;
     eprintln!("{}", check::render(&rows));
     eprintln!(
         "kernel table on the emulated device, {what}: {:.1} s, {up} bytes up",
@@ -62,6 +62,45 @@ fn every_seam_operation_on_the_emulated_device_matches_the_cpu_reference() {
         by_address < 4096 && copied > 100_000_000,
         "host memory copied {by_address} bytes up, the copying backend {copied}"
     );
+}
+
+/// The counters the trainer logs per step (`Backend::counters`): an RMSNorm forward (inputs x
+/// and w, results y and rstd) copying makes four copies of the slices' bytes and waits once
+/// for each result; on host memory it copies nothing and still waits for each result. Each
+/// wait is time blocked.
+#[test]
+fn each_operation_counts_its_copies_and_its_waits_for_the_device() {
+    let _one = one_at_a_time();
+    use tokenmill_kernels::backend::{Backend, DeviceCounters};
+    let (rows, d) = (3usize, 40usize);
+    let x: Vec<f32> = (0..rows * d).map(|i| (i % 7) as f32 - 3.0).collect();
+    let w = vec![1.5f32; d];
+    let copying = emulated();
+    let hmm = Cuda::with_memory(0, Memory::Host).expect("the emulated device reaches host memory");
+    for (cuda, copying) in [(copying, true), (&hmm, false)] {
+        let (mut y, mut rstd) = (vec![0f32; rows * d], vec![0f32; rows]);
+        let before = cuda.counters().expect("a device counts");
+        cuda.rmsnorm_fwd(&x, &w, 1e-6, &mut y, &mut rstd);
+        let c = cuda.counters().unwrap() - before;
+        assert!(rstd.iter().all(|&r| r > 0.0) && y[5] != 0.0, "{copying}");
+        let want = if copying {
+            DeviceCounters {
+                copies: 4,
+                to_device: 4 * (rows * d + d) as u64,
+                to_host: 4 * (rows * d + rows) as u64,
+                waits: 2,
+                blocked_ns: c.blocked_ns,
+            }
+        } else {
+            DeviceCounters {
+                waits: 2,
+                blocked_ns: c.blocked_ns,
+                ..Default::default()
+            }
+        };
+        assert_eq!(c, want, "copying: {copying}");
+        assert!(c.blocked_ns > 0, "copying: {copying}");
+    }
 }
 
 /// `Memory::Managed` in a binary whose allocator is not `managed::ManagedOr` (this one's is the

@@ -8,7 +8,7 @@
 mod common;
 
 use common::one_at_a_time;
-use tokenmill_cuda::device::{Memory, copies};
+use tokenmill_cuda::device::{Memory, counters};
 use tokenmill_cuda::managed::{self, ManagedOr};
 use tokenmill_cuda::{Cuda, check};
 
@@ -173,9 +173,9 @@ fn every_seam_operation_on_managed_memory_matches_the_cpu_reference_without_copi
     let _one = one_at_a_time();
     let cuda = managed_backend();
     assert_eq!(cuda.device().memory, Memory::Managed);
-    let before = (copies(), managed::stats());
+    let before = (counters(), managed::stats());
     let rows = check::kernel_table(cuda, 7);
-    let up = (copies() - before.0).to_device;
+    let up = (counters() - before.0).to_device;
     let after = managed::stats();
     eprintln!("{}", check::render(&rows));
     eprintln!("kernel table on managed memory: {up} bytes up; {after:?}");

@@ -20,8 +20,9 @@ mod types;
 pub use cpu::{Cpu, CpuReference};
 pub use metered::{ACTIVATIONS, Metered, Partial, Residency, Traffic};
 pub use types::{
-    AdamStep, AttnShape, Balance, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY, Grouped, GroupedForm,
-    IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided, first_key,
+    AdamStep, AttnShape, Balance, DeviceCounters, FP8_ACC_MANTISSA_BITS, FP8_PROMOTE_EVERY,
+    Grouped, GroupedForm, IGNORE, KeyStarts, LowpGemm, MatMul, RopeRows, RopeTable, Route, Strided,
+    first_key,
 };
 
 use std::ops::Range;
@@ -42,6 +43,11 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     /// a host copy is cheaper than a round trip). The numbers are the same either way.
     fn moves_data(&self) -> bool {
         true
+    }
+    /// A device backend's copies and waits so far ([`DeviceCounters`]: the trainer logs each
+    /// step's share); `None` where computing costs the host nothing of the kind (the CPU).
+    fn counters(&self) -> Option<DeviceCounters> {
+        None
     }
     /// `C (+)= op(A) · op(B)`.
     fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]);

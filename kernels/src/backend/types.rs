@@ -535,3 +535,35 @@ impl Grouped<'_> {
         e * self.stride..e * self.stride + self.n * self.k
     }
 }
+
+/// What a device backend has cost the host so far in this process: copies between host and
+/// device memory, and the waits for the device (cumulative; subtract two readings for a span,
+/// such as a training step: [`Backend::counters`](super::Backend::counters)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceCounters {
+    /// Copies between host and device memory, either way.
+    pub copies: u64,
+    /// Bytes copied to the device.
+    pub to_device: u64,
+    /// Bytes copied to the host.
+    pub to_host: u64,
+    /// Stream synchronisations: each one empties the device's queue, which then idles until
+    /// the host launches again.
+    pub waits: u64,
+    /// Nanoseconds the host spent blocked on the device: in those synchronisations and in the
+    /// copies (a copy from or to pageable memory returns once it is done).
+    pub blocked_ns: u64,
+}
+
+impl std::ops::Sub for DeviceCounters {
+    type Output = DeviceCounters;
+    fn sub(self, o: DeviceCounters) -> DeviceCounters {
+        DeviceCounters {
+            copies: self.copies - o.copies,
+            to_device: self.to_device - o.to_device,
+            to_host: self.to_host - o.to_host,
+            waits: self.waits - o.waits,
+            blocked_ns: self.blocked_ns - o.blocked_ns,
+        }
+    }
+}

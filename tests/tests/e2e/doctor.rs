@@ -170,6 +170,8 @@ fn the_throughput_part_of_the_device_check_measures_each_preset_and_precision() 
             "to_device_gb_per_step",
             "to_host_gb_per_step",
             "copy_s_per_step",
+            "waits_per_step",
+            "blocked_ms_per_step",
         ] {
             assert!(r[f].is_null(), "{f}: {r}");
         }

@@ -70,12 +70,19 @@ fn config(
     cfg
 }
 
-/// The training losses of run `dir/name`, by step.
-fn losses(dir: &Path, name: &str) -> Vec<f64> {
+/// The training lines of run `dir/name`'s log, by step.
+fn train_lines(dir: &Path, name: &str) -> Vec<serde_json::Value> {
     let log = std::fs::read_to_string(dir.join(name).join("log.jsonl")).unwrap();
     log.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["kind"] == "train")
+        .collect()
+}
+
+/// The training losses of run `dir/name`, by step.
+fn losses(dir: &Path, name: &str) -> Vec<f64> {
+    train_lines(dir, name)
+        .iter()
         .map(|v| v["loss"].as_f64().unwrap())
         .collect()
 }
@@ -169,6 +176,9 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
         assert_eq!(cpu.len(), steps as usize, "{cpu:?}");
         // The curves are the model's, not a constant: training moved the loss.
         assert_ne!(cpu[0], cpu[steps as usize - 1]);
+        // What a step cost the host on a device is logged on a device only.
+        let cpu_lines = train_lines(dir.path(), &format!("cpu-{precision}"));
+        assert!(cpu_lines.iter().all(|l| l.get("device").is_none()));
         let mut copied = 0;
         for device in ["cuda", "cuda-hmm", "cuda-managed"] {
             let (gpu, stderr) = train(
@@ -196,6 +206,24 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
             // In managed memory the slices from 4 KiB on are taken by address: a small
             // part of what copying sends up.
             let up = logged(&stderr, "host-device copies made", "bytes_up");
+            // Each step's copies and waits, logged: inside the process's, every step waiting
+            // for the device, and copying each step.
+            let steps_up: u64 = train_lines(dir.path(), &format!("{device}-{precision}"))
+                .iter()
+                .map(|l| {
+                    let d = &l["device"];
+                    assert!(d["waits"].as_u64().unwrap() > 0, "{l}");
+                    assert!(d["blocked_ns"].as_u64().unwrap() > 0, "{l}");
+                    if device == "cuda" {
+                        assert!(d["copies"].as_u64().unwrap() > 0, "{l}");
+                    }
+                    d["to_device"].as_u64().unwrap()
+                })
+                .sum();
+            assert!(
+                steps_up <= up && (device != "cuda" || steps_up > 0),
+                "{device}: {steps_up} bytes up in the steps, {up} in the process"
+            );
             match device {
                 "cuda" => copied = up,
                 "cuda-managed" => {
@@ -456,6 +484,16 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
             ("cuda-hmm", "fp32")
         ]
     );
+    // Each run's waits for the device and the time blocked in them and in copies, per step
+    // (from its log): within the step.
+    for r in runs {
+        let (waits, blocked, step) = (
+            r["waits_per_step"].as_f64().unwrap(),
+            r["blocked_ms_per_step"].as_f64().unwrap(),
+            r["step_ms"].as_f64().unwrap(),
+        );
+        assert!(waits >= 1.0 && blocked > 0.0 && blocked < step, "{r}");
+    }
     let (copying, managed, hmm) = (&runs[0], &runs[3], &runs[4]);
     assert_eq!(copying["last_loss"], hmm["last_loss"]);
     assert_eq!(copying["last_loss"], managed["last_loss"]);

@@ -140,6 +140,12 @@ pub struct StepLog {
     /// The rollback this step's spike caused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackLog>,
+    /// On a device backend: what the step cost the host — copies between host and device
+    /// memory, synchronisations with the device, the time blocked in them
+    /// ([`Backend::counters`](tokenmill_kernels::backend::Backend::counters)); absent on the
+    /// CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<tokenmill_kernels::backend::DeviceCounters>,
     /// An eval line: the scores of the `[train] eval_tasks`, in the configured order (absent
     /// without tasks, and in logs written before them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -228,6 +234,7 @@ pub(super) fn eval_line(step: u64, loss: f64) -> StepLog {
         grad_norms: Default::default(),
         optimizer: None,
         rollback: None,
+        device: None,
         tasks: Vec::new(),
     }
 }

@@ -527,6 +527,7 @@ impl Trainer {
     /// One optimizer step.
     pub fn train_step(&mut self) -> Result<StepLog> {
         let t0 = Instant::now();
+        let counted = self.be.counters();
         let be = self.be.as_ref();
         let d = self.cfg.data.clone();
         let micro = d.micro_batch.unwrap_or(d.batch) as usize;
@@ -780,6 +781,11 @@ impl Trainer {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
+        let device = self
+            .be
+            .counters()
+            .zip(counted)
+            .map(|(now, then)| now - then);
         let tokens = (batch.samples.len() * s) as f64;
         if self.peak_flops == 0.0 {
             self.peak_flops = measure_gemm_peak(self.be.as_ref());
@@ -830,6 +836,7 @@ impl Trainer {
             grad_norms: self.grad_groups.norms(&group_sq),
             optimizer,
             rollback,
+            device,
             tasks: Vec::new(),
         };
         if !log.spikes.is_empty() {

@@ -54,7 +54,6 @@ std::vector<float> dense(const void* x, bool is_bf16, int op, int rows, int dept
 cublasStatus_t gemm(void* h, int ta, int tb, int m, int n, int k, const float* alpha,
                     const void* a, bool a16, int lda, const void* b, bool b16, int ldb,
                     const float* beta, float* c, int ldc) {
-    tm_emu_link::flush();  // the stream's earlier copies first
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     // A host address where the GPU has no pageable access: a fault on a GPU.
     if (m > 0 && n > 0 && !tm_emu_link::reachable(c)) return CUBLAS_STATUS_EXECUTION_FAILED;
@@ -69,19 +68,23 @@ cublasStatus_t gemm(void* h, int ta, int tb, int m, int n, int k, const float* a
     if (ldb < (tb == CUBLAS_OP_N ? k : n) || ldb < 1) return CUBLAS_STATUS_INVALID_VALUE;
     if (ldc < m || ldc < 1) return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    // op(A) [m][k]: with op N, row i of op(A) is row i of column-major A: A[i + l·lda].
-    std::vector<float> ar = dense(a, a16, ta, m, k, lda, false);
-    // op(B)ᵀ [n][k]: with op N, column j of B is contiguous: B[l + j·ldb].
-    std::vector<float> bc = dense(b, b16, tb, n, k, ldb, true);
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float s = 0.0f;
-            const float* x = &ar[(size_t)i * k];
-            const float* y = &bc[(size_t)j * k];
-            for (int l = 0; l < k; l++) s += x[l] * y[l];
-            float* out = &c[i + (size_t)j * ldc];
-            *out = *beta == 0.0f ? *alpha * s : *alpha * s + *beta * *out;
-        }
+    // alpha and beta are read now (host pointer mode); the product when the stream gets here.
+    float al = *alpha, be = *beta;
+    tm_emu_link::defer([=] {
+        // op(A) [m][k]: with op N, row i of op(A) is row i of column-major A: A[i + l·lda].
+        std::vector<float> ar = dense(a, a16, ta, m, k, lda, false);
+        // op(B)ᵀ [n][k]: with op N, column j of B is contiguous: B[l + j·ldb].
+        std::vector<float> bc = dense(b, b16, tb, n, k, ldb, true);
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float s = 0.0f;
+                const float* x = &ar[(size_t)i * k];
+                const float* y = &bc[(size_t)j * k];
+                for (int l = 0; l < k; l++) s += x[l] * y[l];
+                float* out = &c[i + (size_t)j * ldc];
+                *out = be == 0.0f ? al * s : al * s + be * *out;
+            }
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -283,7 +283,6 @@ API cublasStatus_t cublasLtMatmul(void* h, void* desc, const float* alpha, const
                                   const uint64_t* algo, void* /*workspace*/, size_t /*ws*/,
                                   void* /*stream*/) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-    tm_emu_link::flush();
     if (!algo || algo[0] != kAlgoTag)
         return fail(CUBLAS_STATUS_INVALID_VALUE, "the algorithm is not one the heuristic gave");
     const Desc* dd = static_cast<Desc*>(desc);
@@ -328,28 +327,34 @@ API cublasStatus_t cublasLtMatmul(void* h, void* desc, const float* alpha, const
     const uint8_t* b8 = static_cast<const uint8_t*>(b);
     const float* sa = static_cast<const float*>(dd->a_scale);
     const float* sb = static_cast<const float*>(dd->b_scale);
-    // Decoded operands, K contiguous: A's row i is column i of the stored k × m matrix.
-    std::vector<float> ad(s.m * s.k), bd(s.n * s.k);
-    for (uint64_t i = 0; i < s.m; i++)
-        for (uint64_t l = 0; l < s.k; l++) ad[i * s.k + l] = e4m3(a8[l + i * s.lda]);
-    for (uint64_t j = 0; j < s.n; j++)
-        for (uint64_t l = 0; l < s.k; l++) bd[j * s.k + l] = e4m3(b8[l + j * s.ldb]);
+    // The descriptor's modes, alpha and beta are read now; the product when the stream gets
+    // here.
+    int a_mode = dd->a_mode, b_mode = dd->b_mode;
+    float al = *alpha, be = *beta;
     const float* cf = static_cast<const float*>(c);
     float* df = static_cast<float*>(d);
-    for (uint64_t j = 0; j < s.n; j++)
-        for (uint64_t i = 0; i < s.m; i++) {
-            float acc = 0.0f;
-            for (uint64_t k0 = 0; k0 < s.k; k0 += 128) {
-                float block = 0.0f;
-                for (uint64_t l = k0; l < s.k && l < k0 + 128; l++)
-                    block += ad[i * s.k + l] * bd[j * s.k + l];
-                float x = scale_at(sa, dd->a_mode, s.m, s.k, i, k0);
-                float y = scale_at(sb, dd->b_mode, s.n, s.k, j, k0);
-                acc += (x * block) * y;
+    tm_emu_link::defer([=] {
+        // Decoded operands, K contiguous: A's row i is column i of the stored k × m matrix.
+        std::vector<float> ad(s.m * s.k), bd(s.n * s.k);
+        for (uint64_t i = 0; i < s.m; i++)
+            for (uint64_t l = 0; l < s.k; l++) ad[i * s.k + l] = e4m3(a8[l + i * s.lda]);
+        for (uint64_t j = 0; j < s.n; j++)
+            for (uint64_t l = 0; l < s.k; l++) bd[j * s.k + l] = e4m3(b8[l + j * s.ldb]);
+        for (uint64_t j = 0; j < s.n; j++)
+            for (uint64_t i = 0; i < s.m; i++) {
+                float acc = 0.0f;
+                for (uint64_t k0 = 0; k0 < s.k; k0 += 128) {
+                    float block = 0.0f;
+                    for (uint64_t l = k0; l < s.k && l < k0 + 128; l++)
+                        block += ad[i * s.k + l] * bd[j * s.k + l];
+                    float x = scale_at(sa, a_mode, s.m, s.k, i, k0);
+                    float y = scale_at(sb, b_mode, s.n, s.k, j, k0);
+                    acc += (x * block) * y;
+                }
+                float out = al * acc;
+                if (be != 0.0f) out += be * cf[i + j * s.ldc];
+                df[i + j * s.ldd] = out;
             }
-            float out = *alpha * acc;
-            if (*beta != 0.0f) out += *beta * cf[i + j * s.ldc];
-            df[i + j * s.ldd] = out;
-        }
+    });
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -9,8 +9,12 @@
 // threads per block, 48 KiB of dynamic shared memory unless the kernel opted in, 227 KiB at
 // most), a memory of TOKENMILL_CUDA_EMU_MEMORY bytes (default 8 GiB) whose exhaustion is
 // CUDA_ERROR_OUT_OF_MEMORY, and copies checked against the allocation they touch. Device
-// memory is host memory; every call completes before it returns (a stream is a name, an event
-// a time stamp). With TOKENMILL_CUDA_EMU_PAGEABLE=1 it reports pageable memory access (HMM),
+// memory is host memory. The streams' work is asynchronous, as on a GPU: a launch, a memset,
+// a copy that does not involve pageable host memory, an event's time stamp and the emulated
+// cuBLAS and cuBLASLt GEMMs are queued and run, in the order they were asked for, when the
+// host waits for the device (a synchronisation, a copy to pageable memory, a free), so a host
+// that reads a result before waiting for it reads what was there before, as it would on a GPU
+// (streams share one queue; events only stamp times). With TOKENMILL_CUDA_EMU_PAGEABLE=1 it reports pageable memory access (HMM),
 // which it has: kernels handed host addresses read and write the host's memory. The kernel
 // image NVRTC compiled for the device is checked to be a cubin and
 // its functions are looked up by name among the emulated kernels. What it cannot model: speed,
@@ -20,7 +24,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iterator>
+#include <memory>
 #include <map>
 #include <vector>
 #include <mutex>
@@ -36,6 +42,8 @@ struct TmKernel {
     const char* name;
     void (*call)(void**);
     int (*check)(void**, bool (*)(const void*));
+    const unsigned* sizes;
+    int nargs;
 };
 extern const TmKernel tm_emu_kernels[];
 extern const size_t tm_emu_kernel_count;
@@ -88,28 +96,35 @@ bool concurrent_managed() {
     return managed_memory() && !(v && std::strcmp(v, "serial") == 0);
 }
 
-// A copy between device memory and managed memory is asynchronous on a GPU (only pageable host
-// memory makes the call wait for it). Such copies are held here and done at the next
-// operation of any stream or wait for one (launches, copies, memsets, the emulated cuBLAS,
-// cuBLASLt and NCCL, synchronisations, frees), so a host that reads, changes or frees a
-// managed buffer before it waited sees what a GPU would let it see.
-struct Pending {
-    void* dst;
-    const void* src;
-    size_t bytes;
-};
-std::mutex g_pending_lock;
-std::vector<Pending> g_pending;
+// The device's queue: the work of every stream, in the order it was asked for, run when the
+// host waits for the device (`flush`: synchronisations, copies to or from pageable memory,
+// frees, the emulated NCCL's calls), so a host that reads, changes or frees a buffer a queued
+// kernel, copy or GEMM uses before it waited sees what a GPU would let it see.
+std::mutex g_queue_lock;
+std::vector<std::function<void()>> g_queue;
+std::mutex g_run;  // one flush at a time: a second waits until the first has run the queue
 
 void flush() {
-    std::lock_guard<std::mutex> g(g_pending_lock);
-    for (const Pending& p : g_pending) std::memmove(p.dst, p.src, p.bytes);
-    g_pending.clear();
+    std::lock_guard<std::mutex> run(g_run);
+    for (;;) {
+        std::vector<std::function<void()>> work;
+        {
+            std::lock_guard<std::mutex> g(g_queue_lock);
+            work.swap(g_queue);
+        }
+        if (work.empty()) return;
+        for (auto& f : work) f();
+    }
 }
 
-void defer(void* dst, const void* src, size_t bytes) {
-    std::lock_guard<std::mutex> g(g_pending_lock);
-    g_pending.push_back({dst, src, bytes});
+void defer(std::function<void()> f) {
+    std::lock_guard<std::mutex> g(g_queue_lock);
+    g_queue.push_back(std::move(f));
+}
+
+// A copy done when the queue reaches it: it reads `src` then, not now.
+void defer_copy(void* dst, const void* src, size_t bytes) {
+    defer([=] { std::memmove(dst, src, bytes); });
 }
 
 size_t total_memory() {
@@ -166,11 +181,13 @@ bool reachable(const void* p) {
     return false;
 }
 
-// Whether host memory [p, p + bytes) is managed memory (a copy to or from it is asynchronous).
-bool managed_host(const void* p, size_t bytes) {
+// Whether host memory [p, p + bytes) is managed or page-locked memory: a copy to or from it
+// is asynchronous (only pageable host memory makes a copy wait).
+bool async_host(const void* p, size_t bytes) {
     if (bytes == 0) return false;
     std::lock_guard<std::mutex> g(g_lock);
-    return inside_of(g_managed, (CUdeviceptr)(uintptr_t)p, bytes);
+    CUdeviceptr a = (CUdeviceptr)(uintptr_t)p;
+    return inside_of(g_managed, a, bytes) || inside_of(g_pinned, a, bytes);
 }
 
 CUresult check(CUdeviceptr p, size_t bytes) {
@@ -320,8 +337,13 @@ API CUresult cuCtxSynchronize() {
     return CUDA_SUCCESS;
 }
 
-// For the emulated cuBLAS, cuBLASLt and NCCL: the held copies done before their work.
+// For the emulated NCCL: the queue run before its work, which it does at once.
 API void tm_emu_flush() { flush(); }
+
+// For the emulated cuBLAS and cuBLASLt: `run(ctx)` queued as the stream's next work.
+API void tm_emu_defer(void (*run)(void*), void* ctx) {
+    defer([=] { run(ctx); });
+}
 
 // For the emulated cuBLAS: 1 when a kernel may be handed address p (`reachable`).
 API int tm_emu_reachable(const void* p) { return reachable(p) ? 1 : 0; }
@@ -405,13 +427,16 @@ API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, void*) {
-    flush();
     if (CUresult r = check(dst, bytes)) return r;
-    if (managed_host(src, bytes)) {
-        defer((void*)(uintptr_t)dst, src, bytes);
+    if (async_host(src, bytes)) {
+        defer_copy((void*)(uintptr_t)dst, src, bytes);
         return CUDA_SUCCESS;
     }
-    std::memcpy((void*)(uintptr_t)dst, src, bytes);
+    // From pageable memory the driver stages the bytes before it returns; the device memory
+    // is written when the stream gets there.
+    auto staged = std::make_shared<std::vector<unsigned char>>(
+        static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + bytes);
+    defer([=] { std::memcpy((void*)(uintptr_t)dst, staged->data(), bytes); });
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
@@ -421,12 +446,13 @@ API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, void*) {
-    flush();
     if (CUresult r = check(src, bytes)) return r;
-    if (managed_host(dst, bytes)) {
-        defer(dst, (const void*)(uintptr_t)src, bytes);
+    if (async_host(dst, bytes)) {
+        defer_copy(dst, (const void*)(uintptr_t)src, bytes);
         return CUDA_SUCCESS;
     }
+    // Into pageable memory the call returns once the copy is done: after the work before it.
+    flush();
     std::memcpy(dst, (const void*)(uintptr_t)src, bytes);
     return CUDA_SUCCESS;
 }
@@ -438,7 +464,10 @@ API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void*) {
-    return cuMemcpyDtoD_v2(dst, src, bytes);
+    if (CUresult r = check(src, bytes)) return r;
+    if (CUresult r = check(dst, bytes)) return r;
+    defer_copy((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
+    return CUDA_SUCCESS;
 }
 API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
     flush();
@@ -447,7 +476,9 @@ API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
     return CUDA_SUCCESS;
 }
 API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void*) {
-    return cuMemsetD8_v2(dst, v, n);
+    if (CUresult r = check(dst, n)) return r;
+    defer([=] { std::memset((void*)(uintptr_t)dst, v, n); });
+    return CUDA_SUCCESS;
 }
 
 API CUresult cuStreamCreate(void** s, unsigned) {
@@ -472,11 +503,14 @@ API CUresult cuEventCreate(void** e, unsigned) {
     return CUDA_SUCCESS;
 }
 API CUresult cuEventDestroy_v2(void* e) {
+    flush();  // a queued record of it
     delete static_cast<Event*>(e);
     return CUDA_SUCCESS;
 }
+// Stamped when the queue reaches it, as a GPU stamps an event when the stream does.
 API CUresult cuEventRecord(void* e, void*) {
-    static_cast<Event*>(e)->at = std::chrono::steady_clock::now();
+    Event* ev = static_cast<Event*>(e);
+    defer([ev] { ev->at = std::chrono::steady_clock::now(); });
     return CUDA_SUCCESS;
 }
 API CUresult cuEventSynchronize(void*) {
@@ -488,6 +522,7 @@ API CUresult cuEventQuery(void*) {
     return CUDA_SUCCESS;
 }
 API CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
+    flush();
     *ms = std::chrono::duration<float, std::milli>(static_cast<Event*>(b)->at -
                                                    static_cast<Event*>(a)->at)
               .count();
@@ -549,8 +584,29 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
                      fn->kernel->name, bad);
         return CUDA_ERROR_ILLEGAL_ADDRESS;
     }
-    flush();
-    Grid gr{{gx, gy, gz}, {bx, by, bz}, smem, fn->kernel, params};
-    run_grid(gr);
+    // The arguments are copied now (the caller may reuse its storage once the call
+    // returns, as cuLaunchKernel allows), each at a 16-byte aligned offset.
+    const TmKernel* k = fn->kernel;
+    struct Launch {
+        std::vector<unsigned char> bytes;
+        std::vector<void*> params;
+        Grid grid;
+    };
+    auto l = std::make_shared<Launch>();
+    std::vector<size_t> at((size_t)k->nargs);
+    size_t end = 0;
+    for (int i = 0; i < k->nargs; i++) {
+        at[(size_t)i] = end;
+        end += (k->sizes[i] + 15) / 16 * 16;
+    }
+    l->bytes.resize(end + 16);
+    unsigned char* base = l->bytes.data();
+    base += (16 - (uintptr_t)base % 16) % 16;
+    for (int i = 0; i < k->nargs; i++) {
+        std::memcpy(base + at[(size_t)i], params[i], k->sizes[i]);
+        l->params.push_back(base + at[(size_t)i]);
+    }
+    l->grid = Grid{{gx, gy, gz}, {bx, by, bz}, smem, k, l->params.data()};
+    defer([l] { run_grid(l->grid); });
     return CUDA_SUCCESS;
 }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 namespace tm_emu_link {
 
@@ -24,12 +25,29 @@ inline int device_range(const void* p, size_t bytes) {
     return check((unsigned long long)(uintptr_t)p, bytes) == 0 ? 1 : 0;
 }
 
-// The copies the driver holds (asynchronous ones to or from managed memory) done, as stream
-// order wants before any later work on the device.
+// The device's queue run (the driver holds the streams' work until the host waits), as
+// stream order wants before work done at once (the emulated NCCL's).
 inline void flush() {
     typedef void (*Flush)();
     static Flush f = driver_fn<Flush>("tm_emu_flush");
     if (f) f();
+}
+
+// `f` queued as the stream's next work (run at once without the emulated driver).
+inline void defer(std::function<void()> f) {
+    typedef void (*Defer)(void (*)(void*), void*);
+    static Defer d = driver_fn<Defer>("tm_emu_defer");
+    if (!d) {
+        f();
+        return;
+    }
+    d(
+        [](void* c) {
+            auto* g = static_cast<std::function<void()>*>(c);
+            (*g)();
+            delete g;
+        },
+        new std::function<void()>(std::move(f)));
 }
 
 // Whether a kernel or library may be handed address p: a device, managed or page-locked

@@ -111,6 +111,14 @@ pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::
             fast.name()
         )));
     }
+    if cfg.train.defer_waits && cfg.train.device != ComputeDevice::CudaManaged {
+        return Err(Error::Config(format!(
+            "[train] defer_waits needs device = \"cuda-managed\" (the data left in managed \
+             memory, whose freed blocks wait for the device before they are handed out again), \
+             not \"{}\"",
+            cfg.train.device.name()
+        )));
+    }
     let memory = match cfg.train.device {
         ComputeDevice::Cpu if tensor_cores => {
             return Err(Error::Config(format!(
@@ -133,6 +141,9 @@ pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::
         Fp8GemmChoice::Model => {}
         Fp8GemmChoice::Cublaslt => cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Cublaslt)?,
         Fp8GemmChoice::Mma => cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Mma)?,
+    }
+    if cfg.train.defer_waits {
+        cuda.set_defer_waits(true)?;
     }
     Ok(Box::new(cuda))
 }

@@ -63,17 +63,22 @@ impl Block {
         s: usize,
         alpha: f64,
     ) -> (Vec<T>, BlockCache<T>, Option<MoeStats>) {
-        let (xn, r1) = self.ln1.fwd(cx, &x);
-        let (a, attn) = self.attn.fwd(cx, rope, Arc::new(xn), b, s);
-        // The residual adds run on the backend, where the activations are.
-        let mut h = a;
-        cx.copy(Strided::elementwise(h.len(), true), &x, &mut h);
-        let h = Arc::new(h);
-        let (hn, r2) = self.ln2.fwd(cx, &h);
+        // The attention sublayer is backend operations only: one deferred scope (one wait
+        // for a GPU at its end).
+        let (r1, attn, h, hn, r2) = cx.deferred(|| {
+            let (xn, r1) = self.ln1.fwd(cx, &x);
+            let (a, attn) = self.attn.fwd(cx, rope, Arc::new(xn), b, s);
+            // The residual adds run on the backend, where the activations are.
+            let mut h = a;
+            cx.copy(Strided::elementwise(h.len(), true), &x, &mut h);
+            let h = Arc::new(h);
+            let (hn, r2) = self.ln2.fwd(cx, &h);
+            (r1, attn, h, hn, r2)
+        });
         let hn = Arc::new(hn);
         let (f, ffn, stats) = match &self.ffn {
             Ffn::Dense(m) => {
-                let (f, c) = m.fwd(cx, hn);
+                let (f, c) = cx.deferred(|| m.fwd(cx, hn));
                 (f, FfnCache::Dense(c), None)
             }
             Ffn::Moe(m) => {
@@ -108,14 +113,17 @@ impl Block {
     ) -> Vec<T> {
         let mut dh = cx.duplicate(&dy);
         let dhn = match (&self.ffn, c.ffn) {
-            (Ffn::Dense(m), FfnCache::Dense(fc)) => m.bwd(cx, fc, dy, wq),
+            (Ffn::Dense(m), FfnCache::Dense(fc)) => cx.deferred(|| m.bwd(cx, fc, dy, wq)),
             (Ffn::Moe(m), FfnCache::Moe(fc)) => m.bwd(cx, *fc, dy, wq),
             _ => unreachable!("a block's cache always matches its kind"),
         };
-        self.ln2.bwd(cx, wq, &c.h, &c.r2, dhn, &mut dh, true);
-        let dxn = self.attn.bwd(cx, rope, c.attn, cx.duplicate(&dh), wq);
-        let mut dx = dh;
-        self.ln1.bwd(cx, wq, &c.x, &c.r1, dxn, &mut dx, true);
-        dx
+        // As in the forward: the attention sublayer's backward in one deferred scope.
+        cx.deferred(|| {
+            self.ln2.bwd(cx, wq, &c.h, &c.r2, dhn, &mut dh, true);
+            let dxn = self.attn.bwd(cx, rope, c.attn, cx.duplicate(&dh), wq);
+            let mut dx = dh;
+            self.ln1.bwd(cx, wq, &c.x, &c.r1, dxn, &mut dx, true);
+            dx
+        })
     }
 }

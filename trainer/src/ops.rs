@@ -135,6 +135,18 @@ impl<T: Real> std::fmt::Debug for Ctx<'_, T> {
 }
 
 impl<'a, T: Real> Ctx<'a, T> {
+    /// Runs `f` as one deferred scope of the backend ([`Backend::begin_deferred`]): its
+    /// operations may return before the device has done them, and the scope's end waits once.
+    /// `f` must not read or change on the host any data its operations read or write (its
+    /// code between operations is shapes and bookkeeping only).
+    pub fn deferred<R>(&self, f: impl FnOnce() -> R) -> R {
+        let on = self.be.begin_deferred();
+        let r = f();
+        if on {
+            self.be.settle();
+        }
+        r
+    }
     /// The strided copy `dst (+)= src` ([`Strided`]), where [`Backend::moves_data`] says: on
     /// the backend, or on the host with the same CPU kernel.
     pub fn copy(&self, c: Strided, src: &[T], dst: &mut [T]) {

@@ -541,9 +541,16 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             host_page_tables: false,
             concurrent_managed: false,
         });
-    // Managed memory first: any GPU has it, where HMM needs the open kernel modules.
+    // Managed memory first: any GPU has it, where HMM needs the open kernel modules. Then
+    // managed memory with deferred waits (`[train] defer_waits`: a sublayer's operations
+    // queued without a wait after each): what the waits cost the step.
     let resident = [
         ("cuda-managed", "managed memory", access.concurrent_managed),
+        (
+            "cuda-managed-deferred",
+            "managed memory, deferred waits",
+            access.concurrent_managed,
+        ),
         ("cuda-hmm", "host memory", access.pageable),
     ];
     if a.speed_steps > 0 && !a.speed_presets.is_empty() && resident.iter().any(|r| r.2) {
@@ -571,7 +578,8 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Part 6 on `device` (`cuda-hmm` or `cuda-managed`; `on` says where the data lies): part 4's
+/// Part 6 on `device` (`cuda-hmm`, `cuda-managed` or `cuda-managed-deferred`; `on` says where
+/// the data lies): part 4's
 /// runs in fp32, each run's last loss checked against the copying backend's.
 fn resident_throughput(a: &Args, t0: std::time::Instant, rep: &mut Report, device: &str, on: &str) {
     if device == "cuda-hmm" {

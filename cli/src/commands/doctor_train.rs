@@ -158,6 +158,11 @@ fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<Logged> {
         "fp8-mma" => ("fp8", "fp8_gemm = \"mma\"\n"),
         p => (p, ""),
     };
+    // `cuda-managed-deferred`: managed memory with `defer_waits`.
+    let (device, defer) = match *device {
+        "cuda-managed-deferred" => ("cuda-managed", "defer_waits = true\n"),
+        d => (d, ""),
+    };
     let toml = format!(
         r#"[model]
 preset = "{preset}"
@@ -184,7 +189,7 @@ eval_every = 0
 init_seed = {seed}
 precision = "{precision}"
 device = "{device}"
-{fp8_gemm}"#
+{fp8_gemm}{defer}"#
     );
     let path = out.join(format!("{name}.toml"));
     std::fs::write(&path, toml)?;

@@ -55,6 +55,14 @@ pub struct Cuda {
 
 impl Drop for Cuda {
     fn drop(&mut self) {
+        if self.dev.defers_waits() {
+            // The blocks freed since the last wait are kept once it is done; later backends
+            // in this process do not defer unless asked.
+            if let Err(e) = self.dev.sync() {
+                tracing::warn!("waiting for the device at the end: {e}");
+            }
+            crate::managed::defer_reuse(false);
+        }
         let c = crate::device::counters();
         tracing::info!(
             memory = ?self.dev.memory,
@@ -167,6 +175,17 @@ impl Cuda {
     /// The device.
     pub fn device(&self) -> &Device {
         &self.dev
+    }
+
+    /// Under [`Memory::Managed`]: operations inside a deferred scope
+    /// ([`Backend::begin_deferred`]) return without waiting for the device; the scope's end
+    /// waits once. Refused in the other memory modes.
+    pub fn set_defer_waits(&mut self, on: bool) -> Result<()> {
+        self.dev.set_defer_waits(on)?;
+        if on {
+            tracing::info!("operations in deferred scopes return without waiting for the GPU");
+        }
+        Ok(())
     }
 
     /// Computes the FP8 GEMMs as `fp8` says. [`Fp8Gemm::Cublaslt`] opens cuBLASLt and
@@ -1044,6 +1063,14 @@ impl Backend<f32> for Cuda {
 
     fn counters(&self) -> Option<DeviceCounters> {
         Some(crate::device::counters())
+    }
+
+    fn begin_deferred(&self) -> bool {
+        self.dev.begin_deferred()
+    }
+
+    fn settle(&self) {
+        ok(self.dev.settle())
     }
 
     fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -134,6 +134,14 @@ pub struct Device {
     pub estimate: Option<u64>,
     /// How host slices reach the kernels.
     pub memory: Memory,
+    /// Whether operations inside a deferred scope ([`Device::begin_deferred`]) return without
+    /// waiting for the device ([`Memory::Managed`] only: [`Device::set_defer_waits`]).
+    defer: bool,
+}
+
+thread_local! {
+    /// Deferred scopes this thread is inside ([`Device::begin_deferred`]).
+    static DEFERRED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 impl std::fmt::Debug for Device {
@@ -207,6 +215,7 @@ impl Device {
             cubin_cached: compiled.cached,
             estimate: None,
             memory: Memory::Copy,
+            defer: false,
         })
     }
 
@@ -408,12 +417,65 @@ impl Device {
     }
 
     /// Ends a kernel's use of `buf`, the buffer of `host`: copies it back (a device copy), or
-    /// waits for the stream (the host's own pages).
+    /// waits for the stream (the host's own pages) — unless the calling thread is inside a
+    /// deferred scope, whose end waits once ([`Device::settle`]).
     pub fn finish<T: DeviceRepr>(&self, buf: &Buf<T>, host: &mut [T]) -> Result<()> {
         match &buf.owned {
             Some(d) => self.download(d, host),
+            None if self.deferring() => Ok(()),
             None => self.sync(),
         }
+    }
+
+    /// Lets the operations that take managed memory by address return without waiting for
+    /// the device inside deferred scopes ([`Device::begin_deferred`]). Only under
+    /// [`Memory::Managed`]: there every buffer a queued kernel may still use is either a device
+    /// buffer (freed in stream order) or a managed block, which the allocator keeps from
+    /// reuse until the next wait ([`crate::managed::defer_reuse`]); host pages (HMM) could be
+    /// unmapped or rewritten by the host's allocator under a queued kernel.
+    pub fn set_defer_waits(&mut self, on: bool) -> Result<()> {
+        if on && self.memory != Memory::Managed {
+            return Err(Error::Unsupported(format!(
+                "deferred waits need managed memory (device = \"cuda-managed\"), not {:?}",
+                self.memory
+            )));
+        }
+        crate::managed::defer_reuse(on);
+        self.defer = on;
+        Ok(())
+    }
+
+    /// Whether this device defers waits in deferred scopes.
+    pub fn defers_waits(&self) -> bool {
+        self.defer
+    }
+
+    /// Whether the calling thread's operations on this device skip their waits now.
+    fn deferring(&self) -> bool {
+        self.defer && DEFERRED.with(|d| d.get() > 0)
+    }
+
+    /// Opens a deferred scope on the calling thread (scopes nest): until the matching
+    /// [`Device::settle`], operations whose results lie in managed memory return without
+    /// waiting for the device. The caller must not read or change on the host anything those
+    /// operations write or read before the scope ends. False (and nothing opened) when this
+    /// device does not defer.
+    pub fn begin_deferred(&self) -> bool {
+        if self.defer {
+            DEFERRED.with(|d| d.set(d.get() + 1));
+        }
+        self.defer
+    }
+
+    /// Closes the calling thread's innermost deferred scope; the outermost waits for the
+    /// device, after which the host may touch the results.
+    pub fn settle(&self) -> Result<()> {
+        let depth = DEFERRED.with(|d| {
+            let v = d.get().saturating_sub(1);
+            d.set(v);
+            v
+        });
+        if depth == 0 { self.sync() } else { Ok(()) }
     }
 
     /// Copies `dev` into `host` and waits for the stream: a copy into pageable memory is
@@ -529,10 +591,16 @@ impl Device {
     }
 
     /// Waits until the stream's work is done (and reports an asynchronous kernel error).
-    /// Counted in [`counters`]: a wait, and the time blocked.
+    /// Counted in [`counters`]: a wait, and the time blocked. Managed blocks freed before it
+    /// began may be handed out again after it ([`crate::managed::settled`]).
     pub fn sync(&self) -> Result<()> {
         COUNTERS[WAITS].fetch_add(1, Ordering::Relaxed);
-        blocking(|| self.stream.synchronize()).map_err(driver("synchronize"))
+        let epoch = self.defer.then(crate::managed::epoch);
+        blocking(|| self.stream.synchronize()).map_err(driver("synchronize"))?;
+        if let Some(e) = epoch {
+            crate::managed::settled(e);
+        }
+        Ok(())
     }
 }
 

@@ -50,6 +50,9 @@ pub enum Error {
         /// The memory model's estimate for the whole run, when known.
         estimate: Option<u64>,
     },
+    /// A setting this backend's mode does not take.
+    #[error("{0}")]
+    Unsupported(String),
     /// A kernel is missing from the compiled module (a source and its launcher disagree).
     #[error("no kernel named {0} in the compiled module")]
     MissingKernel(String),

@@ -63,7 +63,8 @@ static RAW_CTX: AtomicUsize = AtomicUsize::new(0);
 /// A stream of the allocator's own (non-blocking: it waits for no other stream) on which
 /// zeroed blocks are cleared, so that an allocating thread never queues behind the backend's
 /// or NCCL's work on the legacy stream. A block handed out is idle: every backend operation
-/// synchronises before it returns, so no kernel still uses a freed block.
+/// synchronises before it returns, or (deferred waits, [`defer_reuse`]) a freed block waits
+/// for the next synchronisation before it is kept, so no kernel still uses a block handed out.
 static RAW_STREAM: AtomicUsize = AtomicUsize::new(0);
 
 struct Blocks {
@@ -71,12 +72,21 @@ struct Blocks {
     live: BTreeMap<usize, usize>,
     /// Freed blocks by size class.
     kept: BTreeMap<usize, Vec<usize>>,
+    /// Under [`defer_reuse`]: freed blocks that queued work may still use, with the
+    /// [`EPOCH`] at their freeing and their size class; kept after the next wait ([`settled`]).
+    waiting: Vec<(u64, usize, usize)>,
 }
 
 static BLOCKS: Mutex<Blocks> = Mutex::new(Blocks {
     live: BTreeMap::new(),
     kept: BTreeMap::new(),
+    waiting: Vec::new(),
 });
+
+/// Set once a device defers its waits ([`defer_reuse`]).
+static DEFER_REUSE: AtomicBool = AtomicBool::new(false);
+/// Waits for the device begun so far ([`epoch`]).
+static EPOCH: AtomicU64 = AtomicU64::new(0);
 
 static MADE: AtomicU64 = AtomicU64::new(0);
 static MADE_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -93,7 +103,9 @@ struct Busy;
 
 impl Busy {
     fn take() -> Option<Busy> {
-        BUSY.with(|b| (!b.replace(true)).then_some(Busy))
+        // Not `then_some(Busy)`: its argument is made either way, and dropping the guard a
+        // nested call did not get would clear the outer call's flag.
+        BUSY.with(|b| if b.replace(true) { None } else { Some(Busy) })
     }
 }
 
@@ -427,11 +439,52 @@ pub unsafe fn free(ptr: *mut u8, size: usize) -> bool {
     match b.live.remove(&(ptr as usize)) {
         // Under `shadow` the block is the inner allocator's: forgotten, freed there.
         Some(_) if SHADOW.load(Ordering::Relaxed) => false,
+        Some(class) if DEFER_REUSE.load(Ordering::Acquire) => {
+            let at = EPOCH.load(Ordering::SeqCst);
+            b.waiting.push((at, class, ptr as usize));
+            true
+        }
         Some(class) => {
             b.kept.entry(class).or_default().push(ptr as usize);
             true
         }
         None => false,
+    }
+}
+
+/// With `on`, a freed block is handed out again only after the device was waited for
+/// ([`settled`]): operations that return before the device is done with them (the CUDA
+/// backend's deferred waits) may have queued work that still uses a block the host freed.
+/// Stream order covers that work against later kernels, but not against the host writing
+/// into the block's next allocation, nor the allocator zeroing it on its own stream. Blocks
+/// freed while it was on wait for a wait (or [`release`]) even after it is off.
+pub fn defer_reuse(on: bool) {
+    DEFER_REUSE.store(on, Ordering::Release);
+}
+
+/// A wait for the device begins: its number, for [`settled`] once it has returned.
+pub fn epoch() -> u64 {
+    EPOCH.fetch_add(1, Ordering::SeqCst)
+}
+
+/// The wait numbered `e` ([`epoch`]) returned: the work queued before it is done, so the
+/// blocks freed before it began may be handed out again.
+pub fn settled(e: u64) {
+    let Some(_busy) = Busy::take() else {
+        return;
+    };
+    let Ok(mut b) = BLOCKS.lock() else {
+        return;
+    };
+    let b = &mut *b;
+    let mut i = 0;
+    while i < b.waiting.len() {
+        if b.waiting[i].0 <= e {
+            let (_, class, p) = b.waiting.swap_remove(i);
+            b.kept.entry(class).or_default().push(p);
+        } else {
+            i += 1;
+        }
     }
 }
 
@@ -476,11 +529,15 @@ pub fn release() -> usize {
     let Some(_busy) = Busy::take() else {
         return 0;
     };
-    // Taken whole (no allocation under the lock), freed after.
-    let kept = match BLOCKS.lock() {
-        Ok(mut b) => std::mem::take(&mut b.kept),
+    // Taken whole (no allocation under the lock), freed after; blocks waiting for the device
+    // too (the caller waited for it: nothing runs).
+    let (mut kept, waiting) = match BLOCKS.lock() {
+        Ok(mut b) => (std::mem::take(&mut b.kept), std::mem::take(&mut b.waiting)),
         Err(_) => return 0,
     };
+    for (_, class, p) in waiting {
+        kept.entry(class).or_default().push(p);
+    }
     let mut bytes = 0;
     // SAFETY: `EVER` is set; the blocks were made by `cuMemAllocManaged` and, taken out of the
     // kept lists above, are held by nobody.

@@ -188,3 +188,65 @@ fn every_seam_operation_on_managed_memory_matches_the_cpu_reference_without_copi
     assert!(after.made + after.reused > before.1.made + before.1.reused + 100);
     assert_eq!(after.fallbacks, 0);
 }
+
+/// Deferred waits (`[train] defer_waits`): inside a deferred scope a chain of operations on
+/// managed memory returns without waiting for the device — the emulated driver runs the queued
+/// kernels only at a wait, so a result read before the scope's end is still the old bytes —
+/// and the scope's end waits once, with the results of waiting after each operation. A block
+/// freed inside the scope is not handed out again until the wait (queued kernels may still use
+/// it); after it, it is.
+#[test]
+fn a_deferred_scope_waits_once_at_its_end_and_keeps_freed_blocks_until_then() {
+    use tokenmill_kernels::backend::Backend;
+    let _one = one_at_a_time();
+    managed_backend();
+    let mut cuda = Cuda::with_memory(0, Memory::Managed).expect("the emulated device");
+    cuda.set_defer_waits(true).expect("managed memory defers");
+    // rstd (a value per row) over the 4 KiB threshold too, so nothing is copied back.
+    let (rows, d) = (1024usize, 64usize);
+    let x: Vec<f32> = (0..rows * d).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+    let w: Vec<f32> = (0..d).map(|i| 1.0 + (i % 5) as f32 / 8.0).collect();
+    // Waiting after each operation: the reference.
+    let chain = |be: &dyn Backend<f32>| {
+        let (mut y, mut rstd) = (vec![0f32; rows * d], vec![0f32; rows]);
+        be.rmsnorm_fwd(&x, &w, 1e-6, &mut y, &mut rstd);
+        let mut h = vec![0f32; rows * d];
+        be.swiglu_fwd(&y, &x, &mut h);
+        (y, rstd, h)
+    };
+    let want = chain(managed_backend());
+    assert!(want.2.iter().any(|&v| v != 0.0));
+    let before = counters();
+    assert!(cuda.begin_deferred());
+    let (y, rstd, h) = chain(&cuda);
+    assert!(is_managed(&h) && is_managed(&y));
+    // Queued, not done: the output is still the zeros it was allocated with.
+    assert!(
+        h.iter().all(|&v| v == 0.0),
+        "the kernels ran before the wait"
+    );
+    // A block a queued kernel reads, freed inside the scope: not handed out before the wait.
+    let freed = x.clone();
+    let at = freed.as_ptr() as usize;
+    drop(freed);
+    let next: Vec<f32> = Vec::with_capacity(rows * d);
+    let next_at = next.as_ptr() as usize;
+    assert_ne!(next_at, at, "a freed block handed out before the wait");
+    drop(next);
+    // Many blocks freed while deferring: the allocator's own list of them grows through the
+    // system allocator (from inside the allocator), without deadlocking.
+    let many: Vec<Vec<u8>> = (0..400).map(|_| vec![1u8; 8192]).collect();
+    drop(many);
+    cuda.settle();
+    let c = counters() - before;
+    assert_eq!(c.waits, 1, "{c:?}");
+    assert_eq!((y, rstd, h), want);
+    // After the wait the blocks freed in the scope are the next ones of their class.
+    let again: Vec<f32> = Vec::with_capacity(rows * d);
+    let again_at = again.as_ptr() as usize;
+    assert!(again_at == at || again_at == next_at, "{again_at:x}");
+    // Deferring is managed memory's only: refused elsewhere, saying so.
+    let mut copying = Cuda::with_memory(0, Memory::Copy).unwrap();
+    let err = copying.set_defer_waits(true).expect_err("refused");
+    assert!(err.to_string().contains("managed memory"), "{err}");
+}

@@ -49,6 +49,18 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     fn counters(&self) -> Option<DeviceCounters> {
         None
     }
+    /// Opens a deferred scope on the calling thread (scopes nest): until the matching
+    /// [`Backend::settle`], operations may return before the device has done them — one wait
+    /// at the scope's end instead of one per operation, so a GPU need not idle while the host
+    /// launches the next. The caller reads and changes on the host none of the data those
+    /// operations read or write until then. Returns whether the backend defers (false, the
+    /// default: every operation is done when it returns, and there is nothing to settle).
+    fn begin_deferred(&self) -> bool {
+        false
+    }
+    /// Closes the calling thread's innermost deferred scope; closing the outermost waits
+    /// until the device has done the scope's operations.
+    fn settle(&self) {}
     /// `C (+)= op(A) · op(B)`.
     fn matmul(&self, p: MatMul, a: &[T], b: &[T], c: &mut [T]);
     /// `C (+)= op(A) · op(B)` as a low-precision GEMM computes it: both operands converted to

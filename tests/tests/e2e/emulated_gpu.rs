@@ -131,7 +131,12 @@ fn train(
     steps: u64,
     env: &[(&str, String)],
 ) -> Result<(Vec<f64>, String), String> {
-    let cfg = config(dir, name, precision, device, steps, "");
+    // `cuda-managed-deferred`: managed memory with `[train] defer_waits`.
+    let (device, extra) = match device {
+        "cuda-managed-deferred" => ("cuda-managed", "defer_waits = true\n"),
+        d => (d, ""),
+    };
+    let cfg = config(dir, name, precision, device, steps, extra);
     let mut cmd = Command::new(tokenmill_bin());
     cmd.args([
         "--log",
@@ -180,7 +185,8 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
         let cpu_lines = train_lines(dir.path(), &format!("cpu-{precision}"));
         assert!(cpu_lines.iter().all(|l| l.get("device").is_none()));
         let mut copied = 0;
-        for device in ["cuda", "cuda-hmm", "cuda-managed"] {
+        let mut managed = (Vec::new(), 0);
+        for device in ["cuda", "cuda-hmm", "cuda-managed", "cuda-managed-deferred"] {
             let (gpu, stderr) = train(
                 dir.path(),
                 &format!("{device}-{precision}"),
@@ -208,7 +214,12 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
             let up = logged(&stderr, "host-device copies made", "bytes_up");
             // Each step's copies and waits, logged: inside the process's, every step waiting
             // for the device, and copying each step.
-            let steps_up: u64 = train_lines(dir.path(), &format!("{device}-{precision}"))
+            let lines = train_lines(dir.path(), &format!("{device}-{precision}"));
+            let waits: u64 = lines
+                .iter()
+                .map(|l| l["device"]["waits"].as_u64().unwrap())
+                .sum();
+            let steps_up: u64 = lines
                 .iter()
                 .map(|l| {
                     let d = &l["device"];
@@ -226,7 +237,28 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
             );
             match device {
                 "cuda" => copied = up,
+                // Deferred waits: the same bits, a fraction of the waits (each attention and
+                // dense feed-forward sublayer waits once, not once per operation).
+                "cuda-managed-deferred" => {
+                    assert_eq!(
+                        gpu, managed.0,
+                        "{precision}: deferred waits changed the losses"
+                    );
+                    eprintln!("{precision}: {waits} waits deferred, {} not", managed.1);
+                    // fp8 waits for each GEMM's count of non-finite tiles as well.
+                    let most = if precision == "fp8" { 0.8 } else { 0.6 };
+                    assert!(
+                        (waits as f64) < most * managed.1 as f64,
+                        "{precision}: {waits} waits deferred, {} not",
+                        managed.1
+                    );
+                    assert!(
+                        stderr.contains("deferred scopes return without waiting"),
+                        "{stderr}"
+                    );
+                }
                 "cuda-managed" => {
+                    managed = (gpu.clone(), waits);
                     let blocks = logged(&stderr, "CUDA managed memory served", "blocks");
                     let fallbacks = logged(&stderr, "CUDA managed memory served", "fallbacks");
                     eprintln!("{precision}: {up} bytes up in managed memory, {copied} copying");
@@ -345,6 +377,24 @@ fn host_or_managed_memory_training_is_refused_on_a_device_without_it() {
         let err = train(dir.path(), &name, "fp32", device, 1, &env).expect_err("refused");
         assert!(err.contains(says), "{err}");
         assert!(err.contains("device = \"cuda\""), "{err}");
+    }
+    // Deferred waits are managed memory's only: refused elsewhere before any step, saying so.
+    for device in ["cpu", "cuda", "cuda-hmm"] {
+        let name = format!("defer-{device}");
+        let cfg = config(dir.path(), &name, "fp32", device, 1, "defer_waits = true\n");
+        let out = Command::new(tokenmill_bin())
+            .args(["train", "--quiet", "--config"])
+            .arg(&cfg)
+            .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{device}: {stderr}");
+        assert!(
+            stderr.contains("defer_waits needs device = \"cuda-managed\"")
+                && stderr.contains(&format!("not \"{device}\"")),
+            "{device}: {stderr}"
+        );
     }
 }
 
@@ -481,6 +531,7 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
             ("cuda", "fp8-cublaslt"),
             ("cuda", "fp8-mma"),
             ("cuda-managed", "fp32"),
+            ("cuda-managed-deferred", "fp32"),
             ("cuda-hmm", "fp32")
         ]
     );
@@ -494,9 +545,18 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         );
         assert!(waits >= 1.0 && blocked > 0.0 && blocked < step, "{r}");
     }
-    let (copying, managed, hmm) = (&runs[0], &runs[3], &runs[4]);
+    let (copying, managed, deferred, hmm) = (&runs[0], &runs[3], &runs[4], &runs[5]);
     assert_eq!(copying["last_loss"], hmm["last_loss"]);
     assert_eq!(copying["last_loss"], managed["last_loss"]);
+    assert_eq!(copying["last_loss"], deferred["last_loss"]);
+    // Deferred waits: fewer waits per step than waiting after each operation.
+    let waits = |r: &serde_json::Value| r["waits_per_step"].as_f64().unwrap();
+    assert!(
+        waits(deferred) < 0.6 * waits(managed),
+        "waits per step: {} deferred, {} not",
+        waits(deferred),
+        waits(managed)
+    );
     let per_step = |r: &serde_json::Value| r["copies_per_step"].as_f64().unwrap();
     assert!(
         per_step(hmm) * 10.0 < per_step(copying),

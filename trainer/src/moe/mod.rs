@@ -314,9 +314,13 @@ impl Moe {
         let mut shared = None;
         let mut experts = None;
         let (ys, local) = if stay {
-            shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
-            let _e = timeline::span("compute", || "experts forward".into());
-            let (cache, y) = self.experts_fwd(cx, &x, &rows, &gates, fp8);
+            // The shared and routed experts are backend operations on host tables (the rows
+            // and gates the routing gave): one deferred scope.
+            let (cache, y) = cx.deferred(|| {
+                shared = Some(self.shared.as_ref().map(|m| m.fwd(cx, x.clone())));
+                let _e = timeline::span("compute", || "experts forward".into());
+                self.experts_fwd(cx, &x, &rows, &gates, fp8)
+            });
             experts = Some(cache);
             (y, Vec::new())
         } else {
@@ -359,7 +363,7 @@ impl Moe {
             None => (vec![T::zero(); n * d], None),
         };
         match &experts {
-            Some(ec) => {
+            Some(ec) => cx.deferred(|| {
                 // Expert after expert: a token's rows are distinct within one expert.
                 for w in ec.offsets.windows(2) {
                     let (a, b) = (w[0], w[1]);
@@ -368,7 +372,7 @@ impl Moe {
                         cx.scatter_add_rows(&ys[a * d..b * d], d, toks, Some(g), &mut out);
                     }
                 }
-            }
+            }),
             None => {
                 for (r, &(t, j)) in plan.send_rows().iter().enumerate() {
                     let g = gates[t * k + j];
@@ -451,7 +455,7 @@ impl Moe {
         let d = self.router.inp;
         let n = c.b * c.s;
         let mut dx = match (&self.shared, c.shared) {
-            (Some(m), Some(sc)) => m.bwd(cx, sc, cx.duplicate(&dout), wq),
+            (Some(m), Some(sc)) => cx.deferred(|| m.bwd(cx, sc, cx.duplicate(&dout), wq)),
             _ => vec![T::zero(); n * d],
         };
         // At the tokens' rank: each row's output gradient g·dout_t and its gate's gradient
@@ -488,13 +492,15 @@ impl Moe {
             // added back to its tokens, expert after expert.
             let _e = timeline::span("compute", || "experts backward".into());
             let offsets = ec.offsets.clone();
-            let (dxe, toks) = self.experts_bwd(cx, ec, &dout, wq);
-            for w in offsets.windows(2) {
-                let (a, b) = (w[0], w[1]);
-                if a < b {
-                    cx.scatter_add_rows(&dxe[a * d..b * d], d, &toks[a..b], None, &mut dx);
+            cx.deferred(|| {
+                let (dxe, toks) = self.experts_bwd(cx, ec, &dout, wq);
+                for w in offsets.windows(2) {
+                    let (a, b) = (w[0], w[1]);
+                    if a < b {
+                        cx.scatter_add_rows(&dxe[a * d..b * d], d, &toks[a..b], None, &mut dx);
+                    }
                 }
-            }
+            });
         } else {
             // The backward of the combine is a dispatch: the gradients go to the experts'
             // owners.

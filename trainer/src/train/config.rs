@@ -200,6 +200,13 @@ pub struct LoopConfig {
     /// product in one launch).
     #[serde(default, skip_serializing_if = "Fp8GemmChoice::is_model")]
     pub fp8_gemm: Fp8GemmChoice,
+    /// `device = "cuda-managed"` only: the model's attention and dense feed-forward
+    /// sublayers run their operations without waiting for the GPU after each one — a single
+    /// wait at the sublayer's end — so the GPU need not idle while the host launches the next
+    /// operation (the same results; off by default until a GPU has measured it: the device
+    /// check's part 6).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub defer_waits: bool,
     /// Distillation from a teacher's stored top-K (`tokenmill distill-data`):
     /// `distill = { data = "teacher-dir", alpha = 0.5, temperature = 2.0 }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -295,6 +302,18 @@ pub enum ComputeDevice {
     /// copied. Needs the `tokenmill` binary's allocator (`tokenmill_cuda::managed`).
     #[serde(rename = "cuda-managed")]
     CudaManaged,
+}
+
+impl ComputeDevice {
+    /// The name the config gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ComputeDevice::Cpu => "cpu",
+            ComputeDevice::Cuda => "cuda",
+            ComputeDevice::CudaHmm => "cuda-hmm",
+            ComputeDevice::CudaManaged => "cuda-managed",
+        }
+    }
 }
 
 fn default_losses_every() -> u64 {

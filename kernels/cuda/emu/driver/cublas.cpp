@@ -70,7 +70,7 @@ cublasStatus_t gemm(void* h, int ta, int tb, int m, int n, int k, const float* a
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     // alpha and beta are read now (host pointer mode); the product when the stream gets here.
     float al = *alpha, be = *beta;
-    tm_emu_link::defer([=] {
+    tm_emu_link::defer(static_cast<Handle*>(h)->stream, [=] {
         // op(A) [m][k]: with op N, row i of op(A) is row i of column-major A: A[i + l·lda].
         std::vector<float> ar = dense(a, a16, ta, m, k, lda, false);
         // op(B)ᵀ [n][k]: with op N, column j of B is contiguous: B[l + j·ldb].

@@ -281,7 +281,7 @@ API cublasStatus_t cublasLtMatmul(void* h, void* desc, const float* alpha, const
                                   void* la, const void* b, void* lb, const float* beta,
                                   const void* c, void* lc, void* d, void* ld,
                                   const uint64_t* algo, void* /*workspace*/, size_t /*ws*/,
-                                  void* /*stream*/) {
+                                  void* stream) {
     if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!algo || algo[0] != kAlgoTag)
         return fail(CUBLAS_STATUS_INVALID_VALUE, "the algorithm is not one the heuristic gave");
@@ -333,7 +333,7 @@ API cublasStatus_t cublasLtMatmul(void* h, void* desc, const float* alpha, const
     float al = *alpha, be = *beta;
     const float* cf = static_cast<const float*>(c);
     float* df = static_cast<float*>(d);
-    tm_emu_link::defer([=] {
+    tm_emu_link::defer(stream, [=] {
         // Decoded operands, K contiguous: A's row i is column i of the stored k × m matrix.
         std::vector<float> ad(s.m * s.k), bd(s.n * s.k);
         for (uint64_t i = 0; i < s.m; i++)

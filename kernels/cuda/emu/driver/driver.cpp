@@ -99,32 +99,59 @@ bool concurrent_managed() {
 // The device's queue: the work of every stream, in the order it was asked for, run when the
 // host waits for the device (`flush`: synchronisations, copies to or from pageable memory,
 // frees, the emulated NCCL's calls), so a host that reads, changes or frees a buffer a queued
-// kernel, copy or GEMM uses before it waited sees what a GPU would let it see.
+// kernel, copy or GEMM uses before it waited sees what a GPU would let it see. A wait for a
+// non-blocking stream (one that waits for no other: the managed allocator's) runs that
+// stream's work only, so the rest stays queued; any other wait runs everything before it.
+struct Work {
+    void* stream;
+    std::function<void()> f;
+};
 std::mutex g_queue_lock;
-std::vector<std::function<void()>> g_queue;
+std::vector<Work> g_queue;
 std::mutex g_run;  // one flush at a time: a second waits until the first has run the queue
+std::map<void*, unsigned> g_streams;  // streams made by cuStreamCreate -> their flags
 
-void flush() {
+// Runs the queued work of stream `only` (in order), or all of it when `only` is null.
+void run_queue(void* only) {
     std::lock_guard<std::mutex> run(g_run);
     for (;;) {
-        std::vector<std::function<void()>> work;
+        std::vector<Work> work;
         {
             std::lock_guard<std::mutex> g(g_queue_lock);
-            work.swap(g_queue);
+            if (!only) {
+                work.swap(g_queue);
+            } else {
+                std::vector<Work> rest;
+                for (Work& w : g_queue) (w.stream == only ? work : rest).push_back(std::move(w));
+                g_queue.swap(rest);
+            }
         }
         if (work.empty()) return;
-        for (auto& f : work) f();
+        for (Work& w : work) w.f();
     }
 }
 
-void defer(std::function<void()> f) {
+void flush() { run_queue(nullptr); }
+
+// A wait for stream `s`: its own work when it is non-blocking, else everything queued.
+void flush_stream(void* s) {
+    bool own = false;
+    {
+        std::lock_guard<std::mutex> g(g_queue_lock);
+        auto it = g_streams.find(s);
+        own = it != g_streams.end() && (it->second & 1u);  // CU_STREAM_NON_BLOCKING
+    }
+    run_queue(own ? s : nullptr);
+}
+
+void defer(void* stream, std::function<void()> f) {
     std::lock_guard<std::mutex> g(g_queue_lock);
-    g_queue.push_back(std::move(f));
+    g_queue.push_back({stream, std::move(f)});
 }
 
 // A copy done when the queue reaches it: it reads `src` then, not now.
-void defer_copy(void* dst, const void* src, size_t bytes) {
-    defer([=] { std::memmove(dst, src, bytes); });
+void defer_copy(void* stream, void* dst, const void* src, size_t bytes) {
+    defer(stream, [=] { std::memmove(dst, src, bytes); });
 }
 
 size_t total_memory() {
@@ -340,9 +367,9 @@ API CUresult cuCtxSynchronize() {
 // For the emulated NCCL: the queue run before its work, which it does at once.
 API void tm_emu_flush() { flush(); }
 
-// For the emulated cuBLAS and cuBLASLt: `run(ctx)` queued as the stream's next work.
-API void tm_emu_defer(void (*run)(void*), void* ctx) {
-    defer([=] { run(ctx); });
+// For the emulated cuBLAS and cuBLASLt: `run(ctx)` queued as `stream`'s next work.
+API void tm_emu_defer(void* stream, void (*run)(void*), void* ctx) {
+    defer(stream, [=] { run(ctx); });
 }
 
 // For the emulated cuBLAS: 1 when a kernel may be handed address p (`reachable`).
@@ -426,17 +453,17 @@ API CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
     std::memcpy((void*)(uintptr_t)dst, src, bytes);
     return CUDA_SUCCESS;
 }
-API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, void*) {
+API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, void* st) {
     if (CUresult r = check(dst, bytes)) return r;
     if (async_host(src, bytes)) {
-        defer_copy((void*)(uintptr_t)dst, src, bytes);
+        defer_copy(st, (void*)(uintptr_t)dst, src, bytes);
         return CUDA_SUCCESS;
     }
     // From pageable memory the driver stages the bytes before it returns; the device memory
     // is written when the stream gets there.
     auto staged = std::make_shared<std::vector<unsigned char>>(
         static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + bytes);
-    defer([=] { std::memcpy((void*)(uintptr_t)dst, staged->data(), bytes); });
+    defer(st, [=] { std::memcpy((void*)(uintptr_t)dst, staged->data(), bytes); });
     return CUDA_SUCCESS;
 }
 API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
@@ -445,14 +472,14 @@ API CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
     std::memcpy(dst, (const void*)(uintptr_t)src, bytes);
     return CUDA_SUCCESS;
 }
-API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, void*) {
+API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, void* st) {
     if (CUresult r = check(src, bytes)) return r;
     if (async_host(dst, bytes)) {
-        defer_copy(dst, (const void*)(uintptr_t)src, bytes);
+        defer_copy(st, dst, (const void*)(uintptr_t)src, bytes);
         return CUDA_SUCCESS;
     }
     // Into pageable memory the call returns once the copy is done: after the work before it.
-    flush();
+    flush_stream(st);
     std::memcpy(dst, (const void*)(uintptr_t)src, bytes);
     return CUDA_SUCCESS;
 }
@@ -463,10 +490,10 @@ API CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     std::memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
     return CUDA_SUCCESS;
 }
-API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void*) {
+API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void* st) {
     if (CUresult r = check(src, bytes)) return r;
     if (CUresult r = check(dst, bytes)) return r;
-    defer_copy((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
+    defer_copy(st, (void*)(uintptr_t)dst, (const void*)(uintptr_t)src, bytes);
     return CUDA_SUCCESS;
 }
 API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
@@ -475,29 +502,41 @@ API CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
     std::memset((void*)(uintptr_t)dst, v, n);
     return CUDA_SUCCESS;
 }
-API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void*) {
+API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void* st) {
     if (CUresult r = check(dst, n)) return r;
-    defer([=] { std::memset((void*)(uintptr_t)dst, v, n); });
+    defer(st, [=] { std::memset((void*)(uintptr_t)dst, v, n); });
     return CUDA_SUCCESS;
 }
 
-API CUresult cuStreamCreate(void** s, unsigned) {
+API CUresult cuStreamCreate(void** s, unsigned flags) {
     *s = new int(0);
+    std::lock_guard<std::mutex> g(g_queue_lock);
+    g_streams[*s] = flags;
     return CUDA_SUCCESS;
 }
 API CUresult cuStreamDestroy_v2(void* s) {
+    flush_stream(s);  // its work is done first
+    {
+        std::lock_guard<std::mutex> g(g_queue_lock);
+        g_streams.erase(s);
+    }
     delete static_cast<int*>(s);
     return CUDA_SUCCESS;
 }
-API CUresult cuStreamSynchronize(void*) {
+API CUresult cuStreamSynchronize(void* s) {
+    flush_stream(s);
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamQuery(void* s) {
+    flush_stream(s);
+    return CUDA_SUCCESS;
+}
+// A stream waiting for another's event: everything queued before it runs (the order a GPU
+// could keep, whatever the event).
+API CUresult cuStreamWaitEvent(void*, void*, unsigned) {
     flush();
     return CUDA_SUCCESS;
 }
-API CUresult cuStreamQuery(void*) {
-    flush();
-    return CUDA_SUCCESS;
-}
-API CUresult cuStreamWaitEvent(void*, void*, unsigned) { return CUDA_SUCCESS; }
 API CUresult cuEventCreate(void** e, unsigned) {
     *e = new Event{std::chrono::steady_clock::now()};
     return CUDA_SUCCESS;
@@ -508,9 +547,9 @@ API CUresult cuEventDestroy_v2(void* e) {
     return CUDA_SUCCESS;
 }
 // Stamped when the queue reaches it, as a GPU stamps an event when the stream does.
-API CUresult cuEventRecord(void* e, void*) {
+API CUresult cuEventRecord(void* e, void* st) {
     Event* ev = static_cast<Event*>(e);
-    defer([ev] { ev->at = std::chrono::steady_clock::now(); });
+    defer(st, [ev] { ev->at = std::chrono::steady_clock::now(); });
     return CUDA_SUCCESS;
 }
 API CUresult cuEventSynchronize(void*) {
@@ -566,7 +605,7 @@ API CUresult cuFuncGetAttribute(int* v, int attr, void* f) {
 }
 
 API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                            unsigned by, unsigned bz, unsigned smem, void*, void** params,
+                            unsigned by, unsigned bz, unsigned smem, void* st, void** params,
                             void** extra) {
     if (!f) return CUDA_ERROR_INVALID_HANDLE;
     if (extra) return CUDA_ERROR_NOT_SUPPORTED;
@@ -607,6 +646,6 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
         l->params.push_back(base + at[(size_t)i]);
     }
     l->grid = Grid{{gx, gy, gz}, {bx, by, bz}, smem, k, l->params.data()};
-    defer([l] { run_grid(l->grid); });
+    defer(st, [l] { run_grid(l->grid); });
     return CUDA_SUCCESS;
 }

@@ -33,15 +33,16 @@ inline void flush() {
     if (f) f();
 }
 
-// `f` queued as the stream's next work (run at once without the emulated driver).
-inline void defer(std::function<void()> f) {
-    typedef void (*Defer)(void (*)(void*), void*);
+// `f` queued as `stream`'s next work (run at once without the emulated driver).
+inline void defer(void* stream, std::function<void()> f) {
+    typedef void (*Defer)(void*, void (*)(void*), void*);
     static Defer d = driver_fn<Defer>("tm_emu_defer");
     if (!d) {
         f();
         return;
     }
     d(
+        stream,
         [](void* c) {
             auto* g = static_cast<std::function<void()>*>(c);
             (*g)();

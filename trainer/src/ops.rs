@@ -140,12 +140,16 @@ impl<'a, T: Real> Ctx<'a, T> {
     /// `f` must not read or change on the host any data its operations read or write (its
     /// code between operations is shapes and bookkeeping only).
     pub fn deferred<R>(&self, f: impl FnOnce() -> R) -> R {
-        let on = self.be.begin_deferred();
-        let r = f();
-        if on {
-            self.be.settle();
+        /// Closes the scope however `f` ends (a caught panic must not leave the thread
+        /// deferring).
+        struct Settle<'b, T: Real>(&'b dyn Backend<T>);
+        impl<T: Real> Drop for Settle<'_, T> {
+            fn drop(&mut self) {
+                self.0.settle();
+            }
         }
-        r
+        let _settle = self.be.begin_deferred().then(|| Settle(self.be));
+        f()
     }
     /// The strided copy `dst (+)= src` ([`Strided`]), where [`Backend::moves_data`] says: on
     /// the backend, or on the host with the same CPU kernel.

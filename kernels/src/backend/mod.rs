@@ -53,7 +53,9 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     /// [`Backend::settle`], operations may return before the device has done them — one wait
     /// at the scope's end instead of one per operation, so a GPU need not idle while the host
     /// launches the next. The caller reads and changes on the host none of the data those
-    /// operations read or write until then. Returns whether the backend defers (false, the
+    /// operations read or write until then — until the outermost scope closes, as an inner
+    /// one does not wait: code that reads an operation's result on the host (the routing's
+    /// picks) belongs outside every scope. Returns whether the backend defers (false, the
     /// default: every operation is done when it returns, and there is nothing to settle).
     fn begin_deferred(&self) -> bool {
         false

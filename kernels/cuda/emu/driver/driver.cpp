@@ -429,7 +429,26 @@ API CUresult cuMemFree_v2(CUdeviceptr p) {
     std::free((void*)(uintptr_t)p);
     return CUDA_SUCCESS;
 }
-API CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
+// In stream order: freed when the queue gets there (the work queued before may still use it),
+// not at the call, which does not wait.
+API CUresult cuMemFreeAsync(CUdeviceptr p, void* st) {
+    {
+        std::lock_guard<std::mutex> g(g_lock);
+        if (g_allocs.find(p) == g_allocs.end() && g_managed.find(p) == g_managed.end())
+            return CUDA_ERROR_INVALID_VALUE;
+    }
+    defer(st, [p] {
+        std::lock_guard<std::mutex> g(g_lock);
+        if (auto m = g_managed.find(p); m != g_managed.end()) {
+            g_managed.erase(m);
+        } else if (auto it = g_allocs.find(p); it != g_allocs.end()) {
+            g_used -= it->second;
+            g_allocs.erase(it);
+        }
+        std::free((void*)(uintptr_t)p);
+    });
+    return CUDA_SUCCESS;
+}
 API CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
     *p = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
     if (!*p) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -531,19 +550,27 @@ API CUresult cuStreamQuery(void* s) {
     flush_stream(s);
     return CUDA_SUCCESS;
 }
-// A stream waiting for another's event: everything queued before it runs (the order a GPU
-// could keep, whatever the event).
-API CUresult cuStreamWaitEvent(void*, void*, unsigned) {
-    flush();
+// A stream waiting for an event: the queue runs in the order work was asked for, so work on
+// the legacy stream or a blocking one already comes after the event's record; a non-blocking
+// stream, whose wait runs its own work only, first has everything before it run.
+API CUresult cuStreamWaitEvent(void* s, void*, unsigned) {
+    bool own = false;
+    {
+        std::lock_guard<std::mutex> g(g_queue_lock);
+        auto it = g_streams.find(s);
+        own = it != g_streams.end() && (it->second & 1u);
+    }
+    if (own) flush();
     return CUDA_SUCCESS;
 }
 API CUresult cuEventCreate(void** e, unsigned) {
     *e = new Event{std::chrono::steady_clock::now()};
     return CUDA_SUCCESS;
 }
+// Deleted after the queued work (a record of it may be queued), without waiting for it.
 API CUresult cuEventDestroy_v2(void* e) {
-    flush();  // a queued record of it
-    delete static_cast<Event*>(e);
+    Event* ev = static_cast<Event*>(e);
+    defer(nullptr, [ev] { delete ev; });
     return CUDA_SUCCESS;
 }
 // Stamped when the queue reaches it, as a GPU stamps an event when the stream does.

@@ -214,6 +214,9 @@ impl Cuda {
             let dc = self.dev.output("probe C", &mut got)?;
             self.grouped_bf16_mma(&g, (*da.p(), *db.p(), *dc.p()), n * k)?;
             self.dev.finish(&dc, &mut got)?;
+            // The host reads the product next: a wait even inside a deferred scope (the probe
+            // runs at the first grouped BF16 GEMM, where the model may have opened one).
+            self.dev.sync()?;
             Ok(got)
         };
         let got = run()?;

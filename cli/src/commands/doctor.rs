@@ -579,8 +579,8 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
 }
 
 /// Part 6 on `device` (`cuda-hmm`, `cuda-managed` or `cuda-managed-deferred`; `on` says where
-/// the data lies): part 4's
-/// runs in fp32, each run's last loss checked against the copying backend's.
+/// the data lies): part 4's runs in fp32, each run's last loss checked against the copying
+/// backend's.
 fn resident_throughput(a: &Args, t0: std::time::Instant, rep: &mut Report, device: &str, on: &str) {
     if device == "cuda-hmm" {
         // As `tokenmill train` does for cuda-hmm; the check's last training, so the rest of

@@ -468,8 +468,12 @@ impl Device {
     }
 
     /// Closes the calling thread's innermost deferred scope; the outermost waits for the
-    /// device, after which the host may touch the results.
+    /// device, after which the host may touch the results. Nothing where this device does not
+    /// defer (no scope was opened: [`Device::begin_deferred`]).
     pub fn settle(&self) -> Result<()> {
+        if !self.defer {
+            return Ok(());
+        }
         let depth = DEFERRED.with(|d| {
             let v = d.get().saturating_sub(1);
             d.set(v);

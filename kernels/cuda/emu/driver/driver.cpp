@@ -10,14 +10,15 @@
 // most), a memory of TOKENMILL_CUDA_EMU_MEMORY bytes (default 8 GiB) whose exhaustion is
 // CUDA_ERROR_OUT_OF_MEMORY, and copies checked against the allocation they touch. Device
 // memory is host memory. The streams' work is asynchronous, as on a GPU: a launch, a memset,
-// a copy that does not involve pageable host memory, an event's time stamp and the emulated
-// cuBLAS and cuBLASLt GEMMs are queued and run, in the order they were asked for, when the
-// host waits for the device (a synchronisation, a copy to pageable memory, a free), so a host
-// that reads a result before waiting for it reads what was there before, as it would on a GPU
-// (streams share one queue; events only stamp times). With TOKENMILL_CUDA_EMU_PAGEABLE=1 it reports pageable memory access (HMM),
-// which it has: kernels handed host addresses read and write the host's memory. The kernel
-// image NVRTC compiled for the device is checked to be a cubin and
-// its functions are looked up by name among the emulated kernels. What it cannot model: speed,
+// a copy that does not involve pageable host memory, a stream-ordered free, an event's time
+// stamp and the emulated cuBLAS and cuBLASLt GEMMs are queued and run, in the order they were
+// asked for, when the host waits for the device (a synchronisation, a copy to pageable
+// memory, a synchronous free), so a host that reads a result before waiting for it reads what
+// was there before, as it would on a GPU (streams share one queue; events only stamp times).
+// With TOKENMILL_CUDA_EMU_PAGEABLE=1 it reports pageable memory access (HMM), which it has:
+// kernels handed host addresses read and write the host's memory. The kernel image NVRTC
+// compiled for the device is checked to be a cubin and its functions are looked up by name
+// among the emulated kernels. What it cannot model: speed,
 // concurrency between streams, and memory accesses a kernel makes outside its buffers.
 #include <chrono>
 #include <cstdint>
@@ -98,7 +99,7 @@ bool concurrent_managed() {
 
 // The device's queue: the work of every stream, in the order it was asked for, run when the
 // host waits for the device (`flush`: synchronisations, copies to or from pageable memory,
-// frees, the emulated NCCL's calls), so a host that reads, changes or frees a buffer a queued
+// synchronous frees, the emulated NCCL's calls), so a host that reads, changes or frees a buffer a queued
 // kernel, copy or GEMM uses before it waited sees what a GPU would let it see. A wait for a
 // non-blocking stream (one that waits for no other: the managed allocator's) runs that
 // stream's work only, so the rest stays queued; any other wait runs everything before it.

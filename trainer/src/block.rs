@@ -76,18 +76,23 @@ impl Block {
             (r1, attn, h, hn, r2)
         });
         let hn = Arc::new(hn);
-        let (f, ffn, stats) = match &self.ffn {
+        // `y = h + ffn(hn)`: the dense feed-forward and its residual add one deferred scope.
+        let residual = |y: &mut Vec<T>| cx.copy(Strided::elementwise(y.len(), true), &h, y);
+        let (y, ffn, stats) = match &self.ffn {
             Ffn::Dense(m) => {
-                let (f, c) = cx.deferred(|| m.fwd(cx, hn));
-                (f, FfnCache::Dense(c), None)
+                let (y, c) = cx.deferred(|| {
+                    let (mut y, c) = m.fwd(cx, hn);
+                    residual(&mut y);
+                    (y, c)
+                });
+                (y, FfnCache::Dense(c), None)
             }
             Ffn::Moe(m) => {
-                let (f, c, st) = m.fwd(cx, hn, b, s, alpha);
-                (f, FfnCache::Moe(Box::new(c)), Some(st))
+                let (mut y, c, st) = m.fwd(cx, hn, b, s, alpha);
+                residual(&mut y);
+                (y, FfnCache::Moe(Box::new(c)), Some(st))
             }
         };
-        let mut y = f;
-        cx.copy(Strided::elementwise(y.len(), true), &h, &mut y);
         (
             y,
             BlockCache {
@@ -111,10 +116,13 @@ impl Block {
         dy: Vec<T>,
         wq: &mut WgradQueue<T>,
     ) -> Vec<T> {
-        let mut dh = cx.duplicate(&dy);
-        let dhn = match (&self.ffn, c.ffn) {
-            (Ffn::Dense(m), FfnCache::Dense(fc)) => cx.deferred(|| m.bwd(cx, fc, dy, wq)),
-            (Ffn::Moe(m), FfnCache::Moe(fc)) => m.bwd(cx, *fc, dy, wq),
+        // The residual's share of dh (a copy of dy) and the feed-forward's backward: for a
+        // dense one, one deferred scope.
+        let (mut dh, dhn) = match (&self.ffn, c.ffn) {
+            (Ffn::Dense(m), FfnCache::Dense(fc)) => {
+                cx.deferred(|| (cx.duplicate(&dy), m.bwd(cx, fc, dy, wq)))
+            }
+            (Ffn::Moe(m), FfnCache::Moe(fc)) => (cx.duplicate(&dy), m.bwd(cx, *fc, dy, wq)),
             _ => unreachable!("a block's cache always matches its kind"),
         };
         // As in the forward: the attention sublayer's backward in one deferred scope.

@@ -584,9 +584,6 @@ impl Model {
         train: bool,
         distill: Option<&Distill<'_>>,
     ) -> (Head<T>, Vec<T>, f64, Option<f64>) {
-        let (normed, rstd) = norm.fwd(cx, &hidden);
-        let normed = Arc::new(normed);
-        let mut logits = self.head.fwd(cx, &normed);
         let rows = targets.len();
         let (mut losses, mut lse) = (vec![T::zero(); rows], vec![T::zero(); rows]);
         let teacher_rows = |dt: &Distill<'_>| {
@@ -604,6 +601,44 @@ impl Model {
                 .expect("data-parallel target count");
         }
         let (count, kl_count) = (count[0].max(1) as usize, count[1].max(1) as f64);
+        // The norm, the head's GEMM and (without distillation, which runs on the host) the
+        // cross-entropy: backend operations only, one deferred scope.
+        let (normed, rstd, mut logits) = cx.deferred(|| {
+            let (normed, rstd) = norm.fwd(cx, &hidden);
+            let normed = Arc::new(normed);
+            let mut logits = self.head.fwd(cx, &normed);
+            if distill.is_none() {
+                if train {
+                    let g: Vec<T> = targets
+                        .iter()
+                        .map(|&t| {
+                            if t == IGNORE {
+                                T::zero()
+                            } else {
+                                T::of(weight / count as f64)
+                            }
+                        })
+                        .collect();
+                    cx.be.cross_entropy_fused(
+                        &mut logits,
+                        &targets,
+                        &g,
+                        self.cfg.vocab_size,
+                        &mut losses,
+                        &mut lse,
+                    );
+                } else {
+                    cx.be.cross_entropy_fwd(
+                        &logits,
+                        &targets,
+                        self.cfg.vocab_size,
+                        &mut losses,
+                        &mut lse,
+                    );
+                }
+            }
+            (normed, rstd, logits)
+        });
         let kl_mean = if let Some(dt) = distill {
             use tokenmill_kernels::cpu::distill::{DistillGrad, cross_entropy_kl};
             // Only counted targets with a teacher entry take part in the KL term.
@@ -636,34 +671,7 @@ impl Model {
                 &mut kl,
             );
             Some(kl.iter().map(|l| l.f64()).sum::<f64>() / kl_count)
-        } else if train {
-            let g: Vec<T> = targets
-                .iter()
-                .map(|&t| {
-                    if t == IGNORE {
-                        T::zero()
-                    } else {
-                        T::of(weight / count as f64)
-                    }
-                })
-                .collect();
-            cx.be.cross_entropy_fused(
-                &mut logits,
-                &targets,
-                &g,
-                self.cfg.vocab_size,
-                &mut losses,
-                &mut lse,
-            );
-            None
         } else {
-            cx.be.cross_entropy_fwd(
-                &logits,
-                &targets,
-                self.cfg.vocab_size,
-                &mut losses,
-                &mut lse,
-            );
             None
         };
         let mean = losses.iter().map(|l| l.f64()).sum::<f64>() / count as f64;
@@ -690,15 +698,18 @@ impl Model {
         dextra: Option<Vec<T>>,
         wq: &mut WgradQueue<T>,
     ) -> Vec<T> {
-        let dlogits = h.logits;
-        let mut dnormed = self.head.bwd_input(cx, &dlogits);
-        if let Some(e) = dextra {
-            cx.copy(Strided::elementwise(e.len(), true), &e, &mut dnormed);
-        }
-        self.head.wgrad(wq, dlogits, &h.normed);
-        let mut dhidden = vec![T::zero(); h.hidden.len()];
-        norm.bwd(cx, wq, &h.hidden, &h.rstd, dnormed, &mut dhidden, false);
-        dhidden
+        // Backend operations only (the weight gradients are queued): one deferred scope.
+        cx.deferred(|| {
+            let dlogits = h.logits;
+            let mut dnormed = self.head.bwd_input(cx, &dlogits);
+            if let Some(e) = dextra {
+                cx.copy(Strided::elementwise(e.len(), true), &e, &mut dnormed);
+            }
+            self.head.wgrad(wq, dlogits, &h.normed);
+            let mut dhidden = vec![T::zero(); h.hidden.len()];
+            norm.bwd(cx, wq, &h.hidden, &h.rstd, dnormed, &mut dhidden, false);
+            dhidden
+        })
     }
 
     /// The whole model as one stage.
@@ -872,26 +883,30 @@ impl Model {
                     .map(|(bi, i)| tok(bi, i + k))
                     .collect(),
             );
-            let mut emb = vec![T::zero(); b * n * d];
-            be.embedding_fwd(cx.w(self.embed), d, &ids_k, &mut emb);
-            let emb = Arc::new(emb);
-            let (en, emb_rstd) = m.enorm.fwd(&cx, &emb);
-            let hprev = Arc::new(take_rows(&cx, &prev, b, prev_n, n, d));
-            let (hn, prev_rstd) = m.hnorm.fwd(&cx, &hprev);
-            // [embedding, hidden state] side by side: [b·n, 2d].
-            let mut cat = vec![T::zero(); b * n * 2 * d];
-            cx.copy(
-                Strided::columns(b * n, d, (d, 0), (2 * d, 0)),
-                &en,
-                &mut cat,
-            );
-            cx.copy(
-                Strided::columns(b * n, d, (d, 0), (2 * d, d)),
-                &hn,
-                &mut cat,
-            );
-            let cat = Arc::new(cat);
-            let xk = m.eh.fwd(&cx, &cat);
+            // The module's input, backend operations only: one deferred scope.
+            let (emb, emb_rstd, hprev, prev_rstd, cat, xk) = cx.deferred(|| {
+                let mut emb = vec![T::zero(); b * n * d];
+                be.embedding_fwd(cx.w(self.embed), d, &ids_k, &mut emb);
+                let emb = Arc::new(emb);
+                let (en, emb_rstd) = m.enorm.fwd(&cx, &emb);
+                let hprev = Arc::new(take_rows(&cx, &prev, b, prev_n, n, d));
+                let (hn, prev_rstd) = m.hnorm.fwd(&cx, &hprev);
+                // [embedding, hidden state] side by side: [b·n, 2d].
+                let mut cat = vec![T::zero(); b * n * 2 * d];
+                cx.copy(
+                    Strided::columns(b * n, d, (d, 0), (2 * d, 0)),
+                    &en,
+                    &mut cat,
+                );
+                cx.copy(
+                    Strided::columns(b * n, d, (d, 0), (2 * d, d)),
+                    &hn,
+                    &mut cat,
+                );
+                let cat = Arc::new(cat);
+                let xk = m.eh.fwd(&cx, &cat);
+                (emb, emb_rstd, hprev, prev_rstd, cat, xk)
+            });
             let (hk, bc, st) = m
                 .block
                 .fwd(&cx, &rope_k, Arc::new(xk), b, n, w.balance_alpha);
@@ -1038,34 +1053,40 @@ impl Model {
                         RopeTable::new(self.cfg.qk_rope_head_dim, self.cfg.rope_theta, c.n);
                     let dh = self.head_bwd(&cx, &m.head_norm, c.head, dnext.take(), wq);
                     let dx = m.block.bwd(&cx, &rope_k, c.block, dh, wq);
-                    let dcat = m.eh.bwd_input(&cx, &dx);
-                    m.eh.wgrad(wq, dx, &c.cat);
-                    let rows = b * c.n;
-                    let (mut de, mut dp) = (vec![T::zero(); rows * d], vec![T::zero(); rows * d]);
-                    cx.copy(
-                        Strided::columns(rows, d, (2 * d, 0), (d, 0)),
-                        &dcat,
-                        &mut de,
-                    );
-                    cx.copy(
-                        Strided::columns(rows, d, (2 * d, d), (d, 0)),
-                        &dcat,
-                        &mut dp,
-                    );
-                    let mut demb = vec![T::zero(); b * c.n * d];
-                    m.enorm
-                        .bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
-                    wq.push(WgradOp::Embedding {
-                        w: self.embed,
-                        dy: demb,
-                        ids: c.ids,
+                    // Down to the module's inputs, backend operations only (the weight
+                    // gradients are queued): one deferred scope.
+                    let acc = cx.deferred(|| {
+                        let dcat = m.eh.bwd_input(&cx, &dx);
+                        m.eh.wgrad(wq, dx, &c.cat);
+                        let rows = b * c.n;
+                        let (mut de, mut dp) =
+                            (vec![T::zero(); rows * d], vec![T::zero(); rows * d]);
+                        cx.copy(
+                            Strided::columns(rows, d, (2 * d, 0), (d, 0)),
+                            &dcat,
+                            &mut de,
+                        );
+                        cx.copy(
+                            Strided::columns(rows, d, (2 * d, d), (d, 0)),
+                            &dcat,
+                            &mut dp,
+                        );
+                        let mut demb = vec![T::zero(); b * c.n * d];
+                        m.enorm
+                            .bwd(&cx, wq, &c.emb, &c.emb_rstd, de, &mut demb, false);
+                        wq.push(WgradOp::Embedding {
+                            w: self.embed,
+                            dy: demb,
+                            ids: c.ids,
+                        });
+                        let mut dprev = vec![T::zero(); b * c.n * d];
+                        m.hnorm
+                            .bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
+                        let prev_n = c.n + 1;
+                        let mut acc = vec![T::zero(); b * prev_n * d];
+                        add_rows(&cx, &mut acc, &dprev, b, prev_n, c.n, d);
+                        acc
                     });
-                    let mut dprev = vec![T::zero(); b * c.n * d];
-                    m.hnorm
-                        .bwd(&cx, wq, &c.prev, &c.prev_rstd, dp, &mut dprev, false);
-                    let prev_n = c.n + 1;
-                    let mut acc = vec![T::zero(); b * prev_n * d];
-                    add_rows(&cx, &mut acc, &dprev, b, prev_n, c.n, d);
                     dnext = Some(acc);
                     flush(wq, grads);
                 }

@@ -135,21 +135,12 @@ impl<T: Real> std::fmt::Debug for Ctx<'_, T> {
 }
 
 impl<'a, T: Real> Ctx<'a, T> {
-    /// Runs `f` as one deferred scope of the backend ([`Backend::begin_deferred`]): its
-    /// operations may return before the device has done them, and the scope's end waits once.
-    /// `f` must not read or change on the host any data its operations read or write (its
-    /// code between operations is shapes and bookkeeping only).
+    /// Runs `f` as one deferred scope of the backend ([`deferred`]), its GEMMs' non-finite
+    /// FP8 tiles counted in [`Ctx::nonfinite`].
     pub fn deferred<R>(&self, f: impl FnOnce() -> R) -> R {
-        /// Closes the scope however `f` ends (a caught panic must not leave the thread
-        /// deferring).
-        struct Settle<'b, T: Real>(&'b dyn Backend<T>);
-        impl<T: Real> Drop for Settle<'_, T> {
-            fn drop(&mut self) {
-                self.0.settle();
-            }
-        }
-        let _settle = self.be.begin_deferred().then(|| Settle(self.be));
-        f()
+        let (r, bad) = deferred(self.be, f);
+        self.nonfinite.add(bad);
+        r
     }
     /// The strided copy `dst (+)= src` ([`Strided`]), where [`Backend::moves_data`] says: on
     /// the backend, or on the host with the same CPU kernel.
@@ -244,6 +235,35 @@ impl<'a, T: Real> Ctx<'a, T> {
         let bad = self.be.matmul_lowp(p, a, b, c, g);
         self.nonfinite.add(warn_nonfinite(bad, p));
     }
+}
+
+/// Runs `f` as one deferred scope of `be` ([`Backend::begin_deferred`]): its operations may
+/// return before the device has done them, and the scope's end waits once. `f` must not read
+/// or change on the host any data its operations read or write (its code between operations is
+/// shapes and bookkeeping only). Returns `f`'s value and the FP8 tiles with a non-finite amax
+/// that the scope's GEMMs counted on the device and its end read ([`Backend::settle`]; they
+/// returned 0).
+pub fn deferred<T: Real, R>(be: &dyn Backend<T>, f: impl FnOnce() -> R) -> (R, u64) {
+    /// Closes the scope if `f` unwinds (a caught panic must not leave the thread deferring).
+    struct Unwind<'b, T: Real>(Option<&'b dyn Backend<T>>);
+    impl<T: Real> Drop for Unwind<'_, T> {
+        fn drop(&mut self) {
+            if let Some(be) = self.0.take() {
+                be.settle();
+            }
+        }
+    }
+    if !be.begin_deferred() {
+        return (f(), 0);
+    }
+    let mut unwind = Unwind(Some(be));
+    let r = f();
+    unwind.0 = None;
+    let bad = be.settle();
+    if bad > 0 {
+        tracing::warn!(bad, "FP8 tiles with a non-finite amax in a deferred scope");
+    }
+    (r, bad)
 }
 
 /// One deferred weight-gradient computation.
@@ -344,9 +364,24 @@ impl<T: Real> WgradQueue<T> {
         self.ops.append(&mut other.ops);
         self.nonfinite += std::mem::take(&mut other.nonfinite);
     }
-    /// Runs every pending operation, in order, accumulating into `grads`.
+    /// Runs every pending operation, in order, accumulating into `grads`: one deferred scope
+    /// ([`deferred`]), as nothing here reads a result on the host.
     pub fn flush(&mut self, be: &dyn Backend<T>, layout: &ParamLayout, grads: &mut [T]) {
-        for op in self.ops.drain(..) {
+        let ops = std::mem::take(&mut self.ops);
+        let (counted, at_end) = deferred(be, || Self::run(self.precision, ops, be, layout, grads));
+        self.nonfinite += counted + at_end;
+    }
+    /// Runs `ops` in order, accumulating into `grads`; returns the FP8 tiles with a non-finite
+    /// amax.
+    fn run(
+        precision: Precision,
+        ops: Vec<WgradOp<T>>,
+        be: &dyn Backend<T>,
+        layout: &ParamLayout,
+        grads: &mut [T],
+    ) -> u64 {
+        let mut nonfinite = 0;
+        for op in ops {
             match op {
                 WgradOp::Linear { w, lowp, dy, x } => {
                     let shape = &layout.specs[w].shape;
@@ -362,14 +397,13 @@ impl<T: Real> WgradQueue<T> {
                         accumulate: true,
                     };
                     // Wgrad contracts over tokens: both operands in 128 × 1 tiles.
-                    match self
-                        .precision
+                    match precision
                         .gemm((128, 1), (128, 1))
                         .filter(|g| lowp.admits(g))
                     {
                         Some(g) => {
                             let bad = be.matmul_lowp(p, &dy, &x, view_mut(layout, grads, w), g);
-                            self.nonfinite += warn_nonfinite(bad, p);
+                            nonfinite += warn_nonfinite(bad, p);
                         }
                         None => be.matmul(p, &dy, &x, view_mut(layout, grads, w)),
                     }
@@ -395,12 +429,11 @@ impl<T: Real> WgradQueue<T> {
                     };
                     let start = layout.specs[w].range.start;
                     let dw = &mut grads[start..start + g.weights_len()];
-                    let format = self
-                        .precision
+                    let format = precision
                         .gemm((128, 1), (128, 1))
                         .filter(|f| lowp.admits(f));
                     let bad = be.grouped_matmul(g, &dy, &x, dw, format);
-                    self.nonfinite += warn_grouped(bad, &g);
+                    nonfinite += warn_grouped(bad, &g);
                 }
                 WgradOp::Norm { w, dy, x, rstd } => {
                     be.rmsnorm_bwd_weight(&x, &rstd, &dy, view_mut(layout, grads, w))
@@ -411,6 +444,7 @@ impl<T: Real> WgradQueue<T> {
                 }
             }
         }
+        nonfinite
     }
 }
 

@@ -229,7 +229,8 @@ impl AdamW {
         );
         let (m, v) = (&mut self.m, &mut self.v);
         if be.moves_data() {
-            be.adamw(s, &self.kind, params, grads, m, v);
+            // Parameters and both moments written: one deferred scope, one wait.
+            crate::ops::deferred(be, || be.adamw(s, &self.kind, params, grads, m, v));
         } else {
             optim::adamw(s, &self.kind, params, grads, m, v);
         }

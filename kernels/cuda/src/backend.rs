@@ -14,9 +14,11 @@
 //! The seam's operations return no errors; a CUDA failure here (out of memory, a kernel fault)
 //! panics with the backend's error message, which names the operation and the sizes.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::ThreadId;
 
 use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
@@ -51,6 +53,9 @@ pub struct Cuda {
     /// Whether `bf16_mma_gemm_f32` passed its probe on this device: asked at the first grouped
     /// BF16 GEMM.
     bf16_mma_ok: std::sync::OnceLock<bool>,
+    /// Each thread's count of FP8 tiles with a non-finite amax in its open deferred scope:
+    /// the GEMMs there add to it on the device, and the scope's end reads it.
+    scope_bad: Mutex<HashMap<ThreadId, CudaSlice<u32>>>,
 }
 
 impl Drop for Cuda {
@@ -139,6 +144,7 @@ impl Cuda {
             fast_calls: AtomicU64::new(0),
             bf16_mma_off: std::env::var(GROUPED_BF16_VAR).is_ok_and(|v| v == "cublas"),
             bf16_mma_ok: std::sync::OnceLock::new(),
+            scope_bad: Mutex::new(HashMap::new()),
         };
         if cuda.bf16_mma_off {
             tracing::info!("{GROUPED_BF16_VAR}=cublas: the experts' BF16 GEMMs one GemmEx each");
@@ -347,13 +353,11 @@ impl Cuda {
             .and_then(|f| self.fp8_scales(grouped::group(&g, 0).0, f));
         match (format, lt) {
             (Some(LowpGemm::Fp8 { .. }), Some(modes)) if self.fp8 == Fp8Gemm::Mma => {
-                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                let mut dbad = self.bad_tiles()?;
                 let stride = if weights { b_stride } else { c_stride };
                 let at = (*da.p(), *db.p(), *dc.p());
                 self.grouped_mma(&g, at, stride, modes, &mut dbad)?;
-                let mut h = [0u32];
-                self.dev.download(&dbad, &mut h)?;
-                bad = h[0] as u64;
+                bad = self.count_bad(dbad)?;
             }
             (None, _) => {
                 let stride = if weights { b_stride } else { c_stride };
@@ -364,7 +368,7 @@ impl Cuda {
                 // their own (as the CPU quantizes each expert's), on the device copies or the
                 // caller's slices by address; an expert without rows computes nothing (its
                 // weight gradient is zeros unless accumulating).
-                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                let mut dbad = self.bad_tiles()?;
                 for e in 0..groups {
                     let (p, [ra, rb, rc]) = grouped::group(&g, e);
                     let (b_at, c_at) = if weights {
@@ -375,14 +379,12 @@ impl Cuda {
                     let at = (da.at(ra.start), b_at, c_at, dc.is_copy());
                     self.lt_matmul(p, at, modes, &mut dbad)?;
                 }
-                let mut h = [0u32];
-                self.dev.download(&dbad, &mut h)?;
-                bad = h[0] as u64;
+                bad = self.count_bad(dbad)?;
             }
             (Some(LowpGemm::Fp8 { a_tile, b_tile }), None) => {
                 // Quantized in place on device copies; on host memory into device buffers,
                 // never the caller's slices.
-                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                let mut dbad = self.bad_tiles()?;
                 let a_cols = if weights { g.k } else { g.n };
                 let (_qa, qa_at) = self.quantized_dst("grouped FP8 A", &da, a.len())?;
                 self.fake_quantize_rows(&g, (*da.p(), qa_at), &goff, a_cols, a_tile, &mut dbad)?;
@@ -412,9 +414,7 @@ impl Cuda {
                 };
                 let bits = Some(FP8_ACC_MANTISSA_BITS as i32);
                 self.grouped_launch(&g, (qa_at, b_at, *dc.p()), &goff, stride, bits)?;
-                let mut h = [0u32];
-                self.dev.download(&dbad, &mut h)?;
-                bad = h[0] as u64;
+                bad = self.count_bad(dbad)?;
             }
             (Some(LowpGemm::Bf16), _) if self.bf16_grouped_on_tensor_cores()? && mma::fits(&g) => {
                 let stride = if weights { b_stride } else { c_stride };
@@ -862,21 +862,19 @@ impl Cuda {
                 self.dev.gemm_bf16(p, a16, lda, b16, ldb, *dc.p(), beta)?;
             }
             (LowpGemm::Fp8 { .. }, Some(modes)) => {
-                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                let mut dbad = self.bad_tiles()?;
                 if self.fp8 == Fp8Gemm::Mma {
                     self.mma_matmul(p, (*da.p(), *db.p(), *dc.p()), modes, &mut dbad)?;
                 } else {
                     let c = (*da.p(), *db.p(), *dc.p(), dc.is_copy());
                     self.lt_matmul(p, c, modes, &mut dbad)?;
                 }
-                let mut h = [0u32];
-                self.dev.download(&dbad, &mut h)?;
-                bad = h[0] as u64;
+                bad = self.count_bad(dbad)?;
             }
             (LowpGemm::Fp8 { a_tile, b_tile }, None) => {
                 // Quantized in place on device copies; on host memory into device buffers,
                 // never the caller's slices.
-                let mut dbad = self.dev.zeros::<u32>("bad tiles", 1)?;
+                let mut dbad = self.bad_tiles()?;
                 // (`_qa`, `_qb`: the new buffers, if any, held until the GEMM is done.)
                 let (_qa, qa) = self.quantized_dst("FP8 GEMM A", &da, a.len())?;
                 let (_qb, qb) = self.quantized_dst("FP8 GEMM B", &db, b.len())?;
@@ -906,9 +904,7 @@ impl Cuda {
                         go("promote_truncated_f32", b, elementwise(c.len()))?;
                     }
                 }
-                let mut h = [0u32];
-                self.dev.download(&dbad, &mut h)?;
-                bad = h[0] as u64;
+                bad = self.count_bad(dbad)?;
             }
         }
         self.dev.finish(&dc, c)?;
@@ -1011,6 +1007,40 @@ fn quantize_cfg(rows: usize, cols: usize, tile: (usize, usize), groups: usize) -
 
 /// Unwraps a backend result: the seam has no error channel, so a device failure ends the run
 /// with the backend's message.
+/// The calling thread's id (deferred scopes are per thread).
+fn thread_id() -> ThreadId {
+    std::thread::current().id()
+}
+
+impl Cuda {
+    /// The counter of FP8 tiles with a non-finite amax a low-precision GEMM adds to: inside a
+    /// deferred scope the scope's (taken out until [`Cuda::count_bad`] puts it back), else a
+    /// new one.
+    fn bad_tiles(&self) -> Result<CudaSlice<u32>> {
+        let scope = self.dev.deferring().then(|| {
+            let mut m = self.scope_bad.lock().expect("bad-tile counters");
+            m.remove(&thread_id())
+        });
+        match scope.flatten() {
+            Some(c) => Ok(c),
+            None => self.dev.zeros::<u32>("bad tiles", 1),
+        }
+    }
+
+    /// The count in `c` ([`Cuda::bad_tiles`]): copied back (a wait), or, inside a deferred
+    /// scope, 0 and the counter kept for the scope's end ([`Backend::settle`]).
+    fn count_bad(&self, c: CudaSlice<u32>) -> Result<u64> {
+        if self.dev.deferring() {
+            let mut m = self.scope_bad.lock().expect("bad-tile counters");
+            m.insert(thread_id(), c);
+            return Ok(0);
+        }
+        let mut h = [0u32];
+        self.dev.download(&c, &mut h)?;
+        Ok(h[0] as u64)
+    }
+}
+
 fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("CUDA backend: {e}"))
 }
@@ -1069,8 +1099,27 @@ impl Backend<f32> for Cuda {
         self.dev.begin_deferred()
     }
 
-    fn settle(&self) {
-        ok(self.dev.settle())
+    fn settle(&self) -> u64 {
+        ok((|| {
+            if !self.dev.end_deferred() {
+                return Ok(0);
+            }
+            // The scope's count of non-finite FP8 tiles, if a GEMM made one: its copy to the
+            // host is the scope's wait.
+            match self
+                .scope_bad
+                .lock()
+                .expect("bad-tile counters")
+                .remove(&thread_id())
+            {
+                Some(c) => {
+                    let mut h = [0u32];
+                    self.dev.download(&c, &mut h)?;
+                    Ok(h[0] as u64)
+                }
+                None => self.dev.sync().map(|()| 0),
+            }
+        })())
     }
 
     fn matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -451,7 +451,7 @@ impl Device {
     }
 
     /// Whether the calling thread's operations on this device skip their waits now.
-    fn deferring(&self) -> bool {
+    pub fn deferring(&self) -> bool {
         self.defer && DEFERRED.with(|d| d.get() > 0)
     }
 
@@ -471,15 +471,25 @@ impl Device {
     /// device, after which the host may touch the results. Nothing where this device does not
     /// defer (no scope was opened: [`Device::begin_deferred`]).
     pub fn settle(&self) -> Result<()> {
+        if self.end_deferred() {
+            self.sync()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Closes the calling thread's innermost deferred scope without waiting; true when it was
+    /// the outermost, whose end the caller must wait for ([`Device::settle`] does).
+    pub fn end_deferred(&self) -> bool {
         if !self.defer {
-            return Ok(());
+            return false;
         }
         let depth = DEFERRED.with(|d| {
             let v = d.get().saturating_sub(1);
             d.set(v);
             v
         });
-        if depth == 0 { self.sync() } else { Ok(()) }
+        depth == 0
     }
 
     /// Copies `dev` into `host` and waits for the stream: a copy into pageable memory is

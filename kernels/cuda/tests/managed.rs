@@ -250,3 +250,73 @@ fn a_deferred_scope_waits_once_at_its_end_and_keeps_freed_blocks_until_then() {
     let err = copying.set_defer_waits(true).expect_err("refused");
     assert!(err.to_string().contains("managed memory"), "{err}");
 }
+
+/// Inside a deferred scope the FP8 GEMMs count their tiles with a non-finite amax on the
+/// device and return 0 (reading the count would wait); the scope's end returns the sum, the
+/// same as the GEMMs return one by one outside a scope, with the same products, in one wait.
+#[test]
+fn a_deferred_scope_returns_its_fp8_gemms_non_finite_tiles_at_its_end() {
+    use tokenmill_kernels::backend::{Backend, Grouped, GroupedForm, LowpGemm, MatMul};
+    let _one = one_at_a_time();
+    managed_backend();
+    let mut cuda = Cuda::with_memory(0, Memory::Managed).expect("the emulated device");
+    cuda.set_defer_waits(true).expect("managed memory defers");
+    let (m, n, k) = (256usize, 128usize, 256usize);
+    let mut a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7) % 19) as f32 / 9.0 - 1.0)
+        .collect();
+    let mut b: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 5) % 23) as f32 / 11.0 - 1.0)
+        .collect();
+    // Two of A's 1 × 128 tiles and one of B's 128 × 128 blocks cannot be scaled.
+    a[3] = f32::NAN;
+    a[5 * k + 200] = f32::INFINITY;
+    b[7] = f32::NEG_INFINITY;
+    let dense = MatMul {
+        m,
+        n,
+        k,
+        ta: false,
+        tb: true,
+        accumulate: false,
+    };
+    let fp8 = |a_tile, b_tile| LowpGemm::Fp8 { a_tile, b_tile };
+    // The experts' forward: two groups of rows over two [n, k] weight blocks.
+    let offsets = [0usize, 100, m];
+    let grouped = Grouped {
+        form: GroupedForm::Forward,
+        offsets: &offsets,
+        n,
+        k,
+        stride: n * k,
+        accumulate: false,
+    };
+    let w: Vec<f32> = b.iter().chain(b.iter()).copied().collect();
+    let gemms = |be: &Cuda| {
+        let (mut c, mut cg) = (vec![0f32; m * n], vec![0f32; m * n]);
+        let bad = [
+            be.matmul_lowp(dense, &a, &b, &mut c, fp8((1, 128), (128, 128))),
+            be.grouped_matmul(grouped, &a, &w, &mut cg, Some(fp8((1, 128), (128, 128)))),
+        ];
+        (bad, c, cg)
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // Outside a scope each GEMM returns its own count.
+    let (want_bad, want_c, want_cg) = gemms(&cuda);
+    assert!(want_bad.iter().all(|&b| b > 0), "{want_bad:?}");
+    let before = counters();
+    assert!(cuda.begin_deferred());
+    let (bad, c, cg) = gemms(&cuda);
+    assert_eq!(bad, [0, 0], "a count read inside the scope");
+    let at_end = cuda.settle();
+    assert_eq!(at_end, want_bad.iter().sum::<u64>());
+    assert_eq!(counters().waits - before.waits, 1);
+    // (Read once the scope has ended: the products are the device's until then.)
+    assert!(
+        bits(&c) == bits(&want_c) && bits(&cg) == bits(&want_cg),
+        "other products in the scope"
+    );
+    // The next scope counts from zero.
+    assert!(cuda.begin_deferred());
+    assert_eq!(cuda.settle(), 0);
+}

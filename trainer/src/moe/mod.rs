@@ -268,22 +268,25 @@ impl Moe {
         let (e, k) = (self.n_experts(), self.top_k);
         let d = self.router.inp;
         let n = b * s;
-        // Route: scores, each token's experts and gates, all tokens in one backend call.
-        let logits = self.router.fwd(cx, &x);
-        let mut scores = vec![T::zero(); n * e];
-        let mut picks = vec![0u32; n * k];
-        let mut gates = vec![T::zero(); n * k];
-        let bias = cx.w(self.bias);
-        cx.be.route(
-            self.route(),
-            &logits,
-            bias,
-            &mut scores,
-            &mut picks,
-            &mut gates,
-        );
-        drop(logits);
-        let idx = picks;
+        // Route: scores, each token's experts and gates, all tokens in one backend call. The
+        // router's GEMM and the routing are one deferred scope, which ends (waits) before the
+        // host reads the picks.
+        let (scores, idx, gates) = cx.deferred(|| {
+            let logits = self.router.fwd(cx, &x);
+            let mut scores = vec![T::zero(); n * e];
+            let mut picks = vec![0u32; n * k];
+            let mut gates = vec![T::zero(); n * k];
+            let bias = cx.w(self.bias);
+            cx.be.route(
+                self.route(),
+                &logits,
+                bias,
+                &mut scores,
+                &mut picks,
+                &mut gates,
+            );
+            (scores, picks, gates)
+        });
         let mut rows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); e];
         for (r, &i) in idx.iter().enumerate() {
             rows[i as usize].push((r / k, r % k));
@@ -454,10 +457,23 @@ impl Moe {
         let (e, k) = (self.n_experts(), self.top_k);
         let d = self.router.inp;
         let n = c.b * c.s;
-        let mut dx = match (&self.shared, c.shared) {
-            (Some(m), Some(sc)) => cx.deferred(|| m.bwd(cx, sc, cx.duplicate(&dout), wq)),
-            _ => vec![T::zero(); n * d],
-        };
+        // The shared expert's backward and, without an exchange, each gate's gradient
+        // dout_t · y_row in one call (the send order): one deferred scope, which ends (waits)
+        // before the host reads the gates' gradients.
+        let (mut dx, dots) = cx.deferred(|| {
+            let dx = match (&self.shared, c.shared) {
+                (Some(m), Some(sc)) => m.bwd(cx, sc, cx.duplicate(&dout), wq),
+                _ => vec![T::zero(); n * d],
+            };
+            let dots = c.experts.as_ref().map(|ec| {
+                let mut dots = vec![T::zero(); ec.toks.len()];
+                if !dots.is_empty() {
+                    cx.dot_rows(&dout, d, &ec.toks, &c.ys, &mut dots);
+                }
+                dots
+            });
+            (dx, dots)
+        });
         // At the tokens' rank: each row's output gradient g·dout_t and its gate's gradient
         // dout_t · y_row, in the plan's send order.
         let group = cx.ep;
@@ -465,12 +481,7 @@ impl Moe {
         let stay = c.experts.is_some();
         let mut dy = vec![T::zero(); if stay { 0 } else { rows.len() * d }];
         let mut dgates = vec![T::zero(); n * k];
-        if let Some(ec) = &c.experts {
-            // Each gate's gradient, dout_t · y_row, in one call (the send order).
-            let mut dots = vec![T::zero(); ec.toks.len()];
-            if !dots.is_empty() {
-                cx.dot_rows(&dout, d, &ec.toks, &c.ys, &mut dots);
-            }
+        if let Some(dots) = dots {
             for (dot, &(t, j)) in dots.into_iter().zip(rows) {
                 dgates[t * k + j] = dot;
             }
@@ -548,10 +559,13 @@ impl Moe {
             seq: c.s,
             sequences: c.b_total,
         });
-        cx.be
-            .route_bwd(self.route(), &c.scores, &c.idx, &dgates, balance, &mut ds);
-        self.router.bwd_input_into(cx, &ds, &mut dx, true);
-        self.router.wgrad(wq, ds, &c.x);
+        // The routing's and the router's backward: one deferred scope.
+        cx.deferred(|| {
+            cx.be
+                .route_bwd(self.route(), &c.scores, &c.idx, &dgates, balance, &mut ds);
+            self.router.bwd_input_into(cx, &ds, &mut dx, true);
+            self.router.wgrad(wq, ds, &c.x);
+        });
         dx
     }
 }

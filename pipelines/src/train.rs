@@ -141,6 +141,9 @@ pub fn training_backend(cfg: &TrainConfig) -> Result<Box<dyn tokenmill_kernels::
         Fp8GemmChoice::Model => {}
         Fp8GemmChoice::Cublaslt => cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Cublaslt)?,
         Fp8GemmChoice::Mma => cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::Mma)?,
+        Fp8GemmChoice::CublasltMma => {
+            cuda.set_fp8_gemm(tokenmill_cuda::backend::Fp8Gemm::CublasltMma)?
+        }
     }
     if cfg.train.defer_waits {
         cuda.set_defer_waits(true)?;

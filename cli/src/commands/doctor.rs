@@ -287,7 +287,8 @@ fn gemm_peak(rows: &[bench::BenchRow], precision: &str) -> Option<f64> {
     let prefix = match precision {
         "fp32" => "FP32 cuBLAS",
         "bf16" => "BF16 cuBLAS",
-        "fp8" | "fp8-cublaslt" => "FP8 cuBLASLt",
+        // (cublaslt+mma: the dense GEMMs, most of the work, through cuBLASLt.)
+        "fp8" | "fp8-cublaslt" | "fp8-cublaslt+mma" => "FP8 cuBLASLt",
         "fp8-mma" => "FP8 GEMM kernel (own, tensor cores",
         _ => return None,
     };

@@ -151,11 +151,13 @@ fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<Logged> {
         "num_nextn_predict_layers = 0\n"
     };
     let (peak, min, warmup) = r.lr;
-    // `fp8-cublaslt`, `fp8-mma`: fp8 with the FP8 GEMMs on the tensor cores, through
-    // cuBLASLt or our mma.sync kernel (a GPU's choices).
+    // `fp8-cublaslt`, `fp8-mma`, `fp8-cublaslt+mma`: fp8 with the FP8 GEMMs on the tensor
+    // cores, through cuBLASLt, our mma.sync kernel, or the dense ones through the first and
+    // the experts' through the second (a GPU's choices).
     let (precision, fp8_gemm) = match *precision {
         "fp8-cublaslt" => ("fp8", "fp8_gemm = \"cublaslt\"\n"),
         "fp8-mma" => ("fp8", "fp8_gemm = \"mma\"\n"),
+        "fp8-cublaslt+mma" => ("fp8", "fp8_gemm = \"cublaslt+mma\"\n"),
         p => (p, ""),
     };
     // `cuda-managed-deferred`: managed memory with `defer_waits`.
@@ -223,12 +225,19 @@ pub fn compare(
     let vocab = dataset(out, seed)?;
     let mut curves = Vec::new();
     let mut cpu_fp8 = None;
-    // fp8-cublaslt, fp8-mma: the GPU's FP8 GEMMs on the tensor cores against the CPU's fp8
-    // run (a GPU's choices: not when comparing the CPU with itself).
+    // fp8-cublaslt, fp8-mma, fp8-cublaslt+mma: the GPU's FP8 GEMMs on the tensor cores
+    // against the CPU's fp8 run (a GPU's choices: not when comparing the CPU with itself).
     let precisions: &[&str] = if other == "cpu" {
         &["fp32", "bf16", "fp8"]
     } else {
-        &["fp32", "bf16", "fp8", "fp8-cublaslt", "fp8-mma"]
+        &[
+            "fp32",
+            "bf16",
+            "fp8",
+            "fp8-cublaslt",
+            "fp8-mma",
+            "fp8-cublaslt+mma",
+        ]
     };
     for &precision in precisions {
         let mut logs = Vec::new();

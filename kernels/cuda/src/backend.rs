@@ -45,8 +45,8 @@ pub struct Cuda {
     fp8: Fp8Gemm,
     /// cuBLASLt, for [`Fp8Gemm::Cublaslt`].
     lt: Mutex<Option<Lt>>,
-    /// FP8 GEMMs computed on the tensor cores: cuBLASLt calls, or launches of our kernel.
-    fast_calls: AtomicU64,
+    /// FP8 GEMMs computed on the tensor cores: cuBLASLt calls and launches of our kernel.
+    fast_calls: [AtomicU64; 2],
     /// The experts' BF16 GEMMs on cuBLAS, one `GemmEx` per expert, whatever the probe says
     /// (`set_bf16_grouped_mma(false)`, or `TOKENMILL_CUDA_GROUPED_BF16=cublas`).
     bf16_mma_off: bool,
@@ -93,14 +93,22 @@ impl Drop for Cuda {
             Fp8Gemm::Model => return,
             Fp8Gemm::Cublaslt => "cuBLASLt calls",
             Fp8Gemm::Mma => "launches of fp8_mma_gemm_f32",
+            Fp8Gemm::CublasltMma => "cuBLASLt calls and launches of fp8_mma_gemm_f32",
         };
+        let [lt, mma] = self.fast_fp8_calls_by();
         tracing::info!(
-            gemms = self.fast_fp8_calls(),
+            gemms = lt + mma,
             by,
+            cublaslt = lt,
+            mma,
             "FP8 GEMMs computed on the tensor cores (the others by the model)"
         );
     }
 }
+
+/// [`Cuda::fast_fp8_calls_by`]'s counters: cuBLASLt's calls, our kernel's launches.
+const LT: usize = 0;
+pub(crate) const MMA: usize = 1;
 
 /// `TOKENMILL_CUDA_GROUPED_BF16=cublas` keeps the experts' BF16 GEMMs on cuBLAS, one `GemmEx`
 /// per expert, instead of one launch of our tensor-core kernel.
@@ -125,6 +133,27 @@ pub enum Fp8Gemm {
     /// every 128 of K: a dense GEMM one launch, the experts' grouped GEMM one launch for every
     /// expert. Tiles other than 1 × 128 and 128 × 128 along the contraction keep the model.
     Mma,
+    /// Each where it is fastest: the dense GEMMs by cuBLASLt ([`Fp8Gemm::Cublaslt`]: one call
+    /// each), the experts' grouped GEMMs by our kernel ([`Fp8Gemm::Mma`]: one launch for every
+    /// expert, where cuBLASLt takes one call per expert with rows).
+    CublasltMma,
+}
+
+impl Fp8Gemm {
+    /// How a dense FP8 GEMM computes.
+    pub fn dense(self) -> Fp8Gemm {
+        match self {
+            Fp8Gemm::CublasltMma => Fp8Gemm::Cublaslt,
+            f => f,
+        }
+    }
+    /// How the experts' grouped FP8 GEMM computes.
+    pub fn grouped(self) -> Fp8Gemm {
+        match self {
+            Fp8Gemm::CublasltMma => Fp8Gemm::Mma,
+            f => f,
+        }
+    }
 }
 
 impl Cuda {
@@ -141,7 +170,7 @@ impl Cuda {
             dev: Device::open_with(ordinal, memory)?,
             fp8: Fp8Gemm::Model,
             lt: Mutex::new(None),
-            fast_calls: AtomicU64::new(0),
+            fast_calls: [AtomicU64::new(0), AtomicU64::new(0)],
             bf16_mma_off: std::env::var(GROUPED_BF16_VAR).is_ok_and(|v| v == "cublas"),
             bf16_mma_ok: std::sync::OnceLock::new(),
             scope_bad: Mutex::new(HashMap::new()),
@@ -200,12 +229,19 @@ impl Cuda {
     /// [`Fp8Gemm::Mma`] checks the device's compute capability and our kernel on a product
     /// known exactly.
     pub fn set_fp8_gemm(&mut self, fp8: Fp8Gemm) -> Result<()> {
-        if fp8 == Fp8Gemm::Mma {
+        if fp8.grouped() == Fp8Gemm::Mma {
             self.mma_probe()?;
-            self.fast_calls.store(0, Ordering::Relaxed);
-            tracing::info!("FP8 GEMMs on the tensor cores by fp8_mma_gemm_f32");
+            self.reset_fast_calls();
+            tracing::info!(
+                "FP8 GEMMs on the tensor cores by fp8_mma_gemm_f32{}",
+                if fp8 == Fp8Gemm::Mma {
+                    ""
+                } else {
+                    " (the experts')"
+                }
+            );
         }
-        if fp8 == Fp8Gemm::Cublaslt {
+        if fp8.dense() == Fp8Gemm::Cublaslt {
             let probe = MatMul::linear(16, 16, 128);
             // 448, E4M3's largest value: scale 1, so every product is exact in FP8 and FP32.
             let (a, b) = (vec![448.0f32; 16 * 128], vec![448.0f32; 16 * 128]);
@@ -229,8 +265,15 @@ impl Cuda {
                 return Err(e);
             }
             // The probe is not one of the caller's GEMMs.
-            self.fast_calls.store(0, Ordering::Relaxed);
-            tracing::info!("FP8 GEMMs through cuBLASLt's block-scaled matmul");
+            self.reset_fast_calls();
+            tracing::info!(
+                "FP8 GEMMs through cuBLASLt's block-scaled matmul{}",
+                if fp8 == Fp8Gemm::Cublaslt {
+                    ""
+                } else {
+                    " (the dense ones)"
+                }
+            );
         }
         self.fp8 = fp8;
         Ok(())
@@ -242,10 +285,23 @@ impl Cuda {
     }
 
     /// The FP8 GEMMs computed on the tensor cores so far: cuBLASLt's calls
-    /// ([`Fp8Gemm::Cublaslt`], one per expert of a grouped GEMM) or our kernel's launches
+    /// ([`Fp8Gemm::Cublaslt`], one per expert of a grouped GEMM) and our kernel's launches
     /// ([`Fp8Gemm::Mma`], one per grouped GEMM); the others fell back to the model.
     pub fn fast_fp8_calls(&self) -> u64 {
-        self.fast_calls.load(Ordering::Relaxed)
+        self.fast_fp8_calls_by().iter().sum()
+    }
+
+    /// [`Cuda::fast_fp8_calls`]: cuBLASLt's calls, our kernel's launches.
+    pub fn fast_fp8_calls_by(&self) -> [u64; 2] {
+        self.fast_calls
+            .each_ref()
+            .map(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn reset_fast_calls(&self) {
+        for c in &self.fast_calls {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Sets the memory model's estimate reported with out-of-memory errors.
@@ -348,11 +404,12 @@ impl Cuda {
         let mut bad = 0u64;
         // Every group's product has the form (transposes) of the first's. Our tensor-core
         // kernel takes at most 65,535 blocks of rows; past that the model computes it.
+        let mode = self.fp8.grouped();
         let lt = format
-            .filter(|_| groups > 0 && (self.fp8 != Fp8Gemm::Mma || mma::fits(&g)))
-            .and_then(|f| self.fp8_scales(grouped::group(&g, 0).0, f));
+            .filter(|_| groups > 0 && (mode != Fp8Gemm::Mma || mma::fits(&g)))
+            .and_then(|f| self.fp8_scales(mode, grouped::group(&g, 0).0, f));
         match (format, lt) {
-            (Some(LowpGemm::Fp8 { .. }), Some(modes)) if self.fp8 == Fp8Gemm::Mma => {
+            (Some(LowpGemm::Fp8 { .. }), Some(modes)) if mode == Fp8Gemm::Mma => {
                 let mut dbad = self.bad_tiles()?;
                 let stride = if weights { b_stride } else { c_stride };
                 let at = (*da.p(), *db.p(), *dc.p());
@@ -660,14 +717,14 @@ impl Cuda {
     }
 
     /// The scale layouts op(A) `[m, k]` and op(B)ᵀ `[n, k]` are quantized in (cuBLASLt's),
-    /// when this GEMM goes to the tensor cores: [`Fp8Gemm::Cublaslt`] or [`Fp8Gemm::Mma`], FP8
+    /// when this GEMM goes to the tensor cores by `mode`: [`Fp8Gemm::Cublaslt`] or [`Fp8Gemm::Mma`], FP8
     /// in tiles of 1 × 128 or 128 × 128 along (outer, K) — for cuBLASLt not both blocks;
     /// `None`: the model (or BF16) computes it.
-    fn fp8_scales(&self, p: MatMul, format: LowpGemm) -> Option<(Scales, Scales)> {
+    fn fp8_scales(&self, mode: Fp8Gemm, p: MatMul, format: LowpGemm) -> Option<(Scales, Scales)> {
         let LowpGemm::Fp8 { a_tile, b_tile } = format else {
             return None;
         };
-        if self.fp8 == Fp8Gemm::Model {
+        if mode == Fp8Gemm::Model {
             return None;
         }
         // A is stored [m, k] (K along its columns) unless transposed; B [k, n] (K along its
@@ -675,7 +732,7 @@ impl Cuda {
         let a = lt_mode(a_tile, p.ta)?;
         let b = lt_mode(b_tile, !p.tb)?;
         let both_blocks = (a, b) == (Scales::Blk128, Scales::Blk128);
-        (self.fp8 == Fp8Gemm::Mma || !both_blocks).then_some((a, b))
+        (mode == Fp8Gemm::Mma || !both_blocks).then_some((a, b))
     }
 
     /// `C (+)= op(A)·op(B)` by cuBLASLt, the operands and C at their addresses: each operand
@@ -724,7 +781,7 @@ impl Cuda {
             let lt = lt.as_mut().expect("opened");
             lt.matmul(&self.dev, (m, n, k), x.operand(), w.operand(), y)?;
         }
-        self.fast_calls.fetch_add(1, Ordering::Relaxed);
+        self.fast_calls[LT].fetch_add(1, Ordering::Relaxed);
         if let Some(part) = &part {
             if !p.accumulate {
                 self.fill_at(c, p.m * p.n, 0.0)?;
@@ -852,7 +909,8 @@ impl Cuda {
         };
         let (lda, ldb) = (p.a_stored().1, p.b_stored().1);
         let mut bad = 0u64;
-        match (format, self.fp8_scales(p, format)) {
+        let mode = self.fp8.dense();
+        match (format, self.fp8_scales(mode, p, format)) {
             (LowpGemm::Bf16, _) => {
                 // The operands as BF16 on the tensor cores (products exact, FP32 sums).
                 let a16 = self.to_bf16(*da.p(), a.len())?;
@@ -863,7 +921,7 @@ impl Cuda {
             }
             (LowpGemm::Fp8 { .. }, Some(modes)) => {
                 let mut dbad = self.bad_tiles()?;
-                if self.fp8 == Fp8Gemm::Mma {
+                if mode == Fp8Gemm::Mma {
                     self.mma_matmul(p, (*da.p(), *db.p(), *dc.p()), modes, &mut dbad)?;
                 } else {
                     let c = (*da.p(), *db.p(), *dc.p(), dc.is_copy());
@@ -1556,12 +1614,11 @@ impl Backend<f32> for Cuda {
         );
         ok((|| {
             let gx = self.dev.inout("FP8 operand", x)?;
-            let mut bad = self.dev.zeros::<u32>("bad tiles", 1)?;
+            let mut bad = self.bad_tiles()?;
             self.fake_quantize((*gx.p(), *gx.p()), (rows, cols), tile, &mut bad)?;
-            let mut h = [0u32];
-            self.dev.download(&bad, &mut h)?;
+            let n = self.count_bad(bad)?;
             self.dev.finish(&gx, x)?;
-            Ok(h[0] as u64)
+            Ok(n)
         })())
     }
 

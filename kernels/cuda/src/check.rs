@@ -58,7 +58,9 @@ fn grouped_case<'o>(
 }
 
 /// The FP8 GEMMs on the tensor cores — through cuBLASLt (`cuda` set to
-/// [`crate::backend::Fp8Gemm::Cublaslt`]) or our `mma.sync` kernel ([`crate::backend::Fp8Gemm::Mma`]) —
+/// [`crate::backend::Fp8Gemm::Cublaslt`]), our `mma.sync` kernel ([`crate::backend::Fp8Gemm::Mma`])
+/// or the dense ones through the first and the grouped by the second
+/// ([`crate::backend::Fp8Gemm::CublasltMma`]) —
 /// in the three forms training asks for — forward (activations 1 × 128, weight 128 × 128), input
 /// gradient (the weight contracted along its rows), weight gradient (both operands 128 × 1 along
 /// the tokens, accumulating) — with 62 tokens (padded to cuBLASLt's multiples of 4 and 16), K
@@ -73,7 +75,21 @@ pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
     let by = match cuda.fp8_gemm() {
         Fp8Gemm::Cublaslt => "cuBLASLt",
         Fp8Gemm::Mma => "mma",
+        Fp8Gemm::CublasltMma => "cuBLASLt+mma",
         Fp8Gemm::Model => "model",
+    };
+    // Which of the backend's counters ([`crate::Cuda::fast_fp8_calls_by`]: cuBLASLt's calls,
+    // our kernel's launches) a dense and a grouped GEMM must raise, and by how much: the rows
+    // fail where a GEMM took another path.
+    let counter = |f: Fp8Gemm| usize::from(f == Fp8Gemm::Mma);
+    let (dense_by, grouped_by) = (
+        counter(cuda.fp8_gemm().dense()),
+        counter(cuda.fp8_gemm().grouped()),
+    );
+    let took = |before: [u64; 2], by: usize| {
+        let after = cuda.fast_fp8_calls_by();
+        let other = 1 - by;
+        (after[other] == before[other]).then_some(after[by] - before[by])
     };
     let mut rng = Rng::new(seed);
     let (tokens, out, inp) = (62usize, 256usize, 320usize);
@@ -124,9 +140,9 @@ pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
             vec![0.0; p.m * p.n]
         };
         let (mut got, mut want) = (c0.clone(), c0);
-        let before = cuda.fast_fp8_calls();
+        let before = cuda.fast_fp8_calls_by();
         let bad = cuda.matmul_lowp(p, a, b, &mut got, format);
-        let by_lt = cuda.fast_fp8_calls() > before;
+        let by_lt = took(before, dense_by) == Some(1);
         CpuReference.matmul_lowp(p, a, b, &mut want, format);
         let shape = format!(
             "{}×{}×{} ta={} tb={} acc={}",
@@ -159,9 +175,9 @@ pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
     ] {
         let (g, a, b, c0) = grouped_case(&mut rng, form, &offsets, (n, k), accumulate, 0.05);
         let (mut got, mut want) = (c0.clone(), c0);
-        let before = cuda.fast_fp8_calls();
+        let before = cuda.fast_fp8_calls_by();
         let bad = cuda.grouped_matmul(g, &a, &b, &mut got, Some(format));
-        let calls = cuda.fast_fp8_calls() - before;
+        let calls = took(before, grouped_by);
         let want_bad = CpuReference.grouped_matmul(g, &a, &b, &mut want, Some(format));
         let name = match form {
             GroupedForm::Forward => "fwd",
@@ -185,12 +201,12 @@ pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
             &want,
             1e-3,
         );
-        let want_calls = if cuda.fp8_gemm() == Fp8Gemm::Mma {
+        let want_calls = if cuda.fp8_gemm().grouped() == Fp8Gemm::Mma {
             1
         } else {
             4
         };
-        row.pass &= calls == want_calls && bad == want_bad;
+        row.pass &= calls == Some(want_calls) && bad == want_bad;
         rows.push(row);
     }
     // Non-finite tiles: a NaN in an activation tile and an infinity in a weight block make
@@ -204,9 +220,9 @@ pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
         b_tile: act.1,
     };
     let (mut got, mut want) = (vec![0.0; tokens * out], vec![0.0; tokens * out]);
-    let before = cuda.fast_fp8_calls();
+    let before = cuda.fast_fp8_calls_by();
     let bad = cuda.matmul_lowp(p, &xs, &ws, &mut got, fwd);
-    let by_lt = cuda.fast_fp8_calls() > before;
+    let by_lt = took(before, dense_by) == Some(1);
     let want_bad = CpuReference.matmul_lowp(p, &xs, &ws, &mut want, fwd);
     let mut row = compare_normwise(
         &format!("matmul fp8 {by} fwd, NaN and ∞ tiles"),

@@ -418,7 +418,7 @@ impl Device {
 
     /// Ends a kernel's use of `buf`, the buffer of `host`: copies it back (a device copy), or
     /// waits for the stream (the host's own pages) — unless the calling thread is inside a
-    /// deferred scope, whose end waits once ([`Device::settle`]).
+    /// deferred scope, whose end waits once (`Backend::settle`).
     pub fn finish<T: DeviceRepr>(&self, buf: &Buf<T>, host: &mut [T]) -> Result<()> {
         match &buf.owned {
             Some(d) => self.download(d, host),
@@ -456,7 +456,7 @@ impl Device {
     }
 
     /// Opens a deferred scope on the calling thread (scopes nest): until the matching
-    /// [`Device::settle`], operations whose results lie in managed memory return without
+    /// `Backend::settle` ([`Device::end_deferred`]), operations whose results lie in managed memory return without
     /// waiting for the device. The caller must not read or change on the host anything those
     /// operations write or read before the scope ends. False (and nothing opened) when this
     /// device does not defer.
@@ -467,19 +467,10 @@ impl Device {
         self.defer
     }
 
-    /// Closes the calling thread's innermost deferred scope; the outermost waits for the
-    /// device, after which the host may touch the results. Nothing where this device does not
-    /// defer (no scope was opened: [`Device::begin_deferred`]).
-    pub fn settle(&self) -> Result<()> {
-        if self.end_deferred() {
-            self.sync()
-        } else {
-            Ok(())
-        }
-    }
-
     /// Closes the calling thread's innermost deferred scope without waiting; true when it was
-    /// the outermost, whose end the caller must wait for ([`Device::settle`] does).
+    /// the outermost, whose end the caller must wait for ([`Device::sync`]; the backend's
+    /// `settle` does, reading the scope's count of non-finite FP8 tiles as its wait). False
+    /// where this device does not defer (no scope was opened: [`Device::begin_deferred`]).
     pub fn end_deferred(&self) -> bool {
         if !self.defer {
             return false;

@@ -186,6 +186,25 @@ fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
     }
 }
 
+/// `[train] fp8_gemm = "cublaslt+mma"`: the dense FP8 GEMMs through cuBLASLt and the experts'
+/// grouped ones by our kernel, each row checking which of the two computed it (cuBLASLt's
+/// calls and the kernel's launches are counted apart): both probes run, and the rows follow
+/// the CPU, copying and on host memory.
+#[test]
+fn fp8_gemms_split_between_cublaslt_and_the_mma_kernel_follow_the_cpu() {
+    let _one = one_at_a_time();
+    use tokenmill_cuda::backend::Fp8Gemm;
+    for memory in [Memory::Copy, Memory::Host] {
+        let cuda = tensor_core_rows_pass(memory, Fp8Gemm::CublasltMma);
+        let [lt, mma] = cuda.fast_fp8_calls_by();
+        // 5 dense rows by cuBLASLt, 4 grouped by one launch each.
+        assert_eq!((lt, mma), (5, 4));
+        exact_fp8_gemm(&cuda, ((1, 128), (128, 128)), true);
+        // Both operands in blocks: cuBLASLt has no mode for it, so a dense GEMM keeps the model.
+        exact_fp8_gemm(&cuda, ((128, 128), (128, 128)), false);
+    }
+}
+
 /// `Lt::matmul` tells cuBLASLt each pointer's alignment (it assumes 256 bytes otherwise, and
 /// the emulated library, like the real one's kernels, refuses a pointer less aligned than the
 /// algorithm it chose): an output 16 bytes into its allocation works and gives the exact

@@ -277,10 +277,11 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
     }
 }
 
-/// `[train] fp8_gemm = "cublaslt"` and `"mma"`: `tiny` in fp8 with its FP8 GEMMs on the tensor
-/// cores — through cuBLASLt's block-scaled matmul (the emulated library: the manual's contract,
-/// FP32 blocks of 128 with promotion) or our mma.sync kernel (the emulation shim's
-/// instruction) — follows the CPU's FP8 curve within the precision's tolerance, copying and on
+/// `[train] fp8_gemm = "cublaslt"`, `"mma"` and `"cublaslt+mma"`: `tiny` in fp8 with its FP8
+/// GEMMs on the tensor cores — through cuBLASLt's block-scaled matmul (the emulated library:
+/// the manual's contract, FP32 blocks of 128 with promotion), our mma.sync kernel (the
+/// emulation shim's instruction), or the dense ones by the first and the experts' by the
+/// second — follows the CPU's FP8 curve within the precision's tolerance, copying and on
 /// host memory, and the tensor-core path computed GEMMs (the count the backend logs); asking
 /// for either on the CPU or outside fp8 is refused, saying why.
 #[test]
@@ -313,16 +314,24 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
     let (ok, stderr) = run("cpu-fp8", "fp8", "cpu", "");
     assert!(ok, "{stderr}");
     let cpu = losses(d, "cpu-fp8");
+    // Per device: the tensor-core GEMMs of each choice, [cuBLASLt calls, kernel launches].
+    let mut by = std::collections::HashMap::new();
     for (choice, device) in [
         ("cublaslt", "cuda"),
         ("cublaslt", "cuda-hmm"),
         ("mma", "cuda"),
         ("mma", "cuda-hmm"),
+        ("cublaslt+mma", "cuda"),
+        ("cublaslt+mma", "cuda-hmm"),
     ] {
         let name = format!("{device}-{choice}");
         let (ok, stderr) = run(&name, "fp8", device, &format!("fp8_gemm = \"{choice}\"\n"));
         assert!(ok, "{stderr}");
         let gemms = logged(&stderr, "FP8 GEMMs computed on the tensor cores", "gemms");
+        let calls = ["cublaslt", "mma"]
+            .map(|f| logged(&stderr, "FP8 GEMMs computed on the tensor cores", f));
+        assert_eq!(calls[0] + calls[1], gemms);
+        by.insert((choice, device), calls);
         let gpu = losses(d, &name);
         let max_rel = max_rel(&cpu, &gpu);
         eprintln!(
@@ -332,7 +341,17 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         assert!(gemms > 0, "{stderr}");
         assert!(max_rel <= 1e-2, "{max_rel:e}");
     }
-    for choice in ["cublaslt", "mma"] {
+    for device in ["cuda", "cuda-hmm"] {
+        let [lt, mma, split] = ["cublaslt", "mma", "cublaslt+mma"].map(|c| by[&(c, device)]);
+        // Each choice its own path only; split, the dense GEMMs by cuBLASLt (one call each)
+        // and the experts' by the kernel (one launch each): the GEMMs the kernel alone
+        // launches, and fewer cuBLASLt calls than cuBLASLt alone makes (one per expert).
+        assert_eq!((lt[1], mma[0]), (0, 0), "{device}");
+        assert!(split[0] > 0 && split[1] > 0, "{device}: {split:?}");
+        assert_eq!(split[0] + split[1], mma[1], "{device}: {split:?} {mma:?}");
+        assert!(split[0] < lt[0], "{device}: {split:?} {lt:?}");
+    }
+    for choice in ["cublaslt", "mma", "cublaslt+mma"] {
         let extra = format!("fp8_gemm = \"{choice}\"\n");
         let (ok, stderr) = run(&format!("cpu-{choice}"), "fp8", "cpu", &extra);
         assert!(
@@ -467,7 +486,7 @@ fn out_of_device_memory_names_the_buffer_the_size_and_the_estimate() {
 }
 
 /// `tokenmill doctor --gpu` at rehearsal sizes on the emulated device: every part runs and is
-/// reported — the kernel table passes, the five loss curves follow the CPU's, training
+/// reported — the kernel table passes, the six loss curves follow the CPU's, training
 /// throughput is measured copying, on host memory and in managed memory (the same losses, a
 /// fraction of the copies), the copy and HMM tables are filled, the NCCL communicator conforms on one rank of
 /// the emulated NCCL, cuBLASLt's block-scaled FP8 GEMM (the emulated library) and our mma.sync
@@ -482,7 +501,7 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .args(["--train-steps", "2", "--speed-presets", "tiny"])
         .args([
             "--speed-precisions",
-            "fp32,fp8-cublaslt,fp8-mma",
+            "fp32,fp8-cublaslt,fp8-mma,fp8-cublaslt+mma",
             "--speed-steps",
             "2",
         ])
@@ -530,9 +549,10 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .count();
     assert_eq!(mma_rows, 9, "{kernels:?}");
     let curves = rep["training"].as_array().unwrap();
-    assert_eq!(curves.len(), 5);
+    assert_eq!(curves.len(), 6);
     assert_eq!(curves[3]["precision"], "fp8-cublaslt");
     assert_eq!(curves[4]["precision"], "fp8-mma");
+    assert_eq!(curves[5]["precision"], "fp8-cublaslt+mma");
     assert!(curves.iter().all(|c| c["pass"] == true), "{curves:?}");
     let gemm: Vec<&str> = rep["gemm"]
         .as_array()
@@ -583,6 +603,7 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
             ("cuda", "fp32"),
             ("cuda", "fp8-cublaslt"),
             ("cuda", "fp8-mma"),
+            ("cuda", "fp8-cublaslt+mma"),
             ("cuda-managed", "fp32"),
             ("cuda-managed-deferred", "fp32"),
             ("cuda-hmm", "fp32")
@@ -598,7 +619,7 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         );
         assert!(waits >= 1.0 && blocked > 0.0 && blocked < step, "{r}");
     }
-    let (copying, managed, deferred, hmm) = (&runs[0], &runs[3], &runs[4], &runs[5]);
+    let (copying, managed, deferred, hmm) = (&runs[0], &runs[4], &runs[5], &runs[6]);
     assert_eq!(copying["last_loss"], hmm["last_loss"]);
     assert_eq!(copying["last_loss"], managed["last_loss"]);
     assert_eq!(copying["last_loss"], deferred["last_loss"]);

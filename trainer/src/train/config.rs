@@ -266,6 +266,10 @@ pub enum Fp8GemmChoice {
     Cublaslt,
     /// Our `mma.sync` FP8 kernel.
     Mma,
+    /// The dense GEMMs through cuBLASLt, the experts' grouped GEMMs by our kernel (one launch
+    /// for every expert).
+    #[serde(rename = "cublaslt+mma")]
+    CublasltMma,
 }
 
 impl Fp8GemmChoice {
@@ -278,6 +282,7 @@ impl Fp8GemmChoice {
             Fp8GemmChoice::Model => "model",
             Fp8GemmChoice::Cublaslt => "cublaslt",
             Fp8GemmChoice::Mma => "mma",
+            Fp8GemmChoice::CublasltMma => "cublaslt+mma",
         }
     }
 }

@@ -348,8 +348,7 @@ impl Cuda {
             (*d.p(), m, n, groups),
             accumulate,
         )?;
-        self.fast_calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fast_calls[super::MMA].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

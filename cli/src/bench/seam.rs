@@ -39,6 +39,10 @@ pub struct Args {
     /// Print the counts as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The managed-memory threshold of the managed-memory counts, bytes (the
+    /// `TOKENMILL_CUDA_MANAGED_FROM` of a run; at least 4096).
+    #[arg(long, default_value_t = tokenmill_cuda::managed::DEFAULT_FROM)]
+    pub managed_from: usize,
 }
 
 /// One step's traffic.
@@ -75,6 +79,8 @@ pub struct SeamTraffic {
     /// slice outside a block of [`SeamTraffic::managed_from`] bytes or more. `None` where the
     /// process's allocator does not record such blocks (`tokenmill_cuda::managed::shadow`).
     pub managed_step: Option<Partial>,
+    /// The same for the optimizer before it (the gradient norms and AdamW).
+    pub managed_optimizer: Option<Partial>,
     /// The managed-memory threshold those blocks are counted from, bytes.
     pub managed_from: usize,
 }
@@ -171,6 +177,7 @@ pub fn measure(
     }
     let optimizer = resident.residency().expect("metered with residency");
     let optimizer_calls = resident.total().calls;
+    let managed_optimizer = resident.partial();
     // A second step on new tokens, its gradients zeroed by the host (zeros cost nothing).
     resident.reset();
     grads.fill(0.0);
@@ -191,6 +198,7 @@ pub fn measure(
         second_step: resident.residency().expect("metered with residency"),
         second_step_calls: resident.total().calls,
         managed_step: shadowed().then(|| resident.partial()).flatten(),
+        managed_optimizer: shadowed().then_some(managed_optimizer).flatten(),
         managed_from: managed.from,
     })
 }
@@ -311,14 +319,17 @@ pub fn table(t: &SeamTraffic) -> String {
             s += &format!(
                 "in managed memory (device = \"cuda-managed\": blocks from {} KiB on reached, \
                  the rest copied), the second step: {} slices copied in {} of its {} calls, {} \
-                 up, {} back ({:.3}% of the copying seam's bytes)\n",
+                 up, {} back ({:.3}% of the copying seam's bytes); {} waits for the device, {} \
+                 with defer_waits\n",
                 t.managed_from / 1024,
                 m.copies,
                 m.calls,
                 t.second_step_calls,
                 size(m.to_device),
                 size(m.to_host),
-                100.0 * (m.to_device + m.to_host) as f64 / all as f64
+                100.0 * (m.to_device + m.to_host) as f64 / all as f64,
+                m.waits,
+                m.waits_deferred
             );
         }
         None => s += "in managed memory: not measured (this allocator records no blocks)\n",
@@ -340,7 +351,7 @@ pub fn run(a: Args) -> Result<()> {
         cfg.num_nextn_predict_layers = 0;
     }
     // Which blocks `device = "cuda-managed"` would serve, recorded as the model allocates them.
-    tokenmill_cuda::managed::shadow(tokenmill_cuda::managed::DEFAULT_FROM)?;
+    tokenmill_cuda::managed::shadow(a.managed_from)?;
     let t = measure(&a.preset, &cfg, a.batch, a.seq, precision)?;
     if a.json {
         println!("{}", serde_json::to_string(&t)?);

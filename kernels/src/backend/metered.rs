@@ -53,6 +53,10 @@ pub struct Metered<'a, T> {
     /// With [`Metered::reaching`]: which slices a backend takes by address, and what it would
     /// copy of the others.
     reach: Option<(Reached, Mutex<Partial>)>,
+    /// With [`Metered::reaching`]: the deferred scopes open (the model's, which this backend
+    /// opens so as to count the waits of [`Partial::waits_deferred`]; the inner backend's
+    /// operations are done when they return either way).
+    depth: std::sync::atomic::AtomicU32,
 }
 
 /// Whether a backend takes the slice at an address, of a length in bytes, by address.
@@ -72,6 +76,14 @@ pub struct Partial {
     pub to_device: u64,
     /// Bytes copied back.
     pub to_host: u64,
+    /// Waits for the device, as the CUDA backend makes them ([`Metered::reaching`]): one for
+    /// each output it copies back, each output it took by address, and each FP8 GEMM's count
+    /// of non-finite tiles.
+    pub waits: u64,
+    /// The same with `[train] defer_waits`: inside the model's deferred scopes
+    /// ([`Backend::begin_deferred`]) only the outputs copied back wait, and each outermost
+    /// scope's end waits once.
+    pub waits_deferred: u64,
 }
 
 /// The counts under residency.
@@ -131,6 +143,7 @@ impl<'a, T: Real> Metered<'a, T> {
             kinds: Mutex::new(BTreeMap::new()),
             resident: None,
             reach: None,
+            depth: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -145,6 +158,17 @@ impl<'a, T: Real> Metered<'a, T> {
     pub fn partial(&self) -> Option<Partial> {
         let (_, p) = self.reach.as_ref()?;
         Some(*p.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// An FP8 GEMM's count of non-finite tiles, which the CUDA backend copies back (a wait)
+    /// unless a deferred scope is open ([`Partial::waits`]).
+    fn counted(&self) {
+        if let Some((_, p)) = &self.reach {
+            let deferring = self.depth.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            p.waits += 1;
+            p.waits_deferred += u64::from(!deferring);
+        }
     }
 
     /// Also counts what a device-resident backend would copy ([`Metered::residency`]): one
@@ -219,6 +243,18 @@ impl<'a, T: Real> Metered<'a, T> {
     }
 
     fn note(&self, op: &'static str, up: &[Span<'_>], down: &[Span<'_>]) {
+        self.note_finishing(op, up, down, down)
+    }
+
+    /// [`Metered::note`] of an operation that finishes (copies back, or waits for) `finished`,
+    /// which may cover the outputs `down` are counted in.
+    fn note_finishing(
+        &self,
+        op: &'static str,
+        up: &[Span<'_>],
+        down: &[Span<'_>],
+        finished: &[Span<'_>],
+    ) {
         let t = Traffic {
             calls: 1,
             to_device: up.iter().map(|s| s.bytes).sum(),
@@ -265,6 +301,12 @@ impl<'a, T: Real> Metered<'a, T> {
                 }
             }
             p.calls += u64::from(copied);
+            let deferring = self.depth.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            for s in finished.iter().filter(|s| s.bytes > 0) {
+                let by_address = reached(s.addr as u64, s.bytes as usize);
+                p.waits += 1;
+                p.waits_deferred += u64::from(!by_address || !deferring);
+            }
         }
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         for (spans, up) in [(up, true), (down, false)] {
@@ -327,6 +369,28 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
     fn moves_data(&self) -> bool {
         self.resident.is_some()
     }
+    /// With [`Metered::reaching`], opens the scope itself (to count the waits it would save);
+    /// else the inner backend's.
+    fn begin_deferred(&self) -> bool {
+        if self.reach.is_none() {
+            return self.inner.begin_deferred();
+        }
+        self.depth
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+    fn settle(&self) -> u64 {
+        let Some((_, p)) = &self.reach else {
+            return self.inner.settle();
+        };
+        let was = self
+            .depth
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if was == 1 {
+            p.lock().unwrap_or_else(|e| e.into_inner()).waits_deferred += 1;
+        }
+        0
+    }
     fn matmul(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T]) {
         let acc = if p.accumulate { n(c) } else { Span::default() };
         self.note("matmul", &[n(a), n(bm), acc], &[n(c)]);
@@ -336,6 +400,9 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
     fn matmul_lowp(&self, p: MatMul, a: &[T], bm: &[T], c: &mut [T], f: LowpGemm) -> u64 {
         let acc = if p.accumulate { n(c) } else { Span::default() };
         self.note("matmul_lowp", &[n(a), n(bm), acc], &[n(c)]);
+        if matches!(f, LowpGemm::Fp8 { .. }) {
+            self.counted();
+        }
         let bad = self.inner.matmul_lowp(p, a, bm, c, f);
         self.landed(&[n(c)]);
         bad
@@ -371,7 +438,11 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
             }
             down.extend(all.iter().map(|r| n(&c[r.clone()])));
         }
-        self.note("grouped_matmul", &up, &down);
+        // One output, C, copied back or waited for whole.
+        self.note_finishing("grouped_matmul", &up, &down, &[n(c)]);
+        if matches!(f, Some(LowpGemm::Fp8 { .. })) {
+            self.counted();
+        }
         let bad = self.inner.grouped_matmul(g, a, bm, c, f);
         let outs: Vec<Span<'_>> = if weights {
             vec![n(c)]
@@ -568,6 +639,7 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
     }
     fn fake_quantize_fp8(&self, x: &mut [T], cols: usize, tile: (usize, usize)) -> u64 {
         self.note("fake_quantize_fp8", &[n(x)], &[n(x)]);
+        self.counted();
         let bad = self.inner.fake_quantize_fp8(x, cols, tile);
         self.landed(&[n(x)]);
         bad
@@ -736,7 +808,11 @@ mod tests {
         };
         let (x, rest) = inside.split_at_mut(8);
         let (yy, rest) = rest.split_at_mut(8);
+        // Twice in a deferred scope (which `Metered` opens itself to count its waits).
+        assert!(m.begin_deferred());
         m.swiglu_fwd(x, &rest[..8], yy);
+        m.swiglu_fwd(x, &rest[..8], yy);
+        assert_eq!(m.settle(), 0);
         let p = m.partial().expect("reaching");
         assert_eq!(
             p,
@@ -745,6 +821,10 @@ mod tests {
                 copies: 3,
                 to_device: 4 * 4,
                 to_host: (8 + 2) * 4,
+                // Each output: y and rstd copied back, yy twice by address.
+                waits: 4,
+                // Deferred: the copies back, and the scope's end once.
+                waits_deferred: 3,
             }
         );
         m.reset();

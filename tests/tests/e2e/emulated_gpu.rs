@@ -157,6 +157,28 @@ fn train(
     Ok((losses(dir, name), stderr))
 }
 
+/// The waits for the device `tokenmill bench seam` counts, on the CPU, for one `tiny` step
+/// (batch 2 × 32, managed memory from 4 KiB on, the MTP module kept) and its optimizer, plus
+/// the gradients' zeroing: without deferred scopes, or with (`defer_waits`).
+fn seam_waits(deferred: bool) -> u64 {
+    let out = Command::new(tokenmill_bin())
+        .args([
+            "bench", "seam", "--preset", "tiny", "--batch", "2", "--seq", "32",
+        ])
+        .args(["--managed-from", "4096", "--mtp", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let field = if deferred { "waits_deferred" } else { "waits" };
+    let w = |part: &str| t[part][field].as_u64().unwrap_or_else(|| panic!("{t}"));
+    w("managed_step") + w("managed_optimizer") + 1
+}
+
 #[test]
 fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,6 +241,16 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
                 .iter()
                 .map(|l| l["device"]["waits"].as_u64().unwrap())
                 .sum();
+            if precision == "fp32" && device.starts_with("cuda-managed") {
+                // `bench seam` counts on the CPU the waits the backend makes in managed
+                // memory: each step's are its forward and backward, the optimizer's, and one
+                // to zero the gradients (which `bench seam` does on the host).
+                let deferred = device == "cuda-managed-deferred";
+                let want = seam_waits(deferred);
+                for l in &lines {
+                    assert_eq!(l["device"]["waits"].as_u64(), Some(want), "{device}: {l}");
+                }
+            }
             let steps_up: u64 = lines
                 .iter()
                 .map(|l| {

@@ -367,15 +367,17 @@ impl<T: Real> WgradQueue<T> {
     /// Runs every pending operation, in order, accumulating into `grads`: one deferred scope
     /// ([`deferred`]), as nothing here reads a result on the host.
     pub fn flush(&mut self, be: &dyn Backend<T>, layout: &ParamLayout, grads: &mut [T]) {
-        let ops = std::mem::take(&mut self.ops);
-        let (counted, at_end) = deferred(be, || Self::run(self.precision, ops, be, layout, grads));
+        let (ops, precision) = (&mut self.ops, self.precision);
+        let (counted, at_end) = deferred(be, || {
+            Self::run(precision, ops.drain(..), be, layout, grads)
+        });
         self.nonfinite += counted + at_end;
     }
     /// Runs `ops` in order, accumulating into `grads`; returns the FP8 tiles with a non-finite
     /// amax.
     fn run(
         precision: Precision,
-        ops: Vec<WgradOp<T>>,
+        ops: impl Iterator<Item = WgradOp<T>>,
         be: &dyn Backend<T>,
         layout: &ParamLayout,
         grads: &mut [T],

@@ -304,6 +304,38 @@ impl Cuda {
         }
     }
 
+    /// The counter of FP8 tiles with a non-finite amax a low-precision GEMM adds to: inside a
+    /// deferred scope the scope's (taken out until [`Cuda::count_bad`] puts it back), else a
+    /// new one.
+    fn bad_tiles(&self) -> Result<CudaSlice<u32>> {
+        let scope = self.dev.deferring().then(|| {
+            let mut m = self.scope_bad.lock().expect("bad-tile counters");
+            m.remove(&thread_id())
+        });
+        match scope.flatten() {
+            Some(c) => Ok(c),
+            None => self.dev.zeros::<u32>("bad tiles", 1),
+        }
+    }
+
+    /// The count in `c` ([`Cuda::bad_tiles`]): copied back (a wait), or, inside a deferred
+    /// scope, 0 and the counter kept for the scope's end ([`Backend::settle`]).
+    fn count_bad(&self, c: CudaSlice<u32>) -> Result<u64> {
+        if self.dev.deferring() {
+            let mut m = self.scope_bad.lock().expect("bad-tile counters");
+            m.insert(thread_id(), c);
+            return Ok(0);
+        }
+        self.read_bad(&c)
+    }
+
+    /// The count in `c`, copied back: a wait for the device.
+    fn read_bad(&self, c: &CudaSlice<u32>) -> Result<u64> {
+        let mut h = [0u32];
+        self.dev.download(c, &mut h)?;
+        Ok(h[0] as u64)
+    }
+
     /// Sets the memory model's estimate reported with out-of-memory errors.
     pub fn set_estimate(&mut self, bytes: u64) {
         self.dev.estimate = Some(bytes);
@@ -1063,42 +1095,13 @@ fn quantize_cfg(rows: usize, cols: usize, tile: (usize, usize), groups: usize) -
     tile_grid(rows.min(65_535 * tile.0), cols, tile, groups)
 }
 
-/// Unwraps a backend result: the seam has no error channel, so a device failure ends the run
-/// with the backend's message.
 /// The calling thread's id (deferred scopes are per thread).
 fn thread_id() -> ThreadId {
     std::thread::current().id()
 }
 
-impl Cuda {
-    /// The counter of FP8 tiles with a non-finite amax a low-precision GEMM adds to: inside a
-    /// deferred scope the scope's (taken out until [`Cuda::count_bad`] puts it back), else a
-    /// new one.
-    fn bad_tiles(&self) -> Result<CudaSlice<u32>> {
-        let scope = self.dev.deferring().then(|| {
-            let mut m = self.scope_bad.lock().expect("bad-tile counters");
-            m.remove(&thread_id())
-        });
-        match scope.flatten() {
-            Some(c) => Ok(c),
-            None => self.dev.zeros::<u32>("bad tiles", 1),
-        }
-    }
-
-    /// The count in `c` ([`Cuda::bad_tiles`]): copied back (a wait), or, inside a deferred
-    /// scope, 0 and the counter kept for the scope's end ([`Backend::settle`]).
-    fn count_bad(&self, c: CudaSlice<u32>) -> Result<u64> {
-        if self.dev.deferring() {
-            let mut m = self.scope_bad.lock().expect("bad-tile counters");
-            m.insert(thread_id(), c);
-            return Ok(0);
-        }
-        let mut h = [0u32];
-        self.dev.download(&c, &mut h)?;
-        Ok(h[0] as u64)
-    }
-}
-
+/// Unwraps a backend result: the seam has no error channel, so a device failure ends the run
+/// with the backend's message.
 fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("CUDA backend: {e}"))
 }
@@ -1170,11 +1173,7 @@ impl Backend<f32> for Cuda {
                 .expect("bad-tile counters")
                 .remove(&thread_id())
             {
-                Some(c) => {
-                    let mut h = [0u32];
-                    self.dev.download(&c, &mut h)?;
-                    Ok(h[0] as u64)
-                }
+                Some(c) => self.read_bad(&c),
                 None => self.dev.sync().map(|()| 0),
             }
         })())

@@ -456,10 +456,10 @@ impl Device {
     }
 
     /// Opens a deferred scope on the calling thread (scopes nest): until the matching
-    /// `Backend::settle` ([`Device::end_deferred`]), operations whose results lie in managed memory return without
-    /// waiting for the device. The caller must not read or change on the host anything those
-    /// operations write or read before the scope ends. False (and nothing opened) when this
-    /// device does not defer.
+    /// `Backend::settle` ([`Device::end_deferred`]), operations whose results lie in managed
+    /// memory return without waiting for the device. The caller must not read or change on the
+    /// host anything those operations write or read before the scope ends. False (and nothing
+    /// opened) when this device does not defer.
     pub fn begin_deferred(&self) -> bool {
         if self.defer {
             DEFERRED.with(|d| d.set(d.get() + 1));

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::mem::size_of_val;
 use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::held::Held;
 use super::{
@@ -56,7 +57,7 @@ pub struct Metered<'a, T> {
     /// With [`Metered::reaching`]: the deferred scopes open (the model's, which this backend
     /// opens so as to count the waits of [`Partial::waits_deferred`]; the inner backend's
     /// operations are done when they return either way).
-    depth: std::sync::atomic::AtomicU32,
+    depth: AtomicU32,
 }
 
 /// Whether a backend takes the slice at an address, of a length in bytes, by address.
@@ -143,7 +144,7 @@ impl<'a, T: Real> Metered<'a, T> {
             kinds: Mutex::new(BTreeMap::new()),
             resident: None,
             reach: None,
-            depth: std::sync::atomic::AtomicU32::new(0),
+            depth: AtomicU32::new(0),
         }
     }
 
@@ -164,7 +165,7 @@ impl<'a, T: Real> Metered<'a, T> {
     /// unless a deferred scope is open ([`Partial::waits`]).
     fn counted(&self) {
         if let Some((_, p)) = &self.reach {
-            let deferring = self.depth.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            let deferring = self.depth.load(Ordering::Relaxed) > 0;
             let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
             p.waits += 1;
             p.waits_deferred += u64::from(!deferring);
@@ -301,7 +302,7 @@ impl<'a, T: Real> Metered<'a, T> {
                 }
             }
             p.calls += u64::from(copied);
-            let deferring = self.depth.load(std::sync::atomic::Ordering::Relaxed) > 0;
+            let deferring = self.depth.load(Ordering::Relaxed) > 0;
             for s in finished.iter().filter(|s| s.bytes > 0) {
                 let by_address = reached(s.addr as u64, s.bytes as usize);
                 p.waits += 1;
@@ -375,17 +376,14 @@ impl<T: Real> Backend<T> for Metered<'_, T> {
         if self.reach.is_none() {
             return self.inner.begin_deferred();
         }
-        self.depth
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.depth.fetch_add(1, Ordering::Relaxed);
         true
     }
     fn settle(&self) -> u64 {
         let Some((_, p)) = &self.reach else {
             return self.inner.settle();
         };
-        let was = self
-            .depth
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let was = self.depth.fetch_sub(1, Ordering::Relaxed);
         if was == 1 {
             p.lock().unwrap_or_else(|e| e.into_inner()).waits_deferred += 1;
         }

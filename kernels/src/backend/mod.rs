@@ -62,9 +62,10 @@ pub trait Backend<T: Real>: Send + Sync + std::fmt::Debug {
     }
     /// Closes the calling thread's innermost deferred scope; closing the outermost waits
     /// until the device has done the scope's operations. Inside a scope the low-precision
-    /// GEMMs ([`Backend::matmul_lowp`], [`Backend::grouped_matmul`]) may return 0 for their
-    /// FP8 tiles with a non-finite amax, as reading their count would wait: closing the
-    /// outermost scope returns them all (0 for an inner scope, and where nothing defers).
+    /// GEMMs ([`Backend::matmul_lowp`], [`Backend::grouped_matmul`]) and
+    /// [`Backend::fake_quantize_fp8`] may return 0 for their FP8 tiles with a non-finite amax,
+    /// as reading their count would wait: closing the outermost scope returns them all (0 for
+    /// an inner scope, and where nothing defers).
     fn settle(&self) -> u64 {
         0
     }

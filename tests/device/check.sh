@@ -10,7 +10,8 @@
 # cuBLAS, FP8 cuBLASLt with 1×128/128×128 scaling, our FP8 and grouped expert GEMMs on the CUDA
 # and the tensor cores —, the
 # `small` preset trained on GPU and CPU in fp32/bf16/fp8 (and fp8 with cuBLASLt's GEMMs, with
-# our mma.sync kernel's, and with the two split between dense and experts) and
+# our tensor-core kernel's — wgmma on the H200 —, and with the two split between dense and
+# experts) and
 # the loss curves compared, the
 # training throughput of the `small` and `1b` presets on the GPU, the same in CUDA managed memory
 # and, with HMM, on host memory, and the NCCL communicator's conformance checks on one rank); then the same models through
@@ -23,7 +24,8 @@ OUT="${OUT:-$(mktemp -d)}"
 STEPS="${STEPS:-30}"
 SPEED_PRESETS="${SPEED_PRESETS:-small,1b}"
 # fp8-cublaslt, fp8-mma and fp8-cublaslt+mma (fp8 with its FP8 GEMMs on cuBLASLt, on our
-# mma.sync kernel, or the dense ones on the first and the experts' on the second) fit a second
+# kernel (wgmma on Hopper; TOKENMILL_CUDA_FP8_MMA=sync for mma.sync), or the dense ones on the
+# first and the experts' on the second) fit a second
 # run: SPEED_PRECISIONS=fp8-cublaslt,fp8-mma,fp8-cublaslt+mma STEPS=0.
 SPEED_PRECISIONS="${SPEED_PRECISIONS:-fp32,bf16}"
 SPEED_BATCH="${SPEED_BATCH:-8}"

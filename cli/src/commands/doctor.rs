@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tokenmill_cuda::backend::Fp8Gemm;
+use tokenmill_cuda::backend::{Fp8Gemm, MmaKernel};
 use tokenmill_cuda::{bench, check, libs, nvrtc, source};
 
 /// `tokenmill doctor`.
@@ -348,13 +348,28 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         }
     }
     // Training's FP8 GEMMs on the tensor cores, in their forms: through cuBLASLt
-    // (`fp8_gemm = "cublaslt"`) and our mma.sync kernel (`fp8_gemm = "mma"`).
-    for (fp8, name) in [
-        (Fp8Gemm::Cublaslt, "FP8 GEMMs through cuBLASLt"),
-        (Fp8Gemm::Mma, "FP8 GEMMs by fp8_mma_gemm_f32"),
+    // (`fp8_gemm = "cublaslt"`) and our kernels (`fp8_gemm = "mma"`): mma.sync, and on Hopper
+    // wgmma.
+    let wgmma = MmaKernel::Wgmma.runs_on(dev);
+    for (fp8, kernel, name) in [
+        (Fp8Gemm::Cublaslt, None, "FP8 GEMMs through cuBLASLt"),
+        (
+            Fp8Gemm::Mma,
+            Some(MmaKernel::Sync),
+            "FP8 GEMMs by fp8_mma_gemm_f32",
+        ),
+        (
+            Fp8Gemm::Mma,
+            Some(MmaKernel::Wgmma),
+            "FP8 GEMMs by fp8_wgmma_gemm_f32",
+        ),
     ] {
+        if kernel == Some(MmaKernel::Wgmma) && !wgmma {
+            continue;
+        }
         match catch(|| {
             let mut tc = tokenmill_cuda::Cuda::new(a.device)?;
+            tc.set_mma_kernel(kernel);
             tc.set_fp8_gemm(fp8)?;
             Ok(check::fp8_tensor_core_rows(&tc, a.seed))
         }) {

@@ -152,8 +152,8 @@ fn train_run(out: &Path, r: &Run<'_>) -> anyhow::Result<Logged> {
     };
     let (peak, min, warmup) = r.lr;
     // `fp8-cublaslt`, `fp8-mma`, `fp8-cublaslt+mma`: fp8 with the FP8 GEMMs on the tensor
-    // cores, through cuBLASLt, our mma.sync kernel, or the dense ones through the first and
-    // the experts' through the second (a GPU's choices).
+    // cores, through cuBLASLt, our kernel (wgmma on Hopper, else mma.sync), or the dense ones
+    // through the first and the experts' through the second (a GPU's choices).
     let (precision, fp8_gemm) = match *precision {
         "fp8-cublaslt" => ("fp8", "fp8_gemm = \"cublaslt\"\n"),
         "fp8-mma" => ("fp8", "fp8_gemm = \"mma\"\n"),

@@ -134,3 +134,13 @@ struct alignas(16) tm_uint4 { uint32_t x, y, z, w; };
 
 // True when `p` is 16-byte aligned (a tm_float4 / tm_uint4 access is allowed).
 DEVICE bool tm_aligned16(const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0; }
+
+// The scale of outer index i (rows beyond `outer`: 0) in chunk kc of cuBLASLt's block-scaled
+// FP8 layouts (quant.cu's fp8_quantize_lt_f32; read by mma.cu's and wgmma.cu's GEMMs): per
+// 1 × 128 tile (blk 0) or per 128 × 128 block (blk 1), at base + (i or i / 128) · s_outer + kc · s_k.
+DEVICE float mma_scale(const float* base, int blk, long long s_outer, long long s_k, int i,
+                       int outer, int kc) {
+    if (i >= outer) return 0.0f;
+    long long o = blk ? i / 128 : i;
+    return base[o * s_outer + (long long)kc * s_k];
+}

@@ -95,15 +95,6 @@ DEVICE uint32_t mma_word(const unsigned char* s, int row, int byte) {
     return *reinterpret_cast<const uint32_t*>(s + row * MMA_LDS + byte);
 }
 
-// The scale of outer index i (rows beyond `outer`: 0) in chunk kc: per 1 × 128 tile (blk 0) or
-// per 128 × 128 block (blk 1), at base + (i or i / 128) · s_outer + kc · s_k.
-DEVICE float mma_scale(const float* base, int blk, long long s_outer, long long s_k, int i,
-                       int outer, int kc) {
-    if (i >= outer) return 0.0f;
-    long long o = blk ? i / 128 : i;
-    return base[o * s_outer + (long long)kc * s_k];
-}
-
 // The GEMM body of both kernels below over byte rows: a chunk is 128 bytes of K (128 E4M3
 // codes or 64 BF16 values), a k-step of one mma 32 bytes (32 codes or 16 values), and the
 // fragments of both instructions lie at the same bytes of a row (see mma_e4m3 and mma_bf16).

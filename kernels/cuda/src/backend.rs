@@ -37,6 +37,7 @@ use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
 pub(crate) mod mma;
+pub use mma::{FP8_MMA_VAR, MmaKernel};
 
 /// The CUDA backend over one [`Device`].
 #[derive(Debug)]
@@ -45,6 +46,11 @@ pub struct Cuda {
     fp8: Fp8Gemm,
     /// cuBLASLt, for [`Fp8Gemm::Cublaslt`].
     lt: Mutex<Option<Lt>>,
+    /// The kernel of [`Fp8Gemm::Mma`] the caller asked for ([`Cuda::set_mma_kernel`]); `None`:
+    /// the automatic choice.
+    mma_asked: Option<MmaKernel>,
+    /// The kernel that computes [`Fp8Gemm::Mma`]'s GEMMs (settled by its probe).
+    mma_kernel: MmaKernel,
     /// FP8 GEMMs computed on the tensor cores: cuBLASLt calls and launches of our kernel.
     fast_calls: [AtomicU64; 2],
     /// The experts' BF16 GEMMs on cuBLAS, one `GemmEx` per expert, whatever the probe says
@@ -89,11 +95,12 @@ impl Drop for Cuda {
                 "CUDA managed memory served the large allocations"
             );
         }
+        let kernel = self.mma_kernel.name();
         let by = match self.fp8 {
             Fp8Gemm::Model => return,
-            Fp8Gemm::Cublaslt => "cuBLASLt calls",
-            Fp8Gemm::Mma => "launches of fp8_mma_gemm_f32",
-            Fp8Gemm::CublasltMma => "cuBLASLt calls and launches of fp8_mma_gemm_f32",
+            Fp8Gemm::Cublaslt => "cuBLASLt calls".to_string(),
+            Fp8Gemm::Mma => format!("launches of {kernel}"),
+            Fp8Gemm::CublasltMma => format!("cuBLASLt calls and launches of {kernel}"),
         };
         let [lt, mma] = self.fast_fp8_calls_by();
         tracing::info!(
@@ -128,8 +135,9 @@ pub enum Fp8Gemm {
     /// what cuBLASLt takes; tiles it has no scale mode for (both operands in 128 × 128 blocks,
     /// or tiles other than 1 × 128 and 128 × 128 along the contraction) keep the model.
     Cublaslt,
-    /// Our own kernel on the tensor cores (`cu/mma.cu`: `mma.sync` with E4M3 operands, compute
-    /// capability 8.9 or later) on the operands cuBLASLt would take, DeepSeek-V3's promotion
+    /// Our own kernel on the tensor cores ([`MmaKernel`]: `cu/wgmma.cu`'s warpgroup
+    /// instruction on Hopper, `cu/mma.cu`'s `mma.sync` elsewhere from compute capability 8.9)
+    /// on the operands cuBLASLt would take, DeepSeek-V3's promotion
     /// every 128 of K: a dense GEMM one launch, the experts' grouped GEMM one launch for every
     /// expert. Tiles other than 1 × 128 and 128 × 128 along the contraction keep the model.
     Mma,
@@ -170,6 +178,8 @@ impl Cuda {
             dev: Device::open_with(ordinal, memory)?,
             fp8: Fp8Gemm::Model,
             lt: Mutex::new(None),
+            mma_asked: None,
+            mma_kernel: MmaKernel::Sync,
             fast_calls: [AtomicU64::new(0), AtomicU64::new(0)],
             bf16_mma_off: std::env::var(GROUPED_BF16_VAR).is_ok_and(|v| v == "cublas"),
             bf16_mma_ok: std::sync::OnceLock::new(),
@@ -233,7 +243,8 @@ impl Cuda {
             self.mma_probe()?;
             self.reset_fast_calls();
             tracing::info!(
-                "FP8 GEMMs on the tensor cores by fp8_mma_gemm_f32{}",
+                "FP8 GEMMs on the tensor cores by {}{}",
+                self.mma_kernel.name(),
                 if fp8 == Fp8Gemm::Mma {
                     ""
                 } else {
@@ -282,6 +293,19 @@ impl Cuda {
     /// How the FP8 GEMMs compute.
     pub fn fp8_gemm(&self) -> Fp8Gemm {
         self.fp8
+    }
+
+    /// Asks for `kernel` to compute [`Fp8Gemm::Mma`]'s GEMMs (`None`: the automatic choice,
+    /// [`MmaKernel`]): taken at the next [`Cuda::set_fp8_gemm`], which refuses a kernel the
+    /// device does not run or that fails its probe.
+    pub fn set_mma_kernel(&mut self, kernel: Option<MmaKernel>) {
+        self.mma_asked = kernel;
+    }
+
+    /// The kernel that computes [`Fp8Gemm::Mma`]'s GEMMs (meaningful once
+    /// [`Cuda::set_fp8_gemm`] has chosen it).
+    pub fn mma_kernel(&self) -> MmaKernel {
+        self.mma_kernel
     }
 
     /// The FP8 GEMMs computed on the tensor cores so far: cuBLASLt's calls

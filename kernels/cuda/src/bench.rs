@@ -373,11 +373,21 @@ pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
 /// output columns, inputs) — 256 experts, top-8, 7168 → 2048.
 pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
 
-/// One launch of `fp8_mma_gemm_f32` over `groups` groups of at most `m × n` on codes and
-/// scales as the timing lays them out: A `[rows, k]` with 1 × 128 scales `[rows][kb]`, B
+/// Our FP8 tensor-core kernels that `dev` runs: `mma.sync`, and wgmma on Hopper.
+fn tensor_core_kernels(dev: &Device) -> Vec<crate::backend::MmaKernel> {
+    use crate::backend::MmaKernel;
+    [MmaKernel::Sync, MmaKernel::Wgmma]
+        .into_iter()
+        .filter(|k| k.runs_on(dev))
+        .collect()
+}
+
+/// One launch of our FP8 tensor-core `kernel` over `groups` groups of at most `m × n` on codes
+/// and scales as the timing lays them out: A `[rows, k]` with 1 × 128 scales `[rows][kb]`, B
 /// `[rows, k]` with 128 × 128 block scales `[row blocks][kb]`.
 fn mma_launch(
     dev: &Device,
+    kernel: crate::backend::MmaKernel,
     (a, sa): (&CudaSlice<u8>, &CudaSlice<f32>),
     (b, sb): (&CudaSlice<u8>, &CudaSlice<f32>),
     (c, k, ldc): (&CudaSlice<f32>, usize, usize),
@@ -397,6 +407,7 @@ fn mma_launch(
     let w = operand(dev.addr(b), dev.addr(sb), Scales::Blk128);
     launch(
         dev,
+        kernel,
         (x, w),
         (dev.addr(c), ldc),
         (dev.addr(desc), m, n, groups),
@@ -434,16 +445,30 @@ pub fn own_kernels_table(
         crate::backend::go("fp8_gemm_f32", b, fp8_gemm_cfg(m, n))
     })?;
     out.push(row("FP8 GEMM kernel (own, CUDA cores)", (m, n, k), ms));
-    // The tensor cores: the same codes, A's scales per 1 × 128 ([m][kb]), B's per block.
+    // The tensor cores: the same codes, A's scales per 1 × 128 ([m][kb]), B's per block; by
+    // mma.sync, and by wgmma where the device runs it.
     let desc = dev.upload("groups", &[m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64))?;
-    let ms = time(dev, 5, || {
-        mma_launch(dev, (&ga, &gas), (&gb, &gbs), (&gc, k, n), &desc, (m, n, 1))
-    })?;
-    out.push(row(
-        "FP8 GEMM kernel (own, tensor cores: mma.sync)",
-        (m, n, k),
-        ms,
-    ));
+    for kernel in tensor_core_kernels(dev) {
+        let ms = time(dev, 5, || {
+            mma_launch(
+                dev,
+                kernel,
+                (&ga, &gas),
+                (&gb, &gbs),
+                (&gc, k, n),
+                &desc,
+                (m, n, 1),
+            )
+        })?;
+        out.push(row(
+            &format!(
+                "FP8 GEMM kernel (own, tensor cores: {})",
+                kernel.instruction()
+            ),
+            (m, n, k),
+            ms,
+        ));
+    }
     drop((ga, gb, gas, gbs, gc));
 
     let (n, k) = (out_cols, inputs);
@@ -519,25 +544,29 @@ pub fn own_kernels_table(
         })
         .collect();
     let desc = dev.upload("groups", &desc)?;
-    let ms = time(dev, 5, || {
-        mma_launch(
+    for kernel in tensor_core_kernels(dev) {
+        let ms = time(dev, 5, || {
+            mma_launch(
+                dev,
+                kernel,
+                (&ga, &gas),
+                (&gb, &gbs),
+                (&gy, k, n),
+                &desc,
+                (per, n, experts),
+            )
+        })?;
+        out.push(checked_row(
             dev,
-            (&ga, &gas),
-            (&gb, &gbs),
-            (&gy, k, n),
-            &desc,
-            (per, n, experts),
-        )
-    })?;
-    out.push(checked_row(
-        dev,
-        &format!(
-            "grouped expert GEMM FP8 (own, tensor cores: mma.sync), {experts} experts × {per} rows"
-        ),
-        (rows, n, k),
-        ms,
-        &gy,
-    )?);
+            &format!(
+                "grouped expert GEMM FP8 (own, tensor cores: {}), {experts} experts × {per} rows",
+                kernel.instruction()
+            ),
+            (rows, n, k),
+            ms,
+            &gy,
+        )?);
+    }
     // The same by cuBLASLt, one call per expert (`fp8_gemm = "cublaslt"`), into zeros of its
     // own; a cuBLASLt without block scaling is a row that says so.
     let gy_lt = dev.zeros::<f32>("expert outputs (cuBLASLt)", rows * n)?;

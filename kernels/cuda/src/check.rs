@@ -58,7 +58,8 @@ fn grouped_case<'o>(
 }
 
 /// The FP8 GEMMs on the tensor cores — through cuBLASLt (`cuda` set to
-/// [`crate::backend::Fp8Gemm::Cublaslt`]), our `mma.sync` kernel ([`crate::backend::Fp8Gemm::Mma`])
+/// [`crate::backend::Fp8Gemm::Cublaslt`]), our kernel ([`crate::backend::Fp8Gemm::Mma`]: wgmma or
+/// `mma.sync`, [`crate::Cuda::mma_kernel`], which the rows name)
 /// or the dense ones through the first and the grouped by the second
 /// ([`crate::backend::Fp8Gemm::CublasltMma`]) —
 /// in the three forms training asks for — forward (activations 1 × 128, weight 128 × 128), input
@@ -72,11 +73,12 @@ fn grouped_case<'o>(
 /// counted, as on the CPU). Each row also fails if the tensor-core path did not compute it.
 pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
     use crate::backend::Fp8Gemm;
+    let kernel = cuda.mma_kernel().instruction();
     let by = match cuda.fp8_gemm() {
-        Fp8Gemm::Cublaslt => "cuBLASLt",
-        Fp8Gemm::Mma => "mma",
-        Fp8Gemm::CublasltMma => "cuBLASLt+mma",
-        Fp8Gemm::Model => "model",
+        Fp8Gemm::Cublaslt => "cuBLASLt".to_string(),
+        Fp8Gemm::Mma => kernel.to_string(),
+        Fp8Gemm::CublasltMma => format!("cuBLASLt+{kernel}"),
+        Fp8Gemm::Model => "model".to_string(),
     };
     // Which of the backend's counters ([`crate::Cuda::fast_fp8_calls_by`]: cuBLASLt's calls,
     // our kernel's launches) a dense and a grouped GEMM must raise, and by how much: the rows

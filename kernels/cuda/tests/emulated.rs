@@ -118,8 +118,19 @@ fn managed_memory_without_the_managed_allocator_is_refused() {
 /// start-up probe passed and not counted), after the device check's nine rows of training's
 /// FP8 GEMMs through that path all passed.
 fn tensor_core_rows_pass(memory: Memory, fp8: tokenmill_cuda::backend::Fp8Gemm) -> Cuda {
+    tensor_core_rows_pass_with(memory, fp8, None)
+}
+
+/// [`tensor_core_rows_pass`] with our FP8 kernel as `kernel` asks (`None`: the automatic
+/// choice).
+fn tensor_core_rows_pass_with(
+    memory: Memory,
+    fp8: tokenmill_cuda::backend::Fp8Gemm,
+    kernel: Option<tokenmill_cuda::backend::MmaKernel>,
+) -> Cuda {
     emulated();
     let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
+    cuda.set_mma_kernel(kernel);
     cuda.set_fp8_gemm(fp8)
         .unwrap_or_else(|e| panic!("{fp8:?} on the emulated device: {e}"));
     assert_eq!(cuda.fast_fp8_calls(), 0, "the probe is not counted");
@@ -168,17 +179,30 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
     }
 }
 
-/// `[train] fp8_gemm = "mma"`: the same forms by our tensor-core kernel (`cu/mma.cu`, its
-/// `mma.sync` the emulation shim's warp-collective instruction) — operands quantized as
-/// cuBLASLt's, every expert's in one launch per operand and every expert's product in one
-/// launch — follow the CPU's FP8 GEMM, copying and on host memory; the probe that
-/// `set_fp8_gemm` runs passes; tiles other than 1 × 128 and 128 × 128 along K stay on the model.
+/// `[train] fp8_gemm = "mma"`: the same forms by our tensor-core kernels — on this compute
+/// capability 9.0 device wgmma by default (`cu/wgmma.cu`: the shim's warpgroup instruction
+/// reading swizzled shared memory through matrix descriptors, filled by its asynchronous
+/// copies), and `mma.sync` when asked (`cu/mma.cu`: the shim's warp-collective instruction) —
+/// with operands quantized as cuBLASLt's, every expert's in one launch per operand and every
+/// expert's product in one launch, follow the CPU's FP8 GEMM, copying and on host memory; the
+/// probe that `set_fp8_gemm` runs passes; tiles other than 1 × 128 and 128 × 128 along K stay
+/// on the model.
 #[test]
 fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
     let _one = one_at_a_time();
-    use tokenmill_cuda::backend::Fp8Gemm;
-    for memory in [Memory::Copy, Memory::Host] {
-        let cuda = tensor_core_rows_pass(memory, Fp8Gemm::Mma);
+    use tokenmill_cuda::backend::{Fp8Gemm, MmaKernel};
+    for (memory, asked) in [
+        (Memory::Copy, None),
+        (Memory::Host, None),
+        (Memory::Copy, Some(MmaKernel::Sync)),
+        (Memory::Host, Some(MmaKernel::Sync)),
+    ] {
+        let cuda = tensor_core_rows_pass_with(memory, Fp8Gemm::Mma, asked);
+        assert_eq!(
+            cuda.mma_kernel(),
+            asked.unwrap_or(MmaKernel::Wgmma),
+            "{memory:?} {asked:?}"
+        );
         // Both operands in blocks too, which cuBLASLt has no mode for but the kernel has.
         exact_fp8_gemm(&cuda, ((1, 128), (128, 128)), true);
         exact_fp8_gemm(&cuda, ((128, 128), (128, 128)), true);

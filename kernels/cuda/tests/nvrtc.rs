@@ -75,3 +75,54 @@ fn the_cache_returns_the_same_cubin() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The wgmma kernel's instructions (cu/wgmma.cu, `TM_WGMMA`) are compiled in for Hopper's
+/// sm_90a and for nothing else (Blackwell has no wgmma; the kernel traps there, and the backend
+/// does not launch it): so the sm_90a cubin CI builds holds the real `wgmma.mma_async`, checked
+/// by ptxas, not the trap.
+#[test]
+fn the_wgmma_instructions_are_compiled_for_sm_90a_only() {
+    let src = format!(
+        "{}\n#line 1 \"probe.cu\"\n#if !defined(TM_WGMMA)\n#error wgmma is not compiled in\n#endif\n",
+        source::program()
+    );
+    for (arch, wgmma) in [("sm_90a", true), ("sm_100a", false)] {
+        let opts = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()];
+        match nvrtc::compile_uncached(&src, arch, &opts) {
+            Ok(_) => assert!(wgmma, "{arch}: TM_WGMMA is defined"),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    !wgmma && msg.contains("wgmma is not compiled in"),
+                    "{arch}: {msg}"
+                );
+            }
+        }
+    }
+}
+
+/// ptxas's resource report for sm_90a: the wgmma kernel holds its 128 accumulators (the
+/// chunk's sums and the promoted ones) and the chunk's scales in registers without spilling
+/// any to local memory, and no wgmma is serialized (ptxas warns when it must wait for one
+/// before the next issues).
+#[test]
+fn the_wgmma_kernel_spills_no_registers() {
+    let opts = vec![
+        "--gpu-architecture=sm_90a".into(),
+        "--std=c++17".into(),
+        "--fmad=false".into(),
+        "--diag-suppress=177".into(),
+        "--ptxas-options=-v".into(),
+    ];
+    let (_, log) = nvrtc::compile_uncached(&source::program(), "sm_90a", &opts).expect("compile");
+    let at = log
+        .find("Function properties for fp8_wgmma_gemm_f32")
+        .unwrap_or_else(|| panic!("no report for fp8_wgmma_gemm_f32:\n{log}"));
+    let report: Vec<&str> = log[at..].lines().take(3).collect();
+    eprintln!("{}", report.join("\n"));
+    assert!(
+        report[1].contains("0 bytes spill stores, 0 bytes spill loads"),
+        "{report:?}"
+    );
+    assert!(!log.contains("serialized"), "{log}");
+}

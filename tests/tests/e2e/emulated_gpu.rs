@@ -311,9 +311,9 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
 
 /// `[train] fp8_gemm = "cublaslt"`, `"mma"` and `"cublaslt+mma"`: `tiny` in fp8 with its FP8
 /// GEMMs on the tensor cores — through cuBLASLt's block-scaled matmul (the emulated library:
-/// the manual's contract, FP32 blocks of 128 with promotion), our mma.sync kernel (the
-/// emulation shim's instruction), or the dense ones by the first and the experts' by the
-/// second — follows the CPU's FP8 curve within the precision's tolerance, copying and on
+/// the manual's contract, FP32 blocks of 128 with promotion), our kernel (wgmma on this
+/// Hopper-like device, or mma.sync when asked; the emulation shim's instructions), or the
+/// dense ones by the first and the experts' by the second — follows the CPU's FP8 curve within the precision's tolerance, copying and on
 /// host memory, and the tensor-core path computed GEMMs (the count the backend logs); asking
 /// for either on the CPU or outside fp8 is refused, saying why.
 #[test]
@@ -326,7 +326,7 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         ("TOKENMILL_CUDA_EMU_PAGEABLE", "1".to_string()),
     ];
     let steps = 3;
-    let run = |name: &str, precision: &str, device: &str, extra: &str| {
+    let run_with = |name: &str, precision: &str, device: &str, extra: &str, kernel: &str| {
         let cfg = config(d, name, precision, device, steps, extra);
         let out = Command::new(tokenmill_bin())
             .args([
@@ -338,10 +338,14 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
             ])
             .arg(&cfg)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env(tokenmill_cuda::backend::FP8_MMA_VAR, kernel)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.success(), stderr)
+    };
+    let run = |name: &str, precision: &str, device: &str, extra: &str| {
+        run_with(name, precision, device, extra, "")
     };
     let (ok, stderr) = run("cpu-fp8", "fp8", "cpu", "");
     assert!(ok, "{stderr}");
@@ -359,6 +363,13 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         let name = format!("{device}-{choice}");
         let (ok, stderr) = run(&name, "fp8", device, &format!("fp8_gemm = \"{choice}\"\n"));
         assert!(ok, "{stderr}");
+        // On this compute capability 9.0 device our kernel is the wgmma one.
+        if choice != "cublaslt" {
+            assert!(
+                stderr.contains("FP8 GEMMs on the tensor cores by fp8_wgmma_gemm_f32"),
+                "{stderr}"
+            );
+        }
         let gemms = logged(&stderr, "FP8 GEMMs computed on the tensor cores", "gemms");
         let calls = ["cublaslt", "mma"]
             .map(|f| logged(&stderr, "FP8 GEMMs computed on the tensor cores", f));
@@ -373,6 +384,40 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         assert!(gemms > 0, "{stderr}");
         assert!(max_rel <= 1e-2, "{max_rel:e}");
     }
+    // The mma.sync kernel asked for (TOKENMILL_CUDA_FP8_MMA=sync): as many launches as wgmma
+    // and, in the emulation (both instructions' sums of 32 products rounded to FP32 once, in
+    // the same order), the same losses bit for bit.
+    let (ok, stderr) = run_with(
+        "cuda-mma-sync",
+        "fp8",
+        "cuda",
+        "fp8_gemm = \"mma\"\n",
+        "sync",
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("FP8 GEMMs on the tensor cores by fp8_mma_gemm_f32"),
+        "{stderr}"
+    );
+    let launches = logged(&stderr, "FP8 GEMMs computed on the tensor cores", "mma");
+    assert_eq!(launches, by[&("mma", "cuda")][1]);
+    let (sync, wgmma) = (losses(d, "cuda-mma-sync"), losses(d, "cuda-mma"));
+    assert_eq!(
+        sync.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        wgmma.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        "mma.sync {sync:?} wgmma {wgmma:?}"
+    );
+    let (ok, stderr) = run_with(
+        "cuda-mma-bad",
+        "fp8",
+        "cuda",
+        "fp8_gemm = \"mma\"\n",
+        "tf32",
+    );
+    assert!(
+        !ok && stderr.contains("TOKENMILL_CUDA_FP8_MMA=tf32"),
+        "{stderr}"
+    );
     for device in ["cuda", "cuda-hmm"] {
         let [lt, mma, split] = ["cublaslt", "mma", "cublaslt+mma"].map(|c| by[&(c, device)]);
         // Each choice its own path only; split, the dense GEMMs by cuBLASLt (one call each)
@@ -574,12 +619,15 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .filter(|k| k["op"].as_str().unwrap().contains("cuBLASLt"))
         .count();
     assert_eq!(lt_rows, 10, "{kernels:?}");
-    // The same nine of training through our mma.sync kernel.
-    let mma_rows = kernels
-        .iter()
-        .filter(|k| k["op"].as_str().unwrap().contains(" mma "))
-        .count();
-    assert_eq!(mma_rows, 9, "{kernels:?}");
+    // The same nine of training through each of our kernels: mma.sync, and wgmma (the
+    // emulated device is a compute capability 9.0 one).
+    for kernel in [" mma.sync ", " wgmma "] {
+        let rows = kernels
+            .iter()
+            .filter(|k| k["op"].as_str().unwrap().contains(kernel))
+            .count();
+        assert_eq!(rows, 9, "{kernel}: {kernels:?}");
+    }
     let curves = rep["training"].as_array().unwrap();
     assert_eq!(curves.len(), 6);
     assert_eq!(curves[3]["precision"], "fp8-cublaslt");
@@ -600,7 +648,9 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "grouped expert GEMM f32",
         "grouped expert GEMM FP8 model",
         "FP8 GEMM kernel (own, tensor cores: mma.sync)",
+        "FP8 GEMM kernel (own, tensor cores: wgmma)",
         "grouped expert GEMM FP8 (own, tensor cores: mma.sync)",
+        "grouped expert GEMM FP8 (own, tensor cores: wgmma)",
         "grouped expert GEMM BF16 (own, tensor cores: mma.sync)",
         "grouped expert GEMM BF16 (cuBLAS GemmEx per expert)",
         "grouped expert GEMM FP8 (cuBLASLt per expert)",

@@ -217,6 +217,110 @@ void emu_mma_bf16_m16n8k16(float* d, const uint32_t* a, const uint32_t* b) {
     warp_mma(d, a, b, 16, at_a, at_b);
 }
 
+struct EmuCopy {
+    unsigned char* dst;
+    const unsigned char* src;
+    unsigned size;
+    unsigned group;
+};
+
+struct EmuWgmma {
+    float* d;
+    uint64_t da, db;
+    int scale_d;
+    unsigned group;
+};
+
+struct EmuAsync {
+    std::vector<EmuCopy> copies;
+    unsigned copy_groups = 0;  // committed
+    std::vector<EmuWgmma> products;
+    unsigned product_groups = 0;
+};
+
+namespace {
+
+[[noreturn]] void emu_fail(const char* what) {
+    std::fprintf(stderr, "tokenmill CUDA emulation: %s\n", what);
+    std::abort();
+}
+
+EmuAsync& my_async() { return emu_thread.block->async[emu_thread.linear]; }
+
+// One element of a K-major E4M3 operand in shared memory at descriptor `desc`: row i, byte κ.
+double desc_code(uint64_t desc, unsigned i, unsigned kappa) {
+    EmuBlock* b = emu_thread.block;
+    uint64_t start = (desc & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
+    if ((desc >> 62) != 1) emu_fail("wgmma: only the 128-byte swizzle is modelled");
+    if (((desc >> 49) & 7) != 0) emu_fail("wgmma: a base offset is not modelled");
+    uint64_t at = start + (i / 8) * sbo + (i % 8) * 128 + kappa;
+    at ^= ((at >> 7) & 7) << 4;
+    if (at >= b->dyn_bytes) emu_fail("wgmma: a descriptor past the dynamic shared memory");
+    return e4m3_value(b->dyn_smem[at]);
+}
+
+void run_product(const EmuWgmma& p) {
+    unsigned th = emu_thread.linear % 128, w = th / 32, lane = th % 32, g = lane / 4, t = lane % 4;
+    for (unsigned j = 0; j < 16; j++)
+        for (unsigned x = 0; x < 4; x++) {
+            unsigned r = 16 * w + g + 8 * (x / 2), n = 8 * j + 2 * t + x % 2;
+            double s = 0.0;
+            for (unsigned k = 0; k < 32; k++) s += desc_code(p.da, r, k) * desc_code(p.db, n, k);
+            float& d = p.d[4 * j + x];
+            d = (float)((p.scale_d ? (double)d : 0.0) + s);
+        }
+}
+
+}  // namespace
+
+void emu_cp_async16(void* dst, const void* src, unsigned src_size) {
+    EmuBlock* b = emu_thread.block;
+    auto* d = static_cast<unsigned char*>(dst);
+    if (d < b->dyn_smem || d + 16 > b->dyn_smem + b->dyn_bytes)
+        emu_fail("cp.async: a destination outside the dynamic shared memory");
+    if (reinterpret_cast<uintptr_t>(dst) % 16 || (src_size && reinterpret_cast<uintptr_t>(src) % 16))
+        emu_fail("cp.async: 16 bytes from and to 16-byte aligned addresses");
+    EmuAsync& a = my_async();
+    a.copies.push_back({d, static_cast<const unsigned char*>(src), src_size, a.copy_groups});
+}
+
+void emu_cp_async_commit() { my_async().copy_groups++; }
+
+void emu_cp_async_wait(unsigned n) {
+    EmuAsync& a = my_async();
+    size_t done = 0;
+    for (; done < a.copies.size() && a.copies[done].group + n < a.copy_groups; done++) {
+        const EmuCopy& c = a.copies[done];
+        std::memset(c.dst, 0, 16);
+        if (c.size) std::memcpy(c.dst, c.src, c.size);
+    }
+    a.copies.erase(a.copies.begin(), a.copies.begin() + done);
+}
+
+uint32_t emu_smem_offset(const void* p) {
+    EmuBlock* b = emu_thread.block;
+    auto* c = static_cast<const unsigned char*>(p);
+    if (c < b->dyn_smem || c > b->dyn_smem + b->dyn_bytes)
+        emu_fail("a shared-memory address outside the dynamic shared memory");
+    return (uint32_t)(c - b->dyn_smem);
+}
+
+void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d) {
+    if (emu_thread.block->dim.x % 128) emu_fail("wgmma: blockDim.x is not a multiple of 128");
+    EmuAsync& a = my_async();
+    a.products.push_back({d, da, db, scale_d, a.product_groups});
+}
+
+void emu_wgmma_commit() { my_async().product_groups++; }
+
+void emu_wgmma_wait(unsigned n) {
+    EmuAsync& a = my_async();
+    size_t done = 0;
+    for (; done < a.products.size() && a.products[done].group + n < a.product_groups; done++)
+        run_product(a.products[done]);
+    a.products.erase(a.products.begin(), a.products.begin() + done);
+}
+
 extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                   unsigned by, unsigned bz, unsigned ix, unsigned iy,
                                   unsigned iz, size_t dyn_smem) {
@@ -235,6 +339,8 @@ extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigne
     b->lanes = new uint64_t[nwarps * 32]();
     b->mma = new uint32_t[nwarps * 32 * 6]();
     b->dyn_smem = new unsigned char[dyn_smem > 0 ? dyn_smem : 1]();
+    b->dyn_bytes = dyn_smem;
+    b->async = new EmuAsync[threads];
     return b;
 }
 
@@ -244,6 +350,7 @@ extern "C" void tm_emu_block_free(void* p) {
     delete[] b->lanes;
     delete[] b->mma;
     delete[] b->dyn_smem;
+    delete[] b->async;
     delete b;
 }
 

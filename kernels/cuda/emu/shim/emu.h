@@ -29,6 +29,9 @@ struct EmuBar {
     unsigned gen;
 };
 
+// A thread's asynchronous work in flight: its cp.async copies and wgmma products (emu.cpp).
+struct EmuAsync;
+
 struct EmuBlock {
     dim3 grid, dim, idx;
     EmuBar all;
@@ -36,6 +39,8 @@ struct EmuBlock {
     uint64_t* lanes;
     uint32_t* mma;  // per thread, the 6 fragment registers of an emulated mma
     unsigned char* dyn_smem;
+    size_t dyn_bytes;
+    EmuAsync* async;  // per thread
 };
 
 // Waits until every live member of `b` has arrived (emu.cpp).
@@ -114,6 +119,32 @@ void emu_mma_e4m3_m16n8k32(float* d, const uint32_t* a, const uint32_t* b);
 // a[2] (K 8+2t..), row g + 8 in a[1] and a[3]; B column g in b[0] (K 2t..2t+1) and b[1]
 // (K 8+2t..) —, d as above; products exact, rounded to FP32 once.
 void emu_mma_bf16_m16n8k16(float* d, const uint32_t* a, const uint32_t* b);
+
+// Asynchronous copies (`cp.async.cg.shared.global` of 16 bytes, zero-filled past `src_size`,
+// `cp.async.commit_group`, `cp.async.wait_group n`): a copy is made when its thread waits for
+// its group, from global memory as it is then, so a kernel that reads the destination before
+// the wait reads what was there before.
+void emu_cp_async16(void* dst, const void* src, unsigned src_size);
+void emu_cp_async_commit();
+void emu_cp_async_wait(unsigned n);
+
+// The shared window's address of a pointer into the block's dynamic shared memory (its first
+// byte at 0; `__cvta_generic_to_shared`): what matrix descriptors hold.
+uint32_t emu_smem_offset(const void* p);
+
+// `wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 d, da, db, scale_d, 1, 1` for the
+// calling thread of its warpgroup (blockDim.x a multiple of 128): D (+)= A · Bᵀ, A 64 × 32 and
+// B 128 × 32 E4M3 codes in shared memory, K-major, each given by a matrix descriptor — start
+// address >> 4 in bits 0–13, stride byte offset (between groups of 8 rows) >> 4 in bits
+// 32–45, swizzle mode in bits 62–63 (only 1, the 128-byte swizzle, is modelled: element (i, κ)
+// at start + (i / 8)·SBO + (i % 8)·128 + κ, that address's bits 4–6 XORed with its bits 7–9;
+// base offset 0) —, d the thread's 64 accumulators as the PTX ISA lays them out: thread
+// T = 32·w + 4·g + t holds D[16·w + g + 8·(x / 2)][8·j + 2·t + x % 2] in d[4·j + x]. The
+// product is computed when the thread waits for its group (`emu_wgmma_wait`), from shared
+// memory as it is then; products exact, each output's sum and d rounded to FP32 once.
+void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d);
+void emu_wgmma_commit();
+void emu_wgmma_wait(unsigned n);
 
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }

@@ -29,6 +29,24 @@ unsafe extern "C" {
         desc: *const i64,
         accumulate: i32,
     );
+    fn fp8_wgmma_gemm_f32(
+        a: *const u8,
+        lda: i64,
+        sa: *const f32,
+        sa_outer: i64,
+        sa_k: i64,
+        a_blk: i32,
+        b: *const u8,
+        ldb: i64,
+        sb: *const f32,
+        sb_outer: i64,
+        sb_k: i64,
+        b_blk: i32,
+        c: *mut f32,
+        ldc: i64,
+        desc: *const i64,
+        accumulate: i32,
+    );
     fn bf16_mma_gemm_f32(
         a: *const u16,
         lda: i64,
@@ -42,6 +60,38 @@ unsafe extern "C" {
 }
 
 const E4M3: Fp8Format = Fp8Format::E4M3;
+
+/// Which FP8 kernel [`check`] runs: `mma.sync` (cu/mma.cu) or wgmma (cu/wgmma.cu, Hopper's
+/// warpgroup instruction on operands copied asynchronously into swizzled shared memory).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kernel {
+    Sync,
+    Wgmma,
+}
+
+/// Both FP8 kernels' signature: A's codes, row length, scales, their strides and tiles; B's
+/// likewise; C and its row length; the table of groups; accumulate.
+type Fp8Kernel = unsafe extern "C" fn(
+    *const u8,
+    i64,
+    *const f32,
+    i64,
+    i64,
+    i32,
+    *const u8,
+    i64,
+    *const f32,
+    i64,
+    i64,
+    i32,
+    *mut f32,
+    i64,
+    *const i64,
+    i32,
+);
+
+/// cu/wgmma.cu's WG_SMEM: three stages of two 16 KiB tiles and 1 KiB to align them.
+const WG_SMEM: usize = 3 * 2 * 128 * 128 + 1024;
 
 /// One group's GEMM: `m × n`, contracted over `k`.
 #[derive(Clone, Copy)]
@@ -146,6 +196,7 @@ fn scales_along_k(
 /// same m and n), else stacked; `nan`: a code of group 0's A made NaN, whose row must come out
 /// NaN.
 fn check(
+    kernel: Kernel,
     shapes: &[Shape],
     (a_blk, b_blk): (bool, bool),
     along_k: bool,
@@ -155,7 +206,7 @@ fn check(
 ) {
     let mut rng = Rng::new(seed);
     let what = format!(
-        "shapes {:?} a_blk {a_blk} b_blk {b_blk} along_k {along_k} accumulate {accumulate} nan {nan}",
+        "{kernel:?}: shapes {:?} a_blk {a_blk} b_blk {b_blk} along_k {along_k} accumulate {accumulate} nan {nan}",
         shapes.iter().map(|s| (s.m, s.n, s.k)).collect::<Vec<_>>()
     );
     let a_dims: Vec<_> = shapes.iter().map(|s| (s.m, s.k)).collect();
@@ -227,15 +278,19 @@ fn check(
         Ptr::of_const(&desc),
     );
     let kb64 = kb as i64;
+    let (f, smem) = match kernel {
+        Kernel::Sync => (fp8_mma_gemm_f32 as Fp8Kernel, 0),
+        Kernel::Wgmma => (fp8_wgmma_gemm_f32 as Fp8Kernel, WG_SMEM),
+    };
     launch(
         (grid.0.max(1), grid.1.max(1), grid.2),
         (256, 1, 1),
-        0,
+        smem,
         || {
             // SAFETY: the codes, scales and C hold every group's extent as `desc` gives it (built
             // above from the same shapes); all alive for the launch.
             unsafe {
-                fp8_mma_gemm_f32(
+                f(
                     ap.c(),
                     ld as i64,
                     sap.c(),
@@ -313,16 +368,33 @@ fn check(
     }
 }
 
+/// [`check`] on both FP8 kernels.
+fn check_both(
+    shapes: &[Shape],
+    blk: (bool, bool),
+    along_k: bool,
+    accumulate: bool,
+    nan: bool,
+    seed: u64,
+) {
+    for kernel in [Kernel::Sync, Kernel::Wgmma] {
+        check(kernel, shapes, blk, along_k, accumulate, nan, seed);
+    }
+}
+
 #[test]
 fn one_gemm_on_the_tensor_cores_is_the_exact_block_scaled_product() {
     let one = |m, n, k| [Shape { m, n, k }];
     // The forward's scaling (1 × 128 activations, 128 × 128 weight blocks), over several
     // 128 × 128 output tiles with partial edges, K not a multiple of 128 nor of 32.
-    check(&one(200, 150, 304), (false, true), false, false, false, 1);
+    check_both(&one(200, 150, 304), (false, true), false, false, false, 1);
     // The weight gradient's (1 × 128 on both sides), accumulating into C.
-    check(&one(70, 260, 144), (false, false), false, true, false, 2);
+    check_both(&one(70, 260, 144), (false, false), false, true, false, 2);
     // Blocks on A, 1 × 128 on B; K of one 16-byte piece.
-    check(&one(130, 20, 16), (true, false), false, false, false, 3);
+    check_both(&one(130, 20, 16), (true, false), false, false, false, 3);
+    // Five chunks along K: more than the wgmma kernel's three stages, so each stage is
+    // overwritten by a later chunk's copies.
+    check_both(&one(70, 130, 600), (false, true), false, true, false, 9);
 }
 
 #[test]
@@ -351,8 +423,8 @@ fn every_group_is_its_own_gemm_in_one_launch() {
             k: 256,
         },
     ];
-    check(&experts, (false, true), false, false, false, 4);
-    check(&experts, (false, true), false, true, false, 5);
+    check_both(&experts, (false, true), false, false, false, 4);
+    check_both(&experts, (false, true), false, true, false, 5);
     // A weight gradient's: K (the experts' rows) differs, K = 0 writing zeros; stacked, and
     // side by side along K as the backend lays them out (codes at a column offset, K blocks
     // at an offset within each row of scales).
@@ -375,14 +447,14 @@ fn every_group_is_its_own_gemm_in_one_launch() {
         },
     ];
     for along_k in [false, true] {
-        check(&wgrad, (false, false), along_k, false, false, 6);
-        check(&wgrad, (false, false), along_k, true, false, 7);
+        check_both(&wgrad, (false, false), along_k, false, false, 6);
+        check_both(&wgrad, (false, false), along_k, true, false, 7);
     }
 }
 
 #[test]
 fn a_nan_code_makes_its_row_nan() {
-    check(
+    check_both(
         &[Shape {
             m: 40,
             n: 24,

@@ -1,9 +1,11 @@
-//! [`Fp8Gemm::Mma`]: the FP8 GEMMs on the tensor cores by our own kernel (`cu/mma.cu`
-//! `fp8_mma_gemm_f32`, `mma.sync` with E4M3 operands, sm_89 and later), on the operands
-//! `fp8_quantize_lt_f32` writes for cuBLASLt (E4M3 codes with K contiguous, one scale per 1 ×
-//! 128 tile or 128 × 128 block). A dense GEMM is two quantizations and one launch; the experts'
-//! grouped GEMM the same — every expert's operands quantized in one launch per operand, every
-//! expert's product in one launch — where cuBLASLt takes a call per expert.
+//! [`Fp8Gemm::Mma`]: the FP8 GEMMs on the tensor cores by our own kernel — on Hopper
+//! (compute capability 9.0, sm_90a) `cu/wgmma.cu`'s `fp8_wgmma_gemm_f32` (the warpgroup
+//! instruction on operands copied asynchronously into shared memory), elsewhere from 8.9
+//! `cu/mma.cu`'s `fp8_mma_gemm_f32` (`mma.sync`), both on the operands `fp8_quantize_lt_f32`
+//! writes for cuBLASLt (E4M3 codes with K contiguous, one scale per 1 × 128 tile or 128 × 128
+//! block) and computing the same. A dense GEMM is two quantizations and one launch; the
+//! experts' grouped GEMM the same — every expert's operands quantized in one launch per
+//! operand, every expert's product in one launch — where cuBLASLt takes a call per expert.
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -35,10 +37,78 @@ struct Part {
     scales: usize,
 }
 
+/// `TOKENMILL_CUDA_FP8_MMA=sync` (or `wgmma`) picks the kernel of [`Fp8Gemm::Mma`] instead
+/// of the automatic choice ([`MmaKernel`]).
+pub const FP8_MMA_VAR: &str = "TOKENMILL_CUDA_FP8_MMA";
+
+/// Which of our FP8 tensor-core kernels computes [`Fp8Gemm::Mma`]'s GEMMs. Both take the same
+/// arguments and compute the same quantity; unless told otherwise ([`Cuda::set_mma_kernel`],
+/// [`FP8_MMA_VAR`]) the backend takes wgmma on compute capability 9.0 where its probe passes,
+/// else `mma.sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MmaKernel {
+    /// `cu/mma.cu` `fp8_mma_gemm_f32`: warp-level `mma.sync` m16n8k32 (compute capability 8.9
+    /// or later), fragments read from shared memory into registers.
+    Sync,
+    /// `cu/wgmma.cu` `fp8_wgmma_gemm_f32`: warpgroup-level `wgmma.mma_async` m64n128k32
+    /// (sm_90a: Hopper), both operands read by the tensor cores from swizzled shared memory,
+    /// loaded three chunks deep by `cp.async`.
+    Wgmma,
+}
+
+impl MmaKernel {
+    /// The kernel's name in the module.
+    pub fn name(self) -> &'static str {
+        match self {
+            MmaKernel::Sync => "fp8_mma_gemm_f32",
+            MmaKernel::Wgmma => "fp8_wgmma_gemm_f32",
+        }
+    }
+
+    /// The tensor-core instruction it is built on, as rows and logs name it.
+    pub fn instruction(self) -> &'static str {
+        match self {
+            MmaKernel::Sync => "mma.sync",
+            MmaKernel::Wgmma => "wgmma",
+        }
+    }
+
+    /// Its dynamic shared memory per block (cu/wgmma.cu's WG_SMEM: three stages of two
+    /// 16 KiB tiles and 1 KiB to align them).
+    fn shared(self) -> u32 {
+        match self {
+            MmaKernel::Sync => 0,
+            MmaKernel::Wgmma => 3 * 2 * 128 * 128 + 1024,
+        }
+    }
+
+    /// Whether `dev` runs the kernel: wgmma needs the sm_90a cubin of a compute capability 9.0
+    /// device.
+    pub fn runs_on(self, dev: &Device) -> bool {
+        match self {
+            MmaKernel::Sync => dev.capability >= (8, 9),
+            MmaKernel::Wgmma => dev.capability == (9, 0) && dev.arch == "sm_90a",
+        }
+    }
+
+    fn from_env() -> Result<Option<MmaKernel>> {
+        match std::env::var(FP8_MMA_VAR).ok().as_deref() {
+            None | Some("") => Ok(None),
+            Some("sync") => Ok(Some(MmaKernel::Sync)),
+            Some("wgmma") => Ok(Some(MmaKernel::Wgmma)),
+            Some(v) => Err(Error::Unavailable(format!(
+                "{FP8_MMA_VAR}={v}: the FP8 tensor-core kernels are `sync` and `wgmma`"
+            ))),
+        }
+    }
+}
+
 impl Cuda {
-    /// Checks that the device has FP8 `mma.sync` (compute capability 8.9 or later) and that
-    /// the kernel computes a small exactly known product right — so that a device or a
-    /// fragment layout it does not have is an error here, not a wrong training run.
+    /// Checks that the device has FP8 tensor cores (compute capability 8.9 or later), picks
+    /// the kernel ([`MmaKernel`]) and checks that it computes a small exactly known product
+    /// right — so that a device or a fragment layout it does not have is an error here, not a
+    /// wrong training run. Chosen automatically, a wgmma kernel that fails its probe is logged
+    /// and `mma.sync` takes its place; chosen by the caller, it is an error.
     pub(super) fn mma_probe(&mut self) -> Result<()> {
         let cap = self.dev.capability;
         if cap < (8, 9) {
@@ -48,6 +118,53 @@ impl Cuda {
                 self.dev.name, cap.0, cap.1
             )));
         }
+        let asked = match self.mma_asked {
+            Some(k) => Some(k),
+            None => MmaKernel::from_env()?,
+        };
+        let kernel = asked.unwrap_or(if MmaKernel::Wgmma.runs_on(&self.dev) {
+            MmaKernel::Wgmma
+        } else {
+            MmaKernel::Sync
+        });
+        if !kernel.runs_on(&self.dev) {
+            return Err(Error::Unavailable(format!(
+                "{} needs Hopper's wgmma (compute capability 9.0, sm_90a); {} has {}.{} ({})",
+                kernel.name(),
+                self.dev.name,
+                cap.0,
+                cap.1,
+                self.dev.arch
+            )));
+        }
+        self.mma_kernel = kernel;
+        match self.mma_probe_product()? {
+            None => Ok(()),
+            Some(wrong) if asked.is_none() && kernel == MmaKernel::Wgmma => {
+                tracing::warn!(
+                    "{} failed its probe ({wrong}): the FP8 GEMMs take fp8_mma_gemm_f32",
+                    kernel.name()
+                );
+                self.mma_kernel = MmaKernel::Sync;
+                match self.mma_probe_product()? {
+                    None => Ok(()),
+                    Some(wrong) => Err(self.probe_failed(wrong)),
+                }
+            }
+            Some(wrong) => Err(self.probe_failed(wrong)),
+        }
+    }
+
+    fn probe_failed(&self, wrong: String) -> Error {
+        Error::Driver {
+            op: format!("{} probe 48×40×256", self.mma_kernel.name()),
+            message: wrong,
+        }
+    }
+
+    /// The probe's product by the kernel in [`Cuda::mma_kernel`]: `None` when right, else
+    /// the first wrong element.
+    fn mma_probe_product(&mut self) -> Result<Option<String>> {
         // 48 × 40 × 256 (3 × 5 fragments, two chunks): integers of at most 4 significant bits
         // with 14 in every tile, so every scale is 14 / 448 = 2⁻⁵ and every code exact; the
         // sums need 15 bits, so the tensor cores' accumulation may round them: allowed 2⁻¹⁰ of
@@ -81,14 +198,11 @@ impl Cuda {
                 });
                 let v = got[i * n + j] as f64;
                 if (v - want).abs() > size / 1024.0 || v.is_nan() {
-                    return Err(Error::Driver {
-                        op: "fp8_mma_gemm_f32 probe 48×40×256".into(),
-                        message: format!("C[{i}, {j}] = {v}, not {want}"),
-                    });
+                    return Ok(Some(format!("C[{i}, {j}] = {v}, not {want}")));
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// `C (+)= op(A)·op(B)` on the tensor cores: each operand quantized as cuBLASLt's (codes
@@ -323,7 +437,7 @@ impl Cuda {
         Ok((values, lay.ld, parts))
     }
 
-    /// One launch of `fp8_mma_gemm_f32` over `desc`'s groups (`[groups][8]`: m, n, k, the
+    /// One launch of our FP8 kernel ([`Cuda::mma_kernel`]) over `desc`'s groups (`[groups][8]`: m, n, k, the
     /// groups' places in A's and B's codes and scales, C's first element), C at `c` with rows
     /// of `ldc`; counted in [`Cuda::fast_fp8_calls`].
     fn mma_launch(
@@ -343,6 +457,7 @@ impl Cuda {
         let d = self.dev.copy_in("FP8 GEMM groups", desc)?;
         launch(
             &self.dev,
+            self.mma_kernel,
             (x.at(), w.at()),
             c,
             (*d.p(), m, n, groups),
@@ -506,7 +621,7 @@ fn place(side: &Side, tile_outer: usize) -> (Vec<Part>, Layout) {
     (parts, lay)
 }
 
-/// An operand of `fp8_mma_gemm_f32` by address: codes with rows of `ld` bytes, scales with
+/// An operand of our FP8 kernels by address: codes with rows of `ld` bytes, scales with
 /// tile `(to, tk)` at `to · strides.0 + tk · strides.1`, per 1 × 128 tile or 128 × 128 block.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MmaOperand {
@@ -529,10 +644,12 @@ impl Codes {
     }
 }
 
-/// Launches `fp8_mma_gemm_f32` (cu/mma.cu) on `dev`: A and B, C at `c.0` with rows of `c.1`,
-/// the groups' table at `desc` (`groups` rows of 8), `m` and `n` a group's largest.
+/// Launches `kernel` (cu/mma.cu's `fp8_mma_gemm_f32` or cu/wgmma.cu's `fp8_wgmma_gemm_f32`) on
+/// `dev`: A and B, C at `c.0` with rows of `c.1`, the groups' table at `desc` (`groups` rows of
+/// 8), `m` and `n` a group's largest.
 pub(crate) fn launch(
     dev: &Device,
+    kernel: MmaKernel,
     (x, w): (MmaOperand, MmaOperand),
     (c, ldc): (u64, usize),
     (desc, m, n, groups): (u64, usize, usize, usize),
@@ -544,13 +661,14 @@ pub(crate) fn launch(
     let (sao, sak) = (x.strides.0 as i64, x.strides.1 as i64);
     let (sbo, sbk) = (w.strides.0 as i64, w.strides.1 as i64);
     let acc = i32::from(accumulate);
+    let name = kernel.name();
     if m.div_ceil(128) > 65_535 {
         return Err(Error::Driver {
-            op: format!("fp8_mma_gemm_f32 {m}×{n}, {groups} group(s)"),
+            op: format!("{name} {m}×{n}, {groups} group(s)"),
             message: "more than 65,535 blocks of 128 rows".into(),
         });
     }
-    let mut l = dev.stream().launch_builder(dev.func("fp8_mma_gemm_f32")?);
+    let mut l = dev.stream().launch_builder(dev.func(name)?);
     l.arg(&x.codes)
         .arg(&lda)
         .arg(&x.scales)
@@ -567,6 +685,9 @@ pub(crate) fn launch(
         .arg(&ldc)
         .arg(&desc)
         .arg(&acc);
-    let cfg = tile_grid(m, n, (128, 128), groups);
-    go("fp8_mma_gemm_f32", l, cfg)
+    let cfg = LaunchConfig {
+        shared_mem_bytes: kernel.shared(),
+        ..tile_grid(m, n, (128, 128), groups)
+    };
+    go(name, l, cfg)
 }

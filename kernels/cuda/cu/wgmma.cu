@@ -1,0 +1,260 @@
+// The FP8 GEMM of mma.cu on Hopper's warpgroup tensor-core instruction (sm_90a): the same
+// arguments, table of groups and result — DeepSeek-V3's fine-grained scaling and promotion,
+// every group (MoE expert) a layer of the grid — with the operands read by the tensor cores
+// straight from shared memory (`wgmma.mma_async` m64n128k32 E4M3 × E4M3 → FP32, both operands
+// through matrix descriptors) and loaded there by asynchronous copies (`cp.async`) three chunks
+// deep, so the next chunks' loads overlap this chunk's products. Where mma.cu's warps each read
+// their fragments into registers and issue 16-row instructions, here each warpgroup (4 warps)
+// issues one instruction for a 64 × 128 × 32 product.
+//
+// Shared memory: per stage, A's and B's 128 × 128 codes of one chunk, each row 128 bytes in
+// the 128-byte swizzle the descriptors name (the 16-byte piece c of row r at r · 128 +
+// ((c ^ (r % 8)) · 16) from a 1024-byte aligned tile), so neither the copies in nor the tensor
+// cores' reads collide on banks. A descriptor for rows 8·j .. of a tile gives its start, 1024
+// bytes between groups of 8 rows (the stride dimension), and swizzle mode 1 (128 B); a step of
+// 32 along K moves its start by 32 bytes.
+//
+// In the CPU emulation (kernels/cuda/emu) the asynchronous copies and products are the shim's
+// (emu_cp_async16, emu_wgmma_e4m3_m64n128k32): each is carried out when the thread waits for
+// its group, from shared memory as it is then — reading a stage the kernel has overwritten, or
+// an accumulator before its wait, shows in the results. On a GPU without sm_90a's features
+// (anything but Hopper, or a cubin for plain sm_90) the kernel traps; the backend uses it only
+// on compute capability 9.0 after its probe.
+
+#define WG_TILE (128 * 128)  // bytes of one operand's chunk in shared memory
+#define WG_STAGES 3
+// Dynamic shared memory of fp8_wgmma_gemm_f32: the stages and 1 KiB to align them.
+#define WG_SMEM (WG_STAGES * 2 * WG_TILE + 1024)
+
+#if !defined(TOKENMILL_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && \
+    defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define TM_WGMMA 1
+#endif
+
+// The shared-memory address (the shared window's offset) of a pointer into shared memory.
+DEVICE uint32_t wg_smem(const void* p) {
+#if defined(TOKENMILL_EMU)
+    return emu_smem_offset(p);
+#else
+    return (uint32_t)__cvta_generic_to_shared(p);
+#endif
+}
+
+// An asynchronous copy of 16 bytes from global to shared memory; zeros where !valid (src is
+// not read then).
+DEVICE void wg_copy16(unsigned char* dst, const unsigned char* src, bool valid) {
+#if defined(TOKENMILL_EMU)
+    emu_cp_async16(dst, src, valid ? 16u : 0u);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(wg_smem(dst)), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Closes the thread's group of asynchronous copies.
+DEVICE void wg_copy_commit() {
+#if defined(TOKENMILL_EMU)
+    emu_cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most N of the thread's groups of copies are in flight.
+template <int N>
+DEVICE void wg_copy_wait() {
+#if defined(TOKENMILL_EMU)
+    emu_cp_async_wait(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// Makes this thread's writes to shared memory (its copies) visible to the tensor cores' reads
+// (the async proxy); a barrier after it makes every thread's visible.
+DEVICE void wg_fence_proxy() {
+#if defined(TM_WGMMA)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// The descriptor of a K-major operand in the 128-byte swizzle: start address, leading byte
+// offset 16 (unused in this mode), stride byte offset 1024 (between groups of 8 rows), base
+// offset 0, swizzle mode 1.
+DEVICE uint64_t wg_desc(uint32_t addr) {
+    return (uint64_t)((addr & 0x3ffffu) >> 4) | ((uint64_t)(16 >> 4) << 16) |
+           ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+// d (+)= A · Bᵀ for the calling warpgroup: A 64 × 32 and B 128 × 32 E4M3 codes (K-major) at
+// descriptors da and db, d 64 × 128 in FP32, added to unless scale_d is 0. Thread T of the
+// warpgroup (warp w = T / 32, lane 4·g + t) holds D[16·w + g + 8·(x / 2)][8·j + 2·t + x % 2] in
+// d[4·j + x]. Asynchronous: the product is there after wg_commit and wg_wait.
+DEVICE void wg_mma(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+#if defined(TOKENMILL_EMU)
+    emu_wgmma_e4m3_m64n128k32(d, da, db, scale_d);
+#elif defined(TM_WGMMA)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+                 "%64, %65, p, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(scale_d));
+#else
+    __trap();
+#endif
+}
+
+// Keeps the compiler from moving accesses to the accumulators across this point (they are
+// the asynchronous products' operands between wg_mma and wg_wait).
+DEVICE void wg_pin(float (&d)[64]) {
+#if !defined(TOKENMILL_EMU)
+#pragma unroll
+    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+#endif
+}
+
+// Orders the warpgroup's register accesses before the products that follow (their
+// accumulators were read by the promotion).
+DEVICE void wg_fence(float (&d)[64]) {
+    wg_pin(d);
+#if defined(TM_WGMMA)
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+DEVICE void wg_commit() {
+#if defined(TOKENMILL_EMU)
+    emu_wgmma_commit();
+#elif defined(TM_WGMMA)
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most N of the warpgroup's groups of products are in flight.
+template <int N>
+DEVICE void wg_wait(float (&d)[64]) {
+#if defined(TOKENMILL_EMU)
+    emu_wgmma_wait(N);
+#elif defined(TM_WGMMA)
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+    wg_pin(d);
+}
+
+// Starts the copies of one operand's chunk (rows r0 .. r0 + 127, K bytes k0 .. k0 + 127) into
+// the swizzled tile s: piece p = threadIdx.x + 256·i is row p / 8, bytes 16·(p % 8) ..; rows
+// past `rows` and K past `k` are zeros.
+DEVICE void wg_load(unsigned char* s, const unsigned char* src, long long ld, int r0, int rows,
+                    int k0, int k) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int p = threadIdx.x + 256 * i, r = p / 8, c = p % 8, kb = k0 + 16 * c;
+        bool ok = r0 + r < rows && kb < k;
+        wg_copy16(s + r * 128 + ((c ^ (r & 7)) << 4), ok ? src + (long long)(r0 + r) * ld + kb : src,
+                  ok);
+    }
+}
+
+// fp8_mma_gemm_f32's GEMM (cu/mma.cu: the same arguments, table and result) on wgmma: a block
+// of two warpgroups computes 128 × 128 of C, warpgroup h the rows 64·h ..; per chunk of 128
+// along K, four m64n128k32 products summed from zero by the tensor cores, then the promotion
+// ((sum · scale_a) · scale_b added into FP32 accumulators), while the next two chunks' copies
+// are in flight.
+// Launch: grid (ceil(N / 128), ceil(M / 128), groups), N and M a group's largest (M ≤ 65535 ·
+// 128); block 256; dynamic shared memory WG_SMEM (97 KiB: the kernel opts in to more than
+// 48 KiB, as every kernel does).
+KERNEL void __launch_bounds__(256)
+    fp8_wgmma_gemm_f32(const unsigned char* __restrict__ a, long long lda,
+                       const float* __restrict__ sa, long long sa_outer, long long sa_k,
+                       int a_blk, const unsigned char* __restrict__ b, long long ldb,
+                       const float* __restrict__ sb, long long sb_outer, long long sb_k,
+                       int b_blk, float* __restrict__ c, long long ldc,
+                       const long long* __restrict__ desc, int accumulate) {
+    const long long* dd = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)dd[0], n = (int)dd[1], k = (int)dd[2];
+    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
+    a += dd[3];
+    b += dd[4];
+    sa += dd[5];
+    sb += dd[6];
+    c += dd[7];
+    DYNAMIC_SHARED(unsigned char, raw);
+    unsigned char* sm = raw + ((1024u - (wg_smem(raw) & 1023u)) & 1023u);
+    const int r0 = blockIdx.y * 128, c0 = blockIdx.x * 128;
+    const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
+    const int g = lane / 4, t = lane % 4;
+    const int chunks = (k + 127) / 128;
+#pragma unroll
+    for (int s = 0; s < WG_STAGES - 1; s++) {
+        if (s < chunks) {
+            wg_load(sm + s * 2 * WG_TILE, a, lda, r0, m, s * 128, k);
+            wg_load(sm + s * 2 * WG_TILE + WG_TILE, b, ldb, c0, n, s * 128, k);
+        }
+        wg_copy_commit();
+    }
+    float acc[64], part[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = part[i] = 0.0f;
+    for (int kc = 0; kc < chunks; kc++) {
+        wg_copy_wait<WG_STAGES - 2>();  // this thread's copies of chunk kc are in
+        wg_fence_proxy();
+        __syncthreads();  // everyone's are; and chunk kc - 1's stage is read (its wait was 0)
+        const int next = kc + WG_STAGES - 1;
+        if (next < chunks) {
+            unsigned char* st = sm + (next % WG_STAGES) * 2 * WG_TILE;
+            wg_load(st, a, lda, r0, m, next * 128, k);
+            wg_load(st + WG_TILE, b, ldb, c0, n, next * 128, k);
+        }
+        wg_copy_commit();
+        // The chunk's scales, loaded before the products so that their latency hides there.
+        float s_a[2], s_b[32];
+#pragma unroll
+        for (int x = 0; x < 2; x++)
+            s_a[x] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + 64 * h + 16 * w + g + 8 * x, m, kc);
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+                s_b[2 * j + q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + 8 * j + 2 * t + q, n, kc);
+        const unsigned char* st = sm + (kc % WG_STAGES) * 2 * WG_TILE;
+        const uint32_t at = wg_smem(st) + 64 * h * 128, bt = wg_smem(st + WG_TILE);
+        wg_fence(part);
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) wg_mma(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
+        wg_commit();
+        wg_wait<0>(part);
+        // The promotion: the chunk's sums scaled and added in FP32.
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int x = 0; x < 4; x++)
+                acc[4 * j + x] = __fadd_rn(
+                    acc[4 * j + x],
+                    __fmul_rn(__fmul_rn(part[4 * j + x], s_a[x / 2]), s_b[2 * j + x % 2]));
+    }
+    wg_copy_wait<0>();  // no copy outlives the block (the last groups are empty)
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            int r = r0 + 64 * h + 16 * w + g + 8 * (x / 2), col = c0 + 8 * j + 2 * t + x % 2;
+            if (r < m && col < n) {
+                float* p = c + (long long)r * ldc + col;
+                *p = accumulate ? __fadd_rn(*p, acc[4 * j + x]) : acc[4 * j + x];
+            }
+        }
+}

@@ -24,7 +24,7 @@ OUT="${OUT:-$(mktemp -d)}"
 STEPS="${STEPS:-30}"
 SPEED_PRESETS="${SPEED_PRESETS:-small,1b}"
 # fp8-cublaslt, fp8-mma and fp8-cublaslt+mma (fp8 with its FP8 GEMMs on cuBLASLt, on our
-# kernel (wgmma on Hopper; TOKENMILL_CUDA_FP8_MMA=sync for mma.sync), or the dense ones on the
+# kernel (wgmma on Hopper; TOKENMILL_CUDA_MMA=sync for mma.sync), or the dense ones on the
 # first and the experts' on the second) fit a second
 # run: SPEED_PRECISIONS=fp8-cublaslt,fp8-mma,fp8-cublaslt+mma STEPS=0.
 SPEED_PRECISIONS="${SPEED_PRECISIONS:-fp32,bf16}"

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tokenmill_cuda::backend::{Fp8Gemm, MmaKernel};
+use tokenmill_cuda::backend::{Fp8Gemm, MMA_VAR, MmaKernel, avoid_wgmma};
 use tokenmill_cuda::{bench, check, libs, nvrtc, source};
 
 /// `tokenmill doctor`.
@@ -71,6 +71,10 @@ pub struct Args {
     /// slow machine loses its last runs rather than the report's last parts.
     #[arg(long, default_value_t = 0)]
     pub budget_s: u64,
+    /// Only the wgmma kernels' probes on `--device` (what the device check runs in a child
+    /// process before its parts).
+    #[arg(long, hide = true)]
+    pub probe_wgmma: bool,
 }
 
 /// One precision's comparison of the GPU and CPU loss curves.
@@ -160,6 +164,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Ok(()) => println!("NCCL: found"),
         Err(e) => println!("NCCL: {e}"),
     }
+    if a.probe_wgmma {
+        tokenmill_cuda::Cuda::probe_wgmma(a.device)?;
+        println!("wgmma probes passed");
+        return Ok(());
+    }
     if a.train_cpu_vs_cpu {
         let curves = crate::commands::doctor_train::compare(
             &a.out,
@@ -228,6 +237,45 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("device check: all passed");
     Ok(())
+}
+
+/// Seconds the wgmma probes' child process may take before it is killed.
+const PROBE_WGMMA_S: u64 = 120;
+
+/// Runs `tokenmill doctor --probe-wgmma --device N` (this binary) and waits for it at most
+/// [`PROBE_WGMMA_S`]: the seconds it took, or why it failed (its exit and the end of its
+/// output, or the time it was killed at).
+fn probe_wgmma_apart(device: usize) -> anyhow::Result<f64> {
+    let t0 = std::time::Instant::now();
+    let log = tempfile::tempfile()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["doctor", "--probe-wgmma", "--device", &device.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(log.try_clone()?)
+        .spawn()?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if t0.elapsed().as_secs() >= PROBE_WGMMA_S {
+            child.kill()?;
+            child.wait()?;
+            anyhow::bail!("no answer in {PROBE_WGMMA_S} s: killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if status.success() {
+        return Ok(t0.elapsed().as_secs_f64());
+    }
+    use std::io::{Read, Seek};
+    let (mut log, mut text) = (log, String::new());
+    log.seek(std::io::SeekFrom::Start(0))?;
+    log.read_to_string(&mut text)?;
+    let tail: Vec<&str> = text.lines().rev().take(4).collect();
+    anyhow::bail!(
+        "{status}: {}",
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    )
 }
 
 /// Runs one part of the device check; a panic in it (the CUDA backend panics on a failed
@@ -330,6 +378,24 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         Err(e) => rep.errors.push(format!("host memory access: {e}")),
     }
 
+    // The wgmma kernels first run in a child process: one that faults (an instruction or a
+    // descriptor the device reads otherwise) would leave this process's CUDA context unusable
+    // for every part, one that hangs would take the check's minutes. If the child fails, our
+    // kernels take mma.sync here.
+    if MmaKernel::Wgmma.runs_on(dev) && std::env::var_os(MMA_VAR).is_none() {
+        match probe_wgmma_apart(a.device) {
+            Ok(s) => println!("wgmma kernels' probes in a child process: passed ({s:.1} s)"),
+            Err(e) => {
+                avoid_wgmma();
+                println!("wgmma kernels' probes in a child process: {e}; mma.sync instead");
+                rep.errors.push(format!(
+                    "wgmma kernels' probes in a child process: {e} (our tensor-core kernels \
+                     took mma.sync)"
+                ));
+            }
+        }
+    }
+
     println!("\n1. every kernel against the CPU reference");
     rep.kernels = check::kernel_table(&cuda, a.seed);
     for (name, r) in [
@@ -350,7 +416,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     // Training's FP8 GEMMs on the tensor cores, in their forms: through cuBLASLt
     // (`fp8_gemm = "cublaslt"`) and our kernels (`fp8_gemm = "mma"`): mma.sync, and on Hopper
     // wgmma.
-    let wgmma = MmaKernel::Wgmma.runs_on(dev);
+    let wgmma = MmaKernel::Wgmma.chosen_on(dev);
     for (fp8, kernel, name) in [
         (Fp8Gemm::Cublaslt, None, "FP8 GEMMs through cuBLASLt"),
         (

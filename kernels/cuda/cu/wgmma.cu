@@ -1,29 +1,30 @@
-// The FP8 GEMM of mma.cu on Hopper's warpgroup tensor-core instruction (sm_90a): the same
-// arguments, table of groups and result — DeepSeek-V3's fine-grained scaling and promotion,
-// every group (MoE expert) a layer of the grid — with the operands read by the tensor cores
-// straight from shared memory (`wgmma.mma_async` m64n128k32 E4M3 × E4M3 → FP32, both operands
-// through matrix descriptors) and loaded there by asynchronous copies (`cp.async`) three chunks
-// deep, so the next chunks' loads overlap this chunk's products. Where mma.cu's warps each read
-// their fragments into registers and issue 16-row instructions, here each warpgroup (4 warps)
-// issues one instruction for a 64 × 128 × 32 product.
+// The FP8 and BF16 GEMMs of mma.cu on Hopper's warpgroup tensor-core instruction (sm_90a):
+// the same arguments, tables of groups and results — for FP8 DeepSeek-V3's fine-grained
+// scaling and promotion; every group (MoE expert) a layer of the grid — with the operands read
+// by the tensor cores straight from shared memory (`wgmma.mma_async` m64n128k32 E4M3 × E4M3 or
+// m64n128k16 BF16 × BF16 → FP32, both operands through matrix descriptors) and loaded there by
+// asynchronous copies (`cp.async`) three chunks deep, so the next chunks' loads overlap this
+// chunk's products. Where mma.cu's warps each read their fragments into registers and issue
+// 16-row instructions, here each warpgroup (4 warps) issues one instruction for a 64 × 128
+// product over 32 bytes of K.
 //
-// Shared memory: per stage, A's and B's 128 × 128 codes of one chunk, each row 128 bytes in
-// the 128-byte swizzle the descriptors name (the 16-byte piece c of row r at r · 128 +
+// Shared memory: per stage, A's and B's 128 rows × 128 bytes of one chunk, each row in the
+// 128-byte swizzle the descriptors name (the 16-byte piece c of row r at r · 128 +
 // ((c ^ (r % 8)) · 16) from a 1024-byte aligned tile), so neither the copies in nor the tensor
 // cores' reads collide on banks. A descriptor for rows 8·j .. of a tile gives its start, 1024
 // bytes between groups of 8 rows (the stride dimension), and swizzle mode 1 (128 B); a step of
-// 32 along K moves its start by 32 bytes.
+// 32 bytes along K moves its start by 32 bytes.
 //
 // In the CPU emulation (kernels/cuda/emu) the asynchronous copies and products are the shim's
-// (emu_cp_async16, emu_wgmma_e4m3_m64n128k32): each is carried out when the thread waits for
-// its group, from shared memory as it is then — reading a stage the kernel has overwritten, or
-// an accumulator before its wait, shows in the results. On a GPU without sm_90a's features
-// (anything but Hopper, or a cubin for plain sm_90) the kernel traps; the backend uses it only
-// on compute capability 9.0 after its probe.
+// (emu_cp_async16, emu_wgmma_e4m3_m64n128k32, emu_wgmma_bf16_m64n128k16): each is carried out
+// when the thread waits for its group, from shared memory as it is then — reading a stage the
+// kernel has overwritten, or an accumulator before its wait, shows in the results. On a GPU
+// without sm_90a's features (anything but Hopper, or a cubin for plain sm_90) the kernels
+// trap; the backend uses them only on compute capability 9.0 after their probes.
 
 #define WG_TILE (128 * 128)  // bytes of one operand's chunk in shared memory
 #define WG_STAGES 3
-// Dynamic shared memory of fp8_wgmma_gemm_f32: the stages and 1 KiB to align them.
+// Dynamic shared memory of both kernels: the stages and 1 KiB to align them.
 #define WG_SMEM (WG_STAGES * 2 * WG_TILE + 1024)
 
 #if !defined(TOKENMILL_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && \
@@ -89,29 +90,50 @@ DEVICE uint64_t wg_desc(uint32_t addr) {
            ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
 }
 
+// The 64 accumulators of a wgmma with N = 128 as asm operands %0 .. %63 of the array d.
+#define TM_WG_D \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define TM_WG_OUT \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+    "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+    "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+    "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
 // d (+)= A · Bᵀ for the calling warpgroup: A 64 × 32 and B 128 × 32 E4M3 codes (K-major) at
 // descriptors da and db, d 64 × 128 in FP32, added to unless scale_d is 0. Thread T of the
 // warpgroup (warp w = T / 32, lane 4·g + t) holds D[16·w + g + 8·(x / 2)][8·j + 2·t + x % 2] in
 // d[4·j + x]. Asynchronous: the product is there after wg_commit and wg_wait.
-DEVICE void wg_mma(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+DEVICE void wg_mma_e4m3(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
 #if defined(TOKENMILL_EMU)
     emu_wgmma_e4m3_m64n128k32(d, da, db, scale_d);
 #elif defined(TM_WGMMA)
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-                 "%64, %65, p, 1, 1;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " TM_WG_D
+                 ", %64, %65, p, 1, 1;\n}\n"
+                 : TM_WG_OUT
+                 : "l"(da), "l"(db), "r"(scale_d));
+#else
+    __trap();
+#endif
+}
+
+// The same with BF16 operands: A 64 × 16 and B 128 × 16 values — a K step is again 32 bytes
+// of each row — (`wgmma.mma_async` m64n128k16 .bf16, both operands K-major: no transpose).
+DEVICE void wg_mma_bf16(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+#if defined(TOKENMILL_EMU)
+    emu_wgmma_bf16_m64n128k16(d, da, db, scale_d);
+#elif defined(TM_WGMMA)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " TM_WG_D
+                 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : TM_WG_OUT
                  : "l"(da), "l"(db), "r"(scale_d));
 #else
     __trap();
@@ -169,29 +191,18 @@ DEVICE void wg_load(unsigned char* s, const unsigned char* src, long long ld, in
     }
 }
 
-// fp8_mma_gemm_f32's GEMM (cu/mma.cu: the same arguments, table and result) on wgmma: a block
-// of two warpgroups computes 128 × 128 of C, warpgroup h the rows 64·h ..; per chunk of 128
-// along K, four m64n128k32 products summed from zero by the tensor cores, then the promotion
-// ((sum · scale_a) · scale_b added into FP32 accumulators), while the next two chunks' copies
-// are in flight.
-// Launch: grid (ceil(N / 128), ceil(M / 128), groups), N and M a group's largest (M ≤ 65535 ·
-// 128); block 256; dynamic shared memory WG_SMEM (97 KiB: the kernel opts in to more than
-// 48 KiB, as every kernel does).
-KERNEL void __launch_bounds__(256)
-    fp8_wgmma_gemm_f32(const unsigned char* __restrict__ a, long long lda,
-                       const float* __restrict__ sa, long long sa_outer, long long sa_k,
-                       int a_blk, const unsigned char* __restrict__ b, long long ldb,
-                       const float* __restrict__ sb, long long sb_outer, long long sb_k,
-                       int b_blk, float* __restrict__ c, long long ldc,
-                       const long long* __restrict__ desc, int accumulate) {
-    const long long* dd = desc + 8 * (long long)blockIdx.z;
-    const int m = (int)dd[0], n = (int)dd[1], k = (int)dd[2];
-    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
-    a += dd[3];
-    b += dd[4];
-    sa += dd[5];
-    sb += dd[6];
-    c += dd[7];
+// The GEMM body of both kernels below over byte rows (as mma.cu's mma_gemm): a chunk is 128
+// bytes of K (128 E4M3 codes or 64 BF16 values), a product's K step 32 bytes. A block of two
+// warpgroups computes 128 × 128 of C, warpgroup h the rows 64·h ..; per chunk, four products,
+// while the next two chunks' copies are in flight. FP8: the chunk's products summed from zero
+// by the tensor cores, then the promotion ((sum · scale_a) · scale_b added into FP32
+// accumulators); BF16: the tensor cores accumulate into acc directly. k: bytes of K; lda, ldb:
+// bytes per row.
+template <bool FP8>
+DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long long sa_outer,
+                    long long sa_k, int a_blk, const unsigned char* b, long long ldb,
+                    const float* sb, long long sb_outer, long long sb_k, int b_blk, float* c,
+                    long long ldc, int m, int n, int k, int accumulate) {
     DYNAMIC_SHARED(unsigned char, raw);
     unsigned char* sm = raw + ((1024u - (wg_smem(raw) & 1023u)) & 1023u);
     const int r0 = blockIdx.y * 128, c0 = blockIdx.x * 128;
@@ -220,31 +231,41 @@ KERNEL void __launch_bounds__(256)
             wg_load(st + WG_TILE, b, ldb, c0, n, next * 128, k);
         }
         wg_copy_commit();
-        // The chunk's scales, loaded before the products so that their latency hides there.
-        float s_a[2], s_b[32];
-#pragma unroll
-        for (int x = 0; x < 2; x++)
-            s_a[x] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + 64 * h + 16 * w + g + 8 * x, m, kc);
-#pragma unroll
-        for (int j = 0; j < 16; j++)
-#pragma unroll
-            for (int q = 0; q < 2; q++)
-                s_b[2 * j + q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + 8 * j + 2 * t + q, n, kc);
         const unsigned char* st = sm + (kc % WG_STAGES) * 2 * WG_TILE;
         const uint32_t at = wg_smem(st) + 64 * h * 128, bt = wg_smem(st + WG_TILE);
-        wg_fence(part);
+        if constexpr (FP8) {
+            // The chunk's scales, loaded before the products so that their latency hides there.
+            float s_a[2], s_b[32];
 #pragma unroll
-        for (int ks = 0; ks < 4; ks++) wg_mma(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
-        wg_commit();
-        wg_wait<0>(part);
-        // The promotion: the chunk's sums scaled and added in FP32.
+            for (int x = 0; x < 2; x++)
+                s_a[x] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + 64 * h + 16 * w + g + 8 * x, m, kc);
 #pragma unroll
-        for (int j = 0; j < 16; j++)
+            for (int j = 0; j < 16; j++)
 #pragma unroll
-            for (int x = 0; x < 4; x++)
-                acc[4 * j + x] = __fadd_rn(
-                    acc[4 * j + x],
-                    __fmul_rn(__fmul_rn(part[4 * j + x], s_a[x / 2]), s_b[2 * j + x % 2]));
+                for (int q = 0; q < 2; q++)
+                    s_b[2 * j + q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + 8 * j + 2 * t + q, n, kc);
+            wg_fence(part);
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+                wg_mma_e4m3(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
+            wg_commit();
+            wg_wait<0>(part);
+            // The promotion: the chunk's sums scaled and added in FP32.
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+#pragma unroll
+                for (int x = 0; x < 4; x++)
+                    acc[4 * j + x] = __fadd_rn(
+                        acc[4 * j + x],
+                        __fmul_rn(__fmul_rn(part[4 * j + x], s_a[x / 2]), s_b[2 * j + x % 2]));
+        } else {
+            wg_fence(acc);
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+                wg_mma_bf16(acc, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), 1);
+            wg_commit();
+            wg_wait<0>(acc);
+        }
     }
     wg_copy_wait<0>();  // no copy outlives the block (the last groups are empty)
 #pragma unroll
@@ -257,4 +278,38 @@ KERNEL void __launch_bounds__(256)
                 *p = accumulate ? __fadd_rn(*p, acc[4 * j + x]) : acc[4 * j + x];
             }
         }
+}
+
+// fp8_mma_gemm_f32 (cu/mma.cu: the same arguments, table of groups and result) on wgmma.
+// Launch: grid (ceil(N / 128), ceil(M / 128), groups), N and M a group's largest (M ≤ 65535 ·
+// 128); block 256; dynamic shared memory WG_SMEM (97 KiB: the kernel opts in to more than
+// 48 KiB, as every kernel does).
+KERNEL void __launch_bounds__(256)
+    fp8_wgmma_gemm_f32(const unsigned char* __restrict__ a, long long lda,
+                       const float* __restrict__ sa, long long sa_outer, long long sa_k,
+                       int a_blk, const unsigned char* __restrict__ b, long long ldb,
+                       const float* __restrict__ sb, long long sb_outer, long long sb_k,
+                       int b_blk, float* __restrict__ c, long long ldc,
+                       const long long* __restrict__ desc, int accumulate) {
+    const long long* d = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
+    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
+    wg_gemm<true>(a + d[3], lda, sa + d[5], sa_outer, sa_k, a_blk, b + d[4], ldb, sb + d[6],
+                  sb_outer, sb_k, b_blk, c + d[7], ldc, m, n, k, accumulate);
+}
+
+// bf16_mma_gemm_f32 (cu/mma.cu: the same arguments, table of groups and result — products
+// exact, summed in FP32 by the tensor cores) on wgmma. Launch: as fp8_wgmma_gemm_f32.
+KERNEL void __launch_bounds__(256)
+    bf16_wgmma_gemm_f32(const unsigned short* __restrict__ a, long long lda,
+                        const unsigned short* __restrict__ b, long long ldb,
+                        float* __restrict__ c, long long ldc,
+                        const long long* __restrict__ desc, int accumulate) {
+    const long long* d = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
+    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
+    const unsigned char* ab = reinterpret_cast<const unsigned char*>(a + d[3]);
+    const unsigned char* bb = reinterpret_cast<const unsigned char*>(b + d[4]);
+    wg_gemm<false>(ab, 2 * lda, nullptr, 0, 0, 0, bb, 2 * ldb, nullptr, 0, 0, 0, c + d[7], ldc,
+                   m, n, 2 * k, accumulate);
 }

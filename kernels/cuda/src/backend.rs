@@ -37,7 +37,7 @@ use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
 pub(crate) mod mma;
-pub use mma::{FP8_MMA_VAR, MmaKernel};
+pub use mma::{MMA_VAR, MmaKernel, avoid_wgmma};
 
 /// The CUDA backend over one [`Device`].
 #[derive(Debug)]
@@ -56,9 +56,9 @@ pub struct Cuda {
     /// The experts' BF16 GEMMs on cuBLAS, one `GemmEx` per expert, whatever the probe says
     /// (`set_bf16_grouped_mma(false)`, or `TOKENMILL_CUDA_GROUPED_BF16=cublas`).
     bf16_mma_off: bool,
-    /// Whether `bf16_mma_gemm_f32` passed its probe on this device: asked at the first grouped
-    /// BF16 GEMM.
-    bf16_mma_ok: std::sync::OnceLock<bool>,
+    /// Which of our kernels passed its BF16 probe on this device (`None`: neither, cuBLAS
+    /// takes them): asked at the first grouped BF16 GEMM.
+    bf16_mma: std::sync::OnceLock<Option<MmaKernel>>,
     /// Each thread's count of FP8 tiles with a non-finite amax in its open deferred scope:
     /// the GEMMs there add to it on the device, and the scope's end reads it.
     scope_bad: Mutex<HashMap<ThreadId, CudaSlice<u32>>>,
@@ -182,7 +182,7 @@ impl Cuda {
             mma_kernel: MmaKernel::Sync,
             fast_calls: [AtomicU64::new(0), AtomicU64::new(0)],
             bf16_mma_off: std::env::var(GROUPED_BF16_VAR).is_ok_and(|v| v == "cublas"),
-            bf16_mma_ok: std::sync::OnceLock::new(),
+            bf16_mma: std::sync::OnceLock::new(),
             scope_bad: Mutex::new(HashMap::new()),
         };
         if cuda.bf16_mma_off {
@@ -192,23 +192,34 @@ impl Cuda {
     }
 
     /// Whether the experts' grouped BF16 GEMMs run as one launch of our tensor-core kernel
-    /// (`bf16_mma_gemm_f32`) rather than one cuBLAS `GemmEx` per expert: unless switched off,
-    /// where the kernel passes its probe (run here the first time it is asked; an error of the
-    /// device during it is returned, a wrong product logged and answered with `false`).
+    /// rather than one cuBLAS `GemmEx` per expert ([`Cuda::bf16_grouped_kernel`]).
     pub fn bf16_grouped_on_tensor_cores(&self) -> Result<bool> {
+        Ok(self.bf16_grouped_kernel()?.is_some())
+    }
+
+    /// Our kernel that computes the experts' grouped BF16 GEMMs, one launch for every expert
+    /// (wgmma on Hopper, else `mma.sync`; [`MmaKernel`]), or `None` for one cuBLAS `GemmEx`
+    /// per expert: unless switched off, the first that passes its probe (run here the first
+    /// time it is asked; an error of the device during it is returned, a wrong product
+    /// logged and the next kernel tried).
+    pub fn bf16_grouped_kernel(&self) -> Result<Option<MmaKernel>> {
         if self.bf16_mma_off {
-            return Ok(false);
+            return Ok(None);
         }
-        if let Some(&ok) = self.bf16_mma_ok.get() {
-            return Ok(ok);
+        if let Some(&k) = self.bf16_mma.get() {
+            return Ok(k);
         }
-        let ok = self.bf16_mma_works()?;
-        if self.bf16_mma_ok.set(ok).is_ok() && ok {
-            tracing::info!(
-                "the experts' BF16 GEMMs on the tensor cores: one launch of bf16_mma_gemm_f32 each"
-            );
+        let k = self.bf16_mma_choose()?;
+        if self.bf16_mma.set(k).is_ok() {
+            match k {
+                Some(k) => tracing::info!(
+                    "the experts' BF16 GEMMs on the tensor cores: one launch of {} each",
+                    k.bf16_name()
+                ),
+                None => tracing::info!("the experts' BF16 GEMMs on cuBLAS, one GemmEx each"),
+            }
         }
-        Ok(ok)
+        Ok(k)
     }
 
     /// Puts the experts' grouped BF16 GEMMs on cuBLAS, one `GemmEx` per expert (`false`), or
@@ -295,9 +306,10 @@ impl Cuda {
         self.fp8
     }
 
-    /// Asks for `kernel` to compute [`Fp8Gemm::Mma`]'s GEMMs (`None`: the automatic choice,
-    /// [`MmaKernel`]): taken at the next [`Cuda::set_fp8_gemm`], which refuses a kernel the
-    /// device does not run or that fails its probe.
+    /// Asks for `kernel` to compute [`Fp8Gemm::Mma`]'s GEMMs and the experts' BF16 GEMMs
+    /// (`None`: the automatic choice, [`MmaKernel`]): taken at the next [`Cuda::set_fp8_gemm`],
+    /// which refuses a kernel the device does not run or that fails its probe, and at the
+    /// first grouped BF16 GEMM, which keeps the experts on cuBLAS then.
     pub fn set_mma_kernel(&mut self, kernel: Option<MmaKernel>) {
         self.mma_asked = kernel;
     }
@@ -529,9 +541,10 @@ impl Cuda {
                 self.grouped_launch(&g, (qa_at, b_at, *dc.p()), &goff, stride, bits)?;
                 bad = self.count_bad(dbad)?;
             }
-            (Some(LowpGemm::Bf16), _) if self.bf16_grouped_on_tensor_cores()? && mma::fits(&g) => {
+            (Some(LowpGemm::Bf16), _) if self.bf16_grouped_kernel()?.is_some() && mma::fits(&g) => {
+                let kernel = self.bf16_grouped_kernel()?.expect("asked above");
                 let stride = if weights { b_stride } else { c_stride };
-                self.grouped_bf16_mma(&g, (*da.p(), *db.p(), *dc.p()), stride)?;
+                self.grouped_bf16_mma(kernel, &g, (*da.p(), *db.p(), *dc.p()), stride)?;
             }
             (Some(LowpGemm::Bf16), _) => {
                 // The operands as BF16 once; each group's product on the tensor cores.

@@ -8,8 +8,9 @@ use tokenmill_kernels::fp8::Fp8Format;
 use tokenmill_kernels::quant::{ScaleRounding, quantize};
 use tokenmill_kernels::rng::Rng;
 
-use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, PushKernelArg};
+use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
+use crate::backend::MmaKernel;
 use crate::check::Row;
 use crate::device::Device;
 use crate::error::{Error, Result, driver};
@@ -373,12 +374,12 @@ pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
 /// output columns, inputs) — 256 experts, top-8, 7168 → 2048.
 pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
 
-/// Our FP8 tensor-core kernels that `dev` runs: `mma.sync`, and wgmma on Hopper.
-fn tensor_core_kernels(dev: &Device) -> Vec<crate::backend::MmaKernel> {
-    use crate::backend::MmaKernel;
+/// Our FP8 tensor-core kernels that `dev` runs: `mma.sync`, and wgmma on Hopper (unless set
+/// aside after its probe failed, [`crate::backend::avoid_wgmma`]).
+fn tensor_core_kernels(dev: &Device) -> Vec<MmaKernel> {
     [MmaKernel::Sync, MmaKernel::Wgmma]
         .into_iter()
-        .filter(|k| k.runs_on(dev))
+        .filter(|k| k.chosen_on(dev))
         .collect()
 }
 
@@ -387,7 +388,7 @@ fn tensor_core_kernels(dev: &Device) -> Vec<crate::backend::MmaKernel> {
 /// `[rows, k]` with 128 × 128 block scales `[row blocks][kb]`.
 fn mma_launch(
     dev: &Device,
-    kernel: crate::backend::MmaKernel,
+    kernel: MmaKernel,
     (a, sa): (&CudaSlice<u8>, &CudaSlice<f32>),
     (b, sb): (&CudaSlice<u8>, &CudaSlice<f32>),
     (c, k, ldc): (&CudaSlice<f32>, usize, usize),
@@ -527,7 +528,6 @@ pub fn own_kernels_table(
         "expert weight scales",
         &vec![1.0f32; experts * n.div_ceil(128) * kb.next_multiple_of(4)],
     )?;
-    let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
     let desc: Vec<i64> = (0..experts)
         .flat_map(|e| {
             [
@@ -545,6 +545,8 @@ pub fn own_kernels_table(
         .collect();
     let desc = dev.upload("groups", &desc)?;
     for kernel in tensor_core_kernels(dev) {
+        // Into zeros of its own, so that the check sees what this kernel wrote.
+        let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
         let ms = time(dev, 5, || {
             mma_launch(
                 dev,
@@ -611,31 +613,40 @@ pub fn own_kernels_table(
     let one = 0x3f80u16; // 1.0
     let ga = dev.upload("expert inputs (BF16)", &vec![one; rows * k])?;
     let gb = dev.upload("expert weights (BF16)", &vec![one; experts * n * k])?;
-    let mut gy = gy;
     let desc: Vec<i64> = (0..experts)
         .flat_map(|e| [per, n, k, e * per * k, e * n * k, 0, 0, e * per * n].map(|v| v as i64))
         .collect();
     let desc = dev.upload("groups", &desc)?;
     let (ld, acc) = (k as i64, 0i32);
     let ldc = n as i64;
-    let cfg = crate::backend::tile_grid(per, n, (128, 128), experts);
-    let ms = time(dev, 5, || {
-        let mut l = launch_on(dev, "bf16_mma_gemm_f32")?;
-        l.arg(&ga).arg(&ld).arg(&gb).arg(&ld);
-        l.arg(&mut gy).arg(&ldc).arg(&desc).arg(&acc);
-        crate::backend::go("bf16_mma_gemm_f32", l, cfg)
-    })?;
-    out.push(checked_row(
-        dev,
-        &format!(
-            "grouped expert GEMM BF16 (own, tensor cores: mma.sync), {experts} experts × {per} rows"
-        ),
-        (rows, n, k),
-        ms,
-        &gy,
-    )?);
+    for kernel in [MmaKernel::Sync, MmaKernel::Wgmma] {
+        if !kernel.runs_bf16_on(dev) || (kernel == MmaKernel::Wgmma && !kernel.chosen_on(dev)) {
+            continue;
+        }
+        let mut gy = dev.zeros::<f32>("expert outputs (BF16)", rows * n)?;
+        let cfg = LaunchConfig {
+            shared_mem_bytes: kernel.shared(),
+            ..crate::backend::tile_grid(per, n, (128, 128), experts)
+        };
+        let name = kernel.bf16_name();
+        let ms = time(dev, 5, || {
+            let mut l = launch_on(dev, name)?;
+            l.arg(&ga).arg(&ld).arg(&gb).arg(&ld);
+            l.arg(&mut gy).arg(&ldc).arg(&desc).arg(&acc);
+            crate::backend::go(name, l, cfg)
+        })?;
+        out.push(checked_row(
+            dev,
+            &format!(
+                "grouped expert GEMM BF16 (own, tensor cores: {}), {experts} experts × {per} rows",
+                kernel.instruction()
+            ),
+            (rows, n, k),
+            ms,
+            &gy,
+        )?);
+    }
     // Into zeros of its own, so that the check below sees what cuBLAS wrote.
-    drop(gy);
     let gy = dev.zeros::<f32>("expert outputs (cuBLAS)", rows * n)?;
     let (a0, b0, c0) = (dev.addr(&ga), dev.addr(&gb), dev.addr(&gy));
     let ms = time(dev, 5, || {

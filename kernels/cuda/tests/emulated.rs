@@ -272,8 +272,9 @@ fn cublaslt_is_told_the_alignment_of_an_output_inside_a_buffer() {
     assert!(out[4..].iter().all(|&v| v == 128.0), "{:?}", &out[4..8]);
 }
 
-/// The experts' grouped BF16 GEMMs in one launch of `bf16_mma_gemm_f32` (the default where its
-/// probe passes, as on the emulated device) and per expert by cuBLAS `GemmEx` follow the CPU's
+/// The experts' grouped BF16 GEMMs in one launch of our kernel (the default where its probe
+/// passes, as on the emulated device: `bf16_wgmma_gemm_f32` here, `bf16_mma_gemm_f32` when
+/// asked for) and per expert by cuBLAS `GemmEx` follow the CPU's
 /// BF16 grouped GEMM in every form — uneven experts, one empty, weight blocks among their
 /// expert's other projections, accumulation — copying and on host memory; the environment
 /// variable keeps them on cuBLAS.
@@ -297,11 +298,20 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
     // SAFETY: as above.
     unsafe { std::env::remove_var(var) };
     assert!(!off.bf16_grouped_on_tensor_cores().unwrap(), "{var}=cublas");
-    for memory in [Memory::Copy, Memory::Host] {
+    use tokenmill_cuda::backend::MmaKernel;
+    for (memory, asked) in [
+        (Memory::Copy, None),
+        (Memory::Host, None),
+        (Memory::Copy, Some(MmaKernel::Sync)),
+    ] {
         let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
-        assert!(
-            cuda.bf16_grouped_on_tensor_cores().unwrap(),
-            "the probe passed"
+        cuda.set_mma_kernel(asked);
+        // wgmma on this compute capability 9.0 device unless mma.sync is asked for; its probe
+        // passed.
+        assert_eq!(
+            cuda.bf16_grouped_kernel().unwrap(),
+            Some(asked.unwrap_or(MmaKernel::Wgmma)),
+            "{memory:?} {asked:?}"
         );
         for on in [true, false] {
             cuda.set_bf16_grouped_mma(on);
@@ -333,7 +343,7 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
                 });
                 assert!(
                     num <= 1e-5 * den,
-                    "{memory:?} mma {on} {form:?} acc {accumulate}: max |Δ| {num:e} of {den:e}"
+                    "{memory:?} {asked:?} mma {on} {form:?} acc {accumulate}: max |Δ| {num:e} of {den:e}"
                 );
             }
         }

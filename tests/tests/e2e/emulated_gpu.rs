@@ -222,6 +222,14 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
                 stderr.contains("CUDA device ready") && stderr.contains("emulator"),
                 "{stderr}"
             );
+            // bf16: the experts' GEMMs by the wgmma kernel (this is a compute capability 9.0
+            // device), every expert in one launch.
+            if precision == "bf16" {
+                assert!(
+                    stderr.contains("one launch of bf16_wgmma_gemm_f32 each"),
+                    "{stderr}"
+                );
+            }
             assert_eq!(gpu.len(), cpu.len(), "{gpu:?}");
             let max_rel = max_rel(&cpu, &gpu);
             eprintln!(
@@ -338,7 +346,7 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
             ])
             .arg(&cfg)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(tokenmill_cuda::backend::FP8_MMA_VAR, kernel)
+            .env(tokenmill_cuda::backend::MMA_VAR, kernel)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -384,7 +392,7 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         assert!(gemms > 0, "{stderr}");
         assert!(max_rel <= 1e-2, "{max_rel:e}");
     }
-    // The mma.sync kernel asked for (TOKENMILL_CUDA_FP8_MMA=sync): as many launches as wgmma
+    // The mma.sync kernel asked for (TOKENMILL_CUDA_MMA=sync): as many launches as wgmma
     // and, in the emulation (both instructions' sums of 32 products rounded to FP32 once, in
     // the same order), the same losses bit for bit.
     let (ok, stderr) = run_with(
@@ -415,7 +423,7 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         "tf32",
     );
     assert!(
-        !ok && stderr.contains("TOKENMILL_CUDA_FP8_MMA=tf32"),
+        !ok && stderr.contains("TOKENMILL_CUDA_MMA=tf32"),
         "{stderr}"
     );
     for device in ["cuda", "cuda-hmm"] {
@@ -597,6 +605,10 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("wgmma kernels' probes in a child process: passed"),
+        "{stdout}"
+    );
     let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(
         rep["device"].as_str().unwrap().contains("emulator"),
@@ -652,6 +664,7 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "grouped expert GEMM FP8 (own, tensor cores: mma.sync)",
         "grouped expert GEMM FP8 (own, tensor cores: wgmma)",
         "grouped expert GEMM BF16 (own, tensor cores: mma.sync)",
+        "grouped expert GEMM BF16 (own, tensor cores: wgmma)",
         "grouped expert GEMM BF16 (cuBLAS GemmEx per expert)",
         "grouped expert GEMM FP8 (cuBLASLt per expert)",
     ] {
@@ -783,6 +796,66 @@ fn the_device_check_starts_nothing_once_its_time_is_spent() {
         );
     }
     assert!(stdout.contains("not started (--budget-s 1)"), "{stdout}");
+}
+
+/// A wgmma kernel that faults on the device (here the emulated driver's
+/// `TOKENMILL_CUDA_EMU_FAULT`, as a GPU that does not have an instruction or reads a
+/// descriptor otherwise would) costs the device check only its child process: the check
+/// reports it as an error naming the driver's, and every part after it runs on mma.sync —
+/// the nine FP8 rows by mma.sync pass, no row or timing is by wgmma, the experts' BF16 GEMMs
+/// in the kernel table pass on mma.sync.
+#[test]
+fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    for kernel in ["fp8_wgmma_gemm_f32", "bf16_wgmma_gemm_f32"] {
+        let out = Command::new(tokenmill_bin())
+            .args(["doctor", "--gpu", "--rehearsal", "--gemm-sizes", "128"])
+            // Parts 1 and 2 only.
+            .args(["--budget-s", "1", "--out"])
+            .arg(dir.path().join("work"))
+            .arg("--json")
+            .arg(&json)
+            .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
+            .env("TOKENMILL_CUDA_EMU_FAULT", kernel)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{stdout}");
+        let rep: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let errors = rep["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = errors[0].as_str().unwrap();
+        assert!(
+            e.starts_with("wgmma kernels' probes in a child process")
+                && e.contains("CUDA_ERROR_ILLEGAL_INSTRUCTION")
+                && e.contains("took mma.sync"),
+            "{e}"
+        );
+        let kernels = rep["kernels"].as_array().unwrap();
+        assert!(kernels.len() > 50);
+        assert!(kernels.iter().all(|k| k["pass"] == true), "{kernels:?}");
+        let by = |what: &str| {
+            kernels
+                .iter()
+                .filter(|k| k["op"].as_str().unwrap().contains(what))
+                .count()
+        };
+        assert_eq!((by(" mma.sync "), by("wgmma")), (9, 0), "{kernels:?}");
+        let gemm: Vec<&str> = rep["gemm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["what"].as_str().unwrap())
+            .collect();
+        assert!(gemm.iter().all(|g| !g.contains("wgmma")), "{gemm:?}");
+        assert!(
+            gemm.iter()
+                .any(|g| g.starts_with("grouped expert GEMM FP8 (own, tensor cores: mma.sync)")),
+            "{gemm:?}"
+        );
+    }
 }
 
 /// `[parallel] transport = "nccl"` without GPUs: `mpirun -np 2 tokenmill train` with the

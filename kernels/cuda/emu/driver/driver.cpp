@@ -16,7 +16,9 @@
 // memory, a synchronous free), so a host that reads a result before waiting for it reads what
 // was there before, as it would on a GPU (streams share one queue; events only stamp times).
 // With TOKENMILL_CUDA_EMU_PAGEABLE=1 it reports pageable memory access (HMM), which it has:
-// kernels handed host addresses read and write the host's memory. The kernel image NVRTC
+// kernels handed host addresses read and write the host's memory. With
+// TOKENMILL_CUDA_EMU_FAULT=<kernel> every launch of that kernel fails with
+// CUDA_ERROR_ILLEGAL_INSTRUCTION. The kernel image NVRTC
 // compiled for the device is checked to be a cubin and its functions are looked up by name
 // among the emulated kernels. What it cannot model: speed,
 // concurrency between streams, and memory accesses a kernel makes outside its buffers.
@@ -65,6 +67,7 @@ enum : int {
     CUDA_ERROR_INVALID_HANDLE = 400,
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_ILLEGAL_ADDRESS = 700,
+    CUDA_ERROR_ILLEGAL_INSTRUCTION = 715,
     CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
     CUDA_ERROR_NOT_SUPPORTED = 801,
 };
@@ -264,6 +267,7 @@ const char* error_name(CUresult r) {
         case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
         case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
         case CUDA_ERROR_ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
+        case CUDA_ERROR_ILLEGAL_INSTRUCTION: return "CUDA_ERROR_ILLEGAL_INSTRUCTION";
         case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
         case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
         default: return nullptr;
@@ -644,6 +648,14 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
     if (threads == 0 || bx > 1024 || by > 1024 || bz > 64 || threads > 1024)
         return CUDA_ERROR_INVALID_VALUE;
     if ((int)smem > fn->max_dynamic_smem) return CUDA_ERROR_INVALID_VALUE;
+    // TOKENMILL_CUDA_EMU_FAULT=<kernel>: launching that kernel fails as an instruction the
+    // device does not have would (for the device check's isolated probes).
+    if (const char* fault = std::getenv("TOKENMILL_CUDA_EMU_FAULT");
+        fault && std::strcmp(fault, fn->kernel->name) == 0) {
+        std::fprintf(stderr, "emulated CUDA driver: %s faults (TOKENMILL_CUDA_EMU_FAULT)\n",
+                     fn->kernel->name);
+        return CUDA_ERROR_ILLEGAL_INSTRUCTION;
+    }
     if (int bad = fn->kernel->check(params, reachable); bad >= 0) {
         std::fprintf(stderr,
                      "emulated CUDA driver: %s's argument %d is not a device address (a GPU "

@@ -228,6 +228,7 @@ struct EmuWgmma {
     float* d;
     uint64_t da, db;
     int scale_d;
+    bool bf16;
     unsigned group;
 };
 
@@ -247,8 +248,8 @@ namespace {
 
 EmuAsync& my_async() { return emu_thread.block->async[emu_thread.linear]; }
 
-// One element of a K-major E4M3 operand in shared memory at descriptor `desc`: row i, byte κ.
-double desc_code(uint64_t desc, unsigned i, unsigned kappa) {
+// Byte κ of row i of a K-major operand in shared memory at descriptor `desc`.
+unsigned char desc_byte(uint64_t desc, unsigned i, unsigned kappa) {
     EmuBlock* b = emu_thread.block;
     uint64_t start = (desc & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
     if ((desc >> 62) != 1) emu_fail("wgmma: only the 128-byte swizzle is modelled");
@@ -256,16 +257,26 @@ double desc_code(uint64_t desc, unsigned i, unsigned kappa) {
     uint64_t at = start + (i / 8) * sbo + (i % 8) * 128 + kappa;
     at ^= ((at >> 7) & 7) << 4;
     if (at >= b->dyn_bytes) emu_fail("wgmma: a descriptor past the dynamic shared memory");
-    return e4m3_value(b->dyn_smem[at]);
+    return b->dyn_smem[at];
+}
+
+// Element κ of row i: an E4M3 code, or a BF16 value from two bytes.
+double desc_value(uint64_t desc, unsigned i, unsigned kappa, bool bf16) {
+    if (!bf16) return e4m3_value(desc_byte(desc, i, kappa));
+    uint32_t bits = (uint32_t)desc_byte(desc, i, 2 * kappa) |
+                    ((uint32_t)desc_byte(desc, i, 2 * kappa + 1) << 8);
+    return (double)std::bit_cast<float>(bits << 16);
 }
 
 void run_product(const EmuWgmma& p) {
     unsigned th = emu_thread.linear % 128, w = th / 32, lane = th % 32, g = lane / 4, t = lane % 4;
+    unsigned kdim = p.bf16 ? 16 : 32;
     for (unsigned j = 0; j < 16; j++)
         for (unsigned x = 0; x < 4; x++) {
             unsigned r = 16 * w + g + 8 * (x / 2), n = 8 * j + 2 * t + x % 2;
             double s = 0.0;
-            for (unsigned k = 0; k < 32; k++) s += desc_code(p.da, r, k) * desc_code(p.db, n, k);
+            for (unsigned k = 0; k < kdim; k++)
+                s += desc_value(p.da, r, k, p.bf16) * desc_value(p.db, n, k, p.bf16);
             float& d = p.d[4 * j + x];
             d = (float)((p.scale_d ? (double)d : 0.0) + s);
         }
@@ -305,10 +316,22 @@ uint32_t emu_smem_offset(const void* p) {
     return (uint32_t)(c - b->dyn_smem);
 }
 
-void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d) {
+namespace {
+
+void issue_product(float* d, uint64_t da, uint64_t db, int scale_d, bool bf16) {
     if (emu_thread.block->dim.x % 128) emu_fail("wgmma: blockDim.x is not a multiple of 128");
     EmuAsync& a = my_async();
-    a.products.push_back({d, da, db, scale_d, a.product_groups});
+    a.products.push_back({d, da, db, scale_d, bf16, a.product_groups});
+}
+
+}  // namespace
+
+void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d) {
+    issue_product(d, da, db, scale_d, false);
+}
+
+void emu_wgmma_bf16_m64n128k16(float* d, uint64_t da, uint64_t db, int scale_d) {
+    issue_product(d, da, db, scale_d, true);
 }
 
 void emu_wgmma_commit() { my_async().product_groups++; }

@@ -57,12 +57,23 @@ unsafe extern "C" {
         desc: *const i64,
         accumulate: i32,
     );
+    fn bf16_wgmma_gemm_f32(
+        a: *const u16,
+        lda: i64,
+        b: *const u16,
+        ldb: i64,
+        c: *mut f32,
+        ldc: i64,
+        desc: *const i64,
+        accumulate: i32,
+    );
 }
 
 const E4M3: Fp8Format = Fp8Format::E4M3;
 
-/// Which FP8 kernel [`check`] runs: `mma.sync` (cu/mma.cu) or wgmma (cu/wgmma.cu, Hopper's
-/// warpgroup instruction on operands copied asynchronously into swizzled shared memory).
+/// Which kernel [`check`] and [`check_bf16`] run: `mma.sync` (cu/mma.cu) or wgmma
+/// (cu/wgmma.cu, Hopper's warpgroup instruction on operands copied asynchronously into
+/// swizzled shared memory).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernel {
     Sync,
@@ -468,10 +479,11 @@ fn a_nan_code_makes_its_row_nan() {
     );
 }
 
-/// `bf16_mma_gemm_f32`: every group's BF16 product on the tensor cores (the shim's
-/// `mma.sync` m16n8k16) against the exact product of the same BF16 values in f64, within the
+/// `bf16_mma_gemm_f32` and `bf16_wgmma_gemm_f32`: every group's BF16 product on the tensor
+/// cores (the shim's `mma.sync` m16n8k16, or its `wgmma.mma_async` m64n128k16) against the exact product of the same BF16 values in f64, within the
 /// FP32 rounding of its sums: several output tiles, K off the 64-value chunks, groups of 0,
-/// 5 and 150 rows, stacked and side by side along K, accumulation; a NaN makes its row NaN.
+/// 5 and 150 rows, stacked and side by side along K, accumulation, K over the wgmma kernel's
+/// three stages; a NaN makes its row NaN.
 #[test]
 fn bf16_groups_on_the_tensor_cores_are_the_exact_product() {
     let experts = [
@@ -509,16 +521,24 @@ fn bf16_groups_on_the_tensor_cores_are_the_exact_product() {
             k: 136,
         },
     ];
-    for (shapes, along_k) in [
-        (&experts[..], false),
-        (&wgrad[..], false),
-        (&wgrad[..], true),
-    ] {
-        for accumulate in [false, true] {
-            check_bf16(shapes, along_k, accumulate, false, 11);
+    let long = [Shape {
+        m: 70,
+        n: 130,
+        k: 300,
+    }];
+    for kernel in [Kernel::Sync, Kernel::Wgmma] {
+        for (shapes, along_k) in [
+            (&experts[..], false),
+            (&wgrad[..], false),
+            (&wgrad[..], true),
+            (&long[..], false),
+        ] {
+            for accumulate in [false, true] {
+                check_bf16(kernel, shapes, along_k, accumulate, false, 11);
+            }
         }
+        check_bf16(kernel, &experts, false, false, true, 12);
     }
-    check_bf16(&experts, false, false, true, 12);
 }
 
 /// A random BF16 value (never NaN), magnitudes over ±2⁻²⁰ … 2²⁰.
@@ -527,12 +547,19 @@ fn bf16(rng: &mut Rng) -> u16 {
     (v.to_bits() >> 16) as u16
 }
 
-/// Runs `bf16_mma_gemm_f32` over `shapes` (operands stacked, or side by side along K as the
-/// weight gradient's) and compares it with the exact product.
-fn check_bf16(shapes: &[Shape], along_k: bool, accumulate: bool, nan: bool, seed: u64) {
+/// Runs a BF16 kernel over `shapes` (operands stacked, or side by side along K as the weight
+/// gradient's) and compares it with the exact product.
+fn check_bf16(
+    kernel: Kernel,
+    shapes: &[Shape],
+    along_k: bool,
+    accumulate: bool,
+    nan: bool,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     let what = format!(
-        "bf16 shapes {:?} along_k {along_k} accumulate {accumulate} nan {nan}",
+        "{kernel:?} bf16 shapes {:?} along_k {along_k} accumulate {accumulate} nan {nan}",
         shapes.iter().map(|s| (s.m, s.n, s.k)).collect::<Vec<_>>()
     );
     // Values `[rows, ld]` per side, each group's at an element offset; zeros from K to the
@@ -616,11 +643,17 @@ fn check_bf16(shapes: &[Shape], along_k: bool, accumulate: bool, nan: bool, seed
         Ptr::of(&mut c),
         Ptr::of_const(&desc),
     );
-    launch(grid, (256, 1, 1), 0, || {
+    type Bf16Kernel =
+        unsafe extern "C" fn(*const u16, i64, *const u16, i64, *mut f32, i64, *const i64, i32);
+    let (f, smem) = match kernel {
+        Kernel::Sync => (bf16_mma_gemm_f32 as Bf16Kernel, 0),
+        Kernel::Wgmma => (bf16_wgmma_gemm_f32 as Bf16Kernel, WG_SMEM),
+    };
+    launch(grid, (256, 1, 1), smem, || {
         // SAFETY: the values and C hold every group's extent as `desc` gives it; all alive for
         // the launch.
         unsafe {
-            bf16_mma_gemm_f32(
+            f(
                 ap.c(),
                 lda as i64,
                 bp.c(),

@@ -37,31 +37,51 @@ struct Part {
     scales: usize,
 }
 
-/// `TOKENMILL_CUDA_FP8_MMA=sync` (or `wgmma`) picks the kernel of [`Fp8Gemm::Mma`] instead
-/// of the automatic choice ([`MmaKernel`]).
-pub const FP8_MMA_VAR: &str = "TOKENMILL_CUDA_FP8_MMA";
+/// `TOKENMILL_CUDA_MMA=sync` (or `wgmma`) picks the kernels of [`Fp8Gemm::Mma`] and of the
+/// experts' BF16 GEMMs instead of the automatic choice ([`MmaKernel`]).
+pub const MMA_VAR: &str = "TOKENMILL_CUDA_MMA";
 
-/// Which of our FP8 tensor-core kernels computes [`Fp8Gemm::Mma`]'s GEMMs. Both take the same
-/// arguments and compute the same quantity; unless told otherwise ([`Cuda::set_mma_kernel`],
-/// [`FP8_MMA_VAR`]) the backend takes wgmma on compute capability 9.0 where its probe passes,
-/// else `mma.sync`.
+/// Which of our tensor-core kernels computes [`Fp8Gemm::Mma`]'s GEMMs and the experts' BF16
+/// GEMMs. Both forms take the same arguments and compute the same quantity; unless told
+/// otherwise ([`Cuda::set_mma_kernel`], [`MMA_VAR`]) the backend takes wgmma on compute
+/// capability 9.0 where its probe passes, else `mma.sync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MmaKernel {
-    /// `cu/mma.cu` `fp8_mma_gemm_f32`: warp-level `mma.sync` m16n8k32 (compute capability 8.9
-    /// or later), fragments read from shared memory into registers.
+    /// `cu/mma.cu` `fp8_mma_gemm_f32` and `bf16_mma_gemm_f32`: warp-level `mma.sync` m16n8k32
+    /// E4M3 (compute capability 8.9 or later) or m16n8k16 BF16 (8.0 or later), fragments read
+    /// from shared memory into registers.
     Sync,
-    /// `cu/wgmma.cu` `fp8_wgmma_gemm_f32`: warpgroup-level `wgmma.mma_async` m64n128k32
-    /// (sm_90a: Hopper), both operands read by the tensor cores from swizzled shared memory,
-    /// loaded three chunks deep by `cp.async`.
+    /// `cu/wgmma.cu` `fp8_wgmma_gemm_f32` and `bf16_wgmma_gemm_f32`: warpgroup-level
+    /// `wgmma.mma_async` m64n128k32 E4M3 or m64n128k16 BF16 (sm_90a: Hopper), both operands
+    /// read by the tensor cores from swizzled shared memory, loaded three chunks deep by
+    /// `cp.async`.
     Wgmma,
 }
 
+/// Set by [`avoid_wgmma`]: the automatic choice takes `mma.sync` even where wgmma runs.
+static AVOID_WGMMA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, in this process, the automatic choice ([`MmaKernel`]) takes `mma.sync` and
+/// leaves wgmma alone: for the device check when its probe of the wgmma kernels in a child
+/// process failed — a kernel that faults leaves the CUDA context unusable for every later part.
+pub fn avoid_wgmma() {
+    AVOID_WGMMA.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl MmaKernel {
-    /// The kernel's name in the module.
+    /// The FP8 kernel's name in the module.
     pub fn name(self) -> &'static str {
         match self {
             MmaKernel::Sync => "fp8_mma_gemm_f32",
             MmaKernel::Wgmma => "fp8_wgmma_gemm_f32",
+        }
+    }
+
+    /// The BF16 kernel's name in the module.
+    pub fn bf16_name(self) -> &'static str {
+        match self {
+            MmaKernel::Sync => "bf16_mma_gemm_f32",
+            MmaKernel::Wgmma => "bf16_wgmma_gemm_f32",
         }
     }
 
@@ -75,15 +95,15 @@ impl MmaKernel {
 
     /// Its dynamic shared memory per block (cu/wgmma.cu's WG_SMEM: three stages of two
     /// 16 KiB tiles and 1 KiB to align them).
-    fn shared(self) -> u32 {
+    pub(crate) fn shared(self) -> u32 {
         match self {
             MmaKernel::Sync => 0,
             MmaKernel::Wgmma => 3 * 2 * 128 * 128 + 1024,
         }
     }
 
-    /// Whether `dev` runs the kernel: wgmma needs the sm_90a cubin of a compute capability 9.0
-    /// device.
+    /// Whether `dev` runs the FP8 kernel: wgmma needs the sm_90a cubin of a compute
+    /// capability 9.0 device, `mma.sync` FP8 tensor cores (8.9 or later).
     pub fn runs_on(self, dev: &Device) -> bool {
         match self {
             MmaKernel::Sync => dev.capability >= (8, 9),
@@ -91,13 +111,28 @@ impl MmaKernel {
         }
     }
 
+    /// Whether the automatic choice may take the kernel on `dev`: it runs there, and wgmma
+    /// was not set aside ([`avoid_wgmma`]).
+    pub fn chosen_on(self, dev: &Device) -> bool {
+        self.runs_on(dev)
+            && !(self == MmaKernel::Wgmma && AVOID_WGMMA.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether `dev` runs the BF16 kernel: `mma.sync` from compute capability 8.0.
+    pub fn runs_bf16_on(self, dev: &Device) -> bool {
+        match self {
+            MmaKernel::Sync => dev.capability >= (8, 0),
+            MmaKernel::Wgmma => self.runs_on(dev),
+        }
+    }
+
     fn from_env() -> Result<Option<MmaKernel>> {
-        match std::env::var(FP8_MMA_VAR).ok().as_deref() {
+        match std::env::var(MMA_VAR).ok().as_deref() {
             None | Some("") => Ok(None),
             Some("sync") => Ok(Some(MmaKernel::Sync)),
             Some("wgmma") => Ok(Some(MmaKernel::Wgmma)),
             Some(v) => Err(Error::Unavailable(format!(
-                "{FP8_MMA_VAR}={v}: the FP8 tensor-core kernels are `sync` and `wgmma`"
+                "{MMA_VAR}={v}: the tensor-core kernels are `sync` and `wgmma`"
             ))),
         }
     }
@@ -118,11 +153,8 @@ impl Cuda {
                 self.dev.name, cap.0, cap.1
             )));
         }
-        let asked = match self.mma_asked {
-            Some(k) => Some(k),
-            None => MmaKernel::from_env()?,
-        };
-        let kernel = asked.unwrap_or(if MmaKernel::Wgmma.runs_on(&self.dev) {
+        let asked = self.mma_asked()?;
+        let kernel = asked.unwrap_or(if MmaKernel::Wgmma.chosen_on(&self.dev) {
             MmaKernel::Wgmma
         } else {
             MmaKernel::Sync
@@ -152,6 +184,33 @@ impl Cuda {
                 }
             }
             Some(wrong) => Err(self.probe_failed(wrong)),
+        }
+    }
+
+    /// Runs the wgmma kernels' probes (FP8 and BF16) on GPU `ordinal`, each asked for by name,
+    /// and waits for the device: an error names the one that failed, or the device's error. The
+    /// device check runs this in a child process first (`tokenmill doctor --probe-wgmma`), so
+    /// that a kernel that faults or hangs costs that process rather than the check's context.
+    pub fn probe_wgmma(ordinal: usize) -> Result<()> {
+        let mut cuda = Cuda::new(ordinal)?;
+        cuda.set_mma_kernel(Some(MmaKernel::Wgmma));
+        cuda.set_fp8_gemm(Fp8Gemm::Mma)?;
+        let bf16 = cuda.bf16_grouped_kernel()?;
+        cuda.dev.sync()?;
+        if bf16 != Some(MmaKernel::Wgmma) {
+            return Err(Error::Driver {
+                op: "bf16_wgmma_gemm_f32 probe".into(),
+                message: "its product was wrong (see the warning above)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The kernel the caller asked for: [`Cuda::set_mma_kernel`]'s, else [`MMA_VAR`]'s.
+    pub(super) fn mma_asked(&self) -> Result<Option<MmaKernel>> {
+        match self.mma_asked {
+            Some(k) => Ok(Some(k)),
+            None => MmaKernel::from_env(),
         }
     }
 
@@ -264,6 +323,7 @@ impl Cuda {
     /// group's product in one launch of `bf16_mma_gemm_f32`. Arguments as [`Cuda::grouped_mma`].
     pub(super) fn grouped_bf16_mma(
         &self,
+        kernel: MmaKernel,
         g: &Grouped<'_>,
         (a, b, c): (u64, u64, u64),
         stride: usize,
@@ -281,7 +341,8 @@ impl Cuda {
         debug_assert!(m.div_ceil(128) <= 65_535, "the caller asks `fits` first");
         let d = self.dev.copy_in("BF16 GEMM groups", &desc)?;
         let (lda, ldb, ldc, acc) = (xld as i64, wld as i64, ldc as i64, i32::from(g.accumulate));
-        let mut l = self.k("bf16_mma_gemm_f32")?;
+        let name = kernel.bf16_name();
+        let mut l = self.k(name)?;
         l.arg(xs.p())
             .arg(&lda)
             .arg(ws.p())
@@ -290,23 +351,47 @@ impl Cuda {
             .arg(&ldc)
             .arg(d.p())
             .arg(&acc);
-        let cfg = tile_grid(m, n, (128, 128), groups);
-        go("bf16_mma_gemm_f32", l, cfg)
+        let cfg = LaunchConfig {
+            shared_mem_bytes: kernel.shared(),
+            ..tile_grid(m, n, (128, 128), groups)
+        };
+        go(name, l, cfg)
     }
 
-    /// Whether `bf16_mma_gemm_f32` computes the experts' BF16 GEMMs here: a device of compute
-    /// capability 8.0 or later on which two groups' product of integers (exact in BF16 and in
-    /// FP32 sums), K 200 off the 64-value chunks, comes out exact. Otherwise (an older GPU, or
-    /// a fragment layout the hardware does not have) the experts stay on cuBLAS, one `GemmEx`
-    /// each, and the reason is logged; a failure of the device itself is returned.
-    pub(super) fn bf16_mma_works(&self) -> Result<bool> {
-        if self.dev.capability < (8, 0) {
-            tracing::info!(
-                capability = ?self.dev.capability,
-                "no BF16 mma.sync below 8.0: the experts' BF16 GEMMs stay on cuBLAS"
-            );
-            return Ok(false);
+    /// The kernel that computes the experts' BF16 GEMMs here: the one asked for
+    /// ([`Cuda::mma_asked`]), else wgmma where the device runs it, then `mma.sync` — the first
+    /// that passes its probe ([`Cuda::bf16_mma_works`]); `None` (cuBLAS, one `GemmEx` per
+    /// expert) when none does.
+    pub(super) fn bf16_mma_choose(&self) -> Result<Option<MmaKernel>> {
+        let order = match self.mma_asked()? {
+            Some(k) => vec![k],
+            None if MmaKernel::Wgmma.chosen_on(&self.dev) => {
+                vec![MmaKernel::Wgmma, MmaKernel::Sync]
+            }
+            None => vec![MmaKernel::Sync],
+        };
+        for kernel in order {
+            if !kernel.runs_bf16_on(&self.dev) {
+                tracing::info!(
+                    capability = ?self.dev.capability,
+                    arch = %self.dev.arch,
+                    "{} does not run here",
+                    kernel.bf16_name()
+                );
+                continue;
+            }
+            if self.bf16_mma_works(kernel)? {
+                return Ok(Some(kernel));
+            }
         }
+        Ok(None)
+    }
+
+    /// Whether `kernel`'s BF16 GEMM computes the experts' BF16 GEMMs right here: two groups'
+    /// product of integers (exact in BF16 and in FP32 sums), K 200 off the 64-value chunks,
+    /// comes out exact. Otherwise (a fragment layout or descriptor the hardware does not read
+    /// as we do) the reason is logged; a failure of the device itself is returned.
+    pub(super) fn bf16_mma_works(&self, kernel: MmaKernel) -> Result<bool> {
         let (n, k) = (40usize, 200usize);
         let offsets = [0usize, 48, 61];
         let int = |x: usize| (x % 31) as f32 - 15.0;
@@ -326,7 +411,7 @@ impl Cuda {
             let db = self.dev.input("probe B", &b)?;
             let mut got = vec![0f32; 61 * n];
             let dc = self.dev.output("probe C", &mut got)?;
-            self.grouped_bf16_mma(&g, (*da.p(), *db.p(), *dc.p()), n * k)?;
+            self.grouped_bf16_mma(kernel, &g, (*da.p(), *db.p(), *dc.p()), n * k)?;
             self.dev.finish(&dc, &mut got)?;
             // The host reads the product next: a wait even inside a deferred scope (the probe
             // runs at the first grouped BF16 GEMM, where the model may have opened one).
@@ -346,7 +431,8 @@ impl Cuda {
                         col = j,
                         got = got[r * n + j],
                         want,
-                        "bf16_mma_gemm_f32 failed its probe: the experts' BF16 GEMMs stay on cuBLAS"
+                        "{} failed its probe",
+                        kernel.bf16_name()
                     );
                     return Ok(false);
                 }

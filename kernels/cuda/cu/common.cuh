@@ -144,3 +144,48 @@ DEVICE float mma_scale(const float* base, int blk, long long s_outer, long long 
     long long o = blk ? i / 128 : i;
     return base[o * s_outer + (long long)kc * s_k];
 }
+
+// Asynchronous copies from global to shared memory (`cp.async`, sm_80 and later; mma.cu's and
+// wgmma.cu's operand pipelines). In the CPU emulation each copy is made when its thread waits
+// for its group (shim/emu.h).
+// The shared-memory address (the shared window's offset) of a pointer into shared memory.
+DEVICE uint32_t smem_addr(const void* p) {
+#if defined(TOKENMILL_EMU)
+    return emu_smem_offset(p);
+#else
+    return (uint32_t)__cvta_generic_to_shared(p);
+#endif
+}
+
+// An asynchronous copy of 16 bytes from global to shared memory; zeros where !valid (src is
+// not read then).
+DEVICE void cp_async16(unsigned char* dst, const unsigned char* src, bool valid) {
+#if defined(TOKENMILL_EMU)
+    emu_cp_async16(dst, src, valid ? 16u : 0u);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Closes the thread's group of asynchronous copies.
+DEVICE void cp_async_commit() {
+#if defined(TOKENMILL_EMU)
+    emu_cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most N of the thread's groups of copies are in flight.
+template <int N>
+DEVICE void cp_async_wait() {
+#if defined(TOKENMILL_EMU)
+    emu_cp_async_wait(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}

@@ -11,7 +11,8 @@
 // two differ by the rounding inside a chunk and where the scales are applied.
 //
 // In the CPU emulation (kernels/cuda/emu) the instruction is the shim's warp-collective
-// emu_mma_e4m3_m16n8k32, which follows the PTX ISA's fragment layout (documented there); on a
+// emu_mma_e4m3_m16n8k32, which follows the PTX ISA's fragment layout (documented there), and
+// the copies into shared memory are its cp.async, made when their thread waits for them; on a
 // GPU below sm_89 the kernel traps (the backend refuses such a device first).
 
 #define MMA_BM 128
@@ -19,6 +20,9 @@
 #define MMA_BK 128           // the promotion interval and the scale tiles' extent along K
 #define MMA_LDS (MMA_BK + 16)  // bytes per shared row: 36 words, so a fragment load's 8 rows × 4
                              // words fall in 32 distinct banks
+#define MMA_STAGE ((MMA_BM + MMA_BN) * MMA_LDS)  // bytes of one stage: A's and B's rows
+// Dynamic shared memory of both kernels: two stages (72 KiB).
+#define MMA_SMEM (2 * MMA_STAGE)
 
 // One warp's `mma.sync.aligned.<instr>` with four A registers, two B and the four FP32
 // accumulators d updated in place (the fragments of the function it is used in: a, b, d).
@@ -59,26 +63,17 @@ DEVICE void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[
 #endif
 }
 
-// Loads the thread's four 16-byte pieces of a 128 × 128 chunk of codes (rows r0 .., K from k0)
-// into registers: piece p = threadIdx.x + 256·i is row p / 8, bytes 16·(p % 8) .. of the chunk;
-// rows past `rows` and K past `k` read as zero codes.
-DEVICE void mma_fetch(const unsigned char* src, long long ld, int r0, int rows, int k0, int k,
-                      tm_uint4 (&v)[4]) {
+// Starts the copies of the thread's four 16-byte pieces of a 128 × 128-byte chunk (rows r0 ..,
+// K bytes from k0) into the stage s (rows of MMA_LDS bytes): piece p = threadIdx.x + 256·i is
+// row p / 8, bytes 16·(p % 8) ..; rows past `rows` and K past `k` are zeros.
+DEVICE void mma_load(unsigned char* s, const unsigned char* src, long long ld, int r0, int rows,
+                     int k0, int k) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         int p = threadIdx.x + 256 * i, r = p / 8, kb = k0 + (p % 8) * 16;
-        tm_uint4 z = {0u, 0u, 0u, 0u};
-        if (r0 + r < rows && kb < k)
-            z = *reinterpret_cast<const tm_uint4*>(src + (long long)(r0 + r) * ld + kb);
-        v[i] = z;
-    }
-}
-
-DEVICE void mma_stash(unsigned char* s, const tm_uint4 (&v)[4]) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        int p = threadIdx.x + 256 * i;
-        *reinterpret_cast<tm_uint4*>(s + (p / 8) * MMA_LDS + (p % 8) * 16) = v[i];
+        bool ok = r0 + r < rows && kb < k;
+        cp_async16(s + r * MMA_LDS + (p % 8) * 16, ok ? src + (long long)(r0 + r) * ld + kb : src,
+                   ok);
     }
 }
 
@@ -105,9 +100,7 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
                      long long sa_k, int a_blk, const unsigned char* b, long long ldb,
                      const float* sb, long long sb_outer, long long sb_k, int b_blk, float* c,
                      long long ldc, int m, int n, int k, int accumulate) {
-    __shared__ tm_uint4 smem4[(MMA_BM + MMA_BN) * MMA_LDS / 16];  // 16-byte aligned rows
-    unsigned char* as = reinterpret_cast<unsigned char*>(smem4);
-    unsigned char* bs = as + MMA_BM * MMA_LDS;
+    DYNAMIC_SHARED(unsigned char, sm);  // two stages of A's and B's rows (16-byte aligned)
     const int r0 = blockIdx.y * MMA_BM, c0 = blockIdx.x * MMA_BN;
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     const int g = lane / 4, t = lane % 4;
@@ -115,20 +108,23 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
     float acc[4][4][4];
     mma_zero(acc);
     const int chunks = (k + MMA_BK - 1) / MMA_BK;
-    tm_uint4 va[4], vb[4];
     if (chunks > 0) {
-        mma_fetch(a, lda, r0, m, 0, k, va);
-        mma_fetch(b, ldb, c0, n, 0, k, vb);
+        mma_load(sm, a, lda, r0, m, 0, k);
+        mma_load(sm + MMA_BM * MMA_LDS, b, ldb, c0, n, 0, k);
     }
+    cp_async_commit();
     for (int kc = 0; kc < chunks; kc++) {
-        __syncthreads();  // the last chunk's fragments are read
-        mma_stash(as, va);
-        mma_stash(bs, vb);
-        __syncthreads();
+        cp_async_wait<0>();  // this thread's copies of chunk kc are in
+        __syncthreads();     // everyone's are, and chunk kc - 1's fragments are read
         if (kc + 1 < chunks) {
-            mma_fetch(a, lda, r0, m, (kc + 1) * MMA_BK, k, va);
-            mma_fetch(b, ldb, c0, n, (kc + 1) * MMA_BK, k, vb);
+            // The next chunk into the other stage while this one is multiplied.
+            unsigned char* next = sm + ((kc + 1) % 2) * MMA_STAGE;
+            mma_load(next, a, lda, r0, m, (kc + 1) * MMA_BK, k);
+            mma_load(next + MMA_BM * MMA_LDS, b, ldb, c0, n, (kc + 1) * MMA_BK, k);
         }
+        cp_async_commit();
+        const unsigned char* as = sm + (kc % 2) * MMA_STAGE;
+        const unsigned char* bs = as + MMA_BM * MMA_LDS;
         // The chunk's scales, loaded before the tensor cores' work so that their latency hides
         // behind it.
         float s_a[4][2] = {}, s_b[4][2] = {};
@@ -211,11 +207,12 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
 // zeros (quant.cu's quantizer pads so). A group with k = 0 writes zeros (adds nothing). NaN
 // codes (a non-finite tile's) make their products NaN.
 // Tiles: a block computes 128 × 128 of C with 8 warps, warp w the 64 × 32 at rows 64·(w / 4),
-// columns 32·(w % 4): 4 × 4 fragments of 16 × 8. Per chunk both operands' 128 × 128 codes go
-// to shared memory (the next chunk's loaded into registers meanwhile), then 4 steps of 32
-// along K, each 16 mma per warp, then the promotion.
+// columns 32·(w % 4): 4 × 4 fragments of 16 × 8. Per chunk both operands' 128 × 128 codes
+// are in one of two stages of shared memory (the next chunk's copied into the other by
+// cp.async meanwhile), then 4 steps of 32 along K, each 16 mma per warp, then the promotion.
 // Launch: grid (ceil(N / 128), ceil(M / 128), groups), N and M a group's largest (M ≤ 65535 ·
-// 128); block 256, dynamic shared 0 (36 KiB static).
+// 128); block 256, dynamic shared memory MMA_SMEM (72 KiB: the kernel opts in to more than
+// 48 KiB, as every kernel does).
 KERNEL void __launch_bounds__(256)
     fp8_mma_gemm_f32(const unsigned char* __restrict__ a, long long lda,
                      const float* __restrict__ sa, long long sa_outer, long long sa_k, int a_blk,

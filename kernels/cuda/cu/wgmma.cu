@@ -3,7 +3,7 @@
 // scaling and promotion; every group (MoE expert) a layer of the grid — with the operands read
 // by the tensor cores straight from shared memory (`wgmma.mma_async` m64n128k32 E4M3 × E4M3 or
 // m64n128k16 BF16 × BF16 → FP32, both operands through matrix descriptors) and loaded there by
-// asynchronous copies (`cp.async`) three chunks deep, so the next chunks' loads overlap this
+// asynchronous copies (`cp.async`) in five stages, so the next chunks' loads overlap this
 // chunk's products. Where mma.cu's warps each read their fragments into registers and issue
 // 16-row instructions, here each warpgroup (4 warps) issues one instruction for a 64 × 128
 // product over 32 bytes of K.
@@ -23,7 +23,7 @@
 // trap; the backend uses them only on compute capability 9.0 after their probes.
 
 #define WG_TILE (128 * 128)  // bytes of one operand's chunk in shared memory
-#define WG_STAGES 3
+#define WG_STAGES 5
 // Dynamic shared memory of both kernels: the stages and 1 KiB to align them.
 #define WG_SMEM (WG_STAGES * 2 * WG_TILE + 1024)
 
@@ -31,48 +31,6 @@
     defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define TM_WGMMA 1
 #endif
-
-// The shared-memory address (the shared window's offset) of a pointer into shared memory.
-DEVICE uint32_t wg_smem(const void* p) {
-#if defined(TOKENMILL_EMU)
-    return emu_smem_offset(p);
-#else
-    return (uint32_t)__cvta_generic_to_shared(p);
-#endif
-}
-
-// An asynchronous copy of 16 bytes from global to shared memory; zeros where !valid (src is
-// not read then).
-DEVICE void wg_copy16(unsigned char* dst, const unsigned char* src, bool valid) {
-#if defined(TOKENMILL_EMU)
-    emu_cp_async16(dst, src, valid ? 16u : 0u);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(wg_smem(dst)), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-#else
-    __trap();
-#endif
-}
-
-// Closes the thread's group of asynchronous copies.
-DEVICE void wg_copy_commit() {
-#if defined(TOKENMILL_EMU)
-    emu_cp_async_commit();
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-// Waits until at most N of the thread's groups of copies are in flight.
-template <int N>
-DEVICE void wg_copy_wait() {
-#if defined(TOKENMILL_EMU)
-    emu_cp_async_wait(N);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-#endif
-}
 
 // Makes this thread's writes to shared memory (its copies) visible to the tensor cores' reads
 // (the async proxy); a barrier after it makes every thread's visible.
@@ -186,7 +144,7 @@ DEVICE void wg_load(unsigned char* s, const unsigned char* src, long long ld, in
     for (int i = 0; i < 4; i++) {
         int p = threadIdx.x + 256 * i, r = p / 8, c = p % 8, kb = k0 + 16 * c;
         bool ok = r0 + r < rows && kb < k;
-        wg_copy16(s + r * 128 + ((c ^ (r & 7)) << 4), ok ? src + (long long)(r0 + r) * ld + kb : src,
+        cp_async16(s + r * 128 + ((c ^ (r & 7)) << 4), ok ? src + (long long)(r0 + r) * ld + kb : src,
                   ok);
     }
 }
@@ -194,45 +152,50 @@ DEVICE void wg_load(unsigned char* s, const unsigned char* src, long long ld, in
 // The GEMM body of both kernels below over byte rows (as mma.cu's mma_gemm): a chunk is 128
 // bytes of K (128 E4M3 codes or 64 BF16 values), a product's K step 32 bytes. A block of two
 // warpgroups computes 128 × 128 of C, warpgroup h the rows 64·h ..; per chunk, four products,
-// while the next two chunks' copies are in flight. FP8: the chunk's products summed from zero
-// by the tensor cores, then the promotion ((sum · scale_a) · scale_b added into FP32
-// accumulators); BF16: the tensor cores accumulate into acc directly. k: bytes of K; lda, ldb:
-// bytes per row.
+// while the next chunks' copies are in flight. FP8: the chunk's products summed from zero by
+// the tensor cores and waited for, then the promotion ((sum · scale_a) · scale_b added into
+// FP32 accumulators), with the next four chunks' copies in flight; BF16: the tensor cores
+// accumulate into acc directly and the products of one chunk stay in flight while the next
+// chunk's are issued, so a stage is refilled only once the products two chunks back are done:
+// the next three chunks' copies in flight. k: bytes of K; lda, ldb: bytes per row.
 template <bool FP8>
 DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long long sa_outer,
                     long long sa_k, int a_blk, const unsigned char* b, long long ldb,
                     const float* sb, long long sb_outer, long long sb_k, int b_blk, float* c,
                     long long ldc, int m, int n, int k, int accumulate) {
     DYNAMIC_SHARED(unsigned char, raw);
-    unsigned char* sm = raw + ((1024u - (wg_smem(raw) & 1023u)) & 1023u);
+    unsigned char* sm = raw + ((1024u - (smem_addr(raw) & 1023u)) & 1023u);
     const int r0 = blockIdx.y * 128, c0 = blockIdx.x * 128;
     const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
     const int g = lane / 4, t = lane % 4;
     const int chunks = (k + 127) / 128;
+    constexpr int AHEAD = FP8 ? WG_STAGES - 1 : WG_STAGES - 2;  // chunks copied ahead
 #pragma unroll
-    for (int s = 0; s < WG_STAGES - 1; s++) {
+    for (int s = 0; s < AHEAD; s++) {
         if (s < chunks) {
             wg_load(sm + s * 2 * WG_TILE, a, lda, r0, m, s * 128, k);
             wg_load(sm + s * 2 * WG_TILE + WG_TILE, b, ldb, c0, n, s * 128, k);
         }
-        wg_copy_commit();
+        cp_async_commit();
     }
     float acc[64], part[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[i] = part[i] = 0.0f;
     for (int kc = 0; kc < chunks; kc++) {
-        wg_copy_wait<WG_STAGES - 2>();  // this thread's copies of chunk kc are in
+        cp_async_wait<AHEAD - 1>();  // this thread's copies of chunk kc are in
         wg_fence_proxy();
-        __syncthreads();  // everyone's are; and chunk kc - 1's stage is read (its wait was 0)
-        const int next = kc + WG_STAGES - 1;
+        // Everyone's are; and the stage refilled next is read: chunk kc - 1's (FP8, waited for
+        // with 0 in flight) or kc - 2's (BF16, waited for with 1 in flight).
+        __syncthreads();
+        const int next = kc + AHEAD;
         if (next < chunks) {
             unsigned char* st = sm + (next % WG_STAGES) * 2 * WG_TILE;
             wg_load(st, a, lda, r0, m, next * 128, k);
             wg_load(st + WG_TILE, b, ldb, c0, n, next * 128, k);
         }
-        wg_copy_commit();
+        cp_async_commit();
         const unsigned char* st = sm + (kc % WG_STAGES) * 2 * WG_TILE;
-        const uint32_t at = wg_smem(st) + 64 * h * 128, bt = wg_smem(st + WG_TILE);
+        const uint32_t at = smem_addr(st) + 64 * h * 128, bt = smem_addr(st + WG_TILE);
         if constexpr (FP8) {
             // The chunk's scales, loaded before the products so that their latency hides there.
             float s_a[2], s_b[32];
@@ -264,10 +227,11 @@ DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long
             for (int ks = 0; ks < 4; ks++)
                 wg_mma_bf16(acc, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), 1);
             wg_commit();
-            wg_wait<0>(acc);
+            wg_wait<1>(acc);
         }
     }
-    wg_copy_wait<0>();  // no copy outlives the block (the last groups are empty)
+    if constexpr (!FP8) wg_wait<0>(acc);
+    cp_async_wait<0>();  // no copy outlives the block (the last groups are empty)
 #pragma unroll
     for (int j = 0; j < 16; j++)
 #pragma unroll

@@ -10,64 +10,43 @@ use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::Fp8Format;
 use tokenmill_kernels::rng::Rng;
 
-unsafe extern "C" {
-    fn fp8_mma_gemm_f32(
-        a: *const u8,
-        lda: i64,
-        sa: *const f32,
-        sa_outer: i64,
-        sa_k: i64,
-        a_blk: i32,
-        b: *const u8,
-        ldb: i64,
-        sb: *const f32,
-        sb_outer: i64,
-        sb_k: i64,
-        b_blk: i32,
-        c: *mut f32,
-        ldc: i64,
-        desc: *const i64,
-        accumulate: i32,
-    );
-    fn fp8_wgmma_gemm_f32(
-        a: *const u8,
-        lda: i64,
-        sa: *const f32,
-        sa_outer: i64,
-        sa_k: i64,
-        a_blk: i32,
-        b: *const u8,
-        ldb: i64,
-        sb: *const f32,
-        sb_outer: i64,
-        sb_k: i64,
-        b_blk: i32,
-        c: *mut f32,
-        ldc: i64,
-        desc: *const i64,
-        accumulate: i32,
-    );
-    fn bf16_mma_gemm_f32(
-        a: *const u16,
-        lda: i64,
-        b: *const u16,
-        ldb: i64,
-        c: *mut f32,
-        ldc: i64,
-        desc: *const i64,
-        accumulate: i32,
-    );
-    fn bf16_wgmma_gemm_f32(
-        a: *const u16,
-        lda: i64,
-        b: *const u16,
-        ldb: i64,
-        c: *mut f32,
-        ldc: i64,
-        desc: *const i64,
-        accumulate: i32,
-    );
+/// Declares kernels of one signature, as the emulation library exports them.
+macro_rules! kernels {
+    ($($name:ident),* : $args:tt) => {
+        unsafe extern "C" {
+            $(fn $name $args;)*
+        }
+    };
 }
+
+kernels!(fp8_mma_gemm_f32, fp8_wgmma_gemm_f32: (
+    a: *const u8,
+    lda: i64,
+    sa: *const f32,
+    sa_outer: i64,
+    sa_k: i64,
+    a_blk: i32,
+    b: *const u8,
+    ldb: i64,
+    sb: *const f32,
+    sb_outer: i64,
+    sb_k: i64,
+    b_blk: i32,
+    c: *mut f32,
+    ldc: i64,
+    desc: *const i64,
+    accumulate: i32
+));
+kernels!(bf16_mma_gemm_f32, bf16_wgmma_gemm_f32: (
+    a: *const u16,
+    lda: i64,
+    b: *const u16,
+    ldb: i64,
+    c: *mut f32,
+    ldc: i64,
+    desc: *const i64,
+    accumulate: i32
+));
 
 const E4M3: Fp8Format = Fp8Format::E4M3;
 
@@ -101,8 +80,11 @@ type Fp8Kernel = unsafe extern "C" fn(
     i32,
 );
 
-/// cu/wgmma.cu's WG_SMEM: three stages of two 16 KiB tiles and 1 KiB to align them.
-const WG_SMEM: usize = 3 * 2 * 128 * 128 + 1024;
+/// cu/wgmma.cu's WG_SMEM: five stages of two 16 KiB tiles and 1 KiB to align them.
+const WG_SMEM: usize = 5 * 2 * 128 * 128 + 1024;
+
+/// cu/mma.cu's MMA_SMEM: two stages of 128 + 128 rows of 144 bytes.
+const MMA_SMEM: usize = 2 * (128 + 128) * 144;
 
 /// One group's GEMM: `m × n`, contracted over `k`.
 #[derive(Clone, Copy)]
@@ -290,7 +272,7 @@ fn check(
     );
     let kb64 = kb as i64;
     let (f, smem) = match kernel {
-        Kernel::Sync => (fp8_mma_gemm_f32 as Fp8Kernel, 0),
+        Kernel::Sync => (fp8_mma_gemm_f32 as Fp8Kernel, MMA_SMEM),
         Kernel::Wgmma => (fp8_wgmma_gemm_f32 as Fp8Kernel, WG_SMEM),
     };
     launch(
@@ -403,9 +385,9 @@ fn one_gemm_on_the_tensor_cores_is_the_exact_block_scaled_product() {
     check_both(&one(70, 260, 144), (false, false), false, true, false, 2);
     // Blocks on A, 1 × 128 on B; K of one 16-byte piece.
     check_both(&one(130, 20, 16), (true, false), false, false, false, 3);
-    // Five chunks along K: more than the wgmma kernel's three stages, so each stage is
-    // overwritten by a later chunk's copies.
-    check_both(&one(70, 130, 600), (false, true), false, true, false, 9);
+    // Eight chunks along K: more than the wgmma kernel's five stages and the mma.sync
+    // kernel's two, so each stage is overwritten by a later chunk's copies.
+    check_both(&one(70, 130, 1000), (false, true), false, true, false, 9);
 }
 
 #[test]
@@ -480,10 +462,12 @@ fn a_nan_code_makes_its_row_nan() {
 }
 
 /// `bf16_mma_gemm_f32` and `bf16_wgmma_gemm_f32`: every group's BF16 product on the tensor
-/// cores (the shim's `mma.sync` m16n8k16, or its `wgmma.mma_async` m64n128k16) against the exact product of the same BF16 values in f64, within the
+/// cores (the shim's `mma.sync` m16n8k16, or its `wgmma.mma_async` m64n128k16) against the
+/// exact product of the same BF16 values in f64, within the
 /// FP32 rounding of its sums: several output tiles, K off the 64-value chunks, groups of 0,
-/// 5 and 150 rows, stacked and side by side along K, accumulation, K over the wgmma kernel's
-/// three stages; a NaN makes its row NaN.
+/// 5 and 150 rows, stacked and side by side along K, accumulation, K over eleven chunks (the
+/// wgmma kernel keeps one chunk's products in flight over five stages); a NaN makes its row
+/// NaN.
 #[test]
 fn bf16_groups_on_the_tensor_cores_are_the_exact_product() {
     let experts = [
@@ -524,7 +508,7 @@ fn bf16_groups_on_the_tensor_cores_are_the_exact_product() {
     let long = [Shape {
         m: 70,
         n: 130,
-        k: 300,
+        k: 700,
     }];
     for kernel in [Kernel::Sync, Kernel::Wgmma] {
         for (shapes, along_k) in [
@@ -646,7 +630,7 @@ fn check_bf16(
     type Bf16Kernel =
         unsafe extern "C" fn(*const u16, i64, *const u16, i64, *mut f32, i64, *const i64, i32);
     let (f, smem) = match kernel {
-        Kernel::Sync => (bf16_mma_gemm_f32 as Bf16Kernel, 0),
+        Kernel::Sync => (bf16_mma_gemm_f32 as Bf16Kernel, MMA_SMEM),
         Kernel::Wgmma => (bf16_wgmma_gemm_f32 as Bf16Kernel, WG_SMEM),
     };
     launch(grid, (256, 1, 1), smem, || {

@@ -53,7 +53,7 @@ pub enum MmaKernel {
     Sync,
     /// `cu/wgmma.cu` `fp8_wgmma_gemm_f32` and `bf16_wgmma_gemm_f32`: warpgroup-level
     /// `wgmma.mma_async` m64n128k32 E4M3 or m64n128k16 BF16 (sm_90a: Hopper), both operands
-    /// read by the tensor cores from swizzled shared memory, loaded three chunks deep by
+    /// read by the tensor cores from swizzled shared memory, loaded in five stages by
     /// `cp.async`.
     Wgmma,
 }
@@ -93,12 +93,13 @@ impl MmaKernel {
         }
     }
 
-    /// Its dynamic shared memory per block (cu/wgmma.cu's WG_SMEM: three stages of two
-    /// 16 KiB tiles and 1 KiB to align them).
+    /// Its dynamic shared memory per block: cu/mma.cu's MMA_SMEM (two stages of 128 + 128
+    /// rows of 144 bytes), cu/wgmma.cu's WG_SMEM (five stages of two 16 KiB tiles and 1 KiB
+    /// to align them).
     pub(crate) fn shared(self) -> u32 {
         match self {
-            MmaKernel::Sync => 0,
-            MmaKernel::Wgmma => 3 * 2 * 128 * 128 + 1024,
+            MmaKernel::Sync => 2 * (128 + 128) * 144,
+            MmaKernel::Wgmma => 5 * 2 * 128 * 128 + 1024,
         }
     }
 
@@ -216,7 +217,7 @@ impl Cuda {
 
     fn probe_failed(&self, wrong: String) -> Error {
         Error::Driver {
-            op: format!("{} probe 48×40×256", self.mma_kernel.name()),
+            op: format!("{} probe 200×160×768", self.mma_kernel.name()),
             message: wrong,
         }
     }
@@ -224,11 +225,14 @@ impl Cuda {
     /// The probe's product by the kernel in [`Cuda::mma_kernel`]: `None` when right, else
     /// the first wrong element.
     fn mma_probe_product(&mut self) -> Result<Option<String>> {
-        // 48 × 40 × 256 (3 × 5 fragments, two chunks): integers of at most 4 significant bits
-        // with 14 in every tile, so every scale is 14 / 448 = 2⁻⁵ and every code exact; the
-        // sums need 15 bits, so the tensor cores' accumulation may round them: allowed 2⁻¹⁰ of
-        // Σ|a·b| — a fragment read at a wrong place is off by far more.
-        let (m, n, k) = (48, 40, 256);
+        // 200 × 160 × 768: two tiles of 128 rows and of 128 columns, partial ones at the edges
+        // (every warp and warpgroup of a tile, every fragment of a row), six chunks along K (more
+        // than either kernel's stages, so each stage is refilled). Integers of at most 4
+        // significant bits with 14 in every tile and block, so every scale is 14 / 448 = 2⁻⁵
+        // and every code exact; the sums need 17 bits, so the tensor cores' accumulation may
+        // round them: allowed 2⁻¹⁰ of Σ|a·b| — a fragment read at a wrong place is off by far
+        // more.
+        let (m, n, k) = (200, 160, 768);
         let int = |x: usize| (x % 29) as f32 - 14.0;
         let mut a: Vec<f32> = (0..m * k).map(|i| int(i * 7 + i / k)).collect();
         let mut b: Vec<f32> = (0..n * k).map(|i| int(i * 11 + 3 * (i / k))).collect();
@@ -237,8 +241,10 @@ impl Cuda {
                 a[i * k + c * 128 + (i * 5 + c) % 128] = 14.0;
             }
         }
-        for c in 0..k / 128 {
-            b[c * 128 + 9] = -14.0;
+        for rb in (0..n).step_by(128) {
+            for c in 0..k / 128 {
+                b[rb * k + c * 128 + 9] = -14.0;
+            }
         }
         let mut got = vec![0f32; m * n];
         let format = LowpGemm::Fp8 {
@@ -388,14 +394,15 @@ impl Cuda {
     }
 
     /// Whether `kernel`'s BF16 GEMM computes the experts' BF16 GEMMs right here: two groups'
-    /// product of integers (exact in BF16 and in FP32 sums), K 200 off the 64-value chunks,
-    /// comes out exact. Otherwise (a fragment layout or descriptor the hardware does not read
+    /// product of integers (exact in BF16 and in FP32 sums) — 150 and 50 rows, 200 columns (two
+    /// tiles each way for the first, partial at the edges), K 500 off the 64-value chunks (eight
+    /// chunks: more than either kernel's stages) — comes out exact. Otherwise (a fragment layout or descriptor the hardware does not read
     /// as we do) the reason is logged; a failure of the device itself is returned.
     pub(super) fn bf16_mma_works(&self, kernel: MmaKernel) -> Result<bool> {
-        let (n, k) = (40usize, 200usize);
-        let offsets = [0usize, 48, 61];
+        let (n, k, rows, first) = (200usize, 500usize, 200usize, 150usize);
+        let offsets = [0usize, first, rows];
         let int = |x: usize| (x % 31) as f32 - 15.0;
-        let a: Vec<f32> = (0..61 * k).map(|i| int(i * 7 + i / k)).collect();
+        let a: Vec<f32> = (0..rows * k).map(|i| int(i * 7 + i / k)).collect();
         let b: Vec<f32> = (0..2 * n * k).map(|i| int(i * 11 + 3 * (i / k))).collect();
         let g = Grouped {
             form: GroupedForm::Forward,
@@ -409,7 +416,7 @@ impl Cuda {
         let run = || -> Result<Vec<f32>> {
             let da = self.dev.input("probe A", &a)?;
             let db = self.dev.input("probe B", &b)?;
-            let mut got = vec![0f32; 61 * n];
+            let mut got = vec![0f32; rows * n];
             let dc = self.dev.output("probe C", &mut got)?;
             self.grouped_bf16_mma(kernel, &g, (*da.p(), *db.p(), *dc.p()), n * k)?;
             self.dev.finish(&dc, &mut got)?;
@@ -419,8 +426,8 @@ impl Cuda {
             Ok(got)
         };
         let got = run()?;
-        for r in 0..61 {
-            let e = usize::from(r >= 48);
+        for r in 0..rows {
+            let e = usize::from(r >= first);
             for j in 0..n {
                 let want: f32 = (0..k)
                     .map(|x| a[r * k + x] * b[e * n * k + j * k + x])

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <vector>
 
 #include "emu.h"
@@ -239,6 +240,12 @@ struct EmuAsync {
     unsigned product_groups = 0;
 };
 
+// The shared-memory ranges [lo, hi) the block's products in flight read, each with the number
+// of products (of any thread) reading it.
+struct EmuInflight {
+    std::map<std::pair<uint64_t, uint64_t>, int> ranges;
+};
+
 namespace {
 
 [[noreturn]] void emu_fail(const char* what) {
@@ -268,7 +275,22 @@ double desc_value(uint64_t desc, unsigned i, unsigned kappa, bool bf16) {
     return (double)std::bit_cast<float>(bits << 16);
 }
 
+// The shared memory a descriptor of `rows` rows spans: from its first 1024-byte swizzle atom
+// to the end of the atom of its last group of 8 rows.
+std::pair<uint64_t, uint64_t> desc_span(uint64_t desc, unsigned rows) {
+    uint64_t start = (desc & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
+    uint64_t lo = start & ~uint64_t(1023);
+    return {lo, lo + (rows / 8 - 1) * sbo + 1024};
+}
+
+void hold(const EmuWgmma& p, int by) {
+    auto& r = emu_thread.block->inflight->ranges;
+    for (auto span : {desc_span(p.da, 64), desc_span(p.db, 128)})
+        if ((r[span] += by) == 0) r.erase(span);
+}
+
 void run_product(const EmuWgmma& p) {
+    hold(p, -1);
     unsigned th = emu_thread.linear % 128, w = th / 32, lane = th % 32, g = lane / 4, t = lane % 4;
     unsigned kdim = p.bf16 ? 16 : 32;
     for (unsigned j = 0; j < 16; j++)
@@ -291,6 +313,10 @@ void emu_cp_async16(void* dst, const void* src, unsigned src_size) {
         emu_fail("cp.async: a destination outside the dynamic shared memory");
     if (reinterpret_cast<uintptr_t>(dst) % 16 || (src_size && reinterpret_cast<uintptr_t>(src) % 16))
         emu_fail("cp.async: 16 bytes from and to 16-byte aligned addresses");
+    uint64_t at = (uint64_t)(d - b->dyn_smem);
+    for (const auto& [span, n] : b->inflight->ranges)
+        if (at < span.second && at + 16 > span.first)
+            emu_fail("cp.async into shared memory that a wgmma in flight reads");
     EmuAsync& a = my_async();
     a.copies.push_back({d, static_cast<const unsigned char*>(src), src_size, a.copy_groups});
 }
@@ -322,6 +348,7 @@ void issue_product(float* d, uint64_t da, uint64_t db, int scale_d, bool bf16) {
     if (emu_thread.block->dim.x % 128) emu_fail("wgmma: blockDim.x is not a multiple of 128");
     EmuAsync& a = my_async();
     a.products.push_back({d, da, db, scale_d, bf16, a.product_groups});
+    hold(a.products.back(), 1);
 }
 
 }  // namespace
@@ -364,6 +391,7 @@ extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigne
     b->dyn_smem = new unsigned char[dyn_smem > 0 ? dyn_smem : 1]();
     b->dyn_bytes = dyn_smem;
     b->async = new EmuAsync[threads];
+    b->inflight = new EmuInflight;
     return b;
 }
 
@@ -374,6 +402,7 @@ extern "C" void tm_emu_block_free(void* p) {
     delete[] b->mma;
     delete[] b->dyn_smem;
     delete[] b->async;
+    delete b->inflight;
     delete b;
 }
 

@@ -29,8 +29,10 @@ struct EmuBar {
     unsigned gen;
 };
 
-// A thread's asynchronous work in flight: its cp.async copies and wgmma products (emu.cpp).
+// A thread's asynchronous work in flight: its cp.async copies and wgmma products; and the
+// block's shared memory that products in flight read (emu.cpp).
 struct EmuAsync;
+struct EmuInflight;
 
 struct EmuBlock {
     dim3 grid, dim, idx;
@@ -41,6 +43,7 @@ struct EmuBlock {
     unsigned char* dyn_smem;
     size_t dyn_bytes;
     EmuAsync* async;  // per thread
+    EmuInflight* inflight;
 };
 
 // Waits until every live member of `b` has arrived (emu.cpp).
@@ -141,7 +144,9 @@ uint32_t emu_smem_offset(const void* p);
 // base offset 0) —, d the thread's 64 accumulators as the PTX ISA lays them out: thread
 // T = 32·w + 4·g + t holds D[16·w + g + 8·(x / 2)][8·j + 2·t + x % 2] in d[4·j + x]. The
 // product is computed when the thread waits for its group (`emu_wgmma_wait`), from shared
-// memory as it is then; products exact, each output's sum and d rounded to FP32 once.
+// memory as it is then; products exact, each output's sum and d rounded to FP32 once. A
+// cp.async into shared memory that a product in flight reads (the 1024-byte swizzle atoms its
+// descriptors span) aborts: on a GPU the copy could land before the tensor cores read.
 void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d);
 // `wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 d, da, db, scale_d, 1, 1, 0, 0`
 // likewise: A 64 × 16 and B 128 × 16 BF16 values, K-major (no transpose), value κ of a row at

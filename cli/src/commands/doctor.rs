@@ -271,11 +271,9 @@ fn probe_wgmma_apart(device: usize) -> anyhow::Result<f64> {
     let (mut log, mut text) = (log, String::new());
     log.seek(std::io::SeekFrom::Start(0))?;
     log.read_to_string(&mut text)?;
-    let tail: Vec<&str> = text.lines().rev().take(4).collect();
-    anyhow::bail!(
-        "{status}: {}",
-        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-    )
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(4)..].join(" / ");
+    anyhow::bail!("{status}: {tail}")
 }
 
 /// Runs one part of the device check; a panic in it (the CUDA backend panics on a failed

@@ -374,12 +374,19 @@ pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
 /// output columns, inputs) — 256 experts, top-8, 7168 → 2048.
 pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
 
-/// Our FP8 tensor-core kernels that `dev` runs: `mma.sync`, and wgmma on Hopper (unless set
-/// aside after its probe failed, [`crate::backend::avoid_wgmma`]).
-fn tensor_core_kernels(dev: &Device) -> Vec<MmaKernel> {
+/// Our tensor-core kernels of one format (FP8, or `bf16`) that `dev` runs: `mma.sync`, and
+/// wgmma on Hopper (unless set aside after its probe failed, [`crate::backend::avoid_wgmma`]).
+fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<MmaKernel> {
     [MmaKernel::Sync, MmaKernel::Wgmma]
         .into_iter()
-        .filter(|k| k.chosen_on(dev))
+        .filter(|k| {
+            !k.set_aside()
+                && if bf16 {
+                    k.runs_bf16_on(dev)
+                } else {
+                    k.runs_on(dev)
+                }
+        })
         .collect()
 }
 
@@ -449,7 +456,7 @@ pub fn own_kernels_table(
     // The tensor cores: the same codes, A's scales per 1 × 128 ([m][kb]), B's per block; by
     // mma.sync, and by wgmma where the device runs it.
     let desc = dev.upload("groups", &[m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64))?;
-    for kernel in tensor_core_kernels(dev) {
+    for kernel in tensor_core_kernels(dev, false) {
         let ms = time(dev, 5, || {
             mma_launch(
                 dev,
@@ -544,7 +551,7 @@ pub fn own_kernels_table(
         })
         .collect();
     let desc = dev.upload("groups", &desc)?;
-    for kernel in tensor_core_kernels(dev) {
+    for kernel in tensor_core_kernels(dev, false) {
         // Into zeros of its own, so that the check sees what this kernel wrote.
         let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
         let ms = time(dev, 5, || {
@@ -619,10 +626,7 @@ pub fn own_kernels_table(
     let desc = dev.upload("groups", &desc)?;
     let (ld, acc) = (k as i64, 0i32);
     let ldc = n as i64;
-    for kernel in [MmaKernel::Sync, MmaKernel::Wgmma] {
-        if !kernel.runs_bf16_on(dev) || (kernel == MmaKernel::Wgmma && !kernel.chosen_on(dev)) {
-            continue;
-        }
+    for kernel in tensor_core_kernels(dev, true) {
         let mut gy = dev.zeros::<f32>("expert outputs (BF16)", rows * n)?;
         let cfg = LaunchConfig {
             shared_mem_bytes: kernel.shared(),

@@ -255,12 +255,22 @@ namespace {
 
 EmuAsync& my_async() { return emu_thread.block->async[emu_thread.linear]; }
 
+// A matrix descriptor's start address and stride byte offset (bytes); the modes it may hold
+// are checked here.
+struct Desc {
+    uint64_t start, sbo;
+};
+
+Desc decode(uint64_t desc) {
+    if ((desc >> 62) != 1) emu_fail("wgmma: only the 128-byte swizzle is modelled");
+    if (((desc >> 49) & 7) != 0) emu_fail("wgmma: a base offset is not modelled");
+    return {(desc & 0x3fff) << 4, ((desc >> 32) & 0x3fff) << 4};
+}
+
 // Byte κ of row i of a K-major operand in shared memory at descriptor `desc`.
 unsigned char desc_byte(uint64_t desc, unsigned i, unsigned kappa) {
     EmuBlock* b = emu_thread.block;
-    uint64_t start = (desc & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
-    if ((desc >> 62) != 1) emu_fail("wgmma: only the 128-byte swizzle is modelled");
-    if (((desc >> 49) & 7) != 0) emu_fail("wgmma: a base offset is not modelled");
+    auto [start, sbo] = decode(desc);
     uint64_t at = start + (i / 8) * sbo + (i % 8) * 128 + kappa;
     at ^= ((at >> 7) & 7) << 4;
     if (at >= b->dyn_bytes) emu_fail("wgmma: a descriptor past the dynamic shared memory");
@@ -278,7 +288,7 @@ double desc_value(uint64_t desc, unsigned i, unsigned kappa, bool bf16) {
 // The shared memory a descriptor of `rows` rows spans: from its first 1024-byte swizzle atom
 // to the end of the atom of its last group of 8 rows.
 std::pair<uint64_t, uint64_t> desc_span(uint64_t desc, unsigned rows) {
-    uint64_t start = (desc & 0x3fff) << 4, sbo = ((desc >> 32) & 0x3fff) << 4;
+    auto [start, sbo] = decode(desc);
     uint64_t lo = start & ~uint64_t(1023);
     return {lo, lo + (rows / 8 - 1) * sbo + 1024};
 }
@@ -302,6 +312,13 @@ void run_product(const EmuWgmma& p) {
             float& d = p.d[4 * j + x];
             d = (float)((p.scale_d ? (double)d : 0.0) + s);
         }
+}
+
+void issue_product(float* d, uint64_t da, uint64_t db, int scale_d, bool bf16) {
+    if (emu_thread.block->dim.x % 128) emu_fail("wgmma: blockDim.x is not a multiple of 128");
+    EmuAsync& a = my_async();
+    a.products.push_back({d, da, db, scale_d, bf16, a.product_groups});
+    hold(a.products.back(), 1);
 }
 
 }  // namespace
@@ -341,17 +358,6 @@ uint32_t emu_smem_offset(const void* p) {
         emu_fail("a shared-memory address outside the dynamic shared memory");
     return (uint32_t)(c - b->dyn_smem);
 }
-
-namespace {
-
-void issue_product(float* d, uint64_t da, uint64_t db, int scale_d, bool bf16) {
-    if (emu_thread.block->dim.x % 128) emu_fail("wgmma: blockDim.x is not a multiple of 128");
-    EmuAsync& a = my_async();
-    a.products.push_back({d, da, db, scale_d, bf16, a.product_groups});
-    hold(a.products.back(), 1);
-}
-
-}  // namespace
 
 void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d) {
     issue_product(d, da, db, scale_d, false);
@@ -401,6 +407,9 @@ extern "C" void tm_emu_block_free(void* p) {
     delete[] b->lanes;
     delete[] b->mma;
     delete[] b->dyn_smem;
+    // A product still in flight when its thread returned would write registers that no
+    // longer exist: on a GPU, undefined.
+    if (!b->inflight->ranges.empty()) emu_fail("wgmma: a product left in flight at a thread's end");
     delete[] b->async;
     delete b->inflight;
     delete b;

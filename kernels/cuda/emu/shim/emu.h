@@ -146,7 +146,8 @@ uint32_t emu_smem_offset(const void* p);
 // product is computed when the thread waits for its group (`emu_wgmma_wait`), from shared
 // memory as it is then; products exact, each output's sum and d rounded to FP32 once. A
 // cp.async into shared memory that a product in flight reads (the 1024-byte swizzle atoms its
-// descriptors span) aborts: on a GPU the copy could land before the tensor cores read.
+// descriptors span) aborts: on a GPU the copy could land before the tensor cores read. So does
+// a block whose threads return with products still in flight.
 void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d);
 // `wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 d, da, db, scale_d, 1, 1, 0, 0`
 // likewise: A 64 × 16 and B 128 × 16 BF16 values, K-major (no transpose), value κ of a row at

@@ -112,11 +112,15 @@ impl MmaKernel {
         }
     }
 
-    /// Whether the automatic choice may take the kernel on `dev`: it runs there, and wgmma
-    /// was not set aside ([`avoid_wgmma`]).
+    /// Whether the automatic choice may take the FP8 kernel on `dev`: it runs there, and was
+    /// not set aside ([`MmaKernel::set_aside`]).
     pub fn chosen_on(self, dev: &Device) -> bool {
-        self.runs_on(dev)
-            && !(self == MmaKernel::Wgmma && AVOID_WGMMA.load(std::sync::atomic::Ordering::Relaxed))
+        self.runs_on(dev) && !self.set_aside()
+    }
+
+    /// Whether the kernel was set aside in this process ([`avoid_wgmma`]: wgmma only).
+    pub fn set_aside(self) -> bool {
+        self == MmaKernel::Wgmma && AVOID_WGMMA.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `dev` runs the BF16 kernel: `mma.sync` from compute capability 8.0.
@@ -229,7 +233,7 @@ impl Cuda {
         // (every warp and warpgroup of a tile, every fragment of a row), six chunks along K (more
         // than either kernel's stages, so each stage is refilled). Integers of at most 4
         // significant bits with 14 in every tile and block, so every scale is 14 / 448 = 2⁻⁵
-        // and every code exact; the sums need 17 bits, so the tensor cores' accumulation may
+        // and every code exact; the sums need up to 18 bits, so the tensor cores' accumulation may
         // round them: allowed 2⁻¹⁰ of Σ|a·b| — a fragment read at a wrong place is off by far
         // more.
         let (m, n, k) = (200, 160, 768);
@@ -326,7 +330,8 @@ impl Cuda {
 
     /// The grouped GEMM `g` in BF16 on the tensor cores: both operands of every group
     /// converted to BF16 with K contiguous in one launch each (`to_bf16_rows_f32`), then every
-    /// group's product in one launch of `bf16_mma_gemm_f32`. Arguments as [`Cuda::grouped_mma`].
+    /// group's product in one launch of `kernel`'s BF16 GEMM ([`MmaKernel::bf16_name`]).
+    /// Arguments as [`Cuda::grouped_mma`].
     pub(super) fn grouped_bf16_mma(
         &self,
         kernel: MmaKernel,
@@ -371,10 +376,10 @@ impl Cuda {
     pub(super) fn bf16_mma_choose(&self) -> Result<Option<MmaKernel>> {
         let order = match self.mma_asked()? {
             Some(k) => vec![k],
-            None if MmaKernel::Wgmma.chosen_on(&self.dev) => {
-                vec![MmaKernel::Wgmma, MmaKernel::Sync]
-            }
-            None => vec![MmaKernel::Sync],
+            None => [MmaKernel::Wgmma, MmaKernel::Sync]
+                .into_iter()
+                .filter(|k| !k.set_aside())
+                .collect(),
         };
         for kernel in order {
             if !kernel.runs_bf16_on(&self.dev) {
@@ -394,10 +399,11 @@ impl Cuda {
     }
 
     /// Whether `kernel`'s BF16 GEMM computes the experts' BF16 GEMMs right here: two groups'
-    /// product of integers (exact in BF16 and in FP32 sums) — 150 and 50 rows, 200 columns (two
-    /// tiles each way for the first, partial at the edges), K 500 off the 64-value chunks (eight
-    /// chunks: more than either kernel's stages) — comes out exact. Otherwise (a fragment layout or descriptor the hardware does not read
-    /// as we do) the reason is logged; a failure of the device itself is returned.
+    /// product of integers (exact in BF16 and in FP32 sums) — 150 and 50 rows, 200 columns
+    /// (two tiles each way for the first, partial at the edges), K 500 off the 64-value chunks
+    /// (eight chunks: more than either kernel's stages) — comes out exact. Otherwise (a
+    /// fragment layout or descriptor the hardware does not read as we do) the reason is
+    /// logged; a failure of the device itself is returned.
     pub(super) fn bf16_mma_works(&self, kernel: MmaKernel) -> Result<bool> {
         let (n, k, rows, first) = (200usize, 500usize, 200usize, 150usize);
         let offsets = [0usize, first, rows];
@@ -530,9 +536,9 @@ impl Cuda {
         Ok((values, lay.ld, parts))
     }
 
-    /// One launch of our FP8 kernel ([`Cuda::mma_kernel`]) over `desc`'s groups (`[groups][8]`: m, n, k, the
-    /// groups' places in A's and B's codes and scales, C's first element), C at `c` with rows
-    /// of `ldc`; counted in [`Cuda::fast_fp8_calls`].
+    /// One launch of our FP8 kernel ([`Cuda::mma_kernel`]) over `desc`'s groups (`[groups][8]`:
+    /// m, n, k, the groups' places in A's and B's codes and scales, C's first element), C at
+    /// `c` with rows of `ldc`; counted in [`Cuda::fast_fp8_calls`].
     fn mma_launch(
         &self,
         x: &Codes,

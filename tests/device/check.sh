@@ -10,7 +10,7 @@
 # cuBLAS, FP8 cuBLASLt with 1×128/128×128 scaling, our FP8 and grouped expert GEMMs on the CUDA
 # and the tensor cores —, the
 # `small` preset trained on GPU and CPU in fp32/bf16/fp8 (and fp8 with cuBLASLt's GEMMs, with
-# our tensor-core kernel's — wgmma on the H200 —, and with the two split between dense and
+# our tensor-core kernel's — wgmma on TMA copies on the H200 —, and with the two split between dense and
 # experts) and
 # the loss curves compared, the
 # training throughput of the `small` and `1b` presets on the GPU, the same in CUDA managed memory
@@ -24,7 +24,8 @@ OUT="${OUT:-$(mktemp -d)}"
 STEPS="${STEPS:-30}"
 SPEED_PRESETS="${SPEED_PRESETS:-small,1b}"
 # fp8-cublaslt, fp8-mma and fp8-cublaslt+mma (fp8 with its FP8 GEMMs on cuBLASLt, on our
-# kernel (wgmma on Hopper; TOKENMILL_CUDA_MMA=sync for mma.sync), or the dense ones on the
+# kernel (wgmma on TMA copies on Hopper; TOKENMILL_CUDA_MMA=wgmma for wgmma on cp.async copies,
+# =sync for mma.sync), or the dense ones on the
 # first and the experts' on the second) fit a second
 # run: SPEED_PRECISIONS=fp8-cublaslt,fp8-mma,fp8-cublaslt+mma STEPS=0.
 SPEED_PRECISIONS="${SPEED_PRECISIONS:-fp32,bf16}"

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tokenmill_cuda::backend::{Fp8Gemm, MMA_VAR, MmaKernel, avoid_wgmma};
+use tokenmill_cuda::backend::{Fp8Gemm, MMA_VAR, MmaKernel, avoid};
 use tokenmill_cuda::{bench, check, libs, nvrtc, source};
 
 /// `tokenmill doctor`.
@@ -71,10 +71,10 @@ pub struct Args {
     /// slow machine loses its last runs rather than the report's last parts.
     #[arg(long, default_value_t = 0)]
     pub budget_s: u64,
-    /// Only the wgmma kernels' probes on `--device` (what the device check runs in a child
-    /// process before its parts).
-    #[arg(long, hide = true)]
-    pub probe_wgmma: bool,
+    /// Only one wgmma kernel's probes on `--device` (`wgmma` or `tma`: what the device check
+    /// runs in a child process per kernel before its parts).
+    #[arg(long, hide = true, value_name = "KERNEL")]
+    pub probe_wgmma: Option<String>,
 }
 
 /// One precision's comparison of the GPU and CPU loss curves.
@@ -164,9 +164,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Ok(()) => println!("NCCL: found"),
         Err(e) => println!("NCCL: {e}"),
     }
-    if a.probe_wgmma {
-        tokenmill_cuda::Cuda::probe_wgmma(a.device)?;
-        println!("wgmma probes passed");
+    if let Some(k) = &a.probe_wgmma {
+        let kernel = MmaKernel::parse(k)
+            .filter(|k| *k != MmaKernel::Sync)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--probe-wgmma {k}: the wgmma kernels are `wgmma` and `tma`")
+            })?;
+        tokenmill_cuda::Cuda::probe_wgmma(a.device, kernel)?;
+        println!("{} probes passed", kernel.instruction());
         return Ok(());
     }
     if a.train_cpu_vs_cpu {
@@ -242,14 +247,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// Seconds the wgmma probes' child process may take before it is killed.
 const PROBE_WGMMA_S: u64 = 120;
 
-/// Runs `tokenmill doctor --probe-wgmma --device N` (this binary) and waits for it at most
-/// [`PROBE_WGMMA_S`]: the seconds it took, or why it failed (its exit and the end of its
+/// Runs `tokenmill doctor --probe-wgmma KERNEL --device N` (this binary) and waits for it at
+/// most [`PROBE_WGMMA_S`]: the seconds it took, or why it failed (its exit and the end of its
 /// output, or the time it was killed at).
-fn probe_wgmma_apart(device: usize) -> anyhow::Result<f64> {
+fn probe_wgmma_apart(device: usize, kernel: MmaKernel) -> anyhow::Result<f64> {
     let t0 = std::time::Instant::now();
     let log = tempfile::tempfile()?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["doctor", "--probe-wgmma", "--device", &device.to_string()])
+        .args([
+            "doctor",
+            "--probe-wgmma",
+            kernel.key(),
+            "--device",
+            &device.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(log.try_clone()?)
         .spawn()?;
@@ -380,15 +391,21 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     // descriptor the device reads otherwise) would leave this process's CUDA context unusable
     // for every part, one that hangs would take the check's minutes. If the child fails, our
     // kernels take mma.sync here.
-    if MmaKernel::Wgmma.runs_on(dev) && std::env::var_os(MMA_VAR).is_none() {
-        match probe_wgmma_apart(a.device) {
-            Ok(s) => println!("wgmma kernels' probes in a child process: passed ({s:.1} s)"),
+    for kernel in [MmaKernel::Wgmma, MmaKernel::Tma] {
+        if !kernel.runs_on(dev) || std::env::var_os(MMA_VAR).is_some() {
+            continue;
+        }
+        let what = format!(
+            "the {} kernels' probes in a child process",
+            kernel.instruction()
+        );
+        match probe_wgmma_apart(a.device, kernel) {
+            Ok(s) => println!("{what}: passed ({s:.1} s)"),
             Err(e) => {
-                avoid_wgmma();
-                println!("wgmma kernels' probes in a child process: {e}; mma.sync instead");
+                avoid(kernel);
+                println!("{what}: {e}; set aside");
                 rep.errors.push(format!(
-                    "wgmma kernels' probes in a child process: {e} (our tensor-core kernels \
-                     took mma.sync)"
+                    "{what}: {e} (our tensor-core kernels took another)"
                 ));
             }
         }
@@ -413,24 +430,18 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     }
     // Training's FP8 GEMMs on the tensor cores, in their forms: through cuBLASLt
     // (`fp8_gemm = "cublaslt"`) and our kernels (`fp8_gemm = "mma"`): mma.sync, and on Hopper
-    // wgmma.
-    let wgmma = MmaKernel::Wgmma.chosen_on(dev);
-    for (fp8, kernel, name) in [
-        (Fp8Gemm::Cublaslt, None, "FP8 GEMMs through cuBLASLt"),
-        (
-            Fp8Gemm::Mma,
-            Some(MmaKernel::Sync),
-            "FP8 GEMMs by fp8_mma_gemm_f32",
-        ),
-        (
-            Fp8Gemm::Mma,
-            Some(MmaKernel::Wgmma),
-            "FP8 GEMMs by fp8_wgmma_gemm_f32",
-        ),
-    ] {
-        if kernel == Some(MmaKernel::Wgmma) && !wgmma {
-            continue;
+    // wgmma with operands copied by cp.async and by TMA.
+    let mut forms = vec![(Fp8Gemm::Cublaslt, None)];
+    for kernel in [MmaKernel::Sync, MmaKernel::Wgmma, MmaKernel::Tma] {
+        if kernel == MmaKernel::Sync || kernel.chosen_on(dev) {
+            forms.push((Fp8Gemm::Mma, Some(kernel)));
         }
+    }
+    for (fp8, kernel) in forms {
+        let name = match kernel {
+            None => "FP8 GEMMs through cuBLASLt".to_string(),
+            Some(k) => format!("FP8 GEMMs by {}", k.name()),
+        };
         match catch(|| {
             let mut tc = tokenmill_cuda::Cuda::new(a.device)?;
             tc.set_mma_kernel(kernel);

@@ -149,12 +149,61 @@ DEVICE void wg_load(unsigned char* s, const unsigned char* src, long long ld, in
     }
 }
 
-// The GEMM body of both kernels below over byte rows (as mma.cu's mma_gemm): a chunk is 128
-// bytes of K (128 E4M3 codes or 64 BF16 values), a product's K step 32 bytes. A block of two
-// warpgroups computes 128 × 128 of C, warpgroup h the rows 64·h ..; per chunk, four products,
-// while the next chunks' copies are in flight. FP8: the chunk's products summed from zero by
-// the tensor cores and waited for, then the promotion ((sum · scale_a) · scale_b added into
-// FP32 accumulators), with the next four chunks' copies in flight; BF16: the tensor cores
+// The chunk's scales of the FP8 kernels, for the calling thread's accumulators (A's rows
+// 64·h + 16·w + g + 8·x of the tile at row r0, B's columns 8·j + 2·t + q of the tile at
+// column c0). Loaded before the products so that their latency hides there.
+DEVICE void wg_scales(float (&s_a)[2], float (&s_b)[32], const float* sa, long long sa_outer,
+                      long long sa_k, int a_blk, const float* sb, long long sb_outer,
+                      long long sb_k, int b_blk, int r0, int c0, int m, int n, int kc) {
+    const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int x = 0; x < 2; x++)
+        s_a[x] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + 64 * h + 16 * w + g + 8 * x, m, kc);
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+#pragma unroll
+        for (int q = 0; q < 2; q++)
+            s_b[2 * j + q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + 8 * j + 2 * t + q, n, kc);
+}
+
+// DeepSeek-V3's promotion: a chunk's sums scaled and added into the FP32 accumulators; s_b(i)
+// the scale of the thread's column 8·(i / 2) + 2·t + i % 2 of the tile.
+template <typename SB>
+DEVICE void wg_promote(float (&acc)[64], const float (&part)[64], const float (&s_a)[2], SB s_b) {
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+#pragma unroll
+        for (int x = 0; x < 4; x++)
+            acc[4 * j + x] =
+                __fadd_rn(acc[4 * j + x],
+                          __fmul_rn(__fmul_rn(part[4 * j + x], s_a[x / 2]), s_b(2 * j + x % 2)));
+}
+
+// Writes (or adds) the calling thread's accumulators of warpgroup h (threadIdx.x / 128) to C:
+// the 128 × 128 tile at (r0, c0), inside m × n.
+DEVICE void wg_store(const float (&acc)[64], float* c, long long ldc, int r0, int c0, int m, int n,
+                     int accumulate) {
+    const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            int r = r0 + 64 * h + 16 * w + g + 8 * (x / 2), col = c0 + 8 * j + 2 * t + x % 2;
+            if (r < m && col < n) {
+                float* p = c + (long long)r * ldc + col;
+                *p = accumulate ? __fadd_rn(*p, acc[4 * j + x]) : acc[4 * j + x];
+            }
+        }
+}
+
+// The GEMM body of the cp.async kernels below over byte rows (as mma.cu's mma_gemm): a chunk
+// is 128 bytes of K (128 E4M3 codes or 64 BF16 values), a product's K step 32 bytes. A block
+// of two warpgroups computes 128 × 128 of C, warpgroup h the rows 64·h ..; per chunk, four
+// products, while the next chunks' copies are in flight. FP8: the chunk's products summed from
+// zero by the tensor cores and waited for, then the promotion ((sum · scale_a) · scale_b added
+// into FP32 accumulators), with the next four chunks' copies in flight; BF16: the tensor cores
 // accumulate into acc directly and the products of one chunk stay in flight while the next
 // chunk's are issued, so a stage is refilled only once the products two chunks back are done:
 // the next three chunks' copies in flight. k: bytes of K; lda, ldb: bytes per row.
@@ -166,8 +215,7 @@ DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long
     DYNAMIC_SHARED(unsigned char, raw);
     unsigned char* sm = raw + ((1024u - (smem_addr(raw) & 1023u)) & 1023u);
     const int r0 = blockIdx.y * 128, c0 = blockIdx.x * 128;
-    const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
-    const int g = lane / 4, t = lane % 4;
+    const int h = threadIdx.x / 128;
     const int chunks = (k + 127) / 128;
     constexpr int AHEAD = FP8 ? WG_STAGES - 1 : WG_STAGES - 2;  // chunks copied ahead
 #pragma unroll
@@ -197,30 +245,16 @@ DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long
         const unsigned char* st = sm + (kc % WG_STAGES) * 2 * WG_TILE;
         const uint32_t at = smem_addr(st) + 64 * h * 128, bt = smem_addr(st + WG_TILE);
         if constexpr (FP8) {
-            // The chunk's scales, loaded before the products so that their latency hides there.
             float s_a[2], s_b[32];
-#pragma unroll
-            for (int x = 0; x < 2; x++)
-                s_a[x] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + 64 * h + 16 * w + g + 8 * x, m, kc);
-#pragma unroll
-            for (int j = 0; j < 16; j++)
-#pragma unroll
-                for (int q = 0; q < 2; q++)
-                    s_b[2 * j + q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + 8 * j + 2 * t + q, n, kc);
+            wg_scales(s_a, s_b, sa, sa_outer, sa_k, a_blk, sb, sb_outer, sb_k, b_blk, r0, c0, m,
+                      n, kc);
             wg_fence(part);
 #pragma unroll
             for (int ks = 0; ks < 4; ks++)
                 wg_mma_e4m3(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
             wg_commit();
             wg_wait<0>(part);
-            // The promotion: the chunk's sums scaled and added in FP32.
-#pragma unroll
-            for (int j = 0; j < 16; j++)
-#pragma unroll
-                for (int x = 0; x < 4; x++)
-                    acc[4 * j + x] = __fadd_rn(
-                        acc[4 * j + x],
-                        __fmul_rn(__fmul_rn(part[4 * j + x], s_a[x / 2]), s_b[2 * j + x % 2]));
+            wg_promote(acc, part, s_a, [&](int i) { return s_b[i]; });
         } else {
             wg_fence(acc);
 #pragma unroll
@@ -232,16 +266,7 @@ DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long
     }
     if constexpr (!FP8) wg_wait<0>(acc);
     cp_async_wait<0>();  // no copy outlives the block (the last groups are empty)
-#pragma unroll
-    for (int j = 0; j < 16; j++)
-#pragma unroll
-        for (int x = 0; x < 4; x++) {
-            int r = r0 + 64 * h + 16 * w + g + 8 * (x / 2), col = c0 + 8 * j + 2 * t + x % 2;
-            if (r < m && col < n) {
-                float* p = c + (long long)r * ldc + col;
-                *p = accumulate ? __fadd_rn(*p, acc[4 * j + x]) : acc[4 * j + x];
-            }
-        }
+    wg_store(acc, c, ldc, r0, c0, m, n, accumulate);
 }
 
 // fp8_mma_gemm_f32 (cu/mma.cu: the same arguments, table of groups and result) on wgmma.
@@ -276,4 +301,254 @@ KERNEL void __launch_bounds__(256)
     const unsigned char* bb = reinterpret_cast<const unsigned char*>(b + d[4]);
     wg_gemm<false>(ab, 2 * lda, nullptr, 0, 0, 0, bb, 2 * ldb, nullptr, 0, 0, 0, c + d[7], ldc,
                    m, n, 2 * k, accumulate);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same GEMMs with the operands brought in by the Tensor Memory Accelerator and the block
+// specialised by warpgroup, as DeepSeek-V3's own kernels (DeepGEMM) do on Hopper: warpgroup 2
+// is the producer — one of its threads issues, per chunk, two TMA copies (`cp.async.bulk.tensor`
+// of a 128 × 128-byte box of A and of B, written by the copy engine into shared memory in the
+// 128-byte swizzle, rows and K past the operand's edge filled with zeros) — and warpgroups 0 and
+// 1 are the consumers, each issuing the products of its 64 rows. Stages are handed over by
+// memory barriers (`mbarrier`) rather than block-wide barriers: a stage's "full" barrier
+// completes when the producer's arrivals and the copies' bytes are in; its "empty" barrier
+// when the four warps of each consumer have finished reading it. So the consumers never wait
+// for each other, the producer runs up to six chunks ahead, and the FP8 promotion of one chunk
+// overlaps the copies of the next ones. The producer gives up registers (`setmaxnreg.dec` to
+// 40) and the consumers take them (`setmaxnreg.inc` to 232), as their accumulators need.
+//
+// The operands are described by tensor maps (`CUtensorMap`, made on the host by
+// cuTensorMapEncodeTiled: 8-bit elements, two dimensions — a group's K in bytes, then its rows —,
+// the row length in bytes, a 128 × 128 box, the 128-byte swizzle, zeros out of bounds), two per
+// group (A, then B) in global memory, so each group's edges bound its own copies. In the CPU
+// emulation the copies, barriers and register hints are the shim's: a copy lands when a thread
+// waits on its barrier (from global memory as it is then), so a stage read before its barrier
+// completes shows in the results, and a copy into shared memory that products in flight read
+// aborts.
+
+#define TMA_STAGES 6
+// Dynamic shared memory of the TMA kernels: the stages (A's and B's tiles), each stage's
+// scales (FP8: A's 128 rows', then B's 128 columns'), the barriers (full, then empty, 8 bytes
+// each per stage) and 1 KiB to align the stages.
+#define TMA_SMEM (TMA_STAGES * (2 * WG_TILE + 256 * 4) + 2 * TMA_STAGES * 8 + 1024)
+
+// mbarrier.init: the barrier expects `count` arrivals per phase (shared memory, 8 bytes).
+DEVICE void mbar_init(uint64_t* bar, unsigned count) {
+#if defined(TOKENMILL_EMU)
+    emu_mbar_init(bar, count);
+#elif defined(TM_WGMMA)
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+// Makes the initialised barriers visible to the async proxy (the TMA unit) before use.
+DEVICE void mbar_fence_init() {
+#if defined(TM_WGMMA)
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+// One arrival on the barrier.
+DEVICE void mbar_arrive(uint64_t* bar) {
+#if defined(TOKENMILL_EMU)
+    emu_mbar_arrive(bar, 0);
+#elif defined(TM_WGMMA)
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+
+// One arrival that also tells the barrier `bytes` more will come from copies this phase.
+DEVICE void mbar_arrive_expect(uint64_t* bar, unsigned bytes) {
+#if defined(TOKENMILL_EMU)
+    emu_mbar_arrive(bar, bytes);
+#elif defined(TM_WGMMA)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)),
+                 "r"(bytes)
+                 : "memory");
+#endif
+}
+
+// Waits until the barrier's phase of the given parity has completed (a fresh barrier counts
+// its phase of parity 1 as completed, so the first wait with parity 1 passes).
+DEVICE void mbar_wait(uint64_t* bar, unsigned parity) {
+#if defined(TOKENMILL_EMU)
+    emu_mbar_wait(bar, parity);
+#elif defined(TM_WGMMA)
+    uint32_t done = 0;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_addr(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+#endif
+}
+
+// Orders the host's writing of a tensor map in global memory before the TMA unit reads it.
+DEVICE void tma_acquire(const uint64_t* map) {
+#if defined(TM_WGMMA)
+    asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(map) : "memory");
+#endif
+}
+
+// The TMA copy of the box at element (x, y) of `map` into shared memory at `dst` (1024-byte
+// aligned for the swizzle), its bytes counted on `bar`.
+DEVICE void tma_load(unsigned char* dst, const uint64_t* map, int x, int y, uint64_t* bar) {
+#if defined(TOKENMILL_EMU)
+    emu_tma_load_2d(dst, map, x, y, bar);
+#elif defined(TM_WGMMA)
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+        " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem_addr(dst)),
+        "l"(map), "r"(x), "r"(y), "r"(smem_addr(bar))
+        : "memory");
+#else
+    __trap();
+#endif
+}
+
+// The warpgroup's registers per thread after a warp specialisation (`setmaxnreg`, sm_90a; a
+// hint the emulation has no use for).
+template <int N>
+DEVICE void wg_regs_fewer() {
+#if defined(TM_WGMMA)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+DEVICE void wg_regs_more() {
+#if defined(TM_WGMMA)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
+// The GEMM body of the TMA kernels: as wg_gemm (k in bytes) with A's and B's chunks copied by
+// the TMA unit from the tensor maps `map_a` and `map_b` (their boxes at K byte 128·kc and row
+// r0 or c0). Block: 384 threads, warpgroups 0 and 1 the consumers, 2 the producer. FP8: the
+// producer's 128 threads also bring each chunk's scales into the stage (thread p A's for row
+// r0 + p and B's for column c0 + p), so that their latency is the producer's, ahead of the
+// products, and the consumers hold none in registers; each arrives on the stage's full
+// barrier once they are written. The consumers release a stage once the promotion has read
+// its scales.
+template <bool FP8>
+DEVICE void wg_tma_gemm(const uint64_t* map_a, const float* sa, long long sa_outer,
+                        long long sa_k, int a_blk, const uint64_t* map_b, const float* sb,
+                        long long sb_outer, long long sb_k, int b_blk, float* c, long long ldc,
+                        int m, int n, int k, int accumulate) {
+    DYNAMIC_SHARED(unsigned char, raw);
+    unsigned char* sm = raw + ((1024u - (smem_addr(raw) & 1023u)) & 1023u);
+    float* scales = reinterpret_cast<float*>(sm + TMA_STAGES * 2 * WG_TILE);  // [stage][256]
+    uint64_t* full = reinterpret_cast<uint64_t*>(scales + TMA_STAGES * 256);
+    uint64_t* empty = full + TMA_STAGES;
+    const int r0 = blockIdx.y * 128, c0 = blockIdx.x * 128;
+    const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
+    const int g = lane / 4, t = lane % 4;
+    const int chunks = (k + 127) / 128;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < TMA_STAGES; s++) {
+            // The producer's arrivals (FP8: each of its threads', with the scales) and the
+            // copies' bytes.
+            mbar_init(&full[s], FP8 ? 128 : 1);
+            mbar_init(&empty[s], 8);  // one arrival per consumer warp
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();
+    if (h == 2) {
+        wg_regs_fewer<40>();
+        const int p = threadIdx.x - 256;
+        if (!FP8 && p != 0) return;
+        if (p == 0) {
+            tma_acquire(map_a);
+            tma_acquire(map_b);
+        }
+        for (int kc = 0; kc < chunks; kc++) {
+            const int s = kc % TMA_STAGES;
+            // The consumers have finished with this stage's chunk kc - TMA_STAGES (the first
+            // round passes: a fresh barrier's phase of parity 1 counts as completed).
+            mbar_wait(&empty[s], ((kc / TMA_STAGES) & 1) ^ 1);
+            if constexpr (FP8) {
+                float* sc = scales + s * 256;
+                sc[p] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + p, m, kc);
+                sc[128 + p] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + p, n, kc);
+            }
+            if (p == 0) {
+                unsigned char* st = sm + s * 2 * WG_TILE;
+                mbar_arrive_expect(&full[s], 2 * WG_TILE);
+                tma_load(st, map_a, kc * 128, r0, &full[s]);
+                tma_load(st + WG_TILE, map_b, kc * 128, c0, &full[s]);
+            } else {
+                mbar_arrive(&full[s]);
+            }
+        }
+        return;
+    }
+    wg_regs_more<232>();
+    float acc[64], part[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = part[i] = 0.0f;
+    for (int kc = 0; kc < chunks; kc++) {
+        const int s = kc % TMA_STAGES;
+        const unsigned char* st = sm + s * 2 * WG_TILE;
+        const uint32_t at = smem_addr(st) + 64 * h * 128, bt = smem_addr(st + WG_TILE);
+        mbar_wait(&full[s], (kc / TMA_STAGES) & 1);
+        if constexpr (FP8) {
+            wg_fence(part);
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+                wg_mma_e4m3(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
+            wg_commit();
+            wg_wait<0>(part);
+            const float* sc = scales + s * 256;
+            const float s_a[2] = {sc[64 * h + 16 * w + g], sc[64 * h + 16 * w + g + 8]};
+            wg_promote(acc, part, s_a, [&](int i) { return sc[128 + 8 * (i / 2) + 2 * t + i % 2]; });
+            if (lane == 0) mbar_arrive(&empty[s]);  // the warp's products and scales are read
+        } else {
+            wg_fence(acc);
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+                wg_mma_bf16(acc, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), 1);
+            wg_commit();
+            wg_wait<1>(acc);
+            // Chunk kc - 1's products are done: its stage may be refilled.
+            if (kc > 0 && lane == 0) mbar_arrive(&empty[(kc - 1) % TMA_STAGES]);
+        }
+    }
+    if constexpr (!FP8) wg_wait<0>(acc);
+    wg_store(acc, c, ldc, r0, c0, m, n, accumulate);
+}
+
+// fp8_wgmma_gemm_f32 with the operands copied by the TMA unit from tensor maps: `maps` holds
+// two per group (A's, then B's; 128 bytes each, 16 × 64 bits) over the group's codes — its K
+// bytes, then its rows —, so `a`'s and `b`'s codes are read only through them. The other
+// arguments as fp8_wgmma_gemm_f32's. Launch: grid as fp8_wgmma_gemm_f32's; block 384; dynamic
+// shared memory TMA_SMEM.
+KERNEL void __launch_bounds__(384, 1)
+    fp8_tma_gemm_f32(const float* __restrict__ sa, long long sa_outer, long long sa_k, int a_blk,
+                     const float* __restrict__ sb, long long sb_outer, long long sb_k, int b_blk,
+                     float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
+                     int accumulate, const uint64_t* __restrict__ maps) {
+    const long long* d = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
+    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
+    const uint64_t* map = maps + 32 * (long long)blockIdx.z;
+    wg_tma_gemm<true>(map, sa + d[5], sa_outer, sa_k, a_blk, map + 16, sb + d[6], sb_outer, sb_k,
+                      b_blk, c + d[7], ldc, m, n, k, accumulate);
+}
+
+// bf16_wgmma_gemm_f32 with the operands copied by the TMA unit: `maps` as fp8_tma_gemm_f32's
+// over the groups' BF16 values (K in bytes: two per value). Launch: as fp8_tma_gemm_f32.
+KERNEL void __launch_bounds__(384, 1)
+    bf16_tma_gemm_f32(float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
+                      int accumulate, const uint64_t* __restrict__ maps) {
+    const long long* d = desc + 8 * (long long)blockIdx.z;
+    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
+    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
+    const uint64_t* map = maps + 32 * (long long)blockIdx.z;
+    wg_tma_gemm<false>(map, nullptr, 0, 0, 0, map + 16, nullptr, 0, 0, 0, c + d[7], ldc, m, n,
+                       2 * k, accumulate);
 }

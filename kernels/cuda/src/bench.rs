@@ -8,9 +8,10 @@ use tokenmill_kernels::fp8::Fp8Format;
 use tokenmill_kernels::quant::{ScaleRounding, quantize};
 use tokenmill_kernels::rng::Rng;
 
-use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, PushKernelArg};
 
 use crate::backend::MmaKernel;
+use crate::backend::mma::MmaOperand;
 use crate::check::Row;
 use crate::device::Device;
 use crate::error::{Error, Result, driver};
@@ -375,10 +376,12 @@ pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
 pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
 
 /// Our tensor-core kernels of one format (FP8, or `bf16`) that `dev` runs: `mma.sync`, and
-/// wgmma on Hopper (unless set aside after its probe failed, [`crate::backend::avoid_wgmma`]).
+/// on Hopper wgmma and wgmma with TMA (unless set aside after its probe failed,
+/// [`crate::backend::avoid`]).
 fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<MmaKernel> {
-    [MmaKernel::Sync, MmaKernel::Wgmma]
-        .into_iter()
+    let mut all = MmaKernel::ALL;
+    all.reverse();
+    all.into_iter()
         .filter(|k| {
             !k.set_aside()
                 && if bf16 {
@@ -390,19 +393,15 @@ fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<MmaKernel> {
         .collect()
 }
 
-/// One launch of our FP8 tensor-core `kernel` over `groups` groups of at most `m × n` on codes
-/// and scales as the timing lays them out: A `[rows, k]` with 1 × 128 scales `[rows][kb]`, B
-/// `[rows, k]` with 128 × 128 block scales `[row blocks][kb]`.
-fn mma_launch(
+/// The codes and scales of our FP8 tensor-core kernels' timing as they lay them out: A
+/// `[rows, k]` with 1 × 128 scales `[rows][kb]`, B `[rows, k]` with 128 × 128 block scales
+/// `[row blocks][kb]`.
+fn mma_operands(
     dev: &Device,
-    kernel: MmaKernel,
     (a, sa): (&CudaSlice<u8>, &CudaSlice<f32>),
     (b, sb): (&CudaSlice<u8>, &CudaSlice<f32>),
-    (c, k, ldc): (&CudaSlice<f32>, usize, usize),
-    desc: &CudaSlice<i64>,
-    (m, n, groups): (usize, usize, usize),
-) -> Result<()> {
-    use crate::backend::mma::{MmaOperand, launch};
+    k: usize,
+) -> (MmaOperand, MmaOperand) {
     use crate::fp8::Scales;
     let operand = |codes, scales, mode| MmaOperand {
         codes,
@@ -411,16 +410,28 @@ fn mma_launch(
         strides: (k.div_ceil(128), 1),
         mode,
     };
-    let x = operand(dev.addr(a), dev.addr(sa), Scales::Vec128);
-    let w = operand(dev.addr(b), dev.addr(sb), Scales::Blk128);
-    launch(
-        dev,
-        kernel,
-        (x, w),
-        (dev.addr(c), ldc),
-        (dev.addr(desc), m, n, groups),
-        false,
+    (
+        operand(dev.addr(a), dev.addr(sa), Scales::Vec128),
+        operand(dev.addr(b), dev.addr(sb), Scales::Blk128),
     )
+}
+
+/// Times `kernel`'s FP8 GEMM over the groups of `desc` (made once, outside the timing: the
+/// table and the TMA kernels' tensor maps), C at `c` with rows of `ldc`.
+fn time_mma(
+    dev: &Device,
+    kernel: MmaKernel,
+    (x, w): (MmaOperand, MmaOperand),
+    (c, ldc): (&CudaSlice<f32>, usize),
+    desc: &[i64],
+) -> Result<f64> {
+    use crate::backend::mma::{Groups, launch};
+    let groups = Groups::new(dev, kernel, desc, (x.codes, x.ld), (w.codes, w.ld), 1)?
+        .expect("the timing's groups are not empty");
+    let c = dev.addr(c);
+    time(dev, 5, || {
+        launch(dev, kernel, (x, w), (c, ldc), &groups, false)
+    })
 }
 
 /// Our own kernels' throughput: the FP8 GEMMs at `size`³ (on the CUDA cores; on the tensor
@@ -455,19 +466,10 @@ pub fn own_kernels_table(
     out.push(row("FP8 GEMM kernel (own, CUDA cores)", (m, n, k), ms));
     // The tensor cores: the same codes, A's scales per 1 × 128 ([m][kb]), B's per block; by
     // mma.sync, and by wgmma where the device runs it.
-    let desc = dev.upload("groups", &[m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64))?;
+    let desc = [m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64);
+    let ops = mma_operands(dev, (&ga, &gas), (&gb, &gbs), k);
     for kernel in tensor_core_kernels(dev, false) {
-        let ms = time(dev, 5, || {
-            mma_launch(
-                dev,
-                kernel,
-                (&ga, &gas),
-                (&gb, &gbs),
-                (&gc, k, n),
-                &desc,
-                (m, n, 1),
-            )
-        })?;
+        let ms = time_mma(dev, kernel, ops, (&gc, n), &desc)?;
         out.push(row(
             &format!(
                 "FP8 GEMM kernel (own, tensor cores: {})",
@@ -550,21 +552,11 @@ pub fn own_kernels_table(
             .map(|v| v as i64)
         })
         .collect();
-    let desc = dev.upload("groups", &desc)?;
+    let ops = mma_operands(dev, (&ga, &gas), (&gb, &gbs), k);
     for kernel in tensor_core_kernels(dev, false) {
         // Into zeros of its own, so that the check sees what this kernel wrote.
         let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
-        let ms = time(dev, 5, || {
-            mma_launch(
-                dev,
-                kernel,
-                (&ga, &gas),
-                (&gb, &gbs),
-                (&gy, k, n),
-                &desc,
-                (per, n, experts),
-            )
-        })?;
+        let ms = time_mma(dev, kernel, ops, (&gy, n), &desc)?;
         out.push(checked_row(
             dev,
             &format!(
@@ -623,21 +615,15 @@ pub fn own_kernels_table(
     let desc: Vec<i64> = (0..experts)
         .flat_map(|e| [per, n, k, e * per * k, e * n * k, 0, 0, e * per * n].map(|v| v as i64))
         .collect();
-    let desc = dev.upload("groups", &desc)?;
-    let (ld, acc) = (k as i64, 0i32);
-    let ldc = n as i64;
+    let (a0, b0) = ((dev.addr(&ga), k), (dev.addr(&gb), k));
     for kernel in tensor_core_kernels(dev, true) {
-        let mut gy = dev.zeros::<f32>("expert outputs (BF16)", rows * n)?;
-        let cfg = LaunchConfig {
-            shared_mem_bytes: kernel.shared(),
-            ..crate::backend::tile_grid(per, n, (128, 128), experts)
-        };
-        let name = kernel.bf16_name();
+        use crate::backend::mma::{Groups, launch_bf16};
+        let gy = dev.zeros::<f32>("expert outputs (BF16)", rows * n)?;
+        let groups =
+            Groups::new(dev, kernel, &desc, a0, b0, 2)?.expect("the timing's groups are not empty");
+        let c = (dev.addr(&gy), n);
         let ms = time(dev, 5, || {
-            let mut l = launch_on(dev, name)?;
-            l.arg(&ga).arg(&ld).arg(&gb).arg(&ld);
-            l.arg(&mut gy).arg(&ldc).arg(&desc).arg(&acc);
-            crate::backend::go(name, l, cfg)
+            launch_bf16(dev, kernel, (a0, b0), c, &groups, false)
         })?;
         out.push(checked_row(
             dev,

@@ -222,11 +222,11 @@ fn training_on_the_emulated_gpu_follows_the_cpu_in_every_precision() {
                 stderr.contains("CUDA device ready") && stderr.contains("emulator"),
                 "{stderr}"
             );
-            // bf16: the experts' GEMMs by the wgmma kernel (this is a compute capability 9.0
+            // bf16: the experts' GEMMs by the TMA kernel (this is a compute capability 9.0
             // device), every expert in one launch.
             if precision == "bf16" {
                 assert!(
-                    stderr.contains("one launch of bf16_wgmma_gemm_f32 each"),
+                    stderr.contains("one launch of bf16_tma_gemm_f32 each"),
                     "{stderr}"
                 );
             }
@@ -371,10 +371,10 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         let name = format!("{device}-{choice}");
         let (ok, stderr) = run(&name, "fp8", device, &format!("fp8_gemm = \"{choice}\"\n"));
         assert!(ok, "{stderr}");
-        // On this compute capability 9.0 device our kernel is the wgmma one.
+        // On this compute capability 9.0 device our kernel is the wgmma one on TMA copies.
         if choice != "cublaslt" {
             assert!(
-                stderr.contains("FP8 GEMMs on the tensor cores by fp8_wgmma_gemm_f32"),
+                stderr.contains("FP8 GEMMs on the tensor cores by fp8_tma_gemm_f32"),
                 "{stderr}"
             );
         }
@@ -392,9 +392,9 @@ fn training_with_tensor_core_fp8_gemms_on_the_emulated_gpu_follows_the_cpu() {
         assert!(gemms > 0, "{stderr}");
         assert!(max_rel <= 1e-2, "{max_rel:e}");
     }
-    // The mma.sync kernel asked for (TOKENMILL_CUDA_MMA=sync): as many launches as wgmma
-    // and, in the emulation (both instructions' sums of 32 products rounded to FP32 once, in
-    // the same order), the same losses bit for bit.
+    // The mma.sync kernel asked for (TOKENMILL_CUDA_MMA=sync): as many launches as wgmma on
+    // TMA copies and, in the emulation (both instructions' sums of 32 products rounded to FP32
+    // once, in the same order), the same losses bit for bit.
     let (ok, stderr) = run_with(
         "cuda-mma-sync",
         "fp8",
@@ -606,7 +606,8 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("wgmma kernels' probes in a child process: passed"),
+        stdout.contains("the wgmma kernels' probes in a child process: passed")
+            && stdout.contains("the wgmma+tma kernels' probes in a child process: passed"),
         "{stdout}"
     );
     let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -631,9 +632,9 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         .filter(|k| k["op"].as_str().unwrap().contains("cuBLASLt"))
         .count();
     assert_eq!(lt_rows, 10, "{kernels:?}");
-    // The same nine of training through each of our kernels: mma.sync, and wgmma (the
-    // emulated device is a compute capability 9.0 one).
-    for kernel in [" mma.sync ", " wgmma "] {
+    // The same nine of training through each of our kernels: mma.sync, and wgmma on cp.async
+    // and on TMA copies (the emulated device is a compute capability 9.0 one).
+    for kernel in [" mma.sync ", " wgmma ", " wgmma+tma "] {
         let rows = kernels
             .iter()
             .filter(|k| k["op"].as_str().unwrap().contains(kernel))
@@ -661,10 +662,13 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "grouped expert GEMM FP8 model",
         "FP8 GEMM kernel (own, tensor cores: mma.sync)",
         "FP8 GEMM kernel (own, tensor cores: wgmma)",
+        "FP8 GEMM kernel (own, tensor cores: wgmma+tma)",
         "grouped expert GEMM FP8 (own, tensor cores: mma.sync)",
         "grouped expert GEMM FP8 (own, tensor cores: wgmma)",
+        "grouped expert GEMM FP8 (own, tensor cores: wgmma+tma)",
         "grouped expert GEMM BF16 (own, tensor cores: mma.sync)",
         "grouped expert GEMM BF16 (own, tensor cores: wgmma)",
+        "grouped expert GEMM BF16 (own, tensor cores: wgmma+tma)",
         "grouped expert GEMM BF16 (cuBLAS GemmEx per expert)",
         "grouped expert GEMM FP8 (cuBLASLt per expert)",
     ] {
@@ -800,15 +804,21 @@ fn the_device_check_starts_nothing_once_its_time_is_spent() {
 
 /// A wgmma kernel that faults on the device (here the emulated driver's
 /// `TOKENMILL_CUDA_EMU_FAULT`, as a GPU that does not have an instruction or reads a
-/// descriptor otherwise would) costs the device check only its child process: the check
-/// reports it as an error naming the driver's, and every part after it runs on mma.sync —
-/// the nine FP8 rows by mma.sync pass, no row or timing is by wgmma, the experts' BF16 GEMMs
-/// in the kernel table pass on mma.sync.
+/// descriptor or tensor map otherwise would) costs the device check only the child process
+/// that probed it: the check reports it as an error naming the driver's, and every part after
+/// it leaves that kernel (wgmma on cp.async copies, or on TMA copies) aside — the nine FP8 rows
+/// by each other kernel pass, none is by the faulting one, nor any timing; the experts' BF16
+/// GEMMs in the kernel table pass on another.
 #[test]
 fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    for kernel in ["fp8_wgmma_gemm_f32", "bf16_wgmma_gemm_f32"] {
+    for (kernel, faulty, other) in [
+        ("fp8_wgmma_gemm_f32", "wgmma", "wgmma+tma"),
+        ("bf16_wgmma_gemm_f32", "wgmma", "wgmma+tma"),
+        ("fp8_tma_gemm_f32", "wgmma+tma", "wgmma"),
+        ("bf16_tma_gemm_f32", "wgmma+tma", "wgmma"),
+    ] {
         let out = Command::new(tokenmill_bin())
             .args(["doctor", "--gpu", "--rehearsal", "--gemm-sizes", "128"])
             // Parts 1 and 2 only.
@@ -825,13 +835,13 @@ fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
         let rep: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         let errors = rep["errors"].as_array().unwrap();
-        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors.len(), 1, "{kernel}: {errors:?}");
         let e = errors[0].as_str().unwrap();
         assert!(
-            e.starts_with("wgmma kernels' probes in a child process")
+            e.starts_with(&format!("the {faulty} kernels' probes in a child process"))
                 && e.contains("CUDA_ERROR_ILLEGAL_INSTRUCTION")
-                && e.contains("took mma.sync"),
-            "{e}"
+                && e.contains("took another"),
+            "{kernel}: {e}"
         );
         let kernels = rep["kernels"].as_array().unwrap();
         assert!(kernels.len() > 50);
@@ -839,22 +849,29 @@ fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
         let by = |what: &str| {
             kernels
                 .iter()
-                .filter(|k| k["op"].as_str().unwrap().contains(what))
+                .filter(|k| k["op"].as_str().unwrap().contains(&format!(" {what} ")))
                 .count()
         };
-        assert_eq!((by(" mma.sync "), by("wgmma")), (9, 0), "{kernels:?}");
+        assert_eq!(
+            (by("mma.sync"), by(other), by(faulty)),
+            (9, 9, 0),
+            "{kernel}: {kernels:?}"
+        );
         let gemm: Vec<&str> = rep["gemm"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["what"].as_str().unwrap())
             .collect();
-        assert!(gemm.iter().all(|g| !g.contains("wgmma")), "{gemm:?}");
-        assert!(
-            gemm.iter()
-                .any(|g| g.starts_with("grouped expert GEMM FP8 (own, tensor cores: mma.sync)")),
-            "{gemm:?}"
-        );
+        let of = |what: &str| format!("tensor cores: {what})");
+        assert!(gemm.iter().all(|g| !g.contains(&of(faulty))), "{gemm:?}");
+        for k in ["mma.sync", other] {
+            assert!(
+                gemm.iter()
+                    .any(|g| g.starts_with("grouped expert GEMM FP8 (own") && g.contains(&of(k))),
+                "{k}: {gemm:?}"
+            );
+        }
     }
 }
 

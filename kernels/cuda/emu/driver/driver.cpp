@@ -384,6 +384,47 @@ API int tm_emu_reachable(const void* p) { return reachable(p) ? 1 : 0; }
 // allocation (or bytes is 0), as a real NCCL's buffers must.
 API CUresult tm_emu_device_range(CUdeviceptr p, size_t bytes) { return check(p, bytes); }
 
+// cuTensorMapEncodeTiled for the TMA kernels: two dimensions of 1-, 2- or 4-byte elements, no
+// interleave, the 128-byte swizzle (the only one the emulation models), zeros out of bounds, the
+// driver's rules on addresses, dimensions, strides and boxes (shim/emu.cpp), unit element
+// strides; and the tensor inside one device, managed or page-locked allocation (any memory with
+// pageable access), where a GPU's copies would fault. Anything else is CUDA_ERROR_INVALID_VALUE
+// (or CUDA_ERROR_NOT_SUPPORTED for what is not modelled), with the reason on stderr.
+API CUresult cuTensorMapEncodeTiled(void* map, int dtype, unsigned rank, void* addr,
+                                    const uint64_t* dims, const uint64_t* strides,
+                                    const unsigned* box, const unsigned* estrides, int interleave,
+                                    int swizzle, int l2, int oob) {
+    auto refuse = [](CUresult r, const char* why) {
+        std::fprintf(stderr, "emulated CUDA driver: cuTensorMapEncodeTiled: %s\n", why);
+        return r;
+    };
+    if (!map || !addr || !dims || !box || !estrides || (rank > 1 && !strides))
+        return refuse(CUDA_ERROR_INVALID_VALUE, "a null argument");
+    if (reinterpret_cast<uintptr_t>(map) % 64) return refuse(CUDA_ERROR_INVALID_VALUE, "the map is not 64-byte aligned");
+    // CU_TENSOR_MAP_DATA_TYPE_UINT8 0, UINT16 1, UINT32 2, BFLOAT16 9.
+    unsigned es = dtype == 0 ? 1 : dtype == 1 || dtype == 9 ? 2 : dtype == 2 ? 4 : 0;
+    if (es == 0) return refuse(CUDA_ERROR_NOT_SUPPORTED, "an element type not modelled");
+    if (rank != 2) return refuse(CUDA_ERROR_NOT_SUPPORTED, "a rank other than 2 is not modelled");
+    if (interleave != 0) return refuse(CUDA_ERROR_NOT_SUPPORTED, "interleaving is not modelled");
+    if (swizzle != 3) return refuse(CUDA_ERROR_NOT_SUPPORTED, "only the 128-byte swizzle is modelled");
+    if (oob != 0) return refuse(CUDA_ERROR_NOT_SUPPORTED, "only zeros out of bounds are modelled");
+    if (l2 < 0 || l2 > 3) return refuse(CUDA_ERROR_INVALID_VALUE, "an L2 promotion outside 0 ..= 3");
+    if (estrides[0] != 1 || estrides[1] != 1)
+        return refuse(CUDA_ERROR_NOT_SUPPORTED, "element strides other than 1 are not modelled");
+    if (const char* why = tm_emu_tensor_map_encode(static_cast<uint64_t*>(map), es, addr, dims[0],
+                                                   dims[1], strides[0], box[0], box[1], 128))
+        return refuse(CUDA_ERROR_INVALID_VALUE, why);
+    if (!pageable()) {
+        CUdeviceptr a = (CUdeviceptr)(uintptr_t)addr;
+        size_t bytes = (size_t)(strides[0] * (dims[1] - 1) + dims[0] * es);
+        std::lock_guard<std::mutex> g(g_lock);
+        if (!inside(a, bytes) && !inside_of(g_pinned, a, bytes))
+            return refuse(CUDA_ERROR_INVALID_VALUE,
+                          "the tensor is not inside one device allocation (a GPU's copies would fault)");
+    }
+    return CUDA_SUCCESS;
+}
+
 API CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     std::lock_guard<std::mutex> g(g_lock);
     *total = total_memory();

@@ -77,6 +77,7 @@ struct Fiber {
 struct Run {
     Context sched;
     Fiber* cur;
+    int prefer;  // a fiber to run next (a memory barrier's waiter whose phase completed), or -1
     void (*fn)(void*);
     void* arg;
 };
@@ -110,6 +111,7 @@ std::vector<char*>& stacks(size_t n) {
 void yield() { jump(emu_run->cur->ctx, emu_run->sched); }
 
 void drop(EmuBar& b) {
+    emu_thread.block->progress++;
     b.live--;
     if (b.arrived > 0 && b.arrived == b.live) {
         b.arrived = 0;
@@ -134,6 +136,7 @@ void fiber_main() {
 }  // namespace
 
 void emu_wait(EmuBar& b) {
+    emu_thread.block->progress++;
     unsigned g = b.gen;
     if (++b.arrived == b.live) {
         b.arrived = 0;
@@ -240,10 +243,31 @@ struct EmuAsync {
     unsigned product_groups = 0;
 };
 
-// The shared-memory ranges [lo, hi) the block's products in flight read, each with the number
-// of products (of any thread) reading it.
+// A TMA copy waiting on its memory barrier: the box at (x, y) of a tensor map into shared
+// memory at offset `dst`.
+struct EmuTma {
+    uint64_t map[16];
+    uint64_t dst;
+    int x, y;
+};
+
+// A memory barrier: arrivals expected per phase, still to come this phase, bytes of copies
+// expected and not yet made (may go below zero for a moment, as on a GPU), completed phases,
+// and the copies that complete on it.
+struct EmuMbar {
+    int expected, pending;
+    long long tx;
+    unsigned phase;
+    std::vector<EmuTma> copies;
+    int waiter;  // the last thread that waited on the barrier in vain, or -1
+};
+
+// The block's asynchronous state shared by its threads: the shared-memory ranges [lo, hi) its
+// products in flight read, each with the number of products (of any thread) reading it; its
+// memory barriers by shared-memory offset.
 struct EmuInflight {
     std::map<std::pair<uint64_t, uint64_t>, int> ranges;
+    std::map<uint64_t, EmuMbar> mbars;
 };
 
 namespace {
@@ -293,6 +317,16 @@ std::pair<uint64_t, uint64_t> desc_span(uint64_t desc, unsigned rows) {
     return {lo, lo + (rows / 8 - 1) * sbo + 1024};
 }
 
+// Aborts if [at, at + bytes) of shared memory is read by wgmma products in flight.
+void refuse_inflight(uint64_t at, uint64_t bytes, const char* what) {
+    for (const auto& [span, n] : emu_thread.block->inflight->ranges)
+        if (at < span.second && at + bytes > span.first) {
+            std::fprintf(stderr, "tokenmill CUDA emulation: %s into shared memory [%llu, %llu) that a wgmma in flight reads\n",
+                         what, (unsigned long long)at, (unsigned long long)(at + bytes));
+            std::abort();
+        }
+}
+
 void hold(const EmuWgmma& p, int by) {
     auto& r = emu_thread.block->inflight->ranges;
     for (auto span : {desc_span(p.da, 64), desc_span(p.db, 128)})
@@ -330,10 +364,7 @@ void emu_cp_async16(void* dst, const void* src, unsigned src_size) {
         emu_fail("cp.async: a destination outside the dynamic shared memory");
     if (reinterpret_cast<uintptr_t>(dst) % 16 || (src_size && reinterpret_cast<uintptr_t>(src) % 16))
         emu_fail("cp.async: 16 bytes from and to 16-byte aligned addresses");
-    uint64_t at = (uint64_t)(d - b->dyn_smem);
-    for (const auto& [span, n] : b->inflight->ranges)
-        if (at < span.second && at + 16 > span.first)
-            emu_fail("cp.async into shared memory that a wgmma in flight reads");
+    refuse_inflight((uint64_t)(d - b->dyn_smem), 16, "cp.async");
     EmuAsync& a = my_async();
     a.copies.push_back({d, static_cast<const unsigned char*>(src), src_size, a.copy_groups});
 }
@@ -375,6 +406,151 @@ void emu_wgmma_wait(unsigned n) {
     for (; done < a.products.size() && a.products[done].group + n < a.product_groups; done++)
         run_product(a.products[done]);
     a.products.erase(a.products.begin(), a.products.begin() + done);
+    // `.sync.aligned`: the warp's threads leave the wait together, each with its products done
+    // (the lanes of a warp cannot drift apart here as the emulation's threads otherwise could:
+    // a lane that arrives on a barrier for its warp speaks for every lane).
+    emu_wait(emu_thread.block->warps[emu_thread.linear / 32]);
+}
+
+namespace {
+
+constexpr uint64_t kMapMagic = 0x31554d4550414d54ull;  // "TMAPEMU1"
+
+EmuMbar& mbar_at(uint64_t* bar) {
+    uint64_t at = emu_smem_offset(bar);
+    auto& m = emu_thread.block->inflight->mbars;
+    auto it = m.find(at);
+    if (at % 8 || it == m.end()) emu_fail("mbarrier: a barrier never initialised (or misaligned)");
+    return it->second;
+}
+
+// Completes the barrier's phase if its arrivals and bytes are in.
+void settle(EmuMbar& b) {
+    if (b.pending == 0 && b.tx == 0) {
+        b.phase++;
+        b.pending = b.expected;
+        emu_thread.block->progress++;
+        // Its waiter runs next, before the thread that completed the phase goes on: on a GPU
+        // it may well, and so the completing thread's asynchronous work still pending (the
+        // products of a stage released too early) meets the waiter's next step (that stage's
+        // next copy) — which the emulation refuses.
+        if (b.waiter >= 0) emu_run->prefer = b.waiter;
+        b.waiter = -1;
+    }
+}
+
+// Makes a TMA copy: the box, row after row, into shared memory in the 128-byte swizzle; zeros
+// outside the tensor. Returns its bytes.
+long long tma_copy(const EmuTma& c) {
+    EmuBlock* b = emu_thread.block;
+    const uint64_t* m = c.map;
+    auto* base = reinterpret_cast<const unsigned char*>(m[1]);
+    uint64_t dim0 = m[2], dim1 = m[3], stride = m[4], box0 = m[5], box1 = m[6], es = m[7];
+    uint64_t pitch = box0 * es, bytes = pitch * box1;
+    refuse_inflight(c.dst, bytes, "a TMA copy landing");
+    if (c.dst + bytes > b->dyn_bytes) emu_fail("TMA: a box past the dynamic shared memory");
+    for (uint64_t r = 0; r < box1; r++) {
+        long long y = (long long)c.y + (long long)r;
+        for (uint64_t j = 0; j < pitch; j++) {
+            long long x = (long long)c.x + (long long)(j / es);
+            bool in = y >= 0 && (uint64_t)y < dim1 && x >= 0 && (uint64_t)x < dim0;
+            uint64_t at = c.dst + r * pitch + j;
+            at ^= ((at >> 7) & 7) << 4;
+            b->dyn_smem[at] = in ? base[(uint64_t)y * stride + (uint64_t)x * es + j % es] : 0;
+        }
+    }
+    return (long long)bytes;
+}
+
+}  // namespace
+
+extern "C" const char* tm_emu_tensor_map_encode(uint64_t* map, unsigned elem_bytes,
+                                                const void* addr, uint64_t dim0, uint64_t dim1,
+                                                uint64_t stride1, unsigned box0, unsigned box1,
+                                                unsigned swizzle) {
+    if (elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4) return "an element of 1, 2 or 4 bytes";
+    if (reinterpret_cast<uintptr_t>(addr) % 16) return "the global address is not 16-byte aligned";
+    if (dim0 == 0 || dim1 == 0 || dim0 > (1ull << 32) || dim1 > (1ull << 32))
+        return "a dimension outside 1 ..= 2^32";
+    if (stride1 % 16 || stride1 >= (1ull << 40)) return "the stride is not a multiple of 16 below 2^40";
+    if (stride1 < dim0 * elem_bytes) return "the stride is shorter than a row";
+    if (box0 == 0 || box1 == 0 || box0 > 256 || box1 > 256) return "a box side outside 1 ..= 256";
+    if (box0 * elem_bytes % 16) return "a box row is not a multiple of 16 bytes";
+    if (swizzle != 128) return "only the 128-byte swizzle is modelled";
+    if (box0 * elem_bytes > 128) return "a box row longer than the 128-byte swizzle";
+    for (int i = 0; i < 16; i++) map[i] = 0;
+    map[0] = kMapMagic;
+    map[1] = reinterpret_cast<uint64_t>(addr);
+    map[2] = dim0;
+    map[3] = dim1;
+    map[4] = stride1;
+    map[5] = box0;
+    map[6] = box1;
+    map[7] = elem_bytes;
+    map[8] = swizzle;
+    return nullptr;
+}
+
+void emu_mbar_init(uint64_t* bar, unsigned count) {
+    uint64_t at = emu_smem_offset(bar);
+    if (at % 8) emu_fail("mbarrier.init: a barrier not 8-byte aligned");
+    if (count == 0 || count >= (1u << 20)) emu_fail("mbarrier.init: a count outside 1 ..= 2^20 - 1");
+    EmuMbar& b = emu_thread.block->inflight->mbars[at];
+    if (!b.copies.empty()) emu_fail("mbarrier.init: a barrier with copies in flight");
+    b = EmuMbar{(int)count, (int)count, 0, 0, {}, -1};
+    emu_thread.block->progress++;
+}
+
+void emu_mbar_arrive(uint64_t* bar, unsigned bytes) {
+    EmuMbar& b = mbar_at(bar);
+    if (b.pending == 0) emu_fail("mbarrier.arrive: more arrivals than the barrier expects");
+    b.tx += bytes;
+    b.pending--;
+    emu_thread.block->progress++;
+    settle(b);
+    // A plain arrival (a consumer releasing a stage) lets the others run now, as a GPU's warps
+    // would: a thread waiting on this barrier goes on while the arriving thread's asynchronous
+    // work (products in flight) is still pending. A producer's arrival with its bytes goes on
+    // issuing copies, so it runs as far ahead as its barriers let it.
+    if (bytes == 0) yield();
+}
+
+void emu_mbar_wait(uint64_t* bar, unsigned parity) {
+    EmuBlock* blk = emu_thread.block;
+    unsigned long seen = blk->progress;
+    for (int idle = 0;;) {
+        EmuMbar& b = mbar_at(bar);  // (the table may have grown while this thread waited)
+        if (!b.copies.empty()) {
+            std::vector<EmuTma> copies;
+            copies.swap(b.copies);
+            for (const EmuTma& c : copies) b.tx -= tma_copy(c);
+            blk->progress++;
+            settle(b);
+        }
+        if ((b.phase & 1) != (parity & 1)) return;
+        b.waiter = (int)emu_thread.linear;
+        yield();
+        if (blk->progress != seen) {
+            seen = blk->progress;
+            idle = 0;
+        } else if (++idle >= 3) {
+            emu_fail("mbarrier wait: no thread of the block can go on (a deadlock)");
+        }
+    }
+}
+
+void emu_tma_load_2d(void* dst, const uint64_t* map, int x, int y, uint64_t* bar) {
+    if (map[0] != kMapMagic) emu_fail("TMA: not a tensor map made by cuTensorMapEncodeTiled");
+    uint64_t at = emu_smem_offset(dst);
+    if (at % 128) emu_fail("TMA: a shared-memory destination not 128-byte aligned");
+    refuse_inflight(at, map[5] * map[6] * map[7], "a TMA copy");
+    EmuMbar& b = mbar_at(bar);
+    EmuTma c{};
+    std::memcpy(c.map, map, sizeof c.map);
+    c.dst = at;
+    c.x = x;
+    c.y = y;
+    b.copies.push_back(c);
 }
 
 extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
@@ -398,6 +574,7 @@ extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigne
     b->dyn_bytes = dyn_smem;
     b->async = new EmuAsync[threads];
     b->inflight = new EmuInflight;
+    b->progress = 0;
     return b;
 }
 
@@ -410,6 +587,9 @@ extern "C" void tm_emu_block_free(void* p) {
     // A product still in flight when its thread returned would write registers that no
     // longer exist: on a GPU, undefined.
     if (!b->inflight->ranges.empty()) emu_fail("wgmma: a product left in flight at a thread's end");
+    // Likewise a TMA copy nobody waited for would land in shared memory no longer the block's.
+    for (const auto& [at, bar] : b->inflight->mbars)
+        if (!bar.copies.empty()) emu_fail("TMA: a copy left in flight at the block's end");
     delete[] b->async;
     delete b->inflight;
     delete b;
@@ -457,13 +637,24 @@ extern "C" void tm_emu_run_block(void* p, void (*fn)(void*), void* arg) {
         f[i].tid = {i % b->dim.x, (i / b->dim.x) % b->dim.y, i / (b->dim.x * b->dim.y)};
         f[i].done = false;
     }
-    for (unsigned left = n; left > 0;) {
+    run.prefer = -1;
+    unsigned left = n;
+    auto step = [&](unsigned i) {
+        run.cur = &f[i];
+        emu_thread = {b, f[i].tid, i};
+        jump(run.sched, f[i].ctx);
+        if (f[i].done) left--;
+    };
+    while (left > 0) {
         for (unsigned i = 0; i < n; i++) {
             if (f[i].done) continue;
-            run.cur = &f[i];
-            emu_thread = {b, f[i].tid, i};
-            jump(run.sched, f[i].ctx);
-            if (f[i].done) left--;
+            step(i);
+            // A memory barrier's waiter whose phase the step completed runs at once.
+            while (run.prefer >= 0) {
+                unsigned j = (unsigned)run.prefer;
+                run.prefer = -1;
+                if (!f[j].done) step(j);
+            }
         }
     }
     emu_thread.block = nullptr;

@@ -44,6 +44,10 @@ struct EmuBlock {
     size_t dyn_bytes;
     EmuAsync* async;  // per thread
     EmuInflight* inflight;
+    // Counts the block's events that may let a waiting thread on (a barrier arrival, a thread's
+    // return, an mbarrier's arrival or copy): a memory-barrier wait that sees none in three
+    // rounds of every other thread is a deadlock, and aborts.
+    unsigned long progress;
 };
 
 // Waits until every live member of `b` has arrived (emu.cpp).
@@ -155,6 +159,42 @@ void emu_wgmma_e4m3_m64n128k32(float* d, uint64_t da, uint64_t db, int scale_d);
 void emu_wgmma_bf16_m64n128k16(float* d, uint64_t da, uint64_t db, int scale_d);
 void emu_wgmma_commit();
 void emu_wgmma_wait(unsigned n);
+
+// Memory barriers in shared memory (`mbarrier`, 8 bytes each; the state is the shim's, kept
+// by the barrier's shared-memory address): `emu_mbar_init` (`mbarrier.init`: `count` arrivals
+// expected per phase), `emu_mbar_arrive` (`mbarrier.arrive`, or with `bytes` > 0
+// `mbarrier.arrive.expect_tx`: that many bytes of copies expected this phase too), and
+// `emu_mbar_wait` (`mbarrier.try_wait.parity` until it passes: until the phase of that parity
+// has completed — a fresh barrier's phase of parity 1 counts as completed). A phase completes
+// when its arrivals are in and its expected bytes have been copied. Aborts on a barrier never
+// initialised, more arrivals than expected, or a wait that can never pass (no thread of the
+// block does anything for three rounds).
+void emu_mbar_init(uint64_t* bar, unsigned count);
+void emu_mbar_arrive(uint64_t* bar, unsigned bytes);
+void emu_mbar_wait(uint64_t* bar, unsigned parity);
+
+// `cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [dst],
+// [map, {x, y}], [bar]`: the TMA copy of the box at element (x, y) of the tensor map `map` (made
+// by `tm_emu_tensor_map_encode`: the emulated driver's cuTensorMapEncodeTiled) into shared
+// memory at `dst`, row after row of the box (each row of box0 elements), in the map's 128-byte
+// swizzle (a shared-memory address's bits 4–6 XORed with its bits 7–9, as the wgmma
+// descriptors read it); elements outside the tensor are zeros; the box's bytes complete on
+// `bar`. The copy is made when a thread waits on `bar`, from global memory as it is then — so a
+// thread that reads the stage before its barrier's phase completes reads what was there
+// before —; a copy into shared memory that wgmma products in flight read aborts, at the copy's
+// issue and when it lands.
+void emu_tma_load_2d(void* dst, const uint64_t* map, int x, int y, uint64_t* bar);
+
+// The emulation's tensor map (`CUtensorMap`, 128 bytes): a 2-D tensor of `elem_bytes`-byte
+// elements at `addr`, `dim0` elements per row, `dim1` rows, rows `stride1` bytes apart; boxes of
+// box0 × box1 elements; swizzle 128 (bytes) — the only mode modelled. Returns null when
+// cuTensorMapEncodeTiled accepts these, else why not (its rules: the address 16-byte aligned,
+// dimensions from 1 to 2³², the stride a multiple of 16 below 2⁴⁰ holding a row, box sides
+// from 1 to 256, a box row a multiple of 16 bytes and, with the 128-byte swizzle, at most 128).
+extern "C" const char* tm_emu_tensor_map_encode(uint64_t* map, unsigned elem_bytes,
+                                                const void* addr, uint64_t dim0, uint64_t dim1,
+                                                uint64_t stride1, unsigned box0, unsigned box1,
+                                                unsigned swizzle);
 
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }

@@ -48,16 +48,98 @@ kernels!(bf16_mma_gemm_f32, bf16_wgmma_gemm_f32: (
     accumulate: i32
 ));
 
+kernels!(fp8_tma_gemm_f32: (
+    sa: *const f32,
+    sa_outer: i64,
+    sa_k: i64,
+    a_blk: i32,
+    sb: *const f32,
+    sb_outer: i64,
+    sb_k: i64,
+    b_blk: i32,
+    c: *mut f32,
+    ldc: i64,
+    desc: *const i64,
+    accumulate: i32,
+    maps: *const u64
+));
+kernels!(bf16_tma_gemm_f32: (
+    c: *mut f32,
+    ldc: i64,
+    desc: *const i64,
+    accumulate: i32,
+    maps: *const u64
+));
+unsafe extern "C" {
+    /// The emulation's cuTensorMapEncodeTiled (shim/emu.h): null, or why the map is refused.
+    fn tm_emu_tensor_map_encode(
+        map: *mut u64,
+        elem_bytes: u32,
+        addr: *const u8,
+        dim0: u64,
+        dim1: u64,
+        stride1: u64,
+        box0: u32,
+        box1: u32,
+        swizzle: u32,
+    ) -> *const std::ffi::c_char;
+}
+
 const E4M3: Fp8Format = Fp8Format::E4M3;
 
-/// Which kernel [`check`] and [`check_bf16`] run: `mma.sync` (cu/mma.cu) or wgmma
-/// (cu/wgmma.cu, Hopper's warpgroup instruction on operands copied asynchronously into
-/// swizzled shared memory).
+/// One side's tensor maps to make: its first byte, row length in bytes, and per group (first
+/// byte, rows, K bytes).
+type MapSide = (*const u8, usize, Vec<(usize, usize, usize)>);
+
+/// The TMA kernels' tensor maps, two per group (A's, then B's) as the backend makes them: over
+/// bytes, a group's K bytes by its rows, rows `ld` bytes apart, 128 × 128 boxes, the 128-byte
+/// swizzle. `sides`: each side's first byte, row length in bytes and per group (first byte,
+/// rows, K bytes); a group with no rows or no K gets no map (the kernel reads none).
+fn tensor_maps(sides: [MapSide; 2]) -> Vec<u64> {
+    let groups = sides[0].2.len();
+    let mut maps = vec![0u64; 32 * groups];
+    for (side, (base, ld, parts)) in sides.iter().enumerate() {
+        for (g, &(at, rows, kbytes)) in parts.iter().enumerate() {
+            if rows == 0 || kbytes == 0 {
+                continue;
+            }
+            let map = maps[32 * g + 16 * side..].as_mut_ptr();
+            // SAFETY: `map` has 16 u64 of room; the encoder only reads its other arguments (the
+            // address is kept for the kernel, which the caller keeps alive).
+            let why = unsafe {
+                tm_emu_tensor_map_encode(
+                    map,
+                    1,
+                    base.add(at),
+                    kbytes as u64,
+                    rows as u64,
+                    *ld as u64,
+                    128,
+                    128,
+                    128,
+                )
+            };
+            assert!(why.is_null(), "tensor map refused: {:?}", unsafe {
+                // SAFETY: a non-null result is a static C string.
+                std::ffi::CStr::from_ptr(why)
+            });
+        }
+    }
+    maps
+}
+
+/// Which kernel [`check`] and [`check_bf16`] run: `mma.sync` (cu/mma.cu), wgmma (cu/wgmma.cu,
+/// Hopper's warpgroup instruction on operands copied asynchronously into swizzled shared
+/// memory), or wgmma on operands copied by the TMA unit in a warp-specialised block.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernel {
     Sync,
     Wgmma,
+    Tma,
 }
+
+/// The kernels [`check_both`] and the BF16 test run.
+const KERNELS: [Kernel; 3] = [Kernel::Sync, Kernel::Wgmma, Kernel::Tma];
 
 /// Both FP8 kernels' signature: A's codes, row length, scales, their strides and tiles; B's
 /// likewise; C and its row length; the table of groups; accumulate.
@@ -82,6 +164,10 @@ type Fp8Kernel = unsafe extern "C" fn(
 
 /// cu/wgmma.cu's WG_SMEM: five stages of two 16 KiB tiles and 1 KiB to align them.
 const WG_SMEM: usize = 5 * 2 * 128 * 128 + 1024;
+
+/// cu/wgmma.cu's TMA_SMEM: six stages of two 16 KiB tiles and 256 scales, their twelve
+/// barriers, 1 KiB to align them.
+const TMA_SMEM: usize = 6 * (2 * 128 * 128 + 256 * 4) + 12 * 8 + 1024;
 
 /// cu/mma.cu's MMA_SMEM: two stages of 128 + 128 rows of 144 bytes.
 const MMA_SMEM: usize = 2 * (128 + 128) * 144;
@@ -271,17 +357,49 @@ fn check(
         Ptr::of_const(&desc),
     );
     let kb64 = kb as i64;
-    let (f, smem) = match kernel {
-        Kernel::Sync => (fp8_mma_gemm_f32 as Fp8Kernel, MMA_SMEM),
-        Kernel::Wgmma => (fp8_wgmma_gemm_f32 as Fp8Kernel, WG_SMEM),
-    };
-    launch(
-        (grid.0.max(1), grid.1.max(1), grid.2),
-        (256, 1, 1),
-        smem,
-        || {
-            // SAFETY: the codes, scales and C hold every group's extent as `desc` gives it (built
-            // above from the same shapes); all alive for the launch.
+    let grid = (grid.0.max(1), grid.1.max(1), grid.2);
+    if kernel == Kernel::Tma {
+        let parts = |off: &[usize], rows: &dyn Fn(&Shape) -> usize| {
+            shapes
+                .iter()
+                .zip(off)
+                .map(|(s, &o)| (o, rows(s), s.k))
+                .collect()
+        };
+        let maps = tensor_maps([
+            (a.as_ptr(), ld, parts(&a_off, &|s| s.m)),
+            (b.as_ptr(), ld, parts(&b_off, &|s| s.n)),
+        ]);
+        let mp = Ptr::of_const(&maps);
+        launch(grid, (384, 1, 1), TMA_SMEM, || {
+            // SAFETY: the scales and C hold every group's extent as `desc` gives it, the maps
+            // cover each group's codes; all alive for the launch.
+            unsafe {
+                fp8_tma_gemm_f32(
+                    sap.c(),
+                    kb64,
+                    1,
+                    a_blk as i32,
+                    sbp.c(),
+                    kb64,
+                    1,
+                    b_blk as i32,
+                    cp.p(),
+                    ldc as i64,
+                    dp.c(),
+                    accumulate as i32,
+                    mp.c(),
+                )
+            }
+        });
+    } else {
+        let (f, smem) = match kernel {
+            Kernel::Sync => (fp8_mma_gemm_f32 as Fp8Kernel, MMA_SMEM),
+            _ => (fp8_wgmma_gemm_f32 as Fp8Kernel, WG_SMEM),
+        };
+        launch(grid, (256, 1, 1), smem, || {
+            // SAFETY: the codes, scales and C hold every group's extent as `desc` gives it
+            // (built above from the same shapes); all alive for the launch.
             unsafe {
                 f(
                     ap.c(),
@@ -302,8 +420,8 @@ fn check(
                     accumulate as i32,
                 )
             }
-        },
-    );
+        });
+    }
     let dec = |x: u8| E4M3.decode(x) as f64;
     for (g, s) in shapes.iter().enumerate() {
         for i in 0..s.m {
@@ -370,7 +488,7 @@ fn check_both(
     nan: bool,
     seed: u64,
 ) {
-    for kernel in [Kernel::Sync, Kernel::Wgmma] {
+    for kernel in KERNELS {
         check(kernel, shapes, blk, along_k, accumulate, nan, seed);
     }
 }
@@ -510,7 +628,7 @@ fn bf16_groups_on_the_tensor_cores_are_the_exact_product() {
         n: 130,
         k: 700,
     }];
-    for kernel in [Kernel::Sync, Kernel::Wgmma] {
+    for kernel in KERNELS {
         for (shapes, along_k) in [
             (&experts[..], false),
             (&wgrad[..], false),
@@ -629,26 +747,46 @@ fn check_bf16(
     );
     type Bf16Kernel =
         unsafe extern "C" fn(*const u16, i64, *const u16, i64, *mut f32, i64, *const i64, i32);
-    let (f, smem) = match kernel {
-        Kernel::Sync => (bf16_mma_gemm_f32 as Bf16Kernel, MMA_SMEM),
-        Kernel::Wgmma => (bf16_wgmma_gemm_f32 as Bf16Kernel, WG_SMEM),
-    };
-    launch(grid, (256, 1, 1), smem, || {
-        // SAFETY: the values and C hold every group's extent as `desc` gives it; all alive for
-        // the launch.
-        unsafe {
-            f(
-                ap.c(),
-                lda as i64,
-                bp.c(),
-                ldb as i64,
-                cp.p(),
-                ldc as i64,
-                dp.c(),
-                accumulate as i32,
-            )
-        }
-    });
+    if kernel == Kernel::Tma {
+        let parts = |off: &[usize], rows: &dyn Fn(&Shape) -> usize| {
+            shapes
+                .iter()
+                .zip(off)
+                .map(|(s, &o)| (2 * o, rows(s), 2 * s.k))
+                .collect()
+        };
+        let maps = tensor_maps([
+            (a.as_ptr().cast(), 2 * lda, parts(&a_off, &|s| s.m)),
+            (b.as_ptr().cast(), 2 * ldb, parts(&b_off, &|s| s.n)),
+        ]);
+        let mp = Ptr::of_const(&maps);
+        launch(grid, (384, 1, 1), TMA_SMEM, || {
+            // SAFETY: C holds every group's extent as `desc` gives it, the maps cover each
+            // group's values; all alive for the launch.
+            unsafe { bf16_tma_gemm_f32(cp.p(), ldc as i64, dp.c(), accumulate as i32, mp.c()) }
+        });
+    } else {
+        let (f, smem) = match kernel {
+            Kernel::Sync => (bf16_mma_gemm_f32 as Bf16Kernel, MMA_SMEM),
+            _ => (bf16_wgmma_gemm_f32 as Bf16Kernel, WG_SMEM),
+        };
+        launch(grid, (256, 1, 1), smem, || {
+            // SAFETY: the values and C hold every group's extent as `desc` gives it; all alive
+            // for the launch.
+            unsafe {
+                f(
+                    ap.c(),
+                    lda as i64,
+                    bp.c(),
+                    ldb as i64,
+                    cp.p(),
+                    ldc as i64,
+                    dp.c(),
+                    accumulate as i32,
+                )
+            }
+        });
+    }
     let val = |h: u16| f32::from_bits((h as u32) << 16) as f64;
     for (g, s) in shapes.iter().enumerate() {
         for i in 0..s.m {

@@ -37,14 +37,15 @@ struct Part {
     scales: usize,
 }
 
-/// `TOKENMILL_CUDA_MMA=sync` (or `wgmma`) picks the kernels of [`Fp8Gemm::Mma`] and of the
+/// `TOKENMILL_CUDA_MMA=sync` (or `wgmma`, or `tma`) picks the kernels of [`Fp8Gemm::Mma`] and of the
 /// experts' BF16 GEMMs instead of the automatic choice ([`MmaKernel`]).
 pub const MMA_VAR: &str = "TOKENMILL_CUDA_MMA";
 
 /// Which of our tensor-core kernels computes [`Fp8Gemm::Mma`]'s GEMMs and the experts' BF16
-/// GEMMs. Both forms take the same arguments and compute the same quantity; unless told
-/// otherwise ([`Cuda::set_mma_kernel`], [`MMA_VAR`]) the backend takes wgmma on compute
-/// capability 9.0 where its probe passes, else `mma.sync`.
+/// GEMMs. Every form computes the same quantity; unless told otherwise
+/// ([`Cuda::set_mma_kernel`], [`MMA_VAR`]) the backend takes the first of [`MmaKernel::ALL`]
+/// that the device runs and whose probe passes: on compute capability 9.0 the TMA kernels,
+/// then wgmma, else `mma.sync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MmaKernel {
     /// `cu/mma.cu` `fp8_mma_gemm_f32` and `bf16_mma_gemm_f32`: warp-level `mma.sync` m16n8k32
@@ -56,24 +57,39 @@ pub enum MmaKernel {
     /// read by the tensor cores from swizzled shared memory, loaded in five stages by
     /// `cp.async`.
     Wgmma,
-}
-
-/// Set by [`avoid_wgmma`]: the automatic choice takes `mma.sync` even where wgmma runs.
-static AVOID_WGMMA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// From now on, in this process, the automatic choice ([`MmaKernel`]) takes `mma.sync` and
-/// leaves wgmma alone: for the device check when its probe of the wgmma kernels in a child
-/// process failed — a kernel that faults leaves the CUDA context unusable for every later part.
-pub fn avoid_wgmma() {
-    AVOID_WGMMA.store(true, std::sync::atomic::Ordering::Relaxed);
+    /// `cu/wgmma.cu` `fp8_tma_gemm_f32` and `bf16_tma_gemm_f32`: the same products with the
+    /// operands copied by the TMA unit (from tensor maps, [`tensor_maps`]) in six stages, the
+    /// block specialised by warpgroup — one producer, two consumers — and its stages handed
+    /// over by memory barriers, as DeepSeek-V3's own kernels are built.
+    Tma,
 }
 
 impl MmaKernel {
+    /// Every kernel, in the automatic choice's order of preference.
+    pub const ALL: [MmaKernel; 3] = [MmaKernel::Tma, MmaKernel::Wgmma, MmaKernel::Sync];
+}
+
+/// Set by [`avoid`]: one bit per kernel ([`MmaKernel::bit`]) the automatic choice leaves alone.
+static AVOIDED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// From now on, in this process, the automatic choice ([`MmaKernel`]) leaves `kernel` alone:
+/// for the device check when its probe of that kernel in a child process failed — a kernel
+/// that faults leaves the CUDA context unusable for every later part.
+pub fn avoid(kernel: MmaKernel) {
+    AVOIDED.fetch_or(kernel.bit(), std::sync::atomic::Ordering::Relaxed);
+}
+
+impl MmaKernel {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     /// The FP8 kernel's name in the module.
     pub fn name(self) -> &'static str {
         match self {
             MmaKernel::Sync => "fp8_mma_gemm_f32",
             MmaKernel::Wgmma => "fp8_wgmma_gemm_f32",
+            MmaKernel::Tma => "fp8_tma_gemm_f32",
         }
     }
 
@@ -82,33 +98,56 @@ impl MmaKernel {
         match self {
             MmaKernel::Sync => "bf16_mma_gemm_f32",
             MmaKernel::Wgmma => "bf16_wgmma_gemm_f32",
+            MmaKernel::Tma => "bf16_tma_gemm_f32",
         }
     }
 
-    /// The tensor-core instruction it is built on, as rows and logs name it.
+    /// The tensor-core instruction it is built on (and how its operands come in), as rows,
+    /// logs and [`MMA_VAR`] name it.
     pub fn instruction(self) -> &'static str {
         match self {
             MmaKernel::Sync => "mma.sync",
             MmaKernel::Wgmma => "wgmma",
+            MmaKernel::Tma => "wgmma+tma",
         }
     }
 
     /// Its dynamic shared memory per block: cu/mma.cu's MMA_SMEM (two stages of 128 + 128
     /// rows of 144 bytes), cu/wgmma.cu's WG_SMEM (five stages of two 16 KiB tiles and 1 KiB
-    /// to align them).
+    /// to align them) and TMA_SMEM (six stages of two tiles and 256 scales, their twelve
+    /// 8-byte barriers, 1 KiB).
     pub(crate) fn shared(self) -> u32 {
         match self {
             MmaKernel::Sync => 2 * (128 + 128) * 144,
             MmaKernel::Wgmma => 5 * 2 * 128 * 128 + 1024,
+            MmaKernel::Tma => 6 * (2 * 128 * 128 + 256 * 4) + 12 * 8 + 1024,
         }
     }
 
-    /// Whether `dev` runs the FP8 kernel: wgmma needs the sm_90a cubin of a compute
-    /// capability 9.0 device, `mma.sync` FP8 tensor cores (8.9 or later).
+    /// Threads per block: two warpgroups, and the TMA kernels' producer warpgroup.
+    pub(crate) fn threads(self) -> u32 {
+        match self {
+            MmaKernel::Tma => 384,
+            _ => 256,
+        }
+    }
+
+    /// The launch of a grid of 128 × 128 tiles of C over `groups` groups of at most `m × n`.
+    pub(crate) fn grid(self, m: usize, n: usize, groups: usize) -> LaunchConfig {
+        let cfg = tile_grid(m, n, (128, 128), groups);
+        LaunchConfig {
+            shared_mem_bytes: self.shared(),
+            block_dim: (self.threads(), 1, 1),
+            ..cfg
+        }
+    }
+
+    /// Whether `dev` runs the FP8 kernel: wgmma (with or without TMA) needs the sm_90a cubin
+    /// of a compute capability 9.0 device, `mma.sync` FP8 tensor cores (8.9 or later).
     pub fn runs_on(self, dev: &Device) -> bool {
         match self {
             MmaKernel::Sync => dev.capability >= (8, 9),
-            MmaKernel::Wgmma => dev.capability == (9, 0) && dev.arch == "sm_90a",
+            MmaKernel::Wgmma | MmaKernel::Tma => dev.capability == (9, 0) && dev.arch == "sm_90a",
         }
     }
 
@@ -118,27 +157,46 @@ impl MmaKernel {
         self.runs_on(dev) && !self.set_aside()
     }
 
-    /// Whether the kernel was set aside in this process ([`avoid_wgmma`]: wgmma only).
+    /// Whether the kernel was set aside in this process ([`avoid`]).
     pub fn set_aside(self) -> bool {
-        self == MmaKernel::Wgmma && AVOID_WGMMA.load(std::sync::atomic::Ordering::Relaxed)
+        AVOIDED.load(std::sync::atomic::Ordering::Relaxed) & self.bit() != 0
     }
 
     /// Whether `dev` runs the BF16 kernel: `mma.sync` from compute capability 8.0.
     pub fn runs_bf16_on(self, dev: &Device) -> bool {
         match self {
             MmaKernel::Sync => dev.capability >= (8, 0),
-            MmaKernel::Wgmma => self.runs_on(dev),
+            _ => self.runs_on(dev),
+        }
+    }
+
+    /// The kernel [`MMA_VAR`]'s value names: `sync`, `wgmma` or `tma`.
+    pub fn parse(v: &str) -> Option<MmaKernel> {
+        match v {
+            "sync" => Some(MmaKernel::Sync),
+            "wgmma" => Some(MmaKernel::Wgmma),
+            "tma" => Some(MmaKernel::Tma),
+            _ => None,
+        }
+    }
+
+    /// Its name for [`MMA_VAR`] and `tokenmill doctor --probe-wgmma`.
+    pub fn key(self) -> &'static str {
+        match self {
+            MmaKernel::Sync => "sync",
+            MmaKernel::Wgmma => "wgmma",
+            MmaKernel::Tma => "tma",
         }
     }
 
     fn from_env() -> Result<Option<MmaKernel>> {
         match std::env::var(MMA_VAR).ok().as_deref() {
             None | Some("") => Ok(None),
-            Some("sync") => Ok(Some(MmaKernel::Sync)),
-            Some("wgmma") => Ok(Some(MmaKernel::Wgmma)),
-            Some(v) => Err(Error::Unavailable(format!(
-                "{MMA_VAR}={v}: the tensor-core kernels are `sync` and `wgmma`"
-            ))),
+            Some(v) => MmaKernel::parse(v).map(Some).ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "{MMA_VAR}={v}: the tensor-core kernels are `sync`, `wgmma` and `tma`"
+                ))
+            }),
         }
     }
 }
@@ -147,8 +205,8 @@ impl Cuda {
     /// Checks that the device has FP8 tensor cores (compute capability 8.9 or later), picks
     /// the kernel ([`MmaKernel`]) and checks that it computes a small exactly known product
     /// right — so that a device or a fragment layout it does not have is an error here, not a
-    /// wrong training run. Chosen automatically, a wgmma kernel that fails its probe is logged
-    /// and `mma.sync` takes its place; chosen by the caller, it is an error.
+    /// wrong training run. Chosen automatically, a kernel that fails its probe is logged and
+    /// the next of [`MmaKernel::ALL`] takes its place; chosen by the caller, it is an error.
     pub(super) fn mma_probe(&mut self) -> Result<()> {
         let cap = self.dev.capability;
         if cap < (8, 9) {
@@ -159,52 +217,52 @@ impl Cuda {
             )));
         }
         let asked = self.mma_asked()?;
-        let kernel = asked.unwrap_or(if MmaKernel::Wgmma.chosen_on(&self.dev) {
-            MmaKernel::Wgmma
-        } else {
-            MmaKernel::Sync
-        });
-        if !kernel.runs_on(&self.dev) {
-            return Err(Error::Unavailable(format!(
-                "{} needs Hopper's wgmma (compute capability 9.0, sm_90a); {} has {}.{} ({})",
-                kernel.name(),
-                self.dev.name,
-                cap.0,
-                cap.1,
-                self.dev.arch
-            )));
-        }
-        self.mma_kernel = kernel;
-        match self.mma_probe_product()? {
-            None => Ok(()),
-            Some(wrong) if asked.is_none() && kernel == MmaKernel::Wgmma => {
-                tracing::warn!(
-                    "{} failed its probe ({wrong}): the FP8 GEMMs take fp8_mma_gemm_f32",
-                    kernel.name()
-                );
-                self.mma_kernel = MmaKernel::Sync;
-                match self.mma_probe_product()? {
-                    None => Ok(()),
-                    Some(wrong) => Err(self.probe_failed(wrong)),
-                }
+        let candidates: Vec<MmaKernel> = match asked {
+            Some(k) => vec![k],
+            None => MmaKernel::ALL
+                .into_iter()
+                .filter(|k| k.chosen_on(&self.dev) || *k == MmaKernel::Sync)
+                .collect(),
+        };
+        let last = candidates.len() - 1;
+        for (i, kernel) in candidates.into_iter().enumerate() {
+            if !kernel.runs_on(&self.dev) {
+                return Err(Error::Unavailable(format!(
+                    "{} needs Hopper's wgmma (compute capability 9.0, sm_90a); {} has {}.{} ({})",
+                    kernel.name(),
+                    self.dev.name,
+                    cap.0,
+                    cap.1,
+                    self.dev.arch
+                )));
             }
-            Some(wrong) => Err(self.probe_failed(wrong)),
+            self.mma_kernel = kernel;
+            match self.mma_probe_product()? {
+                None => return Ok(()),
+                Some(wrong) if i < last => tracing::warn!(
+                    "{} failed its probe ({wrong}): the FP8 GEMMs take the next kernel",
+                    kernel.name()
+                ),
+                Some(wrong) => return Err(self.probe_failed(wrong)),
+            }
         }
+        unreachable!("the last candidate returns")
     }
 
-    /// Runs the wgmma kernels' probes (FP8 and BF16) on GPU `ordinal`, each asked for by name,
-    /// and waits for the device: an error names the one that failed, or the device's error. The
-    /// device check runs this in a child process first (`tokenmill doctor --probe-wgmma`), so
-    /// that a kernel that faults or hangs costs that process rather than the check's context.
-    pub fn probe_wgmma(ordinal: usize) -> Result<()> {
+    /// Runs `kernel`'s probes (FP8 and BF16; a kernel on Hopper's wgmma) on GPU `ordinal`,
+    /// asked for by name, and waits for the device: an error names the one that failed, or the
+    /// device's error. The device check runs this in a child process first (`tokenmill doctor
+    /// --probe-wgmma KERNEL`), so that a kernel that faults or hangs costs that process rather
+    /// than the check's context.
+    pub fn probe_wgmma(ordinal: usize, kernel: MmaKernel) -> Result<()> {
         let mut cuda = Cuda::new(ordinal)?;
-        cuda.set_mma_kernel(Some(MmaKernel::Wgmma));
+        cuda.set_mma_kernel(Some(kernel));
         cuda.set_fp8_gemm(Fp8Gemm::Mma)?;
         let bf16 = cuda.bf16_grouped_kernel()?;
         cuda.dev.sync()?;
-        if bf16 != Some(MmaKernel::Wgmma) {
+        if bf16 != Some(kernel) {
             return Err(Error::Driver {
-                op: "bf16_wgmma_gemm_f32 probe".into(),
+                op: format!("{} probe", kernel.bf16_name()),
                 message: "its product was wrong (see the warning above)".into(),
             });
         }
@@ -343,30 +401,24 @@ impl Cuda {
         let (xs, xld, xp) = self.bf16_groups(x)?;
         let (ws, wld, wp) = self.bf16_groups(w)?;
         let desc = table(g, &xp, &wp, &c_at);
-        let groups = desc.len() / 8;
-        let most = |i: usize| desc.chunks(8).map(|d| d[i] as usize).max().unwrap_or(0);
-        let (m, n) = (most(0), most(1));
-        if groups == 0 || m == 0 || n == 0 {
+        debug_assert!(
+            desc.chunks(8)
+                .all(|d| (d[0] as usize).div_ceil(128) <= 65_535),
+            "the caller asks `fits` first"
+        );
+        let Some(groups) =
+            Groups::new(&self.dev, kernel, &desc, (*xs.p(), xld), (*ws.p(), wld), 2)?
+        else {
             return Ok(());
-        }
-        debug_assert!(m.div_ceil(128) <= 65_535, "the caller asks `fits` first");
-        let d = self.dev.copy_in("BF16 GEMM groups", &desc)?;
-        let (lda, ldb, ldc, acc) = (xld as i64, wld as i64, ldc as i64, i32::from(g.accumulate));
-        let name = kernel.bf16_name();
-        let mut l = self.k(name)?;
-        l.arg(xs.p())
-            .arg(&lda)
-            .arg(ws.p())
-            .arg(&ldb)
-            .arg(&c)
-            .arg(&ldc)
-            .arg(d.p())
-            .arg(&acc);
-        let cfg = LaunchConfig {
-            shared_mem_bytes: kernel.shared(),
-            ..tile_grid(m, n, (128, 128), groups)
         };
-        go(name, l, cfg)
+        launch_bf16(
+            &self.dev,
+            kernel,
+            ((*xs.p(), xld), (*ws.p(), wld)),
+            (c, ldc),
+            &groups,
+            g.accumulate,
+        )
     }
 
     /// The kernel that computes the experts' BF16 GEMMs here: the one asked for
@@ -376,7 +428,7 @@ impl Cuda {
     pub(super) fn bf16_mma_choose(&self) -> Result<Option<MmaKernel>> {
         let order = match self.mma_asked()? {
             Some(k) => vec![k],
-            None => [MmaKernel::Wgmma, MmaKernel::Sync]
+            None => MmaKernel::ALL
                 .into_iter()
                 .filter(|k| !k.set_aside())
                 .collect(),
@@ -547,24 +599,128 @@ impl Cuda {
         desc: &[i64],
         accumulate: bool,
     ) -> Result<()> {
-        let groups = desc.len() / 8;
-        let most = |i: usize| desc.chunks(8).map(|d| d[i] as usize).max().unwrap_or(0);
-        let (m, n) = (most(0), most(1));
-        if groups == 0 || m == 0 || n == 0 {
+        let (x, w) = (x.at(), w.at());
+        let kernel = self.mma_kernel;
+        let Some(groups) =
+            Groups::new(&self.dev, kernel, desc, (x.codes, x.ld), (w.codes, w.ld), 1)?
+        else {
             return Ok(());
-        }
-        let d = self.dev.copy_in("FP8 GEMM groups", desc)?;
-        launch(
-            &self.dev,
-            self.mma_kernel,
-            (x.at(), w.at()),
-            c,
-            (*d.p(), m, n, groups),
-            accumulate,
-        )?;
+        };
+        launch(&self.dev, kernel, (x, w), c, &groups, accumulate)?;
         self.fast_calls[super::MMA].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// The groups of one launch of our tensor-core kernels, on the device: their table
+/// (`[groups][8]`: m, n, k, A's and B's places in elements, the scales' places, C's first
+/// element) and, for the TMA kernels, their tensor maps ([`tensor_maps`]); `m` and `n` a
+/// group's largest.
+pub(crate) struct Groups {
+    desc: Buf<i64>,
+    maps: Option<Buf<u64>>,
+    m: usize,
+    n: usize,
+    count: usize,
+}
+
+impl Groups {
+    /// `desc`'s groups for `kernel` over A's values at `a.0` (rows of `a.1` elements of
+    /// `elem` bytes) and B's at `b.0`: `None` when there is nothing to compute.
+    pub(crate) fn new(
+        dev: &Device,
+        kernel: MmaKernel,
+        desc: &[i64],
+        a: (u64, usize),
+        b: (u64, usize),
+        elem: usize,
+    ) -> Result<Option<Groups>> {
+        let count = desc.len() / 8;
+        let most = |i: usize| desc.chunks(8).map(|d| d[i] as usize).max().unwrap_or(0);
+        let (m, n) = (most(0), most(1));
+        if count == 0 || m == 0 || n == 0 {
+            return Ok(None);
+        }
+        let maps = match kernel {
+            MmaKernel::Tma => Some(dev.copy_in("tensor maps", &tensor_maps(desc, a, b, elem)?)?),
+            _ => None,
+        };
+        Ok(Some(Groups {
+            desc: dev.copy_in("tensor-core GEMM groups", desc)?,
+            maps,
+            m,
+            n,
+            count,
+        }))
+    }
+
+    fn maps(&self) -> u64 {
+        self.maps.as_ref().map_or(0, |m| *m.p())
+    }
+}
+
+/// The TMA kernels' tensor maps (`CUtensorMap`, 16 × 64 bits each) for the groups of `desc`:
+/// two per group, A's then B's, each over the group's own values — 8-bit elements, its K
+/// (`desc` column 2, in values of `elem` bytes) as bytes by its rows (m or n), rows `ld`
+/// values apart, from its first value (`desc` column 3 or 4) —, boxes of 128 × 128 bytes, the
+/// 128-byte swizzle, zeros outside. So a box past a group's rows or K reads zeros, as the
+/// `cp.async` kernels' copies fill them; a group without rows, columns or K gets no map (its
+/// blocks read none).
+pub(crate) fn tensor_maps(
+    desc: &[i64],
+    (a, lda): (u64, usize),
+    (b, ldb): (u64, usize),
+    elem: usize,
+) -> Result<Vec<u64>> {
+    use cudarc::driver::sys;
+    let mut maps = vec![0u64; 32 * (desc.len() / 8)];
+    for (g, d) in desc.chunks(8).enumerate() {
+        let (m, n, k) = (d[0] as u64, d[1] as u64, d[2] as u64);
+        if m == 0 || n == 0 || k == 0 {
+            continue;
+        }
+        let sides = [(a, lda, d[3], m), (b, ldb, d[4], n)];
+        for (side, (base, ld, at, rows)) in sides.into_iter().enumerate() {
+            let addr = base + at as u64 * elem as u64;
+            let dims = [k * elem as u64, rows];
+            let strides = [(ld * elem) as u64];
+            let boxes = [128u32, 128];
+            let unit = [1u32, 1];
+            let mut map = sys::CUtensorMap { opaque: [0; 16] };
+            #[allow(unsafe_code)]
+            // SAFETY: every pointer is to a local array of the rank the call is told (2), the map
+            // a local the driver writes; the address is only recorded in the map, whose
+            // copies read what the descriptor table says the group holds.
+            let r = unsafe {
+                sys::cuTensorMapEncodeTiled(
+                    &mut map,
+                    sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                    2,
+                    addr as *mut std::ffi::c_void,
+                    dims.as_ptr(),
+                    strides.as_ptr(),
+                    boxes.as_ptr(),
+                    unit.as_ptr(),
+                    sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                    sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                    sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                    sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+                )
+            };
+            r.result().map_err(|e| Error::Driver {
+                op: format!(
+                    "cuTensorMapEncodeTiled (group {g}, {}: {} × {} bytes, rows {} bytes apart, at {addr:#x})",
+                    ["A", "B"][side],
+                    dims[1],
+                    dims[0],
+                    strides[0]
+                ),
+                message: e.to_string(),
+            })?;
+            maps[32 * g + 16 * side..][..16].copy_from_slice(&map.opaque);
+        }
+    }
+    Ok(maps)
 }
 
 /// Whether the tensor-core kernels' grid holds `g`: at most 65,535 blocks of 128 rows of C.
@@ -743,15 +899,15 @@ impl Codes {
     }
 }
 
-/// Launches `kernel` (cu/mma.cu's `fp8_mma_gemm_f32` or cu/wgmma.cu's `fp8_wgmma_gemm_f32`) on
-/// `dev`: A and B, C at `c.0` with rows of `c.1`, the groups' table at `desc` (`groups` rows of
-/// 8), `m` and `n` a group's largest.
+/// Launches `kernel`'s FP8 GEMM (cu/mma.cu's `fp8_mma_gemm_f32`, cu/wgmma.cu's
+/// `fp8_wgmma_gemm_f32` or `fp8_tma_gemm_f32`) on `dev`: A and B, C at `c.0` with rows of
+/// `c.1`, over `groups` (made for this kernel and these operands).
 pub(crate) fn launch(
     dev: &Device,
     kernel: MmaKernel,
     (x, w): (MmaOperand, MmaOperand),
     (c, ldc): (u64, usize),
-    (desc, m, n, groups): (u64, usize, usize, usize),
+    groups: &Groups,
     accumulate: bool,
 ) -> Result<()> {
     let blk = |s: Scales| i32::from(s == Scales::Blk128);
@@ -761,22 +917,23 @@ pub(crate) fn launch(
     let (sbo, sbk) = (w.strides.0 as i64, w.strides.1 as i64);
     let acc = i32::from(accumulate);
     let name = kernel.name();
+    let (m, n, count) = (groups.m, groups.n, groups.count);
     if m.div_ceil(128) > 65_535 {
         return Err(Error::Driver {
-            op: format!("{name} {m}×{n}, {groups} group(s)"),
+            op: format!("{name} {m}×{n}, {count} group(s)"),
             message: "more than 65,535 blocks of 128 rows".into(),
         });
     }
+    let (desc, maps) = (*groups.desc.p(), groups.maps());
     let mut l = dev.stream().launch_builder(dev.func(name)?);
-    l.arg(&x.codes)
-        .arg(&lda)
-        .arg(&x.scales)
-        .arg(&sao)
-        .arg(&sak)
-        .arg(&a_blk)
-        .arg(&w.codes)
-        .arg(&ldb)
-        .arg(&w.scales)
+    if kernel != MmaKernel::Tma {
+        l.arg(&x.codes).arg(&lda);
+    }
+    l.arg(&x.scales).arg(&sao).arg(&sak).arg(&a_blk);
+    if kernel != MmaKernel::Tma {
+        l.arg(&w.codes).arg(&ldb);
+    }
+    l.arg(&w.scales)
         .arg(&sbo)
         .arg(&sbk)
         .arg(&b_blk)
@@ -784,9 +941,33 @@ pub(crate) fn launch(
         .arg(&ldc)
         .arg(&desc)
         .arg(&acc);
-    let cfg = LaunchConfig {
-        shared_mem_bytes: kernel.shared(),
-        ..tile_grid(m, n, (128, 128), groups)
-    };
-    go(name, l, cfg)
+    if kernel == MmaKernel::Tma {
+        l.arg(&maps);
+    }
+    go(name, l, kernel.grid(m, n, count))
+}
+
+/// Launches `kernel`'s BF16 GEMM (`bf16_mma_gemm_f32`, `bf16_wgmma_gemm_f32` or
+/// `bf16_tma_gemm_f32`) on `dev`: A's and B's BF16 values at `a.0` and `b.0` with rows of `a.1`
+/// and `b.1` values, C at `c.0` with rows of `c.1`, over `groups`.
+pub(crate) fn launch_bf16(
+    dev: &Device,
+    kernel: MmaKernel,
+    ((a, lda), (b, ldb)): ((u64, usize), (u64, usize)),
+    (c, ldc): (u64, usize),
+    groups: &Groups,
+    accumulate: bool,
+) -> Result<()> {
+    let (lda, ldb, ldc, acc) = (lda as i64, ldb as i64, ldc as i64, i32::from(accumulate));
+    let (desc, maps) = (*groups.desc.p(), groups.maps());
+    let name = kernel.bf16_name();
+    let mut l = dev.stream().launch_builder(dev.func(name)?);
+    if kernel != MmaKernel::Tma {
+        l.arg(&a).arg(&lda).arg(&b).arg(&ldb);
+    }
+    l.arg(&c).arg(&ldc).arg(&desc).arg(&acc);
+    if kernel == MmaKernel::Tma {
+        l.arg(&maps);
+    }
+    go(name, l, kernel.grid(groups.m, groups.n, groups.count))
 }

@@ -344,10 +344,13 @@ DEVICE void mbar_init(uint64_t* bar, unsigned count) {
 #endif
 }
 
-// Makes the initialised barriers visible to the async proxy (the TMA unit) before use.
+// Makes the initialised barriers visible to the async proxy (the TMA unit) before use: the
+// release of barrier initialisations, and the proxy fence over the block's shared memory (as
+// CUTLASS and DeepGEMM each do; both are cheap).
 DEVICE void mbar_fence_init() {
 #if defined(TM_WGMMA)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
 
@@ -360,12 +363,12 @@ DEVICE void mbar_arrive(uint64_t* bar) {
 #endif
 }
 
-// One arrival that also tells the barrier `bytes` more will come from copies this phase.
-DEVICE void mbar_arrive_expect(uint64_t* bar, unsigned bytes) {
+// Tells the barrier that `bytes` more will come from copies this phase (no arrival).
+DEVICE void mbar_expect(uint64_t* bar, unsigned bytes) {
 #if defined(TOKENMILL_EMU)
-    emu_mbar_arrive(bar, bytes);
+    emu_mbar_expect(bar, bytes);
 #elif defined(TM_WGMMA)
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)),
+    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)),
                  "r"(bytes)
                  : "memory");
 #endif
@@ -388,10 +391,11 @@ DEVICE void mbar_wait(uint64_t* bar, unsigned parity) {
 #endif
 }
 
-// Orders the host's writing of a tensor map in global memory before the TMA unit reads it.
+// Orders the host's writing of a tensor map in global memory (a copy from the host: system
+// scope, as the CUDA programming guide has it) before the TMA unit reads it.
 DEVICE void tma_acquire(const uint64_t* map) {
 #if defined(TM_WGMMA)
-    asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(map) : "memory");
+    asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;\n" ::"l"(map) : "memory");
 #endif
 }
 
@@ -471,19 +475,18 @@ DEVICE void wg_tma_gemm(const uint64_t* map_a, const float* sa, long long sa_out
             // The consumers have finished with this stage's chunk kc - TMA_STAGES (the first
             // round passes: a fresh barrier's phase of parity 1 counts as completed).
             mbar_wait(&empty[s], ((kc / TMA_STAGES) & 1) ^ 1);
+            if (p == 0) {  // the copies first: they take longest
+                unsigned char* st = sm + s * 2 * WG_TILE;
+                mbar_expect(&full[s], 2 * WG_TILE);
+                tma_load(st, map_a, kc * 128, r0, &full[s]);
+                tma_load(st + WG_TILE, map_b, kc * 128, c0, &full[s]);
+            }
             if constexpr (FP8) {
                 float* sc = scales + s * 256;
                 sc[p] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + p, m, kc);
                 sc[128 + p] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + p, n, kc);
             }
-            if (p == 0) {
-                unsigned char* st = sm + s * 2 * WG_TILE;
-                mbar_arrive_expect(&full[s], 2 * WG_TILE);
-                tma_load(st, map_a, kc * 128, r0, &full[s]);
-                tma_load(st + WG_TILE, map_b, kc * 128, c0, &full[s]);
-            } else {
-                mbar_arrive(&full[s]);
-            }
+            mbar_arrive(&full[s]);  // (releasing the scales written above)
         }
         return;
     }

@@ -508,11 +508,17 @@ void emu_mbar_arrive(uint64_t* bar, unsigned bytes) {
     b.pending--;
     emu_thread.block->progress++;
     settle(b);
-    // A plain arrival (a consumer releasing a stage) lets the others run now, as a GPU's warps
-    // would: a thread waiting on this barrier goes on while the arriving thread's asynchronous
-    // work (products in flight) is still pending. A producer's arrival with its bytes goes on
-    // issuing copies, so it runs as far ahead as its barriers let it.
-    if (bytes == 0) yield();
+    // An arrival by a thread with wgmma products in flight (a consumer releasing a stage) lets
+    // the others run now, as a GPU's warps would: a thread waiting on this barrier goes on
+    // while those products are still pending. A thread with none (a producer) goes on issuing
+    // copies, so it runs as far ahead as its barriers let it.
+    if (!my_async().products.empty()) yield();
+}
+
+void emu_mbar_expect(uint64_t* bar, unsigned bytes) {
+    EmuMbar& b = mbar_at(bar);
+    b.tx += bytes;
+    emu_thread.block->progress++;
 }
 
 void emu_mbar_wait(uint64_t* bar, unsigned parity) {

@@ -163,7 +163,8 @@ void emu_wgmma_wait(unsigned n);
 // Memory barriers in shared memory (`mbarrier`, 8 bytes each; the state is the shim's, kept
 // by the barrier's shared-memory address): `emu_mbar_init` (`mbarrier.init`: `count` arrivals
 // expected per phase), `emu_mbar_arrive` (`mbarrier.arrive`, or with `bytes` > 0
-// `mbarrier.arrive.expect_tx`: that many bytes of copies expected this phase too), and
+// `mbarrier.arrive.expect_tx`: that many bytes of copies expected this phase too),
+// `emu_mbar_expect` (`mbarrier.expect_tx`: the bytes without an arrival), and
 // `emu_mbar_wait` (`mbarrier.try_wait.parity` until it passes: until the phase of that parity
 // has completed — a fresh barrier's phase of parity 1 counts as completed). A phase completes
 // when its arrivals are in and its expected bytes have been copied. Aborts on a barrier never
@@ -171,6 +172,7 @@ void emu_wgmma_wait(unsigned n);
 // block does anything for three rounds).
 void emu_mbar_init(uint64_t* bar, unsigned count);
 void emu_mbar_arrive(uint64_t* bar, unsigned bytes);
+void emu_mbar_expect(uint64_t* bar, unsigned bytes);
 void emu_mbar_wait(uint64_t* bar, unsigned parity);
 
 // `cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [dst],

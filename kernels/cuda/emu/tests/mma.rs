@@ -825,3 +825,106 @@ fn check_bf16(
         }
     }
 }
+
+/// The emulated cuTensorMapEncodeTiled keeps the real one's rules (the CUDA driver API's
+/// reference): a map over a 16-byte aligned address with a row-holding stride that is a
+/// multiple of 16 and boxes of 1–256 a side, rows a multiple of 16 bytes and at most 128 with
+/// the 128-byte swizzle, is made; each rule broken is refused with its reason.
+#[test]
+fn tensor_maps_keep_the_drivers_rules() {
+    let bytes = vec![0u8; 64 * 1024 + 32];
+    let base = bytes.as_ptr().wrapping_add(bytes.as_ptr().align_offset(16));
+    let mut map = [0u64; 16];
+    let encode = |map: &mut [u64; 16],
+                  addr: *const u8,
+                  es,
+                  dims: (u64, u64),
+                  stride,
+                  boxes: (u32, u32),
+                  swizzle| {
+        // SAFETY: `map` has room for 16 u64; the encoder reads only its scalar arguments.
+        let why = unsafe {
+            tm_emu_tensor_map_encode(
+                map.as_mut_ptr(),
+                es,
+                addr,
+                dims.0,
+                dims.1,
+                stride,
+                boxes.0,
+                boxes.1,
+                swizzle,
+            )
+        };
+        (!why.is_null()).then(|| {
+            // SAFETY: a non-null result is a static C string.
+            let text = unsafe { std::ffi::CStr::from_ptr(why) };
+            text.to_string_lossy().into_owned()
+        })
+    };
+    assert_eq!(
+        encode(&mut map, base, 1, (100, 50), 128, (128, 128), 128),
+        None
+    );
+    assert_eq!(
+        encode(&mut map, base, 2, (60, 50), 128, (64, 128), 128),
+        None
+    );
+    for (addr, es, dims, stride, boxes, swizzle, why) in [
+        (
+            base.wrapping_add(8),
+            1,
+            (100, 50),
+            128,
+            (128, 128),
+            128,
+            "16-byte aligned",
+        ),
+        (base, 1, (100, 50), 120, (128, 128), 128, "multiple of 16"),
+        (
+            base,
+            1,
+            (200, 50),
+            128,
+            (128, 128),
+            128,
+            "shorter than a row",
+        ),
+        (base, 1, (0, 50), 128, (128, 128), 128, "dimension"),
+        (base, 1, (100, 50), 128, (128, 300), 128, "box side"),
+        (
+            base,
+            1,
+            (100, 50),
+            128,
+            (8, 128),
+            128,
+            "multiple of 16 bytes",
+        ),
+        (
+            base,
+            1,
+            (100, 50),
+            256,
+            (256, 128),
+            128,
+            "longer than the 128-byte swizzle",
+        ),
+        (
+            base,
+            1,
+            (100, 50),
+            128,
+            (128, 128),
+            64,
+            "only the 128-byte swizzle",
+        ),
+        (base, 3, (100, 50), 128, (128, 128), 128, "1, 2 or 4 bytes"),
+    ] {
+        let got = encode(&mut map, addr, es, dims, stride, boxes, swizzle);
+        assert!(
+            got.as_deref().is_some_and(|g| g.contains(why)),
+            "{dims:?} stride {stride} box {boxes:?}: {got:?}, expected {why}"
+        );
+    }
+}

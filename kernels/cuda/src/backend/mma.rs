@@ -279,7 +279,7 @@ impl Cuda {
 
     fn probe_failed(&self, wrong: String) -> Error {
         Error::Driver {
-            op: format!("{} probe 200×160×768", self.mma_kernel.name()),
+            op: format!("{} probe 200×160×1700", self.mma_kernel.name()),
             message: wrong,
         }
     }
@@ -287,24 +287,26 @@ impl Cuda {
     /// The probe's product by the kernel in [`Cuda::mma_kernel`]: `None` when right, else
     /// the first wrong element.
     fn mma_probe_product(&mut self) -> Result<Option<String>> {
-        // 200 × 160 × 768: two tiles of 128 rows and of 128 columns, partial ones at the edges
-        // (every warp and warpgroup of a tile, every fragment of a row), six chunks along K (more
-        // than either kernel's stages, so each stage is refilled). Integers of at most 4
+        // 200 × 160 × 1700: two tiles of 128 rows and of 128 columns, partial ones at the edges
+        // (every warp and warpgroup of a tile, every fragment of a row, boxes past the rows),
+        // fourteen chunks along K, the last partial (each stage of every kernel refilled, the
+        // TMA kernel's six twice over: both parities of its barriers). Integers of at most 4
         // significant bits with 14 in every tile and block, so every scale is 14 / 448 = 2⁻⁵
-        // and every code exact; the sums need up to 18 bits, so the tensor cores' accumulation may
-        // round them: allowed 2⁻¹⁰ of Σ|a·b| — a fragment read at a wrong place is off by far
-        // more.
-        let (m, n, k) = (200, 160, 768);
+        // and every code exact; the sums need up to 19 bits, so the tensor cores' accumulation
+        // may round them: allowed 2⁻¹⁰ of Σ|a·b| — a fragment read at a wrong place is off by
+        // far more.
+        let (m, n, k) = (200, 160, 1700);
         let int = |x: usize| (x % 29) as f32 - 14.0;
         let mut a: Vec<f32> = (0..m * k).map(|i| int(i * 7 + i / k)).collect();
         let mut b: Vec<f32> = (0..n * k).map(|i| int(i * 11 + 3 * (i / k))).collect();
         for i in 0..m {
-            for c in 0..k / 128 {
-                a[i * k + c * 128 + (i * 5 + c) % 128] = 14.0;
+            for c in 0..k.div_ceil(128) {
+                let width = (k - c * 128).min(128);
+                a[i * k + c * 128 + (i * 5 + c) % width] = 14.0;
             }
         }
         for rb in (0..n).step_by(128) {
-            for c in 0..k / 128 {
+            for c in 0..k.div_ceil(128) {
                 b[rb * k + c * 128 + 9] = -14.0;
             }
         }
@@ -645,6 +647,16 @@ impl Groups {
             MmaKernel::Tma => Some(dev.copy_in("tensor maps", &tensor_maps(desc, a, b, elem)?)?),
             _ => None,
         };
+        // A tensor map in global memory is 64-byte aligned for the TMA unit (cudarc's
+        // `CUtensorMap` 128); device allocations are 256-byte aligned.
+        if let Some(m) = &maps
+            && *m.p() % 128 != 0
+        {
+            return Err(Error::Driver {
+                op: "tensor maps".into(),
+                message: format!("at {:#x}, not 128-byte aligned", *m.p()),
+            });
+        }
         Ok(Some(Groups {
             desc: dev.copy_in("tensor-core GEMM groups", desc)?,
             maps,

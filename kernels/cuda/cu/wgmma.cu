@@ -135,6 +135,26 @@ DEVICE void wg_wait(float (&d)[64]) {
     wg_pin(d);
 }
 
+// One chunk's FP8 products for the calling warpgroup (the tiles at shared addresses at and bt:
+// four K steps of 32 bytes), summed from zero into part and waited for.
+DEVICE void wg_chunk_e4m3(float (&part)[64], uint32_t at, uint32_t bt) {
+    wg_fence(part);
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) wg_mma_e4m3(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
+    wg_commit();
+    wg_wait<0>(part);
+}
+
+// One chunk's BF16 products accumulated into acc; on return the previous chunk's are done and
+// this one's are in flight.
+DEVICE void wg_chunk_bf16(float (&acc)[64], uint32_t at, uint32_t bt) {
+    wg_fence(acc);
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) wg_mma_bf16(acc, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), 1);
+    wg_commit();
+    wg_wait<1>(acc);
+}
+
 // Starts the copies of one operand's chunk (rows r0 .. r0 + 127, K bytes k0 .. k0 + 127) into
 // the swizzled tile s: piece p = threadIdx.x + 256·i is row p / 8, bytes 16·(p % 8) ..; rows
 // past `rows` and K past `k` are zeros.
@@ -248,20 +268,10 @@ DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long
             float s_a[2], s_b[32];
             wg_scales(s_a, s_b, sa, sa_outer, sa_k, a_blk, sb, sb_outer, sb_k, b_blk, r0, c0, m,
                       n, kc);
-            wg_fence(part);
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-                wg_mma_e4m3(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
-            wg_commit();
-            wg_wait<0>(part);
+            wg_chunk_e4m3(part, at, bt);
             wg_promote(acc, part, s_a, [&](int i) { return s_b[i]; });
         } else {
-            wg_fence(acc);
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-                wg_mma_bf16(acc, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), 1);
-            wg_commit();
-            wg_wait<1>(acc);
+            wg_chunk_bf16(acc, at, bt);
         }
     }
     if constexpr (!FP8) wg_wait<0>(acc);
@@ -500,23 +510,13 @@ DEVICE void wg_tma_gemm(const uint64_t* map_a, const float* sa, long long sa_out
         const uint32_t at = smem_addr(st) + 64 * h * 128, bt = smem_addr(st + WG_TILE);
         mbar_wait(&full[s], (kc / TMA_STAGES) & 1);
         if constexpr (FP8) {
-            wg_fence(part);
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-                wg_mma_e4m3(part, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), ks);
-            wg_commit();
-            wg_wait<0>(part);
+            wg_chunk_e4m3(part, at, bt);
             const float* sc = scales + s * 256;
             const float s_a[2] = {sc[64 * h + 16 * w + g], sc[64 * h + 16 * w + g + 8]};
             wg_promote(acc, part, s_a, [&](int i) { return sc[128 + 8 * (i / 2) + 2 * t + i % 2]; });
             if (lane == 0) mbar_arrive(&empty[s]);  // the warp's products and scales are read
         } else {
-            wg_fence(acc);
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-                wg_mma_bf16(acc, wg_desc(at + 32 * ks), wg_desc(bt + 32 * ks), 1);
-            wg_commit();
-            wg_wait<1>(acc);
+            wg_chunk_bf16(acc, at, bt);
             // Chunk kc - 1's products are done: its stage may be refilled.
             if (kc > 0 && lane == 0) mbar_arrive(&empty[(kc - 1) % TMA_STAGES]);
         }

@@ -105,8 +105,8 @@ fn the_wgmma_instructions_are_compiled_for_sm_90a_only() {
 /// and fragments in registers — the wgmma kernels and the BF16 mma.sync one spill nothing to
 /// local memory; the FP8 mma.sync one, with 128 accumulators and a warp's 24 fragment
 /// registers beside them, at most 16 bytes (352 when it held the next chunk in registers
-/// instead of copying it by cp.async) — and no wgmma is serialized (ptxas warns when it must
-/// wait for one before the next issues).
+/// instead of copying it by cp.async) — no wgmma is serialized (ptxas warns when it must
+/// wait for one before the next issues) and no `setmaxnreg` ignored.
 #[test]
 fn the_tensor_core_kernels_spill_no_registers() {
     let opts = vec![
@@ -143,4 +143,7 @@ fn the_tensor_core_kernels_spill_no_registers() {
         assert!(stores <= most && loads <= most, "{kernel}: {report:?}");
     }
     assert!(!log.contains("serialized"), "{log}");
+    // Nor is a register hint of the TMA kernels dropped (ptxas warns "setmaxnreg ignored" where
+    // it cannot keep one).
+    assert!(!log.contains("setmaxnreg"), "{log}");
 }

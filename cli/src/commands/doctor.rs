@@ -389,8 +389,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
 
     // The wgmma kernels first run in a child process: one that faults (an instruction or a
     // descriptor the device reads otherwise) would leave this process's CUDA context unusable
-    // for every part, one that hangs would take the check's minutes. If the child fails, our
-    // kernels take mma.sync here.
+    // for every part, one that hangs would take the check's minutes. Each kind (wgmma on
+    // cp.async copies, on TMA copies) in a child of its own: if one fails, that kind is set
+    // aside here and our kernels take the next.
     for kernel in [MmaKernel::Wgmma, MmaKernel::Tma] {
         if !kernel.runs_on(dev) || std::env::var_os(MMA_VAR).is_some() {
             continue;

@@ -367,7 +367,7 @@ DEVICE void mbar_fence_init() {
 // One arrival on the barrier.
 DEVICE void mbar_arrive(uint64_t* bar) {
 #if defined(TOKENMILL_EMU)
-    emu_mbar_arrive(bar, 0);
+    emu_mbar_arrive(bar);
 #elif defined(TM_WGMMA)
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
 #endif

@@ -465,7 +465,7 @@ pub fn own_kernels_table(
     })?;
     out.push(row("FP8 GEMM kernel (own, CUDA cores)", (m, n, k), ms));
     // The tensor cores: the same codes, A's scales per 1 × 128 ([m][kb]), B's per block; by
-    // mma.sync, and by wgmma where the device runs it.
+    // mma.sync, and by wgmma (on cp.async and on TMA copies) where the device runs it.
     let desc = [m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64);
     let ops = mma_operands(dev, (&ga, &gas), (&gb, &gbs), k);
     for kernel in tensor_core_kernels(dev, false) {

@@ -501,10 +501,9 @@ void emu_mbar_init(uint64_t* bar, unsigned count) {
     emu_thread.block->progress++;
 }
 
-void emu_mbar_arrive(uint64_t* bar, unsigned bytes) {
+void emu_mbar_arrive(uint64_t* bar) {
     EmuMbar& b = mbar_at(bar);
     if (b.pending == 0) emu_fail("mbarrier.arrive: more arrivals than the barrier expects");
-    b.tx += bytes;
     b.pending--;
     emu_thread.block->progress++;
     settle(b);

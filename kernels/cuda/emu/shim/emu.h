@@ -162,16 +162,15 @@ void emu_wgmma_wait(unsigned n);
 
 // Memory barriers in shared memory (`mbarrier`, 8 bytes each; the state is the shim's, kept
 // by the barrier's shared-memory address): `emu_mbar_init` (`mbarrier.init`: `count` arrivals
-// expected per phase), `emu_mbar_arrive` (`mbarrier.arrive`, or with `bytes` > 0
-// `mbarrier.arrive.expect_tx`: that many bytes of copies expected this phase too),
-// `emu_mbar_expect` (`mbarrier.expect_tx`: the bytes without an arrival), and
+// expected per phase), `emu_mbar_arrive` (`mbarrier.arrive`), `emu_mbar_expect`
+// (`mbarrier.expect_tx`: that many more bytes of copies expected this phase), and
 // `emu_mbar_wait` (`mbarrier.try_wait.parity` until it passes: until the phase of that parity
 // has completed — a fresh barrier's phase of parity 1 counts as completed). A phase completes
 // when its arrivals are in and its expected bytes have been copied. Aborts on a barrier never
 // initialised, more arrivals than expected, or a wait that can never pass (no thread of the
 // block does anything for three rounds).
 void emu_mbar_init(uint64_t* bar, unsigned count);
-void emu_mbar_arrive(uint64_t* bar, unsigned bytes);
+void emu_mbar_arrive(uint64_t* bar);
 void emu_mbar_expect(uint64_t* bar, unsigned bytes);
 void emu_mbar_wait(uint64_t* bar, unsigned parity);
 

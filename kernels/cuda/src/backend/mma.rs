@@ -170,14 +170,9 @@ impl MmaKernel {
         }
     }
 
-    /// The kernel [`MMA_VAR`]'s value names: `sync`, `wgmma` or `tma`.
+    /// The kernel [`MMA_VAR`]'s value names ([`MmaKernel::key`]).
     pub fn parse(v: &str) -> Option<MmaKernel> {
-        match v {
-            "sync" => Some(MmaKernel::Sync),
-            "wgmma" => Some(MmaKernel::Wgmma),
-            "tma" => Some(MmaKernel::Tma),
-            _ => None,
-        }
+        MmaKernel::ALL.into_iter().find(|k| k.key() == v)
     }
 
     /// Its name for [`MMA_VAR`] and `tokenmill doctor --probe-wgmma`.

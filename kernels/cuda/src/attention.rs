@@ -88,6 +88,9 @@ pub(crate) fn forward(
     lse: &mut [f32],
 ) -> Result<()> {
     supported(s)?;
+    if s.bh == 0 || s.seq == 0 {
+        return Ok(()); // no rows: nothing to write, and no grid of zero blocks
+    }
     let dev = be.dev();
     let (gq, gk, gv) = (
         dev.input("attention q", q)?,
@@ -142,6 +145,9 @@ pub(crate) fn backward(
     dv: &mut [f32],
 ) -> Result<()> {
     supported(s)?;
+    if s.bh == 0 || s.seq == 0 {
+        return Ok(()); // no rows: nothing to write, and no grid of zero blocks
+    }
     let dev = be.dev();
     let (gq, gk, gv) = (
         dev.input("attention q", q)?,

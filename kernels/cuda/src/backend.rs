@@ -383,8 +383,25 @@ impl Cuda {
         Ok(self.dev.stream().launch_builder(self.dev.func(name)?))
     }
 
+    /// A dense product with no element of C, or nothing to contract: done here, as the CPU
+    /// does it (C zeros without K, unless it accumulates; no operand read), and `true`. The
+    /// device would have to allocate zero bytes, and cuBLAS refuses K = 0's leading
+    /// dimensions.
+    fn empty_product(&self, p: MatMul, c: &mut [f32]) -> bool {
+        if p.m > 0 && p.n > 0 && p.k > 0 {
+            return false;
+        }
+        if !p.accumulate {
+            self.fill(c, 0.0);
+        }
+        true
+    }
+
     fn try_matmul(&self, p: MatMul, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
         p.check(a, b, c);
+        if self.empty_product(p, c) {
+            return Ok(());
+        }
         let da = self.dev.input("matmul A", a)?;
         let db = self.dev.input("matmul B", b)?;
         // cuBLAS reads C only to accumulate (beta 1); with beta 0 it writes all of it.
@@ -425,6 +442,25 @@ impl Cuda {
         format: Option<LowpGemm>,
     ) -> Result<u64> {
         grouped::check(&g, a, b, c);
+        if g.n == 0 || g.k == 0 || g.rows() == 0 {
+            // No group has rows, columns and a contraction: what the CPU's groups write
+            // (`grouped::each_group`), nothing read, no FP8 tile counted. A product over
+            // nothing is zeros: the forms' outputs without K, the weight gradients without
+            // rows.
+            let zeros: Vec<Range<usize>> = match g.form {
+                GroupedForm::Weight if g.rows() == 0 && g.n * g.k > 0 => {
+                    (0..g.groups()).map(|e| g.block(e)).collect()
+                }
+                GroupedForm::Forward | GroupedForm::Input if g.k == 0 => {
+                    std::iter::once(0..c.len()).collect()
+                }
+                _ => Vec::new(),
+            };
+            if !g.accumulate {
+                zeros.into_iter().for_each(|r| self.fill(&mut c[r], 0.0));
+            }
+            return Ok(0);
+        }
         let groups = g.groups();
         let weights = g.form != GroupedForm::Weight;
         let nk = g.n * g.k;
@@ -968,6 +1004,9 @@ impl Cuda {
         format: LowpGemm,
     ) -> Result<u64> {
         p.check(a, b, c);
+        if self.empty_product(p, c) {
+            return Ok(0);
+        }
         let da = self.dev.input("low-precision GEMM A", a)?;
         let db = self.dev.input("low-precision GEMM B", b)?;
         // Partial sums are added into C: zeros unless it accumulates.

@@ -11,6 +11,8 @@ use tokenmill_kernels::backend::{
 };
 use tokenmill_kernels::rng::Rng;
 
+mod empty;
+
 /// One line of the table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -940,6 +942,8 @@ pub fn kernel_table(cand: &dyn Backend<f32>, seed: u64) -> Vec<Row> {
             pass: o1.iter().zip(&o2).all(|(a, b)| a.to_bits() == b.to_bits()),
         });
     });
+    // Every operation with one of its dimensions zero (check/empty.rs).
+    section(&mut rows, "empty shapes", |rows| empty::rows(cand, rows));
     rows
 }
 
@@ -1165,7 +1169,8 @@ mod tests {
         let all = kernel_table(&Off { panics: false }, 7);
         let rows = kernel_table(&Off { panics: true }, 7);
         let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass).collect();
-        assert_eq!(failed.len(), 2, "{}", render(&rows));
+        // RMSNorm's section, SwiGLU's row, and RMSNorm on no rows.
+        assert_eq!(failed.len(), 3, "{}", render(&rows));
         assert_eq!(failed[0].op, "RMSNorm");
         assert!(
             failed[0].shape.contains("panicked")
@@ -1174,13 +1179,12 @@ mod tests {
             failed[0].shape
         );
         assert_eq!(failed[1].op, "swiglu fwd");
+        assert_eq!(failed[2].op, "empty RMSNorm");
+        assert!(failed[2].shape.starts_with("0 rows × 64: panicked"));
         // The RMSNorm rows are replaced by the one failure; every later section ran.
         let rmsnorm = all.iter().filter(|r| r.op.starts_with("rmsnorm")).count();
         assert!(rmsnorm > 0);
         assert_eq!(rows.len(), all.len() - rmsnorm + 1);
-        assert_eq!(
-            rows.last().map(|r| r.op.as_str()),
-            Some("sum of squares (f64)")
-        );
+        assert_eq!(rows.last().map(|r| r.op.as_str()), Some("empty optimizer"));
     }
 }

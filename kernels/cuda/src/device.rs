@@ -298,8 +298,15 @@ impl Device {
 
     /// A device copy of `host`. From pageable memory the copy has read `host` when this
     /// returns; from managed memory it is asynchronous, so this waits for it — the caller may
-    /// free or change `host` right after (a temporary of the operation).
+    /// free or change `host` right after (a temporary of the operation). An empty `host` is one
+    /// element of device memory, nothing copied: the driver allocates no zero bytes.
     pub fn upload<T: DeviceRepr>(&self, what: &str, host: &[T]) -> Result<CudaSlice<T>> {
+        if host.is_empty() {
+            #[allow(unsafe_code)]
+            // SAFETY: one element of device memory, never read: nothing indexes an empty
+            // operand.
+            return unsafe { self.stream.alloc::<T>(1) }.map_err(|e| self.oom(what, 0, e));
+        }
         count_copy(TO_DEVICE, std::mem::size_of_val(host));
         let d = blocking(|| self.stream.clone_htod(host))
             .map_err(|e| self.oom(what, std::mem::size_of_val(host), e))?;

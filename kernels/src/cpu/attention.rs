@@ -71,6 +71,9 @@ pub fn attention_bwd_ref<T: Real>(
     dv: &mut [T],
 ) {
     let (n, dqk, dvd) = (s.seq, s.d_qk, s.d_v);
+    if n == 0 || s.bh == 0 {
+        return;
+    }
     let scale = T::of(s.scale);
     dq.fill(T::zero());
     dk.fill(T::zero());
@@ -158,6 +161,9 @@ pub(crate) fn attention_fwd_blocked<T: Real>(
     qb: usize,
 ) {
     let (n, dk, dv) = (s.seq, s.d_qk, s.d_v);
+    if n == 0 || s.bh == 0 {
+        return; // no rows (and chunks of zero elements cannot be iterated)
+    }
     let scale = T::of(s.scale);
     let qb = qb.clamp(1, n.max(1));
     o.par_chunks_mut(n * dv)
@@ -251,6 +257,9 @@ pub(crate) fn attention_bwd_blocked<T: Real>(
     qb: usize,
 ) {
     let (n, dqk, dvd) = (s.seq, s.d_qk, s.d_v);
+    if n == 0 || s.bh == 0 {
+        return;
+    }
     let scale = T::of(s.scale);
     let qb = qb.clamp(1, n.max(1));
     dq.par_chunks_mut(n * dqk)

@@ -21,8 +21,8 @@ use crate::quant::{ScaleRounding, fake_quantize};
 use crate::real::Real;
 
 /// `C (+)= op(A) · op(B)` in the low-precision `format`, products by `mm` (the backend's GEMM).
-/// Returns the FP8 tiles of A and B whose amax was not finite (set to NaN). f64 operands are
-/// not converted: that is `mm` itself.
+/// Returns the FP8 tiles of A and B whose amax was not finite (set to NaN); none when C is
+/// empty. f64 operands are not converted: that is `mm` itself.
 pub fn matmul_lowp<T: Real>(
     mm: impl Fn(MatMul, &[T], &[T], &mut [T]),
     p: MatMul,
@@ -33,6 +33,12 @@ pub fn matmul_lowp<T: Real>(
 ) -> u64 {
     if T::as_f32(a).is_none() {
         mm(p, a, b, c);
+        return 0;
+    }
+    if p.m == 0 || p.n == 0 {
+        // An empty product reads neither operand: nothing is quantized or counted, as for a
+        // grouped GEMM's expert without rows.
+        p.check(a, b, c);
         return 0;
     }
     let (a_tile, b_tile) = match format {

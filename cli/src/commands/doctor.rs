@@ -458,10 +458,11 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
 
     println!("\n2. GEMM throughput");
     let table = catch(|| {
-        let (size, experts) = if a.rehearsal {
-            (256, (8, 2, 256, 512))
+        // Our dense FP8 GEMMs at 4096³ and at the 8192³ (the rehearsal at 256³ only).
+        let (sizes, tokens, experts): (&[usize], _, _) = if a.rehearsal {
+            (&[256], 256, (8, 2, 256, 512))
         } else {
-            (4096, bench::DEEPSEEK_V3_EXPERTS)
+            (&[4096, 8192], 4096, bench::DEEPSEEK_V3_EXPERTS)
         };
         let (mut t, vendor) = bench::gemm_table(dev, &a.gemm_sizes)?;
         if let Some(e) = vendor {
@@ -469,7 +470,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             rep.errors.push(format!("FP8 cuBLASLt GEMM table: {e}"));
         }
         // Our kernels' rows apart: a failure there keeps the vendor rows.
-        match bench::own_kernels_table(dev, size, size, experts) {
+        match bench::own_kernels_table(dev, sizes, tokens, experts) {
             Ok(own) => t.extend(own),
             Err(e) => {
                 println!("own kernels' GEMM rows: {e}");

@@ -440,28 +440,53 @@ DEVICE void wg_regs_more() {
 #endif
 }
 
-// The GEMM body of the TMA kernels: as wg_gemm (k in bytes) with A's and B's chunks copied by
-// the TMA unit from the tensor maps `map_a` and `map_b` (their boxes at K byte 128·kc and row
-// r0 or c0). Block: 384 threads, warpgroups 0 and 1 the consumers, 2 the producer. FP8: the
-// producer's 128 threads also bring each chunk's scales into the stage (thread p A's for row
-// r0 + p and B's for column c0 + p), so that their latency is the producer's, ahead of the
-// products, and the consumers hold none in registers; each arrives on the stage's full
-// barrier once they are written. The consumers release a stage once the promotion has read
-// its scales.
+// The tiles of C a TMA kernel's blocks take in turn: block b takes tiles b, b + gridDim.x, …
+// (a persistent grid when there are fewer blocks than tiles: a block's producer copies the next
+// tile's first chunks while its consumers store the last tile's C). `count` groups of
+// tiles_m × tiles_n tiles of 128 × 128 (the largest group's; a group's tiles past its own rows
+// or columns are skipped by every warpgroup alike). Within a group the tiles go in bands of
+// TMA_BAND rows of tiles, column after column inside a band, so that the blocks running at once
+// share a few of A's row panels and B's column panels in L2 rather than one whole operand.
+#define TMA_BAND 8
+
+struct TmaTile {
+    int z, r0, c0;
+};
+
+DEVICE TmaTile tma_tile(long long t, int tiles_m, int tiles_n) {
+    const long long per = (long long)tiles_m * tiles_n, band_tiles = (long long)TMA_BAND * tiles_n;
+    const long long z = t / per, rem = t - z * per;
+    const long long band = rem / band_tiles, local = rem - band * band_tiles;
+    const long long left = tiles_m - band * TMA_BAND, rows = left < TMA_BAND ? left : TMA_BAND;
+    return {(int)z, (int)((band * TMA_BAND + local % rows) * 128), (int)(local / rows * 128)};
+}
+
+// The GEMM body of the TMA kernels: every tile of C the block takes (tma_tile), each as wg_gemm
+// computes one, K in bytes (`elem` per value), with A's and B's chunks copied by the TMA unit
+// from the tile's group's tensor maps (`maps`: two per group, A's then B's; boxes at K byte
+// 128·kc and row r0 or c0). Block: 384 threads, warpgroups 0 and 1 the consumers, 2 the
+// producer. The stages go round across tiles (chunk `it` of the block in stage it % TMA_STAGES),
+// so the producer runs up to TMA_STAGES chunks ahead, into the next tile. FP8: the producer's 128
+// threads also bring each chunk's scales into the stage (thread p A's for row r0 + p and B's for
+// column c0 + p), so that their latency is the producer's, ahead of the products, and the
+// consumers hold none in registers; each arrives on the stage's full barrier once they are
+// written. The consumers release a stage once the promotion has read its scales (FP8), or once
+// the next chunk's products are issued and its own are done (BF16; a tile's last, after its
+// products are waited for).
 template <bool FP8>
-DEVICE void wg_tma_gemm(const uint64_t* map_a, const float* sa, long long sa_outer,
-                        long long sa_k, int a_blk, const uint64_t* map_b, const float* sb,
+DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float* sa,
+                        long long sa_outer, long long sa_k, int a_blk, const float* sb,
                         long long sb_outer, long long sb_k, int b_blk, float* c, long long ldc,
-                        int m, int n, int k, int accumulate) {
+                        int accumulate, int tiles_m, int tiles_n, int count) {
     DYNAMIC_SHARED(unsigned char, raw);
     unsigned char* sm = raw + ((1024u - (smem_addr(raw) & 1023u)) & 1023u);
     float* scales = reinterpret_cast<float*>(sm + TMA_STAGES * 2 * WG_TILE);  // [stage][256]
     uint64_t* full = reinterpret_cast<uint64_t*>(scales + TMA_STAGES * 256);
     uint64_t* empty = full + TMA_STAGES;
-    const int r0 = blockIdx.y * 128, c0 = blockIdx.x * 128;
     const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
     const int g = lane / 4, t = lane % 4;
-    const int chunks = (k + 127) / 128;
+    const int elem = FP8 ? 1 : 2;
+    const long long tiles = (long long)count * tiles_m * tiles_n;
     if (threadIdx.x == 0) {
         for (int s = 0; s < TMA_STAGES; s++) {
             // The producer's arrivals (FP8: each of its threads', with the scales) and the
@@ -476,82 +501,102 @@ DEVICE void wg_tma_gemm(const uint64_t* map_a, const float* sa, long long sa_out
         wg_regs_fewer<40>();
         const int p = threadIdx.x - 256;
         if (!FP8 && p != 0) return;
-        if (p == 0) {
-            tma_acquire(map_a);
-            tma_acquire(map_b);
-        }
-        for (int kc = 0; kc < chunks; kc++) {
-            const int s = kc % TMA_STAGES;
-            // The consumers have finished with this stage's chunk kc - TMA_STAGES (the first
-            // round passes: a fresh barrier's phase of parity 1 counts as completed).
-            mbar_wait(&empty[s], ((kc / TMA_STAGES) & 1) ^ 1);
-            if (p == 0) {  // the copies first: they take longest
-                unsigned char* st = sm + s * 2 * WG_TILE;
-                mbar_expect(&full[s], 2 * WG_TILE);
-                tma_load(st, map_a, kc * 128, r0, &full[s]);
-                tma_load(st + WG_TILE, map_b, kc * 128, c0, &full[s]);
+        int it = 0, acquired = -1;
+        for (long long tt = blockIdx.x; tt < tiles; tt += gridDim.x) {
+            const TmaTile tile = tma_tile(tt, tiles_m, tiles_n);
+            const long long* d = desc + 8 * (long long)tile.z;
+            const int m = (int)d[0], n = (int)d[1], chunks = ((int)d[2] * elem + 127) / 128;
+            if (tile.r0 >= m || tile.c0 >= n) continue;
+            const uint64_t* map = maps + 32 * (long long)tile.z;
+            if (p == 0 && tile.z != acquired) {
+                tma_acquire(map);
+                tma_acquire(map + 16);
+                acquired = tile.z;
             }
-            if constexpr (FP8) {
-                float* sc = scales + s * 256;
-                sc[p] = mma_scale(sa, a_blk, sa_outer, sa_k, r0 + p, m, kc);
-                sc[128 + p] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + p, n, kc);
+            for (int kc = 0; kc < chunks; kc++, it++) {
+                const int s = it % TMA_STAGES;
+                // The consumers have finished with this stage's chunk it - TMA_STAGES (the first
+                // round passes: a fresh barrier's phase of parity 1 counts as completed).
+                mbar_wait(&empty[s], ((it / TMA_STAGES) & 1) ^ 1);
+                if (p == 0) {  // the copies first: they take longest
+                    unsigned char* st = sm + s * 2 * WG_TILE;
+                    mbar_expect(&full[s], 2 * WG_TILE);
+                    tma_load(st, map, kc * 128, tile.r0, &full[s]);
+                    tma_load(st + WG_TILE, map + 16, kc * 128, tile.c0, &full[s]);
+                }
+                if constexpr (FP8) {
+                    float* sc = scales + s * 256;
+                    sc[p] = mma_scale(sa + d[5], a_blk, sa_outer, sa_k, tile.r0 + p, m, kc);
+                    sc[128 + p] = mma_scale(sb + d[6], b_blk, sb_outer, sb_k, tile.c0 + p, n, kc);
+                }
+                mbar_arrive(&full[s]);  // (releasing the scales written above)
             }
-            mbar_arrive(&full[s]);  // (releasing the scales written above)
         }
         return;
     }
     wg_regs_more<232>();
-    float acc[64], part[64];
+    int it = 0;
+    for (long long tt = blockIdx.x; tt < tiles; tt += gridDim.x) {
+        const TmaTile tile = tma_tile(tt, tiles_m, tiles_n);
+        const long long* d = desc + 8 * (long long)tile.z;
+        const int m = (int)d[0], n = (int)d[1], chunks = ((int)d[2] * elem + 127) / 128;
+        if (tile.r0 >= m || tile.c0 >= n) continue;
+        float acc[64], part[64];
 #pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = part[i] = 0.0f;
-    for (int kc = 0; kc < chunks; kc++) {
-        const int s = kc % TMA_STAGES;
-        const unsigned char* st = sm + s * 2 * WG_TILE;
-        const uint32_t at = smem_addr(st) + 64 * h * 128, bt = smem_addr(st + WG_TILE);
-        mbar_wait(&full[s], (kc / TMA_STAGES) & 1);
-        if constexpr (FP8) {
-            wg_chunk_e4m3(part, at, bt);
-            const float* sc = scales + s * 256;
-            const float s_a[2] = {sc[64 * h + 16 * w + g], sc[64 * h + 16 * w + g + 8]};
-            wg_promote(acc, part, s_a, [&](int i) { return sc[128 + 8 * (i / 2) + 2 * t + i % 2]; });
-            if (lane == 0) mbar_arrive(&empty[s]);  // the warp's products and scales are read
-        } else {
-            wg_chunk_bf16(acc, at, bt);
-            // Chunk kc - 1's products are done: its stage may be refilled.
-            if (kc > 0 && lane == 0) mbar_arrive(&empty[(kc - 1) % TMA_STAGES]);
+        for (int i = 0; i < 64; i++) acc[i] = part[i] = 0.0f;
+        for (int kc = 0; kc < chunks; kc++, it++) {
+            const int s = it % TMA_STAGES;
+            const unsigned char* st = sm + s * 2 * WG_TILE;
+            const uint32_t at = smem_addr(st) + 64 * h * 128, bt = smem_addr(st + WG_TILE);
+            mbar_wait(&full[s], (it / TMA_STAGES) & 1);
+            if constexpr (FP8) {
+                wg_chunk_e4m3(part, at, bt);
+                const float* sc = scales + s * 256;
+                const float s_a[2] = {sc[64 * h + 16 * w + g], sc[64 * h + 16 * w + g + 8]};
+                wg_promote(acc, part, s_a,
+                           [&](int i) { return sc[128 + 8 * (i / 2) + 2 * t + i % 2]; });
+                // Every lane has read the stage's scales (lanes of a warp need not run in
+                // step), then one arrival for the warp.
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[s]);
+            } else {
+                wg_chunk_bf16(acc, at, bt);
+                // The previous chunk's products are done: its stage may be refilled.
+                if (kc > 0 && lane == 0) mbar_arrive(&empty[(it - 1) % TMA_STAGES]);
+            }
         }
+        if constexpr (!FP8) {
+            wg_wait<0>(acc);
+            // The tile's last chunk is done too.
+            if (chunks > 0 && lane == 0) mbar_arrive(&empty[(it - 1) % TMA_STAGES]);
+        }
+        wg_store(acc, c + d[7], ldc, tile.r0, tile.c0, m, n, accumulate);
     }
-    if constexpr (!FP8) wg_wait<0>(acc);
-    wg_store(acc, c, ldc, r0, c0, m, n, accumulate);
 }
 
 // fp8_wgmma_gemm_f32 with the operands copied by the TMA unit from tensor maps: `maps` holds
 // two per group (A's, then B's; 128 bytes each, 16 × 64 bits) over the group's codes — its K
 // bytes, then its rows —, so `a`'s and `b`'s codes are read only through them. The other
-// arguments as fp8_wgmma_gemm_f32's. Launch: grid as fp8_wgmma_gemm_f32's; block 384; dynamic
-// shared memory TMA_SMEM.
+// arguments as fp8_wgmma_gemm_f32's, and the grid of tiles: `count` groups of tiles_m × tiles_n
+// (the largest group's rows and columns in 128s). Launch: a grid of blocks in x alone, each
+// taking tiles in turn (any number: one per SM for a persistent grid, one per tile); block 384;
+// dynamic shared memory TMA_SMEM.
 KERNEL void __launch_bounds__(384, 1)
     fp8_tma_gemm_f32(const float* __restrict__ sa, long long sa_outer, long long sa_k, int a_blk,
                      const float* __restrict__ sb, long long sb_outer, long long sb_k, int b_blk,
                      float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
-                     int accumulate, const uint64_t* __restrict__ maps) {
-    const long long* d = desc + 8 * (long long)blockIdx.z;
-    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
-    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
-    const uint64_t* map = maps + 32 * (long long)blockIdx.z;
-    wg_tma_gemm<true>(map, sa + d[5], sa_outer, sa_k, a_blk, map + 16, sb + d[6], sb_outer, sb_k,
-                      b_blk, c + d[7], ldc, m, n, k, accumulate);
+                     int accumulate, const uint64_t* __restrict__ maps, int tiles_m, int tiles_n,
+                     int count) {
+    wg_tma_gemm<true>(desc, maps, sa, sa_outer, sa_k, a_blk, sb, sb_outer, sb_k, b_blk, c, ldc,
+                      accumulate, tiles_m, tiles_n, count);
 }
 
 // bf16_wgmma_gemm_f32 with the operands copied by the TMA unit: `maps` as fp8_tma_gemm_f32's
 // over the groups' BF16 values (K in bytes: two per value). Launch: as fp8_tma_gemm_f32.
 KERNEL void __launch_bounds__(384, 1)
     bf16_tma_gemm_f32(float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
-                      int accumulate, const uint64_t* __restrict__ maps) {
-    const long long* d = desc + 8 * (long long)blockIdx.z;
-    const int m = (int)d[0], n = (int)d[1], k = (int)d[2];
-    if ((int)blockIdx.y * 128 >= m || (int)blockIdx.x * 128 >= n) return;
-    const uint64_t* map = maps + 32 * (long long)blockIdx.z;
-    wg_tma_gemm<false>(map, nullptr, 0, 0, 0, map + 16, nullptr, 0, 0, 0, c + d[7], ldc, m, n,
-                       2 * k, accumulate);
+                      int accumulate, const uint64_t* __restrict__ maps, int tiles_m, int tiles_n,
+                      int count) {
+    wg_tma_gemm<false>(desc, maps, nullptr, 0, 0, 0, nullptr, 0, 0, 0, c, ldc, accumulate,
+                       tiles_m, tiles_n, count);
 }

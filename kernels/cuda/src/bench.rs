@@ -10,8 +10,8 @@ use tokenmill_kernels::rng::Rng;
 
 use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, PushKernelArg};
 
-use crate::backend::MmaKernel;
 use crate::backend::mma::MmaOperand;
+use crate::backend::{MmaKernel, TmaGrid, set_tma_grid, tma_grid};
 use crate::check::Row;
 use crate::device::Device;
 use crate::error::{Error, Result, driver};
@@ -377,20 +377,46 @@ pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 716
 
 /// Our tensor-core kernels of one format (FP8, or `bf16`) that `dev` runs: `mma.sync`, and
 /// on Hopper wgmma and wgmma with TMA (unless set aside after its probe failed,
-/// [`crate::backend::avoid`]).
-fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<MmaKernel> {
+/// [`crate::backend::avoid`]) — the TMA kernels on both grids ([`TmaGrid`]), persistent and a
+/// tile per block —, each with the words its rows name it by.
+fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<(MmaKernel, TmaGrid, String)> {
     let mut all = MmaKernel::ALL;
     all.reverse();
+    let runs = |k: &MmaKernel| {
+        !k.set_aside()
+            && if bf16 {
+                k.runs_bf16_on(dev)
+            } else {
+                k.runs_on(dev)
+            }
+    };
     all.into_iter()
-        .filter(|k| {
-            !k.set_aside()
-                && if bf16 {
-                    k.runs_bf16_on(dev)
-                } else {
-                    k.runs_on(dev)
-                }
+        .filter(runs)
+        .flat_map(|k| match k {
+            MmaKernel::Tma => vec![
+                (
+                    k,
+                    TmaGrid::Persistent,
+                    format!("{}, persistent", k.instruction()),
+                ),
+                (
+                    k,
+                    TmaGrid::PerTile,
+                    format!("{}, a tile per block", k.instruction()),
+                ),
+            ],
+            _ => vec![(k, TmaGrid::Persistent, k.instruction().to_string())],
         })
         .collect()
+}
+
+/// `f` with the TMA kernels launched on `grid`, the grid as it was after.
+fn on_grid<T>(grid: TmaGrid, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let was = tma_grid();
+    set_tma_grid(grid);
+    let r = f();
+    set_tma_grid(was);
+    r
 }
 
 /// The codes and scales of our FP8 tensor-core kernels' timing as they lay them out: A
@@ -434,8 +460,8 @@ fn time_mma(
     })
 }
 
-/// Our own kernels' throughput: the FP8 GEMMs at `size`³ (on the CUDA cores; on the tensor
-/// cores by `mma.sync`, `fp8_gemm = "mma"`) and the grouped expert GEMM at DeepSeek-V3's expert
+/// Our own kernels' throughput: the FP8 GEMMs at each of `sizes`³ (on the CUDA cores; on the
+/// tensor cores by `mma.sync`, wgmma and wgmma with TMA, `fp8_gemm = "mma"`) and the grouped expert GEMM at DeepSeek-V3's expert
 /// shape (hidden 7168, expert width 2048, 256 experts, top-8 of `tokens` tokens: the up
 /// projection, n = 2048, k = 7168) in FP32, in the FP8 accumulator model, in FP8 and BF16 on the
 /// tensor cores (one launch for every expert), and by the vendor libraries one expert at a time
@@ -443,12 +469,21 @@ fn time_mma(
 /// beforehand, as cuBLASLt's in [`gemm_table`].
 pub fn own_kernels_table(
     dev: &Device,
-    size: usize,
+    sizes: &[usize],
     tokens: usize,
-    (experts, topk, out_cols, inputs): (usize, usize, usize, usize),
+    experts: (usize, usize, usize, usize),
 ) -> Result<Vec<BenchRow>> {
-    use cudarc::driver::PushKernelArg;
     let mut out = Vec::new();
+    for &size in sizes {
+        own_dense_rows(dev, size, &mut out)?;
+    }
+    own_grouped_rows(dev, tokens, experts, &mut out)?;
+    Ok(out)
+}
+
+/// [`own_kernels_table`]'s dense FP8 rows at `size`³.
+fn own_dense_rows(dev: &Device, size: usize, out: &mut Vec<BenchRow>) -> Result<()> {
+    use cudarc::driver::PushKernelArg;
     let (m, n, k) = (size, size, size);
     let codes: Vec<u8> = (0..m * k).map(|i| (i % 0x70) as u8).collect();
     let ga = dev.upload("A codes", &codes)?;
@@ -468,19 +503,25 @@ pub fn own_kernels_table(
     // mma.sync, and by wgmma (on cp.async and on TMA copies) where the device runs it.
     let desc = [m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64);
     let ops = mma_operands(dev, (&ga, &gas), (&gb, &gbs), k);
-    for kernel in tensor_core_kernels(dev, false) {
-        let ms = time_mma(dev, kernel, ops, (&gc, n), &desc)?;
+    for (kernel, grid, words) in tensor_core_kernels(dev, false) {
+        let ms = on_grid(grid, || time_mma(dev, kernel, ops, (&gc, n), &desc))?;
         out.push(row(
-            &format!(
-                "FP8 GEMM kernel (own, tensor cores: {})",
-                kernel.instruction()
-            ),
+            &format!("FP8 GEMM kernel (own, tensor cores: {words})"),
             (m, n, k),
             ms,
         ));
     }
-    drop((ga, gb, gas, gbs, gc));
+    Ok(())
+}
 
+/// [`own_kernels_table`]'s grouped expert rows.
+fn own_grouped_rows(
+    dev: &Device,
+    tokens: usize,
+    (experts, topk, out_cols, inputs): (usize, usize, usize, usize),
+    out: &mut Vec<BenchRow>,
+) -> Result<()> {
+    use cudarc::driver::PushKernelArg;
     let (n, k) = (out_cols, inputs);
     let rows = tokens * topk;
     let per = rows / experts;
@@ -553,15 +594,14 @@ pub fn own_kernels_table(
         })
         .collect();
     let ops = mma_operands(dev, (&ga, &gas), (&gb, &gbs), k);
-    for kernel in tensor_core_kernels(dev, false) {
+    for (kernel, grid, words) in tensor_core_kernels(dev, false) {
         // Into zeros of its own, so that the check sees what this kernel wrote.
         let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
-        let ms = time_mma(dev, kernel, ops, (&gy, n), &desc)?;
+        let ms = on_grid(grid, || time_mma(dev, kernel, ops, (&gy, n), &desc))?;
         out.push(checked_row(
             dev,
             &format!(
-                "grouped expert GEMM FP8 (own, tensor cores: {}), {experts} experts × {per} rows",
-                kernel.instruction()
+                "grouped expert GEMM FP8 (own, tensor cores: {words}), {experts} experts × {per} rows"
             ),
             (rows, n, k),
             ms,
@@ -616,20 +656,21 @@ pub fn own_kernels_table(
         .flat_map(|e| [per, n, k, e * per * k, e * n * k, 0, 0, e * per * n].map(|v| v as i64))
         .collect();
     let (a0, b0) = ((dev.addr(&ga), k), (dev.addr(&gb), k));
-    for kernel in tensor_core_kernels(dev, true) {
+    for (kernel, grid, words) in tensor_core_kernels(dev, true) {
         use crate::backend::mma::{Groups, launch_bf16};
         let gy = dev.zeros::<f32>("expert outputs (BF16)", rows * n)?;
         let groups =
             Groups::new(dev, kernel, &desc, a0, b0, 2)?.expect("the timing's groups are not empty");
         let c = (dev.addr(&gy), n);
-        let ms = time(dev, 5, || {
-            launch_bf16(dev, kernel, (a0, b0), c, &groups, false)
+        let ms = on_grid(grid, || {
+            time(dev, 5, || {
+                launch_bf16(dev, kernel, (a0, b0), c, &groups, false)
+            })
         })?;
         out.push(checked_row(
             dev,
             &format!(
-                "grouped expert GEMM BF16 (own, tensor cores: {}), {experts} experts × {per} rows",
-                kernel.instruction()
+                "grouped expert GEMM BF16 (own, tensor cores: {words}), {experts} experts × {per} rows"
             ),
             (rows, n, k),
             ms,
@@ -660,5 +701,5 @@ pub fn own_kernels_table(
         ms,
         &gy,
     )?);
-    Ok(out)
+    Ok(())
 }

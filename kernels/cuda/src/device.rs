@@ -128,6 +128,8 @@ pub struct Device {
     pub arch: String,
     /// Device memory, bytes.
     pub total_memory: usize,
+    /// Streaming multiprocessors (the blocks a persistent grid runs at once, one each).
+    pub sms: usize,
     /// Whether the cubin came from the disk cache.
     pub cubin_cached: bool,
     /// The memory model's estimate for the run, reported with out-of-memory errors.
@@ -168,6 +170,11 @@ impl Device {
             .map_err(driver("compute capability"))?;
         let name = ctx.name().map_err(driver("device name"))?;
         let total_memory = ctx.total_mem().map_err(driver("device memory"))?;
+        let sms = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(driver("multiprocessors"))? as usize;
         let arch = nvrtc::arch_for(capability.0, capability.1);
         let compiled = nvrtc::compile(&source::program(), &arch)?;
         if !compiled.log.is_empty() {
@@ -212,6 +219,7 @@ impl Device {
             capability,
             arch,
             total_memory,
+            sms,
             cubin_cached: compiled.cached,
             estimate: None,
             memory: Memory::Copy,

@@ -193,14 +193,18 @@ fn fp8_gemms_through_cublaslt_on_the_emulated_device_follow_the_cpu() {
 #[test]
 fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
     let _one = one_at_a_time();
-    use tokenmill_cuda::backend::{Fp8Gemm, MmaKernel};
-    for (memory, asked) in [
-        (Memory::Copy, None),
-        (Memory::Host, None),
-        (Memory::Copy, Some(MmaKernel::Wgmma)),
-        (Memory::Copy, Some(MmaKernel::Sync)),
-        (Memory::Host, Some(MmaKernel::Sync)),
+    use tokenmill_cuda::backend::{Fp8Gemm, MmaKernel, TmaGrid, set_tma_grid};
+    for (memory, asked, grid) in [
+        (Memory::Copy, None, TmaGrid::Persistent),
+        (Memory::Host, None, TmaGrid::Persistent),
+        // Two blocks taking every tile in turn (132 on this device would give each of these
+        // shapes' tiles a block of its own).
+        (Memory::Copy, None, TmaGrid::Blocks(2)),
+        (Memory::Copy, Some(MmaKernel::Wgmma), TmaGrid::Persistent),
+        (Memory::Copy, Some(MmaKernel::Sync), TmaGrid::Persistent),
+        (Memory::Host, Some(MmaKernel::Sync), TmaGrid::Persistent),
     ] {
+        set_tma_grid(grid);
         let cuda = tensor_core_rows_pass_with(memory, Fp8Gemm::Mma, asked);
         assert_eq!(
             cuda.mma_kernel(),
@@ -211,6 +215,7 @@ fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
         exact_fp8_gemm(&cuda, ((1, 128), (128, 128)), true);
         exact_fp8_gemm(&cuda, ((128, 128), (128, 128)), true);
         exact_fp8_gemm(&cuda, ((4, 16), (4, 16)), false);
+        set_tma_grid(TmaGrid::Persistent);
     }
 }
 
@@ -302,13 +307,15 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
     // SAFETY: as above.
     unsafe { std::env::remove_var(var) };
     assert!(!off.bf16_grouped_on_tensor_cores().unwrap(), "{var}=cublas");
-    use tokenmill_cuda::backend::MmaKernel;
-    for (memory, asked) in [
-        (Memory::Copy, None),
-        (Memory::Host, None),
-        (Memory::Copy, Some(MmaKernel::Wgmma)),
-        (Memory::Copy, Some(MmaKernel::Sync)),
+    use tokenmill_cuda::backend::{MmaKernel, TmaGrid, set_tma_grid};
+    for (memory, asked, grid) in [
+        (Memory::Copy, None, TmaGrid::Persistent),
+        (Memory::Host, None, TmaGrid::Persistent),
+        (Memory::Copy, None, TmaGrid::Blocks(2)),
+        (Memory::Copy, Some(MmaKernel::Wgmma), TmaGrid::Persistent),
+        (Memory::Copy, Some(MmaKernel::Sync), TmaGrid::Persistent),
     ] {
+        set_tma_grid(grid);
         let mut cuda = Cuda::with_memory(0, memory).expect("the emulated device");
         cuda.set_mma_kernel(asked);
         // wgmma with TMA on this compute capability 9.0 device unless another is asked for; its
@@ -348,9 +355,10 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
                 });
                 assert!(
                     num <= 1e-5 * den,
-                    "{memory:?} {asked:?} mma {on} {form:?} acc {accumulate}: max |Δ| {num:e} of {den:e}"
+                    "{memory:?} {asked:?} {grid:?} mma {on} {form:?} acc {accumulate}: max |Δ| {num:e} of {den:e}"
                 );
             }
         }
+        set_tma_grid(TmaGrid::Persistent);
     }
 }

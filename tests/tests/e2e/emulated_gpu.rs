@@ -662,13 +662,16 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "grouped expert GEMM FP8 model",
         "FP8 GEMM kernel (own, tensor cores: mma.sync)",
         "FP8 GEMM kernel (own, tensor cores: wgmma)",
-        "FP8 GEMM kernel (own, tensor cores: wgmma+tma)",
+        "FP8 GEMM kernel (own, tensor cores: wgmma+tma, persistent)",
+        "FP8 GEMM kernel (own, tensor cores: wgmma+tma, a tile per block)",
         "grouped expert GEMM FP8 (own, tensor cores: mma.sync)",
         "grouped expert GEMM FP8 (own, tensor cores: wgmma)",
-        "grouped expert GEMM FP8 (own, tensor cores: wgmma+tma)",
+        "grouped expert GEMM FP8 (own, tensor cores: wgmma+tma, persistent)",
+        "grouped expert GEMM FP8 (own, tensor cores: wgmma+tma, a tile per block)",
         "grouped expert GEMM BF16 (own, tensor cores: mma.sync)",
         "grouped expert GEMM BF16 (own, tensor cores: wgmma)",
-        "grouped expert GEMM BF16 (own, tensor cores: wgmma+tma)",
+        "grouped expert GEMM BF16 (own, tensor cores: wgmma+tma, persistent)",
+        "grouped expert GEMM BF16 (own, tensor cores: wgmma+tma, a tile per block)",
         "grouped expert GEMM BF16 (cuBLAS GemmEx per expert)",
         "grouped expert GEMM FP8 (cuBLASLt per expert)",
     ] {
@@ -863,12 +866,17 @@ fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
             .iter()
             .map(|r| r["what"].as_str().unwrap())
             .collect();
-        let of = |what: &str| format!("tensor cores: {what})");
-        assert!(gemm.iter().all(|g| !g.contains(&of(faulty))), "{gemm:?}");
+        // A row of `what`: its words end there, or go on with the TMA kernels' grid.
+        let of = |g: &str, what: &str| {
+            [")", ", "]
+                .iter()
+                .any(|end| g.contains(&format!("tensor cores: {what}{end}")))
+        };
+        assert!(gemm.iter().all(|g| !of(g, faulty)), "{gemm:?}");
         for k in ["mma.sync", other] {
             assert!(
                 gemm.iter()
-                    .any(|g| g.starts_with("grouped expert GEMM FP8 (own") && g.contains(&of(k))),
+                    .any(|g| g.starts_with("grouped expert GEMM FP8 (own") && of(g, k)),
                 "{k}: {gemm:?}"
             );
         }

@@ -61,14 +61,20 @@ kernels!(fp8_tma_gemm_f32: (
     ldc: i64,
     desc: *const i64,
     accumulate: i32,
-    maps: *const u64
+    maps: *const u64,
+    tiles_m: i32,
+    tiles_n: i32,
+    count: i32
 ));
 kernels!(bf16_tma_gemm_f32: (
     c: *mut f32,
     ldc: i64,
     desc: *const i64,
     accumulate: i32,
-    maps: *const u64
+    maps: *const u64,
+    tiles_m: i32,
+    tiles_n: i32,
+    count: i32
 ));
 unsafe extern "C" {
     /// The emulation's cuTensorMapEncodeTiled (shim/emu.h): null, or why the map is refused.
@@ -130,16 +136,28 @@ fn tensor_maps(sides: [MapSide; 2]) -> Vec<u64> {
 
 /// Which kernel [`check`] and [`check_bf16`] run: `mma.sync` (cu/mma.cu), wgmma (cu/wgmma.cu,
 /// Hopper's warpgroup instruction on operands copied asynchronously into swizzled shared
-/// memory), or wgmma on operands copied by the TMA unit in a warp-specialised block.
+/// memory), or wgmma on operands copied by the TMA unit in a warp-specialised block, with a
+/// block per tile (`Tma(0)`) or that many blocks taking the tiles in turn (a persistent grid:
+/// the stages and their barriers' phases go on from tile to tile, into the next group).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernel {
     Sync,
     Wgmma,
-    Tma,
+    Tma(u32),
 }
 
 /// The kernels [`check_both`] and the BF16 test run.
-const KERNELS: [Kernel; 3] = [Kernel::Sync, Kernel::Wgmma, Kernel::Tma];
+const KERNELS: [Kernel; 4] = [Kernel::Sync, Kernel::Wgmma, Kernel::Tma(0), Kernel::Tma(2)];
+
+/// The TMA kernels' launch over `shapes`: the grid (in x alone) and the kernels' last three
+/// arguments (tiles along m and n of the largest group, and the groups).
+fn tma_grid(blocks: u32, shapes: &[Shape]) -> ((u32, u32, u32), [i32; 3]) {
+    let most = |f: fn(&Shape) -> usize| shapes.iter().map(f).max().unwrap_or(0).div_ceil(128);
+    let (tm, tn) = (most(|s| s.m), most(|s| s.n));
+    let all = (tm * tn * shapes.len()).max(1) as u32;
+    let x = if blocks == 0 { all } else { blocks.min(all) };
+    ((x, 1, 1), [tm as i32, tn as i32, shapes.len() as i32])
+}
 
 /// Both FP8 kernels' signature: A's codes, row length, scales, their strides and tiles; B's
 /// likewise; C and its row length; the table of groups; accumulate.
@@ -358,7 +376,7 @@ fn check(
     );
     let kb64 = kb as i64;
     let grid = (grid.0.max(1), grid.1.max(1), grid.2);
-    if kernel == Kernel::Tma {
+    if let Kernel::Tma(blocks) = kernel {
         let parts = |off: &[usize], rows: &dyn Fn(&Shape) -> usize| {
             shapes
                 .iter()
@@ -371,6 +389,7 @@ fn check(
             (b.as_ptr(), ld, parts(&b_off, &|s| s.n)),
         ]);
         let mp = Ptr::of_const(&maps);
+        let (grid, [tm, tn, count]) = tma_grid(blocks, shapes);
         launch(grid, (384, 1, 1), TMA_SMEM, || {
             // SAFETY: the scales and C hold every group's extent as `desc` gives it, the maps
             // cover each group's codes; all alive for the launch.
@@ -389,6 +408,9 @@ fn check(
                     dp.c(),
                     accumulate as i32,
                     mp.c(),
+                    tm,
+                    tn,
+                    count,
                 )
             }
         });
@@ -747,7 +769,7 @@ fn check_bf16(
     );
     type Bf16Kernel =
         unsafe extern "C" fn(*const u16, i64, *const u16, i64, *mut f32, i64, *const i64, i32);
-    if kernel == Kernel::Tma {
+    if let Kernel::Tma(blocks) = kernel {
         let parts = |off: &[usize], rows: &dyn Fn(&Shape) -> usize| {
             shapes
                 .iter()
@@ -760,10 +782,22 @@ fn check_bf16(
             (b.as_ptr().cast(), 2 * ldb, parts(&b_off, &|s| s.n)),
         ]);
         let mp = Ptr::of_const(&maps);
+        let (grid, [tm, tn, count]) = tma_grid(blocks, shapes);
         launch(grid, (384, 1, 1), TMA_SMEM, || {
             // SAFETY: C holds every group's extent as `desc` gives it, the maps cover each
             // group's values; all alive for the launch.
-            unsafe { bf16_tma_gemm_f32(cp.p(), ldc as i64, dp.c(), accumulate as i32, mp.c()) }
+            unsafe {
+                bf16_tma_gemm_f32(
+                    cp.p(),
+                    ldc as i64,
+                    dp.c(),
+                    accumulate as i32,
+                    mp.c(),
+                    tm,
+                    tn,
+                    count,
+                )
+            }
         });
     } else {
         let (f, smem) = match kernel {
@@ -927,4 +961,20 @@ fn tensor_maps_keep_the_drivers_rules() {
             "{dims:?} stride {stride} box {boxes:?}: {got:?}, expected {why}"
         );
     }
+}
+
+/// The backend's probe shape (200 × 160 × 1700, K padded to 1712: fourteen chunks, the TMA
+/// kernels' six stages refilled twice) with random scales. A warp's FP8 consumer released its
+/// stage as soon as lane 0 had promoted, while other lanes still read the stage's scales: the
+/// producer refilled them, and C[112, 127] took the next round's scales (the probe, whose
+/// scales are all 2⁻⁵, could not see it). Every lane reads them before the release now.
+#[test]
+fn a_stage_is_released_once_every_lane_has_read_its_scales() {
+    let shape = [Shape {
+        m: 200,
+        n: 160,
+        k: 1712,
+    }];
+    check_both(&shape, (false, true), false, false, false, 5);
+    check_both(&shape, (false, false), false, true, false, 6);
 }

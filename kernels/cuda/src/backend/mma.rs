@@ -69,6 +69,44 @@ impl MmaKernel {
     pub const ALL: [MmaKernel; 3] = [MmaKernel::Tma, MmaKernel::Wgmma, MmaKernel::Sync];
 }
 
+/// How many blocks the TMA kernels ([`MmaKernel::Tma`]) are launched with; each block takes
+/// the tiles of C in turn (cu/wgmma.cu's `tma_tile`), so any number computes the same product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmaGrid {
+    /// One block per multiprocessor, each taking tiles until none is left, its producer copying
+    /// the next tile's first chunks while its consumers store the last tile's C (as DeepGEMM's
+    /// kernels run). The default.
+    Persistent,
+    /// One block per tile, as the other tensor-core kernels are launched.
+    PerTile,
+    /// At most this many blocks (at least one): the tests, to give each block several tiles
+    /// on small shapes.
+    Blocks(u32),
+}
+
+/// [`TmaGrid`] as a number: 0 persistent, `u32::MAX` per tile, else the blocks.
+static TMA_GRID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// From now on, in this process, the TMA kernels are launched with `grid` (the device check's
+/// timing runs both ways).
+pub fn set_tma_grid(grid: TmaGrid) {
+    let v = match grid {
+        TmaGrid::Persistent => 0,
+        TmaGrid::PerTile => u32::MAX,
+        TmaGrid::Blocks(n) => n.clamp(1, u32::MAX - 1),
+    };
+    TMA_GRID.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The grid [`set_tma_grid`] set last ([`TmaGrid::Persistent`] until then).
+pub fn tma_grid() -> TmaGrid {
+    match TMA_GRID.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => TmaGrid::Persistent,
+        u32::MAX => TmaGrid::PerTile,
+        n => TmaGrid::Blocks(n),
+    }
+}
+
 /// Set by [`avoid`]: one bit per kernel ([`MmaKernel::bit`]) the automatic choice leaves alone.
 static AVOIDED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
@@ -132,14 +170,45 @@ impl MmaKernel {
         }
     }
 
-    /// The launch of a grid of 128 × 128 tiles of C over `groups` groups of at most `m × n`.
-    pub(crate) fn grid(self, m: usize, n: usize, groups: usize) -> LaunchConfig {
-        let cfg = tile_grid(m, n, (128, 128), groups);
-        LaunchConfig {
+    /// The launch over `groups` groups of at most `m × n` on `dev`: a grid of 128 × 128 tiles
+    /// of C for `mma.sync` and wgmma; for the TMA kernels blocks in x alone, as many as
+    /// [`tma_grid`] says, and the tiles they take in turn (the kernels' last three arguments:
+    /// tiles along m and n of the largest group, and the groups).
+    pub(crate) fn grid(
+        self,
+        dev: &Device,
+        m: usize,
+        n: usize,
+        groups: usize,
+    ) -> Result<(LaunchConfig, [i32; 3])> {
+        let (tm, tn) = (m.div_ceil(128), n.div_ceil(128));
+        let tiles = [tm, tn, groups].map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+        let cfg = match self {
+            MmaKernel::Tma => {
+                let all = tm * tn * groups;
+                let blocks = match tma_grid() {
+                    TmaGrid::Persistent => all.min(dev.sms.max(1)),
+                    TmaGrid::PerTile => all,
+                    TmaGrid::Blocks(b) => all.min(b as usize),
+                };
+                let blocks = u32::try_from(blocks.max(1)).map_err(|_| Error::Driver {
+                    op: format!("{} {m}×{n}, {groups} group(s)", self.name()),
+                    message: format!("{all} tiles of 128 × 128: more blocks than a grid holds"),
+                })?;
+                LaunchConfig {
+                    grid_dim: (blocks, 1, 1),
+                    block_dim: (0, 0, 0),
+                    shared_mem_bytes: 0,
+                }
+            }
+            _ => tile_grid(m, n, (128, 128), groups),
+        };
+        let cfg = LaunchConfig {
             shared_mem_bytes: self.shared(),
             block_dim: (self.threads(), 1, 1),
             ..cfg
-        }
+        };
+        Ok((cfg, tiles))
     }
 
     /// Whether `dev` runs the FP8 kernel: wgmma (with or without TMA) needs the sm_90a cubin
@@ -286,10 +355,11 @@ impl Cuda {
         // (every warp and warpgroup of a tile, every fragment of a row, boxes past the rows),
         // fourteen chunks along K, the last partial (each stage of every kernel refilled, the
         // TMA kernel's six twice over: both parities of its barriers). Integers of at most 4
-        // significant bits with 14 in every tile and block, so every scale is 14 / 448 = 2⁻⁵
-        // and every code exact; the sums need up to 19 bits, so the tensor cores' accumulation
-        // may round them: allowed 2⁻¹⁰ of Σ|a·b| — a fragment read at a wrong place is off by
-        // far more.
+        // significant bits with 14 in every tile and block, halved in a third of A's tiles and
+        // in B's blocks of odd chunks, so every scale is 14 / 448 = 2⁻⁵ or 2⁻⁶ and every code
+        // exact, and a scale read for another row, column or chunk shows; the sums need up to
+        // 20 bits, so the tensor cores' accumulation may round them: allowed 2⁻¹⁰ of Σ|a·b| —
+        // a fragment read at a wrong place is off by far more.
         let (m, n, k) = (200, 160, 1700);
         let int = |x: usize| (x % 29) as f32 - 14.0;
         let mut a: Vec<f32> = (0..m * k).map(|i| int(i * 7 + i / k)).collect();
@@ -303,6 +373,20 @@ impl Cuda {
         for rb in (0..n).step_by(128) {
             for c in 0..k.div_ceil(128) {
                 b[rb * k + c * 128 + 9] = -14.0;
+            }
+        }
+        let halve = |v: &mut [f32], row: usize, c: usize| {
+            let at = row * k + c * 128;
+            v[at..at + (k - c * 128).min(128)]
+                .iter_mut()
+                .for_each(|x| *x *= 0.5);
+        };
+        for c in 0..k.div_ceil(128) {
+            (0..m)
+                .filter(|i| (i + c) % 3 == 0)
+                .for_each(|i| halve(&mut a, i, c));
+            if c % 2 == 1 {
+                (0..n).for_each(|j| halve(&mut b, j, c));
             }
         }
         let mut got = vec![0f32; m * n];
@@ -948,10 +1032,11 @@ pub(crate) fn launch(
         .arg(&ldc)
         .arg(&desc)
         .arg(&acc);
+    let (cfg, [tm, tn, groups_]) = kernel.grid(dev, m, n, count)?;
     if kernel == MmaKernel::Tma {
-        l.arg(&maps);
+        l.arg(&maps).arg(&tm).arg(&tn).arg(&groups_);
     }
-    go(name, l, kernel.grid(m, n, count))
+    go(name, l, cfg)
 }
 
 /// Launches `kernel`'s BF16 GEMM (`bf16_mma_gemm_f32`, `bf16_wgmma_gemm_f32` or
@@ -973,8 +1058,9 @@ pub(crate) fn launch_bf16(
         l.arg(&a).arg(&lda).arg(&b).arg(&ldb);
     }
     l.arg(&c).arg(&ldc).arg(&desc).arg(&acc);
+    let (cfg, [tm, tn, count]) = kernel.grid(dev, groups.m, groups.n, groups.count)?;
     if kernel == MmaKernel::Tma {
-        l.arg(&maps);
+        l.arg(&maps).arg(&tm).arg(&tn).arg(&count);
     }
-    go(name, l, kernel.grid(groups.m, groups.n, groups.count))
+    go(name, l, cfg)
 }

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tokenmill_cuda::backend::{Fp8Gemm, MMA_VAR, MmaKernel, avoid};
+use tokenmill_cuda::backend::{Fp8Gemm, MMA_VAR, MmaKernel, TmaGrid, avoid, set_tma_grid};
 use tokenmill_cuda::{bench, check, libs, nvrtc, source};
 
 /// `tokenmill doctor`.
@@ -432,23 +432,31 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     // Training's FP8 GEMMs on the tensor cores, in their forms: through cuBLASLt
     // (`fp8_gemm = "cublaslt"`) and our kernels (`fp8_gemm = "mma"`): mma.sync, and on Hopper
     // wgmma with operands copied by cp.async and by TMA.
-    let mut forms = vec![(Fp8Gemm::Cublaslt, None)];
+    // The TMA kernels also on two blocks, so that on the GPU each block takes several tiles
+    // (the stages and barrier phases carried from tile to tile and expert to expert).
+    let mut forms = vec![(Fp8Gemm::Cublaslt, None, TmaGrid::Persistent)];
     for kernel in [MmaKernel::Sync, MmaKernel::Wgmma, MmaKernel::Tma] {
         if kernel == MmaKernel::Sync || kernel.chosen_on(dev) {
-            forms.push((Fp8Gemm::Mma, Some(kernel)));
+            forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Persistent));
+        }
+        if kernel == MmaKernel::Tma && kernel.chosen_on(dev) {
+            forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Blocks(2)));
         }
     }
-    for (fp8, kernel) in forms {
+    for (fp8, kernel, grid) in forms {
         let name = match kernel {
             None => "FP8 GEMMs through cuBLASLt".to_string(),
-            Some(k) => format!("FP8 GEMMs by {}", k.name()),
+            Some(k) => format!("FP8 GEMMs by {} ({grid:?})", k.name()),
         };
-        match catch(|| {
+        set_tma_grid(grid);
+        let rows = catch(|| {
             let mut tc = tokenmill_cuda::Cuda::new(a.device)?;
             tc.set_mma_kernel(kernel);
             tc.set_fp8_gemm(fp8)?;
             Ok(check::fp8_tensor_core_rows(&tc, a.seed))
-        }) {
+        });
+        set_tma_grid(TmaGrid::Persistent);
+        match rows {
             Ok(rows) => rep.kernels.extend(rows),
             Err(e) => rep.errors.push(format!("{name}: {e}")),
         }

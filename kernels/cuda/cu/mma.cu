@@ -170,16 +170,34 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
                 }
         }
         if constexpr (FP8) {
-            // The promotion: the chunk's sums scaled and added in FP32.
+            // The promotion: the chunk's sums added into FP32 by one fused multiply-add each,
+            // times the product of their row's and column's scales (wgmma.cu's wg_promote:
+            // the same bits). B in 128 × 128 blocks: one scale for all the thread's columns
+            // (the first is the smallest: past n, none of them is stored).
+            if (b_blk) {
+                float sab[4][2];
 #pragma unroll
-            for (int i = 0; i < 4; i++)
+                for (int i = 0; i < 4; i++)
 #pragma unroll
-                for (int j = 0; j < 4; j++)
+                    for (int h = 0; h < 2; h++) sab[i][h] = __fmul_rn(s_a[i][h], s_b[0][0]);
 #pragma unroll
-                    for (int x = 0; x < 4; x++)
-                        acc[i][j][x] = __fadd_rn(
-                            acc[i][j][x],
-                            __fmul_rn(__fmul_rn(part[i][j][x], s_a[i][x / 2]), s_b[j][x % 2]));
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+#pragma unroll
+                        for (int x = 0; x < 4; x++)
+                            acc[i][j][x] = fmaf(part[i][j][x], sab[i][x / 2], acc[i][j][x]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+#pragma unroll
+                        for (int x = 0; x < 4; x++)
+                            acc[i][j][x] = fmaf(part[i][j][x],
+                                                __fmul_rn(s_a[i][x / 2], s_b[j][x % 2]),
+                                                acc[i][j][x]);
+            }
         }
     }
 #pragma unroll

@@ -187,17 +187,26 @@ DEVICE void wg_scales(float (&s_a)[2], float (&s_b)[32], const float* sa, long l
             s_b[2 * j + q] = mma_scale(sb, b_blk, sb_outer, sb_k, c0 + 8 * j + 2 * t + q, n, kc);
 }
 
-// DeepSeek-V3's promotion: a chunk's sums scaled and added into the FP32 accumulators; s_b(i)
-// the scale of the thread's column 8·(i / 2) + 2·t + i % 2 of the tile.
+// DeepSeek-V3's promotion: a chunk's sums scaled and added into the FP32 accumulators, one
+// fused multiply-add each by the product of the row's and the column's scales (rounded once,
+// as DeepGEMM promotes; mma.cu's promotion gives the same bits). s_b(i): the scale of the
+// thread's column 8·(i / 2) + 2·t + i % 2; `b_one`: every column of the tile has s_b(0) (B in
+// 128 × 128 blocks), so the thread's two products of scales serve all 64 sums.
 template <typename SB>
-DEVICE void wg_promote(float (&acc)[64], const float (&part)[64], const float (&s_a)[2], SB s_b) {
+DEVICE void wg_promote(float (&acc)[64], const float (&part)[64], const float (&s_a)[2], SB s_b,
+                       bool b_one) {
+    if (b_one) {
+        const float b = s_b(0), s[2] = {__fmul_rn(s_a[0], b), __fmul_rn(s_a[1], b)};
+#pragma unroll
+        for (int i = 0; i < 64; i++) acc[i] = fmaf(part[i], s[(i % 4) / 2], acc[i]);
+        return;
+    }
 #pragma unroll
     for (int j = 0; j < 16; j++)
 #pragma unroll
         for (int x = 0; x < 4; x++)
             acc[4 * j + x] =
-                __fadd_rn(acc[4 * j + x],
-                          __fmul_rn(__fmul_rn(part[4 * j + x], s_a[x / 2]), s_b(2 * j + x % 2)));
+                fmaf(part[4 * j + x], __fmul_rn(s_a[x / 2], s_b(2 * j + x % 2)), acc[4 * j + x]);
 }
 
 // Writes (or adds) the calling thread's accumulators of warpgroup h (threadIdx.x / 128) to C:
@@ -269,7 +278,7 @@ DEVICE void wg_gemm(const unsigned char* a, long long lda, const float* sa, long
             wg_scales(s_a, s_b, sa, sa_outer, sa_k, a_blk, sb, sb_outer, sb_k, b_blk, r0, c0, m,
                       n, kc);
             wg_chunk_e4m3(part, at, bt);
-            wg_promote(acc, part, s_a, [&](int i) { return s_b[i]; });
+            wg_promote(acc, part, s_a, [&](int i) { return s_b[i]; }, b_blk);
         } else {
             wg_chunk_bf16(acc, at, bt);
         }
@@ -364,12 +373,14 @@ DEVICE void mbar_fence_init() {
 #endif
 }
 
-// One arrival on the barrier.
+// One arrival on the barrier, releasing the thread's earlier writes (at the CTA's scope) to
+// whoever waits for the phase it completes.
 DEVICE void mbar_arrive(uint64_t* bar) {
 #if defined(TOKENMILL_EMU)
     emu_mbar_arrive(bar);
 #elif defined(TM_WGMMA)
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+    asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar))
+                 : "memory");
 #endif
 }
 
@@ -385,14 +396,15 @@ DEVICE void mbar_expect(uint64_t* bar, unsigned bytes) {
 }
 
 // Waits until the barrier's phase of the given parity has completed (a fresh barrier counts
-// its phase of parity 1 as completed, so the first wait with parity 1 passes).
+// its phase of parity 1 as completed, so the first wait with parity 1 passes), acquiring the
+// writes its arrivals released (the producer's scales).
 DEVICE void mbar_wait(uint64_t* bar, unsigned parity) {
 #if defined(TOKENMILL_EMU)
     emu_mbar_wait(bar, parity);
 #elif defined(TM_WGMMA)
     uint32_t done = 0;
     do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
                      "selp.u32 %0, 1, 0, p;\n}\n"
                      : "=r"(done)
                      : "r"(smem_addr(bar)), "r"(parity)
@@ -553,8 +565,9 @@ DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float
                 wg_chunk_e4m3(part, at, bt);
                 const float* sc = scales + s * 256;
                 const float s_a[2] = {sc[64 * h + 16 * w + g], sc[64 * h + 16 * w + g + 8]};
-                wg_promote(acc, part, s_a,
-                           [&](int i) { return sc[128 + 8 * (i / 2) + 2 * t + i % 2]; });
+                wg_promote(
+                    acc, part, s_a, [&](int i) { return sc[128 + 8 * (i / 2) + 2 * t + i % 2]; },
+                    b_blk);
                 // Every lane has read the stage's scales (lanes of a warp need not run in
                 // step), then one arrival for the warp.
                 __syncwarp();

@@ -141,6 +141,18 @@ fn the_tensor_core_kernels_spill_no_registers() {
         };
         let (stores, loads) = (bytes(" bytes spill stores"), bytes(" bytes spill loads"));
         assert!(stores <= most && loads <= most, "{kernel}: {report:?}");
+        // The TMA kernels' `setmaxnreg` split (the producer warpgroup down to 40, the two
+        // consumers up to 232) must fit what the block was launched with: 128·40 + 256·232 =
+        // 64,512 = 384·168. Fewer at launch and `setmaxnreg.inc` would wait forever on a GPU.
+        if kernel.contains("_tma_") {
+            let used = report[2]
+                .split("Used ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or_else(|| panic!("{kernel}: {report:?}"));
+            assert_eq!(384 * used, 128 * 40 + 256 * 232, "{kernel}: {report:?}");
+        }
     }
     assert!(!log.contains("serialized"), "{log}");
     // Nor is a register hint of the TMA kernels dropped (ptxas warns "setmaxnreg ignored" where

@@ -634,12 +634,18 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     assert_eq!(lt_rows, 10, "{kernels:?}");
     // The same nine of training through each of our kernels: mma.sync, and wgmma on cp.async
     // and on TMA copies (the emulated device is a compute capability 9.0 one).
-    for kernel in [" mma.sync ", " wgmma ", " wgmma+tma "] {
+    // The TMA kernel twice: on its own grid, and on two blocks each taking several tiles.
+    for (kernel, want) in [
+        (" mma.sync ", 9),
+        (" wgmma ", 9),
+        (" wgmma+tma ", 18),
+        (" wgmma+tma (2 blocks) ", 9),
+    ] {
         let rows = kernels
             .iter()
             .filter(|k| k["op"].as_str().unwrap().contains(kernel))
             .count();
-        assert_eq!(rows, 9, "{kernel}: {kernels:?}");
+        assert_eq!(rows, want, "{kernel}: {kernels:?}");
     }
     let curves = rep["training"].as_array().unwrap();
     assert_eq!(curves.len(), 6);
@@ -855,9 +861,11 @@ fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
                 .filter(|k| k["op"].as_str().unwrap().contains(&format!(" {what} ")))
                 .count()
         };
+        // (The TMA kernel's rows twice: on its own grid and on two blocks.)
+        let rows_of = |what: &str| if what == "wgmma+tma" { 18 } else { 9 };
         assert_eq!(
             (by("mma.sync"), by(other), by(faulty)),
-            (9, 9, 0),
+            (9, rows_of(other), 0),
             "{kernel}: {kernels:?}"
         );
         let gemm: Vec<&str> = rep["gemm"]

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use tokenmill_cuda::backend::{Fp8Gemm, MMA_VAR, MmaKernel, TmaGrid, avoid, set_tma_grid};
+use tokenmill_cuda::backend::{Fp8Gemm, MMA_VAR, MmaKernel, TmaGrid, avoid, with_tma_grid};
 use tokenmill_cuda::{bench, check, libs, nvrtc, source};
 
 /// `tokenmill doctor`.
@@ -438,9 +438,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     for kernel in [MmaKernel::Sync, MmaKernel::Wgmma, MmaKernel::Tma] {
         if kernel == MmaKernel::Sync || kernel.chosen_on(dev) {
             forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Persistent));
-        }
-        if kernel == MmaKernel::Tma && kernel.chosen_on(dev) {
-            forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Blocks(2)));
+            if kernel == MmaKernel::Tma {
+                forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Blocks(2)));
+            }
         }
     }
     for (fp8, kernel, grid) in forms {
@@ -448,14 +448,14 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             None => "FP8 GEMMs through cuBLASLt".to_string(),
             Some(k) => format!("FP8 GEMMs by {} ({grid:?})", k.name()),
         };
-        set_tma_grid(grid);
-        let rows = catch(|| {
-            let mut tc = tokenmill_cuda::Cuda::new(a.device)?;
-            tc.set_mma_kernel(kernel);
-            tc.set_fp8_gemm(fp8)?;
-            Ok(check::fp8_tensor_core_rows(&tc, a.seed))
+        let rows = with_tma_grid(grid, || {
+            catch(|| {
+                let mut tc = tokenmill_cuda::Cuda::new(a.device)?;
+                tc.set_mma_kernel(kernel);
+                tc.set_fp8_gemm(fp8)?;
+                Ok(check::fp8_tensor_core_rows(&tc, a.seed))
+            })
         });
-        set_tma_grid(TmaGrid::Persistent);
         match rows {
             Ok(rows) => rep.kernels.extend(rows),
             Err(e) => rep.errors.push(format!("{name}: {e}")),

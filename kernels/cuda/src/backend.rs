@@ -37,7 +37,7 @@ use tokenmill_kernels::cpu::route::check_bwd;
 use tokenmill_kernels::cpu::rows::{check_distinct, check_rows};
 
 pub(crate) mod mma;
-pub use mma::{MMA_VAR, MmaKernel, TmaGrid, avoid, set_tma_grid, tma_grid};
+pub use mma::{MMA_VAR, MmaKernel, TmaGrid, avoid, set_tma_grid, tma_grid, with_tma_grid};
 
 /// The CUDA backend over one [`Device`].
 #[derive(Debug)]

@@ -11,7 +11,7 @@ use tokenmill_kernels::rng::Rng;
 use cudarc::driver::{CudaSlice, HostSlice, LaunchArgs, PushKernelArg};
 
 use crate::backend::mma::MmaOperand;
-use crate::backend::{MmaKernel, TmaGrid, set_tma_grid, tma_grid};
+use crate::backend::{MmaKernel, TmaGrid, with_tma_grid};
 use crate::check::Row;
 use crate::device::Device;
 use crate::error::{Error, Result, driver};
@@ -410,15 +410,6 @@ fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<(MmaKernel, TmaGrid, Str
         .collect()
 }
 
-/// `f` with the TMA kernels launched on `grid`, the grid as it was after.
-fn on_grid<T>(grid: TmaGrid, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let was = tma_grid();
-    set_tma_grid(grid);
-    let r = f();
-    set_tma_grid(was);
-    r
-}
-
 /// The codes and scales of our FP8 tensor-core kernels' timing as they lay them out: A
 /// `[rows, k]` with 1 × 128 scales `[rows][kb]`, B `[rows, k]` with 128 × 128 block scales
 /// `[row blocks][kb]`.
@@ -461,8 +452,8 @@ fn time_mma(
 }
 
 /// Our own kernels' throughput: the FP8 GEMMs at each of `sizes`³ (on the CUDA cores; on the
-/// tensor cores by `mma.sync`, wgmma and wgmma with TMA, `fp8_gemm = "mma"`) and the grouped expert GEMM at DeepSeek-V3's expert
-/// shape (hidden 7168, expert width 2048, 256 experts, top-8 of `tokens` tokens: the up
+/// tensor cores by `mma.sync`, wgmma and wgmma with TMA, `fp8_gemm = "mma"`) and the grouped
+/// expert GEMM at DeepSeek-V3's expert shape (hidden 7168, expert width 2048, 256 experts, top-8 of `tokens` tokens: the up
 /// projection, n = 2048, k = 7168) in FP32, in the FP8 accumulator model, in FP8 and BF16 on the
 /// tensor cores (one launch for every expert), and by the vendor libraries one expert at a time
 /// (FP8 cuBLASLt, BF16 cuBLAS). The FP8 timings are the GEMMs alone, on operands quantized
@@ -504,7 +495,7 @@ fn own_dense_rows(dev: &Device, size: usize, out: &mut Vec<BenchRow>) -> Result<
     let desc = [m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64);
     let ops = mma_operands(dev, (&ga, &gas), (&gb, &gbs), k);
     for (kernel, grid, words) in tensor_core_kernels(dev, false) {
-        let ms = on_grid(grid, || time_mma(dev, kernel, ops, (&gc, n), &desc))?;
+        let ms = with_tma_grid(grid, || time_mma(dev, kernel, ops, (&gc, n), &desc))?;
         out.push(row(
             &format!("FP8 GEMM kernel (own, tensor cores: {words})"),
             (m, n, k),
@@ -597,7 +588,7 @@ fn own_grouped_rows(
     for (kernel, grid, words) in tensor_core_kernels(dev, false) {
         // Into zeros of its own, so that the check sees what this kernel wrote.
         let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
-        let ms = on_grid(grid, || time_mma(dev, kernel, ops, (&gy, n), &desc))?;
+        let ms = with_tma_grid(grid, || time_mma(dev, kernel, ops, (&gy, n), &desc))?;
         out.push(checked_row(
             dev,
             &format!(
@@ -662,7 +653,7 @@ fn own_grouped_rows(
         let groups =
             Groups::new(dev, kernel, &desc, a0, b0, 2)?.expect("the timing's groups are not empty");
         let c = (dev.addr(&gy), n);
-        let ms = on_grid(grid, || {
+        let ms = with_tma_grid(grid, || {
             time(dev, 5, || {
                 launch_bf16(dev, kernel, (a0, b0), c, &groups, false)
             })

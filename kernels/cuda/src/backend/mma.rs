@@ -107,6 +107,15 @@ pub fn tma_grid() -> TmaGrid {
     }
 }
 
+/// `f` with the TMA kernels launched on `grid`, and the grid as it was after.
+pub fn with_tma_grid<T>(grid: TmaGrid, f: impl FnOnce() -> T) -> T {
+    let was = tma_grid();
+    set_tma_grid(grid);
+    let r = f();
+    set_tma_grid(was);
+    r
+}
+
 /// Set by [`avoid`]: one bit per kernel ([`MmaKernel::bit`]) the automatic choice leaves alone.
 static AVOIDED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
@@ -183,7 +192,7 @@ impl MmaKernel {
     ) -> Result<(LaunchConfig, [i32; 3])> {
         let (tm, tn) = (m.div_ceil(128), n.div_ceil(128));
         let tiles = [tm, tn, groups].map(|v| i32::try_from(v).unwrap_or(i32::MAX));
-        let cfg = match self {
+        let grid_dim = match self {
             MmaKernel::Tma => {
                 let all = tm * tn * groups;
                 let blocks = match tma_grid() {
@@ -195,18 +204,14 @@ impl MmaKernel {
                     op: format!("{} {m}×{n}, {groups} group(s)", self.name()),
                     message: format!("{all} tiles of 128 × 128: more blocks than a grid holds"),
                 })?;
-                LaunchConfig {
-                    grid_dim: (blocks, 1, 1),
-                    block_dim: (0, 0, 0),
-                    shared_mem_bytes: 0,
-                }
+                (blocks, 1, 1)
             }
-            _ => tile_grid(m, n, (128, 128), groups),
+            _ => tile_grid(m, n, (128, 128), groups).grid_dim,
         };
         let cfg = LaunchConfig {
-            shared_mem_bytes: self.shared(),
+            grid_dim,
             block_dim: (self.threads(), 1, 1),
-            ..cfg
+            shared_mem_bytes: self.shared(),
         };
         Ok((cfg, tiles))
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check, for a lent GPU machine (one H200, no Rust toolchain, no network). Prepare
+# The device check, for a lent GPU machine (one H100 or H200, no Rust toolchain, no network). Prepare
 # here with tests/device/prepare.sh (builds a stripped tokenmill into tests/device/bin/), then
 # run on the device from the repository root, carrying tests/device/bin:
 #
@@ -24,7 +24,8 @@ OUT="${OUT:-$(mktemp -d)}"
 STEPS="${STEPS:-30}"
 SPEED_PRESETS="${SPEED_PRESETS:-small,1b}"
 # fp8-cublaslt, fp8-mma and fp8-cublaslt+mma (fp8 with its FP8 GEMMs on cuBLASLt, on our
-# kernel (wgmma on TMA copies on Hopper; TOKENMILL_CUDA_MMA=wgmma for wgmma on cp.async copies,
+# kernel (wgmma on TMA copies on Hopper; TOKENMILL_CUDA_MMA=multicast for the same in clusters
+# of two multicasting A, =wgmma for wgmma on cp.async copies,
 # =sync for mma.sync), or the dense ones on the
 # first and the experts' on the second) fit a second
 # run: SPEED_PRECISIONS=fp8-cublaslt,fp8-mma,fp8-cublaslt+mma STEPS=0.

@@ -168,7 +168,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let kernel = MmaKernel::parse(k)
             .filter(|k| *k != MmaKernel::Sync)
             .ok_or_else(|| {
-                anyhow::anyhow!("--probe-wgmma {k}: the wgmma kernels are `wgmma` and `tma`")
+                anyhow::anyhow!(
+                    "--probe-wgmma {k}: the wgmma kernels are `wgmma`, `tma` and `multicast`"
+                )
             })?;
         tokenmill_cuda::Cuda::probe_wgmma(a.device, kernel)?;
         println!("{} probes passed", kernel.instruction());
@@ -390,9 +392,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     // The wgmma kernels first run in a child process: one that faults (an instruction or a
     // descriptor the device reads otherwise) would leave this process's CUDA context unusable
     // for every part, one that hangs would take the check's minutes. Each kind (wgmma on
-    // cp.async copies, on TMA copies) in a child of its own: if one fails, that kind is set
-    // aside here and our kernels take the next.
-    for kernel in [MmaKernel::Wgmma, MmaKernel::Tma] {
+    // cp.async copies, on TMA copies, on TMA copies multicast in clusters of two) in a child of
+    // its own: if one fails, that kind is set aside here and our kernels take the next.
+    for kernel in [MmaKernel::Wgmma, MmaKernel::Tma, MmaKernel::Multicast] {
         if !kernel.runs_on(dev) || std::env::var_os(MMA_VAR).is_some() {
             continue;
         }
@@ -432,14 +434,21 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     // Training's FP8 GEMMs on the tensor cores, in their forms: through cuBLASLt
     // (`fp8_gemm = "cublaslt"`) and our kernels (`fp8_gemm = "mma"`): mma.sync, and on Hopper
     // wgmma with operands copied by cp.async and by TMA.
-    // The TMA kernels also on two blocks, so that on the GPU each block takes several tiles
-    // (the stages and barrier phases carried from tile to tile and expert to expert).
+    // The TMA kernels also on two blocks (the multicast ones on two clusters of two), so that
+    // on the GPU each block takes several tiles (the stages and barrier phases carried from
+    // tile to tile and expert to expert).
     let mut forms = vec![(Fp8Gemm::Cublaslt, None, TmaGrid::Persistent)];
-    for kernel in [MmaKernel::Sync, MmaKernel::Wgmma, MmaKernel::Tma] {
+    for kernel in [
+        MmaKernel::Sync,
+        MmaKernel::Wgmma,
+        MmaKernel::Tma,
+        MmaKernel::Multicast,
+    ] {
         if kernel == MmaKernel::Sync || kernel.chosen_on(dev) {
             forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Persistent));
-            if kernel == MmaKernel::Tma {
-                forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Blocks(2)));
+            if kernel.tma() {
+                let blocks = 2 * kernel.cluster();
+                forms.push((Fp8Gemm::Mma, Some(kernel), TmaGrid::Blocks(blocks)));
             }
         }
     }

@@ -437,6 +437,75 @@ DEVICE void tma_load(unsigned char* dst, const uint64_t* map, int x, int y, uint
 #endif
 }
 
+// The TMA copy of tma_load multicast to the blocks of the thread block cluster whose rank's bit
+// is set in `mask`: the box lands at `dst`'s offset in the shared memory of each, its bytes
+// counted on the barrier at `bar`'s offset in each.
+DEVICE void tma_load_multicast(unsigned char* dst, const uint64_t* map, int x, int y, uint64_t* bar,
+                               uint16_t mask) {
+#if defined(TOKENMILL_EMU)
+    emu_tma_load_2d_multicast(dst, map, x, y, bar, mask);
+#elif defined(TM_WGMMA)
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+        ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(smem_addr(dst)),
+        "l"(map), "r"(x), "r"(y), "r"(smem_addr(bar)), "h"(mask)
+        : "memory");
+#else
+    __trap();
+#endif
+}
+
+// The block's rank in its thread block cluster and the cluster's blocks (0 and 1 without one).
+DEVICE unsigned cluster_rank() {
+#if defined(TOKENMILL_EMU)
+    return emu_cluster_ctarank();
+#elif defined(TM_WGMMA)
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+#else
+    return 0;
+#endif
+}
+DEVICE unsigned cluster_blocks() {
+#if defined(TOKENMILL_EMU)
+    return emu_cluster_nctarank();
+#elif defined(TM_WGMMA)
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+    return r;
+#else
+    return 1;
+#endif
+}
+
+// A barrier over every thread of the cluster, releasing each thread's earlier writes (its
+// blocks' barriers initialised) to all after it.
+DEVICE void cluster_sync() {
+#if defined(TOKENMILL_EMU)
+    emu_cluster_sync();
+#elif defined(TM_WGMMA)
+    asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+    asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+// One arrival on the barrier at `bar`'s offset in the shared memory of the cluster's block
+// `rank` (`mapa`), releasing the thread's earlier reads and writes at the cluster's scope.
+DEVICE void mbar_arrive_peer(uint64_t* bar, unsigned rank) {
+#if defined(TOKENMILL_EMU)
+    emu_mbar_arrive_peer(bar, rank);
+#elif defined(TM_WGMMA)
+    asm volatile(
+        "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+        "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_addr(bar)),
+        "r"(rank)
+        : "memory");
+#endif
+}
+
 // The warpgroup's registers per thread after a warp specialisation (`setmaxnreg`, sm_90a; a
 // hint the emulation has no use for).
 template <int N>
@@ -485,7 +554,20 @@ DEVICE TmaTile tma_tile(long long t, int tiles_m, int tiles_n) {
 // written. The consumers release a stage once the promotion has read its scales (FP8), or once
 // the next chunk's products are issued and its own are done (BF16; a tile's last, after its
 // products are waited for).
-template <bool FP8>
+//
+// MC = 2: the blocks run in thread block clusters of two, which take tiles in pairs side by
+// side along n (the same rows of A: block r of the cluster the columns c0 + 128·r), so that
+// each block's producer copies half of A's chunk (64 rows, the map's box) and multicasts it
+// into both blocks' stages — A read from L2 once for the two tiles, as DeepGEMM's kernels do.
+// A stage is then written by both producers, so a block may refill it only once both blocks'
+// consumers are done with it: each consumer warp arrives on the stage's empty barrier in both
+// blocks (16 arrivals a phase), and each block's full barrier expects A's two halves and its
+// own B. Both blocks take the same pairs and chunks, so their stages and phases stay in step;
+// the second tile of a pair past the group's columns still copies its half of A for its peer,
+// copies no B and computes nothing. Before the first copy the cluster meets (every block's
+// barriers initialised), and before a block's end its producer waits for every arrival the
+// other block's consumers owe its barriers.
+template <bool FP8, int MC>
 DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float* sa,
                         long long sa_outer, long long sa_k, int a_blk, const float* sb,
                         long long sb_outer, long long sb_k, int b_blk, float* c, long long ldc,
@@ -498,27 +580,35 @@ DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float
     const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
     const int g = lane / 4, t = lane % 4;
     const int elem = FP8 ? 1 : 2;
-    const long long tiles = (long long)count * tiles_m * tiles_n;
+    if (MC > 1 && cluster_blocks() != MC) __trap();  // launched without its clusters
+    const int rank = MC > 1 ? (int)cluster_rank() : 0;
+    // Tiles of C in units of MC side by side, and the units the blocks (clusters) take in turn.
+    const int units_n = (tiles_n + MC - 1) / MC;
+    const long long units = (long long)count * tiles_m * units_n;
+    const long long first = blockIdx.x / MC, step = gridDim.x / MC;
     if (threadIdx.x == 0) {
         for (int s = 0; s < TMA_STAGES; s++) {
             // The producer's arrivals (FP8: each of its threads', with the scales) and the
             // copies' bytes.
             mbar_init(&full[s], FP8 ? 128 : 1);
-            mbar_init(&empty[s], 8);  // one arrival per consumer warp
+            mbar_init(&empty[s], 8 * MC);  // one arrival per consumer warp of the cluster
         }
         mbar_fence_init();
     }
-    __syncthreads();
+    if constexpr (MC > 1) cluster_sync();
+    else __syncthreads();
     if (h == 2) {
         wg_regs_fewer<40>();
         const int p = threadIdx.x - 256;
         if (!FP8 && p != 0) return;
         int it = 0, acquired = -1;
-        for (long long tt = blockIdx.x; tt < tiles; tt += gridDim.x) {
-            const TmaTile tile = tma_tile(tt, tiles_m, tiles_n);
+        for (long long tt = first; tt < units; tt += step) {
+            const TmaTile tile = tma_tile(tt, tiles_m, units_n);
             const long long* d = desc + 8 * (long long)tile.z;
             const int m = (int)d[0], n = (int)d[1], chunks = ((int)d[2] * elem + 127) / 128;
-            if (tile.r0 >= m || tile.c0 >= n) continue;
+            const int c0 = tile.c0 * MC + 128 * rank;
+            if (tile.r0 >= m || tile.c0 * MC >= n) continue;
+            const bool mine = c0 < n;  // this block's tile holds columns
             const uint64_t* map = maps + 32 * (long long)tile.z;
             if (p == 0 && tile.z != acquired) {
                 tma_acquire(map);
@@ -527,32 +617,61 @@ DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float
             }
             for (int kc = 0; kc < chunks; kc++, it++) {
                 const int s = it % TMA_STAGES;
-                // The consumers have finished with this stage's chunk it - TMA_STAGES (the first
-                // round passes: a fresh barrier's phase of parity 1 counts as completed).
+                // The consumers (of both blocks, MC = 2) have finished with this stage's chunk
+                // it - TMA_STAGES (the first round passes: a fresh barrier's phase of parity 1
+                // counts as completed).
                 mbar_wait(&empty[s], ((it / TMA_STAGES) & 1) ^ 1);
                 if (p == 0) {  // the copies first: they take longest
                     unsigned char* st = sm + s * 2 * WG_TILE;
-                    mbar_expect(&full[s], 2 * WG_TILE);
-                    tma_load(st, map, kc * 128, tile.r0, &full[s]);
-                    tma_load(st + WG_TILE, map + 16, kc * 128, tile.c0, &full[s]);
+                    mbar_expect(&full[s], mine ? 2 * WG_TILE : WG_TILE);
+                    if constexpr (MC > 1)
+                        tma_load_multicast(st + rank * (WG_TILE / MC), map, kc * 128,
+                                           tile.r0 + rank * (128 / MC), &full[s],
+                                           (uint16_t)((1u << MC) - 1));
+                    else
+                        tma_load(st, map, kc * 128, tile.r0, &full[s]);
+                    if (mine) tma_load(st + WG_TILE, map + 16, kc * 128, c0, &full[s]);
                 }
                 if constexpr (FP8) {
-                    float* sc = scales + s * 256;
-                    sc[p] = mma_scale(sa + d[5], a_blk, sa_outer, sa_k, tile.r0 + p, m, kc);
-                    sc[128 + p] = mma_scale(sb + d[6], b_blk, sb_outer, sb_k, tile.c0 + p, n, kc);
+                    if (mine) {
+                        float* sc = scales + s * 256;
+                        sc[p] = mma_scale(sa + d[5], a_blk, sa_outer, sa_k, tile.r0 + p, m, kc);
+                        sc[128 + p] = mma_scale(sb + d[6], b_blk, sb_outer, sb_k, c0 + p, n, kc);
+                    }
                 }
                 mbar_arrive(&full[s]);  // (releasing the scales written above)
             }
         }
+        if constexpr (MC > 1) {
+            // The other block's consumers arrive on this block's empty barriers until their
+            // last chunk: this block stays until every one of those arrivals is in.
+            for (int i = 0; i < TMA_STAGES; i++, it++)
+                mbar_wait(&empty[it % TMA_STAGES], ((it / TMA_STAGES) & 1) ^ 1);
+        }
         return;
     }
     wg_regs_more<232>();
+    // One arrival per warp on the stage's empty barrier (in every block of the cluster).
+    auto release = [&](int s) {
+        if (lane != 0) return;
+        mbar_arrive(&empty[s]);
+        if constexpr (MC > 1)
+            for (int r = 1; r < MC; r++) mbar_arrive_peer(&empty[s], (unsigned)((rank + r) % MC));
+    };
     int it = 0;
-    for (long long tt = blockIdx.x; tt < tiles; tt += gridDim.x) {
-        const TmaTile tile = tma_tile(tt, tiles_m, tiles_n);
+    for (long long tt = first; tt < units; tt += step) {
+        const TmaTile tile = tma_tile(tt, tiles_m, units_n);
         const long long* d = desc + 8 * (long long)tile.z;
         const int m = (int)d[0], n = (int)d[1], chunks = ((int)d[2] * elem + 127) / 128;
-        if (tile.r0 >= m || tile.c0 >= n) continue;
+        const int c0 = tile.c0 * MC + 128 * rank;
+        if (tile.r0 >= m || tile.c0 * MC >= n) continue;
+        if (c0 >= n) {  // (MC = 2) its peer's tile alone holds columns: take part, compute nothing
+            for (int kc = 0; kc < chunks; kc++, it++) {
+                mbar_wait(&full[it % TMA_STAGES], (it / TMA_STAGES) & 1);
+                release(it % TMA_STAGES);
+            }
+            continue;
+        }
         float acc[64], part[64];
 #pragma unroll
         for (int i = 0; i < 64; i++) acc[i] = part[i] = 0.0f;
@@ -571,19 +690,19 @@ DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float
                 // Every lane has read the stage's scales (lanes of a warp need not run in
                 // step), then one arrival for the warp.
                 __syncwarp();
-                if (lane == 0) mbar_arrive(&empty[s]);
+                release(s);
             } else {
                 wg_chunk_bf16(acc, at, bt);
                 // The previous chunk's products are done: its stage may be refilled.
-                if (kc > 0 && lane == 0) mbar_arrive(&empty[(it - 1) % TMA_STAGES]);
+                if (kc > 0) release((it - 1) % TMA_STAGES);
             }
         }
         if constexpr (!FP8) {
             wg_wait<0>(acc);
             // The tile's last chunk is done too.
-            if (chunks > 0 && lane == 0) mbar_arrive(&empty[(it - 1) % TMA_STAGES]);
+            if (chunks > 0) release((it - 1) % TMA_STAGES);
         }
-        wg_store(acc, c + d[7], ldc, tile.r0, tile.c0, m, n, accumulate);
+        wg_store(acc, c + d[7], ldc, tile.r0, c0, m, n, accumulate);
     }
 }
 
@@ -600,8 +719,8 @@ KERNEL void __launch_bounds__(384, 1)
                      float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
                      int accumulate, const uint64_t* __restrict__ maps, int tiles_m, int tiles_n,
                      int count) {
-    wg_tma_gemm<true>(desc, maps, sa, sa_outer, sa_k, a_blk, sb, sb_outer, sb_k, b_blk, c, ldc,
-                      accumulate, tiles_m, tiles_n, count);
+    wg_tma_gemm<true, 1>(desc, maps, sa, sa_outer, sa_k, a_blk, sb, sb_outer, sb_k, b_blk, c, ldc,
+                         accumulate, tiles_m, tiles_n, count);
 }
 
 // bf16_wgmma_gemm_f32 with the operands copied by the TMA unit: `maps` as fp8_tma_gemm_f32's
@@ -610,6 +729,28 @@ KERNEL void __launch_bounds__(384, 1)
     bf16_tma_gemm_f32(float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
                       int accumulate, const uint64_t* __restrict__ maps, int tiles_m, int tiles_n,
                       int count) {
-    wg_tma_gemm<false>(desc, maps, nullptr, 0, 0, 0, nullptr, 0, 0, 0, c, ldc, accumulate,
-                       tiles_m, tiles_n, count);
+    wg_tma_gemm<false, 1>(desc, maps, nullptr, 0, 0, 0, nullptr, 0, 0, 0, c, ldc, accumulate,
+                          tiles_m, tiles_n, count);
+}
+
+// fp8_tma_gemm_f32 in thread block clusters of two that multicast A (wg_tma_gemm, MC = 2): the
+// same arguments, A's maps with boxes of 64 rows (half a tile). Launch: as fp8_tma_gemm_f32,
+// with clusters of 2 along x (an even number of blocks).
+KERNEL void __launch_bounds__(384, 1)
+    fp8_tma_mc_gemm_f32(const float* __restrict__ sa, long long sa_outer, long long sa_k,
+                        int a_blk, const float* __restrict__ sb, long long sb_outer,
+                        long long sb_k, int b_blk, float* __restrict__ c, long long ldc,
+                        const long long* __restrict__ desc, int accumulate,
+                        const uint64_t* __restrict__ maps, int tiles_m, int tiles_n, int count) {
+    wg_tma_gemm<true, 2>(desc, maps, sa, sa_outer, sa_k, a_blk, sb, sb_outer, sb_k, b_blk, c, ldc,
+                         accumulate, tiles_m, tiles_n, count);
+}
+
+// bf16_tma_gemm_f32 in clusters of two that multicast A, as fp8_tma_mc_gemm_f32.
+KERNEL void __launch_bounds__(384, 1)
+    bf16_tma_mc_gemm_f32(float* __restrict__ c, long long ldc, const long long* __restrict__ desc,
+                         int accumulate, const uint64_t* __restrict__ maps, int tiles_m,
+                         int tiles_n, int count) {
+    wg_tma_gemm<false, 2>(desc, maps, nullptr, 0, 0, 0, nullptr, 0, 0, 0, c, ldc, accumulate,
+                          tiles_m, tiles_n, count);
 }

@@ -376,9 +376,10 @@ pub fn own_fp8_check(dev: &Device, seed: u64) -> Result<Row> {
 pub const DEEPSEEK_V3_EXPERTS: (usize, usize, usize, usize) = (256, 8, 2048, 7168);
 
 /// Our tensor-core kernels of one format (FP8, or `bf16`) that `dev` runs: `mma.sync`, and
-/// on Hopper wgmma and wgmma with TMA (unless set aside after its probe failed,
-/// [`crate::backend::avoid`]) — the TMA kernels on both grids ([`TmaGrid`]), persistent and a
-/// tile per block —, each with the words its rows name it by.
+/// on Hopper wgmma, wgmma with TMA and wgmma with TMA multicast in clusters of two (unless set
+/// aside after its probe failed, [`crate::backend::avoid`]) — the TMA kernels on both grids
+/// ([`TmaGrid`]), persistent and a tile (a pair of tiles) per block (cluster) —, each with the
+/// words its rows name it by.
 fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<(MmaKernel, TmaGrid, String)> {
     let mut all = MmaKernel::ALL;
     all.reverse();
@@ -393,7 +394,7 @@ fn tensor_core_kernels(dev: &Device, bf16: bool) -> Vec<(MmaKernel, TmaGrid, Str
     all.into_iter()
         .filter(runs)
         .flat_map(|k| match k {
-            MmaKernel::Tma => vec![
+            k if k.tma() => vec![
                 (
                     k,
                     TmaGrid::Persistent,

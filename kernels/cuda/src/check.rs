@@ -74,11 +74,11 @@ fn grouped_case<'o>(
 /// per expert with rows, or one launch of our kernel); then NaN and infinite tiles (NaN,
 /// counted, as on the CPU). Each row also fails if the tensor-core path did not compute it.
 pub fn fp8_tensor_core_rows(cuda: &crate::Cuda, seed: u64) -> Vec<Row> {
-    use crate::backend::{Fp8Gemm, MmaKernel, TmaGrid, tma_grid};
+    use crate::backend::{Fp8Gemm, TmaGrid, tma_grid};
     // The TMA kernels on a few blocks say so: each block takes several tiles, of several
     // experts with different K (the weight gradient's), one of them empty.
     let kernel = match (cuda.mma_kernel(), tma_grid()) {
-        (k @ MmaKernel::Tma, TmaGrid::Blocks(b)) => format!("{} ({b} blocks)", k.instruction()),
+        (k, TmaGrid::Blocks(b)) if k.tma() => format!("{} ({b} blocks)", k.instruction()),
         (k, _) => k.instruction().to_string(),
     };
     let by = match cuda.fp8_gemm() {

@@ -113,6 +113,43 @@ impl<T> Buf<T> {
     }
 }
 
+/// The launch attribute for thread block clusters of `blocks` blocks along x.
+fn cluster_attr(blocks: u32) -> cudarc::driver::sys::CUlaunchAttribute {
+    use cudarc::driver::sys;
+    sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION,
+        pad: [0; 4],
+        value: sys::CUlaunchAttributeValue {
+            clusterDim: sys::CUlaunchAttributeValue_union__bindgen_ty_1 {
+                x: blocks,
+                y: 1,
+                z: 1,
+            },
+        },
+    }
+}
+
+/// `cfg` on `stream` with the attributes `attrs` as the driver's launch configuration (which
+/// points into `attrs`: alive while it is used).
+fn launch_config(
+    cfg: &cudarc::driver::LaunchConfig,
+    stream: cudarc::driver::sys::CUstream,
+    attrs: &mut [cudarc::driver::sys::CUlaunchAttribute],
+) -> cudarc::driver::sys::CUlaunchConfig {
+    cudarc::driver::sys::CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0,
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: stream,
+        attrs: attrs.as_mut_ptr(),
+        numAttrs: attrs.len() as u32,
+    }
+}
+
 /// A GPU with the kernels loaded.
 pub struct Device {
     ctx: Arc<CudaContext>,
@@ -139,6 +176,8 @@ pub struct Device {
     /// Whether operations inside a deferred scope ([`Device::begin_deferred`]) return without
     /// waiting for the device ([`Memory::Managed`] only: [`Device::set_defer_waits`]).
     defer: bool,
+    /// [`Device::active_clusters`]'s answers by kernel and cluster size.
+    clusters: std::sync::Mutex<HashMap<(String, u32), usize>>,
 }
 
 thread_local! {
@@ -224,6 +263,7 @@ impl Device {
             estimate: None,
             memory: Memory::Copy,
             defer: false,
+            clusters: Default::default(),
         })
     }
 
@@ -287,6 +327,85 @@ impl Device {
         self.funcs
             .get(name)
             .ok_or_else(|| Error::MissingKernel(name.into()))
+    }
+
+    /// Launches kernel `name` on the stream as `cfg` says, in thread block clusters of
+    /// `cluster` blocks along x (`cuLaunchKernelEx`; 1: a plain `cuLaunchKernel`); `params`
+    /// holds the address of each of its arguments, in the kernel's order and types.
+    ///
+    /// # Safety
+    /// As for any kernel launch: `params` matches the kernel's signature, and every address
+    /// among the arguments holds what the kernel reads and writes for this launch's shape.
+    pub(crate) unsafe fn launch_clusters(
+        &self,
+        name: &str,
+        cfg: cudarc::driver::LaunchConfig,
+        cluster: u32,
+        params: &mut [*mut std::ffi::c_void],
+    ) -> Result<()> {
+        use cudarc::driver::sys;
+        let f = self.func(name)?.cu_function();
+        self.ctx
+            .bind_to_thread()
+            .map_err(driver("bind the context"))?;
+        let op = format!("launch {name} (clusters of {cluster})");
+        if cluster == 1 {
+            // SAFETY: the caller's contract; the function and stream are this device's.
+            return unsafe {
+                cudarc::driver::result::launch_kernel(
+                    f,
+                    cfg.grid_dim,
+                    cfg.block_dim,
+                    cfg.shared_mem_bytes,
+                    self.stream.cu_stream(),
+                    params,
+                )
+            }
+            .map_err(driver(op));
+        }
+        let mut attr = [cluster_attr(cluster)];
+        let config = launch_config(&cfg, self.stream.cu_stream(), &mut attr);
+        // SAFETY: the caller's contract; `config` and its attribute live across the call.
+        unsafe { sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()) }
+            .result()
+            .map_err(driver(op))
+    }
+
+    /// How many clusters of `cluster` blocks of kernel `name`, each block launched as `cfg`
+    /// says, the device runs at once (`cuOccupancyMaxActiveClusters`): a persistent grid's
+    /// clusters. Asked once per kernel and size.
+    pub(crate) fn active_clusters(
+        &self,
+        name: &str,
+        cfg: cudarc::driver::LaunchConfig,
+        cluster: u32,
+    ) -> Result<usize> {
+        let key = (name.to_string(), cluster);
+        let mut known = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&n) = known.get(&key) {
+            return Ok(n);
+        }
+        let f = self.func(name)?.cu_function();
+        self.ctx
+            .bind_to_thread()
+            .map_err(driver("bind the context"))?;
+        let mut attr = [cluster_attr(cluster)];
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (cluster, 1, 1),
+            ..cfg
+        };
+        let config = launch_config(&cfg, self.stream.cu_stream(), &mut attr);
+        let mut n: std::ffi::c_int = 0;
+        // SAFETY: `n`, `config` and its attribute are locals alive across the call; the
+        // function is this device's.
+        unsafe { cudarc::driver::sys::cuOccupancyMaxActiveClusters(&mut n, f, &config) }
+            .result()
+            .map_err(driver(format!(
+                "cuOccupancyMaxActiveClusters ({name}, clusters of {cluster})"
+            )))?;
+        let n = usize::try_from(n).unwrap_or(0);
+        known.insert(key, n);
+        Ok(n)
     }
 
     fn oom(&self, what: &str, asked: usize, e: cudarc::driver::DriverError) -> Error {

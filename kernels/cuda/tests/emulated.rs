@@ -200,6 +200,14 @@ fn fp8_gemms_by_the_mma_kernel_on_the_emulated_device_follow_the_cpu() {
         // Two blocks taking every tile in turn (132 on this device would give each of these
         // shapes' tiles a block of its own).
         (Memory::Copy, None, TmaGrid::Blocks(2)),
+        // The multicast kernels in clusters of two: one per pair of tiles, and two clusters
+        // taking every pair in turn.
+        (
+            Memory::Copy,
+            Some(MmaKernel::Multicast),
+            TmaGrid::Persistent,
+        ),
+        (Memory::Copy, Some(MmaKernel::Multicast), TmaGrid::Blocks(4)),
         (Memory::Copy, Some(MmaKernel::Wgmma), TmaGrid::Persistent),
         (Memory::Copy, Some(MmaKernel::Sync), TmaGrid::Persistent),
         (Memory::Host, Some(MmaKernel::Sync), TmaGrid::Persistent),
@@ -312,6 +320,12 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
         (Memory::Copy, None, TmaGrid::Persistent),
         (Memory::Host, None, TmaGrid::Persistent),
         (Memory::Copy, None, TmaGrid::Blocks(2)),
+        (
+            Memory::Copy,
+            Some(MmaKernel::Multicast),
+            TmaGrid::Persistent,
+        ),
+        (Memory::Copy, Some(MmaKernel::Multicast), TmaGrid::Blocks(4)),
         (Memory::Copy, Some(MmaKernel::Wgmma), TmaGrid::Persistent),
         (Memory::Copy, Some(MmaKernel::Sync), TmaGrid::Persistent),
     ] {

@@ -122,6 +122,8 @@ fn the_tensor_core_kernels_spill_no_registers() {
         ("bf16_wgmma_gemm_f32", 0),
         ("fp8_tma_gemm_f32", 0),
         ("bf16_tma_gemm_f32", 0),
+        ("fp8_tma_mc_gemm_f32", 0),
+        ("bf16_tma_mc_gemm_f32", 0),
         ("fp8_mma_gemm_f32", 16),
         ("bf16_mma_gemm_f32", 0),
     ] {

@@ -607,7 +607,8 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("the wgmma kernels' probes in a child process: passed")
-            && stdout.contains("the wgmma+tma kernels' probes in a child process: passed"),
+            && stdout.contains("the wgmma+tma kernels' probes in a child process: passed")
+            && stdout.contains("the wgmma+multicast kernels' probes in a child process: passed"),
         "{stdout}"
     );
     let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -634,12 +635,15 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     assert_eq!(lt_rows, 10, "{kernels:?}");
     // The same nine of training through each of our kernels: mma.sync, and wgmma on cp.async
     // and on TMA copies (the emulated device is a compute capability 9.0 one).
-    // The TMA kernel twice: on its own grid, and on two blocks each taking several tiles.
+    // The TMA kernels twice: on their own grid, and on two blocks (two clusters of two) each
+    // taking several tiles.
     for (kernel, want) in [
         (" mma.sync ", 9),
         (" wgmma ", 9),
         (" wgmma+tma ", 18),
         (" wgmma+tma (2 blocks) ", 9),
+        (" wgmma+multicast ", 18),
+        (" wgmma+multicast (4 blocks) ", 9),
     ] {
         let rows = kernels
             .iter()
@@ -678,6 +682,12 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
         "grouped expert GEMM BF16 (own, tensor cores: wgmma)",
         "grouped expert GEMM BF16 (own, tensor cores: wgmma+tma, persistent)",
         "grouped expert GEMM BF16 (own, tensor cores: wgmma+tma, a tile per block)",
+        "FP8 GEMM kernel (own, tensor cores: wgmma+multicast, persistent)",
+        "FP8 GEMM kernel (own, tensor cores: wgmma+multicast, a tile per block)",
+        "grouped expert GEMM FP8 (own, tensor cores: wgmma+multicast, persistent)",
+        "grouped expert GEMM FP8 (own, tensor cores: wgmma+multicast, a tile per block)",
+        "grouped expert GEMM BF16 (own, tensor cores: wgmma+multicast, persistent)",
+        "grouped expert GEMM BF16 (own, tensor cores: wgmma+multicast, a tile per block)",
         "grouped expert GEMM BF16 (cuBLAS GemmEx per expert)",
         "grouped expert GEMM FP8 (cuBLASLt per expert)",
     ] {
@@ -815,7 +825,8 @@ fn the_device_check_starts_nothing_once_its_time_is_spent() {
 /// `TOKENMILL_CUDA_EMU_FAULT`, as a GPU that does not have an instruction or reads a
 /// descriptor or tensor map otherwise would) costs the device check only the child process
 /// that probed it: the check reports it as an error naming the driver's, and every part after
-/// it leaves that kernel (wgmma on cp.async copies, or on TMA copies) aside — the nine FP8 rows
+/// it leaves that kernel (wgmma on cp.async copies, on TMA copies, or on TMA copies multicast in
+/// clusters of two) aside — the nine FP8 rows
 /// by each other kernel pass, none is by the faulting one, nor any timing; the experts' BF16
 /// GEMMs in the kernel table pass on another.
 #[test]
@@ -827,6 +838,8 @@ fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
         ("bf16_wgmma_gemm_f32", "wgmma", "wgmma+tma"),
         ("fp8_tma_gemm_f32", "wgmma+tma", "wgmma"),
         ("bf16_tma_gemm_f32", "wgmma+tma", "wgmma"),
+        ("fp8_tma_mc_gemm_f32", "wgmma+multicast", "wgmma+tma"),
+        ("bf16_tma_mc_gemm_f32", "wgmma+multicast", "wgmma+tma"),
     ] {
         let out = Command::new(tokenmill_bin())
             .args(["doctor", "--gpu", "--rehearsal", "--gemm-sizes", "128"])
@@ -861,8 +874,8 @@ fn a_faulting_wgmma_kernel_costs_the_device_check_only_its_child_process() {
                 .filter(|k| k["op"].as_str().unwrap().contains(&format!(" {what} ")))
                 .count()
         };
-        // (The TMA kernel's rows twice: on its own grid and on two blocks.)
-        let rows_of = |what: &str| if what == "wgmma+tma" { 18 } else { 9 };
+        // (The TMA kernels' rows twice: on their own grid and on two blocks or clusters.)
+        let rows_of = |what: &str| if what.starts_with("wgmma+") { 18 } else { 9 };
         assert_eq!(
             (by("mma.sync"), by(other), by(faulty)),
             (9, rows_of(other), 0),

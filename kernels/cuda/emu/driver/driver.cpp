@@ -18,7 +18,8 @@
 // With TOKENMILL_CUDA_EMU_PAGEABLE=1 it reports pageable memory access (HMM), which it has:
 // kernels handed host addresses read and write the host's memory. With
 // TOKENMILL_CUDA_EMU_FAULT=<kernel> every launch of that kernel fails with
-// CUDA_ERROR_ILLEGAL_INSTRUCTION. The kernel image NVRTC
+// CUDA_ERROR_ILLEGAL_INSTRUCTION. cuLaunchKernelEx takes thread block clusters along x (the
+// cluster's blocks run together, shim/emu.cpp). The kernel image NVRTC
 // compiled for the device is checked to be a cubin and its functions are looked up by name
 // among the emulated kernels. What it cannot model: speed,
 // concurrency between streams, and memory accesses a kernel makes outside its buffers.
@@ -40,6 +41,7 @@ void* tm_emu_block_new(unsigned, unsigned, unsigned, unsigned, unsigned, unsigne
                        unsigned, unsigned, size_t);
 void tm_emu_block_free(void*);
 void tm_emu_run_block(void*, void (*)(void*), void*);
+void tm_emu_run_cluster(void**, unsigned, void (*)(void*), void*);
 
 struct TmKernel {
     const char* name;
@@ -227,13 +229,15 @@ CUresult check(CUdeviceptr p, size_t bytes) {
     return inside(p, bytes) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
-// One grid: block after block, each block's CUDA threads as fibers (shim/emu.cpp), each
-// block's bookkeeping (barriers, warp lanes, dynamic shared memory) made fresh.
+// One grid: block after block (or cluster after cluster of `cluster` blocks along x, run
+// together), each block's CUDA threads as fibers (shim/emu.cpp), each block's bookkeeping
+// (barriers, warp lanes, dynamic shared memory) made fresh.
 struct Grid {
     unsigned g[3], b[3];
     size_t smem;
     const TmKernel* k;
     void** params;
+    unsigned cluster = 1;
 };
 
 void call_kernel(void* arg) {
@@ -247,11 +251,14 @@ void run_grid(Grid& gr) {
     std::lock_guard<std::mutex> one(g_launch);
     for (unsigned bz = 0; bz < gr.g[2]; bz++)
         for (unsigned by = 0; by < gr.g[1]; by++)
-            for (unsigned bx = 0; bx < gr.g[0]; bx++) {
-                void* block = tm_emu_block_new(gr.g[0], gr.g[1], gr.g[2], gr.b[0], gr.b[1],
-                                               gr.b[2], bx, by, bz, gr.smem);
-                tm_emu_run_block(block, call_kernel, &gr);
-                tm_emu_block_free(block);
+            for (unsigned bx = 0; bx < gr.g[0]; bx += gr.cluster) {
+                void* blocks[8];
+                for (unsigned r = 0; r < gr.cluster; r++)
+                    blocks[r] = tm_emu_block_new(gr.g[0], gr.g[1], gr.g[2], gr.b[0], gr.b[1],
+                                                 gr.b[2], bx + r, by, bz, gr.smem);
+                if (gr.cluster == 1) tm_emu_run_block(blocks[0], call_kernel, &gr);
+                else tm_emu_run_cluster(blocks, gr.cluster, call_kernel, &gr);
+                for (unsigned r = 0; r < gr.cluster; r++) tm_emu_block_free(blocks[r]);
             }
 }
 
@@ -677,9 +684,12 @@ API CUresult cuFuncGetAttribute(int* v, int attr, void* f) {
     return CUDA_SUCCESS;
 }
 
-API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                            unsigned by, unsigned bz, unsigned smem, void* st, void** params,
-                            void** extra) {
+namespace {
+
+// cuLaunchKernel and cuLaunchKernelEx: the grid in clusters of `cluster` blocks along x.
+CUresult launch(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                unsigned bz, unsigned smem, void* st, void** params, void** extra,
+                unsigned cluster) {
     if (!f) return CUDA_ERROR_INVALID_HANDLE;
     if (extra) return CUDA_ERROR_NOT_SUPPORTED;
     Function* fn = static_cast<Function*>(f);
@@ -726,7 +736,69 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
         std::memcpy(base + at[(size_t)i], params[i], k->sizes[i]);
         l->params.push_back(base + at[(size_t)i]);
     }
-    l->grid = Grid{{gx, gy, gz}, {bx, by, bz}, smem, k, l->params.data()};
+    l->grid = Grid{{gx, gy, gz}, {bx, by, bz}, smem, k, l->params.data(), cluster};
     defer(st, [l] { run_grid(l->grid); });
+    return CUDA_SUCCESS;
+}
+
+// CUlaunchConfig and CUlaunchAttribute as cuda.h lays them out (the attribute's value a
+// 64-byte union; the cluster dimension its first three unsigned).
+struct LaunchAttribute {
+    int id;
+    char pad[4];
+    union {
+        unsigned dim[3];
+        char bytes[64];
+    } value;
+};
+struct LaunchConfig {
+    unsigned gx, gy, gz, bx, by, bz, smem;
+    void* stream;
+    LaunchAttribute* attrs;
+    unsigned nattrs;
+};
+constexpr int kAttrClusterDimension = 4;  // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+
+// The cluster size a launch configuration asks for (1 without the attribute); 0 when the
+// emulation does not take it: clusters along x alone, of at most 8 blocks (the portable size),
+// the grid a whole number of them, no other attribute.
+unsigned cluster_of(const LaunchConfig& c) {
+    unsigned size = 1;
+    for (unsigned i = 0; i < c.nattrs; i++) {
+        const LaunchAttribute& a = c.attrs[i];
+        if (a.id != kAttrClusterDimension) return 0;
+        if (a.value.dim[1] != 1 || a.value.dim[2] != 1) return 0;
+        size = a.value.dim[0];
+    }
+    if (size == 0 || size > 8 || c.gx % size) return 0;
+    return size;
+}
+
+}  // namespace
+
+API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                            unsigned by, unsigned bz, unsigned smem, void* st, void** params,
+                            void** extra) {
+    return launch(f, gx, gy, gz, bx, by, bz, smem, st, params, extra, 1);
+}
+
+API CUresult cuLaunchKernelEx(const LaunchConfig* c, void* f, void** params, void** extra) {
+    if (!c) return CUDA_ERROR_INVALID_VALUE;
+    unsigned cluster = cluster_of(*c);
+    if (cluster == 0) return CUDA_ERROR_INVALID_VALUE;
+    return launch(f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->smem, c->stream, params, extra,
+                  cluster);
+}
+
+// As many clusters as the device's 132 multiprocessors hold at once, one block each (the
+// emulation does not model more than one block of these kernels per multiprocessor).
+API CUresult cuOccupancyMaxActiveClusters(int* n, void* f, const LaunchConfig* c) {
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (!c || !n) return CUDA_ERROR_INVALID_VALUE;
+    LaunchConfig one = *c;
+    one.gx = 8 * 9 * 5 * 7;  // any grid a cluster size of 1 ..= 8 divides
+    unsigned cluster = cluster_of(one);
+    if (cluster == 0) return CUDA_ERROR_INVALID_VALUE;
+    *n = (int)(132 / cluster);
     return CUDA_SUCCESS;
 }

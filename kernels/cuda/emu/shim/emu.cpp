@@ -111,7 +111,7 @@ std::vector<char*>& stacks(size_t n) {
 void yield() { jump(emu_run->cur->ctx, emu_run->sched); }
 
 void drop(EmuBar& b) {
-    emu_thread.block->progress++;
+    (*emu_thread.block->progress)++;
     b.live--;
     if (b.arrived > 0 && b.arrived == b.live) {
         b.arrived = 0;
@@ -124,6 +124,7 @@ void fiber_main() {
     EmuBlock* b = emu_thread.block;
     drop(b->warps[emu_thread.linear / 32]);
     drop(b->all);
+    if (b->cluster) drop(b->cluster->all);
     emu_run->cur->done = true;
 #if defined(__x86_64__)
     // Never resumed: the scheduler makes a new stack frame for the block's next run.
@@ -136,7 +137,7 @@ void fiber_main() {
 }  // namespace
 
 void emu_wait(EmuBar& b) {
-    emu_thread.block->progress++;
+    (*emu_thread.block->progress)++;
     unsigned g = b.gen;
     if (++b.arrived == b.live) {
         b.arrived = 0;
@@ -317,9 +318,9 @@ std::pair<uint64_t, uint64_t> desc_span(uint64_t desc, unsigned rows) {
     return {lo, lo + (rows / 8 - 1) * sbo + 1024};
 }
 
-// Aborts if [at, at + bytes) of shared memory is read by wgmma products in flight.
-void refuse_inflight(uint64_t at, uint64_t bytes, const char* what) {
-    for (const auto& [span, n] : emu_thread.block->inflight->ranges)
+// Aborts if [at, at + bytes) of block b's shared memory is read by wgmma products in flight.
+void refuse_inflight(EmuBlock* b, uint64_t at, uint64_t bytes, const char* what) {
+    for (const auto& [span, n] : b->inflight->ranges)
         if (at < span.second && at + bytes > span.first) {
             std::fprintf(stderr, "tokenmill CUDA emulation: %s into shared memory [%llu, %llu) that a wgmma in flight reads\n",
                          what, (unsigned long long)at, (unsigned long long)(at + bytes));
@@ -364,7 +365,7 @@ void emu_cp_async16(void* dst, const void* src, unsigned src_size) {
         emu_fail("cp.async: a destination outside the dynamic shared memory");
     if (reinterpret_cast<uintptr_t>(dst) % 16 || (src_size && reinterpret_cast<uintptr_t>(src) % 16))
         emu_fail("cp.async: 16 bytes from and to 16-byte aligned addresses");
-    refuse_inflight((uint64_t)(d - b->dyn_smem), 16, "cp.async");
+    refuse_inflight(b, (uint64_t)(d - b->dyn_smem), 16, "cp.async");
     EmuAsync& a = my_async();
     a.copies.push_back({d, static_cast<const unsigned char*>(src), src_size, a.copy_groups});
 }
@@ -416,20 +417,22 @@ namespace {
 
 constexpr uint64_t kMapMagic = 0x31554d4550414d54ull;  // "TMAPEMU1"
 
-EmuMbar& mbar_at(uint64_t* bar) {
-    uint64_t at = emu_smem_offset(bar);
-    auto& m = emu_thread.block->inflight->mbars;
+// The barrier at shared-memory offset `at` of block b.
+EmuMbar& mbar_in(EmuBlock* b, uint64_t at) {
+    auto& m = b->inflight->mbars;
     auto it = m.find(at);
     if (at % 8 || it == m.end()) emu_fail("mbarrier: a barrier never initialised (or misaligned)");
     return it->second;
 }
+
+EmuMbar& mbar_at(uint64_t* bar) { return mbar_in(emu_thread.block, emu_smem_offset(bar)); }
 
 // Completes the barrier's phase if its arrivals and bytes are in.
 void settle(EmuMbar& b) {
     if (b.pending == 0 && b.tx == 0) {
         b.phase++;
         b.pending = b.expected;
-        emu_thread.block->progress++;
+        (*emu_thread.block->progress)++;
         // Its waiter runs next, before the thread that completed the phase goes on: on a GPU
         // it may well, and so the completing thread's asynchronous work still pending (the
         // products of a stage released too early) meets the waiter's next step (that stage's
@@ -447,7 +450,7 @@ long long tma_copy(const EmuTma& c) {
     auto* base = reinterpret_cast<const unsigned char*>(m[1]);
     uint64_t dim0 = m[2], dim1 = m[3], stride = m[4], box0 = m[5], box1 = m[6], es = m[7];
     uint64_t pitch = box0 * es, bytes = pitch * box1;
-    refuse_inflight(c.dst, bytes, "a TMA copy landing");
+    refuse_inflight(b, c.dst, bytes, "a TMA copy landing");
     if (c.dst + bytes > b->dyn_bytes) emu_fail("TMA: a box past the dynamic shared memory");
     for (uint64_t r = 0; r < box1; r++) {
         long long y = (long long)c.y + (long long)r;
@@ -498,14 +501,14 @@ void emu_mbar_init(uint64_t* bar, unsigned count) {
     EmuMbar& b = emu_thread.block->inflight->mbars[at];
     if (!b.copies.empty()) emu_fail("mbarrier.init: a barrier with copies in flight");
     b = EmuMbar{(int)count, (int)count, 0, 0, {}, -1};
-    emu_thread.block->progress++;
+    (*emu_thread.block->progress)++;
 }
 
 void emu_mbar_arrive(uint64_t* bar) {
     EmuMbar& b = mbar_at(bar);
     if (b.pending == 0) emu_fail("mbarrier.arrive: more arrivals than the barrier expects");
     b.pending--;
-    emu_thread.block->progress++;
+    (*emu_thread.block->progress)++;
     settle(b);
     // An arrival by a thread with wgmma products in flight (a consumer releasing a stage) lets
     // the others run now, as a GPU's warps would: a thread waiting on this barrier goes on
@@ -517,29 +520,29 @@ void emu_mbar_arrive(uint64_t* bar) {
 void emu_mbar_expect(uint64_t* bar, unsigned bytes) {
     EmuMbar& b = mbar_at(bar);
     b.tx += bytes;
-    emu_thread.block->progress++;
+    (*emu_thread.block->progress)++;
 }
 
 void emu_mbar_wait(uint64_t* bar, unsigned parity) {
     EmuBlock* blk = emu_thread.block;
-    unsigned long seen = blk->progress;
+    unsigned long seen = *blk->progress;
     for (int idle = 0;;) {
         EmuMbar& b = mbar_at(bar);  // (the table may have grown while this thread waited)
         if (!b.copies.empty()) {
             std::vector<EmuTma> copies;
             copies.swap(b.copies);
             for (const EmuTma& c : copies) b.tx -= tma_copy(c);
-            blk->progress++;
+            (*blk->progress)++;
             settle(b);
         }
         if ((b.phase & 1) != (parity & 1)) return;
-        b.waiter = (int)emu_thread.linear;
+        b.waiter = (int)emu_thread.fiber;
         yield();
-        if (blk->progress != seen) {
-            seen = blk->progress;
+        if (*blk->progress != seen) {
+            seen = *blk->progress;
             idle = 0;
         } else if (++idle >= 3) {
-            emu_fail("mbarrier wait: no thread of the block can go on (a deadlock)");
+            emu_fail("mbarrier wait: no thread of the block (or its cluster) can go on (a deadlock)");
         }
     }
 }
@@ -548,7 +551,7 @@ void emu_tma_load_2d(void* dst, const uint64_t* map, int x, int y, uint64_t* bar
     if (map[0] != kMapMagic) emu_fail("TMA: not a tensor map made by cuTensorMapEncodeTiled");
     uint64_t at = emu_smem_offset(dst);
     if (at % 128) emu_fail("TMA: a shared-memory destination not 128-byte aligned");
-    refuse_inflight(at, map[5] * map[6] * map[7], "a TMA copy");
+    refuse_inflight(emu_thread.block, at, map[5] * map[6] * map[7], "a TMA copy");
     EmuMbar& b = mbar_at(bar);
     EmuTma c{};
     std::memcpy(c.map, map, sizeof c.map);
@@ -556,6 +559,72 @@ void emu_tma_load_2d(void* dst, const uint64_t* map, int x, int y, uint64_t* bar
     c.x = x;
     c.y = y;
     b.copies.push_back(c);
+}
+
+unsigned emu_cluster_ctarank() { return emu_thread.block->rank; }
+
+unsigned emu_cluster_nctarank() {
+    EmuCluster* c = emu_thread.block->cluster;
+    return c ? c->size : 1;
+}
+
+void emu_cluster_sync() {
+    EmuCluster* c = emu_thread.block->cluster;
+    if (c) emu_wait(c->all);
+    else emu_wait(emu_thread.block->all);
+}
+
+namespace {
+
+// The cluster's block of rank `rank`; aborts when there is none, or when every thread of it has
+// returned (on a GPU its shared memory may then be another block's: a block must stay until
+// the others are done with its barriers and shared memory).
+EmuBlock* peer(unsigned rank, const char* what) {
+    EmuCluster* c = emu_thread.block->cluster;
+    unsigned size = c ? c->size : 1;
+    if (rank >= size) {
+        std::fprintf(stderr, "tokenmill CUDA emulation: %s: rank %u outside a cluster of %u\n", what,
+                     rank, size);
+        std::abort();
+    }
+    EmuBlock* b = c ? c->blocks[rank] : emu_thread.block;
+    if (b->all.live == 0) {
+        std::fprintf(stderr, "tokenmill CUDA emulation: %s: block %u of the cluster has ended\n", what,
+                     rank);
+        std::abort();
+    }
+    return b;
+}
+
+}  // namespace
+
+void emu_mbar_arrive_peer(uint64_t* bar, unsigned rank) {
+    EmuBlock* to = peer(rank, "mbarrier.arrive.shared::cluster");
+    EmuMbar& b = mbar_in(to, emu_smem_offset(bar));
+    if (b.pending == 0) emu_fail("mbarrier.arrive: more arrivals than the barrier expects");
+    b.pending--;
+    (*emu_thread.block->progress)++;
+    settle(b);
+    if (!my_async().products.empty()) yield();
+}
+
+void emu_tma_load_2d_multicast(void* dst, const uint64_t* map, int x, int y, uint64_t* bar,
+                               uint16_t mask) {
+    if (map[0] != kMapMagic) emu_fail("TMA: not a tensor map made by cuTensorMapEncodeTiled");
+    uint64_t at = emu_smem_offset(dst), bar_at = emu_smem_offset(bar);
+    if (at % 128) emu_fail("TMA: a shared-memory destination not 128-byte aligned");
+    if (mask == 0) emu_fail("TMA multicast: an empty mask");
+    for (unsigned r = 0; r < 16; r++) {
+        if (!(mask >> r & 1)) continue;
+        EmuBlock* to = peer(r, "TMA multicast");
+        refuse_inflight(to, at, map[5] * map[6] * map[7], "a TMA multicast copy");
+        EmuTma c{};
+        std::memcpy(c.map, map, sizeof c.map);
+        c.dst = at;
+        c.x = x;
+        c.y = y;
+        mbar_in(to, bar_at).copies.push_back(c);
+    }
 }
 
 extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
@@ -579,7 +648,10 @@ extern "C" void* tm_emu_block_new(unsigned gx, unsigned gy, unsigned gz, unsigne
     b->dyn_bytes = dyn_smem;
     b->async = new EmuAsync[threads];
     b->inflight = new EmuInflight;
-    b->progress = 0;
+    b->own_progress = 0;
+    b->progress = &b->own_progress;
+    b->cluster = nullptr;
+    b->rank = 0;
     return b;
 }
 
@@ -600,11 +672,13 @@ extern "C" void tm_emu_block_free(void* p) {
     delete b;
 }
 
-// Runs every CUDA thread of block `p` as a fiber calling `fn(arg)`, round robin on this OS
-// thread, each until it waits at a barrier or returns; returns when all have returned.
-extern "C" void tm_emu_run_block(void* p, void (*fn)(void*), void* arg) {
-    EmuBlock* b = static_cast<EmuBlock*>(p);
-    unsigned n = b->dim.x * b->dim.y * b->dim.z;
+namespace {
+
+// Runs every CUDA thread of the `count` blocks as a fiber calling `fn(arg)`, round robin on this
+// OS thread, each until it waits at a barrier or returns; returns when all have returned.
+void run_blocks(EmuBlock** blocks, unsigned count, void (*fn)(void*), void* arg) {
+    unsigned per = blocks[0]->dim.x * blocks[0]->dim.y * blocks[0]->dim.z;
+    unsigned n = per * count;
     std::vector<char*>& st = stacks(n);
     std::vector<Fiber> f(n);
     Run run{};
@@ -639,14 +713,16 @@ extern "C" void tm_emu_run_block(void* p, void (*fn)(void*), void* arg) {
         f[i].ctx.uc.uc_link = &run.sched.uc;
         makecontext(&f[i].ctx.uc, fiber_main, 0);
 #endif
-        f[i].tid = {i % b->dim.x, (i / b->dim.x) % b->dim.y, i / (b->dim.x * b->dim.y)};
+        EmuBlock* b = blocks[i / per];
+        unsigned l = i % per;
+        f[i].tid = {l % b->dim.x, (l / b->dim.x) % b->dim.y, l / (b->dim.x * b->dim.y)};
         f[i].done = false;
     }
     run.prefer = -1;
     unsigned left = n;
     auto step = [&](unsigned i) {
         run.cur = &f[i];
-        emu_thread = {b, f[i].tid, i};
+        emu_thread = {blocks[i / per], f[i].tid, i % per, i};
         jump(run.sched, f[i].ctx);
         if (f[i].done) left--;
     };
@@ -664,4 +740,35 @@ extern "C" void tm_emu_run_block(void* p, void (*fn)(void*), void* arg) {
     }
     emu_thread.block = nullptr;
     emu_run = outer;
+}
+
+}  // namespace
+
+extern "C" void tm_emu_run_block(void* p, void (*fn)(void*), void* arg) {
+    EmuBlock* b = static_cast<EmuBlock*>(p);
+    run_blocks(&b, 1, fn, arg);
+}
+
+// Runs the `count` blocks at `p` (made by tm_emu_block_new, at most 8, of one shape) as one
+// thread block cluster, ranks in order: their threads' fibers together, round robin, so that
+// each block's threads may wait on what the others' do.
+extern "C" void tm_emu_run_cluster(void** p, unsigned count, void (*fn)(void*), void* arg) {
+    if (count == 0 || count > 8) emu_fail("a cluster of 1 to 8 blocks");
+    EmuCluster c{};
+    c.size = count;
+    auto** blocks = reinterpret_cast<EmuBlock**>(p);
+    int threads = 0;
+    for (unsigned r = 0; r < count; r++) {
+        c.blocks[r] = blocks[r];
+        blocks[r]->cluster = &c;
+        blocks[r]->rank = r;
+        blocks[r]->progress = &c.progress;
+        threads += blocks[r]->all.live;
+    }
+    c.all = {threads, 0, 0};
+    run_blocks(blocks, count, fn, arg);
+    for (unsigned r = 0; r < count; r++) {
+        blocks[r]->cluster = nullptr;
+        blocks[r]->progress = &blocks[r]->own_progress;
+    }
 }

@@ -3,8 +3,10 @@
 //
 // Every CUDA thread of a block is a fiber (its own stack and registers, ucontext) that the
 // launcher (emu.cpp: `tm_emu_run_block`) runs on the calling OS thread, round robin, each until
-// it waits at a barrier or returns; blocks run one after another, so `__shared__` (a
-// function-local static) is the block's shared memory. `__syncthreads` is a barrier over the
+// it waits at a barrier or returns; blocks run one after another (a cluster's blocks together,
+// their threads' fibers in one round robin), so `__shared__` (a function-local static) is the
+// block's shared memory — which the kernels that run in clusters do not use, their dynamic
+// shared memory being each block's own. `__syncthreads` is a barrier over the
 // block, warp shuffles exchange through a per-warp slot array between two barriers over the
 // warp, and a thread that returns drops out of both barriers (as an exited thread leaves
 // bar.sync on the GPU). Nothing runs between two switches but one fiber, so every store a
@@ -14,6 +16,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #define TOKENMILL_EMU 1
@@ -33,6 +37,7 @@ struct EmuBar {
 // block's shared memory that products in flight read (emu.cpp).
 struct EmuAsync;
 struct EmuInflight;
+struct EmuCluster;
 
 struct EmuBlock {
     dim3 grid, dim, idx;
@@ -44,9 +49,25 @@ struct EmuBlock {
     size_t dyn_bytes;
     EmuAsync* async;  // per thread
     EmuInflight* inflight;
-    // Counts the block's events that may let a waiting thread on (a barrier arrival, a thread's
-    // return, an mbarrier's arrival or copy): a memory-barrier wait that sees none in three
-    // rounds of every other thread is a deadlock, and aborts.
+    // Counts the events that may let a waiting thread on (a barrier arrival, a thread's return,
+    // an mbarrier's arrival or copy): a memory-barrier wait that sees none in three rounds of
+    // every other thread is a deadlock, and aborts. The block's own count, or its cluster's
+    // (whose blocks arrive on one another's barriers).
+    unsigned long* progress;
+    unsigned long own_progress;
+    // The thread block cluster the block runs in (null: a launch without clusters, a cluster of
+    // one), and the block's rank in it (%cluster_ctarank).
+    EmuCluster* cluster;
+    unsigned rank;
+};
+
+// A thread block cluster: its blocks, run together (their threads' fibers in one round robin),
+// by rank; a barrier over all their threads (`barrier.cluster`); their shared count of
+// progress.
+struct EmuCluster {
+    unsigned size;
+    EmuBlock* blocks[8];
+    EmuBar all;
     unsigned long progress;
 };
 
@@ -57,6 +78,7 @@ struct EmuThread {
     EmuBlock* block;
     dim3 tid;
     unsigned linear;
+    unsigned fiber;  // the thread's index among the fibers run together (its cluster's)
 };
 
 extern thread_local EmuThread emu_thread;
@@ -186,6 +208,22 @@ void emu_mbar_wait(uint64_t* bar, unsigned parity);
 // issue and when it lands.
 void emu_tma_load_2d(void* dst, const uint64_t* map, int x, int y, uint64_t* bar);
 
+// Thread block clusters (sm_90): `%cluster_ctarank` and `%cluster_nctarank` (0 and 1 without a
+// cluster); `barrier.cluster.arrive.release` then `barrier.cluster.wait.acquire`, over every
+// thread of the cluster that has not returned; `mbarrier.arrive.release.cluster` on the barrier
+// at `bar`'s offset in the shared memory of the cluster's block `rank` (`mapa`); and the TMA
+// copy above with `.multicast::cluster`: the same box into the shared memory of every block of
+// the cluster whose rank's bit is set in `mask`, at `dst`'s offset, its bytes completing on the
+// barrier at `bar`'s offset in each — each copy made when a thread of that block waits on it.
+// An arrival or a copy for a block every thread of which has returned aborts (its shared
+// memory may be another block's by then on a GPU).
+unsigned emu_cluster_ctarank();
+unsigned emu_cluster_nctarank();
+void emu_cluster_sync();
+void emu_mbar_arrive_peer(uint64_t* bar, unsigned rank);
+void emu_tma_load_2d_multicast(void* dst, const uint64_t* map, int x, int y, uint64_t* bar,
+                               uint16_t mask);
+
 // The emulation's tensor map (`CUtensorMap`, 128 bytes): a 2-D tensor of `elem_bytes`-byte
 // elements at `addr`, `dim0` elements per row, `dim1` rows, rows `stride1` bytes apart; boxes of
 // box0 × box1 elements; swizzle 128 (bytes) — the only mode modelled. Returns null when
@@ -231,6 +269,12 @@ inline double __dsub_rn(double a, double b) { return a - b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
 inline float __double2float_rn(double x) { return (float)x; }
+
+// A kernel's own abort (`trap`): the launch fails on a GPU; the emulation stops.
+[[noreturn]] inline void __trap() {
+    std::fprintf(stderr, "tokenmill CUDA emulation: a kernel trapped\n");
+    std::abort();
+}
 
 // Occupancy hints for the GPU compiler; nothing to do on the CPU.
 #define __launch_bounds__(...)

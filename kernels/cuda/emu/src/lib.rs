@@ -8,12 +8,12 @@
 //! calling OS thread (`shim/emu.cpp`), run in turn until it waits at a barrier or returns.
 //!
 //! What this checks: each kernel's indexing, reductions, synchronisation and arithmetic,
-//! against the CPU reference kernels (`tests/`). The FP8 `mma.sync` of `cu/mma.cu` is the
-//! shim's warp-collective instruction (`emu_mma_e4m3_m16n8k32`: the PTX ISA's fragment layout,
-//! exact products). What it cannot: timing, the GPU memory model beyond `__syncthreads`, the
-//! tensor cores' own accumulation order and precision, other tensor-core instructions (wgmma,
-//! which these sources do not use), and the device's libm (`expf` may differ in the last ulp,
-//! so comparisons use tolerances).
+//! against the CPU reference kernels (`tests/`). The tensor-core instructions (`mma.sync`,
+//! `wgmma`), asynchronous copies (`cp.async`, TMA, TMA multicast), memory barriers and thread
+//! block clusters ([`launch_clusters`]) are the shim's (`shim/emu.h`): the PTX ISA's layouts,
+//! exact products, copies landing when waited for. What it cannot: timing, the GPU memory
+//! model beyond the barriers, the tensor cores' own accumulation order and precision, and the
+//! device's libm (`expf` may differ in the last ulp, so comparisons use tolerances).
 
 use std::ffi::c_void;
 use std::sync::Mutex;
@@ -33,6 +33,12 @@ unsafe extern "C" {
     ) -> *mut c_void;
     fn tm_emu_block_free(b: *mut c_void);
     fn tm_emu_run_block(b: *mut c_void, f: unsafe extern "C" fn(*mut c_void), arg: *mut c_void);
+    fn tm_emu_run_cluster(
+        b: *mut *mut c_void,
+        count: u32,
+        f: unsafe extern "C" fn(*mut c_void),
+        arg: *mut c_void,
+    );
 }
 
 /// A grid or block extent `(x, y, z)`.
@@ -87,6 +93,27 @@ impl<T> Ptr<T> {
 /// # Panics
 /// When a block has no threads or more than 1024.
 pub fn launch(grid: Dim3, block: Dim3, dyn_smem: usize, kernel: impl Fn() + Sync) {
+    launch_clusters(grid, block, dyn_smem, 1, kernel)
+}
+
+/// [`launch`] in thread block clusters of `cluster` blocks along x (`cuLaunchKernelEx` with a
+/// cluster dimension): the blocks of a cluster run together, their threads' fibers in one
+/// round robin, so that they may wait on one another's barriers and copies.
+///
+/// # Panics
+/// As [`launch`]; and when `cluster` is not 1 to 8 or does not divide the grid's x.
+pub fn launch_clusters(
+    grid: Dim3,
+    block: Dim3,
+    dyn_smem: usize,
+    cluster: u32,
+    kernel: impl Fn() + Sync,
+) {
+    assert!(
+        (1..=8).contains(&cluster) && grid.0.is_multiple_of(cluster),
+        "clusters of 1..=8 blocks dividing the grid's {} along x, not {cluster}",
+        grid.0
+    );
     let threads = block.0 * block.1 * block.2;
     assert!(
         (1..=1024).contains(&threads),
@@ -102,21 +129,32 @@ pub fn launch(grid: Dim3, block: Dim3, dyn_smem: usize, kernel: impl Fn() + Sync
     let _one = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
     for bz in 0..grid.2 {
         for by in 0..grid.1 {
-            for bx in 0..grid.0 {
-                // SAFETY: plain allocation of the block's bookkeeping; freed below after every
-                // fiber of the block has returned.
-                let b = unsafe {
-                    tm_emu_block_new(
-                        grid.0, grid.1, grid.2, block.0, block.1, block.2, bx, by, bz, dyn_smem,
-                    )
-                };
-                // SAFETY: `b` is the live block made above; `kernel` outlives the call, which
-                // runs every fiber to its end before it returns.
-                unsafe {
-                    tm_emu_run_block(b, trampoline(&kernel), &kernel as *const _ as *mut c_void)
-                };
-                // SAFETY: every fiber of the block has returned.
-                unsafe { tm_emu_block_free(b) };
+            for bx in (0..grid.0).step_by(cluster as usize) {
+                let mut blocks: Vec<*mut c_void> = (bx..bx + cluster)
+                    .map(|x| {
+                        // SAFETY: plain allocation of the block's bookkeeping; freed below
+                        // after every fiber of the block has returned.
+                        unsafe {
+                            tm_emu_block_new(
+                                grid.0, grid.1, grid.2, block.0, block.1, block.2, x, by, bz,
+                                dyn_smem,
+                            )
+                        }
+                    })
+                    .collect();
+                let (f, arg) = (trampoline(&kernel), &kernel as *const _ as *mut c_void);
+                if cluster == 1 {
+                    // SAFETY: the live block made above; `kernel` outlives the call, which
+                    // runs every fiber to its end before it returns.
+                    unsafe { tm_emu_run_block(blocks[0], f, arg) };
+                } else {
+                    // SAFETY: as above, for each of the cluster's `cluster` live blocks.
+                    unsafe { tm_emu_run_cluster(blocks.as_mut_ptr(), cluster, f, arg) };
+                }
+                for b in blocks {
+                    // SAFETY: every fiber of the block has returned.
+                    unsafe { tm_emu_block_free(b) };
+                }
             }
         }
     }

@@ -6,7 +6,7 @@
 //! row, column or K breaks the product far beyond the FP32 rounding allowed here. Likewise
 //! `bf16_mma_gemm_f32` (the experts' BF16 GEMMs, `mma.sync` m16n8k16) against the exact
 //! product of the same BF16 values.
-use tokenmill_cuda_emu::{Ptr, launch};
+use tokenmill_cuda_emu::{Ptr, launch, launch_clusters};
 use tokenmill_kernels::Fp8Format;
 use tokenmill_kernels::rng::Rng;
 
@@ -48,7 +48,7 @@ kernels!(bf16_mma_gemm_f32, bf16_wgmma_gemm_f32: (
     accumulate: i32
 ));
 
-kernels!(fp8_tma_gemm_f32: (
+kernels!(fp8_tma_gemm_f32, fp8_tma_mc_gemm_f32: (
     sa: *const f32,
     sa_outer: i64,
     sa_k: i64,
@@ -66,7 +66,7 @@ kernels!(fp8_tma_gemm_f32: (
     tiles_n: i32,
     count: i32
 ));
-kernels!(bf16_tma_gemm_f32: (
+kernels!(bf16_tma_gemm_f32, bf16_tma_mc_gemm_f32: (
     c: *mut f32,
     ldc: i64,
     desc: *const i64,
@@ -98,10 +98,11 @@ const E4M3: Fp8Format = Fp8Format::E4M3;
 type MapSide = (*const u8, usize, Vec<(usize, usize, usize)>);
 
 /// The TMA kernels' tensor maps, two per group (A's, then B's) as the backend makes them: over
-/// bytes, a group's K bytes by its rows, rows `ld` bytes apart, 128 × 128 boxes, the 128-byte
-/// swizzle. `sides`: each side's first byte, row length in bytes and per group (first byte,
-/// rows, K bytes); a group with no rows or no K gets no map (the kernel reads none).
-fn tensor_maps(sides: [MapSide; 2]) -> Vec<u64> {
+/// bytes, a group's K bytes by its rows, rows `ld` bytes apart, boxes of 128 bytes by 128 rows
+/// (A's by `a_rows`: 64 for the multicast kernels), the 128-byte swizzle. `sides`: each side's
+/// first byte, row length in bytes and per group (first byte, rows, K bytes); a group with no
+/// rows or no K gets no map (the kernel reads none).
+fn tensor_maps(sides: [MapSide; 2], a_rows: u32) -> Vec<u64> {
     let groups = sides[0].2.len();
     let mut maps = vec![0u64; 32 * groups];
     for (side, (base, ld, parts)) in sides.iter().enumerate() {
@@ -121,7 +122,7 @@ fn tensor_maps(sides: [MapSide; 2]) -> Vec<u64> {
                     rows as u64,
                     *ld as u64,
                     128,
-                    128,
+                    if side == 0 { a_rows } else { 128 },
                     128,
                 )
             };
@@ -138,25 +139,54 @@ fn tensor_maps(sides: [MapSide; 2]) -> Vec<u64> {
 /// Hopper's warpgroup instruction on operands copied asynchronously into swizzled shared
 /// memory), or wgmma on operands copied by the TMA unit in a warp-specialised block, with a
 /// block per tile (`Tma(0)`) or that many blocks taking the tiles in turn (a persistent grid:
-/// the stages and their barriers' phases go on from tile to tile, into the next group).
+/// the stages and their barriers' phases go on from tile to tile, into the next group); or
+/// the same in thread block clusters of two that take tiles in pairs along n and multicast
+/// A's chunks to both (`Multicast(0)`: a cluster per pair; else that many blocks).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernel {
     Sync,
     Wgmma,
     Tma(u32),
+    Multicast(u32),
+}
+
+impl Kernel {
+    /// A TMA kernel's blocks (0: one per tile or pair) and cluster size.
+    fn tma(self) -> Option<(u32, u32)> {
+        match self {
+            Kernel::Tma(b) => Some((b, 1)),
+            Kernel::Multicast(b) => Some((b, 2)),
+            _ => None,
+        }
+    }
 }
 
 /// The kernels [`check_both`] and the BF16 test run.
-const KERNELS: [Kernel; 4] = [Kernel::Sync, Kernel::Wgmma, Kernel::Tma(0), Kernel::Tma(2)];
+const KERNELS: [Kernel; 6] = [
+    Kernel::Sync,
+    Kernel::Wgmma,
+    Kernel::Tma(0),
+    Kernel::Tma(2),
+    Kernel::Multicast(0),
+    Kernel::Multicast(4),
+];
 
-/// The TMA kernels' launch over `shapes`: the grid (in x alone) and the kernels' last three
-/// arguments (tiles along m and n of the largest group, and the groups).
-fn tma_grid(blocks: u32, shapes: &[Shape]) -> ((u32, u32, u32), [i32; 3]) {
+/// The TMA kernels' launch over `shapes` in clusters of `cluster`: the grid (in x alone) and
+/// the kernels' last three arguments (tiles along m and n of the largest group, and the
+/// groups).
+fn tma_grid(blocks: u32, cluster: u32, shapes: &[Shape]) -> ((u32, u32, u32), [i32; 3]) {
     let most = |f: fn(&Shape) -> usize| shapes.iter().map(f).max().unwrap_or(0).div_ceil(128);
     let (tm, tn) = (most(|s| s.m), most(|s| s.n));
-    let all = (tm * tn * shapes.len()).max(1) as u32;
-    let x = if blocks == 0 { all } else { blocks.min(all) };
-    ((x, 1, 1), [tm as i32, tn as i32, shapes.len() as i32])
+    let units = (tm * tn.div_ceil(cluster as usize) * shapes.len()).max(1) as u32;
+    let clusters = if blocks == 0 {
+        units
+    } else {
+        (blocks / cluster).clamp(1, units)
+    };
+    (
+        (clusters * cluster, 1, 1),
+        [tm as i32, tn as i32, shapes.len() as i32],
+    )
 }
 
 /// Both FP8 kernels' signature: A's codes, row length, scales, their strides and tiles; B's
@@ -376,7 +406,7 @@ fn check(
     );
     let kb64 = kb as i64;
     let grid = (grid.0.max(1), grid.1.max(1), grid.2);
-    if let Kernel::Tma(blocks) = kernel {
+    if let Some((blocks, cluster)) = kernel.tma() {
         let parts = |off: &[usize], rows: &dyn Fn(&Shape) -> usize| {
             shapes
                 .iter()
@@ -384,17 +414,25 @@ fn check(
                 .map(|(s, &o)| (o, rows(s), s.k))
                 .collect()
         };
-        let maps = tensor_maps([
-            (a.as_ptr(), ld, parts(&a_off, &|s| s.m)),
-            (b.as_ptr(), ld, parts(&b_off, &|s| s.n)),
-        ]);
+        let maps = tensor_maps(
+            [
+                (a.as_ptr(), ld, parts(&a_off, &|s| s.m)),
+                (b.as_ptr(), ld, parts(&b_off, &|s| s.n)),
+            ],
+            128 / cluster,
+        );
         let mp = Ptr::of_const(&maps);
-        let (grid, [tm, tn, count]) = tma_grid(blocks, shapes);
-        launch(grid, (384, 1, 1), TMA_SMEM, || {
+        let (grid, [tm, tn, count]) = tma_grid(blocks, cluster, shapes);
+        let f = if cluster == 1 {
+            fp8_tma_gemm_f32
+        } else {
+            fp8_tma_mc_gemm_f32
+        };
+        launch_clusters(grid, (384, 1, 1), TMA_SMEM, cluster, || {
             // SAFETY: the scales and C hold every group's extent as `desc` gives it, the maps
             // cover each group's codes; all alive for the launch.
             unsafe {
-                fp8_tma_gemm_f32(
+                f(
                     sap.c(),
                     kb64,
                     1,
@@ -769,7 +807,7 @@ fn check_bf16(
     );
     type Bf16Kernel =
         unsafe extern "C" fn(*const u16, i64, *const u16, i64, *mut f32, i64, *const i64, i32);
-    if let Kernel::Tma(blocks) = kernel {
+    if let Some((blocks, cluster)) = kernel.tma() {
         let parts = |off: &[usize], rows: &dyn Fn(&Shape) -> usize| {
             shapes
                 .iter()
@@ -777,17 +815,25 @@ fn check_bf16(
                 .map(|(s, &o)| (2 * o, rows(s), 2 * s.k))
                 .collect()
         };
-        let maps = tensor_maps([
-            (a.as_ptr().cast(), 2 * lda, parts(&a_off, &|s| s.m)),
-            (b.as_ptr().cast(), 2 * ldb, parts(&b_off, &|s| s.n)),
-        ]);
+        let maps = tensor_maps(
+            [
+                (a.as_ptr().cast(), 2 * lda, parts(&a_off, &|s| s.m)),
+                (b.as_ptr().cast(), 2 * ldb, parts(&b_off, &|s| s.n)),
+            ],
+            128 / cluster,
+        );
         let mp = Ptr::of_const(&maps);
-        let (grid, [tm, tn, count]) = tma_grid(blocks, shapes);
-        launch(grid, (384, 1, 1), TMA_SMEM, || {
+        let (grid, [tm, tn, count]) = tma_grid(blocks, cluster, shapes);
+        let f = if cluster == 1 {
+            bf16_tma_gemm_f32
+        } else {
+            bf16_tma_mc_gemm_f32
+        };
+        launch_clusters(grid, (384, 1, 1), TMA_SMEM, cluster, || {
             // SAFETY: C holds every group's extent as `desc` gives it, the maps cover each
             // group's values; all alive for the launch.
             unsafe {
-                bf16_tma_gemm_f32(
+                f(
                     cp.p(),
                     ldc as i64,
                     dp.c(),

@@ -37,7 +37,7 @@ struct Part {
     scales: usize,
 }
 
-/// `TOKENMILL_CUDA_MMA=sync` (or `wgmma`, or `tma`) picks the kernels of [`Fp8Gemm::Mma`] and of the
+/// `TOKENMILL_CUDA_MMA=sync` (or `wgmma`, `tma` or `multicast`) picks the kernels of [`Fp8Gemm::Mma`] and of the
 /// experts' BF16 GEMMs instead of the automatic choice ([`MmaKernel`]).
 pub const MMA_VAR: &str = "TOKENMILL_CUDA_MMA";
 
@@ -62,11 +62,37 @@ pub enum MmaKernel {
     /// block specialised by warpgroup — one producer, two consumers — and its stages handed
     /// over by memory barriers, as DeepSeek-V3's own kernels are built.
     Tma,
+    /// `cu/wgmma.cu` `fp8_tma_mc_gemm_f32` and `bf16_tma_mc_gemm_f32`: [`MmaKernel::Tma`]'s
+    /// kernels in thread block clusters of two, which take tiles of C in pairs side by side
+    /// and multicast A's chunk to both (each block's TMA unit copies half of it), so that A is
+    /// read from L2 once for two tiles, as DeepGEMM's kernels do.
+    Multicast,
 }
 
 impl MmaKernel {
-    /// Every kernel, in the automatic choice's order of preference.
-    pub const ALL: [MmaKernel; 3] = [MmaKernel::Tma, MmaKernel::Wgmma, MmaKernel::Sync];
+    /// Every kernel, in the automatic choice's order of preference: the TMA kernels without
+    /// clusters first until a GPU has timed the multicast ones against them (the device
+    /// check's part 2).
+    pub const ALL: [MmaKernel; 4] = [
+        MmaKernel::Tma,
+        MmaKernel::Multicast,
+        MmaKernel::Wgmma,
+        MmaKernel::Sync,
+    ];
+
+    /// Whether its operands come by TMA from tensor maps, its blocks specialised by warpgroup
+    /// and taking tiles in turn ([`TmaGrid`]): the TMA kernels, with clusters or without.
+    pub fn tma(self) -> bool {
+        matches!(self, MmaKernel::Tma | MmaKernel::Multicast)
+    }
+
+    /// The blocks of its thread block clusters (along x): 2 for [`MmaKernel::Multicast`], else 1.
+    pub fn cluster(self) -> u32 {
+        match self {
+            MmaKernel::Multicast => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// How many blocks the TMA kernels ([`MmaKernel::Tma`]) are launched with; each block takes
@@ -137,6 +163,7 @@ impl MmaKernel {
             MmaKernel::Sync => "fp8_mma_gemm_f32",
             MmaKernel::Wgmma => "fp8_wgmma_gemm_f32",
             MmaKernel::Tma => "fp8_tma_gemm_f32",
+            MmaKernel::Multicast => "fp8_tma_mc_gemm_f32",
         }
     }
 
@@ -146,6 +173,7 @@ impl MmaKernel {
             MmaKernel::Sync => "bf16_mma_gemm_f32",
             MmaKernel::Wgmma => "bf16_wgmma_gemm_f32",
             MmaKernel::Tma => "bf16_tma_gemm_f32",
+            MmaKernel::Multicast => "bf16_tma_mc_gemm_f32",
         }
     }
 
@@ -156,6 +184,7 @@ impl MmaKernel {
             MmaKernel::Sync => "mma.sync",
             MmaKernel::Wgmma => "wgmma",
             MmaKernel::Tma => "wgmma+tma",
+            MmaKernel::Multicast => "wgmma+multicast",
         }
     }
 
@@ -167,22 +196,24 @@ impl MmaKernel {
         match self {
             MmaKernel::Sync => 2 * (128 + 128) * 144,
             MmaKernel::Wgmma => 5 * 2 * 128 * 128 + 1024,
-            MmaKernel::Tma => 6 * (2 * 128 * 128 + 256 * 4) + 12 * 8 + 1024,
+            MmaKernel::Tma | MmaKernel::Multicast => 6 * (2 * 128 * 128 + 256 * 4) + 12 * 8 + 1024,
         }
     }
 
     /// Threads per block: two warpgroups, and the TMA kernels' producer warpgroup.
     pub(crate) fn threads(self) -> u32 {
         match self {
-            MmaKernel::Tma => 384,
+            MmaKernel::Tma | MmaKernel::Multicast => 384,
             _ => 256,
         }
     }
 
     /// The launch over `groups` groups of at most `m × n` on `dev`: a grid of 128 × 128 tiles
     /// of C for `mma.sync` and wgmma; for the TMA kernels blocks in x alone, as many as
-    /// [`tma_grid`] says, and the tiles they take in turn (the kernels' last three arguments:
-    /// tiles along m and n of the largest group, and the groups).
+    /// [`tma_grid`] says (in whole clusters: a persistent grid of the multicast kernels has as
+    /// many as the device runs at once, `Blocks(n)` n / 2 of them), and the tiles they take
+    /// in turn (the kernels' last three arguments: tiles along m and n of the largest group,
+    /// and the groups).
     pub(crate) fn grid(
         self,
         dev: &Device,
@@ -192,27 +223,31 @@ impl MmaKernel {
     ) -> Result<(LaunchConfig, [i32; 3])> {
         let (tm, tn) = (m.div_ceil(128), n.div_ceil(128));
         let tiles = [tm, tn, groups].map(|v| i32::try_from(v).unwrap_or(i32::MAX));
-        let grid_dim = match self {
-            MmaKernel::Tma => {
-                let all = tm * tn * groups;
-                let blocks = match tma_grid() {
-                    TmaGrid::Persistent => all.min(dev.sms.max(1)),
-                    TmaGrid::PerTile => all,
-                    TmaGrid::Blocks(b) => all.min(b as usize),
-                };
-                let blocks = u32::try_from(blocks.max(1)).map_err(|_| Error::Driver {
-                    op: format!("{} {m}×{n}, {groups} group(s)", self.name()),
-                    message: format!("{all} tiles of 128 × 128: more blocks than a grid holds"),
-                })?;
-                (blocks, 1, 1)
-            }
-            _ => tile_grid(m, n, (128, 128), groups).grid_dim,
-        };
-        let cfg = LaunchConfig {
-            grid_dim,
+        let mut cfg = LaunchConfig {
+            grid_dim: tile_grid(m, n, (128, 128), groups).grid_dim,
             block_dim: (self.threads(), 1, 1),
             shared_mem_bytes: self.shared(),
         };
+        if self.tma() {
+            // Clusters of `c` blocks take `c` tiles side by side along n in turn (the
+            // multicast kernels' pairs; the other TMA kernels' clusters are single blocks).
+            let c = self.cluster();
+            let units = tm * tn.div_ceil(c as usize) * groups;
+            let clusters = match tma_grid() {
+                TmaGrid::Persistent if c == 1 => units.min(dev.sms.max(1)),
+                TmaGrid::Persistent => units.min(dev.active_clusters(self.name(), cfg, c)?.max(1)),
+                TmaGrid::PerTile => units,
+                TmaGrid::Blocks(b) => units.min((b / c).max(1) as usize),
+            };
+            let blocks =
+                u32::try_from(clusters.max(1) * c as usize).map_err(|_| Error::Driver {
+                    op: format!("{} {m}×{n}, {groups} group(s)", self.name()),
+                    message: format!(
+                        "{units} units of {c} tile(s) of 128 × 128: more blocks than a grid holds"
+                    ),
+                })?;
+            cfg.grid_dim = (blocks, 1, 1);
+        }
         Ok((cfg, tiles))
     }
 
@@ -221,7 +256,9 @@ impl MmaKernel {
     pub fn runs_on(self, dev: &Device) -> bool {
         match self {
             MmaKernel::Sync => dev.capability >= (8, 9),
-            MmaKernel::Wgmma | MmaKernel::Tma => dev.capability == (9, 0) && dev.arch == "sm_90a",
+            MmaKernel::Wgmma | MmaKernel::Tma | MmaKernel::Multicast => {
+                dev.capability == (9, 0) && dev.arch == "sm_90a"
+            }
         }
     }
 
@@ -255,6 +292,7 @@ impl MmaKernel {
             MmaKernel::Sync => "sync",
             MmaKernel::Wgmma => "wgmma",
             MmaKernel::Tma => "tma",
+            MmaKernel::Multicast => "multicast",
         }
     }
 
@@ -263,7 +301,7 @@ impl MmaKernel {
             None | Some("") => Ok(None),
             Some(v) => MmaKernel::parse(v).map(Some).ok_or_else(|| {
                 Error::Unavailable(format!(
-                    "{MMA_VAR}={v}: the tensor-core kernels are `sync`, `wgmma` and `tma`"
+                    "{MMA_VAR}={v}: the tensor-core kernels are `sync`, `wgmma`, `tma` and `multicast`"
                 ))
             }),
         }
@@ -727,9 +765,12 @@ impl Groups {
         if count == 0 || m == 0 || n == 0 {
             return Ok(None);
         }
-        let maps = match kernel {
-            MmaKernel::Tma => Some(dev.copy_in("tensor maps", &tensor_maps(desc, a, b, elem)?)?),
-            _ => None,
+        let maps = if kernel.tma() {
+            let a_rows = 128 / kernel.cluster();
+            let maps = tensor_maps(desc, a, b, elem, a_rows)?;
+            Some(dev.copy_in("tensor maps", &maps)?)
+        } else {
+            None
         };
         // A tensor map in global memory is 64-byte aligned for the TMA unit (cudarc's
         // `CUtensorMap` 128); device allocations are 256-byte aligned.
@@ -758,8 +799,9 @@ impl Groups {
 /// The TMA kernels' tensor maps (`CUtensorMap`, 16 × 64 bits each) for the groups of `desc`:
 /// two per group, A's then B's, each over the group's own values — 8-bit elements, its K
 /// (`desc` column 2, in values of `elem` bytes) as bytes by its rows (m or n), rows `ld`
-/// values apart, from its first value (`desc` column 3 or 4) —, boxes of 128 × 128 bytes, the
-/// 128-byte swizzle, zeros outside. So a box past a group's rows or K reads zeros, as the
+/// values apart, from its first value (`desc` column 3 or 4) —, boxes of 128 bytes by 128 rows
+/// (A's by `a_rows`: 64 for the multicast kernels, whose blocks each copy half of A's chunk),
+/// the 128-byte swizzle, zeros outside. So a box past a group's rows or K reads zeros, as the
 /// `cp.async` kernels' copies fill them; a group without rows, columns or K gets no map (its
 /// blocks read none).
 pub(crate) fn tensor_maps(
@@ -767,6 +809,7 @@ pub(crate) fn tensor_maps(
     (a, lda): (u64, usize),
     (b, ldb): (u64, usize),
     elem: usize,
+    a_rows: u32,
 ) -> Result<Vec<u64>> {
     use cudarc::driver::sys;
     let mut maps = vec![0u64; 32 * (desc.len() / 8)];
@@ -780,7 +823,7 @@ pub(crate) fn tensor_maps(
             let addr = base + at as u64 * elem as u64;
             let dims = [k * elem as u64, rows];
             let strides = [(ld * elem) as u64];
-            let boxes = [128u32, 128];
+            let boxes = [128u32, if side == 0 { a_rows } else { 128 }];
             let unit = [1u32, 1];
             let mut map = sys::CUtensorMap { opaque: [0; 16] };
             #[allow(unsafe_code)]
@@ -1015,21 +1058,43 @@ pub(crate) fn launch(
     let name = kernel.name();
     let (m, n, count) = (groups.m, groups.n, groups.count);
     // (The TMA kernels' grid is in x alone: no such bound.)
-    if kernel != MmaKernel::Tma && m.div_ceil(128) > 65_535 {
+    if !kernel.tma() && m.div_ceil(128) > 65_535 {
         return Err(Error::Driver {
             op: format!("{name} {m}×{n}, {count} group(s)"),
             message: "more than 65,535 blocks of 128 rows".into(),
         });
     }
     let (desc, maps) = (*groups.desc.p(), groups.maps());
+    let (cfg, [tm, tn, groups_]) = kernel.grid(dev, m, n, count)?;
+    if kernel.tma() {
+        let mut params = [
+            arg(&x.scales),
+            arg(&sao),
+            arg(&sak),
+            arg(&a_blk),
+            arg(&w.scales),
+            arg(&sbo),
+            arg(&sbk),
+            arg(&b_blk),
+            arg(&c),
+            arg(&ldc),
+            arg(&desc),
+            arg(&acc),
+            arg(&maps),
+            arg(&tm),
+            arg(&tn),
+            arg(&groups_),
+        ];
+        #[allow(unsafe_code)]
+        // SAFETY: the arguments of cu/wgmma.cu's `fp8_tma_gemm_f32` (and `_mc_`) in order and
+        // type; the scales, C, the groups' table and their tensor maps hold what `groups`
+        // (made for this kernel and these operands) says each group spans.
+        return unsafe { dev.launch_clusters(name, cfg, kernel.cluster(), &mut params) };
+    }
     let mut l = dev.stream().launch_builder(dev.func(name)?);
-    if kernel != MmaKernel::Tma {
-        l.arg(&x.codes).arg(&lda);
-    }
+    l.arg(&x.codes).arg(&lda);
     l.arg(&x.scales).arg(&sao).arg(&sak).arg(&a_blk);
-    if kernel != MmaKernel::Tma {
-        l.arg(&w.codes).arg(&ldb);
-    }
+    l.arg(&w.codes).arg(&ldb);
     l.arg(&w.scales)
         .arg(&sbo)
         .arg(&sbk)
@@ -1038,11 +1103,12 @@ pub(crate) fn launch(
         .arg(&ldc)
         .arg(&desc)
         .arg(&acc);
-    let (cfg, [tm, tn, groups_]) = kernel.grid(dev, m, n, count)?;
-    if kernel == MmaKernel::Tma {
-        l.arg(&maps).arg(&tm).arg(&tn).arg(&groups_);
-    }
     go(name, l, cfg)
+}
+
+/// A kernel argument's address, as `cuLaunchKernel` takes it.
+fn arg<T>(v: &T) -> *mut std::ffi::c_void {
+    v as *const T as *mut std::ffi::c_void
 }
 
 /// Launches `kernel`'s BF16 GEMM (`bf16_mma_gemm_f32`, `bf16_wgmma_gemm_f32` or
@@ -1059,14 +1125,26 @@ pub(crate) fn launch_bf16(
     let (lda, ldb, ldc, acc) = (lda as i64, ldb as i64, ldc as i64, i32::from(accumulate));
     let (desc, maps) = (*groups.desc.p(), groups.maps());
     let name = kernel.bf16_name();
-    let mut l = dev.stream().launch_builder(dev.func(name)?);
-    if kernel != MmaKernel::Tma {
-        l.arg(&a).arg(&lda).arg(&b).arg(&ldb);
-    }
-    l.arg(&c).arg(&ldc).arg(&desc).arg(&acc);
     let (cfg, [tm, tn, count]) = kernel.grid(dev, groups.m, groups.n, groups.count)?;
-    if kernel == MmaKernel::Tma {
-        l.arg(&maps).arg(&tm).arg(&tn).arg(&count);
+    if kernel.tma() {
+        let mut params = [
+            arg(&c),
+            arg(&ldc),
+            arg(&desc),
+            arg(&acc),
+            arg(&maps),
+            arg(&tm),
+            arg(&tn),
+            arg(&count),
+        ];
+        #[allow(unsafe_code)]
+        // SAFETY: the arguments of cu/wgmma.cu's `bf16_tma_gemm_f32` (and `_mc_`) in order and
+        // type; C, the groups' table and their tensor maps hold what `groups` says each group
+        // spans.
+        return unsafe { dev.launch_clusters(name, cfg, kernel.cluster(), &mut params) };
     }
+    let mut l = dev.stream().launch_builder(dev.func(name)?);
+    l.arg(&a).arg(&lda).arg(&b).arg(&ldb);
+    l.arg(&c).arg(&ldc).arg(&desc).arg(&acc);
     go(name, l, cfg)
 }

@@ -397,18 +397,27 @@ DEVICE void mbar_expect(uint64_t* bar, unsigned bytes) {
 
 // Waits until the barrier's phase of the given parity has completed (a fresh barrier counts
 // its phase of parity 1 as completed, so the first wait with parity 1 passes), acquiring the
-// writes its arrivals released (the producer's scales).
+// writes its arrivals released (the producer's scales) — at the cluster's scope when CLUSTER,
+// for arrivals that come from another block of the cluster.
+template <bool CLUSTER = false>
 DEVICE void mbar_wait(uint64_t* bar, unsigned parity) {
 #if defined(TOKENMILL_EMU)
     emu_mbar_wait(bar, parity);
 #elif defined(TM_WGMMA)
     uint32_t done = 0;
     do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(smem_addr(bar)), "r"(parity)
-                     : "memory");
+        if constexpr (CLUSTER)
+            asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                         "selp.u32 %0, 1, 0, p;\n}\n"
+                         : "=r"(done)
+                         : "r"(smem_addr(bar)), "r"(parity)
+                         : "memory");
+        else
+            asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n"
+                         "selp.u32 %0, 1, 0, p;\n}\n"
+                         : "=r"(done)
+                         : "r"(smem_addr(bar)), "r"(parity)
+                         : "memory");
     } while (!done);
 #endif
 }
@@ -503,6 +512,8 @@ DEVICE void mbar_arrive_peer(uint64_t* bar, unsigned rank) {
         "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_addr(bar)),
         "r"(rank)
         : "memory");
+#else
+    __trap();
 #endif
 }
 
@@ -580,8 +591,11 @@ DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float
     const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
     const int g = lane / 4, t = lane % 4;
     const int elem = FP8 ? 1 : 2;
-    if (MC > 1 && cluster_blocks() != MC) __trap();  // launched without its clusters
+    // Launched without its clusters, or with clusters other than MC consecutive blocks along x
+    // (which the tiles' order below takes them to be).
+    if (MC > 1 && cluster_blocks() != MC) __trap();
     const int rank = MC > 1 ? (int)cluster_rank() : 0;
+    if (MC > 1 && rank != (int)(blockIdx.x % MC)) __trap();
     // Tiles of C in units of MC side by side, and the units the blocks (clusters) take in turn.
     const int units_n = (tiles_n + MC - 1) / MC;
     const long long units = (long long)count * tiles_m * units_n;
@@ -620,7 +634,7 @@ DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float
                 // The consumers (of both blocks, MC = 2) have finished with this stage's chunk
                 // it - TMA_STAGES (the first round passes: a fresh barrier's phase of parity 1
                 // counts as completed).
-                mbar_wait(&empty[s], ((it / TMA_STAGES) & 1) ^ 1);
+                mbar_wait<(MC > 1)>(&empty[s], ((it / TMA_STAGES) & 1) ^ 1);
                 if (p == 0) {  // the copies first: they take longest
                     unsigned char* st = sm + s * 2 * WG_TILE;
                     mbar_expect(&full[s], mine ? 2 * WG_TILE : WG_TILE);
@@ -646,7 +660,7 @@ DEVICE void wg_tma_gemm(const long long* desc, const uint64_t* maps, const float
             // The other block's consumers arrive on this block's empty barriers until their
             // last chunk: this block stays until every one of those arrivals is in.
             for (int i = 0; i < TMA_STAGES; i++, it++)
-                mbar_wait(&empty[it % TMA_STAGES], ((it / TMA_STAGES) & 1) ^ 1);
+                mbar_wait<true>(&empty[it % TMA_STAGES], ((it / TMA_STAGES) & 1) ^ 1);
         }
         return;
     }

@@ -208,7 +208,8 @@ impl MmaKernel {
         }
     }
 
-    /// The launch over `groups` groups of at most `m × n` on `dev`: a grid of 128 × 128 tiles
+    /// The launch of `name` (its FP8 or BF16 kernel) over `groups` groups of at most `m × n` on
+    /// `dev`: a grid of 128 × 128 tiles
     /// of C for `mma.sync` and wgmma; for the TMA kernels blocks in x alone, as many as
     /// [`tma_grid`] says (in whole clusters: a persistent grid of the multicast kernels has as
     /// many as the device runs at once, `Blocks(n)` n / 2 of them), and the tiles they take
@@ -217,6 +218,7 @@ impl MmaKernel {
     pub(crate) fn grid(
         self,
         dev: &Device,
+        name: &str,
         m: usize,
         n: usize,
         groups: usize,
@@ -235,7 +237,18 @@ impl MmaKernel {
             let units = tm * tn.div_ceil(c as usize) * groups;
             let clusters = match tma_grid() {
                 TmaGrid::Persistent if c == 1 => units.min(dev.sms.max(1)),
-                TmaGrid::Persistent => units.min(dev.active_clusters(self.name(), cfg, c)?.max(1)),
+                TmaGrid::Persistent => match dev.active_clusters(name, cfg, c)? {
+                    // (On a GPU shared between processes or partitioned, none may fit.)
+                    0 => {
+                        return Err(Error::Unavailable(format!(
+                            "{name}: the device runs no cluster of {c} blocks of {} threads \
+                             and {} bytes of shared memory at once \
+                             (cuOccupancyMaxActiveClusters)",
+                            cfg.block_dim.0, cfg.shared_mem_bytes
+                        )));
+                    }
+                    most => units.min(most),
+                },
                 TmaGrid::PerTile => units,
                 TmaGrid::Blocks(b) => units.min((b / c).max(1) as usize),
             };
@@ -743,6 +756,8 @@ impl Cuda {
 pub(crate) struct Groups {
     desc: Buf<i64>,
     maps: Option<Buf<u64>>,
+    /// The kernel they were made for (the multicast kernels' maps copy half of A's rows).
+    kernel: MmaKernel,
     m: usize,
     n: usize,
     count: usize,
@@ -785,6 +800,7 @@ impl Groups {
         Ok(Some(Groups {
             desc: dev.copy_in("tensor-core GEMM groups", desc)?,
             maps,
+            kernel,
             m,
             n,
             count,
@@ -793,6 +809,21 @@ impl Groups {
 
     fn maps(&self) -> u64 {
         self.maps.as_ref().map_or(0, |m| *m.p())
+    }
+
+    /// Refuses a launch of `kernel` (kernel `name`) over groups made for another: a TMA
+    /// kernel's copies would not be the boxes its barriers expect.
+    fn check(&self, kernel: MmaKernel, name: &str) -> Result<()> {
+        if self.kernel == kernel {
+            return Ok(());
+        }
+        Err(Error::Driver {
+            op: format!("launch {name}"),
+            message: format!(
+                "its groups were made for {} (tensor maps with other boxes)",
+                self.kernel.instruction()
+            ),
+        })
     }
 }
 
@@ -1065,7 +1096,8 @@ pub(crate) fn launch(
         });
     }
     let (desc, maps) = (*groups.desc.p(), groups.maps());
-    let (cfg, [tm, tn, groups_]) = kernel.grid(dev, m, n, count)?;
+    groups.check(kernel, name)?;
+    let (cfg, [tm, tn, groups_]) = kernel.grid(dev, name, m, n, count)?;
     if kernel.tma() {
         let mut params = [
             arg(&x.scales),
@@ -1125,7 +1157,8 @@ pub(crate) fn launch_bf16(
     let (lda, ldb, ldc, acc) = (lda as i64, ldb as i64, ldc as i64, i32::from(accumulate));
     let (desc, maps) = (*groups.desc.p(), groups.maps());
     let name = kernel.bf16_name();
-    let (cfg, [tm, tn, count]) = kernel.grid(dev, groups.m, groups.n, groups.count)?;
+    groups.check(kernel, name)?;
+    let (cfg, [tm, tn, count]) = kernel.grid(dev, name, groups.m, groups.n, groups.count)?;
     if kernel.tma() {
         let mut params = [
             arg(&c),

@@ -1099,7 +1099,7 @@ pub(crate) fn launch(
     groups.check(kernel, name)?;
     let (cfg, [tm, tn, groups_]) = kernel.grid(dev, name, m, n, count)?;
     if kernel.tma() {
-        let mut params = [
+        let scales = [
             arg(&x.scales),
             arg(&sao),
             arg(&sak),
@@ -1108,20 +1108,13 @@ pub(crate) fn launch(
             arg(&sbo),
             arg(&sbk),
             arg(&b_blk),
-            arg(&c),
-            arg(&ldc),
-            arg(&desc),
-            arg(&acc),
-            arg(&maps),
-            arg(&tm),
-            arg(&tn),
-            arg(&groups_),
         ];
+        let rest = (&c, &ldc, &desc, &acc, &maps, &tm, &tn, &groups_);
         #[allow(unsafe_code)]
         // SAFETY: the arguments of cu/wgmma.cu's `fp8_tma_gemm_f32` (and `_mc_`) in order and
         // type; the scales, C, the groups' table and their tensor maps hold what `groups`
         // (made for this kernel and these operands) says each group spans.
-        return unsafe { dev.launch_clusters(name, cfg, kernel.cluster(), &mut params) };
+        return unsafe { launch_tma(dev, kernel, name, cfg, &scales, rest) };
     }
     let mut l = dev.stream().launch_builder(dev.func(name)?);
     l.arg(&x.codes).arg(&lda);
@@ -1143,6 +1136,48 @@ fn arg<T>(v: &T) -> *mut std::ffi::c_void {
     v as *const T as *mut std::ffi::c_void
 }
 
+/// A launch of a TMA kernel (`name`, FP8 or BF16) in `kernel`'s clusters: its arguments are
+/// `lead` (the FP8 kernels' scales, by address), then [`TmaTail`]'s.
+///
+/// # Safety
+/// As [`Device::launch_clusters`]: together the arguments are the kernel's, in order and type.
+#[allow(unsafe_code)]
+unsafe fn launch_tma(
+    dev: &Device,
+    kernel: MmaKernel,
+    name: &str,
+    cfg: LaunchConfig,
+    lead: &[*mut std::ffi::c_void],
+    (c, ldc, desc, acc, maps, tm, tn, count): TmaTail<'_>,
+) -> Result<()> {
+    let mut params = lead.to_vec();
+    params.extend([
+        arg(c),
+        arg(ldc),
+        arg(desc),
+        arg(acc),
+        arg(maps),
+        arg(tm),
+        arg(tn),
+        arg(count),
+    ]);
+    // SAFETY: the caller's contract.
+    unsafe { dev.launch_clusters(name, cfg, kernel.cluster(), &mut params) }
+}
+
+/// The arguments every TMA kernel ends with: C, its row length, the groups' table, accumulate,
+/// the tensor maps, tiles along m and n, and the groups.
+type TmaTail<'a> = (
+    &'a u64,
+    &'a i64,
+    &'a u64,
+    &'a i32,
+    &'a u64,
+    &'a i32,
+    &'a i32,
+    &'a i32,
+);
+
 /// Launches `kernel`'s BF16 GEMM (`bf16_mma_gemm_f32`, `bf16_wgmma_gemm_f32` or
 /// `bf16_tma_gemm_f32`) on `dev`: A's and B's BF16 values at `a.0` and `b.0` with rows of `a.1`
 /// and `b.1` values, C at `c.0` with rows of `c.1`, over `groups`.
@@ -1160,21 +1195,12 @@ pub(crate) fn launch_bf16(
     groups.check(kernel, name)?;
     let (cfg, [tm, tn, count]) = kernel.grid(dev, name, groups.m, groups.n, groups.count)?;
     if kernel.tma() {
-        let mut params = [
-            arg(&c),
-            arg(&ldc),
-            arg(&desc),
-            arg(&acc),
-            arg(&maps),
-            arg(&tm),
-            arg(&tn),
-            arg(&count),
-        ];
+        let rest = (&c, &ldc, &desc, &acc, &maps, &tm, &tn, &count);
         #[allow(unsafe_code)]
         // SAFETY: the arguments of cu/wgmma.cu's `bf16_tma_gemm_f32` (and `_mc_`) in order and
         // type; C, the groups' table and their tensor maps hold what `groups` says each group
         // spans.
-        return unsafe { dev.launch_clusters(name, cfg, kernel.cluster(), &mut params) };
+        return unsafe { launch_tma(dev, kernel, name, cfg, &[], rest) };
     }
     let mut l = dev.stream().launch_builder(dev.func(name)?);
     l.arg(&a).arg(&lda).arg(&b).arg(&ldb);

@@ -78,6 +78,7 @@ namespace {
 
 constexpr int kMaxDefaultSmem = 48 << 10;
 constexpr int kMaxOptinSmem = 232448;  // 227 KiB, as on sm_90
+constexpr int kMultiprocessors = 132;   // an H100 SXM's
 constexpr char kName[] = "tokenmill CUDA emulator (CPU, sm_90 limits)";
 
 std::mutex g_lock;
@@ -332,7 +333,7 @@ API CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice d) {
         case 6: case 7: *v = 65535; break;        // max grid dim y, z
         case 8: *v = kMaxDefaultSmem; break;      // shared memory per block
         case 10: *v = 32; break;                  // warp size
-        case 16: *v = 132; break;                 // multiprocessors (an H100 SXM's)
+        case 16: *v = kMultiprocessors; break;    // multiprocessors
         case 41: *v = 1; break;                   // unified addressing
         case 75: *v = 9; break;                   // compute capability major
         case 76: *v = 0; break;                   // minor
@@ -761,7 +762,7 @@ constexpr int kAttrClusterDimension = 4;  // CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSI
 
 // The cluster size a launch configuration asks for (1 without the attribute); 0 when the
 // emulation does not take it: clusters along x alone, of at most 8 blocks (the portable size),
-// the grid a whole number of them, no other attribute.
+// no other attribute.
 unsigned cluster_of(const LaunchConfig& c) {
     unsigned size = 1;
     for (unsigned i = 0; i < c.nattrs; i++) {
@@ -770,8 +771,7 @@ unsigned cluster_of(const LaunchConfig& c) {
         if (a.value.dim[1] != 1 || a.value.dim[2] != 1) return 0;
         size = a.value.dim[0];
     }
-    if (size == 0 || size > 8 || c.gx % size) return 0;
-    return size;
+    return size <= 8 ? size : 0;
 }
 
 }  // namespace
@@ -785,20 +785,18 @@ API CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsi
 API CUresult cuLaunchKernelEx(const LaunchConfig* c, void* f, void** params, void** extra) {
     if (!c) return CUDA_ERROR_INVALID_VALUE;
     unsigned cluster = cluster_of(*c);
-    if (cluster == 0) return CUDA_ERROR_INVALID_VALUE;
+    if (cluster == 0 || c->gx % cluster) return CUDA_ERROR_INVALID_VALUE;
     return launch(f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->smem, c->stream, params, extra,
                   cluster);
 }
 
-// As many clusters as the device's 132 multiprocessors hold at once, one block each (the
-// emulation does not model more than one block of these kernels per multiprocessor).
+// As many clusters as the device's multiprocessors hold at once, one block each (the emulation
+// does not model more than one block of these kernels per multiprocessor).
 API CUresult cuOccupancyMaxActiveClusters(int* n, void* f, const LaunchConfig* c) {
     if (!f) return CUDA_ERROR_INVALID_HANDLE;
     if (!c || !n) return CUDA_ERROR_INVALID_VALUE;
-    LaunchConfig one = *c;
-    one.gx = 8 * 9 * 5 * 7;  // any grid a cluster size of 1 ..= 8 divides
-    unsigned cluster = cluster_of(one);
+    unsigned cluster = cluster_of(*c);
     if (cluster == 0) return CUDA_ERROR_INVALID_VALUE;
-    *n = (int)(132 / cluster);
+    *n = (int)(kMultiprocessors / cluster);
     return CUDA_SUCCESS;
 }

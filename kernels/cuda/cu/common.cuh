@@ -135,6 +135,38 @@ struct alignas(16) tm_uint4 { uint32_t x, y, z, w; };
 // True when `p` is 16-byte aligned (a tm_float4 / tm_uint4 access is allowed).
 DEVICE bool tm_aligned16(const void* p) { return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0; }
 
+// Two adjacent floats (CUDA's float2): a single 64-bit access on the GPU, 8-byte aligned.
+struct alignas(8) tm_float2 { float x, y; };
+
+// The tensor-core GEMMs' results go to C in pairs of adjacent columns (col, col + 1) of a row,
+// col even: a pair is one 8-byte access when C's start is 8-byte aligned and its rows hold an
+// even number of floats (`tm_pairs`), else two 4-byte ones; the parts outside m × n are
+// neither read (zeros) nor written.
+DEVICE bool tm_pairs(const float* c, long long ldc) {
+    return (ldc & 1) == 0 && (reinterpret_cast<unsigned long long>(c) & 7ull) == 0;
+}
+DEVICE tm_float2 tm_pair_load(const float* c, long long ldc, int r, int col, int m, int n,
+                              bool pairs) {
+    tm_float2 v = {0.0f, 0.0f};
+    if (r >= m || col >= n) return v;
+    const float* p = c + (long long)r * ldc + col;
+    if (pairs && col + 1 < n) return *reinterpret_cast<const tm_float2*>(p);
+    v.x = p[0];
+    if (col + 1 < n) v.y = p[1];
+    return v;
+}
+DEVICE void tm_pair_store(float* c, long long ldc, int r, int col, int m, int n, bool pairs,
+                          tm_float2 v) {
+    if (r >= m || col >= n) return;
+    float* p = c + (long long)r * ldc + col;
+    if (pairs && col + 1 < n) {
+        *reinterpret_cast<tm_float2*>(p) = v;
+        return;
+    }
+    p[0] = v.x;
+    if (col + 1 < n) p[1] = v.y;
+}
+
 // The scale of outer index i (rows beyond `outer`: 0) in chunk kc of cuBLASLt's block-scaled
 // FP8 layouts (quant.cu's fp8_quantize_lt_f32; read by mma.cu's and wgmma.cu's GEMMs): per
 // 1 × 128 tile (blk 0) or per 128 × 128 block (blk 1), at base + (i or i / 128) · s_outer + kc · s_k.

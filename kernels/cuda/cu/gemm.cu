@@ -344,19 +344,56 @@ DEVICE void grouped_tile(const float* __restrict__ a, const float* __restrict__ 
         }
         __syncthreads();
     }
+    // C in the thread's runs of 4 adjacent columns (gm_pos): one 16-byte access each where C's
+    // start is 16-byte aligned and its rows hold a multiple of 4 floats. When adding, every
+    // value of C the thread adds to is read before the first is written (as wgmma.cu's
+    // wg_store, which says why), in two halves of the rows so that the values read fit in the
+    // registers beside the products: two trips to memory.
+    const bool vec_c = (ldc & 3) == 0 && tm_aligned16(C);
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const int r = gm_pos(ty, i);
-        if (r >= mr) continue;
-        float* crow = C + (long long)r * ldc;
+    for (int i0 = 0; i0 < 8; i0 += 4) {
+        float old[4][8];
+        if (!PROMOTE && accumulate) {
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const int col = gm_pos(tx, j);
-            if (col >= nr) continue;
-            if (PROMOTE) {
-                crow[col] = accs[(i * 8 + j) * 256 + tid];
-            } else {
-                crow[col] = accumulate ? crow[col] + part[i][j] : part[i][j];
+            for (int i = 0; i < 4; i++) {
+                const int r = gm_pos(ty, i0 + i);
+#pragma unroll
+                for (int u = 0; u < 8; u += 4) {
+                    const int col = gm_pos(tx, u);
+                    const float* p = C + (long long)r * ldc + col;
+                    if (r < mr && vec_c && col + 3 < nr) {
+                        const tm_float4 q = *reinterpret_cast<const tm_float4*>(p);
+                        old[i][u] = q.x, old[i][u + 1] = q.y, old[i][u + 2] = q.z, old[i][u + 3] = q.w;
+                    } else {
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            old[i][u + e] = r < mr && col + e < nr ? p[e] : 0.0f;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int r = gm_pos(ty, i0 + i);
+            if (r >= mr) continue;
+            float* crow = C + (long long)r * ldc;
+#pragma unroll
+            for (int u = 0; u < 8; u += 4) {
+                const int col = gm_pos(tx, u);
+                float v[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int j = u + e;
+                    v[e] = PROMOTE ? accs[((i0 + i) * 8 + j) * 256 + tid]
+                                   : (accumulate ? old[i][j] + part[i0 + i][j] : part[i0 + i][j]);
+                }
+                if (vec_c && col + 3 < nr) {
+                    *reinterpret_cast<tm_float4*>(crow + col) = {v[0], v[1], v[2], v[3]};
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (col + e < nr) crow[col + e] = v[e];
+                }
             }
         }
     }

@@ -38,6 +38,7 @@
 //   b[0]: B[4t .. 4t+3][g]   b[1]: B[16+4t .. 16+4t+3][g]
 //   d[0], d[1]: D[g][2t], D[g][2t+1]   d[2], d[3]: D[g+8][2t], D[g+8][2t+1]
 // each register's lowest byte the first of its four K indices.
+
 DEVICE void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if defined(TOKENMILL_EMU)
     emu_mma_e4m3_m16n8k32(d, a, b);
@@ -200,17 +201,32 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
             }
         }
     }
+    // C in pairs of adjacent columns, every value added to read before the first is written
+    // (as wgmma.cu's wg_store, which says why). FP8: a 4-byte access for each value, as the
+    // 8-byte ones would have ptxas spill the promotion's registers (124 bytes, against 16).
+    const bool pairs = !FP8 && tm_pairs(c, ldc);
+    tm_float2 old[4][4][2];
+    if (accumulate) {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int y = 0; y < 2; y++)
+                    old[i][j][y] = tm_pair_load(c, ldc, r0 + wr + i * 16 + g + 8 * y,
+                                                c0 + wc + j * 8 + 2 * t, m, n, pairs);
+    }
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
 #pragma unroll
-            for (int x = 0; x < 4; x++) {
-                int r = r0 + wr + i * 16 + g + 8 * (x / 2), col = c0 + wc + j * 8 + 2 * t + x % 2;
-                if (r < m && col < n) {
-                    float* p = c + (long long)r * ldc + col;
-                    *p = accumulate ? __fadd_rn(*p, acc[i][j][x]) : acc[i][j][x];
-                }
+            for (int y = 0; y < 2; y++) {
+                tm_float2 v = {acc[i][j][2 * y], acc[i][j][2 * y + 1]};
+                if (accumulate)
+                    v = {__fadd_rn(old[i][j][y].x, v.x), __fadd_rn(old[i][j][y].y, v.y)};
+                tm_pair_store(c, ldc, r0 + wr + i * 16 + g + 8 * y, c0 + wc + j * 8 + 2 * t, m, n,
+                              pairs, v);
             }
 }
 

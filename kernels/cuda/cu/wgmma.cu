@@ -210,20 +210,31 @@ DEVICE void wg_promote(float (&acc)[64], const float (&part)[64], const float (&
 }
 
 // Writes (or adds) the calling thread's accumulators of warpgroup h (threadIdx.x / 128) to C:
-// the 128 × 128 tile at (r0, c0), inside m × n.
+// the 128 × 128 tile at (r0, c0), inside m × n, in pairs of adjacent columns (tm_pair_store).
+// When adding, every value of C the thread adds to is read before the first is written: read,
+// add and write one after another would be 32 trips to memory in turn (the compiler may not
+// move a read of C above a write to C that it cannot tell apart).
 DEVICE void wg_store(const float (&acc)[64], float* c, long long ldc, int r0, int c0, int m, int n,
                      int accumulate) {
     const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;
     const int g = lane / 4, t = lane % 4;
+    const int r = r0 + 64 * h + 16 * w + g, col = c0 + 2 * t;  // pair (j, y): r + 8·y, col + 8·j
+    const bool pairs = tm_pairs(c, ldc);
+    tm_float2 old[32];
+    if (accumulate) {
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int y = 0; y < 2; y++)
+                old[2 * j + y] = tm_pair_load(c, ldc, r + 8 * y, col + 8 * j, m, n, pairs);
+    }
 #pragma unroll
     for (int j = 0; j < 16; j++)
 #pragma unroll
-        for (int x = 0; x < 4; x++) {
-            int r = r0 + 64 * h + 16 * w + g + 8 * (x / 2), col = c0 + 8 * j + 2 * t + x % 2;
-            if (r < m && col < n) {
-                float* p = c + (long long)r * ldc + col;
-                *p = accumulate ? __fadd_rn(*p, acc[4 * j + x]) : acc[4 * j + x];
-            }
+        for (int y = 0; y < 2; y++) {
+            tm_float2 v = {acc[4 * j + 2 * y], acc[4 * j + 2 * y + 1]};
+            if (accumulate) v = {__fadd_rn(old[2 * j + y].x, v.x), __fadd_rn(old[2 * j + y].y, v.y)};
+            tm_pair_store(c, ldc, r + 8 * y, col + 8 * j, m, n, pairs, v);
         }
 }
 

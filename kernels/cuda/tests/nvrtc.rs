@@ -161,3 +161,105 @@ fn the_tensor_core_kernels_spill_no_registers() {
     // it cannot keep one).
     assert!(!log.contains("setmaxnreg"), "{log}");
 }
+
+/// The GEMMs' epilogues, in the machine code ptxas makes for sm_90a: a thread that adds its
+/// results to C reads all of its values of C (or half of them, where registers are short)
+/// before it writes the first. Read, add and write value by value — what the code said until
+/// 2026-12-07 — made 64 reads of global memory one after another per thread, each waiting for
+/// the write before it (nothing told the compiler they were apart): tens of thousands of cycles
+/// per tile when accumulating, as long as a whole tile's products at K = 8192. Counted in
+/// `cuobjdump -sass` (the `nvidia-cuda-cuobjdump` and `nvidia-cuda-nvdisasm` wheels; `.ci/run`
+/// installs them and sets `TOKENMILL_CUDA_BIN`; without them this test fails and says how to get
+/// them) as the global reads of C (`LDG`, not the read-only `LDG.E.CONSTANT` of operands and
+/// scales) followed by a global write (`STG`) in the kernel's code.
+#[test]
+fn the_gemms_read_c_before_they_write_it() {
+    let bin = std::env::var_os("TOKENMILL_CUDA_BIN").map(std::path::PathBuf::from);
+    let tool = |name: &str| bin.as_ref().map_or(name.into(), |d| d.join(name));
+    let opts = vec![
+        "--gpu-architecture=sm_90a".into(),
+        "--std=c++17".into(),
+        "--fmad=false".into(),
+        "--diag-suppress=177".into(),
+    ];
+    let (cubin, _) = nvrtc::compile_uncached(&source::program(), "sm_90a", &opts).expect("compile");
+    let path = std::env::temp_dir().join(format!("tm-epilogue-{}.cubin", std::process::id()));
+    std::fs::write(&path, &cubin).unwrap();
+    let mut cmd = std::process::Command::new(tool("cuobjdump"));
+    if let Some(d) = &bin {
+        // cuobjdump runs nvdisasm from its PATH.
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![d.clone()];
+        dirs.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(dirs).unwrap());
+    }
+    let out = cmd.arg("-sass").arg(&path).output().unwrap_or_else(|e| {
+        panic!(
+            "cuobjdump: {e}: `pip install --target ~/.cache/tokenmill/cudabin \
+             nvidia-cuda-cuobjdump==13.2.86 nvidia-cuda-nvdisasm==13.2.86` and `export \
+             TOKENMILL_CUDA_BIN=~/.cache/tokenmill/cudabin/nvidia/cu13/bin`"
+        )
+    });
+    let _ = std::fs::remove_file(&path);
+    let sass = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cuobjdump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Per kernel: the runs of reads of C that a write follows.
+    let mut runs: std::collections::HashMap<String, (usize, usize)> = Default::default();
+    let (mut kernel, mut last_read) = (String::new(), false);
+    for line in sass.lines() {
+        if let Some(name) = line.split("Function : ").nth(1) {
+            kernel = name.trim().to_string();
+            last_read = false;
+            continue;
+        }
+        let op = line.split("*/").nth(1).unwrap_or("").trim_start();
+        // A predicate guard first (`@P0 STG.E …`, `@!P1 LDG.E …`).
+        let op = if op.starts_with('@') {
+            op.split_once(' ').map_or("", |(_, rest)| rest)
+        } else {
+            op
+        };
+        let entry = runs.entry(kernel.clone()).or_default();
+        if op.starts_with("LDG") && !op.starts_with("LDG.E.CONSTANT") && !op.contains(".CONSTANT") {
+            last_read = true;
+            entry.1 += 1;
+        } else if op.starts_with("STG") {
+            if last_read {
+                entry.0 += 1;
+            }
+            last_read = false;
+        }
+    }
+    for (kernel, most) in [
+        ("fp8_tma_gemm_f32", 1),
+        ("bf16_tma_gemm_f32", 1),
+        ("fp8_tma_mc_gemm_f32", 1),
+        ("bf16_tma_mc_gemm_f32", 1),
+        ("fp8_wgmma_gemm_f32", 1),
+        ("bf16_wgmma_gemm_f32", 1),
+        ("fp8_mma_gemm_f32", 1),
+        ("bf16_mma_gemm_f32", 1),
+        ("fp8_gemm_f32", 1),
+        ("grouped_gemm_promoted_f32", 1),
+        // In two halves of the rows (the thread's 64 products take half its registers).
+        ("grouped_gemm_forms_f32", 2),
+    ] {
+        let (pairs, reads) = runs
+            .get(kernel)
+            .copied()
+            .unwrap_or_else(|| panic!("{kernel} is not in the disassembly"));
+        eprintln!("{kernel}: {reads} global reads, {pairs} runs of them before a write");
+        assert!(
+            reads > 0,
+            "{kernel}: no global read found: is the count still right?"
+        );
+        assert!(
+            pairs <= most,
+            "{kernel}: {pairs} runs of reads of C before writes (at most {most})"
+        );
+    }
+}

@@ -366,7 +366,11 @@ fn check(
         (sa, sa_off) = scales(&mut rng, &a_dims, a_blk, kb);
         (sb, sb_off) = scales(&mut rng, &b_dims, b_blk, kb);
     }
-    let ldc = shapes.iter().map(|s| s.n).max().unwrap_or(1) + 3;
+    // Rows of C an even number of floats apart (8-byte pairs in the kernels' stores) or odd
+    // (4-byte accesses), by the seed and the accumulation.
+    let ldc = shapes.iter().map(|s| s.n).max().unwrap_or(1)
+        + 2
+        + (seed as usize + accumulate as usize) % 2;
     let mut c_off = Vec::new();
     let mut rows = 0;
     for s in shapes {
@@ -561,8 +565,9 @@ fn one_gemm_on_the_tensor_cores_is_the_exact_block_scaled_product() {
     check_both(&one(200, 150, 304), (false, true), false, false, false, 1);
     // The weight gradient's (1 × 128 on both sides), accumulating into C.
     check_both(&one(70, 260, 144), (false, false), false, true, false, 2);
-    // Blocks on A, 1 × 128 on B; K of one 16-byte piece.
-    check_both(&one(130, 20, 16), (true, false), false, false, false, 3);
+    // Blocks on A, 1 × 128 on B; K of one 16-byte piece; an odd n (a pair of columns half
+    // past it).
+    check_both(&one(130, 21, 16), (true, false), false, false, false, 3);
     // Eight chunks along K: more than the wgmma kernel's five stages and the mma.sync
     // kernel's two, so each stage is overwritten by a later chunk's copies.
     check_both(&one(70, 130, 1000), (false, true), false, true, false, 9);
@@ -773,7 +778,9 @@ fn check_bf16(
     };
     let (lda, mut a, a_off) = side(&mut rng, &|s: &Shape| s.m);
     let (ldb, b, b_off) = side(&mut rng, &|s: &Shape| s.n);
-    let ldc = shapes.iter().map(|s| s.n).max().unwrap() + 3;
+    // Even or odd, as in `check`.
+    let ldc =
+        shapes.iter().map(|s| s.n).max().unwrap() + 2 + (seed as usize + accumulate as usize) % 2;
     let c_off: Vec<usize> = shapes
         .iter()
         .scan(0, |at, s| {

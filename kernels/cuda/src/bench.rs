@@ -435,20 +435,22 @@ fn mma_operands(
 }
 
 /// Times `kernel`'s FP8 GEMM over the groups of `desc` (made once, outside the timing: the
-/// table and the TMA kernels' tensor maps), C at `c` with rows of `ldc`.
+/// table and the TMA kernels' tensor maps), C at `c` with rows of `ldc`, written or (`add`)
+/// added to.
 fn time_mma(
     dev: &Device,
     kernel: MmaKernel,
     (x, w): (MmaOperand, MmaOperand),
     (c, ldc): (&CudaSlice<f32>, usize),
     desc: &[i64],
+    add: bool,
 ) -> Result<f64> {
     use crate::backend::mma::{Groups, launch};
     let groups = Groups::new(dev, kernel, desc, (x.codes, x.ld), (w.codes, w.ld), 1)?
         .expect("the timing's groups are not empty");
     let c = dev.addr(c);
     time(dev, 5, || {
-        launch(dev, kernel, (x, w), (c, ldc), &groups, false)
+        launch(dev, kernel, (x, w), (c, ldc), &groups, add)
     })
 }
 
@@ -496,12 +498,50 @@ fn own_dense_rows(dev: &Device, size: usize, out: &mut Vec<BenchRow>) -> Result<
     let desc = [m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64);
     let ops = mma_operands(dev, (&ga, &gas), (&gb, &gbs), k);
     for (kernel, grid, words) in tensor_core_kernels(dev, false) {
-        let ms = with_tma_grid(grid, || time_mma(dev, kernel, ops, (&gc, n), &desc))?;
+        let ms = with_tma_grid(grid, || time_mma(dev, kernel, ops, (&gc, n), &desc, false))?;
         out.push(row(
             &format!("FP8 GEMM kernel (own, tensor cores: {words})"),
             (m, n, k),
             ms,
         ));
+        // The TMA kernels adding into C, as the trainer's weight gradients do: each thread
+        // reads its 64 values of C before it writes any (session 21; before, one trip to
+        // memory per value, in turn), which these rows beside the ones above measure.
+        if kernel.tma() && grid == TmaGrid::Persistent {
+            let ms = with_tma_grid(grid, || time_mma(dev, kernel, ops, (&gc, n), &desc, true))?;
+            out.push(row(
+                &format!("FP8 GEMM kernel (own, tensor cores: {words}, adding into C)"),
+                (m, n, k),
+                ms,
+            ));
+        }
+    }
+    drop((ga, gb, gas, gbs, gc));
+    // BF16 on the tensor cores at the same size, beside `gemm_table`'s BF16 cuBLAS row (the
+    // issue's goal: ≥ 90 % of cuBLAS), every product of ones checked.
+    use crate::backend::mma::{Groups, launch_bf16};
+    let one = 0x3f80u16; // 1.0
+    let ga = dev.upload("A (BF16)", &vec![one; m * k])?;
+    let gb = dev.upload("B (BF16)", &vec![one; n * k])?;
+    let desc = [m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64);
+    let (a0, b0) = ((dev.addr(&ga), k), (dev.addr(&gb), k));
+    for (kernel, grid, words) in tensor_core_kernels(dev, true) {
+        let gc = dev.zeros::<f32>("C (BF16 product)", m * n)?;
+        let groups =
+            Groups::new(dev, kernel, &desc, a0, b0, 2)?.expect("the timing's groups are not empty");
+        let c = (dev.addr(&gc), n);
+        let ms = with_tma_grid(grid, || {
+            time(dev, 5, || {
+                launch_bf16(dev, kernel, (a0, b0), c, &groups, false)
+            })
+        })?;
+        out.push(checked_row(
+            dev,
+            &format!("BF16 GEMM kernel (own, tensor cores: {words})"),
+            (m, n, k),
+            ms,
+            &gc,
+        )?);
     }
     Ok(())
 }
@@ -589,7 +629,7 @@ fn own_grouped_rows(
     for (kernel, grid, words) in tensor_core_kernels(dev, false) {
         // Into zeros of its own, so that the check sees what this kernel wrote.
         let gy = dev.zeros::<f32>("expert outputs", rows * n)?;
-        let ms = with_tma_grid(grid, || time_mma(dev, kernel, ops, (&gy, n), &desc))?;
+        let ms = with_tma_grid(grid, || time_mma(dev, kernel, ops, (&gy, n), &desc, false))?;
         out.push(checked_row(
             dev,
             &format!(

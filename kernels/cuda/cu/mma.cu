@@ -204,30 +204,36 @@ DEVICE void mma_gemm(const unsigned char* a, long long lda, const float* sa, lon
     // C in pairs of adjacent columns, every value added to read before the first is written
     // (as wgmma.cu's wg_store, which says why). FP8: a 4-byte access for each value, as the
     // 8-byte ones would have ptxas spill the promotion's registers (124 bytes, against 16).
+    // BF16: in two halves of the fragments' rows (two trips to memory), which keeps the
+    // kernel at 126 registers — two blocks a multiprocessor; reading all at once took 168.
     const bool pairs = !FP8 && tm_pairs(c, ldc);
-    tm_float2 old[4][4][2];
-    if (accumulate) {
+    constexpr int ROWS = FP8 ? 4 : 2;  // fragments' rows i per trip
 #pragma unroll
-        for (int i = 0; i < 4; i++)
+    for (int i0 = 0; i0 < 4; i0 += ROWS) {
+        tm_float2 old[ROWS][4][2];
+        if (accumulate) {
+#pragma unroll
+            for (int i = 0; i < ROWS; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+#pragma unroll
+                    for (int y = 0; y < 2; y++)
+                        old[i][j][y] = tm_pair_load(c, ldc, r0 + wr + (i0 + i) * 16 + g + 8 * y,
+                                                    c0 + wc + j * 8 + 2 * t, m, n, pairs);
+        }
+#pragma unroll
+        for (int i = 0; i < ROWS; i++)
 #pragma unroll
             for (int j = 0; j < 4; j++)
 #pragma unroll
-                for (int y = 0; y < 2; y++)
-                    old[i][j][y] = tm_pair_load(c, ldc, r0 + wr + i * 16 + g + 8 * y,
-                                                c0 + wc + j * 8 + 2 * t, m, n, pairs);
+                for (int y = 0; y < 2; y++) {
+                    tm_float2 v = {acc[i0 + i][j][2 * y], acc[i0 + i][j][2 * y + 1]};
+                    if (accumulate)
+                        v = {__fadd_rn(old[i][j][y].x, v.x), __fadd_rn(old[i][j][y].y, v.y)};
+                    tm_pair_store(c, ldc, r0 + wr + (i0 + i) * 16 + g + 8 * y,
+                                  c0 + wc + j * 8 + 2 * t, m, n, pairs, v);
+                }
     }
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int y = 0; y < 2; y++) {
-                tm_float2 v = {acc[i][j][2 * y], acc[i][j][2 * y + 1]};
-                if (accumulate)
-                    v = {__fadd_rn(old[i][j][y].x, v.x), __fadd_rn(old[i][j][y].y, v.y)};
-                tm_pair_store(c, ldc, r0 + wr + i * 16 + g + 8 * y, c0 + wc + j * 8 + 2 * t, m, n,
-                              pairs, v);
-            }
 }
 
 // For every group g (blockIdx.z) of desc [groups][8] = {m, n, k, a_off, b_off, sa_off, sb_off,

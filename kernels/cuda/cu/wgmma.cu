@@ -212,8 +212,9 @@ DEVICE void wg_promote(float (&acc)[64], const float (&part)[64], const float (&
 // Writes (or adds) the calling thread's accumulators of warpgroup h (threadIdx.x / 128) to C:
 // the 128 × 128 tile at (r0, c0), inside m × n, in pairs of adjacent columns (tm_pair_store).
 // When adding, every value of C the thread adds to is read before the first is written: read,
-// add and write one after another would be 32 trips to memory in turn (the compiler may not
-// move a read of C above a write to C that it cannot tell apart).
+// add and write value by value made 64 reads of memory one after another, each waiting for the
+// write before it (the compiler may not move a read of C above a write to C that it cannot
+// tell apart).
 DEVICE void wg_store(const float (&acc)[64], float* c, long long ldc, int r0, int c0, int m, int n,
                      int accumulate) {
     const int h = threadIdx.x / 128, w = (threadIdx.x % 128) / WARP, lane = threadIdx.x % WARP;

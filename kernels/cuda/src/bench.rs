@@ -519,29 +519,41 @@ fn own_dense_rows(dev: &Device, size: usize, out: &mut Vec<BenchRow>) -> Result<
     drop((ga, gb, gas, gbs, gc));
     // BF16 on the tensor cores at the same size, beside `gemm_table`'s BF16 cuBLAS row (the
     // issue's goal: ≥ 90 % of cuBLAS), every product of ones checked.
-    use crate::backend::mma::{Groups, launch_bf16};
     let one = 0x3f80u16; // 1.0
     let ga = dev.upload("A (BF16)", &vec![one; m * k])?;
     let gb = dev.upload("B (BF16)", &vec![one; n * k])?;
     let desc = [m, n, k, 0, 0, 0, 0, 0].map(|v| v as i64);
-    let (a0, b0) = ((dev.addr(&ga), k), (dev.addr(&gb), k));
+    let ops = (dev.addr(&ga), dev.addr(&gb));
+    own_bf16_rows(dev, &desc, ops, (m, n, k), out, |words| {
+        format!("BF16 GEMM kernel (own, tensor cores: {words})")
+    })?;
+    Ok(())
+}
+
+/// Our BF16 GEMM on the tensor cores over the groups of `desc`, operands of ones at `a` and
+/// `b` (rows of `k` values), by each kernel the device runs, each into zeros of its own: a row
+/// each, named by `what` from the kernel's words, timed and checked (every product is K).
+fn own_bf16_rows(
+    dev: &Device,
+    desc: &[i64],
+    (a, b): (u64, u64),
+    (rows, n, k): (usize, usize, usize),
+    out: &mut Vec<BenchRow>,
+    what: impl Fn(&str) -> String,
+) -> Result<()> {
+    use crate::backend::mma::{Groups, launch_bf16};
+    let (a, b) = ((a, k), (b, k));
     for (kernel, grid, words) in tensor_core_kernels(dev, true) {
-        let gc = dev.zeros::<f32>("C (BF16 product)", m * n)?;
+        let gc = dev.zeros::<f32>("C (BF16 product)", rows * n)?;
         let groups =
-            Groups::new(dev, kernel, &desc, a0, b0, 2)?.expect("the timing's groups are not empty");
+            Groups::new(dev, kernel, desc, a, b, 2)?.expect("the timing's groups are not empty");
         let c = (dev.addr(&gc), n);
         let ms = with_tma_grid(grid, || {
             time(dev, 5, || {
-                launch_bf16(dev, kernel, (a0, b0), c, &groups, false)
+                launch_bf16(dev, kernel, (a, b), c, &groups, false)
             })
         })?;
-        out.push(checked_row(
-            dev,
-            &format!("BF16 GEMM kernel (own, tensor cores: {words})"),
-            (m, n, k),
-            ms,
-            &gc,
-        )?);
+        out.push(checked_row(dev, &what(&words), (rows, n, k), ms, &gc)?);
     }
     Ok(())
 }
@@ -687,28 +699,18 @@ fn own_grouped_rows(
     let desc: Vec<i64> = (0..experts)
         .flat_map(|e| [per, n, k, e * per * k, e * n * k, 0, 0, e * per * n].map(|v| v as i64))
         .collect();
-    let (a0, b0) = ((dev.addr(&ga), k), (dev.addr(&gb), k));
-    for (kernel, grid, words) in tensor_core_kernels(dev, true) {
-        use crate::backend::mma::{Groups, launch_bf16};
-        let gy = dev.zeros::<f32>("expert outputs (BF16)", rows * n)?;
-        let groups =
-            Groups::new(dev, kernel, &desc, a0, b0, 2)?.expect("the timing's groups are not empty");
-        let c = (dev.addr(&gy), n);
-        let ms = with_tma_grid(grid, || {
-            time(dev, 5, || {
-                launch_bf16(dev, kernel, (a0, b0), c, &groups, false)
-            })
-        })?;
-        out.push(checked_row(
-            dev,
-            &format!(
+    own_bf16_rows(
+        dev,
+        &desc,
+        (dev.addr(&ga), dev.addr(&gb)),
+        (rows, n, k),
+        out,
+        |words| {
+            format!(
                 "grouped expert GEMM BF16 (own, tensor cores: {words}), {experts} experts × {per} rows"
-            ),
-            (rows, n, k),
-            ms,
-            &gy,
-        )?);
-    }
+            )
+        },
+    )?;
     // Into zeros of its own, so that the check below sees what cuBLAS wrote.
     let gy = dev.zeros::<f32>("expert outputs (cuBLAS)", rows * n)?;
     let (a0, b0, c0) = (dev.addr(&ga), dev.addr(&gb), dev.addr(&gy));

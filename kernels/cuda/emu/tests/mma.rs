@@ -566,8 +566,8 @@ fn one_gemm_on_the_tensor_cores_is_the_exact_block_scaled_product() {
     // The weight gradient's (1 × 128 on both sides), accumulating into C.
     check_both(&one(70, 260, 144), (false, false), false, true, false, 2);
     // Blocks on A, 1 × 128 on B; K of one 16-byte piece; an odd n (a pair of columns half
-    // past it).
-    check_both(&one(130, 21, 16), (true, false), false, false, false, 3);
+    // past it), accumulating (rows of C an even number apart: read and written in pairs).
+    check_both(&one(130, 21, 16), (true, false), false, true, false, 3);
     // Eight chunks along K: more than the wgmma kernel's five stages and the mma.sync
     // kernel's two, so each stage is overwritten by a later chunk's copies.
     check_both(&one(70, 130, 1000), (false, true), false, true, false, 9);
@@ -694,14 +694,16 @@ fn bf16_groups_on_the_tensor_cores_are_the_exact_product() {
         k: 700,
     }];
     for kernel in KERNELS {
-        for (shapes, along_k) in [
+        for (seed, (shapes, along_k)) in (11..).zip([
             (&experts[..], false),
             (&wgrad[..], false),
             (&wgrad[..], true),
             (&long[..], false),
-        ] {
+        ]) {
+            // (Seeds of both parities: C's rows an even and an odd number apart, each with
+            // and without accumulation.)
             for accumulate in [false, true] {
-                check_bf16(kernel, shapes, along_k, accumulate, false, 11);
+                check_bf16(kernel, shapes, along_k, accumulate, false, seed);
             }
         }
         check_bf16(kernel, &experts, false, false, true, 12);

@@ -38,7 +38,6 @@
 //   b[0]: B[4t .. 4t+3][g]   b[1]: B[16+4t .. 16+4t+3][g]
 //   d[0], d[1]: D[g][2t], D[g][2t+1]   d[2], d[3]: D[g+8][2t], D[g+8][2t+1]
 // each register's lowest byte the first of its four K indices.
-
 DEVICE void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if defined(TOKENMILL_EMU)
     emu_mma_e4m3_m16n8k32(d, a, b);

@@ -107,16 +107,25 @@ fn the_wgmma_instructions_are_compiled_for_sm_90a_only() {
 /// registers beside them, at most 16 bytes (352 when it held the next chunk in registers
 /// instead of copying it by cp.async) — no wgmma is serialized (ptxas warns when it must
 /// wait for one before the next issues) and no `setmaxnreg` ignored.
+/// The program compiled for sm_90a as the backend compiles it, with ptxas's resource report:
+/// the cubin and NVRTC's log, made once for the tests that read them.
+fn hopper() -> &'static (Vec<u8>, String) {
+    static BUILD: std::sync::OnceLock<(Vec<u8>, String)> = std::sync::OnceLock::new();
+    BUILD.get_or_init(|| {
+        let opts = vec![
+            "--gpu-architecture=sm_90a".into(),
+            "--std=c++17".into(),
+            "--fmad=false".into(),
+            "--diag-suppress=177".into(),
+            "--ptxas-options=-v".into(),
+        ];
+        nvrtc::compile_uncached(&source::program(), "sm_90a", &opts).expect("compile")
+    })
+}
+
 #[test]
 fn the_tensor_core_kernels_spill_no_registers() {
-    let opts = vec![
-        "--gpu-architecture=sm_90a".into(),
-        "--std=c++17".into(),
-        "--fmad=false".into(),
-        "--diag-suppress=177".into(),
-        "--ptxas-options=-v".into(),
-    ];
-    let (_, log) = nvrtc::compile_uncached(&source::program(), "sm_90a", &opts).expect("compile");
+    let log = &hopper().1;
     for (kernel, most) in [
         ("fp8_wgmma_gemm_f32", 0),
         ("bf16_wgmma_gemm_f32", 0),
@@ -187,15 +196,9 @@ fn the_tensor_core_kernels_spill_no_registers() {
 fn the_gemms_read_c_before_they_write_it() {
     let bin = std::env::var_os("TOKENMILL_CUDA_BIN").map(std::path::PathBuf::from);
     let tool = |name: &str| bin.as_ref().map_or(name.into(), |d| d.join(name));
-    let opts = vec![
-        "--gpu-architecture=sm_90a".into(),
-        "--std=c++17".into(),
-        "--fmad=false".into(),
-        "--diag-suppress=177".into(),
-    ];
-    let (cubin, _) = nvrtc::compile_uncached(&source::program(), "sm_90a", &opts).expect("compile");
+    let cubin = &hopper().0;
     let path = std::env::temp_dir().join(format!("tm-epilogue-{}.cubin", std::process::id()));
-    std::fs::write(&path, &cubin).unwrap();
+    std::fs::write(&path, cubin).unwrap();
     let mut cmd = std::process::Command::new(tool("cuobjdump"));
     if let Some(d) = &bin {
         // cuobjdump runs nvdisasm from its PATH.

@@ -8,7 +8,8 @@
 # In order, within ~8 minutes: the machine and its CUDA libraries; `tokenmill doctor --gpu`
 # (every CUDA kernel against the CPU reference in the same binary, GEMM TFLOPS — FP32/BF16
 # cuBLAS, FP8 cuBLASLt with 1×128/128×128 scaling, our FP8 and grouped expert GEMMs on the CUDA
-# and the tensor cores —, the
+# and the tensor cores —, the optimizer's AdamW and sums of squares beside a device-to-device
+# copy, the
 # `small` preset trained on GPU and CPU in fp32/bf16/fp8 (and fp8 with cuBLASLt's GEMMs, with
 # our tensor-core kernel's — wgmma on TMA copies on the H200 —, and with the two split between dense and
 # experts) and

@@ -128,6 +128,9 @@ pub struct Report {
     pub copies: Vec<bench::CopyRow>,
     /// A kernel on pageable host memory (when the GPU may reach it), against device buffers.
     pub hmm: Vec<bench::CopyRow>,
+    /// The optimizer's memory-bound kernels (AdamW, the gradient norm's sums of squares)
+    /// beside the driver's device-to-device copy.
+    pub optimizer: Vec<bench::CopyRow>,
     /// Training loss curves, GPU vs CPU.
     pub training: Vec<Curve>,
     /// Training throughput of the presets on the GPU.
@@ -538,6 +541,36 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
         Err(e) => {
             println!("copy rates: {e}");
             rep.errors.push(format!("copy rates: {e}"));
+        }
+    }
+
+    // 2²⁸ elements: a quarter of the `1b` preset's parameters, 7.8 GB moved an AdamW step.
+    let elements = if a.rehearsal { 1 << 16 } else { 1 << 28 };
+    match catch(|| {
+        Ok(bench::optimizer_table(
+            dev,
+            elements,
+            tokenmill_trainer::optim::SEGMENT,
+        )?)
+    }) {
+        Ok(rows) => {
+            println!();
+            print_copies(&rows);
+            if let [copy, rest @ ..] = rows.as_slice() {
+                for r in rest {
+                    println!(
+                        "{}: {:.0} % of the copy's rate",
+                        r.what,
+                        100.0 * r.gb_per_s / copy.gb_per_s
+                    );
+                }
+            }
+            rep.optimizer = rows;
+            save(a, rep)?;
+        }
+        Err(e) => {
+            println!("optimizer kernels: {e}");
+            rep.errors.push(format!("optimizer kernels: {e}"));
         }
     }
 

@@ -28,7 +28,7 @@ use tokenmill_kernels::backend::{
     Route, Strided,
 };
 
-use crate::device::{Buf, Device, Memory, elementwise};
+use crate::device::{Buf, Device, Memory, elementwise, elementwise_by};
 use crate::error::{Error, Result, driver};
 use crate::fp8::{Fp8Operand, Lt, Scales};
 use tokenmill_kernels::cpu::grouped;
@@ -1832,7 +1832,8 @@ impl Backend<f32> for Cuda {
                     .arg(&s.decay)
                     .arg(&s.grad_scale)
                     .arg(&bf);
-                go("adamw_f32", b, elementwise(p.len()))?;
+                // Four elements a thread a pass (ADAMW_UNROLL in optim.cu).
+                go("adamw_f32", b, elementwise_by(p.len(), 4))?;
             }
             self.dev.finish(&gp, p)?;
             self.dev.finish(&gm, m)?;

@@ -199,6 +199,95 @@ pub fn hmm_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
     ])
 }
 
+/// [`CopyRow::what`] of the driver's device-to-device copy: the optimizer table's ceiling.
+pub const DEVICE_COPY: &str = "device-to-device copy (the driver's)";
+
+/// The optimizer's memory-bound kernels on `n` elements in device memory, beside the driver's
+/// device-to-device copy of `n` FP32 values (read once, written once) as the rate they could
+/// reach: one AdamW step (`adamw_f32`: kind, gradient, moments and parameters read, moments and
+/// parameters written, 29 bytes an element), and the gradient norm's sums of squares
+/// (`sum_squares_f32` over segments of `segment`, 4 bytes an element). Each is timed over
+/// repeated calls and then checked: every parameter took the same updates, every segment's sum
+/// is its length (of ones).
+pub fn optimizer_table(dev: &Device, n: usize, segment: usize) -> Result<Vec<CopyRow>> {
+    use tokenmill_kernels::backend::AdamStep;
+    let row = |what: &str, bytes: usize, ms: f64| CopyRow {
+        what: what.into(),
+        bytes: bytes as u64,
+        ms,
+        gb_per_s: bytes as f64 / (ms * 1e-3) / 1e9,
+    };
+    let ones = vec![1.0f32; n];
+    let src = dev.upload("optimizer bench gradients", &ones)?;
+    let mut dst = dev.zeros::<f32>("optimizer bench copy", n)?;
+    let stream = dev.stream().clone();
+    let copy = time(dev, 10, || {
+        stream
+            .memcpy_dtod(&src, &mut dst)
+            .map_err(driver("device-to-device copy"))
+    })?;
+    drop(dst);
+    let mut out = vec![row(DEVICE_COPY, 8 * n, copy)];
+
+    let mut p = dev.upload("optimizer bench parameters", &ones)?;
+    let mut m = dev.zeros::<f32>("optimizer bench first moments", n)?;
+    let mut v = dev.zeros::<f32>("optimizer bench second moments", n)?;
+    let kind = dev.zeros::<u8>("optimizer bench kinds", n)?;
+    let s = AdamStep::new(0.9, 0.95, 1e-8, 0.1, 3e-4, 1, 1.0, false);
+    let (n64, bf) = (n as i64, 0i32);
+    let mut steps = 0usize;
+    let ms = time(dev, 10, || {
+        steps += 1;
+        let mut b = launch_on(dev, "adamw_f32")?;
+        b.arg(&mut p)
+            .arg(&src)
+            .arg(&mut m)
+            .arg(&mut v)
+            .arg(&kind)
+            .arg(&n64);
+        b.arg(&s.step_size).arg(&s.beta1).arg(&s.beta2).arg(&s.eps);
+        b.arg(&s.bc2_sqrt).arg(&s.decay).arg(&s.grad_scale).arg(&bf);
+        crate::backend::go("adamw_f32", b, crate::device::elementwise_by(n, 4))
+    })?;
+    let mut got = vec![0f32; n];
+    dev.download(&p, &mut got)?;
+    // With gradients of one every step moves every parameter down by the same amount.
+    let mut what = "AdamW step (adamw_f32)".to_string();
+    if let Some((i, x)) = got.iter().enumerate().find(|(_, x)| **x != got[0]) {
+        what = format!("{what} — WRONG: p[{i}] = {x}, p[0] = {}", got[0]);
+    } else if got[0] >= 1.0 {
+        what = format!("{what} — WRONG: {steps} steps left p at {}", got[0]);
+    }
+    out.push(row(&what, 29 * n, ms));
+    drop((p, m, v, kind, got));
+
+    let segs: Vec<i64> = (0..n)
+        .step_by(segment.max(1))
+        .flat_map(|a| [a as i64, (a + segment).min(n) as i64])
+        .collect();
+    let count = segs.len() / 2;
+    let table = dev.upload("optimizer bench segments", &segs)?;
+    let mut sums = dev.zeros::<f64>("optimizer bench sums", count)?;
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (count as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let ms = time(dev, 10, || {
+        let mut b = launch_on(dev, "sum_squares_f32")?;
+        b.arg(&src).arg(&table).arg(&mut sums);
+        crate::backend::go("sum_squares_f32", b, cfg)
+    })?;
+    let mut got = vec![0f64; count];
+    dev.download(&sums, &mut got)?;
+    let mut what = format!("gradient sums of squares (sum_squares_f32, segments of {segment})");
+    if let Some(i) = (0..count).find(|&i| got[i] != (segs[2 * i + 1] - segs[2 * i]) as f64) {
+        what = format!("{what} — WRONG: segment {i} sums to {}", got[i]);
+    }
+    out.push(row(&what, 4 * n, ms));
+    Ok(out)
+}
+
 /// Milliseconds per copy of `host` to `d` and back.
 fn both_ways<H: HostSlice<f32> + ?Sized>(
     dev: &Device,

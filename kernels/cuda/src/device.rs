@@ -774,7 +774,13 @@ pub fn device_count() -> Result<usize> {
 
 /// A grid-stride launch shape for `n` elements: 256 threads, at most 65,535 × 8 blocks.
 pub fn elementwise(n: usize) -> cudarc::driver::LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 65_535 * 8) as u32;
+    elementwise_by(n, 1)
+}
+
+/// [`elementwise`] for a kernel that takes `per_thread` elements a thread in each pass of its
+/// grid-stride loop: a `per_thread`-th of the blocks.
+pub fn elementwise_by(n: usize, per_thread: usize) -> cudarc::driver::LaunchConfig {
+    let blocks = n.div_ceil(256 * per_thread.max(1)).clamp(1, 65_535 * 8) as u32;
     cudarc::driver::LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (256, 1, 1),

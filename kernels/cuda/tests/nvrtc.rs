@@ -194,65 +194,7 @@ fn the_tensor_core_kernels_spill_no_registers() {
 /// products and always did: they are in the list so that they stay so.
 #[test]
 fn the_gemms_read_c_before_they_write_it() {
-    let bin = std::env::var_os("TOKENMILL_CUDA_BIN").map(std::path::PathBuf::from);
-    let tool = |name: &str| bin.as_ref().map_or(name.into(), |d| d.join(name));
-    let cubin = &hopper().0;
-    let path = std::env::temp_dir().join(format!("tm-epilogue-{}.cubin", std::process::id()));
-    std::fs::write(&path, cubin).unwrap();
-    let mut cmd = std::process::Command::new(tool("cuobjdump"));
-    if let Some(d) = &bin {
-        // cuobjdump runs nvdisasm from its PATH.
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut dirs = vec![d.clone()];
-        dirs.extend(std::env::split_paths(&path));
-        cmd.env("PATH", std::env::join_paths(dirs).unwrap());
-    }
-    let out = cmd.arg("-sass").arg(&path).output().unwrap_or_else(|e| {
-        panic!(
-            "cuobjdump: {e}: `pip install --target ~/.cache/tokenmill/cudabin \
-             nvidia-cuda-cuobjdump==13.2.86 nvidia-cuda-nvdisasm==13.2.86` and `export \
-             TOKENMILL_CUDA_BIN=~/.cache/tokenmill/cudabin/nvidia/cu13/bin`"
-        )
-    });
-    let _ = std::fs::remove_file(&path);
-    let sass = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "cuobjdump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Per kernel: the runs of reads of C that a write follows.
-    let mut runs: std::collections::HashMap<String, (usize, usize)> = Default::default();
-    let (mut kernel, mut last_read) = (String::new(), false);
-    for line in sass.lines() {
-        if let Some(name) = line.split("Function : ").nth(1) {
-            kernel = name.trim().to_string();
-            last_read = false;
-            continue;
-        }
-        let op = line.split("*/").nth(1).unwrap_or("").trim_start();
-        // A predicate guard first (`@P0 STG.E …`, `@!P1 LDG.E …`).
-        let op = if op.starts_with('@') {
-            op.split_once(' ').map_or("", |(_, rest)| rest)
-        } else {
-            op
-        };
-        let entry = runs.entry(kernel.clone()).or_default();
-        // (Not the cp.async copies `LDGSTS` and their `LDGDEPBAR`, nor read-only loads.)
-        let read = op.starts_with("LDG")
-            && !op.starts_with("LDGSTS")
-            && !op.starts_with("LDGDEPBAR")
-            && !op.contains(".CONSTANT");
-        if read {
-            last_read = true;
-            entry.1 += 1;
-        } else if op.starts_with("STG") {
-            if last_read {
-                entry.0 += 1;
-            }
-            last_read = false;
-        }
-    }
+    let runs = read_runs(false);
     for (kernel, most) in [
         ("fp8_tma_gemm_f32", 1),
         ("bf16_tma_gemm_f32", 1),
@@ -282,4 +224,90 @@ fn the_gemms_read_c_before_they_write_it() {
             "{kernel}: {pairs} runs of reads of C before writes (at most {most})"
         );
     }
+}
+
+/// AdamW issues every read of a pass (kind, g, m, v and p of its four elements) before its
+/// first write: one run of reads before writes in its loop. Element by element, as until
+/// 2026-12-07, each element's kind was read and tested before the rest, and p read after m
+/// and v were written: three trips to memory one after another per element, 16 runs in the
+/// code. Counted with the read-only loads (`LDG.E.CONSTANT`: kind and g), in the disassembly
+/// of the gemm test above.
+#[test]
+fn the_optimizer_step_reads_a_pass_before_it_writes() {
+    let runs = read_runs(true);
+    let (pairs, reads) = runs["adamw_f32"];
+    eprintln!("adamw_f32: {reads} global reads, {pairs} runs of them before a write");
+    assert_eq!(reads, 20, "adamw_f32: 5 reads of each of 4 elements");
+    assert_eq!(pairs, 1, "adamw_f32: {pairs} runs of reads before writes");
+}
+
+/// `cuobjdump -sass` of the sm_90a cubin, made once.
+fn hopper_sass() -> &'static str {
+    static SASS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SASS.get_or_init(|| {
+        let bin = std::env::var_os("TOKENMILL_CUDA_BIN").map(std::path::PathBuf::from);
+        let tool = |name: &str| bin.as_ref().map_or(name.into(), |d| d.join(name));
+        let cubin = &hopper().0;
+        let path = std::env::temp_dir().join(format!("tm-sass-{}.cubin", std::process::id()));
+        std::fs::write(&path, cubin).unwrap();
+        let mut cmd = std::process::Command::new(tool("cuobjdump"));
+        if let Some(d) = &bin {
+            // cuobjdump runs nvdisasm from its PATH.
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![d.clone()];
+            dirs.extend(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(dirs).unwrap());
+        }
+        let out = cmd.arg("-sass").arg(&path).output().unwrap_or_else(|e| {
+            panic!(
+                "cuobjdump: {e}: `pip install --target ~/.cache/tokenmill/cudabin \
+                 nvidia-cuda-cuobjdump==13.2.86 nvidia-cuda-nvdisasm==13.2.86` and `export \
+                 TOKENMILL_CUDA_BIN=~/.cache/tokenmill/cudabin/nvidia/cu13/bin`"
+            )
+        });
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            out.status.success(),
+            "cuobjdump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+}
+
+/// Per kernel of [`hopper_sass`]: (the runs of global reads that a global write (`STG`)
+/// follows, the global reads). Reads are `LDG`, not `cp.async`'s `LDGSTS` and `LDGDEPBAR`, and
+/// the read-only `LDG.E.CONSTANT` only with `constant_too`.
+fn read_runs(constant_too: bool) -> std::collections::HashMap<String, (usize, usize)> {
+    let mut runs: std::collections::HashMap<String, (usize, usize)> = Default::default();
+    let (mut kernel, mut last_read) = (String::new(), false);
+    for line in hopper_sass().lines() {
+        if let Some(name) = line.split("Function : ").nth(1) {
+            kernel = name.trim().to_string();
+            last_read = false;
+            continue;
+        }
+        let op = line.split("*/").nth(1).unwrap_or("").trim_start();
+        // A predicate guard first (`@P0 STG.E …`, `@!P1 LDG.E …`).
+        let op = if op.starts_with('@') {
+            op.split_once(' ').map_or("", |(_, rest)| rest)
+        } else {
+            op
+        };
+        let entry = runs.entry(kernel.clone()).or_default();
+        let read = op.starts_with("LDG")
+            && !op.starts_with("LDGSTS")
+            && !op.starts_with("LDGDEPBAR")
+            && (constant_too || !op.contains(".CONSTANT"));
+        if read {
+            last_read = true;
+            entry.1 += 1;
+        } else if op.starts_with("STG") {
+            if last_read {
+                entry.0 += 1;
+            }
+            last_read = false;
+        }
+    }
+    runs
 }

@@ -713,6 +713,23 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
     assert!(nccl.iter().all(|c| c["pass"] == true), "{nccl:?}");
     assert_eq!(rep["copies"].as_array().unwrap().len(), 4);
     assert_eq!(rep["hmm"].as_array().unwrap().len(), 4);
+    // The optimizer's kernels beside the device-to-device copy, each checked after its timing.
+    let optimizer = rep["optimizer"].as_array().unwrap();
+    let what: Vec<&str> = optimizer
+        .iter()
+        .map(|r| r["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(optimizer.len(), 3, "{what:?}");
+    assert!(what[0].starts_with("device-to-device copy"), "{what:?}");
+    assert!(what[1].starts_with("AdamW step"), "{what:?}");
+    assert!(what[2].starts_with("gradient sums of squares"), "{what:?}");
+    assert!(what.iter().all(|w| !w.contains("WRONG")), "{what:?}");
+    assert!(
+        optimizer
+            .iter()
+            .all(|r| r["gb_per_s"].as_f64().unwrap() > 0.0),
+        "{optimizer:?}"
+    );
     let runs = rep["throughput"].as_array().unwrap();
     let runs_by: Vec<(&str, &str)> = runs
         .iter()

@@ -37,9 +37,9 @@ struct State {
     v: Vec<f32>,
 }
 
-/// The launch of `Cuda::adamw` (kernels/cuda/src/backend.rs), with a grid smaller than the
-/// elements so that the grid-stride loop is walked.
-fn step_gpu(s: AdamStep, kind: &[u8], st: &mut State, g: &[f32]) {
+/// The launch of `Cuda::adamw` (kernels/cuda/src/backend.rs) on `grid` blocks, fewer than its
+/// four elements a thread need so that the grid-stride loop is walked.
+fn step_gpu(s: AdamStep, kind: &[u8], st: &mut State, g: &[f32], grid: u32) {
     let n = st.p.len();
     let (pp, gp, mp, vp, kp) = (
         Ptr::of(&mut st.p),
@@ -48,7 +48,6 @@ fn step_gpu(s: AdamStep, kind: &[u8], st: &mut State, g: &[f32]) {
         Ptr::of(&mut st.v),
         Ptr::of_const(kind),
     );
-    let grid = n.div_ceil(BLOCK as usize).clamp(1, 2) as u32;
     let bf = i32::from(s.bf16_moments);
     launch((grid, 1, 1), (BLOCK, 1, 1), 0, || {
         // SAFETY: p, g, m, v, kind: n elements each, alive for the launch.
@@ -82,9 +81,11 @@ fn bits(s: &State) -> Vec<[u32; 3]> {
 #[test]
 fn adamw_steps_are_the_cpus_bit_for_bit() {
     let mut rng = Rng::new(17);
-    let n = 1300; // past two blocks' worth of threads: the grid-stride loop runs
+    // Four elements a thread a pass: on two blocks one pass, its last element past the end
+    // for most threads; on one block two passes, the second partly past the end.
+    let n = 1300;
     let kind: Vec<u8> = (0..n).map(|i| ((i / 5) % 3) as u8).collect();
-    for (bf16_moments, clip) in [(false, 1.0), (true, 0.37)] {
+    for (bf16_moments, clip, grid) in [(false, 1.0, 2), (true, 0.37, 2), (false, 0.5, 1)] {
         let p: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.02).collect();
         let mut a = State {
             p,
@@ -97,8 +98,12 @@ fn adamw_steps_are_the_cpus_bit_for_bit() {
             let g: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 1e-3).collect();
             let s = AdamStep::new(0.9, 0.95, 1e-8, 0.1, 3e-4 * t as f64, t, clip, bf16_moments);
             adamw_ref(s, &kind, &mut a.p, &g, &mut a.m, &mut a.v);
-            step_gpu(s, &kind, &mut b, &g);
-            assert_eq!(bits(&a), bits(&b), "step {t}, bf16 moments {bf16_moments}");
+            step_gpu(s, &kind, &mut b, &g, grid);
+            assert_eq!(
+                bits(&a),
+                bits(&b),
+                "step {t}, bf16 moments {bf16_moments}, {grid} blocks"
+            );
         }
         for i in 0..n {
             let frozen = kind[i] == AdamStep::FROZEN;

@@ -75,6 +75,10 @@ pub struct Args {
     /// runs in a child process per kernel before its parts).
     #[arg(long, hide = true, value_name = "KERNEL")]
     pub probe_wgmma: Option<String>,
+    /// With `--gpu`: the kernel table (part 1) and nothing after it — what
+    /// `tests/device/sanitize.sh` runs under NVIDIA's compute-sanitizer.
+    #[arg(long, requires = "gpu")]
+    pub kernels_only: bool,
 }
 
 /// One precision's comparison of the GPU and CPU loss curves.
@@ -475,6 +479,9 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     }
     print!("{}", check::render(&rep.kernels));
     save(a, rep)?;
+    if a.kernels_only {
+        return Ok(());
+    }
 
     println!("\n2. GEMM throughput");
     let table = catch(|| {

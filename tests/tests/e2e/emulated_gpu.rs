@@ -846,6 +846,49 @@ fn the_device_check_starts_nothing_once_its_time_is_spent() {
     assert!(stdout.contains("not started (--budget-s 1)"), "{stdout}");
 }
 
+/// `doctor --gpu --kernels-only`, what `tests/device/sanitize.sh` runs under compute-sanitizer:
+/// the kernel table, every row passing, and nothing after it — no GEMM timing, optimizer
+/// table, training or communicator check. Without `--gpu` the flag is refused.
+#[test]
+fn the_kernels_only_check_stops_after_the_kernel_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(tokenmill_bin())
+        .args(["doctor", "--gpu", "--rehearsal", "--kernels-only", "--out"])
+        .arg(dir.path().join("work"))
+        .arg("--json")
+        .arg(&json)
+        .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let kernels = rep["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 150, "{}", kernels.len());
+    assert!(kernels.iter().all(|k| k["pass"] == true));
+    for part in ["gemm", "optimizer", "training", "throughput", "nccl"] {
+        assert!(
+            rep[part].as_array().unwrap().is_empty(),
+            "{part}: {}",
+            rep[part]
+        );
+    }
+    assert!(!stdout.contains("2. GEMM throughput"), "{stdout}");
+    assert!(stdout.contains("device check: all passed"), "{stdout}");
+    let out = Command::new(tokenmill_bin())
+        .args(["doctor", "--kernels-only"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--gpu"), "{err}");
+}
+
 /// A wgmma kernel that faults on the device (here the emulated driver's
 /// `TOKENMILL_CUDA_EMU_FAULT`, as a GPU that does not have an instruction or reads a
 /// descriptor or tensor map otherwise would) costs the device check only the child process

@@ -21,8 +21,14 @@
 // CUDA_ERROR_ILLEGAL_INSTRUCTION. cuLaunchKernelEx takes thread block clusters along x (the
 // cluster's blocks run together, shim/emu.cpp). The kernel image NVRTC
 // compiled for the device is checked to be a cubin and its functions are looked up by name
-// among the emulated kernels. What it cannot model: speed,
-// concurrency between streams, and memory accesses a kernel makes outside its buffers.
+// among the emulated kernels. Each device allocation lies at the end of its own pages, between
+// two pages no access may touch, the rest of its last 256 bytes filled with a known value: a
+// kernel (or emulated library) that reads or writes past its buffer's pages, or before them,
+// faults at once and the driver names the kernel and the allocation; one that writes into the
+// rest of the last 256 bytes is found when its launch has run, and named. What it cannot model:
+// speed, concurrency between streams, reads past a buffer's end inside its last 256 bytes, and
+// accesses before its start inside its first page.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -35,6 +41,10 @@
 #include <vector>
 #include <mutex>
 #include <string>
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 extern "C" {
 void* tm_emu_block_new(unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
@@ -87,6 +97,147 @@ int g_ctx_tag, g_module_tag;
 thread_local void* g_current = nullptr;
 std::map<CUdeviceptr, size_t> g_allocs;  // device pointer -> bytes
 size_t g_used = 0;
+
+// The pages of each device allocation (cuMemAlloc): [base, base + len), the first and the last
+// page inaccessible, the allocation at the end of the pages between them (its start 256-byte
+// aligned as CUDA's are), the bytes from its end to the next multiple of 256 holding kCanary.
+struct Mapping {
+    uintptr_t base;
+    size_t len;
+};
+std::map<CUdeviceptr, Mapping> g_mappings;
+constexpr unsigned char kCanary = 0x5C;
+// The kernel whose grid is running, for the fault handler's message (null between grids).
+std::atomic<const char*> g_kernel{nullptr};
+
+size_t page_size() {
+    static const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}
+
+// A device allocation of `bytes` (callers hold g_lock), or null.
+void* map_device(size_t bytes) {
+    const size_t page = page_size(), span = (bytes + 255) / 256 * 256;
+    const size_t data = (span + page - 1) / page * page, len = data + 2 * page;
+    void* base = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) return nullptr;
+    unsigned char* pages = static_cast<unsigned char*>(base) + page;
+    if (mprotect(pages, data, PROT_READ | PROT_WRITE) != 0) {
+        munmap(base, len);
+        return nullptr;
+    }
+    unsigned char* p = pages + data - span;
+    std::memset(p + bytes, kCanary, span - bytes);
+    g_mappings[(CUdeviceptr)(uintptr_t)p] = Mapping{(uintptr_t)base, len};
+    return p;
+}
+
+// Frees a device allocation of map_device (callers hold g_lock).
+void unmap_device(CUdeviceptr p) {
+    auto it = g_mappings.find(p);
+    if (it == g_mappings.end()) return;
+    munmap((void*)it->second.base, it->second.len);
+    g_mappings.erase(it);
+}
+
+// The fault handler's message, built without the C library's formatting: the handler runs on
+// the thread's alternate signal stack, which Rust makes a few KiB (so that its own handler can
+// report a stack overflow), too little for printf's frames.
+struct Message {
+    char text[512];
+    size_t len = 0;
+    Message& operator<<(const char* s) {
+        while (*s && len + 1 < sizeof text) text[len++] = *s++;
+        return *this;
+    }
+    Message& operator<<(size_t v) {
+        char d[24];
+        int n = 0;
+        do d[n++] = (char)('0' + v % 10); while ((v /= 10) && n < 24);
+        while (n && len + 1 < sizeof text) text[len++] = d[--n];
+        return *this;
+    }
+};
+
+// A fault on a page beside a device allocation: says which kernel touched which allocation,
+// then aborts; any other fault goes to the handler there was before (Rust's, which reports a
+// stack overflow, or the default).
+struct sigaction g_old_segv;
+void on_fault(int sig, siginfo_t* info, void* ctx) {
+    const uintptr_t a = (uintptr_t)info->si_addr, page = page_size();
+    for (const auto& [p, m] : g_mappings) {
+        if (a < m.base || a >= m.base + m.len) continue;
+        auto bytes = g_allocs.find(p);
+        const size_t n = bytes == g_allocs.end() ? 0 : bytes->second;
+        const char* k = g_kernel.load();
+        const bool after = a >= m.base + m.len - page;
+        Message msg;
+        msg << "emulated CUDA driver: " << (k ? "kernel " : "a copy or library call") << (k ? k : "")
+            << " touched the byte " << (size_t)(after ? a - (p + n) : p - a)
+            << (after ? " bytes past the end of" : " bytes before the start of")
+            << " a device allocation of " << n
+            << " bytes (a GPU would read or write another buffer there, or fault)\n";
+        ssize_t ignored = write(2, msg.text, msg.len);
+        (void)ignored;
+        std::abort();
+    }
+    if (g_old_segv.sa_flags & SA_SIGINFO) {
+        g_old_segv.sa_sigaction(sig, info, ctx);
+    } else if (g_old_segv.sa_handler != SIG_DFL && g_old_segv.sa_handler != SIG_IGN) {
+        g_old_segv.sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);  // the fault recurs on return and ends the process
+    }
+}
+
+void install_fault_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &g_old_segv);
+    });
+}
+
+// The pointers a launch's arguments hold (collected through the kernel's argument check).
+thread_local std::vector<const void*>* g_collected = nullptr;
+bool collect(const void* p) {
+    g_collected->push_back(p);
+    return true;
+}
+
+// After kernel `k`'s grid has run: the rest of the last 256 bytes of every device allocation
+// its arguments point into must still hold kCanary; otherwise the kernel wrote past the end of
+// a buffer (on a GPU, into whatever lies there), and the driver says so and aborts.
+void check_overrun(const TmKernel* k, void** params) {
+    std::vector<const void*> ptrs;
+    g_collected = &ptrs;
+    k->check(params, collect);
+    g_collected = nullptr;
+    std::lock_guard<std::mutex> g(g_lock);
+    for (const void* q : ptrs) {
+        const CUdeviceptr a = (CUdeviceptr)(uintptr_t)q;
+        auto it = g_allocs.upper_bound(a);
+        if (it == g_allocs.begin()) continue;
+        --it;
+        if (a > it->first + it->second || !g_mappings.count(it->first)) continue;
+        const unsigned char* p = (const unsigned char*)(uintptr_t)it->first;
+        const size_t bytes = it->second, span = (bytes + 255) / 256 * 256;
+        size_t last = 0;
+        for (size_t i = bytes; i < span; i++)
+            if (p[i] != kCanary) last = i - bytes + 1;
+        if (last == 0) continue;
+        std::fprintf(stderr,
+                     "emulated CUDA driver: kernel %s wrote into the %zu bytes past the end of a "
+                     "device allocation of %zu bytes at %p\n",
+                     k->name, last, bytes, (const void*)p);
+        std::fflush(stderr);
+        std::abort();
+    }
+}
 // Managed allocations (cuMemAllocManaged): host memory both sides may touch, as on a GPU with
 // concurrent managed access; not counted against the device's memory (a real GPU
 // oversubscribes it by migrating pages).
@@ -287,6 +438,7 @@ const char* error_name(CUresult r) {
 #define API extern "C" __attribute__((visibility("default")))
 
 API CUresult cuInit(unsigned) {
+    install_fault_handler();
     g_init = true;
     return CUDA_SUCCESS;
 }
@@ -443,7 +595,7 @@ API CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
     std::lock_guard<std::mutex> g(g_lock);
     if (bytes > total_memory() - g_used) return CUDA_ERROR_OUT_OF_MEMORY;
-    void* m = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    void* m = map_device(bytes);
     if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
     // Fresh device memory holds whatever was there: not zeros, so a kernel that reads what it
     // did not write shows it.
@@ -480,7 +632,7 @@ API CUresult cuMemFree_v2(CUdeviceptr p) {
     if (it == g_allocs.end()) return CUDA_ERROR_INVALID_VALUE;
     g_used -= it->second;
     g_allocs.erase(it);
-    std::free((void*)(uintptr_t)p);
+    unmap_device(p);
     return CUDA_SUCCESS;
 }
 // In stream order: freed when the queue gets there (the work queued before may still use it),
@@ -495,11 +647,12 @@ API CUresult cuMemFreeAsync(CUdeviceptr p, void* st) {
         std::lock_guard<std::mutex> g(g_lock);
         if (auto m = g_managed.find(p); m != g_managed.end()) {
             g_managed.erase(m);
+            std::free((void*)(uintptr_t)p);
         } else if (auto it = g_allocs.find(p); it != g_allocs.end()) {
             g_used -= it->second;
             g_allocs.erase(it);
+            unmap_device(p);
         }
-        std::free((void*)(uintptr_t)p);
     });
     return CUDA_SUCCESS;
 }
@@ -738,7 +891,12 @@ CUresult launch(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, uns
         l->params.push_back(base + at[(size_t)i]);
     }
     l->grid = Grid{{gx, gy, gz}, {bx, by, bz}, smem, k, l->params.data(), cluster};
-    defer(st, [l] { run_grid(l->grid); });
+    defer(st, [l] {
+        g_kernel.store(l->grid.k->name);
+        run_grid(l->grid);
+        g_kernel.store(nullptr);
+        check_overrun(l->grid.k, l->grid.params);
+    });
     return CUDA_SUCCESS;
 }
 

@@ -40,12 +40,26 @@ fn main() {
             .flag("-ffp-contract=off")
             .include(&shim);
     };
+    // The shim apart: the kernels alone are compiled with every access's alignment checked.
+    let mut shim_build = cc::Build::new();
+    emu_build(&mut shim_build);
+    shim_build.file(shim.join("emu.cpp"));
+    let shim_objs = shim_build.compile_intermediates();
     let mut build = cc::Build::new();
     emu_build(&mut build);
+    // A GPU faults on an access whose address is not a multiple of its size (a 16-byte vector
+    // load at an 8-byte boundary, say), where the CPU reads it: each access of the kernels is
+    // checked, and one that is misaligned stops at an illegal instruction (a trap, no runtime
+    // library needed), which the emulated driver names with its kernel.
+    build
+        .flag("-fsanitize=alignment")
+        .flag("-fsanitize-undefined-trap-on-error");
     for s in &sources {
         build.file(s);
     }
-    build.file(shim.join("emu.cpp"));
+    for o in shim_objs {
+        build.object(o);
+    }
     build.compile("tokenmill_cuda_emu");
 
     // The driver: every kernel callable by name with cuLaunchKernel's argument array.

@@ -380,18 +380,25 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
 /// The emulated driver's guard on device allocations: a kernel that writes past the end of its
 /// buffer is stopped and named — into the rest of the buffer's last 256 bytes (found once the
 /// launch has run) as past its pages (a fault at once). A GPU would have written another
-/// buffer, silently. Each launch runs in a child process (this test binary again, this test
-/// alone), which the driver aborts; the first, inside the buffer, shows the child runs.
+/// buffer, silently. And a kernel whose access is misaligned (floats from 2 bytes into a
+/// buffer) is stopped and named, as a GPU faults on it. Each launch runs in a child process
+/// (this test binary again, this test alone), which the driver aborts; the first, inside the
+/// buffer, shows the child runs.
 #[test]
 fn a_kernel_writing_past_its_buffer_is_stopped_and_named() {
     const CHILD: &str = "TOKENMILL_TEST_OVERRUN";
     if let Ok(n) = std::env::var(CHILD) {
         let dev = emulated().device();
         let x = dev.zeros::<f32>("overrun test", 100).unwrap();
-        let (n, v) = (n.parse::<i64>().unwrap(), 1.0f32);
+        // "misaligned": 99 elements from 2 bytes into the buffer.
+        let (at, n) = match n.as_str() {
+            "misaligned" => (dev.addr(&x) + 2, 99i64),
+            n => (dev.addr(&x), n.parse::<i64>().unwrap()),
+        };
+        let v = 1.0f32;
         use cudarc::driver::PushKernelArg;
         let mut b = dev.stream().launch_builder(dev.func("fill_f32").unwrap());
-        b.arg(&x).arg(&n).arg(&v);
+        b.arg(&at).arg(&n).arg(&v);
         // SAFETY: fill_f32 writes n elements of x: past its 100 when n is larger, which is
         // what the emulated driver must stop.
         unsafe { b.launch(tokenmill_cuda::device::elementwise(n as usize)) }.unwrap();
@@ -401,25 +408,29 @@ fn a_kernel_writing_past_its_buffer_is_stopped_and_named() {
     }
     let name = "a_kernel_writing_past_its_buffer_is_stopped_and_named";
     for (n, want) in [
-        (100, None),
+        ("100", None),
         (
-            110,
+            "110",
             Some(
                 "kernel fill_f32 wrote into the 40 bytes past the end of a device allocation \
                  of 400 bytes",
             ),
         ),
         (
-            2000,
+            "2000",
             Some(
                 "kernel fill_f32 touched the byte 112 bytes past the end of a device \
                  allocation of 400 bytes",
             ),
         ),
+        (
+            "misaligned",
+            Some("kernel fill_f32 made an access whose address is not a multiple of its size"),
+        ),
     ] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([name, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD, n.to_string())
+            .env(CHILD, n)
             .output()
             .unwrap();
         let (stdout, stderr) = (

@@ -25,7 +25,9 @@
 // two pages no access may touch, the rest of its last 256 bytes filled with a known value: a
 // kernel (or emulated library) that reads or writes past its buffer's pages, or before them,
 // faults at once and the driver names the kernel and the allocation; one that writes into the
-// rest of the last 256 bytes is found when its launch has run, and named. What it cannot model:
+// rest of the last 256 bytes is found when its launch has run, and named; and the kernels are
+// compiled with every access's alignment checked (build.rs), so a misaligned one, which a GPU
+// faults on, stops at an illegal instruction that the driver names. What it cannot model:
 // speed, concurrency between streams, reads past a buffer's end inside its last 256 bytes, and
 // accesses before its start inside its first page.
 #include <atomic>
@@ -160,11 +162,24 @@ struct Message {
 };
 
 // A fault on a page beside a device allocation: says which kernel touched which allocation,
-// then aborts; any other fault goes to the handler there was before (Rust's, which reports a
-// stack overflow, or the default).
-struct sigaction g_old_segv;
+// then aborts; an illegal instruction in a kernel (a misaligned access, build.rs) says which
+// kernel; any other fault goes to the handler there was before (Rust's, which reports a stack
+// overflow, or the default).
+struct sigaction g_old_segv, g_old_ill;
 void on_fault(int sig, siginfo_t* info, void* ctx) {
     const uintptr_t a = (uintptr_t)info->si_addr, page = page_size();
+    const struct sigaction& old = sig == SIGILL ? g_old_ill : g_old_segv;
+    // The kernels are compiled with every access's alignment checked (build.rs): the check
+    // stops at an illegal instruction.
+    if (const char* k = g_kernel.load(); sig == SIGILL && k) {
+        Message msg;
+        msg << "emulated CUDA driver: kernel " << k
+            << " made an access whose address is not a multiple of its size (a GPU faults: "
+               "misaligned address)\n";
+        ssize_t ignored = write(2, msg.text, msg.len);
+        (void)ignored;
+        std::abort();
+    }
     for (const auto& [p, m] : g_mappings) {
         if (a < m.base || a >= m.base + m.len) continue;
         auto bytes = g_allocs.find(p);
@@ -181,10 +196,10 @@ void on_fault(int sig, siginfo_t* info, void* ctx) {
         (void)ignored;
         std::abort();
     }
-    if (g_old_segv.sa_flags & SA_SIGINFO) {
-        g_old_segv.sa_sigaction(sig, info, ctx);
-    } else if (g_old_segv.sa_handler != SIG_DFL && g_old_segv.sa_handler != SIG_IGN) {
-        g_old_segv.sa_handler(sig);
+    if (old.sa_flags & SA_SIGINFO) {
+        old.sa_sigaction(sig, info, ctx);
+    } else if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
+        old.sa_handler(sig);
     } else {
         signal(sig, SIG_DFL);  // the fault recurs on return and ends the process
     }
@@ -199,6 +214,7 @@ void install_fault_handler() {
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
         sigemptyset(&sa.sa_mask);
         sigaction(SIGSEGV, &sa, &g_old_segv);
+        sigaction(SIGILL, &sa, &g_old_ill);
     });
 }
 

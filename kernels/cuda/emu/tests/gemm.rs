@@ -314,8 +314,17 @@ fn launch_grouped(g: &Grouped<'_>, a: &[f32], b: &[f32], c: &mut [f32], acc_bits
 }
 
 /// grouped_gemm_forms_f32 in one form against the CPU's grouped GEMM (f64, the same inputs):
-/// |Δ| ≤ 1e-5 · Σ |a·b| per element, and the gaps between weight blocks untouched.
-fn run_forms(form: GroupedForm, counts: &[usize], n: usize, k: usize, stride: usize, acc: bool) {
+/// |Δ| ≤ 1e-5 · Σ |a·b| per element, and the gaps between weight blocks untouched. With
+/// `shift`, A, B and C start that many floats into their buffers (off the 16 bytes the kernel's
+/// vector loads and stores need: it must take its scalar path, or trap on the misaligned
+/// access, as a GPU would fault).
+fn run_forms(
+    form: GroupedForm,
+    counts: &[usize],
+    (n, k, stride): (usize, usize, usize),
+    acc: bool,
+    shift: usize,
+) {
     let offsets = offsets_of(counts);
     let g = Grouped {
         form,
@@ -328,19 +337,20 @@ fn run_forms(form: GroupedForm, counts: &[usize], n: usize, k: usize, stride: us
     let [la, lb, lc] = g.lens();
     let mut rng = Rng::new(counts.len() as u64 * 31 + n as u64);
     let mut randn = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
-    let (a, b, c0) = (randn(la), randn(lb), randn(lc));
+    let (a, b, c0) = (randn(la + shift), randn(lb + shift), randn(lc + shift));
     let mut c = c0.clone();
-    launch_grouped(&g, &a, &b, &mut c, None);
+    launch_grouped(&g, &a[shift..], &b[shift..], &mut c[shift..], None);
+    let (a, b, c0, c) = (&a[shift..], &b[shift..], &c0[shift..], &c[shift..]);
     let wide = |v: &[f32]| v.iter().map(|&t| t as f64).collect::<Vec<f64>>();
-    let mut want = wide(&c0);
-    grouped_matmul_ref(g, &wide(&a), &wide(&b), &mut want, None);
+    let mut want = wide(c0);
+    grouped_matmul_ref(g, &wide(a), &wide(b), &mut want, None);
     let abs = |v: &[f32]| v.iter().map(|&t| (t as f64).abs()).collect::<Vec<f64>>();
     let mut bound = vec![0f64; lc];
     let g0 = Grouped {
         accumulate: false,
         ..g
     };
-    grouped_matmul_ref(g0, &abs(&a), &abs(&b), &mut bound, None);
+    grouped_matmul_ref(g0, &abs(a), &abs(b), &mut bound, None);
     for i in 0..lc {
         let got = c[i] as f64;
         assert!(
@@ -368,8 +378,11 @@ fn grouped_gemm_in_every_form_matches_the_cpu() {
         GroupedForm::Weight,
     ] {
         for acc in [false, true] {
-            run_forms(form, &[50, 0, 140, 3], 70, 45, 3 * 70 * 45, acc);
-            run_forms(form, &[20, 33], 132, 64, 2 * 132 * 64, acc);
+            run_forms(form, &[50, 0, 140, 3], (70, 45, 3 * 70 * 45), acc, 0);
+            run_forms(form, &[20, 33], (132, 64, 2 * 132 * 64), acc, 0);
+            // The same shapes 4 and 8 bytes off a 16-byte boundary.
+            run_forms(form, &[20, 33], (132, 64, 2 * 132 * 64), acc, 1);
+            run_forms(form, &[20, 33], (132, 64, 2 * 132 * 64), acc, 2);
         }
     }
 }

@@ -242,3 +242,32 @@ fn permute_and_unpermute_are_the_trainers_dispatch_and_combine_bit_for_bit() {
         }
     }
 }
+
+/// The 128-bit copies need 16-byte aligned rows: with the token rows (permute) or the expert
+/// rows (unpermute) starting 4 bytes off a 16-byte boundary, d = 36 takes the scalar path and
+/// gives the same rows (a vector access there would trap in the emulation, its alignment
+/// checked, as it would fault on a GPU).
+#[test]
+fn permute_and_unpermute_off_16_bytes_give_the_same_rows() {
+    let mut rng = Rng::new(9);
+    let (tokens, k, experts, d) = (21, 2, 4, 36);
+    let allowed: Vec<i32> = (0..experts as i32).collect();
+    let idx = route(tokens, k, &allowed, &mut rng);
+    let r = run_offsets(&idx, tokens, k, experts, 256);
+    let rows = tokens * k;
+    let x: Vec<f32> = (0..1 + tokens * d).map(|_| rng.normal() as f32).collect();
+    let aligned = permute(&x[..tokens * d], &r.src_rows[..rows], d, 7);
+    let shifted = permute(&x[1..], &r.src_rows[..rows], d, 7);
+    let xs = x[1..].to_vec();
+    assert_eq!(shifted, permute(&xs, &r.src_rows[..rows], d, 7));
+    assert_ne!(shifted, aligned);
+    let yp: Vec<f32> = (0..1 + rows * d).map(|_| rng.normal() as f32).collect();
+    let y0 = vec![0f32; tokens * d];
+    let got = unpermute(&yp[1..], &r.slot_rows, None, &y0, tokens, k, d, false, 5);
+    let ys = yp[1..].to_vec();
+    let want = unpermute(&ys, &r.slot_rows, None, &y0, tokens, k, d, false, 5);
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}

@@ -2,6 +2,7 @@
 # the carried binary unpacked into $BIN (unless BIN names one), and the CUDA libraries it loads
 # found — NVRTC, cuBLAS and cuBLASLt of the CUDA toolkit or of the nvidia-* wheels PyTorch
 # brings, NCCL under the name cudarc opens — on LD_LIBRARY_PATH and in TOKENMILL_CUDA_LIB.
+# Without the binary or a library it needs, it ends the script that sourced it (exit 2).
 BIN="${BIN:-}"
 if [ -z "$BIN" ]; then
   BIN="${TMPDIR:-/tmp}/tokenmill-device-check"
@@ -20,7 +21,9 @@ for root in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
     d=$(dirname "$f"); case ":$dirs:" in *":$d:"*) ;; *) dirs="$dirs:$d" ;; esac
   done
 done
-export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+dirs="${dirs#:}"
+LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+${dirs:+:}$LD_LIBRARY_PATH}"
+if [ -n "$LD_LIBRARY_PATH" ]; then export LD_LIBRARY_PATH; else unset LD_LIBRARY_PATH; fi
 echo "CUDA library directories: ${LD_LIBRARY_PATH:-none}"
 for d in ${dirs//:/ }; do ls "$d" | grep -E 'nvrtc|cublas' | tr '\n' ' '; echo; done
 # NCCL for part 7: cudarc opens libnccl.so by that name, and the NCCL wheels ship only
@@ -30,7 +33,7 @@ nccl=$(find /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 \
   -maxdepth 5 -name 'libnccl.so*' 2>/dev/null | sort | head -1)
 if [ -n "$nccl" ]; then
   NCCL_LINK="${TMPDIR:-/tmp}/tokenmill-nccl"; mkdir -p "$NCCL_LINK"; ln -sf "$nccl" "$NCCL_LINK/libnccl.so"
-  export LD_LIBRARY_PATH="$NCCL_LINK:$LD_LIBRARY_PATH"; echo "NCCL: $nccl"
+  export LD_LIBRARY_PATH="$NCCL_LINK${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; echo "NCCL: $nccl"
 else
   echo "NCCL: not found (part 7 reports it)"
 fi

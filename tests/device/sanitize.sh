@@ -33,13 +33,16 @@ for tool in ${TOOLS//,/ }; do
   # --error-exitcode sets the status when the tool reports an error (the doctor's own is 1 for
   # a failed row); the child processes (the wgmma probes) are checked too.
   extra=""; [ "$tool" = memcheck ] && extra="--leak-check no"
-  timeout "$LIMIT" "$SAN" --tool "$tool" --target-processes all --print-limit 50 \
+  # (-k: a sanitizer that ignores the TERM is killed, so that no run holds the GPU into the next.)
+  timeout -k 10 "$LIMIT" "$SAN" --tool "$tool" --target-processes all --print-limit 50 \
     --error-exitcode 3 $extra \
     "$BIN" doctor --gpu --kernels-only --json "$OUT/sanitize-$tool.json" \
     > "$OUT/sanitize-$tool.txt" 2>&1
   rc=$?
-  # Each report's first line (its frames follow, indented), counted.
-  grep -E "^========= [A-Z]" "$OUT/sanitize-$tool.txt" | sort | uniq -c | sort -rn | head -40
+  # Each report's first line (its frames follow, indented), counted; then the summaries.
+  grep -E "^========= [A-Z]" "$OUT/sanitize-$tool.txt" \
+    | grep -vE "^========= (COMPUTE-SANITIZER|ERROR SUMMARY)" | sort | uniq -c | sort -rn | head -40
+  grep -E "^========= ERROR SUMMARY" "$OUT/sanitize-$tool.txt"
   tail -3 "$OUT/sanitize-$tool.txt"
   case $rc in
     0) echo "$tool: nothing found ($((SECONDS - t0)) s)" ;;

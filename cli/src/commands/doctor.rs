@@ -562,7 +562,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
     }) {
         Ok(rows) => {
             println!();
-            print_copies(&rows);
+            print_rates("optimizer kernel", &rows);
             if let [copy, rest @ ..] = rows.as_slice() {
                 for r in rest {
                     println!(
@@ -571,6 +571,10 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
                         100.0 * r.gb_per_s / copy.gb_per_s
                     );
                 }
+            }
+            // A kernel that computed something else fails the check (its rate is no figure).
+            for r in rows.iter().filter(|r| r.what.contains("WRONG")) {
+                rep.errors.push(format!("optimizer kernels: {}", r.what));
             }
             rep.optimizer = rows;
             save(a, rep)?;
@@ -669,7 +673,7 @@ fn gpu_check(a: &Args, rep: &mut Report) -> anyhow::Result<()> {
             Ok(bench::hmm_table(cuda.device(), bytes)?)
         }) {
             Ok(rows) => {
-                print_copies(&rows);
+                print_rates("copy", &rows);
                 rep.hmm = rows;
             }
             Err(e) => {
@@ -820,11 +824,15 @@ fn nccl_part(_: &Args, rep: &mut Report) {
         .push("NCCL: this binary was built without the nccl feature".into());
 }
 
-fn print_copies(rows: &[bench::CopyRow]) {
-    println!("{:<46} {:>12} {:>10} {:>10}", "copy", "bytes", "ms", "GB/s");
+fn print_rates(what: &str, rows: &[bench::CopyRow]) {
+    let width = rows
+        .iter()
+        .map(|r| r.what.chars().count())
+        .fold(46, usize::max);
+    println!("{what:<width$} {:>12} {:>10} {:>10}", "bytes", "ms", "GB/s");
     for r in rows {
         println!(
-            "{:<46} {:>12} {:>10.2} {:>10.1}",
+            "{:<width$} {:>12} {:>10.2} {:>10.1}",
             r.what, r.bytes, r.ms, r.gb_per_s
         );
     }

@@ -38,13 +38,13 @@ DEVICE void adamw_one(float gi, float mi, float vi, float pi, unsigned char k, f
 
 // grid (min(ceil(n / (256 · ADAMW_UNROLL)), 65535 · 8)), block 256, dynamic shared 0
 // (`elementwise_by(n, ADAMW_UNROLL)`): grid-stride, ADAMW_UNROLL elements a thread a pass, a
-// grid apart so that every access stays coalesced across the warp (one pass for up to 2²⁹
-// elements, two for 1 B). Every read of a pass — kind, g, m, v and p of each element — is issued
-// before its first write. Read element by element, as until 2026-12-07, the kind's test and the
-// writes of m and v (which the compiler may not move p's read above) made three trips to
-// memory one after another per element, and a thread had one element's bytes in flight where
-// the optimizer step's bandwidth needs several. Frozen elements, and those past n, are left
-// unwritten.
+// grid apart so that every access stays coalesced across the warp (one pass for up to
+// 2²⁹ − 8,192 elements, two for 1 B). Every read of a pass — kind, g, m, v and p of each
+// element — is issued before its first write. Read element by element, as until 2026-12-07,
+// the kind's test and the writes of m and v (which the compiler did not move p's read above)
+// made three trips to memory one after another per element, and a thread had one element's
+// bytes in flight where the optimizer step's bandwidth needs several. Frozen elements, and
+// those past n, are left unwritten.
 KERNEL void adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                       float* __restrict__ v, const unsigned char* __restrict__ kind, long long n,
                       float step_size, float beta1, float beta2, float eps, float bc2_sqrt,

@@ -381,7 +381,8 @@ fn grouped_bf16_gemms_in_one_launch_follow_the_cpu_as_the_per_expert_ones_do() {
 /// buffer is stopped and named — into the rest of the buffer's last 256 bytes (found once the
 /// launch has run) as past its pages (a fault at once). A GPU would have written another
 /// buffer, silently. And a kernel whose access is misaligned (floats from 2 bytes into a
-/// buffer) is stopped and named, as a GPU faults on it. Each launch runs in a child process
+/// buffer) is stopped and named, as a GPU faults on it, and so is one that writes a buffer
+/// after its free. Each launch runs in a child process
 /// (this test binary again, this test alone), which the driver aborts; the first, inside the
 /// buffer, shows the child runs.
 #[test]
@@ -390,11 +391,16 @@ fn a_kernel_writing_past_its_buffer_is_stopped_and_named() {
     if let Ok(n) = std::env::var(CHILD) {
         let dev = emulated().device();
         let x = dev.zeros::<f32>("overrun test", 100).unwrap();
-        // "misaligned": 99 elements from 2 bytes into the buffer.
+        // "misaligned": 99 elements from 2 bytes into the buffer; "freed": the buffer's 100
+        // after it was freed (in stream order, before the launch).
         let (at, n) = match n.as_str() {
             "misaligned" => (dev.addr(&x) + 2, 99i64),
+            "freed" => (dev.addr(&x), 100),
             n => (dev.addr(&x), n.parse::<i64>().unwrap()),
         };
+        if std::env::var(CHILD).as_deref() == Ok("freed") {
+            drop(x);
+        }
         let v = 1.0f32;
         use cudarc::driver::PushKernelArg;
         let mut b = dev.stream().launch_builder(dev.func("fill_f32").unwrap());
@@ -411,10 +417,7 @@ fn a_kernel_writing_past_its_buffer_is_stopped_and_named() {
         ("100", None),
         (
             "110",
-            Some(
-                "kernel fill_f32 wrote into the 40 bytes past the end of a device allocation \
-                 of 400 bytes",
-            ),
+            Some("the 40 bytes past the end of a device allocation of 400 bytes at"),
         ),
         (
             "2000",
@@ -426,6 +429,10 @@ fn a_kernel_writing_past_its_buffer_is_stopped_and_named() {
         (
             "misaligned",
             Some("kernel fill_f32 made an access whose address is not a multiple of its size"),
+        ),
+        (
+            "freed",
+            Some("kernel fill_f32 touched a device allocation of 400 bytes after its free"),
         ),
     ] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
@@ -445,6 +452,12 @@ fn a_kernel_writing_past_its_buffer_is_stopped_and_named() {
             Some(want) => {
                 assert!(!out.status.success(), "{n}: {stdout}\n{stderr}");
                 assert!(stderr.contains(want), "{n}: {stderr}");
+                if n == "110" {
+                    assert!(
+                        stderr.contains("found after kernel fill_f32 ran"),
+                        "{stderr}"
+                    );
+                }
             }
         }
     }

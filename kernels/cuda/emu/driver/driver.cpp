@@ -21,15 +21,17 @@
 // CUDA_ERROR_ILLEGAL_INSTRUCTION. cuLaunchKernelEx takes thread block clusters along x (the
 // cluster's blocks run together, shim/emu.cpp). The kernel image NVRTC
 // compiled for the device is checked to be a cubin and its functions are looked up by name
-// among the emulated kernels. Each device allocation lies at the end of its own pages, between
-// two pages no access may touch, the rest of its last 256 bytes filled with a known value: a
-// kernel (or emulated library) that reads or writes past its buffer's pages, or before them,
-// faults at once and the driver names the kernel and the allocation; one that writes into the
-// rest of the last 256 bytes is found when its launch has run, and named; and the kernels are
-// compiled with every access's alignment checked (build.rs), so a misaligned one, which a GPU
-// faults on, stops at an illegal instruction that the driver names. What it cannot model:
-// speed, concurrency between streams, reads past a buffer's end inside its last 256 bytes, and
-// accesses before its start inside its first page.
+// among the emulated kernels. Each device allocation lies at the end of its own pages, with
+// 1 MiB of address space no access may touch on either side, the rest of its last 256 bytes
+// filled with a known value, and once freed its pages stay inaccessible for a while: a kernel
+// that reads or writes up to 1 MiB past its buffer's pages or before them, or a freed buffer,
+// faults at once and the driver names the kernel and the allocation's size; a write into the
+// rest of the last 256 bytes is found after the launch, and named; and the kernels are
+// compiled with the alignment of their typed accesses checked (build.rs), so a misaligned one,
+// which a GPU faults on, stops at an illegal instruction that the driver names. What it cannot
+// model: speed, concurrency between streams, reads past a buffer's end inside its last 256
+// bytes, accesses before its start inside its first page or farther than 1 MiB from it, and
+// any of these in managed, page-locked or (HMM) host memory.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -44,8 +46,12 @@
 #include <mutex>
 #include <string>
 
+#include <cerrno>
+#include <deque>
+
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 extern "C" {
@@ -100,17 +106,25 @@ thread_local void* g_current = nullptr;
 std::map<CUdeviceptr, size_t> g_allocs;  // device pointer -> bytes
 size_t g_used = 0;
 
-// The pages of each device allocation (cuMemAlloc): [base, base + len), the first and the last
-// page inaccessible, the allocation at the end of the pages between them (its start 256-byte
-// aligned as CUDA's are), the bytes from its end to the next multiple of 256 holding kCanary.
+// The pages of each device allocation (cuMemAlloc): [base, base + len), kGuard bytes of
+// address space no access may touch at either end (nothing is committed for them), the
+// allocation at the end of the pages between (its start 256-byte aligned as CUDA's are), the
+// bytes from its end to the next multiple of 256 holding kCanary. A freed allocation's pages
+// are released and made inaccessible, kept so (the last kQuarantine of them) so that a use
+// after the free faults and is named, and its address space is not handed out again meanwhile.
 struct Mapping {
     uintptr_t base;
-    size_t len;
+    size_t len, bytes;
 };
 std::map<CUdeviceptr, Mapping> g_mappings;
+std::deque<std::pair<CUdeviceptr, Mapping>> g_freed;
+constexpr size_t kGuard = 1 << 20;
+constexpr size_t kQuarantine = 4096;
 constexpr unsigned char kCanary = 0x5C;
-// The kernel whose grid is running, for the fault handler's message (null between grids).
+// The kernel whose grid is running and the thread running it, for the fault handler's
+// message (null between grids).
 std::atomic<const char*> g_kernel{nullptr};
+std::atomic<long> g_kernel_tid{0};
 
 size_t page_size() {
     static const size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -120,26 +134,44 @@ size_t page_size() {
 // A device allocation of `bytes` (callers hold g_lock), or null.
 void* map_device(size_t bytes) {
     const size_t page = page_size(), span = (bytes + 255) / 256 * 256;
-    const size_t data = (span + page - 1) / page * page, len = data + 2 * page;
+    const size_t data = (span + page - 1) / page * page, len = data + 2 * kGuard;
     void* base = mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) return nullptr;
-    unsigned char* pages = static_cast<unsigned char*>(base) + page;
+    if (base == MAP_FAILED) {
+        std::fprintf(stderr, "emulated CUDA driver: mmap of %zu bytes: %s\n", len,
+                     std::strerror(errno));
+        return nullptr;
+    }
+    unsigned char* pages = static_cast<unsigned char*>(base) + kGuard;
     if (mprotect(pages, data, PROT_READ | PROT_WRITE) != 0) {
+        std::fprintf(stderr, "emulated CUDA driver: mprotect: %s\n", std::strerror(errno));
         munmap(base, len);
         return nullptr;
     }
     unsigned char* p = pages + data - span;
     std::memset(p + bytes, kCanary, span - bytes);
-    g_mappings[(CUdeviceptr)(uintptr_t)p] = Mapping{(uintptr_t)base, len};
+    g_mappings[(CUdeviceptr)(uintptr_t)p] = Mapping{(uintptr_t)base, len, bytes};
     return p;
 }
 
-// Frees a device allocation of map_device (callers hold g_lock).
+// Frees a device allocation of map_device (callers hold g_lock): its pages released and made
+// inaccessible, the oldest quarantined allocation's address space returned.
 void unmap_device(CUdeviceptr p) {
     auto it = g_mappings.find(p);
     if (it == g_mappings.end()) return;
-    munmap((void*)it->second.base, it->second.len);
+    const Mapping m = it->second;
     g_mappings.erase(it);
+    void* pages = (void*)(m.base + kGuard);
+    const size_t data = m.len - 2 * kGuard;
+    if (madvise(pages, data, MADV_DONTNEED) != 0 || mprotect(pages, data, PROT_NONE) != 0)
+        std::fprintf(stderr, "emulated CUDA driver: releasing a freed allocation: %s\n",
+                     std::strerror(errno));
+    g_freed.emplace_back(p, m);
+    if (g_freed.size() > kQuarantine) {
+        const Mapping old = g_freed.front().second;
+        g_freed.pop_front();
+        if (munmap((void*)old.base, old.len) != 0)
+            std::fprintf(stderr, "emulated CUDA driver: munmap: %s\n", std::strerror(errno));
+    }
 }
 
 // The fault handler's message, built without the C library's formatting: the handler runs on
@@ -159,43 +191,72 @@ struct Message {
         while (n && len + 1 < sizeof text) text[len++] = d[--n];
         return *this;
     }
+    Message& hex(uintptr_t v) {
+        *this << "0x";
+        for (int i = 60; i >= 0; i -= 4) {
+            const unsigned d = (unsigned)(v >> i) & 15u;
+            if (len + 1 < sizeof text) text[len++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+        }
+        return *this;
+    }
+    [[noreturn]] void abort() {
+        ssize_t ignored = write(2, text, len);
+        (void)ignored;
+        std::abort();
+    }
 };
 
-// A fault on a page beside a device allocation: says which kernel touched which allocation,
-// then aborts; an illegal instruction in a kernel (a misaligned access, build.rs) says which
-// kernel; any other fault goes to the handler there was before (Rust's, which reports a stack
-// overflow, or the default).
+// Faults: an access to a device allocation's guard (which allocation, how far past its end or
+// before its start; by the kernel running on this thread, else by a copy or library call) or
+// to a freed one, which is said and aborts; on the thread running a kernel's grid, a trap at an
+// illegal instruction (`ud2`: a misaligned access, the kernels' alignment being checked,
+// build.rs), said and aborts, and any other fault named with its kernel and address. Then the
+// fault goes to the handler there was before (Rust's, which reports a stack overflow, or the
+// default). The handler reads the maps without their lock: a fault while another thread
+// allocates may be misreported.
 struct sigaction g_old_segv, g_old_ill;
 void on_fault(int sig, siginfo_t* info, void* ctx) {
-    const uintptr_t a = (uintptr_t)info->si_addr, page = page_size();
-    const struct sigaction& old = sig == SIGILL ? g_old_ill : g_old_segv;
-    // The kernels are compiled with every access's alignment checked (build.rs): the check
-    // stops at an illegal instruction.
-    if (const char* k = g_kernel.load(); sig == SIGILL && k) {
+    const uintptr_t a = (uintptr_t)info->si_addr;
+    const bool ours = g_kernel_tid.load() == (long)syscall(SYS_gettid);
+    const char* k = ours ? g_kernel.load() : nullptr;
+    if (k && sig == SIGILL && info->si_code == ILL_ILLOPN &&
+        reinterpret_cast<const unsigned char*>(a)[0] == 0x0f &&
+        reinterpret_cast<const unsigned char*>(a)[1] == 0x0b) {
         Message msg;
         msg << "emulated CUDA driver: kernel " << k
             << " made an access whose address is not a multiple of its size (a GPU faults: "
                "misaligned address)\n";
-        ssize_t ignored = write(2, msg.text, msg.len);
-        (void)ignored;
-        std::abort();
+        msg.abort();
     }
-    for (const auto& [p, m] : g_mappings) {
-        if (a < m.base || a >= m.base + m.len) continue;
-        auto bytes = g_allocs.find(p);
-        const size_t n = bytes == g_allocs.end() ? 0 : bytes->second;
-        const char* k = g_kernel.load();
-        const bool after = a >= m.base + m.len - page;
+    if (sig == SIGSEGV) {
         Message msg;
-        msg << "emulated CUDA driver: " << (k ? "kernel " : "a copy or library call") << (k ? k : "")
-            << " touched the byte " << (size_t)(after ? a - (p + n) : p - a)
-            << (after ? " bytes past the end of" : " bytes before the start of")
-            << " a device allocation of " << n
-            << " bytes (a GPU would read or write another buffer there, or fault)\n";
-        ssize_t ignored = write(2, msg.text, msg.len);
-        (void)ignored;
-        std::abort();
+        msg << "emulated CUDA driver: " << (k ? "kernel " : "a copy or library call")
+            << (k ? k : "");
+        for (const auto& [p, m] : g_mappings) {
+            if (a < m.base || a >= m.base + m.len) continue;
+            if (a < m.base + kGuard)
+                msg << " touched the byte " << (size_t)(p - a) << " bytes before the start of";
+            else if (a >= m.base + m.len - kGuard)
+                msg << " touched the byte " << (size_t)(a - (p + m.bytes)) << " bytes past the end of";
+            else
+                break;
+            msg << " a device allocation of " << m.bytes
+                << " bytes (a GPU would read or write another buffer there, or fault)\n";
+            msg.abort();
+        }
+        for (const auto& [p, m] : g_freed) {
+            if (a < m.base || a >= m.base + m.len) continue;
+            msg << " touched a device allocation of " << m.bytes << " bytes after its free\n";
+            msg.abort();
+        }
+        if (k) {
+            msg << " faulted at address ";
+            msg.hex(a) << " (outside every device allocation's guard)\n";
+            ssize_t ignored = write(2, msg.text, msg.len);
+            (void)ignored;
+        }
     }
+    const struct sigaction& old = sig == SIGILL ? g_old_ill : g_old_segv;
     if (old.sa_flags & SA_SIGINFO) {
         old.sa_sigaction(sig, info, ctx);
     } else if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
@@ -208,6 +269,7 @@ void on_fault(int sig, siginfo_t* info, void* ctx) {
 void install_fault_handler() {
     static std::once_flag once;
     std::call_once(once, [] {
+        page_size();  // its static set here, not first in the handler
         struct sigaction sa;
         std::memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_fault;
@@ -226,8 +288,9 @@ bool collect(const void* p) {
 }
 
 // After kernel `k`'s grid has run: the rest of the last 256 bytes of every device allocation
-// its arguments point into must still hold kCanary; otherwise the kernel wrote past the end of
-// a buffer (on a GPU, into whatever lies there), and the driver says so and aborts.
+// its arguments point into must still hold kCanary; otherwise something wrote past the end of
+// a buffer (on a GPU, into whatever lies there) — the kernel, or work queued before it that
+// used the buffer (an emulated library's GEMM, say) —, and the driver says so and aborts.
 void check_overrun(const TmKernel* k, void** params) {
     std::vector<const void*> ptrs;
     g_collected = &ptrs;
@@ -247,9 +310,10 @@ void check_overrun(const TmKernel* k, void** params) {
             if (p[i] != kCanary) last = i - bytes + 1;
         if (last == 0) continue;
         std::fprintf(stderr,
-                     "emulated CUDA driver: kernel %s wrote into the %zu bytes past the end of a "
-                     "device allocation of %zu bytes at %p\n",
-                     k->name, last, bytes, (const void*)p);
+                     "emulated CUDA driver: the %zu bytes past the end of a device allocation of "
+                     "%zu bytes at %p were written, found after kernel %s ran (written by it, or "
+                     "by work queued before it that used the buffer)\n",
+                     last, bytes, (const void*)p, k->name);
         std::fflush(stderr);
         std::abort();
     }
@@ -908,6 +972,7 @@ CUresult launch(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, uns
     }
     l->grid = Grid{{gx, gy, gz}, {bx, by, bz}, smem, k, l->params.data(), cluster};
     defer(st, [l] {
+        g_kernel_tid.store((long)syscall(SYS_gettid));
         g_kernel.store(l->grid.k->name);
         run_grid(l->grid);
         g_kernel.store(nullptr);

@@ -338,6 +338,8 @@ fn run_forms(
     let mut rng = Rng::new(counts.len() as u64 * 31 + n as u64);
     let mut randn = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
     let (a, b, c0) = (randn(la + shift), randn(lb + shift), randn(lc + shift));
+    // (The allocator's blocks are 16-byte aligned: the shift alone sets the alignment.)
+    assert_eq!(a.as_ptr() as usize % 16, 0);
     let mut c = c0.clone();
     launch_grouped(&g, &a[shift..], &b[shift..], &mut c[shift..], None);
     let (a, b, c0, c) = (&a[shift..], &b[shift..], &c0[shift..], &c[shift..]);

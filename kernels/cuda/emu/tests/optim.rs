@@ -37,8 +37,8 @@ struct State {
     v: Vec<f32>,
 }
 
-/// The launch of `Cuda::adamw` (kernels/cuda/src/backend.rs) on `grid` blocks, fewer than its
-/// four elements a thread need so that the grid-stride loop is walked.
+/// The launch of `Cuda::adamw` (kernels/cuda/src/backend.rs) on `grid` blocks (its four
+/// elements a thread a pass: one pass or more, the last partly past the end).
 fn step_gpu(s: AdamStep, kind: &[u8], st: &mut State, g: &[f32], grid: u32) {
     let n = st.p.len();
     let (pp, gp, mp, vp, kp) = (

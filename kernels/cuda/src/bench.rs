@@ -85,6 +85,17 @@ pub struct CopyRow {
     pub gb_per_s: f64,
 }
 
+impl CopyRow {
+    fn new(what: &str, bytes: u64, ms: f64) -> Self {
+        CopyRow {
+            what: what.into(),
+            bytes,
+            ms,
+            gb_per_s: bytes as f64 / (ms * 1e-3) / 1e9,
+        }
+    }
+}
+
 /// [`CopyRow::what`] of the copy to the device from pageable memory (the seam's uploads).
 pub const TO_DEVICE_PAGEABLE: &str = "to device, pageable host memory";
 /// ... and of the copy back (the seam's downloads).
@@ -96,12 +107,7 @@ pub const TO_HOST_PAGEABLE: &str = "to host, pageable host memory";
 /// step they give the seconds a step spends copying.
 pub fn copy_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
     let n = bytes / 4;
-    let row = |what: &str, ms: f64| CopyRow {
-        what: what.into(),
-        bytes: (n * 4) as u64,
-        ms,
-        gb_per_s: (n * 4) as f64 / (ms * 1e-3) / 1e9,
-    };
+    let row = |what: &str, ms: f64| CopyRow::new(what, (n * 4) as u64, ms);
     let mut d = dev.zeros::<f32>("copy bench", n)?;
     let (up, down) = both_ways(dev, &mut d, &mut vec![1.0f32; n])?;
     // SAFETY: the page-locked buffer is written whole (`fill`) before any copy reads it.
@@ -137,12 +143,7 @@ pub fn hmm_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
     }
     let n = bytes / 12;
     let moved = (n * 12) as u64;
-    let row = |what: &str, ms: f64| CopyRow {
-        what: what.into(),
-        bytes: moved,
-        ms,
-        gb_per_s: moved as f64 / (ms * 1e-3) / 1e9,
-    };
+    let row = |what: &str, ms: f64| CopyRow::new(what, moved, ms);
     let n64 = n as i64;
     let timed = |b: LaunchArgs<'_>| -> Result<f64> {
         let t = std::time::Instant::now();
@@ -199,9 +200,6 @@ pub fn hmm_table(dev: &Device, bytes: usize) -> Result<Vec<CopyRow>> {
     ])
 }
 
-/// [`CopyRow::what`] of the driver's device-to-device copy: the optimizer table's ceiling.
-pub const DEVICE_COPY: &str = "device-to-device copy (the driver's)";
-
 /// The optimizer's memory-bound kernels on `n` elements in device memory, beside the driver's
 /// device-to-device copy of `n` FP32 values (read once, written once) as the rate they could
 /// reach: one AdamW step (`adamw_f32`: kind, gradient, moments and parameters read, moments and
@@ -211,12 +209,7 @@ pub const DEVICE_COPY: &str = "device-to-device copy (the driver's)";
 /// is its length (of ones).
 pub fn optimizer_table(dev: &Device, n: usize, segment: usize) -> Result<Vec<CopyRow>> {
     use tokenmill_kernels::backend::AdamStep;
-    let row = |what: &str, bytes: usize, ms: f64| CopyRow {
-        what: what.into(),
-        bytes: bytes as u64,
-        ms,
-        gb_per_s: bytes as f64 / (ms * 1e-3) / 1e9,
-    };
+    let row = |what: &str, bytes: usize, ms: f64| CopyRow::new(what, bytes as u64, ms);
     let ones = vec![1.0f32; n];
     let src = dev.upload("optimizer bench gradients", &ones)?;
     let mut dst = dev.zeros::<f32>("optimizer bench copy", n)?;
@@ -227,7 +220,7 @@ pub fn optimizer_table(dev: &Device, n: usize, segment: usize) -> Result<Vec<Cop
             .map_err(driver("device-to-device copy"))
     })?;
     drop(dst);
-    let mut out = vec![row(DEVICE_COPY, 8 * n, copy)];
+    let mut out = vec![row("device-to-device copy (the driver's)", 8 * n, copy)];
 
     let mut p = dev.upload("optimizer bench parameters", &ones)?;
     let mut m = dev.zeros::<f32>("optimizer bench first moments", n)?;

@@ -793,37 +793,54 @@ fn the_device_check_runs_whole_on_the_emulated_gpu() {
 
 /// `--budget-s`: once the check's time is spent no part or training run starts; the report
 /// keeps what was measured, lists what was left out, and the check still ends in success.
-#[test]
-fn the_device_check_starts_nothing_once_its_time_is_spent() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
+/// `tokenmill doctor --gpu --rehearsal ARGS --out DIR/work --json DIR/report.json` on the
+/// emulated device (pageable access reported), which must succeed: its stdout and report.
+fn doctor_on_emulated(dir: &Path, args: &[&str]) -> (String, serde_json::Value) {
+    let json = dir.join("report.json");
     let out = Command::new(tokenmill_bin())
-        .args(["doctor", "--gpu", "--rehearsal", "--gemm-sizes", "128"])
-        .args(["--train-steps", "2", "--speed-presets", "tiny"])
-        .args([
-            "--speed-steps",
-            "2",
-            "--speed-batch",
-            "2",
-            "--speed-seq",
-            "32",
-        ])
-        // Parts 1 and 2 take longer than this on the emulated device.
-        .args(["--budget-s", "1", "--out"])
-        .arg(dir.path().join("work"))
+        .args(["doctor", "--gpu", "--rehearsal"])
+        .args(args)
+        .arg("--out")
+        .arg(dir.join("work"))
         .arg("--json")
         .arg(&json)
         .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
         .env("TOKENMILL_CUDA_EMU_PAGEABLE", "1")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rep = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (stdout, rep)
+}
+
+#[test]
+fn the_device_check_starts_nothing_once_its_time_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, rep) = doctor_on_emulated(
+        dir.path(),
+        &[
+            "--gemm-sizes",
+            "128",
+            "--train-steps",
+            "2",
+            "--speed-presets",
+            "tiny",
+            "--speed-steps",
+            "2",
+            "--speed-batch",
+            "2",
+            "--speed-seq",
+            "32",
+            // Parts 1 and 2 take longer than this on the emulated device.
+            "--budget-s",
+            "1",
+        ],
+    );
     assert!(rep["kernels"].as_array().unwrap().len() > 50);
     assert!(rep["training"].as_array().unwrap().is_empty());
     assert!(rep["throughput"].as_array().unwrap().is_empty());
@@ -852,22 +869,7 @@ fn the_device_check_starts_nothing_once_its_time_is_spent() {
 #[test]
 fn the_kernels_only_check_stops_after_the_kernel_table() {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let out = Command::new(tokenmill_bin())
-        .args(["doctor", "--gpu", "--rehearsal", "--kernels-only", "--out"])
-        .arg(dir.path().join("work"))
-        .arg("--json")
-        .arg(&json)
-        .env(tokenmill_cuda::libs::LIB_DIR_VAR, emulated_libs())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (stdout, rep) = doctor_on_emulated(dir.path(), &["--kernels-only"]);
     let kernels = rep["kernels"].as_array().unwrap();
     assert!(kernels.len() > 150, "{}", kernels.len());
     assert!(kernels.iter().all(|k| k["pass"] == true));

@@ -1452,6 +1452,7 @@ impl Backend<f32> for Cuda {
         losses: &mut [f32],
         lse: &mut [f32],
     ) {
+        tokenmill_kernels::cpu::loss::check_targets(losses.len(), vocab, targets);
         ok((|| {
             let rows = losses.len();
             let gl = self.dev.input("logits", logits)?;
@@ -1482,6 +1483,7 @@ impl Backend<f32> for Cuda {
         g: &[f32],
         vocab: usize,
     ) {
+        tokenmill_kernels::cpu::loss::check_targets(lse.len(), vocab, targets);
         ok((|| {
             let rows = lse.len();
             let gl = self.dev.inout("logits", logits)?;
@@ -1512,6 +1514,7 @@ impl Backend<f32> for Cuda {
         losses: &mut [f32],
         lse: &mut [f32],
     ) {
+        tokenmill_kernels::cpu::loss::check_targets(losses.len(), vocab, targets);
         ok((|| {
             let rows = losses.len();
             let gl = self.dev.inout("logits", logits)?;

@@ -104,6 +104,41 @@ fn each_operation_counts_its_copies_and_its_waits_for_the_device() {
     }
 }
 
+/// A target outside the vocabulary stops the cross-entropy before anything reaches the device,
+/// with the CPU's message, in each of its three operations (the kernels alone would give a
+/// NaN loss, and the CPU stops).
+#[test]
+fn a_target_outside_the_vocabulary_is_refused_as_on_the_cpu() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tokenmill_kernels::{Backend, Cpu};
+    let _one = one_at_a_time();
+    let cuda = emulated();
+    let vocab = 10;
+    let targets = [3u32, 10];
+    fn message<B: Backend<f32>>(be: &B, op: usize, targets: &[u32], vocab: usize) -> String {
+        let mut logits = vec![0.5f32; 2 * vocab];
+        let (mut losses, mut lse, g) = (vec![0f32; 2], vec![1f32; 2], vec![1f32; 2]);
+        let err = catch_unwind(AssertUnwindSafe(|| match op {
+            0 => be.cross_entropy_fwd(&logits, targets, vocab, &mut losses, &mut lse),
+            1 => be.cross_entropy_bwd(&mut logits, targets, &lse, &g, vocab),
+            _ => be.cross_entropy_fused(&mut logits, targets, &g, vocab, &mut losses, &mut lse),
+        }))
+        .expect_err("refused");
+        err.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+    let before = counters();
+    for op in 0..3 {
+        let gpu = message(cuda, op, &targets, vocab);
+        let cpu = message(&Cpu, op, &targets, vocab);
+        assert!(
+            gpu.contains("target 10 outside the vocabulary of 10"),
+            "op {op}: {gpu}"
+        );
+        assert_eq!(gpu, cpu, "op {op}");
+    }
+    assert_eq!((counters() - before).copies, 0, "nothing copied");
+}
+
 /// `Memory::Managed` in a binary whose allocator is not `managed::ManagedOr` (this one's is the
 /// system's): nothing would be managed, so it is refused, saying why.
 #[test]
@@ -422,7 +457,7 @@ fn a_kernel_writing_past_its_buffer_is_stopped_and_named() {
         (
             "2000",
             Some(
-                "kernel fill_f32 touched the byte 112 bytes past the end of a device \
+                "kernel fill_f32 touched byte 512, 112 past the end, of a device \
                  allocation of 400 bytes",
             ),
         ),

@@ -156,7 +156,10 @@ fn bwd_row<T: Real>(row: &mut [T], target: u32, lse: T, g: T) {
     row[target as usize] -= g;
 }
 
-fn check(rows: usize, vocab: usize, targets: &[u32]) {
+/// Every backend's cross-entropy checks its targets first: one per row, each [`IGNORE`] or
+/// inside the vocabulary (a device kernel would otherwise read past the row, or give a NaN
+/// where the CPU stops).
+pub fn check_targets(rows: usize, vocab: usize, targets: &[u32]) {
     assert_eq!(targets.len(), rows);
     for &t in targets {
         assert!(
@@ -174,7 +177,7 @@ pub fn cross_entropy_fwd_ref<T: Real>(
     losses: &mut [T],
     lse: &mut [T],
 ) {
-    check(losses.len(), vocab, targets);
+    check_targets(losses.len(), vocab, targets);
     for (r, row) in logits.chunks(vocab).enumerate() {
         (losses[r], lse[r]) = fwd_row(row, targets[r]);
     }
@@ -188,7 +191,7 @@ pub fn cross_entropy_fwd<T: Real>(
     losses: &mut [T],
     lse: &mut [T],
 ) {
-    check(losses.len(), vocab, targets);
+    check_targets(losses.len(), vocab, targets);
     let wide = avx512();
     logits
         .par_chunks(vocab)
@@ -209,6 +212,7 @@ pub fn cross_entropy_bwd_ref<T: Real>(
     g: &[T],
     vocab: usize,
 ) {
+    check_targets(lse.len(), vocab, targets);
     for (r, row) in logits.chunks_mut(vocab).enumerate() {
         bwd_row(row, targets[r], lse[r], g[r]);
     }
@@ -222,6 +226,7 @@ pub fn cross_entropy_bwd<T: Real>(
     g: &[T],
     vocab: usize,
 ) {
+    check_targets(lse.len(), vocab, targets);
     let wide = avx512();
     logits
         .par_chunks_mut(vocab)
@@ -241,7 +246,7 @@ pub fn cross_entropy_fused_ref<T: Real>(
     losses: &mut [T],
     lse: &mut [T],
 ) {
-    check(losses.len(), vocab, targets);
+    check_targets(losses.len(), vocab, targets);
     for (r, row) in logits.chunks_mut(vocab).enumerate() {
         (losses[r], lse[r]) = fwd_row(row, targets[r]);
         bwd_row(row, targets[r], lse[r], g[r]);
@@ -259,7 +264,7 @@ pub fn cross_entropy_fused<T: Real>(
     losses: &mut [T],
     lse: &mut [T],
 ) {
-    check(losses.len(), vocab, targets);
+    check_targets(losses.len(), vocab, targets);
     let wide = avx512();
     logits
         .par_chunks_mut(vocab)

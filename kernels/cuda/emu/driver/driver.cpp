@@ -237,7 +237,10 @@ void on_fault(int sig, siginfo_t* info, void* ctx) {
             if (a < m.base + kGuard)
                 msg << " touched the byte " << (size_t)(p - a) << " bytes before the start of";
             else if (a >= m.base + m.len - kGuard)
-                msg << " touched the byte " << (size_t)(a - (p + m.bytes)) << " bytes past the end of";
+                // The offset from the start, then from the end: "byte 400, 0 past the end" is
+                // the first byte after a 400-byte allocation.
+                msg << " touched byte " << (size_t)(a - p) << ", " << (size_t)(a - (p + m.bytes))
+                    << " past the end, of";
             else
                 break;
             msg << " a device allocation of " << m.bytes

@@ -123,10 +123,19 @@ fn check(what: &str, got: &[f32], want: &[f64], floor: f64) -> f64 {
 
 /// Runs the forward and the backward kernels on one shape and compares every output.
 fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, seed: u64) {
-    run_with(bh, seq, d_qk, d_v, scale, qk_std, seed, None)
+    run_with(bh, seq, d_qk, d_v, scale, qk_std, seed, None, 0)
 }
 
-/// [`run`] with attention reset: `reset = (heads, first [bh / heads, seq])`.
+/// `x` placed `shift` floats into a buffer (a Vec's block is 16-byte aligned, so the shift
+/// alone sets the alignment the kernels see): the buffer, to be read from `shift` on.
+fn shifted(x: &[f32], shift: usize) -> Vec<f32> {
+    let mut b = vec![f32::NAN; shift];
+    b.extend_from_slice(x);
+    b
+}
+
+/// [`run`] with attention reset: `reset = (heads, first [bh / heads, seq])`, and every input
+/// and output starting `shift` floats into its buffer (off the 16 bytes the vector loads need).
 #[allow(clippy::too_many_arguments)]
 fn run_with(
     bh: usize,
@@ -137,6 +146,7 @@ fn run_with(
     qk_std: f64,
     seed: u64,
     reset: Option<(usize, Vec<u32>)>,
+    shift: usize,
 ) {
     let starts = reset.as_ref().map(|(heads, first)| KeyStarts {
         heads: *heads,
@@ -167,10 +177,20 @@ fn run_with(
 
     let (bh_i, seq_i, dqk_i, dv_i, sc) =
         (bh as i32, seq as i32, d_qk as i32, d_v as i32, scale as f32);
-    let (qp, kp, vp) = (Ptr::of_const(&q), Ptr::of_const(&k), Ptr::of_const(&v));
-    let mut o = vec![f32::NAN; bh * seq * d_v];
-    let mut lse = vec![f32::NAN; bh * seq];
-    let (op, lp) = (Ptr::of(&mut o), Ptr::of(&mut lse));
+    let (qb, kb, vb, dob) = (
+        shifted(&q, shift),
+        shifted(&k, shift),
+        shifted(&v, shift),
+        shifted(&d_o, shift),
+    );
+    let (qp, kp, vp) = (
+        Ptr::of_const(&qb[shift..]),
+        Ptr::of_const(&kb[shift..]),
+        Ptr::of_const(&vb[shift..]),
+    );
+    let mut ob = vec![f32::NAN; shift + bh * seq * d_v];
+    let mut lseb = vec![f32::NAN; shift + bh * seq];
+    let (op, lp) = (Ptr::of(&mut ob[shift..]), Ptr::of(&mut lseb[shift..]));
     let grid = (seq.div_ceil(64) as u32, bh as u32, 1);
     launch(grid, (256, 1, 1), fwd_smem(d_qk, d_v), || {
         // SAFETY: q, k [bh·seq·d_qk], v, o [bh·seq·d_v], lse [bh·seq], alive for the launch.
@@ -191,20 +211,27 @@ fn run_with(
             )
         }
     });
+    let (o, lse) = (&ob[shift..], &lseb[shift..]);
     let tag = format!(
-        "bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}{}",
-        if reset.is_some() { " reset" } else { "" }
+        "bh {bh} seq {seq} d_qk {d_qk} d_v {d_v}{}{}",
+        if reset.is_some() { " reset" } else { "" },
+        if shift > 0 {
+            format!(" {} bytes off 16", 4 * shift)
+        } else {
+            String::new()
+        }
     );
-    check(&format!("o ({tag})"), &o, &o64, 1.0);
-    check(&format!("lse ({tag})"), &lse, &lse64, 1.0);
+    check(&format!("o ({tag})"), o, &o64, 1.0);
+    check(&format!("lse ({tag})"), lse, &lse64, 1.0);
 
     // The backward on the reference's o and lse (rounded to f32), so that it is checked alone.
     let (o32, lse32) = (narrow(&o64), narrow(&lse64));
-    let mut delta = vec![f32::NAN; bh * seq];
+    let (o32b, lse32b) = (shifted(&o32, shift), shifted(&lse32, shift));
+    let mut deltab = vec![f32::NAN; shift + bh * seq];
     let (o32p, dop, dp) = (
-        Ptr::of_const(&o32),
-        Ptr::of_const(&d_o),
-        Ptr::of(&mut delta),
+        Ptr::of_const(&o32b[shift..]),
+        Ptr::of_const(&dob[shift..]),
+        Ptr::of(&mut deltab[shift..]),
     );
     launch(
         ((bh * seq).div_ceil(8) as u32, 1, 1),
@@ -222,7 +249,8 @@ fn run_with(
                 .sum()
         })
         .collect();
-    check(&format!("delta ({tag})"), &delta, &delta64, 1.0);
+    let delta = &deltab[shift..];
+    check(&format!("delta ({tag})"), delta, &delta64, 1.0);
 
     let (mut dq64, mut dk64, mut dv64) = (
         vec![0f64; q.len()],
@@ -243,12 +271,16 @@ fn run_with(
         &mut dv64,
     );
     // Non-zero garbage in the outputs: the kernels overwrite them.
-    let mut dq = vec![7f32; q.len()];
-    let mut dk = vec![7f32; k.len()];
-    let mut dv = vec![7f32; v.len()];
-    let lsep = Ptr::of_const(&lse32);
-    let deltap = Ptr::of_const(&delta);
-    let (dqp, dkp, dvp) = (Ptr::of(&mut dq), Ptr::of(&mut dk), Ptr::of(&mut dv));
+    let mut dqb = vec![7f32; shift + q.len()];
+    let mut dkb = vec![7f32; shift + k.len()];
+    let mut dvb = vec![7f32; shift + v.len()];
+    let lsep = Ptr::of_const(&lse32b[shift..]);
+    let deltap = Ptr::of_const(delta);
+    let (dqp, dkp, dvp) = (
+        Ptr::of(&mut dqb[shift..]),
+        Ptr::of(&mut dkb[shift..]),
+        Ptr::of(&mut dvb[shift..]),
+    );
     launch(grid, (256, 1, 1), dkdv_smem(d_qk, d_v), || {
         // SAFETY: every buffer has its documented length and outlives the launch.
         unsafe {
@@ -292,22 +324,23 @@ fn run_with(
             )
         }
     });
+    let (dq, dk, dv) = (&dqb[shift..], &dkb[shift..], &dvb[shift..]);
     let e = [
         check(
             &format!("dq ({tag})"),
-            &dq,
+            dq,
             &dq64,
             scale * (d_v as f64).sqrt(),
         ),
         check(
             &format!("dk ({tag})"),
-            &dk,
+            dk,
             &dk64,
             scale * (d_v as f64).sqrt(),
         ),
         check(
             &format!("dv ({tag})"),
-            &dv,
+            dv,
             &dv64,
             scale * (d_v as f64).sqrt(),
         ),
@@ -365,7 +398,18 @@ fn attention_reset_at_document_boundaries() {
         1.0,
         7,
         Some((heads, first.clone())),
+        0,
     );
     // Large scores: the online softmax starts its maximum at each row's first key.
-    run_with(4, seq, 32, 16, 1.0, 1.5, 8, Some((heads, first)));
+    run_with(4, seq, 32, 16, 1.0, 1.5, 8, Some((heads, first)), 0);
+}
+
+#[test]
+fn rows_off_the_16_byte_boundary_take_the_scalar_loads() {
+    // Head dims that are multiples of 4 (the 128-bit load path when the rows are aligned) with
+    // every tensor 4 and 8 bytes off 16: the loads must see it and go element by element (a
+    // 16-byte load at such an address faults on a GPU; the emulation traps on it).
+    for shift in [1, 2] {
+        run_with(2, 70, 24, 16, 1.0 / 24f64.sqrt(), 1.0, 9, None, shift);
+    }
 }

@@ -385,6 +385,9 @@ fn grouped_gemm_in_every_form_matches_the_cpu() {
             // The same shapes 4 and 8 bytes off a 16-byte boundary.
             run_forms(form, &[20, 33], (132, 64, 2 * 132 * 64), acc, 1);
             run_forms(form, &[20, 33], (132, 64, 2 * 132 * 64), acc, 2);
+            // Weight blocks an odd number of floats apart: every block after the first starts
+            // off 16 bytes even though the buffer and the rows (k = 64) are aligned.
+            run_forms(form, &[20, 33], (132, 64, 132 * 64 + 1), acc, 0);
         }
     }
 }

@@ -261,3 +261,26 @@ fn non_finite_logits_as_the_reference() {
     }
     c.check("NaN against −inf in the warp reduction");
 }
+
+#[test]
+fn a_target_outside_the_vocabulary_gives_a_nan_loss_and_no_read_past_the_row() {
+    // The backends refuse such targets before launching (`check_targets`); the kernels still
+    // must not read the logit at a target past the row (the next row's, or past the buffer on
+    // the last row) and report it as a loss. Rows 0 and 2: targets vocab and vocab + 5, which
+    // land on the next row's logits; the last row's target lies past the buffer.
+    let mut rng = Rng::new(12);
+    let vocab = 40;
+    let mut c = Case::random(&mut rng, 3, vocab, 1.0);
+    c.targets = vec![vocab as u32, 3, vocab as u32 + 5];
+    // One more row of logits after the case's three (the kernels run on the targets' rows),
+    // so that a read past the last row stays inside the allocation and would give a number.
+    c.logits.extend(std::iter::repeat_n(1.0f32, vocab));
+    let (losses, lse) = c.fwd();
+    let (_, fl, fs) = c.fused();
+    for r in [0, 2] {
+        assert!(losses[r].is_nan(), "forward loss of row {r}: {}", losses[r]);
+        assert!(fl[r].is_nan(), "fused loss of row {r}: {}", fl[r]);
+        assert!(lse[r].is_finite() && fs[r].is_finite(), "lse of row {r}");
+    }
+    assert!(losses[1].is_finite() && fl[1].is_finite(), "the valid row");
+}

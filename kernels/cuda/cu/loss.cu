@@ -114,14 +114,17 @@ KERNEL void cross_entropy_fused_f32(float* __restrict__ logits,
     if (r >= rows) return;
     float* row = logits + (long long)r * vocab;
     unsigned int t = targets[r];
+    // One test guards both the read of the target's logit and its use: a target outside the
+    // vocabulary reads nothing and gives a NaN loss.
+    const bool inside = t < (unsigned int)vocab;
     // The target's logit, read before the block reduction (whose barriers order it before
     // any thread overwrites the row).
     float xt = 0.0f;
-    if (threadIdx.x == 0 && t != CE_IGNORE && t < (unsigned int)vocab) xt = row[t];
+    if (threadIdx.x == 0 && inside) xt = row[t];
     float l = block_row_lse(row, vocab, sm, ss);
     if (threadIdx.x == 0) {
         lse[r] = l;
-        losses[r] = t == CE_IGNORE ? 0.0f : (t < (unsigned int)vocab ? l - xt : TM_NAN);
+        losses[r] = t == CE_IGNORE ? 0.0f : (inside ? l - xt : TM_NAN);
     }
     ce_grad_row(row, t, l, g[r], vocab);
 }

@@ -157,8 +157,7 @@ fn bwd_row<T: Real>(row: &mut [T], target: u32, lse: T, g: T) {
 }
 
 /// Every backend's cross-entropy checks its targets first: one per row, each [`IGNORE`] or
-/// inside the vocabulary (a device kernel would otherwise read past the row, or give a NaN
-/// where the CPU stops).
+/// inside the vocabulary (the device kernels alone would give a NaN loss where the CPU stops).
 pub fn check_targets(rows: usize, vocab: usize, targets: &[u32]) {
     assert_eq!(targets.len(), rows);
     for &t in targets {

@@ -131,7 +131,14 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
 fn shifted(x: &[f32], shift: usize) -> Vec<f32> {
     let mut b = vec![f32::NAN; shift];
     b.extend_from_slice(x);
+    aligned(&b);
     b
+}
+
+/// A buffer's block starts on 16 bytes (what the shifts rely on; Rust does not promise it for
+/// a `Vec<f32>`, the system allocator gives it).
+fn aligned(b: &[f32]) {
+    assert_eq!(b.as_ptr() as usize % 16, 0, "a buffer's block off 16 bytes");
 }
 
 /// [`run`] with attention reset: `reset = (heads, first [bh / heads, seq])`, and every input
@@ -190,6 +197,8 @@ fn run_with(
     );
     let mut ob = vec![f32::NAN; shift + bh * seq * d_v];
     let mut lseb = vec![f32::NAN; shift + bh * seq];
+    aligned(&ob);
+    aligned(&lseb);
     let (op, lp) = (Ptr::of(&mut ob[shift..]), Ptr::of(&mut lseb[shift..]));
     let grid = (seq.div_ceil(64) as u32, bh as u32, 1);
     launch(grid, (256, 1, 1), fwd_smem(d_qk, d_v), || {
@@ -228,6 +237,7 @@ fn run_with(
     let (o32, lse32) = (narrow(&o64), narrow(&lse64));
     let (o32b, lse32b) = (shifted(&o32, shift), shifted(&lse32, shift));
     let mut deltab = vec![f32::NAN; shift + bh * seq];
+    aligned(&deltab);
     let (o32p, dop, dp) = (
         Ptr::of_const(&o32b[shift..]),
         Ptr::of_const(&dob[shift..]),
@@ -274,6 +284,9 @@ fn run_with(
     let mut dqb = vec![7f32; shift + q.len()];
     let mut dkb = vec![7f32; shift + k.len()];
     let mut dvb = vec![7f32; shift + v.len()];
+    for b in [&dqb, &dkb, &dvb] {
+        aligned(b);
+    }
     let lsep = Ptr::of_const(&lse32b[shift..]);
     let deltap = Ptr::of_const(delta);
     let (dqp, dkp, dvp) = (

@@ -266,8 +266,8 @@ fn non_finite_logits_as_the_reference() {
 fn a_target_outside_the_vocabulary_gives_a_nan_loss_and_no_read_past_the_row() {
     // The backends refuse such targets before launching (`check_targets`); the kernels still
     // must not read the logit at a target past the row (the next row's, or past the buffer on
-    // the last row) and report it as a loss. Rows 0 and 2: targets vocab and vocab + 5, which
-    // land on the next row's logits; the last row's target lies past the buffer.
+    // the last row) and report it as a loss. Rows 0 and 2: targets vocab and vocab + 5, the
+    // first on row 1's logits, the second past the three rows.
     let mut rng = Rng::new(12);
     let vocab = 40;
     let mut c = Case::random(&mut rng, 3, vocab, 1.0);

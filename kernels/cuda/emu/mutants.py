@@ -66,7 +66,7 @@ MUTANTS = [
 ]
 
 
-def run(index, name, path, old, new):
+def run(path, old, new):
     src = open(path).read()
     if src.count(old) != 1:
         return "stale", 0.0  # the source changed: the entry needs updating
@@ -90,7 +90,7 @@ def main():
     for i, (name, f, old, new, expect) in enumerate(MUTANTS):
         if chosen and i not in chosen:
             continue
-        result, secs = run(i, name, os.path.join(CU, f), old, new)
+        result, secs = run(os.path.join(CU, f), old, new)
         ok = result == "killed" if expect == "killed" else result != "stale"
         bad += not ok
         flag = "" if ok else "  <- not as expected"

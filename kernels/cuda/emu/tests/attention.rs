@@ -126,19 +126,14 @@ fn run(bh: usize, seq: usize, d_qk: usize, d_v: usize, scale: f64, qk_std: f64, 
     run_with(bh, seq, d_qk, d_v, scale, qk_std, seed, None, 0)
 }
 
-/// `x` placed `shift` floats into a buffer (a Vec's block is 16-byte aligned, so the shift
-/// alone sets the alignment the kernels see): the buffer, to be read from `shift` on.
+/// `x` placed `shift` floats into a buffer whose block starts on 16 bytes (asserted: Rust does
+/// not promise it for a `Vec<f32>`, the system allocator gives it), so that the shift alone
+/// sets the alignment the kernels see: the buffer, to be read from `shift` on.
 fn shifted(x: &[f32], shift: usize) -> Vec<f32> {
     let mut b = vec![f32::NAN; shift];
     b.extend_from_slice(x);
-    aligned(&b);
-    b
-}
-
-/// A buffer's block starts on 16 bytes (what the shifts rely on; Rust does not promise it for
-/// a `Vec<f32>`, the system allocator gives it).
-fn aligned(b: &[f32]) {
     assert_eq!(b.as_ptr() as usize % 16, 0, "a buffer's block off 16 bytes");
+    b
 }
 
 /// [`run`] with attention reset: `reset = (heads, first [bh / heads, seq])`, and every input
@@ -195,10 +190,8 @@ fn run_with(
         Ptr::of_const(&kb[shift..]),
         Ptr::of_const(&vb[shift..]),
     );
-    let mut ob = vec![f32::NAN; shift + bh * seq * d_v];
-    let mut lseb = vec![f32::NAN; shift + bh * seq];
-    aligned(&ob);
-    aligned(&lseb);
+    let mut ob = shifted(&vec![f32::NAN; bh * seq * d_v], shift);
+    let mut lseb = shifted(&vec![f32::NAN; bh * seq], shift);
     let (op, lp) = (Ptr::of(&mut ob[shift..]), Ptr::of(&mut lseb[shift..]));
     let grid = (seq.div_ceil(64) as u32, bh as u32, 1);
     launch(grid, (256, 1, 1), fwd_smem(d_qk, d_v), || {
@@ -236,8 +229,7 @@ fn run_with(
     // The backward on the reference's o and lse (rounded to f32), so that it is checked alone.
     let (o32, lse32) = (narrow(&o64), narrow(&lse64));
     let (o32b, lse32b) = (shifted(&o32, shift), shifted(&lse32, shift));
-    let mut deltab = vec![f32::NAN; shift + bh * seq];
-    aligned(&deltab);
+    let mut deltab = shifted(&vec![f32::NAN; bh * seq], shift);
     let (o32p, dop, dp) = (
         Ptr::of_const(&o32b[shift..]),
         Ptr::of_const(&dob[shift..]),
@@ -281,12 +273,9 @@ fn run_with(
         &mut dv64,
     );
     // Non-zero garbage in the outputs: the kernels overwrite them.
-    let mut dqb = vec![7f32; shift + q.len()];
-    let mut dkb = vec![7f32; shift + k.len()];
-    let mut dvb = vec![7f32; shift + v.len()];
-    for b in [&dqb, &dkb, &dvb] {
-        aligned(b);
-    }
+    let mut dqb = shifted(&vec![7f32; q.len()], shift);
+    let mut dkb = shifted(&vec![7f32; k.len()], shift);
+    let mut dvb = shifted(&vec![7f32; v.len()], shift);
     let lsep = Ptr::of_const(&lse32b[shift..]);
     let deltap = Ptr::of_const(delta);
     let (dqp, dkp, dvp) = (

@@ -150,7 +150,16 @@ KERNEL void moe_route_f32(const float* __restrict__ logits, const float* __restr
     }
 }
 
-// The router's backward, one thread per token (reference: kernels/src/cpu/route.rs,
+// acc + v(lane 0) + v(lane 1) + … + v(lane n − 1), added one at a time in lane order, each
+// addition rounded once: a sequential sum over a run of n ≤ 32 terms held one per lane, as a
+// loop over the run would add them. Every lane of the warp calls it with the same acc and n
+// and gets the same result.
+DEVICE double warp_fold_in_order(double acc, double v, int n) {
+    for (int l = 0; l < n; l++) acc = __dadd_rn(acc, __shfl_sync(FULL_MASK, v, l));
+    return acc;
+}
+
+// The router's backward, one warp per token (reference: kernels/src/cpu/route.rs,
 // `route_bwd_row`): ds [tokens, experts] from the scores, the token's experts idx [tokens, k]
 // and their gates' gradients dgates [tokens, k], through
 //   norm:  z = Σ_j s[idx_j] + 1e-20;  dot = Σ_j dg_j·s[idx_j] / z;  ds[idx_j] += scale/z·(dg_j − dot)
@@ -158,46 +167,66 @@ KERNEL void moe_route_f32(const float* __restrict__ logits, const float* __restr
 //   balance (coef non-null, in double):  Z = Σ_i s_i;  c_i = coef[b, i] / denom (denom = S·B);
 //          ds_i += (float)((c_i − Σ_i c_i·s_i/Z) / Z)        b = t / seq
 //   ds_i ·= s_i·(1 − s_i)
-// Every sum from −0.0 in index order, each operation rounded once: the CPU's bits.
-// Launch: grid-stride over tokens, block 256.
+// Every sum from −0.0 in index order, each operation rounded once: the CPU's bits. The lanes
+// take the experts i ≡ lane (mod 32): the zeroing, the balance terms c_i·s_i/Z, the balance's
+// update and the last product run across the warp; the two sums over the experts fold each
+// run of 32 terms in lane order (warp_fold_in_order), so only their additions stay in one
+// chain. The K gates (a handful) are lane 0's, in order, as a repeated expert adds twice.
+// Launch: blocks of whole warps (warp_rows: 128 threads, 4 tokens a block), grid-stride over
+// the tokens by warps.
 KERNEL void moe_route_bwd_f32(const float* __restrict__ scores, const int* __restrict__ idx,
                               const float* __restrict__ dgates, const double* __restrict__ coef,
                               long long tokens, int experts, int k, int seq, double denom,
                               float route_scale, int norm_topk, float* __restrict__ ds) {
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < tokens;
-         t += (long long)gridDim.x * blockDim.x) {
+    const int lane = threadIdx.x % WARP;
+    const long long warps = (long long)gridDim.x * (blockDim.x / WARP);
+    for (long long t = (long long)blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+         t < tokens; t += warps) {
         const float* s = scores + t * experts;
-        const int* sel = idx + t * k;
-        const float* dg = dgates + t * k;
         float* d = ds + t * experts;
-        for (int i = 0; i < experts; i++) d[i] = 0.0f;
-        if (norm_topk) {
-            float z = -0.0f;
-            for (int j = 0; j < k; j++) z = __fadd_rn(z, s[sel[j]]);
-            z = __fadd_rn(z, 1e-20f);
-            float dot = -0.0f;
-            for (int j = 0; j < k; j++) dot = __fadd_rn(dot, __fmul_rn(dg[j], s[sel[j]]));
-            dot = __fdiv_rn(dot, z);
-            const float a = __fdiv_rn(route_scale, z);
-            for (int j = 0; j < k; j++)
-                d[sel[j]] = __fadd_rn(d[sel[j]], __fmul_rn(a, __fsub_rn(dg[j], dot)));
-        } else {
-            for (int j = 0; j < k; j++)
-                d[sel[j]] = __fadd_rn(d[sel[j]], __fmul_rn(route_scale, dg[j]));
+        for (int i = lane; i < experts; i += WARP) d[i] = 0.0f;
+        __syncwarp();
+        if (lane == 0) {
+            const int* sel = idx + t * k;
+            const float* dg = dgates + t * k;
+            if (norm_topk) {
+                float z = -0.0f;
+                for (int j = 0; j < k; j++) z = __fadd_rn(z, s[sel[j]]);
+                z = __fadd_rn(z, 1e-20f);
+                float dot = -0.0f;
+                for (int j = 0; j < k; j++) dot = __fadd_rn(dot, __fmul_rn(dg[j], s[sel[j]]));
+                dot = __fdiv_rn(dot, z);
+                const float a = __fdiv_rn(route_scale, z);
+                for (int j = 0; j < k; j++)
+                    d[sel[j]] = __fadd_rn(d[sel[j]], __fmul_rn(a, __fsub_rn(dg[j], dot)));
+            } else {
+                for (int j = 0; j < k; j++)
+                    d[sel[j]] = __fadd_rn(d[sel[j]], __fmul_rn(route_scale, dg[j]));
+            }
         }
+        __syncwarp();  // lane 0's gate updates seen by the lanes that own those experts
         if (coef) {
             const double* cb = coef + (t / seq) * experts;
             double z = -0.0;
-            for (int i = 0; i < experts; i++) z = __dadd_rn(z, (double)s[i]);
+            for (int i0 = 0; i0 < experts; i0 += WARP) {
+                const int i = i0 + lane;
+                z = warp_fold_in_order(z, i < experts ? (double)s[i] : 0.0,
+                                       tm_min(WARP, experts - i0));
+            }
             double dot = -0.0;
-            for (int i = 0; i < experts; i++)
-                dot = __dadd_rn(dot, __ddiv_rn(__dmul_rn(__ddiv_rn(cb[i], denom), (double)s[i]), z));
-            for (int i = 0; i < experts; i++) {
+            for (int i0 = 0; i0 < experts; i0 += WARP) {
+                const int i = i0 + lane;
+                const double v =
+                    i < experts ? __ddiv_rn(__dmul_rn(__ddiv_rn(cb[i], denom), (double)s[i]), z)
+                                : 0.0;
+                dot = warp_fold_in_order(dot, v, tm_min(WARP, experts - i0));
+            }
+            for (int i = lane; i < experts; i += WARP) {
                 const double g = __ddiv_rn(__dsub_rn(__ddiv_rn(cb[i], denom), dot), z);
                 d[i] = __fadd_rn(d[i], __double2float_rn(g));
             }
         }
-        for (int i = 0; i < experts; i++)
+        for (int i = lane; i < experts; i += WARP)
             d[i] = __fmul_rn(d[i], __fmul_rn(s[i], __fsub_rn(1.0f, s[i])));
     }
 }

@@ -47,7 +47,7 @@ MUTANTS = [
     ('rope pos not mod seq', 'rope.cu', 'int pos = (int)(t % seq);', 'int pos = (int)(t % (seq + 1));', 'killed'),
     ('gather scale ignored', 'rows.cu', 'for (int c = threadIdx.x; c < d; c += blockDim.x) to[c] = __fmul_rn(g, from[c]);', 'for (int c = threadIdx.x; c < d; c += blockDim.x) to[c] = from[c] + 0.0f * g;', 'killed'),
     ('ce grad target term dropped', 'loss.cu', 'if ((unsigned int)j == t) v -= g;', '', 'killed'),
-    ('route_bwd no zeroing', 'topk.cu', 'for (int i = 0; i < experts; i++) d[i] = 0.0f;', '', 'killed'),
+    ('route_bwd no zeroing', 'topk.cu', 'for (int i = lane; i < experts; i += WARP) d[i] = 0.0f;', '', 'killed'),
     ('mma K tail not zeroed', 'mma.cu', 'bool ok = r0 + r < rows && kb < k;', 'bool ok = r0 + r < rows;', 'killed'),
     ('mma rows tail not zeroed', 'mma.cu', 'bool ok = r0 + r < rows && kb < k;', 'bool ok = kb < k;', 'backend'),
     ('tile_amax NaN ignored', 'quant.cu', 'amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);', 'amax = fmaxf(amax, fabsf(v));', 'killed'),
@@ -63,6 +63,10 @@ MUTANTS = [
     ('tm_pairs always', 'common.cuh', 'return (ldc & 1) == 0 && (reinterpret_cast<unsigned long long>(c) & 7ull) == 0;', 'return true;', 'killed'),
     ("fused CE reads any target", "loss.cu", "const bool inside = t < (unsigned int)vocab;",
      "const bool inside = true;", "killed"),
+    ('route_bwd fold drops a last term', 'topk.cu', 'for (int l = 0; l < n; l++) acc', 'for (int l = 0; l + 1 < n; l++) acc', 'killed'),
+    ('route_bwd fold in reverse lane order', 'topk.cu', '__shfl_sync(FULL_MASK, v, l)', '__shfl_sync(FULL_MASK, v, n - 1 - l)', 'killed'),
+    ('route_bwd no syncwarp after gates', 'topk.cu', "        __syncwarp();  // lane 0's gate updates", "        // lane 0's gate updates", 'killed'),
+    ('route_bwd gates on every lane', 'topk.cu', '        if (lane == 0) {\n            const int* sel', '        {\n            const int* sel', 'killed'),
 ]
 
 

@@ -1677,7 +1677,7 @@ impl Backend<f32> for Cuda {
                     .arg(&scale)
                     .arg(&norm)
                     .arg(gd.p());
-                go("moe_route_bwd_f32", b, elementwise(n))?;
+                go("moe_route_bwd_f32", b, warp_rows(n))?;
             }
             self.dev.finish(&gd, ds)
         })())

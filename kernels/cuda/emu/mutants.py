@@ -6,11 +6,13 @@ path's condition, an edge predicate, NaN handling, a tie order, an accumulate fl
 emulation's kernel suite (`cargo test -p tokenmill-cuda-emu`, about 2 minutes a change on
 2 cores), and restores the source. `expect` says what should happen:
 
-  killed      a test fails or traps (SIGILL: the alignment check)
+  killed      a test fails or traps (SIGILL: the alignment check; SIGSEGV: a read past a
+              buffer's end, into the guard page of the tests' heap, `src/guard.rs`)
   equivalent  the change cannot alter a result (the reason is in docs/gpu.md)
-  backend     the kernel suite cannot see it (a read past a Rust vector that changes no
-              value); the guarded emulated driver under the backend stops it
-              (`cargo test -p tokenmill-cuda --test emulated`)
+  backend     the kernel suite cannot see it; the guarded emulated driver under the backend
+              stops it (`cargo test -p tokenmill-cuda --test emulated`). No entry now: the one
+              that was (`mma_load` reading rows past m, which changes no value) faults in the
+              kernel suite since its buffers end at guard pages
 
 Prints one row per change and exits non-zero when a change expected to be killed survives.
 Usage: python3 kernels/cuda/emu/mutants.py [index ...]   (from the repository root; set
@@ -49,7 +51,7 @@ MUTANTS = [
     ('ce grad target term dropped', 'loss.cu', 'if ((unsigned int)j == t) v -= g;', '', 'killed'),
     ('route_bwd no zeroing', 'topk.cu', 'for (int i = lane; i < experts; i += WARP) d[i] = 0.0f;', '', 'killed'),
     ('mma K tail not zeroed', 'mma.cu', 'bool ok = r0 + r < rows && kb < k;', 'bool ok = r0 + r < rows;', 'killed'),
-    ('mma rows tail not zeroed', 'mma.cu', 'bool ok = r0 + r < rows && kb < k;', 'bool ok = kb < k;', 'backend'),
+    ('mma rows tail not zeroed', 'mma.cu', 'bool ok = r0 + r < rows && kb < k;', 'bool ok = kb < k;', 'killed'),
     ('tile_amax NaN ignored', 'quant.cu', 'amax = fmaxf(amax, tm_isfinite(v) ? fabsf(v) : TM_INF);', 'amax = fmaxf(amax, fabsf(v));', 'killed'),
     ('lt_scale inf not 1', 'quant.cu', 'return amax == 0.0f || amax == TM_INF ? 1.0f : amax / E4M3_MAX;', 'return amax == 0.0f ? 1.0f : amax / E4M3_MAX;', 'killed'),
     ('fake quant bad tile not NaN', 'quant.cu', 'dst[at] = amax == 0.0f ? v : bad ? TM_NAN : e4m3_to_f32(f32_to_e4m3(v / s)) * s;', 'dst[at] = amax == 0.0f ? v : e4m3_to_f32(f32_to_e4m3(v / s)) * s;', 'equivalent'),

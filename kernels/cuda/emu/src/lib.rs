@@ -18,6 +18,9 @@
 use std::ffi::c_void;
 use std::sync::Mutex;
 
+mod guard;
+pub use guard::GuardedAlloc;
+
 unsafe extern "C" {
     fn tm_emu_block_new(
         gx: u32,
@@ -127,6 +130,7 @@ pub fn launch_clusters(
         call::<F>
     }
     let _one = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+    guard::report_faults();
     for bz in 0..grid.2 {
         for by in 0..grid.1 {
             for bx in (0..grid.0).step_by(cluster as usize) {

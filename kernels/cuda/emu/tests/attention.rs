@@ -14,6 +14,10 @@ use tokenmill_kernels::backend::{AttnShape, KeyStarts};
 use tokenmill_kernels::cpu::attention::{attention_bwd_ref, attention_fwd_ref};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn attention_fwd_f32(
         q: *const f32,

@@ -5,6 +5,10 @@ use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::cpu::embedding::{embedding_bwd_ref, embedding_fwd_ref};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn embedding_fwd_f32(table: *const f32, d: i32, ids: *const u32, y: *mut f32, n_ids: i64);
     fn embedding_bwd_f32(dy: *const f32, d: i32, ids: *const u32, dtable: *mut f32, n_ids: i64);

@@ -26,6 +26,10 @@ use tokenmill_kernels::cpu::matmul::matmul;
 use tokenmill_kernels::quant::{Quantized, ScaleRounding, quantize};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn fp8_gemm_f32(
         a: *const u8,

@@ -9,6 +9,10 @@ use tokenmill_kernels::cpu::loss::{
 };
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn cross_entropy_fwd_f32(
         logits: *const f32,

@@ -10,6 +10,10 @@ use tokenmill_cuda_emu::{Ptr, launch, launch_clusters};
 use tokenmill_kernels::Fp8Format;
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 /// Declares kernels of one signature, as the emulation library exports them.
 macro_rules! kernels {
     ($($name:ident),* : $args:tt) => {

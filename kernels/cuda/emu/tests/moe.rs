@@ -6,6 +6,10 @@
 use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn moe_offsets(
         idx: *const i32,

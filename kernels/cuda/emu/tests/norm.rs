@@ -7,6 +7,10 @@ use tokenmill_kernels::cpu::norm::{
 };
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn rmsnorm_fwd_f32(
         x: *const f32,

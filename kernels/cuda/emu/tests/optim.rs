@@ -8,6 +8,10 @@ use tokenmill_kernels::backend::AdamStep;
 use tokenmill_kernels::cpu::optim::{adamw_ref, sum_squares_ref};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn adamw_f32(
         p: *mut f32,

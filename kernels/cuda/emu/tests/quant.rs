@@ -12,6 +12,10 @@ use tokenmill_kernels::cpu::lowp::matmul_lowp;
 use tokenmill_kernels::quant::{ScaleRounding, fake_quantize, quantize};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn round_bf16_f32(x: *mut f32, n: i64);
     fn to_bf16_f32(x: *const f32, y: *mut u16, n: i64);

@@ -6,6 +6,10 @@ use tokenmill_kernels::backend::{RopeRows, RopeTable};
 use tokenmill_kernels::cpu::rope::{rope_bwd_ref, rope_fwd_ref};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn rope_fwd_f32(
         cos: *const f32,

@@ -8,6 +8,10 @@ use tokenmill_kernels::backend::{Balance, Route};
 use tokenmill_kernels::cpu::route::{route_bwd_ref, route_ref};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn moe_route_bwd_f32(
         scores: *const f32,

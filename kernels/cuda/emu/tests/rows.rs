@@ -5,6 +5,10 @@ use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::cpu::rows::{dot_rows_ref, gather_rows_ref, scatter_add_rows_ref};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn gather_rows_f32(
         src: *const f32,

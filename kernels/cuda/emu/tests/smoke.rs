@@ -1,6 +1,10 @@
 //! The emulator itself: a grid-stride elementwise kernel and block reductions.
 use tokenmill_cuda_emu::{Ptr, launch};
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn swiglu_fwd_f32(g: *const f32, u: *const f32, h: *mut f32, n: i64);
 }

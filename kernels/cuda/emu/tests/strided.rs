@@ -6,6 +6,10 @@ use tokenmill_kernels::backend::Strided;
 use tokenmill_kernels::cpu::strided::copy_ref;
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn strided_copy_f32(
         src: *const f32,

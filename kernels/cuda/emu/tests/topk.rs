@@ -8,6 +8,10 @@ use tokenmill_kernels::cpu;
 use tokenmill_kernels::cpu::topk::{topk, topk_ref};
 use tokenmill_kernels::rng::Rng;
 
+// Every buffer ends at a page with no access: a kernel reading past one faults.
+#[global_allocator]
+static HEAP: tokenmill_cuda_emu::GuardedAlloc = tokenmill_cuda_emu::GuardedAlloc;
+
 unsafe extern "C" {
     fn topk_f32(scores: *const f32, rows: i32, n: i32, k: i32, out: *mut i32);
     fn moe_route_f32(

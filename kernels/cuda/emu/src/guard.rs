@@ -2,16 +2,14 @@
 //! buffer faults there as it would in the emulated driver's device allocations, instead of
 //! reading the next allocation's bytes and going unnoticed when they change no value.
 //!
-//! Each allocation gets its own mapping: its pages, then one page with no access. The block
-//! ends as close to that page as its alignment lets it (at most 15 bytes short, since every
-//! block starts 16-byte aligned, as the system allocator's do, so that the kernels' 16-byte
-//! vector paths are taken as before). Those few bytes between the end and the guard hold
-//! a pattern that is checked when the block is freed: a write there aborts naming the block,
-//! a read there goes unseen. A freed block is unmapped, so a later access through a stale
-//! pointer faults too (until the address is mapped again). The first launch installs a SIGSEGV
-//! handler that names the address, whether it was a guard page or unmapped, and the test's
-//! thread (its name's first 15 bytes), then lets the fault go on as it would have. A test
-//! binary opts in with
+//! Each allocation gets its own mapping: its pages, then 1 MiB with no access (address space
+//! only, no memory). The block ends as close to that guard as its alignment lets it (at most
+//! 15 bytes short, since every block starts 16-byte aligned, as the system allocator's do, so
+//! that the kernels' 16-byte vector paths are taken as before). Those few bytes between the
+//! end and the guard hold a pattern that is checked when the block is freed: a write there
+//! aborts naming the block, a read there goes unseen. A freed block is unmapped, so a later
+//! access through a stale pointer faults too (until the address is mapped again);
+//! `fault.rs` names such a fault. A test binary opts in with
 //!
 //! ```
 //! #[global_allocator]
@@ -22,21 +20,27 @@
 //! # }
 //! ```
 //!
-//! Every allocation costs a system call to map and two to protect and unmap, and at least two
-//! pages of address space (Linux allows 65,530 mappings, so about 32,000 live blocks): for tests,
-//! not for the driver or the trainer.
+//! Every allocation costs a system call to map, one to protect and one to unmap, a page of
+//! memory and 1 MiB of address space, and two of the process's mappings (Linux allows 65,530:
+//! about 32,000 live blocks): for tests, not for the driver or the trainer.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::fault::{digits, say};
 
 /// The allocator; see the module's documentation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GuardedAlloc;
 
-/// The byte written between a block's end and its guard page.
+/// The byte written between a block's end and its guard.
 const PATTERN: u8 = 0xa5;
 /// Every block's start is a multiple of this (or of its own, larger, alignment).
 const MIN_ALIGN: usize = 16;
+/// The inaccessible bytes after each block, as the emulated driver's device allocations have:
+/// a kernel's loads past a buffer may skip far beyond its last row (a tile of rows at a time),
+/// and only address space is spent on them.
+const GUARD: usize = 1 << 20;
 
 static PAGE: AtomicUsize = AtomicUsize::new(0);
 
@@ -59,104 +63,11 @@ fn geometry(layout: Layout, page: usize) -> (usize, usize) {
     (align, layout.size().max(1).next_multiple_of(page))
 }
 
-/// `n` in base `radix` (10 or 16) into the end of `buf`; the digits' slice. No allocation:
-/// this runs inside the allocator and the signal handler.
-fn digits(mut n: usize, radix: usize, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[n % radix];
-        n /= radix;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
-/// Writes the parts to stderr, unbuffered and without allocating.
-fn say(parts: &[&[u8]]) {
-    for part in parts {
-        // SAFETY: writes `part`'s bytes, alive for the call, to the standard error descriptor.
-        unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
-    }
-}
-
 /// Writes `msg` and the block's size to stderr and aborts.
 fn die(msg: &str, size: usize) -> ! {
     let mut buf = [0u8; 20];
     say(&[msg.as_bytes(), digits(size, 10, &mut buf), b" bytes\n"]);
     std::process::abort()
-}
-
-/// Linux's `si_code` for a fault on a mapped page the access is not allowed on (a guard page);
-/// `SEGV_MAPERR` (1) is an unmapped address.
-const SEGV_ACCERR: libc::c_int = 2;
-
-static REPORTING: AtomicBool = AtomicBool::new(false);
-
-/// The SIGSEGV action in place before [`report_faults`] (std's stack-overflow handler in a
-/// Rust program), restored by [`on_segv`] for the fault to reach it.
-static mut PREVIOUS: std::mem::MaybeUninit<libc::sigaction> = std::mem::MaybeUninit::zeroed();
-
-/// Names a SIGSEGV's address and cause, then puts the previous action back: returning re-runs
-/// the faulting access, which then meets it (std's handler reports a stack overflow; anything
-/// else dies of the SIGSEGV as before).
-extern "C" fn on_segv(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: the kernel's siginfo for this SIGSEGV, valid during the handler.
-    let (addr, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
-    let why: &[u8] = if code == SEGV_ACCERR {
-        b" in a page with no access: a guard page, past the end of a test buffer (or a stack)"
-    } else {
-        b", not mapped: a freed test buffer, or a wild pointer"
-    };
-    // The test harness names each test's thread after the test (the kernels' CUDA threads are
-    // fibers on it); the kernel keeps the name's first 15 bytes (`PR_GET_NAME`, safe in a
-    // signal handler, unlike std's thread handle).
-    let mut comm = [0u8; 16];
-    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into `comm`.
-    unsafe { libc::prctl(libc::PR_GET_NAME, comm.as_mut_ptr()) };
-    let name = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
-    let mut buf = [0u8; 20];
-    say(&[
-        b"tokenmill-cuda-emu guarded heap: SIGSEGV, an access to 0x",
-        digits(addr, 16, &mut buf),
-        why,
-        b"; thread ",
-        name,
-        b"\n",
-    ]);
-    // SAFETY: PREVIOUS was written by `report_faults` before this handler was installed and
-    // is never written again.
-    unsafe {
-        libc::sigaction(
-            libc::SIGSEGV,
-            (&raw const PREVIOUS).cast::<libc::sigaction>(),
-            std::ptr::null_mut(),
-        )
-    };
-}
-
-/// Installs [`on_segv`] for SIGSEGV, once per process; the emulation's launches call it, after
-/// std has installed its own handler at start-up (which would otherwise replace this one).
-pub(crate) fn report_faults() {
-    if REPORTING.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    // SAFETY: a zeroed sigaction is a valid empty one; its handler is set to `on_segv`, which
-    // takes the three arguments SA_SIGINFO passes (on the alternate stack std set up, if any,
-    // so that a stack overflow still reaches std's report). PREVIOUS is written here only,
-    // before the handler that reads it exists.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_segv as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(
-            libc::SIGSEGV,
-            &sa,
-            (&raw mut PREVIOUS).cast::<libc::sigaction>(),
-        );
-    }
 }
 
 // SAFETY: every block handed out is `layout.size()` bytes inside its own fresh mapping, aligned
@@ -170,13 +81,14 @@ unsafe impl GlobalAlloc for GuardedAlloc {
             // SAFETY: the caller's layout, passed on.
             return unsafe { System.alloc(layout) };
         }
-        // SAFETY: a new anonymous private mapping; no existing memory is touched.
+        // SAFETY: a new anonymous private mapping, all of it inaccessible and no memory
+        // reserved for it; no existing memory is touched.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                pages + page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                pages + GUARD,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
@@ -185,21 +97,22 @@ unsafe impl GlobalAlloc for GuardedAlloc {
             return std::ptr::null_mut();
         }
         let base = base.cast::<u8>();
-        // SAFETY: `base + pages` is the mapping's last page, inside it.
-        let guard = unsafe { base.add(pages) };
-        // SAFETY: the last page of the mapping just made.
-        if unsafe { libc::mprotect(guard.cast(), page, libc::PROT_NONE) } != 0 {
+        // SAFETY: the mapping's first `pages` bytes made readable and writable; the rest stays
+        // the guard.
+        if unsafe { libc::mprotect(base.cast(), pages, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
             // SAFETY: the whole mapping just made, not yet handed out.
-            unsafe { libc::munmap(base.cast(), pages + page) };
+            unsafe { libc::munmap(base.cast(), pages + GUARD) };
             return std::ptr::null_mut();
         }
+        // SAFETY: `base + pages` is the guard's start, inside the mapping.
+        let guard = unsafe { base.add(pages) };
         let end = guard as usize;
         let start = (end - layout.size()) & !(align - 1);
         // `pages` ≥ size rounded up to the page, and the page a multiple of `align`, so the
         // rounding down stays inside the mapping.
         debug_assert!(start >= base as usize);
         let block = start as *mut u8;
-        // SAFETY: the bytes from the block's end to the guard page, inside the readable pages.
+        // SAFETY: the bytes from the block's end to the guard, inside the readable pages.
         unsafe {
             std::ptr::write_bytes(
                 block.add(layout.size()),
@@ -225,7 +138,7 @@ unsafe impl GlobalAlloc for GuardedAlloc {
         }
         let end = (ptr as usize + layout.size()).next_multiple_of(page);
         let tail = end - ptr as usize - layout.size();
-        // SAFETY: the pattern's bytes, after the block and before its guard page.
+        // SAFETY: the pattern's bytes, after the block and before its guard.
         let slack = unsafe { std::slice::from_raw_parts(ptr.add(layout.size()), tail) };
         if slack.iter().any(|&b| b != PATTERN) {
             die(
@@ -235,7 +148,7 @@ unsafe impl GlobalAlloc for GuardedAlloc {
         }
         // SAFETY: the mapping `alloc` made for this block (`pages` readable, then the guard);
         // the caller frees the block once and never touches it again.
-        if unsafe { libc::munmap((end - pages) as *mut libc::c_void, pages + page) } != 0 {
+        if unsafe { libc::munmap((end - pages) as *mut libc::c_void, pages + GUARD) } != 0 {
             die(
                 "tokenmill-cuda-emu guarded heap: could not unmap a block of ",
                 layout.size(),
@@ -249,7 +162,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_end_at_their_guard_page_aligned_as_asked() {
+    fn blocks_end_at_their_guard_aligned_as_asked() {
         let page = page();
         for (size, align) in [(1, 1), (4, 4), (12, 4), (4096, 4), (4100, 8), (40, 64)] {
             let layout = Layout::from_size_align(size, align).unwrap();

@@ -18,6 +18,7 @@
 use std::ffi::c_void;
 use std::sync::Mutex;
 
+mod fault;
 mod guard;
 pub use guard::GuardedAlloc;
 
@@ -130,7 +131,7 @@ pub fn launch_clusters(
         call::<F>
     }
     let _one = LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
-    guard::report_faults();
+    fault::report_faults();
     for bz in 0..grid.2 {
         for by in 0..grid.1 {
             for bx in (0..grid.0).step_by(cluster as usize) {

@@ -7,12 +7,12 @@ emulation's kernel suite (`cargo test -p tokenmill-cuda-emu`, about 2 minutes a 
 2 cores), and restores the source. `expect` says what should happen:
 
   killed      a test fails or traps (SIGILL: the alignment check; SIGSEGV: a read past a
-              buffer's end, into the guard page of the tests' heap, `src/guard.rs`)
+              buffer's end, into the guard of the tests' heap, `src/guard.rs`)
   equivalent  the change cannot alter a result (the reason is in docs/gpu.md)
   backend     the kernel suite cannot see it; the guarded emulated driver under the backend
               stops it (`cargo test -p tokenmill-cuda --test emulated`). No entry now: the one
               that was (`mma_load` reading rows past m, which changes no value) faults in the
-              kernel suite since its buffers end at guard pages
+              kernel suite since its buffers end at guards
 
 Prints one row per change and exits non-zero when a change expected to be killed survives.
 Usage: python3 kernels/cuda/emu/mutants.py [index ...]   (from the repository root; set

@@ -172,12 +172,14 @@ DEVICE double warp_fold_in_order(double acc, double v, int n) {
 // update and the last product run across the warp; the two sums over the experts fold each
 // run of 32 terms in lane order (warp_fold_in_order), so only their additions stay in one
 // chain. The K gates (a handful) are lane 0's, in order, as a repeated expert adds twice.
-// Launch: blocks of whole warps (warp_rows: 128 threads, 4 tokens a block), grid-stride over
-// the tokens by warps.
+// Launch: blocks of whole warps (warp_rows: 128 threads, 4 tokens a block; any other block
+// traps, as the shuffles need all 32 lanes and the warps' numbering whole ones), grid-stride
+// over the tokens by warps.
 KERNEL void moe_route_bwd_f32(const float* __restrict__ scores, const int* __restrict__ idx,
                               const float* __restrict__ dgates, const double* __restrict__ coef,
                               long long tokens, int experts, int k, int seq, double denom,
                               float route_scale, int norm_topk, float* __restrict__ ds) {
+    if (blockDim.x % WARP != 0) __trap();
     const int lane = threadIdx.x % WARP;
     const long long warps = (long long)gridDim.x * (blockDim.x / WARP);
     for (long long t = (long long)blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;

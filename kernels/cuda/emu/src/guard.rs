@@ -3,13 +3,15 @@
 //! reading the next allocation's bytes and going unnoticed when they change no value.
 //!
 //! Each allocation gets its own mapping: its pages, then 1 MiB with no access (address space
-//! only, no memory). The block ends as close to that guard as its alignment lets it (at most
-//! 15 bytes short, since every block starts 16-byte aligned, as the system allocator's do, so
-//! that the kernels' 16-byte vector paths are taken as before). Those few bytes between the
-//! end and the guard hold a pattern that is checked when the block is freed: a write there
-//! aborts naming the block, a read there goes unseen. A freed block is unmapped, so a later
-//! access through a stale pointer faults too (until the address is mapped again);
-//! `fault.rs` names such a fault. A test binary opts in with
+//! only, no memory). The block ends as close to that guard as its alignment lets it: every
+//! block starts 16-byte aligned, as the system allocator's do, so that the kernels' 16-byte
+//! vector paths are taken as before, which leaves at most 15 bytes (align − 1 for a block
+//! aligned beyond 16) between its end and the guard. Those bytes hold a pattern that is checked
+//! when the block is freed: a write there aborts naming the block, a read there goes unseen.
+//! A block aligned beyond a page comes from the system allocator, unguarded. A freed block is
+//! unmapped; an access through a stale pointer faults only while nothing else is mapped
+//! there, and a later allocation may well be (no quarantine, unlike the driver's). `fault.rs`
+//! names the faults. A test binary opts in with
 //!
 //! ```
 //! #[global_allocator]
@@ -27,7 +29,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::fault::{digits, say};
+use crate::say::{digits, say};
 
 /// The allocator; see the module's documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,6 +96,15 @@ unsafe impl GlobalAlloc for GuardedAlloc {
             )
         };
         if base == libc::MAP_FAILED {
+            // Null, as the contract asks (a `try_reserve` may recover); said first, since the
+            // likely cause here is not memory but the count of mappings.
+            let mut buf = [0u8; 20];
+            say(&[
+                b"tokenmill-cuda-emu guarded heap: mmap refused a block of ",
+                digits(layout.size(), 10, &mut buf),
+                b" bytes (each block is two mappings, and a process may have \
+                  vm.max_map_count of them)\n",
+            ]);
             return std::ptr::null_mut();
         }
         let base = base.cast::<u8>();
@@ -124,6 +135,10 @@ unsafe impl GlobalAlloc for GuardedAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if geometry(layout, page()).0 > page() {
+            // SAFETY: the caller's layout, passed on (`alloc` would not zero this block).
+            return unsafe { System.alloc_zeroed(layout) };
+        }
         // A fresh anonymous mapping reads as zeros up to the block's end.
         // SAFETY: the caller's layout, passed on.
         unsafe { self.alloc(layout) }
@@ -184,6 +199,31 @@ mod tests {
             unsafe { std::ptr::write_bytes(p, 7, size) };
             // SAFETY: allocated above with this layout.
             unsafe { GuardedAlloc.dealloc(p, layout) };
+        }
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_guarded_or_aligned_beyond_a_page() {
+        let page = page();
+        for (size, align) in [(4, 4), (5000, 16), (64, 2 * page)] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            for _ in 0..2 {
+                // SAFETY: a non-zero layout; the block is freed with it below.
+                let p = unsafe { GuardedAlloc.alloc_zeroed(layout) };
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0, "{size} bytes aligned {align}");
+                // SAFETY: the block's own `size` bytes, initialised (zeroed) by the allocator.
+                let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+                assert!(
+                    bytes.iter().all(|&b| b == 0),
+                    "{size} bytes aligned {align}"
+                );
+                // Dirty it, so that a block handed out again unzeroed would show.
+                // SAFETY: the block's own bytes.
+                unsafe { std::ptr::write_bytes(p, 0xff, size) };
+                // SAFETY: allocated above with this layout.
+                unsafe { GuardedAlloc.dealloc(p, layout) };
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 
 mod fault;
 mod guard;
+mod say;
 pub use guard::GuardedAlloc;
 
 unsafe extern "C" {

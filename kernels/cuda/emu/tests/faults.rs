@@ -1,8 +1,9 @@
 //! The guarded heap (`GuardedAlloc`) that the kernel tests run on and the report of their faults
 //! (`src/fault.rs`): a kernel reading one element past a buffer's end faults, named with the
 //! test's thread; a kernel handed a float 2 bytes off stops at the alignment check's trap, named
-//! as a misaligned access; a write into the bytes between a block's end and its guard page is
-//! named when the block is freed. Each case runs in a child process (this test binary again,
+//! as a misaligned access; a kernel reading where nothing is mapped is named as such; a signal
+//! a process raises passes unnamed; a write into the bytes between a block's end and its guard
+//! is named when the block is freed. Each case runs in a child process (this test binary again,
 //! told by an environment variable which case to run) whose death is the assertion.
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -34,6 +35,30 @@ fn child(test: &str, case: &str) -> (std::process::ExitStatus, String) {
 fn a_kernel_reading_past_the_end_of_a_buffer_faults_and_is_named() {
     const TEST: &str = "a_kernel_reading_past_the_end_of_a_buffer_faults_and_is_named";
     match std::env::var(CASE).as_deref() {
+        Ok("unmapped") => {
+            // A page mapped and unmapped again: nothing lives there now (until a later mmap).
+            // SAFETY: a new anonymous mapping, then that mapping removed; no memory of anyone
+            // else's is touched.
+            let gone = unsafe {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(p, libc::MAP_FAILED);
+                libc::munmap(p, 4096);
+                p.cast::<f32>()
+            };
+            let mut h = vec![0.0f32; 4];
+            let (gp, hp) = (Ptr(gone), Ptr::of(&mut h));
+            launch((1, 1, 1), (32, 1, 1), 0, || {
+                // SAFETY: deliberately not: g and u point to the unmapped page.
+                unsafe { swiglu_fwd_f32(gp.c(), gp.c(), hp.p(), 4) }
+            });
+        }
         Ok(case @ ("past" | "far" | "inside")) => {
             // g and u hold 100 floats (400 bytes, a multiple of 16: they end at their guards);
             // the launch covers 100 elements, or 101 (one past the end), or 100 from 64 KiB
@@ -74,13 +99,23 @@ fn a_kernel_reading_past_the_end_of_a_buffer_faults_and_is_named() {
                 );
                 assert!(
                     err.contains(
-                        "tokenmill-cuda-emu: SIGSEGV, an access to a page with no access: a \
-                         guard, past the end of a test buffer (or a stack's); address 0x"
+                        "tokenmill-cuda-emu: SIGSEGV, an access to a page this access is not \
+                         allowed on: a guard, past the end of a test buffer (or a stack's \
+                         guard); address 0x"
                     ),
                     "{case}: {err}"
                 );
                 assert!(err.contains(", thread a_kernel_readin\n"), "{case}: {err}");
             }
+            let (status, err) = child(TEST, "unmapped");
+            assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status:?}: {err}");
+            assert!(
+                err.contains(
+                    "tokenmill-cuda-emu: SIGSEGV, an access to an unmapped address: more than \
+                     1 MiB past a test buffer's end, a freed one, or a wild pointer; address 0x"
+                ),
+                "{err}"
+            );
         }
     }
 }
@@ -89,6 +124,18 @@ fn a_kernel_reading_past_the_end_of_a_buffer_faults_and_is_named() {
 fn a_misaligned_access_stops_at_the_trap_and_is_named() {
     const TEST: &str = "a_misaligned_access_stops_at_the_trap_and_is_named";
     match std::env::var(CASE).as_deref() {
+        Ok("raised") => {
+            // The handler is in place after a launch; a SIGILL sent, not faulted, is passed on.
+            let mut h = vec![0.0f32; 4];
+            let (u, hp) = (vec![1.0f32; 4], Ptr::of(&mut h));
+            let up = Ptr::of_const(&u);
+            launch((1, 1, 1), (32, 1, 1), 0, || {
+                // SAFETY: 4 elements of each, inside their blocks.
+                unsafe { swiglu_fwd_f32(up.c(), up.c(), hp.p(), 4) }
+            });
+            // SAFETY: raises a signal at this process; no memory is involved.
+            unsafe { libc::raise(libc::SIGILL) };
+        }
         Ok(case @ ("off" | "on")) => {
             // A float at an address 2 bytes off its alignment (or on it): the kernels' typed
             // accesses are checked as a GPU checks them.
@@ -123,16 +170,19 @@ fn a_misaligned_access_stops_at_the_trap_and_is_named() {
                 "{err}"
             );
             assert!(err.contains(", thread a_misaligned_ac\n"), "{err}");
+            let (status, err) = child(TEST, "raised");
+            assert_eq!(status.signal(), Some(libc::SIGILL), "{status:?}: {err}");
+            assert!(!err.contains("tokenmill-cuda-emu:"), "{err}");
         }
     }
 }
 
 #[test]
-fn a_write_short_of_the_guard_page_is_named_when_the_block_is_freed() {
+fn a_write_short_of_the_guard_is_named_when_the_block_is_freed() {
     match std::env::var(CASE).as_deref() {
         Ok("write") => {
             // 99 floats: 396 bytes, 4 short of the 16-byte step, so 4 bytes of pattern lie
-            // between the block's end and its guard page.
+            // between the block's end and its guard.
             let mut v = vec![1.0f32; 99];
             // SAFETY: deliberately not: the element past the end, inside the pattern.
             unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(99), 2.0) };
@@ -141,7 +191,7 @@ fn a_write_short_of_the_guard_page_is_named_when_the_block_is_freed() {
         }
         _ => {
             let (status, err) = child(
-                "a_write_short_of_the_guard_page_is_named_when_the_block_is_freed",
+                "a_write_short_of_the_guard_is_named_when_the_block_is_freed",
                 "write",
             );
             assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}: {err}");

@@ -1,7 +1,8 @@
 //! `moe_route_bwd_f32` (topk.cu) against the CPU router's backward (kernels/src/cpu/route.rs),
 //! bit for bit: gates normalised or not, with and without the sequence-wise balance loss (its
 //! sums in f64), at DeepSeek-V3's and the 1b preset's settings and at a count of experts that
-//! leaves the last run of 32 short, with fewer warps than tokens and an expert picked twice;
+//! leaves the last run of 32 short, with fewer warps than tokens (in one block and across two)
+//! and an expert picked twice;
 //! and on inputs where the order of the balance loss's sum decides the result.
 use tokenmill_cuda_emu::{Ptr, launch};
 use tokenmill_kernels::backend::{Balance, Route};
@@ -34,15 +35,15 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 /// The kernel's ds `[n, experts]` for scores `[n, experts]`, idx and dgates `[n, k]` and, with
-/// `coef` `[n / seq, experts]`, the balance loss over `sequences` sequences; one block of
-/// `block` threads, so a warp takes several tokens when `block / 32 < n`.
+/// `coef` `[n / seq, experts]`, the balance loss over `sequences` sequences; `grid` blocks of
+/// `block` threads, so a warp takes several tokens when `grid · block / 32 < n`.
 fn kernel(
     r: Route,
     (s, idx, dg): (&[f32], &[u32], &[f32]),
     coef: Option<&[f64]>,
     seq: usize,
     sequences: usize,
-    block: u32,
+    (grid, block): (u32, u32),
 ) -> Vec<f32> {
     let n = s.len() / r.experts;
     let mut got = vec![f32::NAN; s.len()];
@@ -53,7 +54,7 @@ fn kernel(
         Ptr::of_const(dg),
         Ptr::of(&mut got),
     );
-    launch((1, 1, 1), (block, 1, 1), 0, || {
+    launch((grid, 1, 1), (block, 1, 1), 0, || {
         // SAFETY: scores and ds [n, e], idx and dgates [n, k] with every expert < e (the
         // callers' CPU reference checks it first), coef null or [n / seq, e]; all alive for
         // the launch.
@@ -120,19 +121,21 @@ fn the_router_backward_gives_the_cpu_bits() {
         });
         let mut want = vec![0.0f32; n * e];
         route_bwd_ref(r, &s, &idx, &dg, balance, &mut want);
-        for block in [32u32, 64, 256] {
+        // One warp, two, eight (27 tokens: each warp takes several), and two blocks of two
+        // warps striding over the grid.
+        for launch in [(1u32, 32u32), (1, 64), (1, 256), (2, 64)] {
             let got = kernel(
                 r,
                 (&s, &idx, &dg),
                 balanced.then_some(&coef[..]),
                 seq,
                 b + 1,
-                block,
+                launch,
             );
             assert_eq!(
                 bits(&got),
                 bits(&want),
-                "{r:?} balance {balanced} block {block}"
+                "{r:?} balance {balanced} grid and block {launch:?}"
             );
         }
     }
@@ -140,9 +143,11 @@ fn the_router_backward_gives_the_cpu_bits() {
 
 /// With random coefficients the balance loss's f64 sum gives the same f32 gradients in almost
 /// any order, so the test above would not see the warp add its terms out of order. Here two
-/// terms of ±2⁴⁰ (expert 5, lane 5 of the first run, and expert 40, lane 8 of the second)
-/// cancel: everything added between them is lost to their rounding, so the index-order sum and
-/// any other order differ in every gradient.
+/// terms of ±2⁴⁰·s/(S·B·Z) (about ±4·10⁹; expert 5, lane 5 of the first run, and expert 40,
+/// lane 8 of the second) cancel, and the small terms (about 2·10⁻⁶) added between them are
+/// rounded to the big ones' ulp (about 5·10⁻⁷), so the sum depends on where each is added: the
+/// index-order sum differs from the backwards one (asserted first), and so do nearly all the
+/// gradients.
 #[test]
 fn the_balance_sum_adds_its_terms_in_index_order() {
     let mut rng = Rng::new(7);
@@ -185,8 +190,8 @@ fn the_balance_sum_adds_its_terms_in_index_order() {
     };
     let mut want = vec![0.0f32; n * e];
     route_bwd_ref(r, &s, &idx, &dg, Some(balance), &mut want);
-    for block in [32u32, 128] {
-        let got = kernel(r, (&s, &idx, &dg), Some(&coef), seq, b, block);
-        assert_eq!(bits(&got), bits(&want), "block {block}");
+    for launch in [(1u32, 32u32), (1, 128), (2, 32)] {
+        let got = kernel(r, (&s, &idx, &dg), Some(&coef), seq, b, launch);
+        assert_eq!(bits(&got), bits(&want), "grid and block {launch:?}");
     }
 }

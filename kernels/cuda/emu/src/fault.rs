@@ -25,10 +25,8 @@ static REPORTING: AtomicBool = AtomicBool::new(false);
 
 /// The SIGSEGV and SIGILL actions in place before [`report_faults`], restored by [`on_fault`]
 /// for the fault to reach them.
-static mut PREVIOUS_SEGV: std::mem::MaybeUninit<libc::sigaction> =
-    std::mem::MaybeUninit::zeroed();
-static mut PREVIOUS_ILL: std::mem::MaybeUninit<libc::sigaction> =
-    std::mem::MaybeUninit::zeroed();
+static mut PREVIOUS_SEGV: std::mem::MaybeUninit<libc::sigaction> = std::mem::MaybeUninit::zeroed();
+static mut PREVIOUS_ILL: std::mem::MaybeUninit<libc::sigaction> = std::mem::MaybeUninit::zeroed();
 
 /// Says what the fault was, then puts the previous action back: returning re-runs the faulting
 /// instruction, which then meets it. A signal a process sent (`si_code` ≤ 0) is raised again
@@ -43,7 +41,13 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut lib
     };
     // SAFETY: the previous actions were saved by `report_faults` before it installed this
     // handler and are never written again.
-    unsafe { libc::sigaction(sig, previous.cast::<libc::sigaction>(), std::ptr::null_mut()) };
+    unsafe {
+        libc::sigaction(
+            sig,
+            previous.cast::<libc::sigaction>(),
+            std::ptr::null_mut(),
+        )
+    };
     if code <= 0 {
         // SAFETY: raises the signal again, now under the previous action.
         unsafe { libc::raise(sig) };

@@ -59,9 +59,9 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut lib
     let what: &[u8] = if sig == libc::SIGILL {
         // SAFETY: an illegal-operand SIGILL's address is the instruction's, in mapped code, and
         // ud2 is two bytes long.
-        let at = code == ILL_ILLOPN
+        let trap = code == ILL_ILLOPN
             && unsafe { std::slice::from_raw_parts(addr as *const u8, 2) } == UD2;
-        if at {
+        if trap {
             b"SIGILL at the alignment check's trap: a kernel's typed access whose address is not a multiple of its size (a GPU faults: misaligned address)"
         } else {
             b"SIGILL, an illegal instruction"

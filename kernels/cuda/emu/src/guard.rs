@@ -135,7 +135,7 @@ unsafe impl GlobalAlloc for GuardedAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if geometry(layout, page()).0 > page() {
+        if layout.align() > page() {
             // SAFETY: the caller's layout, passed on (`alloc` would not zero this block).
             return unsafe { System.alloc_zeroed(layout) };
         }
